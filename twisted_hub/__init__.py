@@ -1,0 +1,74 @@
+"""
+twisted-hub: typed RPC hubs over WebSocket + msgpack for Twisted, with
+application-level heartbeats in both directions.
+
+The public API is re-exported here; implementation modules are private.
+"""
+
+from ._client import (
+    ClientHeartbeatEvent,
+    HubClientFactory,
+    HubClientOptions,
+    HubClientProtocol,
+    ServerHeartbeatEvent,
+    connect,
+)
+from ._errors import (
+    CallTimeoutError,
+    ConnectionClosedError,
+    DisconnectKind,
+    DisconnectReason,
+    HandshakeError,
+    HubError,
+)
+from ._heartbeat import (
+    FAST_DETECTION,
+    MOBILE,
+    PROXY_SAFE,
+    ClockOffset,
+    HeartbeatConfigurationError,
+    HeartbeatConfigurationWarning,
+    HeartbeatPolicy,
+)
+from ._hub import Hub, InvalidArguments, RefuseConnection, heartbeat, hub, method
+from ._server import ConnectionContext, HeartbeatFeature, HubServerFactory, HubServerProtocol
+from ._wire import SUBPROTOCOL, CloseCode, ErrorCode, ProtocolError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SUBPROTOCOL",
+    "FAST_DETECTION",
+    "MOBILE",
+    "PROXY_SAFE",
+    "CallTimeoutError",
+    "ClientHeartbeatEvent",
+    "ClockOffset",
+    "CloseCode",
+    "ConnectionClosedError",
+    "ConnectionContext",
+    "DisconnectKind",
+    "DisconnectReason",
+    "ErrorCode",
+    "HandshakeError",
+    "HeartbeatConfigurationError",
+    "HeartbeatConfigurationWarning",
+    "HeartbeatFeature",
+    "HeartbeatPolicy",
+    "Hub",
+    "HubClientFactory",
+    "HubClientOptions",
+    "HubClientProtocol",
+    "HubError",
+    "HubServerFactory",
+    "HubServerProtocol",
+    "InvalidArguments",
+    "ProtocolError",
+    "RefuseConnection",
+    "ServerHeartbeatEvent",
+    "connect",
+    "heartbeat",
+    "hub",
+    "method",
+    "__version__",
+]

@@ -1,0 +1,616 @@
+"""
+The client adapter: L{HubClientProtocol}, L{HubClientFactory} and L{connect}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, cast
+from urllib.parse import urlsplit
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from autobahn.websocket.types import ConnectionResponse
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ._connection import (
+    CallFailed,
+    CallSucceeded,
+    ClientConnection,
+    ConnectionState,
+    HandshakeCompleted,
+    HeartbeatAnswered,
+    ServerHeartbeatReceived,
+)
+from ._errors import (
+    CallTimeoutError,
+    ConnectionClosedError,
+    DisconnectKind,
+    DisconnectReason,
+    HandshakeError,
+    HubError,
+    kind_for_close,
+)
+from ._heartbeat import (
+    DEFAULT_TIMEOUT_FACTOR,
+    ClockOffset,
+    StallDetector,
+    _check_positive,
+    utc_from_us,
+)
+from ._wire import (
+    SUBPROTOCOL,
+    ClientInvoke,
+    Close,
+    CloseCode,
+    ErrorCode,
+    MessageKind,
+    ProtocolError,
+    ReceiverCall,
+    encode_fields,
+)
+
+_UNSET: Any = object()
+_log = Logger()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerHeartbeatEvent:
+    """A heartbeat from the server (MagicOnion's C{ServerHeartbeatEvent})."""
+
+    sequence: int
+    #: when the server sent it, an aware UTC datetime
+    server_time: datetime
+    #: bytes from the server's metadata provider, or None
+    metadata: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientHeartbeatEvent:
+    """The server answered our heartbeat (MagicOnion's C{ClientHeartbeatEvent})."""
+
+    sequence: int
+    #: full round trip, seconds
+    round_trip: float
+    #: the clock-offset sample this exchange gave
+    clock: ClockOffset
+
+
+@dataclass(frozen=True)
+class HubClientOptions:
+    """
+    Client settings.
+
+    @ivar heartbeat_interval: seconds between our own heartbeats (None: off).
+    @ivar heartbeat_timeout: seconds without an answer before we declare the
+        server gone (None: never; RTT and clock offset are still measured).
+    @ivar on_server_heartbeat: called with a L{ServerHeartbeatEvent}.
+    @ivar on_heartbeat_response: called with a L{ClientHeartbeatEvent}.
+    @ivar on_heartbeat_timeout: called (no arguments) when our heartbeat
+        times out, just before the connection is dropped.
+    @ivar any_traffic_counts: any data from the server since the oldest
+        unanswered heartbeat counts as an answer.
+    @ivar stall_grace: when our own reactor was stalled right before the
+        timeout fired, give the server one more exchange.
+    @ivar call_timeout: default seconds a call may wait for its result
+        (None: until the connection closes).
+    @ivar max_message_size: largest message we accept, bytes.
+    """
+
+    heartbeat_interval: float | None = None
+    heartbeat_timeout: float | None = None
+    on_server_heartbeat: Callable[[ServerHeartbeatEvent], object] | None = None
+    on_heartbeat_response: Callable[[ClientHeartbeatEvent], object] | None = None
+    on_heartbeat_timeout: Callable[[], object] | None = None
+    any_traffic_counts: bool = False
+    stall_grace: bool = True
+    call_timeout: float | None = None
+    max_message_size: int = 1024 * 1024
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_positive("interval", self.heartbeat_interval)
+        _check_positive("timeout", self.heartbeat_timeout)
+
+    @classmethod
+    def heartbeat_every(cls, interval: float, timeout: float | None = _UNSET, **kwargs: Any) -> HubClientOptions:
+        """The one-call form: beat every C{interval}s, timeout 3x interval unless given."""
+        _check_positive("interval", interval)
+        if timeout is _UNSET:
+            timeout = interval * DEFAULT_TIMEOUT_FACTOR
+        return cls(heartbeat_interval=interval, heartbeat_timeout=timeout, **kwargs)
+
+
+class HubClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
+    """
+    One connection to one hub, as the client sees it.
+
+    Get one from L{connect}.  C{call} returns a Deferred of the result;
+    receiver methods of the factory's receiver object are called for the
+    server's receiver calls.
+    """
+
+    factory: HubClientFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.core: ClientConnection[Deferred[Any]] = ClientConnection()
+        #: fires with this protocol once the hub handshake is done
+        self.ready: Deferred[HubClientProtocol] = Deferred()
+        self._disconnected: Deferred[DisconnectReason] | None = None
+        self._waiters: list[Deferred[DisconnectReason]] = []
+        self.disconnect_reason: DisconnectReason | None = None
+        self._close_reason: DisconnectReason | None = None
+        self._handling = 0
+        self._heartbeat_loop: LoopingCall | None = None
+        self._heartbeat_timeout: IDelayedCall | None = None
+        self._heartbeat_grace_used = False
+        self._next_beat_due = 0.0
+        self.stall = StallDetector()
+        self._handshake_status: tuple[int | None, str] | None = None
+
+    # -- public API ----------------------------------------------------------
+    @property
+    def connection_id(self) -> str:
+        welcome = self.core.welcome
+        return welcome.connection_id if welcome else ""
+
+    @property
+    def is_connected(self) -> bool:
+        return self.core.state is ConnectionState.OPEN and self.disconnect_reason is None
+
+    @property
+    def round_trip(self) -> float:
+        """RTT of our newest answered heartbeat, seconds (0.0 before any)."""
+        return self.core.heartbeat.latency
+
+    @property
+    def clock_offset(self) -> ClockOffset | None:
+        """Best estimate of server clock - our clock, with its error bound."""
+        return self.core.clock_sync.best
+
+    def server_now(self) -> datetime:
+        """
+        The server's current time (aware UTC datetime), from our clock and
+        the estimated offset; our own clock when no estimate exists yet.
+        """
+        now = self.factory.clock.seconds()
+        best = self.core.clock_sync.best
+        if best is not None:
+            now += best.offset
+        return datetime.fromtimestamp(now, tz=timezone.utc)
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """Call a hub method; the Deferred fires with its result or a L{HubError}."""
+        return self.invoke(method, list(args), kwargs or None)
+
+    def invoke(
+        self, method: str, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None,
+        timeout: float | None = _UNSET,
+    ) -> Deferred[Any]:
+        """L{call} with explicit argument containers and an optional timeout."""
+        if not self.is_connected:
+            return _failed(ConnectionClosedError(self.disconnect_reason or self._not_open()))
+        core = self.core
+        call_id = 0
+
+        def cancel(d: Deferred[Any]) -> None:
+            core.forget_call(call_id)
+
+        deferred: Deferred[Any] = Deferred(cancel)
+        call_id = core.invoke(deferred, method, args or [], kwargs)
+        limit = self.factory.options.call_timeout if timeout is _UNSET else timeout
+        if limit is not None:
+            deferred.addTimeout(
+                limit, self.factory.clock,
+                onTimeoutCancel=lambda v, s: Failure(CallTimeoutError(f"{method!r} got no result within {s}s")),
+            )
+        if not self._handling:
+            self._flush()
+        return deferred
+
+    def notify(self, method: str, *args: Any, **kwargs: Any) -> None:
+        """Call a hub method without waiting for (or getting) a result."""
+        if not self.is_connected:
+            raise ConnectionClosedError(self.disconnect_reason or self._not_open())
+        self.core.notify(method, list(args), kwargs or None)
+        if not self._handling:
+            self._flush()
+
+    def disconnect(self, reason: str = "") -> Deferred[DisconnectReason]:
+        """Close normally; fires with the L{DisconnectReason} once closed."""
+        waiter = self.wait_for_disconnect()
+        if self.disconnect_reason is None and self._close_reason is None:
+            self._close_reason = DisconnectReason(DisconnectKind.NORMAL, CloseCode.NORMAL, reason, True)
+            if self.state == self.STATE_OPEN:
+                self.core.closing()
+                self.sendCloseFrame(CloseCode.NORMAL, reason.encode("utf-8")[:120] or None)
+            else:
+                self.dropConnection(abort=True)
+        return waiter
+
+    def wait_for_disconnect(self) -> Deferred[DisconnectReason]:
+        """Fires with the L{DisconnectReason} when the connection ends."""
+        d: Deferred[DisconnectReason] = Deferred()
+        if self.disconnect_reason is not None:
+            d.callback(self.disconnect_reason)
+        else:
+            self._waiters.append(d)
+        return d
+
+    def _not_open(self) -> DisconnectReason:
+        return DisconnectReason(DisconnectKind.CONNECTION_LOST, None, "not connected")
+
+    # -- handshake -----------------------------------------------------------
+    def onConnect(self, response: ConnectionResponse) -> None:
+        if response.protocol != SUBPROTOCOL:
+            self._handshake_status = (None, f"server chose subprotocol {response.protocol!r}, not {SUBPROTOCOL}")
+            self.dropConnection(abort=True)
+
+    def failHandshake(self, reason: str) -> None:
+        status: int | None = None
+        line = getattr(self, "http_status_line", "") or ""
+        parts = line.split(" ", 2)
+        if len(parts) >= 2 and parts[1].isdigit():
+            status = int(parts[1])
+            reason = parts[2] if len(parts) > 2 else reason
+        self._handshake_status = (status, reason)
+        super().failHandshake(reason)
+
+    def onOpen(self) -> None:
+        self.core.hello()
+        self._flush()
+
+    # -- receiving -----------------------------------------------------------
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.disconnect_reason is not None:
+            return
+        if not isBinary:
+            self._protocol_error("text frames are not supported", CloseCode.UNSUPPORTED_DATA)
+            return
+        self._handling += 1
+        try:
+            for event in self.core.receive_frame(payload, self.factory.clock.seconds()):
+                kind = type(event)
+                if kind is CallSucceeded:
+                    event.token.callback(event.value)  # type: ignore[union-attr]
+                elif kind is CallFailed:
+                    error = event.error  # type: ignore[union-attr]
+                    event.token.errback(HubError(error.code, error.message, error.detail))  # type: ignore[union-attr]
+                elif kind is ReceiverCall:
+                    self._receiver_call(event)  # type: ignore[arg-type]
+                elif kind is ServerHeartbeatReceived:
+                    self._server_heartbeat(event)  # type: ignore[arg-type]
+                elif kind is HeartbeatAnswered:
+                    self._heartbeat_answered(event)  # type: ignore[arg-type]
+                elif kind is ClientInvoke:
+                    self._client_invoke(event)  # type: ignore[arg-type]
+                elif kind is HandshakeCompleted:
+                    self._handshake_completed()
+                elif kind is Close:
+                    self._close_reason = DisconnectReason(
+                        kind_for_close(event.code, False), event.code, event.reason  # type: ignore[union-attr]
+                    )
+        except ProtocolError as e:
+            _log.info("protocol error from the server: {error}", error=e)
+            self._protocol_error(str(e)[:100], CloseCode.PROTOCOL_ERROR)
+        except Exception:
+            _log.failure("unexpected error handling a frame from the server")
+            self._protocol_error("internal error", CloseCode.INTERNAL_ERROR)
+        finally:
+            self._handling -= 1
+            if not self._handling:
+                self._flush()
+
+    def _handshake_completed(self) -> None:
+        options = self.factory.options
+        if options.heartbeat_interval is not None and self.core.server_takes_heartbeats:
+            self._start_heartbeat(options.heartbeat_interval)
+        if not self.ready.called:
+            self.ready.callback(self)
+
+    def _receiver_call(self, call: ReceiverCall) -> None:
+        function = self._receiver_method(call.method)
+        if function is None:
+            _log.warn("the server called receiver method {method!r}, which the receiver lacks", method=call.method)
+            return
+        try:
+            result = function(*call.args, **(call.kwargs or {}))
+        except Exception:
+            _log.failure("receiver method {method} raised", method=call.method)
+            return
+        if isinstance(result, Deferred) or hasattr(result, "__await__"):
+            maybeDeferred(lambda: result).addErrback(
+                lambda f: _log.failure("receiver method {method} failed", f, method=call.method)
+            )
+
+    def _receiver_method(self, name: str) -> Callable[..., Any] | None:
+        receiver = self.factory.receiver
+        if receiver is None or name.startswith("_"):
+            return None
+        function = getattr(receiver, name, None)
+        return function if callable(function) else None
+
+    def _client_invoke(self, call: ClientInvoke) -> None:
+        call_id = call.call_id
+        function = self._receiver_method(call.method)
+        if function is None:
+            self._reply(MessageKind.ERROR, call_id, ErrorCode.UNKNOWN_METHOD, f"the client has no method {call.method!r}", None)
+            return
+        maybeDeferred(function, *call.args, **(call.kwargs or {})).addCallbacks(
+            lambda value: self._reply(MessageKind.RESULT, call_id, value),
+            lambda failure: self._client_invoke_failed(call_id, call.method, failure),
+        )
+
+    def _client_invoke_failed(self, call_id: int, method: str, failure: Failure) -> None:
+        if failure.check(HubError):
+            error = failure.value
+            self._reply(MessageKind.ERROR, call_id, error.code, error.message, error.detail)  # type: ignore[union-attr]
+            return
+        _log.failure("receiver method {method} raised", failure, method=method)
+        self._reply(MessageKind.ERROR, call_id, ErrorCode.INTERNAL, "internal error", None)
+
+    def _reply(self, *fields: Any) -> None:
+        if not self.is_connected:
+            return
+        try:
+            payload = encode_fields(list(fields))
+        except Exception:
+            payload = encode_fields([MessageKind.ERROR, fields[1], ErrorCode.INTERNAL, "result cannot be encoded", None])
+        self.core.send_encoded(payload)
+        if not self._handling:
+            self._flush()
+
+    # -- heartbeats ----------------------------------------------------------
+    def _server_heartbeat(self, event: ServerHeartbeatReceived) -> None:
+        callback = self.factory.options.on_server_heartbeat
+        if callback is None:
+            return
+        message = event.message
+        self._safely(callback, ServerHeartbeatEvent(message.sequence, utc_from_us(message.server_time_us), message.metadata))
+
+    def _start_heartbeat(self, interval: float) -> None:
+        self._heartbeat_loop = LoopingCall(self._beat)
+        self._heartbeat_loop.clock = self.factory.clock
+        self._next_beat_due = self.factory.clock.seconds() + interval
+        self._heartbeat_loop.start(interval, now=False)
+        _log.debug("client heartbeat timer started: interval={interval}s", interval=interval)
+
+    def _stop_heartbeat(self) -> None:
+        if self._heartbeat_loop is not None:
+            if self._heartbeat_loop.running:
+                self._heartbeat_loop.stop()
+            self._heartbeat_loop = None
+            _log.debug("client heartbeat timer stopped")
+        if self._heartbeat_timeout is not None:
+            if self._heartbeat_timeout.active():
+                self._heartbeat_timeout.cancel()
+            self._heartbeat_timeout = None
+
+    def _beat(self) -> None:
+        clock = self.factory.clock
+        now = clock.seconds()
+        interval = self.factory.options.heartbeat_interval or 0.0
+        self.stall.observe(self._next_beat_due, now)
+        self._next_beat_due = now + interval
+        self._send_heartbeat(now)
+
+    def _send_heartbeat(self, now: float) -> None:
+        sequence, started = self.core.send_heartbeat(now)
+        _log.debug("client heartbeat {sequence} sent", sequence=sequence)
+        if not self._handling:
+            self._flush()
+        timeout = self.factory.options.heartbeat_timeout
+        if started and timeout is not None:
+            self._arm_timeout(timeout, now)
+
+    def _arm_timeout(self, timeout: float, started_at: float) -> None:
+        due = started_at + timeout
+        self._heartbeat_timeout = self.factory.clock.callLater(
+            timeout, self._heartbeat_timeout_fired, started_at, due
+        )
+
+    def _heartbeat_answered(self, event: HeartbeatAnswered) -> None:
+        self._heartbeat_grace_used = False
+        _log.debug("client heartbeat {sequence} answered in {rtt:.4f}s", sequence=event.sequence, rtt=event.latency)
+        if self._heartbeat_timeout is not None and self._heartbeat_timeout.active():
+            self._heartbeat_timeout.cancel()
+        self._heartbeat_timeout = None
+        callback = self.factory.options.on_heartbeat_response
+        if callback is not None and event.clock is not None:
+            self._safely(callback, ClientHeartbeatEvent(event.sequence, event.latency, event.clock))
+
+    def _heartbeat_timeout_fired(self, started_at: float, due: float) -> None:
+        self._heartbeat_timeout = None
+        tracker = self.core.heartbeat
+        if tracker.timeout_started_at != started_at or self.disconnect_reason is not None:
+            return
+        options = self.factory.options
+        clock = self.factory.clock
+        now = clock.seconds()
+        self.stall.observe(due, now)
+        if options.any_traffic_counts and self.core.last_received >= started_at:
+            tracker.timeout_started_at = None
+            return
+        if options.stall_grace and self.stall.stalled_recently(now) and not self._heartbeat_grace_used:
+            self._heartbeat_grace_used = True
+            _log.info("heartbeat timeout deferred: our reactor was stalled ({lag:.3f}s late)", lag=self.stall.max_lag)
+            tracker.timeout_started_at = None
+            self._send_heartbeat(now)
+            return
+        _log.info("server heartbeat timed out after {timeout}s: dropping the connection", timeout=options.heartbeat_timeout)
+        self._close_reason = DisconnectReason(
+            DisconnectKind.TIMED_OUT, CloseCode.HEARTBEAT_TIMEOUT, "the server did not answer our heartbeat", True
+        )
+        if options.on_heartbeat_timeout is not None:
+            self._safely(options.on_heartbeat_timeout)
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(CloseCode.HEARTBEAT_TIMEOUT, b"heartbeat timeout")
+        # The server is presumably gone: don't wait for a close reply.
+        self.dropConnection(abort=True)
+
+    # -- sending -------------------------------------------------------------
+    def _flush(self) -> None:
+        if self.state != self.STATE_OPEN:
+            return
+        for frame in self.core.frames_to_send():
+            self.sendMessage(frame, isBinary=True)
+
+    # -- closing -------------------------------------------------------------
+    def _protocol_error(self, reason: str, code: int) -> None:
+        if self._close_reason is None:
+            self._close_reason = DisconnectReason(DisconnectKind.PROTOCOL_ERROR, code, reason, True)
+        if self.state == self.STATE_OPEN:
+            self.core.closing()
+            self.sendCloseFrame(code, reason.encode("utf-8")[:120])
+        else:
+            self.dropConnection(abort=True)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.disconnect_reason is not None:
+            return
+        self._stop_heartbeat()
+        if not self.ready.called:
+            status, text = self._handshake_status or (None, reason or "connection closed during the handshake")
+            self.disconnect_reason = DisconnectReason(DisconnectKind.HANDSHAKE_FAILED, None, text)
+            failure = Failure(HandshakeError(status, text))
+            self.ready.errback(failure)
+        else:
+            self.disconnect_reason = self._final_reason(reason)
+        for deferred in self.core.closed():
+            deferred.errback(ConnectionClosedError(self.disconnect_reason))
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(self.disconnect_reason)
+        self.factory.connection_ended(self, self.disconnect_reason)
+
+    def _final_reason(self, reason: str | None) -> DisconnectReason:
+        if self._close_reason is not None:
+            return self._close_reason
+        remote = self.remoteCloseCode
+        if remote is not None:
+            return DisconnectReason(kind_for_close(remote, False), remote, self.remoteCloseReason or "")
+        return DisconnectReason(DisconnectKind.CONNECTION_LOST, None, reason or "")
+
+    def _safely(self, function: Callable[..., object], *args: Any) -> None:
+        try:
+            function(*args)
+        except Exception:
+            _log.failure("client callback {name} raised", name=getattr(function, "__name__", repr(function)))
+
+    def dataReceived(self, data: bytes) -> None:
+        self._dataReceived(data)
+
+
+def _failed(error: Exception) -> Deferred[Any]:
+    d: Deferred[Any] = Deferred()
+    d.errback(error)
+    return d
+
+
+class HubClientFactory(WebSocketClientFactory):  # type: ignore[misc]
+    """Builds L{HubClientProtocol}s for one hub URL."""
+
+    protocol = HubClientProtocol
+
+    def __init__(
+        self,
+        url: str,
+        receiver: object | None = None,
+        options: HubClientOptions | None = None,
+        clock: IReactorTime | None = None,
+        reactor: Any = None,
+    ) -> None:
+        if clock is None and reactor is not None:
+            clock = reactor
+        options = options or HubClientOptions()
+        super().__init__(
+            url, protocols=[SUBPROTOCOL], reactor=reactor if reactor is not None else clock,
+            headers=dict(options.extra_headers) or None,
+        )
+        self._clock = clock
+        self.receiver = receiver
+        self.options = options
+        self.on_connection_ended: Callable[[HubClientProtocol, DisconnectReason], object] | None = None
+        self.setProtocolOptions(
+            maxMessagePayloadSize=options.max_message_size,
+            maxFramePayloadSize=options.max_message_size,
+            failByDrop=False,
+        )
+
+    @property
+    def clock(self) -> IReactorTime:
+        if self._clock is None:
+            from twisted.internet import reactor
+
+            self._clock = cast(IReactorTime, reactor)
+        return self._clock
+
+    def connection_ended(self, protocol: HubClientProtocol, reason: DisconnectReason) -> None:
+        if self.on_connection_ended is not None:
+            self.on_connection_ended(protocol, reason)
+
+
+def hub_url(url: str, hub: str | None) -> str:
+    """The URL of one hub: C{url} with the hub name as its last path segment."""
+    if not hub:
+        return url
+    return url.rstrip("/") + "/" + hub
+
+
+def endpoint_for(url: str, reactor: Any) -> IStreamClientEndpoint:
+    """A client endpoint for a ws:// or wss:// URL."""
+    from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"not a WebSocket URL: {url!r}")
+    host = parts.hostname or "localhost"
+    secure = parts.scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, host, port)
+    if secure:
+        from twisted.internet.ssl import optionsForClientTLS
+
+        endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
+    return endpoint
+
+
+def connect(
+    url: str,
+    hub: str | None = None,
+    receiver: object | None = None,
+    options: HubClientOptions | None = None,
+    *,
+    reactor: Any = None,
+    endpoint: IStreamClientEndpoint | None = None,
+    timeout: float = 30.0,
+) -> Deferred[HubClientProtocol]:
+    """
+    Connect to a hub; fires with the connected L{HubClientProtocol} once the
+    hub handshake is done, or fails with L{HandshakeError} / a connection
+    error.
+
+        client = await connect("ws://127.0.0.1:8080/hub", "chat", receiver=me)
+        print(await client.call("join", "lobby"))
+
+    @param url: C{ws://} or C{wss://} URL of the hub endpoint.
+    @param hub: hub name, appended to the URL path (omit if the URL names it).
+    @param receiver: object whose public methods the server may call.
+    @param endpoint: connect through this endpoint instead of the URL's host.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    full_url = hub_url(url, hub)
+    factory = HubClientFactory(full_url, receiver, options, reactor=reactor)
+    if endpoint is None:
+        endpoint = endpoint_for(full_url, reactor)
+    connecting = endpoint.connect(factory)
+    connecting.addTimeout(timeout, reactor)
+    return connecting.addCallback(lambda protocol: protocol.ready)

@@ -1,0 +1,434 @@
+"""
+The connection state machine, without I/O (in the manner of h2 and wsproto).
+
+A L{ServerConnection} or L{ClientConnection} takes whole WebSocket frames and
+an explicit C{now}, and returns events; what it wants sent accumulates in an
+outbox that the adapter drains with L{Connection.data_to_send}.  Messages
+written in one go (while handling one frame, or inside a batch) leave as one
+frame.  It answers heartbeats itself, matches results to pending calls and
+enforces the handshake; it never touches a socket or a timer.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from ._heartbeat import ClockOffset, ClockSync, HeartbeatTracker
+from ._wire import (
+    CAP_BATCH,
+    CAP_HEARTBEAT,
+    OUR_CAPABILITIES,
+    ClientHeartbeat,
+    ClientHeartbeatAck,
+    ClientInvoke,
+    Close,
+    Error,
+    Hello,
+    Invoke,
+    Message,
+    MessageKind,
+    Notify,
+    ProtocolError,
+    ReceiverCall,
+    Result,
+    ServerHeartbeat,
+    ServerHeartbeatAck,
+    Welcome,
+    decode_frame,
+    encode,
+    encode_fields,
+)
+
+T = TypeVar("T")
+
+_RESULT = MessageKind.RESULT
+_ERROR = MessageKind.ERROR
+
+
+class ConnectionState(enum.Enum):
+    """Where a connection is in its life."""
+
+    #: open at the WebSocket level, hub handshake (hello/welcome) not done
+    HANDSHAKING = "handshaking"
+    OPEN = "open"
+    #: we decided to close (or the peer announced it); nothing more is sent
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+# Which message kinds each side may receive.
+_SERVER_ACCEPTS = frozenset(
+    {
+        MessageKind.HELLO,
+        MessageKind.INVOKE,
+        MessageKind.NOTIFY,
+        MessageKind.RESULT,
+        MessageKind.ERROR,
+        MessageKind.CLOSE,
+        MessageKind.SERVER_HEARTBEAT_ACK,
+        MessageKind.CLIENT_HEARTBEAT,
+    }
+)
+_CLIENT_ACCEPTS = frozenset(
+    {
+        MessageKind.WELCOME,
+        MessageKind.RESULT,
+        MessageKind.ERROR,
+        MessageKind.RECEIVER_CALL,
+        MessageKind.CLIENT_INVOKE,
+        MessageKind.CLOSE,
+        MessageKind.SERVER_HEARTBEAT,
+        MessageKind.CLIENT_HEARTBEAT_ACK,
+    }
+)
+
+
+@dataclass(slots=True)
+class CallSucceeded(Generic[T]):
+    """A pending call of ours got its result."""
+
+    token: T
+    value: Any
+
+
+@dataclass(slots=True)
+class CallFailed(Generic[T]):
+    """A pending call of ours got an error response."""
+
+    token: T
+    error: Error
+
+
+@dataclass(slots=True)
+class HandshakeCompleted:
+    """The hello/welcome exchange is done; the peer supports C{capabilities}."""
+
+    capabilities: frozenset[str]
+
+
+@dataclass(slots=True)
+class HeartbeatAnswered:
+    """
+    The peer answered our newest heartbeat.
+
+    @ivar latency: full round trip in seconds.
+    @ivar clock: the clock-offset sample (client side only).
+    """
+
+    sequence: int
+    latency: float
+    clock: ClockOffset | None = None
+
+
+@dataclass(slots=True)
+class ServerHeartbeatReceived:
+    """Client side: the server beat (we have already answered it)."""
+
+    message: ServerHeartbeat
+
+
+Event = (
+    Invoke
+    | Notify
+    | ReceiverCall
+    | ClientInvoke
+    | Close
+    | CallSucceeded[Any]
+    | CallFailed[Any]
+    | HandshakeCompleted
+    | HeartbeatAnswered
+    | ServerHeartbeatReceived
+)
+
+
+def to_us(seconds: float) -> int:
+    """Seconds to whole microseconds, as heartbeats carry time."""
+    return int(seconds * 1_000_000)
+
+
+class Connection(Generic[T]):
+    """
+    The state both sides share: outbox, pending calls, liveness bookkeeping.
+
+    C{T} is whatever the adapter attaches to a pending call (a Deferred).
+    """
+
+    _accepts: frozenset[int] = frozenset()
+
+    def __init__(self) -> None:
+        self.state = ConnectionState.HANDSHAKING
+        self.peer_capabilities: frozenset[str] = frozenset()
+        self._outbox: list[bytes] = []
+        self._next_call_id = 1
+        self._pending: dict[int, T] = {}
+        #: when we last received a frame (any frame), for "any traffic counts"
+        self.last_received = 0.0
+        #: heartbeats we send and the answers to them
+        self.heartbeat = HeartbeatTracker()
+        self.frames_received = 0
+        self.late_answers = 0
+
+    # -- sending ----------------------------------------------------------
+    def send(self, message: Message) -> None:
+        """Queue one message for the next frame."""
+        if self.state is ConnectionState.CLOSED:
+            return
+        self._outbox.append(encode(message))
+
+    def send_encoded(self, data: bytes) -> None:
+        """Queue one already-encoded message."""
+        if self.state is ConnectionState.CLOSED:
+            return
+        self._outbox.append(data)
+
+    def data_to_send(self) -> bytes | None:
+        """Everything queued, as the payload of one frame (None if nothing)."""
+        outbox = self._outbox
+        if not outbox:
+            return None
+        if len(outbox) == 1 or CAP_BATCH not in self.peer_capabilities:
+            if len(outbox) == 1:
+                self._outbox = []
+                return outbox[0]
+        self._outbox = []
+        return b"".join(outbox)
+
+    def frames_to_send(self) -> list[bytes]:
+        """
+        Everything queued, as frame payloads: one frame when the peer takes
+        batches, else one frame per message.
+        """
+        outbox = self._outbox
+        if not outbox:
+            return []
+        self._outbox = []
+        if len(outbox) == 1:
+            return outbox
+        if CAP_BATCH in self.peer_capabilities:
+            return [b"".join(outbox)]
+        return outbox
+
+    @property
+    def has_outgoing(self) -> bool:
+        return bool(self._outbox)
+
+    # -- our own calls ----------------------------------------------------
+    def _register_call(self, token: T) -> int:
+        call_id = self._next_call_id
+        self._next_call_id = call_id + 1
+        self._pending[call_id] = token
+        return call_id
+
+    def forget_call(self, call_id: int) -> T | None:
+        """Drop a pending call (it timed out); a late answer is then ignored."""
+        return self._pending.pop(call_id, None)
+
+    def take_all_pending(self) -> list[T]:
+        """Remove and return every pending call (the connection is closing)."""
+        tokens = list(self._pending.values())
+        self._pending.clear()
+        return tokens
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def _answer(self, message: Result | Error) -> CallSucceeded[T] | CallFailed[T] | None:
+        token = self._pending.pop(message.call_id, None)
+        if token is None:
+            # The call timed out (or was never made): a late answer is dropped.
+            self.late_answers += 1
+            return None
+        if message.kind == _RESULT:
+            return CallSucceeded(token, message.value)  # type: ignore[union-attr]
+        return CallFailed(token, message)  # type: ignore[arg-type]
+
+    # -- receiving --------------------------------------------------------
+    def receive_frame(self, data: bytes, now: float) -> list[Event]:
+        """
+        Take one binary frame; return the events it produced.
+
+        @raise ProtocolError: the frame is not valid for this side in this
+            state; the adapter closes the connection.
+        """
+        if self.state is ConnectionState.CLOSED:
+            return []
+        self.last_received = now
+        self.frames_received += 1
+        messages = decode_frame(data)
+        events: list[Event] = []
+        accepts = self._accepts
+        for message in messages:
+            if message.kind not in accepts:
+                raise ProtocolError(f"message kind {message.kind} is not valid in this direction")
+            event = self._handle(message, now)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _handle(self, message: Message, now: float) -> Event | None:
+        raise NotImplementedError()
+
+    def closing(self) -> None:
+        """We are closing: send nothing more, stop heartbeat bookkeeping."""
+        if self.state is not ConnectionState.CLOSED:
+            self.state = ConnectionState.CLOSING
+        self.heartbeat.stop()
+
+    def closed(self) -> list[T]:
+        """The transport is gone; return the calls that must now fail."""
+        self.state = ConnectionState.CLOSED
+        self._outbox = []
+        self.heartbeat.stop()
+        return self.take_all_pending()
+
+
+class ServerConnection(Connection[T]):
+    """The server side of one hub connection."""
+
+    _accepts = _SERVER_ACCEPTS
+
+    def __init__(
+        self,
+        connection_id: str,
+        heartbeat_interval: float | None = None,
+        heartbeat_timeout: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.connection_id = connection_id
+        self._heartbeat_interval = heartbeat_interval
+        self._heartbeat_timeout = heartbeat_timeout
+
+    def welcome(self) -> None:
+        """Queue the welcome; call once the WebSocket is open."""
+        self.send(
+            Welcome(
+                list(OUR_CAPABILITIES),
+                self.connection_id,
+                self._heartbeat_interval,
+                self._heartbeat_timeout if self._heartbeat_interval is not None else None,
+            )
+        )
+
+    @property
+    def peer_takes_heartbeats(self) -> bool:
+        return CAP_HEARTBEAT in self.peer_capabilities
+
+    def invoke_client(self, token: T, method: str, args: list[Any], kwargs: dict[str, Any] | None = None) -> int:
+        """Queue a client-result request; return its call id."""
+        call_id = self._register_call(token)
+        self.send(ClientInvoke(call_id, method, args, kwargs))
+        return call_id
+
+    def _handle(self, message: Message, now: float) -> Event | None:
+        kind = message.kind
+        if self.state is ConnectionState.HANDSHAKING:
+            if kind != MessageKind.HELLO:
+                raise ProtocolError("the first message from a client must be hello")
+            self.peer_capabilities = frozenset(message.capabilities)  # type: ignore[union-attr]
+            self.state = ConnectionState.OPEN
+            return HandshakeCompleted(self.peer_capabilities)
+        if kind == MessageKind.INVOKE or kind == MessageKind.NOTIFY:
+            return message  # type: ignore[return-value]
+        if kind == _RESULT or kind == _ERROR:
+            return self._answer(message)  # type: ignore[arg-type]
+        if kind == MessageKind.SERVER_HEARTBEAT_ACK:
+            sequence = message.sequence  # type: ignore[union-attr]
+            latency = self.heartbeat.acknowledged(sequence, now)
+            if latency is None:
+                return None
+            return HeartbeatAnswered(sequence, latency)
+        if kind == MessageKind.CLIENT_HEARTBEAT:
+            # Always answered, whatever our own heartbeat settings are.
+            if self.state is ConnectionState.OPEN:
+                self.send(
+                    ClientHeartbeatAck(
+                        message.sequence,  # type: ignore[union-attr]
+                        message.client_time,  # type: ignore[union-attr]
+                        to_us(now),
+                    )
+                )
+            return None
+        if kind == MessageKind.HELLO:
+            raise ProtocolError("hello sent twice")
+        # CLOSE
+        self.state = ConnectionState.CLOSING
+        return message  # type: ignore[return-value]
+
+
+class ClientConnection(Connection[T]):
+    """The client side of one hub connection."""
+
+    _accepts = _CLIENT_ACCEPTS
+
+    def __init__(self, capabilities: tuple[str, ...] = OUR_CAPABILITIES) -> None:
+        super().__init__()
+        self.capabilities = capabilities
+        self.welcome: Welcome | None = None
+        self.clock_sync = ClockSync()
+        self._heartbeat_sequence = 0
+
+    def hello(self) -> None:
+        """Queue the hello; call once the WebSocket is open."""
+        self.send(Hello(list(self.capabilities)))
+
+    def invoke(self, token: T, method: str, args: list[Any], kwargs: dict[str, Any] | None = None) -> int:
+        """Queue a call that wants a result; return its call id."""
+        call_id = self._register_call(token)
+        if kwargs:
+            self._outbox.append(encode_fields([MessageKind.INVOKE, call_id, method, args, kwargs]))
+        else:
+            self._outbox.append(encode_fields([MessageKind.INVOKE, call_id, method, args]))
+        return call_id
+
+    def notify(self, method: str, args: list[Any], kwargs: dict[str, Any] | None = None) -> None:
+        """Queue a fire-and-forget call."""
+        self.send(Notify(method, args, kwargs))
+
+    @property
+    def server_takes_heartbeats(self) -> bool:
+        return CAP_HEARTBEAT in self.peer_capabilities
+
+    def send_heartbeat(self, now: float) -> tuple[int, bool]:
+        """
+        Queue our own heartbeat; return (sequence, whether it started a
+        timeout).
+        """
+        self._heartbeat_sequence += 1
+        sequence = self._heartbeat_sequence
+        self.send(ClientHeartbeat(sequence, to_us(now)))
+        return sequence, self.heartbeat.sent(sequence, now)
+
+    def _handle(self, message: Message, now: float) -> Event | None:
+        kind = message.kind
+        if self.state is ConnectionState.HANDSHAKING:
+            if kind != MessageKind.WELCOME:
+                raise ProtocolError("the first message from a server must be welcome")
+            self.welcome = message  # type: ignore[assignment]
+            self.peer_capabilities = frozenset(message.capabilities)  # type: ignore[union-attr]
+            self.state = ConnectionState.OPEN
+            return HandshakeCompleted(self.peer_capabilities)
+        if kind == _RESULT or kind == _ERROR:
+            return self._answer(message)  # type: ignore[arg-type]
+        if kind == MessageKind.RECEIVER_CALL or kind == MessageKind.CLIENT_INVOKE:
+            return message  # type: ignore[return-value]
+        if kind == MessageKind.SERVER_HEARTBEAT:
+            # Answered here, from the message handler: no client timer needed,
+            # so a throttled client timer cannot make the server time us out.
+            if self.state is ConnectionState.OPEN:
+                self.send(ServerHeartbeatAck(message.sequence))  # type: ignore[union-attr]
+            return ServerHeartbeatReceived(message)  # type: ignore[arg-type]
+        if kind == MessageKind.CLIENT_HEARTBEAT_ACK:
+            ack: ClientHeartbeatAck = message  # type: ignore[assignment]
+            sample = self.clock_sync.add(ack.client_time / 1e6, ack.server_time_us / 1e6, now)
+            latency = self.heartbeat.acknowledged(ack.sequence, now)
+            if latency is None:
+                return None
+            return HeartbeatAnswered(ack.sequence, latency, sample)
+        if kind == MessageKind.WELCOME:
+            raise ProtocolError("welcome sent twice")
+        # CLOSE
+        self.state = ConnectionState.CLOSING
+        return message  # type: ignore[return-value]

@@ -1,0 +1,474 @@
+"""
+The hub layer: the L{Hub} base class, attribute-style registration
+(L{hub}, L{method}, L{heartbeat}), receivers and groups.
+
+A hub class describes one service; the server makes one instance per
+connection.  Inside a method, C{self.connection} is the calling connection,
+C{self.clients} reaches client receivers and C{self.groups} manages this
+connection's group memberships.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ClassVar,
+    Iterable,
+    TypeVar,
+    get_type_hints,
+)
+
+from ._errors import HubError
+from ._heartbeat import _UNSET, HeartbeatPolicy, MetadataProvider, _check_positive
+from ._wire import ErrorCode
+
+if TYPE_CHECKING:
+    from autobahn.websocket.types import ConnectionRequest
+    from twisted.internet.defer import Deferred
+
+    from ._errors import DisconnectReason
+    from ._server import ConnectionContext, HubRuntime
+
+HubT = TypeVar("HubT", bound="type[Hub]")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_METHOD_MARK = "__hub_method_name__"
+
+# Annotations we check at call time; anything else is passed through as is.
+_CHECKABLE: dict[Any, tuple[type, ...]] = {
+    int: (int,),
+    float: (float, int),
+    str: (str,),
+    bytes: (bytes,),
+    bool: (bool,),
+    list: (list,),
+    dict: (dict,),
+}
+
+
+class InvalidArguments(HubError):
+    """The caller's arguments do not fit the method's signature or types."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.INVALID_ARGUMENTS, message)
+
+
+@dataclass(frozen=True, slots=True)
+class HubMethod:
+    """One exposed method: its wire name, the function, its argument checks."""
+
+    name: str
+    function: Callable[..., Any]
+    signature: inspect.Signature
+    #: (position, parameter name, accepted types) for annotated positionals
+    checks: tuple[tuple[int, str, tuple[type, ...]], ...]
+    #: parameter name -> accepted types, for keyword arguments
+    keyword_checks: dict[str, tuple[type, ...]]
+
+    def check(self, args: list[Any], kwargs: dict[str, Any] | None) -> None:
+        """Raise L{InvalidArguments} when an annotated argument has the wrong type."""
+        count = len(args)
+        for position, name, types in self.checks:
+            if position < count:
+                value = args[position]
+                if not isinstance(value, types) or (type(value) is bool and bool not in types):
+                    raise InvalidArguments(
+                        f"{self.name}: argument {name!r} must be {types[0].__name__}, "
+                        f"got {type(value).__name__}"
+                    )
+        if kwargs:
+            for name, value in kwargs.items():
+                types = self.keyword_checks.get(name)  # type: ignore[assignment]
+                if types is not None and (
+                    not isinstance(value, types) or (type(value) is bool and bool not in types)
+                ):
+                    raise InvalidArguments(
+                        f"{self.name}: argument {name!r} must be {types[0].__name__}, "
+                        f"got {type(value).__name__}"
+                    )
+
+    def explain_type_error(self, args: list[Any], kwargs: dict[str, Any] | None) -> str | None:
+        """
+        After the method raised TypeError: return why, if the arguments did
+        not bind to its signature (a caller error); None if they did (a bug
+        inside the method).
+        """
+        try:
+            self.signature.bind(None, *args, **(kwargs or {}))
+        except TypeError as e:
+            return f"{self.name}: {e}"
+        return None
+
+
+def method(name: str | F | None = None) -> Any:
+    """
+    Expose a hub method to clients, under its own name or C{name}.
+
+        @method
+        def add(self, a: int, b: int) -> int: ...
+
+        @method("sum")
+        def add_all(self, *numbers: int) -> int: ...
+
+    The method may return a value, a Deferred, or be C{async def}.
+    Parameters annotated with C{int}, C{float}, C{str}, C{bytes}, C{bool},
+    C{list} or C{dict} are type-checked; a mismatch answers the caller with
+    C{invalid-arguments}.
+    """
+
+    def mark(function: F, wire_name: str | None = None) -> F:
+        setattr(function, _METHOD_MARK, wire_name or function.__name__)
+        return function
+
+    if callable(name):
+        return mark(name)
+    return lambda function: mark(function, name)
+
+
+def _describe(wire_name: str, function: Callable[..., Any]) -> HubMethod:
+    signature = inspect.signature(function)
+    try:
+        hints = get_type_hints(function)
+    except Exception:
+        hints = {}
+    checks: list[tuple[int, str, tuple[type, ...]]] = []
+    keyword_checks: dict[str, tuple[type, ...]] = {}
+    parameters = list(signature.parameters.values())[1:]  # skip self
+    for position, parameter in enumerate(parameters):
+        types = _CHECKABLE.get(hints.get(parameter.name))
+        if types is None:
+            continue
+        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            checks.append((position, parameter.name, types))
+        if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+            keyword_checks[parameter.name] = types
+    return HubMethod(wire_name, function, signature, tuple(checks), keyword_checks)
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatOverride:
+    """What a L{heartbeat} decorator says; unset fields keep the global value."""
+
+    enabled: bool | None = None
+    interval: float | None = None
+    timeout: float | None | object = _UNSET
+    metadata_provider: MetadataProvider | None | object = _UNSET
+
+    def apply(self, policy: HeartbeatPolicy) -> HeartbeatPolicy:
+        """
+        The effective policy for this hub: the decorator's fields override
+        the global C{policy}; a decorator with any field but C{enabled=False}
+        turns heartbeats on.
+        """
+        enabled = True if self.enabled is None else self.enabled
+        return policy.overridden(
+            enabled=enabled,
+            interval=self.interval,
+            timeout=self.timeout,
+            metadata_provider=self.metadata_provider,
+        )
+
+
+def heartbeat(
+    enabled: bool = True,
+    interval: float | None = None,
+    timeout: float | None | object = _UNSET,
+    metadata_provider: MetadataProvider | None | object = _UNSET,
+) -> Callable[[HubT], HubT]:
+    """
+    Class decorator: this hub's server heartbeat (MagicOnion's
+    C{[Heartbeat(Interval=..., Timeout=...)]}).
+
+        @heartbeat()                          # on, with the global settings
+        @heartbeat(interval=10, timeout=1)    # on, overriding them
+        @heartbeat(enabled=False)             # off, whatever is global
+
+    Settings not given come from the server's global policy
+    (L{HubServerFactory}'s C{heartbeat=}).  C{timeout=None} means never
+    disconnect.  See C{docs/heartbeat.md} for the full precedence table.
+    """
+    _check_positive("interval", interval)
+    if timeout is not _UNSET:
+        _check_positive("timeout", timeout)  # type: ignore[arg-type]
+
+    def decorate(cls: HubT) -> HubT:
+        cls.heartbeat_override = HeartbeatOverride(enabled, interval, timeout, metadata_provider)
+        return cls
+
+    return decorate
+
+
+def hub(
+    name: str | None = None,
+    *,
+    receiver: type | None = None,
+    concurrent: bool | None = None,
+) -> Callable[[HubT], HubT]:
+    """
+    Class decorator: register a hub's wire name, its receiver interface and
+    whether calls on one connection may run concurrently.
+
+        @hub("chat", receiver=ChatReceiver)
+        class ChatHub(Hub): ...
+
+    The same can be said with class attributes C{hub_name}, C{receiver} and
+    C{concurrent}.
+    """
+
+    def decorate(cls: HubT) -> HubT:
+        if name is not None:
+            cls.hub_name = name
+        if receiver is not None:
+            cls.receiver = receiver
+        if concurrent is not None:
+            cls.concurrent = concurrent
+        return cls
+
+    return decorate
+
+
+def receiver_methods(interface: type | None) -> frozenset[str] | None:
+    """The method names a receiver interface declares (None: anything goes)."""
+    if interface is None:
+        return None
+    return frozenset(
+        name
+        for name, value in inspect.getmembers(interface)
+        if not name.startswith("_") and callable(value)
+    )
+
+
+class Hub:
+    """
+    Base class of every hub.  Subclass it, expose methods with L{method}.
+
+    Class attributes (or the L{hub} decorator):
+      - C{hub_name}: the name clients connect to (default: the class name,
+        lower-cased, without a trailing "hub").
+      - C{receiver}: a class whose public methods are the client receiver
+        methods this hub may call (optional; when set, calling an undeclared
+        receiver method raises AttributeError at the call site).
+      - C{concurrent}: False (default) runs one connection's calls one after
+        another, in order; True starts each call as it arrives.
+    """
+
+    hub_name: ClassVar[str] = ""
+    receiver: ClassVar[type | None] = None
+    concurrent: ClassVar[bool] = False
+    heartbeat_override: ClassVar[HeartbeatOverride | None] = None
+    hub_methods: ClassVar[dict[str, HubMethod]] = {}
+
+    #: set by the server before C{on_connecting}
+    connection: ConnectionContext
+    _runtime: HubRuntime
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "hub_name" not in cls.__dict__:
+            base = cls.__name__.lower()
+            cls.hub_name = base[:-3] if base.endswith("hub") and len(base) > 3 else base
+        methods: dict[str, HubMethod] = {}
+        for klass in reversed(cls.__mro__):
+            for attribute, value in vars(klass).items():
+                wire_name = getattr(value, _METHOD_MARK, None)
+                if wire_name is not None:
+                    methods[wire_name] = _describe(wire_name, value)
+                elif attribute in methods and not callable(value):
+                    del methods[attribute]
+        cls.hub_methods = methods
+
+    # -- lifecycle hooks: override what you need -----------------------------
+    def on_connecting(self, request: ConnectionRequest) -> Deferred[None] | None:
+        """
+        The WebSocket handshake is in progress.  Raise L{RefuseConnection}
+        (or return a Deferred failing with it) to refuse with an HTTP status.
+        C{self.connection} is set; receivers cannot be called yet.
+        """
+        return None
+
+    def on_connected(self) -> Any:
+        """The connection is open; receivers and groups may be used."""
+
+    def on_disconnected(self, reason: DisconnectReason) -> Any:
+        """The connection is gone (it has already left all its groups)."""
+
+    # -- helpers ----------------------------------------------------------
+    @property
+    def clients(self) -> Clients:
+        """Reach client receivers: C{self.clients.group("room").said(...)}."""
+        return Clients(self)
+
+    @property
+    def groups(self) -> GroupMembership:
+        """This connection's group memberships."""
+        return GroupMembership(self)
+
+
+class RefuseConnection(Exception):
+    """Raise in L{Hub.on_connecting} to refuse with an HTTP status and reason."""
+
+    def __init__(self, status: int = 403, reason: str = "refused") -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+
+
+class ReceiverProxy:
+    """
+    Calls receiver methods on a set of client connections.
+
+    Attribute access returns a function; calling it sends the call to every
+    target.  The message is encoded once whatever the number of targets.
+    """
+
+    __slots__ = ("_runtime", "_targets", "_allowed")
+
+    def __init__(self, runtime: HubRuntime, targets: Callable[[], Iterable[Any]], allowed: frozenset[str] | None) -> None:
+        self._runtime = runtime
+        self._targets = targets
+        self._allowed = allowed
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        if name.startswith("_") or (self._allowed is not None and name not in self._allowed):
+            raise AttributeError(f"receiver has no method {name!r}")
+
+        def send(*args: Any, **kwargs: Any) -> None:
+            self._runtime.send_receiver_call(self._targets(), name, list(args), kwargs or None)
+
+        return send
+
+
+class Clients:
+    """The ways a hub method can address client receivers."""
+
+    __slots__ = ("_hub",)
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def _proxy(self, targets: Callable[[], Iterable[Any]]) -> Any:
+        runtime = self._hub._runtime
+        return ReceiverProxy(runtime, targets, runtime.receiver_methods)
+
+    @property
+    def caller(self) -> Any:
+        """The connection whose call is running."""
+        protocol = self._hub.connection._protocol
+        return self._proxy(lambda: (protocol,))
+
+    @property
+    def all(self) -> Any:
+        """Every connection to this hub."""
+        runtime = self._hub._runtime
+        return self._proxy(lambda: runtime.connections.values())
+
+    @property
+    def others(self) -> Any:
+        """Every connection to this hub except the caller."""
+        return self.all_except([self._hub.connection.id])
+
+    def all_except(self, connection_ids: Iterable[str]) -> Any:
+        excluded = frozenset(connection_ids)
+        runtime = self._hub._runtime
+        return self._proxy(lambda: [p for i, p in runtime.connections.items() if i not in excluded])
+
+    def only(self, connection_ids: Iterable[str]) -> Any:
+        """Just these connections (unknown ids are skipped)."""
+        wanted = list(connection_ids)
+        runtime = self._hub._runtime
+        return self._proxy(
+            lambda: [runtime.connections[i] for i in wanted if i in runtime.connections]
+        )
+
+    def client(self, connection_id: str) -> Any:
+        """One connection by id."""
+        return self.only([connection_id])
+
+    def group(self, name: str) -> Any:
+        """Every member of a group."""
+        runtime = self._hub._runtime
+        return self._proxy(lambda: runtime.groups.members_of(name))
+
+    def group_except(self, name: str, connection_ids: Iterable[str]) -> Any:
+        """Every member of a group except these connections."""
+        excluded = frozenset(connection_ids)
+        runtime = self._hub._runtime
+        return self._proxy(
+            lambda: [p for p in runtime.groups.members_of(name) if p.connection_id not in excluded]
+        )
+
+
+class GroupMembership:
+    """Group operations for one hub connection."""
+
+    __slots__ = ("_hub",)
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def add(self, name: str) -> None:
+        """Join a group (no-op if already a member)."""
+        self._hub._runtime.groups.add(name, self._hub.connection._protocol)
+
+    def remove(self, name: str) -> None:
+        """Leave a group (no-op if not a member)."""
+        self._hub._runtime.groups.remove(name, self._hub.connection._protocol)
+
+    def count(self, name: str) -> int:
+        """How many connections are in a group."""
+        return self._hub._runtime.groups.count(name)
+
+    def members(self, name: str) -> list[str]:
+        """The connection ids in a group, in joining order."""
+        return [p.connection_id for p in self._hub._runtime.groups.members_of(name)]
+
+    def joined(self) -> frozenset[str]:
+        """The groups this connection is in."""
+        return self._hub._runtime.groups.groups_of(self._hub.connection.id)
+
+
+class GroupRegistry:
+    """
+    Named groups of connections for one hub.  Insertion-ordered; a
+    connection's memberships are indexed so leaving everything is O(groups).
+    """
+
+    def __init__(self) -> None:
+        self._groups: dict[str, dict[str, Any]] = {}
+        self._memberships: dict[str, set[str]] = {}
+
+    def add(self, name: str, protocol: Any) -> None:
+        self._groups.setdefault(name, {})[protocol.connection_id] = protocol
+        self._memberships.setdefault(protocol.connection_id, set()).add(name)
+
+    def remove(self, name: str, protocol: Any) -> None:
+        members = self._groups.get(name)
+        if members is not None:
+            members.pop(protocol.connection_id, None)
+            if not members:
+                del self._groups[name]
+        joined = self._memberships.get(protocol.connection_id)
+        if joined is not None:
+            joined.discard(name)
+            if not joined:
+                del self._memberships[protocol.connection_id]
+
+    def remove_everywhere(self, protocol: Any) -> None:
+        for name in list(self._memberships.get(protocol.connection_id, ())):
+            self.remove(name, protocol)
+
+    def members_of(self, name: str) -> list[Any]:
+        return list(self._groups.get(name, {}).values())
+
+    def count(self, name: str) -> int:
+        return len(self._groups.get(name, ()))
+
+    def groups_of(self, connection_id: str) -> frozenset[str]:
+        return frozenset(self._memberships.get(connection_id, ()))
+
+    def names(self) -> list[str]:
+        return list(self._groups)

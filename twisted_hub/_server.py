@@ -1,0 +1,731 @@
+"""
+The server adapter: L{HubServerProtocol} and L{HubServerFactory}.
+
+The protocol feeds WebSocket frames into a sans-IO L{ServerConnection},
+dispatches the events to the connection's hub instance and writes what the
+core queued.  The factory holds what connections share: the hub registry,
+groups, heartbeat schedulers, limits and the clock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import deque
+from typing import Any, Callable, Iterable, Mapping, Sequence, cast
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+from twisted.internet.interfaces import IPushProducer
+
+from ._connection import (
+    CallFailed,
+    CallSucceeded,
+    ConnectionState,
+    HandshakeCompleted,
+    HeartbeatAnswered,
+    ServerConnection,
+)
+from ._errors import (
+    CallTimeoutError,
+    ConnectionClosedError,
+    DisconnectKind,
+    DisconnectReason,
+    HubError,
+    kind_for_close,
+)
+from ._heartbeat import HeartbeatPolicy, HeartbeatTracker, StallDetector
+from ._hub import GroupRegistry, Hub, RefuseConnection, receiver_methods
+from ._liveness import ServerHeartbeatScheduler
+from ._wire import (
+    SUBPROTOCOL,
+    Close,
+    CloseCode,
+    ErrorCode,
+    Invoke,
+    MessageKind,
+    Notify,
+    ProtocolError,
+    encode,
+    encode_fields,
+)
+
+#: Default limits; documented in docs/protocol.md and README.md.
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+DEFAULT_MAX_OUTGOING_BUFFER = 4 * 1024 * 1024
+DEFAULT_MAX_PENDING_CALLS = 256
+DEFAULT_CLIENT_RESULT_TIMEOUT = 5.0
+
+_INVOKE = MessageKind.INVOKE
+_NOTIFY = MessageKind.NOTIFY
+_RESULT = MessageKind.RESULT
+
+_log = Logger()
+_connection_prefix = os.urandom(4).hex()
+_connection_counter = itertools.count(1)
+
+
+def _new_connection_id() -> str:
+    return f"{_connection_prefix}-{next(_connection_counter)}"
+
+
+class HeartbeatFeature:
+    """
+    One connection's view of the server heartbeat (MagicOnion's
+    C{IMagicOnionHeartbeatFeature}), reachable as
+    C{self.connection.heartbeat} inside a hub.
+    """
+
+    def __init__(self, protocol: HubServerProtocol) -> None:
+        self._protocol = protocol
+
+    @property
+    def latency(self) -> float:
+        """Round trip of the newest answered heartbeat, seconds (0.0 before any)."""
+        return self._protocol.core.heartbeat.latency
+
+    @property
+    def policy(self) -> HeartbeatPolicy:
+        """The policy in force for this connection."""
+        return self._protocol.heartbeat_policy
+
+    @property
+    def active(self) -> bool:
+        """True while the server sends heartbeats on this connection."""
+        return self._protocol.heartbeat_scheduler is not None
+
+    def unregister(self) -> None:
+        """Stop heartbeats (and their timeout) for this connection."""
+        self._protocol.stop_heartbeat()
+
+    def set_ack_callback(self, callback: Callable[[float], object] | None) -> None:
+        """Call C{callback(latency)} on every answer to the newest heartbeat."""
+        self._protocol.ack_callback = callback
+
+    def override(
+        self, interval: float | None = None, timeout: float | None | object = ..., enabled: bool | None = None
+    ) -> None:
+        """
+        Change this connection's interval/timeout; call from
+        C{on_connecting} (e.g. sparser beats for mobile clients).
+        """
+        if self._protocol.core is not None and self._protocol.core.state is not ConnectionState.HANDSHAKING:
+            raise RuntimeError("heartbeat override must happen in on_connecting")
+        kwargs: dict[str, Any] = {"enabled": enabled, "interval": interval}
+        if timeout is not ...:
+            kwargs["timeout"] = timeout
+        self._protocol.heartbeat_policy = self._protocol.heartbeat_policy.overridden(**kwargs)
+
+
+class ConnectionContext:
+    """
+    What a hub instance knows about its connection: C{self.connection}.
+
+    @ivar id: unique connection id (also sent to the client in the welcome).
+    @ivar request: autobahn's C{ConnectionRequest} (path, headers, peer...).
+    @ivar items: free storage for the hub's per-connection state.
+    """
+
+    def __init__(self, protocol: HubServerProtocol, request: ConnectionRequest) -> None:
+        self._protocol = protocol
+        self.id = protocol.connection_id
+        self.request = request
+        self.items: dict[str, Any] = {}
+        self.heartbeat = HeartbeatFeature(protocol)
+
+    @property
+    def peer(self) -> str:
+        return str(self.request.peer)
+
+    @property
+    def open(self) -> bool:
+        return self._protocol.core.state is ConnectionState.OPEN
+
+    def kick(self, reason: str = "kicked") -> None:
+        """Close this connection; the client sees C{KICKED} with C{reason}."""
+        self._protocol.close_with(CloseCode.KICKED, reason, DisconnectKind.KICKED)
+
+    def invoke(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Deferred[Any]:
+        """
+        Call a client receiver method and get its return value (a client
+        result).  Fails with L{CallTimeoutError} after C{timeout} seconds
+        (default: the factory's C{client_result_timeout}), with the client's
+        L{HubError} if it raised, or L{ConnectionClosedError}.
+        """
+        return self._protocol.invoke_client(method, list(args), kwargs or None, timeout)
+
+
+class HubRuntime:
+    """Shared state of one hub class on one factory: connections and groups."""
+
+    def __init__(self, hub_class: type[Hub], factory: HubServerFactory) -> None:
+        self.hub_class = hub_class
+        self.factory = factory
+        self.methods = hub_class.hub_methods
+        self.receiver_methods = receiver_methods(hub_class.receiver)
+        self.connections: dict[str, HubServerProtocol] = {}
+        self.groups = GroupRegistry()
+        override = hub_class.heartbeat_override
+        self.heartbeat_policy = override.apply(factory.heartbeat) if override else factory.heartbeat
+
+    def send_receiver_call(
+        self, targets: Iterable[HubServerProtocol], method: str, args: list[Any], kwargs: dict[str, Any] | None
+    ) -> None:
+        """Encode one receiver call once and deliver it to every target."""
+        fields: list[Any] = [MessageKind.RECEIVER_CALL, method, args]
+        if kwargs:
+            fields.append(kwargs)
+        payload = encode_fields(fields)
+        targets = targets if isinstance(targets, (list, tuple)) else list(targets)
+        if len(targets) == 1:
+            targets[0].write_message(payload)
+            return
+        if not targets:
+            return
+        prepared = self.factory.prepareMessage(payload, isBinary=True)
+        for target in targets:
+            target.send_prepared(prepared)
+
+
+@implementer(IPushProducer)
+class HubServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
+    """One client connection to one hub."""
+
+    factory: HubServerFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connection_id = ""
+        self.core: ServerConnection[Deferred[Any]] = cast(Any, None)
+        self.hub: Hub | None = None
+        self.runtime: HubRuntime | None = None
+        self.heartbeat_policy = HeartbeatPolicy()
+        self.heartbeat_scheduler: ServerHeartbeatScheduler | None = None
+        self.heartbeat_grace_used = False
+        self.ack_callback: Callable[[float], object] | None = None
+        self._handling = 0
+        self._queue: deque[Invoke | Notify] = deque()
+        self._running = 0
+        self._close_reason: DisconnectReason | None = None
+        self._paused = False
+        self._written_while_paused = 0
+        self._disconnected = False
+
+    # -- heartbeat member interface ------------------------------------------
+    @property
+    def heartbeat_tracker(self) -> HeartbeatTracker:
+        return self.core.heartbeat
+
+    @property
+    def last_received(self) -> float:
+        return self.core.last_received
+
+    def heartbeat_timed_out(self) -> None:
+        self.close_with(
+            CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout", DisconnectKind.TIMED_OUT
+        )
+
+    def stop_heartbeat(self) -> None:
+        scheduler = self.heartbeat_scheduler
+        if scheduler is not None:
+            self.heartbeat_scheduler = None
+            scheduler.remove(self)
+
+    # -- handshake -----------------------------------------------------------
+    def onConnect(self, request: ConnectionRequest) -> Any:
+        factory = self.factory
+        if SUBPROTOCOL not in request.protocols:
+            raise ConnectionDeny(
+                400, f"no supported subprotocol offered; this server speaks {SUBPROTOCOL}"
+            )
+        if not factory.origin_allowed(request):
+            raise ConnectionDeny(403, f"origin {request.origin!r} is not allowed")
+        runtime = factory.route(request.path)
+        if runtime is None:
+            raise ConnectionDeny(404, f"unknown hub at path {request.path!r}")
+        self.runtime = runtime
+        self.connection_id = _new_connection_id()
+        self.heartbeat_policy = runtime.heartbeat_policy
+        self.core = ServerConnection(self.connection_id)
+        hub = runtime.hub_class()
+        hub._runtime = runtime
+        hub.connection = ConnectionContext(self, request)
+        self.hub = hub
+        try:
+            result = hub.on_connecting(request)
+        except RefuseConnection as refusal:
+            raise ConnectionDeny(refusal.status, refusal.reason) from None
+        except Exception:
+            _log.failure("on_connecting of {hub} raised", hub=runtime.hub_class.hub_name)
+            raise ConnectionDeny(500, "internal server error") from None
+        if isinstance(result, Deferred):
+
+            def refused(failure: Failure) -> Failure:
+                if failure.check(RefuseConnection):
+                    refusal = failure.value
+                    return Failure(ConnectionDeny(refusal.status, refusal.reason))  # type: ignore[union-attr]
+                _log.failure("on_connecting of {hub} failed", failure, hub=runtime.hub_class.hub_name)
+                return Failure(ConnectionDeny(500, "internal server error"))
+
+            return result.addCallbacks(lambda _: SUBPROTOCOL, refused)
+        return SUBPROTOCOL
+
+    def onOpen(self) -> None:
+        runtime = self.runtime
+        assert runtime is not None
+        policy = self.heartbeat_policy
+        beating = policy.enabled
+        self.core = ServerConnection(
+            self.connection_id,
+            policy.interval if beating else None,
+            policy.timeout if beating else None,
+        )
+        self.core.welcome()
+        self._flush()
+        runtime.connections[self.connection_id] = self
+        self.factory.connection_count += 1
+        try:
+            self.transport.registerProducer(self, True)
+        except Exception:  # a transport that takes no producer (some test doubles)
+            pass
+        self._call_hook("on_connected")
+
+    # -- receiving -----------------------------------------------------------
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        core = self.core
+        if core is None or self._disconnected:
+            return
+        if not isBinary:
+            self.close_with(
+                CloseCode.UNSUPPORTED_DATA, "text frames are not supported", DisconnectKind.PROTOCOL_ERROR
+            )
+            return
+        self._handling += 1
+        try:
+            events = core.receive_frame(payload, self.factory.clock.seconds())
+            for event in events:
+                kind = type(event)
+                if kind is Invoke or kind is Notify:
+                    self._invocation(event)  # type: ignore[arg-type]
+                elif kind is CallSucceeded:
+                    event.token.callback(event.value)  # type: ignore[union-attr]
+                elif kind is CallFailed:
+                    error = event.error  # type: ignore[union-attr]
+                    event.token.errback(HubError(error.code, error.message, error.detail))  # type: ignore[union-attr]
+                elif kind is HeartbeatAnswered:
+                    self._heartbeat_answered(event)  # type: ignore[arg-type]
+                elif kind is HandshakeCompleted:
+                    self._handshake_completed()
+                elif kind is Close:
+                    self._close_reason = DisconnectReason(
+                        kind_for_close(event.code, False), event.code, event.reason  # type: ignore[union-attr]
+                    )
+        except ProtocolError as e:
+            _log.info(
+                "protocol error from {peer} ({id}): {error}; closing", peer=self.peer, id=self.connection_id, error=e
+            )
+            self.close_with(CloseCode.PROTOCOL_ERROR, str(e)[:100], DisconnectKind.PROTOCOL_ERROR)
+        except Exception:
+            _log.failure("unexpected error handling a frame from {id}", id=self.connection_id)
+            self.close_with(CloseCode.INTERNAL_ERROR, "internal error", DisconnectKind.PROTOCOL_ERROR)
+        finally:
+            self._handling -= 1
+            if not self._handling:
+                self._flush()
+
+    def _handshake_completed(self) -> None:
+        policy = self.heartbeat_policy
+        if policy.enabled and self.core.peer_takes_heartbeats:
+            self.heartbeat_scheduler = self.factory.scheduler_for(policy)
+            self.heartbeat_scheduler.add(self)
+
+    def _heartbeat_answered(self, event: HeartbeatAnswered) -> None:
+        self.heartbeat_grace_used = False
+        _log.debug(
+            "heartbeat {sequence} acknowledged by {id} in {latency:.4f}s",
+            sequence=event.sequence, id=self.connection_id, latency=event.latency,
+        )
+        callback = self.ack_callback
+        if callback is not None:
+            try:
+                callback(event.latency)
+            except Exception:
+                _log.failure("heartbeat ack callback raised")
+
+    # -- running hub methods -------------------------------------------------
+    def _invocation(self, invocation: Invoke | Notify) -> None:
+        if self._running + len(self._queue) >= self.factory.max_pending_calls:
+            if invocation.kind == _INVOKE:
+                self._send_error(
+                    invocation.call_id,  # type: ignore[union-attr]
+                    ErrorCode.TOO_MANY_PENDING,
+                    f"more than {self.factory.max_pending_calls} calls pending on this connection",
+                )
+            return
+        if self._running and not self.runtime.hub_class.concurrent:  # type: ignore[union-attr]
+            self._queue.append(invocation)
+            return
+        self._run(invocation)
+
+    def _run(self, invocation: Invoke | Notify) -> None:
+        runtime = self.runtime
+        assert runtime is not None
+        call_id = invocation.call_id if invocation.kind == _INVOKE else None  # type: ignore[union-attr]
+        spec = runtime.methods.get(invocation.method)
+        if spec is None:
+            self._fail(call_id, ErrorCode.UNKNOWN_METHOD, f"hub {runtime.hub_class.hub_name!r} has no method {invocation.method!r}")
+            return
+        args, kwargs = invocation.args, invocation.kwargs
+        try:
+            if spec.checks or kwargs:
+                spec.check(args, kwargs)
+            if kwargs:
+                result = spec.function(self.hub, *args, **kwargs)
+            else:
+                result = spec.function(self.hub, *args)
+        except HubError as e:
+            self._fail(call_id, e.code, e.message, e.detail)
+            return
+        except TypeError as e:
+            explanation = spec.explain_type_error(args, kwargs)
+            if explanation is not None:
+                self._fail(call_id, ErrorCode.INVALID_ARGUMENTS, explanation)
+            else:
+                self._internal_error(call_id, invocation.method, Failure(e))
+            return
+        except Exception:
+            self._internal_error(call_id, invocation.method, Failure())
+            return
+        if isinstance(result, Deferred) or hasattr(result, "__await__"):
+            deferred = result if isinstance(result, Deferred) else ensureDeferred(result)
+            self._running += 1
+            deferred.addCallbacks(
+                self._async_done, self._async_failed,
+                callbackArgs=(call_id,), errbackArgs=(call_id, invocation.method),
+            )
+            return
+        if call_id is not None:
+            self._send_result(call_id, result)
+
+    def _async_done(self, value: Any, call_id: int | None) -> None:
+        self._running -= 1
+        if call_id is not None:
+            self._send_result(call_id, value)
+        self._next()
+
+    def _async_failed(self, failure: Failure, call_id: int | None, method: str) -> None:
+        self._running -= 1
+        if failure.check(HubError):
+            error = failure.value
+            self._fail(call_id, error.code, error.message, error.detail)  # type: ignore[union-attr]
+        else:
+            self._internal_error(call_id, method, failure)
+        self._next()
+
+    def _next(self) -> None:
+        if self._disconnected:
+            self._queue.clear()
+            return
+        self._handling += 1
+        try:
+            while self._queue and not self._running:
+                self._run(self._queue.popleft())
+        finally:
+            self._handling -= 1
+            if not self._handling:
+                self._flush()
+
+    def _send_result(self, call_id: int, value: Any) -> None:
+        try:
+            payload = encode_fields([_RESULT, call_id, value])
+        except Exception as e:
+            _log.error("result of call {call_id} cannot be encoded: {error}", call_id=call_id, error=e)
+            self._send_error(call_id, ErrorCode.INTERNAL, "the result cannot be encoded")
+            return
+        self.write_message(payload)
+
+    def _fail(self, call_id: int | None, code: str, message: str, detail: Any = None) -> None:
+        if call_id is None:
+            _log.info("notification failed on {id}: [{code}] {message}", id=self.connection_id, code=code, message=message)
+            return
+        self._send_error(call_id, code, message, detail)
+
+    def _internal_error(self, call_id: int | None, method: str, failure: Failure) -> None:
+        _log.failure("hub method {method} raised", failure, method=method)
+        detail = failure.getTraceback() if self.factory.debug else None
+        message = f"{failure.type.__name__}: {failure.value}" if self.factory.debug else "internal error"
+        self._fail(call_id, ErrorCode.INTERNAL, message, detail)
+
+    def _send_error(self, call_id: int, code: str, message: str, detail: Any = None) -> None:
+        try:
+            payload = encode_fields([MessageKind.ERROR, call_id, code, message, detail])
+        except Exception:
+            payload = encode_fields([MessageKind.ERROR, call_id, code, message, None])
+        self.write_message(payload)
+
+    # -- client results ------------------------------------------------------
+    def invoke_client(
+        self, method: str, args: list[Any], kwargs: dict[str, Any] | None, timeout: float | None
+    ) -> Deferred[Any]:
+        core = self.core
+        if self._disconnected or core.state is not ConnectionState.OPEN:
+            reason = self._close_reason or DisconnectReason(DisconnectKind.CONNECTION_LOST)
+            return _failed(ConnectionClosedError(reason))
+        call_id = 0
+
+        def cancel(d: Deferred[Any]) -> None:
+            core.forget_call(call_id)
+
+        deferred: Deferred[Any] = Deferred(cancel)
+        call_id = core.invoke_client(deferred, method, args, kwargs)
+        limit = self.factory.client_result_timeout if timeout is None else timeout
+        deferred.addTimeout(
+            limit,
+            self.factory.clock,
+            onTimeoutCancel=lambda value, seconds: Failure(
+                CallTimeoutError(f"client did not answer {method!r} within {seconds}s")
+            ),
+        )
+        if not self._handling:
+            self._flush()
+        return deferred
+
+    # -- sending -------------------------------------------------------------
+    def write_message(self, payload: bytes) -> None:
+        """Queue one encoded message; it leaves at the end of the current frame's handling."""
+        if self._disconnected:
+            return
+        self.core.send_encoded(payload)
+        if not self._handling:
+            self._flush()
+
+    def _flush(self) -> None:
+        core = self.core
+        if core is None or not core.has_outgoing or self._disconnected:
+            return
+        for frame in core.frames_to_send():
+            self._account(len(frame))
+            self.sendMessage(frame, isBinary=True)
+
+    def send_prepared(self, prepared: Any) -> None:
+        """Send a frame prepared once for many connections (keeps order with queued messages)."""
+        if self._disconnected or self.state != self.STATE_OPEN:
+            return
+        if self.core.has_outgoing:
+            self._flush()
+        self._account(len(prepared.payloadHybi))
+        self.sendPreparedMessage(prepared)
+
+    def _account(self, size: int) -> None:
+        if self._paused:
+            self._written_while_paused += size
+            if self._written_while_paused > self.factory.max_outgoing_buffer:
+                _log.warn(
+                    "{id} does not read its data ({size} bytes waiting): disconnecting",
+                    id=self.connection_id, size=self._written_while_paused,
+                )
+                self._close_reason = DisconnectReason(
+                    DisconnectKind.SLOW_CONSUMER, CloseCode.SLOW_CONSUMER, "outgoing buffer limit", True
+                )
+                self._disconnected = True
+                self.transport.abortConnection()
+
+    # IPushProducer: the transport tells us when its buffer is full.
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self._written_while_paused = 0
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._written_while_paused = 0
+
+    def stopProducing(self) -> None:
+        pass
+
+    # -- closing -------------------------------------------------------------
+    def close_with(self, code: int, reason: str, kind: DisconnectKind) -> None:
+        """Close this connection with a close code the client understands."""
+        if self._disconnected or self._close_reason is not None and self._close_reason.locally:
+            return
+        self._close_reason = DisconnectReason(kind, code, reason, True)
+        if self.state == self.STATE_OPEN:
+            if self.core is not None and self.core.state is not ConnectionState.CLOSED:
+                self.core.send(Close(code, reason))
+                self._flush()
+                self.core.closing()
+            self.sendCloseFrame(code, reason.encode("utf-8")[:120], isReply=False)
+            if code == CloseCode.HEARTBEAT_TIMEOUT:
+                # The peer is presumably gone: don't wait for its close reply.
+                self.dropConnection(abort=False)
+        else:
+            self.dropConnection(abort=True)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._disconnected = True
+        if self.runtime is None or self.hub is None or self.connection_id not in self.runtime.connections:
+            return  # never opened (refused handshake)
+        runtime = self.runtime
+        close_reason = self._close_reason
+        if close_reason is None:
+            if self.remoteCloseCode is not None:
+                close_reason = DisconnectReason(
+                    kind_for_close(self.remoteCloseCode, False), self.remoteCloseCode, self.remoteCloseReason or ""
+                )
+            else:
+                close_reason = DisconnectReason(DisconnectKind.CONNECTION_LOST, None, reason or "")
+        self._close_reason = close_reason
+        self.stop_heartbeat()
+        runtime.groups.remove_everywhere(self)
+        del runtime.connections[self.connection_id]
+        self.factory.connection_count -= 1
+        self._queue.clear()
+        for deferred in self.core.closed():
+            deferred.errback(ConnectionClosedError(close_reason))
+        self._call_hook("on_disconnected", close_reason)
+        _log.debug("connection {id} closed: {reason}", id=self.connection_id, reason=str(close_reason))
+
+    def _call_hook(self, name: str, *args: Any) -> None:
+        hub = self.hub
+        if hub is None:
+            return
+        try:
+            result = maybeDeferred(getattr(hub, name), *args)
+        except Exception:  # pragma: no cover - maybeDeferred catches
+            return
+        result.addErrback(lambda f: _log.failure("{hook} of {id} failed", f, hook=name, id=self.connection_id))
+
+    # autobahn logs every chunk at debug level, building the arguments even when
+    # debug logging is off; we skip that on the hot path.
+    def dataReceived(self, data: bytes) -> None:
+        self._dataReceived(data)
+
+
+def _failed(error: Exception) -> Deferred[Any]:
+    d: Deferred[Any] = Deferred()
+    d.errback(error)
+    return d
+
+
+class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
+    """
+    Serves one or more hubs over WebSocket.
+
+    @param hubs: hub classes; each is reached at C{ws://host/<path>/<hub_name>}.
+        With one hub, any path reaches it.
+    @param clock: time source and timer host (default: the global reactor,
+        resolved when first needed).
+    @param heartbeat: the global server heartbeat policy (off by default);
+        a hub's L{heartbeat} decorator overrides it.
+    @param max_message_size: largest incoming message, bytes (over it: close 1009).
+    @param max_outgoing_buffer: bytes a client may leave unread before it is
+        disconnected (close 4004).
+    @param max_pending_calls: calls one connection may have running or queued;
+        more are answered with C{too-many-pending}.
+    @param client_result_timeout: default seconds to wait for a client result.
+    @param allowed_origins: browser origins allowed to connect (None: any;
+        requests without an Origin header, i.e. non-browsers, always pass).
+    @param debug: send exception text and tracebacks in internal errors.
+    """
+
+    protocol = HubServerProtocol
+
+    def __init__(
+        self,
+        hubs: Sequence[type[Hub]] | Mapping[str, type[Hub]],
+        *,
+        url: str | None = None,
+        clock: IReactorTime | None = None,
+        heartbeat: HeartbeatPolicy | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_outgoing_buffer: int = DEFAULT_MAX_OUTGOING_BUFFER,
+        max_pending_calls: int = DEFAULT_MAX_PENDING_CALLS,
+        client_result_timeout: float = DEFAULT_CLIENT_RESULT_TIMEOUT,
+        allowed_origins: Iterable[str] | None = None,
+        debug: bool = False,
+        reactor: Any = None,
+    ) -> None:
+        if clock is None and reactor is not None:
+            clock = reactor
+        super().__init__(url, protocols=[SUBPROTOCOL], reactor=reactor if reactor is not None else clock)
+        self._clock = clock
+        self.heartbeat = heartbeat or HeartbeatPolicy()
+        if max_message_size <= 0 or max_outgoing_buffer <= 0 or max_pending_calls <= 0:
+            raise ValueError("limits must be positive")
+        self.max_message_size = max_message_size
+        self.max_outgoing_buffer = max_outgoing_buffer
+        self.max_pending_calls = max_pending_calls
+        self.client_result_timeout = client_result_timeout
+        self.allowed_origins = None if allowed_origins is None else frozenset(allowed_origins)
+        self.debug = debug
+        self.connection_count = 0
+        self.stall_detector = StallDetector()
+        self._schedulers: dict[HeartbeatPolicy, ServerHeartbeatScheduler] = {}
+        items = hubs.items() if isinstance(hubs, Mapping) else ((h.hub_name, h) for h in hubs)
+        self.runtimes: dict[str, HubRuntime] = {}
+        for name, hub_class in items:
+            if name in self.runtimes:
+                raise ValueError(f"two hubs are named {name!r}")
+            self.runtimes[name] = HubRuntime(hub_class, self)
+        if not self.runtimes:
+            raise ValueError("serve at least one hub")
+        self.setProtocolOptions(
+            maxMessagePayloadSize=max_message_size,
+            maxFramePayloadSize=max_message_size,
+            autoFragmentSize=0,
+            failByDrop=False,
+        )
+
+    @property
+    def clock(self) -> IReactorTime:
+        if self._clock is None:
+            from twisted.internet import reactor
+
+            self._clock = cast(IReactorTime, reactor)
+        return self._clock
+
+    def route(self, path: str) -> HubRuntime | None:
+        """The hub a request path reaches: its last segment names it."""
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        runtime = self.runtimes.get(name)
+        if runtime is None and len(self.runtimes) == 1:
+            return next(iter(self.runtimes.values()))
+        return runtime
+
+    def origin_allowed(self, request: ConnectionRequest) -> bool:
+        if self.allowed_origins is None or not request.origin:
+            return True
+        return request.origin in self.allowed_origins
+
+    def scheduler_for(self, policy: HeartbeatPolicy) -> ServerHeartbeatScheduler:
+        """The shared heartbeat scheduler of one configuration."""
+        scheduler = self._schedulers.get(policy)
+        if scheduler is None:
+            scheduler = ServerHeartbeatScheduler(
+                policy, self.clock, lambda payload: self.prepareMessage(payload, isBinary=True), self.stall_detector
+            )
+            self._schedulers[policy] = scheduler
+        return scheduler
+
+    def hub_runtime(self, hub: type[Hub] | str) -> HubRuntime:
+        """The shared state of one hub (connections, groups) by class or name."""
+        name = hub if isinstance(hub, str) else hub.hub_name
+        return self.runtimes[name]
+
+    def close_all(self, code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> int:
+        """Close every connection (e.g. at shutdown); return how many."""
+        count = 0
+        for runtime in self.runtimes.values():
+            for protocol in list(runtime.connections.values()):
+                protocol.close_with(code, reason, DisconnectKind.GOING_AWAY)
+                count += 1
+        return count
+
+    def stopFactory(self) -> None:
+        for scheduler in self._schedulers.values():
+            scheduler.stop()
+        super().stopFactory()

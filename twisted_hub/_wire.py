@@ -1,0 +1,472 @@
+"""
+The twisted-hub wire format, version 1: msgpack arrays in binary WebSocket frames.
+
+Every message is one msgpack array whose first element is its kind (a small
+integer).  A frame carries one or more messages back to back; a receiver reads
+msgpack values until the frame is used up.  This module only turns bytes into
+message objects and back: no I/O, no time, no state.  ``docs/protocol.md`` is
+the normative description; ``tests/test_wire.py`` checks its hex examples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import msgpack
+
+#: The WebSocket subprotocol of this wire format version.
+SUBPROTOCOL = "twisted-hub.v1"
+#: Every subprotocol this implementation speaks, best first.
+SUPPORTED_SUBPROTOCOLS = (SUBPROTOCOL,)
+
+#: Capability: the peer sends/answers application heartbeats (kinds 9-12).
+CAP_HEARTBEAT = "heartbeat"
+#: Capability: the peer accepts several messages in one frame.
+CAP_BATCH = "batch"
+OUR_CAPABILITIES = (CAP_HEARTBEAT, CAP_BATCH)
+
+
+class ProtocolError(Exception):
+    """
+    The peer sent something that is not a valid message of this protocol.
+
+    The connection that produced it is closed with
+    L{CloseCode.PROTOCOL_ERROR}; no other connection is affected.
+    """
+
+
+class MessageKind:
+    """The first element of every message array."""
+
+    HELLO = 0
+    WELCOME = 1
+    INVOKE = 2
+    NOTIFY = 3
+    RESULT = 4
+    ERROR = 5
+    RECEIVER_CALL = 6
+    CLIENT_INVOKE = 7
+    CLOSE = 8
+    SERVER_HEARTBEAT = 9
+    SERVER_HEARTBEAT_ACK = 10
+    CLIENT_HEARTBEAT = 11
+    CLIENT_HEARTBEAT_ACK = 12
+
+
+class CloseCode:
+    """
+    WebSocket close codes used by twisted-hub.
+
+    1000-1011 are RFC 6455 codes; 4000-4099 are ours (the RFC leaves
+    4000-4999 to applications).
+    """
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    UNSUPPORTED_DATA = 1003  # a text frame
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    KICKED = 4000
+    HEARTBEAT_TIMEOUT = 4001
+    PROTOCOL_ERROR = 4002
+    HANDSHAKE_FAILED = 4003
+    SLOW_CONSUMER = 4004
+
+
+class ErrorCode:
+    """The C{code} field of error responses sent by the library itself."""
+
+    INTERNAL = "internal"
+    UNKNOWN_METHOD = "unknown-method"
+    INVALID_ARGUMENTS = "invalid-arguments"
+    TOO_MANY_PENDING = "too-many-pending"
+    TIMEOUT = "timeout"
+    DISCONNECTED = "disconnected"
+
+
+@dataclass(slots=True)
+class Hello:
+    """First message from a client: what it supports."""
+
+    kind: ClassVar[int] = MessageKind.HELLO
+    capabilities: list[str] = field(default_factory=list)
+
+    def fields(self) -> list[Any]:
+        return [self.kind, {"caps": self.capabilities}]
+
+
+@dataclass(slots=True)
+class Welcome:
+    """First message from a server: what it supports and how it beats."""
+
+    kind: ClassVar[int] = MessageKind.WELCOME
+    capabilities: list[str] = field(default_factory=list)
+    connection_id: str = ""
+    #: server heartbeat interval in seconds, or None when the server sends none
+    heartbeat_interval: float | None = None
+    #: server heartbeat timeout in seconds, or None (never disconnects)
+    heartbeat_timeout: float | None = None
+
+    def fields(self) -> list[Any]:
+        info: dict[str, Any] = {"caps": self.capabilities, "id": self.connection_id}
+        if self.heartbeat_interval is not None:
+            info["hb"] = [self.heartbeat_interval, self.heartbeat_timeout]
+        return [self.kind, info]
+
+
+@dataclass(slots=True)
+class Invoke:
+    """Client calls a hub method and wants its result."""
+
+    kind: ClassVar[int] = MessageKind.INVOKE
+    call_id: int
+    method: str
+    args: list[Any]
+    kwargs: dict[str, Any] | None = None
+
+    def fields(self) -> list[Any]:
+        if self.kwargs:
+            return [self.kind, self.call_id, self.method, self.args, self.kwargs]
+        return [self.kind, self.call_id, self.method, self.args]
+
+
+@dataclass(slots=True)
+class Notify:
+    """Client calls a hub method and wants no answer (fire-and-forget)."""
+
+    kind: ClassVar[int] = MessageKind.NOTIFY
+    method: str
+    args: list[Any]
+    kwargs: dict[str, Any] | None = None
+
+    def fields(self) -> list[Any]:
+        if self.kwargs:
+            return [self.kind, self.method, self.args, self.kwargs]
+        return [self.kind, self.method, self.args]
+
+
+@dataclass(slots=True)
+class Result:
+    """Successful answer to an L{Invoke} or a L{ClientInvoke}."""
+
+    kind: ClassVar[int] = MessageKind.RESULT
+    call_id: int
+    value: Any
+
+    def fields(self) -> list[Any]:
+        return [self.kind, self.call_id, self.value]
+
+
+@dataclass(slots=True)
+class Error:
+    """Failed answer to an L{Invoke} or a L{ClientInvoke}."""
+
+    kind: ClassVar[int] = MessageKind.ERROR
+    call_id: int
+    code: str
+    message: str
+    detail: Any = None
+
+    def fields(self) -> list[Any]:
+        return [self.kind, self.call_id, self.code, self.message, self.detail]
+
+
+@dataclass(slots=True)
+class ReceiverCall:
+    """Server calls a client receiver method; no answer."""
+
+    kind: ClassVar[int] = MessageKind.RECEIVER_CALL
+    method: str
+    args: list[Any]
+    kwargs: dict[str, Any] | None = None
+
+    def fields(self) -> list[Any]:
+        if self.kwargs:
+            return [self.kind, self.method, self.args, self.kwargs]
+        return [self.kind, self.method, self.args]
+
+
+@dataclass(slots=True)
+class ClientInvoke:
+    """Server calls a client receiver method and wants its return value."""
+
+    kind: ClassVar[int] = MessageKind.CLIENT_INVOKE
+    call_id: int
+    method: str
+    args: list[Any]
+    kwargs: dict[str, Any] | None = None
+
+    def fields(self) -> list[Any]:
+        if self.kwargs:
+            return [self.kind, self.call_id, self.method, self.args, self.kwargs]
+        return [self.kind, self.call_id, self.method, self.args]
+
+
+@dataclass(slots=True)
+class Close:
+    """The sender is about to close the WebSocket; here is why."""
+
+    kind: ClassVar[int] = MessageKind.CLOSE
+    code: int
+    reason: str
+
+    def fields(self) -> list[Any]:
+        return [self.kind, self.code, self.reason]
+
+
+@dataclass(slots=True)
+class ServerHeartbeat:
+    """Server heartbeat: sequence, server UTC time in microseconds, metadata."""
+
+    kind: ClassVar[int] = MessageKind.SERVER_HEARTBEAT
+    sequence: int
+    server_time_us: int
+    metadata: bytes | None = None
+
+    def fields(self) -> list[Any]:
+        return [self.kind, self.sequence, self.server_time_us, self.metadata]
+
+
+@dataclass(slots=True)
+class ServerHeartbeatAck:
+    """Client's answer to a server heartbeat."""
+
+    kind: ClassVar[int] = MessageKind.SERVER_HEARTBEAT_ACK
+    sequence: int
+
+    def fields(self) -> list[Any]:
+        return [self.kind, self.sequence]
+
+
+@dataclass(slots=True)
+class ClientHeartbeat:
+    """Client heartbeat: sequence and the client's own send time (opaque)."""
+
+    kind: ClassVar[int] = MessageKind.CLIENT_HEARTBEAT
+    sequence: int
+    client_time: int
+
+    def fields(self) -> list[Any]:
+        return [self.kind, self.sequence, self.client_time]
+
+
+@dataclass(slots=True)
+class ClientHeartbeatAck:
+    """Server's echo of a client heartbeat, plus the server's UTC time (us)."""
+
+    kind: ClassVar[int] = MessageKind.CLIENT_HEARTBEAT_ACK
+    sequence: int
+    client_time: int
+    server_time_us: int
+
+    def fields(self) -> list[Any]:
+        return [self.kind, self.sequence, self.client_time, self.server_time_us]
+
+
+Message = (
+    Hello
+    | Welcome
+    | Invoke
+    | Notify
+    | Result
+    | Error
+    | ReceiverCall
+    | ClientInvoke
+    | Close
+    | ServerHeartbeat
+    | ServerHeartbeatAck
+    | ClientHeartbeat
+    | ClientHeartbeatAck
+)
+
+_packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+
+
+def encode(message: Message) -> bytes:
+    """Encode one message as msgpack bytes (one message = one array)."""
+    return _packer.pack(message.fields())
+
+
+def encode_fields(fields: list[Any]) -> bytes:
+    """
+    Encode an already-built message array.
+
+    The hot paths (results, receiver calls) build the array directly instead
+    of a message object; the bytes are the same as L{encode}'s.
+    """
+    return _packer.pack(fields)
+
+
+def _is_uint(value: object) -> bool:
+    return type(value) is int and value >= 0  # noqa: E721 - bool is not an id
+
+
+def _args(value: object, what: str) -> list[Any]:
+    if type(value) is not list:  # noqa: E721
+        raise ProtocolError(f"{what}: arguments must be an array")
+    return value
+
+
+def _kwargs(raw: list[Any], index: int, what: str) -> dict[str, Any] | None:
+    if len(raw) <= index:
+        return None
+    value = raw[index]
+    if value is None:
+        return None
+    if type(value) is not dict or not all(type(k) is str for k in value):  # noqa: E721
+        raise ProtocolError(f"{what}: keyword arguments must be a map with string keys")
+    return value
+
+
+def _text(value: object, what: str) -> str:
+    if type(value) is not str:  # noqa: E721
+        raise ProtocolError(f"{what} must be a string")
+    return value
+
+
+def _length(raw: list[Any], low: int, high: int, what: str) -> None:
+    if not low <= len(raw) <= high:
+        raise ProtocolError(f"{what}: expected {low}..{high} elements, got {len(raw)}")
+
+
+def _caps(info: object, what: str) -> list[str]:
+    if type(info) is not dict:  # noqa: E721
+        raise ProtocolError(f"{what}: second element must be a map")
+    caps = info.get("caps", [])
+    if type(caps) is not list or not all(type(c) is str for c in caps):  # noqa: E721
+        raise ProtocolError(f"{what}: caps must be an array of strings")
+    return caps
+
+
+def _decode_one(raw: object) -> Message:
+    """Turn one decoded msgpack value into a message, or raise ProtocolError."""
+    if type(raw) is not list or not raw:  # noqa: E721
+        raise ProtocolError("a message must be a non-empty array")
+    kind = raw[0]
+    if kind == MessageKind.INVOKE:
+        _length(raw, 4, 5, "invoke")
+        call_id, method = raw[1], raw[2]
+        if not _is_uint(call_id):
+            raise ProtocolError("invoke: call id must be an unsigned integer")
+        return Invoke(
+            call_id,
+            _text(method, "invoke: method"),
+            _args(raw[3], "invoke"),
+            _kwargs(raw, 4, "invoke"),
+        )
+    if kind == MessageKind.RESULT:
+        _length(raw, 3, 3, "result")
+        if not _is_uint(raw[1]):
+            raise ProtocolError("result: call id must be an unsigned integer")
+        return Result(raw[1], raw[2])
+    if kind == MessageKind.NOTIFY or kind == MessageKind.RECEIVER_CALL:
+        _length(raw, 3, 4, "call")
+        cls = Notify if kind == MessageKind.NOTIFY else ReceiverCall
+        return cls(_text(raw[1], "call: method"), _args(raw[2], "call"), _kwargs(raw, 3, "call"))
+    if kind == MessageKind.ERROR:
+        _length(raw, 4, 5, "error")
+        if not _is_uint(raw[1]):
+            raise ProtocolError("error: call id must be an unsigned integer")
+        return Error(
+            raw[1],
+            _text(raw[2], "error: code"),
+            _text(raw[3], "error: message"),
+            raw[4] if len(raw) > 4 else None,
+        )
+    if kind == MessageKind.CLIENT_INVOKE:
+        _length(raw, 4, 5, "client invoke")
+        if not _is_uint(raw[1]):
+            raise ProtocolError("client invoke: call id must be an unsigned integer")
+        return ClientInvoke(
+            raw[1],
+            _text(raw[2], "client invoke: method"),
+            _args(raw[3], "client invoke"),
+            _kwargs(raw, 4, "client invoke"),
+        )
+    if kind == MessageKind.SERVER_HEARTBEAT:
+        _length(raw, 3, 4, "server heartbeat")
+        metadata = raw[3] if len(raw) > 3 else None
+        if not (_is_uint(raw[1]) and _is_uint(raw[2])):
+            raise ProtocolError("server heartbeat: sequence and time must be unsigned")
+        if metadata is not None and type(metadata) is not bytes:  # noqa: E721
+            raise ProtocolError("server heartbeat: metadata must be binary or nil")
+        return ServerHeartbeat(raw[1], raw[2], metadata)
+    if kind == MessageKind.SERVER_HEARTBEAT_ACK:
+        _length(raw, 2, 2, "server heartbeat ack")
+        if not _is_uint(raw[1]):
+            raise ProtocolError("server heartbeat ack: sequence must be unsigned")
+        return ServerHeartbeatAck(raw[1])
+    if kind == MessageKind.CLIENT_HEARTBEAT:
+        _length(raw, 3, 3, "client heartbeat")
+        if not (_is_uint(raw[1]) and type(raw[2]) is int):  # noqa: E721
+            raise ProtocolError("client heartbeat: sequence and time must be integers")
+        return ClientHeartbeat(raw[1], raw[2])
+    if kind == MessageKind.CLIENT_HEARTBEAT_ACK:
+        _length(raw, 4, 4, "client heartbeat ack")
+        if not (_is_uint(raw[1]) and type(raw[2]) is int and _is_uint(raw[3])):  # noqa: E721
+            raise ProtocolError("client heartbeat ack: fields must be integers")
+        return ClientHeartbeatAck(raw[1], raw[2], raw[3])
+    if kind == MessageKind.HELLO:
+        _length(raw, 2, 2, "hello")
+        return Hello(_caps(raw[1], "hello"))
+    if kind == MessageKind.WELCOME:
+        _length(raw, 2, 2, "welcome")
+        info = raw[1]
+        caps = _caps(info, "welcome")
+        connection_id = info.get("id", "")
+        if type(connection_id) is not str:  # noqa: E721
+            raise ProtocolError("welcome: id must be a string")
+        interval: float | None = None
+        timeout: float | None = None
+        hb = info.get("hb")
+        if hb is not None:
+            if type(hb) is not list or len(hb) != 2:  # noqa: E721
+                raise ProtocolError("welcome: hb must be [interval, timeout]")
+            interval, timeout = hb
+            if type(interval) not in (int, float) or (
+                timeout is not None and type(timeout) not in (int, float)
+            ):
+                raise ProtocolError("welcome: hb values must be numbers")
+        return Welcome(caps, connection_id, interval, timeout)
+    if kind == MessageKind.CLOSE:
+        _length(raw, 3, 3, "close")
+        if type(raw[1]) is not int:  # noqa: E721
+            raise ProtocolError("close: code must be an integer")
+        return Close(raw[1], _text(raw[2], "close: reason"))
+    raise ProtocolError(f"unknown message kind {kind!r}")
+
+
+def _unpack(data: bytes) -> list[object]:
+    """Return every msgpack value in C{data}; raise ProtocolError on bad bytes."""
+    try:
+        try:
+            # The common case, one message in the frame, is the fastest path.
+            return [msgpack.unpackb(data, raw=False, strict_map_key=True)]
+        except msgpack.ExtraData as extra:
+            values = [extra.unpacked]
+            rest = extra.extra
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=len(rest))
+        unpacker.feed(rest)
+        values.extend(unpacker)
+        if unpacker.tell() != len(rest):
+            raise ProtocolError("malformed msgpack: truncated message at the end of the frame")
+        return values
+    except (ValueError, TypeError, msgpack.UnpackException) as e:
+        # msgpack reports truncated input, bad bytes, too deep nesting and
+        # non-string map keys as one of these.
+        raise ProtocolError(f"malformed msgpack: {e or type(e).__name__}") from None
+    except RecursionError:
+        raise ProtocolError("malformed msgpack: nested too deeply") from None
+
+
+def decode_frame(data: bytes) -> list[Message]:
+    """
+    Decode every message in one binary frame.
+
+    @raise ProtocolError: the frame is empty, not msgpack, or holds a value
+        that is not a valid message.
+    """
+    if not data:
+        raise ProtocolError("empty frame")
+    return [_decode_one(raw) for raw in _unpack(data)]
