@@ -3,7 +3,7 @@ The connection state machine, without I/O (in the manner of h2 and wsproto).
 
 A L{ServerConnection} or L{ClientConnection} takes whole WebSocket frames and
 an explicit C{now}, and returns events; what it wants sent accumulates in an
-outbox that the adapter drains with L{Connection.data_to_send}.  Messages
+outbox that the adapter drains with L{Connection.frames_to_send}.  Messages
 written in one go (while handling one frame, or inside a batch) leave as one
 frame.  It answers heartbeats itself, matches results to pending calls and
 enforces the handshake; it never touches a socket or a timer.
@@ -184,14 +184,16 @@ class Connection(Generic[T]):
         self._outbox.append(data)
 
     def data_to_send(self) -> bytes | None:
-        """Everything queued, as the payload of one frame (None if nothing)."""
+        """
+        The payload of the next frame (None if nothing is queued): everything
+        queued when the peer takes batches, else the oldest message alone
+        (call again until None).
+        """
         outbox = self._outbox
         if not outbox:
             return None
         if len(outbox) == 1 or CAP_BATCH not in self.peer_capabilities:
-            if len(outbox) == 1:
-                self._outbox = []
-                return outbox[0]
+            return outbox.pop(0)
         self._outbox = []
         return b"".join(outbox)
 

@@ -344,6 +344,8 @@ def _decode_one(raw: object) -> Message:
     if type(raw) is not list or not raw:  # noqa: E721
         raise ProtocolError("a message must be a non-empty array")
     kind = raw[0]
+    if type(kind) is not int:  # noqa: E721 - True == 1 and 2.0 == 2 are not kinds
+        raise ProtocolError(f"message kind must be an integer, got {type(kind).__name__}")
     if kind == MessageKind.INVOKE:
         _length(raw, 4, 5, "invoke")
         call_id, method = raw[1], raw[2]
