@@ -31,6 +31,7 @@ from ._heartbeat import (
     HeartbeatPolicy,
 )
 from ._hub import Hub, InvalidArguments, RefuseConnection, heartbeat, hub, method
+from ._reconnect import ReconnectingHubClient, full_jitter_policy
 from ._server import ConnectionContext, HeartbeatFeature, HubServerFactory, HubServerProtocol
 from ._wire import SUBPROTOCOL, CloseCode, ErrorCode, ProtocolError
 
@@ -64,9 +65,11 @@ __all__ = [
     "HubServerProtocol",
     "InvalidArguments",
     "ProtocolError",
+    "ReconnectingHubClient",
     "RefuseConnection",
     "ServerHeartbeatEvent",
     "connect",
+    "full_jitter_policy",
     "heartbeat",
     "hub",
     "method",

@@ -436,7 +436,7 @@ class HubClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
         if options.any_traffic_counts and self.core.last_received >= started_at:
             tracker.timeout_started_at = None
             return
-        if options.stall_grace and self.stall.stalled_recently(now) and not self._heartbeat_grace_used:
+        if options.stall_grace and self.stall.stalled_since(started_at) and not self._heartbeat_grace_used:
             self._heartbeat_grace_used = True
             _log.info("heartbeat timeout deferred: our reactor was stalled ({lag:.3f}s late)", lag=self.stall.max_lag)
             tracker.timeout_started_at = None

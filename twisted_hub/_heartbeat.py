@@ -80,7 +80,8 @@ class HeartbeatPolicy:
         if self.enabled and self.timeout is not None and self.timeout < self.interval:
             warnings.warn(
                 f"heartbeat timeout {self.timeout}s is shorter than the interval "
-                f"{self.interval}s: one late answer will disconnect the peer",
+                f"{self.interval}s: a single lost heartbeat or answer disconnects the peer; "
+                f"a timeout of at least the interval tolerates one loss",
                 HeartbeatConfigurationWarning,
                 stacklevel=3,
             )
@@ -227,10 +228,8 @@ class StallDetector:
     socket buffer.  Feed it every timer firing with the time it was due.
     """
 
-    def __init__(self, threshold: float = 0.25, memory: float = 5.0) -> None:
+    def __init__(self, threshold: float = 0.25) -> None:
         self.threshold = threshold
-        #: how long after a stall we still call the loop "recently stalled"
-        self.memory = memory
         self.last_stall_at: float | None = None
         self.last_lag = 0.0
         self.max_lag = 0.0
@@ -245,8 +244,12 @@ class StallDetector:
             self.last_stall_at = now
         return lag
 
-    def stalled_recently(self, now: float) -> bool:
-        return self.last_stall_at is not None and now - self.last_stall_at <= self.memory
+    def stalled_since(self, started_at: float) -> bool:
+        """
+        True when a stall ended after C{started_at}: a timeout window that
+        began then overlapped a stall, so the peer's answers may be unread.
+        """
+        return self.last_stall_at is not None and self.last_stall_at > started_at
 
 
 TimeSource = Callable[[], float]

@@ -142,7 +142,7 @@ class ServerHeartbeatScheduler:
     def _check(self, members: list[HeartbeatMember], started_at: float, due: float) -> None:
         now = self.clock.seconds()
         self.stall.observe(due, now)
-        stalled = self.policy.stall_grace and self.stall.stalled_recently(now)
+        stalled = self.policy.stall_grace and self.stall.stalled_since(started_at)
         graced: list[HeartbeatMember] = []
         for member in members:
             tracker = member.heartbeat_tracker

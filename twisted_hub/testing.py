@@ -20,9 +20,12 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping, Sequence
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import Clock
 from twisted.test.iosim import FakeTransport
+from zope.interface import implementer
 
 from ._client import HubClientFactory, HubClientOptions, HubClientProtocol
 from ._hub import Hub
@@ -145,6 +148,28 @@ class TestConnection:
         return False
 
 
+@implementer(IStreamClientEndpoint)
+class TestEndpoint:
+    """Connects client factories to a L{HubTestServer}; can refuse on demand."""
+
+    __test__ = False
+
+    def __init__(self, server: HubTestServer) -> None:
+        self.server = server
+        #: while True, connection attempts fail with ConnectionRefusedError
+        self.refusing = False
+        self.attempts = 0
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        self.attempts += 1
+        if self.refusing:
+            return fail(ConnectionRefusedError("test endpoint refuses"))
+        # ClientService wraps the factory in a proxy that forwards attributes.
+        factory.setProtocolOptions(serverConnectionDropTimeout=0, **_NO_AUTOBAHN_TIMERS)
+        connection = self.server._link(factory)
+        return succeed(connection.client)
+
+
 def _address(port: int) -> IPv4Address:
     return IPv4Address("TCP", "127.0.0.1", port)
 
@@ -174,6 +199,7 @@ class HubTestServer:
         path: str | None = None,
         protocols: Iterable[str] | None = None,
         origin: str | None = None,
+        client_protocol: type[HubClientProtocol] | None = None,
     ) -> TestConnection:
         """
         Open a connection and run the handshake.  Check
@@ -182,10 +208,15 @@ class HubTestServer:
         url = "ws://127.0.0.1" + (path if path is not None else "/hub" + (f"/{hub}" if hub else ""))
         client_factory = HubClientFactory(url, receiver, options, clock=self.clock)
         client_factory.setProtocolOptions(serverConnectionDropTimeout=0, **_NO_AUTOBAHN_TIMERS)
+        if client_protocol is not None:
+            client_factory.protocol = client_protocol
         if protocols is not None:
             client_factory.protocols = list(protocols)
         if origin is not None:
             client_factory.origin = origin
+        return self._link(client_factory)
+
+    def _link(self, client_factory: HubClientFactory) -> TestConnection:
         client = client_factory.buildProtocol(_address(1))
         protocol = self.factory.buildProtocol(_address(2))
         connection = TestConnection(self, client, protocol)
@@ -194,6 +225,13 @@ class HubTestServer:
         self.connections.append(connection)
         self.flush()
         return connection
+
+    def endpoint(self) -> TestEndpoint:
+        """
+        A client endpoint that connects in memory to this server (for
+        L{ReconnectingHubClient} and other endpoint users).
+        """
+        return TestEndpoint(self)
 
     def flush(self) -> None:
         """Exchange messages (and run zero-delay timers) until all is quiet."""

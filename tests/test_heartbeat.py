@@ -1,0 +1,521 @@
+"""Heartbeats on a task.Clock: every seed feature and every 'beyond' feature."""
+
+from __future__ import annotations
+
+import random
+import warnings
+from datetime import datetime, timezone
+from typing import Any
+
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_hub import (
+    ClientHeartbeatEvent,
+    DisconnectKind,
+    DisconnectReason,
+    HeartbeatConfigurationError,
+    HeartbeatConfigurationWarning,
+    HeartbeatPolicy,
+    Hub,
+    HubClientOptions,
+    HubClientProtocol,
+    ReconnectingHubClient,
+    ServerHeartbeatEvent,
+    full_jitter_policy,
+    heartbeat,
+    method,
+)
+from twisted_hub._connection import ClientConnection
+from twisted_hub._wire import CAP_BATCH, MessageKind, decode_frame
+from twisted_hub.testing import HubTestServer, TestConnection
+
+
+class PlainHub(Hub):
+    hub_name = "plain"
+    disconnects: list[DisconnectReason] = []
+
+    @method
+    def echo(self, value: Any) -> Any:
+        return value
+
+    @method
+    def stop_heartbeat(self) -> None:
+        self.connection.heartbeat.unregister()
+
+    @method
+    def latency(self) -> float:
+        return self.connection.heartbeat.latency
+
+    def on_connected(self) -> None:
+        self.connection.items["acks"] = []
+        self.connection.heartbeat.set_ack_callback(self.connection.items["acks"].append)
+
+    def on_disconnected(self, reason: DisconnectReason) -> None:
+        type(self).disconnects.append(reason)
+
+
+def heartbeats(payloads: list[bytes]) -> list[Any]:
+    """The server heartbeat messages among raw received payloads."""
+    found = []
+    for payload in payloads:
+        for message in decode_frame(payload):
+            if message.kind == MessageKind.SERVER_HEARTBEAT:
+                found.append(message)
+    return found
+
+
+def tight(timeout: float = 0.5) -> HeartbeatPolicy:
+    """Interval 1 s with a shorter timeout (valid; its warning is tested in ValidationTests)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HeartbeatConfigurationWarning)
+        return HeartbeatPolicy(enabled=True, interval=1.0, timeout=timeout)
+
+
+def server_for(policy: HeartbeatPolicy | None = None, *hubs: type[Hub]) -> HubTestServer:
+    PlainHub.disconnects = []
+    return HubTestServer(list(hubs) or [PlainHub], heartbeat=policy)
+
+
+class ServerHeartbeatTests(SynchronousTestCase):
+    def test_frame_is_byte_exact(self) -> None:
+        """A heartbeat at t=1 s with metadata is exactly [9, seq, time_us, metadata] in msgpack."""
+        policy = HeartbeatPolicy(enabled=True, interval=1.0, timeout=None, metadata_provider=lambda: b"\x01\x02")
+        server = server_for(policy)
+        conn = server.connect("plain")
+        conn.client_received.clear()
+        server.advance(1.0)
+        self.assertEqual(conn.client_received, [bytes.fromhex("94 09 01 ce 00 0f 42 40 c4 02 01 02")])
+
+    def test_frame_built_once_per_tick(self) -> None:
+        """Every connection gets the identical frame, prepared once per tick."""
+        server = server_for(HeartbeatPolicy.every(1.0))
+        conns = [server.connect("plain") for _ in range(3)]
+        prepared: list[bytes] = []
+        original = server.factory.prepareMessage
+
+        def counting(payload: bytes, isBinary: bool = False, doNotCompress: bool = False) -> Any:
+            prepared.append(payload)
+            return original(payload, isBinary, doNotCompress)
+
+        server.factory.prepareMessage = counting  # type: ignore[method-assign]
+        for conn in conns:
+            conn.client_received.clear()
+        server.advance(1.0)
+        self.assertEqual(len(prepared), 1)
+        self.assertEqual([c.client_received for c in conns], [[prepared[0]]] * 3)
+
+    def test_sequence_shared_by_all_connections(self) -> None:
+        """All connections of a hub share one sequence; a late joiner gets the next number."""
+        server = server_for(HeartbeatPolicy.every(1.0))
+        first, second = server.connect("plain"), server.connect("plain")
+        server.advance(2.0)
+        late = server.connect("plain")
+        server.advance(1.0)
+        self.assertEqual([m.sequence for m in heartbeats(first.client_received)], [1, 2, 3])
+        self.assertEqual([m.sequence for m in heartbeats(second.client_received)], [1, 2, 3])
+        self.assertEqual([m.sequence for m in heartbeats(late.client_received)], [3])
+
+    def test_one_timer_for_many_connections(self) -> None:
+        """100 connections cost one LoopingCall and at most one timeout call per tick."""
+        server = server_for(HeartbeatPolicy.every(1.0))
+        for _ in range(100):
+            server.connect("plain")
+        server.advance(1.0)
+        self.assertLessEqual(len(server.clock.getDelayedCalls()), 2)
+        self.assertEqual(len(server.factory._schedulers), 1)
+
+    def test_answered_heartbeats_keep_the_connection(self) -> None:
+        """A client that answers stays connected well past many timeouts."""
+        server = server_for(tight())
+        conn = server.connect("plain")
+        server.advance(30.0)
+        self.assertTrue(conn.client.is_connected)
+        self.assertEqual(conn.server_protocol.core.heartbeat.acks, 30)
+
+    def test_silent_client_times_out(self) -> None:
+        """A frozen client is dropped exactly at send time + timeout, with the timed-out reason."""
+        server = server_for(tight())
+        conn = server.connect("plain")
+        server.advance(1.2)
+        conn.freeze_client()
+        server.advance(1.29)
+        self.assertEqual(PlainHub.disconnects, [])
+        server.advance(0.01)  # t = 2.5: beat at 2.0 + timeout 0.5
+        self.assertEqual([r.kind for r in PlainHub.disconnects], [DisconnectKind.TIMED_OUT])
+        self.assertEqual(PlainHub.disconnects[0].code, 4001)
+        conn.thaw()
+        server.flush()
+        assert conn.client.disconnect_reason is not None
+        self.assertEqual(conn.client.disconnect_reason.kind, DisconnectKind.PEER_TIMED_OUT)
+
+    def test_timeout_longer_than_interval_lost(self) -> None:
+        """With timeout 3.5 s > interval 1 s, the oldest unanswered beat (t=2) decides: dropped at 5.5 s."""
+        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.5))
+        conn = server.connect("plain")
+        server.advance(1.5)
+        conn.freeze_client()
+        server.advance(3.99)  # t = 5.49
+        self.assertEqual(PlainHub.disconnects, [])
+        server.advance(0.01)
+        self.assertEqual([r.kind for r in PlainHub.disconnects], [DisconnectKind.TIMED_OUT])
+
+    def test_timeout_longer_than_interval_kept(self) -> None:
+        """Late answers within the timeout keep the connection: only the newest ack stops the timeout."""
+        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.5))
+        conn = server.connect("plain")
+        server.advance(1.5)
+        conn.freeze_client()
+        server.advance(3.9)  # beats at 2, 3, 4, 5 unanswered; t = 5.4
+        conn.thaw()
+        server.flush()
+        self.assertIsNone(conn.server_protocol.core.heartbeat.timeout_started_at)
+        server.advance(10.0)
+        self.assertTrue(conn.client.is_connected)
+        self.assertEqual(PlainHub.disconnects, [])
+
+    def test_latency_and_ack_callback(self) -> None:
+        """Latency is the round trip of the newest beat; the ack callback gets each value."""
+        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=None))
+        conn = server.connect("plain")
+        self.assertEqual(conn.hub.connection.heartbeat.latency, 0.0)
+        server.advance(0.5)
+        conn.freeze_client()
+        server.advance(0.75)  # the beat at 1.0 waits until 1.25
+        conn.thaw()
+        server.flush()
+        self.assertAlmostEqual(conn.hub.connection.heartbeat.latency, 0.25)
+        server.advance(1.0)  # t = 2.25: the beat at 2.0 was answered at once
+        self.assertEqual(conn.hub.connection.items["acks"], [0.25, 0.0])
+
+    def test_unregister_stops_heartbeats_for_one_connection(self) -> None:
+        """unregister() stops beats and the timeout on that connection only."""
+        server = server_for(tight())
+        quiet, other = server.connect("plain"), server.connect("plain")
+        quiet.client.call("stop_heartbeat")
+        server.flush()
+        quiet.client_received.clear()
+        quiet.freeze_client()
+        server.advance(5.0)
+        quiet.thaw()
+        server.flush()
+        self.assertEqual(heartbeats(quiet.client_received), [])
+        self.assertTrue(quiet.client.is_connected)
+        self.assertEqual(len(heartbeats(other.client_received)), 5)
+
+    def test_peer_without_heartbeat_capability_gets_none(self) -> None:
+        """A client that does not announce the capability is never sent heartbeats (mixing is safe)."""
+
+        class OldClient(HubClientProtocol):
+            def __init__(self) -> None:
+                super().__init__()
+                self.core = ClientConnection(capabilities=(CAP_BATCH,))
+
+        server = server_for(tight())
+        old = server.connect("plain", client_protocol=OldClient)
+        server.advance(5.0)
+        self.assertEqual(heartbeats(old.client_received), [])
+        self.assertTrue(old.client.is_connected)
+
+    def test_server_time_and_metadata_reach_the_client(self) -> None:
+        """The client callback gets an aware UTC server_time and the metadata bytes."""
+        events: list[ServerHeartbeatEvent] = []
+        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, metadata_provider=lambda: b"v1"))
+        server.clock.advance(1_700_000_000)
+        server.connect("plain", options=HubClientOptions(on_server_heartbeat=events.append))
+        server.advance(1.0)
+        self.assertEqual(
+            events,
+            [ServerHeartbeatEvent(1, datetime.fromtimestamp(1_700_000_001, tz=timezone.utc), b"v1")],
+        )
+        assert events[0].server_time.tzinfo is not None
+
+    def test_per_connection_override_in_on_connecting(self) -> None:
+        """on_connecting can give one connection sparser beats; it gets its own shared timer."""
+
+        class MobileHub(Hub):
+            hub_name = "mobile"
+
+            def on_connecting(self, request: Any) -> None:
+                if request.params.get("client") == ["mobile"]:
+                    self.connection.heartbeat.override(interval=5.0, timeout=15.0)
+
+        server = HubTestServer([MobileHub], heartbeat=HeartbeatPolicy.every(1.0))
+        phone = server.connect(path="/hub/mobile?client=mobile")
+        desk = server.connect(path="/hub/mobile")
+        server.advance(10.0)
+        self.assertEqual(len(heartbeats(phone.client_received)), 2)
+        self.assertEqual(len(heartbeats(desk.client_received)), 10)
+        assert phone.client.core.welcome is not None
+        self.assertEqual(phone.client.core.welcome.heartbeat_interval, 5.0)
+        self.assertEqual(phone.client.core.welcome.heartbeat_timeout, 15.0)
+
+    def test_debug_log_events(self) -> None:
+        """Timer start/stop, sends, acks and timeouts are logged at debug level."""
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        server = server_for(tight())
+        conn = server.connect("plain")
+        server.advance(1.0)
+        conn.freeze_client()
+        server.advance(1.5)
+        formats = " | ".join(str(e.get("log_format")) for e in observer)
+        for phrase in ("heartbeat timer started", "sent to", "acknowledged", "timed out", "heartbeat timer stopped"):
+            self.assertIn(phrase, formats)
+
+
+class PrecedenceTests(SynchronousTestCase):
+    """Global options x hub decorator, as a full matrix."""
+
+    GLOBAL_ON = HeartbeatPolicy(enabled=True, interval=2.0, timeout=6.0)
+    GLOBAL_OFF = HeartbeatPolicy(enabled=False, interval=2.0, timeout=6.0)
+
+    def effective(self, global_policy: HeartbeatPolicy, decorate: Any) -> tuple[HeartbeatPolicy, int]:
+        class MatrixHub(Hub):
+            hub_name = "matrix"
+
+        if decorate is not None:
+            decorate(MatrixHub)
+        server = HubTestServer([MatrixHub], heartbeat=global_policy)
+        conn = server.connect("matrix")
+        server.advance(10.0)
+        return server.factory.hub_runtime("matrix").heartbeat_policy, len(heartbeats(conn.client_received))
+
+    def test_matrix(self) -> None:
+        """Every combination of global on/off and decorator absent/on/off/override gives the documented policy."""
+        cases = [
+            # (global, decorator, enabled, interval, timeout, beats in 10 s)
+            (self.GLOBAL_ON, None, True, 2.0, 6.0, 5),
+            (self.GLOBAL_ON, heartbeat(), True, 2.0, 6.0, 5),
+            (self.GLOBAL_ON, heartbeat(enabled=False), False, 2.0, 6.0, 0),
+            (self.GLOBAL_ON, heartbeat(interval=5.0, timeout=None), True, 5.0, None, 2),
+            (self.GLOBAL_OFF, None, False, 2.0, 6.0, 0),
+            (self.GLOBAL_OFF, heartbeat(), True, 2.0, 6.0, 5),
+            (self.GLOBAL_OFF, heartbeat(enabled=False), False, 2.0, 6.0, 0),
+            (self.GLOBAL_OFF, heartbeat(interval=5.0, timeout=12.0), True, 5.0, 12.0, 2),
+        ]
+        for global_policy, decorate, enabled, interval, timeout, beats in cases:
+            policy, seen = self.effective(global_policy, decorate)
+            self.assertEqual((policy.enabled, policy.interval, policy.timeout, seen), (enabled, interval, timeout, beats))
+
+    def test_decorator_metadata_provider_wins(self) -> None:
+        """A hub's metadata provider replaces the global one; without one, the global one is used."""
+        global_policy = HeartbeatPolicy(enabled=True, interval=1.0, metadata_provider=lambda: b"global")
+
+        @heartbeat(metadata_provider=lambda: b"hub")
+        class OwnHub(Hub):
+            hub_name = "own"
+
+        class InheritingHub(Hub):
+            hub_name = "inheriting"
+
+        server = HubTestServer([OwnHub, InheritingHub], heartbeat=global_policy)
+        own, inheriting = server.connect("own"), server.connect("inheriting")
+        server.advance(1.0)
+        self.assertEqual([m.metadata for m in heartbeats(own.client_received)], [b"hub"])
+        self.assertEqual([m.metadata for m in heartbeats(inheriting.client_received)], [b"global"])
+
+    def test_default_is_off(self) -> None:
+        """With no global policy and no decorator, no heartbeats are sent."""
+        server = HubTestServer([PlainHub])
+        conn = server.connect("plain")
+        server.advance(120.0)
+        self.assertEqual(heartbeats(conn.client_received), [])
+
+
+class ValidationTests(SynchronousTestCase):
+    def test_rejects_non_positive(self) -> None:
+        """Zero or negative intervals and timeouts are rejected with a clear message."""
+        for bad in (0, -1, float("nan")):
+            with self.assertRaises(HeartbeatConfigurationError) as raised:
+                HeartbeatPolicy.every(bad)
+            self.assertIn("interval", str(raised.exception))
+        with self.assertRaises(HeartbeatConfigurationError):
+            HeartbeatPolicy(enabled=True, interval=1.0, timeout=0)
+        with self.assertRaises(HeartbeatConfigurationError):
+            heartbeat(interval=-5)
+        with self.assertRaises(HeartbeatConfigurationError):
+            HubClientOptions(heartbeat_interval=0)
+
+    def test_warns_when_timeout_shorter_than_interval(self) -> None:
+        """A timeout shorter than the interval works but warns."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            HeartbeatPolicy(enabled=True, interval=10.0, timeout=1.0)
+        self.assertEqual([w.category for w in caught], [HeartbeatConfigurationWarning])
+
+    def test_one_call_form_defaults_to_three_intervals(self) -> None:
+        """every(interval) sets the timeout to 3 x interval, like Tank; both sides."""
+        self.assertEqual(HeartbeatPolicy.every(5.0).timeout, 15.0)
+        self.assertEqual(HubClientOptions.heartbeat_every(2.0).heartbeat_timeout, 6.0)
+        self.assertIsNone(HeartbeatPolicy.every(5.0, None).timeout)
+
+
+class ClientHeartbeatTests(SynchronousTestCase):
+    def test_round_trip_and_clock_offset(self) -> None:
+        """The client measures RTT from echoed times and estimates the server clock offset."""
+        events: list[ClientHeartbeatEvent] = []
+        server = server_for()
+        conn = server.connect("plain", options=HubClientOptions(heartbeat_interval=1.0, on_heartbeat_response=events.append))
+        server.advance(0.5)
+        conn.freeze_server()
+        server.advance(0.7)  # our beat at 1.0 is answered at 1.2
+        conn.thaw()
+        server.flush()
+        self.assertEqual(len(events), 1)
+        self.assertAlmostEqual(events[0].round_trip, 0.2)
+        self.assertAlmostEqual(conn.client.round_trip, 0.2)
+        # One clock for both sides: the true offset is 0 and it lies within the error bound.
+        offset = conn.client.clock_offset
+        assert offset is not None
+        self.assertLessEqual(abs(offset.offset), offset.error + 1e-9)
+        self.assertAlmostEqual(offset.error, 0.1)
+
+    def test_server_answers_client_heartbeats_with_its_own_off(self) -> None:
+        """The server echoes client heartbeats even with server heartbeats disabled."""
+        events: list[ClientHeartbeatEvent] = []
+        server = server_for(HeartbeatPolicy(enabled=False))
+        conn = server.connect("plain", options=HubClientOptions(heartbeat_interval=1.0, on_heartbeat_response=events.append))
+        server.advance(5.0)
+        self.assertEqual([e.sequence for e in events], [1, 2, 3, 4, 5])
+        self.assertEqual(heartbeats(conn.client_received), [])
+
+    def test_client_times_out_silent_server(self) -> None:
+        """Against a frozen server the client reports TIMED_OUT at send time + timeout and calls its hook."""
+        timeouts: list[bool] = []
+        server = server_for()
+        options = HubClientOptions(
+            heartbeat_interval=1.0, heartbeat_timeout=2.0, on_heartbeat_timeout=lambda: timeouts.append(True)
+        )
+        conn = server.connect("plain", options=options)
+        pending = conn.client.call("echo", 1)
+        conn.freeze_server()
+        server.advance(2.99)
+        self.assertTrue(conn.client.is_connected)
+        server.advance(0.01)  # beat at 1.0 + timeout 2.0
+        reason = conn.client.disconnect_reason
+        assert reason is not None
+        self.assertEqual((reason.kind, timeouts), (DisconnectKind.TIMED_OUT, [True]))
+        self.failureResultOf(pending)
+
+    def test_stall_of_own_reactor_gets_one_more_exchange(self) -> None:
+        """A timeout right after our own loop stalled is deferred once; a live server then keeps the link."""
+        server = server_for()
+        conn = server.connect("plain", options=HubClientOptions(heartbeat_interval=1.0, heartbeat_timeout=2.0))
+        server.advance(1.5)
+        server.stall(3.0)
+        self.assertTrue(conn.client.is_connected)
+        server.advance(10.0)
+        self.assertTrue(conn.client.is_connected)
+
+
+class StallTests(SynchronousTestCase):
+    def test_server_stall_causes_no_false_timeout(self) -> None:
+        """The server's reactor blocked 3 s with timeout 2 s does not drop a live client."""
+        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=2.0))
+        conn = server.connect("plain")
+        server.advance(1.5)
+        server.stall(3.0)
+        server.advance(10.0)
+        self.assertTrue(conn.client.is_connected)
+        self.assertEqual(PlainHub.disconnects, [])
+
+    def test_dead_peer_is_still_dropped_after_a_stall(self) -> None:
+        """After a stall a really dead client gets one more exchange, then is dropped as timed out."""
+        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=2.0))
+        conn = server.connect("plain")
+        server.advance(1.5)
+        conn.freeze_client()
+        server.advance(0.7)  # t = 2.2: the beat at 2.0 is unanswered, its check is due at 4.0
+        server.stall(3.0)  # t = 5.2: the check fires late, after a stall -> one more exchange
+        self.assertEqual(PlainHub.disconnects, [])
+        server.advance(1.99)
+        self.assertEqual(PlainHub.disconnects, [])
+        server.advance(0.01)  # grace deadline: 5.2 + 2.0
+        self.assertEqual([r.kind for r in PlainHub.disconnects], [DisconnectKind.TIMED_OUT])
+
+
+class AnyTrafficTests(SynchronousTestCase):
+    class DeafClient(HubClientProtocol):
+        """A client whose heartbeat answers are stuck (e.g. behind bulk data)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            core = self.core
+            original = core._handle
+
+            def handle(message: Any, now: float) -> Any:
+                if message.kind == MessageKind.SERVER_HEARTBEAT:
+                    return None
+                return original(message, now)
+
+            core._handle = handle  # type: ignore[method-assign]
+
+    def run_busy_client(self, any_traffic_counts: bool) -> TestConnection:
+        policy = HeartbeatPolicy(enabled=True, interval=1.0, timeout=2.0, any_traffic_counts=any_traffic_counts)
+        server = server_for(policy)
+        conn = server.connect("plain", client_protocol=self.DeafClient)
+        for _ in range(40):
+            if conn.client.is_connected:
+                conn.client.call("echo", b"x" * 100).addErrback(lambda f: None)
+            server.advance(0.25)
+        return conn
+
+    def test_traffic_counts_as_life_when_enabled(self) -> None:
+        """With any_traffic_counts, a client that sends data but no heartbeat answers stays connected."""
+        conn = self.run_busy_client(True)
+        self.assertTrue(conn.client.is_connected)
+
+    def test_traffic_does_not_count_by_default(self) -> None:
+        """Without it, the same client is timed out."""
+        conn = self.run_busy_client(False)
+        self.assertFalse(conn.client.is_connected)
+
+
+class ReconnectTests(SynchronousTestCase):
+    def test_full_jitter_delays_are_seeded_and_bounded(self) -> None:
+        """Delays are uniform in [0, min(cap, base * factor^(n-1))] from the given RNG."""
+        policy = full_jitter_policy(initial_delay=0.5, max_delay=4.0, factor=2.0, rng=random.Random(7))
+        reference = random.Random(7)
+        expected = [reference.uniform(0, min(4.0, 0.5 * 2 ** (n - 1))) for n in range(1, 9)]
+        self.assertEqual([policy(n) for n in range(1, 9)], expected)
+
+    def test_reconnects_after_timeout_with_policy_delays(self) -> None:
+        """After a heartbeat timeout the client retries at the policy's delays and runs its restore hook."""
+        server = server_for()
+        endpoint = server.endpoint()
+        restored: list[str] = []
+        delays = [1.5, 3.0]
+        attempts_at: list[float] = []
+        original_connect = endpoint.connect
+
+        def recording_connect(factory: Any) -> Any:
+            attempts_at.append(server.clock.seconds())
+            return original_connect(factory)
+
+        endpoint.connect = recording_connect  # type: ignore[method-assign]
+        client = ReconnectingHubClient(
+            "ws://127.0.0.1/hub", "plain",
+            options=HubClientOptions(heartbeat_interval=1.0, heartbeat_timeout=1.0),
+            on_connected=lambda c: restored.append(c.connection_id),
+            retry_policy=lambda attempt: delays[attempt - 1],
+            endpoint=endpoint, reactor=server.clock,
+        )
+        client.start()
+        server.flush()
+        self.assertEqual(len(restored), 1)
+        server.connections[-1].freeze_server()
+        server.advance(2.0)  # beat at 1.0 unanswered; timed out at 2.0
+        self.assertEqual([r.kind for r in client.disconnects], [DisconnectKind.TIMED_OUT])
+        endpoint.refusing = True
+        server.advance(1.5 + 3.0 - 0.01)
+        endpoint.refusing = False
+        server.advance(0.02)
+        self.assertEqual(attempts_at, [0.0, 3.5, 6.5])
+        self.assertEqual(len(restored), 2)
+        result = client.call("echo", "back")
+        server.flush()
+        self.assertEqual(self.successResultOf(result), "back")
+        stopped = client.stop()
+        server.flush()
+        self.successResultOf(stopped)

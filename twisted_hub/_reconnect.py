@@ -1,0 +1,136 @@
+"""
+A client that reconnects by itself after a heartbeat timeout or a lost
+connection, built on Twisted's L{ClientService}.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable
+
+from twisted.application.internet import ClientService
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
+
+from ._client import HubClientFactory, HubClientOptions, HubClientProtocol, endpoint_for, hub_url
+from ._errors import DisconnectKind, DisconnectReason
+
+_log = Logger()
+
+
+def full_jitter_policy(
+    initial_delay: float = 0.5,
+    max_delay: float = 30.0,
+    factor: float = 2.0,
+    rng: random.Random | None = None,
+) -> Callable[[int], float]:
+    """
+    A C{ClientService} retry policy: exponential backoff with full jitter.
+
+    Attempt C{n} (1-based) waits a uniformly random time in
+    C{[0, min(max_delay, initial_delay * factor ** (n - 1))]}, so a fleet of
+    clients that lost the same server spreads its reconnects instead of
+    stampeding (azure-signalr#1072).  Pass a seeded C{random.Random} for
+    reproducible delays.
+    """
+    if initial_delay <= 0 or max_delay <= 0 or factor < 1:
+        raise ValueError("initial_delay and max_delay must be > 0 and factor >= 1")
+    source = rng or random.Random()
+
+    def policy(attempt: int) -> float:
+        ceiling = min(max_delay, initial_delay * factor ** max(attempt - 1, 0))
+        return source.uniform(0.0, ceiling)
+
+    return policy
+
+
+class ReconnectingHubClient:
+    """
+    A hub client that stays connected.
+
+    After a lost connection or a heartbeat timeout it reconnects with
+    L{full_jitter_policy} (or your C{retry_policy}); C{on_connected(client)}
+    runs after every successful handshake (return a Deferred to hold calls
+    until, say, the client has rejoined its groups); C{on_disconnected(reason)}
+    runs after every disconnect.
+
+        service = ReconnectingHubClient("ws://127.0.0.1:8080/hub", "chat",
+                                        receiver=me, on_connected=rejoin)
+        service.start()
+        await service.call("say", "lobby", "hi")   # waits for a connection
+    """
+
+    def __init__(
+        self,
+        url: str,
+        hub: str | None = None,
+        receiver: object | None = None,
+        options: HubClientOptions | None = None,
+        *,
+        on_connected: Callable[[HubClientProtocol], Any] | None = None,
+        on_disconnected: Callable[[DisconnectReason], Any] | None = None,
+        retry_policy: Callable[[int], float] | None = None,
+        endpoint: IStreamClientEndpoint | None = None,
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        full_url = hub_url(url, hub)
+        self.factory = HubClientFactory(full_url, receiver, options, reactor=reactor)
+        self.factory.on_connection_ended = self._ended
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
+        self.connections = 0
+        self.disconnects: list[DisconnectReason] = []
+        self.service = ClientService(
+            endpoint if endpoint is not None else endpoint_for(full_url, reactor),
+            self.factory,
+            retryPolicy=retry_policy or full_jitter_policy(),
+            clock=reactor,
+            prepareConnection=self._prepare,
+        )
+
+    def _prepare(self, protocol: HubClientProtocol) -> Deferred[Any]:
+        def handshaken(client: HubClientProtocol) -> Any:
+            self.connections += 1
+            if self._on_connected is None:
+                return None
+            return maybeDeferred(self._on_connected, client)
+
+        return protocol.ready.addCallback(handshaken)
+
+    def _ended(self, protocol: HubClientProtocol, reason: DisconnectReason) -> None:
+        if reason.kind is DisconnectKind.HANDSHAKE_FAILED:
+            _log.info("hub handshake failed: {reason}; retrying", reason=reason)
+            return
+        self.disconnects.append(reason)
+        _log.info("hub connection ended ({reason}); reconnecting", reason=reason)
+        if self._on_disconnected is not None:
+            try:
+                self._on_disconnected(reason)
+            except Exception:
+                _log.failure("on_disconnected callback raised")
+
+    def start(self) -> None:
+        """Start connecting (and reconnecting)."""
+        self.service.startService()
+
+    def stop(self) -> Deferred[None]:
+        """Disconnect and stop reconnecting."""
+        return self.service.stopService()  # type: ignore[no-any-return]
+
+    def when_connected(self, fail_after_failures: int | None = None) -> Deferred[HubClientProtocol]:
+        """The connected client, now or after the next successful connection."""
+        return self.service.whenConnected(failAfterFailures=fail_after_failures)  # type: ignore[no-any-return]
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """Call a hub method once connected."""
+        return self.when_connected().addCallback(lambda client: client.call(method, *args, **kwargs))
+
+    def notify(self, method: str, *args: Any, **kwargs: Any) -> Deferred[None]:
+        """Fire-and-forget once connected."""
+        return self.when_connected().addCallback(lambda client: client.notify(method, *args, **kwargs))
+
