@@ -628,7 +628,8 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
         more are answered with C{too-many-pending}.
     @param client_result_timeout: default seconds to wait for a client result.
     @param allowed_origins: browser origins allowed to connect (None: any;
-        requests without an Origin header, i.e. non-browsers, always pass).
+        requests without an Origin header, i.e. non-browsers, always pass),
+        or a callable C{(request) -> bool} such as L{OriginPolicy}.
     @param debug: send exception text and tracebacks in internal errors.
     """
 
@@ -645,7 +646,7 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
         max_outgoing_buffer: int = DEFAULT_MAX_OUTGOING_BUFFER,
         max_pending_calls: int = DEFAULT_MAX_PENDING_CALLS,
         client_result_timeout: float = DEFAULT_CLIENT_RESULT_TIMEOUT,
-        allowed_origins: Iterable[str] | None = None,
+        allowed_origins: Iterable[str] | Callable[[ConnectionRequest], bool] | None = None,
         debug: bool = False,
         reactor: Any = None,
     ) -> None:
@@ -660,7 +661,9 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
         self.max_outgoing_buffer = max_outgoing_buffer
         self.max_pending_calls = max_pending_calls
         self.client_result_timeout = client_result_timeout
-        self.allowed_origins = None if allowed_origins is None else frozenset(allowed_origins)
+        self.allowed_origins: frozenset[str] | Callable[[ConnectionRequest], bool] | None = (
+            allowed_origins if allowed_origins is None or callable(allowed_origins) else frozenset(allowed_origins)
+        )
         self.debug = debug
         self.connection_count = 0
         self.stall_detector = StallDetector()
@@ -699,6 +702,8 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
     def origin_allowed(self, request: ConnectionRequest) -> bool:
         if self.allowed_origins is None or not request.origin:
             return True
+        if callable(self.allowed_origins):
+            return bool(self.allowed_origins(request))
         return request.origin in self.allowed_origins
 
     def scheduler_for(self, policy: HeartbeatPolicy) -> ServerHeartbeatScheduler:

@@ -1,0 +1,109 @@
+"""
+Which browser origins may open a hub connection.
+
+Browsers send an C{Origin} header with every WebSocket handshake and, unlike
+for C{fetch}, do not enforce the same-origin policy on WebSockets: any page
+the user visits could open a connection to our hub carrying the user's
+cookies (cross-site WebSocket hijacking).  The server has to check the
+header itself.
+
+L{OriginPolicy} is the check C{twistd hub} and L{HubService} install by
+default: a request without an C{Origin} header (a non-browser client) always
+passes; a browser request passes when its origin's host name equals the host
+name of the request's C{Host} header ("same host"; ports are not compared,
+so a TLS-terminating proxy on another port needs no configuration), or when
+the origin is listed explicitly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+#: The C{--allowed-origin} value that allows every origin.
+ANY_ORIGIN = "*"
+#: The C{--allowed-origin} value that allows pages served from the same host.
+SAME_HOST = "same-host"
+
+
+def _normalise(origin: str) -> str:
+    """C{scheme://host[:port]} in lower case, default ports dropped."""
+    parts = urlsplit(origin.strip().lower())
+    if not parts.scheme or not parts.hostname:
+        return origin.strip().lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return origin.strip().lower()
+    default = {"http": 80, "ws": 80, "https": 443, "wss": 443}.get(parts.scheme)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if port is None or port == default:
+        return f"{parts.scheme}://{host}"
+    return f"{parts.scheme}://{host}:{port}"
+
+
+def check_origin(value: str) -> str:
+    """
+    Validate one C{--allowed-origin} value and return it normalised; raise
+    C{ValueError} saying what is wrong.
+    """
+    value = value.strip()
+    if value in (ANY_ORIGIN, SAME_HOST):
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"an origin looks like https://example.com[:port], got {value!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"an origin has no path, query or fragment, got {value!r}")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"bad port in origin {value!r}") from None
+    return _normalise(value)
+
+
+def _host_name(host_header: str) -> str:
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class OriginPolicy:
+    """
+    A callable C{(request) -> bool} for C{HubServerFactory(allowed_origins=...)}.
+
+    @param origins: exact origins (C{https://app.example.com}), L{SAME_HOST}
+        or L{ANY_ORIGIN}.  Empty: same host only.
+    """
+
+    def __init__(self, origins: Iterable[str] = ()) -> None:
+        values = [check_origin(origin) for origin in origins] or [SAME_HOST]
+        self.allow_any = ANY_ORIGIN in values
+        self.same_host = SAME_HOST in values
+        self.origins = frozenset(v for v in values if v not in (ANY_ORIGIN, SAME_HOST))
+
+    def allows(self, origin: str | None, host_header: str | None) -> bool:
+        """True when a request from C{origin} with C{Host: host_header} may connect."""
+        if not origin or self.allow_any:
+            return True
+        if _normalise(origin) in self.origins:
+            return True
+        if self.same_host and host_header:
+            origin_host = urlsplit(origin.strip().lower()).hostname
+            return origin_host is not None and origin_host == _host_name(host_header)
+        return False
+
+    def __call__(self, request: Any) -> bool:
+        headers = getattr(request, "headers", None) or {}
+        return self.allows(request.origin, headers.get("host"))
+
+    def describe(self) -> str:
+        """One line for the status page and logs."""
+        if self.allow_any:
+            return "any origin"
+        parts = (["same host"] if self.same_host else []) + sorted(self.origins)
+        return ", ".join(parts)
+
+    def __repr__(self) -> str:
+        return f"OriginPolicy({self.describe()!r})"
