@@ -301,6 +301,7 @@ class HubServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         if core is None or self._disconnected:
             return
         if not isBinary:
+            _log.info("text frame from {peer} ({id}); closing", peer=self.peer, id=self.connection_id)
             self.close_with(
                 CloseCode.UNSUPPORTED_DATA, "text frames are not supported", DisconnectKind.PROTOCOL_ERROR
             )
@@ -508,6 +509,8 @@ class HubServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         core = self.core
         if core is None or not core.has_outgoing or self._disconnected:
             return
+        if self.state != self.STATE_OPEN:
+            return  # closing (e.g. kicked inside a call): autobahn refuses to send
         for frame in core.frames_to_send():
             self._account(len(frame))
             self.sendMessage(frame, isBinary=True)
@@ -572,7 +575,13 @@ class HubServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
         runtime = self.runtime
         close_reason = self._close_reason
         if close_reason is None:
-            if self.remoteCloseCode is not None:
+            if self.closedByMe and self.localCloseCode is not None:
+                # autobahn closed on its own (message too big, bad framing)
+                close_reason = DisconnectReason(
+                    kind_for_close(self.localCloseCode, True), self.localCloseCode,
+                    (self.localCloseReason or b"").decode("utf-8", "replace"), True,
+                )
+            elif self.remoteCloseCode is not None:
                 close_reason = DisconnectReason(
                     kind_for_close(self.remoteCloseCode, False), self.remoteCloseCode, self.remoteCloseReason or ""
                 )

@@ -1,0 +1,219 @@
+"""Hubs, receivers and log helpers shared by the server/client/hub tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import LogEvent
+
+from twisted_hub import DisconnectReason, Hub, HubError, RefuseConnection, hub, method
+
+
+class Recorder:
+    """A client receiver that records every call made to it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def said(self, *args: Any) -> None:
+        self.calls.append(("said", args))
+
+    def ping(self, *args: Any) -> None:
+        self.calls.append(("ping", args))
+
+
+class Answers:
+    """A client receiver for client results."""
+
+    def __init__(self) -> None:
+        self.pending: list[Deferred[Any]] = []
+
+    def double(self, value: int) -> int:
+        return value * 2
+
+    def refuse(self) -> None:
+        raise HubError("nope", "the client says no", {"why": 1})
+
+    def crash(self) -> None:
+        raise ZeroDivisionError("secret client text")
+
+    def later(self) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.pending.append(d)
+        return d
+
+
+@hub("work")
+class WorkHub(Hub):
+    """Every kind of method, plus hooks that record what happened."""
+
+    #: per-test shared log of lifecycle events (reset by tests)
+    events: list[tuple[str, Any]] = []
+    pending: list[Deferred[Any]] = []
+
+    def on_connected(self) -> None:
+        WorkHub.events.append(("connected", self.connection.id))
+
+    def on_disconnected(self, reason: DisconnectReason) -> None:
+        WorkHub.events.append(("disconnected", reason, self.groups.joined()))
+
+    @method
+    def plain(self, value: Any) -> Any:
+        return value
+
+    @method
+    def deferred(self, value: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        WorkHub.pending.append(d)
+        return d.addCallback(lambda _: value)
+
+    @method
+    async def coroutine(self, value: Any) -> Any:
+        d: Deferred[Any] = Deferred()
+        WorkHub.pending.append(d)
+        extra = await d
+        return [value, extra]
+
+    @method
+    def add(self, a: int, b: int = 0, *, scale: int = 1) -> int:
+        return (a + b) * scale
+
+    @method("renamed")
+    def some_python_name(self) -> str:
+        return "renamed"
+
+    @method
+    def fail(self, code: str, message: str, detail: Any = None) -> None:
+        raise HubError(code, message, detail)
+
+    @method
+    def fail_later(self, code: str) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        d.errback(HubError(code, "later", [1, 2]))
+        return d
+
+    @method
+    async def fail_async(self, code: str) -> None:
+        raise HubError(code, "async", {"k": "v"})
+
+    @method
+    def crash(self) -> None:
+        raise ZeroDivisionError("secret server text")
+
+    @method
+    async def crash_async(self) -> None:
+        raise KeyError("secret async text")
+
+    @method
+    def type_error_inside(self) -> None:
+        len(5)  # type: ignore[arg-type]
+
+    @method
+    def unencodable(self) -> object:
+        return object()
+
+    @method
+    def record(self, value: Any) -> None:
+        WorkHub.events.append(("record", value))
+
+    # -- receivers ----------------------------------------------------------
+    @method
+    def to_caller(self, text: str) -> None:
+        self.clients.caller.said(text)
+
+    @method
+    def to_all(self, text: str) -> None:
+        self.clients.all.said(text)
+
+    @method
+    def to_others(self, text: str) -> None:
+        self.clients.others.said(text)
+
+    @method
+    def to_all_except(self, ids: list, text: str) -> None:
+        self.clients.all_except(ids).said(text)
+
+    @method
+    def to_only(self, ids: list, text: str) -> None:
+        self.clients.only(ids).said(text)
+
+    @method
+    def to_client(self, connection_id: str, text: str) -> None:
+        self.clients.client(connection_id).said(text)
+
+    @method
+    def to_group(self, group: str, text: str) -> None:
+        self.clients.group(group).said(text)
+
+    @method
+    def to_group_except(self, group: str, ids: list, text: str) -> None:
+        self.clients.group_except(group, ids).said(text)
+
+    # -- groups -------------------------------------------------------------
+    @method
+    def join(self, group: str) -> int:
+        self.groups.add(group)
+        return self.groups.count(group)
+
+    @method
+    def leave(self, group: str) -> int:
+        self.groups.remove(group)
+        return self.groups.count(group)
+
+    @method
+    def members(self, group: str) -> list[str]:
+        return self.groups.members(group)
+
+    @method
+    def joined(self) -> list[str]:
+        return sorted(self.groups.joined())
+
+    # -- client results and kicks -------------------------------------------
+    @method
+    def ask(self, receiver_method: str, *args: Any) -> Deferred[Any]:
+        return self.connection.invoke(receiver_method, *args)
+
+    @method
+    def ask_with_timeout(self, receiver_method: str, timeout: float) -> Deferred[Any]:
+        return self.connection.invoke(receiver_method, timeout=timeout)
+
+    @method
+    def kick_me(self, reason: str) -> None:
+        self.connection.kick(reason)
+
+
+@hub("parallel", concurrent=True)
+class ParallelHub(WorkHub):
+    """WorkHub with concurrent calls."""
+
+
+@hub("guarded")
+class GuardedHub(Hub):
+    """Refuses connections according to the request's query string."""
+
+    gate: Deferred[None] | None = None
+
+    def on_connecting(self, request: Any) -> Deferred[None] | None:
+        mode = request.params.get("mode", [""])[0]
+        if mode == "refuse":
+            raise RefuseConnection(401, "who are you")
+        if mode == "crash":
+            raise RuntimeError("hook bug")
+        if mode == "later":
+            d: Deferred[None] = Deferred()
+            GuardedHub.gate = d
+            return d
+        return None
+
+    @method
+    def hello(self) -> str:
+        return "hi"
+
+
+def hub_events(events: list[LogEvent], level: str | None = None) -> list[LogEvent]:
+    """The log events emitted by twisted_hub itself (optionally of one level)."""
+    found = [e for e in events if str(e.get("log_namespace", "")).startswith("twisted_hub")]
+    if level is not None:
+        found = [e for e in found if e["log_level"].name == level]
+    return found

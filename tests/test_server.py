@@ -1,0 +1,737 @@
+"""
+The server adapter on a Clock with in-memory transports: methods, ordering,
+errors, receivers, groups, lifecycle, client results, kicks, limits and bad
+input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from unittest import mock
+
+import msgpack
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_hub import (
+    CallTimeoutError,
+    CloseCode,
+    ConnectionClosedError,
+    DisconnectKind,
+    ErrorCode,
+    HandshakeError,
+    HubError,
+)
+from twisted_hub import _server as server_module
+from twisted_hub.testing import HubTestServer, TestConnection
+
+from .helpers.hubs import Answers, GuardedHub, ParallelHub, Recorder, WorkHub, hub_events
+
+
+class ServerTestBase(SynchronousTestCase):
+    def setUp(self) -> None:
+        WorkHub.events = []
+        WorkHub.pending = []
+        GuardedHub.gate = None
+        self.server = HubTestServer([WorkHub, ParallelHub, GuardedHub])
+        self.logs: list[LogEvent] = []
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.logs = observer  # type: ignore[assignment]
+
+    def connect(self, hub: str = "work", receiver: object | None = None, **kwargs: Any) -> TestConnection:
+        conn = self.server.connect(hub, receiver=receiver, **kwargs)
+        self.successResultOf(conn.ready)
+        return conn
+
+    def call(self, conn: TestConnection, method: str, *args: Any, **kwargs: Any) -> Any:
+        d = conn.client.call(method, *args, **kwargs)
+        self.server.flush()
+        return self.successResultOf(d)
+
+    def call_error(self, conn: TestConnection, method: str, *args: Any, **kwargs: Any) -> HubError:
+        d = conn.client.call(method, *args, **kwargs)
+        self.server.flush()
+        failure = self.failureResultOf(d, HubError)
+        return failure.value  # type: ignore[return-value]
+
+    def hub_logs(self, level: str | None = None) -> list[LogEvent]:
+        return hub_events(list(self.logs), level)  # type: ignore[call-overload]
+
+
+class MethodKindTests(ServerTestBase):
+    def test_plain(self) -> None:
+        """A plain method's return value reaches the caller."""
+        conn = self.connect()
+        self.assertEqual(self.call(conn, "plain", {"a": [1, 2]}), {"a": [1, 2]})
+
+    def test_deferred(self) -> None:
+        """A method returning a Deferred answers when the Deferred fires, not before."""
+        conn = self.connect()
+        d = conn.client.call("deferred", "x")
+        self.server.flush()
+        self.assertNoResult(d)
+        WorkHub.pending[0].callback(None)
+        self.server.flush()
+        self.assertEqual(self.successResultOf(d), "x")
+
+    def test_async_def(self) -> None:
+        """An async def method is run as a coroutine and answers with its return value."""
+        conn = self.connect()
+        d = conn.client.call("coroutine", "x")
+        self.server.flush()
+        self.assertNoResult(d)
+        WorkHub.pending[0].callback("y")
+        self.server.flush()
+        self.assertEqual(self.successResultOf(d), ["x", "y"])
+
+    def test_renamed_and_keywords(self) -> None:
+        """A method exposed under another name and keyword arguments both work."""
+        conn = self.connect()
+        self.assertEqual(self.call(conn, "renamed"), "renamed")
+        self.assertEqual(self.call(conn, "add", 2, b=3, scale=10), 50)
+
+    def test_notify_runs_without_answer(self) -> None:
+        """A fire-and-forget call runs the method and sends nothing back."""
+        conn = self.connect()
+        before = len(conn.client_received)
+        conn.client.notify("record", 7)
+        self.server.flush()
+        self.assertIn(("record", 7), WorkHub.events)
+        self.assertEqual(len(conn.client_received), before)
+
+    def test_failing_notify_is_logged_not_answered(self) -> None:
+        """A fire-and-forget call that fails sends nothing and logs the failure."""
+        conn = self.connect()
+        before = len(conn.client_received)
+        conn.client.notify("crash")
+        self.server.flush()
+        self.assertEqual(len(conn.client_received), before)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertTrue(conn.client.is_connected)
+
+    def test_await_in_client(self) -> None:
+        """A client call is a Deferred usable with await."""
+        conn = self.connect()
+
+        async def use() -> Any:
+            return await conn.client.call("add", 1, 2)
+
+        d = ensureDeferred(use())
+        self.server.flush()
+        self.assertEqual(self.successResultOf(d), 3)
+
+
+class OrderingTests(ServerTestBase):
+    def test_in_order_by_default(self) -> None:
+        """A slow Deferred call delays the next call on the same connection; results arrive in order."""
+        conn = self.connect()
+        first = conn.client.call("deferred", 1)
+        second = conn.client.call("plain", 2)
+        third = conn.client.call("coroutine", 3)
+        order: list[Any] = []
+        for d in (first, second, third):
+            d.addCallback(order.append)
+        self.server.flush()
+        self.assertEqual(order, [])
+        self.assertEqual(len(WorkHub.pending), 1)  # the coroutine has not started
+        WorkHub.pending[0].callback(None)
+        self.server.flush()
+        self.assertEqual(order, [1, 2])
+        self.assertEqual(len(WorkHub.pending), 2)
+        WorkHub.pending[1].callback("z")
+        self.server.flush()
+        self.assertEqual(order, [1, 2, [3, "z"]])
+
+    def test_notify_waits_its_turn(self) -> None:
+        """A fire-and-forget call queued behind a slow call runs only after it."""
+        conn = self.connect()
+        conn.client.call("deferred", 1)
+        conn.client.notify("record", "after")
+        self.server.flush()
+        self.assertNotIn(("record", "after"), WorkHub.events)
+        WorkHub.pending[0].callback(None)
+        self.server.flush()
+        self.assertIn(("record", "after"), WorkHub.events)
+
+    def test_concurrent_opt_in(self) -> None:
+        """With @hub(concurrent=True) a later call finishes while an earlier one is still running."""
+        conn = self.connect("parallel")
+        first = conn.client.call("deferred", 1)
+        second = conn.client.call("plain", 2)
+        third = conn.client.call("coroutine", 3)
+        self.server.flush()
+        self.assertEqual(self.successResultOf(second), 2)
+        self.assertNoResult(first)
+        self.assertEqual(len(WorkHub.pending), 2)  # both slow calls started
+        WorkHub.pending[1].callback("z")
+        self.server.flush()
+        self.assertEqual(self.successResultOf(third), [3, "z"])
+        self.assertNoResult(first)
+        WorkHub.pending[0].callback(None)
+        self.server.flush()
+        self.assertEqual(self.successResultOf(first), 1)
+
+    def test_connections_do_not_block_each_other(self) -> None:
+        """A slow call on one connection does not delay calls on another."""
+        slow = self.connect()
+        fast = self.connect()
+        slow.client.call("deferred", 1)
+        self.server.flush()
+        self.assertEqual(self.call(fast, "plain", 2), 2)
+
+
+class ErrorTests(ServerTestBase):
+    def test_hub_error_exact(self) -> None:
+        """A HubError raised by a method reaches the caller with exactly its code, message and detail."""
+        conn = self.connect()
+        error = self.call_error(conn, "fail", "my-code", "my message", {"n": [1, 2], "b": b"\x00"})
+        expected = ("my-code", "my message", {"n": [1, 2], "b": b"\x00"})
+        self.assertEqual((error.code, error.message, error.detail), expected)
+        self.assertEqual(self.hub_logs("error") + self.hub_logs("critical"), [])
+
+    def test_hub_error_from_deferred_and_async(self) -> None:
+        """A HubError from a failing Deferred or an async def also passes through exactly."""
+        conn = self.connect()
+        self.assertEqual(self.call_error(conn, "fail_later", "c1"), HubError("c1", "later", [1, 2]))
+        self.assertEqual(self.call_error(conn, "fail_async", "c2"), HubError("c2", "async", {"k": "v"}))
+
+    def test_other_exception_is_internal_without_text(self) -> None:
+        """Any other exception answers 'internal' without its text or traceback, and is logged once."""
+        conn = self.connect()
+        error = self.call_error(conn, "crash")
+        self.assertEqual(error.code, ErrorCode.INTERNAL)
+        self.assertNotIn("secret", error.message)
+        self.assertIsNone(error.detail)
+        failures = [e for e in self.hub_logs() if "log_failure" in e]
+        self.assertEqual(len(failures), 1)
+        self.assertEqual(failures[0]["method"], "crash")
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertTrue(conn.client.is_connected)
+
+    def test_async_exception_is_internal(self) -> None:
+        """An exception in an async def method is an internal error too, and is logged."""
+        conn = self.connect()
+        error = self.call_error(conn, "crash_async")
+        self.assertEqual((error.code, error.detail), (ErrorCode.INTERNAL, None))
+        self.assertNotIn("secret", error.message)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_debug_sends_text_and_traceback(self) -> None:
+        """With debug=True the internal error carries the exception text and the traceback."""
+        self.server = HubTestServer([WorkHub], debug=True)
+        conn = self.connect()
+        error = self.call_error(conn, "crash")
+        self.assertEqual(error.code, ErrorCode.INTERNAL)
+        self.assertIn("ZeroDivisionError: secret server text", error.message)
+        self.assertIn("Traceback", error.detail)
+        self.assertIn("secret server text", error.detail)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_unknown_method(self) -> None:
+        """An unknown method answers 'unknown-method'."""
+        conn = self.connect()
+        error = self.call_error(conn, "nope")
+        self.assertEqual(error.code, ErrorCode.UNKNOWN_METHOD)
+        self.assertIn("nope", error.message)
+
+    def test_wrong_arity(self) -> None:
+        """Too many, too few or unexpected keyword arguments answer 'invalid-arguments'."""
+        conn = self.connect()
+        for args, kwargs in (([], {}), ([1, 2, 3], {}), ([1], {"nope": 1})):
+            error = self.call_error(conn, "add", *args, **kwargs)
+            self.assertEqual(error.code, ErrorCode.INVALID_ARGUMENTS, (args, kwargs))
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_wrong_types(self) -> None:
+        """Annotated argument types are checked, positional and keyword, bool is not an int."""
+        conn = self.connect()
+        for args, kwargs in ((["1"], {}), ([1, 2.5], {}), ([True], {}), ([1], {"scale": "x"}), ([], {"a": None})):
+            error = self.call_error(conn, "add", *args, **kwargs)
+            self.assertEqual(error.code, ErrorCode.INVALID_ARGUMENTS, (args, kwargs))
+        self.assertEqual(self.call(conn, "add", a=1, b=2), 3)
+
+    def test_codes_are_distinct(self) -> None:
+        """Unknown hub, unknown method and invalid arguments are told apart."""
+        conn = self.connect()
+        codes = {self.call_error(conn, "nope").code, self.call_error(conn, "add").code}
+        refused = self.server.connect("no-such-hub")
+        status = self.failureResultOf(refused.ready, HandshakeError).value.status  # type: ignore[attr-defined]
+        self.assertEqual(codes, {ErrorCode.UNKNOWN_METHOD, ErrorCode.INVALID_ARGUMENTS})
+        self.assertEqual(status, 404)
+
+    def test_type_error_inside_method_is_internal(self) -> None:
+        """A TypeError raised inside a method (arguments were fine) is internal, not invalid-arguments."""
+        conn = self.connect()
+        self.assertEqual(self.call_error(conn, "type_error_inside").code, ErrorCode.INTERNAL)
+        self.assertEqual(len(self.flushLoggedErrors(TypeError)), 1)
+
+    def test_unencodable_result(self) -> None:
+        """A result msgpack cannot encode answers 'internal' and keeps the connection."""
+        conn = self.connect()
+        self.assertEqual(self.call_error(conn, "unencodable").code, ErrorCode.INTERNAL)
+        self.assertEqual(self.call(conn, "plain", 1), 1)
+
+
+class ReceiverTests(ServerTestBase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.receivers = [Recorder() for _ in range(4)]
+        self.conns = [self.connect(receiver=r) for r in self.receivers]
+        self.ids = [c.client.connection_id for c in self.conns]
+
+    def heard(self) -> list[int]:
+        """Which receivers got a 'said' call (and clear them)."""
+        result = [i for i, r in enumerate(self.receivers) if r.calls]
+        for r in self.receivers:
+            r.calls.clear()
+        return result
+
+    def test_ids_match(self) -> None:
+        """The client learns the id the server uses for its connection."""
+        self.assertEqual(self.ids, [c.hub.connection.id for c in self.conns])
+        self.assertEqual(len(set(self.ids)), 4)
+
+    def test_caller(self) -> None:
+        """clients.caller reaches only the calling connection, with the arguments."""
+        self.call(self.conns[1], "to_caller", "hi")
+        self.assertEqual(self.receivers[1].calls, [("said", ("hi",))])
+        self.assertEqual(self.heard(), [1])
+
+    def test_all(self) -> None:
+        """clients.all reaches every connection of the hub."""
+        self.call(self.conns[0], "to_all", "hi")
+        self.assertEqual(self.heard(), [0, 1, 2, 3])
+
+    def test_others(self) -> None:
+        """clients.others reaches everyone but the caller."""
+        self.call(self.conns[2], "to_others", "hi")
+        self.assertEqual(self.heard(), [0, 1, 3])
+
+    def test_all_except(self) -> None:
+        """clients.all_except skips the given connections."""
+        self.call(self.conns[0], "to_all_except", [self.ids[1], self.ids[3]], "hi")
+        self.assertEqual(self.heard(), [0, 2])
+
+    def test_only(self) -> None:
+        """clients.only reaches just the given connections, skipping unknown ids."""
+        self.call(self.conns[0], "to_only", [self.ids[3], "unknown", self.ids[1]], "hi")
+        self.assertEqual(self.heard(), [1, 3])
+
+    def test_client(self) -> None:
+        """clients.client(id) reaches one connection."""
+        self.call(self.conns[0], "to_client", self.ids[2], "hi")
+        self.assertEqual(self.receivers[2].calls, [("said", ("hi",))])
+        self.assertEqual(self.heard(), [2])
+
+    def test_group(self) -> None:
+        """clients.group reaches every member of a group and nobody else."""
+        self.call(self.conns[0], "join", "room")
+        self.call(self.conns[2], "join", "room")
+        self.call(self.conns[3], "join", "other")
+        self.call(self.conns[1], "to_group", "room", "hi")
+        self.assertEqual(self.heard(), [0, 2])
+        self.call(self.conns[1], "to_group", "empty", "hi")
+        self.assertEqual(self.heard(), [])
+
+    def test_group_except(self) -> None:
+        """clients.group_except skips the given members."""
+        for conn in self.conns[:3]:
+            self.call(conn, "join", "room")
+        self.call(self.conns[0], "to_group_except", "room", [self.ids[0]], "hi")
+        self.assertEqual(self.heard(), [1, 2])
+
+    def test_other_hubs_not_reached(self) -> None:
+        """clients.all reaches only connections of the same hub."""
+        recorder = Recorder()
+        self.connect("parallel", receiver=recorder)
+        self.call(self.conns[0], "to_all", "hi")
+        self.assertEqual(recorder.calls, [])
+        self.assertEqual(self.heard(), [0, 1, 2, 3])
+
+    def test_group_message_encoded_once(self) -> None:
+        """A group message to N members is encoded and prepared once, not N times."""
+        for conn in self.conns:
+            self.call(conn, "join", "room")
+        real_encode = server_module.encode_fields
+        encoded: list[list[Any]] = []
+
+        def counting(fields: list[Any]) -> bytes:
+            encoded.append(fields)
+            return real_encode(fields)
+
+        factory = self.server.factory
+        with mock.patch.object(server_module, "encode_fields", counting), mock.patch.object(
+            factory, "prepareMessage", wraps=factory.prepareMessage
+        ) as prepare:
+            self.call(self.conns[0], "to_group", "room", "hi")
+        receiver_calls = [f for f in encoded if f[0] == 6]
+        self.assertEqual(len(receiver_calls), 1)
+        self.assertEqual(prepare.call_count, 1)
+        self.assertEqual(self.heard(), [0, 1, 2, 3])
+
+    def test_receiver_call_keeps_order_with_result(self) -> None:
+        """A receiver call made by a method arrives before that method's result."""
+        conn = self.conns[0]
+        order: list[str] = []
+        self.receivers[0].said = lambda *a: order.append("said")  # type: ignore[method-assign]
+        d = conn.client.call("to_caller", "x")
+        d.addCallback(lambda _: order.append("result"))
+        self.server.flush()
+        self.assertEqual(order, ["said", "result"])
+
+
+class GroupTests(ServerTestBase):
+    def test_add_remove_count_members(self) -> None:
+        """Groups add, remove, count and list members in joining order."""
+        a, b, c = self.connect(), self.connect(), self.connect()
+        self.assertEqual(self.call(b, "join", "g"), 1)
+        self.assertEqual(self.call(a, "join", "g"), 2)
+        self.assertEqual(self.call(a, "join", "g"), 2)  # joining twice is a no-op
+        self.assertEqual(self.call(c, "members", "g"), [b.client.connection_id, a.client.connection_id])
+        self.assertEqual(self.call(b, "leave", "g"), 1)
+        self.assertEqual(self.call(b, "leave", "g"), 1)  # leaving twice is a no-op
+        self.assertEqual(self.call(c, "members", "g"), [a.client.connection_id])
+        self.assertEqual(self.call(c, "members", "none"), [])
+
+    def test_joined(self) -> None:
+        """A connection lists the groups it is in."""
+        a = self.connect()
+        self.call(a, "join", "x")
+        self.call(a, "join", "y")
+        self.assertEqual(self.call(a, "joined"), ["x", "y"])
+
+    def test_disconnect_leaves_all_groups(self) -> None:
+        """A disconnected connection leaves every group before on_disconnected runs."""
+        a, b = self.connect(), self.connect()
+        for group in ("x", "y", "z"):
+            self.call(a, "join", group)
+        self.call(b, "join", "x")
+        a.client.disconnect()
+        self.server.flush()
+        runtime = self.server.factory.hub_runtime("work")
+        self.assertEqual(runtime.groups.names(), ["x"])
+        self.assertEqual(self.call(b, "members", "x"), [b.client.connection_id])
+        disconnected = [e for e in WorkHub.events if e[0] == "disconnected"]
+        self.assertEqual(disconnected[0][2], frozenset())
+
+    def test_dropped_connection_leaves_groups(self) -> None:
+        """A connection lost without a close handshake also leaves its groups."""
+        a = self.connect()
+        self.call(a, "join", "x")
+        a.drop()
+        self.server.flush()
+        self.assertEqual(self.server.factory.hub_runtime(WorkHub).groups.count("x"), 0)
+        self.assertEqual(self.server.factory.hub_runtime(WorkHub).connections, {})
+
+
+class LifecycleTests(ServerTestBase):
+    def refusal(self, path: str, **kwargs: Any) -> HandshakeError:
+        conn = self.server.connect(path=path, **kwargs)
+        return self.failureResultOf(conn.ready, HandshakeError).value  # type: ignore[return-value]
+
+    def test_refuse_sync(self) -> None:
+        """RefuseConnection raised in on_connecting refuses with its HTTP status; ready fails."""
+        error = self.refusal("/hub/guarded?mode=refuse")
+        self.assertEqual(error.status, 401)
+        self.assertIn("who are you", error.reason)
+        self.assertEqual(self.server.factory.hub_runtime("guarded").connections, {})
+
+    def test_refuse_deferred(self) -> None:
+        """A Deferred from on_connecting holds the handshake; failing it with RefuseConnection refuses."""
+        from twisted_hub import RefuseConnection
+
+        conn = self.server.connect(path="/hub/guarded?mode=later")
+        self.assertNoResult(conn.ready)
+        assert GuardedHub.gate is not None
+        GuardedHub.gate.errback(RefuseConnection(429, "slow down"))
+        self.server.flush()
+        error = self.failureResultOf(conn.ready, HandshakeError).value
+        self.assertEqual(error.status, 429)  # type: ignore[attr-defined]
+
+    def test_accept_deferred(self) -> None:
+        """A Deferred from on_connecting that succeeds accepts the connection."""
+        conn = self.server.connect(path="/hub/guarded?mode=later")
+        self.assertNoResult(conn.ready)
+        assert GuardedHub.gate is not None
+        GuardedHub.gate.callback(None)
+        self.server.flush()
+        client = self.successResultOf(conn.ready)
+        self.assertEqual(self.call(conn, "hello"), "hi")
+        self.assertTrue(client.is_connected)
+
+    def test_on_connecting_crash_is_500(self) -> None:
+        """An on_connecting that raises something else refuses with 500 and logs it."""
+        error = self.refusal("/hub/guarded?mode=crash")
+        self.assertEqual(error.status, 500)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_unknown_hub_404(self) -> None:
+        """A path that names no hub is refused with 404."""
+        self.assertEqual(self.refusal("/hub/nothing").status, 404)
+
+    def test_single_hub_any_path(self) -> None:
+        """With one hub served, any path reaches it."""
+        self.server = HubTestServer([WorkHub])
+        conn = self.server.connect(path="/whatever")
+        self.successResultOf(conn.ready)
+        self.assertEqual(self.call(conn, "plain", 1), 1)
+
+    def test_no_subprotocol_400(self) -> None:
+        """A client that offers no supported subprotocol is refused with 400."""
+        error = self.refusal("/hub/work", protocols=["other.v9"])
+        self.assertEqual(error.status, 400)
+        self.assertIn("twisted-hub.v1", error.reason)
+
+    def test_disallowed_origin_403(self) -> None:
+        """A browser origin not in allowed_origins is refused with 403; allowed ones and none pass."""
+        self.server = HubTestServer([WorkHub], allowed_origins=["https://good.example"])
+        self.assertEqual(self.refusal("/hub/work", origin="https://evil.example").status, 403)
+        self.successResultOf(self.server.connect("work", origin="https://good.example").ready)
+        self.successResultOf(self.server.connect("work").ready)
+
+    def test_connected_and_disconnected_hooks(self) -> None:
+        """on_connected runs once open, on_disconnected gets the reason (normal close here)."""
+        conn = self.connect()
+        self.assertEqual(WorkHub.events, [("connected", conn.client.connection_id)])
+        conn.client.disconnect("bye")
+        self.server.flush()
+        reason = WorkHub.events[-1][1]
+        self.assertEqual(reason.kind, DisconnectKind.NORMAL)
+        self.assertEqual(reason.code, CloseCode.NORMAL)
+        self.assertFalse(reason.locally)
+
+    def test_disconnected_hook_on_drop(self) -> None:
+        """on_disconnected gets CONNECTION_LOST when the link breaks."""
+        conn = self.connect()
+        conn.drop()
+        self.server.flush()
+        self.assertEqual(WorkHub.events[-1][1].kind, DisconnectKind.CONNECTION_LOST)
+        self.assertEqual(self.server.factory.connection_count, 0)
+
+    def test_refused_connection_runs_no_hooks(self) -> None:
+        """A refused handshake never calls on_connected or on_disconnected."""
+        self.refusal("/hub/guarded?mode=refuse")
+        self.server.flush()
+        self.assertEqual(self.server.factory.connection_count, 0)
+
+
+class ClientResultTests(ServerTestBase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.answers = Answers()
+        self.conn = self.connect(receiver=self.answers)
+
+    def test_value(self) -> None:
+        """The server awaits a client method's return value."""
+        self.assertEqual(self.call(self.conn, "ask", "double", 21), 42)
+
+    def test_deferred_value(self) -> None:
+        """A client method returning a Deferred answers when it fires."""
+        d = self.conn.client.call("ask", "later")
+        self.server.flush()
+        self.assertNoResult(d)
+        self.answers.pending[0].callback("done")
+        self.server.flush()
+        self.assertEqual(self.successResultOf(d), "done")
+
+    def test_client_hub_error(self) -> None:
+        """A HubError raised by the client reaches the server exactly."""
+        error = self.call_error(self.conn, "ask", "refuse")
+        self.assertEqual(error, HubError("nope", "the client says no", {"why": 1}))
+
+    def test_client_other_error(self) -> None:
+        """Another exception in the client gives 'internal' without its text, logged on the client."""
+        error = self.call_error(self.conn, "ask", "crash")
+        self.assertEqual(error.code, ErrorCode.INTERNAL)
+        self.assertNotIn("secret", error.message)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_unknown_receiver_method(self) -> None:
+        """Asking for a method the client lacks gives 'unknown-method'."""
+        self.assertEqual(self.call_error(self.conn, "ask", "missing").code, ErrorCode.UNKNOWN_METHOD)
+        self.assertEqual(self.call_error(self.conn, "ask", "_private").code, ErrorCode.UNKNOWN_METHOD)
+
+    def test_default_timeout(self) -> None:
+        """A client that never answers times out after the default 5 s, not before."""
+        d = self.conn.client.call("ask", "later")
+        self.server.advance(4.9)
+        self.assertNoResult(d)
+        self.server.advance(0.2)
+        error = self.failureResultOf(d, HubError).value
+        self.assertEqual(error.code, ErrorCode.TIMEOUT)  # type: ignore[attr-defined]
+        self.assertTrue(self.conn.client.is_connected)
+
+    def test_explicit_timeout(self) -> None:
+        """A per-call timeout replaces the default."""
+        d = self.conn.client.call("ask_with_timeout", "later", 1.0)
+        self.server.advance(1.01)
+        self.assertEqual(self.failureResultOf(d, HubError).value.code, ErrorCode.TIMEOUT)  # type: ignore[attr-defined]
+
+    def test_late_answer_after_timeout_ignored(self) -> None:
+        """An answer arriving after the timeout is dropped without breaking the connection."""
+        d = self.conn.client.call("ask", "later")
+        self.server.advance(6)
+        self.failureResultOf(d, HubError)
+        self.answers.pending[0].callback("too late")
+        self.server.flush()
+        self.assertTrue(self.conn.client.is_connected)
+        self.assertEqual(self.call(self.conn, "plain", 1), 1)
+
+    def test_server_side_timeout_error_type(self) -> None:
+        """On the server the timeout is a CallTimeoutError."""
+        hub = self.conn.hub
+        d = hub.connection.invoke("later", timeout=2)
+        self.server.advance(2.5)
+        self.failureResultOf(d, CallTimeoutError)
+
+    def test_client_disconnects(self) -> None:
+        """The client disconnecting while the server waits gives ConnectionClosedError."""
+        d = self.conn.hub.connection.invoke("later")
+        self.server.flush()
+        self.conn.client.disconnect()
+        self.server.flush()
+        self.failureResultOf(d, ConnectionClosedError)
+
+    def test_invoke_after_disconnect(self) -> None:
+        """Asking a closed connection fails at once with ConnectionClosedError."""
+        hub = self.conn.hub
+        self.conn.drop()
+        self.server.flush()
+        error = self.failureResultOf(hub.connection.invoke("double", 1), ConnectionClosedError).value
+        self.assertEqual(error.reason.kind, DisconnectKind.CONNECTION_LOST)  # type: ignore[attr-defined]
+
+
+class KickTests(ServerTestBase):
+    def test_kick_reason_reaches_client(self) -> None:
+        """A kicked client's wait_for_disconnect gives KICKED with the server's reason."""
+        conn = self.connect()
+        waiting = conn.client.wait_for_disconnect()
+        call = conn.client.call("kick_me", "spamming")
+        self.server.flush()
+        self.failureResultOf(call, ConnectionClosedError)  # closed before its result
+        reason = self.successResultOf(waiting)
+        self.assertEqual((reason.kind, reason.code, reason.message), (DisconnectKind.KICKED, 4000, "spamming"))
+        server_reason = WorkHub.events[-1][1]
+        self.assertEqual((server_reason.kind, server_reason.locally), (DisconnectKind.KICKED, True))
+
+    def test_kick_from_outside_a_call(self) -> None:
+        """The server can kick a connection outside of any call (e.g. from an admin action)."""
+        conn = self.connect()
+        conn.hub.connection.kick("maintenance")
+        self.server.flush()
+        reason = self.successResultOf(conn.client.wait_for_disconnect())
+        self.assertEqual((reason.kind, reason.message), (DisconnectKind.KICKED, "maintenance"))
+        self.assertTrue(conn.closed)
+
+
+class LimitTests(ServerTestBase):
+    def test_max_message_size(self) -> None:
+        """A message over max_message_size closes the connection with 1009 (MESSAGE_TOO_BIG)."""
+        self.server = HubTestServer([WorkHub], max_message_size=1000)
+        conn = self.connect()
+        other = self.connect()
+        self.assertEqual(self.call(conn, "plain", b"x" * 900), b"x" * 900)
+        d = conn.client.call("plain", b"x" * 1001)
+        self.server.flush()
+        self.failureResultOf(d, ConnectionClosedError)
+        reason = self.successResultOf(conn.client.wait_for_disconnect())
+        self.assertEqual((reason.kind, reason.code), (DisconnectKind.MESSAGE_TOO_BIG, CloseCode.MESSAGE_TOO_BIG))
+        self.assertEqual(WorkHub.events[-1][1].kind, DisconnectKind.MESSAGE_TOO_BIG)
+        self.assertEqual(self.call(other, "plain", 1), 1)
+
+    def test_max_pending_calls(self) -> None:
+        """Calls beyond max_pending_calls (running + queued) answer 'too-many-pending'."""
+        self.server = HubTestServer([WorkHub], max_pending_calls=3)
+        conn = self.connect()
+        calls = [conn.client.call("deferred", i) for i in range(5)]
+        self.server.flush()
+        for d in calls[:3]:
+            self.assertNoResult(d)
+        for d in calls[3:]:
+            self.assertEqual(self.failureResultOf(d, HubError).value.code, ErrorCode.TOO_MANY_PENDING)  # type: ignore[attr-defined]
+        WorkHub.pending[0].callback(None)
+        self.server.flush()
+        self.assertEqual(self.successResultOf(calls[0]), 0)
+        self.assertTrue(conn.client.is_connected)
+        later = conn.client.call("plain", "again")  # room again
+        self.server.flush()
+        self.assertNoResult(later)  # queued behind call 1
+
+    def test_max_pending_concurrent(self) -> None:
+        """The pending-call limit also holds for concurrent hubs."""
+        self.server = HubTestServer([ParallelHub], max_pending_calls=2)
+        conn = self.connect("parallel")
+        calls = [conn.client.call("deferred", i) for i in range(3)]
+        self.server.flush()
+        self.assertEqual(self.failureResultOf(calls[2], HubError).value.code, ErrorCode.TOO_MANY_PENDING)  # type: ignore[attr-defined]
+        self.assertNoResult(calls[0])
+
+    def test_limits_must_be_positive(self) -> None:
+        """Zero or negative limits are refused when the factory is built."""
+        for option in ("max_message_size", "max_outgoing_buffer", "max_pending_calls"):
+            self.assertRaises(ValueError, HubTestServer, [WorkHub], **{option: 0})
+
+
+class BadInputTests(ServerTestBase):
+    def send_raw(self, payload: bytes, binary: bool = True) -> tuple[TestConnection, TestConnection]:
+        """Open two connections, send raw bytes on the first; return both."""
+        bad, good = self.connect(), self.connect()
+        pending = bad.client.call("deferred", 0)
+        bad.client.sendMessage(payload, isBinary=binary)
+        self.server.flush()
+        self.failureResultOf(pending, ConnectionClosedError)
+        return bad, good
+
+    def check_closed(self, bad: TestConnection, good: TestConnection, code: int) -> None:
+        reason = self.successResultOf(bad.client.wait_for_disconnect())
+        self.assertEqual((reason.kind, reason.code), (DisconnectKind.PROTOCOL_ERROR, code))
+        self.assertTrue(bad.closed)
+        server_reason = [e[1] for e in WorkHub.events if e[0] == "disconnected"]
+        self.assertEqual([(r.kind, r.code) for r in server_reason], [(DisconnectKind.PROTOCOL_ERROR, code)])
+        lines = [e for e in self.hub_logs() if e["log_level"].name != "debug"]
+        self.assertEqual(len(lines), 1, [e["log_format"] for e in lines])
+        self.assertNotIn("log_failure", lines[0])
+        self.assertEqual(self.call(good, "plain", "still fine"), "still fine")
+        self.assertTrue(good.client.is_connected)
+
+    def test_malformed_msgpack(self) -> None:
+        """Bytes that are not msgpack close that connection with 4002 and one log line."""
+        bad, good = self.send_raw(b"\xc1\xc1")
+        self.check_closed(bad, good, CloseCode.PROTOCOL_ERROR)
+
+    def test_truncated_msgpack(self) -> None:
+        """A truncated msgpack value closes that connection with 4002."""
+        bad, good = self.send_raw(msgpack.packb([2, 1, "plain", [b"x" * 50]])[:-10])
+        self.check_closed(bad, good, CloseCode.PROTOCOL_ERROR)
+
+    def test_wrong_shape(self) -> None:
+        """A msgpack value that is not a message array closes that connection with 4002."""
+        bad, good = self.send_raw(msgpack.packb({"kind": 2}))
+        self.check_closed(bad, good, CloseCode.PROTOCOL_ERROR)
+
+    def test_wrong_field_types(self) -> None:
+        """An invoke with a non-integer call id closes that connection with 4002."""
+        bad, good = self.send_raw(msgpack.packb([2, "one", "plain", []]))
+        self.check_closed(bad, good, CloseCode.PROTOCOL_ERROR)
+
+    def test_unknown_kind(self) -> None:
+        """An unknown message kind closes that connection with 4002."""
+        bad, good = self.send_raw(msgpack.packb([99, 1]))
+        self.check_closed(bad, good, CloseCode.PROTOCOL_ERROR)
+
+    def test_client_only_kind(self) -> None:
+        """A server-to-client kind sent by a client (welcome) closes with 4002."""
+        bad, good = self.send_raw(msgpack.packb([1, {"caps": [], "id": "x"}]))
+        self.check_closed(bad, good, CloseCode.PROTOCOL_ERROR)
+
+    def test_text_frame(self) -> None:
+        """A text frame closes that connection with 1003 and one log line."""
+        bad, good = self.send_raw(b"[2, 1, \"plain\", []]", binary=False)
+        self.check_closed(bad, good, CloseCode.UNSUPPORTED_DATA)
+
+    def test_hello_twice(self) -> None:
+        """A second hello closes that connection with 4002."""
+        bad, good = self.send_raw(msgpack.packb([0, {"caps": []}]))
+        self.check_closed(bad, good, CloseCode.PROTOCOL_ERROR)
