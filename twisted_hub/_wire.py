@@ -450,8 +450,13 @@ def _unpack(data: bytes) -> list[object]:
             rest = extra.extra
         unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=len(rest))
         unpacker.feed(rest)
-        values.extend(unpacker)
-        if unpacker.tell() != len(rest):
+        # tell() after the last *complete* value: once iteration stops on a
+        # partial value, tell() already counts (some of) its bytes.
+        end = 0
+        for value in unpacker:
+            values.append(value)
+            end = unpacker.tell()
+        if end != len(rest):
             raise ProtocolError("malformed msgpack: truncated message at the end of the frame")
         return values
     except (ValueError, TypeError, msgpack.UnpackException) as e:
