@@ -285,7 +285,8 @@ _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
 
 def encode(message: Message) -> bytes:
     """Encode one message as msgpack bytes (one message = one array)."""
-    return _packer.pack(message.fields())
+    data: bytes = _packer.pack(message.fields())
+    return data
 
 
 def encode_fields(fields: list[Any]) -> bytes:
@@ -295,7 +296,8 @@ def encode_fields(fields: list[Any]) -> bytes:
     The hot paths (results, receiver calls) build the array directly instead
     of a message object; the bytes are the same as L{encode}'s.
     """
-    return _packer.pack(fields)
+    data: bytes = _packer.pack(fields)
+    return data
 
 
 def _is_uint(value: object) -> bool:
