@@ -3,19 +3,38 @@ C{twistd hub}: serve hubs over WebSocket.
 
     twistd -n hub --port 8080
     twistd -n hub --listen tcp:8080:interface=127.0.0.1 --hub myapp.hubs:ChatHub
+    twistd -n hub --config /etc/twisted-hub/hub.toml --log-level debug
+
+Every option can also be given in a TOML file (C{--config}), under the same
+name (C{heartbeat-interval = 5}, C{listen = ["tcp:8080"]}); options on the
+command line override the file, and a repeatable option given on the command
+line replaces the file's list.  Every value is checked while the options are
+parsed, so a bad one stops C{twistd} with a usage error naming the option
+before anything listens.  See C{docs/deploying.md}.
 """
 
 from __future__ import annotations
 
 import importlib
+import tomllib
 from typing import Any
 
-from twisted.application import strports
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService
 from twisted.python import usage
 
 from ._heartbeat import HeartbeatConfigurationError, HeartbeatPolicy
 from ._hub import Hub
+
+#: Defaults of the settings that have one.
+DEFAULT_PATH = "/hub"
+DEFAULT_LISTEN = "tcp:8080"
+DEFAULT_LOG_LEVEL = "info"
+
+_REPEATABLE = {"listen": "listen", "hub": "hubs", "allowed-origin": "allowed-origins"}
+_SINGLE = (
+    "port", "path", "heartbeat-interval", "heartbeat-timeout", "max-message-size",
+    "log-level", "shutdown-timeout",
+)
 
 
 def load_hub(spec: str) -> type[Hub]:
@@ -38,47 +57,166 @@ def _positive(name: str, value: str) -> float:
         number = float(value)
     except ValueError:
         raise usage.UsageError(f"--{name} must be a number, got {value!r}") from None
-    if not number > 0:
-        raise usage.UsageError(f"--{name} must be > 0, got {value!r}")
+    if not number > 0 or number == float("inf"):
+        raise usage.UsageError(f"--{name} must be a finite number > 0, got {value!r}")
     return number
+
+
+_SIZE_SUFFIXES = {"": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2}
+
+
+def _size(name: str, value: str) -> int:
+    text = value.strip().lower()
+    digits = text.rstrip("kmib")
+    suffix = text[len(digits):]
+    if not digits.isdigit() or suffix not in _SIZE_SUFFIXES:
+        raise usage.UsageError(f"--{name} must be a number of bytes (e.g. 1048576, 512KiB, 4MiB), got {value!r}")
+    size = int(digits) * _SIZE_SUFFIXES[suffix]
+    if size <= 0:
+        raise usage.UsageError(f"--{name} must be > 0, got {value!r}")
+    return size
+
+
+def check_listen(description: str) -> str:
+    """Parse a strports description without listening; raise a usage error naming C{--listen}."""
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.testing import MemoryReactor
+
+    try:
+        serverFromString(MemoryReactor(), description)  # type: ignore[no-untyped-call]
+    except Exception as e:  # ValueError, KeyError, OSError (ssl files), SSL errors...
+        raise usage.UsageError(f"--listen {description!r}: {e.__class__.__name__}: {e}") from None
+    return description
+
+
+def _toml_scalar(key: str, value: Any, path: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise usage.UsageError(f"--config {path}: {key} must be a string or a number, got {value!r}")
+    return str(value)
+
+
+def read_config(path: str) -> dict[str, Any]:
+    """
+    Read a TOML config file into option values (strings, or lists of
+    strings for the repeatable options).  Keys are the long option names;
+    C{hubs} and C{allowed-origins} are accepted for the lists, and
+    underscores for dashes.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise usage.UsageError(f"--config {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise usage.UsageError(f"--config {path}: not valid TOML: {e}") from None
+    settings: dict[str, Any] = {}
+    aliases = {"hubs": "hub", "allowed-origins": "allowed-origin"}
+    for raw_key, value in data.items():
+        key = raw_key.replace("_", "-")
+        key = aliases.get(key, key)
+        if key in _REPEATABLE:
+            values = value if isinstance(value, list) else [value]
+            settings[key] = [_toml_scalar(raw_key, v, path) for v in values]
+        elif key in _SINGLE:
+            settings[key] = _toml_scalar(raw_key, value, path)
+        else:
+            known = ", ".join(sorted([*_SINGLE, *_REPEATABLE]))
+            raise usage.UsageError(f"--config {path}: unknown setting {raw_key!r} (known: {known})")
+    return settings
 
 
 class Options(usage.Options):
     """Command-line options of C{twistd hub}."""
 
     synopsis = "[options]"
-    longdesc = "Serve twisted-hub hubs over WebSocket (subprotocol twisted-hub.v1)."
+    longdesc = (
+        "Serve twisted-hub hubs over WebSocket (subprotocol twisted-hub.v1), with a status page on GET /. "
+        "Options may also come from a TOML file (--config); the command line overrides it."
+    )
 
     optParameters = [
+        ["config", "c", None, "TOML file with the same settings (command-line options override it)."],
         ["port", "p", None, "TCP port to listen on (shorthand for --listen tcp:PORT)."],
-        ["path", None, "/hub", "URL path of the WebSocket endpoint; hubs are at PATH/<hub name>."],
+        ["path", None, None, f"URL path of the WebSocket endpoint; hubs are at PATH/<hub name> [{DEFAULT_PATH}]."],
         ["heartbeat-interval", None, None, "Server heartbeat interval in seconds (turns heartbeats on)."],
         ["heartbeat-timeout", None, None, "Server heartbeat timeout in seconds (default 3 x interval; 'none' never)."],
+        ["max-message-size", None, None, "Largest incoming message in bytes (suffixes KiB, MiB) [1MiB]."],
+        ["log-level", None, None, f"Minimum log level: debug, info, warn, error, critical [{DEFAULT_LOG_LEVEL}]."],
+        ["shutdown-timeout", None, None, "Seconds a graceful shutdown may take before connections are dropped [10]."],
     ]
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self["listen"] = []
         self["hubs"] = []
+        self["allowed-origins"] = []
+        self._hub_specs: list[str] = []
 
     def opt_listen(self, description: str) -> None:
-        """Listen on a strports endpoint description (repeatable), e.g. tcp:8080."""
+        """Listen on a strports endpoint (repeatable): tcp:8080, ssl:8443:privateKey=K:certKey=C, unix:PATH."""
         self["listen"].append(description)
 
     def opt_hub(self, spec: str) -> None:
-        """Serve the hub class module:Class (repeatable; default: the demo hubs)."""
-        self["hubs"].append(load_hub(spec))
+        """Serve the hub class module:Class (repeatable; default: the demo hubs echo and chat)."""
+        self._hub_specs.append(spec)
+
+    def opt_allowed_origin(self, origin: str) -> None:
+        """Browser origin allowed to connect (repeatable): https://app.example.com, same-host or *. [same-host]"""
+        self["allowed-origins"].append(origin)
 
     def postOptions(self) -> None:
+        file_settings = read_config(self["config"]) if self["config"] else {}
+        if self["listen"] or self["port"] is not None:
+            # Where to listen is one setting: the command line's replaces the file's.
+            file_settings.pop("listen", None)
+            file_settings.pop("port", None)
+        for name in _SINGLE:
+            if self[name] is None and name in file_settings:
+                self[name] = file_settings[name]
+        if not self._hub_specs:
+            self._hub_specs = list(file_settings.get("hub", []))
+        if not self["allowed-origins"]:
+            self["allowed-origins"] = list(file_settings.get("allowed-origin", []))
+        if not self["listen"]:
+            self["listen"] = list(file_settings.get("listen", []))
+        self._check_listen()
+        self._check_path()
+        self._check_heartbeat()
+        self._check_limits()
+        self._check_origins()
+        self["hubs"] = [load_hub(spec) for spec in self._hub_specs]
+        if not self["hubs"]:
+            from .demo import DEMO_HUBS
+
+            self["hubs"] = list(DEMO_HUBS)
+        names = [hub_class.hub_name for hub_class in self["hubs"]]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise usage.UsageError(f"--hub: two hubs are named {duplicates[0]!r}")
+
+    def _check_listen(self) -> None:
         port = self["port"]
         if port is not None:
+            port = str(port)
             if not port.isdigit() or not 0 <= int(port) <= 65535:
                 raise usage.UsageError(f"--port must be a TCP port number, got {port!r}")
             self["listen"].append(f"tcp:{port}")
         if not self["listen"]:
-            self["listen"].append("tcp:8080")
-        if not self["path"].startswith("/"):
-            raise usage.UsageError(f"--path must start with '/', got {self['path']!r}")
+            self["listen"].append(DEFAULT_LISTEN)
+        for description in self["listen"]:
+            check_listen(description)
+
+    def _check_path(self) -> None:
+        path = self["path"] or DEFAULT_PATH
+        if not path.startswith("/"):
+            raise usage.UsageError(f"--path must start with '/', got {path!r}")
+        if not path.strip("/"):
+            raise usage.UsageError("--path must not be '/': the status page is served there")
+        if any(c in path for c in "?#% ") or "//" in path.rstrip("/"):
+            raise usage.UsageError(f"--path must be a plain path like /hub or /api/hub, got {path!r}")
+        self["path"] = "/" + path.strip("/")
+
+    def _check_heartbeat(self) -> None:
         interval = self["heartbeat-interval"]
         timeout = self["heartbeat-timeout"]
         if interval is None and timeout is not None:
@@ -89,40 +227,57 @@ class Options(usage.Options):
             try:
                 if timeout is None:
                     policy = HeartbeatPolicy.every(seconds)
-                elif timeout.lower() == "none":
+                elif timeout.strip().lower() == "none":
                     policy = HeartbeatPolicy.every(seconds, None)
                 else:
                     policy = HeartbeatPolicy.every(seconds, _positive("heartbeat-timeout", timeout))
             except HeartbeatConfigurationError as e:
-                raise usage.UsageError(str(e)) from None
+                raise usage.UsageError(f"--heartbeat-interval/--heartbeat-timeout: {e}") from None
         self["heartbeat"] = policy
-        if not self["hubs"]:
-            from .demo import DEMO_HUBS
 
-            self["hubs"] = list(DEMO_HUBS)
+    def _check_limits(self) -> None:
+        from ._server import DEFAULT_MAX_MESSAGE_SIZE
+
+        size = self["max-message-size"]
+        self["max-message-size"] = DEFAULT_MAX_MESSAGE_SIZE if size is None else _size("max-message-size", size)
+        timeout = self["shutdown-timeout"]
+        from ._service import DEFAULT_SHUTDOWN_TIMEOUT, LOG_LEVELS
+
+        self["shutdown-timeout"] = (
+            DEFAULT_SHUTDOWN_TIMEOUT if timeout is None else _positive("shutdown-timeout", timeout)
+        )
+        level = (self["log-level"] or DEFAULT_LOG_LEVEL).strip().lower()
+        if level not in LOG_LEVELS:
+            raise usage.UsageError(
+                f"--log-level must be one of debug, info, warn, error, critical, got {self['log-level']!r}"
+            )
+        self["log-level"] = level
+
+    def _check_origins(self) -> None:
+        from ._origin import OriginPolicy
+
+        try:
+            self["origin-policy"] = OriginPolicy(self["allowed-origins"])
+        except ValueError as e:
+            raise usage.UsageError(f"--allowed-origin: {e}") from None
 
 
 def makeService(options: Options) -> IService:
-    """Build the service tree for C{twistd hub}."""
-    from twisted.web.resource import Resource
-    from twisted.web.server import Site
+    """
+    Build the service tree for C{twistd hub}: a L{LogLevelService} holding
+    a L{HubService} that listens on every C{--listen}.
+    """
+    from ._service import LOG_LEVELS, HubService, LogLevelService
 
-    from ._resource import HubResource
-    from ._server import HubServerFactory
-
-    factory = HubServerFactory(options["hubs"], heartbeat=options["heartbeat"])
-    root = Resource()
-    node: Any = root
-    segments = [s.encode() for s in options["path"].strip("/").split("/") if s]
-    for segment in segments[:-1]:
-        child = Resource()
-        node.putChild(segment, child)
-        node = child
-    hub_resource = HubResource(factory)
-    if segments:
-        node.putChild(segments[-1], hub_resource)
-    site = Site(root)
-    service = MultiService()
-    for description in options["listen"]:
-        strports.service(description, site).setServiceParent(service)
-    return service
+    root = LogLevelService(LOG_LEVELS[options["log-level"]])
+    hubs = HubService(
+        options["hubs"],
+        options["listen"],
+        path=options["path"],
+        heartbeat=options["heartbeat"],
+        allowed_origins=options["allowed-origins"],
+        max_message_size=options["max-message-size"],
+        shutdown_timeout=options["shutdown-timeout"],
+    )
+    hubs.setServiceParent(root)  # type: ignore[no-untyped-call]
+    return root

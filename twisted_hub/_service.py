@@ -1,0 +1,338 @@
+"""
+L{HubService}: hubs as an C{IService}, for C{twistd hub} and for adding to
+an existing C{MultiService} / application.
+
+    application = service.Application("myapp")
+    HubService([ChatHub], listen=["tcp:8080:interface=127.0.0.1"]).setServiceParent(application)
+
+Stopping the service is the graceful shutdown: listeners close first (no new
+connections), connections whose hub calls are still running get a moment to
+answer them, then every connection receives close code 1001 ("going away");
+C{stopService} returns a Deferred that fires when all connections are closed
+or C{shutdown_timeout} seconds have passed (stragglers are then dropped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IListeningPort, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    LogPublisher,
+    globalLogPublisher,
+)
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from zope.interface import implementer
+
+from ._errors import DisconnectKind
+from ._heartbeat import HeartbeatPolicy
+from ._hub import Hub
+from ._origin import OriginPolicy
+from ._resource import HubStatusPage, build_site_root
+from ._server import HubServerFactory
+from ._wire import CloseCode
+
+#: Seconds C{stopService} waits for connections to close before dropping them.
+DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+#: How often the shutdown checks whether connections have gone.
+_POLL_INTERVAL = 0.05
+
+_log = Logger()
+
+
+def _calls_in_progress(protocol: Any) -> int:
+    """Hub calls a connection is running or has queued."""
+    return int(getattr(protocol, "_running", 0)) + len(getattr(protocol, "_queue", ()))
+
+
+class GracefulShutdown:
+    """
+    The shutdown of one factory's connections, driven by its clock.
+
+    1. Until C{drain} seconds have passed, connections with hub calls in
+       progress stay open so the calls can answer; idle ones close at once.
+    2. Every connection gets close code 1001 ("going away"); calls that
+       have not answered fail on the client with C{ConnectionClosedError}.
+    3. When every connection is gone, or C{timeout} seconds after the start,
+       L{done} fires (with the number of connections that had to be dropped).
+    """
+
+    def __init__(self, factory: HubServerFactory, timeout: float, clock: IReactorTime | None = None) -> None:
+        self.factory = factory
+        self.clock = clock or factory.clock
+        self.timeout = timeout
+        self.drain = timeout / 2.0
+        self.done: Deferred[int] = Deferred()
+        self._started_at = 0.0
+        self._closed: set[str] = set()
+        self._loop: LoopingCall | None = None
+
+    def _connections(self) -> list[Any]:
+        return [p for runtime in self.factory.runtimes.values() for p in runtime.connections.values()]
+
+    def start(self) -> Deferred[int]:
+        self._started_at = self.clock.seconds()
+        open_connections = len(self._connections())
+        if open_connections:
+            _log.info(
+                "shutting down: closing {count} hub connection(s), at most {timeout:g} s",
+                count=open_connections, timeout=self.timeout,
+            )
+        self._tick()
+        if not self.done.called:
+            self._loop = LoopingCall(self._tick)
+            self._loop.clock = self.clock
+            self._loop.start(_POLL_INTERVAL, now=False)
+        return self.done
+
+    def _tick(self) -> None:
+        elapsed = self.clock.seconds() - self._started_at
+        connections = self._connections()
+        draining = elapsed < self.drain
+        for protocol in connections:
+            if protocol.connection_id in self._closed:
+                continue
+            if draining and _calls_in_progress(protocol):
+                continue
+            self._closed.add(protocol.connection_id)
+            protocol.close_with(CloseCode.GOING_AWAY, "server shutting down", DisconnectKind.GOING_AWAY)
+        if not connections:
+            self._finish(0)
+        elif elapsed >= self.timeout:
+            for protocol in connections:
+                protocol.dropConnection(abort=True)
+            _log.warn(
+                "shutdown timeout ({timeout:g} s): dropped {count} connection(s) that did not close",
+                timeout=self.timeout, count=len(connections),
+            )
+            self._finish(len(connections))
+
+    def _finish(self, dropped: int) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if not self.done.called:
+            self.done.callback(dropped)
+
+
+def shutdown_connections(
+    factory: HubServerFactory, timeout: float = DEFAULT_SHUTDOWN_TIMEOUT, clock: IReactorTime | None = None
+) -> Deferred[int]:
+    """
+    Close every connection of C{factory} gracefully (see L{GracefulShutdown});
+    fires with the number of connections dropped at the timeout.
+    """
+    return GracefulShutdown(factory, timeout, clock).start()
+
+
+@implementer(IService)
+class HubService(MultiService):
+    """
+    Serve hubs as a Twisted service.
+
+    Either give hub classes (a L{HubServerFactory} is built with
+    C{factory_options}) or an existing C{factory}.  With C{listen}
+    descriptions (strports, e.g. C{"tcp:8080:interface=127.0.0.1"},
+    C{"ssl:8443:privateKey=key.pem:certKey=cert.pem"}, C{"unix:/run/hub.sock"})
+    the service listens itself, with the hub endpoint at C{path} and a
+    status page at C{/}; without, it only owns the factory's lifecycle (e.g.
+    when a L{HubResource} is mounted on your own C{Site}), so stopping it
+    still shuts the connections down gracefully.
+
+    @param allowed_origins: browser origins allowed to connect: exact
+        origins, C{"same-host"} or C{"*"}; default: same host only (see
+        L{OriginPolicy}).  Used only when the factory is built here.
+    @param shutdown_timeout: seconds C{stopService} may take.
+    @param clock: time source for the shutdown (default: the factory's).
+    """
+
+    def __init__(
+        self,
+        hubs: Sequence[type[Hub]] | None = None,
+        listen: Iterable[str] = (),
+        *,
+        factory: HubServerFactory | None = None,
+        path: str = "/hub",
+        status_page: bool = True,
+        heartbeat: HeartbeatPolicy | None = None,
+        allowed_origins: Iterable[str] = (),
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        clock: IReactorTime | None = None,
+        reactor: Any = None,
+        **factory_options: Any,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        if (hubs is None) == (factory is None):
+            raise TypeError("give either hub classes or a factory")
+        if not shutdown_timeout > 0:
+            raise ValueError(f"shutdown_timeout must be > 0, got {shutdown_timeout!r}")
+        if factory is None:
+            assert hubs is not None
+            self.origin_policy: OriginPolicy | None = OriginPolicy(allowed_origins)
+            factory = HubServerFactory(
+                hubs, heartbeat=heartbeat, allowed_origins=self.origin_policy,
+                clock=clock, reactor=reactor, **factory_options,
+            )
+        else:
+            if heartbeat is not None or factory_options or allowed_origins:
+                raise TypeError("factory options are for building a factory from hub classes")
+            policy = factory.allowed_origins
+            self.origin_policy = policy if isinstance(policy, OriginPolicy) else None
+        self.factory = factory
+        self.path = path
+        self.listen = list(listen)
+        self.shutdown_timeout = shutdown_timeout
+        self._clock = clock
+        self._reactor = reactor
+        self.site: Site | None = None
+        self.root: Resource | None = None
+        self._listeners: list[Any] = []
+        if self.listen:
+            status = None
+            if status_page:
+                extra = [("allowed origins", self._origin_text())]
+                status = HubStatusPage(factory, path, self.listen, extra)
+            self.root = build_site_root(factory, path, status)
+            self.site = Site(self.root)  # type: ignore[no-untyped-call]
+            for description in self.listen:
+                listener = strports.service(description, self.site, reactor=reactor)
+                listener.setServiceParent(self)  # type: ignore[no-untyped-call]
+                self._listeners.append(listener)
+
+    def _origin_text(self) -> str:
+        policy = self.factory.allowed_origins
+        if policy is None:
+            return "any origin"
+        if isinstance(policy, OriginPolicy):
+            return policy.describe()
+        if callable(policy):
+            return "custom check"
+        return ", ".join(sorted(policy))
+
+    def listening_ports(self) -> Deferred[list[IListeningPort]]:
+        """Fires with the listening ports once they are bound (after start)."""
+        waiting = [listener._waitingForPort for listener in self._listeners]
+        if any(d is None for d in waiting):
+            raise RuntimeError("the service has not started yet")
+
+        def ports(results: list[tuple[bool, Any]]) -> list[IListeningPort]:
+            for ok, value in results:
+                if not ok:
+                    value.raiseException()
+            return [value for _, value in results]
+
+        # Chain copies so the service's own Deferreds keep their results.
+        copies: list[Deferred[Any]] = []
+        for d in waiting:
+            copy: Deferred[Any] = Deferred()
+            d.addBoth(_pass_to(copy))
+            copies.append(copy)
+        return DeferredList(copies, consumeErrors=True).addCallback(ports)
+
+    def privilegedStartService(self) -> None:
+        # Bind ports (possibly privileged) before twistd drops privileges.
+        super().privilegedStartService()  # type: ignore[no-untyped-call]
+
+    def startService(self) -> None:
+        self.factory.doStart()  # type: ignore[no-untyped-call]
+        super().startService()  # type: ignore[no-untyped-call]
+
+    def stopService(self) -> Deferred[None]:
+        """Stop listening, then close every connection gracefully (bounded)."""
+        stopping = super().stopService()  # type: ignore[no-untyped-call]
+        listeners_stopped: Deferred[Any] = stopping if isinstance(stopping, Deferred) else succeed(None)
+
+        def close_connections(_: object) -> Deferred[int]:
+            clock = self._clock or self.factory.clock
+            return shutdown_connections(self.factory, self.shutdown_timeout, clock)
+
+        def stopped(dropped: int) -> None:
+            self.factory.doStop()  # type: ignore[no-untyped-call]
+            _log.info("hub service stopped ({dropped} connection(s) dropped at the timeout)", dropped=dropped)
+
+        return listeners_stopped.addCallback(close_connections).addCallback(stopped)
+
+
+def _pass_to(target: Deferred[Any]) -> Callable[[Any], Any]:
+    def passing(result: Any) -> Any:
+        if isinstance(result, Failure):
+            target.errback(result)
+        else:
+            target.callback(result)
+        return result
+
+    return passing
+
+
+#: C{--log-level} names and their levels.
+LOG_LEVELS = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "warn": LogLevel.warn,
+    "warning": LogLevel.warn,
+    "error": LogLevel.error,
+    "critical": LogLevel.critical,
+}
+_TXAIO_LEVELS = {
+    LogLevel.debug: "debug", LogLevel.info: "info", LogLevel.warn: "warn",
+    LogLevel.error: "error", LogLevel.critical: "critical",
+}
+
+
+class LogLevelService(MultiService):
+    """
+    Apply a minimum log level to the observers of a log publisher (the
+    global one by default) while running.
+
+    twistd sets up its log observers after building the service and before
+    starting it, so the filter is installed in C{startService} and removed in
+    C{stopService}.  Also sets txaio's (autobahn's) level.
+    """
+
+    def __init__(self, level: LogLevel, publisher: LogPublisher | None = None) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.level = level
+        self.publisher = publisher if publisher is not None else globalLogPublisher
+        self._wrapped: list[tuple[ILogObserver, ILogObserver]] = []
+
+    def startService(self) -> None:
+        observers = list(getattr(self.publisher, "_observers", []))
+        predicate = LogLevelFilterPredicate(defaultLogLevel=self.level)
+        for observer in observers:
+            filtering = FilteringLogObserver(observer, [predicate])
+            self.publisher.removeObserver(observer)
+            self.publisher.addObserver(filtering)
+            self._wrapped.append((observer, filtering))
+        try:
+            import txaio
+
+            txaio.set_global_log_level(_TXAIO_LEVELS[self.level])  # type: ignore[attr-defined]
+        except Exception:  # pragma: no cover - txaio missing or changed
+            pass
+        super().startService()  # type: ignore[no-untyped-call]
+
+    def stopService(self) -> Any:
+        result = super().stopService()  # type: ignore[no-untyped-call]
+
+        def unwrap(value: object) -> object:
+            for observer, filtering in self._wrapped:
+                self.publisher.removeObserver(filtering)
+                self.publisher.addObserver(observer)
+            self._wrapped = []
+            return value
+
+        if isinstance(result, Deferred):
+            return result.addBoth(unwrap)
+        unwrap(None)
+        return result
