@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from twisted.internet.testing import EventLoggingObserver
@@ -227,7 +227,7 @@ class ServerHeartbeatTests(SynchronousTestCase):
         server.advance(1.0)
         self.assertEqual(
             events,
-            [ServerHeartbeatEvent(1, datetime.fromtimestamp(1_700_000_001, tz=timezone.utc), b"v1")],
+            [ServerHeartbeatEvent(1, datetime.fromtimestamp(1_700_000_001, tz=UTC), b"v1")],
         )
         assert events[0].server_time.tzinfo is not None
 
@@ -296,7 +296,8 @@ class PrecedenceTests(SynchronousTestCase):
         ]
         for global_policy, decorate, enabled, interval, timeout, beats in cases:
             policy, seen = self.effective(global_policy, decorate)
-            self.assertEqual((policy.enabled, policy.interval, policy.timeout, seen), (enabled, interval, timeout, beats))
+            actual = (policy.enabled, policy.interval, policy.timeout, seen)
+            self.assertEqual(actual, (enabled, interval, timeout, beats))
 
     def test_decorator_metadata_provider_wins(self) -> None:
         """A hub's metadata provider replaces the global one; without one, the global one is used."""
@@ -356,7 +357,8 @@ class ClientHeartbeatTests(SynchronousTestCase):
         """The client measures RTT from echoed times and estimates the server clock offset."""
         events: list[ClientHeartbeatEvent] = []
         server = server_for()
-        conn = server.connect("plain", options=HubClientOptions(heartbeat_interval=1.0, on_heartbeat_response=events.append))
+        options = HubClientOptions(heartbeat_interval=1.0, on_heartbeat_response=events.append)
+        conn = server.connect("plain", options=options)
         server.advance(0.5)
         conn.freeze_server()
         server.advance(0.7)  # our beat at 1.0 is answered at 1.2
@@ -375,7 +377,8 @@ class ClientHeartbeatTests(SynchronousTestCase):
         """The server echoes client heartbeats even with server heartbeats disabled."""
         events: list[ClientHeartbeatEvent] = []
         server = server_for(HeartbeatPolicy(enabled=False))
-        conn = server.connect("plain", options=HubClientOptions(heartbeat_interval=1.0, on_heartbeat_response=events.append))
+        options = HubClientOptions(heartbeat_interval=1.0, on_heartbeat_response=events.append)
+        conn = server.connect("plain", options=options)
         server.advance(5.0)
         self.assertEqual([e.sequence for e in events], [1, 2, 3, 4, 5])
         self.assertEqual(heartbeats(conn.client_received), [])

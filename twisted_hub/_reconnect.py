@@ -6,7 +6,8 @@ connection, built on Twisted's L{ClientService}.
 from __future__ import annotations
 
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred, maybeDeferred

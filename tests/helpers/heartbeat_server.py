@@ -1,0 +1,75 @@
+"""
+A hub server process for the real-process heartbeat tests.
+
+    python3 tests/helpers/heartbeat_server.py --interval 0.5 --timeout 1.0
+
+Listens on a free 127.0.0.1 port and prints "PORT <n>" when ready.  The
+"probe" hub has echo(value), block(seconds) and stall_after_next_beat(seconds)
+(both block the reactor on purpose) and reports every disconnect as "DISCONNECTED <id> <kind>" on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--interval", type=float, default=None)
+    parser.add_argument("--timeout", type=float, default=None)
+    parser.add_argument("--no-stall-grace", action="store_true")
+    args = parser.parse_args()
+
+    from twisted.internet import reactor
+
+    from twisted_hub import DisconnectReason, HeartbeatPolicy, Hub, HubServerFactory, method
+    from twisted_hub._liveness import ServerHeartbeatScheduler
+
+    stall_after_beat: list[float] = []
+    original_tick = ServerHeartbeatScheduler._tick
+
+    def tick_then_maybe_stall(self: ServerHeartbeatScheduler) -> None:
+        original_tick(self)
+        if stall_after_beat:
+            # Block right after a heartbeat went out: its answer arrives while
+            # we are stalled, and its timeout check fires late.
+            time.sleep(stall_after_beat.pop())
+            print("STALLED", flush=True)
+
+    ServerHeartbeatScheduler._tick = tick_then_maybe_stall  # type: ignore[method-assign]
+
+    class ProbeHub(Hub):
+        hub_name = "probe"
+
+        @method
+        def echo(self, value: Any) -> Any:
+            return value
+
+        @method
+        def block(self, seconds: float) -> float:
+            time.sleep(seconds)  # a stalled reactor, on purpose
+            return seconds
+
+        @method
+        def stall_after_next_beat(self, seconds: float) -> None:
+            stall_after_beat.append(seconds)
+
+        def on_disconnected(self, reason: DisconnectReason) -> None:
+            print(f"DISCONNECTED {self.connection.id} {reason.kind.value}", flush=True)
+
+    policy = HeartbeatPolicy()
+    if args.interval is not None:
+        policy = HeartbeatPolicy(
+            enabled=True, interval=args.interval, timeout=args.timeout, stall_grace=not args.no_stall_grace
+        )
+    factory = HubServerFactory([ProbeHub], heartbeat=policy)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    print(f"PORT {port.getHost().port}", flush=True)
+    reactor.run()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
