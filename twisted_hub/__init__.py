@@ -31,8 +31,11 @@ from ._heartbeat import (
     HeartbeatPolicy,
 )
 from ._hub import Hub, InvalidArguments, RefuseConnection, heartbeat, hub, method
+from ._origin import OriginPolicy
 from ._reconnect import ReconnectingHubClient, full_jitter_policy
+from ._resource import HubResource
 from ._server import ConnectionContext, HeartbeatFeature, HubServerFactory, HubServerProtocol
+from ._service import HubService
 from ._wire import SUBPROTOCOL, CloseCode, ErrorCode, ProtocolError
 
 __version__ = "0.1.0"
@@ -63,6 +66,9 @@ __all__ = [
     "HubError",
     "HubServerFactory",
     "HubServerProtocol",
+    "HubService",
+    "HubResource",
+    "OriginPolicy",
     "InvalidArguments",
     "ProtocolError",
     "ReconnectingHubClient",

@@ -17,7 +17,8 @@ the origin is listed explicitly.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 #: The C{--allowed-origin} value that allows every origin.
@@ -56,7 +57,7 @@ def check_origin(value: str) -> str:
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"an origin has no path, query or fragment, got {value!r}")
     try:
-        parts.port
+        _ = parts.port
     except ValueError:
         raise ValueError(f"bad port in origin {value!r}") from None
     return _normalise(value)

@@ -1,0 +1,298 @@
+"""
+The command-line client: C{python3 -m twisted_hub} (or C{twisted-hub}).
+
+    python3 -m twisted_hub call ws://127.0.0.1:8080/hub echo.add 1 2
+    python3 -m twisted_hub watch ws://127.0.0.1:8080/hub echo --count 5
+
+C{call URL HUB.METHOD ARGS...}: each argument is parsed as JSON when it
+parses (C{1}, C{true}, C{"text"}, C{[1, 2]}, C{{"a": 1}}), else taken as a
+string; a JSON object C{{"$base64": "..."}} is sent as bytes.  The result
+is printed as one line of JSON; bytes are printed in that same
+C{{"$base64": "..."}} form.  Exit status: 0 on a result, 1 when the hub
+answered with an error (C{[code] message} on stderr), 2 for bad arguments,
+3 when the connection or handshake failed, 4 when no answer came in time.
+
+C{watch URL [HUB]}: connects with client heartbeats on and prints one line
+per server heartbeat and per answer to our heartbeats (round trip and clock
+offset), then the disconnect reason.  C{--count N} / C{--duration S} end it.
+Exit status 0 when the connection ended normally (by us, or the server going
+away), 1 otherwise, 3 when it could not connect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from twisted.internet.defer import Deferred, ensureDeferred
+
+from ._client import ClientHeartbeatEvent, HubClientOptions, HubClientProtocol, ServerHeartbeatEvent, connect
+from ._errors import CallTimeoutError, DisconnectKind, HandshakeError, HubError
+
+EXIT_OK = 0
+EXIT_HUB_ERROR = 1
+EXIT_USAGE = 2
+EXIT_CONNECT = 3
+EXIT_TIMEOUT = 4
+
+BYTES_KEY = "$base64"
+
+
+def parse_argument(text: str) -> Any:
+    """A command-line argument: JSON if it parses, else the string itself."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return _decode_bytes(value)
+
+
+def _decode_bytes(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {BYTES_KEY} and isinstance(value[BYTES_KEY], str):
+            return base64.b64decode(value[BYTES_KEY])
+        return {k: _decode_bytes(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_bytes(v) for v in value]
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {BYTES_KEY: base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, dict):
+        return {str(k) if not isinstance(k, str) else k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)
+
+
+def to_json(value: Any) -> str:
+    """The JSON line C{call} prints for a result (bytes as C{{"$base64": ...}})."""
+    return json.dumps(_jsonable(value), ensure_ascii=False, sort_keys=True)
+
+
+def _endpoint(url: str, cafile: str | None, reactor: Any) -> Any:
+    if cafile is None:
+        return None
+    from urllib.parse import urlsplit
+
+    from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+    from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+    parts = urlsplit(url)
+    if parts.scheme != "wss":
+        raise ValueError("--cafile is for wss:// URLs")
+    host = parts.hostname or "localhost"
+    with open(cafile, "rb") as f:
+        authority = Certificate.loadPEM(f.read())
+    tls = optionsForClientTLS(host, trustRoot=authority)
+    return wrapClientTLS(tls, HostnameEndpoint(reactor, host, parts.port or 443))
+
+
+async def run_call(reactor: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """C{call}: connect, call, print the result as JSON; return the exit status."""
+    hub, _, method = args.target.rpartition(".")
+    if not method:
+        err.write(f"error: HUB.METHOD wanted, got {args.target!r}\n")
+        return EXIT_USAGE
+    arguments = [parse_argument(a) for a in args.args]
+    try:
+        endpoint = _endpoint(args.url, args.cafile, reactor)
+        client = await connect(
+            args.url, hub or None, options=HubClientOptions(call_timeout=args.timeout),
+            reactor=reactor, endpoint=endpoint, timeout=args.timeout,
+        )
+    except HandshakeError as e:
+        err.write(f"error: {e}\n")
+        return EXIT_CONNECT
+    except Exception as e:
+        err.write(f"error: cannot connect to {args.url}: {e.__class__.__name__}: {e}\n")
+        return EXIT_CONNECT
+    try:
+        result = await client.call(method, *arguments)
+    except CallTimeoutError as e:
+        err.write(f"error: {e}\n")
+        return EXIT_TIMEOUT
+    except HubError as e:
+        err.write(f"error: {e}\n")
+        if e.detail is not None:
+            err.write(to_json(e.detail) + "\n")
+        return EXIT_HUB_ERROR
+    finally:
+        if client.is_connected:
+            closing = client.disconnect()
+            closing.addTimeout(args.timeout, reactor)
+            try:
+                await closing
+            except Exception:
+                pass
+    out.write(to_json(result) + "\n")
+    out.flush()
+    return EXIT_OK
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+async def run_watch(reactor: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """C{watch}: print heartbeats until the count, the duration or the connection ends."""
+    seen = 0
+    finished: Deferred[None] = Deferred()
+
+    def counted() -> None:
+        nonlocal seen
+        seen += 1
+        if args.count is not None and seen >= args.count and not finished.called:
+            finished.callback(None)
+
+    def on_server_heartbeat(event: ServerHeartbeatEvent) -> None:
+        metadata = "" if event.metadata is None else f", metadata {to_json(event.metadata)}"
+        out.write(f"server heartbeat #{event.sequence} at {event.server_time.isoformat()}{metadata}\n")
+        out.flush()
+        counted()
+
+    def on_heartbeat_response(event: ClientHeartbeatEvent) -> None:
+        sample = event.clock
+        out.write(
+            f"heartbeat #{event.sequence} answered: rtt {_ms(event.round_trip)}, "
+            f"clock offset {sample.offset * 1000:+.2f} ms ± {_ms(sample.error)}\n"
+        )
+        out.flush()
+        counted()
+
+    options = HubClientOptions.heartbeat_every(
+        args.interval,
+        args.heartbeat_timeout,
+        on_server_heartbeat=on_server_heartbeat,
+        on_heartbeat_response=on_heartbeat_response,
+    )
+    try:
+        endpoint = _endpoint(args.url, args.cafile, reactor)
+        client: HubClientProtocol = await connect(
+            args.url, args.hub, options=options, reactor=reactor, endpoint=endpoint, timeout=args.connect_timeout
+        )
+    except Exception as e:
+        err.write(f"error: cannot connect to {args.url}: {e}\n")
+        return EXIT_CONNECT
+    out.write(f"connected: connection {client.connection_id}\n")
+    out.flush()
+    client.wait_for_disconnect().addBoth(lambda _: None if finished.called else finished.callback(None))
+    if args.duration is not None:
+        timer = reactor.callLater(args.duration, lambda: None if finished.called else finished.callback(None))
+    else:
+        timer = None
+    await finished
+    if timer is not None and timer.active():
+        timer.cancel()
+    if client.is_connected:
+        closing = client.disconnect("watch finished")
+        closing.addTimeout(args.connect_timeout, reactor)
+        try:
+            await closing
+        except Exception:
+            pass
+    reason = client.disconnect_reason
+    best = client.clock_offset
+    if best is not None:
+        out.write(f"best clock offset {best.offset * 1000:+.2f} ms ± {_ms(best.error)}\n")
+    out.write(f"disconnected: {reason}\n")
+    out.flush()
+    if reason is not None and reason.kind in (DisconnectKind.NORMAL, DisconnectKind.GOING_AWAY):
+        return EXIT_OK
+    return EXIT_HUB_ERROR
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number > 0: {text!r}")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m twisted_hub", description="Call and watch twisted-hub hubs from the command line."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    call = commands.add_parser(
+        "call", help="call a hub method and print the result as JSON",
+        description="Arguments are JSON when they parse, else strings; {\"$base64\": ...} is bytes.",
+    )
+    call.add_argument("url", help="ws:// or wss:// URL of the hub endpoint, e.g. ws://127.0.0.1:8080/hub")
+    call.add_argument("target", metavar="HUB.METHOD", help="hub name and method, e.g. echo.echo")
+    call.add_argument("args", nargs="*", metavar="ARG", help="arguments (JSON, or a plain string)")
+    call.add_argument(
+        "--timeout", type=_positive_float, default=10.0, help="seconds to connect and to wait for the result [10]"
+    )
+    call.add_argument("--cafile", help="PEM certificate to trust for wss:// (e.g. a self-signed one)")
+
+    watch = commands.add_parser("watch", help="print heartbeats, round trips and clock offset")
+    watch.add_argument("url", help="ws:// or wss:// URL of the hub endpoint")
+    watch.add_argument("hub", nargs="?", help="hub name (omit when the URL names it)")
+    watch.add_argument("--interval", type=_positive_float, default=1.0, help="seconds between our heartbeats [1]")
+    watch.add_argument(
+        "--heartbeat-timeout", type=_positive_float, default=None,
+        help="seconds without an answer before giving up [3 x interval]",
+    )
+    watch.add_argument("--count", type=_positive_int, help="stop after this many heartbeat lines")
+    watch.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
+    watch.add_argument("--connect-timeout", type=_positive_float, default=10.0, help="seconds to connect [10]")
+    watch.add_argument("--cafile", help="PEM certificate to trust for wss://")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    if args.command == "watch" and args.heartbeat_timeout is None:
+        args.heartbeat_timeout = args.interval * 3
+    return args
+
+
+def run(reactor: Any, args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> Deferred[int]:
+    """Run one parsed command on C{reactor}; fires with the exit status."""
+    command = run_call if args.command == "call" else run_watch
+    return ensureDeferred(command(reactor, args, out or sys.stdout, err or sys.stderr))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of C{python3 -m twisted_hub} and the C{twisted-hub} script."""
+    args = parse_args(argv)
+    from twisted.internet import task
+
+    status = EXIT_OK
+
+    def command(reactor: Any) -> Deferred[None]:
+        def keep(code: int) -> None:
+            nonlocal status
+            status = code
+
+        return run(reactor, args).addCallback(keep)
+
+    try:
+        task.react(command)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            return int(e.code) if isinstance(e.code, int) else 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
