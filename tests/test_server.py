@@ -641,6 +641,44 @@ class LimitTests(ServerTestBase):
         self.assertEqual(WorkHub.events[-1][1].kind, DisconnectKind.MESSAGE_TOO_BIG)
         self.assertEqual(self.call(other, "plain", 1), 1)
 
+    def test_result_too_big(self) -> None:
+        """A result over max_message_size answers 'internal' (logged) instead of breaking the reactor."""
+        self.server = HubTestServer([WorkHub], max_message_size=1000)
+        conn = self.connect()
+        error = self.call_error(conn, "big", 2000)
+        self.assertEqual((error.code, error.message), (ErrorCode.INTERNAL, "the result is too big to send"))
+        self.assertEqual(len(self.hub_logs("error")), 1)
+        self.assertEqual(self.call(conn, "big", 10), b"x" * 10)
+
+    def test_receiver_call_too_big(self) -> None:
+        """A receiver call over max_message_size fails the hub method, not the connection."""
+        self.server = HubTestServer([WorkHub], max_message_size=1000)
+        conn = self.connect(receiver=Recorder())
+        self.assertEqual(self.call_error(conn, "push_many", 2000, 1).code, ErrorCode.INTERNAL)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertTrue(conn.client.is_connected)
+
+    def test_batches_stay_under_the_limit(self) -> None:
+        """Several messages that together exceed max_message_size are sent in several frames."""
+        self.server = HubTestServer([WorkHub], max_message_size=1000)
+        recorder = Recorder()
+        conn = self.connect(receiver=recorder)
+        before = len(conn.client_received)
+        self.assertEqual(self.call(conn, "push_many", 600, 3), 3)
+        self.assertEqual(len(recorder.calls), 3)
+        frames = conn.client_received[before:]
+        self.assertGreaterEqual(len(frames), 3)
+        self.assertTrue(all(len(f) <= 1000 for f in frames))
+
+    def test_batches_small_messages(self) -> None:
+        """Small messages queued together still share one frame."""
+        recorder = Recorder()
+        conn = self.connect(receiver=recorder)
+        before = len(conn.client_received)
+        self.assertEqual(self.call(conn, "push_many", 10, 5), 5)
+        self.assertEqual(len(conn.client_received) - before, 1)
+        self.assertEqual(len(recorder.calls), 5)
+
     def test_max_pending_calls(self) -> None:
         """Calls beyond max_pending_calls (running + queued) answer 'too-many-pending'."""
         self.server = HubTestServer([WorkHub], max_pending_calls=3)

@@ -457,7 +457,7 @@ class HubClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
     def _flush(self) -> None:
         if self.state != self.STATE_OPEN:
             return
-        for frame in self.core.frames_to_send():
+        for frame in self.core.frames_to_send(self.factory.options.max_message_size):
             self.sendMessage(frame, isBinary=True)
 
     # -- closing -------------------------------------------------------------
@@ -491,6 +491,9 @@ class HubClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
     def _final_reason(self, reason: str | None) -> DisconnectReason:
         if self._close_reason is not None:
             return self._close_reason
+        if self.closedByMe and self.localCloseCode is not None:  # autobahn closed on its own (e.g. 1009)
+            reason_text = (self.localCloseReason or b"").decode("utf-8", "replace")
+            return DisconnectReason(kind_for_close(self.localCloseCode, True), self.localCloseCode, reason_text, True)
         remote = self.remoteCloseCode
         if remote is not None:
             return DisconnectReason(kind_for_close(remote, False), remote, self.remoteCloseReason or "")

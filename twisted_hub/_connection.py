@@ -197,20 +197,31 @@ class Connection(Generic[T]):
         self._outbox = []
         return b"".join(outbox)
 
-    def frames_to_send(self) -> list[bytes]:
+    def frames_to_send(self, max_size: int | None = None) -> list[bytes]:
         """
-        Everything queued, as frame payloads: one frame when the peer takes
-        batches, else one frame per message.
+        Everything queued, as frame payloads: batches when the peer takes
+        them (each at most C{max_size} bytes unless one message is larger),
+        else one frame per message.
         """
         outbox = self._outbox
         if not outbox:
             return []
         self._outbox = []
-        if len(outbox) == 1:
+        if len(outbox) == 1 or CAP_BATCH not in self.peer_capabilities:
             return outbox
-        if CAP_BATCH in self.peer_capabilities:
+        if max_size is None:
             return [b"".join(outbox)]
-        return outbox
+        frames: list[bytes] = []
+        batch: list[bytes] = []
+        size = 0
+        for message in outbox:
+            if batch and size + len(message) > max_size:
+                frames.append(b"".join(batch))
+                batch, size = [], 0
+            batch.append(message)
+            size += len(message)
+        frames.append(b"".join(batch))
+        return frames
 
     @property
     def has_outgoing(self) -> bool:

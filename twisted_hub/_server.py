@@ -181,6 +181,8 @@ class HubRuntime:
         if kwargs:
             fields.append(kwargs)
         payload = encode_fields(fields)
+        if len(payload) > self.factory.max_message_size:
+            raise ValueError(f"receiver call {method!r} is {len(payload)} bytes, over max_message_size")
         targets = targets if isinstance(targets, (list, tuple)) else list(targets)
         if len(targets) == 1:
             targets[0].write_message(payload)
@@ -448,6 +450,11 @@ class HubServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             _log.error("result of call {call_id} cannot be encoded: {error}", call_id=call_id, error=e)
             self._send_error(call_id, ErrorCode.INTERNAL, "the result cannot be encoded")
             return
+        if len(payload) > self.factory.max_message_size:
+            # autobahn would raise PayloadExceededError from sendMessage, into the reactor
+            _log.error("result of call {call_id} is too big to send ({size} bytes)", call_id=call_id, size=len(payload))
+            self._send_error(call_id, ErrorCode.INTERNAL, "the result is too big to send")
+            return
         self.write_message(payload)
 
     def _fail(self, call_id: int | None, code: str, message: str, detail: Any = None) -> None:
@@ -511,7 +518,7 @@ class HubServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             return
         if self.state != self.STATE_OPEN:
             return  # closing (e.g. kicked inside a call): autobahn refuses to send
-        for frame in core.frames_to_send():
+        for frame in core.frames_to_send(self.factory.max_message_size):
             self._account(len(frame))
             self.sendMessage(frame, isBinary=True)
 

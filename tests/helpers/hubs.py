@@ -114,6 +114,16 @@ class WorkHub(Hub):
         return object()
 
     @method
+    def big(self, size: int) -> bytes:
+        return b"x" * size
+
+    @method
+    def push_many(self, size: int, count: int) -> int:
+        for _ in range(count):
+            self.clients.caller.said(b"x" * size)
+        return count
+
+    @method
     def record(self, value: Any) -> None:
         WorkHub.events.append(("record", value))
 

@@ -1,0 +1,335 @@
+"""
+The client adapter on a Clock with in-memory transports: calls, receivers,
+disconnect reasons and what happens to calls around a disconnect.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_hub import (
+    CallTimeoutError,
+    CloseCode,
+    ConnectionClosedError,
+    DisconnectKind,
+    DisconnectReason,
+    HandshakeError,
+    HubClientOptions,
+    HubError,
+)
+from twisted_hub.testing import HubTestServer, TestConnection
+
+from .helpers.hubs import GuardedHub, Recorder, WorkHub, hub_events
+
+
+class ClientTestBase(SynchronousTestCase):
+    def setUp(self) -> None:
+        WorkHub.events = []
+        WorkHub.pending = []
+        self.server = HubTestServer([WorkHub, GuardedHub])
+        self.logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def connect(self, receiver: object | None = None, options: HubClientOptions | None = None) -> TestConnection:
+        conn = self.server.connect("work", receiver=receiver, options=options)
+        self.successResultOf(conn.ready)
+        return conn
+
+    def reason(self, conn: TestConnection) -> DisconnectReason:
+        return self.successResultOf(conn.client.wait_for_disconnect())
+
+    def hub_logs(self) -> list[LogEvent]:
+        return hub_events(list(self.logs))
+
+
+class CallTests(ClientTestBase):
+    def test_ready_fires_with_client(self) -> None:
+        """ready fires with the connected client, which knows its connection id."""
+        conn = self.server.connect("work")
+        client = self.successResultOf(conn.ready)
+        self.assertIs(client, conn.client)
+        self.assertTrue(client.is_connected)
+        self.assertTrue(client.connection_id)
+
+    def test_call_and_notify(self) -> None:
+        """call returns the result; notify runs the method and returns nothing."""
+        conn = self.connect()
+        d = conn.client.call("add", 1, 2, scale=3)
+        self.assertIsNone(conn.client.notify("record", "n"))
+        self.server.flush()
+        self.assertEqual(self.successResultOf(d), 9)
+        self.assertIn(("record", "n"), WorkHub.events)
+
+    def test_invoke_explicit(self) -> None:
+        """invoke takes argument containers explicitly."""
+        conn = self.connect()
+        d = conn.client.invoke("add", [1], {"b": 4})
+        self.server.flush()
+        self.assertEqual(self.successResultOf(d), 5)
+
+    def test_many_calls_match_their_results(self) -> None:
+        """Many calls in flight each get their own result."""
+        conn = self.connect()
+        calls = [conn.client.call("plain", i) for i in range(50)]
+        self.server.flush()
+        self.assertEqual([self.successResultOf(d) for d in calls], list(range(50)))
+
+    def test_call_timeout(self) -> None:
+        """With call_timeout set, an unanswered call fails with CallTimeoutError on the Clock."""
+        conn = self.connect(options=HubClientOptions(call_timeout=2.0))
+        d = conn.client.call("deferred", 1)
+        self.server.advance(1.9)
+        self.assertNoResult(d)
+        self.server.advance(0.2)
+        self.failureResultOf(d, CallTimeoutError)
+        self.assertTrue(conn.client.is_connected)
+
+    def test_per_call_timeout_and_late_answer(self) -> None:
+        """A per-call timeout applies, and the late answer is ignored without harm."""
+        conn = self.connect()
+        d = conn.client.invoke("deferred", [1], timeout=1.0)
+        self.server.advance(1.5)
+        self.assertEqual(self.failureResultOf(d, HubError).value.code, "timeout")  # type: ignore[attr-defined]
+        WorkHub.pending[0].callback(None)
+        self.server.flush()
+        self.assertTrue(conn.client.is_connected)
+        self.assertEqual(self.successResultOf(self._call(conn, "plain", 2)), 2)
+
+    def test_no_timeout_by_default(self) -> None:
+        """Without call_timeout a call waits as long as the connection lives."""
+        conn = self.connect()
+        d = conn.client.call("deferred", 1)
+        self.server.advance(3600)
+        self.assertNoResult(d)
+
+    def test_cancel_a_call(self) -> None:
+        """Cancelling a call's Deferred forgets it; the later answer is ignored."""
+        conn = self.connect()
+        d = conn.client.call("deferred", 1)
+        self.server.flush()
+        d.cancel()
+        self.failureResultOf(d)
+        WorkHub.pending[0].callback(None)
+        self.server.flush()
+        self.assertTrue(conn.client.is_connected)
+
+    def _call(self, conn: TestConnection, method: str, *args: Any) -> Any:
+        d = conn.client.call(method, *args)
+        self.server.flush()
+        return d
+
+
+class ReceiverTests(ClientTestBase):
+    def test_receiver_called(self) -> None:
+        """Server receiver calls reach the receiver object's methods with their arguments."""
+        recorder = Recorder()
+        conn = self.connect(receiver=recorder)
+        self.successResultOf(self._call(conn, "to_caller", "hello"))
+        self.assertEqual(recorder.calls, [("said", ("hello",))])
+
+    def test_missing_receiver_method_is_logged(self) -> None:
+        """A receiver call the receiver lacks is logged and does not break the connection."""
+        conn = self.connect(receiver=object())
+        self.successResultOf(self._call(conn, "to_caller", "hello"))
+        self.assertTrue(conn.client.is_connected)
+        warnings = [e for e in self.hub_logs() if e["log_level"].name == "warn"]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual(warnings[0]["method"], "said")
+
+    def test_receiver_raising_is_logged(self) -> None:
+        """A receiver method that raises is logged; the connection keeps working."""
+
+        class Broken:
+            def said(self, text: str) -> None:
+                raise ValueError(text)
+
+        conn = self.connect(receiver=Broken())
+        self.successResultOf(self._call(conn, "to_caller", "boom"))
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(self.successResultOf(self._call(conn, "plain", 1)), 1)
+
+    def test_no_receiver(self) -> None:
+        """A client without a receiver survives receiver calls."""
+        conn = self.connect()
+        self.successResultOf(self._call(conn, "to_caller", "x"))
+        self.assertTrue(conn.client.is_connected)
+
+    def _call(self, conn: TestConnection, method: str, *args: Any) -> Any:
+        d = conn.client.call(method, *args)
+        self.server.flush()
+        return d
+
+
+class DisconnectTests(ClientTestBase):
+    def test_disconnect_normal(self) -> None:
+        """disconnect() fires with NORMAL (locally) and the server sees NORMAL too."""
+        conn = self.connect()
+        d = conn.client.disconnect("done")
+        self.server.flush()
+        reason = self.successResultOf(d)
+        self.assertEqual((reason.kind, reason.code, reason.locally), (DisconnectKind.NORMAL, CloseCode.NORMAL, True))
+        self.assertEqual(WorkHub.events[-1][1].kind, DisconnectKind.NORMAL)
+        self.assertTrue(conn.closed)
+        self.assertFalse(conn.client.is_connected)
+
+    def test_disconnect_twice(self) -> None:
+        """A second disconnect() gives the same reason and does nothing else."""
+        conn = self.connect()
+        first = conn.client.disconnect()
+        second = conn.client.disconnect()
+        self.server.flush()
+        self.assertEqual(self.successResultOf(first), self.successResultOf(second))
+        self.assertEqual(self.successResultOf(conn.client.disconnect()).kind, DisconnectKind.NORMAL)
+
+    def test_wait_after_disconnect(self) -> None:
+        """wait_for_disconnect after the end fires at once with the same reason."""
+        conn = self.connect()
+        conn.client.disconnect()
+        self.server.flush()
+        self.assertEqual(self.reason(conn).kind, DisconnectKind.NORMAL)
+
+    def test_pending_calls_fail_at_once(self) -> None:
+        """On disconnect every pending call fails at once with ConnectionClosedError carrying the reason."""
+        conn = self.connect()
+        calls = [conn.client.call("deferred", i) for i in range(3)]
+        self.server.flush()
+        conn.drop()
+        for d in calls:
+            error = self.failureResultOf(d, ConnectionClosedError).value
+            self.assertEqual(error.reason.kind, DisconnectKind.CONNECTION_LOST)  # type: ignore[attr-defined]
+            self.assertEqual(error.code, "disconnected")  # type: ignore[attr-defined]
+
+    def test_pending_calls_fail_on_own_disconnect(self) -> None:
+        """Calls pending when we call disconnect() fail once the connection is closed."""
+        conn = self.connect()
+        d = conn.client.call("deferred", 1)
+        self.server.flush()
+        conn.client.disconnect()
+        self.server.flush()
+        self.assertEqual(
+            self.failureResultOf(d, ConnectionClosedError).value.reason.kind,  # type: ignore[attr-defined]
+            DisconnectKind.NORMAL,
+        )
+
+    def test_calls_after_disconnect_fail_at_once(self) -> None:
+        """call after the end fails at once (no flush needed), notify raises."""
+        conn = self.connect()
+        conn.client.disconnect()
+        self.server.flush()
+        error = self.failureResultOf(conn.client.call("plain", 1), ConnectionClosedError).value
+        self.assertEqual(error.reason.kind, DisconnectKind.NORMAL)  # type: ignore[attr-defined]
+        self.assertRaises(ConnectionClosedError, conn.client.notify, "record", 1)
+
+    def test_calls_while_closing_fail_at_once(self) -> None:
+        """A call made after disconnect() but before the close completes fails at once."""
+        conn = self.connect()
+        conn.client.disconnect()
+        self.failureResultOf(conn.client.call("plain", 1), ConnectionClosedError)
+
+    def test_kicked(self) -> None:
+        """A kicked client's reason is KICKED with the server's text."""
+        conn = self.connect()
+        conn.hub.connection.kick("bye now")
+        self.server.flush()
+        reason = self.reason(conn)
+        self.assertEqual((reason.kind, reason.code, reason.message, reason.locally),
+                         (DisconnectKind.KICKED, CloseCode.KICKED, "bye now", False))
+
+    def test_server_protocol_error(self) -> None:
+        """Garbage from the server gives PROTOCOL_ERROR (4002, decided locally) and one log line."""
+        conn = self.connect()
+        conn.server_protocol.sendMessage(b"\xc1", isBinary=True)
+        self.server.flush()
+        reason = self.reason(conn)
+        self.assertEqual((reason.kind, reason.code, reason.locally),
+                         (DisconnectKind.PROTOCOL_ERROR, CloseCode.PROTOCOL_ERROR, True))
+        self.assertEqual(WorkHub.events[-1][1].kind, DisconnectKind.PROTOCOL_ERROR)
+        self.assertEqual(len([e for e in self.hub_logs() if e["log_level"].name == "info"]), 1)
+
+    def test_server_unknown_kind(self) -> None:
+        """A message kind the client does not accept (an invoke) is a protocol error."""
+        conn = self.connect()
+        conn.server_protocol.sendMessage(msgpack.packb([2, 1, "x", []]), isBinary=True)
+        self.server.flush()
+        self.assertEqual(self.reason(conn).kind, DisconnectKind.PROTOCOL_ERROR)
+
+    def test_server_text_frame(self) -> None:
+        """A text frame from the server closes with 1003 (PROTOCOL_ERROR)."""
+        conn = self.connect()
+        conn.server_protocol.sendMessage(b"hello", isBinary=False)
+        self.server.flush()
+        reason = self.reason(conn)
+        self.assertEqual((reason.kind, reason.code), (DisconnectKind.PROTOCOL_ERROR, CloseCode.UNSUPPORTED_DATA))
+
+    def test_connection_lost(self) -> None:
+        """A broken link gives CONNECTION_LOST without a close code."""
+        conn = self.connect()
+        waiting = conn.client.wait_for_disconnect()
+        conn.drop()
+        reason = self.successResultOf(waiting)
+        self.assertEqual((reason.kind, reason.code), (DisconnectKind.CONNECTION_LOST, None))
+
+    def test_going_away(self) -> None:
+        """factory.close_all() gives every client GOING_AWAY (1001)."""
+        conns = [self.connect(), self.connect()]
+        self.assertEqual(self.server.factory.close_all(), 2)
+        self.server.flush()
+        for conn in conns:
+            reason = self.reason(conn)
+            self.assertEqual((reason.kind, reason.code), (DisconnectKind.GOING_AWAY, CloseCode.GOING_AWAY))
+        self.assertEqual(self.server.factory.connection_count, 0)
+
+    def test_normal_close_from_server(self) -> None:
+        """A server closing with 1000 gives the client NORMAL, not decided locally."""
+        conn = self.connect()
+        conn.server_protocol.sendClose(1000, "done")
+        self.server.flush()
+        reason = self.reason(conn)
+        self.assertEqual((reason.kind, reason.locally), (DisconnectKind.NORMAL, False))
+
+    def test_message_too_big_from_server(self) -> None:
+        """A server message over the client's max_message_size closes with MESSAGE_TOO_BIG."""
+        conn = self.connect(options=HubClientOptions(max_message_size=1000))
+        d = conn.client.call("big", 2000)
+        self.server.flush()
+        self.failureResultOf(d, ConnectionClosedError)
+        self.assertEqual(self.reason(conn).kind, DisconnectKind.MESSAGE_TOO_BIG)
+
+    def test_connection_ended_callback(self) -> None:
+        """The factory's on_connection_ended hook is told the reason."""
+        conn = self.connect()
+        seen: list[DisconnectReason] = []
+        conn.client.factory.on_connection_ended = lambda protocol, reason: seen.append(reason)
+        conn.drop()
+        self.assertEqual([r.kind for r in seen], [DisconnectKind.CONNECTION_LOST])
+
+
+class HandshakeTests(ClientTestBase):
+    def test_refused(self) -> None:
+        """A refused handshake fails ready with HandshakeError(status) and HANDSHAKE_FAILED."""
+        conn = self.server.connect(path="/hub/guarded?mode=refuse")
+        error = self.failureResultOf(conn.ready, HandshakeError).value
+        self.assertEqual(error.status, 401)  # type: ignore[attr-defined]
+        self.assertEqual(self.reason(conn).kind, DisconnectKind.HANDSHAKE_FAILED)
+        self.failureResultOf(conn.client.call("hello"), ConnectionClosedError)
+
+    def test_refused_str(self) -> None:
+        """HandshakeError's text names the status and the server's reason."""
+        conn = self.server.connect("nothing-here")
+        error = self.failureResultOf(conn.ready, HandshakeError).value
+        self.assertIn("404", str(error))
+        self.assertIn("unknown hub", str(error))
+
+    def test_call_before_ready_fails(self) -> None:
+        """A call made before the hub handshake is done fails at once."""
+        conn = self.server.connect(path="/hub/guarded?mode=later")
+        self.assertNoResult(conn.ready)
+        self.failureResultOf(conn.client.call("hello"), ConnectionClosedError)
+        assert GuardedHub.gate is not None
+        GuardedHub.gate.callback(None)
+        self.server.flush()
+        self.successResultOf(conn.ready)
