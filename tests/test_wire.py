@@ -273,7 +273,8 @@ class DecodeRejectionTests(SynchronousTestCase):
 
     def assertRejected(self, *values: Any) -> ProtocolError:
         """Assert that a frame of these msgpack values is a protocol error."""
-        return self.assertRaises(ProtocolError, decode_frame, _frame(*values))
+        error: ProtocolError = self.assertRaises(ProtocolError, decode_frame, _frame(*values))
+        return error
 
     def test_emptyFrame(self) -> None:
         """An empty frame is a protocol error."""
@@ -294,12 +295,13 @@ class DecodeRejectionTests(SynchronousTestCase):
         for kind in (13, 99, -1):
             error = self.assertRejected([kind, 1])
             self.assertIn("unknown message kind", str(error))
-        for kind in (True, False, 2.0, "2", None, [2]):
-            self.assertRejected([kind, 1, "m", []])
+        odd_kinds: list[Any] = [True, False, 2.0, "2", None, [2]]
+        for odd in odd_kinds:
+            self.assertRejected([odd, 1, "m", []])
 
     def test_wrongLengths(self) -> None:
         """Each kind rejects arrays shorter or longer than it allows."""
-        bad = [
+        bad: list[list[Any]] = [
             [0],
             [0, {}, 1],
             [1],
@@ -350,7 +352,8 @@ class DecodeRejectionTests(SynchronousTestCase):
 
     def test_methodMustBeString(self) -> None:
         """The method name of every call kind must be a str (not bin, not int)."""
-        for array in ([2, 1, b"m", []], [3, 1, []], [6, None, []], [7, 1, 5, []]):
+        arrays: list[list[Any]] = [[2, 1, b"m", []], [3, 1, []], [6, None, []], [7, 1, 5, []]]
+        for array in arrays:
             with self.assertRaises(ProtocolError, msg=repr(array)):
                 decode_frame(_frame(array))
 
@@ -385,7 +388,7 @@ class DecodeRejectionTests(SynchronousTestCase):
 
     def test_heartbeatFields(self) -> None:
         """Heartbeat sequences and server times must be unsigned integers; metadata bin or nil."""
-        bad = [
+        bad: list[list[Any]] = [
             [9, -1, 0, None],
             [9, 1, -1, None],
             [9, True, 0, None],
@@ -408,13 +411,14 @@ class DecodeRejectionTests(SynchronousTestCase):
 
     def test_helloShape(self) -> None:
         """Hello info must be a map and caps an array of str."""
-        for info in (None, [], "caps", {"caps": "batch"}, {"caps": [1]}, {"caps": None}):
+        infos: list[Any] = [None, [], "caps", {"caps": "batch"}, {"caps": [1]}, {"caps": None}]
+        for info in infos:
             with self.assertRaises(ProtocolError, msg=repr(info)):
                 decode_frame(_frame([0, info]))
 
     def test_welcomeShape(self) -> None:
         """Welcome id must be str and hb a pair of numbers (timeout may be nil)."""
-        for info in (
+        infos: list[Any] = [
             [],
             {"id": 5},
             {"caps": [None]},
@@ -425,7 +429,8 @@ class DecodeRejectionTests(SynchronousTestCase):
             {"hb": [None, 2]},
             {"hb": [1, "2"]},
             {"hb": [True, 2]},
-        ):
+        ]
+        for info in infos:
             with self.assertRaises(ProtocolError, msg=repr(info)):
                 decode_frame(_frame([1, info]))
 

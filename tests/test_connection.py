@@ -1,0 +1,635 @@
+"""
+Tests for the sans-IO connection core (L{twisted_hub._connection}) and the
+heartbeat bookkeeping (L{twisted_hub._heartbeat}): no reactor, no Clock, the
+time is passed explicitly and the two cores are wired together by hand.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_hub._connection import (
+    CallFailed,
+    CallSucceeded,
+    ClientConnection,
+    Connection,
+    ConnectionState,
+    Event,
+    HandshakeCompleted,
+    HeartbeatAnswered,
+    ServerConnection,
+    ServerHeartbeatReceived,
+    to_us,
+)
+from twisted_hub._heartbeat import (
+    ClockOffset,
+    ClockSync,
+    HeartbeatConfigurationError,
+    HeartbeatConfigurationWarning,
+    HeartbeatPolicy,
+    HeartbeatTracker,
+    StallDetector,
+)
+from twisted_hub._wire import (
+    CAP_BATCH,
+    CAP_HEARTBEAT,
+    OUR_CAPABILITIES,
+    ClientHeartbeat,
+    ClientHeartbeatAck,
+    ClientInvoke,
+    Close,
+    Error,
+    Hello,
+    Invoke,
+    Message,
+    Notify,
+    ProtocolError,
+    ReceiverCall,
+    Result,
+    ServerHeartbeat,
+    ServerHeartbeatAck,
+    Welcome,
+    decode_frame,
+    encode,
+)
+
+Server = ServerConnection[str]
+Client = ClientConnection[str]
+
+
+def deliver(source: Connection[Any], destination: Connection[Any], now: float = 0.0) -> list[Event]:
+    """Move everything C{source} queued into C{destination}; return the events."""
+    events: list[Event] = []
+    for frame in source.frames_to_send():
+        events.extend(destination.receive_frame(frame, now))
+    return events
+
+
+def sent_messages(connection: Connection[Any]) -> list[list[Message]]:
+    """Drain C{connection}'s outbox: the messages of each frame it would send."""
+    return [decode_frame(frame) for frame in connection.frames_to_send()]
+
+
+def connected_pair(
+    client_capabilities: tuple[str, ...] = OUR_CAPABILITIES,
+    heartbeat_interval: float | None = None,
+    heartbeat_timeout: float | None = None,
+) -> tuple[Server, Client]:
+    """A server and a client core that completed the hello/welcome exchange."""
+    server: Server = ServerConnection("conn-1", heartbeat_interval, heartbeat_timeout)
+    client: Client = ClientConnection(client_capabilities)
+    server.welcome()
+    client.hello()
+    deliver(server, client)
+    deliver(client, server)
+    return server, client
+
+
+class HandshakeTests(SynchronousTestCase):
+    """The hello/welcome exchange and the order it imposes."""
+
+    def test_exchange(self) -> None:
+        """Welcome and hello each produce HandshakeCompleted with the peer's capabilities."""
+        server: Server = ServerConnection("conn-7", 30.0, 90.0)
+        client: Client = ClientConnection(("heartbeat",))
+        server.welcome()
+        client.hello()
+        self.assertEqual((server.state, client.state), (ConnectionState.HANDSHAKING, ConnectionState.HANDSHAKING))
+        self.assertEqual(deliver(server, client), [HandshakeCompleted(frozenset(OUR_CAPABILITIES))])
+        self.assertEqual(deliver(client, server), [HandshakeCompleted(frozenset({"heartbeat"}))])
+        self.assertEqual((server.state, client.state), (ConnectionState.OPEN, ConnectionState.OPEN))
+        self.assertEqual(client.welcome, Welcome(list(OUR_CAPABILITIES), "conn-7", 30.0, 90.0))
+        self.assertTrue(server.peer_takes_heartbeats)
+        self.assertTrue(client.server_takes_heartbeats)
+
+    def test_welcomeWithoutHeartbeat(self) -> None:
+        """A server without an interval announces no heartbeat settings, even with a timeout."""
+        server: Server = ServerConnection("c", None, 5.0)
+        server.welcome()
+        self.assertEqual(sent_messages(server), [[Welcome(list(OUR_CAPABILITIES), "c", None, None)]])
+
+    def test_clientWithoutHeartbeatCapability(self) -> None:
+        """A client that does not announce heartbeat is not one the server may beat."""
+        server, client = connected_pair(client_capabilities=(CAP_BATCH,))
+        self.assertFalse(server.peer_takes_heartbeats)
+        self.assertEqual(server.peer_capabilities, frozenset({CAP_BATCH}))
+
+    def test_serverRequiresHelloFirst(self) -> None:
+        """Any message but hello as the client's first is a ProtocolError."""
+        firsts: list[Message] = [Invoke(1, "m", []), Notify("m", []), ClientHeartbeat(1, 0), ServerHeartbeatAck(1)]
+        for first in [*firsts, Close(1000, "")]:
+            server: Server = ServerConnection("c")
+            error = self.assertRaises(ProtocolError, server.receive_frame, encode(first), 0.0)
+            self.assertIn("hello", str(error))
+            self.assertEqual(server.state, ConnectionState.HANDSHAKING)
+
+    def test_helloTwice(self) -> None:
+        """A second hello is a ProtocolError."""
+        server, _ = connected_pair()
+        error = self.assertRaises(ProtocolError, server.receive_frame, encode(Hello([])), 1.0)
+        self.assertIn("twice", str(error))
+
+    def test_clientRequiresWelcomeFirst(self) -> None:
+        """Any message but welcome as the server's first is a ProtocolError."""
+        for first in (Result(1, None), ReceiverCall("m", []), ServerHeartbeat(1, 0), Close(1001, "")):
+            client: Client = ClientConnection()
+            error = self.assertRaises(ProtocolError, client.receive_frame, encode(first), 0.0)
+            self.assertIn("welcome", str(error))
+
+    def test_welcomeTwice(self) -> None:
+        """A second welcome is a ProtocolError."""
+        _, client = connected_pair()
+        error = self.assertRaises(ProtocolError, client.receive_frame, encode(Welcome([], "x")), 1.0)
+        self.assertIn("twice", str(error))
+
+    def test_helloAndCallInOneFrame(self) -> None:
+        """Hello followed by a call in the same frame: both are handled, in order."""
+        server: Server = ServerConnection("c")
+        events = server.receive_frame(encode(Hello(["batch"])) + encode(Invoke(1, "m", [2])), 0.0)
+        self.assertEqual(events, [HandshakeCompleted(frozenset({"batch"})), Invoke(1, "m", [2])])
+
+
+class DirectionTests(SynchronousTestCase):
+    """Each side rejects the message kinds only it may send."""
+
+    def test_serverRejectsServerKinds(self) -> None:
+        """A client sending welcome, receiver calls, client invokes or server heartbeats is rejected."""
+        for message in (
+            Welcome([], "x"),
+            ReceiverCall("m", []),
+            ClientInvoke(1, "m", []),
+            ServerHeartbeat(1, 0),
+            ClientHeartbeatAck(1, 0, 0),
+        ):
+            server, _ = connected_pair()
+            error = self.assertRaises(ProtocolError, server.receive_frame, encode(message), 1.0)
+            self.assertIn("direction", str(error))
+
+    def test_clientRejectsClientKinds(self) -> None:
+        """A server sending hello, invokes, notifies or client heartbeats is rejected."""
+        for message in (Hello([]), Invoke(1, "m", []), Notify("m", []), ServerHeartbeatAck(1), ClientHeartbeat(1, 0)):
+            _, client = connected_pair()
+            error = self.assertRaises(ProtocolError, client.receive_frame, encode(message), 1.0)
+            self.assertIn("direction", str(error))
+
+    def test_wrongDirectionInHandshake(self) -> None:
+        """The direction check applies before the handshake too."""
+        server: Server = ServerConnection("c")
+        self.assertRaises(ProtocolError, server.receive_frame, encode(ReceiverCall("m", [])), 0.0)
+
+    def test_malformedFrame(self) -> None:
+        """Bytes that are not msgpack messages raise ProtocolError from receive_frame."""
+        server, client = connected_pair()
+        self.assertRaises(ProtocolError, server.receive_frame, b"\xc1", 1.0)
+        self.assertRaises(ProtocolError, client.receive_frame, b"", 1.0)
+
+
+class CallTests(SynchronousTestCase):
+    """Call ids, pending calls and the answers matched to them."""
+
+    def test_callIdsCount(self) -> None:
+        """Client call ids start at 1 and go up by one; the server sees them in order."""
+        server, client = connected_pair()
+        ids = [client.invoke("a", "echo", [1]), client.invoke("b", "echo", [2], {"k": 3})]
+        client.notify("typing", [True])
+        self.assertEqual(ids, [1, 2])
+        self.assertEqual(client.pending_count, 2)
+        self.assertEqual(
+            deliver(client, server),
+            [Invoke(1, "echo", [1]), Invoke(2, "echo", [2], {"k": 3}), Notify("typing", [True])],
+        )
+
+    def test_resultsMatchedOutOfOrder(self) -> None:
+        """Answers arriving in any order reach the tokens of their own calls."""
+        server, client = connected_pair()
+        client.invoke("first", "a", [])
+        client.invoke("second", "b", [])
+        deliver(client, server)
+        server.send(Error(2, "boom", "failed", {"x": 1}))
+        server.send(Result(1, "one"))
+        events = deliver(server, client)
+        self.assertEqual(
+            events, [CallFailed("second", Error(2, "boom", "failed", {"x": 1})), CallSucceeded("first", "one")]
+        )
+        self.assertEqual(client.pending_count, 0)
+        self.assertEqual(client.late_answers, 0)
+
+    def test_lateAnswerAfterForget(self) -> None:
+        """After forget_call, the answer is dropped and counted as late."""
+        server, client = connected_pair()
+        call_id = client.invoke("token", "slow", [])
+        self.assertEqual(client.forget_call(call_id), "token")
+        self.assertIsNone(client.forget_call(call_id))
+        server.send(Result(call_id, 1))
+        self.assertEqual(deliver(server, client), [])
+        self.assertEqual(client.late_answers, 1)
+
+    def test_unknownCallIdDropped(self) -> None:
+        """An answer to a call never made is dropped and counted, not an error."""
+        server, client = connected_pair()
+        server.send(Result(99, None))
+        server.send(Error(98, "c", "m"))
+        self.assertEqual(deliver(server, client), [])
+        self.assertEqual(client.late_answers, 2)
+
+    def test_answerOnlyOnce(self) -> None:
+        """A second answer with the same call id is a late answer."""
+        server, client = connected_pair()
+        client.invoke("t", "m", [])
+        server.send(Result(1, "a"))
+        server.send(Result(1, "b"))
+        self.assertEqual(deliver(server, client), [CallSucceeded("t", "a")])
+        self.assertEqual(client.late_answers, 1)
+
+    def test_closedReturnsPending(self) -> None:
+        """closed() returns every pending token once and leaves nothing pending."""
+        server, client = connected_pair()
+        client.invoke("a", "m", [])
+        client.invoke("b", "m", [])
+        client.invoke("c", "m", [])
+        client.forget_call(2)
+        self.assertEqual(sorted(client.closed()), ["a", "c"])
+        self.assertEqual(client.closed(), [])
+        self.assertEqual(client.state, ConnectionState.CLOSED)
+
+    def test_closedDropsTraffic(self) -> None:
+        """A closed connection ignores frames and queues nothing."""
+        server, client = connected_pair()
+        client.invoke("a", "m", [])
+        client.closed()
+        self.assertFalse(client.has_outgoing)
+        self.assertEqual(client.receive_frame(encode(Result(1, 1)), 5.0), [])
+        client.notify("m", [])
+        self.assertEqual(client.frames_to_send(), [])
+
+    def test_clientResult(self) -> None:
+        """A server client-invoke reaches the client and the client's answer resolves it."""
+        server, client = connected_pair()
+        call_id = server.invoke_client("deferred", "confirm", ["quit?"], {"default": False})
+        self.assertEqual(deliver(server, client), [ClientInvoke(call_id, "confirm", ["quit?"], {"default": False})])
+        client.send(Result(call_id, True))
+        self.assertEqual(deliver(client, server), [CallSucceeded("deferred", True)])
+        self.assertEqual(server.pending_count, 0)
+
+    def test_serverAndClientIdSpacesIndependent(self) -> None:
+        """Server call ids and client call ids both start at 1 without clashing."""
+        server, client = connected_pair()
+        self.assertEqual(client.invoke("client-call", "m", []), 1)
+        self.assertEqual(server.invoke_client("server-call", "r", []), 1)
+        deliver(client, server)
+        deliver(server, client)
+        client.send(Error(1, "unknown-method", "no"))
+        server.send(Result(1, "answer"))
+        self.assertEqual(deliver(client, server), [CallFailed("server-call", Error(1, "unknown-method", "no"))])
+        self.assertEqual(deliver(server, client), [CallSucceeded("client-call", "answer")])
+
+    def test_closeMessage(self) -> None:
+        """A CLOSE message is passed on as an event and moves the receiver to CLOSING."""
+        server, client = connected_pair()
+        server.send(Close(4000, "bye"))
+        self.assertEqual(deliver(server, client), [Close(4000, "bye")])
+        self.assertEqual(client.state, ConnectionState.CLOSING)
+        client.send(Close(1000, ""))
+        self.assertEqual(deliver(client, server), [Close(1000, "")])
+        self.assertEqual(server.state, ConnectionState.CLOSING)
+
+    def test_receiveBookkeeping(self) -> None:
+        """receive_frame records the time of the last frame and counts frames."""
+        server, client = connected_pair()
+        client.notify("m", [])
+        deliver(client, server, now=42.5)
+        self.assertEqual((server.last_received, server.frames_received), (42.5, 2))
+
+
+class BatchingTests(SynchronousTestCase):
+    """Several queued messages leave as one frame only for a batch-capable peer."""
+
+    def test_batchForBatchPeer(self) -> None:
+        """Messages queued together leave in one frame when the peer announced batch."""
+        server, client = connected_pair()
+        server.send(Result(1, "a"))
+        server.send(ReceiverCall("m", [1]))
+        server.send(ClientHeartbeatAck(1, 2, 3))
+        frames = server.frames_to_send()
+        self.assertEqual(len(frames), 1)
+        self.assertEqual(decode_frame(frames[0]), [Result(1, "a"), ReceiverCall("m", [1]), ClientHeartbeatAck(1, 2, 3)])
+        self.assertFalse(server.has_outgoing)
+
+    def test_noBatchWithoutCapability(self) -> None:
+        """For a peer without batch every message leaves in its own frame, in order."""
+        server, client = connected_pair(client_capabilities=(CAP_HEARTBEAT,))
+        server.send(Result(1, "a"))
+        server.send(ReceiverCall("m", [1]))
+        server.send(Close(1000, ""))
+        self.assertEqual(sent_messages(server), [[Result(1, "a")], [ReceiverCall("m", [1])], [Close(1000, "")]])
+
+    def test_clientBatchesOnlyForBatchServer(self) -> None:
+        """The client batches only after a welcome that announced batch."""
+        server: Server = ServerConnection("c")
+        client: Client = ClientConnection()
+        client.receive_frame(encode(Welcome([CAP_HEARTBEAT], "c")), 0.0)
+        client.invoke("a", "m", [])
+        client.invoke("b", "m", [])
+        self.assertEqual(len(client.frames_to_send()), 2)
+        server2, client2 = connected_pair()
+        client2.invoke("a", "m", [])
+        client2.invoke("b", "m", [])
+        self.assertEqual(len(client2.frames_to_send()), 1)
+        self.assertEqual(server.state, ConnectionState.HANDSHAKING)
+
+    def test_singleMessageOneFrame(self) -> None:
+        """One queued message is one frame holding exactly its encoding."""
+        server, client = connected_pair()
+        server.send(Result(7, None))
+        self.assertEqual(server.frames_to_send(), [encode(Result(7, None))])
+        self.assertEqual(server.frames_to_send(), [])
+
+    def test_answersToBatchLeaveInOneFrame(self) -> None:
+        """Heartbeat answers produced while handling one batched frame leave together."""
+        server, client = connected_pair()
+        client.send_heartbeat(1.0)
+        client.send_heartbeat(2.0)
+        deliver(client, server, now=3.0)
+        frames = sent_messages(server)
+        self.assertEqual(
+            frames, [[ClientHeartbeatAck(1, to_us(1.0), to_us(3.0)), ClientHeartbeatAck(2, to_us(2.0), to_us(3.0))]]
+        )
+
+    def test_dataToSend(self) -> None:
+        """data_to_send gives one batch for a batch peer, one message at a time otherwise."""
+        server, client = connected_pair()
+        server.send(Result(1, 1))
+        server.send(Result(2, 2))
+        self.assertEqual(server.data_to_send(), encode(Result(1, 1)) + encode(Result(2, 2)))
+        self.assertIsNone(server.data_to_send())
+        plain_server, _ = connected_pair(client_capabilities=())
+        plain_server.send(Result(1, 1))
+        plain_server.send(Result(2, 2))
+        self.assertEqual(plain_server.data_to_send(), encode(Result(1, 1)))
+        self.assertEqual(plain_server.data_to_send(), encode(Result(2, 2)))
+        self.assertIsNone(plain_server.data_to_send())
+
+
+class ConnectionHeartbeatTests(SynchronousTestCase):
+    """Heartbeats through the connection cores."""
+
+    def test_serverAnswersClientHeartbeatAlways(self) -> None:
+        """A server with its own heartbeats off still echoes a client heartbeat with its time."""
+        server, client = connected_pair(heartbeat_interval=None)
+        sequence, started = client.send_heartbeat(10.0)
+        self.assertEqual((sequence, started), (1, True))
+        self.assertEqual(deliver(client, server, now=10.5), [])
+        self.assertEqual(sent_messages(server), [[ClientHeartbeatAck(1, 10_000_000, 10_500_000)]])
+
+    def test_clientHeartbeatRoundTrip(self) -> None:
+        """The client gets the round trip and a clock sample from the server's echo."""
+        server, client = connected_pair()
+        client.send_heartbeat(10.0)
+        deliver(client, server, now=1000.5)  # the server's clock is ~990 s ahead
+        events = deliver(server, client, now=11.0)
+        self.assertEqual(events, [HeartbeatAnswered(1, 1.0, ClockOffset(990.0, 0.5, 1.0))])
+        self.assertEqual(client.heartbeat.latency, 1.0)
+        self.assertIsNone(client.heartbeat.timeout_started_at)
+        self.assertEqual(client.clock_sync.best, ClockOffset(990.0, 0.5, 1.0))
+
+    def test_clientHeartbeatOnlyNewestStops(self) -> None:
+        """The echo of an older client heartbeat neither stops the timeout nor reports latency."""
+        server, client = connected_pair()
+        self.assertEqual(client.send_heartbeat(1.0), (1, True))
+        self.assertEqual(client.send_heartbeat(2.0), (2, False))
+        client.frames_to_send()
+        server.send(ClientHeartbeatAck(1, to_us(1.0), 0))
+        self.assertEqual(deliver(server, client, now=2.5), [])
+        self.assertEqual(client.heartbeat.timeout_started_at, 1.0)
+        server.send(ClientHeartbeatAck(2, to_us(2.0), 0))
+        [event] = deliver(server, client, now=2.75)
+        self.assertIsInstance(event, HeartbeatAnswered)
+        assert isinstance(event, HeartbeatAnswered)
+        self.assertEqual((event.sequence, event.latency), (2, 0.75))
+
+    def test_serverDoesNotAnswerWhileClosing(self) -> None:
+        """Once the server is closing it queues no heartbeat answers."""
+        server, client = connected_pair()
+        server.closing()
+        client.send_heartbeat(1.0)
+        deliver(client, server, now=1.0)
+        self.assertFalse(server.has_outgoing)
+
+    def test_clientAnswersServerHeartbeat(self) -> None:
+        """The client answers a server heartbeat with its sequence and reports the beat."""
+        server, client = connected_pair(heartbeat_interval=5.0, heartbeat_timeout=15.0)
+        beat = ServerHeartbeat(41, 1_767_225_600_000_000, b"\x01")
+        self.assertTrue(server.heartbeat.sent(41, 100.0))
+        server.send(beat)
+        self.assertEqual(deliver(server, client, now=3.0), [ServerHeartbeatReceived(beat)])
+        self.assertEqual(sent_messages(client), [[ServerHeartbeatAck(41)]])
+
+    def test_serverHeartbeatLatency(self) -> None:
+        """The server's latency is the time from sending its newest beat to the ack."""
+        server, client = connected_pair(heartbeat_interval=5.0, heartbeat_timeout=15.0)
+        server.heartbeat.sent(1, 100.0)
+        server.send(ServerHeartbeat(1, 0))
+        deliver(server, client)
+        self.assertEqual(deliver(client, server, now=100.25), [HeartbeatAnswered(1, 0.25)])
+        self.assertEqual(server.heartbeat.latency, 0.25)
+        self.assertIsNone(server.heartbeat.timeout_started_at)
+
+    def test_serverIgnoresOldAck(self) -> None:
+        """An ack of an older server heartbeat produces no event and keeps the timeout."""
+        server, client = connected_pair(heartbeat_interval=5.0)
+        server.heartbeat.sent(1, 100.0)
+        server.heartbeat.sent(2, 105.0)
+        client.send(ServerHeartbeatAck(1))
+        self.assertEqual(deliver(client, server, now=106.0), [])
+        self.assertEqual(server.heartbeat.timeout_started_at, 100.0)
+
+    def test_closingStopsTracker(self) -> None:
+        """closing() forgets the running timeout, so a late ack reports nothing."""
+        server, client = connected_pair(heartbeat_interval=5.0)
+        server.heartbeat.sent(1, 100.0)
+        server.closing()
+        self.assertIsNone(server.heartbeat.timeout_started_at)
+        client.send(ServerHeartbeatAck(1))
+        self.assertEqual(deliver(client, server, now=101.0), [])
+        self.assertEqual(server.state, ConnectionState.CLOSING)
+
+    def test_toUs(self) -> None:
+        """Seconds become whole microseconds."""
+        self.assertEqual((to_us(1.5), to_us(0.0000014), to_us(1_767_225_600.0)), (1_500_000, 1, 1_767_225_600_000_000))
+
+
+class HeartbeatTrackerTests(SynchronousTestCase):
+    """The timeout runs from the oldest unanswered beat; only the newest ack stops it."""
+
+    def test_timeoutFromOldest(self) -> None:
+        """Only the first unanswered send starts the timeout; later sends leave it."""
+        tracker = HeartbeatTracker()
+        self.assertTrue(tracker.sent(1, 10.0))
+        self.assertFalse(tracker.sent(2, 15.0))
+        self.assertFalse(tracker.sent(3, 20.0))
+        self.assertEqual((tracker.timeout_started_at, tracker.newest_sequence, tracker.newest_sent_at), (10.0, 3, 20.0))
+
+    def test_onlyNewestAckStops(self) -> None:
+        """Acks of older beats return None and keep the timeout; the newest stops it."""
+        tracker = HeartbeatTracker()
+        tracker.sent(1, 10.0)
+        tracker.sent(2, 15.0)
+        self.assertIsNone(tracker.acknowledged(1, 16.0))
+        self.assertEqual((tracker.timeout_started_at, tracker.acks, tracker.latency), (10.0, 0, 0.0))
+        self.assertEqual(tracker.acknowledged(2, 15.5), 0.5)
+        self.assertEqual((tracker.timeout_started_at, tracker.acks, tracker.latency), (None, 1, 0.5))
+
+    def test_newTimeoutAfterAck(self) -> None:
+        """After the newest ack, the next send starts a fresh timeout."""
+        tracker = HeartbeatTracker()
+        tracker.sent(1, 10.0)
+        tracker.acknowledged(1, 10.1)
+        self.assertTrue(tracker.sent(2, 20.0))
+        self.assertEqual(tracker.timeout_started_at, 20.0)
+
+    def test_duplicateAck(self) -> None:
+        """A repeated ack of the newest beat measures again but the timeout stays stopped."""
+        tracker = HeartbeatTracker()
+        tracker.sent(1, 10.0)
+        self.assertEqual(tracker.acknowledged(1, 10.25), 0.25)
+        self.assertEqual(tracker.acknowledged(1, 11.0), 1.0)
+        self.assertIsNone(tracker.timeout_started_at)
+
+    def test_stop(self) -> None:
+        """stop() forgets the timeout and the newest beat, so its ack is ignored."""
+        tracker = HeartbeatTracker()
+        tracker.sent(1, 10.0)
+        tracker.stop()
+        self.assertIsNone(tracker.timeout_started_at)
+        self.assertIsNone(tracker.acknowledged(1, 11.0))
+        self.assertEqual(tracker.acks, 0)
+
+    def test_ackBeforeAnySend(self) -> None:
+        """An ack when nothing was sent is ignored."""
+        tracker = HeartbeatTracker()
+        self.assertIsNone(tracker.acknowledged(0, 1.0))
+        self.assertEqual(tracker.latency, 0.0)
+
+
+class ClockSyncTests(SynchronousTestCase):
+    """NTP-style offset estimate; the lowest round trip wins."""
+
+    def test_offsetFromKnownTimes(self) -> None:
+        """t0=100, t1=205, t3=102 give offset 104, error 1, round trip 2."""
+        sync = ClockSync()
+        sample = sync.add(100.0, 205.0, 102.0)
+        self.assertEqual(sample, ClockOffset(104.0, 1.0, 2.0))
+        self.assertEqual(sync.best, sample)
+
+    def test_lowestRoundTripWins(self) -> None:
+        """Of several samples the one with the lowest round trip is the best estimate."""
+        sync = ClockSync()
+        sync.add(0.0, 54.0, 4.0)  # rtt 4, offset 52
+        fast = sync.add(10.0, 60.5, 11.0)  # rtt 1, offset 50
+        sync.add(20.0, 73.0, 23.0)  # rtt 3, offset 51.5
+        self.assertEqual(sync.best, fast)
+        self.assertEqual(fast, ClockOffset(50.0, 0.5, 1.0))
+
+    def test_windowForgetsOldBest(self) -> None:
+        """A fast sample older than the window no longer counts."""
+        sync = ClockSync(window=2)
+        sync.add(0.0, 0.0, 0.1)
+        sync.add(1.0, 1.0, 2.0)
+        newest = sync.add(2.0, 2.0, 3.5)
+        assert sync.best is not None
+        self.assertEqual(sync.best.round_trip, 1.0)
+        sync.add(3.0, 3.0, 5.0)
+        self.assertEqual(sync.best, newest)
+
+    def test_negativeRoundTripClamped(self) -> None:
+        """A clock that went backwards gives a zero round trip, never a negative error."""
+        sample = ClockSync().add(10.0, 20.0, 9.0)
+        self.assertEqual((sample.round_trip, sample.error), (0.0, 0.0))
+
+
+class StallDetectorTests(SynchronousTestCase):
+    """Late timers reveal a stalled event loop."""
+
+    def test_smallLagIsNotAStall(self) -> None:
+        """A timer late by less than the threshold is not a stall."""
+        detector = StallDetector(threshold=0.25)
+        self.assertAlmostEqual(detector.observe(10.0, 10.1), 0.1)
+        self.assertIsNone(detector.last_stall_at)
+        self.assertFalse(detector.stalled_since(0.0))
+
+    def test_stallOverlapsLaterWindowsOnly(self) -> None:
+        """A stall counts for timeout windows that began before it ended, not after."""
+        detector = StallDetector(threshold=0.25)
+        self.assertEqual(detector.observe(20.0, 21.0), 1.0)
+        self.assertEqual(detector.last_stall_at, 21.0)
+        self.assertTrue(detector.stalled_since(15.0))
+        self.assertFalse(detector.stalled_since(21.0))
+        self.assertFalse(detector.stalled_since(30.0))
+
+    def test_maxAndLastLag(self) -> None:
+        """max_lag keeps the worst lag; last_lag the most recent."""
+        detector = StallDetector()
+        detector.observe(0.0, 2.0)
+        detector.observe(5.0, 5.1)
+        self.assertAlmostEqual(detector.last_lag, 0.1)
+        self.assertEqual(detector.max_lag, 2.0)
+
+
+class HeartbeatPolicyTests(SynchronousTestCase):
+    """Policies refuse impossible values and warn about risky ones."""
+
+    def test_rejectsNonPositive(self) -> None:
+        """Zero, negative and NaN intervals or timeouts raise with a clear message."""
+        for value in (0, 0.0, -1, -0.5, math.nan):
+            error = self.assertRaises(HeartbeatConfigurationError, HeartbeatPolicy, interval=value)
+            self.assertIn("interval must be > 0 seconds", str(error))
+            error = self.assertRaises(HeartbeatConfigurationError, HeartbeatPolicy, timeout=value)
+            self.assertIn("timeout must be > 0 seconds", str(error))
+
+    def test_rejectsNonNumbers(self) -> None:
+        """Strings, booleans and None intervals are rejected as not a number of seconds."""
+        for value in ("5", True, None):
+            error = self.assertRaises(HeartbeatConfigurationError, HeartbeatPolicy, interval=value)
+            self.assertIn("number of seconds", str(error))
+
+    def test_errorIsValueError(self) -> None:
+        """Configuration errors are ValueErrors, for callers that catch those."""
+        self.assertTrue(issubclass(HeartbeatConfigurationError, ValueError))
+
+    def test_warnsTimeoutShorterThanInterval(self) -> None:
+        """An enabled policy whose timeout is below its interval warns."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            HeartbeatPolicy(enabled=True, interval=10.0, timeout=5.0)
+        self.assertEqual([w.category for w in caught], [HeartbeatConfigurationWarning])
+        self.assertIn("shorter than the interval", str(caught[0].message))
+        self.assertEqual(caught[0].filename, __file__)
+
+    def test_noWarningWhenSensible(self) -> None:
+        """Disabled policies, no timeout, or timeout >= interval do not warn."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            HeartbeatPolicy(enabled=False, interval=10.0, timeout=5.0)
+            HeartbeatPolicy(enabled=True, interval=10.0, timeout=None)
+            HeartbeatPolicy(enabled=True, interval=10.0, timeout=10.0)
+        self.assertEqual(caught, [])
+
+    def test_every(self) -> None:
+        """every(n) is enabled with a timeout of 3 n; an explicit timeout (or None) wins."""
+        self.assertEqual(HeartbeatPolicy.every(2.0), HeartbeatPolicy(enabled=True, interval=2.0, timeout=6.0))
+        self.assertEqual(HeartbeatPolicy.every(2.0, 4.0).timeout, 4.0)
+        self.assertIsNone(HeartbeatPolicy.every(2.0, None).timeout)
+        self.assertRaises(HeartbeatConfigurationError, HeartbeatPolicy.every, 0)
+
+    def test_overridden(self) -> None:
+        """overridden() replaces given settings and keeps the rest; None timeout is a value."""
+        base = HeartbeatPolicy.every(5.0)
+        self.assertEqual(base.overridden(interval=1.0), HeartbeatPolicy(enabled=True, interval=1.0, timeout=15.0))
+        self.assertIsNone(base.overridden(timeout=None).timeout)
+        self.assertEqual(base.overridden(), base)
+        self.assertFalse(base.overridden(enabled=False).enabled)
+        self.assertRaises(HeartbeatConfigurationError, base.overridden, timeout=0)
