@@ -77,6 +77,10 @@ class HeartbeatPolicy:
         _check_positive("timeout", self.timeout)
         if self.interval is None:
             raise HeartbeatConfigurationError("heartbeat interval must be a number of seconds, got None")
+        # Seconds are floats on the wire and in equality (every(5) == every(5.0)).
+        object.__setattr__(self, "interval", float(self.interval))
+        if self.timeout is not None:
+            object.__setattr__(self, "timeout", float(self.timeout))
         if self.enabled and self.timeout is not None and self.timeout < self.interval:
             warnings.warn(
                 f"heartbeat timeout {self.timeout}s is shorter than the interval "
