@@ -1,0 +1,179 @@
+"""HubService and the graceful shutdown, on a task.Clock with in-memory connections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactor
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_hub import ConnectionClosedError, DisconnectKind, Hub, HubService, OriginPolicy, hub, method
+from twisted_hub._service import shutdown_connections
+from twisted_hub.testing import HubTestServer
+
+
+@hub("slow")
+class SlowHub(Hub):
+    """Its calls answer when the test says so."""
+
+    pending: list[Deferred[str]] = []
+
+    @method
+    def wait(self) -> Deferred[str]:
+        d: Deferred[str] = Deferred()
+        SlowHub.pending.append(d)
+        return d
+
+    @method
+    def ping(self) -> str:
+        return "pong"
+
+
+class GracefulShutdownTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        SlowHub.pending = []
+        self.server = HubTestServer([SlowHub])
+
+    def test_going_away_to_every_client(self) -> None:
+        """Every client gets close code 1001 (GOING_AWAY); the Deferred fires once all are closed."""
+        connections = [self.server.connect("slow") for _ in range(3)]
+        self.server.flush()
+        reasons = [c.client.wait_for_disconnect() for c in connections]
+        done = shutdown_connections(self.server.factory, 10, self.server.clock)
+        self.server.advance(0.1)
+        self.assertEqual(self.successResultOf(done), 0)
+        for reason in reasons:
+            self.assertEqual(self.successResultOf(reason).kind, DisconnectKind.GOING_AWAY)
+        self.assertEqual(self.server.factory.connection_count, 0)
+
+    def test_no_connections(self) -> None:
+        """With nobody connected, the shutdown completes at once."""
+        done = shutdown_connections(self.server.factory, 10, self.server.clock)
+        self.assertEqual(self.successResultOf(done), 0)
+
+    def test_pending_call_answers_before_close(self) -> None:
+        """A call in progress may still answer during the drain; the close comes after it."""
+        connection = self.server.connect("slow")
+        self.server.flush()
+        call = connection.client.call("wait")
+        self.server.flush()
+        self.assertEqual(len(SlowHub.pending), 1)
+        done = shutdown_connections(self.server.factory, 10, self.server.clock)
+        self.server.advance(1)
+        self.assertNoResult(call)
+        self.assertTrue(connection.client.is_connected)
+        SlowHub.pending[0].callback("finished")
+        self.server.flush()
+        self.assertEqual(self.successResultOf(call), "finished")
+        self.server.advance(0.1)
+        self.assertEqual(self.successResultOf(done), 0)
+        self.assertEqual(connection.client.disconnect_reason.kind, DisconnectKind.GOING_AWAY)  # type: ignore[union-attr]
+
+    def test_call_that_never_answers_fails(self) -> None:
+        """A call still running when the drain ends fails on the client with the going-away reason."""
+        connection = self.server.connect("slow")
+        self.server.flush()
+        call = connection.client.call("wait")
+        self.server.flush()
+        done = shutdown_connections(self.server.factory, 4, self.server.clock)
+        self.server.advance(2.1)
+        failure = self.failureResultOf(call, ConnectionClosedError)
+        self.assertEqual(failure.value.reason.kind, DisconnectKind.GOING_AWAY)
+        self.assertEqual(self.successResultOf(done), 0)
+
+    def test_timeout_drops_stragglers(self) -> None:
+        """A client that never answers the close is dropped at the timeout, not later."""
+        connection = self.server.connect("slow")
+        self.server.flush()
+        connection.freeze_client()
+        done = shutdown_connections(self.server.factory, 3, self.server.clock)
+        self.server.advance(2.9)
+        self.assertNoResult(done)
+        self.server.advance(0.2)
+        self.assertEqual(self.successResultOf(done), 1)
+
+
+class HubServiceTests(SynchronousTestCase):
+    def test_is_a_service_in_a_multiservice(self) -> None:
+        """HubService provides IService and can be added to an existing MultiService."""
+        application = MultiService()
+        service = HubService([SlowHub], ["tcp:0"], reactor=MemoryReactor())
+        service.setServiceParent(application)
+        self.assertTrue(IService.providedBy(service))
+        self.assertIn(service, list(application))
+        self.assertIsInstance(service.factory.allowed_origins, OriginPolicy)
+
+    def test_stop_service_shuts_connections_down(self) -> None:
+        """stopService of a HubService wrapping an existing factory closes its connections gracefully."""
+        server = HubTestServer([SlowHub])
+        service = HubService(factory=server.factory, shutdown_timeout=5, clock=server.clock)
+        service.startService()
+        connection = server.connect("slow")
+        server.flush()
+        stopped = service.stopService()
+        server.advance(0.1)
+        self.successResultOf(stopped)
+        self.assertEqual(connection.client.disconnect_reason.kind, DisconnectKind.GOING_AWAY)  # type: ignore[union-attr]
+        self.assertFalse(service.running)
+
+    def test_stop_service_stops_listening_first(self) -> None:
+        """The listeners stop before the connections are closed, so nobody new gets in."""
+        reactor = MemoryReactor()
+        server = HubTestServer([SlowHub])
+        service = HubService(factory=server.factory, listen=["tcp:0"], reactor=reactor, clock=server.clock)
+        service.privilegedStartService()
+        service.startService()
+        ports: list[Any] = []
+        service.listening_ports().addCallback(ports.extend)
+        self.assertEqual(len(ports), 1)
+        connection = server.connect("slow")
+        server.flush()
+        open_when_port_stopped: list[bool] = []
+        ports[0].stopListening = lambda: open_when_port_stopped.append(server.factory.connection_count == 1)
+        stopped = service.stopService()
+        self.assertEqual(open_when_port_stopped, [True])
+        server.advance(0.1)
+        self.successResultOf(stopped)
+        self.assertFalse(connection.client.is_connected)
+
+    def test_arguments_checked(self) -> None:
+        """Hubs and a factory are exclusive, and the shutdown timeout must be positive."""
+        server = HubTestServer([SlowHub])
+        with self.assertRaises(TypeError):
+            HubService([SlowHub], factory=server.factory)
+        with self.assertRaises(TypeError):
+            HubService()
+        with self.assertRaises(ValueError):
+            HubService([SlowHub], shutdown_timeout=0)
+        with self.assertRaises(TypeError):
+            HubService(factory=server.factory, max_message_size=10)
+
+
+class OriginPolicyTests(SynchronousTestCase):
+    def request(self, origin: str | None, host: str) -> Any:
+        class Request:
+            pass
+
+        request = Request()
+        request.origin = origin  # type: ignore[attr-defined]
+        request.headers = {"host": host}  # type: ignore[attr-defined]
+        return request
+
+    def test_same_host_by_default(self) -> None:
+        """The default allows non-browsers and pages from the same host name only."""
+        policy = OriginPolicy()
+        self.assertTrue(policy(self.request(None, "hub.example.com")))
+        self.assertTrue(policy(self.request("https://hub.example.com", "hub.example.com:8080")))
+        self.assertTrue(policy(self.request("http://[::1]:3000", "[::1]:8080")))
+        self.assertFalse(policy(self.request("https://evil.example", "hub.example.com")))
+        self.assertFalse(policy(self.request("null", "hub.example.com")))
+
+    def test_listed_origins(self) -> None:
+        """Listed origins match exactly (scheme, host, port), case-insensitively, default ports ignored."""
+        policy = OriginPolicy(["https://app.example.com"])
+        self.assertTrue(policy(self.request("https://APP.example.com:443", "hub.example.com")))
+        self.assertFalse(policy(self.request("http://app.example.com", "hub.example.com")))
+        self.assertFalse(policy(self.request("https://hub.example.com", "hub.example.com")))
+        self.assertTrue(OriginPolicy(["*"])(self.request("https://anything.example", "x")))

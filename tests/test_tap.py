@@ -1,0 +1,253 @@
+"""The twistd plugin: option parsing, the TOML config, plugin discovery and the service tree."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IServiceMaker
+from twisted.internet.testing import MemoryReactor
+from twisted.logger import LogLevel, LogPublisher
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_hub import HeartbeatPolicy, HubService, OriginPolicy
+from twisted_hub.demo import ChatHub, EchoHub
+from twisted_hub.tap import Options, makeService
+
+from ._certs import write_self_signed
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+class DefaultsTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        """With no arguments: tcp:8080, /hub, the demo hubs, heartbeats off, same-host origins."""
+        options = parse()
+        self.assertEqual(options["listen"], ["tcp:8080"])
+        self.assertEqual(options["path"], "/hub")
+        self.assertEqual(options["hubs"], [EchoHub, ChatHub])
+        self.assertFalse(options["heartbeat"].enabled)
+        self.assertEqual(options["log-level"], "info")
+        self.assertEqual(options["shutdown-timeout"], 10.0)
+        self.assertEqual(options["max-message-size"], 1024 * 1024)
+        policy = options["origin-policy"]
+        self.assertTrue(policy.same_host)
+        self.assertFalse(policy.allow_any)
+
+    def test_port_shorthand(self) -> None:
+        """--port N means --listen tcp:N and may be combined with --listen."""
+        options = parse("--port", "9000", "--listen", "tcp:9001:interface=127.0.0.1")
+        self.assertEqual(options["listen"], ["tcp:9001:interface=127.0.0.1", "tcp:9000"])
+
+    def test_listen_repeatable_tcp_ssl_unix(self) -> None:
+        """--listen takes tcp, ssl (with key and certificate) and unix descriptions, in order."""
+        key, cert = write_self_signed(self.temp_dir())
+        ssl = f"ssl:8443:privateKey={key}:certKey={cert}:interface=127.0.0.1"
+        options = parse("--listen", "tcp:8080", "--listen", ssl, "--listen", "unix:/tmp/hub-test.sock")
+        self.assertEqual(options["listen"], ["tcp:8080", ssl, "unix:/tmp/hub-test.sock"])
+
+    def temp_dir(self) -> Path:
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        return Path(directory.name)
+
+    def test_hubs_and_path(self) -> None:
+        """--hub is repeatable and --path is normalised (trailing slash dropped)."""
+        options = parse("--hub", "twisted_hub.demo:ChatHub", "--path", "/api/hubs/")
+        self.assertEqual(options["hubs"], [ChatHub])
+        self.assertEqual(options["path"], "/api/hubs")
+
+    def test_heartbeat_timeout_defaults_to_three_intervals(self) -> None:
+        """--heartbeat-interval alone gives a timeout of 3 x interval."""
+        self.assertEqual(parse("--heartbeat-interval", "5")["heartbeat"], HeartbeatPolicy.every(5, 15))
+
+    def test_heartbeat_timeout_none(self) -> None:
+        """--heartbeat-timeout none keeps heartbeats but never disconnects."""
+        policy = parse("--heartbeat-interval", "2", "--heartbeat-timeout", "none")["heartbeat"]
+        self.assertTrue(policy.enabled)
+        self.assertIsNone(policy.timeout)
+
+    def test_sizes_levels_and_timeouts(self) -> None:
+        """--max-message-size takes suffixes, --log-level any case, --shutdown-timeout fractions."""
+        options = parse("--max-message-size", "4MiB", "--log-level", "DEBUG", "--shutdown-timeout", "2.5")
+        self.assertEqual(options["max-message-size"], 4 * 1024 * 1024)
+        self.assertEqual(options["log-level"], "debug")
+        self.assertEqual(options["shutdown-timeout"], 2.5)
+        self.assertEqual(parse("--max-message-size", "512k")["max-message-size"], 512 * 1024)
+
+    def test_allowed_origins(self) -> None:
+        """--allowed-origin replaces the same-host default; 'same-host' and '*' are keywords."""
+        policy = parse("--allowed-origin", "https://App.Example.com:443", "--allowed-origin", "same-host")[
+            "origin-policy"
+        ]
+        self.assertEqual(policy.origins, frozenset({"https://app.example.com"}))
+        self.assertTrue(policy.same_host)
+        self.assertTrue(parse("--allowed-origin", "*")["origin-policy"].allow_any)
+        only = parse("--allowed-origin", "https://a.example")["origin-policy"]
+        self.assertFalse(only.same_host)
+
+
+class BadValueTests(SynchronousTestCase):
+    def assertUsageError(self, option: str, *argv: str) -> None:
+        with self.assertRaises(usage.UsageError) as caught:
+            parse(*argv)
+        self.assertIn(option, str(caught.exception), f"{argv}: {caught.exception}")
+
+    def test_every_bad_value_names_its_option(self) -> None:
+        """Each bad value gives a usage error that names the option."""
+        cases: list[tuple[str, list[str]]] = [
+            ("--port", ["--port", "http"]),
+            ("--port", ["--port", "70000"]),
+            ("--port", ["--port", "-1"]),
+            ("--listen", ["--listen", "tcp:notaport"]),
+            ("--listen", ["--listen", "nosuchendpoint:1"]),
+            ("--listen", ["--listen", "ssl:8443:privateKey=/nonexistent/key.pem"]),
+            ("--path", ["--path", "hub"]),
+            ("--path", ["--path", "/"]),
+            ("--path", ["--path", "/a b"]),
+            ("--hub", ["--hub", "no_colon"]),
+            ("--hub", ["--hub", "no_such_module_xyz:Hub"]),
+            ("--hub", ["--hub", "twisted_hub.demo:DEMO_HUBS"]),
+            ("--hub", ["--hub", "twisted_hub.demo:EchoHub", "--hub", "twisted_hub.demo:EchoHub"]),
+            ("--heartbeat-interval", ["--heartbeat-interval", "fast"]),
+            ("--heartbeat-interval", ["--heartbeat-interval", "0"]),
+            ("--heartbeat-interval", ["--heartbeat-interval", "-3"]),
+            ("--heartbeat-interval", ["--heartbeat-interval", "inf"]),
+            ("--heartbeat-timeout", ["--heartbeat-interval", "5", "--heartbeat-timeout", "soon"]),
+            ("--heartbeat-timeout", ["--heartbeat-interval", "5", "--heartbeat-timeout", "0"]),
+            ("--heartbeat-timeout", ["--heartbeat-timeout", "5"]),
+            ("--max-message-size", ["--max-message-size", "big"]),
+            ("--max-message-size", ["--max-message-size", "0"]),
+            ("--max-message-size", ["--max-message-size", "1GB"]),
+            ("--log-level", ["--log-level", "chatty"]),
+            ("--shutdown-timeout", ["--shutdown-timeout", "0"]),
+            ("--shutdown-timeout", ["--shutdown-timeout", "later"]),
+            ("--allowed-origin", ["--allowed-origin", "example.com"]),
+            ("--allowed-origin", ["--allowed-origin", "https://example.com/path"]),
+            ("--allowed-origin", ["--allowed-origin", "ftp://example.com"]),
+            ("--config", ["--config", "/nonexistent/hub.toml"]),
+        ]
+        for option, argv in cases:
+            self.assertUsageError(option, *argv)
+
+    def test_unknown_option(self) -> None:
+        """An unknown option is a usage error too."""
+        with self.assertRaises(usage.UsageError):
+            parse("--bogus")
+
+
+class ConfigFileTests(SynchronousTestCase):
+    def write(self, text: str) -> str:
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        path = Path(directory.name) / "hub.toml"
+        path.write_text(text)
+        return str(path)
+
+    def test_file_settings(self) -> None:
+        """Every setting can come from the TOML file, numbers as numbers."""
+        path = self.write(
+            'listen = ["tcp:9100:interface=127.0.0.1", "unix:/tmp/hub-cfg.sock"]\n'
+            'path = "/rpc"\n'
+            'hubs = ["twisted_hub.demo:EchoHub"]\n'
+            "heartbeat-interval = 5\n"
+            'heartbeat_timeout = "none"\n'
+            'max-message-size = "64KiB"\n'
+            'allowed-origins = ["https://app.example.com"]\n'
+            'log-level = "warn"\n'
+            "shutdown-timeout = 3\n"
+        )
+        options = parse("--config", path)
+        self.assertEqual(options["listen"], ["tcp:9100:interface=127.0.0.1", "unix:/tmp/hub-cfg.sock"])
+        self.assertEqual(options["path"], "/rpc")
+        self.assertEqual(options["hubs"], [EchoHub])
+        self.assertEqual(options["heartbeat"], HeartbeatPolicy.every(5, None))
+        self.assertEqual(options["max-message-size"], 64 * 1024)
+        self.assertEqual(options["origin-policy"].origins, frozenset({"https://app.example.com"}))
+        self.assertEqual(options["log-level"], "warn")
+        self.assertEqual(options["shutdown-timeout"], 3.0)
+
+    def test_command_line_overrides_file(self) -> None:
+        """Options on the command line win; --port replaces the file's listen list."""
+        path = self.write(
+            'listen = ["tcp:9100"]\nheartbeat-interval = 5\nhub = ["twisted_hub.demo:EchoHub"]\nlog-level = "warn"\n'
+        )
+        options = parse("--config", path, "--port", "9200", "--heartbeat-interval", "1", "--hub",
+                        "twisted_hub.demo:ChatHub")
+        self.assertEqual(options["listen"], ["tcp:9200"])
+        self.assertEqual(options["heartbeat"], HeartbeatPolicy.every(1))
+        self.assertEqual(options["hubs"], [ChatHub])
+        self.assertEqual(options["log-level"], "warn")
+
+    def test_bad_file_values_name_the_option(self) -> None:
+        """A bad value in the file is reported with the option's name, an unknown key with the file."""
+        for text, expected in [
+            ("heartbeat-interval = -1\n", "--heartbeat-interval"),
+            ('listen = ["tcp:nope"]\n', "--listen"),
+            ("colour = 'blue'\n", "unknown setting 'colour'"),
+            ("path = [1, 2]\n", "path must be a string or a number"),
+            ("listen = [\n", "not valid TOML"),
+            ("log-level = true\n", "log-level must be a string or a number"),
+        ]:
+            with self.assertRaises(usage.UsageError) as caught:
+                parse("--config", self.write(text))
+            self.assertIn(expected, str(caught.exception))
+
+
+class PluginTests(SynchronousTestCase):
+    def test_plugin_found(self) -> None:
+        """getPlugins(IServiceMaker) finds the 'hub' plugin, whose options parse."""
+        makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
+        self.assertIn("hub", makers)
+        maker: Any = makers["hub"]
+        options = maker.options()
+        options.parseOptions(["--port", "0", "--heartbeat-interval", "5"])
+        self.assertEqual(options["listen"], ["tcp:0"])
+        self.assertTrue(options["heartbeat"].enabled)
+
+
+class MakeServiceTests(SynchronousTestCase):
+    def test_listeners_per_description(self) -> None:
+        """makeService builds one strports listener per --listen, bound to the same Site."""
+        options = parse("--port", "0", "--listen", "tcp:0:interface=127.0.0.1", "--max-message-size", "1000")
+        root = makeService(options)
+        hub_services = [s for s in root if isinstance(s, HubService)]  # type: ignore[attr-defined]
+        self.assertEqual(len(hub_services), 1)
+        service = hub_services[0]
+        listeners = [s for s in service if isinstance(s, StreamServerEndpointService)]
+        self.assertEqual(len(listeners), 2)
+        self.assertEqual({id(listener.factory) for listener in listeners}, {id(service.site)})
+        self.assertEqual(service.factory.max_message_size, 1000)
+        self.assertIsInstance(service.factory.allowed_origins, OriginPolicy)
+        self.assertEqual(set(service.factory.runtimes), {"echo", "chat"})
+
+    def test_listeners_listen_when_started(self) -> None:
+        """Starting the service listens on each endpoint (here a MemoryReactor)."""
+        reactor = MemoryReactor()
+        service = HubService([EchoHub], ["tcp:8123:interface=127.0.0.1", "unix:/tmp/hub-x.sock"], reactor=reactor)
+        service.privilegedStartService()
+        service.startService()
+        self.assertEqual([(port, iface) for port, _, _, iface in reactor.tcpServers], [(8123, "127.0.0.1")])
+        self.assertEqual([address for address, *_ in reactor.unixServers], ["/tmp/hub-x.sock"])
+
+    def test_log_level_filters_while_running(self) -> None:
+        """The log-level service drops events below the level while running, and restores observers."""
+        from twisted_hub._service import LogLevelService
+
+        seen: list[dict[str, Any]] = []
+        publisher = LogPublisher(seen.append)
+        service = LogLevelService(LogLevel.warn, publisher)
+        service.startService()
+        publisher({"log_level": LogLevel.info, "log_namespace": "x", "log_format": "dropped"})
+        publisher({"log_level": LogLevel.error, "log_namespace": "x", "log_format": "kept"})
+        service.stopService()
+        publisher({"log_level": LogLevel.info, "log_namespace": "x", "log_format": "after"})
+        self.assertEqual([event["log_format"] for event in seen], ["kept", "after"])
