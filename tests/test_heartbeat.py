@@ -469,6 +469,21 @@ class AnyTrafficTests(SynchronousTestCase):
         conn = self.run_busy_client(True)
         self.assertTrue(conn.client.is_connected)
 
+    def test_partial_large_message_counts_as_life(self) -> None:
+        """Bytes of one large message still arriving keep the sender alive, without any complete frame."""
+        policy = HeartbeatPolicy(enabled=True, interval=1.0, timeout=2.0, any_traffic_counts=True)
+        server = server_for(policy)
+        conn = server.connect("plain", client_protocol=self.DeafClient)
+        conn.client.call("echo", b"x" * 200_000).addErrback(lambda f: None)
+        wire = conn.client_transport.getOutBuffer()  # taken off the link: we deliver it slowly
+        chunk = len(wire) // 20 + 1
+        for start in range(0, len(wire) - chunk, chunk):  # all but the last chunk: never a whole frame
+            conn.server_protocol.dataReceived(wire[start : start + chunk])
+            server.advance(0.5)
+        self.assertGreaterEqual(server.clock.seconds(), 9.0)
+        self.assertTrue(conn.client.is_connected)
+        self.assertEqual(PlainHub.disconnects, [])
+
     def test_traffic_does_not_count_by_default(self) -> None:
         """Without it, the same client is timed out."""
         conn = self.run_busy_client(False)

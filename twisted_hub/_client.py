@@ -506,6 +506,9 @@ class HubClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
             _log.failure("client callback {name} raised", name=getattr(function, "__name__", repr(function)))
 
     def dataReceived(self, data: bytes) -> None:
+        if self.factory.options.any_traffic_counts:
+            # Bytes of a large message still arriving are a sign of life too.
+            self.core.last_received = self.factory.clock.seconds()
         self._dataReceived(data)
 
 

@@ -618,6 +618,9 @@ class HubServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     # autobahn logs every chunk at debug level, building the arguments even when
     # debug logging is off; we skip that on the hot path.
     def dataReceived(self, data: bytes) -> None:
+        if self.heartbeat_policy.any_traffic_counts and self.core is not None:
+            # Bytes of a large message still arriving are a sign of life too.
+            self.core.last_received = self.factory.clock.seconds()
         self._dataReceived(data)
 
 
