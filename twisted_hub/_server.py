@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
+from ._autobahn import FastPathMixin
 from ._connection import (
     CallFailed,
     CallSucceeded,
@@ -195,7 +196,7 @@ class HubRuntime:
 
 
 @implementer(IPushProducer)
-class HubServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
+class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore[misc]
     """One client connection to one hub."""
 
     factory: HubServerFactory
@@ -349,10 +350,8 @@ class HubServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
 
     def _heartbeat_answered(self, event: HeartbeatAnswered) -> None:
         self.heartbeat_grace_used = False
-        _log.debug(
-            "heartbeat {sequence} acknowledged by {id} in {latency:.4f}s",
-            sequence=event.sequence, id=self.connection_id, latency=event.latency,
-        )
+        # No debug log here: building a log event per ack costs ~5% of the
+        # server's heartbeat CPU (docs/performance.md); use the ack callback.
         callback = self.ack_callback
         if callback is not None:
             try:
@@ -547,8 +546,11 @@ class HubServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
 
     # IPushProducer: the transport tells us when its buffer is full.
     def pauseProducing(self) -> None:
-        self._paused = True
-        self._written_while_paused = 0
+        # Twisted calls this again on every write while the buffer is full:
+        # only the first call starts the count, or a stalled client is never dropped.
+        if not self._paused:
+            self._paused = True
+            self._written_while_paused = 0
 
     def resumeProducing(self) -> None:
         self._paused = False

@@ -1,0 +1,242 @@
+"""
+Integration over real loopback sockets (pytest-twisted, 127.0.0.1 only):
+the demo hubs end to end, broadcast to several clients, and a real client
+process that stops reading (the slow consumer).  Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.protocol import ProcessProtocol
+
+from twisted_hub import (
+    DisconnectKind,
+    DisconnectReason,
+    HandshakeError,
+    Hub,
+    HubClientProtocol,
+    HubError,
+    HubServerFactory,
+    connect,
+    hub,
+    method,
+)
+from twisted_hub.demo import DEMO_HUBS
+
+STALLED_CLIENT = Path(__file__).parent / "helpers" / "stalled_client.py"
+WAIT = 10.0  # seconds: the bound on every single wait
+
+
+def bounded(d: Deferred[Any], seconds: float = WAIT) -> Deferred[Any]:
+    from twisted.internet import reactor
+
+    return d.addTimeout(seconds, reactor)
+
+
+class Server:
+    """A HubServerFactory listening on an ephemeral 127.0.0.1 port."""
+
+    def __init__(self, hubs: Any, **options: Any) -> None:
+        from twisted.internet import reactor
+
+        self.factory = HubServerFactory(hubs, **options)
+        self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.url = f"ws://127.0.0.1:{self.port.getHost().port}/hub"
+        self.clients: list[HubClientProtocol] = []
+
+    async def connect(self, hub_name: str, receiver: object | None = None) -> HubClientProtocol:
+        from twisted.internet import reactor
+
+        client = await bounded(connect(self.url, hub_name, receiver=receiver, reactor=reactor, timeout=WAIT))
+        self.clients.append(client)
+        return client
+
+    async def close(self) -> None:
+        closing = [bounded(c.disconnect()) for c in self.clients if c.disconnect_reason is None]
+        await gatherResults(closing)
+        self.factory.close_all()
+        await bounded(self.port.stopListening())
+
+
+class Counter:
+    """A receiver that fires a Deferred once it has heard C{expected} calls."""
+
+    def __init__(self, expected: int) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.expected = expected
+        self.done: Deferred[list[tuple[Any, ...]]] = Deferred()
+
+    def said(self, *args: Any) -> None:
+        self.calls.append(args)
+        if len(self.calls) == self.expected and not self.done.called:
+            self.done.callback(self.calls)
+
+    def joined(self, *args: Any) -> None:
+        pass
+
+    def double(self, value: int) -> int:
+        return value * 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_round_trip_demo_echo() -> None:
+    """The echo demo hub answers calls, errors and client results over a real socket."""
+    server = Server(DEMO_HUBS)
+    try:
+        client = await server.connect("echo", receiver=Counter(0))
+        assert await bounded(client.call("echo", {"a": [1, b"\x00"]})) == {"a": [1, b"\x00"]}
+        assert await bounded(client.call("add", 2, 3.5)) == 5.5
+        assert await bounded(client.call("whoami")) == client.connection_id
+        assert await bounded(client.call("ask", "double", 21)) == 42
+        with pytest.raises(HubError) as error:
+            await bounded(client.call("fail", "teapot", "short and stout"))
+        assert (error.value.code, error.value.message) == ("teapot", "short and stout")
+        reason: DisconnectReason = await bounded(client.disconnect())
+        assert reason.kind is DisconnectKind.NORMAL
+    finally:
+        await server.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_hub_refused() -> None:
+    """A real client asking for an unknown hub gets HandshakeError(404)."""
+    from twisted.internet import reactor
+
+    server = Server(DEMO_HUBS)
+    try:
+        with pytest.raises(HandshakeError) as error:
+            await bounded(connect(server.url, "nope", reactor=reactor, timeout=WAIT))
+        assert error.value.status == 404
+    finally:
+        await server.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_chat_broadcast_to_several_clients() -> None:
+    """A chat message reaches every member of the room over real sockets, and nobody else."""
+    server = Server(DEMO_HUBS)
+    try:
+        members = [Counter(1) for _ in range(4)]
+        clients = [await server.connect("chat", receiver=r) for r in members]
+        outsider = Counter(1)
+        await server.connect("chat", receiver=outsider)
+        for number, (client, name) in enumerate(zip(clients, "abcd"), start=1):
+            assert await bounded(client.call("join", "room", name)) == number
+        assert await bounded(clients[0].call("say", "room", "hello all")) == 4
+        heard = await bounded(gatherResults([m.done for m in members]))
+        assert heard == [[("room", "a", "hello all")]] * 4
+        assert outsider.calls == []
+    finally:
+        await server.close()
+
+
+# -- the slow consumer ---------------------------------------------------------
+
+
+@hub("flood")
+class FloodHub(Hub):
+    """Pushes receiver calls to every connection on request."""
+
+    gone: ClassVar[list[DisconnectReason]] = []
+    gone_signal: ClassVar[Deferred[DisconnectReason] | None] = None
+
+    @method
+    def blast(self, size: int, count: int) -> int:
+        for _ in range(count):
+            self.clients.all.said(b"x" * size)
+        return count
+
+    def on_disconnected(self, reason: DisconnectReason) -> None:
+        FloodHub.gone.append(reason)
+        signal_ = FloodHub.gone_signal
+        if signal_ is not None and not signal_.called:
+            signal_.callback(reason)
+
+
+class StalledClient(ProcessProtocol):
+    """The helper process: fires C{ready} on its 'ready' line, C{ended} when it exits."""
+
+    def __init__(self) -> None:
+        self.ready: Deferred[None] = Deferred()
+        self.ended: Deferred[None] = Deferred()
+        self.output = b""
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        if b"ready\n" in self.output and not self.ready.called:
+            self.ready.callback(None)
+
+    def errReceived(self, data: bytes) -> None:
+        self.output += data
+
+    def processEnded(self, reason: Any) -> None:
+        if not self.ready.called:
+            self.ready.errback(RuntimeError(f"stalled client exited: {self.output!r}"))
+        self.ended.callback(None)
+
+
+def buffered(protocol: Any) -> int:
+    """Bytes the server's transport holds for this connection, unsent."""
+    transport = protocol.transport
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+@pytest_twisted.ensureDeferred
+async def test_slow_consumer_is_disconnected() -> None:
+    """A real client process that stops reading is dropped once max_outgoing_buffer is hit; memory stays bounded."""
+    from twisted.internet import reactor
+
+    limit = 256 * 1024
+    message = 16 * 1024
+    FloodHub.gone = []
+    FloodHub.gone_signal = Deferred()
+    server = Server([FloodHub], max_outgoing_buffer=limit)
+    stalled = StalledClient()
+    process = reactor.spawnProcess(
+        stalled, sys.executable, [sys.executable, str(STALLED_CLIENT), str(server.port.getHost().port), "flood"],
+        env=dict(os.environ),
+    )
+    try:
+        await bounded(stalled.ready)
+        healthy = Counter(-1)
+        client = await server.connect("flood", receiver=healthy)
+        runtime = server.factory.hub_runtime("flood")
+        slow_ids = [i for i in runtime.connections if i != client.connection_id]
+        assert len(slow_ids) == 1
+        slow = runtime.connections[slow_ids[0]]
+
+        pushed = 0
+        largest = 0
+        while not FloodHub.gone_signal.called and pushed < 64 * 1024 * 1024:
+            assert await bounded(client.call("blast", message, 4)) == 4
+            pushed += 4 * message
+            if not FloodHub.gone_signal.called:
+                largest = max(largest, buffered(slow))
+        reason: DisconnectReason = await bounded(FloodHub.gone_signal)
+
+        assert reason.kind is DisconnectKind.SLOW_CONSUMER, reason
+        assert slow_ids[0] not in runtime.connections
+        # what the server held for it never went far past the limit
+        bound = limit + slow.transport.bufferSize + 2 * (message + 16)
+        assert largest <= bound, (largest, bound)
+        assert slow._written_while_paused <= limit + message + 16
+        # the healthy client kept up and is still served
+        assert client.is_connected
+        assert await bounded(client.call("blast", 10, 1)) == 1
+        assert len(healthy.calls) == pushed // message + 1
+        assert [r.kind for r in FloodHub.gone] == [DisconnectKind.SLOW_CONSUMER]
+        assert not stalled.ended.called  # the server dropped it; the process did not quit
+    finally:
+        if process.pid is not None:
+            os.kill(process.pid, signal.SIGKILL)
+        await bounded(stalled.ended)
+        FloodHub.gone_signal = None
+        await server.close()
