@@ -32,6 +32,8 @@ class Child(ProcessProtocol):
         self.lines: list[str] = []
         self.ended: Deferred[int | None] = Deferred()
         self.exit_code: int | None = None
+        #: the signal that ended the process (twistd re-raises SIGTERM to exit with it)
+        self.exit_signal: int | None = None
         self.pid: int | None = None
         self._waiters: list[tuple[re.Pattern[str], Deferred[re.Match[str]]]] = []
         self._buffer = b""
@@ -74,8 +76,14 @@ class Child(ProcessProtocol):
 
     def processEnded(self, reason: Any) -> None:
         self.exit_code = getattr(reason.value, "exitCode", None)
+        self.exit_signal = getattr(reason.value, "signal", None)
         if not self.ended.called:
             self.ended.callback(self.exit_code)
+
+    @property
+    def ended_cleanly(self) -> bool:
+        """Exit status 0, or ended by the SIGTERM twistd re-raises after a clean shutdown."""
+        return self.exit_code == 0 or self.exit_signal == signal.SIGTERM
 
     def signal(self, signum: int) -> None:
         if self.pid is not None and not self.ended.called:

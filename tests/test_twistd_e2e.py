@@ -1,0 +1,74 @@
+"""End to end: `twistd -n hub` as a child process, called over loopback, stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest_twisted
+
+from twisted_hub import DisconnectKind, connect
+
+from ._twistd import started_port, twistd_hub
+
+
+@pytest_twisted.ensureDeferred
+async def test_serve_call_and_sigterm() -> None:
+    """The demo hub answers; SIGTERM closes the client with going-away and twistd exits within the bound."""
+    from twisted.internet import reactor
+
+    child = twistd_hub(reactor, "--listen", "tcp:0:interface=127.0.0.1", "--shutdown-timeout", "3")
+    try:
+        port = await started_port(child, reactor)
+        client = await connect(f"ws://127.0.0.1:{port}/hub", "echo", reactor=reactor, timeout=10)
+        assert await client.call("echo", {"x": [1, 2]}) == {"x": [1, 2]}
+        assert await client.call("add", 2, 3) == 5
+        disconnected = client.wait_for_disconnect()
+        started = time.monotonic()
+        child.signal(signal.SIGTERM)
+        reason = await disconnected.addTimeout(10, reactor)
+        assert reason.kind is DisconnectKind.GOING_AWAY, reason
+        assert reason.code == 1001
+        code = await child.ended.addTimeout(10, reactor)
+        assert time.monotonic() - started < 3 + 2, "twistd took longer than the shutdown bound"
+        assert child.ended_cleanly, (code, child.exit_signal, child.output())
+        assert "Server Shut Down." in child.output()
+    finally:
+        await child.stop(reactor)
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_page() -> None:
+    """GET / answers a plain HTML status page with the hubs, their connections and heartbeat settings."""
+    from twisted.internet import reactor
+    from twisted.web.client import Agent, readBody
+
+    child = twistd_hub(reactor, "--port", "0", "--heartbeat-interval", "5")
+    try:
+        port = await started_port(child, reactor)
+        client = await connect(f"ws://127.0.0.1:{port}/hub", "chat", reactor=reactor, timeout=10)
+        response = await Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}/".encode())
+        body = (await readBody(response)).decode()
+        assert response.code == 200
+        assert response.headers.getRawHeaders(b"content-type") == [b"text/html; charset=utf-8"]
+        assert "server time (UTC)" in body
+        assert "<td>chat</td><td><code>/hub/chat</code></td><td>1</td><td>every 5 s, timeout 15 s</td>" in body
+        assert "<td>echo</td><td><code>/hub/echo</code></td><td>0</td>" in body
+        await client.disconnect()
+    finally:
+        await child.stop(reactor)
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_option_fails_before_listening() -> None:
+    """A bad value stops twistd with a usage error naming the option, and nothing listens."""
+    from twisted.internet import reactor
+
+    child = twistd_hub(reactor, "--port", "0", "--heartbeat-interval", "soon")
+    try:
+        code = await child.ended.addTimeout(20, reactor)
+        assert code != 0
+        assert "--heartbeat-interval must be a number" in child.output()
+        assert "starting on" not in child.output()
+    finally:
+        await child.stop(reactor)
