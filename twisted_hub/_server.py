@@ -23,7 +23,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
-from ._autobahn import FastPathMixin
 from ._connection import (
     CallFailed,
     CallSucceeded,
@@ -196,7 +195,7 @@ class HubRuntime:
 
 
 @implementer(IPushProducer)
-class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore[misc]
+class HubServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     """One client connection to one hub."""
 
     factory: HubServerFactory
@@ -350,8 +349,10 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
 
     def _heartbeat_answered(self, event: HeartbeatAnswered) -> None:
         self.heartbeat_grace_used = False
-        # No debug log here: building a log event per ack costs ~5% of the
-        # server's heartbeat CPU (docs/performance.md); use the ack callback.
+        _log.debug(
+            "heartbeat {sequence} acknowledged by {id} in {latency:.4f}s",
+            sequence=event.sequence, id=self.connection_id, latency=event.latency,
+        )
         callback = self.ack_callback
         if callback is not None:
             try:
