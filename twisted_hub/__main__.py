@@ -99,14 +99,14 @@ def _endpoint(url: str, cafile: str | None, reactor: Any) -> Any:
 async def run_call(reactor: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """C{call}: connect, call, print the result as JSON; return the exit status."""
     hub, _, method = args.target.rpartition(".")
-    if not method:
+    if not hub or not method:
         err.write(f"error: HUB.METHOD wanted, got {args.target!r}\n")
         return EXIT_USAGE
     arguments = [parse_argument(a) for a in args.args]
     try:
         endpoint = _endpoint(args.url, args.cafile, reactor)
         client = await connect(
-            args.url, hub or None, options=HubClientOptions(call_timeout=args.timeout),
+            args.url, hub, options=HubClientOptions(call_timeout=args.timeout),
             reactor=reactor, endpoint=endpoint, timeout=args.timeout,
         )
     except HandshakeError as e:
