@@ -67,6 +67,8 @@ class ServerHeartbeatScheduler:
         #: one sequence for every connection of this configuration
         self.sequence = 0
         self.ticks = 0
+        #: answers to the newest heartbeat since the last tick (logged per tick)
+        self.acknowledged = 0
         self._loop: LoopingCall | None = None
         self._next_due = 0.0
         self._checks: set[IDelayedCall] = set()
@@ -122,8 +124,10 @@ class ServerHeartbeatScheduler:
             if member.heartbeat_tracker.sent(sequence, now):
                 started.append(member)
         self.log.debug(
-            "heartbeat {sequence} sent to {count} connections", sequence=sequence, count=len(self.members)
+            "heartbeat {sequence} sent to {count} connections; {acknowledged} acknowledged since the last one",
+            sequence=sequence, count=len(self.members), acknowledged=self.acknowledged,
         )
+        self.acknowledged = 0
         if started and self.policy.timeout is not None:
             self._schedule_check(started, now)
 

@@ -91,7 +91,7 @@ class ReconnectingHubClient:
             self.factory,
             retryPolicy=retry_policy or full_jitter_policy(),
             clock=reactor,
-            prepareConnection=self._prepare,
+            prepareConnection=self._prepare,  # type: ignore[arg-type]
         )
 
     def _prepare(self, protocol: HubClientProtocol) -> Deferred[Any]:
@@ -125,7 +125,8 @@ class ReconnectingHubClient:
 
     def when_connected(self, fail_after_failures: int | None = None) -> Deferred[HubClientProtocol]:
         """The connected client, now or after the next successful connection."""
-        return self.service.whenConnected(failAfterFailures=fail_after_failures)  # type: ignore[no-any-return]
+        connected: Deferred[Any] = self.service.whenConnected(failAfterFailures=fail_after_failures)
+        return connected
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Deferred[Any]:
         """Call a hub method once connected."""

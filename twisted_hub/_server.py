@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
+from ._autobahn import FastPathMixin
 from ._connection import (
     CallFailed,
     CallSucceeded,
@@ -195,7 +196,7 @@ class HubRuntime:
 
 
 @implementer(IPushProducer)
-class HubServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
+class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore[misc]
     """One client connection to one hub."""
 
     factory: HubServerFactory
@@ -349,10 +350,11 @@ class HubServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
 
     def _heartbeat_answered(self, event: HeartbeatAnswered) -> None:
         self.heartbeat_grace_used = False
-        _log.debug(
-            "heartbeat {sequence} acknowledged by {id} in {latency:.4f}s",
-            sequence=event.sequence, id=self.connection_id, latency=event.latency,
-        )
+        # No log event per ack (that costs ~5% of the server's heartbeat CPU,
+        # docs/performance.md): the scheduler logs the count once per tick.
+        scheduler = self.heartbeat_scheduler
+        if scheduler is not None:
+            scheduler.acknowledged += 1
         callback = self.ack_callback
         if callback is not None:
             try:

@@ -17,7 +17,7 @@ directions, as if its process were stopped, until thawed.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence, cast
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
@@ -32,6 +32,11 @@ from ._hub import Hub
 from ._server import HubServerFactory, HubServerProtocol
 
 _NO_AUTOBAHN_TIMERS = {"openHandshakeTimeout": 0, "closeHandshakeTimeout": 0}
+
+
+def _options(factory: Any, **options: Any) -> None:
+    """autobahn's setProtocolOptions (untyped); no autobahn timers on the global reactor."""
+    factory.setProtocolOptions(**options)
 
 
 class TestConnection:
@@ -165,7 +170,7 @@ class TestEndpoint:
         if self.refusing:
             return fail(ConnectionRefusedError("test endpoint refuses"))
         # ClientService wraps the factory in a proxy that forwards attributes.
-        factory.setProtocolOptions(serverConnectionDropTimeout=0, **_NO_AUTOBAHN_TIMERS)
+        _options(factory, serverConnectionDropTimeout=0, **_NO_AUTOBAHN_TIMERS)
         connection = self.server._link(factory)
         return succeed(connection.client)
 
@@ -187,7 +192,7 @@ class HubTestServer:
     ) -> None:
         self.clock = clock or Clock()
         self.factory = HubServerFactory(hubs, url="ws://127.0.0.1/hub", clock=self.clock, **factory_options)
-        self.factory.setProtocolOptions(**_NO_AUTOBAHN_TIMERS)
+        _options(self.factory, **_NO_AUTOBAHN_TIMERS)
         self.connections: list[TestConnection] = []
 
     def connect(
@@ -207,7 +212,7 @@ class HubTestServer:
         """
         url = "ws://127.0.0.1" + (path if path is not None else "/hub" + (f"/{hub}" if hub else ""))
         client_factory = HubClientFactory(url, receiver, options, clock=self.clock)
-        client_factory.setProtocolOptions(serverConnectionDropTimeout=0, **_NO_AUTOBAHN_TIMERS)
+        _options(client_factory, serverConnectionDropTimeout=0, **_NO_AUTOBAHN_TIMERS)
         if client_protocol is not None:
             client_factory.protocol = client_protocol
         if protocols is not None:
@@ -217,11 +222,11 @@ class HubTestServer:
         return self._link(client_factory)
 
     def _link(self, client_factory: HubClientFactory) -> TestConnection:
-        client = client_factory.buildProtocol(_address(1))
-        protocol = self.factory.buildProtocol(_address(2))
+        client = cast(HubClientProtocol, client_factory.buildProtocol(_address(1)))
+        protocol = cast(HubServerProtocol, self.factory.buildProtocol(_address(2)))
         connection = TestConnection(self, client, protocol)
-        protocol.makeConnection(connection.server_transport)
-        client.makeConnection(connection.client_transport)
+        cast(Any, protocol).makeConnection(connection.server_transport)
+        cast(Any, client).makeConnection(connection.client_transport)
         self.connections.append(connection)
         self.flush()
         return connection
