@@ -1,0 +1,227 @@
+"""Every example of docs/deploying.md, run: twistd, the CLI check, the config, systemd, nginx, TLS."""
+
+from __future__ import annotations
+
+import configparser
+import re
+import shlex
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_hub import DisconnectKind, connect
+from twisted_hub.tap import Options
+
+from ._certs import write_self_signed
+from ._docs import named_blocks
+from ._nginx import nginx_available, start_nginx
+from ._twistd import TWISTD, Child, spawn_python, started_port
+
+DOC = "docs/deploying.md"
+BLOCKS = named_blocks(DOC)
+
+
+def code(name: str) -> str:
+    return BLOCKS[name][1]
+
+
+def command_lines(name: str) -> list[list[str]]:
+    return [shlex.split(line) for line in code(name).splitlines() if line.strip()]
+
+
+def as_python(argv: list[str]) -> list[str]:
+    """The doc's command with `twistd`/`python3` replaced by this interpreter (and the repo's code)."""
+    if argv[0].endswith("twistd"):
+        return [*TWISTD, *argv[1:]]
+    if argv[0] == "python3":
+        return argv[1:]
+    raise AssertionError(f"unexpected command {argv[0]!r}")
+
+
+def run_doc_command(reactor: Any, argv: list[str]) -> Child:
+    return spawn_python(reactor, *as_python(argv))
+
+
+def with_port(argv: list[str], old: str, new: int | str) -> list[str]:
+    return [arg.replace(old, str(new)) for arg in argv]
+
+
+async def finished(child: Child, reactor: Any, timeout: float = 30.0) -> Child:
+    await child.ended.addTimeout(timeout, reactor)
+    return child
+
+
+class DocumentTests(SynchronousTestCase):
+    def test_every_block_is_known(self) -> None:
+        """Every code block of the document is one this module runs."""
+        self.assertEqual(
+            set(BLOCKS), {"twistd-run", "cli-check", "hub-config", "systemd-unit", "nginx-site", "twistd-tls"}
+        )
+
+    def test_config_example_parses(self) -> None:
+        """The TOML example is a valid config whose values reach the options."""
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "hub.toml"
+            path.write_text(code("hub-config"))
+            options = Options()
+            options.parseOptions(["--config", str(path)])
+        self.assertEqual(options["heartbeat"].interval, 20)
+        self.assertEqual(options["heartbeat"].timeout, 45)
+        self.assertEqual([h.hub_name for h in options["hubs"]], ["echo", "chat"])
+        self.assertEqual(options["origin-policy"].origins, frozenset({"https://app.example.com"}))
+        self.assertTrue(options["origin-policy"].same_host)
+
+    def test_timeouts_are_consistent(self) -> None:
+        """nginx's read timeout exceeds every documented heartbeat interval; systemd waits out the shutdown."""
+        read_timeout = int(re.search(r"proxy_read_timeout (\d+)s;", code("nginx-site")).group(1))  # type: ignore[union-attr]
+        interval = float(command_lines("twistd-run")[0][-1])
+        config_interval = float(re.search(r"heartbeat-interval = (\d+)", code("hub-config")).group(1))  # type: ignore[union-attr]
+        self.assertGreater(read_timeout, 2 * interval)
+        self.assertGreater(read_timeout, 2 * config_interval)
+        unit = parse_unit()
+        shutdown = float(re.search(r"shutdown-timeout = (\d+)", code("hub-config")).group(1))  # type: ignore[union-attr]
+        self.assertGreater(float(unit["Service"]["TimeoutStopSec"]), shutdown)
+        self.assertEqual(unit["Service"]["KillSignal"], "SIGTERM")
+
+    def test_options_table_lists_every_option(self) -> None:
+        """The options table documents every option twistd hub accepts."""
+        text = (Path(__file__).resolve().parent.parent / DOC).read_text()
+        for long_name in ["listen", "port", "path", "hub", "heartbeat-interval", "heartbeat-timeout",
+                          "max-message-size", "allowed-origin", "log-level", "shutdown-timeout", "config"]:
+            self.assertIn(f"`--{long_name}", text)
+
+
+def parse_unit() -> configparser.ConfigParser:
+    unit = configparser.ConfigParser(interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string(code("systemd-unit"))
+    return unit
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistd_and_cli_check() -> None:
+    """The twistd command serves; the CLI check's call prints the JSON and watch sees heartbeats."""
+    from twisted.internet import reactor
+
+    (twistd,) = command_lines("twistd-run")
+    server = run_doc_command(reactor, with_port(twistd, "8080", "0") + ["--log-level", "info"])
+    try:
+        port = await started_port(server, reactor)
+        call, watch = command_lines("cli-check")
+        child = await finished(run_doc_command(reactor, with_port(call, "8080", port)), reactor)
+        assert child.exit_code == 0, child.output()
+        assert child.lines == ['"hello"']
+        child = await finished(run_doc_command(reactor, with_port(watch, "8080", port)), reactor)
+        assert child.exit_code == 0, child.output()
+        assert len([line for line in child.lines if line.startswith("heartbeat #")]) == 3
+        assert child.lines[-1] == "disconnected: normal: watch finished"
+    finally:
+        await server.stop(reactor)
+
+
+@pytest_twisted.ensureDeferred
+async def test_systemd_unit() -> None:
+    """The unit's ExecStart (with the config example) serves, and its KillSignal stops it within TimeoutStopSec."""
+    from twisted.internet import reactor
+
+    unit = parse_unit()
+    service = unit["Service"]
+    with tempfile.TemporaryDirectory() as directory:
+        config = Path(directory) / "hub.toml"
+        config.write_text(code("hub-config").replace("tcp:8080", "tcp:0"))
+        argv = shlex.split(service["ExecStart"])
+        argv = [str(config) if arg == "/etc/twisted-hub/hub.toml" else arg for arg in argv]
+        server = run_doc_command(reactor, argv)
+        try:
+            port = await started_port(server, reactor)
+            client = await connect(f"ws://127.0.0.1:{port}/hub", "echo", reactor=reactor, timeout=10)
+            assert await client.call("echo", "from systemd") == "from systemd"
+            disconnected = client.wait_for_disconnect()
+            started = time.monotonic()
+            server.signal(getattr(signal, service["KillSignal"]))
+            reason = await disconnected.addTimeout(10, reactor)
+            assert reason.kind is DisconnectKind.GOING_AWAY
+            await server.ended.addTimeout(float(service["TimeoutStopSec"]), reactor)
+            assert time.monotonic() - started < float(service["TimeoutStopSec"])
+            assert server.ended_cleanly, server.output()
+        finally:
+            await server.stop(reactor)
+
+
+def nginx_locations() -> str:
+    """The doc's location blocks, as a template for tests/_nginx.py (backend port filled in there)."""
+    site = code("nginx-site")
+    assert "map $http_upgrade $connection_upgrade" in site
+    blocks = re.findall(r"^[ \t]*location[^{]*\{.*?^[ \t]*\}", site, re.S | re.M)
+    assert len(blocks) == 2, blocks
+    template = "\n".join(blocks).replace("{", "{{").replace("}", "}}")
+    assert "127.0.0.1:8080" in template
+    return template.replace("127.0.0.1:8080", "127.0.0.1:{backend_port}")
+
+
+@pytest.mark.skipif(not nginx_available(), reason="nginx is not installed (.ci/run installs it)")
+@pytest_twisted.ensureDeferred
+async def test_nginx_in_front() -> None:
+    """Through the doc's nginx locations: the status page, a call and server heartbeats all pass."""
+    from twisted.internet import reactor
+    from twisted.web.client import Agent, readBody
+
+    from twisted_hub import HubClientOptions
+
+    backend = spawn_python(reactor, *TWISTD, "--nodaemon", "--pidfile=", "--logfile=-", "hub", "--port", "0",
+                           "--heartbeat-interval", "0.2")
+    nginx = None
+    try:
+        backend_port = await started_port(backend, reactor)
+        nginx = start_nginx(backend_port, nginx_locations())
+        base = f"127.0.0.1:{nginx.port}"
+        response = await Agent(reactor).request(b"GET", f"http://{base}/".encode())
+        assert response.code == 200
+        assert b"server time (UTC)" in await readBody(response)
+        beats: list[object] = []
+        options = HubClientOptions(on_server_heartbeat=beats.append)
+        client = await connect(f"ws://{base}/hub", "echo", options=options, reactor=reactor, timeout=10)
+        assert await client.call("echo", "through nginx") == "through nginx"
+        from twisted.internet.task import deferLater
+
+        for _ in range(100):
+            if len(beats) >= 2:
+                break
+            await deferLater(reactor, 0.05)
+        assert len(beats) >= 2, "server heartbeats did not pass through nginx"
+        await client.disconnect()
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        await backend.stop(reactor)
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_example() -> None:
+    """The TLS example serves wss:// with a (generated) certificate and the CLI check passes with --cafile."""
+    from twisted.internet import reactor
+
+    twistd, call = command_lines("twistd-tls")
+    with tempfile.TemporaryDirectory() as directory:
+        key, cert = write_self_signed(Path(directory))
+
+        def local(argv: list[str]) -> list[str]:
+            return [
+                arg.replace("/etc/twisted-hub/key.pem", str(key)).replace("/etc/twisted-hub/fullchain.pem", str(cert))
+                for arg in argv
+            ]
+
+        server = run_doc_command(reactor, with_port(local(twistd), "ssl:8443", "ssl:0:interface=127.0.0.1"))
+        try:
+            port = await started_port(server, reactor)
+            child = await finished(run_doc_command(reactor, with_port(local(call), "8443", port)), reactor)
+            assert child.exit_code == 0, child.output()
+            assert child.lines == ['"over TLS"']
+        finally:
+            await server.stop(reactor)
