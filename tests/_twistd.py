@@ -36,34 +36,41 @@ class Child(ProcessProtocol):
         self.exit_signal: int | None = None
         self.pid: int | None = None
         self._waiters: list[tuple[re.Pattern[str], Deferred[re.Match[str]]]] = []
-        self._buffer = b""
+        self._buffers: dict[str, bytes] = {}
+        #: lines the process wrote to stderr (L{lines} holds stdout)
+        self.err_lines: list[str] = []
 
     def connectionMade(self) -> None:
         self.pid = self.transport.pid  # type: ignore[union-attr]
 
-    def _data(self, data: bytes) -> None:
-        self._buffer += data
-        while b"\n" in self._buffer:
-            raw, self._buffer = self._buffer.split(b"\n", 1)
+    def _data(self, data: bytes, stream: str) -> None:
+        buffered = self._buffers.get(stream, b"") + data
+        while b"\n" in buffered:
+            raw, buffered = buffered.split(b"\n", 1)
             line = raw.decode("utf-8", "replace")
-            self.lines.append(line)
+            (self.lines if stream == "out" else self.err_lines).append(line)
             for pattern, waiter in list(self._waiters):
                 match = pattern.search(line)
                 if match:
                     self._waiters.remove((pattern, waiter))
                     waiter.callback(match)
+        self._buffers[stream] = buffered
 
-    outReceived = _data
-    errReceived = _data
+    def outReceived(self, data: bytes) -> None:
+        self._data(data, "out")
+
+    def errReceived(self, data: bytes) -> None:
+        self._data(data, "err")
 
     def output(self) -> str:
-        return "\n".join(self.lines)
+        """Everything the process wrote: stdout, then stderr."""
+        return "\n".join(self.lines + self.err_lines)
 
     def wait_for(self, pattern: str | re.Pattern[str], reactor: Any, timeout: float = 20.0) -> Deferred[Any]:
         """Fires with the first match of C{pattern} in an output line (past or future)."""
         compiled = re.compile(pattern) if isinstance(pattern, str) else pattern
         waiter: Deferred[re.Match[str]] = Deferred()
-        for line in self.lines:
+        for line in self.lines + self.err_lines:
             match = compiled.search(line)
             if match:
                 waiter.callback(match)

@@ -135,7 +135,7 @@ async def test_module_entry_point() -> None:
         child = spawn_python(reactor, "-m", "twisted_hub", "call", url, "echo.fail", "bad")
         await child.ended.addTimeout(30, reactor)
         assert child.exit_code == 1
-        assert child.lines == ["error: bad"]
+        assert (child.lines, child.err_lines) == ([], ["error: bad"])
     finally:
         await service.stopService()
 
