@@ -341,6 +341,25 @@ class BatchingTests(SynchronousTestCase):
         self.assertEqual(len(client2.frames_to_send()), 1)
         self.assertEqual(server.state, ConnectionState.HANDSHAKING)
 
+    def test_batchSplitAtMaxSize(self) -> None:
+        """With max_size, batches are split so no frame exceeds it; a bigger message goes alone."""
+        server, client = connected_pair()
+        small = [Result(n, "x" * 10) for n in range(1, 4)]
+        big = Result(9, "y" * 100)
+        for message in [*small, big, small[0]]:
+            server.send(message)
+        size = len(encode(small[0]))
+        frames = server.frames_to_send(max_size=2 * size)
+        self.assertEqual([decode_frame(f) for f in frames], [small[:2], small[2:], [big], small[:1]])
+        self.assertTrue(all(len(f) <= 2 * size for f in frames if f != encode(big)))
+
+    def test_maxSizeWithoutBatch(self) -> None:
+        """For a peer without batch, max_size changes nothing: one frame per message."""
+        server, client = connected_pair(client_capabilities=())
+        server.send(Result(1, 1))
+        server.send(Result(2, 2))
+        self.assertEqual(server.frames_to_send(max_size=10_000), [encode(Result(1, 1)), encode(Result(2, 2))])
+
     def test_singleMessageOneFrame(self) -> None:
         """One queued message is one frame holding exactly its encoding."""
         server, client = connected_pair()
