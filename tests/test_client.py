@@ -71,6 +71,18 @@ class CallTests(ClientTestBase):
         self.server.flush()
         self.assertEqual(self.successResultOf(d), 5)
 
+    def test_bad_arguments_fail_the_call_not_the_connection(self) -> None:
+        """Unencodable or oversized arguments fail that call with invalid-arguments; the connection lives."""
+        conn = self.connect(options=HubClientOptions(max_message_size=1000))
+        unencodable = conn.client.call("add", object())
+        oversized = conn.client.call("add", b"x" * 2000)
+        self.assertEqual(self.failureResultOf(unencodable, HubError).value.code, "invalid-arguments")
+        self.assertIn("message limit", self.failureResultOf(oversized, HubError).value.message)
+        d = conn.client.call("add", 1, 2)
+        self.server.flush()
+        self.assertEqual(self.successResultOf(d), 3)
+        self.assertEqual(conn.client.core.pending_count, 0)
+
     def test_many_calls_match_their_results(self) -> None:
         """Many calls in flight each get their own result."""
         conn = self.connect()

@@ -17,6 +17,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._autobahn import FastPathMixin
 from ._connection import (
     CallFailed,
     CallSucceeded,
@@ -125,7 +126,7 @@ class HubClientOptions:
         return cls(heartbeat_interval=interval, heartbeat_timeout=timeout, **kwargs)
 
 
-class HubClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
+class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore[misc]
     """
     One connection to one hub, as the client sees it.
 
@@ -202,7 +203,11 @@ class HubClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
             core.forget_call(call_id)
 
         deferred: Deferred[Any] = Deferred(cancel)
-        call_id = core.invoke(deferred, method, args or [], kwargs)
+        try:
+            call_id = core.invoke(deferred, method, args or [], kwargs, self.factory.options.max_message_size)
+        except (TypeError, ValueError, OverflowError) as e:
+            # Unencodable or oversized arguments: this call fails, the connection lives.
+            return _failed(HubError(ErrorCode.INVALID_ARGUMENTS, f"{method}: {e}"))
         limit = self.factory.options.call_timeout if timeout is _UNSET else timeout
         if limit is not None:
             deferred.addTimeout(

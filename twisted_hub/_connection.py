@@ -387,13 +387,26 @@ class ClientConnection(Connection[T]):
         """Queue the hello; call once the WebSocket is open."""
         self.send(Hello(list(self.capabilities)))
 
-    def invoke(self, token: T, method: str, args: list[Any], kwargs: dict[str, Any] | None = None) -> int:
-        """Queue a call that wants a result; return its call id."""
-        call_id = self._register_call(token)
+    def invoke(
+        self, token: T, method: str, args: list[Any], kwargs: dict[str, Any] | None = None,
+        max_size: int | None = None,
+    ) -> int:
+        """
+        Queue a call that wants a result; return its call id.
+
+        @raise TypeError: an argument cannot be encoded.
+        @raise ValueError: the encoded call is larger than C{max_size}.
+        Nothing is queued or registered when either is raised.
+        """
+        call_id = self._next_call_id
         if kwargs:
-            self._outbox.append(encode_fields([MessageKind.INVOKE, call_id, method, args, kwargs]))
+            payload = encode_fields([MessageKind.INVOKE, call_id, method, args, kwargs])
         else:
-            self._outbox.append(encode_fields([MessageKind.INVOKE, call_id, method, args]))
+            payload = encode_fields([MessageKind.INVOKE, call_id, method, args])
+        if max_size is not None and len(payload) > max_size:
+            raise ValueError(f"the call is {len(payload)} bytes, over the {max_size}-byte message limit")
+        self._register_call(token)
+        self._outbox.append(payload)
         return call_id
 
     def notify(self, method: str, args: list[Any], kwargs: dict[str, Any] | None = None) -> None:
