@@ -178,6 +178,28 @@ class ArgumentCheckTests(SynchronousTestCase):
         self.assertRaises(InvalidArguments, H.hub_methods["f"].check, ["x"], None)
 
 
+class UnresolvableAnnotationTests(SynchronousTestCase):
+    def test_checks_survive_an_unresolvable_annotation(self) -> None:
+        """One annotation naming a function-local class does not switch off the other checks."""
+
+        class Local:
+            pass
+
+        class LocalHub(Hub):
+            hub_name = "local"
+
+            @method
+            def first(self, a: int, b: Local) -> int:
+                return a
+
+        self.assertEqual([(name, types) for _, name, types in LocalHub.hub_methods["first"].checks], [("a", (int,))])
+        server = HubTestServer([LocalHub])
+        conn = server.connect("local")
+        d = conn.client.call("first", "not an int", 1)
+        server.flush()
+        self.assertEqual(self.failureResultOf(d).value.code, "invalid-arguments")
+
+
 class ReceiverInterfaceTests(SynchronousTestCase):
     def test_receiver_methods(self) -> None:
         """A receiver interface's public methods are what may be called; None allows anything."""

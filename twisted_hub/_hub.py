@@ -134,7 +134,14 @@ def _describe(wire_name: str, function: Callable[..., Any]) -> HubMethod:
     try:
         hints = get_type_hints(function)
     except Exception:
+        # An annotation that names something not importable from the method's
+        # module (e.g. a class defined inside a function): check what resolves.
         hints = {}
+        for name, annotation in inspect.get_annotations(function).items():
+            if isinstance(annotation, str):
+                annotation = {"int": int, "float": float, "str": str, "bytes": bytes, "bool": bool,
+                              "list": list, "dict": dict}.get(annotation, annotation)
+            hints[name] = annotation
     checks: list[tuple[int, str, tuple[type, ...]]] = []
     keyword_checks: dict[str, tuple[type, ...]] = {}
     parameters = list(signature.parameters.values())[1:]  # skip self
