@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
-from typing import Callable, Protocol
+from datetime import UTC, datetime
+from typing import Protocol
 
 #: Timeout used when only an interval is given (Tank's rule: 3 x interval).
 DEFAULT_TIMEOUT_FACTOR = 3.0
@@ -220,7 +221,7 @@ class ClockSync:
 
 def utc_from_us(microseconds: int) -> datetime:
     """An aware UTC datetime from microseconds since the epoch."""
-    return datetime.fromtimestamp(microseconds / 1_000_000, tz=timezone.utc)
+    return datetime.fromtimestamp(microseconds / 1_000_000, tz=UTC)
 
 
 class StallDetector:
