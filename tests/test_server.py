@@ -22,6 +22,7 @@ from twisted_hub import (
     DisconnectKind,
     ErrorCode,
     HandshakeError,
+    HubClientProtocol,
     HubError,
 )
 from twisted_hub import _server as server_module
@@ -773,3 +774,27 @@ class BadInputTests(ServerTestBase):
         """A second hello closes that connection with 4002."""
         bad, good = self.send_raw(msgpack.packb([0, {"caps": []}]))
         self.check_closed(bad, good, CloseCode.PROTOCOL_ERROR)
+
+
+class HelloDeadlineTests(ServerTestBase):
+    def test_silent_client_closed_after_hello_timeout(self) -> None:
+        """A client that opens the WebSocket but never says hello is closed with 4003 after hello_timeout."""
+
+        class Mute(HubClientProtocol):
+            def onOpen(self) -> None:
+                pass  # never sends hello
+
+        conn = self.server.connect("work", client_protocol=Mute)
+        self.server.advance(9.9)
+        self.assertFalse(conn.closed)
+        self.server.advance(0.1)
+        reason = self.successResultOf(conn.client.wait_for_disconnect())
+        self.assertEqual((reason.kind, reason.code), (DisconnectKind.HANDSHAKE_FAILED, CloseCode.HANDSHAKE_FAILED))
+        self.assertTrue(conn.closed)
+
+    def test_hello_cancels_the_deadline(self) -> None:
+        """A normal client is not affected by the hello deadline, and leaves no timer behind."""
+        conn = self.connect()
+        self.server.advance(60)
+        self.assertTrue(conn.client.is_connected)
+        self.assertEqual(self.server.clock.getDelayedCalls(), [])

@@ -4,9 +4,10 @@ The client adapter: L{HubClientProtocol}, L{HubClientFactory} and L{connect}.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, cast
+from datetime import UTC, datetime
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -52,6 +53,7 @@ from ._wire import (
     MessageKind,
     ProtocolError,
     ReceiverCall,
+    close_reason_bytes,
     encode_fields,
 )
 
@@ -183,7 +185,7 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
         best = self.core.clock_sync.best
         if best is not None:
             now += best.offset
-        return datetime.fromtimestamp(now, tz=timezone.utc)
+        return datetime.fromtimestamp(now, tz=UTC)
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Deferred[Any]:
         """Call a hub method; the Deferred fires with its result or a L{HubError}."""
@@ -233,7 +235,7 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
             self._close_reason = DisconnectReason(DisconnectKind.NORMAL, CloseCode.NORMAL, reason, True)
             if self.state == self.STATE_OPEN:
                 self.core.closing()
-                self.sendCloseFrame(CloseCode.NORMAL, reason.encode("utf-8")[:120] or None)
+                self.sendCloseFrame(CloseCode.NORMAL, close_reason_bytes(reason) or None)
             else:
                 self.dropConnection(abort=True)
         return waiter
@@ -376,7 +378,12 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
         if callback is None:
             return
         message = event.message
-        self._safely(callback, ServerHeartbeatEvent(message.sequence, utc_from_us(message.server_time_us), message.metadata))
+        try:
+            server_time = utc_from_us(message.server_time_us)
+        except (OverflowError, ValueError, OSError):
+            _log.warn("server heartbeat time {us}us is out of range; callback skipped", us=message.server_time_us)
+            return
+        self._safely(callback, ServerHeartbeatEvent(message.sequence, server_time, message.metadata))
 
     def _start_heartbeat(self, interval: float) -> None:
         self._heartbeat_loop = LoopingCall(self._beat)
@@ -471,7 +478,7 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
             self._close_reason = DisconnectReason(DisconnectKind.PROTOCOL_ERROR, code, reason, True)
         if self.state == self.STATE_OPEN:
             self.core.closing()
-            self.sendCloseFrame(code, reason.encode("utf-8")[:120])
+            self.sendCloseFrame(code, close_reason_bytes(reason))
         else:
             self.dropConnection(abort=True)
 

@@ -12,16 +12,16 @@ from __future__ import annotations
 import itertools
 import os
 from collections import deque
-from typing import Any, Callable, Iterable, Mapping, Sequence, cast
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
-from twisted.internet.interfaces import IPushProducer
 
 from ._autobahn import FastPathMixin
 from ._connection import (
@@ -52,7 +52,7 @@ from ._wire import (
     MessageKind,
     Notify,
     ProtocolError,
-    encode,
+    close_reason_bytes,
     encode_fields,
 )
 
@@ -61,6 +61,7 @@ DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_MAX_OUTGOING_BUFFER = 4 * 1024 * 1024
 DEFAULT_MAX_PENDING_CALLS = 256
 DEFAULT_CLIENT_RESULT_TIMEOUT = 5.0
+DEFAULT_HELLO_TIMEOUT = 10.0
 
 _INVOKE = MessageKind.INVOKE
 _NOTIFY = MessageKind.NOTIFY
@@ -218,6 +219,7 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         self._paused = False
         self._written_while_paused = 0
         self._disconnected = False
+        self._hello_deadline: IDelayedCall | None = None
 
     # -- heartbeat member interface ------------------------------------------
     @property
@@ -296,7 +298,13 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
             self.transport.registerProducer(self, True)
         except Exception:  # a transport that takes no producer (some test doubles)
             pass
+        self._hello_deadline = self.factory.clock.callLater(self.factory.hello_timeout, self._no_hello)
         self._call_hook("on_connected")
+
+    def _no_hello(self) -> None:
+        self._hello_deadline = None
+        _log.info("{id} sent no hello within {timeout}s; closing", id=self.connection_id, timeout=self.factory.hello_timeout)
+        self.close_with(CloseCode.HANDSHAKE_FAILED, "no hello", DisconnectKind.HANDSHAKE_FAILED)
 
     # -- receiving -----------------------------------------------------------
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -343,6 +351,9 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
                 self._flush()
 
     def _handshake_completed(self) -> None:
+        if self._hello_deadline is not None:
+            self._hello_deadline.cancel()
+            self._hello_deadline = None
         policy = self.heartbeat_policy
         if policy.enabled and self.core.peer_takes_heartbeats:
             self.heartbeat_scheduler = self.factory.scheduler_for(policy)
@@ -573,7 +584,7 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
                 self.core.send(Close(code, reason))
                 self._flush()
                 self.core.closing()
-            self.sendCloseFrame(code, reason.encode("utf-8")[:120], isReply=False)
+            self.sendCloseFrame(code, close_reason_bytes(reason), isReply=False)
             if code == CloseCode.HEARTBEAT_TIMEOUT:
                 # The peer is presumably gone: don't wait for its close reply.
                 self.dropConnection(abort=False)
@@ -582,6 +593,9 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._disconnected = True
+        if self._hello_deadline is not None:
+            self._hello_deadline.cancel()
+            self._hello_deadline = None
         if self.runtime is None or self.hub is None or self.connection_id not in self.runtime.connections:
             return  # never opened (refused handshake)
         runtime = self.runtime
@@ -651,6 +665,8 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
     @param max_pending_calls: calls one connection may have running or queued;
         more are answered with C{too-many-pending}.
     @param client_result_timeout: default seconds to wait for a client result.
+    @param hello_timeout: seconds a new connection may take to send its hello
+        before it is closed with 4003.
     @param allowed_origins: browser origins allowed to connect (None: any;
         requests without an Origin header, i.e. non-browsers, always pass),
         or a callable C{(request) -> bool} such as L{OriginPolicy}.
@@ -670,6 +686,7 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
         max_outgoing_buffer: int = DEFAULT_MAX_OUTGOING_BUFFER,
         max_pending_calls: int = DEFAULT_MAX_PENDING_CALLS,
         client_result_timeout: float = DEFAULT_CLIENT_RESULT_TIMEOUT,
+        hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
         allowed_origins: Iterable[str] | Callable[[ConnectionRequest], bool] | None = None,
         debug: bool = False,
         reactor: Any = None,
@@ -685,6 +702,7 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
         self.max_outgoing_buffer = max_outgoing_buffer
         self.max_pending_calls = max_pending_calls
         self.client_result_timeout = client_result_timeout
+        self.hello_timeout = hello_timeout
         self.allowed_origins: frozenset[str] | Callable[[ConnectionRequest], bool] | None = (
             allowed_origins if allowed_origins is None or callable(allowed_origins) else frozenset(allowed_origins)
         )

@@ -74,6 +74,15 @@ class CloseCode:
     SLOW_CONSUMER = 4004
 
 
+def close_reason_bytes(reason: str) -> bytes:
+    """
+    A close reason as UTF-8 that fits a WebSocket close frame (123 bytes),
+    cut at a character boundary: a split character would make the peer
+    reject the close frame as invalid UTF-8 and lose the reason.
+    """
+    return reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+
+
 class ErrorCode:
     """The C{code} field of error responses sent by the library itself."""
 
@@ -318,7 +327,7 @@ def _kwargs(raw: list[Any], index: int, what: str) -> dict[str, Any] | None:
         return None
     if type(value) is not dict or not all(type(k) is str for k in value):  # noqa: E721
         raise ProtocolError(f"{what}: keyword arguments must be a map with string keys")
-    return value
+    return value or None
 
 
 def _text(value: object, what: str) -> str:
@@ -432,6 +441,8 @@ def _decode_one(raw: object) -> Message:
                 timeout is not None and type(timeout) not in (int, float)
             ):
                 raise ProtocolError("welcome: hb values must be numbers")
+            if not interval > 0 or (timeout is not None and not timeout > 0):
+                raise ProtocolError("welcome: hb values must be > 0")
         return Welcome(caps, connection_id, interval, timeout)
     if kind == MessageKind.CLOSE:
         _length(raw, 3, 3, "close")
@@ -446,11 +457,11 @@ def _unpack(data: bytes) -> list[object]:
     try:
         try:
             # The common case, one message in the frame, is the fastest path.
-            return [msgpack.unpackb(data, raw=False, strict_map_key=True)]
+            return [msgpack.unpackb(data, raw=False, strict_map_key=False)]
         except msgpack.ExtraData as extra:
             values = [extra.unpacked]
             rest = extra.extra
-        unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=len(rest))
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=len(rest))
         unpacker.feed(rest)
         # tell() after the last *complete* value: once iteration stops on a
         # partial value, tell() already counts (some of) its bytes.
