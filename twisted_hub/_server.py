@@ -235,6 +235,11 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
             CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout", DisconnectKind.TIMED_OUT
         )
 
+    @property
+    def calls_in_progress(self) -> int:
+        """Hub calls this connection is running or has queued."""
+        return self._running + len(self._queue)
+
     def stop_heartbeat(self) -> None:
         scheduler = self.heartbeat_scheduler
         if scheduler is not None:

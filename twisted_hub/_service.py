@@ -54,7 +54,7 @@ _log = Logger()
 
 def _calls_in_progress(protocol: Any) -> int:
     """Hub calls a connection is running or has queued."""
-    return int(getattr(protocol, "_running", 0)) + len(getattr(protocol, "_queue", ()))
+    return int(protocol.calls_in_progress)
 
 
 class GracefulShutdown:
