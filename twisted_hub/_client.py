@@ -533,7 +533,7 @@ def _failed(error: Exception) -> Deferred[Any]:
 class HubClientFactory(WebSocketClientFactory):  # type: ignore[misc]
     """Builds L{HubClientProtocol}s for one hub URL."""
 
-    protocol = HubClientProtocol
+    protocol = HubClientProtocol  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -631,4 +631,5 @@ def connect(
         endpoint = endpoint_for(full_url, reactor)
     connecting = endpoint.connect(factory)
     connecting.addTimeout(timeout, reactor)
-    return connecting.addCallback(lambda protocol: protocol.ready)
+    ready: Deferred[HubClientProtocol] = connecting.addCallback(lambda protocol: cast(Any, protocol).ready)
+    return ready

@@ -11,13 +11,12 @@ connection's group memberships.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
     Any,
-    Callable,
     ClassVar,
-    Iterable,
     TypeVar,
     get_type_hints,
 )

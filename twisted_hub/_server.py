@@ -399,7 +399,8 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         call_id = invocation.call_id if invocation.kind == _INVOKE else None  # type: ignore[union-attr]
         spec = runtime.methods.get(invocation.method)
         if spec is None:
-            self._fail(call_id, ErrorCode.UNKNOWN_METHOD, f"hub {runtime.hub_class.hub_name!r} has no method {invocation.method!r}")
+            hub_name = runtime.hub_class.hub_name
+            self._fail(call_id, ErrorCode.UNKNOWN_METHOD, f"hub {hub_name!r} has no method {invocation.method!r}")
             return
         args, kwargs = invocation.args, invocation.kwargs
         try:
@@ -484,7 +485,7 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
     def _internal_error(self, call_id: int | None, method: str, failure: Failure) -> None:
         _log.failure("hub method {method} raised", failure, method=method)
         detail = failure.getTraceback() if self.factory.debug else None
-        message = f"{failure.type.__name__}: {failure.value}" if self.factory.debug else "internal error"
+        message = f"{type(failure.value).__name__}: {failure.value}" if self.factory.debug else "internal error"
         self._fail(call_id, ErrorCode.INTERNAL, message, detail)
 
     def _send_error(self, call_id: int, code: str, message: str, detail: Any = None) -> None:
@@ -678,7 +679,7 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
     @param debug: send exception text and tracebacks in internal errors.
     """
 
-    protocol = HubServerProtocol
+    protocol = HubServerProtocol  # type: ignore[assignment]
 
     def __init__(
         self,

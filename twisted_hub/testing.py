@@ -17,7 +17,8 @@ directions, as if its process were stopped, until thawed.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence, cast
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
