@@ -1,0 +1,61 @@
+"""Helpers shared by the benchmark processes (servers, clients, the runner)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+#: the repository root: benchmark processes import twisted_hub from here, not
+#: from whatever copy is installed, so the suite measures the working tree.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+HOST = "127.0.0.1"
+HUB_NAME = "bench"
+#: the value every RPC sends and gets back
+RPC_VALUE = "0123456789abcdef"
+
+
+def raise_nofile() -> int:
+    """Raise this process's open-file limit to its hard limit; return it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return soft
+    return target
+
+
+def emit(event: str, **fields: object) -> None:
+    """One JSON line on stdout: how child processes report to the runner."""
+    fields["event"] = event
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process (this one by default)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    import psutil
+
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def rss_bytes(pid: int | None = None) -> int:
+    import psutil
+
+    return int(psutil.Process(pid or os.getpid()).memory_info().rss)
+
+
+def now() -> float:
+    """Monotonic seconds; CLOCK_MONOTONIC is system-wide on Linux, so processes can compare."""
+    return time.monotonic()

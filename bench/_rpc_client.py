@@ -1,0 +1,155 @@
+"""
+RPC load over one connection with each implementation's own client:
+``python3 bench/_rpc_client.py IMPL PORT --inflight K --warmup S --duration S --server-pid P``.
+
+- ``hub``: ``twisted_hub.connect()`` then ``client.call("echo", x)``;
+- ``autobahn``: a plain ``WebSocketClientProtocol`` sending msgpack
+  ``[id, "echo", [x]]`` and reading ``[id, x]``;
+- ``socketio``: ``AsyncClient(serializer="msgpack")`` and ``call("echo", x)``.
+
+K calls are kept in flight: each answer starts the next call.  Completed
+calls are counted over the measured window (after a warm-up); the server's
+CPU over the same window is read with psutil.  Prints one ``result`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from _common import HOST, HUB_NAME, RPC_VALUE, cpu_seconds, emit, now
+
+
+class Window:
+    """Counts completions between two instants."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.completed = 0
+        self.stopping = False
+        self.start_count = 0
+        self.start_time = 0.0
+        self.start_cpu = 0.0
+        self.result: dict[str, float] = {}
+
+    def begin(self) -> None:
+        self.start_count = self.completed
+        self.start_time = now()
+        self.start_cpu = cpu_seconds(self.server_pid)
+
+    def end(self) -> None:
+        elapsed = now() - self.start_time
+        self.result = {
+            "calls": self.completed - self.start_count,
+            "elapsed": elapsed,
+            "server_cpu": cpu_seconds(self.server_pid) - self.start_cpu,
+        }
+        self.stopping = True
+
+
+def run_twisted(args: argparse.Namespace) -> None:
+    from twisted.internet import defer, task
+
+    window = Window(args.server_pid)
+
+    async def main(reactor) -> None:  # type: ignore[no-untyped-def]
+        if args.impl == "hub":
+            from twisted_hub import connect
+
+            client = await connect(f"ws://{HOST}:{args.port}/{HUB_NAME}", reactor=reactor)
+
+            def issue() -> None:
+                client.call("echo", RPC_VALUE).addCallback(answered)
+
+            def answered(value: object) -> None:
+                window.completed += 1
+                if not window.stopping:
+                    issue()
+        else:
+            issue = await _raw_autobahn(reactor, args.port, window)
+        for _ in range(args.inflight):
+            issue()
+        await task.deferLater(reactor, args.warmup, window.begin)
+        await task.deferLater(reactor, args.duration, window.end)
+        await task.deferLater(reactor, 0.2, lambda: None)  # let calls in flight drain
+        emit("result", **window.result)
+
+    task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
+
+
+async def _raw_autobahn(reactor, port: int, window: Window):  # type: ignore[no-untyped-def]
+    import msgpack
+    from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+    from twisted.internet.defer import Deferred
+    from twisted.internet.endpoints import TCP4ClientEndpoint
+
+    packb, unpackb = msgpack.packb, msgpack.unpackb
+    opened: Deferred[None] = Deferred()
+
+    class RawClient(WebSocketClientProtocol):
+        next_id = 0
+
+        def onOpen(self) -> None:
+            opened.callback(None)
+
+        def issue(self) -> None:
+            self.next_id += 1
+            self.sendMessage(packb([self.next_id, "echo", [RPC_VALUE]]), isBinary=True)
+
+        def onMessage(self, payload: bytes, isBinary: bool) -> None:
+            unpackb(payload)
+            window.completed += 1
+            if not window.stopping:
+                self.issue()
+
+    factory = WebSocketClientFactory(f"ws://{HOST}:{port}/")
+    factory.protocol = RawClient
+    protocol = await TCP4ClientEndpoint(reactor, HOST, port).connect(factory)
+    await opened
+    return protocol.issue
+
+
+def run_socketio(args: argparse.Namespace) -> None:
+    import asyncio
+
+    import socketio
+
+    window = Window(args.server_pid)
+
+    async def main() -> None:
+        sio = socketio.AsyncClient(serializer="msgpack", reconnection=False)
+        await sio.connect(f"http://{HOST}:{args.port}", transports=["websocket"])
+
+        async def worker() -> None:
+            while not window.stopping:
+                await sio.call("echo", RPC_VALUE, timeout=10)
+                window.completed += 1
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(args.inflight)]
+        await asyncio.sleep(args.warmup)
+        window.begin()
+        await asyncio.sleep(args.duration)
+        window.end()
+        await asyncio.wait(workers, timeout=2)
+        emit("result", **window.result)
+        await sio.disconnect()
+
+    asyncio.run(main())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("impl", choices=["hub", "autobahn", "socketio"])
+    parser.add_argument("port", type=int)
+    parser.add_argument("--inflight", type=int, default=1)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--server-pid", type=int, required=True)
+    args = parser.parse_args()
+    if args.impl == "socketio":
+        run_socketio(args)
+    else:
+        run_twisted(args)
+
+
+if __name__ == "__main__":
+    main()

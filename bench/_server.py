@@ -1,0 +1,275 @@
+"""
+One benchmark server process: ``python3 bench/_server.py IMPL [--heartbeat S]``.
+
+IMPL is ``hub`` (twisted-hub), ``autobahn`` (raw autobahn on Twisted) or
+``socketio`` (python-socketio AsyncServer on aiohttp, msgpack serializer).
+Every implementation offers the same three things:
+
+- an RPC ``echo`` (hub method / msgpack ``[id, method, args]`` echo / socket.io
+  event with an ack);
+- a group ``g`` that every connection joins when it opens (hub group / a list
+  of protocols / a socket.io room);
+- a heartbeat at ``--heartbeat`` seconds (hub server heartbeat / autobahn
+  ``autoPingInterval`` / engine.io ping), off when 0.
+
+It listens on an ephemeral loopback port, reports ``{"event": "ready",
+"port": ...}`` on stdout, then takes commands on stdin, one per line:
+``stats``, ``fanout COUNT SIZE`` and ``quit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+
+from _common import HOST, HUB_NAME, cpu_seconds, emit, now, raise_nofile, rss_bytes
+
+BACKLOG = 4096
+
+
+def fanout_payload(size: int) -> bytes:
+    return bytes(range(256))[:size] if size <= 256 else b"x" * size
+
+
+# -- Twisted servers (hub, autobahn) -------------------------------------------
+def _twisted_logging() -> None:
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    # As under twistd: a real observer, debug events filtered out.
+    observer = FilteringLogObserver(
+        textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)]
+    )
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def _serve_commands_twisted(reactor, handle) -> None:  # type: ignore[no-untyped-def]
+    from twisted.internet import stdio
+    from twisted.protocols.basic import LineReceiver
+
+    class Commands(LineReceiver):
+        delimiter = b"\n"
+
+        def lineReceived(self, line: bytes) -> None:
+            words = line.decode().split()
+            if not words:
+                return
+            if words[0] == "quit":
+                reactor.stop()
+                return
+            if words[0] == "stats":
+                gc.collect()
+                emit("stats", conns=handle.connections(), rss=rss_bytes(), cpu=cpu_seconds())
+                return
+            if words[0] == "fanout":
+                count, size = int(words[1]), int(words[2])
+                payload = fanout_payload(size)
+                t0 = now()
+                members = handle.fanout(count, payload)
+                emit("fanout", t0=t0, t1=now(), members=members, count=count)
+
+        def connectionLost(self, reason: object = None) -> None:
+            if reactor.running:
+                reactor.stop()
+
+    stdio.StandardIO(Commands())
+
+
+def run_hub(args: argparse.Namespace) -> None:
+    from twisted.internet import reactor
+
+    from twisted_hub import HeartbeatPolicy, Hub, HubServerFactory, hub, method
+
+    @hub(HUB_NAME)
+    class BenchHub(Hub):
+        @method
+        def echo(self, value: object) -> object:
+            return value
+
+        def on_connected(self) -> None:
+            self.groups.add("g")
+
+    # Ablation, for measuring one library fast path at a time:
+    # BENCH_HUB_DISABLE=sendData,onMessageEnd puts autobahn's own method back.
+    from autobahn.twisted.websocket import WebSocketServerProtocol
+
+    from twisted_hub import HubServerProtocol
+
+    for name in filter(None, os.environ.get("BENCH_HUB_DISABLE", "").split(",")):
+        setattr(HubServerProtocol, name, getattr(WebSocketServerProtocol, name))
+
+    policy = HeartbeatPolicy.every(args.heartbeat, args.timeout) if args.heartbeat else None
+    factory = HubServerFactory([BenchHub], heartbeat=policy, reactor=reactor)
+    runtime = factory.hub_runtime(HUB_NAME)
+
+    class Handle:
+        def connections(self) -> int:
+            return len(runtime.connections)
+
+        def fanout(self, count: int, payload: bytes) -> int:
+            # The public path: a hub instance broadcasting to its group.
+            sender = next(iter(runtime.connections.values())).hub
+            group = sender.clients.group("g")
+            for _ in range(count):
+                group.msg(payload)
+            return runtime.groups.count("g")
+
+    _listen_twisted(reactor, factory, Handle())
+
+
+def run_autobahn(args: argparse.Namespace) -> None:
+    import msgpack
+    from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+    from twisted.internet import reactor
+
+    methods = {"echo": lambda value: value}
+    unpackb = msgpack.unpackb
+    packb = msgpack.packb
+
+    class RawProtocol(WebSocketServerProtocol):
+        def onOpen(self) -> None:
+            self.factory.members[id(self)] = self
+
+        def onMessage(self, payload: bytes, isBinary: bool) -> None:
+            call_id, name, call_args = unpackb(payload)
+            self.sendMessage(packb([call_id, methods[name](*call_args)]), isBinary=True)
+
+        def onClose(self, wasClean: bool, code: object, reason: object) -> None:
+            self.factory.members.pop(id(self), None)
+
+    factory = WebSocketServerFactory()
+    factory.protocol = RawProtocol
+    factory.members = {}
+    if args.heartbeat:
+        factory.setProtocolOptions(autoPingInterval=args.heartbeat, autoPingTimeout=args.timeout)
+
+    class Handle:
+        def connections(self) -> int:
+            return len(factory.members)
+
+        def fanout(self, count: int, payload: bytes) -> int:
+            # The reference loop: encode once, write the same frame to each member.
+            members = list(factory.members.values())
+            for _ in range(count):
+                prepared = factory.prepareMessage(payload, isBinary=True)
+                for protocol in members:
+                    protocol.sendPreparedMessage(prepared)
+            return len(members)
+
+    _listen_twisted(reactor, factory, Handle())
+
+
+def _listen_twisted(reactor, factory, handle) -> None:  # type: ignore[no-untyped-def]
+    _twisted_logging()
+    port = reactor.listenTCP(0, factory, backlog=BACKLOG, interface=HOST)
+    _serve_commands_twisted(reactor, handle)
+    reactor.callWhenRunning(lambda: emit("ready", port=port.getHost().port))
+    reactor.run()
+
+
+# -- python-socketio ---------------------------------------------------------
+def run_socketio(args: argparse.Namespace) -> None:
+    import asyncio
+    import logging
+
+    import socketio
+    from aiohttp import web
+
+    logging.basicConfig(level=logging.WARNING)
+    interval = args.heartbeat or 3600
+    timeout = args.timeout if args.heartbeat else 3600
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp", serializer="msgpack", ping_interval=interval, ping_timeout=timeout,
+        cors_allowed_origins="*", max_http_buffer_size=1024 * 1024,
+    )
+    app = web.Application()
+    sio.attach(app)
+    members: set[str] = set()
+
+    @sio.event
+    async def connect(sid: str, environ: dict[str, object]) -> None:
+        members.add(sid)
+        await sio.enter_room(sid, "g")
+
+    @sio.event
+    async def disconnect(sid: str, *rest: object) -> None:
+        members.discard(sid)
+
+    @sio.on("echo")
+    async def echo(sid: str, value: object) -> object:
+        return value
+
+    async def main() -> None:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, HOST, 0, backlog=BACKLOG)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        lines: asyncio.Queue[str] = asyncio.Queue()
+        buffer = bytearray()
+
+        def readable() -> None:
+            import os
+
+            chunk = os.read(sys.stdin.fileno(), 65536)
+            if not chunk:
+                lines.put_nowait("quit")
+                return
+            buffer.extend(chunk)
+            while b"\n" in buffer:
+                line, _, rest = bytes(buffer).partition(b"\n")
+                buffer[:] = rest
+                lines.put_nowait(line.decode())
+
+        loop.add_reader(sys.stdin.fileno(), readable)
+        emit("ready", port=port)
+
+        async def commands() -> None:
+            while True:
+                words = (await lines.get()).split()
+                if not words:
+                    continue
+                if words[0] == "quit":
+                    break
+                if words[0] == "stats":
+                    gc.collect()
+                    emit("stats", conns=len(members), rss=rss_bytes(), cpu=cpu_seconds())
+                elif words[0] == "fanout":
+                    count, size = int(words[1]), int(words[2])
+                    payload = fanout_payload(size)
+                    t0 = now()
+                    for _ in range(count):
+                        await sio.emit("msg", payload, room="g")
+                    emit("fanout", t0=t0, t1=now(), members=len(members), count=count)
+            done.set_result(None)
+
+        task = asyncio.ensure_future(commands())
+        await done
+        loop.remove_reader(sys.stdin.fileno())
+        task.cancel()
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("impl", choices=["hub", "autobahn", "socketio"])
+    parser.add_argument("--heartbeat", type=float, default=0.0, help="interval in seconds, 0 = off")
+    parser.add_argument("--timeout", type=float, default=3.0, help="heartbeat timeout in seconds")
+    args = parser.parse_args()
+    raise_nofile()
+    {"hub": run_hub, "autobahn": run_autobahn, "socketio": run_socketio}[args.impl](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,484 @@
+#!/usr/bin/env python3
+"""
+twisted-hub benchmark suite: ``python3 bench/run.py [--quick] [--repeats N] [--only CASE ...]``.
+
+Runs, in one go and side by side, each case for three implementations:
+``hub`` (twisted-hub), ``autobahn`` (raw autobahn on Twisted: the limit of our
+stack) and ``socketio`` (python-socketio AsyncServer on aiohttp + AsyncClient,
+msgpack serializer):
+
+- ``rpc1`` / ``rpc100``: RPC round trips per second over one connection with 1
+  and 100 calls in flight;
+- ``fanout``: one group of 500 members, 200 messages of 100 bytes: delivered
+  messages per second (and server CPU per delivered message);
+- ``idle1000`` / ``idle5000``: N idle connections with a 1 s heartbeat: server
+  CPU over a measured window (baseline of the idle server subtracted), and
+  server memory per connection (RSS delta / N).
+
+Server and clients run in separate processes on 127.0.0.1; repeats are
+interleaved (hub, autobahn, socketio, hub, autobahn, socketio, ...); every
+figure is reported as median [min..max] and every comparison as a ratio
+ours / reference taken within one repeat.  Results go to stdout and, as JSON,
+to ``bench/results/``.  ``--quick`` is a smoke test (tiny N, short windows,
+one repeat): it checks that the suite runs and produces numbers, never a
+timing threshold.  See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import queue
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from _common import ROOT, cpu_seconds, now, rss_bytes  # noqa: E402
+
+IMPLS = ("hub", "autobahn", "socketio")
+CASES = ("rpc1", "rpc100", "fanout", "idle1000", "idle5000")
+#: hard bound of one case run (one implementation, one repeat)
+CASE_LIMIT = 60.0
+
+
+@dataclass
+class Settings:
+    repeats: int = 3
+    rpc_warmup: float = 1.0
+    rpc_duration: float = 5.0
+    fanout_members: int = 500
+    fanout_messages: int = 200
+    fanout_size: int = 100
+    idle_n: dict[str, int] = field(default_factory=lambda: {"idle1000": 1000, "idle5000": 5000})
+    idle_interval: float = 1.0
+    idle_timeout: float = 3.0
+    idle_baseline: float = 1.5
+    idle_warmup: float = 3.0
+    idle_window: float = 20.0
+    idle_connect_limit: float = 25.0
+    conns_per_load_process: int = 2500
+
+
+def quick_settings() -> Settings:
+    return Settings(
+        repeats=1, rpc_warmup=0.3, rpc_duration=1.0, fanout_members=40, fanout_messages=20,
+        idle_n={"idle1000": 20, "idle5000": 50}, idle_baseline=0.3, idle_warmup=1.2, idle_window=1.5,
+    )
+
+
+class BenchError(Exception):
+    pass
+
+
+class Child:
+    """A process we started: JSON lines in on stdout, commands out on stdin."""
+
+    def __init__(self, name: str, argv: list[str]) -> None:
+        self.name = name
+        self.stderr = tempfile.TemporaryFile()
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env["PYTHONUNBUFFERED"] = "1"
+        self.proc = subprocess.Popen(
+            [sys.executable, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+            cwd=HERE, env=env,
+        )
+        self.pid = self.proc.pid
+        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            try:
+                self.lines.put(json.loads(raw))
+            except ValueError:
+                continue
+        self.lines.put(None)
+
+    def expect(self, event: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError(f"{self.name}: no {event!r} within {timeout:.0f}s{self._tail()}")
+            try:
+                message = self.lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if message is None:
+                raise BenchError(f"{self.name} exited (code {self.proc.poll()}) waiting for {event!r}{self._tail()}")
+            if message.get("event") == "error":
+                raise BenchError(f"{self.name}: {message}{self._tail()}")
+            if message.get("event") == event:
+                return message
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write((line + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def _tail(self) -> str:
+        self.stderr.seek(0)
+        text = self.stderr.read().decode(errors="replace")[-1500:]
+        return f"\n--- {self.name} stderr ---\n{text}" if text.strip() else ""
+
+    def stop(self) -> None:
+        """Ask it to quit; kill it (by its PID) if it does not."""
+        try:
+            if self.proc.poll() is None:
+                self.send("quit")
+                try:
+                    self.proc.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+            self.stderr.close()
+
+
+class Processes:
+    """Every process of one case run; all stopped (or killed) on exit."""
+
+    def __init__(self) -> None:
+        self.children: list[Child] = []
+
+    def start(self, name: str, *argv: str) -> Child:
+        child = Child(name, list(argv))
+        self.children.append(child)
+        return child
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for child in reversed(self.children):
+            child.stop()
+
+
+def start_server(procs: Processes, impl: str, heartbeat: float = 0.0, timeout: float = 3.0) -> tuple[Child, int]:
+    server = procs.start(f"{impl} server", "_server.py", impl, "--heartbeat", str(heartbeat), "--timeout", str(timeout))
+    port = server.expect("ready", 20)["port"]
+    return server, int(port)
+
+
+# -- cases -------------------------------------------------------------------
+def case_rpc(impl: str, inflight: int, s: Settings) -> dict[str, float]:
+    with Processes() as procs:
+        server, port = start_server(procs, impl)
+        client = procs.start(
+            f"{impl} rpc client", "_rpc_client.py", impl, str(port), "--inflight", str(inflight),
+            "--warmup", str(s.rpc_warmup), "--duration", str(s.rpc_duration), "--server-pid", str(server.pid),
+        )
+        result = client.expect("result", s.rpc_warmup + s.rpc_duration + 25)
+    calls = result["calls"]
+    if calls <= 0:
+        raise BenchError(f"{impl}: no call completed")
+    return {
+        "calls_per_s": calls / result["elapsed"],
+        "server_cpu_us_per_call": result["server_cpu"] / calls * 1e6,
+    }
+
+
+def start_loads(
+    procs: Processes, impl: str, port: int, total: int, s: Settings, connect_limit: float, partial: bool = False
+) -> tuple[list[Child], int, float]:
+    """Open C{total} connections from load processes; return them, how many are ready, and how long it took."""
+    count = max(1, -(-total // s.conns_per_load_process))
+    loads = []
+    for i in range(count):
+        share = total // count + (1 if i < total % count else 0)
+        loads.append(procs.start(
+            f"{impl} load {i}", "_wsload.py", impl, str(port), str(share), "--timeout", str(connect_limit)
+        ))
+    reports = [load.expect("ready", connect_limit + 15) for load in loads]
+    ready = sum(r["conns"] for r in reports)
+    if ready != total and not partial:
+        raise BenchError(f"{impl}: only {ready} of {total} connections ready")
+    return loads, ready, max(r["seconds"] for r in reports)
+
+
+def server_stats(server: Child) -> dict[str, Any]:
+    server.send("stats")
+    return server.expect("stats", 10)
+
+
+def case_fanout(impl: str, s: Settings) -> dict[str, float]:
+    with Processes() as procs:
+        server, port = start_server(procs, impl)
+        loads, _, _ = start_loads(procs, impl, port, s.fanout_members, s, 30)
+        members = server_stats(server)["conns"]
+        if members != s.fanout_members:
+            raise BenchError(f"{impl}: server sees {members} members, expected {s.fanout_members}")
+
+        def burst(messages: int) -> tuple[float, float, int, float]:
+            for load in loads:
+                load.send(f"arm {messages}")
+            time.sleep(0.05)  # let the loads read "arm" before the first frame lands
+            cpu0 = cpu_seconds(server.pid)
+            server.send(f"fanout {messages} {s.fanout_size}")
+            started = server.expect("fanout", 30)
+            done = [load.expect("done", 30) for load in loads]
+            cpu = cpu_seconds(server.pid) - cpu0
+            delivered = sum(d["frames"] for d in done)
+            return started["t0"], max(d["t_last"] for d in done), delivered, cpu
+
+        burst(max(1, s.fanout_messages // 10))  # warm-up
+        t0, t_last, delivered, cpu = burst(s.fanout_messages)
+    expected = s.fanout_members * s.fanout_messages
+    if delivered != expected:
+        raise BenchError(f"{impl}: delivered {delivered} of {expected}")
+    return {
+        "delivered_per_s": delivered / (t_last - t0),
+        "server_cpu_us_per_msg": cpu / delivered * 1e6,
+    }
+
+
+def case_idle(impl: str, n: int, s: Settings) -> dict[str, float]:
+    with Processes() as procs:
+        server, port = start_server(procs, impl, s.idle_interval, s.idle_timeout)
+        time.sleep(0.3)
+        rss0 = server_stats(server)["rss"]
+        b0, bt0 = cpu_seconds(server.pid), now()
+        time.sleep(s.idle_baseline)
+        baseline_rate = (cpu_seconds(server.pid) - b0) / (now() - bt0)
+        # A server that cannot open N connections within the limit is measured
+        # with those it opened (reported as "conns"), to keep the case bounded.
+        loads, opened, connect_s = start_loads(procs, impl, port, n, s, s.idle_connect_limit, partial=True)
+        time.sleep(s.idle_warmup)
+
+        def sample() -> tuple[float, float, int, int]:
+            t, cpu = now(), cpu_seconds(server.pid)
+            beats = closed = 0
+            for load in loads:
+                load.send("count")
+            for load in loads:
+                c = load.expect("count", 10)
+                beats += c["beats"]
+                closed += c["closed"]
+            return t, cpu, beats, closed
+
+        t0, cpu0, beats0, _ = sample()
+        time.sleep(s.idle_window)
+        t1, cpu1, beats1, closed = sample()
+        stats = server_stats(server)
+    window = t1 - t0
+    beats = beats1 - beats0
+    if closed:
+        raise BenchError(f"{impl}: {closed} connections closed during the idle window")
+    if beats <= 0:
+        raise BenchError(f"{impl}: no heartbeat answered")
+    gross = cpu1 - cpu0
+    net = max(0.0, gross - baseline_rate * window)
+    return {
+        "server_cpu_pct": net / window * 100,
+        "server_cpu_us_per_beat": net / beats * 1e6,
+        "server_cpu_pct_gross": gross / window * 100,
+        "baseline_cpu_pct": baseline_rate * 100,
+        "beats_per_s": beats / window,
+        "beats_expected_per_s": stats["conns"] / s.idle_interval,
+        "mem_kb_per_conn": (stats["rss"] - rss0) / max(1, stats["conns"]) / 1024,
+        "conns": stats["conns"],
+        "conns_wanted": n,
+        "connect_s": connect_s,
+    }
+
+
+def run_case(case: str, impl: str, s: Settings) -> dict[str, float]:
+    if case == "rpc1":
+        return case_rpc(impl, 1, s)
+    if case == "rpc100":
+        return case_rpc(impl, 100, s)
+    if case == "fanout":
+        return case_fanout(impl, s)
+    return case_idle(impl, s.idle_n[case], s)
+
+
+# -- reporting ---------------------------------------------------------------
+#: case -> (metric, higher is better, unit)
+PRIMARY = {
+    "rpc1": ("calls_per_s", True, "calls/s"),
+    "rpc100": ("calls_per_s", True, "calls/s"),
+    "fanout": ("delivered_per_s", True, "msgs/s"),
+    "idle1000": ("server_cpu_us_per_beat", False, "us CPU/beat"),
+    "idle5000": ("server_cpu_us_per_beat", False, "us CPU/beat"),
+}
+SECONDARY = {
+    "rpc1": [("server_cpu_us_per_call", False, "us server CPU/call")],
+    "rpc100": [("server_cpu_us_per_call", False, "us server CPU/call")],
+    "fanout": [("server_cpu_us_per_msg", False, "us server CPU/msg")],
+    "idle1000": [("server_cpu_pct", False, "% server CPU (net)"), ("mem_kb_per_conn", False, "KB RSS/conn"),
+                 ("beats_per_s", True, "heartbeats answered/s"), ("conns", True, "connections open")],
+    "idle5000": [("server_cpu_pct", False, "% server CPU (net)"), ("mem_kb_per_conn", False, "KB RSS/conn"),
+                 ("beats_per_s", True, "heartbeats answered/s"), ("conns", True, "connections open")],
+}
+#: (case, metric, reference, comparison, bound): ratio = ours / reference
+TARGETS = [
+    ("rpc1", "calls_per_s", "autobahn", ">=", 0.85),
+    ("rpc1", "calls_per_s", "socketio", ">=", 1.5),
+    ("rpc100", "calls_per_s", "autobahn", ">=", 1.0),
+    ("fanout", "delivered_per_s", "autobahn", ">=", 0.9),
+    ("fanout", "delivered_per_s", "socketio", ">=", 2.0),
+    ("idle5000", "server_cpu_us_per_beat", "autobahn", "<=", 0.7),
+]
+MEMORY_TARGET_KB = 16.0
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def fmt(value: float) -> str:
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def fmt_spread(sp: dict[str, float] | None) -> str:
+    if not sp:
+        return "n/a"
+    if sp["n"] == 1:
+        return fmt(sp["median"])
+    return f"{fmt(sp['median'])} [{fmt(sp['min'])}..{fmt(sp['max'])}]"
+
+
+def summarize(runs: dict[str, dict[str, list[dict[str, float] | None]]]) -> dict[str, Any]:
+    """Per case: per-impl spreads of every metric, and per-repeat ratios ours / reference."""
+    summary: dict[str, Any] = {}
+    for case, by_impl in runs.items():
+        metrics = [PRIMARY[case][0]] + [m for m, _, _ in SECONDARY[case]]
+        entry: dict[str, Any] = {"metrics": {}, "ratios": {}}
+        for metric in metrics:
+            entry["metrics"][metric] = {}
+            for impl, results in by_impl.items():
+                values = [r[metric] for r in results if r is not None]
+                entry["metrics"][metric][impl] = spread(values) if values else None
+            entry["ratios"][metric] = {}
+            for ref in ("autobahn", "socketio"):
+                pairs = [
+                    ours[metric] / theirs[metric]
+                    for ours, theirs in zip(by_impl.get("hub", []), by_impl.get(ref, []))
+                    if ours is not None and theirs is not None and theirs[metric] > 0
+                ]
+                entry["ratios"][metric][ref] = spread(pairs) if pairs else None
+        summary[case] = entry
+    return summary
+
+
+def report(summary: dict[str, Any], s: Settings, command: str) -> list[str]:
+    out = [f"# command: {command}", f"# {len(IMPLS)} implementations, {s.repeats} interleaved repeat(s); "
+           "median [min..max]; ratio = hub / reference, per repeat"]
+    for case, entry in summary.items():
+        primary, _, unit = PRIMARY[case]
+        out.append("")
+        out.append(f"== {case} ({unit})")
+        for metric, _, label in [PRIMARY[case]] + SECONDARY[case]:
+            row = "  ".join(f"{impl}={fmt_spread(entry['metrics'][metric].get(impl))}" for impl in IMPLS)
+            ratios = entry["ratios"][metric]
+            rs = "  ".join(f"hub/{ref}={fmt_spread(ratios.get(ref))}" for ref in ("autobahn", "socketio"))
+            out.append(f"  {label:<28} {row}")
+            out.append(f"  {'':<28} {rs}")
+    out.append("")
+    out.append("== targets (informational; never a pass/fail of the suite)")
+    for case, metric, ref, op, bound in TARGETS:
+        sp = summary.get(case, {}).get("ratios", {}).get(metric, {}).get(ref)
+        if sp is None:
+            continue
+        ok = sp["median"] >= bound if op == ">=" else sp["median"] <= bound
+        out.append(f"  {case:<9} {metric:<24} hub/{ref:<9} {op} {bound:<4}: {fmt(sp['median'])}  "
+                   f"{'met' if ok else 'MISSED'}")
+    for case in ("idle1000", "idle5000"):
+        sp = summary.get(case, {}).get("metrics", {}).get("mem_kb_per_conn", {}).get("hub")
+        if sp:
+            ok = sp["median"] <= MEMORY_TARGET_KB
+            out.append(f"  {case:<9} {'mem_kb_per_conn':<24} hub {'<=':>12} {MEMORY_TARGET_KB:g} KB: "
+                       f"{fmt(sp['median'])}  {'met' if ok else 'MISSED'}")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke test: tiny N, short windows, 1 repeat")
+    parser.add_argument("--repeats", type=int, help="interleaved repeats per case")
+    parser.add_argument("--only", nargs="+", choices=CASES, help="run only these cases")
+    parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
+    parser.add_argument("--window", type=float, help="idle measuring window, seconds")
+    parser.add_argument("--out", default=os.path.join(HERE, "results"))
+    args = parser.parse_args()
+    s = quick_settings() if args.quick else Settings()
+    if args.repeats:
+        s.repeats = args.repeats
+    if args.window:
+        s.idle_window = args.window
+    cases = args.only or list(CASES)
+    command = "python3 bench/run.py " + " ".join(sys.argv[1:])
+    started = time.time()
+    runs: dict[str, dict[str, list[dict[str, float] | None]]] = {}
+    failures: list[str] = []
+    for case in cases:
+        runs[case] = {impl: [] for impl in args.impls}
+        for repeat in range(s.repeats):
+            for impl in args.impls:
+                t = time.monotonic()
+                try:
+                    result: dict[str, float] | None = run_case(case, impl, s)
+                except BenchError as e:
+                    result = None
+                    failures.append(f"{case}/{impl}#{repeat}: {e}")
+                took = time.monotonic() - t
+                runs[case][impl].append(result)
+                shown = "FAILED" if result is None else fmt(result[PRIMARY[case][0]])
+                print(f"[{time.time() - started:6.1f}s] {case:<9} {impl:<9} #{repeat + 1}: "
+                      f"{shown} {PRIMARY[case][2]} ({took:.1f}s)", flush=True)
+                if took > CASE_LIMIT:
+                    failures.append(f"{case}/{impl}#{repeat}: took {took:.0f}s (> {CASE_LIMIT:.0f}s)")
+    summary = summarize(runs)
+    lines = report(summary, s, command)
+    print("\n".join(lines))
+    for failure in failures:
+        print(f"FAILURE: {failure}", file=sys.stderr)
+    os.makedirs(args.out, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    document = {
+        "command": command,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "duration_s": time.time() - started,
+        "quick": args.quick,
+        "settings": asdict(s),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "loadavg": os.getloadavg(), "runner_rss": rss_bytes()},
+        "runs": runs,
+        "summary": summary,
+        "failures": failures,
+    }
+    path = os.path.join(args.out, f"bench-{'quick-' if args.quick else ''}{stamp}.json")
+    with open(path, "w") as f:
+        json.dump(document, f, indent=2)
+    print(f"\nresults: {os.path.relpath(path, ROOT)}  ({time.time() - started:.0f}s)")
+    # The suite fails only when a case produced no numbers, never on a timing threshold.
+    missing = [f"{case}/{impl}" for case, by_impl in runs.items() for impl, rs in by_impl.items()
+               if not any(r is not None for r in rs)]
+    if missing:
+        print(f"no numbers for: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
