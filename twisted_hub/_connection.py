@@ -298,6 +298,9 @@ class Connection(Generic[T]):
         return self.take_all_pending()
 
 
+_SAME: object = object()
+
+
 class ServerConnection(Connection[T]):
     """The server side of one hub connection."""
 
@@ -314,8 +317,18 @@ class ServerConnection(Connection[T]):
         self._heartbeat_interval = heartbeat_interval
         self._heartbeat_timeout = heartbeat_timeout
 
-    def welcome(self) -> None:
-        """Queue the welcome; call once the WebSocket is open."""
+    def welcome(
+        self, heartbeat_interval: float | None | object = _SAME, heartbeat_timeout: float | None | object = _SAME
+    ) -> None:
+        """
+        Queue the welcome; call once the WebSocket is open.  The heartbeat
+        settings it announces default to the constructor's (the adapter
+        passes the final ones, which C{on_connecting} may have changed).
+        """
+        if heartbeat_interval is not _SAME:
+            self._heartbeat_interval = heartbeat_interval  # type: ignore[assignment]
+        if heartbeat_timeout is not _SAME:
+            self._heartbeat_timeout = heartbeat_timeout  # type: ignore[assignment]
         self.send(
             Welcome(
                 list(OUR_CAPABILITIES),

@@ -289,13 +289,10 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         runtime = self.runtime
         assert runtime is not None
         policy = self.heartbeat_policy
-        beating = policy.enabled
-        self.core = ServerConnection(
-            self.connection_id,
-            policy.interval if beating else None,
-            policy.timeout if beating else None,
-        )
-        self.core.welcome()
+        if policy.enabled:
+            self.core.welcome(policy.interval, policy.timeout)
+        else:
+            self.core.welcome(None, None)
         self._flush()
         runtime.connections[self.connection_id] = self
         self.factory.connection_count += 1
