@@ -539,3 +539,25 @@ class ReconnectTests(SynchronousTestCase):
         stopped = client.stop()
         server.flush()
         self.successResultOf(stopped)
+
+
+class OverrideTimingTests(SynchronousTestCase):
+    def test_override_after_connecting_is_refused(self) -> None:
+        """heartbeat.override() outside on_connecting raises instead of half-applying."""
+
+        class LateHub(Hub):
+            hub_name = "late"
+
+            @method
+            def change(self) -> str:
+                try:
+                    self.connection.heartbeat.override(interval=9.0)
+                except RuntimeError as e:
+                    return str(e)
+                return "changed"
+
+        server = HubTestServer([LateHub], heartbeat=HeartbeatPolicy.every(1.0))
+        conn = server.connect("late")
+        result = conn.client.call("change")
+        server.flush()
+        self.assertEqual(self.successResultOf(result), "heartbeat override must happen in on_connecting")

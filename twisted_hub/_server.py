@@ -116,7 +116,7 @@ class HeartbeatFeature:
         Change this connection's interval/timeout; call from
         C{on_connecting} (e.g. sparser beats for mobile clients).
         """
-        if self._protocol.core is not None and self._protocol.core.state is not ConnectionState.HANDSHAKING:
+        if self._protocol.state != self._protocol.STATE_CONNECTING:
             raise RuntimeError("heartbeat override must happen in on_connecting")
         kwargs: dict[str, Any] = {"enabled": enabled, "interval": interval}
         if timeout is not ...:
