@@ -53,7 +53,15 @@ def run_twisted(args: argparse.Namespace) -> None:
 
     async def main(reactor) -> None:  # type: ignore[no-untyped-def]
         if args.impl == "hub":
-            from twisted_hub import connect
+            import os
+
+            from autobahn.twisted.websocket import WebSocketClientProtocol
+
+            from twisted_hub import HubClientProtocol, connect
+
+            # Ablation (see _server.py): BENCH_HUB_DISABLE=sendData,onMessageEnd.
+            for name in filter(None, os.environ.get("BENCH_HUB_DISABLE", "").split(",")):
+                setattr(HubClientProtocol, name, getattr(WebSocketClientProtocol, name))
 
             client = await connect(f"ws://{HOST}:{args.port}/{HUB_NAME}", reactor=reactor)
 
