@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.types import ConnectionResponse
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -197,7 +197,7 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
     ) -> Deferred[Any]:
         """L{call} with explicit argument containers and an optional timeout."""
         if not self.is_connected:
-            return _failed(ConnectionClosedError(self.disconnect_reason or self._not_open()))
+            return fail(ConnectionClosedError(self.disconnect_reason or self._not_open()))
         core = self.core
         call_id = 0
 
@@ -209,7 +209,7 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
             call_id = core.invoke(deferred, method, args or [], kwargs, self.factory.options.max_message_size)
         except (TypeError, ValueError, OverflowError) as e:
             # Unencodable or oversized arguments: this call fails, the connection lives.
-            return _failed(HubError(ErrorCode.INVALID_ARGUMENTS, f"{method}: {e}"))
+            return fail(HubError(ErrorCode.INVALID_ARGUMENTS, f"{method}: {e}"))
         limit = self.factory.options.call_timeout if timeout is _UNSET else timeout
         if limit is not None:
             deferred.addTimeout(
@@ -524,12 +524,6 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
         self._dataReceived(data)
 
 
-def _failed(error: Exception) -> Deferred[Any]:
-    d: Deferred[Any] = Deferred()
-    d.errback(error)
-    return d
-
-
 class HubClientFactory(WebSocketClientFactory):  # type: ignore[misc]
     """Builds L{HubClientProtocol}s for one hub URL."""
 
@@ -550,7 +544,8 @@ class HubClientFactory(WebSocketClientFactory):  # type: ignore[misc]
             url, protocols=[SUBPROTOCOL], reactor=reactor if reactor is not None else clock,
             headers=dict(options.extra_headers) or None,
         )
-        self._clock = clock
+        # autobahn resolved the reactor (the global one unless given): our timers use it too.
+        self.clock: IReactorTime = clock if clock is not None else self.reactor
         self.receiver = receiver
         self.options = options
         self.on_connection_ended: Callable[[HubClientProtocol, DisconnectReason], object] | None = None
@@ -559,14 +554,6 @@ class HubClientFactory(WebSocketClientFactory):  # type: ignore[misc]
             maxFramePayloadSize=options.max_message_size,
             failByDrop=False,
         )
-
-    @property
-    def clock(self) -> IReactorTime:
-        if self._clock is None:
-            from twisted.internet import reactor
-
-            self._clock = cast(IReactorTime, reactor)
-        return self._clock
 
     def connection_ended(self, protocol: HubClientProtocol, reason: DisconnectReason) -> None:
         if self.on_connection_ended is not None:

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -499,7 +499,7 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         core = self.core
         if self._disconnected or core.state is not ConnectionState.OPEN:
             reason = self._close_reason or DisconnectReason(DisconnectKind.CONNECTION_LOST)
-            return _failed(ConnectionClosedError(reason))
+            return fail(ConnectionClosedError(reason))
         call_id = 0
 
         def cancel(d: Deferred[Any]) -> None:
@@ -646,12 +646,6 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         self._dataReceived(data)
 
 
-def _failed(error: Exception) -> Deferred[Any]:
-    d: Deferred[Any] = Deferred()
-    d.errback(error)
-    return d
-
-
 class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
     """
     Serves one or more hubs over WebSocket.
@@ -697,7 +691,8 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
         if clock is None and reactor is not None:
             clock = reactor
         super().__init__(url, protocols=[SUBPROTOCOL], reactor=reactor if reactor is not None else clock)
-        self._clock = clock
+        # autobahn resolved the reactor (the global one unless given): our timers use it too.
+        self.clock: IReactorTime = clock if clock is not None else self.reactor
         self.heartbeat = heartbeat or HeartbeatPolicy()
         if max_message_size <= 0 or max_outgoing_buffer <= 0 or max_pending_calls <= 0:
             raise ValueError("limits must be positive")
@@ -727,14 +722,6 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
             autoFragmentSize=0,
             failByDrop=False,
         )
-
-    @property
-    def clock(self) -> IReactorTime:
-        if self._clock is None:
-            from twisted.internet import reactor
-
-            self._clock = cast(IReactorTime, reactor)
-        return self._clock
 
     def route(self, path: str) -> HubRuntime | None:
         """The hub a request path reaches: its last segment names it."""
