@@ -536,9 +536,14 @@ class ReconnectTests(SynchronousTestCase):
         result = client.call("echo", "back")
         server.flush()
         self.assertEqual(self.successResultOf(result), "back")
+        PlainHub.disconnects = []
         stopped = client.stop()
         server.flush()
         self.successResultOf(stopped)
+        # A normal WebSocket close, not a dropped link; and no reconnection afterwards.
+        self.assertEqual([r.kind for r in PlainHub.disconnects], [DisconnectKind.NORMAL])
+        server.advance(60)
+        self.assertEqual(len(restored), 2)
 
 
 class OverrideTimingTests(SynchronousTestCase):

@@ -85,6 +85,8 @@ class ReconnectingHubClient:
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
         self.connections = 0
+        #: the connected client, while there is one
+        self.current: HubClientProtocol | None = None
         self.disconnects: list[DisconnectReason] = []
         self.service = ClientService(
             endpoint if endpoint is not None else endpoint_for(full_url, reactor),
@@ -97,6 +99,7 @@ class ReconnectingHubClient:
     def _prepare(self, protocol: HubClientProtocol) -> Deferred[Any]:
         def handshaken(client: HubClientProtocol) -> Any:
             self.connections += 1
+            self.current = client
             if self._on_connected is None:
                 return None
             return maybeDeferred(self._on_connected, client)
@@ -104,6 +107,8 @@ class ReconnectingHubClient:
         return protocol.ready.addCallback(handshaken)
 
     def _ended(self, protocol: HubClientProtocol, reason: DisconnectReason) -> None:
+        if self.current is protocol:
+            self.current = None
         if reason.kind is DisconnectKind.HANDSHAKE_FAILED:
             _log.info("hub handshake failed: {reason}; retrying", reason=reason)
             return
@@ -120,8 +125,16 @@ class ReconnectingHubClient:
         self.service.startService()
 
     def stop(self) -> Deferred[None]:
-        """Disconnect and stop reconnecting."""
-        return self.service.stopService()  # type: ignore[no-any-return]
+        """
+        Stop reconnecting and close the current connection with a normal
+        WebSocket close (the server sees NORMAL, not a dropped link).
+        """
+        current = self.current
+        if current is not None and current.is_connected:
+            closing = current.disconnect()
+            closing.addBoth(lambda _: None)
+        stopped: Deferred[None] = self.service.stopService()
+        return stopped
 
     def when_connected(self, fail_after_failures: int | None = None) -> Deferred[HubClientProtocol]:
         """The connected client, now or after the next successful connection."""
