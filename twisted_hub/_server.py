@@ -631,10 +631,7 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         hub = self.hub
         if hub is None:
             return
-        try:
-            result = maybeDeferred(getattr(hub, name), *args)
-        except Exception:  # pragma: no cover - maybeDeferred catches
-            return
+        result = maybeDeferred(getattr(hub, name), *args)
         result.addErrback(lambda f: _log.failure("{hook} of {id} failed", f, hook=name, id=self.connection_id))
 
     # autobahn logs every chunk at debug level, building the arguments even when
