@@ -5,9 +5,10 @@ disconnect reasons and what happens to calls around a disconnect.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -345,3 +346,40 @@ class HandshakeTests(ClientTestBase):
         GuardedHub.gate.callback(None)
         self.server.flush()
         self.successResultOf(conn.ready)
+
+
+class WorkApi(Protocol):
+    """The client's typed view of WorkHub (only what these tests use)."""
+
+    def add(self, a: int, b: int = 0, scale: int = 1) -> Deferred[int]: ...
+
+    def plain(self, value: Any) -> Deferred[Any]: ...
+
+
+class ProxyTests(ClientTestBase):
+    def test_typed_proxy_calls_the_hub(self) -> None:
+        """proxy(Interface) methods are hub calls with positional and keyword arguments."""
+        conn = self.connect()
+        work = conn.client.proxy(WorkApi)
+        first, second = work.add(1, 2), work.add(1, b=2, scale=10)
+        self.server.flush()
+        self.assertEqual((self.successResultOf(first), self.successResultOf(second)), (3, 30))
+
+    def test_undeclared_method_is_refused_locally(self) -> None:
+        """A name the interface does not declare raises AttributeError and sends nothing."""
+        conn = self.connect()
+        work = conn.client.proxy(WorkApi)
+        conn.server_received.clear()
+        with self.assertRaises(AttributeError):
+            work.record  # noqa: B018 - the attribute access itself is the test
+        self.server.flush()
+        self.assertEqual(conn.server_received, [])
+
+    def test_untyped_proxy_allows_any_name(self) -> None:
+        """Without an interface any public name is a call; the server answers unknown ones."""
+        conn = self.connect()
+        anything = conn.client.proxy()
+        known, unknown = anything.plain("x"), anything.nope()
+        self.server.flush()
+        self.assertEqual(self.successResultOf(known), "x")
+        self.assertEqual(self.failureResultOf(unknown, HubError).value.code, "unknown-method")

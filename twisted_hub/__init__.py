@@ -10,6 +10,7 @@ from ._client import (
     HubClientFactory,
     HubClientOptions,
     HubClientProtocol,
+    HubProxy,
     ServerHeartbeatEvent,
     connect,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "HubClientOptions",
     "HubClientProtocol",
     "HubError",
+    "HubProxy",
     "HubServerFactory",
     "HubServerProtocol",
     "HubService",

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -58,6 +58,38 @@ from ._wire import (
 )
 
 _UNSET: Any = object()
+InterfaceT = TypeVar("InterfaceT")
+
+
+class HubProxy:
+    """
+    Calls hub methods as attributes: C{proxy.join("lobby")} is
+    C{client.call("join", "lobby")}.  Built by L{HubClientProtocol.proxy}.
+    """
+
+    __slots__ = ("_call", "_allowed")
+
+    def __init__(self, call: Callable[..., Deferred[Any]], allowed: frozenset[str] | None) -> None:
+        self._call = call
+        self._allowed = allowed
+
+    def __getattr__(self, name: str) -> Callable[..., Deferred[Any]]:
+        if name.startswith("_") or (self._allowed is not None and name not in self._allowed):
+            raise AttributeError(f"the hub interface has no method {name!r}")
+        call = self._call
+
+        def remote(*args: Any, **kwargs: Any) -> Deferred[Any]:
+            return call(name, *args, **kwargs)
+
+        remote.__name__ = name
+        return remote
+
+
+def make_proxy(call: Callable[..., Deferred[Any]], interface: type[InterfaceT] | None) -> InterfaceT:
+    """A L{HubProxy} typed as C{interface} (whose public method names it allows)."""
+    from ._hub import receiver_methods
+
+    return cast(InterfaceT, HubProxy(call, receiver_methods(interface)))
 _log = Logger()
 
 
@@ -219,6 +251,18 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
         if not self._handling:
             self._flush()
         return deferred
+
+    def proxy(self, interface: type[InterfaceT] | None = None) -> InterfaceT:
+        """
+        The hub as an object: C{chat = client.proxy(ChatApi)}, then
+        C{await chat.join("lobby", "ann")}.
+
+        C{interface} is a class (typically a C{typing.Protocol}) declaring the
+        hub's methods with C{Deferred[...]} return types: type checkers then
+        check your calls, and calling a method it does not declare raises
+        AttributeError before anything is sent.  Without one, any name goes.
+        """
+        return make_proxy(self.call, interface)
 
     def notify(self, method: str, *args: Any, **kwargs: Any) -> None:
         """Call a hub method without waiting for (or getting) a result."""

@@ -14,7 +14,15 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 
-from ._client import HubClientFactory, HubClientOptions, HubClientProtocol, endpoint_for, hub_url
+from ._client import (
+    HubClientFactory,
+    HubClientOptions,
+    HubClientProtocol,
+    InterfaceT,
+    endpoint_for,
+    hub_url,
+    make_proxy,
+)
 from ._errors import DisconnectKind, DisconnectReason
 
 _log = Logger()
@@ -144,6 +152,10 @@ class ReconnectingHubClient:
     def call(self, method: str, *args: Any, **kwargs: Any) -> Deferred[Any]:
         """Call a hub method once connected."""
         return self.when_connected().addCallback(lambda client: client.call(method, *args, **kwargs))
+
+    def proxy(self, interface: type[InterfaceT] | None = None) -> InterfaceT:
+        """The hub as an object whose methods call it once connected (see L{HubClientProtocol.proxy})."""
+        return make_proxy(self.call, interface)
 
     def notify(self, method: str, *args: Any, **kwargs: Any) -> Deferred[None]:
         """Fire-and-forget once connected."""
