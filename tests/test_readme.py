@@ -29,6 +29,18 @@ class ReadmeExampleTests(SynchronousTestCase):
             ["members: 1", "ann: hello, room", "disconnected: normal"],
         )
 
+    def test_heartbeat_snippet_runs(self) -> None:
+        """The README's heartbeat snippet runs on top of the first example's definitions."""
+        namespace: dict[str, object] = {"__name__": "readme"}
+        first, heartbeat_snippet = python_blocks()[:2]
+        exec(compile(first, "README.md", "exec"), namespace)
+        exec(compile(heartbeat_snippet, "README.md", "exec"), namespace)
+        factory = namespace["factory"]
+        self.assertEqual(factory.heartbeat.timeout, 15.0)  # type: ignore[attr-defined]
+        self.assertEqual(namespace["options"].heartbeat_timeout, 15.0)  # type: ignore[attr-defined]
+        override = namespace["GameHub"].heartbeat_override  # type: ignore[attr-defined]
+        self.assertEqual((override.interval, override.timeout), (10, 1))
+
     def test_commands(self) -> None:
         """The README gives the server command and the test command that CI runs."""
         text = README.read_text()
