@@ -5,8 +5,11 @@ autobahn spends a good part of each small frame on work a hub connection never
 uses: it builds debug-log arguments (``hltype``/``hlval``, which style strings
 with click) for every frame it sends even with debug logging off, and after
 every received message it fires its observer event ``"message"``, which
-creates and chains a Deferred even when nobody listens.  These overrides do
-the same protocol work without that; measured in docs/performance.md.
+creates and chains a Deferred even when nobody listens.  And for every frame
+it receives it runs a general frame state machine (a masker object, frame
+begin/data/end callbacks, a list join) although nearly every frame a hub sees
+is one small, complete, unfragmented binary message.  These overrides do the
+same protocol work without that; measured in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -31,6 +34,71 @@ class FastPathMixin:
     STATE_OPEN: int
     STATE_CONNECTING: int
     STATE_PROXY_CONNECTING: int
+    data: bytes
+    current_frame: Any
+    inside_message: bool
+    _perMessageCompress: Any
+    logFrames: bool
+    autoPingTimeoutCall: Any
+    maxFramePayloadSize: int
+    maxMessagePayloadSize: int
+    factory: Any
+
+    def processData(self) -> bool:
+        # The common frame, handled here: a complete, unfragmented binary
+        # message (FIN, RSV 0, opcode 2) of less than 64 KiB, masked exactly
+        # when the sender is a client, with no extension, frame logging or
+        # autoPing in play.  Everything else (control frames, fragments, text,
+        # large or partial frames, anything invalid) goes through autobahn,
+        # which also produces every protocol-violation close.
+        data = self.data
+        if (
+            len(data) < 2
+            or data[0] != 0x82
+            or self.current_frame is not None
+            or self.inside_message
+            or self.state != self.STATE_OPEN
+            or self._perMessageCompress is not None
+            or self.logFrames
+            or self.autoPingTimeoutCall is not None
+        ):
+            return super().processData()  # type: ignore[misc, no-any-return]
+        second = data[1]
+        masked = second & 0x80
+        if bool(masked) != bool(self.factory.isServer):
+            return super().processData()  # type: ignore[misc, no-any-return]
+        length = second & 0x7F
+        start = 2
+        if length == 126:
+            if len(data) < 4:
+                return super().processData()  # type: ignore[misc, no-any-return]
+            length = (data[2] << 8) | data[3]
+            start = 4
+            if length < 126:
+                return super().processData()  # type: ignore[misc, no-any-return]  # not minimal: a violation
+        elif length == 127:
+            return super().processData()  # type: ignore[misc, no-any-return]
+        if (0 < self.maxFramePayloadSize < length) or (0 < self.maxMessagePayloadSize < length):
+            return super().processData()  # type: ignore[misc, no-any-return]  # autobahn closes with 1009
+        if masked:
+            end = start + 4 + length
+            if len(data) < end:
+                return super().processData()  # type: ignore[misc, no-any-return]
+            mask = data[start : start + 4]
+            payload = data[start + 4 : end]
+            if length:
+                key = (mask * (length // 4 + 1))[:length]
+                payload = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
+        else:
+            end = start + length
+            if len(data) < end:
+                return super().processData()  # type: ignore[misc, no-any-return]
+            payload = data[start:end]
+        self.data = data[end:]
+        self.trafficStats.incomingWebSocketFrames += 1
+        self.trafficStats.incomingWebSocketMessages += 1
+        self.onMessage(payload, True)  # type: ignore[attr-defined]
+        return len(self.data) > 0
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # autobahn's sendData, minus the debug-log call on the common path.

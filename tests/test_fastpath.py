@@ -1,0 +1,199 @@
+"""
+The autobahn fast path (twisted_hub/_autobahn.py) receives exactly what
+autobahn itself receives: a differential test over random frame streams.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Any
+
+from autobahn.twisted.websocket import (
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_hub._autobahn import FastPathMixin
+
+HANDSHAKE = (
+    b"GET /hub HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+class Transport(StringTransport):
+    """autobahn unregisters a producer it never registered when it drops a connection."""
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+
+class Recording:
+    received: list[tuple[bytes, bool]]
+    closes: list[Any]
+
+    def onOpen(self) -> None:
+        self.received = []
+        self.closes = []
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.received.append((bytes(payload), isBinary))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.closes.append(code)
+
+
+class PlainServer(Recording, WebSocketServerProtocol):  # type: ignore[misc]
+    pass
+
+
+class FastServer(FastPathMixin, Recording, WebSocketServerProtocol):  # type: ignore[misc]
+    pass
+
+
+class PlainClient(Recording, WebSocketClientProtocol):  # type: ignore[misc]
+    pass
+
+
+class FastClient(FastPathMixin, Recording, WebSocketClientProtocol):  # type: ignore[misc]
+    pass
+
+
+def open_server(protocol_class: type, max_size: int) -> tuple[Any, StringTransport]:
+    factory = WebSocketServerFactory(reactor=Clock())
+    factory.protocol = protocol_class
+    factory.setProtocolOptions(
+        openHandshakeTimeout=0, closeHandshakeTimeout=0, maxFramePayloadSize=max_size, maxMessagePayloadSize=max_size
+    )
+    protocol = factory.buildProtocol(None)
+    transport = Transport()
+    protocol.makeConnection(transport)
+    protocol.dataReceived(HANDSHAKE)
+    assert protocol.state == protocol.STATE_OPEN
+    transport.clear()
+    return protocol, transport
+
+
+def open_client(protocol_class: type, max_size: int) -> tuple[Any, StringTransport]:
+    factory = WebSocketClientFactory("ws://127.0.0.1/hub", reactor=Clock())
+    factory.protocol = protocol_class
+    factory.setProtocolOptions(
+        openHandshakeTimeout=0, closeHandshakeTimeout=0, serverConnectionDropTimeout=0,
+        maxFramePayloadSize=max_size, maxMessagePayloadSize=max_size,
+    )
+    protocol = factory.buildProtocol(None)
+    transport = Transport()
+    protocol.makeConnection(transport)
+    request = transport.value().decode()
+    key = [line.split(": ")[1] for line in request.split("\r\n") if line.lower().startswith("sec-websocket-key")][0]
+    import base64
+    import hashlib
+
+    accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+    protocol.dataReceived(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
+    assert protocol.state == protocol.STATE_OPEN
+    transport.clear()
+    return protocol, transport
+
+
+def frame(fin: bool, rsv: int, opcode: int, payload: bytes, mask: bytes | None, length_form: str) -> bytes:
+    first = (0x80 if fin else 0) | (rsv << 4) | opcode
+    length = len(payload)
+    masked = 0x80 if mask is not None else 0
+    if length_form == "7" and length < 126:
+        header = bytes([first, masked | length])
+    elif length < 65536 and length_form in ("7", "16"):
+        header = bytes([first, masked | 126]) + struct.pack("!H", length)
+    else:
+        header = bytes([first, masked | 127]) + struct.pack("!Q", length)
+    if mask is None:
+        return header + payload
+    key = (mask * (length // 4 + 1))[:length]
+    masked_payload = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
+    return header + mask + masked_payload
+
+
+# 60-70 KB payloads (around the 64 KiB edge of the fast path), cheap to generate.
+large_payloads = st.builds(
+    lambda n, seed: (seed * (n // len(seed) + 1))[:n], st.integers(60_000, 70_000), st.binary(min_size=1, max_size=16)
+)
+
+frames = st.builds(
+    frame,
+    fin=st.booleans() | st.just(True),
+    rsv=st.sampled_from([0, 0, 0, 0, 4]),
+    opcode=st.sampled_from([2, 2, 2, 2, 1, 0, 9, 10, 8, 3]),
+    payload=st.binary(max_size=300) | large_payloads,
+    mask=st.one_of(st.binary(min_size=4, max_size=4), st.none()),
+    length_form=st.sampled_from(["7", "7", "7", "16", "64"]),
+)
+
+
+def outgoing_frames(wire: bytes) -> list[tuple[int, bytes]]:
+    """(first header byte, unmasked payload) of each frame written; a client's masks are random."""
+    found = []
+    while len(wire) >= 2:
+        length, masked, start = wire[1] & 0x7F, wire[1] & 0x80, 2
+        if length == 126:
+            length, start = struct.unpack("!H", wire[2:4])[0], 4
+        elif length == 127:
+            length, start = struct.unpack("!Q", wire[2:10])[0], 10
+        mask = wire[start : start + 4] if masked else b"\0\0\0\0"
+        start += 4 if masked else 0
+        key = (mask * (length // 4 + 1))[:length]
+        payload = (int.from_bytes(wire[start : start + length], "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
+        found.append((wire[0], payload))
+        wire = wire[start + length :]
+    return found
+
+
+def feed(protocol: Any, stream: bytes, cuts: list[int]) -> None:
+    position = 0
+    for cut in sorted(cuts) + [len(stream)]:
+        if cut > position:
+            protocol.dataReceived(stream[position:cut])
+            position = cut
+
+
+class FastPathDifferentialTests(SynchronousTestCase):
+    def check(self, opener: Any, plain: type, fast: type, streams: list[bytes], cuts: list[int], max_size: int) -> None:
+        stream = b"".join(streams)
+        cuts = [c % (len(stream) + 1) for c in cuts]
+        results = []
+        for protocol_class in (plain, fast):
+            protocol, transport = opener(protocol_class, max_size)
+            feed(protocol, stream, cuts)
+            wire = outgoing_frames(transport.value())
+            results.append((protocol.received, protocol.state, wire, transport.disconnecting))
+        self.assertEqual(results[0], results[1])
+
+    @settings(max_examples=150, deadline=None, database=None)
+    @given(st.lists(frames, max_size=6), st.lists(st.integers(min_value=0), max_size=6), st.sampled_from([0, 100, 65_536]))
+    def test_server_side_matches_autobahn(self, streams: list[bytes], cuts: list[int], max_size: int) -> None:
+        """A server with the fast path delivers the same messages, closes and replies as stock autobahn."""
+        self.check(open_server, PlainServer, FastServer, streams, cuts, max_size)
+
+    @settings(max_examples=150, deadline=None, database=None)
+    @given(st.lists(frames, max_size=6), st.lists(st.integers(min_value=0), max_size=6), st.sampled_from([0, 100, 65_536]))
+    def test_client_side_matches_autobahn(self, streams: list[bytes], cuts: list[int], max_size: int) -> None:
+        """A client with the fast path delivers the same messages, closes and replies as stock autobahn."""
+        self.check(open_client, PlainClient, FastClient, streams, cuts, max_size)
+
+    def test_fast_path_is_taken(self) -> None:
+        """A small masked binary frame reaches onMessage without autobahn's frame machinery."""
+        protocol, _ = open_server(FastServer, 0)
+        calls: list[str] = []
+        protocol.onFrameBegin = lambda: calls.append("frame machinery")
+        protocol.dataReceived(frame(True, 0, 2, b"hello", os.urandom(4), "7"))
+        self.assertEqual((protocol.received, calls), ([(b"hello", True)], []))
