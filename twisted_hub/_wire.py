@@ -125,10 +125,10 @@ class Welcome:
 
 
 @dataclass(slots=True)
-class Invoke:
-    """Client calls a hub method and wants its result."""
+class _Request:
+    """A call that wants an answer: C{[kind, call_id, method, args(, kwargs)]}."""
 
-    kind: ClassVar[int] = MessageKind.INVOKE
+    kind: ClassVar[int]
     call_id: int
     method: str
     args: list[Any]
@@ -141,10 +141,10 @@ class Invoke:
 
 
 @dataclass(slots=True)
-class Notify:
-    """Client calls a hub method and wants no answer (fire-and-forget)."""
+class _Call:
+    """A call that wants no answer: C{[kind, method, args(, kwargs)]}."""
 
-    kind: ClassVar[int] = MessageKind.NOTIFY
+    kind: ClassVar[int]
     method: str
     args: list[Any]
     kwargs: dict[str, Any] | None = None
@@ -153,6 +153,20 @@ class Notify:
         if self.kwargs:
             return [self.kind, self.method, self.args, self.kwargs]
         return [self.kind, self.method, self.args]
+
+
+@dataclass(slots=True)
+class Invoke(_Request):
+    """Client calls a hub method and wants its result."""
+
+    kind: ClassVar[int] = MessageKind.INVOKE
+
+
+@dataclass(slots=True)
+class Notify(_Call):
+    """Client calls a hub method and wants no answer (fire-and-forget)."""
+
+    kind: ClassVar[int] = MessageKind.NOTIFY
 
 
 @dataclass(slots=True)
@@ -182,34 +196,17 @@ class Error:
 
 
 @dataclass(slots=True)
-class ReceiverCall:
+class ReceiverCall(_Call):
     """Server calls a client receiver method; no answer."""
 
     kind: ClassVar[int] = MessageKind.RECEIVER_CALL
-    method: str
-    args: list[Any]
-    kwargs: dict[str, Any] | None = None
-
-    def fields(self) -> list[Any]:
-        if self.kwargs:
-            return [self.kind, self.method, self.args, self.kwargs]
-        return [self.kind, self.method, self.args]
 
 
 @dataclass(slots=True)
-class ClientInvoke:
+class ClientInvoke(_Request):
     """Server calls a client receiver method and wants its return value."""
 
     kind: ClassVar[int] = MessageKind.CLIENT_INVOKE
-    call_id: int
-    method: str
-    args: list[Any]
-    kwargs: dict[str, Any] | None = None
-
-    def fields(self) -> list[Any]:
-        if self.kwargs:
-            return [self.kind, self.call_id, self.method, self.args, self.kwargs]
-        return [self.kind, self.call_id, self.method, self.args]
 
 
 @dataclass(slots=True)
