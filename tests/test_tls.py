@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -26,21 +28,29 @@ def tls_endpoint(reactor: object, port: int, cert: Path) -> object:
     return wrapClientTLS(optionsForClientTLS("localhost", trustRoot=trust), tcp)
 
 
+@asynccontextmanager
+async def tls_service(directory: Path) -> AsyncIterator[tuple[int, Path]]:
+    """A HubService with the echo hub on ssl:0 (self-signed); yields (port, certificate path)."""
+    from twisted.internet import reactor
+
+    key, cert = write_self_signed(directory)
+    service = HubService([EchoHub], [f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"], reactor=reactor)
+    service.privilegedStartService()
+    service.startService()
+    try:
+        (port,) = await service.listening_ports()
+        yield port.getHost().port, cert
+    finally:
+        await service.stopService()
+
+
 @pytest_twisted.ensureDeferred
 async def test_wss_call_through_ssl_endpoint() -> None:
     """A HubService on ssl:0 with a self-signed certificate answers a wss:// client that trusts it."""
     from twisted.internet import reactor
 
     with tempfile.TemporaryDirectory() as directory:
-        key, cert = write_self_signed(Path(directory))
-        service = HubService(
-            [EchoHub], [f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"], reactor=reactor
-        )
-        service.privilegedStartService()
-        service.startService()
-        try:
-            (port,) = await service.listening_ports()
-            number = port.getHost().port
+        async with tls_service(Path(directory)) as (number, cert):
             client = await connect(
                 f"wss://localhost:{number}/hub", "echo", reactor=reactor,
                 endpoint=tls_endpoint(reactor, number, cert), timeout=10,  # type: ignore[arg-type]
@@ -53,8 +63,6 @@ async def test_wss_call_through_ssl_endpoint() -> None:
             args = parse_args(["call", f"wss://localhost:{number}/hub", "echo.add", "20", "22", "--cafile", str(cert)])
             assert await run(reactor, args, out, err) == 0, err.getvalue()
             assert out.getvalue() == "42\n"
-        finally:
-            await service.stopService()
 
 
 @pytest_twisted.ensureDeferred
@@ -62,22 +70,11 @@ async def test_untrusted_certificate_refused() -> None:
     """A client that does not trust the self-signed certificate cannot open a hub connection."""
     from twisted.internet import reactor
 
-    with tempfile.TemporaryDirectory() as directory:
-        key, cert = write_self_signed(Path(directory))
-        service = HubService(
-            [EchoHub], [f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"], reactor=reactor
-        )
-        service.privilegedStartService()
-        service.startService()
-        try:
-            (port,) = await service.listening_ports()
-            number = port.getHost().port
-            with tempfile.TemporaryDirectory() as elsewhere:
-                _, stranger = write_self_signed(Path(elsewhere))
-                with pytest.raises(HandshakeError):
-                    await connect(
-                        f"wss://localhost:{number}/hub", "echo", reactor=reactor,
-                        endpoint=tls_endpoint(reactor, number, stranger), timeout=10,  # type: ignore[arg-type]
-                    )
-        finally:
-            await service.stopService()
+    with tempfile.TemporaryDirectory() as directory, tempfile.TemporaryDirectory() as elsewhere:
+        async with tls_service(Path(directory)) as (number, _):
+            _, stranger = write_self_signed(Path(elsewhere))
+            with pytest.raises(HandshakeError):
+                await connect(
+                    f"wss://localhost:{number}/hub", "echo", reactor=reactor,
+                    endpoint=tls_endpoint(reactor, number, stranger), timeout=10,  # type: ignore[arg-type]
+                )
