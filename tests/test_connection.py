@@ -378,20 +378,6 @@ class BatchingTests(SynchronousTestCase):
             frames, [[ClientHeartbeatAck(1, to_us(1.0), to_us(3.0)), ClientHeartbeatAck(2, to_us(2.0), to_us(3.0))]]
         )
 
-    def test_dataToSend(self) -> None:
-        """data_to_send gives one batch for a batch peer, one message at a time otherwise."""
-        server, client = connected_pair()
-        server.send(Result(1, 1))
-        server.send(Result(2, 2))
-        self.assertEqual(server.data_to_send(), encode(Result(1, 1)) + encode(Result(2, 2)))
-        self.assertIsNone(server.data_to_send())
-        plain_server, _ = connected_pair(client_capabilities=())
-        plain_server.send(Result(1, 1))
-        plain_server.send(Result(2, 2))
-        self.assertEqual(plain_server.data_to_send(), encode(Result(1, 1)))
-        self.assertEqual(plain_server.data_to_send(), encode(Result(2, 2)))
-        self.assertIsNone(plain_server.data_to_send())
-
 
 class ConnectionHeartbeatTests(SynchronousTestCase):
     """Heartbeats through the connection cores."""

@@ -183,20 +183,6 @@ class Connection(Generic[T]):
             return
         self._outbox.append(data)
 
-    def data_to_send(self) -> bytes | None:
-        """
-        The payload of the next frame (None if nothing is queued): everything
-        queued when the peer takes batches, else the oldest message alone
-        (call again until None).
-        """
-        outbox = self._outbox
-        if not outbox:
-            return None
-        if len(outbox) == 1 or CAP_BATCH not in self.peer_capabilities:
-            return outbox.pop(0)
-        self._outbox = []
-        return b"".join(outbox)
-
     def frames_to_send(self, max_size: int | None = None) -> list[bytes]:
         """
         Everything queued, as frame payloads: batches when the peer takes
