@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -256,5 +255,3 @@ class StallDetector:
         """
         return self.last_stall_at is not None and self.last_stall_at > started_at
 
-
-TimeSource = Callable[[], float]
