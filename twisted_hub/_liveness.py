@@ -67,7 +67,6 @@ class ServerHeartbeatScheduler:
         self.members: dict[str, HeartbeatMember] = {}
         #: one sequence for every connection of this configuration
         self.sequence = 0
-        self.ticks = 0
         #: answers to the newest heartbeat since the last tick (logged per tick)
         self.acknowledged = 0
         self._loop: LoopingCall | None = None
@@ -109,7 +108,6 @@ class ServerHeartbeatScheduler:
         self.stall.observe(self._next_due, now)
         self._next_due = now + self.policy.interval
         self.sequence += 1
-        self.ticks += 1
         sequence = self.sequence
         metadata = None
         provider = self.policy.metadata_provider
