@@ -10,8 +10,8 @@ so they share one deadline; acknowledging just clears a field (no timer is
 cancelled).  When the deadline fires, members whose timeout still runs from
 that instant have timed out.
 
-L{ClientHeartbeat}: the client's own heartbeat, per connection ("wait the
-interval, send"), with its timeout on C{callLater}.
+The client's own heartbeat is per connection ("wait the interval, send",
+timeout on C{callLater}) and lives in L{twisted_hub._client.HubClientProtocol}.
 """
 
 from __future__ import annotations
