@@ -305,8 +305,9 @@ class DisconnectTests(ClientTestBase):
         self.assertEqual((reason.kind, reason.locally), (DisconnectKind.NORMAL, False))
 
     def test_message_too_big_from_server(self) -> None:
-        """A server message over the client's max_message_size closes with MESSAGE_TOO_BIG."""
+        """A server that ignores the client's announced limit and sends more gets closed with MESSAGE_TOO_BIG."""
         conn = self.connect(options=HubClientOptions(max_message_size=1000))
+        conn.server_protocol.core.peer_max_message_size = None  # a server that ignores the hello's "max"
         d = conn.client.call("big", 2000)
         self.server.flush()
         self.failureResultOf(d, ConnectionClosedError)

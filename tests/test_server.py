@@ -22,6 +22,7 @@ from twisted_hub import (
     DisconnectKind,
     ErrorCode,
     HandshakeError,
+    HubClientOptions,
     HubClientProtocol,
     HubError,
 )
@@ -634,13 +635,38 @@ class LimitTests(ServerTestBase):
         conn = self.connect()
         other = self.connect()
         self.assertEqual(self.call(conn, "plain", b"x" * 900), b"x" * 900)
-        d = conn.client.call("plain", b"x" * 1001)
+        d = conn.client.call("deferred", 0)  # stays pending until the connection closes
+        # A peer that ignores the limit the server announced in its welcome:
+        conn.client.sendMessage(msgpack.packb([2, 99, "plain", [b"x" * 1001]]), isBinary=True)
         self.server.flush()
         self.failureResultOf(d, ConnectionClosedError)
         reason = self.successResultOf(conn.client.wait_for_disconnect())
         self.assertEqual((reason.kind, reason.code), (DisconnectKind.MESSAGE_TOO_BIG, CloseCode.MESSAGE_TOO_BIG))
         self.assertEqual(WorkHub.events[-1][1].kind, DisconnectKind.MESSAGE_TOO_BIG)
         self.assertEqual(self.call(other, "plain", 1), 1)
+
+    def test_client_respects_announced_limit(self) -> None:
+        """The client learns the server's limit from the welcome and refuses a too-big call locally."""
+        self.server = HubTestServer([WorkHub], max_message_size=1000)
+        conn = self.connect()
+        self.assertEqual(conn.client.core.peer_max_message_size, 1000)
+        error = self.call_error(conn, "plain", b"x" * 1001)
+        self.assertEqual(error.code, ErrorCode.INVALID_ARGUMENTS)
+        self.assertEqual(self.call(conn, "plain", 1), 1)
+
+    def test_batches_split_at_the_client_limit(self) -> None:
+        """Messages for a client with a smaller limit leave in frames that fit it; one over it is not sent."""
+        conn = self.connect(options=HubClientOptions(max_message_size=1500))
+        self.assertEqual(conn.server_protocol.core.peer_max_message_size, 1500)
+        conn.client_received.clear()
+        pushed = conn.client.call("push_many", 600, 3)  # three 600-byte receiver calls in one handler
+        oversized = conn.client.call("big", 2000)  # a 2000-byte result the client could not take
+        self.server.flush()
+        self.assertTrue(conn.client.is_connected)
+        self.assertEqual(self.successResultOf(pushed), 3)
+        self.assertGreaterEqual(len(conn.client_received), 2)
+        self.assertTrue(all(len(frame) <= 1500 for frame in conn.client_received))
+        self.assertEqual(self.failureResultOf(oversized, HubError).value.code, ErrorCode.INTERNAL)
 
     def test_result_too_big(self) -> None:
         """A result over max_message_size answers 'internal' (logged) instead of breaking the reactor."""

@@ -109,11 +109,11 @@ def message_from_array(array: list[Any]) -> Message:
     """
     kind, rest = array[0], array[1:]
     if kind == MessageKind.HELLO:
-        return Hello(rest[0].get("caps", []))
+        return Hello(rest[0].get("caps", []), rest[0].get("max"))
     if kind == MessageKind.WELCOME:
         info = rest[0]
         interval, timeout = info.get("hb") or (None, None)
-        return Welcome(info.get("caps", []), info.get("id", ""), interval, timeout)
+        return Welcome(info.get("caps", []), info.get("id", ""), interval, timeout, info.get("max"))
     classes: dict[int, Any] = {
         MessageKind.INVOKE: Invoke,
         MessageKind.NOTIFY: Notify,
@@ -249,6 +249,9 @@ class DecodeTests(SynchronousTestCase):
     def test_helloMissingCapsAndExtraKeys(self) -> None:
         """A hello without caps has none; unknown keys are ignored."""
         self.assertEqual(decode_frame(_frame([0, {"future": 1}])), [Hello([])])
+        for bad_max in (0, -5, 1.5, "1", True):
+            self.assertRaises(ProtocolError, decode_frame, _frame([0, {"caps": [], "max": bad_max}]))
+            self.assertRaises(ProtocolError, decode_frame, _frame([1, {"caps": [], "max": bad_max}]))
 
     def test_welcomeIntegerHeartbeat(self) -> None:
         """Welcome heartbeat settings may be integers, and the timeout nil."""

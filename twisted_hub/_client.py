@@ -238,7 +238,8 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
 
         deferred: Deferred[Any] = Deferred(cancel)
         try:
-            call_id = core.invoke(deferred, method, args or [], kwargs, self.factory.options.max_message_size)
+            size_limit = core.send_limit(self.factory.options.max_message_size)
+            call_id = core.invoke(deferred, method, args or [], kwargs, size_limit)
         except (TypeError, ValueError, OverflowError) as e:
             # Unencodable or oversized arguments: this call fails, the connection lives.
             return fail(HubError(ErrorCode.INVALID_ARGUMENTS, f"{method}: {e}"))
@@ -313,7 +314,7 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
         super().failHandshake(reason)
 
     def onOpen(self) -> None:
-        self.core.hello()
+        self.core.hello(self.factory.options.max_message_size)
         self._flush()
 
     # -- receiving -----------------------------------------------------------
@@ -513,7 +514,7 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
     def _flush(self) -> None:
         if self.state != self.STATE_OPEN:
             return
-        for frame in self.core.frames_to_send(self.factory.options.max_message_size):
+        for frame in self.core.frames_to_send(self.core.send_limit(self.factory.options.max_message_size)):
             self.sendMessage(frame, isBinary=True)
 
     # -- closing -------------------------------------------------------------

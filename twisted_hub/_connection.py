@@ -163,6 +163,8 @@ class Connection(Generic[T]):
         self._outbox: list[bytes] = []
         self._next_call_id = 1
         self._pending: dict[int, T] = {}
+        #: the largest message the peer accepts, from its hello/welcome (None: not announced)
+        self.peer_max_message_size: int | None = None
         #: when we last received a frame (any frame), for "any traffic counts"
         self.last_received = 0.0
         #: heartbeats we send and the answers to them
@@ -182,6 +184,11 @@ class Connection(Generic[T]):
         if self.state is ConnectionState.CLOSED:
             return
         self._outbox.append(data)
+
+    def send_limit(self, own_limit: int) -> int:
+        """The largest frame we may send: our own limit, or the peer's if it announced a smaller one."""
+        peer = self.peer_max_message_size
+        return own_limit if peer is None or peer >= own_limit else peer
 
     def frames_to_send(self, max_size: int | None = None) -> list[bytes]:
         """
@@ -304,12 +311,16 @@ class ServerConnection(Connection[T]):
         self._heartbeat_timeout = heartbeat_timeout
 
     def welcome(
-        self, heartbeat_interval: float | None | object = _SAME, heartbeat_timeout: float | None | object = _SAME
+        self,
+        heartbeat_interval: float | None | object = _SAME,
+        heartbeat_timeout: float | None | object = _SAME,
+        max_message_size: int | None = None,
     ) -> None:
         """
         Queue the welcome; call once the WebSocket is open.  The heartbeat
         settings it announces default to the constructor's (the adapter
-        passes the final ones, which C{on_connecting} may have changed).
+        passes the final ones, which C{on_connecting} may have changed);
+        C{max_message_size} announces the largest message we accept.
         """
         if heartbeat_interval is not _SAME:
             self._heartbeat_interval = heartbeat_interval  # type: ignore[assignment]
@@ -321,6 +332,7 @@ class ServerConnection(Connection[T]):
                 self.connection_id,
                 self._heartbeat_interval,
                 self._heartbeat_timeout if self._heartbeat_interval is not None else None,
+                max_message_size,
             )
         )
 
@@ -340,6 +352,7 @@ class ServerConnection(Connection[T]):
             if kind != MessageKind.HELLO:
                 raise ProtocolError("the first message from a client must be hello")
             self.peer_capabilities = frozenset(message.capabilities)  # type: ignore[union-attr]
+            self.peer_max_message_size = message.max_message_size  # type: ignore[union-attr]
             self.state = ConnectionState.OPEN
             return HandshakeCompleted(self.peer_capabilities)
         if kind == MessageKind.INVOKE or kind == MessageKind.NOTIFY:
@@ -382,9 +395,9 @@ class ClientConnection(Connection[T]):
         self.clock_sync = ClockSync()
         self._heartbeat_sequence = 0
 
-    def hello(self) -> None:
-        """Queue the hello; call once the WebSocket is open."""
-        self.send(Hello(list(self.capabilities)))
+    def hello(self, max_message_size: int | None = None) -> None:
+        """Queue the hello (announcing the largest message we accept); call once the WebSocket is open."""
+        self.send(Hello(list(self.capabilities), max_message_size))
 
     def invoke(
         self, token: T, method: str, args: list[Any], kwargs: dict[str, Any] | None = None,
@@ -433,6 +446,7 @@ class ClientConnection(Connection[T]):
                 raise ProtocolError("the first message from a server must be welcome")
             self.welcome = message  # type: ignore[assignment]
             self.peer_capabilities = frozenset(message.capabilities)  # type: ignore[union-attr]
+            self.peer_max_message_size = message.max_message_size  # type: ignore[union-attr]
             self.state = ConnectionState.OPEN
             return HandshakeCompleted(self.peer_capabilities)
         if kind == _RESULT or kind == _ERROR:

@@ -290,9 +290,9 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         assert runtime is not None
         policy = self.heartbeat_policy
         if policy.enabled:
-            self.core.welcome(policy.interval, policy.timeout)
+            self.core.welcome(policy.interval, policy.timeout, self.factory.max_message_size)
         else:
-            self.core.welcome(None, None)
+            self.core.welcome(None, None, self.factory.max_message_size)
         self._flush()
         runtime.connections[self.connection_id] = self
         self.factory.connection_count += 1
@@ -466,8 +466,9 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
             _log.error("result of call {call_id} cannot be encoded: {error}", call_id=call_id, error=e)
             self._send_error(call_id, ErrorCode.INTERNAL, "the result cannot be encoded")
             return
-        if len(payload) > self.factory.max_message_size:
-            # autobahn would raise PayloadExceededError from sendMessage, into the reactor
+        if len(payload) > self.core.send_limit(self.factory.max_message_size):
+            # Over our limit autobahn would raise into the reactor; over the
+            # client's announced limit the client would close with 1009.
             _log.error("result of call {call_id} is too big to send ({size} bytes)", call_id=call_id, size=len(payload))
             self._send_error(call_id, ErrorCode.INTERNAL, "the result is too big to send")
             return
@@ -522,11 +523,21 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
     # -- sending -------------------------------------------------------------
     def write_message(self, payload: bytes) -> None:
         """Queue one encoded message; it leaves at the end of the current frame's handling."""
-        if self._disconnected:
+        if self._disconnected or not self._fits_peer(len(payload)):
             return
         self.core.send_encoded(payload)
         if not self._handling:
             self._flush()
+
+    def _fits_peer(self, size: int) -> bool:
+        limit = self.core.peer_max_message_size
+        if limit is None or size <= limit:
+            return True
+        _log.warn(
+            "a {size}-byte message was not sent to {id}: over the {limit}-byte limit it announced",
+            size=size, id=self.connection_id, limit=limit,
+        )
+        return False
 
     def _flush(self) -> None:
         core = self.core
@@ -534,13 +545,13 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
             return
         if self.state != self.STATE_OPEN:
             return  # closing (e.g. kicked inside a call): autobahn refuses to send
-        for frame in core.frames_to_send(self.factory.max_message_size):
+        for frame in core.frames_to_send(core.send_limit(self.factory.max_message_size)):
             self._account(len(frame))
             self.sendMessage(frame, isBinary=True)
 
     def send_prepared(self, prepared: Any) -> None:
         """Send a frame prepared once for many connections (keeps order with queued messages)."""
-        if self._disconnected or self.state != self.STATE_OPEN:
+        if self._disconnected or self.state != self.STATE_OPEN or not self._fits_peer(len(prepared.payload)):
             return
         if self.core.has_outgoing:
             self._flush()

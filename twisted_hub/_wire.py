@@ -100,9 +100,14 @@ class Hello:
 
     kind: ClassVar[int] = MessageKind.HELLO
     capabilities: list[str] = field(default_factory=list)
+    #: the largest message the client accepts, bytes (None: not announced)
+    max_message_size: int | None = None
 
     def fields(self) -> list[Any]:
-        return [self.kind, {"caps": self.capabilities}]
+        info: dict[str, Any] = {"caps": self.capabilities}
+        if self.max_message_size is not None:
+            info["max"] = self.max_message_size
+        return [self.kind, info]
 
 
 @dataclass(slots=True)
@@ -116,11 +121,15 @@ class Welcome:
     heartbeat_interval: float | None = None
     #: server heartbeat timeout in seconds, or None (never disconnects)
     heartbeat_timeout: float | None = None
+    #: the largest message the server accepts, bytes (None: not announced)
+    max_message_size: int | None = None
 
     def fields(self) -> list[Any]:
         info: dict[str, Any] = {"caps": self.capabilities, "id": self.connection_id}
         if self.heartbeat_interval is not None:
             info["hb"] = [self.heartbeat_interval, self.heartbeat_timeout]
+        if self.max_message_size is not None:
+            info["max"] = self.max_message_size
         return [self.kind, info]
 
 
@@ -347,6 +356,13 @@ def _caps(info: object, what: str) -> list[str]:
     return caps
 
 
+def _max_size(info: dict[str, Any], what: str) -> int | None:
+    value = info.get("max")
+    if value is not None and not (_is_uint(value) and value > 0):
+        raise ProtocolError(f"{what}: max must be a positive integer")
+    return value  # type: ignore[no-any-return]
+
+
 def _decode_one(raw: object) -> Message:
     """Turn one decoded msgpack value into a message, or raise ProtocolError."""
     if type(raw) is not list or not raw:  # noqa: E721
@@ -419,7 +435,7 @@ def _decode_one(raw: object) -> Message:
         return ClientHeartbeatAck(raw[1], raw[2], raw[3])
     if kind == MessageKind.HELLO:
         _length(raw, 2, 2, "hello")
-        return Hello(_caps(raw[1], "hello"))
+        return Hello(_caps(raw[1], "hello"), _max_size(raw[1], "hello"))
     if kind == MessageKind.WELCOME:
         _length(raw, 2, 2, "welcome")
         info = raw[1]
@@ -440,7 +456,7 @@ def _decode_one(raw: object) -> Message:
                 raise ProtocolError("welcome: hb values must be numbers")
             if not interval > 0 or (timeout is not None and not timeout > 0):
                 raise ProtocolError("welcome: hb values must be > 0")
-        return Welcome(caps, connection_id, interval, timeout)
+        return Welcome(caps, connection_id, interval, timeout, _max_size(info, "welcome"))
     if kind == MessageKind.CLOSE:
         _length(raw, 3, 3, "close")
         if type(raw[1]) is not int:  # noqa: E721
