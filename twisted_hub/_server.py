@@ -523,21 +523,21 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
     # -- sending -------------------------------------------------------------
     def write_message(self, payload: bytes) -> None:
         """Queue one encoded message; it leaves at the end of the current frame's handling."""
-        if self._disconnected or not self._fits_peer(len(payload)):
+        if self._disconnected:
+            return
+        limit = self.core.peer_max_message_size
+        if limit is not None and len(payload) > limit:
+            self._not_sent(len(payload), limit)
             return
         self.core.send_encoded(payload)
         if not self._handling:
             self._flush()
 
-    def _fits_peer(self, size: int) -> bool:
-        limit = self.core.peer_max_message_size
-        if limit is None or size <= limit:
-            return True
+    def _not_sent(self, size: int, limit: int) -> None:
         _log.warn(
             "a {size}-byte message was not sent to {id}: over the {limit}-byte limit it announced",
             size=size, id=self.connection_id, limit=limit,
         )
-        return False
 
     def _flush(self) -> None:
         core = self.core
@@ -551,7 +551,11 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
 
     def send_prepared(self, prepared: Any) -> None:
         """Send a frame prepared once for many connections (keeps order with queued messages)."""
-        if self._disconnected or self.state != self.STATE_OPEN or not self._fits_peer(len(prepared.payload)):
+        if self._disconnected or self.state != self.STATE_OPEN:
+            return
+        limit = self.core.peer_max_message_size
+        if limit is not None and len(prepared.payload) > limit:
+            self._not_sent(len(prepared.payload), limit)
             return
         if self.core.has_outgoing:
             self._flush()
