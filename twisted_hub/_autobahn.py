@@ -122,3 +122,39 @@ class FastPathMixin:
         if not self.failedByMe:
             self.onMessage(b"".join(self.message_data), self.message_is_binary)  # type: ignore[attr-defined]
         self.message_data = None
+
+
+#: Seconds we let our close frame take to leave before the socket is aborted.
+CLOSE_FLUSH_TIMEOUT = 1.0
+
+
+class BoundedDropMixin:
+    """
+    Ending a connection to a peer we gave up on: our close frame goes out
+    first (so the peer can learn why), then TCP is closed once our buffer is
+    written, and aborted if that takes more than L{CLOSE_FLUSH_TIMEOUT} (a
+    stopped peer reads nothing).  Shared by the server and client protocols.
+    """
+
+    transport: Any
+    _abort_call: Any = None
+
+    def drop_after_close(self, clock: Any) -> None:
+        """Close TCP after the close frame; abort it if that is not done in time."""
+        self.dropConnection(abort=False)  # type: ignore[attr-defined]
+        if self._abort_call is None:
+            self._abort_call = clock.callLater(CLOSE_FLUSH_TIMEOUT, self._abort_now)
+
+    def _abort_now(self) -> None:
+        self._abort_call = None
+        transport = self.transport
+        if transport is not None:
+            transport.abortConnection()
+
+    def cancel_drop(self) -> None:
+        """The connection is gone: the abort timer is not needed."""
+        call = self._abort_call
+        if call is not None:
+            self._abort_call = None
+            if call.active():
+                call.cancel()

@@ -18,7 +18,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._autobahn import FastPathMixin
+from ._autobahn import BoundedDropMixin, FastPathMixin
 from ._connection import (
     CallFailed,
     CallSucceeded,
@@ -38,13 +38,16 @@ from ._errors import (
     kind_for_close,
 )
 from ._heartbeat import (
-    DEFAULT_TIMEOUT_FACTOR,
     ClockOffset,
+    HeartbeatConfigurationError,
+    HeartbeatPolicy,
+    HeartbeatVerdict,
     StallDetector,
     _check_positive,
     utc_from_us,
 )
 from ._wire import (
+    HEARTBEAT_TIMEOUT_REASON,
     SUBPROTOCOL,
     ClientInvoke,
     Close,
@@ -120,20 +123,30 @@ class HubClientOptions:
     """
     Client settings.
 
-    @ivar heartbeat_interval: seconds between our own heartbeats (None: off).
-    @ivar heartbeat_timeout: seconds without an answer before we declare the
-        server gone (None: never; RTT and clock offset are still measured).
+    @ivar heartbeat: our own heartbeat, the same L{HeartbeatPolicy} type the
+        server takes (its C{metadata_provider} and C{ping_fallback} are
+        server-only and ignored here).  None: off, the default; the
+        server's heartbeats are answered either way.
+    @ivar heartbeat_interval: shorthand for C{heartbeat}: seconds between
+        our own heartbeats (None: off).
+    @ivar heartbeat_timeout: shorthand: seconds without an answer before we
+        declare the server gone (None: never; RTT and clock offset are
+        still measured).
     @ivar on_server_heartbeat: called with a L{ServerHeartbeatEvent}.
     @ivar on_heartbeat_response: called with a L{ClientHeartbeatEvent}.
     @ivar on_heartbeat_timeout: called (no arguments) when our heartbeat
         times out, just before the connection is dropped.
-    @ivar any_traffic_counts: any data from the server since the oldest
-        unanswered heartbeat counts as an answer.
-    @ivar stall_grace: when our own reactor was stalled right before the
-        timeout fired, give the server one more exchange.
+    @ivar any_traffic_counts: shorthand: any data from the server since the
+        oldest unanswered heartbeat counts as an answer.
+    @ivar stall_grace: shorthand: when our own reactor was stalled right
+        before the timeout fired, give the server one more exchange.
     @ivar call_timeout: default seconds a call may wait for its result
         (None: until the connection closes).
     @ivar max_message_size: largest message we accept, bytes.
+    @ivar on_disconnected: called with the L{DisconnectReason} when the
+        connection ends, whoever ended it (e.g. C{PEER_TIMED_OUT} when the
+        server's heartbeat timed us out), so no one has to poll
+        L{HubClientProtocol.wait_for_disconnect}.
     """
 
     heartbeat_interval: float | None = None
@@ -146,21 +159,41 @@ class HubClientOptions:
     call_timeout: float | None = None
     max_message_size: int = 1024 * 1024
     extra_headers: dict[str, str] = field(default_factory=dict)
+    heartbeat: HeartbeatPolicy | None = None
+    on_disconnected: Callable[[DisconnectReason], object] | None = None
 
     def __post_init__(self) -> None:
         _check_positive("interval", self.heartbeat_interval)
         _check_positive("timeout", self.heartbeat_timeout)
+        policy = self.heartbeat
+        if policy is None:
+            if self.heartbeat_interval is None:
+                return
+            policy = HeartbeatPolicy(
+                enabled=True, interval=self.heartbeat_interval, timeout=self.heartbeat_timeout,
+                any_traffic_counts=self.any_traffic_counts, stall_grace=self.stall_grace,
+            )
+            object.__setattr__(self, "heartbeat", policy)
+        elif self.heartbeat_interval is not None and (
+            (self.heartbeat_interval, self.heartbeat_timeout) != (policy.interval, policy.timeout)
+            or (self.any_traffic_counts, self.stall_grace) != (policy.any_traffic_counts, policy.stall_grace)
+        ):
+            raise HeartbeatConfigurationError("give heartbeat= or the heartbeat_interval/heartbeat_timeout shorthands, not both")
+        # The shorthand fields always mirror the policy in force.
+        enabled = policy.enabled
+        object.__setattr__(self, "heartbeat_interval", policy.interval if enabled else None)
+        object.__setattr__(self, "heartbeat_timeout", policy.timeout if enabled else None)
+        object.__setattr__(self, "any_traffic_counts", policy.any_traffic_counts)
+        object.__setattr__(self, "stall_grace", policy.stall_grace)
 
     @classmethod
     def heartbeat_every(cls, interval: float, timeout: float | None = _UNSET, **kwargs: Any) -> HubClientOptions:
         """The one-call form: beat every C{interval}s, timeout 3x interval unless given."""
-        _check_positive("interval", interval)
-        if timeout is _UNSET:
-            timeout = interval * DEFAULT_TIMEOUT_FACTOR
-        return cls(heartbeat_interval=interval, heartbeat_timeout=timeout, **kwargs)
+        policy = HeartbeatPolicy.every(interval) if timeout is _UNSET else HeartbeatPolicy.every(interval, timeout)
+        return cls(heartbeat=policy, **kwargs)
 
 
-class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore[misc]
+class HubClientProtocol(FastPathMixin, BoundedDropMixin, WebSocketClientProtocol):  # type: ignore[misc]
     """
     One connection to one hub, as the client sees it.
 
@@ -182,8 +215,7 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
         self._close_reason: DisconnectReason | None = None
         self._handling = 0
         self._heartbeat_loop: LoopingCall | None = None
-        self._heartbeat_timeout: IDelayedCall | None = None
-        self._heartbeat_grace_used = False
+        self._heartbeat_check: IDelayedCall | None = None
         self._next_beat_due = 0.0
         self.stall = StallDetector()
         self._handshake_status: tuple[int | None, str] | None = None
@@ -359,9 +391,9 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
                 self._flush()
 
     def _handshake_completed(self) -> None:
-        options = self.factory.options
-        if options.heartbeat_interval is not None and self.core.server_takes_heartbeats:
-            self._start_heartbeat(options.heartbeat_interval)
+        policy = self.factory.options.heartbeat
+        if policy is not None and policy.enabled and self.core.server_takes_heartbeats:
+            self._start_heartbeat(policy.interval)
         if not self.ready.called:
             self.ready.callback(self)
 
@@ -443,72 +475,79 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
                 self._heartbeat_loop.stop()
             self._heartbeat_loop = None
             _log.debug("client heartbeat timer stopped")
-        if self._heartbeat_timeout is not None:
-            if self._heartbeat_timeout.active():
-                self._heartbeat_timeout.cancel()
-            self._heartbeat_timeout = None
+        if self._heartbeat_check is not None:
+            if self._heartbeat_check.active():
+                self._heartbeat_check.cancel()
+            self._heartbeat_check = None
 
     def _beat(self) -> None:
         clock = self.factory.clock
         now = clock.seconds()
-        interval = self.factory.options.heartbeat_interval or 0.0
+        policy = self.factory.options.heartbeat
+        assert policy is not None
         self.stall.observe(self._next_beat_due, now)
-        self._next_beat_due = now + interval
-        self._send_heartbeat(now)
-
-    def _send_heartbeat(self, now: float) -> None:
-        sequence, started = self.core.send_heartbeat(now)
+        self._next_beat_due = now + policy.interval
+        sequence, _ = self.core.send_heartbeat(now)
         _log.debug("client heartbeat {sequence} sent", sequence=sequence)
         if not self._handling:
             self._flush()
-        timeout = self.factory.options.heartbeat_timeout
-        if started and timeout is not None:
-            self._arm_timeout(timeout, now)
+        self._arm_heartbeat_check()
 
-    def _arm_timeout(self, timeout: float, started_at: float) -> None:
-        due = started_at + timeout
-        self._heartbeat_timeout = self.factory.clock.callLater(
-            timeout, self._heartbeat_timeout_fired, started_at, due
-        )
+    def _arm_heartbeat_check(self) -> None:
+        # One timer at most, re-armed lazily when it fires: answers only
+        # update the tracker, they never cancel or move a timer.
+        if self._heartbeat_check is not None:
+            return
+        policy = self.factory.options.heartbeat
+        assert policy is not None
+        deadline = self.core.heartbeat.deadline(policy.timeout)
+        if deadline is None:
+            return
+        clock = self.factory.clock
+        self._heartbeat_check = clock.callLater(max(deadline - clock.seconds(), 0.0), self._check_heartbeat, deadline)
+
+    def _check_heartbeat(self, due: float) -> None:
+        self._heartbeat_check = None
+        if self.disconnect_reason is not None or self._close_reason is not None:
+            return
+        policy = self.factory.options.heartbeat
+        assert policy is not None
+        now = self.factory.clock.seconds()
+        self.stall.observe(due, now)
+        last_stall_at = self.stall.last_stall_at if policy.stall_grace else None
+        verdict = self.core.heartbeat.check(now, policy, self.core.last_received, last_stall_at)
+        if verdict is HeartbeatVerdict.TIMED_OUT:
+            self._heartbeat_timed_out(policy)
+            return
+        if verdict is HeartbeatVerdict.GRACE:
+            _log.info("heartbeat timeout deferred: our reactor was stalled ({lag:.3f}s late)", lag=self.stall.max_lag)
+        self._arm_heartbeat_check()
 
     def _heartbeat_answered(self, event: HeartbeatAnswered) -> None:
-        self._heartbeat_grace_used = False
         _log.debug("client heartbeat {sequence} answered in {rtt:.4f}s", sequence=event.sequence, rtt=event.latency)
-        if self._heartbeat_timeout is not None and self._heartbeat_timeout.active():
-            self._heartbeat_timeout.cancel()
-        self._heartbeat_timeout = None
         callback = self.factory.options.on_heartbeat_response
         if callback is not None and event.clock is not None:
             self._safely(callback, ClientHeartbeatEvent(event.sequence, event.latency, event.clock))
 
-    def _heartbeat_timeout_fired(self, started_at: float, due: float) -> None:
-        self._heartbeat_timeout = None
-        tracker = self.core.heartbeat
-        if tracker.timeout_started_at != started_at or self.disconnect_reason is not None:
-            return
-        options = self.factory.options
-        clock = self.factory.clock
-        now = clock.seconds()
-        self.stall.observe(due, now)
-        if options.any_traffic_counts and self.core.last_received >= started_at:
-            tracker.timeout_started_at = None
-            return
-        if options.stall_grace and self.stall.stalled_since(started_at) and not self._heartbeat_grace_used:
-            self._heartbeat_grace_used = True
-            _log.info("heartbeat timeout deferred: our reactor was stalled ({lag:.3f}s late)", lag=self.stall.max_lag)
-            tracker.timeout_started_at = None
-            self._send_heartbeat(now)
-            return
-        _log.info("server heartbeat timed out after {timeout}s: dropping the connection", timeout=options.heartbeat_timeout)
+    def _heartbeat_timed_out(self, policy: HeartbeatPolicy) -> None:
+        _log.info("server heartbeat timed out after {timeout}s: closing with 4001", timeout=policy.timeout)
         self._close_reason = DisconnectReason(
             DisconnectKind.TIMED_OUT, CloseCode.HEARTBEAT_TIMEOUT, "the server did not answer our heartbeat", True
         )
-        if options.on_heartbeat_timeout is not None:
-            self._safely(options.on_heartbeat_timeout)
+        callback = self.factory.options.on_heartbeat_timeout
+        if callback is not None:
+            self._safely(callback)
+        self._stop_heartbeat()
         if self.state == self.STATE_OPEN:
-            self.sendCloseFrame(CloseCode.HEARTBEAT_TIMEOUT, b"heartbeat timeout")
-        # The server is presumably gone: don't wait for a close reply.
-        self.dropConnection(abort=True)
+            # Tell the server why (CLOSE, then the close frame 4001), then
+            # drop without waiting for a reply from a server presumed gone.
+            self.core.send(Close(CloseCode.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_REASON))
+            self._flush()
+            self.core.closing()
+            self.sendCloseFrame(CloseCode.HEARTBEAT_TIMEOUT, close_reason_bytes(HEARTBEAT_TIMEOUT_REASON))
+            self.drop_after_close(self.factory.clock)
+        else:
+            self.dropConnection(abort=True)
 
     # -- sending -------------------------------------------------------------
     def _flush(self) -> None:
@@ -530,6 +569,7 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.disconnect_reason is not None:
             return
+        self.cancel_drop()
         self._stop_heartbeat()
         if not self.ready.called:
             status, text = self._handshake_status or (None, reason or "connection closed during the handshake")
@@ -543,6 +583,8 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(self.disconnect_reason)
+        if self.factory.options.on_disconnected is not None:
+            self._safely(self.factory.options.on_disconnected, self.disconnect_reason)
         self.factory.connection_ended(self, self.disconnect_reason)
 
     def _final_reason(self, reason: str | None) -> DisconnectReason:

@@ -39,6 +39,7 @@ from ._wire import (
     decode_frame,
     encode,
     encode_fields,
+    to_us,
 )
 
 T = TypeVar("T")
@@ -141,11 +142,6 @@ Event = (
     | HeartbeatAnswered
     | ServerHeartbeatReceived
 )
-
-
-def to_us(seconds: float) -> int:
-    """Seconds to whole microseconds, as heartbeats carry time."""
-    return int(seconds * 1_000_000)
 
 
 class Connection(Generic[T]):

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._autobahn import FastPathMixin
+from ._autobahn import BoundedDropMixin, FastPathMixin
 from ._connection import (
     CallFailed,
     CallSucceeded,
@@ -42,8 +42,10 @@ from ._errors import (
 )
 from ._heartbeat import HeartbeatPolicy, HeartbeatTracker, StallDetector
 from ._hub import GroupRegistry, Hub, RefuseConnection, receiver_methods
-from ._liveness import ServerHeartbeatScheduler
+from ._liveness import ServerHeartbeatScheduler, ping_sequence
 from ._wire import (
+    HEARTBEAT_TIMEOUT_REASON,
+    PING_TIMEOUT_REASON,
     SUBPROTOCOL,
     Close,
     CloseCode,
@@ -197,7 +199,7 @@ class HubRuntime:
 
 
 @implementer(IPushProducer)
-class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore[misc]
+class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol):  # type: ignore[misc]
     """One client connection to one hub."""
 
     factory: HubServerFactory
@@ -210,7 +212,8 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         self.runtime: HubRuntime | None = None
         self.heartbeat_policy = HeartbeatPolicy()
         self.heartbeat_scheduler: ServerHeartbeatScheduler | None = None
-        self.heartbeat_grace_used = False
+        #: checked with WebSocket pings: the client did not announce heartbeats
+        self.heartbeat_by_ping = False
         self.ack_callback: Callable[[float], object] | None = None
         self._handling = 0
         self._queue: deque[Invoke | Notify] = deque()
@@ -231,9 +234,31 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         return self.core.last_received
 
     def heartbeat_timed_out(self) -> None:
-        self.close_with(
-            CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout", DisconnectKind.TIMED_OUT
-        )
+        if self.heartbeat_by_ping:
+            _log.info("{id} answered no WebSocket ping in time; closing", id=self.connection_id)
+            self.close_with(CloseCode.HEARTBEAT_TIMEOUT, PING_TIMEOUT_REASON, DisconnectKind.TIMED_OUT)
+        else:
+            _log.info("{id} answered no heartbeat in time; closing", id=self.connection_id)
+            self.close_with(CloseCode.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_REASON, DisconnectKind.TIMED_OUT)
+
+    def send_ping(self, frame: bytes) -> None:
+        """Send a WebSocket ping frame built once for many connections."""
+        if self._disconnected or self.state != self.STATE_OPEN:
+            return
+        if self.core.has_outgoing:
+            self._flush()
+        self._account(len(frame))
+        self.sendData(frame)
+
+    def onPong(self, payload: bytes) -> None:
+        if not self.heartbeat_by_ping or self.heartbeat_scheduler is None:
+            return
+        sequence = ping_sequence(payload)
+        if sequence is None:
+            return
+        latency = self.core.heartbeat.acknowledged(sequence, self.factory.clock.seconds())
+        if latency is not None:
+            self._heartbeat_answered(HeartbeatAnswered(sequence, latency))
 
     @property
     def calls_in_progress(self) -> int:
@@ -357,12 +382,20 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
             self._hello_deadline.cancel()
             self._hello_deadline = None
         policy = self.heartbeat_policy
-        if policy.enabled and self.core.peer_takes_heartbeats:
-            self.heartbeat_scheduler = self.factory.scheduler_for(policy)
-            self.heartbeat_scheduler.add(self)
+        if not policy.enabled:
+            return
+        if self.core.peer_takes_heartbeats:
+            self.heartbeat_by_ping = False
+        elif policy.ping_fallback:
+            # No connection goes unchecked: a client that does not speak our
+            # heartbeat still answers WebSocket pings (RFC 6455 requires it).
+            self.heartbeat_by_ping = True
+        else:
+            return
+        self.heartbeat_scheduler = self.factory.scheduler_for(policy)
+        self.heartbeat_scheduler.add(self)
 
     def _heartbeat_answered(self, event: HeartbeatAnswered) -> None:
-        self.heartbeat_grace_used = False
         # No log event per ack (that costs ~5% of the server's heartbeat CPU,
         # docs/performance.md): the scheduler logs the count once per tick.
         scheduler = self.heartbeat_scheduler
@@ -605,12 +638,13 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
             self.sendCloseFrame(code, close_reason_bytes(reason), isReply=False)
             if code == CloseCode.HEARTBEAT_TIMEOUT:
                 # The peer is presumably gone: don't wait for its close reply.
-                self.dropConnection(abort=False)
+                self.drop_after_close(self.factory.clock)
         else:
             self.dropConnection(abort=True)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._disconnected = True
+        self.cancel_drop()
         if self._hello_deadline is not None:
             self._hello_deadline.cancel()
             self._hello_deadline = None

@@ -27,6 +27,11 @@ CAP_BATCH = "batch"
 OUR_CAPABILITIES = (CAP_HEARTBEAT, CAP_BATCH)
 
 
+
+def to_us(seconds: float) -> int:
+    """Seconds to whole microseconds, as heartbeats carry time."""
+    return int(seconds * 1_000_000)
+
 class ProtocolError(Exception):
     """
     The peer sent something that is not a valid message of this protocol.
@@ -72,6 +77,12 @@ class CloseCode:
     PROTOCOL_ERROR = 4002
     HANDSHAKE_FAILED = 4003
     SLOW_CONSUMER = 4004
+
+
+#: Close reasons sent with 4001: a hub heartbeat timed out (either side), or
+#: the server's WebSocket pings to a client without hub heartbeats did.
+HEARTBEAT_TIMEOUT_REASON = "heartbeat timeout"
+PING_TIMEOUT_REASON = "websocket ping timeout"
 
 
 def close_reason_bytes(reason: str) -> bytes:
