@@ -885,3 +885,16 @@ class VocabularyTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 6)
         self.assertEqual(len([e for e in observer if "client callback" in str(e.get("log_format"))]), 6)
         self.assertEqual(conn.server_protocol.core.heartbeat.acks, 3)
+
+
+class PingFrameDocTests(SynchronousTestCase):
+    def test_ping_frame_matches_protocol_doc(self) -> None:
+        """The ping frame bytes in docs/protocol.md section 5.3 are what the server sends, and pongs parse back."""
+        from pathlib import Path
+
+        from twisted_hub._liveness import ping_frame, ping_sequence
+
+        doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+        line = next(x for x in doc.splitlines() if x.startswith("ping frame for sequence 3"))
+        self.assertEqual(ping_frame(3), bytes.fromhex(line.split(":", 1)[1]))
+        self.assertEqual((ping_sequence(ping_frame(3)[2:]), ping_sequence(b"short")), (3, None))

@@ -261,6 +261,11 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
             self._heartbeat_answered(HeartbeatAnswered(sequence, latency))
 
     @property
+    def disconnect_reason(self) -> DisconnectReason | None:
+        """Why this connection ended, once it has (None while open)."""
+        return self._close_reason if self._disconnected else None
+
+    @property
     def calls_in_progress(self) -> int:
         """Hub calls this connection is running or has queued."""
         return self._running + len(self._queue)
