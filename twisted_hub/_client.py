@@ -346,6 +346,7 @@ class HubClientProtocol(FastPathMixin, BoundedDropMixin, WebSocketClientProtocol
         super().failHandshake(reason)
 
     def onOpen(self) -> None:
+        self.count_any_traffic = self.factory.options.any_traffic_counts
         self.core.hello(self.factory.options.max_message_size)
         self._flush()
 
@@ -604,17 +605,15 @@ class HubClientProtocol(FastPathMixin, BoundedDropMixin, WebSocketClientProtocol
         except Exception:
             _log.failure("client callback {name} raised", name=getattr(function, "__name__", repr(function)))
 
-    def dataReceived(self, data: bytes) -> None:
-        if self.factory.options.any_traffic_counts:
-            # Bytes of a large message still arriving are a sign of life too.
-            self.core.last_received = self.factory.clock.seconds()
-        self._dataReceived(data)
-
 
 class HubClientFactory(WebSocketClientFactory):  # type: ignore[misc]
     """Builds L{HubClientProtocol}s for one hub URL."""
 
     protocol = HubClientProtocol  # type: ignore[assignment]
+    #: take the autobahn fast path (twisted_hub/_autobahn.py) when the installed
+    #: autobahn is a tested version; set False (on the class or an instance) for
+    #: stock autobahn on every frame
+    fast_path: bool = True
 
     def __init__(
         self,

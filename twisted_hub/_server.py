@@ -319,6 +319,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         runtime = self.runtime
         assert runtime is not None
         policy = self.heartbeat_policy
+        self.count_any_traffic = policy.any_traffic_counts
         if policy.enabled:
             self.core.welcome(policy.interval, policy.timeout, self.factory.max_message_size)
         else:
@@ -688,14 +689,6 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         result = maybeDeferred(getattr(hub, name), *args)
         result.addErrback(lambda f: _log.failure("{hook} of {id} failed", f, hook=name, id=self.connection_id))
 
-    # autobahn logs every chunk at debug level, building the arguments even when
-    # debug logging is off; we skip that on the hot path.
-    def dataReceived(self, data: bytes) -> None:
-        if self.heartbeat_policy.any_traffic_counts and self.core is not None:
-            # Bytes of a large message still arriving are a sign of life too.
-            self.core.last_received = self.factory.clock.seconds()
-        self._dataReceived(data)
-
 
 class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
     """
@@ -722,6 +715,10 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
     """
 
     protocol = HubServerProtocol  # type: ignore[assignment]
+    #: take the autobahn fast path (twisted_hub/_autobahn.py) when the installed
+    #: autobahn is a tested version; set False (on the class or an instance) for
+    #: stock autobahn on every frame
+    fast_path: bool = True
 
     def __init__(
         self,
