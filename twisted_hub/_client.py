@@ -46,6 +46,7 @@ from ._heartbeat import (
     _check_positive,
     utc_from_us,
 )
+from ._receivers import find_receiver_method
 from ._wire import (
     HEARTBEAT_TIMEOUT_REASON,
     SUBPROTOCOL,
@@ -53,11 +54,9 @@ from ._wire import (
     Close,
     CloseCode,
     ErrorCode,
-    MessageKind,
     ProtocolError,
     ReceiverCall,
     close_reason_bytes,
-    encode_fields,
 )
 
 _UNSET: Any = object()
@@ -72,23 +71,23 @@ class HubProxy:
 
     __slots__ = ("_call", "_allowed")
 
-    def __init__(self, call: Callable[..., Deferred[Any]], allowed: frozenset[str] | None) -> None:
+    def __init__(self, call: Callable[..., Any], allowed: frozenset[str] | None) -> None:
         self._call = call
         self._allowed = allowed
 
-    def __getattr__(self, name: str) -> Callable[..., Deferred[Any]]:
+    def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_") or (self._allowed is not None and name not in self._allowed):
             raise AttributeError(f"the hub interface has no method {name!r}")
         call = self._call
 
-        def remote(*args: Any, **kwargs: Any) -> Deferred[Any]:
+        def remote(*args: Any, **kwargs: Any) -> Any:
             return call(name, *args, **kwargs)
 
         remote.__name__ = name
         return remote
 
 
-def make_proxy(call: Callable[..., Deferred[Any]], interface: type[InterfaceT] | None) -> InterfaceT:
+def make_proxy(call: Callable[..., Any], interface: type[InterfaceT] | None) -> InterfaceT:
     """A L{HubProxy} typed as C{interface} (whose public method names it allows)."""
     from ._hub import receiver_methods
 
@@ -414,39 +413,35 @@ class HubClientProtocol(FastPathMixin, BoundedDropMixin, WebSocketClientProtocol
             )
 
     def _receiver_method(self, name: str) -> Callable[..., Any] | None:
-        receiver = self.factory.receiver
-        if receiver is None or name.startswith("_"):
-            return None
-        function = getattr(receiver, name, None)
-        return function if callable(function) else None
+        return find_receiver_method(self.factory.receiver, name)
 
     def _client_invoke(self, call: ClientInvoke) -> None:
         call_id = call.call_id
         function = self._receiver_method(call.method)
         if function is None:
-            self._reply(MessageKind.ERROR, call_id, ErrorCode.UNKNOWN_METHOD, f"the client has no method {call.method!r}", None)
+            self.core.reply_error(call_id, ErrorCode.UNKNOWN_METHOD, f"the client has no method {call.method!r}")
+            self._flush_unless_handling()
             return
         maybeDeferred(function, *call.args, **(call.kwargs or {})).addCallbacks(
-            lambda value: self._reply(MessageKind.RESULT, call_id, value),
+            lambda value: self._replied(self.core.reply, call_id, value),
             lambda failure: self._client_invoke_failed(call_id, call.method, failure),
         )
 
     def _client_invoke_failed(self, call_id: int, method: str, failure: Failure) -> None:
         if failure.check(HubError):
             error = failure.value
-            self._reply(MessageKind.ERROR, call_id, error.code, error.message, error.detail)  # type: ignore[union-attr]
+            self._replied(self.core.reply_error, call_id, error.code, error.message, error.detail)  # type: ignore[union-attr]
             return
         _log.failure("receiver method {method} raised", failure, method=method)
-        self._reply(MessageKind.ERROR, call_id, ErrorCode.INTERNAL, "internal error", None)
+        self._replied(self.core.reply_error, call_id, ErrorCode.INTERNAL, "internal error")
 
-    def _reply(self, *fields: Any) -> None:
+    def _replied(self, reply: Callable[..., None], *args: Any) -> None:
         if not self.is_connected:
             return
-        try:
-            payload = encode_fields(list(fields))
-        except Exception:
-            payload = encode_fields([MessageKind.ERROR, fields[1], ErrorCode.INTERNAL, "result cannot be encoded", None])
-        self.core.send_encoded(payload)
+        reply(*args)
+        self._flush_unless_handling()
+
+    def _flush_unless_handling(self) -> None:
         if not self._handling:
             self._flush()
 

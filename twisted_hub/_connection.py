@@ -25,6 +25,7 @@ from ._wire import (
     ClientInvoke,
     Close,
     Error,
+    ErrorCode,
     Hello,
     Invoke,
     Message,
@@ -420,6 +421,31 @@ class ClientConnection(Connection[T]):
     def notify(self, method: str, args: list[Any], kwargs: dict[str, Any] | None = None) -> None:
         """Queue a fire-and-forget call."""
         self.send(Notify(method, args, kwargs))
+
+    def reply(self, call_id: int, value: Any) -> None:
+        """
+        Answer the server's client-result request C{call_id} with C{value};
+        a value that cannot be encoded is answered with an C{internal} error.
+        Nothing is sent once the connection is closing.
+        """
+        if self.state is not ConnectionState.OPEN:
+            return
+        try:
+            payload = encode_fields([_RESULT, call_id, value])
+        except (TypeError, ValueError, OverflowError):
+            self.reply_error(call_id, ErrorCode.INTERNAL, "result cannot be encoded")
+            return
+        self._outbox.append(payload)
+
+    def reply_error(self, call_id: int, code: str, message: str, detail: Any = None) -> None:
+        """Answer the server's client-result request C{call_id} with an error."""
+        if self.state is not ConnectionState.OPEN:
+            return
+        try:
+            payload = encode_fields([_ERROR, call_id, code, message, detail])
+        except (TypeError, ValueError, OverflowError):
+            payload = encode_fields([_ERROR, call_id, code, message, None])
+        self._outbox.append(payload)
 
     @property
     def server_takes_heartbeats(self) -> bool:
