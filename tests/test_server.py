@@ -29,7 +29,7 @@ from twisted_hub import (
 from twisted_hub import _server as server_module
 from twisted_hub.testing import HubTestServer, TestConnection
 
-from .helpers.hubs import Answers, GuardedHub, ParallelHub, Recorder, WorkHub, hub_events
+from .helpers.hubs import Answers, AsyncGuardedHub, GuardedHub, ParallelHub, Recorder, WorkHub, hub_events
 
 
 class ServerTestBase(SynchronousTestCase):
@@ -517,6 +517,106 @@ class LifecycleTests(ServerTestBase):
         self.refusal("/hub/guarded?mode=refuse")
         self.server.flush()
         self.assertEqual(self.server.factory.connection_count, 0)
+
+
+class OnConnectingKindsTests(ServerTestBase):
+    """on_connecting as a plain function, a Deferred and an async def, each refusing and accepting."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        GuardedHub.calls = 0
+        self.server = HubTestServer([GuardedHub, AsyncGuardedHub])
+
+    def assert_refused(self, conn: TestConnection, status: int, reason: str | None = None) -> None:
+        """The handshake failed with C{status}, nothing is registered and no hub method can run."""
+        self.server.flush()
+        error = self.failureResultOf(conn.ready, HandshakeError).value
+        self.assertEqual(error.status, status)  # type: ignore[attr-defined]
+        if reason is not None:
+            self.assertIn(reason, error.reason)  # type: ignore[attr-defined]
+        for name in ("guarded", "async-guarded"):
+            self.assertEqual(self.server.factory.hub_runtime(name).connections, {})
+        self.assertEqual(self.server.factory.connection_count, 0)
+        self.assertTrue(conn.closed)
+        self.assertIsNone(conn.server_protocol.core.peer_max_message_size)
+        self.failureResultOf(conn.client.call("hello"), ConnectionClosedError)
+        self.server.flush()
+        self.assertEqual(GuardedHub.calls, 0)
+
+    def assert_accepted(self, conn: TestConnection) -> None:
+        """The handshake succeeded and a hub method runs."""
+        self.server.flush()
+        self.successResultOf(conn.ready)
+        self.assertEqual(self.call(conn, "hello"), "hi")
+        self.assertEqual(GuardedHub.calls, 1)
+
+    def open_gate(self, value: object) -> None:
+        gate = GuardedHub.gate
+        assert gate is not None
+        if isinstance(value, Exception):
+            gate.errback(value)
+        else:
+            gate.callback(None)
+
+    def test_sync_refuses(self) -> None:
+        """A plain on_connecting raising RefuseConnection refuses with its status."""
+        self.assert_refused(self.server.connect(path="/hub/guarded?mode=refuse"), 401, "who are you")
+
+    def test_sync_accepts(self) -> None:
+        """A plain on_connecting returning None accepts."""
+        self.assert_accepted(self.server.connect(path="/hub/guarded"))
+
+    def test_deferred_refuses(self) -> None:
+        """A Deferred from on_connecting failing with RefuseConnection refuses with its status."""
+        from twisted_hub import RefuseConnection
+
+        conn = self.server.connect(path="/hub/guarded?mode=later")
+        self.assertNoResult(conn.ready)
+        self.open_gate(RefuseConnection(429, "slow down"))
+        self.assert_refused(conn, 429, "slow down")
+
+    def test_deferred_accepts(self) -> None:
+        """A Deferred from on_connecting that succeeds accepts, not before it fires."""
+        conn = self.server.connect(path="/hub/guarded?mode=later")
+        self.assertNoResult(conn.ready)
+        self.open_gate(None)
+        self.assert_accepted(conn)
+
+    def test_async_refuses_at_once(self) -> None:
+        """An async def on_connecting that raises RefuseConnection without awaiting refuses (the bug)."""
+        self.assert_refused(self.server.connect(path="/hub/async-guarded?mode=refuse"), 401, "async: who are you")
+
+    def test_async_refuses_after_await(self) -> None:
+        """An async def on_connecting that awaits and then refuses holds the handshake, then refuses."""
+        conn = self.server.connect(path="/hub/async-guarded?mode=wait-refuse")
+        self.assertNoResult(conn.ready)
+        self.assertEqual(self.server.factory.connection_count, 0)
+        self.open_gate(None)
+        self.assert_refused(conn, 401, "async: who are you")
+
+    def test_async_awaited_refusal(self) -> None:
+        """A RefuseConnection raised by what an async def on_connecting awaits refuses with its status."""
+        from twisted_hub import RefuseConnection
+
+        conn = self.server.connect(path="/hub/async-guarded?mode=wait-")
+        self.open_gate(RefuseConnection(403, "banned"))
+        self.assert_refused(conn, 403, "banned")
+
+    def test_async_accepts_at_once(self) -> None:
+        """An async def on_connecting that returns without awaiting accepts."""
+        self.assert_accepted(self.server.connect(path="/hub/async-guarded"))
+
+    def test_async_accepts_after_await(self) -> None:
+        """An async def on_connecting that awaits and returns accepts, not before it returns."""
+        conn = self.server.connect(path="/hub/async-guarded?mode=wait-accept")
+        self.assertNoResult(conn.ready)
+        self.open_gate(None)
+        self.assert_accepted(conn)
+
+    def test_async_crash_is_500(self) -> None:
+        """An async def on_connecting that raises something else refuses with 500 and logs it once."""
+        self.assert_refused(self.server.connect(path="/hub/async-guarded?mode=crash"), 500)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
 class ClientResultTests(ServerTestBase):

@@ -11,7 +11,7 @@ connection's group memberships.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
@@ -27,7 +27,6 @@ from ._wire import ErrorCode
 
 if TYPE_CHECKING:
     from autobahn.websocket.types import ConnectionRequest
-    from twisted.internet.defer import Deferred
 
     from ._errors import DisconnectReason
     from ._server import ConnectionContext, HubRuntime
@@ -288,11 +287,12 @@ class Hub:
         cls.hub_methods = methods
 
     # -- lifecycle hooks: override what you need -----------------------------
-    def on_connecting(self, request: ConnectionRequest) -> Deferred[None] | None:
+    def on_connecting(self, request: ConnectionRequest) -> Awaitable[None] | None:
         """
         The WebSocket handshake is in progress.  Raise L{RefuseConnection}
-        (or return a Deferred failing with it) to refuse with an HTTP status.
-        C{self.connection} is set; receivers cannot be called yet.
+        to refuse with an HTTP status; it may be an C{async def} or return a
+        Deferred, and the handshake waits for it (an awaited refusal refuses
+        too).  C{self.connection} is set; receivers cannot be called yet.
         """
         return None
 

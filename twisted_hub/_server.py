@@ -266,23 +266,26 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         hub._runtime = runtime
         hub.connection = ConnectionContext(self, request)
         self.hub = hub
-        try:
-            result = hub.on_connecting(request)
-        except RefuseConnection as refusal:
-            raise ConnectionDeny(refusal.status, refusal.reason) from None
-        except Exception:
-            _log.failure("on_connecting of {hub} raised", hub=runtime.hub_class.hub_name)
-            raise ConnectionDeny(500, "internal server error") from None
-        if isinstance(result, Deferred):
+        hub_name = runtime.hub_class.hub_name
 
-            def refused(failure: Failure) -> Failure:
-                if failure.check(RefuseConnection):
-                    refusal = failure.value
-                    return Failure(ConnectionDeny(refusal.status, refusal.reason))  # type: ignore[union-attr]
-                _log.failure("on_connecting of {hub} failed", failure, hub=runtime.hub_class.hub_name)
-                return Failure(ConnectionDeny(500, "internal server error"))
+        def refused(failure: Failure) -> Failure:
+            if failure.check(RefuseConnection):
+                refusal = failure.value
+                return Failure(ConnectionDeny(refusal.status, refusal.reason))  # type: ignore[union-attr]
+            _log.failure("on_connecting of {hub} failed", failure, hub=hub_name)
+            return Failure(ConnectionDeny(500, "internal server error"))
 
-            return result.addCallbacks(lambda _: SUBPROTOCOL, refused)
+        # maybeDeferred runs the hook and turns a coroutine (async def) into a
+        # Deferred, so an async refusal is awaited like a Deferred one.
+        decided = maybeDeferred(hub.on_connecting, request).addCallbacks(lambda _: SUBPROTOCOL, refused)
+        if not decided.called:
+            return decided
+        # The hook answered at once (sync, or an async def that never waited):
+        # answer autobahn synchronously too.
+        outcome: list[Any] = []
+        decided.addBoth(outcome.append)
+        if isinstance(outcome[0], Failure):
+            outcome[0].raiseException()
         return SUBPROTOCOL
 
     def onOpen(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -203,8 +204,10 @@ class GuardedHub(Hub):
     """Refuses connections according to the request's query string."""
 
     gate: Deferred[None] | None = None
+    #: how many times hello ran (reset by tests)
+    calls = 0
 
-    def on_connecting(self, request: Any) -> Deferred[None] | None:
+    def on_connecting(self, request: Any) -> Awaitable[None] | None:
         mode = request.params.get("mode", [""])[0]
         if mode == "refuse":
             raise RefuseConnection(401, "who are you")
@@ -218,7 +221,24 @@ class GuardedHub(Hub):
 
     @method
     def hello(self) -> str:
+        GuardedHub.calls += 1
         return "hi"
+
+
+@hub("async-guarded")
+class AsyncGuardedHub(GuardedHub):
+    """GuardedHub with an C{async def on_connecting}; "wait-*" modes await the gate first."""
+
+    async def on_connecting(self, request: Any) -> None:
+        mode = request.params.get("mode", [""])[0]
+        if mode.startswith("wait-"):
+            d: Deferred[None] = Deferred()
+            GuardedHub.gate = d
+            await d
+        if mode.endswith("refuse"):
+            raise RefuseConnection(401, "async: who are you")
+        if mode.endswith("crash"):
+            raise RuntimeError("async hook bug")
 
 
 def hub_events(events: list[LogEvent], level: str | None = None) -> list[LogEvent]:
