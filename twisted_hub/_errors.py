@@ -137,6 +137,7 @@ _CLOSE_KINDS = {
     CloseCode.NORMAL: DisconnectKind.NORMAL,
     CloseCode.GOING_AWAY: DisconnectKind.GOING_AWAY,
     CloseCode.UNSUPPORTED_DATA: DisconnectKind.PROTOCOL_ERROR,
+    CloseCode.POLICY_VIOLATION: DisconnectKind.PROTOCOL_ERROR,
     CloseCode.PROTOCOL_ERROR: DisconnectKind.PROTOCOL_ERROR,
     1002: DisconnectKind.PROTOCOL_ERROR,
     1007: DisconnectKind.PROTOCOL_ERROR,
