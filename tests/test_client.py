@@ -8,20 +8,28 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import msgpack
-from twisted.internet.defer import Deferred
-from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from twisted_hub import (
     CallTimeoutError,
     CloseCode,
     ConnectionClosedError,
+    ConnectTimeoutError,
     DisconnectKind,
     DisconnectReason,
     HandshakeError,
     HubClientOptions,
+    HubClientProtocol,
     HubError,
+    HubServerProtocol,
+    connect,
 )
 from twisted_hub.testing import HubTestServer, TestConnection
 
@@ -384,3 +392,158 @@ class ProxyTests(ClientTestBase):
         self.server.flush()
         self.assertEqual(self.successResultOf(known), "x")
         self.assertEqual(self.failureResultOf(unknown, HubError).value.code, "unknown-method")
+
+
+class MuteServerProtocol(HubServerProtocol):
+    """A server that completes the WebSocket upgrade and then never sends WELCOME (nor reads HELLO)."""
+
+    def onOpen(self) -> None:
+        pass
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        pass
+
+
+class SocketLikeTransport(StringTransport):
+    """A StringTransport that, like Twisted's TCP transports, lets a protocol unregister no producer."""
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+
+@implementer(IStreamClientEndpoint)
+class SilentEndpoint:
+    """
+    Either never connects (C{connects=False}: the TCP connect hangs, its
+    cancellation recorded), or connects to a transport that never answers.
+    """
+
+    def __init__(self, connects: bool) -> None:
+        self.connects = connects
+        self.cancelled = 0
+        self.transport = SocketLikeTransport()
+        self.protocol: HubClientProtocol | None = None
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        if not self.connects:
+
+            def cancel(d: Deferred[Any]) -> None:
+                self.cancelled += 1
+
+            return Deferred(cancel)
+        self.protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        self.protocol.makeConnection(self.transport)  # type: ignore[union-attr]
+        return succeed(self.protocol)
+
+
+class ConnectTimeoutTests(SynchronousTestCase):
+    """connect(timeout=...) covers the TCP connection, the WebSocket upgrade and the WELCOME."""
+
+    def test_tcp_connect_hangs(self) -> None:
+        """A TCP connect that never completes fails with ConnectTimeoutError('connection') and is cancelled."""
+        clock = Clock()
+        endpoint = SilentEndpoint(connects=False)
+        d = connect("ws://127.0.0.1/hub", "work", reactor=clock, endpoint=endpoint, timeout=3)
+        clock.advance(2.9)
+        self.assertNoResult(d)
+        clock.advance(0.1)
+        error = self.failureResultOf(d, ConnectTimeoutError).value
+        self.assertEqual((error.stage, error.seconds), ("connection", 3))  # type: ignore[attr-defined]
+        self.assertEqual(endpoint.cancelled, 1)
+
+    def test_upgrade_never_answered(self) -> None:
+        """A server that accepts TCP and never answers the upgrade: ConnectTimeoutError('upgrade'), socket closed."""
+        clock = Clock()
+        endpoint = SilentEndpoint(connects=True)
+        d = connect("ws://127.0.0.1/hub", "work", reactor=clock, endpoint=endpoint, timeout=3)
+        self.assertIn(b"Upgrade: WebSocket", endpoint.transport.value())
+        clock.advance(3)
+        error = self.failureResultOf(d, ConnectTimeoutError).value
+        self.assertIsInstance(error, HandshakeError)
+        self.assertEqual(error.stage, "upgrade")  # type: ignore[attr-defined]
+        self.assertIn("WebSocket upgrade within 3s", str(error))
+        self.assertTrue(endpoint.transport.disconnecting)
+
+    def test_welcome_never_sent(self) -> None:
+        """A server that upgrades and never sends WELCOME: ConnectTimeoutError('welcome'), the socket closed."""
+        server = HubTestServer([WorkHub])
+        server.factory.protocol = MuteServerProtocol
+        d = connect("ws://127.0.0.1/hub", "work", reactor=server.clock, endpoint=server.endpoint(), timeout=3)
+        (conn,) = server.connections
+        self.assertEqual(conn.client.state, conn.client.STATE_OPEN)  # upgraded
+        server.advance(2.9)
+        self.assertNoResult(d)
+        server.advance(0.1)
+        error = self.failureResultOf(d, ConnectTimeoutError).value
+        self.assertEqual(error.stage, "welcome")  # type: ignore[attr-defined]
+        self.assertTrue(conn.closed)
+        reason = self.successResultOf(conn.client.wait_for_disconnect())
+        self.assertEqual(reason.kind, DisconnectKind.HANDSHAKE_FAILED)
+        self.assertIn("welcome", reason.message)
+        self.assertEqual(server.factory.connection_count, 0)
+
+    def test_timer_gone_after_success(self) -> None:
+        """A handshake that completes in time leaves no timer behind: the client stays connected past the timeout."""
+        server = HubTestServer([WorkHub])
+        d = connect("ws://127.0.0.1/hub", "work", reactor=server.clock, endpoint=server.endpoint(), timeout=3)
+        server.flush()
+        client = self.successResultOf(d)
+        server.advance(10)
+        self.assertTrue(client.is_connected)
+        self.assertEqual(client.handshake_stage, "done")
+
+
+class ReconnectingHandshakeTimeoutTests(SynchronousTestCase):
+    def test_mute_server_does_not_hang_the_reconnecting_client(self) -> None:
+        """ReconnectingHubClient gives up a handshake without WELCOME after handshake_timeout, closes it and retries."""
+        from twisted_hub import ReconnectingHubClient
+
+        server = HubTestServer([WorkHub])
+        server.factory.protocol = MuteServerProtocol
+        endpoint = server.endpoint()
+        client = ReconnectingHubClient(
+            "ws://127.0.0.1/hub", "work", endpoint=endpoint, reactor=server.clock,
+            handshake_timeout=5, retry_policy=lambda attempt: 1.0,
+        )
+        client.start()
+        first = client.when_connected(fail_after_failures=1)
+        server.advance(4.9)
+        self.assertNoResult(first)
+        server.advance(0.1)
+        error = self.failureResultOf(first, ConnectTimeoutError).value
+        self.assertEqual(error.stage, "welcome")  # type: ignore[attr-defined]
+        self.assertTrue(server.connections[0].closed)
+        # it keeps trying, once a second after each 5 s attempt, closing each one
+        server.advance(1.0 + 5.0)
+        self.assertEqual(endpoint.attempts, 2)
+        self.assertTrue(server.connections[1].closed)
+        # a server that answers again is used at the next attempt
+        server.factory.protocol = HubServerProtocol
+        server.advance(1.0)
+        connected = self.successResultOf(client.when_connected())
+        self.assertTrue(connected.is_connected)
+        self.assertEqual(client.disconnects, [])
+        stopped = client.stop()
+        server.flush()
+        self.successResultOf(stopped)
+
+    def test_refused_handshakes_are_failed_attempts(self) -> None:
+        """A refusing server: each refusal is a failed attempt (backoff grows), nothing raises, a later accept connects."""
+        from twisted_hub import ReconnectingHubClient
+
+        server = HubTestServer([GuardedHub])
+        endpoint = server.endpoint()
+        delays: list[int] = []
+        client = ReconnectingHubClient(
+            "ws://127.0.0.1/hub/guarded?mode=refuse", endpoint=endpoint, reactor=server.clock,
+            retry_policy=lambda attempt: delays.append(attempt) or float(attempt),
+        )
+        first = client.when_connected(fail_after_failures=1)
+        client.start()
+        server.flush()
+        self.assertEqual(self.failureResultOf(first, HandshakeError).value.status, 401)  # type: ignore[attr-defined]
+        server.advance(1.0 + 2.0)
+        self.assertEqual((endpoint.attempts, delays), (3, [1, 2, 3]))
+        self.assertTrue(all(c.closed for c in server.connections))
+        self.assertEqual(client.disconnects, [])
+        self.successResultOf(client.stop())

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import ProcessProtocol, Protocol
 
 from twisted_hub import (
+    ConnectTimeoutError,
     DisconnectKind,
     DisconnectReason,
     HandshakeError,
@@ -25,6 +26,7 @@ from twisted_hub import (
     HubClientProtocol,
     HubError,
     HubServerFactory,
+    HubServerProtocol,
     RefuseConnection,
     connect,
     hub,
@@ -333,3 +335,60 @@ async def test_async_on_connecting_refusal_over_sockets() -> None:
         assert VaultHub.opened == [client.connection_id]
     finally:
         await server.close()
+
+
+class _SilentPeer(Protocol):
+    """Accepts a TCP connection and never writes a byte; records when the client closes it."""
+
+    def __init__(self, lost: list[Deferred[None]]) -> None:
+        self.lost: Deferred[None] = Deferred()
+        lost.append(self.lost)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.callback(None)
+
+
+class _MuteHubProtocol(HubServerProtocol):
+    """Completes the WebSocket upgrade, then never sends WELCOME; fires C{closed} when its socket closes."""
+
+    closed: ClassVar[Deferred[None]]
+
+    def onOpen(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Any = None) -> None:
+        super().connectionLost(reason)
+        _MuteHubProtocol.closed.callback(None)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        pass
+
+
+@pytest_twisted.ensureDeferred
+async def test_connect_timeout_covers_the_whole_handshake() -> None:
+    """connect(timeout=1) fails with ConnectTimeoutError and closes the socket, silent TCP or no WELCOME."""
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory
+
+    lost: list[Deferred[None]] = []
+    silent = reactor.listenTCP(0, Factory.forProtocol(lambda: _SilentPeer(lost)), interface="127.0.0.1")
+    mute = Server(DEMO_HUBS)
+    mute.factory.protocol = _MuteHubProtocol
+    _MuteHubProtocol.closed = Deferred()
+    try:
+        started = reactor.seconds()
+        url = f"ws://127.0.0.1:{silent.getHost().port}/hub"
+        with pytest.raises(ConnectTimeoutError) as error:
+            await bounded(connect(url, "echo", reactor=reactor, timeout=1.0))
+        assert error.value.stage == "upgrade"
+        assert 0.9 <= reactor.seconds() - started < WAIT
+        await bounded(lost[0])  # the client closed its socket
+
+        with pytest.raises(ConnectTimeoutError) as error:
+            await bounded(connect(mute.url, "echo", reactor=reactor, timeout=1.0))
+        assert error.value.stage == "welcome"
+        assert "WELCOME" in str(error.value)
+        await bounded(_MuteHubProtocol.closed)  # the client closed its socket
+    finally:
+        await bounded(silent.stopListening())
+        await mute.close()

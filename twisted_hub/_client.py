@@ -31,6 +31,7 @@ from ._connection import (
 from ._errors import (
     CallTimeoutError,
     ConnectionClosedError,
+    ConnectTimeoutError,
     DisconnectKind,
     DisconnectReason,
     HandshakeError,
@@ -174,8 +175,9 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
     def __init__(self) -> None:
         super().__init__()
         self.core: ClientConnection[Deferred[Any]] = ClientConnection()
-        #: fires with this protocol once the hub handshake is done
-        self.ready: Deferred[HubClientProtocol] = Deferred()
+        #: fires with this protocol once the hub handshake is done; cancelling
+        #: it (a connect timeout) abandons the handshake and closes the socket
+        self.ready: Deferred[HubClientProtocol] = Deferred(self._abandon_handshake)
         self._disconnected: Deferred[DisconnectReason] | None = None
         self._waiters: list[Deferred[DisconnectReason]] = []
         self.disconnect_reason: DisconnectReason | None = None
@@ -187,6 +189,7 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
         self._next_beat_due = 0.0
         self.stall = StallDetector()
         self._handshake_status: tuple[int | None, str] | None = None
+        self._abandoned_stage: str | None = None
 
     # -- public API ----------------------------------------------------------
     @property
@@ -293,6 +296,27 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
         else:
             self._waiters.append(d)
         return d
+
+    @property
+    def handshake_stage(self) -> str:
+        """
+        What the handshake waits for: C{"upgrade"} (the server's answer to the
+        WebSocket upgrade), C{"welcome"} (the hub's WELCOME) or C{"done"}.
+        """
+        if self._abandoned_stage is not None:
+            return self._abandoned_stage  # where it stood when abandoned
+        if self.ready.called:
+            return "done"
+        return "upgrade" if self.state == self.STATE_CONNECTING else "welcome"
+
+    def _abandon_handshake(self, ready: Deferred[HubClientProtocol]) -> None:
+        """Whoever waited for the handshake gave up on it (a timeout): close the socket now."""
+        self._abandoned_stage = self.handshake_stage
+        if self._close_reason is None:
+            self._close_reason = DisconnectReason(
+                DisconnectKind.HANDSHAKE_FAILED, None, f"handshake abandoned waiting for the {self.handshake_stage}", True
+            )
+        self.dropConnection(abort=True)
 
     def _not_open(self) -> DisconnectReason:
         return DisconnectReason(DisconnectKind.CONNECTION_LOST, None, "not connected")
@@ -652,6 +676,10 @@ def connect(
     @param hub: hub name, appended to the URL path (omit if the URL names it).
     @param receiver: object whose public methods the server may call.
     @param endpoint: connect through this endpoint instead of the URL's host.
+    @param timeout: seconds for the whole handshake: the TCP (and TLS)
+        connection, the WebSocket upgrade and the hub's WELCOME.  Past it the
+        Deferred fails with L{ConnectTimeoutError} (a L{HandshakeError}) and
+        the socket is closed.
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
@@ -661,7 +689,18 @@ def connect(
     factory = HubClientFactory(full_url, receiver, options, reactor=reactor)
     if endpoint is None:
         endpoint = endpoint_for(full_url, reactor)
-    connecting = endpoint.connect(factory)
-    connecting.addTimeout(timeout, reactor)
-    ready: Deferred[HubClientProtocol] = connecting.addCallback(lambda protocol: cast(Any, protocol).ready)
+    client: list[HubClientProtocol] = []
+
+    def connected(protocol: Any) -> Deferred[HubClientProtocol]:
+        client.append(protocol)
+        return cast(HubClientProtocol, protocol).ready
+
+    def timed_out(result: Any, seconds: float) -> Any:
+        stage = client[0].handshake_stage if client else "connection"
+        return Failure(ConnectTimeoutError(stage, seconds)) if isinstance(result, Failure) else result
+
+    ready: Deferred[HubClientProtocol] = endpoint.connect(factory).addCallback(connected)
+    # One budget for every stage; on expiry, cancelling the endpoint's
+    # Deferred abandons the TCP attempt, cancelling ready closes the socket.
+    ready.addTimeout(timeout, reactor, onTimeoutCancel=timed_out)
     return ready
