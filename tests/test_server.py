@@ -429,6 +429,68 @@ class GroupTests(ServerTestBase):
         self.assertEqual(self.server.factory.hub_runtime(WorkHub).connections, {})
 
 
+class GroupAfterCloseTests(ServerTestBase):
+    """Membership changes from a connection that has closed are ignored; its hub instance is released."""
+
+    def join_then_close(self, close: str) -> tuple[TestConnection, Any]:
+        conn = self.connect()
+        other = self.connect()
+        self.call(other, "join", "room")
+        pending = conn.client.call("join_later", "room")
+        self.server.flush()
+        if close == "drop":
+            conn.drop()
+        else:
+            conn.client.disconnect()
+        self.server.flush()
+        self.failureResultOf(pending, ConnectionClosedError)
+        return conn, other
+
+    def test_async_join_after_drop_is_ignored(self) -> None:
+        """An async method that joins a group after its client dropped leaves no dead member."""
+        conn, other = self.join_then_close("drop")
+        WorkHub.pending[0].callback(None)
+        self.server.flush()
+        runtime = self.server.factory.hub_runtime(WorkHub)
+        self.assertEqual(runtime.groups.members_of("room"), [other.server_protocol])
+        self.assertEqual(runtime.groups.groups_of(conn.client.connection_id), frozenset())
+        self.assertEqual(self.call(other, "members", "room"), [other.client.connection_id])
+
+    def test_async_join_after_normal_close_is_ignored(self) -> None:
+        """The same after a normal close: the group counts only open members."""
+        conn, other = self.join_then_close("close")
+        WorkHub.pending[0].callback(None)
+        self.server.flush()
+        self.assertEqual(self.server.factory.hub_runtime(WorkHub).groups.count("room"), 1)
+
+    def test_hub_instance_released(self) -> None:
+        """After the late join, nothing in the registry keeps the closed connection's hub (or protocol) alive."""
+        import gc
+        import weakref
+
+        conn, other = self.join_then_close("drop")
+        hub_ref = weakref.ref(conn.hub)
+        protocol_ref = weakref.ref(conn.server_protocol)
+        self.server.connections.remove(conn)
+        del conn
+        WorkHub.pending.pop(0).callback(None)
+        self.server.flush()
+        gc.collect()
+        self.assertIsNone(hub_ref())
+        self.assertIsNone(protocol_ref())
+        self.assertEqual(self.server.factory.hub_runtime(WorkHub).groups.count("room"), 1)
+
+    def test_join_while_open_still_works(self) -> None:
+        """The same async join completes normally while the client is connected."""
+        conn = self.connect()
+        pending = conn.client.call("join_later", "room")
+        self.server.flush()
+        WorkHub.pending[0].callback(None)
+        self.server.flush()
+        self.assertEqual(self.successResultOf(pending), 1)
+        self.assertEqual(self.call(conn, "joined"), ["room"])
+
+
 class LifecycleTests(ServerTestBase):
     def refusal(self, path: str, **kwargs: Any) -> HandshakeError:
         conn = self.server.connect(path=path, **kwargs)

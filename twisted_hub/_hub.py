@@ -21,9 +21,13 @@ from typing import (
     get_type_hints,
 )
 
+from twisted.logger import Logger
+
 from ._errors import HubError
 from ._heartbeat import _UNSET, HeartbeatPolicy, MetadataProvider, _check_positive
 from ._wire import ErrorCode
+
+_log = Logger()
 
 if TYPE_CHECKING:
     from autobahn.websocket.types import ConnectionRequest
@@ -417,8 +421,20 @@ class GroupMembership:
         self._hub = hub
 
     def add(self, name: str) -> None:
-        """Join a group (no-op if already a member)."""
-        self._hub._runtime.groups.add(name, self._hub.connection._protocol)
+        """
+        Join a group (no-op if already a member).  Ignored unless the
+        connection is open: an async method that resumes after its client
+        left must not put the closed connection (and this hub instance)
+        into the group for good.
+        """
+        runtime = self._hub._runtime
+        protocol = self._hub.connection._protocol
+        if runtime.connections.get(protocol.connection_id) is not protocol:
+            _log.debug(
+                "{id} is not open: not joining group {group!r}", id=protocol.connection_id, group=name
+            )
+            return
+        runtime.groups.add(name, protocol)
 
     def remove(self, name: str) -> None:
         """Leave a group (no-op if not a member)."""

@@ -168,6 +168,15 @@ class WorkHub(Hub):
         return self.groups.count(group)
 
     @method
+    async def join_later(self, group: str) -> int:
+        """Joins a group once the test fires the pending Deferred (the client may be gone by then)."""
+        d: Deferred[None] = Deferred()
+        WorkHub.pending.append(d)
+        await d
+        self.groups.add(group)
+        return self.groups.count(group)
+
+    @method
     def leave(self, group: str) -> int:
         self.groups.remove(group)
         return self.groups.count(group)
