@@ -159,7 +159,7 @@ class ReceiverTests(ClientTestBase):
         self.assertTrue(conn.client.is_connected)
         warnings = [e for e in self.hub_logs() if e["log_level"].name == "warn"]
         self.assertEqual(len(warnings), 1)
-        self.assertEqual(warnings[0]["method"], "said")
+        self.assertEqual(warnings[0]["method"], "'said'")
 
     def test_receiver_raising_is_logged(self) -> None:
         """A receiver method that raises is logged; the connection keeps working."""
@@ -328,6 +328,89 @@ class DisconnectTests(ClientTestBase):
         conn.client.factory.on_connection_ended = lambda protocol, reason: seen.append(reason)
         conn.drop()
         self.assertEqual([r.kind for r in seen], [DisconnectKind.CONNECTION_LOST])
+
+
+class ChatReceiver(Protocol):
+    """The receiver interface both sides agree on: only said()."""
+
+    def said(self, *args: Any) -> None: ...
+
+
+class Exposed(Recorder):
+    """A receiver with more public methods than its interface declares, plus private ones."""
+
+    not_a_method = 42
+
+    def shutdown(self, *args: Any) -> str:
+        self.calls.append(("shutdown", args))
+        return "shut down"
+
+    def _hidden(self) -> str:
+        self.calls.append(("_hidden", ()))
+        return "hidden"
+
+
+class ReceiverInterfaceTests(ClientTestBase):
+    """With receiver_interface only its methods may be called; without, any public callable of the receiver."""
+
+    def _call(self, conn: TestConnection, method: str, *args: Any) -> Any:
+        d = conn.client.call(method, *args)
+        self.server.flush()
+        return d
+
+    def declared(self) -> tuple[TestConnection, Exposed]:
+        receiver = Exposed()
+        conn = self.server.connect("work", receiver=receiver, receiver_interface=ChatReceiver)
+        self.successResultOf(conn.ready)
+        return conn, receiver
+
+    def test_declared_method_callable_both_ways(self) -> None:
+        """A method the interface declares works as a receiver call and as a client result."""
+        conn, receiver = self.declared()
+        self.successResultOf(self._call(conn, "call_receiver", "said", "hi"))
+        self.assertIsNone(self.successResultOf(self._call(conn, "ask", "said", "there")))
+        self.assertEqual(receiver.calls, [("said", ("hi",)), ("said", ("there",))])
+
+    def test_undeclared_client_result_is_unknown_method(self) -> None:
+        """A client-result call of a public but undeclared method answers unknown-method and does not run it."""
+        conn, receiver = self.declared()
+        failure = self.failureResultOf(self._call(conn, "ask", "shutdown"), HubError)
+        self.assertEqual(failure.value.code, "unknown-method")  # type: ignore[attr-defined]
+        self.assertEqual(receiver.calls, [])
+        self.assertTrue(conn.client.is_connected)
+
+    def test_undeclared_receiver_call_is_logged_not_run(self) -> None:
+        """A receiver call of an undeclared method is not run; one warning says the interface does not declare it."""
+        conn, receiver = self.declared()
+        self.successResultOf(self._call(conn, "call_receiver", "shutdown", "now"))
+        self.assertEqual(receiver.calls, [])
+        warnings = [e for e in self.hub_logs() if e["log_level"].name == "warn"]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual((warnings[0]["method"], warnings[0]["lacks"]), ("'shutdown'", "interface does not declare"))
+
+    def test_without_interface_any_public_callable(self) -> None:
+        """Without an interface every public callable of the receiver may be called, nothing private or non-callable."""
+        receiver = Exposed()
+        conn = self.connect(receiver=receiver)
+        self.assertEqual(self.successResultOf(self._call(conn, "ask", "shutdown", 1)), "shut down")
+        for name in ("_hidden", "not_a_method", "__class__"):
+            failure = self.failureResultOf(self._call(conn, "ask", name), HubError)
+            self.assertEqual(failure.value.code, "unknown-method")  # type: ignore[attr-defined]
+        self.successResultOf(self._call(conn, "call_receiver", "not_a_method"))
+        self.assertEqual(receiver.calls, [("shutdown", (1,))])
+
+    def test_server_mistakes_logged_once_per_second(self) -> None:
+        """Unknown receiver calls log at most one line per second; the next one counts the suppressed."""
+        conn, receiver = self.declared()
+        for _ in range(5):
+            self.successResultOf(self._call(conn, "call_receiver", "shutdown"))
+        self.assertEqual(len([e for e in self.hub_logs() if e["log_level"].name == "warn"]), 1)
+        self.server.advance(1.0)
+        self.successResultOf(self._call(conn, "call_receiver", "x" * 500))
+        warnings = [e for e in self.hub_logs() if e["log_level"].name == "warn"]
+        self.assertEqual(len(warnings), 2)
+        self.assertEqual(warnings[1]["suppressed"], 4)
+        self.assertLess(len(warnings[1]["method"]), 100)
 
 
 class HandshakeTests(ClientTestBase):

@@ -45,6 +45,8 @@ from ._heartbeat import (
     _check_positive,
     utc_from_us,
 )
+from ._hub import receiver_methods
+from ._ratelimit import LogRateLimiter, peer_text
 from ._wire import (
     SUBPROTOCOL,
     ClientInvoke,
@@ -88,8 +90,6 @@ class HubProxy:
 
 def make_proxy(call: Callable[..., Deferred[Any]], interface: type[InterfaceT] | None) -> InterfaceT:
     """A L{HubProxy} typed as C{interface} (whose public method names it allows)."""
-    from ._hub import receiver_methods
-
     return cast(InterfaceT, HubProxy(call, receiver_methods(interface)))
 _log = Logger()
 
@@ -190,6 +190,8 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
         self.stall = StallDetector()
         self._handshake_status: tuple[int | None, str] | None = None
         self._abandoned_stage: str | None = None
+        #: one log line per second about the server's mistakes (unknown receiver methods)
+        self._peer_log = LogRateLimiter()
 
     # -- public API ----------------------------------------------------------
     @property
@@ -392,7 +394,13 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
     def _receiver_call(self, call: ReceiverCall) -> None:
         function = self._receiver_method(call.method)
         if function is None:
-            _log.warn("the server called receiver method {method!r}, which the receiver lacks", method=call.method)
+            suppressed = self._peer_log.allow(self.factory.clock.seconds())
+            if suppressed is not None:
+                _log.warn(
+                    "the server called receiver method {method}, which the receiver {lacks}"
+                    + (" ({suppressed} similar lines suppressed)" if suppressed else ""),
+                    method=peer_text(call.method), lacks=self._why_not_callable(call.method), suppressed=suppressed,
+                )
             return
         try:
             result = function(*call.args, **(call.kwargs or {}))
@@ -405,17 +413,33 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
             )
 
     def _receiver_method(self, name: str) -> Callable[..., Any] | None:
+        """
+        The receiver method the server may call by this name: a public
+        callable of the receiver object and, when the factory has a
+        C{receiver_interface}, one that the interface declares.
+        """
         receiver = self.factory.receiver
         if receiver is None or name.startswith("_"):
             return None
+        allowed = self.factory.receiver_allowed
+        if allowed is not None and name not in allowed:
+            return None
         function = getattr(receiver, name, None)
         return function if callable(function) else None
+
+    def _why_not_callable(self, name: str) -> str:
+        allowed = self.factory.receiver_allowed
+        if allowed is not None and not name.startswith("_") and name not in allowed:
+            return "interface does not declare"
+        return "lacks"
 
     def _client_invoke(self, call: ClientInvoke) -> None:
         call_id = call.call_id
         function = self._receiver_method(call.method)
         if function is None:
-            self._reply(MessageKind.ERROR, call_id, ErrorCode.UNKNOWN_METHOD, f"the client has no method {call.method!r}", None)
+            self._reply(
+                MessageKind.ERROR, call_id, ErrorCode.UNKNOWN_METHOD, f"the client has no method {peer_text(call.method)}", None
+            )
             return
         maybeDeferred(function, *call.args, **(call.kwargs or {})).addCallbacks(
             lambda value: self._reply(MessageKind.RESULT, call_id, value),
@@ -594,7 +618,15 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
 
 
 class HubClientFactory(WebSocketClientFactory):  # type: ignore[misc]
-    """Builds L{HubClientProtocol}s for one hub URL."""
+    """
+    Builds L{HubClientProtocol}s for one hub URL.
+
+    @param receiver: the object whose methods the server may call.
+    @param receiver_interface: a class (e.g. a C{typing.Protocol}) declaring
+        the receiver methods the server may call; others are refused like
+        missing ones.  Without it, every public (no leading underscore)
+        callable attribute of C{receiver} may be called.
+    """
 
     protocol = HubClientProtocol  # type: ignore[assignment]
 
@@ -605,6 +637,7 @@ class HubClientFactory(WebSocketClientFactory):  # type: ignore[misc]
         options: HubClientOptions | None = None,
         clock: IReactorTime | None = None,
         reactor: Any = None,
+        receiver_interface: type | None = None,
     ) -> None:
         if clock is None and reactor is not None:
             clock = reactor
@@ -616,6 +649,8 @@ class HubClientFactory(WebSocketClientFactory):  # type: ignore[misc]
         # autobahn resolved the reactor (the global one unless given): our timers use it too.
         self.clock: IReactorTime = clock if clock is not None else self.reactor
         self.receiver = receiver
+        #: the receiver method names the server may call (None: every public method of the receiver)
+        self.receiver_allowed = receiver_methods(receiver_interface)
         self.options = options
         self.on_connection_ended: Callable[[HubClientProtocol, DisconnectReason], object] | None = None
         self.setProtocolOptions(
@@ -663,6 +698,7 @@ def connect(
     reactor: Any = None,
     endpoint: IStreamClientEndpoint | None = None,
     timeout: float = 30.0,
+    receiver_interface: type | None = None,
 ) -> Deferred[HubClientProtocol]:
     """
     Connect to a hub; fires with the connected L{HubClientProtocol} once the
@@ -675,6 +711,8 @@ def connect(
     @param url: C{ws://} or C{wss://} URL of the hub endpoint.
     @param hub: hub name, appended to the URL path (omit if the URL names it).
     @param receiver: object whose public methods the server may call.
+    @param receiver_interface: if given, only the methods this class declares
+        may be called on C{receiver} (others answer C{unknown-method}).
     @param endpoint: connect through this endpoint instead of the URL's host.
     @param timeout: seconds for the whole handshake: the TCP (and TLS)
         connection, the WebSocket upgrade and the hub's WELCOME.  Past it the
@@ -686,7 +724,7 @@ def connect(
 
         reactor = global_reactor
     full_url = hub_url(url, hub)
-    factory = HubClientFactory(full_url, receiver, options, reactor=reactor)
+    factory = HubClientFactory(full_url, receiver, options, reactor=reactor, receiver_interface=receiver_interface)
     if endpoint is None:
         endpoint = endpoint_for(full_url, reactor)
     client: list[HubClientProtocol] = []

@@ -178,7 +178,8 @@ class ReconnectingHubClient:
     runs after every disconnect.  A connection whose WebSocket upgrade or
     WELCOME does not come within C{handshake_timeout} seconds is closed and
     counts as a failed attempt (the TCP connect has the endpoint's own
-    timeout, 30 s for the default one).
+    timeout, 30 s for the default one).  C{receiver_interface} limits the
+    receiver methods the server may call, as for L{connect}.
 
         service = ReconnectingHubClient("ws://127.0.0.1:8080/hub", "chat",
                                         receiver=me, on_connected=rejoin)
@@ -199,13 +200,16 @@ class ReconnectingHubClient:
         endpoint: IStreamClientEndpoint | None = None,
         reactor: Any = None,
         handshake_timeout: float = 30.0,
+        receiver_interface: type | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
             reactor = global_reactor
         full_url = hub_url(url, hub)
-        self.factory = _RecordingHubClientFactory(full_url, receiver, options, reactor=reactor)
+        self.factory = _RecordingHubClientFactory(
+            full_url, receiver, options, reactor=reactor, receiver_interface=receiver_interface
+        )
         self.factory.on_connection_ended = self._ended
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected

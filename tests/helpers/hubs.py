@@ -189,6 +189,11 @@ class WorkHub(Hub):
     def joined(self) -> list[str]:
         return sorted(self.groups.joined())
 
+    @method
+    def call_receiver(self, receiver_method: str, *args: Any) -> None:
+        """Sends the caller a receiver call of any name (this hub declares no receiver interface)."""
+        getattr(self.clients.caller, receiver_method)(*args)
+
     # -- client results and kicks -------------------------------------------
     @method
     def ask(self, receiver_method: str, *args: Any) -> Deferred[Any]:
