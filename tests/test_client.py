@@ -330,6 +330,38 @@ class DisconnectTests(ClientTestBase):
         self.assertEqual([r.kind for r in seen], [DisconnectKind.CONNECTION_LOST])
 
 
+class ClientFrameLimitTests(ClientTestBase):
+    """A frame from the server with more messages than the client accepts is refused whole."""
+
+    def receiver_calls(self, count: int) -> bytes:
+        return b"".join(msgpack.packb([6, "said", [n]]) for n in range(count))
+
+    def test_at_the_limit_runs(self) -> None:
+        """A frame of exactly max_messages_per_frame receiver calls reaches the receiver whole."""
+        recorder = Recorder()
+        conn = self.connect(receiver=recorder, options=HubClientOptions(max_messages_per_frame=4))
+        conn.server_protocol.sendMessage(self.receiver_calls(4), isBinary=True)
+        self.server.flush()
+        self.assertEqual(recorder.calls, [("said", (n,)) for n in range(4)])
+        self.assertTrue(conn.client.is_connected)
+
+    def test_over_the_limit_closes_1008(self) -> None:
+        """One more: no receiver call runs, the client closes with 1008 and reports a protocol error."""
+        recorder = Recorder()
+        conn = self.connect(receiver=recorder, options=HubClientOptions(max_messages_per_frame=4))
+        conn.server_protocol.sendMessage(self.receiver_calls(5), isBinary=True)
+        self.server.flush()
+        self.assertEqual(recorder.calls, [])
+        reason = self.reason(conn)
+        self.assertEqual((reason.kind, reason.code, reason.locally), (DisconnectKind.PROTOCOL_ERROR, 1008, True))
+        self.assertIn("more than 4 messages", reason.message)
+
+    def test_default_and_validation(self) -> None:
+        """The default is 1024 messages per frame; zero is refused."""
+        self.assertEqual(HubClientOptions().max_messages_per_frame, 1024)
+        self.assertRaises(ValueError, HubClientOptions, max_messages_per_frame=0)
+
+
 class ChatReceiver(Protocol):
     """The receiver interface both sides agree on: only said()."""
 

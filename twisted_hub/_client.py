@@ -56,6 +56,7 @@ from ._wire import (
     MessageKind,
     ProtocolError,
     ReceiverCall,
+    TooManyMessagesError,
     close_reason_bytes,
     encode_fields,
 )
@@ -135,6 +136,8 @@ class HubClientOptions:
     @ivar call_timeout: default seconds a call may wait for its result
         (None: until the connection closes).
     @ivar max_message_size: largest message we accept, bytes.
+    @ivar max_messages_per_frame: most messages one frame from the server may
+        hold; over it none of them is handled and we close with 1008.
     """
 
     heartbeat_interval: float | None = None
@@ -146,11 +149,14 @@ class HubClientOptions:
     stall_grace: bool = True
     call_timeout: float | None = None
     max_message_size: int = 1024 * 1024
+    max_messages_per_frame: int = 1024
     extra_headers: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_positive("interval", self.heartbeat_interval)
         _check_positive("timeout", self.heartbeat_timeout)
+        if self.max_messages_per_frame <= 0:
+            raise ValueError("max_messages_per_frame must be positive")
 
     @classmethod
     def heartbeat_every(cls, interval: float, timeout: float | None = _UNSET, **kwargs: Any) -> HubClientOptions:
@@ -340,6 +346,7 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
         super().failHandshake(reason)
 
     def onOpen(self) -> None:
+        self.core.max_messages_per_frame = self.factory.options.max_messages_per_frame
         self.core.hello(self.factory.options.max_message_size)
         self._flush()
 
@@ -373,6 +380,9 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
                     self._close_reason = DisconnectReason(
                         kind_for_close(event.code, False), event.code, event.reason  # type: ignore[union-attr]
                     )
+        except TooManyMessagesError as e:
+            _log.info("the server sent {error}; closing with {code}", error=e, code=CloseCode.POLICY_VIOLATION)
+            self._protocol_error(str(e), CloseCode.POLICY_VIOLATION)
         except ProtocolError as e:
             _log.info("protocol error from the server: {error}", error=e)
             self._protocol_error(str(e)[:100], CloseCode.PROTOCOL_ERROR)
