@@ -46,15 +46,19 @@ class TwistdHub:
         stdout = self.process.stdout
         assert stdout is not None
         deadline = time.monotonic() + 20
+        lines: list[str] = []
         while time.monotonic() < deadline:
             ready, _, _ = select.select([stdout], [], [], 0.5)
             if ready:
                 line = stdout.readline().decode()
+                if not line:
+                    break  # the process ended
+                lines.append(line)
                 match = SITE_STARTED.search(line)
                 if match:
                     return int(match.group(1))
         self.stop()
-        raise RuntimeError("twistd did not start")
+        raise RuntimeError("twistd did not start:\n" + "".join(lines[-20:]))
 
     @property
     def url(self) -> str:
@@ -303,8 +307,8 @@ def test_asyncio_reconnects_with_jitter_and_restores_state() -> None:
             timeout=5,
         ) as reconnecting:
             assert await reconnecting.call("rooms") == ["lobby"]
-            first.stop()
-            second = TwistdHub(port=port)
+            await asyncio.to_thread(first.stop)  # the client answers the server's close meanwhile
+            second = await asyncio.to_thread(TwistdHub, port=port)
             try:
                 for _ in range(200):
                     if reconnecting.connections == 2 and reconnecting.client and reconnecting.client.is_connected:

@@ -37,6 +37,7 @@ from twisted_hub._heartbeat import (
     StallDetector,
 )
 from twisted_hub._wire import (
+    BATCH_MESSAGES,
     CAP_BATCH,
     CAP_HEARTBEAT,
     OUR_CAPABILITIES,
@@ -54,6 +55,7 @@ from twisted_hub._wire import (
     Result,
     ServerHeartbeat,
     ServerHeartbeatAck,
+    TooManyMessagesError,
     Welcome,
     decode_frame,
     encode,
@@ -354,6 +356,31 @@ class BatchingTests(SynchronousTestCase):
         frames = server.frames_to_send(max_size=2 * size)
         self.assertEqual([decode_frame(f) for f in frames], [small[:2], small[2:], [big], small[:1]])
         self.assertTrue(all(len(f) <= 2 * size for f in frames if f != encode(big)))
+
+    def test_batchSplitAtMessageCount(self) -> None:
+        """A batch never holds more than BATCH_MESSAGES messages, with or without max_size."""
+        for max_size in (None, 10_000_000):
+            server, client = connected_pair()
+            sent = [Result(n, n) for n in range(1, 2 * BATCH_MESSAGES + 2)]
+            for message in sent:
+                server.send(message)
+            frames = server.frames_to_send(max_size=max_size)
+            decoded = [decode_frame(f) for f in frames]
+            self.assertEqual([len(d) for d in decoded], [BATCH_MESSAGES, BATCH_MESSAGES, 1])
+            self.assertEqual([m for d in decoded for m in d], sent)
+
+    def test_receiverEnforcesMessagesPerFrame(self) -> None:
+        """A core with max_messages_per_frame refuses a bigger frame before handling any of it."""
+        server, client = connected_pair()
+        server.max_messages_per_frame = 3
+        for n in range(4):
+            client.notify("m", [n])
+        frame = b"".join(client.frames_to_send())
+        self.assertRaises(TooManyMessagesError, server.receive_frame, frame, 1.0)
+        for n in range(3):
+            client.notify("m", [n])
+        events = server.receive_frame(b"".join(client.frames_to_send()), 2.0)
+        self.assertEqual(events, [Notify("m", [n]) for n in range(3)])
 
     def test_maxSizeWithoutBatch(self) -> None:
         """For a peer without batch, max_size changes nothing: one frame per message."""

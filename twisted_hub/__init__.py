@@ -17,6 +17,7 @@ from ._client import (
 from ._errors import (
     CallTimeoutError,
     ConnectionClosedError,
+    ConnectTimeoutError,
     DisconnectKind,
     DisconnectReason,
     HandshakeError,
@@ -51,6 +52,7 @@ __all__ = [
     "ClockOffset",
     "CloseCode",
     "ConnectionClosedError",
+    "ConnectTimeoutError",
     "ConnectionContext",
     "DisconnectKind",
     "DisconnectReason",

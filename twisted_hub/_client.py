@@ -31,6 +31,7 @@ from ._connection import (
 from ._errors import (
     CallTimeoutError,
     ConnectionClosedError,
+    ConnectTimeoutError,
     DisconnectKind,
     DisconnectReason,
     HandshakeError,
@@ -46,6 +47,8 @@ from ._heartbeat import (
     _check_positive,
     utc_from_us,
 )
+from ._hub import receiver_methods
+from ._ratelimit import LogRateLimiter, peer_text
 from ._receivers import find_receiver_method
 from ._wire import (
     HEARTBEAT_TIMEOUT_REASON,
@@ -56,6 +59,7 @@ from ._wire import (
     ErrorCode,
     ProtocolError,
     ReceiverCall,
+    TooManyMessagesError,
     close_reason_bytes,
 )
 
@@ -89,8 +93,6 @@ class HubProxy:
 
 def make_proxy(call: Callable[..., Any], interface: type[InterfaceT] | None) -> InterfaceT:
     """A L{HubProxy} typed as C{interface} (whose public method names it allows)."""
-    from ._hub import receiver_methods
-
     return cast(InterfaceT, HubProxy(call, receiver_methods(interface)))
 _log = Logger()
 
@@ -146,6 +148,8 @@ class HubClientOptions:
         connection ends, whoever ended it (e.g. C{PEER_TIMED_OUT} when the
         server's heartbeat timed us out), so no one has to poll
         L{HubClientProtocol.wait_for_disconnect}.
+    @ivar max_messages_per_frame: most messages one frame from the server may
+        hold; over it none of them is handled and we close with 1008.
     """
 
     heartbeat_interval: float | None = None
@@ -157,6 +161,7 @@ class HubClientOptions:
     stall_grace: bool = True
     call_timeout: float | None = None
     max_message_size: int = 1024 * 1024
+    max_messages_per_frame: int = 1024
     extra_headers: dict[str, str] = field(default_factory=dict)
     heartbeat: HeartbeatPolicy | None = None
     on_disconnected: Callable[[DisconnectReason], object] | None = None
@@ -164,6 +169,8 @@ class HubClientOptions:
     def __post_init__(self) -> None:
         _check_positive("interval", self.heartbeat_interval)
         _check_positive("timeout", self.heartbeat_timeout)
+        if self.max_messages_per_frame <= 0:
+            raise ValueError("max_messages_per_frame must be positive")
         policy = self.heartbeat
         if policy is None:
             if self.heartbeat_interval is None:
@@ -206,8 +213,9 @@ class HubClientProtocol(FastPathMixin, BoundedDropMixin, WebSocketClientProtocol
     def __init__(self) -> None:
         super().__init__()
         self.core: ClientConnection[Deferred[Any]] = ClientConnection()
-        #: fires with this protocol once the hub handshake is done
-        self.ready: Deferred[HubClientProtocol] = Deferred()
+        #: fires with this protocol once the hub handshake is done; cancelling
+        #: it (a connect timeout) abandons the handshake and closes the socket
+        self.ready: Deferred[HubClientProtocol] = Deferred(self._abandon_handshake)
         self._disconnected: Deferred[DisconnectReason] | None = None
         self._waiters: list[Deferred[DisconnectReason]] = []
         self.disconnect_reason: DisconnectReason | None = None
@@ -218,6 +226,9 @@ class HubClientProtocol(FastPathMixin, BoundedDropMixin, WebSocketClientProtocol
         self._next_beat_due = 0.0
         self.stall = StallDetector()
         self._handshake_status: tuple[int | None, str] | None = None
+        self._abandoned_stage: str | None = None
+        #: one log line per second about the server's mistakes (unknown receiver methods)
+        self._peer_log = LogRateLimiter()
 
     # -- public API ----------------------------------------------------------
     @property
@@ -325,6 +336,27 @@ class HubClientProtocol(FastPathMixin, BoundedDropMixin, WebSocketClientProtocol
             self._waiters.append(d)
         return d
 
+    @property
+    def handshake_stage(self) -> str:
+        """
+        What the handshake waits for: C{"upgrade"} (the server's answer to the
+        WebSocket upgrade), C{"welcome"} (the hub's WELCOME) or C{"done"}.
+        """
+        if self._abandoned_stage is not None:
+            return self._abandoned_stage  # where it stood when abandoned
+        if self.ready.called:
+            return "done"
+        return "upgrade" if self.state == self.STATE_CONNECTING else "welcome"
+
+    def _abandon_handshake(self, ready: Deferred[HubClientProtocol]) -> None:
+        """Whoever waited for the handshake gave up on it (a timeout): close the socket now."""
+        self._abandoned_stage = self.handshake_stage
+        if self._close_reason is None:
+            self._close_reason = DisconnectReason(
+                DisconnectKind.HANDSHAKE_FAILED, None, f"handshake abandoned waiting for the {self.handshake_stage}", True
+            )
+        self.dropConnection(abort=True)
+
     def _not_open(self) -> DisconnectReason:
         return DisconnectReason(DisconnectKind.CONNECTION_LOST, None, "not connected")
 
@@ -346,6 +378,7 @@ class HubClientProtocol(FastPathMixin, BoundedDropMixin, WebSocketClientProtocol
 
     def onOpen(self) -> None:
         self.count_any_traffic = self.factory.options.any_traffic_counts
+        self.core.max_messages_per_frame = self.factory.options.max_messages_per_frame
         self.core.hello(self.factory.options.max_message_size)
         self._flush()
 
@@ -379,6 +412,9 @@ class HubClientProtocol(FastPathMixin, BoundedDropMixin, WebSocketClientProtocol
                     self._close_reason = DisconnectReason(
                         kind_for_close(event.code, False), event.code, event.reason  # type: ignore[union-attr]
                     )
+        except TooManyMessagesError as e:
+            _log.info("the server sent {error}; closing with {code}", error=e, code=CloseCode.POLICY_VIOLATION)
+            self._protocol_error(str(e), CloseCode.POLICY_VIOLATION)
         except ProtocolError as e:
             _log.info("protocol error from the server: {error}", error=e)
             self._protocol_error(str(e)[:100], CloseCode.PROTOCOL_ERROR)
@@ -400,7 +436,13 @@ class HubClientProtocol(FastPathMixin, BoundedDropMixin, WebSocketClientProtocol
     def _receiver_call(self, call: ReceiverCall) -> None:
         function = self._receiver_method(call.method)
         if function is None:
-            _log.warn("the server called receiver method {method!r}, which the receiver lacks", method=call.method)
+            suppressed = self._peer_log.allow(self.factory.clock.seconds())
+            if suppressed is not None:
+                _log.warn(
+                    "the server called receiver method {method}, which the receiver {lacks}"
+                    + (" ({suppressed} similar lines suppressed)" if suppressed else ""),
+                    method=peer_text(call.method), lacks=self._why_not_callable(call.method), suppressed=suppressed,
+                )
             return
         try:
             result = function(*call.args, **(call.kwargs or {}))
@@ -413,13 +455,24 @@ class HubClientProtocol(FastPathMixin, BoundedDropMixin, WebSocketClientProtocol
             )
 
     def _receiver_method(self, name: str) -> Callable[..., Any] | None:
-        return find_receiver_method(self.factory.receiver, name)
+        """
+        The receiver method the server may call by this name: a public
+        callable of the receiver object and, when the factory has a
+        C{receiver_interface}, one that the interface declares.
+        """
+        return find_receiver_method(self.factory.receiver, name, self.factory.receiver_allowed)
+
+    def _why_not_callable(self, name: str) -> str:
+        allowed = self.factory.receiver_allowed
+        if allowed is not None and not name.startswith("_") and name not in allowed:
+            return "interface does not declare"
+        return "lacks"
 
     def _client_invoke(self, call: ClientInvoke) -> None:
         call_id = call.call_id
         function = self._receiver_method(call.method)
         if function is None:
-            self.core.reply_error(call_id, ErrorCode.UNKNOWN_METHOD, f"the client has no method {call.method!r}")
+            self.core.reply_error(call_id, ErrorCode.UNKNOWN_METHOD, f"the client has no method {peer_text(call.method)}")
             self._flush_unless_handling()
             return
         maybeDeferred(function, *call.args, **(call.kwargs or {})).addCallbacks(
@@ -602,7 +655,15 @@ class HubClientProtocol(FastPathMixin, BoundedDropMixin, WebSocketClientProtocol
 
 
 class HubClientFactory(WebSocketClientFactory):  # type: ignore[misc]
-    """Builds L{HubClientProtocol}s for one hub URL."""
+    """
+    Builds L{HubClientProtocol}s for one hub URL.
+
+    @param receiver: the object whose methods the server may call.
+    @param receiver_interface: a class (e.g. a C{typing.Protocol}) declaring
+        the receiver methods the server may call; others are refused like
+        missing ones.  Without it, every public (no leading underscore)
+        callable attribute of C{receiver} may be called.
+    """
 
     protocol = HubClientProtocol  # type: ignore[assignment]
     #: take the autobahn fast path (twisted_hub/_autobahn.py) when the installed
@@ -617,6 +678,7 @@ class HubClientFactory(WebSocketClientFactory):  # type: ignore[misc]
         options: HubClientOptions | None = None,
         clock: IReactorTime | None = None,
         reactor: Any = None,
+        receiver_interface: type | None = None,
     ) -> None:
         if clock is None and reactor is not None:
             clock = reactor
@@ -628,6 +690,8 @@ class HubClientFactory(WebSocketClientFactory):  # type: ignore[misc]
         # autobahn resolved the reactor (the global one unless given): our timers use it too.
         self.clock: IReactorTime = clock if clock is not None else self.reactor
         self.receiver = receiver
+        #: the receiver method names the server may call (None: every public method of the receiver)
+        self.receiver_allowed = receiver_methods(receiver_interface)
         self.options = options
         self.on_connection_ended: Callable[[HubClientProtocol, DisconnectReason], object] | None = None
         self.setProtocolOptions(
@@ -675,6 +739,7 @@ def connect(
     reactor: Any = None,
     endpoint: IStreamClientEndpoint | None = None,
     timeout: float = 30.0,
+    receiver_interface: type | None = None,
 ) -> Deferred[HubClientProtocol]:
     """
     Connect to a hub; fires with the connected L{HubClientProtocol} once the
@@ -687,17 +752,34 @@ def connect(
     @param url: C{ws://} or C{wss://} URL of the hub endpoint.
     @param hub: hub name, appended to the URL path (omit if the URL names it).
     @param receiver: object whose public methods the server may call.
+    @param receiver_interface: if given, only the methods this class declares
+        may be called on C{receiver} (others answer C{unknown-method}).
     @param endpoint: connect through this endpoint instead of the URL's host.
+    @param timeout: seconds for the whole handshake: the TCP (and TLS)
+        connection, the WebSocket upgrade and the hub's WELCOME.  Past it the
+        Deferred fails with L{ConnectTimeoutError} (a L{HandshakeError}) and
+        the socket is closed.
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
     full_url = hub_url(url, hub)
-    factory = HubClientFactory(full_url, receiver, options, reactor=reactor)
+    factory = HubClientFactory(full_url, receiver, options, reactor=reactor, receiver_interface=receiver_interface)
     if endpoint is None:
         endpoint = endpoint_for(full_url, reactor)
-    connecting = endpoint.connect(factory)
-    connecting.addTimeout(timeout, reactor)
-    ready: Deferred[HubClientProtocol] = connecting.addCallback(lambda protocol: cast(Any, protocol).ready)
+    client: list[HubClientProtocol] = []
+
+    def connected(protocol: Any) -> Deferred[HubClientProtocol]:
+        client.append(protocol)
+        return cast(HubClientProtocol, protocol).ready
+
+    def timed_out(result: Any, seconds: float) -> Any:
+        stage = client[0].handshake_stage if client else "connection"
+        return Failure(ConnectTimeoutError(stage, seconds)) if isinstance(result, Failure) else result
+
+    ready: Deferred[HubClientProtocol] = endpoint.connect(factory).addCallback(connected)
+    # One budget for every stage; on expiry, cancelling the endpoint's
+    # Deferred abandons the TCP attempt, cancelling ready closes the socket.
+    ready.addTimeout(timeout, reactor, onTimeoutCancel=timed_out)
     return ready

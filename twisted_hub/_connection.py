@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from ._heartbeat import ClockOffset, ClockSync, HeartbeatTracker
 from ._wire import (
+    BATCH_MESSAGES,
     CAP_BATCH,
     CAP_HEARTBEAT,
     OUR_CAPABILITIES,
@@ -168,6 +169,9 @@ class Connection(Generic[T]):
         self.heartbeat = HeartbeatTracker()
         self.frames_received = 0
         self.late_answers = 0
+        #: the most messages one incoming frame may hold (None: any); over it
+        #: L{receive_frame} raises L{TooManyMessagesError} before handling any
+        self.max_messages_per_frame: int | None = None
 
     # -- sending ----------------------------------------------------------
     def send(self, message: Message) -> None:
@@ -190,8 +194,8 @@ class Connection(Generic[T]):
     def frames_to_send(self, max_size: int | None = None) -> list[bytes]:
         """
         Everything queued, as frame payloads: batches when the peer takes
-        them (each at most C{max_size} bytes unless one message is larger),
-        else one frame per message.
+        them (each at most C{max_size} bytes unless one message is larger,
+        and at most L{BATCH_MESSAGES} messages), else one frame per message.
         """
         outbox = self._outbox
         if not outbox:
@@ -199,13 +203,15 @@ class Connection(Generic[T]):
         self._outbox = []
         if len(outbox) == 1 or CAP_BATCH not in self.peer_capabilities:
             return outbox
-        if max_size is None:
+        if max_size is None and len(outbox) <= BATCH_MESSAGES:
             return [b"".join(outbox)]
         frames: list[bytes] = []
         batch: list[bytes] = []
         size = 0
         for message in outbox:
-            if batch and size + len(message) > max_size:
+            if batch and (
+                len(batch) == BATCH_MESSAGES or (max_size is not None and size + len(message) > max_size)
+            ):
                 frames.append(b"".join(batch))
                 batch, size = [], 0
             batch.append(message)
@@ -260,7 +266,7 @@ class Connection(Generic[T]):
             return []
         self.last_received = now
         self.frames_received += 1
-        messages = decode_frame(data)
+        messages = decode_frame(data, self.max_messages_per_frame)
         events: list[Event] = []
         accepts = self._accepts
         for message in messages:

@@ -43,6 +43,7 @@ from ._errors import (
 from ._heartbeat import HeartbeatPolicy, HeartbeatTracker, StallDetector
 from ._hub import GroupRegistry, Hub, RefuseConnection, receiver_methods
 from ._liveness import ServerHeartbeatScheduler, ping_sequence
+from ._ratelimit import LogRateLimiter, bounded_text, peer_text
 from ._wire import (
     HEARTBEAT_TIMEOUT_REASON,
     PING_TIMEOUT_REASON,
@@ -54,6 +55,7 @@ from ._wire import (
     MessageKind,
     Notify,
     ProtocolError,
+    TooManyMessagesError,
     close_reason_bytes,
     encode_fields,
 )
@@ -64,6 +66,7 @@ DEFAULT_MAX_OUTGOING_BUFFER = 4 * 1024 * 1024
 DEFAULT_MAX_PENDING_CALLS = 256
 DEFAULT_CLIENT_RESULT_TIMEOUT = 5.0
 DEFAULT_HELLO_TIMEOUT = 10.0
+DEFAULT_MAX_MESSAGES_PER_FRAME = 1024
 
 _INVOKE = MessageKind.INVOKE
 _NOTIFY = MessageKind.NOTIFY
@@ -223,6 +226,8 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         self._written_while_paused = 0
         self._disconnected = False
         self._hello_deadline: IDelayedCall | None = None
+        #: created at the first log line about a peer mistake
+        self._peer_log: LogRateLimiter | None = None
 
     # -- heartbeat member interface ------------------------------------------
     @property
@@ -292,27 +297,31 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         self.connection_id = _new_connection_id()
         self.heartbeat_policy = runtime.heartbeat_policy
         self.core = ServerConnection(self.connection_id)
+        self.core.max_messages_per_frame = factory.max_messages_per_frame
         hub = runtime.hub_class()
         hub._runtime = runtime
         hub.connection = ConnectionContext(self, request)
         self.hub = hub
-        try:
-            result = hub.on_connecting(request)
-        except RefuseConnection as refusal:
-            raise ConnectionDeny(refusal.status, refusal.reason) from None
-        except Exception:
-            _log.failure("on_connecting of {hub} raised", hub=runtime.hub_class.hub_name)
-            raise ConnectionDeny(500, "internal server error") from None
-        if isinstance(result, Deferred):
+        hub_name = runtime.hub_class.hub_name
 
-            def refused(failure: Failure) -> Failure:
-                if failure.check(RefuseConnection):
-                    refusal = failure.value
-                    return Failure(ConnectionDeny(refusal.status, refusal.reason))  # type: ignore[union-attr]
-                _log.failure("on_connecting of {hub} failed", failure, hub=runtime.hub_class.hub_name)
-                return Failure(ConnectionDeny(500, "internal server error"))
+        def refused(failure: Failure) -> Failure:
+            if failure.check(RefuseConnection):
+                refusal = failure.value
+                return Failure(ConnectionDeny(refusal.status, refusal.reason))  # type: ignore[union-attr]
+            _log.failure("on_connecting of {hub} failed", failure, hub=hub_name)
+            return Failure(ConnectionDeny(500, "internal server error"))
 
-            return result.addCallbacks(lambda _: SUBPROTOCOL, refused)
+        # maybeDeferred runs the hook and turns a coroutine (async def) into a
+        # Deferred, so an async refusal is awaited like a Deferred one.
+        decided = maybeDeferred(hub.on_connecting, request).addCallbacks(lambda _: SUBPROTOCOL, refused)
+        if not decided.called:
+            return decided
+        # The hook answered at once (sync, or an async def that never waited):
+        # answer autobahn synchronously too.
+        outcome: list[Any] = []
+        decided.addBoth(outcome.append)
+        if isinstance(outcome[0], Failure):
+            outcome[0].raiseException()
         return SUBPROTOCOL
 
     def onOpen(self) -> None:
@@ -370,6 +379,12 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
                     self._close_reason = DisconnectReason(
                         kind_for_close(event.code, False), event.code, event.reason  # type: ignore[union-attr]
                     )
+        except TooManyMessagesError as e:
+            _log.info(
+                "{peer} ({id}) sent {error}; closing with {code}",
+                peer=self.peer, id=self.connection_id, error=e, code=CloseCode.POLICY_VIOLATION,
+            )
+            self.close_with(CloseCode.POLICY_VIOLATION, str(e), DisconnectKind.PROTOCOL_ERROR)
         except ProtocolError as e:
             _log.info(
                 "protocol error from {peer} ({id}): {error}; closing", peer=self.peer, id=self.connection_id, error=e
@@ -417,11 +432,13 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
     # -- running hub methods -------------------------------------------------
     def _invocation(self, invocation: Invoke | Notify) -> None:
         if self._running + len(self._queue) >= self.factory.max_pending_calls:
+            message = f"more than {self.factory.max_pending_calls} calls pending on this connection"
             if invocation.kind == _INVOKE:
-                self._send_error(
-                    invocation.call_id,  # type: ignore[union-attr]
-                    ErrorCode.TOO_MANY_PENDING,
-                    f"more than {self.factory.max_pending_calls} calls pending on this connection",
+                self._send_error(invocation.call_id, ErrorCode.TOO_MANY_PENDING, message)  # type: ignore[union-attr]
+            else:
+                self._peer_mistake(
+                    "notification {method} dropped on {id}: {error}",
+                    method=peer_text(invocation.method), error=message,
                 )
             return
         if self._running and not self.runtime.hub_class.concurrent:  # type: ignore[union-attr]
@@ -436,7 +453,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         spec = runtime.methods.get(invocation.method)
         if spec is None:
             hub_name = runtime.hub_class.hub_name
-            self._fail(call_id, ErrorCode.UNKNOWN_METHOD, f"hub {hub_name!r} has no method {invocation.method!r}")
+            self._fail(call_id, ErrorCode.UNKNOWN_METHOD, f"hub {hub_name!r} has no method {peer_text(invocation.method)}")
             return
         args, kwargs = invocation.args, invocation.kwargs
         try:
@@ -515,9 +532,26 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
 
     def _fail(self, call_id: int | None, code: str, message: str, detail: Any = None) -> None:
         if call_id is None:
-            _log.info("notification failed on {id}: [{code}] {message}", id=self.connection_id, code=code, message=message)
+            self._peer_mistake(
+                "notification failed on {id}: [{code}] {error}", code=code, error=bounded_text(message)
+            )
             return
         self._send_error(call_id, code, message, detail)
+
+    def _peer_mistake(self, format: str, **fields: Any) -> None:
+        """
+        Log one line about something the peer got wrong, at most one line per
+        connection per second (the line says how many were suppressed).
+        """
+        limiter = self._peer_log
+        if limiter is None:
+            limiter = self._peer_log = LogRateLimiter()
+        suppressed = limiter.allow(self.factory.clock.seconds())
+        if suppressed is None:
+            return
+        if suppressed:
+            format += " ({suppressed} similar lines suppressed)"
+        _log.info(format, id=self.connection_id, suppressed=suppressed, **fields)
 
     def _internal_error(self, call_id: int | None, method: str, failure: Failure) -> None:
         _log.failure("hub method {method} raised", failure, method=method)
@@ -680,6 +714,11 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         for deferred in self.core.closed():
             deferred.errback(ConnectionClosedError(close_reason))
         self._call_hook("on_disconnected", close_reason)
+        if self._peer_log is not None and self._peer_log.suppressed:
+            _log.info(
+                "{id}: {suppressed} more lines about its mistakes were suppressed",
+                id=self.connection_id, suppressed=self._peer_log.suppressed,
+            )
         _log.debug("connection {id} closed: {reason}", id=self.connection_id, reason=str(close_reason))
 
     def _call_hook(self, name: str, *args: Any) -> None:
@@ -704,7 +743,11 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
     @param max_outgoing_buffer: bytes a client may leave unread before it is
         disconnected (close 4004).
     @param max_pending_calls: calls one connection may have running or queued;
-        more are answered with C{too-many-pending}.
+        more are answered with C{too-many-pending} (a notification over it is
+        dropped, with a log line).
+    @param max_messages_per_frame: the most messages one incoming frame may
+        hold; a frame with more is not handled at all and the connection is
+        closed with 1008 (policy violation).
     @param client_result_timeout: default seconds to wait for a client result.
     @param hello_timeout: seconds a new connection may take to send its hello
         before it is closed with 4003.
@@ -732,6 +775,7 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
         max_pending_calls: int = DEFAULT_MAX_PENDING_CALLS,
         client_result_timeout: float = DEFAULT_CLIENT_RESULT_TIMEOUT,
         hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
+        max_messages_per_frame: int = DEFAULT_MAX_MESSAGES_PER_FRAME,
         allowed_origins: Iterable[str] | Callable[[ConnectionRequest], bool] | None = None,
         debug: bool = False,
         reactor: Any = None,
@@ -742,11 +786,12 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
         # autobahn resolved the reactor (the global one unless given): our timers use it too.
         self.clock: IReactorTime = clock if clock is not None else self.reactor
         self.heartbeat = heartbeat or HeartbeatPolicy()
-        if max_message_size <= 0 or max_outgoing_buffer <= 0 or max_pending_calls <= 0:
+        if max_message_size <= 0 or max_outgoing_buffer <= 0 or max_pending_calls <= 0 or max_messages_per_frame <= 0:
             raise ValueError("limits must be positive")
         self.max_message_size = max_message_size
         self.max_outgoing_buffer = max_outgoing_buffer
         self.max_pending_calls = max_pending_calls
+        self.max_messages_per_frame = max_messages_per_frame
         self.client_result_timeout = client_result_timeout
         self.hello_timeout = hello_timeout
         self.allowed_origins: frozenset[str] | Callable[[ConnectionRequest], bool] | None = (

@@ -46,6 +46,7 @@ from ._connection import (
 from ._errors import (
     CallTimeoutError,
     ConnectionClosedError,
+    ConnectTimeoutError,
     DisconnectKind,
     DisconnectReason,
     HandshakeError,
@@ -53,6 +54,8 @@ from ._errors import (
     kind_for_close,
 )
 from ._heartbeat import ClockOffset, HeartbeatPolicy, HeartbeatVerdict, StallDetector, utc_from_us
+from ._hub import receiver_methods
+from ._ratelimit import peer_text
 from ._receivers import find_receiver_method
 from ._reconnect import full_jitter_policy
 from ._wire import (
@@ -64,6 +67,7 @@ from ._wire import (
     ErrorCode,
     ProtocolError,
     ReceiverCall,
+    TooManyMessagesError,
     close_reason_bytes,
 )
 
@@ -85,11 +89,16 @@ class AsyncHubClient:
     C{round_trip}, C{clock_offset}, C{server_now()}.
     """
 
-    def __init__(self, websocket: WebSocket, receiver: object | None, options: HubClientOptions) -> None:
+    def __init__(
+        self, websocket: WebSocket, receiver: object | None, options: HubClientOptions,
+        receiver_interface: type | None = None,
+    ) -> None:
         self._websocket = websocket
         self._receiver = receiver
+        self._receiver_allowed = receiver_methods(receiver_interface)
         self.options = options
         self.core: ClientConnection[asyncio.Future[Any]] = ClientConnection()
+        self.core.max_messages_per_frame = options.max_messages_per_frame
         self.disconnect_reason: DisconnectReason | None = None
         self._close_reason: DisconnectReason | None = None
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -194,7 +203,7 @@ class AsyncHubClient:
             await asyncio.wait_for(asyncio.shield(self._ready), timeout)
         except TimeoutError:
             await self._abort()
-            raise HandshakeError(None, f"no welcome from the server within {timeout}s") from None
+            raise ConnectTimeoutError("welcome", timeout) from None
 
     def _flush(self) -> None:
         if self.disconnect_reason is not None:
@@ -229,6 +238,10 @@ class AsyncHubClient:
     def _receive(self, data: bytes) -> None:
         try:
             events = self.core.receive_frame(data, time.time())
+        except TooManyMessagesError as e:
+            _log.info("the server sent %s; closing with %s", e, CloseCode.POLICY_VIOLATION)
+            self._spawn(self._protocol_error(str(e)[:100], CloseCode.POLICY_VIOLATION))
+            return
         except ProtocolError as e:
             _log.info("protocol error from the server: %s", e)
             self._spawn(self._protocol_error(str(e)[:100], CloseCode.PROTOCOL_ERROR))
@@ -279,12 +292,12 @@ class AsyncHubClient:
 
     # -- receivers ------------------------------------------------------------
     def _receiver_method(self, name: str) -> Callable[..., Any] | None:
-        return find_receiver_method(self._receiver, name)
+        return find_receiver_method(self._receiver, name, self._receiver_allowed)
 
     def _receiver_call(self, call: ReceiverCall) -> None:
         function = self._receiver_method(call.method)
         if function is None:
-            _log.warning("the server called receiver method %r, which the receiver lacks", call.method[:64])
+            _log.warning("the server called receiver method %s, which the receiver lacks", peer_text(call.method))
             return
         try:
             result = function(*call.args, **(call.kwargs or {}))
@@ -304,7 +317,7 @@ class AsyncHubClient:
     async def _client_invoke(self, call: ClientInvoke) -> None:
         function = self._receiver_method(call.method)
         if function is None:
-            self.core.reply_error(call.call_id, ErrorCode.UNKNOWN_METHOD, f"the client has no method {call.method!r}")
+            self.core.reply_error(call.call_id, ErrorCode.UNKNOWN_METHOD, f"the client has no method {peer_text(call.method)}")
         else:
             try:
                 result = function(*call.args, **(call.kwargs or {}))
@@ -469,6 +482,7 @@ async def open_client(
     options: HubClientOptions | None = None,
     *,
     timeout: float = 30.0,
+    receiver_interface: type | None = None,
 ) -> AsyncHubClient:
     """
     Connect and complete the hub handshake within C{timeout} seconds (TCP,
@@ -476,6 +490,8 @@ async def open_client(
 
     @raise HandshakeError: the server refused the upgrade (with its HTTP
         status) or sent no welcome in time.
+    @param receiver_interface: if given, only the methods this class declares
+        may be called by the server (as with the Twisted client).
     """
     options = options or HubClientOptions()
     full_url = hub_url(url, hub)
@@ -495,11 +511,11 @@ async def open_client(
     except InvalidStatus as e:
         raise HandshakeError(e.response.status_code, e.response.reason_phrase) from None
     except TimeoutError:
-        raise HandshakeError(None, f"no WebSocket upgrade within {timeout}s") from None
+        raise ConnectTimeoutError("upgrade", timeout) from None
     if websocket.subprotocol != SUBPROTOCOL:
         await websocket.close()
         raise HandshakeError(None, f"server chose subprotocol {websocket.subprotocol!r}, not {SUBPROTOCOL}")
-    client = AsyncHubClient(websocket, receiver, options)
+    client = AsyncHubClient(websocket, receiver, options, receiver_interface)
     await client._start(max(timeout - (time.monotonic() - started), 0.001))
     return client
 
@@ -512,12 +528,13 @@ async def connect(
     options: HubClientOptions | None = None,
     *,
     timeout: float = 30.0,
+    receiver_interface: type | None = None,
 ) -> AsyncIterator[AsyncHubClient]:
     """
     C{async with connect(url, hub) as client:} — a connected L{AsyncHubClient},
     closed normally when the block ends.  See L{open_client}.
     """
-    client = await open_client(url, hub, receiver, options, timeout=timeout)
+    client = await open_client(url, hub, receiver, options, timeout=timeout, receiver_interface=receiver_interface)
     try:
         yield client
     finally:

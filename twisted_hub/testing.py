@@ -239,13 +239,14 @@ class HubTestServer:
         protocols: Iterable[str] | None = None,
         origin: str | None = None,
         client_protocol: type[HubClientProtocol] | None = None,
+        receiver_interface: type | None = None,
     ) -> TestConnection:
         """
         Open a connection and run the handshake.  Check
         L{TestConnection.ready} to see whether the server accepted it.
         """
         url = "ws://127.0.0.1" + (path if path is not None else "/hub" + (f"/{hub}" if hub else ""))
-        client_factory = HubClientFactory(url, receiver, options, clock=self.clock)
+        client_factory = HubClientFactory(url, receiver, options, clock=self.clock, receiver_interface=receiver_interface)
         _options(client_factory, serverConnectionDropTimeout=0, **_NO_AUTOBAHN_TIMERS)
         if client_protocol is not None:
             client_factory.protocol = client_protocol
