@@ -21,6 +21,7 @@ from typing import Any
 import msgpack
 import pytest
 import pytest_twisted
+from autobahn.twisted.resource import WebSocketResource
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -212,11 +213,13 @@ class SocketLikeTransport(StringTransport):
 class SiteHandOverTests(SynchronousTestCase):
     """Behind twisted.web the hub connection, not the HTTP channel, is the transport's producer."""
 
-    def connect_through_site(self, limit: int = 4000) -> tuple[SocketLikeTransport, Any]:
+    def connect_through_site(
+        self, limit: int = 4000, resource: type[WebSocketResource] = HubResource
+    ) -> tuple[SocketLikeTransport, Any]:
         clock = Clock()
         factory = HubServerFactory([HostileHub], clock=clock, max_outgoing_buffer=limit)
         root = Resource()  # type: ignore[no-untyped-call]
-        root.putChild(b"hub", HubResource(factory))
+        root.putChild(b"hub", resource(factory))
         site = Site(root, reactor=clock)
         channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
         transport = SocketLikeTransport()
@@ -233,6 +236,12 @@ class SiteHandOverTests(SynchronousTestCase):
         transport, _ = self.connect_through_site()
         self.assertIsInstance(transport.producer, HubServerProtocol)
         self.assertTrue(transport.streaming)
+
+    def test_also_behind_autobahns_resource(self) -> None:
+        """Mounted with autobahn's own WebSocketResource, the hub connection becomes the producer too."""
+        transport, factory = self.connect_through_site(resource=WebSocketResource)
+        self.assertIsInstance(transport.producer, HubServerProtocol)
+        self.assertEqual(factory.connection_count, 1)
 
     def test_slow_client_dropped_behind_the_site(self) -> None:
         """Paused by the transport behind a Site, the connection is dropped with 4004 at the limit."""

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 from zope.interface import implementer
@@ -60,14 +60,6 @@ class HubResource(WebSocketResource):  # type: ignore[misc]
             request.setHeader(b"upgrade", b"websocket")  # type: ignore[no-untyped-call]
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")  # type: ignore[no-untyped-call]
             return _UPGRADE_REQUIRED
-        transport = request.channel.transport
-        if transport is not None and IPushProducer.providedBy(transport):
-            # The HTTP channel registered itself as this transport's producer
-            # (HTTPChannel.connectionMade, on IPushProducer(transport)) and
-            # stays registered when autobahn hands the transport over: release
-            # it, so the hub connection can register and learn when its client
-            # stops reading (max_outgoing_buffer, close 4004).
-            transport.unregisterProducer()  # type: ignore[attr-defined]
         return super().render(request)  # type: ignore[no-untyped-call]
 
 

@@ -309,12 +309,25 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         self._flush()
         runtime.connections[self.connection_id] = self
         self.factory.connection_count += 1
-        # The transport pauses us when its buffer is full; what we write from
-        # then on is counted against max_outgoing_buffer (see sendData).  Behind
-        # twisted.web, HubResource has released the HTTP channel's registration.
-        self.transport.registerProducer(self, True)
+        self._become_producer()
         self._hello_deadline = self.factory.clock.callLater(self.factory.hello_timeout, self._no_hello)
         self._call_hook("on_connected")
+
+    def _become_producer(self) -> None:
+        """
+        Register as the transport's streaming producer: the transport pauses
+        us when its buffer is full, and what we write from then on counts
+        against max_outgoing_buffer (see L{sendData}).
+        """
+        transport = self.transport
+        previous = getattr(transport, "producer", None)
+        if previous is not None and previous is not self:
+            # Behind twisted.web (HubResource, or autobahn's WebSocketResource)
+            # the HTTP channel that parsed the upgrade registered itself as the
+            # producer of this transport, and stays registered after the
+            # transport was handed to us; it will never write again.
+            transport.unregisterProducer()
+        transport.registerProducer(self, True)
 
     def _no_hello(self) -> None:
         self._hello_deadline = None
