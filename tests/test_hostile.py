@@ -301,6 +301,19 @@ class PendingBytesTests(SynchronousTestCase):
         for d in again:
             self.assertNoResult(d)
 
+    def test_notifications_over_the_limit_are_dropped(self) -> None:
+        """A fire-and-forget call that would pass the byte limit is not run (it has no answer to carry an error)."""
+        conn = self.connect("work", 3000)
+        blocked = conn.client.call("deferred", b"x" * 2000)
+        self.server.flush()
+        conn.client.notify("record", b"n" * 2000)
+        conn.client.notify("record", "small")
+        self.server.flush()
+        WorkHub.pending.pop(0).callback(None)
+        self.server.flush()
+        self.successResultOf(blocked)
+        self.assertEqual([e for e in WorkHub.events if e[0] == "record"], [("record", "small")])
+
     def test_running_concurrent_calls_count(self) -> None:
         """On a concurrent hub the calls still running count too."""
         conn = self.connect("parallel", 3000)
