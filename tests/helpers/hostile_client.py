@@ -2,7 +2,7 @@
 A client that opens a twisted-hub connection and then never reads: the
 attacker of tests/test_hostile.py and bench/memory.py.
 
-    python3 -m tests.helpers.hostile_client PORT MODE [ARGS...]
+    python3 -m tests.helpers.hostile_client [--tls CAFILE] PORT MODE [ARGS...]
 
 Modes, each after the HTTP upgrade and the hello:
   echo COUNT SIZE   send COUNT calls echo(SIZE bytes), whose results it never reads
@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -42,11 +43,14 @@ def masked_frame(opcode: int, payload: bytes) -> bytes:
     return header + mask + body
 
 
-def open_connection(port: int, hub: str = "hostile") -> socket.socket:
-    """Upgrade to a hub connection and send the hello, reading only the HTTP answer."""
+def open_connection(port: int, hub: str = "hostile", cafile: str | None = None) -> socket.socket:
+    """Upgrade to a hub connection (over TLS if C{cafile}) and send the hello, reading only the HTTP answer."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
+    if cafile is not None:
+        context = ssl.create_default_context(cafile=cafile)
+        sock = context.wrap_socket(sock, server_hostname="localhost")
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         (
@@ -68,8 +72,11 @@ def open_connection(port: int, hub: str = "hostile") -> socket.socket:
 
 
 def main(argv: list[str]) -> None:
+    cafile = None
+    if argv[0] == "--tls":
+        cafile, argv = argv[1], argv[2:]
     port, mode, args = int(argv[0]), argv[1], argv[2:]
-    sock = open_connection(port)
+    sock = open_connection(port, cafile=cafile)
     frames: list[bytes] = []
     if mode == "echo":
         count, size = int(args[0]), int(args[1])
