@@ -317,6 +317,21 @@ class PendingBytesTests(SynchronousTestCase):
         self.successResultOf(blocked)
         self.assertEqual([e for e in WorkHub.events if e[0] == "record"], [("record", "small")])
 
+    def test_notifications_over_the_call_limit_are_dropped(self) -> None:
+        """The same holds for max_pending_calls: a notification over it is not run."""
+        self.server = HubTestServer([WorkHub], max_pending_calls=2)
+        conn = self.server.connect("work")
+        self.successResultOf(conn.ready)
+        blocked = conn.client.call("deferred", 1)
+        self.server.flush()
+        for value in ("queued", "dropped"):
+            conn.client.notify("record", value)
+            self.server.flush()
+        WorkHub.pending.pop(0).callback(None)
+        self.server.flush()
+        self.successResultOf(blocked)
+        self.assertEqual([e for e in WorkHub.events if e[0] == "record"], [("record", "queued")])
+
     def test_running_concurrent_calls_count(self) -> None:
         """On a concurrent hub the calls still running count too."""
         conn = self.connect("parallel", 3000)
