@@ -64,9 +64,15 @@ from ._wire import (
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_MAX_OUTGOING_BUFFER = 4 * 1024 * 1024
 DEFAULT_MAX_PENDING_CALLS = 256
+DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024
 DEFAULT_CLIENT_RESULT_TIMEOUT = 5.0
 DEFAULT_HELLO_TIMEOUT = 10.0
 DEFAULT_MAX_MESSAGES_PER_FRAME = 1024
+
+#: What the transport's buffer holds per write besides the bytes themselves
+#: (a bytes object's header, a list slot): counted with each write, so a
+#: flood of small frames (pongs) is held to max_outgoing_buffer in memory too.
+_BUFFERED_WRITE_OVERHEAD = 48
 
 _INVOKE = MessageKind.INVOKE
 _NOTIFY = MessageKind.NOTIFY
@@ -219,8 +225,10 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         self.heartbeat_by_ping = False
         self.ack_callback: Callable[[float], object] | None = None
         self._handling = 0
-        self._queue: deque[Invoke | Notify] = deque()
+        self._queue: deque[tuple[Invoke | Notify, int]] = deque()
         self._running = 0
+        #: encoded bytes of the calls running (asynchronously) or queued
+        self._pending_bytes = 0
         self._close_reason: DisconnectReason | None = None
         self._paused = False
         self._written_while_paused = 0
@@ -252,8 +260,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
             return
         if self.core.has_outgoing:
             self._flush()
-        self._account(len(frame))
-        self.sendData(frame)
+        self.sendData(frame)  # counted as unread output there, like every write
 
     def onPong(self, payload: bytes) -> None:
         if not self.heartbeat_by_ping or self.heartbeat_scheduler is None:
@@ -274,6 +281,11 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
     def calls_in_progress(self) -> int:
         """Hub calls this connection is running or has queued."""
         return self._running + len(self._queue)
+
+    @property
+    def bytes_in_progress(self) -> int:
+        """Encoded size of the calls this connection is running (asynchronously) or has queued."""
+        return self._pending_bytes
 
     def stop_heartbeat(self) -> None:
         scheduler = self.heartbeat_scheduler
@@ -336,12 +348,25 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         self._flush()
         runtime.connections[self.connection_id] = self
         self.factory.connection_count += 1
-        try:
-            self.transport.registerProducer(self, True)
-        except Exception:  # a transport that takes no producer (some test doubles)
-            pass
+        self._become_producer()
         self._hello_deadline = self.factory.clock.callLater(self.factory.hello_timeout, self._no_hello)
         self._call_hook("on_connected")
+
+    def _become_producer(self) -> None:
+        """
+        Register as the transport's streaming producer: the transport pauses
+        us when its buffer is full, and what we write from then on counts
+        against max_outgoing_buffer (see L{sendData}).
+        """
+        transport = self.transport
+        previous = getattr(transport, "producer", None)
+        if previous is not None and previous is not self:
+            # Behind twisted.web (HubResource, or autobahn's WebSocketResource)
+            # the HTTP channel that parsed the upgrade registered itself as the
+            # producer of this transport, and stays registered after the
+            # transport was handed to us; it will never write again.
+            transport.unregisterProducer()
+        transport.registerProducer(self, True)
 
     def _no_hello(self) -> None:
         self._hello_deadline = None
@@ -362,10 +387,12 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         self._handling += 1
         try:
             events = core.receive_frame(payload, self.factory.clock.seconds())
+            # A call's size (for max_pending_bytes) is its frame's share.
+            call_size = len(payload) // len(events) if len(events) > 1 else len(payload)
             for event in events:
                 kind = type(event)
                 if kind is Invoke or kind is Notify:
-                    self._invocation(event)  # type: ignore[arg-type]
+                    self._invocation(event, call_size)  # type: ignore[arg-type]
                 elif kind is CallSucceeded:
                     event.token.callback(event.value)  # type: ignore[union-attr]
                 elif kind is CallFailed:
@@ -430,23 +457,30 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
                 _log.failure("heartbeat ack callback raised")
 
     # -- running hub methods -------------------------------------------------
-    def _invocation(self, invocation: Invoke | Notify) -> None:
-        if self._running + len(self._queue) >= self.factory.max_pending_calls:
-            message = f"more than {self.factory.max_pending_calls} calls pending on this connection"
+    def _invocation(self, invocation: Invoke | Notify, size: int) -> None:
+        factory = self.factory
+        refusal = None
+        if self._running + len(self._queue) >= factory.max_pending_calls:
+            refusal = f"more than {factory.max_pending_calls} calls pending on this connection"
+        elif self._pending_bytes and self._pending_bytes + size > factory.max_pending_bytes:
+            # (A call is never refused when nothing is pending, whatever its size.)
+            refusal = f"more than {factory.max_pending_bytes} bytes of calls pending on this connection"
+        if refusal is not None:
             if invocation.kind == _INVOKE:
-                self._send_error(invocation.call_id, ErrorCode.TOO_MANY_PENDING, message)  # type: ignore[union-attr]
+                self._send_error(invocation.call_id, ErrorCode.TOO_MANY_PENDING, refusal)  # type: ignore[union-attr]
             else:
                 self._peer_mistake(
                     "notification {method} dropped on {id}: {error}",
-                    method=peer_text(invocation.method), error=message,
+                    method=peer_text(invocation.method), error=refusal,
                 )
             return
         if self._running and not self.runtime.hub_class.concurrent:  # type: ignore[union-attr]
-            self._queue.append(invocation)
+            self._queue.append((invocation, size))
+            self._pending_bytes += size
             return
-        self._run(invocation)
+        self._run(invocation, size)
 
-    def _run(self, invocation: Invoke | Notify) -> None:
+    def _run(self, invocation: Invoke | Notify, size: int) -> None:
         runtime = self.runtime
         assert runtime is not None
         call_id = invocation.call_id if invocation.kind == _INVOKE else None  # type: ignore[union-attr]
@@ -479,22 +513,25 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         if isinstance(result, Deferred) or hasattr(result, "__await__"):
             deferred = result if isinstance(result, Deferred) else ensureDeferred(result)
             self._running += 1
+            self._pending_bytes += size
             deferred.addCallbacks(
                 self._async_done, self._async_failed,
-                callbackArgs=(call_id,), errbackArgs=(call_id, invocation.method),
+                callbackArgs=(call_id, size), errbackArgs=(call_id, invocation.method, size),
             )
             return
         if call_id is not None:
             self._send_result(call_id, result)
 
-    def _async_done(self, value: Any, call_id: int | None) -> None:
+    def _async_done(self, value: Any, call_id: int | None, size: int) -> None:
         self._running -= 1
+        self._pending_bytes -= size
         if call_id is not None:
             self._send_result(call_id, value)
         self._next()
 
-    def _async_failed(self, failure: Failure, call_id: int | None, method: str) -> None:
+    def _async_failed(self, failure: Failure, call_id: int | None, method: str, size: int) -> None:
         self._running -= 1
+        self._pending_bytes -= size
         if failure.check(HubError):
             error = failure.value
             self._fail(call_id, error.code, error.message, error.detail)  # type: ignore[union-attr]
@@ -504,16 +541,22 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
 
     def _next(self) -> None:
         if self._disconnected:
-            self._queue.clear()
+            self._clear_queue()
             return
         self._handling += 1
         try:
             while self._queue and not self._running:
-                self._run(self._queue.popleft())
+                invocation, size = self._queue.popleft()
+                self._pending_bytes -= size
+                self._run(invocation, size)
         finally:
             self._handling -= 1
             if not self._handling:
                 self._flush()
+
+    def _clear_queue(self) -> None:
+        self._pending_bytes -= sum(size for _, size in self._queue)
+        self._queue.clear()
 
     def _send_result(self, call_id: int, value: Any) -> None:
         try:
@@ -619,7 +662,6 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         if self.state != self.STATE_OPEN:
             return  # closing (e.g. kicked inside a call): autobahn refuses to send
         for frame in core.frames_to_send(core.send_limit(self.factory.max_message_size)):
-            self._account(len(frame))
             self.sendMessage(frame, isBinary=True)
 
     def send_prepared(self, prepared: Any) -> None:
@@ -632,22 +674,38 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
             return
         if self.core.has_outgoing:
             self._flush()
-        self._account(len(prepared.payloadHybi))
         self.sendPreparedMessage(prepared)
 
-    def _account(self, size: int) -> None:
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        # Every byte for this client passes here: hub messages, prepared
+        # broadcasts, heartbeats, and what autobahn writes on its own (pongs
+        # to the client's pings, close frames).  Unread output is what was
+        # handed to the transport since it last said its buffer was full
+        # (pauseProducing), the write that filled it included.
+        if self._disconnected:
+            return
+        size = len(data) + _BUFFERED_WRITE_OVERHEAD
         if self._paused:
+            if self._written_while_paused + size > self.factory.max_outgoing_buffer:
+                self._drop_slow_consumer(self._written_while_paused + size)
+                return
             self._written_while_paused += size
-            if self._written_while_paused > self.factory.max_outgoing_buffer:
-                _log.warn(
-                    "{id} does not read its data ({size} bytes waiting): disconnecting",
-                    id=self.connection_id, size=self._written_while_paused,
-                )
-                self._close_reason = DisconnectReason(
-                    DisconnectKind.SLOW_CONSUMER, CloseCode.SLOW_CONSUMER, "outgoing buffer limit", True
-                )
-                self._disconnected = True
-                self.transport.abortConnection()
+            super().sendData(data, sync, chopsize)
+            return
+        super().sendData(data, sync, chopsize)
+        if self._paused:  # this write filled the buffer: pauseProducing ran inside it
+            self._written_while_paused = size
+
+    def _drop_slow_consumer(self, waiting: int) -> None:
+        _log.warn(
+            "{id} does not read its data ({size} bytes waiting, limit {limit}): disconnecting",
+            id=self.connection_id, size=waiting, limit=self.factory.max_outgoing_buffer,
+        )
+        self._close_reason = DisconnectReason(
+            DisconnectKind.SLOW_CONSUMER, CloseCode.SLOW_CONSUMER, "outgoing buffer limit", True
+        )
+        self._disconnected = True
+        self.transport.abortConnection()
 
     # IPushProducer: the transport tells us when its buffer is full.
     def pauseProducing(self) -> None:
@@ -710,7 +768,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         runtime.groups.remove_everywhere(self)
         del runtime.connections[self.connection_id]
         self.factory.connection_count -= 1
-        self._queue.clear()
+        self._clear_queue()
         for deferred in self.core.closed():
             deferred.errback(ConnectionClosedError(close_reason))
         self._call_hook("on_disconnected", close_reason)
@@ -745,6 +803,9 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
     @param max_pending_calls: calls one connection may have running or queued;
         more are answered with C{too-many-pending} (a notification over it is
         dropped, with a log line).
+    @param max_pending_bytes: encoded bytes of the calls one connection may
+        have running or queued; a call that would go over it is answered with
+        C{too-many-pending} (a call is always accepted when none is pending).
     @param max_messages_per_frame: the most messages one incoming frame may
         hold; a frame with more is not handled at all and the connection is
         closed with 1008 (policy violation).
@@ -773,6 +834,7 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_outgoing_buffer: int = DEFAULT_MAX_OUTGOING_BUFFER,
         max_pending_calls: int = DEFAULT_MAX_PENDING_CALLS,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         client_result_timeout: float = DEFAULT_CLIENT_RESULT_TIMEOUT,
         hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
         max_messages_per_frame: int = DEFAULT_MAX_MESSAGES_PER_FRAME,
@@ -786,12 +848,13 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
         # autobahn resolved the reactor (the global one unless given): our timers use it too.
         self.clock: IReactorTime = clock if clock is not None else self.reactor
         self.heartbeat = heartbeat or HeartbeatPolicy()
-        if max_message_size <= 0 or max_outgoing_buffer <= 0 or max_pending_calls <= 0 or max_messages_per_frame <= 0:
+        if min(max_message_size, max_outgoing_buffer, max_pending_calls, max_pending_bytes, max_messages_per_frame) <= 0:
             raise ValueError("limits must be positive")
         self.max_message_size = max_message_size
         self.max_outgoing_buffer = max_outgoing_buffer
         self.max_pending_calls = max_pending_calls
         self.max_messages_per_frame = max_messages_per_frame
+        self.max_pending_bytes = max_pending_bytes
         self.client_result_timeout = client_result_timeout
         self.hello_timeout = hello_timeout
         self.allowed_origins: frozenset[str] | Callable[[ConnectionRequest], bool] | None = (
