@@ -773,3 +773,26 @@ class HeartbeatPolicyTests(SynchronousTestCase):
         self.assertEqual(base.overridden(), base)
         self.assertFalse(base.overridden(enabled=False).enabled)
         self.assertRaises(HeartbeatConfigurationError, base.overridden, timeout=0)
+
+
+class CoreEncodesAnswersTests(SynchronousTestCase):
+    """The server core encodes its answers and enforces both sides' size limits in one place."""
+
+    def test_result_error_and_limits(self) -> None:
+        """send_result queues RESULT; an unencodable or oversized result becomes an internal ERROR; all are answered."""
+        from twisted_hub._connection import receiver_call_payload
+
+        server, client = connected_pair()
+        server.peer_max_message_size = 64
+        self.assertIsNone(server.send_result(1, "ok", own_limit=1024))
+        self.assertIn("cannot be encoded", server.send_result(2, object(), own_limit=1024) or "")
+        self.assertIn("too big", server.send_result(3, "x" * 100, own_limit=1024) or "")
+        server.send_error(4, "boom", "y" * 500, None)  # over the client's 64 bytes: shortened
+        sent = [m for frame in server.frames_to_send() for m in decode_frame(frame)]
+        self.assertEqual([(m.kind, m.call_id) for m in sent], [(4, 1), (5, 2), (5, 3), (5, 4)])
+        self.assertEqual(sent[0].value, "ok")
+        self.assertEqual(sent[1].code, "internal")
+        self.assertFalse(server.queue_payload(b"z" * 65))
+        self.assertEqual(decode_frame(receiver_call_payload("said", [1], {"a": 2}, 100))[0].kwargs, {"a": 2})
+        with self.assertRaises(ValueError):
+            receiver_call_payload("said", ["x" * 200], None, 100)

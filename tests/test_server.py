@@ -357,20 +357,19 @@ class ReceiverTests(ServerTestBase):
         """A group message to N members is encoded and prepared once, not N times."""
         for conn in self.conns:
             self.call(conn, "join", "room")
-        real_encode = server_module.encode_fields
-        encoded: list[list[Any]] = []
+        real_encode = server_module.receiver_call_payload
+        encoded: list[str] = []
 
-        def counting(fields: list[Any]) -> bytes:
-            encoded.append(fields)
-            return real_encode(fields)
+        def counting(method: str, *args: Any) -> bytes:
+            encoded.append(method)
+            return real_encode(method, *args)
 
         factory = self.server.factory
-        with mock.patch.object(server_module, "encode_fields", counting), mock.patch.object(
+        with mock.patch.object(server_module, "receiver_call_payload", counting), mock.patch.object(
             factory, "prepareMessage", wraps=factory.prepareMessage
         ) as prepare:
             self.call(self.conns[0], "to_group", "room", "hi")
-        receiver_calls = [f for f in encoded if f[0] == 6]
-        self.assertEqual(len(receiver_calls), 1)
+        self.assertEqual(len(encoded), 1)
         self.assertEqual(prepare.call_count, 1)
         self.assertEqual(self.heard(), [0, 1, 2, 3])
 

@@ -146,6 +146,19 @@ Event = (
 )
 
 
+def receiver_call_payload(method: str, args: list[Any], kwargs: dict[str, Any] | None, own_limit: int) -> bytes:
+    """
+    One RECEIVER_CALL, encoded once for every connection it goes to.
+
+    @raise TypeError: an argument cannot be encoded.
+    @raise ValueError: it is larger than C{own_limit} (nothing would take it).
+    """
+    payload = encode(ReceiverCall(method, args, kwargs or None))
+    if len(payload) > own_limit:
+        raise ValueError(f"receiver call {method!r} is {len(payload)} bytes, over max_message_size")
+    return payload
+
+
 class Connection(Generic[T]):
     """
     The state both sides share: outbox, pending calls, liveness bookkeeping.
@@ -180,11 +193,19 @@ class Connection(Generic[T]):
             return
         self._outbox.append(encode(message))
 
-    def send_encoded(self, data: bytes) -> None:
-        """Queue one already-encoded message."""
+    def queue_payload(self, payload: bytes) -> bool:
+        """
+        Queue one already-encoded message (a receiver call encoded once for
+        many connections).  Return False, queueing nothing, when it is larger
+        than the peer announced it accepts (the peer would close with 1009).
+        """
         if self.state is ConnectionState.CLOSED:
-            return
-        self._outbox.append(data)
+            return True
+        limit = self.peer_max_message_size
+        if limit is not None and len(payload) > limit:
+            return False
+        self._outbox.append(payload)
+        return True
 
     def send_limit(self, own_limit: int) -> int:
         """The largest frame we may send: our own limit, or the peer's if it announced a smaller one."""
@@ -342,6 +363,41 @@ class ServerConnection(Connection[T]):
     @property
     def peer_takes_heartbeats(self) -> bool:
         return CAP_HEARTBEAT in self.peer_capabilities
+
+    def send_result(self, call_id: int, value: Any, own_limit: int) -> str | None:
+        """
+        Queue the RESULT of call C{call_id}.  When C{value} cannot be encoded,
+        or the result is larger than our own limit or the client's announced
+        one, queue an C{internal} ERROR instead and return why (for the log).
+        """
+        try:
+            payload = encode_fields([_RESULT, call_id, value])
+        except (TypeError, ValueError, OverflowError) as e:
+            self.send_error(call_id, ErrorCode.INTERNAL, "the result cannot be encoded")
+            return f"the result cannot be encoded: {e}"
+        if len(payload) > self.send_limit(own_limit):
+            # Over our limit autobahn would raise into the reactor; over the
+            # client's announced limit the client would close with 1009.
+            self.send_error(call_id, ErrorCode.INTERNAL, "the result is too big to send")
+            return f"the result is too big to send ({len(payload)} bytes)"
+        self.queue_payload(payload)
+        return None
+
+    def send_error(self, call_id: int, code: str, message: str, detail: Any = None) -> None:
+        """
+        Queue an ERROR answer to call C{call_id}.  A detail that cannot be
+        encoded, or that makes the answer larger than the client accepts, is
+        dropped (and the message shortened): the call is always answered.
+        """
+        try:
+            payload = encode_fields([_ERROR, call_id, code, message, detail])
+        except (TypeError, ValueError, OverflowError):
+            payload = encode_fields([_ERROR, call_id, code, message, None])
+        if self.queue_payload(payload):
+            return
+        for fallback in ([_ERROR, call_id, code, message[:200], None], [_ERROR, call_id, ErrorCode.INTERNAL, "", None]):
+            if self.queue_payload(encode_fields(fallback)):
+                return
 
     def invoke_client(self, token: T, method: str, args: list[Any], kwargs: dict[str, Any] | None = None) -> int:
         """Queue a client-result request; return its call id."""

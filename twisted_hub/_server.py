@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,7 +31,9 @@ from ._connection import (
     HandshakeCompleted,
     HeartbeatAnswered,
     ServerConnection,
+    receiver_call_payload,
 )
+from ._dispatch import CallDispatcher
 from ._errors import (
     CallTimeoutError,
     ConnectionClosedError,
@@ -44,21 +45,19 @@ from ._errors import (
 from ._heartbeat import HeartbeatPolicy, HeartbeatTracker, StallDetector
 from ._hub import GroupRegistry, Hub, RefuseConnection, receiver_methods
 from ._liveness import ServerHeartbeatScheduler, ping_sequence
-from ._ratelimit import LogRateLimiter, bounded_text, peer_text
+from ._ratelimit import LogRateLimiter
 from ._wire import (
     HEARTBEAT_TIMEOUT_REASON,
     PING_TIMEOUT_REASON,
     SUBPROTOCOL,
     Close,
     CloseCode,
-    ErrorCode,
     Invoke,
     MessageKind,
     Notify,
     ProtocolError,
     TooManyMessagesError,
     close_reason_bytes,
-    encode_fields,
 )
 
 #: Default limits; documented in docs/protocol.md and README.md.
@@ -208,12 +207,7 @@ class HubRuntime:
         self, targets: Iterable[HubServerProtocol], method: str, args: list[Any], kwargs: dict[str, Any] | None
     ) -> None:
         """Encode one receiver call once and deliver it to every target."""
-        fields: list[Any] = [MessageKind.RECEIVER_CALL, method, args]
-        if kwargs:
-            fields.append(kwargs)
-        payload = encode_fields(fields)
-        if len(payload) > self.factory.max_message_size:
-            raise ValueError(f"receiver call {method!r} is {len(payload)} bytes, over max_message_size")
+        payload = receiver_call_payload(method, args, kwargs, self.factory.max_message_size)
         targets = targets if isinstance(targets, (list, tuple)) else list(targets)
         if len(targets) == 1:
             targets[0].write_message(payload)
@@ -243,10 +237,8 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         self.heartbeat_by_ping = False
         self.ack_callback: Callable[[float], object] | None = None
         self._handling = 0
-        self._queue: deque[tuple[Invoke | Notify, int]] = deque()
-        self._running = 0
-        #: encoded bytes of the calls running (asynchronously) or queued
-        self._pending_bytes = 0
+        #: runs this connection's hub calls (set once the hub instance exists)
+        self.dispatcher: CallDispatcher | None = None
         self._close_reason: DisconnectReason | None = None
         self._paused = False
         self._written_while_paused = 0
@@ -298,12 +290,12 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
     @property
     def calls_in_progress(self) -> int:
         """Hub calls this connection is running or has queued."""
-        return self._running + len(self._queue)
+        return self.dispatcher.in_progress if self.dispatcher is not None else 0
 
     @property
     def bytes_in_progress(self) -> int:
         """Encoded size of the calls this connection is running (asynchronously) or has queued."""
-        return self._pending_bytes
+        return self.dispatcher.pending_bytes if self.dispatcher is not None else 0
 
     def stop_heartbeat(self) -> None:
         scheduler = self.heartbeat_scheduler
@@ -332,6 +324,11 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         hub._runtime = runtime
         hub.connection = ConnectionContext(self, request)
         self.hub = hub
+        self.dispatcher = CallDispatcher(
+            hub, runtime.methods, self, concurrent=runtime.hub_class.concurrent,
+            max_pending_calls=factory.max_pending_calls, max_pending_bytes=factory.max_pending_bytes,
+            debug=factory.debug,
+        )
         hub_name = runtime.hub_class.hub_name
 
         def refused(failure: Failure) -> Failure:
@@ -410,7 +407,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
             for event in events:
                 kind = type(event)
                 if kind is Invoke or kind is Notify:
-                    self._invocation(event, call_size)  # type: ignore[arg-type]
+                    self.dispatcher.receive(event, call_size)  # type: ignore[union-attr, arg-type]
                 elif kind is CallSucceeded:
                     event.token.callback(event.value)  # type: ignore[union-attr]
                 elif kind is CallFailed:
@@ -474,132 +471,8 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
             except Exception:
                 _log.failure("heartbeat ack callback raised")
 
-    # -- running hub methods -------------------------------------------------
-    def _invocation(self, invocation: Invoke | Notify, size: int) -> None:
-        factory = self.factory
-        refusal = None
-        if self._running + len(self._queue) >= factory.max_pending_calls:
-            refusal = f"more than {factory.max_pending_calls} calls pending on this connection"
-        elif self._pending_bytes and self._pending_bytes + size > factory.max_pending_bytes:
-            # (A call is never refused when nothing is pending, whatever its size.)
-            refusal = f"more than {factory.max_pending_bytes} bytes of calls pending on this connection"
-        if refusal is not None:
-            if invocation.kind == _INVOKE:
-                self._send_error(invocation.call_id, ErrorCode.TOO_MANY_PENDING, refusal)  # type: ignore[union-attr]
-            else:
-                self._peer_mistake(
-                    "notification {method} dropped on {id}: {error}",
-                    method=peer_text(invocation.method), error=refusal,
-                )
-            return
-        if self._running and not self.runtime.hub_class.concurrent:  # type: ignore[union-attr]
-            self._queue.append((invocation, size))
-            self._pending_bytes += size
-            return
-        self._run(invocation, size)
-
-    def _run(self, invocation: Invoke | Notify, size: int) -> None:
-        runtime = self.runtime
-        assert runtime is not None
-        call_id = invocation.call_id if invocation.kind == _INVOKE else None  # type: ignore[union-attr]
-        spec = runtime.methods.get(invocation.method)
-        if spec is None:
-            hub_name = runtime.hub_class.hub_name
-            self._fail(call_id, ErrorCode.UNKNOWN_METHOD, f"hub {hub_name!r} has no method {peer_text(invocation.method)}")
-            return
-        args, kwargs = invocation.args, invocation.kwargs
-        try:
-            if spec.checks or kwargs:
-                spec.check(args, kwargs)
-            if kwargs:
-                result = spec.function(self.hub, *args, **kwargs)
-            else:
-                result = spec.function(self.hub, *args)
-        except HubError as e:
-            self._fail(call_id, e.code, e.message, e.detail)
-            return
-        except TypeError as e:
-            explanation = spec.explain_type_error(args, kwargs)
-            if explanation is not None:
-                self._fail(call_id, ErrorCode.INVALID_ARGUMENTS, explanation)
-            else:
-                self._internal_error(call_id, invocation.method, Failure(e))
-            return
-        except Exception:
-            self._internal_error(call_id, invocation.method, Failure())
-            return
-        if isinstance(result, Deferred) or hasattr(result, "__await__"):
-            deferred = result if isinstance(result, Deferred) else ensureDeferred(result)
-            self._running += 1
-            self._pending_bytes += size
-            deferred.addCallbacks(
-                self._async_done, self._async_failed,
-                callbackArgs=(call_id, size), errbackArgs=(call_id, invocation.method, size),
-            )
-            return
-        if call_id is not None:
-            self._send_result(call_id, result)
-
-    def _async_done(self, value: Any, call_id: int | None, size: int) -> None:
-        self._running -= 1
-        self._pending_bytes -= size
-        if call_id is not None:
-            self._send_result(call_id, value)
-        self._next()
-
-    def _async_failed(self, failure: Failure, call_id: int | None, method: str, size: int) -> None:
-        self._running -= 1
-        self._pending_bytes -= size
-        if failure.check(HubError):
-            error = failure.value
-            self._fail(call_id, error.code, error.message, error.detail)  # type: ignore[union-attr]
-        else:
-            self._internal_error(call_id, method, failure)
-        self._next()
-
-    def _next(self) -> None:
-        if self._disconnected:
-            self._clear_queue()
-            return
-        self._handling += 1
-        try:
-            while self._queue and not self._running:
-                invocation, size = self._queue.popleft()
-                self._pending_bytes -= size
-                self._run(invocation, size)
-        finally:
-            self._handling -= 1
-            if not self._handling:
-                self._flush()
-
-    def _clear_queue(self) -> None:
-        self._pending_bytes -= sum(size for _, size in self._queue)
-        self._queue.clear()
-
-    def _send_result(self, call_id: int, value: Any) -> None:
-        try:
-            payload = encode_fields([_RESULT, call_id, value])
-        except Exception as e:
-            _log.error("result of call {call_id} cannot be encoded: {error}", call_id=call_id, error=e)
-            self._send_error(call_id, ErrorCode.INTERNAL, "the result cannot be encoded")
-            return
-        if len(payload) > self.core.send_limit(self.factory.max_message_size):
-            # Over our limit autobahn would raise into the reactor; over the
-            # client's announced limit the client would close with 1009.
-            _log.error("result of call {call_id} is too big to send ({size} bytes)", call_id=call_id, size=len(payload))
-            self._send_error(call_id, ErrorCode.INTERNAL, "the result is too big to send")
-            return
-        self.write_message(payload)
-
-    def _fail(self, call_id: int | None, code: str, message: str, detail: Any = None) -> None:
-        if call_id is None:
-            self._peer_mistake(
-                "notification failed on {id}: [{code}] {error}", code=code, error=bounded_text(message)
-            )
-            return
-        self._send_error(call_id, code, message, detail)
-
-    def _peer_mistake(self, format: str, **fields: Any) -> None:
+    # -- answering calls (the dispatcher decides, see _dispatch.py) -----------
+    def peer_mistake(self, format: str, **fields: Any) -> None:
         """
         Log one line about something the peer got wrong, at most one line per
         connection per second (the line says how many were suppressed).
@@ -613,19 +486,6 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         if suppressed:
             format += " ({suppressed} similar lines suppressed)"
         _log.info(format, id=self.connection_id, suppressed=suppressed, **fields)
-
-    def _internal_error(self, call_id: int | None, method: str, failure: Failure) -> None:
-        _log.failure("hub method {method} raised", failure, method=method)
-        detail = failure.getTraceback() if self.factory.debug else None
-        message = f"{type(failure.value).__name__}: {failure.value}" if self.factory.debug else "internal error"
-        self._fail(call_id, ErrorCode.INTERNAL, message, detail)
-
-    def _send_error(self, call_id: int, code: str, message: str, detail: Any = None) -> None:
-        try:
-            payload = encode_fields([MessageKind.ERROR, call_id, code, message, detail])
-        except Exception:
-            payload = encode_fields([MessageKind.ERROR, call_id, code, message, None])
-        self.write_message(payload)
 
     # -- client results ------------------------------------------------------
     def invoke_client(
@@ -659,11 +519,39 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         """Queue one encoded message; it leaves at the end of the current frame's handling."""
         if self._disconnected:
             return
-        limit = self.core.peer_max_message_size
-        if limit is not None and len(payload) > limit:
-            self._not_sent(len(payload), limit)
+        if not self.core.queue_payload(payload):
+            self._not_sent(len(payload), self.core.peer_max_message_size or 0)
             return
-        self.core.send_encoded(payload)
+        if not self._handling:
+            self._flush()
+
+    # CallAnswers, for the dispatcher
+    def answer_result(self, call_id: int, value: Any) -> None:
+        if self._disconnected:
+            return
+        problem = self.core.send_result(call_id, value, self.factory.max_message_size)
+        if problem is not None:
+            _log.error(
+                "result of call {call_id} on {id} not sent: {problem}", call_id=call_id, id=self.connection_id, problem=problem
+            )
+        if not self._handling:
+            self._flush()
+
+    def answer_error(self, call_id: int, code: str, message: str, detail: Any = None) -> None:
+        if self._disconnected:
+            return
+        self.core.send_error(call_id, code, message, detail)
+        if not self._handling:
+            self._flush()
+
+    def method_crashed(self, method: str, failure: Failure) -> None:
+        _log.failure("hub method {method} raised", failure, method=method)
+
+    def hold_answers(self) -> None:
+        self._handling += 1
+
+    def release_answers(self) -> None:
+        self._handling -= 1
         if not self._handling:
             self._flush()
 
@@ -786,7 +674,8 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         runtime.groups.remove_everywhere(self)
         del runtime.connections[self.connection_id]
         self.factory.connection_count -= 1
-        self._clear_queue()
+        if self.dispatcher is not None:
+            self.dispatcher.close()
         for deferred in self.core.closed():
             deferred.errback(ConnectionClosedError(close_reason))
         self._call_hook("on_disconnected", close_reason)

@@ -1,0 +1,154 @@
+"""CallDispatcher: one connection's calls, decided without autobahn, sockets or a reactor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_hub import Hub, HubError, method
+from twisted_hub._dispatch import CallDispatcher
+from twisted_hub._wire import Invoke, Notify
+
+
+class Recorder:
+    """A CallAnswers that records what the dispatcher decided."""
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[Any, ...]] = []
+        self.mistakes: list[str] = []
+        self.crashes: list[str] = []
+        self.held = 0
+
+    def answer_result(self, call_id: int, value: Any) -> None:
+        self.answers.append(("result", call_id, value, self.held))
+
+    def answer_error(self, call_id: int, code: str, message: str, detail: Any = None) -> None:
+        self.answers.append(("error", call_id, code, message, detail))
+
+    def peer_mistake(self, format: str, **fields: Any) -> None:
+        self.mistakes.append(format.format(id="c1", **fields))
+
+    def method_crashed(self, method: str, failure: Failure) -> None:
+        self.crashes.append(method)
+
+    def hold_answers(self) -> None:
+        self.held += 1
+
+    def release_answers(self) -> None:
+        self.held -= 1
+
+
+class WorkHub(Hub):
+    hub_name = "work"
+
+    def __init__(self) -> None:
+        self.waiting: list[Deferred[Any]] = []
+
+    @method
+    def add(self, a: int, b: int) -> int:
+        return a + b
+
+    @method
+    def later(self) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.waiting.append(d)
+        return d
+
+    @method
+    def refuse(self) -> None:
+        raise HubError("nope", "not allowed", {"why": 1})
+
+    @method
+    def crash(self) -> None:
+        raise RuntimeError("bug")
+
+
+def dispatcher(**options: Any) -> tuple[CallDispatcher, WorkHub, Recorder]:
+    hub, answers = WorkHub(), Recorder()
+    return CallDispatcher(hub, WorkHub.hub_methods, answers, **options), hub, answers
+
+
+class CallDispatcherTests(SynchronousTestCase):
+    def test_sync_result_and_errors(self) -> None:
+        """Results, hub errors, unknown methods, bad arguments and crashes are answered as documented."""
+        calls, hub, answers = dispatcher()
+        calls.receive(Invoke(1, "add", [2, 3], None), 10)
+        calls.receive(Invoke(2, "refuse", [], None), 10)
+        calls.receive(Invoke(3, "nope", [], None), 10)
+        calls.receive(Invoke(4, "add", ["x", 3], None), 10)
+        calls.receive(Invoke(5, "crash", [], None), 10)
+        self.assertEqual(answers.answers[0], ("result", 1, 5, 0))
+        self.assertEqual(answers.answers[1], ("error", 2, "nope", "not allowed", {"why": 1}))
+        self.assertEqual(answers.answers[2][:3], ("error", 3, "unknown-method"))
+        self.assertEqual(answers.answers[3][:3], ("error", 4, "invalid-arguments"))
+        self.assertEqual(answers.answers[4], ("error", 5, "internal", "internal error", None))
+        self.assertEqual(answers.crashes, ["crash"])
+
+    def test_debug_sends_the_exception(self) -> None:
+        """With debug on, an internal error carries the exception text and traceback."""
+        calls, hub, answers = dispatcher(debug=True)
+        calls.receive(Invoke(1, "crash", [], None), 10)
+        _, _, code, message, detail = answers.answers[0]
+        self.assertEqual((code, message), ("internal", "RuntimeError: bug"))
+        self.assertIn("RuntimeError", detail)
+
+    def test_serial_calls_wait_for_each_other_in_order(self) -> None:
+        """A non-concurrent hub runs the next call only after the running one answered, in arrival order."""
+        calls, hub, answers = dispatcher()
+        calls.receive(Invoke(1, "later", [], None), 10)
+        calls.receive(Invoke(2, "add", [1, 1], None), 10)
+        calls.receive(Invoke(3, "add", [2, 2], None), 10)
+        self.assertEqual((answers.answers, calls.in_progress, calls.pending_bytes), ([], 3, 30))
+        hub.waiting[0].callback("done")
+        self.assertEqual([a[:3] for a in answers.answers], [("result", 1, "done"), ("result", 2, 2), ("result", 3, 4)])
+        # The queued answers were written while held (they leave as one frame).
+        self.assertEqual([a[3] for a in answers.answers[1:]], [1, 1])
+        self.assertEqual((calls.in_progress, calls.pending_bytes), (0, 0))
+
+    def test_concurrent_calls_do_not_wait(self) -> None:
+        """A concurrent hub answers a quick call while a slow one runs."""
+        calls, hub, answers = dispatcher(concurrent=True)
+        calls.receive(Invoke(1, "later", [], None), 10)
+        calls.receive(Invoke(2, "add", [1, 1], None), 10)
+        self.assertEqual([a[:3] for a in answers.answers], [("result", 2, 2)])
+        hub.waiting[0].errback(HubError("late", "failed later"))
+        self.assertEqual(answers.answers[1], ("error", 1, "late", "failed later", None))
+
+    def test_pending_call_limit(self) -> None:
+        """Over max_pending_calls an INVOKE gets too-many-pending and a NOTIFY is dropped with a log line."""
+        calls, hub, answers = dispatcher(max_pending_calls=2)
+        calls.receive(Invoke(1, "later", [], None), 10)
+        calls.receive(Invoke(2, "add", [1, 1], None), 10)
+        calls.receive(Invoke(3, "add", [1, 1], None), 10)
+        calls.receive(Notify("add", [1, 1], None), 10)
+        self.assertEqual(answers.answers[0][:3], ("error", 3, "too-many-pending"))
+        self.assertEqual(len(answers.mistakes), 1)
+        self.assertIn("dropped", answers.mistakes[0])
+
+    def test_pending_bytes_limit(self) -> None:
+        """Over max_pending_bytes a call is refused; a lone call of any size is accepted."""
+        calls, hub, answers = dispatcher(max_pending_bytes=100)
+        calls.receive(Invoke(1, "later", [], None), 500)  # nothing pending: accepted whatever its size
+        calls.receive(Invoke(2, "add", [1, 1], None), 10)
+        self.assertEqual(answers.answers[0][:3], ("error", 2, "too-many-pending"))
+        self.assertEqual(calls.pending_bytes, 500)
+
+    def test_close_drops_queued_calls_and_late_answers(self) -> None:
+        """After close, queued calls never run and a late result is not answered (the connection is gone)."""
+        calls, hub, answers = dispatcher()
+        calls.receive(Invoke(1, "later", [], None), 10)
+        calls.receive(Invoke(2, "add", [1, 1], None), 10)
+        calls.close()
+        hub.waiting[0].callback("too late")
+        self.assertEqual(answers.answers, [])
+        self.assertEqual((calls.in_progress, calls.pending_bytes), (0, 0))
+
+    def test_failed_notification_is_logged_not_answered(self) -> None:
+        """A NOTIFY that fails has nobody to answer: a (rate-limited) log line instead."""
+        calls, hub, answers = dispatcher()
+        calls.receive(Notify("refuse", [], None), 10)
+        self.assertEqual(answers.answers, [])
+        self.assertIn("[nope] not allowed", answers.mistakes[0])

@@ -1,0 +1,194 @@
+"""
+Running one connection's hub calls, without I/O (the role of AMP's
+C{BoxDispatcher}): admission against the pending limits, ordering (one call
+at a time, in order, unless the hub is concurrent), method lookup, argument
+checks, and what each call is answered with.  What it decides goes to a
+L{CallAnswers}; it never touches a socket or a timer, so it is tested
+without autobahn (C{tests/test_dispatch.py}).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.python.failure import Failure
+
+from ._errors import HubError
+from ._hub import Hub, HubMethod
+from ._ratelimit import bounded_text, peer_text
+from ._wire import ErrorCode, Invoke, MessageKind, Notify
+
+_INVOKE = MessageKind.INVOKE
+
+
+class CallAnswers(Protocol):
+    """Where a L{CallDispatcher}'s decisions go (the server protocol)."""
+
+    def answer_result(self, call_id: int, value: Any) -> None:
+        """Answer call C{call_id} with C{value}."""
+
+    def answer_error(self, call_id: int, code: str, message: str, detail: Any = None) -> None:
+        """Answer call C{call_id} with an error."""
+
+    def peer_mistake(self, format: str, **fields: Any) -> None:
+        """Log a (rate-limited) line about something the peer got wrong."""
+
+    def method_crashed(self, method: str, failure: Failure) -> None:
+        """A hub method raised something that is not a L{HubError}: log it."""
+
+    def hold_answers(self) -> None:
+        """Answers written from now until L{release_answers} leave together."""
+
+    def release_answers(self) -> None:
+        """End of L{hold_answers}: write what was held."""
+
+
+class CallDispatcher:
+    """
+    One connection's calls.  Feed it every INVOKE/NOTIFY with its encoded
+    size (L{receive}); it runs them on C{hub} and answers through C{answers}.
+
+    @ivar running: calls whose result (a Deferred or coroutine) is awaited.
+    @ivar pending_bytes: encoded bytes of the calls running or queued.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        methods: Mapping[str, HubMethod],
+        answers: CallAnswers,
+        *,
+        concurrent: bool = False,
+        max_pending_calls: int = 256,
+        max_pending_bytes: int = 8 * 1024 * 1024,
+        debug: bool = False,
+    ) -> None:
+        self.hub = hub
+        self.methods = methods
+        self.answers = answers
+        self.concurrent = concurrent
+        self.max_pending_calls = max_pending_calls
+        self.max_pending_bytes = max_pending_bytes
+        self.debug = debug
+        self.running = 0
+        self.pending_bytes = 0
+        self._queue: deque[tuple[Invoke | Notify, int]] = deque()
+        self._closed = False
+
+    @property
+    def in_progress(self) -> int:
+        """Calls running or queued."""
+        return self.running + len(self._queue)
+
+    def receive(self, invocation: Invoke | Notify, size: int) -> None:
+        """A call arrived (C{size}: its share of the frame, in bytes)."""
+        refusal = None
+        if self.in_progress >= self.max_pending_calls:
+            refusal = f"more than {self.max_pending_calls} calls pending on this connection"
+        elif self.pending_bytes and self.pending_bytes + size > self.max_pending_bytes:
+            # (A call is never refused when nothing is pending, whatever its size.)
+            refusal = f"more than {self.max_pending_bytes} bytes of calls pending on this connection"
+        if refusal is not None:
+            if invocation.kind == _INVOKE:
+                self.answers.answer_error(invocation.call_id, ErrorCode.TOO_MANY_PENDING, refusal)  # type: ignore[union-attr]
+            else:
+                self.answers.peer_mistake(
+                    "notification {method} dropped on {id}: {error}", method=peer_text(invocation.method), error=refusal
+                )
+            return
+        if self.running and not self.concurrent:
+            self._queue.append((invocation, size))
+            self.pending_bytes += size
+            return
+        self._run(invocation, size)
+
+    def close(self) -> None:
+        """The connection is gone: queued calls are dropped; running ones are not answered."""
+        self._closed = True
+        self.pending_bytes -= sum(size for _, size in self._queue)
+        self._queue.clear()
+
+    def _run(self, invocation: Invoke | Notify, size: int) -> None:
+        call_id = invocation.call_id if invocation.kind == _INVOKE else None  # type: ignore[union-attr]
+        spec = self.methods.get(invocation.method)
+        if spec is None:
+            hub_name = type(self.hub).hub_name
+            self._fail(call_id, ErrorCode.UNKNOWN_METHOD, f"hub {hub_name!r} has no method {peer_text(invocation.method)}")
+            return
+        args, kwargs = invocation.args, invocation.kwargs
+        try:
+            if spec.checks or kwargs:
+                spec.check(args, kwargs)
+            if kwargs:
+                result = spec.function(self.hub, *args, **kwargs)
+            else:
+                result = spec.function(self.hub, *args)
+        except HubError as e:
+            self._fail(call_id, e.code, e.message, e.detail)
+            return
+        except TypeError as e:
+            explanation = spec.explain_type_error(args, kwargs)
+            if explanation is not None:
+                self._fail(call_id, ErrorCode.INVALID_ARGUMENTS, explanation)
+            else:
+                self._internal_error(call_id, invocation.method, Failure(e))
+            return
+        except Exception:
+            self._internal_error(call_id, invocation.method, Failure())
+            return
+        if isinstance(result, Deferred) or hasattr(result, "__await__"):
+            deferred = result if isinstance(result, Deferred) else ensureDeferred(result)
+            self.running += 1
+            self.pending_bytes += size
+            deferred.addCallbacks(
+                self._async_done, self._async_failed,
+                callbackArgs=(call_id, size), errbackArgs=(call_id, invocation.method, size),
+            )
+            return
+        if call_id is not None:
+            self.answers.answer_result(call_id, result)
+
+    def _async_done(self, value: Any, call_id: int | None, size: int) -> None:
+        self.running -= 1
+        self.pending_bytes -= size
+        if call_id is not None and not self._closed:
+            self.answers.answer_result(call_id, value)
+        self._next()
+
+    def _async_failed(self, failure: Failure, call_id: int | None, method: str, size: int) -> None:
+        self.running -= 1
+        self.pending_bytes -= size
+        if failure.check(HubError):
+            error = failure.value
+            self._fail(call_id, error.code, error.message, error.detail)  # type: ignore[union-attr]
+        else:
+            self._internal_error(call_id, method, failure)
+        self._next()
+
+    def _next(self) -> None:
+        if self._closed:
+            return
+        self.answers.hold_answers()
+        try:
+            while self._queue and not self.running:
+                invocation, size = self._queue.popleft()
+                self.pending_bytes -= size
+                self._run(invocation, size)
+        finally:
+            self.answers.release_answers()
+
+    def _fail(self, call_id: int | None, code: str, message: str, detail: Any = None) -> None:
+        if call_id is None:
+            self.answers.peer_mistake("notification failed on {id}: [{code}] {error}", code=code, error=bounded_text(message))
+            return
+        if not self._closed:
+            self.answers.answer_error(call_id, code, message, detail)
+
+    def _internal_error(self, call_id: int | None, method: str, failure: Failure) -> None:
+        self.answers.method_crashed(method, failure)
+        detail = failure.getTraceback() if self.debug else None
+        message = f"{type(failure.value).__name__}: {failure.value}" if self.debug else "internal error"
+        self._fail(call_id, ErrorCode.INTERNAL, message, detail)
