@@ -17,6 +17,7 @@ EXPECTED = {
     "HubClientFactory", "HubClientOptions", "connect", "HubError", "DisconnectKind", "DisconnectReason",
     "HeartbeatPolicy", "ReconnectingHubClient", "full_jitter_policy", "HubService", "HubResource",
     "HubProxy", "ServerHeartbeatEvent", "ClientHeartbeatEvent", "CloseCode", "ErrorCode", "SUBPROTOCOL",
+    "ConnectionGuard", "AllowedHosts",
 }
 
 

@@ -32,7 +32,8 @@ from ._heartbeat import (
     HeartbeatPolicy,
 )
 from ._hub import Hub, InvalidArguments, RefuseConnection, heartbeat, hub, method
-from ._origin import OriginPolicy
+from ._limits import ConnectionGuard, ConnectionLimits
+from ._origin import AllowedHosts, OriginPolicy
 from ._reconnect import ReconnectingHubClient, full_jitter_policy
 from ._resource import HubResource
 from ._server import ConnectionContext, HeartbeatFeature, HubServerFactory, HubServerProtocol
@@ -71,6 +72,9 @@ __all__ = [
     "HubService",
     "HubResource",
     "OriginPolicy",
+    "AllowedHosts",
+    "ConnectionGuard",
+    "ConnectionLimits",
     "InvalidArguments",
     "ProtocolError",
     "ReconnectingHubClient",

@@ -27,6 +27,7 @@ from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.interfaces import IAddress, ILoggingContext, IDelayedCall, IProtocol, IProtocolFactory, IReactorTime
+from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
@@ -41,6 +42,7 @@ DEFAULT_MAX_CONNECTIONS_PER_IP = 256
 LOG_INTERVAL = 10.0
 
 _log = Logger()
+_CONNECTION_DONE = Failure(ConnectionDone())
 
 
 def address_key(address: IAddress) -> str | None:
@@ -186,20 +188,20 @@ def _log_prefix(wrapped: object) -> str:
     return wrapped.__class__.__name__
 
 
-class GuardedConnection(ProtocolWrapper):  # type: ignore[misc]
+class GuardedConnection(ProtocolWrapper):
     """One connection accepted through a L{ConnectionGuard}."""
 
     factory: ConnectionGuard
 
     def __init__(self, factory: ConnectionGuard, wrappedProtocol: IProtocol, peer: IAddress) -> None:
-        super().__init__(factory, wrappedProtocol)
+        super().__init__(factory, wrappedProtocol)  # type: ignore[arg-type]
         self.peer_address = peer
         self._deadline: IDelayedCall | None = None
 
     def makeConnection(self, transport: Any) -> None:
         limits = self.factory.limits
         self._deadline = limits.clock.callLater(limits.handshake_timeout, self._deadline_passed)
-        super().makeConnection(transport)
+        super().makeConnection(transport)  # type: ignore[no-untyped-call]
 
     def logPrefix(self) -> str:
         return _log_prefix(self.wrappedProtocol)
@@ -209,16 +211,16 @@ class GuardedConnection(ProtocolWrapper):  # type: ignore[misc]
         if is_open_websocket(self.wrappedProtocol):
             return
         self.factory.limits.handshake_timed_out(self.peer_address)
-        self.transport.abortConnection()
+        self.transport.abortConnection()  # type: ignore[union-attr]
 
-    def connectionLost(self, reason: Failure) -> None:
+    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
 
 
-class ConnectionGuard(WrappingFactory):  # type: ignore[misc]
+class ConnectionGuard(WrappingFactory[GuardedConnection]):
     """
     Wrap the C{Site} that serves a L{HubResource} to apply a factory's
     L{ConnectionLimits} from the moment a connection is accepted:
@@ -236,14 +238,16 @@ class ConnectionGuard(WrappingFactory):  # type: ignore[misc]
     protocol = GuardedConnection
 
     def __init__(self, wrappedFactory: IProtocolFactory, limits: ConnectionLimits) -> None:
-        super().__init__(wrappedFactory)
+        super().__init__(wrappedFactory)  # type: ignore[no-untyped-call]
         self.limits = limits
 
     def logPrefix(self) -> str:
         # "Site starting on 8080", as without the guard.
         return _log_prefix(self.wrappedFactory)
 
-    def buildProtocol(self, addr: IAddress) -> GuardedConnection | None:
+    def buildProtocol(self, addr: IAddress | None) -> GuardedConnection | None:  # type: ignore[override]
+        # None refuses the connection: the port closes the socket at once.
+        assert addr is not None
         if not self.limits.admit(addr):
             return None
         wrapped = self.wrappedFactory.buildProtocol(addr)
@@ -253,5 +257,5 @@ class ConnectionGuard(WrappingFactory):  # type: ignore[misc]
         return GuardedConnection(self, wrapped, addr)
 
     def unregisterProtocol(self, p: GuardedConnection) -> None:
-        super().unregisterProtocol(p)
+        super().unregisterProtocol(p)  # type: ignore[no-untyped-call]
         self.limits.release(p.peer_address)

@@ -197,7 +197,7 @@ def build_site_root(
     return root
 
 
-def _put(root: Resource, segments: list[bytes], leaf: Resource) -> None:
+def _put(root: Resource, segments: list[bytes], leaf: IResource) -> None:
     node = root
     for segment in segments[:-1]:
         child = node.children.get(segment)

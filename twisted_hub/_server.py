@@ -288,7 +288,7 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         self.wasClean = False
         self.wasNotCleanReason = "the opening handshake did not finish in time"
         self.wasOpenHandshakeTimeout = True
-        self.dropConnection(abort=True)
+        self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
         if self._handshake_deadline is not None:
