@@ -41,10 +41,13 @@ def peer(host: str = "192.0.2.1", port: int = 40000) -> IPv4Address:
 
 
 class _Transport(StringTransport):
-    """A StringTransport that, like TCP, lets a protocol unregister no producer."""
+    """A StringTransport as lenient as TCP: unregistering no producer, resuming after an abort."""
 
     def unregisterProducer(self) -> None:
         self.producer = None
+
+    def resumeProducing(self) -> None:
+        """Like TCP, resuming an aborted connection does nothing."""
 
 
 class Accepted:
@@ -54,6 +57,7 @@ class Accepted:
         self.protocol = factory.buildProtocol(address)
         self.transport = _Transport(peerAddress=address)
         if self.protocol is not None:
+            self.transport.protocol = self.protocol  # as a TCP transport has
             self.protocol.makeConnection(self.transport)
 
     @property
@@ -208,6 +212,21 @@ class ConnectionCapTests(LimitsTestBase):
         self.assertIsNone(guard.buildProtocol(peer("192.0.2.4")))
         first.lose()
         self.assertIsNotNone(guard.buildProtocol(peer("192.0.2.4")))
+
+    def test_unguarded_site_counts_upgrades(self) -> None:
+        """On a Site without a guard, upgraded connections count; one over the cap is aborted, no 101, no hub."""
+        factory = self.factory(max_connections=1)
+        root = Resource()
+        root.putChild(b"hub", HubResource(factory))
+        site = Site(root, reactor=self.clock)
+        first, second = Accepted(site, peer("192.0.2.1")), Accepted(site, peer("192.0.2.2"))
+        first.send(REQUEST)
+        self.assertIn(b"101 Switching Protocols", first.transport.value())
+        second.send(REQUEST)
+        self.assertTrue(second.closed)
+        self.assertNotIn(b"101", second.transport.value())
+        self.assertEqual(len(factory.hub_runtime("echo").connections), 1)
+        self.assertEqual(factory.limits.open_connections, 1)
 
     def test_ipv6_counted_per_64(self) -> None:
         """IPv6 peers count per /64 network; IPv4-mapped addresses count as their IPv4 address."""

@@ -18,7 +18,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -133,7 +133,7 @@ class SlowPeer(Protocol):
     def trickling(self) -> bool:
         return self._loop is not None and self._loop.running
 
-    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.still_trickling_when_lost = self.trickling
         if self._loop is not None and self._loop.running:
             self._loop.stop()

@@ -26,8 +26,8 @@ import ipaddress
 from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet.interfaces import IAddress, ILoggingContext, IDelayedCall, IProtocol, IProtocolFactory, IReactorTime
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IAddress, IDelayedCall, ILoggingContext, IProtocol, IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure

@@ -19,7 +19,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -232,7 +232,7 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         self._disconnected = False
         self._hello_deadline: IDelayedCall | None = None
         self._handshake_deadline: IDelayedCall | None = None
-        self._admitted = False
+        self._admitted_peer: IAddress | None = None  # counted in factory.limits by this protocol
         self._refused = False
 
     # -- heartbeat member interface ------------------------------------------
@@ -273,11 +273,12 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         # Behind a ConnectionGuard the connection was counted, and its deadline
         # started, when it was accepted; otherwise count it and start one here.
         if not guarded:
-            if not limits.admit(self.transport.getPeer()):
+            address = self.transport.getPeer()
+            if not limits.admit(address):
                 self._refused = True
                 self.transport.abortConnection()
                 return
-            self._admitted = True
+            self._admitted_peer = address
         self._handshake_deadline = self.factory.clock.callLater(limits.handshake_timeout, self._handshake_timed_out)
 
     def _handshake_timed_out(self) -> None:
@@ -294,9 +295,9 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         if self._handshake_deadline is not None:
             self._handshake_deadline.cancel()
             self._handshake_deadline = None
-        if self._admitted:
-            self._admitted = False
-            self.factory.limits.release(self.transport.getPeer())
+        if self._admitted_peer is not None:
+            self.factory.limits.release(self._admitted_peer)
+            self._admitted_peer = None
         super().connectionLost(reason)
 
     def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
