@@ -43,6 +43,11 @@ class HubResource(WebSocketResource):  # type: ignore[misc]
     A request that is not a WebSocket upgrade gets a plain C{426 Upgrade
     Required} answer, so the rest of the site keeps working normally (the
     HTTP connection stays usable for further requests).
+
+    Listen with the site wrapped in a L{ConnectionGuard} (C{ConnectionGuard(site,
+    factory.limits)}) so the factory's handshake deadline and connection caps
+    apply from the accept: C{twisted.web} reads the HTTP request before this
+    resource runs.
     """
 
     def __init__(self, factory: HubServerFactory | Sequence[type[Hub]], **factory_options: Any) -> None:
