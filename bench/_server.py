@@ -14,7 +14,8 @@ Every implementation offers the same three things:
 
 It listens on an ephemeral loopback port, reports ``{"event": "ready",
 "port": ...}`` on stdout, then takes commands on stdin, one per line:
-``stats``, ``fanout COUNT SIZE`` and ``quit``.
+``stats``, ``fanout COUNT SIZE``, ``trim`` (Twisted servers: ``malloc_trim(0)``,
+then report the RSS) and ``quit``.
 """
 
 from __future__ import annotations
@@ -67,6 +68,13 @@ def _serve_commands_twisted(reactor, handle) -> None:  # type: ignore[no-untyped
             if words[0] == "stats":
                 gc.collect()
                 emit("stats", conns=handle.connections(), rss=rss_bytes(), cpu=cpu_seconds())
+                return
+            if words[0] == "trim":  # bench/memory.py: how much of the kept memory malloc can give back
+                import ctypes
+
+                gc.collect()
+                ctypes.CDLL("libc.so.6").malloc_trim(0)
+                emit("trim", rss=rss_bytes())
                 return
             if words[0] == "fanout":
                 count, size = int(words[1]), int(words[2])

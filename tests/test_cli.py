@@ -11,7 +11,7 @@ import pytest
 import pytest_twisted
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import HeartbeatPolicy, HubService
+from twisted_hub import HeartbeatPolicy, HubServerFactory, HubServerProtocol, HubService
 from twisted_hub.__main__ import parse_args, parse_argument, run, to_json
 from twisted_hub.demo import DEMO_HUBS
 
@@ -146,3 +146,44 @@ def test_help(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         parse_args(argv)
     assert caught.value.code == 0
+
+
+class _MuteHubProtocol(HubServerProtocol):
+    """Completes the WebSocket upgrade, then never sends WELCOME."""
+
+    def onOpen(self) -> None:
+        pass
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("server", "message"),
+    [
+        ("silent-tcp", "the server did not answer the WebSocket upgrade within 1s"),
+        ("no-welcome", "the hub sent no WELCOME within 1s"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_call_against_a_silent_server_exits_3_after_the_timeout(server: str, message: str) -> None:
+    """`call --timeout 1` against a server that stops answering mid-handshake exits 3 ("timed out"), promptly."""
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory, Protocol
+
+    if server == "silent-tcp":
+        factory: Any = Factory.forProtocol(Protocol)
+    else:
+        factory = HubServerFactory(list(DEMO_HUBS), reactor=reactor)
+        factory.protocol = _MuteHubProtocol
+    listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    try:
+        url = f"ws://127.0.0.1:{listening.getHost().port}/hub"
+        started = reactor.seconds()
+        child = spawn_python(reactor, "-m", "twisted_hub", "call", url, "echo.echo", "1", "--timeout", "1")
+        await child.ended.addTimeout(30, reactor)
+        assert child.exit_code == 3, child.output()
+        assert child.err_lines == [f"error: connect timed out: {message}"], child.output()
+        assert reactor.seconds() - started < 15  # process start-up plus the 1 s timeout
+    finally:
+        await listening.stopListening()

@@ -8,20 +8,28 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import msgpack
-from twisted.internet.defer import Deferred
-from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from twisted_hub import (
     CallTimeoutError,
     CloseCode,
     ConnectionClosedError,
+    ConnectTimeoutError,
     DisconnectKind,
     DisconnectReason,
     HandshakeError,
     HubClientOptions,
+    HubClientProtocol,
     HubError,
+    HubServerProtocol,
+    connect,
 )
 from twisted_hub.testing import HubTestServer, TestConnection
 
@@ -151,7 +159,7 @@ class ReceiverTests(ClientTestBase):
         self.assertTrue(conn.client.is_connected)
         warnings = [e for e in self.hub_logs() if e["log_level"].name == "warn"]
         self.assertEqual(len(warnings), 1)
-        self.assertEqual(warnings[0]["method"], "said")
+        self.assertEqual(warnings[0]["method"], "'said'")
 
     def test_receiver_raising_is_logged(self) -> None:
         """A receiver method that raises is logged; the connection keeps working."""
@@ -322,6 +330,121 @@ class DisconnectTests(ClientTestBase):
         self.assertEqual([r.kind for r in seen], [DisconnectKind.CONNECTION_LOST])
 
 
+class ClientFrameLimitTests(ClientTestBase):
+    """A frame from the server with more messages than the client accepts is refused whole."""
+
+    def receiver_calls(self, count: int) -> bytes:
+        return b"".join(msgpack.packb([6, "said", [n]]) for n in range(count))
+
+    def test_at_the_limit_runs(self) -> None:
+        """A frame of exactly max_messages_per_frame receiver calls reaches the receiver whole."""
+        recorder = Recorder()
+        conn = self.connect(receiver=recorder, options=HubClientOptions(max_messages_per_frame=4))
+        conn.server_protocol.sendMessage(self.receiver_calls(4), isBinary=True)
+        self.server.flush()
+        self.assertEqual(recorder.calls, [("said", (n,)) for n in range(4)])
+        self.assertTrue(conn.client.is_connected)
+
+    def test_over_the_limit_closes_1008(self) -> None:
+        """One more: no receiver call runs, the client closes with 1008 and reports a protocol error."""
+        recorder = Recorder()
+        conn = self.connect(receiver=recorder, options=HubClientOptions(max_messages_per_frame=4))
+        conn.server_protocol.sendMessage(self.receiver_calls(5), isBinary=True)
+        self.server.flush()
+        self.assertEqual(recorder.calls, [])
+        reason = self.reason(conn)
+        self.assertEqual((reason.kind, reason.code, reason.locally), (DisconnectKind.PROTOCOL_ERROR, 1008, True))
+        self.assertIn("more than 4 messages", reason.message)
+
+    def test_default_and_validation(self) -> None:
+        """The default is 1024 messages per frame; zero is refused."""
+        self.assertEqual(HubClientOptions().max_messages_per_frame, 1024)
+        self.assertRaises(ValueError, HubClientOptions, max_messages_per_frame=0)
+
+
+class ChatReceiver(Protocol):
+    """The receiver interface both sides agree on: only said()."""
+
+    def said(self, *args: Any) -> None: ...
+
+
+class Exposed(Recorder):
+    """A receiver with more public methods than its interface declares, plus private ones."""
+
+    not_a_method = 42
+
+    def shutdown(self, *args: Any) -> str:
+        self.calls.append(("shutdown", args))
+        return "shut down"
+
+    def _hidden(self) -> str:
+        self.calls.append(("_hidden", ()))
+        return "hidden"
+
+
+class ReceiverInterfaceTests(ClientTestBase):
+    """With receiver_interface only its methods may be called; without, any public callable of the receiver."""
+
+    def _call(self, conn: TestConnection, method: str, *args: Any) -> Any:
+        d = conn.client.call(method, *args)
+        self.server.flush()
+        return d
+
+    def declared(self) -> tuple[TestConnection, Exposed]:
+        receiver = Exposed()
+        conn = self.server.connect("work", receiver=receiver, receiver_interface=ChatReceiver)
+        self.successResultOf(conn.ready)
+        return conn, receiver
+
+    def test_declared_method_callable_both_ways(self) -> None:
+        """A method the interface declares works as a receiver call and as a client result."""
+        conn, receiver = self.declared()
+        self.successResultOf(self._call(conn, "call_receiver", "said", "hi"))
+        self.assertIsNone(self.successResultOf(self._call(conn, "ask", "said", "there")))
+        self.assertEqual(receiver.calls, [("said", ("hi",)), ("said", ("there",))])
+
+    def test_undeclared_client_result_is_unknown_method(self) -> None:
+        """A client-result call of a public but undeclared method answers unknown-method and does not run it."""
+        conn, receiver = self.declared()
+        failure = self.failureResultOf(self._call(conn, "ask", "shutdown"), HubError)
+        self.assertEqual(failure.value.code, "unknown-method")  # type: ignore[attr-defined]
+        self.assertEqual(receiver.calls, [])
+        self.assertTrue(conn.client.is_connected)
+
+    def test_undeclared_receiver_call_is_logged_not_run(self) -> None:
+        """A receiver call of an undeclared method is not run; one warning says the interface does not declare it."""
+        conn, receiver = self.declared()
+        self.successResultOf(self._call(conn, "call_receiver", "shutdown", "now"))
+        self.assertEqual(receiver.calls, [])
+        warnings = [e for e in self.hub_logs() if e["log_level"].name == "warn"]
+        self.assertEqual(len(warnings), 1)
+        self.assertEqual((warnings[0]["method"], warnings[0]["lacks"]), ("'shutdown'", "interface does not declare"))
+
+    def test_without_interface_any_public_callable(self) -> None:
+        """Without an interface every public callable of the receiver may be called, nothing private or non-callable."""
+        receiver = Exposed()
+        conn = self.connect(receiver=receiver)
+        self.assertEqual(self.successResultOf(self._call(conn, "ask", "shutdown", 1)), "shut down")
+        for name in ("_hidden", "not_a_method", "__class__"):
+            failure = self.failureResultOf(self._call(conn, "ask", name), HubError)
+            self.assertEqual(failure.value.code, "unknown-method")  # type: ignore[attr-defined]
+        self.successResultOf(self._call(conn, "call_receiver", "not_a_method"))
+        self.assertEqual(receiver.calls, [("shutdown", (1,))])
+
+    def test_server_mistakes_logged_once_per_second(self) -> None:
+        """Unknown receiver calls log at most one line per second; the next one counts the suppressed."""
+        conn, receiver = self.declared()
+        for _ in range(5):
+            self.successResultOf(self._call(conn, "call_receiver", "shutdown"))
+        self.assertEqual(len([e for e in self.hub_logs() if e["log_level"].name == "warn"]), 1)
+        self.server.advance(1.0)
+        self.successResultOf(self._call(conn, "call_receiver", "x" * 500))
+        warnings = [e for e in self.hub_logs() if e["log_level"].name == "warn"]
+        self.assertEqual(len(warnings), 2)
+        self.assertEqual(warnings[1]["suppressed"], 4)
+        self.assertLess(len(warnings[1]["method"]), 100)
+
+
 class HandshakeTests(ClientTestBase):
     def test_refused(self) -> None:
         """A refused handshake fails ready with HandshakeError(status) and HANDSHAKE_FAILED."""
@@ -384,3 +507,158 @@ class ProxyTests(ClientTestBase):
         self.server.flush()
         self.assertEqual(self.successResultOf(known), "x")
         self.assertEqual(self.failureResultOf(unknown, HubError).value.code, "unknown-method")
+
+
+class MuteServerProtocol(HubServerProtocol):
+    """A server that completes the WebSocket upgrade and then never sends WELCOME (nor reads HELLO)."""
+
+    def onOpen(self) -> None:
+        pass
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        pass
+
+
+class SocketLikeTransport(StringTransport):
+    """A StringTransport that, like Twisted's TCP transports, lets a protocol unregister no producer."""
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+
+@implementer(IStreamClientEndpoint)
+class SilentEndpoint:
+    """
+    Either never connects (C{connects=False}: the TCP connect hangs, its
+    cancellation recorded), or connects to a transport that never answers.
+    """
+
+    def __init__(self, connects: bool) -> None:
+        self.connects = connects
+        self.cancelled = 0
+        self.transport = SocketLikeTransport()
+        self.protocol: HubClientProtocol | None = None
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        if not self.connects:
+
+            def cancel(d: Deferred[Any]) -> None:
+                self.cancelled += 1
+
+            return Deferred(cancel)
+        self.protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        self.protocol.makeConnection(self.transport)  # type: ignore[union-attr]
+        return succeed(self.protocol)
+
+
+class ConnectTimeoutTests(SynchronousTestCase):
+    """connect(timeout=...) covers the TCP connection, the WebSocket upgrade and the WELCOME."""
+
+    def test_tcp_connect_hangs(self) -> None:
+        """A TCP connect that never completes fails with ConnectTimeoutError('connection') and is cancelled."""
+        clock = Clock()
+        endpoint = SilentEndpoint(connects=False)
+        d = connect("ws://127.0.0.1/hub", "work", reactor=clock, endpoint=endpoint, timeout=3)
+        clock.advance(2.9)
+        self.assertNoResult(d)
+        clock.advance(0.1)
+        error = self.failureResultOf(d, ConnectTimeoutError).value
+        self.assertEqual((error.stage, error.seconds), ("connection", 3))  # type: ignore[attr-defined]
+        self.assertEqual(endpoint.cancelled, 1)
+
+    def test_upgrade_never_answered(self) -> None:
+        """A server that accepts TCP and never answers the upgrade: ConnectTimeoutError('upgrade'), socket closed."""
+        clock = Clock()
+        endpoint = SilentEndpoint(connects=True)
+        d = connect("ws://127.0.0.1/hub", "work", reactor=clock, endpoint=endpoint, timeout=3)
+        self.assertIn(b"Upgrade: WebSocket", endpoint.transport.value())
+        clock.advance(3)
+        error = self.failureResultOf(d, ConnectTimeoutError).value
+        self.assertIsInstance(error, HandshakeError)
+        self.assertEqual(error.stage, "upgrade")  # type: ignore[attr-defined]
+        self.assertIn("WebSocket upgrade within 3s", str(error))
+        self.assertTrue(endpoint.transport.disconnecting)
+
+    def test_welcome_never_sent(self) -> None:
+        """A server that upgrades and never sends WELCOME: ConnectTimeoutError('welcome'), the socket closed."""
+        server = HubTestServer([WorkHub])
+        server.factory.protocol = MuteServerProtocol
+        d = connect("ws://127.0.0.1/hub", "work", reactor=server.clock, endpoint=server.endpoint(), timeout=3)
+        (conn,) = server.connections
+        self.assertEqual(conn.client.state, conn.client.STATE_OPEN)  # upgraded
+        server.advance(2.9)
+        self.assertNoResult(d)
+        server.advance(0.1)
+        error = self.failureResultOf(d, ConnectTimeoutError).value
+        self.assertEqual(error.stage, "welcome")  # type: ignore[attr-defined]
+        self.assertTrue(conn.closed)
+        reason = self.successResultOf(conn.client.wait_for_disconnect())
+        self.assertEqual(reason.kind, DisconnectKind.HANDSHAKE_FAILED)
+        self.assertIn("welcome", reason.message)
+        self.assertEqual(server.factory.connection_count, 0)
+
+    def test_timer_gone_after_success(self) -> None:
+        """A handshake that completes in time leaves no timer behind: the client stays connected past the timeout."""
+        server = HubTestServer([WorkHub])
+        d = connect("ws://127.0.0.1/hub", "work", reactor=server.clock, endpoint=server.endpoint(), timeout=3)
+        server.flush()
+        client = self.successResultOf(d)
+        server.advance(10)
+        self.assertTrue(client.is_connected)
+        self.assertEqual(client.handshake_stage, "done")
+
+
+class ReconnectingHandshakeTimeoutTests(SynchronousTestCase):
+    def test_mute_server_does_not_hang_the_reconnecting_client(self) -> None:
+        """ReconnectingHubClient gives up a handshake without WELCOME after handshake_timeout, closes it and retries."""
+        from twisted_hub import ReconnectingHubClient
+
+        server = HubTestServer([WorkHub])
+        server.factory.protocol = MuteServerProtocol
+        endpoint = server.endpoint()
+        client = ReconnectingHubClient(
+            "ws://127.0.0.1/hub", "work", endpoint=endpoint, reactor=server.clock,
+            handshake_timeout=5, retry_policy=lambda attempt: 1.0,
+        )
+        client.start()
+        first = client.when_connected(fail_after_failures=1)
+        server.advance(4.9)
+        self.assertNoResult(first)
+        server.advance(0.1)
+        error = self.failureResultOf(first, ConnectTimeoutError).value
+        self.assertEqual(error.stage, "welcome")  # type: ignore[attr-defined]
+        self.assertTrue(server.connections[0].closed)
+        # it keeps trying, once a second after each 5 s attempt, closing each one
+        server.advance(1.0 + 5.0)
+        self.assertEqual(endpoint.attempts, 2)
+        self.assertTrue(server.connections[1].closed)
+        # a server that answers again is used at the next attempt
+        server.factory.protocol = HubServerProtocol
+        server.advance(1.0)
+        connected = self.successResultOf(client.when_connected())
+        self.assertTrue(connected.is_connected)
+        self.assertEqual(client.disconnects, [])
+        stopped = client.stop()
+        server.flush()
+        self.successResultOf(stopped)
+
+    def test_refused_handshakes_are_failed_attempts(self) -> None:
+        """A refusing server: each refusal is a failed attempt (backoff grows), nothing raises, a later accept connects."""
+        from twisted_hub import ReconnectingHubClient
+
+        server = HubTestServer([GuardedHub])
+        endpoint = server.endpoint()
+        delays: list[int] = []
+        client = ReconnectingHubClient(
+            "ws://127.0.0.1/hub/guarded?mode=refuse", endpoint=endpoint, reactor=server.clock,
+            retry_policy=lambda attempt: delays.append(attempt) or float(attempt),
+        )
+        first = client.when_connected(fail_after_failures=1)
+        client.start()
+        server.flush()
+        self.assertEqual(self.failureResultOf(first, HandshakeError).value.status, 401)  # type: ignore[attr-defined]
+        server.advance(1.0 + 2.0)
+        self.assertEqual((endpoint.attempts, delays), (3, [1, 2, 3]))
+        self.assertTrue(all(c.closed for c in server.connections))
+        self.assertEqual(client.disconnects, [])
+        self.successResultOf(client.stop())

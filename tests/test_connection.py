@@ -26,15 +26,18 @@ from twisted_hub._connection import (
     to_us,
 )
 from twisted_hub._heartbeat import (
+    MAX_REMEMBERED_HEARTBEATS,
     ClockOffset,
     ClockSync,
     HeartbeatConfigurationError,
     HeartbeatConfigurationWarning,
     HeartbeatPolicy,
     HeartbeatTracker,
+    HeartbeatVerdict,
     StallDetector,
 )
 from twisted_hub._wire import (
+    BATCH_MESSAGES,
     CAP_BATCH,
     CAP_HEARTBEAT,
     OUR_CAPABILITIES,
@@ -52,6 +55,7 @@ from twisted_hub._wire import (
     Result,
     ServerHeartbeat,
     ServerHeartbeatAck,
+    TooManyMessagesError,
     Welcome,
     decode_frame,
     encode,
@@ -353,6 +357,31 @@ class BatchingTests(SynchronousTestCase):
         self.assertEqual([decode_frame(f) for f in frames], [small[:2], small[2:], [big], small[:1]])
         self.assertTrue(all(len(f) <= 2 * size for f in frames if f != encode(big)))
 
+    def test_batchSplitAtMessageCount(self) -> None:
+        """A batch never holds more than BATCH_MESSAGES messages, with or without max_size."""
+        for max_size in (None, 10_000_000):
+            server, client = connected_pair()
+            sent = [Result(n, n) for n in range(1, 2 * BATCH_MESSAGES + 2)]
+            for message in sent:
+                server.send(message)
+            frames = server.frames_to_send(max_size=max_size)
+            decoded = [decode_frame(f) for f in frames]
+            self.assertEqual([len(d) for d in decoded], [BATCH_MESSAGES, BATCH_MESSAGES, 1])
+            self.assertEqual([m for d in decoded for m in d], sent)
+
+    def test_receiverEnforcesMessagesPerFrame(self) -> None:
+        """A core with max_messages_per_frame refuses a bigger frame before handling any of it."""
+        server, client = connected_pair()
+        server.max_messages_per_frame = 3
+        for n in range(4):
+            client.notify("m", [n])
+        frame = b"".join(client.frames_to_send())
+        self.assertRaises(TooManyMessagesError, server.receive_frame, frame, 1.0)
+        for n in range(3):
+            client.notify("m", [n])
+        events = server.receive_frame(b"".join(client.frames_to_send()), 2.0)
+        self.assertEqual(events, [Notify("m", [n]) for n in range(3)])
+
     def test_maxSizeWithoutBatch(self) -> None:
         """For a peer without batch, max_size changes nothing: one frame per message."""
         server, client = connected_pair(client_capabilities=())
@@ -401,20 +430,20 @@ class ConnectionHeartbeatTests(SynchronousTestCase):
         self.assertIsNone(client.heartbeat.timeout_started_at)
         self.assertEqual(client.clock_sync.best, ClockOffset(990.0, 0.5, 1.0))
 
-    def test_clientHeartbeatOnlyNewestStops(self) -> None:
-        """The echo of an older client heartbeat neither stops the timeout nor reports latency."""
+    def test_clientHeartbeatLateEchoCounts(self) -> None:
+        """The echo of an older client heartbeat clears it: the timeout moves to the next unanswered one."""
         server, client = connected_pair()
         self.assertEqual(client.send_heartbeat(1.0), (1, True))
         self.assertEqual(client.send_heartbeat(2.0), (2, False))
         client.frames_to_send()
         server.send(ClientHeartbeatAck(1, to_us(1.0), 0))
-        self.assertEqual(deliver(server, client, now=2.5), [])
-        self.assertEqual(client.heartbeat.timeout_started_at, 1.0)
+        [first] = deliver(server, client, now=2.5)
+        assert isinstance(first, HeartbeatAnswered)
+        self.assertEqual((first.sequence, first.latency, client.heartbeat.timeout_started_at), (1, 1.5, 2.0))
         server.send(ClientHeartbeatAck(2, to_us(2.0), 0))
         [event] = deliver(server, client, now=2.75)
-        self.assertIsInstance(event, HeartbeatAnswered)
         assert isinstance(event, HeartbeatAnswered)
-        self.assertEqual((event.sequence, event.latency), (2, 0.75))
+        self.assertEqual((event.sequence, event.latency, client.heartbeat.timeout_started_at), (2, 0.75, None))
 
     def test_serverDoesNotAnswerWhileClosing(self) -> None:
         """Once the server is closing it queues no heartbeat answers."""
@@ -443,14 +472,16 @@ class ConnectionHeartbeatTests(SynchronousTestCase):
         self.assertEqual(server.heartbeat.latency, 0.25)
         self.assertIsNone(server.heartbeat.timeout_started_at)
 
-    def test_serverIgnoresOldAck(self) -> None:
-        """An ack of an older server heartbeat produces no event and keeps the timeout."""
+    def test_serverCountsOlderAck(self) -> None:
+        """An ack of an older server heartbeat is a sign of life: the timeout runs from the next unanswered one."""
         server, client = connected_pair(heartbeat_interval=5.0)
         server.heartbeat.sent(1, 100.0)
         server.heartbeat.sent(2, 105.0)
         client.send(ServerHeartbeatAck(1))
-        self.assertEqual(deliver(client, server, now=106.0), [])
-        self.assertEqual(server.heartbeat.timeout_started_at, 100.0)
+        self.assertEqual(deliver(client, server, now=106.0), [HeartbeatAnswered(1, 6.0)])
+        self.assertEqual(server.heartbeat.timeout_started_at, 105.0)
+        client.send(ServerHeartbeatAck(1))
+        self.assertEqual(deliver(client, server, now=107.0), [])
 
     def test_closingStopsTracker(self) -> None:
         """closing() forgets the running timeout, so a late ack reports nothing."""
@@ -468,7 +499,7 @@ class ConnectionHeartbeatTests(SynchronousTestCase):
 
 
 class HeartbeatTrackerTests(SynchronousTestCase):
-    """The timeout runs from the oldest unanswered beat; only the newest ack stops it."""
+    """An answer to beat k clears every beat up to k; the timeout runs from the oldest unanswered one."""
 
     def test_timeoutFromOldest(self) -> None:
         """Only the first unanswered send starts the timeout; later sends leave it."""
@@ -476,17 +507,18 @@ class HeartbeatTrackerTests(SynchronousTestCase):
         self.assertTrue(tracker.sent(1, 10.0))
         self.assertFalse(tracker.sent(2, 15.0))
         self.assertFalse(tracker.sent(3, 20.0))
-        self.assertEqual((tracker.timeout_started_at, tracker.newest_sequence, tracker.newest_sent_at), (10.0, 3, 20.0))
+        self.assertEqual((tracker.timeout_started_at, tracker.newest_sequence, tracker.unanswered), (10.0, 3, 3))
 
-    def test_onlyNewestAckStops(self) -> None:
-        """Acks of older beats return None and keep the timeout; the newest stops it."""
+    def test_ackClearsEveryEarlierBeat(self) -> None:
+        """An ack of beat 2 of 3 clears beats 1 and 2, measures beat 2's round trip, and leaves beat 3 running."""
         tracker = HeartbeatTracker()
         tracker.sent(1, 10.0)
         tracker.sent(2, 15.0)
-        self.assertIsNone(tracker.acknowledged(1, 16.0))
-        self.assertEqual((tracker.timeout_started_at, tracker.acks, tracker.latency), (10.0, 0, 0.0))
-        self.assertEqual(tracker.acknowledged(2, 15.5), 0.5)
-        self.assertEqual((tracker.timeout_started_at, tracker.acks, tracker.latency), (None, 1, 0.5))
+        tracker.sent(3, 20.0)
+        self.assertEqual(tracker.acknowledged(2, 21.0), 6.0)
+        self.assertEqual((tracker.timeout_started_at, tracker.acks, tracker.latency, tracker.unanswered), (20.0, 1, 6.0, 1))
+        self.assertEqual(tracker.acknowledged(3, 20.5), 0.5)
+        self.assertEqual((tracker.timeout_started_at, tracker.acks, tracker.unanswered), (None, 2, 0))
 
     def test_newTimeoutAfterAck(self) -> None:
         """After the newest ack, the next send starts a fresh timeout."""
@@ -496,16 +528,49 @@ class HeartbeatTrackerTests(SynchronousTestCase):
         self.assertTrue(tracker.sent(2, 20.0))
         self.assertEqual(tracker.timeout_started_at, 20.0)
 
-    def test_duplicateAck(self) -> None:
-        """A repeated ack of the newest beat measures again but the timeout stays stopped."""
+    def test_duplicateAndOlderAcksAreIgnored(self) -> None:
+        """A repeated ack, or an ack of a beat already cleared by a newer one, changes nothing."""
         tracker = HeartbeatTracker()
         tracker.sent(1, 10.0)
-        self.assertEqual(tracker.acknowledged(1, 10.25), 0.25)
-        self.assertEqual(tracker.acknowledged(1, 11.0), 1.0)
+        tracker.sent(2, 11.0)
+        self.assertEqual(tracker.acknowledged(2, 11.25), 0.25)
+        tracker.sent(3, 12.0)
+        self.assertIsNone(tracker.acknowledged(2, 12.5))
+        self.assertIsNone(tracker.acknowledged(1, 12.5))
+        self.assertEqual((tracker.timeout_started_at, tracker.acks, tracker.latency), (12.0, 1, 0.25))
+
+    def test_acksOfUnsentBeatsAreIgnored(self) -> None:
+        """An ack of a beat never sent (newer than the newest, older than the first) clears nothing."""
+        tracker = HeartbeatTracker()
+        tracker.sent(5, 10.0)
+        self.assertIsNone(tracker.acknowledged(6, 10.5))
+        self.assertIsNone(tracker.acknowledged(4, 10.5))
+        self.assertEqual((tracker.timeout_started_at, tracker.acks), (10.0, 0))
+
+    def test_rememberedBeatsAreBounded(self) -> None:
+        """A peer that never answers costs at most MAX_REMEMBERED_HEARTBEATS entries; the timeout keeps the oldest."""
+        tracker = HeartbeatTracker()
+        for sequence in range(1, 1001):
+            tracker.sent(sequence, float(sequence))
+        self.assertEqual((tracker.unanswered, tracker.timeout_started_at), (MAX_REMEMBERED_HEARTBEATS, 1.0))
+        # An answer to a forgotten beat still clears it and everything before it.
+        self.assertIsNone(tracker.acknowledged(900, 1000.5))
+        self.assertEqual((tracker.timeout_started_at, tracker.acks), (937.0, 1))
+        self.assertEqual(tracker.acknowledged(1000, 1000.75), 0.75)
+        self.assertIsNone(tracker.timeout_started_at)
+
+    def test_heardFromClearsBeatsSentBefore(self) -> None:
+        """Other traffic at t clears the beats sent up to t without measuring a round trip."""
+        tracker = HeartbeatTracker()
+        tracker.sent(1, 10.0)
+        tracker.sent(2, 11.0)
+        tracker.heard_from(10.5)
+        self.assertEqual((tracker.timeout_started_at, tracker.acks, tracker.latency), (11.0, 0, 0.0))
+        tracker.heard_from(11.0)
         self.assertIsNone(tracker.timeout_started_at)
 
     def test_stop(self) -> None:
-        """stop() forgets the timeout and the newest beat, so its ack is ignored."""
+        """stop() forgets the timeout and the beats, so a late ack is ignored."""
         tracker = HeartbeatTracker()
         tracker.sent(1, 10.0)
         tracker.stop()
@@ -513,12 +578,82 @@ class HeartbeatTrackerTests(SynchronousTestCase):
         self.assertIsNone(tracker.acknowledged(1, 11.0))
         self.assertEqual(tracker.acks, 0)
 
-    def test_ackBeforeAnySend(self) -> None:
-        """An ack when nothing was sent is ignored."""
-        tracker = HeartbeatTracker()
-        self.assertIsNone(tracker.acknowledged(0, 1.0))
-        self.assertEqual(tracker.latency, 0.0)
 
+class HeartbeatVerdictTests(SynchronousTestCase):
+    """HeartbeatTracker.check: the one liveness verdict both sides use."""
+
+    policy = HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0)
+
+    def test_waitingUntilTheDeadline(self) -> None:
+        """Unanswered beats are WAITING until oldest + timeout, then TIMED_OUT."""
+        tracker = HeartbeatTracker()
+        tracker.sent(1, 1.0)
+        tracker.sent(2, 2.0)
+        self.assertEqual(tracker.deadline(3.0), 4.0)
+        self.assertIs(tracker.check(3.99, self.policy, 0.0, None), HeartbeatVerdict.WAITING)
+        self.assertIs(tracker.check(4.0, self.policy, 0.0, None), HeartbeatVerdict.TIMED_OUT)
+
+    def test_nothingOutstandingIsAlive(self) -> None:
+        """No unanswered beat, or no timeout at all, is ALIVE."""
+        tracker = HeartbeatTracker()
+        self.assertIs(tracker.check(100.0, self.policy, 0.0, None), HeartbeatVerdict.ALIVE)
+        tracker.sent(1, 1.0)
+        never = HeartbeatPolicy(enabled=True, interval=1.0, timeout=None)
+        self.assertIs(tracker.check(100.0, never, 0.0, None), HeartbeatVerdict.ALIVE)
+        self.assertIsNone(tracker.deadline(None))
+
+    def test_lateAnswersBelowTheTimeoutNeverTimeOut(self) -> None:
+        """Answers delayed 1.2x and 2.5x the interval (below the 3 s timeout) keep the peer alive over 100 beats."""
+        for delay in (1.2, 2.5):
+            tracker = HeartbeatTracker()
+            answers: list[tuple[float, int]] = []
+            for tick in range(1, 101):
+                now = float(tick)
+                for at, sequence in [a for a in answers if a[0] <= now]:
+                    tracker.acknowledged(sequence, at)
+                answers = [a for a in answers if a[0] > now]
+                self.assertIsNot(tracker.check(now, self.policy, 0.0, None), HeartbeatVerdict.TIMED_OUT, (delay, tick))
+                tracker.sent(tick, now)
+                answers.append((now + delay, tick))
+            self.assertAlmostEqual(tracker.latency, delay)
+
+    def test_stallGivesOneGrace(self) -> None:
+        """A deadline passed after our own stall gets one more timeout; a second one times out."""
+        tracker = HeartbeatTracker()
+        tracker.sent(1, 1.0)
+        self.assertIs(tracker.check(6.0, self.policy, 0.0, 5.9), HeartbeatVerdict.GRACE)
+        self.assertEqual(tracker.deadline(3.0), 9.0)
+        self.assertIs(tracker.check(8.0, self.policy, 0.0, 5.9), HeartbeatVerdict.WAITING)
+        self.assertIs(tracker.check(9.0, self.policy, 0.0, 8.5), HeartbeatVerdict.TIMED_OUT)
+
+    def test_stallBeforeTheWindowGivesNoGrace(self) -> None:
+        """A stall that ended before the oldest unanswered beat was sent is no excuse."""
+        tracker = HeartbeatTracker()
+        tracker.sent(1, 1.0)
+        self.assertIs(tracker.check(4.0, self.policy, 0.0, 0.5), HeartbeatVerdict.TIMED_OUT)
+        no_grace = HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0, stall_grace=False)
+        tracker = HeartbeatTracker()
+        tracker.sent(1, 1.0)
+        self.assertIs(tracker.check(4.0, no_grace, 0.0, 3.5), HeartbeatVerdict.TIMED_OUT)
+
+    def test_answerAfterGraceRestoresIt(self) -> None:
+        """An answer after a grace makes the next stall deserve a grace again."""
+        tracker = HeartbeatTracker()
+        tracker.sent(1, 1.0)
+        tracker.check(6.0, self.policy, 0.0, 5.9)
+        tracker.acknowledged(1, 6.5)
+        self.assertFalse(tracker.grace_used)
+
+    def test_anyTrafficCounts(self) -> None:
+        """With any_traffic_counts, data received after the oldest beat clears it; without, it does not."""
+        counting = HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0, any_traffic_counts=True)
+        tracker = HeartbeatTracker()
+        tracker.sent(1, 1.0)
+        tracker.sent(2, 2.0)
+        self.assertIs(tracker.check(4.0, self.policy, 1.5, None), HeartbeatVerdict.TIMED_OUT)
+        self.assertIs(tracker.check(4.0, counting, 1.5, None), HeartbeatVerdict.WAITING)
+        self.assertEqual(tracker.timeout_started_at, 2.0)
+        self.assertIs(tracker.check(5.0, counting, 2.5, None), HeartbeatVerdict.ALIVE)
 
 class ClockSyncTests(SynchronousTestCase):
     """NTP-style offset estimate; the lowest round trip wins."""

@@ -21,7 +21,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub._autobahn import FastPathMixin
+from twisted_hub import _autobahn
+from twisted_hub._autobahn import FastPathMixin, fast_path_supported
 
 HANDSHAKE = (
     b"GET /hub HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -175,7 +176,12 @@ class FastPathDifferentialTests(SynchronousTestCase):
             protocol, transport = opener(protocol_class, max_size)
             feed(protocol, stream, cuts)
             wire = outgoing_frames(transport.value())
-            results.append((protocol.received, protocol.state, wire, transport.disconnecting))
+            stats = protocol.trafficStats
+            counters = (
+                stats.incomingOctetsWireLevel, stats.incomingOctetsWebSocketLevel, stats.incomingOctetsAppLevel,
+                stats.incomingWebSocketFrames, stats.incomingWebSocketMessages,
+            )
+            results.append((protocol.received, protocol.state, wire, transport.disconnecting, counters))
         self.assertEqual(results[0], results[1])
 
     @settings(max_examples=150, deadline=None, database=None)
@@ -197,3 +203,63 @@ class FastPathDifferentialTests(SynchronousTestCase):
         protocol.onFrameBegin = lambda: calls.append("frame machinery")
         protocol.dataReceived(frame(True, 0, 2, b"hello", os.urandom(4), "7"))
         self.assertEqual((protocol.received, calls), ([(b"hello", True)], []))
+
+
+class FastPathGuardTests(SynchronousTestCase):
+    """The fast path steps aside whenever its shortcuts could be observed or are untested."""
+
+    def taken(self, protocol: Any) -> bool:
+        calls: list[str] = []
+        protocol.onFrameBegin = lambda: (calls.append("frame machinery"), type(protocol).onFrameBegin(protocol))[1]
+        protocol.dataReceived(frame(True, 0, 2, b"hello", os.urandom(4), "7"))
+        self.assertEqual(protocol.received, [(b"hello", True)])
+        return not calls
+
+    def test_message_observer_gets_stock_behaviour(self) -> None:
+        """With a "message" observer registered, frames take autobahn's path and the observer fires."""
+        protocol, _ = open_server(FastServer, 0)
+        heard: list[Any] = []
+        protocol.on("message", lambda *args, **kwargs: heard.append(args))
+        self.assertFalse(self.taken(protocol))
+        self.assertEqual(len(heard), 1)
+
+    def test_timing_tracking_gets_stock_behaviour(self) -> None:
+        """With autobahn's timing tracking on, frames take autobahn's path."""
+        protocol, _ = open_server(FastServer, 0)
+        protocol.trackedTimings = protocol.trackedTimings or _TrackedTimings()
+        self.assertFalse(self.taken(protocol))
+
+    def test_factory_switch_turns_it_off(self) -> None:
+        """A factory with fast_path = False gets stock autobahn on every frame."""
+        self.assertTrue(self.taken(open_server(FastServer, 0)[0]))
+        original = WebSocketServerFactory.fast_path if hasattr(WebSocketServerFactory, "fast_path") else None
+        WebSocketServerFactory.fast_path = False  # type: ignore[attr-defined]
+        try:
+            self.assertFalse(self.taken(open_server(FastServer, 0)[0]))
+        finally:
+            if original is None:
+                del WebSocketServerFactory.fast_path  # type: ignore[attr-defined]
+            else:
+                WebSocketServerFactory.fast_path = original  # type: ignore[attr-defined]
+
+    def test_untested_autobahn_gets_stock_behaviour(self) -> None:
+        """Outside the tested autobahn range the fast path is never taken."""
+        self.assertTrue(fast_path_supported("26.10.2"))
+        self.assertTrue(fast_path_supported("24.4.2"))
+        self.assertFalse(fast_path_supported("24.3.0"))
+        self.assertFalse(fast_path_supported("27.1.0"))
+        self.patch(_autobahn, "FAST_PATH_AVAILABLE", False)
+        self.assertFalse(self.taken(open_server(FastServer, 0)[0]))
+
+    def test_hub_factories_carry_the_switch(self) -> None:
+        """HubServerFactory and HubClientFactory expose fast_path, on by default."""
+        from twisted_hub import HubClientFactory, HubServerFactory
+
+        self.assertEqual((HubServerFactory.fast_path, HubClientFactory.fast_path), (True, True))
+
+
+class _TrackedTimings:
+    """A stand-in for autobahn's Timings object (only its truthiness and track() are used)."""
+
+    def track(self, key: str) -> None:
+        pass

@@ -566,3 +566,335 @@ class OverrideTimingTests(SynchronousTestCase):
         result = conn.client.call("change")
         server.flush()
         self.assertEqual(self.successResultOf(result), "heartbeat override must happen in on_connecting")
+
+
+def time_of_disconnect(server: HubTestServer, conn: TestConnection, limit: float, step: float = 0.01) -> float | None:
+    """Advance in small steps until the server side of C{conn} is closed; return that time (None: not within C{limit})."""
+    end = server.clock.seconds() + limit
+    while server.clock.seconds() < end - 1e-9:
+        server.advance(step)
+        if conn.server_protocol._disconnected:
+            return server.clock.seconds()
+    return None
+
+
+class LateAnswerTests(SynchronousTestCase):
+    """Answers slower than the interval but faster than the timeout are life, on both sides (issue 8, part 1)."""
+
+    policy = HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0)
+
+    def test_server_keeps_a_slow_client(self) -> None:
+        """Round trips of 1.2x and 2.5x the interval never time a live client out over 100 intervals."""
+        for one_way in (0.6, 1.25):
+            server = server_for(self.policy)
+            conn = server.connect("plain")
+            conn.set_latency(one_way)
+            server.advance(100.0)
+            self.assertTrue(conn.client.is_connected, one_way)
+            self.assertEqual(PlainHub.disconnects, [], one_way)
+            self.assertAlmostEqual(conn.hub.connection.heartbeat.latency, 2 * one_way)
+            self.assertGreaterEqual(conn.server_protocol.core.heartbeat.acks, 95)
+
+    def test_client_keeps_a_slow_server(self) -> None:
+        """The client's own heartbeat tolerates the same round trips (server heartbeats off)."""
+        for one_way in (0.6, 1.25):
+            responses: list[ClientHeartbeatEvent] = []
+            server = server_for()
+            options = HubClientOptions(heartbeat=self.policy, on_heartbeat_response=responses.append)
+            conn = server.connect("plain", options=options)
+            conn.set_latency(one_way)
+            server.advance(100.0)
+            self.assertTrue(conn.client.is_connected, one_way)
+            self.assertAlmostEqual(conn.client.round_trip, 2 * one_way)
+            self.assertGreaterEqual(len(responses), 95)
+
+    def test_both_directions_at_once(self) -> None:
+        """Server and client heartbeats together on a 1.2 s round trip: nobody is dropped."""
+        server = server_for(self.policy)
+        conn = server.connect("plain", options=HubClientOptions(heartbeat=self.policy))
+        conn.set_latency(0.6)
+        server.advance(100.0)
+        self.assertTrue(conn.client.is_connected)
+        self.assertEqual(PlainHub.disconnects, [])
+
+    def test_server_still_drops_a_dead_slow_client_in_bound(self) -> None:
+        """On the same slow link, a client that stops answering is dropped within interval + timeout."""
+        server = server_for(self.policy)
+        conn = server.connect("plain")
+        conn.set_latency(0.6)
+        server.advance(10.3)
+        conn.freeze_client()
+        frozen_at = server.clock.seconds()
+        dropped_at = time_of_disconnect(server, conn, limit=6.0)
+        assert dropped_at is not None
+        self.assertLessEqual(dropped_at - frozen_at, 1.0 + 3.0)
+        self.assertEqual([r.kind for r in PlainHub.disconnects], [DisconnectKind.TIMED_OUT])
+
+    def test_client_still_drops_a_dead_slow_server_in_bound(self) -> None:
+        """On the same slow link, the client drops a server that stops answering within interval + timeout."""
+        server = server_for()
+        conn = server.connect("plain", options=HubClientOptions(heartbeat=self.policy))
+        conn.set_latency(0.6)
+        server.advance(10.3)
+        conn.freeze_server()
+        frozen_at = server.clock.seconds()
+        while conn.client.disconnect_reason is None and server.clock.seconds() < frozen_at + 6.0:
+            server.advance(0.01)
+        reason = conn.client.disconnect_reason
+        assert reason is not None
+        self.assertEqual(reason.kind, DisconnectKind.TIMED_OUT)
+        self.assertLessEqual(server.clock.seconds() - frozen_at, 1.0 + 3.0 + 0.01)
+
+
+class ClientTimeoutCloseTests(SynchronousTestCase):
+    """The client's timeout tells the server why: CLOSE and close frame 4001 (issue 8, part 2)."""
+
+    def test_server_learns_peer_timed_out(self) -> None:
+        """A frozen server, once thawed, reads the client's 4001 and records PEER_TIMED_OUT, not connection-lost."""
+        server = server_for()
+        conn = server.connect("plain", options=HubClientOptions(heartbeat=HeartbeatPolicy.every(1.0)))
+        conn.freeze_server()
+        server.advance(4.0)
+        reason = conn.client.disconnect_reason
+        assert reason is not None
+        self.assertEqual((reason.kind, reason.code), (DisconnectKind.TIMED_OUT, 4001))
+        self.assertEqual(PlainHub.disconnects, [])
+        conn.thaw()
+        server.flush()
+        self.assertEqual([(r.kind, r.code) for r in PlainHub.disconnects], [(DisconnectKind.PEER_TIMED_OUT, 4001)])
+
+    def test_close_message_and_frame_on_the_wire(self) -> None:
+        """The bytes the client writes on timeout hold a CLOSE message 4001 and then a close frame 4001."""
+        server = server_for()
+        conn = server.connect("plain", options=HubClientOptions(heartbeat=HeartbeatPolicy.every(1.0)))
+        conn.freeze_server()
+        server.advance(4.0)
+        conn.thaw()
+        server.flush()
+        self.assertIn([MessageKind.CLOSE, 4001, "heartbeat timeout"], [
+            [m.kind, m.code, m.reason] for payload in conn.server_received for m in decode_frame(payload)
+            if m.kind == MessageKind.CLOSE
+        ])
+        self.assertEqual(conn.server_protocol.remoteCloseCode, 4001)
+
+    def test_on_disconnected_option_hears_peer_timed_out(self) -> None:
+        """HubClientOptions(on_disconnected=...) is called with PEER_TIMED_OUT when the server times us out."""
+        heard: list[DisconnectReason] = []
+        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=2.0))
+        conn = server.connect("plain", options=HubClientOptions(on_disconnected=heard.append))
+        server.advance(0.5)
+        conn.freeze_client()
+        server.advance(4.0)
+        conn.thaw()
+        server.flush()
+        self.assertEqual([(r.kind, r.code) for r in heard], [(DisconnectKind.PEER_TIMED_OUT, 4001)])
+
+    def test_stopped_peer_is_aborted_after_a_bounded_wait(self) -> None:
+        """If the close frame cannot be written (peer reads nothing), the socket is aborted after 1 s."""
+        server = server_for()
+        conn = server.connect("plain", options=HubClientOptions(heartbeat=HeartbeatPolicy.every(1.0)))
+        aborted: list[bool] = []
+        transport = conn.client_transport
+        transport.loseConnection = lambda: None  # type: ignore[method-assign]  # a buffer that never drains
+        transport.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+        conn.freeze_server()
+        server.advance(4.0)  # timed out at 4.0 (beat at 1.0 + 3.0)
+        self.assertEqual(aborted, [])
+        server.advance(1.0)
+        self.assertEqual(aborted, [True])
+
+
+class PingFallbackTests(SynchronousTestCase):
+    """Clients without hub heartbeats are checked with WebSocket pings (issue 8, part 3)."""
+
+    class OldClient(HubClientProtocol):
+        """A client that does not announce the heartbeat capability (answers pings, as RFC 6455 says)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.core = ClientConnection(capabilities=(CAP_BATCH,))
+            self.pings: list[bytes] = []
+
+        def onPing(self, payload: bytes) -> None:
+            self.pings.append(payload)
+            super().onPing(payload)
+
+    class DeafOldClient(OldClient):
+        """The same client, but its pongs never come (a dead browser tab, a half-open path)."""
+
+        def onPing(self, payload: bytes) -> None:
+            self.pings.append(payload)
+
+    def test_pings_keep_an_answering_client(self) -> None:
+        """One ping per tick carrying the sequence; answered pongs keep the client and measure latency."""
+        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0))
+        conn = server.connect("plain", client_protocol=self.OldClient)
+        conn.set_latency(0.1)
+        server.advance(20.0)
+        client = conn.client
+        assert isinstance(client, self.OldClient)
+        self.assertTrue(client.is_connected)
+        self.assertEqual(client.pings[:3], [(1).to_bytes(8, "big"), (2).to_bytes(8, "big"), (3).to_bytes(8, "big")])
+        self.assertEqual(heartbeats(conn.client_received), [])
+        self.assertAlmostEqual(conn.hub.connection.heartbeat.latency, 0.2)
+        self.assertEqual([round(v, 6) for v in conn.hub.connection.items["acks"][:2]], [0.2, 0.2])
+
+    def test_silent_client_is_dropped_with_its_own_reason(self) -> None:
+        """A client that answers no ping is closed with 4001 'websocket ping timeout' at first ping + timeout."""
+        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0))
+        conn = server.connect("plain", client_protocol=self.DeafOldClient)
+        server.advance(3.99)
+        self.assertEqual(PlainHub.disconnects, [])
+        server.advance(0.01)
+        self.assertEqual(
+            [(r.kind, r.code, r.message) for r in PlainHub.disconnects],
+            [(DisconnectKind.TIMED_OUT, 4001, "websocket ping timeout")],
+        )
+        server.flush()
+        reason = conn.client.disconnect_reason
+        assert reason is not None
+        self.assertEqual((reason.kind, reason.message), (DisconnectKind.PEER_TIMED_OUT, "websocket ping timeout"))
+
+    def test_one_ping_frame_per_tick(self) -> None:
+        """The ping frame is built once per tick and shared, like the heartbeat frame."""
+        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0))
+        conns = [server.connect("plain", client_protocol=self.OldClient) for _ in range(3)]
+        frames: list[bytes] = []
+        for conn in conns:
+            conn.server_protocol.sendData = frames.append  # type: ignore[method-assign]
+        server.advance(1.0)
+        self.assertEqual(len(frames), 3)
+        self.assertEqual({id(frame) for frame in frames}, {id(frames[0])})
+        self.assertEqual(frames[0], b"\x89\x08" + (1).to_bytes(8, "big"))
+
+    def test_option_turns_it_off(self) -> None:
+        """ping_fallback=False leaves such clients unchecked (the previous behaviour)."""
+        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0, ping_fallback=False))
+        conn = server.connect("plain", client_protocol=self.DeafOldClient)
+        server.advance(20.0)
+        client = conn.client
+        assert isinstance(client, self.OldClient)
+        self.assertEqual(client.pings, [])
+        self.assertTrue(client.is_connected)
+
+    def test_foreign_pongs_are_ignored(self) -> None:
+        """Unsolicited pongs (any payload) neither count as answers nor break the connection."""
+        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0))
+        conn = server.connect("plain", client_protocol=self.DeafOldClient)
+        for payload in (b"", b"hello", (99).to_bytes(8, "big")):
+            conn.client.sendPong(payload)
+            server.advance(1.0)
+        self.assertEqual(conn.server_protocol.core.heartbeat.acks, 0)
+        server.advance(1.0)
+        self.assertEqual([r.message for r in PlainHub.disconnects], ["websocket ping timeout"])
+
+
+class VocabularyTests(SynchronousTestCase):
+    """One heartbeat vocabulary on both ends (issue 8, part 4)."""
+
+    def test_client_takes_a_policy(self) -> None:
+        """HubClientOptions(heartbeat=policy) beats as the policy says; the shorthands mirror it."""
+        options = HubClientOptions(heartbeat=HeartbeatPolicy.every(2.0))
+        self.assertEqual((options.heartbeat_interval, options.heartbeat_timeout), (2.0, 6.0))
+        self.assertEqual(HubClientOptions(heartbeat_interval=2.0, heartbeat_timeout=6.0).heartbeat, options.heartbeat)
+        server = server_for()
+        conn = server.connect("plain", options=options)
+        server.advance(10.0)
+        self.assertEqual(conn.client.core.heartbeat.newest_sequence, 5)
+
+    def test_policy_and_conflicting_shorthand_refused(self) -> None:
+        """Giving both heartbeat= and different shorthand values is an error, not a silent choice."""
+        with self.assertRaises(HeartbeatConfigurationError):
+            HubClientOptions(heartbeat=HeartbeatPolicy.every(2.0), heartbeat_interval=5.0)
+
+    def test_client_heartbeats_off_by_default(self) -> None:
+        """A default client sends no heartbeat of its own, yet answers the server's."""
+        server = server_for(HeartbeatPolicy.every(1.0))
+        conn = server.connect("plain")
+        server.advance(10.0)
+        self.assertIsNone(HubClientOptions().heartbeat)
+        self.assertIsNone(conn.client.core.heartbeat.newest_sequence)
+        self.assertNotIn(MessageKind.CLIENT_HEARTBEAT, [m.kind for p in conn.server_received for m in decode_frame(p)])
+        self.assertEqual(conn.server_protocol.core.heartbeat.acks, 10)
+
+    def test_client_warns_like_the_server_at_the_users_line(self) -> None:
+        """A client timeout shorter than its interval warns, and the warning points at the caller's file."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            HubClientOptions(heartbeat_interval=10.0, heartbeat_timeout=1.0)
+            heartbeat(interval=10.0, timeout=1.0)(type("Hub2", (Hub,), {"hub_name": "h2"}))
+            HubTestServer([type("Hub3", (Hub,), {"hub_name": "h3"})], heartbeat=HeartbeatPolicy(
+                enabled=True, interval=10.0, timeout=1.0))
+        self.assertEqual([w.category for w in caught], [HeartbeatConfigurationWarning] * 2)
+        self.assertEqual({w.filename for w in caught}, {__file__})
+
+    def test_decorator_override_warns_at_the_users_line(self) -> None:
+        """A warning raised while a hub's override is applied points outside the library (not dataclasses.py)."""
+
+        @heartbeat(interval=10.0, timeout=1.0)
+        class Warned(Hub):
+            hub_name = "warned"
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            HubTestServer([Warned])
+        self.assertEqual([w.category for w in caught], [HeartbeatConfigurationWarning])
+        self.assertNotIn("dataclasses", caught[0].filename)
+        self.assertNotIn("twisted_hub", caught[0].filename)
+
+    def test_no_float_noise_on_the_wire(self) -> None:
+        """every(0.2) announces timeout 0.6 exactly, not 0.6000000000000001."""
+        policy = HeartbeatPolicy.every(0.2)
+        self.assertEqual((policy.interval, policy.timeout), (0.2, 0.6))
+        server = server_for(policy)
+        conn = server.connect("plain")
+        welcome = conn.client.core.welcome
+        assert welcome is not None
+        self.assertEqual((repr(welcome.heartbeat_interval), repr(welcome.heartbeat_timeout)), ("0.2", "0.6"))
+
+    def test_metadata_provider_that_raises(self) -> None:
+        """A failing metadata provider: the beat still goes to every connection, logged once per tick."""
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+        def broken() -> bytes:
+            raise RuntimeError("no metadata today")
+
+        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0, metadata_provider=broken))
+        conns = [server.connect("plain") for _ in range(3)]
+        server.advance(2.0)
+        for conn in conns:
+            self.assertEqual([(m.sequence, m.metadata) for m in heartbeats(conn.client_received)], [(1, None), (2, None)])
+        failures = [e for e in observer if "metadata provider failed" in str(e.get("log_format"))]
+        self.assertEqual(len(failures), 2)
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_client_callback_that_raises(self) -> None:
+        """A raising on_server_heartbeat / on_heartbeat_response is logged; the connection stays."""
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+        def broken(event: object) -> None:
+            raise ValueError("callback bug")
+
+        server = server_for(HeartbeatPolicy.every(1.0))
+        options = HubClientOptions(
+            heartbeat=HeartbeatPolicy.every(1.0), on_server_heartbeat=broken, on_heartbeat_response=broken
+        )
+        conn = server.connect("plain", options=options)
+        server.advance(3.0)
+        self.assertTrue(conn.client.is_connected)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 6)
+        self.assertEqual(len([e for e in observer if "client callback" in str(e.get("log_format"))]), 6)
+        self.assertEqual(conn.server_protocol.core.heartbeat.acks, 3)
+
+
+class PingFrameDocTests(SynchronousTestCase):
+    def test_ping_frame_matches_protocol_doc(self) -> None:
+        """The ping frame bytes in docs/protocol.md section 5.3 are what the server sends, and pongs parse back."""
+        from pathlib import Path
+
+        from twisted_hub._liveness import ping_frame, ping_sequence
+
+        doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
+        line = next(x for x in doc.splitlines() if x.startswith("ping frame for sequence 3"))
+        self.assertEqual(ping_frame(3), bytes.fromhex(line.split(":", 1)[1]))
+        self.assertEqual((ping_sequence(ping_frame(3)[2:]), ping_sequence(b"short")), (3, None))

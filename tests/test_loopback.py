@@ -15,9 +15,10 @@ from typing import Any, ClassVar
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.protocol import ProcessProtocol, Protocol
 
 from twisted_hub import (
+    ConnectTimeoutError,
     DisconnectKind,
     DisconnectReason,
     HandshakeError,
@@ -25,6 +26,8 @@ from twisted_hub import (
     HubClientProtocol,
     HubError,
     HubServerFactory,
+    HubServerProtocol,
+    RefuseConnection,
     connect,
     hub,
     method,
@@ -56,6 +59,13 @@ class Server:
         from twisted.internet import reactor
 
         client = await bounded(connect(self.url, hub_name, receiver=receiver, reactor=reactor, timeout=WAIT))
+        self.clients.append(client)
+        return client
+
+    async def connect_url(self, url: str) -> HubClientProtocol:
+        from twisted.internet import reactor
+
+        client = await bounded(connect(url, reactor=reactor, timeout=WAIT))
         self.clients.append(client)
         return client
 
@@ -240,3 +250,145 @@ async def test_slow_consumer_is_disconnected() -> None:
         await bounded(stalled.ended)
         FloodHub.gone_signal = None
         await server.close()
+
+
+@hub("vault")
+class VaultHub(Hub):
+    """An async on_connecting that checks a token after a real reactor turn."""
+
+    opened: ClassVar[list[str]] = []
+
+    async def on_connecting(self, request: Any) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        await deferLater(reactor, 0.01, lambda: None)  # e.g. an auth lookup
+        if request.params.get("token", [""])[0] != "secret":
+            raise RefuseConnection(401, "bad token")
+
+    @method
+    def open_vault(self) -> str:
+        VaultHub.opened.append(self.connection.id)
+        return "open"
+
+
+def _masked_binary_frame(payload: bytes) -> bytes:
+    """One client-to-server WebSocket binary frame (RFC 6455 §5.2), masked."""
+    assert len(payload) < 126
+    mask = b"\x37\xfa\x21\x3d"
+    return bytes([0x82, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+class _RawPeer(Protocol):
+    """Sends fixed bytes on connect and collects everything until the server closes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.received = b""
+        self.closed: Deferred[bytes] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.data)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed.callback(self.received)
+
+
+@pytest_twisted.ensureDeferred
+async def test_async_on_connecting_refusal_over_sockets() -> None:
+    """An async on_connecting refusal reaches a real client as its HTTP status; a pipelined call never runs."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    from twisted_hub._wire import Hello, Invoke, encode
+
+    VaultHub.opened = []
+    server = Server([VaultHub])
+    try:
+        with pytest.raises(HandshakeError) as error:
+            await bounded(connect(server.url + "/vault?token=wrong", reactor=reactor, timeout=WAIT))
+        assert (error.value.status, "bad token" in error.value.reason) == (401, True)
+
+        # A peer that ignores the answer: upgrade request, hello and a call in one write.
+        port = server.port.getHost().port
+        request = (
+            f"GET /hub/vault?token=wrong HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: twisted-hub.v1\r\n\r\n"
+        ).encode()
+        frames = _masked_binary_frame(encode(Hello(["batch"]))) + _masked_binary_frame(
+            encode(Invoke(1, "open_vault", []))
+        )
+        peer = _RawPeer(request + frames)
+        await bounded(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), peer))
+        answer = await bounded(peer.closed)
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:80]
+        assert VaultHub.opened == []
+        assert server.factory.connection_count == 0
+
+        # The right token opens it.
+        client = await server.connect_url(server.url + "/vault?token=secret")
+        assert await bounded(client.call("open_vault")) == "open"
+        assert VaultHub.opened == [client.connection_id]
+    finally:
+        await server.close()
+
+
+class _SilentPeer(Protocol):
+    """Accepts a TCP connection and never writes a byte; records when the client closes it."""
+
+    def __init__(self, lost: list[Deferred[None]]) -> None:
+        self.lost: Deferred[None] = Deferred()
+        lost.append(self.lost)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.callback(None)
+
+
+class _MuteHubProtocol(HubServerProtocol):
+    """Completes the WebSocket upgrade, then never sends WELCOME; fires C{closed} when its socket closes."""
+
+    closed: ClassVar[Deferred[None]]
+
+    def onOpen(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Any = None) -> None:
+        super().connectionLost(reason)
+        _MuteHubProtocol.closed.callback(None)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        pass
+
+
+@pytest_twisted.ensureDeferred
+async def test_connect_timeout_covers_the_whole_handshake() -> None:
+    """connect(timeout=1) fails with ConnectTimeoutError and closes the socket, silent TCP or no WELCOME."""
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory
+
+    lost: list[Deferred[None]] = []
+    silent = reactor.listenTCP(0, Factory.forProtocol(lambda: _SilentPeer(lost)), interface="127.0.0.1")
+    mute = Server(DEMO_HUBS)
+    mute.factory.protocol = _MuteHubProtocol
+    _MuteHubProtocol.closed = Deferred()
+    try:
+        started = reactor.seconds()
+        url = f"ws://127.0.0.1:{silent.getHost().port}/hub"
+        with pytest.raises(ConnectTimeoutError) as error:
+            await bounded(connect(url, "echo", reactor=reactor, timeout=1.0))
+        assert error.value.stage == "upgrade"
+        assert 0.9 <= reactor.seconds() - started < WAIT
+        await bounded(lost[0])  # the client closed its socket
+
+        with pytest.raises(ConnectTimeoutError) as error:
+            await bounded(connect(mute.url, "echo", reactor=reactor, timeout=1.0))
+        assert error.value.stage == "welcome"
+        assert "WELCOME" in str(error.value)
+        await bounded(_MuteHubProtocol.closed)  # the client closed its socket
+    finally:
+        await bounded(silent.stopListening())
+        await mute.close()

@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_hub.testing import HubTestServer
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -34,12 +37,16 @@ class ReadmeExampleTests(SynchronousTestCase):
         namespace: dict[str, object] = {"__name__": "readme"}
         first, heartbeat_snippet = python_blocks()[:2]
         exec(compile(first, "README.md", "exec"), namespace)
-        exec(compile(heartbeat_snippet, "README.md", "exec"), namespace)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the showcase must be a configuration we do not warn about
+            exec(compile(heartbeat_snippet, "README.md", "exec"), namespace)
+            HubTestServer([namespace["GameHub"]])  # type: ignore[list-item]
         factory = namespace["factory"]
         self.assertEqual(factory.heartbeat.timeout, 15.0)  # type: ignore[attr-defined]
         self.assertEqual(namespace["options"].heartbeat_timeout, 15.0)  # type: ignore[attr-defined]
         override = namespace["GameHub"].heartbeat_override  # type: ignore[attr-defined]
-        self.assertEqual((override.interval, override.timeout), (10, 1))
+        self.assertEqual((override.interval, override.timeout), (2, 6))
+        self.assertEqual(namespace["options"].heartbeat, factory.heartbeat)  # type: ignore[attr-defined]
 
     def test_commands(self) -> None:
         """The README gives the server command and the test command that CI runs."""

@@ -6,6 +6,7 @@ input.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 from unittest import mock
 
@@ -29,7 +30,7 @@ from twisted_hub import (
 from twisted_hub import _server as server_module
 from twisted_hub.testing import HubTestServer, TestConnection
 
-from .helpers.hubs import Answers, GuardedHub, ParallelHub, Recorder, WorkHub, hub_events
+from .helpers.hubs import Answers, AsyncGuardedHub, GuardedHub, ParallelHub, Recorder, WorkHub, hub_events
 
 
 class ServerTestBase(SynchronousTestCase):
@@ -428,6 +429,68 @@ class GroupTests(ServerTestBase):
         self.assertEqual(self.server.factory.hub_runtime(WorkHub).connections, {})
 
 
+class GroupAfterCloseTests(ServerTestBase):
+    """Membership changes from a connection that has closed are ignored; its hub instance is released."""
+
+    def join_then_close(self, close: str) -> tuple[TestConnection, Any]:
+        conn = self.connect()
+        other = self.connect()
+        self.call(other, "join", "room")
+        pending = conn.client.call("join_later", "room")
+        self.server.flush()
+        if close == "drop":
+            conn.drop()
+        else:
+            conn.client.disconnect()
+        self.server.flush()
+        self.failureResultOf(pending, ConnectionClosedError)
+        return conn, other
+
+    def test_async_join_after_drop_is_ignored(self) -> None:
+        """An async method that joins a group after its client dropped leaves no dead member."""
+        conn, other = self.join_then_close("drop")
+        WorkHub.pending[0].callback(None)
+        self.server.flush()
+        runtime = self.server.factory.hub_runtime(WorkHub)
+        self.assertEqual(runtime.groups.members_of("room"), [other.server_protocol])
+        self.assertEqual(runtime.groups.groups_of(conn.client.connection_id), frozenset())
+        self.assertEqual(self.call(other, "members", "room"), [other.client.connection_id])
+
+    def test_async_join_after_normal_close_is_ignored(self) -> None:
+        """The same after a normal close: the group counts only open members."""
+        conn, other = self.join_then_close("close")
+        WorkHub.pending[0].callback(None)
+        self.server.flush()
+        self.assertEqual(self.server.factory.hub_runtime(WorkHub).groups.count("room"), 1)
+
+    def test_hub_instance_released(self) -> None:
+        """After the late join, nothing in the registry keeps the closed connection's hub (or protocol) alive."""
+        import gc
+        import weakref
+
+        conn, other = self.join_then_close("drop")
+        hub_ref = weakref.ref(conn.hub)
+        protocol_ref = weakref.ref(conn.server_protocol)
+        self.server.connections.remove(conn)
+        del conn
+        WorkHub.pending.pop(0).callback(None)
+        self.server.flush()
+        gc.collect()
+        self.assertIsNone(hub_ref())
+        self.assertIsNone(protocol_ref())
+        self.assertEqual(self.server.factory.hub_runtime(WorkHub).groups.count("room"), 1)
+
+    def test_join_while_open_still_works(self) -> None:
+        """The same async join completes normally while the client is connected."""
+        conn = self.connect()
+        pending = conn.client.call("join_later", "room")
+        self.server.flush()
+        WorkHub.pending[0].callback(None)
+        self.server.flush()
+        self.assertEqual(self.successResultOf(pending), 1)
+        self.assertEqual(self.call(conn, "joined"), ["room"])
+
+
 class LifecycleTests(ServerTestBase):
     def refusal(self, path: str, **kwargs: Any) -> HandshakeError:
         conn = self.server.connect(path=path, **kwargs)
@@ -517,6 +580,106 @@ class LifecycleTests(ServerTestBase):
         self.refusal("/hub/guarded?mode=refuse")
         self.server.flush()
         self.assertEqual(self.server.factory.connection_count, 0)
+
+
+class OnConnectingKindsTests(ServerTestBase):
+    """on_connecting as a plain function, a Deferred and an async def, each refusing and accepting."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        GuardedHub.calls = 0
+        self.server = HubTestServer([GuardedHub, AsyncGuardedHub])
+
+    def assert_refused(self, conn: TestConnection, status: int, reason: str | None = None) -> None:
+        """The handshake failed with C{status}, nothing is registered and no hub method can run."""
+        self.server.flush()
+        error = self.failureResultOf(conn.ready, HandshakeError).value
+        self.assertEqual(error.status, status)  # type: ignore[attr-defined]
+        if reason is not None:
+            self.assertIn(reason, error.reason)  # type: ignore[attr-defined]
+        for name in ("guarded", "async-guarded"):
+            self.assertEqual(self.server.factory.hub_runtime(name).connections, {})
+        self.assertEqual(self.server.factory.connection_count, 0)
+        self.assertTrue(conn.closed)
+        self.assertIsNone(conn.server_protocol.core.peer_max_message_size)
+        self.failureResultOf(conn.client.call("hello"), ConnectionClosedError)
+        self.server.flush()
+        self.assertEqual(GuardedHub.calls, 0)
+
+    def assert_accepted(self, conn: TestConnection) -> None:
+        """The handshake succeeded and a hub method runs."""
+        self.server.flush()
+        self.successResultOf(conn.ready)
+        self.assertEqual(self.call(conn, "hello"), "hi")
+        self.assertEqual(GuardedHub.calls, 1)
+
+    def open_gate(self, value: object) -> None:
+        gate = GuardedHub.gate
+        assert gate is not None
+        if isinstance(value, Exception):
+            gate.errback(value)
+        else:
+            gate.callback(None)
+
+    def test_sync_refuses(self) -> None:
+        """A plain on_connecting raising RefuseConnection refuses with its status."""
+        self.assert_refused(self.server.connect(path="/hub/guarded?mode=refuse"), 401, "who are you")
+
+    def test_sync_accepts(self) -> None:
+        """A plain on_connecting returning None accepts."""
+        self.assert_accepted(self.server.connect(path="/hub/guarded"))
+
+    def test_deferred_refuses(self) -> None:
+        """A Deferred from on_connecting failing with RefuseConnection refuses with its status."""
+        from twisted_hub import RefuseConnection
+
+        conn = self.server.connect(path="/hub/guarded?mode=later")
+        self.assertNoResult(conn.ready)
+        self.open_gate(RefuseConnection(429, "slow down"))
+        self.assert_refused(conn, 429, "slow down")
+
+    def test_deferred_accepts(self) -> None:
+        """A Deferred from on_connecting that succeeds accepts, not before it fires."""
+        conn = self.server.connect(path="/hub/guarded?mode=later")
+        self.assertNoResult(conn.ready)
+        self.open_gate(None)
+        self.assert_accepted(conn)
+
+    def test_async_refuses_at_once(self) -> None:
+        """An async def on_connecting that raises RefuseConnection without awaiting refuses (the bug)."""
+        self.assert_refused(self.server.connect(path="/hub/async-guarded?mode=refuse"), 401, "async: who are you")
+
+    def test_async_refuses_after_await(self) -> None:
+        """An async def on_connecting that awaits and then refuses holds the handshake, then refuses."""
+        conn = self.server.connect(path="/hub/async-guarded?mode=wait-refuse")
+        self.assertNoResult(conn.ready)
+        self.assertEqual(self.server.factory.connection_count, 0)
+        self.open_gate(None)
+        self.assert_refused(conn, 401, "async: who are you")
+
+    def test_async_awaited_refusal(self) -> None:
+        """A RefuseConnection raised by what an async def on_connecting awaits refuses with its status."""
+        from twisted_hub import RefuseConnection
+
+        conn = self.server.connect(path="/hub/async-guarded?mode=wait-")
+        self.open_gate(RefuseConnection(403, "banned"))
+        self.assert_refused(conn, 403, "banned")
+
+    def test_async_accepts_at_once(self) -> None:
+        """An async def on_connecting that returns without awaiting accepts."""
+        self.assert_accepted(self.server.connect(path="/hub/async-guarded"))
+
+    def test_async_accepts_after_await(self) -> None:
+        """An async def on_connecting that awaits and returns accepts, not before it returns."""
+        conn = self.server.connect(path="/hub/async-guarded?mode=wait-accept")
+        self.assertNoResult(conn.ready)
+        self.open_gate(None)
+        self.assert_accepted(conn)
+
+    def test_async_crash_is_500(self) -> None:
+        """An async def on_connecting that raises something else refuses with 500 and logs it once."""
+        self.assert_refused(self.server.connect(path="/hub/async-guarded?mode=crash"), 500)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
 class ClientResultTests(ServerTestBase):
@@ -735,8 +898,142 @@ class LimitTests(ServerTestBase):
 
     def test_limits_must_be_positive(self) -> None:
         """Zero or negative limits are refused when the factory is built."""
-        for option in ("max_message_size", "max_outgoing_buffer", "max_pending_calls"):
+        for option in ("max_message_size", "max_outgoing_buffer", "max_pending_calls", "max_messages_per_frame"):
             self.assertRaises(ValueError, HubTestServer, [WorkHub], **{option: 0})
+
+
+def notifies(method: str, count: int) -> bytes:
+    """One frame payload of C{count} NOTIFYs of C{method}, back to back."""
+    return b"".join(msgpack.packb([3, method, [n]]) for n in range(count))
+
+
+class FrameWorkLimitTests(ServerTestBase):
+    """One frame costs bounded work: a message count limit, pending NOTIFYs counted, bounded logging."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.server = HubTestServer([WorkHub, ParallelHub], max_messages_per_frame=8)
+
+    def info_lines(self) -> list[LogEvent]:
+        return [e for e in self.hub_logs() if e["log_level"].name == "info"]
+
+    def test_frame_at_the_limit_runs(self) -> None:
+        """A frame with exactly max_messages_per_frame messages runs them all, in order."""
+        conn = self.connect()
+        conn.client.sendMessage(notifies("record", 8), isBinary=True)
+        self.server.flush()
+        self.assertEqual([e for e in WorkHub.events if e[0] == "record"], [("record", n) for n in range(8)])
+        self.assertTrue(conn.client.is_connected)
+
+    def test_frame_over_the_limit_closes_1008_and_runs_nothing(self) -> None:
+        """One message over the limit: nothing in the frame runs, the client sees 1008, one log line."""
+        conn, other = self.connect(), self.connect()
+        pending = conn.client.call("deferred", 0)
+        self.server.flush()
+        conn.client.sendMessage(notifies("record", 9), isBinary=True)
+        self.server.flush()
+        self.assertEqual([e for e in WorkHub.events if e[0] == "record"], [])
+        reason = self.successResultOf(conn.client.wait_for_disconnect())
+        self.assertEqual((reason.kind, reason.code), (DisconnectKind.PROTOCOL_ERROR, CloseCode.POLICY_VIOLATION))
+        self.assertIn("more than 8 messages", reason.message)
+        self.failureResultOf(pending, ConnectionClosedError)
+        server_side = [e[1] for e in WorkHub.events if e[0] == "disconnected"]
+        self.assertEqual([(r.kind, r.code) for r in server_side], [(DisconnectKind.PROTOCOL_ERROR, 1008)])
+        lines = self.info_lines()
+        self.assertEqual(len(lines), 1, [e["log_format"] for e in lines])
+        self.assertIn("more than 8 messages", lines[0]["log_format"].format(**lines[0]))
+        self.assertEqual(self.call(other, "plain", "unaffected"), "unaffected")
+
+    def test_client_splits_batches_under_the_default_limit(self) -> None:
+        """Our client never puts more than BATCH_MESSAGES messages in a frame, so a server at that limit takes them all."""
+        from twisted_hub._wire import BATCH_MESSAGES
+
+        self.server = HubTestServer([WorkHub], max_messages_per_frame=BATCH_MESSAGES)
+        conn = self.connect()
+        for n in range(2 * BATCH_MESSAGES + 5):
+            conn.client.notify("record", n)
+        self.server.flush()
+        self.assertEqual(len([e for e in WorkHub.events if e[0] == "record"]), 2 * BATCH_MESSAGES + 5)
+        self.assertTrue(conn.client.is_connected)
+        self.assertTrue(all(len(list(msgpack.Unpacker(io.BytesIO(f)))) <= BATCH_MESSAGES for f in conn.server_received))
+
+    def test_default_limit(self) -> None:
+        """The documented default: 1024 messages per frame."""
+        self.assertEqual(HubTestServer([WorkHub]).factory.max_messages_per_frame, 1024)
+
+    def test_pending_notifies_count_against_max_pending_calls(self) -> None:
+        """NOTIFYs still running count like calls: an INVOKE after them gets too-many-pending, more NOTIFYs are dropped."""
+        self.server = HubTestServer([ParallelHub], max_pending_calls=3)
+        conn = self.connect("parallel")
+        for n in range(3):
+            conn.client.notify("deferred", n)
+        dropped = conn.client.notify("record", "dropped")
+        call = conn.client.call("plain", 1)
+        self.server.flush()
+        self.assertIsNone(dropped)
+        self.assertEqual(self.failureResultOf(call, HubError).value.code, ErrorCode.TOO_MANY_PENDING)  # type: ignore[attr-defined]
+        self.assertNotIn(("record", "dropped"), WorkHub.events)
+        lines = self.info_lines()
+        self.assertEqual(len(lines), 1)
+        self.assertIn("'record' dropped", lines[0]["log_format"].format(**lines[0]))
+        WorkHub.pending[0].callback(None)
+        self.server.flush()
+        self.assertEqual(self.call(conn, "plain", 2), 2)
+
+    def test_peer_mistakes_logged_once_per_second(self) -> None:
+        """Failing NOTIFYs log at most one line per connection per second, the next one counting the suppressed."""
+        conn = self.connect()
+        conn.client.sendMessage(notifies("nope", 8), isBinary=True)
+        self.server.flush()
+        lines = self.info_lines()
+        self.assertEqual(len(lines), 1)
+        self.assertNotIn("suppressed", lines[0]["log_format"])
+        self.server.advance(0.5)
+        conn.client.notify("nope", 1)
+        self.server.flush()
+        self.assertEqual(len(self.info_lines()), 1)
+        self.server.advance(0.5)
+        conn.client.notify("nope", 2)
+        self.server.flush()
+        lines = self.info_lines()
+        self.assertEqual(len(lines), 2)
+        self.assertEqual(lines[1]["suppressed"], 8)
+        self.assertIn("8 similar lines suppressed", lines[1]["log_format"].format(**lines[1]))
+
+    def test_limit_is_per_connection(self) -> None:
+        """One connection's noise does not silence another connection's first line."""
+        a, b = self.connect(), self.connect()
+        a.client.sendMessage(notifies("nope", 8), isBinary=True)
+        b.client.notify("nope", 1)
+        self.server.flush()
+        self.assertEqual(sorted(e["id"] for e in self.info_lines()), sorted([a.client.connection_id, b.client.connection_id]))
+
+    def test_suppressed_count_reported_at_close(self) -> None:
+        """Lines still suppressed when the connection closes are counted in one last line."""
+        conn = self.connect()
+        conn.client.sendMessage(notifies("nope", 5), isBinary=True)
+        self.server.flush()
+        conn.drop()
+        self.server.flush()
+        lines = self.info_lines()
+        self.assertEqual(len(lines), 2)
+        self.assertEqual(lines[1]["suppressed"], 4)
+
+    def test_peer_strings_truncated_in_logs_and_errors(self) -> None:
+        """A long method name is cut to 64 characters and repr'd in the log line and the error message."""
+        conn = self.connect()
+        name = "evil\n" + "x" * 5000
+        conn.client.notify(name)
+        error = self.call_error(conn, name)
+        lines = self.info_lines()
+        self.assertEqual(len(lines), 1)
+        text = lines[0]["log_format"].format(**lines[0])
+        self.assertNotIn("\n", text)
+        self.assertIn("'evil\\n" + "x" * 59 + "'... (5005 chars)", text)
+        self.assertLess(len(text), 400)
+        self.assertEqual(error.code, ErrorCode.UNKNOWN_METHOD)
+        self.assertLess(len(error.message), 200)
+        self.assertIn("(5005 chars)", error.message)
 
 
 class BadInputTests(ServerTestBase):

@@ -31,6 +31,7 @@ from twisted_hub._wire import (
     Result,
     ServerHeartbeat,
     ServerHeartbeatAck,
+    TooManyMessagesError,
     Welcome,
     decode_frame,
     encode,
@@ -466,3 +467,39 @@ class DecodeRejectionTests(SynchronousTestCase):
     def test_errorInLaterMessage(self) -> None:
         """One bad message in a batch makes the whole frame invalid."""
         self.assertRejected([4, 1, 1], [4, -1, 1])
+
+
+class MessagesPerFrameTests(SynchronousTestCase):
+    """decode_frame's bound on the number of messages in one frame."""
+
+    def test_atTheLimitDecodes(self) -> None:
+        """A frame with exactly max_messages messages decodes whole."""
+        frame = _frame(*([10, n] for n in range(1, 6)))
+        self.assertEqual(decode_frame(frame, max_messages=5), [ServerHeartbeatAck(n) for n in range(1, 6)])
+
+    def test_overTheLimitRaises(self) -> None:
+        """One message more than max_messages raises TooManyMessagesError, a ProtocolError."""
+        frame = _frame(*([10, n] for n in range(1, 7)))
+        with self.assertRaises(TooManyMessagesError) as caught:
+            decode_frame(frame, max_messages=5)
+        self.assertIsInstance(caught.exception, ProtocolError)
+        self.assertIn("more than 5 messages", str(caught.exception))
+
+    def test_limitOfOne(self) -> None:
+        """max_messages=1 takes a single message and refuses a second one."""
+        self.assertEqual(decode_frame(_frame([10, 1]), max_messages=1), [ServerHeartbeatAck(1)])
+        self.assertRaises(TooManyMessagesError, decode_frame, _frame([10, 1], [10, 2]), max_messages=1)
+
+    def test_stopsDecodingAtTheLimit(self) -> None:
+        """The count is checked while decoding: garbage after the limit is never reached."""
+        frame = _frame([10, 1], [10, 2], [10, 3]) + b"\xc1" * 100
+        self.assertRaises(TooManyMessagesError, decode_frame, frame, max_messages=2)
+        # without a limit, the same frame is malformed (the garbage is read)
+        with self.assertRaises(ProtocolError) as caught:
+            decode_frame(frame)
+        self.assertNotIsInstance(caught.exception, TooManyMessagesError)
+
+    def test_noLimitByDefault(self) -> None:
+        """Without max_messages any number of messages decodes."""
+        frame = _frame(*([10, n] for n in range(1, 3001)))
+        self.assertEqual(len(decode_frame(frame)), 3000)

@@ -17,6 +17,7 @@ from ._client import (
 from ._errors import (
     CallTimeoutError,
     ConnectionClosedError,
+    ConnectTimeoutError,
     DisconnectKind,
     DisconnectReason,
     HandshakeError,
@@ -52,6 +53,7 @@ __all__ = [
     "ClockOffset",
     "CloseCode",
     "ConnectionClosedError",
+    "ConnectTimeoutError",
     "ConnectionContext",
     "DisconnectKind",
     "DisconnectReason",

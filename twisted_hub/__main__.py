@@ -10,7 +10,9 @@ string; a JSON object C{{"$base64": "..."}} is sent as bytes.  The result
 is printed as one line of JSON; bytes are printed in that same
 C{{"$base64": "..."}} form.  Exit status: 0 on a result, 1 when the hub
 answered with an error (C{[code] message} on stderr), 2 for bad arguments,
-3 when the connection or handshake failed, 4 when no answer came in time.
+3 when the connection or handshake failed or did not complete within
+C{--timeout} (TCP, WebSocket upgrade and the hub's WELCOME together), 4 when
+no answer came in time.
 
 C{watch URL [HUB]}: connects with client heartbeats on and prints one line
 per server heartbeat and per answer to our heartbeats (round trip and clock
@@ -240,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("target", metavar="HUB.METHOD", help="hub name and method, e.g. echo.echo")
     call.add_argument("args", nargs="*", metavar="ARG", help="arguments (JSON, or a plain string)")
     call.add_argument(
-        "--timeout", type=_positive_float, default=10.0, help="seconds to connect and to wait for the result [10]"
+        "--timeout", type=_positive_float, default=10.0,
+        help="seconds to connect (the whole handshake; exit 3 past it) and to wait for the result (exit 4) [10]",
     )
     call.add_argument("--cafile", help="PEM certificate to trust for wss:// (e.g. a self-signed one)")
 
@@ -254,7 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     watch.add_argument("--count", type=_positive_int, help="stop after this many heartbeat lines")
     watch.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
-    watch.add_argument("--connect-timeout", type=_positive_float, default=10.0, help="seconds to connect [10]")
+    watch.add_argument(
+        "--connect-timeout", type=_positive_float, default=10.0,
+        help="seconds to connect (the whole handshake; exit 3 past it) [10]",
+    )
     watch.add_argument("--cafile", help="PEM certificate to trust for wss://")
     return parser
 

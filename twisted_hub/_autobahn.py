@@ -10,11 +10,43 @@ it receives it runs a general frame state machine (a masker object, frame
 begin/data/end callbacks, a list join) although nearly every frame a hub sees
 is one small, complete, unfragmented binary message.  These overrides do the
 same protocol work without that; measured in docs/performance.md.
+
+They lean on autobahn's private frame-handling attributes, so they are
+guarded: they run only on the autobahn versions they were checked against
+(L{TESTED_AUTOBAHN}, also the bound in setup.cfg), only while nobody
+observes autobahn's per-message events or timings, and a factory's
+C{fast_path = False} turns them off.  Otherwise every call goes to stock
+autobahn.  C{tests/test_fastpath.py} checks both paths against each other.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import autobahn
+
+#: autobahn releases (major, minor) the fast path was checked against: [low, high).
+TESTED_AUTOBAHN = ((24, 4), (27, 0))
+
+
+def _version_tuple(version: str) -> tuple[int, int]:
+    parts = []
+    for piece in version.split(".")[:2]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    while len(parts) < 2:
+        parts.append(0)
+    return parts[0], parts[1]
+
+
+def fast_path_supported(version: str) -> bool:
+    """True when the fast path was checked against this autobahn version."""
+    low, high = TESTED_AUTOBAHN
+    return low <= _version_tuple(version) < high
+
+
+#: Whether the installed autobahn can take the fast path at all.
+FAST_PATH_AVAILABLE = fast_path_supported(str(getattr(autobahn, "__version__", "0")))
 
 
 class FastPathMixin:
@@ -43,6 +75,30 @@ class FastPathMixin:
     maxFramePayloadSize: int
     maxMessagePayloadSize: int
     factory: Any
+    core: Any
+    #: per connection: the factory allows it and the autobahn version is tested
+    _fast_path = False
+    #: "any traffic counts": every chunk received is a sign of life
+    count_any_traffic = False
+
+    def connectionMade(self) -> None:
+        self._fast_path = FAST_PATH_AVAILABLE and bool(getattr(self.factory, "fast_path", True))
+        super().connectionMade()  # type: ignore[misc]
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.count_any_traffic:
+            # Bytes of a large message still arriving are a sign of life too.
+            self.core.last_received = self.factory.clock.seconds()
+        if self._fast_path:
+            # autobahn's dataReceived logs every chunk at debug level, building
+            # the arguments even when debug logging is off.
+            self._dataReceived(data)  # type: ignore[attr-defined]
+        else:
+            super().dataReceived(data)  # type: ignore[misc]
+
+    def _observed(self) -> bool:
+        """Someone listens to autobahn's per-message events or timings: take the stock path."""
+        return bool(self._listeners) or bool(self.trackedTimings)
 
     def processData(self) -> bool:
         # The common frame, handled here: a complete, unfragmented binary
@@ -53,7 +109,8 @@ class FastPathMixin:
         # which also produces every protocol-violation close.
         data = self.data
         if (
-            len(data) < 2
+            not self._fast_path
+            or len(data) < 2
             or data[0] != 0x82
             or self.current_frame is not None
             or self.inside_message
@@ -61,6 +118,7 @@ class FastPathMixin:
             or self._perMessageCompress is not None
             or self.logFrames
             or self.autoPingTimeoutCall is not None
+            or self._observed()
         ):
             return super().processData()  # type: ignore[misc, no-any-return]
         second = data[1]
@@ -95,14 +153,17 @@ class FastPathMixin:
                 return super().processData()  # type: ignore[misc, no-any-return]
             payload = data[start:end]
         self.data = data[end:]
-        self.trafficStats.incomingWebSocketFrames += 1
-        self.trafficStats.incomingWebSocketMessages += 1
+        stats = self.trafficStats
+        stats.incomingOctetsWebSocketLevel += length
+        stats.incomingOctetsAppLevel += length
+        stats.incomingWebSocketFrames += 1
+        stats.incomingWebSocketMessages += 1
         self.onMessage(payload, True)  # type: ignore[attr-defined]
         return len(self.data) > 0
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # autobahn's sendData, minus the debug-log call on the common path.
-        if chopsize or sync or self.send_queue:
+        if chopsize or sync or self.send_queue or not self._fast_path:
             super().sendData(data, sync, chopsize)  # type: ignore[misc]
             return
         self.transport.write(data)
@@ -116,9 +177,45 @@ class FastPathMixin:
     def onMessageEnd(self) -> None:
         # autobahn's onMessageEnd without firing the "message" observer event
         # when no observer is registered (it costs a Deferred per message).
-        if self._listeners is not None or self.trackedTimings:
+        if not self._fast_path or self._observed():
             super().onMessageEnd()  # type: ignore[misc]
             return
         if not self.failedByMe:
             self.onMessage(b"".join(self.message_data), self.message_is_binary)  # type: ignore[attr-defined]
         self.message_data = None
+
+
+#: Seconds we let our close frame take to leave before the socket is aborted.
+CLOSE_FLUSH_TIMEOUT = 1.0
+
+
+class BoundedDropMixin:
+    """
+    Ending a connection to a peer we gave up on: our close frame goes out
+    first (so the peer can learn why), then TCP is closed once our buffer is
+    written, and aborted if that takes more than L{CLOSE_FLUSH_TIMEOUT} (a
+    stopped peer reads nothing).  Shared by the server and client protocols.
+    """
+
+    transport: Any
+    _abort_call: Any = None
+
+    def drop_after_close(self, clock: Any) -> None:
+        """Close TCP after the close frame; abort it if that is not done in time."""
+        self.dropConnection(abort=False)  # type: ignore[attr-defined]
+        if self._abort_call is None:
+            self._abort_call = clock.callLater(CLOSE_FLUSH_TIMEOUT, self._abort_now)
+
+    def _abort_now(self) -> None:
+        self._abort_call = None
+        transport = self.transport
+        if transport is not None:
+            transport.abortConnection()
+
+    def cancel_drop(self) -> None:
+        """The connection is gone: the abort timer is not needed."""
+        call = self._abort_call
+        if call is not None:
+            self._abort_call = None
+            if call.active():
+                call.cancel()

@@ -18,7 +18,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._autobahn import FastPathMixin
+from ._autobahn import BoundedDropMixin, FastPathMixin
 from ._connection import (
     CallFailed,
     CallSucceeded,
@@ -31,6 +31,7 @@ from ._connection import (
 from ._errors import (
     CallTimeoutError,
     ConnectionClosedError,
+    ConnectTimeoutError,
     DisconnectKind,
     DisconnectReason,
     HandshakeError,
@@ -38,23 +39,28 @@ from ._errors import (
     kind_for_close,
 )
 from ._heartbeat import (
-    DEFAULT_TIMEOUT_FACTOR,
     ClockOffset,
+    HeartbeatConfigurationError,
+    HeartbeatPolicy,
+    HeartbeatVerdict,
     StallDetector,
     _check_positive,
     utc_from_us,
 )
+from ._hub import receiver_methods
+from ._ratelimit import LogRateLimiter, peer_text
+from ._receivers import find_receiver_method
 from ._wire import (
+    HEARTBEAT_TIMEOUT_REASON,
     SUBPROTOCOL,
     ClientInvoke,
     Close,
     CloseCode,
     ErrorCode,
-    MessageKind,
     ProtocolError,
     ReceiverCall,
+    TooManyMessagesError,
     close_reason_bytes,
-    encode_fields,
 )
 
 _UNSET: Any = object()
@@ -69,26 +75,24 @@ class HubProxy:
 
     __slots__ = ("_call", "_allowed")
 
-    def __init__(self, call: Callable[..., Deferred[Any]], allowed: frozenset[str] | None) -> None:
+    def __init__(self, call: Callable[..., Any], allowed: frozenset[str] | None) -> None:
         self._call = call
         self._allowed = allowed
 
-    def __getattr__(self, name: str) -> Callable[..., Deferred[Any]]:
+    def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_") or (self._allowed is not None and name not in self._allowed):
             raise AttributeError(f"the hub interface has no method {name!r}")
         call = self._call
 
-        def remote(*args: Any, **kwargs: Any) -> Deferred[Any]:
+        def remote(*args: Any, **kwargs: Any) -> Any:
             return call(name, *args, **kwargs)
 
         remote.__name__ = name
         return remote
 
 
-def make_proxy(call: Callable[..., Deferred[Any]], interface: type[InterfaceT] | None) -> InterfaceT:
+def make_proxy(call: Callable[..., Any], interface: type[InterfaceT] | None) -> InterfaceT:
     """A L{HubProxy} typed as C{interface} (whose public method names it allows)."""
-    from ._hub import receiver_methods
-
     return cast(InterfaceT, HubProxy(call, receiver_methods(interface)))
 _log = Logger()
 
@@ -120,20 +124,32 @@ class HubClientOptions:
     """
     Client settings.
 
-    @ivar heartbeat_interval: seconds between our own heartbeats (None: off).
-    @ivar heartbeat_timeout: seconds without an answer before we declare the
-        server gone (None: never; RTT and clock offset are still measured).
+    @ivar heartbeat: our own heartbeat, the same L{HeartbeatPolicy} type the
+        server takes (its C{metadata_provider} and C{ping_fallback} are
+        server-only and ignored here).  None: off, the default; the
+        server's heartbeats are answered either way.
+    @ivar heartbeat_interval: shorthand for C{heartbeat}: seconds between
+        our own heartbeats (None: off).
+    @ivar heartbeat_timeout: shorthand: seconds without an answer before we
+        declare the server gone (None: never; RTT and clock offset are
+        still measured).
     @ivar on_server_heartbeat: called with a L{ServerHeartbeatEvent}.
     @ivar on_heartbeat_response: called with a L{ClientHeartbeatEvent}.
     @ivar on_heartbeat_timeout: called (no arguments) when our heartbeat
         times out, just before the connection is dropped.
-    @ivar any_traffic_counts: any data from the server since the oldest
-        unanswered heartbeat counts as an answer.
-    @ivar stall_grace: when our own reactor was stalled right before the
-        timeout fired, give the server one more exchange.
+    @ivar any_traffic_counts: shorthand: any data from the server since the
+        oldest unanswered heartbeat counts as an answer.
+    @ivar stall_grace: shorthand: when our own reactor was stalled right
+        before the timeout fired, give the server one more exchange.
     @ivar call_timeout: default seconds a call may wait for its result
         (None: until the connection closes).
     @ivar max_message_size: largest message we accept, bytes.
+    @ivar on_disconnected: called with the L{DisconnectReason} when the
+        connection ends, whoever ended it (e.g. C{PEER_TIMED_OUT} when the
+        server's heartbeat timed us out), so no one has to poll
+        L{HubClientProtocol.wait_for_disconnect}.
+    @ivar max_messages_per_frame: most messages one frame from the server may
+        hold; over it none of them is handled and we close with 1008.
     """
 
     heartbeat_interval: float | None = None
@@ -145,22 +161,45 @@ class HubClientOptions:
     stall_grace: bool = True
     call_timeout: float | None = None
     max_message_size: int = 1024 * 1024
+    max_messages_per_frame: int = 1024
     extra_headers: dict[str, str] = field(default_factory=dict)
+    heartbeat: HeartbeatPolicy | None = None
+    on_disconnected: Callable[[DisconnectReason], object] | None = None
 
     def __post_init__(self) -> None:
         _check_positive("interval", self.heartbeat_interval)
         _check_positive("timeout", self.heartbeat_timeout)
+        if self.max_messages_per_frame <= 0:
+            raise ValueError("max_messages_per_frame must be positive")
+        policy = self.heartbeat
+        if policy is None:
+            if self.heartbeat_interval is None:
+                return
+            policy = HeartbeatPolicy(
+                enabled=True, interval=self.heartbeat_interval, timeout=self.heartbeat_timeout,
+                any_traffic_counts=self.any_traffic_counts, stall_grace=self.stall_grace,
+            )
+            object.__setattr__(self, "heartbeat", policy)
+        elif self.heartbeat_interval is not None and (
+            (self.heartbeat_interval, self.heartbeat_timeout) != (policy.interval, policy.timeout)
+            or (self.any_traffic_counts, self.stall_grace) != (policy.any_traffic_counts, policy.stall_grace)
+        ):
+            raise HeartbeatConfigurationError("give heartbeat= or the heartbeat_interval/heartbeat_timeout shorthands, not both")
+        # The shorthand fields always mirror the policy in force.
+        enabled = policy.enabled
+        object.__setattr__(self, "heartbeat_interval", policy.interval if enabled else None)
+        object.__setattr__(self, "heartbeat_timeout", policy.timeout if enabled else None)
+        object.__setattr__(self, "any_traffic_counts", policy.any_traffic_counts)
+        object.__setattr__(self, "stall_grace", policy.stall_grace)
 
     @classmethod
     def heartbeat_every(cls, interval: float, timeout: float | None = _UNSET, **kwargs: Any) -> HubClientOptions:
         """The one-call form: beat every C{interval}s, timeout 3x interval unless given."""
-        _check_positive("interval", interval)
-        if timeout is _UNSET:
-            timeout = interval * DEFAULT_TIMEOUT_FACTOR
-        return cls(heartbeat_interval=interval, heartbeat_timeout=timeout, **kwargs)
+        policy = HeartbeatPolicy.every(interval) if timeout is _UNSET else HeartbeatPolicy.every(interval, timeout)
+        return cls(heartbeat=policy, **kwargs)
 
 
-class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore[misc]
+class HubClientProtocol(FastPathMixin, BoundedDropMixin, WebSocketClientProtocol):  # type: ignore[misc]
     """
     One connection to one hub, as the client sees it.
 
@@ -174,19 +213,22 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
     def __init__(self) -> None:
         super().__init__()
         self.core: ClientConnection[Deferred[Any]] = ClientConnection()
-        #: fires with this protocol once the hub handshake is done
-        self.ready: Deferred[HubClientProtocol] = Deferred()
+        #: fires with this protocol once the hub handshake is done; cancelling
+        #: it (a connect timeout) abandons the handshake and closes the socket
+        self.ready: Deferred[HubClientProtocol] = Deferred(self._abandon_handshake)
         self._disconnected: Deferred[DisconnectReason] | None = None
         self._waiters: list[Deferred[DisconnectReason]] = []
         self.disconnect_reason: DisconnectReason | None = None
         self._close_reason: DisconnectReason | None = None
         self._handling = 0
         self._heartbeat_loop: LoopingCall | None = None
-        self._heartbeat_timeout: IDelayedCall | None = None
-        self._heartbeat_grace_used = False
+        self._heartbeat_check: IDelayedCall | None = None
         self._next_beat_due = 0.0
         self.stall = StallDetector()
         self._handshake_status: tuple[int | None, str] | None = None
+        self._abandoned_stage: str | None = None
+        #: one log line per second about the server's mistakes (unknown receiver methods)
+        self._peer_log = LogRateLimiter()
 
     # -- public API ----------------------------------------------------------
     @property
@@ -294,6 +336,27 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
             self._waiters.append(d)
         return d
 
+    @property
+    def handshake_stage(self) -> str:
+        """
+        What the handshake waits for: C{"upgrade"} (the server's answer to the
+        WebSocket upgrade), C{"welcome"} (the hub's WELCOME) or C{"done"}.
+        """
+        if self._abandoned_stage is not None:
+            return self._abandoned_stage  # where it stood when abandoned
+        if self.ready.called:
+            return "done"
+        return "upgrade" if self.state == self.STATE_CONNECTING else "welcome"
+
+    def _abandon_handshake(self, ready: Deferred[HubClientProtocol]) -> None:
+        """Whoever waited for the handshake gave up on it (a timeout): close the socket now."""
+        self._abandoned_stage = self.handshake_stage
+        if self._close_reason is None:
+            self._close_reason = DisconnectReason(
+                DisconnectKind.HANDSHAKE_FAILED, None, f"handshake abandoned waiting for the {self.handshake_stage}", True
+            )
+        self.dropConnection(abort=True)
+
     def _not_open(self) -> DisconnectReason:
         return DisconnectReason(DisconnectKind.CONNECTION_LOST, None, "not connected")
 
@@ -314,6 +377,8 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
         super().failHandshake(reason)
 
     def onOpen(self) -> None:
+        self.count_any_traffic = self.factory.options.any_traffic_counts
+        self.core.max_messages_per_frame = self.factory.options.max_messages_per_frame
         self.core.hello(self.factory.options.max_message_size)
         self._flush()
 
@@ -347,6 +412,9 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
                     self._close_reason = DisconnectReason(
                         kind_for_close(event.code, False), event.code, event.reason  # type: ignore[union-attr]
                     )
+        except TooManyMessagesError as e:
+            _log.info("the server sent {error}; closing with {code}", error=e, code=CloseCode.POLICY_VIOLATION)
+            self._protocol_error(str(e), CloseCode.POLICY_VIOLATION)
         except ProtocolError as e:
             _log.info("protocol error from the server: {error}", error=e)
             self._protocol_error(str(e)[:100], CloseCode.PROTOCOL_ERROR)
@@ -359,16 +427,22 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
                 self._flush()
 
     def _handshake_completed(self) -> None:
-        options = self.factory.options
-        if options.heartbeat_interval is not None and self.core.server_takes_heartbeats:
-            self._start_heartbeat(options.heartbeat_interval)
+        policy = self.factory.options.heartbeat
+        if policy is not None and policy.enabled and self.core.server_takes_heartbeats:
+            self._start_heartbeat(policy.interval)
         if not self.ready.called:
             self.ready.callback(self)
 
     def _receiver_call(self, call: ReceiverCall) -> None:
         function = self._receiver_method(call.method)
         if function is None:
-            _log.warn("the server called receiver method {method!r}, which the receiver lacks", method=call.method)
+            suppressed = self._peer_log.allow(self.factory.clock.seconds())
+            if suppressed is not None:
+                _log.warn(
+                    "the server called receiver method {method}, which the receiver {lacks}"
+                    + (" ({suppressed} similar lines suppressed)" if suppressed else ""),
+                    method=peer_text(call.method), lacks=self._why_not_callable(call.method), suppressed=suppressed,
+                )
             return
         try:
             result = function(*call.args, **(call.kwargs or {}))
@@ -381,39 +455,46 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
             )
 
     def _receiver_method(self, name: str) -> Callable[..., Any] | None:
-        receiver = self.factory.receiver
-        if receiver is None or name.startswith("_"):
-            return None
-        function = getattr(receiver, name, None)
-        return function if callable(function) else None
+        """
+        The receiver method the server may call by this name: a public
+        callable of the receiver object and, when the factory has a
+        C{receiver_interface}, one that the interface declares.
+        """
+        return find_receiver_method(self.factory.receiver, name, self.factory.receiver_allowed)
+
+    def _why_not_callable(self, name: str) -> str:
+        allowed = self.factory.receiver_allowed
+        if allowed is not None and not name.startswith("_") and name not in allowed:
+            return "interface does not declare"
+        return "lacks"
 
     def _client_invoke(self, call: ClientInvoke) -> None:
         call_id = call.call_id
         function = self._receiver_method(call.method)
         if function is None:
-            self._reply(MessageKind.ERROR, call_id, ErrorCode.UNKNOWN_METHOD, f"the client has no method {call.method!r}", None)
+            self.core.reply_error(call_id, ErrorCode.UNKNOWN_METHOD, f"the client has no method {peer_text(call.method)}")
+            self._flush_unless_handling()
             return
         maybeDeferred(function, *call.args, **(call.kwargs or {})).addCallbacks(
-            lambda value: self._reply(MessageKind.RESULT, call_id, value),
+            lambda value: self._replied(self.core.reply, call_id, value),
             lambda failure: self._client_invoke_failed(call_id, call.method, failure),
         )
 
     def _client_invoke_failed(self, call_id: int, method: str, failure: Failure) -> None:
         if failure.check(HubError):
             error = failure.value
-            self._reply(MessageKind.ERROR, call_id, error.code, error.message, error.detail)  # type: ignore[union-attr]
+            self._replied(self.core.reply_error, call_id, error.code, error.message, error.detail)  # type: ignore[union-attr]
             return
         _log.failure("receiver method {method} raised", failure, method=method)
-        self._reply(MessageKind.ERROR, call_id, ErrorCode.INTERNAL, "internal error", None)
+        self._replied(self.core.reply_error, call_id, ErrorCode.INTERNAL, "internal error")
 
-    def _reply(self, *fields: Any) -> None:
+    def _replied(self, reply: Callable[..., None], *args: Any) -> None:
         if not self.is_connected:
             return
-        try:
-            payload = encode_fields(list(fields))
-        except Exception:
-            payload = encode_fields([MessageKind.ERROR, fields[1], ErrorCode.INTERNAL, "result cannot be encoded", None])
-        self.core.send_encoded(payload)
+        reply(*args)
+        self._flush_unless_handling()
+
+    def _flush_unless_handling(self) -> None:
         if not self._handling:
             self._flush()
 
@@ -443,72 +524,79 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
                 self._heartbeat_loop.stop()
             self._heartbeat_loop = None
             _log.debug("client heartbeat timer stopped")
-        if self._heartbeat_timeout is not None:
-            if self._heartbeat_timeout.active():
-                self._heartbeat_timeout.cancel()
-            self._heartbeat_timeout = None
+        if self._heartbeat_check is not None:
+            if self._heartbeat_check.active():
+                self._heartbeat_check.cancel()
+            self._heartbeat_check = None
 
     def _beat(self) -> None:
         clock = self.factory.clock
         now = clock.seconds()
-        interval = self.factory.options.heartbeat_interval or 0.0
+        policy = self.factory.options.heartbeat
+        assert policy is not None
         self.stall.observe(self._next_beat_due, now)
-        self._next_beat_due = now + interval
-        self._send_heartbeat(now)
-
-    def _send_heartbeat(self, now: float) -> None:
-        sequence, started = self.core.send_heartbeat(now)
+        self._next_beat_due = now + policy.interval
+        sequence, _ = self.core.send_heartbeat(now)
         _log.debug("client heartbeat {sequence} sent", sequence=sequence)
         if not self._handling:
             self._flush()
-        timeout = self.factory.options.heartbeat_timeout
-        if started and timeout is not None:
-            self._arm_timeout(timeout, now)
+        self._arm_heartbeat_check()
 
-    def _arm_timeout(self, timeout: float, started_at: float) -> None:
-        due = started_at + timeout
-        self._heartbeat_timeout = self.factory.clock.callLater(
-            timeout, self._heartbeat_timeout_fired, started_at, due
-        )
+    def _arm_heartbeat_check(self) -> None:
+        # One timer at most, re-armed lazily when it fires: answers only
+        # update the tracker, they never cancel or move a timer.
+        if self._heartbeat_check is not None:
+            return
+        policy = self.factory.options.heartbeat
+        assert policy is not None
+        deadline = self.core.heartbeat.deadline(policy.timeout)
+        if deadline is None:
+            return
+        clock = self.factory.clock
+        self._heartbeat_check = clock.callLater(max(deadline - clock.seconds(), 0.0), self._check_heartbeat, deadline)
+
+    def _check_heartbeat(self, due: float) -> None:
+        self._heartbeat_check = None
+        if self.disconnect_reason is not None or self._close_reason is not None:
+            return
+        policy = self.factory.options.heartbeat
+        assert policy is not None
+        now = self.factory.clock.seconds()
+        self.stall.observe(due, now)
+        last_stall_at = self.stall.last_stall_at if policy.stall_grace else None
+        verdict = self.core.heartbeat.check(now, policy, self.core.last_received, last_stall_at)
+        if verdict is HeartbeatVerdict.TIMED_OUT:
+            self._heartbeat_timed_out(policy)
+            return
+        if verdict is HeartbeatVerdict.GRACE:
+            _log.info("heartbeat timeout deferred: our reactor was stalled ({lag:.3f}s late)", lag=self.stall.max_lag)
+        self._arm_heartbeat_check()
 
     def _heartbeat_answered(self, event: HeartbeatAnswered) -> None:
-        self._heartbeat_grace_used = False
         _log.debug("client heartbeat {sequence} answered in {rtt:.4f}s", sequence=event.sequence, rtt=event.latency)
-        if self._heartbeat_timeout is not None and self._heartbeat_timeout.active():
-            self._heartbeat_timeout.cancel()
-        self._heartbeat_timeout = None
         callback = self.factory.options.on_heartbeat_response
         if callback is not None and event.clock is not None:
             self._safely(callback, ClientHeartbeatEvent(event.sequence, event.latency, event.clock))
 
-    def _heartbeat_timeout_fired(self, started_at: float, due: float) -> None:
-        self._heartbeat_timeout = None
-        tracker = self.core.heartbeat
-        if tracker.timeout_started_at != started_at or self.disconnect_reason is not None:
-            return
-        options = self.factory.options
-        clock = self.factory.clock
-        now = clock.seconds()
-        self.stall.observe(due, now)
-        if options.any_traffic_counts and self.core.last_received >= started_at:
-            tracker.timeout_started_at = None
-            return
-        if options.stall_grace and self.stall.stalled_since(started_at) and not self._heartbeat_grace_used:
-            self._heartbeat_grace_used = True
-            _log.info("heartbeat timeout deferred: our reactor was stalled ({lag:.3f}s late)", lag=self.stall.max_lag)
-            tracker.timeout_started_at = None
-            self._send_heartbeat(now)
-            return
-        _log.info("server heartbeat timed out after {timeout}s: dropping the connection", timeout=options.heartbeat_timeout)
+    def _heartbeat_timed_out(self, policy: HeartbeatPolicy) -> None:
+        _log.info("server heartbeat timed out after {timeout}s: closing with 4001", timeout=policy.timeout)
         self._close_reason = DisconnectReason(
             DisconnectKind.TIMED_OUT, CloseCode.HEARTBEAT_TIMEOUT, "the server did not answer our heartbeat", True
         )
-        if options.on_heartbeat_timeout is not None:
-            self._safely(options.on_heartbeat_timeout)
+        callback = self.factory.options.on_heartbeat_timeout
+        if callback is not None:
+            self._safely(callback)
+        self._stop_heartbeat()
         if self.state == self.STATE_OPEN:
-            self.sendCloseFrame(CloseCode.HEARTBEAT_TIMEOUT, b"heartbeat timeout")
-        # The server is presumably gone: don't wait for a close reply.
-        self.dropConnection(abort=True)
+            # Tell the server why (CLOSE, then the close frame 4001), then
+            # drop without waiting for a reply from a server presumed gone.
+            self.core.send(Close(CloseCode.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_REASON))
+            self._flush()
+            self.core.closing()
+            self.sendCloseFrame(CloseCode.HEARTBEAT_TIMEOUT, close_reason_bytes(HEARTBEAT_TIMEOUT_REASON))
+            self.drop_after_close(self.factory.clock)
+        else:
+            self.dropConnection(abort=True)
 
     # -- sending -------------------------------------------------------------
     def _flush(self) -> None:
@@ -530,6 +618,7 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.disconnect_reason is not None:
             return
+        self.cancel_drop()
         self._stop_heartbeat()
         if not self.ready.called:
             status, text = self._handshake_status or (None, reason or "connection closed during the handshake")
@@ -543,6 +632,8 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(self.disconnect_reason)
+        if self.factory.options.on_disconnected is not None:
+            self._safely(self.factory.options.on_disconnected, self.disconnect_reason)
         self.factory.connection_ended(self, self.disconnect_reason)
 
     def _final_reason(self, reason: str | None) -> DisconnectReason:
@@ -562,17 +653,23 @@ class HubClientProtocol(FastPathMixin, WebSocketClientProtocol):  # type: ignore
         except Exception:
             _log.failure("client callback {name} raised", name=getattr(function, "__name__", repr(function)))
 
-    def dataReceived(self, data: bytes) -> None:
-        if self.factory.options.any_traffic_counts:
-            # Bytes of a large message still arriving are a sign of life too.
-            self.core.last_received = self.factory.clock.seconds()
-        self._dataReceived(data)
-
 
 class HubClientFactory(WebSocketClientFactory):  # type: ignore[misc]
-    """Builds L{HubClientProtocol}s for one hub URL."""
+    """
+    Builds L{HubClientProtocol}s for one hub URL.
+
+    @param receiver: the object whose methods the server may call.
+    @param receiver_interface: a class (e.g. a C{typing.Protocol}) declaring
+        the receiver methods the server may call; others are refused like
+        missing ones.  Without it, every public (no leading underscore)
+        callable attribute of C{receiver} may be called.
+    """
 
     protocol = HubClientProtocol  # type: ignore[assignment]
+    #: take the autobahn fast path (twisted_hub/_autobahn.py) when the installed
+    #: autobahn is a tested version; set False (on the class or an instance) for
+    #: stock autobahn on every frame
+    fast_path: bool = True
 
     def __init__(
         self,
@@ -581,6 +678,7 @@ class HubClientFactory(WebSocketClientFactory):  # type: ignore[misc]
         options: HubClientOptions | None = None,
         clock: IReactorTime | None = None,
         reactor: Any = None,
+        receiver_interface: type | None = None,
     ) -> None:
         if clock is None and reactor is not None:
             clock = reactor
@@ -592,6 +690,8 @@ class HubClientFactory(WebSocketClientFactory):  # type: ignore[misc]
         # autobahn resolved the reactor (the global one unless given): our timers use it too.
         self.clock: IReactorTime = clock if clock is not None else self.reactor
         self.receiver = receiver
+        #: the receiver method names the server may call (None: every public method of the receiver)
+        self.receiver_allowed = receiver_methods(receiver_interface)
         self.options = options
         self.on_connection_ended: Callable[[HubClientProtocol, DisconnectReason], object] | None = None
         self.setProtocolOptions(
@@ -639,6 +739,7 @@ def connect(
     reactor: Any = None,
     endpoint: IStreamClientEndpoint | None = None,
     timeout: float = 30.0,
+    receiver_interface: type | None = None,
 ) -> Deferred[HubClientProtocol]:
     """
     Connect to a hub; fires with the connected L{HubClientProtocol} once the
@@ -651,17 +752,34 @@ def connect(
     @param url: C{ws://} or C{wss://} URL of the hub endpoint.
     @param hub: hub name, appended to the URL path (omit if the URL names it).
     @param receiver: object whose public methods the server may call.
+    @param receiver_interface: if given, only the methods this class declares
+        may be called on C{receiver} (others answer C{unknown-method}).
     @param endpoint: connect through this endpoint instead of the URL's host.
+    @param timeout: seconds for the whole handshake: the TCP (and TLS)
+        connection, the WebSocket upgrade and the hub's WELCOME.  Past it the
+        Deferred fails with L{ConnectTimeoutError} (a L{HandshakeError}) and
+        the socket is closed.
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
     full_url = hub_url(url, hub)
-    factory = HubClientFactory(full_url, receiver, options, reactor=reactor)
+    factory = HubClientFactory(full_url, receiver, options, reactor=reactor, receiver_interface=receiver_interface)
     if endpoint is None:
         endpoint = endpoint_for(full_url, reactor)
-    connecting = endpoint.connect(factory)
-    connecting.addTimeout(timeout, reactor)
-    ready: Deferred[HubClientProtocol] = connecting.addCallback(lambda protocol: cast(Any, protocol).ready)
+    client: list[HubClientProtocol] = []
+
+    def connected(protocol: Any) -> Deferred[HubClientProtocol]:
+        client.append(protocol)
+        return cast(HubClientProtocol, protocol).ready
+
+    def timed_out(result: Any, seconds: float) -> Any:
+        stage = client[0].handshake_stage if client else "connection"
+        return Failure(ConnectTimeoutError(stage, seconds)) if isinstance(result, Failure) else result
+
+    ready: Deferred[HubClientProtocol] = endpoint.connect(factory).addCallback(connected)
+    # One budget for every stage; on expiry, cancelling the endpoint's
+    # Deferred abandons the TCP attempt, cancelling ready closes the socket.
+    ready.addTimeout(timeout, reactor, onTimeoutCancel=timed_out)
     return ready

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from ._heartbeat import ClockOffset, ClockSync, HeartbeatTracker
 from ._wire import (
+    BATCH_MESSAGES,
     CAP_BATCH,
     CAP_HEARTBEAT,
     OUR_CAPABILITIES,
@@ -25,6 +26,7 @@ from ._wire import (
     ClientInvoke,
     Close,
     Error,
+    ErrorCode,
     Hello,
     Invoke,
     Message,
@@ -39,6 +41,7 @@ from ._wire import (
     decode_frame,
     encode,
     encode_fields,
+    to_us,
 )
 
 T = TypeVar("T")
@@ -143,11 +146,6 @@ Event = (
 )
 
 
-def to_us(seconds: float) -> int:
-    """Seconds to whole microseconds, as heartbeats carry time."""
-    return int(seconds * 1_000_000)
-
-
 class Connection(Generic[T]):
     """
     The state both sides share: outbox, pending calls, liveness bookkeeping.
@@ -171,6 +169,9 @@ class Connection(Generic[T]):
         self.heartbeat = HeartbeatTracker()
         self.frames_received = 0
         self.late_answers = 0
+        #: the most messages one incoming frame may hold (None: any); over it
+        #: L{receive_frame} raises L{TooManyMessagesError} before handling any
+        self.max_messages_per_frame: int | None = None
 
     # -- sending ----------------------------------------------------------
     def send(self, message: Message) -> None:
@@ -193,8 +194,8 @@ class Connection(Generic[T]):
     def frames_to_send(self, max_size: int | None = None) -> list[bytes]:
         """
         Everything queued, as frame payloads: batches when the peer takes
-        them (each at most C{max_size} bytes unless one message is larger),
-        else one frame per message.
+        them (each at most C{max_size} bytes unless one message is larger,
+        and at most L{BATCH_MESSAGES} messages), else one frame per message.
         """
         outbox = self._outbox
         if not outbox:
@@ -202,13 +203,15 @@ class Connection(Generic[T]):
         self._outbox = []
         if len(outbox) == 1 or CAP_BATCH not in self.peer_capabilities:
             return outbox
-        if max_size is None:
+        if max_size is None and len(outbox) <= BATCH_MESSAGES:
             return [b"".join(outbox)]
         frames: list[bytes] = []
         batch: list[bytes] = []
         size = 0
         for message in outbox:
-            if batch and size + len(message) > max_size:
+            if batch and (
+                len(batch) == BATCH_MESSAGES or (max_size is not None and size + len(message) > max_size)
+            ):
                 frames.append(b"".join(batch))
                 batch, size = [], 0
             batch.append(message)
@@ -263,7 +266,7 @@ class Connection(Generic[T]):
             return []
         self.last_received = now
         self.frames_received += 1
-        messages = decode_frame(data)
+        messages = decode_frame(data, self.max_messages_per_frame)
         events: list[Event] = []
         accepts = self._accepts
         for message in messages:
@@ -424,6 +427,31 @@ class ClientConnection(Connection[T]):
     def notify(self, method: str, args: list[Any], kwargs: dict[str, Any] | None = None) -> None:
         """Queue a fire-and-forget call."""
         self.send(Notify(method, args, kwargs))
+
+    def reply(self, call_id: int, value: Any) -> None:
+        """
+        Answer the server's client-result request C{call_id} with C{value};
+        a value that cannot be encoded is answered with an C{internal} error.
+        Nothing is sent once the connection is closing.
+        """
+        if self.state is not ConnectionState.OPEN:
+            return
+        try:
+            payload = encode_fields([_RESULT, call_id, value])
+        except (TypeError, ValueError, OverflowError):
+            self.reply_error(call_id, ErrorCode.INTERNAL, "result cannot be encoded")
+            return
+        self._outbox.append(payload)
+
+    def reply_error(self, call_id: int, code: str, message: str, detail: Any = None) -> None:
+        """Answer the server's client-result request C{call_id} with an error."""
+        if self.state is not ConnectionState.OPEN:
+            return
+        try:
+            payload = encode_fields([_ERROR, call_id, code, message, detail])
+        except (TypeError, ValueError, OverflowError):
+            payload = encode_fields([_ERROR, call_id, code, message, None])
+        self._outbox.append(payload)
 
     @property
     def server_takes_heartbeats(self) -> bool:

@@ -124,6 +124,30 @@ class HandshakeError(Exception):
         return f"handshake refused ({self.status}): {self.reason}"
 
 
+class ConnectTimeoutError(HandshakeError):
+    """
+    Connecting took longer than allowed: the TCP (or TLS) connection, the
+    WebSocket upgrade or the hub's WELCOME did not come in time.  The
+    connection attempt has been abandoned and its socket closed.
+
+    @ivar stage: what was still missing: C{"connection"}, C{"upgrade"} or
+        C{"welcome"}.
+    """
+
+    def __init__(self, stage: str, seconds: float) -> None:
+        what = {
+            "connection": "the TCP connection was not made",
+            "upgrade": "the server did not answer the WebSocket upgrade",
+            "welcome": "the hub sent no WELCOME",
+        }.get(stage, f"the handshake stopped at {stage}")
+        super().__init__(None, f"{what} within {seconds:g}s")
+        self.stage = stage
+        self.seconds = seconds
+
+    def __str__(self) -> str:
+        return f"connect timed out: {self.reason}"
+
+
 def kind_for_close(code: int | None, locally: bool) -> DisconnectKind:
     """Map a WebSocket close code to a L{DisconnectKind} for one side."""
     if code is None:
@@ -137,6 +161,7 @@ _CLOSE_KINDS = {
     CloseCode.NORMAL: DisconnectKind.NORMAL,
     CloseCode.GOING_AWAY: DisconnectKind.GOING_AWAY,
     CloseCode.UNSUPPORTED_DATA: DisconnectKind.PROTOCOL_ERROR,
+    CloseCode.POLICY_VIOLATION: DisconnectKind.PROTOCOL_ERROR,
     CloseCode.PROTOCOL_ERROR: DisconnectKind.PROTOCOL_ERROR,
     1002: DisconnectKind.PROTOCOL_ERROR,
     1007: DisconnectKind.PROTOCOL_ERROR,

@@ -6,6 +6,9 @@ adapters own the timers.
 
 from __future__ import annotations
 
+import enum
+import os
+import sys
 import warnings
 from collections import deque
 from dataclasses import dataclass, replace
@@ -36,6 +39,31 @@ class MetadataProvider(Protocol):
 
 
 _UNSET: object = object()
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_stacklevel() -> int:
+    """
+    The C{stacklevel} that makes a warning point at the user's line: the
+    first caller outside this package, dataclasses and generated code.
+    """
+    frame = sys._getframe(1)  # whoever calls warnings.warn
+    level = 1
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not (filename.startswith(_PACKAGE_DIR) or filename.startswith("<") or filename.endswith("dataclasses.py")):
+            return level
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
+
+
+def _seconds(name: str, value: float) -> float:
+    """A duration in seconds, rounded to whole microseconds; still positive."""
+    rounded = round(float(value), 6)
+    if not rounded > 0:
+        raise HeartbeatConfigurationError(f"heartbeat {name} must be at least 1 microsecond, got {value!r}")
+    return rounded
 
 
 def _check_positive(name: str, value: float | None) -> None:
@@ -63,6 +91,10 @@ class HeartbeatPolicy:
         can queue behind bulk data).
     @ivar stall_grace: when our own reactor was stalled right before a
         timeout fired, give the peer one more exchange before disconnecting.
+    @ivar ping_fallback: server only; connections whose client did not
+        announce the C{heartbeat} capability (a plain WebSocket client, an
+        old client) are checked with WebSocket ping/pong on the same
+        schedule and timeout instead of going unchecked.
     """
 
     enabled: bool = False
@@ -71,23 +103,25 @@ class HeartbeatPolicy:
     metadata_provider: MetadataProvider | None = None
     any_traffic_counts: bool = False
     stall_grace: bool = True
+    ping_fallback: bool = True
 
     def __post_init__(self) -> None:
         _check_positive("interval", self.interval)
         _check_positive("timeout", self.timeout)
         if self.interval is None:
             raise HeartbeatConfigurationError("heartbeat interval must be a number of seconds, got None")
-        # Seconds are floats on the wire and in equality (every(5) == every(5.0)).
-        object.__setattr__(self, "interval", float(self.interval))
+        # Seconds are floats on the wire and in equality (every(5) == every(5.0)),
+        # in whole microseconds so no float noise (0.6000000000000001) reaches the wire.
+        object.__setattr__(self, "interval", _seconds("interval", self.interval))
         if self.timeout is not None:
-            object.__setattr__(self, "timeout", float(self.timeout))
+            object.__setattr__(self, "timeout", _seconds("timeout", self.timeout))
         if self.enabled and self.timeout is not None and self.timeout < self.interval:
             warnings.warn(
                 f"heartbeat timeout {self.timeout}s is shorter than the interval "
                 f"{self.interval}s: a single lost heartbeat or answer disconnects the peer; "
                 f"a timeout of at least the interval tolerates one loss",
                 HeartbeatConfigurationWarning,
-                stacklevel=3,
+                stacklevel=_user_stacklevel(),
             )
 
     @classmethod
@@ -134,30 +168,71 @@ FAST_DETECTION = HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0)
 MOBILE = HeartbeatPolicy(enabled=True, interval=30.0, timeout=90.0)
 
 
+class HeartbeatVerdict(enum.Enum):
+    """What L{HeartbeatTracker.check} decides about the peer."""
+
+    #: nothing is waiting for an answer
+    ALIVE = "alive"
+    #: heartbeats are unanswered, but the deadline has not come
+    WAITING = "waiting"
+    #: the deadline passed right after our own event loop stalled: the
+    #: answers may be unread in our socket buffer, so one more timeout
+    GRACE = "grace"
+    #: no sign of life within the timeout of the oldest unanswered heartbeat
+    TIMED_OUT = "timed-out"
+
+
+#: Unanswered heartbeats whose send time a tracker remembers; older ones
+#: still count as unanswered (the timeout keeps running from the oldest),
+#: only their round trip can no longer be measured.
+MAX_REMEMBERED_HEARTBEATS = 64
+
+#: Timers may fire a hair early in float arithmetic; this much counts as on time.
+_DEADLINE_SLACK = 1e-6
+
+
 class HeartbeatTracker:
     """
-    Bookkeeping for the heartbeats one side sends and the answers it gets.
+    Heartbeats one side sent, the answers it got, and the verdict: the one
+    implementation of the liveness rule, used by the server's heartbeat, the
+    client's heartbeat and the WebSocket-ping fallback alike.
 
-    The timeout runs from the oldest unanswered heartbeat: sending starts it
-    unless it is already running, and only the answer to the newest
-    heartbeat stops it.  So a timeout longer than the interval works.
+    The rule: an answer to heartbeat I{k} proves the peer was alive when it
+    answered, so it clears every heartbeat up to I{k}.  The timeout runs
+    from the oldest heartbeat still unanswered; the peer is gone when no
+    answer arrives within C{timeout} of it.  So answers may arrive after
+    later heartbeats have left: any round trip shorter than the timeout is
+    tolerated, whatever the interval.
     """
 
-    __slots__ = ("newest_sequence", "newest_sent_at", "timeout_started_at", "latency", "acks")
+    __slots__ = ("newest_sequence", "timeout_started_at", "latency", "acks", "grace_until", "grace_used",
+                 "_unanswered", "_answered_through", "_first_sequence")
 
     def __init__(self) -> None:
         self.newest_sequence: int | None = None
-        self.newest_sent_at = 0.0
         #: when the running timeout started (the oldest unanswered send), or None
         self.timeout_started_at: float | None = None
-        #: round-trip time of the last answered newest heartbeat (0.0 before any)
+        #: round-trip time of the newest answer (0.0 before any)
         self.latency = 0.0
         self.acks = 0
+        #: a stall grace extends the deadline to at least this time
+        self.grace_until = 0.0
+        #: the grace was given and no answer came since
+        self.grace_used = False
+        # (sequence, sent at) of unanswered heartbeats, oldest first
+        self._unanswered: list[tuple[int, float]] = []
+        self._answered_through: int | None = None
+        self._first_sequence = 0
 
     def sent(self, sequence: int, now: float) -> bool:
         """Record a send; return True when it started a new timeout."""
+        if self.newest_sequence is None:
+            self._first_sequence = sequence
         self.newest_sequence = sequence
-        self.newest_sent_at = now
+        unanswered = self._unanswered
+        unanswered.append((sequence, now))
+        if len(unanswered) > MAX_REMEMBERED_HEARTBEATS:
+            del unanswered[0]
         if self.timeout_started_at is None:
             self.timeout_started_at = now
             return True
@@ -165,20 +240,106 @@ class HeartbeatTracker:
 
     def acknowledged(self, sequence: int, now: float) -> float | None:
         """
-        Record an answer; return the round-trip time when it answers the
-        newest heartbeat (which stops the timeout), else None.
+        Record an answer to heartbeat C{sequence}: it clears every
+        heartbeat up to it.  Return its round trip, or None when it clears
+        nothing (a duplicate, an answer to a heartbeat never sent, or to one
+        too old to remember).
         """
-        if sequence != self.newest_sequence:
+        newest = self.newest_sequence
+        if newest is None or sequence > newest or sequence < self._first_sequence:
             return None
-        self.latency = now - self.newest_sent_at
-        self.timeout_started_at = None
+        through = self._answered_through
+        if through is not None and sequence <= through:
+            return None
+        self._answered_through = sequence
+        unanswered = self._unanswered
+        cleared = 0
+        sent_at: float | None = None
+        for seq, at in unanswered:
+            if seq > sequence:
+                break
+            cleared += 1
+            if seq == sequence:
+                sent_at = at
+        if cleared:
+            del unanswered[:cleared]
+        self.timeout_started_at = unanswered[0][1] if unanswered else None
+        self.grace_used = False
         self.acks += 1
+        if sent_at is None:
+            return None
+        self.latency = now - sent_at
         return self.latency
 
+    def heard_from(self, at: float) -> None:
+        """
+        Any other sign of life at C{at} ("any traffic counts"): clears the
+        heartbeats sent up to then, without measuring a round trip.
+        """
+        unanswered = self._unanswered
+        cleared = 0
+        for _, sent_at in unanswered:
+            if sent_at > at:
+                break
+            cleared += 1
+        if cleared:
+            del unanswered[:cleared]
+        if self.timeout_started_at is not None and self.timeout_started_at <= at:
+            self.timeout_started_at = unanswered[0][1] if unanswered else None
+            self.grace_used = False
+
+    def deadline(self, timeout: float | None) -> float | None:
+        """When the peer is declared gone unless an answer comes (None: never)."""
+        started = self.timeout_started_at
+        if started is None or timeout is None:
+            return None
+        deadline = started + timeout
+        return deadline if deadline > self.grace_until else self.grace_until
+
+    def check(
+        self, now: float, policy: HeartbeatPolicy, last_received: float, last_stall_at: float | None
+    ) -> HeartbeatVerdict:
+        """
+        The verdict at C{now}, under C{policy} (its timeout, C{any_traffic_counts}
+        and C{stall_grace}).
+
+        @param last_received: when anything last arrived from the peer.
+        @param last_stall_at: when our own event loop was last seen stalled
+            (L{StallDetector.last_stall_at}).
+        """
+        started = self.timeout_started_at
+        if started is None or policy.timeout is None:
+            return HeartbeatVerdict.ALIVE
+        if policy.any_traffic_counts and last_received >= started:
+            self.heard_from(last_received)
+            started = self.timeout_started_at
+            if started is None:
+                return HeartbeatVerdict.ALIVE
+        deadline = self.deadline(policy.timeout)
+        assert deadline is not None
+        if now < deadline - _DEADLINE_SLACK:
+            return HeartbeatVerdict.WAITING
+        if policy.stall_grace and not self.grace_used and last_stall_at is not None and last_stall_at > started:
+            # Our own loop was stalled while we waited: the answers may be
+            # sitting unread in the socket buffer.  One more timeout first.
+            self.grace_used = True
+            self.grace_until = now + policy.timeout
+            return HeartbeatVerdict.GRACE
+        return HeartbeatVerdict.TIMED_OUT
+
+    @property
+    def unanswered(self) -> int:
+        """How many heartbeats this tracker remembers as unanswered."""
+        return len(self._unanswered)
+
     def stop(self) -> None:
-        """Forget the running timeout (unregistered, or closing)."""
+        """Forget every heartbeat (unregistered, or closing)."""
         self.timeout_started_at = None
         self.newest_sequence = None
+        self._answered_through = None
+        self._unanswered.clear()
+        self.grace_until = 0.0
+        self.grace_used = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ connection's group memberships.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
@@ -21,13 +21,16 @@ from typing import (
     get_type_hints,
 )
 
+from twisted.logger import Logger
+
 from ._errors import HubError
 from ._heartbeat import _UNSET, HeartbeatPolicy, MetadataProvider, _check_positive
 from ._wire import ErrorCode
 
+_log = Logger()
+
 if TYPE_CHECKING:
     from autobahn.websocket.types import ConnectionRequest
-    from twisted.internet.defer import Deferred
 
     from ._errors import DisconnectReason
     from ._server import ConnectionContext, HubRuntime
@@ -288,11 +291,12 @@ class Hub:
         cls.hub_methods = methods
 
     # -- lifecycle hooks: override what you need -----------------------------
-    def on_connecting(self, request: ConnectionRequest) -> Deferred[None] | None:
+    def on_connecting(self, request: ConnectionRequest) -> Awaitable[None] | None:
         """
         The WebSocket handshake is in progress.  Raise L{RefuseConnection}
-        (or return a Deferred failing with it) to refuse with an HTTP status.
-        C{self.connection} is set; receivers cannot be called yet.
+        to refuse with an HTTP status; it may be an C{async def} or return a
+        Deferred, and the handshake waits for it (an awaited refusal refuses
+        too).  C{self.connection} is set; receivers cannot be called yet.
         """
         return None
 
@@ -417,8 +421,20 @@ class GroupMembership:
         self._hub = hub
 
     def add(self, name: str) -> None:
-        """Join a group (no-op if already a member)."""
-        self._hub._runtime.groups.add(name, self._hub.connection._protocol)
+        """
+        Join a group (no-op if already a member).  Ignored unless the
+        connection is open: an async method that resumes after its client
+        left must not put the closed connection (and this hub instance)
+        into the group for good.
+        """
+        runtime = self._hub._runtime
+        protocol = self._hub.connection._protocol
+        if runtime.connections.get(protocol.connection_id) is not protocol:
+            _log.debug(
+                "{id} is not open: not joining group {group!r}", id=protocol.connection_id, group=name
+            )
+            return
+        runtime.groups.add(name, protocol)
 
     def remove(self, name: str) -> None:
         """Leave a group (no-op if not a member)."""

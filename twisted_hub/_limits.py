@@ -32,6 +32,8 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 
+from ._ratelimit import LogRateLimiter
+
 #: Seconds from accept to the end of the WebSocket opening handshake.
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 #: Connections one server holds at most (open hub connections and handshakes).
@@ -67,27 +69,24 @@ def address_key(address: IAddress) -> str | None:
 
 class RateLimitedLog:
     """
-    Warnings about peers, at most one line per kind per C{interval} seconds;
-    the next line says how many were left out.  A flood of refused
-    connections must not become a flood of log lines.
+    Warnings about peers, at most one line per kind per C{interval} seconds
+    (a L{LogRateLimiter} per kind); the next line says how many were left
+    out.  A flood of refused connections must not become a flood of log lines.
     """
 
     def __init__(self, clock: IReactorTime, interval: float = LOG_INTERVAL) -> None:
         self.clock = clock
         self.interval = interval
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
+        self._limiters: dict[str, LogRateLimiter] = {}
 
     def warn(self, kind: str, format: str, **fields: Any) -> None:
         """Log C{format} (which may use C{{suppressed}}) unless C{kind} was logged recently."""
-        now = self.clock.seconds()
-        last = self._last.get(kind)
-        if last is not None and now - last < self.interval:
-            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
-            return
-        self._last[kind] = now
-        suppressed = self._suppressed.pop(kind, 0)
-        _log.warn(format, suppressed=suppressed, limit_kind=kind, **fields)
+        limiter = self._limiters.get(kind)
+        if limiter is None:
+            limiter = self._limiters[kind] = LogRateLimiter(self.interval)
+        suppressed = limiter.allow(self.clock.seconds())
+        if suppressed is not None:
+            _log.warn(format, suppressed=suppressed, limit_kind=kind, **fields)
 
 
 def _optional_cap(name: str, value: int | None) -> int | None:

@@ -1,49 +1,70 @@
 """
-Twisted-side heartbeat timers.
+Twisted-side heartbeat timers for the server.
 
 L{ServerHeartbeatScheduler}: one C{LoopingCall} per heartbeat configuration,
 shared by every connection using it.  Each tick encodes the heartbeat once
-and writes the same prepared frame to every member.  Timeouts cost one
-C{callLater} per tick for the whole configuration, not one per connection:
-every member whose timeout starts at a tick starts it at the same instant,
-so they share one deadline; acknowledging just clears a field (no timer is
-cancelled).  When the deadline fires, members whose timeout still runs from
-that instant have timed out.
+and writes the same prepared frame to every member; members whose client did
+not announce the C{heartbeat} capability get one WebSocket ping frame, also
+built once per tick, and answer with a pong.
 
-The client's own heartbeat is per connection ("wait the interval, send",
-timeout on C{callLater}) and lives in L{twisted_hub._client.HubClientProtocol}.
+Timeouts cost one C{callLater} per tick for the whole configuration, not one
+per connection: a tick's deadline (tick time + timeout) is the deadline of
+every member whose oldest unanswered heartbeat is that tick's, and answering
+just updates the member's L{HeartbeatTracker} (no timer is cancelled).  When
+a deadline fires, each member's tracker gives the verdict
+(L{HeartbeatTracker.check}, the rule shared with the client).
+
+The client's own heartbeat is per connection and lives in
+L{twisted_hub._client.HubClientProtocol}; it uses the same tracker and verdict.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from ._connection import to_us
-from ._heartbeat import HeartbeatPolicy, StallDetector
-from ._wire import ServerHeartbeat, encode
+from ._heartbeat import HeartbeatPolicy, HeartbeatTracker, HeartbeatVerdict, StallDetector
+from ._wire import ServerHeartbeat, encode, to_us
 
 if TYPE_CHECKING:
     from autobahn.websocket.protocol import PreparedMessage
+
+
+def ping_frame(sequence: int) -> bytes:
+    """
+    A server-to-client WebSocket ping frame (unmasked) whose payload is the
+    heartbeat sequence as 8 big-endian bytes; the pong echoes it.
+    """
+    return b"\x89\x08" + (sequence & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big")
+
+
+def ping_sequence(payload: bytes) -> int | None:
+    """The heartbeat sequence a pong echoes, or None if it is not one of ours."""
+    if len(payload) != 8:
+        return None
+    return int.from_bytes(payload, "big")
 
 
 class HeartbeatMember(Protocol):
     """What the scheduler needs from a server connection."""
 
     connection_id: str
-    heartbeat_grace_used: bool
+    #: True: this member is checked with WebSocket pings, not hub heartbeats
+    heartbeat_by_ping: bool
 
     @property
-    def heartbeat_tracker(self) -> Any: ...
+    def heartbeat_tracker(self) -> HeartbeatTracker: ...
 
     @property
     def last_received(self) -> float: ...
 
     def send_prepared(self, prepared: PreparedMessage) -> None: ...
+
+    def send_ping(self, frame: bytes) -> None: ...
 
     def heartbeat_timed_out(self) -> None: ...
 
@@ -67,7 +88,7 @@ class ServerHeartbeatScheduler:
         self.members: dict[str, HeartbeatMember] = {}
         #: one sequence for every connection of this configuration
         self.sequence = 0
-        #: answers to the newest heartbeat since the last tick (logged per tick)
+        #: answers since the last tick (logged per tick)
         self.acknowledged = 0
         self._loop: LoopingCall | None = None
         self._next_due = 0.0
@@ -109,65 +130,67 @@ class ServerHeartbeatScheduler:
         self._next_due = now + self.policy.interval
         self.sequence += 1
         sequence = self.sequence
-        metadata = None
-        provider = self.policy.metadata_provider
-        if provider is not None:
-            try:
-                metadata = provider()
-            except Exception:
-                self.log.failure("heartbeat metadata provider failed; sending no metadata")
-        prepared = self._prepare(encode(ServerHeartbeat(sequence, to_us(now), metadata)))
-        started: list[HeartbeatMember] = []
+        prepared: PreparedMessage | None = None
+        ping: bytes | None = None
         for member in list(self.members.values()):
-            member.send_prepared(prepared)
-            if member.heartbeat_tracker.sent(sequence, now):
-                started.append(member)
+            if member.heartbeat_by_ping:
+                if ping is None:
+                    ping = ping_frame(sequence)
+                member.send_ping(ping)
+            else:
+                if prepared is None:
+                    prepared = self._prepare(encode(ServerHeartbeat(sequence, to_us(now), self._metadata())))
+                member.send_prepared(prepared)
+            member.heartbeat_tracker.sent(sequence, now)
         self.log.debug(
-            "heartbeat {sequence} sent to {count} connections; {acknowledged} acknowledged since the last one",
+            "heartbeat {sequence} sent to {count} connections; {acknowledged} answers since the last one",
             sequence=sequence, count=len(self.members), acknowledged=self.acknowledged,
         )
         self.acknowledged = 0
-        if started and self.policy.timeout is not None:
-            self._schedule_check(started, now)
+        if self.members and self.policy.timeout is not None:
+            self._schedule_check(self.policy.timeout)
 
-    def _schedule_check(self, members: list[HeartbeatMember], started_at: float) -> None:
-        timeout = self.policy.timeout
-        assert timeout is not None
-        due = started_at + timeout
+    def _metadata(self) -> bytes | None:
+        provider = self.policy.metadata_provider
+        if provider is None:
+            return None
+        try:
+            return provider()
+        except Exception:
+            # Logged once per tick (the provider runs once per tick); the beat still goes.
+            self.log.failure("heartbeat metadata provider failed; sending no metadata")
+            return None
+
+    def _schedule_check(self, delay: float) -> None:
+        due = self.clock.seconds() + delay
 
         def check() -> None:
             self._checks.discard(call)
-            self._check(members, started_at, due)
+            self._check(due)
 
-        call = self.clock.callLater(timeout, check)
+        call = self.clock.callLater(delay, check)
         self._checks.add(call)
 
-    def _check(self, members: list[HeartbeatMember], started_at: float, due: float) -> None:
+    def _check(self, due: float) -> None:
         now = self.clock.seconds()
         self.stall.observe(due, now)
-        stalled = self.policy.stall_grace and self.stall.stalled_since(started_at)
-        graced: list[HeartbeatMember] = []
-        for member in members:
+        policy = self.policy
+        last_stall_at = self.stall.last_stall_at if policy.stall_grace else None
+        graced = 0
+        for member in list(self.members.values()):
             tracker = member.heartbeat_tracker
-            if tracker.timeout_started_at != started_at or member.connection_id not in self.members:
-                continue  # answered, unregistered or gone
-            if self.policy.any_traffic_counts and member.last_received >= started_at:
-                tracker.timeout_started_at = None  # alive; the next beat starts afresh
+            if tracker.timeout_started_at is None:
                 continue
-            if stalled and not member.heartbeat_grace_used:
-                # Our own loop was stalled: answers may be unread in the socket
-                # buffer.  One more exchange before we believe the peer is gone.
-                member.heartbeat_grace_used = True
-                tracker.timeout_started_at = now
-                graced.append(member)
-                self.log.info(
-                    "heartbeat timeout of {id} deferred: our reactor was stalled "
-                    "({lag:.3f}s late)",
-                    id=member.connection_id,
-                    lag=self.stall.max_lag,
-                )
-                continue
-            self.log.debug("heartbeat timed out for {id}", id=member.connection_id)
-            member.heartbeat_timed_out()
+            verdict = tracker.check(now, policy, member.last_received, last_stall_at)
+            if verdict is HeartbeatVerdict.GRACE:
+                graced += 1
+            elif verdict is HeartbeatVerdict.TIMED_OUT and member.connection_id in self.members:
+                self.log.debug("heartbeat timed out for {id}", id=member.connection_id)
+                member.heartbeat_timed_out()
         if graced:
-            self._schedule_check(graced, now)
+            self.log.info(
+                "heartbeat timeout of {count} connection(s) deferred: our reactor was stalled ({lag:.3f}s late)",
+                count=graced, lag=self.stall.max_lag,
+            )
+            assert policy.timeout is not None
+            self._schedule_check(policy.timeout)

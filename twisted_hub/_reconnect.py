@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.application.internet import ClientService
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IAddress, IReactorTime, IStreamClientEndpoint, ITransport
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ._client import (
     HubClientFactory,
@@ -23,7 +26,7 @@ from ._client import (
     hub_url,
     make_proxy,
 )
-from ._errors import DisconnectKind, DisconnectReason
+from ._errors import ConnectTimeoutError, DisconnectKind, DisconnectReason
 
 _log = Logger()
 
@@ -54,6 +57,116 @@ def full_jitter_policy(
     return policy
 
 
+class _RecordingHubClientFactory(HubClientFactory):
+    """A L{HubClientFactory} that remembers the protocol it built last."""
+
+    last_built: HubClientProtocol | None = None
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        built = super().buildProtocol(addr)
+        self.last_built = cast(HubClientProtocol, built)
+        return built
+
+
+class _UntilHandshaken(Protocol):
+    """
+    Between the transport and C{ClientService}'s protocol proxy.  Until the
+    hub handshake is done, the end of the connection goes to the hub
+    protocol alone: a failed (or timed-out) handshake is reported to
+    C{ClientService} as a failed connection attempt (the endpoint's Deferred
+    fails), so it must not also hear of a disconnect: its state machine has
+    no transition for a connection lost before it was handed over.
+    """
+
+    def __init__(self, proxy: Any, client: HubClientProtocol) -> None:
+        self.proxy = proxy
+        self.client = client
+        self.handshaken = False
+
+    def makeConnection(self, transport: ITransport) -> None:
+        self.transport = transport
+        self.proxy.makeConnection(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.client.dataReceived(data)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if reason is None:
+            reason = Failure(ConnectionError("connection lost"))
+        if self.handshaken:
+            self.proxy.connectionLost(reason)
+        else:
+            self.client.connectionLost(reason)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+class _GuardingFactory(Factory):
+    """Builds C{ClientService}'s protocol and puts an L{_UntilHandshaken} in front of it."""
+
+    def __init__(self, service_factory: Any, hub_factory: _RecordingHubClientFactory) -> None:
+        self.service_factory = service_factory
+        self.hub_factory = hub_factory
+
+    def buildProtocol(self, addr: IAddress | None) -> _UntilHandshaken | None:
+        proxy = self.service_factory.buildProtocol(addr)
+        client = self.hub_factory.last_built
+        if proxy is None or client is None:
+            return None
+        return _UntilHandshaken(proxy, client)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.service_factory, name)
+
+
+@implementer(IStreamClientEndpoint)
+class _HandshakeEndpoint:
+    """
+    Connects and completes the hub handshake before it reports a
+    connection: for C{ClientService}, a connection is one that got its
+    WELCOME, and a refused or silent handshake is a failed attempt (counted
+    by the retry policy).  The handshake gets C{timeout} seconds.
+    """
+
+    def __init__(
+        self, endpoint: IStreamClientEndpoint, hub_factory: _RecordingHubClientFactory,
+        clock: IReactorTime, timeout: float,
+    ) -> None:
+        self._endpoint = endpoint
+        self._hub_factory = hub_factory
+        self._clock = clock
+        self._timeout = timeout
+
+    def connect(self, protocolFactory: Any) -> Deferred[Any]:
+        connecting: Deferred[Any] = self._endpoint.connect(_GuardingFactory(protocolFactory, self._hub_factory))
+        return connecting.addCallback(self._handshake)
+
+    def _handshake(self, guard: _UntilHandshaken) -> Deferred[Any]:
+        client = guard.client
+
+        def timed_out(result: Any, seconds: float) -> Any:
+            if not isinstance(result, Failure):
+                return result
+            _log.info("hub handshake timed out after {seconds}s (no {stage})", seconds=seconds, stage=client.handshake_stage)
+            return Failure(ConnectTimeoutError(client.handshake_stage, seconds))
+
+        # Cancelling ready (the timeout, or ClientService stopping) closes the socket.
+        client.ready.addTimeout(self._timeout, self._clock, onTimeoutCancel=timed_out)
+        handed_over: Deferred[Any] = Deferred(lambda _: client.ready.cancel())
+
+        def forward(outcome: Any) -> Any:
+            if isinstance(outcome, Failure):
+                handed_over.errback(outcome)
+                return None  # reported to ClientService through handed_over
+            guard.handshaken = True
+            handed_over.callback(guard.proxy)
+            return outcome
+
+        client.ready.addBoth(forward)
+        return handed_over
+
+
 class ReconnectingHubClient:
     """
     A hub client that stays connected.
@@ -62,7 +175,11 @@ class ReconnectingHubClient:
     L{full_jitter_policy} (or your C{retry_policy}); C{on_connected(client)}
     runs after every successful handshake (return a Deferred to hold calls
     until, say, the client has rejoined its groups); C{on_disconnected(reason)}
-    runs after every disconnect.
+    runs after every disconnect.  A connection whose WebSocket upgrade or
+    WELCOME does not come within C{handshake_timeout} seconds is closed and
+    counts as a failed attempt (the TCP connect has the endpoint's own
+    timeout, 30 s for the default one).  C{receiver_interface} limits the
+    receiver methods the server may call, as for L{connect}.
 
         service = ReconnectingHubClient("ws://127.0.0.1:8080/hub", "chat",
                                         receiver=me, on_connected=rejoin)
@@ -82,13 +199,17 @@ class ReconnectingHubClient:
         retry_policy: Callable[[int], float] | None = None,
         endpoint: IStreamClientEndpoint | None = None,
         reactor: Any = None,
+        handshake_timeout: float = 30.0,
+        receiver_interface: type | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
             reactor = global_reactor
         full_url = hub_url(url, hub)
-        self.factory = HubClientFactory(full_url, receiver, options, reactor=reactor)
+        self.factory = _RecordingHubClientFactory(
+            full_url, receiver, options, reactor=reactor, receiver_interface=receiver_interface
+        )
         self.factory.on_connection_ended = self._ended
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
@@ -97,7 +218,10 @@ class ReconnectingHubClient:
         self.current: HubClientProtocol | None = None
         self.disconnects: list[DisconnectReason] = []
         self.service = ClientService(
-            endpoint if endpoint is not None else endpoint_for(full_url, reactor),
+            _HandshakeEndpoint(
+                endpoint if endpoint is not None else endpoint_for(full_url, reactor),
+                self.factory, reactor, handshake_timeout,
+            ),
             self.factory,
             retryPolicy=retry_policy or full_jitter_policy(),
             clock=reactor,
@@ -112,6 +236,7 @@ class ReconnectingHubClient:
                 return None
             return maybeDeferred(self._on_connected, client)
 
+        # The handshake is done (_HandshakeEndpoint waited for it).
         return protocol.ready.addCallback(handshaken)
 
     def _ended(self, protocol: HubClientProtocol, reason: DisconnectReason) -> None:

@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._autobahn import FastPathMixin
+from ._autobahn import BoundedDropMixin, FastPathMixin
 from ._connection import (
     CallFailed,
     CallSucceeded,
@@ -50,9 +50,12 @@ from ._limits import (
     ConnectionLimits,
     GuardedConnection,
 )
-from ._liveness import ServerHeartbeatScheduler
+from ._liveness import ServerHeartbeatScheduler, ping_sequence
 from ._origin import AllowedHosts
+from ._ratelimit import LogRateLimiter, bounded_text, peer_text
 from ._wire import (
+    HEARTBEAT_TIMEOUT_REASON,
+    PING_TIMEOUT_REASON,
     SUBPROTOCOL,
     Close,
     CloseCode,
@@ -61,6 +64,7 @@ from ._wire import (
     MessageKind,
     Notify,
     ProtocolError,
+    TooManyMessagesError,
     close_reason_bytes,
     encode_fields,
 )
@@ -71,8 +75,15 @@ _CONNECTION_DONE = Failure(ConnectionDone())
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_MAX_OUTGOING_BUFFER = 4 * 1024 * 1024
 DEFAULT_MAX_PENDING_CALLS = 256
+DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024
 DEFAULT_CLIENT_RESULT_TIMEOUT = 5.0
 DEFAULT_HELLO_TIMEOUT = 10.0
+DEFAULT_MAX_MESSAGES_PER_FRAME = 1024
+
+#: What the transport's buffer holds per write besides the bytes themselves
+#: (a bytes object's header, a list slot): counted with each write, so a
+#: flood of small frames (pongs) is held to max_outgoing_buffer in memory too.
+_BUFFERED_WRITE_OVERHEAD = 48
 
 _INVOKE = MessageKind.INVOKE
 _NOTIFY = MessageKind.NOTIFY
@@ -208,7 +219,7 @@ class HubRuntime:
 
 
 @implementer(IPushProducer)
-class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore[misc]
+class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol):  # type: ignore[misc]
     """One client connection to one hub."""
 
     factory: HubServerFactory
@@ -221,11 +232,14 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         self.runtime: HubRuntime | None = None
         self.heartbeat_policy = HeartbeatPolicy()
         self.heartbeat_scheduler: ServerHeartbeatScheduler | None = None
-        self.heartbeat_grace_used = False
+        #: checked with WebSocket pings: the client did not announce heartbeats
+        self.heartbeat_by_ping = False
         self.ack_callback: Callable[[float], object] | None = None
         self._handling = 0
-        self._queue: deque[Invoke | Notify] = deque()
+        self._queue: deque[tuple[Invoke | Notify, int]] = deque()
         self._running = 0
+        #: encoded bytes of the calls running (asynchronously) or queued
+        self._pending_bytes = 0
         self._close_reason: DisconnectReason | None = None
         self._paused = False
         self._written_while_paused = 0
@@ -234,6 +248,8 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         self._handshake_deadline: IDelayedCall | None = None
         self._admitted_peer: IAddress | None = None  # counted in factory.limits by this protocol
         self._refused = False
+        #: created at the first log line about a peer mistake
+        self._peer_log: LogRateLimiter | None = None
 
     # -- heartbeat member interface ------------------------------------------
     @property
@@ -245,14 +261,45 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         return self.core.last_received
 
     def heartbeat_timed_out(self) -> None:
-        self.close_with(
-            CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout", DisconnectKind.TIMED_OUT
-        )
+        if self.heartbeat_by_ping:
+            _log.info("{id} answered no WebSocket ping in time; closing", id=self.connection_id)
+            self.close_with(CloseCode.HEARTBEAT_TIMEOUT, PING_TIMEOUT_REASON, DisconnectKind.TIMED_OUT)
+        else:
+            _log.info("{id} answered no heartbeat in time; closing", id=self.connection_id)
+            self.close_with(CloseCode.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_REASON, DisconnectKind.TIMED_OUT)
+
+    def send_ping(self, frame: bytes) -> None:
+        """Send a WebSocket ping frame built once for many connections."""
+        if self._disconnected or self.state != self.STATE_OPEN:
+            return
+        if self.core.has_outgoing:
+            self._flush()
+        self.sendData(frame)  # counted as unread output there, like every write
+
+    def onPong(self, payload: bytes) -> None:
+        if not self.heartbeat_by_ping or self.heartbeat_scheduler is None:
+            return
+        sequence = ping_sequence(payload)
+        if sequence is None:
+            return
+        latency = self.core.heartbeat.acknowledged(sequence, self.factory.clock.seconds())
+        if latency is not None:
+            self._heartbeat_answered(HeartbeatAnswered(sequence, latency))
+
+    @property
+    def disconnect_reason(self) -> DisconnectReason | None:
+        """Why this connection ended, once it has (None while open)."""
+        return self._close_reason if self._disconnected else None
 
     @property
     def calls_in_progress(self) -> int:
         """Hub calls this connection is running or has queued."""
         return self._running + len(self._queue)
+
+    @property
+    def bytes_in_progress(self) -> int:
+        """Encoded size of the calls this connection is running (asynchronously) or has queued."""
+        return self._pending_bytes
 
     def stop_heartbeat(self) -> None:
         scheduler = self.heartbeat_scheduler
@@ -328,27 +375,31 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         self.connection_id = _new_connection_id()
         self.heartbeat_policy = runtime.heartbeat_policy
         self.core = ServerConnection(self.connection_id)
+        self.core.max_messages_per_frame = factory.max_messages_per_frame
         hub = runtime.hub_class()
         hub._runtime = runtime
         hub.connection = ConnectionContext(self, request)
         self.hub = hub
-        try:
-            result = hub.on_connecting(request)
-        except RefuseConnection as refusal:
-            raise ConnectionDeny(refusal.status, refusal.reason) from None
-        except Exception:
-            _log.failure("on_connecting of {hub} raised", hub=runtime.hub_class.hub_name)
-            raise ConnectionDeny(500, "internal server error") from None
-        if isinstance(result, Deferred):
+        hub_name = runtime.hub_class.hub_name
 
-            def refused(failure: Failure) -> Failure:
-                if failure.check(RefuseConnection):
-                    refusal = failure.value
-                    return Failure(ConnectionDeny(refusal.status, refusal.reason))  # type: ignore[union-attr]
-                _log.failure("on_connecting of {hub} failed", failure, hub=runtime.hub_class.hub_name)
-                return Failure(ConnectionDeny(500, "internal server error"))
+        def refused(failure: Failure) -> Failure:
+            if failure.check(RefuseConnection):
+                refusal = failure.value
+                return Failure(ConnectionDeny(refusal.status, refusal.reason))  # type: ignore[union-attr]
+            _log.failure("on_connecting of {hub} failed", failure, hub=hub_name)
+            return Failure(ConnectionDeny(500, "internal server error"))
 
-            return result.addCallbacks(lambda _: SUBPROTOCOL, refused)
+        # maybeDeferred runs the hook and turns a coroutine (async def) into a
+        # Deferred, so an async refusal is awaited like a Deferred one.
+        decided = maybeDeferred(hub.on_connecting, request).addCallbacks(lambda _: SUBPROTOCOL, refused)
+        if not decided.called:
+            return decided
+        # The hook answered at once (sync, or an async def that never waited):
+        # answer autobahn synchronously too.
+        outcome: list[Any] = []
+        decided.addBoth(outcome.append)
+        if isinstance(outcome[0], Failure):
+            outcome[0].raiseException()
         return SUBPROTOCOL
 
     def onOpen(self) -> None:
@@ -358,6 +409,7 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         runtime = self.runtime
         assert runtime is not None
         policy = self.heartbeat_policy
+        self.count_any_traffic = policy.any_traffic_counts
         if policy.enabled:
             self.core.welcome(policy.interval, policy.timeout, self.factory.max_message_size)
         else:
@@ -365,12 +417,25 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         self._flush()
         runtime.connections[self.connection_id] = self
         self.factory.connection_count += 1
-        try:
-            self.transport.registerProducer(self, True)
-        except Exception:  # a transport that takes no producer (some test doubles)
-            pass
+        self._become_producer()
         self._hello_deadline = self.factory.clock.callLater(self.factory.hello_timeout, self._no_hello)
         self._call_hook("on_connected")
+
+    def _become_producer(self) -> None:
+        """
+        Register as the transport's streaming producer: the transport pauses
+        us when its buffer is full, and what we write from then on counts
+        against max_outgoing_buffer (see L{sendData}).
+        """
+        transport = self.transport
+        previous = getattr(transport, "producer", None)
+        if previous is not None and previous is not self:
+            # Behind twisted.web (HubResource, or autobahn's WebSocketResource)
+            # the HTTP channel that parsed the upgrade registered itself as the
+            # producer of this transport, and stays registered after the
+            # transport was handed to us; it will never write again.
+            transport.unregisterProducer()
+        transport.registerProducer(self, True)
 
     def _no_hello(self) -> None:
         self._hello_deadline = None
@@ -391,10 +456,12 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         self._handling += 1
         try:
             events = core.receive_frame(payload, self.factory.clock.seconds())
+            # A call's size (for max_pending_bytes) is its frame's share.
+            call_size = len(payload) // len(events) if len(events) > 1 else len(payload)
             for event in events:
                 kind = type(event)
                 if kind is Invoke or kind is Notify:
-                    self._invocation(event)  # type: ignore[arg-type]
+                    self._invocation(event, call_size)  # type: ignore[arg-type]
                 elif kind is CallSucceeded:
                     event.token.callback(event.value)  # type: ignore[union-attr]
                 elif kind is CallFailed:
@@ -408,6 +475,12 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
                     self._close_reason = DisconnectReason(
                         kind_for_close(event.code, False), event.code, event.reason  # type: ignore[union-attr]
                     )
+        except TooManyMessagesError as e:
+            _log.info(
+                "{peer} ({id}) sent {error}; closing with {code}",
+                peer=self.peer, id=self.connection_id, error=e, code=CloseCode.POLICY_VIOLATION,
+            )
+            self.close_with(CloseCode.POLICY_VIOLATION, str(e), DisconnectKind.PROTOCOL_ERROR)
         except ProtocolError as e:
             _log.info(
                 "protocol error from {peer} ({id}): {error}; closing", peer=self.peer, id=self.connection_id, error=e
@@ -426,12 +499,20 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
             self._hello_deadline.cancel()
             self._hello_deadline = None
         policy = self.heartbeat_policy
-        if policy.enabled and self.core.peer_takes_heartbeats:
-            self.heartbeat_scheduler = self.factory.scheduler_for(policy)
-            self.heartbeat_scheduler.add(self)
+        if not policy.enabled:
+            return
+        if self.core.peer_takes_heartbeats:
+            self.heartbeat_by_ping = False
+        elif policy.ping_fallback:
+            # No connection goes unchecked: a client that does not speak our
+            # heartbeat still answers WebSocket pings (RFC 6455 requires it).
+            self.heartbeat_by_ping = True
+        else:
+            return
+        self.heartbeat_scheduler = self.factory.scheduler_for(policy)
+        self.heartbeat_scheduler.add(self)
 
     def _heartbeat_answered(self, event: HeartbeatAnswered) -> None:
-        self.heartbeat_grace_used = False
         # No log event per ack (that costs ~5% of the server's heartbeat CPU,
         # docs/performance.md): the scheduler logs the count once per tick.
         scheduler = self.heartbeat_scheduler
@@ -445,28 +526,37 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
                 _log.failure("heartbeat ack callback raised")
 
     # -- running hub methods -------------------------------------------------
-    def _invocation(self, invocation: Invoke | Notify) -> None:
-        if self._running + len(self._queue) >= self.factory.max_pending_calls:
+    def _invocation(self, invocation: Invoke | Notify, size: int) -> None:
+        factory = self.factory
+        refusal = None
+        if self._running + len(self._queue) >= factory.max_pending_calls:
+            refusal = f"more than {factory.max_pending_calls} calls pending on this connection"
+        elif self._pending_bytes and self._pending_bytes + size > factory.max_pending_bytes:
+            # (A call is never refused when nothing is pending, whatever its size.)
+            refusal = f"more than {factory.max_pending_bytes} bytes of calls pending on this connection"
+        if refusal is not None:
             if invocation.kind == _INVOKE:
-                self._send_error(
-                    invocation.call_id,  # type: ignore[union-attr]
-                    ErrorCode.TOO_MANY_PENDING,
-                    f"more than {self.factory.max_pending_calls} calls pending on this connection",
+                self._send_error(invocation.call_id, ErrorCode.TOO_MANY_PENDING, refusal)  # type: ignore[union-attr]
+            else:
+                self._peer_mistake(
+                    "notification {method} dropped on {id}: {error}",
+                    method=peer_text(invocation.method), error=refusal,
                 )
             return
         if self._running and not self.runtime.hub_class.concurrent:  # type: ignore[union-attr]
-            self._queue.append(invocation)
+            self._queue.append((invocation, size))
+            self._pending_bytes += size
             return
-        self._run(invocation)
+        self._run(invocation, size)
 
-    def _run(self, invocation: Invoke | Notify) -> None:
+    def _run(self, invocation: Invoke | Notify, size: int) -> None:
         runtime = self.runtime
         assert runtime is not None
         call_id = invocation.call_id if invocation.kind == _INVOKE else None  # type: ignore[union-attr]
         spec = runtime.methods.get(invocation.method)
         if spec is None:
             hub_name = runtime.hub_class.hub_name
-            self._fail(call_id, ErrorCode.UNKNOWN_METHOD, f"hub {hub_name!r} has no method {invocation.method!r}")
+            self._fail(call_id, ErrorCode.UNKNOWN_METHOD, f"hub {hub_name!r} has no method {peer_text(invocation.method)}")
             return
         args, kwargs = invocation.args, invocation.kwargs
         try:
@@ -492,22 +582,25 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         if isinstance(result, Deferred) or hasattr(result, "__await__"):
             deferred = result if isinstance(result, Deferred) else ensureDeferred(result)
             self._running += 1
+            self._pending_bytes += size
             deferred.addCallbacks(
                 self._async_done, self._async_failed,
-                callbackArgs=(call_id,), errbackArgs=(call_id, invocation.method),
+                callbackArgs=(call_id, size), errbackArgs=(call_id, invocation.method, size),
             )
             return
         if call_id is not None:
             self._send_result(call_id, result)
 
-    def _async_done(self, value: Any, call_id: int | None) -> None:
+    def _async_done(self, value: Any, call_id: int | None, size: int) -> None:
         self._running -= 1
+        self._pending_bytes -= size
         if call_id is not None:
             self._send_result(call_id, value)
         self._next()
 
-    def _async_failed(self, failure: Failure, call_id: int | None, method: str) -> None:
+    def _async_failed(self, failure: Failure, call_id: int | None, method: str, size: int) -> None:
         self._running -= 1
+        self._pending_bytes -= size
         if failure.check(HubError):
             error = failure.value
             self._fail(call_id, error.code, error.message, error.detail)  # type: ignore[union-attr]
@@ -517,16 +610,22 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
 
     def _next(self) -> None:
         if self._disconnected:
-            self._queue.clear()
+            self._clear_queue()
             return
         self._handling += 1
         try:
             while self._queue and not self._running:
-                self._run(self._queue.popleft())
+                invocation, size = self._queue.popleft()
+                self._pending_bytes -= size
+                self._run(invocation, size)
         finally:
             self._handling -= 1
             if not self._handling:
                 self._flush()
+
+    def _clear_queue(self) -> None:
+        self._pending_bytes -= sum(size for _, size in self._queue)
+        self._queue.clear()
 
     def _send_result(self, call_id: int, value: Any) -> None:
         try:
@@ -545,9 +644,26 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
 
     def _fail(self, call_id: int | None, code: str, message: str, detail: Any = None) -> None:
         if call_id is None:
-            _log.info("notification failed on {id}: [{code}] {message}", id=self.connection_id, code=code, message=message)
+            self._peer_mistake(
+                "notification failed on {id}: [{code}] {error}", code=code, error=bounded_text(message)
+            )
             return
         self._send_error(call_id, code, message, detail)
+
+    def _peer_mistake(self, format: str, **fields: Any) -> None:
+        """
+        Log one line about something the peer got wrong, at most one line per
+        connection per second (the line says how many were suppressed).
+        """
+        limiter = self._peer_log
+        if limiter is None:
+            limiter = self._peer_log = LogRateLimiter()
+        suppressed = limiter.allow(self.factory.clock.seconds())
+        if suppressed is None:
+            return
+        if suppressed:
+            format += " ({suppressed} similar lines suppressed)"
+        _log.info(format, id=self.connection_id, suppressed=suppressed, **fields)
 
     def _internal_error(self, call_id: int | None, method: str, failure: Failure) -> None:
         _log.failure("hub method {method} raised", failure, method=method)
@@ -615,7 +731,6 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         if self.state != self.STATE_OPEN:
             return  # closing (e.g. kicked inside a call): autobahn refuses to send
         for frame in core.frames_to_send(core.send_limit(self.factory.max_message_size)):
-            self._account(len(frame))
             self.sendMessage(frame, isBinary=True)
 
     def send_prepared(self, prepared: Any) -> None:
@@ -628,22 +743,38 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
             return
         if self.core.has_outgoing:
             self._flush()
-        self._account(len(prepared.payloadHybi))
         self.sendPreparedMessage(prepared)
 
-    def _account(self, size: int) -> None:
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        # Every byte for this client passes here: hub messages, prepared
+        # broadcasts, heartbeats, and what autobahn writes on its own (pongs
+        # to the client's pings, close frames).  Unread output is what was
+        # handed to the transport since it last said its buffer was full
+        # (pauseProducing), the write that filled it included.
+        if self._disconnected:
+            return
+        size = len(data) + _BUFFERED_WRITE_OVERHEAD
         if self._paused:
+            if self._written_while_paused + size > self.factory.max_outgoing_buffer:
+                self._drop_slow_consumer(self._written_while_paused + size)
+                return
             self._written_while_paused += size
-            if self._written_while_paused > self.factory.max_outgoing_buffer:
-                _log.warn(
-                    "{id} does not read its data ({size} bytes waiting): disconnecting",
-                    id=self.connection_id, size=self._written_while_paused,
-                )
-                self._close_reason = DisconnectReason(
-                    DisconnectKind.SLOW_CONSUMER, CloseCode.SLOW_CONSUMER, "outgoing buffer limit", True
-                )
-                self._disconnected = True
-                self.transport.abortConnection()
+            super().sendData(data, sync, chopsize)
+            return
+        super().sendData(data, sync, chopsize)
+        if self._paused:  # this write filled the buffer: pauseProducing ran inside it
+            self._written_while_paused = size
+
+    def _drop_slow_consumer(self, waiting: int) -> None:
+        _log.warn(
+            "{id} does not read its data ({size} bytes waiting, limit {limit}): disconnecting",
+            id=self.connection_id, size=waiting, limit=self.factory.max_outgoing_buffer,
+        )
+        self._close_reason = DisconnectReason(
+            DisconnectKind.SLOW_CONSUMER, CloseCode.SLOW_CONSUMER, "outgoing buffer limit", True
+        )
+        self._disconnected = True
+        self.transport.abortConnection()
 
     # IPushProducer: the transport tells us when its buffer is full.
     def pauseProducing(self) -> None:
@@ -674,12 +805,13 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
             self.sendCloseFrame(code, close_reason_bytes(reason), isReply=False)
             if code == CloseCode.HEARTBEAT_TIMEOUT:
                 # The peer is presumably gone: don't wait for its close reply.
-                self.dropConnection(abort=False)
+                self.drop_after_close(self.factory.clock)
         else:
             self.dropConnection(abort=True)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._disconnected = True
+        self.cancel_drop()
         if self._hello_deadline is not None:
             self._hello_deadline.cancel()
             self._hello_deadline = None
@@ -705,10 +837,15 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
         runtime.groups.remove_everywhere(self)
         del runtime.connections[self.connection_id]
         self.factory.connection_count -= 1
-        self._queue.clear()
+        self._clear_queue()
         for deferred in self.core.closed():
             deferred.errback(ConnectionClosedError(close_reason))
         self._call_hook("on_disconnected", close_reason)
+        if self._peer_log is not None and self._peer_log.suppressed:
+            _log.info(
+                "{id}: {suppressed} more lines about its mistakes were suppressed",
+                id=self.connection_id, suppressed=self._peer_log.suppressed,
+            )
         _log.debug("connection {id} closed: {reason}", id=self.connection_id, reason=str(close_reason))
 
     def _call_hook(self, name: str, *args: Any) -> None:
@@ -717,14 +854,6 @@ class HubServerProtocol(FastPathMixin, WebSocketServerProtocol):  # type: ignore
             return
         result = maybeDeferred(getattr(hub, name), *args)
         result.addErrback(lambda f: _log.failure("{hook} of {id} failed", f, hook=name, id=self.connection_id))
-
-    # autobahn logs every chunk at debug level, building the arguments even when
-    # debug logging is off; we skip that on the hot path.
-    def dataReceived(self, data: bytes) -> None:
-        if self.heartbeat_policy.any_traffic_counts and self.core is not None:
-            # Bytes of a large message still arriving are a sign of life too.
-            self.core.last_received = self.factory.clock.seconds()
-        self._dataReceived(data)
 
 
 class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
@@ -741,7 +870,14 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
     @param max_outgoing_buffer: bytes a client may leave unread before it is
         disconnected (close 4004).
     @param max_pending_calls: calls one connection may have running or queued;
-        more are answered with C{too-many-pending}.
+        more are answered with C{too-many-pending} (a notification over it is
+        dropped, with a log line).
+    @param max_pending_bytes: encoded bytes of the calls one connection may
+        have running or queued; a call that would go over it is answered with
+        C{too-many-pending} (a call is always accepted when none is pending).
+    @param max_messages_per_frame: the most messages one incoming frame may
+        hold; a frame with more is not handled at all and the connection is
+        closed with 1008 (policy violation).
     @param client_result_timeout: default seconds to wait for a client result.
     @param hello_timeout: seconds a new connection may take to send its hello
         before it is closed with 4003.
@@ -762,6 +898,10 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
     """
 
     protocol = HubServerProtocol  # type: ignore[assignment]
+    #: take the autobahn fast path (twisted_hub/_autobahn.py) when the installed
+    #: autobahn is a tested version; set False (on the class or an instance) for
+    #: stock autobahn on every frame
+    fast_path: bool = True
 
     def __init__(
         self,
@@ -773,8 +913,10 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_outgoing_buffer: int = DEFAULT_MAX_OUTGOING_BUFFER,
         max_pending_calls: int = DEFAULT_MAX_PENDING_CALLS,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         client_result_timeout: float = DEFAULT_CLIENT_RESULT_TIMEOUT,
         hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
+        max_messages_per_frame: int = DEFAULT_MAX_MESSAGES_PER_FRAME,
         allowed_origins: Iterable[str] | Callable[[ConnectionRequest], bool] | None = None,
         allowed_hosts: Iterable[str] | None = None,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
@@ -789,11 +931,13 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
         # autobahn resolved the reactor (the global one unless given): our timers use it too.
         self.clock: IReactorTime = clock if clock is not None else self.reactor
         self.heartbeat = heartbeat or HeartbeatPolicy()
-        if max_message_size <= 0 or max_outgoing_buffer <= 0 or max_pending_calls <= 0:
+        if min(max_message_size, max_outgoing_buffer, max_pending_calls, max_pending_bytes, max_messages_per_frame) <= 0:
             raise ValueError("limits must be positive")
         self.max_message_size = max_message_size
         self.max_outgoing_buffer = max_outgoing_buffer
         self.max_pending_calls = max_pending_calls
+        self.max_messages_per_frame = max_messages_per_frame
+        self.max_pending_bytes = max_pending_bytes
         self.client_result_timeout = client_result_timeout
         self.hello_timeout = hello_timeout
         self.allowed_origins: frozenset[str] | Callable[[ConnectionRequest], bool] | None = (

@@ -27,6 +27,11 @@ CAP_BATCH = "batch"
 OUR_CAPABILITIES = (CAP_HEARTBEAT, CAP_BATCH)
 
 
+
+def to_us(seconds: float) -> int:
+    """Seconds to whole microseconds, as heartbeats carry time."""
+    return int(seconds * 1_000_000)
+
 class ProtocolError(Exception):
     """
     The peer sent something that is not a valid message of this protocol.
@@ -34,6 +39,20 @@ class ProtocolError(Exception):
     The connection that produced it is closed with
     L{CloseCode.PROTOCOL_ERROR}; no other connection is affected.
     """
+
+
+class TooManyMessagesError(ProtocolError):
+    """
+    A frame holds more messages than the receiver accepts in one frame.
+
+    Detected before any message of the frame is handled (none of them run);
+    the server closes the connection with L{CloseCode.POLICY_VIOLATION}.
+    """
+
+
+#: Senders put at most this many messages in one frame (a batch is split);
+#: receivers accept at least this many (docs/protocol.md, section 1.2).
+BATCH_MESSAGES = 256
 
 
 class MessageKind:
@@ -65,6 +84,7 @@ class CloseCode:
     NORMAL = 1000
     GOING_AWAY = 1001
     UNSUPPORTED_DATA = 1003  # a text frame
+    POLICY_VIOLATION = 1008  # more messages in one frame than the receiver accepts
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     KICKED = 4000
@@ -72,6 +92,12 @@ class CloseCode:
     PROTOCOL_ERROR = 4002
     HANDSHAKE_FAILED = 4003
     SLOW_CONSUMER = 4004
+
+
+#: Close reasons sent with 4001: a hub heartbeat timed out (either side), or
+#: the server's WebSocket pings to a client without hub heartbeats did.
+HEARTBEAT_TIMEOUT_REASON = "heartbeat timeout"
+PING_TIMEOUT_REASON = "websocket ping timeout"
 
 
 def close_reason_bytes(reason: str) -> bytes:
@@ -465,8 +491,12 @@ def _decode_one(raw: object) -> Message:
     raise ProtocolError(f"unknown message kind {kind!r}")
 
 
-def _unpack(data: bytes) -> list[object]:
-    """Return every msgpack value in C{data}; raise ProtocolError on bad bytes."""
+def _unpack(data: bytes, max_messages: int | None = None) -> list[object]:
+    """
+    Return every msgpack value in C{data}; raise ProtocolError on bad bytes
+    and L{TooManyMessagesError} past C{max_messages} values (counted while
+    decoding: the rest of the frame is not decoded).
+    """
     try:
         try:
             # The common case, one message in the frame, is the fastest path.
@@ -479,8 +509,11 @@ def _unpack(data: bytes) -> list[object]:
         # tell() after the last *complete* value: once iteration stops on a
         # partial value, tell() already counts (some of) its bytes.
         end = 0
+        limit = max_messages if max_messages is not None else len(data)
         for value in unpacker:
             values.append(value)
+            if len(values) > limit:
+                raise TooManyMessagesError(f"more than {limit} messages in one frame")
             end = unpacker.tell()
         if end != len(rest):
             raise ProtocolError("malformed msgpack: truncated message at the end of the frame")
@@ -493,13 +526,15 @@ def _unpack(data: bytes) -> list[object]:
         raise ProtocolError("malformed msgpack: nested too deeply") from None
 
 
-def decode_frame(data: bytes) -> list[Message]:
+def decode_frame(data: bytes, max_messages: int | None = None) -> list[Message]:
     """
     Decode every message in one binary frame.
 
+    @param max_messages: the most messages one frame may hold (None: any).
+    @raise TooManyMessagesError: the frame holds more than C{max_messages}.
     @raise ProtocolError: the frame is empty, not msgpack, or holds a value
         that is not a valid message.
     """
     if not data:
         raise ProtocolError("empty frame")
-    return [_decode_one(raw) for raw in _unpack(data)]
+    return [_decode_one(raw) for raw in _unpack(data, max_messages)]

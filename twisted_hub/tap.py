@@ -35,8 +35,9 @@ _REPEATABLE = {
 }
 _SINGLE = (
     "port", "path", "heartbeat-interval", "heartbeat-timeout", "max-message-size",
-    "log-level", "shutdown-timeout", "handshake-timeout", "max-connections", "max-connections-per-ip",
-    "status-path",
+    "log-level", "shutdown-timeout",
+    "max-outgoing-buffer", "max-pending-calls", "max-pending-bytes",
+    "handshake-timeout", "max-connections", "max-connections-per-ip", "status-path",
 )
 _FLAGS = ("no-status",)
 
@@ -158,6 +159,9 @@ class Options(usage.Options):
         ["heartbeat-interval", None, None, "Server heartbeat interval in seconds (turns heartbeats on)."],
         ["heartbeat-timeout", None, None, "Server heartbeat timeout in seconds (default 3 x interval; 'none' never)."],
         ["max-message-size", None, None, "Largest incoming message in bytes (suffixes KiB, MiB) [1MiB]."],
+        ["max-outgoing-buffer", None, None, "Unread output a client may leave, bytes; then close 4004 [4MiB]."],
+        ["max-pending-calls", None, None, "Calls one connection may have running or queued [256]."],
+        ["max-pending-bytes", None, None, "Bytes of calls one connection may have running or queued [8MiB]."],
         ["log-level", None, None, f"Minimum log level: debug, info, warn, error, critical [{DEFAULT_LOG_LEVEL}]."],
         ["shutdown-timeout", None, None, "Seconds a graceful shutdown may take before connections are dropped [10]."],
         ["handshake-timeout", None, None,
@@ -272,10 +276,27 @@ class Options(usage.Options):
         self["heartbeat"] = policy
 
     def _check_limits(self) -> None:
-        from ._server import DEFAULT_MAX_MESSAGE_SIZE
+        from ._server import (
+            DEFAULT_MAX_MESSAGE_SIZE,
+            DEFAULT_MAX_OUTGOING_BUFFER,
+            DEFAULT_MAX_PENDING_BYTES,
+            DEFAULT_MAX_PENDING_CALLS,
+        )
 
-        size = self["max-message-size"]
-        self["max-message-size"] = DEFAULT_MAX_MESSAGE_SIZE if size is None else _size("max-message-size", size)
+        for name, default in (
+            ("max-message-size", DEFAULT_MAX_MESSAGE_SIZE),
+            ("max-outgoing-buffer", DEFAULT_MAX_OUTGOING_BUFFER),
+            ("max-pending-bytes", DEFAULT_MAX_PENDING_BYTES),
+        ):
+            size = self[name]
+            self[name] = default if size is None else _size(name, size)
+        calls = self["max-pending-calls"]
+        if calls is None:
+            self["max-pending-calls"] = DEFAULT_MAX_PENDING_CALLS
+        elif not str(calls).strip().isdigit() or int(calls) <= 0:
+            raise usage.UsageError(f"--max-pending-calls must be a whole number > 0, got {calls!r}")
+        else:
+            self["max-pending-calls"] = int(calls)
         timeout = self["shutdown-timeout"]
         from ._service import DEFAULT_SHUTDOWN_TIMEOUT, LOG_LEVELS
 
@@ -335,6 +356,9 @@ def makeService(options: Options) -> IService:
         heartbeat=options["heartbeat"],
         allowed_origins=options["allowed-origins"],
         max_message_size=options["max-message-size"],
+        max_outgoing_buffer=options["max-outgoing-buffer"],
+        max_pending_calls=options["max-pending-calls"],
+        max_pending_bytes=options["max-pending-bytes"],
         shutdown_timeout=options["shutdown-timeout"],
         allowed_hosts=options["allowed-hosts"] or None,
         handshake_timeout=options["handshake-timeout"],

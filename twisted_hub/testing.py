@@ -12,7 +12,9 @@ memory, on one L{Clock}, with no sockets and no global reactor.
 
 A connection can be frozen (L{TestConnection.freeze_client},
 L{TestConnection.freeze_server}): that side's bytes stop moving in both
-directions, as if its process were stopped, until thawed.
+directions, as if its process were stopped, until thawed.  It can also be
+slow (L{TestConnection.set_latency}): every byte takes that long to cross,
+each way, as on a congested mobile path.
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ class TestConnection:
         self.server_frozen = False
         self._held_for_client: list[bytes] = []
         self._held_for_server: list[bytes] = []
+        #: one-way delay of the link, seconds
+        self.latency = 0.0
+        # chunks still crossing the link, per direction
+        self._in_flight = {"to client": 0, "to server": 0}
         #: every binary message payload the client / server received, in order
         self.client_received: list[bytes] = []
         self.server_received: list[bytes] = []
@@ -90,6 +96,30 @@ class TestConnection:
         """The server side of this connection stops reading and writing."""
         self.server_frozen = True
 
+    def set_latency(self, seconds: float) -> None:
+        """
+        From now on every byte takes C{seconds} to reach the other side, in
+        both directions (round trip: twice that).  Order is kept.
+        """
+        if seconds < 0:
+            raise ValueError("latency must be >= 0")
+        self.latency = seconds
+
+    def _send(self, direction: str, data: bytes) -> None:
+        if not self.latency:
+            self._held(direction).append(data)
+            return
+        self._in_flight[direction] += 1
+
+        def arrive() -> None:
+            self._in_flight[direction] -= 1
+            self._held(direction).append(data)
+
+        self._server.clock.callLater(self.latency, arrive)
+
+    def _held(self, direction: str) -> list[bytes]:
+        return self._held_for_server if direction == "to server" else self._held_for_client
+
     def thaw(self) -> None:
         """Undo L{freeze_client} / L{freeze_server}; held bytes flow again."""
         self.client_frozen = self.server_frozen = False
@@ -114,9 +144,9 @@ class TestConnection:
         from_client = self.client_transport.getOutBuffer()
         from_server = self.server_transport.getOutBuffer()
         if from_client:
-            self._held_for_server.append(from_client)
+            self._send("to server", from_client)
         if from_server:
-            self._held_for_client.append(from_server)
+            self._send("to client", from_server)
         if self._held_for_server and not self.client_frozen and not self.server_frozen:
             data = b"".join(self._held_for_server)
             self._held_for_server = []
@@ -139,15 +169,18 @@ class TestConnection:
         # the close, and only while it is not frozen.
         client, server = self.client_transport, self.server_transport
         sides = (
-            (client, self.client_frozen, server, self.server_frozen, self._held_for_server),
-            (server, self.server_frozen, client, self.client_frozen, self._held_for_client),
+            (client, self.client_frozen, server, self.server_frozen, self._held_for_server, "to server"),
+            (server, self.server_frozen, client, self.client_frozen, self._held_for_client, "to client"),
         )
-        for closing, closing_frozen, other, other_frozen, held_for_other in sides:
+        for closing, closing_frozen, other, other_frozen, held_for_other, direction in sides:
             if closing.disconnecting and not closing.disconnected and not closing_frozen:
                 closing.disconnected = True
                 closing.reportDisconnect()
                 return True
-            if closing.disconnected and not other.disconnected and not other_frozen and not held_for_other:
+            if (
+                closing.disconnected and not other.disconnected and not other_frozen
+                and not held_for_other and not self._in_flight[direction]
+            ):
                 other.disconnecting = other.disconnected = True
                 other.reportDisconnect()
                 return True
@@ -206,13 +239,14 @@ class HubTestServer:
         protocols: Iterable[str] | None = None,
         origin: str | None = None,
         client_protocol: type[HubClientProtocol] | None = None,
+        receiver_interface: type | None = None,
     ) -> TestConnection:
         """
         Open a connection and run the handshake.  Check
         L{TestConnection.ready} to see whether the server accepted it.
         """
         url = "ws://127.0.0.1" + (path if path is not None else "/hub" + (f"/{hub}" if hub else ""))
-        client_factory = HubClientFactory(url, receiver, options, clock=self.clock)
+        client_factory = HubClientFactory(url, receiver, options, clock=self.clock, receiver_interface=receiver_interface)
         _options(client_factory, serverConnectionDropTimeout=0, **_NO_AUTOBAHN_TIMERS)
         if client_protocol is not None:
             client_factory.protocol = client_protocol

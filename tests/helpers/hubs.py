@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -167,6 +168,15 @@ class WorkHub(Hub):
         return self.groups.count(group)
 
     @method
+    async def join_later(self, group: str) -> int:
+        """Joins a group once the test fires the pending Deferred (the client may be gone by then)."""
+        d: Deferred[None] = Deferred()
+        WorkHub.pending.append(d)
+        await d
+        self.groups.add(group)
+        return self.groups.count(group)
+
+    @method
     def leave(self, group: str) -> int:
         self.groups.remove(group)
         return self.groups.count(group)
@@ -178,6 +188,11 @@ class WorkHub(Hub):
     @method
     def joined(self) -> list[str]:
         return sorted(self.groups.joined())
+
+    @method
+    def call_receiver(self, receiver_method: str, *args: Any) -> None:
+        """Sends the caller a receiver call of any name (this hub declares no receiver interface)."""
+        getattr(self.clients.caller, receiver_method)(*args)
 
     # -- client results and kicks -------------------------------------------
     @method
@@ -203,8 +218,10 @@ class GuardedHub(Hub):
     """Refuses connections according to the request's query string."""
 
     gate: Deferred[None] | None = None
+    #: how many times hello ran (reset by tests)
+    calls = 0
 
-    def on_connecting(self, request: Any) -> Deferred[None] | None:
+    def on_connecting(self, request: Any) -> Awaitable[None] | None:
         mode = request.params.get("mode", [""])[0]
         if mode == "refuse":
             raise RefuseConnection(401, "who are you")
@@ -218,7 +235,24 @@ class GuardedHub(Hub):
 
     @method
     def hello(self) -> str:
+        GuardedHub.calls += 1
         return "hi"
+
+
+@hub("async-guarded")
+class AsyncGuardedHub(GuardedHub):
+    """GuardedHub with an C{async def on_connecting}; "wait-*" modes await the gate first."""
+
+    async def on_connecting(self, request: Any) -> None:
+        mode = request.params.get("mode", [""])[0]
+        if mode.startswith("wait-"):
+            d: Deferred[None] = Deferred()
+            GuardedHub.gate = d
+            await d
+        if mode.endswith("refuse"):
+            raise RefuseConnection(401, "async: who are you")
+        if mode.endswith("crash"):
+            raise RuntimeError("async hook bug")
 
 
 def hub_events(events: list[LogEvent], level: str | None = None) -> list[LogEvent]:

@@ -1,0 +1,350 @@
+"""
+The asyncio client (twisted_hub.aio) passes the same behavioural scenarios as
+the Twisted client, against a real `twistd -n hub` on 127.0.0.1: calls and
+errors, receivers and client results, heartbeats and the clock offset,
+disconnect reasons, a frozen server, reconnecting.  Each scenario is written
+once and run with both clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from twisted_hub import (
+    DisconnectKind,
+    HeartbeatPolicy,
+    HubClientOptions,
+    HubError,
+)
+from twisted_hub import connect as twisted_connect
+
+from ._twistd import ROOT, SITE_STARTED, TWISTD
+
+
+class TwistdHub:
+    """`twistd -n hub` as a child process we started (ended by its PID)."""
+
+    def __init__(self, *args: str, port: int = 0) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), PYTHONUNBUFFERED="1")
+        argv = [sys.executable, *TWISTD, "--nodaemon", "--pidfile=", "--logfile=-", "hub",
+                "--listen", f"tcp:{port}:interface=127.0.0.1", *args]
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        self.port = self._wait_for_port()
+
+    def _wait_for_port(self) -> int:
+        stdout = self.process.stdout
+        assert stdout is not None
+        deadline = time.monotonic() + 20
+        lines: list[str] = []
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([stdout], [], [], 0.5)
+            if ready:
+                line = stdout.readline().decode()
+                if not line:
+                    break  # the process ended
+                lines.append(line)
+                match = SITE_STARTED.search(line)
+                if match:
+                    return int(match.group(1))
+        self.stop()
+        raise RuntimeError("twistd did not start:\n" + "".join(lines[-20:]))
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/hub"
+
+    def freeze(self) -> None:
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.thaw()
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def hub_server() -> Iterator[TwistdHub]:
+    server = TwistdHub("--heartbeat-interval", "0.25", "--heartbeat-timeout", "2")
+    yield server
+    server.stop()
+
+
+class Signal:
+    """Something a receiver sets and a scenario awaits, on either event loop."""
+
+    def __init__(self, side: Side) -> None:
+        self.values: list[Any] = []
+        self._side = side
+
+    def set(self, value: Any) -> None:
+        self.values.append(value)
+
+    async def wait(self, count: int = 1, timeout: float = 5.0) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while len(self.values) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"waited for {count} values, got {self.values}")
+            await self._side.sleep(0.02)
+        return self.values
+
+
+class Side:
+    """What a scenario needs from one client library."""
+
+    name = ""
+
+    async def connect(self, hub: str, receiver: object | None = None, options: HubClientOptions | None = None) -> Any:
+        raise NotImplementedError
+
+    async def sleep(self, seconds: float) -> None:
+        raise NotImplementedError
+
+    def signal(self) -> Signal:
+        return Signal(self)
+
+
+class TwistedSide(Side):
+    name = "twisted"
+
+    def __init__(self, server: TwistdHub) -> None:
+        self.server = server
+
+    async def connect(self, hub: str, receiver: object | None = None, options: HubClientOptions | None = None) -> Any:
+        from twisted.internet import reactor
+
+        return await twisted_connect(self.server.url, hub, receiver, options, reactor=reactor, timeout=10)
+
+    async def sleep(self, seconds: float) -> None:
+        from twisted.internet import reactor, task
+
+        await task.deferLater(reactor, seconds, lambda: None)
+
+
+class AsyncioSide(Side):
+    name = "asyncio"
+
+    def __init__(self, server: TwistdHub) -> None:
+        self.server = server
+
+    async def connect(self, hub: str, receiver: object | None = None, options: HubClientOptions | None = None) -> Any:
+        from twisted_hub.aio import open_client
+
+        return await open_client(self.server.url, hub, receiver, options, timeout=10)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+# -- the scenarios, written once ------------------------------------------------
+
+async def calls_and_errors(side: Side) -> None:
+    client = await side.connect("echo")
+    assert await client.call("echo", {"x": [1, 2, b"\x00"]}) == {"x": [1, 2, b"\x00"]}
+    assert await client.call("add", 2, 3) == 5
+    with pytest.raises(HubError) as raised:
+        await client.call("fail", "no-way", "because")
+    assert (raised.value.code, raised.value.message) == ("no-way", "because")
+    with pytest.raises(HubError) as unknown:
+        await client.call("nope")
+    assert unknown.value.code == "unknown-method"
+    with pytest.raises(HubError) as bad:
+        await client.call("add", "two", 3)
+    assert bad.value.code == "invalid-arguments"
+    assert await client.proxy().add(4, 5) == 9
+    assert client.notify("echo", 1) is None
+    assert client.connection_id == await client.call("whoami")
+    reason = await client.disconnect()
+    assert (reason.kind, reason.code) == (DisconnectKind.NORMAL, 1000)
+    with pytest.raises(HubError) as closed:
+        await client.call("echo", 1)
+    assert closed.value.code == "disconnected"
+
+
+async def receivers_and_client_results(side: Side) -> None:
+    heard = side.signal()
+
+    class Listener:
+        def joined(self, room: str, user: str) -> None:
+            pass
+
+        def said(self, room: str, user: str, text: str) -> None:
+            heard.set((room, user, text))
+
+        def left(self, room: str, user: str) -> None:
+            pass
+
+    ann = await side.connect("chat", Listener())
+    bob = await side.connect("chat", Listener())
+    assert await ann.call("join", "lobby", "ann") == 1
+    assert await bob.call("join", "lobby", "bob") == 2
+    assert await ann.call("say", "lobby", "hello") == 2
+    assert sorted(await heard.wait(2)) == [("lobby", "ann", "hello")] * 2
+
+    class Answerer:
+        def double(self, n: int) -> int:
+            return 2 * n
+
+        async def later(self, n: int) -> int:
+            await side.sleep(0.01)
+            return n + 1
+
+        def broken(self) -> None:
+            raise HubError("client-says-no", "not today")
+
+    asker = await side.connect("echo", Answerer())
+    assert await asker.call("ask", "double", 21) == 42
+    assert await asker.call("ask", "later", 1) == 2
+    with pytest.raises(HubError) as refused:
+        await asker.call("ask", "broken")
+    assert refused.value.code == "client-says-no"
+    with pytest.raises(HubError) as missing:
+        await asker.call("ask", "_private")
+    assert missing.value.code == "unknown-method"
+    for client in (ann, bob, asker):
+        await client.disconnect()
+
+
+async def heartbeats_and_clock(side: Side) -> None:
+    beats, answers = side.signal(), side.signal()
+    options = HubClientOptions(
+        heartbeat=HeartbeatPolicy(enabled=True, interval=0.2, timeout=2.0),
+        on_server_heartbeat=beats.set, on_heartbeat_response=answers.set,
+    )
+    client = await side.connect("echo", options=options)
+    await beats.wait(2)
+    await answers.wait(2)
+    assert beats.values[0].server_time.tzinfo is not None
+    assert 0 < client.round_trip < 1.0
+    offset = client.clock_offset
+    assert offset is not None and abs(offset.offset) <= offset.error + 0.05  # one machine, one clock
+    assert abs(client.server_now().timestamp() - time.time()) < 1.0
+    await client.disconnect()
+
+
+SCENARIOS: list[Callable[[Side], Awaitable[None]]] = [calls_and_errors, receivers_and_client_results, heartbeats_and_clock]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
+@pytest_twisted.ensureDeferred
+async def test_twisted_client(scenario: Callable[[Side], Awaitable[None]], hub_server: TwistdHub) -> None:
+    """The Twisted client passes the shared scenario against twistd hub."""
+    await scenario(TwistedSide(hub_server))
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
+def test_asyncio_client(scenario: Callable[[Side], Awaitable[None]], hub_server: TwistdHub) -> None:
+    """The asyncio client passes the same scenario against the same twistd hub."""
+    asyncio.run(asyncio.wait_for(scenario(AsyncioSide(hub_server)), 30))
+
+
+async def frozen_server(side: Side, server: TwistdHub) -> None:
+    options = HubClientOptions(heartbeat=HeartbeatPolicy(enabled=True, interval=0.3, timeout=0.9))
+    client = await side.connect("echo", options=options)
+    assert await client.call("echo", 1) == 1
+    server.freeze()
+    frozen_at = time.monotonic()
+    try:
+        reason = await client.wait_for_disconnect()
+        assert (reason.kind, reason.code) == (DisconnectKind.TIMED_OUT, 4001)
+        assert time.monotonic() - frozen_at <= 0.3 + 0.9 + 0.25
+    finally:
+        server.thaw()
+
+
+@pytest_twisted.ensureDeferred
+async def test_twisted_client_times_out_frozen_server() -> None:
+    """A SIGSTOPped twistd hub: the Twisted client reports TIMED_OUT within interval + timeout."""
+    server = TwistdHub()
+    try:
+        await frozen_server(TwistedSide(server), server)
+    finally:
+        server.stop()
+
+
+def test_asyncio_client_times_out_frozen_server() -> None:
+    """The same for the asyncio client, on the same core verdict."""
+    server = TwistdHub()
+    try:
+        asyncio.run(asyncio.wait_for(frozen_server(AsyncioSide(server), server), 20))
+    finally:
+        server.stop()
+
+
+def test_asyncio_reconnects_with_jitter_and_restores_state() -> None:
+    """ReconnectingAsyncHubClient: after the server restarts it reconnects and on_connected runs again."""
+    from twisted_hub.aio import ReconnectingAsyncHubClient
+
+    first = TwistdHub()
+    port = first.port
+    joined: list[int] = []
+
+    async def main() -> None:
+        async def rejoin(client: Any) -> None:
+            joined.append(await client.call("join", "lobby", "ann"))
+
+        delays = iter([0.05] * 100)
+        async with ReconnectingAsyncHubClient(
+            f"ws://127.0.0.1:{port}/hub", "chat", on_connected=rejoin, retry_policy=lambda attempt: next(delays),
+            timeout=5,
+        ) as reconnecting:
+            assert await reconnecting.call("rooms") == ["lobby"]
+            await asyncio.to_thread(first.stop)  # the client answers the server's close meanwhile
+            second = await asyncio.to_thread(TwistdHub, port=port)
+            try:
+                for _ in range(200):
+                    if reconnecting.connections == 2 and reconnecting.client and reconnecting.client.is_connected:
+                        break
+                    await asyncio.sleep(0.05)
+                assert await reconnecting.call("rooms") == ["lobby"]
+                assert reconnecting.disconnects[0].kind is DisconnectKind.GOING_AWAY
+            finally:
+                await reconnecting.stop()
+                second.stop()
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 40))
+    finally:
+        first.stop()
+    assert joined == [1, 1]
+
+
+def test_import_installs_no_reactor() -> None:
+    """Importing twisted_hub.aio imports no Twisted reactor (asyncio programs keep their own loop)."""
+    code = "import sys, twisted_hub.aio; assert 'twisted.internet.reactor' not in sys.modules; print('ok')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_docs_example_runs(hub_server: TwistdHub) -> None:
+    """docs/asyncio.md's example runs against twistd hub and prints what its comments say."""
+    import contextlib
+    import io
+    import re
+
+    from ._docs import named_blocks
+
+    _, code = named_blocks("docs/asyncio.md")["asyncio-example"]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "docs/asyncio.md", "exec"), {"__name__": "docs_example", "URL": hub_server.url})
+    promised = [m.group(1).strip().split(":")[0] for m in re.finditer(r"^\s*print\(.*\)\s+#\s*(.+)$", code, re.M)]
+    assert out.getvalue().splitlines() == promised
