@@ -235,6 +235,8 @@ class ConnectionGuard(WrappingFactory[GuardedConnection]):
     """
 
     protocol = GuardedConnection
+    #: no "Starting factory" lines of its own: the wrapped site logs them
+    noisy = False
 
     def __init__(self, wrappedFactory: IProtocolFactory, limits: ConnectionLimits) -> None:
         super().__init__(wrappedFactory)  # type: ignore[no-untyped-call]
