@@ -157,6 +157,22 @@ class HandshakeDeadlineTests(LimitsTestBase):
         conn.lose()
         self.assertEqual((factory.limits.open_connections, factory.limits.per_address), (0, {}))
 
+    def test_plain_http_through_guard_ends_at_the_deadline(self) -> None:
+        """Behind the guard a plain HTTP request is answered, and the idle keep-alive connection closes at the deadline."""
+        from twisted.web.static import Data
+
+        factory = self.factory(handshake_timeout=5)
+        root = Resource()
+        root.putChild(b"", Data(b"status", "text/plain"))
+        guard = ConnectionGuard(Site(root, reactor=self.clock), factory.limits)
+        conn = Accepted(guard, peer())
+        conn.send(b"GET / HTTP/1.1\r\nHost: hub.example.com\r\n\r\n")
+        self.assertTrue(conn.transport.value().startswith(b"HTTP/1.1 200"))
+        self.clock.advance(4.9)
+        self.assertFalse(conn.closed)
+        self.clock.advance(0.1)
+        self.assertTrue(conn.closed)
+
     def test_bad_timeout_refused(self) -> None:
         """A handshake timeout that is not a finite positive number is a ValueError."""
         for bad in (0, -1, float("inf")):
