@@ -1,8 +1,8 @@
 """
 Slow opening handshakes over real loopback sockets (pytest-twisted,
 127.0.0.1), on each way of serving: a bare HubServerFactory on listenTCP, a
-HubResource on a Site behind a ConnectionGuard, and HubService (what twistd
-hub runs).  Many partial upgrade requests do not stop a new client, and a
+HubResource on a Site behind a ConnectionGuard, HubService, and a twistd hub
+process.  Many partial upgrade requests do not stop a new client, and a
 request trickled byte by byte is cut off at the deadline counted from accept.
 Every wait is bounded; nothing sleeps.  The 1,000-connection version is
 bench/slow_handshakes.py.
@@ -27,6 +27,8 @@ from twisted.web.server import Site
 from twisted_hub import ConnectionGuard, ConnectionLimits, HubResource, HubServerFactory, HubService, connect
 from twisted_hub.demo import EchoHub
 
+from ._twistd import Child, started_port, twistd_hub
+
 WAIT = 15.0  # seconds: the bound on every single wait
 SLOW = 200
 PARTIAL = b"GET /hub/echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
@@ -34,7 +36,7 @@ FULL = (
     PARTIAL + b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
     b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: twisted-hub.v1\r\n\r\n"
 )
-PATHS = ["listenTCP", "site", "service"]
+PATHS = ["listenTCP", "site", "service", "twistd"]
 
 
 def bounded(d: Deferred[Any], seconds: float = WAIT) -> Deferred[Any]:
@@ -72,11 +74,30 @@ class WatchedLimits(ConnectionLimits):
         self._check()
 
 
+class Served:
+    """Where a test server listens; its limits (in this process) or its twistd child process."""
+
+    def __init__(self, port: int, limits: WatchedLimits | None = None, child: Child | None = None) -> None:
+        self.port, self.limits, self.child = port, limits, child
+
+    async def counted(self, count: int) -> None:
+        """Wait until the server counts C{count} connections (in-process servers only)."""
+        if self.limits is not None:
+            await self.limits.counted(count)
+
+
 @asynccontextmanager
-async def serving(path: str, handshake_timeout: float) -> AsyncIterator[tuple[int, WatchedLimits]]:
-    """Serve the echo hub on 127.0.0.1 one way; yields (port, the limits it counts with)."""
+async def serving(path: str, handshake_timeout: float) -> AsyncIterator[Served]:
+    """Serve the echo hub on 127.0.0.1 one way."""
     from twisted.internet import reactor
 
+    if path == "twistd":
+        child = twistd_hub(reactor, "--listen", "tcp:0:interface=127.0.0.1", "--handshake-timeout", str(handshake_timeout))
+        try:
+            yield Served(await started_port(child, reactor), child=child)
+        finally:
+            await bounded(child.stop(reactor))
+        return
     if path == "service":
         service = HubService([EchoHub], ["tcp:0:interface=127.0.0.1"], reactor=reactor,
                              handshake_timeout=handshake_timeout)
@@ -86,7 +107,7 @@ async def serving(path: str, handshake_timeout: float) -> AsyncIterator[tuple[in
         service.startService()
         try:
             (port,) = await bounded(service.listening_ports())
-            yield port.getHost().port, watched
+            yield Served(port.getHost().port, watched)
         finally:
             await bounded(service.stopService())
         return
@@ -99,7 +120,7 @@ async def serving(path: str, handshake_timeout: float) -> AsyncIterator[tuple[in
     else:
         listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
     try:
-        yield listening.getHost().port, watched
+        yield Served(listening.getHost().port, watched)
     finally:
         factory.close_all()
         await bounded(listening.stopListening())
@@ -155,33 +176,39 @@ async def test_new_client_served_beside_many_slow_handshakes(path: str) -> None:
     """With 200 partial upgrade requests held open, a new client still connects and calls."""
     from twisted.internet import reactor
 
-    async with serving(path, handshake_timeout=60) as (port, limits):
+    async with serving(path, handshake_timeout=60) as served:
+        port = served.port
         slow: list[SlowPeer] = []
         for _ in range(0, SLOW, 50):  # in batches: the listen backlog is 50
             batch = [SlowPeer(PARTIAL) for _ in range(50)]
             slow += await gatherResults([Deferred.fromCoroutine(open_slow(port, p)) for p in batch])
-        await limits.counted(SLOW)
+        await served.counted(SLOW)
         client = await bounded(connect(f"ws://127.0.0.1:{port}/hub", "echo", reactor=reactor, timeout=WAIT))
         assert await bounded(client.call("echo", "still served")) == "still served"
-        assert limits.open_connections == SLOW + 1
+        assert served.limits is None or served.limits.open_connections == SLOW + 1
         assert not any(p.lost.called for p in slow)
         await bounded(client.disconnect())
         for p in slow:
             p.transport.abortConnection()  # type: ignore[union-attr]
         await gatherResults([bounded(p.lost) for p in slow])
-        await limits.counted(0)
+        await served.counted(0)
 
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest_twisted.ensureDeferred
 async def test_trickled_request_cut_off_at_the_deadline(path: str) -> None:
     """A request trickled one byte every 0.1 s is closed at the 1 s deadline while still trickling."""
-    async with serving(path, handshake_timeout=1) as (port, limits):
-        peer = await open_slow(port, SlowPeer(b"G", FULL[1:], trickle=0.1))
+    from twisted.internet import reactor
+
+    async with serving(path, handshake_timeout=1) as served:
+        peer = await open_slow(served.port, SlowPeer(b"G", FULL[1:], trickle=0.1))
         await bounded(peer.lost)
         assert peer.still_trickling_when_lost
         assert peer.sent < len(FULL)
-        await limits.counted(0)
+        await served.counted(0)
+        if served.child is not None:
+            line = await served.child.wait_for("did not finish the WebSocket opening handshake within 1 s", reactor)
+            assert "127.0.0.1" in line.string
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -190,11 +217,11 @@ async def test_prompt_upgrade_outlives_the_deadline(path: str) -> None:
     """A client that upgraded in time keeps calling after the handshake deadline has passed."""
     from twisted.internet import reactor
 
-    async with serving(path, handshake_timeout=0.5) as (port, limits):
-        client = await bounded(connect(f"ws://127.0.0.1:{port}/hub", "echo", reactor=reactor, timeout=WAIT))
+    async with serving(path, handshake_timeout=0.5) as served:
+        client = await bounded(connect(f"ws://127.0.0.1:{served.port}/hub", "echo", reactor=reactor, timeout=WAIT))
         late: Deferred[None] = Deferred()
         reactor.callLater(1.0, late.callback, None)
         await bounded(late)  # a timer of this test, not a wait for an event
         assert await bounded(client.call("echo", 1)) == 1
-        assert limits.open_connections == 1
+        assert served.limits is None or served.limits.open_connections == 1
         await bounded(client.disconnect())
