@@ -45,7 +45,7 @@ class TwistdHub:
     def _wait_for_port(self) -> int:
         stdout = self.process.stdout
         assert stdout is not None
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # generous: CI machines are shared
         lines: list[str] = []
         pending = b""
         # os.read, not readline: lines already in a reader's buffer would not

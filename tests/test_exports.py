@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,13 +13,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 import twisted_hub
 
-EXPECTED = {
-    "Hub", "hub", "method", "heartbeat", "HubServerFactory", "HubServerProtocol", "HubClientProtocol",
-    "HubClientFactory", "HubClientOptions", "connect", "HubError", "DisconnectKind", "DisconnectReason",
-    "HeartbeatPolicy", "ReconnectingHubClient", "full_jitter_policy", "HubService", "HubResource",
-    "HubProxy", "ServerHeartbeatEvent", "ClientHeartbeatEvent", "CloseCode", "ErrorCode", "SUBPROTOCOL",
-    "ConnectionGuard", "AllowedHosts",
-}
+API_DOC = Path(__file__).resolve().parent.parent / "docs" / "api.md"
+
+
+def documented_api() -> dict[str, str]:
+    """C{name: defining module} from the table in docs/api.md."""
+    rows = re.findall(r"^\| `([\w]+)` \| `([\w]+)` \|", API_DOC.read_text(), re.M)
+    return dict(rows)
 
 
 class ExportTests(SynchronousTestCase):
@@ -27,13 +28,29 @@ class ExportTests(SynchronousTestCase):
         missing = [name for name in twisted_hub.__all__ if not hasattr(twisted_hub, name)]
         self.assertEqual(missing, [])
 
-    def test_core_api_is_exported(self) -> None:
-        """The names the README and docs use are all in __all__."""
-        self.assertEqual(EXPECTED - set(twisted_hub.__all__), set())
+    def test_all_is_the_documented_api(self) -> None:
+        """__all__ names exactly what docs/api.md documents (nothing slips in or out unnoticed), sorted."""
+        self.assertEqual(sorted(twisted_hub.__all__), sorted(documented_api()))
+        self.assertEqual(list(twisted_hub.__all__), sorted(twisted_hub.__all__))
+
+    def test_exports_are_the_defining_modules_objects(self) -> None:
+        """Each exported name is the very object its private module defines (no copies, no drift)."""
+        for name, module_name in documented_api().items():
+            if module_name == "__init__":
+                continue
+            module = importlib.import_module(f"twisted_hub.{module_name}")
+            self.assertIs(getattr(twisted_hub, name), getattr(module, name), name)
+
+    def test_every_exception_shares_one_base(self) -> None:
+        """Every exception class twisted-hub exports derives from TwistedHubError."""
+        for name in twisted_hub.__all__:
+            value = getattr(twisted_hub, name)
+            if isinstance(value, type) and issubclass(value, BaseException) and not issubclass(value, Warning):
+                self.assertTrue(issubclass(value, twisted_hub.TwistedHubError), name)
 
     def test_public_modules_import(self) -> None:
         """The public modules (testing, tap, demo, the CLI) import."""
-        for name in ("twisted_hub.testing", "twisted_hub.tap", "twisted_hub.demo", "twisted_hub.__main__"):
+        for name in ("twisted_hub.testing", "twisted_hub.tap", "twisted_hub.demo", "twisted_hub.__main__", "twisted_hub.aio"):
             self.assertEqual(importlib.import_module(name).__name__, name)
 
     def test_no_reactor_imported_at_module_level(self) -> None:

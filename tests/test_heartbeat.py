@@ -546,6 +546,67 @@ class ReconnectTests(SynchronousTestCase):
         self.assertEqual(len(restored), 2)
 
 
+class ReconnectingServiceTests(SynchronousTestCase):
+    """ReconnectingHubClient is an IService with a bounded memory and a synchronous notify."""
+
+    def make(self, server: HubTestServer) -> ReconnectingHubClient:
+        return ReconnectingHubClient(
+            "ws://127.0.0.1/hub", "plain", retry_policy=lambda attempt: 1.0,
+            endpoint=server.endpoint(), reactor=server.clock,
+        )
+
+    def test_runs_under_a_parent_service(self) -> None:
+        """setServiceParent + startService connects; stopping the parent closes the connection normally."""
+        from twisted.application.service import IService, MultiService
+
+        server = server_for()
+        client = self.make(server)
+        self.assertTrue(IService.providedBy(client))
+        parent = MultiService()
+        client.setServiceParent(parent)
+        parent.startService()
+        server.flush()
+        self.assertTrue(client.running)
+        assert client.current is not None
+        self.assertTrue(client.current.is_connected)
+        stopped = parent.stopService()
+        server.flush()
+        self.successResultOf(stopped)
+        self.assertEqual([r.kind for r in PlainHub.disconnects], [DisconnectKind.NORMAL])
+        self.assertFalse(client.running)
+
+    def test_disconnects_are_bounded(self) -> None:
+        """A flapping link keeps only the last 100 disconnect reasons, not one per flap forever."""
+        from twisted_hub._reconnect import MAX_REMEMBERED_DISCONNECTS
+
+        server = server_for()
+        client = self.make(server)
+        client.start()
+        for _ in range(MAX_REMEMBERED_DISCONNECTS + 20):
+            server.flush()
+            server.connections[-1].drop()
+            server.advance(1.0)
+        self.assertEqual(len(client.disconnects), MAX_REMEMBERED_DISCONNECTS)
+        self.assertGreater(client.connections, MAX_REMEMBERED_DISCONNECTS)
+        client.stop()
+
+    def test_notify_is_synchronous_like_the_plain_client(self) -> None:
+        """notify() sends on the current connection and returns None; without one it raises."""
+        from twisted_hub import ConnectionClosedError
+
+        server = server_for()
+        client = self.make(server)
+        with self.assertRaises(ConnectionClosedError):
+            client.notify("echo", 1)
+        client.start()
+        server.flush()
+        self.assertIsNone(client.notify("echo", 1))
+        server.flush()
+        self.assertIn(MessageKind.NOTIFY, [m.kind for p in server.connections[-1].server_received for m in decode_frame(p)])
+        client.stop()
+        server.flush()
+
+
 class OverrideTimingTests(SynchronousTestCase):
     def test_override_after_connecting_is_refused(self) -> None:
         """heartbeat.override() outside on_connecting raises instead of half-applying."""

@@ -277,3 +277,48 @@ class GroupRegistryTests(SynchronousTestCase):
         self.assertEqual(groups.names(), ["x"])
         self.assertEqual([m.connection_id for m in groups.members_of("x")], ["b"])
         self.assertEqual(groups.groups_of("a"), frozenset())
+
+
+class DependencyInjectionTests(SynchronousTestCase):
+    """Hubs get their dependencies through functools.partial, not class-level state."""
+
+    class Store:
+        def __init__(self) -> None:
+            self.saved: list[str] = []
+
+    class NotesHub(Hub):
+        hub_name = "notes"
+
+        def __init__(self, store: DependencyInjectionTests.Store, prefix: str = "") -> None:
+            self.store = store
+            self.prefix = prefix
+
+        @method
+        def save(self, text: str) -> int:
+            self.store.saved.append(self.prefix + text)
+            return len(self.store.saved)
+
+    def test_each_factory_gives_its_own_dependencies(self) -> None:
+        """Two servers of the same hub class with different stores never share state; every connection gets a fresh instance."""
+        from functools import partial
+
+        first_store, second_store = self.Store(), self.Store()
+        first = HubTestServer([partial(self.NotesHub, first_store, prefix="a:")])
+        second = HubTestServer({"notes": partial(self.NotesHub, second_store)})
+        one, two = first.connect("notes"), first.connect("notes")
+        other = second.connect("notes")
+        results = [one.client.call("save", "x"), two.client.call("save", "y"), other.client.call("save", "z")]
+        first.flush()
+        second.flush()
+        self.assertEqual([self.successResultOf(r) for r in results], [1, 2, 1])
+        self.assertEqual((first_store.saved, second_store.saved), (["a:x", "a:y"], ["z"]))
+        self.assertIsNot(one.hub, two.hub)
+        self.assertIs(one.hub.store, two.hub.store)  # type: ignore[attr-defined]
+
+    def test_anything_else_is_refused_up_front(self) -> None:
+        """A plain callable (whose hub class cannot be known) or a non-hub class is a TypeError at construction."""
+        from functools import partial
+
+        for bad in (lambda: self.NotesHub(self.Store()), partial(dict), object):
+            with self.assertRaises(TypeError):
+                HubServerFactory([bad])  # type: ignore[list-item]

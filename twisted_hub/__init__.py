@@ -5,6 +5,7 @@ application-level heartbeats in both directions.
 The public API is re-exported here; implementation modules are private.
 """
 
+from ._base_error import TwistedHubError
 from ._client import (
     ClientHeartbeatEvent,
     HubClientFactory,
@@ -31,6 +32,7 @@ from ._heartbeat import (
     HeartbeatConfigurationError,
     HeartbeatConfigurationWarning,
     HeartbeatPolicy,
+    MetadataProvider,
 )
 from ._hub import Hub, InvalidArguments, RefuseConnection, heartbeat, hub, method
 from ._limits import ConnectionGuard, ConnectionLimits
@@ -44,20 +46,20 @@ from ._wire import SUBPROTOCOL, CloseCode, ErrorCode, ProtocolError
 __version__ = "0.1.0"
 
 __all__ = [
-    "SUBPROTOCOL",
-    "FAST_DETECTION",
-    "MOBILE",
-    "PROXY_SAFE",
+    "AllowedHosts",
     "CallTimeoutError",
     "ClientHeartbeatEvent",
     "ClockOffset",
     "CloseCode",
-    "ConnectionClosedError",
     "ConnectTimeoutError",
+    "ConnectionClosedError",
     "ConnectionContext",
+    "ConnectionGuard",
+    "ConnectionLimits",
     "DisconnectKind",
     "DisconnectReason",
     "ErrorCode",
+    "FAST_DETECTION",
     "HandshakeError",
     "HeartbeatConfigurationError",
     "HeartbeatConfigurationWarning",
@@ -69,23 +71,25 @@ __all__ = [
     "HubClientProtocol",
     "HubError",
     "HubProxy",
+    "HubResource",
     "HubServerFactory",
     "HubServerProtocol",
     "HubService",
-    "HubResource",
-    "OriginPolicy",
-    "AllowedHosts",
-    "ConnectionGuard",
-    "ConnectionLimits",
     "InvalidArguments",
+    "MOBILE",
+    "MetadataProvider",
+    "OriginPolicy",
+    "PROXY_SAFE",
     "ProtocolError",
     "ReconnectingHubClient",
     "RefuseConnection",
+    "SUBPROTOCOL",
     "ServerHeartbeatEvent",
+    "TwistedHubError",
+    "__version__",
     "connect",
     "full_jitter_policy",
     "heartbeat",
     "hub",
     "method",
-    "__version__",
 ]

@@ -8,10 +8,11 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from ._base_error import TwistedHubError
 from ._wire import CloseCode, ErrorCode
 
 
-class HubError(Exception):
+class HubError(TwistedHubError):
     """
     An error a hub method (or a client receiver) reports to its caller.
 
@@ -107,7 +108,7 @@ class ConnectionClosedError(HubError):
         self.reason = reason
 
 
-class HandshakeError(Exception):
+class HandshakeError(TwistedHubError):
     """
     The server refused the WebSocket opening handshake.
 

@@ -15,11 +15,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
+from ._base_error import TwistedHubError
+
 #: Timeout used when only an interval is given (Tank's rule: 3 x interval).
 DEFAULT_TIMEOUT_FACTOR = 3.0
 
 
-class HeartbeatConfigurationError(ValueError):
+class HeartbeatConfigurationError(TwistedHubError, ValueError):
     """An interval or timeout that cannot work (zero, negative, not a number)."""
 
 

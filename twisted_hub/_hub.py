@@ -23,6 +23,7 @@ from typing import (
 
 from twisted.logger import Logger
 
+from ._base_error import TwistedHubError
 from ._errors import HubError
 from ._heartbeat import _UNSET, HeartbeatPolicy, MetadataProvider, _check_positive
 from ._wire import ErrorCode
@@ -318,7 +319,7 @@ class Hub:
         return GroupMembership(self)
 
 
-class RefuseConnection(Exception):
+class RefuseConnection(TwistedHubError):
     """Raise in L{Hub.on_connecting} to refuse with an HTTP status and reason."""
 
     def __init__(self, status: int = 403, reason: str = "refused") -> None:

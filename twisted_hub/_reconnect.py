@@ -6,10 +6,12 @@ connection, built on Twisted's L{ClientService}.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
 from twisted.application.internet import ClientService
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IAddress, IReactorTime, IStreamClientEndpoint, ITransport
 from twisted.internet.protocol import Factory, Protocol
@@ -26,9 +28,12 @@ from ._client import (
     hub_url,
     make_proxy,
 )
-from ._errors import ConnectTimeoutError, DisconnectKind, DisconnectReason
+from ._errors import ConnectionClosedError, ConnectTimeoutError, DisconnectKind, DisconnectReason
 
 _log = Logger()
+
+#: How many disconnect reasons a L{ReconnectingHubClient} keeps.
+MAX_REMEMBERED_DISCONNECTS = 100
 
 
 def full_jitter_policy(
@@ -167,9 +172,10 @@ class _HandshakeEndpoint:
         return handed_over
 
 
-class ReconnectingHubClient:
+class ReconnectingHubClient(Service):
     """
-    A hub client that stays connected.
+    A hub client that stays connected; an C{IService}, so it can be given a
+    parent (C{client.setServiceParent(application)}) or started on its own.
 
     After a lost connection or a heartbeat timeout it reconnects with
     L{full_jitter_policy} (or your C{retry_policy}); C{on_connected(client)}
@@ -185,6 +191,9 @@ class ReconnectingHubClient:
                                         receiver=me, on_connected=rejoin)
         service.start()
         await service.call("say", "lobby", "hi")   # waits for a connection
+
+    @ivar disconnects: the reasons of the last L{MAX_REMEMBERED_DISCONNECTS}
+        disconnects, oldest first.
     """
 
     def __init__(
@@ -216,7 +225,7 @@ class ReconnectingHubClient:
         self.connections = 0
         #: the connected client, while there is one
         self.current: HubClientProtocol | None = None
-        self.disconnects: list[DisconnectReason] = []
+        self.disconnects: deque[DisconnectReason] = deque(maxlen=MAX_REMEMBERED_DISCONNECTS)
         self.service = ClientService(
             _HandshakeEndpoint(
                 endpoint if endpoint is not None else endpoint_for(full_url, reactor),
@@ -253,21 +262,31 @@ class ReconnectingHubClient:
             except Exception:
                 _log.failure("on_disconnected callback raised")
 
-    def start(self) -> None:
+    def startService(self) -> None:
         """Start connecting (and reconnecting)."""
+        super().startService()  # type: ignore[no-untyped-call]
         self.service.startService()
 
-    def stop(self) -> Deferred[None]:
+    def stopService(self) -> Deferred[None]:
         """
         Stop reconnecting and close the current connection with a normal
         WebSocket close (the server sees NORMAL, not a dropped link).
         """
+        super().stopService()  # type: ignore[no-untyped-call]
         current = self.current
         if current is not None and current.is_connected:
             closing = current.disconnect()
             closing.addBoth(lambda _: None)
         stopped: Deferred[None] = self.service.stopService()
         return stopped
+
+    def start(self) -> None:
+        """Start connecting (and reconnecting); the same as C{startService()}."""
+        self.startService()
+
+    def stop(self) -> Deferred[None]:
+        """Stop, closing the current connection normally; the same as C{stopService()}."""
+        return self.stopService()
 
     def when_connected(self, fail_after_failures: int | None = None) -> Deferred[HubClientProtocol]:
         """The connected client, now or after the next successful connection."""
@@ -282,7 +301,15 @@ class ReconnectingHubClient:
         """The hub as an object whose methods call it once connected (see L{HubClientProtocol.proxy})."""
         return make_proxy(self.call, interface)
 
-    def notify(self, method: str, *args: Any, **kwargs: Any) -> Deferred[None]:
-        """Fire-and-forget once connected."""
-        return self.when_connected().addCallback(lambda client: client.notify(method, *args, **kwargs))
+    def notify(self, method: str, *args: Any, **kwargs: Any) -> None:
+        """
+        Fire-and-forget on the current connection, like
+        L{HubClientProtocol.notify}: nothing is held back for a later one.
+
+        @raise ConnectionClosedError: not connected right now.
+        """
+        current = self.current
+        if current is None:
+            raise ConnectionClosedError(DisconnectReason(DisconnectKind.CONNECTION_LOST, None, "not connected"))
+        current.notify(method, *args, **kwargs)
 

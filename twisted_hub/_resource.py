@@ -22,8 +22,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from ._heartbeat import HeartbeatPolicy
-from ._hub import Hub
-from ._server import HubServerFactory
+from ._server import HubServerFactory, HubSpec
 
 _UPGRADE_REQUIRED = (
     b"This is a twisted-hub WebSocket endpoint (subprotocol twisted-hub.v1): "
@@ -50,7 +49,7 @@ class HubResource(WebSocketResource):  # type: ignore[misc]
     resource runs.
     """
 
-    def __init__(self, factory: HubServerFactory | Sequence[type[Hub]], **factory_options: Any) -> None:
+    def __init__(self, factory: HubServerFactory | Sequence[HubSpec], **factory_options: Any) -> None:
         if not isinstance(factory, HubServerFactory):
             factory = HubServerFactory(factory, **factory_options)
         elif factory_options:

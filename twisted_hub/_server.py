@@ -13,6 +13,7 @@ import itertools
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -184,11 +185,28 @@ class ConnectionContext:
         return self._protocol.invoke_client(method, list(args), kwargs or None, timeout)
 
 
+#: What L{HubServerFactory} serves: a hub class (one instance per connection,
+#: made with no arguments), or C{functools.partial(HubClass, ...)} to give each
+#: instance its dependencies (C{partial(ChatHub, db)}).
+HubSpec = type[Hub] | partial[Hub]
+
+
+def _hub_class_and_maker(spec: HubSpec) -> tuple[type[Hub], Callable[[], Hub]]:
+    """The hub class a spec serves, and how to make one instance of it."""
+    if isinstance(spec, type) and issubclass(spec, Hub):
+        return spec, spec
+    if isinstance(spec, partial) and isinstance(spec.func, type) and issubclass(spec.func, Hub):
+        return spec.func, spec
+    raise TypeError(f"serve Hub subclasses or functools.partial(HubSubclass, ...), not {spec!r}")
+
+
 class HubRuntime:
     """Shared state of one hub class on one factory: connections and groups."""
 
-    def __init__(self, hub_class: type[Hub], factory: HubServerFactory) -> None:
+    def __init__(self, hub_class: type[Hub], factory: HubServerFactory, make: Callable[[], Hub] | None = None) -> None:
         self.hub_class = hub_class
+        #: makes the hub instance of each new connection
+        self.make_hub: Callable[[], Hub] = make if make is not None else hub_class
         self.factory = factory
         self.methods = hub_class.hub_methods
         self.receiver_methods = receiver_methods(hub_class.receiver)
@@ -376,7 +394,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         self.heartbeat_policy = runtime.heartbeat_policy
         self.core = ServerConnection(self.connection_id)
         self.core.max_messages_per_frame = factory.max_messages_per_frame
-        hub = runtime.hub_class()
+        hub = runtime.make_hub()
         hub._runtime = runtime
         hub.connection = ConnectionContext(self, request)
         self.hub = hub
@@ -860,7 +878,9 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
     """
     Serves one or more hubs over WebSocket.
 
-    @param hubs: hub classes; each is reached at C{ws://host/<path>/<hub_name>}.
+    @param hubs: hub classes (one instance per connection), or
+        C{functools.partial(HubClass, dependency, ...)} to give each instance
+        its dependencies; each is reached at C{ws://host/<path>/<hub_name>}.
         With one hub, any path reaches it.
     @param clock: time source and timer host (default: the global reactor,
         resolved when first needed).
@@ -905,7 +925,7 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
 
     def __init__(
         self,
-        hubs: Sequence[type[Hub]] | Mapping[str, type[Hub]],
+        hubs: Sequence[HubSpec] | Mapping[str, HubSpec],
         *,
         url: str | None = None,
         clock: IReactorTime | None = None,
@@ -949,12 +969,14 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
         self.connection_count = 0
         self.stall_detector = StallDetector()
         self._schedulers: dict[HeartbeatPolicy, ServerHeartbeatScheduler] = {}
-        items = hubs.items() if isinstance(hubs, Mapping) else ((h.hub_name, h) for h in hubs)
         self.runtimes: dict[str, HubRuntime] = {}
-        for name, hub_class in items:
+        specs = hubs.items() if isinstance(hubs, Mapping) else ((None, spec) for spec in hubs)
+        for given_name, spec in specs:
+            hub_class, make = _hub_class_and_maker(spec)
+            name = given_name if given_name is not None else hub_class.hub_name
             if name in self.runtimes:
                 raise ValueError(f"two hubs are named {name!r}")
-            self.runtimes[name] = HubRuntime(hub_class, self)
+            self.runtimes[name] = HubRuntime(hub_class, self, make)
         if not self.runtimes:
             raise ValueError("serve at least one hub")
         self.setProtocolOptions(

@@ -38,11 +38,10 @@ from zope.interface import implementer
 
 from ._errors import DisconnectKind
 from ._heartbeat import HeartbeatPolicy
-from ._hub import Hub
 from ._limits import ConnectionGuard
 from ._origin import OriginPolicy
 from ._resource import HubStatusPage, build_site_root
-from ._server import HubServerFactory
+from ._server import HubServerFactory, HubSpec
 from ._wire import CloseCode
 
 #: Seconds C{stopService} waits for connections to close before dropping them.
@@ -164,7 +163,7 @@ class HubService(MultiService):
 
     def __init__(
         self,
-        hubs: Sequence[type[Hub]] | None = None,
+        hubs: Sequence[HubSpec] | None = None,
         listen: Iterable[str] = (),
         *,
         factory: HubServerFactory | None = None,

@@ -15,6 +15,8 @@ from typing import Any, ClassVar
 
 import msgpack
 
+from ._base_error import TwistedHubError
+
 #: The WebSocket subprotocol of this wire format version.
 SUBPROTOCOL = "twisted-hub.v1"
 #: Every subprotocol this implementation speaks, best first.
@@ -32,7 +34,7 @@ def to_us(seconds: float) -> int:
     """Seconds to whole microseconds, as heartbeats carry time."""
     return int(seconds * 1_000_000)
 
-class ProtocolError(Exception):
+class ProtocolError(TwistedHubError):
     """
     The peer sent something that is not a valid message of this protocol.
 

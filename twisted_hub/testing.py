@@ -32,7 +32,7 @@ from zope.interface import implementer
 
 from ._client import HubClientFactory, HubClientOptions, HubClientProtocol
 from ._hub import Hub
-from ._server import HubServerFactory, HubServerProtocol
+from ._server import HubServerFactory, HubServerProtocol, HubSpec
 
 _NO_AUTOBAHN_TIMERS = {"openHandshakeTimeout": 0, "closeHandshakeTimeout": 0}
 
@@ -220,7 +220,7 @@ class HubTestServer:
 
     def __init__(
         self,
-        hubs: Sequence[type[Hub]] | Mapping[str, type[Hub]],
+        hubs: Sequence[HubSpec] | Mapping[str, HubSpec],
         clock: Clock | None = None,
         **factory_options: Any,
     ) -> None:
