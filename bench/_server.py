@@ -114,7 +114,10 @@ def run_hub(args: argparse.Namespace) -> None:
         setattr(HubServerProtocol, name, getattr(WebSocketServerProtocol, name))
 
     policy = HeartbeatPolicy.every(args.heartbeat, args.timeout) if args.heartbeat else None
-    factory = HubServerFactory([BenchHub], heartbeat=policy, reactor=reactor)
+    # Every bench client connects from 127.0.0.1: no per-address or total cap.
+    factory = HubServerFactory(
+        [BenchHub], heartbeat=policy, reactor=reactor, max_connections=None, max_connections_per_ip=None
+    )
     runtime = factory.hub_runtime(HUB_NAME)
 
     class Handle:

@@ -47,16 +47,23 @@ class TwistdHub:
         assert stdout is not None
         deadline = time.monotonic() + 60  # generous: CI machines are shared
         lines: list[str] = []
+        pending = b""
+        # os.read, not readline: lines already in a reader's buffer would not
+        # wake select, and the port line could wait there unseen.
         while time.monotonic() < deadline:
             ready, _, _ = select.select([stdout], [], [], 0.5)
             if ready:
-                line = stdout.readline().decode()
-                if not line:
+                chunk = os.read(stdout.fileno(), 65536)
+                if not chunk:
                     break  # the process ended
-                lines.append(line)
-                match = SITE_STARTED.search(line)
-                if match:
-                    return int(match.group(1))
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for raw in complete:
+                    line = raw.decode("utf-8", "replace") + "\n"
+                    lines.append(line)
+                    match = SITE_STARTED.search(line)
+                    if match:
+                        return int(match.group(1))
         self.stop()
         raise RuntimeError("twistd did not start:\n" + "".join(lines[-20:]))
 

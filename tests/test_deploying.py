@@ -76,6 +76,13 @@ class DocumentTests(SynchronousTestCase):
         self.assertEqual([h.hub_name for h in options["hubs"]], ["echo", "chat"])
         self.assertEqual(options["origin-policy"].origins, frozenset({"https://app.example.com"}))
         self.assertTrue(options["origin-policy"].same_host)
+        self.assertEqual(options["allowed-hosts"], ["hub.example.com", "127.0.0.1"])
+        self.assertEqual((options["handshake-timeout"], options["max-connections"]), (10, 10000))
+
+    def test_file_limit_covers_max_connections(self) -> None:
+        """The unit's LimitNOFILE exceeds the config's max-connections plus 100 files for the process."""
+        max_connections = int(re.search(r"max-connections = (\d+)", code("hub-config")).group(1))  # type: ignore[union-attr]
+        self.assertGreaterEqual(int(parse_unit()["Service"]["LimitNOFILE"]), max_connections + 100)
 
     def test_timeouts_are_consistent(self) -> None:
         """nginx's read timeout exceeds every documented heartbeat interval; systemd waits out the shutdown."""
@@ -93,7 +100,9 @@ class DocumentTests(SynchronousTestCase):
         """The options table documents every option twistd hub accepts."""
         text = (Path(__file__).resolve().parent.parent / DOC).read_text()
         for long_name in ["listen", "port", "path", "hub", "heartbeat-interval", "heartbeat-timeout",
-                          "max-message-size", "allowed-origin", "log-level", "shutdown-timeout", "config"]:
+                          "max-message-size", "allowed-origin", "log-level", "shutdown-timeout", "config",
+                          "allowed-host", "handshake-timeout", "max-connections", "max-connections-per-ip",
+                          "status-path", "no-status"]:
             self.assertIn(f"`--{long_name}", text)
 
 

@@ -216,7 +216,7 @@ class PluginTests(SynchronousTestCase):
 
 class MakeServiceTests(SynchronousTestCase):
     def test_listeners_per_description(self) -> None:
-        """makeService builds one strports listener per --listen, bound to the same Site."""
+        """makeService builds one strports listener per --listen, bound to the same guarded Site."""
         options = parse("--port", "0", "--listen", "tcp:0:interface=127.0.0.1", "--max-message-size", "1000")
         root = makeService(options)
         hub_services = [s for s in root if isinstance(s, HubService)]  # type: ignore[attr-defined]
@@ -224,7 +224,8 @@ class MakeServiceTests(SynchronousTestCase):
         service = hub_services[0]
         listeners = [s for s in service if isinstance(s, StreamServerEndpointService)]
         self.assertEqual(len(listeners), 2)
-        self.assertEqual({id(listener.factory) for listener in listeners}, {id(service.site)})
+        self.assertEqual({id(listener.factory) for listener in listeners}, {id(service.listening_factory)})
+        self.assertIs(service.listening_factory.wrappedFactory, service.site)
         self.assertEqual(service.factory.max_message_size, 1000)
         self.assertIsInstance(service.factory.allowed_origins, OriginPolicy)
         self.assertEqual(set(service.factory.runtimes), {"echo", "chat"})

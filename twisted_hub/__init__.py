@@ -35,7 +35,8 @@ from ._heartbeat import (
     MetadataProvider,
 )
 from ._hub import Hub, InvalidArguments, RefuseConnection, heartbeat, hub, method
-from ._origin import OriginPolicy
+from ._limits import ConnectionGuard, ConnectionLimits
+from ._origin import AllowedHosts, OriginPolicy
 from ._reconnect import ReconnectingHubClient, full_jitter_policy
 from ._resource import HubResource
 from ._server import ConnectionContext, HeartbeatFeature, HubServerFactory, HubServerProtocol
@@ -45,6 +46,7 @@ from ._wire import SUBPROTOCOL, CloseCode, ErrorCode, ProtocolError
 __version__ = "0.1.0"
 
 __all__ = [
+    "AllowedHosts",
     "CallTimeoutError",
     "ClientHeartbeatEvent",
     "ClockOffset",
@@ -52,6 +54,8 @@ __all__ = [
     "ConnectTimeoutError",
     "ConnectionClosedError",
     "ConnectionContext",
+    "ConnectionGuard",
+    "ConnectionLimits",
     "DisconnectKind",
     "DisconnectReason",
     "ErrorCode",

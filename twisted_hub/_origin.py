@@ -108,3 +108,73 @@ class OriginPolicy:
 
     def __repr__(self) -> str:
         return f"OriginPolicy({self.describe()!r})"
+
+
+def check_host(value: str) -> str:
+    """
+    Validate one C{--allowed-host} value and return it normalised (lower
+    case); raise C{ValueError} saying what is wrong.
+    """
+    host = value.strip().lower()
+    if host == ANY_ORIGIN:
+        return host
+    name = host[1:] if host.startswith(".") else host
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    if not name or any(c in name for c in "/?#@ ") or (":" in name and not _is_ipv6(name)):
+        raise ValueError(f"an allowed host is a host name or address without port (app.example.com, "
+                         f".example.com, 127.0.0.1, [::1]) or *, got {value!r}")
+    return f"[{name}]" if _is_ipv6(name) else host
+
+
+def _is_ipv6(name: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(name).version == 6
+    except ValueError:
+        return False
+
+
+class AllowedHosts:
+    """
+    The host names a server answers to: a check of the request's C{Host}
+    header against a list, as a defence against DNS rebinding.
+
+    A page on C{evil.example} whose name the attacker re-points to your
+    server's address is, for the browser, same-origin with a request to
+    C{evil.example}: its Origin and Host headers agree, so the same-host
+    origin check passes.  Only the Host header (C{evil.example}) tells the
+    request apart from one for your own name.
+
+    @param hosts: exact names or addresses (ports are ignored), C{.example.com}
+        for C{example.com} and every subdomain, or C{*} for any host.
+    """
+
+    def __init__(self, hosts: Iterable[str]) -> None:
+        values = [check_host(host) for host in hosts]
+        if not values:
+            raise ValueError("list at least one allowed host (or '*')")
+        self.allow_any = ANY_ORIGIN in values
+        self.exact = frozenset(v for v in values if not v.startswith(".") and v != ANY_ORIGIN)
+        self.suffixes = tuple(v for v in values if v.startswith("."))
+
+    def allows(self, host_header: str | None) -> bool:
+        """True when a request with C{Host: host_header} may be served."""
+        if self.allow_any:
+            return True
+        if not host_header:
+            return False
+        name = _host_name(host_header).rstrip(".")
+        if _is_ipv6(name):
+            name = f"[{name}]"
+        if name in self.exact:
+            return True
+        return any(name == suffix[1:] or name.endswith(suffix) for suffix in self.suffixes)
+
+    def describe(self) -> str:
+        """One line for logs."""
+        return "any host" if self.allow_any else ", ".join(sorted(self.exact) + sorted(self.suffixes))
+
+    def __repr__(self) -> str:
+        return f"AllowedHosts({self.describe()!r})"

@@ -5,7 +5,7 @@ Mount a hub endpoint on an existing C{twisted.web} site.
 
 Every path below the mount point reaches the factory, whose last segment
 names the hub (C{/hub/chat}).  L{HubStatusPage} is the plain HTML page
-C{twistd hub} serves on C{GET /}.
+C{twistd hub} serves on C{GET /} (or C{--status-path}).
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ class HubResource(WebSocketResource):  # type: ignore[misc]
     A request that is not a WebSocket upgrade gets a plain C{426 Upgrade
     Required} answer, so the rest of the site keeps working normally (the
     HTTP connection stays usable for further requests).
+
+    Listen with the site wrapped in a L{ConnectionGuard} (C{ConnectionGuard(site,
+    factory.limits)}) so the factory's handshake deadline and connection caps
+    apply from the accept: C{twisted.web} reads the HTTP request before this
+    resource runs.
     """
 
     def __init__(self, factory: HubServerFactory | Sequence[HubSpec], **factory_options: Any) -> None:
@@ -76,7 +81,8 @@ class HubStatusPage(Resource):
 
     @param factory: the factory whose hubs it describes.
     @param hub_path: where the hub endpoint is mounted (shown as URLs).
-    @param listening: the listen descriptions, shown as they were given.
+    @param listening: the listen descriptions; the page shows only their
+        scheme and port (L{public_listen_text}), never file names or options.
     @param extra: more C{(label, value)} rows (origin policy, limits...).
     """
 
@@ -93,13 +99,17 @@ class HubStatusPage(Resource):
         super().__init__()  # type: ignore[no-untyped-call]
         self.factory = factory
         self.hub_path = "/" + hub_path.strip("/")
-        self.listening = list(listening)
+        self.listening = [public_listen_text(description) for description in listening]
         self.extra = list(extra)
         self._clock = clock
 
     def render_GET(self, request: Request) -> bytes:
         from . import __version__
 
+        if not self.factory.host_allowed(request.getHeader("host")):
+            request.setResponseCode(400, b"Host not allowed")
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")  # type: ignore[no-untyped-call]
+            return b"This host name is not served here.\n"
         clock = self._clock or self.factory.clock
         now = datetime.fromtimestamp(clock.seconds(), tz=UTC)
         e = html.escape
@@ -134,21 +144,69 @@ class HubStatusPage(Resource):
         return page.encode("utf-8")
 
 
-def build_site_root(factory: HubServerFactory, hub_path: str, status_page: Resource | None) -> Resource:
+#: Listener types whose second field is a port number, and the scheme they serve.
+_PORT_SCHEMES = {"tcp": "ws", "tcp6": "ws", "ssl": "wss"}
+
+
+def public_listen_text(description: str) -> str:
+    """
+    What a visitor may learn about one listen description: the scheme and
+    port (C{"ws, port 8080"}, C{"wss, port 8443"}), never an interface, a
+    socket or key file name or another option.
+    """
+    kind, _, rest = description.strip().partition(":")
+    if kind.isdigit():  # the old strports form "8080"
+        return f"ws, port {kind}"
+    port = rest.split(":", 1)[0]
+    scheme = _PORT_SCHEMES.get(kind.lower())
+    if scheme is not None and port.isdigit():
+        return f"{scheme}, port {port}"
+    if kind.lower() == "unix":
+        return "a local (unix) socket"
+    return "another endpoint"
+
+
+def _segments(path: str) -> list[bytes]:
+    return [s.encode() for s in path.strip("/").split("/") if s]
+
+
+def check_status_path(hub_path: str, status_path: str) -> str:
+    """
+    Validate where the status page goes next to the hub endpoint; return it
+    normalised (C{/} or C{/a/b}); raise C{ValueError} saying what is wrong.
+    """
+    if not status_path.startswith("/") or any(c in status_path for c in "?#% ") or "//" in status_path.rstrip("/"):
+        raise ValueError(f"the status path must be a plain path like / or /status, got {status_path!r}")
+    status = _segments(status_path)
+    hub = _segments(hub_path)
+    if status and (hub[: len(status)] == status or status[: len(hub)] == hub):
+        raise ValueError(f"the status path {status_path!r} must not be the hub path {hub_path!r}, above or below it")
+    return "/" + status_path.strip("/")
+
+
+def build_site_root(
+    factory: HubServerFactory, hub_path: str, status_page: Resource | None, status_path: str = "/"
+) -> Resource:
     """
     A root resource with the hub endpoint at C{hub_path} and, if given, the
-    status page at C{/}.
+    status page at C{status_path}.
     """
     root = Resource()  # type: ignore[no-untyped-call]
-    if status_page is not None:
-        root.putChild(b"", status_page)
-    segments = [s.encode() for s in hub_path.strip("/").split("/") if s]
+    segments = _segments(hub_path)
     if not segments:
         raise ValueError("the hub path must have at least one segment (the status page is at /)")
+    if status_page is not None:
+        _put(root, _segments(check_status_path(hub_path, status_path)) or [b""], status_page)
+    _put(root, segments, HubResource(factory))
+    return root
+
+
+def _put(root: Resource, segments: list[bytes], leaf: IResource) -> None:
     node = root
     for segment in segments[:-1]:
-        child = Resource()  # type: ignore[no-untyped-call]
-        node.putChild(segment, child)
+        child = node.children.get(segment)
+        if child is None:
+            child = Resource()  # type: ignore[no-untyped-call]
+            node.putChild(segment, child)
         node = child
-    node.putChild(segments[-1], HubResource(factory))
-    return root
+    node.putChild(segments[-1], leaf)

@@ -18,7 +18,8 @@ from typing import Any, cast
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred, fail, maybeDeferred
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -44,7 +45,15 @@ from ._errors import (
 )
 from ._heartbeat import HeartbeatPolicy, HeartbeatTracker, StallDetector
 from ._hub import GroupRegistry, Hub, RefuseConnection, receiver_methods
+from ._limits import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_IP,
+    ConnectionLimits,
+    GuardedConnection,
+)
 from ._liveness import ServerHeartbeatScheduler, ping_sequence
+from ._origin import AllowedHosts
 from ._ratelimit import LogRateLimiter
 from ._wire import (
     HEARTBEAT_TIMEOUT_REASON,
@@ -59,6 +68,8 @@ from ._wire import (
     TooManyMessagesError,
     close_reason_bytes,
 )
+
+_CONNECTION_DONE = Failure(ConnectionDone())
 
 #: Default limits; documented in docs/protocol.md and README.md.
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
@@ -244,6 +255,9 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         self._written_while_paused = 0
         self._disconnected = False
         self._hello_deadline: IDelayedCall | None = None
+        self._handshake_deadline: IDelayedCall | None = None
+        self._admitted_peer: IAddress | None = None  # counted in factory.limits by this protocol
+        self._refused = False
         #: created at the first log line about a peer mistake
         self._peer_log: LogRateLimiter | None = None
 
@@ -303,9 +317,61 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
             self.heartbeat_scheduler = None
             scheduler.remove(self)
 
+    # -- connection limits (see _limits.py) -----------------------------------
+    def connectionMade(self) -> None:
+        limits = self.factory.limits
+        guarded = isinstance(self.transport, GuardedConnection)
+        if guarded:
+            # The guard stays in the receiving path (it sees the connection
+            # lost); we write to the transport under it, as autobahn wants the
+            # TLS protocol itself there (for TLS details), not a wrapper.
+            self.transport = self.transport.transport
+        super().connectionMade()
+        # Behind a ConnectionGuard the connection was counted, and its deadline
+        # started, when it was accepted; otherwise count it and start one here.
+        if not guarded:
+            address = self.transport.getPeer()
+            if not limits.admit(address):
+                self._refused = True
+                self.transport.abortConnection()
+                return
+            self._admitted_peer = address
+        self._handshake_deadline = self.factory.clock.callLater(limits.handshake_timeout, self._handshake_timed_out)
+
+    def _handshake_timed_out(self) -> None:
+        self._handshake_deadline = None
+        if self.state != self.STATE_CONNECTING:
+            return
+        self.factory.limits.handshake_timed_out(self.transport.getPeer())
+        self.wasClean = False
+        self.wasNotCleanReason = "the opening handshake did not finish in time"
+        self.wasOpenHandshakeTimeout = True
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
+        if self._handshake_deadline is not None:
+            self._handshake_deadline.cancel()
+            self._handshake_deadline = None
+        if self._admitted_peer is not None:
+            self.factory.limits.release(self._admitted_peer)
+            self._admitted_peer = None
+        super().connectionLost(reason)
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+        # autobahn refuses an Origin header that is not an origin (empty, no
+        # host) with 400 before onConnect runs; it is an origin refusal (403).
+        if code == 400 and reason.startswith("HTTP Origin header invalid"):
+            origin = (getattr(self, "http_headers", None) or {}).get("origin", "")
+            code, reason = 403, f"origin {origin!r} is not allowed (not a valid origin)"
+        super().failHandshake(reason, code, responseHeaders)
+
     # -- handshake -----------------------------------------------------------
     def onConnect(self, request: ConnectionRequest) -> Any:
         factory = self.factory
+        if self._refused:
+            raise ConnectionDeny(503, "too many connections")
+        if not factory.host_allowed(request.headers.get("host")):
+            raise ConnectionDeny(400, f"host {request.headers.get('host', '')[:100]!r} is not allowed")
         if SUBPROTOCOL not in request.protocols:
             raise ConnectionDeny(
                 400, f"no supported subprotocol offered; this server speaks {SUBPROTOCOL}"
@@ -352,6 +418,9 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         return SUBPROTOCOL
 
     def onOpen(self) -> None:
+        if self._handshake_deadline is not None:
+            self._handshake_deadline.cancel()
+            self._handshake_deadline = None
         runtime = self.runtime
         assert runtime is not None
         policy = self.heartbeat_policy
@@ -724,6 +793,16 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
     @param allowed_origins: browser origins allowed to connect (None: any;
         requests without an Origin header, i.e. non-browsers, always pass),
         or a callable C{(request) -> bool} such as L{OriginPolicy}.
+    @param allowed_hosts: host names the C{Host} header may carry (exact
+        names, C{.example.com} for the domain and its subdomains, C{*});
+        None: any.  Refuses DNS-rebinding pages (see L{AllowedHosts}).
+    @param handshake_timeout: seconds from accepting a connection to the end
+        of its WebSocket opening handshake; later, it is aborted.
+    @param max_connections: connections held at most, open or in their
+        handshake (None or 0: no cap); more are closed at once.
+    @param max_connections_per_ip: the same per IPv4 address / IPv6 /64
+        network (None or 0: no cap; set it off behind a proxy, whose address
+        every connection has).
     @param debug: send exception text and tracebacks in internal errors.
     """
 
@@ -748,6 +827,10 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
         hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
         max_messages_per_frame: int = DEFAULT_MAX_MESSAGES_PER_FRAME,
         allowed_origins: Iterable[str] | Callable[[ConnectionRequest], bool] | None = None,
+        allowed_hosts: Iterable[str] | None = None,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
+        max_connections_per_ip: int | None = DEFAULT_MAX_CONNECTIONS_PER_IP,
         debug: bool = False,
         reactor: Any = None,
     ) -> None:
@@ -769,6 +852,8 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
         self.allowed_origins: frozenset[str] | Callable[[ConnectionRequest], bool] | None = (
             allowed_origins if allowed_origins is None or callable(allowed_origins) else frozenset(allowed_origins)
         )
+        self.allowed_hosts = None if allowed_hosts is None else AllowedHosts(allowed_hosts)
+        self.limits = ConnectionLimits(self.clock, max_connections, max_connections_per_ip, handshake_timeout)
         self.debug = debug
         self.connection_count = 0
         self.stall_detector = StallDetector()
@@ -788,6 +873,10 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
             maxFramePayloadSize=max_message_size,
             autoFragmentSize=0,
             failByDrop=False,
+            # Our own handshake deadline (on self.clock) replaces autobahn's.
+            openHandshakeTimeout=0,
+            # "Origin: null" reaches onConnect, where the origin policy decides.
+            allowNullOrigin=True,
         )
 
     def route(self, path: str) -> HubRuntime | None:
@@ -797,6 +886,10 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
         if runtime is None and len(self.runtimes) == 1:
             return next(iter(self.runtimes.values()))
         return runtime
+
+    def host_allowed(self, host_header: str | None) -> bool:
+        """Whether a request's C{Host} header names a host this server serves."""
+        return self.allowed_hosts is None or self.allowed_hosts.allows(host_header)
 
     def origin_allowed(self, request: ConnectionRequest) -> bool:
         if self.allowed_origins is None or not request.origin:

@@ -38,6 +38,7 @@ from zope.interface import implementer
 
 from ._errors import DisconnectKind
 from ._heartbeat import HeartbeatPolicy
+from ._limits import ConnectionGuard
 from ._origin import OriginPolicy
 from ._resource import HubStatusPage, build_site_root
 from ._server import HubServerFactory, HubSpec
@@ -145,13 +146,17 @@ class HubService(MultiService):
     descriptions (strports, e.g. C{"tcp:8080:interface=127.0.0.1"},
     C{"ssl:8443:privateKey=key.pem:certKey=cert.pem"}, C{"unix:/run/hub.sock"})
     the service listens itself, with the hub endpoint at C{path} and a
-    status page at C{/}; without, it only owns the factory's lifecycle (e.g.
-    when a L{HubResource} is mounted on your own C{Site}), so stopping it
-    still shuts the connections down gracefully.
+    status page at C{status_path}; without, it only owns the factory's
+    lifecycle (e.g. when a L{HubResource} is mounted on your own C{Site}),
+    so stopping it still shuts the connections down gracefully.  Its own
+    listeners apply the factory's connection limits from the moment of
+    accept (a L{ConnectionGuard} around the site).
 
     @param allowed_origins: browser origins allowed to connect: exact
         origins, C{"same-host"} or C{"*"}; default: same host only (see
         L{OriginPolicy}).  Used only when the factory is built here.
+    @param status_page: serve the status page (False: 404 there).
+    @param status_path: where the status page is (default C{/}).
     @param shutdown_timeout: seconds C{stopService} may take.
     @param clock: time source for the shutdown (default: the factory's).
     """
@@ -164,6 +169,7 @@ class HubService(MultiService):
         factory: HubServerFactory | None = None,
         path: str = "/hub",
         status_page: bool = True,
+        status_path: str = "/",
         heartbeat: HeartbeatPolicy | None = None,
         allowed_origins: Iterable[str] = (),
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
@@ -202,10 +208,12 @@ class HubService(MultiService):
             if status_page:
                 extra = [("allowed origins", self._origin_text())]
                 status = HubStatusPage(factory, path, self.listen, extra)
-            self.root = build_site_root(factory, path, status)
+            self.root = build_site_root(factory, path, status, status_path)
             self.site = Site(self.root)  # type: ignore[no-untyped-call]
+            #: what the listeners serve: the site, behind the connection limits
+            self.listening_factory = ConnectionGuard(self.site, factory.limits)
             for description in self.listen:
-                listener = strports.service(description, self.site, reactor=reactor)
+                listener = strports.service(description, self.listening_factory, reactor=reactor)
                 listener.setServiceParent(self)  # type: ignore[no-untyped-call]
                 self._listeners.append(listener)
 

@@ -30,12 +30,16 @@ DEFAULT_PATH = "/hub"
 DEFAULT_LISTEN = "tcp:8080"
 DEFAULT_LOG_LEVEL = "info"
 
-_REPEATABLE = {"listen": "listen", "hub": "hubs", "allowed-origin": "allowed-origins"}
+_REPEATABLE = {
+    "listen": "listen", "hub": "hubs", "allowed-origin": "allowed-origins", "allowed-host": "allowed-hosts",
+}
 _SINGLE = (
     "port", "path", "heartbeat-interval", "heartbeat-timeout", "max-message-size",
     "log-level", "shutdown-timeout",
     "max-outgoing-buffer", "max-pending-calls", "max-pending-bytes",
+    "handshake-timeout", "max-connections", "max-connections-per-ip", "status-path",
 )
+_FLAGS = ("no-status",)
 
 
 def load_hub(spec: str) -> type[Hub]:
@@ -90,6 +94,14 @@ def check_listen(description: str) -> str:
     return description
 
 
+def _count(name: str, value: str) -> int | None:
+    """A whole number >= 0; 0 means no limit (None)."""
+    text = str(value).strip()
+    if not text.isdigit():
+        raise usage.UsageError(f"--{name} must be a whole number >= 0 (0: no limit), got {value!r}")
+    return int(text) or None
+
+
 def _toml_scalar(key: str, value: Any, path: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise usage.UsageError(f"--config {path}: {key} must be a string or a number, got {value!r}")
@@ -111,7 +123,7 @@ def read_config(path: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         raise usage.UsageError(f"--config {path}: not valid TOML: {e}") from None
     settings: dict[str, Any] = {}
-    aliases = {"hubs": "hub", "allowed-origins": "allowed-origin"}
+    aliases = {"hubs": "hub", "allowed-origins": "allowed-origin", "allowed-hosts": "allowed-host"}
     for raw_key, value in data.items():
         key = raw_key.replace("_", "-")
         key = aliases.get(key, key)
@@ -120,8 +132,12 @@ def read_config(path: str) -> dict[str, Any]:
             settings[key] = [_toml_scalar(raw_key, v, path) for v in values]
         elif key in _SINGLE:
             settings[key] = _toml_scalar(raw_key, value, path)
+        elif key in _FLAGS:
+            if not isinstance(value, bool):
+                raise usage.UsageError(f"--config {path}: {raw_key} must be true or false, got {value!r}")
+            settings[key] = value
         else:
-            known = ", ".join(sorted([*_SINGLE, *_REPEATABLE]))
+            known = ", ".join(sorted([*_SINGLE, *_REPEATABLE, *_FLAGS]))
             raise usage.UsageError(f"--config {path}: unknown setting {raw_key!r} (known: {known})")
     return settings
 
@@ -131,7 +147,8 @@ class Options(usage.Options):
 
     synopsis = "[options]"
     longdesc = (
-        "Serve twisted-hub hubs over WebSocket (subprotocol twisted-hub.v1), with a status page on GET /. "
+        "Serve twisted-hub hubs over WebSocket (subprotocol twisted-hub.v1), with a status page on GET / "
+        "(--status-path, --no-status). "
         "Options may also come from a TOML file (--config); the command line overrides it."
     )
 
@@ -147,6 +164,15 @@ class Options(usage.Options):
         ["max-pending-bytes", None, None, "Bytes of calls one connection may have running or queued [8MiB]."],
         ["log-level", None, None, f"Minimum log level: debug, info, warn, error, critical [{DEFAULT_LOG_LEVEL}]."],
         ["shutdown-timeout", None, None, "Seconds a graceful shutdown may take before connections are dropped [10]."],
+        ["handshake-timeout", None, None,
+         "Seconds from accepting a connection to the end of its WebSocket opening handshake [10]."],
+        ["max-connections", None, None, "Connections held at most, open or in their handshake; 0: no limit [10000]."],
+        ["max-connections-per-ip", None, None,
+         "Connections per IPv4 address / IPv6 /64 at most; 0: no limit (behind a proxy) [256]."],
+        ["status-path", None, None, "URL path of the status page [/]."],
+    ]
+    optFlags = [
+        ["no-status", None, "Serve no status page (404 there)."],
     ]
 
     def __init__(self) -> None:
@@ -154,6 +180,7 @@ class Options(usage.Options):
         self["listen"] = []
         self["hubs"] = []
         self["allowed-origins"] = []
+        self["allowed-hosts"] = []
         self._hub_specs: list[str] = []
 
     def opt_listen(self, description: str) -> None:
@@ -168,6 +195,10 @@ class Options(usage.Options):
         """Browser origin allowed to connect (repeatable): https://app.example.com, same-host or *. [same-host]"""
         self["allowed-origins"].append(origin)
 
+    def opt_allowed_host(self, host: str) -> None:
+        """Host name the Host header may carry (repeatable): hub.example.com, .example.com, 127.0.0.1 or *. [any]"""
+        self["allowed-hosts"].append(host)
+
     def postOptions(self) -> None:
         file_settings = read_config(self["config"]) if self["config"] else {}
         if self["listen"] or self["port"] is not None:
@@ -181,6 +212,10 @@ class Options(usage.Options):
             self._hub_specs = list(file_settings.get("hub", []))
         if not self["allowed-origins"]:
             self["allowed-origins"] = list(file_settings.get("allowed-origin", []))
+        if not self["allowed-hosts"]:
+            self["allowed-hosts"] = list(file_settings.get("allowed-host", []))
+        if not self["no-status"]:
+            self["no-status"] = bool(file_settings.get("no-status", False))
         if not self["listen"]:
             self["listen"] = list(file_settings.get("listen", []))
         self._check_listen()
@@ -188,6 +223,7 @@ class Options(usage.Options):
         self._check_heartbeat()
         self._check_limits()
         self._check_origins()
+        self._check_connection_limits()
         self["hubs"] = [load_hub(spec) for spec in self._hub_specs]
         if not self["hubs"]:
             from .demo import DEMO_HUBS
@@ -274,6 +310,28 @@ class Options(usage.Options):
             )
         self["log-level"] = level
 
+    def _check_connection_limits(self) -> None:
+        from ._limits import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP
+        from ._origin import AllowedHosts
+        from ._resource import check_status_path
+
+        timeout = self["handshake-timeout"]
+        self["handshake-timeout"] = (
+            DEFAULT_HANDSHAKE_TIMEOUT if timeout is None else _positive("handshake-timeout", timeout)
+        )
+        for name, default in (
+            ("max-connections", DEFAULT_MAX_CONNECTIONS), ("max-connections-per-ip", DEFAULT_MAX_CONNECTIONS_PER_IP)
+        ):
+            self[name] = default if self[name] is None else _count(name, self[name])
+        try:
+            self["host-policy"] = AllowedHosts(self["allowed-hosts"]) if self["allowed-hosts"] else None
+        except ValueError as e:
+            raise usage.UsageError(f"--allowed-host: {e}") from None
+        try:
+            self["status-path"] = check_status_path(self["path"], self["status-path"] or "/")
+        except ValueError as e:
+            raise usage.UsageError(f"--status-path: {e}") from None
+
     def _check_origins(self) -> None:
         from ._origin import OriginPolicy
 
@@ -302,6 +360,12 @@ def makeService(options: Options) -> IService:
         max_pending_calls=options["max-pending-calls"],
         max_pending_bytes=options["max-pending-bytes"],
         shutdown_timeout=options["shutdown-timeout"],
+        allowed_hosts=options["allowed-hosts"] or None,
+        handshake_timeout=options["handshake-timeout"],
+        max_connections=options["max-connections"],
+        max_connections_per_ip=options["max-connections-per-ip"],
+        status_page=not options["no-status"],
+        status_path=options["status-path"],
     )
     hubs.setServiceParent(root)  # type: ignore[no-untyped-call]
     return root

@@ -1,0 +1,262 @@
+"""
+Limits on connections before they are hub connections.
+
+A peer that opens connections and never finishes the WebSocket opening
+handshake (or trickles it one byte at a time: "slowloris") costs the server a
+file descriptor each.  Two limits bound that:
+
+- a B{handshake deadline}, counted from the moment the connection is accepted
+  (not from the last byte, so trickling does not extend it): a connection
+  that is not an open WebSocket by then is aborted;
+- B{caps} on the connections a server holds, in total and per peer address
+  (IPv4 address, IPv6 /64 network): one over a cap is closed at once, before
+  a byte is read.
+
+L{ConnectionLimits} holds the counts and settings (one per
+L{HubServerFactory}); the factory's protocol applies them to connections it
+accepts itself (C{listenTCP(port, factory)}).  Behind C{twisted.web} the HTTP
+request is read by the C{Site}'s protocol before any hub code runs, so a
+site that serves hubs is wrapped in a L{ConnectionGuard}, which applies the
+same limits from the moment of accept (L{HubService} does this itself).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IAddress, IDelayedCall, ILoggingContext, IProtocol, IProtocolFactory, IReactorTime
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
+
+from ._ratelimit import LogRateLimiter
+
+#: Seconds from accept to the end of the WebSocket opening handshake.
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+#: Connections one server holds at most (open hub connections and handshakes).
+DEFAULT_MAX_CONNECTIONS = 10_000
+#: Connections from one IPv4 address or IPv6 /64 network at most.
+DEFAULT_MAX_CONNECTIONS_PER_IP = 256
+#: A refusal of one kind is logged at most once per this many seconds.
+LOG_INTERVAL = 10.0
+
+_log = Logger()
+_CONNECTION_DONE = Failure(ConnectionDone())
+
+
+def address_key(address: IAddress) -> str | None:
+    """
+    The per-peer counting key of a peer address: the IPv4 address, the /64
+    network of an IPv6 address (one host usually has a whole /64), or None
+    for addresses without a host (UNIX sockets), which count in the total only.
+    """
+    host = getattr(address, "host", None)
+    if not isinstance(host, str):
+        return None
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+class RateLimitedLog:
+    """
+    Warnings about peers, at most one line per kind per C{interval} seconds
+    (a L{LogRateLimiter} per kind); the next line says how many were left
+    out.  A flood of refused connections must not become a flood of log lines.
+    """
+
+    def __init__(self, clock: IReactorTime, interval: float = LOG_INTERVAL) -> None:
+        self.clock = clock
+        self.interval = interval
+        self._limiters: dict[str, LogRateLimiter] = {}
+
+    def warn(self, kind: str, format: str, **fields: Any) -> None:
+        """Log C{format} (which may use C{{suppressed}}) unless C{kind} was logged recently."""
+        limiter = self._limiters.get(kind)
+        if limiter is None:
+            limiter = self._limiters[kind] = LogRateLimiter(self.interval)
+        suppressed = limiter.allow(self.clock.seconds())
+        if suppressed is not None:
+            _log.warn(format, suppressed=suppressed, limit_kind=kind, **fields)
+
+
+def _optional_cap(name: str, value: int | None) -> int | None:
+    if value is None or value == 0:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number >= 0 (0 or None: no limit), got {value!r}")
+    return value
+
+
+class ConnectionLimits:
+    """
+    The connection counts of one server and its caps.
+
+    @param max_connections: connections held at most (None or 0: no cap).
+    @param max_connections_per_ip: connections per peer address at most
+        (see L{address_key}; None or 0: no cap).
+    @param handshake_timeout: seconds from accept to the end of the WebSocket
+        opening handshake.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
+        max_connections_per_ip: int | None = DEFAULT_MAX_CONNECTIONS_PER_IP,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    ) -> None:
+        if not handshake_timeout > 0 or handshake_timeout == float("inf"):
+            raise ValueError(f"handshake_timeout must be a finite number > 0, got {handshake_timeout!r}")
+        self.clock = clock
+        self.max_connections = _optional_cap("max_connections", max_connections)
+        self.max_connections_per_ip = _optional_cap("max_connections_per_ip", max_connections_per_ip)
+        self.handshake_timeout = float(handshake_timeout)
+        #: connections currently counted
+        self.open_connections = 0
+        #: connections currently counted, per L{address_key}
+        self.per_address: dict[str, int] = {}
+        self.log = RateLimitedLog(clock)
+
+    def admit(self, address: IAddress) -> bool:
+        """
+        Count a new connection from C{address}; False (and a log line, rate
+        limited) when a cap is reached, in which case nothing was counted.
+        """
+        key = address_key(address)
+        if self.max_connections is not None and self.open_connections >= self.max_connections:
+            self.log.warn(
+                "total",
+                "refused a connection from {peer}: the server holds its maximum of {limit} connections "
+                "(max_connections; {suppressed} more refused since the last message)",
+                peer=key or "a local socket", limit=self.max_connections,
+            )
+            return False
+        if key is not None:
+            count = self.per_address.get(key, 0)
+            if self.max_connections_per_ip is not None and count >= self.max_connections_per_ip:
+                self.log.warn(
+                    "per-ip",
+                    "refused a connection from {peer}: it holds its maximum of {limit} connections "
+                    "(max_connections_per_ip; {suppressed} more refused since the last message)",
+                    peer=key, limit=self.max_connections_per_ip,
+                )
+                return False
+            self.per_address[key] = count + 1
+        self.open_connections += 1
+        return True
+
+    def release(self, address: IAddress) -> None:
+        """Stop counting a connection L{admit} counted."""
+        self.open_connections -= 1
+        key = address_key(address)
+        if key is not None:
+            count = self.per_address[key] - 1
+            if count:
+                self.per_address[key] = count
+            else:
+                del self.per_address[key]
+
+    def handshake_timed_out(self, address: IAddress) -> None:
+        """Log (rate limited) that a connection missed the handshake deadline."""
+        self.log.warn(
+            "handshake",
+            "closed a connection from {peer} that did not finish the WebSocket opening handshake "
+            "within {timeout:g} s of being accepted ({suppressed} more closed since the last message)",
+            peer=address_key(address) or "a local socket", timeout=self.handshake_timeout,
+        )
+
+
+def is_open_websocket(protocol: IProtocol | None) -> bool:
+    """True when C{protocol} is a WebSocket past its opening handshake."""
+    return isinstance(protocol, WebSocketProtocol) and protocol.state != WebSocketProtocol.STATE_CONNECTING
+
+
+def _log_prefix(wrapped: object) -> str:
+    if ILoggingContext.providedBy(wrapped):
+        return str(wrapped.logPrefix())  # type: ignore[attr-defined]
+    return wrapped.__class__.__name__
+
+
+class GuardedConnection(ProtocolWrapper):
+    """One connection accepted through a L{ConnectionGuard}."""
+
+    factory: ConnectionGuard
+
+    def __init__(self, factory: ConnectionGuard, wrappedProtocol: IProtocol, peer: IAddress) -> None:
+        super().__init__(factory, wrappedProtocol)  # type: ignore[arg-type]
+        self.peer_address = peer
+        self._deadline: IDelayedCall | None = None
+
+    def makeConnection(self, transport: Any) -> None:
+        limits = self.factory.limits
+        self._deadline = limits.clock.callLater(limits.handshake_timeout, self._deadline_passed)
+        super().makeConnection(transport)  # type: ignore[no-untyped-call]
+
+    def logPrefix(self) -> str:
+        return _log_prefix(self.wrappedProtocol)
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        if is_open_websocket(self.wrappedProtocol):
+            return
+        self.factory.limits.handshake_timed_out(self.peer_address)
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+
+
+class ConnectionGuard(WrappingFactory[GuardedConnection]):
+    """
+    Wrap the C{Site} that serves a L{HubResource} to apply a factory's
+    L{ConnectionLimits} from the moment a connection is accepted:
+
+        site = Site(root)          # root holds HubResource(hubs)
+        endpoint.listen(ConnectionGuard(site, hubs.limits))
+
+    Every connection through it counts against the caps (one over a cap is
+    closed at once) and must be an open WebSocket within the handshake
+    timeout of being accepted, or it is aborted.  That includes plain HTTP
+    requests to other resources of the site: wrap a site that serves hubs
+    (and small pages), not one that serves long downloads.
+    """
+
+    protocol = GuardedConnection
+    #: no "Starting factory" lines of its own: the wrapped site logs them
+    noisy = False
+
+    def __init__(self, wrappedFactory: IProtocolFactory, limits: ConnectionLimits) -> None:
+        super().__init__(wrappedFactory)  # type: ignore[no-untyped-call]
+        self.limits = limits
+
+    def logPrefix(self) -> str:
+        # "Site starting on 8080", as without the guard.
+        return _log_prefix(self.wrappedFactory)
+
+    def buildProtocol(self, addr: IAddress | None) -> GuardedConnection | None:  # type: ignore[override]
+        # None refuses the connection: the port closes the socket at once.
+        assert addr is not None
+        if not self.limits.admit(addr):
+            return None
+        wrapped = self.wrappedFactory.buildProtocol(addr)
+        if wrapped is None:
+            self.limits.release(addr)
+            return None
+        return GuardedConnection(self, wrapped, addr)
+
+    def unregisterProtocol(self, p: GuardedConnection) -> None:
+        super().unregisterProtocol(p)  # type: ignore[no-untyped-call]
+        self.limits.release(p.peer_address)
