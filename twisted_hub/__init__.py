@@ -37,6 +37,7 @@ from ._reconnect import ReconnectingHubClient, full_jitter_policy
 from ._resource import HubResource
 from ._server import ConnectionContext, HeartbeatFeature, HubServerFactory, HubServerProtocol
 from ._service import HubService
+from ._static import ClientScriptResource
 from ._wire import SUBPROTOCOL, CloseCode, ErrorCode, ProtocolError
 
 __version__ = "0.1.0"
@@ -47,6 +48,7 @@ __all__ = [
     "MOBILE",
     "PROXY_SAFE",
     "CallTimeoutError",
+    "ClientScriptResource",
     "ClientHeartbeatEvent",
     "ClockOffset",
     "CloseCode",

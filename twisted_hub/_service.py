@@ -42,6 +42,7 @@ from ._hub import Hub
 from ._origin import OriginPolicy
 from ._resource import HubStatusPage, build_site_root
 from ._server import HubServerFactory
+from ._static import mount_client
 from ._wire import CloseCode
 
 #: Seconds C{stopService} waits for connections to close before dropping them.
@@ -204,6 +205,9 @@ class HubService(MultiService):
                 extra = [("allowed origins", self._origin_text())]
                 status = HubStatusPage(factory, path, self.listen, extra)
             self.root = build_site_root(factory, path, status)
+            links = mount_client(self.root, factory, path)
+            if status is not None:
+                status.links = links
             self.site = Site(self.root)  # type: ignore[no-untyped-call]
             for description in self.listen:
                 listener = strports.service(description, self.site, reactor=reactor)

@@ -1,0 +1,97 @@
+// Runs `twistd -n hub` from this repository as a child process for the
+// integration and browser tests: loopback only, bounded waits, and only the
+// process started here is ever signalled (by its pid).
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { dirname } from "node:path";
+
+export const REPO = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
+const PYTHON = process.env.PYTHON ?? "python3";
+const SITE_STARTED = /Site starting on (\d+)/;
+
+export class HubProcess {
+  constructor(child) {
+    this.child = child;
+    this.output = "";
+    this.exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  }
+
+  /** Start `twistd -n hub ARGS` (default listen: a free loopback port). */
+  static async start(args = [], { port = 0, timeout = 20000 } = {}) {
+    const child = spawn(
+      PYTHON,
+      [
+        "-c",
+        "from twisted.scripts.twistd import run; run()",
+        "--nodaemon",
+        "--pidfile=",
+        "--logfile=-",
+        "hub",
+        "--listen",
+        `tcp:${port}:interface=127.0.0.1`,
+        ...args,
+      ],
+      {
+        cwd: REPO,
+        env: { ...process.env, PYTHONPATH: REPO + (process.env.PYTHONPATH ? ":" + process.env.PYTHONPATH : ""), PYTHONUNBUFFERED: "1" },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    const hub = new HubProcess(child);
+    hub.port = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        child.kill("SIGKILL");
+        reject(new Error(`twistd did not start within ${timeout} ms:\n${hub.output}`));
+      }, timeout);
+      const onData = (data) => {
+        hub.output += data.toString();
+        const match = SITE_STARTED.exec(hub.output);
+        if (match) {
+          clearTimeout(timer);
+          resolve(Number(match[1]));
+        }
+      };
+      child.stdout.on("data", onData);
+      child.stderr.on("data", onData);
+      child.on("exit", () => {
+        clearTimeout(timer);
+        reject(new Error(`twistd exited before listening:\n${hub.output}`));
+      });
+    });
+    // Keep collecting output (for failure messages), after the port is known too.
+    return hub;
+  }
+
+  get url() {
+    return `ws://127.0.0.1:${this.port}/hub`;
+  }
+
+  get http() {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  signal(name) {
+    if (this.child.exitCode === null && this.child.signalCode === null) process.kill(this.child.pid, name);
+  }
+
+  /** SIGTERM (graceful: clients get 1001), SIGKILL after `timeout` ms. */
+  async stop(timeout = 10000) {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return this.exited;
+    this.signal("SIGCONT");
+    this.signal("SIGTERM");
+    const killer = setTimeout(() => this.signal("SIGKILL"), timeout);
+    const result = await this.exited;
+    clearTimeout(killer);
+    return result;
+  }
+}
+
+/** Resolve when `predicate()` is true, polling every `step` ms; reject after `timeout` ms. */
+export async function until(predicate, what, timeout = 10000, step = 20) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    if (await predicate()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, step));
+  }
+}

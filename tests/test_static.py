@@ -1,0 +1,132 @@
+"""The browser client and the demo page, as the hub serves them (twisted_hub._static)."""
+
+from __future__ import annotations
+
+import gzip
+from typing import Any
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import IResource, Resource, getChildForRequest
+from twisted.web.test.requesthelper import DummyRequest
+
+from twisted_hub import ClientScriptResource, Hub, HubService, hub, method
+from twisted_hub._static import client_script, script_hash
+from twisted_hub.demo import DEMO_HUBS
+
+#: The size target of the served bundle (msgpack included), gzipped.
+MAX_GZIPPED_BYTES = 15 * 1024
+
+
+def get(root: Resource, path: str, headers: dict[str, str] | None = None) -> DummyRequest:
+    """Render C{GET path} on a resource tree; the request holds the answer."""
+    segments = path.lstrip("/").split("/")
+    request = DummyRequest([s.encode() for s in segments])
+    request.uri = path.encode()
+    for name, value in (headers or {}).items():
+        request.requestHeaders.setRawHeaders(name.encode(), [value.encode()])
+    resource: IResource = getChildForRequest(root, request)
+    body = resource.render(request)
+    if isinstance(body, bytes):
+        request.write(body)
+    request.finish()
+    return request
+
+
+def header(request: DummyRequest, name: str) -> str | None:
+    values = request.responseHeaders.getRawHeaders(name.encode())
+    return values[0].decode() if values else None
+
+
+def body(request: DummyRequest) -> bytes:
+    return b"".join(request.written)
+
+
+def mounted() -> Resource:
+    root = Resource()  # type: ignore[no-untyped-call]
+    root.putChild(b"client", ClientScriptResource())
+    return root
+
+
+class ClientScriptTests(SynchronousTestCase):
+    def test_serves_the_bundle(self) -> None:
+        """GET /client/twisted-hub.js answers the shipped bundle as JavaScript with a daily cache and an ETag."""
+        request = get(mounted(), "/client/twisted-hub.js")
+        self.assertEqual(request.responseCode or 200, 200)
+        self.assertEqual(body(request), client_script())
+        self.assertTrue(body(request).startswith(b"/*! twisted-hub "))
+        self.assertEqual(header(request, "content-type"), "text/javascript; charset=utf-8")
+        self.assertEqual(header(request, "cache-control"), "public, max-age=86400")
+        self.assertEqual(header(request, "etag"), f'"{script_hash()}"')
+
+    def test_not_modified(self) -> None:
+        """A matching If-None-Match gets 304 with no body; a stale one gets the file."""
+        etag = f'"{script_hash()}"'
+        fresh = get(mounted(), "/client/twisted-hub.js", {"If-None-Match": f'"old", {etag}'})
+        self.assertEqual((fresh.responseCode, body(fresh)), (304, b""))
+        stale = get(mounted(), "/client/twisted-hub.js", {"If-None-Match": '"old"'})
+        self.assertEqual(body(stale), client_script())
+
+    def test_gzip(self) -> None:
+        """A client that accepts gzip gets the bundle gzipped, within the 15 KB target."""
+        request = get(mounted(), "/client/twisted-hub.js", {"Accept-Encoding": "gzip, deflate"})
+        self.assertEqual(header(request, "content-encoding"), "gzip")
+        self.assertEqual(header(request, "vary"), "Accept-Encoding")
+        self.assertEqual(gzip.decompress(body(request)), client_script())
+        self.assertLessEqual(len(body(request)), MAX_GZIPPED_BYTES)
+
+    def test_versioned_name_is_immutable(self) -> None:
+        """twisted-hub.<hash>.js is the same file, cached for a year as immutable."""
+        script = ClientScriptResource()
+        root = Resource()  # type: ignore[no-untyped-call]
+        root.putChild(b"client", script)
+        self.assertEqual(script.versioned_name, f"twisted-hub.{script_hash()}.js")
+        request = get(root, f"/client/{script.versioned_name}")
+        self.assertEqual(body(request), client_script())
+        self.assertEqual(header(request, "cache-control"), "public, max-age=31536000, immutable")
+
+    def test_other_names_are_404(self) -> None:
+        """Any other name below the mount point is a 404, including an outdated versioned name."""
+        for name in ("other.js", "twisted-hub.0000000000000000.js", ""):
+            self.assertEqual(get(mounted(), f"/client/{name}").responseCode, 404, name)
+
+
+@hub("rooms")
+class RoomsHub(Hub):
+    @method
+    def ping(self) -> str:
+        return "pong"
+
+
+def service_root(hubs: Any) -> Resource:
+    service = HubService(hubs, ["tcp:0:interface=127.0.0.1"], reactor=MemoryReactorClock())
+    assert service.root is not None
+    return service.root
+
+
+class HubServiceMountTests(SynchronousTestCase):
+    def test_twistd_hub_serves_client_and_demo(self) -> None:
+        """With the demo hubs, HubService serves /client/, the demo page, and links them from the status page."""
+        root = service_root(list(DEMO_HUBS))
+        self.assertEqual(body(get(root, "/client/twisted-hub.js")), client_script())
+        page = body(get(root, "/demo/")).decode()
+        self.assertIn("<title>twisted-hub demo</title>", page)
+        self.assertIn(f'from "../client/twisted-hub.{script_hash()}.js"', page)
+        self.assertIn("`${scheme}//${location.host}/hub`", page)
+        self.assertNotIn("__HUB_PATH__", page)
+        status = body(get(root, "/")).decode()
+        self.assertIn('<a href="client/twisted-hub.js">browser client</a>', status)
+        self.assertIn('<a href="demo/">demo page (chat + heartbeats)</a>', status)
+
+    def test_demo_redirects_to_the_directory(self) -> None:
+        """/demo redirects to /demo/ so the page's relative links resolve."""
+        request = get(service_root(list(DEMO_HUBS)), "/demo")
+        self.assertEqual(request.responseCode, 302)
+        self.assertEqual(header(request, "location"), "demo/")
+
+    def test_no_demo_page_for_other_hubs(self) -> None:
+        """With the application's own hubs, the client is served but no demo page (it needs the demo chat hub)."""
+        root = service_root([RoomsHub])
+        self.assertEqual(body(get(root, "/client/twisted-hub.js")), client_script())
+        self.assertEqual(get(root, "/demo/").responseCode, 404)
+        self.assertNotIn("demo page", body(get(root, "/")).decode())
