@@ -73,3 +73,15 @@ def test_unit(node_modules: Path) -> None:
 def test_integration(node_modules: Path) -> None:
     """The Node client against a real `twistd -n hub`: calls, receivers, heartbeats, 4001, reconnect."""
     assert _passed(_run(_tool("node"), "--test", "test/integration/", timeout=300)) >= 9
+
+
+def test_generated_typescript_compiles_against_the_client(node_modules: Path) -> None:
+    """The interfaces `python3 -m twisted_hub typescript` writes for the demo hubs type-check with the client under tsc --strict (js/test/typed/usage.ts, whose @ts-expect-error lines must each be errors)."""
+    from twisted_hub.__main__ import main
+
+    _run(_tool("node"), "build.mjs", timeout=180)
+    generated = JS / "test" / "typed" / "generated"
+    generated.mkdir(exist_ok=True)
+    target = generated / "demo-hubs.ts"
+    assert main(["typescript", "twisted_hub.demo:EchoHub", "twisted_hub.demo:ChatHub", "-o", str(target)]) == 0
+    _run(_tool("node"), str(node_modules / "typescript" / "bin" / "tsc"), "-p", "test/typed/tsconfig.json", timeout=180)
