@@ -72,7 +72,7 @@ def test_unit(node_modules: Path) -> None:
 
 def test_integration(node_modules: Path) -> None:
     """The Node client against a real `twistd -n hub`: calls, receivers, heartbeats, 4001, reconnect."""
-    assert _passed(_run(_tool("node"), "--test", "test/integration/", timeout=300)) >= 9
+    assert _passed(_run(_tool("npm"), "run", "test:integration", timeout=300)) >= 9
 
 
 def test_generated_typescript_compiles_against_the_client(node_modules: Path) -> None:
@@ -85,3 +85,16 @@ def test_generated_typescript_compiles_against_the_client(node_modules: Path) ->
     target = generated / "demo-hubs.ts"
     assert main(["typescript", "twisted_hub.demo:EchoHub", "twisted_hub.demo:ChatHub", "-o", str(target)]) == 0
     _run(_tool("node"), str(node_modules / "typescript" / "bin" / "tsc"), "-p", "test/typed/tsconfig.json", timeout=180)
+
+
+def test_browser(node_modules: Path) -> None:
+    """The demo page served by twistd hub in real headless Chromium: calls, broadcast, heartbeats, busy/frozen page, background tab (20 s)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("chromium is not installed: the browser tests need it (apt-get install chromium; see .ci/run)")
+    result = subprocess.run(
+        [_tool("npm"), "run", "test:browser"], cwd=JS, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHON": sys.executable, "CHROMIUM": chromium},
+    )
+    assert result.returncode == 0, f"browser tests failed:\n{result.stdout[-8000:]}\n{result.stderr[-4000:]}"
+    assert _passed(result) >= 5
