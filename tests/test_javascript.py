@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from ._docs import named_blocks
+
 ROOT = Path(__file__).resolve().parent.parent
 JS = ROOT / "js"
 SHIPPED = ROOT / "twisted_hub" / "static" / "twisted-hub.js"
@@ -80,7 +82,7 @@ def test_generated_typescript_compiles_against_the_client(node_modules: Path) ->
     from twisted_hub.__main__ import main
 
     _run(_tool("node"), "build.mjs", timeout=180)
-    generated = JS / "test" / "typed" / "generated"
+    generated = JS / "test" / "generated"
     generated.mkdir(exist_ok=True)
     target = generated / "demo-hubs.ts"
     assert main(["typescript", "twisted_hub.demo:EchoHub", "twisted_hub.demo:ChatHub", "-o", str(target)]) == 0
@@ -98,3 +100,35 @@ def test_browser(node_modules: Path) -> None:
     )
     assert result.returncode == 0, f"browser tests failed:\n{result.stdout[-8000:]}\n{result.stderr[-4000:]}"
     assert _passed(result) >= 5
+
+
+def test_docs_typescript_examples(node_modules: Path) -> None:
+    """docs/javascript.md: the codegen command runs as written and the typed-proxy example compiles against its output (tsc --strict)."""
+    blocks = named_blocks("docs/javascript.md")
+    assert set(blocks) == {"mount", "pack", "browser-example", "node-example", "typed-proxy", "codegen"}
+    _run(_tool("node"), "build.mjs", timeout=180)
+    generated = JS / "test" / "generated"
+    generated.mkdir(exist_ok=True)
+    (generated / "chat-hub.ts").unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    command = blocks["codegen"][1].replace("python3 ", f"{sys.executable} ", 1)
+    subprocess.run(["bash", "-euc", command], cwd=generated, check=True, timeout=60, env=env)
+    assert "export interface ChatHub {" in (generated / "chat-hub.ts").read_text()
+    (generated / "typed-proxy.ts").write_text(blocks["typed-proxy"][1])
+    (generated / "tsconfig.json").write_text(
+        '{"extends": "../typed/tsconfig.json", "files": ["typed-proxy.ts"]}\n'
+    )
+    _run(_tool("node"), str(node_modules / "typescript" / "bin" / "tsc"), "-p", "test/generated/tsconfig.json", timeout=180)
+
+
+def test_npm_package_contents(node_modules: Path) -> None:
+    """`npm pack` (docs/javascript.md) packs the ES module, its .d.ts and the bundle as twisted-hub-<version>.tgz."""
+    result = _run(_tool("npm"), "pack", "--dry-run", "--json", timeout=180)
+    import json
+
+    (package,) = json.loads(result.stdout)
+    files = {entry["path"] for entry in package["files"]}
+    assert {"dist/index.js", "dist/index.d.ts", "dist/client.d.ts", "dist/twisted-hub.min.js", "package.json"} <= files
+    version = json.loads((JS / "package.json").read_text())["version"]
+    assert package["filename"] == f"twisted-hub-{version}.tgz"
+    assert f"twisted-hub-{version}.tgz" in named_blocks("docs/javascript.md")["pack"][1]

@@ -130,3 +130,17 @@ class HubServiceMountTests(SynchronousTestCase):
         self.assertEqual(body(get(root, "/client/twisted-hub.js")), client_script())
         self.assertEqual(get(root, "/demo/").responseCode, 404)
         self.assertNotIn("demo page", body(get(root, "/")).decode())
+
+
+class DocsMountExampleTests(SynchronousTestCase):
+    def test_mount_example(self) -> None:
+        """docs/javascript.md's mount example serves the client next to the hub endpoint."""
+        from ._docs import named_blocks
+
+        language, code = named_blocks("docs/javascript.md")["mount"]
+        self.assertEqual(language, "python")
+        namespace: dict[str, Any] = {"__name__": "docs_javascript"}
+        exec(compile(code, "docs/javascript.md", "exec"), namespace)
+        root = namespace["root"]
+        self.assertEqual(body(get(root, "/client/twisted-hub.js")), client_script())
+        self.assertEqual(get(root, "/hub/chat").responseCode, 426)

@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import puppeteer from "puppeteer-core";
 import { HubProcess } from "../hub-process.mjs";
+import { namedBlocks } from "../docs-md.mjs";
 
 const CHROMIUM = process.env.CHROMIUM ?? ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find(existsSync);
 /** How long the background tab is watched (the issue asks for a minute; 20 s keeps CI fast). */
@@ -157,5 +158,32 @@ test(`a page in a background tab keeps its connection for ${BACKGROUND_SECONDS} 
   } finally {
     await front.close();
     await background.close();
+  }
+});
+
+test("docs/javascript.md's 20-line browser example runs as written, served from the hub's origin", async () => {
+  const { language, code } = namedBlocks("docs/javascript.md")["browser-example"];
+  assert.equal(language, "html");
+  assert.ok(code.trim().split("\n").length <= 20, "the example is at most 20 lines");
+  const page = await browser.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  try {
+    // The page's origin must be the hub's (as when the example is served by
+    // your site next to the hub): open a page there, then write the example
+    // into it.  (An intercepted response would have no address space, and
+    // Chromium's local-network-access checks would block its WebSocket.)
+    await page.goto(`${hub.http}/client/twisted-hub.js`);
+    await page.setContent(code);
+    await page
+      .waitForFunction(() => /round trip \d+\.\d ms/.test(document.getElementById("log").textContent), { timeout: 10000, polling: 100 })
+      .catch(async (e) => {
+        throw new Error(`${e.message}; log: ${await page.$eval("#log", (l) => l.textContent)}; errors: ${errors}; server: ${hub.output.slice(-1500)}`);
+      });
+    const lines = (await page.$eval("#log", (e) => e.textContent)).trim().split("\n");
+    assert.deepEqual(lines.slice(0, 2), ["members: 1", "ann: hello from the browser"]);
+    assert.deepEqual(errors, []);
+  } finally {
+    await page.close();
   }
 });

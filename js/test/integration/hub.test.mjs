@@ -3,7 +3,11 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
 import { connect, HubError, HandshakeError, ReconnectingHubClient, CallTimeoutError } from "../../dist/index.js";
+import { execFile } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { HubProcess } from "../hub-process.mjs";
+import { namedBlocks } from "../docs-md.mjs";
 
 const quietLog = { debug() {}, info() {}, warn() {}, error() {} };
 let hub;
@@ -194,4 +198,18 @@ test("reconnects after the server restarts, restoring state through onConnected"
     await first.stop();
     await second?.stop();
   }
+});
+
+test("docs/javascript.md's Node example runs as written (port aside) and prints what it says", async () => {
+  const { language, code } = namedBlocks("docs/javascript.md")["node-example"];
+  assert.equal(language, "js");
+  // Inside js/ so that `import "twisted-hub"` resolves to this package.
+  const directory = fileURLToPath(new URL("../generated/", import.meta.url));
+  mkdirSync(directory, { recursive: true });
+  const file = directory + "node-example.mjs";
+  writeFileSync(file, code.replace("ws://127.0.0.1:8080/hub", hub.url));
+  const stdout = await new Promise((resolve, reject) =>
+    execFile(process.execPath, [file], { timeout: 20000 }, (error, out, err) => (error ? reject(new Error(err || String(error))) : resolve(out))),
+  );
+  assert.deepEqual(stdout.trim().split("\n"), ["5", "out-of-stock none left", "normal"]);
 });

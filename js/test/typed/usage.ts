@@ -1,9 +1,9 @@
 // Compiled by tests/test_javascript.py with tsc --strict against the client's
 // .d.ts and the interfaces `python3 -m twisted_hub typescript` generated for
-// the demo hubs (into generated/).  The @ts-expect-error lines prove the
+// the demo hubs (into ../generated/).  The @ts-expect-error lines prove the
 // generated types are enforced: each must be an error, or tsc fails.
 import { connect, ReconnectingHubClient, type HubClient } from "../../dist/index.js";
-import { ChatHubName, EchoHubName, type ChatHub, type ChatReceiver, type EchoHub } from "./generated/demo-hubs.js";
+import { ChatHubName, EchoHubName, type ChatHub, type ChatReceiver, type EchoHub } from "../generated/demo-hubs.js";
 
 const receiver: ChatReceiver = {
   said(room: string, user: string, text: string): void {
