@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,30 +31,56 @@ SHIPPED = ROOT / "twisted_hub" / "static" / "twisted-hub.js"
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.fail(f"{name} is not installed: the JavaScript client's tests need it (apt-get install {name}; see .ci/run)")
+        pytest.fail(f"{name} is not installed: the JavaScript client's tests need it (apt-get install {name}, .ci/run)")
     return path
+
+
+#: Each test here runs a whole suite in a child process: longer than pytest's default 120 s.
+pytestmark = pytest.mark.timeout(400)
 
 
 @pytest.fixture(scope="module")
 def node_modules() -> Path:
-    """js/node_modules, installed with `npm ci` from the committed lock file if absent."""
-    _tool("node")
+    """
+    js/node_modules, installed with `npm ci` from the committed lock file if
+    absent; and js/dist built from js/src (what the suites import).
+    """
+    node = _tool("node")
     npm = _tool("npm")
     modules = JS / "node_modules"
     if not (modules / "@msgpack" / "msgpack").is_dir():
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS, check=True, timeout=600)
+        _run(npm, "ci", "--no-audit", "--no-fund", timeout=600)
+    _run(node, "build.mjs", timeout=180)
     return modules
 
 
-def _run(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHON": sys.executable}
-    result = subprocess.run(args, cwd=JS, capture_output=True, text=True, timeout=timeout, env=env)
-    assert result.returncode == 0, f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-8000:]}\n{result.stderr[-4000:]}"
+def _run(*args: str, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """
+    Run a command in js/ in its own process group; on timeout the whole group
+    (node, and the twistd and chromium it started) is killed.
+    """
+    environment = {**os.environ, "PYTHON": sys.executable, **(env or {})}
+    process = subprocess.Popen(
+        args, cwd=JS, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{' '.join(args)} did not finish within {timeout} s:\n{stdout[-8000:]}\n{stderr[-4000:]}")
+    result = subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+    output = f"{stdout[-8000:]}\n{stderr[-4000:]}"
+    assert result.returncode == 0, f"{' '.join(args)} failed ({result.returncode}):\n{output}"
     return result
 
 
-def _passed(result: subprocess.CompletedProcess[str]) -> int:
-    """How many tests node --test ran, after checking none failed."""
+def _node_test(directory: str, env: dict[str, str] | None = None) -> int:
+    """Run node --test on the test files of js/test/DIRECTORY; return how many passed (none may fail)."""
+    files = sorted(str(p.relative_to(JS)) for p in (JS / "test" / directory).glob("*.test.mjs"))
+    assert files, f"no tests in js/test/{directory}"
+    result = _run(_tool("node"), "--test", *files, timeout=300, env=env)
     fails = re.findall(r"^# fail (\d+)$", result.stdout, re.MULTILINE)
     passes = re.findall(r"^# pass (\d+)$", result.stdout, re.MULTILINE)
     assert fails == ["0"] and passes, result.stdout[-4000:]
@@ -61,27 +88,25 @@ def _passed(result: subprocess.CompletedProcess[str]) -> int:
 
 
 def test_bundle_in_the_wheel_is_built_from_js_sources(node_modules: Path) -> None:
-    """twisted_hub/static/twisted-hub.js is byte for byte what `npm run build` makes from js/src (run `npm run vendor` after a change)."""
-    _run(_tool("node"), "build.mjs", timeout=180)
+    """twisted_hub/static/twisted-hub.js is byte for byte what `npm run build` makes from js/src (`npm run vendor`)."""
     built = (JS / "dist" / "twisted-hub.min.js").read_bytes()
     assert built == SHIPPED.read_bytes(), "the shipped bundle is stale: run `npm run vendor` in js/ and commit it"
 
 
 def test_unit(node_modules: Path) -> None:
     """The node --test unit suite passes (protocol.md vectors, client on a fake clock and socket)."""
-    assert _passed(_run(_tool("npm"), "test", timeout=300)) >= 100
+    assert _node_test("unit") >= 100
 
 
 def test_integration(node_modules: Path) -> None:
     """The Node client against a real `twistd -n hub`: calls, receivers, heartbeats, 4001, reconnect."""
-    assert _passed(_run(_tool("npm"), "run", "test:integration", timeout=300)) >= 9
+    assert _node_test("integration") >= 10
 
 
 def test_generated_typescript_compiles_against_the_client(node_modules: Path) -> None:
-    """The interfaces `python3 -m twisted_hub typescript` writes for the demo hubs type-check with the client under tsc --strict (js/test/typed/usage.ts, whose @ts-expect-error lines must each be errors)."""
+    """Generated interfaces of the demo hubs type-check with the client (tsc --strict, js/test/typed/usage.ts)."""
     from twisted_hub.__main__ import main
 
-    _run(_tool("node"), "build.mjs", timeout=180)
     generated = JS / "test" / "generated"
     generated.mkdir(exist_ok=True)
     target = generated / "demo-hubs.ts"
@@ -90,23 +115,17 @@ def test_generated_typescript_compiles_against_the_client(node_modules: Path) ->
 
 
 def test_browser(node_modules: Path) -> None:
-    """The demo page served by twistd hub in real headless Chromium: calls, broadcast, heartbeats, busy/frozen page, background tab (20 s)."""
+    """The demo page of twistd hub in headless Chromium: calls, broadcast, heartbeats, busy/frozen/background page."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.fail("chromium is not installed: the browser tests need it (apt-get install chromium; see .ci/run)")
-    result = subprocess.run(
-        [_tool("npm"), "run", "test:browser"], cwd=JS, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHON": sys.executable, "CHROMIUM": chromium},
-    )
-    assert result.returncode == 0, f"browser tests failed:\n{result.stdout[-8000:]}\n{result.stderr[-4000:]}"
-    assert _passed(result) >= 5
+    assert _node_test("browser", env={"CHROMIUM": chromium}) >= 6
 
 
 def test_docs_typescript_examples(node_modules: Path) -> None:
-    """docs/javascript.md: the codegen command runs as written and the typed-proxy example compiles against its output (tsc --strict)."""
+    """docs/javascript.md: the codegen command runs as written; the typed-proxy example compiles against its output."""
     blocks = named_blocks("docs/javascript.md")
     assert set(blocks) == {"mount", "pack", "browser-example", "node-example", "typed-proxy", "codegen"}
-    _run(_tool("node"), "build.mjs", timeout=180)
     generated = JS / "test" / "generated"
     generated.mkdir(exist_ok=True)
     (generated / "chat-hub.ts").unlink(missing_ok=True)
