@@ -247,7 +247,9 @@ export class HubClient {
       throw new TypeError("no WebSocket constructor: pass options.WebSocket (e.g. the `ws` package's) in Node < 22");
     }
     this.ws = new Constructor(url, [SUBPROTOCOL]);
-    this.ws.binaryType = "arraybuffer";
+    // Node's `ws` hands over Buffers (no copy) by default; browsers and
+    // undici would give Blobs, which need an asynchronous read.
+    if (this.ws.binaryType !== "nodebuffer") this.ws.binaryType = "arraybuffer";
     this.ws.onopen = () => this.opened();
     this.ws.onmessage = (event) => this.received(event.data);
     this.ws.onclose = (event) => this.closed(event.code, event.reason);
@@ -516,7 +518,7 @@ export class HubClient {
     const receiver = this.options.receiver as Record<string, unknown> | undefined;
     if (receiver === undefined || name.startsWith("_") || name in Object.prototype) return null;
     const method = receiver[name];
-    return typeof method === "function" ? (method as (...args: unknown[]) => unknown).bind(receiver) : null;
+    return typeof method === "function" ? (method as (...args: unknown[]) => unknown) : null;
   }
 
   private receiverCall(call: ReceiverCall): void {
@@ -527,7 +529,7 @@ export class HubClient {
     }
     const args = call.kwargs === null ? call.args : [...call.args, call.kwargs];
     try {
-      const result = method(...args);
+      const result = method.apply(this.options.receiver, args);
       if (result instanceof Promise) {
         result.catch((e: unknown) => this.log.error(`receiver method ${call.method} failed`, e));
       }
@@ -545,7 +547,7 @@ export class HubClient {
     const args = call.kwargs === null ? call.args : [...call.args, call.kwargs];
     let result: unknown;
     try {
-      result = method(...args);
+      result = method.apply(this.options.receiver, args);
     } catch (e) {
       this.clientInvokeFailed(call, e);
       return;

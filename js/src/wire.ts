@@ -5,7 +5,7 @@
  * Sans-IO: bytes in, typed messages out; nothing here touches a socket or a
  * timer.
  */
-import { decodeMulti, encode, DecodeError } from "@msgpack/msgpack";
+import { Decoder, DecodeError, Encoder } from "@msgpack/msgpack";
 
 /** The WebSocket subprotocol of this protocol version. */
 export const SUBPROTOCOL = "twisted-hub.v1";
@@ -181,12 +181,16 @@ function taggingKeyConverter(key: unknown): string {
   return (typeof key === "string" ? "s" : "n") + String(key);
 }
 
-const decodeOptions = { mapKeyConverter: keyConverter };
-const taggingOptions = { mapKeyConverter: taggingKeyConverter };
+// One encoder and decoder for the whole client: building one per message
+// allocates a buffer and a key cache each time (they clone themselves if
+// re-entered, so sharing is safe).
+const decoder = new Decoder({ mapKeyConverter: keyConverter });
+const taggingDecoder = new Decoder({ mapKeyConverter: taggingKeyConverter });
+const encoder = new Encoder();
 
 /** Encode one message array (shortest msgpack, as the reference encoder). */
 export function encodeMessage(fields: unknown[]): Uint8Array {
-  return encode(fields);
+  return encoder.encode(fields);
 }
 
 /** Concatenate encoded messages into one frame payload. */
@@ -445,7 +449,7 @@ export function decodeFrame<T>(payload: Uint8Array, parse: (fields: unknown) => 
   const messages: T[] = [];
   const keysBefore = nonStringKeys;
   try {
-    for (const value of decodeMulti(payload, decodeOptions)) messages.push(parse(value));
+    for (const value of decoder.decodeMulti(payload)) messages.push(parse(value));
   } catch (e) {
     if (e instanceof ProtocolError) throw e;
     if (e instanceof DecodeError || e instanceof RangeError) {
@@ -460,7 +464,7 @@ export function decodeFrame<T>(payload: Uint8Array, parse: (fields: unknown) => 
 }
 
 function checkKwargsKeys(payload: Uint8Array): void {
-  for (const value of decodeMulti(payload, taggingOptions)) {
+  for (const value of taggingDecoder.decodeMulti(payload)) {
     if (!Array.isArray(value)) continue;
     const index = KWARGS_INDEX[value[0] as number];
     if (index === undefined) continue;

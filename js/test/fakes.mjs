@@ -49,7 +49,7 @@ export class FakeWebSocket {
     this.protocols = protocols;
     this.protocol = "";
     this.readyState = 0;
-    this.binaryType = "blob";
+    this.binaryType = "blob"; // as browsers start; Node's `ws` starts with "nodebuffer"
     this.sent = [];
     this.closedWith = null;
     this.onopen = this.onmessage = this.onclose = this.onerror = null;

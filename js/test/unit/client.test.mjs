@@ -446,3 +446,17 @@ test("DisconnectKind has the same strings as Python's", () => {
     "normal", "peer-timed-out", "protocol-error", "slow-consumer", "timed-out",
   ]);
 });
+
+test("with Node's `ws` (binaryType nodebuffer) frames are read as Buffers, not converted", async () => {
+  const ready = connect("ws://127.0.0.1:1/hub", "chat", options());
+  const ws = FakeWebSocket.latest();
+  ws.binaryType = "nodebuffer";
+  ws.open();
+  assert.equal(ws.binaryType, "nodebuffer");
+  ws.onmessage({ data: Buffer.from([0x92, 0x01, 0x80]) }); // [1, {}]: WELCOME
+  const client = await ready;
+  const call = client.call("x");
+  await settle();
+  ws.onmessage({ data: Buffer.from([0x93, 0x04, 0x01, 0x2a]) }); // [4, 1, 42]
+  assert.equal(await call, 42);
+});
