@@ -125,7 +125,9 @@ def test_browser(node_modules: Path) -> None:
 def test_docs_typescript_examples(node_modules: Path) -> None:
     """docs/javascript.md: the codegen command runs as written; the typed-proxy example compiles against its output."""
     blocks = named_blocks("docs/javascript.md")
-    assert set(blocks) == {"mount", "pack", "browser-example", "node-example", "typed-proxy", "codegen"}
+    assert set(blocks) == {
+        "mount", "pack", "browser-example", "node-example", "typed-proxy", "codegen", "bench-js-results",
+    }
     generated = JS / "test" / "generated"
     generated.mkdir(exist_ok=True)
     (generated / "chat-hub.ts").unlink(missing_ok=True)
@@ -151,3 +153,18 @@ def test_npm_package_contents(node_modules: Path) -> None:
     version = json.loads((JS / "package.json").read_text())["version"]
     assert package["filename"] == f"twisted-hub-{version}.tgz"
     assert f"twisted-hub-{version}.tgz" in named_blocks("docs/javascript.md")["pack"][1]
+
+
+def test_docs_bench_results_are_what_the_bench_prints() -> None:
+    """docs/javascript.md's recorded bench results have exactly the cases and metrics bench/js.py reports."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_js", ROOT / "bench" / "js.py")
+    assert spec is not None and spec.loader is not None
+    bench_js = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_js)
+    recorded = named_blocks("docs/javascript.md")["bench-js-results"][1]
+    cases = re.findall(r"^== (\w+)$", recorded, re.MULTILINE)
+    metrics = re.findall(r"^  (\w+) +python=", recorded, re.MULTILINE)
+    assert cases == list(bench_js.CASES)
+    assert metrics == [m for case in bench_js.CASES for m in bench_js.METRICS[case]]
