@@ -11,6 +11,7 @@ from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
 from twisted_hub import ClientScriptResource, Hub, HubService, hub, method
+from twisted_hub._static import _compressed as get_gzipped
 from twisted_hub._static import client_script, script_hash
 from twisted_hub.demo import DEMO_HUBS
 
@@ -58,6 +59,7 @@ class ClientScriptTests(SynchronousTestCase):
         self.assertEqual(header(request, "content-type"), "text/javascript; charset=utf-8")
         self.assertEqual(header(request, "cache-control"), "public, max-age=86400")
         self.assertEqual(header(request, "etag"), f'"{script_hash()}"')
+        self.assertEqual(header(request, "access-control-allow-origin"), "*")
 
     def test_not_modified(self) -> None:
         """A matching If-None-Match gets 304 with no body; a stale one gets the file."""
@@ -144,3 +146,17 @@ class DocsMountExampleTests(SynchronousTestCase):
         root = namespace["root"]
         self.assertEqual(body(get(root, "/client/twisted-hub.js")), client_script())
         self.assertEqual(get(root, "/hub/chat").responseCode, 426)
+
+
+class DocsSizeTests(SynchronousTestCase):
+    def test_recorded_size(self) -> None:
+        """The bundle size docs/javascript.md records is the served one (within 3 %: it moves with every change)."""
+        import re
+        from pathlib import Path
+
+        text = (Path(__file__).resolve().parent.parent / "docs" / "javascript.md").read_text()
+        match = re.search(r"msgpack included: ([\d,]+) bytes, ([\d,]+) bytes gzipped as\s+served", text)
+        assert match is not None
+        plain, gzipped = (int(group.replace(",", "")) for group in match.groups())
+        self.assertAlmostEqual(plain / len(client_script()), 1.0, delta=0.03)
+        self.assertAlmostEqual(gzipped / len(get_gzipped()), 1.0, delta=0.03)

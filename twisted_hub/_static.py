@@ -96,6 +96,8 @@ class _ScriptFile(Resource):
         request.setHeader(b"cache-control", self.cache_control.encode("ascii"))  # type: ignore[no-untyped-call]
         request.setHeader(b"etag", self.etag)  # type: ignore[no-untyped-call]
         request.setHeader(b"vary", b"Accept-Encoding")  # type: ignore[no-untyped-call]
+        # A public file: pages of other origins may import it as a module (which needs CORS).
+        request.setHeader(b"access-control-allow-origin", b"*")  # type: ignore[no-untyped-call]
         if _etag_matches(request.getHeader(b"if-none-match"), self.etag):
             request.setResponseCode(304)
             return b""

@@ -819,7 +819,8 @@ export class HubClient {
     }
     this.outgoing = [];
     if (wasConnecting) {
-      const status = /\b([1-5]\d\d)\b/.exec(reason.message);
+      // Node's `ws` reports an HTTP refusal as "Unexpected server response: 404".
+      const status = /Unexpected server response: (\d{3})/.exec(reason.message);
       this.rejectReady(new HandshakeError(status ? Number(status[1]) : null, reason.message));
     }
     const calls = [...this.pending.values()];

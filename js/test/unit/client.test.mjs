@@ -63,6 +63,14 @@ test("an HTTP refusal reported by the runtime becomes a HandshakeError with its 
   await assert.rejects(ready, (e) => e instanceof HandshakeError && e.status === 404);
 });
 
+test("a refused TCP connection is a HandshakeError without a status (digits in the address are not one)", async () => {
+  const ready = connect("ws://127.0.0.1:1/hub", "chat", options());
+  const ws = FakeWebSocket.latest();
+  ws.onerror({ message: "connect ECONNREFUSED 127.0.0.1:1" });
+  ws.serverClose(1006);
+  await assert.rejects(ready, (e) => e instanceof HandshakeError && e.status === null && /ECONNREFUSED/.test(e.reason));
+});
+
 test("no WELCOME within connectTimeout fails the connect", async () => {
   const ready = connect("ws://127.0.0.1:1/hub", "chat", options({ connectTimeout: 1000 }));
   FakeWebSocket.latest().open();
