@@ -160,7 +160,11 @@ const consoleLogger: Logger = {
 };
 
 function toBytes(data: unknown): Uint8Array | null {
-  if (data instanceof Uint8Array) return data; // Node Buffers too
+  if (data instanceof Uint8Array) {
+    // A Node Buffer: view the same memory as a plain Uint8Array (no copy), so
+    // bin values decoded from it are Uint8Arrays as in browsers.
+    return data.constructor === Uint8Array ? data : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  }
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   if (Array.isArray(data) && data.every((part) => part instanceof Uint8Array)) return joinFrames(data);

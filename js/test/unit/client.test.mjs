@@ -465,6 +465,8 @@ test("with Node's `ws` (binaryType nodebuffer) frames are read as Buffers, not c
   const client = await ready;
   const call = client.call("x");
   await settle();
-  ws.onmessage({ data: Buffer.from([0x93, 0x04, 0x01, 0x2a]) }); // [4, 1, 42]
-  assert.equal(await call, 42);
+  ws.onmessage({ data: Buffer.from([0x93, 0x04, 0x01, 0xc4, 0x01, 0x07]) }); // [4, 1, b"\x07"]
+  const value = await call;
+  assert.equal(value.constructor, Uint8Array, "bin values are plain Uint8Arrays, as in browsers");
+  assert.deepEqual([...value], [7]);
 });
