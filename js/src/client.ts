@@ -350,7 +350,12 @@ export class HubClient {
     if (this.state !== "open") throw new ConnectionClosedError(this.currentReason());
     const fields: unknown[] = [MessageKind.NOTIFY, method, args];
     if (kwargs && Object.keys(kwargs).length > 0) fields.push(kwargs);
-    const payload = encodeMessage(fields);
+    let payload: Uint8Array;
+    try {
+      payload = encodeMessage(fields);
+    } catch (e) {
+      throw new HubError(ErrorCode.INVALID_ARGUMENTS, `${method}: ${(e as Error).message}`);
+    }
     if (payload.length > this.sendLimit()) {
       throw new HubError(ErrorCode.INVALID_ARGUMENTS, `${method}: the notification is over the size limit`);
     }

@@ -155,6 +155,16 @@ test("a call larger than the server's max fails locally with invalid-arguments a
   assert.equal(client.isConnected, true);
 });
 
+test("arguments msgpack cannot encode fail the call (or notification) locally with invalid-arguments", async () => {
+  const { client, ws } = await connected();
+  await assert.rejects(client.call("f", Symbol("x")), (e) => e instanceof HubError && e.code === "invalid-arguments");
+  assert.throws(() => client.notify("f", () => 1), (e) => e instanceof HubError && e.code === "invalid-arguments");
+  assert.throws(() => client.notify("big", "x".repeat(2 * 1024 * 1024)), /over the size limit/);
+  await settle();
+  assert.deepEqual(ws.messages(), []);
+  assert.equal(client.isConnected, true);
+});
+
 test("receiver calls reach the receiver object, keyword arguments as a last argument", async () => {
   const heard = [];
   const receiver = {
