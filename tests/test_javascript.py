@@ -168,3 +168,39 @@ def test_docs_bench_results_are_what_the_bench_prints() -> None:
     metrics = re.findall(r"^  (\w+) +python=", recorded, re.MULTILINE)
     assert cases == list(bench_js.CASES)
     assert metrics == [m for case in bench_js.CASES for m in bench_js.METRICS[case]]
+
+
+def _mapping_rows() -> list[list[str]]:
+    text = (ROOT / "docs" / "javascript.md").read_text()
+    table = text[text.index("| JavaScript (`HubClientOptions`)"):]
+    table = table[: table.index("\n\n")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+
+
+def test_docs_heartbeat_mapping_names_real_options() -> None:
+    """Every name in docs/javascript.md's heartbeat table exists: in the JS client's sources and in the Python API."""
+    import inspect
+
+    import twisted_hub
+    from twisted_hub import HubClientOptions, HubClientProtocol, full_jitter_policy
+
+    js_sources = "\n".join(p.read_text() for p in (JS / "src").glob("*.ts"))
+    python_names = (
+        {f for f in HubClientOptions.__dataclass_fields__}
+        | set(dir(HubClientOptions)) | set(dir(HubClientProtocol)) | set(twisted_hub.__all__)
+        | set(inspect.signature(full_jitter_policy).parameters)
+        | set(inspect.signature(twisted_hub.ReconnectingHubClient).parameters)
+    )
+    rows = _mapping_rows()
+    assert len(rows) == 11
+    checked = 0
+    for js_cell, python_cell, _tank in rows:
+        for name in re.findall(r"`(?:client\.)?([A-Za-z]\w*)", js_cell):
+            if name not in ("true", "false", "null", "Date"):
+                assert re.search(rf"\b{name}\b", js_sources), f"JS name {name!r} is not in js/src"
+                checked += 1
+        for name in re.findall(r"`(?:client\.)?([A-Za-z]\w*)", python_cell) + re.findall(r"(\w+)=", python_cell):
+            if name not in ("True", "False"):
+                assert name in python_names, f"Python name {name!r} is not in the Python API"
+                checked += 1
+    assert checked >= 30
