@@ -50,6 +50,8 @@ export class ReconnectingHubClient {
   readonly disconnects: DisconnectReason[] = [];
   /** connections made so far */
   connections = 0;
+  /** connection attempts that failed (refused, handshake failed), logged as warnings */
+  failedAttempts = 0;
   private running = false;
   private attempt = 0;
   private retryTimer: unknown = null;
@@ -154,7 +156,14 @@ export class ReconnectingHubClient {
         this.waiters = [];
         for (const waiter of waiters) waiter(ready);
       },
-      () => this.retry(),
+      (error: unknown) => {
+        this.failedAttempts++;
+        const log = this.options.log;
+        const message = `connecting to ${this.url} failed: ${(error as Error).message ?? String(error)}`;
+        if (log) log.warn(message);
+        else console.warn(`twisted-hub: ${message}`);
+        this.retry();
+      },
     );
   }
 

@@ -85,13 +85,3 @@ export class HubProcess {
     return result;
   }
 }
-
-/** Resolve when `predicate()` is true, polling every `step` ms; reject after `timeout` ms. */
-export async function until(predicate, what, timeout = 10000, step = 20) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    if (await predicate()) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, step));
-  }
-}

@@ -21,10 +21,11 @@ test("full jitter: the delay is uniform below min(maxDelay, initial x factor^att
 
 test("after a lost connection it reconnects after a jittered delay and runs onConnected again", async () => {
   const hooks = [];
+  const warnings = [];
   const client = new ReconnectingHubClient("ws://127.0.0.1:1/hub", "room", {
     WebSocket: FakeWebSocket,
     clock,
-    log: quietLog,
+    log: { ...quietLog, warn: (m) => warnings.push(m) },
     retry: { initialDelay: 1000, random: () => 0.5 },
     onConnected: (c) => hooks.push(c.connectionId),
   });
@@ -43,9 +44,11 @@ test("after a lost connection it reconnects after a jittered delay and runs onCo
   assert.equal(FakeWebSocket.instances.length, 1, "not before the jittered delay (0.5 x 1000 ms)");
   clock.advance(1);
   assert.equal(FakeWebSocket.instances.length, 2);
-  // This attempt fails at the handshake: the next delay doubles (0.5 x 2000 ms).
+  // This attempt fails at the handshake (logged): the next delay doubles (0.5 x 2000 ms).
   FakeWebSocket.latest().serverClose(1006);
   await settle();
+  assert.equal(client.failedAttempts, 1);
+  assert.deepEqual(warnings, ["connecting to ws://127.0.0.1:1/hub/room failed: handshake refused (no status): connection closed during the handshake"]);
   clock.advance(999);
   assert.equal(FakeWebSocket.instances.length, 2);
   clock.advance(1);
