@@ -62,6 +62,32 @@ export class HubProcess {
     return hub;
   }
 
+  /** Resolve with the first match of `pattern` in the output (past or future); reject after `timeout` ms. */
+  waitForOutput(pattern, timeout = 10000) {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const match = pattern.exec(this.output);
+        if (match) {
+          cleanup();
+          resolve(match);
+        }
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`no ${pattern} in the twistd output within ${timeout} ms:\n${this.output.slice(-3000)}`));
+      }, timeout);
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.child.stdout.off("data", check);
+        this.child.stderr.off("data", check);
+      };
+      // Registered after the collecting listeners, so this.output already holds the new data.
+      this.child.stdout.on("data", check);
+      this.child.stderr.on("data", check);
+      check();
+    });
+  }
+
   get url() {
     return `ws://127.0.0.1:${this.port}/hub`;
   }

@@ -142,8 +142,8 @@ test("a call timeout fails only that call", async () => {
   }
 });
 
-test("our heartbeat detects a frozen server: CLOSE + 4001 sent, timed-out within interval + timeout", async () => {
-  const frozen = await HubProcess.start();
+test("our heartbeat detects a frozen server: timed-out within interval + timeout; the thawed server records peer-timed-out", async () => {
+  const frozen = await HubProcess.start(["--log-level", "debug"]);
   const timedOut = deferred();
   const client = await connect(frozen.url, "echo", {
     WebSocket,
@@ -159,6 +159,11 @@ test("our heartbeat detects a frozen server: CLOSE + 4001 sent, timed-out within
     assert.deepEqual([reason.kind, reason.code, reason.locally], ["timed-out", 4001, true]);
     const delay = (await timedOut.promise) - stoppedAt;
     assert.ok(delay <= 200 + 600 + 250, `detected after ${delay} ms`);
+    // Our CLOSE + close frame 4001 sit in the frozen server's socket: once it
+    // runs again, it learns that we timed it out.
+    frozen.signal("SIGCONT");
+    const id = client.connectionId.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+    await frozen.waitForOutput(new RegExp(`connection ${id} closed: peer-timed-out`));
   } finally {
     frozen.signal("SIGCONT");
     await frozen.stop();
