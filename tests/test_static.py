@@ -100,8 +100,8 @@ class RoomsHub(Hub):
         return "pong"
 
 
-def service_root(hubs: Any) -> Resource:
-    service = HubService(hubs, ["tcp:0:interface=127.0.0.1"], reactor=MemoryReactorClock())
+def service_root(hubs: Any, path: str = "/hub") -> Resource:
+    service = HubService(hubs, ["tcp:0:interface=127.0.0.1"], path=path, reactor=MemoryReactorClock())
     assert service.root is not None
     return service.root
 
@@ -119,6 +119,11 @@ class HubServiceMountTests(SynchronousTestCase):
         status = body(get(root, "/")).decode()
         self.assertIn('<a href="client/twisted-hub.js">browser client</a>', status)
         self.assertIn('<a href="demo/">demo page (chat + heartbeats)</a>', status)
+
+    def test_demo_page_follows_the_hub_path(self) -> None:
+        """With --path /api/v2/hub the demo page connects there."""
+        page = body(get(service_root(list(DEMO_HUBS), "/api/v2/hub"), "/demo/")).decode()
+        self.assertIn("`${scheme}//${location.host}/api/v2/hub`", page)
 
     def test_demo_redirects_to_the_directory(self) -> None:
         """/demo redirects to /demo/ so the page's relative links resolve."""
