@@ -171,10 +171,12 @@ function toBytes(data: unknown): Uint8Array | null {
   return null;
 }
 
-/** The URL of one hub: `url` with the hub name as its last path segment. */
+/** The URL of one hub: `url` with the hub name as its last path segment (before any query). */
 export function hubUrl(url: string, hub?: string | null): string {
   if (!hub) return url;
-  return url.replace(/\/+$/, "") + "/" + hub;
+  const query = url.indexOf("?");
+  const path = query < 0 ? url : url.slice(0, query);
+  return path.replace(/\/+$/, "") + "/" + encodeURIComponent(hub) + (query < 0 ? "" : url.slice(query));
 }
 
 interface PendingCall {

@@ -218,3 +218,22 @@ test("docs/javascript.md's Node example runs as written (port aside) and prints 
   );
   assert.deepEqual(stdout.trim().split("\n"), ["5", "out-of-stock none left", "normal"]);
 });
+
+test("against an application hub: kicked (4000) with the hub's reason, the client's `max` honoured, a 401 refusal", async () => {
+  const control = await HubProcess.start(["--hub", "tests.helpers.js_hubs:ControlHub"]);
+  try {
+    const small = await connect(control.url, "control", { WebSocket, log: quietLog, maxMessageSize: 4096 });
+    // The server never sends more than our HELLO's max: the too-big result becomes an error.
+    assert.equal((await small.call("blob", 100)).length, 100);
+    await assert.rejects(small.call("blob", 10000), (e) => e instanceof HubError && e.code === "internal");
+    assert.equal(small.isConnected, true);
+    await small.call("kick_me", "enough for today").catch(() => undefined);
+    assert.deepEqual(await small.waitForDisconnect(), { kind: "kicked", code: 4000, message: "enough for today", locally: false });
+    await assert.rejects(
+      connect(control.url + "?mode=refuse", null, { WebSocket, log: quietLog }),
+      (e) => e instanceof HandshakeError && e.status === 401,
+    );
+  } finally {
+    await control.stop();
+  }
+});

@@ -9,6 +9,7 @@ import {
   HubClient,
   HubError,
   connect,
+  hubUrl,
 } from "../../dist/index.js";
 import { FakeClock, FakeWebSocket, settle } from "../fakes.mjs";
 
@@ -46,6 +47,13 @@ test("the handshake offers the subprotocol, sends HELLO with caps and max, and i
   const client = await ready;
   assert.equal(client.connectionId, "abc-1");
   assert.equal(client.isConnected, true);
+});
+
+test("hubUrl puts the hub name last in the path, before any query string", () => {
+  assert.equal(hubUrl("ws://h:1/hub", "chat"), "ws://h:1/hub/chat");
+  assert.equal(hubUrl("ws://h:1/hub//", "chat"), "ws://h:1/hub/chat");
+  assert.equal(hubUrl("wss://h/api/hub?token=a/b", "chat"), "wss://h/api/hub/chat?token=a/b");
+  assert.equal(hubUrl("ws://h:1/hub/chat", null), "ws://h:1/hub/chat");
 });
 
 test("a server that picks another subprotocol fails the handshake", async () => {
