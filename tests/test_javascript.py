@@ -100,7 +100,7 @@ def test_unit(node_modules: Path) -> None:
 
 def test_integration(node_modules: Path) -> None:
     """The Node client against a real `twistd -n hub`: calls, receivers, heartbeats, 4001, reconnect."""
-    assert _node_test("integration") >= 10
+    assert _node_test("integration") >= 11
 
 
 def test_generated_typescript_compiles_against_the_client(node_modules: Path) -> None:
