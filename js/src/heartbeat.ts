@@ -14,6 +14,9 @@ export interface ClockOffset {
   roundTrip: number;
 }
 
+/** Unanswered beats remembered at most (the oldest one is always kept: the timeout runs from it). */
+export const MAX_TRACKED = 256;
+
 /**
  * Our own heartbeats in flight.  An answer to beat k proves the server was
  * alive when it answered, so it clears every beat <= k; the timeout runs from
@@ -30,6 +33,9 @@ export class HeartbeatTracker {
   send(now: number): number {
     this.sequence += 1;
     this.unanswered.push([this.sequence, now]);
+    // Without a timeout nothing ever gives up on a silent server: keep the
+    // newest beats only (an answer to an older one still clears them all).
+    if (this.unanswered.length > MAX_TRACKED) this.unanswered.splice(1, this.unanswered.length - MAX_TRACKED);
     return this.sequence;
   }
 
