@@ -165,3 +165,16 @@ class DocsSizeTests(SynchronousTestCase):
         plain, gzipped = (int(group.replace(",", "")) for group in match.groups())
         self.assertLessEqual(abs(plain / len(client_script()) - 1), 0.03, (plain, len(client_script())))
         self.assertLessEqual(abs(gzipped / len(get_gzipped()) - 1), 0.03, (gzipped, len(get_gzipped())))
+
+
+class VersionTests(SynchronousTestCase):
+    def test_bundle_version_is_the_package_version(self) -> None:
+        """The npm package (js/package.json) and the served bundle carry the Python package's version."""
+        import json
+        from pathlib import Path
+
+        import twisted_hub
+
+        package = json.loads((Path(__file__).resolve().parent.parent / "js" / "package.json").read_text())
+        self.assertEqual(package["version"], twisted_hub.__version__)
+        self.assertTrue(client_script().startswith(f"/*! twisted-hub {twisted_hub.__version__} browser client".encode()))
