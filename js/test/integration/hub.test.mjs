@@ -9,15 +9,17 @@ import { fileURLToPath } from "node:url";
 import { HubProcess } from "../hub-process.mjs";
 import { namedBlocks } from "../docs-md.mjs";
 
+/** Every test and hook is bounded (node --test has no default timeout). */
+const BOUNDED = { timeout: 60000 };
 const quietLog = { debug() {}, info() {}, warn() {}, error() {} };
 let hub;
 
 before(async () => {
   hub = await HubProcess.start(["--heartbeat-interval", "0.3", "--heartbeat-timeout", "0.9"]);
-});
+}, BOUNDED);
 after(async () => {
   await hub?.stop();
-});
+}, BOUNDED);
 
 function open(hubName, options = {}) {
   return connect(hub.url, hubName, { WebSocket, log: quietLog, ...options });
@@ -30,7 +32,7 @@ function deferred() {
   return { promise, resolve };
 }
 
-test("calls: results, bytes, typed errors, keyword arguments, proxy", async () => {
+test("calls: results, bytes, typed errors, keyword arguments, proxy", BOUNDED, async () => {
   const client = await open("echo");
   try {
     assert.equal(await client.call("add", 2, 3), 5);
@@ -51,7 +53,7 @@ test("calls: results, bytes, typed errors, keyword arguments, proxy", async () =
   }
 });
 
-test("receivers across two clients: a broadcast from one reaches the other", async () => {
+test("receivers across two clients: a broadcast from one reaches the other", BOUNDED, async () => {
   const heard = deferred();
   const ann = await open("chat", { receiver: { said: (room, user, text) => heard.resolve([room, user, text]), joined() {} } });
   const bob = await open("chat", { receiver: { said() {}, joined() {} } });
@@ -66,7 +68,7 @@ test("receivers across two clients: a broadcast from one reaches the other", asy
   }
 });
 
-test("client results: the hub asks our receiver and gets its answer (sync, async, error)", async () => {
+test("client results: the hub asks our receiver and gets its answer (sync, async, error)", BOUNDED, async () => {
   const receiver = {
     confirm: (question) => `yes to ${question}`,
     later: async (n) => n * 2,
@@ -85,7 +87,7 @@ test("client results: the hub asks our receiver and gets its answer (sync, async
   }
 });
 
-test("heartbeats both ways: server beats are answered, ours give a round trip and a clock offset", async () => {
+test("heartbeats both ways: server beats are answered, ours give a round trip and a clock offset", BOUNDED, async () => {
   const serverBeats = [];
   const responses = [];
   const enough = deferred();
@@ -116,7 +118,7 @@ test("heartbeats both ways: server beats are answered, ours give a round trip an
   }
 });
 
-test("a client that cannot answer in time (blocked event loop) learns the server timed it out: 4001, peer-timed-out", async () => {
+test("a client that cannot answer in time (blocked event loop) learns the server timed it out: 4001, peer-timed-out", BOUNDED, async () => {
   const client = await open("echo");
   const end = Date.now() + 2000; // the server's timeout is 0.9 s
   while (Date.now() < end) {
@@ -128,11 +130,11 @@ test("a client that cannot answer in time (blocked event loop) learns the server
   assert.equal(reason.locally, false);
 });
 
-test("an unknown hub is refused at the handshake with its HTTP status", async () => {
+test("an unknown hub is refused at the handshake with its HTTP status", BOUNDED, async () => {
   await assert.rejects(open("no-such-hub"), (e) => e instanceof HandshakeError && e.status === 404);
 });
 
-test("a call timeout fails only that call", async () => {
+test("a call timeout fails only that call", BOUNDED, async () => {
   const client = await open("echo", { receiver: { stall: () => new Promise(() => {}) } });
   try {
     await assert.rejects(client.invoke("ask", ["stall"], null, { timeout: 200 }), CallTimeoutError);
@@ -142,7 +144,7 @@ test("a call timeout fails only that call", async () => {
   }
 });
 
-test("our heartbeat detects a frozen server: timed-out within interval + timeout; the thawed server records peer-timed-out", async () => {
+test("our heartbeat detects a frozen server: timed-out within interval + timeout; the thawed server records peer-timed-out", BOUNDED, async () => {
   const frozen = await HubProcess.start(["--log-level", "debug"]);
   const timedOut = deferred();
   const client = await connect(frozen.url, "echo", {
@@ -170,7 +172,7 @@ test("our heartbeat detects a frozen server: timed-out within interval + timeout
   }
 });
 
-test("reconnects after the server restarts, restoring state through onConnected", async () => {
+test("reconnects after the server restarts, restoring state through onConnected", BOUNDED, async () => {
   const first = await HubProcess.start();
   const port = first.port;
   const connectedIds = [];
@@ -205,7 +207,7 @@ test("reconnects after the server restarts, restoring state through onConnected"
   }
 });
 
-test("docs/javascript.md's Node example runs as written (port aside) and prints what it says", async () => {
+test("docs/javascript.md's Node example runs as written (port aside) and prints what it says", BOUNDED, async () => {
   const { language, code } = namedBlocks("docs/javascript.md")["node-example"];
   assert.equal(language, "js");
   // Inside js/ so that `import "twisted-hub"` resolves to this package.
@@ -219,7 +221,7 @@ test("docs/javascript.md's Node example runs as written (port aside) and prints 
   assert.deepEqual(stdout.trim().split("\n"), ["5", "out-of-stock none left", "normal"]);
 });
 
-test("against an application hub: kicked (4000) with the hub's reason, the client's `max` honoured, a 401 refusal", async () => {
+test("against an application hub: kicked (4000) with the hub's reason, the client's `max` honoured, a 401 refusal", BOUNDED, async () => {
   const control = await HubProcess.start(["--hub", "tests.helpers.js_hubs:ControlHub"]);
   try {
     const small = await connect(control.url, "control", { WebSocket, log: quietLog, maxMessageSize: 4096 });
