@@ -117,8 +117,8 @@ class HubServiceMountTests(SynchronousTestCase):
         self.assertIn("`${scheme}//${location.host}/hub`", page)
         self.assertNotIn("__HUB_PATH__", page)
         status = body(get(root, "/")).decode()
-        self.assertIn('<a href="client/twisted-hub.js">browser client</a>', status)
-        self.assertIn('<a href="demo/">demo page (chat + heartbeats)</a>', status)
+        self.assertIn('<a href="/client/twisted-hub.js">browser client</a>', status)
+        self.assertIn('<a href="/demo/">demo page (chat + heartbeats)</a>', status)
 
     def test_demo_page_follows_the_hub_path(self) -> None:
         """With --path /api/v2/hub the demo page connects there."""

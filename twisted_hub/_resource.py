@@ -97,7 +97,7 @@ class HubStatusPage(Resource):
         self.listening = list(listening)
         self.extra = list(extra)
         self._clock = clock
-        #: (label, relative URL) links shown under the tables (the browser client, the demo page)
+        #: (label, URL) links shown under the tables (the browser client, the demo page)
         self.links: list[tuple[str, str]] = []
 
     def render_GET(self, request: Request) -> bytes:

@@ -149,14 +149,15 @@ def serves_demo_hubs(factory: HubServerFactory) -> bool:
 def mount_client(root: Resource, factory: HubServerFactory, hub_path: str) -> list[tuple[str, str]]:
     """
     Put the client at C{/client/} and, when the demo hubs are served, the
-    demo page at C{/demo/}; returns (label, URL) links for the status page.
+    demo page at C{/demo/}; returns (label, path) links for the status page.
     """
     script = ClientScriptResource()
     root.putChild(b"client", script)
-    links = [("browser client", f"client/{SCRIPT_NAME}")]
+    # Absolute: the status page may be served at another path than /.
+    links = [("browser client", f"/client/{SCRIPT_NAME}")]
     if serves_demo_hubs(factory):
         root.putChild(b"demo", _DemoDirectory(DemoPage(hub_path, script.versioned_name)))
-        links.append(("demo page (chat + heartbeats)", "demo/"))
+        links.append(("demo page (chat + heartbeats)", "/demo/"))
     return links
 
 
