@@ -41,6 +41,7 @@ from ._reconnect import ReconnectingHubClient, full_jitter_policy
 from ._resource import HubResource
 from ._server import ConnectionContext, HeartbeatFeature, HubServerFactory, HubServerProtocol
 from ._service import HubService
+from ._static import ClientScriptResource
 from ._wire import SUBPROTOCOL, CloseCode, ErrorCode, ProtocolError
 
 __version__ = "0.1.0"
@@ -49,6 +50,7 @@ __all__ = [
     "AllowedHosts",
     "CallTimeoutError",
     "ClientHeartbeatEvent",
+    "ClientScriptResource",
     "ClockOffset",
     "CloseCode",
     "ConnectTimeoutError",

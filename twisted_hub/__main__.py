@@ -262,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to connect (the whole handshake; exit 3 past it) [10]",
     )
     watch.add_argument("--cafile", help="PEM certificate to trust for wss://")
+
+    typescript = commands.add_parser(
+        "typescript", help="write the TypeScript interfaces of hub classes (for the JavaScript client)",
+        description="Prints (or writes to --output) interfaces for client.proxy<Hub>() and the receivers.",
+    )
+    typescript.add_argument("hubs", nargs="+", metavar="MODULE:CLASS", help="hub classes, e.g. myapp.hubs:ChatHub")
+    typescript.add_argument("-o", "--output", help="file to write (default: standard output)")
     return parser
 
 
@@ -278,9 +285,32 @@ def run(reactor: Any, args: argparse.Namespace, out: TextIO | None = None, err: 
     return ensureDeferred(command(reactor, args, out or sys.stdout, err or sys.stderr))
 
 
+def run_typescript(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """C{typescript}: write the TypeScript interfaces of the given hub classes."""
+    from twisted.python.usage import UsageError
+
+    from ._typescript import typescript_for_hubs
+    from .tap import load_hub
+
+    try:
+        hubs = [load_hub(spec) for spec in args.hubs]
+    except UsageError as e:
+        err.write(f"error: {str(e).replace('--hub ', '')}\n")
+        return EXIT_USAGE
+    text = typescript_for_hubs(hubs, " ".join(args.hubs))
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        out.write(text)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of C{python3 -m twisted_hub} and the C{twisted-hub} script."""
     args = parse_args(argv)
+    if args.command == "typescript":
+        return run_typescript(args, sys.stdout, sys.stderr)
     from twisted.internet import task
 
     status = EXIT_OK

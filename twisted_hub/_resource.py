@@ -102,6 +102,8 @@ class HubStatusPage(Resource):
         self.listening = [public_listen_text(description) for description in listening]
         self.extra = list(extra)
         self._clock = clock
+        #: (label, URL) links shown under the tables (the browser client, the demo page)
+        self.links: list[tuple[str, str]] = []
 
     def render_GET(self, request: Request) -> bytes:
         from . import __version__
@@ -137,7 +139,8 @@ class HubStatusPage(Resource):
             f"{''.join(rows)}</table>\n"
             "<p>Connect with a WebSocket client offering the subprotocol <code>twisted-hub.v1</code>, e.g. "
             f"<code>python3 -m twisted_hub call ws://HOST:PORT{e(self.hub_path)} echo.echo hello</code></p>\n"
-            "</body></html>\n"
+            + "".join(f'<p><a href="{e(url)}">{e(label)}</a></p>\n' for label, url in self.links)
+            + "</body></html>\n"
         )
         request.setHeader(b"content-type", b"text/html; charset=utf-8")  # type: ignore[no-untyped-call]
         request.setHeader(b"cache-control", b"no-store")  # type: ignore[no-untyped-call]

@@ -42,6 +42,7 @@ from ._limits import ConnectionGuard
 from ._origin import OriginPolicy
 from ._resource import HubStatusPage, build_site_root
 from ._server import HubServerFactory, HubSpec
+from ._static import mount_client
 from ._wire import CloseCode
 
 #: Seconds C{stopService} waits for connections to close before dropping them.
@@ -209,6 +210,9 @@ class HubService(MultiService):
                 extra = [("allowed origins", self._origin_text())]
                 status = HubStatusPage(factory, path, self.listen, extra)
             self.root = build_site_root(factory, path, status, status_path)
+            links = mount_client(self.root, factory, path)
+            if status is not None:
+                status.links = links
             self.site = Site(self.root)  # type: ignore[no-untyped-call]
             #: what the listeners serve: the site, behind the connection limits
             self.listening_factory = ConnectionGuard(self.site, factory.limits)

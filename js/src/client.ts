@@ -1,0 +1,896 @@
+/**
+ * The hub client: one WebSocket connection to one hub (docs/protocol.md).
+ *
+ *     const client = await connect("ws://127.0.0.1:8080/hub", "chat", { receiver });
+ *     console.log(await client.call("join", "lobby", "ann"));
+ */
+import { ClockSync, HeartbeatTracker, StallDetector, type ClockOffset } from "./heartbeat.js";
+import {
+  CallTimeoutError,
+  ConnectionClosedError,
+  DisconnectKind,
+  HandshakeError,
+  HubError,
+  kindForClose,
+  type DisconnectReason,
+} from "./errors.js";
+import {
+  CAPABILITIES,
+  CloseCode,
+  ErrorCode,
+  MessageKind,
+  ProtocolError,
+  SUBPROTOCOL,
+  closeReason,
+  decodeFrame,
+  encodeMessage,
+  joinFrames,
+  parseServerMessage,
+  type ClientInvoke,
+  type Kwargs,
+  type ReceiverCall,
+  type ServerMessage,
+  type Welcome,
+} from "./wire.js";
+
+/** Time and timers, injectable for tests.  Times are wall-clock milliseconds. */
+export interface Clock {
+  now(): number;
+  setTimeout(callback: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+/** The part of the standard WebSocket this client uses (browsers, Node 22, `ws`). */
+export interface WebSocketLike {
+  binaryType: string;
+  readonly protocol: string;
+  readonly readyState: number;
+  send(data: Uint8Array): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((event: unknown) => void) | null;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onclose: ((event: { code: number; reason: string; wasClean?: boolean }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+}
+
+export type WebSocketConstructor = new (url: string, protocols: string | string[]) => WebSocketLike;
+
+/** Where log lines go; by default warnings and errors go to the console. */
+export interface Logger {
+  debug(message: string): void;
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string, error?: unknown): void;
+}
+
+/** A heartbeat from the server (Python's `ServerHeartbeatEvent`). */
+export interface ServerHeartbeatEvent {
+  sequence: number;
+  /** when the server sent it (UTC) */
+  serverTime: Date;
+  /** the same, microseconds since the Unix epoch, as on the wire */
+  serverTimeUs: number;
+  /** bytes from the server's metadata provider, or null */
+  metadata: Uint8Array | null;
+}
+
+/** The server answered our heartbeat (Python's `ClientHeartbeatEvent`). */
+export interface ClientHeartbeatEvent {
+  sequence: number;
+  /** full round trip, milliseconds */
+  roundTrip: number;
+  /** the clock-offset sample this exchange gave */
+  clock: ClockOffset;
+}
+
+/** The receiver: an object whose methods the server may call. */
+export type Receiver = object;
+
+/**
+ * Client settings.  Times are in **milliseconds** (like every JavaScript
+ * timer, and Tank's `heartbeatInterval`); Python's `HubClientOptions` takes
+ * seconds.
+ */
+export interface HubClientOptions {
+  /** methods the server may call (receiver calls and client results) */
+  receiver?: Receiver;
+  /** the WebSocket constructor (default: the global one; in Node < 22 pass `ws`'s) */
+  WebSocket?: WebSocketConstructor;
+  /** ms between our own heartbeats (default: off) */
+  heartbeatInterval?: number | null;
+  /** ms without an answer before the server is declared gone; default 3 × interval, null: never */
+  heartbeatTimeout?: number | null;
+  /** called for every server heartbeat (after it was answered) */
+  onServerHeartbeat?: (event: ServerHeartbeatEvent) => void;
+  /** called for every answer to our heartbeat */
+  onHeartbeatResponse?: (event: ClientHeartbeatEvent) => void;
+  /** called when our heartbeat times out, just before the connection is dropped */
+  onHeartbeatTimeout?: () => void;
+  /** called once when the connection has ended, with the reason */
+  onDisconnected?: (reason: DisconnectReason) => void;
+  /** any data from the server since the oldest unanswered beat counts as an answer */
+  anyTrafficCounts?: boolean;
+  /** when our own event loop stalled right before the timeout fired, give the server one more exchange (default true) */
+  stallGrace?: boolean;
+  /** default ms a call may wait for its result (default: until the connection closes) */
+  callTimeout?: number | null;
+  /** largest message we accept, bytes (default 1 MiB), announced as `max` */
+  maxMessageSize?: number;
+  /** ms to wait for the WebSocket and the hub handshake (default 30 s) */
+  connectTimeout?: number;
+  clock?: Clock;
+  log?: Logger;
+}
+
+export interface CallOptions {
+  /** ms to wait for the result; null: no limit (default: the client's `callTimeout`) */
+  timeout?: number | null;
+}
+
+/** The methods of a hub interface as promise-returning calls. */
+export type HubProxy<T> = {
+  [K in keyof T]: T[K] extends (...args: infer A) => infer R
+    ? (...args: A) => Promise<Awaited<R>>
+    : never;
+};
+
+const DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024;
+const OPEN = 1;
+/** How long after our heartbeat timeout we wait for the close handshake before dropping (Node `ws`). */
+const DROP_AFTER_TIMEOUT_MS = 1000;
+
+function defaultClock(): Clock {
+  const perf = (globalThis as { performance?: { timeOrigin?: number; now(): number } }).performance;
+  const now =
+    perf !== undefined && typeof perf.timeOrigin === "number"
+      ? () => perf.timeOrigin! + perf.now()
+      : () => Date.now();
+  return {
+    now,
+    setTimeout: (callback, ms) => setTimeout(callback, ms),
+    clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+  };
+}
+
+const consoleLogger: Logger = {
+  debug() {},
+  info() {},
+  warn: (message) => console.warn(`twisted-hub: ${message}`),
+  error: (message, error) => console.error(`twisted-hub: ${message}`, error ?? ""),
+};
+
+function toBytes(data: unknown): Uint8Array | null {
+  if (data instanceof Uint8Array) {
+    // A Node Buffer: view the same memory as a plain Uint8Array (no copy), so
+    // bin values decoded from it are Uint8Arrays as in browsers.
+    return data.constructor === Uint8Array ? data : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  }
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (Array.isArray(data) && data.every((part) => part instanceof Uint8Array)) return joinFrames(data);
+  return null;
+}
+
+/** The URL of one hub: `url` with the hub name as its last path segment (before any query). */
+export function hubUrl(url: string, hub?: string | null): string {
+  if (!hub) return url;
+  const query = url.indexOf("?");
+  const path = query < 0 ? url : url.slice(0, query);
+  return path.replace(/\/+$/, "") + "/" + encodeURIComponent(hub) + (query < 0 ? "" : url.slice(query));
+}
+
+interface PendingCall {
+  resolve(value: unknown): void;
+  reject(error: Error): void;
+  timer: unknown;
+}
+
+type State = "connecting" | "open" | "closing" | "closed";
+
+/** One connection to one hub.  Get one from {@link connect}. */
+export class HubClient {
+  readonly url: string;
+  readonly options: HubClientOptions;
+  /** the WELCOME the server sent, once connected */
+  welcome: Welcome | null = null;
+  /** why the connection ended, once it has */
+  disconnectReason: DisconnectReason | null = null;
+  /** the stall detector of our heartbeat timers (how late they fired) */
+  readonly stall = new StallDetector();
+
+  private readonly ws: WebSocketLike;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private readonly maxMessageSize: number;
+  private state: State = "connecting";
+  private readonly ready: Promise<HubClient>;
+  private resolveReady!: (client: HubClient) => void;
+  private rejectReady!: (error: Error) => void;
+  private readonly disconnected: Promise<DisconnectReason>;
+  private resolveDisconnected!: (reason: DisconnectReason) => void;
+  private readonly pending = new Map<number, PendingCall>();
+  private nextCallId = 1;
+  private outgoing: Uint8Array[] = [];
+  private flushScheduled = false;
+  private handling = 0;
+  private closeReasonSeen: DisconnectReason | null = null;
+  private handshakeError: string | null = null;
+  private connectTimer: unknown = null;
+  private sentClose = false;
+  // heartbeats
+  private readonly tracker = new HeartbeatTracker();
+  private readonly clockSync = new ClockSync();
+  private beatTimer: unknown = null;
+  private nextBeatDue = 0;
+  private timeoutTimer: unknown = null;
+  private timeoutDue = 0;
+  /** after a stall grace the timeout runs from here, not from older beats */
+  private graceFloor = -Infinity;
+  private graceUsed = false;
+  private lastReceived = -Infinity;
+
+  constructor(url: string, options: HubClientOptions = {}) {
+    this.url = url;
+    this.options = options;
+    this.clock = options.clock ?? defaultClock();
+    this.log = options.log ?? consoleLogger;
+    this.maxMessageSize = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
+    checkPositive("heartbeatInterval", options.heartbeatInterval);
+    checkPositive("heartbeatTimeout", options.heartbeatTimeout);
+    checkPositive("callTimeout", options.callTimeout);
+    this.ready = new Promise((resolve, reject) => {
+      this.resolveReady = resolve;
+      this.rejectReady = reject;
+    });
+    // A failed connect is reported by connect(); don't let it be "unhandled" here.
+    this.ready.catch(() => undefined);
+    this.disconnected = new Promise((resolve) => {
+      this.resolveDisconnected = resolve;
+    });
+    const Constructor =
+      options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (Constructor === undefined) {
+      throw new TypeError("no WebSocket constructor: pass options.WebSocket (e.g. the `ws` package's) in Node < 22");
+    }
+    this.ws = new Constructor(url, [SUBPROTOCOL]);
+    // Node's `ws` hands over Buffers (no copy) by default; browsers and
+    // undici would give Blobs, which need an asynchronous read.
+    if (this.ws.binaryType !== "nodebuffer") this.ws.binaryType = "arraybuffer";
+    this.ws.onopen = () => this.opened();
+    this.ws.onmessage = (event) => this.received(event.data);
+    this.ws.onclose = (event) => this.closed(event.code, event.reason);
+    this.ws.onerror = (event) => {
+      const error = (event as { error?: unknown; message?: unknown }).error ?? event;
+      const message = (error as { message?: unknown }).message;
+      if (typeof message === "string") this.handshakeError = message;
+    };
+    const connectTimeout = options.connectTimeout ?? 30000;
+    this.connectTimer = this.clock.setTimeout(() => {
+      this.connectTimer = null;
+      if (this.state === "connecting") {
+        this.handshakeError = `no hub handshake within ${connectTimeout} ms`;
+        this.closeSocket(CloseCode.HANDSHAKE_FAILED, "handshake timeout");
+        this.finish(this.handshakeFailure());
+      }
+    }, connectTimeout);
+  }
+
+  // -- public API -----------------------------------------------------------
+
+  /** Resolves with this client once the hub handshake is done. */
+  whenReady(): Promise<HubClient> {
+    return this.ready;
+  }
+
+  /** The connection id the server gave (in its logs too), "" before WELCOME. */
+  get connectionId(): string {
+    return this.welcome?.connectionId ?? "";
+  }
+
+  get isConnected(): boolean {
+    return this.state === "open";
+  }
+
+  /** Round trip of our newest answered heartbeat, ms (0 before any). */
+  get roundTrip(): number {
+    return this.tracker.latency;
+  }
+
+  /** Best estimate of server clock - our clock (ms), with its error bound; null before any answer. */
+  get clockOffset(): ClockOffset | null {
+    return this.clockSync.best;
+  }
+
+  /** The server's current time, from our clock and the estimated offset. */
+  serverNow(): Date {
+    return new Date(this.clock.now() + (this.clockSync.best?.offset ?? 0));
+  }
+
+  /** Call a hub method; resolves with its result, rejects with a {@link HubError}. */
+  call<T = unknown>(method: string, ...args: unknown[]): Promise<T> {
+    return this.invoke<T>(method, args);
+  }
+
+  /** {@link call} with keyword arguments and per-call options. */
+  invoke<T = unknown>(method: string, args: unknown[] = [], kwargs?: Kwargs | null, options: CallOptions = {}): Promise<T> {
+    if (this.state !== "open") return Promise.reject(new ConnectionClosedError(this.currentReason()));
+    const callId = this.nextCallId++;
+    const fields: unknown[] = [MessageKind.INVOKE, callId, method, args];
+    if (kwargs && Object.keys(kwargs).length > 0) fields.push(kwargs);
+    let payload: Uint8Array;
+    try {
+      payload = encodeMessage(fields);
+    } catch (e) {
+      return Promise.reject(new HubError(ErrorCode.INVALID_ARGUMENTS, `${method}: ${(e as Error).message}`));
+    }
+    const limit = this.sendLimit();
+    if (payload.length > limit) {
+      return Promise.reject(
+        new HubError(ErrorCode.INVALID_ARGUMENTS, `${method}: the call is ${payload.length} bytes, over the limit of ${limit}`),
+      );
+    }
+    return new Promise<T>((resolve, reject) => {
+      const timeout = options.timeout !== undefined ? options.timeout : (this.options.callTimeout ?? null);
+      const call: PendingCall = { resolve: resolve as (v: unknown) => void, reject, timer: null };
+      if (timeout !== null) {
+        call.timer = this.clock.setTimeout(() => {
+          if (this.pending.delete(callId)) reject(new CallTimeoutError(`'${method}' got no result within ${timeout} ms`));
+        }, timeout);
+      }
+      this.pending.set(callId, call);
+      this.queue(payload);
+    });
+  }
+
+  /** Call a hub method without waiting for (or getting) an answer. */
+  notify(method: string, ...args: unknown[]): void {
+    this.notifyWith(method, args);
+  }
+
+  /** {@link notify} with keyword arguments.  Throws when not connected or the arguments cannot be sent. */
+  notifyWith(method: string, args: unknown[] = [], kwargs?: Kwargs | null): void {
+    if (this.state !== "open") throw new ConnectionClosedError(this.currentReason());
+    const fields: unknown[] = [MessageKind.NOTIFY, method, args];
+    if (kwargs && Object.keys(kwargs).length > 0) fields.push(kwargs);
+    let payload: Uint8Array;
+    try {
+      payload = encodeMessage(fields);
+    } catch (e) {
+      throw new HubError(ErrorCode.INVALID_ARGUMENTS, `${method}: ${(e as Error).message}`);
+    }
+    if (payload.length > this.sendLimit()) {
+      throw new HubError(ErrorCode.INVALID_ARGUMENTS, `${method}: the notification is over the size limit`);
+    }
+    this.queue(payload);
+  }
+
+  /**
+   * The hub as an object: `const chat = client.proxy<ChatHub>()`, then
+   * `await chat.join("lobby", "ann")`.  `T` is the hub's interface (write it,
+   * or generate it with `python -m twisted_hub typescript module:Hub`).
+   */
+  proxy<T extends object>(): HubProxy<T> {
+    return makeProxy<T>((method, args) => this.invoke(method, args));
+  }
+
+  /** Close the connection (code 1000); resolves with the reason once closed. */
+  disconnect(reason = ""): Promise<DisconnectReason> {
+    if (this.state === "open" || this.state === "connecting") {
+      this.closeReasonSeen ??= {
+        kind: DisconnectKind.NORMAL,
+        code: CloseCode.NORMAL,
+        message: reason,
+        locally: true,
+      };
+      this.flush();
+      this.state = "closing";
+      this.stopHeartbeat();
+      this.closeSocket(CloseCode.NORMAL, reason);
+    }
+    return this.disconnected;
+  }
+
+  /** Resolves with the {@link DisconnectReason} once the connection has ended. */
+  waitForDisconnect(): Promise<DisconnectReason> {
+    return this.disconnected;
+  }
+
+  // -- receiving ------------------------------------------------------------
+
+  private opened(): void {
+    if (this.ws.protocol !== SUBPROTOCOL) {
+      this.handshakeError = `the server chose subprotocol '${this.ws.protocol}', not ${SUBPROTOCOL}`;
+      this.closeSocket(CloseCode.PROTOCOL_ERROR, "wrong subprotocol");
+      this.finish(this.handshakeFailure());
+      return;
+    }
+    // HELLO goes alone in its frame, without waiting for WELCOME.
+    this.ws.send(encodeMessage([MessageKind.HELLO, { caps: CAPABILITIES, max: this.maxMessageSize }]));
+  }
+
+  private received(data: unknown): void {
+    if (this.state === "closed") return;
+    const payload = toBytes(data);
+    if (payload === null) {
+      this.protocolError("a text frame", CloseCode.UNSUPPORTED_DATA);
+      return;
+    }
+    if (payload.length > this.maxMessageSize) {
+      this.closeReasonSeen ??= {
+        kind: DisconnectKind.MESSAGE_TOO_BIG,
+        code: CloseCode.MESSAGE_TOO_BIG,
+        message: `a message of ${payload.length} bytes is over our limit of ${this.maxMessageSize}`,
+        locally: true,
+      };
+      this.closeSocket(CloseCode.MESSAGE_TOO_BIG, "message too big");
+      return;
+    }
+    const now = this.clock.now();
+    this.lastReceived = now;
+    this.handling++;
+    try {
+      for (const message of decodeFrame(payload, parseServerMessage)) {
+        if (this.isClosed()) break;
+        this.dispatch(message, now);
+      }
+    } catch (e) {
+      if (e instanceof ProtocolError) {
+        this.log.info(`protocol error from the server: ${e.message}`);
+        this.protocolError(e.message.slice(0, 100), CloseCode.PROTOCOL_ERROR);
+      } else {
+        this.log.error("unexpected error handling a frame from the server", e);
+        this.protocolError("internal error", CloseCode.INTERNAL_ERROR);
+      }
+    } finally {
+      this.handling--;
+      if (this.handling === 0) this.flush();
+    }
+  }
+
+  private dispatch(message: ServerMessage, now: number): void {
+    if (this.welcome === null && message.kind !== MessageKind.WELCOME) {
+      throw new ProtocolError(`the first message must be WELCOME, got kind ${message.kind}`);
+    }
+    switch (message.kind) {
+      case MessageKind.WELCOME:
+        if (this.welcome !== null) throw new ProtocolError("a second WELCOME");
+        this.welcomed(message);
+        return;
+      case MessageKind.RESULT: {
+        const call = this.takeCall(message.callId);
+        call?.resolve(message.value);
+        return;
+      }
+      case MessageKind.ERROR: {
+        const call = this.takeCall(message.callId);
+        call?.reject(new HubError(message.code, message.message, message.detail));
+        return;
+      }
+      case MessageKind.RECEIVER_CALL:
+        this.receiverCall(message);
+        return;
+      case MessageKind.CLIENT_INVOKE:
+        this.clientInvoke(message);
+        return;
+      case MessageKind.CLOSE:
+        this.closeReasonSeen ??= {
+          kind: kindForClose(message.code, false),
+          code: message.code,
+          message: message.reason,
+          locally: false,
+        };
+        // The server closes next; we send nothing more.
+        this.outgoing = [];
+        this.state = "closing";
+        this.stopHeartbeat();
+        return;
+      case MessageKind.SERVER_HEARTBEAT:
+        // Answered here, from the message handler, never from a timer: a
+        // throttled background tab still answers in time (engine.io#312).
+        this.queue(encodeMessage([MessageKind.SERVER_HEARTBEAT_ACK, message.sequence]));
+        if (this.options.onServerHeartbeat) {
+          const event: ServerHeartbeatEvent = {
+            sequence: message.sequence,
+            serverTime: new Date(message.serverTimeUs / 1000),
+            serverTimeUs: message.serverTimeUs,
+            metadata: message.metadata,
+          };
+          this.safely("onServerHeartbeat", () => this.options.onServerHeartbeat!(event));
+        }
+        return;
+      case MessageKind.CLIENT_HEARTBEAT_ACK:
+        this.heartbeatAnswered(message.sequence, message.clientTime, message.serverTimeUs, now);
+        return;
+    }
+  }
+
+  private welcomed(welcome: Welcome): void {
+    this.welcome = welcome;
+    if (this.state !== "connecting") return;
+    this.state = "open";
+    if (this.connectTimer !== null) {
+      this.clock.clearTimeout(this.connectTimer);
+      this.connectTimer = null;
+    }
+    const interval = this.options.heartbeatInterval;
+    if (interval != null && welcome.capabilities.includes("heartbeat")) this.startHeartbeat(interval);
+    this.resolveReady(this);
+  }
+
+  private takeCall(callId: number): PendingCall | undefined {
+    const call = this.pending.get(callId);
+    if (call === undefined) return undefined; // timed out or never made: ignored
+    this.pending.delete(callId);
+    if (call.timer !== null) this.clock.clearTimeout(call.timer);
+    return call;
+  }
+
+  private receiverMethod(name: string): ((...args: unknown[]) => unknown) | null {
+    const receiver = this.options.receiver as Record<string, unknown> | undefined;
+    if (receiver === undefined || name.startsWith("_") || name in Object.prototype) return null;
+    const method = receiver[name];
+    return typeof method === "function" ? (method as (...args: unknown[]) => unknown) : null;
+  }
+
+  private receiverCall(call: ReceiverCall): void {
+    const method = this.receiverMethod(call.method);
+    if (method === null) {
+      this.log.warn(`the server called receiver method '${call.method}', which the receiver lacks`);
+      return;
+    }
+    const args = call.kwargs === null ? call.args : [...call.args, call.kwargs];
+    try {
+      const result = method.apply(this.options.receiver, args);
+      if (result instanceof Promise) {
+        result.catch((e: unknown) => this.log.error(`receiver method ${call.method} failed`, e));
+      }
+    } catch (e) {
+      this.log.error(`receiver method ${call.method} raised`, e);
+    }
+  }
+
+  private clientInvoke(call: ClientInvoke): void {
+    const method = this.receiverMethod(call.method);
+    if (method === null) {
+      this.reply([MessageKind.ERROR, call.callId, ErrorCode.UNKNOWN_METHOD, `the client has no method '${call.method}'`, null]);
+      return;
+    }
+    const args = call.kwargs === null ? call.args : [...call.args, call.kwargs];
+    let result: unknown;
+    try {
+      result = method.apply(this.options.receiver, args);
+    } catch (e) {
+      this.clientInvokeFailed(call, e);
+      return;
+    }
+    if (result instanceof Promise) {
+      result.then(
+        (value) => this.reply([MessageKind.RESULT, call.callId, value]),
+        (e: unknown) => this.clientInvokeFailed(call, e),
+      );
+    } else {
+      this.reply([MessageKind.RESULT, call.callId, result]);
+    }
+  }
+
+  private clientInvokeFailed(call: ClientInvoke, error: unknown): void {
+    if (error instanceof HubError) {
+      this.reply([MessageKind.ERROR, call.callId, error.code, error.hubMessage, error.detail]);
+      return;
+    }
+    this.log.error(`receiver method ${call.method} raised`, error);
+    this.reply([MessageKind.ERROR, call.callId, ErrorCode.INTERNAL, "internal error", null]);
+  }
+
+  private reply(fields: unknown[]): void {
+    if (this.state !== "open") return;
+    let payload: Uint8Array;
+    try {
+      payload = encodeMessage(fields);
+    } catch (e) {
+      this.log.error("a client result cannot be encoded", e);
+      payload = encodeMessage([MessageKind.ERROR, fields[1], ErrorCode.INTERNAL, "result cannot be encoded", null]);
+    }
+    if (payload.length > this.sendLimit()) {
+      payload = encodeMessage([MessageKind.ERROR, fields[1], ErrorCode.INTERNAL, "the result is too big to send", null]);
+    }
+    this.queue(payload);
+  }
+
+  // -- heartbeats -----------------------------------------------------------
+
+  private startHeartbeat(interval: number): void {
+    this.log.debug(`client heartbeat timer started: interval=${interval}ms`);
+    this.scheduleBeat(interval);
+  }
+
+  private scheduleBeat(interval: number): void {
+    this.nextBeatDue = this.clock.now() + interval;
+    this.beatTimer = this.clock.setTimeout(() => this.beat(interval), interval);
+  }
+
+  private beat(interval: number): void {
+    this.beatTimer = null;
+    if (this.state !== "open") return;
+    const now = this.clock.now();
+    this.stall.observe(this.nextBeatDue, now);
+    this.sendHeartbeat(now);
+    if (this.state === "open") this.scheduleBeat(interval);
+  }
+
+  private heartbeatTimeout(): number | null {
+    const { heartbeatTimeout, heartbeatInterval } = this.options;
+    if (heartbeatTimeout !== undefined) return heartbeatTimeout;
+    return heartbeatInterval != null ? heartbeatInterval * 3 : null;
+  }
+
+  private sendHeartbeat(now: number): void {
+    const sequence = this.tracker.send(now);
+    // client_time is opaque to the server: our wall clock in microseconds.
+    this.queue(encodeMessage([MessageKind.CLIENT_HEARTBEAT, sequence, Math.round(now * 1000)]));
+    this.log.debug(`client heartbeat ${sequence} sent`);
+    if (this.timeoutTimer === null) this.armTimeout();
+  }
+
+  /** (Re)arm the timeout from the oldest unanswered beat (or the grace floor). */
+  private armTimeout(): void {
+    const timeout = this.heartbeatTimeout();
+    const oldest = this.tracker.oldestUnanswered;
+    if (timeout === null || oldest === null) return;
+    const due = Math.max(oldest, this.graceFloor) + timeout;
+    this.timeoutDue = due;
+    this.timeoutTimer = this.clock.setTimeout(() => this.timeoutFired(), Math.max(0, due - this.clock.now()));
+  }
+
+  private cancelTimeout(): void {
+    if (this.timeoutTimer !== null) {
+      this.clock.clearTimeout(this.timeoutTimer);
+      this.timeoutTimer = null;
+    }
+  }
+
+  private heartbeatAnswered(sequence: number, clientTime: number, serverTimeUs: number, now: number): void {
+    const roundTrip = this.tracker.answer(sequence, now);
+    if (roundTrip === null) return; // already cleared by a newer answer
+    this.graceUsed = false;
+    this.cancelTimeout();
+    this.armTimeout();
+    const sample = this.clockSync.add(clientTime / 1000, serverTimeUs / 1000, now);
+    this.log.debug(`client heartbeat ${sequence} answered in ${roundTrip.toFixed(2)}ms`);
+    if (this.options.onHeartbeatResponse) {
+      const event: ClientHeartbeatEvent = { sequence, roundTrip, clock: sample };
+      this.safely("onHeartbeatResponse", () => this.options.onHeartbeatResponse!(event));
+    }
+  }
+
+  private timeoutFired(): void {
+    this.timeoutTimer = null;
+    if (this.state !== "open") return;
+    const now = this.clock.now();
+    this.stall.observe(this.timeoutDue, now);
+    const oldest = this.tracker.oldestUnanswered;
+    if (oldest === null) return;
+    const startedAt = Math.max(oldest, this.graceFloor);
+    if (this.options.anyTrafficCounts && this.lastReceived >= startedAt) {
+      this.tracker.clear();
+      return;
+    }
+    if (this.options.stallGrace !== false && this.stall.stalledSince(startedAt) && !this.graceUsed) {
+      // Our own loop was blocked: the answer may be unread in the socket.
+      this.graceUsed = true;
+      this.graceFloor = now;
+      this.log.info(`heartbeat timeout deferred: our event loop was stalled (${this.stall.maxLag.toFixed(0)}ms late)`);
+      this.sendHeartbeat(now);
+      this.flush();
+      return;
+    }
+    this.log.info(`server heartbeat timed out after ${this.heartbeatTimeout()}ms: dropping the connection`);
+    const reason: DisconnectReason = {
+      kind: DisconnectKind.TIMED_OUT,
+      code: CloseCode.HEARTBEAT_TIMEOUT,
+      message: "the server did not answer our heartbeat",
+      locally: true,
+    };
+    this.closeReasonSeen = reason;
+    if (this.options.onHeartbeatTimeout) this.safely("onHeartbeatTimeout", this.options.onHeartbeatTimeout);
+    // Tell the server why (CLOSE, then close frame 4001), then stop waiting
+    // for it: it is presumably gone.
+    this.outgoing = [];
+    this.sendNow(encodeMessage([MessageKind.CLOSE, CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"]));
+    this.sentClose = true;
+    this.closeSocket(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout");
+    const terminate = (this.ws as { terminate?: () => void }).terminate;
+    if (typeof terminate === "function") {
+      this.clock.setTimeout(() => terminate.call(this.ws), DROP_AFTER_TIMEOUT_MS);
+    }
+    this.finish(reason);
+  }
+
+  private stopHeartbeat(): void {
+    if (this.beatTimer !== null) {
+      this.clock.clearTimeout(this.beatTimer);
+      this.beatTimer = null;
+    }
+    this.cancelTimeout();
+  }
+
+  // -- sending --------------------------------------------------------------
+
+  /** Largest frame we may send: the smaller of our limit and the server's `max`. */
+  private sendLimit(): number {
+    const peer = this.welcome?.maxMessageSize ?? null;
+    return peer === null ? this.maxMessageSize : Math.min(peer, this.maxMessageSize);
+  }
+
+  private queue(payload: Uint8Array): void {
+    this.outgoing.push(payload);
+    if (this.handling > 0 || this.flushScheduled) return;
+    // Everything queued in this turn of the event loop leaves in one frame.
+    this.flushScheduled = true;
+    queueMicrotask(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    if (this.outgoing.length === 0) return;
+    const messages = this.outgoing;
+    this.outgoing = [];
+    if (this.ws.readyState !== OPEN || this.sentClose) return;
+    const batch = this.welcome?.capabilities.includes("batch") ?? false;
+    if (!batch) {
+      for (const message of messages) this.sendNow(message);
+      return;
+    }
+    const limit = this.sendLimit();
+    let frame: Uint8Array[] = [];
+    let size = 0;
+    for (const message of messages) {
+      if (frame.length > 0 && size + message.length > limit) {
+        this.sendNow(joinFrames(frame));
+        frame = [];
+        size = 0;
+      }
+      frame.push(message);
+      size += message.length;
+    }
+    if (frame.length > 0) this.sendNow(joinFrames(frame));
+  }
+
+  private sendNow(payload: Uint8Array): void {
+    if (this.ws.readyState === OPEN) this.ws.send(payload);
+  }
+
+  // -- closing --------------------------------------------------------------
+
+  private closeSocket(code: number, reason: string): void {
+    const text = closeReason(reason);
+    try {
+      this.ws.close(code, text);
+    } catch (e) {
+      // Browsers only let a page send 1000 and 3000-4999: 1003 and 1011 become 4002.
+      if ((e as { name?: string }).name !== "InvalidAccessError") throw e;
+      this.ws.close(CloseCode.PROTOCOL_ERROR, text);
+    }
+  }
+
+  private protocolError(reason: string, code: number): void {
+    this.closeReasonSeen ??= { kind: DisconnectKind.PROTOCOL_ERROR, code, message: reason, locally: true };
+    if (this.state === "connecting") {
+      this.handshakeError = reason;
+    }
+    this.outgoing = [];
+    this.state = this.state === "closed" ? "closed" : "closing";
+    this.stopHeartbeat();
+    this.closeSocket(code, reason);
+  }
+
+  /** A method, not a field read, so the compiler does not narrow it across calls. */
+  private isClosed(): boolean {
+    return this.state === "closed";
+  }
+
+  private closed(code: number, reason: string): void {
+    if (this.state === "closed") return;
+    if (this.welcome === null) {
+      this.finish(this.handshakeFailure(reason));
+      return;
+    }
+    if (this.closeReasonSeen !== null) {
+      this.finish(this.closeReasonSeen);
+      return;
+    }
+    // 1005: a close frame without a code; 1006: no close frame at all.
+    const closeCode = code === 1005 ? CloseCode.NORMAL : code === CloseCode.ABNORMAL ? null : code;
+    this.finish({ kind: kindForClose(closeCode, false), code: closeCode, message: reason ?? "", locally: false });
+  }
+
+  private handshakeFailure(reason = ""): DisconnectReason {
+    const text = this.handshakeError ?? (reason || "connection closed during the handshake");
+    return { kind: DisconnectKind.HANDSHAKE_FAILED, code: null, message: text, locally: false };
+  }
+
+  private currentReason(): DisconnectReason {
+    return (
+      this.disconnectReason ??
+      this.closeReasonSeen ?? { kind: DisconnectKind.NORMAL, code: null, message: "the connection is not open", locally: true }
+    );
+  }
+
+  private finish(reason: DisconnectReason): void {
+    if (this.state === "closed") return;
+    const wasConnecting = this.welcome === null;
+    this.state = "closed";
+    this.disconnectReason = reason;
+    this.stopHeartbeat();
+    if (this.connectTimer !== null) {
+      this.clock.clearTimeout(this.connectTimer);
+      this.connectTimer = null;
+    }
+    this.outgoing = [];
+    if (wasConnecting) {
+      // Node's `ws` reports an HTTP refusal as "Unexpected server response: 404".
+      const status = /Unexpected server response: (\d{3})/.exec(reason.message);
+      this.rejectReady(new HandshakeError(status ? Number(status[1]) : null, reason.message));
+    }
+    const calls = [...this.pending.values()];
+    this.pending.clear();
+    for (const call of calls) {
+      if (call.timer !== null) this.clock.clearTimeout(call.timer);
+      call.reject(new ConnectionClosedError(reason));
+    }
+    this.resolveDisconnected(reason);
+    if (this.options.onDisconnected) {
+      const callback = this.options.onDisconnected;
+      this.safely("onDisconnected", () => callback(reason));
+    }
+  }
+
+  private safely(name: string, callback: () => void): void {
+    try {
+      callback();
+    } catch (e) {
+      this.log.error(`client callback ${name} raised`, e);
+    }
+  }
+}
+
+function checkPositive(name: string, value: number | null | undefined): void {
+  if (value === undefined || value === null) return;
+  if (typeof value !== "number" || !(value > 0) || !Number.isFinite(value)) {
+    throw new RangeError(`${name} must be a finite number > 0 (ms), got ${String(value)}`);
+  }
+}
+
+/** A proxy whose every property is a hub method call. */
+export function makeProxy<T extends object>(
+  invoke: (method: string, args: unknown[]) => Promise<unknown>,
+): HubProxy<T> {
+  return new Proxy(
+    {},
+    {
+      get(_target, name) {
+        if (typeof name !== "string" || name === "then") return undefined;
+        return (...args: unknown[]) => invoke(name, args);
+      },
+    },
+  ) as HubProxy<T>;
+}
+
+/**
+ * Connect to a hub; resolves with the connected {@link HubClient} once the
+ * hub handshake is done, rejects with {@link HandshakeError} otherwise.
+ *
+ * @param url `ws://` or `wss://` URL of the hub endpoint
+ * @param hub hub name, appended to the URL path (omit if the URL names it)
+ */
+export function connect(url: string, hub?: string | null, options: HubClientOptions = {}): Promise<HubClient> {
+  let client: HubClient;
+  try {
+    client = new HubClient(hubUrl(url, hub), options);
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  return client.whenReady();
+}

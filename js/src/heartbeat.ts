@@ -1,0 +1,137 @@
+/**
+ * Heartbeat bookkeeping without timers (sans-IO): which beats are
+ * unanswered, the clock-offset estimate, and stall detection.  Every time is
+ * an explicit argument in milliseconds.
+ */
+
+/** One clock-offset sample: server clock minus ours, with its error bound. */
+export interface ClockOffset {
+  /** server time - our time, milliseconds */
+  offset: number;
+  /** the true offset is within offset ± error, milliseconds */
+  error: number;
+  /** the round trip this sample came from, milliseconds */
+  roundTrip: number;
+}
+
+/** Unanswered beats remembered at most (the oldest one is always kept: the timeout runs from it). */
+export const MAX_TRACKED = 256;
+
+/**
+ * Our own heartbeats in flight.  An answer to beat k proves the server was
+ * alive when it answered, so it clears every beat <= k; the timeout runs from
+ * the oldest beat still unanswered (docs/heartbeat.md, issue 8's rule).
+ */
+export class HeartbeatTracker {
+  private sequence = 0;
+  /** sent beats not yet answered, oldest first: [sequence, sentAt] */
+  private readonly unanswered: Array<[number, number]> = [];
+  /** round trip of the newest answered beat, ms (0 before any) */
+  latency = 0;
+
+  /** Record a beat sent at `now`; returns its sequence. */
+  send(now: number): number {
+    this.sequence += 1;
+    this.unanswered.push([this.sequence, now]);
+    // Without a timeout nothing ever gives up on a silent server: keep the
+    // newest beats only (an answer to an older one still clears them all).
+    if (this.unanswered.length > MAX_TRACKED) this.unanswered.splice(1, this.unanswered.length - MAX_TRACKED);
+    return this.sequence;
+  }
+
+  /**
+   * An answer to `sequence` arrived at `now`: returns its round trip, or
+   * null when the sequence is not one we are waiting for (a duplicate or an
+   * answer to a beat already cleared by a newer answer).
+   */
+  answer(sequence: number, now: number): number | null {
+    let sentAt: number | null = null;
+    let cleared = 0;
+    for (const [seq, at] of this.unanswered) {
+      if (seq > sequence) break;
+      if (seq === sequence) sentAt = at;
+      cleared++;
+    }
+    if (cleared === 0) return null;
+    this.unanswered.splice(0, cleared);
+    if (sentAt === null) return null;
+    this.latency = now - sentAt;
+    return this.latency;
+  }
+
+  /** When the oldest unanswered beat was sent, or null when all are answered. */
+  get oldestUnanswered(): number | null {
+    const oldest = this.unanswered[0];
+    return oldest === undefined ? null : oldest[1];
+  }
+
+  /** Count every beat in flight as answered (any traffic counts as life). */
+  clear(): void {
+    this.unanswered.length = 0;
+  }
+
+  get pending(): number {
+    return this.unanswered.length;
+  }
+}
+
+/**
+ * NTP-style clock offset: keeps the lowest-round-trip sample of the last
+ * `window` (queueing delay only ever adds to a round trip).
+ */
+export class ClockSync {
+  private readonly samples: ClockOffset[] = [];
+  constructor(private readonly window = 8) {}
+
+  /**
+   * One exchange: we sent at `sentAt`, the server stamped `serverTime`, the
+   * answer arrived at `receivedAt` (all ms on the wall clock).
+   */
+  add(sentAt: number, serverTime: number, receivedAt: number): ClockOffset {
+    const roundTrip = Math.max(0, receivedAt - sentAt);
+    const sample = { offset: serverTime - (sentAt + receivedAt) / 2, error: roundTrip / 2, roundTrip };
+    this.samples.push(sample);
+    if (this.samples.length > this.window) this.samples.shift();
+    return sample;
+  }
+
+  /** The best estimate so far, or null before any sample. */
+  get best(): ClockOffset | null {
+    let best: ClockOffset | null = null;
+    for (const sample of this.samples) {
+      if (best === null || sample.roundTrip < best.roundTrip) best = sample;
+    }
+    return best;
+  }
+
+  clear(): void {
+    this.samples.length = 0;
+  }
+}
+
+/**
+ * Records how late our timers fire.  A timer that fired much later than it
+ * was due means our own event loop was blocked (a busy page, a frozen or
+ * throttled tab, a suspended laptop): answers may be sitting unread in the
+ * socket, so a timeout that fires then is not proof the server is dead.
+ */
+export class StallDetector {
+  /** the time at which the latest stall was seen, ms (-Infinity: never) */
+  lastStallAt = -Infinity;
+  /** the largest lateness seen, ms */
+  maxLag = 0;
+
+  constructor(readonly threshold = 250) {}
+
+  /** A timer due at `due` fired at `now`. */
+  observe(due: number, now: number): void {
+    const lag = now - due;
+    if (lag > this.maxLag) this.maxLag = lag;
+    if (lag > this.threshold) this.lastStallAt = now;
+  }
+
+  /** Did a stall end at or after `since`? */
+  stalledSince(since: number): boolean {
+    return this.lastStallAt >= since;
+  }
+}

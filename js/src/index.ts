@@ -1,0 +1,42 @@
+/**
+ * twisted-hub: the browser and Node client of twisted-hub hubs
+ * (typed RPC over WebSocket + msgpack, with heartbeats and clock sync).
+ */
+export {
+  HubClient,
+  connect,
+  hubUrl,
+  type CallOptions,
+  type Clock,
+  type ClientHeartbeatEvent,
+  type HubClientOptions,
+  type HubProxy,
+  type Logger,
+  type Receiver,
+  type ServerHeartbeatEvent,
+  type WebSocketConstructor,
+  type WebSocketLike,
+} from "./client.js";
+export { ReconnectingHubClient, fullJitterDelay, type ReconnectingOptions, type RetryPolicy } from "./reconnect.js";
+export {
+  CallTimeoutError,
+  ConnectionClosedError,
+  DisconnectKind,
+  HandshakeError,
+  HubError,
+  kindForClose,
+  type DisconnectReason,
+} from "./errors.js";
+export { ClockSync, HeartbeatTracker, StallDetector, type ClockOffset } from "./heartbeat.js";
+export {
+  CloseCode,
+  ErrorCode,
+  MessageKind,
+  ProtocolError,
+  SUBPROTOCOL,
+  decodeFrame,
+  encodeMessage,
+  parseClientMessage,
+  parseServerMessage,
+  type Kwargs,
+} from "./wire.js";

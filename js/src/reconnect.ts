@@ -1,0 +1,185 @@
+/**
+ * A client that stays connected: reconnects after every disconnect with
+ * exponential backoff and full jitter, and restores state (rejoin groups,
+ * re-subscribe) through an `onConnected` hook.
+ */
+import { HubClient, hubUrl, makeProxy, type Clock, type HubClientOptions, type HubProxy } from "./client.js";
+import { ConnectionClosedError, DisconnectKind, type DisconnectReason } from "./errors.js";
+import type { Kwargs } from "./wire.js";
+
+export interface RetryPolicy {
+  /** ms before the first retry's upper bound (default 500) */
+  initialDelay?: number;
+  /** cap of the upper bound, ms (default 30 000) */
+  maxDelay?: number;
+  /** growth of the upper bound per failed attempt (default 2) */
+  factor?: number;
+  /** a number in [0, 1) (default Math.random) */
+  random?: () => number;
+}
+
+/**
+ * Full jitter (AWS architecture blog, "Exponential Backoff And Jitter"): the
+ * delay before attempt n is uniform in [0, min(maxDelay, initialDelay × factor^n)),
+ * so clients that lost the same server do not come back in step.
+ */
+export function fullJitterDelay(attempt: number, policy: RetryPolicy = {}): number {
+  const initial = policy.initialDelay ?? 500;
+  const max = policy.maxDelay ?? 30000;
+  const factor = policy.factor ?? 2;
+  const random = policy.random ?? Math.random;
+  return random() * Math.min(max, initial * Math.pow(factor, attempt));
+}
+
+export interface ReconnectingOptions extends HubClientOptions {
+  /** called with each new connection once it is ready (rejoin groups here) */
+  onConnected?: (client: HubClient) => unknown;
+  retry?: RetryPolicy;
+}
+
+/**
+ * Keeps one hub connection open.  `call` / `notify` / `proxy` go to the
+ * current connection (and fail with `ConnectionClosedError` between
+ * connections); `disconnects` lists every reason a connection ended.
+ */
+export class ReconnectingHubClient {
+  readonly url: string;
+  /** the current connection, or null between connections */
+  client: HubClient | null = null;
+  /** every reason a connection ended, oldest first */
+  readonly disconnects: DisconnectReason[] = [];
+  /** connections made so far */
+  connections = 0;
+  /** connection attempts that failed (refused, handshake failed), logged as warnings */
+  failedAttempts = 0;
+  private running = false;
+  private attempt = 0;
+  private retryTimer: unknown = null;
+  private readonly clock: Clock;
+  private waiters: Array<(client: HubClient) => void> = [];
+
+  constructor(
+    url: string,
+    hub: string | null | undefined,
+    readonly options: ReconnectingOptions = {},
+  ) {
+    this.url = hubUrl(url, hub);
+    this.clock = options.clock ?? {
+      now: () => Date.now(),
+      setTimeout: (callback, ms) => setTimeout(callback, ms),
+      clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+    };
+  }
+
+  /** Start connecting (and reconnecting). */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.connectOnce();
+  }
+
+  /** Stop reconnecting and close the current connection. */
+  async stop(): Promise<void> {
+    this.running = false;
+    if (this.retryTimer !== null) {
+      this.clock.clearTimeout(this.retryTimer);
+      this.retryTimer = null;
+    }
+    if (this.client !== null) await this.client.disconnect();
+  }
+
+  /** Resolves with the current connection, or the next one once it is ready. */
+  whenConnected(): Promise<HubClient> {
+    if (this.client !== null && this.client.isConnected) return Promise.resolve(this.client);
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  call<T = unknown>(method: string, ...args: unknown[]): Promise<T> {
+    return this.invoke<T>(method, args);
+  }
+
+  invoke<T = unknown>(method: string, args: unknown[] = [], kwargs?: Kwargs | null): Promise<T> {
+    const client = this.client;
+    if (client === null) return Promise.reject(new ConnectionClosedError(this.lastReason()));
+    return client.invoke<T>(method, args, kwargs);
+  }
+
+  notify(method: string, ...args: unknown[]): void {
+    const client = this.client;
+    if (client === null) throw new ConnectionClosedError(this.lastReason());
+    client.notify(method, ...args);
+  }
+
+  proxy<T extends object>(): HubProxy<T> {
+    return makeProxy<T>((method, args) => this.invoke(method, args));
+  }
+
+  private lastReason(): DisconnectReason {
+    return (
+      this.disconnects[this.disconnects.length - 1] ?? {
+        kind: DisconnectKind.NORMAL,
+        code: null,
+        message: "not connected yet",
+        locally: true,
+      }
+    );
+  }
+
+  private connectOnce(): void {
+    if (!this.running) return;
+    let client: HubClient;
+    try {
+      client = new HubClient(this.url, this.options);
+    } catch (e) {
+      this.running = false;
+      throw e;
+    }
+    client.whenReady().then(
+      (ready) => {
+        if (!this.running) {
+          void ready.disconnect();
+          return;
+        }
+        this.client = ready;
+        this.connections++;
+        this.attempt = 0;
+        ready.waitForDisconnect().then((reason) => this.lost(ready, reason));
+        const hook = this.options.onConnected;
+        if (hook) {
+          try {
+            Promise.resolve(hook(ready)).catch((e: unknown) => console.error("twisted-hub: onConnected failed", e));
+          } catch (e) {
+            console.error("twisted-hub: onConnected raised", e);
+          }
+        }
+        const waiters = this.waiters;
+        this.waiters = [];
+        for (const waiter of waiters) waiter(ready);
+      },
+      (error: unknown) => {
+        this.failedAttempts++;
+        const log = this.options.log;
+        const message = `connecting to ${this.url} failed: ${(error as Error).message ?? String(error)}`;
+        if (log) log.warn(message);
+        else console.warn(`twisted-hub: ${message}`);
+        this.retry();
+      },
+    );
+  }
+
+  private lost(client: HubClient, reason: DisconnectReason): void {
+    this.disconnects.push(reason);
+    if (this.client === client) this.client = null;
+    this.retry();
+  }
+
+  private retry(): void {
+    if (!this.running) return;
+    const delay = fullJitterDelay(this.attempt, this.options.retry);
+    this.attempt++;
+    this.retryTimer = this.clock.setTimeout(() => {
+      this.retryTimer = null;
+      this.connectOnce();
+    }, delay);
+  }
+}

@@ -1,0 +1,488 @@
+/**
+ * The wire format of docs/protocol.md (version 1): message kinds, close
+ * codes, error codes, and a strict decoder that checks every message's shape.
+ *
+ * Sans-IO: bytes in, typed messages out; nothing here touches a socket or a
+ * timer.
+ */
+import { Decoder, DecodeError, Encoder } from "@msgpack/msgpack";
+
+/** The WebSocket subprotocol of this protocol version. */
+export const SUBPROTOCOL = "twisted-hub.v1";
+/** Capabilities this client announces in HELLO. */
+export const CAPABILITIES: readonly string[] = ["heartbeat", "batch"];
+
+export const MessageKind = {
+  HELLO: 0,
+  WELCOME: 1,
+  INVOKE: 2,
+  NOTIFY: 3,
+  RESULT: 4,
+  ERROR: 5,
+  RECEIVER_CALL: 6,
+  CLIENT_INVOKE: 7,
+  CLOSE: 8,
+  SERVER_HEARTBEAT: 9,
+  SERVER_HEARTBEAT_ACK: 10,
+  CLIENT_HEARTBEAT: 11,
+  CLIENT_HEARTBEAT_ACK: 12,
+} as const;
+
+export const CloseCode = {
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  UNSUPPORTED_DATA: 1003,
+  ABNORMAL: 1006,
+  MESSAGE_TOO_BIG: 1009,
+  INTERNAL_ERROR: 1011,
+  KICKED: 4000,
+  HEARTBEAT_TIMEOUT: 4001,
+  PROTOCOL_ERROR: 4002,
+  HANDSHAKE_FAILED: 4003,
+  SLOW_CONSUMER: 4004,
+} as const;
+
+export const ErrorCode = {
+  INTERNAL: "internal",
+  UNKNOWN_METHOD: "unknown-method",
+  INVALID_ARGUMENTS: "invalid-arguments",
+  TOO_MANY_PENDING: "too-many-pending",
+  TIMEOUT: "timeout",
+  DISCONNECTED: "disconnected",
+} as const;
+
+/** Keyword arguments: a map with str keys. */
+export type Kwargs = Record<string, unknown>;
+
+export interface Welcome {
+  kind: 1;
+  capabilities: string[];
+  connectionId: string;
+  /** [interval, timeout] in seconds when the hub sends heartbeats. */
+  heartbeat: [number, number | null] | null;
+  maxMessageSize: number | null;
+}
+export interface Hello {
+  kind: 0;
+  capabilities: string[];
+  maxMessageSize: number | null;
+}
+export interface Invoke {
+  kind: 2;
+  callId: number;
+  method: string;
+  args: unknown[];
+  kwargs: Kwargs | null;
+}
+export interface Notify {
+  kind: 3;
+  method: string;
+  args: unknown[];
+  kwargs: Kwargs | null;
+}
+export interface Result {
+  kind: 4;
+  callId: number;
+  value: unknown;
+}
+export interface ErrorMessage {
+  kind: 5;
+  callId: number;
+  code: string;
+  message: string;
+  detail: unknown;
+}
+export interface ReceiverCall {
+  kind: 6;
+  method: string;
+  args: unknown[];
+  kwargs: Kwargs | null;
+}
+export interface ClientInvoke {
+  kind: 7;
+  callId: number;
+  method: string;
+  args: unknown[];
+  kwargs: Kwargs | null;
+}
+export interface Close {
+  kind: 8;
+  code: number;
+  reason: string;
+}
+export interface ServerHeartbeat {
+  kind: 9;
+  sequence: number;
+  serverTimeUs: number;
+  metadata: Uint8Array | null;
+}
+export interface ServerHeartbeatAck {
+  kind: 10;
+  sequence: number;
+}
+export interface ClientHeartbeat {
+  kind: 11;
+  sequence: number;
+  clientTime: number;
+}
+export interface ClientHeartbeatAck {
+  kind: 12;
+  sequence: number;
+  clientTime: number;
+  serverTimeUs: number;
+}
+
+/** What a client can receive. */
+export type ServerMessage =
+  | Welcome
+  | Result
+  | ErrorMessage
+  | ReceiverCall
+  | ClientInvoke
+  | Close
+  | ServerHeartbeat
+  | ClientHeartbeatAck;
+/** What a server can receive. */
+export type ClientMessage =
+  | Hello
+  | Invoke
+  | Notify
+  | Result
+  | ErrorMessage
+  | Close
+  | ServerHeartbeatAck
+  | ClientHeartbeat;
+
+/** The peer sent something that is not this protocol (close code 4002). */
+export class ProtocolError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ProtocolError";
+  }
+}
+
+// Map keys: JavaScript objects have string keys only.  str keys stay as they
+// are, other scalar keys (int, float, bool, nil, bin) become their string
+// form; an array or map key makes the frame invalid (protocol.md 1.3).
+let nonStringKeys = 0;
+
+function keyConverter(key: unknown): string | number {
+  if (typeof key === "string") return key;
+  nonStringKeys++;
+  if (typeof key === "number") return key;
+  if (typeof key === "boolean" || key === null || typeof key === "bigint") return String(key);
+  if (key instanceof Uint8Array) return new TextDecoder().decode(key);
+  throw new ProtocolError("a map key must be a scalar");
+}
+
+// The slow path for the rare frame with a non-str key: tag every key with its
+// kind so a kwargs map with a non-str key can be told apart.
+function taggingKeyConverter(key: unknown): string {
+  return (typeof key === "string" ? "s" : "n") + String(key);
+}
+
+// One encoder and decoder for the whole client: building one per message
+// allocates a buffer and a key cache each time (they clone themselves if
+// re-entered, so sharing is safe).
+const decoder = new Decoder({ mapKeyConverter: keyConverter });
+const taggingDecoder = new Decoder({ mapKeyConverter: taggingKeyConverter });
+const encoder = new Encoder();
+
+/** Encode one message array (shortest msgpack, as the reference encoder). */
+export function encodeMessage(fields: unknown[]): Uint8Array {
+  return encoder.encode(fields);
+}
+
+/** Concatenate encoded messages into one frame payload. */
+export function joinFrames(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0]!;
+  let size = 0;
+  for (const part of parts) size += part.length;
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+function isUint(value: unknown): value is number {
+  return typeof value === "number" && Number.isInteger(value) && value >= 0;
+}
+
+function isInt(value: unknown): value is number {
+  return typeof value === "number" && Number.isInteger(value);
+}
+
+function isMap(value: unknown): value is Record<string, unknown> {
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    !Array.isArray(value) &&
+    !(value instanceof Uint8Array) &&
+    Object.getPrototypeOf(value) === Object.prototype
+  );
+}
+
+function fail(message: string): never {
+  throw new ProtocolError(message);
+}
+
+function arity(fields: unknown[], min: number, max: number, name: string): void {
+  if (fields.length < min || fields.length > max) {
+    const wanted = min === max ? `${min}` : `${min} to ${max}`;
+    fail(`${name} needs ${wanted} elements, got ${fields.length}`);
+  }
+}
+
+function uint(value: unknown, what: string): number {
+  if (!isUint(value)) fail(`${what} must be an unsigned integer`);
+  return value;
+}
+
+function str(value: unknown, what: string): string {
+  if (typeof value !== "string") fail(`${what} must be a str`);
+  return value;
+}
+
+function args(value: unknown): unknown[] {
+  if (!Array.isArray(value)) fail("args must be an array");
+  return value;
+}
+
+function kwargs(value: unknown): Kwargs | null {
+  if (value === undefined || value === null) return null;
+  if (!isMap(value)) fail("kwargs must be a map");
+  return Object.keys(value).length === 0 ? null : value;
+}
+
+function capabilities(info: Record<string, unknown>): string[] {
+  const caps = info["caps"];
+  if (caps === undefined || caps === null) return [];
+  if (!Array.isArray(caps) || !caps.every((c) => typeof c === "string")) fail("caps must be an array of str");
+  return caps as string[];
+}
+
+function maxSize(info: Record<string, unknown>): number | null {
+  const max = info["max"];
+  if (max === undefined || max === null) return null;
+  if (!isUint(max) || max === 0) fail("max must be a positive integer");
+  return max;
+}
+
+function parseWelcome(fields: unknown[]): Welcome {
+  arity(fields, 2, 2, "WELCOME");
+  const info = fields[1];
+  if (!isMap(info)) fail("WELCOME info must be a map");
+  const id = info["id"];
+  if (id !== undefined && typeof id !== "string") fail("WELCOME id must be a str");
+  const hb = info["hb"];
+  let heartbeat: [number, number | null] | null = null;
+  if (hb !== undefined && hb !== null) {
+    if (
+      !Array.isArray(hb) ||
+      hb.length !== 2 ||
+      typeof hb[0] !== "number" ||
+      !(typeof hb[1] === "number" || hb[1] === null)
+    ) {
+      fail("WELCOME hb must be [interval, timeout or nil]");
+    }
+    heartbeat = [hb[0] as number, hb[1] as number | null];
+  }
+  return {
+    kind: 1,
+    capabilities: capabilities(info),
+    connectionId: (id as string | undefined) ?? "",
+    heartbeat,
+    maxMessageSize: maxSize(info),
+  };
+}
+
+function parseHello(fields: unknown[]): Hello {
+  arity(fields, 2, 2, "HELLO");
+  const info = fields[1];
+  if (!isMap(info)) fail("HELLO info must be a map");
+  return { kind: 0, capabilities: capabilities(info), maxMessageSize: maxSize(info) };
+}
+
+function parseResult(fields: unknown[]): Result {
+  arity(fields, 3, 3, "RESULT");
+  return { kind: 4, callId: uint(fields[1], "a call id"), value: fields[2] };
+}
+
+function parseError(fields: unknown[]): ErrorMessage {
+  arity(fields, 4, 5, "ERROR");
+  return {
+    kind: 5,
+    callId: uint(fields[1], "a call id"),
+    code: str(fields[2], "an error code"),
+    message: str(fields[3], "an error message"),
+    detail: fields.length > 4 ? fields[4] : null,
+  };
+}
+
+function parseClose(fields: unknown[]): Close {
+  arity(fields, 3, 3, "CLOSE");
+  if (!isInt(fields[1])) fail("a close code must be an integer");
+  return { kind: 8, code: fields[1], reason: str(fields[2], "a close reason") };
+}
+
+/** Parse one decoded message array received by a client (server -> client kinds). */
+export function parseServerMessage(fields: unknown): ServerMessage {
+  const list = checkArray(fields);
+  const kind = list[0];
+  switch (kind) {
+    case MessageKind.WELCOME:
+      return parseWelcome(list);
+    case MessageKind.RESULT:
+      return parseResult(list);
+    case MessageKind.ERROR:
+      return parseError(list);
+    case MessageKind.RECEIVER_CALL:
+      arity(list, 3, 4, "RECEIVER_CALL");
+      return { kind: 6, method: str(list[1], "a method name"), args: args(list[2]), kwargs: kwargs(list[3]) };
+    case MessageKind.CLIENT_INVOKE:
+      arity(list, 4, 5, "CLIENT_INVOKE");
+      return {
+        kind: 7,
+        callId: uint(list[1], "a call id"),
+        method: str(list[2], "a method name"),
+        args: args(list[3]),
+        kwargs: kwargs(list[4]),
+      };
+    case MessageKind.CLOSE:
+      return parseClose(list);
+    case MessageKind.SERVER_HEARTBEAT: {
+      arity(list, 3, 4, "SERVER_HEARTBEAT");
+      const metadata = list[3];
+      if (metadata !== undefined && metadata !== null && !(metadata instanceof Uint8Array)) {
+        fail("heartbeat metadata must be bin or nil");
+      }
+      return {
+        kind: 9,
+        sequence: uint(list[1], "a sequence"),
+        serverTimeUs: uint(list[2], "the server time"),
+        metadata: (metadata as Uint8Array | null | undefined) ?? null,
+      };
+    }
+    case MessageKind.CLIENT_HEARTBEAT_ACK:
+      arity(list, 4, 4, "CLIENT_HEARTBEAT_ACK");
+      if (!isInt(list[2])) fail("client_time must be an integer");
+      return {
+        kind: 12,
+        sequence: uint(list[1], "a sequence"),
+        clientTime: list[2],
+        serverTimeUs: uint(list[3], "the server time"),
+      };
+    case MessageKind.HELLO:
+    case MessageKind.INVOKE:
+    case MessageKind.NOTIFY:
+    case MessageKind.SERVER_HEARTBEAT_ACK:
+    case MessageKind.CLIENT_HEARTBEAT:
+      return fail(`message kind ${kind} is never sent by a server`);
+    default:
+      return fail(`unknown message kind ${String(kind)}`);
+  }
+}
+
+/** Parse one decoded message array received by a server (client -> server kinds). */
+export function parseClientMessage(fields: unknown): ClientMessage {
+  const list = checkArray(fields);
+  const kind = list[0];
+  switch (kind) {
+    case MessageKind.HELLO:
+      return parseHello(list);
+    case MessageKind.INVOKE:
+      arity(list, 4, 5, "INVOKE");
+      return {
+        kind: 2,
+        callId: uint(list[1], "a call id"),
+        method: str(list[2], "a method name"),
+        args: args(list[3]),
+        kwargs: kwargs(list[4]),
+      };
+    case MessageKind.NOTIFY:
+      arity(list, 3, 4, "NOTIFY");
+      return { kind: 3, method: str(list[1], "a method name"), args: args(list[2]), kwargs: kwargs(list[3]) };
+    case MessageKind.RESULT:
+      return parseResult(list);
+    case MessageKind.ERROR:
+      return parseError(list);
+    case MessageKind.CLOSE:
+      return parseClose(list);
+    case MessageKind.SERVER_HEARTBEAT_ACK:
+      arity(list, 2, 2, "SERVER_HEARTBEAT_ACK");
+      return { kind: 10, sequence: uint(list[1], "a sequence") };
+    case MessageKind.CLIENT_HEARTBEAT:
+      arity(list, 3, 3, "CLIENT_HEARTBEAT");
+      if (!isInt(list[2])) fail("client_time must be an integer");
+      return { kind: 11, sequence: uint(list[1], "a sequence"), clientTime: list[2] };
+    case MessageKind.WELCOME:
+    case MessageKind.RECEIVER_CALL:
+    case MessageKind.CLIENT_INVOKE:
+    case MessageKind.SERVER_HEARTBEAT:
+    case MessageKind.CLIENT_HEARTBEAT_ACK:
+      return fail(`message kind ${kind} is never sent by a client`);
+    default:
+      return fail(`unknown message kind ${String(kind)}`);
+  }
+}
+
+function checkArray(fields: unknown): unknown[] {
+  if (!Array.isArray(fields)) fail("a message must be an array");
+  if (fields.length === 0) fail("a message must be a non-empty array");
+  if (!isUint(fields[0])) fail("the message kind must be a non-negative integer");
+  return fields;
+}
+
+/** Kinds whose last element may be a kwargs map, and its index. */
+const KWARGS_INDEX: Record<number, number> = { 2: 4, 3: 3, 6: 3, 7: 4 };
+
+/**
+ * Decode one frame payload into its message arrays (one or more msgpack
+ * values back to back) and parse each with `parse`.  Throws
+ * {@link ProtocolError} for anything that is not a valid frame.
+ */
+export function decodeFrame<T>(payload: Uint8Array, parse: (fields: unknown) => T): T[] {
+  if (payload.length === 0) fail("an empty frame");
+  const messages: T[] = [];
+  const keysBefore = nonStringKeys;
+  try {
+    for (const value of decoder.decodeMulti(payload)) messages.push(parse(value));
+  } catch (e) {
+    if (e instanceof ProtocolError) throw e;
+    if (e instanceof DecodeError || e instanceof RangeError) {
+      throw new ProtocolError(`not valid msgpack: ${e.message}`);
+    }
+    throw e;
+  }
+  // Rare: some map had a non-str key.  Look again, keys tagged by kind, to
+  // find out whether it was a kwargs map (a protocol error) or a value.
+  if (nonStringKeys !== keysBefore) checkKwargsKeys(payload);
+  return messages;
+}
+
+function checkKwargsKeys(payload: Uint8Array): void {
+  for (const value of taggingDecoder.decodeMulti(payload)) {
+    if (!Array.isArray(value)) continue;
+    const index = KWARGS_INDEX[value[0] as number];
+    if (index === undefined) continue;
+    const map = value[index];
+    if (isMap(map) && Object.keys(map).some((key) => !key.startsWith("s"))) {
+      fail("kwargs keys must be str");
+    }
+  }
+}
+
+/**
+ * A close reason that fits a WebSocket close frame: at most 123 bytes of
+ * UTF-8, cut at a character boundary.
+ */
+export function closeReason(reason: string): string {
+  const bytes = new TextEncoder().encode(reason);
+  if (bytes.length <= 123) return reason;
+  let end = 123;
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return new TextDecoder().decode(bytes.subarray(0, end));
+}

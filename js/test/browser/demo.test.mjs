@@ -1,0 +1,191 @@
+// The demo page served by a real `twistd -n hub`, in real headless Chromium
+// (Debian's chromium, driven by puppeteer-core; nothing downloads a browser).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import puppeteer from "puppeteer-core";
+import { HubProcess } from "../hub-process.mjs";
+import { namedBlocks } from "../docs-md.mjs";
+
+const CHROMIUM = process.env.CHROMIUM ?? ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find(existsSync);
+/** How long the background tab is watched (the issue asks for a minute; 20 s keeps CI fast). */
+const BACKGROUND_SECONDS = Number(process.env.BACKGROUND_SECONDS ?? 20);
+/** Every test and hook is bounded (node --test has no default timeout). */
+const BOUNDED = { timeout: 90000 };
+let hub;
+let browser;
+
+before(async () => {
+  assert.ok(CHROMIUM, "chromium is not installed (apt-get install chromium), or set CHROMIUM to its path");
+  // Server heartbeats every 1 s, timeout 2 s.
+  hub = await HubProcess.start(["--heartbeat-interval", "1", "--heartbeat-timeout", "2"]);
+  browser = await puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+  });
+}, BOUNDED);
+
+after(async () => {
+  await browser?.close();
+  await hub?.stop();
+}, BOUNDED);
+
+async function demoPage(query = "") {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  page.errors = errors;
+  await page.goto(`${hub.http}/demo/${query}`);
+  await page.waitForFunction(() => window.hubDemo?.client?.client?.isConnected === true, { timeout: 10000, polling: 100 });
+  return page;
+}
+
+test("the demo page calls, receives a broadcast from a second page, answers server heartbeats and reports a clock offset", BOUNDED, async () => {
+  const ann = await demoPage("?nick=ann");
+  const bob = await demoPage("?nick=bob");
+  try {
+    assert.equal(await ann.evaluate(() => window.hubDemo.join("browser-room", "ann")), 1);
+    assert.equal(await bob.evaluate(() => window.hubDemo.join("browser-room", "bob")), 2);
+    assert.equal(await bob.evaluate(() => window.hubDemo.say("hello from bob")), 2);
+    await ann.waitForFunction(() => window.hubDemo.heard.length > 0, { timeout: 5000, polling: 100 });
+    assert.deepEqual(await ann.evaluate(() => window.hubDemo.heard), [["browser-room", "bob", "hello from bob"]]);
+    assert.match(await ann.$eval("#messages", (e) => e.textContent), /bob: hello from bob/);
+    // Server heartbeats (1 s) answered, our own (1 s) answered with a round trip and a clock offset.
+    await ann.waitForFunction(() => window.hubDemo.serverBeats >= 2 && window.hubDemo.responses >= 2, { timeout: 8000, polling: 100 });
+    const panel = await ann.evaluate(() => ({
+      state: document.getElementById("state").textContent,
+      hb: document.getElementById("server-heartbeats").textContent,
+      rtt: document.getElementById("round-trip").textContent,
+      offset: document.getElementById("clock-offset").textContent,
+      serverTime: document.getElementById("server-time").textContent,
+      best: window.hubDemo.client.client.clockOffset,
+    }));
+    assert.equal(panel.state, "open");
+    assert.equal(panel.hb, "every 1 s, timeout 2");
+    assert.match(panel.rtt, /^\d+\.\d ms$/);
+    assert.match(panel.offset, /^[+-]\d+\.\d ms ± \d+\.\d ms$/);
+    assert.ok(Math.abs(Date.parse(panel.serverTime) - Date.now()) < 5000, panel.serverTime);
+    // Browser and server share this machine's clock: the estimate is within its error bound.
+    assert.ok(Math.abs(panel.best.offset) <= panel.best.error + 2, JSON.stringify(panel.best));
+    assert.deepEqual([...ann.errors, ...bob.errors], []);
+  } finally {
+    await ann.close();
+    await bob.close();
+  }
+});
+
+test("a page busy for 3 s (longer than the server's 2 s timeout) learns it was timed out (peer-timed-out, 4001), reconnects and rejoins", BOUNDED, async () => {
+  const page = await demoPage("?nick=busy");
+  try {
+    await page.evaluate(() => window.hubDemo.join("busy-room", "busy"));
+    await page.evaluate(() => {
+      const end = Date.now() + 3000;
+      while (Date.now() < end) {
+        // a long task: no event handler runs, so no heartbeat is answered
+      }
+    });
+    await page.waitForFunction(() => window.hubDemo.disconnects.length > 0, { timeout: 5000, polling: 100 });
+    const reason = await page.evaluate(() => window.hubDemo.disconnects[0]);
+    assert.deepEqual([reason.kind, reason.code, reason.locally], ["peer-timed-out", 4001, false]);
+    await page.waitForFunction(() => window.hubDemo.client.connections === 2 && window.hubDemo.client.client?.isConnected, { timeout: 10000, polling: 100 });
+    // onConnected rejoined the room on the new connection before anything else
+    // was sent on it, and calls on one connection run in order.
+    assert.deepEqual(await page.evaluate(() => window.hubDemo.client.call("rooms")), ["busy-room"]);
+  } finally {
+    await page.close();
+  }
+});
+
+test("a page frozen (DevTools lifecycle state) past the server's timeout reports peer-timed-out after it thaws, then reconnects", BOUNDED, async () => {
+  const page = await demoPage("?nick=frozen");
+  try {
+    const session = await page.createCDPSession();
+    await session.send("Page.setWebLifecycleState", { state: "frozen" });
+    // The server's 2 s timeout runs out while the page can run nothing.
+    await new Promise((resolve) => setTimeout(resolve, 3500));
+    await session.send("Page.setWebLifecycleState", { state: "active" });
+    await page.waitForFunction(() => window.hubDemo.disconnects.length > 0, { timeout: 5000, polling: 100 });
+    const reason = await page.evaluate(() => window.hubDemo.disconnects[0]);
+    assert.equal(reason.kind, "peer-timed-out");
+    await page.waitForFunction(() => window.hubDemo.client.client?.isConnected === true, { timeout: 10000, polling: 100 });
+  } finally {
+    await page.close();
+  }
+});
+
+test("stall awareness in the browser: our own 0.6 s heartbeat timeout does not fire falsely after a 1.3 s busy page", BOUNDED, async () => {
+  // The server's timeout (2 s) is longer than the busy spell, so the server keeps us.
+  const page = await demoPage("?nick=stall&heartbeat=300&timeout=600");
+  try {
+    await page.waitForFunction(() => window.hubDemo.responses >= 1, { timeout: 5000, polling: 100 });
+    await page.evaluate(() => {
+      const end = Date.now() + 1300;
+      while (Date.now() < end) {
+        // busy: our heartbeat timer and timeout fire late
+      }
+    });
+    const before = await page.evaluate(() => window.hubDemo.responses);
+    await page.waitForFunction((n) => window.hubDemo.responses >= n + 4, { timeout: 8000, polling: 100 }, before);
+    const state = await page.evaluate(() => ({
+      disconnects: window.hubDemo.disconnects,
+      lag: window.hubDemo.client.client.stall.maxLag,
+    }));
+    assert.deepEqual(state.disconnects, []);
+    assert.ok(state.lag >= 600, `the stall was seen (${state.lag} ms late)`);
+  } finally {
+    await page.close();
+  }
+});
+
+test(`a page in a background tab keeps its connection for ${BACKGROUND_SECONDS} s with 1 s server heartbeats`, BOUNDED, async () => {
+  const background = await demoPage("?nick=background");
+  const front = await browser.newPage();
+  try {
+    await front.goto(`${hub.http}/`);
+    await front.bringToFront();
+    const start = await background.evaluate(() => ({ beats: window.hubDemo.serverBeats, visibility: document.visibilityState }));
+    await new Promise((resolve) => setTimeout(resolve, BACKGROUND_SECONDS * 1000));
+    const end = await background.evaluate(() => ({
+      beats: window.hubDemo.serverBeats,
+      disconnects: window.hubDemo.disconnects,
+      connections: window.hubDemo.client.connections,
+      visibility: document.visibilityState,
+    }));
+    console.log(`background tab: visibility ${start.visibility} -> ${end.visibility}, ${end.beats - start.beats} server heartbeats answered in ${BACKGROUND_SECONDS} s`);
+    assert.equal(end.visibility, "hidden", "the page really was in the background");
+    assert.deepEqual(end.disconnects, []);
+    assert.equal(end.connections, 1);
+    assert.ok(end.beats - start.beats >= BACKGROUND_SECONDS - 2, `${end.beats - start.beats} beats`);
+  } finally {
+    await front.close();
+    await background.close();
+  }
+});
+
+test("docs/javascript.md's 20-line browser example runs as written, served from the hub's origin", BOUNDED, async () => {
+  const { language, code } = namedBlocks("docs/javascript.md")["browser-example"];
+  assert.equal(language, "html");
+  assert.ok(code.trim().split("\n").length <= 20, "the example is at most 20 lines");
+  const page = await browser.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  try {
+    // The page's origin must be the hub's (as when the example is served by
+    // your site next to the hub): open a page there, then write the example
+    // into it.  (An intercepted response would have no address space, and
+    // Chromium's local-network-access checks would block its WebSocket.)
+    await page.goto(`${hub.http}/client/twisted-hub.js`);
+    await page.setContent(code);
+    await page
+      .waitForFunction(() => /round trip \d+\.\d ms/.test(document.getElementById("log").textContent), { timeout: 10000, polling: 100 })
+      .catch(async (e) => {
+        throw new Error(`${e.message}; log: ${await page.$eval("#log", (l) => l.textContent)}; errors: ${errors}; server: ${hub.output.slice(-1500)}`);
+      });
+    const lines = (await page.$eval("#log", (e) => e.textContent)).trim().split("\n");
+    assert.deepEqual(lines.slice(0, 2), ["members: 1", "ann: hello from the browser"]);
+    assert.deepEqual(errors, []);
+  } finally {
+    await page.close();
+  }
+});

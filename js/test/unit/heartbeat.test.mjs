@@ -1,0 +1,48 @@
+// The sans-IO heartbeat bookkeeping, with explicit times.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { ClockSync, HeartbeatTracker, StallDetector } from "../../dist/index.js";
+
+test("an answer to beat k clears every beat <= k; the timeout then runs from the oldest still unanswered", () => {
+  const tracker = new HeartbeatTracker();
+  assert.equal(tracker.send(0), 1);
+  assert.equal(tracker.send(1000), 2);
+  assert.equal(tracker.send(2000), 3);
+  assert.equal(tracker.oldestUnanswered, 0);
+  assert.equal(tracker.answer(2, 2500), 1500); // round trip of beat 2
+  assert.equal(tracker.oldestUnanswered, 2000); // beat 1 was cleared too
+  assert.equal(tracker.answer(1, 2600), null); // late answer to a cleared beat: ignored
+  assert.equal(tracker.latency, 1500);
+  assert.equal(tracker.answer(3, 2100), 100);
+  assert.equal(tracker.oldestUnanswered, null);
+  assert.equal(tracker.answer(99, 3000), null, "an answer to a beat never sent changes nothing");
+});
+
+test("without answers, the oldest beat and the newest ones are remembered, not all of them", () => {
+  const tracker = new HeartbeatTracker();
+  for (let i = 0; i < 10_000; i++) tracker.send(i);
+  assert.ok(tracker.pending <= 256, `${tracker.pending} beats remembered`);
+  assert.equal(tracker.oldestUnanswered, 0);
+  assert.equal(tracker.answer(10_000, 10_049), 50); // beat 10000 was sent at 9999
+  assert.equal(tracker.pending, 0);
+});
+
+test("clock sync: offset = t_server - (t_send + t_receive) / 2, error = round trip / 2, best of the last 8", () => {
+  const sync = new ClockSync();
+  assert.equal(sync.best, null);
+  assert.deepEqual(sync.add(1000, 1600, 1100), { offset: 550, error: 50, roundTrip: 100 });
+  assert.deepEqual(sync.add(2000, 2510, 2020), { offset: 500, error: 10, roundTrip: 20 });
+  assert.equal(sync.best.roundTrip, 20);
+  for (let i = 0; i < 8; i++) sync.add(3000 + i, 3000 + i, 3000 + i + 30);
+  assert.equal(sync.best.roundTrip, 30, "the 20 ms sample fell out of the window");
+});
+
+test("stall detector: a timer more than 250 ms late is a stall, seen from its firing time", () => {
+  const stall = new StallDetector();
+  stall.observe(1000, 1200);
+  assert.equal(stall.stalledSince(0), false);
+  stall.observe(2000, 2600);
+  assert.equal(stall.stalledSince(2500), true);
+  assert.equal(stall.stalledSince(2601), false);
+  assert.equal(stall.maxLag, 600);
+});

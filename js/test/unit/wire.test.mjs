@@ -1,0 +1,116 @@
+// The wire examples of docs/protocol.md, checked against the JavaScript codec.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { decodeMulti } from "@msgpack/msgpack";
+import {
+  ProtocolError,
+  decodeFrame,
+  encodeMessage,
+  parseClientMessage,
+  parseServerMessage,
+} from "../../dist/index.js";
+import { protocolExamples } from "../protocol-md.mjs";
+
+const { frames, invalid } = protocolExamples();
+const CLIENT_SENDS = new Set([0, 2, 3, 4, 5, 8, 10, 11]);
+const SERVER_SENDS = new Set([1, 4, 5, 6, 7, 8, 9, 12]);
+
+function join(parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const p of parts) {
+    out.set(p, offset);
+    offset += p.length;
+  }
+  return out;
+}
+
+test("protocol.md has the examples this suite relies on", () => {
+  assert.ok(frames.length >= 25, `only ${frames.length} wire examples`);
+  assert.ok(invalid.length >= 12, `only ${invalid.length} invalid examples`);
+  assert.ok(frames.some((f) => f.arrays.length > 1), "no batched example");
+});
+
+for (const example of frames) {
+  const name = `protocol.md:${example.line} ${example.literals.join(" + ")}`;
+
+  test(`${name}: the frame decodes to exactly these messages`, () => {
+    assert.deepEqual([...decodeMulti(example.payload)], example.arrays);
+  });
+
+  const kinds = example.arrays.map((a) => a[0]);
+  if (kinds.every((k) => CLIENT_SENDS.has(k))) {
+    test(`${name}: the client encodes it byte for byte`, () => {
+      assert.deepEqual(join(example.arrays.map((a) => encodeMessage(a))), example.payload);
+    });
+    test(`${name}: a server-side parser accepts it`, () => {
+      assert.equal(decodeFrame(example.payload, parseClientMessage).length, example.arrays.length);
+    });
+  }
+  if (kinds.every((k) => SERVER_SENDS.has(k))) {
+    test(`${name}: the client's parser accepts it`, () => {
+      const messages = decodeFrame(example.payload, parseServerMessage);
+      assert.deepEqual(
+        messages.map((m) => m.kind),
+        kinds,
+      );
+    });
+  }
+}
+
+for (const example of invalid) {
+  test(`protocol.md:${example.line} invalid (${example.why}): both parsers reject it`, () => {
+    assert.throws(() => decodeFrame(example.payload, parseServerMessage), ProtocolError);
+    assert.throws(() => decodeFrame(example.payload, parseClientMessage), ProtocolError);
+  });
+}
+
+test("the client's parser fills in the fields of a server heartbeat with metadata", () => {
+  const [beat] = decodeFrame(
+    Uint8Array.from([0x94, 0x09, 0x08, 0xcf, 0x00, 0x06, 0x47, 0x48, 0x46, 0x2f, 0x82, 0x40, 0xc4, 0x02, 0x01, 0x02]),
+    parseServerMessage,
+  );
+  assert.deepEqual(beat, { kind: 9, sequence: 8, serverTimeUs: 1767225601000000, metadata: Uint8Array.from([1, 2]) });
+});
+
+test("kwargs keys must be str in the messages a client receives too", () => {
+  // [6, "moved", [], {1: "b"}], then the same with a str key
+  const invalidCall = Uint8Array.from([0x94, 0x06, 0xa5, 0x6d, 0x6f, 0x76, 0x65, 0x64, 0x90, 0x81, 0x01, 0xa1, 0x62]);
+  assert.throws(() => decodeFrame(invalidCall, parseServerMessage), /kwargs keys must be str/);
+  const valid = encodeMessage([6, "moved", [], { room: "b" }]);
+  assert.deepEqual(decodeFrame(valid, parseServerMessage)[0].kwargs, { room: "b" });
+});
+
+test("an integer map key inside an argument is a value, not an error", () => {
+  const frame = Uint8Array.from([0x93, 0x06, 0xa1, 0x6d, 0x91, 0x81, 0x01, 0xa1, 0x62]); // [6, "m", [{1: "b"}]]
+  assert.deepEqual(decodeFrame(frame, parseServerMessage)[0].args, [{ 1: "b" }]);
+});
+
+test("direction is enforced: a client rejects kinds only clients send", () => {
+  for (const kind of [0, 2, 3, 10, 11]) {
+    assert.throws(() => parseServerMessage([kind, 1]), /never sent by a server/);
+  }
+  for (const kind of [1, 6, 7, 9, 12]) {
+    assert.throws(() => parseClientMessage([kind, 1]), /never sent by a client/);
+  }
+});
+
+test("WELCOME: caps, id, hb and max are read; missing ones get their defaults", () => {
+  assert.deepEqual(parseServerMessage([1, { caps: ["batch"], id: "x", hb: [20, null], max: 10 }]), {
+    kind: 1,
+    capabilities: ["batch"],
+    connectionId: "x",
+    heartbeat: [20, null],
+    maxMessageSize: 10,
+  });
+  assert.deepEqual(parseServerMessage([1, {}]), {
+    kind: 1,
+    capabilities: [],
+    connectionId: "",
+    heartbeat: null,
+    maxMessageSize: null,
+  });
+  assert.throws(() => parseServerMessage([1, { max: 0 }]), /max must be a positive integer/);
+  assert.throws(() => parseServerMessage([1, { hb: [1] }]), /hb must be/);
+  assert.throws(() => parseServerMessage([1, { caps: [1] }]), /caps must be an array of str/);
+});

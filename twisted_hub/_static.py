@@ -1,0 +1,177 @@
+"""
+The browser client, served by the hub (as socket.io serves its client), and
+the demo page of C{twistd hub}.
+
+    root.putChild(b"client", ClientScriptResource())
+
+serves C{/client/twisted-hub.js}: the bundle built from C{js/} (one ES
+module, msgpack included) that ships inside the wheel.  Two names:
+
+  - C{twisted-hub.js}: revalidated daily (C{max-age=86400}) with an C{ETag}
+    (C{304 Not Modified} on a matching C{If-None-Match});
+  - C{twisted-hub.<hash>.js}: the same bytes under a name that changes with
+    them, cached for a year (C{immutable}); L{ClientScriptResource.versioned_name}.
+
+Both are sent gzipped to clients that accept it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from functools import cache
+from importlib.resources import files
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+from twisted.web.util import Redirect
+
+from ._server import HubServerFactory
+
+SCRIPT_NAME = "twisted-hub.js"
+#: Cache lifetimes, seconds.
+PLAIN_MAX_AGE = 86400
+VERSIONED_MAX_AGE = 31536000
+
+
+@cache
+def client_script() -> bytes:
+    """The served bundle (package data C{twisted_hub/static/twisted-hub.js})."""
+    return files("twisted_hub").joinpath("static", SCRIPT_NAME).read_bytes()
+
+
+@cache
+def _compressed() -> bytes:
+    return gzip.compress(client_script(), compresslevel=9, mtime=0)
+
+
+def script_hash() -> str:
+    """A short content hash of the bundle (its ETag and versioned name)."""
+    return hashlib.sha256(client_script()).hexdigest()[:16]
+
+
+class ClientScriptResource(Resource):
+    """
+    C{GET <mount>/twisted-hub.js} and C{GET <mount>/twisted-hub.<hash>.js}:
+    the browser client.  Mount it where you like
+    (C{root.putChild(b"client", ClientScriptResource())}).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.etag = f'"{script_hash()}"'.encode("ascii")
+        self.versioned_name = f"twisted-hub.{script_hash()}.js"
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        name = path.decode("utf-8", "replace")
+        if name == SCRIPT_NAME:
+            return _ScriptFile(self.etag, PLAIN_MAX_AGE, immutable=False)
+        if name == self.versioned_name:
+            return _ScriptFile(self.etag, VERSIONED_MAX_AGE, immutable=True)
+        return _NotFound()
+
+
+class _NotFound(Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    def render(self, request: Request) -> bytes:
+        request.setResponseCode(404)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")  # type: ignore[no-untyped-call]
+        return b"Not found: the client is at twisted-hub.js\n"
+
+
+class _ScriptFile(Resource):
+    isLeaf = True
+
+    def __init__(self, etag: bytes, max_age: int, immutable: bool) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.etag = etag
+        self.cache_control = f"public, max-age={max_age}" + (", immutable" if immutable else "")
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/javascript; charset=utf-8")  # type: ignore[no-untyped-call]
+        request.setHeader(b"cache-control", self.cache_control.encode("ascii"))  # type: ignore[no-untyped-call]
+        request.setHeader(b"etag", self.etag)  # type: ignore[no-untyped-call]
+        request.setHeader(b"vary", b"Accept-Encoding")  # type: ignore[no-untyped-call]
+        # A public file: pages of other origins may import it as a module (which needs CORS).
+        request.setHeader(b"access-control-allow-origin", b"*")  # type: ignore[no-untyped-call]
+        if _etag_matches(request.getHeader(b"if-none-match"), self.etag):
+            request.setResponseCode(304)
+            return b""
+        accepted = (request.getHeader(b"accept-encoding") or b"").lower()
+        if b"gzip" in accepted:
+            request.setHeader(b"content-encoding", b"gzip")  # type: ignore[no-untyped-call]
+            return _compressed()
+        return client_script()
+
+
+def _etag_matches(header: bytes | None, etag: bytes) -> bool:
+    if header is None:
+        return False
+    candidates = [c.strip() for c in header.split(b",")]
+    return b"*" in candidates or etag in candidates or b"W/" + etag in candidates
+
+
+class DemoPage(Resource):
+    """
+    The demo page of C{twistd hub}: chat on the demo C{chat} hub and a live
+    heartbeat panel (round trip, clock offset, server time), using the
+    served client.  C{hub_path} is where the hub endpoint is mounted.
+    """
+
+    isLeaf = True
+
+    def __init__(self, hub_path: str, script_name: str) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        template = files("twisted_hub").joinpath("static", "demo.html").read_text("utf-8")
+        path = "/" + hub_path.strip("/")
+        self.page = (
+            template.replace("__HUB_PATH__", path).replace("__SCRIPT__", f"../client/{script_name}").encode("utf-8")
+        )
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")  # type: ignore[no-untyped-call]
+        request.setHeader(b"cache-control", b"no-cache")  # type: ignore[no-untyped-call]
+        return self.page
+
+
+def serves_demo_hubs(factory: HubServerFactory) -> bool:
+    """Does the factory serve the demo C{chat} hub (the one the demo page uses)?"""
+    from .demo import ChatHub
+
+    runtime = factory.runtimes.get("chat")
+    return runtime is not None and runtime.hub_class is ChatHub
+
+
+def mount_client(root: Resource, factory: HubServerFactory, hub_path: str) -> list[tuple[str, str]]:
+    """
+    Put the client at C{/client/} and, when the demo hubs are served, the
+    demo page at C{/demo/}; returns (label, path) links for the status page.
+    """
+    script = ClientScriptResource()
+    root.putChild(b"client", script)
+    # Absolute: the status page may be served at another path than /.
+    links = [("browser client", f"/client/{SCRIPT_NAME}")]
+    if serves_demo_hubs(factory):
+        root.putChild(b"demo", _DemoDirectory(DemoPage(hub_path, script.versioned_name)))
+        links.append(("demo page (chat + heartbeats)", "/demo/"))
+    return links
+
+
+class _DemoDirectory(Resource):
+    """C{/demo} redirects to C{/demo/}, which is the page."""
+
+    def __init__(self, page: DemoPage) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.page = page
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"":
+            return self.page
+        return _NotFound()
+
+    def render_GET(self, request: Request) -> bytes:
+        return Redirect(b"demo/").render(request)  # type: ignore[no-untyped-call,no-any-return]
