@@ -5,6 +5,7 @@ application-level heartbeats in both directions.
 The public API is re-exported here; implementation modules are private.
 """
 
+from ._backplane import Backplane, LocalBackplane
 from ._client import (
     ClientHeartbeatEvent,
     HubClientFactory,
@@ -48,6 +49,7 @@ __all__ = [
     "MOBILE",
     "PROXY_SAFE",
     "CallTimeoutError",
+    "Backplane",
     "ClientHeartbeatEvent",
     "ClockOffset",
     "CloseCode",
@@ -74,6 +76,7 @@ __all__ = [
     "HubResource",
     "OriginPolicy",
     "InvalidArguments",
+    "LocalBackplane",
     "ProtocolError",
     "ReconnectingHubClient",
     "RefuseConnection",
