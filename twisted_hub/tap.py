@@ -35,6 +35,7 @@ _SINGLE = (
     "port", "path", "heartbeat-interval", "heartbeat-timeout", "max-message-size",
     "log-level", "shutdown-timeout",
     "max-outgoing-buffer", "max-pending-calls", "max-pending-bytes",
+    "redis", "redis-lease",
 )
 
 
@@ -147,6 +148,8 @@ class Options(usage.Options):
         ["max-pending-bytes", None, None, "Bytes of calls one connection may have running or queued [8MiB]."],
         ["log-level", None, None, f"Minimum log level: debug, info, warn, error, critical [{DEFAULT_LOG_LEVEL}]."],
         ["shutdown-timeout", None, None, "Seconds a graceful shutdown may take before connections are dropped [10]."],
+        ["redis", None, None, "Serve as one with the other hub processes on this Redis: redis://HOST:PORT/DB (docs/scaling.md)."],
+        ["redis-lease", None, None, "Seconds a silent node stays in the others' group counts (needs --redis) [15]."],
     ]
 
     def __init__(self) -> None:
@@ -188,6 +191,7 @@ class Options(usage.Options):
         self._check_heartbeat()
         self._check_limits()
         self._check_origins()
+        self._check_redis()
         self["hubs"] = [load_hub(spec) for spec in self._hub_specs]
         if not self["hubs"]:
             from .demo import DEMO_HUBS
@@ -283,6 +287,22 @@ class Options(usage.Options):
             raise usage.UsageError(f"--allowed-origin: {e}") from None
 
 
+    def _check_redis(self) -> None:
+        from .redis import DEFAULT_LEASE, parse_redis_url
+
+        url = self["redis"]
+        lease = self["redis-lease"]
+        if url is None:
+            if lease is not None:
+                raise usage.UsageError("--redis-lease needs --redis")
+            return
+        try:
+            parse_redis_url(url)
+        except ValueError as e:
+            raise usage.UsageError(f"--redis: {e}") from None
+        self["redis-lease"] = DEFAULT_LEASE if lease is None else _positive("redis-lease", lease)
+
+
 def makeService(options: Options) -> IService:
     """
     Build the service tree for C{twistd hub}: a L{LogLevelService} holding
@@ -291,6 +311,11 @@ def makeService(options: Options) -> IService:
     from ._service import LOG_LEVELS, HubService, LogLevelService
 
     root = LogLevelService(LOG_LEVELS[options["log-level"]])
+    backplane_options: dict[str, Any] = {}
+    if options["redis"] is not None:
+        from .redis import RedisBackplane
+
+        backplane_options["backplane"] = RedisBackplane(options["redis"], lease=options["redis-lease"])
     hubs = HubService(
         options["hubs"],
         options["listen"],
@@ -302,6 +327,7 @@ def makeService(options: Options) -> IService:
         max_pending_calls=options["max-pending-calls"],
         max_pending_bytes=options["max-pending-bytes"],
         shutdown_timeout=options["shutdown-timeout"],
+        **backplane_options,
     )
     hubs.setServiceParent(root)  # type: ignore[no-untyped-call]
     return root
