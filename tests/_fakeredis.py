@@ -32,6 +32,7 @@ class FakeRedis:
         #: every command executed: (name, args)
         self.log: list[tuple[str, tuple[Any, ...]]] = []
         self._held: list[Callable[[], None]] = []
+        self._waiting: list[Deferred[Any]] = []
 
     def connector(self) -> FakeConnector:
         connector = FakeConnector(self)
@@ -46,12 +47,16 @@ class FakeRedis:
     def stop(self) -> None:
         """The server process ends: every link is lost, the data with it (no persistence)."""
         self.running = False
+        self.paused = False
         self.data.clear()
         self.expires.clear()
         self.channels.clear()
-        self._held.clear()
         for connector in self.connectors:
             connector.lose()
+        waiting, self._waiting = self._waiting, []
+        self._held.clear()
+        for d in waiting:
+            d.errback(txredisapi.ConnectionError("Lost connection"))
 
     def start(self) -> None:
         """The server is back: every connector reconnects (its backoff already ran)."""
@@ -64,6 +69,7 @@ class FakeRedis:
         self.paused = True
 
     def resume(self) -> None:
+        """Answer again: the held replies and messages go out, in order."""
         self.paused = False
         held, self._held = self._held, []
         for action in held:
@@ -83,7 +89,8 @@ class FakeRedis:
         self.log.append((name, tuple(values)))
         if self.paused:
             d: Deferred[Any] = Deferred()
-            self._held.append(lambda: d.callback(self._run(name, values)))
+            self._waiting.append(d)
+            self._held.append(lambda: (self._waiting.remove(d), d.callback(self._run(name, values))))
             return d
         return succeed(self._run(name, values))
 

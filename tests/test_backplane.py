@@ -277,6 +277,25 @@ class RedisOutageTests(SynchronousTestCase):
         cluster.redis.resume()
         self.assertEqual(backplane.pending_commands, 0)
 
+    def test_commands_lost_with_the_connection(self) -> None:
+        """Commands waiting when Redis goes are counted as lost, not as errors; the pending count starts again at 0."""
+        cluster = Cluster(2)
+        a, _ = cluster.connect(0)
+        cluster.connect(1)
+        logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        cluster.redis.pause()
+        for i in range(5):
+            cluster.call(a, "to_all", f"m{i}")
+        backplane = cluster.backplanes[0]
+        self.assertEqual(backplane.pending_commands, 5)
+        cluster.redis.stop()
+        self.assertEqual((backplane.pending_commands, backplane.pending_bytes), (0, 0))
+        self.assertEqual(backplane.lost_in_flight, 5)
+        self.assertEqual([e for e in logs if "failed" in e["log_format"]], [])
+        self.assertEqual(len([e for e in logs if "lost Redis" in e["log_format"]]), 2)  # one per node
+        cluster.redis.start()
+        self.assertEqual(backplane.pending_commands, 0)
+
     def test_garbage_on_the_channel_is_ignored_and_counted(self) -> None:
         """Undecodable or malformed messages on the channel are counted and logged, nothing breaks."""
         cluster = Cluster(2)

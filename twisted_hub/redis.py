@@ -42,7 +42,7 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
 from ._backplane import TARGET_ALL, TARGET_GROUP, TARGET_ONLY, Target, node_of
@@ -217,6 +217,11 @@ class RedisBackplane:
         self._last_error = ""
         self._drop_log = LogRateLimiter(5.0)
         self._bad_log = LogRateLimiter(5.0)
+        self._error_log = LogRateLimiter(5.0)
+        #: bumped when the command connection is lost: older replies are not counted
+        self._generation = 0
+        #: commands that were waiting for their answer when the connection went
+        self.lost_in_flight = 0
         self.pending_commands = 0
         self.pending_bytes = 0
         #: receiver calls published (one PUBLISH each) / broadcasts asked for
@@ -379,13 +384,25 @@ class RedisBackplane:
             self.dropped_disconnected += 1
             return None
 
+        generation = self._generation
+
         def answered(result: Any) -> Any:
-            self.pending_commands -= 1
-            self.pending_bytes -= size
+            if generation == self._generation:
+                self.pending_commands -= 1
+                self.pending_bytes -= size
             return result
 
         def failed(failure: Failure) -> None:
-            _log.warn("Redis command {command} failed: {error}", command=args[0], error=failure.getErrorMessage())
+            if generation != self._generation:
+                # Lost with its connection; the loss was logged once.
+                self.lost_in_flight += 1
+                return
+            suppressed = self._error_log.allow(self.clock.seconds())
+            if suppressed is not None:
+                _log.error(
+                    "Redis command {command} failed: {error} ({suppressed} more failures suppressed)",
+                    command=args[0], error=failure.getErrorMessage(), suppressed=suppressed,
+                )
 
         d.addBoth(answered)
         d.addErrback(failed)
@@ -432,6 +449,7 @@ class RedisBackplane:
         was_connected = self.connected
         if which == "commands":
             self._commands = None
+            self._generation += 1
             self.pending_commands = 0
             self.pending_bytes = 0
         else:
@@ -641,9 +659,10 @@ def _protocols() -> tuple[type[Any], type[Any]]:
         on_lost: Callable[[str], None] | None = None
 
         def connectionLost(self, why: Failure) -> None:
-            super().connectionLost(why)
+            # Report first: the commands still waiting then fail as lost with it.
             if self.on_lost is not None:
                 self.on_lost(why.getErrorMessage())
+            super().connectionLost(why)
 
     class SubscriberProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
         on_lost: Callable[[str], None] | None = None
@@ -654,9 +673,10 @@ def _protocols() -> tuple[type[Any], type[Any]]:
                 self.on_message(channel, message)
 
         def connectionLost(self, why: Failure) -> None:
-            super().connectionLost(why)
+            # Report first: the commands still waiting then fail as lost with it.
             if self.on_lost is not None:
                 self.on_lost(why.getErrorMessage())
+            super().connectionLost(why)
 
     return CommandProtocol, SubscriberProtocol
 
@@ -691,6 +711,15 @@ class _RedisClientFactory:
 
     def connectionError(self, message: str) -> None:
         _log.error("Redis refused this node: {message}", message=message)
+
+
+def _retry_log(event: dict[str, Any]) -> None:
+    """ClientService's line per retry, at debug level: the backplane logs the outage once."""
+    globalLogPublisher({**event, "log_level": LogLevel.debug})
+
+
+class _RedisClientService(ClientService):
+    _log = Logger(observer=_retry_log)  # type: ignore[arg-type]
 
 
 class TxRedisConnector:
@@ -747,7 +776,9 @@ class TxRedisConnector:
             (_RedisClientFactory(subscriber_class, settings, setup_subscriber), prepare_subscriber),
         ):
             endpoint = HostnameEndpoint(reactor, settings.host, settings.port, timeout=self.connect_timeout)
-            service = ClientService(endpoint, factory, retryPolicy=self.retry_policy, clock=reactor, prepareConnection=prepare)  # type: ignore[arg-type]
+            service = _RedisClientService(
+                endpoint, factory, retryPolicy=self.retry_policy, clock=reactor, prepareConnection=prepare  # type: ignore[arg-type]
+            )
             service.startService()
             self._services.append(service)
         # Hear about the first failed attempt (the services keep retrying).
