@@ -124,7 +124,13 @@ async def test_three_nodes_serve_as_one() -> None:
         await clients[0].call("to_all", "hello all")
         for inbox in inboxes:
             await inbox.wait_for("hello all", reactor)
-        assert len(sends) == 1, sends
+        await clients[0].call("to_all", "marker")
+
+        async def marker_seen() -> bool:
+            return any(b"marker" in send[-1] for send in sends)
+
+        await eventually(marker_seen, reactor, 5, "the listener hears the marker")
+        assert len(sends) == 2, sends  # one PUBLISH per broadcast
 
         # Group: members on three nodes, counted and listed everywhere.
         for c in clients:
