@@ -277,6 +277,20 @@ class RedisOutageTests(SynchronousTestCase):
         cluster.redis.resume()
         self.assertEqual(backplane.pending_commands, 0)
 
+    def test_group_changes_over_the_limit_are_resynced(self) -> None:
+        """Group changes not sent while Redis is slow reach the other nodes with the next lease refresh."""
+        cluster = Cluster(2, max_pending_commands=3)
+        a, _ = cluster.connect(0)
+        b, _ = cluster.connect(1)
+        cluster.redis.pause()
+        for group in ("g1", "g2", "g3", "g4"):
+            cluster.call(a, "join", group)
+        cluster.redis.resume()
+        counts = [cluster.backplanes[1].remote_count("work", g) for g in ("g1", "g2", "g3", "g4")]
+        self.assertIn(0, counts)  # some changes could not be sent
+        cluster.advance(LEASE / 3)
+        self.assertEqual([cluster.backplanes[1].remote_count("work", g) for g in ("g1", "g2", "g3", "g4")], [1] * 4)
+
     def test_commands_lost_with_the_connection(self) -> None:
         """Commands waiting when Redis goes are counted as lost, not as errors; the pending count starts again at 0."""
         cluster = Cluster(2)
