@@ -310,6 +310,22 @@ class RedisOutageTests(SynchronousTestCase):
         cluster.redis.start()
         self.assertEqual(backplane.pending_commands, 0)
 
+    def test_connection_lost_while_loading_a_node(self) -> None:
+        """A node whose snapshot was loading when Redis went is not taken for gone: it is loaded on reconnection."""
+        cluster = Cluster(2)
+        a, _ = cluster.connect(0)
+        b, _ = cluster.connect(1)
+        cluster.call(b, "join", "room")
+        cluster.redis.pause()
+        cluster.backplanes[0].link_message(
+            cluster.backplanes[0].channel_all, msgpack.packb([4, cluster.backplanes[1].token, "n1"])
+        )
+        cluster.redis.stop()
+        self.assertEqual(cluster.backplanes[0].remote_count("work", "room"), 1)
+        cluster.redis.start()
+        cluster.flush()
+        self.assertEqual(cluster.backplanes[0].remote_count("work", "room"), 1)
+
     def test_garbage_on_the_channel_is_ignored_and_counted(self) -> None:
         """Undecodable or malformed messages on the channel are counted and logged, nothing breaks."""
         cluster = Cluster(2)

@@ -72,6 +72,9 @@ _ALIVE = 3  # [_ALIVE, origin, node id]
 _SYNC = 4  # [_SYNC, origin, node id]: reload my membership snapshot
 _BYE = 5  # [_BYE, origin]: I am stopping, drop my members
 
+#: what a command's Deferred fires with when it failed (the failure was counted or logged)
+_FAILED: Any = object()
+
 
 @dataclass(frozen=True, slots=True)
 class RedisSettings:
@@ -309,7 +312,7 @@ class RedisBackplane:
             by_node: dict[str, list[str]] = {}
             for connection_id in target.ids:
                 token = node_of(connection_id)
-                if token != self.token:
+                if token and token != self.token:
                     by_node.setdefault(token, []).append(connection_id)
             for token, ids in by_node.items():
                 message = msgpack.packb([_SEND, self.token, hub, TARGET_ONLY, None, ids, payload])
@@ -392,17 +395,18 @@ class RedisBackplane:
                 self.pending_bytes -= size
             return result
 
-        def failed(failure: Failure) -> None:
+        def failed(failure: Failure) -> Any:
             if generation != self._generation:
                 # Lost with its connection; the loss was logged once.
                 self.lost_in_flight += 1
-                return
+                return _FAILED
             suppressed = self._error_log.allow(self.clock.seconds())
             if suppressed is not None:
                 _log.error(
                     "Redis command {command} failed: {error} ({suppressed} more failures suppressed)",
                     command=args[0], error=failure.getErrorMessage(), suppressed=suppressed,
                 )
+            return _FAILED
 
         d.addBoth(answered)
         d.addErrback(failed)
@@ -528,13 +532,15 @@ class RedisBackplane:
         self._publish_raw(self.channel_all, msgpack.packb([_ALIVE, self.token, self.node_id]), counted=False)
 
     # -- loading other nodes' snapshots --------------------------------------
-    def _load_nodes(self, tokens: list[bytes] | None) -> None:
+    def _load_nodes(self, tokens: Any) -> None:
+        if tokens is _FAILED:
+            return
         for raw in tokens or ():
             token = raw.decode() if isinstance(raw, bytes) else str(raw)
             if token != self.token:
-                self._load(token, None)
+                self._load(token)
 
-    def _load(self, token: str, node_id: str | None) -> None:
+    def _load(self, token: str) -> None:
         if token in self._loading:
             return
         self._loading[token] = []
@@ -549,11 +555,14 @@ class RedisBackplane:
 
         def failed(failure: Failure) -> None:
             self._loading.pop(token, None)
+            _log.failure("loading the members of node {token} failed", failure, token=token)
 
         lease.addCallback(loaded).addErrback(failed)
 
     def _loaded(self, token: str, lease_value: Any, snapshot: Any) -> None:
         buffered = self._loading.pop(token, [])
+        if lease_value is _FAILED or snapshot is _FAILED:
+            return  # not known either way: the next SYNC or ALIVE loads it again
         if lease_value is None:
             # Its lease ran out: the node is gone (it says SYNC if it comes back).
             self._command("SREM", self._nodes_key, token)
@@ -597,7 +606,7 @@ class RedisBackplane:
             elif kind in (_ALIVE, _SYNC):
                 node = self._nodes.get(origin)
                 if kind == _SYNC or node is None:
-                    self._load(origin, str(message[2]))
+                    self._load(origin)
                 else:
                     node.last_seen = self.clock.seconds()
             elif kind == _BYE:
