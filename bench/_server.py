@@ -67,7 +67,10 @@ def _serve_commands_twisted(reactor, handle) -> None:  # type: ignore[no-untyped
                 return
             if words[0] == "stats":
                 gc.collect()
-                emit("stats", conns=handle.connections(), rss=rss_bytes(), cpu=cpu_seconds())
+                extra = {}
+                if hasattr(handle, "group_count"):
+                    extra = {"group": handle.group_count(), "backplane": handle.backplane_stats()}
+                emit("stats", conns=handle.connections(), rss=rss_bytes(), cpu=cpu_seconds(), **extra)
                 return
             if words[0] == "trim":  # bench/memory.py: how much of the kept memory malloc can give back
                 import ctypes
@@ -82,6 +85,18 @@ def _serve_commands_twisted(reactor, handle) -> None:  # type: ignore[no-untyped
                 t0 = now()
                 members = handle.fanout(count, payload)
                 emit("fanout", t0=t0, t1=now(), members=members, count=count)
+            if words[0] == "fanout_turns":
+                # bench/scaleout.py: the same messages, the reactor running between them (as when
+                # they come from separate calls), so writes to Redis leave while the burst goes on.
+                from twisted.internet.task import cooperate
+
+                count, size = int(words[1]), int(words[2])
+                payload = fanout_payload(size)
+                t0 = now()
+                work = (handle.fanout(1, payload) for _ in range(count))
+                cooperate(work).whenDone().addCallback(
+                    lambda _: emit("fanout", t0=t0, t1=now(), members=handle.connections(), count=count)
+                )
 
         def connectionLost(self, reason: object = None) -> None:
             if reactor.running:
@@ -114,15 +129,30 @@ def run_hub(args: argparse.Namespace) -> None:
         setattr(HubServerProtocol, name, getattr(WebSocketServerProtocol, name))
 
     policy = HeartbeatPolicy.every(args.heartbeat, args.timeout) if args.heartbeat else None
+    backplane = None
+    if args.redis:  # bench/scaleout.py: one node of several on one Redis
+        from twisted_hub.redis import RedisBackplane
+
+        backplane = RedisBackplane(args.redis)
     # Every bench client connects from 127.0.0.1: no per-address or total cap.
     factory = HubServerFactory(
-        [BenchHub], heartbeat=policy, reactor=reactor, max_connections=None, max_connections_per_ip=None
+        [BenchHub], heartbeat=policy, reactor=reactor, backplane=backplane,
+        max_connections=None, max_connections_per_ip=None,
     )
     runtime = factory.hub_runtime(HUB_NAME)
 
     class Handle:
         def connections(self) -> int:
             return len(runtime.connections)
+
+        def group_count(self) -> int:
+            """Members of the group on every node (with --redis)."""
+            return runtime.groups.count("g") + runtime.backplane.remote_count(HUB_NAME, "g")
+
+        def backplane_stats(self) -> dict[str, object]:
+            b = runtime.backplane
+            return {name: getattr(b, name) for name in ("published", "dropped_disconnected", "dropped_overload")
+                    if hasattr(b, name)}
 
         def fanout(self, count: int, payload: bytes) -> int:
             # The public path: a hub instance broadcasting to its group.
@@ -196,9 +226,11 @@ def run_socketio(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.WARNING)
     interval = args.heartbeat or 3600
     timeout = args.timeout if args.heartbeat else 3600
+    # bench/scaleout.py: one node of several on one Redis (python-socketio's own scale-out)
+    manager = socketio.AsyncRedisManager(args.redis) if args.redis else None
     sio = socketio.AsyncServer(
         async_mode="aiohttp", serializer="msgpack", ping_interval=interval, ping_timeout=timeout,
-        cors_allowed_origins="*", max_http_buffer_size=1024 * 1024,
+        cors_allowed_origins="*", max_http_buffer_size=1024 * 1024, client_manager=manager,
     )
     app = web.Application()
     sio.attach(app)
@@ -277,6 +309,7 @@ def main() -> None:
     parser.add_argument("impl", choices=["hub", "autobahn", "socketio"])
     parser.add_argument("--heartbeat", type=float, default=0.0, help="interval in seconds, 0 = off")
     parser.add_argument("--timeout", type=float, default=3.0, help="heartbeat timeout in seconds")
+    parser.add_argument("--redis", default="", help="join the other servers on this Redis URL (hub, socketio)")
     args = parser.parse_args()
     raise_nofile()
     {"hub": run_hub, "autobahn": run_autobahn, "socketio": run_socketio}[args.impl](args)

@@ -40,6 +40,7 @@ error_log {directory}/error.log info;
 events {{ worker_connections 512; }}
 http {{
     access_log off;
+{http_extra}
     client_body_temp_path {directory}/body;
     proxy_temp_path {directory}/proxy;
     fastcgi_temp_path {directory}/fastcgi;
@@ -108,18 +109,21 @@ class NginxProcess:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def start_nginx(backend_port: int, template: str | None = None, timeout: float = 10.0) -> NginxProcess:
+def start_nginx(
+    backend_port: int, template: str | None = None, timeout: float = 10.0, http_extra: str = ""
+) -> NginxProcess:
     """
     Run nginx on a free 127.0.0.1 port, proxying WebSockets to C{backend_port}.
 
     @param template: the C{location} block(s), formatted with
         C{backend_port}; default: a WebSocket-upgrading proxy of C{/}.
+    @param http_extra: more of the C{http} block (e.g. an C{upstream}), as is.
     """
     directory = tempfile.mkdtemp(prefix="twisted-hub-nginx-")
     port = free_port()
     location = (template or DEFAULT_LOCATION).format(backend_port=backend_port)
     user = "user root;" if os.geteuid() == 0 else ""
-    config = CONFIG.format(directory=directory, port=port, location=location, user=user)
+    config = CONFIG.format(directory=directory, port=port, location=location, user=user, http_extra=http_extra)
     path = os.path.join(directory, "nginx.conf")
     with open(path, "w") as file:
         file.write(config)

@@ -50,13 +50,16 @@ class ExportTests(SynchronousTestCase):
 
     def test_public_modules_import(self) -> None:
         """The public modules (testing, tap, demo, the CLI) import."""
-        for name in ("twisted_hub.testing", "twisted_hub.tap", "twisted_hub.demo", "twisted_hub.__main__", "twisted_hub.aio"):
+        for name in (
+            "twisted_hub.testing", "twisted_hub.tap", "twisted_hub.demo", "twisted_hub.__main__", "twisted_hub.aio",
+            "twisted_hub.redis",
+        ):
             self.assertEqual(importlib.import_module(name).__name__, name)
 
     def test_no_reactor_imported_at_module_level(self) -> None:
         """Importing the package, its public modules and the twistd plugin installs no reactor."""
         code = (
-            "import sys, twisted_hub, twisted_hub.testing, twisted_hub.tap, twisted_hub.demo\n"
+            "import sys, twisted_hub, twisted_hub.testing, twisted_hub.tap, twisted_hub.demo, twisted_hub.redis\n"
             "from twisted.plugins import twisted_hub_plugin\n"
             "print('twisted.internet.reactor' in sys.modules)"
         )

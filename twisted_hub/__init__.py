@@ -5,6 +5,7 @@ application-level heartbeats in both directions.
 The public API is re-exported here; implementation modules are private.
 """
 
+from ._backplane import Backplane, LocalBackplane
 from ._base_error import TwistedHubError
 from ._client import (
     ClientHeartbeatEvent,
@@ -48,6 +49,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AllowedHosts",
+    "Backplane",
     "CallTimeoutError",
     "ClientHeartbeatEvent",
     "ClientScriptResource",
@@ -78,6 +80,7 @@ __all__ = [
     "HubServerProtocol",
     "HubService",
     "InvalidArguments",
+    "LocalBackplane",
     "MOBILE",
     "MetadataProvider",
     "OriginPolicy",

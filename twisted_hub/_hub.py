@@ -23,6 +23,7 @@ from typing import (
 
 from twisted.logger import Logger
 
+from ._backplane import TARGET_ALL, TARGET_CALLER, TARGET_GROUP, TARGET_ONLY, Target
 from ._base_error import TwistedHubError
 from ._errors import HubError
 from ._heartbeat import _UNSET, HeartbeatPolicy, MetadataProvider, _check_positive
@@ -333,14 +334,15 @@ class ReceiverProxy:
     Calls receiver methods on a set of client connections.
 
     Attribute access returns a function; calling it sends the call to every
-    target.  The message is encoded once whatever the number of targets.
+    target, on this node and (through the factory's backplane) on the
+    others.  The message is encoded once whatever the number of targets.
     """
 
-    __slots__ = ("_runtime", "_targets", "_allowed")
+    __slots__ = ("_runtime", "_target", "_allowed")
 
-    def __init__(self, runtime: HubRuntime, targets: Callable[[], Iterable[Any]], allowed: frozenset[str] | None) -> None:
+    def __init__(self, runtime: HubRuntime, target: Target, allowed: frozenset[str] | None) -> None:
         self._runtime = runtime
-        self._targets = targets
+        self._target = target
         self._allowed = allowed
 
     def __getattr__(self, name: str) -> Callable[..., None]:
@@ -348,34 +350,36 @@ class ReceiverProxy:
             raise AttributeError(f"receiver has no method {name!r}")
 
         def send(*args: Any, **kwargs: Any) -> None:
-            self._runtime.send_receiver_call(self._targets(), name, list(args), kwargs or None)
+            self._runtime.send_to(self._target, name, list(args), kwargs or None)
 
         return send
 
 
 class Clients:
-    """The ways a hub method can address client receivers."""
+    """
+    The ways a hub method can address client receivers.  With a backplane
+    (C{docs/scaling.md}) every way but C{caller} reaches the connections of
+    every node.
+    """
 
     __slots__ = ("_hub",)
 
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
 
-    def _proxy(self, targets: Callable[[], Iterable[Any]]) -> Any:
+    def _proxy(self, target: Target) -> Any:
         runtime = self._hub._runtime
-        return ReceiverProxy(runtime, targets, runtime.receiver_methods)
+        return ReceiverProxy(runtime, target, runtime.receiver_methods)
 
     @property
     def caller(self) -> Any:
         """The connection whose call is running."""
-        protocol = self._hub.connection._protocol
-        return self._proxy(lambda: (protocol,))
+        return self._proxy(Target(TARGET_CALLER, ids=(self._hub.connection.id,)))
 
     @property
     def all(self) -> Any:
         """Every connection to this hub."""
-        runtime = self._hub._runtime
-        return self._proxy(lambda: runtime.connections.values())
+        return self._proxy(Target(TARGET_ALL))
 
     @property
     def others(self) -> Any:
@@ -383,17 +387,11 @@ class Clients:
         return self.all_except([self._hub.connection.id])
 
     def all_except(self, connection_ids: Iterable[str]) -> Any:
-        excluded = frozenset(connection_ids)
-        runtime = self._hub._runtime
-        return self._proxy(lambda: [p for i, p in runtime.connections.items() if i not in excluded])
+        return self._proxy(Target(TARGET_ALL, ids=tuple(dict.fromkeys(connection_ids))))
 
     def only(self, connection_ids: Iterable[str]) -> Any:
         """Just these connections (unknown ids are skipped)."""
-        wanted = list(connection_ids)
-        runtime = self._hub._runtime
-        return self._proxy(
-            lambda: [runtime.connections[i] for i in wanted if i in runtime.connections]
-        )
+        return self._proxy(Target(TARGET_ONLY, ids=tuple(connection_ids)))
 
     def client(self, connection_id: str) -> Any:
         """One connection by id."""
@@ -401,16 +399,11 @@ class Clients:
 
     def group(self, name: str) -> Any:
         """Every member of a group."""
-        runtime = self._hub._runtime
-        return self._proxy(lambda: runtime.groups.members_of(name))
+        return self._proxy(Target(TARGET_GROUP, name))
 
     def group_except(self, name: str, connection_ids: Iterable[str]) -> Any:
         """Every member of a group except these connections."""
-        excluded = frozenset(connection_ids)
-        runtime = self._hub._runtime
-        return self._proxy(
-            lambda: [p for p in runtime.groups.members_of(name) if p.connection_id not in excluded]
-        )
+        return self._proxy(Target(TARGET_GROUP, name, tuple(dict.fromkeys(connection_ids))))
 
 
 class GroupMembership:
@@ -442,12 +435,18 @@ class GroupMembership:
         self._hub._runtime.groups.remove(name, self._hub.connection._protocol)
 
     def count(self, name: str) -> int:
-        """How many connections are in a group."""
-        return self._hub._runtime.groups.count(name)
+        """How many connections are in a group (on every node, with a backplane)."""
+        runtime = self._hub._runtime
+        return runtime.groups.count(name) + runtime.backplane.remote_count(runtime.hub_class.hub_name, name)
 
     def members(self, name: str) -> list[str]:
-        """The connection ids in a group, in joining order."""
-        return [p.connection_id for p in self._hub._runtime.groups.members_of(name)]
+        """
+        The connection ids in a group: this node's in joining order, then
+        (with a backplane) the other nodes'.
+        """
+        runtime = self._hub._runtime
+        local = [p.connection_id for p in runtime.groups.members_of(name)]
+        return local + runtime.backplane.remote_members(runtime.hub_class.hub_name, name)
 
     def joined(self) -> frozenset[str]:
         """The groups this connection is in."""
@@ -460,20 +459,29 @@ class GroupRegistry:
     connection's memberships are indexed so leaving everything is O(groups).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[str, str, bool], object] | None = None) -> None:
         self._groups: dict[str, dict[str, Any]] = {}
         self._memberships: dict[str, set[str]] = {}
+        #: told C{(group, connection id, joined)} on every real change (the backplane)
+        self._on_change = on_change
 
     def add(self, name: str, protocol: Any) -> None:
-        self._groups.setdefault(name, {})[protocol.connection_id] = protocol
+        members = self._groups.setdefault(name, {})
+        if protocol.connection_id in members:
+            return
+        members[protocol.connection_id] = protocol
         self._memberships.setdefault(protocol.connection_id, set()).add(name)
+        if self._on_change is not None:
+            self._on_change(name, protocol.connection_id, True)
 
     def remove(self, name: str, protocol: Any) -> None:
         members = self._groups.get(name)
         if members is not None:
-            members.pop(protocol.connection_id, None)
+            removed = members.pop(protocol.connection_id, None) is not None
             if not members:
                 del self._groups[name]
+            if removed and self._on_change is not None:
+                self._on_change(name, protocol.connection_id, False)
         joined = self._memberships.get(protocol.connection_id)
         if joined is not None:
             joined.discard(name)
@@ -495,3 +503,7 @@ class GroupRegistry:
 
     def names(self) -> list[str]:
         return list(self._groups)
+
+    def memberships(self) -> list[tuple[str, str]]:
+        """Every C{(group, connection id)} pair, for a backplane's snapshot of this node."""
+        return [(name, connection_id) for name, members in self._groups.items() for connection_id in members]

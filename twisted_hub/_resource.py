@@ -130,6 +130,7 @@ class HubStatusPage(Resource):
         if self.listening:
             settings.append(("listening on", ", ".join(self.listening)))
         settings.extend(self.extra)
+        settings.extend(self.factory.backplane.status())
         setting_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in settings)
         page = (
             "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>twisted-hub</title></head><body>\n"

@@ -9,8 +9,6 @@ groups, heartbeat schedulers, limits and the clock.
 
 from __future__ import annotations
 
-import itertools
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, cast
@@ -25,6 +23,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._autobahn import BoundedDropMixin, FastPathMixin
+from ._backplane import TARGET_ALL, TARGET_CALLER, TARGET_GROUP, Backplane, LocalBackplane, Target
 from ._connection import (
     CallFailed,
     CallSucceeded,
@@ -90,12 +89,6 @@ _NOTIFY = MessageKind.NOTIFY
 _RESULT = MessageKind.RESULT
 
 _log = Logger()
-_connection_prefix = os.urandom(4).hex()
-_connection_counter = itertools.count(1)
-
-
-def _new_connection_id() -> str:
-    return f"{_connection_prefix}-{next(_connection_counter)}"
 
 
 class HeartbeatFeature:
@@ -210,15 +203,54 @@ class HubRuntime:
         self.methods = hub_class.hub_methods
         self.receiver_methods = receiver_methods(hub_class.receiver)
         self.connections: dict[str, HubServerProtocol] = {}
-        self.groups = GroupRegistry()
+        self.backplane: Backplane = factory.backplane
+        hub_name = hub_class.hub_name
+        self.groups = GroupRegistry(
+            lambda group, connection_id, joined: self.backplane.membership_changed(hub_name, group, connection_id, joined)
+        )
         override = hub_class.heartbeat_override
         self.heartbeat_policy = override.apply(factory.heartbeat) if override else factory.heartbeat
 
     def send_receiver_call(
         self, targets: Iterable[HubServerProtocol], method: str, args: list[Any], kwargs: dict[str, Any] | None
     ) -> None:
-        """Encode one receiver call once and deliver it to every target."""
-        payload = receiver_call_payload(method, args, kwargs, self.factory.max_message_size)
+        """Encode one receiver call once and deliver it to every target (of this node)."""
+        self.deliver(targets, self._encode_receiver_call(method, args, kwargs))
+
+    def _encode_receiver_call(self, method: str, args: list[Any], kwargs: dict[str, Any] | None) -> bytes:
+        return receiver_call_payload(method, args, kwargs, self.factory.max_message_size)
+
+    def send_to(self, target: Target, method: str, args: list[Any], kwargs: dict[str, Any] | None) -> None:
+        """
+        Encode one receiver call once, deliver it to C{target}'s connections
+        on this node, and hand it to the backplane for the other nodes.
+        """
+        payload = self._encode_receiver_call(method, args, kwargs)
+        self.deliver(self.local_targets(target), payload)
+        if target.kind != TARGET_CALLER:
+            self.backplane.publish(self.hub_class.hub_name, target, payload)
+
+    def local_targets(self, target: Target) -> list[HubServerProtocol]:
+        """The connections of this node that C{target} names."""
+        kind = target.kind
+        if kind == TARGET_GROUP:
+            assert target.group is not None
+            members = self.groups.members_of(target.group)
+            if not target.ids:
+                return members
+            excluded = frozenset(target.ids)
+            return [p for p in members if p.connection_id not in excluded]
+        connections = self.connections
+        if kind == TARGET_ALL:
+            if not target.ids:
+                return list(connections.values())
+            excluded = frozenset(target.ids)
+            return [p for i, p in connections.items() if i not in excluded]
+        # caller, only: these ids, where this node holds them
+        return [connections[i] for i in target.ids if i in connections]
+
+    def deliver(self, targets: Iterable[HubServerProtocol], payload: bytes) -> None:
+        """Send an encoded receiver call to connections of this node (framed once for many)."""
         targets = targets if isinstance(targets, (list, tuple)) else list(targets)
         if len(targets) == 1:
             targets[0].write_message(payload)
@@ -382,7 +414,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         if runtime is None:
             raise ConnectionDeny(404, f"unknown hub at path {request.path!r}")
         self.runtime = runtime
-        self.connection_id = _new_connection_id()
+        self.connection_id = factory.backplane.new_connection_id()
         self.heartbeat_policy = runtime.heartbeat_policy
         self.core = ServerConnection(self.connection_id)
         self.core.max_messages_per_frame = factory.max_messages_per_frame
@@ -804,6 +836,10 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
         network (None or 0: no cap; set it off behind a proxy, whose address
         every connection has).
     @param debug: send exception text and tracebacks in internal errors.
+    @param backplane: what joins this process to the others serving the same
+        hubs (default: L{LocalBackplane}, this process alone); e.g.
+        C{twisted_hub.redis.RedisBackplane("redis://127.0.0.1:6379/0")}.
+        See C{docs/scaling.md}.
     """
 
     protocol = HubServerProtocol  # type: ignore[assignment]
@@ -833,6 +869,7 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
         max_connections_per_ip: int | None = DEFAULT_MAX_CONNECTIONS_PER_IP,
         debug: bool = False,
         reactor: Any = None,
+        backplane: Backplane | None = None,
     ) -> None:
         if clock is None and reactor is not None:
             clock = reactor
@@ -858,6 +895,7 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
         self.connection_count = 0
         self.stall_detector = StallDetector()
         self._schedulers: dict[HeartbeatPolicy, ServerHeartbeatScheduler] = {}
+        self.backplane: Backplane = backplane if backplane is not None else LocalBackplane()
         self.runtimes: dict[str, HubRuntime] = {}
         specs = hubs.items() if isinstance(hubs, Mapping) else ((None, spec) for spec in hubs)
         for given_name, spec in specs:
@@ -868,6 +906,7 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
             self.runtimes[name] = HubRuntime(hub_class, self, make)
         if not self.runtimes:
             raise ValueError("serve at least one hub")
+        self.backplane.attach(self)
         self.setProtocolOptions(
             maxMessagePayloadSize=max_message_size,
             maxFramePayloadSize=max_message_size,
@@ -922,7 +961,12 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
                 count += 1
         return count
 
+    def startFactory(self) -> None:
+        super().startFactory()
+        self.backplane.start()
+
     def stopFactory(self) -> None:
         for scheduler in self._schedulers.values():
             scheduler.stop()
+        self.backplane.stop()
         super().stopFactory()

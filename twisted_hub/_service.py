@@ -160,6 +160,10 @@ class HubService(MultiService):
     @param status_path: where the status page is (default C{/}).
     @param shutdown_timeout: seconds C{stopService} may take.
     @param clock: time source for the shutdown (default: the factory's).
+    @param redis: a C{redis://host:port/db} URL: serve as one with the other
+        processes on that Redis (a L{twisted_hub.redis.RedisBackplane};
+        give C{backplane=} instead for its other settings).  Used only when
+        the factory is built here.  See C{docs/scaling.md}.
     """
 
     def __init__(
@@ -176,11 +180,18 @@ class HubService(MultiService):
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         clock: IReactorTime | None = None,
         reactor: Any = None,
+        redis: str | None = None,
         **factory_options: Any,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         if (hubs is None) == (factory is None):
             raise TypeError("give either hub classes or a factory")
+        if redis is not None:
+            if "backplane" in factory_options:
+                raise TypeError("give either redis= or backplane=")
+            from .redis import RedisBackplane
+
+            factory_options["backplane"] = RedisBackplane(redis)
         if not shutdown_timeout > 0:
             raise ValueError(f"shutdown_timeout must be > 0, got {shutdown_timeout!r}")
         if factory is None:

@@ -38,6 +38,7 @@ _SINGLE = (
     "log-level", "shutdown-timeout",
     "max-outgoing-buffer", "max-pending-calls", "max-pending-bytes",
     "handshake-timeout", "max-connections", "max-connections-per-ip", "status-path",
+    "redis", "redis-lease",
 )
 _FLAGS = ("no-status",)
 
@@ -170,6 +171,8 @@ class Options(usage.Options):
         ["max-connections-per-ip", None, None,
          "Connections per IPv4 address / IPv6 /64 at most; 0: no limit (behind a proxy) [256]."],
         ["status-path", None, None, "URL path of the status page [/]."],
+        ["redis", None, None, "Serve as one with the other hub processes on this Redis: redis://HOST:PORT/DB (docs/scaling.md)."],
+        ["redis-lease", None, None, "Seconds a silent node stays in the others' group counts (needs --redis) [15]."],
     ]
     optFlags = [
         ["no-status", None, "Serve no status page (404 there)."],
@@ -224,6 +227,7 @@ class Options(usage.Options):
         self._check_limits()
         self._check_origins()
         self._check_connection_limits()
+        self._check_redis()
         self["hubs"] = [load_hub(spec) for spec in self._hub_specs]
         if not self["hubs"]:
             from .demo import DEMO_HUBS
@@ -341,6 +345,22 @@ class Options(usage.Options):
             raise usage.UsageError(f"--allowed-origin: {e}") from None
 
 
+    def _check_redis(self) -> None:
+        from .redis import DEFAULT_LEASE, parse_redis_url
+
+        url = self["redis"]
+        lease = self["redis-lease"]
+        if url is None:
+            if lease is not None:
+                raise usage.UsageError("--redis-lease needs --redis")
+            return
+        try:
+            parse_redis_url(url)
+        except ValueError as e:
+            raise usage.UsageError(f"--redis: {e}") from None
+        self["redis-lease"] = DEFAULT_LEASE if lease is None else _positive("redis-lease", lease)
+
+
 def makeService(options: Options) -> IService:
     """
     Build the service tree for C{twistd hub}: a L{LogLevelService} holding
@@ -349,6 +369,11 @@ def makeService(options: Options) -> IService:
     from ._service import LOG_LEVELS, HubService, LogLevelService
 
     root = LogLevelService(LOG_LEVELS[options["log-level"]])
+    backplane_options: dict[str, Any] = {}
+    if options["redis"] is not None:
+        from .redis import RedisBackplane
+
+        backplane_options["backplane"] = RedisBackplane(options["redis"], lease=options["redis-lease"])
     hubs = HubService(
         options["hubs"],
         options["listen"],
@@ -366,6 +391,7 @@ def makeService(options: Options) -> IService:
         max_connections_per_ip=options["max-connections-per-ip"],
         status_page=not options["no-status"],
         status_path=options["status-path"],
+        **backplane_options,
     )
     hubs.setServiceParent(root)  # type: ignore[no-untyped-call]
     return root

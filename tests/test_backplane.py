@@ -1,0 +1,368 @@
+"""
+The protocol between nodes (L{RedisBackplane}) on an in-memory Redis and
+one L{Clock}: three in-memory hub servers act as one.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgpack
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_hub import HubServerFactory
+from twisted_hub._backplane import LocalBackplane, node_of
+from twisted_hub.redis import RedisBackplane, parse_redis_url
+from twisted_hub.testing import HubTestServer, TestConnection
+
+from ._fakeredis import FakeRedis
+from .helpers.hubs import Recorder, WorkHub
+
+LEASE = 3.0
+
+
+class Cluster:
+    """Nodes on one fake Redis and one clock."""
+
+    def __init__(self, count: int = 3, running: bool = True, **options: Any) -> None:
+        self.clock = Clock()
+        self.redis = FakeRedis(self.clock)
+        self.redis.running = running
+        self.servers: list[HubTestServer] = []
+        self.backplanes: list[RedisBackplane] = []
+        for _ in range(count):
+            backplane = RedisBackplane(
+                "redis://127.0.0.1:6379/0", lease=LEASE, clock=self.clock, connector=self.redis.connector(), **options
+            )
+            server = HubTestServer([WorkHub], clock=self.clock, backplane=backplane)
+            server.factory.doStart()
+            self.servers.append(server)
+            self.backplanes.append(backplane)
+
+    def connect(self, node: int) -> tuple[TestConnection, Recorder]:
+        recorder = Recorder()
+        connection = self.servers[node].connect("work", receiver=recorder)
+        self.flush()
+        return connection, recorder
+
+    def call(self, connection: TestConnection, method: str, *args: Any) -> Any:
+        d = connection.client.call(method, *args)
+        self.flush()
+        outcome: list[Any] = []
+        d.addBoth(outcome.append)
+        assert outcome, f"{method} did not answer"
+        return outcome[0]
+
+    def flush(self) -> None:
+        for _ in range(3):
+            for server in self.servers:
+                server.flush()
+
+    def advance(self, seconds: float) -> None:
+        """Move time in small steps, exchanging messages between them."""
+        steps = math.ceil(seconds / 0.25 - 1e-9)
+        for _ in range(steps):
+            self.clock.advance(0.25)
+            self.flush()
+
+
+def said(recorder: Recorder) -> list[Any]:
+    return [args[0] for name, args in recorder.calls if name == "said"]
+
+
+class AddressingTests(SynchronousTestCase):
+    """Every way of addressing clients reaches every node."""
+
+    def setUp(self) -> None:
+        WorkHub.events = []
+        self.cluster = Cluster()
+        self.conns = [self.cluster.connect(n) for n in (0, 1, 2)]
+
+    def test_connection_ids_name_their_node(self) -> None:
+        """A connection id starts with its node's token, so ids are unique across nodes and routable."""
+        ids = [c.client.connection_id for c, _ in self.conns]
+        self.assertEqual(len(set(ids)), 3)
+        for (connection, _), backplane in zip(self.conns, self.cluster.backplanes):
+            self.assertEqual(node_of(connection.client.connection_id), backplane.token)
+
+    def test_all_reaches_every_node_with_one_publish(self) -> None:
+        """clients.all from one node reaches the clients of all three through one PUBLISH."""
+        before = self.cluster.redis.count("PUBLISH")
+        self.cluster.call(self.conns[0][0], "to_all", "hello")
+        self.assertEqual(self.cluster.redis.count("PUBLISH") - before, 1)
+        for _, recorder in self.conns:
+            self.assertEqual(said(recorder), ["hello"])
+
+    def test_others_and_all_except_exclude_across_nodes(self) -> None:
+        """others skips the caller; all_except skips a connection held by another node."""
+        self.cluster.call(self.conns[0][0], "to_others", "o")
+        self.assertEqual([said(r) for _, r in self.conns], [[], ["o"], ["o"]])
+        excluded = self.conns[2][0].client.connection_id
+        self.cluster.call(self.conns[0][0], "to_all_except", [excluded], "x")
+        self.assertEqual([said(r) for _, r in self.conns], [["x"], ["o", "x"], ["o"]])
+
+    def test_client_on_another_node(self) -> None:
+        """client(id) reaches a connection on another node with one PUBLISH on that node's channel only."""
+        target = self.conns[2][0].client.connection_id
+        before = len(self.cluster.redis.log)
+        self.cluster.call(self.conns[0][0], "to_client", target, "psst")
+        publishes = [args for name, args in self.cluster.redis.log[before:] if name == "PUBLISH"]
+        self.assertEqual([channel for channel, _ in publishes], [self.cluster.backplanes[2].channel_node])
+        self.assertEqual([said(r) for _, r in self.conns], [[], [], ["psst"]])
+
+    def test_only_spanning_nodes(self) -> None:
+        """only() with ids on this node and two others reaches exactly those connections."""
+        ids = [c.client.connection_id for c, _ in self.conns] + ["nosuchnode-1"]
+        self.cluster.call(self.conns[1][0], "to_only", ids, "all three")
+        self.assertEqual([said(r) for _, r in self.conns], [["all three"]] * 3)
+
+    def test_group_send_count_and_members_are_global(self) -> None:
+        """Members joined on three nodes are counted and listed on each; a group send reaches them all."""
+        for connection, _ in self.conns:
+            self.cluster.call(connection, "join", "room")
+        extra, extra_recorder = self.cluster.connect(1)
+        ids = {c.client.connection_id for c, _ in self.conns}
+        for connection, _ in self.conns:
+            self.assertEqual(set(self.cluster.call(connection, "members", "room")), ids)
+        self.assertEqual(self.cluster.call(extra, "leave", "room"), 3)
+        self.cluster.call(extra, "to_group", "room", "hi room")
+        self.assertEqual([said(r) for _, r in self.conns], [["hi room"]] * 3)
+        self.assertEqual(said(extra_recorder), [])
+        self.cluster.call(extra, "to_group_except", "room", [self.conns[0][0].client.connection_id], "again")
+        self.assertEqual([said(r) for _, r in self.conns], [["hi room"], ["hi room", "again"], ["hi room", "again"]])
+
+    def test_leaving_and_disconnecting_leave_the_global_count(self) -> None:
+        """A leave and a disconnection on one node lower the count seen by the others."""
+        for connection, _ in self.conns:
+            self.cluster.call(connection, "join", "room")
+        self.cluster.call(self.conns[1][0], "leave", "room")
+        self.assertEqual(self.cluster.call(self.conns[0][0], "join", "room"), 2)
+        self.conns[2][0].client.sendClose()
+        self.cluster.flush()
+        self.assertEqual(self.cluster.call(self.conns[0][0], "join", "room"), 1)
+
+    def test_a_node_started_later_loads_the_members(self) -> None:
+        """A node that joins the cluster late sees the members the others already hold."""
+        self.cluster.call(self.conns[0][0], "join", "room")
+        self.cluster.call(self.conns[1][0], "join", "room")
+        backplane = RedisBackplane(lease=LEASE, clock=self.cluster.clock, connector=self.cluster.redis.connector())
+        server = HubTestServer([WorkHub], clock=self.cluster.clock, backplane=backplane)
+        server.factory.doStart()
+        self.cluster.servers.append(server)
+        late = server.connect("work", receiver=Recorder())
+        self.cluster.flush()
+        self.assertEqual(self.cluster.call(late, "join", "room"), 3)
+
+
+class NodeLeaseTests(SynchronousTestCase):
+    """A node that stops being heard from leaves the counts within its lease."""
+
+    def test_killed_node_leaves_the_counts_within_the_lease(self) -> None:
+        """A killed node's members still count before its lease ends and are gone by lease + lease/3."""
+        cluster = Cluster(2)
+        a, _ = cluster.connect(0)
+        b, _ = cluster.connect(1)
+        cluster.call(a, "join", "room")
+        cluster.call(b, "join", "room")
+        logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        cluster.redis.connectors[1].kill()
+        cluster.advance(LEASE * 0.9)
+        self.assertEqual(cluster.backplanes[0].remote_count("work", "room"), 1)
+        cluster.advance(LEASE * 0.1 + LEASE / 3 + 0.25)  # lease + lease/3 since the kill, and a step
+        self.assertEqual(cluster.backplanes[0].remote_count("work", "room"), 0)
+        self.assertEqual(cluster.backplanes[0].nodes_expired, 1)
+        gone = [e for e in logs if "was not heard from" in e["log_format"] and e["node"] == cluster.backplanes[1].node_id]
+        self.assertEqual(len(gone), 1)
+        self.assertEqual(gone[0]["count"], 1)
+
+    def test_heartbeats_keep_a_live_node(self) -> None:
+        """Nodes that beat stay in each other's counts however long they run."""
+        cluster = Cluster(2)
+        a, _ = cluster.connect(0)
+        b, _ = cluster.connect(1)
+        cluster.call(b, "join", "room")
+        cluster.advance(LEASE * 5)
+        self.assertEqual(cluster.call(a, "join", "room"), 2)
+        self.assertEqual(cluster.backplanes[0].nodes_expired, 0)
+
+    def test_graceful_stop_leaves_at_once(self) -> None:
+        """A node that stops says so: the others drop its members without waiting for the lease."""
+        cluster = Cluster(2)
+        a, _ = cluster.connect(0)
+        b, _ = cluster.connect(1)
+        cluster.call(b, "join", "room")
+        cluster.servers[1].factory.doStop()
+        self.assertEqual(cluster.backplanes[0].remote_count("work", "room"), 0)
+        self.assertEqual(cluster.backplanes[0].nodes, {})
+
+
+class RedisOutageTests(SynchronousTestCase):
+    """Redis away: nodes serve locally, count what they drop, and rebuild when it is back."""
+
+    def test_unreachable_at_start(self) -> None:
+        """With Redis down at start a node serves locally, logs one error line, says so, and joins once Redis is up."""
+        logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        cluster = Cluster(2, running=False)
+        a, ra = cluster.connect(0)
+        b, rb = cluster.connect(1)
+        errors = [e for e in logs if e["log_level"] == LogLevel.error and "unreachable" in e["log_format"]]
+        self.assertEqual(len(errors), 2)  # one per node
+        for backplane in cluster.backplanes:
+            backplane.link_failed("Connection refused")  # a later failed attempt: no new line
+        self.assertEqual(
+            len([e for e in logs if e["log_level"] == LogLevel.error and "unreachable" in e["log_format"]]), 2
+        )
+        status = dict(cluster.backplanes[0].status())
+        self.assertIn("NOT connected", status["redis"])
+        cluster.call(a, "to_all", "local only")
+        self.assertEqual((said(ra), said(rb)), (["local only"], []))
+        self.assertEqual(cluster.backplanes[0].dropped_disconnected, 1)
+        cluster.redis.start()
+        cluster.flush()
+        self.assertIn("connected to", dict(cluster.backplanes[0].status())["redis"])
+        cluster.call(a, "to_all", "everyone")
+        self.assertEqual((said(ra), said(rb)), (["local only", "everyone"], ["everyone"]))
+
+    def test_restart_rebuilds_presence(self) -> None:
+        """After a Redis restart (data lost) every node writes its snapshot again: counts are global again."""
+        cluster = Cluster(2)
+        a, ra = cluster.connect(0)
+        b, rb = cluster.connect(1)
+        cluster.call(a, "join", "room")
+        cluster.call(b, "join", "room")
+        cluster.redis.stop()
+        c, _ = cluster.connect(1)
+        cluster.call(c, "join", "room")  # joined during the outage
+        cluster.call(a, "to_group", "room", "lost")
+        self.assertEqual(cluster.backplanes[0].dropped_disconnected, 1)
+        self.assertEqual((said(ra), said(rb)), (["lost"], []))
+        cluster.redis.start()
+        cluster.flush()
+        self.assertEqual(cluster.call(a, "join", "room"), 3)
+        cluster.call(a, "to_group", "room", "back")
+        self.assertEqual((said(ra), said(rb)), (["lost", "back"], ["back"]))
+
+    def test_outage_longer_than_the_lease(self) -> None:
+        """An outage longer than the lease drops the other nodes; reconnection brings them back."""
+        cluster = Cluster(2)
+        a, _ = cluster.connect(0)
+        b, _ = cluster.connect(1)
+        cluster.call(b, "join", "room")
+        cluster.redis.stop()
+        cluster.advance(LEASE * 2)
+        self.assertEqual(cluster.backplanes[0].remote_count("work", "room"), 0)
+        cluster.redis.start()
+        cluster.flush()
+        self.assertEqual(cluster.backplanes[0].remote_count("work", "room"), 1)
+
+    def test_slow_redis_bounds_the_queue(self) -> None:
+        """A Redis that stops answering: pending commands stay under the limit, the rest is dropped, counted and logged."""
+        cluster = Cluster(2, max_pending_commands=20)
+        a, _ = cluster.connect(0)
+        cluster.connect(1)
+        logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        cluster.redis.pause()
+        for i in range(50):
+            cluster.call(a, "to_all", f"m{i}")
+        backplane = cluster.backplanes[0]
+        self.assertLessEqual(backplane.pending_commands, 20)
+        self.assertEqual(backplane.published + backplane.dropped_overload, 50)
+        self.assertGreater(backplane.dropped_overload, 0)
+        self.assertTrue([e for e in logs if e["log_level"] == LogLevel.error and "dropped" in e["log_format"]])
+        self.assertIn("redis messages dropped", dict(backplane.status()))
+        cluster.redis.resume()
+        self.assertEqual(backplane.pending_commands, 0)
+
+    def test_group_changes_over_the_limit_are_resynced(self) -> None:
+        """Group changes not sent while Redis is slow reach the other nodes with the next lease refresh."""
+        cluster = Cluster(2, max_pending_commands=3)
+        a, _ = cluster.connect(0)
+        b, _ = cluster.connect(1)
+        cluster.redis.pause()
+        for group in ("g1", "g2", "g3", "g4"):
+            cluster.call(a, "join", group)
+        cluster.redis.resume()
+        counts = [cluster.backplanes[1].remote_count("work", g) for g in ("g1", "g2", "g3", "g4")]
+        self.assertIn(0, counts)  # some changes could not be sent
+        cluster.advance(LEASE / 3)
+        self.assertEqual([cluster.backplanes[1].remote_count("work", g) for g in ("g1", "g2", "g3", "g4")], [1] * 4)
+
+    def test_commands_lost_with_the_connection(self) -> None:
+        """Commands waiting when Redis goes are counted as lost, not as errors; the pending count starts again at 0."""
+        cluster = Cluster(2)
+        a, _ = cluster.connect(0)
+        cluster.connect(1)
+        logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        cluster.redis.pause()
+        for i in range(5):
+            cluster.call(a, "to_all", f"m{i}")
+        backplane = cluster.backplanes[0]
+        self.assertEqual(backplane.pending_commands, 5)
+        cluster.redis.stop()
+        self.assertEqual((backplane.pending_commands, backplane.pending_bytes), (0, 0))
+        self.assertEqual(backplane.lost_in_flight, 5)
+        self.assertEqual([e for e in logs if "failed" in e["log_format"]], [])
+        self.assertEqual(len([e for e in logs if "lost Redis" in e["log_format"]]), 2)  # one per node
+        cluster.redis.start()
+        self.assertEqual(backplane.pending_commands, 0)
+
+    def test_connection_lost_while_loading_a_node(self) -> None:
+        """A node whose snapshot was loading when Redis went is not taken for gone: it is loaded on reconnection."""
+        cluster = Cluster(2)
+        a, _ = cluster.connect(0)
+        b, _ = cluster.connect(1)
+        cluster.call(b, "join", "room")
+        cluster.redis.pause()
+        cluster.backplanes[0].link_message(
+            cluster.backplanes[0].channel_all, msgpack.packb([4, cluster.backplanes[1].token, "n1"])
+        )
+        cluster.redis.stop()
+        self.assertEqual(cluster.backplanes[0].remote_count("work", "room"), 1)
+        cluster.redis.start()
+        cluster.flush()
+        self.assertEqual(cluster.backplanes[0].remote_count("work", "room"), 1)
+
+    def test_garbage_on_the_channel_is_ignored_and_counted(self) -> None:
+        """Undecodable or malformed messages on the channel are counted and logged, nothing breaks."""
+        cluster = Cluster(2)
+        a, ra = cluster.connect(0)
+        logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        channel = cluster.backplanes[0].channel_all
+        cluster.redis.execute("PUBLISH", channel, b"\xc1 not msgpack")
+        cluster.redis.execute("PUBLISH", channel, msgpack.packb([0, "other", "work"]))
+        cluster.redis.execute("PUBLISH", channel, msgpack.packb([0, "other", "nohub", "all", None, [], b"x"]))
+        self.assertEqual(cluster.backplanes[0].bad_messages, 3)
+        self.assertTrue([e for e in logs if "ignored a backplane message" in e["log_format"]])
+        cluster.call(a, "to_all", "still fine")
+        self.assertEqual(said(ra), ["still fine"])
+
+
+class ConfigurationTests(SynchronousTestCase):
+    """URLs, defaults and the local backplane."""
+
+    def test_parse_url(self) -> None:
+        """A Redis URL gives host, port, database and credentials; a bad one is refused with the reason."""
+        s = parse_redis_url("redis://u:p%40ss@example.org:6380/2")
+        self.assertEqual((s.host, s.port, s.db, s.username, s.password), ("example.org", 6380, 2, "u", "p@ss"))
+        self.assertEqual(s.display(), "redis://u:***@example.org:6380/2")
+        self.assertEqual(parse_redis_url("redis://localhost").port, 6379)
+        for bad in ("http://x", "redis://x/db", "redis://x:99999/0"):
+            self.assertRaises(ValueError, parse_redis_url, bad)
+
+    def test_default_backplane_is_local(self) -> None:
+        """Without backplane= a factory serves alone, with a node id on its status rows."""
+        factory = HubServerFactory([WorkHub], clock=Clock())
+        self.assertIsInstance(factory.backplane, LocalBackplane)
+        self.assertEqual(factory.backplane.status()[0][0], "node")
+
+    def test_node_id_names_host_and_pid(self) -> None:
+        """The default node id is host-pid-token."""
+        import os
+        import socket
+
+        backplane = RedisBackplane()
+        self.assertEqual(backplane.node_id, f"{socket.gethostname()}-{os.getpid()}-{backplane.token}")

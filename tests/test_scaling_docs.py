@@ -1,0 +1,152 @@
+"""docs/scaling.md: every code block is run or parsed; the load-balancer example serves two nodes as one."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_hub import HubClientProtocol, connect
+from twisted_hub._backplane import node_of
+from twisted_hub.redis import RedisBackplane
+from twisted_hub.tap import Options
+
+from ._docs import named_blocks
+from ._nginx import nginx_available, start_nginx
+from ._redis import RedisServer
+from ._twistd import Child, started_port, twistd_hub
+from .test_scaling_processes import CONNECTED, Inbox
+
+DOC = "docs/scaling.md"
+BLOCKS = named_blocks(DOC)
+
+
+def code(name: str) -> str:
+    return BLOCKS[name][1]
+
+
+def twistd_commands() -> list[list[str]]:
+    """The hub arguments of each documented twistd line (what follows 'hub')."""
+    commands = []
+    for line in code("scale-twistd").strip().splitlines():
+        argv = shlex.split(line)
+        commands.append(argv[argv.index("hub") + 1:])
+    return commands
+
+
+class DocumentTests(SynchronousTestCase):
+    def test_every_block_is_known(self) -> None:
+        """Every code block of the document is one this module runs or parses."""
+        self.assertEqual(set(BLOCKS), {"scale-twistd", "scale-config", "scale-factory", "scale-nginx"})
+
+    def test_factory_example(self) -> None:
+        """The Python example builds a factory whose backplane is a RedisBackplane on the documented Redis."""
+        namespace: dict[str, Any] = {}
+        exec(compile(code("scale-factory"), DOC, "exec"), namespace)
+        backplane = namespace["factory"].backplane
+        assert isinstance(backplane, RedisBackplane)
+        self.assertEqual((backplane.settings.host, backplane.settings.port, backplane.settings.db), ("127.0.0.1", 6379, 0))
+
+    def test_config_example(self) -> None:
+        """The TOML example sets the Redis URL and the lease."""
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "hub.toml"
+            path.write_text(code("scale-config"))
+            options = Options()
+            options.parseOptions(["--config", str(path)])
+        self.assertEqual((options["redis"], options["redis-lease"]), ("redis://127.0.0.1:6379/0", 15.0))
+
+    def test_twistd_lines_parse(self) -> None:
+        """Both documented command lines are valid twistd hub options on one Redis, on different ports."""
+        listens = []
+        for argv in twistd_commands():
+            options = Options()
+            options.parseOptions(argv)
+            self.assertEqual(options["redis"], "redis://127.0.0.1:6379/0")
+            listens.append(options["listen"])
+        self.assertEqual(len({tuple(x) for x in listens}), 2)
+
+    def test_documented_defaults(self) -> None:
+        """The defaults the document states are the code's."""
+        text = (Path(__file__).resolve().parent.parent / DOC).read_text()
+        backplane = RedisBackplane()
+        self.assertIn(f"(default {backplane.lease:g})", text)
+        self.assertIn(f"`max_pending_commands` ({backplane.max_pending_commands:,}".replace(",", " "), text)
+        self.assertIn(f"`max_pending_bytes` ({backplane.max_pending_bytes // 1024 // 1024} MiB)", text)
+        self.assertEqual(len(backplane.token), 12)
+
+
+class ChatInbox(Inbox):
+    """A chat client: records what is said in its rooms."""
+
+    def said(self, room: str, user: str, text: str) -> None:  # type: ignore[override]
+        super().said(f"{user}: {text}")
+
+    def joined(self, room: str, user: str) -> None:
+        super().said(f"{user} joined")
+
+    def left(self, room: str, user: str) -> None:
+        super().said(f"{user} left")
+
+
+def nginx_pieces(ports: list[int]) -> tuple[str, str]:
+    """The documented upstream (pointing at C{ports}) and location, for the test nginx."""
+    block = code("scale-nginx")
+    upstream = re.search(r"upstream hub_nodes \{.*?\n\}", block, re.S)
+    location = re.search(r"    location /hub/ \{.*?\n    \}", block, re.S)
+    assert upstream is not None and location is not None
+    servers = iter(ports)
+    upstream_text = re.sub(r"server 127\.0\.0\.1:\d+;", lambda m: f"server 127.0.0.1:{next(servers)};", upstream.group(0))
+    return upstream_text, location.group(0).replace("{", "{{").replace("}", "}}")
+
+
+@pytest.mark.skipif(not nginx_available(), reason="nginx is not installed (.ci/run installs it)")
+@pytest_twisted.ensureDeferred
+async def test_two_nodes_behind_the_documented_nginx() -> None:
+    """The documented nodes behind the documented nginx upstream: clients land on both nodes and a group send reaches both."""
+    from twisted.internet import reactor
+
+    redis = RedisServer(reactor)
+    await redis.start()
+    nodes: list[Child] = []
+    clients: list[HubClientProtocol] = []
+    nginx = None
+    try:
+        ports = []
+        for argv in twistd_commands():
+            argv = [a.replace("redis://127.0.0.1:6379/0", redis.url) for a in argv]
+            del argv[argv.index("--port"):argv.index("--port") + 2]  # loopback and a free port instead
+            child = twistd_hub(reactor, *argv, "--listen", "tcp:0:interface=127.0.0.1")
+            nodes.append(child)
+            ports.append(await started_port(child, reactor))
+            await child.wait_for(CONNECTED, reactor, 10)
+        upstream, location = nginx_pieces(ports)
+        nginx = start_nginx(0, location, http_extra=upstream)
+        inboxes = [ChatInbox(), ChatInbox()]
+        for inbox in inboxes:
+            clients.append(
+                await connect(f"ws://127.0.0.1:{nginx.port}/hub", "chat", receiver=inbox, reactor=reactor, timeout=10)
+            )
+        tokens = {node_of(c.connection_id) for c in clients}
+        assert len(tokens) == 2, "least_conn sent both clients to one node"
+        await clients[0].call("join", "lobby", "ann")
+        await clients[1].call("join", "lobby", "bob")
+        await clients[1].call("say", "lobby", "hello from bob")
+        for inbox in inboxes:
+            await inbox.wait_for("bob: hello from bob", reactor)
+        assert "bob joined" in inboxes[0].messages
+    finally:
+        for c in clients:
+            if c.is_connected:
+                await c.disconnect()
+        if nginx is not None:
+            nginx.stop()
+        for child in nodes:
+            await child.stop(reactor)
+        await redis.stop()

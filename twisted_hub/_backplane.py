@@ -1,0 +1,129 @@
+"""
+The backplane: what connects the hub processes ("nodes") serving one
+application, so that C{clients.all}, C{clients.group(...)},
+C{clients.client(id)} and C{groups.count(...)} see every node.
+
+The hub layer talks to it through L{Backplane}: it publishes receiver
+calls to a L{Target} (after delivering to this node's own connections),
+reports group membership changes, and asks for the members other nodes
+hold.  L{LocalBackplane} is the default: one process is the whole world,
+so there is nothing to publish.  L{twisted_hub.redis.RedisBackplane}
+joins nodes through Redis (see C{docs/scaling.md}).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ._server import HubServerFactory
+
+#: The kinds of L{Target}.
+TARGET_CALLER = "caller"
+TARGET_ALL = "all"
+TARGET_ONLY = "only"
+TARGET_GROUP = "group"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """
+    Who a receiver call is for, said so that any node can resolve it
+    against the connections it holds.
+
+    @ivar kind: C{"caller"}, C{"all"}, C{"only"} or C{"group"}.
+    @ivar group: the group name (kind C{"group"}).
+    @ivar ids: kind C{"only"}: the wanted connection ids; kinds C{"all"} and
+        C{"group"}: the excluded ones.
+    """
+
+    kind: str
+    group: str | None = None
+    ids: tuple[str, ...] = ()
+
+
+def node_of(connection_id: str) -> str:
+    """The node token a connection id starts with (C{"<token>-<n>"})."""
+    return connection_id.rpartition("-")[0]
+
+
+class Backplane(Protocol):
+    """What a L{HubServerFactory} needs from a backplane."""
+
+    #: this node's name, shown on the status page
+    node_id: str
+
+    def attach(self, factory: HubServerFactory) -> None:
+        """Serve C{factory} (called once, by the factory's constructor)."""
+
+    def start(self) -> None:
+        """The factory started: connect, subscribe, announce this node."""
+
+    def stop(self) -> None:
+        """The factory stopped: leave (other nodes drop this node's members)."""
+
+    def new_connection_id(self) -> str:
+        """A connection id unique across every node."""
+
+    def publish(self, hub: str, target: Target, payload: bytes) -> None:
+        """
+        Deliver an encoded receiver call to C{target}'s connections on the
+        other nodes (this node's own were served already).
+        """
+
+    def membership_changed(self, hub: str, group: str, connection_id: str, joined: bool) -> None:
+        """A connection of this node joined or left a group."""
+
+    def remote_members(self, hub: str, group: str) -> list[str]:
+        """The members of a group that other nodes hold."""
+
+    def remote_count(self, hub: str, group: str) -> int:
+        """How many members of a group other nodes hold."""
+
+    def status(self) -> list[tuple[str, str]]:
+        """Rows for the status page: C{(label, value)}."""
+
+
+_local_prefix = os.urandom(4).hex()
+_local_counter = itertools.count(1)
+
+
+class LocalBackplane:
+    """
+    The default backplane: this process is the only node.  Publishing does
+    nothing (this node's connections were served already) and no other
+    node holds group members.
+    """
+
+    def __init__(self) -> None:
+        self.node_id = f"{os.uname().nodename}-{os.getpid()}-{_local_prefix}"
+
+    def attach(self, factory: HubServerFactory) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def new_connection_id(self) -> str:
+        return f"{_local_prefix}-{next(_local_counter)}"
+
+    def publish(self, hub: str, target: Target, payload: bytes) -> None:
+        pass
+
+    def membership_changed(self, hub: str, group: str, connection_id: str, joined: bool) -> None:
+        pass
+
+    def remote_members(self, hub: str, group: str) -> list[str]:
+        return []
+
+    def remote_count(self, hub: str, group: str) -> int:
+        return 0
+
+    def status(self) -> list[tuple[str, str]]:
+        return [("node", self.node_id)]

@@ -1,0 +1,801 @@
+"""
+L{RedisBackplane}: many hub processes ("nodes") serving as one, through
+Redis (U{txredisapi<https://github.com/IlyaSkriblovsky/txredisapi>}, the
+C{redis} extra: C{pip install 'twisted-hub[redis]'}).
+
+    factory = HubServerFactory([ChatHub], backplane=RedisBackplane("redis://127.0.0.1:6379/0"))
+
+What travels between nodes (C{docs/scaling.md} says it for users):
+
+  - a receiver call for C{all}, C{others}, C{all_except}, C{group} or
+    C{group_except} is one C{PUBLISH} of the already-encoded hub message on
+    the hub-wide channel; every node delivers it to its own matching
+    connections, framing it once for all of them;
+  - a call for C{only}/C{client} ids on other nodes is one C{PUBLISH} per
+    node holding some of them, on that node's channel (a connection id
+    starts with its node's token);
+  - group joins and leaves are written to this node's membership hash and
+    published, so every node keeps a mirror of the other nodes' members:
+    C{groups.count()} and C{groups.members()} stay synchronous;
+  - every node refreshes a lease (a key with an expiry) and publishes
+    "alive" every C{lease / 3} seconds; a node not heard from for C{lease}
+    seconds is dropped from every mirror (its members leave the counts),
+    and its Redis keys expire by themselves.
+
+Redis being away never stops a node: it serves its own connections, drops
+(and counts) what it cannot publish, reconnects with backoff, then writes
+its membership snapshot again and reloads the other nodes'.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+import msgpack
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger, LogLevel, globalLogPublisher
+from twisted.python.failure import Failure
+
+from ._backplane import TARGET_ALL, TARGET_GROUP, TARGET_ONLY, Target, node_of
+from ._ratelimit import LogRateLimiter
+
+if TYPE_CHECKING:
+    from ._server import HubServerFactory
+
+__all__ = ["RedisBackplane", "RedisSettings", "parse_redis_url"]
+
+_log = Logger()
+
+#: seconds a node's lease lasts; it is refreshed every third of it
+DEFAULT_LEASE = 15.0
+#: Redis commands this node may have sent and not yet had answered
+DEFAULT_MAX_PENDING_COMMANDS = 10_000
+#: bytes of such commands
+DEFAULT_MAX_PENDING_BYTES = 16 * 1024 * 1024
+#: Redis key and channel prefix; nodes with the same prefix serve as one
+DEFAULT_PREFIX = "twisted-hub"
+
+# Messages between nodes: msgpack arrays whose first item says what they are.
+_SEND = 0  # [_SEND, origin, hub, target kind, group, ids, payload]
+_JOIN = 1  # [_JOIN, origin, hub, group, connection id]
+_LEAVE = 2  # [_LEAVE, origin, hub, group, connection id]
+_ALIVE = 3  # [_ALIVE, origin, node id]
+_SYNC = 4  # [_SYNC, origin, node id]: reload my membership snapshot
+_BYE = 5  # [_BYE, origin]: I am stopping, drop my members
+
+#: what a command's Deferred fires with when it failed (the failure was counted or logged)
+_FAILED: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """Where Redis is, from a C{redis://[user:password@]host[:port][/db]} URL."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+    def display(self) -> str:
+        """The URL without the password (for logs and the status page)."""
+        user = f"{self.username}:***@" if self.username else ("***@" if self.password else "")
+        return f"redis://{user}{self.host}:{self.port}/{self.db}"
+
+
+def parse_redis_url(url: str) -> RedisSettings:
+    """Parse C{redis://[user:password@]host[:port][/db]}; ValueError says what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis":
+        raise ValueError(f"a Redis URL starts with redis://, got {url!r}")
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError(f"the Redis database in {url!r} must be a number, got {path!r}")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise ValueError(f"the port in {url!r} is not a port number") from None
+    return RedisSettings(
+        host=parts.hostname or "127.0.0.1",
+        port=port,
+        db=int(path) if path else 0,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+    )
+
+
+class RedisCommands(Protocol):
+    """What the backplane needs of a command connection (txredisapi's protocol has it)."""
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Deferred[Any]: ...
+
+
+class RedisConnector(Protocol):
+    """
+    Keeps a backplane's two Redis connections (commands, subscriber) up
+    and reports on them through the backplane's C{link_*} methods.
+    """
+
+    def start(self, backplane: RedisBackplane) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+@dataclass
+class _Node:
+    """What this node knows of another one."""
+
+    node_id: str
+    last_seen: float
+    #: (hub, group) -> connection ids, in the order heard
+    members: dict[tuple[str, str], dict[str, None]] = field(default_factory=dict)
+
+    def apply(self, hub: str, group: str, connection_id: str, joined: bool) -> None:
+        key = (hub, group)
+        if joined:
+            self.members.setdefault(key, {})[connection_id] = None
+            return
+        ids = self.members.get(key)
+        if ids is not None:
+            ids.pop(connection_id, None)
+            if not ids:
+                del self.members[key]
+
+    def size(self) -> int:
+        return sum(len(ids) for ids in self.members.values())
+
+
+def _member_field(hub: str, group: str, connection_id: str) -> bytes:
+    return msgpack.packb([hub, group, connection_id])  # type: ignore[no-any-return]
+
+
+class RedisBackplane:
+    """
+    Join this process to the others serving the same hubs through Redis.
+
+    @param url: C{redis://[user:password@]host[:port][/db]}.
+    @param prefix: Redis key and channel prefix; nodes with the same prefix
+        (and database) serve as one.
+    @param lease: seconds a node stays in the others' counts without being
+        heard from; refreshed every C{lease / 3}.  A node killed with
+        C{kill -9} leaves the counts within C{lease + lease / 3} seconds.
+    @param max_pending_commands: Redis commands that may wait for their
+        answer; over it (or over C{max_pending_bytes}) a publish is dropped
+        and counted, with a (rate-limited) log line.
+    @param max_pending_bytes: bytes of such commands.
+    @param node_id: this node's name (default: host-pid-token).
+    @param clock: time source (default: the factory's clock).
+    @param connector: keeps the connections to Redis (default: txredisapi
+        through C{ClientService}, reconnecting with Twisted's
+        C{backoffPolicy}); tests give an in-memory one.
+    """
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        lease: float = DEFAULT_LEASE,
+        max_pending_commands: int = DEFAULT_MAX_PENDING_COMMANDS,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        node_id: str | None = None,
+        clock: IReactorTime | None = None,
+        connector: RedisConnector | None = None,
+    ) -> None:
+        self.settings = parse_redis_url(url)
+        if not lease > 0:
+            raise ValueError(f"lease must be > 0, got {lease!r}")
+        if min(max_pending_commands, max_pending_bytes) <= 0:
+            raise ValueError("max_pending_commands and max_pending_bytes must be > 0")
+        self.prefix = prefix
+        self.lease = lease
+        self.max_pending_commands = max_pending_commands
+        self.max_pending_bytes = max_pending_bytes
+        #: the start of every connection id of this node
+        self.token = os.urandom(6).hex()
+        self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}-{self.token}"
+        self._clock = clock
+        self._connector: RedisConnector = connector if connector is not None else TxRedisConnector()
+        self._counter = 0
+        self._factory: HubServerFactory | None = None
+        self._commands: RedisCommands | None = None
+        self._subscribed = False
+        self._nodes: dict[str, _Node] = {}
+        #: node token -> events heard while its snapshot is loading
+        self._loading: dict[str, list[list[Any]]] = {}
+        self._heartbeat: LoopingCall | None = None
+        self._resync = False
+        self._started = False
+        self._ever_connected = False
+        self._outage_logged = False
+        self._last_error = ""
+        self._drop_log = LogRateLimiter(5.0)
+        self._bad_log = LogRateLimiter(5.0)
+        self._error_log = LogRateLimiter(5.0)
+        #: bumped when the command connection is lost: older replies are not counted
+        self._generation = 0
+        #: commands that were waiting for their answer when the connection went
+        self.lost_in_flight = 0
+        self.pending_commands = 0
+        self.pending_bytes = 0
+        #: receiver calls published (one PUBLISH each) / broadcasts asked for
+        self.published = 0
+        #: publishes not sent: Redis away (C{dropped_disconnected}) or too slow (C{dropped_overload})
+        self.dropped_disconnected = 0
+        self.dropped_overload = 0
+        #: messages from Redis that could not be understood
+        self.bad_messages = 0
+        #: nodes dropped because their lease ran out
+        self.nodes_expired = 0
+        self.channel_all = f"{prefix}:v1:all".encode()
+        self.channel_node = self._node_channel(self.token)
+
+    # -- naming ------------------------------------------------------------
+    def _node_channel(self, token: str) -> bytes:
+        return f"{self.prefix}:v1:node:{token}".encode()
+
+    def _lease_key(self, token: str) -> bytes:
+        return f"{self.prefix}:v1:lease:{token}".encode()
+
+    def _members_key(self, token: str) -> bytes:
+        return f"{self.prefix}:v1:members:{token}".encode()
+
+    @property
+    def _nodes_key(self) -> bytes:
+        return f"{self.prefix}:v1:nodes".encode()
+
+    @property
+    def clock(self) -> IReactorTime:
+        if self._clock is None:
+            if self._factory is not None:
+                self._clock = self._factory.clock
+            else:  # pragma: no cover - attach() always runs first
+                from twisted.internet import reactor
+
+                self._clock = reactor  # type: ignore[assignment]
+        assert self._clock is not None
+        return self._clock
+
+    @property
+    def connected(self) -> bool:
+        """True while both connections to Redis are up (and subscribed)."""
+        return self._commands is not None and self._subscribed
+
+    @property
+    def nodes(self) -> dict[str, str]:
+        """The other nodes this one hears: token -> node id."""
+        return {token: node.node_id for token, node in self._nodes.items()}
+
+    # -- Backplane ---------------------------------------------------------
+    def attach(self, factory: HubServerFactory) -> None:
+        if self._factory is not None and self._factory is not factory:
+            raise RuntimeError("a RedisBackplane serves one HubServerFactory")
+        self._factory = factory
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._heartbeat = LoopingCall(self._beat)
+        self._heartbeat.clock = self.clock
+        self._heartbeat.start(self.lease / 3.0, now=False)
+        self._connector.start(self)
+
+    def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        if self._heartbeat is not None and self._heartbeat.running:
+            self._heartbeat.stop()
+        if self.connected:
+            # Leave at once rather than at the lease's end.
+            self._publish_raw(self.channel_all, msgpack.packb([_BYE, self.token]), counted=False)
+            self._command("DEL", self._lease_key(self.token), self._members_key(self.token))
+            self._command("SREM", self._nodes_key, self.token)
+        self._connector.stop()
+
+    def new_connection_id(self) -> str:
+        self._counter += 1
+        return f"{self.token}-{self._counter}"
+
+    def publish(self, hub: str, target: Target, payload: bytes) -> None:
+        if target.kind == TARGET_ONLY:
+            by_node: dict[str, list[str]] = {}
+            for connection_id in target.ids:
+                token = node_of(connection_id)
+                if token and token != self.token:
+                    by_node.setdefault(token, []).append(connection_id)
+            for token, ids in by_node.items():
+                message = msgpack.packb([_SEND, self.token, hub, TARGET_ONLY, None, ids, payload])
+                self._publish_raw(self._node_channel(token), message, counted=True)
+            return
+        message = msgpack.packb([_SEND, self.token, hub, target.kind, target.group, list(target.ids), payload])
+        self._publish_raw(self.channel_all, message, counted=True)
+
+    def membership_changed(self, hub: str, group: str, connection_id: str, joined: bool) -> None:
+        if not self.connected:
+            return  # the snapshot written on reconnection says it
+        if self._over_limit(64):
+            self._resync = True  # said by the next snapshot instead
+            return
+        member = _member_field(hub, group, connection_id)
+        if joined:
+            self._command("HSET", self._members_key(self.token), member, b"1")
+            self._command("PEXPIRE", self._members_key(self.token), int(self.lease * 1000))
+        else:
+            self._command("HDEL", self._members_key(self.token), member)
+        kind = _JOIN if joined else _LEAVE
+        self._publish_raw(self.channel_all, msgpack.packb([kind, self.token, hub, group, connection_id]), counted=False)
+
+    def remote_members(self, hub: str, group: str) -> list[str]:
+        key = (hub, group)
+        return [i for node in self._nodes.values() for i in node.members.get(key, ())]
+
+    def remote_count(self, hub: str, group: str) -> int:
+        key = (hub, group)
+        return sum(len(node.members.get(key, ())) for node in self._nodes.values())
+
+    def status(self) -> list[tuple[str, str]]:
+        if self.connected:
+            state = f"connected to {self.settings.display()}, {len(self._nodes)} other node(s)"
+        else:
+            state = f"NOT connected to {self.settings.display()} (retrying): serving this node's connections only"
+            if self._last_error:
+                state += f"; last error: {self._last_error}"
+        rows = [("node", self.node_id), ("redis", state)]
+        dropped = self.dropped_disconnected + self.dropped_overload
+        if dropped:
+            rows.append((
+                "redis messages dropped",
+                f"{dropped} ({self.dropped_disconnected} while disconnected, {self.dropped_overload} over the queue limit)",
+            ))
+        return rows
+
+    # -- sending -----------------------------------------------------------
+    def _over_limit(self, size: int) -> bool:
+        return (
+            self.pending_commands >= self.max_pending_commands
+            or self.pending_bytes + size > self.max_pending_bytes
+        )
+
+    def _command(self, *args: Any) -> Deferred[Any] | None:
+        """Send a command; its reply (or error) is accounted and logged here."""
+        commands = self._commands
+        if commands is None:
+            return None
+        size = sum(len(a) if isinstance(a, (bytes, str)) else 8 for a in args) + 16
+        self.pending_commands += 1
+        self.pending_bytes += size
+        try:
+            d = commands.execute_command(*args)
+        except Exception as e:
+            # txredisapi raises ConnectionError at once when the link is gone
+            # (the loss is being reported): not sent, not pending.
+            if not _link_gone(e):
+                raise
+            self.pending_commands -= 1
+            self.pending_bytes -= size
+            self.dropped_disconnected += 1
+            return None
+
+        generation = self._generation
+
+        def answered(result: Any) -> Any:
+            if generation == self._generation:
+                self.pending_commands -= 1
+                self.pending_bytes -= size
+            return result
+
+        def failed(failure: Failure) -> Any:
+            if generation != self._generation:
+                # Lost with its connection; the loss was logged once.
+                self.lost_in_flight += 1
+                return _FAILED
+            suppressed = self._error_log.allow(self.clock.seconds())
+            if suppressed is not None:
+                _log.error(
+                    "Redis command {command} failed: {error} ({suppressed} more failures suppressed)",
+                    command=args[0], error=failure.getErrorMessage(), suppressed=suppressed,
+                )
+            return _FAILED
+
+        d.addBoth(answered)
+        d.addErrback(failed)
+        return d
+
+    def _publish_raw(self, channel: bytes, message: bytes, counted: bool) -> None:
+        if counted:
+            if not self.connected:
+                self.dropped_disconnected += 1
+                self._log_drop("Redis is not connected")
+                return
+            if self._over_limit(len(message)):
+                self.dropped_overload += 1
+                self._log_drop(
+                    f"{self.pending_commands} Redis commands ({self.pending_bytes} bytes) await an answer"
+                )
+                return
+            self.published += 1
+        self._command("PUBLISH", channel, message)
+
+    def _log_drop(self, why: str) -> None:
+        suppressed = self._drop_log.allow(self.clock.seconds())
+        if suppressed is not None:
+            _log.error(
+                "a receiver call for other nodes was dropped: {why} "
+                "(dropped so far: {disconnected} while disconnected, {overload} over the limit; "
+                "{suppressed} lines suppressed)",
+                why=why, disconnected=self.dropped_disconnected, overload=self.dropped_overload,
+                suppressed=suppressed,
+            )
+
+    # -- connection events (from the connector) ------------------------------
+    def link_ready(self, which: str, link: RedisCommands | None = None) -> None:
+        """A connection is up: C{"commands"} (with C{link}) or C{"subscriber"} (subscribed)."""
+        if which == "commands":
+            self._commands = link
+        else:
+            self._subscribed = True
+        if self.connected:
+            self._connected()
+
+    def link_lost(self, which: str, reason: str) -> None:
+        """A connection to Redis is gone; the connector reconnects it."""
+        was_connected = self.connected
+        if which == "commands":
+            self._commands = None
+            self._generation += 1
+            self.pending_commands = 0
+            self.pending_bytes = 0
+        else:
+            self._subscribed = False
+        self._last_error = reason
+        if was_connected and self._started:
+            _log.warn(
+                "lost Redis at {url} ({reason}): serving this node's connections only, reconnecting with backoff",
+                url=self.settings.display(), reason=reason,
+            )
+
+    def link_failed(self, reason: str) -> None:
+        """A connection attempt failed (the connector retries with backoff)."""
+        self._last_error = reason
+        if not self._ever_connected and not self._outage_logged:
+            self._outage_logged = True
+            _log.error(
+                "Redis at {url} is unreachable ({reason}): node {node} serves its own connections only "
+                "and retries with backoff",
+                url=self.settings.display(), reason=reason, node=self.node_id,
+            )
+
+    def _connected(self) -> None:
+        self._ever_connected = True
+        self._last_error = ""
+        _log.info(
+            "connected to Redis at {url} as node {node}", url=self.settings.display(), node=self.node_id,
+        )
+        self._write_snapshot()
+        self._publish_raw(self.channel_all, msgpack.packb([_SYNC, self.token, self.node_id]), counted=False)
+        listed = self._command("SMEMBERS", self._nodes_key)
+        if listed is not None:
+            listed.addCallback(self._load_nodes)
+
+    def _write_snapshot(self) -> None:
+        """Write this node's lease and every membership it holds (after a (re)connection)."""
+        self._resync = False
+        members_key = self._members_key(self.token)
+        self._command("DEL", members_key)
+        fields: list[bytes] = []
+        assert self._factory is not None
+        for hub, runtime in self._factory.runtimes.items():
+            for group, connection_id in runtime.groups.memberships():
+                fields += [_member_field(hub, group, connection_id), b"1"]
+                if len(fields) >= 1000:
+                    self._command("HSET", members_key, *fields)
+                    fields = []
+        if fields:
+            self._command("HSET", members_key, *fields)
+        self._refresh_lease()
+
+    def _refresh_lease(self) -> None:
+        lease_ms = int(self.lease * 1000)
+        self._command("SET", self._lease_key(self.token), self.node_id.encode(), "PX", lease_ms)
+        self._command("PEXPIRE", self._members_key(self.token), lease_ms)
+        self._command("SADD", self._nodes_key, self.token)
+
+    def _beat(self) -> None:
+        """Every C{lease / 3}: refresh this node's lease, say it is alive, forget silent nodes."""
+        now = self.clock.seconds()
+        for token, node in list(self._nodes.items()):
+            if now - node.last_seen > self.lease:
+                del self._nodes[token]
+                self.nodes_expired += 1
+                _log.warn(
+                    "node {node} was not heard from for {lease:g} s: its {count} group member(s) left the counts",
+                    node=node.node_id, lease=self.lease, count=node.size(),
+                )
+        if not self.connected:
+            return
+        if self._resync and not self._over_limit(0):
+            self._write_snapshot()
+            self._publish_raw(self.channel_all, msgpack.packb([_SYNC, self.token, self.node_id]), counted=False)
+            return
+        self._refresh_lease()
+        self._publish_raw(self.channel_all, msgpack.packb([_ALIVE, self.token, self.node_id]), counted=False)
+
+    # -- loading other nodes' snapshots --------------------------------------
+    def _load_nodes(self, tokens: Any) -> None:
+        if tokens is _FAILED:
+            return
+        for raw in tokens or ():
+            token = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if token != self.token:
+                self._load(token)
+
+    def _load(self, token: str) -> None:
+        if token in self._loading:
+            return
+        self._loading[token] = []
+        lease = self._command("GET", self._lease_key(token))
+        members = self._command("HGETALL", self._members_key(token))
+        if lease is None or members is None:
+            self._loading.pop(token, None)
+            return
+
+        def loaded(lease_value: Any) -> Deferred[Any]:
+            return members.addCallback(lambda snapshot: self._loaded(token, lease_value, snapshot))
+
+        def failed(failure: Failure) -> None:
+            self._loading.pop(token, None)
+            _log.failure("loading the members of node {token} failed", failure, token=token)
+
+        lease.addCallback(loaded).addErrback(failed)
+
+    def _loaded(self, token: str, lease_value: Any, snapshot: Any) -> None:
+        buffered = self._loading.pop(token, [])
+        if lease_value is _FAILED or snapshot is _FAILED:
+            return  # not known either way: the next SYNC or ALIVE loads it again
+        if lease_value is None:
+            # Its lease ran out: the node is gone (it says SYNC if it comes back).
+            self._command("SREM", self._nodes_key, token)
+            self._nodes.pop(token, None)
+            return
+        node_id = lease_value.decode("utf-8", "replace") if isinstance(lease_value, bytes) else str(lease_value)
+        node = _Node(node_id, self.clock.seconds())
+        items = list(snapshot or ())
+        for i in range(0, len(items) - 1, 2):
+            try:
+                hub, group, connection_id = msgpack.unpackb(items[i])
+            except Exception as e:
+                self._bad(f"membership field of node {node_id}: {e}")
+                continue
+            node.apply(str(hub), str(group), str(connection_id), True)
+        self._nodes[token] = node
+        for message in buffered:
+            self._membership_event(message)
+
+    # -- receiving -----------------------------------------------------------
+    def link_message(self, channel: bytes, data: bytes) -> None:
+        """A message arrived on a subscribed channel."""
+        try:
+            message = msgpack.unpackb(data, use_list=True)
+            kind = message[0]
+            origin = message[1]
+        except Exception as e:
+            self._bad(f"undecodable message on {channel!r}: {e}")
+            return
+        if origin == self.token:
+            return  # our own, served locally already
+        try:
+            if kind == _SEND:
+                self._deliver(message)
+            elif kind in (_JOIN, _LEAVE):
+                self._heard(origin)
+                if origin in self._loading:
+                    self._loading[origin].append(message)
+                else:
+                    self._membership_event(message)
+            elif kind in (_ALIVE, _SYNC):
+                node = self._nodes.get(origin)
+                if kind == _SYNC or node is None:
+                    self._load(origin)
+                else:
+                    node.last_seen = self.clock.seconds()
+            elif kind == _BYE:
+                gone = self._nodes.pop(origin, None)
+                if gone is not None:
+                    _log.info("node {node} left", node=gone.node_id)
+            else:
+                self._bad(f"unknown message kind {kind!r}")
+        except (IndexError, TypeError, ValueError) as e:
+            self._bad(f"malformed message of kind {kind!r}: {e}")
+
+    def _heard(self, origin: str) -> None:
+        node = self._nodes.get(origin)
+        if node is not None:
+            node.last_seen = self.clock.seconds()
+
+    def _membership_event(self, message: list[Any]) -> None:
+        kind, origin, hub, group, connection_id = message[:5]
+        node = self._nodes.get(origin)
+        if node is None:
+            return  # a node we do not know yet: its snapshot will say it
+        node.apply(str(hub), str(group), str(connection_id), kind == _JOIN)
+
+    def _deliver(self, message: list[Any]) -> None:
+        _, origin, hub, kind, group, ids, payload = message[:7]
+        self._heard(origin)
+        assert self._factory is not None
+        runtime = self._factory.runtimes.get(hub)
+        if runtime is None or kind not in (TARGET_ALL, TARGET_GROUP, TARGET_ONLY) or not isinstance(payload, bytes):
+            self._bad(f"a receiver call for unknown hub {hub!r} or target {kind!r}")
+            return
+        target = Target(kind, group, tuple(str(i) for i in ids))
+        runtime.deliver(runtime.local_targets(target), payload)
+
+    def _bad(self, what: str) -> None:
+        self.bad_messages += 1
+        suppressed = self._bad_log.allow(self.clock.seconds())
+        if suppressed is not None:
+            _log.warn(
+                "ignored a backplane message: {what} ({suppressed} more suppressed)", what=what, suppressed=suppressed
+            )
+
+
+# -- the real connections: txredisapi over ClientService --------------------------
+# txredisapi imports the global reactor: it is imported when first needed.
+
+
+def _link_gone(error: Exception) -> bool:
+    import txredisapi
+
+    return isinstance(error, txredisapi.ConnectionError)
+
+
+
+def _protocols() -> tuple[type[Any], type[Any]]:
+    import txredisapi
+
+    class CommandProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
+        on_lost: Callable[[str], None] | None = None
+
+        def connectionLost(self, why: Failure) -> None:
+            # Report first: the commands still waiting then fail as lost with it.
+            if self.on_lost is not None:
+                self.on_lost(why.getErrorMessage())
+            super().connectionLost(why)
+
+    class SubscriberProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
+        on_lost: Callable[[str], None] | None = None
+        on_message: Callable[[bytes, bytes], None] | None = None
+
+        def messageReceived(self, pattern: Any, channel: bytes, message: bytes) -> None:
+            if self.on_message is not None:
+                self.on_message(channel, message)
+
+        def connectionLost(self, why: Failure) -> None:
+            # Report first: the commands still waiting then fail as lost with it.
+            if self.on_lost is not None:
+                self.on_lost(why.getErrorMessage())
+            super().connectionLost(why)
+
+    return CommandProtocol, SubscriberProtocol
+
+
+class _RedisClientFactory:
+    """Builds txredisapi protocols (bytes in and out) for ClientService."""
+
+    isLazy = True
+
+    def __init__(self, protocol_class: type[Any], settings: RedisSettings, setup: Callable[[Any], None]) -> None:
+        self.protocol_class = protocol_class
+        self.settings = settings
+        self.setup = setup
+
+    def buildProtocol(self, addr: Any) -> Any:
+        s = self.settings
+        protocol = self.protocol_class(
+            charset=None, password=s.password, dbid=s.db or None, convertNumbers=False, username=s.username,
+        )
+        protocol.factory = self
+        self.setup(protocol)
+        return protocol
+
+    def doStart(self) -> None:
+        pass
+
+    def doStop(self) -> None:
+        pass
+
+    def stopTrying(self) -> None:
+        pass  # txredisapi calls it when AUTH or SELECT fail; connectionError logs why
+
+    def connectionError(self, message: str) -> None:
+        _log.error("Redis refused this node: {message}", message=message)
+
+
+def _retry_log(event: dict[str, Any]) -> None:
+    """ClientService's line per retry, at debug level: the backplane logs the outage once."""
+    globalLogPublisher({**event, "log_level": LogLevel.debug})
+
+
+class _RedisClientService(ClientService):
+    _log = Logger(observer=_retry_log)  # type: ignore[arg-type]
+
+
+class TxRedisConnector:
+    """
+    Two txredisapi connections (commands, subscriber), each kept up by a
+    C{ClientService} that reconnects with C{backoffPolicy}.
+
+    @param retry_policy: attempt number -> seconds before the next attempt.
+    @param connect_timeout: seconds one connection attempt may take.
+    """
+
+    def __init__(
+        self,
+        retry_policy: Callable[[int], float] | None = None,
+        connect_timeout: float = 5.0,
+        reactor: Any = None,
+    ) -> None:
+        self.retry_policy = retry_policy or backoffPolicy(initialDelay=0.5, maxDelay=10.0, factor=2.0, jitter=random.random)
+        self.connect_timeout = connect_timeout
+        self._reactor = reactor
+        self._services: list[ClientService] = []
+
+    def start(self, backplane: RedisBackplane) -> None:
+        from twisted.internet.endpoints import HostnameEndpoint
+
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        command_class, subscriber_class = _protocols()
+        settings = backplane.settings
+        channels = [backplane.channel_all, backplane.channel_node]
+
+        def lost(which: str) -> Callable[[str], None]:
+            return lambda reason: backplane.link_lost(which, reason)
+
+        def setup_commands(protocol: Any) -> None:
+            protocol.on_lost = lost("commands")
+
+        def setup_subscriber(protocol: Any) -> None:
+            protocol.on_lost = lost("subscriber")
+            protocol.on_message = backplane.link_message
+
+        def prepare_commands(protocol: Any) -> Deferred[Any]:
+            return protocol.whenConnected().addCallback(lambda p: backplane.link_ready("commands", p))  # type: ignore[no-any-return]
+
+        def prepare_subscriber(protocol: Any) -> Deferred[Any]:
+            d = protocol.whenConnected().addCallback(lambda p: p.subscribe(channels))
+            return d.addCallback(lambda _: backplane.link_ready("subscriber"))  # type: ignore[no-any-return]
+
+        for factory, prepare in (
+            (_RedisClientFactory(command_class, settings, setup_commands), prepare_commands),
+            (_RedisClientFactory(subscriber_class, settings, setup_subscriber), prepare_subscriber),
+        ):
+            endpoint = HostnameEndpoint(reactor, settings.host, settings.port, timeout=self.connect_timeout)
+            service = _RedisClientService(
+                endpoint, factory, retryPolicy=self.retry_policy, clock=reactor, prepareConnection=prepare  # type: ignore[arg-type]
+            )
+            service.startService()
+            self._services.append(service)
+        # Hear about the first failed attempt (the services keep retrying).
+        self._services[0].whenConnected(failAfterFailures=1).addErrback(
+            lambda f: backplane.link_failed(f.getErrorMessage())
+        )
+
+    def stop(self) -> None:
+        services, self._services = self._services, []
+        for service in services:
+            service.stopService()
