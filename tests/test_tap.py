@@ -202,6 +202,19 @@ class ConfigFileTests(SynchronousTestCase):
             self.assertIn(expected, str(caught.exception))
 
 
+class PingFallbackOptionTests(SynchronousTestCase):
+    def test_ping_fallback_on_by_default_and_off_by_flag(self) -> None:
+        """--no-ping-fallback (or TOML no-ping-fallback = true) turns the WebSocket-ping check off."""
+        self.assertTrue(parse("--heartbeat-interval", "5")["heartbeat"].ping_fallback)
+        options = parse("--heartbeat-interval", "5", "--no-ping-fallback")
+        self.assertEqual((options["heartbeat"].ping_fallback, options["heartbeat"].interval), (False, 5.0))
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        path = Path(directory.name) / "hub.toml"
+        path.write_text("heartbeat-interval = 2\nno-ping-fallback = true\n")
+        self.assertFalse(parse("--config", str(path))["heartbeat"].ping_fallback)
+
+
 class PluginTests(SynchronousTestCase):
     def test_plugin_found(self) -> None:
         """getPlugins(IServiceMaker) finds the 'hub' plugin, whose options parse."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import tomllib
+from dataclasses import replace
 from typing import Any
 
 from twisted.application.service import IService
@@ -40,7 +41,7 @@ _SINGLE = (
     "handshake-timeout", "max-connections", "max-connections-per-ip", "status-path",
     "redis", "redis-lease",
 )
-_FLAGS = ("no-status",)
+_FLAGS = ("no-status", "no-ping-fallback")
 
 
 def load_hub(spec: str) -> type[Hub]:
@@ -176,6 +177,8 @@ class Options(usage.Options):
     ]
     optFlags = [
         ["no-status", None, "Serve no status page (404 there)."],
+        ["no-ping-fallback", None,
+         "Do not check clients without hub heartbeats with WebSocket pings (docs/heartbeat.md)."],
     ]
 
     def __init__(self) -> None:
@@ -217,8 +220,9 @@ class Options(usage.Options):
             self["allowed-origins"] = list(file_settings.get("allowed-origin", []))
         if not self["allowed-hosts"]:
             self["allowed-hosts"] = list(file_settings.get("allowed-host", []))
-        if not self["no-status"]:
-            self["no-status"] = bool(file_settings.get("no-status", False))
+        for flag in _FLAGS:
+            if not self[flag]:
+                self[flag] = bool(file_settings.get(flag, False))
         if not self["listen"]:
             self["listen"] = list(file_settings.get("listen", []))
         self._check_listen()
@@ -277,6 +281,8 @@ class Options(usage.Options):
                     policy = HeartbeatPolicy.every(seconds, _positive("heartbeat-timeout", timeout))
             except HeartbeatConfigurationError as e:
                 raise usage.UsageError(f"--heartbeat-interval/--heartbeat-timeout: {e}") from None
+        if self["no-ping-fallback"]:
+            policy = replace(policy, ping_fallback=False)
         self["heartbeat"] = policy
 
     def _check_limits(self) -> None:
