@@ -69,7 +69,11 @@ def deliver(source: Connection[Any], destination: Connection[Any], now: float = 
     """Move everything C{source} queued into C{destination}; return the events."""
     events: list[Event] = []
     for frame in source.frames_to_send():
-        events.extend(destination.receive_frame(frame, now))
+        for event in destination.receive_frame(frame, now):
+            if isinstance(event, ClientHeartbeat) and isinstance(destination, ServerConnection):
+                destination.answer_heartbeat(event, now)  # what the server adapter does, in order
+            else:
+                events.append(event)
     return events
 
 

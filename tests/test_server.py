@@ -16,6 +16,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+import twisted_hub
 from twisted_hub import (
     CallTimeoutError,
     CloseCode,
@@ -1120,3 +1121,34 @@ class HelloDeadlineTests(ServerTestBase):
         self.server.advance(60)
         self.assertTrue(conn.client.is_connected)
         self.assertEqual(self.server.clock.getDelayedCalls(), [])
+
+
+class AnswerOrderTests(SynchronousTestCase):
+    def test_answers_in_a_batch_keep_the_order_of_the_messages(self) -> None:
+        """For [INVOKE 101, NOTIFY, INVOKE 102, CLIENT_HEARTBEAT 77, INVOKE 103] the answers come 101, 102, hb 77, 103."""
+        from twisted_hub._wire import ClientHeartbeat, Invoke, Notify, decode_frame, encode
+
+        server = HubTestServer([EchoOrderHub])
+        conn = server.connect("echoorder")
+        server.flush()
+        conn.server_received.clear()
+        conn.client_received.clear()
+        frame = b"".join(
+            encode(m) for m in (
+                Invoke(101, "echo", [1], None), Notify("echo", [2], None), Invoke(102, "echo", [3], None),
+                ClientHeartbeat(77, 123), Invoke(103, "echo", [4], None),
+            )
+        )
+        conn.client.sendMessage(frame, isBinary=True)
+        server.flush()
+        messages = [m for p in conn.client_received for m in decode_frame(p)]
+        answers = [(m.kind, getattr(m, "call_id", getattr(m, "sequence", None))) for m in messages]
+        self.assertEqual(answers, [(4, 101), (4, 102), (12, 77), (4, 103)])
+
+
+class EchoOrderHub(twisted_hub.Hub):
+    hub_name = "echoorder"
+
+    @twisted_hub.method
+    def echo(self, value: Any) -> Any:
+        return value

@@ -135,6 +135,7 @@ class ServerHeartbeatReceived:
 Event = (
     Invoke
     | Notify
+    | ClientHeartbeat
     | ReceiverCall
     | ClientInvoke
     | Close
@@ -364,6 +365,16 @@ class ServerConnection(Connection[T]):
     def peer_takes_heartbeats(self) -> bool:
         return CAP_HEARTBEAT in self.peer_capabilities
 
+    def answer_heartbeat(self, heartbeat: ClientHeartbeat, now: float) -> None:
+        """
+        Answer a client heartbeat (always, whatever our own heartbeat
+        settings): its sequence and time echoed, and our clock.  The adapter
+        calls this when it reaches the heartbeat among the frame's events, so
+        answers leave in the order of the messages they answer.
+        """
+        if self.state is ConnectionState.OPEN:
+            self.send(ClientHeartbeatAck(heartbeat.sequence, heartbeat.client_time, to_us(now)))
+
     def send_result(self, call_id: int, value: Any, own_limit: int) -> str | None:
         """
         Queue the RESULT of call C{call_id}.  When C{value} cannot be encoded,
@@ -425,16 +436,9 @@ class ServerConnection(Connection[T]):
                 return None
             return HeartbeatAnswered(sequence, latency)
         if kind == MessageKind.CLIENT_HEARTBEAT:
-            # Always answered, whatever our own heartbeat settings are.
-            if self.state is ConnectionState.OPEN:
-                self.send(
-                    ClientHeartbeatAck(
-                        message.sequence,  # type: ignore[union-attr]
-                        message.client_time,  # type: ignore[union-attr]
-                        to_us(now),
-                    )
-                )
-            return None
+            # Answered through answer_heartbeat, in the order of the frame's
+            # messages (after the results of the calls before it).
+            return message if self.state is ConnectionState.OPEN else None  # type: ignore[return-value]
         if kind == MessageKind.HELLO:
             raise ProtocolError("hello sent twice")
         # CLOSE

@@ -58,6 +58,7 @@ from ._wire import (
     HEARTBEAT_TIMEOUT_REASON,
     PING_TIMEOUT_REASON,
     SUBPROTOCOL,
+    ClientHeartbeat,
     Close,
     CloseCode,
     Invoke,
@@ -502,13 +503,16 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
             return
         self._handling += 1
         try:
-            events = core.receive_frame(payload, self.factory.clock.seconds())
+            now = self.factory.clock.seconds()
+            events = core.receive_frame(payload, now)
             # A call's size (for max_pending_bytes) is its frame's share.
             call_size = len(payload) // len(events) if len(events) > 1 else len(payload)
             for event in events:
                 kind = type(event)
                 if kind is Invoke or kind is Notify:
                     self.dispatcher.receive(event, call_size)  # type: ignore[union-attr, arg-type]
+                elif kind is ClientHeartbeat:
+                    core.answer_heartbeat(event, now)  # type: ignore[arg-type]
                 elif kind is CallSucceeded:
                     event.token.callback(event.value)  # type: ignore[union-attr]
                 elif kind is CallFailed:
