@@ -1152,3 +1152,29 @@ class EchoOrderHub(twisted_hub.Hub):
     @twisted_hub.method
     def echo(self, value: Any) -> Any:
         return value
+
+
+class WholeFrameTests(SynchronousTestCase):
+    def test_an_invalid_message_after_valid_ones_runs_none_of_them(self) -> None:
+        """[INVOKE, then a message invalid in this direction] closes with 4002 and the INVOKE never runs."""
+        from twisted_hub._wire import Invoke, ReceiverCall, encode
+
+        calls: list[int] = []
+
+        class CountingHub(twisted_hub.Hub):
+            hub_name = "counting"
+
+            @twisted_hub.method
+            def count(self) -> int:
+                calls.append(1)
+                return len(calls)
+
+        server = HubTestServer([CountingHub])
+        conn = server.connect("counting")
+        frame = encode(Invoke(1, "count", [], None)) + encode(ReceiverCall("x", [], None))
+        conn.client.sendMessage(frame, isBinary=True)
+        server.flush()
+        self.assertEqual(calls, [])
+        reason = conn.server_protocol.disconnect_reason
+        assert reason is not None
+        self.assertEqual(reason.code, 4002)

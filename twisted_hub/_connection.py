@@ -291,9 +291,10 @@ class Connection(Generic[T]):
         messages = decode_frame(data, self.max_messages_per_frame)
         events: list[Event] = []
         accepts = self._accepts
-        for message in messages:
+        for message in messages:  # the whole frame is checked before any message is handled
             if message.kind not in accepts:
                 raise ProtocolError(f"message kind {message.kind} is not valid in this direction")
+        for message in messages:
             event = self._handle(message, now)
             if event is not None:
                 events.append(event)
