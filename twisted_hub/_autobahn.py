@@ -25,6 +25,8 @@ from typing import Any
 
 import autobahn
 
+from ._errors import DisconnectKind, DisconnectReason, kind_for_close
+
 #: autobahn releases (major, minor) the fast path was checked against: [low, high).
 TESTED_AUTOBAHN = ((24, 4), (27, 0))
 
@@ -187,6 +189,24 @@ class FastPathMixin:
 
 #: Seconds we let our close frame take to leave before the socket is aborted.
 CLOSE_FLUSH_TIMEOUT = 1.0
+
+
+def final_close_reason(protocol: Any, decided: DisconnectReason | None, lost_text: str | None) -> DisconnectReason:
+    """
+    Why an autobahn connection ended, computed in one place for both sides:
+    the reason this side decided (a timeout, a kick, a CLOSE message it
+    received), else the close code autobahn sent on its own (1009, bad
+    framing), else the peer's close frame, else a lost connection.
+    """
+    if decided is not None:
+        return decided
+    if protocol.closedByMe and protocol.localCloseCode is not None:
+        text = (protocol.localCloseReason or b"").decode("utf-8", "replace")
+        return DisconnectReason(kind_for_close(protocol.localCloseCode, True), protocol.localCloseCode, text, True)
+    remote = protocol.remoteCloseCode
+    if remote is not None:
+        return DisconnectReason(kind_for_close(remote, False), remote, protocol.remoteCloseReason or "")
+    return DisconnectReason(DisconnectKind.CONNECTION_LOST, None, lost_text or "")
 
 
 class BoundedDropMixin:

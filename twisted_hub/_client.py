@@ -18,7 +18,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._autobahn import BoundedDropMixin, FastPathMixin
+from ._autobahn import BoundedDropMixin, FastPathMixin, final_close_reason
 from ._connection import (
     CallFailed,
     CallSucceeded,
@@ -637,15 +637,7 @@ class HubClientProtocol(FastPathMixin, BoundedDropMixin, WebSocketClientProtocol
         self.factory.connection_ended(self, self.disconnect_reason)
 
     def _final_reason(self, reason: str | None) -> DisconnectReason:
-        if self._close_reason is not None:
-            return self._close_reason
-        if self.closedByMe and self.localCloseCode is not None:  # autobahn closed on its own (e.g. 1009)
-            reason_text = (self.localCloseReason or b"").decode("utf-8", "replace")
-            return DisconnectReason(kind_for_close(self.localCloseCode, True), self.localCloseCode, reason_text, True)
-        remote = self.remoteCloseCode
-        if remote is not None:
-            return DisconnectReason(kind_for_close(remote, False), remote, self.remoteCloseReason or "")
-        return DisconnectReason(DisconnectKind.CONNECTION_LOST, None, reason or "")
+        return final_close_reason(self, self._close_reason, reason)
 
     def _safely(self, function: Callable[..., object], *args: Any) -> None:
         try:

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._autobahn import BoundedDropMixin, FastPathMixin
+from ._autobahn import BoundedDropMixin, FastPathMixin, final_close_reason
 from ._backplane import TARGET_ALL, TARGET_CALLER, TARGET_GROUP, Backplane, LocalBackplane, Target
 from ._connection import (
     CallFailed,
@@ -760,21 +760,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         if self.runtime is None or self.hub is None or self.connection_id not in self.runtime.connections:
             return  # never opened (refused handshake)
         runtime = self.runtime
-        close_reason = self._close_reason
-        if close_reason is None:
-            if self.closedByMe and self.localCloseCode is not None:
-                # autobahn closed on its own (message too big, bad framing)
-                close_reason = DisconnectReason(
-                    kind_for_close(self.localCloseCode, True), self.localCloseCode,
-                    (self.localCloseReason or b"").decode("utf-8", "replace"), True,
-                )
-            elif self.remoteCloseCode is not None:
-                close_reason = DisconnectReason(
-                    kind_for_close(self.remoteCloseCode, False), self.remoteCloseCode, self.remoteCloseReason or ""
-                )
-            else:
-                close_reason = DisconnectReason(DisconnectKind.CONNECTION_LOST, None, reason or "")
-        self._close_reason = close_reason
+        close_reason = self._close_reason = final_close_reason(self, self._close_reason, reason)
         self.stop_heartbeat()
         runtime.groups.remove_everywhere(self)
         del runtime.connections[self.connection_id]
