@@ -71,6 +71,26 @@ class GracefulShutdownTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(done), 0)
         self.assertEqual(connection.client.disconnect_reason.kind, DisconnectKind.GOING_AWAY)  # type: ignore[union-attr]
 
+    def test_driven_by_events_not_polling(self) -> None:
+        """The shutdown keeps two timers (drain, timeout) and closes a busy connection the moment its call answers."""
+        connection = self.server.connect("slow")
+        idle = self.server.connect("slow")
+        self.server.flush()
+        call = connection.client.call("wait")
+        self.server.flush()
+        before = len(self.server.clock.getDelayedCalls())
+        done = shutdown_connections(self.server.factory, 10, self.server.clock)
+        self.server.flush()
+        self.assertEqual(len(self.server.clock.getDelayedCalls()) - before, 2)
+        self.assertEqual(idle.client.disconnect_reason.kind, DisconnectKind.GOING_AWAY)  # type: ignore[union-attr]
+        self.assertTrue(connection.client.is_connected)
+        SlowHub.pending[0].callback("finished")
+        self.server.flush()  # no time passes: the answer itself triggers the close
+        self.assertEqual(self.successResultOf(call), "finished")
+        self.assertEqual(connection.client.disconnect_reason.kind, DisconnectKind.GOING_AWAY)  # type: ignore[union-attr]
+        self.assertEqual(self.successResultOf(done), 0)
+        self.assertEqual(self.server.clock.getDelayedCalls(), [])
+
     def test_call_that_never_answers_fails(self) -> None:
         """A call still running when the drain ends fails on the client with the going-away reason."""
         connection = self.server.connect("slow")

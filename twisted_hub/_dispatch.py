@@ -77,11 +77,27 @@ class CallDispatcher:
         self.pending_bytes = 0
         self._queue: deque[tuple[Invoke | Notify, int]] = deque()
         self._closed = False
+        self._idle_waiters: list[Deferred[None]] = []
 
     @property
     def in_progress(self) -> int:
         """Calls running or queued."""
         return self.running + len(self._queue)
+
+    def when_idle(self) -> Deferred[None]:
+        """Fires once no call is running or queued (now, if none is)."""
+        waiter: Deferred[None] = Deferred()
+        if self.in_progress == 0:
+            waiter.callback(None)
+        else:
+            self._idle_waiters.append(waiter)
+        return waiter
+
+    def _maybe_idle(self) -> None:
+        if self.in_progress == 0 and self._idle_waiters:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
 
     def receive(self, invocation: Invoke | Notify, size: int) -> None:
         """A call arrived (C{size}: its share of the frame, in bytes)."""
@@ -179,6 +195,7 @@ class CallDispatcher:
                 self._run(invocation, size)
         finally:
             self.answers.release_answers()
+        self._maybe_idle()
 
     def _fail(self, call_id: int | None, code: str, message: str, detail: Any = None) -> None:
         if call_id is None:

@@ -283,6 +283,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         self._handling = 0
         #: runs this connection's hub calls (set once the hub instance exists)
         self.dispatcher: CallDispatcher | None = None
+        self._closed_waiters: list[Deferred[None]] = []
         self._close_reason: DisconnectReason | None = None
         self._paused = False
         self._written_while_paused = 0
@@ -333,6 +334,15 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
     def disconnect_reason(self) -> DisconnectReason | None:
         """Why this connection ended, once it has (None while open)."""
         return self._close_reason if self._disconnected else None
+
+    def when_closed(self) -> Deferred[None]:
+        """Fires once this connection has closed (now, if it has)."""
+        waiter: Deferred[None] = Deferred()
+        if self._disconnected:
+            waiter.callback(None)
+        else:
+            self._closed_waiters.append(waiter)
+        return waiter
 
     @property
     def calls_in_progress(self) -> int:
@@ -770,6 +780,9 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         for deferred in self.core.closed():
             deferred.errback(ConnectionClosedError(close_reason))
         self._call_hook("on_disconnected", close_reason)
+        waiters, self._closed_waiters = self._closed_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
         if self._peer_log is not None and self._peer_log.suppressed:
             _log.info(
                 "{id}: {suppressed} more lines about its mistakes were suppressed",

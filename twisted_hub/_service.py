@@ -20,8 +20,7 @@ from typing import Any
 from twisted.application import strports
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.interfaces import IListeningPort, IReactorTime
-from twisted.internet.task import LoopingCall
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -47,27 +46,23 @@ from ._wire import CloseCode
 
 #: Seconds C{stopService} waits for connections to close before dropping them.
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
-#: How often the shutdown checks whether connections have gone.
-_POLL_INTERVAL = 0.05
 
 _log = Logger()
 
 
-def _calls_in_progress(protocol: Any) -> int:
-    """Hub calls a connection is running or has queued."""
-    return int(protocol.calls_in_progress)
-
-
 class GracefulShutdown:
     """
-    The shutdown of one factory's connections, driven by its clock.
+    The shutdown of one factory's connections, driven by events (a call
+    finishing, a connection closing) and two timers on the factory's clock.
 
-    1. Until C{drain} seconds have passed, connections with hub calls in
-       progress stay open so the calls can answer; idle ones close at once.
-    2. Every connection gets close code 1001 ("going away"); calls that
-       have not answered fail on the client with C{ConnectionClosedError}.
-    3. When every connection is gone, or C{timeout} seconds after the start,
-       L{done} fires (with the number of connections that had to be dropped).
+    1. Idle connections get close code 1001 ("going away") at once; a
+       connection with hub calls in progress gets it as soon as its calls
+       have answered, or C{drain} seconds after the start at the latest
+       (calls that have not answered then fail on the client with
+       C{ConnectionClosedError}).
+    2. When every connection is gone, or C{timeout} seconds after the start
+       (the stragglers are dropped), L{done} fires with the number of
+       connections that had to be dropped.
     """
 
     def __init__(self, factory: HubServerFactory, timeout: float, clock: IReactorTime | None = None) -> None:
@@ -76,53 +71,65 @@ class GracefulShutdown:
         self.timeout = timeout
         self.drain = timeout / 2.0
         self.done: Deferred[int] = Deferred()
-        self._started_at = 0.0
-        self._closed: set[str] = set()
-        self._loop: LoopingCall | None = None
+        self._open: dict[str, Any] = {}
+        self._timers: list[IDelayedCall] = []
 
     def _connections(self) -> list[Any]:
         return [p for runtime in self.factory.runtimes.values() for p in runtime.connections.values()]
 
     def start(self) -> Deferred[int]:
-        self._started_at = self.clock.seconds()
-        open_connections = len(self._connections())
-        if open_connections:
-            _log.info(
-                "shutting down: closing {count} hub connection(s), at most {timeout:g} s",
-                count=open_connections, timeout=self.timeout,
-            )
-        self._tick()
-        if not self.done.called:
-            self._loop = LoopingCall(self._tick)
-            self._loop.clock = self.clock
-            self._loop.start(_POLL_INTERVAL, now=False)
-        return self.done
-
-    def _tick(self) -> None:
-        elapsed = self.clock.seconds() - self._started_at
         connections = self._connections()
-        draining = elapsed < self.drain
-        for protocol in connections:
-            if protocol.connection_id in self._closed:
-                continue
-            if draining and _calls_in_progress(protocol):
-                continue
-            self._closed.add(protocol.connection_id)
-            protocol.close_with(CloseCode.GOING_AWAY, "server shutting down", DisconnectKind.GOING_AWAY)
         if not connections:
             self._finish(0)
-        elif elapsed >= self.timeout:
-            for protocol in connections:
-                protocol.dropConnection(abort=True)
+            return self.done
+        _log.info(
+            "shutting down: closing {count} hub connection(s), at most {timeout:g} s",
+            count=len(connections), timeout=self.timeout,
+        )
+        for protocol in connections:
+            self._open[protocol.connection_id] = protocol
+            protocol.when_closed().addCallback(self._closed, protocol.connection_id)
+        self._timers = [
+            self.clock.callLater(self.drain, self._drain_over),
+            self.clock.callLater(self.timeout, self._timed_out),
+        ]
+        for protocol in connections:
+            dispatcher = protocol.dispatcher
+            if dispatcher is None:
+                self._close(protocol)
+            else:
+                dispatcher.when_idle().addCallback(lambda _, p=protocol: self._close(p))
+        return self.done
+
+    @staticmethod
+    def _close(protocol: Any) -> None:
+        protocol.close_with(CloseCode.GOING_AWAY, "server shutting down", DisconnectKind.GOING_AWAY)
+
+    def _closed(self, _: object, connection_id: str) -> None:
+        self._open.pop(connection_id, None)
+        if not self._open:
+            self._finish(0)
+
+    def _drain_over(self) -> None:
+        for protocol in list(self._open.values()):
+            self._close(protocol)
+
+    def _timed_out(self) -> None:
+        stragglers = list(self._open.values())
+        for protocol in stragglers:
+            protocol.dropConnection(abort=True)
+        if stragglers:
             _log.warn(
                 "shutdown timeout ({timeout:g} s): dropped {count} connection(s) that did not close",
-                timeout=self.timeout, count=len(connections),
+                timeout=self.timeout, count=len(stragglers),
             )
-            self._finish(len(connections))
+        self._finish(len(stragglers))
 
     def _finish(self, dropped: int) -> None:
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        for timer in self._timers:
+            if timer.active():
+                timer.cancel()
+        self._timers = []
         if not self.done.called:
             self.done.callback(dropped)
 
