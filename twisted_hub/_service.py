@@ -343,12 +343,9 @@ class LogLevelService(MultiService):
             self.publisher.removeObserver(observer)
             self.publisher.addObserver(filtering)
             self._wrapped.append((observer, filtering))
-        try:
-            import txaio
+        import txaio  # autobahn's logging layer (a dependency of autobahn)
 
-            txaio.set_global_log_level(_TXAIO_LEVELS[self.level])  # type: ignore[attr-defined]
-        except Exception:  # pragma: no cover - txaio missing or changed
-            pass
+        txaio.set_global_log_level(_TXAIO_LEVELS[self.level])  # type: ignore[attr-defined]
         super().startService()  # type: ignore[no-untyped-call]
 
     def stopService(self) -> Any:
