@@ -8,8 +8,8 @@ import { HubProcess } from "../hub-process.mjs";
 import { namedBlocks } from "../docs-md.mjs";
 
 const CHROMIUM = process.env.CHROMIUM ?? ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find(existsSync);
-/** How long the background tab is watched (the issue asks for a minute; 20 s keeps CI fast). */
-const BACKGROUND_SECONDS = Number(process.env.BACKGROUND_SECONDS ?? 20);
+/** How long the background tab is watched: a minute, as Chrome's heaviest throttling (1 wake-up/min) needs. */
+const BACKGROUND_SECONDS = Number(process.env.BACKGROUND_SECONDS ?? 60);
 /** Every test and hook is bounded (node --test has no default timeout). */
 const BOUNDED = { timeout: 90000 };
 let hub;
@@ -138,7 +138,7 @@ test("stall awareness in the browser: our own 0.6 s heartbeat timeout does not f
   }
 });
 
-test(`a page in a background tab keeps its connection for ${BACKGROUND_SECONDS} s with 1 s server heartbeats`, BOUNDED, async () => {
+test(`a page in a background tab keeps its connection for ${BACKGROUND_SECONDS} s with 1 s server heartbeats`, { timeout: (BACKGROUND_SECONDS + 60) * 1000 }, async () => {
   const background = await demoPage("?nick=background");
   const front = await browser.newPage();
   try {
