@@ -199,7 +199,52 @@ class HubClientOptions:
         return cls(heartbeat=policy, **kwargs)
 
 
-class HubClientProtocol(FastPathMixin, BoundedDropMixin, WebSocketClientProtocol):  # type: ignore[misc]
+class ClientConnectionViews:
+    """
+    What both clients (Twisted and asyncio) tell about their connection,
+    read from the sans-IO core: one implementation for both.
+    """
+
+    core: ClientConnection[Any]
+    disconnect_reason: DisconnectReason | None
+
+    def _now(self) -> float:
+        raise NotImplementedError
+
+    @property
+    def connection_id(self) -> str:
+        """The id the server gave this connection (in its WELCOME)."""
+        welcome = self.core.welcome
+        return welcome.connection_id if welcome else ""
+
+    @property
+    def is_connected(self) -> bool:
+        """The hub handshake is done and the connection has not ended."""
+        return self.core.state is ConnectionState.OPEN and self.disconnect_reason is None
+
+    @property
+    def round_trip(self) -> float:
+        """RTT of our newest answered heartbeat, seconds (0.0 before any)."""
+        return self.core.heartbeat.latency
+
+    @property
+    def clock_offset(self) -> ClockOffset | None:
+        """Best estimate of server clock - our clock, with its error bound."""
+        return self.core.clock_sync.best
+
+    def server_now(self) -> datetime:
+        """
+        The server's current time (aware UTC datetime), from our clock and
+        the estimated offset; our own clock when no estimate exists yet.
+        """
+        now = self._now()
+        best = self.core.clock_sync.best
+        if best is not None:
+            now += best.offset
+        return datetime.fromtimestamp(now, tz=UTC)
+
+
+class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, WebSocketClientProtocol):  # type: ignore[misc]
     """
     One connection to one hub, as the client sees it.
 
@@ -231,35 +276,8 @@ class HubClientProtocol(FastPathMixin, BoundedDropMixin, WebSocketClientProtocol
         self._peer_log = LogRateLimiter()
 
     # -- public API ----------------------------------------------------------
-    @property
-    def connection_id(self) -> str:
-        welcome = self.core.welcome
-        return welcome.connection_id if welcome else ""
-
-    @property
-    def is_connected(self) -> bool:
-        return self.core.state is ConnectionState.OPEN and self.disconnect_reason is None
-
-    @property
-    def round_trip(self) -> float:
-        """RTT of our newest answered heartbeat, seconds (0.0 before any)."""
-        return self.core.heartbeat.latency
-
-    @property
-    def clock_offset(self) -> ClockOffset | None:
-        """Best estimate of server clock - our clock, with its error bound."""
-        return self.core.clock_sync.best
-
-    def server_now(self) -> datetime:
-        """
-        The server's current time (aware UTC datetime), from our clock and
-        the estimated offset; our own clock when no estimate exists yet.
-        """
-        now = self.factory.clock.seconds()
-        best = self.core.clock_sync.best
-        if best is not None:
-            now += best.offset
-        return datetime.fromtimestamp(now, tz=UTC)
+    def _now(self) -> float:
+        return self.factory.clock.seconds()
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Deferred[Any]:
         """Call a hub method; the Deferred fires with its result or a L{HubError}."""

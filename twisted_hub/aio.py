@@ -24,7 +24,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 from websockets.asyncio.client import ClientConnection as WebSocket
@@ -33,12 +32,18 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
-from ._client import ClientHeartbeatEvent, HubClientOptions, ServerHeartbeatEvent, hub_url, make_proxy
+from ._client import (
+    ClientConnectionViews,
+    ClientHeartbeatEvent,
+    HubClientOptions,
+    ServerHeartbeatEvent,
+    hub_url,
+    make_proxy,
+)
 from ._connection import (
     CallFailed,
     CallSucceeded,
     ClientConnection,
-    ConnectionState,
     HandshakeCompleted,
     HeartbeatAnswered,
     ServerHeartbeatReceived,
@@ -53,7 +58,7 @@ from ._errors import (
     HubError,
     kind_for_close,
 )
-from ._heartbeat import ClockOffset, HeartbeatPolicy, HeartbeatVerdict, StallDetector, utc_from_us
+from ._heartbeat import HeartbeatPolicy, HeartbeatVerdict, StallDetector, utc_from_us
 from ._hub import receiver_methods
 from ._ratelimit import peer_text
 from ._receivers import find_receiver_method
@@ -80,7 +85,7 @@ _UNSET: Any = object()
 _CLOSE_WAIT = 1.0
 
 
-class AsyncHubClient:
+class AsyncHubClient(ClientConnectionViews):
     """
     One connection to one hub, on asyncio.  Get one from L{connect}.
 
@@ -108,31 +113,10 @@ class AsyncHubClient:
         self._background: set[asyncio.Task[Any]] = set()
         self.stall = StallDetector()
 
-    # -- public API -----------------------------------------------------------
-    @property
-    def connection_id(self) -> str:
-        welcome = self.core.welcome
-        return welcome.connection_id if welcome else ""
-
-    @property
-    def is_connected(self) -> bool:
-        return self.core.state is ConnectionState.OPEN and self.disconnect_reason is None
-
-    @property
-    def round_trip(self) -> float:
-        """RTT of our newest answered heartbeat, seconds (0.0 before any)."""
-        return self.core.heartbeat.latency
-
-    @property
-    def clock_offset(self) -> ClockOffset | None:
-        """Best estimate of server clock - our clock, with its error bound."""
-        return self.core.clock_sync.best
-
-    def server_now(self) -> datetime:
-        """The server's current time (aware UTC), from our clock and the estimated offset."""
-        now = time.time()
-        best = self.core.clock_sync.best
-        return datetime.fromtimestamp(now + (best.offset if best else 0.0), tz=UTC)
+    # -- public API (connection_id, is_connected, round_trip, clock_offset,
+    #    server_now come from ClientConnectionViews) ----------------------------
+    def _now(self) -> float:
+        return time.time()
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call a hub method; return its result or raise its L{HubError}."""
