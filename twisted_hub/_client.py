@@ -664,7 +664,7 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
             _log.failure("client callback {name} raised", name=getattr(function, "__name__", repr(function)))
 
 
-class HubClientFactory(WebSocketClientFactory):  # type: ignore[misc]
+class HubClientFactory(WebSocketClientFactory):
     """
     Builds L{HubClientProtocol}s for one hub URL.
 

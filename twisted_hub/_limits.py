@@ -183,7 +183,7 @@ def is_open_websocket(protocol: IProtocol | None) -> bool:
 
 def _log_prefix(wrapped: object) -> str:
     if ILoggingContext.providedBy(wrapped):
-        return str(wrapped.logPrefix())  # type: ignore[attr-defined]
+        return str(wrapped.logPrefix())
     return wrapped.__class__.__name__
 
 
@@ -193,7 +193,7 @@ class GuardedConnection(ProtocolWrapper):
     factory: ConnectionGuard
 
     def __init__(self, factory: ConnectionGuard, wrappedProtocol: IProtocol, peer: IAddress) -> None:
-        super().__init__(factory, wrappedProtocol)  # type: ignore[arg-type]
+        super().__init__(factory, wrappedProtocol)
         self.peer_address = peer
         self._deadline: IDelayedCall | None = None
 

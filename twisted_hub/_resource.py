@@ -31,7 +31,7 @@ _UPGRADE_REQUIRED = (
 
 
 @implementer(IResource)
-class HubResource(WebSocketResource):  # type: ignore[misc]
+class HubResource(WebSocketResource):
     """
     A C{twisted.web} resource that upgrades requests to hub connections.
 

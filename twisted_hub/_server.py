@@ -798,7 +798,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         result.addErrback(lambda f: _log.failure("{hook} of {id} failed", f, hook=name, id=self.connection_id))
 
 
-class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
+class HubServerFactory(WebSocketServerFactory):
     """
     Serves one or more hubs over WebSocket.
 

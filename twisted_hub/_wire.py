@@ -388,7 +388,7 @@ def _max_size(info: dict[str, Any], what: str) -> int | None:
     value = info.get("max")
     if value is not None and not (_is_uint(value) and value > 0):
         raise ProtocolError(f"{what}: max must be a positive integer")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _decode_one(raw: object) -> Message:

@@ -261,7 +261,7 @@ class RedisBackplane:
             else:  # pragma: no cover - attach() always runs first
                 from twisted.internet import reactor
 
-                self._clock = reactor  # type: ignore[assignment]
+                self._clock = reactor
         assert self._clock is not None
         return self._clock
 
