@@ -19,6 +19,7 @@ from typing import (
     ClassVar,
     TypeVar,
     get_type_hints,
+    overload,
 )
 
 from twisted.logger import Logger
@@ -108,7 +109,15 @@ class HubMethod:
         return None
 
 
-def method(name: str | F | None = None) -> Any:
+@overload
+def method(name: F) -> F: ...
+
+
+@overload
+def method(name: str | None = None) -> Callable[[F], F]: ...
+
+
+def method(name: str | F | None = None) -> F | Callable[[F], F]:
     """
     Expose a hub method to clients, under its own name or C{name}.
 
@@ -130,7 +139,12 @@ def method(name: str | F | None = None) -> Any:
 
     if callable(name):
         return mark(name)
-    return lambda function: mark(function, name)
+    wire_name = name
+
+    def decorate(function: F) -> F:
+        return mark(function, wire_name)
+
+    return decorate
 
 
 def _describe(wire_name: str, function: Callable[..., Any]) -> HubMethod:
