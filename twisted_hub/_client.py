@@ -50,6 +50,7 @@ from ._heartbeat import (
 from ._hub import receiver_methods
 from ._ratelimit import LogRateLimiter, peer_text
 from ._receivers import find_receiver_method
+from ._sentinel import UNSET, Unset
 from ._wire import (
     HEARTBEAT_TIMEOUT_REASON,
     SUBPROTOCOL,
@@ -63,7 +64,6 @@ from ._wire import (
     close_reason_bytes,
 )
 
-_UNSET: Any = object()
 InterfaceT = TypeVar("InterfaceT")
 
 
@@ -193,9 +193,9 @@ class HubClientOptions:
         object.__setattr__(self, "stall_grace", policy.stall_grace)
 
     @classmethod
-    def heartbeat_every(cls, interval: float, timeout: float | None = _UNSET, **kwargs: Any) -> HubClientOptions:
+    def heartbeat_every(cls, interval: float, timeout: float | None | Unset = UNSET, **kwargs: Any) -> HubClientOptions:
         """The one-call form: beat every C{interval}s, timeout 3x interval unless given."""
-        policy = HeartbeatPolicy.every(interval) if timeout is _UNSET else HeartbeatPolicy.every(interval, timeout)
+        policy = HeartbeatPolicy.every(interval, timeout)
         return cls(heartbeat=policy, **kwargs)
 
 
@@ -285,7 +285,7 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
 
     def invoke(
         self, method: str, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None,
-        timeout: float | None = _UNSET,
+        timeout: float | None | Unset = UNSET,
     ) -> Deferred[Any]:
         """L{call} with explicit argument containers and an optional timeout."""
         if not self.is_connected:
@@ -303,7 +303,7 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
         except (TypeError, ValueError, OverflowError) as e:
             # Unencodable or oversized arguments: this call fails, the connection lives.
             return fail(HubError(ErrorCode.INVALID_ARGUMENTS, f"{method}: {e}"))
-        limit = self.factory.options.call_timeout if timeout is _UNSET else timeout
+        limit = self.factory.options.call_timeout if timeout is UNSET else timeout
         if limit is not None:
             deferred.addTimeout(
                 limit, self.factory.clock,

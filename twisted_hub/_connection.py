@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from ._heartbeat import ClockOffset, ClockSync, HeartbeatTracker
+from ._sentinel import UNSET, Unset
 from ._wire import (
     BATCH_MESSAGES,
     CAP_BATCH,
@@ -317,7 +318,6 @@ class Connection(Generic[T]):
         return self.take_all_pending()
 
 
-_SAME: object = object()
 
 
 class ServerConnection(Connection[T]):
@@ -338,8 +338,8 @@ class ServerConnection(Connection[T]):
 
     def welcome(
         self,
-        heartbeat_interval: float | None | object = _SAME,
-        heartbeat_timeout: float | None | object = _SAME,
+        heartbeat_interval: float | None | Unset = UNSET,
+        heartbeat_timeout: float | None | Unset = UNSET,
         max_message_size: int | None = None,
     ) -> None:
         """
@@ -348,10 +348,10 @@ class ServerConnection(Connection[T]):
         passes the final ones, which C{on_connecting} may have changed);
         C{max_message_size} announces the largest message we accept.
         """
-        if heartbeat_interval is not _SAME:
-            self._heartbeat_interval = heartbeat_interval  # type: ignore[assignment]
-        if heartbeat_timeout is not _SAME:
-            self._heartbeat_timeout = heartbeat_timeout  # type: ignore[assignment]
+        if heartbeat_interval is not UNSET:
+            self._heartbeat_interval = heartbeat_interval
+        if heartbeat_timeout is not UNSET:
+            self._heartbeat_timeout = heartbeat_timeout
         self.send(
             Welcome(
                 list(OUR_CAPABILITIES),

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from ._base_error import TwistedHubError
+from ._sentinel import UNSET, Unset
 
 #: Timeout used when only an interval is given (Tank's rule: 3 x interval).
 DEFAULT_TIMEOUT_FACTOR = 3.0
@@ -40,7 +41,6 @@ class MetadataProvider(Protocol):
     def __call__(self) -> bytes | None: ...
 
 
-_UNSET: object = object()
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
@@ -127,22 +127,22 @@ class HeartbeatPolicy:
             )
 
     @classmethod
-    def every(cls, interval: float, timeout: float | None | object = _UNSET) -> HeartbeatPolicy:
+    def every(cls, interval: float, timeout: float | None | Unset = UNSET) -> HeartbeatPolicy:
         """
         The one-call form: heartbeats every C{interval} seconds, timeout
         C{3 * interval} unless given.
         """
         _check_positive("interval", interval)
-        if timeout is _UNSET:
+        if timeout is UNSET:
             timeout = interval * DEFAULT_TIMEOUT_FACTOR
-        return cls(enabled=True, interval=interval, timeout=timeout)  # type: ignore[arg-type]
+        return cls(enabled=True, interval=interval, timeout=timeout)
 
     def overridden(
         self,
         enabled: bool | None = None,
         interval: float | None = None,
-        timeout: float | None | object = _UNSET,
-        metadata_provider: MetadataProvider | None | object = _UNSET,
+        timeout: float | None | Unset = UNSET,
+        metadata_provider: MetadataProvider | None | Unset = UNSET,
     ) -> HeartbeatPolicy:
         """
         This policy with some settings replaced; an argument left out (or
@@ -153,9 +153,9 @@ class HeartbeatPolicy:
             changes["enabled"] = enabled
         if interval is not None:
             changes["interval"] = interval
-        if timeout is not _UNSET:
+        if timeout is not UNSET:
             changes["timeout"] = timeout
-        if metadata_provider is not _UNSET:
+        if metadata_provider is not UNSET:
             changes["metadata_provider"] = metadata_provider
         return replace(self, **changes)  # type: ignore[arg-type]
 

@@ -27,7 +27,8 @@ from twisted.logger import Logger
 from ._backplane import TARGET_ALL, TARGET_CALLER, TARGET_GROUP, TARGET_ONLY, Target
 from ._base_error import TwistedHubError
 from ._errors import HubError
-from ._heartbeat import _UNSET, HeartbeatPolicy, MetadataProvider, _check_positive
+from ._heartbeat import HeartbeatPolicy, MetadataProvider, _check_positive
+from ._sentinel import UNSET, Unset
 from ._wire import ErrorCode
 
 _log = Logger()
@@ -180,8 +181,8 @@ class HeartbeatOverride:
 
     enabled: bool | None = None
     interval: float | None = None
-    timeout: float | None | object = _UNSET
-    metadata_provider: MetadataProvider | None | object = _UNSET
+    timeout: float | None | Unset = UNSET
+    metadata_provider: MetadataProvider | None | Unset = UNSET
 
     def apply(self, policy: HeartbeatPolicy) -> HeartbeatPolicy:
         """
@@ -201,8 +202,8 @@ class HeartbeatOverride:
 def heartbeat(
     enabled: bool = True,
     interval: float | None = None,
-    timeout: float | None | object = _UNSET,
-    metadata_provider: MetadataProvider | None | object = _UNSET,
+    timeout: float | None | Unset = UNSET,
+    metadata_provider: MetadataProvider | None | Unset = UNSET,
 ) -> Callable[[HubT], HubT]:
     """
     Class decorator: this hub's server heartbeat (MagicOnion's
@@ -217,8 +218,8 @@ def heartbeat(
     disconnect.  See C{docs/heartbeat.md} for the full precedence table.
     """
     _check_positive("interval", interval)
-    if timeout is not _UNSET:
-        _check_positive("timeout", timeout)  # type: ignore[arg-type]
+    if timeout is not UNSET:
+        _check_positive("timeout", timeout)
 
     def decorate(cls: HubT) -> HubT:
         cls.heartbeat_override = HeartbeatOverride(enabled, interval, timeout, metadata_provider)

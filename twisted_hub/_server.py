@@ -54,6 +54,7 @@ from ._limits import (
 from ._liveness import ServerHeartbeatScheduler, ping_sequence
 from ._origin import AllowedHosts
 from ._ratelimit import LogRateLimiter
+from ._sentinel import UNSET, Unset
 from ._wire import (
     HEARTBEAT_TIMEOUT_REASON,
     PING_TIMEOUT_REASON,
@@ -126,7 +127,7 @@ class HeartbeatFeature:
         self._protocol.ack_callback = callback
 
     def override(
-        self, interval: float | None = None, timeout: float | None | object = ..., enabled: bool | None = None
+        self, interval: float | None = None, timeout: float | None | Unset = UNSET, enabled: bool | None = None
     ) -> None:
         """
         Change this connection's interval/timeout; call from
@@ -135,7 +136,7 @@ class HeartbeatFeature:
         if self._protocol.state != self._protocol.STATE_CONNECTING:
             raise RuntimeError("heartbeat override must happen in on_connecting")
         kwargs: dict[str, Any] = {"enabled": enabled, "interval": interval}
-        if timeout is not ...:
+        if timeout is not UNSET:
             kwargs["timeout"] = timeout
         self._protocol.heartbeat_policy = self._protocol.heartbeat_policy.overridden(**kwargs)
 

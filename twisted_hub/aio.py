@@ -63,6 +63,7 @@ from ._hub import receiver_methods
 from ._ratelimit import peer_text
 from ._receivers import find_receiver_method
 from ._reconnect import full_jitter_policy
+from ._sentinel import UNSET, Unset
 from ._wire import (
     HEARTBEAT_TIMEOUT_REASON,
     SUBPROTOCOL,
@@ -80,7 +81,6 @@ __all__ = ["AsyncHubClient", "ReconnectingAsyncHubClient", "connect"]
 
 _log = logging.getLogger("twisted_hub.aio")
 InterfaceT = TypeVar("InterfaceT")
-_UNSET: Any = object()
 #: seconds our close frame may take before the socket is aborted (as the Twisted client)
 _CLOSE_WAIT = 1.0
 
@@ -124,7 +124,7 @@ class AsyncHubClient(ClientConnectionViews):
 
     async def invoke(
         self, method: str, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None,
-        timeout: float | None = _UNSET,
+        timeout: float | None | Unset = UNSET,
     ) -> Any:
         """L{call} with explicit argument containers and an optional timeout (seconds)."""
         if not self.is_connected:
@@ -136,7 +136,7 @@ class AsyncHubClient(ClientConnectionViews):
         except (TypeError, ValueError, OverflowError) as e:
             raise HubError(ErrorCode.INVALID_ARGUMENTS, f"{method}: {e}") from None
         self._flush()
-        seconds = self.options.call_timeout if timeout is _UNSET else timeout
+        seconds = self.options.call_timeout if timeout is UNSET else timeout
         try:
             if seconds is None:
                 return await future
