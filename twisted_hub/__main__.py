@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 
 from ._client import ClientHeartbeatEvent, HubClientOptions, HubClientProtocol, ServerHeartbeatEvent, connect
 from ._errors import CallTimeoutError, DisconnectKind, HandshakeError, HubError
@@ -133,8 +134,8 @@ async def run_call(reactor: Any, args: argparse.Namespace, out: TextIO, err: Tex
             closing.addTimeout(args.timeout, reactor)
             try:
                 await closing
-            except Exception:
-                pass
+            except DeferredTimeoutError:
+                err.write("note: the server did not confirm the close in time; the connection was dropped\n")
     out.write(to_json(result) + "\n")
     out.flush()
     return EXIT_OK
@@ -199,8 +200,8 @@ async def run_watch(reactor: Any, args: argparse.Namespace, out: TextIO, err: Te
         closing.addTimeout(args.connect_timeout, reactor)
         try:
             await closing
-        except Exception:
-            pass
+        except DeferredTimeoutError:
+            err.write("note: the server did not confirm the close in time; the connection was dropped\n")
     reason = client.disconnect_reason
     best = client.clock_offset
     if best is not None:
