@@ -16,8 +16,14 @@ if ROOT not in sys.path:
 
 HOST = "127.0.0.1"
 HUB_NAME = "bench"
-#: the value every RPC sends and gets back
-RPC_VALUE = "0123456789abcdef"
+def rpc_value(size: int) -> bytes:
+    """
+    The argument every RPC of a C{size}-byte case sends and gets back (msgpack
+    bin).  Runs before 2026-11-29 sent the 16-character string
+    ``"0123456789abcdef"`` in the small cases.
+    """
+    pattern = bytes(range(256))
+    return (pattern * (size // 256 + 1))[:size]
 
 
 def raise_nofile() -> int:
