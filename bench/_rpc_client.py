@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 
-from _common import HOST, HUB_NAME, cpu_seconds, emit, now, rpc_value
+from _common import HOST, HUB_NAME, apply_hub_ablation, cpu_seconds, emit, now, rpc_value
 
 
 class Window:
@@ -67,6 +67,7 @@ def run_twisted(args: argparse.Namespace) -> None:
             # Ablation (see _server.py): BENCH_HUB_DISABLE=sendData,onMessageEnd.
             for name in filter(None, os.environ.get("BENCH_HUB_DISABLE", "").split(",")):
                 setattr(HubClientProtocol, name, getattr(WebSocketClientProtocol, name))
+            apply_hub_ablation()  # BENCH_HUB_ABLATE (see _common.py)
 
             client = await connect(f"ws://{HOST}:{args.port}/{HUB_NAME}", reactor=reactor)
 

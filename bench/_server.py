@@ -27,7 +27,7 @@ import gc
 import os
 import sys
 
-from _common import HOST, HUB_NAME, cpu_seconds, emit, now, raise_nofile, rss_bytes
+from _common import HOST, HUB_NAME, apply_hub_ablation, cpu_seconds, emit, now, raise_nofile, rss_bytes
 
 BACKLOG = 4096
 
@@ -130,6 +130,7 @@ def run_hub(args: argparse.Namespace) -> None:
 
     for name in filter(None, os.environ.get("BENCH_HUB_DISABLE", "").split(",")):
         setattr(HubServerProtocol, name, getattr(WebSocketServerProtocol, name))
+    apply_hub_ablation()  # BENCH_HUB_ABLATE=no-write-through,batch-1m,no-native-mask
 
     policy = HeartbeatPolicy.every(args.heartbeat, args.timeout) if args.heartbeat else None
     factory = HubServerFactory([BenchHub], heartbeat=policy, reactor=reactor)

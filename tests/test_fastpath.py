@@ -385,3 +385,20 @@ class WriteThroughTests(SynchronousTestCase):
         transport = StringTransport()
         _autobahn.write_through(transport, b"data")
         self.assertEqual(transport.value(), b"data")
+
+    def test_one_direct_write_per_connection_and_turn(self) -> None:
+        """In one reactor turn only the first write goes to the socket; later ones leave together from Twisted's buffer."""
+        protocol, _ = open_server(FastServer, 0)
+        transport, peer, reactor = self.connection()
+        protocol.transport = transport
+        clock = protocol.factory.reactor
+        clock.advance(0)  # a turn after the one that wrote the handshake answer
+        protocol.sendData(b"first")
+        protocol.sendData(b"second")
+        protocol.sendData(b"third")
+        self.assertEqual((peer.recv(100), reactor.writers), (b"first", [transport]))
+        transport.doWrite()  # the next turn: Twisted writes what waited, in one send
+        self.assertEqual(peer.recv(100), b"secondthird")
+        clock.advance(0)
+        protocol.sendData(b"fourth")  # a new turn: straight to the socket again
+        self.assertEqual((peer.recv(100), reactor.writers), (b"fourth", []))

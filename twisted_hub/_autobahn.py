@@ -102,6 +102,8 @@ class FastPathMixin:
     _fast_path = False
     #: "any traffic counts": every chunk received is a sign of life
     count_any_traffic = False
+    #: the reactor turn (L{WriteTurns}) of this connection's last write straight to the socket
+    _direct_turn = -1
 
     def connectionMade(self) -> None:
         self._fast_path = FAST_PATH_AVAILABLE and bool(getattr(self.factory, "fast_path", True))
@@ -191,7 +193,20 @@ class FastPathMixin:
         if chopsize or sync or self.send_queue or not self._fast_path:
             super().sendData(data, sync, chopsize)  # type: ignore[misc]
             return
-        write_through(self.transport, data)
+        # At most one write per connection and reactor turn goes straight to
+        # the socket; the rest of the turn's writes wait in Twisted's buffer
+        # and leave together (one send for a burst of broadcasts, not one each).
+        factory = self.factory
+        turns = factory.__dict__.get("_write_turns")
+        if turns is None:
+            # hub factories carry the clock they were given; autobahn's, its reactor
+            turns = factory._write_turns = WriteTurns(getattr(factory, "clock", None) or factory.reactor)
+        turn = turns.current()
+        if self._direct_turn != turn:
+            self._direct_turn = turn
+            write_through(self.transport, data)
+        else:
+            self.transport.write(data)
         if self.state == self.STATE_OPEN:
             self.trafficStats.outgoingOctetsWireLevel += len(data)
         elif self.state == self.STATE_CONNECTING or self.state == self.STATE_PROXY_CONNECTING:
@@ -208,6 +223,28 @@ class FastPathMixin:
         if not self.failedByMe:
             self.onMessage(b"".join(self.message_data), self.message_is_binary)  # type: ignore[attr-defined]
         self.message_data = None
+
+
+class WriteTurns:
+    """
+    Numbers the reactor turns in which something was written, lazily: the
+    first write of a turn schedules one C{callLater(0)} that moves to the next
+    number, so idle turns cost nothing.  One per factory (on its clock).
+    """
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self.turn = 0
+        self._next_call: Any = None
+
+    def current(self) -> int:
+        if self._next_call is None:
+            self._next_call = self.clock.callLater(0, self._advance)
+        return self.turn
+
+    def _advance(self) -> None:
+        self._next_call = None
+        self.turn += 1
 
 
 def write_through(transport: Any, data: bytes) -> None:
