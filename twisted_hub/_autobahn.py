@@ -129,9 +129,10 @@ class FastPathMixin:
         # message (FIN, RSV 0, opcode 2) of less than 64 KiB, masked exactly
         # when the sender is a client, with no extension, frame logging or
         # autoPing in play.  Payloads over NATIVE_MASK_THRESHOLD are unmasked
-        # with autobahn's C masker, smaller ones with one big-integer XOR.  Everything else (control frames, fragments, text,
-        # large or partial frames, anything invalid) goes through autobahn,
-        # which also produces every protocol-violation close.
+        # with autobahn's C masker, smaller ones with one big-integer XOR.
+        # Everything else (control frames, fragments, text, large or partial
+        # frames, anything invalid) goes through autobahn, which also produces
+        # every protocol-violation close.
         data = self.data
         if (
             not self._fast_path
@@ -263,8 +264,8 @@ def write_through(transport: Any, data: bytes) -> None:
     C{transport.write} too: Twisted's own write then meets the same error and
     reports the lost connection as it always does.  Other transports (TLS,
     test transports, behind a proxy protocol, after C{startTLS}) always take
-    C{transport.write}.
-    Measured in docs/performance.md.
+    C{transport.write}.  Measured in docs/performance.md ("What stalled,
+    what was slow, what changed").
     """
     if (
         isinstance(transport, _TCPConnection)

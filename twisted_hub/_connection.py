@@ -51,7 +51,7 @@ T = TypeVar("T")
 #: ones it saves nothing and serialises the pipeline instead: the peer can
 #: handle no message of a frame until all of it has arrived, so frames as large
 #: as the peer's 1 MiB limit left both sides waiting on each other
-#: (docs/performance.md, "Large messages").
+#: (docs/performance.md, "What stalled, what was slow, what changed").
 BATCH_BYTES = 64 * 1024
 
 _RESULT = MessageKind.RESULT
