@@ -16,8 +16,14 @@ if ROOT not in sys.path:
 
 HOST = "127.0.0.1"
 HUB_NAME = "bench"
-#: the value every RPC sends and gets back
-RPC_VALUE = "0123456789abcdef"
+def rpc_value(size: int) -> bytes:
+    """
+    The argument every RPC of a C{size}-byte case sends and gets back (msgpack
+    bin).  Runs before 2026-11-29 sent the 16-character string
+    ``"0123456789abcdef"`` in the small cases.
+    """
+    pattern = bytes(range(256))
+    return (pattern * (size // 256 + 1))[:size]
 
 
 def raise_nofile() -> int:
@@ -59,3 +65,29 @@ def rss_bytes(pid: int | None = None) -> int:
 def now() -> float:
     """Monotonic seconds; CLOCK_MONOTONIC is system-wide on Linux, so processes can compare."""
     return time.monotonic()
+
+
+def apply_hub_ablation() -> None:
+    """
+    Ablation of the issue-13 changes, from ``BENCH_HUB_ABLATE`` (comma-separated):
+    ``no-write-through`` (every write through Twisted's buffer),
+    ``every-write-through`` (no one-direct-write-per-turn rule), ``batch-1m``
+    (batches up to the peer's 1 MiB limit, as before), ``no-native-mask``
+    (every fast-path frame unmasked by the big-integer XOR).  Empty: nothing changes.
+    """
+    wanted = set(filter(None, os.environ.get("BENCH_HUB_ABLATE", "").split(",")))
+    if not wanted:
+        return
+    from twisted_hub import _autobahn, _connection
+
+    if "no-write-through" in wanted:
+        _autobahn.write_through = lambda transport, data: transport.write(data)  # type: ignore[assignment]
+    if "batch-1m" in wanted:
+        _connection.BATCH_BYTES = 1024 * 1024
+    if "no-native-mask" in wanted:
+        _autobahn.NATIVE_MASKER = None
+    if "every-write-through" in wanted:  # no one-direct-write-per-turn rule
+        import itertools
+
+        numbers = itertools.count()
+        _autobahn.WriteTurns.current = lambda self: next(numbers)  # type: ignore[method-assign]

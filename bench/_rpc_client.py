@@ -5,7 +5,11 @@ RPC load over one connection with each implementation's own client:
 - ``hub``: ``twisted_hub.connect()`` then ``client.call("echo", x)``;
 - ``autobahn``: a plain ``WebSocketClientProtocol`` sending msgpack
   ``[id, "echo", [x]]`` and reading ``[id, x]``;
-- ``socketio``: ``AsyncClient(serializer="msgpack")`` and ``call("echo", x)``.
+- ``socketio``: ``AsyncClient(serializer="msgpack")`` and ``call("echo", x)``;
+- ``websockets``: websockets' asyncio client (compression off) sending
+  msgpack ``[id, "echo", [x]]`` and reading ``[id, x]``.
+
+``x`` is ``--size`` bytes (msgpack bin).
 
 K calls are kept in flight: each answer starts the next call.  Completed
 calls are counted over the measured window (after a warm-up); the server's
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 
-from _common import HOST, HUB_NAME, RPC_VALUE, cpu_seconds, emit, now
+from _common import HOST, HUB_NAME, apply_hub_ablation, cpu_seconds, emit, now, rpc_value
 
 
 class Window:
@@ -50,6 +54,7 @@ def run_twisted(args: argparse.Namespace) -> None:
     from twisted.internet import defer, task
 
     window = Window(args.server_pid)
+    value = rpc_value(args.size)
 
     async def main(reactor) -> None:  # type: ignore[no-untyped-def]
         if args.impl == "hub":
@@ -62,18 +67,19 @@ def run_twisted(args: argparse.Namespace) -> None:
             # Ablation (see _server.py): BENCH_HUB_DISABLE=sendData,onMessageEnd.
             for name in filter(None, os.environ.get("BENCH_HUB_DISABLE", "").split(",")):
                 setattr(HubClientProtocol, name, getattr(WebSocketClientProtocol, name))
+            apply_hub_ablation()  # BENCH_HUB_ABLATE (see _common.py)
 
             client = await connect(f"ws://{HOST}:{args.port}/{HUB_NAME}", reactor=reactor)
 
             def issue() -> None:
-                client.call("echo", RPC_VALUE).addCallback(answered)
+                client.call("echo", value).addCallback(answered)
 
             def answered(value: object) -> None:
                 window.completed += 1
                 if not window.stopping:
                     issue()
         else:
-            issue = await _raw_autobahn(reactor, args.port, window)
+            issue = await _raw_autobahn(reactor, args.port, window, value)
         for _ in range(args.inflight):
             issue()
         await task.deferLater(reactor, args.warmup, window.begin)
@@ -84,7 +90,7 @@ def run_twisted(args: argparse.Namespace) -> None:
     task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
 
 
-async def _raw_autobahn(reactor, port: int, window: Window):  # type: ignore[no-untyped-def]
+async def _raw_autobahn(reactor, port: int, window: Window, value: bytes):  # type: ignore[no-untyped-def]
     import msgpack
     from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
     from twisted.internet.defer import Deferred
@@ -101,7 +107,7 @@ async def _raw_autobahn(reactor, port: int, window: Window):  # type: ignore[no-
 
         def issue(self) -> None:
             self.next_id += 1
-            self.sendMessage(packb([self.next_id, "echo", [RPC_VALUE]]), isBinary=True)
+            self.sendMessage(packb([self.next_id, "echo", [value]]), isBinary=True)
 
         def onMessage(self, payload: bytes, isBinary: bool) -> None:
             unpackb(payload)
@@ -122,6 +128,7 @@ def run_socketio(args: argparse.Namespace) -> None:
     import socketio
 
     window = Window(args.server_pid)
+    value = rpc_value(args.size)
 
     async def main() -> None:
         sio = socketio.AsyncClient(serializer="msgpack", reconnection=False)
@@ -129,7 +136,7 @@ def run_socketio(args: argparse.Namespace) -> None:
 
         async def worker() -> None:
             while not window.stopping:
-                await sio.call("echo", RPC_VALUE, timeout=10)
+                await sio.call("echo", value, timeout=10)
                 window.completed += 1
 
         workers = [asyncio.ensure_future(worker()) for _ in range(args.inflight)]
@@ -144,17 +151,61 @@ def run_socketio(args: argparse.Namespace) -> None:
     asyncio.run(main())
 
 
+def run_websockets(args: argparse.Namespace) -> None:
+    import asyncio
+
+    import msgpack
+    from websockets.asyncio.client import connect
+
+    window = Window(args.server_pid)
+    value = rpc_value(args.size)
+    packb, unpackb = msgpack.packb, msgpack.unpackb
+
+    async def main() -> None:
+        async with connect(
+            f"ws://{HOST}:{args.port}/", compression=None, max_size=1024 * 1024, ping_interval=None
+        ) as ws:
+            next_id = 0
+
+            async def calls() -> None:
+                nonlocal next_id
+                for _ in range(args.inflight):
+                    next_id += 1
+                    await ws.send(packb([next_id, "echo", [value]]))
+                while True:
+                    unpackb(await ws.recv())
+                    window.completed += 1
+                    if window.stopping:
+                        continue
+                    next_id += 1
+                    await ws.send(packb([next_id, "echo", [value]]))
+
+            worker = asyncio.ensure_future(calls())
+            await asyncio.sleep(args.warmup)
+            window.begin()
+            await asyncio.sleep(args.duration)
+            window.end()
+            await asyncio.sleep(0.2)  # let calls in flight drain
+            worker.cancel()
+            emit("result", **window.result)
+
+    asyncio.run(main())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("impl", choices=["hub", "autobahn", "socketio"])
+    parser.add_argument("impl", choices=["hub", "autobahn", "socketio", "websockets"])
     parser.add_argument("port", type=int)
     parser.add_argument("--inflight", type=int, default=1)
+    parser.add_argument("--size", type=int, default=100, help="bytes in each call's argument")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--server-pid", type=int, required=True)
     args = parser.parse_args()
     if args.impl == "socketio":
         run_socketio(args)
+    elif args.impl == "websockets":
+        run_websockets(args)
     else:
         run_twisted(args)
 

@@ -1,8 +1,9 @@
 """
 One benchmark server process: ``python3 bench/_server.py IMPL [--heartbeat S]``.
 
-IMPL is ``hub`` (twisted-hub), ``autobahn`` (raw autobahn on Twisted) or
-``socketio`` (python-socketio AsyncServer on aiohttp, msgpack serializer).
+IMPL is ``hub`` (twisted-hub), ``autobahn`` (raw autobahn on Twisted),
+``socketio`` (python-socketio AsyncServer on aiohttp, msgpack serializer) or
+``websockets`` (websockets' asyncio server, msgpack echo as for autobahn).
 Every implementation offers the same three things:
 
 - an RPC ``echo`` (hub method / msgpack ``[id, method, args]`` echo / socket.io
@@ -14,7 +15,8 @@ Every implementation offers the same three things:
 
 It listens on an ephemeral loopback port, reports ``{"event": "ready",
 "port": ...}`` on stdout, then takes commands on stdin, one per line:
-``stats``, ``fanout COUNT SIZE``, ``trim`` (Twisted servers: ``malloc_trim(0)``,
+``stats``, ``fanout COUNT SIZE [turn]`` (``turn``: one broadcast per
+reactor turn, else all in one turn), ``trim`` (Twisted servers: ``malloc_trim(0)``,
 then report the RSS) and ``quit``.
 """
 
@@ -25,7 +27,7 @@ import gc
 import os
 import sys
 
-from _common import HOST, HUB_NAME, cpu_seconds, emit, now, raise_nofile, rss_bytes
+from _common import HOST, HUB_NAME, apply_hub_ablation, cpu_seconds, emit, now, raise_nofile, rss_bytes
 
 BACKLOG = 4096
 
@@ -81,10 +83,26 @@ def _serve_commands_twisted(reactor, handle) -> None:  # type: ignore[no-untyped
                 return
             if words[0] == "fanout":
                 count, size = int(words[1]), int(words[2])
+                per_turn = len(words) > 3 and words[3] == "turn"
                 payload = fanout_payload(size)
                 t0 = now()
-                members = handle.fanout(count, payload)
-                emit("fanout", t0=t0, t1=now(), members=members, count=count)
+                if not per_turn:
+                    # burst: every round in one reactor turn
+                    for _ in range(count):
+                        handle.broadcast(payload)
+                    emit("fanout", t0=t0, t1=now(), members=handle.connections(), count=count)
+                    return
+
+                # one round per reactor turn: the next broadcast is scheduled
+                # after the reactor had its chance to write and read
+                def step(left: int) -> None:
+                    handle.broadcast(payload)
+                    if left > 1:
+                        reactor.callLater(0, step, left - 1)
+                    else:
+                        emit("fanout", t0=t0, t1=now(), members=handle.connections(), count=count)
+
+                step(count)
             if words[0] == "fanout_turns":
                 # bench/scaleout.py: the same messages, the reactor running between them (as when
                 # they come from separate calls), so writes to Redis leave while the burst goes on.
@@ -127,6 +145,7 @@ def run_hub(args: argparse.Namespace) -> None:
 
     for name in filter(None, os.environ.get("BENCH_HUB_DISABLE", "").split(",")):
         setattr(HubServerProtocol, name, getattr(WebSocketServerProtocol, name))
+    apply_hub_ablation()  # BENCH_HUB_ABLATE=no-write-through,batch-1m,no-native-mask
 
     policy = HeartbeatPolicy.every(args.heartbeat, args.timeout) if args.heartbeat else None
     backplane = None
@@ -155,12 +174,14 @@ def run_hub(args: argparse.Namespace) -> None:
                     if hasattr(b, name)}
 
         def fanout(self, count: int, payload: bytes) -> int:
+            for _ in range(count):
+                self.broadcast(payload)
+            return runtime.groups.count("g")
+
+        def broadcast(self, payload: bytes) -> None:
             # The public path: a hub instance broadcasting to its group.
             sender = next(iter(runtime.connections.values())).hub
-            group = sender.clients.group("g")
-            for _ in range(count):
-                group.msg(payload)
-            return runtime.groups.count("g")
+            sender.clients.group("g").msg(payload)
 
     _listen_twisted(reactor, factory, Handle())
 
@@ -195,14 +216,11 @@ def run_autobahn(args: argparse.Namespace) -> None:
         def connections(self) -> int:
             return len(factory.members)
 
-        def fanout(self, count: int, payload: bytes) -> int:
+        def broadcast(self, payload: bytes) -> None:
             # The reference loop: encode once, write the same frame to each member.
-            members = list(factory.members.values())
-            for _ in range(count):
-                prepared = factory.prepareMessage(payload, isBinary=True)
-                for protocol in members:
-                    protocol.sendPreparedMessage(prepared)
-            return len(members)
+            prepared = factory.prepareMessage(payload, isBinary=True)
+            for protocol in list(factory.members.values()):
+                protocol.sendPreparedMessage(prepared)
 
     _listen_twisted(reactor, factory, Handle())
 
@@ -288,10 +306,13 @@ def run_socketio(args: argparse.Namespace) -> None:
                     emit("stats", conns=len(members), rss=rss_bytes(), cpu=cpu_seconds())
                 elif words[0] == "fanout":
                     count, size = int(words[1]), int(words[2])
+                    per_turn = len(words) > 3 and words[3] == "turn"
                     payload = fanout_payload(size)
                     t0 = now()
                     for _ in range(count):
                         await sio.emit("msg", payload, room="g")
+                        if per_turn:
+                            await asyncio.sleep(0)  # one round per event-loop turn
                     emit("fanout", t0=t0, t1=now(), members=len(members), count=count)
             done.set_result(None)
 
@@ -304,15 +325,95 @@ def run_socketio(args: argparse.Namespace) -> None:
     asyncio.run(main())
 
 
+# -- websockets (asyncio) -----------------------------------------------------
+def run_websockets(args: argparse.Namespace) -> None:
+    """websockets' asyncio server: msgpack ``[id, method, args]`` echo as in the autobahn server."""
+    import asyncio
+
+    import msgpack
+    from websockets.asyncio.server import broadcast, serve
+
+    methods = {"echo": lambda value: value}
+    unpackb, packb = msgpack.unpackb, msgpack.packb
+    members: set[object] = set()
+
+    async def handler(ws) -> None:  # type: ignore[no-untyped-def]
+        members.add(ws)
+        try:
+            async for message in ws:
+                call_id, name, call_args = unpackb(message)
+                await ws.send(packb([call_id, methods[name](*call_args)]))
+        finally:
+            members.discard(ws)
+
+    async def main() -> None:
+        # Compression off, as on the other servers (websockets would otherwise
+        # negotiate permessage-deflate with its own client); its own ping is the
+        # heartbeat, off when --heartbeat is 0.
+        async with serve(
+            handler, HOST, 0, compression=None, max_size=1024 * 1024, backlog=BACKLOG,
+            ping_interval=args.heartbeat or None, ping_timeout=args.timeout if args.heartbeat else None,
+        ) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            loop = asyncio.get_running_loop()
+            lines = _asyncio_lines(loop)
+            emit("ready", port=port)
+            while True:
+                words = (await lines.get()).split()
+                if not words:
+                    continue
+                if words[0] == "quit":
+                    break
+                if words[0] == "stats":
+                    gc.collect()
+                    emit("stats", conns=len(members), rss=rss_bytes(), cpu=cpu_seconds())
+                elif words[0] == "fanout":
+                    count, size = int(words[1]), int(words[2])
+                    per_turn = len(words) > 3 and words[3] == "turn"
+                    payload = fanout_payload(size)
+                    t0 = now()
+                    for _ in range(count):
+                        broadcast(members, payload)  # type: ignore[arg-type]
+                        if per_turn:
+                            await asyncio.sleep(0)  # one round per event-loop turn
+                    emit("fanout", t0=t0, t1=now(), members=len(members), count=count)
+            loop.remove_reader(sys.stdin.fileno())
+
+    asyncio.run(main())
+
+
+def _asyncio_lines(loop):  # type: ignore[no-untyped-def]
+    """Commands from stdin, one per line, as an asyncio queue ("quit" at EOF)."""
+    import asyncio
+
+    lines: asyncio.Queue[str] = asyncio.Queue()
+    buffer = bytearray()
+
+    def readable() -> None:
+        chunk = os.read(sys.stdin.fileno(), 65536)
+        if not chunk:
+            lines.put_nowait("quit")
+            loop.remove_reader(sys.stdin.fileno())
+            return
+        buffer.extend(chunk)
+        while b"\n" in buffer:
+            line, _, rest = bytes(buffer).partition(b"\n")
+            buffer[:] = rest
+            lines.put_nowait(line.decode())
+
+    loop.add_reader(sys.stdin.fileno(), readable)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("impl", choices=["hub", "autobahn", "socketio"])
+    parser.add_argument("impl", choices=["hub", "autobahn", "socketio", "websockets"])
     parser.add_argument("--heartbeat", type=float, default=0.0, help="interval in seconds, 0 = off")
     parser.add_argument("--timeout", type=float, default=3.0, help="heartbeat timeout in seconds")
     parser.add_argument("--redis", default="", help="join the other servers on this Redis URL (hub, socketio)")
     args = parser.parse_args()
     raise_nofile()
-    {"hub": run_hub, "autobahn": run_autobahn, "socketio": run_socketio}[args.impl](args)
+    {"hub": run_hub, "autobahn": run_autobahn, "socketio": run_socketio, "websockets": run_websockets}[args.impl](args)
 
 
 if __name__ == "__main__":

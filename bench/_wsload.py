@@ -8,7 +8,8 @@ asyncio so that it costs little and the server stays the bottleneck:
 
 - ``hub``: subprotocol ``twisted-hub.v1``, sends hello, answers every server
   heartbeat ``[9, seq, time, meta]`` with ``[10, seq]`` from the frame handler;
-- ``autobahn``: answers every ping with a pong carrying its payload;
+- ``autobahn`` and ``websockets``: plain WebSocket, answers every ping with a
+  pong carrying its payload;
 - ``socketio``: engine.io v4 over WebSocket, connects namespace ``/`` with the
   msgpack serializer, answers every ping ``2`` with ``3``.
 
@@ -125,7 +126,7 @@ class Conn(asyncio.Protocol):
             self.open = True
             if self.load.impl == "hub":
                 self.send(2, _HELLO)
-            elif self.load.impl == "autobahn":
+            elif self.load.impl in ("autobahn", "websockets"):
                 self.make_ready()
         n = len(buf)
         pos = 0
@@ -191,7 +192,7 @@ class Conn(asyncio.Protocol):
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("impl", choices=["hub", "autobahn", "socketio"])
+    parser.add_argument("impl", choices=["hub", "autobahn", "socketio", "websockets"])
     parser.add_argument("port", type=int)
     parser.add_argument("conns", type=int)
     parser.add_argument("--concurrency", type=int, default=32, help="handshakes in progress at once")

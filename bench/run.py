@@ -2,16 +2,20 @@
 """
 twisted-hub benchmark suite: ``python3 bench/run.py [--quick] [--repeats N] [--only CASE ...]``.
 
-Runs, in one go and side by side, each case for three implementations:
+Runs, in one go and side by side, each case for four implementations:
 ``hub`` (twisted-hub), ``autobahn`` (raw autobahn on Twisted: the limit of our
-stack) and ``socketio`` (python-socketio AsyncServer on aiohttp + AsyncClient,
-msgpack serializer):
+stack), ``socketio`` (python-socketio AsyncServer on aiohttp + AsyncClient,
+msgpack serializer) and ``websockets`` (websockets' asyncio server and client,
+msgpack echo, compression off):
 
-- ``rpc1`` / ``rpc100``: RPC round trips per second over one connection with 1
-  and 100 calls in flight;
-- ``fanout``: one group of 500 members, 200 messages of 100 bytes: delivered
-  messages per second (and server CPU per delivered message);
-- ``idle1000`` / ``idle5000``: N idle connections with a 1 s heartbeat: server
+- ``rpc1`` / ``rpc100`` (100-byte argument), ``rpc1-16k`` / ``rpc30-16k`` /
+  ``rpc100-16k`` (16 KiB) and ``rpc1-256k`` (256 KiB): RPC round trips per
+  second over one connection with 1, 30 or 100 calls in flight;
+- ``fanout``: one group of 500 members, 200 messages of 100 bytes, one
+  broadcast per reactor (event-loop) turn: delivered messages per second (and
+  server CPU per delivered message); ``fanout-burst``: the same with all 200
+  broadcasts in one turn (the method of runs before 2026-11-29);
+- ``idle1000`` / ``idle5000`` (and ``idle10000``, only with ``--only``): N idle connections with a 1 s heartbeat: server
   CPU over a measured window (baseline of the idle server subtracted), and
   server memory per connection (RSS delta / N).
 
@@ -45,8 +49,20 @@ sys.path.insert(0, HERE)
 
 from _common import ROOT, cpu_seconds, now, rss_bytes  # noqa: E402
 
-IMPLS = ("hub", "autobahn", "socketio")
-CASES = ("rpc1", "rpc100", "fanout", "idle1000", "idle5000")
+IMPLS = ("hub", "autobahn", "socketio", "websockets")
+REFERENCES = IMPLS[1:]
+#: RPC cases: name -> (calls in flight, bytes in the argument)
+RPC_CASES = {
+    "rpc1": (1, 100),
+    "rpc100": (100, 100),
+    "rpc1-16k": (1, 16384),
+    "rpc30-16k": (30, 16384),
+    "rpc100-16k": (100, 16384),
+    "rpc1-256k": (1, 262144),
+}
+CASES = (*RPC_CASES, "fanout", "fanout-burst", "idle1000", "idle5000")
+#: cases run only when named with --only (long, and heavy for a shared machine)
+EXTRA_CASES = ("idle10000",)
 #: hard bound of one case run (one implementation, one repeat)
 CASE_LIMIT = 60.0
 
@@ -59,7 +75,9 @@ class Settings:
     fanout_members: int = 500
     fanout_messages: int = 200
     fanout_size: int = 100
-    idle_n: dict[str, int] = field(default_factory=lambda: {"idle1000": 1000, "idle5000": 5000})
+    idle_n: dict[str, int] = field(
+        default_factory=lambda: {"idle1000": 1000, "idle5000": 5000, "idle10000": 10000}
+    )
     idle_interval: float = 1.0
     idle_timeout: float = 3.0
     idle_baseline: float = 1.5
@@ -71,8 +89,8 @@ class Settings:
 
 def quick_settings() -> Settings:
     return Settings(
-        repeats=1, rpc_warmup=0.3, rpc_duration=1.0, fanout_members=40, fanout_messages=20,
-        idle_n={"idle1000": 20, "idle5000": 50}, idle_baseline=0.3, idle_warmup=1.2, idle_window=1.5,
+        repeats=1, rpc_warmup=0.3, rpc_duration=0.6, fanout_members=40, fanout_messages=20,
+        idle_n={"idle1000": 20, "idle5000": 50, "idle10000": 100}, idle_baseline=0.3, idle_warmup=1.2, idle_window=1.5,
     )
 
 
@@ -177,11 +195,11 @@ def start_server(procs: Processes, impl: str, heartbeat: float = 0.0, timeout: f
 
 
 # -- cases -------------------------------------------------------------------
-def case_rpc(impl: str, inflight: int, s: Settings) -> dict[str, float]:
+def case_rpc(impl: str, inflight: int, size: int, s: Settings) -> dict[str, float]:
     with Processes() as procs:
         server, port = start_server(procs, impl)
         client = procs.start(
-            f"{impl} rpc client", "_rpc_client.py", impl, str(port), "--inflight", str(inflight),
+            f"{impl} rpc client", "_rpc_client.py", impl, str(port), "--inflight", str(inflight), "--size", str(size),
             "--warmup", str(s.rpc_warmup), "--duration", str(s.rpc_duration), "--server-pid", str(server.pid),
         )
         result = client.expect("result", s.rpc_warmup + s.rpc_duration + 25)
@@ -217,7 +235,7 @@ def server_stats(server: Child) -> dict[str, Any]:
     return server.expect("stats", 10)
 
 
-def case_fanout(impl: str, s: Settings) -> dict[str, float]:
+def case_fanout(impl: str, s: Settings, per_turn: bool) -> dict[str, float]:
     with Processes() as procs:
         server, port = start_server(procs, impl)
         loads, _, _ = start_loads(procs, impl, port, s.fanout_members, s, 30)
@@ -230,7 +248,7 @@ def case_fanout(impl: str, s: Settings) -> dict[str, float]:
                 load.send(f"arm {messages}")
             time.sleep(0.05)  # let the loads read "arm" before the first frame lands
             cpu0 = cpu_seconds(server.pid)
-            server.send(f"fanout {messages} {s.fanout_size}")
+            server.send(f"fanout {messages} {s.fanout_size}{' turn' if per_turn else ''}")
             started = server.expect("fanout", 30)
             done = [load.expect("done", 30) for load in loads]
             cpu = cpu_seconds(server.pid) - cpu0
@@ -299,41 +317,52 @@ def case_idle(impl: str, n: int, s: Settings) -> dict[str, float]:
 
 
 def run_case(case: str, impl: str, s: Settings) -> dict[str, float]:
-    if case == "rpc1":
-        return case_rpc(impl, 1, s)
-    if case == "rpc100":
-        return case_rpc(impl, 100, s)
-    if case == "fanout":
-        return case_fanout(impl, s)
+    if case in RPC_CASES:
+        inflight, size = RPC_CASES[case]
+        return case_rpc(impl, inflight, size, s)
+    if case.startswith("fanout"):
+        return case_fanout(impl, s, per_turn=case == "fanout")
     return case_idle(impl, s.idle_n[case], s)
 
 
 # -- reporting ---------------------------------------------------------------
 #: case -> (metric, higher is better, unit)
 PRIMARY = {
-    "rpc1": ("calls_per_s", True, "calls/s"),
-    "rpc100": ("calls_per_s", True, "calls/s"),
+    **{case: ("calls_per_s", True, "calls/s") for case in RPC_CASES},
     "fanout": ("delivered_per_s", True, "msgs/s"),
+    "fanout-burst": ("delivered_per_s", True, "msgs/s"),
     "idle1000": ("server_cpu_us_per_beat", False, "us CPU/beat"),
     "idle5000": ("server_cpu_us_per_beat", False, "us CPU/beat"),
+    "idle10000": ("server_cpu_us_per_beat", False, "us CPU/beat"),
 }
 SECONDARY = {
-    "rpc1": [("server_cpu_us_per_call", False, "us server CPU/call")],
-    "rpc100": [("server_cpu_us_per_call", False, "us server CPU/call")],
+    **{case: [("server_cpu_us_per_call", False, "us server CPU/call")] for case in RPC_CASES},
     "fanout": [("server_cpu_us_per_msg", False, "us server CPU/msg")],
+    "fanout-burst": [("server_cpu_us_per_msg", False, "us server CPU/msg")],
     "idle1000": [("server_cpu_pct", False, "% server CPU (net)"), ("mem_kb_per_conn", False, "KB RSS/conn"),
                  ("beats_per_s", True, "heartbeats answered/s"), ("conns", True, "connections open")],
     "idle5000": [("server_cpu_pct", False, "% server CPU (net)"), ("mem_kb_per_conn", False, "KB RSS/conn"),
                  ("beats_per_s", True, "heartbeats answered/s"), ("conns", True, "connections open")],
+    "idle10000": [("server_cpu_pct", False, "% server CPU (net)"), ("mem_kb_per_conn", False, "KB RSS/conn"),
+                  ("beats_per_s", True, "heartbeats answered/s"), ("conns", True, "connections open"),
+                  ("connect_s", False, "s to open all connections")],
 }
 #: (case, metric, reference, comparison, bound): ratio = ours / reference
 TARGETS = [
     ("rpc1", "calls_per_s", "autobahn", ">=", 0.85),
     ("rpc1", "calls_per_s", "socketio", ">=", 1.5),
+    ("rpc1", "calls_per_s", "websockets", ">=", 1.1),  # issue 13
     ("rpc100", "calls_per_s", "autobahn", ">=", 1.0),
-    ("fanout", "delivered_per_s", "autobahn", ">=", 0.9),
+    ("rpc1-16k", "calls_per_s", "autobahn", ">=", 1.0),  # issue 13
+    ("rpc30-16k", "calls_per_s", "autobahn", ">=", 1.0),  # issue 13
+    ("rpc100-16k", "calls_per_s", "autobahn", ">=", 1.0),  # issue 13
+    ("rpc1-256k", "calls_per_s", "autobahn", ">=", 0.9),  # issue 13
+    ("fanout", "delivered_per_s", "autobahn", ">=", 1.2),  # issue 13: one broadcast per turn
+    ("fanout", "server_cpu_us_per_msg", "autobahn", "<=", 0.8),  # issue 13
     ("fanout", "delivered_per_s", "socketio", ">=", 2.0),
-    ("idle5000", "server_cpu_us_per_beat", "autobahn", "<=", 0.7),
+    ("fanout-burst", "delivered_per_s", "autobahn", ">=", 0.9),
+    ("idle5000", "server_cpu_us_per_beat", "autobahn", "<=", 0.5),  # issue 13 (was 0.7)
+    ("idle10000", "server_cpu_us_per_beat", "autobahn", "<=", 0.5),  # issue 13
 ]
 MEMORY_TARGET_KB = 16.0
 
@@ -370,7 +399,7 @@ def summarize(runs: dict[str, dict[str, list[dict[str, float] | None]]]) -> dict
                 values = [r[metric] for r in results if r is not None]
                 entry["metrics"][metric][impl] = spread(values) if values else None
             entry["ratios"][metric] = {}
-            for ref in ("autobahn", "socketio"):
+            for ref in REFERENCES:
                 pairs = [
                     ours[metric] / theirs[metric]
                     for ours, theirs in zip(by_impl.get("hub", []), by_impl.get(ref, []))
@@ -382,16 +411,17 @@ def summarize(runs: dict[str, dict[str, list[dict[str, float] | None]]]) -> dict
 
 
 def report(summary: dict[str, Any], s: Settings, command: str) -> list[str]:
-    out = [f"# command: {command}", f"# {len(IMPLS)} implementations, {s.repeats} interleaved repeat(s); "
+    out = [f"# command: {command}", f"# {s.repeats} interleaved repeat(s); "
            "median [min..max]; ratio = hub / reference, per repeat"]
     for case, entry in summary.items():
         primary, _, unit = PRIMARY[case]
         out.append("")
         out.append(f"== {case} ({unit})")
         for metric, _, label in [PRIMARY[case]] + SECONDARY[case]:
-            row = "  ".join(f"{impl}={fmt_spread(entry['metrics'][metric].get(impl))}" for impl in IMPLS)
+            row = "  ".join(f"{impl}={fmt_spread(entry['metrics'][metric].get(impl))}" for impl in IMPLS
+                            if entry["metrics"][metric].get(impl))
             ratios = entry["ratios"][metric]
-            rs = "  ".join(f"hub/{ref}={fmt_spread(ratios.get(ref))}" for ref in ("autobahn", "socketio"))
+            rs = "  ".join(f"hub/{ref}={fmt_spread(ratios.get(ref))}" for ref in REFERENCES if ratios.get(ref))
             out.append(f"  {label:<28} {row}")
             out.append(f"  {'':<28} {rs}")
     out.append("")
@@ -401,9 +431,9 @@ def report(summary: dict[str, Any], s: Settings, command: str) -> list[str]:
         if sp is None:
             continue
         ok = sp["median"] >= bound if op == ">=" else sp["median"] <= bound
-        out.append(f"  {case:<9} {metric:<24} hub/{ref:<9} {op} {bound:<4}: {fmt(sp['median'])}  "
+        out.append(f"  {case:<10} {metric:<24} hub/{ref:<10} {op} {bound:<4}: {fmt(sp['median'])}  "
                    f"{'met' if ok else 'MISSED'}")
-    for case in ("idle1000", "idle5000"):
+    for case in ("idle1000", "idle5000", "idle10000"):
         sp = summary.get(case, {}).get("metrics", {}).get("mem_kb_per_conn", {}).get("hub")
         if sp:
             ok = sp["median"] <= MEMORY_TARGET_KB
@@ -416,7 +446,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny N, short windows, 1 repeat")
     parser.add_argument("--repeats", type=int, help="interleaved repeats per case")
-    parser.add_argument("--only", nargs="+", choices=CASES, help="run only these cases")
+    parser.add_argument("--only", nargs="+", choices=CASES + EXTRA_CASES, help="run only these cases")
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
     parser.add_argument("--window", type=float, help="idle measuring window, seconds")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
@@ -444,7 +474,7 @@ def main() -> int:
                 took = time.monotonic() - t
                 runs[case][impl].append(result)
                 shown = "FAILED" if result is None else fmt(result[PRIMARY[case][0]])
-                print(f"[{time.time() - started:6.1f}s] {case:<9} {impl:<9} #{repeat + 1}: "
+                print(f"[{time.time() - started:6.1f}s] {case:<10} {impl:<10} #{repeat + 1}: "
                       f"{shown} {PRIMARY[case][2]} ({took:.1f}s)", flush=True)
                 if took > CASE_LIMIT:
                     failures.append(f"{case}/{impl}#{repeat}: took {took:.0f}s (> {CASE_LIMIT:.0f}s)")

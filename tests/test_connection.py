@@ -13,6 +13,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub._connection import (
+    BATCH_BYTES,
     CallFailed,
     CallSucceeded,
     ClientConnection,
@@ -360,6 +361,17 @@ class BatchingTests(SynchronousTestCase):
         frames = server.frames_to_send(max_size=2 * size)
         self.assertEqual([decode_frame(f) for f in frames], [small[:2], small[2:], [big], small[:1]])
         self.assertTrue(all(len(f) <= 2 * size for f in frames if f != encode(big)))
+
+    def test_batchSplitAtBatchBytes(self) -> None:
+        """Under a larger peer limit, batches still close before BATCH_BYTES; a bigger message goes alone."""
+        server, client = connected_pair()
+        quarter = [Result(n, b"q" * (BATCH_BYTES // 4 - 16)) for n in range(1, 6)]
+        big = Result(9, b"b" * BATCH_BYTES)
+        for message in [*quarter, big, quarter[0]]:
+            server.send(message)
+        frames = server.frames_to_send(max_size=1024 * 1024)
+        self.assertEqual([decode_frame(f) for f in frames], [quarter[:4], quarter[4:], [big], quarter[:1]])
+        self.assertTrue(all(len(f) <= BATCH_BYTES for f in frames if f != encode(big)))
 
     def test_batchSplitAtMessageCount(self) -> None:
         """A batch never holds more than BATCH_MESSAGES messages, with or without max_size."""

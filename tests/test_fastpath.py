@@ -6,6 +6,7 @@ autobahn itself receives: a differential test over random frame streams.
 from __future__ import annotations
 
 import os
+import socket
 import struct
 from typing import Any
 
@@ -17,9 +18,11 @@ from autobahn.twisted.websocket import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet import main, tcp
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from twisted_hub import _autobahn
 from twisted_hub._autobahn import FastPathMixin, fast_path_supported
@@ -130,12 +133,18 @@ large_payloads = st.builds(
     lambda n, seed: (seed * (n // len(seed) + 1))[:n], st.integers(60_000, 70_000), st.binary(min_size=1, max_size=16)
 )
 
+# 1-20 KB payloads: both sides of NATIVE_MASK_THRESHOLD (big-integer XOR below, C masker above).
+medium_payloads = st.builds(
+    lambda n, seed: (seed * (n // len(seed) + 1))[:n],
+    st.integers(_autobahn.NATIVE_MASK_THRESHOLD - 600, 20_000), st.binary(min_size=1, max_size=16),
+)
+
 frames = st.builds(
     frame,
     fin=st.booleans() | st.just(True),
     rsv=st.sampled_from([0, 0, 0, 0, 4]),
     opcode=st.sampled_from([2, 2, 2, 2, 1, 0, 9, 10, 8, 3]),
-    payload=st.binary(max_size=300) | large_payloads,
+    payload=st.binary(max_size=300) | medium_payloads | large_payloads,
     mask=st.one_of(st.binary(min_size=4, max_size=4), st.none()),
     length_form=st.sampled_from(["7", "7", "7", "16", "64"]),
 )
@@ -205,6 +214,26 @@ class FastPathDifferentialTests(SynchronousTestCase):
         self.assertEqual((protocol.received, calls), ([(b"hello", True)], []))
 
 
+    def test_large_frame_unmasked_by_the_native_masker(self) -> None:
+        """A 16 KiB frame takes the fast path and is unmasked by autobahn's C masker, a 1 KiB one by the XOR."""
+        if _autobahn.NATIVE_MASKER is None:
+            raise SkipTest("autobahn runs without its native (NVX) masker here")
+        used: list[int] = []
+        native = _autobahn.NATIVE_MASKER
+
+        def recording(mask: bytes, length: int) -> Any:
+            used.append(length)
+            return native(mask, length)
+
+        self.patch(_autobahn, "NATIVE_MASKER", recording)
+        protocol, _ = open_server(FastServer, 0)
+        calls: list[str] = []
+        protocol.onFrameBegin = lambda: calls.append("frame machinery")
+        big, small = os.urandom(16384), os.urandom(1024)
+        protocol.dataReceived(frame(True, 0, 2, big, os.urandom(4), "16") + frame(True, 0, 2, small, os.urandom(4), "16"))
+        self.assertEqual((protocol.received, calls, used), ([(big, True), (small, True)], [], [16384]))
+
+
 class FastPathGuardTests(SynchronousTestCase):
     """The fast path steps aside whenever its shortcuts could be observed or are untested."""
 
@@ -263,3 +292,113 @@ class _TrackedTimings:
 
     def track(self, key: str) -> None:
         pass
+
+
+class _Reactor:
+    """The part of a reactor a TCP connection uses to (un)register for writing."""
+
+    def __init__(self) -> None:
+        self.writers: list[Any] = []
+
+    def addWriter(self, writer: Any) -> None:
+        if writer not in self.writers:
+            self.writers.append(writer)
+
+    def removeWriter(self, writer: Any) -> None:
+        if writer in self.writers:
+            self.writers.remove(writer)
+
+    def addReader(self, reader: Any) -> None:
+        pass
+
+    def removeReader(self, reader: Any) -> None:
+        pass
+
+
+class WriteThroughTests(SynchronousTestCase):
+    """write_through sends at once only when that cannot reorder bytes; otherwise Twisted buffers as before."""
+
+    def connection(self, sndbuf: int | None = None) -> tuple[Any, socket.socket, _Reactor]:
+        ours, peer = socket.socketpair()
+        ours.setblocking(False)
+        peer.setblocking(False)
+        if sndbuf is not None:
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        self.addCleanup(ours.close)
+        self.addCleanup(peer.close)
+        reactor = _Reactor()
+        transport = tcp.Connection(ours, Protocol(), reactor=reactor)
+        transport.connected = True
+        return transport, peer, reactor
+
+    def read_all(self, transport: Any, peer: socket.socket, reactor: _Reactor) -> bytes:
+        received = b""
+        for _ in range(10_000):
+            try:
+                chunk = peer.recv(1 << 20)
+            except BlockingIOError:
+                chunk = b""
+            received += chunk
+            if reactor.writers:
+                transport.doWrite()
+            elif not chunk:
+                return received
+        raise AssertionError("the transport never finished writing")
+
+    def test_empty_buffer_sends_at_once(self) -> None:
+        """With nothing buffered the bytes reach the socket during the call; the socket is never registered for writing."""
+        transport, peer, reactor = self.connection()
+        _autobahn.write_through(transport, b"hello")
+        self.assertEqual((peer.recv(100), reactor.writers, transport._tempDataLen), (b"hello", [], 0))
+
+    def test_full_socket_leaves_the_rest_to_twisted_in_order(self) -> None:
+        """What the socket does not take is buffered by Twisted, and later writes queue behind it: nothing is reordered."""
+        transport, peer, reactor = self.connection(sndbuf=4096)
+        first, second, third = os.urandom(300_000), b"second", os.urandom(5000)
+        _autobahn.write_through(transport, first)
+        self.assertEqual(reactor.writers, [transport])  # the rest waits in Twisted's buffer
+        self.assertGreater(transport._tempDataLen, 0)
+        _autobahn.write_through(transport, second)
+        _autobahn.write_through(transport, third)
+        self.assertEqual(self.read_all(transport, peer, reactor), first + second + third)
+
+    def test_disconnecting_transport_takes_twisted_path(self) -> None:
+        """After loseConnection the bytes go to transport.write (which decides), never straight to the socket."""
+        transport, peer, reactor = self.connection()
+        written: list[bytes] = []
+        transport.write = written.append
+        transport.disconnecting = True
+        _autobahn.write_through(transport, b"late")
+        self.assertEqual(written, [b"late"])
+        self.assertRaises(BlockingIOError, peer.recv, 100)
+
+    def test_failed_send_is_reported_by_twisted(self) -> None:
+        """A send that fails (peer gone) hands the bytes to Twisted, whose write reports the lost connection."""
+        transport, peer, reactor = self.connection()
+        peer.close()
+        _autobahn.write_through(transport, b"into the void")
+        self.assertEqual(reactor.writers, [transport])
+        self.assertIs(transport.doWrite(), main.CONNECTION_LOST)
+
+    def test_other_transports_use_write(self) -> None:
+        """A transport that is not a plain TCP connection (TLS, test transports) always gets transport.write."""
+        transport = StringTransport()
+        _autobahn.write_through(transport, b"data")
+        self.assertEqual(transport.value(), b"data")
+
+    def test_one_direct_write_per_connection_and_turn(self) -> None:
+        """In one reactor turn only the first write goes to the socket; later ones leave together from Twisted's buffer."""
+        protocol, _ = open_server(FastServer, 0)
+        transport, peer, reactor = self.connection()
+        protocol.transport = transport
+        clock = protocol.factory.reactor
+        clock.advance(0)  # a turn after the one that wrote the handshake answer
+        protocol.sendData(b"first")
+        protocol.sendData(b"second")
+        protocol.sendData(b"third")
+        self.assertEqual((peer.recv(100), reactor.writers), (b"first", [transport]))
+        transport.doWrite()  # the next turn: Twisted writes what waited, in one send
+        self.assertEqual(peer.recv(100), b"secondthird")
+        clock.advance(0)
+        protocol.sendData(b"fourth")  # a new turn: straight to the socket again
+        self.assertEqual((peer.recv(100), reactor.writers), (b"fourth", []))

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 import autobahn
+from twisted.internet.tcp import Connection as _TCPConnection
 
 from ._errors import DisconnectKind, DisconnectReason, kind_for_close
 
@@ -49,6 +50,27 @@ def fast_path_supported(version: str) -> bool:
 
 #: Whether the installed autobahn can take the fast path at all.
 FAST_PATH_AVAILABLE = fast_path_supported(str(getattr(autobahn, "__version__", "0")))
+
+
+def _native_masker() -> Any:
+    """autobahn's C (NVX) masker factory, or None when autobahn runs its pure-Python one."""
+    try:
+        from autobahn.websocket import USES_NVX
+        from autobahn.websocket.xormasker import create_xor_masker  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - every tested autobahn has both
+        return None
+    return create_xor_masker if USES_NVX else None
+
+
+#: Creates a C masker (mask, length) -> object with .process(bytes); None without NVX.
+NATIVE_MASKER = _native_masker()
+
+#: Payload size (bytes) above which a received frame is unmasked with
+#: autobahn's C masker instead of one big-integer XOR.  Measured (min of 7
+#: timeit repeats, docs/performance.md): the XOR takes 0.9 / 3.3 / 5.5 / 20 /
+#: 81 us at 128 B / 1 / 2 / 4 / 16 KiB, the C masker (created per frame, as
+#: autobahn does) 4.1 / 4.5 / 4.6 / 4.7 / 10.9 us: they cross between 1 and 2 KiB.
+NATIVE_MASK_THRESHOLD = 1536
 
 
 class FastPathMixin:
@@ -82,6 +104,8 @@ class FastPathMixin:
     _fast_path = False
     #: "any traffic counts": every chunk received is a sign of life
     count_any_traffic = False
+    #: the reactor turn (L{WriteTurns}) of this connection's last write straight to the socket
+    _direct_turn = -1
 
     def connectionMade(self) -> None:
         self._fast_path = FAST_PATH_AVAILABLE and bool(getattr(self.factory, "fast_path", True))
@@ -106,9 +130,11 @@ class FastPathMixin:
         # The common frame, handled here: a complete, unfragmented binary
         # message (FIN, RSV 0, opcode 2) of less than 64 KiB, masked exactly
         # when the sender is a client, with no extension, frame logging or
-        # autoPing in play.  Everything else (control frames, fragments, text,
-        # large or partial frames, anything invalid) goes through autobahn,
-        # which also produces every protocol-violation close.
+        # autoPing in play.  Payloads over NATIVE_MASK_THRESHOLD are unmasked
+        # with autobahn's C masker, smaller ones with one big-integer XOR.
+        # Everything else (control frames, fragments, text, large or partial
+        # frames, anything invalid) goes through autobahn, which also produces
+        # every protocol-violation close.
         data = self.data
         if (
             not self._fast_path
@@ -146,7 +172,9 @@ class FastPathMixin:
                 return super().processData()  # type: ignore[misc, no-any-return]
             mask = data[start : start + 4]
             payload = data[start + 4 : end]
-            if length:
+            if length > NATIVE_MASK_THRESHOLD and NATIVE_MASKER is not None:
+                payload = NATIVE_MASKER(mask, length).process(payload)
+            elif length:
                 key = (mask * (length // 4 + 1))[:length]
                 payload = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
         else:
@@ -168,7 +196,20 @@ class FastPathMixin:
         if chopsize or sync or self.send_queue or not self._fast_path:
             super().sendData(data, sync, chopsize)  # type: ignore[misc]
             return
-        self.transport.write(data)
+        # At most one write per connection and reactor turn goes straight to
+        # the socket; the rest of the turn's writes wait in Twisted's buffer
+        # and leave together (one send for a burst of broadcasts, not one each).
+        factory = self.factory
+        turns = factory.__dict__.get("_write_turns")
+        if turns is None:
+            # hub factories carry the clock they were given; autobahn's, its reactor
+            turns = factory._write_turns = WriteTurns(getattr(factory, "clock", None) or factory.reactor)
+        turn = turns.current()
+        if self._direct_turn != turn:
+            self._direct_turn = turn
+            write_through(self.transport, data)
+        else:
+            self.transport.write(data)
         if self.state == self.STATE_OPEN:
             self.trafficStats.outgoingOctetsWireLevel += len(data)
         elif self.state == self.STATE_CONNECTING or self.state == self.STATE_PROXY_CONNECTING:
@@ -185,6 +226,70 @@ class FastPathMixin:
         if not self.failedByMe:
             self.onMessage(b"".join(self.message_data), self.message_is_binary)  # type: ignore[attr-defined]
         self.message_data = None
+
+
+class WriteTurns:
+    """
+    Numbers the reactor turns in which something was written, lazily: the
+    first write of a turn schedules one C{callLater(0)} that moves to the next
+    number, so idle turns cost nothing.  One per factory (on its clock).
+    """
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self.turn = 0
+        self._next_call: Any = None
+
+    def current(self) -> int:
+        if self._next_call is None:
+            self._next_call = self.clock.callLater(0, self._advance)
+        return self.turn
+
+    def _advance(self) -> None:
+        self._next_call = None
+        self.turn += 1
+
+
+def write_through(transport: Any, data: bytes) -> None:
+    """
+    C{transport.write(data)}, but on a plain TCP connection with nothing
+    buffered the bytes go to the socket at once, as asyncio's transports do.
+
+    Twisted's C{write} always buffers: it registers the socket for writing
+    (an C{epoll_ctl}), the reactor's next turn sends, and then unregisters it
+    (another C{epoll_ctl}), per connection and per write.  With an empty
+    buffer the order of bytes cannot change by sending now; whatever the
+    socket does not take (a full socket buffer), and every write while
+    something is buffered, goes to C{transport.write} as before, so the
+    transport's buffer, its producer pauses and C{max_outgoing_buffer} work
+    unchanged.  A send that fails (reset, broken pipe) hands the bytes to
+    C{transport.write} too: Twisted's own write then meets the same error and
+    reports the lost connection as it always does.  Other transports (TLS,
+    test transports, behind a proxy protocol, after C{startTLS}) always take
+    C{transport.write}.  Measured in docs/performance.md ("What stalled,
+    what was slow, what changed").
+    """
+    if (
+        isinstance(transport, _TCPConnection)
+        and not transport.TLS  # startTLS: bytes must go through the TLS layer
+        and not transport.dataBuffer
+        and not transport._tempDataLen
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._writeDisconnecting
+        and not transport._writeDisconnected
+    ):
+        try:
+            sent = transport.socket.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0  # the socket takes nothing now: Twisted's buffer waits for it
+        except OSError:
+            sent = 0  # the connection failed: Twisted's write path meets and reports the error
+        if sent == len(data):
+            return
+        if sent:
+            data = data[sent:]
+    transport.write(data)
 
 
 #: Seconds we let our close frame take to leave before the socket is aborted.

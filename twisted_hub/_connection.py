@@ -47,6 +47,14 @@ from ._wire import (
 
 T = TypeVar("T")
 
+#: A batch is closed before it would exceed this many bytes (a bigger message
+#: goes alone).  Batching saves per-frame work for small messages; for large
+#: ones it saves nothing and serialises the pipeline instead: the peer can
+#: handle no message of a frame until all of it has arrived, so frames as large
+#: as the peer's 1 MiB limit left both sides waiting on each other
+#: (docs/performance.md, "What stalled, what was slow, what changed").
+BATCH_BYTES = 64 * 1024
+
 _RESULT = MessageKind.RESULT
 _ERROR = MessageKind.ERROR
 
@@ -217,8 +225,9 @@ class Connection(Generic[T]):
     def frames_to_send(self, max_size: int | None = None) -> list[bytes]:
         """
         Everything queued, as frame payloads: batches when the peer takes
-        them (each at most C{max_size} bytes unless one message is larger,
-        and at most L{BATCH_MESSAGES} messages), else one frame per message.
+        them (each at most C{max_size} and at most L{BATCH_BYTES} bytes unless
+        one message is larger, and at most L{BATCH_MESSAGES} messages), else
+        one frame per message.
         """
         outbox = self._outbox
         if not outbox:
@@ -226,15 +235,12 @@ class Connection(Generic[T]):
         self._outbox = []
         if len(outbox) == 1 or CAP_BATCH not in self.peer_capabilities:
             return outbox
-        if max_size is None and len(outbox) <= BATCH_MESSAGES:
-            return [b"".join(outbox)]
+        limit = BATCH_BYTES if max_size is None or max_size > BATCH_BYTES else max_size
         frames: list[bytes] = []
         batch: list[bytes] = []
         size = 0
         for message in outbox:
-            if batch and (
-                len(batch) == BATCH_MESSAGES or (max_size is not None and size + len(message) > max_size)
-            ):
+            if batch and (len(batch) == BATCH_MESSAGES or size + len(message) > limit):
                 frames.append(b"".join(batch))
                 batch, size = [], 0
             batch.append(message)
