@@ -182,6 +182,11 @@ class Connection(Generic[T]):
         self.heartbeat = HeartbeatTracker()
         self.frames_received = 0
         self.late_answers = 0
+        #: traffic counts, read by the metrics at scrape time (twisted_hub/_metrics.py)
+        self.messages_received = 0
+        self.messages_sent = 0
+        self.bytes_received = 0
+        self.client_heartbeats_answered = 0
         #: the most messages one incoming frame may hold (None: any); over it
         #: L{receive_frame} raises L{TooManyMessagesError} before handling any
         self.max_messages_per_frame: int | None = None
@@ -222,6 +227,7 @@ class Connection(Generic[T]):
         if not outbox:
             return []
         self._outbox = []
+        self.messages_sent += len(outbox)
         if len(outbox) == 1 or CAP_BATCH not in self.peer_capabilities:
             return outbox
         if max_size is None and len(outbox) <= BATCH_MESSAGES:
@@ -287,7 +293,9 @@ class Connection(Generic[T]):
             return []
         self.last_received = now
         self.frames_received += 1
+        self.bytes_received += len(data)
         messages = decode_frame(data, self.max_messages_per_frame)
+        self.messages_received += len(messages)
         events: list[Event] = []
         accepts = self._accepts
         for message in messages:
@@ -427,6 +435,7 @@ class ServerConnection(Connection[T]):
         if kind == MessageKind.CLIENT_HEARTBEAT:
             # Always answered, whatever our own heartbeat settings are.
             if self.state is ConnectionState.OPEN:
+                self.client_heartbeats_answered += 1
                 self.send(
                     ClientHeartbeatAck(
                         message.sequence,  # type: ignore[union-attr]

@@ -80,8 +80,11 @@ class ServerHeartbeatScheduler:
         clock: IReactorTime,
         prepare: Callable[[bytes], PreparedMessage],
         stall_detector: StallDetector,
+        on_tick: Callable[[float, int, int], object] | None = None,
     ) -> None:
         self.policy = policy
+        #: told (now, beats sent, answers since the previous tick) at each tick
+        self.on_tick = on_tick
         self.clock = clock
         self._prepare = prepare
         self.stall = stall_detector
@@ -146,6 +149,8 @@ class ServerHeartbeatScheduler:
             "heartbeat {sequence} sent to {count} connections; {acknowledged} answers since the last one",
             sequence=sequence, count=len(self.members), acknowledged=self.acknowledged,
         )
+        if self.on_tick is not None:
+            self.on_tick(now, len(self.members), self.acknowledged)
         self.acknowledged = 0
         if self.members and self.policy.timeout is not None:
             self._schedule_check(self.policy.timeout)

@@ -39,8 +39,9 @@ from zope.interface import implementer
 from ._errors import DisconnectKind
 from ._heartbeat import HeartbeatPolicy
 from ._limits import ConnectionGuard
+from ._ops import HealthPage, MetricsPage, StatusJsonPage
 from ._origin import OriginPolicy
-from ._resource import HubStatusPage, build_site_root
+from ._resource import HubStatusPage, build_site_root, mount
 from ._server import HubServerFactory, HubSpec
 from ._static import mount_client
 from ._wire import CloseCode
@@ -84,6 +85,7 @@ class GracefulShutdown:
         return [p for runtime in self.factory.runtimes.values() for p in runtime.connections.values()]
 
     def start(self) -> Deferred[int]:
+        self.factory.draining = True
         self._started_at = self.clock.seconds()
         open_connections = len(self._connections())
         if open_connections:
@@ -157,7 +159,10 @@ class HubService(MultiService):
         origins, C{"same-host"} or C{"*"}; default: same host only (see
         L{OriginPolicy}).  Used only when the factory is built here.
     @param status_page: serve the status page (False: 404 there).
-    @param status_path: where the status page is (default C{/}).
+    @param status_path: where the status page is (default C{/}); its data
+        is at C{status.json} below it (C{/status.json}).  Listening, the
+        service also serves C{GET /health} (200, or 503 while shutting down)
+        and, when the factory keeps metrics (C{metrics=True}), C{GET /metrics}.
     @param shutdown_timeout: seconds C{stopService} may take.
     @param clock: time source for the shutdown (default: the factory's).
     @param redis: a C{redis://host:port/db} URL: serve as one with the other
@@ -221,6 +226,13 @@ class HubService(MultiService):
                 extra = [("allowed origins", self._origin_text())]
                 status = HubStatusPage(factory, path, self.listen, extra)
             self.root = build_site_root(factory, path, status, status_path)
+            if status is not None:
+                json_path = status_path.rstrip("/") + "/status.json"
+                status.json_url = json_path
+                mount(self.root, path, json_path, StatusJsonPage(factory))
+            mount(self.root, path, "/health", HealthPage(factory))
+            if factory.metrics is not None:
+                mount(self.root, path, "/metrics", MetricsPage(factory))
             links = mount_client(self.root, factory, path)
             if status is not None:
                 status.links = links
@@ -272,6 +284,7 @@ class HubService(MultiService):
 
     def stopService(self) -> Deferred[None]:
         """Stop listening, then close every connection gracefully (bounded)."""
+        self.factory.draining = True
         stopping = super().stopService()  # type: ignore[no-untyped-call]
         listeners_stopped: Deferred[Any] = stopping if isinstance(stopping, Deferred) else succeed(None)
 
