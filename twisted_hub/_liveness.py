@@ -80,11 +80,13 @@ class ServerHeartbeatScheduler:
         clock: IReactorTime,
         prepare: Callable[[bytes], PreparedMessage],
         stall_detector: StallDetector,
-        on_tick: Callable[[float, int, int], object] | None = None,
+        on_tick: Callable[[float, int, int, int], object] | None = None,
     ) -> None:
         self.policy = policy
-        #: told (now, beats sent, answers since the previous tick) at each tick
+        #: told (now, beats sent now, beats sent at the previous tick, answers
+        #: since the previous tick) at each tick
         self.on_tick = on_tick
+        self._sent_before = 0
         self.clock = clock
         self._prepare = prepare
         self.stall = stall_detector
@@ -150,7 +152,8 @@ class ServerHeartbeatScheduler:
             sequence=sequence, count=len(self.members), acknowledged=self.acknowledged,
         )
         if self.on_tick is not None:
-            self.on_tick(now, len(self.members), self.acknowledged)
+            self.on_tick(now, len(self.members), self._sent_before, self.acknowledged)
+        self._sent_before = len(self.members)
         self.acknowledged = 0
         if self.members and self.policy.timeout is not None:
             self._schedule_check(self.policy.timeout)

@@ -220,7 +220,10 @@ class HeartbeatWindow:
         self.latencies: list[float] = []
 
     def tick(self, now: float, sent: int, answered: int) -> None:
-        """A scheduler tick at C{now}: C{sent} beats; C{answered} answers since its previous tick."""
+        """
+        A scheduler tick at C{now}: C{sent} beats at its previous tick,
+        C{answered} answers since then (the success rate compares them).
+        """
         self.ticks.append((now, sent, answered, self.latencies))
         self.latencies = []
         self._prune(now)

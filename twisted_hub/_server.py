@@ -1017,8 +1017,9 @@ class HubServerFactory(WebSocketServerFactory):  # type: ignore[misc]
             self._schedulers[policy] = scheduler
         return scheduler
 
-    def _heartbeat_tick(self, now: float, sent: int, answered: int) -> None:
-        self.heartbeat_window.tick(now, sent, answered)
+    def _heartbeat_tick(self, now: float, sent: int, sent_before: int, answered: int) -> None:
+        # The answers since the previous tick answer that tick's beats.
+        self.heartbeat_window.tick(now, sent_before, answered)
         if self.metrics is not None:
             self.metrics.heartbeats_sent.inc(sent)
 

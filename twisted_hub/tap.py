@@ -40,7 +40,7 @@ _SINGLE = (
     "handshake-timeout", "max-connections", "max-connections-per-ip", "status-path",
     "redis", "redis-lease",
 )
-_FLAGS = ("no-status",)
+_FLAGS = ("no-status", "metrics")
 
 
 def load_hub(spec: str) -> type[Hub]:
@@ -176,6 +176,7 @@ class Options(usage.Options):
     ]
     optFlags = [
         ["no-status", None, "Serve no status page (404 there)."],
+        ["metrics", None, "Keep Prometheus metrics and serve them on GET /metrics (needs prometheus-client)."],
     ]
 
     def __init__(self) -> None:
@@ -217,8 +218,16 @@ class Options(usage.Options):
             self["allowed-origins"] = list(file_settings.get("allowed-origin", []))
         if not self["allowed-hosts"]:
             self["allowed-hosts"] = list(file_settings.get("allowed-host", []))
-        if not self["no-status"]:
-            self["no-status"] = bool(file_settings.get("no-status", False))
+        for flag in _FLAGS:
+            if not self[flag]:
+                self[flag] = bool(file_settings.get(flag, False))
+        if self["metrics"]:
+            try:
+                import prometheus_client  # noqa: F401
+            except ImportError:
+                raise usage.UsageError(
+                    "--metrics needs prometheus-client: pip install 'twisted-hub[metrics]'"
+                ) from None
         if not self["listen"]:
             self["listen"] = list(file_settings.get("listen", []))
         self._check_listen()
@@ -391,6 +400,7 @@ def makeService(options: Options) -> IService:
         max_connections_per_ip=options["max-connections-per-ip"],
         status_page=not options["no-status"],
         status_path=options["status-path"],
+        metrics=bool(options["metrics"]),
         **backplane_options,
     )
     hubs.setServiceParent(root)  # type: ignore[no-untyped-call]
