@@ -188,3 +188,22 @@ class RegistryTests(SynchronousTestCase):
         HubServerFactory([WorkHub], metrics=metrics)
         with self.assertRaises(ValueError):
             HubServerFactory([WorkHub], metrics=metrics)
+
+
+class SlowConsumerMetricsTests(SynchronousTestCase):
+    def test_slow_consumer_close_counted(self) -> None:
+        """A client dropped for not reading counts once as a slow-consumer close and a slow-consumer disconnect."""
+        server = HubTestServer([WorkHub], metrics=True, max_outgoing_buffer=4000)
+        conn = server.connect("work")
+        self.successResultOf(conn.ready)
+        conn.server_protocol.pauseProducing()  # what the transport does when its buffer is full
+        calls = [conn.client.call("plain", "r" * 900) for _ in range(10)]
+        server.flush()
+        for d in calls:
+            d.addErrback(lambda f: None)
+        assert server.factory.metrics is not None
+        registry = server.factory.metrics.registry
+        self.assertEqual(registry.get_sample_value("twisted_hub_slow_consumer_closes_total", {"hub": "work"}), 1)
+        self.assertEqual(
+            registry.get_sample_value("twisted_hub_disconnects_total", {"hub": "work", "reason": "slow-consumer"}), 1
+        )

@@ -55,6 +55,7 @@ class HubLabelMetrics:
 
     def __init__(self, metrics: HubMetrics, hub: str, methods: Iterable[str]) -> None:
         self.connects = metrics.connects.labels(hub)
+        self.slow_consumer_closes = metrics.slow_consumer_closes.labels(hub)
         self.disconnects = {kind: metrics.disconnects.labels(hub, kind.value) for kind in DisconnectKind}
         self.methods = {name: MethodMetrics(metrics.calls, metrics.call_duration, hub, name) for name in methods}
         self.other = MethodMetrics(metrics.calls, metrics.call_duration, hub, OTHER_METHOD)

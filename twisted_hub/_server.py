@@ -739,9 +739,8 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         self._close_reason = DisconnectReason(
             DisconnectKind.SLOW_CONSUMER, CloseCode.SLOW_CONSUMER, "outgoing buffer limit", True
         )
-        metrics = self.factory.metrics
-        if metrics is not None and self.runtime is not None:
-            metrics.slow_consumer_closes.labels(self.runtime.hub_class.hub_name).inc()
+        if self.runtime is not None and self.runtime.metrics is not None:
+            self.runtime.metrics.slow_consumer_closes.inc()
         self._disconnected = True
         self.transport.abortConnection()
 
