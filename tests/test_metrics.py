@@ -207,3 +207,19 @@ class SlowConsumerMetricsTests(SynchronousTestCase):
         self.assertEqual(
             registry.get_sample_value("twisted_hub_disconnects_total", {"hub": "work", "reason": "slow-consumer"}), 1
         )
+
+
+class HeartbeatWindowTests(SynchronousTestCase):
+    def test_bounded_points_keep_the_percentiles(self) -> None:
+        """10,000 answers in a tick keep 64 points, and p50/p99 stay within one point's spacing."""
+        from twisted_hub._metrics import HeartbeatWindow
+
+        window = HeartbeatWindow(points=64)
+        window.latencies = [i / 10_000 for i in range(10_000)]  # 0 .. 0.9999 s, uniform
+        window.tick(1.0, 10_000, 10_000)
+        self.assertEqual(len(window.ticks[0][3]), 64)
+        summary = window.summary(1.0)
+        self.assertLessEqual(abs(summary["latency_p50"] - 0.5), 1 / 63)
+        self.assertLessEqual(abs(summary["latency_p99"] - 0.99), 1 / 63)
+        self.assertEqual(summary["success_rate"], 1.0)
+        self.assertIsNone(window.summary(100.0)["latency_p50"])  # older than the window: forgotten

@@ -211,12 +211,16 @@ class HeartbeatWindow:
     """
     Server heartbeats of the last C{span} seconds, per scheduler tick: sent,
     answered, and the answers' latencies (for the status page's success rate
-    and p50/p99).  One list append per answer; the rest happens per tick.
+    and p50/p99).  One list append per answer; the rest happens per tick,
+    where a tick's latencies are reduced to at most C{points} evenly spaced
+    order statistics (so memory stays bounded with many connections).
     """
 
-    def __init__(self, span: float = 60.0) -> None:
+    def __init__(self, span: float = 60.0, points: int = 64) -> None:
         self.span = span
-        self.ticks: deque[tuple[float, int, int, list[float]]] = deque()
+        self.points = points
+        #: (time, sent, answered, latency points, weight of each point)
+        self.ticks: deque[tuple[float, int, int, list[float], float]] = deque()
         #: latencies of the answers since the last tick
         self.latencies: list[float] = []
 
@@ -225,8 +229,13 @@ class HeartbeatWindow:
         A scheduler tick at C{now}: C{sent} beats at its previous tick,
         C{answered} answers since then (the success rate compares them).
         """
-        self.ticks.append((now, sent, answered, self.latencies))
+        ordered = sorted(self.latencies)
         self.latencies = []
+        count = len(ordered)
+        if count > self.points:
+            step = (count - 1) / (self.points - 1)
+            ordered = [ordered[round(i * step)] for i in range(self.points)]
+        self.ticks.append((now, sent, answered, ordered, count / len(ordered) if ordered else 0.0))
         self._prune(now)
 
     def _prune(self, now: float) -> None:
@@ -238,19 +247,27 @@ class HeartbeatWindow:
         self._prune(now)
         sent = sum(tick[1] for tick in self.ticks)
         answered = sum(tick[2] for tick in self.ticks)
-        latencies = sorted([latency for tick in self.ticks for latency in tick[3]] + self.latencies)
+        weighted = sorted(
+            [(latency, tick[4]) for tick in self.ticks for latency in tick[3]]
+            + [(latency, 1.0) for latency in self.latencies]
+        )
         return {
             "sent": sent,
             "answered": answered,
             "success_rate": min(1.0, answered / sent) if sent else None,
-            "latency_p50": _percentile(latencies, 0.50),
-            "latency_p99": _percentile(latencies, 0.99),
+            "latency_p50": _percentile(weighted, 0.50),
+            "latency_p99": _percentile(weighted, 0.99),
         }
 
 
-def _percentile(ordered: list[float], fraction: float) -> float | None:
-    """The nearest-rank percentile of sorted values (None when there are none)."""
-    if not ordered:
+def _percentile(weighted: list[tuple[float, float]], fraction: float) -> float | None:
+    """The weighted nearest-rank percentile of sorted (value, weight) pairs (None when there are none)."""
+    if not weighted:
         return None
-    rank = max(1, -(-int(fraction * 1000) * len(ordered) // 1000))
-    return ordered[min(rank, len(ordered)) - 1]
+    rank = fraction * sum(weight for _, weight in weighted)
+    total = 0.0
+    for value, weight in weighted:
+        total += weight
+        if total >= rank - 1e-9:
+            return value
+    return weighted[-1][0]
