@@ -11,18 +11,16 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
 from ._errors import HubError
 from ._hub import Hub, HubMethod
+from ._metrics import ERROR, INTERNAL, OK, REFUSED, HubLabelMetrics
 from ._ratelimit import bounded_text, peer_text
 from ._wire import ErrorCode, Invoke, MessageKind, Notify
-
-if TYPE_CHECKING:
-    from ._metrics import HubLabelMetrics
 
 _INVOKE = MessageKind.INVOKE
 
@@ -108,7 +106,7 @@ class CallDispatcher:
         if refusal is not None:
             self.errors += 1
             if self.metrics is not None:
-                self.metrics.method(invocation.method).refused.inc()
+                self.metrics.method(invocation.method).counts[REFUSED] += 1
             if invocation.kind == _INVOKE:
                 self.answers.answer_error(invocation.call_id, ErrorCode.TOO_MANY_PENDING, refusal)  # type: ignore[union-attr]
             else:
@@ -134,7 +132,7 @@ class CallDispatcher:
         spec = self.methods.get(invocation.method)
         if spec is None:
             hub_name = type(self.hub).hub_name
-            self._count(invocation.method, "error", started)
+            self._count(invocation.method, ERROR, started)
             self._fail(call_id, ErrorCode.UNKNOWN_METHOD, f"hub {hub_name!r} has no method {peer_text(invocation.method)}")
             return
         args, kwargs = invocation.args, invocation.kwargs
@@ -146,20 +144,20 @@ class CallDispatcher:
             else:
                 result = spec.function(self.hub, *args)
         except HubError as e:
-            self._count(invocation.method, "error", started)
+            self._count(invocation.method, ERROR, started)
             self._fail(call_id, e.code, e.message, e.detail)
             return
         except TypeError as e:
             explanation = spec.explain_type_error(args, kwargs)
             if explanation is not None:
-                self._count(invocation.method, "error", started)
+                self._count(invocation.method, ERROR, started)
                 self._fail(call_id, ErrorCode.INVALID_ARGUMENTS, explanation)
             else:
-                self._count(invocation.method, "internal", started)
+                self._count(invocation.method, INTERNAL, started)
                 self._internal_error(call_id, invocation.method, Failure(e))
             return
         except Exception:
-            self._count(invocation.method, "internal", started)
+            self._count(invocation.method, INTERNAL, started)
             self._internal_error(call_id, invocation.method, Failure())
             return
         if isinstance(result, Deferred) or hasattr(result, "__await__"):
@@ -176,28 +174,21 @@ class CallDispatcher:
             self.answers.answer_result(call_id, result)
         metrics = self.metrics
         if metrics is not None:
-            children = metrics.method(invocation.method)
-            children.ok.inc()
-            children.duration.observe(self._now() - started)
+            metrics.method(invocation.method).record(OK, self._now() - started)
 
-    def _count(self, method: str, outcome: str, started: float) -> None:
+    def _count(self, method: str, outcome: int, started: float) -> None:
         """A call ended other than with a result: count it (and time it, with metrics on)."""
         self.errors += 1
         metrics = self.metrics
         if metrics is not None:
-            children = metrics.method(method)
-            counter = children.internal if outcome == "internal" else children.error
-            counter.inc()
-            children.duration.observe(self._now() - started)
+            metrics.method(method).record(outcome, self._now() - started)
 
     def _async_done(self, value: Any, call_id: int | None, method: str, size: int, started: float) -> None:
         self.running -= 1
         self.pending_bytes -= size
         metrics = self.metrics
         if metrics is not None:
-            children = metrics.method(method)
-            children.ok.inc()
-            children.duration.observe(self._now() - started)
+            metrics.method(method).record(OK, self._now() - started)
         if call_id is not None and not self._closed:
             self.answers.answer_result(call_id, value)
         self._next()
@@ -206,11 +197,11 @@ class CallDispatcher:
         self.running -= 1
         self.pending_bytes -= size
         if failure.check(HubError):
-            self._count(method, "error", started)
+            self._count(method, ERROR, started)
             error = failure.value
             self._fail(call_id, error.code, error.message, error.detail)  # type: ignore[union-attr]
         else:
-            self._count(method, "internal", started)
+            self._count(method, INTERNAL, started)
             self._internal_error(call_id, method, failure)
         self._next()
 

@@ -1,20 +1,27 @@
 """
 Prometheus metrics of a hub server (C{docs/operations.md}).
 
-L{HubMetrics} holds the C{prometheus_client} metrics of one
-L{HubServerFactory}; the factory owns it and the protocol, heartbeat
-scheduler and call dispatcher report to it at a few points.  Label children
-are bound once (per hub, per declared method, per disconnect kind), so the
-hot paths do no label lookups.  Counts the core already keeps per connection
-(messages and bytes, client heartbeats answered) are read at scrape time
-(L{_LiveCollector}), so they cost nothing per message.
+L{HubMetrics} holds the metrics of one L{HubServerFactory}; the factory owns
+it and the protocol, heartbeat scheduler and call dispatcher report to it at
+a few points.  Children are bound once (per hub, per declared method, per
+disconnect kind), so nothing looks up labels per message.
 
-L{NO_METRICS} (the default) records nothing; C{prometheus_client} is needed
-only when metrics are on (the C{metrics} extra).
+Rare events (connects, disconnects, timeouts, slow consumers) are
+C{prometheus_client} counters.  What happens per call or per heartbeat
+answer is counted in plain numbers (L{MethodMetrics}, L{FastHistogram}: an
+increment and a C{bisect}, no lock) and handed to C{prometheus_client} at
+scrape time by a collector, as are the counts the core keeps per connection
+(messages, bytes, client heartbeats answered): the hot paths stay within
+the cost budget of docs/performance.md.  Scrape from the reactor thread
+(C{/metrics} does); a scrape from another thread may see a histogram's
+count and sum one observation apart.
+
+C{prometheus_client} is needed only when metrics are on (the C{metrics} extra).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -29,25 +36,61 @@ if TYPE_CHECKING:
 
 #: The method label of calls to undeclared methods (label values stay bounded).
 OTHER_METHOD = "other"
-#: Call outcomes: answered with a result, with a L{HubError} (or argument
-#: error, unknown method), crashed (internal error), refused by the pending limits.
+#: Call outcomes, by index in L{MethodMetrics.counts}: answered with a
+#: result; with a L{HubError} (or argument error, unknown method); crashed
+#: (internal error); refused by the pending limits.
 CALL_OUTCOMES = ("ok", "error", "internal", "refused")
+OK, ERROR, INTERNAL, REFUSED = range(4)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _CALL_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+class FastHistogram:
+    """
+    Bucket counts and a sum in plain numbers (exported by L{_HotCollector}):
+    C{counts[i]} counts the values in C{(bounds[i-1], bounds[i]]}, the last
+    one those above every bound.
+    """
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative C{(le, count)} pairs, for C{HistogramMetricFamily}."""
+        from prometheus_client.utils import floatToGoString
+
+        result: list[tuple[str, float]] = []
+        total = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            total += count
+            result.append((floatToGoString(bound), total))  # type: ignore[no-untyped-call]
+        return result
+
+
 class MethodMetrics:
-    """The bound children of one hub method: a counter per outcome and the duration histogram."""
+    """One hub method's calls by outcome (C{counts[OK]}...) and their durations."""
 
-    __slots__ = ("ok", "error", "internal", "refused", "duration")
+    __slots__ = ("counts", "duration")
 
-    def __init__(self, calls: Any, duration: Any, hub: str, method: str) -> None:
-        self.ok = calls.labels(hub, method, "ok")
-        self.error = calls.labels(hub, method, "error")
-        self.internal = calls.labels(hub, method, "internal")
-        self.refused = calls.labels(hub, method, "refused")
-        self.duration = duration.labels(hub, method)
+    def __init__(self) -> None:
+        self.counts = [0, 0, 0, 0]
+        self.duration = FastHistogram(_CALL_BUCKETS)
+
+    def record(self, outcome: int, seconds: float) -> None:
+        """A call ended with C{outcome} after C{seconds}."""
+        self.counts[outcome] += 1
+        duration = self.duration
+        duration.counts[bisect_left(duration.bounds, seconds)] += 1
+        duration.sum += seconds
 
 
 class HubLabelMetrics:
@@ -57,8 +100,8 @@ class HubLabelMetrics:
         self.connects = metrics.connects.labels(hub)
         self.slow_consumer_closes = metrics.slow_consumer_closes.labels(hub)
         self.disconnects = {kind: metrics.disconnects.labels(hub, kind.value) for kind in DisconnectKind}
-        self.methods = {name: MethodMetrics(metrics.calls, metrics.call_duration, hub, name) for name in methods}
-        self.other = MethodMetrics(metrics.calls, metrics.call_duration, hub, OTHER_METHOD)
+        self.methods = {name: MethodMetrics() for name in methods}
+        self.other = MethodMetrics()
 
     def method(self, name: str) -> MethodMetrics:
         """The children of a method, or of C{other} when the hub does not declare it."""
@@ -72,10 +115,8 @@ class HubMetrics:
     C{prometheus_client.REGISTRY} to share the process-wide one).
     """
 
-    enabled = True
-
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge
 
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -87,24 +128,9 @@ class HubMetrics:
         self.heartbeats_sent = Counter(
             "twisted_hub_server_heartbeats_sent", "Server heartbeats (or heartbeat pings) sent.", registry=r
         )
-        self.heartbeats_answered = Counter(
-            "twisted_hub_server_heartbeats_answered", "Server heartbeats answered by clients.", registry=r
-        )
         self.heartbeat_timeouts = Counter(
             "twisted_hub_server_heartbeat_timeouts", "Connections closed for an unanswered server heartbeat.",
             registry=r,
-        )
-        self.heartbeat_latency = Histogram(
-            "twisted_hub_heartbeat_latency_seconds", "Server heartbeat round trip, measured by the server.",
-            buckets=_LATENCY_BUCKETS, registry=r,
-        )
-        self.calls = Counter(
-            "twisted_hub_calls", "Hub calls and notifications, by method and outcome.",
-            ["hub", "method", "outcome"], registry=r,
-        )
-        self.call_duration = Histogram(
-            "twisted_hub_call_duration_seconds", "Time from a call's start to its answer.",
-            ["hub", "method"], buckets=_CALL_BUCKETS, registry=r,
         )
         self.slow_consumer_closes = Counter(
             "twisted_hub_slow_consumer_closes", "Clients dropped for not reading their data.", ["hub"], registry=r
@@ -114,6 +140,8 @@ class HubMetrics:
             registry=r,
         )
         self.worst_stall = Gauge("twisted_hub_reactor_worst_stall_seconds", "The latest a timer fired.", registry=r)
+        #: server heartbeat round trips (its count: the heartbeats answered)
+        self.heartbeat_latency = FastHistogram(_LATENCY_BUCKETS)
         self._factory: HubServerFactory | None = None
 
     def attach(self, factory: HubServerFactory) -> None:
@@ -128,6 +156,47 @@ class HubMetrics:
         self.stall_events.set_function(lambda: detector.stalls)
         self.worst_stall.set_function(lambda: detector.max_lag)
         self.registry.register(_LiveCollector(factory))
+        self.registry.register(_HotCollector(self, factory))
+
+
+class _HotCollector:
+    """The per-call and per-answer numbers, as Prometheus families."""
+
+    def __init__(self, metrics: HubMetrics, factory: HubServerFactory) -> None:
+        self.metrics = metrics
+        self.factory = factory
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+        latency = self.metrics.heartbeat_latency
+        answered = CounterMetricFamily(
+            "twisted_hub_server_heartbeats_answered", "Server heartbeats answered by clients."
+        )
+        answered.add_metric([], sum(latency.counts))
+        yield answered
+        heartbeat = HistogramMetricFamily(
+            "twisted_hub_heartbeat_latency_seconds", "Server heartbeat round trip, measured by the server."
+        )
+        heartbeat.add_metric([], latency.buckets(), latency.sum)
+        yield heartbeat
+        calls = CounterMetricFamily(
+            "twisted_hub_calls", "Hub calls and notifications, by method and outcome.",
+            labels=["hub", "method", "outcome"],
+        )
+        durations = HistogramMetricFamily(
+            "twisted_hub_call_duration_seconds", "Time from a call's start to its answer.", labels=["hub", "method"]
+        )
+        for hub, runtime in self.factory.runtimes.items():
+            if runtime.metrics is None:
+                continue
+            named = [*runtime.metrics.methods.items(), (OTHER_METHOD, runtime.metrics.other)]
+            for method, children in named:
+                for outcome, count in zip(CALL_OUTCOMES, children.counts, strict=True):
+                    calls.add_metric([hub, method, outcome], count)
+                durations.add_metric([hub, method], children.duration.buckets(), children.duration.sum)
+        yield calls
+        yield durations
 
 
 def _counter_of(runtime: HubRuntime) -> Any:

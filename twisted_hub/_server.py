@@ -589,7 +589,6 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         self.factory.heartbeat_window.latencies.append(event.latency)
         metrics = self.factory.metrics
         if metrics is not None:
-            metrics.heartbeats_answered.inc()
             metrics.heartbeat_latency.observe(event.latency)
         callback = self.ack_callback
         if callback is not None:
