@@ -99,8 +99,11 @@ class StatusJsonTests(SynchronousTestCase):
                          ("work", "normal", 1000, "bye"))
         for key in ("version", "server_time", "draining"):
             self.assertIn(key, status)
-        # the rates of the next reading cover only what happened since this one
+        # within the minute, the next reading still averages from the start ...
         server.advance(5.0)
+        self.assertAlmostEqual(self.read(page)["calls_per_s"], 8 / 15)
+        # ... a minute later, from the readings of the last minute
+        server.advance(65.0)
         self.assertEqual(self.read(page)["calls_per_s"], 0.0)
 
     def test_heartbeat_failures_lower_the_success_rate(self) -> None:

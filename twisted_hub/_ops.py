@@ -62,9 +62,9 @@ class HealthPage(Resource):
 
 class StatusSnapshot:
     """
-    The data of C{/status.json}.  Calls/s and errors/s are averaged since
-    the oldest reading of the last minute (the page reads every few seconds),
-    or since the start at the first reading.
+    The data of C{/status.json}.  Calls/s and errors/s are averaged over
+    the last minute: since the oldest reading in it (the page reads every
+    few seconds) or the start, else since the latest reading before it.
     """
 
     def __init__(self, factory: HubServerFactory, clock: IReactorTime | None = None) -> None:
@@ -85,10 +85,14 @@ class StatusSnapshot:
             errors += totals["call_errors"]
             hubs[name] = {"connections": len(runtime.connections), "calls": totals["calls"], "errors": totals["call_errors"]}
         started = factory.started_at
-        while self._readings and self._readings[0][0] < now - STATUS_WINDOW:
-            self._readings.popleft()
-        since, calls_then, errors_then = self._readings[0] if self._readings else (started if started is not None else now, 0, 0)
-        self._readings.append((now, calls, errors))
+        readings = self._readings
+        if not readings:
+            readings.append((started if started is not None else now, 0, 0))
+        # The oldest reading of the last minute, or the newest before it when none is that recent.
+        while len(readings) >= 2 and readings[1][0] <= now - STATUS_WINDOW:
+            readings.popleft()
+        since, calls_then, errors_then = readings[0]
+        readings.append((now, calls, errors))
         elapsed = now - since
         heartbeat = factory.heartbeat_window.summary(now)
         return {

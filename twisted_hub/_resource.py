@@ -200,6 +200,9 @@ cell(row,new Date(d.time*1000).toISOString().slice(11,19));cell(row,d.hub);cell(
 cell(row,d.kind+(d.code!=null?" ("+d.code+")":"")+(d.reason?": "+d.reason:""));});
 var hubs=$("hubs");for(var i=1;i<hubs.rows.length;i++){var h=st.hubs[hubs.rows[i].cells[0].textContent];
 if(h)hubs.rows[i].cells[2].textContent=h.connections;}
+document.querySelectorAll("th").forEach(function(th){var td=th.nextElementSibling;if(!td)return;
+if(th.textContent==="server time (UTC)")td.textContent=new Date(st.server_time*1000).toISOString();
+if(th.textContent==="connections")td.textContent=st.connections;});
 $("updated").textContent="updated "+new Date(st.server_time*1000).toISOString().slice(11,19)+" UTC";}
 function poll(){fetch(url,{cache:"no-store"}).then(function(r){return r.json();}).then(show)
 .catch(function(){$("updated").textContent="(server not answering)";}).then(function(){setTimeout(poll,2000);});}
