@@ -11,8 +11,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import HeartbeatPolicy, HubClientOptions, HubError, HubServerFactory
-from twisted_hub._metrics import HubMetrics
+from twisted_hub import HeartbeatPolicy, HubClientOptions, HubError, HubMetrics, HubServerFactory
 from twisted_hub.testing import HubTestServer, TestConnection
 
 from .helpers.hubs import WorkHub
