@@ -250,3 +250,34 @@ class MetricsOptionTests(SynchronousTestCase):
             config = Path(directory) / "hub.toml"
             config.write_text("metrics = true\n")
             self.assertIsNotNone(factory_of("--config", str(config)).metrics)
+
+
+class VersionTests(SynchronousTestCase):
+    def test_twistd_hub_version(self) -> None:
+        """twistd hub --version prints our version (with Twisted's and autobahn's) and exits 0."""
+        import io
+        from contextlib import redirect_stdout
+
+        from twisted_hub import __version__
+
+        from .test_tap import parse
+
+        out = io.StringIO()
+        with redirect_stdout(out), self.assertRaises(SystemExit) as caught:
+            parse("--version")
+        self.assertEqual(caught.exception.code, 0)
+        self.assertTrue(out.getvalue().startswith(f"twisted-hub {__version__} (Twisted "), out.getvalue())
+
+    def test_module_version(self) -> None:
+        """python3 -m twisted_hub --version prints our version and exits 0."""
+        import io
+        from contextlib import redirect_stdout
+
+        from twisted_hub import __version__
+        from twisted_hub.__main__ import parse_args
+
+        out = io.StringIO()
+        with redirect_stdout(out), self.assertRaises(SystemExit) as caught:
+            parse_args(["--version"])
+        self.assertEqual(caught.exception.code, 0)
+        self.assertEqual(out.getvalue(), f"twisted-hub {__version__}\n")

@@ -16,6 +16,7 @@ before anything listens.  See C{docs/deploying.md}.
 from __future__ import annotations
 
 import importlib
+import sys
 import tomllib
 from typing import Any
 
@@ -186,6 +187,17 @@ class Options(usage.Options):
         self["allowed-origins"] = []
         self["allowed-hosts"] = []
         self._hub_specs: list[str] = []
+
+    def opt_version(self) -> None:
+        """Print the twisted-hub, Twisted and autobahn versions and exit."""
+        import autobahn
+
+        from twisted import copyright
+
+        from . import __version__
+
+        print(f"twisted-hub {__version__} (Twisted {copyright.version}, autobahn {version('autobahn')})")
+        sys.exit(0)
 
     def opt_listen(self, description: str) -> None:
         """Listen on a strports endpoint (repeatable): tcp:8080, ssl:8443:privateKey=K:certKey=C, unix:PATH."""
