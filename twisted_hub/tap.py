@@ -190,13 +190,13 @@ class Options(usage.Options):
 
     def opt_version(self) -> None:
         """Print the twisted-hub, Twisted and autobahn versions and exit."""
-        import autobahn
+        from importlib.metadata import version as installed_version
 
         from twisted import copyright
 
         from . import __version__
 
-        print(f"twisted-hub {__version__} (Twisted {copyright.version}, autobahn {version('autobahn')})")
+        print(f"twisted-hub {__version__} (Twisted {copyright.version}, autobahn {installed_version('autobahn')})")
         sys.exit(0)
 
     def opt_listen(self, description: str) -> None:
