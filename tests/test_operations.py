@@ -281,3 +281,13 @@ class VersionTests(SynchronousTestCase):
             parse_args(["--version"])
         self.assertEqual(caught.exception.code, 0)
         self.assertEqual(out.getvalue(), f"twisted-hub {__version__}\n")
+
+
+class HeartbeatLogTests(SynchronousTestCase):
+    def test_no_timeout_reads_never(self) -> None:
+        """The heartbeat timer's debug line says 'timeout never', not 'timeout=Nones'."""
+        logs: list[LogEvent] = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)  # type: ignore[assignment]
+        server = HubTestServer([WorkHub], heartbeat=HeartbeatPolicy(enabled=True, interval=1.0, timeout=None))
+        server.connect("work")
+        [started] = [formatEvent(e) for e in logs if "heartbeat timer started" in e.get("log_format", "")]
+        self.assertEqual(started, "heartbeat timer started: interval 1.0s, timeout never")

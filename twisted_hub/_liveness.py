@@ -107,9 +107,10 @@ class ServerHeartbeatScheduler:
             self._next_due = self.clock.seconds() + self.policy.interval
             self._loop.start(self.policy.interval, now=False)
             self.log.debug(
-                "heartbeat timer started: interval={interval}s timeout={timeout}s",
+                "heartbeat timer started: interval {interval}s, timeout {timeout_text}",
                 interval=self.policy.interval,
                 timeout=self.policy.timeout,
+                timeout_text="never" if self.policy.timeout is None else f"{self.policy.timeout:g}s",
             )
 
     def remove(self, member: HeartbeatMember) -> None:
