@@ -169,7 +169,8 @@ class LogTests(SynchronousTestCase):
                          ("work", protocol.connection_id, peer_text(protocol.peer)))
         self.assertEqual((closed["hub"], closed["id"], closed["duration"], closed["kind"], closed["code"],
                           closed["reason"]), ("work", protocol.connection_id, 2.5, "normal", 1000, "done here"))
-        self.assertIn("closed after 2.5s: normal (1000) done here", formatEvent(closed))
+        self.assertEqual(formatEvent(closed), f"work connection {protocol.connection_id} closed: normal (1000) done here; "
+                                              f"from {peer_text(protocol.peer)} after 2.5s")
 
     def test_peer_chosen_reason_is_bounded(self) -> None:
         """A long close reason from the peer is cut in the log line."""

@@ -827,7 +827,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         text = bounded_text(reason.message or "")
         factory.recent_disconnects.add(now, hub_name, self.connection_id, reason.kind.value, reason.code, text)
         _connection_log.info(
-            "{hub} connection {id} from {peer} closed after {duration:.1f}s: {kind} ({code}) {reason}",
+            "{hub} connection {id} closed: {kind} ({code}) {reason}; from {peer} after {duration:.1f}s",
             hub=hub_name, id=self.connection_id, peer=peer_text(self.peer), duration=now - self._opened_at,
             kind=reason.kind.value, code=reason.code, reason=text, locally=reason.locally,
         )
