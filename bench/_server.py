@@ -157,6 +157,7 @@ def run_hub(args: argparse.Namespace) -> None:
     factory = HubServerFactory(
         [BenchHub], heartbeat=policy, reactor=reactor, backplane=backplane,
         max_connections=None, max_connections_per_ip=None,
+        metrics=args.metrics or bool(os.environ.get("BENCH_HUB_METRICS")),
     )
     runtime = factory.hub_runtime(HUB_NAME)
 
@@ -411,6 +412,7 @@ def main() -> None:
     parser.add_argument("--heartbeat", type=float, default=0.0, help="interval in seconds, 0 = off")
     parser.add_argument("--timeout", type=float, default=3.0, help="heartbeat timeout in seconds")
     parser.add_argument("--redis", default="", help="join the other servers on this Redis URL (hub, socketio)")
+    parser.add_argument("--metrics", action="store_true", help="hub: keep Prometheus metrics (also BENCH_HUB_METRICS=1)")
     args = parser.parse_args()
     raise_nofile()
     {"hub": run_hub, "autobahn": run_autobahn, "socketio": run_socketio, "websockets": run_websockets}[args.impl](args)

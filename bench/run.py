@@ -450,7 +450,11 @@ def main() -> int:
     parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
     parser.add_argument("--window", type=float, help="idle measuring window, seconds")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
+    parser.add_argument("--metrics", action="store_true",
+                        help="the hub server keeps Prometheus metrics (for their cost, docs/performance.md)")
     args = parser.parse_args()
+    if args.metrics:
+        os.environ["BENCH_HUB_METRICS"] = "1"  # inherited by the hub server processes
     s = quick_settings() if args.quick else Settings()
     if args.repeats:
         s.repeats = args.repeats

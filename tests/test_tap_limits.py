@@ -48,13 +48,13 @@ class LimitOptionTests(SynchronousTestCase):
         self.assertTrue(service.factory.allowed_hosts.allows("a.example.org"))
         self.assertFalse(service.factory.allowed_hosts.allows("evil.example"))
         assert service.root is not None
-        self.assertEqual(sorted(service.root.children), [b"client", b"demo", b"hub", b"status"])
+        self.assertEqual(sorted(service.root.children), [b"client", b"demo", b"health", b"hub", b"status", b"status.json"])
 
     def test_no_status(self) -> None:
         """--no-status leaves no status page on the site (the hub, the client script and the demo stay)."""
         service = self.hub_service("--no-status")
         assert service.root is not None
-        self.assertEqual(sorted(service.root.children), [b"client", b"demo", b"hub"])
+        self.assertEqual(sorted(service.root.children), [b"client", b"demo", b"health", b"hub"])
         self.assertNotIn(b"", service.root.children)
 
     def test_file_keys(self) -> None:

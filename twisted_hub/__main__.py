@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python3 -m twisted_hub", description="Call and watch twisted-hub hubs from the command line."
     )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"twisted-hub {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     call = commands.add_parser(

@@ -192,6 +192,11 @@ class Connection(Generic[T]):
         self.heartbeat = HeartbeatTracker()
         self.frames_received = 0
         self.late_answers = 0
+        #: traffic counts, read by the metrics at scrape time (twisted_hub/_metrics.py)
+        self.messages_received = 0
+        self.messages_sent = 0
+        self.bytes_received = 0
+        self.client_heartbeats_answered = 0
         #: the most messages one incoming frame may hold (None: any); over it
         #: L{receive_frame} raises L{TooManyMessagesError} before handling any
         self.max_messages_per_frame: int | None = None
@@ -233,6 +238,7 @@ class Connection(Generic[T]):
         if not outbox:
             return []
         self._outbox = []
+        self.messages_sent += len(outbox)
         if len(outbox) == 1 or CAP_BATCH not in self.peer_capabilities:
             return outbox
         limit = BATCH_BYTES if max_size is None or max_size > BATCH_BYTES else max_size
@@ -295,7 +301,9 @@ class Connection(Generic[T]):
             return []
         self.last_received = now
         self.frames_received += 1
+        self.bytes_received += len(data)
         messages = decode_frame(data, self.max_messages_per_frame)
+        self.messages_received += len(messages)
         events: list[Event] = []
         accepts = self._accepts
         for message in messages:  # the whole frame is checked before any message is handled
@@ -380,6 +388,7 @@ class ServerConnection(Connection[T]):
         answers leave in the order of the messages they answer.
         """
         if self.state is ConnectionState.OPEN:
+            self.client_heartbeats_answered += 1
             self.send(ClientHeartbeatAck(heartbeat.sequence, heartbeat.client_time, to_us(now)))
 
     def send_result(self, call_id: int, value: Any, own_limit: int) -> str | None:
@@ -452,6 +461,7 @@ class ServerConnection(Connection[T]):
             self.state = ConnectionState.CLOSING
             return message
         raise ProtocolError("hello sent twice")
+
 
 class ClientConnection(Connection[T]):
     """The client side of one hub connection."""

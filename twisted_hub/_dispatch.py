@@ -10,7 +10,7 @@ without autobahn (C{tests/test_dispatch.py}).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from ._errors import HubError
 from ._hub import Hub, HubMethod
+from ._metrics import ERROR, INTERNAL, OK, REFUSED, HubLabelMetrics
 from ._ratelimit import bounded_text, peer_text
 from ._wire import ErrorCode, Invoke, MessageKind, Notify
 
@@ -53,6 +54,10 @@ class CallDispatcher:
 
     @ivar running: calls whose result (a Deferred or coroutine) is awaited.
     @ivar pending_bytes: encoded bytes of the calls running or queued.
+    @ivar calls: calls and notifications received; C{errors}: those not
+        answered with a result (for the status page).
+    @param metrics: the hub's Prometheus children (None: metrics off), with
+        C{now} the clock that times the calls.
     """
 
     def __init__(
@@ -65,6 +70,8 @@ class CallDispatcher:
         max_pending_calls: int = 256,
         max_pending_bytes: int = 8 * 1024 * 1024,
         debug: bool = False,
+        metrics: HubLabelMetrics | None = None,
+        now: Callable[[], float] | None = None,
     ) -> None:
         self.hub = hub
         self.methods = methods
@@ -75,6 +82,10 @@ class CallDispatcher:
         self.debug = debug
         self.running = 0
         self.pending_bytes = 0
+        self.calls = 0
+        self.errors = 0
+        self.metrics = metrics
+        self._now = now if now is not None else (lambda: 0.0)
         self._queue: deque[tuple[Invoke | Notify, int]] = deque()
         self._closed = False
         self._idle_waiters: list[Deferred[None]] = []
@@ -101,6 +112,7 @@ class CallDispatcher:
 
     def receive(self, invocation: Invoke | Notify, size: int) -> None:
         """A call arrived (C{size}: its share of the frame, in bytes)."""
+        self.calls += 1
         refusal = None
         if self.in_progress >= self.max_pending_calls:
             refusal = f"more than {self.max_pending_calls} calls pending on this connection"
@@ -108,6 +120,9 @@ class CallDispatcher:
             # (A call is never refused when nothing is pending, whatever its size.)
             refusal = f"more than {self.max_pending_bytes} bytes of calls pending on this connection"
         if refusal is not None:
+            self.errors += 1
+            if self.metrics is not None:
+                self.metrics.method(invocation.method).counts[REFUSED] += 1
             if invocation.kind == _INVOKE:
                 self.answers.answer_error(invocation.call_id, ErrorCode.TOO_MANY_PENDING, refusal)  # type: ignore[union-attr]
             else:
@@ -129,9 +144,11 @@ class CallDispatcher:
 
     def _run(self, invocation: Invoke | Notify, size: int) -> None:
         call_id = invocation.call_id if invocation.kind == _INVOKE else None  # type: ignore[union-attr]
+        started = self._now() if self.metrics is not None else 0.0
         spec = self.methods.get(invocation.method)
         if spec is None:
             hub_name = type(self.hub).hub_name
+            self._count(invocation.method, ERROR, started)
             self._fail(call_id, ErrorCode.UNKNOWN_METHOD, f"hub {hub_name!r} has no method {peer_text(invocation.method)}")
             return
         args, kwargs = invocation.args, invocation.kwargs
@@ -143,16 +160,20 @@ class CallDispatcher:
             else:
                 result = spec.function(self.hub, *args)
         except HubError as e:
+            self._count(invocation.method, ERROR, started)
             self._fail(call_id, e.code, e.message, e.detail)
             return
         except TypeError as e:
             explanation = spec.explain_type_error(args, kwargs)
             if explanation is not None:
+                self._count(invocation.method, ERROR, started)
                 self._fail(call_id, ErrorCode.INVALID_ARGUMENTS, explanation)
             else:
+                self._count(invocation.method, INTERNAL, started)
                 self._internal_error(call_id, invocation.method, Failure(e))
             return
         except Exception:
+            self._count(invocation.method, INTERNAL, started)
             self._internal_error(call_id, invocation.method, Failure())
             return
         if isinstance(result, Deferred) or hasattr(result, "__await__"):
@@ -161,26 +182,42 @@ class CallDispatcher:
             self.pending_bytes += size
             deferred.addCallbacks(
                 self._async_done, self._async_failed,
-                callbackArgs=(call_id, size), errbackArgs=(call_id, invocation.method, size),
+                callbackArgs=(call_id, invocation.method, size, started),
+                errbackArgs=(call_id, invocation.method, size, started),
             )
             return
         if call_id is not None:
             self.answers.answer_result(call_id, result)
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.method(invocation.method).record(OK, self._now() - started)
 
-    def _async_done(self, value: Any, call_id: int | None, size: int) -> None:
+    def _count(self, method: str, outcome: int, started: float) -> None:
+        """A call ended other than with a result: count it (and time it, with metrics on)."""
+        self.errors += 1
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.method(method).record(outcome, self._now() - started)
+
+    def _async_done(self, value: Any, call_id: int | None, method: str, size: int, started: float) -> None:
         self.running -= 1
         self.pending_bytes -= size
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.method(method).record(OK, self._now() - started)
         if call_id is not None and not self._closed:
             self.answers.answer_result(call_id, value)
         self._next()
 
-    def _async_failed(self, failure: Failure, call_id: int | None, method: str, size: int) -> None:
+    def _async_failed(self, failure: Failure, call_id: int | None, method: str, size: int, started: float) -> None:
         self.running -= 1
         self.pending_bytes -= size
         if failure.check(HubError):
+            self._count(method, ERROR, started)
             error = failure.value
             self._fail(call_id, error.code, error.message, error.detail)  # type: ignore[union-attr]
         else:
+            self._count(method, INTERNAL, started)
             self._internal_error(call_id, method, failure)
         self._next()
 

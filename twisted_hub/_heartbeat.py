@@ -400,6 +400,8 @@ class StallDetector:
         self.last_stall_at: float | None = None
         self.last_lag = 0.0
         self.max_lag = 0.0
+        #: timers that fired later than C{threshold}
+        self.stalls = 0
 
     def observe(self, due: float, now: float) -> float:
         """Record a timer that was due at C{due} and ran at C{now}; return its lag."""
@@ -409,6 +411,7 @@ class StallDetector:
             self.max_lag = lag
         if lag > self.threshold:
             self.last_stall_at = now
+            self.stalls += 1
         return lag
 
     def stalled_since(self, started_at: float) -> bool:

@@ -80,8 +80,13 @@ class ServerHeartbeatScheduler:
         clock: IReactorTime,
         prepare: Callable[[bytes], PreparedMessage],
         stall_detector: StallDetector,
+        on_tick: Callable[[float, int, int, int], object] | None = None,
     ) -> None:
         self.policy = policy
+        #: told (now, beats sent now, beats sent at the previous tick, answers
+        #: since the previous tick) at each tick
+        self.on_tick = on_tick
+        self._sent_before = 0
         self.clock = clock
         self._prepare = prepare
         self.stall = stall_detector
@@ -102,9 +107,10 @@ class ServerHeartbeatScheduler:
             self._next_due = self.clock.seconds() + self.policy.interval
             self._loop.start(self.policy.interval, now=False)
             self.log.debug(
-                "heartbeat timer started: interval={interval}s timeout={timeout}s",
+                "heartbeat timer started: interval {interval}s, timeout {timeout_text}",
                 interval=self.policy.interval,
                 timeout=self.policy.timeout,
+                timeout_text="never" if self.policy.timeout is None else f"{self.policy.timeout:g}s",
             )
 
     def remove(self, member: HeartbeatMember) -> None:
@@ -146,6 +152,9 @@ class ServerHeartbeatScheduler:
             "heartbeat {sequence} sent to {count} connections; {acknowledged} answers since the last one",
             sequence=sequence, count=len(self.members), acknowledged=self.acknowledged,
         )
+        if self.on_tick is not None:
+            self.on_tick(now, len(self.members), self._sent_before, self.acknowledged)
+        self._sent_before = len(self.members)
         self.acknowledged = 0
         if self.members and self.policy.timeout is not None:
             self._schedule_check(self.policy.timeout)

@@ -104,6 +104,8 @@ class HubStatusPage(Resource):
         self._clock = clock
         #: (label, URL) links shown under the tables (the browser client, the demo page)
         self.links: list[tuple[str, str]] = []
+        #: where the page reads its live data (L{StatusJsonPage}); None: a static page
+        self.json_url: str | None = None
 
     def render_GET(self, request: Request) -> bytes:
         from . import __version__
@@ -132,11 +134,16 @@ class HubStatusPage(Resource):
         settings.extend(self.extra)
         settings.extend(self.factory.backplane.status())
         setting_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in settings)
+        live = ""
+        if self.json_url is not None:
+            live = _LIVE_SECTION + f'<script data-status-url="{e(self.json_url)}">{_LIVE_SCRIPT}</script>\n'
         page = (
-            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>twisted-hub</title></head><body>\n"
+            "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>twisted-hub</title>\n"
+            f"<meta name=\"viewport\" content=\"width=device-width\"><style>{_STYLE}</style></head><body>\n"
             f"<h1>twisted-hub {e(__version__)}</h1>\n"
             f"<table>{setting_rows}</table>\n"
-            "<h2>Hubs</h2>\n<table><tr><th>hub</th><th>path</th><th>connections</th><th>heartbeat</th></tr>"
+            + live
+            + "<h2>Hubs</h2>\n<table id=\"hubs\"><tr><th>hub</th><th>path</th><th>connections</th><th>heartbeat</th></tr>"
             f"{''.join(rows)}</table>\n"
             "<p>Connect with a WebSocket client offering the subprotocol <code>twisted-hub.v1</code>, e.g. "
             f"<code>python3 -m twisted_hub call ws://HOST:PORT{e(self.hub_path)} echo.echo hello</code></p>\n"
@@ -146,6 +153,61 @@ class HubStatusPage(Resource):
         request.setHeader(b"content-type", b"text/html; charset=utf-8")  # type: ignore[no-untyped-call]
         request.setHeader(b"cache-control", b"no-store")  # type: ignore[no-untyped-call]
         return page.encode("utf-8")
+
+
+_STYLE = (
+    "body{font:15px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;color:#1d2330;"
+    "background:#f6f7f9}h1{font-size:1.5rem}h2{font-size:1.1rem;margin-top:1.6rem}"
+    "table{border-collapse:collapse;width:100%;background:#fff;box-shadow:0 1px 2px #0002;margin:.5rem 0}"
+    "th,td{text-align:left;padding:.35rem .7rem;border-bottom:1px solid #e3e6ea}th{font-weight:600;width:14rem}"
+    "code{background:#eef0f3;padding:0 .25rem;border-radius:3px}"
+    ".tiles{display:flex;flex-wrap:wrap;gap:.7rem}.tile{background:#fff;box-shadow:0 1px 2px #0002;"
+    "padding:.6rem .9rem;min-width:9rem;border-radius:4px}.tile b{display:block;font-size:1.35rem}"
+    ".bad{color:#b3261e}.muted{color:#6b7280}"
+)
+
+_LIVE_SECTION = (
+    "<h2>Live <span id=\"updated\" class=\"muted\"></span></h2>\n<div class=\"tiles\">"
+    "<div class=\"tile\">uptime<b id=\"uptime\">-</b></div>"
+    "<div class=\"tile\">connections<b id=\"connections\">-</b></div>"
+    "<div class=\"tile\">heartbeats answered (1 min)<b id=\"hb-rate\">-</b></div>"
+    "<div class=\"tile\">heartbeat p50 / p99<b id=\"hb-latency\">-</b></div>"
+    "<div class=\"tile\">calls/s<b id=\"calls\">-</b></div>"
+    "<div class=\"tile\">errors/s<b id=\"errors\">-</b></div></div>\n"
+    "<h2>Recent disconnects</h2>\n<table id=\"disconnects\"><tr><th>time (UTC)</th><th>hub</th>"
+    "<th>connection</th><th>reason</th></tr></table>\n"
+)
+
+# Reads /status.json every 2 s and fills the live section (textContent only: no markup from data).
+_LIVE_SCRIPT = """
+(function(){
+var url=document.currentScript.dataset.statusUrl;
+function $(id){return document.getElementById(id);}
+function ms(s){return s==null?"-":(s*1000).toFixed(1)+" ms";}
+function dur(s){if(s==null)return "-";s=Math.floor(s);var d=Math.floor(s/86400),h=Math.floor(s%86400/3600),
+m=Math.floor(s%3600/60);return (d?d+"d ":"")+(d||h?h+"h ":"")+m+"m "+(s%60)+"s";}
+function cell(row,text){var td=document.createElement("td");td.textContent=text;row.appendChild(td);}
+function show(st){
+$("uptime").textContent=dur(st.uptime);$("connections").textContent=st.connections;
+var hb=st.heartbeat;$("hb-rate").textContent=hb.success_rate==null?"-":(hb.success_rate*100).toFixed(1)+" %";
+$("hb-rate").className=hb.success_rate!=null&&hb.success_rate<0.99?"bad":"";
+$("hb-latency").textContent=ms(hb.latency_p50)+" / "+ms(hb.latency_p99);
+$("calls").textContent=st.calls_per_s.toFixed(1);$("errors").textContent=st.errors_per_s.toFixed(1);
+$("errors").className=st.errors_per_s>0?"bad":"";
+var table=$("disconnects");while(table.rows.length>1)table.deleteRow(1);
+st.recent_disconnects.forEach(function(d){var row=table.insertRow();
+cell(row,new Date(d.time*1000).toISOString().slice(11,19));cell(row,d.hub);cell(row,d.id);
+cell(row,d.kind+(d.code!=null?" ("+d.code+")":"")+(d.reason?": "+d.reason:""));});
+var hubs=$("hubs");for(var i=1;i<hubs.rows.length;i++){var h=st.hubs[hubs.rows[i].cells[0].textContent];
+if(h)hubs.rows[i].cells[2].textContent=h.connections;}
+document.querySelectorAll("th").forEach(function(th){var td=th.nextElementSibling;if(!td)return;
+if(th.textContent==="server time (UTC)")td.textContent=new Date(st.server_time*1000).toISOString();
+if(th.textContent==="connections")td.textContent=st.connections;});
+$("updated").textContent="updated "+new Date(st.server_time*1000).toISOString().slice(11,19)+" UTC";}
+function poll(){fetch(url,{cache:"no-store"}).then(function(r){return r.json();}).then(show)
+.catch(function(){$("updated").textContent="(server not answering)";}).then(function(){setTimeout(poll,2000);});}
+poll();})();
+"""
 
 
 #: Listener types whose second field is a port number, and the scheme they serve.
@@ -203,6 +265,11 @@ def build_site_root(
         _put(root, _segments(check_status_path(hub_path, status_path)) or [b""], status_page)
     _put(root, segments, HubResource(factory))
     return root
+
+
+def mount(root: Resource, hub_path: str, path: str, leaf: IResource) -> None:
+    """Put C{leaf} at C{path} of a site built by L{build_site_root} (not on the hub path)."""
+    _put(root, _segments(check_status_path(hub_path, path)), leaf)
 
 
 def _put(root: Resource, segments: list[bytes], leaf: IResource) -> None:

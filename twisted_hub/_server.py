@@ -52,8 +52,9 @@ from ._limits import (
     GuardedConnection,
 )
 from ._liveness import ServerHeartbeatScheduler, ping_sequence
+from ._metrics import HeartbeatWindow, HubLabelMetrics, HubMetrics, RecentDisconnects, TrafficTotals
 from ._origin import AllowedHosts
-from ._ratelimit import LogRateLimiter
+from ._ratelimit import LogRateLimiter, bounded_text, peer_text
 from ._sentinel import UNSET, Unset
 from ._wire import (
     HEARTBEAT_TIMEOUT_REASON,
@@ -91,6 +92,9 @@ _NOTIFY = MessageKind.NOTIFY
 _RESULT = MessageKind.RESULT
 
 _log = Logger()
+#: one info line per connection opened and closed (docs/operations.md), in a
+#: namespace of its own so it can be filtered or shipped separately
+_connection_log = Logger(namespace="twisted_hub.connections")
 
 
 class HeartbeatFeature:
@@ -212,6 +216,10 @@ class HubRuntime:
         )
         override = hub_class.heartbeat_override
         self.heartbeat_policy = override.apply(factory.heartbeat) if override else factory.heartbeat
+        #: this hub's Prometheus children (None: metrics off)
+        self.metrics: HubLabelMetrics | None = None
+        #: traffic and call counts of its closed connections
+        self.traffic = TrafficTotals()
 
     def send_receiver_call(
         self, targets: Iterable[HubServerProtocol], method: str, args: list[Any], kwargs: dict[str, Any] | None
@@ -295,6 +303,9 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         self._refused = False
         #: created at the first log line about a peer mistake
         self._peer_log: LogRateLimiter | None = None
+        #: bytes written to this client (read by the metrics)
+        self.bytes_sent = 0
+        self._opened_at = 0.0
 
     # -- heartbeat member interface ------------------------------------------
     @property
@@ -306,6 +317,9 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         return self.core.last_received
 
     def heartbeat_timed_out(self) -> None:
+        metrics = self.factory.metrics
+        if metrics is not None:
+            metrics.heartbeat_timeouts.inc()
         if self.heartbeat_by_ping:
             _log.info("{id} answered no WebSocket ping in time; closing", id=self.connection_id)
             self.close_with(CloseCode.HEARTBEAT_TIMEOUT, PING_TIMEOUT_REASON, DisconnectKind.TIMED_OUT)
@@ -437,7 +451,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         self.dispatcher = CallDispatcher(
             hub, runtime.methods, self, concurrent=runtime.hub_class.concurrent,
             max_pending_calls=factory.max_pending_calls, max_pending_bytes=factory.max_pending_bytes,
-            debug=factory.debug,
+            debug=factory.debug, metrics=runtime.metrics, now=factory.clock.seconds,
         )
         hub_name = runtime.hub_class.hub_name
 
@@ -476,6 +490,13 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         self._flush()
         runtime.connections[self.connection_id] = self
         self.factory.connection_count += 1
+        self._opened_at = self.factory.clock.seconds()
+        if runtime.metrics is not None:
+            runtime.metrics.connects.inc()
+        _connection_log.info(
+            "{hub} connection {id} opened from {peer}",
+            hub=runtime.hub_class.hub_name, id=self.connection_id, peer=peer_text(self.peer),
+        )
         self._become_producer()
         self._hello_deadline = self.factory.clock.callLater(self.factory.hello_timeout, self._no_hello)
         self._call_hook("on_connected")
@@ -580,6 +601,10 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         scheduler = self.heartbeat_scheduler
         if scheduler is not None:
             scheduler.acknowledged += 1
+        self.factory.heartbeat_window.latencies.append(event.latency)
+        metrics = self.factory.metrics
+        if metrics is not None:
+            metrics.heartbeat_latency.observe(event.latency)
         callback = self.ack_callback
         if callback is not None:
             try:
@@ -696,6 +721,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
             return
         if self.core.has_outgoing:
             self._flush()
+        self.core.messages_sent += 1
         self.sendPreparedMessage(prepared)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
@@ -706,6 +732,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         # (pauseProducing), the write that filled it included.
         if self._disconnected:
             return
+        self.bytes_sent += len(data)
         size = len(data) + _BUFFERED_WRITE_OVERHEAD
         if self._paused:
             if self._written_while_paused + size > self.factory.max_outgoing_buffer:
@@ -726,6 +753,8 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         self._close_reason = DisconnectReason(
             DisconnectKind.SLOW_CONSUMER, CloseCode.SLOW_CONSUMER, "outgoing buffer limit", True
         )
+        if self.runtime is not None and self.runtime.metrics is not None:
+            self.runtime.metrics.slow_consumer_closes.inc()
         self._disconnected = True
         self.transport.abortConnection()
 
@@ -776,6 +805,8 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         runtime.groups.remove_everywhere(self)
         del runtime.connections[self.connection_id]
         self.factory.connection_count -= 1
+        runtime.traffic.retire(self)
+        self._log_closed(runtime, close_reason)
         if self.dispatcher is not None:
             self.dispatcher.close()
         for deferred in self.core.closed():
@@ -789,7 +820,21 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
                 "{id}: {suppressed} more lines about its mistakes were suppressed",
                 id=self.connection_id, suppressed=self._peer_log.suppressed,
             )
-        _log.debug("connection {id} closed: {reason}", id=self.connection_id, reason=str(close_reason))
+
+    def _log_closed(self, runtime: HubRuntime, reason: DisconnectReason) -> None:
+        """Count a disconnect, remember it for the status page and log one line about it."""
+        factory = self.factory
+        now = factory.clock.seconds()
+        hub_name = runtime.hub_class.hub_name
+        if runtime.metrics is not None:
+            runtime.metrics.disconnects[reason.kind].inc()
+        text = bounded_text(reason.message or "")
+        factory.recent_disconnects.add(now, hub_name, self.connection_id, reason.kind.value, reason.code, text)
+        _connection_log.info(
+            "{hub} connection {id} closed: {kind} ({code}) {reason}; from {peer} after {duration:.1f}s",
+            hub=hub_name, id=self.connection_id, peer=peer_text(self.peer), duration=now - self._opened_at,
+            kind=reason.kind.value, code=reason.code, reason=text, locally=reason.locally,
+        )
 
     def _call_hook(self, name: str, *args: Any) -> None:
         hub = self.hub
@@ -844,6 +889,11 @@ class HubServerFactory(WebSocketServerFactory):
         hubs (default: L{LocalBackplane}, this process alone); e.g.
         C{twisted_hub.redis.RedisBackplane("redis://127.0.0.1:6379/0")}.
         See C{docs/scaling.md}.
+    @param metrics: keep Prometheus metrics (True, or a L{HubMetrics}); needs
+        C{prometheus_client} (the C{metrics} extra).  See C{docs/operations.md}.
+    @param registry: the C{prometheus_client} registry to put them in
+        (implies C{metrics=True}; default: one of this factory's own, at
+        C{factory.metrics.registry}).
     """
 
     protocol = HubServerProtocol  # type: ignore[assignment]
@@ -874,6 +924,8 @@ class HubServerFactory(WebSocketServerFactory):
         debug: bool = False,
         reactor: Any = None,
         backplane: Backplane | None = None,
+        metrics: bool | HubMetrics = False,
+        registry: Any = None,
     ) -> None:
         if clock is None and reactor is not None:
             clock = reactor
@@ -910,6 +962,21 @@ class HubServerFactory(WebSocketServerFactory):
             self.runtimes[name] = HubRuntime(hub_class, self, make)
         if not self.runtimes:
             raise ValueError("serve at least one hub")
+        #: when this factory started (the status page's uptime); None before
+        self.started_at: float | None = None
+        #: True once a graceful shutdown started (GET /health answers 503)
+        self.draining = False
+        self.heartbeat_window = HeartbeatWindow()
+        self.recent_disconnects = RecentDisconnects()
+        self.metrics: HubMetrics | None = None
+        if isinstance(metrics, HubMetrics):
+            if registry is not None:
+                raise TypeError("give either a HubMetrics or a registry")
+            self.metrics = metrics
+        elif metrics or registry is not None:
+            self.metrics = HubMetrics(registry)
+        if self.metrics is not None:
+            self.metrics.attach(self)
         self.backplane.attach(self)
         self.setProtocolOptions(
             maxMessagePayloadSize=max_message_size,
@@ -946,10 +1013,17 @@ class HubServerFactory(WebSocketServerFactory):
         scheduler = self._schedulers.get(policy)
         if scheduler is None:
             scheduler = ServerHeartbeatScheduler(
-                policy, self.clock, lambda payload: self.prepareMessage(payload, isBinary=True), self.stall_detector
+                policy, self.clock, lambda payload: self.prepareMessage(payload, isBinary=True), self.stall_detector,
+                on_tick=self._heartbeat_tick,
             )
             self._schedulers[policy] = scheduler
         return scheduler
+
+    def _heartbeat_tick(self, now: float, sent: int, sent_before: int, answered: int) -> None:
+        # The answers since the previous tick answer that tick's beats.
+        self.heartbeat_window.tick(now, sent_before, answered)
+        if self.metrics is not None:
+            self.metrics.heartbeats_sent.inc(sent)
 
     def hub_runtime(self, hub: type[Hub] | str) -> HubRuntime:
         """The shared state of one hub (connections, groups) by class or name."""
@@ -966,6 +1040,8 @@ class HubServerFactory(WebSocketServerFactory):
         return count
 
     def startFactory(self) -> None:
+        if self.started_at is None and IReactorTime.providedBy(self.clock):
+            self.started_at = self.clock.seconds()
         super().startFactory()
         self.backplane.start()
 

@@ -14,6 +14,7 @@ or C{shutdown_timeout} seconds have passed (stragglers are then dropped).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -38,8 +39,9 @@ from zope.interface import implementer
 from ._errors import DisconnectKind
 from ._heartbeat import HeartbeatPolicy
 from ._limits import ConnectionGuard
+from ._ops import HealthPage, MetricsPage, StatusJsonPage
 from ._origin import OriginPolicy
-from ._resource import HubStatusPage, build_site_root
+from ._resource import HubStatusPage, build_site_root, mount
 from ._server import HubServerFactory, HubSpec
 from ._static import mount_client
 from ._wire import CloseCode
@@ -78,6 +80,7 @@ class GracefulShutdown:
         return [p for runtime in self.factory.runtimes.values() for p in runtime.connections.values()]
 
     def start(self) -> Deferred[int]:
+        self.factory.draining = True  # /health answers 503 from now on
         connections = self._connections()
         if not connections:
             self._finish(0)
@@ -164,7 +167,10 @@ class HubService(MultiService):
         origins, C{"same-host"} or C{"*"}; default: same host only (see
         L{OriginPolicy}).  Used only when the factory is built here.
     @param status_page: serve the status page (False: 404 there).
-    @param status_path: where the status page is (default C{/}).
+    @param status_path: where the status page is (default C{/}); its data
+        is beside it, C{/status.json} (C{/x.json} for a page at C{/x}).  Listening, the
+        service also serves C{GET /health} (200, or 503 while shutting down)
+        and, when the factory keeps metrics (C{metrics=True}), C{GET /metrics}.
     @param shutdown_timeout: seconds C{stopService} may take.
     @param clock: time source for the shutdown (default: the factory's).
     @param redis: a C{redis://host:port/db} URL: serve as one with the other
@@ -228,6 +234,14 @@ class HubService(MultiService):
                 extra = [("allowed origins", self._origin_text())]
                 status = HubStatusPage(factory, path, self.listen, extra)
             self.root = build_site_root(factory, path, status, status_path)
+            if status is not None:
+                # /status.json beside a page at /, /x.json beside one at /x
+                json_path = (status_path.rstrip("/") or "/status") + ".json"
+                status.json_url = json_path
+                mount(self.root, path, json_path, StatusJsonPage(factory))
+            mount(self.root, path, "/health", HealthPage(factory))
+            if factory.metrics is not None:
+                mount(self.root, path, "/metrics", MetricsPage(factory))
             links = mount_client(self.root, factory, path)
             if status is not None:
                 status.links = links
@@ -276,9 +290,31 @@ class HubService(MultiService):
     def startService(self) -> None:
         self.factory.doStart()  # type: ignore[no-untyped-call]
         super().startService()  # type: ignore[no-untyped-call]
+        if self.listen:
+            self._log_banner()
+
+    def _log_banner(self) -> None:
+        """One line saying what this server is and serves (the startup banner)."""
+        from . import __version__
+        from ._resource import _policy_text
+
+        base = "/" + self.path.strip("/")
+        hubs = {name: f"{base}/{name}" for name in sorted(self.factory.runtimes)}
+        policies = {name: _policy_text(runtime.heartbeat_policy) for name, runtime in sorted(self.factory.runtimes.items())}
+        _log.info(
+            "twisted-hub {version} listening on {urls}; hubs: {hub_paths}; heartbeat: {heartbeat}; "
+            "metrics: {metrics}",
+            version=__version__,
+            urls=", ".join(listen_url(description, base) for description in self.listen),
+            hub_paths=", ".join(f"{name} at {path}" for name, path in hubs.items()),
+            heartbeat=", ".join(f"{name} {text}" for name, text in policies.items()),
+            metrics="on (/metrics)" if self.factory.metrics is not None else "off",
+            hubs=hubs, heartbeat_policies=policies, listen=self.listen,
+        )
 
     def stopService(self) -> Deferred[None]:
         """Stop listening, then close every connection gracefully (bounded)."""
+        self.factory.draining = True
         stopping = super().stopService()  # type: ignore[no-untyped-call]
         listeners_stopped: Deferred[Any] = stopping if isinstance(stopping, Deferred) else succeed(None)
 
@@ -291,6 +327,26 @@ class HubService(MultiService):
             _log.info("hub service stopped ({dropped} connection(s) dropped at the timeout)", dropped=dropped)
 
         return listeners_stopped.addCallback(close_connections).addCallback(stopped)
+
+
+def listen_url(description: str, path: str = "/") -> str:
+    """
+    The URL a listen description serves (for the startup banner), e.g.
+    C{ws://127.0.0.1:8080/hub} or C{wss://0.0.0.0:8443/hub}; C{unix:PATH}
+    for a local socket.
+    """
+    kind, _, rest = description.strip().partition(":")
+    if kind.isdigit():
+        kind, rest = "tcp", description.strip()
+    fields = [field.replace("\\:", ":") for field in re.split(r"(?<!\\):", rest)]
+    options = dict(field.split("=", 1) for field in fields[1:] if "=" in field)
+    scheme = {"tcp": "ws", "tcp6": "ws", "ssl": "wss"}.get(kind.lower())
+    if scheme is None or not fields[0].isdigit():
+        return f"{kind}:{fields[0]}" if kind.lower() == "unix" else description.split(":", 1)[0] + ":..."
+    host = options.get("interface", "0.0.0.0")
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{fields[0]}{path}"
 
 
 def _pass_to(target: Deferred[Any]) -> Callable[[Any], Any]:

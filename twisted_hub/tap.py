@@ -16,6 +16,7 @@ before anything listens.  See C{docs/deploying.md}.
 from __future__ import annotations
 
 import importlib
+import sys
 import tomllib
 from dataclasses import replace
 from typing import Any
@@ -41,7 +42,7 @@ _SINGLE = (
     "handshake-timeout", "max-connections", "max-connections-per-ip", "status-path",
     "redis", "redis-lease",
 )
-_FLAGS = ("no-status", "no-ping-fallback")
+_FLAGS = ("no-status", "no-ping-fallback", "metrics")
 
 
 def load_hub(spec: str) -> type[Hub]:
@@ -179,6 +180,7 @@ class Options(usage.Options):
         ["no-status", None, "Serve no status page (404 there)."],
         ["no-ping-fallback", None,
          "Do not check clients without hub heartbeats with WebSocket pings (docs/heartbeat.md)."],
+        ["metrics", None, "Keep Prometheus metrics and serve them on GET /metrics (needs prometheus-client)."],
     ]
 
     def __init__(self) -> None:
@@ -188,6 +190,17 @@ class Options(usage.Options):
         self["allowed-origins"] = []
         self["allowed-hosts"] = []
         self._hub_specs: list[str] = []
+
+    def opt_version(self) -> None:
+        """Print the twisted-hub, Twisted and autobahn versions and exit."""
+        from importlib.metadata import version as installed_version
+
+        from twisted import copyright
+
+        from . import __version__
+
+        print(f"twisted-hub {__version__} (Twisted {copyright.version}, autobahn {installed_version('autobahn')})")
+        sys.exit(0)
 
     def opt_listen(self, description: str) -> None:
         """Listen on a strports endpoint (repeatable): tcp:8080, ssl:8443:privateKey=K:certKey=C, unix:PATH."""
@@ -223,6 +236,13 @@ class Options(usage.Options):
         for flag in _FLAGS:
             if not self[flag]:
                 self[flag] = bool(file_settings.get(flag, False))
+        if self["metrics"]:
+            try:
+                import prometheus_client  # noqa: F401
+            except ImportError:
+                raise usage.UsageError(
+                    "--metrics needs prometheus-client: pip install 'twisted-hub[metrics]'"
+                ) from None
         if not self["listen"]:
             self["listen"] = list(file_settings.get("listen", []))
         self._check_listen()
@@ -397,6 +417,7 @@ def makeService(options: Options) -> IService:
         max_connections_per_ip=options["max-connections-per-ip"],
         status_page=not options["no-status"],
         status_path=options["status-path"],
+        metrics=bool(options["metrics"]),
         **backplane_options,
     )
     hubs.setServiceParent(root)  # type: ignore[no-untyped-call]

@@ -255,9 +255,18 @@ class AsyncGuardedHub(GuardedHub):
             raise RuntimeError("async hook bug")
 
 
+CONNECTION_LOG = "twisted_hub.connections"
+
+
 def hub_events(events: list[LogEvent], level: str | None = None) -> list[LogEvent]:
-    """The log events emitted by twisted_hub itself (optionally of one level)."""
-    found = [e for e in events if str(e.get("log_namespace", "")).startswith("twisted_hub")]
+    """
+    The log events emitted by twisted_hub itself (optionally of one level),
+    without the one-line-per-connect/disconnect lines (twisted_hub.connections).
+    """
+    found = [
+        e for e in events
+        if str(e.get("log_namespace", "")).startswith("twisted_hub") and e.get("log_namespace") != CONNECTION_LOG
+    ]
     if level is not None:
         found = [e for e in found if e["log_level"].name == level]
     return found

@@ -1,0 +1,79 @@
+"""
+docs/alerts.yml parses as Prometheus rule groups and names only metrics
+the server exposes; docs/operations.md documents every exposed metric.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_hub import HeartbeatPolicy
+from twisted_hub.testing import HubTestServer
+
+from ._docs import ROOT
+from .helpers.hubs import WorkHub
+
+_METRIC = re.compile(r"\btwisted_hub_[a-z_]+\b")
+
+
+def exposed_names() -> set[str]:
+    """Family and sample names a server with metrics exposes after one connection and one call."""
+    server = HubTestServer([WorkHub], heartbeat=HeartbeatPolicy(enabled=True, interval=1.0), metrics=True)
+    conn = server.connect("work")
+    conn.client.call("plain", 1)
+    server.advance(2.0)
+    assert server.factory.metrics is not None
+    names: set[str] = set()
+    for family in server.factory.metrics.registry.collect():
+        names.add(family.name)
+        names.update(sample.name for sample in family.samples)
+    return names
+
+
+class AlertRulesTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.rules: dict[str, Any] = yaml.safe_load((ROOT / "docs" / "alerts.yml").read_text())
+
+    def test_structure(self) -> None:
+        """Each rule has an alert name, an expression, a duration, a severity and a summary."""
+        [group] = self.rules["groups"]
+        self.assertEqual(group["name"], "twisted-hub")
+        alerts = [rule["alert"] for rule in group["rules"]]
+        self.assertEqual(len(alerts), len(set(alerts)))
+        for rule in group["rules"]:
+            self.assertEqual(set(rule), {"alert", "expr", "for", "labels", "annotations"}, rule["alert"])
+            self.assertRegex(rule["for"], r"^\d+[smh]$")
+            self.assertIn(rule["labels"]["severity"], {"warning", "critical"})
+            self.assertIn("summary", rule["annotations"])
+            self.assertEqual(rule["expr"].count("("), rule["expr"].count(")"), rule["alert"])
+
+    def test_the_issue_topics_are_covered(self) -> None:
+        """Timeout rate, latency p99, slow consumers and reconnect storms each have a rule."""
+        exprs = {rule["alert"]: rule["expr"] for rule in self.rules["groups"][0]["rules"]}
+        self.assertIn("twisted_hub_server_heartbeat_timeouts_total", exprs["HubHeartbeatTimeouts"])
+        self.assertIn("histogram_quantile(0.99", exprs["HubHeartbeatLatencyHigh"])
+        self.assertIn("twisted_hub_slow_consumer_closes_total", exprs["HubSlowConsumers"])
+        self.assertIn("twisted_hub_connects_total", exprs["HubReconnectStorm"])
+
+    def test_every_metric_named_exists(self) -> None:
+        """Every twisted_hub_* name in the rules and in docs/operations.md is exposed by the server."""
+        exposed = exposed_names()
+        for path in ("docs/alerts.yml", "docs/operations.md"):
+            named = set(_METRIC.findall((ROOT / path).read_text()))
+            self.assertTrue(named)
+            self.assertEqual(named - exposed, set(), path)
+
+    def test_every_metric_is_documented(self) -> None:
+        """docs/operations.md's table names every metric family the server exposes."""
+        documented = set(_METRIC.findall((ROOT / "docs" / "operations.md").read_text()))
+        server = HubTestServer([WorkHub], metrics=True)
+        assert server.factory.metrics is not None
+        families = {family.name for family in server.factory.metrics.registry.collect()}
+        counters = {f.name for f in server.factory.metrics.registry.collect() if f.type == "counter"}
+        missing = {name for name in families if name not in documented and f"{name}_total" not in documented}
+        self.assertEqual(missing, set())
+        self.assertTrue(counters)
