@@ -72,8 +72,10 @@ async def test_call_prints_json_and_fails_on_hub_error() -> None:
         assert (code, out, err) == (1, "", "error: [not-found] no such thing\n")
         code, _, err = await run_cli(reactor, "call", url, "nohub.method")
         assert code == 3 and "404" in err
-        code, _, err = await run_cli(reactor, "call", url, "nodot")
+        code, _, err = await run_cli(reactor, "call", url, "echo.")
         assert code == 2 and "HUB.METHOD" in err
+        # Without a dot the URL names the hub.
+        assert (await run_cli(reactor, "call", url + "/echo", "add", "1", "2"))[:2] == (0, "3\n")
     finally:
         await service.stopService()
 
@@ -185,5 +187,91 @@ async def test_call_against_a_silent_server_exits_3_after_the_timeout(server: st
         assert child.exit_code == 3, child.output()
         assert child.err_lines == [f"error: connect timed out: {message}"], child.output()
         assert reactor.seconds() - started < 15  # process start-up plus the 1 s timeout
+    finally:
+        await listening.stopListening()
+
+
+class ConnectHintTests(SynchronousTestCase):
+    def test_hints_say_what_to_do(self) -> None:
+        """Wrong scheme, untrusted certificate, plain ws:// to a TLS port and a refused port each get advice."""
+        from twisted.internet.error import ConnectionRefusedError
+
+        from twisted_hub.__main__ import connect_hint
+
+        self.assertIn("ws://", connect_hint("http://h/hub", ValueError("x")))
+        self.assertIn("wss://", connect_hint("https://h/hub", ValueError("x")))
+        self.assertIn("--cafile", connect_hint("wss://h/hub", Exception("SSL routines: certificate verify failed")))
+        self.assertIn("wss://", connect_hint("ws://h/hub", Exception("BadStatusLine: \\x15\\x03")))
+        self.assertIn("is the server running", connect_hint("ws://h:9/hub", ConnectionRefusedError("Connection refused")))
+        self.assertEqual(connect_hint("ws://h/hub", KeyError("other")), "")
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_scheme_exits_3_with_advice() -> None:
+    """`call http://...` exits 3 and tells the user hub URLs are ws://."""
+    from twisted.internet import reactor
+
+    child = spawn_python(reactor, "-m", "twisted_hub", "call", "http://127.0.0.1:9/hub", "echo.add", "1", "2")
+    code = await child.ended.addTimeout(30, reactor)
+    assert code == 3, child.output()
+    assert "hub URLs are ws://..., not http://..." in child.output()
+
+
+@pytest_twisted.ensureDeferred
+async def test_chat_from_two_terminals_with_listen() -> None:
+    """`listen ... chat --call 'join lobby ann' --stdin` prints what the room hears as JSON and says what is typed."""
+    from twisted.internet import reactor
+
+    from twisted_hub import connect
+
+    listening = reactor.listenTCP(0, HubServerFactory(list(DEMO_HUBS)), interface="127.0.0.1")
+    url = f"ws://127.0.0.1:{listening.getHost().port}/hub"
+    heard: list[tuple[str, str, str]] = []
+
+    class Bob:
+        def joined(self, room: str, user: str) -> None:
+            pass
+
+        def said(self, room: str, user: str, text: str) -> None:
+            heard.append((room, user, text))
+
+    child = spawn_python(
+        reactor, "-m", "twisted_hub", "listen", url, "chat", "--call", "join lobby ann", "--stdin", "--count", "4",
+    )
+    try:
+        await child.wait_for(r"^join: 1$", reactor, 30)
+        bob = await connect(url, "chat", receiver=Bob(), reactor=reactor, timeout=10)
+        assert await bob.call("join", "lobby", "bob") == 2
+        child.transport.write(b'say lobby "hello bob"\n')  # type: ignore[union-attr]
+        await child.wait_for(r"^say: 2$", reactor, 30)
+        said_to = await bob.call("say", "lobby", "hi ann")
+        assert said_to == 2, child.output()
+        code = await child.ended.addTimeout(30, reactor)
+        assert code == 0, child.output()
+        printed = [json.loads(line) for line in child.lines]
+        assert printed == [
+            {"receiver": "joined", "args": ["lobby", "ann"]},
+            {"receiver": "joined", "args": ["lobby", "bob"]},
+            {"receiver": "said", "args": ["lobby", "ann", "hello bob"]},
+            {"receiver": "said", "args": ["lobby", "bob", "hi ann"]},
+        ], child.output()
+        assert ("lobby", "ann", "hello bob") in heard
+        await bob.disconnect()
+    finally:
+        await child.stop(reactor)
+        await listening.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_call_takes_the_hub_from_the_url() -> None:
+    """`call ws://.../hub/echo add 2 3` works like `call ws://.../hub echo.add 2 3`."""
+    from twisted.internet import reactor
+
+    listening = reactor.listenTCP(0, HubServerFactory(list(DEMO_HUBS)), interface="127.0.0.1")
+    url = f"ws://127.0.0.1:{listening.getHost().port}/hub/echo"
+    child = spawn_python(reactor, "-m", "twisted_hub", "call", url, "add", "2", "3")
+    try:
+        code = await child.ended.addTimeout(30, reactor)
+        assert (code, child.lines) == (0, ["5"]), child.output()
     finally:
         await listening.stopListening()

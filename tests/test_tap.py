@@ -202,6 +202,17 @@ class ConfigFileTests(SynchronousTestCase):
             self.assertIn(expected, str(caught.exception))
 
 
+class FriendlyFailureTests(SynchronousTestCase):
+    def test_missing_hub_class_says_it_does_not_exist(self) -> None:
+        """--hub module:Missing names the missing attribute instead of calling it 'not a Hub subclass'."""
+        with self.assertRaises(usage.UsageError) as raised:
+            parse("--hub", "twisted_hub.demo:NoSuchHub")
+        self.assertEqual(str(raised.exception), "--hub twisted_hub.demo:NoSuchHub: module 'twisted_hub.demo' has no 'NoSuchHub'")
+        with self.assertRaises(usage.UsageError) as wrong:
+            parse("--hub", "twisted_hub.demo:DEMO_HUBS")
+        self.assertIn("is not a Hub subclass", str(wrong.exception))
+
+
 class PingFallbackOptionTests(SynchronousTestCase):
     def test_ping_fallback_on_by_default_and_off_by_flag(self) -> None:
         """--no-ping-fallback (or TOML no-ping-fallback = true) turns the WebSocket-ping check off."""

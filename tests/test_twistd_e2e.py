@@ -72,3 +72,25 @@ async def test_bad_option_fails_before_listening() -> None:
         assert "starting on" not in child.output()
     finally:
         await child.stop(reactor)
+
+
+@pytest_twisted.ensureDeferred
+async def test_port_in_use_is_one_clear_line() -> None:
+    """twistd hub on a port another socket holds ends at once with one line naming the port and --port, no traceback."""
+    import socket
+
+    from twisted.internet import reactor
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    try:
+        child = twistd_hub(reactor, "--listen", f"tcp:{port}:interface=127.0.0.1")
+        await child.ended.addTimeout(30, reactor)
+        output = child.output()
+        assert f"twistd hub: cannot listen on port {port} on 127.0.0.1: Address already in use" in output, output
+        assert "--port" in output and "Traceback" not in output, output
+        assert not child.ended_cleanly
+    finally:
+        holder.close()

@@ -14,6 +14,17 @@ answered with an error (C{[code] message} on stderr), 2 for bad arguments,
 C{--timeout} (TCP, WebSocket upgrade and the hub's WELCOME together), 4 when
 no answer came in time.
 
+C{call} also takes C{METHOD} alone when the URL names the hub
+(C{call ws://127.0.0.1:8080/hub/echo add 1 2}).  A connection that fails says
+what to do when it can tell (C{ws://} not C{http://}, C{--cafile}, C{wss://}).
+
+C{listen URL [HUB] [--call 'METHOD ARGS'] [--stdin]}: prints every receiver
+call the server makes as one JSON line (C{{"receiver": "said", "args": [...]}}),
+after making the C{--call}s; with C{--stdin} each line typed is called too
+(results on stderr), so the chat demo works from two terminals:
+C{listen ws://127.0.0.1:8080/hub chat --call 'join lobby ann' --stdin}, then
+type C{say lobby hello}.  C{--count N} / C{--duration S} end it.
+
 C{watch URL [HUB]}: connects with client heartbeats on and prints one line
 per server heartbeat and per answer to our heartbeats (round trip and clock
 offset), then the disconnect reason.  C{--count N} / C{--duration S} end it.
@@ -27,7 +38,7 @@ import argparse
 import base64
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -99,24 +110,39 @@ def _endpoint(url: str, cafile: str | None, reactor: Any) -> Any:
     return wrapClientTLS(tls, HostnameEndpoint(reactor, host, parts.port or 443))
 
 
+def connect_hint(url: str, error: BaseException) -> str:
+    """What to do about a failed connection, when we can tell (appended to the error line)."""
+    scheme = url.split(":", 1)[0].lower()
+    text = f"{error.__class__.__name__} {error}".lower()
+    if scheme in ("http", "https"):
+        return f" (hub URLs are {'wss' if scheme == 'https' else 'ws'}://..., not {scheme}://...)"
+    if scheme == "wss" and ("ssl" in text or "certificate" in text or "tls" in text):
+        return " (the server's certificate is not trusted: pass --cafile with its PEM, or the CA's)"
+    if scheme == "ws" and ("badstatusline" in text or "wrong version" in text or "invalid http" in text):
+        return " (is the server TLS-only? try wss://)"
+    if "connection refused" in text:
+        return " (nothing listens there: is the server running, on that port?)"
+    return ""
+
+
 async def run_call(reactor: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """C{call}: connect, call, print the result as JSON; return the exit status."""
     hub, _, method = args.target.rpartition(".")
-    if not hub or not method:
-        err.write(f"error: HUB.METHOD wanted, got {args.target!r}\n")
+    if not method:
+        err.write(f"error: HUB.METHOD (or METHOD when the URL names the hub) wanted, got {args.target!r}\n")
         return EXIT_USAGE
     arguments = [parse_argument(a) for a in args.args]
     try:
         endpoint = _endpoint(args.url, args.cafile, reactor)
         client = await connect(
-            args.url, hub, options=HubClientOptions(call_timeout=args.timeout),
+            args.url, hub or None, options=HubClientOptions(call_timeout=args.timeout),
             reactor=reactor, endpoint=endpoint, timeout=args.timeout,
         )
     except HandshakeError as e:
         err.write(f"error: {e}\n")
         return EXIT_CONNECT
-    except Exception as e:
-        err.write(f"error: cannot connect to {args.url}: {e.__class__.__name__}: {e}\n")
+    except Exception as e:  # any failure to connect is reported, with what to do about it
+        err.write(f"error: cannot connect to {args.url}: {e.__class__.__name__}: {e}{connect_hint(args.url, e)}\n")
         return EXIT_CONNECT
     try:
         result = await client.call(method, *arguments)
@@ -182,8 +208,8 @@ async def run_watch(reactor: Any, args: argparse.Namespace, out: TextIO, err: Te
         client: HubClientProtocol = await connect(
             args.url, args.hub, options=options, reactor=reactor, endpoint=endpoint, timeout=args.connect_timeout
         )
-    except Exception as e:
-        err.write(f"error: cannot connect to {args.url}: {e}\n")
+    except Exception as e:  # any failure to connect is reported, with what to do about it
+        err.write(f"error: cannot connect to {args.url}: {e}{connect_hint(args.url, e)}\n")
         return EXIT_CONNECT
     out.write(f"connected: connection {client.connection_id}\n")
     out.flush()
@@ -267,6 +293,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     watch.add_argument("--cafile", help="PEM certificate to trust for wss://")
 
+    listen = commands.add_parser(
+        "listen", help="print the server's receiver calls as JSON lines (and call what you type)",
+    )
+    listen.add_argument("url", help="ws:// or wss:// URL of the hub endpoint")
+    listen.add_argument("hub", nargs="?", help="hub name (omit when the URL names it)")
+    listen.add_argument(
+        "--call", action="append", metavar="'METHOD ARG...'",
+        help="call this first (repeatable), e.g. --call 'join lobby ann'",
+    )
+    listen.add_argument("--stdin", action="store_true", help="also call each line typed on standard input")
+    listen.add_argument("--count", type=_positive_int, help="stop after this many receiver calls")
+    listen.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
+    listen.add_argument("--timeout", type=_positive_float, default=10.0, help="seconds for connecting and each call [10]")
+    listen.add_argument("--cafile", help="PEM certificate to trust for wss://")
+
     typescript = commands.add_parser(
         "typescript", help="write the TypeScript interfaces of hub classes (for the JavaScript client)",
         description="Prints (or writes to --output) interfaces for client.proxy<Hub>() and the receivers.",
@@ -283,10 +324,112 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+class _Printer:
+    """A receiver that prints every call the server makes as one JSON line."""
+
+    def __init__(self, out: TextIO, seen: Callable[[], None]) -> None:
+        self._out = out
+        self._seen = seen
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def receive(*args: Any, **kwargs: Any) -> None:
+            line: dict[str, Any] = {"receiver": name, "args": list(args)}
+            if kwargs:
+                line["kwargs"] = kwargs
+            self._out.write(to_json(line) + "\n")
+            self._out.flush()
+            self._seen()
+
+        return receive
+
+
+async def run_listen(reactor: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """
+    C{listen}: print the server's receiver calls as JSON lines; make the
+    C{--call}s first, then call what is typed on standard input (one
+    C{METHOD ARGS...} per line), results on standard error.
+    """
+    import shlex
+
+    seen = 0
+    finished: Deferred[None] = Deferred()
+
+    def counted() -> None:
+        nonlocal seen
+        seen += 1
+        if args.count is not None and seen >= args.count and not finished.called:
+            finished.callback(None)
+
+    try:
+        endpoint = _endpoint(args.url, args.cafile, reactor)
+        client = await connect(
+            args.url, args.hub, receiver=_Printer(out, counted),
+            options=HubClientOptions(call_timeout=args.timeout), reactor=reactor, endpoint=endpoint,
+            timeout=args.timeout,
+        )
+    except HandshakeError as e:
+        err.write(f"error: {e}\n")
+        return EXIT_CONNECT
+    except Exception as e:  # any failure to connect is reported, with what to do about it
+        err.write(f"error: cannot connect to {args.url}: {e}{connect_hint(args.url, e)}\n")
+        return EXIT_CONNECT
+
+    async def call_line(line: str) -> int:
+        words = shlex.split(line)
+        if not words:
+            return EXIT_OK
+        try:
+            result = await client.call(words[0], *[parse_argument(w) for w in words[1:]])
+        except HubError as e:
+            err.write(f"error: {words[0]}: {e}\n")
+            return EXIT_HUB_ERROR
+        err.write(f"{words[0]}: {to_json(result)}\n")
+        return EXIT_OK
+
+    for line in args.call or []:
+        status = await call_line(line)
+        if status != EXIT_OK:
+            await client.disconnect()
+            return status
+    if args.stdin:
+        from twisted.internet import stdio
+        from twisted.protocols.basic import LineReceiver
+
+        class Lines(LineReceiver):
+            delimiter = b"\n"
+
+            def lineReceived(self, line: bytes) -> None:
+                ensureDeferred(call_line(line.decode("utf-8", "replace")))
+
+            def connectionLost(self, reason: object = None) -> None:
+                if not finished.called and args.count is None and args.duration is None:
+                    finished.callback(None)  # standard input closed: we are done
+
+        stdio.StandardIO(Lines(), reactor=reactor)  # type: ignore[no-untyped-call]
+    client.wait_for_disconnect().addCallback(lambda _: None if finished.called else finished.callback(None))
+    timer = reactor.callLater(args.duration, finished.callback, None) if args.duration is not None else None
+    await finished
+    if timer is not None and timer.active():
+        timer.cancel()
+    if client.is_connected:
+        closing = client.disconnect("listen finished")
+        closing.addTimeout(args.timeout, reactor)
+        try:
+            await closing
+        except DeferredTimeoutError:
+            err.write("note: the server did not confirm the close in time; the connection was dropped\n")
+    reason = client.disconnect_reason
+    err.write(f"disconnected: {reason}\n")
+    return EXIT_OK if reason is not None and reason.kind in (DisconnectKind.NORMAL, DisconnectKind.GOING_AWAY) else 1
+
+
 def run(reactor: Any, args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> Deferred[int]:
     """Run one parsed command on C{reactor}; fires with the exit status."""
-    command = run_call if args.command == "call" else run_watch
-    return ensureDeferred(command(reactor, args, out or sys.stdout, err or sys.stderr))
+    commands = {"call": run_call, "watch": run_watch, "listen": run_listen}
+    return ensureDeferred(commands[args.command](reactor, args, out or sys.stdout, err or sys.stderr))
 
 
 def run_typescript(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -15,6 +15,7 @@ before anything listens.  See C{docs/deploying.md}.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 import tomllib
@@ -22,6 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from twisted.application.service import IService
+from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
 from ._heartbeat import HeartbeatConfigurationError, HeartbeatPolicy
@@ -55,6 +57,8 @@ def load_hub(spec: str) -> type[Hub]:
     except ImportError as e:
         raise usage.UsageError(f"--hub {spec}: cannot import {module_name!r}: {e}") from None
     hub_class = getattr(module, attribute, None)
+    if hub_class is None:
+        raise usage.UsageError(f"--hub {spec}: module {module_name!r} has no {attribute!r}")
     if not (isinstance(hub_class, type) and issubclass(hub_class, Hub)):
         raise usage.UsageError(f"--hub {spec}: {attribute!r} is not a Hub subclass in {module_name!r}")
     return hub_class
@@ -387,12 +391,32 @@ class Options(usage.Options):
         self["redis-lease"] = DEFAULT_LEASE if lease is None else _positive("redis-lease", lease)
 
 
+def _friendly_listen_failure(error: CannotListenError) -> SystemExit:
+    """One line for twistd's user instead of a traceback: which port, why, what to do."""
+    reason = error.socketError
+    text = getattr(reason, "strerror", None) or str(reason)
+    where = f"port {error.port}" + (f" on {error.interface}" if error.interface else "")
+    hint = "another process holds it: stop it, or choose another port with --port N / --listen tcp:N"
+    if getattr(reason, "errno", None) == errno.EACCES:
+        hint = "ports below 1024 need privileges: choose a port of 1024 or above with --port N"
+    return SystemExit(f"twistd hub: cannot listen on {where}: {text}; {hint}")
+
+
 def makeService(options: Options) -> IService:
     """
     Build the service tree for C{twistd hub}: a L{LogLevelService} holding
-    a L{HubService} that listens on every C{--listen}.
+    a L{HubService} that listens on every C{--listen}.  A port that cannot be
+    bound ends twistd with one line that names it (embedders of
+    L{HubService} get the exception itself).
     """
     from ._service import LOG_LEVELS, HubService, LogLevelService
+
+    class TwistdHubService(HubService):
+        def privilegedStartService(self) -> None:
+            try:
+                super().privilegedStartService()
+            except CannotListenError as e:
+                raise _friendly_listen_failure(e) from None
 
     root = LogLevelService(LOG_LEVELS[options["log-level"]])
     backplane_options: dict[str, Any] = {}
@@ -400,7 +424,7 @@ def makeService(options: Options) -> IService:
         from .redis import RedisBackplane
 
         backplane_options["backplane"] = RedisBackplane(options["redis"], lease=options["redis-lease"])
-    hubs = HubService(
+    hubs = TwistdHubService(
         options["hubs"],
         options["listen"],
         path=options["path"],
