@@ -222,3 +222,70 @@ class HeartbeatWindowTests(SynchronousTestCase):
         self.assertLessEqual(abs(summary["latency_p99"] - 0.99), 1 / 63)
         self.assertEqual(summary["success_rate"], 1.0)
         self.assertIsNone(window.summary(100.0)["latency_p50"])  # older than the window: forgotten
+
+
+class BatchAndBackplaneMetricsTests(MetricsTestBase):
+    def test_messages_per_frame(self) -> None:
+        """A frame of 3 calls lands in the le=4 bucket of twisted_hub_frame_messages; a lone call in le=1."""
+        from twisted_hub._wire import Invoke, encode
+
+        conn = self.connect()
+        before = self.value("twisted_hub_frame_messages_count")
+        conn.client.sendMessage(b"".join(encode(Invoke(900 + i, "plain", [i], None)) for i in range(3)), isBinary=True)
+        self.server.flush()
+        self.successResultOf(self.call(conn, "plain", 7))
+        self.assertEqual(self.value("twisted_hub_frame_messages_count") - before, 2)
+        self.assertEqual(self.value("twisted_hub_frame_messages_bucket", le="1.0"), 1 + before)
+        self.assertEqual(self.value("twisted_hub_frame_messages_bucket", le="4.0") - before, 2)
+
+    def test_backplane_health(self) -> None:
+        """The in-process backplane reports itself connected, with nothing published or dropped."""
+        self.assertEqual(self.value("twisted_hub_backplane_connected"), 1.0)
+        self.assertEqual(self.value("twisted_hub_backplane_published_total"), 0.0)
+        self.assertEqual(self.value("twisted_hub_backplane_dropped_overload_total"), 0.0)
+
+
+class ClientMetricsTests(SynchronousTestCase):
+    def test_client_keeps_its_own_metrics(self) -> None:
+        """Round trip, clock offset and error, answered heartbeats, timeouts and disconnect kinds, per client registry."""
+        from twisted_hub import ClientMetrics
+
+        registry = CollectorRegistry()
+        metrics = ClientMetrics(registry)
+        server = HubTestServer([WorkHub])
+        conn = server.connect("work", options=HubClientOptions(heartbeat=BEAT, metrics=metrics))
+        server.advance(0.5)
+        conn.set_latency(0.1)
+        server.advance(3.0)
+        value = registry.get_sample_value
+        self.assertGreaterEqual(value("twisted_hub_client_heartbeats_answered_total"), 2)
+        self.assertAlmostEqual(value("twisted_hub_client_round_trip_seconds") or 0.0, 0.2, places=6)
+        self.assertAlmostEqual(value("twisted_hub_client_clock_error_seconds") or 0.0, 0.1, places=6)
+        offset = value("twisted_hub_client_clock_offset_seconds")
+        assert offset is not None
+        self.assertLessEqual(abs(offset), 0.1 + 1e-9)  # one clock, symmetric delay: the estimate is ~0
+        conn.freeze_server()
+        server.advance(5.0)
+        self.assertEqual(value("twisted_hub_client_heartbeat_timeouts_total"), 1.0)
+        self.assertEqual(value("twisted_hub_client_disconnects_total", {"reason": "timed-out"}), 1.0)
+
+    def test_reconnects_are_counted(self) -> None:
+        """A ReconnectingHubClient counts every connection after its first."""
+        from twisted_hub import ClientMetrics, ReconnectingHubClient
+
+        registry = CollectorRegistry()
+        server = HubTestServer([WorkHub])
+        client = ReconnectingHubClient(
+            "ws://127.0.0.1/hub", "work", options=HubClientOptions(metrics=ClientMetrics(registry)),
+            retry_policy=lambda attempt: 1.0, endpoint=server.endpoint(), reactor=server.clock,
+        )
+        client.start()
+        for _ in range(3):
+            server.flush()
+            server.connections[-1].drop()
+            server.advance(1.0)
+        server.flush()
+        self.assertEqual(registry.get_sample_value("twisted_hub_client_reconnects_total"), 3.0)
+        self.assertEqual(registry.get_sample_value("twisted_hub_client_disconnects_total", {"reason": "connection-lost"}), 3.0)
+        client.stop()
+        server.flush()

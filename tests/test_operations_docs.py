@@ -31,6 +31,16 @@ def exposed_names() -> set[str]:
     for family in server.factory.metrics.registry.collect():
         names.add(family.name)
         names.update(sample.name for sample in family.samples)
+    # ... and the Python client's own metrics (ClientMetrics), in a registry of their own
+    from prometheus_client import CollectorRegistry
+
+    from twisted_hub import ClientMetrics
+
+    client_registry = CollectorRegistry()
+    ClientMetrics(client_registry).disconnects.labels("normal")
+    for family in client_registry.collect():
+        names.add(family.name)
+        names.update(sample.name for sample in family.samples)
     return names
 
 

@@ -37,7 +37,7 @@ from ._heartbeat import (
 )
 from ._hub import Hub, InvalidArguments, RefuseConnection, heartbeat, hub, method
 from ._limits import ConnectionGuard, ConnectionLimits
-from ._metrics import HubMetrics
+from ._metrics import ClientMetrics, HubMetrics
 from ._origin import AllowedHosts, OriginPolicy
 from ._reconnect import ReconnectingHubClient, full_jitter_policy
 from ._resource import HubResource
@@ -53,6 +53,7 @@ __all__ = [
     "Backplane",
     "CallTimeoutError",
     "ClientHeartbeatEvent",
+    "ClientMetrics",
     "ClientScriptResource",
     "ClockOffset",
     "CloseCode",

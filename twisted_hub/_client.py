@@ -48,6 +48,7 @@ from ._heartbeat import (
     utc_from_us,
 )
 from ._hub import receiver_methods
+from ._metrics import ClientMetrics
 from ._ratelimit import LogRateLimiter, peer_text
 from ._receivers import find_receiver_method
 from ._sentinel import UNSET, Unset
@@ -144,6 +145,9 @@ class HubClientOptions:
     @ivar call_timeout: default seconds a call may wait for its result
         (None: until the connection closes).
     @ivar max_message_size: largest message we accept, bytes.
+    @ivar metrics: a L{ClientMetrics} to keep this client's Prometheus
+        metrics in (round trip, clock offset and error, heartbeat timeouts,
+        disconnects, reconnects); None: none kept.
     @ivar on_disconnected: called with the L{DisconnectReason} when the
         connection ends, whoever ended it (e.g. C{PEER_TIMED_OUT} when the
         server's heartbeat timed us out), so no one has to poll
@@ -165,6 +169,7 @@ class HubClientOptions:
     extra_headers: dict[str, str] = field(default_factory=dict)
     heartbeat: HeartbeatPolicy | None = None
     on_disconnected: Callable[[DisconnectReason], object] | None = None
+    metrics: ClientMetrics | None = None
 
     def __post_init__(self) -> None:
         _check_positive("interval", self.heartbeat_interval)
@@ -592,12 +597,17 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
 
     def _heartbeat_answered(self, event: HeartbeatAnswered) -> None:
         _log.debug("client heartbeat {sequence} answered in {rtt:.4f}s", sequence=event.sequence, rtt=event.latency)
+        metrics = self.factory.options.metrics
+        if metrics is not None and event.clock is not None:
+            metrics.answered(event.latency, event.clock.offset, event.clock.error)
         callback = self.factory.options.on_heartbeat_response
         if callback is not None and event.clock is not None:
             self._safely(callback, ClientHeartbeatEvent(event.sequence, event.latency, event.clock))
 
     def _heartbeat_timed_out(self, policy: HeartbeatPolicy) -> None:
         _log.info("server heartbeat timed out after {timeout}s: closing with 4001", timeout=policy.timeout)
+        if self.factory.options.metrics is not None:
+            self.factory.options.metrics.heartbeat_timeouts.inc()
         self._close_reason = DisconnectReason(
             DisconnectKind.TIMED_OUT, CloseCode.HEARTBEAT_TIMEOUT, "the server did not answer our heartbeat", True
         )
@@ -650,6 +660,8 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(self.disconnect_reason)
+        if self.factory.options.metrics is not None:
+            self.factory.options.metrics.disconnects.labels(self.disconnect_reason.kind.value).inc()
         if self.factory.options.on_disconnected is not None:
             self._safely(self.factory.options.on_disconnected, self.disconnect_reason)
         self.factory.connection_ended(self, self.disconnect_reason)

@@ -197,6 +197,8 @@ class Connection(Generic[T]):
         self.messages_sent = 0
         self.bytes_received = 0
         self.client_heartbeats_answered = 0
+        #: how many messages the last frame received held
+        self.last_frame_messages = 0
         #: the most messages one incoming frame may hold (None: any); over it
         #: L{receive_frame} raises L{TooManyMessagesError} before handling any
         self.max_messages_per_frame: int | None = None
@@ -304,6 +306,7 @@ class Connection(Generic[T]):
         self.bytes_received += len(data)
         messages = decode_frame(data, self.max_messages_per_frame)
         self.messages_received += len(messages)
+        self.last_frame_messages = len(messages)
         events: list[Event] = []
         accepts = self._accepts
         for message in messages:  # the whole frame is checked before any message is handled

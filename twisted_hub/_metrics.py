@@ -43,6 +43,7 @@ CALL_OUTCOMES = ("ok", "error", "internal", "refused")
 OK, ERROR, INTERNAL, REFUSED = range(4)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
 _CALL_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -142,6 +143,8 @@ class HubMetrics:
         self.worst_stall = Gauge("twisted_hub_reactor_worst_stall_seconds", "The latest a timer fired.", registry=r)
         #: server heartbeat round trips (its count: the heartbeats answered)
         self.heartbeat_latency = FastHistogram(_LATENCY_BUCKETS)
+        #: messages per frame received from clients (batching at work)
+        self.frame_messages = FastHistogram(_BATCH_BUCKETS)
         self._factory: HubServerFactory | None = None
 
     def attach(self, factory: HubServerFactory) -> None:
@@ -157,6 +160,7 @@ class HubMetrics:
         self.worst_stall.set_function(lambda: detector.max_lag)
         self.registry.register(_LiveCollector(factory))
         self.registry.register(_HotCollector(self, factory))
+        self.registry.register(_BackplaneCollector(factory))
 
 
 class _HotCollector:
@@ -197,6 +201,38 @@ class _HotCollector:
                 durations.add_metric([hub, method], children.duration.buckets(), children.duration.sum)
         yield calls
         yield durations
+        frames = HistogramMetricFamily(
+            "twisted_hub_frame_messages", "Messages per frame received from clients (a batch counts its messages)."
+        )
+        batches = self.metrics.frame_messages
+        frames.add_metric([], batches.buckets(), batches.sum)
+        yield frames
+
+
+class _BackplaneCollector:
+    """The backplane's health (in-process: always connected; Redis: docs/scaling.md)."""
+
+    def __init__(self, factory: HubServerFactory) -> None:
+        self.factory = factory
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        backplane = self.factory.backplane
+        connected = getattr(backplane, "connected", True)
+        up = GaugeMetricFamily(
+            "twisted_hub_backplane_connected", "1 while this node reaches its backplane (Redis), else 0."
+        )
+        up.add_metric([], 1.0 if (connected() if callable(connected) else connected) else 0.0)
+        yield up
+        for name, help in (
+            ("published", "Receiver calls published to the other nodes."),
+            ("dropped_disconnected", "Receiver calls for other nodes dropped while the backplane was down."),
+            ("dropped_overload", "Receiver calls for other nodes dropped because the backplane queue was full."),
+        ):
+            family = CounterMetricFamily(f"twisted_hub_backplane_{name}", help)
+            family.add_metric([], float(getattr(backplane, name, 0)))
+            yield family
 
 
 def _counter_of(runtime: HubRuntime) -> Any:
@@ -340,3 +376,45 @@ def _percentile(weighted: list[tuple[float, float]], fraction: float) -> float |
         if total >= rank - 1e-9:
             return value
     return weighted[-1][0]
+
+
+class ClientMetrics:
+    """
+    A Python client's own metrics (either client, Twisted or asyncio):
+    C{HubClientOptions(metrics=ClientMetrics(registry))}.  Several clients
+    may share one; the gauges show the latest client that measured.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        from prometheus_client import REGISTRY, Counter, Gauge
+
+        r = registry if registry is not None else REGISTRY
+        self.registry = r
+        self.round_trip = Gauge(
+            "twisted_hub_client_round_trip_seconds", "Round trip of the newest answered client heartbeat.", registry=r
+        )
+        self.clock_offset = Gauge(
+            "twisted_hub_client_clock_offset_seconds", "Estimated server clock minus ours.", registry=r
+        )
+        self.clock_error = Gauge(
+            "twisted_hub_client_clock_error_seconds", "Error bound of the clock offset estimate.", registry=r
+        )
+        self.heartbeats_answered = Counter(
+            "twisted_hub_client_heartbeats_answered", "Client heartbeats the server answered.", registry=r
+        )
+        self.heartbeat_timeouts = Counter(
+            "twisted_hub_client_heartbeat_timeouts", "Connections this client dropped for an unanswered heartbeat.",
+            registry=r,
+        )
+        self.disconnects = Counter(
+            "twisted_hub_client_disconnects", "Connections ended, by reason kind.", ["reason"], registry=r
+        )
+        self.reconnects = Counter(
+            "twisted_hub_client_reconnects", "Connections a reconnecting client made after its first.", registry=r
+        )
+
+    def answered(self, round_trip: float, offset: float, error: float) -> None:
+        self.heartbeats_answered.inc()
+        self.round_trip.set(round_trip)
+        self.clock_offset.set(offset)
+        self.clock_error.set(error)

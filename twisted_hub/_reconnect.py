@@ -240,6 +240,9 @@ class ReconnectingHubClient(Service):
     def _prepare(self, protocol: HubClientProtocol) -> Deferred[Any]:
         def handshaken(client: HubClientProtocol) -> Any:
             self.connections += 1
+            metrics = self.factory.options.metrics
+            if self.connections > 1 and metrics is not None:
+                metrics.reconnects.inc()
             self.current = client
             if self._on_connected is None:
                 return None

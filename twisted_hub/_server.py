@@ -537,6 +537,9 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         try:
             now = self.factory.clock.seconds()
             events = core.receive_frame(payload, now)
+            metrics = self.factory.metrics
+            if metrics is not None:
+                metrics.frame_messages.observe(core.last_frame_messages)
             # A call's size (for max_pending_bytes) is its frame's share.
             call_size = len(payload) // len(events) if len(events) > 1 else len(payload)
             for event in events:

@@ -330,6 +330,8 @@ class AsyncHubClient(ClientConnectionViews):
         self._safely(callback, ServerHeartbeatEvent(message.sequence, server_time, message.metadata))
 
     def _heartbeat_answered(self, event: HeartbeatAnswered) -> None:
+        if self.options.metrics is not None and event.clock is not None:
+            self.options.metrics.answered(event.latency, event.clock.offset, event.clock.error)
         callback = self.options.on_heartbeat_response
         if callback is not None and event.clock is not None:
             self._safely(callback, ClientHeartbeatEvent(event.sequence, event.latency, event.clock))
@@ -360,6 +362,8 @@ class AsyncHubClient(ClientConnectionViews):
 
     async def _timed_out(self, policy: HeartbeatPolicy) -> None:
         _log.info("server heartbeat timed out after %ss: closing with 4001", policy.timeout)
+        if self.options.metrics is not None:
+            self.options.metrics.heartbeat_timeouts.inc()
         self._close_reason = DisconnectReason(
             DisconnectKind.TIMED_OUT, CloseCode.HEARTBEAT_TIMEOUT, "the server did not answer our heartbeat", True
         )
@@ -444,6 +448,8 @@ class AsyncHubClient(ClientConnectionViews):
             if task is not asyncio.current_task():
                 task.cancel()
         self._closed.set()
+        if self.options.metrics is not None:
+            self.options.metrics.disconnects.labels(reason.kind.value).inc()
         if self.options.on_disconnected is not None:
             self._safely(self.options.on_disconnected, reason)
 
@@ -605,6 +611,8 @@ class ReconnectingAsyncHubClient:
             attempt = 0
             self.client = client
             self.connections += 1
+            if self.connections > 1 and self.options is not None and self.options.metrics is not None:
+                self.options.metrics.reconnects.inc()
             if self.on_connected is not None:
                 result = self.on_connected(client)
                 if inspect.isawaitable(result):
