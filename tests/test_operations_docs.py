@@ -87,3 +87,19 @@ class AlertRulesTests(SynchronousTestCase):
         missing = {name for name in families if name not in documented and f"{name}_total" not in documented}
         self.assertEqual(missing, set())
         self.assertTrue(counters)
+
+
+class PromtoolTests(SynchronousTestCase):
+    def test_promtool_accepts_the_rules(self) -> None:
+        """Prometheus's own checker (promtool, Debian's prometheus package; .ci/run installs it) accepts docs/alerts.yml."""
+        import shutil
+        import subprocess
+
+        promtool = shutil.which("promtool")
+        self.assertIsNotNone(promtool, "promtool is missing: apt-get install prometheus (.ci/run does)")
+        assert promtool is not None
+        done = subprocess.run(
+            [promtool, "check", "rules", str(ROOT / "docs" / "alerts.yml")], capture_output=True, text=True, timeout=60
+        )
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        self.assertIn("SUCCESS: 5 rules found", done.stdout)
