@@ -94,3 +94,24 @@ async def test_port_in_use_is_one_clear_line() -> None:
         assert not child.ended_cleanly
     finally:
         holder.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_json_logs_for_shippers() -> None:
+    """twistd --logger twisted_hub.tap.json_log_observer: every line is a JSON event; the banner carries its fields."""
+    import json
+
+    from twisted.internet import reactor
+
+    child = twistd_hub(
+        reactor, "--listen", "tcp:0:interface=127.0.0.1",
+        twistd_args=("--logger", "twisted_hub.tap.json_log_observer"),
+    )
+    try:
+        await child.wait_for(r"listening on", reactor, 30)
+        events = [json.loads(line.lstrip("\x1e")) for line in child.lines if line.strip("\x1e").strip()]
+        banner = [e for e in events if e.get("log_format", "").startswith("twisted-hub {version} listening on")]
+        assert len(banner) == 1, child.output()
+        assert banner[0]["urls"].startswith("ws://127.0.0.1:") and "echo" in banner[0]["hubs"]
+    finally:
+        await child.stop(reactor)

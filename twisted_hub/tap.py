@@ -446,3 +446,14 @@ def makeService(options: Options) -> IService:
     )
     hubs.setServiceParent(root)  # type: ignore[no-untyped-call]
     return root
+
+
+def json_log_observer() -> Any:
+    """
+    A log observer that writes one JSON object per event to standard output,
+    every field included (for log shippers):
+    C{twistd --logger twisted_hub.tap.json_log_observer -n hub ...}.
+    """
+    from twisted.logger import jsonFileLogObserver
+
+    return jsonFileLogObserver(sys.stdout)
