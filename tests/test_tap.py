@@ -276,3 +276,19 @@ class MakeServiceTests(SynchronousTestCase):
         service.stopService()
         publisher({"log_level": LogLevel.info, "log_namespace": "x", "log_format": "after"})
         self.assertEqual([event["log_format"] for event in seen], ["kept", "after"])
+
+    def test_debug_is_our_story_not_autobahns_flood(self) -> None:
+        """At --log-level debug, twisted-hub's debug events pass and autobahn's own debug events do not."""
+        from twisted_hub._service import LogLevelService
+
+        seen: list[dict[str, Any]] = []
+        publisher = LogPublisher(seen.append)
+        service = LogLevelService(LogLevel.debug, publisher)
+        service.startService()
+        try:
+            publisher({"log_level": LogLevel.debug, "log_namespace": "twisted_hub._liveness", "log_format": "ours"})
+            publisher({"log_level": LogLevel.debug, "log_namespace": "autobahn.websocket.protocol", "log_format": "noise"})
+            publisher({"log_level": LogLevel.info, "log_namespace": "autobahn.websocket.protocol", "log_format": "info"})
+        finally:
+            service.stopService()
+        self.assertEqual([event["log_format"] for event in seen], ["ours", "info"])

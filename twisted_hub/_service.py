@@ -369,6 +369,7 @@ LOG_LEVELS = {
     "error": LogLevel.error,
     "critical": LogLevel.critical,
 }
+_LEVEL_ORDER = [LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical]
 _TXAIO_LEVELS = {
     LogLevel.debug: "debug", LogLevel.info: "info", LogLevel.warn: "warn",
     LogLevel.error: "error", LogLevel.critical: "critical",
@@ -394,6 +395,11 @@ class LogLevelService(MultiService):
     def startService(self) -> None:
         observers = list(getattr(self.publisher, "_observers", []))
         predicate = LogLevelFilterPredicate(defaultLogLevel=self.level)
+        # Debug is twisted-hub's story (connections, heartbeat timers, calls
+        # refused ...); autobahn's own debug output (every HTTP header, every
+        # frame) stays at info, or a handful of connections floods the log.
+        autobahn_level = max(self.level, LogLevel.info, key=_LEVEL_ORDER.index)
+        predicate.setLogLevelForNamespace("autobahn", autobahn_level)
         for observer in observers:
             filtering = FilteringLogObserver(observer, [predicate])
             self.publisher.removeObserver(observer)
@@ -401,7 +407,7 @@ class LogLevelService(MultiService):
             self._wrapped.append((observer, filtering))
         import txaio  # autobahn's logging layer (a dependency of autobahn)
 
-        txaio.set_global_log_level(_TXAIO_LEVELS[self.level])  # type: ignore[attr-defined]
+        txaio.set_global_log_level(_TXAIO_LEVELS[autobahn_level])  # type: ignore[attr-defined]
         super().startService()  # type: ignore[no-untyped-call]
 
     def stopService(self) -> Any:
