@@ -158,6 +158,28 @@ class HubServiceTests(SynchronousTestCase):
         self.successResultOf(stopped)
         self.assertFalse(connection.client.is_connected)
 
+    def test_drain_delay_keeps_listening_while_health_says_503(self) -> None:
+        """With drain_delay, /health's draining flag is set at once and the listeners close only after the delay."""
+        reactor = MemoryReactor()
+        server = HubTestServer([SlowHub])
+        service = HubService(
+            factory=server.factory, listen=["tcp:0"], reactor=reactor, clock=server.clock, drain_delay=5.0
+        )
+        service.privilegedStartService()
+        service.startService()
+        ports: list[Any] = []
+        service.listening_ports().addCallback(ports.extend)
+        stopped_at: list[float] = []
+        ports[0].stopListening = lambda: stopped_at.append(server.clock.seconds())
+        stopped = service.stopService()
+        self.assertTrue(server.factory.draining)
+        server.advance(4.9)
+        self.assertEqual(stopped_at, [])
+        server.advance(0.2)
+        self.assertEqual(stopped_at, [5.0])
+        server.advance(0.1)
+        self.successResultOf(stopped)
+
     def test_arguments_checked(self) -> None:
         """Hubs and a factory are exclusive, and the shutdown timeout must be positive."""
         server = HubTestServer([SlowHub])

@@ -202,6 +202,15 @@ class ConfigFileTests(SynchronousTestCase):
             self.assertIn(expected, str(caught.exception))
 
 
+class DrainDelayOptionTests(SynchronousTestCase):
+    def test_drain_delay(self) -> None:
+        """--drain-delay reaches the service; it defaults to 0 and rejects nonsense."""
+        self.assertEqual(parse()["drain-delay"], 0.0)
+        self.assertEqual(parse("--drain-delay", "7.5")["drain-delay"], 7.5)
+        with self.assertRaises(usage.UsageError):
+            parse("--drain-delay", "soon")
+
+
 class FriendlyFailureTests(SynchronousTestCase):
     def test_missing_hub_class_says_it_does_not_exist(self) -> None:
         """--hub module:Missing names the missing attribute instead of calling it 'not a Hub subclass'."""

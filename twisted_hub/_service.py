@@ -22,6 +22,7 @@ from twisted.application import strports
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -172,6 +173,9 @@ class HubService(MultiService):
         service also serves C{GET /health} (200, or 503 while shutting down)
         and, when the factory keeps metrics (C{metrics=True}), C{GET /metrics}.
     @param shutdown_timeout: seconds C{stopService} may take.
+    @param drain_delay: seconds C{stopService} keeps listening (with
+        C{/health} answering 503) before it closes the listeners, so a load
+        balancer polling C{/health} stops sending new clients first.
     @param clock: time source for the shutdown (default: the factory's).
     @param redis: a C{redis://host:port/db} URL: serve as one with the other
         processes on that Redis (a L{twisted_hub.redis.RedisBackplane};
@@ -191,6 +195,7 @@ class HubService(MultiService):
         heartbeat: HeartbeatPolicy | None = None,
         allowed_origins: Iterable[str] = (),
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        drain_delay: float = 0.0,
         clock: IReactorTime | None = None,
         reactor: Any = None,
         redis: str | None = None,
@@ -207,6 +212,10 @@ class HubService(MultiService):
             factory_options["backplane"] = RedisBackplane(redis)
         if not shutdown_timeout > 0:
             raise ValueError(f"shutdown_timeout must be > 0, got {shutdown_timeout!r}")
+        if not drain_delay >= 0:
+            raise ValueError(f"drain_delay must be >= 0, got {drain_delay!r}")
+        #: seconds /health answers 503 before the listeners close (for load balancers)
+        self.drain_delay = drain_delay
         if factory is None:
             assert hubs is not None
             self.origin_policy: OriginPolicy | None = OriginPolicy(allowed_origins)
@@ -313,13 +322,25 @@ class HubService(MultiService):
         )
 
     def stopService(self) -> Deferred[None]:
-        """Stop listening, then close every connection gracefully (bounded)."""
+        """
+        Drain: C{/health} answers 503 at once; after C{drain_delay} seconds
+        stop listening; then close every connection gracefully (bounded).
+        """
         self.factory.draining = True
-        stopping = super().stopService()  # type: ignore[no-untyped-call]
-        listeners_stopped: Deferred[Any] = stopping if isinstance(stopping, Deferred) else succeed(None)
+        clock = self._clock or self.factory.clock
+
+        def stop_listening(_: object = None) -> Deferred[Any]:
+            stopping = super(HubService, self).stopService()  # type: ignore[no-untyped-call]
+            return stopping if isinstance(stopping, Deferred) else succeed(None)
+
+        if self.drain_delay > 0:
+            _log.info("draining: /health answers 503; listeners close in {delay:g} s", delay=self.drain_delay)
+            listeners_stopped: Deferred[Any] = deferLater(clock, self.drain_delay, lambda: None)
+            listeners_stopped.addCallback(stop_listening)
+        else:
+            listeners_stopped = stop_listening()
 
         def close_connections(_: object) -> Deferred[int]:
-            clock = self._clock or self.factory.clock
             return shutdown_connections(self.factory, self.shutdown_timeout, clock)
 
         def stopped(dropped: int) -> None:

@@ -39,7 +39,7 @@ _REPEATABLE = {
 }
 _SINGLE = (
     "port", "path", "heartbeat-interval", "heartbeat-timeout", "max-message-size",
-    "log-level", "shutdown-timeout",
+    "log-level", "shutdown-timeout", "drain-delay",
     "max-outgoing-buffer", "max-pending-calls", "max-pending-bytes",
     "handshake-timeout", "max-connections", "max-connections-per-ip", "status-path",
     "redis", "redis-lease",
@@ -171,6 +171,8 @@ class Options(usage.Options):
         ["max-pending-bytes", None, None, "Bytes of calls one connection may have running or queued [8MiB]."],
         ["log-level", None, None, f"Minimum log level: debug, info, warn, error, critical [{DEFAULT_LOG_LEVEL}]."],
         ["shutdown-timeout", None, None, "Seconds a graceful shutdown may take before connections are dropped [10]."],
+        ["drain-delay", None, None,
+         "Seconds /health answers 503 before the listeners close at shutdown (behind a load balancer) [0]."],
         ["handshake-timeout", None, None,
          "Seconds from accepting a connection to the end of its WebSocket opening handshake [10]."],
         ["max-connections", None, None, "Connections held at most, open or in their handshake; 0: no limit [10000]."],
@@ -337,6 +339,11 @@ class Options(usage.Options):
         self["shutdown-timeout"] = (
             DEFAULT_SHUTDOWN_TIMEOUT if timeout is None else _positive("shutdown-timeout", timeout)
         )
+        delay = self["drain-delay"]
+        if delay is None or str(delay).strip() in ("0", "0.0"):
+            self["drain-delay"] = 0.0
+        else:
+            self["drain-delay"] = _positive("drain-delay", delay)
         level = (self["log-level"] or DEFAULT_LOG_LEVEL).strip().lower()
         if level not in LOG_LEVELS:
             raise usage.UsageError(
@@ -435,6 +442,7 @@ def makeService(options: Options) -> IService:
         max_pending_calls=options["max-pending-calls"],
         max_pending_bytes=options["max-pending-bytes"],
         shutdown_timeout=options["shutdown-timeout"],
+        drain_delay=options["drain-delay"],
         allowed_hosts=options["allowed-hosts"] or None,
         handshake_timeout=options["handshake-timeout"],
         max_connections=options["max-connections"],
