@@ -171,6 +171,32 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
 
 
+async def _until_finished(
+    reactor: Any, client: HubClientProtocol, finished: Deferred[None], duration: float | None,
+    close_reason: str, close_timeout: float, err: TextIO,
+) -> None:
+    """Wait for C{finished} (a count reached), the duration, or the end of the connection; then close politely."""
+    client.wait_for_disconnect().addBoth(lambda _: None if finished.called else finished.callback(None))
+    timer = None
+    if duration is not None:
+        timer = reactor.callLater(duration, lambda: None if finished.called else finished.callback(None))
+    await finished
+    if timer is not None and timer.active():
+        timer.cancel()
+    if client.is_connected:
+        closing = client.disconnect(close_reason)
+        closing.addTimeout(close_timeout, reactor)
+        try:
+            await closing
+        except DeferredTimeoutError:
+            err.write("note: the server did not confirm the close in time; the connection was dropped\n")
+
+
+def _ended_well(client: HubClientProtocol) -> bool:
+    reason = client.disconnect_reason
+    return reason is not None and reason.kind in (DisconnectKind.NORMAL, DisconnectKind.GOING_AWAY)
+
+
 async def run_watch(reactor: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """C{watch}: print heartbeats until the count, the duration or the connection ends."""
     seen = 0
@@ -213,30 +239,14 @@ async def run_watch(reactor: Any, args: argparse.Namespace, out: TextIO, err: Te
         return EXIT_CONNECT
     out.write(f"connected: connection {client.connection_id}\n")
     out.flush()
-    client.wait_for_disconnect().addBoth(lambda _: None if finished.called else finished.callback(None))
-    if args.duration is not None:
-        timer = reactor.callLater(args.duration, lambda: None if finished.called else finished.callback(None))
-    else:
-        timer = None
-    await finished
-    if timer is not None and timer.active():
-        timer.cancel()
-    if client.is_connected:
-        closing = client.disconnect("watch finished")
-        closing.addTimeout(args.connect_timeout, reactor)
-        try:
-            await closing
-        except DeferredTimeoutError:
-            err.write("note: the server did not confirm the close in time; the connection was dropped\n")
+    await _until_finished(reactor, client, finished, args.duration, "watch finished", args.connect_timeout, err)
     reason = client.disconnect_reason
     best = client.clock_offset
     if best is not None:
         out.write(f"best clock offset {best.offset * 1000:+.2f} ms ± {_ms(best.error)}\n")
     out.write(f"disconnected: {reason}\n")
     out.flush()
-    if reason is not None and reason.kind in (DisconnectKind.NORMAL, DisconnectKind.GOING_AWAY):
-        return EXIT_OK
-    return EXIT_HUB_ERROR
+    return EXIT_OK if _ended_well(client) else EXIT_HUB_ERROR
 
 
 def _positive_float(text: str) -> float:
@@ -409,21 +419,9 @@ async def run_listen(reactor: Any, args: argparse.Namespace, out: TextIO, err: T
                     finished.callback(None)  # standard input closed: we are done
 
         stdio.StandardIO(Lines(), reactor=reactor)  # type: ignore[no-untyped-call]
-    client.wait_for_disconnect().addCallback(lambda _: None if finished.called else finished.callback(None))
-    timer = reactor.callLater(args.duration, finished.callback, None) if args.duration is not None else None
-    await finished
-    if timer is not None and timer.active():
-        timer.cancel()
-    if client.is_connected:
-        closing = client.disconnect("listen finished")
-        closing.addTimeout(args.timeout, reactor)
-        try:
-            await closing
-        except DeferredTimeoutError:
-            err.write("note: the server did not confirm the close in time; the connection was dropped\n")
-    reason = client.disconnect_reason
-    err.write(f"disconnected: {reason}\n")
-    return EXIT_OK if reason is not None and reason.kind in (DisconnectKind.NORMAL, DisconnectKind.GOING_AWAY) else 1
+    await _until_finished(reactor, client, finished, args.duration, "listen finished", args.timeout, err)
+    err.write(f"disconnected: {client.disconnect_reason}\n")
+    return EXIT_OK if _ended_well(client) else EXIT_HUB_ERROR
 
 
 def run(reactor: Any, args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> Deferred[int]:
