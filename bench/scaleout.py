@@ -112,6 +112,9 @@ def fanout_case(case: str, redis: Redis, s: Settings) -> dict[str, float]:
     impl = "socketio" if case == "sio2" else "hub"
     nodes = 1 if case.startswith("hub1") else 2
     per_node = s.fanout_members // nodes
+    # A fresh start for every case: the previous case's nodes may still hold
+    # presence leases in Redis (up to the lease) and would be counted.
+    redis.command("FLUSHALL")
     with Processes() as procs:
         servers, loads = [], []
         for i in range(nodes):
