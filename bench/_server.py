@@ -226,9 +226,13 @@ def run_autobahn(args: argparse.Namespace) -> None:
     _listen_twisted(reactor, factory, Handle())
 
 
+#: the port to listen on (0: any free one); bench/storm.py restarts a server on the same port
+LISTEN_PORT = 0
+
+
 def _listen_twisted(reactor, factory, handle) -> None:  # type: ignore[no-untyped-def]
     _twisted_logging()
-    port = reactor.listenTCP(0, factory, backlog=BACKLOG, interface=HOST)
+    port = reactor.listenTCP(LISTEN_PORT, factory, backlog=BACKLOG, interface=HOST)
     _serve_commands_twisted(reactor, handle)
     reactor.callWhenRunning(lambda: emit("ready", port=port.getHost().port))
     reactor.run()
@@ -413,7 +417,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3.0, help="heartbeat timeout in seconds")
     parser.add_argument("--redis", default="", help="join the other servers on this Redis URL (hub, socketio)")
     parser.add_argument("--metrics", action="store_true", help="hub: keep Prometheus metrics (also BENCH_HUB_METRICS=1)")
+    parser.add_argument("--port", type=int, default=0, help="hub/autobahn: listen on this port (0: any free one)")
     args = parser.parse_args()
+    global LISTEN_PORT
+    LISTEN_PORT = args.port
     raise_nofile()
     {"hub": run_hub, "autobahn": run_autobahn, "socketio": run_socketio, "websockets": run_websockets}[args.impl](args)
 

@@ -60,8 +60,16 @@ class Load:
         self.beats = 0  # heartbeats answered
         self.protocols: list[Conn] = []
         self.all_ready = asyncio.get_running_loop().create_future()
+        #: --reconnect: reopen lost connections with full-jitter backoff (bench/storm.py)
+        self.reconnect = False
+        self.lost_at: float | None = None
+        self.restored = 0
+        self.refused = 0
+        self.other_errors: dict[str, int] = {}
 
     def conn_ready(self) -> None:
+        if self.lost_at is not None:
+            return  # a reconnection (--reconnect): counted in restored
         self.ready += 1
         if self.ready == self.total and not self.all_ready.done():
             self.all_ready.set_result(None)
@@ -99,6 +107,11 @@ class Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.load.closed += 1
+        load = self.load
+        if load.reconnect and self.is_ready:
+            if load.lost_at is None:
+                load.lost_at = now()
+            asyncio.ensure_future(reopen(load))
 
     def send(self, opcode: int, payload: bytes) -> None:
         assert self.transport is not None
@@ -190,6 +203,35 @@ class Conn(asyncio.Protocol):
             load.data_frame()
 
 
+async def reopen(load: Load) -> None:
+    """Reconnect one lost connection: attempt n waits uniform(0, min(10, 0.5 * 2**(n-1))) s (full jitter)."""
+    import random
+
+    loop = asyncio.get_running_loop()
+    attempt = 0
+    while True:
+        attempt += 1
+        await asyncio.sleep(random.uniform(0.0, min(10.0, 0.5 * 2 ** (attempt - 1))))
+        try:
+            transport, protocol = await loop.create_connection(lambda: Conn(load), HOST, load.port)
+        except ConnectionRefusedError:
+            load.refused += 1
+            continue
+        except OSError as e:
+            name = type(e).__name__ + (f"[{e.errno}]" if e.errno else "")
+            load.other_errors[name] = load.other_errors.get(name, 0) + 1
+            continue
+        while not protocol.is_ready and not transport.is_closing():
+            await asyncio.sleep(0.005)
+        if protocol.is_ready:
+            load.protocols.append(protocol)
+            load.restored += 1
+            if load.restored == load.ready:
+                emit("restored", seconds=now() - (load.lost_at or now()), attempts_refused=load.refused,
+                     other_errors=load.other_errors, conns=load.restored)
+            return
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("impl", choices=["hub", "autobahn", "socketio", "websockets"])
@@ -197,10 +239,12 @@ async def main() -> None:
     parser.add_argument("conns", type=int)
     parser.add_argument("--concurrency", type=int, default=32, help="handshakes in progress at once")
     parser.add_argument("--timeout", type=float, default=40.0)
+    parser.add_argument("--reconnect", action="store_true", help="reopen lost connections (full jitter)")
     args = parser.parse_args()
     raise_nofile()
     loop = asyncio.get_running_loop()
     load = Load(args.impl, args.port, args.conns)
+    load.reconnect = args.reconnect
     gate = asyncio.Semaphore(args.concurrency)
 
     async def open_one() -> None:
