@@ -101,16 +101,24 @@ class Signal:
     def __init__(self, side: Side) -> None:
         self.values: list[Any] = []
         self._side = side
+        self._waiters: list[tuple[int, Callable[[], None]]] = []
 
     def set(self, value: Any) -> None:
         self.values.append(value)
+        ready = [w for w in self._waiters if len(self.values) >= w[0]]
+        self._waiters = [w for w in self._waiters if w not in ready]
+        for _, wake in ready:
+            wake()
 
     async def wait(self, count: int = 1, timeout: float = 5.0) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        while len(self.values) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"waited for {count} values, got {self.values}")
-            await self._side.sleep(0.02)
+        """Wait (on the side's own loop, bounded) until C{count} values were set."""
+        if len(self.values) < count:
+            waiting, wake = self._side.event()
+            self._waiters.append((count, wake))
+            try:
+                await self._side.bounded(waiting, timeout)
+            except Exception as e:
+                raise AssertionError(f"waited for {count} values, got {self.values}") from e
         return self.values
 
 
@@ -123,6 +131,13 @@ class Side:
         raise NotImplementedError
 
     async def sleep(self, seconds: float) -> None:
+        raise NotImplementedError
+
+    def event(self) -> tuple[Any, Callable[[], None]]:
+        """Something awaitable on this side's loop, and the function that fires it."""
+        raise NotImplementedError
+
+    async def bounded(self, awaitable: Any, timeout: float) -> None:
         raise NotImplementedError
 
     def signal(self) -> Signal:
@@ -145,6 +160,17 @@ class TwistedSide(Side):
 
         await task.deferLater(reactor, seconds, lambda: None)
 
+    def event(self) -> tuple[Any, Callable[[], None]]:
+        from twisted.internet.defer import Deferred
+
+        d: Deferred[None] = Deferred()
+        return d, lambda: None if d.called else d.callback(None)
+
+    async def bounded(self, awaitable: Any, timeout: float) -> None:
+        from twisted.internet import reactor
+
+        await awaitable.addTimeout(timeout, reactor)
+
 
 class AsyncioSide(Side):
     name = "asyncio"
@@ -159,6 +185,13 @@ class AsyncioSide(Side):
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+    def event(self) -> tuple[Any, Callable[[], None]]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        return future, lambda: None if future.done() else future.set_result(None)
+
+    async def bounded(self, awaitable: Any, timeout: float) -> None:
+        await asyncio.wait_for(awaitable, timeout)
 
 
 # -- the scenarios, written once ------------------------------------------------
@@ -314,13 +347,14 @@ def test_asyncio_reconnects_with_jitter_and_restores_state() -> None:
             timeout=5,
         ) as reconnecting:
             assert await reconnecting.call("rooms") == ["lobby"]
+            old = reconnecting.client
+            assert old is not None
             await asyncio.to_thread(first.stop)  # the client answers the server's close meanwhile
+            await asyncio.wait_for(old.wait_for_disconnect(), 10)
             second = await asyncio.to_thread(TwistdHub, port=port)
             try:
-                for _ in range(200):
-                    if reconnecting.connections == 2 and reconnecting.client and reconnecting.client.is_connected:
-                        break
-                    await asyncio.sleep(0.05)
+                new = await asyncio.wait_for(reconnecting.connected(), 20)
+                assert new is not old and reconnecting.connections == 2
                 assert await reconnecting.call("rooms") == ["lobby"]
                 assert reconnecting.disconnects[0].kind is DisconnectKind.GOING_AWAY
             finally:

@@ -171,6 +171,20 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
 
 
+def _finish_after(count: int | None) -> tuple[Deferred[None], Callable[[], None]]:
+    """A Deferred that fires once C{counted()} was called C{count} times (never when None)."""
+    finished: Deferred[None] = Deferred()
+    seen = 0
+
+    def counted() -> None:
+        nonlocal seen
+        seen += 1
+        if count is not None and seen >= count and not finished.called:
+            finished.callback(None)
+
+    return finished, counted
+
+
 async def _until_finished(
     reactor: Any, client: HubClientProtocol, finished: Deferred[None], duration: float | None,
     close_reason: str, close_timeout: float, err: TextIO,
@@ -199,14 +213,7 @@ def _ended_well(client: HubClientProtocol) -> bool:
 
 async def run_watch(reactor: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """C{watch}: print heartbeats until the count, the duration or the connection ends."""
-    seen = 0
-    finished: Deferred[None] = Deferred()
-
-    def counted() -> None:
-        nonlocal seen
-        seen += 1
-        if args.count is not None and seen >= args.count and not finished.called:
-            finished.callback(None)
+    finished, counted = _finish_after(args.count)
 
     def on_server_heartbeat(event: ServerHeartbeatEvent) -> None:
         metadata = "" if event.metadata is None else f", metadata {to_json(event.metadata)}"
@@ -364,14 +371,7 @@ async def run_listen(reactor: Any, args: argparse.Namespace, out: TextIO, err: T
     """
     import shlex
 
-    seen = 0
-    finished: Deferred[None] = Deferred()
-
-    def counted() -> None:
-        nonlocal seen
-        seen += 1
-        if args.count is not None and seen >= args.count and not finished.called:
-            finished.callback(None)
+    finished, counted = _finish_after(args.count)
 
     try:
         endpoint = _endpoint(args.url, args.cafile, reactor)
