@@ -26,7 +26,8 @@ from typing import Any
 import autobahn
 from twisted.internet.tcp import Connection as _TCPConnection
 
-from ._errors import DisconnectKind, DisconnectReason, kind_for_close
+from ._errors import DisconnectReason
+from ._session import ended_reason
 
 #: autobahn releases (major, minor) the fast path was checked against: [low, high).
 TESTED_AUTOBAHN = ((24, 4), (27, 0))
@@ -305,13 +306,11 @@ def final_close_reason(protocol: Any, decided: DisconnectReason | None, lost_tex
     """
     if decided is not None:
         return decided
-    if protocol.closedByMe and protocol.localCloseCode is not None:
-        text = (protocol.localCloseReason or b"").decode("utf-8", "replace")
-        return DisconnectReason(kind_for_close(protocol.localCloseCode, True), protocol.localCloseCode, text, True)
-    remote = protocol.remoteCloseCode
-    if remote is not None:
-        return DisconnectReason(kind_for_close(remote, False), remote, protocol.remoteCloseReason or "")
-    return DisconnectReason(DisconnectKind.CONNECTION_LOST, None, lost_text or "")
+    sent = protocol.localCloseCode if protocol.closedByMe else None
+    return ended_reason(
+        sent, (protocol.localCloseReason or b"").decode("utf-8", "replace"),
+        protocol.remoteCloseCode, protocol.remoteCloseReason or "", lost_text or "",
+    )
 
 
 class BoundedDropMixin:

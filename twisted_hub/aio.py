@@ -64,6 +64,7 @@ from ._ratelimit import peer_text
 from ._receivers import find_receiver_method
 from ._reconnect import full_jitter_policy
 from ._sentinel import UNSET, Unset
+from ._session import ended_reason
 from ._wire import (
     HEARTBEAT_TIMEOUT_REASON,
     SUBPROTOCOL,
@@ -435,11 +436,8 @@ class AsyncHubClient(ClientConnectionViews):
             self._ready.exception()  # retrieved: _start reports it
         elif self._close_reason is not None:
             reason = self._close_reason
-        elif websocket.close_code is not None and websocket.close_code != 1006:
-            code = websocket.close_code
-            reason = DisconnectReason(kind_for_close(code, False), code, websocket.close_reason or "")
         else:
-            reason = DisconnectReason(DisconnectKind.CONNECTION_LOST, None, "connection lost")
+            reason = ended_reason(None, "", websocket.close_code, websocket.close_reason or "", "connection lost")
         self.disconnect_reason = reason
         for future in self.core.closed():
             self._settle(future, error=ConnectionClosedError(reason))
