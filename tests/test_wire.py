@@ -20,6 +20,7 @@ from twisted_hub._wire import (
     ClientHeartbeatAck,
     ClientInvoke,
     Close,
+    CloseCode,
     Error,
     Hello,
     Invoke,
@@ -503,3 +504,20 @@ class MessagesPerFrameTests(SynchronousTestCase):
         """Without max_messages any number of messages decodes."""
         frame = _frame(*([10, n] for n in range(1, 3001)))
         self.assertEqual(len(decode_frame(frame)), 3000)
+
+
+class CloseCodeTypeTests(SynchronousTestCase):
+    def test_close_codes_pass_autobahn_send_close(self) -> None:
+        """Every CloseCode is exactly an int, so autobahn's sendClose (which checks type(code) is int) takes it."""
+        from autobahn.twisted.websocket import WebSocketServerProtocol
+
+        sent: list[tuple[int | None, bytes | None]] = []
+        protocol = WebSocketServerProtocol()
+        protocol.sendCloseFrame = lambda code=None, reasonUtf8=None, isReply=False: sent.append((code, reasonUtf8))
+        codes = [value for name, value in vars(CloseCode).items() if name.isupper()]
+        self.assertGreater(len(codes), 10)
+        for code in codes:
+            self.assertIs(type(code), int)
+            if code == CloseCode.NORMAL or 3000 <= code <= 4999:
+                protocol.sendClose(code, "why")
+        self.assertEqual([code for code, _ in sent], [c for c in codes if c == 1000 or 3000 <= c <= 4999])

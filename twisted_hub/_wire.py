@@ -11,7 +11,7 @@ the normative description; ``tests/test_wire.py`` checks its hex examples.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import msgpack
 
@@ -60,19 +60,19 @@ BATCH_MESSAGES = 256
 class MessageKind:
     """The first element of every message array."""
 
-    HELLO = 0
-    WELCOME = 1
-    INVOKE = 2
-    NOTIFY = 3
-    RESULT = 4
-    ERROR = 5
-    RECEIVER_CALL = 6
-    CLIENT_INVOKE = 7
-    CLOSE = 8
-    SERVER_HEARTBEAT = 9
-    SERVER_HEARTBEAT_ACK = 10
-    CLIENT_HEARTBEAT = 11
-    CLIENT_HEARTBEAT_ACK = 12
+    HELLO: Final = 0
+    WELCOME: Final = 1
+    INVOKE: Final = 2
+    NOTIFY: Final = 3
+    RESULT: Final = 4
+    ERROR: Final = 5
+    RECEIVER_CALL: Final = 6
+    CLIENT_INVOKE: Final = 7
+    CLOSE: Final = 8
+    SERVER_HEARTBEAT: Final = 9
+    SERVER_HEARTBEAT_ACK: Final = 10
+    CLIENT_HEARTBEAT: Final = 11
+    CLIENT_HEARTBEAT_ACK: Final = 12
 
 
 class CloseCode:
@@ -81,19 +81,23 @@ class CloseCode:
 
     1000-1011 are RFC 6455 codes; 4000-4099 are ours (the RFC leaves
     4000-4999 to applications).
+
+    Plain C{int} constants (C{Final}), not an C{IntEnum}: autobahn's
+    C{sendClose} refuses any close code whose type is not exactly C{int}, so
+    an enum member would break C{protocol.sendClose(CloseCode.KICKED)}.
     """
 
-    NORMAL = 1000
-    GOING_AWAY = 1001
-    UNSUPPORTED_DATA = 1003  # a text frame
-    POLICY_VIOLATION = 1008  # more messages in one frame than the receiver accepts
-    MESSAGE_TOO_BIG = 1009
-    INTERNAL_ERROR = 1011
-    KICKED = 4000
-    HEARTBEAT_TIMEOUT = 4001
-    PROTOCOL_ERROR = 4002
-    HANDSHAKE_FAILED = 4003
-    SLOW_CONSUMER = 4004
+    NORMAL: Final = 1000
+    GOING_AWAY: Final = 1001
+    UNSUPPORTED_DATA: Final = 1003  # a text frame
+    POLICY_VIOLATION: Final = 1008  # more messages in one frame than the receiver accepts
+    MESSAGE_TOO_BIG: Final = 1009
+    INTERNAL_ERROR: Final = 1011
+    KICKED: Final = 4000
+    HEARTBEAT_TIMEOUT: Final = 4001
+    PROTOCOL_ERROR: Final = 4002
+    HANDSHAKE_FAILED: Final = 4003
+    SLOW_CONSUMER: Final = 4004
 
 
 #: Close reasons sent with 4001: a hub heartbeat timed out (either side), or
@@ -114,12 +118,12 @@ def close_reason_bytes(reason: str) -> bytes:
 class ErrorCode:
     """The C{code} field of error responses sent by the library itself."""
 
-    INTERNAL = "internal"
-    UNKNOWN_METHOD = "unknown-method"
-    INVALID_ARGUMENTS = "invalid-arguments"
-    TOO_MANY_PENDING = "too-many-pending"
-    TIMEOUT = "timeout"
-    DISCONNECTED = "disconnected"
+    INTERNAL: Final = "internal"
+    UNKNOWN_METHOD: Final = "unknown-method"
+    INVALID_ARGUMENTS: Final = "invalid-arguments"
+    TOO_MANY_PENDING: Final = "too-many-pending"
+    TIMEOUT: Final = "timeout"
+    DISCONNECTED: Final = "disconnected"
 
 
 @dataclass(slots=True)
