@@ -6,9 +6,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, LogPublisher
 from twisted.plugin import getPlugins
 from twisted.python import usage
@@ -249,15 +249,14 @@ class PluginTests(SynchronousTestCase):
 
 class MakeServiceTests(SynchronousTestCase):
     def test_listeners_per_description(self) -> None:
-        """makeService builds one strports listener per --listen, bound to the same guarded Site."""
+        """makeService builds one server endpoint per --listen, all serving the same guarded Site."""
         options = parse("--port", "0", "--listen", "tcp:0:interface=127.0.0.1", "--max-message-size", "1000")
         root = makeService(options)
         hub_services = [s for s in root if isinstance(s, HubService)]  # type: ignore[attr-defined]
         self.assertEqual(len(hub_services), 1)
         service = hub_services[0]
-        listeners = [s for s in service if isinstance(s, StreamServerEndpointService)]
-        self.assertEqual(len(listeners), 2)
-        self.assertEqual({id(listener.factory) for listener in listeners}, {id(service.listening_factory)})
+        self.assertEqual(len(service.endpoints), 2)
+        self.assertTrue(all(IStreamServerEndpoint.providedBy(endpoint) for endpoint in service.endpoints))
         self.assertIs(service.listening_factory.wrappedFactory, service.site)
         self.assertEqual(service.factory.max_message_size, 1000)
         self.assertIsInstance(service.factory.allowed_origins, OriginPolicy)
@@ -265,12 +264,14 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_listeners_listen_when_started(self) -> None:
         """Starting the service listens on each endpoint (here a MemoryReactor)."""
-        reactor = MemoryReactor()
-        service = HubService([EchoHub], ["tcp:8123:interface=127.0.0.1", "unix:/tmp/hub-x.sock"], reactor=reactor)
+        reactor = MemoryReactorClock()
+        service = HubService([EchoHub], ["tcp:8123:interface=127.0.0.1", "unix:/tmp/hub-x.sock"], clock=reactor)
         service.privilegedStartService()
         service.startService()
         self.assertEqual([(port, iface) for port, _, _, iface in reactor.tcpServers], [(8123, "127.0.0.1")])
         self.assertEqual([address for address, *_ in reactor.unixServers], ["/tmp/hub-x.sock"])
+        factories = [factory for _, factory, *_ in reactor.tcpServers] + [factory for _, factory, *_ in reactor.unixServers]
+        self.assertEqual([id(factory) for factory in factories], [id(service.listening_factory)] * 2)
 
     def test_log_level_filters_while_running(self) -> None:
         """The log-level service drops events below the level while running, and restores observers."""

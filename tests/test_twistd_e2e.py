@@ -20,7 +20,7 @@ async def test_serve_call_and_sigterm() -> None:
     child = twistd_hub(reactor, "--listen", "tcp:0:interface=127.0.0.1", "--shutdown-timeout", "3")
     try:
         port = await started_port(child, reactor)
-        client = await connect(f"ws://127.0.0.1:{port}/hub", "echo", reactor=reactor, timeout=10)
+        client = await connect(f"ws://127.0.0.1:{port}/hub", "echo", clock=reactor, timeout=10)
         assert await client.call("echo", {"x": [1, 2]}) == {"x": [1, 2]}
         assert await client.call("add", 2, 3) == 5
         disconnected = client.wait_for_disconnect()
@@ -46,7 +46,7 @@ async def test_status_page() -> None:
     child = twistd_hub(reactor, "--port", "0", "--heartbeat-interval", "5")
     try:
         port = await started_port(child, reactor)
-        client = await connect(f"ws://127.0.0.1:{port}/hub", "chat", reactor=reactor, timeout=10)
+        client = await connect(f"ws://127.0.0.1:{port}/hub", "chat", clock=reactor, timeout=10)
         response = await Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}/".encode())
         body = (await readBody(response)).decode()
         assert response.code == 200

@@ -15,15 +15,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from ._base_error import TwistedHubError
+from ._base_error import HubArgumentError
 from ._sentinel import UNSET, Unset
 
 #: Timeout used when only an interval is given (Tank's rule: 3 x interval).
 DEFAULT_TIMEOUT_FACTOR = 3.0
 
 
-class HeartbeatConfigurationError(TwistedHubError, ValueError):
-    """An interval or timeout that cannot work (zero, negative, not a number)."""
+class HeartbeatConfigurationError(HubArgumentError):
+    """An interval or timeout that cannot work (zero, negative, not a number); a L{HubArgumentError}."""
 
 
 class HeartbeatConfigurationWarning(UserWarning):

@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from ._base_error import HubArgumentError
 from ._server import HubServerFactory
 
 #: The version of C{/status.json}'s layout; it only grows keys within one version.
@@ -29,7 +30,7 @@ class MetricsPage(Resource):
     def __init__(self, factory: HubServerFactory) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         if factory.metrics is None:
-            raise ValueError("the factory keeps no metrics (metrics=True)")
+            raise HubArgumentError("the factory keeps no metrics (metrics=True)")
         self.registry = factory.metrics.registry
 
     def render_GET(self, request: Request) -> bytes:

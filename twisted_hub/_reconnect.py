@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._base_error import HubArgumentError
 from ._client import (
     HubClientFactory,
     HubClientOptions,
@@ -28,6 +29,7 @@ from ._client import (
     hub_url,
     make_proxy,
 )
+from ._deprecate import reactor_keyword_deprecated
 from ._errors import ConnectionClosedError, ConnectTimeoutError, DisconnectKind, DisconnectReason
 
 _log = Logger()
@@ -52,7 +54,7 @@ def full_jitter_policy(
     reproducible delays.
     """
     if initial_delay <= 0 or max_delay <= 0 or factor < 1:
-        raise ValueError("initial_delay and max_delay must be > 0 and factor >= 1")
+        raise HubArgumentError("initial_delay and max_delay must be > 0 and factor >= 1")
     source = rng or random.Random()
 
     def policy(attempt: int) -> float:
@@ -185,7 +187,9 @@ class ReconnectingHubClient(Service):
     WELCOME does not come within C{handshake_timeout} seconds is closed and
     counts as a failed attempt (the TCP connect has the endpoint's own
     timeout, 30 s for the default one).  C{receiver_interface} limits the
-    receiver methods the server may call, as for L{connect}.
+    receiver methods the server may call, and C{clock} is the reactor (time,
+    retries and the default endpoint), as for L{connect}; C{reactor=} is a
+    deprecated name for it.
 
         service = ReconnectingHubClient("ws://127.0.0.1:8080/hub", "chat",
                                         receiver=me, on_connected=rejoin)
@@ -196,6 +200,7 @@ class ReconnectingHubClient(Service):
         disconnects, oldest first.
     """
 
+    @reactor_keyword_deprecated
     def __init__(
         self,
         url: str,
@@ -207,18 +212,19 @@ class ReconnectingHubClient(Service):
         on_disconnected: Callable[[DisconnectReason], Any] | None = None,
         retry_policy: Callable[[int], float] | None = None,
         endpoint: IStreamClientEndpoint | None = None,
-        reactor: Any = None,
+        clock: IReactorTime | None = None,
+        reactor: IReactorTime | None = None,
         handshake_timeout: float = 30.0,
         receiver_interface: type | None = None,
     ) -> None:
-        if reactor is None:
+        if clock is None:
+            clock = reactor  # the deprecated name (it warned)
+        if clock is None:
             from twisted.internet import reactor as global_reactor
 
-            reactor = global_reactor
+            clock = cast(IReactorTime, global_reactor)
         full_url = hub_url(url, hub)
-        self.factory = _RecordingHubClientFactory(
-            full_url, receiver, options, reactor=reactor, receiver_interface=receiver_interface
-        )
+        self.factory = _RecordingHubClientFactory(full_url, receiver, options, clock, receiver_interface=receiver_interface)
         self.factory.on_connection_ended = self._ended
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
@@ -228,12 +234,12 @@ class ReconnectingHubClient(Service):
         self.disconnects: deque[DisconnectReason] = deque(maxlen=MAX_REMEMBERED_DISCONNECTS)
         self.service = ClientService(
             _HandshakeEndpoint(
-                endpoint if endpoint is not None else endpoint_for(full_url, reactor),
-                self.factory, reactor, handshake_timeout,
+                endpoint if endpoint is not None else endpoint_for(full_url, clock),
+                self.factory, clock, handshake_timeout,
             ),
             self.factory,
             retryPolicy=retry_policy or full_jitter_policy(),
-            clock=reactor,
+            clock=clock,
             prepareConnection=self._prepare,  # type: ignore[arg-type]
         )
 

@@ -21,6 +21,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from ._base_error import HubArgumentError
 from ._heartbeat import HeartbeatPolicy
 from ._server import HubServerFactory, HubSpec
 
@@ -53,7 +54,7 @@ class HubResource(WebSocketResource):
         if not isinstance(factory, HubServerFactory):
             factory = HubServerFactory(factory, **factory_options)
         elif factory_options:
-            raise TypeError("factory options are for building a factory from hub classes")
+            raise HubArgumentError("factory options are for building a factory from hub classes")
         super().__init__(factory)  # type: ignore[no-untyped-call]
         self.factory = factory
 
@@ -239,14 +240,14 @@ def _segments(path: str) -> list[bytes]:
 def check_status_path(hub_path: str, status_path: str) -> str:
     """
     Validate where the status page goes next to the hub endpoint; return it
-    normalised (C{/} or C{/a/b}); raise C{ValueError} saying what is wrong.
+    normalised (C{/} or C{/a/b}); raise L{HubArgumentError} saying what is wrong.
     """
     if not status_path.startswith("/") or any(c in status_path for c in "?#% ") or "//" in status_path.rstrip("/"):
-        raise ValueError(f"the status path must be a plain path like / or /status, got {status_path!r}")
+        raise HubArgumentError(f"the status path must be a plain path like / or /status, got {status_path!r}")
     status = _segments(status_path)
     hub = _segments(hub_path)
     if status and (hub[: len(status)] == status or status[: len(hub)] == hub):
-        raise ValueError(f"the status path {status_path!r} must not be the hub path {hub_path!r}, above or below it")
+        raise HubArgumentError(f"the status path {status_path!r} must not be the hub path {hub_path!r}, above or below it")
     return "/" + status_path.strip("/")
 
 
@@ -260,7 +261,7 @@ def build_site_root(
     root = Resource()  # type: ignore[no-untyped-call]
     segments = _segments(hub_path)
     if not segments:
-        raise ValueError("the hub path must have at least one segment (the status page is at /)")
+        raise HubArgumentError("the hub path must have at least one segment (the status page is at /)")
     if status_page is not None:
         _put(root, _segments(check_status_path(hub_path, status_path)) or [b""], status_page)
     _put(root, segments, HubResource(factory))

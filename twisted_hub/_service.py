@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from twisted.application import strports
 from twisted.application.service import IService, MultiService
-from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
+from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import deferLater
 from twisted.logger import (
     FilteringLogObserver,
@@ -37,6 +37,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
 
+from ._base_error import HubArgumentError, HubStateError
+from ._deprecate import reactor_keyword_deprecated
 from ._errors import DisconnectKind
 from ._heartbeat import HeartbeatPolicy
 from ._limits import ConnectionGuard
@@ -51,6 +53,9 @@ from ._wire import CloseCode
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 
 _log = Logger()
+
+#: Twisted's serverFromString (unannotated): a reactor and a description in, an endpoint out
+_server_from_string = cast(Callable[[IReactorTime, str], IStreamServerEndpoint], serverFromString)
 
 
 class GracefulShutdown:
@@ -176,13 +181,18 @@ class HubService(MultiService):
     @param drain_delay: seconds C{stopService} keeps listening (with
         C{/health} answering 503) before it closes the listeners, so a load
         balancer polling C{/health} stops sending new clients first.
-    @param clock: time source for the shutdown (default: the factory's).
+    @param clock: the reactor: time source for the shutdown (default: the
+        factory's clock) and for a factory built here, and what the C{listen}
+        descriptions bind on (default: the global reactor).  C{reactor=} is
+        a deprecated name: given with C{clock}, the listeners bind on it and
+        the timers use C{clock}, as before.
     @param redis: a C{redis://host:port/db} URL: serve as one with the other
         processes on that Redis (a L{twisted_hub.redis.RedisBackplane};
         give C{backplane=} instead for its other settings).  Used only when
         the factory is built here.  See C{docs/scaling.md}.
     """
 
+    @reactor_keyword_deprecated
     def __init__(
         self,
         hubs: Sequence[HubSpec] | None = None,
@@ -197,23 +207,27 @@ class HubService(MultiService):
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         drain_delay: float = 0.0,
         clock: IReactorTime | None = None,
-        reactor: Any = None,
+        reactor: IReactorTime | None = None,
         redis: str | None = None,
         **factory_options: Any,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         if (hubs is None) == (factory is None):
-            raise TypeError("give either hub classes or a factory")
+            raise HubArgumentError("give either hub classes or a factory")
         if redis is not None:
             if "backplane" in factory_options:
-                raise TypeError("give either redis= or backplane=")
+                raise HubArgumentError("give either redis= or backplane=")
             from .redis import RedisBackplane
 
             factory_options["backplane"] = RedisBackplane(redis)
         if not shutdown_timeout > 0:
-            raise ValueError(f"shutdown_timeout must be > 0, got {shutdown_timeout!r}")
+            raise HubArgumentError(f"shutdown_timeout must be > 0, got {shutdown_timeout!r}")
         if not drain_delay >= 0:
-            raise ValueError(f"drain_delay must be >= 0, got {drain_delay!r}")
+            raise HubArgumentError(f"drain_delay must be >= 0, got {drain_delay!r}")
+        # reactor= is deprecated (it warned): it names the listening reactor
+        listen_reactor = reactor if reactor is not None else clock
+        if clock is None:
+            clock = reactor
         #: seconds /health answers 503 before the listeners close (for load balancers)
         self.drain_delay = drain_delay
         if factory is None:
@@ -221,11 +235,11 @@ class HubService(MultiService):
             self.origin_policy: OriginPolicy | None = OriginPolicy(allowed_origins)
             factory = HubServerFactory(
                 hubs, heartbeat=heartbeat, allowed_origins=self.origin_policy,
-                clock=clock, reactor=reactor, **factory_options,
+                clock=clock, **factory_options,
             )
         else:
             if heartbeat is not None or factory_options or allowed_origins:
-                raise TypeError("factory options are for building a factory from hub classes")
+                raise HubArgumentError("factory options are for building a factory from hub classes")
             policy = factory.allowed_origins
             self.origin_policy = policy if isinstance(policy, OriginPolicy) else None
         self.factory = factory
@@ -233,10 +247,12 @@ class HubService(MultiService):
         self.listen = list(listen)
         self.shutdown_timeout = shutdown_timeout
         self._clock = clock
-        self._reactor = reactor
         self.site: Site | None = None
         self.root: Resource | None = None
-        self._listeners: list[Any] = []
+        #: one endpoint per C{listen} description, in order
+        self.endpoints: list[IStreamServerEndpoint] = []
+        # one listen() per endpoint, from the (privileged) start until stopService
+        self._listening: list[Deferred[IListeningPort]] | None = None
         if self.listen:
             status = None
             if status_page:
@@ -257,10 +273,11 @@ class HubService(MultiService):
             self.site = Site(self.root)  # type: ignore[no-untyped-call]
             #: what the listeners serve: the site, behind the connection limits
             self.listening_factory = ConnectionGuard(self.site, factory.limits)
-            for description in self.listen:
-                listener = strports.service(description, self.listening_factory, reactor=reactor)
-                listener.setServiceParent(self)  # type: ignore[no-untyped-call]
-                self._listeners.append(listener)
+            if listen_reactor is None:
+                from twisted.internet import reactor as global_reactor
+
+                listen_reactor = cast(IReactorTime, global_reactor)
+            self.endpoints = [_server_from_string(listen_reactor, description) for description in self.listen]
 
     def _origin_text(self) -> str:
         policy = self.factory.allowed_origins
@@ -273,32 +290,59 @@ class HubService(MultiService):
         return ", ".join(sorted(policy))
 
     def listening_ports(self) -> Deferred[list[IListeningPort]]:
-        """Fires with the listening ports once they are bound (after start)."""
-        waiting = [listener._waitingForPort for listener in self._listeners]
-        if any(d is None for d in waiting):
-            raise RuntimeError("the service has not started yet")
+        """
+        Fires with the listening ports once they are bound (after start).
 
-        def ports(results: list[tuple[bool, Any]]) -> list[IListeningPort]:
-            for ok, value in results:
-                if not ok:
-                    value.raiseException()
-            return [value for _, value in results]
+        @raise HubStateError: the service has not started (or has stopped).
+        """
+        if self._listening is None:
+            raise HubStateError("the service has not started yet")
+        ports: Deferred[list[IListeningPort]] = gatherResults(
+            [_copy(listening) for listening in self._listening], consumeErrors=True
+        )
+        return ports.addErrback(_first_failure)
 
-        # Chain copies so the service's own Deferreds keep their results.
-        copies: list[Deferred[Any]] = []
-        for d in waiting:
-            copy: Deferred[Any] = Deferred()
-            d.addBoth(_pass_to(copy))
-            copies.append(copy)
-        return DeferredList(copies, consumeErrors=True).addCallback(ports)
+    def _start_listening(self) -> None:
+        """
+        Listen on every endpoint, once.  A port that cannot be bound now (a
+        TCP, SSL or UNIX endpoint binds at once) raises here, as C{twistd}
+        expects of C{privilegedStartService}.
+        """
+        if self._listening is not None or not self.endpoints:
+            return
+        self._listening = []
+        for endpoint in self.endpoints:
+            listening = endpoint.listen(self.listening_factory)
+            self._listening.append(listening)
+            outcome: list[IListeningPort | Failure] = []
+            listening.addBoth(_pass_to_list(outcome))
+            if outcome and isinstance(outcome[0], Failure):
+                listening.addErrback(lambda _: None)  # raised here instead
+                outcome[0].raiseException()
+
+    def _stop_listening(self) -> Deferred[None]:
+        """Close the listening ports (or abandon a bind still in progress)."""
+        listening, self._listening = self._listening or [], None
+
+        def close(port: IListeningPort) -> Deferred[None]:
+            stopped = port.stopListening()
+            return stopped if isinstance(stopped, Deferred) else succeed(None)
+
+        closing: list[Deferred[None]] = []
+        for attempt in listening:
+            attempt.cancel()  # nothing if it is bound already
+            closing.append(attempt.addCallbacks(close, lambda _: None))
+        return gatherResults(closing).addCallback(lambda _: None)
 
     def privilegedStartService(self) -> None:
-        # Bind ports (possibly privileged) before twistd drops privileges.
+        # Bind the ports (possibly privileged) before twistd drops privileges.
         super().privilegedStartService()  # type: ignore[no-untyped-call]
+        self._start_listening()
 
     def startService(self) -> None:
         self.factory.doStart()  # type: ignore[no-untyped-call]
         super().startService()  # type: ignore[no-untyped-call]
+        self._start_listening()  # if privilegedStartService did not
         if self.listen:
             self._log_banner()
 
@@ -330,8 +374,9 @@ class HubService(MultiService):
         clock = self._clock or self.factory.clock
 
         def stop_listening(_: object = None) -> Deferred[Any]:
+            ports = self._stop_listening()
             stopping = super(HubService, self).stopService()  # type: ignore[no-untyped-call]
-            return stopping if isinstance(stopping, Deferred) else succeed(None)
+            return gatherResults([ports, stopping if isinstance(stopping, Deferred) else succeed(None)])
 
         if self.drain_delay > 0:
             _log.info("draining: /health answers 503; listeners close in {delay:g} s", delay=self.drain_delay)
@@ -370,15 +415,34 @@ def listen_url(description: str, path: str = "/") -> str:
     return f"{scheme}://{host}:{fields[0]}{path}"
 
 
-def _pass_to(target: Deferred[Any]) -> Callable[[Any], Any]:
+def _pass_to_list(outcome: list[Any]) -> Callable[[Any], Any]:
     def passing(result: Any) -> Any:
-        if isinstance(result, Failure):
-            target.errback(result)
-        else:
-            target.callback(result)
+        outcome.append(result)
         return result
 
     return passing
+
+
+def _copy(original: Deferred[IListeningPort]) -> Deferred[IListeningPort]:
+    """A Deferred with C{original}'s result, which keeps its result too."""
+    copy: Deferred[IListeningPort] = Deferred()
+
+    def passing(result: IListeningPort | Failure) -> IListeningPort | Failure:
+        if isinstance(result, Failure):
+            copy.errback(result)
+        else:
+            copy.callback(result)
+        return result
+
+    original.addBoth(passing)
+    return copy
+
+
+def _first_failure(failure: Failure) -> Failure:
+    """The failure inside gatherResults' C{FirstError}: the port's own error."""
+    error = failure.value
+    assert isinstance(error, FirstError)
+    return error.subFailure
 
 
 #: C{--log-level} names and their levels.

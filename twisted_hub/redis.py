@@ -46,6 +46,7 @@ from twisted.logger import Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
 from ._backplane import TARGET_ALL, TARGET_GROUP, TARGET_ONLY, Target, node_of
+from ._base_error import HubArgumentError, HubStateError
 from ._ratelimit import LogRateLimiter
 
 if TYPE_CHECKING:
@@ -96,14 +97,14 @@ def parse_redis_url(url: str) -> RedisSettings:
     """Parse C{redis://[user:password@]host[:port][/db]}; ValueError says what is wrong."""
     parts = urlsplit(url)
     if parts.scheme != "redis":
-        raise ValueError(f"a Redis URL starts with redis://, got {url!r}")
+        raise HubArgumentError(f"a Redis URL starts with redis://, got {url!r}")
     path = parts.path.strip("/")
     if path and not path.isdigit():
-        raise ValueError(f"the Redis database in {url!r} must be a number, got {path!r}")
+        raise HubArgumentError(f"the Redis database in {url!r} must be a number, got {path!r}")
     try:
         port = parts.port or 6379
     except ValueError:
-        raise ValueError(f"the port in {url!r} is not a port number") from None
+        raise HubArgumentError(f"the port in {url!r} is not a port number") from None
     return RedisSettings(
         host=parts.hostname or "127.0.0.1",
         port=port,
@@ -193,9 +194,9 @@ class RedisBackplane:
     ) -> None:
         self.settings = parse_redis_url(url)
         if not lease > 0:
-            raise ValueError(f"lease must be > 0, got {lease!r}")
+            raise HubArgumentError(f"lease must be > 0, got {lease!r}")
         if min(max_pending_commands, max_pending_bytes) <= 0:
-            raise ValueError("max_pending_commands and max_pending_bytes must be > 0")
+            raise HubArgumentError("max_pending_commands and max_pending_bytes must be > 0")
         self.prefix = prefix
         self.lease = lease
         self.max_pending_commands = max_pending_commands
@@ -278,7 +279,7 @@ class RedisBackplane:
     # -- Backplane ---------------------------------------------------------
     def attach(self, factory: HubServerFactory) -> None:
         if self._factory is not None and self._factory is not factory:
-            raise RuntimeError("a RedisBackplane serves one HubServerFactory")
+            raise HubStateError("a RedisBackplane serves one HubServerFactory")
         self._factory = factory
 
     def start(self) -> None:
