@@ -199,8 +199,8 @@ class HubServiceTests(SynchronousTestCase):
         ports = self.successResultOf(service.listening_ports())
         self.assertEqual([port.getHost().port for port in ports], [8123, 8124])
         closed: list[int] = []
-        for port in ports:
-            port.stopListening = lambda number=port.getHost().port: closed.append(number)  # type: ignore[method-assign]
+        for port, number in zip(ports, (8123, 8124), strict=True):
+            port.stopListening = lambda number=number: closed.append(number)  # type: ignore[method-assign]
         stopped = service.stopService()
         reactor.advance(0)
         self.successResultOf(stopped)

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService, IServiceCollection, MultiService
 from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime, IStreamServerEndpoint
@@ -29,9 +29,8 @@ from twisted.logger import (
     Logger,
     LogLevel,
     LogLevelFilterPredicate,
-    LogPublisher,
-    globalLogPublisher,
 )
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -461,51 +460,69 @@ _TXAIO_LEVELS = {
 }
 
 
+def set_log_level(predicate: LogLevelFilterPredicate, level: LogLevel) -> None:
+    """
+    Make C{predicate} pass events of C{level} and above.  Debug is
+    twisted-hub's story (connections, heartbeat timers, calls refused ...);
+    autobahn's own debug output (every HTTP header, every frame) stays at
+    info, or a handful of connections floods the log.
+    """
+    predicate.clearLogLevels()
+    predicate.setLogLevelForNamespace("", level)
+    predicate.setLogLevelForNamespace("autobahn", autobahn_log_level(level))
+
+
+def autobahn_log_level(level: LogLevel) -> LogLevel:
+    """autobahn's minimum level when ours is C{level}: never below info."""
+    return level if _LEVEL_ORDER.index(level) > _LEVEL_ORDER.index(LogLevel.info) else LogLevel.info
+
+
 class LogLevelService(MultiService):
     """
-    Apply a minimum log level to the observers of a log publisher (the
-    global one by default) while running.
+    The log of C{twistd hub} at a minimum level, through the observer
+    twisted-hub gives twistd: no other observer is touched.
 
-    twistd sets up its log observers after building the service and before
-    starting it, so the filter is installed in C{startService} and removed in
-    C{stopService}.  Also sets txaio's (autobahn's) level.
+    twistd logs to the C{ILogObserver} component of its application when it
+    has one (C{twisted.application.app.AppLogger.start}), and builds that
+    application around this service before logging starts.  So, given
+    C{observer_factory} (what twistd would log to by itself: its
+    C{--logfile}, C{--syslog}, stdout), this service sets that component, on
+    the application it joins, to the factory's observer filtered by
+    C{predicate}.  An application that has its own observer keeps it.
+    While running, txaio's (autobahn's logging layer) level is set too.
+
+    @param level: the minimum level (autobahn's: info at least).
+    @param predicate: the filter to set to C{level} (the one
+        C{twisted_hub.tap.json_log_observer} shares); default, a new one.
     """
 
-    def __init__(self, level: LogLevel, publisher: LogPublisher | None = None) -> None:
+    def __init__(
+        self,
+        level: LogLevel,
+        predicate: LogLevelFilterPredicate | None = None,
+        observer_factory: Callable[[], ILogObserver] | None = None,
+    ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.level = level
-        self.publisher = publisher if publisher is not None else globalLogPublisher
-        self._wrapped: list[tuple[ILogObserver, ILogObserver]] = []
+        self.predicate = predicate if predicate is not None else LogLevelFilterPredicate()
+        set_log_level(self.predicate, level)
+        self._observer_factory = observer_factory
+
+    def filtered(self, observer: ILogObserver) -> ILogObserver:
+        """C{observer}, receiving only the events at or above the level."""
+        return FilteringLogObserver(observer, [self.predicate])
+
+    def setServiceParent(self, parent: IServiceCollection) -> None:
+        super().setServiceParent(parent)  # type: ignore[no-untyped-call]
+        if (
+            self._observer_factory is not None
+            and isinstance(parent, Componentized)
+            and parent.getComponent(ILogObserver) is None  # type: ignore[no-untyped-call]
+        ):
+            parent.setComponent(ILogObserver, self.filtered(self._observer_factory()))  # type: ignore[no-untyped-call]
 
     def startService(self) -> None:
-        observers = list(getattr(self.publisher, "_observers", []))
-        predicate = LogLevelFilterPredicate(defaultLogLevel=self.level)
-        # Debug is twisted-hub's story (connections, heartbeat timers, calls
-        # refused ...); autobahn's own debug output (every HTTP header, every
-        # frame) stays at info, or a handful of connections floods the log.
-        autobahn_level = max(self.level, LogLevel.info, key=_LEVEL_ORDER.index)
-        predicate.setLogLevelForNamespace("autobahn", autobahn_level)
-        for observer in observers:
-            filtering = FilteringLogObserver(observer, [predicate])
-            self.publisher.removeObserver(observer)
-            self.publisher.addObserver(filtering)
-            self._wrapped.append((observer, filtering))
         import txaio  # autobahn's logging layer (a dependency of autobahn)
 
-        txaio.set_global_log_level(_TXAIO_LEVELS[autobahn_level])  # type: ignore[attr-defined]
+        txaio.set_global_log_level(_TXAIO_LEVELS[autobahn_log_level(self.level)])  # type: ignore[attr-defined]
         super().startService()  # type: ignore[no-untyped-call]
-
-    def stopService(self) -> Any:
-        result = super().stopService()  # type: ignore[no-untyped-call]
-
-        def unwrap(value: object) -> object:
-            for observer, filtering in self._wrapped:
-                self.publisher.removeObserver(filtering)
-                self.publisher.addObserver(observer)
-            self._wrapped = []
-            return value
-
-        if isinstance(result, Deferred):
-            return result.addBoth(unwrap)
-        unwrap(None)
-        return result
