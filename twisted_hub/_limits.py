@@ -201,7 +201,7 @@ class GuardedConnection(ProtocolWrapper):
     def makeConnection(self, transport: Any) -> None:
         limits = self.factory.limits
         self._deadline = limits.clock.callLater(limits.handshake_timeout, self._deadline_passed)
-        super().makeConnection(transport)  # type: ignore[no-untyped-call]
+        ProtocolWrapper.makeConnection(self, transport)
 
     def logPrefix(self) -> str:
         return _log_prefix(self.wrappedProtocol)
@@ -217,7 +217,7 @@ class GuardedConnection(ProtocolWrapper):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+        ProtocolWrapper.connectionLost(self, reason)
 
 
 class ConnectionGuard(WrappingFactory[GuardedConnection]):

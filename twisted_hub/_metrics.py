@@ -74,7 +74,7 @@ class FastHistogram:
         total = 0
         for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
             total += count
-            result.append((floatToGoString(bound), total))  # type: ignore[no-untyped-call]
+            result.append((floatToGoString(bound), total))
         return result
 
 

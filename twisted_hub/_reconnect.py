@@ -13,7 +13,7 @@ from typing import Any, cast
 from twisted.application.internet import ClientService
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IAddress, IReactorTime, IStreamClientEndpoint, ITransport
+from twisted.internet.interfaces import IAddress, IProtocol, IReactorTime, IStreamClientEndpoint, ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -240,10 +240,10 @@ class ReconnectingHubClient(Service):
             self.factory,
             retryPolicy=retry_policy or full_jitter_policy(),
             clock=clock,
-            prepareConnection=self._prepare,  # type: ignore[arg-type]
+            prepareConnection=self._prepare,
         )
 
-    def _prepare(self, protocol: HubClientProtocol) -> Deferred[Any]:
+    def _prepare(self, protocol: IProtocol) -> Deferred[Any]:
         def handshaken(client: HubClientProtocol) -> Any:
             self.connections += 1
             metrics = self.factory.options.metrics
@@ -254,8 +254,11 @@ class ReconnectingHubClient(Service):
                 return None
             return maybeDeferred(self._on_connected, client)
 
+        # ClientService hands over its proxy of the protocol our factory built,
+        # a HubClientProtocol (its type cannot say so: IProtocol is not generic).
+        client = cast(HubClientProtocol, protocol)
         # The handshake is done (_HandshakeEndpoint waited for it).
-        return protocol.ready.addCallback(handshaken)
+        return client.ready.addCallback(handshaken)
 
     def _ended(self, protocol: HubClientProtocol, reason: DisconnectReason) -> None:
         if self.current is protocol:
@@ -273,7 +276,7 @@ class ReconnectingHubClient(Service):
 
     def startService(self) -> None:
         """Start connecting (and reconnecting)."""
-        super().startService()  # type: ignore[no-untyped-call]
+        Service.startService(self)
         self.service.startService()
 
     def stopService(self) -> Deferred[None]:
@@ -281,7 +284,7 @@ class ReconnectingHubClient(Service):
         Stop reconnecting and close the current connection with a normal
         WebSocket close (the server sees NORMAL, not a dropped link).
         """
-        super().stopService()  # type: ignore[no-untyped-call]
+        Service.stopService(self)
         current = self.current
         if current is not None and current.is_connected:
             closing = current.disconnect()

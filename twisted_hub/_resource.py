@@ -55,17 +55,17 @@ class HubResource(WebSocketResource):
             factory = HubServerFactory(factory, **factory_options)
         elif factory_options:
             raise HubArgumentError("factory options are for building a factory from hub classes")
-        super().__init__(factory)  # type: ignore[no-untyped-call]
+        WebSocketResource.__init__(self, factory)
         self.factory = factory
 
     def render(self, request: Request) -> Any:
         upgrade = request.getHeader(b"upgrade") or b""
         if upgrade.lower() != b"websocket":
             request.setResponseCode(426, b"Upgrade Required")
-            request.setHeader(b"upgrade", b"websocket")  # type: ignore[no-untyped-call]
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")  # type: ignore[no-untyped-call]
+            request.setHeader(b"upgrade", b"websocket")
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return _UPGRADE_REQUIRED
-        return super().render(request)  # type: ignore[no-untyped-call]
+        return WebSocketResource.render(self, request)
 
 
 def _policy_text(policy: HeartbeatPolicy) -> str:
@@ -97,7 +97,7 @@ class HubStatusPage(Resource):
         extra: Iterable[tuple[str, str]] = (),
         clock: IReactorTime | None = None,
     ) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        Resource.__init__(self)
         self.factory = factory
         self.hub_path = "/" + hub_path.strip("/")
         self.listening = [public_listen_text(description) for description in listening]
@@ -113,7 +113,7 @@ class HubStatusPage(Resource):
 
         if not self.factory.host_allowed(request.getHeader("host")):
             request.setResponseCode(400, b"Host not allowed")
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")  # type: ignore[no-untyped-call]
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"This host name is not served here.\n"
         clock = self._clock or self.factory.clock
         now = datetime.fromtimestamp(clock.seconds(), tz=UTC)
@@ -151,8 +151,8 @@ class HubStatusPage(Resource):
             + "".join(f'<p><a href="{e(url)}">{e(label)}</a></p>\n' for label, url in self.links)
             + "</body></html>\n"
         )
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")  # type: ignore[no-untyped-call]
-        request.setHeader(b"cache-control", b"no-store")  # type: ignore[no-untyped-call]
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
         return page.encode("utf-8")
 
 
@@ -258,7 +258,7 @@ def build_site_root(
     A root resource with the hub endpoint at C{hub_path} and, if given, the
     status page at C{status_path}.
     """
-    root = Resource()  # type: ignore[no-untyped-call]
+    root = Resource()
     segments = _segments(hub_path)
     if not segments:
         raise HubArgumentError("the hub path must have at least one segment (the status page is at /)")
@@ -278,7 +278,7 @@ def _put(root: Resource, segments: list[bytes], leaf: IResource) -> None:
     for segment in segments[:-1]:
         child = node.children.get(segment)
         if child is None:
-            child = Resource()  # type: ignore[no-untyped-call]
+            child = Resource()
             node.putChild(segment, child)
         node = child
     node.putChild(segments[-1], leaf)

@@ -210,7 +210,7 @@ class HubService(MultiService):
         redis: str | None = None,
         **factory_options: Any,
     ) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        MultiService.__init__(self)
         if (hubs is None) == (factory is None):
             raise HubArgumentError("give either hub classes or a factory")
         if redis is not None:
@@ -269,7 +269,7 @@ class HubService(MultiService):
             links = mount_client(self.root, factory, path)
             if status is not None:
                 status.links = links
-            self.site = Site(self.root)  # type: ignore[no-untyped-call]
+            self.site = Site(self.root)
             #: what the listeners serve: the site, behind the connection limits
             self.listening_factory = ConnectionGuard(self.site, factory.limits)
             if listen_reactor is None:
@@ -335,12 +335,12 @@ class HubService(MultiService):
 
     def privilegedStartService(self) -> None:
         # Bind the ports (possibly privileged) before twistd drops privileges.
-        super().privilegedStartService()  # type: ignore[no-untyped-call]
+        MultiService.privilegedStartService(self)
         self._start_listening()
 
     def startService(self) -> None:
         self.factory.doStart()  # type: ignore[no-untyped-call]
-        super().startService()  # type: ignore[no-untyped-call]
+        MultiService.startService(self)
         self._start_listening()  # if privilegedStartService did not
         if self.listen:
             self._log_banner()
@@ -374,7 +374,7 @@ class HubService(MultiService):
 
         def stop_listening(_: object = None) -> Deferred[Any]:
             ports = self._stop_listening()
-            stopping = super(HubService, self).stopService()  # type: ignore[no-untyped-call]
+            stopping = MultiService.stopService(self)
             return gatherResults([ports, stopping if isinstance(stopping, Deferred) else succeed(None)])
 
         if self.drain_delay > 0:
@@ -502,7 +502,7 @@ class LogLevelService(MultiService):
         predicate: LogLevelFilterPredicate | None = None,
         observer_factory: Callable[[], ILogObserver] | None = None,
     ) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        MultiService.__init__(self)
         self.level = level
         self.predicate = predicate if predicate is not None else LogLevelFilterPredicate()
         set_log_level(self.predicate, level)
@@ -513,16 +513,15 @@ class LogLevelService(MultiService):
         return FilteringLogObserver(observer, [self.predicate])
 
     def setServiceParent(self, parent: IServiceCollection) -> None:
-        super().setServiceParent(parent)  # type: ignore[no-untyped-call]
-        if (
-            self._observer_factory is not None
-            and isinstance(parent, Componentized)
-            and parent.getComponent(ILogObserver) is None  # type: ignore[no-untyped-call]
-        ):
-            parent.setComponent(ILogObserver, self.filtered(self._observer_factory()))  # type: ignore[no-untyped-call]
+        MultiService.setServiceParent(self, parent)
+        if self._observer_factory is None or not isinstance(parent, Componentized):
+            return
+        application: Componentized = parent
+        if application.getComponent(ILogObserver) is None:
+            application.setComponent(ILogObserver, self.filtered(self._observer_factory()))
 
     def startService(self) -> None:
         import txaio  # autobahn's logging layer (a dependency of autobahn)
 
         txaio.set_global_log_level(_TXAIO_LEVELS[autobahn_log_level(self.level)])  # type: ignore[attr-defined]
-        super().startService()  # type: ignore[no-untyped-call]
+        MultiService.startService(self)

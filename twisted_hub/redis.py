@@ -40,10 +40,11 @@ from urllib.parse import unquote, urlsplit
 import msgpack
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger, LogLevel, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ._backplane import TARGET_ALL, TARGET_GROUP, TARGET_ONLY, Target, node_of
 from ._base_error import HubArgumentError, HubStateError
@@ -156,7 +157,8 @@ class _Node:
 
 
 def _member_field(hub: str, group: str, connection_id: str) -> bytes:
-    return msgpack.packb([hub, group, connection_id])  # type: ignore[no-any-return]
+    field: bytes = msgpack.packb([hub, group, connection_id])
+    return field
 
 
 class RedisBackplane:
@@ -691,6 +693,7 @@ def _protocols() -> tuple[type[Any], type[Any]]:
     return CommandProtocol, SubscriberProtocol
 
 
+@implementer(IProtocolFactory)
 class _RedisClientFactory:
     """Builds txredisapi protocols (bytes in and out) for ClientService."""
 
@@ -723,13 +726,16 @@ class _RedisClientFactory:
         _log.error("Redis refused this node: {message}", message=message)
 
 
-def _retry_log(event: dict[str, Any]) -> None:
+@implementer(ILogObserver)
+class _RetryLog:
     """ClientService's line per retry, at debug level: the backplane logs the outage once."""
-    globalLogPublisher({**event, "log_level": LogLevel.debug})
+
+    def __call__(self, event: LogEvent) -> None:
+        globalLogPublisher({**event, "log_level": LogLevel.debug})
 
 
 class _RedisClientService(ClientService):
-    _log = Logger(observer=_retry_log)  # type: ignore[arg-type]
+    _log = Logger(observer=_RetryLog())
 
 
 class TxRedisConnector:
@@ -775,11 +781,13 @@ class TxRedisConnector:
             protocol.on_message = backplane.link_message
 
         def prepare_commands(protocol: Any) -> Deferred[Any]:
-            return protocol.whenConnected().addCallback(lambda p: backplane.link_ready("commands", p))  # type: ignore[no-any-return]
+            ready: Deferred[Any] = protocol.whenConnected().addCallback(lambda p: backplane.link_ready("commands", p))
+            return ready
 
         def prepare_subscriber(protocol: Any) -> Deferred[Any]:
             d = protocol.whenConnected().addCallback(lambda p: p.subscribe(channels))
-            return d.addCallback(lambda _: backplane.link_ready("subscriber"))  # type: ignore[no-any-return]
+            ready: Deferred[Any] = d.addCallback(lambda _: backplane.link_ready("subscriber"))
+            return ready
 
         for factory, prepare in (
             (_RedisClientFactory(command_class, settings, setup_commands), prepare_commands),
@@ -787,7 +795,7 @@ class TxRedisConnector:
         ):
             endpoint = HostnameEndpoint(reactor, settings.host, settings.port, timeout=self.connect_timeout)
             service = _RedisClientService(
-                endpoint, factory, retryPolicy=self.retry_policy, clock=reactor, prepareConnection=prepare  # type: ignore[arg-type]
+                endpoint, factory, retryPolicy=self.retry_policy, clock=reactor, prepareConnection=prepare
             )
             service.startService()
             self._services.append(service)

@@ -105,7 +105,7 @@ def check_listen(description: str) -> str:
     from twisted.internet.testing import MemoryReactor
 
     try:
-        serverFromString(MemoryReactor(), description)  # type: ignore[no-untyped-call]
+        serverFromString(MemoryReactor(), description)
     except Exception as e:  # ValueError, KeyError, OSError (ssl files), SSL errors...
         raise usage.UsageError(f"--listen {description!r}: {e.__class__.__name__}: {e}") from None
     return description
@@ -200,7 +200,7 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        usage.Options.__init__(self)
         self["listen"] = []
         self["hubs"] = []
         self["allowed-origins"] = []
@@ -489,7 +489,7 @@ def twistd_log_observer(twistd_options: Mapping[str, Any]) -> ILogObserver:
     if twistd_options.get("syslog"):
         from twisted.python.syslog import SyslogObserver
 
-        legacy = SyslogObserver(twistd_options.get("prefix") or "")  # type: ignore[no-untyped-call]
+        legacy = SyslogObserver(twistd_options.get("prefix") or "")
         # the emit method is what the legacy interface describes (twistd wraps the same)
         return LegacyLogObserverWrapper(cast(LegacyILogObserver, legacy.emit))
     name = twistd_options.get("logfile") or ""
@@ -513,9 +513,10 @@ def _rotate_on_sigusr1(log_file: LogFile) -> None:
 
     def rotate(signum: int, frame: object) -> None:
         from twisted.internet import reactor
+        from twisted.internet.interfaces import IReactorFromThreads
 
         # A signal handler may run between any two bytecodes: rotate from the reactor.
-        reactor.callFromThread(log_file.rotate)  # type: ignore[attr-defined]
+        cast(IReactorFromThreads, reactor).callFromThread(log_file.rotate)
 
     signal.signal(signal.SIGUSR1, rotate)
 
