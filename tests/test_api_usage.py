@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import (
+    ConnectTimeoutError,
     HeartbeatConfigurationError,
     HeartbeatPolicy,
     HubArgumentError,
@@ -62,6 +64,14 @@ class ReactorKeywordTests(SynchronousTestCase):
         HubServerFactory([EchoHub], clock=Clock())
         HubClientFactory("ws://127.0.0.1/hub/echo", clock=Clock())
         self.assertEqual(self.flushWarnings(), [])
+
+    def test_connect_default_endpoint_on_the_clock(self) -> None:
+        """Without endpoint=, connect(clock=) connects through that reactor, and times out on it."""
+        reactor = MemoryReactorClock()
+        connecting = connect("ws://127.0.0.1:9123/hub", "echo", clock=reactor, timeout=5)
+        self.assertEqual([(host, port) for host, port, *_ in reactor.tcpClients], [("127.0.0.1", 9123)])
+        reactor.advance(5)
+        self.assertEqual(self.failureResultOf(connecting, ConnectTimeoutError).value.stage, "connection")  # type: ignore[attr-defined]
 
     def test_connect(self) -> None:
         """connect(reactor=) warns, and the handshake timeout still runs on that reactor."""

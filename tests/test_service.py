@@ -209,15 +209,21 @@ class HubServiceTests(SynchronousTestCase):
             service.listening_ports()
 
     def test_bind_failure_raises_at_start(self) -> None:
-        """A port that cannot be bound raises from privilegedStartService (twistd reports it and exits)."""
+        """A port that cannot be bound raises from privilegedStartService; the ones bound before it close at stop."""
 
         class Taken(MemoryReactorClock):
             def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
                 raise CannotListenError(interface, port, OSError(98, "Address already in use"))
 
-        service = HubService([SlowHub], ["tcp:8123"], clock=Taken())
+        reactor = Taken()
+        service = HubService([SlowHub], ["unix:/tmp/hub-bound.sock", "tcp:8123"], clock=reactor)
         with self.assertRaises(CannotListenError):
             service.privilegedStartService()
+        (bound,) = self.successResultOf(service.listening_ports())
+        closed: list[bool] = []
+        bound.stopListening = lambda: closed.append(True)  # type: ignore[method-assign]
+        self.successResultOf(service.stopService())
+        self.assertEqual(closed, [True])
 
     def test_reactor_keyword_deprecated_but_kept(self) -> None:
         """reactor= warns (DeprecationWarning) and still names the listening reactor, with clock= for the timers."""

@@ -316,7 +316,9 @@ class HubService(MultiService):
             outcome: list[IListeningPort | Failure] = []
             listening.addBoth(_pass_to_list(outcome))
             if outcome and isinstance(outcome[0], Failure):
-                listening.addErrback(lambda _: None)  # raised here instead
+                # raised here instead (the ports bound before it stay held, for stopService)
+                self._listening.remove(listening)
+                listening.addErrback(lambda _: None)
                 outcome[0].raiseException()
 
     def _stop_listening(self) -> Deferred[None]:
