@@ -69,7 +69,7 @@ def run_twisted(args: argparse.Namespace) -> None:
                 setattr(HubClientProtocol, name, getattr(WebSocketClientProtocol, name))
             apply_hub_ablation()  # BENCH_HUB_ABLATE (see _common.py)
 
-            client = await connect(f"ws://{HOST}:{args.port}/{HUB_NAME}", reactor=reactor)
+            client = await connect(f"ws://{HOST}:{args.port}/{HUB_NAME}", clock=reactor)
 
             def issue() -> None:
                 client.call("echo", value).addCallback(answered)

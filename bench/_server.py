@@ -155,7 +155,7 @@ def run_hub(args: argparse.Namespace) -> None:
         backplane = RedisBackplane(args.redis)
     # Every bench client connects from 127.0.0.1: no per-address or total cap.
     factory = HubServerFactory(
-        [BenchHub], heartbeat=policy, reactor=reactor, backplane=backplane,
+        [BenchHub], heartbeat=policy, clock=reactor, backplane=backplane,
         max_connections=None, max_connections_per_ip=None,
         metrics=args.metrics or bool(os.environ.get("BENCH_HUB_METRICS")),
     )

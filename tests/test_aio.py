@@ -153,7 +153,7 @@ class TwistedSide(Side):
     async def connect(self, hub: str, receiver: object | None = None, options: HubClientOptions | None = None) -> Any:
         from twisted.internet import reactor
 
-        return await twisted_connect(self.server.url, hub, receiver, options, reactor=reactor, timeout=10)
+        return await twisted_connect(self.server.url, hub, receiver, options, clock=reactor, timeout=10)
 
     async def sleep(self, seconds: float) -> None:
         from twisted.internet import reactor, task

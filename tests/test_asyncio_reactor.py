@@ -22,7 +22,7 @@ async def test_asyncio_reactor() -> None:
         assert "AsyncioSelectorReactor" in child.output()
         beats: list[object] = []
         options = HubClientOptions(on_server_heartbeat=beats.append)
-        client = await connect(f"ws://127.0.0.1:{port}/hub", "echo", options=options, reactor=reactor, timeout=10)
+        client = await connect(f"ws://127.0.0.1:{port}/hub", "echo", options=options, clock=reactor, timeout=10)
         assert await client.call("echo", "under asyncio") == "under asyncio"
         from twisted.internet.task import deferLater
 

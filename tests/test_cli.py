@@ -43,7 +43,7 @@ class ArgumentTests(SynchronousTestCase):
 
 
 async def serve(reactor: Any, **options: Any) -> tuple[HubService, str]:
-    service = HubService(list(DEMO_HUBS), ["tcp:0:interface=127.0.0.1"], reactor=reactor, **options)
+    service = HubService(list(DEMO_HUBS), ["tcp:0:interface=127.0.0.1"], clock=reactor, **options)
     service.privilegedStartService()
     service.startService()
     (port,) = await service.listening_ports()
@@ -176,7 +176,7 @@ async def test_call_against_a_silent_server_exits_3_after_the_timeout(server: st
     if server == "silent-tcp":
         factory: Any = Factory.forProtocol(Protocol)
     else:
-        factory = HubServerFactory(list(DEMO_HUBS), reactor=reactor)
+        factory = HubServerFactory(list(DEMO_HUBS), clock=reactor)
         factory.protocol = _MuteHubProtocol
     listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
     try:
@@ -240,7 +240,7 @@ async def test_chat_from_two_terminals_with_listen() -> None:
     )
     try:
         await child.wait_for(r"^join: 1$", reactor, 30)
-        bob = await connect(url, "chat", receiver=Bob(), reactor=reactor, timeout=10)
+        bob = await connect(url, "chat", receiver=Bob(), clock=reactor, timeout=10)
         assert await bob.call("join", "lobby", "bob") == 2
         child.transport.write(b'say lobby "hello bob"\n')  # type: ignore[union-attr]
         await child.wait_for(r"^say: 2$", reactor, 30)

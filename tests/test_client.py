@@ -558,7 +558,7 @@ class ConnectTimeoutTests(SynchronousTestCase):
         """A TCP connect that never completes fails with ConnectTimeoutError('connection') and is cancelled."""
         clock = Clock()
         endpoint = SilentEndpoint(connects=False)
-        d = connect("ws://127.0.0.1/hub", "work", reactor=clock, endpoint=endpoint, timeout=3)
+        d = connect("ws://127.0.0.1/hub", "work", clock=clock, endpoint=endpoint, timeout=3)
         clock.advance(2.9)
         self.assertNoResult(d)
         clock.advance(0.1)
@@ -570,7 +570,7 @@ class ConnectTimeoutTests(SynchronousTestCase):
         """A server that accepts TCP and never answers the upgrade: ConnectTimeoutError('upgrade'), socket closed."""
         clock = Clock()
         endpoint = SilentEndpoint(connects=True)
-        d = connect("ws://127.0.0.1/hub", "work", reactor=clock, endpoint=endpoint, timeout=3)
+        d = connect("ws://127.0.0.1/hub", "work", clock=clock, endpoint=endpoint, timeout=3)
         self.assertIn(b"Upgrade: WebSocket", endpoint.transport.value())
         clock.advance(3)
         error = self.failureResultOf(d, ConnectTimeoutError).value
@@ -583,7 +583,7 @@ class ConnectTimeoutTests(SynchronousTestCase):
         """A server that upgrades and never sends WELCOME: ConnectTimeoutError('welcome'), the socket closed."""
         server = HubTestServer([WorkHub])
         server.factory.protocol = MuteServerProtocol
-        d = connect("ws://127.0.0.1/hub", "work", reactor=server.clock, endpoint=server.endpoint(), timeout=3)
+        d = connect("ws://127.0.0.1/hub", "work", clock=server.clock, endpoint=server.endpoint(), timeout=3)
         (conn,) = server.connections
         self.assertEqual(conn.client.state, conn.client.STATE_OPEN)  # upgraded
         server.advance(2.9)
@@ -600,7 +600,7 @@ class ConnectTimeoutTests(SynchronousTestCase):
     def test_timer_gone_after_success(self) -> None:
         """A handshake that completes in time leaves no timer behind: the client stays connected past the timeout."""
         server = HubTestServer([WorkHub])
-        d = connect("ws://127.0.0.1/hub", "work", reactor=server.clock, endpoint=server.endpoint(), timeout=3)
+        d = connect("ws://127.0.0.1/hub", "work", clock=server.clock, endpoint=server.endpoint(), timeout=3)
         server.flush()
         client = self.successResultOf(d)
         server.advance(10)
@@ -617,7 +617,7 @@ class ReconnectingHandshakeTimeoutTests(SynchronousTestCase):
         server.factory.protocol = MuteServerProtocol
         endpoint = server.endpoint()
         client = ReconnectingHubClient(
-            "ws://127.0.0.1/hub", "work", endpoint=endpoint, reactor=server.clock,
+            "ws://127.0.0.1/hub", "work", endpoint=endpoint, clock=server.clock,
             handshake_timeout=5, retry_policy=lambda attempt: 1.0,
         )
         client.start()
@@ -650,7 +650,7 @@ class ReconnectingHandshakeTimeoutTests(SynchronousTestCase):
         endpoint = server.endpoint()
         delays: list[int] = []
         client = ReconnectingHubClient(
-            "ws://127.0.0.1/hub/guarded?mode=refuse", endpoint=endpoint, reactor=server.clock,
+            "ws://127.0.0.1/hub/guarded?mode=refuse", endpoint=endpoint, clock=server.clock,
             retry_policy=lambda attempt: delays.append(attempt) or float(attempt),
         )
         first = client.when_connected(fail_after_failures=1)

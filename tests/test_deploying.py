@@ -149,7 +149,7 @@ async def test_systemd_unit() -> None:
         server = run_doc_command(reactor, argv)
         try:
             port = await started_port(server, reactor)
-            client = await connect(f"ws://127.0.0.1:{port}/hub", "echo", reactor=reactor, timeout=10)
+            client = await connect(f"ws://127.0.0.1:{port}/hub", "echo", clock=reactor, timeout=10)
             assert await client.call("echo", "from systemd") == "from systemd"
             disconnected = client.wait_for_disconnect()
             started = time.monotonic()
@@ -195,7 +195,7 @@ async def test_nginx_in_front() -> None:
         assert b"server time (UTC)" in await readBody(response)
         beats: list[object] = []
         options = HubClientOptions(on_server_heartbeat=beats.append)
-        client = await connect(f"ws://{base}/hub", "echo", options=options, reactor=reactor, timeout=10)
+        client = await connect(f"ws://{base}/hub", "echo", options=options, clock=reactor, timeout=10)
         assert await client.call("echo", "through nginx") == "through nginx"
         from twisted.internet.task import deferLater
 

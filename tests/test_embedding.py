@@ -48,7 +48,7 @@ async def test_site_example_runs() -> None:
 
 async def connect_with_origin(reactor: Any, url: str, origin: str | None) -> Any:
     headers = {"Origin": origin} if origin else {}
-    return await connect(url, "echo", options=HubClientOptions(extra_headers=headers), reactor=reactor, timeout=10)
+    return await connect(url, "echo", options=HubClientOptions(extra_headers=headers), clock=reactor, timeout=10)
 
 
 @pytest_twisted.ensureDeferred
@@ -93,7 +93,7 @@ async def test_hub_resource_beside_other_pages() -> None:
     from twisted.web.server import Site
     from twisted.web.static import Data
 
-    factory = HubServerFactory([EchoHub], allowed_origins=OriginPolicy(), reactor=reactor)
+    factory = HubServerFactory([EchoHub], allowed_origins=OriginPolicy(), clock=reactor)
     root = Resource()
     root.putChild(b"page", Data(b"ordinary page", "text/plain"))
     api = Resource()

@@ -519,7 +519,7 @@ class ReconnectTests(SynchronousTestCase):
             options=HubClientOptions(heartbeat_interval=1.0, heartbeat_timeout=1.0),
             on_connected=lambda c: restored.append(c.connection_id),
             retry_policy=lambda attempt: delays[attempt - 1],
-            endpoint=endpoint, reactor=server.clock,
+            endpoint=endpoint, clock=server.clock,
         )
         client.start()
         server.flush()
@@ -552,7 +552,7 @@ class ReconnectingServiceTests(SynchronousTestCase):
     def make(self, server: HubTestServer) -> ReconnectingHubClient:
         return ReconnectingHubClient(
             "ws://127.0.0.1/hub", "plain", retry_policy=lambda attempt: 1.0,
-            endpoint=server.endpoint(), reactor=server.clock,
+            endpoint=server.endpoint(), clock=server.clock,
         )
 
     def test_runs_under_a_parent_service(self) -> None:

@@ -58,14 +58,14 @@ class Server:
     async def connect(self, hub_name: str, receiver: object | None = None) -> HubClientProtocol:
         from twisted.internet import reactor
 
-        client = await bounded(connect(self.url, hub_name, receiver=receiver, reactor=reactor, timeout=WAIT))
+        client = await bounded(connect(self.url, hub_name, receiver=receiver, clock=reactor, timeout=WAIT))
         self.clients.append(client)
         return client
 
     async def connect_url(self, url: str) -> HubClientProtocol:
         from twisted.internet import reactor
 
-        client = await bounded(connect(url, reactor=reactor, timeout=WAIT))
+        client = await bounded(connect(url, clock=reactor, timeout=WAIT))
         self.clients.append(client)
         return client
 
@@ -123,7 +123,7 @@ async def test_unknown_hub_refused() -> None:
     server = Server(DEMO_HUBS)
     try:
         with pytest.raises(HandshakeError) as error:
-            await bounded(connect(server.url, "nope", reactor=reactor, timeout=WAIT))
+            await bounded(connect(server.url, "nope", clock=reactor, timeout=WAIT))
         assert error.value.status == 404
     finally:
         await server.close()
@@ -309,7 +309,7 @@ async def test_async_on_connecting_refusal_over_sockets() -> None:
     server = Server([VaultHub])
     try:
         with pytest.raises(HandshakeError) as error:
-            await bounded(connect(server.url + "/vault?token=wrong", reactor=reactor, timeout=WAIT))
+            await bounded(connect(server.url + "/vault?token=wrong", clock=reactor, timeout=WAIT))
         assert (error.value.status, "bad token" in error.value.reason) == (401, True)
 
         # A peer that ignores the answer: upgrade request, hello and a call in one write.
@@ -379,13 +379,13 @@ async def test_connect_timeout_covers_the_whole_handshake() -> None:
         started = reactor.seconds()
         url = f"ws://127.0.0.1:{silent.getHost().port}/hub"
         with pytest.raises(ConnectTimeoutError) as error:
-            await bounded(connect(url, "echo", reactor=reactor, timeout=1.0))
+            await bounded(connect(url, "echo", clock=reactor, timeout=1.0))
         assert error.value.stage == "upgrade"
         assert 0.9 <= reactor.seconds() - started < WAIT
         await bounded(lost[0])  # the client closed its socket
 
         with pytest.raises(ConnectTimeoutError) as error:
-            await bounded(connect(mute.url, "echo", reactor=reactor, timeout=1.0))
+            await bounded(connect(mute.url, "echo", clock=reactor, timeout=1.0))
         assert error.value.stage == "welcome"
         assert "WELCOME" in str(error.value)
         await bounded(_MuteHubProtocol.closed)  # the client closed its socket

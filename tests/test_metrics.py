@@ -277,7 +277,7 @@ class ClientMetricsTests(SynchronousTestCase):
         server = HubTestServer([WorkHub])
         client = ReconnectingHubClient(
             "ws://127.0.0.1/hub", "work", options=HubClientOptions(metrics=ClientMetrics(registry)),
-            retry_policy=lambda attempt: 1.0, endpoint=server.endpoint(), reactor=server.clock,
+            retry_policy=lambda attempt: 1.0, endpoint=server.endpoint(), clock=server.clock,
         )
         client.start()
         for _ in range(3):

@@ -31,7 +31,7 @@ BEAT = HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0)
 class HealthTests(SynchronousTestCase):
     def test_ok_then_draining(self) -> None:
         """GET /health answers 200 while serving and 503 once stopService began the graceful shutdown."""
-        service = HubService([EchoHub], ["tcp:8080"], reactor=MemoryReactorClock())
+        service = HubService([EchoHub], ["tcp:8080"], clock=MemoryReactorClock())
         service.startService()
         self.assertEqual(get(service, "/health"), (200, "ok\n"))
         service.stopService()
@@ -39,15 +39,15 @@ class HealthTests(SynchronousTestCase):
 
     def test_shutdown_alone_drains(self) -> None:
         """shutdown_connections (for embedders with their own site) also turns /health to 503."""
-        service = HubService([EchoHub], ["tcp:8080"], reactor=MemoryReactorClock())
+        service = HubService([EchoHub], ["tcp:8080"], clock=MemoryReactorClock())
         shutdown_connections(service.factory, 1.0, MemoryReactorClock())
         self.assertEqual(get(service, "/health")[0], 503)
 
     def test_metrics_only_when_enabled(self) -> None:
         """/metrics is 404 by default and the Prometheus text format with metrics=True."""
-        plain = HubService([EchoHub], ["tcp:8080"], reactor=MemoryReactorClock())
+        plain = HubService([EchoHub], ["tcp:8080"], clock=MemoryReactorClock())
         self.assertEqual(get(plain, "/metrics")[0], 404)
-        service = HubService([EchoHub], ["tcp:8080"], reactor=MemoryReactorClock(), metrics=True)
+        service = HubService([EchoHub], ["tcp:8080"], clock=MemoryReactorClock(), metrics=True)
         status, text = get(service, "/metrics")
         self.assertEqual(status, 200)
         self.assertIn('twisted_hub_connections{hub="echo"} 0.0', text)
@@ -123,7 +123,7 @@ class StatusJsonTests(SynchronousTestCase):
 class StatusPageTests(SynchronousTestCase):
     def test_live_page(self) -> None:
         """The page carries its stylesheet and script inline, reads /status.json and loads nothing from elsewhere."""
-        service = HubService([EchoHub], ["tcp:8080"], reactor=MemoryReactorClock())
+        service = HubService([EchoHub], ["tcp:8080"], clock=MemoryReactorClock())
         status, page = get(service, "/")
         self.assertEqual(status, 200)
         self.assertIn("<style>", page)
@@ -136,14 +136,14 @@ class StatusPageTests(SynchronousTestCase):
 
     def test_moved_page_reads_its_own_json(self) -> None:
         """With --status-path /ops the page is at /ops and reads /ops.json."""
-        service = HubService([EchoHub], ["tcp:8080"], reactor=MemoryReactorClock(), status_path="/ops")
+        service = HubService([EchoHub], ["tcp:8080"], clock=MemoryReactorClock(), status_path="/ops")
         self.assertIn('data-status-url="/ops.json"', get(service, "/ops")[1])
         self.assertEqual(json.loads(get(service, "/ops.json")[1])["hubs"], {"echo": {"connections": 0, "calls": 0,
                                                                                    "errors": 0}})
 
     def test_no_status_no_json(self) -> None:
         """--no-status removes the JSON too; /health stays."""
-        service = HubService([EchoHub], ["tcp:8080"], reactor=MemoryReactorClock(), status_page=False)
+        service = HubService([EchoHub], ["tcp:8080"], clock=MemoryReactorClock(), status_page=False)
         self.assertEqual(get(service, "/status.json")[0], 404)
         self.assertEqual(get(service, "/health")[0], 200)
 
@@ -185,7 +185,7 @@ class LogTests(SynchronousTestCase):
         """Starting a listening service logs the version, URLs, hubs with their paths and the heartbeat policy."""
         from twisted_hub import __version__
 
-        service = HubService([EchoHub], ["tcp:8080:interface=127.0.0.1"], reactor=MemoryReactorClock(),
+        service = HubService([EchoHub], ["tcp:8080:interface=127.0.0.1"], clock=MemoryReactorClock(),
                              heartbeat=HeartbeatPolicy(enabled=True, interval=5.0, timeout=15.0))
         service.startService()
         self.addCleanup(service.stopService)
@@ -218,7 +218,7 @@ async def test_metrics_over_a_real_socket() -> None:
     try:
         [port] = await bounded(service.listening_ports())
         number = port.getHost().port
-        client = await bounded(connect(f"ws://127.0.0.1:{number}/hub/echo", reactor=reactor, timeout=10.0))
+        client = await bounded(connect(f"ws://127.0.0.1:{number}/hub/echo", clock=reactor, timeout=10.0))
         assert await bounded(client.call("echo", "hi")) == "hi"
         response = await bounded(Agent(reactor).request(b"GET", f"http://127.0.0.1:{number}/metrics".encode()))
         text = (await bounded(readBody(response))).decode()

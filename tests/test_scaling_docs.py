@@ -131,7 +131,7 @@ async def test_two_nodes_behind_the_documented_nginx() -> None:
         inboxes = [ChatInbox(), ChatInbox()]
         for inbox in inboxes:
             clients.append(
-                await connect(f"ws://127.0.0.1:{nginx.port}/hub", "chat", receiver=inbox, reactor=reactor, timeout=10)
+                await connect(f"ws://127.0.0.1:{nginx.port}/hub", "chat", receiver=inbox, clock=reactor, timeout=10)
             )
         tokens = {node_of(c.connection_id) for c in clients}
         assert len(tokens) == 2, "least_conn sent both clients to one node"

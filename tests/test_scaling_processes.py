@@ -69,7 +69,7 @@ async def start_node(reactor: Any, redis_url: str, *extra: str) -> tuple[Child, 
 
 async def client(reactor: Any, port: int) -> tuple[HubClientProtocol, Inbox]:
     inbox = Inbox()
-    return await connect(f"ws://127.0.0.1:{port}/hub", "work", receiver=inbox, reactor=reactor, timeout=10), inbox
+    return await connect(f"ws://127.0.0.1:{port}/hub", "work", receiver=inbox, clock=reactor, timeout=10), inbox
 
 
 def lines_with(child: Child, text: str) -> int:

@@ -6,10 +6,21 @@ from typing import Any
 
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.error import CannotListenError
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import ConnectionClosedError, DisconnectKind, Hub, HubService, OriginPolicy, hub, method
+from twisted_hub import (
+    ConnectionClosedError,
+    DisconnectKind,
+    Hub,
+    HubArgumentError,
+    HubService,
+    HubStateError,
+    OriginPolicy,
+    hub,
+    method,
+)
 from twisted_hub._service import shutdown_connections
 from twisted_hub.testing import HubTestServer
 
@@ -119,7 +130,7 @@ class HubServiceTests(SynchronousTestCase):
     def test_is_a_service_in_a_multiservice(self) -> None:
         """HubService provides IService and can be added to an existing MultiService."""
         application = MultiService()
-        service = HubService([SlowHub], ["tcp:0"], reactor=MemoryReactor())
+        service = HubService([SlowHub], ["tcp:0"], clock=MemoryReactorClock())
         service.setServiceParent(application)
         self.assertTrue(IService.providedBy(service))
         self.assertIn(service, list(application))
@@ -140,9 +151,8 @@ class HubServiceTests(SynchronousTestCase):
 
     def test_stop_service_stops_listening_first(self) -> None:
         """The listeners stop before the connections are closed, so nobody new gets in."""
-        reactor = MemoryReactor()
-        server = HubTestServer([SlowHub])
-        service = HubService(factory=server.factory, listen=["tcp:0"], reactor=reactor, clock=server.clock)
+        server = HubTestServer([SlowHub], clock=MemoryReactorClock())
+        service = HubService(factory=server.factory, listen=["tcp:0"], clock=server.clock)
         service.privilegedStartService()
         service.startService()
         ports: list[Any] = []
@@ -160,11 +170,8 @@ class HubServiceTests(SynchronousTestCase):
 
     def test_drain_delay_keeps_listening_while_health_says_503(self) -> None:
         """With drain_delay, /health's draining flag is set at once and the listeners close only after the delay."""
-        reactor = MemoryReactor()
-        server = HubTestServer([SlowHub])
-        service = HubService(
-            factory=server.factory, listen=["tcp:0"], reactor=reactor, clock=server.clock, drain_delay=5.0
-        )
+        server = HubTestServer([SlowHub], clock=MemoryReactorClock())
+        service = HubService(factory=server.factory, listen=["tcp:0"], clock=server.clock, drain_delay=5.0)
         service.privilegedStartService()
         service.startService()
         ports: list[Any] = []
@@ -180,6 +187,62 @@ class HubServiceTests(SynchronousTestCase):
         server.advance(0.1)
         self.successResultOf(stopped)
 
+    def test_ports_held_from_start_to_stop(self) -> None:
+        """The service binds each endpoint when started, hands out the ports, and closes them when stopped."""
+        reactor = MemoryReactorClock()
+        service = HubService([SlowHub], ["tcp:8123:interface=127.0.0.1", "tcp:8124"], clock=reactor)
+        with self.assertRaises(HubStateError):
+            service.listening_ports()
+        service.privilegedStartService()
+        service.startService()  # bound already by privilegedStartService: nothing more
+        self.assertEqual([port for port, *_ in reactor.tcpServers], [8123, 8124])
+        ports = self.successResultOf(service.listening_ports())
+        self.assertEqual([port.getHost().port for port in ports], [8123, 8124])
+        closed: list[int] = []
+        for port, number in zip(ports, (8123, 8124), strict=True):
+            port.stopListening = lambda number=number: closed.append(number)  # type: ignore[method-assign]
+        stopped = service.stopService()
+        reactor.advance(0)
+        self.successResultOf(stopped)
+        self.assertEqual(closed, [8123, 8124])
+        with self.assertRaises(RuntimeError):  # a HubStateError is one
+            service.listening_ports()
+
+    def test_bind_failure_raises_at_start(self) -> None:
+        """A port that cannot be bound raises from privilegedStartService; the ones bound before it close at stop."""
+
+        class Taken(MemoryReactorClock):
+            def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
+                raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+
+        reactor = Taken()
+        service = HubService([SlowHub], ["unix:/tmp/hub-bound.sock", "tcp:8123"], clock=reactor)
+        with self.assertRaises(CannotListenError):
+            service.privilegedStartService()
+        (bound,) = self.successResultOf(service.listening_ports())
+        closed: list[bool] = []
+        bound.stopListening = lambda: closed.append(True)  # type: ignore[method-assign]
+        self.successResultOf(service.stopService())
+        self.assertEqual(closed, [True])
+
+    def test_reactor_keyword_deprecated_but_kept(self) -> None:
+        """reactor= warns (DeprecationWarning) and still names the listening reactor, with clock= for the timers."""
+        reactor = MemoryReactor()
+        server = HubTestServer([SlowHub])
+        service = HubService(factory=server.factory, listen=["tcp:0"], reactor=reactor, clock=server.clock, drain_delay=1.0)
+        warnings = self.flushWarnings([self.test_reactor_keyword_deprecated_but_kept])
+        self.assertEqual([w["category"] for w in warnings], [DeprecationWarning])
+        self.assertEqual(
+            warnings[0]["message"],
+            "The 'reactor' parameter to twisted_hub._service.HubService.__init__ was deprecated in twisted_hub 0.1.0;"
+            " please use clock instead",
+        )
+        service.startService()
+        self.assertEqual(len(reactor.tcpServers), 1)
+        stopped = service.stopService()
+        server.advance(1.1)
+        self.successResultOf(stopped)
+
     def test_arguments_checked(self) -> None:
         """Hubs and a factory are exclusive, and the shutdown timeout must be positive."""
         server = HubTestServer([SlowHub])
@@ -191,6 +254,13 @@ class HubServiceTests(SynchronousTestCase):
             HubService([SlowHub], shutdown_timeout=0)
         with self.assertRaises(TypeError):
             HubService(factory=server.factory, max_message_size=10)
+        for misuse in (
+            lambda: HubService([SlowHub], factory=server.factory),
+            lambda: HubService([SlowHub], drain_delay=-1),
+            lambda: HubService([SlowHub], redis="redis://127.0.0.1", backplane=object()),
+        ):
+            with self.assertRaises(HubArgumentError):
+                misuse()
 
 
 class OriginPolicyTests(SynchronousTestCase):

@@ -99,7 +99,7 @@ async def serving(path: str, handshake_timeout: float) -> AsyncIterator[Served]:
             await bounded(child.stop(reactor))
         return
     if path == "service":
-        service = HubService([EchoHub], ["tcp:0:interface=127.0.0.1"], reactor=reactor,
+        service = HubService([EchoHub], ["tcp:0:interface=127.0.0.1"], clock=reactor,
                              handshake_timeout=handshake_timeout)
         watched = WatchedLimits(service.factory.limits)
         service.factory.limits = service.listening_factory.limits = watched
@@ -111,7 +111,7 @@ async def serving(path: str, handshake_timeout: float) -> AsyncIterator[Served]:
         finally:
             await bounded(service.stopService())
         return
-    factory = HubServerFactory([EchoHub], reactor=reactor, handshake_timeout=handshake_timeout)
+    factory = HubServerFactory([EchoHub], clock=reactor, handshake_timeout=handshake_timeout)
     watched = factory.limits = WatchedLimits(factory.limits)
     if path == "site":
         root = Resource()
@@ -183,7 +183,7 @@ async def test_new_client_served_beside_many_slow_handshakes(path: str) -> None:
             batch = [SlowPeer(PARTIAL) for _ in range(50)]
             slow += await gatherResults([Deferred.fromCoroutine(open_slow(port, p)) for p in batch])
         await served.counted(SLOW)
-        client = await bounded(connect(f"ws://127.0.0.1:{port}/hub", "echo", reactor=reactor, timeout=WAIT))
+        client = await bounded(connect(f"ws://127.0.0.1:{port}/hub", "echo", clock=reactor, timeout=WAIT))
         assert await bounded(client.call("echo", "still served")) == "still served"
         assert served.limits is None or served.limits.open_connections == SLOW + 1
         assert not any(p.lost.called for p in slow)
@@ -218,7 +218,7 @@ async def test_prompt_upgrade_outlives_the_deadline(path: str) -> None:
     from twisted.internet import reactor
 
     async with serving(path, handshake_timeout=0.5) as served:
-        client = await bounded(connect(f"ws://127.0.0.1:{served.port}/hub", "echo", reactor=reactor, timeout=WAIT))
+        client = await bounded(connect(f"ws://127.0.0.1:{served.port}/hub", "echo", clock=reactor, timeout=WAIT))
         late: Deferred[None] = Deferred()
         reactor.callLater(1.0, late.callback, None)
         await bounded(late)  # a timer of this test, not a wait for an event

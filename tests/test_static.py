@@ -101,7 +101,7 @@ class RoomsHub(Hub):
 
 
 def service_root(hubs: Any, path: str = "/hub") -> Resource:
-    service = HubService(hubs, ["tcp:0:interface=127.0.0.1"], path=path, reactor=MemoryReactorClock())
+    service = HubService(hubs, ["tcp:0:interface=127.0.0.1"], path=path, clock=MemoryReactorClock())
     assert service.root is not None
     return service.root
 

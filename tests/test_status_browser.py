@@ -81,8 +81,8 @@ async def test_status_page_in_chromium() -> None:
     try:
         [port] = await bounded(service.listening_ports())
         base = f"127.0.0.1:{port.getHost().port}"
-        stays = await bounded(connect(f"ws://{base}/hub/echo", reactor=reactor, timeout=10.0))
-        leaves = await bounded(connect(f"ws://{base}/hub/echo", reactor=reactor, timeout=10.0))
+        stays = await bounded(connect(f"ws://{base}/hub/echo", clock=reactor, timeout=10.0))
+        leaves = await bounded(connect(f"ws://{base}/hub/echo", clock=reactor, timeout=10.0))
         for n in range(5):
             assert await bounded(stays.call("echo", n)) == n
         await bounded(leaves.disconnect())

@@ -37,7 +37,7 @@ def get(service: HubService, path: str, host: str = "hub.example.com") -> tuple[
 
 class StatusPageTests(SynchronousTestCase):
     def service(self, listen: list[str], **options: Any) -> HubService:
-        return HubService([EchoHub], listen, reactor=MemoryReactorClock(), **options)
+        return HubService([EchoHub], listen, clock=MemoryReactorClock(), **options)
 
     def test_no_file_paths_on_the_page(self) -> None:
         """The page names schemes and ports; the key and certificate paths and the socket path never appear."""

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import io
+import json
+import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IServiceMaker
-from twisted.internet.testing import MemoryReactor
-from twisted.logger import LogLevel, LogPublisher
+from twisted.application.app import ApplicationRunner
+from twisted.application.service import Application, IServiceMaker
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import ILogObserver, LogLevel
 from twisted.plugin import getPlugins
 from twisted.python import usage
+from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import HeartbeatPolicy, HubService, OriginPolicy
+from twisted_hub._service import set_log_level
 from twisted_hub.demo import ChatHub, EchoHub
-from twisted_hub.tap import Options, makeService
+from twisted_hub.tap import TWISTD_LOG_FILTER, Options, json_log_observer, makeService, twistd_log_observer
 
 from ._certs import write_self_signed
 
@@ -249,15 +256,14 @@ class PluginTests(SynchronousTestCase):
 
 class MakeServiceTests(SynchronousTestCase):
     def test_listeners_per_description(self) -> None:
-        """makeService builds one strports listener per --listen, bound to the same guarded Site."""
+        """makeService builds one server endpoint per --listen, all serving the same guarded Site."""
         options = parse("--port", "0", "--listen", "tcp:0:interface=127.0.0.1", "--max-message-size", "1000")
         root = makeService(options)
         hub_services = [s for s in root if isinstance(s, HubService)]  # type: ignore[attr-defined]
         self.assertEqual(len(hub_services), 1)
         service = hub_services[0]
-        listeners = [s for s in service if isinstance(s, StreamServerEndpointService)]
-        self.assertEqual(len(listeners), 2)
-        self.assertEqual({id(listener.factory) for listener in listeners}, {id(service.listening_factory)})
+        self.assertEqual(len(service.endpoints), 2)
+        self.assertTrue(all(IStreamServerEndpoint.providedBy(endpoint) for endpoint in service.endpoints))
         self.assertIs(service.listening_factory.wrappedFactory, service.site)
         self.assertEqual(service.factory.max_message_size, 1000)
         self.assertIsInstance(service.factory.allowed_origins, OriginPolicy)
@@ -265,39 +271,95 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_listeners_listen_when_started(self) -> None:
         """Starting the service listens on each endpoint (here a MemoryReactor)."""
-        reactor = MemoryReactor()
-        service = HubService([EchoHub], ["tcp:8123:interface=127.0.0.1", "unix:/tmp/hub-x.sock"], reactor=reactor)
+        reactor = MemoryReactorClock()
+        service = HubService([EchoHub], ["tcp:8123:interface=127.0.0.1", "unix:/tmp/hub-x.sock"], clock=reactor)
         service.privilegedStartService()
         service.startService()
         self.assertEqual([(port, iface) for port, _, _, iface in reactor.tcpServers], [(8123, "127.0.0.1")])
         self.assertEqual([address for address, *_ in reactor.unixServers], ["/tmp/hub-x.sock"])
+        factories = [factory for _, factory, *_ in reactor.tcpServers] + [factory for _, factory, *_ in reactor.unixServers]
+        self.assertEqual([id(factory) for factory in factories], [id(service.listening_factory)] * 2)
 
-    def test_log_level_filters_while_running(self) -> None:
-        """The log-level service drops events below the level while running, and restores observers."""
+
+class LogLevelTests(SynchronousTestCase):
+    """--log-level filters the observer twisted-hub gives twistd, and no other."""
+
+    def application_log(self, level: LogLevel) -> tuple[Any, list[dict[str, Any]]]:
+        """An application joined by a LogLevelService at C{level}: its log observer and what it passed on."""
         from twisted_hub._service import LogLevelService
 
         seen: list[dict[str, Any]] = []
-        publisher = LogPublisher(seen.append)
-        service = LogLevelService(LogLevel.warn, publisher)
-        service.startService()
-        publisher({"log_level": LogLevel.info, "log_namespace": "x", "log_format": "dropped"})
-        publisher({"log_level": LogLevel.error, "log_namespace": "x", "log_format": "kept"})
-        service.stopService()
-        publisher({"log_level": LogLevel.info, "log_namespace": "x", "log_format": "after"})
-        self.assertEqual([event["log_format"] for event in seen], ["kept", "after"])
+        application = Application("hub")
+        LogLevelService(level, observer_factory=lambda: seen.append).setServiceParent(application)
+        return application.getComponent(ILogObserver), seen
+
+    def test_application_log_filtered(self) -> None:
+        """The application's log observer (what twistd logs to) drops events below the level."""
+        observer, seen = self.application_log(LogLevel.warn)
+        observer({"log_level": LogLevel.info, "log_namespace": "x", "log_format": "dropped"})
+        observer({"log_level": LogLevel.error, "log_namespace": "x", "log_format": "kept"})
+        self.assertEqual([event["log_format"] for event in seen], ["kept"])
 
     def test_debug_is_our_story_not_autobahns_flood(self) -> None:
         """At --log-level debug, twisted-hub's debug events pass and autobahn's own debug events do not."""
+        observer, seen = self.application_log(LogLevel.debug)
+        observer({"log_level": LogLevel.debug, "log_namespace": "twisted_hub._liveness", "log_format": "ours"})
+        observer({"log_level": LogLevel.debug, "log_namespace": "autobahn.websocket.protocol", "log_format": "noise"})
+        observer({"log_level": LogLevel.info, "log_namespace": "autobahn.websocket.protocol", "log_format": "info"})
+        self.assertEqual([event["log_format"] for event in seen], ["ours", "info"])
+
+    def test_own_observer_kept(self) -> None:
+        """An application that has a log observer already keeps it."""
         from twisted_hub._service import LogLevelService
 
-        seen: list[dict[str, Any]] = []
-        publisher = LogPublisher(seen.append)
-        service = LogLevelService(LogLevel.debug, publisher)
-        service.startService()
-        try:
-            publisher({"log_level": LogLevel.debug, "log_namespace": "twisted_hub._liveness", "log_format": "ours"})
-            publisher({"log_level": LogLevel.debug, "log_namespace": "autobahn.websocket.protocol", "log_format": "noise"})
-            publisher({"log_level": LogLevel.info, "log_namespace": "autobahn.websocket.protocol", "log_format": "info"})
-        finally:
-            service.stopService()
-        self.assertEqual([event["log_format"] for event in seen], ["ours", "info"])
+        application = Application("hub")
+        own = [].append
+        application.setComponent(ILogObserver, own)
+        LogLevelService(LogLevel.warn, observer_factory=lambda: [].append).setServiceParent(application)
+        self.assertIs(application.getComponent(ILogObserver), own)
+
+    def keep_sigusr1(self) -> None:
+        """Restore this process's SIGUSR1 handler after the test (a log file installs one)."""
+        previous = signal.getsignal(signal.SIGUSR1)
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+
+    def test_under_twistd_logfile(self) -> None:
+        """Under twistd's own options (--logfile, --log-level warn), the application logs to that file, filtered."""
+        self.keep_sigusr1()
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        path = Path(directory.name) / "hub.log"
+        config = ServerOptions()
+        config.parseOptions(["--nodaemon", "--pidfile=", f"--logfile={path}", "hub", "--log-level", "warn", "--port", "0"])
+        application = ApplicationRunner(config).createOrGetApplication()  # type: ignore[no-untyped-call]
+        observer = application.getComponent(ILogObserver)
+        observer({"log_level": LogLevel.info, "log_namespace": "x", "log_format": "quiet {n}", "n": 1, "log_time": 0.0})
+        observer({"log_level": LogLevel.warn, "log_namespace": "x", "log_format": "loud {n}", "n": 2, "log_time": 0.0})
+        self.assertNotIn(signal.getsignal(signal.SIGUSR1), (None, signal.SIG_DFL))  # rotation on SIGUSR1
+        text = path.read_text()
+        self.assertIn("loud 2", text)
+        self.assertNotIn("quiet 1", text)
+
+    def test_under_twistd_stdout(self) -> None:
+        """twistd --nodaemon without --logfile (or --logfile=-) logs to standard output; a daemon may not."""
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        for twistd_options in ({"nodaemon": True, "logfile": ""}, {"nodaemon": True, "logfile": "-"}):
+            twistd_log_observer(twistd_options)(
+                {"log_level": LogLevel.info, "log_namespace": "x", "log_format": "to stdout", "log_time": 0.0}
+            )
+        self.assertEqual(out.getvalue().count("to stdout"), 2)
+        with self.assertRaises(SystemExit):
+            twistd_log_observer({"nodaemon": False, "logfile": "-"})
+
+    def test_json_logger_at_the_level(self) -> None:
+        """json_log_observer (for --logger) applies --log-level too."""
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        self.addCleanup(set_log_level, TWISTD_LOG_FILTER, LogLevel.info)
+        makeService(parse("--log-level", "error"))
+        observer = json_log_observer()
+        observer({"log_level": LogLevel.warn, "log_namespace": "x", "log_format": "dropped", "log_time": 0.0})
+        observer({"log_level": LogLevel.error, "log_namespace": "x", "log_format": "kept", "log_time": 0.0})
+        records = [json.loads(record) for record in out.getvalue().split("\x1e") if record.strip()]
+        self.assertEqual([record["log_format"] for record in records], ["kept"])

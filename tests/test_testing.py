@@ -151,7 +151,7 @@ class HubTestServerTests(SynchronousTestCase):
     def test_endpoint_with_connect(self) -> None:
         """server.endpoint() lets the public connect() run in memory on the Clock."""
         endpoint = self.server.endpoint()
-        d = connect("ws://127.0.0.1/hub", "work", reactor=self.server.clock, endpoint=endpoint)
+        d = connect("ws://127.0.0.1/hub", "work", clock=self.server.clock, endpoint=endpoint)
         self.server.flush()
         client: Any = self.successResultOf(d)
         call = client.call("plain", 5)
@@ -163,7 +163,7 @@ class HubTestServerTests(SynchronousTestCase):
         """A refusing endpoint fails connection attempts with ConnectionRefusedError and counts them."""
         endpoint = self.server.endpoint()
         endpoint.refusing = True
-        d = connect("ws://127.0.0.1/hub", "work", reactor=self.server.clock, endpoint=endpoint)
+        d = connect("ws://127.0.0.1/hub", "work", clock=self.server.clock, endpoint=endpoint)
         self.failureResultOf(d, ConnectionRefusedError)
         self.assertEqual(endpoint.attempts, 1)
 

@@ -34,7 +34,7 @@ async def tls_service(directory: Path) -> AsyncIterator[tuple[int, Path]]:
     from twisted.internet import reactor
 
     key, cert = write_self_signed(directory)
-    service = HubService([EchoHub], [f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"], reactor=reactor)
+    service = HubService([EchoHub], [f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"], clock=reactor)
     service.privilegedStartService()
     service.startService()
     try:
@@ -52,7 +52,7 @@ async def test_wss_call_through_ssl_endpoint() -> None:
     with tempfile.TemporaryDirectory() as directory:
         async with tls_service(Path(directory)) as (number, cert):
             client = await connect(
-                f"wss://localhost:{number}/hub", "echo", reactor=reactor,
+                f"wss://localhost:{number}/hub", "echo", clock=reactor,
                 endpoint=tls_endpoint(reactor, number, cert), timeout=10,  # type: ignore[arg-type]
             )
             assert await client.call("echo", b"\x00secret") == b"\x00secret"
@@ -75,6 +75,6 @@ async def test_untrusted_certificate_refused() -> None:
             _, stranger = write_self_signed(Path(elsewhere))
             with pytest.raises(HandshakeError):
                 await connect(
-                    f"wss://localhost:{number}/hub", "echo", reactor=reactor,
+                    f"wss://localhost:{number}/hub", "echo", clock=reactor,
                     endpoint=tls_endpoint(reactor, number, stranger), timeout=10,  # type: ignore[arg-type]
                 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
 import pytest_twisted
 
 from twisted_hub import DisconnectKind, connect
@@ -20,7 +21,7 @@ async def test_serve_call_and_sigterm() -> None:
     child = twistd_hub(reactor, "--listen", "tcp:0:interface=127.0.0.1", "--shutdown-timeout", "3")
     try:
         port = await started_port(child, reactor)
-        client = await connect(f"ws://127.0.0.1:{port}/hub", "echo", reactor=reactor, timeout=10)
+        client = await connect(f"ws://127.0.0.1:{port}/hub", "echo", clock=reactor, timeout=10)
         assert await client.call("echo", {"x": [1, 2]}) == {"x": [1, 2]}
         assert await client.call("add", 2, 3) == 5
         disconnected = client.wait_for_disconnect()
@@ -46,7 +47,7 @@ async def test_status_page() -> None:
     child = twistd_hub(reactor, "--port", "0", "--heartbeat-interval", "5")
     try:
         port = await started_port(child, reactor)
-        client = await connect(f"ws://127.0.0.1:{port}/hub", "chat", reactor=reactor, timeout=10)
+        client = await connect(f"ws://127.0.0.1:{port}/hub", "chat", clock=reactor, timeout=10)
         response = await Agent(reactor).request(b"GET", f"http://127.0.0.1:{port}/".encode())
         body = (await readBody(response)).decode()
         assert response.code == 200
@@ -113,5 +114,33 @@ async def test_json_logs_for_shippers() -> None:
         banner = [e for e in events if e.get("log_format", "").startswith("twisted-hub {version} listening on")]
         assert len(banner) == 1, child.output()
         assert banner[0]["urls"].startswith("ws://127.0.0.1:") and "echo" in banner[0]["hubs"]
+    finally:
+        await child.stop(reactor)
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+@pytest_twisted.ensureDeferred
+async def test_log_level_filters_twistds_log(level: str) -> None:
+    """twistd hub --log-level: at info no debug line reaches twistd's log; at debug ours do, autobahn's not."""
+    import re
+
+    from twisted.internet import reactor
+
+    child = twistd_hub(
+        reactor, "--listen", "tcp:0:interface=127.0.0.1", "--heartbeat-interval", "5", "--log-level", level
+    )
+    try:
+        port = await started_port(child, reactor)
+        client = await connect(f"ws://127.0.0.1:{port}/hub", "echo", clock=reactor, timeout=10)
+        assert await client.call("echo", 1) == 1
+        await client.disconnect()
+        # the heartbeat timer started (a debug line) before this connection closed (an info line)
+        await child.wait_for(r"echo connection \S+ closed", reactor, 10)
+        debug = [text for text in child.lines if "#debug]" in text]
+        if level == "info":
+            assert debug == [], child.output()
+        else:
+            assert any(re.search(r"\[twisted_hub[\w.]*#debug\] heartbeat timer started", text) for text in debug), debug
+            assert not [text for text in debug if "[autobahn" in text], child.output()
     finally:
         await child.stop(reactor)

@@ -6,7 +6,7 @@ The public API is re-exported here; implementation modules are private.
 """
 
 from ._backplane import Backplane, LocalBackplane
-from ._base_error import TwistedHubError
+from ._base_error import HubArgumentError, HubStateError, HubUsageError, TwistedHubError
 from ._client import (
     ClientHeartbeatEvent,
     HubClientFactory,
@@ -72,6 +72,7 @@ __all__ = [
     "HeartbeatFeature",
     "HeartbeatPolicy",
     "Hub",
+    "HubArgumentError",
     "HubClientFactory",
     "HubClientOptions",
     "HubClientProtocol",
@@ -82,6 +83,8 @@ __all__ = [
     "HubServerFactory",
     "HubServerProtocol",
     "HubService",
+    "HubStateError",
+    "HubUsageError",
     "InvalidArguments",
     "LocalBackplane",
     "MOBILE",

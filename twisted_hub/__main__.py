@@ -136,7 +136,7 @@ async def run_call(reactor: Any, args: argparse.Namespace, out: TextIO, err: Tex
         endpoint = _endpoint(args.url, args.cafile, reactor)
         client = await connect(
             args.url, hub or None, options=HubClientOptions(call_timeout=args.timeout),
-            reactor=reactor, endpoint=endpoint, timeout=args.timeout,
+            clock=reactor, endpoint=endpoint, timeout=args.timeout,
         )
     except HandshakeError as e:
         err.write(f"error: {e}\n")
@@ -239,7 +239,7 @@ async def run_watch(reactor: Any, args: argparse.Namespace, out: TextIO, err: Te
     try:
         endpoint = _endpoint(args.url, args.cafile, reactor)
         client: HubClientProtocol = await connect(
-            args.url, args.hub, options=options, reactor=reactor, endpoint=endpoint, timeout=args.connect_timeout
+            args.url, args.hub, options=options, clock=reactor, endpoint=endpoint, timeout=args.connect_timeout
         )
     except Exception as e:  # any failure to connect is reported, with what to do about it
         err.write(f"error: cannot connect to {args.url}: {e}{connect_hint(args.url, e)}\n")
@@ -377,7 +377,7 @@ async def run_listen(reactor: Any, args: argparse.Namespace, out: TextIO, err: T
         endpoint = _endpoint(args.url, args.cafile, reactor)
         client = await connect(
             args.url, args.hub, receiver=_Printer(out, counted),
-            options=HubClientOptions(call_timeout=args.timeout), reactor=reactor, endpoint=endpoint,
+            options=HubClientOptions(call_timeout=args.timeout), clock=reactor, endpoint=endpoint,
             timeout=args.timeout,
         )
     except HandshakeError as e:

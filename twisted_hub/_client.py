@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.types import ConnectionResponse
@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._autobahn import BoundedDropMixin, FastPathMixin, final_close_reason
+from ._base_error import HubArgumentError
 from ._connection import (
     CallFailed,
     CallSucceeded,
@@ -28,6 +29,7 @@ from ._connection import (
     HeartbeatAnswered,
     ServerHeartbeatReceived,
 )
+from ._deprecate import reactor_keyword_deprecated
 from ._errors import (
     CallTimeoutError,
     ConnectionClosedError,
@@ -685,6 +687,9 @@ class HubClientFactory(WebSocketClientFactory):
         the receiver methods the server may call; others are refused like
         missing ones.  Without it, every public (no leading underscore)
         callable attribute of C{receiver} may be called.
+    @param clock: time source and timer host (default: the global reactor,
+        resolved when first needed); autobahn is given it as its reactor.
+        C{reactor=} is a deprecated name for it.
     """
 
     protocol = HubClientProtocol  # type: ignore[assignment]
@@ -693,21 +698,23 @@ class HubClientFactory(WebSocketClientFactory):
     #: stock autobahn on every frame
     fast_path: bool = True
 
+    @reactor_keyword_deprecated
     def __init__(
         self,
         url: str,
         receiver: object | None = None,
         options: HubClientOptions | None = None,
         clock: IReactorTime | None = None,
-        reactor: Any = None,
+        *,
+        reactor: IReactorTime | None = None,
         receiver_interface: type | None = None,
     ) -> None:
-        if clock is None and reactor is not None:
-            clock = reactor
+        if clock is None:
+            clock = reactor  # the deprecated name (it warned)
+        websocket_url_parts(url)
         options = options or HubClientOptions()
         super().__init__(
-            url, protocols=[SUBPROTOCOL], reactor=reactor if reactor is not None else clock,
-            headers=dict(options.extra_headers) or None,
+            url, protocols=[SUBPROTOCOL], reactor=clock, headers=dict(options.extra_headers) or None,
         )
         # autobahn resolved the reactor (the global one unless given): our timers use it too.
         self.clock: IReactorTime = clock if clock is not None else self.reactor
@@ -734,13 +741,28 @@ def hub_url(url: str, hub: str | None) -> str:
     return url.rstrip("/") + "/" + hub
 
 
-def endpoint_for(url: str, reactor: Any) -> IStreamClientEndpoint:
-    """A client endpoint for a ws:// or wss:// URL."""
-    from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+def websocket_url_parts(url: str) -> SplitResult:
+    """
+    The parts of a ws:// or wss:// URL.
 
+    @raise HubArgumentError: it is not one.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss"):
-        raise ValueError(f"not a WebSocket URL: {url!r}")
+        raise HubArgumentError(f"not a WebSocket URL: {url!r}")
+    return parts
+
+
+def endpoint_for(url: str, reactor: Any) -> IStreamClientEndpoint:
+    """
+    A client endpoint for a ws:// or wss:// URL, connecting through
+    C{reactor}.
+
+    @raise HubArgumentError: C{url} is not a ws:// or wss:// URL.
+    """
+    from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+
+    parts = websocket_url_parts(url)
     host = parts.hostname or "localhost"
     secure = parts.scheme == "wss"
     port = parts.port or (443 if secure else 80)
@@ -752,14 +774,16 @@ def endpoint_for(url: str, reactor: Any) -> IStreamClientEndpoint:
     return endpoint
 
 
+@reactor_keyword_deprecated
 def connect(
     url: str,
     hub: str | None = None,
     receiver: object | None = None,
     options: HubClientOptions | None = None,
     *,
-    reactor: Any = None,
+    clock: IReactorTime | None = None,
     endpoint: IStreamClientEndpoint | None = None,
+    reactor: IReactorTime | None = None,
     timeout: float = 30.0,
     receiver_interface: type | None = None,
 ) -> Deferred[HubClientProtocol]:
@@ -776,20 +800,29 @@ def connect(
     @param receiver: object whose public methods the server may call.
     @param receiver_interface: if given, only the methods this class declares
         may be called on C{receiver} (others answer C{unknown-method}).
-    @param endpoint: connect through this endpoint instead of the URL's host.
+    @param clock: the reactor: time source and timer host (the timeout,
+        heartbeats, call timeouts), and what the default endpoint connects
+        through (default: the global reactor).  With an C{endpoint} it may
+        be a plain C{IReactorTime} such as C{task.Clock}.  C{reactor=} is a
+        deprecated name for it.
+    @param endpoint: connect through this endpoint instead of one for the
+        URL's host and port on C{clock} (see L{endpoint_for}).
     @param timeout: seconds for the whole handshake: the TCP (and TLS)
         connection, the WebSocket upgrade and the hub's WELCOME.  Past it the
         Deferred fails with L{ConnectTimeoutError} (a L{HandshakeError}) and
         the socket is closed.
+    @raise HubArgumentError: C{url} is not a ws:// or wss:// URL.
     """
-    if reactor is None:
+    if clock is None:
+        clock = reactor  # the deprecated name (it warned)
+    if clock is None:
         from twisted.internet import reactor as global_reactor
 
-        reactor = global_reactor
+        clock = cast(IReactorTime, global_reactor)
     full_url = hub_url(url, hub)
-    factory = HubClientFactory(full_url, receiver, options, reactor=reactor, receiver_interface=receiver_interface)
+    factory = HubClientFactory(full_url, receiver, options, clock, receiver_interface=receiver_interface)
     if endpoint is None:
-        endpoint = endpoint_for(full_url, reactor)
+        endpoint = endpoint_for(full_url, clock)
     client: list[HubClientProtocol] = []
 
     def connected(protocol: Any) -> Deferred[HubClientProtocol]:
@@ -803,5 +836,5 @@ def connect(
     ready: Deferred[HubClientProtocol] = endpoint.connect(factory).addCallback(connected)
     # One budget for every stage; on expiry, cancelling the endpoint's
     # Deferred abandons the TCP attempt, cancelling ready closes the socket.
-    ready.addTimeout(timeout, reactor, onTimeoutCancel=timed_out)
+    ready.addTimeout(timeout, clock, onTimeoutCancel=timed_out)
     return ready

@@ -20,9 +20,7 @@ from ._errors import HubError
 from ._hub import Hub, HubMethod
 from ._metrics import ERROR, INTERNAL, OK, REFUSED, HubLabelMetrics
 from ._ratelimit import bounded_text, peer_text
-from ._wire import ErrorCode, Invoke, MessageKind, Notify
-
-_INVOKE = MessageKind.INVOKE
+from ._wire import ErrorCode, Invoke, Notify
 
 
 class CallAnswers(Protocol):
@@ -123,8 +121,8 @@ class CallDispatcher:
             self.errors += 1
             if self.metrics is not None:
                 self.metrics.method(invocation.method).counts[REFUSED] += 1
-            if invocation.kind == _INVOKE:
-                self.answers.answer_error(invocation.call_id, ErrorCode.TOO_MANY_PENDING, refusal)  # type: ignore[union-attr]
+            if isinstance(invocation, Invoke):
+                self.answers.answer_error(invocation.call_id, ErrorCode.TOO_MANY_PENDING, refusal)
             else:
                 self.answers.peer_mistake(
                     "notification {method} dropped on {id}: {error}", method=peer_text(invocation.method), error=refusal
@@ -143,7 +141,7 @@ class CallDispatcher:
         self._queue.clear()
 
     def _run(self, invocation: Invoke | Notify, size: int) -> None:
-        call_id = invocation.call_id if invocation.kind == _INVOKE else None  # type: ignore[union-attr]
+        call_id = invocation.call_id if isinstance(invocation, Invoke) else None
         started = self._now() if self.metrics is not None else 0.0
         spec = self.methods.get(invocation.method)
         if spec is None:
@@ -212,10 +210,10 @@ class CallDispatcher:
     def _async_failed(self, failure: Failure, call_id: int | None, method: str, size: int, started: float) -> None:
         self.running -= 1
         self.pending_bytes -= size
-        if failure.check(HubError):
+        error = failure.value
+        if isinstance(error, HubError):
             self._count(method, ERROR, started)
-            error = failure.value
-            self._fail(call_id, error.code, error.message, error.detail)  # type: ignore[union-attr]
+            self._fail(call_id, error.code, error.message, error.detail)
         else:
             self._count(method, INTERNAL, started)
             self._internal_error(call_id, method, failure)

@@ -13,17 +13,18 @@ import warnings
 from collections import deque
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from types import FrameType
+from typing import Any, Protocol
 
-from ._base_error import TwistedHubError
+from ._base_error import HubArgumentError
 from ._sentinel import UNSET, Unset
 
 #: Timeout used when only an interval is given (Tank's rule: 3 x interval).
 DEFAULT_TIMEOUT_FACTOR = 3.0
 
 
-class HeartbeatConfigurationError(TwistedHubError, ValueError):
-    """An interval or timeout that cannot work (zero, negative, not a number)."""
+class HeartbeatConfigurationError(HubArgumentError):
+    """An interval or timeout that cannot work (zero, negative, not a number); a L{HubArgumentError}."""
 
 
 class HeartbeatConfigurationWarning(UserWarning):
@@ -49,13 +50,13 @@ def _user_stacklevel() -> int:
     The C{stacklevel} that makes a warning point at the user's line: the
     first caller outside this package, dataclasses and generated code.
     """
-    frame = sys._getframe(1)  # whoever calls warnings.warn
+    frame: FrameType | None = sys._getframe(1)  # whoever calls warnings.warn
     level = 1
     while frame is not None:
         filename = frame.f_code.co_filename
         if not (filename.startswith(_PACKAGE_DIR) or filename.startswith("<") or filename.endswith("dataclasses.py")):
             return level
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
         level += 1
     return level
 
@@ -148,7 +149,7 @@ class HeartbeatPolicy:
         This policy with some settings replaced; an argument left out (or
         None for C{enabled}/C{interval}) keeps the current value.
         """
-        changes: dict[str, object] = {}
+        changes: dict[str, Any] = {}
         if enabled is not None:
             changes["enabled"] = enabled
         if interval is not None:
@@ -157,7 +158,7 @@ class HeartbeatPolicy:
             changes["timeout"] = timeout
         if metadata_provider is not UNSET:
             changes["metadata_provider"] = metadata_provider
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return replace(self, **changes)
 
 
 #: Presets for a path through a proxy with a 60 s idle limit (nginx's

@@ -88,12 +88,12 @@ class HubMethod:
                     )
         if kwargs:
             for name, value in kwargs.items():
-                types = self.keyword_checks.get(name)  # type: ignore[assignment]
-                if types is not None and (
-                    not isinstance(value, types) or (type(value) is bool and bool not in types)
+                keyword_types = self.keyword_checks.get(name)
+                if keyword_types is not None and (
+                    not isinstance(value, keyword_types) or (type(value) is bool and bool not in keyword_types)
                 ):
                     raise InvalidArguments(
-                        f"{self.name}: argument {name!r} must be {types[0].__name__}, "
+                        f"{self.name}: argument {name!r} must be {keyword_types[0].__name__}, "
                         f"got {type(value).__name__}"
                     )
 

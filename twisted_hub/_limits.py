@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 
+from ._base_error import HubArgumentError
 from ._ratelimit import LogRateLimiter
 
 #: Seconds from accept to the end of the WebSocket opening handshake.
@@ -93,7 +94,7 @@ def _optional_cap(name: str, value: int | None) -> int | None:
     if value is None or value == 0:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a whole number >= 0 (0 or None: no limit), got {value!r}")
+        raise HubArgumentError(f"{name} must be a whole number >= 0 (0 or None: no limit), got {value!r}")
     return value
 
 
@@ -116,7 +117,7 @@ class ConnectionLimits:
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         if not handshake_timeout > 0 or handshake_timeout == float("inf"):
-            raise ValueError(f"handshake_timeout must be a finite number > 0, got {handshake_timeout!r}")
+            raise HubArgumentError(f"handshake_timeout must be a finite number > 0, got {handshake_timeout!r}")
         self.clock = clock
         self.max_connections = _optional_cap("max_connections", max_connections)
         self.max_connections_per_ip = _optional_cap("max_connections_per_ip", max_connections_per_ip)
@@ -200,7 +201,7 @@ class GuardedConnection(ProtocolWrapper):
     def makeConnection(self, transport: Any) -> None:
         limits = self.factory.limits
         self._deadline = limits.clock.callLater(limits.handshake_timeout, self._deadline_passed)
-        super().makeConnection(transport)  # type: ignore[no-untyped-call]
+        ProtocolWrapper.makeConnection(self, transport)
 
     def logPrefix(self) -> str:
         return _log_prefix(self.wrappedProtocol)
@@ -216,7 +217,7 @@ class GuardedConnection(ProtocolWrapper):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
-        super().connectionLost(reason)  # type: ignore[no-untyped-call]
+        ProtocolWrapper.connectionLost(self, reason)
 
 
 class ConnectionGuard(WrappingFactory[GuardedConnection]):

@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._base_error import HubArgumentError
 from ._errors import DisconnectKind
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ class FastHistogram:
         total = 0
         for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
             total += count
-            result.append((floatToGoString(bound), total))  # type: ignore[no-untyped-call]
+            result.append((floatToGoString(bound), total))
         return result
 
 
@@ -150,7 +151,7 @@ class HubMetrics:
     def attach(self, factory: HubServerFactory) -> None:
         """Bind the children of the factory's hubs; read live counts from it at scrape time."""
         if self._factory is not None:
-            raise ValueError("these metrics belong to another factory already")
+            raise HubArgumentError("these metrics belong to another factory already")
         self._factory = factory
         for name, runtime in factory.runtimes.items():
             runtime.metrics = HubLabelMetrics(self, name, runtime.methods)

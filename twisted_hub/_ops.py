@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from ._base_error import HubArgumentError
 from ._server import HubServerFactory
 
 #: The version of C{/status.json}'s layout; it only grows keys within one version.
@@ -27,15 +28,15 @@ class MetricsPage(Resource):
     isLeaf = True
 
     def __init__(self, factory: HubServerFactory) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        Resource.__init__(self)
         if factory.metrics is None:
-            raise ValueError("the factory keeps no metrics (metrics=True)")
+            raise HubArgumentError("the factory keeps no metrics (metrics=True)")
         self.registry = factory.metrics.registry
 
     def render_GET(self, request: Request) -> bytes:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())  # type: ignore[no-untyped-call]
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
         return generate_latest(self.registry)
 
 
@@ -48,12 +49,12 @@ class HealthPage(Resource):
     isLeaf = True
 
     def __init__(self, factory: HubServerFactory) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        Resource.__init__(self)
         self.factory = factory
 
     def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")  # type: ignore[no-untyped-call]
-        request.setHeader(b"cache-control", b"no-store")  # type: ignore[no-untyped-call]
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
         if self.factory.draining:
             request.setResponseCode(503)
             return b"draining\n"
@@ -116,7 +117,7 @@ class StatusJsonPage(Resource):
     isLeaf = True
 
     def __init__(self, factory: HubServerFactory, clock: IReactorTime | None = None) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        Resource.__init__(self)
         self.factory = factory
         self.snapshot = StatusSnapshot(factory, clock)
 
@@ -124,6 +125,6 @@ class StatusJsonPage(Resource):
         if not self.factory.host_allowed(request.getHeader("host")):
             request.setResponseCode(400, b"Host not allowed")
             return b"{}"
-        request.setHeader(b"content-type", b"application/json")  # type: ignore[no-untyped-call]
-        request.setHeader(b"cache-control", b"no-store")  # type: ignore[no-untyped-call]
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
         return json.dumps(self.snapshot.build()).encode()

@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from ._base_error import HubArgumentError
+
 #: The C{--allowed-origin} value that allows every origin.
 ANY_ORIGIN = "*"
 #: The C{--allowed-origin} value that allows pages served from the same host.
@@ -53,13 +55,13 @@ def check_origin(value: str) -> str:
         return value
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"an origin looks like https://example.com[:port], got {value!r}")
+        raise HubArgumentError(f"an origin looks like https://example.com[:port], got {value!r}")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"an origin has no path, query or fragment, got {value!r}")
+        raise HubArgumentError(f"an origin has no path, query or fragment, got {value!r}")
     try:
         _ = parts.port
     except ValueError:
-        raise ValueError(f"bad port in origin {value!r}") from None
+        raise HubArgumentError(f"bad port in origin {value!r}") from None
     return _normalise(value)
 
 
@@ -122,7 +124,7 @@ def check_host(value: str) -> str:
     if name.startswith("[") and name.endswith("]"):
         name = name[1:-1]
     if not name or any(c in name for c in "/?#@ ") or (":" in name and not _is_ipv6(name)):
-        raise ValueError(f"an allowed host is a host name or address without port (app.example.com, "
+        raise HubArgumentError(f"an allowed host is a host name or address without port (app.example.com, "
                          f".example.com, 127.0.0.1, [::1]) or *, got {value!r}")
     return f"[{name}]" if _is_ipv6(name) else host
 
@@ -154,7 +156,7 @@ class AllowedHosts:
     def __init__(self, hosts: Iterable[str]) -> None:
         values = [check_host(host) for host in hosts]
         if not values:
-            raise ValueError("list at least one allowed host (or '*')")
+            raise HubArgumentError("list at least one allowed host (or '*')")
         self.allow_any = ANY_ORIGIN in values
         self.exact = frozenset(v for v in values if not v.startswith(".") and v != ANY_ORIGIN)
         self.suffixes = tuple(v for v in values if v.startswith("."))

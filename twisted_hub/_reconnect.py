@@ -13,12 +13,13 @@ from typing import Any, cast
 from twisted.application.internet import ClientService
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IAddress, IReactorTime, IStreamClientEndpoint, ITransport
+from twisted.internet.interfaces import IAddress, IProtocol, IReactorTime, IStreamClientEndpoint, ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._base_error import HubArgumentError
 from ._client import (
     HubClientFactory,
     HubClientOptions,
@@ -28,6 +29,7 @@ from ._client import (
     hub_url,
     make_proxy,
 )
+from ._deprecate import reactor_keyword_deprecated
 from ._errors import ConnectionClosedError, ConnectTimeoutError, DisconnectKind, DisconnectReason
 
 _log = Logger()
@@ -52,7 +54,7 @@ def full_jitter_policy(
     reproducible delays.
     """
     if initial_delay <= 0 or max_delay <= 0 or factor < 1:
-        raise ValueError("initial_delay and max_delay must be > 0 and factor >= 1")
+        raise HubArgumentError("initial_delay and max_delay must be > 0 and factor >= 1")
     source = rng or random.Random()
 
     def policy(attempt: int) -> float:
@@ -185,7 +187,9 @@ class ReconnectingHubClient(Service):
     WELCOME does not come within C{handshake_timeout} seconds is closed and
     counts as a failed attempt (the TCP connect has the endpoint's own
     timeout, 30 s for the default one).  C{receiver_interface} limits the
-    receiver methods the server may call, as for L{connect}.
+    receiver methods the server may call, and C{clock} is the reactor (time,
+    retries and the default endpoint), as for L{connect}; C{reactor=} is a
+    deprecated name for it.
 
         service = ReconnectingHubClient("ws://127.0.0.1:8080/hub", "chat",
                                         receiver=me, on_connected=rejoin)
@@ -196,6 +200,7 @@ class ReconnectingHubClient(Service):
         disconnects, oldest first.
     """
 
+    @reactor_keyword_deprecated
     def __init__(
         self,
         url: str,
@@ -207,18 +212,19 @@ class ReconnectingHubClient(Service):
         on_disconnected: Callable[[DisconnectReason], Any] | None = None,
         retry_policy: Callable[[int], float] | None = None,
         endpoint: IStreamClientEndpoint | None = None,
-        reactor: Any = None,
+        clock: IReactorTime | None = None,
+        reactor: IReactorTime | None = None,
         handshake_timeout: float = 30.0,
         receiver_interface: type | None = None,
     ) -> None:
-        if reactor is None:
+        if clock is None:
+            clock = reactor  # the deprecated name (it warned)
+        if clock is None:
             from twisted.internet import reactor as global_reactor
 
-            reactor = global_reactor
+            clock = cast(IReactorTime, global_reactor)
         full_url = hub_url(url, hub)
-        self.factory = _RecordingHubClientFactory(
-            full_url, receiver, options, reactor=reactor, receiver_interface=receiver_interface
-        )
+        self.factory = _RecordingHubClientFactory(full_url, receiver, options, clock, receiver_interface=receiver_interface)
         self.factory.on_connection_ended = self._ended
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
@@ -228,16 +234,16 @@ class ReconnectingHubClient(Service):
         self.disconnects: deque[DisconnectReason] = deque(maxlen=MAX_REMEMBERED_DISCONNECTS)
         self.service = ClientService(
             _HandshakeEndpoint(
-                endpoint if endpoint is not None else endpoint_for(full_url, reactor),
-                self.factory, reactor, handshake_timeout,
+                endpoint if endpoint is not None else endpoint_for(full_url, clock),
+                self.factory, clock, handshake_timeout,
             ),
             self.factory,
             retryPolicy=retry_policy or full_jitter_policy(),
-            clock=reactor,
-            prepareConnection=self._prepare,  # type: ignore[arg-type]
+            clock=clock,
+            prepareConnection=self._prepare,
         )
 
-    def _prepare(self, protocol: HubClientProtocol) -> Deferred[Any]:
+    def _prepare(self, protocol: IProtocol) -> Deferred[Any]:
         def handshaken(client: HubClientProtocol) -> Any:
             self.connections += 1
             metrics = self.factory.options.metrics
@@ -248,8 +254,11 @@ class ReconnectingHubClient(Service):
                 return None
             return maybeDeferred(self._on_connected, client)
 
+        # ClientService hands over its proxy of the protocol our factory built,
+        # a HubClientProtocol (its type cannot say so: IProtocol is not generic).
+        client = cast(HubClientProtocol, protocol)
         # The handshake is done (_HandshakeEndpoint waited for it).
-        return protocol.ready.addCallback(handshaken)
+        return client.ready.addCallback(handshaken)
 
     def _ended(self, protocol: HubClientProtocol, reason: DisconnectReason) -> None:
         if self.current is protocol:
@@ -267,7 +276,7 @@ class ReconnectingHubClient(Service):
 
     def startService(self) -> None:
         """Start connecting (and reconnecting)."""
-        super().startService()  # type: ignore[no-untyped-call]
+        Service.startService(self)
         self.service.startService()
 
     def stopService(self) -> Deferred[None]:
@@ -275,7 +284,7 @@ class ReconnectingHubClient(Service):
         Stop reconnecting and close the current connection with a normal
         WebSocket close (the server sees NORMAL, not a dropped link).
         """
-        super().stopService()  # type: ignore[no-untyped-call]
+        Service.stopService(self)
         current = self.current
         if current is not None and current.is_connected:
             closing = current.disconnect()

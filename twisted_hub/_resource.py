@@ -21,6 +21,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from ._base_error import HubArgumentError
 from ._heartbeat import HeartbeatPolicy
 from ._server import HubServerFactory, HubSpec
 
@@ -53,18 +54,18 @@ class HubResource(WebSocketResource):
         if not isinstance(factory, HubServerFactory):
             factory = HubServerFactory(factory, **factory_options)
         elif factory_options:
-            raise TypeError("factory options are for building a factory from hub classes")
-        super().__init__(factory)  # type: ignore[no-untyped-call]
+            raise HubArgumentError("factory options are for building a factory from hub classes")
+        WebSocketResource.__init__(self, factory)
         self.factory = factory
 
     def render(self, request: Request) -> Any:
         upgrade = request.getHeader(b"upgrade") or b""
         if upgrade.lower() != b"websocket":
             request.setResponseCode(426, b"Upgrade Required")
-            request.setHeader(b"upgrade", b"websocket")  # type: ignore[no-untyped-call]
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")  # type: ignore[no-untyped-call]
+            request.setHeader(b"upgrade", b"websocket")
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return _UPGRADE_REQUIRED
-        return super().render(request)  # type: ignore[no-untyped-call]
+        return WebSocketResource.render(self, request)
 
 
 def _policy_text(policy: HeartbeatPolicy) -> str:
@@ -96,7 +97,7 @@ class HubStatusPage(Resource):
         extra: Iterable[tuple[str, str]] = (),
         clock: IReactorTime | None = None,
     ) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        Resource.__init__(self)
         self.factory = factory
         self.hub_path = "/" + hub_path.strip("/")
         self.listening = [public_listen_text(description) for description in listening]
@@ -112,7 +113,7 @@ class HubStatusPage(Resource):
 
         if not self.factory.host_allowed(request.getHeader("host")):
             request.setResponseCode(400, b"Host not allowed")
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")  # type: ignore[no-untyped-call]
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return b"This host name is not served here.\n"
         clock = self._clock or self.factory.clock
         now = datetime.fromtimestamp(clock.seconds(), tz=UTC)
@@ -150,8 +151,8 @@ class HubStatusPage(Resource):
             + "".join(f'<p><a href="{e(url)}">{e(label)}</a></p>\n' for label, url in self.links)
             + "</body></html>\n"
         )
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")  # type: ignore[no-untyped-call]
-        request.setHeader(b"cache-control", b"no-store")  # type: ignore[no-untyped-call]
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
         return page.encode("utf-8")
 
 
@@ -239,14 +240,14 @@ def _segments(path: str) -> list[bytes]:
 def check_status_path(hub_path: str, status_path: str) -> str:
     """
     Validate where the status page goes next to the hub endpoint; return it
-    normalised (C{/} or C{/a/b}); raise C{ValueError} saying what is wrong.
+    normalised (C{/} or C{/a/b}); raise L{HubArgumentError} saying what is wrong.
     """
     if not status_path.startswith("/") or any(c in status_path for c in "?#% ") or "//" in status_path.rstrip("/"):
-        raise ValueError(f"the status path must be a plain path like / or /status, got {status_path!r}")
+        raise HubArgumentError(f"the status path must be a plain path like / or /status, got {status_path!r}")
     status = _segments(status_path)
     hub = _segments(hub_path)
     if status and (hub[: len(status)] == status or status[: len(hub)] == hub):
-        raise ValueError(f"the status path {status_path!r} must not be the hub path {hub_path!r}, above or below it")
+        raise HubArgumentError(f"the status path {status_path!r} must not be the hub path {hub_path!r}, above or below it")
     return "/" + status_path.strip("/")
 
 
@@ -257,10 +258,10 @@ def build_site_root(
     A root resource with the hub endpoint at C{hub_path} and, if given, the
     status page at C{status_path}.
     """
-    root = Resource()  # type: ignore[no-untyped-call]
+    root = Resource()
     segments = _segments(hub_path)
     if not segments:
-        raise ValueError("the hub path must have at least one segment (the status page is at /)")
+        raise HubArgumentError("the hub path must have at least one segment (the status page is at /)")
     if status_page is not None:
         _put(root, _segments(check_status_path(hub_path, status_path)) or [b""], status_page)
     _put(root, segments, HubResource(factory))
@@ -277,7 +278,7 @@ def _put(root: Resource, segments: list[bytes], leaf: IResource) -> None:
     for segment in segments[:-1]:
         child = node.children.get(segment)
         if child is None:
-            child = Resource()  # type: ignore[no-untyped-call]
+            child = Resource()
             node.putChild(segment, child)
         node = child
     node.putChild(segments[-1], leaf)

@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from ._autobahn import BoundedDropMixin, FastPathMixin, final_close_reason
 from ._backplane import TARGET_ALL, TARGET_CALLER, TARGET_GROUP, Backplane, LocalBackplane, Target
+from ._base_error import HubArgumentError
 from ._connection import (
     CallFailed,
     CallSucceeded,
@@ -33,6 +34,7 @@ from ._connection import (
     ServerConnection,
     receiver_call_payload,
 )
+from ._deprecate import reactor_keyword_deprecated
 from ._dispatch import CallDispatcher
 from ._errors import (
     CallTimeoutError,
@@ -856,7 +858,8 @@ class HubServerFactory(WebSocketServerFactory):
         its dependencies; each is reached at C{ws://host/<path>/<hub_name>}.
         With one hub, any path reaches it.
     @param clock: time source and timer host (default: the global reactor,
-        resolved when first needed).
+        resolved when first needed); autobahn is given it as its reactor.
+        C{reactor=} is a deprecated name for it.
     @param heartbeat: the global server heartbeat policy (off by default);
         a hub's L{heartbeat} decorator overrides it.
     @param max_message_size: largest incoming message, bytes (over it: close 1009).
@@ -905,6 +908,7 @@ class HubServerFactory(WebSocketServerFactory):
     #: stock autobahn on every frame
     fast_path: bool = True
 
+    @reactor_keyword_deprecated
     def __init__(
         self,
         hubs: Sequence[HubSpec] | Mapping[str, HubSpec],
@@ -925,19 +929,19 @@ class HubServerFactory(WebSocketServerFactory):
         max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
         max_connections_per_ip: int | None = DEFAULT_MAX_CONNECTIONS_PER_IP,
         debug: bool = False,
-        reactor: Any = None,
+        reactor: IReactorTime | None = None,
         backplane: Backplane | None = None,
         metrics: bool | HubMetrics = False,
         registry: Any = None,
     ) -> None:
-        if clock is None and reactor is not None:
-            clock = reactor
-        super().__init__(url, protocols=[SUBPROTOCOL], reactor=reactor if reactor is not None else clock)
+        if clock is None:
+            clock = reactor  # the deprecated name (it warned)
+        super().__init__(url, protocols=[SUBPROTOCOL], reactor=clock)
         # autobahn resolved the reactor (the global one unless given): our timers use it too.
         self.clock: IReactorTime = clock if clock is not None else self.reactor
         self.heartbeat = heartbeat or HeartbeatPolicy()
         if min(max_message_size, max_outgoing_buffer, max_pending_calls, max_pending_bytes, max_messages_per_frame) <= 0:
-            raise ValueError("limits must be positive")
+            raise HubArgumentError("limits must be positive")
         self.max_message_size = max_message_size
         self.max_outgoing_buffer = max_outgoing_buffer
         self.max_pending_calls = max_pending_calls
@@ -961,10 +965,10 @@ class HubServerFactory(WebSocketServerFactory):
             hub_class, make = _hub_class_and_maker(spec)
             name = given_name if given_name is not None else hub_class.hub_name
             if name in self.runtimes:
-                raise ValueError(f"two hubs are named {name!r}")
+                raise HubArgumentError(f"two hubs are named {name!r}")
             self.runtimes[name] = HubRuntime(hub_class, self, make)
         if not self.runtimes:
-            raise ValueError("serve at least one hub")
+            raise HubArgumentError("serve at least one hub")
         #: when this factory started (the status page's uptime); None before
         self.started_at: float | None = None
         #: True once a graceful shutdown started (GET /health answers 503)
@@ -974,7 +978,7 @@ class HubServerFactory(WebSocketServerFactory):
         self.metrics: HubMetrics | None = None
         if isinstance(metrics, HubMetrics):
             if registry is not None:
-                raise TypeError("give either a HubMetrics or a registry")
+                raise HubArgumentError("give either a HubMetrics or a registry")
             self.metrics = metrics
         elif metrics or registry is not None:
             self.metrics = HubMetrics(registry)

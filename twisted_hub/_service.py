@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from twisted.application import strports
-from twisted.application.service import IService, MultiService
-from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime
+from twisted.application.service import IService, IServiceCollection, MultiService
+from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import deferLater
 from twisted.logger import (
     FilteringLogObserver,
@@ -29,14 +29,15 @@ from twisted.logger import (
     Logger,
     LogLevel,
     LogLevelFilterPredicate,
-    LogPublisher,
-    globalLogPublisher,
 )
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
 
+from ._base_error import HubArgumentError, HubStateError
+from ._deprecate import reactor_keyword_deprecated
 from ._errors import DisconnectKind
 from ._heartbeat import HeartbeatPolicy
 from ._limits import ConnectionGuard
@@ -51,6 +52,9 @@ from ._wire import CloseCode
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 
 _log = Logger()
+
+#: Twisted's serverFromString (unannotated): a reactor and a description in, an endpoint out
+_server_from_string = cast(Callable[[IReactorTime, str], IStreamServerEndpoint], serverFromString)
 
 
 class GracefulShutdown:
@@ -176,13 +180,18 @@ class HubService(MultiService):
     @param drain_delay: seconds C{stopService} keeps listening (with
         C{/health} answering 503) before it closes the listeners, so a load
         balancer polling C{/health} stops sending new clients first.
-    @param clock: time source for the shutdown (default: the factory's).
+    @param clock: the reactor: time source for the shutdown (default: the
+        factory's clock) and for a factory built here, and what the C{listen}
+        descriptions bind on (default: the global reactor).  C{reactor=} is
+        a deprecated name: given with C{clock}, the listeners bind on it and
+        the timers use C{clock}, as before.
     @param redis: a C{redis://host:port/db} URL: serve as one with the other
         processes on that Redis (a L{twisted_hub.redis.RedisBackplane};
         give C{backplane=} instead for its other settings).  Used only when
         the factory is built here.  See C{docs/scaling.md}.
     """
 
+    @reactor_keyword_deprecated
     def __init__(
         self,
         hubs: Sequence[HubSpec] | None = None,
@@ -197,23 +206,27 @@ class HubService(MultiService):
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         drain_delay: float = 0.0,
         clock: IReactorTime | None = None,
-        reactor: Any = None,
+        reactor: IReactorTime | None = None,
         redis: str | None = None,
         **factory_options: Any,
     ) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        MultiService.__init__(self)
         if (hubs is None) == (factory is None):
-            raise TypeError("give either hub classes or a factory")
+            raise HubArgumentError("give either hub classes or a factory")
         if redis is not None:
             if "backplane" in factory_options:
-                raise TypeError("give either redis= or backplane=")
+                raise HubArgumentError("give either redis= or backplane=")
             from .redis import RedisBackplane
 
             factory_options["backplane"] = RedisBackplane(redis)
         if not shutdown_timeout > 0:
-            raise ValueError(f"shutdown_timeout must be > 0, got {shutdown_timeout!r}")
+            raise HubArgumentError(f"shutdown_timeout must be > 0, got {shutdown_timeout!r}")
         if not drain_delay >= 0:
-            raise ValueError(f"drain_delay must be >= 0, got {drain_delay!r}")
+            raise HubArgumentError(f"drain_delay must be >= 0, got {drain_delay!r}")
+        # reactor= is deprecated (it warned): it names the listening reactor
+        listen_reactor = reactor if reactor is not None else clock
+        if clock is None:
+            clock = reactor
         #: seconds /health answers 503 before the listeners close (for load balancers)
         self.drain_delay = drain_delay
         if factory is None:
@@ -221,11 +234,11 @@ class HubService(MultiService):
             self.origin_policy: OriginPolicy | None = OriginPolicy(allowed_origins)
             factory = HubServerFactory(
                 hubs, heartbeat=heartbeat, allowed_origins=self.origin_policy,
-                clock=clock, reactor=reactor, **factory_options,
+                clock=clock, **factory_options,
             )
         else:
             if heartbeat is not None or factory_options or allowed_origins:
-                raise TypeError("factory options are for building a factory from hub classes")
+                raise HubArgumentError("factory options are for building a factory from hub classes")
             policy = factory.allowed_origins
             self.origin_policy = policy if isinstance(policy, OriginPolicy) else None
         self.factory = factory
@@ -233,10 +246,12 @@ class HubService(MultiService):
         self.listen = list(listen)
         self.shutdown_timeout = shutdown_timeout
         self._clock = clock
-        self._reactor = reactor
         self.site: Site | None = None
         self.root: Resource | None = None
-        self._listeners: list[Any] = []
+        #: one endpoint per C{listen} description, in order
+        self.endpoints: list[IStreamServerEndpoint] = []
+        # one listen() per endpoint, from the (privileged) start until stopService
+        self._listening: list[Deferred[IListeningPort]] | None = None
         if self.listen:
             status = None
             if status_page:
@@ -254,13 +269,14 @@ class HubService(MultiService):
             links = mount_client(self.root, factory, path)
             if status is not None:
                 status.links = links
-            self.site = Site(self.root)  # type: ignore[no-untyped-call]
+            self.site = Site(self.root)
             #: what the listeners serve: the site, behind the connection limits
             self.listening_factory = ConnectionGuard(self.site, factory.limits)
-            for description in self.listen:
-                listener = strports.service(description, self.listening_factory, reactor=reactor)
-                listener.setServiceParent(self)  # type: ignore[no-untyped-call]
-                self._listeners.append(listener)
+            if listen_reactor is None:
+                from twisted.internet import reactor as global_reactor
+
+                listen_reactor = cast(IReactorTime, global_reactor)
+            self.endpoints = [_server_from_string(listen_reactor, description) for description in self.listen]
 
     def _origin_text(self) -> str:
         policy = self.factory.allowed_origins
@@ -273,32 +289,61 @@ class HubService(MultiService):
         return ", ".join(sorted(policy))
 
     def listening_ports(self) -> Deferred[list[IListeningPort]]:
-        """Fires with the listening ports once they are bound (after start)."""
-        waiting = [listener._waitingForPort for listener in self._listeners]
-        if any(d is None for d in waiting):
-            raise RuntimeError("the service has not started yet")
+        """
+        Fires with the listening ports once they are bound (after start).
 
-        def ports(results: list[tuple[bool, Any]]) -> list[IListeningPort]:
-            for ok, value in results:
-                if not ok:
-                    value.raiseException()
-            return [value for _, value in results]
+        @raise HubStateError: the service has not started (or has stopped).
+        """
+        if self._listening is None:
+            raise HubStateError("the service has not started yet")
+        ports: Deferred[list[IListeningPort]] = gatherResults(
+            [_copy(listening) for listening in self._listening], consumeErrors=True
+        )
+        return ports.addErrback(_first_failure)
 
-        # Chain copies so the service's own Deferreds keep their results.
-        copies: list[Deferred[Any]] = []
-        for d in waiting:
-            copy: Deferred[Any] = Deferred()
-            d.addBoth(_pass_to(copy))
-            copies.append(copy)
-        return DeferredList(copies, consumeErrors=True).addCallback(ports)
+    def _start_listening(self) -> None:
+        """
+        Listen on every endpoint, once.  A port that cannot be bound now (a
+        TCP, SSL or UNIX endpoint binds at once) raises here, as C{twistd}
+        expects of C{privilegedStartService}.
+        """
+        if self._listening is not None or not self.endpoints:
+            return
+        self._listening = []
+        for endpoint in self.endpoints:
+            listening = endpoint.listen(self.listening_factory)
+            self._listening.append(listening)
+            outcome: list[IListeningPort | Failure] = []
+            listening.addBoth(_pass_to_list(outcome))
+            if outcome and isinstance(outcome[0], Failure):
+                # raised here instead (the ports bound before it stay held, for stopService)
+                self._listening.remove(listening)
+                listening.addErrback(lambda _: None)
+                outcome[0].raiseException()
+
+    def _stop_listening(self) -> Deferred[None]:
+        """Close the listening ports (or abandon a bind still in progress)."""
+        listening, self._listening = self._listening or [], None
+
+        def close(port: IListeningPort) -> Deferred[None]:
+            stopped = port.stopListening()
+            return stopped if isinstance(stopped, Deferred) else succeed(None)
+
+        closing: list[Deferred[None]] = []
+        for attempt in listening:
+            attempt.cancel()  # nothing if it is bound already
+            closing.append(attempt.addCallbacks(close, lambda _: None))
+        return gatherResults(closing).addCallback(lambda _: None)
 
     def privilegedStartService(self) -> None:
-        # Bind ports (possibly privileged) before twistd drops privileges.
-        super().privilegedStartService()  # type: ignore[no-untyped-call]
+        # Bind the ports (possibly privileged) before twistd drops privileges.
+        MultiService.privilegedStartService(self)
+        self._start_listening()
 
     def startService(self) -> None:
         self.factory.doStart()  # type: ignore[no-untyped-call]
-        super().startService()  # type: ignore[no-untyped-call]
+        MultiService.startService(self)
+        self._start_listening()  # if privilegedStartService did not
         if self.listen:
             self._log_banner()
 
@@ -330,8 +375,9 @@ class HubService(MultiService):
         clock = self._clock or self.factory.clock
 
         def stop_listening(_: object = None) -> Deferred[Any]:
-            stopping = super(HubService, self).stopService()  # type: ignore[no-untyped-call]
-            return stopping if isinstance(stopping, Deferred) else succeed(None)
+            ports = self._stop_listening()
+            stopping = MultiService.stopService(self)
+            return gatherResults([ports, stopping if isinstance(stopping, Deferred) else succeed(None)])
 
         if self.drain_delay > 0:
             _log.info("draining: /health answers 503; listeners close in {delay:g} s", delay=self.drain_delay)
@@ -370,15 +416,34 @@ def listen_url(description: str, path: str = "/") -> str:
     return f"{scheme}://{host}:{fields[0]}{path}"
 
 
-def _pass_to(target: Deferred[Any]) -> Callable[[Any], Any]:
+def _pass_to_list(outcome: list[Any]) -> Callable[[Any], Any]:
     def passing(result: Any) -> Any:
-        if isinstance(result, Failure):
-            target.errback(result)
-        else:
-            target.callback(result)
+        outcome.append(result)
         return result
 
     return passing
+
+
+def _copy(original: Deferred[IListeningPort]) -> Deferred[IListeningPort]:
+    """A Deferred with C{original}'s result, which keeps its result too."""
+    copy: Deferred[IListeningPort] = Deferred()
+
+    def passing(result: IListeningPort | Failure) -> IListeningPort | Failure:
+        if isinstance(result, Failure):
+            copy.errback(result)
+        else:
+            copy.callback(result)
+        return result
+
+    original.addBoth(passing)
+    return copy
+
+
+def _first_failure(failure: Failure) -> Failure:
+    """The failure inside gatherResults' C{FirstError}: the port's own error."""
+    error = failure.value
+    assert isinstance(error, FirstError)
+    return error.subFailure
 
 
 #: C{--log-level} names and their levels.
@@ -397,51 +462,68 @@ _TXAIO_LEVELS = {
 }
 
 
+def set_log_level(predicate: LogLevelFilterPredicate, level: LogLevel) -> None:
+    """
+    Make C{predicate} pass events of C{level} and above.  Debug is
+    twisted-hub's story (connections, heartbeat timers, calls refused ...);
+    autobahn's own debug output (every HTTP header, every frame) stays at
+    info, or a handful of connections floods the log.
+    """
+    predicate.clearLogLevels()
+    predicate.setLogLevelForNamespace("", level)
+    predicate.setLogLevelForNamespace("autobahn", autobahn_log_level(level))
+
+
+def autobahn_log_level(level: LogLevel) -> LogLevel:
+    """autobahn's minimum level when ours is C{level}: never below info."""
+    return level if _LEVEL_ORDER.index(level) > _LEVEL_ORDER.index(LogLevel.info) else LogLevel.info
+
+
 class LogLevelService(MultiService):
     """
-    Apply a minimum log level to the observers of a log publisher (the
-    global one by default) while running.
+    The log of C{twistd hub} at a minimum level, through the observer
+    twisted-hub gives twistd: no other observer is touched.
 
-    twistd sets up its log observers after building the service and before
-    starting it, so the filter is installed in C{startService} and removed in
-    C{stopService}.  Also sets txaio's (autobahn's) level.
+    twistd logs to the C{ILogObserver} component of its application when it
+    has one (C{twisted.application.app.AppLogger.start}), and builds that
+    application around this service before logging starts.  So, given
+    C{observer_factory} (what twistd would log to by itself: its
+    C{--logfile}, C{--syslog}, stdout), this service sets that component, on
+    the application it joins, to the factory's observer filtered by
+    C{predicate}.  An application that has its own observer keeps it.
+    While running, txaio's (autobahn's logging layer) level is set too.
+
+    @param level: the minimum level (autobahn's: info at least).
+    @param predicate: the filter to set to C{level} (the one
+        C{twisted_hub.tap.json_log_observer} shares); default, a new one.
     """
 
-    def __init__(self, level: LogLevel, publisher: LogPublisher | None = None) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+    def __init__(
+        self,
+        level: LogLevel,
+        predicate: LogLevelFilterPredicate | None = None,
+        observer_factory: Callable[[], ILogObserver] | None = None,
+    ) -> None:
+        MultiService.__init__(self)
         self.level = level
-        self.publisher = publisher if publisher is not None else globalLogPublisher
-        self._wrapped: list[tuple[ILogObserver, ILogObserver]] = []
+        self.predicate = predicate if predicate is not None else LogLevelFilterPredicate()
+        set_log_level(self.predicate, level)
+        self._observer_factory = observer_factory
+
+    def filtered(self, observer: ILogObserver) -> ILogObserver:
+        """C{observer}, receiving only the events at or above the level."""
+        return FilteringLogObserver(observer, [self.predicate])
+
+    def setServiceParent(self, parent: IServiceCollection) -> None:
+        MultiService.setServiceParent(self, parent)
+        if self._observer_factory is None or not isinstance(parent, Componentized):
+            return
+        application: Componentized = parent
+        if application.getComponent(ILogObserver) is None:
+            application.setComponent(ILogObserver, self.filtered(self._observer_factory()))
 
     def startService(self) -> None:
-        observers = list(getattr(self.publisher, "_observers", []))
-        predicate = LogLevelFilterPredicate(defaultLogLevel=self.level)
-        # Debug is twisted-hub's story (connections, heartbeat timers, calls
-        # refused ...); autobahn's own debug output (every HTTP header, every
-        # frame) stays at info, or a handful of connections floods the log.
-        autobahn_level = max(self.level, LogLevel.info, key=_LEVEL_ORDER.index)
-        predicate.setLogLevelForNamespace("autobahn", autobahn_level)
-        for observer in observers:
-            filtering = FilteringLogObserver(observer, [predicate])
-            self.publisher.removeObserver(observer)
-            self.publisher.addObserver(filtering)
-            self._wrapped.append((observer, filtering))
         import txaio  # autobahn's logging layer (a dependency of autobahn)
 
-        txaio.set_global_log_level(_TXAIO_LEVELS[autobahn_level])  # type: ignore[attr-defined]
-        super().startService()  # type: ignore[no-untyped-call]
-
-    def stopService(self) -> Any:
-        result = super().stopService()  # type: ignore[no-untyped-call]
-
-        def unwrap(value: object) -> object:
-            for observer, filtering in self._wrapped:
-                self.publisher.removeObserver(filtering)
-                self.publisher.addObserver(observer)
-            self._wrapped = []
-            return value
-
-        if isinstance(result, Deferred):
-            return result.addBoth(unwrap)
-        unwrap(None)
-        return result
+        txaio.set_global_log_level(_TXAIO_LEVELS[autobahn_log_level(self.level)])  # type: ignore[attr-defined]
+        MultiService.startService(self)

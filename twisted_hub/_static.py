@@ -58,7 +58,7 @@ class ClientScriptResource(Resource):
     """
 
     def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        Resource.__init__(self)
         self.etag = f'"{script_hash()}"'.encode("ascii")
         self.versioned_name = f"twisted-hub.{script_hash()}.js"
 
@@ -75,11 +75,11 @@ class _NotFound(Resource):
     isLeaf = True
 
     def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        Resource.__init__(self)
 
     def render(self, request: Request) -> bytes:
         request.setResponseCode(404)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")  # type: ignore[no-untyped-call]
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return b"Not found: the client is at twisted-hub.js\n"
 
 
@@ -87,23 +87,23 @@ class _ScriptFile(Resource):
     isLeaf = True
 
     def __init__(self, etag: bytes, max_age: int, immutable: bool) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        Resource.__init__(self)
         self.etag = etag
         self.cache_control = f"public, max-age={max_age}" + (", immutable" if immutable else "")
 
     def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"text/javascript; charset=utf-8")  # type: ignore[no-untyped-call]
-        request.setHeader(b"cache-control", self.cache_control.encode("ascii"))  # type: ignore[no-untyped-call]
-        request.setHeader(b"etag", self.etag)  # type: ignore[no-untyped-call]
-        request.setHeader(b"vary", b"Accept-Encoding")  # type: ignore[no-untyped-call]
+        request.setHeader(b"content-type", b"text/javascript; charset=utf-8")
+        request.setHeader(b"cache-control", self.cache_control.encode("ascii"))
+        request.setHeader(b"etag", self.etag)
+        request.setHeader(b"vary", b"Accept-Encoding")
         # A public file: pages of other origins may import it as a module (which needs CORS).
-        request.setHeader(b"access-control-allow-origin", b"*")  # type: ignore[no-untyped-call]
+        request.setHeader(b"access-control-allow-origin", b"*")
         if _etag_matches(request.getHeader(b"if-none-match"), self.etag):
             request.setResponseCode(304)
             return b""
         accepted = (request.getHeader(b"accept-encoding") or b"").lower()
         if b"gzip" in accepted:
-            request.setHeader(b"content-encoding", b"gzip")  # type: ignore[no-untyped-call]
+            request.setHeader(b"content-encoding", b"gzip")
             return _compressed()
         return client_script()
 
@@ -125,7 +125,7 @@ class DemoPage(Resource):
     isLeaf = True
 
     def __init__(self, hub_path: str, script_name: str) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        Resource.__init__(self)
         template = files("twisted_hub").joinpath("static", "demo.html").read_text("utf-8")
         path = "/" + hub_path.strip("/")
         self.page = (
@@ -133,8 +133,8 @@ class DemoPage(Resource):
         )
 
     def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")  # type: ignore[no-untyped-call]
-        request.setHeader(b"cache-control", b"no-cache")  # type: ignore[no-untyped-call]
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
         return self.page
 
 
@@ -165,7 +165,7 @@ class _DemoDirectory(Resource):
     """C{/demo} redirects to C{/demo/}, which is the page."""
 
     def __init__(self, page: DemoPage) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        Resource.__init__(self)
         self.page = page
 
     def getChild(self, path: bytes, request: Request) -> Resource:
@@ -174,4 +174,5 @@ class _DemoDirectory(Resource):
         return _NotFound()
 
     def render_GET(self, request: Request) -> bytes:
-        return Redirect(b"demo/").render(request)  # type: ignore[no-untyped-call,no-any-return]
+        page: bytes = Redirect(b"demo/").render(request)
+        return page

@@ -40,12 +40,14 @@ from urllib.parse import unquote, urlsplit
 import msgpack
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger, LogLevel, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ._backplane import TARGET_ALL, TARGET_GROUP, TARGET_ONLY, Target, node_of
+from ._base_error import HubArgumentError, HubStateError
 from ._ratelimit import LogRateLimiter
 
 if TYPE_CHECKING:
@@ -96,14 +98,14 @@ def parse_redis_url(url: str) -> RedisSettings:
     """Parse C{redis://[user:password@]host[:port][/db]}; ValueError says what is wrong."""
     parts = urlsplit(url)
     if parts.scheme != "redis":
-        raise ValueError(f"a Redis URL starts with redis://, got {url!r}")
+        raise HubArgumentError(f"a Redis URL starts with redis://, got {url!r}")
     path = parts.path.strip("/")
     if path and not path.isdigit():
-        raise ValueError(f"the Redis database in {url!r} must be a number, got {path!r}")
+        raise HubArgumentError(f"the Redis database in {url!r} must be a number, got {path!r}")
     try:
         port = parts.port or 6379
     except ValueError:
-        raise ValueError(f"the port in {url!r} is not a port number") from None
+        raise HubArgumentError(f"the port in {url!r} is not a port number") from None
     return RedisSettings(
         host=parts.hostname or "127.0.0.1",
         port=port,
@@ -155,7 +157,8 @@ class _Node:
 
 
 def _member_field(hub: str, group: str, connection_id: str) -> bytes:
-    return msgpack.packb([hub, group, connection_id])  # type: ignore[no-any-return]
+    field: bytes = msgpack.packb([hub, group, connection_id])
+    return field
 
 
 class RedisBackplane:
@@ -193,9 +196,9 @@ class RedisBackplane:
     ) -> None:
         self.settings = parse_redis_url(url)
         if not lease > 0:
-            raise ValueError(f"lease must be > 0, got {lease!r}")
+            raise HubArgumentError(f"lease must be > 0, got {lease!r}")
         if min(max_pending_commands, max_pending_bytes) <= 0:
-            raise ValueError("max_pending_commands and max_pending_bytes must be > 0")
+            raise HubArgumentError("max_pending_commands and max_pending_bytes must be > 0")
         self.prefix = prefix
         self.lease = lease
         self.max_pending_commands = max_pending_commands
@@ -278,7 +281,7 @@ class RedisBackplane:
     # -- Backplane ---------------------------------------------------------
     def attach(self, factory: HubServerFactory) -> None:
         if self._factory is not None and self._factory is not factory:
-            raise RuntimeError("a RedisBackplane serves one HubServerFactory")
+            raise HubStateError("a RedisBackplane serves one HubServerFactory")
         self._factory = factory
 
     def start(self) -> None:
@@ -690,6 +693,7 @@ def _protocols() -> tuple[type[Any], type[Any]]:
     return CommandProtocol, SubscriberProtocol
 
 
+@implementer(IProtocolFactory)
 class _RedisClientFactory:
     """Builds txredisapi protocols (bytes in and out) for ClientService."""
 
@@ -722,13 +726,16 @@ class _RedisClientFactory:
         _log.error("Redis refused this node: {message}", message=message)
 
 
-def _retry_log(event: dict[str, Any]) -> None:
+@implementer(ILogObserver)
+class _RetryLog:
     """ClientService's line per retry, at debug level: the backplane logs the outage once."""
-    globalLogPublisher({**event, "log_level": LogLevel.debug})
+
+    def __call__(self, event: LogEvent) -> None:
+        globalLogPublisher({**event, "log_level": LogLevel.debug})
 
 
 class _RedisClientService(ClientService):
-    _log = Logger(observer=_retry_log)  # type: ignore[arg-type]
+    _log = Logger(observer=_RetryLog())
 
 
 class TxRedisConnector:
@@ -774,11 +781,13 @@ class TxRedisConnector:
             protocol.on_message = backplane.link_message
 
         def prepare_commands(protocol: Any) -> Deferred[Any]:
-            return protocol.whenConnected().addCallback(lambda p: backplane.link_ready("commands", p))  # type: ignore[no-any-return]
+            ready: Deferred[Any] = protocol.whenConnected().addCallback(lambda p: backplane.link_ready("commands", p))
+            return ready
 
         def prepare_subscriber(protocol: Any) -> Deferred[Any]:
             d = protocol.whenConnected().addCallback(lambda p: p.subscribe(channels))
-            return d.addCallback(lambda _: backplane.link_ready("subscriber"))  # type: ignore[no-any-return]
+            ready: Deferred[Any] = d.addCallback(lambda _: backplane.link_ready("subscriber"))
+            return ready
 
         for factory, prepare in (
             (_RedisClientFactory(command_class, settings, setup_commands), prepare_commands),
@@ -786,7 +795,7 @@ class TxRedisConnector:
         ):
             endpoint = HostnameEndpoint(reactor, settings.host, settings.port, timeout=self.connect_timeout)
             service = _RedisClientService(
-                endpoint, factory, retryPolicy=self.retry_policy, clock=reactor, prepareConnection=prepare  # type: ignore[arg-type]
+                endpoint, factory, retryPolicy=self.retry_policy, clock=reactor, prepareConnection=prepare
             )
             service.startService()
             self._services.append(service)

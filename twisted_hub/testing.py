@@ -30,6 +30,7 @@ from twisted.internet.task import Clock
 from twisted.test.iosim import FakeTransport
 from zope.interface import implementer
 
+from ._base_error import HubArgumentError
 from ._client import HubClientFactory, HubClientOptions, HubClientProtocol
 from ._hub import Hub
 from ._server import HubServerFactory, HubServerProtocol, HubSpec
@@ -102,7 +103,7 @@ class TestConnection:
         both directions (round trip: twice that).  Order is kept.
         """
         if seconds < 0:
-            raise ValueError("latency must be >= 0")
+            raise HubArgumentError("latency must be >= 0")
         self.latency = seconds
 
     def _send(self, direction: str, data: bytes) -> None:

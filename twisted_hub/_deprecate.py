@@ -1,0 +1,28 @@
+"""
+The deprecations of the public API, in one place (each kept for one release,
+then removed; see CHANGELOG.md).
+
+C{reactor=}: the time source and timer host is C{clock=} everywhere (as
+Twisted's C{ClientService(clock=)}); the object given there is also the
+reactor the default endpoint connects through and C{HubService}'s listeners
+bind on.  Where that reactor should differ, give an C{endpoint=} (clients) or
+your own C{Site}/port (servers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from incremental import Version
+from twisted.python.deprecate import deprecatedKeywordParameter
+
+_F = TypeVar("_F", bound=Callable[..., object])
+
+#: the release that deprecates C{reactor=}; the next one removes it
+REACTOR_KEYWORD_DEPRECATED = Version("twisted_hub", 0, 1, 0)
+
+
+def reactor_keyword_deprecated(function: _F) -> _F:
+    """Warn (C{DeprecationWarning}) when C{function} is given C{reactor=}: C{clock=} replaces it."""
+    return deprecatedKeywordParameter(REACTOR_KEYWORD_DEPRECATED, "reactor", "clock")(function)
