@@ -163,11 +163,9 @@ class HubClientOptions:
 
 class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, WebSocketClientProtocol):  # type: ignore[misc]
     """
-    One connection to one hub, as the client sees it.
-
-    Get one from L{connect}.  C{call} returns a Deferred of the result;
-    receiver methods of the factory's receiver object are called for the
-    server's receiver calls.
+    One connection to one hub, as the client sees it; get one from
+    L{connect}.  C{call} returns a Deferred of the result; the server's
+    receiver calls reach the factory's receiver object.
 
     An adapter: its L{ClientSession} decides; this class carries the bytes
     (autobahn), runs the heartbeat timers on the factory's clock and turns
@@ -222,11 +220,9 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
     def proxy(self, interface: type[InterfaceT] | None = None) -> InterfaceT:
         """
         The hub as an object: C{chat = client.proxy(ChatApi)}, then
-        C{await chat.join("lobby", "ann")}.
-
-        C{interface} is a class (typically a C{typing.Protocol}) declaring the
-        hub's methods with C{Deferred[...]} return types: type checkers then
-        check your calls, and calling a method it does not declare raises
+        C{await chat.join("lobby", "ann")}.  C{interface} (typically a
+        C{typing.Protocol} with C{Deferred[...]} return types) lets type
+        checkers check the calls; a method it does not declare raises
         AttributeError before anything is sent.  Without one, any name goes.
         """
         return make_proxy(self.call, interface)
@@ -280,12 +276,7 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
             self.dropConnection(abort=True)
 
     def failHandshake(self, reason: str) -> None:
-        status: int | None = None
-        line = getattr(self, "http_status_line", "") or ""
-        parts = line.split(" ", 2)
-        if len(parts) >= 2 and parts[1].isdigit():
-            status = int(parts[1])
-            reason = parts[2] if len(parts) > 2 else reason
+        status, reason = _refusal(getattr(self, "http_status_line", "") or "", reason)
         self.session.refused(status, reason)
         super().failHandshake(reason)
 
@@ -348,14 +339,12 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
         self._heartbeat_loop.start(interval, now=False)
 
     def stop_heartbeat(self) -> None:
-        if self._heartbeat_loop is not None:
-            if self._heartbeat_loop.running:
-                self._heartbeat_loop.stop()
-            self._heartbeat_loop = None
-        if self._heartbeat_check is not None:
-            if self._heartbeat_check.active():
-                self._heartbeat_check.cancel()
-            self._heartbeat_check = None
+        loop, self._heartbeat_loop = self._heartbeat_loop, None
+        if loop is not None and loop.running:
+            loop.stop()
+        check, self._heartbeat_check = self._heartbeat_check, None
+        if check is not None and check.active():
+            check.cancel()
 
     def _beat(self) -> None:
         self.session.beat(self.factory.clock.seconds())
@@ -376,6 +365,14 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
         self._heartbeat_check = None
         if self.session.check_heartbeat(self.factory.clock.seconds(), due):
             self._arm_heartbeat_check()
+
+
+def _refusal(status_line: str, reason: str) -> tuple[int | None, str]:
+    """The HTTP status and text of a refused upgrade, from its status line (else no status, C{reason})."""
+    parts = status_line.split(" ", 2)
+    if len(parts) >= 2 and parts[1].isdigit():
+        return int(parts[1]), parts[2] if len(parts) > 2 else reason
+    return None, reason
 
 
 class HubClientFactory(WebSocketClientFactory):
