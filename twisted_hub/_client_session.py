@@ -158,7 +158,11 @@ class ClientSession(Generic[TokenT]):
         self._peer_log = LogRateLimiter()
 
     def configure(self, options: HubClientOptions, receiver: object | None, receiver_allowed: frozenset[str] | None) -> None:
-        """The settings and the receiver object (and the names it may be called by, None: any public one)."""
+        """
+        The settings and the receiver object (and the names it may be called
+        by, None: any public one).  Apart from the constructor because the
+        Twisted adapter learns them from its factory only once connected.
+        """
         self.options = options
         self.receiver = receiver
         self.receiver_allowed = receiver_allowed
