@@ -14,6 +14,7 @@ from twisted_hub import (
     HeartbeatPolicy,
     HubArgumentError,
     HubClientFactory,
+    HubClientOptions,
     HubError,
     HubServerFactory,
     HubService,
@@ -26,6 +27,7 @@ from twisted_hub import (
     connect,
     full_jitter_policy,
 )
+from twisted_hub._connection import ClientConnection, receiver_call_payload
 from twisted_hub.demo import EchoHub
 from twisted_hub.redis import parse_redis_url
 from twisted_hub.testing import HubTestServer
@@ -129,6 +131,9 @@ class LocalMisuseTests(SynchronousTestCase):
             ("bad origin", lambda: OriginPolicy(["example.com/path"]), ValueError),
             ("bad Redis URL", lambda: parse_redis_url("http://127.0.0.1"), ValueError),
             ("zero heartbeat", lambda: HeartbeatPolicy(interval=0), ValueError),
+            ("zero messages per frame", lambda: HubClientOptions(max_messages_per_frame=0), ValueError),
+            ("oversized receiver call", lambda: receiver_call_payload("said", ["x" * 2000], None, 1000), ValueError),
+            ("oversized call", lambda: ClientConnection().invoke(None, "say", ["x" * 2000], None, 1000), ValueError),
         ]
         for name, misuse, builtin in misuses:
             with self.subTest(name):

@@ -210,7 +210,7 @@ class ServerHeartbeatTests(SynchronousTestCase):
         class OldClient(HubClientProtocol):
             def __init__(self) -> None:
                 super().__init__()
-                self.core = ClientConnection(capabilities=(CAP_BATCH,))
+                self.session.core = ClientConnection(capabilities=(CAP_BATCH,))
 
         server = server_for(tight())
         old = server.connect("plain", client_protocol=OldClient)
@@ -773,7 +773,7 @@ class PingFallbackTests(SynchronousTestCase):
 
         def __init__(self) -> None:
             super().__init__()
-            self.core = ClientConnection(capabilities=(CAP_BATCH,))
+            self.session.core = ClientConnection(capabilities=(CAP_BATCH,))
             self.pings: list[bytes] = []
 
         def onPing(self, payload: bytes) -> None:

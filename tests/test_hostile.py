@@ -513,7 +513,7 @@ class AttackedServer:
             url, endpoint = f"ws://127.0.0.1:{self.port}/hub", None
         else:
             url, endpoint = f"wss://localhost:{self.port}/hub", tls_endpoint(reactor, self.port, self.certificate)
-        return await connect(url, "hostile", receiver=receiver, reactor=reactor, endpoint=endpoint, timeout=WAIT)  # type: ignore[arg-type]
+        return await connect(url, "hostile", receiver=receiver, clock=reactor, endpoint=endpoint, timeout=WAIT)  # type: ignore[arg-type]
 
     async def attack(self, reactor: Any, *mode: str) -> Child:
         """Start a client process that opens a connection and then never reads."""

@@ -4,9 +4,8 @@ The client adapter: L{HubClientProtocol}, L{HubClientFactory} and L{connect}.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 from urllib.parse import SplitResult, urlsplit
 
@@ -15,57 +14,38 @@ from autobahn.websocket.types import ConnectionResponse
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._autobahn import BoundedDropMixin, FastPathMixin, final_close_reason
 from ._base_error import HubArgumentError
-from ._connection import (
-    CallFailed,
-    CallSucceeded,
-    ClientConnection,
-    ConnectionState,
-    HandshakeCompleted,
-    HeartbeatAnswered,
-    ServerHeartbeatReceived,
-)
+from ._client_session import ClientConnectionViews, ClientHeartbeatEvent, ClientSession, ServerHeartbeatEvent
 from ._deprecate import reactor_keyword_deprecated
 from ._errors import (
     CallTimeoutError,
-    ConnectionClosedError,
     ConnectTimeoutError,
-    DisconnectKind,
     DisconnectReason,
     HandshakeError,
     HubError,
-    kind_for_close,
 )
-from ._heartbeat import (
-    ClockOffset,
-    HeartbeatConfigurationError,
-    HeartbeatPolicy,
-    HeartbeatVerdict,
-    StallDetector,
-    _check_positive,
-    utc_from_us,
-)
+from ._heartbeat import HeartbeatConfigurationError, HeartbeatPolicy, _check_positive
 from ._hub import receiver_methods
 from ._metrics import ClientMetrics
-from ._ratelimit import LogRateLimiter, peer_text
-from ._receivers import find_receiver_method
 from ._sentinel import UNSET, Unset
-from ._wire import (
-    HEARTBEAT_TIMEOUT_REASON,
-    SUBPROTOCOL,
-    ClientInvoke,
-    Close,
-    CloseCode,
-    ErrorCode,
-    ProtocolError,
-    ReceiverCall,
-    TooManyMessagesError,
-    close_reason_bytes,
-)
+from ._wire import SUBPROTOCOL, close_reason_bytes
+
+__all__ = [
+    "ClientConnectionViews",
+    "ClientHeartbeatEvent",
+    "HubClientFactory",
+    "HubClientOptions",
+    "HubClientProtocol",
+    "HubProxy",
+    "ServerHeartbeatEvent",
+    "connect",
+    "endpoint_for",
+    "hub_url",
+    "make_proxy",
+]
 
 InterfaceT = TypeVar("InterfaceT")
 
@@ -97,29 +77,6 @@ class HubProxy:
 def make_proxy(call: Callable[..., Any], interface: type[InterfaceT] | None) -> InterfaceT:
     """A L{HubProxy} typed as C{interface} (whose public method names it allows)."""
     return cast(InterfaceT, HubProxy(call, receiver_methods(interface)))
-_log = Logger()
-
-
-@dataclass(frozen=True, slots=True)
-class ServerHeartbeatEvent:
-    """A heartbeat from the server (MagicOnion's C{ServerHeartbeatEvent})."""
-
-    sequence: int
-    #: when the server sent it, an aware UTC datetime
-    server_time: datetime
-    #: bytes from the server's metadata provider, or None
-    metadata: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class ClientHeartbeatEvent:
-    """The server answered our heartbeat (MagicOnion's C{ClientHeartbeatEvent})."""
-
-    sequence: int
-    #: full round trip, seconds
-    round_trip: float
-    #: the clock-offset sample this exchange gave
-    clock: ClockOffset
 
 
 @dataclass(frozen=True)
@@ -177,7 +134,7 @@ class HubClientOptions:
         _check_positive("interval", self.heartbeat_interval)
         _check_positive("timeout", self.heartbeat_timeout)
         if self.max_messages_per_frame <= 0:
-            raise ValueError("max_messages_per_frame must be positive")
+            raise HubArgumentError("max_messages_per_frame must be positive")
         policy = self.heartbeat
         if policy is None:
             if self.heartbeat_interval is None:
@@ -206,81 +163,29 @@ class HubClientOptions:
         return cls(heartbeat=policy, **kwargs)
 
 
-class ClientConnectionViews:
-    """
-    What both clients (Twisted and asyncio) tell about their connection,
-    read from the sans-IO core: one implementation for both.
-    """
-
-    core: ClientConnection[Any]
-    disconnect_reason: DisconnectReason | None
-
-    def _now(self) -> float:
-        raise NotImplementedError
-
-    @property
-    def connection_id(self) -> str:
-        """The id the server gave this connection (in its WELCOME)."""
-        welcome = self.core.welcome
-        return welcome.connection_id if welcome else ""
-
-    @property
-    def is_connected(self) -> bool:
-        """The hub handshake is done and the connection has not ended."""
-        return self.core.state is ConnectionState.OPEN and self.disconnect_reason is None
-
-    @property
-    def round_trip(self) -> float:
-        """RTT of our newest answered heartbeat, seconds (0.0 before any)."""
-        return self.core.heartbeat.latency
-
-    @property
-    def clock_offset(self) -> ClockOffset | None:
-        """Best estimate of server clock - our clock, with its error bound."""
-        return self.core.clock_sync.best
-
-    def server_now(self) -> datetime:
-        """
-        The server's current time (aware UTC datetime), from our clock and
-        the estimated offset; our own clock when no estimate exists yet.
-        """
-        now = self._now()
-        best = self.core.clock_sync.best
-        if best is not None:
-            now += best.offset
-        return datetime.fromtimestamp(now, tz=UTC)
-
-
 class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, WebSocketClientProtocol):  # type: ignore[misc]
     """
-    One connection to one hub, as the client sees it.
+    One connection to one hub, as the client sees it; get one from
+    L{connect}.  C{call} returns a Deferred of the result; the server's
+    receiver calls reach the factory's receiver object.
 
-    Get one from L{connect}.  C{call} returns a Deferred of the result;
-    receiver methods of the factory's receiver object are called for the
-    server's receiver calls.
+    An adapter: its L{ClientSession} decides; this class carries the bytes
+    (autobahn), runs the heartbeat timers on the factory's clock and turns
+    results into Deferreds.
     """
 
     factory: HubClientFactory
 
     def __init__(self) -> None:
         super().__init__()
-        self.core: ClientConnection[Deferred[Any]] = ClientConnection()
+        self.session: ClientSession[Deferred[Any]] = ClientSession(self)
         #: fires with this protocol once the hub handshake is done; cancelling
         #: it (a connect timeout) abandons the handshake and closes the socket
         self.ready: Deferred[HubClientProtocol] = Deferred(self._abandon_handshake)
-        self._disconnected: Deferred[DisconnectReason] | None = None
         self._waiters: list[Deferred[DisconnectReason]] = []
-        self.disconnect_reason: DisconnectReason | None = None
-        self._close_reason: DisconnectReason | None = None
-        self._handling = 0
         self._heartbeat_loop: LoopingCall | None = None
         self._heartbeat_check: IDelayedCall | None = None
-        self._next_beat_due = 0.0
-        self.stall = StallDetector()
-        self._handshake_status: tuple[int | None, str] | None = None
         self._abandoned_stage: str | None = None
-        #: one log line per second about the server's mistakes (unknown receiver methods)
-        self._peer_log = LogRateLimiter()
 
     # -- public API ----------------------------------------------------------
     def _now(self) -> float:
@@ -295,61 +200,43 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
         timeout: float | None | Unset = UNSET,
     ) -> Deferred[Any]:
         """L{call} with explicit argument containers and an optional timeout."""
-        if not self.is_connected:
-            return fail(ConnectionClosedError(self.disconnect_reason or self._not_open()))
-        core = self.core
+        session = self.session
         call_id = 0
 
         def cancel(d: Deferred[Any]) -> None:
-            core.forget_call(call_id)
+            session.core.forget_call(call_id)
 
         deferred: Deferred[Any] = Deferred(cancel)
         try:
-            size_limit = core.send_limit(self.factory.options.max_message_size)
-            call_id = core.invoke(deferred, method, args or [], kwargs, size_limit)
-        except (TypeError, ValueError, OverflowError) as e:
-            # Unencodable or oversized arguments: this call fails, the connection lives.
-            return fail(HubError(ErrorCode.INVALID_ARGUMENTS, f"{method}: {e}"))
-        limit = self.factory.options.call_timeout if timeout is UNSET else timeout
+            call_id = session.invoke(deferred, method, args or [], kwargs)
+        except HubError as e:  # not connected, or arguments that cannot be sent
+            return fail(e)
+        limit = session.options.call_timeout if timeout is UNSET else timeout
         if limit is not None:
             deferred.addTimeout(
                 limit, self.factory.clock,
                 onTimeoutCancel=lambda v, s: Failure(CallTimeoutError(f"{method!r} got no result within {s}s")),
             )
-        if not self._handling:
-            self._flush()
         return deferred
 
     def proxy(self, interface: type[InterfaceT] | None = None) -> InterfaceT:
         """
         The hub as an object: C{chat = client.proxy(ChatApi)}, then
-        C{await chat.join("lobby", "ann")}.
-
-        C{interface} is a class (typically a C{typing.Protocol}) declaring the
-        hub's methods with C{Deferred[...]} return types: type checkers then
-        check your calls, and calling a method it does not declare raises
+        C{await chat.join("lobby", "ann")}.  C{interface} (typically a
+        C{typing.Protocol} with C{Deferred[...]} return types) lets type
+        checkers check the calls; a method it does not declare raises
         AttributeError before anything is sent.  Without one, any name goes.
         """
         return make_proxy(self.call, interface)
 
     def notify(self, method: str, *args: Any, **kwargs: Any) -> None:
         """Call a hub method without waiting for (or getting) a result."""
-        if not self.is_connected:
-            raise ConnectionClosedError(self.disconnect_reason or self._not_open())
-        self.core.notify(method, list(args), kwargs or None)
-        if not self._handling:
-            self._flush()
+        self.session.notify(method, list(args), kwargs or None)
 
     def disconnect(self, reason: str = "") -> Deferred[DisconnectReason]:
         """Close normally; fires with the L{DisconnectReason} once closed."""
         waiter = self.wait_for_disconnect()
-        if self.disconnect_reason is None and self._close_reason is None:
-            self._close_reason = DisconnectReason(DisconnectKind.NORMAL, CloseCode.NORMAL, reason, True)
-            if self.state == self.STATE_OPEN:
-                self.core.closing()
-                self.sendCloseFrame(CloseCode.NORMAL, close_reason_bytes(reason) or None)
-            else:
-                self.dropConnection(abort=True)
+        self.session.disconnect(reason)
         return waiter
 
     def wait_for_disconnect(self) -> Deferred[DisconnectReason]:
@@ -376,195 +263,93 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
     def _abandon_handshake(self, ready: Deferred[HubClientProtocol]) -> None:
         """Whoever waited for the handshake gave up on it (a timeout): close the socket now."""
         self._abandoned_stage = self.handshake_stage
-        if self._close_reason is None:
-            self._close_reason = DisconnectReason(
-                DisconnectKind.HANDSHAKE_FAILED, None, f"handshake abandoned waiting for the {self.handshake_stage}", True
-            )
+        self.session.abandon_handshake(self._abandoned_stage)
         self.dropConnection(abort=True)
 
-    def _not_open(self) -> DisconnectReason:
-        return DisconnectReason(DisconnectKind.CONNECTION_LOST, None, "not connected")
+    # -- autobahn callbacks ----------------------------------------------------
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self.session.configure(factory.options, factory.receiver, factory.receiver_allowed)
+        super().connectionMade()
 
-    # -- handshake -----------------------------------------------------------
     def onConnect(self, response: ConnectionResponse) -> None:
         if response.protocol != SUBPROTOCOL:
-            self._handshake_status = (None, f"server chose subprotocol {response.protocol!r}, not {SUBPROTOCOL}")
+            self.session.refused(None, f"server chose subprotocol {response.protocol!r}, not {SUBPROTOCOL}")
             self.dropConnection(abort=True)
 
     def failHandshake(self, reason: str) -> None:
-        status: int | None = None
-        line = getattr(self, "http_status_line", "") or ""
-        parts = line.split(" ", 2)
-        if len(parts) >= 2 and parts[1].isdigit():
-            status = int(parts[1])
-            reason = parts[2] if len(parts) > 2 else reason
-        self._handshake_status = (status, reason)
+        status, reason = _refusal(getattr(self, "http_status_line", "") or "", reason)
+        self.session.refused(status, reason)
         super().failHandshake(reason)
 
     def onOpen(self) -> None:
-        self.count_any_traffic = self.factory.options.any_traffic_counts
-        self.core.max_messages_per_frame = self.factory.options.max_messages_per_frame
-        self.core.hello(self.factory.options.max_message_size)
-        self._flush()
+        self.count_any_traffic = self.session.options.any_traffic_counts
+        self.session.opened()
 
-    # -- receiving -----------------------------------------------------------
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.session.receive_frame(payload, self.factory.clock.seconds(), isBinary)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.disconnect_reason is not None:
             return
-        if not isBinary:
-            self._protocol_error("text frames are not supported", CloseCode.UNSUPPORTED_DATA)
-            return
-        self._handling += 1
-        try:
-            for event in self.core.receive_frame(payload, self.factory.clock.seconds()):
-                kind = type(event)
-                if kind is CallSucceeded:
-                    event.token.callback(event.value)  # type: ignore[union-attr]
-                elif kind is CallFailed:
-                    error = event.error  # type: ignore[union-attr]
-                    event.token.errback(HubError(error.code, error.message, error.detail))  # type: ignore[union-attr]
-                elif kind is ReceiverCall:
-                    self._receiver_call(event)  # type: ignore[arg-type]
-                elif kind is ServerHeartbeatReceived:
-                    self._server_heartbeat(event)  # type: ignore[arg-type]
-                elif kind is HeartbeatAnswered:
-                    self._heartbeat_answered(event)  # type: ignore[arg-type]
-                elif kind is ClientInvoke:
-                    self._client_invoke(event)  # type: ignore[arg-type]
-                elif kind is HandshakeCompleted:
-                    self._handshake_completed()
-                elif kind is Close:
-                    self._close_reason = DisconnectReason(
-                        kind_for_close(event.code, False), event.code, event.reason  # type: ignore[union-attr]
-                    )
-        except TooManyMessagesError as e:
-            _log.info("the server sent {error}; closing with {code}", error=e, code=CloseCode.POLICY_VIOLATION)
-            self._protocol_error(str(e), CloseCode.POLICY_VIOLATION)
-        except ProtocolError as e:
-            _log.info("protocol error from the server: {error}", error=e)
-            self._protocol_error(str(e)[:100], CloseCode.PROTOCOL_ERROR)
-        except Exception:
-            _log.failure("unexpected error handling a frame from the server")
-            self._protocol_error("internal error", CloseCode.INTERNAL_ERROR)
-        finally:
-            self._handling -= 1
-            if not self._handling:
-                self._flush()
+        self.cancel_drop()
+        ended = self.session.connection_lost(final_close_reason(self, None, reason), reason)
+        self.factory.connection_ended(self, ended)
 
-    def _handshake_completed(self) -> None:
-        policy = self.factory.options.heartbeat
-        if policy is not None and policy.enabled and self.core.server_takes_heartbeats:
-            self._start_heartbeat(policy.interval)
+    # -- what the session asks of us (ClientIO) --------------------------------
+    def send_frames(self, frames: list[bytes]) -> None:
+        if self.state == self.STATE_OPEN:
+            for frame in frames:
+                self.sendMessage(frame, isBinary=True)
+
+    def send_close(self, code: int, reason: str, wait_for_peer: bool) -> None:
+        if self.state != self.STATE_OPEN:
+            self.dropConnection(abort=True)
+            return
+        self.sendCloseFrame(code, close_reason_bytes(reason) or None)
+        if not wait_for_peer:
+            self.drop_after_close(self.factory.clock)
+
+    def call_succeeded(self, token: Deferred[Any], value: Any) -> None:
+        token.callback(value)
+
+    def call_failed(self, token: Deferred[Any], error: Exception) -> None:
+        token.errback(error)
+
+    def await_result(
+        self, result: Awaitable[Any], on_result: Callable[[Any], object], on_error: Callable[[Failure], object],
+    ) -> None:
+        maybeDeferred(lambda: result).addCallbacks(on_result, on_error)
+
+    def handshake_done(self) -> None:
         if not self.ready.called:
             self.ready.callback(self)
 
-    def _receiver_call(self, call: ReceiverCall) -> None:
-        function = self._receiver_method(call.method)
-        if function is None:
-            suppressed = self._peer_log.allow(self.factory.clock.seconds())
-            if suppressed is not None:
-                _log.warn(
-                    "the server called receiver method {method}, which the receiver {lacks}"
-                    + (" ({suppressed} similar lines suppressed)" if suppressed else ""),
-                    method=peer_text(call.method), lacks=self._why_not_callable(call.method), suppressed=suppressed,
-                )
-            return
-        try:
-            result = function(*call.args, **(call.kwargs or {}))
-        except Exception:
-            _log.failure("receiver method {method} raised", method=call.method)
-            return
-        if isinstance(result, Deferred) or hasattr(result, "__await__"):
-            maybeDeferred(lambda: result).addErrback(
-                lambda f: _log.failure("receiver method {method} failed", f, method=call.method)
-            )
+    def handshake_failed(self, error: HandshakeError) -> None:
+        if not self.ready.called:
+            self.ready.errback(Failure(error))
 
-    def _receiver_method(self, name: str) -> Callable[..., Any] | None:
-        """
-        The receiver method the server may call by this name: a public
-        callable of the receiver object and, when the factory has a
-        C{receiver_interface}, one that the interface declares.
-        """
-        return find_receiver_method(self.factory.receiver, name, self.factory.receiver_allowed)
+    def disconnected(self, reason: DisconnectReason) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(reason)
 
-    def _why_not_callable(self, name: str) -> str:
-        allowed = self.factory.receiver_allowed
-        if allowed is not None and not name.startswith("_") and name not in allowed:
-            return "interface does not declare"
-        return "lacks"
-
-    def _client_invoke(self, call: ClientInvoke) -> None:
-        call_id = call.call_id
-        function = self._receiver_method(call.method)
-        if function is None:
-            self.core.reply_error(call_id, ErrorCode.UNKNOWN_METHOD, f"the client has no method {peer_text(call.method)}")
-            self._flush_unless_handling()
-            return
-        maybeDeferred(function, *call.args, **(call.kwargs or {})).addCallbacks(
-            lambda value: self._replied(self.core.reply, call_id, value),
-            lambda failure: self._client_invoke_failed(call_id, call.method, failure),
-        )
-
-    def _client_invoke_failed(self, call_id: int, method: str, failure: Failure) -> None:
-        if failure.check(HubError):
-            error = failure.value
-            self._replied(self.core.reply_error, call_id, error.code, error.message, error.detail)  # type: ignore[union-attr]
-            return
-        _log.failure("receiver method {method} raised", failure, method=method)
-        self._replied(self.core.reply_error, call_id, ErrorCode.INTERNAL, "internal error")
-
-    def _replied(self, reply: Callable[..., None], *args: Any) -> None:
-        if not self.is_connected:
-            return
-        reply(*args)
-        self._flush_unless_handling()
-
-    def _flush_unless_handling(self) -> None:
-        if not self._handling:
-            self._flush()
-
-    # -- heartbeats ----------------------------------------------------------
-    def _server_heartbeat(self, event: ServerHeartbeatReceived) -> None:
-        callback = self.factory.options.on_server_heartbeat
-        if callback is None:
-            return
-        message = event.message
-        try:
-            server_time = utc_from_us(message.server_time_us)
-        except (OverflowError, ValueError, OSError):
-            _log.warn("server heartbeat time {us}us is out of range; callback skipped", us=message.server_time_us)
-            return
-        self._safely(callback, ServerHeartbeatEvent(message.sequence, server_time, message.metadata))
-
-    def _start_heartbeat(self, interval: float) -> None:
+    # -- heartbeat timers ------------------------------------------------------
+    def start_heartbeat(self, interval: float) -> None:
         self._heartbeat_loop = LoopingCall(self._beat)
         self._heartbeat_loop.clock = self.factory.clock
-        self._next_beat_due = self.factory.clock.seconds() + interval
         self._heartbeat_loop.start(interval, now=False)
-        _log.debug("client heartbeat timer started: interval={interval}s", interval=interval)
 
-    def _stop_heartbeat(self) -> None:
-        if self._heartbeat_loop is not None:
-            if self._heartbeat_loop.running:
-                self._heartbeat_loop.stop()
-            self._heartbeat_loop = None
-            _log.debug("client heartbeat timer stopped")
-        if self._heartbeat_check is not None:
-            if self._heartbeat_check.active():
-                self._heartbeat_check.cancel()
-            self._heartbeat_check = None
+    def stop_heartbeat(self) -> None:
+        loop, self._heartbeat_loop = self._heartbeat_loop, None
+        if loop is not None and loop.running:
+            loop.stop()
+        check, self._heartbeat_check = self._heartbeat_check, None
+        if check is not None and check.active():
+            check.cancel()
 
     def _beat(self) -> None:
-        clock = self.factory.clock
-        now = clock.seconds()
-        policy = self.factory.options.heartbeat
-        assert policy is not None
-        self.stall.observe(self._next_beat_due, now)
-        self._next_beat_due = now + policy.interval
-        sequence, _ = self.core.send_heartbeat(now)
-        _log.debug("client heartbeat {sequence} sent", sequence=sequence)
-        if not self._handling:
-            self._flush()
+        self.session.beat(self.factory.clock.seconds())
         self._arm_heartbeat_check()
 
     def _arm_heartbeat_check(self) -> None:
@@ -572,9 +357,7 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
         # update the tracker, they never cancel or move a timer.
         if self._heartbeat_check is not None:
             return
-        policy = self.factory.options.heartbeat
-        assert policy is not None
-        deadline = self.core.heartbeat.deadline(policy.timeout)
+        deadline = self.session.heartbeat_deadline()
         if deadline is None:
             return
         clock = self.factory.clock
@@ -582,100 +365,16 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
 
     def _check_heartbeat(self, due: float) -> None:
         self._heartbeat_check = None
-        if self.disconnect_reason is not None or self._close_reason is not None:
-            return
-        policy = self.factory.options.heartbeat
-        assert policy is not None
-        now = self.factory.clock.seconds()
-        self.stall.observe(due, now)
-        last_stall_at = self.stall.last_stall_at if policy.stall_grace else None
-        verdict = self.core.heartbeat.check(now, policy, self.core.last_received, last_stall_at)
-        if verdict is HeartbeatVerdict.TIMED_OUT:
-            self._heartbeat_timed_out(policy)
-            return
-        if verdict is HeartbeatVerdict.GRACE:
-            _log.info("heartbeat timeout deferred: our reactor was stalled ({lag:.3f}s late)", lag=self.stall.max_lag)
-        self._arm_heartbeat_check()
+        if self.session.check_heartbeat(self.factory.clock.seconds(), due):
+            self._arm_heartbeat_check()
 
-    def _heartbeat_answered(self, event: HeartbeatAnswered) -> None:
-        _log.debug("client heartbeat {sequence} answered in {rtt:.4f}s", sequence=event.sequence, rtt=event.latency)
-        metrics = self.factory.options.metrics
-        if metrics is not None and event.clock is not None:
-            metrics.answered(event.latency, event.clock.offset, event.clock.error)
-        callback = self.factory.options.on_heartbeat_response
-        if callback is not None and event.clock is not None:
-            self._safely(callback, ClientHeartbeatEvent(event.sequence, event.latency, event.clock))
 
-    def _heartbeat_timed_out(self, policy: HeartbeatPolicy) -> None:
-        _log.info("server heartbeat timed out after {timeout}s: closing with 4001", timeout=policy.timeout)
-        if self.factory.options.metrics is not None:
-            self.factory.options.metrics.heartbeat_timeouts.inc()
-        self._close_reason = DisconnectReason(
-            DisconnectKind.TIMED_OUT, CloseCode.HEARTBEAT_TIMEOUT, "the server did not answer our heartbeat", True
-        )
-        callback = self.factory.options.on_heartbeat_timeout
-        if callback is not None:
-            self._safely(callback)
-        self._stop_heartbeat()
-        if self.state == self.STATE_OPEN:
-            # Tell the server why (CLOSE, then the close frame 4001), then
-            # drop without waiting for a reply from a server presumed gone.
-            self.core.send(Close(CloseCode.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_REASON))
-            self._flush()
-            self.core.closing()
-            self.sendCloseFrame(CloseCode.HEARTBEAT_TIMEOUT, close_reason_bytes(HEARTBEAT_TIMEOUT_REASON))
-            self.drop_after_close(self.factory.clock)
-        else:
-            self.dropConnection(abort=True)
-
-    # -- sending -------------------------------------------------------------
-    def _flush(self) -> None:
-        if self.state != self.STATE_OPEN:
-            return
-        for frame in self.core.frames_to_send(self.core.send_limit(self.factory.options.max_message_size)):
-            self.sendMessage(frame, isBinary=True)
-
-    # -- closing -------------------------------------------------------------
-    def _protocol_error(self, reason: str, code: int) -> None:
-        if self._close_reason is None:
-            self._close_reason = DisconnectReason(DisconnectKind.PROTOCOL_ERROR, code, reason, True)
-        if self.state == self.STATE_OPEN:
-            self.core.closing()
-            self.sendCloseFrame(code, close_reason_bytes(reason))
-        else:
-            self.dropConnection(abort=True)
-
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if self.disconnect_reason is not None:
-            return
-        self.cancel_drop()
-        self._stop_heartbeat()
-        if not self.ready.called:
-            status, text = self._handshake_status or (None, reason or "connection closed during the handshake")
-            self.disconnect_reason = DisconnectReason(DisconnectKind.HANDSHAKE_FAILED, None, text)
-            failure = Failure(HandshakeError(status, text))
-            self.ready.errback(failure)
-        else:
-            self.disconnect_reason = self._final_reason(reason)
-        for deferred in self.core.closed():
-            deferred.errback(ConnectionClosedError(self.disconnect_reason))
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(self.disconnect_reason)
-        if self.factory.options.metrics is not None:
-            self.factory.options.metrics.disconnects.labels(self.disconnect_reason.kind.value).inc()
-        if self.factory.options.on_disconnected is not None:
-            self._safely(self.factory.options.on_disconnected, self.disconnect_reason)
-        self.factory.connection_ended(self, self.disconnect_reason)
-
-    def _final_reason(self, reason: str | None) -> DisconnectReason:
-        return final_close_reason(self, self._close_reason, reason)
-
-    def _safely(self, function: Callable[..., object], *args: Any) -> None:
-        try:
-            function(*args)
-        except Exception:
-            _log.failure("client callback {name} raised", name=getattr(function, "__name__", repr(function)))
+def _refusal(status_line: str, reason: str) -> tuple[int | None, str]:
+    """The HTTP status and text of a refused upgrade, from its status line (else no status, C{reason})."""
+    parts = status_line.split(" ", 2)
+    if len(parts) >= 2 and parts[1].isdigit():
+        return int(parts[1]), parts[2] if len(parts) > 2 else reason
+    return None, reason
 
 
 class HubClientFactory(WebSocketClientFactory):

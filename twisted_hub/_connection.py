@@ -15,6 +15,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from ._base_error import HubArgumentError
 from ._heartbeat import ClockOffset, ClockSync, HeartbeatTracker
 from ._sentinel import UNSET, Unset
 from ._wire import (
@@ -161,11 +162,11 @@ def receiver_call_payload(method: str, args: list[Any], kwargs: dict[str, Any] |
     One RECEIVER_CALL, encoded once for every connection it goes to.
 
     @raise TypeError: an argument cannot be encoded.
-    @raise ValueError: it is larger than C{own_limit} (nothing would take it).
+    @raise HubArgumentError: it is larger than C{own_limit} (nothing would take it).
     """
     payload = encode(ReceiverCall(method, args, kwargs or None))
     if len(payload) > own_limit:
-        raise ValueError(f"receiver call {method!r} is {len(payload)} bytes, over max_message_size")
+        raise HubArgumentError(f"receiver call {method!r} is {len(payload)} bytes, over max_message_size")
     return payload
 
 
@@ -490,7 +491,7 @@ class ClientConnection(Connection[T]):
         Queue a call that wants a result; return its call id.
 
         @raise TypeError: an argument cannot be encoded.
-        @raise ValueError: the encoded call is larger than C{max_size}.
+        @raise HubArgumentError: the encoded call is larger than C{max_size}.
         Nothing is queued or registered when either is raised.
         """
         call_id = self._next_call_id
@@ -499,7 +500,7 @@ class ClientConnection(Connection[T]):
         else:
             payload = encode_fields([MessageKind.INVOKE, call_id, method, args])
         if max_size is not None and len(payload) > max_size:
-            raise ValueError(f"the call is {len(payload)} bytes, over the {max_size}-byte message limit")
+            raise HubArgumentError(f"the call is {len(payload)} bytes, over the {max_size}-byte message limit")
         self._register_call(token)
         self._outbox.append(payload)
         return call_id

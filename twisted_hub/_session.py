@@ -99,6 +99,22 @@ class Lifecycle:
             self.ended = self.decided if self.decided is not None else observed
         return self.ended
 
+    def finish_handshake(self, text: str) -> DisconnectReason:
+        """
+        The transport is gone before the hub handshake was done: the reason
+        is always a handshake failure (what reconnecting clients retry), with
+        the code, words and side of a decision taken meanwhile (an abandoned
+        handshake, a protocol error), else C{text}.  Idempotent, as L{finish}.
+        """
+        if self.ended is not None:
+            return self.ended
+        decided = self.decided
+        if decided is None:
+            self.decided = DisconnectReason(DisconnectKind.HANDSHAKE_FAILED, None, text)
+        else:
+            self.decided = DisconnectReason(DisconnectKind.HANDSHAKE_FAILED, decided.code, decided.message, decided.locally)
+        return self.finish(self.decided)
+
 
 def ended_reason(
     sent_code: int | None, sent_reason: str, received_code: int | None, received_reason: str, lost: str,

@@ -24,63 +24,30 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
+from twisted.logger import Logger, STDLibLogObserver
+from twisted.python.failure import Failure
 from websockets.asyncio.client import ClientConnection as WebSocket
 from websockets.asyncio.client import connect as websocket_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
-from ._client import (
-    ClientConnectionViews,
-    ClientHeartbeatEvent,
-    HubClientOptions,
-    ServerHeartbeatEvent,
-    hub_url,
-    make_proxy,
-)
-from ._connection import (
-    CallFailed,
-    CallSucceeded,
-    ClientConnection,
-    HandshakeCompleted,
-    HeartbeatAnswered,
-    ServerHeartbeatReceived,
-)
-from ._errors import (
-    CallTimeoutError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    DisconnectKind,
-    DisconnectReason,
-    HandshakeError,
-    HubError,
-    kind_for_close,
-)
-from ._heartbeat import HeartbeatPolicy, HeartbeatVerdict, StallDetector, utc_from_us
+from ._client import ClientConnectionViews, HubClientOptions, hub_url, make_proxy
+from ._client_session import ClientSession
+from ._errors import CallTimeoutError, ConnectTimeoutError, DisconnectReason, HandshakeError
 from ._hub import receiver_methods
-from ._ratelimit import peer_text
-from ._receivers import find_receiver_method
 from ._reconnect import full_jitter_policy
 from ._sentinel import UNSET, Unset
 from ._session import ended_reason
-from ._wire import (
-    HEARTBEAT_TIMEOUT_REASON,
-    SUBPROTOCOL,
-    ClientInvoke,
-    Close,
-    CloseCode,
-    ErrorCode,
-    ProtocolError,
-    ReceiverCall,
-    TooManyMessagesError,
-    close_reason_bytes,
-)
+from ._wire import SUBPROTOCOL, close_reason_bytes
 
 __all__ = ["AsyncHubClient", "ReconnectingAsyncHubClient", "connect"]
 
 _log = logging.getLogger("twisted_hub.aio")
+#: the shared session's log lines, forwarded to the standard logging module (logger "twisted_hub.aio")
+_session_log = Logger(namespace="twisted_hub.aio", observer=STDLibLogObserver(name="twisted_hub.aio"))
 InterfaceT = TypeVar("InterfaceT")
 #: seconds our close frame may take before the socket is aborted (as the Twisted client)
 _CLOSE_WAIT = 1.0
@@ -93,6 +60,10 @@ class AsyncHubClient(ClientConnectionViews):
     The API mirrors L{twisted_hub.HubClientProtocol}: C{call} (a coroutine
     here), C{notify}, C{proxy}, C{disconnect}, C{wait_for_disconnect},
     C{round_trip}, C{clock_offset}, C{server_now()}.
+
+    An adapter, as L{twisted_hub.HubClientProtocol} is: its L{ClientSession}
+    decides; this class moves the bytes (websockets), sleeps for the
+    heartbeat timers and turns results into futures.
     """
 
     def __init__(
@@ -100,19 +71,14 @@ class AsyncHubClient(ClientConnectionViews):
         receiver_interface: type | None = None,
     ) -> None:
         self._websocket = websocket
-        self._receiver = receiver
-        self._receiver_allowed = receiver_methods(receiver_interface)
         self.options = options
-        self.core: ClientConnection[asyncio.Future[Any]] = ClientConnection()
-        self.core.max_messages_per_frame = options.max_messages_per_frame
-        self.disconnect_reason: DisconnectReason | None = None
-        self._close_reason: DisconnectReason | None = None
+        self.session: ClientSession[asyncio.Future[Any]] = ClientSession(self, _session_log)
+        self.session.configure(options, receiver, receiver_methods(receiver_interface))
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._closed = asyncio.Event()
         self._outgoing: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Task[Any]] = set()
-        self.stall = StallDetector()
 
     # -- public API (connection_id, is_connected, round_trip, clock_offset,
     #    server_now come from ClientConnectionViews) ----------------------------
@@ -128,30 +94,20 @@ class AsyncHubClient(ClientConnectionViews):
         timeout: float | None | Unset = UNSET,
     ) -> Any:
         """L{call} with explicit argument containers and an optional timeout (seconds)."""
-        if not self.is_connected:
-            raise ConnectionClosedError(self.disconnect_reason or _not_open())
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        try:
-            limit = self.core.send_limit(self.options.max_message_size)
-            call_id = self.core.invoke(future, method, args or [], kwargs, limit)
-        except (TypeError, ValueError, OverflowError) as e:
-            raise HubError(ErrorCode.INVALID_ARGUMENTS, f"{method}: {e}") from None
-        self._flush()
+        call_id = self.session.invoke(future, method, args or [], kwargs)
         seconds = self.options.call_timeout if timeout is UNSET else timeout
         try:
             if seconds is None:
                 return await future
             return await asyncio.wait_for(asyncio.shield(future), seconds)
         except TimeoutError:
-            self.core.forget_call(call_id)
+            self.session.core.forget_call(call_id)
             raise CallTimeoutError(f"{method!r} got no result within {seconds}s") from None
 
     def notify(self, method: str, *args: Any, **kwargs: Any) -> None:
         """Call a hub method without waiting for (or getting) a result."""
-        if not self.is_connected:
-            raise ConnectionClosedError(self.disconnect_reason or _not_open())
-        self.core.notify(method, list(args), kwargs or None)
-        self._flush()
+        self.session.notify(method, list(args), kwargs or None)
 
     def proxy(self, interface: type[InterfaceT] | None = None) -> InterfaceT:
         """The hub as an object whose methods are awaitable calls (see L{HubClientProtocol.proxy})."""
@@ -159,10 +115,7 @@ class AsyncHubClient(ClientConnectionViews):
 
     async def disconnect(self, reason: str = "") -> DisconnectReason:
         """Close normally; return the L{DisconnectReason} once closed."""
-        if self.disconnect_reason is None and self._close_reason is None:
-            self._close_reason = DisconnectReason(DisconnectKind.NORMAL, CloseCode.NORMAL, reason, True)
-            self.core.closing()
-            await self._close_websocket(CloseCode.NORMAL, reason)
+        self.session.disconnect(reason)
         return await self.wait_for_disconnect()
 
     async def wait_for_disconnect(self) -> DisconnectReason:
@@ -182,19 +135,13 @@ class AsyncHubClient(ClientConnectionViews):
     async def _start(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._read()), loop.create_task(self._write())]
-        self.core.hello(self.options.max_message_size)
-        self._flush()
+        self.session.opened()
         try:
             await asyncio.wait_for(asyncio.shield(self._ready), timeout)
         except TimeoutError:
+            self.session.abandon_handshake("welcome")
             await self._abort()
             raise ConnectTimeoutError("welcome", timeout) from None
-
-    def _flush(self) -> None:
-        if self.disconnect_reason is not None:
-            return
-        for frame in self.core.frames_to_send(self.core.send_limit(self.options.max_message_size)):
-            self._outgoing.put_nowait(frame)
 
     async def _write(self) -> None:
         while True:
@@ -207,174 +154,93 @@ class AsyncHubClient(ClientConnectionViews):
                 return
 
     async def _read(self) -> None:
+        session = self.session
         try:
             async for data in self._websocket:
-                if self._close_reason is not None and self._close_reason.locally:
-                    continue
                 if isinstance(data, str):
-                    await self._protocol_error("text frames are not supported", CloseCode.UNSUPPORTED_DATA)
-                    continue
-                self._receive(data)
+                    session.receive_frame(data.encode("utf-8"), time.time(), binary=False)
+                else:
+                    session.receive_frame(data, time.time())
         except ConnectionClosed:
             pass
         finally:
             self._finish()
-
-    def _receive(self, data: bytes) -> None:
-        try:
-            events = self.core.receive_frame(data, time.time())
-        except TooManyMessagesError as e:
-            _log.info("the server sent %s; closing with %s", e, CloseCode.POLICY_VIOLATION)
-            self._spawn(self._protocol_error(str(e)[:100], CloseCode.POLICY_VIOLATION))
-            return
-        except ProtocolError as e:
-            _log.info("protocol error from the server: %s", e)
-            self._spawn(self._protocol_error(str(e)[:100], CloseCode.PROTOCOL_ERROR))
-            return
-        for event in events:
-            kind = type(event)
-            if kind is CallSucceeded:
-                self._settle(cast(CallSucceeded[asyncio.Future[Any]], event).token, value=cast(Any, event).value)
-            elif kind is CallFailed:
-                failed = cast(CallFailed[asyncio.Future[Any]], event)
-                error = failed.error
-                self._settle(failed.token, error=HubError(error.code, error.message, error.detail))
-            elif kind is ReceiverCall:
-                self._receiver_call(cast(ReceiverCall, event))
-            elif kind is ClientInvoke:
-                self._spawn(self._client_invoke(cast(ClientInvoke, event)))
-            elif kind is ServerHeartbeatReceived:
-                self._server_heartbeat(cast(ServerHeartbeatReceived, event))
-            elif kind is HeartbeatAnswered:
-                self._heartbeat_answered(cast(HeartbeatAnswered, event))
-            elif kind is HandshakeCompleted:
-                self._handshake_completed()
-            elif kind is Close:
-                close = cast(Close, event)
-                self._close_reason = DisconnectReason(kind_for_close(close.code, False), close.code, close.reason)
-        self._flush()
-
-    @staticmethod
-    def _settle(future: asyncio.Future[Any], value: Any = None, error: BaseException | None = None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(value)
 
     def _spawn(self, coroutine: Awaitable[Any]) -> None:
         task: asyncio.Task[Any] = asyncio.ensure_future(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _handshake_completed(self) -> None:
-        policy = self.options.heartbeat
-        if policy is not None and policy.enabled and self.core.server_takes_heartbeats:
-            self._tasks.append(asyncio.get_running_loop().create_task(self._heartbeats(policy)))
+    # -- what the session asks of us (ClientIO) --------------------------------
+    def send_frames(self, frames: list[bytes]) -> None:
+        for frame in frames:
+            self._outgoing.put_nowait(frame)
+
+    def send_close(self, code: int, reason: str, wait_for_peer: bool) -> None:
+        if wait_for_peer:
+            self._spawn(self._close_websocket(code, reason))
+        else:
+            self._spawn(self._drop_after_close(code, reason))
+
+    def call_succeeded(self, token: asyncio.Future[Any], value: Any) -> None:
+        if not token.done():
+            token.set_result(value)
+
+    def call_failed(self, token: asyncio.Future[Any], error: Exception) -> None:
+        if not token.done():
+            token.set_exception(error)
+
+    def await_result(
+        self, result: Awaitable[Any], on_result: Callable[[Any], object], on_error: Callable[[Failure], object],
+    ) -> None:
+        async def wait() -> None:
+            try:
+                value = await result
+            except Exception as e:
+                on_error(Failure(e))
+            else:
+                on_result(value)
+
+        self._spawn(wait())
+
+    def handshake_done(self) -> None:
         if not self._ready.done():
             self._ready.set_result(None)
 
-    # -- receivers ------------------------------------------------------------
-    def _receiver_method(self, name: str) -> Callable[..., Any] | None:
-        return find_receiver_method(self._receiver, name, self._receiver_allowed)
+    def handshake_failed(self, error: HandshakeError) -> None:
+        if not self._ready.done():
+            self._ready.set_exception(error)
+            self._ready.exception()  # retrieved: _start reports it
 
-    def _receiver_call(self, call: ReceiverCall) -> None:
-        function = self._receiver_method(call.method)
-        if function is None:
-            _log.warning("the server called receiver method %s, which the receiver lacks", peer_text(call.method))
-            return
-        try:
-            result = function(*call.args, **(call.kwargs or {}))
-        except Exception:
-            _log.exception("receiver method %s raised", call.method)
-            return
-        if inspect.isawaitable(result):
-            self._spawn(self._log_failure(result, call.method))
+    def disconnected(self, reason: DisconnectReason) -> None:
+        self._outgoing.put_nowait(None)
+        for task in self._tasks:
+            if task is not asyncio.current_task():
+                task.cancel()
+        self._closed.set()
 
-    @staticmethod
-    async def _log_failure(awaitable: Awaitable[Any], method: str) -> None:
-        try:
-            await awaitable
-        except Exception:
-            _log.exception("receiver method %s failed", method)
+    # -- heartbeat timer --------------------------------------------------------
+    def start_heartbeat(self, interval: float) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(self._heartbeats()))
 
-    async def _client_invoke(self, call: ClientInvoke) -> None:
-        function = self._receiver_method(call.method)
-        if function is None:
-            self.core.reply_error(call.call_id, ErrorCode.UNKNOWN_METHOD, f"the client has no method {peer_text(call.method)}")
-        else:
-            try:
-                result = function(*call.args, **(call.kwargs or {}))
-                if inspect.isawaitable(result):
-                    result = await result
-            except HubError as e:
-                self.core.reply_error(call.call_id, e.code, e.message, e.detail)
-            except Exception:
-                _log.exception("receiver method %s raised", call.method)
-                self.core.reply_error(call.call_id, ErrorCode.INTERNAL, "internal error")
-            else:
-                self.core.reply(call.call_id, result)
-        self._flush()
+    def stop_heartbeat(self) -> None:
+        """The heartbeat task ends by itself: the session says so (check_heartbeat is False)."""
 
-    # -- heartbeats -----------------------------------------------------------
-    def _server_heartbeat(self, event: ServerHeartbeatReceived) -> None:
-        callback = self.options.on_server_heartbeat
-        if callback is None:
-            return
-        message = event.message
-        try:
-            server_time = utc_from_us(message.server_time_us)
-        except (OverflowError, ValueError, OSError):
-            _log.warning("server heartbeat time %sus is out of range; callback skipped", message.server_time_us)
-            return
-        self._safely(callback, ServerHeartbeatEvent(message.sequence, server_time, message.metadata))
-
-    def _heartbeat_answered(self, event: HeartbeatAnswered) -> None:
-        if self.options.metrics is not None and event.clock is not None:
-            self.options.metrics.answered(event.latency, event.clock.offset, event.clock.error)
-        callback = self.options.on_heartbeat_response
-        if callback is not None and event.clock is not None:
-            self._safely(callback, ClientHeartbeatEvent(event.sequence, event.latency, event.clock))
-
-    async def _heartbeats(self, policy: HeartbeatPolicy) -> None:
-        """Beat every interval; check the deadline the tracker gives (one timer, no per-answer work)."""
-        tracker = self.core.heartbeat
-        next_beat = time.time() + policy.interval
-        while self.is_connected:
-            deadline = tracker.deadline(policy.timeout)
+    async def _heartbeats(self) -> None:
+        """Beat when due; check the deadline the session gives (one sleep at a time, no per-answer work)."""
+        session = self.session
+        while True:
+            deadline = session.heartbeat_deadline()
+            next_beat = session.next_beat_due
             wake = next_beat if deadline is None else min(next_beat, deadline)
             await asyncio.sleep(max(wake - time.time(), 0.0))
-            if not self.is_connected or self._close_reason is not None:
-                return
             now = time.time()
-            self.stall.observe(wake, now)
+            due: float | None = wake
             if now >= next_beat:
-                self.core.send_heartbeat(now)
-                self._flush()
-                next_beat = now + policy.interval
-            last_stall_at = self.stall.last_stall_at if policy.stall_grace else None
-            verdict = tracker.check(now, policy, self.core.last_received, last_stall_at)
-            if verdict is HeartbeatVerdict.TIMED_OUT:
-                await self._timed_out(policy)
+                session.beat(now)
+                due = None  # beat() saw how late this wake-up was
+            if not session.check_heartbeat(now, due):
                 return
-            if verdict is HeartbeatVerdict.GRACE:
-                _log.info("heartbeat timeout deferred: our event loop was stalled (%.3fs late)", self.stall.max_lag)
-
-    async def _timed_out(self, policy: HeartbeatPolicy) -> None:
-        _log.info("server heartbeat timed out after %ss: closing with 4001", policy.timeout)
-        if self.options.metrics is not None:
-            self.options.metrics.heartbeat_timeouts.inc()
-        self._close_reason = DisconnectReason(
-            DisconnectKind.TIMED_OUT, CloseCode.HEARTBEAT_TIMEOUT, "the server did not answer our heartbeat", True
-        )
-        if self.options.on_heartbeat_timeout is not None:
-            self._safely(self.options.on_heartbeat_timeout)
-        # Tell the server why (CLOSE, then the close frame 4001); don't wait long for a reply.
-        self.core.send(Close(CloseCode.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_REASON))
-        self._flush()
-        self.core.closing()
-        await self._drop_after_close(CloseCode.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_REASON)
 
     # -- closing --------------------------------------------------------------
     async def _close_websocket(self, code: int, reason: str) -> None:
@@ -420,47 +286,10 @@ class AsyncHubClient(ClientConnectionViews):
         if self._tasks:
             await self._closed.wait()
 
-    async def _protocol_error(self, reason: str, code: int) -> None:
-        if self._close_reason is None:
-            self._close_reason = DisconnectReason(DisconnectKind.PROTOCOL_ERROR, code, reason, True)
-        self.core.closing()
-        await self._close_websocket(code, reason)
-
     def _finish(self) -> None:
-        if self.disconnect_reason is not None:
-            return
         websocket = self._websocket
-        if not self._ready.done():
-            reason = DisconnectReason(DisconnectKind.HANDSHAKE_FAILED, None, "connection closed during the handshake")
-            self._ready.set_exception(HandshakeError(None, reason.message))
-            self._ready.exception()  # retrieved: _start reports it
-        elif self._close_reason is not None:
-            reason = self._close_reason
-        else:
-            reason = ended_reason(None, "", websocket.close_code, websocket.close_reason or "", "connection lost")
-        self.disconnect_reason = reason
-        for future in self.core.closed():
-            self._settle(future, error=ConnectionClosedError(reason))
-        self._outgoing.put_nowait(None)
-        for task in self._tasks:
-            if task is not asyncio.current_task():
-                task.cancel()
-        self._closed.set()
-        if self.options.metrics is not None:
-            self.options.metrics.disconnects.labels(reason.kind.value).inc()
-        if self.options.on_disconnected is not None:
-            self._safely(self.options.on_disconnected, reason)
-
-    @staticmethod
-    def _safely(function: Callable[..., object], *args: Any) -> None:
-        try:
-            function(*args)
-        except Exception:
-            _log.exception("client callback %s raised", getattr(function, "__name__", repr(function)))
-
-
-def _not_open() -> DisconnectReason:
-    return DisconnectReason(DisconnectKind.CONNECTION_LOST, None, "not connected")
+        observed = ended_reason(None, "", websocket.close_code, websocket.close_reason or "", "connection lost")
+        self.session.connection_lost(observed)
 
 
 async def open_client(
