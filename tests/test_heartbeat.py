@@ -634,7 +634,7 @@ def time_of_disconnect(server: HubTestServer, conn: TestConnection, limit: float
     end = server.clock.seconds() + limit
     while server.clock.seconds() < end - 1e-9:
         server.advance(step)
-        if conn.server_protocol._disconnected:
+        if conn.server_protocol.disconnect_reason is not None:
             return server.clock.seconds()
     return None
 

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
 
-    from ._server import HubRuntime, HubServerFactory
+    from ._hub import HubRuntime
+    from ._server import HubServerFactory
 
 #: The method label of calls to undeclared methods (label values stay bounded).
 OTHER_METHOD = "other"
@@ -235,7 +236,7 @@ class _BackplaneCollector:
             yield family
 
 
-def _counter_of(runtime: HubRuntime) -> Any:
+def _counter_of(runtime: HubRuntime[Any]) -> Any:
     return lambda: len(runtime.connections)
 
 
