@@ -74,9 +74,11 @@ class FakeTransport:
         assert self.can_send, "the session sent a frame on a transport that cannot send"
         self.frames.append(payload)
 
-    def send_prepared(self, prepared: Any) -> None:
-        assert self.can_send, "the session sent a prepared frame on a transport that cannot send"
+    def send_prepared(self, prepared: Any) -> bool:
+        if not self.can_send:
+            return False
         self.prepared.append(prepared)
+        return True
 
     def send_raw(self, data: bytes) -> None:
         self.raw.append(data)

@@ -182,9 +182,12 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
     def send_frame(self, payload: bytes) -> None:
         self.sendMessage(payload, True)
 
-    def send_prepared(self, prepared: PreparedFrame) -> None:
+    def send_prepared(self, prepared: PreparedFrame) -> bool:
+        if self.state != self.STATE_OPEN:
+            return False
         assert isinstance(prepared, PreparedMessage)  # made by our factory's prepareMessage
         self.sendPreparedMessage(prepared)
+        return True
 
     def send_raw(self, data: bytes) -> None:
         self.sendData(data)  # counted as unread output there, like every write

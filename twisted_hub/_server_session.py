@@ -75,8 +75,8 @@ class ServerTransport(Protocol):
     def send_frame(self, payload: bytes) -> None:
         """Send one binary WebSocket message."""
 
-    def send_prepared(self, prepared: PreparedFrame) -> None:
-        """Send a frame prepared once for many connections."""
+    def send_prepared(self, prepared: PreparedFrame) -> bool:
+        """Send a frame prepared once for many connections; False: it cannot send now (closing)."""
 
     def send_raw(self, data: bytes) -> None:
         """Write bytes that are already a WebSocket frame (a ping built once for many)."""
@@ -133,6 +133,7 @@ class ServerSession:
         output: OutputBudget,
     ) -> None:
         self.transport = transport
+        self._send_prepared = transport.send_prepared  # bound once: the fan-out calls it per member
         self.host = host
         self.runtime = runtime
         self.lifecycle = Lifecycle()
@@ -462,7 +463,8 @@ class ServerSession:
 
     def send_prepared(self, prepared: PreparedFrame) -> None:
         """Send a frame prepared once for many connections (keeps order with queued messages)."""
-        if self.lifecycle.closing_locally or not self.transport.can_send:
+        # The fan-out's hot path: once per member and broadcast.
+        if self.lifecycle.closing_locally:
             return
         core = self.core
         limit = core.peer_max_message_size
@@ -471,8 +473,8 @@ class ServerSession:
             return
         if core.has_outgoing:
             self.flush()
-        core.messages_sent += 1
-        self.transport.send_prepared(prepared)
+        if self._send_prepared(prepared):
+            core.messages_sent += 1
 
     def flush(self) -> None:
         """Send what the core queued, batched as the client allows."""
