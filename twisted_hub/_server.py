@@ -145,8 +145,8 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         session = self.session
         assert session is not None
         self.count_any_traffic = session.heartbeat_policy.any_traffic_counts
+        self._become_producer()  # before anything is written: on_connected may write a lot
         session.opened()
-        self._become_producer()
 
     def _become_producer(self) -> None:
         """
