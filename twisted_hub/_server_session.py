@@ -133,7 +133,9 @@ class ServerSession:
         output: OutputBudget,
     ) -> None:
         self.transport = transport
-        self._send_prepared = transport.send_prepared  # bound once: the fan-out calls it per member
+        # bound once: the fan-out calls one per member, every answer the other
+        self._send_prepared = transport.send_prepared
+        self._send_frame = transport.send_frame
         self.host = host
         self.runtime = runtime
         self.lifecycle = Lifecycle()
@@ -481,7 +483,7 @@ class ServerSession:
         core = self.core
         if not core.has_outgoing or not self.transport.can_send:
             return  # (closing, e.g. kicked inside a call: the transport refuses to send)
-        send = self.transport.send_frame
+        send = self._send_frame
         for frame in core.frames_to_send(core.send_limit(self._max_message_size)):
             send(frame)
 
