@@ -156,7 +156,8 @@ def run_one(payload: bytes, counter: LineCounter) -> tuple[float, str]:
     protocol.dataReceived(frame)
     elapsed = time.process_time() - start
     server.flush()
-    reason = conn.server_protocol._close_reason
+    session = conn.server_protocol.session
+    reason = session.lifecycle.decided if session is not None else None
     outcome = "open" if reason is None else f"closed {reason.code}"
     conn.drop()
     return elapsed, outcome

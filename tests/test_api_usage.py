@@ -124,6 +124,7 @@ class LocalMisuseTests(SynchronousTestCase):
         """Representative bad arguments raise HubArgumentError, still a ValueError / TypeError as before."""
         misuses: list[tuple[str, Any, type[Exception]]] = [
             ("no hub", lambda: HubServerFactory([]), ValueError),
+            ("not a hub", lambda: HubServerFactory([object()]), TypeError),
             ("zero limit", lambda: HubServerFactory([EchoHub], max_pending_calls=0), ValueError),
             ("hubs and factory", lambda: HubService([EchoHub], factory=HubServerFactory([EchoHub], clock=Clock())), TypeError),
             ("http URL", lambda: connect("http://127.0.0.1/hub", clock=Clock()), ValueError),

@@ -21,6 +21,7 @@ from twisted_hub import (
     Hub,
     HubClientOptions,
     HubClientProtocol,
+    HubStateError,
     ReconnectingHubClient,
     ServerHeartbeatEvent,
     full_jitter_policy,
@@ -618,7 +619,8 @@ class OverrideTimingTests(SynchronousTestCase):
             def change(self) -> str:
                 try:
                     self.connection.heartbeat.override(interval=9.0)
-                except RuntimeError as e:
+                except HubStateError as e:
+                    assert isinstance(e, RuntimeError)  # what it raised before HubStateError existed
                     return str(e)
                 return "changed"
 
@@ -634,7 +636,7 @@ def time_of_disconnect(server: HubTestServer, conn: TestConnection, limit: float
     end = server.clock.seconds() + limit
     while server.clock.seconds() < end - 1e-9:
         server.advance(step)
-        if conn.server_protocol._disconnected:
+        if conn.server_protocol.disconnect_reason is not None:
             return server.clock.seconds()
     return None
 

@@ -90,7 +90,7 @@ class OutgoingBufferTests(SynchronousTestCase):
         self.server.flush()
         self.assertLessEqual(self.written(conn) - before, self.limit)
         self.assertGreater(self.written(conn) - before, self.limit - 1000)  # it did write up to the limit
-        reason = protocol._close_reason
+        reason = protocol.session.lifecycle.decided
         assert reason is not None
         self.assertEqual((reason.kind, reason.code), (DisconnectKind.SLOW_CONSUMER, 4004))
         self.assertTrue(conn.closed)
@@ -112,7 +112,7 @@ class OutgoingBufferTests(SynchronousTestCase):
             for d in calls:
                 self.assertEqual(self.successResultOf(d), b"r" * 900)
         self.assertFalse(conn.closed)
-        self.assertIsNone(protocol._close_reason)
+        self.assertIsNone(protocol.session.lifecycle.decided)
 
     def test_repeated_pause_does_not_restart_the_count(self) -> None:
         """Twisted calls pauseProducing on every write while the buffer is full: the count goes on."""
@@ -141,7 +141,7 @@ class OutgoingBufferTests(SynchronousTestCase):
         conn.client.call("echo", b"f" * 3000).addErrback(lambda f: None)
         self.server.flush()
         self.assertFalse(conn.closed)
-        self.assertGreater(protocol._written_while_paused, 3000)
+        self.assertGreater(protocol.output.written_while_paused, 3000)
         conn.client.call("echo", b"s" * 1000).addErrback(lambda f: None)  # 3000 + 1000 > 4000
         self.server.flush()
         self.assertTrue(conn.closed)
@@ -156,7 +156,7 @@ class OutgoingBufferTests(SynchronousTestCase):
             conn.client.sendPing(b"p" * 125)
         self.server.flush()
         self.assertLessEqual(self.written(conn) - before, self.limit)
-        reason = protocol._close_reason
+        reason = protocol.session.lifecycle.decided
         assert reason is not None
         self.assertIs(reason.kind, DisconnectKind.SLOW_CONSUMER)
 
@@ -193,7 +193,7 @@ class OutgoingBufferTests(SynchronousTestCase):
         self.server.flush()
         self.assertEqual(self.successResultOf(members), 1)
         self.assertEqual(len(healthy_receiver.calls), 10)
-        reason = slow.server_protocol._close_reason
+        reason = slow.server_protocol.session.lifecycle.decided
         assert reason is not None
         self.assertEqual(reason.code, 4004)
 
@@ -257,7 +257,7 @@ class SiteHandOverTests(SynchronousTestCase):
             protocol.dataReceived(masked_frame(0x2, msgpack.packb([2, call_id, "echo", [b"r" * 900]])))
         self.assertLessEqual(len(transport.value()), 4000)
         self.assertTrue(transport.disconnecting)
-        self.assertEqual(protocol._close_reason.code, 4004)
+        self.assertEqual(protocol.session.lifecycle.decided.code, 4004)
 
 
 # -- queued calls: max_pending_bytes ------------------------------------------
@@ -288,7 +288,7 @@ class PendingBytesTests(SynchronousTestCase):
             self.assertEqual(error.code, ErrorCode.TOO_MANY_PENDING)  # type: ignore[attr-defined]
             self.assertIn("3000 bytes", error.message)  # type: ignore[attr-defined]
         protocol = conn.server_protocol
-        self.assertEqual(protocol.calls_in_progress, 2)
+        self.assertEqual(protocol.session.calls_in_progress, 2)
         small = conn.client.call("deferred", 1)  # a small one still fits
         self.server.flush()
         self.assertNoResult(small)
@@ -298,7 +298,7 @@ class PendingBytesTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(calls[0]), b"x" * 1000)
         self.assertEqual(self.successResultOf(calls[1]), b"x" * 1000)
         self.assertEqual(self.successResultOf(small), 1)
-        self.assertEqual((protocol.calls_in_progress, protocol.bytes_in_progress), (0, 0))
+        self.assertEqual((protocol.session.calls_in_progress, protocol.session.bytes_in_progress), (0, 0))
         again = [conn.client.call("deferred", b"x" * 1000) for _ in range(2)]  # room again
         self.server.flush()
         for d in again:
@@ -365,11 +365,11 @@ class PendingBytesTests(SynchronousTestCase):
             conn.client.call("deferred", b"x" * 1000).addErrback(lambda f: None)
         self.server.flush()
         protocol = conn.server_protocol
-        self.assertGreater(protocol.bytes_in_progress, 3000)
+        self.assertGreater(protocol.session.bytes_in_progress, 3000)
         conn.drop()
         self.server.flush()
         WorkHub.pending.pop(0).callback(None)  # the running call ends after the close
-        self.assertEqual((protocol.calls_in_progress, protocol.bytes_in_progress), (0, 0))
+        self.assertEqual((protocol.session.calls_in_progress, protocol.session.bytes_in_progress), (0, 0))
 
     def test_limit_must_be_positive(self) -> None:
         """A zero limit is refused when the factory is built."""

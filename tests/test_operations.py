@@ -159,18 +159,18 @@ class LogTests(SynchronousTestCase):
         """Connect and disconnect each log one info line with hub, id, peer, duration and reason as fields."""
         server = HubTestServer([WorkHub])
         conn = server.connect("work")
-        protocol = conn.server_protocol
+        protocol = conn.server_protocol.session
         server.clock.advance(2.5)
         conn.client.sendClose(1000, "done here")
         server.flush()
         opened, closed = self.connection_lines()
         self.assertEqual({e["log_level"].name for e in (opened, closed)}, {"info"})
         self.assertEqual((opened["hub"], opened["id"], opened["peer"]),
-                         ("work", protocol.connection_id, peer_text(protocol.peer)))
+                         ("work", protocol.connection_id, peer_text(conn.server_protocol.peer)))
         self.assertEqual((closed["hub"], closed["id"], closed["duration"], closed["kind"], closed["code"],
                           closed["reason"]), ("work", protocol.connection_id, 2.5, "normal", 1000, "done here"))
         self.assertEqual(formatEvent(closed), f"work connection {protocol.connection_id} closed: normal (1000) done here; "
-                                              f"from {peer_text(protocol.peer)} after 2.5s")
+                                              f"from {peer_text(conn.server_protocol.peer)} after 2.5s")
 
     def test_peer_chosen_reason_is_bounded(self) -> None:
         """A long close reason from the peer is cut in the log line."""

@@ -28,7 +28,7 @@ from twisted_hub import (
     HubClientProtocol,
     HubError,
 )
-from twisted_hub import _server as server_module
+from twisted_hub import _hub as hub_module
 from twisted_hub.testing import HubTestServer, TestConnection
 
 from .helpers.hubs import Answers, AsyncGuardedHub, GuardedHub, ParallelHub, Recorder, WorkHub, hub_events
@@ -358,7 +358,7 @@ class ReceiverTests(ServerTestBase):
         """A group message to N members is encoded and prepared once, not N times."""
         for conn in self.conns:
             self.call(conn, "join", "room")
-        real_encode = server_module.receiver_call_payload
+        real_encode = hub_module.receiver_call_payload
         encoded: list[str] = []
 
         def counting(method: str, *args: Any) -> bytes:
@@ -366,7 +366,7 @@ class ReceiverTests(ServerTestBase):
             return real_encode(method, *args)
 
         factory = self.server.factory
-        with mock.patch.object(server_module, "receiver_call_payload", counting), mock.patch.object(
+        with mock.patch.object(hub_module, "receiver_call_payload", counting), mock.patch.object(
             factory, "prepareMessage", wraps=factory.prepareMessage
         ) as prepare:
             self.call(self.conns[0], "to_group", "room", "hi")
@@ -452,7 +452,7 @@ class GroupAfterCloseTests(ServerTestBase):
         WorkHub.pending[0].callback(None)
         self.server.flush()
         runtime = self.server.factory.hub_runtime(WorkHub)
-        self.assertEqual(runtime.groups.members_of("room"), [other.server_protocol])
+        self.assertEqual(runtime.groups.members_of("room"), [other.server_protocol.session])
         self.assertEqual(runtime.groups.groups_of(conn.client.connection_id), frozenset())
         self.assertEqual(self.call(other, "members", "room"), [other.client.connection_id])
 

@@ -35,13 +35,13 @@ from ._heartbeat import (
     HeartbeatPolicy,
     MetadataProvider,
 )
-from ._hub import Hub, InvalidArguments, RefuseConnection, heartbeat, hub, method
+from ._hub import ConnectionContext, HeartbeatFeature, Hub, InvalidArguments, RefuseConnection, heartbeat, hub, method
 from ._limits import ConnectionGuard, ConnectionLimits
 from ._metrics import ClientMetrics, HubMetrics
 from ._origin import AllowedHosts, OriginPolicy
 from ._reconnect import ReconnectingHubClient, full_jitter_policy
 from ._resource import HubResource
-from ._server import ConnectionContext, HeartbeatFeature, HubServerFactory, HubServerProtocol
+from ._server import HubServerFactory, HubServerProtocol
 from ._service import HubService
 from ._static import ClientScriptResource
 from ._wire import SUBPROTOCOL, CloseCode, ErrorCode, ProtocolError

@@ -6,6 +6,12 @@ A hub class describes one service; the server makes one instance per
 connection.  Inside a method, C{self.connection} is the calling connection,
 C{self.clients} reaches client receivers and C{self.groups} manages this
 connection's group memberships.
+
+The hub layer reaches a connection only through L{HubConnection} (and
+L{ConnectionControl} for C{self.connection}), small interfaces that the
+server's L{twisted_hub._server_session.ServerSession} implements: it knows
+nothing of autobahn or of any transport.  L{HubRuntime} holds one hub's
+connections and groups and does the fan-out of receiver calls.
 """
 
 from __future__ import annotations
@@ -17,19 +23,24 @@ from typing import (
     TYPE_CHECKING,
     Any,
     ClassVar,
+    Generic,
+    Protocol,
     TypeVar,
     get_type_hints,
     overload,
 )
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from ._backplane import TARGET_ALL, TARGET_CALLER, TARGET_GROUP, TARGET_ONLY, Target
-from ._base_error import TwistedHubError
-from ._errors import HubError
+from ._backplane import TARGET_ALL, TARGET_CALLER, TARGET_GROUP, TARGET_ONLY, Backplane, Target
+from ._base_error import HubStateError, TwistedHubError
+from ._connection import receiver_call_payload
+from ._errors import DisconnectKind, HubError
 from ._heartbeat import HeartbeatPolicy, MetadataProvider, _check_positive
+from ._metrics import TrafficTotals
 from ._sentinel import UNSET, Unset
-from ._wire import ErrorCode
+from ._wire import CloseCode, ErrorCode
 
 _log = Logger()
 
@@ -37,7 +48,7 @@ if TYPE_CHECKING:
     from autobahn.websocket.types import ConnectionRequest
 
     from ._errors import DisconnectReason
-    from ._server import ConnectionContext, HubRuntime
+    from ._metrics import HubLabelMetrics
 
 HubT = TypeVar("HubT", bound="type[Hub]")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -290,7 +301,7 @@ class Hub:
 
     #: set by the server before C{on_connecting}
     connection: ConnectionContext
-    _runtime: HubRuntime
+    _runtime: HubRuntime[Any]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -344,6 +355,248 @@ class RefuseConnection(TwistedHubError):
         self.reason = reason
 
 
+class PreparedFrame(Protocol):
+    """A frame built once for many connections (autobahn's C{PreparedMessage}); C{payload} is the message."""
+
+    @property
+    def payload(self) -> bytes: ...
+
+
+class HubConnection(Protocol):
+    """
+    What the hub layer needs from one server connection: its id, and a way
+    to send it an encoded message, one prepared frame, or a close.  Groups
+    and L{HubRuntime.connections} hold these (the server's
+    L{twisted_hub._server_session.ServerSession}).
+    """
+
+    @property
+    def connection_id(self) -> str: ...
+
+    def write_message(self, payload: bytes) -> None:
+        """Queue one encoded message (it may leave batched with others)."""
+
+    def send_prepared(self, prepared: PreparedFrame) -> None:
+        """Send a frame prepared once for many connections, after what is queued."""
+
+    def close_with(self, code: int, reason: str, kind: DisconnectKind) -> None:
+        """Close the connection with a close code the client understands."""
+
+
+class ConnectionControl(HubConnection, Protocol):
+    """What L{ConnectionContext} and L{HeartbeatFeature} need besides L{HubConnection}."""
+
+    #: the heartbeat policy in force (C{on_connecting} may replace it)
+    heartbeat_policy: HeartbeatPolicy
+    #: called with the round trip of every answered heartbeat
+    ack_callback: Callable[[float], object] | None
+
+    @property
+    def is_open(self) -> bool:
+        """The hub handshake is done and the connection is not closing."""
+
+    @property
+    def connecting(self) -> bool:
+        """The opening handshake is still in progress (C{on_connecting} runs)."""
+
+    @property
+    def heartbeat_latency(self) -> float: ...
+
+    @property
+    def heartbeat_active(self) -> bool: ...
+
+    def stop_heartbeat(self) -> None: ...
+
+    def invoke_client(
+        self, method: str, args: list[Any], kwargs: dict[str, Any] | None, timeout: float | None
+    ) -> Deferred[Any]: ...
+
+
+class HeartbeatFeature:
+    """
+    One connection's view of the server heartbeat (MagicOnion's
+    C{IMagicOnionHeartbeatFeature}), reachable as
+    C{self.connection.heartbeat} inside a hub.
+    """
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: ConnectionControl) -> None:
+        self._connection = connection
+
+    @property
+    def latency(self) -> float:
+        """Round trip of the newest answered heartbeat, seconds (0.0 before any)."""
+        return self._connection.heartbeat_latency
+
+    @property
+    def policy(self) -> HeartbeatPolicy:
+        """The policy in force for this connection."""
+        return self._connection.heartbeat_policy
+
+    @property
+    def active(self) -> bool:
+        """True while the server sends heartbeats on this connection."""
+        return self._connection.heartbeat_active
+
+    def unregister(self) -> None:
+        """Stop heartbeats (and their timeout) for this connection."""
+        self._connection.stop_heartbeat()
+
+    def set_ack_callback(self, callback: Callable[[float], object] | None) -> None:
+        """Call C{callback(latency)} on every answer to the newest heartbeat."""
+        self._connection.ack_callback = callback
+
+    def override(
+        self, interval: float | None = None, timeout: float | None | Unset = UNSET, enabled: bool | None = None
+    ) -> None:
+        """
+        Change this connection's interval/timeout; call from
+        C{on_connecting} (e.g. sparser beats for mobile clients).
+        """
+        if not self._connection.connecting:
+            raise HubStateError("heartbeat override must happen in on_connecting")
+        kwargs: dict[str, Any] = {"enabled": enabled, "interval": interval}
+        if timeout is not UNSET:
+            kwargs["timeout"] = timeout
+        self._connection.heartbeat_policy = self._connection.heartbeat_policy.overridden(**kwargs)
+
+
+class ConnectionContext:
+    """
+    What a hub instance knows about its connection: C{self.connection}.
+
+    @ivar id: unique connection id (also sent to the client in the welcome).
+    @ivar request: autobahn's C{ConnectionRequest} (path, headers, peer...).
+    @ivar items: free storage for the hub's per-connection state.
+    """
+
+    def __init__(self, connection: ConnectionControl, request: ConnectionRequest) -> None:
+        self._connection = connection
+        self.id = connection.connection_id
+        self.request = request
+        self.items: dict[str, Any] = {}
+        self.heartbeat = HeartbeatFeature(connection)
+
+    @property
+    def peer(self) -> str:
+        """The client's address as the transport reports it (e.g. C{tcp:127.0.0.1:50123})."""
+        return str(self.request.peer)
+
+    @property
+    def open(self) -> bool:
+        """True once the hub handshake is done, until the connection closes."""
+        return self._connection.is_open
+
+    def kick(self, reason: str = "kicked") -> None:
+        """Close this connection; the client sees C{KICKED} with C{reason}."""
+        self._connection.close_with(CloseCode.KICKED, reason, DisconnectKind.KICKED)
+
+    def invoke(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Deferred[Any]:
+        """
+        Call a client receiver method and get its return value (a client
+        result).  Fails with L{CallTimeoutError} after C{timeout} seconds
+        (default: the factory's C{client_result_timeout}), with the client's
+        L{HubError} if it raised, or L{ConnectionClosedError}.
+        """
+        return self._connection.invoke_client(method, list(args), kwargs or None, timeout)
+
+
+ConnectionT = TypeVar("ConnectionT", bound=HubConnection)
+
+
+class HubRuntime(Generic[ConnectionT]):
+    """
+    Shared state of one hub class on one server: its open connections, its
+    groups, and the fan-out of receiver calls to them (encoded once, framed
+    once for many; see L{deliver}).  C{ConnectionT} is what the server keeps
+    per connection (L{twisted_hub._server_session.ServerSession}).
+
+    @param make: makes the hub instance of each new connection.
+    @param prepare: frames an encoded message once for many connections.
+    @param heartbeat: the server's heartbeat policy (the hub's
+        L{heartbeat} decorator overrides it).
+    @param max_message_size: the server's own message limit (a receiver
+        call over it is refused before it is sent).
+    """
+
+    def __init__(
+        self,
+        hub_class: type[Hub],
+        make: Callable[[], Hub],
+        *,
+        backplane: Backplane,
+        heartbeat: HeartbeatPolicy,
+        max_message_size: int,
+        prepare: Callable[[bytes], PreparedFrame],
+    ) -> None:
+        self.hub_class = hub_class
+        self.make_hub = make
+        self.methods = hub_class.hub_methods
+        self.receiver_methods = receiver_methods(hub_class.receiver)
+        self.connections: dict[str, ConnectionT] = {}
+        self.backplane = backplane
+        self.max_message_size = max_message_size
+        self._prepare = prepare
+        hub_name = hub_class.hub_name
+        self.groups = GroupRegistry(
+            lambda group, connection_id, joined: self.backplane.membership_changed(hub_name, group, connection_id, joined)
+        )
+        override = hub_class.heartbeat_override
+        self.heartbeat_policy = override.apply(heartbeat) if override else heartbeat
+        #: this hub's Prometheus children (None: metrics off)
+        self.metrics: HubLabelMetrics | None = None
+        #: traffic and call counts of its closed connections
+        self.traffic = TrafficTotals()
+
+    def send_receiver_call(
+        self, targets: Iterable[HubConnection], method: str, args: list[Any], kwargs: dict[str, Any] | None
+    ) -> None:
+        """Encode one receiver call once and deliver it to every target (of this node)."""
+        self.deliver(targets, receiver_call_payload(method, args, kwargs, self.max_message_size))
+
+    def send_to(self, target: Target, method: str, args: list[Any], kwargs: dict[str, Any] | None) -> None:
+        """
+        Encode one receiver call once, deliver it to C{target}'s connections
+        on this node, and hand it to the backplane for the other nodes.
+        """
+        payload = receiver_call_payload(method, args, kwargs, self.max_message_size)
+        self.deliver(self.local_targets(target), payload)
+        if target.kind != TARGET_CALLER:
+            self.backplane.publish(self.hub_class.hub_name, target, payload)
+
+    def local_targets(self, target: Target) -> list[HubConnection]:
+        """The connections of this node that C{target} names."""
+        kind = target.kind
+        if kind == TARGET_GROUP:
+            assert target.group is not None
+            members = self.groups.members_of(target.group)
+            if not target.ids:
+                return members
+            excluded = frozenset(target.ids)
+            return [p for p in members if p.connection_id not in excluded]
+        connections = self.connections
+        if kind == TARGET_ALL:
+            if not target.ids:
+                return list(connections.values())
+            excluded = frozenset(target.ids)
+            return [p for i, p in connections.items() if i not in excluded]
+        # caller, only: these ids, where this node holds them
+        return [connections[i] for i in target.ids if i in connections]
+
+    def deliver(self, targets: Iterable[HubConnection], payload: bytes) -> None:
+        """Send an encoded receiver call to connections of this node (framed once for many)."""
+        targets = targets if isinstance(targets, (list, tuple)) else list(targets)
+        if len(targets) == 1:
+            targets[0].write_message(payload)
+            return
+        if not targets:
+            return
+        prepared = self._prepare(payload)
+        for target in targets:
+            target.send_prepared(prepared)
+
+
 class ReceiverProxy:
     """
     Calls receiver methods on a set of client connections.
@@ -355,7 +608,7 @@ class ReceiverProxy:
 
     __slots__ = ("_runtime", "_target", "_allowed")
 
-    def __init__(self, runtime: HubRuntime, target: Target, allowed: frozenset[str] | None) -> None:
+    def __init__(self, runtime: HubRuntime[Any], target: Target, allowed: frozenset[str] | None) -> None:
         self._runtime = runtime
         self._target = target
         self._allowed = allowed
@@ -382,41 +635,42 @@ class Clients:
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
 
-    def _proxy(self, target: Target) -> Any:
+    def _proxy(self, target: Target) -> ReceiverProxy:
         runtime = self._hub._runtime
         return ReceiverProxy(runtime, target, runtime.receiver_methods)
 
     @property
-    def caller(self) -> Any:
+    def caller(self) -> ReceiverProxy:
         """The connection whose call is running."""
         return self._proxy(Target(TARGET_CALLER, ids=(self._hub.connection.id,)))
 
     @property
-    def all(self) -> Any:
+    def all(self) -> ReceiverProxy:
         """Every connection to this hub."""
         return self._proxy(Target(TARGET_ALL))
 
     @property
-    def others(self) -> Any:
+    def others(self) -> ReceiverProxy:
         """Every connection to this hub except the caller."""
         return self.all_except([self._hub.connection.id])
 
-    def all_except(self, connection_ids: Iterable[str]) -> Any:
+    def all_except(self, connection_ids: Iterable[str]) -> ReceiverProxy:
+        """Every connection to this hub except these."""
         return self._proxy(Target(TARGET_ALL, ids=tuple(dict.fromkeys(connection_ids))))
 
-    def only(self, connection_ids: Iterable[str]) -> Any:
+    def only(self, connection_ids: Iterable[str]) -> ReceiverProxy:
         """Just these connections (unknown ids are skipped)."""
         return self._proxy(Target(TARGET_ONLY, ids=tuple(connection_ids)))
 
-    def client(self, connection_id: str) -> Any:
+    def client(self, connection_id: str) -> ReceiverProxy:
         """One connection by id."""
         return self.only([connection_id])
 
-    def group(self, name: str) -> Any:
+    def group(self, name: str) -> ReceiverProxy:
         """Every member of a group."""
         return self._proxy(Target(TARGET_GROUP, name))
 
-    def group_except(self, name: str, connection_ids: Iterable[str]) -> Any:
+    def group_except(self, name: str, connection_ids: Iterable[str]) -> ReceiverProxy:
         """Every member of a group except these connections."""
         return self._proxy(Target(TARGET_GROUP, name, tuple(dict.fromkeys(connection_ids))))
 
@@ -437,17 +691,17 @@ class GroupMembership:
         into the group for good.
         """
         runtime = self._hub._runtime
-        protocol = self._hub.connection._protocol
-        if runtime.connections.get(protocol.connection_id) is not protocol:
+        connection = self._hub.connection._connection
+        if runtime.connections.get(connection.connection_id) is not connection:
             _log.debug(
-                "{id} is not open: not joining group {group!r}", id=protocol.connection_id, group=name
+                "{id} is not open: not joining group {group!r}", id=connection.connection_id, group=name
             )
             return
-        runtime.groups.add(name, protocol)
+        runtime.groups.add(name, connection)
 
     def remove(self, name: str) -> None:
         """Leave a group (no-op if not a member)."""
-        self._hub._runtime.groups.remove(name, self._hub.connection._protocol)
+        self._hub._runtime.groups.remove(name, self._hub.connection._connection)
 
     def count(self, name: str) -> int:
         """How many connections are in a group (on every node, with a backplane)."""
@@ -475,39 +729,39 @@ class GroupRegistry:
     """
 
     def __init__(self, on_change: Callable[[str, str, bool], object] | None = None) -> None:
-        self._groups: dict[str, dict[str, Any]] = {}
+        self._groups: dict[str, dict[str, HubConnection]] = {}
         self._memberships: dict[str, set[str]] = {}
         #: told C{(group, connection id, joined)} on every real change (the backplane)
         self._on_change = on_change
 
-    def add(self, name: str, protocol: Any) -> None:
+    def add(self, name: str, connection: HubConnection) -> None:
         members = self._groups.setdefault(name, {})
-        if protocol.connection_id in members:
+        if connection.connection_id in members:
             return
-        members[protocol.connection_id] = protocol
-        self._memberships.setdefault(protocol.connection_id, set()).add(name)
+        members[connection.connection_id] = connection
+        self._memberships.setdefault(connection.connection_id, set()).add(name)
         if self._on_change is not None:
-            self._on_change(name, protocol.connection_id, True)
+            self._on_change(name, connection.connection_id, True)
 
-    def remove(self, name: str, protocol: Any) -> None:
+    def remove(self, name: str, connection: HubConnection) -> None:
         members = self._groups.get(name)
         if members is not None:
-            removed = members.pop(protocol.connection_id, None) is not None
+            removed = members.pop(connection.connection_id, None) is not None
             if not members:
                 del self._groups[name]
             if removed and self._on_change is not None:
-                self._on_change(name, protocol.connection_id, False)
-        joined = self._memberships.get(protocol.connection_id)
+                self._on_change(name, connection.connection_id, False)
+        joined = self._memberships.get(connection.connection_id)
         if joined is not None:
             joined.discard(name)
             if not joined:
-                del self._memberships[protocol.connection_id]
+                del self._memberships[connection.connection_id]
 
-    def remove_everywhere(self, protocol: Any) -> None:
-        for name in list(self._memberships.get(protocol.connection_id, ())):
-            self.remove(name, protocol)
+    def remove_everywhere(self, connection: HubConnection) -> None:
+        for name in list(self._memberships.get(connection.connection_id, ())):
+            self.remove(name, connection)
 
-    def members_of(self, name: str) -> list[Any]:
+    def members_of(self, name: str) -> list[HubConnection]:
         return list(self._groups.get(name, {}).values())
 
     def count(self, name: str) -> int:

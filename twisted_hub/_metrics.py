@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
 
-    from ._server import HubRuntime, HubServerFactory
+    from ._hub import HubRuntime
+    from ._server import HubServerFactory
 
 #: The method label of calls to undeclared methods (label values stay bounded).
 OTHER_METHOD = "other"
@@ -236,7 +237,7 @@ class _BackplaneCollector:
             yield family
 
 
-def _counter_of(runtime: HubRuntime) -> Any:
+def _counter_of(runtime: HubRuntime[Any]) -> Any:
     return lambda: len(runtime.connections)
 
 
@@ -275,28 +276,29 @@ class TrafficTotals:
         self.closed = dict.fromkeys((*_LIVE_COUNTS, "calls", "call_errors"), 0)
 
     @staticmethod
-    def of(protocol: Any) -> dict[str, int]:
-        core = protocol.core
-        dispatcher = protocol.dispatcher
+    def of(connection: Any) -> dict[str, int]:
+        """The counts of one connection (a L{twisted_hub._server_session.ServerSession})."""
+        core = connection.core
+        dispatcher = connection.dispatcher
         return {
             "calls": dispatcher.calls if dispatcher is not None else 0,
             "call_errors": dispatcher.errors if dispatcher is not None else 0,
             "messages_received": core.messages_received,
             "messages_sent": core.messages_sent,
             "bytes_received": core.bytes_received,
-            "bytes_sent": protocol.bytes_sent,
+            "bytes_sent": connection.bytes_sent,
             "client_heartbeats_answered": core.client_heartbeats_answered,
         }
 
-    def retire(self, protocol: Any) -> None:
+    def retire(self, connection: Any) -> None:
         """A connection closed: keep its counts."""
-        for key, value in self.of(protocol).items():
+        for key, value in self.of(connection).items():
             self.closed[key] += value
 
     def totals(self, open_connections: Iterable[Any]) -> dict[str, int]:
         result = dict(self.closed)
-        for protocol in open_connections:
-            for key, value in self.of(protocol).items():
+        for connection in open_connections:
+            for key, value in self.of(connection).items():
                 result[key] += value
         return result
 

@@ -45,6 +45,7 @@ from ._ops import HealthPage, MetricsPage, StatusJsonPage
 from ._origin import OriginPolicy
 from ._resource import HubStatusPage, build_site_root, mount
 from ._server import HubServerFactory, HubSpec
+from ._server_session import ServerSession
 from ._static import mount_client
 from ._wire import CloseCode
 
@@ -78,11 +79,11 @@ class GracefulShutdown:
         self.timeout = timeout
         self.drain = timeout / 2.0
         self.done: Deferred[int] = Deferred()
-        self._open: dict[str, Any] = {}
+        self._open: dict[str, ServerSession] = {}
         self._timers: list[IDelayedCall] = []
 
-    def _connections(self) -> list[Any]:
-        return [p for runtime in self.factory.runtimes.values() for p in runtime.connections.values()]
+    def _connections(self) -> list[ServerSession]:
+        return [session for runtime in self.factory.runtimes.values() for session in runtime.connections.values()]
 
     def start(self) -> Deferred[int]:
         self.factory.draining = True  # /health answers 503 from now on
@@ -94,24 +95,23 @@ class GracefulShutdown:
             "shutting down: closing {count} hub connection(s), at most {timeout:g} s",
             count=len(connections), timeout=self.timeout,
         )
-        for protocol in connections:
-            self._open[protocol.connection_id] = protocol
-            protocol.when_closed().addCallback(self._closed, protocol.connection_id)
+        for session in connections:
+            self._open[session.connection_id] = session
+            session.when_closed().addCallback(self._closed, session.connection_id)
         self._timers = [
             self.clock.callLater(self.drain, self._drain_over),
             self.clock.callLater(self.timeout, self._timed_out),
         ]
-        for protocol in connections:
-            dispatcher = protocol.dispatcher
-            if dispatcher is None:
-                self._close(protocol)
-            else:
-                dispatcher.when_idle().addCallback(lambda _, p=protocol: self._close(p))
+        for session in connections:
+            session.dispatcher.when_idle().addCallback(self._idle, session)
         return self.done
 
+    def _idle(self, _: None, session: ServerSession) -> None:
+        self._close(session)
+
     @staticmethod
-    def _close(protocol: Any) -> None:
-        protocol.close_with(CloseCode.GOING_AWAY, "server shutting down", DisconnectKind.GOING_AWAY)
+    def _close(session: ServerSession) -> None:
+        session.close_with(CloseCode.GOING_AWAY, "server shutting down", DisconnectKind.GOING_AWAY)
 
     def _closed(self, _: object, connection_id: str) -> None:
         self._open.pop(connection_id, None)
@@ -119,13 +119,13 @@ class GracefulShutdown:
             self._finish(0)
 
     def _drain_over(self) -> None:
-        for protocol in list(self._open.values()):
-            self._close(protocol)
+        for session in list(self._open.values()):
+            self._close(session)
 
     def _timed_out(self) -> None:
         stragglers = list(self._open.values())
-        for protocol in stragglers:
-            protocol.dropConnection(abort=True)
+        for session in stragglers:
+            session.abort()
         if stragglers:
             _log.warn(
                 "shutdown timeout ({timeout:g} s): dropped {count} connection(s) that did not close",

@@ -53,16 +53,13 @@ class Lifecycle:
         self.decided: DisconnectReason | None = None
         #: why it ended, once it has (None while it lives)
         self.ended: DisconnectReason | None = None
+        #: this side decided to close (or the connection is gone): send
+        #: nothing more of our own (a plain attribute: read on every send)
+        self.closing_locally = False
 
     @property
     def closed(self) -> bool:
         return self.state is SessionState.CLOSED
-
-    @property
-    def closing_locally(self) -> bool:
-        """This side decided to close (or the connection is gone): send nothing more of our own."""
-        decided = self.decided
-        return self.state is SessionState.CLOSED or (decided is not None and decided.locally)
 
     def opened(self) -> None:
         """The handshake is done."""
@@ -79,6 +76,7 @@ class Lifecycle:
             return False
         self.decided = DisconnectReason(kind, code, message, True)
         self.state = SessionState.CLOSING
+        self.closing_locally = True
         return True
 
     def peer_closing(self, code: int, message: str) -> None:
@@ -96,6 +94,7 @@ class Lifecycle:
         """
         if self.ended is None:
             self.state = SessionState.CLOSED
+            self.closing_locally = True
             self.ended = self.decided if self.decided is not None else observed
         return self.ended
 
