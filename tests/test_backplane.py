@@ -20,7 +20,7 @@ from twisted_hub.redis import RedisBackplane, parse_redis_url
 from twisted_hub.testing import HubTestServer, TestConnection
 
 from ._fakeredis import FakeRedis
-from .helpers.hubs import Recorder, WorkHub
+from .helpers.hubs import Recorder, WorkLog, work_hub
 
 LEASE = 3.0
 
@@ -34,11 +34,13 @@ class Cluster:
         self.redis.running = running
         self.servers: list[HubTestServer] = []
         self.backplanes: list[RedisBackplane] = []
+        #: one log for the WorkHubs of every node
+        self.log = WorkLog()
         for _ in range(count):
             backplane = RedisBackplane(
                 "redis://127.0.0.1:6379/0", lease=LEASE, clock=self.clock, connector=self.redis.connector(), **options
             )
-            server = HubTestServer([WorkHub], clock=self.clock, backplane=backplane)
+            server = HubTestServer([work_hub(self.log)], clock=self.clock, backplane=backplane)
             server.factory.doStart()
             self.servers.append(server)
             self.backplanes.append(backplane)
@@ -78,7 +80,6 @@ class AddressingTests(SynchronousTestCase):
     """Every way of addressing clients reaches every node."""
 
     def setUp(self) -> None:
-        WorkHub.events = []
         self.cluster = Cluster()
         self.conns = [self.cluster.connect(n) for n in (0, 1, 2)]
 
@@ -150,7 +151,7 @@ class AddressingTests(SynchronousTestCase):
         self.cluster.call(self.conns[0][0], "join", "room")
         self.cluster.call(self.conns[1][0], "join", "room")
         backplane = RedisBackplane(lease=LEASE, clock=self.cluster.clock, connector=self.cluster.redis.connector())
-        server = HubTestServer([WorkHub], clock=self.cluster.clock, backplane=backplane)
+        server = HubTestServer([work_hub(self.cluster.log)], clock=self.cluster.clock, backplane=backplane)
         server.factory.doStart()
         self.cluster.servers.append(server)
         late = server.connect("work", receiver=Recorder())
@@ -355,7 +356,7 @@ class ConfigurationTests(SynchronousTestCase):
 
     def test_default_backplane_is_local(self) -> None:
         """Without backplane= a factory serves alone, with a node id on its status rows."""
-        factory = HubServerFactory([WorkHub], clock=Clock())
+        factory = HubServerFactory([work_hub(WorkLog())], clock=Clock())
         self.assertIsInstance(factory.backplane, LocalBackplane)
         self.assertEqual(factory.backplane.status()[0][0], "node")
 

@@ -33,14 +33,14 @@ from twisted_hub import (
 )
 from twisted_hub.testing import HubTestServer, TestConnection
 
-from .helpers.hubs import GuardedHub, Recorder, WorkHub, hub_events
+from .helpers.hubs import GuardLog, Recorder, WorkLog, guarded_hub, hub_events, work_hub
 
 
 class ClientTestBase(SynchronousTestCase):
     def setUp(self) -> None:
-        WorkHub.events = []
-        WorkHub.pending = []
-        self.server = HubTestServer([WorkHub, GuardedHub])
+        self.log = WorkLog()
+        self.guard = GuardLog()
+        self.server = HubTestServer([work_hub(self.log), guarded_hub(self.guard)])
         self.logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def connect(self, receiver: object | None = None, options: HubClientOptions | None = None) -> TestConnection:
@@ -71,7 +71,7 @@ class CallTests(ClientTestBase):
         self.assertIsNone(conn.client.notify("record", "n"))
         self.server.flush()
         self.assertEqual(self.successResultOf(d), 9)
-        self.assertIn(("record", "n"), WorkHub.events)
+        self.assertIn(("record", "n"), self.log.events)
 
     def test_invoke_explicit(self) -> None:
         """invoke takes argument containers explicitly."""
@@ -115,7 +115,7 @@ class CallTests(ClientTestBase):
         d = conn.client.invoke("deferred", [1], timeout=1.0)
         self.server.advance(1.5)
         self.assertEqual(self.failureResultOf(d, HubError).value.code, "timeout")  # type: ignore[attr-defined]
-        WorkHub.pending[0].callback(None)
+        self.log.pending[0].callback(None)
         self.server.flush()
         self.assertTrue(conn.client.is_connected)
         self.assertEqual(self.successResultOf(self._call(conn, "plain", 2)), 2)
@@ -134,7 +134,7 @@ class CallTests(ClientTestBase):
         self.server.flush()
         d.cancel()
         self.failureResultOf(d)
-        WorkHub.pending[0].callback(None)
+        self.log.pending[0].callback(None)
         self.server.flush()
         self.assertTrue(conn.client.is_connected)
 
@@ -193,7 +193,7 @@ class DisconnectTests(ClientTestBase):
         self.server.flush()
         reason = self.successResultOf(d)
         self.assertEqual((reason.kind, reason.code, reason.locally), (DisconnectKind.NORMAL, CloseCode.NORMAL, True))
-        self.assertEqual(WorkHub.events[-1][1].kind, DisconnectKind.NORMAL)
+        self.assertEqual(self.log.events[-1][1].kind, DisconnectKind.NORMAL)
         self.assertTrue(conn.closed)
         self.assertFalse(conn.client.is_connected)
 
@@ -268,7 +268,7 @@ class DisconnectTests(ClientTestBase):
         reason = self.reason(conn)
         self.assertEqual((reason.kind, reason.code, reason.locally),
                          (DisconnectKind.PROTOCOL_ERROR, CloseCode.PROTOCOL_ERROR, True))
-        self.assertEqual(WorkHub.events[-1][1].kind, DisconnectKind.PROTOCOL_ERROR)
+        self.assertEqual(self.log.events[-1][1].kind, DisconnectKind.PROTOCOL_ERROR)
         self.assertEqual(len([e for e in self.hub_logs() if e["log_level"].name == "info"]), 1)
 
     def test_server_unknown_kind(self) -> None:
@@ -466,8 +466,8 @@ class HandshakeTests(ClientTestBase):
         conn = self.server.connect(path="/hub/guarded?mode=later")
         self.assertNoResult(conn.ready)
         self.failureResultOf(conn.client.call("hello"), ConnectionClosedError)
-        assert GuardedHub.gate is not None
-        GuardedHub.gate.callback(None)
+        assert self.guard.gate is not None
+        self.guard.gate.callback(None)
         self.server.flush()
         self.successResultOf(conn.ready)
 
@@ -581,7 +581,7 @@ class ConnectTimeoutTests(SynchronousTestCase):
 
     def test_welcome_never_sent(self) -> None:
         """A server that upgrades and never sends WELCOME: ConnectTimeoutError('welcome'), the socket closed."""
-        server = HubTestServer([WorkHub])
+        server = HubTestServer([work_hub(WorkLog())])
         server.factory.protocol = MuteServerProtocol
         d = connect("ws://127.0.0.1/hub", "work", clock=server.clock, endpoint=server.endpoint(), timeout=3)
         (conn,) = server.connections
@@ -599,7 +599,7 @@ class ConnectTimeoutTests(SynchronousTestCase):
 
     def test_timer_gone_after_success(self) -> None:
         """A handshake that completes in time leaves no timer behind: the client stays connected past the timeout."""
-        server = HubTestServer([WorkHub])
+        server = HubTestServer([work_hub(WorkLog())])
         d = connect("ws://127.0.0.1/hub", "work", clock=server.clock, endpoint=server.endpoint(), timeout=3)
         server.flush()
         client = self.successResultOf(d)
@@ -613,7 +613,7 @@ class ReconnectingHandshakeTimeoutTests(SynchronousTestCase):
         """ReconnectingHubClient gives up a handshake without WELCOME after handshake_timeout, closes it and retries."""
         from twisted_hub import ReconnectingHubClient
 
-        server = HubTestServer([WorkHub])
+        server = HubTestServer([work_hub(WorkLog())])
         server.factory.protocol = MuteServerProtocol
         endpoint = server.endpoint()
         client = ReconnectingHubClient(
@@ -646,7 +646,7 @@ class ReconnectingHandshakeTimeoutTests(SynchronousTestCase):
         """A refusing server: each refusal is a failed attempt (backoff grows), nothing raises, a later accept connects."""
         from twisted_hub import ReconnectingHubClient
 
-        server = HubTestServer([GuardedHub])
+        server = HubTestServer([guarded_hub(GuardLog())])
         endpoint = server.endpoint()
         delays: list[int] = []
         client = ReconnectingHubClient(

@@ -50,7 +50,7 @@ from ._certs import write_self_signed
 from ._twistd import Child, spawn_python, started_port, twistd_hub
 from .helpers.hostile import HostileHub
 from .helpers.hostile_client import masked_frame
-from .helpers.hubs import ParallelHub, Recorder, WorkHub, hub_events
+from .helpers.hubs import ParallelHub, Recorder, WorkLog, hub_events, work_hub
 from .test_tls import tls_endpoint
 
 # -- unread output, on a Clock -------------------------------------------------
@@ -267,11 +267,10 @@ class PendingBytesTests(SynchronousTestCase):
     """max_pending_bytes bounds the encoded size of the calls running or queued on one connection."""
 
     def setUp(self) -> None:
-        WorkHub.events = []
-        WorkHub.pending = []
+        self.log = WorkLog()
 
     def connect(self, hub_name: str, limit: int) -> TestConnection:
-        self.server = HubTestServer([WorkHub, ParallelHub], max_pending_bytes=limit)
+        self.server = HubTestServer([work_hub(self.log), work_hub(self.log, ParallelHub)], max_pending_bytes=limit)
         conn = self.server.connect(hub_name)
         self.successResultOf(conn.ready)
         return conn
@@ -292,8 +291,8 @@ class PendingBytesTests(SynchronousTestCase):
         small = conn.client.call("deferred", 1)  # a small one still fits
         self.server.flush()
         self.assertNoResult(small)
-        while WorkHub.pending:
-            WorkHub.pending.pop(0).callback(None)
+        while self.log.pending:
+            self.log.pending.pop(0).callback(None)
             self.server.flush()
         self.assertEqual(self.successResultOf(calls[0]), b"x" * 1000)
         self.assertEqual(self.successResultOf(calls[1]), b"x" * 1000)
@@ -312,14 +311,14 @@ class PendingBytesTests(SynchronousTestCase):
         conn.client.notify("record", b"n" * 2000)
         conn.client.notify("record", "small")
         self.server.flush()
-        WorkHub.pending.pop(0).callback(None)
+        self.log.pending.pop(0).callback(None)
         self.server.flush()
         self.successResultOf(blocked)
-        self.assertEqual([e for e in WorkHub.events if e[0] == "record"], [("record", "small")])
+        self.assertEqual([e for e in self.log.events if e[0] == "record"], [("record", "small")])
 
     def test_notifications_over_the_call_limit_are_dropped(self) -> None:
         """The same holds for max_pending_calls: a notification over it is not run."""
-        self.server = HubTestServer([WorkHub], max_pending_calls=2)
+        self.server = HubTestServer([work_hub(self.log)], max_pending_calls=2)
         conn = self.server.connect("work")
         self.successResultOf(conn.ready)
         blocked = conn.client.call("deferred", 1)
@@ -327,19 +326,19 @@ class PendingBytesTests(SynchronousTestCase):
         for value in ("queued", "dropped"):
             conn.client.notify("record", value)
             self.server.flush()
-        WorkHub.pending.pop(0).callback(None)
+        self.log.pending.pop(0).callback(None)
         self.server.flush()
         self.successResultOf(blocked)
-        self.assertEqual([e for e in WorkHub.events if e[0] == "record"], [("record", "queued")])
+        self.assertEqual([e for e in self.log.events if e[0] == "record"], [("record", "queued")])
 
     def test_running_concurrent_calls_count(self) -> None:
         """On a concurrent hub the calls still running count too."""
         conn = self.connect("parallel", 3000)
         calls = [conn.client.call("deferred", b"x" * 1000) for _ in range(3)]
         self.server.flush()
-        self.assertEqual(len(WorkHub.pending), 2)
+        self.assertEqual(len(self.log.pending), 2)
         self.assertEqual(self.failureResultOf(calls[2], HubError).value.code, ErrorCode.TOO_MANY_PENDING)  # type: ignore[attr-defined]
-        WorkHub.pending.pop(0).errback(HubError("nope", "failed"))  # failed calls release their bytes too
+        self.log.pending.pop(0).errback(HubError("nope", "failed"))  # failed calls release their bytes too
         self.server.flush()
         self.failureResultOf(calls[0], HubError)
         late = conn.client.call("deferred", b"x" * 1000)
@@ -368,12 +367,12 @@ class PendingBytesTests(SynchronousTestCase):
         self.assertGreater(protocol.session.bytes_in_progress, 3000)
         conn.drop()
         self.server.flush()
-        WorkHub.pending.pop(0).callback(None)  # the running call ends after the close
+        self.log.pending.pop(0).callback(None)  # the running call ends after the close
         self.assertEqual((protocol.session.calls_in_progress, protocol.session.bytes_in_progress), (0, 0))
 
     def test_limit_must_be_positive(self) -> None:
         """A zero limit is refused when the factory is built."""
-        self.assertRaises(ValueError, HubServerFactory, [WorkHub], max_pending_bytes=0)
+        self.assertRaises(ValueError, HubServerFactory, [work_hub(self.log)], max_pending_bytes=0)
 
 
 # -- configuration -------------------------------------------------------------
@@ -394,7 +393,7 @@ class LimitOptionTests(SynchronousTestCase):
             (options["max-outgoing-buffer"], options["max-pending-calls"], options["max-pending-bytes"]),
             (4 * 1024 * 1024, 256, 8 * 1024 * 1024),
         )
-        factory = HubServerFactory([WorkHub], clock=Clock())
+        factory = HubServerFactory([work_hub(WorkLog())], clock=Clock())
         self.assertEqual(
             (factory.max_outgoing_buffer, factory.max_pending_calls, factory.max_pending_bytes),
             (4 * 1024 * 1024, 256, 8 * 1024 * 1024),
@@ -439,7 +438,7 @@ class LimitOptionTests(SynchronousTestCase):
 
     def test_hub_service_passes_them_on(self) -> None:
         """HubService builds its factory with the limits it is given."""
-        service = HubService([WorkHub], max_outgoing_buffer=1000, max_pending_bytes=2000, clock=Clock())
+        service = HubService([work_hub(WorkLog())], max_outgoing_buffer=1000, max_pending_bytes=2000, clock=Clock())
         self.assertEqual((service.factory.max_outgoing_buffer, service.factory.max_pending_bytes), (1000, 2000))
 
 

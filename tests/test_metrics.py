@@ -14,16 +14,15 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_hub import HeartbeatPolicy, HubClientOptions, HubError, HubMetrics, HubServerFactory
 from twisted_hub.testing import HubTestServer, TestConnection
 
-from .helpers.hubs import WorkHub
+from .helpers.hubs import WorkLog, work_hub
 
 BEAT = HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0)
 
 
 class MetricsTestBase(SynchronousTestCase):
     def setUp(self) -> None:
-        WorkHub.events = []
-        WorkHub.pending = []
-        self.server = HubTestServer([WorkHub], heartbeat=BEAT, metrics=True)
+        self.log = WorkLog()
+        self.server = HubTestServer([work_hub(self.log)], heartbeat=BEAT, metrics=True)
         assert self.server.factory.metrics is not None
         self.registry = self.server.factory.metrics.registry
 
@@ -70,7 +69,7 @@ class CallMetricsTests(MetricsTestBase):
         conn = self.connect()
         d = self.call(conn, "deferred", "x")
         self.server.clock.advance(0.3)
-        WorkHub.pending.pop().callback(None)
+        self.log.pending.pop().callback(None)
         self.server.flush()
         self.assertEqual(self.successResultOf(d), "x")
         self.assertEqual(self.value("twisted_hub_call_duration_seconds_count", hub="work", method="deferred"), 1)
@@ -84,7 +83,7 @@ class CallMetricsTests(MetricsTestBase):
 
     def test_refused_calls(self) -> None:
         """A call over the pending-calls limit is counted as refused."""
-        server = HubTestServer([WorkHub], metrics=True, max_pending_calls=1)
+        server = HubTestServer([work_hub(self.log)], metrics=True, max_pending_calls=1)
         conn = server.connect("work")
         self.successResultOf(conn.ready)
         first = conn.client.call("deferred", 1)
@@ -167,15 +166,15 @@ class RegistryTests(SynchronousTestCase):
     def test_registry_for_embedders(self) -> None:
         """registry= puts the metrics in the embedder's registry; two factories need two registries."""
         registry = CollectorRegistry()
-        factory = HubServerFactory([WorkHub], registry=registry)
+        factory = HubServerFactory([work_hub(WorkLog())], registry=registry)
         self.assertIs(factory.metrics.registry, registry)  # type: ignore[union-attr]
         self.assertEqual(registry.get_sample_value("twisted_hub_connections", {"hub": "work"}), 0)
         with self.assertRaises(ValueError):
-            HubServerFactory([WorkHub], registry=registry)
+            HubServerFactory([work_hub(WorkLog())], registry=registry)
 
     def test_off_by_default(self) -> None:
         """Without metrics= the factory keeps no metrics and the dispatcher none either."""
-        server = HubTestServer([WorkHub])
+        server = HubTestServer([work_hub(WorkLog())])
         conn = server.connect("work")
         self.successResultOf(conn.ready)
         self.assertIsNone(server.factory.metrics)
@@ -184,15 +183,15 @@ class RegistryTests(SynchronousTestCase):
     def test_metrics_object_belongs_to_one_factory(self) -> None:
         """A HubMetrics given to a second factory is refused."""
         metrics = HubMetrics()
-        HubServerFactory([WorkHub], metrics=metrics)
+        HubServerFactory([work_hub(WorkLog())], metrics=metrics)
         with self.assertRaises(ValueError):
-            HubServerFactory([WorkHub], metrics=metrics)
+            HubServerFactory([work_hub(WorkLog())], metrics=metrics)
 
 
 class SlowConsumerMetricsTests(SynchronousTestCase):
     def test_slow_consumer_close_counted(self) -> None:
         """A client dropped for not reading counts once as a slow-consumer close and a slow-consumer disconnect."""
-        server = HubTestServer([WorkHub], metrics=True, max_outgoing_buffer=4000)
+        server = HubTestServer([work_hub(WorkLog())], metrics=True, max_outgoing_buffer=4000)
         conn = server.connect("work")
         self.successResultOf(conn.ready)
         conn.server_protocol.pauseProducing()  # what the transport does when its buffer is full
@@ -252,7 +251,7 @@ class ClientMetricsTests(SynchronousTestCase):
 
         registry = CollectorRegistry()
         metrics = ClientMetrics(registry)
-        server = HubTestServer([WorkHub])
+        server = HubTestServer([work_hub(WorkLog())])
         conn = server.connect("work", options=HubClientOptions(heartbeat=BEAT, metrics=metrics))
         server.advance(0.5)
         conn.set_latency(0.1)
@@ -274,7 +273,7 @@ class ClientMetricsTests(SynchronousTestCase):
         from twisted_hub import ClientMetrics, ReconnectingHubClient
 
         registry = CollectorRegistry()
-        server = HubTestServer([WorkHub])
+        server = HubTestServer([work_hub(WorkLog())])
         client = ReconnectingHubClient(
             "ws://127.0.0.1/hub", "work", options=HubClientOptions(metrics=ClientMetrics(registry)),
             retry_policy=lambda attempt: 1.0, endpoint=server.endpoint(), clock=server.clock,

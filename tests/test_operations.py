@@ -22,7 +22,7 @@ from twisted_hub._service import listen_url, shutdown_connections
 from twisted_hub.demo import EchoHub
 from twisted_hub.testing import HubTestServer
 
-from .helpers.hubs import CONNECTION_LOG, WorkHub
+from .helpers.hubs import CONNECTION_LOG, WorkLog, work_hub
 from .test_status_page import get
 
 BEAT = HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0)
@@ -55,8 +55,7 @@ class HealthTests(SynchronousTestCase):
 
 class StatusJsonTests(SynchronousTestCase):
     def setUp(self) -> None:
-        WorkHub.events = []
-        WorkHub.pending = []
+        self.log = WorkLog()
 
     def read(self, page: StatusJsonPage) -> dict[str, Any]:
         request = DummyRequest([b""])
@@ -67,7 +66,7 @@ class StatusJsonTests(SynchronousTestCase):
 
     def test_after_a_session(self) -> None:
         """Connections, heartbeat success and p50/p99, calls/s, errors/s and disconnects reflect what happened."""
-        server = HubTestServer([WorkHub], heartbeat=BEAT)
+        server = HubTestServer([work_hub(self.log)], heartbeat=BEAT)
         server.factory.doStart()
         page = StatusJsonPage(server.factory)
         slow, fast, leaving = (server.connect("work") for _ in range(3))
@@ -108,7 +107,7 @@ class StatusJsonTests(SynchronousTestCase):
 
     def test_heartbeat_failures_lower_the_success_rate(self) -> None:
         """A frozen client's unanswered beats show in the success rate of the last minute."""
-        server = HubTestServer([WorkHub], heartbeat=HeartbeatPolicy(enabled=True, interval=1.0, timeout=None))
+        server = HubTestServer([work_hub(self.log)], heartbeat=HeartbeatPolicy(enabled=True, interval=1.0, timeout=None))
         page = StatusJsonPage(server.factory)
         server.connect("work")
         frozen = server.connect("work")
@@ -157,7 +156,7 @@ class LogTests(SynchronousTestCase):
 
     def test_one_line_per_connect_and_disconnect(self) -> None:
         """Connect and disconnect each log one info line with hub, id, peer, duration and reason as fields."""
-        server = HubTestServer([WorkHub])
+        server = HubTestServer([work_hub(WorkLog())])
         conn = server.connect("work")
         protocol = conn.server_protocol.session
         server.clock.advance(2.5)
@@ -174,7 +173,7 @@ class LogTests(SynchronousTestCase):
 
     def test_peer_chosen_reason_is_bounded(self) -> None:
         """A long close reason from the peer is cut in the log line."""
-        server = HubTestServer([WorkHub])
+        server = HubTestServer([work_hub(WorkLog())])
         conn = server.connect("work")
         conn.client.sendClose(1000, "x" * 120)
         server.flush()
@@ -288,7 +287,7 @@ class HeartbeatLogTests(SynchronousTestCase):
     def test_no_timeout_reads_never(self) -> None:
         """The heartbeat timer's debug line says 'timeout never', not 'timeout=Nones'."""
         logs: list[LogEvent] = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)  # type: ignore[assignment]
-        server = HubTestServer([WorkHub], heartbeat=HeartbeatPolicy(enabled=True, interval=1.0, timeout=None))
+        server = HubTestServer([work_hub(WorkLog())], heartbeat=HeartbeatPolicy(enabled=True, interval=1.0, timeout=None))
         server.connect("work")
         [started] = [formatEvent(e) for e in logs if "heartbeat timer started" in e.get("log_format", "")]
         self.assertEqual(started, "heartbeat timer started: interval 1.0s, timeout never")

@@ -15,14 +15,14 @@ from twisted_hub import HeartbeatPolicy
 from twisted_hub.testing import HubTestServer
 
 from ._docs import ROOT
-from .helpers.hubs import WorkHub
+from .helpers.hubs import WorkLog, work_hub
 
 _METRIC = re.compile(r"\btwisted_hub_[a-z_]+\b")
 
 
 def exposed_names() -> set[str]:
     """Family and sample names a server with metrics exposes after one connection and one call."""
-    server = HubTestServer([WorkHub], heartbeat=HeartbeatPolicy(enabled=True, interval=1.0), metrics=True)
+    server = HubTestServer([work_hub(WorkLog())], heartbeat=HeartbeatPolicy(enabled=True, interval=1.0), metrics=True)
     conn = server.connect("work")
     conn.client.call("plain", 1)
     server.advance(2.0)
@@ -80,7 +80,7 @@ class AlertRulesTests(SynchronousTestCase):
     def test_every_metric_is_documented(self) -> None:
         """docs/operations.md's table names every metric family the server exposes."""
         documented = set(_METRIC.findall((ROOT / "docs" / "operations.md").read_text()))
-        server = HubTestServer([WorkHub], metrics=True)
+        server = HubTestServer([work_hub(WorkLog())], metrics=True)
         assert server.factory.metrics is not None
         families = {family.name for family in server.factory.metrics.registry.collect()}
         counters = {f.name for f in server.factory.metrics.registry.collect() if f.type == "counter"}

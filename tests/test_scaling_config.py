@@ -17,7 +17,7 @@ from twisted_hub.redis import DEFAULT_LEASE, RedisBackplane
 from twisted_hub.tap import Options, makeService
 
 from ._fakeredis import FakeRedis
-from .helpers.hubs import WorkHub
+from .helpers.hubs import WorkLog, work_hub
 
 
 def parse(*argv: str) -> Options:
@@ -71,12 +71,12 @@ class TwistdOptionTests(SynchronousTestCase):
 class ServiceTests(SynchronousTestCase):
     def test_hub_service_redis(self) -> None:
         """HubService(redis=URL) builds its factory with a RedisBackplane; redis= with backplane= is refused."""
-        service = HubService([WorkHub], redis="redis://127.0.0.1:6399/1", clock=Clock())
+        service = HubService([work_hub(WorkLog())], redis="redis://127.0.0.1:6399/1", clock=Clock())
         backplane = service.factory.backplane
         assert isinstance(backplane, RedisBackplane)
         self.assertEqual(backplane.settings.port, 6399)
         self.assertRaises(
-            TypeError, HubService, [WorkHub], redis="redis://x", backplane=RedisBackplane(), clock=Clock()
+            TypeError, HubService, [work_hub(WorkLog())], redis="redis://x", backplane=RedisBackplane(), clock=Clock()
         )
 
 
@@ -91,7 +91,7 @@ class StatusPageTests(SynchronousTestCase):
         redis = FakeRedis(clock)
         redis.running = False
         backplane = RedisBackplane(clock=clock, connector=redis.connector())
-        factory = HubServerFactory([WorkHub], clock=clock, backplane=backplane)
+        factory = HubServerFactory([work_hub(WorkLog())], clock=clock, backplane=backplane)
         factory.doStart()
         self.addCleanup(factory.doStop)
         page = self.render(factory)
@@ -102,5 +102,5 @@ class StatusPageTests(SynchronousTestCase):
 
     def test_local_node_on_status_page(self) -> None:
         """Without a backplane the status page still names this node."""
-        factory = HubServerFactory([WorkHub], clock=Clock())
+        factory = HubServerFactory([work_hub(WorkLog())], clock=Clock())
         self.assertIn(factory.backplane.node_id, self.render(factory))

@@ -22,7 +22,7 @@ from twisted_hub import HubClientProtocol, connect
 from ._redis import RedisServer, free_port
 from ._twistd import Child, started_port, twistd_hub
 
-HUB = "tests.helpers.hubs:WorkHub"
+HUB = "tests.helpers.hubs:ProcessWorkHub"
 CONNECTED = "connected to Redis at"
 
 

@@ -31,15 +31,25 @@ from twisted_hub import (
 from twisted_hub import _hub as hub_module
 from twisted_hub.testing import HubTestServer, TestConnection
 
-from .helpers.hubs import Answers, AsyncGuardedHub, GuardedHub, ParallelHub, Recorder, WorkHub, hub_events
+from .helpers.hubs import (
+    Answers,
+    AsyncGuardedHub,
+    GuardLog,
+    ParallelHub,
+    Recorder,
+    WorkHub,
+    WorkLog,
+    guarded_hub,
+    hub_events,
+    work_hub,
+)
 
 
 class ServerTestBase(SynchronousTestCase):
     def setUp(self) -> None:
-        WorkHub.events = []
-        WorkHub.pending = []
-        GuardedHub.gate = None
-        self.server = HubTestServer([WorkHub, ParallelHub, GuardedHub])
+        self.log = WorkLog()
+        self.guard = GuardLog()
+        self.server = HubTestServer([work_hub(self.log), work_hub(self.log, ParallelHub), guarded_hub(self.guard)])
         self.logs: list[LogEvent] = []
         observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.logs = observer  # type: ignore[assignment]
@@ -76,7 +86,7 @@ class MethodKindTests(ServerTestBase):
         d = conn.client.call("deferred", "x")
         self.server.flush()
         self.assertNoResult(d)
-        WorkHub.pending[0].callback(None)
+        self.log.pending[0].callback(None)
         self.server.flush()
         self.assertEqual(self.successResultOf(d), "x")
 
@@ -86,7 +96,7 @@ class MethodKindTests(ServerTestBase):
         d = conn.client.call("coroutine", "x")
         self.server.flush()
         self.assertNoResult(d)
-        WorkHub.pending[0].callback("y")
+        self.log.pending[0].callback("y")
         self.server.flush()
         self.assertEqual(self.successResultOf(d), ["x", "y"])
 
@@ -102,7 +112,7 @@ class MethodKindTests(ServerTestBase):
         before = len(conn.client_received)
         conn.client.notify("record", 7)
         self.server.flush()
-        self.assertIn(("record", 7), WorkHub.events)
+        self.assertIn(("record", 7), self.log.events)
         self.assertEqual(len(conn.client_received), before)
 
     def test_failing_notify_is_logged_not_answered(self) -> None:
@@ -139,12 +149,12 @@ class OrderingTests(ServerTestBase):
             d.addCallback(order.append)
         self.server.flush()
         self.assertEqual(order, [])
-        self.assertEqual(len(WorkHub.pending), 1)  # the coroutine has not started
-        WorkHub.pending[0].callback(None)
+        self.assertEqual(len(self.log.pending), 1)  # the coroutine has not started
+        self.log.pending[0].callback(None)
         self.server.flush()
         self.assertEqual(order, [1, 2])
-        self.assertEqual(len(WorkHub.pending), 2)
-        WorkHub.pending[1].callback("z")
+        self.assertEqual(len(self.log.pending), 2)
+        self.log.pending[1].callback("z")
         self.server.flush()
         self.assertEqual(order, [1, 2, [3, "z"]])
 
@@ -154,10 +164,10 @@ class OrderingTests(ServerTestBase):
         conn.client.call("deferred", 1)
         conn.client.notify("record", "after")
         self.server.flush()
-        self.assertNotIn(("record", "after"), WorkHub.events)
-        WorkHub.pending[0].callback(None)
+        self.assertNotIn(("record", "after"), self.log.events)
+        self.log.pending[0].callback(None)
         self.server.flush()
-        self.assertIn(("record", "after"), WorkHub.events)
+        self.assertIn(("record", "after"), self.log.events)
 
     def test_concurrent_opt_in(self) -> None:
         """With @hub(concurrent=True) a later call finishes while an earlier one is still running."""
@@ -168,12 +178,12 @@ class OrderingTests(ServerTestBase):
         self.server.flush()
         self.assertEqual(self.successResultOf(second), 2)
         self.assertNoResult(first)
-        self.assertEqual(len(WorkHub.pending), 2)  # both slow calls started
-        WorkHub.pending[1].callback("z")
+        self.assertEqual(len(self.log.pending), 2)  # both slow calls started
+        self.log.pending[1].callback("z")
         self.server.flush()
         self.assertEqual(self.successResultOf(third), [3, "z"])
         self.assertNoResult(first)
-        WorkHub.pending[0].callback(None)
+        self.log.pending[0].callback(None)
         self.server.flush()
         self.assertEqual(self.successResultOf(first), 1)
 
@@ -224,7 +234,7 @@ class ErrorTests(ServerTestBase):
 
     def test_debug_sends_text_and_traceback(self) -> None:
         """With debug=True the internal error carries the exception text and the traceback."""
-        self.server = HubTestServer([WorkHub], debug=True)
+        self.server = HubTestServer([work_hub(self.log)], debug=True)
         conn = self.connect()
         error = self.call_error(conn, "crash")
         self.assertEqual(error.code, ErrorCode.INTERNAL)
@@ -416,7 +426,7 @@ class GroupTests(ServerTestBase):
         runtime = self.server.factory.hub_runtime("work")
         self.assertEqual(runtime.groups.names(), ["x"])
         self.assertEqual(self.call(b, "members", "x"), [b.client.connection_id])
-        disconnected = [e for e in WorkHub.events if e[0] == "disconnected"]
+        disconnected = [e for e in self.log.events if e[0] == "disconnected"]
         self.assertEqual(disconnected[0][2], frozenset())
 
     def test_dropped_connection_leaves_groups(self) -> None:
@@ -449,7 +459,7 @@ class GroupAfterCloseTests(ServerTestBase):
     def test_async_join_after_drop_is_ignored(self) -> None:
         """An async method that joins a group after its client dropped leaves no dead member."""
         conn, other = self.join_then_close("drop")
-        WorkHub.pending[0].callback(None)
+        self.log.pending[0].callback(None)
         self.server.flush()
         runtime = self.server.factory.hub_runtime(WorkHub)
         self.assertEqual(runtime.groups.members_of("room"), [other.server_protocol.session])
@@ -459,7 +469,7 @@ class GroupAfterCloseTests(ServerTestBase):
     def test_async_join_after_normal_close_is_ignored(self) -> None:
         """The same after a normal close: the group counts only open members."""
         conn, other = self.join_then_close("close")
-        WorkHub.pending[0].callback(None)
+        self.log.pending[0].callback(None)
         self.server.flush()
         self.assertEqual(self.server.factory.hub_runtime(WorkHub).groups.count("room"), 1)
 
@@ -473,7 +483,7 @@ class GroupAfterCloseTests(ServerTestBase):
         protocol_ref = weakref.ref(conn.server_protocol)
         self.server.connections.remove(conn)
         del conn
-        WorkHub.pending.pop(0).callback(None)
+        self.log.pending.pop(0).callback(None)
         self.server.flush()
         gc.collect()
         self.assertIsNone(hub_ref())
@@ -485,7 +495,7 @@ class GroupAfterCloseTests(ServerTestBase):
         conn = self.connect()
         pending = conn.client.call("join_later", "room")
         self.server.flush()
-        WorkHub.pending[0].callback(None)
+        self.log.pending[0].callback(None)
         self.server.flush()
         self.assertEqual(self.successResultOf(pending), 1)
         self.assertEqual(self.call(conn, "joined"), ["room"])
@@ -509,8 +519,8 @@ class LifecycleTests(ServerTestBase):
 
         conn = self.server.connect(path="/hub/guarded?mode=later")
         self.assertNoResult(conn.ready)
-        assert GuardedHub.gate is not None
-        GuardedHub.gate.errback(RefuseConnection(429, "slow down"))
+        assert self.guard.gate is not None
+        self.guard.gate.errback(RefuseConnection(429, "slow down"))
         self.server.flush()
         error = self.failureResultOf(conn.ready, HandshakeError).value
         self.assertEqual(error.status, 429)  # type: ignore[attr-defined]
@@ -519,8 +529,8 @@ class LifecycleTests(ServerTestBase):
         """A Deferred from on_connecting that succeeds accepts the connection."""
         conn = self.server.connect(path="/hub/guarded?mode=later")
         self.assertNoResult(conn.ready)
-        assert GuardedHub.gate is not None
-        GuardedHub.gate.callback(None)
+        assert self.guard.gate is not None
+        self.guard.gate.callback(None)
         self.server.flush()
         client = self.successResultOf(conn.ready)
         self.assertEqual(self.call(conn, "hello"), "hi")
@@ -538,7 +548,7 @@ class LifecycleTests(ServerTestBase):
 
     def test_single_hub_any_path(self) -> None:
         """With one hub served, any path reaches it."""
-        self.server = HubTestServer([WorkHub])
+        self.server = HubTestServer([work_hub(self.log)])
         conn = self.server.connect(path="/whatever")
         self.successResultOf(conn.ready)
         self.assertEqual(self.call(conn, "plain", 1), 1)
@@ -551,7 +561,7 @@ class LifecycleTests(ServerTestBase):
 
     def test_disallowed_origin_403(self) -> None:
         """A browser origin not in allowed_origins is refused with 403; allowed ones and none pass."""
-        self.server = HubTestServer([WorkHub], allowed_origins=["https://good.example"])
+        self.server = HubTestServer([work_hub(self.log)], allowed_origins=["https://good.example"])
         self.assertEqual(self.refusal("/hub/work", origin="https://evil.example").status, 403)
         self.successResultOf(self.server.connect("work", origin="https://good.example").ready)
         self.successResultOf(self.server.connect("work").ready)
@@ -559,10 +569,10 @@ class LifecycleTests(ServerTestBase):
     def test_connected_and_disconnected_hooks(self) -> None:
         """on_connected runs once open, on_disconnected gets the reason (normal close here)."""
         conn = self.connect()
-        self.assertEqual(WorkHub.events, [("connected", conn.client.connection_id)])
+        self.assertEqual(self.log.events, [("connected", conn.client.connection_id)])
         conn.client.disconnect("bye")
         self.server.flush()
-        reason = WorkHub.events[-1][1]
+        reason = self.log.events[-1][1]
         self.assertEqual(reason.kind, DisconnectKind.NORMAL)
         self.assertEqual(reason.code, CloseCode.NORMAL)
         self.assertFalse(reason.locally)
@@ -572,7 +582,7 @@ class LifecycleTests(ServerTestBase):
         conn = self.connect()
         conn.drop()
         self.server.flush()
-        self.assertEqual(WorkHub.events[-1][1].kind, DisconnectKind.CONNECTION_LOST)
+        self.assertEqual(self.log.events[-1][1].kind, DisconnectKind.CONNECTION_LOST)
         self.assertEqual(self.server.factory.connection_count, 0)
 
     def test_refused_connection_runs_no_hooks(self) -> None:
@@ -587,8 +597,7 @@ class OnConnectingKindsTests(ServerTestBase):
 
     def setUp(self) -> None:
         super().setUp()
-        GuardedHub.calls = 0
-        self.server = HubTestServer([GuardedHub, AsyncGuardedHub])
+        self.server = HubTestServer([guarded_hub(self.guard), guarded_hub(self.guard, AsyncGuardedHub)])
 
     def assert_refused(self, conn: TestConnection, status: int, reason: str | None = None) -> None:
         """The handshake failed with C{status}, nothing is registered and no hub method can run."""
@@ -604,17 +613,17 @@ class OnConnectingKindsTests(ServerTestBase):
         self.assertIsNone(conn.server_protocol.core.peer_max_message_size)
         self.failureResultOf(conn.client.call("hello"), ConnectionClosedError)
         self.server.flush()
-        self.assertEqual(GuardedHub.calls, 0)
+        self.assertEqual(self.guard.calls, 0)
 
     def assert_accepted(self, conn: TestConnection) -> None:
         """The handshake succeeded and a hub method runs."""
         self.server.flush()
         self.successResultOf(conn.ready)
         self.assertEqual(self.call(conn, "hello"), "hi")
-        self.assertEqual(GuardedHub.calls, 1)
+        self.assertEqual(self.guard.calls, 1)
 
     def open_gate(self, value: object) -> None:
-        gate = GuardedHub.gate
+        gate = self.guard.gate
         assert gate is not None
         if isinstance(value, Exception):
             gate.errback(value)
@@ -778,7 +787,7 @@ class KickTests(ServerTestBase):
         self.failureResultOf(call, ConnectionClosedError)  # closed before its result
         reason = self.successResultOf(waiting)
         self.assertEqual((reason.kind, reason.code, reason.message), (DisconnectKind.KICKED, 4000, "spamming"))
-        server_reason = WorkHub.events[-1][1]
+        server_reason = self.log.events[-1][1]
         self.assertEqual((server_reason.kind, server_reason.locally), (DisconnectKind.KICKED, True))
 
     def test_kick_from_outside_a_call(self) -> None:
@@ -794,7 +803,7 @@ class KickTests(ServerTestBase):
 class LimitTests(ServerTestBase):
     def test_max_message_size(self) -> None:
         """A message over max_message_size closes the connection with 1009 (MESSAGE_TOO_BIG)."""
-        self.server = HubTestServer([WorkHub], max_message_size=1000)
+        self.server = HubTestServer([work_hub(self.log)], max_message_size=1000)
         conn = self.connect()
         other = self.connect()
         self.assertEqual(self.call(conn, "plain", b"x" * 900), b"x" * 900)
@@ -805,12 +814,12 @@ class LimitTests(ServerTestBase):
         self.failureResultOf(d, ConnectionClosedError)
         reason = self.successResultOf(conn.client.wait_for_disconnect())
         self.assertEqual((reason.kind, reason.code), (DisconnectKind.MESSAGE_TOO_BIG, CloseCode.MESSAGE_TOO_BIG))
-        self.assertEqual(WorkHub.events[-1][1].kind, DisconnectKind.MESSAGE_TOO_BIG)
+        self.assertEqual(self.log.events[-1][1].kind, DisconnectKind.MESSAGE_TOO_BIG)
         self.assertEqual(self.call(other, "plain", 1), 1)
 
     def test_client_respects_announced_limit(self) -> None:
         """The client learns the server's limit from the welcome and refuses a too-big call locally."""
-        self.server = HubTestServer([WorkHub], max_message_size=1000)
+        self.server = HubTestServer([work_hub(self.log)], max_message_size=1000)
         conn = self.connect()
         self.assertEqual(conn.client.core.peer_max_message_size, 1000)
         error = self.call_error(conn, "plain", b"x" * 1001)
@@ -833,7 +842,7 @@ class LimitTests(ServerTestBase):
 
     def test_result_too_big(self) -> None:
         """A result over max_message_size answers 'internal' (logged) instead of breaking the reactor."""
-        self.server = HubTestServer([WorkHub], max_message_size=1000)
+        self.server = HubTestServer([work_hub(self.log)], max_message_size=1000)
         conn = self.connect()
         error = self.call_error(conn, "big", 2000)
         self.assertEqual((error.code, error.message), (ErrorCode.INTERNAL, "the result is too big to send"))
@@ -842,7 +851,7 @@ class LimitTests(ServerTestBase):
 
     def test_receiver_call_too_big(self) -> None:
         """A receiver call over max_message_size fails the hub method, not the connection."""
-        self.server = HubTestServer([WorkHub], max_message_size=1000)
+        self.server = HubTestServer([work_hub(self.log)], max_message_size=1000)
         conn = self.connect(receiver=Recorder())
         self.assertEqual(self.call_error(conn, "push_many", 2000, 1).code, ErrorCode.INTERNAL)
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
@@ -850,7 +859,7 @@ class LimitTests(ServerTestBase):
 
     def test_batches_stay_under_the_limit(self) -> None:
         """Several messages that together exceed max_message_size are sent in several frames."""
-        self.server = HubTestServer([WorkHub], max_message_size=1000)
+        self.server = HubTestServer([work_hub(self.log)], max_message_size=1000)
         recorder = Recorder()
         conn = self.connect(receiver=recorder)
         before = len(conn.client_received)
@@ -871,7 +880,7 @@ class LimitTests(ServerTestBase):
 
     def test_max_pending_calls(self) -> None:
         """Calls beyond max_pending_calls (running + queued) answer 'too-many-pending'."""
-        self.server = HubTestServer([WorkHub], max_pending_calls=3)
+        self.server = HubTestServer([work_hub(self.log)], max_pending_calls=3)
         conn = self.connect()
         calls = [conn.client.call("deferred", i) for i in range(5)]
         self.server.flush()
@@ -879,7 +888,7 @@ class LimitTests(ServerTestBase):
             self.assertNoResult(d)
         for d in calls[3:]:
             self.assertEqual(self.failureResultOf(d, HubError).value.code, ErrorCode.TOO_MANY_PENDING)  # type: ignore[attr-defined]
-        WorkHub.pending[0].callback(None)
+        self.log.pending[0].callback(None)
         self.server.flush()
         self.assertEqual(self.successResultOf(calls[0]), 0)
         self.assertTrue(conn.client.is_connected)
@@ -889,7 +898,7 @@ class LimitTests(ServerTestBase):
 
     def test_max_pending_concurrent(self) -> None:
         """The pending-call limit also holds for concurrent hubs."""
-        self.server = HubTestServer([ParallelHub], max_pending_calls=2)
+        self.server = HubTestServer([work_hub(self.log, ParallelHub)], max_pending_calls=2)
         conn = self.connect("parallel")
         calls = [conn.client.call("deferred", i) for i in range(3)]
         self.server.flush()
@@ -899,7 +908,7 @@ class LimitTests(ServerTestBase):
     def test_limits_must_be_positive(self) -> None:
         """Zero or negative limits are refused when the factory is built."""
         for option in ("max_message_size", "max_outgoing_buffer", "max_pending_calls", "max_messages_per_frame"):
-            self.assertRaises(ValueError, HubTestServer, [WorkHub], **{option: 0})
+            self.assertRaises(ValueError, HubTestServer, [work_hub(self.log)], **{option: 0})
 
 
 def notifies(method: str, count: int) -> bytes:
@@ -912,7 +921,7 @@ class FrameWorkLimitTests(ServerTestBase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.server = HubTestServer([WorkHub, ParallelHub], max_messages_per_frame=8)
+        self.server = HubTestServer([work_hub(self.log), work_hub(self.log, ParallelHub)], max_messages_per_frame=8)
 
     def info_lines(self) -> list[LogEvent]:
         return [e for e in self.hub_logs() if e["log_level"].name == "info"]
@@ -922,7 +931,7 @@ class FrameWorkLimitTests(ServerTestBase):
         conn = self.connect()
         conn.client.sendMessage(notifies("record", 8), isBinary=True)
         self.server.flush()
-        self.assertEqual([e for e in WorkHub.events if e[0] == "record"], [("record", n) for n in range(8)])
+        self.assertEqual([e for e in self.log.events if e[0] == "record"], [("record", n) for n in range(8)])
         self.assertTrue(conn.client.is_connected)
 
     def test_frame_over_the_limit_closes_1008_and_runs_nothing(self) -> None:
@@ -932,12 +941,12 @@ class FrameWorkLimitTests(ServerTestBase):
         self.server.flush()
         conn.client.sendMessage(notifies("record", 9), isBinary=True)
         self.server.flush()
-        self.assertEqual([e for e in WorkHub.events if e[0] == "record"], [])
+        self.assertEqual([e for e in self.log.events if e[0] == "record"], [])
         reason = self.successResultOf(conn.client.wait_for_disconnect())
         self.assertEqual((reason.kind, reason.code), (DisconnectKind.PROTOCOL_ERROR, CloseCode.POLICY_VIOLATION))
         self.assertIn("more than 8 messages", reason.message)
         self.failureResultOf(pending, ConnectionClosedError)
-        server_side = [e[1] for e in WorkHub.events if e[0] == "disconnected"]
+        server_side = [e[1] for e in self.log.events if e[0] == "disconnected"]
         self.assertEqual([(r.kind, r.code) for r in server_side], [(DisconnectKind.PROTOCOL_ERROR, 1008)])
         lines = self.info_lines()
         self.assertEqual(len(lines), 1, [e["log_format"] for e in lines])
@@ -948,22 +957,22 @@ class FrameWorkLimitTests(ServerTestBase):
         """Our client never puts more than BATCH_MESSAGES messages in a frame, so a server at that limit takes them all."""
         from twisted_hub._wire import BATCH_MESSAGES
 
-        self.server = HubTestServer([WorkHub], max_messages_per_frame=BATCH_MESSAGES)
+        self.server = HubTestServer([work_hub(self.log)], max_messages_per_frame=BATCH_MESSAGES)
         conn = self.connect()
         for n in range(2 * BATCH_MESSAGES + 5):
             conn.client.notify("record", n)
         self.server.flush()
-        self.assertEqual(len([e for e in WorkHub.events if e[0] == "record"]), 2 * BATCH_MESSAGES + 5)
+        self.assertEqual(len([e for e in self.log.events if e[0] == "record"]), 2 * BATCH_MESSAGES + 5)
         self.assertTrue(conn.client.is_connected)
         self.assertTrue(all(len(list(msgpack.Unpacker(io.BytesIO(f)))) <= BATCH_MESSAGES for f in conn.server_received))
 
     def test_default_limit(self) -> None:
         """The documented default: 1024 messages per frame."""
-        self.assertEqual(HubTestServer([WorkHub]).factory.max_messages_per_frame, 1024)
+        self.assertEqual(HubTestServer([work_hub(self.log)]).factory.max_messages_per_frame, 1024)
 
     def test_pending_notifies_count_against_max_pending_calls(self) -> None:
         """NOTIFYs still running count like calls: an INVOKE after them gets too-many-pending, more NOTIFYs are dropped."""
-        self.server = HubTestServer([ParallelHub], max_pending_calls=3)
+        self.server = HubTestServer([work_hub(self.log, ParallelHub)], max_pending_calls=3)
         conn = self.connect("parallel")
         for n in range(3):
             conn.client.notify("deferred", n)
@@ -972,11 +981,11 @@ class FrameWorkLimitTests(ServerTestBase):
         self.server.flush()
         self.assertIsNone(dropped)
         self.assertEqual(self.failureResultOf(call, HubError).value.code, ErrorCode.TOO_MANY_PENDING)  # type: ignore[attr-defined]
-        self.assertNotIn(("record", "dropped"), WorkHub.events)
+        self.assertNotIn(("record", "dropped"), self.log.events)
         lines = self.info_lines()
         self.assertEqual(len(lines), 1)
         self.assertIn("'record' dropped", lines[0]["log_format"].format(**lines[0]))
-        WorkHub.pending[0].callback(None)
+        self.log.pending[0].callback(None)
         self.server.flush()
         self.assertEqual(self.call(conn, "plain", 2), 2)
 
@@ -1050,7 +1059,7 @@ class BadInputTests(ServerTestBase):
         reason = self.successResultOf(bad.client.wait_for_disconnect())
         self.assertEqual((reason.kind, reason.code), (DisconnectKind.PROTOCOL_ERROR, code))
         self.assertTrue(bad.closed)
-        server_reason = [e[1] for e in WorkHub.events if e[0] == "disconnected"]
+        server_reason = [e[1] for e in self.log.events if e[0] == "disconnected"]
         self.assertEqual([(r.kind, r.code) for r in server_reason], [(DisconnectKind.PROTOCOL_ERROR, code)])
         lines = [e for e in self.hub_logs() if e["log_level"].name != "debug"]
         self.assertEqual(len(lines), 1, [e["log_format"] for e in lines])

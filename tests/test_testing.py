@@ -12,14 +12,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_hub import DisconnectKind, HubClientOptions, connect
 from twisted_hub.testing import HubTestServer
 
-from .helpers.hubs import Recorder, WorkHub
+from .helpers.hubs import Recorder, WorkHub, WorkLog, work_hub
 
 
 class HubTestServerTests(SynchronousTestCase):
     def setUp(self) -> None:
-        WorkHub.events = []
-        WorkHub.pending = []
-        self.server = HubTestServer([WorkHub])
+        self.log = WorkLog()
+        self.server = HubTestServer([work_hub(self.log)])
 
     def test_connect_runs_handshake(self) -> None:
         """connect() returns a connection whose handshake is done and whose hub instance is reachable."""
@@ -34,7 +33,7 @@ class HubTestServerTests(SynchronousTestCase):
     def test_own_clock(self) -> None:
         """The server, its factory and its clients share the given Clock."""
         clock = Clock()
-        server = HubTestServer([WorkHub], clock=clock)
+        server = HubTestServer([work_hub(self.log)], clock=clock)
         conn = server.connect("work")
         self.assertIs(server.factory.clock, clock)
         self.assertIs(conn.client.factory.clock, clock)
@@ -99,11 +98,12 @@ class HubTestServerTests(SynchronousTestCase):
         conn.hub.clients.caller.said("to frozen")
         self.server.advance(10)
         self.assertNoResult(d)
-        self.assertNotIn(("record", "while frozen"), WorkHub.events)
+        self.assertNotIn(("record", "while frozen"), self.log.events)
         self.assertEqual(recorder.calls, [])
         conn.thaw()
         self.server.flush()
         self.successResultOf(d)
+        self.assertIn(("record", "while frozen"), self.log.events)
         self.assertEqual(recorder.calls, [("said", ("to frozen",))])
 
     def test_freeze_server(self) -> None:
@@ -137,7 +137,7 @@ class HubTestServerTests(SynchronousTestCase):
         conn.drop()
         self.assertTrue(conn.closed)
         self.assertEqual(self.successResultOf(conn.client.wait_for_disconnect()).kind, DisconnectKind.CONNECTION_LOST)
-        self.assertEqual(WorkHub.events[-1][1].kind, DisconnectKind.CONNECTION_LOST)
+        self.assertEqual(self.log.events[-1][1].kind, DisconnectKind.CONNECTION_LOST)
         conn.drop()  # twice is harmless
         self.server.flush()
 

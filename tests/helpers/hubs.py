@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -45,19 +47,30 @@ class Answers:
         return d
 
 
+@dataclass
+class WorkLog:
+    """
+    What the WorkHub instances of one test share: the lifecycle and
+    C{record()} events, and the Deferreds their slow methods wait on (the
+    test fires them).  Each test makes its own and serves C{work_hub(log)}.
+    """
+
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    pending: list[Deferred[Any]] = field(default_factory=list)
+
+
 @hub("work")
 class WorkHub(Hub):
-    """Every kind of method, plus hooks that record what happened."""
+    """Every kind of method, plus hooks that record what happened in the log it is given."""
 
-    #: per-test shared log of lifecycle events (reset by tests)
-    events: list[tuple[str, Any]] = []
-    pending: list[Deferred[Any]] = []
+    def __init__(self, log: WorkLog) -> None:
+        self.log = log
 
     def on_connected(self) -> None:
-        WorkHub.events.append(("connected", self.connection.id))
+        self.log.events.append(("connected", self.connection.id))
 
     def on_disconnected(self, reason: DisconnectReason) -> None:
-        WorkHub.events.append(("disconnected", reason, self.groups.joined()))
+        self.log.events.append(("disconnected", reason, self.groups.joined()))
 
     @method
     def plain(self, value: Any) -> Any:
@@ -66,13 +79,13 @@ class WorkHub(Hub):
     @method
     def deferred(self, value: Any) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
-        WorkHub.pending.append(d)
+        self.log.pending.append(d)
         return d.addCallback(lambda _: value)
 
     @method
     async def coroutine(self, value: Any) -> Any:
         d: Deferred[Any] = Deferred()
-        WorkHub.pending.append(d)
+        self.log.pending.append(d)
         extra = await d
         return [value, extra]
 
@@ -126,7 +139,7 @@ class WorkHub(Hub):
 
     @method
     def record(self, value: Any) -> None:
-        WorkHub.events.append(("record", value))
+        self.log.events.append(("record", value))
 
     # -- receivers ----------------------------------------------------------
     @method
@@ -171,7 +184,7 @@ class WorkHub(Hub):
     async def join_later(self, group: str) -> int:
         """Joins a group once the test fires the pending Deferred (the client may be gone by then)."""
         d: Deferred[None] = Deferred()
-        WorkHub.pending.append(d)
+        self.log.pending.append(d)
         await d
         self.groups.add(group)
         return self.groups.count(group)
@@ -213,13 +226,40 @@ class ParallelHub(WorkHub):
     """WorkHub with concurrent calls."""
 
 
+def work_hub(log: WorkLog, hub_class: type[WorkHub] = WorkHub) -> partial[WorkHub]:
+    """What a test serves: WorkHub (or a subclass) whose every instance records into C{log}."""
+    return partial(hub_class, log)
+
+
+@hub("work")
+class ProcessWorkHub(WorkHub):
+    """
+    WorkHub for C{twistd hub --hub tests.helpers.hubs:ProcessWorkHub}, which
+    makes hubs with no arguments.  Each instance records into a log of its
+    own that nothing reads: the process tests watch the wire and Redis.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(WorkLog())
+
+
+@dataclass
+class GuardLog:
+    """
+    What the GuardedHub instances of one test share: the Deferred a "later"
+    handshake waits on (the test fires it) and how many times C{hello} ran.
+    """
+
+    gate: Deferred[None] | None = None
+    calls: int = 0
+
+
 @hub("guarded")
 class GuardedHub(Hub):
     """Refuses connections according to the request's query string."""
 
-    gate: Deferred[None] | None = None
-    #: how many times hello ran (reset by tests)
-    calls = 0
+    def __init__(self, log: GuardLog) -> None:
+        self.log = log
 
     def on_connecting(self, request: Any) -> Awaitable[None] | None:
         mode = request.params.get("mode", [""])[0]
@@ -229,13 +269,13 @@ class GuardedHub(Hub):
             raise RuntimeError("hook bug")
         if mode == "later":
             d: Deferred[None] = Deferred()
-            GuardedHub.gate = d
+            self.log.gate = d
             return d
         return None
 
     @method
     def hello(self) -> str:
-        GuardedHub.calls += 1
+        self.log.calls += 1
         return "hi"
 
 
@@ -247,12 +287,17 @@ class AsyncGuardedHub(GuardedHub):
         mode = request.params.get("mode", [""])[0]
         if mode.startswith("wait-"):
             d: Deferred[None] = Deferred()
-            GuardedHub.gate = d
+            self.log.gate = d
             await d
         if mode.endswith("refuse"):
             raise RefuseConnection(401, "async: who are you")
         if mode.endswith("crash"):
             raise RuntimeError("async hook bug")
+
+
+def guarded_hub(log: GuardLog, hub_class: type[GuardedHub] = GuardedHub) -> partial[GuardedHub]:
+    """What a test serves: GuardedHub (or a subclass) whose every instance shares C{log}."""
+    return partial(hub_class, log)
 
 
 CONNECTION_LOG = "twisted_hub.connections"
