@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import warnings
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from twisted.internet.testing import EventLoggingObserver
@@ -35,7 +36,9 @@ from twisted_hub.testing import HubTestServer, TestConnection
 
 class PlainHub(Hub):
     hub_name = "plain"
-    disconnects: list[DisconnectReason] = []
+
+    def __init__(self, disconnects: list[DisconnectReason]) -> None:
+        self.disconnects = disconnects
 
     @method
     def echo(self, value: Any) -> Any:
@@ -54,7 +57,7 @@ class PlainHub(Hub):
         self.connection.heartbeat.set_ack_callback(self.connection.items["acks"].append)
 
     def on_disconnected(self, reason: DisconnectReason) -> None:
-        type(self).disconnects.append(reason)
+        self.disconnects.append(reason)
 
 
 def heartbeats(payloads: list[bytes]) -> list[Any]:
@@ -74,9 +77,12 @@ def tight(timeout: float = 0.5) -> HeartbeatPolicy:
         return HeartbeatPolicy(enabled=True, interval=1.0, timeout=timeout)
 
 
-def server_for(policy: HeartbeatPolicy | None = None, *hubs: type[Hub]) -> HubTestServer:
-    PlainHub.disconnects = []
-    return HubTestServer(list(hubs) or [PlainHub], heartbeat=policy)
+def server_for(
+    policy: HeartbeatPolicy | None = None, *hubs: type[Hub], disconnects: list[DisconnectReason] | None = None
+) -> HubTestServer:
+    """A test server for C{hubs}, by default PlainHub recording its disconnect reasons in C{disconnects}."""
+    plain = partial(PlainHub, [] if disconnects is None else disconnects)
+    return HubTestServer(list(hubs) or [plain], heartbeat=policy)
 
 
 class ServerHeartbeatTests(SynchronousTestCase):
@@ -137,15 +143,16 @@ class ServerHeartbeatTests(SynchronousTestCase):
 
     def test_silent_client_times_out(self) -> None:
         """A frozen client is dropped exactly at send time + timeout, with the timed-out reason."""
-        server = server_for(tight())
+        disconnects: list[DisconnectReason] = []
+        server = server_for(tight(), disconnects=disconnects)
         conn = server.connect("plain")
         server.advance(1.2)
         conn.freeze_client()
         server.advance(1.29)
-        self.assertEqual(PlainHub.disconnects, [])
+        self.assertEqual(disconnects, [])
         server.advance(0.01)  # t = 2.5: beat at 2.0 + timeout 0.5
-        self.assertEqual([r.kind for r in PlainHub.disconnects], [DisconnectKind.TIMED_OUT])
-        self.assertEqual(PlainHub.disconnects[0].code, 4001)
+        self.assertEqual([r.kind for r in disconnects], [DisconnectKind.TIMED_OUT])
+        self.assertEqual(disconnects[0].code, 4001)
         conn.thaw()
         server.flush()
         assert conn.client.disconnect_reason is not None
@@ -153,18 +160,20 @@ class ServerHeartbeatTests(SynchronousTestCase):
 
     def test_timeout_longer_than_interval_lost(self) -> None:
         """With timeout 3.5 s > interval 1 s, the oldest unanswered beat (t=2) decides: dropped at 5.5 s."""
-        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.5))
+        disconnects: list[DisconnectReason] = []
+        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.5), disconnects=disconnects)
         conn = server.connect("plain")
         server.advance(1.5)
         conn.freeze_client()
         server.advance(3.99)  # t = 5.49
-        self.assertEqual(PlainHub.disconnects, [])
+        self.assertEqual(disconnects, [])
         server.advance(0.01)
-        self.assertEqual([r.kind for r in PlainHub.disconnects], [DisconnectKind.TIMED_OUT])
+        self.assertEqual([r.kind for r in disconnects], [DisconnectKind.TIMED_OUT])
 
     def test_timeout_longer_than_interval_kept(self) -> None:
         """Late answers within the timeout keep the connection: only the newest ack stops the timeout."""
-        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.5))
+        disconnects: list[DisconnectReason] = []
+        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.5), disconnects=disconnects)
         conn = server.connect("plain")
         server.advance(1.5)
         conn.freeze_client()
@@ -174,7 +183,7 @@ class ServerHeartbeatTests(SynchronousTestCase):
         self.assertIsNone(conn.server_protocol.core.heartbeat.timeout_started_at)
         server.advance(10.0)
         self.assertTrue(conn.client.is_connected)
-        self.assertEqual(PlainHub.disconnects, [])
+        self.assertEqual(disconnects, [])
 
     def test_latency_and_ack_callback(self) -> None:
         """Latency is the round trip of the newest beat; the ack callback gets each value."""
@@ -321,7 +330,7 @@ class PrecedenceTests(SynchronousTestCase):
 
     def test_default_is_off(self) -> None:
         """With no global policy and no decorator, no heartbeats are sent."""
-        server = HubTestServer([PlainHub])
+        server = HubTestServer([partial(PlainHub, [])])
         conn = server.connect("plain")
         server.advance(120.0)
         self.assertEqual(heartbeats(conn.client_received), [])
@@ -418,27 +427,29 @@ class ClientHeartbeatTests(SynchronousTestCase):
 class StallTests(SynchronousTestCase):
     def test_server_stall_causes_no_false_timeout(self) -> None:
         """The server's reactor blocked 3 s with timeout 2 s does not drop a live client."""
-        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=2.0))
+        disconnects: list[DisconnectReason] = []
+        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=2.0), disconnects=disconnects)
         conn = server.connect("plain")
         server.advance(1.5)
         server.stall(3.0)
         server.advance(10.0)
         self.assertTrue(conn.client.is_connected)
-        self.assertEqual(PlainHub.disconnects, [])
+        self.assertEqual(disconnects, [])
 
     def test_dead_peer_is_still_dropped_after_a_stall(self) -> None:
         """After a stall a really dead client gets one more exchange, then is dropped as timed out."""
-        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=2.0))
+        disconnects: list[DisconnectReason] = []
+        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=2.0), disconnects=disconnects)
         conn = server.connect("plain")
         server.advance(1.5)
         conn.freeze_client()
         server.advance(0.7)  # t = 2.2: the beat at 2.0 is unanswered, its check is due at 4.0
         server.stall(3.0)  # t = 5.2: the check fires late, after a stall -> one more exchange
-        self.assertEqual(PlainHub.disconnects, [])
+        self.assertEqual(disconnects, [])
         server.advance(1.99)
-        self.assertEqual(PlainHub.disconnects, [])
+        self.assertEqual(disconnects, [])
         server.advance(0.01)  # grace deadline: 5.2 + 2.0
-        self.assertEqual([r.kind for r in PlainHub.disconnects], [DisconnectKind.TIMED_OUT])
+        self.assertEqual([r.kind for r in disconnects], [DisconnectKind.TIMED_OUT])
 
 
 class AnyTrafficTests(SynchronousTestCase):
@@ -475,7 +486,8 @@ class AnyTrafficTests(SynchronousTestCase):
     def test_partial_large_message_counts_as_life(self) -> None:
         """Bytes of one large message still arriving keep the sender alive, without any complete frame."""
         policy = HeartbeatPolicy(enabled=True, interval=1.0, timeout=2.0, any_traffic_counts=True)
-        server = server_for(policy)
+        disconnects: list[DisconnectReason] = []
+        server = server_for(policy, disconnects=disconnects)
         conn = server.connect("plain", client_protocol=self.DeafClient)
         conn.client.call("echo", b"x" * 200_000).addErrback(lambda f: None)
         wire = conn.client_transport.getOutBuffer()  # taken off the link: we deliver it slowly
@@ -485,7 +497,7 @@ class AnyTrafficTests(SynchronousTestCase):
             server.advance(0.5)
         self.assertGreaterEqual(server.clock.seconds(), 9.0)
         self.assertTrue(conn.client.is_connected)
-        self.assertEqual(PlainHub.disconnects, [])
+        self.assertEqual(disconnects, [])
 
     def test_traffic_does_not_count_by_default(self) -> None:
         """Without it, the same client is timed out."""
@@ -503,7 +515,8 @@ class ReconnectTests(SynchronousTestCase):
 
     def test_reconnects_after_timeout_with_policy_delays(self) -> None:
         """After a heartbeat timeout the client retries at the policy's delays and runs its restore hook."""
-        server = server_for()
+        disconnects: list[DisconnectReason] = []
+        server = server_for(disconnects=disconnects)
         endpoint = server.endpoint()
         restored: list[str] = []
         delays = [1.5, 3.0]
@@ -537,12 +550,12 @@ class ReconnectTests(SynchronousTestCase):
         result = client.call("echo", "back")
         server.flush()
         self.assertEqual(self.successResultOf(result), "back")
-        PlainHub.disconnects = []
+        disconnects.clear()
         stopped = client.stop()
         server.flush()
         self.successResultOf(stopped)
         # A normal WebSocket close, not a dropped link; and no reconnection afterwards.
-        self.assertEqual([r.kind for r in PlainHub.disconnects], [DisconnectKind.NORMAL])
+        self.assertEqual([r.kind for r in disconnects], [DisconnectKind.NORMAL])
         server.advance(60)
         self.assertEqual(len(restored), 2)
 
@@ -560,7 +573,8 @@ class ReconnectingServiceTests(SynchronousTestCase):
         """setServiceParent + startService connects; stopping the parent closes the connection normally."""
         from twisted.application.service import IService, MultiService
 
-        server = server_for()
+        disconnects: list[DisconnectReason] = []
+        server = server_for(disconnects=disconnects)
         client = self.make(server)
         self.assertTrue(IService.providedBy(client))
         parent = MultiService()
@@ -573,7 +587,7 @@ class ReconnectingServiceTests(SynchronousTestCase):
         stopped = parent.stopService()
         server.flush()
         self.successResultOf(stopped)
-        self.assertEqual([r.kind for r in PlainHub.disconnects], [DisconnectKind.NORMAL])
+        self.assertEqual([r.kind for r in disconnects], [DisconnectKind.NORMAL])
         self.assertFalse(client.running)
 
     def test_disconnects_are_bounded(self) -> None:
@@ -649,12 +663,13 @@ class LateAnswerTests(SynchronousTestCase):
     def test_server_keeps_a_slow_client(self) -> None:
         """Round trips of 1.2x and 2.5x the interval never time a live client out over 100 intervals."""
         for one_way in (0.6, 1.25):
-            server = server_for(self.policy)
+            disconnects: list[DisconnectReason] = []
+            server = server_for(self.policy, disconnects=disconnects)
             conn = server.connect("plain")
             conn.set_latency(one_way)
             server.advance(100.0)
             self.assertTrue(conn.client.is_connected, one_way)
-            self.assertEqual(PlainHub.disconnects, [], one_way)
+            self.assertEqual(disconnects, [], one_way)
             self.assertAlmostEqual(conn.hub.connection.heartbeat.latency, 2 * one_way)
             self.assertGreaterEqual(conn.server_protocol.core.heartbeat.acks, 95)
 
@@ -673,16 +688,18 @@ class LateAnswerTests(SynchronousTestCase):
 
     def test_both_directions_at_once(self) -> None:
         """Server and client heartbeats together on a 1.2 s round trip: nobody is dropped."""
-        server = server_for(self.policy)
+        disconnects: list[DisconnectReason] = []
+        server = server_for(self.policy, disconnects=disconnects)
         conn = server.connect("plain", options=HubClientOptions(heartbeat=self.policy))
         conn.set_latency(0.6)
         server.advance(100.0)
         self.assertTrue(conn.client.is_connected)
-        self.assertEqual(PlainHub.disconnects, [])
+        self.assertEqual(disconnects, [])
 
     def test_server_still_drops_a_dead_slow_client_in_bound(self) -> None:
         """On the same slow link, a client that stops answering is dropped within interval + timeout."""
-        server = server_for(self.policy)
+        disconnects: list[DisconnectReason] = []
+        server = server_for(self.policy, disconnects=disconnects)
         conn = server.connect("plain")
         conn.set_latency(0.6)
         server.advance(10.3)
@@ -691,7 +708,7 @@ class LateAnswerTests(SynchronousTestCase):
         dropped_at = time_of_disconnect(server, conn, limit=6.0)
         assert dropped_at is not None
         self.assertLessEqual(dropped_at - frozen_at, 1.0 + 3.0)
-        self.assertEqual([r.kind for r in PlainHub.disconnects], [DisconnectKind.TIMED_OUT])
+        self.assertEqual([r.kind for r in disconnects], [DisconnectKind.TIMED_OUT])
 
     def test_client_still_drops_a_dead_slow_server_in_bound(self) -> None:
         """On the same slow link, the client drops a server that stops answering within interval + timeout."""
@@ -714,17 +731,18 @@ class ClientTimeoutCloseTests(SynchronousTestCase):
 
     def test_server_learns_peer_timed_out(self) -> None:
         """A frozen server, once thawed, reads the client's 4001 and records PEER_TIMED_OUT, not connection-lost."""
-        server = server_for()
+        disconnects: list[DisconnectReason] = []
+        server = server_for(disconnects=disconnects)
         conn = server.connect("plain", options=HubClientOptions(heartbeat=HeartbeatPolicy.every(1.0)))
         conn.freeze_server()
         server.advance(4.0)
         reason = conn.client.disconnect_reason
         assert reason is not None
         self.assertEqual((reason.kind, reason.code), (DisconnectKind.TIMED_OUT, 4001))
-        self.assertEqual(PlainHub.disconnects, [])
+        self.assertEqual(disconnects, [])
         conn.thaw()
         server.flush()
-        self.assertEqual([(r.kind, r.code) for r in PlainHub.disconnects], [(DisconnectKind.PEER_TIMED_OUT, 4001)])
+        self.assertEqual([(r.kind, r.code) for r in disconnects], [(DisconnectKind.PEER_TIMED_OUT, 4001)])
 
     def test_close_message_and_frame_on_the_wire(self) -> None:
         """The bytes the client writes on timeout hold a CLOSE message 4001 and then a close frame 4001."""
@@ -804,13 +822,14 @@ class PingFallbackTests(SynchronousTestCase):
 
     def test_silent_client_is_dropped_with_its_own_reason(self) -> None:
         """A client that answers no ping is closed with 4001 'websocket ping timeout' at first ping + timeout."""
-        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0))
+        disconnects: list[DisconnectReason] = []
+        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0), disconnects=disconnects)
         conn = server.connect("plain", client_protocol=self.DeafOldClient)
         server.advance(3.99)
-        self.assertEqual(PlainHub.disconnects, [])
+        self.assertEqual(disconnects, [])
         server.advance(0.01)
         self.assertEqual(
-            [(r.kind, r.code, r.message) for r in PlainHub.disconnects],
+            [(r.kind, r.code, r.message) for r in disconnects],
             [(DisconnectKind.TIMED_OUT, 4001, "websocket ping timeout")],
         )
         server.flush()
@@ -842,14 +861,15 @@ class PingFallbackTests(SynchronousTestCase):
 
     def test_foreign_pongs_are_ignored(self) -> None:
         """Unsolicited pongs (any payload) neither count as answers nor break the connection."""
-        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0))
+        disconnects: list[DisconnectReason] = []
+        server = server_for(HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0), disconnects=disconnects)
         conn = server.connect("plain", client_protocol=self.DeafOldClient)
         for payload in (b"", b"hello", (99).to_bytes(8, "big")):
             conn.client.sendPong(payload)
             server.advance(1.0)
         self.assertEqual(conn.server_protocol.core.heartbeat.acks, 0)
         server.advance(1.0)
-        self.assertEqual([r.message for r in PlainHub.disconnects], ["websocket ping timeout"])
+        self.assertEqual([r.message for r in disconnects], ["websocket ping timeout"])
 
 
 class VocabularyTests(SynchronousTestCase):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytest
@@ -89,10 +91,19 @@ async def test_frozen_server_detected_through_nginx() -> None:
         await server.stop(reactor())
 
 
+@dataclass
+class Departures:
+    """What one test's RoomsHubs saw: every disconnect (connection id, reason), and the first one."""
+
+    disconnects: list[tuple[str, DisconnectReason]] = field(default_factory=list)
+    first_disconnect: Deferred[None] = field(default_factory=Deferred)
+
+
 class RoomsHub(Hub):
     hub_name = "rooms"
-    disconnects: list[tuple[str, DisconnectReason]] = []
-    first_disconnect: Deferred[None] = Deferred()
+
+    def __init__(self, departures: Departures) -> None:
+        self.departures = departures
 
     @method
     def join(self, room: str) -> int:
@@ -108,17 +119,18 @@ class RoomsHub(Hub):
         self.clients.group(room).heard(text)
 
     def on_disconnected(self, reason: DisconnectReason) -> None:
-        type(self).disconnects.append((self.connection.id, reason))
-        if not type(self).first_disconnect.called:
-            type(self).first_disconnect.callback(None)
+        self.departures.disconnects.append((self.connection.id, reason))
+        if not self.departures.first_disconnect.called:
+            self.departures.first_disconnect.callback(None)
 
 
 @pytest_twisted.ensureDeferred
 async def test_frozen_client_removed_by_server() -> None:
     """A SIGSTOPped client is timed out by the server, leaves its groups; other clients are unaffected."""
-    RoomsHub.disconnects = []
-    RoomsHub.first_disconnect = Deferred()
-    factory = HubServerFactory([RoomsHub], heartbeat=HeartbeatPolicy(enabled=True, interval=INTERVAL, timeout=TIMEOUT))
+    departures = Departures()
+    factory = HubServerFactory(
+        [partial(RoomsHub, departures)], heartbeat=HeartbeatPolicy(enabled=True, interval=INTERVAL, timeout=TIMEOUT)
+    )
     listening = reactor().listenTCP(0, factory, interface="127.0.0.1")
     url = f"ws://127.0.0.1:{listening.getHost().port}/hub/rooms"
     frozen = spawn_script(reactor(), "heartbeat_client.py", url, "lobby")
@@ -136,8 +148,8 @@ async def test_frozen_client_removed_by_server() -> None:
         assert await other.call("join", "lobby") == 2
         frozen.freeze()
         frozen_at = time.monotonic()
-        await RoomsHub.first_disconnect.addTimeout(DETECTION_BOUND + 5, reactor())
-        connection_id, reason = RoomsHub.disconnects[0]
+        await departures.first_disconnect.addTimeout(DETECTION_BOUND + 5, reactor())
+        connection_id, reason = departures.disconnects[0]
         assert (connection_id, reason.kind) == (frozen_id, DisconnectKind.TIMED_OUT)
         assert time.monotonic() - frozen_at <= DETECTION_BOUND
         assert await other.call("count", "lobby") == 1

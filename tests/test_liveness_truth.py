@@ -7,6 +7,8 @@ unchecked.  The rules themselves are tested on a Clock in test_heartbeat.py.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import msgpack
@@ -53,32 +55,36 @@ def sleep(seconds: float) -> Deferred[None]:
     return task.deferLater(reactor(), seconds, lambda: None)
 
 
+@dataclass
+class Watch:
+    """What one test's WatchedHubs saw: every disconnect (with its monotonic time), and the first one."""
+
+    disconnects: list[tuple[float, DisconnectReason]] = field(default_factory=list)
+    disconnected: Deferred[None] = field(default_factory=Deferred)
+
+
 class WatchedHub(Hub):
     hub_name = "watched"
-    disconnects: list[tuple[float, DisconnectReason]] = []
-    disconnected: Deferred[None] = Deferred()
+
+    def __init__(self, watch: Watch) -> None:
+        self.watch = watch
 
     @method
     def latency(self) -> float:
         return self.connection.heartbeat.latency
 
     def on_disconnected(self, reason: DisconnectReason) -> None:
-        type(self).disconnects.append((time.monotonic(), reason))
-        if not type(self).disconnected.called:
-            type(self).disconnected.callback(None)
-
-
-def fresh_watched_hub() -> None:
-    WatchedHub.disconnects = []
-    WatchedHub.disconnected = Deferred()
+        self.watch.disconnects.append((time.monotonic(), reason))
+        if not self.watch.disconnected.called:
+            self.watch.disconnected.callback(None)
 
 
 @pytest_twisted.ensureDeferred
 async def test_slow_link_is_not_a_dead_one() -> None:
     """600 ms each way, 1 s / 3 s both directions: 0 drops in 20 s; then blackholed: both sides detect it in bound."""
-    fresh_watched_hub()
+    watch = Watch()
     policy = HeartbeatPolicy(enabled=True, interval=INTERVAL, timeout=TIMEOUT)
-    listening = reactor().listenTCP(0, HubServerFactory([WatchedHub], heartbeat=policy), interface="127.0.0.1")
+    listening = reactor().listenTCP(0, HubServerFactory([partial(WatchedHub, watch)], heartbeat=policy), interface="127.0.0.1")
     proxy = DelayingProxy(reactor(), listening.getHost().port, delay=0.6)
     proxy_port = proxy.listen()
     try:
@@ -87,7 +93,7 @@ async def test_slow_link_is_not_a_dead_one() -> None:
         ).addTimeout(10, reactor())
         await sleep(20.0)
         assert client.is_connected, client.disconnect_reason
-        assert WatchedHub.disconnects == []
+        assert watch.disconnects == []
         assert client.round_trip >= 1.2
         assert await client.call("latency").addTimeout(5, reactor()) >= 1.2
 
@@ -95,10 +101,10 @@ async def test_slow_link_is_not_a_dead_one() -> None:
         blackholed_at = time.monotonic()
         reason = await client.wait_for_disconnect().addTimeout(DETECTION_BOUND + 5, reactor())
         client_delay = time.monotonic() - blackholed_at
-        await WatchedHub.disconnected.addTimeout(DETECTION_BOUND + 5, reactor())
-        server_delay = WatchedHub.disconnects[0][0] - blackholed_at
+        await watch.disconnected.addTimeout(DETECTION_BOUND + 5, reactor())
+        server_delay = watch.disconnects[0][0] - blackholed_at
         assert reason.kind is DisconnectKind.TIMED_OUT, reason
-        assert WatchedHub.disconnects[0][1].kind is DisconnectKind.TIMED_OUT
+        assert watch.disconnects[0][1].kind is DisconnectKind.TIMED_OUT
         assert client_delay <= DETECTION_BOUND, client_delay
         assert server_delay <= DETECTION_BOUND, server_delay
     finally:
@@ -209,9 +215,9 @@ async def open_plain(port: int, protocol: type[PlainWebSocketClient]) -> PlainWe
 @pytest_twisted.ensureDeferred
 async def test_plain_websocket_clients_are_checked_with_pings() -> None:
     """Without hub heartbeats: a client answering pings stays; one that does not is closed 4001 in bound."""
-    fresh_watched_hub()
+    watch = Watch()
     policy = HeartbeatPolicy(enabled=True, interval=0.5, timeout=1.0)
-    listening = reactor().listenTCP(0, HubServerFactory([WatchedHub], heartbeat=policy), interface="127.0.0.1")
+    listening = reactor().listenTCP(0, HubServerFactory([partial(WatchedHub, watch)], heartbeat=policy), interface="127.0.0.1")
     port = listening.getHost().port
     try:
         answering = await open_plain(port, PlainWebSocketClient)
@@ -220,11 +226,11 @@ async def test_plain_websocket_clients_are_checked_with_pings() -> None:
         code, reason = await deaf.closed.addTimeout(5, reactor())
         assert (code, reason) == (4001, "websocket ping timeout")
         assert time.monotonic() - opened_at <= 0.5 + 1.0 + 0.5
-        assert [r.message for _, r in WatchedHub.disconnects] == ["websocket ping timeout"]
+        assert [r.message for _, r in watch.disconnects] == ["websocket ping timeout"]
         await sleep(2.0)
         assert not answering.closed.called
         assert answering.pings >= 5
-        assert len(WatchedHub.disconnects) == 1
+        assert len(watch.disconnects) == 1
         answering.sendClose(1000)
         await answering.closed.addTimeout(5, reactor())
     finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 from typing import Any
 
 
@@ -28,6 +29,8 @@ def main() -> None:
     from twisted_hub import DisconnectReason, HeartbeatPolicy, Hub, HubServerFactory, method
     from twisted_hub._liveness import ServerHeartbeatScheduler
 
+    # Process-wide on purpose: the patched tick below (a patch of the class,
+    # so every connection's scheduler) consumes what any ProbeHub asked for.
     stall_after_beat: list[float] = []
     original_tick = ServerHeartbeatScheduler._tick
 
@@ -58,6 +61,9 @@ def main() -> None:
     class ProbeHub(Hub):
         hub_name = "probe"
 
+        def __init__(self, stall_requests: list[float]) -> None:
+            self.stall_requests = stall_requests
+
         @method
         def echo(self, value: Any) -> Any:
             return value
@@ -69,7 +75,7 @@ def main() -> None:
 
         @method
         def stall_after_next_beat(self, seconds: float) -> None:
-            stall_after_beat.append(seconds)
+            self.stall_requests.append(seconds)
 
         def on_disconnected(self, reason: DisconnectReason) -> None:
             print(f"DISCONNECTED {self.connection.id} {reason.kind.value}", flush=True)
@@ -79,7 +85,7 @@ def main() -> None:
         policy = HeartbeatPolicy(
             enabled=True, interval=args.interval, timeout=args.timeout, stall_grace=not args.no_stall_grace
         )
-    factory = HubServerFactory([ProbeHub], heartbeat=policy)
+    factory = HubServerFactory([partial(ProbeHub, stall_after_beat)], heartbeat=policy)
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
     print(f"PORT {port.getHost().port}", flush=True)
     reactor.run()  # type: ignore[attr-defined]
