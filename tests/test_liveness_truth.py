@@ -112,11 +112,20 @@ async def test_slow_link_is_not_a_dead_one() -> None:
         await listening.stopListening()
 
 
+@dataclass
+class RawSeen:
+    """What one test's RawDocServer received, and the close code and reason it saw."""
+
+    received: list[Any] = field(default_factory=list)
+    closed: Deferred[tuple[int | None, str | None]] = field(default_factory=Deferred)
+
+
 class RawDocServer(WebSocketServerProtocol):  # type: ignore[misc]
     """A server written from docs/protocol.md: welcomes with the heartbeat capability, then answers nothing."""
 
-    received: list[Any] = []
-    closed: Deferred[tuple[int | None, str | None]] = Deferred()
+    def __init__(self, seen: RawSeen) -> None:
+        super().__init__()
+        self.seen = seen
 
     def onConnect(self, request: Any) -> str:
         return SUBPROTOCOL
@@ -125,22 +134,21 @@ class RawDocServer(WebSocketServerProtocol):  # type: ignore[misc]
         unpacker = msgpack.Unpacker(raw=False)
         unpacker.feed(payload)
         for message in unpacker:
-            type(self).received.append(message)
+            self.seen.received.append(message)
             if message[0] == 0:  # HELLO
                 self.sendMessage(msgpack.packb([1, {"caps": ["heartbeat", "batch"], "id": "raw-1"}]), isBinary=True)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        if not type(self).closed.called:
-            type(self).closed.callback((code, reason))
+        if not self.seen.closed.called:
+            self.seen.closed.callback((code, reason))
 
 
 @pytest_twisted.ensureDeferred
 async def test_client_timeout_sends_close_4001_on_the_wire() -> None:
     """A raw server that never answers heartbeats gets CLOSE [8, 4001, ...] and a close frame 4001 from our client."""
-    RawDocServer.received = []
-    RawDocServer.closed = Deferred()
+    seen = RawSeen()
     factory = WebSocketServerFactory(protocols=[SUBPROTOCOL])
-    factory.protocol = RawDocServer
+    factory.protocol = partial(RawDocServer, seen)
     listening = reactor().listenTCP(0, factory, interface="127.0.0.1")
     try:
         options = HubClientOptions(heartbeat=HeartbeatPolicy(enabled=True, interval=0.3, timeout=0.6))
@@ -148,9 +156,9 @@ async def test_client_timeout_sends_close_4001_on_the_wire() -> None:
             10, reactor()
         )
         reason = await client.wait_for_disconnect().addTimeout(5, reactor())
-        code, text = await RawDocServer.closed.addTimeout(5, reactor())
+        code, text = await seen.closed.addTimeout(5, reactor())
         assert (reason.kind, reason.code) == (DisconnectKind.TIMED_OUT, 4001)
-        assert [8, 4001, "heartbeat timeout"] in RawDocServer.received
+        assert [8, 4001, "heartbeat timeout"] in seen.received
         assert (code, text) == (4001, "heartbeat timeout")
     finally:
         await listening.stopListening()

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -152,11 +154,19 @@ async def test_chat_broadcast_to_several_clients() -> None:
 
 
 @hub("flood")
+@dataclass
+class Departures:
+    """What one test's FloodHubs saw: every disconnect reason, and the first one."""
+
+    gone: list[DisconnectReason] = field(default_factory=list)
+    gone_signal: Deferred[DisconnectReason] = field(default_factory=Deferred)
+
+
 class FloodHub(Hub):
     """Pushes receiver calls to every connection on request."""
 
-    gone: ClassVar[list[DisconnectReason]] = []
-    gone_signal: ClassVar[Deferred[DisconnectReason] | None] = None
+    def __init__(self, departures: Departures) -> None:
+        self.departures = departures
 
     @method
     def blast(self, size: int, count: int) -> int:
@@ -165,10 +175,9 @@ class FloodHub(Hub):
         return count
 
     def on_disconnected(self, reason: DisconnectReason) -> None:
-        FloodHub.gone.append(reason)
-        signal_ = FloodHub.gone_signal
-        if signal_ is not None and not signal_.called:
-            signal_.callback(reason)
+        self.departures.gone.append(reason)
+        if not self.departures.gone_signal.called:
+            self.departures.gone_signal.callback(reason)
 
 
 class StalledClient(ProcessProtocol):
@@ -206,9 +215,8 @@ async def test_slow_consumer_is_disconnected() -> None:
 
     limit = 256 * 1024
     message = 16 * 1024
-    FloodHub.gone = []
-    FloodHub.gone_signal = Deferred()
-    server = Server([FloodHub], max_outgoing_buffer=limit)
+    departures = Departures()
+    server = Server([partial(FloodHub, departures)], max_outgoing_buffer=limit)
     stalled = StalledClient()
     process = reactor.spawnProcess(
         stalled, sys.executable, [sys.executable, str(STALLED_CLIENT), str(server.port.getHost().port), "flood"],
@@ -225,12 +233,12 @@ async def test_slow_consumer_is_disconnected() -> None:
 
         pushed = 0
         largest = 0
-        while not FloodHub.gone_signal.called and pushed < 64 * 1024 * 1024:
+        while not departures.gone_signal.called and pushed < 64 * 1024 * 1024:
             assert await bounded(client.call("blast", message, 4)) == 4
             pushed += 4 * message
-            if not FloodHub.gone_signal.called:
+            if not departures.gone_signal.called:
                 largest = max(largest, buffered(slow))
-        reason: DisconnectReason = await bounded(FloodHub.gone_signal)
+        reason: DisconnectReason = await bounded(departures.gone_signal)
 
         assert reason.kind is DisconnectKind.SLOW_CONSUMER, reason
         assert slow_ids[0] not in runtime.connections
@@ -242,21 +250,21 @@ async def test_slow_consumer_is_disconnected() -> None:
         assert client.is_connected
         assert await bounded(client.call("blast", 10, 1)) == 1
         assert len(healthy.calls) == pushed // message + 1
-        assert [r.kind for r in FloodHub.gone] == [DisconnectKind.SLOW_CONSUMER]
+        assert [r.kind for r in departures.gone] == [DisconnectKind.SLOW_CONSUMER]
         assert not stalled.ended.called  # the server dropped it; the process did not quit
     finally:
         if process.pid is not None:
             os.kill(process.pid, signal.SIGKILL)
         await bounded(stalled.ended)
-        FloodHub.gone_signal = None
         await server.close()
 
 
 @hub("vault")
 class VaultHub(Hub):
-    """An async on_connecting that checks a token after a real reactor turn."""
+    """An async on_connecting that checks a token after a real reactor turn; records who opened the vault."""
 
-    opened: ClassVar[list[str]] = []
+    def __init__(self, opened: list[str]) -> None:
+        self.opened = opened
 
     async def on_connecting(self, request: Any) -> None:
         from twisted.internet import reactor
@@ -268,7 +276,7 @@ class VaultHub(Hub):
 
     @method
     def open_vault(self) -> str:
-        VaultHub.opened.append(self.connection.id)
+        self.opened.append(self.connection.id)
         return "open"
 
 
@@ -305,8 +313,8 @@ async def test_async_on_connecting_refusal_over_sockets() -> None:
 
     from twisted_hub._wire import Hello, Invoke, encode
 
-    VaultHub.opened = []
-    server = Server([VaultHub])
+    opened: list[str] = []
+    server = Server([partial(VaultHub, opened)])
     try:
         with pytest.raises(HandshakeError) as error:
             await bounded(connect(server.url + "/vault?token=wrong", clock=reactor, timeout=WAIT))
@@ -326,13 +334,13 @@ async def test_async_on_connecting_refusal_over_sockets() -> None:
         await bounded(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), peer))
         answer = await bounded(peer.closed)
         assert answer.startswith(b"HTTP/1.1 401"), answer[:80]
-        assert VaultHub.opened == []
+        assert opened == []
         assert server.factory.connection_count == 0
 
         # The right token opens it.
         client = await server.connect_url(server.url + "/vault?token=secret")
         assert await bounded(client.call("open_vault")) == "open"
-        assert VaultHub.opened == [client.connection_id]
+        assert opened == [client.connection_id]
     finally:
         await server.close()
 
@@ -351,14 +359,16 @@ class _SilentPeer(Protocol):
 class _MuteHubProtocol(HubServerProtocol):
     """Completes the WebSocket upgrade, then never sends WELCOME; fires C{closed} when its socket closes."""
 
-    closed: ClassVar[Deferred[None]]
+    def __init__(self, closed: Deferred[None]) -> None:
+        super().__init__()
+        self.closed = closed
 
     def onOpen(self) -> None:
         pass
 
     def connectionLost(self, reason: Any = None) -> None:
         super().connectionLost(reason)
-        _MuteHubProtocol.closed.callback(None)
+        self.closed.callback(None)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         pass
@@ -373,8 +383,8 @@ async def test_connect_timeout_covers_the_whole_handshake() -> None:
     lost: list[Deferred[None]] = []
     silent = reactor.listenTCP(0, Factory.forProtocol(lambda: _SilentPeer(lost)), interface="127.0.0.1")
     mute = Server(DEMO_HUBS)
-    mute.factory.protocol = _MuteHubProtocol
-    _MuteHubProtocol.closed = Deferred()
+    closed: Deferred[None] = Deferred()
+    mute.factory.protocol = partial(_MuteHubProtocol, closed)
     try:
         started = reactor.seconds()
         url = f"ws://127.0.0.1:{silent.getHost().port}/hub"
@@ -388,7 +398,7 @@ async def test_connect_timeout_covers_the_whole_handshake() -> None:
             await bounded(connect(mute.url, "echo", clock=reactor, timeout=1.0))
         assert error.value.stage == "welcome"
         assert "WELCOME" in str(error.value)
-        await bounded(_MuteHubProtocol.closed)  # the client closed its socket
+        await bounded(closed)  # the client closed its socket
     finally:
         await bounded(silent.stopListening())
         await mute.close()

@@ -548,22 +548,20 @@ class CheckRequestTests(SynchronousTestCase):
 
 
 class GateHub(Hub):
-    """on_connecting answers with whatever the test put in C{answer}."""
+    """on_connecting answers with the C{answer} it was made with (raised if it is an exception)."""
 
-    answer: Any = None
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
 
     def on_connecting(self, request: ConnectionRequest) -> Any:
-        answer = type(self).answer
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
 
 
 class OnConnectingTests(SynchronousTestCase):
     def run_hook(self, answer: Any) -> Any:
-        GateHub.answer = answer
-        self.addCleanup(setattr, GateHub, "answer", None)
-        return run_on_connecting(GateHub(), request())
+        return run_on_connecting(GateHub(answer), request())
 
     def test_sync_accept_and_refusal_answer_at_once(self) -> None:
         """A hook that returns or raises at once is answered at once: None, or its status and reason."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from twisted.application.service import IService, MultiService
@@ -27,14 +28,15 @@ from twisted_hub.testing import HubTestServer
 
 @hub("slow")
 class SlowHub(Hub):
-    """Its calls answer when the test says so."""
+    """Its calls answer when the test says so (it fires what C{wait} added to C{pending})."""
 
-    pending: list[Deferred[str]] = []
+    def __init__(self, pending: list[Deferred[str]]) -> None:
+        self.pending = pending
 
     @method
     def wait(self) -> Deferred[str]:
         d: Deferred[str] = Deferred()
-        SlowHub.pending.append(d)
+        self.pending.append(d)
         return d
 
     @method
@@ -44,8 +46,8 @@ class SlowHub(Hub):
 
 class GracefulShutdownTests(SynchronousTestCase):
     def setUp(self) -> None:
-        SlowHub.pending = []
-        self.server = HubTestServer([SlowHub])
+        self.pending: list[Deferred[str]] = []
+        self.server = HubTestServer([partial(SlowHub, self.pending)])
 
     def test_going_away_to_every_client(self) -> None:
         """Every client gets close code 1001 (GOING_AWAY); the Deferred fires once all are closed."""
@@ -70,12 +72,12 @@ class GracefulShutdownTests(SynchronousTestCase):
         self.server.flush()
         call = connection.client.call("wait")
         self.server.flush()
-        self.assertEqual(len(SlowHub.pending), 1)
+        self.assertEqual(len(self.pending), 1)
         done = shutdown_connections(self.server.factory, 10, self.server.clock)
         self.server.advance(1)
         self.assertNoResult(call)
         self.assertTrue(connection.client.is_connected)
-        SlowHub.pending[0].callback("finished")
+        self.pending[0].callback("finished")
         self.server.flush()
         self.assertEqual(self.successResultOf(call), "finished")
         self.server.advance(0.1)
@@ -95,7 +97,7 @@ class GracefulShutdownTests(SynchronousTestCase):
         self.assertEqual(len(self.server.clock.getDelayedCalls()) - before, 2)
         self.assertEqual(idle.client.disconnect_reason.kind, DisconnectKind.GOING_AWAY)  # type: ignore[union-attr]
         self.assertTrue(connection.client.is_connected)
-        SlowHub.pending[0].callback("finished")
+        self.pending[0].callback("finished")
         self.server.flush()  # no time passes: the answer itself triggers the close
         self.assertEqual(self.successResultOf(call), "finished")
         self.assertEqual(connection.client.disconnect_reason.kind, DisconnectKind.GOING_AWAY)  # type: ignore[union-attr]
@@ -130,7 +132,7 @@ class HubServiceTests(SynchronousTestCase):
     def test_is_a_service_in_a_multiservice(self) -> None:
         """HubService provides IService and can be added to an existing MultiService."""
         application = MultiService()
-        service = HubService([SlowHub], ["tcp:0"], clock=MemoryReactorClock())
+        service = HubService([partial(SlowHub, [])], ["tcp:0"], clock=MemoryReactorClock())
         service.setServiceParent(application)
         self.assertTrue(IService.providedBy(service))
         self.assertIn(service, list(application))
@@ -138,7 +140,7 @@ class HubServiceTests(SynchronousTestCase):
 
     def test_stop_service_shuts_connections_down(self) -> None:
         """stopService of a HubService wrapping an existing factory closes its connections gracefully."""
-        server = HubTestServer([SlowHub])
+        server = HubTestServer([partial(SlowHub, [])])
         service = HubService(factory=server.factory, shutdown_timeout=5, clock=server.clock)
         service.startService()
         connection = server.connect("slow")
@@ -151,7 +153,7 @@ class HubServiceTests(SynchronousTestCase):
 
     def test_stop_service_stops_listening_first(self) -> None:
         """The listeners stop before the connections are closed, so nobody new gets in."""
-        server = HubTestServer([SlowHub], clock=MemoryReactorClock())
+        server = HubTestServer([partial(SlowHub, [])], clock=MemoryReactorClock())
         service = HubService(factory=server.factory, listen=["tcp:0"], clock=server.clock)
         service.privilegedStartService()
         service.startService()
@@ -170,7 +172,7 @@ class HubServiceTests(SynchronousTestCase):
 
     def test_drain_delay_keeps_listening_while_health_says_503(self) -> None:
         """With drain_delay, /health's draining flag is set at once and the listeners close only after the delay."""
-        server = HubTestServer([SlowHub], clock=MemoryReactorClock())
+        server = HubTestServer([partial(SlowHub, [])], clock=MemoryReactorClock())
         service = HubService(factory=server.factory, listen=["tcp:0"], clock=server.clock, drain_delay=5.0)
         service.privilegedStartService()
         service.startService()
@@ -190,7 +192,7 @@ class HubServiceTests(SynchronousTestCase):
     def test_ports_held_from_start_to_stop(self) -> None:
         """The service binds each endpoint when started, hands out the ports, and closes them when stopped."""
         reactor = MemoryReactorClock()
-        service = HubService([SlowHub], ["tcp:8123:interface=127.0.0.1", "tcp:8124"], clock=reactor)
+        service = HubService([partial(SlowHub, [])], ["tcp:8123:interface=127.0.0.1", "tcp:8124"], clock=reactor)
         with self.assertRaises(HubStateError):
             service.listening_ports()
         service.privilegedStartService()
@@ -216,7 +218,7 @@ class HubServiceTests(SynchronousTestCase):
                 raise CannotListenError(interface, port, OSError(98, "Address already in use"))
 
         reactor = Taken()
-        service = HubService([SlowHub], ["unix:/tmp/hub-bound.sock", "tcp:8123"], clock=reactor)
+        service = HubService([partial(SlowHub, [])], ["unix:/tmp/hub-bound.sock", "tcp:8123"], clock=reactor)
         with self.assertRaises(CannotListenError):
             service.privilegedStartService()
         (bound,) = self.successResultOf(service.listening_ports())
@@ -228,7 +230,7 @@ class HubServiceTests(SynchronousTestCase):
     def test_reactor_keyword_deprecated_but_kept(self) -> None:
         """reactor= warns (DeprecationWarning) and still names the listening reactor, with clock= for the timers."""
         reactor = MemoryReactor()
-        server = HubTestServer([SlowHub])
+        server = HubTestServer([partial(SlowHub, [])])
         service = HubService(factory=server.factory, listen=["tcp:0"], reactor=reactor, clock=server.clock, drain_delay=1.0)
         warnings = self.flushWarnings([self.test_reactor_keyword_deprecated_but_kept])
         self.assertEqual([w["category"] for w in warnings], [DeprecationWarning])
@@ -245,19 +247,19 @@ class HubServiceTests(SynchronousTestCase):
 
     def test_arguments_checked(self) -> None:
         """Hubs and a factory are exclusive, and the shutdown timeout must be positive."""
-        server = HubTestServer([SlowHub])
+        server = HubTestServer([partial(SlowHub, [])])
         with self.assertRaises(TypeError):
-            HubService([SlowHub], factory=server.factory)
+            HubService([partial(SlowHub, [])], factory=server.factory)
         with self.assertRaises(TypeError):
             HubService()
         with self.assertRaises(ValueError):
-            HubService([SlowHub], shutdown_timeout=0)
+            HubService([partial(SlowHub, [])], shutdown_timeout=0)
         with self.assertRaises(TypeError):
             HubService(factory=server.factory, max_message_size=10)
         for misuse in (
-            lambda: HubService([SlowHub], factory=server.factory),
-            lambda: HubService([SlowHub], drain_delay=-1),
-            lambda: HubService([SlowHub], redis="redis://127.0.0.1", backplane=object()),
+            lambda: HubService([partial(SlowHub, [])], factory=server.factory),
+            lambda: HubService([partial(SlowHub, [])], drain_delay=-1),
+            lambda: HubService([partial(SlowHub, [])], redis="redis://127.0.0.1", backplane=object()),
         ):
             with self.assertRaises(HubArgumentError):
                 misuse()
