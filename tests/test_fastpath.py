@@ -414,6 +414,47 @@ class FastSendDifferentialTests(SynchronousTestCase):
         self.assertEqual((received, used), ([(digest(big), True), (digest(small), True)], [16384]))
 
 
+class ConnectionOptionsTests(SynchronousTestCase):
+    """A new connection gets autobahn's options from its factory without autobahn pretty-printing them."""
+
+    def options(self, protocol: Any) -> dict[str, Any]:
+        return {name: getattr(protocol, name) for name in type(protocol).CONFIG_ATTRS}
+
+    def test_options_copied_as_autobahn_copies_them(self) -> None:
+        """Server and client connections end up with the same option values as stock autobahn's, and nothing else changes."""
+        for opener, plain, fast in ((open_server, PlainServer, FastServer), (open_client, PlainClient, FastClient)):
+            stock, ours = opener(plain, 100)[0], opener(fast, 100)[0]
+            for protocol in (stock, ours):  # each has its factory's value of every option
+                factory_options = {name: getattr(protocol.factory, name) for name in type(protocol).CONFIG_ATTRS}
+                self.assertEqual(self.options(protocol), factory_options)
+            self.assertEqual(ours.maxMessagePayloadSize, 100)
+            self.assertEqual(type(ours).CONFIG_ATTRS, type(stock).CONFIG_ATTRS)
+            self.assertNotIn("CONFIG_ATTRS", vars(ours))  # the per-connection override is gone again
+
+    def test_option_set_on_the_connection_is_kept(self) -> None:
+        """An option set on the connection before it opens wins over the factory's, as in autobahn."""
+        factory = WebSocketServerFactory(reactor=Clock())
+        factory.protocol = FastServer
+        factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0, maxFramePayloadSize=100)
+        protocol = factory.buildProtocol(None)
+        protocol.maxFramePayloadSize = 7
+        protocol.makeConnection(Transport())
+        self.assertEqual(protocol.maxFramePayloadSize, 7)
+
+    def test_options_not_pretty_printed(self) -> None:
+        """autobahn's debug log of every option (pformat per connection) gets nothing to format; with fast_path off it does."""
+        import autobahn.websocket.protocol as autobahn_protocol
+
+        formatted: list[Any] = []
+        self.patch(autobahn_protocol, "pformat", lambda value: formatted.append(value) or "")
+        open_server(FastServer, 0)
+        self.assertEqual(formatted, [[]])
+        formatted.clear()
+        self.patch(_autobahn, "FAST_PATH_AVAILABLE", False)
+        open_server(FastServer, 0)
+        self.assertEqual(len(formatted[0]), len(FastServer.CONFIG_ATTRS))
+
+
 class MaskSourceTests(SynchronousTestCase):
     """Client frame masks come from os.urandom, a pool at a time, never reused."""
 

@@ -162,6 +162,7 @@ class FastPathMixin:
     applyMask: bool
     factory: Any
     core: Any
+    CONFIG_ATTRS: Any
     #: per connection: the factory allows it and the autobahn version is tested
     _fast_path = False
     #: "any traffic counts": every chunk received is a sign of life
@@ -171,7 +172,24 @@ class FastPathMixin:
 
     def connectionMade(self) -> None:
         self._fast_path = FAST_PATH_AVAILABLE and bool(getattr(self.factory, "fast_path", True))
-        super().connectionMade()  # type: ignore[misc]
+        if not self._fast_path:
+            super().connectionMade()  # type: ignore[misc]
+            return
+        # autobahn copies its options (CONFIG_ATTRS) from the factory to each
+        # new connection and logs them at debug level, pretty-printed with
+        # pformat even when debug logging is off: a quarter of a hub server's
+        # CPU per accepted connection (docs/performance.md, "Accept rate").
+        # The copy is done here, the same way (an option already set on the
+        # connection is kept); autobahn's loop then has nothing to copy or print.
+        factory = self.factory
+        for name in type(self).CONFIG_ATTRS:
+            if not hasattr(self, name):
+                setattr(self, name, getattr(factory, name))
+        self.CONFIG_ATTRS = ()
+        try:
+            super().connectionMade()  # type: ignore[misc]
+        finally:
+            del self.CONFIG_ATTRS
 
     def dataReceived(self, data: bytes) -> None:
         if self.count_any_traffic:
