@@ -8,7 +8,10 @@ every received message it fires its observer event ``"message"``, which
 creates and chains a Deferred even when nobody listens.  And for every frame
 it receives it runs a general frame state machine (a masker object, frame
 begin/data/end callbacks, a list join) although nearly every frame a hub sees
-is one small, complete, unfragmented binary message.  These overrides do the
+is one small, complete, unfragmented binary message.  For every binary
+message it sends it goes through its general C{sendFrame} and, on a client,
+creates a masker object per frame.  And for every new connection it
+pretty-prints all its options for a debug log line.  These overrides do the
 same protocol work without that; measured in docs/performance.md.
 
 They lean on autobahn's private frame-handling attributes, so they are
@@ -17,6 +20,9 @@ guarded: they run only on the autobahn versions they were checked against
 observes autobahn's per-message events or timings, and a factory's
 C{fast_path = False} turns them off.  Otherwise every call goes to stock
 autobahn.  C{tests/test_fastpath.py} checks both paths against each other.
+The direct socket writes (L{write_through}) read private attributes of
+Twisted's TCP connection and are guarded the same way (L{TESTED_TWISTED},
+L{TCP_ATTRIBUTES}).
 """
 
 from __future__ import annotations
