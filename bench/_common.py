@@ -73,7 +73,10 @@ def apply_hub_ablation() -> None:
     ``no-write-through`` (every write through Twisted's buffer),
     ``every-write-through`` (no one-direct-write-per-turn rule), ``batch-1m``
     (batches up to the peer's 1 MiB limit, as before), ``no-native-mask``
-    (every fast-path frame unmasked by the big-integer XOR).  Empty: nothing changes.
+    (every fast-path frame unmasked by the big-integer XOR), ``no-fast-send``
+    (every message through autobahn's own sendMessage/sendFrame),
+    ``no-quiet-options`` (autobahn copies and pretty-prints its options for
+    each new connection).  Empty: nothing changes.
     """
     wanted = set(filter(None, os.environ.get("BENCH_HUB_ABLATE", "").split(",")))
     if not wanted:
@@ -86,6 +89,16 @@ def apply_hub_ablation() -> None:
         _connection.BATCH_BYTES = 1024 * 1024
     if "no-native-mask" in wanted:
         _autobahn.NATIVE_MASKER = None
+    if "no-fast-send" in wanted:
+        from autobahn.websocket.protocol import WebSocketProtocol
+
+        _autobahn.FastPathMixin.sendMessage = WebSocketProtocol.sendMessage  # type: ignore[method-assign]
+    if "no-quiet-options" in wanted:
+        def connection_made(self: _autobahn.FastPathMixin) -> None:
+            self._fast_path = _autobahn.FAST_PATH_AVAILABLE and bool(getattr(self.factory, "fast_path", True))
+            super(_autobahn.FastPathMixin, self).connectionMade()  # type: ignore[misc]
+
+        _autobahn.FastPathMixin.connectionMade = connection_made  # type: ignore[method-assign]
     if "every-write-through" in wanted:  # no one-direct-write-per-turn rule
         import itertools
 

@@ -13,6 +13,11 @@ asyncio so that it costs little and the server stays the bottleneck:
 - ``socketio``: engine.io v4 over WebSocket, connects namespace ``/`` with the
   msgpack serializer, answers every ping ``2`` with ``3``.
 
+With ``--first-echo`` (the ``accept`` cases of bench/run.py), an
+``autobahn`` or ``websockets`` connection counts as open only once one small
+echo call (``[1, "echo", [16 bytes]]``) has been answered: the equivalent of
+the hub's hello and welcome.
+
 Reports JSON lines on stdout: ``ready`` once every connection is usable,
 ``done`` when an armed count of data frames has arrived, ``count`` on demand.
 Commands on stdin: ``arm N`` (expect N data frames per connection), ``count``,
@@ -33,6 +38,7 @@ from _common import HOST, HUB_NAME, emit, now, raise_nofile
 _ZERO_MASK = b"\x00\x00\x00\x00"  # a valid mask key; XOR with zeros leaves the payload as is
 _HELLO = msgpack.packb([0, {"caps": ["heartbeat", "batch"]}])
 _SIO_CONNECT = msgpack.packb({"type": 0, "nsp": "/"})
+_FIRST_ECHO = msgpack.packb([1, "echo", [b"0123456789abcdef"]])
 
 
 def client_frame(opcode: int, payload: bytes) -> bytes:
@@ -66,6 +72,8 @@ class Load:
         self.restored = 0
         self.refused = 0
         self.other_errors: dict[str, int] = {}
+        #: --first-echo: autobahn/websockets connections are usable after one echo call
+        self.first_echo = False
 
     def conn_ready(self) -> None:
         if self.lost_at is not None:
@@ -88,6 +96,8 @@ class Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.open = False
         self.is_ready = False
+        #: fires once the connection is usable, or lost
+        self.settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.buf = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -107,6 +117,8 @@ class Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.load.closed += 1
+        if not self.settled.done():
+            self.settled.set_result(None)
         load = self.load
         if load.reconnect and self.is_ready:
             if load.lost_at is None:
@@ -121,6 +133,8 @@ class Conn(asyncio.Protocol):
         if not self.is_ready:
             self.is_ready = True
             self.load.conn_ready()
+            if not self.settled.done():
+                self.settled.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf
@@ -140,7 +154,10 @@ class Conn(asyncio.Protocol):
             if self.load.impl == "hub":
                 self.send(2, _HELLO)
             elif self.load.impl in ("autobahn", "websockets"):
-                self.make_ready()
+                if self.load.first_echo:
+                    self.send(2, _FIRST_ECHO)
+                else:
+                    self.make_ready()
         n = len(buf)
         pos = 0
         while n - pos >= 2:
@@ -188,6 +205,9 @@ class Conn(asyncio.Protocol):
                 self.make_ready()  # the welcome
             else:
                 load.data_frame()
+            return
+        if opcode == 2 and not self.is_ready and load.first_echo and impl in ("autobahn", "websockets"):
+            self.make_ready()  # the answer to the first echo call
             return
         if impl == "socketio":
             if opcode == 1:
@@ -240,19 +260,21 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="handshakes in progress at once")
     parser.add_argument("--timeout", type=float, default=40.0)
     parser.add_argument("--reconnect", action="store_true", help="reopen lost connections (full jitter)")
+    parser.add_argument("--first-echo", action="store_true",
+                        help="autobahn/websockets: usable only after one echo call is answered")
     args = parser.parse_args()
     raise_nofile()
     loop = asyncio.get_running_loop()
     load = Load(args.impl, args.port, args.conns)
     load.reconnect = args.reconnect
+    load.first_echo = args.first_echo
     gate = asyncio.Semaphore(args.concurrency)
 
     async def open_one() -> None:
         async with gate:
             transport, protocol = await loop.create_connection(lambda: Conn(load), HOST, args.port)
             load.protocols.append(protocol)
-            while not protocol.is_ready and not transport.is_closing():
-                await asyncio.sleep(0.005)
+            await protocol.settled
 
     started = now()
     opening = asyncio.gather(*(open_one() for _ in range(args.conns)))

@@ -15,6 +15,11 @@ msgpack echo, compression off):
   broadcast per reactor (event-loop) turn: delivered messages per second (and
   server CPU per delivered message); ``fanout-burst``: the same with all 200
   broadcasts in one turn (the method of runs before 2026-11-29);
+- ``accept`` (2,000 connections, 16 opening at a time) and ``accept1`` (500,
+  one at a time): connections per second through TCP connect, the WebSocket
+  upgrade and the first exchange (hub: HELLO and WELCOME; the others: one
+  small echo call; socket.io: its namespace connect), each kept open, and
+  server CPU per connection;
 - ``idle1000`` / ``idle5000`` (and ``idle10000``, only with ``--only``): N idle connections with a 1 s heartbeat: server
   CPU over a measured window (baseline of the idle server subtracted), and
   server memory per connection (RSS delta / N).
@@ -60,7 +65,9 @@ RPC_CASES = {
     "rpc100-16k": (100, 16384),
     "rpc1-256k": (1, 262144),
 }
-CASES = (*RPC_CASES, "fanout", "fanout-burst", "idle1000", "idle5000")
+#: accept cases: name -> (connections opened, how many open at a time)
+ACCEPT_CASES = {"accept": (2000, 16), "accept1": (500, 1)}
+CASES = (*RPC_CASES, "fanout", "fanout-burst", *ACCEPT_CASES, "idle1000", "idle5000")
 #: cases run only when named with --only (long, and heavy for a shared machine)
 EXTRA_CASES = ("idle10000",)
 #: hard bound of one case run (one implementation, one repeat)
@@ -85,12 +92,15 @@ class Settings:
     idle_window: float = 20.0
     idle_connect_limit: float = 25.0
     conns_per_load_process: int = 2500
+    accept_conns: dict[str, int] = field(default_factory=lambda: {name: n for name, (n, _) in ACCEPT_CASES.items()})
+    accept_limit: float = 30.0
 
 
 def quick_settings() -> Settings:
     return Settings(
         repeats=1, rpc_warmup=0.3, rpc_duration=0.6, fanout_members=40, fanout_messages=20,
         idle_n={"idle1000": 20, "idle5000": 50, "idle10000": 100}, idle_baseline=0.3, idle_warmup=1.2, idle_window=1.5,
+        accept_conns={"accept": 100, "accept1": 30},
     )
 
 
@@ -266,6 +276,31 @@ def case_fanout(impl: str, s: Settings, per_turn: bool) -> dict[str, float]:
     }
 
 
+def case_accept(impl: str, n: int, concurrency: int, s: Settings) -> dict[str, float]:
+    """
+    One load process opens C{n} connections, C{concurrency} at a time, each
+    through TCP connect, the upgrade and the first exchange (hub: HELLO and
+    WELCOME; autobahn and websockets: one echo call, C{--first-echo};
+    socket.io: the namespace connect), and keeps them open.  Rate = connections
+    / seconds from its first connect to the last first exchange done.
+    """
+    with Processes() as procs:
+        server, port = start_server(procs, impl)
+        cpu0 = cpu_seconds(server.pid)
+        load = procs.start(
+            f"{impl} accept load", "_wsload.py", impl, str(port), str(n), "--concurrency", str(concurrency),
+            "--timeout", str(s.accept_limit), "--first-echo",
+        )
+        report = load.expect("ready", s.accept_limit + 15)
+        cpu = cpu_seconds(server.pid) - cpu0
+    if report["conns"] != n:
+        raise BenchError(f"{impl}: only {report['conns']} of {n} connections opened in {report['seconds']:.1f}s")
+    return {
+        "conns_per_s": n / report["seconds"],
+        "server_cpu_us_per_conn": cpu / n * 1e6,
+    }
+
+
 def case_idle(impl: str, n: int, s: Settings) -> dict[str, float]:
     with Processes() as procs:
         server, port = start_server(procs, impl, s.idle_interval, s.idle_timeout)
@@ -322,6 +357,8 @@ def run_case(case: str, impl: str, s: Settings) -> dict[str, float]:
         return case_rpc(impl, inflight, size, s)
     if case.startswith("fanout"):
         return case_fanout(impl, s, per_turn=case == "fanout")
+    if case in ACCEPT_CASES:
+        return case_accept(impl, s.accept_conns[case], ACCEPT_CASES[case][1], s)
     return case_idle(impl, s.idle_n[case], s)
 
 
@@ -331,6 +368,7 @@ PRIMARY = {
     **{case: ("calls_per_s", True, "calls/s") for case in RPC_CASES},
     "fanout": ("delivered_per_s", True, "msgs/s"),
     "fanout-burst": ("delivered_per_s", True, "msgs/s"),
+    **{case: ("conns_per_s", True, "connections/s") for case in ACCEPT_CASES},
     "idle1000": ("server_cpu_us_per_beat", False, "us CPU/beat"),
     "idle5000": ("server_cpu_us_per_beat", False, "us CPU/beat"),
     "idle10000": ("server_cpu_us_per_beat", False, "us CPU/beat"),
@@ -339,6 +377,7 @@ SECONDARY = {
     **{case: [("server_cpu_us_per_call", False, "us server CPU/call")] for case in RPC_CASES},
     "fanout": [("server_cpu_us_per_msg", False, "us server CPU/msg")],
     "fanout-burst": [("server_cpu_us_per_msg", False, "us server CPU/msg")],
+    **{case: [("server_cpu_us_per_conn", False, "us server CPU/connection")] for case in ACCEPT_CASES},
     "idle1000": [("server_cpu_pct", False, "% server CPU (net)"), ("mem_kb_per_conn", False, "KB RSS/conn"),
                  ("beats_per_s", True, "heartbeats answered/s"), ("conns", True, "connections open")],
     "idle5000": [("server_cpu_pct", False, "% server CPU (net)"), ("mem_kb_per_conn", False, "KB RSS/conn"),
@@ -361,6 +400,8 @@ TARGETS = [
     ("fanout", "server_cpu_us_per_msg", "autobahn", "<=", 0.8),  # issue 13
     ("fanout", "delivered_per_s", "socketio", ">=", 2.0),
     ("fanout-burst", "delivered_per_s", "autobahn", ">=", 0.9),
+    ("accept", "conns_per_s", "autobahn", ">=", 0.9),  # issue 13: accept rate
+    ("accept1", "conns_per_s", "autobahn", ">=", 0.9),  # issue 13: accept rate, one at a time
     ("idle5000", "server_cpu_us_per_beat", "autobahn", "<=", 0.5),  # issue 13 (was 0.7)
     ("idle10000", "server_cpu_us_per_beat", "autobahn", "<=", 0.5),  # issue 13
 ]

@@ -5,6 +5,7 @@ autobahn itself receives: a differential test over random frame streams.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import struct
@@ -24,6 +25,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+import twisted
 from twisted_hub import _autobahn
 from twisted_hub._autobahn import FastPathMixin, fast_path_supported
 
@@ -234,6 +236,290 @@ class FastPathDifferentialTests(SynchronousTestCase):
         self.assertEqual((protocol.received, calls, used), ([(big, True), (small, True)], [], [16384]))
 
 
+def parse_frames(wire: bytes) -> list[tuple[bytes, bytes | None, bytes]]:
+    """(header without the mask, the mask or None, the payload as sent) of each complete frame in C{wire}."""
+    found: list[tuple[bytes, bytes | None, bytes]] = []
+    while len(wire) >= 2:
+        length, start = wire[1] & 0x7F, 2
+        if length == 126:
+            length, start = struct.unpack("!H", wire[2:4])[0], 4
+        elif length == 127:
+            length, start = struct.unpack("!Q", wire[2:10])[0], 10
+        mask = wire[start : start + 4] if wire[1] & 0x80 else None
+        body = start + (4 if mask is not None else 0)
+        found.append((wire[:start], mask, wire[body : body + length]))
+        wire = wire[body + length :]
+    return found
+
+
+#: Messages to send: small, around NATIVE_MASK_THRESHOLD, at every length-encoding edge, over 64 KiB.
+send_payloads = (
+    st.binary(max_size=300)
+    | medium_payloads
+    | large_payloads
+    | st.builds(lambda n: b"\x5a" * n, st.sampled_from([0, 1, 125, 126, 127, 65535, 65536, 70000]))
+)
+
+#: How a message is sent, and what the sending protocol is set to: the first
+#: takes the send fast path, the others must get autobahn's own sendMessage.
+send_modes = st.sampled_from(
+    ["plain", "plain", "plain", "text", "fragment", "auto-fragment", "max-size", "timings", "fast-path-off", "log-frames"]
+)
+
+
+def sender(opener: Any, protocol_class: type, mode: str) -> tuple[Any, StringTransport]:
+    """An open protocol set up for one of L{send_modes}."""
+    protocol, transport = opener(protocol_class, 100_000 if mode == "max-size" else 0)
+    if mode == "auto-fragment":
+        protocol.autoFragmentSize = 1000
+    elif mode == "timings":
+        protocol.trackedTimings = _TrackedTimings()
+    elif mode == "fast-path-off":
+        protocol._fast_path = False
+    elif mode == "log-frames":
+        protocol.logFrames = True
+    return protocol, transport
+
+
+def send_all(protocol: Any, mode: str, payloads: list[bytes]) -> list[str]:
+    """Send every payload as C{mode} says; the outcome of each ("sent" or the exception autobahn raised)."""
+    outcomes = []
+    for payload in payloads:
+        try:
+            if mode == "text":
+                protocol.sendMessage(payload, isBinary=False)
+            elif mode == "fragment":
+                protocol.sendMessage(payload, isBinary=True, fragmentSize=500)
+            else:
+                protocol.sendMessage(payload, isBinary=True)
+        except Exception as e:  # autobahn refuses some messages (over its size limit): both must refuse alike
+            outcomes.append(type(e).__name__)
+        else:
+            outcomes.append("sent")
+    return outcomes
+
+
+def digest(data: bytes) -> tuple[int, str]:
+    """Length and hash of some bytes: compared instead of the bytes, a failure does not diff 70 KB reprs."""
+    return len(data), hashlib.sha256(data).hexdigest()[:16]
+
+
+def outgoing_counters(protocol: Any) -> tuple[int, ...]:
+    stats = protocol.trafficStats
+    return (
+        stats.outgoingOctetsWireLevel, stats.outgoingOctetsWebSocketLevel, stats.outgoingOctetsAppLevel,
+        stats.outgoingWebSocketFrames, stats.outgoingWebSocketMessages,
+    )
+
+
+class FastSendDifferentialTests(SynchronousTestCase):
+    """The send fast path writes what autobahn's own sendMessage writes (a client: up to the random mask)."""
+
+    @settings(max_examples=100, deadline=None, database=None)
+    @given(st.lists(send_payloads, max_size=5), send_modes)
+    def test_server_frames_are_identical(self, payloads: list[bytes], mode: str) -> None:
+        """A server with the fast path writes byte for byte what stock autobahn writes, with the same counters."""
+        results = []
+        for protocol_class in (PlainServer, FastServer):
+            protocol, transport = sender(open_server, protocol_class, mode)
+            outcomes = send_all(protocol, mode, payloads)
+            results.append((outcomes, digest(transport.value()), outgoing_counters(protocol)))
+        self.assertEqual(results[0], results[1])
+
+    @settings(max_examples=100, deadline=None, database=None)
+    @given(st.lists(send_payloads, max_size=5), send_modes)
+    def test_client_frames_parse_alike(self, payloads: list[bytes], mode: str) -> None:
+        """
+        A client with the fast path writes the frames stock autobahn writes (same
+        headers, same payloads once unmasked, only the masks differ), a stock
+        autobahn server receives the same messages from both, and the counters agree.
+        """
+        results = []
+        for protocol_class in (PlainClient, FastClient):
+            protocol, transport = sender(open_client, protocol_class, mode)
+            outcomes = send_all(protocol, mode, payloads)
+            wire = transport.value()
+            frames = parse_frames(wire)
+            self.assertTrue(all(mask is not None for _, mask, _ in frames))  # RFC 6455: every client frame masked
+            server, _ = open_server(PlainServer, 0)
+            server.dataReceived(wire)
+            results.append((
+                outcomes, [header for header, _, _ in frames],
+                [(first, digest(payload)) for first, payload in outgoing_frames(wire)],
+                [(digest(payload), binary) for payload, binary in server.received], server.state,
+                outgoing_counters(protocol),
+            ))
+        self.assertEqual(results[0], results[1])
+
+    def test_fast_send_builds_the_frame_itself(self) -> None:
+        """A binary message is sent without autobahn's sendFrame, masked with the next mask of MASKS."""
+        masks = _autobahn.MaskSource(pool_size=8)
+        pool = bytes(range(1, 9))
+        self.patch(_autobahn.os, "urandom", lambda n: pool[:n])
+        self.patch(_autobahn, "MASKS", masks)
+        protocol, transport = open_client(FastClient, 0)
+        calls: list[int] = []
+        protocol.sendFrame = lambda *args, **kwargs: calls.append(1)
+        protocol.sendMessage(b"hello", isBinary=True)
+        protocol.sendMessage(b"world!", isBinary=True)
+        frames = parse_frames(transport.value())
+        self.assertEqual(calls, [])
+        self.assertEqual([(header, mask) for header, mask, _ in frames], [(b"\x82\x85", pool[:4]), (b"\x82\x86", pool[4:8])])
+        self.assertEqual(outgoing_frames(transport.value()), [(0x82, b"hello"), (0x82, b"world!")])
+
+    def test_stock_send_when_observed_or_switched_off(self) -> None:
+        """Timing tracking, frame logging, fast_path off, text, fragments and compression all get autobahn's sendMessage."""
+        setups: dict[str, Any] = {
+            "timings": lambda p: setattr(p, "trackedTimings", _TrackedTimings()),
+            "log frames": lambda p: setattr(p, "logFrames", True),
+            "fast path off": lambda p: setattr(p, "_fast_path", False),
+            "auto-fragment": lambda p: setattr(p, "autoFragmentSize", 2),
+            "compression": lambda p: setattr(p, "_perMessageCompress", _Compressor()),
+        }
+        for name, setup in setups.items():
+            protocol, _ = open_client(FastClient, 0)
+            setup(protocol)
+            self.assertTrue(self.sent_by_autobahn(protocol, isBinary=True), name)
+        for kwargs in ({"isBinary": False}, {"isBinary": True, "fragmentSize": 2}):
+            self.assertTrue(self.sent_by_autobahn(open_client(FastClient, 0)[0], **kwargs), str(kwargs))
+        self.assertFalse(self.sent_by_autobahn(open_client(FastClient, 0)[0], isBinary=True))
+
+    @staticmethod
+    def sent_by_autobahn(protocol: Any, **kwargs: Any) -> bool:
+        """Whether sending one message went through autobahn's sendFrame."""
+        frames: list[int] = []
+        protocol.sendFrame = lambda *args, **kw: frames.append(1)
+        protocol.sendMessage(b"hello", **kwargs)
+        return bool(frames)
+
+    def test_large_frames_masked_by_the_native_masker(self) -> None:
+        """A 16 KiB client message is masked by autobahn's C masker, a 1 KiB one by the XOR; both arrive intact."""
+        if _autobahn.NATIVE_MASKER is None:
+            raise SkipTest("autobahn runs without its native (NVX) masker here")
+        used: list[int] = []
+        native = _autobahn.NATIVE_MASKER
+
+        def recording(mask: bytes, length: int) -> Any:
+            used.append(length)
+            return native(mask, length)
+
+        self.patch(_autobahn, "NATIVE_MASKER", recording)
+        protocol, transport = open_client(FastClient, 0)
+        big, small = os.urandom(16384), os.urandom(1024)
+        protocol.sendMessage(big, isBinary=True)
+        protocol.sendMessage(small, isBinary=True)
+        server, _ = open_server(PlainServer, 0)
+        server.dataReceived(transport.value())
+        received = [(digest(payload), binary) for payload, binary in server.received]
+        self.assertEqual((received, used), ([(digest(big), True), (digest(small), True)], [16384]))
+
+
+class ConnectionOptionsTests(SynchronousTestCase):
+    """A new connection gets autobahn's options from its factory without autobahn pretty-printing them."""
+
+    def options(self, protocol: Any) -> dict[str, Any]:
+        return {name: getattr(protocol, name) for name in type(protocol).CONFIG_ATTRS}
+
+    def test_options_copied_as_autobahn_copies_them(self) -> None:
+        """Server and client connections end up with the same option values as stock autobahn's, and nothing else changes."""
+        for opener, plain, fast in ((open_server, PlainServer, FastServer), (open_client, PlainClient, FastClient)):
+            stock, ours = opener(plain, 100)[0], opener(fast, 100)[0]
+            for protocol in (stock, ours):  # each has its factory's value of every option
+                factory_options = {name: getattr(protocol.factory, name) for name in type(protocol).CONFIG_ATTRS}
+                self.assertEqual(self.options(protocol), factory_options)
+            self.assertEqual(ours.maxMessagePayloadSize, 100)
+            self.assertEqual(type(ours).CONFIG_ATTRS, type(stock).CONFIG_ATTRS)
+            self.assertNotIn("CONFIG_ATTRS", vars(ours))  # the per-connection override is gone again
+
+    def test_option_set_on_the_connection_is_kept(self) -> None:
+        """An option set on the connection before it opens wins over the factory's, as in autobahn."""
+        factory = WebSocketServerFactory(reactor=Clock())
+        factory.protocol = FastServer
+        factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0, maxFramePayloadSize=100)
+        protocol = factory.buildProtocol(None)
+        protocol.maxFramePayloadSize = 7
+        protocol.makeConnection(Transport())
+        self.assertEqual(protocol.maxFramePayloadSize, 7)
+
+    def test_options_not_pretty_printed(self) -> None:
+        """autobahn's debug log of every option (pformat per connection) gets nothing to format; with fast_path off it does."""
+        import autobahn.websocket.protocol as autobahn_protocol
+
+        formatted: list[Any] = []
+        self.patch(autobahn_protocol, "pformat", lambda value: formatted.append(value) or "")
+        open_server(FastServer, 0)
+        self.assertEqual(formatted, [[]])
+        formatted.clear()
+        self.patch(_autobahn, "FAST_PATH_AVAILABLE", False)
+        open_server(FastServer, 0)
+        self.assertEqual(len(formatted[0]), len(FastServer.CONFIG_ATTRS))
+
+
+class MaskSourceTests(SynchronousTestCase):
+    """Client frame masks come from os.urandom, a pool at a time, never reused."""
+
+    def test_masks_are_consecutive_urandom_bytes(self) -> None:
+        """Each mask is the next 4 bytes of os.urandom output; a new pool is read only when one is used up."""
+        reads: list[int] = []
+        counter = iter(range(1_000_000))
+
+        def urandom(n: int) -> bytes:
+            reads.append(n)
+            return bytes(next(counter) % 256 for _ in range(n))
+
+        self.patch(_autobahn.os, "urandom", urandom)
+        masks = _autobahn.MaskSource(pool_size=12)
+        drawn = [masks.next() for _ in range(7)]
+        self.assertEqual(drawn, [bytes(range(i * 4, i * 4 + 4)) for i in range(7)])
+        self.assertEqual(reads, [12, 12, 12])
+
+    def test_discard_forgets_the_pool(self) -> None:
+        """After discard (done in a forked child) the next mask comes from a new os.urandom read."""
+        reads: list[int] = []
+        self.patch(_autobahn.os, "urandom", lambda n: (reads.append(n), b"\x01" * n)[1])
+        masks = _autobahn.MaskSource(pool_size=16)
+        masks.next()
+        masks.discard()
+        masks.next()
+        self.assertEqual(reads, [16, 16])
+
+    def test_forked_child_draws_other_masks(self) -> None:
+        """A child process forked mid-pool does not send the masks its parent will send."""
+        _autobahn.MASKS.next()  # a pool is in use
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            try:
+                os.write(write_end, b"".join(_autobahn.MASKS.next() for _ in range(8)))
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        child = b""
+        while len(child) < 32:
+            chunk = os.read(read_end, 32)
+            if not chunk:
+                break
+            child += chunk
+        os.close(read_end)
+        os.waitpid(pid, 0)
+        parent = b"".join(_autobahn.MASKS.next() for _ in range(8))
+        self.assertEqual(len(child), 32)
+        self.assertNotEqual(child, parent)
+
+
+class _Compressor:
+    """Stands in for a negotiated permessage-deflate (only its presence is looked at before falling back)."""
+
+    def start_compress_message(self) -> None:
+        pass
+
+    def compress_message_data(self, data: bytes) -> bytes:
+        return data
+
+    def end_compress_message(self) -> bytes:
+        return b""
+
+
 class FastPathGuardTests(SynchronousTestCase):
     """The fast path steps aside whenever its shortcuts could be observed or are untested."""
 
@@ -379,6 +665,38 @@ class WriteThroughTests(SynchronousTestCase):
         _autobahn.write_through(transport, b"into the void")
         self.assertEqual(reactor.writers, [transport])
         self.assertIs(transport.doWrite(), main.CONNECTION_LOST)
+
+    def buffered_by_twisted(self, transport: Any, peer: socket.socket, reactor: _Reactor) -> None:
+        """write_through left the bytes to Twisted: nothing reached the socket, it is registered for writing."""
+        _autobahn.write_through(transport, b"hello")
+        self.assertRaises(BlockingIOError, peer.recv, 100)
+        self.assertEqual(reactor.writers, [transport])
+        transport.doWrite()
+        self.assertEqual(peer.recv(100), b"hello")
+
+    def test_untested_twisted_takes_plain_write(self) -> None:
+        """Outside the tested Twisted range every write is a plain transport.write, even on a TCP connection."""
+        self.assertTrue(_autobahn.write_through_supported("24.7.0"))
+        self.assertTrue(_autobahn.write_through_supported("26.10.0"))
+        self.assertFalse(_autobahn.write_through_supported("24.3.0"))
+        self.assertFalse(_autobahn.write_through_supported("27.1.0"))
+        self.assertEqual(_autobahn.WRITE_THROUGH_AVAILABLE, _autobahn.write_through_supported(twisted.__version__))
+        self.patch(_autobahn, "WRITE_THROUGH_AVAILABLE", False)
+        self.patch(_autobahn, "_DIRECT_CLASSES", {})
+        self.buffered_by_twisted(*self.connection())
+
+    def test_connection_without_an_expected_attribute_takes_plain_write(self) -> None:
+        """A TCP connection class lacking one of the attributes write_through reads gets transport.write."""
+        self.patch(_autobahn, "TCP_ATTRIBUTES", (*_autobahn.TCP_ATTRIBUTES, "_attribute_twisted_does_not_have"))
+        self.patch(_autobahn, "_DIRECT_CLASSES", {})
+        self.buffered_by_twisted(*self.connection())
+
+    def test_tested_twisted_has_every_attribute(self) -> None:
+        """On the installed (tested) Twisted, a TCP connection has everything write_through reads: it sends directly."""
+        transport, _, _ = self.connection()
+        self.patch(_autobahn, "_DIRECT_CLASSES", {})
+        self.assertTrue(_autobahn._sends_directly(transport))
+        self.assertFalse(_autobahn._sends_directly(StringTransport()))
 
     def test_other_transports_use_write(self) -> None:
         """A transport that is not a plain TCP connection (TLS, test transports) always gets transport.write."""

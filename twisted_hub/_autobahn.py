@@ -8,7 +8,10 @@ every received message it fires its observer event ``"message"``, which
 creates and chains a Deferred even when nobody listens.  And for every frame
 it receives it runs a general frame state machine (a masker object, frame
 begin/data/end callbacks, a list join) although nearly every frame a hub sees
-is one small, complete, unfragmented binary message.  These overrides do the
+is one small, complete, unfragmented binary message.  For every binary
+message it sends it goes through its general C{sendFrame} and, on a client,
+creates a masker object per frame.  And for every new connection it
+pretty-prints all its options for a debug log line.  These overrides do the
 same protocol work without that; measured in docs/performance.md.
 
 They lean on autobahn's private frame-handling attributes, so they are
@@ -17,14 +20,20 @@ guarded: they run only on the autobahn versions they were checked against
 observes autobahn's per-message events or timings, and a factory's
 C{fast_path = False} turns them off.  Otherwise every call goes to stock
 autobahn.  C{tests/test_fastpath.py} checks both paths against each other.
+The direct socket writes (L{write_through}) read private attributes of
+Twisted's TCP connection and are guarded the same way (L{TESTED_TWISTED},
+L{TCP_ATTRIBUTES}).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import autobahn
 from twisted.internet.tcp import Connection as _TCPConnection
+
+import twisted
 
 from ._errors import DisconnectReason
 from ._session import ended_reason
@@ -74,6 +83,60 @@ NATIVE_MASKER = _native_masker()
 NATIVE_MASK_THRESHOLD = 1536
 
 
+def _mask_xor(mask: bytes, payload: bytes) -> bytes:
+    """C{payload} XOR-ed with the repeated 4-byte C{mask} (RFC 6455 masking), as one big-integer XOR."""
+    length = len(payload)
+    key = (mask * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
+
+
+def apply_mask(mask: bytes, payload: bytes) -> bytes:
+    """
+    Mask (or unmask) C{payload}: autobahn's C masker over
+    L{NATIVE_MASK_THRESHOLD} bytes when it has one, one big-integer XOR
+    otherwise (below the threshold it is the faster, and autobahn's
+    pure-Python masker is slower than it at every size).
+    """
+    if not payload:
+        return payload
+    if len(payload) > NATIVE_MASK_THRESHOLD and NATIVE_MASKER is not None:
+        return NATIVE_MASKER(mask, len(payload)).process(payload)  # type: ignore[no-any-return]
+    return _mask_xor(mask, payload)
+
+
+class MaskSource:
+    """
+    Frame masks for a client: 4 bytes each from C{os.urandom}, read
+    C{pool_size} bytes at a time (one system call per 1,024 frames, not one per
+    frame).  The masks stay as unpredictable as C{os.urandom} itself; a forked
+    child process refills its pool, so parent and child never share masks.
+    """
+
+    def __init__(self, pool_size: int = 4096) -> None:
+        self._pool_size = pool_size - pool_size % 4 or 4
+        self._pool = b""
+        self._offset = 0
+
+    def next(self) -> bytes:
+        """The next unused 4-byte mask."""
+        offset = self._offset
+        if offset >= len(self._pool):
+            self._pool = os.urandom(self._pool_size)
+            offset = 0
+        self._offset = offset + 4
+        return self._pool[offset : offset + 4]
+
+    def discard(self) -> None:
+        """Forget the unused masks (after a fork: the parent has the same ones)."""
+        self._pool = b""
+        self._offset = 0
+
+
+#: Where the send fast path takes its masks (one per process).
+MASKS = MaskSource()
+os.register_at_fork(after_in_child=MASKS.discard)
+
+
 class FastPathMixin:
     """Mix in before autobahn's C{WebSocketServerProtocol}/C{WebSocketClientProtocol}."""
 
@@ -91,6 +154,7 @@ class FastPathMixin:
     STATE_OPEN: int
     STATE_CONNECTING: int
     STATE_PROXY_CONNECTING: int
+    STATE_CLOSED: int
     data: bytes
     current_frame: Any
     inside_message: bool
@@ -99,8 +163,13 @@ class FastPathMixin:
     autoPingTimeoutCall: Any
     maxFramePayloadSize: int
     maxMessagePayloadSize: int
+    autoFragmentSize: int
+    maskServerFrames: bool
+    maskClientFrames: bool
+    applyMask: bool
     factory: Any
     core: Any
+    CONFIG_ATTRS: Any
     #: per connection: the factory allows it and the autobahn version is tested
     _fast_path = False
     #: "any traffic counts": every chunk received is a sign of life
@@ -110,7 +179,24 @@ class FastPathMixin:
 
     def connectionMade(self) -> None:
         self._fast_path = FAST_PATH_AVAILABLE and bool(getattr(self.factory, "fast_path", True))
-        super().connectionMade()  # type: ignore[misc]
+        if not self._fast_path:
+            super().connectionMade()  # type: ignore[misc]
+            return
+        # autobahn copies its options (CONFIG_ATTRS) from the factory to each
+        # new connection and logs them at debug level, pretty-printed with
+        # pformat even when debug logging is off: a quarter of a hub server's
+        # CPU per accepted connection (docs/performance.md, "Accept rate").
+        # The copy is done here, the same way (an option already set on the
+        # connection is kept); autobahn's loop then has nothing to copy or print.
+        factory = self.factory
+        for name in type(self).CONFIG_ATTRS:
+            if not hasattr(self, name):
+                setattr(self, name, getattr(factory, name))
+        self.CONFIG_ATTRS = ()
+        try:
+            super().connectionMade()  # type: ignore[misc]
+        finally:
+            del self.CONFIG_ATTRS
 
     def dataReceived(self, data: bytes) -> None:
         if self.count_any_traffic:
@@ -119,7 +205,15 @@ class FastPathMixin:
         if self._fast_path:
             # autobahn's dataReceived logs every chunk at debug level, building
             # the arguments even when debug logging is off.
-            self._dataReceived(data)  # type: ignore[attr-defined]
+            if self.state == self.STATE_OPEN and not self.data and not self.logOctets:
+                # autobahn's _dataReceived and consumeData for an open connection
+                # with nothing left over from the last chunk, in one call.
+                self.trafficStats.incomingOctetsWireLevel += len(data)
+                self.data = data
+                while self.processData() and self.state != self.STATE_CLOSED:
+                    pass
+            else:
+                self._dataReceived(data)  # type: ignore[attr-defined]
         else:
             super().dataReceived(data)  # type: ignore[misc]
 
@@ -173,11 +267,7 @@ class FastPathMixin:
                 return super().processData()  # type: ignore[misc, no-any-return]
             mask = data[start : start + 4]
             payload = data[start + 4 : end]
-            if length > NATIVE_MASK_THRESHOLD and NATIVE_MASKER is not None:
-                payload = NATIVE_MASKER(mask, length).process(payload)
-            elif length:
-                key = (mask * (length // 4 + 1))[:length]
-                payload = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
+            payload = apply_mask(mask, payload)
         else:
             end = start + length
             if len(data) < end:
@@ -191,6 +281,56 @@ class FastPathMixin:
         stats.incomingWebSocketMessages += 1
         self.onMessage(payload, True)  # type: ignore[attr-defined]
         return len(self.data) > 0
+
+    def sendMessage(
+        self, payload: bytes, isBinary: bool = False, fragmentSize: int | None = None, sync: bool = False,
+        doNotCompress: bool = False,
+    ) -> None:
+        # The common message, sent here: one binary message in one frame
+        # (autobahn would not fragment it), no compression, frame logging or
+        # timing tracking, masked exactly when autobahn would mask it (a
+        # client's frames).  The frame is built in one go: header, a mask from
+        # MASKS (os.urandom), the payload masked by apply_mask -- where autobahn
+        # creates a masker object per frame and goes through its general
+        # sendFrame.  Everything else goes to autobahn.
+        length = len(payload)
+        if (
+            not self._fast_path
+            or not isBinary
+            or fragmentSize is not None
+            or sync
+            or type(payload) is not bytes
+            or self.state != self.STATE_OPEN
+            or self._perMessageCompress is not None
+            or self.logFrames
+            or self.trackedTimings
+            or 0 < self.autoFragmentSize < length
+            or 0 < self.maxMessagePayloadSize < length
+        ):
+            super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)  # type: ignore[misc]
+            return
+        masked = self.maskServerFrames if self.factory.isServer else self.maskClientFrames
+        if masked and not self.applyMask:  # a testing option of autobahn: mask bit set, payload left as is
+            super().sendMessage(payload, isBinary, fragmentSize, sync, doNotCompress)  # type: ignore[misc]
+            return
+        bit = 0x80 if masked else 0
+        if length < 126:
+            header = bytes((0x82, bit | length))
+        elif length < 0x10000:
+            header = bytes((0x82, bit | 126, length >> 8, length & 0xFF))
+        else:
+            header = bytes((0x82, bit | 127)) + length.to_bytes(8, "big")
+        if masked:
+            mask = MASKS.next()
+            frame = header + mask + apply_mask(mask, payload)
+        else:
+            frame = header + payload
+        stats = self.trafficStats
+        stats.outgoingWebSocketMessages += 1
+        stats.outgoingOctetsAppLevel += length
+        stats.outgoingOctetsWebSocketLevel += length
+        stats.outgoingWebSocketFrames += 1
+        self.sendData(frame)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # autobahn's sendData, minus the debug-log call on the common path.
@@ -251,6 +391,47 @@ class WriteTurns:
         self.turn += 1
 
 
+#: Twisted releases (major, minor) write_through was checked against: [low, high),
+#: from the lower bound in setup.cfg to the newest release tested.
+TESTED_TWISTED = ((24, 7), (27, 0))
+
+#: What write_through reads of a Twisted TCP connection (C{tcp.Connection}
+#: and its base C{abstract.FileDescriptor}): public ones and, for "nothing
+#: buffered, not closing", the private C{_tempDataLen}, C{_writeDisconnecting}
+#: and C{_writeDisconnected}.
+TCP_ATTRIBUTES = (
+    "TLS", "socket", "connected", "disconnecting", "dataBuffer", "_tempDataLen", "_writeDisconnecting",
+    "_writeDisconnected",
+)
+
+
+def write_through_supported(version: str) -> bool:
+    """True when write_through was checked against this Twisted version."""
+    low, high = TESTED_TWISTED
+    return low <= _version_tuple(version) < high
+
+
+#: Whether the installed Twisted can take write_through's direct sends at all.
+WRITE_THROUGH_AVAILABLE = write_through_supported(str(getattr(twisted, "__version__", "0")))
+
+#: transport class -> whether write_through may send on its instances directly
+#: (a TCP connection with every attribute of TCP_ATTRIBUTES); filled on first use.
+_DIRECT_CLASSES: dict[type, bool] = {}
+
+
+def _sends_directly(transport: Any) -> bool:
+    """Whether write_through may use this transport's socket: decided once per transport class."""
+    cls = type(transport)
+    known = _DIRECT_CLASSES.get(cls)
+    if known is None:
+        known = _DIRECT_CLASSES[cls] = (
+            WRITE_THROUGH_AVAILABLE
+            and isinstance(transport, _TCPConnection)
+            and all(hasattr(transport, name) for name in TCP_ATTRIBUTES)
+        )
+    return known
+
+
 def write_through(transport: Any, data: bytes) -> None:
     """
     C{transport.write(data)}, but on a plain TCP connection with nothing
@@ -269,9 +450,16 @@ def write_through(transport: Any, data: bytes) -> None:
     test transports, behind a proxy protocol, after C{startTLS}) always take
     C{transport.write}.  Measured in docs/performance.md ("What stalled,
     what was slow, what changed").
+
+    "Nothing buffered, not closing" is read from Twisted's TCP connection,
+    partly from private attributes (L{TCP_ATTRIBUTES}).  So this is guarded
+    like the autobahn fast path: direct sends happen only on the Twisted
+    versions it was checked against (L{TESTED_TWISTED}) and only on transport
+    classes that have every one of those attributes (checked once per class);
+    anywhere else every write is a plain C{transport.write}.
     """
     if (
-        isinstance(transport, _TCPConnection)
+        _sends_directly(transport)
         and not transport.TLS  # startTLS: bytes must go through the TLS layer
         and not transport.dataBuffer
         and not transport._tempDataLen
