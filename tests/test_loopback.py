@@ -25,6 +25,7 @@ from twisted_hub import (
     DisconnectReason,
     HandshakeError,
     Hub,
+    HubClientFactory,
     HubClientProtocol,
     HubError,
     HubServerFactory,
@@ -402,3 +403,43 @@ async def test_connect_timeout_covers_the_whole_handshake() -> None:
     finally:
         await bounded(silent.stopListening())
         await mute.close()
+
+
+def _nodelay(protocol: Any) -> int:
+    import socket
+
+    handle = protocol.transport.getHandle()
+    return int(handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+@pytest_twisted.ensureDeferred
+async def test_tcp_nodelay_on_both_ends(fast_path: bool) -> None:
+    """Both ends' sockets have TCP_NODELAY, fast path on or off (stock autobahn reads the option too early and never sets it)."""
+    server = Server(DEMO_HUBS)
+    server.factory.fast_path = fast_path
+    HubClientFactory.fast_path = fast_path  # the class default: connect() builds the factory
+    try:
+        client = await server.connect("echo")
+        assert client.factory.fast_path is fast_path and client._fast_path is fast_path
+        [session] = server.factory.hub_runtime("echo").connections.values()
+        server_protocol = session.transport
+        assert _nodelay(server_protocol) == 1
+        assert _nodelay(client) == 1
+    finally:
+        HubClientFactory.fast_path = True
+        await server.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_tcp_nodelay_option_off_is_honoured() -> None:
+    """setProtocolOptions(tcpNoDelay=False) leaves Nagle's algorithm on for that server's connections."""
+    server = Server(DEMO_HUBS)
+    server.factory.setProtocolOptions(tcpNoDelay=False)
+    try:
+        client = await server.connect("echo")
+        [session] = server.factory.hub_runtime("echo").connections.values()
+        assert _nodelay(session.transport) == 0
+        assert _nodelay(client) == 1
+    finally:
+        await server.close()

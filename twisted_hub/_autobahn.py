@@ -32,11 +32,14 @@ from typing import Any
 
 import autobahn
 from twisted.internet.tcp import Connection as _TCPConnection
+from twisted.logger import Logger
 
 import twisted
 
 from ._errors import DisconnectReason
 from ._session import ended_reason
+
+_log = Logger()
 
 #: autobahn releases (major, minor) the fast path was checked against: [low, high).
 TESTED_AUTOBAHN = ((24, 4), (27, 0))
@@ -137,6 +140,29 @@ MASKS = MaskSource()
 os.register_at_fork(after_in_child=MASKS.discard)
 
 
+def apply_tcp_nodelay(transport: Any, nodelay: bool) -> None:
+    """
+    Set TCP_NODELAY on a hub connection's socket as autobahn's C{tcpNoDelay}
+    option says (on by default: no Nagle delay on small messages, as asyncio
+    does for every TCP connection).
+
+    autobahn means to do this itself, but its C{connectionMade} reads the
+    option before it has copied the options from the factory, and swallows
+    the C{AttributeError}: with stock autobahn the option never takes effect
+    and Nagle's algorithm stays on.  This runs after the copy, on the fast
+    path and off it alike.  A transport without TCP options (an in-memory
+    test transport) is left alone; a socket that refuses the option (a UNIX
+    socket) is logged at debug level and left as it is.
+    """
+    setter = getattr(transport, "setTcpNoDelay", None)
+    if setter is None:
+        return
+    try:
+        setter(nodelay)
+    except OSError as e:
+        _log.debug("TCP_NODELAY not set on {transport!r}: {error}", transport=transport, error=e)
+
+
 class FastPathMixin:
     """Mix in before autobahn's C{WebSocketServerProtocol}/C{WebSocketClientProtocol}."""
 
@@ -167,6 +193,7 @@ class FastPathMixin:
     maskServerFrames: bool
     maskClientFrames: bool
     applyMask: bool
+    tcpNoDelay: bool
     factory: Any
     core: Any
     CONFIG_ATTRS: Any
@@ -181,22 +208,24 @@ class FastPathMixin:
         self._fast_path = FAST_PATH_AVAILABLE and bool(getattr(self.factory, "fast_path", True))
         if not self._fast_path:
             super().connectionMade()  # type: ignore[misc]
-            return
-        # autobahn copies its options (CONFIG_ATTRS) from the factory to each
-        # new connection and logs them at debug level, pretty-printed with
-        # pformat even when debug logging is off: a quarter of a hub server's
-        # CPU per accepted connection (docs/performance.md, "Accept rate").
-        # The copy is done here, the same way (an option already set on the
-        # connection is kept); autobahn's loop then has nothing to copy or print.
-        factory = self.factory
-        for name in type(self).CONFIG_ATTRS:
-            if not hasattr(self, name):
-                setattr(self, name, getattr(factory, name))
-        self.CONFIG_ATTRS = ()
-        try:
-            super().connectionMade()  # type: ignore[misc]
-        finally:
-            del self.CONFIG_ATTRS
+        else:
+            # autobahn copies its options (CONFIG_ATTRS) from the factory to
+            # each new connection and logs them at debug level, pretty-printed
+            # with pformat even when debug logging is off: a quarter of a hub
+            # server's CPU per accepted connection (docs/performance.md,
+            # "Accept rate").  The copy is done here, the same way (an option
+            # already set on the connection is kept); autobahn's loop then has
+            # nothing to copy or print.
+            factory = self.factory
+            for name in type(self).CONFIG_ATTRS:
+                if not hasattr(self, name):
+                    setattr(self, name, getattr(factory, name))
+            self.CONFIG_ATTRS = ()
+            try:
+                super().connectionMade()  # type: ignore[misc]
+            finally:
+                del self.CONFIG_ATTRS
+        apply_tcp_nodelay(self.transport, bool(self.tcpNoDelay))
 
     def dataReceived(self, data: bytes) -> None:
         if self.count_any_traffic:
