@@ -35,6 +35,21 @@ HANDSHAKE = (
 )
 
 
+def record_native_masker(case: SynchronousTestCase) -> list[int]:
+    """Patch autobahn's C masker to record the length of each payload it masks (skip the test without it)."""
+    native = _autobahn.NATIVE_MASKER
+    if native is None:
+        raise SkipTest("autobahn runs without its native (NVX) masker here")
+    used: list[int] = []
+
+    def recording(mask: bytes, length: int) -> Any:
+        used.append(length)
+        return native(mask, length)
+
+    case.patch(_autobahn, "NATIVE_MASKER", recording)
+    return used
+
+
 class Transport(StringTransport):
     """autobahn unregisters a producer it never registered when it drops a connection."""
 
@@ -218,16 +233,7 @@ class FastPathDifferentialTests(SynchronousTestCase):
 
     def test_large_frame_unmasked_by_the_native_masker(self) -> None:
         """A 16 KiB frame takes the fast path and is unmasked by autobahn's C masker, a 1 KiB one by the XOR."""
-        if _autobahn.NATIVE_MASKER is None:
-            raise SkipTest("autobahn runs without its native (NVX) masker here")
-        used: list[int] = []
-        native = _autobahn.NATIVE_MASKER
-
-        def recording(mask: bytes, length: int) -> Any:
-            used.append(length)
-            return native(mask, length)
-
-        self.patch(_autobahn, "NATIVE_MASKER", recording)
+        used = record_native_masker(self)
         protocol, _ = open_server(FastServer, 0)
         calls: list[str] = []
         protocol.onFrameBegin = lambda: calls.append("frame machinery")
@@ -394,16 +400,7 @@ class FastSendDifferentialTests(SynchronousTestCase):
 
     def test_large_frames_masked_by_the_native_masker(self) -> None:
         """A 16 KiB client message is masked by autobahn's C masker, a 1 KiB one by the XOR; both arrive intact."""
-        if _autobahn.NATIVE_MASKER is None:
-            raise SkipTest("autobahn runs without its native (NVX) masker here")
-        used: list[int] = []
-        native = _autobahn.NATIVE_MASKER
-
-        def recording(mask: bytes, length: int) -> Any:
-            used.append(length)
-            return native(mask, length)
-
-        self.patch(_autobahn, "NATIVE_MASKER", recording)
+        used = record_native_masker(self)
         protocol, transport = open_client(FastClient, 0)
         big, small = os.urandom(16384), os.urandom(1024)
         protocol.sendMessage(big, isBinary=True)
