@@ -58,6 +58,24 @@ class LifecycleTests(SynchronousTestCase):
         self.assertIs(life.ended, lost)
 
 
+    def test_finish_handshake_without_decision(self) -> None:
+        """Lost before WELCOME with nothing decided: a handshake failure with the given text, final."""
+        life = Lifecycle()
+        text = "connection closed during the handshake"
+        reason = life.finish_handshake(text)
+        self.assertEqual(reason, DisconnectReason(DisconnectKind.HANDSHAKE_FAILED, None, text))
+        self.assertIs(life.state, SessionState.CLOSED)
+        self.assertIs(life.finish_handshake("other"), reason)
+
+    def test_finish_handshake_keeps_a_decision_code_and_words(self) -> None:
+        """A protocol error decided before WELCOME ends as a handshake failure with its close code, words and side."""
+        life = Lifecycle()
+        life.close_locally(DisconnectKind.PROTOCOL_ERROR, CloseCode.PROTOCOL_ERROR, "bad welcome")
+        self.assertEqual(
+            life.finish_handshake("unused"),
+            DisconnectReason(DisconnectKind.HANDSHAKE_FAILED, CloseCode.PROTOCOL_ERROR, "bad welcome", True),
+        )
+
 class EndedReasonTests(SynchronousTestCase):
     def test_own_close_code_first(self) -> None:
         """A close code our WebSocket layer sent (1009) wins over the peer's frame."""
