@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 from ._autobahn import BoundedDropMixin, FastPathMixin, final_close_reason
 from ._base_error import HubArgumentError
 from ._client_session import ClientConnectionViews, ClientHeartbeatEvent, ClientSession, ServerHeartbeatEvent
-from ._deprecate import reactor_keyword_deprecated
+from ._deprecate import clock_or_global_reactor, reactor_keyword_deprecated
 from ._errors import (
     CallTimeoutError,
     ConnectTimeoutError,
@@ -512,12 +512,7 @@ def connect(
         the socket is closed.
     @raise HubArgumentError: C{url} is not a ws:// or wss:// URL.
     """
-    if clock is None:
-        clock = reactor  # the deprecated name (it warned)
-    if clock is None:
-        from twisted.internet import reactor as global_reactor
-
-        clock = cast(IReactorTime, global_reactor)
+    clock = clock_or_global_reactor(clock, reactor)
     full_url = hub_url(url, hub)
     factory = HubClientFactory(full_url, receiver, options, clock, receiver_interface=receiver_interface)
     if endpoint is None:

@@ -12,9 +12,10 @@ your own C{Site}/port (servers).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from incremental import Version
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.deprecate import deprecatedKeywordParameter
 
 _F = TypeVar("_F", bound=Callable[..., object])
@@ -26,3 +27,18 @@ REACTOR_KEYWORD_DEPRECATED = Version("twisted_hub", 0, 1, 0)
 def reactor_keyword_deprecated(function: _F) -> _F:
     """Warn (C{DeprecationWarning}) when C{function} is given C{reactor=}: C{clock=} replaces it."""
     return deprecatedKeywordParameter(REACTOR_KEYWORD_DEPRECATED, "reactor", "clock")(function)
+
+
+def clock_or_global_reactor(clock: IReactorTime | None, reactor: IReactorTime | None) -> IReactorTime:
+    """
+    The clock a client keeps time (and connects) on: C{clock}, else the
+    deprecated C{reactor=} (which warned), else the global reactor, imported
+    only now.
+    """
+    if clock is None:
+        clock = reactor
+    if clock is None:
+        from twisted.internet import reactor as global_reactor
+
+        clock = cast(IReactorTime, global_reactor)
+    return clock

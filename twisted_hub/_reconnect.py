@@ -29,7 +29,7 @@ from ._client import (
     hub_url,
     make_proxy,
 )
-from ._deprecate import reactor_keyword_deprecated
+from ._deprecate import clock_or_global_reactor, reactor_keyword_deprecated
 from ._errors import ConnectionClosedError, ConnectTimeoutError, DisconnectKind, DisconnectReason
 
 _log = Logger()
@@ -217,12 +217,7 @@ class ReconnectingHubClient(Service):
         handshake_timeout: float = 30.0,
         receiver_interface: type | None = None,
     ) -> None:
-        if clock is None:
-            clock = reactor  # the deprecated name (it warned)
-        if clock is None:
-            from twisted.internet import reactor as global_reactor
-
-            clock = cast(IReactorTime, global_reactor)
+        clock = clock_or_global_reactor(clock, reactor)
         full_url = hub_url(url, hub)
         self.factory = _RecordingHubClientFactory(full_url, receiver, options, clock, receiver_interface=receiver_interface)
         self.factory.on_connection_ended = self._ended
