@@ -149,8 +149,9 @@ def apply_tcp_nodelay(transport: Any, nodelay: bool) -> None:
     autobahn means to do this itself, but its C{connectionMade} reads the
     option before it has copied the options from the factory, and swallows
     the C{AttributeError}: with stock autobahn the option never takes effect
-    and Nagle's algorithm stays on.  This runs after the copy, on the fast
-    path and off it alike.  A transport without TCP options (an in-memory
+    and Nagle's algorithm stays on.  Off the fast path this runs after
+    autobahn's C{connectionMade}; the fast path copies the options before
+    it, so autobahn's own call takes effect.  A transport without TCP options (an in-memory
     test transport) is left alone; a socket that refuses the option (a UNIX
     socket) is logged at debug level and left as it is.
     """
@@ -208,6 +209,8 @@ class FastPathMixin:
         self._fast_path = FAST_PATH_AVAILABLE and bool(getattr(self.factory, "fast_path", True))
         if not self._fast_path:
             super().connectionMade()  # type: ignore[misc]
+            # autobahn read tcpNoDelay before copying it: set it now (see apply_tcp_nodelay).
+            apply_tcp_nodelay(self.transport, bool(self.tcpNoDelay))
         else:
             # autobahn copies its options (CONFIG_ATTRS) from the factory to
             # each new connection and logs them at debug level, pretty-printed
@@ -215,7 +218,8 @@ class FastPathMixin:
             # server's CPU per accepted connection (docs/performance.md,
             # "Accept rate").  The copy is done here, the same way (an option
             # already set on the connection is kept); autobahn's loop then has
-            # nothing to copy or print.
+            # nothing to copy or print.  With the options copied first,
+            # autobahn's own setTcpNoDelay sees tcpNoDelay and sets it.
             factory = self.factory
             for name in type(self).CONFIG_ATTRS:
                 if not hasattr(self, name):
@@ -225,7 +229,6 @@ class FastPathMixin:
                 super().connectionMade()  # type: ignore[misc]
             finally:
                 del self.CONFIG_ATTRS
-        apply_tcp_nodelay(self.transport, bool(self.tcpNoDelay))
 
     def dataReceived(self, data: bytes) -> None:
         if self.count_any_traffic:
