@@ -104,3 +104,20 @@ def apply_hub_ablation() -> None:
 
         numbers = itertools.count()
         _autobahn.WriteTurns.current = lambda self: next(numbers)  # type: ignore[method-assign]
+
+
+def memory(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of a process, in bytes (Linux /proc)."""
+    values = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(value.split()[0]) * 1024
+    return values
+
+
+def reset_peak(pid: int) -> None:
+    """Start VmHWM again from the current RSS (Linux >= 4.0)."""
+    with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")

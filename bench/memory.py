@@ -34,26 +34,10 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from _common import ROOT  # noqa: E402
+from _common import ROOT, memory, reset_peak  # noqa: E402
 from run import BenchError, Child, Processes, Settings, server_stats, start_loads, start_server  # noqa: E402
 
 MiB = 1024 * 1024
-
-
-def memory(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) of a process, bytes."""
-    values = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(value.split()[0]) * 1024
-    return values
-
-
-def reset_peak(pid: int) -> None:
-    with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")
 
 
 def wait_for_connections(server: Child, wanted: int, timeout: float) -> int:

@@ -454,22 +454,21 @@ SERVING = ["listenTCP", "site", "twistd", "twistd-tls"]
 needs_proc = pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
 
 
-def memory(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) of a process, in bytes."""
-    values = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(value.split()[0]) * 1024
-    return values
+def _bench_common() -> Any:
+    """bench/_common.py (not a package): where the bench and these tests read a process's memory."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "_common.py"
+    spec = importlib.util.spec_from_file_location("bench_common", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def reset_peak(pid: int) -> None:
-    """Start VmHWM again from the current RSS (Linux >= 4.0)."""
-    with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")
-
+_BENCH_COMMON = _bench_common()
+memory = _BENCH_COMMON.memory
+reset_peak = _BENCH_COMMON.reset_peak
 
 class AttackedServer:
     """A server process serving HostileHub one way, with max_outgoing_buffer=LIMIT."""
