@@ -32,6 +32,7 @@ import {
   type ServerMessage,
   type Welcome,
 } from "./wire.js";
+import { PageWatch, browserPage, type PageLifecycle } from "./lifecycle.js";
 
 /** Time and timers, injectable for tests.  Times are wall-clock milliseconds. */
 export interface Clock {
@@ -120,6 +121,11 @@ export interface HubClientOptions {
   connectTimeout?: number;
   clock?: Clock;
   log?: Logger;
+  /**
+   * The page whose freezing ends this connection (default: the browser's
+   * `document` and `window`; none in Node); null: don't watch.
+   */
+  page?: PageLifecycle | null;
 }
 
 export interface CallOptions {
@@ -228,6 +234,10 @@ export class HubClient {
   private graceFloor = -Infinity;
   private graceUsed = false;
   private lastReceived = -Infinity;
+  /** watches the page for being frozen (browsers only) */
+  private pageWatch: PageWatch | null = null;
+  /** the page was frozen (or put in the back/forward cache) while this connection was up */
+  private pageFrozen = false;
 
   constructor(url: string, options: HubClientOptions = {}) {
     this.url = url;
@@ -264,6 +274,16 @@ export class HubClient {
       const message = (error as { message?: unknown }).message;
       if (typeof message === "string") this.handshakeError = message;
     };
+    const page = options.page === undefined ? browserPage() : options.page;
+    if (page !== null) {
+      this.pageWatch = new PageWatch(
+        page,
+        () => {
+          if (this.state !== "closed") this.pageFrozen = true;
+        },
+        null,
+      );
+    }
     const connectTimeout = options.connectTimeout ?? 30000;
     this.connectTimer = this.clock.setTimeout(() => {
       this.connectTimer = null;
@@ -801,6 +821,17 @@ export class HubClient {
       this.finish(this.closeReasonSeen);
       return;
     }
+    if (code === CloseCode.ABNORMAL && this.pageFrozen) {
+      // Current Chromium closes a frozen page's WebSockets itself (the server
+      // is sent 1001) and the page, once it runs again, sees only 1006.
+      this.finish({
+        kind: DisconnectKind.GOING_AWAY,
+        code: CloseCode.GOING_AWAY,
+        message: "the page was frozen: the browser closed the connection",
+        locally: true,
+      });
+      return;
+    }
     // 1005: a close frame without a code; 1006: no close frame at all.
     const closeCode = code === 1005 ? CloseCode.NORMAL : code === CloseCode.ABNORMAL ? null : code;
     this.finish({ kind: kindForClose(closeCode, false), code: closeCode, message: reason ?? "", locally: false });
@@ -824,6 +855,8 @@ export class HubClient {
     this.state = "closed";
     this.disconnectReason = reason;
     this.stopHeartbeat();
+    this.pageWatch?.stop();
+    this.pageWatch = null;
     if (this.connectTimer !== null) {
       this.clock.clearTimeout(this.connectTimer);
       this.connectTimer = null;

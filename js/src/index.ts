@@ -27,6 +27,7 @@ export {
   kindForClose,
   type DisconnectReason,
 } from "./errors.js";
+export { browserPage, type EventTargetLike, type PageLifecycle } from "./lifecycle.js";
 export { ClockSync, HeartbeatTracker, StallDetector, type ClockOffset } from "./heartbeat.js";
 export {
   CloseCode,

@@ -5,7 +5,8 @@
  */
 import { HubClient, hubUrl, makeProxy, type Clock, type HubClientOptions, type HubProxy } from "./client.js";
 import { ConnectionClosedError, DisconnectKind, type DisconnectReason } from "./errors.js";
-import type { Kwargs } from "./wire.js";
+import { PageWatch, browserPage } from "./lifecycle.js";
+import { CloseCode, type Kwargs } from "./wire.js";
 
 export interface RetryPolicy {
   /** ms before the first retry's upper bound (default 500) */
@@ -57,6 +58,7 @@ export class ReconnectingHubClient {
   private retryTimer: unknown = null;
   private readonly clock: Clock;
   private waiters: Array<(client: HubClient) => void> = [];
+  private pageWatch: PageWatch | null = null;
 
   constructor(
     url: string,
@@ -75,12 +77,16 @@ export class ReconnectingHubClient {
   start(): void {
     if (this.running) return;
     this.running = true;
+    const page = this.options.page === undefined ? browserPage() : this.options.page;
+    if (page !== null) this.pageWatch = new PageWatch(page, null, () => this.wake());
     this.connectOnce();
   }
 
   /** Stop reconnecting and close the current connection. */
   async stop(): Promise<void> {
     this.running = false;
+    this.pageWatch?.stop();
+    this.pageWatch = null;
     if (this.retryTimer !== null) {
       this.clock.clearTimeout(this.retryTimer);
       this.retryTimer = null;
@@ -170,12 +176,26 @@ export class ReconnectingHubClient {
   private lost(client: HubClient, reason: DisconnectReason): void {
     this.disconnects.push(reason);
     if (this.client === client) this.client = null;
-    this.retry();
+    // The browser closed it because the page was frozen (see lifecycle.ts):
+    // the page runs again now and the server is fine, so no backoff.
+    const pageFrozen = reason.kind === DisconnectKind.GOING_AWAY && reason.locally && reason.code === CloseCode.GOING_AWAY;
+    this.retry(pageFrozen ? 0 : null);
   }
 
-  private retry(): void {
+  /**
+   * The page runs again, came to the front or back online: an attempt that
+   * waits for its backoff is made now (the backoff still grows if it fails).
+   */
+  private wake(): void {
+    if (!this.running || this.retryTimer === null) return;
+    this.clock.clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.connectOnce();
+  }
+
+  private retry(delayOverride: number | null = null): void {
     if (!this.running) return;
-    const delay = fullJitterDelay(this.attempt, this.options.retry);
+    const delay = delayOverride ?? fullJitterDelay(this.attempt, this.options.retry);
     this.attempt++;
     this.retryTimer = this.clock.setTimeout(() => {
       this.retryTimer = null;
