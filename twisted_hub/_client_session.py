@@ -478,7 +478,8 @@ class ClientSession(Generic[TokenT]):
             self.io.handshake_failed(HandshakeError(status, reason.message))
         else:
             reason = lifecycle.finish(observed)
-        error = ConnectionClosedError(reason)
+        # Every pending call was handed to the connection: it may have run.
+        error = ConnectionClosedError(reason, may_have_run=True)
         for token in self.core.closed():
             self.io.call_failed(token, error)
         self.io.disconnected(reason)

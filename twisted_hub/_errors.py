@@ -101,11 +101,22 @@ class DisconnectReason:
 
 
 class ConnectionClosedError(HubError):
-    """A call cannot complete because its connection is closed."""
+    """
+    A call cannot complete because its connection is closed.
 
-    def __init__(self, reason: DisconnectReason) -> None:
-        super().__init__(ErrorCode.DISCONNECTED, f"connection closed ({reason})")
+    @ivar reason: why the connection ended (or why there was none).
+    @ivar may_have_run: True when the call had been handed to the
+        connection before it ended: the peer may have received it, run it,
+        and its answer was lost, so the caller cannot tell "not run" from
+        "ran" (retry only what is safe to run twice).  False when the call
+        was never sent (the connection was not open when it was made).
+    """
+
+    def __init__(self, reason: DisconnectReason, *, may_have_run: bool = False) -> None:
+        outcome = "; the call may have run" if may_have_run else ""
+        super().__init__(ErrorCode.DISCONNECTED, f"connection closed ({reason}){outcome}")
         self.reason = reason
+        self.may_have_run = may_have_run
 
 
 class HandshakeError(TwistedHubError):

@@ -556,8 +556,9 @@ class ServerSession:
         runtime.traffic.retire(self)
         self._log_closed(reason)
         self.dispatcher.close()
+        # Client results still awaited were sent: the client may have run them.
         for deferred in self.core.closed():
-            deferred.errback(ConnectionClosedError(reason))
+            deferred.errback(ConnectionClosedError(reason, may_have_run=True))
         self._call_hook("on_disconnected", reason)
         self._fire_closed_waiters()
         if self._peer_log is not None and self._peer_log.suppressed:

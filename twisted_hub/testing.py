@@ -206,7 +206,9 @@ class TestEndpoint:
             return fail(ConnectionRefusedError("test endpoint refuses"))
         # ClientService wraps the factory in a proxy that forwards attributes.
         _options(factory, serverConnectionDropTimeout=0, **_NO_AUTOBAHN_TIMERS)
-        connection = self.server._link(factory)
+        # As over TCP: the endpoint reports the connection before the
+        # WebSocket and hub handshakes ran (they run on the next flush).
+        connection = self.server._link(factory, handshake=False)
         return succeed(connection.client)
 
 
@@ -257,14 +259,15 @@ class HubTestServer:
             client_factory.origin = origin
         return self._link(client_factory)
 
-    def _link(self, client_factory: HubClientFactory) -> TestConnection:
+    def _link(self, client_factory: HubClientFactory, handshake: bool = True) -> TestConnection:
         client = cast(HubClientProtocol, client_factory.buildProtocol(_address(1)))
         protocol = cast(HubServerProtocol, self.factory.buildProtocol(_address(2)))
         connection = TestConnection(self, client, protocol)
         cast(Any, protocol).makeConnection(connection.server_transport)
         cast(Any, client).makeConnection(connection.client_transport)
         self.connections.append(connection)
-        self.flush()
+        if handshake:
+            self.flush()
         return connection
 
     def endpoint(self) -> TestEndpoint:

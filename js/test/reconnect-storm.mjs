@@ -1,0 +1,89 @@
+// The JS client's ReconnectingHubClient calling all the time (4 calls in
+// flight) through a proxy that resets its connections: run by
+// tests/test_reconnect_sockets.py, which does the cutting.  Usage:
+//   node reconnect-storm.mjs URL CALL_TIMEOUT_MS
+// Prints "calling" once connected; on "stop" (stdin) it stops calling, lets
+// every call resolve, makes one more call on the connection it then has,
+// stops, and prints one line of JSON with what it saw.
+import WebSocket from "ws";
+import { createInterface } from "node:readline";
+import { ReconnectingHubClient, ConnectionClosedError, CallTimeoutError } from "../dist/index.js";
+
+const [url, timeoutText] = process.argv.slice(2);
+const callTimeout = Number(timeoutText);
+const unhandled = [];
+process.on("unhandledRejection", (reason) => unhandled.push(String(reason)));
+process.on("uncaughtException", (error) => unhandled.push(String(error)));
+
+const prepared = [];
+const client = new ReconnectingHubClient(url, "echo", {
+  WebSocket,
+  callTimeout,
+  retry: { initialDelay: 10, maxDelay: 100 },
+  onConnected: (c) => prepared.push(c),
+  log: { debug() {}, info() {}, warn() {}, error: (m, e) => unhandled.push(`${m} ${e}`) },
+});
+const stats = { issued: 0, answered: 0, failed: 0, byKind: {}, wrong: [], late: [] };
+let inFlight = 0;
+let calling = true;
+
+function call() {
+  const n = stats.issued++;
+  inFlight++;
+  const started = Date.now();
+  client.call("add", n, 7).then(
+    (result) => {
+      if (result === n + 7) stats.answered++;
+      else stats.wrong.push([n, result]);
+    },
+    (error) => {
+      if (!(error instanceof ConnectionClosedError || error instanceof CallTimeoutError)) stats.wrong.push(String(error));
+      stats.failed++;
+      stats.byKind[error.name] = (stats.byKind[error.name] ?? 0) + 1;
+    },
+  ).finally(() => {
+    inFlight--;
+    const took = Date.now() - started;
+    if (took > callTimeout + 1000) stats.late.push(took);
+    // Between connections a call fails at once (the JS client's documented
+    // rule): keep calling, without spinning.
+    if (calling) setTimeout(call, client.client === null ? 5 : 0);
+  });
+}
+
+function until(condition, ms) {
+  return new Promise((resolve, reject) => {
+    const deadline = Date.now() + ms;
+    const check = () => {
+      if (condition()) resolve();
+      else if (Date.now() > deadline) reject(new Error("timed out"));
+      else setTimeout(check, 10);
+    };
+    check();
+  });
+}
+
+client.start();
+await client.whenConnected();
+console.log("calling");
+for (let i = 0; i < 4; i++) call();
+
+const lines = createInterface({ input: process.stdin });
+for await (const line of lines) {
+  if (line.trim() === "stop") break;
+}
+calling = false;
+await until(() => inFlight === 0, callTimeout * 2 + 2000);
+const connected = await Promise.race([client.whenConnected(), new Promise((_, reject) => setTimeout(() => reject(new Error("no connection")), 10000))]);
+const finalCall = await connected.call("add", 1, 2);
+const ids = new Set(prepared.map((c) => c.connectionId));
+await client.stop();
+console.log(JSON.stringify({
+  ...stats,
+  connections: client.connections,
+  onConnected: prepared.length,
+  distinctIds: ids.size,
+  finalCall,
+  unhandled,
+}));
+process.exit(0);
