@@ -1,18 +1,20 @@
 // Build: dist/index.js (ES module, msgpack external: for bundlers and Node),
 // dist/twisted-hub.min.js (one minified ES module with msgpack inside: the
-// file the hub serves), dist/*.d.ts (tsc).
+// file the hub serves), dist/*.d.ts (tsc).  dist/ is emptied first, so the
+// npm package (`npm pack` runs this as `prepack`) holds only what js/src builds.
 // `--vendor` also copies the bundle to ../twisted_hub/static/twisted-hub.js,
 // the copy that ships in the Python wheel (tests/test_javascript.py checks
 // the two are the same bytes).
 import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
-import { copyFileSync, readFileSync, mkdirSync } from "node:fs";
+import { copyFileSync, readFileSync, mkdirSync, rmSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = dirname(fileURLToPath(import.meta.url));
-mkdirSync(join(root, "dist"), { recursive: true });
+rmSync(join(root, "dist"), { recursive: true, force: true });
+mkdirSync(join(root, "dist"));
 const common = {
   entryPoints: [join(root, "src/index.ts")],
   bundle: true,
