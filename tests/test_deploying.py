@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import configparser
+import os
 import re
 import shlex
+import shutil
 import signal
 import tempfile
 import time
@@ -213,10 +215,14 @@ async def test_nginx_in_front() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_tls_example() -> None:
-    """The TLS example serves wss:// with a (generated) certificate and the CLI check passes with --cafile."""
+    """The TLS example serves wss:// with a (generated) certificate; the CLI check and curl (with ALPN) pass."""
     from twisted.internet import reactor
+    from twisted.internet.utils import getProcessOutputAndValue
 
-    twistd, call = command_lines("twistd-tls")
+    twistd, call, curl = command_lines("twistd-tls")
+    curl_path = shutil.which(curl[0])
+    if curl_path is None:
+        pytest.fail("curl is not installed: the TLS example needs it (apt-get install curl; see .ci/run)")
     with tempfile.TemporaryDirectory() as directory:
         key, cert = write_self_signed(Path(directory))
 
@@ -232,5 +238,9 @@ async def test_tls_example() -> None:
             child = await finished(run_doc_command(reactor, with_port(local(call), "8443", port)), reactor)
             assert child.exit_code == 0, child.output()
             assert child.lines == ['"over TLS"']
+            out, err, code = await getProcessOutputAndValue(
+                curl_path, with_port(local(curl), "8443", port)[1:], env={"PATH": os.environ.get("PATH", "")}, reactor=reactor,
+            )
+            assert (code, out) == (0, b"ok\n"), err.decode("utf-8", "replace")
         finally:
             await server.stop(reactor)

@@ -18,6 +18,17 @@ accepts itself (C{listenTCP(port, factory)}).  Behind C{twisted.web} the HTTP
 request is read by the C{Site}'s protocol before any hub code runs, so a
 site that serves hubs is wrapped in a L{ConnectionGuard}, which applies the
 same limits from the moment of accept (L{HubService} does this itself).
+
+Over TLS the guard also answers for the site in ALPN (the TLS extension that
+names the protocol spoken inside): it offers exactly L{HUB_ALPN_PROTOCOLS},
+C{http/1.1}.  Without that answer C{TLSMemoryBIOFactory} finds no
+C{IProtocolNegotiationFactory} on the factory it wraps and fails every
+handshake whose client offers ALPN (every browser, curl) with an
+C{internal_error} alert.  C{h2} is never offered, even when the wrapped
+C{Site} would offer it (it does when the C{h2} package is installed): a
+WebSocket is an HTTP/1.1 upgrade, and C{twisted.web} cannot carry one over
+HTTP/2 (RFC 8441), so a client that picked C{h2} could not open a hub
+connection.
 """
 
 from __future__ import annotations
@@ -27,10 +38,19 @@ from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, IDelayedCall, ILoggingContext, IProtocol, IProtocolFactory, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    ILoggingContext,
+    IProtocol,
+    IProtocolFactory,
+    IProtocolNegotiationFactory,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ._base_error import HubArgumentError
 from ._ratelimit import LogRateLimiter
@@ -43,6 +63,9 @@ DEFAULT_MAX_CONNECTIONS = 10_000
 DEFAULT_MAX_CONNECTIONS_PER_IP = 256
 #: A refusal of one kind is logged at most once per this many seconds.
 LOG_INTERVAL = 10.0
+#: What a hub listener offers in TLS ALPN: HTTP/1.1 only, the protocol a
+#: WebSocket opening handshake is an upgrade of (RFC 6455).
+HUB_ALPN_PROTOCOLS: tuple[bytes, ...] = (b"http/1.1",)
 
 _log = Logger()
 _CONNECTION_DONE = Failure(ConnectionDone())
@@ -220,6 +243,7 @@ class GuardedConnection(ProtocolWrapper):
         ProtocolWrapper.connectionLost(self, reason)
 
 
+@implementer(IProtocolNegotiationFactory)
 class ConnectionGuard(WrappingFactory[GuardedConnection]):
     """
     Wrap the C{Site} that serves a L{HubResource} to apply a factory's
@@ -233,6 +257,9 @@ class ConnectionGuard(WrappingFactory[GuardedConnection]):
     timeout of being accepted, or it is aborted.  That includes plain HTTP
     requests to other resources of the site: wrap a site that serves hubs
     (and small pages), not one that serves long downloads.
+
+    Behind TLS it offers C{http/1.1} in ALPN for the site (see the module
+    docstring): browsers and curl, which offer ALPN, then connect.
     """
 
     protocol = GuardedConnection
@@ -246,6 +273,10 @@ class ConnectionGuard(WrappingFactory[GuardedConnection]):
     def logPrefix(self) -> str:
         # "Site starting on 8080", as without the guard.
         return _log_prefix(self.wrappedFactory)
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """ALPN: HTTP/1.1 only, whatever the wrapped factory would offer (never h2)."""
+        return list(HUB_ALPN_PROTOCOLS)
 
     def buildProtocol(self, addr: IAddress | None) -> GuardedConnection | None:  # type: ignore[override]
         # None refuses the connection: the port closes the socket at once.

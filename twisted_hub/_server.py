@@ -20,7 +20,7 @@ from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IProtocolNegotiationFactory, IPushProducer, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -38,6 +38,7 @@ from ._limits import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_IP,
+    HUB_ALPN_PROTOCOLS,
     ConnectionLimits,
     GuardedConnection,
 )
@@ -268,6 +269,7 @@ def _subprotocol_or_deny(refusal: Refusal | None) -> str:
     return SUBPROTOCOL
 
 
+@implementer(IProtocolNegotiationFactory)
 class HubServerFactory(WebSocketServerFactory):
     """
     Serves one or more hubs over WebSocket.
@@ -319,6 +321,9 @@ class HubServerFactory(WebSocketServerFactory):
     @param registry: the C{prometheus_client} registry to put them in
         (implies C{metrics=True}; default: one of this factory's own, at
         C{factory.metrics.registry}).
+
+    Listening over TLS itself (C{serverFromString(reactor, "ssl:...").listen(factory)}),
+    it offers C{http/1.1} in ALPN, as a L{ConnectionGuard} does for a site.
     """
 
     protocol = HubServerProtocol  # type: ignore[assignment]
@@ -417,6 +422,10 @@ class HubServerFactory(WebSocketServerFactory):
             # "Origin: null" reaches onConnect, where the origin policy decides.
             allowNullOrigin=True,
         )
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """ALPN when listening over TLS directly: HTTP/1.1, which a WebSocket upgrades (never h2)."""
+        return list(HUB_ALPN_PROTOCOLS)
 
     def _prepare_binary(self, payload: bytes) -> PreparedMessage:
         """Frame one binary message once for many connections."""

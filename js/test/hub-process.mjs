@@ -7,7 +7,7 @@ import { dirname } from "node:path";
 
 export const REPO = dirname(dirname(dirname(fileURLToPath(import.meta.url))));
 const PYTHON = process.env.PYTHON ?? "python3";
-const SITE_STARTED = /Site starting on (\d+)/;
+const SITE_STARTED = /Site (?:\(TLS\) )?starting on (\d+)/;
 
 export class HubProcess {
   constructor(child) {
@@ -16,8 +16,8 @@ export class HubProcess {
     this.exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
   }
 
-  /** Start `twistd -n hub ARGS` (default listen: a free loopback port). */
-  static async start(args = [], { port = 0, timeout = 20000 } = {}) {
+  /** Start `twistd -n hub ARGS` (default listen: a free loopback port; `listen` replaces it, e.g. an `ssl:` description). */
+  static async start(args = [], { port = 0, timeout = 20000, listen = `tcp:${port}:interface=127.0.0.1` } = {}) {
     const child = spawn(
       PYTHON,
       [
@@ -28,7 +28,7 @@ export class HubProcess {
         "--logfile=-",
         "hub",
         "--listen",
-        `tcp:${port}:interface=127.0.0.1`,
+        listen,
         ...args,
       ],
       {
