@@ -15,6 +15,8 @@ import {
   type DisconnectReason,
 } from "./errors.js";
 import {
+  BATCH_BYTES,
+  BATCH_MESSAGES,
   CAPABILITIES,
   CloseCode,
   ErrorCode,
@@ -725,7 +727,8 @@ export class HubClient {
   private queue(payload: Uint8Array): void {
     this.outgoing.push(payload);
     if (this.handling > 0 || this.flushScheduled) return;
-    // Everything queued in this turn of the event loop leaves in one frame.
+    // Everything queued in this turn of the event loop leaves together, in
+    // as few frames as the batch limits allow (flush).
     this.flushScheduled = true;
     queueMicrotask(() => {
       this.flushScheduled = false;
@@ -743,11 +746,14 @@ export class HubClient {
       for (const message of messages) this.sendNow(message);
       return;
     }
-    const limit = this.sendLimit();
+    // As the Python client (Connection.frames_to_send): at most
+    // BATCH_MESSAGES messages and BATCH_BYTES (or the peer's smaller max)
+    // per frame, unless one message alone is larger.
+    const limit = Math.min(this.sendLimit(), BATCH_BYTES);
     let frame: Uint8Array[] = [];
     let size = 0;
     for (const message of messages) {
-      if (frame.length > 0 && size + message.length > limit) {
+      if (frame.length > 0 && (frame.length === BATCH_MESSAGES || size + message.length > limit)) {
         this.sendNow(joinFrames(frame));
         frame = [];
         size = 0;

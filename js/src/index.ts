@@ -29,6 +29,8 @@ export {
 } from "./errors.js";
 export { ClockSync, HeartbeatTracker, StallDetector, type ClockOffset } from "./heartbeat.js";
 export {
+  BATCH_BYTES,
+  BATCH_MESSAGES,
   CloseCode,
   ErrorCode,
   MessageKind,

@@ -12,6 +12,19 @@ export const SUBPROTOCOL = "twisted-hub.v1";
 /** Capabilities this client announces in HELLO. */
 export const CAPABILITIES: readonly string[] = ["heartbeat", "batch"];
 
+/**
+ * A sender puts at most this many messages in one frame (a batch is split);
+ * receivers accept at least this many (protocol.md 1.2).  The reference
+ * server closes with 1008 on a frame of more than 1,024.
+ */
+export const BATCH_MESSAGES = 256;
+/**
+ * A batch is also closed before it would pass 64 KiB (a larger message goes
+ * alone), as the Python client does (`BATCH_BYTES`), so the server starts on
+ * one frame while the next is on its way.
+ */
+export const BATCH_BYTES = 64 * 1024;
+
 export const MessageKind = {
   HELLO: 0,
   WELCOME: 1,
@@ -33,6 +46,8 @@ export const CloseCode = {
   GOING_AWAY: 1001,
   UNSUPPORTED_DATA: 1003,
   ABNORMAL: 1006,
+  /** more messages in one frame than the receiver accepts (protocol.md 1.2) */
+  POLICY_VIOLATION: 1008,
   MESSAGE_TOO_BIG: 1009,
   INTERNAL_ERROR: 1011,
   KICKED: 4000,

@@ -53,6 +53,18 @@ test("calls: results, bytes, typed errors, keyword arguments, proxy", BOUNDED, a
   }
 });
 
+test("5,000 calls made in one turn all answer (the client splits them into frames of at most 256)", BOUNDED, async () => {
+  let disconnected = null;
+  const client = await open("echo", { onDisconnected: (reason) => (disconnected = reason) });
+  try {
+    const results = await Promise.all(Array.from({ length: 5000 }, (_, i) => client.call("add", i, 1)));
+    assert.deepEqual(results, Array.from({ length: 5000 }, (_, i) => i + 1));
+    assert.equal(client.isConnected, true, JSON.stringify(disconnected));
+  } finally {
+    await client.disconnect();
+  }
+});
+
 test("receivers across two clients: a broadcast from one reaches the other", BOUNDED, async () => {
   const heard = deferred();
   const ann = await open("chat", { receiver: { said: (room, user, text) => heard.resolve([room, user, text]), joined() {} } });
