@@ -11,6 +11,7 @@ installs them (apt-get) and runs `npm ci`.  When js/node_modules is missing
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -99,9 +100,7 @@ def test_unit(node_modules: Path) -> None:
 
 
 def test_unit_kind_for_close_is_pythons_for_every_close_code(node_modules: Path) -> None:
-    """The JS kindForClose gives Python's kind_for_close for every close code Python knows (and the codes around them), either side."""
-    import json
-
+    """The JS kindForClose gives Python's kind_for_close for every close code Python knows (and those around them)."""
     from twisted_hub._errors import _CLOSE_KINDS, DisconnectKind, kind_for_close
     from twisted_hub._wire import CloseCode
 

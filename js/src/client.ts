@@ -23,6 +23,7 @@ import {
   MessageKind,
   ProtocolError,
   SUBPROTOCOL,
+  callFields,
   closeReason,
   decodeFrame,
   encodeMessage,
@@ -317,11 +318,9 @@ export class HubClient {
   invoke<T = unknown>(method: string, args: unknown[] = [], kwargs?: Kwargs | null, options: CallOptions = {}): Promise<T> {
     if (this.state !== "open") return Promise.reject(new ConnectionClosedError(this.currentReason()));
     const callId = this.nextCallId++;
-    const fields: unknown[] = [MessageKind.INVOKE, callId, method, args];
-    if (kwargs && Object.keys(kwargs).length > 0) fields.push(kwargs);
     let payload: Uint8Array;
     try {
-      payload = encodeMessage(fields);
+      payload = encodeMessage(callFields([MessageKind.INVOKE, callId, method], args, kwargs));
     } catch (e) {
       return Promise.reject(new HubError(ErrorCode.INVALID_ARGUMENTS, `${method}: ${(e as Error).message}`));
     }
@@ -352,11 +351,9 @@ export class HubClient {
   /** {@link notify} with keyword arguments.  Throws when not connected or the arguments cannot be sent. */
   notifyWith(method: string, args: unknown[] = [], kwargs?: Kwargs | null): void {
     if (this.state !== "open") throw new ConnectionClosedError(this.currentReason());
-    const fields: unknown[] = [MessageKind.NOTIFY, method, args];
-    if (kwargs && Object.keys(kwargs).length > 0) fields.push(kwargs);
     let payload: Uint8Array;
     try {
-      payload = encodeMessage(fields);
+      payload = encodeMessage(callFields([MessageKind.NOTIFY, method], args, kwargs));
     } catch (e) {
       throw new HubError(ErrorCode.INVALID_ARGUMENTS, `${method}: ${(e as Error).message}`);
     }

@@ -27,6 +27,7 @@ export {
   kindForClose,
   type DisconnectReason,
 } from "./errors.js";
+export { MAX_DEPTH, UnsendableValueError, encodeValue } from "./encode.js";
 export { ClockSync, HeartbeatTracker, StallDetector, type ClockOffset } from "./heartbeat.js";
 export {
   BATCH_BYTES,

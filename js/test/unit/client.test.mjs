@@ -219,6 +219,45 @@ test("arguments msgpack cannot encode fail the call (or notification) locally wi
   assert.equal(client.isConnected, true);
 });
 
+test("a Map argument is sent as a map with its keys; Set, class instances, other typed arrays are refused locally, naming the argument", async () => {
+  const { client, ws } = await connected();
+  const sent = client.call("scores", new Map([[1, "ann"], ["two", 2]]), new Date(0));
+  await settle();
+  assert.deepEqual(ws.takeMessages(), [[2, 1, "scores", [{ 1: "ann", two: 2 }, new Date(0)]]]);
+  ws.deliver([4, 1, "ok"]);
+  assert.equal(await sent, "ok");
+  await assert.rejects(
+    client.call("tag", "x", new Set(["a"])),
+    (e) => e instanceof HubError && e.code === "invalid-arguments" && e.hubMessage.startsWith("tag: args[1]: a Set cannot be sent"),
+  );
+  await assert.rejects(client.invoke("f", [], { when: new Float32Array(1) }), (e) => e.hubMessage.startsWith("f: kwargs.when: a Float32Array"));
+  assert.throws(() => client.notify("f", { p: new (class Point {})() }), (e) => e.code === "invalid-arguments" && /args\[0\]\.p: a Point cannot be sent/.test(e.hubMessage));
+  await settle();
+  assert.deepEqual(ws.messages(), [], "nothing refused was sent");
+  assert.equal(client.isConnected, true);
+});
+
+test("kwargs must be a plain object and args an array: a Map of kwargs or a bare argument is refused, not dropped", async () => {
+  const { client, ws } = await connected();
+  await assert.rejects(client.invoke("f", [], new Map([["a", 1]])), (e) => e.code === "invalid-arguments" && e.hubMessage === "f: kwargs: must be a plain object (its keys are str), got a Map");
+  await assert.rejects(client.invoke("f", "solo"), (e) => e.code === "invalid-arguments" && e.hubMessage === "f: args: must be an array, got string");
+  assert.throws(() => client.notifyWith("f", [], [1]), (e) => e.code === "invalid-arguments" && /kwargs: must be a plain object/.test(e.hubMessage));
+  client.invoke("f", [1], {});
+  client.notifyWith("g", [], null);
+  await settle();
+  assert.deepEqual(ws.messages(), [[2, 3, "f", [1]], [3, "g", []]]);
+});
+
+test("a client result msgpack cannot carry answers internal, and the connection stays", async () => {
+  const errors = [];
+  const { client, ws } = await connected({ receiver: { tags: () => new Set(["a"]) }, log: { ...quietLog, error: (m) => errors.push(m) } });
+  ws.deliver([7, 3, "tags", []]);
+  await settle();
+  assert.deepEqual(ws.takeMessages(), [[5, 3, "internal", "result cannot be encoded", null]]);
+  assert.deepEqual(errors, ["a client result cannot be encoded"]);
+  assert.equal(client.isConnected, true);
+});
+
 test("receiver calls reach the receiver object, keyword arguments as a last argument", async () => {
   const heard = [];
   const receiver = {
