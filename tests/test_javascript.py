@@ -11,6 +11,7 @@ installs them (apt-get) and runs `npm ci`.  When js/node_modules is missing
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -98,6 +99,28 @@ def test_bundle_in_the_wheel_is_built_from_js_sources(node_modules: Path) -> Non
 def test_unit(node_modules: Path) -> None:
     """The node --test unit suite passes (protocol.md vectors, client on a fake clock and socket)."""
     assert _node_test("unit") >= 100
+
+
+def test_unit_kind_for_close_is_pythons_for_every_close_code(node_modules: Path) -> None:
+    """The JS kindForClose gives Python's kind_for_close for every close code Python knows (and those around them)."""
+    from twisted_hub._errors import _CLOSE_KINDS, DisconnectKind, kind_for_close
+    from twisted_hub._wire import CloseCode
+
+    known = {value for name, value in vars(CloseCode).items() if name.isupper()} | set(_CLOSE_KINDS)
+    codes: list[int | None] = [None, *sorted(known | set(range(1000, 1016)) | set(range(4000, 4010)) | {3000, 4999})]
+    script = (
+        "import { kindForClose, DisconnectKind } from './dist/index.js';"
+        "const codes = JSON.parse(process.argv[1]);"
+        "console.log(JSON.stringify({"
+        " kinds: Object.values(DisconnectKind).sort(),"
+        " mapped: codes.map((c) => [kindForClose(c, true), kindForClose(c, false)]) }));"
+    )
+    result = _run(_tool("node"), "--input-type=module", "-e", script, json.dumps(codes), timeout=60)
+    js = json.loads(result.stdout)
+    assert js["kinds"] == sorted(kind.value for kind in DisconnectKind)
+    python = [[kind_for_close(code, True).value, kind_for_close(code, False).value] for code in codes]
+    assert dict(zip(map(str, codes), js["mapped"])) == dict(zip(map(str, codes), python))
+    assert js["mapped"][codes.index(CloseCode.POLICY_VIOLATION)] == ["protocol-error", "protocol-error"]
 
 
 def test_integration(node_modules: Path) -> None:

@@ -15,12 +15,15 @@ import {
   type DisconnectReason,
 } from "./errors.js";
 import {
+  BATCH_BYTES,
+  BATCH_MESSAGES,
   CAPABILITIES,
   CloseCode,
   ErrorCode,
   MessageKind,
   ProtocolError,
   SUBPROTOCOL,
+  callFields,
   closeReason,
   decodeFrame,
   encodeMessage,
@@ -335,11 +338,9 @@ export class HubClient {
   invoke<T = unknown>(method: string, args: unknown[] = [], kwargs?: Kwargs | null, options: CallOptions = {}): Promise<T> {
     if (this.state !== "open") return Promise.reject(new ConnectionClosedError(this.currentReason()));
     const callId = this.nextCallId++;
-    const fields: unknown[] = [MessageKind.INVOKE, callId, method, args];
-    if (kwargs && Object.keys(kwargs).length > 0) fields.push(kwargs);
     let payload: Uint8Array;
     try {
-      payload = encodeMessage(fields);
+      payload = encodeMessage(callFields([MessageKind.INVOKE, callId, method], args, kwargs));
     } catch (e) {
       return Promise.reject(new HubError(ErrorCode.INVALID_ARGUMENTS, `${method}: ${(e as Error).message}`));
     }
@@ -370,11 +371,9 @@ export class HubClient {
   /** {@link notify} with keyword arguments.  Throws when not connected or the arguments cannot be sent. */
   notifyWith(method: string, args: unknown[] = [], kwargs?: Kwargs | null): void {
     if (this.state !== "open") throw new ConnectionClosedError(this.currentReason());
-    const fields: unknown[] = [MessageKind.NOTIFY, method, args];
-    if (kwargs && Object.keys(kwargs).length > 0) fields.push(kwargs);
     let payload: Uint8Array;
     try {
-      payload = encodeMessage(fields);
+      payload = encodeMessage(callFields([MessageKind.NOTIFY, method], args, kwargs));
     } catch (e) {
       throw new HubError(ErrorCode.INVALID_ARGUMENTS, `${method}: ${(e as Error).message}`);
     }
@@ -745,7 +744,8 @@ export class HubClient {
   private queue(payload: Uint8Array): void {
     this.outgoing.push(payload);
     if (this.handling > 0 || this.flushScheduled) return;
-    // Everything queued in this turn of the event loop leaves in one frame.
+    // Everything queued in this turn of the event loop leaves together, in
+    // as few frames as the batch limits allow (flush).
     this.flushScheduled = true;
     queueMicrotask(() => {
       this.flushScheduled = false;
@@ -763,11 +763,14 @@ export class HubClient {
       for (const message of messages) this.sendNow(message);
       return;
     }
-    const limit = this.sendLimit();
+    // As the Python client (Connection.frames_to_send): at most
+    // BATCH_MESSAGES messages and BATCH_BYTES (or the peer's smaller max)
+    // per frame, unless one message alone is larger.
+    const limit = Math.min(this.sendLimit(), BATCH_BYTES);
     let frame: Uint8Array[] = [];
     let size = 0;
     for (const message of messages) {
-      if (frame.length > 0 && size + message.length > limit) {
+      if (frame.length > 0 && (frame.length === BATCH_MESSAGES || size + message.length > limit)) {
         this.sendNow(joinFrames(frame));
         frame = [];
         size = 0;

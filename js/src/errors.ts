@@ -44,7 +44,7 @@ export const DisconnectKind = {
   TIMED_OUT: "timed-out",
   /** the server's heartbeat timed us out (4001) */
   PEER_TIMED_OUT: "peer-timed-out",
-  /** a side sent bytes that are not this protocol (4002, 1003) */
+  /** a side sent bytes that are not this protocol (4002, 1002, 1003, 1007), or too many messages in one frame (1008) */
   PROTOCOL_ERROR: "protocol-error",
   /** a message was larger than the receiver's limit (1009) */
   MESSAGE_TOO_BIG: "message-too-big",
@@ -95,13 +95,16 @@ export class HandshakeError extends Error {
   }
 }
 
+// Exactly twisted_hub._errors._CLOSE_KINDS: tests/test_javascript.py
+// compares kindForClose with Python's kind_for_close code by code.
 const CLOSE_KINDS: Record<number, DisconnectKind> = {
   [CloseCode.NORMAL]: DisconnectKind.NORMAL,
   [CloseCode.GOING_AWAY]: DisconnectKind.GOING_AWAY,
-  1002: DisconnectKind.PROTOCOL_ERROR,
   [CloseCode.UNSUPPORTED_DATA]: DisconnectKind.PROTOCOL_ERROR,
-  1007: DisconnectKind.PROTOCOL_ERROR,
+  [CloseCode.POLICY_VIOLATION]: DisconnectKind.PROTOCOL_ERROR,
   [CloseCode.PROTOCOL_ERROR]: DisconnectKind.PROTOCOL_ERROR,
+  1002: DisconnectKind.PROTOCOL_ERROR,
+  1007: DisconnectKind.PROTOCOL_ERROR,
   [CloseCode.MESSAGE_TOO_BIG]: DisconnectKind.MESSAGE_TOO_BIG,
   [CloseCode.KICKED]: DisconnectKind.KICKED,
   [CloseCode.SLOW_CONSUMER]: DisconnectKind.SLOW_CONSUMER,

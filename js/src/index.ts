@@ -28,8 +28,11 @@ export {
   type DisconnectReason,
 } from "./errors.js";
 export { browserPage, type EventTargetLike, type PageLifecycle } from "./lifecycle.js";
+export { MAX_DEPTH, UnsendableValueError, encodeValue } from "./encode.js";
 export { ClockSync, HeartbeatTracker, StallDetector, type ClockOffset } from "./heartbeat.js";
 export {
+  BATCH_BYTES,
+  BATCH_MESSAGES,
   CloseCode,
   ErrorCode,
   MessageKind,

@@ -5,12 +5,26 @@
  * Sans-IO: bytes in, typed messages out; nothing here touches a socket or a
  * timer.
  */
-import { Decoder, DecodeError, Encoder } from "@msgpack/msgpack";
+import { Decoder, DecodeError } from "@msgpack/msgpack";
+import { UnsendableValueError, encodeValue, isPlainObject } from "./encode.js";
 
 /** The WebSocket subprotocol of this protocol version. */
 export const SUBPROTOCOL = "twisted-hub.v1";
 /** Capabilities this client announces in HELLO. */
 export const CAPABILITIES: readonly string[] = ["heartbeat", "batch"];
+
+/**
+ * A sender puts at most this many messages in one frame (a batch is split);
+ * receivers accept at least this many (protocol.md 1.2).  The reference
+ * server closes with 1008 on a frame of more than 1,024.
+ */
+export const BATCH_MESSAGES = 256;
+/**
+ * A batch is also closed before it would pass 64 KiB (a larger message goes
+ * alone), as the Python client does (`BATCH_BYTES`), so the server starts on
+ * one frame while the next is on its way.
+ */
+export const BATCH_BYTES = 64 * 1024;
 
 export const MessageKind = {
   HELLO: 0,
@@ -33,6 +47,8 @@ export const CloseCode = {
   GOING_AWAY: 1001,
   UNSUPPORTED_DATA: 1003,
   ABNORMAL: 1006,
+  /** more messages in one frame than the receiver accepts (protocol.md 1.2) */
+  POLICY_VIOLATION: 1008,
   MESSAGE_TOO_BIG: 1009,
   INTERNAL_ERROR: 1011,
   KICKED: 4000,
@@ -181,16 +197,48 @@ function taggingKeyConverter(key: unknown): string {
   return (typeof key === "string" ? "s" : "n") + String(key);
 }
 
-// One encoder and decoder for the whole client: building one per message
-// allocates a buffer and a key cache each time (they clone themselves if
-// re-entered, so sharing is safe).
+// One decoder for the whole client: building one per message allocates a
+// buffer and a key cache each time (it clones itself if re-entered, so
+// sharing is safe).
 const decoder = new Decoder({ mapKeyConverter: keyConverter });
 const taggingDecoder = new Decoder({ mapKeyConverter: taggingKeyConverter });
-const encoder = new Encoder();
 
-/** Encode one message array (shortest msgpack, as the reference encoder). */
+/** What the application values of each message kind a client sends are called, by index (for errors). */
+const FIELD_NAMES: Record<number, readonly (string | undefined)[]> = {
+  [MessageKind.INVOKE]: [undefined, undefined, undefined, "args", "kwargs"],
+  [MessageKind.NOTIFY]: [undefined, undefined, "args", "kwargs"],
+  [MessageKind.RESULT]: [undefined, undefined, "result"],
+  [MessageKind.ERROR]: [undefined, undefined, undefined, undefined, "detail"],
+};
+
+/**
+ * Encode one message array (shortest msgpack, as the reference encoder;
+ * what each JavaScript value becomes: src/encode.ts).  Throws
+ * {@link UnsendableValueError} for a value msgpack cannot carry as it is,
+ * its path named from the message's fields (`args[0].tags`).
+ */
 export function encodeMessage(fields: unknown[]): Uint8Array {
-  return encoder.encode(fields);
+  return encodeValue(fields, FIELD_NAMES[fields[0] as number]);
+}
+
+/**
+ * The fields of a call or notification (`head` then args, then kwargs when
+ * there are any), checked: args must be an array and kwargs a plain object
+ * (str keys, protocol.md 1.3), so nothing the caller passed is dropped.
+ */
+export function callFields(head: unknown[], args: unknown, kwargs: unknown): unknown[] {
+  if (!Array.isArray(args)) throw new UnsendableValueError(`must be an array, got ${describe(args)}`, "args");
+  if (kwargs === undefined || kwargs === null) return [...head, args];
+  if (typeof kwargs !== "object" || !isPlainObject(kwargs)) {
+    throw new UnsendableValueError(`must be a plain object (its keys are str), got ${describe(kwargs)}`, "kwargs");
+  }
+  return Object.keys(kwargs).length > 0 ? [...head, args, kwargs] : [...head, args];
+}
+
+function describe(value: unknown): string {
+  if (value === null || typeof value !== "object") return typeof value;
+  const name = (Object.getPrototypeOf(value) as { constructor?: { name?: string } } | null)?.constructor?.name;
+  return name ? `a ${name}` : "an object";
 }
 
 /** Concatenate encoded messages into one frame payload. */

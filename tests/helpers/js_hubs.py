@@ -2,7 +2,8 @@
 A hub for the JavaScript client's integration tests (js/test/integration),
 served with ``twistd hub --hub tests.helpers.js_hubs:ControlHub``: it lets a
 client ask to be kicked, to get a result larger than its announced ``max``,
-and be refused at the handshake (``?mode=refuse``).
+be refused at the handshake (``?mode=refuse``), and see what Python made of
+the values it sent (``describe``).
 """
 
 from __future__ import annotations
@@ -29,3 +30,8 @@ class ControlHub(Hub):
     def blob(self, size: int) -> bytes:
         """C{size} bytes: over the client's announced C{max}, the server answers C{internal} instead."""
         return b"x" * size
+
+    @method
+    def describe(self, *args: Any, **kwargs: Any) -> str:
+        """C{repr} of the arguments as the hub got them: which Python type each JavaScript value became."""
+        return repr((args, kwargs))

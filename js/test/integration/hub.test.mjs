@@ -2,7 +2,8 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import WebSocket from "ws";
-import { connect, HubError, HandshakeError, ReconnectingHubClient, CallTimeoutError } from "../../dist/index.js";
+import { connect, HubError, HandshakeError, ReconnectingHubClient, CallTimeoutError, UnsendableValueError } from "../../dist/index.js";
+import { ExtData } from "@msgpack/msgpack";
 import { execFile } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -48,6 +49,49 @@ test("calls: results, bytes, typed errors, keyword arguments, proxy", BOUNDED, a
     // 100 calls in flight, answered by id.
     const many = await Promise.all(Array.from({ length: 100 }, (_, i) => client.call("add", i, 1)));
     assert.deepEqual(many, Array.from({ length: 100 }, (_, i) => i + 1));
+  } finally {
+    await client.disconnect();
+  }
+});
+
+test("values round-trip through the echo hub as docs/javascript.md says; what msgpack cannot carry is refused before sending", BOUNDED, async () => {
+  const client = await open("echo");
+  try {
+    const echo = (value) => client.call("echo", value);
+    // As they are.
+    for (const value of [null, true, 0, -1, 2 ** 40, 1.5, -0, NaN, "é€😀", "x".repeat(70000), new Uint8Array([0, 255]), [1, [2, [3]]], { a: { b: [null] } }]) {
+      assert.deepEqual(await echo(value), value, String(value).slice(0, 30));
+    }
+    assert.ok(Object.is(await echo(-0), -0), "-0 stays -0");
+    assert.deepEqual(await echo(new Date(1_767_225_600_123)), new Date(1_767_225_600_123));
+    assert.deepEqual(await echo(new ExtData(7, new Uint8Array([1, 2]))), new ExtData(7, new Uint8Array([1, 2])));
+    // As documented: a Map comes back as an object (keys as strings), byte containers as Uint8Array,
+    // undefined as null, a bigint as a number.
+    assert.deepEqual(await echo(new Map([[1, "one"], ["two", new Map([[true, 2]])]])), { 1: "one", two: { true: 2 } });
+    assert.deepEqual(await echo(new Uint8Array([1, 2]).buffer), new Uint8Array([1, 2]));
+    assert.deepEqual(await echo(new DataView(new Uint8Array([1, 2, 3]).buffer, 1)), new Uint8Array([2, 3]));
+    assert.deepEqual(await echo([undefined, { u: undefined }]), [null, { u: null }]);
+    assert.equal(await echo(2n ** 40n), 2 ** 40);
+    // Refused locally, the connection untouched.
+    for (const value of [new Set([1]), new Float64Array([1]), new (class Point {})(), "\uD800"]) {
+      await assert.rejects(echo(value), (e) => e instanceof HubError && e.code === "invalid-arguments" && /args\[0\]: /.test(e.hubMessage));
+    }
+    assert.throws(() => client.notify("echo", new Set()), (e) => e.code === "invalid-arguments");
+    assert.equal(await client.call("add", 1, 2), 3);
+    assert.equal(client.isConnected, true);
+  } finally {
+    await client.disconnect();
+  }
+  assert.ok(UnsendableValueError.prototype instanceof TypeError);
+});
+
+test("5,000 calls made in one turn all answer (the client splits them into frames of at most 256)", BOUNDED, async () => {
+  let disconnected = null;
+  const client = await open("echo", { onDisconnected: (reason) => (disconnected = reason) });
+  try {
+    const results = await Promise.all(Array.from({ length: 5000 }, (_, i) => client.call("add", i, 1)));
+    assert.deepEqual(results, Array.from({ length: 5000 }, (_, i) => i + 1));
+    assert.equal(client.isConnected, true, JSON.stringify(disconnected));
   } finally {
     await client.disconnect();
   }
@@ -221,7 +265,7 @@ test("docs/javascript.md's Node example runs as written (port aside) and prints 
   assert.deepEqual(stdout.trim().split("\n"), ["5", "out-of-stock none left", "normal"]);
 });
 
-test("against an application hub: kicked (4000) with the hub's reason, the client's `max` honoured, a 401 refusal", BOUNDED, async () => {
+test("against an application hub: the Python types our values became, kicked (4000) with the hub's reason, the client's `max` honoured, a 401 refusal", BOUNDED, async () => {
   const control = await HubProcess.start(["--hub", "tests.helpers.js_hubs:ControlHub"]);
   try {
     const small = await connect(control.url, "control", { WebSocket, log: quietLog, maxMessageSize: 4096 });
@@ -229,6 +273,12 @@ test("against an application hub: kicked (4000) with the hub's reason, the clien
     assert.equal((await small.call("blob", 100)).length, 100);
     await assert.rejects(small.call("blob", 10000), (e) => e instanceof HubError && e.code === "internal");
     assert.equal(small.isConnected, true);
+    // What Python made of the values sent: a Map's keys keep their types, a Date is a msgpack Timestamp.
+    assert.equal(
+      await small.call("describe", new Map([[1, "one"], ["1", true], [null, 1.5]]), -0, new Date(1500), new Uint8Array([7]).buffer, [undefined], 2n ** 63n),
+      "(({1: 'one', '1': True, None: 1.5}, -0.0, Timestamp(seconds=1, nanoseconds=500000000), b'\\x07', [None], 9223372036854775808), {})",
+    );
+    assert.equal(await small.invoke("describe", [], { when: new Date(0), bag: new Map([[2, [3]]]) }), "((), {'when': Timestamp(seconds=0, nanoseconds=0), 'bag': {2: [3]}})");
     await small.call("kick_me", "enough for today").catch(() => undefined);
     assert.deepEqual(await small.waitForDisconnect(), { kind: "kicked", code: 4000, message: "enough for today", locally: false });
     await assert.rejects(

@@ -157,6 +157,52 @@ test("batches are split so no frame exceeds the server's announced max", async (
   assert.equal(ws.messages().length, 6);
 });
 
+test("no frame holds more than 256 messages: 5,000 calls in one turn leave as 256-message frames, in order", async () => {
+  const { client, ws } = await connected();
+  const calls = Array.from({ length: 5000 }, (_, i) => client.call("add", i, 1));
+  await settle();
+  const counts = ws.frames().map((frame) => frame.length);
+  assert.ok(counts.every((n) => n >= 1 && n <= 256), counts.join(","));
+  assert.deepEqual(counts, [...Array(19).fill(256), 5000 - 19 * 256]);
+  const messages = ws.messages();
+  assert.deepEqual(messages.map((m) => m[1]), Array.from({ length: 5000 }, (_, i) => i + 1), "call ids in order");
+  // The answers come back in frames of 256 too; every call resolves.
+  for (let start = 0; start < 5000; start += 256) {
+    ws.deliver(...messages.slice(start, start + 256).map(([, id, , [a, b]]) => [4, id, a + b]));
+  }
+  assert.deepEqual(await Promise.all(calls), Array.from({ length: 5000 }, (_, i) => i + 1));
+  assert.equal(client.isConnected, true);
+});
+
+test("notifications, heartbeat answers and client results are held to 256 per frame as well", async () => {
+  const { client, ws } = await connected({ receiver: { double: (x) => 2 * x } });
+  // One server frame of 300 client results and 300 heartbeats: 600 answers queued while it is handled.
+  const frame = [];
+  for (let i = 0; i < 300; i++) frame.push([7, i, "double", [i]], [9, i, 1_767_225_600_000_000]);
+  ws.deliver(...frame);
+  for (let i = 0; i < 300; i++) client.notify("n", i);
+  await settle();
+  const counts = ws.frames().map((f) => f.length);
+  assert.deepEqual(counts, [256, 256, 88, 256, 44]);
+  const sent = ws.messages();
+  assert.equal(sent.filter((m) => m[0] === 4).length, 300);
+  assert.equal(sent.filter((m) => m[0] === 10).length, 300);
+  assert.deepEqual(sent.filter((m) => m[0] === 3).map((m) => m[2][0]), Array.from({ length: 300 }, (_, i) => i));
+});
+
+test("batches close before 64 KiB even when the server's max is larger; a larger message goes alone", async () => {
+  const { client, ws } = await connected({ maxMessageSize: 4 * 1024 * 1024 }, { caps: ["batch"], id: "x", max: 4 * 1024 * 1024 });
+  const text = "x".repeat(10_000);
+  for (let i = 0; i < 20; i++) client.notify("n", text);
+  client.notify("big", "y".repeat(100_000));
+  client.notify("after");
+  await settle();
+  const sizes = ws.sent.map((f) => f.length);
+  assert.ok(sizes.slice(0, -2).every((n) => n <= 64 * 1024), sizes.join(","));
+  assert.deepEqual(ws.frames().map((f) => f.length), [6, 6, 6, 2, 1, 1]);
+  assert.ok(sizes.at(-2) > 100_000);
+});
+
 test("a call larger than the server's max fails locally with invalid-arguments and the connection lives", async () => {
   const { client } = await connected({}, { caps: ["batch"], id: "x", max: 100 });
   await assert.rejects(client.call("big", "x".repeat(200)), (e) => e.code === "invalid-arguments");
@@ -170,6 +216,45 @@ test("arguments msgpack cannot encode fail the call (or notification) locally wi
   assert.throws(() => client.notify("big", "x".repeat(2 * 1024 * 1024)), /over the size limit/);
   await settle();
   assert.deepEqual(ws.messages(), []);
+  assert.equal(client.isConnected, true);
+});
+
+test("a Map argument is sent as a map with its keys; Set, class instances, other typed arrays are refused locally, naming the argument", async () => {
+  const { client, ws } = await connected();
+  const sent = client.call("scores", new Map([[1, "ann"], ["two", 2]]), new Date(0));
+  await settle();
+  assert.deepEqual(ws.takeMessages(), [[2, 1, "scores", [{ 1: "ann", two: 2 }, new Date(0)]]]);
+  ws.deliver([4, 1, "ok"]);
+  assert.equal(await sent, "ok");
+  await assert.rejects(
+    client.call("tag", "x", new Set(["a"])),
+    (e) => e instanceof HubError && e.code === "invalid-arguments" && e.hubMessage.startsWith("tag: args[1]: a Set cannot be sent"),
+  );
+  await assert.rejects(client.invoke("f", [], { when: new Float32Array(1) }), (e) => e.hubMessage.startsWith("f: kwargs.when: a Float32Array"));
+  assert.throws(() => client.notify("f", { p: new (class Point {})() }), (e) => e.code === "invalid-arguments" && /args\[0\]\.p: a Point cannot be sent/.test(e.hubMessage));
+  await settle();
+  assert.deepEqual(ws.messages(), [], "nothing refused was sent");
+  assert.equal(client.isConnected, true);
+});
+
+test("kwargs must be a plain object and args an array: a Map of kwargs or a bare argument is refused, not dropped", async () => {
+  const { client, ws } = await connected();
+  await assert.rejects(client.invoke("f", [], new Map([["a", 1]])), (e) => e.code === "invalid-arguments" && e.hubMessage === "f: kwargs: must be a plain object (its keys are str), got a Map");
+  await assert.rejects(client.invoke("f", "solo"), (e) => e.code === "invalid-arguments" && e.hubMessage === "f: args: must be an array, got string");
+  assert.throws(() => client.notifyWith("f", [], [1]), (e) => e.code === "invalid-arguments" && /kwargs: must be a plain object/.test(e.hubMessage));
+  client.invoke("f", [1], {});
+  client.notifyWith("g", [], null);
+  await settle();
+  assert.deepEqual(ws.messages(), [[2, 3, "f", [1]], [3, "g", []]]);
+});
+
+test("a client result msgpack cannot carry answers internal, and the connection stays", async () => {
+  const errors = [];
+  const { client, ws } = await connected({ receiver: { tags: () => new Set(["a"]) }, log: { ...quietLog, error: (m) => errors.push(m) } });
+  ws.deliver([7, 3, "tags", []]);
+  await settle();
+  assert.deepEqual(ws.takeMessages(), [[5, 3, "internal", "result cannot be encoded", null]]);
+  assert.deepEqual(errors, ["a client result cannot be encoded"]);
   assert.equal(client.isConnected, true);
 });
 
@@ -369,6 +454,7 @@ const CLOSES = [
   [[8, 4000, "bye"], 4000, "kicked"],
   [[8, 1001, "server shutting down"], 1001, "going-away"],
   [[8, 4002, "bad"], 4002, "protocol-error"],
+  [[8, 1008, "more than 1024 messages in one frame"], 1008, "protocol-error"],
 ];
 for (const [message, code, kind] of CLOSES) {
   test(`CLOSE ${code} then the close frame: the reason kind is ${kind}`, async () => {
@@ -385,7 +471,7 @@ for (const [message, code, kind] of CLOSES) {
 }
 
 test("close codes without CLOSE map to the same kinds as Python; 1006 is connection-lost", async () => {
-  for (const [code, kind] of [[1000, "normal"], [1001, "going-away"], [4000, "kicked"], [4001, "peer-timed-out"], [4004, "slow-consumer"], [1009, "message-too-big"], [1006, "connection-lost"], [4999, "normal"]]) {
+  for (const [code, kind] of [[1000, "normal"], [1001, "going-away"], [4000, "kicked"], [4001, "peer-timed-out"], [4004, "slow-consumer"], [1009, "message-too-big"], [1008, "protocol-error"], [1003, "protocol-error"], [4002, "protocol-error"], [1006, "connection-lost"], [4999, "normal"]]) {
     const { client, ws } = await connected();
     ws.serverClose(code, "r");
     const reason = await client.waitForDisconnect();
