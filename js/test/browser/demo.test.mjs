@@ -128,8 +128,9 @@ for (const frozenMs of [1000, 3500]) {
       const serverSaw = frozenMs < 3000 ? "going-away \\(1001\\)" : "timed-out \\(4001\\) heartbeat timeout";
       await hub.waitForOutput(new RegExp(`chat connection ${id} closed: ${serverSaw}`), 5000);
       // No backoff: the page runs and the server is fine.  onConnected rejoined the room.
-      await page.waitForFunction(() => window.hubDemo.client.connections === 2 && window.hubDemo.client.client?.isConnected, { timeout: 3000, polling: 50 });
-      assert.ok(Date.now() - resumed < 2000, `reconnected ${Date.now() - resumed} ms after the page ran again`);
+      // (The bound is loose for a loaded CI machine; the unit test checks the zero delay exactly.)
+      await page.waitForFunction(() => window.hubDemo.client.connections === 2 && window.hubDemo.client.client?.isConnected, { timeout: 8000, polling: 50 });
+      assert.ok(Date.now() - resumed < 6000, `reconnected ${Date.now() - resumed} ms after the page ran again`);
       assert.deepEqual(await page.evaluate(() => window.hubDemo.client.call("rooms")), ["frozen-room"]);
       assert.deepEqual(page.errors, []);
     } finally {
