@@ -106,6 +106,13 @@ class StaticFolderTests(Folder):
         self.assertIn('<a href="/">static files at /</a>', status)
         self.assertEqual(header(get(root, "/status.json"), "content-type"), "application/json")
 
+    def test_demo_page_links_the_moved_status_page(self) -> None:
+        """The demo page links the status page where it is (/status beside a folder at /), or not at all."""
+        demo = body(get(self.root(), "/demo/")).decode()
+        self.assertIn('<a href="/status">Status page</a>', demo)
+        self.assertNotIn("__STATUS_LINK__", demo)
+        self.assertNotIn("Status page", body(get(self.root(status_page=False), "/demo/")).decode())
+
     def test_hidden_files_are_logged(self) -> None:
         """Each file of the folder that a hub path hides is named in a warning when the service is built."""
         logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)

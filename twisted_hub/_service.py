@@ -295,7 +295,7 @@ class HubService(MultiService):
             mount(self.root, path, "/health", HealthPage(factory))
             if factory.metrics is not None:
                 mount(self.root, path, "/metrics", MetricsPage(factory))
-            links = mount_client(self.root, factory, path)
+            links = mount_client(self.root, factory, path, ("/" + status_path.strip("/")) if status_page else None)
             site_root: Resource = self.root
             if self.static:
                 from ._files import StaticSite, check_static_mounts, reserved_paths, shadowed_files
