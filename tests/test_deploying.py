@@ -63,7 +63,8 @@ class DocumentTests(SynchronousTestCase):
     def test_every_block_is_known(self) -> None:
         """Every code block of the document is one this module runs."""
         self.assertEqual(
-            set(BLOCKS), {"twistd-run", "cli-check", "hub-config", "systemd-unit", "nginx-site", "twistd-tls"}
+            set(BLOCKS),
+            {"twistd-run", "cli-check", "hub-config", "systemd-unit", "nginx-site", "twistd-tls", "static-run"},
         )
 
     def test_config_example_parses(self) -> None:
@@ -104,7 +105,7 @@ class DocumentTests(SynchronousTestCase):
         for long_name in ["listen", "port", "path", "hub", "heartbeat-interval", "heartbeat-timeout",
                           "max-message-size", "allowed-origin", "log-level", "shutdown-timeout", "config",
                           "allowed-host", "handshake-timeout", "max-connections", "max-connections-per-ip",
-                          "status-path", "no-status"]:
+                          "status-path", "no-status", "static", "static-listing"]:
             self.assertIn(f"`--{long_name}", text)
 
 
@@ -132,6 +133,33 @@ async def test_twistd_and_cli_check() -> None:
         assert child.exit_code == 0, child.output()
         assert len([line for line in child.lines if line.startswith("heartbeat #")]) == 3
         assert child.lines[-1] == "disconnected: normal: watch finished"
+    finally:
+        await server.stop(reactor)
+
+
+@pytest_twisted.ensureDeferred
+async def test_static_example(tmp_path: Path) -> None:
+    """The --static example, run beside site/: / is site/index.html, the hub answers, the status page is at /status."""
+    from twisted.internet import reactor
+    from twisted.web.client import Agent, readBody
+
+    (twistd,) = command_lines("static-run")
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "index.html").write_text("<!DOCTYPE html><title>my page</title>\n")
+    at = twistd.index("--port")
+    assert twistd[at + 1] == "8080"
+    argv = [*twistd[:at], "--listen", "tcp:0:interface=127.0.0.1", *twistd[at + 2:]]
+    server = spawn_python(reactor, *as_python(argv), cwd=tmp_path)  # "site" is relative to where twistd starts
+    try:
+        port = await started_port(server, reactor)
+        agent = Agent(reactor)
+        front = await agent.request(b"GET", f"http://127.0.0.1:{port}/".encode())
+        assert (front.code, await readBody(front)) == (200, b"<!DOCTYPE html><title>my page</title>\n")
+        status = await agent.request(b"GET", f"http://127.0.0.1:{port}/status".encode())
+        assert status.code == 200 and b"<title>twisted-hub</title>" in await readBody(status)
+        client = await connect(f"ws://127.0.0.1:{port}/hub", "echo", clock=reactor, timeout=10)
+        assert await client.call("echo", "beside the page") == "beside the page"
+        await client.disconnect()
     finally:
         await server.stop(reactor)
 

@@ -141,20 +141,22 @@ def test_generated_typescript_compiles_against_the_client(node_modules: Path) ->
 
 def test_browser(node_modules: Path) -> None:
     """
-    Headless Chromium: the demo page of twistd hub (calls, broadcast, heartbeats, busy/frozen/background
-    page), and the JS client over wss:// straight to `twistd hub --listen ssl:` (tls.test.mjs).
+    Headless Chromium: the demo page of twistd hub (chat, members, server down, heartbeats,
+    busy/frozen/hidden page), the --static doc page, and the JS client over wss:// straight to
+    `twistd hub --listen ssl:` (tls.test.mjs).
     """
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.fail("chromium is not installed: the browser tests need it (apt-get install chromium; see .ci/run)")
-    assert _node_test("browser", env={"CHROMIUM": chromium}) >= 8
+    assert _node_test("browser", env={"CHROMIUM": chromium}) >= 12
 
 
 def test_docs_typescript_examples(node_modules: Path) -> None:
     """docs/javascript.md: the codegen command runs as written; the typed-proxy example compiles against its output."""
     blocks = named_blocks("docs/javascript.md")
     assert set(blocks) == {
-        "mount", "pack", "install", "browser-example", "node-example", "typed-proxy", "codegen", "bench-js-results",
+        "mount", "pack", "install", "browser-serve", "browser-example", "node-example", "typed-proxy", "codegen",
+        "bench-js-results",
     }
     generated = JS / "test" / "generated"
     generated.mkdir(exist_ok=True)

@@ -116,6 +116,7 @@ class HubServiceMountTests(SynchronousTestCase):
         self.assertIn(f'from "../client/twisted-hub.{script_hash()}.js"', page)
         self.assertIn("`${scheme}//${location.host}/hub`", page)
         self.assertNotIn("__HUB_PATH__", page)
+        self.assertIn('<a href="/">Status page</a>', page)
         status = body(get(root, "/")).decode()
         self.assertIn('<a href="/client/twisted-hub.js">browser client</a>', status)
         self.assertIn('<a href="/demo/">demo page (chat + heartbeats)</a>', status)

@@ -251,6 +251,11 @@ def check_status_path(hub_path: str, status_path: str) -> str:
     return "/" + status_path.strip("/")
 
 
+def status_json_path(status_path: str) -> str:
+    """Where the status page's data is: C{/status.json} beside a page at C{/}, C{/x.json} beside one at C{/x}."""
+    return (status_path.rstrip("/") or "/status") + ".json"
+
+
 def build_site_root(
     factory: HubServerFactory, hub_path: str, status_page: Resource | None, status_path: str = "/"
 ) -> Resource:

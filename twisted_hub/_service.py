@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application.service import IService, IServiceCollection, MultiService
 from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
@@ -43,11 +43,14 @@ from ._heartbeat import HeartbeatPolicy
 from ._limits import ConnectionGuard
 from ._ops import HealthPage, MetricsPage, StatusJsonPage
 from ._origin import OriginPolicy
-from ._resource import HubStatusPage, build_site_root, mount
+from ._resource import HubStatusPage, build_site_root, mount, status_json_path
 from ._server import HubServerFactory, HubSpec
 from ._server_session import ServerSession
-from ._static import mount_client
+from ._static import mount_client, serves_demo_hubs
 from ._wire import CloseCode
+
+if TYPE_CHECKING:
+    from ._files import StaticSpec
 
 #: Seconds C{stopService} waits for connections to close before dropping them.
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
@@ -172,10 +175,21 @@ class HubService(MultiService):
         origins, C{"same-host"} or C{"*"}; default: same host only (see
         L{OriginPolicy}).  Used only when the factory is built here.
     @param status_page: serve the status page (False: 404 there).
-    @param status_path: where the status page is (default C{/}); its data
+    @param status_path: where the status page is (default C{/}, or
+        C{/status} when static files are served at C{/}); its data
         is beside it, C{/status.json} (C{/x.json} for a page at C{/x}).  Listening, the
         service also serves C{GET /health} (200, or 503 while shutting down)
         and, when the factory keeps metrics (C{metrics=True}), C{GET /metrics}.
+    @param static: the user's own files, served beside the hub on the
+        service's listeners: a folder (served at C{/}: its C{index.html} is
+        the site's front page), or URL prefixes to folders
+        (C{{"/": "site", "/docs": "build/html"}}).  The hub's own paths win
+        (the hub endpoint, C{/client/}, C{/health}, the status page and its
+        JSON, C{/metrics}, C{/demo/}); among folders the longest prefix
+        wins.  Nothing outside a folder is served, nor dot-files (but
+        C{.well-known}); see L{twisted_hub._files.StaticFolder}.
+    @param static_listing: list the files of a directory that has no
+        C{index.html} (default: 404).
     @param shutdown_timeout: seconds C{stopService} may take.
     @param drain_delay: seconds C{stopService} keeps listening (with
         C{/health} answering 503) before it closes the listeners, so a load
@@ -200,7 +214,7 @@ class HubService(MultiService):
         factory: HubServerFactory | None = None,
         path: str = "/hub",
         status_page: bool = True,
-        status_path: str = "/",
+        status_path: str | None = None,
         heartbeat: HeartbeatPolicy | None = None,
         allowed_origins: Iterable[str] = (),
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
@@ -208,11 +222,26 @@ class HubService(MultiService):
         clock: IReactorTime | None = None,
         reactor: IReactorTime | None = None,
         redis: str | None = None,
+        static: StaticSpec | None = None,
+        static_listing: bool = False,
         **factory_options: Any,
     ) -> None:
         MultiService.__init__(self)
         if (hubs is None) == (factory is None):
             raise HubArgumentError("give either hub classes or a factory")
+        #: the static folders, C{(prefix, absolute folder)}, longest prefix first
+        self.static: list[tuple[str, str]] = []
+        if static is not None:
+            from ._files import static_mounts
+
+            self.static = static_mounts(static)
+        if self.static and not listen:
+            raise HubArgumentError(
+                "static= serves files on the service's own listeners: give listen= too "
+                "(on your own Site, mount twisted.web.static.File beside the HubResource)"
+            )
+        if status_path is None:
+            status_path = "/status" if any(prefix == "/" for prefix, _ in self.static) else "/"
         if redis is not None:
             if "backplane" in factory_options:
                 raise HubArgumentError("give either redis= or backplane=")
@@ -260,16 +289,35 @@ class HubService(MultiService):
             self.root = build_site_root(factory, path, status, status_path)
             if status is not None:
                 # /status.json beside a page at /, /x.json beside one at /x
-                json_path = (status_path.rstrip("/") or "/status") + ".json"
+                json_path = status_json_path(status_path)
                 status.json_url = json_path
                 mount(self.root, path, json_path, StatusJsonPage(factory))
             mount(self.root, path, "/health", HealthPage(factory))
             if factory.metrics is not None:
                 mount(self.root, path, "/metrics", MetricsPage(factory))
-            links = mount_client(self.root, factory, path)
+            links = mount_client(self.root, factory, path, ("/" + status_path.strip("/")) if status_page else None)
+            site_root: Resource = self.root
+            if self.static:
+                from ._files import StaticSite, check_static_mounts, reserved_paths, shadowed_files
+
+                reserved = reserved_paths(
+                    path, status_path if status_page else None,
+                    metrics=factory.metrics is not None, demo=serves_demo_hubs(factory),
+                )
+                check_static_mounts(self.static, reserved)
+                for file_path, hub_path in shadowed_files(self.static, reserved):
+                    _log.warn(
+                        "static file {file} is not served: the hub serves {hub_path} itself",
+                        file=file_path, hub_path=hub_path,
+                    )
+                site_root = StaticSite(
+                    self.root, self.static, reserved, listing=static_listing, host_allowed=factory.host_allowed
+                )
+                links += [(f"static files at {prefix}", prefix.rstrip("/") + "/") for prefix, _ in reversed(self.static)]
             if status is not None:
                 status.links = links
-            self.site = Site(self.root)
+            #: the site's root: L{root}, or a L{StaticSite} around it with the static folders
+            self.site = Site(site_root)
             #: what the listeners serve: the site, behind the connection limits
             self.listening_factory = ConnectionGuard(self.site, factory.limits)
             if listen_reactor is None:
@@ -365,6 +413,8 @@ class HubService(MultiService):
             metrics="on (/metrics)" if self.factory.metrics is not None else "off",
             hubs=hubs, heartbeat_policies=policies, listen=self.listen,
         )
+        for prefix, directory in reversed(self.static):
+            _log.info("serving the files of {directory} at {prefix}", directory=directory, prefix=prefix)
 
     def stopService(self) -> Deferred[None]:
         """

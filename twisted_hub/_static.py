@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import html
 from functools import cache
 from importlib.resources import files
 
@@ -119,17 +120,22 @@ class DemoPage(Resource):
     """
     The demo page of C{twistd hub}: chat on the demo C{chat} hub and a live
     heartbeat panel (round trip, clock offset, server time), using the
-    served client.  C{hub_path} is where the hub endpoint is mounted.
+    served client.  C{hub_path} is where the hub endpoint is mounted,
+    C{status_url} where the status page is (None: not served, no link).
     """
 
     isLeaf = True
 
-    def __init__(self, hub_path: str, script_name: str) -> None:
+    def __init__(self, hub_path: str, script_name: str, status_url: str | None = "/") -> None:
         Resource.__init__(self)
         template = files("twisted_hub").joinpath("static", "demo.html").read_text("utf-8")
         path = "/" + hub_path.strip("/")
+        status_link = "" if status_url is None else f' <a href="{html.escape(status_url)}">Status page</a>.'
         self.page = (
-            template.replace("__HUB_PATH__", path).replace("__SCRIPT__", f"../client/{script_name}").encode("utf-8")
+            template.replace("__HUB_PATH__", path)
+            .replace("__SCRIPT__", f"../client/{script_name}")
+            .replace("__STATUS_LINK__", status_link)
+            .encode("utf-8")
         )
 
     def render_GET(self, request: Request) -> bytes:
@@ -146,17 +152,20 @@ def serves_demo_hubs(factory: HubServerFactory) -> bool:
     return runtime is not None and runtime.hub_class is ChatHub
 
 
-def mount_client(root: Resource, factory: HubServerFactory, hub_path: str) -> list[tuple[str, str]]:
+def mount_client(
+    root: Resource, factory: HubServerFactory, hub_path: str, status_url: str | None = "/"
+) -> list[tuple[str, str]]:
     """
     Put the client at C{/client/} and, when the demo hubs are served, the
-    demo page at C{/demo/}; returns (label, path) links for the status page.
+    demo page at C{/demo/} (linking to the status page at C{status_url});
+    returns (label, path) links for the status page.
     """
     script = ClientScriptResource()
     root.putChild(b"client", script)
     # Absolute: the status page may be served at another path than /.
     links = [("browser client", f"/client/{SCRIPT_NAME}")]
     if serves_demo_hubs(factory):
-        root.putChild(b"demo", _DemoDirectory(DemoPage(hub_path, script.versioned_name)))
+        root.putChild(b"demo", _DemoDirectory(DemoPage(hub_path, script.versioned_name, status_url)))
         links.append(("demo page (chat + heartbeats)", "/demo/"))
     return links
 
@@ -176,3 +185,4 @@ class _DemoDirectory(Resource):
     def render_GET(self, request: Request) -> bytes:
         page: bytes = Redirect(b"demo/").render(request)
         return page
+

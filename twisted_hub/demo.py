@@ -3,12 +3,13 @@ The built-in demo hubs that C{twistd hub} serves when given no C{--hub}.
 
 C{echo}: C{echo(value)} returns its argument, C{add(a, b)} adds numbers,
 C{fail(code, message)} answers with a hub error, C{ask(method, *args)} asks
-the calling client for a result.  C{chat}: rooms with broadcast.
+the calling client for a result.  C{chat}: rooms with broadcast, and who
+is in them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from ._errors import DisconnectReason, HubError
 from ._hub import Hub, hub, method
@@ -54,14 +55,36 @@ class ChatReceiver:
 class ChatHub(Hub):
     """Rooms: join, say, leave; every member of a room hears what is said."""
 
+    #: The rooms (room -> name) of every open chat connection of this process,
+    #: by connection id: how L{members} names the ids of a group.  Connection
+    #: ids are unique in a process, so servers sharing it do not mix.
+    _rooms_by_connection: ClassVar[dict[str, dict[str, str]]] = {}
+
     @method
     def join(self, room: str, user: str) -> int:
         """Join a room as C{user}; returns how many are in it now."""
         rooms: dict[str, str] = self.connection.items.setdefault("rooms", {})
+        before = rooms.get(room)
+        if before == user:  # joined already: the others heard it then
+            return self.groups.count(room)
         rooms[room] = user
+        if before is not None:  # a new name in the same room: the old one leaves
+            self.clients.group(room).left(room, before)
         self.groups.add(room)
+        if self.connection.open:  # (a closed connection joins nothing, and is not indexed)
+            ChatHub._rooms_by_connection[self.connection.id] = rooms
         self.clients.group(room).joined(room, user)
         return self.groups.count(room)
+
+    @method
+    def members(self, room: str) -> list[str]:
+        """
+        The names in a room, in joining order (a name twice if two
+        connections use it).  With a backplane, members held by other
+        processes are listed as C{"(elsewhere)"}: their names stay there.
+        """
+        index = ChatHub._rooms_by_connection
+        return [index.get(member, {}).get(room, "(elsewhere)") for member in self.groups.members(room)]
 
     @method
     def say(self, room: str, text: str) -> int:
@@ -74,8 +97,11 @@ class ChatHub(Hub):
 
     @method
     def leave(self, room: str) -> None:
+        """Leave a room; the others hear C{left(room, user)}."""
         rooms: dict[str, str] = self.connection.items.get("rooms", {})
         user = rooms.pop(room, None)
+        if not rooms:
+            ChatHub._rooms_by_connection.pop(self.connection.id, None)
         if user is not None:
             self.groups.remove(room)
             self.clients.group(room).left(room, user)
@@ -85,6 +111,7 @@ class ChatHub(Hub):
         return sorted(self.groups.joined())
 
     def on_disconnected(self, reason: DisconnectReason) -> None:
+        ChatHub._rooms_by_connection.pop(self.connection.id, None)
         for room, user in self.connection.items.get("rooms", {}).items():
             self.clients.group(room).left(room, user)
 

@@ -4,6 +4,7 @@ C{twistd hub}: serve hubs over WebSocket.
     twistd -n hub --port 8080
     twistd -n hub --listen tcp:8080:interface=127.0.0.1 --hub myapp.hubs:ChatHub
     twistd -n hub --config /etc/twisted-hub/hub.toml --log-level debug
+    twistd -n hub --port 8080 --static ./site          # your page at /, the hub at /hub
 
 Every option can also be given in a TOML file (C{--config}), under the same
 name (C{heartbeat-interval = 5}, C{listen = ["tcp:8080"]}); options on the
@@ -46,6 +47,7 @@ DEFAULT_LOG_LEVEL = "info"
 
 _REPEATABLE = {
     "listen": "listen", "hub": "hubs", "allowed-origin": "allowed-origins", "allowed-host": "allowed-hosts",
+    "static": "static",
 }
 _SINGLE = (
     "port", "path", "heartbeat-interval", "heartbeat-timeout", "max-message-size",
@@ -54,7 +56,7 @@ _SINGLE = (
     "handshake-timeout", "max-connections", "max-connections-per-ip", "status-path",
     "redis", "redis-lease",
 )
-_FLAGS = ("no-status", "no-ping-fallback", "metrics")
+_FLAGS = ("no-status", "no-ping-fallback", "metrics", "static-listing")
 
 
 def load_hub(spec: str) -> type[Hub]:
@@ -197,6 +199,7 @@ class Options(usage.Options):
         ["no-ping-fallback", None,
          "Do not check clients without hub heartbeats with WebSocket pings (docs/heartbeat.md)."],
         ["metrics", None, "Keep Prometheus metrics and serve them on GET /metrics (needs prometheus-client)."],
+        ["static-listing", None, "List the files of a --static directory that has no index.html (default: 404)."],
     ]
 
     def __init__(self) -> None:
@@ -205,6 +208,7 @@ class Options(usage.Options):
         self["hubs"] = []
         self["allowed-origins"] = []
         self["allowed-hosts"] = []
+        self["static"] = []
         self._hub_specs: list[str] = []
 
     def opt_version(self) -> None:
@@ -234,6 +238,10 @@ class Options(usage.Options):
         """Host name the Host header may carry (repeatable): hub.example.com, .example.com, 127.0.0.1 or *. [any]"""
         self["allowed-hosts"].append(host)
 
+    def opt_static(self, value: str) -> None:
+        """Serve the files of a folder beside the hub (repeatable): DIR at /, or PREFIX=DIR (/app=build)."""
+        self["static"].append(value)
+
     def postOptions(self) -> None:
         file_settings = read_config(self["config"]) if self["config"] else {}
         if self["listen"] or self["port"] is not None:
@@ -249,6 +257,8 @@ class Options(usage.Options):
             self["allowed-origins"] = list(file_settings.get("allowed-origin", []))
         if not self["allowed-hosts"]:
             self["allowed-hosts"] = list(file_settings.get("allowed-host", []))
+        if not self["static"]:
+            self["static"] = list(file_settings.get("static", []))
         for flag in _FLAGS:
             if not self[flag]:
                 self[flag] = bool(file_settings.get(flag, False))
@@ -277,6 +287,7 @@ class Options(usage.Options):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise usage.UsageError(f"--hub: two hubs are named {duplicates[0]!r}")
+        self._check_static()
 
     def _check_listen(self) -> None:
         port = self["port"]
@@ -378,8 +389,10 @@ class Options(usage.Options):
             self["host-policy"] = AllowedHosts(self["allowed-hosts"]) if self["allowed-hosts"] else None
         except ValueError as e:
             raise usage.UsageError(f"--allowed-host: {e}") from None
+        # With --static DIR at /, the folder's index.html is the front page and the status page moves to /status.
+        default_status = "/status" if any(_static_prefix(v) == "/" for v in self["static"]) else "/"
         try:
-            self["status-path"] = check_status_path(self["path"], self["status-path"] or "/")
+            self["status-path"] = check_status_path(self["path"], self["status-path"] or default_status)
         except ValueError as e:
             raise usage.UsageError(f"--status-path: {e}") from None
 
@@ -391,6 +404,31 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(f"--allowed-origin: {e}") from None
 
+
+    def _check_static(self) -> None:
+        """C{--static}: C{self["static"]} becomes C{[(prefix, absolute folder)]}, checked against the hub's own paths."""
+        if not self["static"]:
+            return
+        from ._files import check_static_mounts, parse_static_option, reserved_paths, static_mounts
+
+        mounts: dict[str, str] = {}
+        for value in self["static"]:
+            prefix, directory = parse_static_option(str(value))
+            normalised = "/" + prefix.strip("/")
+            if normalised in mounts:
+                raise usage.UsageError(f"--static: two folders at {normalised!r} ({mounts[normalised]!r}, {directory!r})")
+            mounts[normalised] = directory
+        try:
+            self["static"] = static_mounts(mounts)
+            from .demo import ChatHub
+
+            reserved = reserved_paths(
+                self["path"], None if self["no-status"] else self["status-path"],
+                metrics=bool(self["metrics"]), demo=ChatHub in self["hubs"],
+            )
+            check_static_mounts(self["static"], reserved)
+        except ValueError as e:
+            raise usage.UsageError(f"--static: {e}") from None
 
     def _check_redis(self) -> None:
         from .redis import DEFAULT_LEASE, parse_redis_url
@@ -406,6 +444,13 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(f"--redis: {e}") from None
         self["redis-lease"] = DEFAULT_LEASE if lease is None else _positive("redis-lease", lease)
+
+
+def _static_prefix(value: str) -> str:
+    """The URL prefix of a C{--static [PREFIX=]DIR} value, normalised (C{/} for a bare DIR)."""
+    from ._files import parse_static_option
+
+    return "/" + parse_static_option(str(value))[0].strip("/")
 
 
 def _friendly_listen_failure(error: CannotListenError) -> SystemExit:
@@ -466,6 +511,8 @@ def makeService(options: Options) -> IService:
         status_page=not options["no-status"],
         status_path=options["status-path"],
         metrics=bool(options["metrics"]),
+        static=dict(options["static"]) or None,
+        static_listing=bool(options["static-listing"]),
         **backplane_options,
     )
     hubs.setServiceParent(root)  # type: ignore[no-untyped-call]
