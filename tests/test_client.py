@@ -321,6 +321,35 @@ class DisconnectTests(ClientTestBase):
         self.failureResultOf(d, ConnectionClosedError)
         self.assertEqual(self.reason(conn).kind, DisconnectKind.MESSAGE_TOO_BIG)
 
+    def test_message_too_big_ends_without_waiting_for_the_server(self) -> None:
+        """After autobahn's 1009 the client closes TCP once its close frame is out: a server that never answers holds nothing."""
+        conn = self.connect(options=HubClientOptions(max_message_size=1000))
+        conn.server_protocol.core.peer_max_message_size = None  # a server that ignores the hello's "max"
+        d = conn.client.call("big", 2000)
+        conn.pump()  # the call reaches the server, which answers
+        conn.pump()  # the answer reaches the client: 1009
+        conn.freeze_server()  # the server reads nothing more: it never answers the close
+        self.server.flush()
+        reason = self.reason(conn)
+        self.assertEqual((reason.kind, reason.code, reason.locally), (DisconnectKind.MESSAGE_TOO_BIG, 1009, True))
+        self.assertEqual(self.failureResultOf(d, ConnectionClosedError).value.reason, reason)  # type: ignore[attr-defined]
+        self.assertTrue(conn.client_transport.disconnected)
+        self.assertEqual(self.server.clock.getDelayedCalls(), [])  # the abort timer went with the connection
+
+    def test_server_close_held_open_is_aborted(self) -> None:
+        """The client answers the server's close frame and aborts TCP 1 s later if the server never closes it."""
+        conn = self.connect()
+        conn.server_protocol.sendClose(4000, "bye")
+        conn.pump()  # the close frame reaches the client, which answers it
+        conn.freeze_server()  # the server never reads the answer, so never ends TCP
+        waiting = conn.client.wait_for_disconnect()
+        self.server.advance(0.999)
+        self.assertNoResult(waiting)
+        self.server.advance(0.001)
+        reason = self.successResultOf(waiting)
+        self.assertEqual((reason.kind, reason.code, reason.locally), (DisconnectKind.KICKED, 4000, False))
+        self.assertTrue(conn.client_transport.disconnected)
+
     def test_connection_ended_callback(self) -> None:
         """The factory's on_connection_ended hook is told the reason."""
         conn = self.connect()

@@ -533,6 +533,36 @@ class ClosingTests(SessionTests):
         self.assertEqual(len(self.io.closes), 1)
         self.assertEqual(session.connection_lost(LOST).kind, DisconnectKind.PROTOCOL_ERROR)
 
+    def test_websocket_layer_failure_is_this_sides_decision(self) -> None:
+        """The WebSocket layer's own 1009 is the reason (locally); heartbeats stop; later decisions change nothing."""
+        session = self.open(heartbeat=HeartbeatPolicy.every(1.0, 3.0))
+        session.invoke("a", "echo", [], None)
+        self.assertTrue(session.websocket_failed(CloseCode.MESSAGE_TOO_BIG, "frame too big"))
+        expected = DisconnectReason(DisconnectKind.MESSAGE_TOO_BIG, CloseCode.MESSAGE_TOO_BIG, "frame too big", True)
+        self.assertEqual(session.lifecycle.decided, expected)
+        self.assertFalse(session.is_connected)
+        self.assertEqual(self.io.heartbeat, [1.0, None])
+        self.assertEqual(self.io.closes, [])  # the WebSocket layer sent its close frame itself
+        self.clock.advance(10.0)
+        self.assertFalse(session.check_heartbeat(self.clock.seconds(), None))  # no timeout verdict now
+        session.disconnect("bye")
+        self.assertFalse(session.websocket_failed(CloseCode.PROTOCOL_ERROR, "bad framing"))
+        self.assertEqual(self.io.closes, [])
+        self.assertEqual(session.connection_lost(LOST), expected)
+        ((token, error),) = self.io.failed
+        assert isinstance(error, ConnectionClosedError)
+        self.assertEqual((token, error.reason), ("a", expected))
+        self.assertEqual(
+            self.logs("info"), ["the server sent what our WebSocket layer refused: closing with 1009 (frame too big)"]
+        )
+
+    def test_websocket_layer_failure_after_a_decision(self) -> None:
+        """A WebSocket-layer failure after this side decided (a protocol error) is not a new decision: False, reason kept."""
+        session = self.open()
+        session.receive_frame(b"\xc1", self.clock.seconds())
+        self.assertFalse(session.websocket_failed(CloseCode.MESSAGE_TOO_BIG, "frame too big"))
+        self.assertEqual(session.connection_lost(LOST).kind, DisconnectKind.PROTOCOL_ERROR)
+
     def test_frames_after_the_end_are_ignored(self) -> None:
         """Once the transport is gone, a late frame changes nothing."""
         session = self.open()

@@ -547,6 +547,10 @@ class BoundedDropMixin:
     def drop_after_close(self, clock: Any) -> None:
         """Close TCP after the close frame; abort it if that is not done in time."""
         self.dropConnection(abort=False)  # type: ignore[attr-defined]
+        self.abort_later(clock)
+
+    def abort_later(self, clock: Any) -> None:
+        """Abort the connection unless it is gone within L{CLOSE_FLUSH_TIMEOUT} (L{cancel_drop})."""
         if self._abort_call is None:
             self._abort_call = clock.callLater(CLOSE_FLUSH_TIMEOUT, self._abort_now)
 

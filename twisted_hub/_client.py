@@ -289,6 +289,27 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.session.receive_frame(payload, self.factory.clock.seconds(), isBinary)
 
+    def sendCloseFrame(self, code: int | None = None, reasonUtf8: bytes | None = None, isReply: bool = False) -> None:
+        failing = self.failedByMe and not isReply and self.state == self.STATE_OPEN
+        super().sendCloseFrame(code, reasonUtf8, isReply)
+        if failing and code is not None:
+            # autobahn failed the connection on its own (a message over
+            # max_message_size, bad framing): the session hears of it now, not
+            # when TCP is gone, and the server's answer is not waited for.
+            reason = (reasonUtf8 or b"").decode("utf-8", "replace")
+            if self.session.websocket_failed(code, reason):
+                self.drop_after_close(self.factory.clock)
+
+    def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
+        answering = self.state == self.STATE_OPEN
+        result = super().onCloseFrame(code, reasonRaw)
+        if answering and self.state == self.STATE_CLOSING:
+            # autobahn answered the server's close frame and waits for the
+            # server to close TCP, with no deadline: a server that holds the
+            # connection open would hold this client forever.
+            self.abort_later(self.factory.clock)
+        return result
+
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.disconnect_reason is not None:
             return

@@ -36,7 +36,7 @@ from ._connection import (
     HeartbeatAnswered,
     ServerHeartbeatReceived,
 )
-from ._errors import ConnectionClosedError, DisconnectKind, DisconnectReason, HandshakeError, HubError
+from ._errors import ConnectionClosedError, DisconnectKind, DisconnectReason, HandshakeError, HubError, kind_for_close
 from ._heartbeat import ClockOffset, HeartbeatVerdict, StallDetector, utc_from_us
 from ._ratelimit import LogRateLimiter, peer_text
 from ._receivers import find_receiver_method
@@ -452,6 +452,30 @@ class ClientSession(Generic[TokenT]):
         if self.lifecycle.close_locally(kind, code, reason):
             self.core.closing()
             self.io.send_close(code, reason, True)
+
+    def websocket_failed(self, code: int, reason: str) -> bool:
+        """
+        The WebSocket layer refused what the server sent as it arrived and
+        has sent close C{code} on its own: 1009 (a message over
+        C{max_message_size}), 1002 (bad framing), 1007 (invalid UTF-8, seen
+        on arrival by autobahn).  This side's decision, like one of the
+        session's own: it is the reason (unless this side decided before),
+        pending calls fail with it, heartbeats stop.
+
+        True when it is this side's first decision: the adapter then closes
+        TCP once the close frame is written (aborting it if that takes more
+        than a second) without waiting for the server's answer, which could
+        not be read anyway, the byte stream being lost past the refused
+        frame (RFC 6455 section 7.1.7).
+        """
+        if not self.lifecycle.close_locally(kind_for_close(code, True), code, reason):
+            return False
+        self.log.info(
+            "the server sent what our WebSocket layer refused: closing with {code} ({reason})", code=code, reason=reason
+        )
+        self._stop_heartbeat()
+        self.core.closing()
+        return True
 
     def abandon_handshake(self, stage: str) -> None:
         """Whoever waited for the handshake gave up on it (a timeout); the adapter drops the socket."""

@@ -49,8 +49,56 @@ _log = logging.getLogger("twisted_hub.aio")
 #: the shared session's log lines, forwarded to the standard logging module (logger "twisted_hub.aio")
 _session_log = Logger(namespace="twisted_hub.aio", observer=STDLibLogObserver(name="twisted_hub.aio"))
 InterfaceT = TypeVar("InterfaceT")
-#: seconds our close frame may take before the socket is aborted (as the Twisted client)
+#: the closing-handshake deadline, seconds: how long a close may wait for the
+#: server (its answer to our close frame, or the end of TCP after we answered
+#: its close frame), and our close frame for the socket to take it, before the
+#: socket is aborted (autobahn's closeHandshakeTimeout, as the Twisted client)
 _CLOSE_WAIT = 1.0
+
+
+class _HubWebSocket(WebSocket):
+    """
+    websockets' client connection, with the closing-handshake deadline it
+    sets but does not keep, and a word to the hub client when it fails the
+    connection on its own.
+
+    When a close begins on received bytes (the server's close frame, which
+    websockets answers, or a frame it refuses: a message over C{max_size},
+    bad framing) websockets computes a close deadline but enforces it only
+    in a coroutine that sends or closes; C{recv()} waits for the server to
+    end TCP, without limit (python-websockets/websockets#1651 is the same
+    shape).  A server that holds the connection open would hold the client
+    forever.  Here the deadline (C{close_timeout}) aborts the transport.
+    """
+
+    #: (code, reason) of the close frame websockets sent on its own, failing
+    #: the connection over bytes it refused (not in answer to a close frame)
+    refused: tuple[int, str] | None = None
+    #: called with L{refused} when it happens
+    on_refused: Callable[[int, str], object] | None = None
+    _deadline: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        protocol = self.protocol
+        sent_before = protocol.close_sent
+        super().data_received(data)
+        sent = protocol.close_sent
+        if sent_before is None and sent is not None and not protocol.close_rcvd_then_sent:
+            self.refused = (int(sent.code), sent.reason)
+            if self.on_refused is not None:
+                self.on_refused(*self.refused)
+        if self._deadline is None and self.close_timeout is not None and protocol.close_expected():
+            self._deadline = self.loop.call_later(self.close_timeout, self._close_deadline_passed)
+
+    def _close_deadline_passed(self) -> None:
+        self._deadline = None
+        self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        super().connection_lost(exc)
 
 
 class AsyncHubClient(ClientConnectionViews):
@@ -79,6 +127,12 @@ class AsyncHubClient(ClientConnectionViews):
         self._outgoing: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Task[Any]] = set()
+        #: run when the connection has ended (cancelling timers)
+        self._closed_callbacks: list[Callable[[], object]] = []
+        if isinstance(websocket, _HubWebSocket):
+            websocket.on_refused = self._websocket_failed
+            if websocket.refused is not None:  # in the bytes that came with the upgrade's answer
+                self._websocket_failed(*websocket.refused)
 
     # -- public API (connection_id, is_connected, round_trip, clock_offset,
     #    server_now come from ClientConnectionViews) ----------------------------
@@ -213,6 +267,9 @@ class AsyncHubClient(ClientConnectionViews):
             self._ready.exception()  # retrieved: _start reports it
 
     def disconnected(self, reason: DisconnectReason) -> None:
+        callbacks, self._closed_callbacks = self._closed_callbacks, []
+        for callback in callbacks:
+            callback()
         self._outgoing.put_nowait(None)
         for task in self._tasks:
             if task is not asyncio.current_task():
@@ -279,6 +336,20 @@ class AsyncHubClient(ClientConnectionViews):
         finally:
             abort.cancel()
 
+    def _websocket_failed(self, code: int, reason: str) -> None:
+        """
+        websockets refused what the server sent and sent close C{code} (1009,
+        1002, 1007): this side's decision.  Close TCP once that close frame
+        is written, aborting it after L{_CLOSE_WAIT}; the server's answer is
+        not waited for (it could not be read past the refused frame).
+        """
+        if not self.session.websocket_failed(code, reason):
+            return
+        transport = self._websocket.transport
+        transport.close()
+        abort = asyncio.get_running_loop().call_later(_CLOSE_WAIT, transport.abort)
+        self._closed_callbacks.append(abort.cancel)
+
     async def _abort(self) -> None:
         transport = self._websocket.transport
         if transport is not None:
@@ -287,8 +358,15 @@ class AsyncHubClient(ClientConnectionViews):
             await self._closed.wait()
 
     def _finish(self) -> None:
-        websocket = self._websocket
-        observed = ended_reason(None, "", websocket.close_code, websocket.close_reason or "", "connection lost")
+        protocol = self._websocket.protocol
+        sent, received = protocol.close_sent, protocol.close_rcvd
+        if sent is not None and protocol.close_rcvd_then_sent:
+            sent = None  # our close frame only answered the server's
+        observed = ended_reason(
+            int(sent.code) if sent is not None else None, sent.reason if sent is not None else "",
+            int(received.code) if received is not None else None, received.reason if received is not None else "",
+            "connection lost",
+        )
         self.session.connection_lost(observed)
 
 
@@ -324,6 +402,7 @@ async def open_client(
             open_timeout=timeout,
             close_timeout=_CLOSE_WAIT,
             proxy=None,
+            create_connection=_HubWebSocket,
         )
     except InvalidStatus as e:
         raise HandshakeError(e.response.status_code, e.response.reason_phrase) from None
