@@ -389,3 +389,70 @@ def test_docs_example_runs(hub_server: TwistdHub) -> None:
         exec(compile(code, "docs/asyncio.md", "exec"), {"__name__": "docs_example", "URL": hub_server.url})
     promised = [m.group(1).strip().split(":")[0] for m in re.finditer(r"^\s*print\(.*\)\s+#\s*(.+)$", code, re.M)]
     assert out.getvalue().splitlines() == promised
+
+
+def test_asyncio_reconnecting_client_during_an_outage() -> None:
+    """
+    The outage rule of both reconnecting clients: a call made between
+    connections waits wait_for_connection for the next one, then fails
+    unsent (may_have_run False); a call sent when its connection ends fails
+    with may_have_run True; a failing on_connected closes that connection
+    and is retried; stop() fails the calls still waiting.
+    """
+    from twisted_hub import ConnectionClosedError
+    from twisted_hub.aio import ReconnectingAsyncHubClient
+
+    first = TwistdHub()
+    port = first.port
+    prepared: list[Any] = []
+    failures = [RuntimeError("rejoin failed")]
+
+    async def on_connected(client: Any) -> None:
+        prepared.append(client)
+        if failures:
+            raise failures.pop()
+
+    async def main() -> None:
+        reconnecting = ReconnectingAsyncHubClient(
+            f"ws://127.0.0.1:{port}/hub", "echo", on_connected=on_connected, retry_policy=lambda attempt: 0.05,
+            timeout=5, wait_for_connection=0.5,
+        )
+        not_started = reconnecting.call("add", 1, 2)
+        with pytest.raises(ConnectionClosedError, match="not running"):
+            await not_started
+        reconnecting.start()
+        try:
+            assert await reconnecting.call("add", 1, 2) == 3
+            # The first on_connected failed: that connection was closed, the next one is used.
+            assert len(prepared) == 2 and prepared[0].disconnect_reason is not None
+            assert reconnecting.client is prepared[1]
+            # Sent, then the server dies before answering: it may have run.
+            first.freeze()
+            sent = asyncio.ensure_future(reconnecting.call("add", 2, 2))
+            await asyncio.sleep(0.2)
+            first.process.kill()
+            first.process.wait(timeout=10)
+            with pytest.raises(ConnectionClosedError) as lost:
+                await asyncio.wait_for(sent, 10)
+            assert lost.value.may_have_run
+            # No server: a new call waits 0.5 s for a connection, then fails unsent.
+            started = time.monotonic()
+            with pytest.raises(ConnectionClosedError) as unsent:
+                await reconnecting.call("add", 3, 3)
+            assert 0.45 <= time.monotonic() - started < 3
+            assert not unsent.value.may_have_run
+            assert "no connection within 0.5s" in unsent.value.reason.message
+            # A call waiting for a connection when stop() comes fails at once.
+            reconnecting.wait_for_connection = None
+            waiting = asyncio.ensure_future(reconnecting.call("add", 4, 4))
+            await asyncio.sleep(0.1)
+            assert not waiting.done()
+        finally:
+            await reconnecting.stop()
+        with pytest.raises(ConnectionClosedError, match="stopped"):
+            await asyncio.wait_for(waiting, 2)
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 40))
+    finally:
+        first.stop()

@@ -34,9 +34,17 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
+from ._base_error import HubArgumentError
 from ._client import ClientConnectionViews, HubClientOptions, hub_url, make_proxy
 from ._client_session import ClientSession
-from ._errors import CallTimeoutError, ConnectTimeoutError, DisconnectReason, HandshakeError
+from ._errors import (
+    CallTimeoutError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    DisconnectKind,
+    DisconnectReason,
+    HandshakeError,
+)
 from ._hub import receiver_methods
 from ._reconnect import full_jitter_policy
 from ._sentinel import UNSET, Unset
@@ -443,7 +451,15 @@ class ReconnectingAsyncHubClient:
     A client that stays connected: after a lost connection or a heartbeat
     timeout it reconnects, waiting C{retry_policy(attempt)} seconds (full
     jitter by default, as L{twisted_hub.ReconnectingHubClient}), and calls
-    C{on_connected(client)} after every connection to restore state.
+    C{on_connected(client)} after every connection to restore state (if it
+    raises, the error is logged, that connection is closed and the attempt
+    counts as failed).
+
+    The same outage rule as L{twisted_hub.ReconnectingHubClient}: a L{call}
+    made while there is no connection waits for the next one at most
+    C{wait_for_connection} seconds (0: fail at once; None: no limit), then
+    raises L{ConnectionClosedError} with C{may_have_run} False; a call sent
+    when its connection ends raises it with C{may_have_run} True.
     """
 
     def __init__(
@@ -456,16 +472,21 @@ class ReconnectingAsyncHubClient:
         on_connected: Callable[[AsyncHubClient], Awaitable[object] | object] | None = None,
         retry_policy: Callable[[int], float] | None = None,
         timeout: float = 30.0,
+        wait_for_connection: float | None = 10.0,
     ) -> None:
+        if wait_for_connection is not None and wait_for_connection < 0:
+            raise HubArgumentError(f"wait_for_connection must be >= 0 or None, got {wait_for_connection!r}")
         self.url, self.hub, self.receiver, self.options = url, hub, receiver, options
         self.on_connected = on_connected
         self.retry_policy = retry_policy or full_jitter_policy()
         self.timeout = timeout
+        self.wait_for_connection = wait_for_connection
         self.client: AsyncHubClient | None = None
         #: reasons of the last disconnects (bounded)
         self.disconnects: list[DisconnectReason] = []
         self.connections = 0
         self._connected = asyncio.Event()
+        self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -475,8 +496,9 @@ class ReconnectingAsyncHubClient:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        """Close the current connection normally and stop reconnecting."""
+        """Close the current connection normally and stop reconnecting; waiting calls fail."""
         self._stopping = True
+        self._stopped.set()
         if self.client is not None and self.client.disconnect_reason is None:
             await self.client.disconnect()
         if self._task is not None:
@@ -487,14 +509,42 @@ class ReconnectingAsyncHubClient:
                 pass
 
     async def connected(self) -> AsyncHubClient:
-        """The current connection, once there is one."""
+        """The current connection, once there is one (no time limit)."""
         await self._connected.wait()
         assert self.client is not None
         return self.client
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call on the current connection (waiting for one)."""
-        return await (await self.connected()).call(method, *args, **kwargs)
+        """Call on the current connection, or the next one (waiting at most C{wait_for_connection} s)."""
+        return await (await self._next_connection()).call(method, *args, **kwargs)
+
+    async def _next_connection(self) -> AsyncHubClient:
+        client = self.client
+        if client is not None and self._connected.is_set() and client.is_connected:
+            return client
+        if self._task is None or self._stopping or self.wait_for_connection == 0:
+            raise self._not_connected(None)
+        connected = asyncio.ensure_future(self._connected.wait())
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({connected, stopped}, timeout=self.wait_for_connection, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            connected.cancel()
+            stopped.cancel()
+        if self._stopping or not self._connected.is_set() or self.client is None:
+            raise self._not_connected(self.wait_for_connection)
+        return self.client
+
+    def _not_connected(self, waited: float | None) -> ConnectionClosedError:
+        if self._task is None or self._stopping:
+            text = "the client is not running" if self._task is None else "the client was stopped"
+        elif waited is not None:
+            text = f"no connection within {waited}s"
+        else:
+            text = "not connected"
+        if self.disconnects:
+            text += f"; the last connection ended: {self.disconnects[-1]}"
+        return ConnectionClosedError(DisconnectReason(DisconnectKind.CONNECTION_LOST, None, text, locally=True))
 
     async def __aenter__(self) -> ReconnectingAsyncHubClient:
         self.start()
@@ -520,9 +570,24 @@ class ReconnectingAsyncHubClient:
             if self.connections > 1 and self.options is not None and self.options.metrics is not None:
                 self.options.metrics.reconnects.inc()
             if self.on_connected is not None:
-                result = self.on_connected(client)
-                if inspect.isawaitable(result):
-                    await result
+                try:
+                    result = self.on_connected(client)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    _log.exception("on_connected failed; closing this connection and retrying")
+                    if client.disconnect_reason is None:
+                        await client.disconnect()
+                    self.client = None
+                    attempt += 1
+                    await asyncio.sleep(self.retry_policy(attempt))
+                    continue
+            if client.disconnect_reason is not None:  # ended while on_connected ran
+                self.client = None
+                self.disconnects = [*self.disconnects[-99:], client.disconnect_reason]
+                attempt += 1
+                await asyncio.sleep(self.retry_policy(attempt))
+                continue
             self._connected.set()
             reason = await client.wait_for_disconnect()
             self._connected.clear()
