@@ -874,7 +874,8 @@ export class HubClient {
     this.pending.clear();
     for (const call of calls) {
       if (call.timer !== null) this.clock.clearTimeout(call.timer);
-      call.reject(new ConnectionClosedError(reason));
+      // Every pending call was handed to the connection: it may have run.
+      call.reject(new ConnectionClosedError(reason, true));
     }
     this.resolveDisconnected(reason);
     if (this.options.onDisconnected) {

@@ -35,6 +35,8 @@ export function fullJitterDelay(attempt: number, policy: RetryPolicy = {}): numb
 export interface ReconnectingOptions extends HubClientOptions {
   /** called with each new connection once it is ready (rejoin groups here) */
   onConnected?: (client: HubClient) => unknown;
+  /** called when a retry is scheduled: in `delay` ms, the `attempt`-th since the last connection (from 0) */
+  onRetry?: (delay: number, attempt: number) => void;
   retry?: RetryPolicy;
 }
 
@@ -53,6 +55,8 @@ export class ReconnectingHubClient {
   connections = 0;
   /** connection attempts that failed (refused, handshake failed), logged as warnings */
   failedAttempts = 0;
+  /** when (clock ms) the scheduled retry is due, or null when none is scheduled */
+  nextRetryAt: number | null = null;
   private running = false;
   private attempt = 0;
   private retryTimer: unknown = null;
@@ -85,6 +89,7 @@ export class ReconnectingHubClient {
   /** Stop reconnecting and close the current connection. */
   async stop(): Promise<void> {
     this.running = false;
+    this.nextRetryAt = null;
     this.pageWatch?.stop();
     this.pageWatch = null;
     if (this.retryTimer !== null) {
@@ -190,16 +195,27 @@ export class ReconnectingHubClient {
     if (!this.running || this.retryTimer === null) return;
     this.clock.clearTimeout(this.retryTimer);
     this.retryTimer = null;
+    this.nextRetryAt = null;
     this.connectOnce();
   }
 
   private retry(delayOverride: number | null = null): void {
     if (!this.running) return;
     const delay = delayOverride ?? fullJitterDelay(this.attempt, this.options.retry);
-    this.attempt++;
+    const attempt = this.attempt++;
+    this.nextRetryAt = this.clock.now() + delay;
     this.retryTimer = this.clock.setTimeout(() => {
       this.retryTimer = null;
+      this.nextRetryAt = null;
       this.connectOnce();
     }, delay);
+    const hook = this.options.onRetry;
+    if (hook) {
+      try {
+        hook(delay, attempt);
+      } catch (e) {
+        console.error("twisted-hub: onRetry raised", e);
+      }
+    }
   }
 }

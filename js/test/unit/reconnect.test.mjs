@@ -66,3 +66,34 @@ test("after a lost connection it reconnects after a jittered delay and runs onCo
   clock.advance(100_000);
   assert.equal(FakeWebSocket.instances.length, 3, "no reconnect after stop()");
 });
+
+test("onRetry and nextRetryAt say when the next attempt comes; a call in flight fails with mayHaveRun, one made between connections without", async () => {
+  const retries = [];
+  const client = new ReconnectingHubClient("ws://127.0.0.1:1/hub", "room", {
+    WebSocket: FakeWebSocket,
+    clock,
+    log: quietLog,
+    page: null,
+    retry: { initialDelay: 1000, random: () => 0.5 },
+    onRetry: (delay, attempt) => retries.push([delay, attempt, client.nextRetryAt - clock.now()]),
+  });
+  client.start();
+  assert.equal(client.nextRetryAt, null);
+  let ws = FakeWebSocket.latest();
+  ws.open();
+  ws.welcome({ caps: ["batch"], id: "first" });
+  await settle();
+  const inFlight = client.call("slow");
+  ws.serverClose(1006);
+  await assert.rejects(inFlight, (e) => e instanceof ConnectionClosedError && e.mayHaveRun === true && /may have run/.test(e.message));
+  await assert.rejects(client.call("later"), (e) => e instanceof ConnectionClosedError && e.mayHaveRun === false);
+  assert.deepEqual(retries, [[500, 0, 500]]);
+  clock.advance(500);
+  assert.equal(client.nextRetryAt, null, "the retry is under way");
+  FakeWebSocket.latest().serverClose(1006); // refused: the next retry doubles
+  await settle();
+  assert.deepEqual(retries, [[500, 0, 500], [1000, 1, 1000]]);
+  const stopping = client.stop();
+  assert.equal(client.nextRetryAt, null);
+  await stopping;
+});
