@@ -62,6 +62,14 @@ def nginx_available() -> bool:
     return os.path.exists(NGINX)
 
 
+def require_nginx() -> None:
+    """Fail (never skip) without nginx: .ci/run installs it (apt-get install nginx-light)."""
+    import pytest
+
+    if not nginx_available():
+        pytest.fail(f"nginx is not installed at {NGINX}: these tests need it (apt-get install nginx-light; .ci/run does)")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

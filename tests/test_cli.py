@@ -117,6 +117,7 @@ async def test_watch_sees_going_away() -> None:
         if service.factory.connection_count:
             break
         await deferLater(reactor, 0.05)
+    assert service.factory.connection_count == 1, "watch did not connect within 5 s"
     await service.stopService()
     code, out, _ = await watched.addTimeout(10, reactor)
     assert code == 0

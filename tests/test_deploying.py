@@ -22,7 +22,7 @@ from twisted_hub.tap import Options
 
 from ._certs import write_self_signed
 from ._docs import named_blocks
-from ._nginx import nginx_available, start_nginx
+from ._nginx import require_nginx, start_nginx
 from ._twistd import TWISTD, Child, spawn_python, started_port
 
 DOC = "docs/deploying.md"
@@ -204,10 +204,10 @@ def nginx_locations() -> str:
     return template.replace("127.0.0.1:8080", "127.0.0.1:{backend_port}")
 
 
-@pytest.mark.skipif(not nginx_available(), reason="nginx is not installed (.ci/run installs it)")
 @pytest_twisted.ensureDeferred
 async def test_nginx_in_front() -> None:
     """Through the doc's nginx locations: the status page, a call and server heartbeats all pass."""
+    require_nginx()
     from twisted.internet import reactor
     from twisted.web.client import Agent, readBody
 

@@ -118,8 +118,9 @@ class HandshakeDeadlineTests(LimitsTestBase):
         self.assertEqual(self.warnings(), [])
 
     def test_silent_connection_is_aborted(self) -> None:
-        """A connection that never sends a byte is aborted at the deadline (the default, 10 s)."""
-        self.assertEqual(DEFAULT_HANDSHAKE_TIMEOUT, 10.0)
+        """A connection that never sends a byte is aborted at the deadline (the default the README states)."""
+        documented = _readme_limit("accept to end of the WebSocket upgrade")
+        self.assertEqual(f"{DEFAULT_HANDSHAKE_TIMEOUT:g} s", documented)
         conn = Accepted(self.factory(), peer())
         self.clock.advance(9.9)
         self.assertFalse(conn.closed)
@@ -267,12 +268,11 @@ class ConnectionCapTests(LimitsTestBase):
         self.assertEqual(limits.open_connections, 1000)
 
     def test_defaults(self) -> None:
-        """The documented defaults: 10,000 in total, 256 per address."""
+        """A factory's caps are the defaults the README's limits table states (read from it, not copied)."""
+        total, per_ip = (int(n.replace(",", "")) for n in _readme_limit("connections in total / per IP address").split(" / "))
         factory = self.factory()
-        self.assertEqual(
-            (factory.limits.max_connections, factory.limits.max_connections_per_ip), (10_000, 256)
-        )
-        self.assertEqual((DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP), (10_000, 256))
+        self.assertEqual((factory.limits.max_connections, factory.limits.max_connections_per_ip), (total, per_ip))
+        self.assertEqual((DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP), (total, per_ip))
 
     def test_bad_caps_refused(self) -> None:
         """A negative or non-integer cap is a ValueError."""
@@ -307,3 +307,16 @@ class RateLimitedLogTests(LimitsTestBase):
         limits.admit(peer("192.0.2.3"))
         limits.admit(peer("192.0.2.4"))  # total
         self.assertEqual([e["limit_kind"] for e in self.logs if e.get("limit_kind")], ["per-ip", "total"])
+
+
+def _readme_limit(name: str) -> str:
+    """The default the README's "Limits (defaults)" table gives for the row C{name}."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = text[text.index("## Limits (defaults)"):]
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells and cells[0] == name:
+            return cells[1]
+    raise AssertionError(f"no row {name!r} in the README's limits table")

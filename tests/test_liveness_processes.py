@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import pytest
 import pytest_twisted
 from twisted.internet import task
 from twisted.internet.defer import Deferred
@@ -27,13 +26,15 @@ from twisted_hub import (
     method,
 )
 
-from ._nginx import nginx_available, start_nginx
+from ._nginx import require_nginx, start_nginx
 from ._processes import ScriptProcess, spawn_script
 
 INTERVAL = 0.5
 TIMEOUT = 1.0
 #: the issue's bound: detection within interval + timeout + 250 ms
 DETECTION_BOUND = INTERVAL + TIMEOUT + 0.25
+#: The freeze phases, from a seed: a failure names its phase and can be replayed.
+PHASES = random.Random(78)
 
 
 def reactor() -> Any:
@@ -48,18 +49,19 @@ async def start_server(*args: str) -> tuple[ScriptProcess, int]:
     return process, port
 
 
-async def measure_detection(url: str, server: ScriptProcess) -> tuple[DisconnectReason, float]:
+async def measure_detection(url: str, server: ScriptProcess) -> tuple[DisconnectReason, float, float]:
     """Connect with client heartbeats, freeze the server at a random phase, time the detection."""
     client = await connect(url, options=HubClientOptions(heartbeat_interval=INTERVAL, heartbeat_timeout=TIMEOUT))
     assert await client.call("echo", "alive") == "alive"
     # Freeze at a random point of the heartbeat cycle: the phase changes the delay.
-    await task.deferLater(reactor(), random.uniform(0.5, 0.5 + INTERVAL), lambda: None)
+    phase = PHASES.uniform(0.5, 0.5 + INTERVAL)
+    await task.deferLater(reactor(), phase, lambda: None)
     server.freeze()
     frozen_at = time.monotonic()
     reason = await client.wait_for_disconnect().addTimeout(DETECTION_BOUND + 5, reactor())
     delay = time.monotonic() - frozen_at
     server.thaw()
-    return reason, delay
+    return reason, delay, phase
 
 
 @pytest_twisted.ensureDeferred
@@ -68,24 +70,24 @@ async def test_frozen_server_detected_within_bound() -> None:
     server, port = await start_server()
     try:
         for _ in range(3):
-            reason, delay = await measure_detection(f"ws://127.0.0.1:{port}/hub/probe", server)
-            assert reason.kind is DisconnectKind.TIMED_OUT
-            assert TIMEOUT - 0.05 <= delay <= DETECTION_BOUND, delay
+            reason, delay, phase = await measure_detection(f"ws://127.0.0.1:{port}/hub/probe", server)
+            assert reason.kind is DisconnectKind.TIMED_OUT, (reason, phase)
+            assert TIMEOUT - 0.05 <= delay <= DETECTION_BOUND, (delay, phase)
     finally:
         await server.stop(reactor())
 
 
-@pytest.mark.skipif(not nginx_available(), reason="nginx is not installed (.ci/run installs it)")
 @pytest_twisted.ensureDeferred
 async def test_frozen_server_detected_through_nginx() -> None:
     """Through a real nginx, which keeps the client's TCP open, the heartbeat still detects a frozen backend."""
+    require_nginx()
     server, port = await start_server()
     nginx = start_nginx(port)
     try:
         url = f"ws://127.0.0.1:{nginx.port}/hub/probe"
-        reason, delay = await measure_detection(url, server)
-        assert reason.kind is DisconnectKind.TIMED_OUT, reason
-        assert delay <= DETECTION_BOUND, delay
+        reason, delay, phase = await measure_detection(url, server)
+        assert reason.kind is DisconnectKind.TIMED_OUT, (reason, phase)
+        assert delay <= DETECTION_BOUND, (delay, phase)
     finally:
         nginx.stop()
         await server.stop(reactor())

@@ -11,7 +11,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import HeartbeatPolicy, HubClientOptions, HubError, HubMetrics, HubServerFactory
+from twisted_hub import HeartbeatPolicy, HubArgumentError, HubClientOptions, HubError, HubMetrics, HubServerFactory
 from twisted_hub.testing import HubTestServer, TestConnection
 
 from .helpers.hubs import WorkLog, work_hub
@@ -169,8 +169,10 @@ class RegistryTests(SynchronousTestCase):
         factory = HubServerFactory([work_hub(WorkLog())], registry=registry)
         self.assertIs(factory.metrics.registry, registry)  # type: ignore[union-attr]
         self.assertEqual(registry.get_sample_value("twisted_hub_connections", {"hub": "work"}), 0)
-        with self.assertRaises(ValueError):
+        # Our own check, a TwistedHubError (docs/api.md), not prometheus's DuplicateTimeseries.
+        with self.assertRaises(HubArgumentError) as raised:
             HubServerFactory([work_hub(WorkLog())], registry=registry)
+        self.assertIn("registry of its own", str(raised.exception))
 
     def test_off_by_default(self) -> None:
         """Without metrics= the factory keeps no metrics and the dispatcher none either."""
@@ -238,10 +240,31 @@ class BatchAndBackplaneMetricsTests(MetricsTestBase):
         self.assertEqual(self.value("twisted_hub_frame_messages_bucket", le="4.0") - before, 2)
 
     def test_backplane_health(self) -> None:
-        """The in-process backplane reports itself connected, with nothing published or dropped."""
+        """
+        The backplane metrics are what the factory's backplane says, read at
+        scrape time: the in-process one is connected with nothing published;
+        a backplane that lost Redis and counted drops shows exactly that.
+        """
         self.assertEqual(self.value("twisted_hub_backplane_connected"), 1.0)
         self.assertEqual(self.value("twisted_hub_backplane_published_total"), 0.0)
-        self.assertEqual(self.value("twisted_hub_backplane_dropped_overload_total"), 0.0)
+
+        class LostRedis:
+            published = 7
+            dropped_disconnected = 3
+            dropped_overload = 2
+
+            def connected(self) -> bool:
+                return False
+
+        in_process = self.server.factory.backplane
+        self.server.factory.backplane = LostRedis()  # type: ignore[assignment]
+        try:
+            self.assertEqual(self.value("twisted_hub_backplane_connected"), 0.0)
+            self.assertEqual(self.value("twisted_hub_backplane_published_total"), 7.0)
+            self.assertEqual(self.value("twisted_hub_backplane_dropped_disconnected_total"), 3.0)
+            self.assertEqual(self.value("twisted_hub_backplane_dropped_overload_total"), 2.0)
+        finally:
+            self.server.factory.backplane = in_process
 
 
 class ClientMetricsTests(SynchronousTestCase):

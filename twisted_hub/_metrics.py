@@ -123,7 +123,12 @@ class HubMetrics:
 
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.connections = Gauge("twisted_hub_connections", "Open hub connections.", ["hub"], registry=r)
+        try:  # the first metric: prometheus refuses a name a registry holds already
+            self.connections = Gauge("twisted_hub_connections", "Open hub connections.", ["hub"], registry=r)
+        except ValueError as e:
+            raise HubArgumentError(
+                "this registry already holds a hub factory's metrics: give each HubServerFactory a registry of its own"
+            ) from e
         self.connects = Counter("twisted_hub_connects", "Connections opened (handshake done).", ["hub"], registry=r)
         self.disconnects = Counter(
             "twisted_hub_disconnects", "Connections closed, by reason kind.", ["hub", "reason"], registry=r
