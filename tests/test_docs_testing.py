@@ -48,11 +48,11 @@ class TestingDocTests(SynchronousTestCase):
         return output
 
     def test_trial_example(self) -> None:
-        """test_chat.py passes under the trial command its first line gives: all five tests (Clock, heartbeat timeout, receivers, client result, socket)."""
+        """test_chat.py passes under the trial command of its first line: all five tests (Clock, timeout, receivers...)."""
         output = self.run_documented("test_chat.py")
         self.assertIn("PASSED (successes=5)", output)
 
     def test_pytest_example(self) -> None:
-        """test_chat_pytest.py passes under the pytest command its first line gives, pytest-twisted's socket test included."""
+        """test_chat_pytest.py passes under the pytest command of its first line, pytest-twisted's socket test included."""
         output = self.run_documented("test_chat_pytest.py")
         self.assertRegex(output, r"\b5 passed\b")

@@ -24,9 +24,9 @@ from twisted_hub import (
     DisconnectKind,
     ErrorCode,
     HandshakeError,
+    HubArgumentError,
     HubClientOptions,
     HubClientProtocol,
-    HubArgumentError,
     HubError,
 )
 from twisted_hub import _hub as hub_module
