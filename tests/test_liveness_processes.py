@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import pytest
 import pytest_twisted
 from twisted.internet import task
 from twisted.internet.defer import Deferred
@@ -27,7 +26,7 @@ from twisted_hub import (
     method,
 )
 
-from ._nginx import nginx_available, start_nginx
+from ._nginx import start_nginx
 from ._processes import ScriptProcess, spawn_script
 
 INTERVAL = 0.5
@@ -75,7 +74,6 @@ async def test_frozen_server_detected_within_bound() -> None:
         await server.stop(reactor())
 
 
-@pytest.mark.skipif(not nginx_available(), reason="nginx is not installed (.ci/run installs it)")
 @pytest_twisted.ensureDeferred
 async def test_frozen_server_detected_through_nginx() -> None:
     """Through a real nginx, which keeps the client's TCP open, the heartbeat still detects a frozen backend."""

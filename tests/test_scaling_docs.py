@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_twisted
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -18,7 +17,7 @@ from twisted_hub.redis import RedisBackplane
 from twisted_hub.tap import Options
 
 from ._docs import named_blocks
-from ._nginx import nginx_available, start_nginx
+from ._nginx import start_nginx
 from ._redis import RedisServer
 from ._twistd import Child, started_port, twistd_hub
 from .test_scaling_processes import CONNECTED, Inbox
@@ -106,7 +105,6 @@ def nginx_pieces(ports: list[int]) -> tuple[str, str]:
     return upstream_text, location.group(0).replace("{", "{{").replace("}", "}}")
 
 
-@pytest.mark.skipif(not nginx_available(), reason="nginx is not installed (.ci/run installs it)")
 @pytest_twisted.ensureDeferred
 async def test_two_nodes_behind_the_documented_nginx() -> None:
     """The documented nodes behind the documented nginx upstream: clients land on both nodes and a group send reaches both."""
