@@ -72,7 +72,8 @@ class Machine:
         self.stub(".tool", STUB.format(name="tool"))
         for tool in tools:
             self.stub(tool, STUB.format(name=tool))
-        self.stub("python3", STUB.format(name="python3"))
+        editable = '[ "$3" = show ] && [ -n "${STUB_EDITABLE:-}" ] && echo "Editable project location: $STUB_EDITABLE"'
+        self.stub("python3", STUB.format(name="python3").replace("exit 0", editable + "\nexit 0"))
         self.stub("sudo", '#!/bin/bash\necho "sudo $*" >> "$STUB_LOG"\nexec "$@"\n')
         if apt:
             self.stub("apt-get", APT_GET)
@@ -111,11 +112,21 @@ class ScriptsTestTests(SynchronousTestCase):
         done = machine.run("-q", "tests/test_hub.py")
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertEqual(machine.calls(), [
+            "python3 -m pip show twisted-hub [in checkout]",
             "python3 -m pip install -q .[test] [in checkout]",
             "npm ci --no-audit --no-fund [in js]",
             "python3 -m pytest -q tests/test_hub.py [in checkout]",
         ])
         self.assertIn("scripts/test: node node 1.0, npm npm 1.0", done.stdout)
+
+    def test_editable_install_stays_editable(self) -> None:
+        """When pip says this checkout is installed editable, it is installed again with -e (not replaced by a copy)."""
+        machine = Machine(self)
+        self.assertEqual(machine.run(STUB_EDITABLE=str(machine.checkout.resolve())).returncode, 0)
+        self.assertIn("python3 -m pip install -q -e .[test] [in checkout]", machine.calls())
+        other = Machine(self)
+        self.assertEqual(other.run(STUB_EDITABLE="/somewhere/else").returncode, 0)
+        self.assertIn("python3 -m pip install -q .[test] [in checkout]", other.calls())
 
     def test_npm_ci_only_when_stale(self) -> None:
         """npm ci runs again only when js/package-lock.json is newer than what npm last installed."""
