@@ -16,7 +16,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+import pytest
+
+
+def nginx_path() -> str:
+    """The nginx binary; a test that needs it fails (never skips) without it."""
+    path = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if path is None:
+        pytest.fail("nginx is not installed: the proxy tests need it (scripts/test installs it: apt-get install nginx)")
+    return path
 
 DEFAULT_LOCATION = """
         location / {{
@@ -56,18 +64,6 @@ http {{
     }}
 }}
 """
-
-
-def nginx_available() -> bool:
-    return os.path.exists(NGINX)
-
-
-def require_nginx() -> None:
-    """Fail (never skip) without nginx: .ci/run installs it (apt-get install nginx-light)."""
-    import pytest
-
-    if not nginx_available():
-        pytest.fail(f"nginx is not installed at {NGINX}: these tests need it (apt-get install nginx-light; .ci/run does)")
 
 
 def free_port() -> int:
@@ -127,6 +123,7 @@ def start_nginx(
         C{backend_port}; default: a WebSocket-upgrading proxy of C{/}.
     @param http_extra: more of the C{http} block (e.g. an C{upstream}), as is.
     """
+    nginx = nginx_path()
     directory = tempfile.mkdtemp(prefix="twisted-hub-nginx-")
     port = free_port()
     location = (template or DEFAULT_LOCATION).format(backend_port=backend_port)
@@ -136,7 +133,7 @@ def start_nginx(
     with open(path, "w") as file:
         file.write(config)
     process = subprocess.Popen(
-        [NGINX, "-c", path, "-p", directory, "-e", os.path.join(directory, "error.log")],
+        [nginx, "-c", path, "-p", directory, "-e", os.path.join(directory, "error.log")],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

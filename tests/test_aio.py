@@ -375,20 +375,25 @@ def test_import_installs_no_reactor() -> None:
     assert done.stdout.strip() == "ok", done.stderr
 
 
-def test_docs_example_runs(hub_server: TwistdHub) -> None:
-    """docs/asyncio.md's example runs against twistd hub and prints what its comments say."""
-    import contextlib
-    import io
+def test_docs_example_runs(hub_server: TwistdHub, tmp_path: Any) -> None:
+    """docs/asyncio.md's example, saved under the name its first line gives, runs with twistd hub's URL and prints 5, 42, hi."""
     import re
 
-    from ._docs import named_blocks
+    from ._docs import python_blocks
 
-    _, code = named_blocks("docs/asyncio.md")["asyncio-example"]
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(compile(code, "docs/asyncio.md", "exec"), {"__name__": "docs_example", "URL": hub_server.url})
+    code = python_blocks("docs/asyncio.md")["asyncio-example"]
+    file_name = re.match(r"# (\S+\.py): run with  python3 \1 \[URL\]", code)
+    assert file_name is not None, code.splitlines()[0]
+    script = tmp_path / file_name.group(1)
+    script.write_text(code)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, str(script), hub_server.url], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
     promised = [m.group(1).strip().split(":")[0] for m in re.finditer(r"^\s*print\(.*\)\s+#\s*(.+)$", code, re.M)]
-    assert out.getvalue().splitlines() == promised
+    assert promised == ["5", "42", "hi"]
+    assert done.stdout.splitlines() == promised
 
 
 def test_asyncio_reconnecting_client_during_an_outage() -> None:

@@ -14,7 +14,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import HubServerFactory
+from twisted_hub import DisconnectKind, HubServerFactory
 from twisted_hub._backplane import LocalBackplane, node_of
 from twisted_hub.redis import RedisBackplane, parse_redis_url
 from twisted_hub.testing import HubTestServer, TestConnection
@@ -120,6 +120,31 @@ class AddressingTests(SynchronousTestCase):
         ids = [c.client.connection_id for c, _ in self.conns] + ["nosuchnode-1"]
         self.cluster.call(self.conns[1][0], "to_only", ids, "all three")
         self.assertEqual([said(r) for _, r in self.conns], [["all three"]] * 3)
+
+    def test_kick_on_another_node(self) -> None:
+        """clients.kick(id) closes a connection another node holds, with one PUBLISH on that node's channel only."""
+        target, _ = self.conns[2]
+        waiting = target.client.wait_for_disconnect()
+        before = len(self.cluster.redis.log)
+        self.cluster.call(self.conns[0][0], "kick", target.client.connection_id, "banned")
+        publishes = [args for name, args in self.cluster.redis.log[before:] if name == "PUBLISH"]
+        self.assertEqual([channel for channel, _ in publishes], [self.cluster.backplanes[2].channel_node])
+        reason = self.successResultOf(waiting)
+        self.assertEqual((reason.kind, reason.code, reason.message), (DisconnectKind.KICKED, 4000, "banned"))
+        self.assertTrue(self.conns[0][0].client.is_connected and self.conns[1][0].client.is_connected)
+        kicked = [e[1] for e in self.cluster.log.events if e[0] == "disconnected"]
+        self.assertEqual([(r.kind, r.locally) for r in kicked], [(DisconnectKind.KICKED, True)])
+
+    def test_kick_of_a_gone_connection_on_another_node(self) -> None:
+        """A kick for a connection that left its node meanwhile (or an id of no node) closes nobody."""
+        target, _ = self.conns[2]
+        gone_id = target.client.connection_id
+        target.client.disconnect()
+        self.cluster.flush()
+        self.cluster.call(self.conns[0][0], "kick", gone_id, "late")
+        self.cluster.call(self.conns[0][0], "kick", "nosuchnode-1", "nobody")
+        self.assertTrue(self.conns[0][0].client.is_connected and self.conns[1][0].client.is_connected)
+        self.assertEqual([b.bad_messages for b in self.cluster.backplanes], [0, 0, 0])
 
     def test_group_send_count_and_members_are_global(self) -> None:
         """Members joined on three nodes are counted and listed on each; a group send reaches them all."""
@@ -336,7 +361,10 @@ class RedisOutageTests(SynchronousTestCase):
         cluster.redis.execute("PUBLISH", channel, b"\xc1 not msgpack")
         cluster.redis.execute("PUBLISH", channel, msgpack.packb([0, "other", "work"]))
         cluster.redis.execute("PUBLISH", channel, msgpack.packb([0, "other", "nohub", "all", None, [], b"x"]))
-        self.assertEqual(cluster.backplanes[0].bad_messages, 3)
+        cluster.redis.execute("PUBLISH", channel, msgpack.packb([6, "other", "nohub", "x-1", "why"]))
+        cluster.redis.execute("PUBLISH", channel, msgpack.packb([6, "other", "work", 5, "why"]))
+        cluster.redis.execute("PUBLISH", channel, msgpack.packb([6, "other", "work"]))
+        self.assertEqual(cluster.backplanes[0].bad_messages, 6)
         self.assertTrue([e for e in logs if "ignored a backplane message" in e["log_format"]])
         cluster.call(a, "to_all", "still fine")
         self.assertEqual(said(ra), ["still fine"])

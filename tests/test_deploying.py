@@ -22,7 +22,7 @@ from twisted_hub.tap import Options
 
 from ._certs import write_self_signed
 from ._docs import named_blocks
-from ._nginx import require_nginx, start_nginx
+from ._nginx import start_nginx
 from ._twistd import TWISTD, Child, spawn_python, started_port
 
 DOC = "docs/deploying.md"
@@ -207,7 +207,6 @@ def nginx_locations() -> str:
 @pytest_twisted.ensureDeferred
 async def test_nginx_in_front() -> None:
     """Through the doc's nginx locations: the status page, a call and server heartbeats all pass."""
-    require_nginx()
     from twisted.internet import reactor
     from twisted.web.client import Agent, readBody
 
@@ -272,3 +271,15 @@ async def test_tls_example() -> None:
             assert (code, out) == (0, b"ok\n"), err.decode("utf-8", "replace")
         finally:
             await server.stop(reactor)
+
+
+def test_missing_nginx_fails_the_proxy_tests() -> None:
+    """Without nginx the proxy tests fail with a line saying how to install it: never a skip."""
+    from unittest import mock
+
+    from . import _nginx
+
+    with mock.patch.object(_nginx.shutil, "which", return_value=None), \
+            mock.patch.object(_nginx.os.path, "exists", return_value=False):
+        with pytest.raises(pytest.fail.Exception, match="nginx is not installed: .*scripts/test installs it"):
+            _nginx.start_nginx(1)

@@ -5,17 +5,22 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "heartbeat.md"
+from ._docs import ROOT, python_blocks
+
+DOC = "docs/heartbeat.md"
+#: The page's examples, in order.
+EXAMPLES = (
+    "quick-start", "magiconion-features", "tank-reconnect", "slow-link", "clock-sync", "per-connection-override",
+)
 
 
 def run_block(source: str) -> str:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(source, str(DOC), "exec"), {"__name__": "docs_example"})
+        exec(compile(source, str(ROOT / DOC), "exec"), {"__name__": "docs_example"})
     return out.getvalue()
 
 
@@ -27,9 +32,10 @@ def promised_output(source: str) -> list[str]:
 class HeartbeatDocTests(SynchronousTestCase):
     def test_examples_run_and_print_what_they_say(self) -> None:
         """Each python block runs; each commented print line prints exactly its comment."""
-        blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
-        self.assertGreaterEqual(len(blocks), 5)
-        for block in blocks:
+        blocks = python_blocks(DOC)
+        self.assertEqual(tuple(blocks), EXAMPLES)
+        for name in EXAMPLES:
+            block = blocks[name]
             printed = run_block(block).splitlines()
             for expected in promised_output(block):
-                self.assertIn(expected, printed, f"in block:\n{block}")
+                self.assertIn(expected, printed, f"in block {name}:\n{block}")

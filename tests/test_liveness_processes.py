@@ -26,7 +26,7 @@ from twisted_hub import (
     method,
 )
 
-from ._nginx import require_nginx, start_nginx
+from ._nginx import start_nginx
 from ._processes import ScriptProcess, spawn_script
 
 INTERVAL = 0.5
@@ -80,7 +80,6 @@ async def test_frozen_server_detected_within_bound() -> None:
 @pytest_twisted.ensureDeferred
 async def test_frozen_server_detected_through_nginx() -> None:
     """Through a real nginx, which keeps the client's TCP open, the heartbeat still detects a frozen backend."""
-    require_nginx()
     server, port = await start_server()
     nginx = start_nginx(port)
     try:

@@ -443,3 +443,85 @@ async def test_tcp_nodelay_option_off_is_honoured() -> None:
         assert _nodelay(client) == 1
     finally:
         await server.close()
+
+
+# -- one call that sends more than the budget (docs/deploying.md, "Limits and abuse") -----
+
+PIECE = 900_000  # under the 1 MiB message limit
+
+
+@hub("burst")
+class BurstHub(Hub):
+    """Sends a group several large pieces in one go, or one piece per call (the pull pattern)."""
+
+    def __init__(self, closed: list[DisconnectReason]) -> None:
+        self.closed = closed
+
+    def on_disconnected(self, reason: DisconnectReason) -> None:
+        self.closed.append(reason)
+
+    @method
+    def join(self, room: str) -> None:
+        self.groups.add(room)
+
+    @method
+    def send_all(self, room: str, pieces: int) -> int:
+        for n in range(pieces):
+            self.clients.group(room).said(n, b"x" * PIECE)
+        return pieces
+
+    @method
+    def piece(self, n: int) -> bytes:
+        return bytes([n]) * PIECE
+
+
+def over_the_budget_pieces() -> int:
+    """
+    Pieces that pass the 4 MiB budget whatever the kernel takes first: the
+    first write of a turn goes straight to the socket, whose buffer grows up
+    to tcp_wmem's maximum; the transport's own 64 KiB come on top.
+    """
+    socket_buffer = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+    return (4 * 1024 * 1024 + socket_buffer + 64 * 1024) // PIECE + 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_call_over_the_budget_drops_every_member() -> None:
+    """
+    docs/deploying.md's rule: a method that sends a group more than
+    max_outgoing_buffer (4 MiB) in one go, beyond what the socket takes at
+    once, drops every member, clients reading at full speed included (slow
+    consumer, 4004), and its caller gets its result, no error; under the
+    budget all arrives; a client pulling the same bytes a piece per call is kept.
+    """
+    closed: list[DisconnectReason] = []
+    server = Server([partial(BurstHub, closed)])
+    try:
+        readers = [Counter(4) for _ in range(2)]
+        members = [await server.connect("burst", receiver=r) for r in readers]
+        for member in members:
+            await bounded(member.call("join", "room"))
+        caller = await server.connect("burst")
+
+        # 4 x 900 kB = 3.6 MB, under 4 MiB: every member hears all of it.
+        assert await bounded(caller.call("send_all", "room", 4)) == 4
+        for reader in readers:
+            await bounded(reader.done)
+        assert closed == []
+
+        # More than the budget past what the socket takes at once: every member is dropped, fast
+        # readers too; the caller gets its result.
+        over = over_the_budget_pieces()
+        lost = [m.wait_for_disconnect() for m in members]
+        assert await bounded(caller.call("send_all", "room", over)) == over
+        for reason in await bounded(gatherResults(lost)):
+            assert reason.kind is DisconnectKind.CONNECTION_LOST  # the server aborts TCP: no close frame
+        assert sorted((r.kind, r.code) for r in closed) == [(DisconnectKind.SLOW_CONSUMER, 4004)] * 2
+        assert caller.is_connected
+
+        # The same bytes, a piece per call: nothing is dropped.
+        for n in range(over):
+            assert await bounded(caller.call("piece", n)) == bytes([n]) * PIECE
+        assert caller.is_connected and len(closed) == 2
+    finally:
+        await server.close()

@@ -17,7 +17,7 @@ from twisted_hub.redis import RedisBackplane
 from twisted_hub.tap import Options
 
 from ._docs import named_blocks
-from ._nginx import require_nginx, start_nginx
+from ._nginx import start_nginx
 from ._redis import RedisServer
 from ._twistd import Child, started_port, twistd_hub
 from .test_scaling_processes import CONNECTED, Inbox
@@ -108,7 +108,6 @@ def nginx_pieces(ports: list[int]) -> tuple[str, str]:
 @pytest_twisted.ensureDeferred
 async def test_two_nodes_behind_the_documented_nginx() -> None:
     """The documented nodes behind the documented nginx upstream: clients land on both nodes and a group send reaches both."""
-    require_nginx()
     from twisted.internet import reactor
 
     redis = RedisServer(reactor)

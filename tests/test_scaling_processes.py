@@ -97,7 +97,7 @@ async def count_sends(reactor: Any, redis: RedisServer) -> tuple[Any, list[Any]]
 
 @pytest_twisted.ensureDeferred
 async def test_three_nodes_serve_as_one() -> None:
-    """Three twistd hubs on one Redis: broadcast (one PUBLISH), group send, client(id) and group counts span them."""
+    """Three twistd hubs on one Redis: broadcast (one PUBLISH), group send, client(id), kick(id) and group counts span them."""
     from twisted.internet import reactor
 
     redis = RedisServer(reactor)
@@ -152,8 +152,11 @@ async def test_three_nodes_serve_as_one() -> None:
             await inbox.wait_for("after psst", reactor)
         assert ["psst" in inbox.messages for inbox in inboxes] == [False, False, True]
 
-        # A client that leaves lowers the count everywhere.
-        await clients[2].disconnect()
+        # clients.kick(id) on another node closes that client (KICKED); leaving lowers the count everywhere.
+        kicked = clients[2].wait_for_disconnect()
+        await clients[0].call("kick", ids[2], "banned")
+        reason = await kicked.addTimeout(10, reactor)
+        assert (reason.kind.value, reason.code, reason.message) == ("kicked", 4000, "banned"), reason
 
         async def two_left() -> bool:
             return [len(await c.call("members", "room")) for c in clients[:2]] == [2, 2]

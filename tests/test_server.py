@@ -24,6 +24,7 @@ from twisted_hub import (
     DisconnectKind,
     ErrorCode,
     HandshakeError,
+    HubArgumentError,
     HubClientOptions,
     HubClientProtocol,
     HubError,
@@ -798,6 +799,55 @@ class KickTests(ServerTestBase):
         reason = self.successResultOf(conn.client.wait_for_disconnect())
         self.assertEqual((reason.kind, reason.message), (DisconnectKind.KICKED, "maintenance"))
         self.assertTrue(conn.closed)
+
+
+class KickByIdTests(ServerTestBase):
+    def test_kick_another_connection(self) -> None:
+        """clients.kick(id) closes that connection with KICKED and its reason; the caller stays connected and gets its result."""
+        admin, target, bystander = self.connect(), self.connect(), self.connect()
+        waiting = target.client.wait_for_disconnect()
+        self.assertIsNone(self.call(admin, "kick", target.client.connection_id, "banned"))
+        reason = self.successResultOf(waiting)
+        self.assertEqual((reason.kind, reason.code, reason.message), (DisconnectKind.KICKED, 4000, "banned"))
+        self.assertTrue(target.closed)
+        self.assertTrue(admin.client.is_connected and bystander.client.is_connected)
+        disconnected = [e for e in self.log.events if e[0] == "disconnected"]
+        self.assertEqual([(e[1].kind, e[1].locally) for e in disconnected], [(DisconnectKind.KICKED, True)])
+
+    def test_kick_self_by_id(self) -> None:
+        """Kicking the caller's own id is self.connection.kick(): closed before its result."""
+        conn = self.connect()
+        call = conn.client.call("kick", conn.client.connection_id, "bye")
+        self.server.flush()
+        self.failureResultOf(call, ConnectionClosedError)
+        self.assertEqual(self.successResultOf(conn.client.wait_for_disconnect()).message, "bye")
+
+    def test_unknown_or_gone_id_is_ignored(self) -> None:
+        """An id no connection has (any more) is ignored: nobody is closed, the call answers."""
+        admin, gone = self.connect(), self.connect()
+        gone_id = gone.client.connection_id
+        gone.client.disconnect()
+        self.server.flush()
+        self.assertIsNone(self.call(admin, "kick", gone_id, "late"))
+        self.assertIsNone(self.call(admin, "kick", "no-such-1", "nobody"))
+        self.assertTrue(admin.client.is_connected)
+
+    def test_only_this_hub(self) -> None:
+        """clients.kick reaches the connections of its own hub only, like every clients.* target."""
+        admin, other_hub = self.connect(), self.connect("parallel")
+        self.assertIsNone(self.call(admin, "kick", other_hub.client.connection_id, "no"))
+        self.assertTrue(other_hub.client.is_connected)
+
+    def test_bad_id_is_an_error_for_the_hub(self) -> None:
+        """A connection id that is not a non-empty str raises HubArgumentError in the hub (the caller sees internal)."""
+        admin, target = self.connect(), self.connect()
+        for bad in (17, "", None):
+            error = self.call_error(admin, "kick", bad, "x")
+            self.assertEqual(error.code, "internal")
+        self.assertTrue(target.client.is_connected)
+        errors = self.flushLoggedErrors(HubArgumentError)
+        self.assertEqual(len(errors), 3)
+        self.assertIn("kick: a connection id is a non-empty str, got 17", str(errors[0].value))
 
 
 class LimitTests(ServerTestBase):

@@ -94,6 +94,14 @@ class ClientScriptTests(SynchronousTestCase):
         for name in ("other.js", "twisted-hub.0000000000000000.js", ""):
             self.assertEqual(get(mounted(), f"/client/{name}").responseCode, 404, name)
 
+    def test_nothing_below_the_bundle(self) -> None:
+        """A path below either name of the bundle is a 404, not the script (it is a file, not a directory)."""
+        versioned = ClientScriptResource().versioned_name
+        for path in ("twisted-hub.js/anything", "twisted-hub.js/", f"{versioned}/x.js", "twisted-hub.js/a/b"):
+            request = get(mounted(), f"/client/{path}")
+            self.assertEqual(request.responseCode, 404, path)
+            self.assertNotIn(client_script()[:40], body(request), path)
+
 
 @hub("rooms")
 class RoomsHub(Hub):
@@ -133,6 +141,14 @@ class HubServiceMountTests(SynchronousTestCase):
         request = get(service_root(list(DEMO_HUBS)), "/demo")
         self.assertEqual(request.responseCode, 302)
         self.assertEqual(header(request, "location"), "demo/")
+
+    def test_nothing_below_the_demo_page(self) -> None:
+        """Only /demo/ is the demo page: paths below it are 404."""
+        root = service_root(list(DEMO_HUBS))
+        for path in ("/demo/anything", "/demo//x", "/demo/index.html/x"):
+            request = get(root, path)
+            self.assertEqual(request.responseCode, 404, path)
+            self.assertNotIn(b"<title>twisted-hub demo</title>", body(request), path)
 
     def test_no_demo_page_for_other_hubs(self) -> None:
         """With the application's own hubs, the client is served but no demo page (it needs the demo chat hub)."""

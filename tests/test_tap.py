@@ -36,9 +36,9 @@ def parse(*argv: str) -> Options:
 
 class DefaultsTests(SynchronousTestCase):
     def test_defaults(self) -> None:
-        """With no arguments: tcp:8080, /hub, the demo hubs, heartbeats off, same-host origins."""
+        """With no arguments: port 8080 on 127.0.0.1 only, /hub, the demo hubs, heartbeats off, same-host origins."""
         options = parse()
-        self.assertEqual(options["listen"], ["tcp:8080"])
+        self.assertEqual(options["listen"], ["tcp:8080:interface=127.0.0.1"])
         self.assertEqual(options["path"], "/hub")
         self.assertEqual(options["hubs"], [EchoHub, ChatHub])
         self.assertFalse(options["heartbeat"].enabled)
@@ -50,9 +50,9 @@ class DefaultsTests(SynchronousTestCase):
         self.assertFalse(policy.allow_any)
 
     def test_port_shorthand(self) -> None:
-        """--port N means --listen tcp:N and may be combined with --listen."""
-        options = parse("--port", "9000", "--listen", "tcp:9001:interface=127.0.0.1")
-        self.assertEqual(options["listen"], ["tcp:9001:interface=127.0.0.1", "tcp:9000"])
+        """--port N means --listen tcp:N:interface=127.0.0.1 (this machine only) and may be combined with --listen."""
+        options = parse("--port", "9000", "--listen", "tcp:9001")
+        self.assertEqual(options["listen"], ["tcp:9001", "tcp:9000:interface=127.0.0.1"])
 
     def test_listen_repeatable_tcp_ssl_unix(self) -> None:
         """--listen takes tcp, ssl (with key and certificate) and unix descriptions, in order."""
@@ -189,7 +189,7 @@ class ConfigFileTests(SynchronousTestCase):
         )
         options = parse("--config", path, "--port", "9200", "--heartbeat-interval", "1", "--hub",
                         "twisted_hub.demo:ChatHub")
-        self.assertEqual(options["listen"], ["tcp:9200"])
+        self.assertEqual(options["listen"], ["tcp:9200:interface=127.0.0.1"])
         self.assertEqual(options["heartbeat"], HeartbeatPolicy.every(1))
         self.assertEqual(options["hubs"], [ChatHub])
         self.assertEqual(options["log-level"], "warn")
@@ -250,7 +250,7 @@ class PluginTests(SynchronousTestCase):
         maker: Any = makers["hub"]
         options = maker.options()
         options.parseOptions(["--port", "0", "--heartbeat-interval", "5"])
-        self.assertEqual(options["listen"], ["tcp:0"])
+        self.assertEqual(options["listen"], ["tcp:0:interface=127.0.0.1"])
         self.assertTrue(options["heartbeat"].enabled)
 
 

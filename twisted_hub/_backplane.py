@@ -1,7 +1,8 @@
 """
 The backplane: what connects the hub processes ("nodes") serving one
 application, so that C{clients.all}, C{clients.group(...)},
-C{clients.client(id)} and C{groups.count(...)} see every node.
+C{clients.client(id)}, C{clients.kick(id)} and C{groups.count(...)} see
+every node.
 
 The hub layer talks to it through L{Backplane}: it publishes receiver
 calls to a L{Target} (after delivering to this node's own connections),
@@ -74,6 +75,12 @@ class Backplane(Protocol):
         other nodes (this node's own were served already).
         """
 
+    def kick(self, hub: str, connection_id: str, reason: str) -> None:
+        """
+        Close C{connection_id} of C{hub} (C{KICKED}, C{reason}) on the node
+        that holds it: called when this node does not hold it.
+        """
+
     def membership_changed(self, hub: str, group: str, connection_id: str, joined: bool) -> None:
         """A connection of this node joined or left a group."""
 
@@ -115,6 +122,9 @@ class LocalBackplane:
 
     def publish(self, hub: str, target: Target, payload: bytes) -> None:
         pass
+
+    def kick(self, hub: str, connection_id: str, reason: str) -> None:
+        pass  # no other node: the connection is gone already
 
     def membership_changed(self, hub: str, group: str, connection_id: str, joined: bool) -> None:
         pass

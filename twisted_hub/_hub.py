@@ -34,7 +34,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ._backplane import TARGET_ALL, TARGET_CALLER, TARGET_GROUP, TARGET_ONLY, Backplane, Target
-from ._base_error import HubStateError, TwistedHubError
+from ._base_error import HubArgumentError, HubStateError, TwistedHubError
 from ._connection import receiver_call_payload
 from ._errors import DisconnectKind, HubError
 from ._heartbeat import HeartbeatPolicy, MetadataProvider, _check_positive
@@ -584,6 +584,18 @@ class HubRuntime(Generic[ConnectionT]):
         # caller, only: these ids, where this node holds them
         return [connections[i] for i in target.ids if i in connections]
 
+    def kick(self, connection_id: str, reason: str) -> None:
+        """
+        Close C{connection_id} with C{KICKED}: at once when this node holds
+        it, else through the backplane on the node that does (a connection
+        no node holds any more is ignored there).
+        """
+        connection = self.connections.get(connection_id)
+        if connection is not None:
+            connection.close_with(CloseCode.KICKED, reason, DisconnectKind.KICKED)
+            return
+        self.backplane.kick(self.hub_class.hub_name, connection_id, reason)
+
     def deliver(self, targets: Iterable[HubConnection], payload: bytes) -> None:
         """Send an encoded receiver call to connections of this node (framed once for many)."""
         targets = targets if isinstance(targets, (list, tuple)) else list(targets)
@@ -673,6 +685,22 @@ class Clients:
     def group_except(self, name: str, connection_ids: Iterable[str]) -> ReceiverProxy:
         """Every member of a group except these connections."""
         return self._proxy(Target(TARGET_GROUP, name, tuple(dict.fromkeys(connection_ids))))
+
+    def kick(self, connection_id: str, reason: str = "kicked") -> None:
+        """
+        Close a connection of this hub by id, as C{self.connection.kick()}
+        closes the caller's: its client sees C{KICKED} with C{reason}, its
+        hub's C{on_disconnected} runs.  A connection this node holds closes
+        at once; with a backplane, one held by another node is closed by
+        that node when the message reaches it (fire and forget, like every
+        receiver call to another node).  An id that no node holds (the
+        connection already left, or it belongs to another hub) is ignored.
+        """
+        if not isinstance(connection_id, str) or not connection_id:
+            raise HubArgumentError(f"kick: a connection id is a non-empty str, got {connection_id!r}")
+        if not isinstance(reason, str):
+            raise HubArgumentError(f"kick: the reason is a str, got {type(reason).__name__}")
+        self._hub._runtime.kick(connection_id, reason)
 
 
 class GroupMembership:

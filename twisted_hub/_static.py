@@ -12,7 +12,8 @@ module, msgpack included) that ships inside the wheel.  Two names:
   - C{twisted-hub.<hash>.js}: the same bytes under a name that changes with
     them, cached for a year (C{immutable}); L{ClientScriptResource.versioned_name}.
 
-Both are sent gzipped to clients that accept it.
+Both are sent gzipped to clients that accept it.  Nothing below them
+exists: C{twisted-hub.js/anything} is a 404, as for a file on disk.
 """
 
 from __future__ import annotations
@@ -85,12 +86,15 @@ class _NotFound(Resource):
 
 
 class _ScriptFile(Resource):
-    isLeaf = True
+    """The bundle itself: a file, so no path continues below it (404 there)."""
 
     def __init__(self, etag: bytes, max_age: int, immutable: bool) -> None:
         Resource.__init__(self)
         self.etag = etag
         self.cache_control = f"public, max-age={max_age}" + (", immutable" if immutable else "")
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return _NotFound()
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/javascript; charset=utf-8")
@@ -122,9 +126,8 @@ class DemoPage(Resource):
     heartbeat panel (round trip, clock offset, server time), using the
     served client.  C{hub_path} is where the hub endpoint is mounted,
     C{status_url} where the status page is (None: not served, no link).
+    Only C{/demo/} itself is the page: paths below it are 404.
     """
-
-    isLeaf = True
 
     def __init__(self, hub_path: str, script_name: str, status_url: str | None = "/") -> None:
         Resource.__init__(self)
@@ -137,6 +140,9 @@ class DemoPage(Resource):
             .replace("__STATUS_LINK__", status_link)
             .encode("utf-8")
         )
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return _NotFound()
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")

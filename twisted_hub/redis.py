@@ -14,6 +14,8 @@ What travels between nodes (C{docs/scaling.md} says it for users):
   - a call for C{only}/C{client} ids on other nodes is one C{PUBLISH} per
     node holding some of them, on that node's channel (a connection id
     starts with its node's token);
+  - C{clients.kick(id)} for a connection of another node is one C{PUBLISH}
+    on that node's channel, which closes it there;
   - group joins and leaves are written to this node's membership hash and
     published, so every node keeps a mirror of the other nodes' members:
     C{groups.count()} and C{groups.members()} stay synchronous;
@@ -73,6 +75,7 @@ _LEAVE = 2  # [_LEAVE, origin, hub, group, connection id]
 _ALIVE = 3  # [_ALIVE, origin, node id]
 _SYNC = 4  # [_SYNC, origin, node id]: reload my membership snapshot
 _BYE = 5  # [_BYE, origin]: I am stopping, drop my members
+_KICK = 6  # [_KICK, origin, hub, connection id, reason]: close this connection of yours
 
 #: what a command's Deferred fires with when it failed (the failure was counted or logged)
 _FAILED: Any = object()
@@ -323,6 +326,13 @@ class RedisBackplane:
             return
         message = msgpack.packb([_SEND, self.token, hub, target.kind, target.group, list(target.ids), payload])
         self._publish_raw(self.channel_all, message, counted=True)
+
+    def kick(self, hub: str, connection_id: str, reason: str) -> None:
+        token = node_of(connection_id)
+        if not token or token == self.token:
+            return  # one of ours that is gone already, or not a connection id at all
+        message = msgpack.packb([_KICK, self.token, hub, connection_id, reason])
+        self._publish_raw(self._node_channel(token), message, counted=True)
 
     def membership_changed(self, hub: str, group: str, connection_id: str, joined: bool) -> None:
         if not self.connected:
@@ -612,6 +622,9 @@ class RedisBackplane:
                     self._load(origin)
                 else:
                     node.last_seen = self.clock.seconds()
+            elif kind == _KICK:
+                self._heard(origin)
+                self._kick(message)
             elif kind == _BYE:
                 gone = self._nodes.pop(origin, None)
                 if gone is not None:
@@ -643,6 +656,16 @@ class RedisBackplane:
             return
         target = Target(kind, group, tuple(str(i) for i in ids))
         runtime.deliver(runtime.local_targets(target), payload)
+
+    def _kick(self, message: list[Any]) -> None:
+        _, _, hub, connection_id, reason = message[:5]
+        assert self._factory is not None
+        runtime = self._factory.runtimes.get(hub)
+        if runtime is None or not isinstance(connection_id, str) or not isinstance(reason, str):
+            self._bad(f"a kick for unknown hub {hub!r} or a malformed one")
+            return
+        if connection_id in runtime.connections:  # else it left meanwhile: nothing to do
+            runtime.kick(connection_id, reason)
 
     def _bad(self, what: str) -> None:
         self.bad_messages += 1

@@ -12,6 +12,11 @@ command line override the file, and a repeatable option given on the command
 line replaces the file's list.  Every value is checked while the options are
 parsed, so a bad one stops C{twistd} with a usage error naming the option
 before anything listens.  See C{docs/deploying.md}.
+
+Where it listens by default is this machine only: C{--port N} (and no
+listening option at all, port 8080) listens on 127.0.0.1, so a first
+C{twistd hub} is not open to the network; C{--listen tcp:N} listens on
+every interface, as Twisted's strports do.
 """
 
 from __future__ import annotations
@@ -42,7 +47,9 @@ from ._hub import Hub
 
 #: Defaults of the settings that have one.
 DEFAULT_PATH = "/hub"
-DEFAULT_LISTEN = "tcp:8080"
+#: The interface C{--port} (and the default listener) binds: this machine only.
+DEFAULT_INTERFACE = "127.0.0.1"
+DEFAULT_LISTEN = f"tcp:8080:interface={DEFAULT_INTERFACE}"
 DEFAULT_LOG_LEVEL = "info"
 
 _REPEATABLE = {
@@ -173,7 +180,9 @@ class Options(usage.Options):
 
     optParameters = [
         ["config", "c", None, "TOML file with the same settings (command-line options override it)."],
-        ["port", "p", None, "TCP port to listen on (shorthand for --listen tcp:PORT)."],
+        ["port", "p", None,
+         f"TCP port to listen on, on {DEFAULT_INTERFACE} only (shorthand for --listen tcp:PORT:interface="
+         f"{DEFAULT_INTERFACE}; --listen tcp:PORT listens on every interface) [8080]."],
         ["path", None, None, f"URL path of the WebSocket endpoint; hubs are at PATH/<hub name> [{DEFAULT_PATH}]."],
         ["heartbeat-interval", None, None, "Server heartbeat interval in seconds (turns heartbeats on)."],
         ["heartbeat-timeout", None, None, "Server heartbeat timeout in seconds (default 3 x interval; 'none' never)."],
@@ -295,7 +304,7 @@ class Options(usage.Options):
             port = str(port)
             if not port.isdigit() or not 0 <= int(port) <= 65535:
                 raise usage.UsageError(f"--port must be a TCP port number, got {port!r}")
-            self["listen"].append(f"tcp:{port}")
+            self["listen"].append(f"tcp:{port}:interface={DEFAULT_INTERFACE}")
         if not self["listen"]:
             self["listen"].append(DEFAULT_LISTEN)
         for description in self["listen"]:

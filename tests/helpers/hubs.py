@@ -220,6 +220,11 @@ class WorkHub(Hub):
     def kick_me(self, reason: str) -> None:
         self.connection.kick(reason)
 
+    @method
+    def kick(self, connection_id: Any, reason: str) -> None:
+        """Kicks another connection (or this one) by id."""
+        self.clients.kick(connection_id, reason)
+
 
 @hub("parallel", concurrent=True)
 class ParallelHub(WorkHub):
