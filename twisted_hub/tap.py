@@ -393,7 +393,7 @@ class Options(usage.Options):
         self["listen"].append(description)
 
     def opt_hub(self, spec: str) -> None:
-        """Serve the hub class module:Class (repeatable; default: the demo hubs echo and chat)."""
+        """Serve module:Class (module from the current directory, then sys.path) or file.py:Class; repeatable [echo, chat]."""
         self._hub_specs.append(spec)
 
     def opt_allowed_origin(self, origin: str) -> None:
