@@ -488,7 +488,7 @@ class HandshakeTests(ClientTestBase):
         conn = self.server.connect("nothing-here")
         error = self.failureResultOf(conn.ready, HandshakeError).value
         self.assertIn("404", str(error))
-        self.assertIn("unknown hub", str(error))
+        self.assertIn("no hub named 'nothing-here'", str(error))
 
     def test_call_before_ready_fails(self) -> None:
         """A call made before the hub handshake is done fails at once."""

@@ -64,8 +64,27 @@ class DocumentTests(SynchronousTestCase):
         """Every code block of the document is one this module runs."""
         self.assertEqual(
             set(BLOCKS),
-            {"twistd-run", "cli-check", "hub-config", "systemd-unit", "nginx-site", "twistd-tls", "static-run"},
+            {
+                "twistd-run", "cli-check", "hub-config", "systemd-unit", "nginx-site", "twistd-tls", "static-run",
+                "usage-error",
+            },
         )
+
+    def test_usage_error_example(self) -> None:
+        """The usage-error example is what twistd hub says for that --listen in a folder without key.pem."""
+        from twisted.scripts.twistd import ServerOptions
+
+        first, hint = code("usage-error").splitlines()
+        listen = re.search(r"--listen '([^']+)'", first).group(1)  # type: ignore[union-attr]
+        previous = os.getcwd()
+        with tempfile.TemporaryDirectory() as directory:
+            os.chdir(directory)
+            try:
+                with self.assertRaises(SystemExit) as caught:
+                    ServerOptions().parseOptions(["--nodaemon", "--pidfile=", "hub", "--listen", listen])
+            finally:
+                os.chdir(previous)
+        self.assertEqual(str(caught.exception.code).splitlines(), [first, hint])
 
     def test_config_example_parses(self) -> None:
         """The TOML example is a valid config whose values reach the options."""

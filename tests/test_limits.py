@@ -158,6 +158,21 @@ class HandshakeDeadlineTests(LimitsTestBase):
         conn.lose()
         self.assertEqual((factory.limits.open_connections, factory.limits.per_address), (0, {}))
 
+    def test_tls_client_on_a_plain_port_is_answered_at_once(self) -> None:
+        """A TLS ClientHello on a plain guarded port gets a plain 400 and a close at once (the client fails fast)."""
+        factory = self.factory(handshake_timeout=5)
+        root = Resource()
+        root.putChild(b"hub", HubResource(factory))
+        guard = ConnectionGuard(Site(root, reactor=self.clock), factory.limits)
+        conn = Accepted(guard, peer())
+        conn.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32))
+        answer = conn.transport.value()
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer)
+        self.assertTrue(answer.endswith(b"This port speaks plain HTTP and ws://, not TLS: use http:// or ws:// URLs.\n"))
+        self.assertTrue(conn.closed)
+        conn.lose()
+        self.assertEqual(factory.limits.open_connections, 0)
+
     def test_plain_http_through_guard_ends_at_the_deadline(self) -> None:
         """Behind the guard a plain HTTP request is answered, and the idle keep-alive connection closes at the deadline."""
         from twisted.web.static import Data

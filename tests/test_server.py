@@ -12,6 +12,7 @@ from unittest import mock
 
 import msgpack
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -28,6 +29,7 @@ from twisted_hub import (
     HubClientOptions,
     HubClientProtocol,
     HubError,
+    HubServerFactory,
 )
 from twisted_hub import _hub as hub_module
 from twisted_hub.testing import HubTestServer, TestConnection
@@ -197,6 +199,10 @@ class OrderingTests(ServerTestBase):
         self.assertEqual(self.call(fast, "plain", 2), 2)
 
 
+#: The usage detail of WorkHub.add(self, a: int, b: int = 0, *, scale: int = 1).
+ADD_USAGE = {"signature": "add(a: int, b: int = …, *, scale: int = …)", "max_positional": 2}
+
+
 class ErrorTests(ServerTestBase):
     def test_hub_error_exact(self) -> None:
         """A HubError raised by a method reaches the caller with exactly its code, message and detail."""
@@ -257,7 +263,20 @@ class ErrorTests(ServerTestBase):
         for args, kwargs in (([], {}), ([1, 2, 3], {}), ([1], {"nope": 1})):
             error = self.call_error(conn, "add", *args, **kwargs)
             self.assertEqual(error.code, ErrorCode.INVALID_ARGUMENTS, (args, kwargs))
+            self.assertEqual(error.detail, ADD_USAGE)
         self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_usage_detail(self) -> None:
+        """invalid-arguments carries the signature (defaults hidden) and the most positionals; *args: no most."""
+        conn = self.connect()
+        self.assertEqual(self.call_error(conn, "add", "1").detail, ADD_USAGE)  # a type check
+        self.assertEqual(self.call_error(conn, "add", 1, scale="x").detail, ADD_USAGE)
+        self.assertEqual(self.call_error(conn, "add", 1, 2, 3).message, "add: too many positional arguments")
+
+        def spread(self: Any, first: str, *rest: Any) -> None: ...
+
+        usage = hub_module._describe("spread", spread).usage()
+        self.assertEqual(usage, {"signature": "spread(first: str, *rest: Any)", "max_positional": None})
 
     def test_wrong_types(self) -> None:
         """Annotated argument types are checked, positional and keyword, bool is not an int."""
@@ -553,6 +572,17 @@ class LifecycleTests(ServerTestBase):
         conn = self.server.connect(path="/whatever")
         self.successResultOf(conn.ready)
         self.assertEqual(self.call(conn, "plain", 1), 1)
+
+    def test_single_hub_below_a_mount_needs_its_name(self) -> None:
+        """Mounted at /hub (HubResource, twistd hub), one hub is reached at /hub or by its name; another name is 404."""
+        factory = HubServerFactory([work_hub(self.log)], clock=Clock())
+        work = factory.runtimes["work"]
+        self.assertIs(factory.route("/hub", "/hub"), work)
+        self.assertIs(factory.route("/hub/", "/hub"), work)
+        self.assertIs(factory.route("/hub/work", "/hub"), work)
+        self.assertIsNone(factory.route("/hub/nosuch", "/hub"))
+        self.assertIsNone(factory.route("/api/hub/nosuch/", "/api/hub"))
+        self.assertIs(factory.route("/anything", None), work)  # a port of its own: any path
 
     def test_no_subprotocol_400(self) -> None:
         """A client that offers no supported subprotocol is refused with 400."""

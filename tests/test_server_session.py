@@ -526,7 +526,7 @@ class Rules:
     def origin_allowed(self, request: ConnectionRequest) -> bool:
         return self._origin
 
-    def route(self, path: str) -> str | None:
+    def route(self, path: str, mount: str | None = None) -> str | None:
         return self._route
 
 
@@ -544,7 +544,7 @@ class CheckRequestTests(SynchronousTestCase):
         self.assertEqual(refusal, Refusal(400, f"no supported subprotocol offered; this server speaks {SUBPROTOCOL}"))
         self.assertEqual(check_request(Rules(origin=False, route=None), request(origin="https://evil.test")),
                          Refusal(403, "origin 'https://evil.test' is not allowed"))
-        self.assertEqual(check_request(Rules(route=None), request("/nope")), Refusal(404, "unknown hub at path '/nope'"))
+        self.assertEqual(check_request(Rules(route=None), request("/nope")), Refusal(404, "no hub named 'nope' at path '/nope'"))
 
 
 class GateHub(Hub):

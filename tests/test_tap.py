@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -23,7 +24,16 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_hub import HeartbeatPolicy, HubService, OriginPolicy
 from twisted_hub._service import set_log_level
 from twisted_hub.demo import ChatHub, EchoHub
-from twisted_hub.tap import TWISTD_LOG_FILTER, Options, json_log_observer, makeService, twistd_log_observer
+from twisted_hub.tap import (
+    TLS_HINT,
+    TWISTD_LOG_FILTER,
+    HintedUsageError,
+    Options,
+    json_log_observer,
+    load_hub,
+    makeService,
+    twistd_log_observer,
+)
 
 from ._certs import write_self_signed
 
@@ -195,10 +205,11 @@ class ConfigFileTests(SynchronousTestCase):
         self.assertEqual(options["log-level"], "warn")
 
     def test_bad_file_values_name_the_option(self) -> None:
-        """A bad value in the file is reported with the option's name, an unknown key with the file."""
+        """A bad value in the file is reported with the file and the key as written there."""
         for text, expected in [
-            ("heartbeat-interval = -1\n", "--heartbeat-interval"),
-            ('listen = ["tcp:nope"]\n', "--listen"),
+            ("heartbeat-interval = -1\n", "hub.toml: heartbeat-interval: must be a finite number > 0, got '-1'"),
+            ("heartbeat_interval = 'soon'\n", "hub.toml: heartbeat_interval: must be a number, got 'soon'"),
+            ('listen = ["tcp:nope"]\n', "hub.toml: listen: 'tcp:nope': ValueError"),
             ("colour = 'blue'\n", "unknown setting 'colour'"),
             ("path = [1, 2]\n", "path must be a string or a number"),
             ("listen = [\n", "not valid TOML"),
@@ -363,3 +374,176 @@ class LogLevelTests(SynchronousTestCase):
         observer({"log_level": LogLevel.error, "log_namespace": "x", "log_format": "kept", "log_time": 0.0})
         records = [json.loads(record) for record in out.getvalue().split("\x1e") if record.strip()]
         self.assertEqual([record["log_format"] for record in records], ["kept"])
+
+
+_COUNTER_HUB = '''
+from twisted_hub import Hub, hub, method
+
+
+@hub("{name}")
+class CounterHub(Hub):
+    @method
+    def get(self) -> int:
+        return 0
+'''
+
+
+class HubLookupTests(SynchronousTestCase):
+    """--hub finds a module in the directory twistd was started in, or a file by its path."""
+
+    def folder(self, module: str, text: str | None = None) -> Path:
+        """A temporary folder holding C{module}.py (a counter hub named C{module}); sys.path and sys.modules restored after."""
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        saved_path = list(sys.path)
+        self.addCleanup(lambda: sys.path.__setitem__(slice(None), saved_path))
+        self.addCleanup(sys.modules.pop, module, None)
+        folder = Path(directory.name)
+        (folder / f"{module}.py").write_text(_COUNTER_HUB.format(name=module) if text is None else text)
+        return folder
+
+    def test_module_in_the_current_directory(self) -> None:
+        """--hub counterhub:CounterHub imports counterhub.py from the current directory, with no PYTHONPATH."""
+        folder = self.folder("lookup_cwd_hub")
+        self.patch(sys, "path", [p for p in sys.path if p not in ("", ".")])
+        previous = os.getcwd()
+        os.chdir(folder)
+        self.addCleanup(os.chdir, previous)
+        hub_class = parse("--hub", "lookup_cwd_hub:CounterHub")["hubs"][0]
+        self.assertEqual(hub_class.hub_name, "lookup_cwd_hub")
+        self.assertEqual(Path(sys.modules["lookup_cwd_hub"].__file__ or "").parent, folder)
+
+    def test_file_path(self) -> None:
+        """--hub path/to/file.py:Class imports that file, relative to the current directory or absolute."""
+        folder = self.folder("lookup_file_hub")
+        self.assertEqual(load_hub(f"{folder}/lookup_file_hub.py:CounterHub").hub_name, "lookup_file_hub")
+        relative = load_hub("./lookup_file_hub.py:CounterHub", directory=str(folder))
+        self.assertEqual(relative.hub_name, "lookup_file_hub")
+
+    def assertHinted(self, spec: str, message: str, hint: str, directory: str | None = None) -> None:
+        with self.assertRaises(HintedUsageError) as caught:
+            load_hub(spec, directory)
+        self.assertEqual((str(caught.exception), caught.exception.hint), (message, hint))
+
+    def test_not_found_says_where_it_looked(self) -> None:
+        """A module found nowhere names the directory searched, and the hint says how to name a file."""
+        folder = self.folder("lookup_other")
+        self.assertHinted(
+            "lookup_absent:CounterHub",
+            f"--hub lookup_absent:CounterHub: no module 'lookup_absent' in {folder} or on sys.path",
+            f"--hub MODULE:CLASS imports MODULE from the directory twistd was started in ({folder}), then from "
+            "sys.path; or name the file: --hub path/to/lookup_absent.py:CounterHub",
+            str(folder),
+        )
+        self.assertHinted(
+            "./absent.py:CounterHub", f"--hub ./absent.py:CounterHub: no file {folder}/absent.py",
+            "give the .py file that defines CounterHub, or module:Class to import a module", str(folder),
+        )
+
+    def test_wrong_names(self) -> None:
+        """A missing class lists the module's hub classes; the base class Hub itself is refused."""
+        folder = self.folder("lookup_names")
+        self.assertHinted(
+            "lookup_names:Counter", "--hub lookup_names:Counter: module 'lookup_names' has no 'Counter'",
+            "its hub classes: CounterHub", str(folder),
+        )
+        self.assertHinted(
+            "lookup_names:Hub", "--hub lookup_names:Hub: 'Hub' is not a Hub subclass in 'lookup_names'",
+            "its hub classes: CounterHub; a hub is a class that derives from twisted_hub.Hub (docs/tutorial.md)",
+            str(folder),
+        )
+
+    def test_a_module_that_fails_says_where(self) -> None:
+        """A module that raises or does not parse is one line naming the file and line; a missing dependency is named."""
+        folder = self.folder("lookup_raises", "x = 1\nraise RuntimeError('no database')\n")
+        with self.assertRaises(HintedUsageError) as raised:
+            load_hub("lookup_raises:CounterHub", str(folder))
+        self.assertEqual(
+            str(raised.exception),
+            "--hub lookup_raises:CounterHub: importing 'lookup_raises' raised RuntimeError: no database "
+            f"({folder}/lookup_raises.py, line 2)",
+        )
+        broken = self.folder("lookup_syntax", "def f(:\n")
+        with self.assertRaises(HintedUsageError) as syntax:
+            load_hub("lookup_syntax:CounterHub", str(broken))
+        self.assertRegex(
+            str(syntax.exception), rf"^--hub lookup_syntax:CounterHub: {broken}/lookup_syntax.py, line 1: SyntaxError: "
+        )
+        needs = self.folder("lookup_needs", "import lookup_not_installed_xyz\n")
+        with self.assertRaises(HintedUsageError) as dependency:
+            load_hub("lookup_needs:CounterHub", str(needs))
+        self.assertEqual(
+            dependency.exception.hint,
+            "lookup_needs imports 'lookup_not_installed_xyz', which is not installed (or not on sys.path)",
+        )
+
+
+class UnderTwistdTests(SynchronousTestCase):
+    """Under twistd, a bad option is two lines (the error and a hint), not the help text."""
+
+    def twistd_error(self, *argv: str) -> str:
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        with self.assertRaises(SystemExit) as caught:
+            ServerOptions().parseOptions(["--nodaemon", "--pidfile=", "hub", *argv])
+        self.assertEqual(out.getvalue(), "")  # no help text
+        text = str(caught.exception.code)
+        self.assertEqual(len(text.splitlines()), 2, text)
+        return text
+
+    def test_bad_hub(self) -> None:
+        """A hub that cannot be imported: the error, then where --hub looks."""
+        text = self.twistd_error("--hub", "nowhere_xyz:CounterHub")
+        first, hint = text.splitlines()
+        self.assertEqual(
+            first, f"twistd hub: --hub nowhere_xyz:CounterHub: no module 'nowhere_xyz' in {os.getcwd()} or on sys.path"
+        )
+        self.assertTrue(hint.startswith("hint: --hub MODULE:CLASS imports MODULE from the directory twistd was started in"))
+
+    def test_unknown_option(self) -> None:
+        """An unknown option gets the generic hint."""
+        self.assertEqual(
+            self.twistd_error("--prot", "8080"),
+            "twistd hub: option --prot not recognized\n"
+            "hint: 'twistd hub --help' lists the options; docs/deploying.md explains them",
+        )
+
+    def test_tls_files(self) -> None:
+        """A missing key, a key of another certificate, a missing certKey: each says which file is wrong."""
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        folder = Path(directory.name)
+        key, cert = write_self_signed(folder)
+        (folder / "other").mkdir()
+        other_key, _ = write_self_signed(folder / "other")
+        for listen, problem in [
+            (f"ssl:0:privateKey={folder}/none.pem:certKey={cert}", f"the private key file {folder}/none.pem does not exist"),
+            (f"ssl:0:privateKey={key}:certKey={folder}/none.pem", f"the certificate file {folder}/none.pem does not exist"),
+            (
+                f"ssl:0:privateKey={other_key}:certKey={cert}",
+                f"the private key {other_key} does not belong to the certificate {cert}",
+            ),
+            (f"ssl:0:privateKey={key}", f"{key} holds no PEM certificate (give certKey=CERT.pem)"),
+            (f"ssl:0:privateKey={cert}:certKey={cert}", f"{cert} holds no PEM private key"),
+        ]:
+            self.assertEqual(
+                self.twistd_error("--listen", listen),
+                f"twistd hub: --listen {listen!r}: {problem}\nhint: {TLS_HINT}",
+            )
+
+    def test_toml_value(self) -> None:
+        """A bad value in the TOML file names the file and the key as written there."""
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        path = Path(directory.name) / "hub.toml"
+        path.write_text('heartbeat_interval = "soon"\n')
+        self.assertEqual(
+            self.twistd_error("--config", str(path)).splitlines()[0],
+            f"twistd hub: {path}: heartbeat_interval: must be a number, got 'soon'",
+        )
+
+    def test_library_use_still_raises(self) -> None:
+        """Options used directly (not under twistd) raise the usage error itself, hint attached."""
+        with self.assertRaises(HintedUsageError) as caught:
+            parse("--hub", "nowhere_xyz:CounterHub")
+        self.assertIn("twistd was started in", caught.exception.hint)

@@ -6,24 +6,33 @@ The command-line client: C{python3 -m twisted_hub} (or C{twisted-hub}).
 
 C{call URL HUB.METHOD ARGS...}: each argument is parsed as JSON when it
 parses (C{1}, C{true}, C{"text"}, C{[1, 2]}, C{{"a": 1}}), else taken as a
-string; a JSON object C{{"$base64": "..."}} is sent as bytes.  The result
+string; a JSON object C{{"$base64": "..."}} is sent as bytes.  C{NAME=VALUE}
+(NAME an identifier) is a keyword argument (C{incr by=3}), after the
+positional ones; quote such text as JSON to send it as a string
+(C{'"by=3"'}).  The result
 is printed as one line of JSON; bytes are printed in that same
 C{{"$base64": "..."}} form.  Exit status: 0 on a result, 1 when the hub
-answered with an error (C{[code] message} on stderr), 2 for bad arguments,
+answered with an error (C{[code] message} on stderr, then the method's
+signature when the arguments did not fit it), 2 for bad arguments,
 3 when the connection or handshake failed or did not complete within
 C{--timeout} (TCP, WebSocket upgrade and the hub's WELCOME together), 4 when
 no answer came in time.
 
 C{call} also takes C{METHOD} alone when the URL names the hub
 (C{call ws://127.0.0.1:8080/hub/echo add 1 2}).  A connection that fails says
-what to do when it can tell (C{ws://} not C{http://}, C{--cafile}, C{wss://}).
+what to do when it can tell (the path C{/hub}, C{ws://} not C{http://},
+C{--cafile}, C{wss://} on a plain port or C{ws://} on a TLS one).
 
 C{listen URL [HUB] [--call 'METHOD ARGS'] [--stdin]}: prints every receiver
 call the server makes as one JSON line (C{{"receiver": "said", "args": [...]}}),
 after making the C{--call}s; with C{--stdin} each line typed is called too
 (results on stderr), so the chat demo works from two terminals:
 C{listen ws://127.0.0.1:8080/hub chat --call 'join lobby ann' --stdin}, then
-type C{say lobby hello}.  C{--count N} / C{--duration S} end it.
+type C{say lobby hello world}.  A line is split into words like a shell
+command line; when it has more words than the method takes positional
+arguments, the last one takes the rest of the line (the server refuses the
+call before running the method, and it is made again with the words joined
+by spaces).  C{--count N} / C{--duration S} end it.
 
 C{watch URL [HUB]}: connects with client heartbeats on and prints one line
 per server heartbeat and per answer to our heartbeats (round trip and clock
@@ -37,6 +46,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -44,8 +54,16 @@ from typing import Any, TextIO
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 
-from ._client import ClientHeartbeatEvent, HubClientOptions, HubClientProtocol, ServerHeartbeatEvent, connect
-from ._errors import CallTimeoutError, DisconnectKind, HandshakeError, HubError
+from ._client import (
+    ClientHeartbeatEvent,
+    HubClientOptions,
+    HubClientProtocol,
+    ServerHeartbeatEvent,
+    connect,
+    hub_url,
+)
+from ._errors import CallTimeoutError, ConnectTimeoutError, DisconnectKind, HandshakeError, HubError
+from ._wire import ErrorCode
 
 EXIT_OK = 0
 EXIT_HUB_ERROR = 1
@@ -63,6 +81,82 @@ def parse_argument(text: str) -> Any:
     except ValueError:
         return text
     return _decode_bytes(value)
+
+
+#: C{NAME=VALUE} with NAME an identifier: a keyword argument.
+_KEYWORD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
+
+
+def parse_arguments(texts: Sequence[str]) -> tuple[list[Any], dict[str, Any]]:
+    """
+    Command-line arguments: C{NAME=VALUE} (NAME an identifier) is a keyword
+    argument, anything else positional; each value is parsed by
+    L{parse_argument}.  Keyword arguments come last.  Text that looks like
+    C{NAME=VALUE} is sent as a positional string when quoted as JSON
+    (C{'"by=3"'}).
+
+    @raise ValueError: a positional argument after a keyword argument, or a
+        keyword given twice.
+    """
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for text in texts:
+        keyword = _KEYWORD.fullmatch(text)
+        if keyword is not None:
+            name, value = keyword.groups()
+            if name in kwargs:
+                raise ValueError(f"keyword argument {name!r} given twice")
+            kwargs[name] = parse_argument(value)
+        elif kwargs:
+            raise ValueError(
+                f"positional argument {text!r} after keyword arguments: put NAME=VALUE arguments last"
+            )
+        else:
+            args.append(parse_argument(text))
+    return args, kwargs
+
+
+def usage_of(error: HubError) -> str | None:
+    """The signature an C{invalid-arguments} answer of the server carries (C{"say(room: str, text: str)"}), if any."""
+    detail = error.detail
+    if error.code != ErrorCode.INVALID_ARGUMENTS or not isinstance(detail, dict):
+        return None
+    signature = detail.get("signature")
+    return signature if isinstance(signature, str) else None
+
+
+def _hub_error_lines(error: HubError, prefix: str = "", keywords: Sequence[str] = ()) -> str:
+    """
+    What C{call} and C{listen} print for a hub error: the error, then its
+    usage (and which words were sent as keyword arguments) or its detail.
+    """
+    usage = usage_of(error)
+    if usage is not None:
+        note = ""
+        if keywords:
+            sent = ", ".join(f"{name}=" for name in keywords)
+            quoted = f"'\"{keywords[0]}=...\"'"
+            note = f"note: {sent} went as keyword arguments; quote text as JSON ({quoted}) to send it as a string\n"
+        return f"error: {prefix}{error}\nusage: {usage}\n{note}"
+    detail = "" if error.detail is None else to_json(error.detail) + "\n"
+    return f"error: {prefix}{error}\n{detail}"
+
+
+def rest_of_line(error: HubError, texts: Sequence[str], args: list[Any]) -> list[Any] | None:
+    """
+    C{listen --stdin}: the arguments again, when the server refused more
+    positional arguments than its method takes, with the words from the
+    method's last positional parameter on joined into that one string (the
+    rest of the line: C{say lobby hello world} says C{"hello world"}).
+    None when that is not what went wrong.
+    """
+    detail = error.detail
+    if usage_of(error) is None or not isinstance(detail, dict):
+        return None
+    most = detail.get("max_positional")
+    if not isinstance(most, int) or isinstance(most, bool) or most < 1 or len(args) <= most:
+        return None
+    return [*args[: most - 1], " ".join(texts[most - 1 : len(args)])]
 
 
 def _decode_bytes(value: Any) -> Any:
@@ -110,19 +204,65 @@ def _endpoint(url: str, cafile: str | None, reactor: Any) -> Any:
     return wrapClientTLS(tls, HostnameEndpoint(reactor, host, parts.port or 443))
 
 
-def connect_hint(url: str, error: BaseException) -> str:
+def connect_hint(url: str, error: BaseException, cafile: str | None = None) -> str:
     """What to do about a failed connection, when we can tell (appended to the error line)."""
     scheme = url.split(":", 1)[0].lower()
     text = f"{error.__class__.__name__} {error}".lower()
     if scheme in ("http", "https"):
         return f" (hub URLs are {'wss' if scheme == 'https' else 'ws'}://..., not {scheme}://...)"
-    if scheme == "wss" and ("ssl" in text or "certificate" in text or "tls" in text):
+    if scheme == "wss" and any(sign in text for sign in _NOT_TLS_SIGNS):
+        return " (that port does not speak TLS: use ws:// for it)"
+    if scheme == "wss" and "certificate" in text:
+        if cafile:
+            return f" (the server's certificate is not signed by --cafile {cafile}: give its own certificate or its CA's)"
         return " (the server's certificate is not trusted: pass --cafile with its PEM, or the CA's)"
-    if scheme == "ws" and ("badstatusline" in text or "wrong version" in text or "invalid http" in text):
-        return " (is the server TLS-only? try wss://)"
+    if scheme == "wss" and ("opening handshake timeout" in text or getattr(error, "stage", None) == "upgrade"):
+        return " (no answer over TLS: if the port serves plain ws://, use ws://)"
+    if scheme == "ws" and any(sign in text for sign in _TLS_PORT_SIGNS):
+        return " (does that port serve TLS? then use wss://)"
     if "connection refused" in text:
         return " (nothing listens there: is the server running, on that port?)"
     return ""
+
+
+#: What a TLS client's error says when the server answered in plain text.
+_NOT_TLS_SIGNS = ("wrong version number", "packet length too long", "record layer failure", "unknown protocol")
+#: What a plain client sees from a TLS port: no HTTP answer at all, or TLS bytes where HTTP was wanted.
+_TLS_PORT_SIGNS = ("peer dropped the tcp connection", "badstatusline", "wrong version", "invalid http")
+
+
+def _refusal_hint(url: str, hub: str | None, error: HandshakeError) -> str:
+    """What to do about an upgrade the server answered with a refusal (404: the path)."""
+    from urllib.parse import urlsplit
+
+    if error.status != 404:
+        return ""
+    parts = urlsplit(url)
+    if not (parts.path.strip("/") if hub else parts.path.rstrip("/").rpartition("/")[0].strip("/")):
+        endpoint = f"{parts.scheme}://{parts.netloc}/hub"
+        return f" (hubs are at a path: try {endpoint}, twistd hub's default --path)"
+    if error.reason.startswith("no hub named"):
+        return " (check the hub name: twistd hub's status page lists the hubs it serves)"
+    return " (no hub endpoint at that path: twistd hub serves /hub/<hub> unless started with --path)"
+
+
+def connect_failure(url: str, hub: str | None, error: BaseException, cafile: str | None = None) -> str:
+    """
+    The line C{call}, C{watch} and C{listen} print when they cannot connect:
+    what went wrong, in words, and what to do when we can tell.
+    """
+    if isinstance(error, ConnectTimeoutError):
+        return f"error: {error}{connect_hint(url, error, cafile)}"
+    if isinstance(error, HandshakeError) and error.status is not None:
+        return f"error: {error}{_refusal_hint(url, hub, error)}"
+    if isinstance(error, HandshakeError):
+        # autobahn's words: connection was closed uncleanly ("SSL error: ... (in )")
+        quoted = re.search(r'"(.*)"', error.reason)
+        what = (quoted.group(1) if quoted else error.reason).replace(" (in )", "")
+        if "peer dropped the TCP connection" in what:
+            what = "the server closed the connection without answering the WebSocket upgrade"
+        return f"error: cannot connect to {hub_url(url, hub)}: {what}{connect_hint(url, error, cafile)}"
+    return f"error: cannot connect to {url}: {error.__class__.__name__}: {error}{connect_hint(url, error, cafile)}"
 
 
 async def run_call(reactor: Any, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -131,28 +271,27 @@ async def run_call(reactor: Any, args: argparse.Namespace, out: TextIO, err: Tex
     if not method:
         err.write(f"error: HUB.METHOD (or METHOD when the URL names the hub) wanted, got {args.target!r}\n")
         return EXIT_USAGE
-    arguments = [parse_argument(a) for a in args.args]
+    try:
+        arguments, keywords = parse_arguments(args.args)
+    except ValueError as e:
+        err.write(f"error: {e}\n")
+        return EXIT_USAGE
     try:
         endpoint = _endpoint(args.url, args.cafile, reactor)
         client = await connect(
             args.url, hub or None, options=HubClientOptions(call_timeout=args.timeout),
             clock=reactor, endpoint=endpoint, timeout=args.timeout,
         )
-    except HandshakeError as e:
-        err.write(f"error: {e}\n")
-        return EXIT_CONNECT
     except Exception as e:  # any failure to connect is reported, with what to do about it
-        err.write(f"error: cannot connect to {args.url}: {e.__class__.__name__}: {e}{connect_hint(args.url, e)}\n")
+        err.write(connect_failure(args.url, hub or None, e, args.cafile) + "\n")
         return EXIT_CONNECT
     try:
-        result = await client.call(method, *arguments)
+        result = await client.invoke(method, arguments, keywords or None)
     except CallTimeoutError as e:
         err.write(f"error: {e}\n")
         return EXIT_TIMEOUT
     except HubError as e:
-        err.write(f"error: {e}\n")
-        if e.detail is not None:
-            err.write(to_json(e.detail) + "\n")
+        err.write(_hub_error_lines(e, keywords=list(keywords)))
         return EXIT_HUB_ERROR
     finally:
         if client.is_connected:
@@ -242,7 +381,7 @@ async def run_watch(reactor: Any, args: argparse.Namespace, out: TextIO, err: Te
             args.url, args.hub, options=options, clock=reactor, endpoint=endpoint, timeout=args.connect_timeout
         )
     except Exception as e:  # any failure to connect is reported, with what to do about it
-        err.write(f"error: cannot connect to {args.url}: {e}{connect_hint(args.url, e)}\n")
+        err.write(connect_failure(args.url, args.hub, e, args.cafile) + "\n")
         return EXIT_CONNECT
     out.write(f"connected: connection {client.connection_id}\n")
     out.flush()
@@ -287,7 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     call.add_argument("url", help="ws:// or wss:// URL of the hub endpoint, e.g. ws://127.0.0.1:8080/hub")
     call.add_argument("target", metavar="HUB.METHOD", help="hub name and method, e.g. echo.echo")
-    call.add_argument("args", nargs="*", metavar="ARG", help="arguments (JSON, or a plain string)")
+    call.add_argument(
+        "args", nargs="*", metavar="ARG",
+        help="arguments (JSON, or a plain string); NAME=VALUE is a keyword argument ('\"a=b\"' is the string a=b)",
+    )
     call.add_argument(
         "--timeout", type=_positive_float, default=10.0,
         help="seconds to connect (the whole handshake; exit 3 past it) and to wait for the result (exit 4) [10]",
@@ -319,7 +461,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--call", action="append", metavar="'METHOD ARG...'",
         help="call this first (repeatable), e.g. --call 'join lobby ann'",
     )
-    listen.add_argument("--stdin", action="store_true", help="also call each line typed on standard input")
+    listen.add_argument(
+        "--stdin", action="store_true",
+        help="also call each line typed on standard input (METHOD ARG...; the last parameter takes the rest of the line)",
+    )
     listen.add_argument("--count", type=_positive_int, help="stop after this many receiver calls")
     listen.add_argument("--duration", type=_positive_float, help="stop after this many seconds")
     listen.add_argument("--timeout", type=_positive_float, default=10.0, help="seconds for connecting and each call [10]")
@@ -380,23 +525,38 @@ async def run_listen(reactor: Any, args: argparse.Namespace, out: TextIO, err: T
             options=HubClientOptions(call_timeout=args.timeout), clock=reactor, endpoint=endpoint,
             timeout=args.timeout,
         )
-    except HandshakeError as e:
-        err.write(f"error: {e}\n")
-        return EXIT_CONNECT
     except Exception as e:  # any failure to connect is reported, with what to do about it
-        err.write(f"error: cannot connect to {args.url}: {e}{connect_hint(args.url, e)}\n")
+        err.write(connect_failure(args.url, args.hub, e, args.cafile) + "\n")
         return EXIT_CONNECT
 
     async def call_line(line: str) -> int:
-        words = shlex.split(line)
+        try:
+            words = shlex.split(line)
+        except ValueError:  # an unbalanced quote, as in "it's": plain words
+            words = line.split()
         if not words:
             return EXIT_OK
+        method, texts = words[0], words[1:]
         try:
-            result = await client.call(words[0], *[parse_argument(w) for w in words[1:]])
+            arguments, keywords = parse_arguments(texts)
+        except ValueError as e:
+            err.write(f"error: {method}: {e}\n")
+            return EXIT_USAGE
+        try:
+            result = await client.invoke(method, arguments, keywords or None)
         except HubError as e:
-            err.write(f"error: {words[0]}: {e}\n")
-            return EXIT_HUB_ERROR
-        err.write(f"{words[0]}: {to_json(result)}\n")
+            # More words than the method takes: the last parameter takes the
+            # rest of the line.  The server refused before running the method.
+            joined = rest_of_line(e, texts, arguments)
+            if joined is None:
+                err.write(_hub_error_lines(e, f"{method}: ", list(keywords)))
+                return EXIT_HUB_ERROR
+            try:
+                result = await client.invoke(method, joined, keywords or None)
+            except HubError as again:
+                err.write(_hub_error_lines(e if usage_of(again) else again, f"{method}: ", list(keywords)))
+                return EXIT_HUB_ERROR
+        err.write(f"{method}: {to_json(result)}\n")
         return EXIT_OK
 
     for line in args.call or []:

@@ -59,13 +59,14 @@ class RequestRules(Protocol[RouteT]):
 
     def origin_allowed(self, request: ConnectionRequest) -> bool: ...
 
-    def route(self, path: str) -> RouteT | None: ...
+    def route(self, path: str, mount: str | None = None) -> RouteT | None: ...
 
 
-def check_request(rules: RequestRules[RouteT], request: ConnectionRequest) -> RouteT | Refusal:
+def check_request(rules: RequestRules[RouteT], request: ConnectionRequest, mount: str | None = None) -> RouteT | Refusal:
     """
     The checks of an upgrade request, in order: its C{Host} (400), our
-    subprotocol offered (400), its C{Origin} (403), a hub at its path (404).
+    subprotocol offered (400), its C{Origin} (403), a hub at its path (404;
+    C{mount} is where the endpoint is mounted, None on a port of its own).
     Return what the path routes to, or the refusal.
     """
     host = request.headers.get("host")
@@ -75,9 +76,10 @@ def check_request(rules: RequestRules[RouteT], request: ConnectionRequest) -> Ro
         return Refusal(400, f"no supported subprotocol offered; this server speaks {SUBPROTOCOL}")
     if not rules.origin_allowed(request):
         return Refusal(403, f"origin {request.origin!r} is not allowed")
-    routed = rules.route(request.path)
+    routed = rules.route(request.path, mount)
     if routed is None:
-        return Refusal(404, f"unknown hub at path {request.path!r}")
+        name = request.path.rstrip("/").rsplit("/", 1)[-1]
+        return Refusal(404, f"no hub named {name[:100]!r} at path {request.path[:200]!r}")
     return routed
 
 

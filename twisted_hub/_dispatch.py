@@ -165,7 +165,7 @@ class CallDispatcher:
             explanation = spec.explain_type_error(args, kwargs)
             if explanation is not None:
                 self._count(invocation.method, ERROR, started)
-                self._fail(call_id, ErrorCode.INVALID_ARGUMENTS, explanation)
+                self._fail(call_id, ErrorCode.INVALID_ARGUMENTS, explanation, spec.usage())
             else:
                 self._count(invocation.method, INTERNAL, started)
                 self._internal_error(call_id, invocation.method, Failure(e))

@@ -70,8 +70,18 @@ _CHECKABLE: dict[Any, tuple[type, ...]] = {
 class InvalidArguments(HubError):
     """The caller's arguments do not fit the method's signature or types."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(ErrorCode.INVALID_ARGUMENTS, message)
+    def __init__(self, message: str, detail: Any = None) -> None:
+        super().__init__(ErrorCode.INVALID_ARGUMENTS, message, detail)
+
+
+class _Shown:
+    """An annotation shown as written (C{str}, not C{'str'}) in a signature text."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +105,8 @@ class HubMethod:
                 if not isinstance(value, types) or (type(value) is bool and bool not in types):
                     raise InvalidArguments(
                         f"{self.name}: argument {name!r} must be {types[0].__name__}, "
-                        f"got {type(value).__name__}"
+                        f"got {type(value).__name__}",
+                        self.usage(),
                     )
         if kwargs:
             for name, value in kwargs.items():
@@ -105,7 +116,8 @@ class HubMethod:
                 ):
                     raise InvalidArguments(
                         f"{self.name}: argument {name!r} must be {keyword_types[0].__name__}, "
-                        f"got {type(value).__name__}"
+                        f"got {type(value).__name__}",
+                        self.usage(),
                     )
 
     def explain_type_error(self, args: list[Any], kwargs: dict[str, Any] | None) -> str | None:
@@ -119,6 +131,28 @@ class HubMethod:
         except TypeError as e:
             return f"{self.name}: {e}"
         return None
+
+    def usage(self) -> dict[str, Any]:
+        """
+        The detail of an C{invalid-arguments} answer about this method: its
+        C{signature} as text (C{"say(room: str, text: str)"}; defaults shown
+        as C{…}, never their values) and C{max_positional}, the most
+        positional arguments it takes (None with C{*args}).
+        """
+        parameters = []
+        max_positional: int | None = 0
+        for parameter in list(self.signature.parameters.values())[1:]:  # skip self
+            annotation = parameter.annotation
+            if annotation is not parameter.empty:
+                annotation = _Shown(annotation.__name__ if isinstance(annotation, type) else str(annotation))
+            default = parameter.default if parameter.default is parameter.empty else _Shown("…")
+            parameters.append(parameter.replace(annotation=annotation, default=default))
+            if parameter.kind is parameter.VAR_POSITIONAL:
+                max_positional = None
+            elif max_positional is not None and parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+                max_positional += 1
+        shown = inspect.Signature(parameters)
+        return {"signature": f"{self.name}{shown}", "max_positional": max_positional}
 
 
 @overload

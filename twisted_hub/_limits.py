@@ -211,6 +211,15 @@ def _log_prefix(wrapped: object) -> str:
     return wrapped.__class__.__name__
 
 
+#: The first byte of a TLS ClientHello (a handshake record); no HTTP request starts with it.
+TLS_HANDSHAKE_RECORD = b"\x16"
+_NOT_TLS_TEXT = b"This port speaks plain HTTP and ws://, not TLS: use http:// or ws:// URLs.\n"
+_NOT_TLS_ANSWER = (
+    b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_NOT_TLS_TEXT), _NOT_TLS_TEXT)
+)
+
+
 class GuardedConnection(ProtocolWrapper):
     """One connection accepted through a L{ConnectionGuard}."""
 
@@ -220,6 +229,7 @@ class GuardedConnection(ProtocolWrapper):
         super().__init__(factory, wrappedProtocol)
         self.peer_address = peer
         self._deadline: IDelayedCall | None = None
+        self._first_data = True
 
     def makeConnection(self, transport: Any) -> None:
         limits = self.factory.limits
@@ -228,6 +238,18 @@ class GuardedConnection(ProtocolWrapper):
 
     def logPrefix(self) -> str:
         return _log_prefix(self.wrappedProtocol)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._first_data:
+            self._first_data = False
+            if data[:1] == TLS_HANDSHAKE_RECORD:
+                # A TLS client (https://, wss://) on a plain port: answer in
+                # plain HTTP at once, which its TLS library reports as "wrong
+                # version number" now rather than after a timeout.
+                self.transport.write(_NOT_TLS_ANSWER)  # type: ignore[union-attr]
+                self.transport.loseConnection()  # type: ignore[union-attr]
+                return
+        ProtocolWrapper.dataReceived(self, data)
 
     def _deadline_passed(self) -> None:
         self._deadline = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.internet.interfaces import IReactorTime
@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from ._base_error import HubArgumentError
 from ._heartbeat import HeartbeatPolicy
-from ._server import HubServerFactory, HubSpec
+from ._server import HubServerFactory, HubServerProtocol, HubSpec
 
 _UPGRADE_REQUIRED = (
     b"This is a twisted-hub WebSocket endpoint (subprotocol twisted-hub.v1): "
@@ -65,7 +65,24 @@ class HubResource(WebSocketResource):
             request.setHeader(b"upgrade", b"websocket")
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return _UPGRADE_REQUIRED
-        return WebSocketResource.render(self, request)
+        # The connection learns where the endpoint is mounted: with one hub,
+        # the mount path reaches it, and a wrong name below it is refused.
+        mount = "/" + "/".join(segment.decode("utf-8", "replace") for segment in request.prepath or [])
+        return WebSocketResource(_Mounted(self.factory, mount)).render(request)
+
+
+class _Mounted:
+    """What L{WebSocketResource.render} asks of a factory, building protocols that know their mount path."""
+
+    def __init__(self, factory: HubServerFactory, mount: str) -> None:
+        self._factory = factory
+        self._mount = mount
+
+    def buildProtocol(self, address: Any) -> HubServerProtocol | None:
+        protocol = cast("HubServerProtocol | None", self._factory.buildProtocol(address))
+        if protocol is not None:
+            protocol.mount_path = self._mount
+        return protocol
 
 
 def _policy_text(policy: HeartbeatPolicy) -> str:

@@ -97,6 +97,9 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
     factory: HubServerFactory
     #: the connection's session, once its request reached a hub
     session: ServerSession | None = None
+    #: the path the hub endpoint is mounted at, when a L{HubResource} serves
+    #: it (C{/hub}); None on a port of its own
+    mount_path: str | None = None
 
     # -- accepting: limits and handshake deadline (_admission.HandshakeWatch) --
     def connectionMade(self) -> None:
@@ -132,7 +135,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
 
     # -- handshake ------------------------------------------------------------
     def onConnect(self, request: ConnectionRequest) -> Any:
-        routed = OVER_CAPACITY if self.watch.refused else check_request(self.factory, request)
+        routed = OVER_CAPACITY if self.watch.refused else check_request(self.factory, request, self.mount_path)
         if isinstance(routed, Refusal):
             raise ConnectionDeny(routed.status, routed.reason)
         self.session = ServerSession(self, self.factory, routed, request, self.output)
@@ -277,7 +280,9 @@ class HubServerFactory(WebSocketServerFactory):
     @param hubs: hub classes (one instance per connection), or
         C{functools.partial(HubClass, dependency, ...)} to give each instance
         its dependencies; each is reached at C{ws://host/<path>/<hub_name>}.
-        With one hub, any path reaches it.
+        With one hub, the endpoint's own path reaches it too: any path on a
+        port of its own; below a L{HubResource} at C{/hub}, C{/hub} itself
+        (C{/hub/nosuch} is refused with 404).
     @param clock: time source and timer host (default: the global reactor,
         resolved when first needed); autobahn is given it as its reactor.
         C{reactor=} is a deprecated name for it.
@@ -432,12 +437,18 @@ class HubServerFactory(WebSocketServerFactory):
         prepared: PreparedMessage = self.prepareMessage(payload, isBinary=True)
         return prepared
 
-    def route(self, path: str) -> HubRuntime[ServerSession] | None:
-        """The hub a request path reaches: its last segment names it."""
+    def route(self, path: str, mount: str | None = None) -> HubRuntime[ServerSession] | None:
+        """
+        The hub a request path reaches: its last segment names it.  With one
+        hub, the endpoint's own path reaches it too: any path on a port of its
+        own (C{mount} None), else C{mount} itself, but not a name below it
+        that is not the hub's (C{/hub/nosuch}).
+        """
         name = path.rstrip("/").rsplit("/", 1)[-1]
         runtime = self.runtimes.get(name)
         if runtime is None and len(self.runtimes) == 1:
-            return next(iter(self.runtimes.values()))
+            if mount is None or path.rstrip("/") == mount.rstrip("/"):
+                return next(iter(self.runtimes.values()))
         return runtime
 
     def host_allowed(self, host_header: str | None) -> bool:

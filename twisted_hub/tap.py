@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import errno
 import importlib
+import os
+import re
 import sys
 import tomllib
 from collections.abc import Callable, Mapping
@@ -66,21 +68,138 @@ _SINGLE = (
 _FLAGS = ("no-status", "no-ping-fallback", "metrics", "static-listing")
 
 
-def load_hub(spec: str) -> type[Hub]:
-    """Import C{module:Class} and check it is a hub class."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise usage.UsageError(f"--hub wants module:Class, got {spec!r}")
+class HintedUsageError(usage.UsageError):
+    """
+    A usage error of C{twistd hub} with a one-line hint of what to do about
+    it; C{twistd hub} prints the two lines instead of its whole help.
+    """
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+#: The hint of a usage error that has no better one.
+DEFAULT_HINT = "'twistd hub --help' lists the options; docs/deploying.md explains them"
+
+_HUB_HINT_TEMPLATE = (
+    "--hub MODULE:CLASS imports MODULE from the directory twistd was started in ({directory}), "
+    "then from sys.path; or name the file: --hub path/to/{stem}.py:{attribute}"
+)
+
+
+def _search_first(directory: str) -> None:
+    """Put C{directory} (absolute) first on C{sys.path}, as C{python3 -m} puts the current directory."""
+    folder = os.path.abspath(directory)
+    if folder not in (os.path.abspath(entry or os.curdir) for entry in sys.path):
+        sys.path.insert(0, folder)
+    importlib.invalidate_caches()  # files written since the import system last listed the folder
+
+
+def load_hub(spec: str, directory: str | None = None) -> type[Hub]:
+    """
+    Import C{module:Class} or C{path/to/file.py:Class} and check it is a hub class.
+
+    A module is looked for in C{directory} first (default: the current
+    directory, the one C{twistd} was started in), then on C{sys.path}: the
+    directory is put first on C{sys.path}, as C{python3 -m} does, so the
+    module's own imports of its neighbours work too.  A file is imported as
+    the module named after it, with its folder first on C{sys.path}.
+
+    @raise HintedUsageError: the spec is malformed, the module cannot be
+        imported (not found, or it raised), or the name is not a hub class.
+    """
+    target, colon, attribute = spec.rpartition(":")
+    if not colon or not target or not attribute:
+        raise HintedUsageError(
+            f"--hub wants module:Class, got {spec!r}",
+            "e.g. --hub counterhub:CounterHub for the class CounterHub in counterhub.py",
+        )
+    base = os.path.abspath(directory if directory is not None else os.curdir)
+    if target.endswith(".py") or "/" in target or os.sep in target:
+        module_name = _search_file(spec, os.path.join(base, target), attribute)
+    else:
+        module_name = target
+        _search_first(base)
+    stem = module_name.rpartition(".")[2]
     try:
         module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise usage.UsageError(f"--hub {spec}: cannot import {module_name!r}: {e}") from None
+    except ModuleNotFoundError as e:
+        missing = e.name or ""
+        if missing == module_name or module_name.startswith(missing + "."):
+            raise HintedUsageError(
+                f"--hub {spec}: no module {module_name!r} in {base} or on sys.path",
+                _HUB_HINT_TEMPLATE.format(directory=base, stem=stem, attribute=attribute),
+            ) from None
+        raise HintedUsageError(
+            f"--hub {spec}: importing {module_name!r} failed: {e}",
+            f"{module_name} imports {missing!r}, which is not installed (or not on sys.path)",
+        ) from None
+    except SyntaxError as e:
+        raise HintedUsageError(
+            f"--hub {spec}: {e.filename}, line {e.lineno}: SyntaxError: {e.msg}", "fix the module and start again"
+        ) from None
+    except Exception as e:  # the module itself raised while importing: say where, once
+        raise HintedUsageError(
+            f"--hub {spec}: importing {module_name!r} raised {e.__class__.__name__}: {e}{_where(e)}",
+            f"python3 -c 'import {module_name}' (in {base}) shows the whole traceback",
+        ) from None
     hub_class = getattr(module, attribute, None)
+    hubs_there = sorted(
+        name for name, value in vars(module).items()
+        if isinstance(value, type) and issubclass(value, Hub) and value is not Hub
+    )
+    found = f"its hub classes: {', '.join(hubs_there)}" if hubs_there else "it defines no Hub subclass"
     if hub_class is None:
-        raise usage.UsageError(f"--hub {spec}: module {module_name!r} has no {attribute!r}")
-    if not (isinstance(hub_class, type) and issubclass(hub_class, Hub)):
-        raise usage.UsageError(f"--hub {spec}: {attribute!r} is not a Hub subclass in {module_name!r}")
+        raise HintedUsageError(f"--hub {spec}: module {module_name!r} has no {attribute!r}", found)
+    if not (isinstance(hub_class, type) and issubclass(hub_class, Hub)) or hub_class is Hub:
+        raise HintedUsageError(
+            f"--hub {spec}: {attribute!r} is not a Hub subclass in {module_name!r}",
+            f"{found}; a hub is a class that derives from twisted_hub.Hub (docs/tutorial.md)",
+        )
     return hub_class
+
+
+def _search_file(spec: str, path: str, attribute: str) -> str:
+    """C{--hub path/to/file.py:Class}: put the file's folder first on C{sys.path}; return its module name."""
+    path = os.path.normpath(path)
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "__init__.py")):
+        folder, module_name = os.path.split(path)
+    else:
+        folder, file_name = os.path.split(path)
+        module_name, extension = os.path.splitext(file_name)
+        if extension != ".py" or not os.path.isfile(path):
+            raise HintedUsageError(
+                f"--hub {spec}: no file {path}",
+                f"give the .py file that defines {attribute}, or module:Class to import a module",
+            )
+    if not module_name.isidentifier():
+        raise HintedUsageError(
+            f"--hub {spec}: {module_name!r} cannot be a module name",
+            "rename the file to a Python identifier (letters, digits, _)",
+        )
+    loaded = sys.modules.get(module_name)
+    loaded_from = getattr(loaded, "__file__", None)
+    if loaded is not None and (
+        loaded_from is None or os.path.dirname(os.path.abspath(loaded_from)) not in (folder, path)
+    ):
+        raise HintedUsageError(
+            f"--hub {spec}: another module named {module_name!r} is imported already ({loaded_from or 'built in'})",
+            "rename the file",
+        )
+    _search_first(folder)
+    return module_name
+
+
+def _where(error: BaseException) -> str:
+    """C{" (file, line N)"}: the innermost frame of an exception's traceback, or nothing."""
+    import traceback
+
+    frames = traceback.extract_tb(error.__traceback__)
+    own = [frame for frame in frames if "importlib" not in frame.filename]
+    if not own:
+        return ""
+    return f" ({own[-1].filename}, line {own[-1].lineno})"
 
 
 def _positive(name: str, value: str) -> float:
@@ -116,8 +235,48 @@ def check_listen(description: str) -> str:
     try:
         serverFromString(MemoryReactor(), description)
     except Exception as e:  # ValueError, KeyError, OSError (ssl files), SSL errors...
-        raise usage.UsageError(f"--listen {description!r}: {e.__class__.__name__}: {e}") from None
+        if description.split(":", 1)[0].strip().lower() == "ssl":
+            problem = _tls_problem(description, e)
+            raise HintedUsageError(f"--listen {description!r}: {problem}", TLS_HINT) from None
+        raise HintedUsageError(
+            f"--listen {description!r}: {e.__class__.__name__}: {e}",
+            "e.g. --listen tcp:8080:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem, unix:/run/hub.sock",
+        ) from None
     return description
+
+
+#: The hint of a bad C{ssl:} listen description.
+TLS_HINT = (
+    "ssl: wants privateKey=KEY.pem:certKey=CERT.pem, PEM files (relative paths are from the directory "
+    "twistd was started in); see docs/deploying.md, 'TLS without a proxy'"
+)
+
+
+def _tls_problem(description: str, error: Exception) -> str:
+    """What is wrong with the key and certificate files of an C{ssl:} description, in words."""
+    fields = [field.replace("\\:", ":") for field in re.split(r"(?<!\\):", description)[1:]]
+    settings = dict(field.split("=", 1) for field in fields if "=" in field)
+    key = settings.get("privateKey")
+    certificate = settings.get("certKey") or key or "server.pem"
+    if key is None:
+        if not os.path.exists("server.pem"):
+            return "no privateKey= given (and no server.pem in the current directory)"
+        key = "server.pem"
+    for what, name in (("private key", key), ("certificate", certificate)):
+        if not os.path.isfile(name):
+            return f"the {what} file {name} does not exist"
+        try:
+            with open(name, "rb") as f:
+                text = f.read()
+        except OSError as e:
+            return f"cannot read the {what} file {name}: {e.strerror or e}"
+        marker = b"PRIVATE KEY-----" if what == "private key" else b"-----BEGIN CERTIFICATE-----"
+        if marker not in text:
+            missing = "" if "certKey" in settings or what == "private key" else " (give certKey=CERT.pem)"
+            return f"{name} holds no PEM {what}{missing}"
+    if "not match" in str(error).lower():
+        return f"the private key {key} does not belong to the certificate {certificate}"
+    return f"{error.__class__.__name__}: {error}"
 
 
 def _count(name: str, value: str) -> int | None:
@@ -141,6 +300,11 @@ def read_config(path: str) -> dict[str, Any]:
     C{hubs} and C{allowed-origins} are accepted for the lists, and
     underscores for dashes.
     """
+    return _read_config(path)[0]
+
+
+def _read_config(path: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """L{read_config}, and the key each option was written as in the file (C{hubs}, C{heartbeat_interval})."""
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -149,10 +313,12 @@ def read_config(path: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         raise usage.UsageError(f"--config {path}: not valid TOML: {e}") from None
     settings: dict[str, Any] = {}
+    written_as: dict[str, str] = {}
     aliases = {"hubs": "hub", "allowed-origins": "allowed-origin", "allowed-hosts": "allowed-host"}
     for raw_key, value in data.items():
         key = raw_key.replace("_", "-")
         key = aliases.get(key, key)
+        written_as[key] = raw_key
         if key in _REPEATABLE:
             values = value if isinstance(value, list) else [value]
             settings[key] = [_toml_scalar(raw_key, v, path) for v in values]
@@ -164,8 +330,8 @@ def read_config(path: str) -> dict[str, Any]:
             settings[key] = value
         else:
             known = ", ".join(sorted([*_SINGLE, *_REPEATABLE, *_FLAGS]))
-            raise usage.UsageError(f"--config {path}: unknown setting {raw_key!r} (known: {known})")
-    return settings
+            raise HintedUsageError(f"--config {path}: unknown setting {raw_key!r}", f"the settings: {known}")
+    return settings, written_as
 
 
 class Options(usage.Options):
@@ -236,7 +402,7 @@ class Options(usage.Options):
         self["listen"].append(description)
 
     def opt_hub(self, spec: str) -> None:
-        """Serve the hub class module:Class (repeatable; default: the demo hubs echo and chat)."""
+        """Serve module:Class (module from the current directory, then sys.path) or file.py:Class; repeatable [echo, chat]."""
         self._hub_specs.append(spec)
 
     def opt_allowed_origin(self, origin: str) -> None:
@@ -251,26 +417,65 @@ class Options(usage.Options):
         """Serve the files of a folder beside the hub (repeatable): DIR at /, or PREFIX=DIR (/app=build)."""
         self["static"].append(value)
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Parse and check every option.  Run by C{twistd} (as its C{hub}
+        command), a bad one ends twistd with two lines, the error and a hint,
+        instead of the whole help text followed by the error; used directly,
+        it raises L{usage.UsageError}.
+        """
+        try:
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError as e:
+            if self.parent is None:
+                raise
+            raise SystemExit(twistd_error_text(e)) from None
+
     def postOptions(self) -> None:
-        file_settings = read_config(self["config"]) if self["config"] else {}
+        self._from_file: dict[str, str] = {}
+        try:
+            self._post_options()
+        except usage.UsageError as e:
+            raise self._in_config_file(e) from None
+
+    def _in_config_file(self, error: usage.UsageError) -> usage.UsageError:
+        """An error about an option whose value came from the TOML file, told as the file's key and value."""
+        message = str(error)
+        hint = getattr(error, "hint", DEFAULT_HINT)
+        named = re.match(r"--([a-z-]+)", message)
+        if named is None or named.group(1) not in self._from_file:
+            return error
+        rest = message[named.end():]
+        if rest.startswith((" ", ":")):
+            rest = rest.lstrip(": ")
+        else:
+            rest = message
+        return HintedUsageError(f"{self['config']}: {self._from_file[named.group(1)]}: {rest}", hint)
+
+    def _post_options(self) -> None:
+        file_settings, written_as = _read_config(self["config"]) if self["config"] else ({}, {})
+
+        def from_file(name: str) -> Any:
+            self._from_file[name] = written_as[name]
+            return file_settings[name]
         if self["listen"] or self["port"] is not None:
             # Where to listen is one setting: the command line's replaces the file's.
             file_settings.pop("listen", None)
             file_settings.pop("port", None)
         for name in _SINGLE:
             if self[name] is None and name in file_settings:
-                self[name] = file_settings[name]
-        if not self._hub_specs:
-            self._hub_specs = list(file_settings.get("hub", []))
-        if not self["allowed-origins"]:
-            self["allowed-origins"] = list(file_settings.get("allowed-origin", []))
-        if not self["allowed-hosts"]:
-            self["allowed-hosts"] = list(file_settings.get("allowed-host", []))
-        if not self["static"]:
-            self["static"] = list(file_settings.get("static", []))
+                self[name] = from_file(name)
+        if not self._hub_specs and "hub" in file_settings:
+            self._hub_specs = list(from_file("hub"))
+        if not self["allowed-origins"] and "allowed-origin" in file_settings:
+            self["allowed-origins"] = list(from_file("allowed-origin"))
+        if not self["allowed-hosts"] and "allowed-host" in file_settings:
+            self["allowed-hosts"] = list(from_file("allowed-host"))
+        if not self["static"] and "static" in file_settings:
+            self["static"] = list(from_file("static"))
         for flag in _FLAGS:
-            if not self[flag]:
-                self[flag] = bool(file_settings.get(flag, False))
+            if not self[flag] and flag in file_settings:
+                self[flag] = bool(from_file(flag))
         if self["metrics"]:
             try:
                 import prometheus_client  # noqa: F401
@@ -278,8 +483,8 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     "--metrics needs prometheus-client: pip install 'twisted-hub[metrics]'"
                 ) from None
-        if not self["listen"]:
-            self["listen"] = list(file_settings.get("listen", []))
+        if not self["listen"] and "listen" in file_settings:
+            self["listen"] = list(from_file("listen"))
         self._check_listen()
         self._check_path()
         self._check_heartbeat()
@@ -453,6 +658,11 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(f"--redis: {e}") from None
         self["redis-lease"] = DEFAULT_LEASE if lease is None else _positive("redis-lease", lease)
+
+
+def twistd_error_text(error: usage.UsageError) -> str:
+    """What C{twistd hub} prints for a usage error: the error, then a one-line hint."""
+    return f"twistd hub: {error}\nhint: {getattr(error, 'hint', DEFAULT_HINT)}"
 
 
 def _static_prefix(value: str) -> str:
