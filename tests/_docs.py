@@ -108,6 +108,8 @@ RUN_BY: dict[tuple[str, str], str] = {
     },
     ("docs/javascript.md", "mount"): "tests/test_static.py::DocsMountExampleTests::test_mount_example",
     ("docs/scaling.md", "scale-factory"): "tests/test_scaling_docs.py::DocumentTests::test_factory_example",
+    ("docs/tutorial.md", "counterhub.py"): "tests/test_tutorial.py::test_the_tutorial_as_written",
+    ("docs/tutorial.md", "counter_client.py"): "tests/test_tutorial.py::test_the_tutorial_as_written",
     ("docs/testing.md", "chat.py"): "tests/test_docs_testing.py::TestingDocTests::test_trial_example",
     ("docs/testing.md", "test_chat.py"): "tests/test_docs_testing.py::TestingDocTests::test_trial_example",
     ("docs/testing.md", "test_chat_pytest.py"): "tests/test_docs_testing.py::TestingDocTests::test_pytest_example",
