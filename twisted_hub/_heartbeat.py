@@ -89,9 +89,11 @@ class HeartbeatPolicy:
         is declared gone, counted from the oldest unanswered heartbeat.
         None: never disconnect (latency is still measured).
     @ivar metadata_provider: server only; called once per tick.
-    @ivar any_traffic_counts: treat any inbound data received since the
-        oldest unanswered heartbeat as a sign of life (useful when answers
-        can queue behind bulk data).
+    @ivar any_traffic_counts: treat any data received from the peer since
+        the oldest unanswered heartbeat as a sign of life: for a peer that
+        keeps sending while its answers are delayed.  It does not cover
+        answers queued behind our own output (the peer then sends nothing);
+        "progress counts as life" does, always on (L{HeartbeatTracker}).
     @ivar stall_grace: when our own reactor was stalled right before a
         timeout fired, give the peer one more exchange before disconnecting.
     @ivar ping_fallback: server only; connections whose client did not
@@ -181,6 +183,10 @@ class HeartbeatVerdict(enum.Enum):
     #: the deadline passed right after our own event loop stalled: the
     #: answers may be unread in our socket buffer, so one more timeout
     GRACE = "grace"
+    #: no answer within the timeout, but the peer is taking the data we
+    #: queued for it (our heartbeat waits behind that data): alive, until
+    #: a timeout passes without progress
+    PROGRESSING = "progressing"
     #: no sign of life within the timeout of the oldest unanswered heartbeat
     TIMED_OUT = "timed-out"
 
@@ -206,10 +212,26 @@ class HeartbeatTracker:
     answer arrives within C{timeout} of it.  So answers may arrive after
     later heartbeats have left: any round trip shorter than the timeout is
     tolerated, whatever the interval.
+
+    Progress counts as life: a heartbeat queued behind a backlog of our own
+    output (a large result on a slow link) is answered only once the peer
+    has taken everything before it.  So while such a backlog is being
+    consumed the peer is alive: the adapter samples how much it wrote
+    toward the peer and how much of that is still queued on our side
+    (L{sample_output}); a sample that finds the peer took more than at the
+    previous sample, while something was queued then, is progress, and the
+    deadline is at least C{timeout} after the peer was last known to be
+    consuming (L{progress_at}).  The adapters sample at least once per
+    heartbeat interval while a heartbeat is unanswered, so a peer that stops
+    consuming (frozen, gone) is dropped within interval + timeout of its
+    last progress, which comes once every buffer between us is full.
+    Without a backlog nothing is learned: a frozen peer's kernel still
+    takes the few bytes of a heartbeat.
     """
 
     __slots__ = ("newest_sequence", "timeout_started_at", "latency", "acks", "grace_until", "grace_used",
-                 "_unanswered", "_answered_through", "_first_sequence")
+                 "progress_at", "timeouts_avoided", "_unanswered", "_answered_through", "_first_sequence",
+                 "_taken", "_backlog", "_sampled_at", "_excused")
 
     def __init__(self) -> None:
         self.newest_sequence: int | None = None
@@ -223,9 +245,22 @@ class HeartbeatTracker:
         #: the grace was given and no answer came since
         self.grace_used = False
         # (sequence, sent at) of unanswered heartbeats, oldest first
+        #: when the peer was last known to be taking queued data (the time of
+        #: the sample before the one that showed it), or None
+        self.progress_at: float | None = None
+        #: deadlines passed with the peer making progress (each unanswered
+        #: heartbeat counted once): the timeouts "progress counts as life" avoided
+        self.timeouts_avoided = 0
         self._unanswered: list[tuple[int, float]] = []
         self._answered_through: int | None = None
         self._first_sequence = 0
+        # the most the peer had taken at any sample (None: no sample yet),
+        # and what was still queued at the previous sample
+        self._taken: int | None = None
+        self._backlog = 0
+        self._sampled_at = 0.0
+        # the current oldest unanswered heartbeat was already counted in timeouts_avoided
+        self._excused = False
 
     def sent(self, sequence: int, now: float) -> bool:
         """Record a send; return True when it started a new timeout."""
@@ -268,6 +303,7 @@ class HeartbeatTracker:
             del unanswered[:cleared]
         self.timeout_started_at = unanswered[0][1] if unanswered else None
         self.grace_used = False
+        self._excused = False
         self.acks += 1
         if sent_at is None:
             return None
@@ -290,6 +326,41 @@ class HeartbeatTracker:
         if self.timeout_started_at is not None and self.timeout_started_at <= at:
             self.timeout_started_at = unanswered[0][1] if unanswered else None
             self.grace_used = False
+            self._excused = False
+
+    def sample_output(self, now: float, written: int, queued: int | None) -> bool:
+        """
+        A sample of our output toward the peer at C{now}: C{written} bytes
+        handed to the transport so far (never decreasing), C{queued} of
+        them still on our side (the transport's buffer and, where the OS
+        tells, the socket's unacknowledged bytes; None: unknown, the
+        sample is ignored).  Return True when it shows progress: the peer
+        took more than at any earlier sample while something was queued at
+        the previous one.
+
+        Progress seen now happened at some moment since the previous
+        sample, so the peer is known alive only at that sample's time:
+        that is what L{progress_at} becomes.  The peer is therefore seen
+        alive at most one sampling gap late, and a timeout longer than the
+        gap between samples is needed to see it at all.
+
+        An estimate of C{queued} may be too high (bytes added below us,
+        such as TLS records, counted as queued) but must not be too low:
+        too high only hides progress.
+        """
+        if queued is None:
+            return False
+        taken = written - queued
+        best, backlog, previous = self._taken, self._backlog, self._sampled_at
+        self._backlog = queued
+        self._sampled_at = now
+        if best is None or taken > best:
+            self._taken = taken
+            if best is not None and backlog > 0:
+                if self.progress_at is None or previous > self.progress_at:
+                    self.progress_at = previous
+                return True
+        return False
 
     def deadline(self, timeout: float | None) -> float | None:
         """When the peer is declared gone unless an answer comes (None: never)."""
@@ -297,6 +368,9 @@ class HeartbeatTracker:
         if started is None or timeout is None:
             return None
         deadline = started + timeout
+        progress = self.progress_at
+        if progress is not None and progress + timeout > deadline:
+            deadline = progress + timeout
         return deadline if deadline > self.grace_until else self.grace_until
 
     def check(
@@ -304,7 +378,7 @@ class HeartbeatTracker:
     ) -> HeartbeatVerdict:
         """
         The verdict at C{now}, under C{policy} (its timeout, C{any_traffic_counts}
-        and C{stall_grace}).
+        and C{stall_grace}), and the peer's progress (L{sample_output}).
 
         @param last_received: when anything last arrived from the peer.
         @param last_stall_at: when our own event loop was last seen stalled
@@ -321,7 +395,13 @@ class HeartbeatTracker:
         deadline = self.deadline(policy.timeout)
         assert deadline is not None
         if now < deadline - _DEADLINE_SLACK:
-            return HeartbeatVerdict.WAITING
+            if now < max(started + policy.timeout, self.grace_until) - _DEADLINE_SLACK:
+                return HeartbeatVerdict.WAITING
+            # Only the peer's progress holds the deadline back.
+            if not self._excused:
+                self._excused = True
+                self.timeouts_avoided += 1
+            return HeartbeatVerdict.PROGRESSING
         if policy.stall_grace and not self.grace_used and last_stall_at is not None and last_stall_at > started:
             # Our own loop was stalled while we waited: the answers may be
             # sitting unread in the socket buffer.  One more timeout first.
@@ -343,6 +423,10 @@ class HeartbeatTracker:
         self._unanswered.clear()
         self.grace_until = 0.0
         self.grace_used = False
+        self.progress_at = None
+        self._taken = None
+        self._backlog = 0
+        self._excused = False
 
 
 @dataclass(frozen=True, slots=True)
