@@ -69,6 +69,8 @@ class FakeTransport:
     raw: list[bytes] = field(default_factory=list)
     closes: list[tuple[int, str, bool]] = field(default_factory=list)
     aborted: int = 0
+    #: what queued_bytes reports (None: the transport cannot tell)
+    queued: int | None = None
 
     def send_frame(self, payload: bytes) -> None:
         assert self.can_send, "the session sent a frame on a transport that cannot send"
@@ -90,6 +92,12 @@ class FakeTransport:
     def abort(self) -> None:
         self.aborted += 1
         self.can_send = False
+
+    def queued_bytes(self) -> int | None:
+        return self.queued
+
+    def receiving(self) -> tuple[int, bool]:
+        return 0, False
 
     def messages(self) -> list[Message]:
         """Every message of every frame sent so far, in order."""

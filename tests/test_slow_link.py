@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_hub import DisconnectKind, Hub
+from twisted_hub._connection import receiver_call_payload
 from twisted_hub._heartbeat import HeartbeatPolicy, HeartbeatTracker, HeartbeatVerdict
+from twisted_hub.testing import HubTestServer, TestConnection
 
 POLICY = HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0)
 #: the bound for a peer that stops consuming: interval + timeout after its last progress
@@ -28,18 +31,18 @@ class SampleOutputTests(SynchronousTestCase):
         self.assertFalse(tracker.sample_output(1.0, 1_000_000, 10))
         self.assertIsNone(tracker.progress_at)
 
-    def test_draining_backlog_is_progress_at_the_previous_sample(self) -> None:
-        """A backlog that shrank between samples is progress, dated at the earlier sample (known alive then)."""
+    def test_draining_backlog_is_progress(self) -> None:
+        """A backlog that shrank between samples is progress, seen at the sample that shows it."""
         tracker = HeartbeatTracker()
         tracker.sample_output(1.0, 900_000, 800_000)
         self.assertTrue(tracker.sample_output(2.0, 900_000, 600_000))
-        self.assertEqual(tracker.progress_at, 1.0)
+        self.assertEqual(tracker.progress_at, 2.0)
         # More written and still taken: written 1.8 MB, 1.0 MB queued -> taken 800 kB > 300 kB.
         self.assertTrue(tracker.sample_output(3.0, 1_800_000, 1_000_000))
-        self.assertEqual(tracker.progress_at, 2.0)
+        self.assertEqual(tracker.progress_at, 3.0)
 
     def test_no_backlog_no_progress(self) -> None:
-        """With nothing queued at the previous sample, bytes taken since (a heartbeat a frozen peer's kernel took) prove nothing."""
+        """Nothing queued at the previous sample: bytes taken since (a heartbeat a frozen peer's kernel took) prove nothing."""
         tracker = HeartbeatTracker()
         tracker.sample_output(1.0, 1_000, 0)
         self.assertFalse(tracker.sample_output(2.0, 1_030, 0))
@@ -61,7 +64,7 @@ class SampleOutputTests(SynchronousTestCase):
         self.assertFalse(tracker.sample_output(2.0, 1_000, 600))  # 400: queued overestimated
         self.assertFalse(tracker.sample_output(3.0, 1_000, 500))  # back to 500
         self.assertTrue(tracker.sample_output(4.0, 1_000, 499))
-        self.assertEqual(tracker.progress_at, 3.0)
+        self.assertEqual(tracker.progress_at, 4.0)
 
     def test_unknown_queue_is_ignored(self) -> None:
         """A transport that cannot tell what is queued gives no sample at all."""
@@ -69,7 +72,19 @@ class SampleOutputTests(SynchronousTestCase):
         tracker.sample_output(1.0, 1_000, 500)
         self.assertFalse(tracker.sample_output(2.0, 1_000, None))
         self.assertTrue(tracker.sample_output(3.0, 1_000, 100))
-        self.assertEqual(tracker.progress_at, 1.0)
+        self.assertEqual(tracker.progress_at, 3.0)
+
+    def test_a_new_wait_starts_afresh(self) -> None:
+        """Once every beat is answered the samples are forgotten: consumption long before a new wait is not progress in it."""
+        tracker = HeartbeatTracker()
+        tracker.sent(1, 10.0)
+        tracker.sample_output(11.0, 1_000_000, 900_000)
+        tracker.sample_output(12.0, 1_000_000, 700_000)
+        tracker.acknowledged(1, 12.5)
+        self.assertIsNone(tracker.progress_at)
+        tracker.sent(2, 99.0)
+        self.assertFalse(tracker.sample_output(100.0, 1_000_100, 100))  # a baseline, not "taken since 12.0"
+        self.assertIsNone(tracker.progress_at)
 
     def test_stop_forgets_the_samples(self) -> None:
         """After stop() (unregistered, closing) the next sample is a baseline again."""
@@ -81,6 +96,47 @@ class SampleOutputTests(SynchronousTestCase):
         self.assertFalse(tracker.sample_output(3.0, 1_000, 50))
 
 
+class SampleInputTests(SynchronousTestCase):
+    """HeartbeatTracker.sample_input: a large message still coming in is progress; small complete ones are not."""
+
+    def test_message_still_arriving_is_progress(self) -> None:
+        """Half a message at one sample and more bytes at the next: progress."""
+        tracker = HeartbeatTracker()
+        self.assertFalse(tracker.sample_input(1.0, 300_000, True))
+        self.assertTrue(tracker.sample_input(2.0, 500_000, True))
+        self.assertEqual(tracker.progress_at, 2.0)
+        # The message completed between the samples: still progress (it was coming at 2.0).
+        self.assertTrue(tracker.sample_input(3.0, 900_050, False))
+        self.assertEqual(tracker.progress_at, 3.0)
+
+    def test_complete_messages_are_not_progress(self) -> None:
+        """Bytes received while no message was half received (a chatty peer that does not answer) show nothing."""
+        tracker = HeartbeatTracker()
+        tracker.sample_input(1.0, 1_000, False)
+        self.assertFalse(tracker.sample_input(2.0, 2_000, False))
+        self.assertFalse(tracker.sample_input(3.0, 3_000, True))
+        self.assertIsNone(tracker.progress_at)
+
+    def test_a_stuck_message_is_not_progress(self) -> None:
+        """Half a message and nothing more (the sender froze): no progress."""
+        tracker = HeartbeatTracker()
+        tracker.sample_input(1.0, 300_000, True)
+        self.assertFalse(tracker.sample_input(2.0, 300_000, True))
+        self.assertIsNone(tracker.progress_at)
+
+    def test_either_direction_holds_the_deadline(self) -> None:
+        """The deadline follows the newer of the two kinds of progress."""
+        tracker = HeartbeatTracker()
+        tracker.sent(1, 0.0)
+        tracker.sample_output(1.0, 100, 50)
+        tracker.sample_output(2.0, 100, 40)  # output progress at 2.0
+        tracker.sample_input(2.0, 10, True)
+        tracker.sample_input(4.0, 20, True)  # input progress at 4.0
+        self.assertEqual(tracker.deadline(3.0), 7.0)
+        tracker.sample_output(5.0, 100, 30)
+        self.assertEqual(tracker.deadline(3.0), 8.0)
+
+
 class ProgressVerdictTests(SynchronousTestCase):
     """HeartbeatTracker.check with progress: PROGRESSING past the timeout, TIMED_OUT a timeout after progress stops."""
 
@@ -90,12 +146,12 @@ class ProgressVerdictTests(SynchronousTestCase):
         tracker.sent(1, 1.0)
         tracker.sample_output(1.0, 2_000_000, 2_000_000)
         tracker.sample_output(2.0, 2_000_000, 1_800_000)
-        tracker.sample_output(3.0, 2_000_000, 1_600_000)
-        self.assertEqual(tracker.deadline(3.0), 5.0)  # progress known at 2.0
+        self.assertEqual(tracker.deadline(3.0), 5.0)  # progress seen at 2.0
         self.assertIs(tracker.check(3.9, POLICY, 0.0, None), HeartbeatVerdict.WAITING)
         self.assertIs(tracker.check(4.0, POLICY, 0.0, None), HeartbeatVerdict.PROGRESSING)
         # The peer stops taking anything (frozen once the buffers between us filled).
-        tracker.sample_output(4.0, 2_000_000, 1_600_000)
+        tracker.sample_output(3.0, 2_000_000, 1_800_000)
+        tracker.sample_output(4.0, 2_000_000, 1_800_000)
         self.assertIs(tracker.check(4.99, POLICY, 0.0, None), HeartbeatVerdict.PROGRESSING)
         self.assertIs(tracker.check(5.0, POLICY, 0.0, None), HeartbeatVerdict.TIMED_OUT)
 
@@ -130,8 +186,7 @@ class ProgressVerdictTests(SynchronousTestCase):
         tracker = HeartbeatTracker()
         tracker.sent(1, 1.0)
         tracker.sample_output(1.0, 1_000_000, 900_000)
-        tracker.sample_output(2.0, 1_000_000, 700_000)  # progress dated 1.0... deadline 4.0
-        tracker.sample_output(3.0, 1_000_000, 500_000)  # ... dated 2.0: deadline 5.0
+        tracker.sample_output(2.0, 1_000_000, 700_000)  # progress at 2.0: deadline 5.0
         self.assertIs(tracker.check(5.0, POLICY, 0.0, 4.5), HeartbeatVerdict.GRACE)
         self.assertIs(tracker.check(8.0, POLICY, 0.0, 4.5), HeartbeatVerdict.TIMED_OUT)
 
@@ -229,3 +284,85 @@ class SlowLinkModelTests(SynchronousTestCase):
             assert timed_out is not None, stops_at
             self.assertGreater(timed_out, link.last_taken_at, stops_at)
             self.assertLessEqual(timed_out - link.last_taken_at, BOUND + 0.011, stops_at)
+
+
+class BulkHub(Hub):
+    hub_name = "bulk"
+
+
+class LinkModel:
+    """
+    What the server's transport reports as still queued when the client
+    takes C{rate} bytes/s of everything written to it until C{stops_at}
+    (then nothing more: frozen once the buffers between filled).
+    """
+
+    def __init__(self, connection: TestConnection, rate: float, stops_at: float) -> None:
+        self.connection = connection
+        self.clock = connection._server.clock
+        self.rate = rate
+        self.stops_at = stops_at
+        self.started = self.clock.seconds()
+
+    def queued_bytes(self) -> int | None:
+        written = self.connection.server_protocol.output.bytes_sent
+        elapsed = min(self.clock.seconds(), self.stops_at) - self.started
+        return max(written - int(self.rate * elapsed), 0)
+
+
+class ServerProgressTests(SynchronousTestCase):
+    """The server's scheduler samples late members' output: a client taking its backlog stays, a stopped one goes in bound."""
+
+    def bulk_to_frozen_client(self, stops_at: float, report: bool = True) -> tuple[HubTestServer, TestConnection]:
+        """
+        A client whose heartbeat answers are stuck behind 3 x 900,000 bytes
+        (it is frozen: nothing comes back), taken at 200 KB/s until
+        C{stops_at}; the server's transport reports it (L{LinkModel}).
+        """
+        server = HubTestServer([BulkHub], heartbeat=POLICY, metrics=True)
+        conn = server.connect("bulk")
+        server.advance(0.5)
+        if report:
+            conn.server_protocol.queued_bytes = LinkModel(conn, 200_000, stops_at).queued_bytes  # type: ignore[method-assign]
+        conn.freeze_client()
+        session = conn.server_protocol.session
+        assert session is not None
+        for _ in range(3):
+            session.write_message(receiver_call_payload("blob", [b"x" * 900_000], None, 2**30))
+        return server, conn
+
+    def time_of_drop(self, server: HubTestServer, conn: TestConnection, limit: float) -> float | None:
+        step = 0.05
+        for _ in range(round(limit / step)):
+            server.advance(step)
+            if conn.server_protocol.disconnect_reason is not None:
+                return server.clock.seconds()
+        return None
+
+    def test_client_taking_its_backlog_is_kept(self) -> None:
+        """The 13.5 s transfer outlasts the 3 s timeout several times over: kept, and counted as a timeout avoided."""
+        server, conn = self.bulk_to_frozen_client(stops_at=float("inf"))
+        self.assertIsNone(self.time_of_drop(server, conn, 14.0))
+        runtime = server.factory.hub_runtime("bulk")
+        self.assertEqual(runtime.traffic.totals(runtime.connections.values())["heartbeat_timeouts_avoided"], 1)
+        metrics = server.factory.metrics
+        assert metrics is not None
+        self.assertEqual(metrics.registry.get_sample_value("twisted_hub_heartbeat_timeouts_avoided_total", {"hub": "bulk"}), 1)
+
+    def test_client_that_stops_taking_is_dropped_in_bound(self) -> None:
+        """Progress stopping at 6.3 s: dropped as timed out, after the progress stopped and within interval + timeout of it."""
+        server, conn = self.bulk_to_frozen_client(stops_at=6.3)
+        dropped = self.time_of_drop(server, conn, 20.0)
+        assert dropped is not None
+        reason = conn.server_protocol.disconnect_reason
+        assert reason is not None
+        self.assertIs(reason.kind, DisconnectKind.TIMED_OUT)
+        self.assertGreater(dropped, 6.3)
+        self.assertLessEqual(dropped - 6.3, BOUND + 0.05)
+
+    def test_without_a_queue_reading_the_old_rule_applies(self) -> None:
+        """The control: a transport that cannot tell its queue (None) gives the old verdict, a drop at the first timeout."""
+        server, conn = self.bulk_to_frozen_client(stops_at=float("inf"), report=False)
+        dropped = self.time_of_drop(server, conn, 14.0)
+        assert dropped is not None
+        self.assertLessEqual(dropped, 0.5 + BOUND + 0.05)

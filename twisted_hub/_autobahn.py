@@ -204,6 +204,8 @@ class FastPathMixin:
     count_any_traffic = False
     #: the reactor turn (L{WriteTurns}) of this connection's last write straight to the socket
     _direct_turn = -1
+    #: bytes received from the peer (read by the heartbeat's progress samples)
+    bytes_in = 0
 
     def connectionMade(self) -> None:
         self._fast_path = FAST_PATH_AVAILABLE and bool(getattr(self.factory, "fast_path", True))
@@ -230,7 +232,16 @@ class FastPathMixin:
             finally:
                 del self.CONFIG_ATTRS
 
+    def receiving(self) -> tuple[int, bool]:
+        """
+        Bytes received so far, and whether a message is half received now
+        (a frame's header or payload incomplete, or a fragmented message
+        unfinished): the peer's large message is still coming in.
+        """
+        return self.bytes_in, bool(self.data) or self.current_frame is not None or bool(self.inside_message)
+
     def dataReceived(self, data: bytes) -> None:
+        self.bytes_in += len(data)
         if self.count_any_traffic:
             # Bytes of a large message still arriving are a sign of life too.
             self.core.last_received = self.factory.clock.seconds()

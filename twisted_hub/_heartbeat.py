@@ -220,18 +220,22 @@ class HeartbeatTracker:
     toward the peer and how much of that is still queued on our side
     (L{sample_output}); a sample that finds the peer took more than at the
     previous sample, while something was queued then, is progress, and the
-    deadline is at least C{timeout} after the peer was last known to be
-    consuming (L{progress_at}).  The adapters sample at least once per
-    heartbeat interval while a heartbeat is unanswered, so a peer that stops
+    deadline is at least C{timeout} after the last sample that showed it
+    (L{progress_at}).  The adapters sample at least once per heartbeat
+    interval while a heartbeat is unanswered, so a peer that stops
     consuming (frozen, gone) is dropped within interval + timeout of its
     last progress, which comes once every buffer between us is full.
     Without a backlog nothing is learned: a frozen peer's kernel still
     takes the few bytes of a heartbeat.
+
+    The same holds the other way (L{sample_input}): the peer's answer waits
+    behind the large message the peer is sending us; while that message is
+    still coming in, the peer is alive.
     """
 
     __slots__ = ("newest_sequence", "timeout_started_at", "latency", "acks", "grace_until", "grace_used",
                  "progress_at", "timeouts_avoided", "_unanswered", "_answered_through", "_first_sequence",
-                 "_taken", "_backlog", "_sampled_at", "_excused")
+                 "_taken", "_backlog", "_received", "_receiving", "_excused")
 
     def __init__(self) -> None:
         self.newest_sequence: int | None = None
@@ -245,8 +249,8 @@ class HeartbeatTracker:
         #: the grace was given and no answer came since
         self.grace_used = False
         # (sequence, sent at) of unanswered heartbeats, oldest first
-        #: when the peer was last known to be taking queued data (the time of
-        #: the sample before the one that showed it), or None
+        #: when a sample last showed the peer taking queued data (or its
+        #: large message still coming in), or None
         self.progress_at: float | None = None
         #: deadlines passed with the peer making progress (each unanswered
         #: heartbeat counted once): the timeouts "progress counts as life" avoided
@@ -258,7 +262,10 @@ class HeartbeatTracker:
         # and what was still queued at the previous sample
         self._taken: int | None = None
         self._backlog = 0
-        self._sampled_at = 0.0
+        # the same for the peer's data coming in: most bytes received at a
+        # sample, whether a message was half received at the previous one
+        self._received: int | None = None
+        self._receiving = False
         # the current oldest unanswered heartbeat was already counted in timeouts_avoided
         self._excused = False
 
@@ -304,6 +311,8 @@ class HeartbeatTracker:
         self.timeout_started_at = unanswered[0][1] if unanswered else None
         self.grace_used = False
         self._excused = False
+        if not unanswered:
+            self._forget_samples()
         self.acks += 1
         if sent_at is None:
             return None
@@ -327,6 +336,8 @@ class HeartbeatTracker:
             self.timeout_started_at = unanswered[0][1] if unanswered else None
             self.grace_used = False
             self._excused = False
+            if not unanswered:
+                self._forget_samples()
 
     def sample_output(self, now: float, written: int, queued: int | None) -> bool:
         """
@@ -335,14 +346,16 @@ class HeartbeatTracker:
         them still on our side (the transport's buffer and, where the OS
         tells, the socket's unacknowledged bytes; None: unknown, the
         sample is ignored).  Return True when it shows progress: the peer
-        took more than at any earlier sample while something was queued at
-        the previous one.
+        took more than at any earlier sample of this wait while something
+        was queued at the previous one.  L{progress_at} becomes C{now}.
 
-        Progress seen now happened at some moment since the previous
-        sample, so the peer is known alive only at that sample's time:
-        that is what L{progress_at} becomes.  The peer is therefore seen
-        alive at most one sampling gap late, and a timeout longer than the
-        gap between samples is needed to see it at all.
+        The consumption happened at some moment since the previous
+        sample, so progress is seen up to one sampling gap late; the
+        adapters sample at least once per interval while a heartbeat is
+        unanswered, so a peer that stops consuming is still dropped within
+        interval + timeout of its last progress.  The samples of one wait
+        are compared with each other only: once every heartbeat is
+        answered, the next sample starts afresh.
 
         An estimate of C{queued} may be too high (bytes added below us,
         such as TLS records, counted as queued) but must not be too low:
@@ -351,14 +364,37 @@ class HeartbeatTracker:
         if queued is None:
             return False
         taken = written - queued
-        best, backlog, previous = self._taken, self._backlog, self._sampled_at
+        best, backlog = self._taken, self._backlog
         self._backlog = queued
-        self._sampled_at = now
         if best is None or taken > best:
             self._taken = taken
             if best is not None and backlog > 0:
-                if self.progress_at is None or previous > self.progress_at:
-                    self.progress_at = previous
+                self.progress_at = now
+                return True
+        return False
+
+    def sample_input(self, now: float, received: int, receiving: bool) -> bool:
+        """
+        A sample of the peer's data coming in at C{now}: C{received} bytes
+        received so far (never decreasing), and whether we are in the
+        middle of a message (part of it received, the rest to come).
+        Return True when it shows progress: we were in the middle of a
+        message at the previous sample and bytes arrived since -- the
+        peer's own bulk data, behind which its answer to our heartbeat
+        waits, is still coming.  As for L{sample_output}, L{progress_at}
+        becomes C{now}.
+
+        Complete small messages do not count (that is what
+        C{any_traffic_counts} adds): a peer that keeps sending but never
+        answers is not excused, one whose answer is stuck behind the large
+        message it is sending is.
+        """
+        best, was_receiving = self._received, self._receiving
+        self._receiving = receiving
+        if best is None or received > best:
+            self._received = received
+            if best is not None and was_receiving:
+                self.progress_at = now
                 return True
         return False
 
@@ -423,10 +459,16 @@ class HeartbeatTracker:
         self._unanswered.clear()
         self.grace_until = 0.0
         self.grace_used = False
+        self._excused = False
+        self._forget_samples()
+
+    def _forget_samples(self) -> None:
+        """Nothing is waiting for an answer: the next wait's samples start afresh."""
         self.progress_at = None
         self._taken = None
         self._backlog = 0
-        self._excused = False
+        self._received = None
+        self._receiving = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -266,6 +266,10 @@ _LIVE_COUNTS = {
     "bytes_received": "WebSocket payload bytes received.",
     "bytes_sent": "Bytes written to clients (WebSocket framing included).",
     "client_heartbeats_answered": "Client heartbeats the server answered.",
+    "heartbeat_timeouts_avoided": (
+        "Server heartbeats unanswered past their timeout whose client was kept because it was still "
+        "taking the data queued for it (progress counts as life)."
+    ),
 }
 
 
@@ -288,6 +292,7 @@ class TrafficTotals:
             "bytes_received": core.bytes_received,
             "bytes_sent": connection.bytes_sent,
             "client_heartbeats_answered": core.client_heartbeats_answered,
+            "heartbeat_timeouts_avoided": core.heartbeat.timeouts_avoided,
         }
 
     def retire(self, connection: Any) -> None:

@@ -44,6 +44,7 @@ from ._limits import (
 from ._liveness import ServerHeartbeatScheduler
 from ._metrics import HeartbeatWindow, HubMetrics, RecentDisconnects
 from ._origin import AllowedHosts
+from ._sendqueue import twisted_queued
 from ._server_session import ServerSession
 from ._wire import SUBPROTOCOL, CloseCode, close_reason_bytes
 
@@ -201,6 +202,9 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
 
     def abort(self) -> None:
         self.dropConnection(abort=True)
+
+    def queued_bytes(self) -> int | None:
+        return twisted_queued(self.transport)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # Every byte for this client passes here: hub messages, prepared

@@ -91,6 +91,16 @@ class ServerTransport(Protocol):
     def abort(self) -> None:
         """Drop the connection now."""
 
+    def queued_bytes(self) -> int | None:
+        """
+        Bytes written toward the client that are still on our side (the
+        transport's buffers and the socket's unacknowledged bytes), or None
+        when the transport cannot tell (L{twisted_hub._sendqueue}).
+        """
+
+    def receiving(self) -> tuple[int, bool]:
+        """Bytes received from the client so far, and whether a message is half received now."""
+
 
 class SessionHost(Protocol):
     """What a L{ServerSession} reads from its server (L{HubServerFactory}): settings, clock, shared state."""
@@ -324,6 +334,18 @@ class ServerSession:
     @property
     def last_received(self) -> float:
         return self.core.last_received
+
+    def sample_progress(self, now: float) -> None:
+        """
+        Tell the heartbeat tracker how much of our output the client has
+        taken and whether its own large message is still coming in
+        (progress counts as life).
+        """
+        transport = self.transport
+        tracker = self.core.heartbeat
+        tracker.sample_output(now, self.output.bytes_sent, transport.queued_bytes())
+        received, receiving = transport.receiving()
+        tracker.sample_input(now, received, receiving)
 
     def heartbeat_timed_out(self) -> None:
         metrics = self.host.metrics
