@@ -23,6 +23,7 @@ from twisted_hub import ClientMetrics, HeartbeatPolicy, HubClientOptions
 from twisted_hub._client_session import ClientHeartbeatEvent, ClientSession, ServerHeartbeatEvent
 from twisted_hub._connection import ServerConnection
 from twisted_hub._errors import ConnectionClosedError, DisconnectKind, DisconnectReason, HandshakeError, HubError
+from twisted_hub._heartbeat import Traffic
 from twisted_hub._session import SessionState
 from twisted_hub._wire import (
     HEARTBEAT_TIMEOUT_REASON,
@@ -59,6 +60,8 @@ class FakeIO:
         self.handshakes: list[HandshakeError | None] = []
         self.heartbeat: list[float | None] = []
         self.ended: list[DisconnectReason] = []
+        #: what traffic() reports
+        self.link = Traffic(0, None, 0, False)
 
     def send_frames(self, frames: list[bytes]) -> None:
         self.frames.extend(frames)
@@ -91,6 +94,10 @@ class FakeIO:
 
     def disconnected(self, reason: DisconnectReason) -> None:
         self.ended.append(reason)
+
+    def traffic(self) -> Traffic:
+        return self.link
+
 
 
 class Receiver:

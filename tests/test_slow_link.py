@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from prometheus_client import CollectorRegistry
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import DisconnectKind, Hub
+from twisted_hub import ClientMetrics, DisconnectKind, Hub, HubClientOptions, method
 from twisted_hub._connection import receiver_call_payload
-from twisted_hub._heartbeat import HeartbeatPolicy, HeartbeatTracker, HeartbeatVerdict
+from twisted_hub._heartbeat import HeartbeatPolicy, HeartbeatTracker, HeartbeatVerdict, Traffic
 from twisted_hub.testing import HubTestServer, TestConnection
 
 POLICY = HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0)
@@ -289,6 +290,10 @@ class SlowLinkModelTests(SynchronousTestCase):
 class BulkHub(Hub):
     hub_name = "bulk"
 
+    @method
+    def echo(self, value: bytes) -> bytes:
+        return value
+
 
 class LinkModel:
     """
@@ -366,3 +371,93 @@ class ServerProgressTests(SynchronousTestCase):
         dropped = self.time_of_drop(server, conn, 14.0)
         assert dropped is not None
         self.assertLessEqual(dropped, 0.5 + BOUND + 0.05)
+
+
+class UploadModel:
+    """What the client reads of its link when the server takes C{rate} bytes/s of its output until C{stops_at}."""
+
+    def __init__(self, connection: TestConnection, rate: float, stops_at: float) -> None:
+        self.client = connection.client
+        self.clock = connection._server.clock
+        self.rate = rate
+        self.stops_at = stops_at
+        self.started = self.clock.seconds()
+
+    def traffic(self) -> Traffic:
+        written = self.client.bytes_out
+        elapsed = min(self.clock.seconds(), self.stops_at) - self.started
+        return Traffic(written, max(written - int(self.rate * elapsed), 0), self.client.bytes_in, False)
+
+
+class ClientProgressTests(SynchronousTestCase):
+    """The client's own heartbeat (the Twisted client; the asyncio one shares the session): an upload taken is life."""
+
+    def upload_to_frozen_server(self, stops_at: float, registry: CollectorRegistry) -> tuple[HubTestServer, TestConnection]:
+        """
+        A client beating 1 s / 3 s whose 3 x 900,000-byte upload the server
+        takes at 200 KB/s until C{stops_at} (it is frozen: nothing comes
+        back, so every heartbeat goes unanswered).
+        """
+        server = HubTestServer([BulkHub])
+        options = HubClientOptions(heartbeat=POLICY, metrics=ClientMetrics(registry))
+        conn = server.connect("bulk", options=options)
+        server.advance(0.5)
+        conn.client.traffic = UploadModel(conn, 200_000, stops_at).traffic  # type: ignore[method-assign]
+        conn.freeze_server()
+        for _ in range(3):
+            conn.client.call("echo", b"x" * 900_000).addErrback(lambda failure: None)
+        return server, conn
+
+    def time_of_drop(self, server: HubTestServer, conn: TestConnection, limit: float) -> float | None:
+        step = 0.05
+        for _ in range(round(limit / step)):
+            server.advance(step)
+            if conn.client.disconnect_reason is not None:
+                return server.clock.seconds()
+        return None
+
+    def test_upload_taken_keeps_the_server(self) -> None:
+        """13.5 s of upload behind which our heartbeats wait: the server is kept, and the metric counts the timeout avoided."""
+        registry = CollectorRegistry()
+        server, conn = self.upload_to_frozen_server(float("inf"), registry)
+        self.assertIsNone(self.time_of_drop(server, conn, 14.0))
+        self.assertEqual(registry.get_sample_value("twisted_hub_client_heartbeat_timeouts_avoided_total"), 1)
+
+    def test_upload_stopped_drops_the_server_in_bound(self) -> None:
+        """Progress stopping at 6.3 s: the client gives up (timed out) within interval + timeout of it."""
+        server, conn = self.upload_to_frozen_server(6.3, CollectorRegistry())
+        dropped = self.time_of_drop(server, conn, 20.0)
+        assert dropped is not None
+        reason = conn.client.disconnect_reason
+        assert reason is not None
+        self.assertIs(reason.kind, DisconnectKind.TIMED_OUT)
+        self.assertGreater(dropped, 6.3)
+        self.assertLessEqual(dropped - 6.3, BOUND + 0.05)
+
+
+class InboundProgressTests(SynchronousTestCase):
+    """A large message still coming in is life: the Twisted adapters report half-received messages."""
+
+    def test_half_received_message_keeps_the_sender(self) -> None:
+        """The server keeps a client whose 900 kB call arrives at 200 KB/s (its heartbeat answers are stuck behind it)."""
+        server = HubTestServer([BulkHub], heartbeat=POLICY)
+        conn = server.connect("bulk")
+        server.advance(0.5)
+        conn.client.call("echo", b"x" * 900_000).addErrback(lambda failure: None)
+        wire = conn.client_transport.getOutBuffer()  # taken off the link: delivered at 200 KB/s below
+        conn.freeze_client()  # nothing else crosses: the heartbeat answers stay with the client
+        for start in range(0, len(wire) - 2_000, 2_000):  # all but the end: the message stays half received
+            conn.server_protocol.dataReceived(wire[start : start + 2_000])
+            server.advance(0.01)
+        self.assertGreater(server.clock.seconds(), 4.5)
+        self.assertIsNone(conn.server_protocol.disconnect_reason)
+        received, receiving = conn.server_protocol.receiving()
+        self.assertTrue(receiving)
+        self.assertGreater(received, 890_000)
+        # The rest never comes (the client froze mid-message): dropped in bound.
+        stopped = server.clock.seconds()
+        server.advance(BOUND + 0.05)
+        reason = conn.server_protocol.disconnect_reason
+        assert reason is not None
+        self.assertIs(reason.kind, DisconnectKind.TIMED_OUT)
+        self.assertLessEqual(server.clock.seconds() - stopped, BOUND + 0.05)

@@ -129,6 +129,65 @@ async def test_server_keeps_downloading_clients_and_drops_a_frozen_one() -> None
         await slow.stop()
 
 
+@pytest_twisted.ensureDeferred
+async def test_uploading_clients_are_kept_and_drop_a_frozen_server() -> None:
+    """
+    Client heartbeats 1 s / 3 s (and the server's, 1 s / 3 s), server-bound
+    bytes at 200 KB/s: a Twisted and an asyncio client each uploading
+    3 x 900,000-byte echo calls (13.5 s; their heartbeats, and their
+    answers to the server's, queued behind up to 2.7 MB) are never timed
+    out by either side and get every result; the same two, uploading to a
+    server SIGSTOPped 2 s in, drop it within interval + timeout of the
+    moment their bytes stopped moving.
+    """
+    beats = ("--interval", str(INTERVAL), "--timeout", str(TIMEOUT))
+    server = spawn_script(reactor(), "heartbeat_server.py", *beats)
+    stopped_server = spawn_script(reactor(), "heartbeat_server.py", *beats, "--socket-buffer", str(BUFFER))
+    proxies = [
+        RateLimitingProxy(reactor(), await process.started.addTimeout(20, reactor()), None, RATE, BUFFER)
+        for process in (server, stopped_server)
+    ]
+    urls = [f"ws://127.0.0.1:{proxy.listen()}/hub/probe" for proxy in proxies]
+    heartbeat = ("--heartbeat", str(INTERVAL), str(TIMEOUT))
+    clients: list[ScriptProcess] = []
+    try:
+        for url in urls:
+            for kind in ((), ("--asyncio",)):
+                clients.append(client(url, "--calls", "3", "--size", str(SIZE), *heartbeat, *kind))
+        live, live_aio, to_frozen, to_frozen_aio = clients
+        live_ids = [(await ready(live))[0], (await ready(live_aio))[0]]
+        ports = [(await ready(to_frozen))[1], (await ready(to_frozen_aio))[1]]
+        await sleep(2.0)
+        stopped_server.freeze()
+        frozen_at = time.monotonic()
+
+        drops = []
+        for process, port in zip((to_frozen, to_frozen_aio), ports, strict=True):
+            line = await process.wait_for_line("CLOSED").addTimeout(30, reactor())
+            dropped_at = time.monotonic()
+            assert line.startswith("CLOSED timed-out"), process.lines
+            stopped = proxies[1].link_from(port).to_server.last_read_at
+            assert stopped is not None and stopped <= dropped_at
+            drops.append((stopped - frozen_at, dropped_at - stopped))
+        for process in (live, live_aio):
+            await process.wait_for_line("CLOSED").addTimeout(30, reactor())
+
+        assert all_ok(live, 3), live.lines
+        assert all_ok(live_aio, 3), live_aio.lines
+        assert not set(live_ids) & timed_out(server), "\n".join(server.lines)
+        print("frozen server (Twisted client, asyncio client): bytes stopped moving / dropped after that:", drops)
+        for stopped_after, detection in drops:
+            assert detection <= INTERVAL + TIMEOUT + SLACK
+            assert stopped_after <= 3.0
+    finally:
+        for process in clients:
+            await process.stop(reactor())
+        for process in (server, stopped_server):
+            await process.stop(reactor())
+        for proxy in proxies:
+            await proxy.stop()
+
+
 def sleep(seconds: float) -> Deferred[None]:
     from twisted.internet import task
 

@@ -204,8 +204,9 @@ class FastPathMixin:
     count_any_traffic = False
     #: the reactor turn (L{WriteTurns}) of this connection's last write straight to the socket
     _direct_turn = -1
-    #: bytes received from the peer (read by the heartbeat's progress samples)
+    #: bytes received from and written toward the peer (read by the heartbeat's progress samples)
     bytes_in = 0
+    bytes_out = 0
 
     def connectionMade(self) -> None:
         self._fast_path = FAST_PATH_AVAILABLE and bool(getattr(self.factory, "fast_path", True))
@@ -377,6 +378,7 @@ class FastPathMixin:
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # autobahn's sendData, minus the debug-log call on the common path.
+        self.bytes_out += len(data)
         if chopsize or sync or self.send_queue or not self._fast_path:
             super().sendData(data, sync, chopsize)  # type: ignore[misc]
             return

@@ -27,9 +27,10 @@ from ._errors import (
     HandshakeError,
     HubError,
 )
-from ._heartbeat import HeartbeatConfigurationError, HeartbeatPolicy, _check_positive
+from ._heartbeat import HeartbeatConfigurationError, HeartbeatPolicy, Traffic, _check_positive
 from ._hub import receiver_methods
 from ._metrics import ClientMetrics
+from ._sendqueue import twisted_queued
 from ._sentinel import UNSET, Unset
 from ._wire import SUBPROTOCOL, close_reason_bytes
 
@@ -333,6 +334,10 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(reason)
+
+    def traffic(self) -> Traffic:
+        received, receiving = self.receiving()
+        return Traffic(self.bytes_out, twisted_queued(self.transport), received, receiving)
 
     # -- heartbeat timers ------------------------------------------------------
     def start_heartbeat(self, interval: float) -> None:

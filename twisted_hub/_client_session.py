@@ -37,7 +37,7 @@ from ._connection import (
     ServerHeartbeatReceived,
 )
 from ._errors import ConnectionClosedError, DisconnectKind, DisconnectReason, HandshakeError, HubError
-from ._heartbeat import ClockOffset, HeartbeatVerdict, StallDetector, utc_from_us
+from ._heartbeat import ClockOffset, HeartbeatVerdict, StallDetector, Traffic, utc_from_us
 from ._ratelimit import LogRateLimiter, peer_text
 from ._receivers import find_receiver_method
 from ._session import TEXT_FRAME_CLOSE, Lifecycle, SessionState, close_for_frame_error
@@ -124,6 +124,13 @@ class ClientIO(Protocol[TokenT_contra]):
 
     def disconnected(self, reason: DisconnectReason) -> None:
         """The connection ended (pending calls have failed): wake whoever waits for it."""
+
+    def traffic(self) -> Traffic:
+        """
+        Bytes written toward the server and still queued on our side, bytes
+        received and whether a message is half received: read while our
+        heartbeat is unanswered ("progress counts as life").
+        """
 
 
 class ClientSession(Generic[TokenT]):
@@ -382,6 +389,9 @@ class ClientSession(Generic[TokenT]):
             return
         self.stall.observe(self.next_beat_due, now)
         self.next_beat_due = now + policy.interval
+        if self.core.heartbeat.timeout_started_at is not None:
+            # An earlier beat is unanswered: is the server taking our data, or sending its own?
+            self.core.heartbeat.sample(now, self.io.traffic())
         sequence, _ = self.core.send_heartbeat(now)
         self.log.debug("client heartbeat {sequence} sent", sequence=sequence)
         self.flush()
@@ -406,12 +416,20 @@ class ClientSession(Generic[TokenT]):
         if due is not None:
             self.stall.observe(due, now)
         last_stall_at = self.stall.last_stall_at if policy.stall_grace else None
-        verdict = self.core.heartbeat.check(now, policy, self.core.last_received, last_stall_at)
+        tracker = self.core.heartbeat
+        if tracker.timeout_started_at is not None:
+            tracker.sample(now, self.io.traffic())
+        avoided = tracker.timeouts_avoided
+        verdict = tracker.check(now, policy, self.core.last_received, last_stall_at)
         if verdict is HeartbeatVerdict.TIMED_OUT:
             self._heartbeat_timed_out(policy.timeout)
             return False
         if verdict is HeartbeatVerdict.GRACE:
             self.log.info("heartbeat timeout deferred: our event loop was stalled ({lag:.3f}s late)", lag=self.stall.max_lag)
+        elif tracker.timeouts_avoided != avoided:
+            self.log.debug("heartbeat unanswered past its timeout, but the data between us is moving: kept")
+            if self.options.metrics is not None:
+                self.options.metrics.heartbeat_timeouts_avoided.inc()
         return True
 
     def _heartbeat_timed_out(self, timeout: float | None) -> None:

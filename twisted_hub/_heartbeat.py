@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ._base_error import HubArgumentError
 from ._sentinel import UNSET, Unset
@@ -198,6 +198,24 @@ MAX_REMEMBERED_HEARTBEATS = 64
 
 #: Timers may fire a hair early in float arithmetic; this much counts as on time.
 _DEADLINE_SLACK = 1e-6
+
+
+class Traffic(NamedTuple):
+    """
+    What an adapter reads of its connection for "progress counts as life"
+    (L{HeartbeatTracker.sample}).
+
+    @ivar written: bytes handed to the transport toward the peer so far.
+    @ivar queued: how many of them are still on our side (None: the
+        transport cannot tell).
+    @ivar received: bytes received from the peer so far.
+    @ivar receiving: a message from the peer is half received now.
+    """
+
+    written: int
+    queued: int | None
+    received: int
+    receiving: bool
 
 
 class HeartbeatTracker:
@@ -397,6 +415,11 @@ class HeartbeatTracker:
                 self.progress_at = now
                 return True
         return False
+
+    def sample(self, now: float, traffic: Traffic) -> bool:
+        """L{sample_output} and L{sample_input} from one reading of the connection; True when either shows progress."""
+        out = self.sample_output(now, traffic.written, traffic.queued)
+        return self.sample_input(now, traffic.received, traffic.receiving) or out
 
     def deadline(self, timeout: float | None) -> float | None:
         """When the peer is declared gone unless an answer comes (None: never)."""

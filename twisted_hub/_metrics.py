@@ -414,6 +414,12 @@ class ClientMetrics:
             "twisted_hub_client_heartbeat_timeouts", "Connections this client dropped for an unanswered heartbeat.",
             registry=r,
         )
+        self.heartbeat_timeouts_avoided = Counter(
+            "twisted_hub_client_heartbeat_timeouts_avoided",
+            "Client heartbeats unanswered past their timeout whose server was kept because the data between "
+            "us was still moving (progress counts as life).",
+            registry=r,
+        )
         self.disconnects = Counter(
             "twisted_hub_client_disconnects", "Connections ended, by reason kind.", ["reason"], registry=r
         )

@@ -34,7 +34,7 @@ from ._connection import (
 )
 from ._dispatch import CallDispatcher
 from ._errors import CallTimeoutError, ConnectionClosedError, DisconnectKind, DisconnectReason, HubError
-from ._heartbeat import HeartbeatPolicy, HeartbeatTracker
+from ._heartbeat import HeartbeatPolicy, HeartbeatTracker, Traffic
 from ._hub import ConnectionContext, Hub, HubRuntime, PreparedFrame
 from ._liveness import ServerHeartbeatScheduler, ping_sequence
 from ._metrics import HeartbeatWindow, HubMetrics, RecentDisconnects
@@ -342,10 +342,8 @@ class ServerSession:
         (progress counts as life).
         """
         transport = self.transport
-        tracker = self.core.heartbeat
-        tracker.sample_output(now, self.output.bytes_sent, transport.queued_bytes())
         received, receiving = transport.receiving()
-        tracker.sample_input(now, received, receiving)
+        self.core.heartbeat.sample(now, Traffic(self.output.bytes_sent, transport.queued_bytes(), received, receiving))
 
     def heartbeat_timed_out(self) -> None:
         metrics = self.host.metrics

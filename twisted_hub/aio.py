@@ -37,8 +37,10 @@ from websockets.typing import Subprotocol
 from ._client import ClientConnectionViews, HubClientOptions, hub_url, make_proxy
 from ._client_session import ClientSession
 from ._errors import CallTimeoutError, ConnectTimeoutError, DisconnectReason, HandshakeError
+from ._heartbeat import Traffic
 from ._hub import receiver_methods
 from ._reconnect import full_jitter_policy
+from ._sendqueue import asyncio_queued
 from ._sentinel import UNSET, Unset
 from ._session import ended_reason
 from ._wire import SUBPROTOCOL, close_reason_bytes
@@ -51,6 +53,21 @@ _session_log = Logger(namespace="twisted_hub.aio", observer=STDLibLogObserver(na
 InterfaceT = TypeVar("InterfaceT")
 #: seconds our close frame may take before the socket is aborted (as the Twisted client)
 _CLOSE_WAIT = 1.0
+
+
+class _CountingConnection(WebSocket):
+    """websockets' client connection, counting the bytes it receives (for the heartbeat's progress samples)."""
+
+    bytes_in = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        super().data_received(data)
+
+
+def _client_frame_size(payload: int) -> int:
+    """The bytes a client's unfragmented, uncompressed binary frame of C{payload} bytes takes on the wire."""
+    return payload + 6 + (0 if payload < 126 else 2 if payload < 0x10000 else 8)
 
 
 class AsyncHubClient(ClientConnectionViews):
@@ -79,6 +96,8 @@ class AsyncHubClient(ClientConnectionViews):
         self._outgoing: asyncio.Queue[bytes | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Task[Any]] = set()
+        #: bytes of our frames handed to the transport (header and mask included)
+        self._bytes_out = 0
 
     # -- public API (connection_id, is_connected, round_trip, clock_offset,
     #    server_now come from ClientConnectionViews) ----------------------------
@@ -148,6 +167,10 @@ class AsyncHubClient(ClientConnectionViews):
             frame = await self._outgoing.get()
             if frame is None:
                 return
+            # Counted before: send() writes the frame to the transport before
+            # its first await (then waits for the buffer to drain), and no
+            # progress sample may see the bytes queued but not yet written.
+            self._bytes_out += _client_frame_size(len(frame))
             try:
                 await self._websocket.send(frame)
             except ConnectionClosed:
@@ -211,6 +234,12 @@ class AsyncHubClient(ClientConnectionViews):
         if not self._ready.done():
             self._ready.set_exception(error)
             self._ready.exception()  # retrieved: _start reports it
+
+    def traffic(self) -> Traffic:
+        websocket = self._websocket
+        reader = getattr(websocket.protocol, "reader", None)
+        receiving = bool(getattr(reader, "buffer", b""))
+        return Traffic(self._bytes_out, asyncio_queued(websocket.transport), getattr(websocket, "bytes_in", 0), receiving)
 
     def disconnected(self, reason: DisconnectReason) -> None:
         self._outgoing.put_nowait(None)
@@ -320,6 +349,7 @@ async def open_client(
             additional_headers=dict(options.extra_headers) or None,
             compression=None,
             max_size=options.max_message_size,
+            create_connection=_CountingConnection,
             ping_interval=None,  # liveness is the hub heartbeat; pings from the server are still answered
             open_timeout=timeout,
             close_timeout=_CLOSE_WAIT,
