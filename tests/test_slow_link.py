@@ -8,6 +8,7 @@ proxy, SIGSTOP) are in test_slow_link_processes.py.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
@@ -15,7 +16,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import ClientMetrics, DisconnectKind, Hub, HubClientOptions, method
 from twisted_hub._connection import receiver_call_payload
-from twisted_hub._heartbeat import HeartbeatPolicy, HeartbeatTracker, HeartbeatVerdict, Traffic
+from twisted_hub._heartbeat import MIN_PROGRESS_BYTES, HeartbeatPolicy, HeartbeatTracker, HeartbeatVerdict, Traffic
+from twisted_hub._wire import MessageKind, decode_frame
 from twisted_hub.testing import HubTestServer, TestConnection
 
 POLICY = HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0)
@@ -50,6 +52,16 @@ class SampleOutputTests(SynchronousTestCase):
         self.assertFalse(tracker.sample_output(3.0, 1_060, 0))
         self.assertIsNone(tracker.progress_at)
 
+    def test_bytes_in_flight_are_no_backlog(self) -> None:
+        """A heartbeat caught in flight (23 bytes queued) and acknowledged by the next sample is not progress."""
+        tracker = HeartbeatTracker()
+        tracker.sample_output(1.0, 402, 23)
+        self.assertFalse(tracker.sample_output(2.0, 425, 0))
+        tracker.sample_output(3.0, 4_000 + MIN_PROGRESS_BYTES - 1, MIN_PROGRESS_BYTES - 1)
+        self.assertFalse(tracker.sample_output(4.0, 4_000 + MIN_PROGRESS_BYTES - 1, 0))
+        tracker.sample_output(5.0, 4_000 + 2 * MIN_PROGRESS_BYTES, MIN_PROGRESS_BYTES)
+        self.assertTrue(tracker.sample_output(6.0, 4_000 + 2 * MIN_PROGRESS_BYTES, 0))
+
     def test_stuck_backlog_is_no_progress(self) -> None:
         """A backlog that only grows (we keep writing, nothing is taken) is no progress."""
         tracker = HeartbeatTracker()
@@ -61,18 +73,18 @@ class SampleOutputTests(SynchronousTestCase):
     def test_recovering_from_an_overestimate_is_no_progress(self) -> None:
         """Taken is compared with the most ever taken: a dip (queued overestimated) and its recovery are not progress."""
         tracker = HeartbeatTracker()
-        tracker.sample_output(1.0, 1_000, 500)  # taken 500
-        self.assertFalse(tracker.sample_output(2.0, 1_000, 600))  # 400: queued overestimated
-        self.assertFalse(tracker.sample_output(3.0, 1_000, 500))  # back to 500
-        self.assertTrue(tracker.sample_output(4.0, 1_000, 499))
+        tracker.sample_output(1.0, 100_000, 50_000)  # taken 50,000
+        self.assertFalse(tracker.sample_output(2.0, 100_000, 60_000))  # 40,000: queued overestimated
+        self.assertFalse(tracker.sample_output(3.0, 100_000, 50_000))  # back to 50,000
+        self.assertTrue(tracker.sample_output(4.0, 100_000, 49_999))
         self.assertEqual(tracker.progress_at, 4.0)
 
     def test_unknown_queue_is_ignored(self) -> None:
         """A transport that cannot tell what is queued gives no sample at all."""
         tracker = HeartbeatTracker()
-        tracker.sample_output(1.0, 1_000, 500)
-        self.assertFalse(tracker.sample_output(2.0, 1_000, None))
-        self.assertTrue(tracker.sample_output(3.0, 1_000, 100))
+        tracker.sample_output(1.0, 100_000, 50_000)
+        self.assertFalse(tracker.sample_output(2.0, 100_000, None))
+        self.assertTrue(tracker.sample_output(3.0, 100_000, 10_000))
         self.assertEqual(tracker.progress_at, 3.0)
 
     def test_a_new_wait_starts_afresh(self) -> None:
@@ -110,6 +122,12 @@ class SampleInputTests(SynchronousTestCase):
         self.assertTrue(tracker.sample_input(3.0, 900_050, False))
         self.assertEqual(tracker.progress_at, 3.0)
 
+    def test_a_trickle_is_not_progress(self) -> None:
+        """Less than MIN_PROGRESS_BYTES arriving while a message is half received (a small one split in two): no progress."""
+        tracker = HeartbeatTracker()
+        tracker.sample_input(1.0, 1_000, True)
+        self.assertFalse(tracker.sample_input(2.0, 1_000 + MIN_PROGRESS_BYTES - 1, True))
+
     def test_complete_messages_are_not_progress(self) -> None:
         """Bytes received while no message was half received (a chatty peer that does not answer) show nothing."""
         tracker = HeartbeatTracker()
@@ -129,12 +147,12 @@ class SampleInputTests(SynchronousTestCase):
         """The deadline follows the newer of the two kinds of progress."""
         tracker = HeartbeatTracker()
         tracker.sent(1, 0.0)
-        tracker.sample_output(1.0, 100, 50)
-        tracker.sample_output(2.0, 100, 40)  # output progress at 2.0
-        tracker.sample_input(2.0, 10, True)
-        tracker.sample_input(4.0, 20, True)  # input progress at 4.0
+        tracker.sample_output(1.0, 100_000, 50_000)
+        tracker.sample_output(2.0, 100_000, 40_000)  # output progress at 2.0
+        tracker.sample_input(2.0, 10_000, True)
+        tracker.sample_input(4.0, 20_000, True)  # input progress at 4.0
         self.assertEqual(tracker.deadline(3.0), 7.0)
-        tracker.sample_output(5.0, 100, 30)
+        tracker.sample_output(5.0, 100_000, 30_000)
         self.assertEqual(tracker.deadline(3.0), 8.0)
 
 
@@ -461,3 +479,127 @@ class InboundProgressTests(SynchronousTestCase):
         assert reason is not None
         self.assertIs(reason.kind, DisconnectKind.TIMED_OUT)
         self.assertLessEqual(server.clock.seconds() - stopped, BOUND + 0.05)
+
+
+def kinds(payloads: list[bytes]) -> list[int]:
+    """The message kinds of every payload, in order."""
+    return [message.kind for payload in payloads for message in decode_frame(payload)]
+
+
+class QueueJumpTests(SynchronousTestCase):
+    """Heartbeats and their answers overtake the frames we hold back while the transport is full."""
+
+    def test_server_heartbeat_overtakes_held_results(self) -> None:
+        """Results written while the server's transport is full wait; the tick's heartbeat goes ahead; they follow in order."""
+        server = HubTestServer([BulkHub], heartbeat=POLICY)
+        conn = server.connect("bulk")
+        protocol = conn.server_protocol
+        protocol.pauseProducing()  # what the transport does when its buffer is full
+        calls = [conn.client.call("echo", bytes([i]) * 1000) for i in range(3)]
+        server.flush()
+        self.assertEqual(len(protocol.held), 3)
+        self.assertEqual(protocol.queued_bytes(), None)  # an in-memory transport cannot tell its own part
+        conn.client_received.clear()
+        server.advance(1.0)  # the tick
+        self.assertEqual(kinds(conn.client_received), [MessageKind.SERVER_HEARTBEAT])
+        protocol.resumeProducing()
+        server.flush()
+        self.assertEqual(kinds(conn.client_received)[:4], [MessageKind.SERVER_HEARTBEAT] + [MessageKind.RESULT] * 3)
+        self.assertEqual([self.successResultOf(d) for d in calls], [bytes([i]) * 1000 for i in range(3)])
+
+    def test_server_answers_a_client_heartbeat_ahead_of_held_results(self) -> None:
+        """The answer to a client heartbeat skips the server's held results."""
+        server = HubTestServer([BulkHub])
+        conn = server.connect("bulk", options=HubClientOptions(heartbeat=POLICY))
+        conn.server_protocol.pauseProducing()
+        for i in range(2):
+            conn.client.call("echo", bytes([i]) * 1000).addErrback(lambda failure: None)
+        server.flush()
+        conn.client_received.clear()
+        server.advance(1.0)  # the client's beat; its answer comes back at once
+        self.assertEqual(kinds(conn.client_received), [MessageKind.CLIENT_HEARTBEAT_ACK])
+        self.assertIsNone(conn.client.core.heartbeat.timeout_started_at)
+
+    def test_client_heartbeat_overtakes_held_calls(self) -> None:
+        """Calls written while the Twisted client's transport is full wait; its heartbeat goes ahead of them."""
+        server = HubTestServer([BulkHub])
+        conn = server.connect("bulk", options=HubClientOptions(heartbeat=POLICY))
+        self.assertIs(conn.client_transport.producer, conn.client)
+        conn.client.pauseProducing()
+        calls = [conn.client.call("echo", bytes([i]) * 1000) for i in range(3)]
+        server.flush()
+        self.assertEqual(len(conn.client.held), 3)
+        conn.server_received.clear()
+        server.advance(1.0)
+        self.assertEqual(kinds(conn.server_received), [MessageKind.CLIENT_HEARTBEAT])
+        conn.client.resumeProducing()
+        server.flush()
+        self.assertEqual(kinds(conn.server_received)[:4], [MessageKind.CLIENT_HEARTBEAT] + [MessageKind.INVOKE] * 3)
+        self.assertEqual([self.successResultOf(d) for d in calls], [bytes([i]) * 1000 for i in range(3)])
+
+    def test_held_results_still_count_against_the_output_limit(self) -> None:
+        """What the server holds back is unread output: past max_outgoing_buffer the client is dropped (4004) as before."""
+        server = HubTestServer([BulkHub], max_outgoing_buffer=5000)
+        conn = server.connect("bulk")
+        conn.server_protocol.pauseProducing()
+        for i in range(6):
+            conn.client.call("echo", bytes([i]) * 1000).addErrback(lambda failure: None)
+        server.flush()
+        reason = conn.server_protocol.disconnect_reason
+        assert reason is not None
+        self.assertEqual((reason.kind, reason.code), (DisconnectKind.SLOW_CONSUMER, 4004))
+
+    def test_resumed_then_full_again_keeps_counting_the_rest(self) -> None:
+        """Frames still held when the transport fills again stay counted as unread (OutputBudget.still_held)."""
+        server = HubTestServer([BulkHub], max_outgoing_buffer=100_000)
+        conn = server.connect("bulk")
+        protocol = conn.server_protocol
+        protocol.pauseProducing()
+        for i in range(4):
+            conn.client.call("echo", bytes([i]) * 10_000).addErrback(lambda failure: None)
+        server.flush()
+        transport = conn.server_transport
+        original = transport.write
+
+        def write(data: bytes) -> None:  # the first released frame fills the buffer again
+            original(data)
+            protocol.pauseProducing()
+
+        transport.write = write  # type: ignore[method-assign]
+        protocol.resumeProducing()
+        self.assertEqual(len(protocol.held), 3)
+        self.assertGreater(protocol.output.written_while_paused, 40_000)
+
+
+class AsyncioQueueJumpTests(SynchronousTestCase):
+    """The asyncio client's own queue: urgent frames go next, whatever is queued."""
+
+    def test_urgent_frames_overtake_the_queue(self) -> None:
+        """With a frame being sent and two queued, a heartbeat goes right after the one being sent."""
+        from twisted_hub.aio import AsyncHubClient
+
+        sent: list[bytes] = []
+
+        class SlowWebSocket:
+            def __init__(self) -> None:
+                self.release = asyncio.Event()
+
+            async def send(self, frame: bytes) -> None:
+                sent.append(frame)
+                if len(sent) == 1:
+                    await self.release.wait()  # the transport is full: drain() waits
+
+        async def run() -> None:
+            websocket = SlowWebSocket()
+            client = AsyncHubClient(websocket, None, HubClientOptions())  # type: ignore[arg-type]
+            writer = asyncio.get_running_loop().create_task(client._write())
+            client.send_frames([b"a", b"b", b"c"])
+            await asyncio.sleep(0)
+            client.send_frames([b"hb"], urgent=True)
+            websocket.release.set()
+            client.send_frames([b"d"])
+            client._outgoing.put_nowait(None)
+            await asyncio.wait_for(writer, 5)
+
+        asyncio.run(run())
+        self.assertEqual(sent, [b"a", b"hb", b"b", b"c", b"d"])

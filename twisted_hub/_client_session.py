@@ -89,8 +89,12 @@ class ClientHeartbeatEvent:
 class ClientIO(Protocol[TokenT_contra]):
     """What a client adapter does for its L{ClientSession}: moving bytes, timers, waiting."""
 
-    def send_frames(self, frames: list[bytes]) -> None:
-        """Send these binary frames, in order (nothing once the WebSocket is not open)."""
+    def send_frames(self, frames: list[bytes], urgent: bool = False) -> None:
+        """
+        Send these binary frames, in order (nothing once the WebSocket is
+        not open).  C{urgent} (heartbeats and answers to them): ahead of
+        any frames the adapter holds back.
+        """
 
     def send_close(self, code: int, reason: str, wait_for_peer: bool) -> None:
         """
@@ -228,7 +232,11 @@ class ClientSession(Generic[TokenT]):
         """Hand what the core has queued to the adapter (after the frame being handled, if any)."""
         if self._handling or self.lifecycle.closed:
             return
-        frames = self.core.frames_to_send(self.core.send_limit(self.options.max_message_size))
+        core = self.core
+        urgent = core.urgent_frames_to_send()
+        if urgent:
+            self.io.send_frames(urgent, True)
+        frames = core.frames_to_send(core.send_limit(self.options.max_message_size))
         if frames:
             self.io.send_frames(frames)
 

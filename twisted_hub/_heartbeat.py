@@ -199,6 +199,14 @@ MAX_REMEMBERED_HEARTBEATS = 64
 #: Timers may fire a hair early in float arithmetic; this much counts as on time.
 _DEADLINE_SLACK = 1e-6
 
+#: The least backlog (bytes still on our side), and the least of a half-received
+#: message arriving between two samples, that counts as progress.  Heartbeats,
+#: their answers and pings are a few dozen bytes: caught in flight by a sample
+#: and acknowledged by a frozen peer's kernel a moment later, they must not look
+#: like a peer taking its data.  A heartbeat behind less than this waits less
+#: than a timeout on any link faster than 4 KiB per timeout.
+MIN_PROGRESS_BYTES = 4096
+
 
 class Traffic(NamedTuple):
     """
@@ -237,9 +245,9 @@ class HeartbeatTracker:
     consumed the peer is alive: the adapter samples how much it wrote
     toward the peer and how much of that is still queued on our side
     (L{sample_output}); a sample that finds the peer took more than at the
-    previous sample, while something was queued then, is progress, and the
-    deadline is at least C{timeout} after the last sample that showed it
-    (L{progress_at}).  The adapters sample at least once per heartbeat
+    previous sample, while a backlog (L{MIN_PROGRESS_BYTES} or more) was
+    queued then, is progress, and the deadline is at least C{timeout} after
+    the last sample that showed it (L{progress_at}).  The adapters sample at least once per heartbeat
     interval while a heartbeat is unanswered, so a peer that stops
     consuming (frozen, gone) is dropped within interval + timeout of its
     last progress, which comes once every buffer between us is full.
@@ -364,8 +372,9 @@ class HeartbeatTracker:
         them still on our side (the transport's buffer and, where the OS
         tells, the socket's unacknowledged bytes; None: unknown, the
         sample is ignored).  Return True when it shows progress: the peer
-        took more than at any earlier sample of this wait while something
-        was queued at the previous one.  L{progress_at} becomes C{now}.
+        took more than at any earlier sample of this wait while a backlog
+        of at least L{MIN_PROGRESS_BYTES} was queued at the previous one.
+        L{progress_at} becomes C{now}.
 
         The consumption happened at some moment since the previous
         sample, so progress is seen up to one sampling gap late; the
@@ -386,7 +395,7 @@ class HeartbeatTracker:
         self._backlog = queued
         if best is None or taken > best:
             self._taken = taken
-            if best is not None and backlog > 0:
+            if best is not None and backlog >= MIN_PROGRESS_BYTES:
                 self.progress_at = now
                 return True
         return False
@@ -397,7 +406,8 @@ class HeartbeatTracker:
         received so far (never decreasing), and whether we are in the
         middle of a message (part of it received, the rest to come).
         Return True when it shows progress: we were in the middle of a
-        message at the previous sample and bytes arrived since -- the
+        message at the previous sample and at least L{MIN_PROGRESS_BYTES}
+        arrived since -- the
         peer's own bulk data, behind which its answer to our heartbeat
         waits, is still coming.  As for L{sample_output}, L{progress_at}
         becomes C{now}.
@@ -411,7 +421,7 @@ class HeartbeatTracker:
         self._receiving = receiving
         if best is None or received > best:
             self._received = received
-            if best is not None and was_receiving:
+            if best is not None and was_receiving and received - best >= MIN_PROGRESS_BYTES:
                 self.progress_at = now
                 return True
         return False

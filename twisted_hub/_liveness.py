@@ -68,7 +68,8 @@ class HeartbeatMember(Protocol):
     @property
     def last_received(self) -> float: ...
 
-    def send_prepared(self, prepared: PreparedMessage) -> None: ...
+    def send_heartbeat(self, prepared: PreparedMessage) -> None:
+        """Send the tick's heartbeat frame, ahead of any frames held back."""
 
     def send_ping(self, frame: bytes) -> None: ...
 
@@ -160,7 +161,7 @@ class ServerHeartbeatScheduler:
             else:
                 if prepared is None:
                     prepared = self._prepare(encode(ServerHeartbeat(sequence, to_us(now), self._metadata())))
-                member.send_prepared(prepared)
+                member.send_heartbeat(prepared)
             member.heartbeat_tracker.sent(sequence, now)
         self.log.debug(
             "heartbeat {sequence} sent to {count} connections; {acknowledged} answers since the last one",

@@ -22,6 +22,7 @@ import asyncio
 import inspect
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -65,6 +66,10 @@ class _CountingConnection(WebSocket):
         super().data_received(data)
 
 
+#: put in the outgoing queue to wake the writer for an urgent frame (real frames are never empty)
+_WAKE = b""
+
+
 def _client_frame_size(payload: int) -> int:
     """The bytes a client's unfragmented, uncompressed binary frame of C{payload} bytes takes on the wire."""
     return payload + 6 + (0 if payload < 126 else 2 if payload < 0x10000 else 8)
@@ -94,6 +99,7 @@ class AsyncHubClient(ClientConnectionViews):
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._closed = asyncio.Event()
         self._outgoing: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._urgent: deque[bytes] = deque()
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Task[Any]] = set()
         #: bytes of our frames handed to the transport (header and mask included)
@@ -164,9 +170,11 @@ class AsyncHubClient(ClientConnectionViews):
 
     async def _write(self) -> None:
         while True:
-            frame = await self._outgoing.get()
+            frame = self._urgent.popleft() if self._urgent else await self._outgoing.get()
             if frame is None:
                 return
+            if not frame:  # _WAKE: an urgent frame is waiting
+                continue
             # Counted before: send() writes the frame to the transport before
             # its first await (then waits for the buffer to drain), and no
             # progress sample may see the bytes queued but not yet written.
@@ -195,7 +203,12 @@ class AsyncHubClient(ClientConnectionViews):
         task.add_done_callback(self._background.discard)
 
     # -- what the session asks of us (ClientIO) --------------------------------
-    def send_frames(self, frames: list[bytes]) -> None:
+    def send_frames(self, frames: list[bytes], urgent: bool = False) -> None:
+        if urgent:
+            # Heartbeats and their answers overtake the frames still queued here.
+            self._urgent.extend(frames)
+            self._outgoing.put_nowait(_WAKE)
+            return
         for frame in frames:
             self._outgoing.put_nowait(frame)
 

@@ -27,7 +27,7 @@ export {
   kindForClose,
   type DisconnectReason,
 } from "./errors.js";
-export { ClockSync, HeartbeatTracker, StallDetector, type ClockOffset } from "./heartbeat.js";
+export { ClockSync, HeartbeatTracker, MIN_PROGRESS_BYTES, OutputProgress, StallDetector, type ClockOffset } from "./heartbeat.js";
 export {
   CloseCode,
   ErrorCode,
