@@ -98,10 +98,10 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
     #: the connection's session, once its request reached a hub
     session: ServerSession | None = None
 
-    # -- accepting: limits and handshake deadline (_admission.HandshakeWatch) --
     #: set while a heartbeat (or an answer to one) is written: it skips the held frames
     _urgent = False
 
+    # -- accepting: limits and handshake deadline (_admission.HandshakeWatch) --
     def connectionMade(self) -> None:
         self.output = OutputBudget(self.factory.max_outgoing_buffer)
         self.held = HeldFrames()
