@@ -23,6 +23,7 @@ from twisted_hub import ClientMetrics, HeartbeatPolicy, HubClientOptions
 from twisted_hub._client_session import ClientHeartbeatEvent, ClientSession, ServerHeartbeatEvent
 from twisted_hub._connection import ServerConnection
 from twisted_hub._errors import ConnectionClosedError, DisconnectKind, DisconnectReason, HandshakeError, HubError
+from twisted_hub._heartbeat import Traffic
 from twisted_hub._session import SessionState
 from twisted_hub._wire import (
     HEARTBEAT_TIMEOUT_REASON,
@@ -52,6 +53,8 @@ class FakeIO:
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
+        #: those of them sent as urgent (heartbeats and answers to them)
+        self.urgent: list[bytes] = []
         self.closes: list[tuple[int, str, bool]] = []
         self.succeeded: list[tuple[str, Any]] = []
         self.failed: list[tuple[str, Exception]] = []
@@ -59,9 +62,13 @@ class FakeIO:
         self.handshakes: list[HandshakeError | None] = []
         self.heartbeat: list[float | None] = []
         self.ended: list[DisconnectReason] = []
+        #: what traffic() reports
+        self.link = Traffic(0, None, 0, False)
 
-    def send_frames(self, frames: list[bytes]) -> None:
+    def send_frames(self, frames: list[bytes], urgent: bool = False) -> None:
         self.frames.extend(frames)
+        if urgent:
+            self.urgent.extend(frames)
 
     def send_close(self, code: int, reason: str, wait_for_peer: bool) -> None:
         self.closes.append((code, reason, wait_for_peer))
@@ -91,6 +98,10 @@ class FakeIO:
 
     def disconnected(self, reason: DisconnectReason) -> None:
         self.ended.append(reason)
+
+    def traffic(self) -> Traffic:
+        return self.link
+
 
 
 class Receiver:
@@ -256,15 +267,17 @@ class CallTests(SessionTests):
         self.assertRaises(ConnectionClosedError, session.notify, "echo", [], None)
 
     def test_sending_waits_for_the_frame_being_handled(self) -> None:
-        """A call made by a receiver while a frame is handled leaves after the frame, batched with its answers."""
+        """A call made by a receiver while a frame is handled leaves after the frame; the heartbeat answer goes first, urgent."""
         session = self.open()
         self.receiver.said = lambda *a, **k: session.invoke("c", "echo", [], None)  # type: ignore[method-assign]
         self.server.send(ServerHeartbeat(1, 1_700_000_000_000_000))
         self.server.send(ReceiverCall("said", []))
         (frame,) = self.server.frames_to_send()
         session.receive_frame(frame, self.clock.seconds())
-        (sent,) = self.io.frames
-        self.assertEqual([m.kind for m in decode_frame(sent)], [MessageKind.SERVER_HEARTBEAT_ACK, MessageKind.INVOKE])
+        ack, call = self.io.frames
+        self.assertEqual(self.io.urgent, [ack])
+        self.assertEqual([m.kind for m in decode_frame(ack)], [MessageKind.SERVER_HEARTBEAT_ACK])
+        self.assertEqual([m.kind for m in decode_frame(call)], [MessageKind.INVOKE])
 
     def test_connection_lost_fails_pending_calls(self) -> None:
         """When the transport goes, pending calls fail with the reason, the adapter and on_disconnected hear it once."""

@@ -1214,7 +1214,7 @@ class HelloDeadlineTests(ServerTestBase):
 
 class AnswerOrderTests(SynchronousTestCase):
     def test_answers_in_a_batch_keep_the_order_of_the_messages(self) -> None:
-        """For [INVOKE 101, NOTIFY, INVOKE 102, CLIENT_HEARTBEAT 77, INVOKE 103] the answers come 101, 102, hb 77, 103."""
+        """For [INVOKE 101, NOTIFY, INVOKE 102, CLIENT_HEARTBEAT 77, INVOKE 103]: hb 77 first (urgent), then 101, 102, 103."""
         from twisted_hub._wire import ClientHeartbeat, Invoke, Notify, decode_frame, encode
 
         server = HubTestServer([EchoOrderHub])
@@ -1232,7 +1232,9 @@ class AnswerOrderTests(SynchronousTestCase):
         server.flush()
         messages = [m for p in conn.client_received for m in decode_frame(p)]
         answers = [(m.kind, getattr(m, "call_id", getattr(m, "sequence", None))) for m in messages]
-        self.assertEqual(answers, [(4, 101), (4, 102), (12, 77), (4, 103)])
+        self.assertEqual(answers, [(12, 77), (4, 101), (4, 102), (4, 103)])
+        # The heartbeat answer in a frame of its own, the results batched in call order.
+        self.assertEqual([len(decode_frame(p)) for p in conn.client_received], [1, 3])
 
 
 class EchoOrderHub(twisted_hub.Hub):

@@ -69,19 +69,29 @@ class FakeTransport:
     raw: list[bytes] = field(default_factory=list)
     closes: list[tuple[int, str, bool]] = field(default_factory=list)
     aborted: int = 0
+    #: what was sent as urgent (heartbeats, answers to them, pings)
+    urgent: list[Any] = field(default_factory=list)
+    #: what queued_bytes reports (None: the transport cannot tell)
+    queued: int | None = None
 
-    def send_frame(self, payload: bytes) -> None:
+    def send_frame(self, payload: bytes, urgent: bool = False) -> None:
         assert self.can_send, "the session sent a frame on a transport that cannot send"
         self.frames.append(payload)
+        if urgent:
+            self.urgent.append(payload)
 
-    def send_prepared(self, prepared: Any) -> bool:
+    def send_prepared(self, prepared: Any, urgent: bool = False) -> bool:
         if not self.can_send:
             return False
         self.prepared.append(prepared)
+        if urgent:
+            self.urgent.append(prepared)
         return True
 
-    def send_raw(self, data: bytes) -> None:
+    def send_raw(self, data: bytes, urgent: bool = False) -> None:
         self.raw.append(data)
+        if urgent:
+            self.urgent.append(data)
 
     def send_close(self, code: int, reason: str, drop_after: bool) -> None:
         self.closes.append((code, reason, drop_after))
@@ -90,6 +100,12 @@ class FakeTransport:
     def abort(self) -> None:
         self.aborted += 1
         self.can_send = False
+
+    def queued_bytes(self) -> int | None:
+        return self.queued
+
+    def receiving(self) -> tuple[int, bool]:
+        return 0, False
 
     def messages(self) -> list[Message]:
         """Every message of every frame sent so far, in order."""

@@ -204,6 +204,9 @@ class FastPathMixin:
     count_any_traffic = False
     #: the reactor turn (L{WriteTurns}) of this connection's last write straight to the socket
     _direct_turn = -1
+    #: bytes received from and written toward the peer (read by the heartbeat's progress samples)
+    bytes_in = 0
+    bytes_out = 0
 
     def connectionMade(self) -> None:
         self._fast_path = FAST_PATH_AVAILABLE and bool(getattr(self.factory, "fast_path", True))
@@ -230,7 +233,16 @@ class FastPathMixin:
             finally:
                 del self.CONFIG_ATTRS
 
+    def receiving(self) -> tuple[int, bool]:
+        """
+        Bytes received so far, and whether a message is half received now
+        (a frame's header or payload incomplete, or a fragmented message
+        unfinished): the peer's large message is still coming in.
+        """
+        return self.bytes_in, bool(self.data) or self.current_frame is not None or bool(self.inside_message)
+
     def dataReceived(self, data: bytes) -> None:
+        self.bytes_in += len(data)
         if self.count_any_traffic:
             # Bytes of a large message still arriving are a sign of life too.
             self.core.last_received = self.factory.clock.seconds()
@@ -366,6 +378,7 @@ class FastPathMixin:
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # autobahn's sendData, minus the debug-log call on the common path.
+        self.bytes_out += len(data)
         if chopsize or sync or self.send_queue or not self._fast_path:
             super().sendData(data, sync, chopsize)  # type: ignore[misc]
             return

@@ -7,12 +7,16 @@ has room again.  Everything written while it is full counts as unread output;
 past C{max_outgoing_buffer} the client is dropped (close code 4004) rather
 than let the server's memory grow.  L{OutputBudget} keeps that count and
 makes the decision; the adapter reports each write and does the dropping.
-No I/O, no clock.
+What is written while the transport is full waits in L{HeldFrames}, where
+heartbeats overtake it.  No I/O, no clock.
 """
 
 from __future__ import annotations
 
-__all__ = ["BUFFERED_WRITE_OVERHEAD", "OutputBudget"]
+from collections import deque
+from collections.abc import Callable
+
+__all__ = ["BUFFERED_WRITE_OVERHEAD", "HeldFrames", "OutputBudget"]
 
 #: What the transport's buffer holds per write besides the bytes themselves
 #: (a bytes object's header, a list slot): counted with each write, so a
@@ -81,3 +85,45 @@ class OutputBudget:
     def filled(self, size: int) -> None:
         """A write of C{size} bytes made while not paused paused the transport: it is the first unread one."""
         self.written_while_paused = size + BUFFERED_WRITE_OVERHEAD
+
+    def still_held(self, size: int, writes: int) -> None:
+        """The transport paused again with C{writes} writes (C{size} bytes) still held back: they are unread too."""
+        self.written_while_paused += size + writes * BUFFERED_WRITE_OVERHEAD
+
+
+class HeldFrames:
+    """
+    Our own queue of outgoing bytes: what an adapter writes while its
+    transport's buffer is full waits here, in order, instead of in the
+    transport, so heartbeats and their answers -- written straight to the
+    transport -- overtake it ("heartbeats jump the queue where we control
+    the queue").  The transport's own buffer stays near its pause
+    threshold (Twisted's 64 KiB) plus one frame; what is already there,
+    and in the kernel and any proxy, cannot be overtaken.
+    """
+
+    __slots__ = ("_frames", "size")
+
+    def __init__(self) -> None:
+        self._frames: deque[bytes] = deque()
+        #: bytes held
+        self.size = 0
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def hold(self, data: bytes) -> None:
+        self._frames.append(data)
+        self.size += len(data)
+
+    def release(self, write: Callable[[bytes], object], full: Callable[[], bool]) -> None:
+        """The transport has room again: C{write} held bytes, in order, until it is C{full} again."""
+        frames = self._frames
+        while frames and not full():
+            data = frames.popleft()
+            self.size -= len(data)
+            write(data)
+
+    def clear(self) -> None:
+        self._frames.clear()
+        self.size = 0

@@ -12,11 +12,13 @@ from urllib.parse import SplitResult, urlsplit
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.types import ConnectionResponse
 from twisted.internet.defer import Deferred, fail, maybeDeferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, IStreamClientEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ._autobahn import BoundedDropMixin, FastPathMixin, final_close_reason
+from ._backpressure import HeldFrames
 from ._base_error import HubArgumentError
 from ._client_session import ClientConnectionViews, ClientHeartbeatEvent, ClientSession, ServerHeartbeatEvent
 from ._deprecate import clock_or_global_reactor, reactor_keyword_deprecated
@@ -27,9 +29,10 @@ from ._errors import (
     HandshakeError,
     HubError,
 )
-from ._heartbeat import HeartbeatConfigurationError, HeartbeatPolicy, _check_positive
+from ._heartbeat import HeartbeatConfigurationError, HeartbeatPolicy, Traffic, _check_positive
 from ._hub import receiver_methods
 from ._metrics import ClientMetrics
+from ._sendqueue import twisted_queued
 from ._sentinel import UNSET, Unset
 from ._wire import SUBPROTOCOL, close_reason_bytes
 
@@ -163,6 +166,7 @@ class HubClientOptions:
         return cls(heartbeat=policy, **kwargs)
 
 
+@implementer(IPushProducer)
 class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, WebSocketClientProtocol):  # type: ignore[misc]
     """
     One connection to one hub, as the client sees it; get one from
@@ -186,6 +190,10 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
         self._heartbeat_loop: LoopingCall | None = None
         self._heartbeat_check: IDelayedCall | None = None
         self._abandoned_stage: str | None = None
+        #: what we wrote while the transport's buffer was full (heartbeats skip it)
+        self.held = HeldFrames()
+        self._paused = False
+        self._urgent = False
 
     # -- public API ----------------------------------------------------------
     def _now(self) -> float:
@@ -284,6 +292,9 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
 
     def onOpen(self) -> None:
         self.count_any_traffic = self.session.options.any_traffic_counts
+        # As the transport's producer we learn when its buffer is full; what
+        # we write then waits in self.held, where heartbeats overtake it.
+        self.transport.registerProducer(self, True)
         self.session.opened()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -318,10 +329,35 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
         self.factory.connection_ended(self, ended)
 
     # -- what the session asks of us (ClientIO) --------------------------------
-    def send_frames(self, frames: list[bytes]) -> None:
+    def send_frames(self, frames: list[bytes], urgent: bool = False) -> None:
         if self.state == self.STATE_OPEN:
-            for frame in frames:
-                self.sendMessage(frame, isBinary=True)
+            self._urgent = urgent
+            try:
+                for frame in frames:
+                    self.sendMessage(frame, isBinary=True)
+            finally:
+                self._urgent = False
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        if self._paused and not self._urgent:
+            self.held.hold(data)
+            return
+        super().sendData(data, sync, chopsize)
+
+    # IPushProducer: the transport tells us when its buffer is full.
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if self.held:
+            self.held.release(self._write_held, lambda: self._paused)
+
+    def stopProducing(self) -> None:
+        self.held.clear()
+
+    def _write_held(self, data: bytes) -> None:
+        super().sendData(data)
 
     def send_close(self, code: int, reason: str, wait_for_peer: bool) -> None:
         if self.state != self.STATE_OPEN:
@@ -354,6 +390,10 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(reason)
+
+    def traffic(self) -> Traffic:
+        received, receiving = self.receiving()
+        return Traffic(self.bytes_out, twisted_queued(self.transport), received, receiving)
 
     # -- heartbeat timers ------------------------------------------------------
     def start_heartbeat(self, interval: float) -> None:

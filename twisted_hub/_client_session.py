@@ -37,7 +37,7 @@ from ._connection import (
     ServerHeartbeatReceived,
 )
 from ._errors import ConnectionClosedError, DisconnectKind, DisconnectReason, HandshakeError, HubError, kind_for_close
-from ._heartbeat import ClockOffset, HeartbeatVerdict, StallDetector, utc_from_us
+from ._heartbeat import ClockOffset, HeartbeatVerdict, StallDetector, Traffic, utc_from_us
 from ._ratelimit import LogRateLimiter, peer_text
 from ._receivers import find_receiver_method
 from ._session import TEXT_FRAME_CLOSE, Lifecycle, SessionState, close_for_frame_error
@@ -89,8 +89,12 @@ class ClientHeartbeatEvent:
 class ClientIO(Protocol[TokenT_contra]):
     """What a client adapter does for its L{ClientSession}: moving bytes, timers, waiting."""
 
-    def send_frames(self, frames: list[bytes]) -> None:
-        """Send these binary frames, in order (nothing once the WebSocket is not open)."""
+    def send_frames(self, frames: list[bytes], urgent: bool = False) -> None:
+        """
+        Send these binary frames, in order (nothing once the WebSocket is
+        not open).  C{urgent} (heartbeats and answers to them): ahead of
+        any frames the adapter holds back.
+        """
 
     def send_close(self, code: int, reason: str, wait_for_peer: bool) -> None:
         """
@@ -124,6 +128,13 @@ class ClientIO(Protocol[TokenT_contra]):
 
     def disconnected(self, reason: DisconnectReason) -> None:
         """The connection ended (pending calls have failed): wake whoever waits for it."""
+
+    def traffic(self) -> Traffic:
+        """
+        Bytes written toward the server and still queued on our side, bytes
+        received and whether a message is half received: read while our
+        heartbeat is unanswered ("progress counts as life").
+        """
 
 
 class ClientSession(Generic[TokenT]):
@@ -221,7 +232,11 @@ class ClientSession(Generic[TokenT]):
         """Hand what the core has queued to the adapter (after the frame being handled, if any)."""
         if self._handling or self.lifecycle.closed:
             return
-        frames = self.core.frames_to_send(self.core.send_limit(self.options.max_message_size))
+        core = self.core
+        urgent = core.urgent_frames_to_send()
+        if urgent:
+            self.io.send_frames(urgent, True)
+        frames = core.frames_to_send(core.send_limit(self.options.max_message_size))
         if frames:
             self.io.send_frames(frames)
 
@@ -382,6 +397,9 @@ class ClientSession(Generic[TokenT]):
             return
         self.stall.observe(self.next_beat_due, now)
         self.next_beat_due = now + policy.interval
+        if self.core.heartbeat.timeout_started_at is not None:
+            # An earlier beat is unanswered: is the server taking our data, or sending its own?
+            self.core.heartbeat.sample(now, self.io.traffic())
         sequence, _ = self.core.send_heartbeat(now)
         self.log.debug("client heartbeat {sequence} sent", sequence=sequence)
         self.flush()
@@ -406,12 +424,20 @@ class ClientSession(Generic[TokenT]):
         if due is not None:
             self.stall.observe(due, now)
         last_stall_at = self.stall.last_stall_at if policy.stall_grace else None
-        verdict = self.core.heartbeat.check(now, policy, self.core.last_received, last_stall_at)
+        tracker = self.core.heartbeat
+        if tracker.timeout_started_at is not None:
+            tracker.sample(now, self.io.traffic())
+        avoided = tracker.timeouts_avoided
+        verdict = tracker.check(now, policy, self.core.last_received, last_stall_at)
         if verdict is HeartbeatVerdict.TIMED_OUT:
             self._heartbeat_timed_out(policy.timeout)
             return False
         if verdict is HeartbeatVerdict.GRACE:
             self.log.info("heartbeat timeout deferred: our event loop was stalled ({lag:.3f}s late)", lag=self.stall.max_lag)
+        elif tracker.timeouts_avoided != avoided:
+            self.log.debug("heartbeat unanswered past its timeout, but the data between us is moving: kept")
+            if self.options.metrics is not None:
+                self.options.metrics.heartbeat_timeouts_avoided.inc()
         return True
 
     def _heartbeat_timed_out(self, timeout: float | None) -> None:

@@ -183,6 +183,8 @@ class Connection(Generic[T]):
         self.state = ConnectionState.HANDSHAKING
         self.peer_capabilities: frozenset[str] = frozenset()
         self._outbox: list[bytes] = []
+        #: heartbeats and answers to heartbeats: they leave ahead of the outbox
+        self._urgent: list[bytes] = []
         self._next_call_id = 1
         self._pending: dict[int, T] = {}
         #: the largest message the peer accepts, from its hello/welcome (None: not announced)
@@ -211,6 +213,29 @@ class Connection(Generic[T]):
             return
         self._outbox.append(encode(message))
 
+    def send_urgent(self, message: Message) -> None:
+        """
+        Queue a heartbeat or an answer to one: it leaves ahead of the
+        outbox (L{urgent_frames_to_send}), and the adapter writes it ahead
+        of any frames it holds back, so it waits behind as little of our
+        own data as possible.  (Buffers past our process -- the kernel's, a
+        proxy's -- cannot be overtaken.)
+        """
+        if self.state is ConnectionState.CLOSED:
+            return
+        self._urgent.append(encode(message))
+
+    def urgent_frames_to_send(self) -> list[bytes]:
+        """The heartbeats and heartbeat answers queued, as frames (batched when the peer takes batches)."""
+        urgent = self._urgent
+        if not urgent:
+            return []
+        self._urgent = []
+        self.messages_sent += len(urgent)
+        if len(urgent) == 1 or CAP_BATCH not in self.peer_capabilities:
+            return urgent
+        return [b"".join(urgent[i : i + BATCH_MESSAGES]) for i in range(0, len(urgent), BATCH_MESSAGES)]
+
     def queue_payload(self, payload: bytes) -> bool:
         """
         Queue one already-encoded message (a receiver call encoded once for
@@ -232,14 +257,19 @@ class Connection(Generic[T]):
 
     def frames_to_send(self, max_size: int | None = None) -> list[bytes]:
         """
-        Everything queued, as frame payloads: batches when the peer takes
-        them (each at most C{max_size} and at most L{BATCH_BYTES} bytes unless
-        one message is larger, and at most L{BATCH_MESSAGES} messages), else
-        one frame per message.
+        Everything queued, as frame payloads: the urgent ones first
+        (L{urgent_frames_to_send}; an adapter that holds frames back takes
+        those first, to write them ahead), then the outbox in batches when
+        the peer takes them (each at most C{max_size} and at most
+        L{BATCH_BYTES} bytes unless one message is larger, and at most
+        L{BATCH_MESSAGES} messages), else one frame per message.
         """
+        urgent = self.urgent_frames_to_send() if self._urgent else []
         outbox = self._outbox
         if not outbox:
-            return []
+            return urgent
+        if urgent:
+            return urgent + self.frames_to_send(max_size)
         self._outbox = []
         self.messages_sent += len(outbox)
         if len(outbox) == 1 or CAP_BATCH not in self.peer_capabilities:
@@ -259,7 +289,7 @@ class Connection(Generic[T]):
 
     @property
     def has_outgoing(self) -> bool:
-        return bool(self._outbox)
+        return bool(self._outbox) or bool(self._urgent)
 
     # -- our own calls ----------------------------------------------------
     def _register_call(self, token: T) -> int:
@@ -332,6 +362,7 @@ class Connection(Generic[T]):
         """The transport is gone; return the calls that must now fail."""
         self.state = ConnectionState.CLOSED
         self._outbox = []
+        self._urgent = []
         self.heartbeat.stop()
         return self.take_all_pending()
 
@@ -387,13 +418,13 @@ class ServerConnection(Connection[T]):
     def answer_heartbeat(self, heartbeat: ClientHeartbeat, now: float) -> None:
         """
         Answer a client heartbeat (always, whatever our own heartbeat
-        settings): its sequence and time echoed, and our clock.  The adapter
-        calls this when it reaches the heartbeat among the frame's events, so
-        answers leave in the order of the messages they answer.
+        settings): its sequence and time echoed, and our clock.  The answer
+        is urgent (L{send_urgent}): it leaves ahead of the answers to calls
+        queued with it, and of whatever output the adapter holds back.
         """
         if self.state is ConnectionState.OPEN:
             self.client_heartbeats_answered += 1
-            self.send(ClientHeartbeatAck(heartbeat.sequence, heartbeat.client_time, to_us(now)))
+            self.send_urgent(ClientHeartbeatAck(heartbeat.sequence, heartbeat.client_time, to_us(now)))
 
     def send_result(self, call_id: int, value: Any, own_limit: int) -> str | None:
         """
@@ -545,7 +576,7 @@ class ClientConnection(Connection[T]):
         """
         self._heartbeat_sequence += 1
         sequence = self._heartbeat_sequence
-        self.send(ClientHeartbeat(sequence, to_us(now)))
+        self.send_urgent(ClientHeartbeat(sequence, to_us(now)))
         return sequence, self.heartbeat.sent(sequence, now)
 
     def _handle(self, message: Message, now: float) -> Event | None:
@@ -565,7 +596,7 @@ class ClientConnection(Connection[T]):
             # Answered here, from the message handler: no client timer needed,
             # so a throttled client timer cannot make the server time us out.
             if self.state is ConnectionState.OPEN:
-                self.send(ServerHeartbeatAck(message.sequence))
+                self.send_urgent(ServerHeartbeatAck(message.sequence))
             return ServerHeartbeatReceived(message)
         if isinstance(message, ClientHeartbeatAck):
             sample = self.clock_sync.add(message.client_time / 1e6, message.server_time_us / 1e6, now)

@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ._base_error import HubArgumentError
 from ._sentinel import UNSET, Unset
@@ -89,9 +89,11 @@ class HeartbeatPolicy:
         is declared gone, counted from the oldest unanswered heartbeat.
         None: never disconnect (latency is still measured).
     @ivar metadata_provider: server only; called once per tick.
-    @ivar any_traffic_counts: treat any inbound data received since the
-        oldest unanswered heartbeat as a sign of life (useful when answers
-        can queue behind bulk data).
+    @ivar any_traffic_counts: treat any data received from the peer since
+        the oldest unanswered heartbeat as a sign of life: for a peer that
+        keeps sending while its answers are delayed.  It does not cover
+        answers queued behind our own output (the peer then sends nothing);
+        "progress counts as life" does, always on (L{HeartbeatTracker}).
     @ivar stall_grace: when our own reactor was stalled right before a
         timeout fired, give the peer one more exchange before disconnecting.
     @ivar ping_fallback: server only; connections whose client did not
@@ -181,6 +183,10 @@ class HeartbeatVerdict(enum.Enum):
     #: the deadline passed right after our own event loop stalled: the
     #: answers may be unread in our socket buffer, so one more timeout
     GRACE = "grace"
+    #: no answer within the timeout, but the peer is taking the data we
+    #: queued for it (our heartbeat waits behind that data): alive, until
+    #: a timeout passes without progress
+    PROGRESSING = "progressing"
     #: no sign of life within the timeout of the oldest unanswered heartbeat
     TIMED_OUT = "timed-out"
 
@@ -192,6 +198,32 @@ MAX_REMEMBERED_HEARTBEATS = 64
 
 #: Timers may fire a hair early in float arithmetic; this much counts as on time.
 _DEADLINE_SLACK = 1e-6
+
+#: The least backlog (bytes still on our side), and the least of a half-received
+#: message arriving between two samples, that counts as progress.  Heartbeats,
+#: their answers and pings are a few dozen bytes: caught in flight by a sample
+#: and acknowledged by a frozen peer's kernel a moment later, they must not look
+#: like a peer taking its data.  A heartbeat behind less than this waits less
+#: than a timeout on any link faster than 4 KiB per timeout.
+MIN_PROGRESS_BYTES = 4096
+
+
+class Traffic(NamedTuple):
+    """
+    What an adapter reads of its connection for "progress counts as life"
+    (L{HeartbeatTracker.sample}).
+
+    @ivar written: bytes handed to the transport toward the peer so far.
+    @ivar queued: how many of them are still on our side (None: the
+        transport cannot tell).
+    @ivar received: bytes received from the peer so far.
+    @ivar receiving: a message from the peer is half received now.
+    """
+
+    written: int
+    queued: int | None
+    received: int
+    receiving: bool
 
 
 class HeartbeatTracker:
@@ -206,10 +238,30 @@ class HeartbeatTracker:
     answer arrives within C{timeout} of it.  So answers may arrive after
     later heartbeats have left: any round trip shorter than the timeout is
     tolerated, whatever the interval.
+
+    Progress counts as life: a heartbeat queued behind a backlog of our own
+    output (a large result on a slow link) is answered only once the peer
+    has taken everything before it.  So while such a backlog is being
+    consumed the peer is alive: the adapter samples how much it wrote
+    toward the peer and how much of that is still queued on our side
+    (L{sample_output}); a sample that finds the peer took more than at the
+    previous sample, while a backlog (L{MIN_PROGRESS_BYTES} or more) was
+    queued then, is progress, and the deadline is at least C{timeout} after
+    the last sample that showed it (L{progress_at}).  The adapters sample at least once per heartbeat
+    interval while a heartbeat is unanswered, so a peer that stops
+    consuming (frozen, gone) is dropped within interval + timeout of its
+    last progress, which comes once every buffer between us is full.
+    Without a backlog nothing is learned: a frozen peer's kernel still
+    takes the few bytes of a heartbeat.
+
+    The same holds the other way (L{sample_input}): the peer's answer waits
+    behind the large message the peer is sending us; while that message is
+    still coming in, the peer is alive.
     """
 
     __slots__ = ("newest_sequence", "timeout_started_at", "latency", "acks", "grace_until", "grace_used",
-                 "_unanswered", "_answered_through", "_first_sequence")
+                 "progress_at", "timeouts_avoided", "_unanswered", "_answered_through", "_first_sequence",
+                 "_taken", "_backlog", "_received", "_receiving", "_excused")
 
     def __init__(self) -> None:
         self.newest_sequence: int | None = None
@@ -223,9 +275,25 @@ class HeartbeatTracker:
         #: the grace was given and no answer came since
         self.grace_used = False
         # (sequence, sent at) of unanswered heartbeats, oldest first
+        #: when a sample last showed the peer taking queued data (or its
+        #: large message still coming in), or None
+        self.progress_at: float | None = None
+        #: deadlines passed with the peer making progress (each unanswered
+        #: heartbeat counted once): the timeouts "progress counts as life" avoided
+        self.timeouts_avoided = 0
         self._unanswered: list[tuple[int, float]] = []
         self._answered_through: int | None = None
         self._first_sequence = 0
+        # the most the peer had taken at any sample (None: no sample yet),
+        # and what was still queued at the previous sample
+        self._taken: int | None = None
+        self._backlog = 0
+        # the same for the peer's data coming in: most bytes received at a
+        # sample, whether a message was half received at the previous one
+        self._received: int | None = None
+        self._receiving = False
+        # the current oldest unanswered heartbeat was already counted in timeouts_avoided
+        self._excused = False
 
     def sent(self, sequence: int, now: float) -> bool:
         """Record a send; return True when it started a new timeout."""
@@ -268,6 +336,9 @@ class HeartbeatTracker:
             del unanswered[:cleared]
         self.timeout_started_at = unanswered[0][1] if unanswered else None
         self.grace_used = False
+        self._excused = False
+        if not unanswered:
+            self._forget_samples()
         self.acks += 1
         if sent_at is None:
             return None
@@ -290,6 +361,75 @@ class HeartbeatTracker:
         if self.timeout_started_at is not None and self.timeout_started_at <= at:
             self.timeout_started_at = unanswered[0][1] if unanswered else None
             self.grace_used = False
+            self._excused = False
+            if not unanswered:
+                self._forget_samples()
+
+    def sample_output(self, now: float, written: int, queued: int | None) -> bool:
+        """
+        A sample of our output toward the peer at C{now}: C{written} bytes
+        handed to the transport so far (never decreasing), C{queued} of
+        them still on our side (the transport's buffer and, where the OS
+        tells, the socket's unacknowledged bytes; None: unknown, the
+        sample is ignored).  Return True when it shows progress: the peer
+        took more than at any earlier sample of this wait while a backlog
+        of at least L{MIN_PROGRESS_BYTES} was queued at the previous one.
+        L{progress_at} becomes C{now}.
+
+        The consumption happened at some moment since the previous
+        sample, so progress is seen up to one sampling gap late; the
+        adapters sample at least once per interval while a heartbeat is
+        unanswered, so a peer that stops consuming is still dropped within
+        interval + timeout of its last progress.  The samples of one wait
+        are compared with each other only: once every heartbeat is
+        answered, the next sample starts afresh.
+
+        An estimate of C{queued} may be too high (bytes added below us,
+        such as TLS records, counted as queued) but must not be too low:
+        too high only hides progress.
+        """
+        if queued is None:
+            return False
+        taken = written - queued
+        best, backlog = self._taken, self._backlog
+        self._backlog = queued
+        if best is None or taken > best:
+            self._taken = taken
+            if best is not None and backlog >= MIN_PROGRESS_BYTES:
+                self.progress_at = now
+                return True
+        return False
+
+    def sample_input(self, now: float, received: int, receiving: bool) -> bool:
+        """
+        A sample of the peer's data coming in at C{now}: C{received} bytes
+        received so far (never decreasing), and whether we are in the
+        middle of a message (part of it received, the rest to come).
+        Return True when it shows progress: we were in the middle of a
+        message at the previous sample and at least L{MIN_PROGRESS_BYTES}
+        arrived since -- the
+        peer's own bulk data, behind which its answer to our heartbeat
+        waits, is still coming.  As for L{sample_output}, L{progress_at}
+        becomes C{now}.
+
+        Complete small messages do not count (that is what
+        C{any_traffic_counts} adds): a peer that keeps sending but never
+        answers is not excused, one whose answer is stuck behind the large
+        message it is sending is.
+        """
+        best, was_receiving = self._received, self._receiving
+        self._receiving = receiving
+        if best is None or received > best:
+            self._received = received
+            if best is not None and was_receiving and received - best >= MIN_PROGRESS_BYTES:
+                self.progress_at = now
+                return True
+        return False
+
+    def sample(self, now: float, traffic: Traffic) -> bool:
+        """L{sample_output} and L{sample_input} from one reading of the connection; True when either shows progress."""
+        out = self.sample_output(now, traffic.written, traffic.queued)
+        return self.sample_input(now, traffic.received, traffic.receiving) or out
 
     def deadline(self, timeout: float | None) -> float | None:
         """When the peer is declared gone unless an answer comes (None: never)."""
@@ -297,6 +437,9 @@ class HeartbeatTracker:
         if started is None or timeout is None:
             return None
         deadline = started + timeout
+        progress = self.progress_at
+        if progress is not None and progress + timeout > deadline:
+            deadline = progress + timeout
         return deadline if deadline > self.grace_until else self.grace_until
 
     def check(
@@ -304,7 +447,7 @@ class HeartbeatTracker:
     ) -> HeartbeatVerdict:
         """
         The verdict at C{now}, under C{policy} (its timeout, C{any_traffic_counts}
-        and C{stall_grace}).
+        and C{stall_grace}), and the peer's progress (L{sample_output}).
 
         @param last_received: when anything last arrived from the peer.
         @param last_stall_at: when our own event loop was last seen stalled
@@ -321,7 +464,13 @@ class HeartbeatTracker:
         deadline = self.deadline(policy.timeout)
         assert deadline is not None
         if now < deadline - _DEADLINE_SLACK:
-            return HeartbeatVerdict.WAITING
+            if now < max(started + policy.timeout, self.grace_until) - _DEADLINE_SLACK:
+                return HeartbeatVerdict.WAITING
+            # Only the peer's progress holds the deadline back.
+            if not self._excused:
+                self._excused = True
+                self.timeouts_avoided += 1
+            return HeartbeatVerdict.PROGRESSING
         if policy.stall_grace and not self.grace_used and last_stall_at is not None and last_stall_at > started:
             # Our own loop was stalled while we waited: the answers may be
             # sitting unread in the socket buffer.  One more timeout first.
@@ -343,6 +492,16 @@ class HeartbeatTracker:
         self._unanswered.clear()
         self.grace_until = 0.0
         self.grace_used = False
+        self._excused = False
+        self._forget_samples()
+
+    def _forget_samples(self) -> None:
+        """Nothing is waiting for an answer: the next wait's samples start afresh."""
+        self.progress_at = None
+        self._taken = None
+        self._backlog = 0
+        self._received = None
+        self._receiving = False
 
 
 @dataclass(frozen=True, slots=True)

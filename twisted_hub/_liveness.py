@@ -7,6 +7,12 @@ and writes the same prepared frame to every member; members whose client did
 not announce the C{heartbeat} capability get one WebSocket ping frame, also
 built once per tick, and answer with a pong.
 
+A member whose earlier heartbeat is still unanswered at a tick, and every
+member whose deadline is checked, has its output sampled
+(L{HeartbeatTracker.sample_output}): a client still taking the data queued
+ahead of our heartbeat is alive ("progress counts as life"); members that
+answered in time cost nothing more.
+
 Timeouts cost one C{callLater} per tick for the whole configuration, not one
 per connection: a tick's deadline (tick time + timeout) is the deadline of
 every member whose oldest unanswered heartbeat is that tick's, and answering
@@ -62,9 +68,13 @@ class HeartbeatMember(Protocol):
     @property
     def last_received(self) -> float: ...
 
-    def send_prepared(self, prepared: PreparedMessage) -> None: ...
+    def send_heartbeat(self, prepared: PreparedMessage) -> None:
+        """Send the tick's heartbeat frame, ahead of any frames held back."""
 
     def send_ping(self, frame: bytes) -> None: ...
+
+    def sample_progress(self, now: float) -> None:
+        """Sample the data moving to and from the client into the tracker (L{HeartbeatTracker.sample_output})."""
 
     def heartbeat_timed_out(self) -> None: ...
 
@@ -139,6 +149,11 @@ class ServerHeartbeatScheduler:
         prepared: PreparedMessage | None = None
         ping: bytes | None = None
         for member in list(self.members.values()):
+            if member.heartbeat_tracker.timeout_started_at is not None:
+                # An earlier beat is still unanswered: is the client taking
+                # the data queued ahead of it?  (Members that answered cost
+                # nothing here.)
+                member.sample_progress(now)
             if member.heartbeat_by_ping:
                 if ping is None:
                     ping = ping_frame(sequence)
@@ -146,7 +161,7 @@ class ServerHeartbeatScheduler:
             else:
                 if prepared is None:
                     prepared = self._prepare(encode(ServerHeartbeat(sequence, to_us(now), self._metadata())))
-                member.send_prepared(prepared)
+                member.send_heartbeat(prepared)
             member.heartbeat_tracker.sent(sequence, now)
         self.log.debug(
             "heartbeat {sequence} sent to {count} connections; {acknowledged} answers since the last one",
@@ -180,22 +195,46 @@ class ServerHeartbeatScheduler:
         call = self.clock.callLater(delay, check)
         self._checks.add(call)
 
+    def _check_progress_deadline(self, deadline: float) -> None:
+        """
+        Some members were kept by their progress until C{deadline}: make
+        sure a check runs then.  Progress dated at a tick falls on a check
+        that tick scheduled; progress dated at a check needs one more.
+        """
+        if any(abs(call.getTime() - deadline) < 1e-6 for call in self._checks):
+            return
+        self._schedule_check(max(deadline - self.clock.seconds(), 0.0))
+
     def _check(self, due: float) -> None:
         now = self.clock.seconds()
         self.stall.observe(due, now)
         policy = self.policy
         last_stall_at = self.stall.last_stall_at if policy.stall_grace else None
         graced = 0
+        progressing_until: float | None = None
         for member in list(self.members.values()):
             tracker = member.heartbeat_tracker
             if tracker.timeout_started_at is None:
                 continue
+            member.sample_progress(now)
+            avoided = tracker.timeouts_avoided
             verdict = tracker.check(now, policy, member.last_received, last_stall_at)
             if verdict is HeartbeatVerdict.GRACE:
                 graced += 1
+            elif verdict is HeartbeatVerdict.PROGRESSING:
+                if tracker.timeouts_avoided != avoided:
+                    self.log.debug(
+                        "heartbeat of {id} unanswered past its timeout, but the client is taking the data "
+                        "queued for it: kept", id=member.connection_id,
+                    )
+                deadline = tracker.deadline(policy.timeout)
+                if deadline is not None and (progressing_until is None or deadline < progressing_until):
+                    progressing_until = deadline
             elif verdict is HeartbeatVerdict.TIMED_OUT and member.connection_id in self.members:
                 self.log.debug("heartbeat timed out for {id}", id=member.connection_id)
                 member.heartbeat_timed_out()
+        if progressing_until is not None:
+            self._check_progress_deadline(progressing_until)
         if graced:
             self.log.info(
                 "heartbeat timeout of {count} connection(s) deferred: our reactor was stalled ({lag:.3f}s late)",

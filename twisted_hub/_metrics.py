@@ -271,6 +271,10 @@ _LIVE_COUNTS = {
     "bytes_received": "WebSocket payload bytes received.",
     "bytes_sent": "Bytes written to clients (WebSocket framing included).",
     "client_heartbeats_answered": "Client heartbeats the server answered.",
+    "heartbeat_timeouts_avoided": (
+        "Server heartbeats unanswered past their timeout whose client was kept because it was still "
+        "taking the data queued for it (progress counts as life)."
+    ),
 }
 
 
@@ -293,6 +297,7 @@ class TrafficTotals:
             "bytes_received": core.bytes_received,
             "bytes_sent": connection.bytes_sent,
             "client_heartbeats_answered": core.client_heartbeats_answered,
+            "heartbeat_timeouts_avoided": core.heartbeat.timeouts_avoided,
         }
 
     def retire(self, connection: Any) -> None:
@@ -412,6 +417,12 @@ class ClientMetrics:
         )
         self.heartbeat_timeouts = Counter(
             "twisted_hub_client_heartbeat_timeouts", "Connections this client dropped for an unanswered heartbeat.",
+            registry=r,
+        )
+        self.heartbeat_timeouts_avoided = Counter(
+            "twisted_hub_client_heartbeat_timeouts_avoided",
+            "Client heartbeats unanswered past their timeout whose server was kept because the data between "
+            "us was still moving (progress counts as life).",
             registry=r,
         )
         self.disconnects = Counter(

@@ -27,7 +27,7 @@ from zope.interface import implementer
 from ._admission import OVER_CAPACITY, HandshakeWatch, Refusal, check_request, run_on_connecting
 from ._autobahn import BoundedDropMixin, FastPathMixin, final_close_reason
 from ._backplane import Backplane, LocalBackplane
-from ._backpressure import OutputBudget
+from ._backpressure import HeldFrames, OutputBudget
 from ._base_error import HubArgumentError
 from ._connection import ServerConnection
 from ._deprecate import reactor_keyword_deprecated
@@ -45,6 +45,7 @@ from ._limits import (
 from ._liveness import ServerHeartbeatScheduler
 from ._metrics import HeartbeatWindow, HubMetrics, RecentDisconnects
 from ._origin import AllowedHosts
+from ._sendqueue import twisted_queued
 from ._server_session import ServerSession
 from ._wire import SUBPROTOCOL, CloseCode, close_reason_bytes
 
@@ -101,9 +102,13 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
     #: it (C{/hub}); None on a port of its own
     mount_path: str | None = None
 
+    #: set while a heartbeat (or an answer to one) is written: it skips the held frames
+    _urgent = False
+
     # -- accepting: limits and handshake deadline (_admission.HandshakeWatch) --
     def connectionMade(self) -> None:
         self.output = OutputBudget(self.factory.max_outgoing_buffer)
+        self.held = HeldFrames()
         self.watch = HandshakeWatch(self.factory.limits, self._still_connecting, self._handshake_timed_out)
         guarded = isinstance(self.transport, GuardedConnection)
         if guarded:
@@ -185,18 +190,36 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
     def can_send(self) -> bool:
         return bool(self.state == self.STATE_OPEN)
 
-    def send_frame(self, payload: bytes) -> None:
-        self.sendMessage(payload, True)
+    def send_frame(self, payload: bytes, urgent: bool = False) -> None:
+        if urgent:
+            self._urgent = True
+            try:
+                self.sendMessage(payload, True)
+            finally:
+                self._urgent = False
+        else:
+            self.sendMessage(payload, True)
 
-    def send_prepared(self, prepared: PreparedFrame) -> bool:
+    def send_prepared(self, prepared: PreparedFrame, urgent: bool = False) -> bool:
         if self.state != self.STATE_OPEN:
             return False
         assert isinstance(prepared, PreparedMessage)  # made by our factory's prepareMessage
-        self.sendPreparedMessage(prepared)
+        if urgent:
+            self._urgent = True
+            try:
+                self.sendPreparedMessage(prepared)
+            finally:
+                self._urgent = False
+        else:
+            self.sendPreparedMessage(prepared)
         return True
 
-    def send_raw(self, data: bytes) -> None:
-        self.sendData(data)  # counted as unread output there, like every write
+    def send_raw(self, data: bytes, urgent: bool = False) -> None:
+        self._urgent = urgent
+        try:
+            self.sendData(data)  # counted as unread output there, like every write
+        finally:
+            self._urgent = False
 
     def send_close(self, code: int, reason: str, drop_after: bool) -> None:
         self.sendCloseFrame(code, close_reason_bytes(reason), isReply=False)
@@ -206,33 +229,56 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
     def abort(self) -> None:
         self.dropConnection(abort=True)
 
+    def queued_bytes(self) -> int | None:
+        queued = twisted_queued(self.transport)
+        return None if queued is None else queued + self.held.size
+
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # Every byte for this client passes here: hub messages, prepared
         # broadcasts, heartbeats, and what autobahn writes on its own (pongs
         # to the client's pings, close frames): the output budget counts it.
+        # While the transport is full, what we write waits in our own queue
+        # (self.held) and counts as unread all the same; heartbeats and their
+        # answers (self._urgent) go to the transport at once, ahead of it.
         output = self.output
         if output.stopped:
             return
         size = len(data)
-        output.bytes_sent += size
         if output.paused:
             if not output.take(size):
                 if self.session is not None:
                     self.session.slow_consumer()
+                self.held.clear()
                 self.transport.abortConnection()
                 return
-            super().sendData(data, sync, chopsize)
+            output.bytes_sent += size
+            if self._urgent:
+                super().sendData(data, sync, chopsize)
+            else:
+                self.held.hold(data)
             return
+        output.bytes_sent += size
         super().sendData(data, sync, chopsize)
         if output.paused:  # this write filled the buffer: pauseProducing ran inside it
             output.filled(size)
+
+    def _write_held(self, data: bytes) -> None:
+        super().sendData(data)
+        if self.output.paused:
+            self.output.filled(len(data))
 
     # IPushProducer: the transport tells us when its buffer is full.
     def pauseProducing(self) -> None:
         self.output.pause()
 
     def resumeProducing(self) -> None:
-        self.output.resume()
+        output = self.output
+        output.resume()
+        held = self.held
+        if held and not output.stopped:
+            held.release(self._write_held, lambda: output.paused or output.stopped)
+            if held and output.paused:
+                output.still_held(held.size, len(held))
 
     def stopProducing(self) -> None:
         pass
@@ -244,6 +290,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.output.stopped = True
+        self.held.clear()
         self.cancel_drop()
         if self.session is not None:
             self.session.transport_closed(final_close_reason(self, None, reason))

@@ -34,7 +34,7 @@ from ._connection import (
 )
 from ._dispatch import CallDispatcher
 from ._errors import CallTimeoutError, ConnectionClosedError, DisconnectKind, DisconnectReason, HubError
-from ._heartbeat import HeartbeatPolicy, HeartbeatTracker
+from ._heartbeat import HeartbeatPolicy, HeartbeatTracker, Traffic
 from ._hub import ConnectionContext, Hub, HubRuntime, PreparedFrame
 from ._liveness import ServerHeartbeatScheduler, ping_sequence
 from ._metrics import HeartbeatWindow, HubMetrics, RecentDisconnects
@@ -72,13 +72,16 @@ class ServerTransport(Protocol):
     def can_send(self) -> bool:
         """Frames can be sent: the WebSocket is open and no close has started."""
 
-    def send_frame(self, payload: bytes) -> None:
-        """Send one binary WebSocket message."""
+    def send_frame(self, payload: bytes, urgent: bool = False) -> None:
+        """
+        Send one binary WebSocket message; C{urgent} (a heartbeat or an
+        answer to one): ahead of any frames the transport holds back.
+        """
 
-    def send_prepared(self, prepared: PreparedFrame) -> bool:
+    def send_prepared(self, prepared: PreparedFrame, urgent: bool = False) -> bool:
         """Send a frame prepared once for many connections; False: it cannot send now (closing)."""
 
-    def send_raw(self, data: bytes) -> None:
+    def send_raw(self, data: bytes, urgent: bool = False) -> None:
         """Write bytes that are already a WebSocket frame (a ping built once for many)."""
 
     def send_close(self, code: int, reason: str, drop_after: bool) -> None:
@@ -90,6 +93,16 @@ class ServerTransport(Protocol):
 
     def abort(self) -> None:
         """Drop the connection now."""
+
+    def queued_bytes(self) -> int | None:
+        """
+        Bytes written toward the client that are still on our side (the
+        transport's buffers and the socket's unacknowledged bytes), or None
+        when the transport cannot tell (L{twisted_hub._sendqueue}).
+        """
+
+    def receiving(self) -> tuple[int, bool]:
+        """Bytes received from the client so far, and whether a message is half received now."""
 
 
 class SessionHost(Protocol):
@@ -325,6 +338,16 @@ class ServerSession:
     def last_received(self) -> float:
         return self.core.last_received
 
+    def sample_progress(self, now: float) -> None:
+        """
+        Tell the heartbeat tracker how much of our output the client has
+        taken and whether its own large message is still coming in
+        (progress counts as life).
+        """
+        transport = self.transport
+        received, receiving = transport.receiving()
+        self.core.heartbeat.sample(now, Traffic(self.output.bytes_sent, transport.queued_bytes(), received, receiving))
+
     def heartbeat_timed_out(self) -> None:
         metrics = self.host.metrics
         if metrics is not None:
@@ -337,12 +360,21 @@ class ServerSession:
             self.close_with(CloseCode.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_REASON, DisconnectKind.TIMED_OUT)
 
     def send_ping(self, frame: bytes) -> None:
-        """Send a WebSocket ping frame built once for many connections."""
+        """Send a WebSocket ping frame built once for many connections (urgent: ahead of held frames)."""
         if self.lifecycle.closing_locally or not self.transport.can_send:
             return
         if self.core.has_outgoing:
             self.flush()
-        self.transport.send_raw(frame)
+        self.transport.send_raw(frame, True)
+
+    def send_heartbeat(self, prepared: PreparedFrame) -> None:
+        """Send the tick's heartbeat frame, prepared once for many connections (urgent: ahead of held frames)."""
+        if self.lifecycle.closing_locally:
+            return
+        if self.core.has_outgoing:
+            self.flush()
+        if self._send_prepared(prepared, True):
+            self.core.messages_sent += 1
 
     def pong(self, payload: bytes) -> None:
         """A WebSocket pong arrived: with the ping fallback, it answers a heartbeat."""
@@ -484,6 +516,8 @@ class ServerSession:
         if not core.has_outgoing or not self.transport.can_send:
             return  # (closing, e.g. kicked inside a call: the transport refuses to send)
         send = self._send_frame
+        for frame in core.urgent_frames_to_send():
+            send(frame, True)
         for frame in core.frames_to_send(core.send_limit(self._max_message_size)):
             send(frame)
 

@@ -22,6 +22,7 @@ import asyncio
 import inspect
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -45,8 +46,10 @@ from ._errors import (
     DisconnectReason,
     HandshakeError,
 )
+from ._heartbeat import Traffic
 from ._hub import receiver_methods
 from ._reconnect import full_jitter_policy
+from ._sendqueue import asyncio_queued
 from ._sentinel import UNSET, Unset
 from ._session import ended_reason
 from ._wire import SUBPROTOCOL, close_reason_bytes
@@ -77,8 +80,12 @@ class _HubWebSocket(WebSocket):
     end TCP, without limit (python-websockets/websockets#1651 is the same
     shape).  A server that holds the connection open would hold the client
     forever.  Here the deadline (C{close_timeout}) aborts the transport.
+
+    It also counts the bytes it receives, for the heartbeat's progress samples.
     """
 
+    #: bytes received (for the heartbeat's progress samples, docs/heartbeat.md "Slow links")
+    bytes_in = 0
     #: (code, reason) of the close frame websockets sent on its own, failing
     #: the connection over bytes it refused (not in answer to a close frame)
     refused: tuple[int, str] | None = None
@@ -87,6 +94,7 @@ class _HubWebSocket(WebSocket):
     _deadline: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
+        self.bytes_in += len(data)
         protocol = self.protocol
         sent_before = protocol.close_sent
         super().data_received(data)
@@ -107,6 +115,15 @@ class _HubWebSocket(WebSocket):
             self._deadline.cancel()
             self._deadline = None
         super().connection_lost(exc)
+
+
+#: put in the outgoing queue to wake the writer for an urgent frame (real frames are never empty)
+_WAKE = b""
+
+
+def _client_frame_size(payload: int) -> int:
+    """The bytes a client's unfragmented, uncompressed binary frame of C{payload} bytes takes on the wire."""
+    return payload + 6 + (0 if payload < 126 else 2 if payload < 0x10000 else 8)
 
 
 class AsyncHubClient(ClientConnectionViews):
@@ -133,6 +150,7 @@ class AsyncHubClient(ClientConnectionViews):
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._closed = asyncio.Event()
         self._outgoing: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._urgent: deque[bytes] = deque()
         self._tasks: list[asyncio.Task[Any]] = []
         self._background: set[asyncio.Task[Any]] = set()
         #: run when the connection has ended (cancelling timers)
@@ -141,6 +159,8 @@ class AsyncHubClient(ClientConnectionViews):
             websocket.on_refused = self._websocket_failed
             if websocket.refused is not None:  # in the bytes that came with the upgrade's answer
                 self._websocket_failed(*websocket.refused)
+        #: bytes of our frames handed to the transport (header and mask included)
+        self._bytes_out = 0
 
     # -- public API (connection_id, is_connected, round_trip, clock_offset,
     #    server_now come from ClientConnectionViews) ----------------------------
@@ -207,9 +227,15 @@ class AsyncHubClient(ClientConnectionViews):
 
     async def _write(self) -> None:
         while True:
-            frame = await self._outgoing.get()
+            frame = self._urgent.popleft() if self._urgent else await self._outgoing.get()
             if frame is None:
                 return
+            if not frame:  # _WAKE: an urgent frame is waiting
+                continue
+            # Counted before: send() writes the frame to the transport before
+            # its first await (then waits for the buffer to drain), and no
+            # progress sample may see the bytes queued but not yet written.
+            self._bytes_out += _client_frame_size(len(frame))
             try:
                 await self._websocket.send(frame)
             except ConnectionClosed:
@@ -234,7 +260,12 @@ class AsyncHubClient(ClientConnectionViews):
         task.add_done_callback(self._background.discard)
 
     # -- what the session asks of us (ClientIO) --------------------------------
-    def send_frames(self, frames: list[bytes]) -> None:
+    def send_frames(self, frames: list[bytes], urgent: bool = False) -> None:
+        if urgent:
+            # Heartbeats and their answers overtake the frames still queued here.
+            self._urgent.extend(frames)
+            self._outgoing.put_nowait(_WAKE)
+            return
         for frame in frames:
             self._outgoing.put_nowait(frame)
 
@@ -273,6 +304,12 @@ class AsyncHubClient(ClientConnectionViews):
         if not self._ready.done():
             self._ready.set_exception(error)
             self._ready.exception()  # retrieved: _start reports it
+
+    def traffic(self) -> Traffic:
+        websocket = self._websocket
+        reader = getattr(websocket.protocol, "reader", None)
+        receiving = bool(getattr(reader, "buffer", b""))
+        return Traffic(self._bytes_out, asyncio_queued(websocket.transport), getattr(websocket, "bytes_in", 0), receiving)
 
     def disconnected(self, reason: DisconnectReason) -> None:
         callbacks, self._closed_callbacks = self._closed_callbacks, []

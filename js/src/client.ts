@@ -4,7 +4,7 @@
  *     const client = await connect("ws://127.0.0.1:8080/hub", "chat", { receiver });
  *     console.log(await client.call("join", "lobby", "ann"));
  */
-import { ClockSync, HeartbeatTracker, StallDetector, type ClockOffset } from "./heartbeat.js";
+import { ClockSync, HeartbeatTracker, OutputProgress, StallDetector, type ClockOffset } from "./heartbeat.js";
 import {
   CallTimeoutError,
   ConnectionClosedError,
@@ -49,6 +49,8 @@ export interface WebSocketLike {
   binaryType: string;
   readonly protocol: string;
   readonly readyState: number;
+  /** bytes passed to send() not yet transmitted (browsers, Node's `ws`); read for "progress counts as life" */
+  readonly bufferedAmount?: number;
   send(data: Uint8Array): void;
   close(code?: number, reason?: string): void;
   onopen: ((event: unknown) => void) | null;
@@ -206,6 +208,12 @@ export class HubClient {
   disconnectReason: DisconnectReason | null = null;
   /** the stall detector of our heartbeat timers (how late they fired) */
   readonly stall = new StallDetector();
+  /**
+   * Our heartbeats unanswered past their timeout whose server was kept
+   * because it was still taking our data (`bufferedAmount` falling), each
+   * counted once: "progress counts as life" at work.
+   */
+  timeoutsAvoided = 0;
 
   private readonly ws: WebSocketLike;
   private readonly clock: Clock;
@@ -241,6 +249,10 @@ export class HubClient {
   private pageWatch: PageWatch | null = null;
   /** the page was frozen (or put in the back/forward cache) while this connection was up */
   private pageFrozen = false;
+  /** bytes passed to the socket's send(), and whether it shows progress (docs/heartbeat.md, "Slow links") */
+  private bytesSent = 0;
+  private readonly progress = new OutputProgress();
+  private excused = false;
 
   constructor(url: string, options: HubClientOptions = {}) {
     this.url = url;
@@ -633,6 +645,7 @@ export class HubClient {
     if (this.state !== "open") return;
     const now = this.clock.now();
     this.stall.observe(this.nextBeatDue, now);
+    if (this.tracker.oldestUnanswered !== null) this.sampleProgress(now);
     this.sendHeartbeat(now);
     if (this.state === "open") this.scheduleBeat(interval);
   }
@@ -656,7 +669,7 @@ export class HubClient {
     const timeout = this.heartbeatTimeout();
     const oldest = this.tracker.oldestUnanswered;
     if (timeout === null || oldest === null) return;
-    const due = Math.max(oldest, this.graceFloor) + timeout;
+    const due = Math.max(oldest, this.graceFloor, this.progress.progressAt ?? -Infinity) + timeout;
     this.timeoutDue = due;
     this.timeoutTimer = this.clock.setTimeout(() => this.timeoutFired(), Math.max(0, due - this.clock.now()));
   }
@@ -672,6 +685,8 @@ export class HubClient {
     const roundTrip = this.tracker.answer(sequence, now);
     if (roundTrip === null) return; // already cleared by a newer answer
     this.graceUsed = false;
+    this.excused = false;
+    if (this.tracker.pending === 0) this.progress.reset();
     this.cancelTimeout();
     this.armTimeout();
     const sample = this.clockSync.add(clientTime / 1000, serverTimeUs / 1000, now);
@@ -692,6 +707,20 @@ export class HubClient {
     const startedAt = Math.max(oldest, this.graceFloor);
     if (this.options.anyTrafficCounts && this.lastReceived >= startedAt) {
       this.tracker.clear();
+      this.progress.reset();
+      return;
+    }
+    this.sampleProgress(now);
+    const timeout = this.heartbeatTimeout();
+    const progressAt = this.progress.progressAt;
+    if (timeout !== null && progressAt !== null && progressAt + timeout > now) {
+      // The server is still taking the data our beat waits behind: alive.
+      if (!this.excused) {
+        this.excused = true;
+        this.timeoutsAvoided += 1;
+        this.log.debug("heartbeat unanswered past its timeout, but the server is taking our data: kept");
+      }
+      this.armTimeout();
       return;
     }
     if (this.options.stallGrace !== false && this.stall.stalledSince(startedAt) && !this.graceUsed) {
@@ -723,6 +752,12 @@ export class HubClient {
       this.clock.setTimeout(() => terminate.call(this.ws), DROP_AFTER_TIMEOUT_MS);
     }
     this.finish(reason);
+  }
+
+  /** Sample our output into the progress rule (bufferedAmount: sent but not yet transmitted). */
+  private sampleProgress(now: number): void {
+    const queued = this.ws.bufferedAmount;
+    if (typeof queued === "number") this.progress.sample(now, this.bytesSent, queued);
   }
 
   private stopHeartbeat(): void {
@@ -782,7 +817,10 @@ export class HubClient {
   }
 
   private sendNow(payload: Uint8Array): void {
-    if (this.ws.readyState === OPEN) this.ws.send(payload);
+    if (this.ws.readyState === OPEN) {
+      this.ws.send(payload);
+      this.bytesSent += payload.length;
+    }
   }
 
   // -- closing --------------------------------------------------------------

@@ -76,6 +76,54 @@ export class HeartbeatTracker {
 }
 
 /**
+ * The least backlog that counts as progress (as Python's `MIN_PROGRESS_BYTES`):
+ * a heartbeat caught in flight is a few dozen bytes.
+ */
+export const MIN_PROGRESS_BYTES = 4096;
+
+/**
+ * "Progress counts as life" (docs/heartbeat.md, "Slow links"): our
+ * heartbeat waits behind what we already sent, so while a backlog of it is
+ * being taken the server is alive.  Fed, while a beat is unanswered, with
+ * the bytes we passed to `send()` and `WebSocket.bufferedAmount` (those not
+ * yet transmitted); the same rule as Python's `HeartbeatTracker.sample_output`.
+ */
+export class OutputProgress {
+  /** the most the server had taken at any sample of this wait (null: no sample yet) */
+  private taken: number | null = null;
+  private backlog = 0;
+  /** when a sample last showed progress, ms (null: not in this wait) */
+  progressAt: number | null = null;
+
+  /**
+   * A sample at `now`: `written` bytes sent so far, `queued` of them not yet
+   * transmitted.  True when the server took more than at any earlier sample
+   * while a backlog of at least MIN_PROGRESS_BYTES was queued at the previous one.
+   */
+  sample(now: number, written: number, queued: number): boolean {
+    const taken = written - queued;
+    const best = this.taken;
+    const backlog = this.backlog;
+    this.backlog = queued;
+    if (best === null || taken > best) {
+      this.taken = taken;
+      if (best !== null && backlog >= MIN_PROGRESS_BYTES) {
+        this.progressAt = now;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Every beat is answered: the next wait's samples start afresh. */
+  reset(): void {
+    this.taken = null;
+    this.backlog = 0;
+    this.progressAt = null;
+  }
+}
+
+/**
  * NTP-style clock offset: keeps the lowest-round-trip sample of the last
  * `window` (queueing delay only ever adds to a round trip).
  */

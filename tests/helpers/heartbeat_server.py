@@ -22,6 +22,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=None)
     parser.add_argument("--timeout", type=float, default=None)
     parser.add_argument("--no-stall-grace", action="store_true")
+    parser.add_argument("--socket-buffer", type=int, default=0, help="SO_RCVBUF/SO_SNDBUF of every connection")
     args = parser.parse_args()
 
     from twisted.internet import reactor
@@ -87,6 +88,14 @@ def main() -> None:
         )
     factory = HubServerFactory([partial(ProbeHub, stall_after_beat)], heartbeat=policy)
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    if args.socket_buffer:
+        # Set on the listening socket, so every accepted connection has it
+        # from its start (and Linux does not grow it): a stopped server's
+        # kernel then takes only that much of what clients send.
+        import socket
+
+        port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, args.socket_buffer)
+        port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, args.socket_buffer)
     print(f"PORT {port.getHost().port}", flush=True)
     reactor.run()  # type: ignore[attr-defined]
 

@@ -389,6 +389,52 @@ test("a server that stops answering is dropped within interval + timeout: CLOSE,
   await assert.rejects(pending, (e) => e instanceof ConnectionClosedError && e.reason.kind === "timed-out");
 });
 
+/**
+ * A client beating 1 s / 3 s uploading 2.7 MB through a link taking
+ * `rate` bytes/s until `stopsAt` ms (then nothing): the fake socket's
+ * bufferedAmount is what is not yet taken; the server never answers (its
+ * answers would wait behind the upload).  Returns when the client gave up.
+ */
+async function uploadThroughSlowLink(stopsAt, until = 30_000) {
+  const { client, ws } = await connected({ heartbeatInterval: 1000, heartbeatTimeout: 3000 });
+  const start = clock.now();
+  let sent = 0;
+  const send = ws.send.bind(ws);
+  ws.send = (data) => {
+    sent += data.length;
+    send(data);
+  };
+  Object.defineProperty(ws, "bufferedAmount", {
+    get: () => Math.max(0, sent - Math.floor((200_000 * (Math.min(clock.now(), start + stopsAt) - start)) / 1000)),
+  });
+  for (let i = 0; i < 3; i++) client.call("upload", new Uint8Array(900_000)).catch(() => {});
+  await settle();
+  for (let t = 0; t < until && client.isConnected; t += 10) clock.advance(10);
+  await settle();
+  return { client, ws, elapsed: clock.now() - start };
+}
+
+test("progress counts as life: a server taking our upload is kept though our beats wait behind it", async () => {
+  // 13 s of the 13.5 s upload: every beat from 1 s on is behind it, unanswered (the old rule: dropped at 4 s).
+  const { client, ws, elapsed } = await uploadThroughSlowLink(Infinity, 13_000);
+  assert.equal(elapsed, 13_000);
+  assert.equal(client.isConnected, true);
+  assert.equal(client.timeoutsAvoided, 1);
+  // The upload is through: the answers arrive.
+  const beat = ws.messages().filter((m) => m[0] === 11).at(-2);
+  ws.deliver([12, beat[1], beat[2], clock.now() * 1000]);
+  await settle();
+  assert.equal(client.isConnected, true);
+  assert.ok(client.roundTrip > 0);
+});
+
+test("progress counts as life: once the upload stops moving the server is dropped within interval + timeout", async () => {
+  const { client, elapsed } = await uploadThroughSlowLink(6_300);
+  assert.equal(client.isConnected, false);
+  assert.equal(client.disconnectReason.kind, "timed-out");
+  assert.ok(elapsed > 6_300 && elapsed <= 6_300 + 1000 + 3000, `dropped at ${elapsed} ms`);
+});
+
 test("stall awareness: a timeout that fires late after our loop was blocked gets one more exchange", async () => {
   const { client, ws } = await connected({ heartbeatInterval: 1000, heartbeatTimeout: 2000 });
   clock.advance(1000); // beat 1 sent

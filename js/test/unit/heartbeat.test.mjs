@@ -1,7 +1,7 @@
 // The sans-IO heartbeat bookkeeping, with explicit times.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ClockSync, HeartbeatTracker, StallDetector } from "../../dist/index.js";
+import { ClockSync, HeartbeatTracker, MIN_PROGRESS_BYTES, OutputProgress, StallDetector } from "../../dist/index.js";
 
 test("an answer to beat k clears every beat <= k; the timeout then runs from the oldest still unanswered", () => {
   const tracker = new HeartbeatTracker();
@@ -45,4 +45,18 @@ test("stall detector: a timer more than 250 ms late is a stall, seen from its fi
   assert.equal(stall.stalledSince(2500), true);
   assert.equal(stall.stalledSince(2601), false);
   assert.equal(stall.maxLag, 600);
+});
+
+test("output progress: a backlog of at least 4 KiB that shrinks is progress; bytes in flight, a stuck or growing backlog are not", () => {
+  const progress = new OutputProgress();
+  assert.equal(progress.sample(1000, 900_000, 800_000), false, "the first sample is a baseline");
+  assert.equal(progress.sample(2000, 900_000, 600_000), true);
+  assert.equal(progress.progressAt, 2000);
+  assert.equal(progress.sample(3000, 1_000_000, 700_000), false, "written 100 kB more, none taken");
+  progress.reset();
+  assert.equal(progress.progressAt, null);
+  progress.sample(4000, 1_000, 30); // a heartbeat caught in flight
+  assert.equal(progress.sample(5000, 1_030, 0), false);
+  progress.sample(6000, 1_030 + MIN_PROGRESS_BYTES, MIN_PROGRESS_BYTES);
+  assert.equal(progress.sample(7000, 1_030 + MIN_PROGRESS_BYTES, 0), true);
 });
