@@ -19,17 +19,25 @@ class Recorder:
     def __init__(self) -> None:
         self.answers: list[tuple[Any, ...]] = []
         self.mistakes: list[str] = []
+        self.failures: list[str] = []
         self.crashes: list[str] = []
         self.held = 0
 
-    def answer_result(self, call_id: int, value: Any) -> None:
+    def answer_result(self, call_id: int, method: str, value: Any) -> bool:
+        if isinstance(value, set):  # as the server session does: msgpack cannot encode a set
+            self.answers.append(("error", call_id, "internal", "the result cannot be encoded", None))
+            return False
         self.answers.append(("result", call_id, value, self.held))
+        return True
 
     def answer_error(self, call_id: int, code: str, message: str, detail: Any = None) -> None:
         self.answers.append(("error", call_id, code, message, detail))
 
     def peer_mistake(self, format: str, **fields: Any) -> None:
         self.mistakes.append(format.format(id="c1", **fields))
+
+    def call_failed(self, format: str, **fields: Any) -> None:
+        self.failures.append(format.format(id="c1", **fields))
 
     def method_crashed(self, method: str, failure: Failure) -> None:
         self.crashes.append(method)
@@ -64,6 +72,16 @@ class WorkHub(Hub):
     @method
     def crash(self) -> None:
         raise RuntimeError("bug")
+
+    @method
+    def a_set(self) -> set[int]:
+        return {1, 2}
+
+    @method
+    def a_set_later(self) -> Deferred[set[int]]:
+        d: Deferred[set[int]] = Deferred()
+        self.waiting.append(d)
+        return d
 
 
 def dispatcher(**options: Any) -> tuple[CallDispatcher, WorkHub, Recorder]:
@@ -150,5 +168,41 @@ class CallDispatcherTests(SynchronousTestCase):
         """A NOTIFY that fails has nobody to answer: a (rate-limited) log line instead."""
         calls, hub, answers = dispatcher()
         calls.receive(Notify("refuse", [], None), 10)
+        calls.receive(Notify("nope", [], None), 10)
         self.assertEqual(answers.answers, [])
-        self.assertIn("[nope] not allowed", answers.mistakes[0])
+        self.assertEqual(answers.failures, ["notification of 'refuse' on work connection c1 failed: [nope] not allowed"])
+        self.assertEqual(
+            answers.mistakes,
+            ["notification of 'nope' on work connection c1 failed: [unknown-method] hub 'work' has no method 'nope'"],
+        )
+
+    def test_failed_calls_are_logged_by_whose_doing(self) -> None:
+        """The client's mistakes (unknown method, bad arguments) go to peer_mistake; a HubError or a refusal to call_failed."""
+        calls, hub, answers = dispatcher(max_pending_calls=1)
+        calls.receive(Invoke(1, "nope", [], None), 10)
+        calls.receive(Invoke(2, "add", ["x", 3], None), 10)
+        calls.receive(Invoke(3, "add", [1], None), 10)
+        calls.receive(Invoke(4, "refuse", [], None), 10)
+        calls.receive(Invoke(5, "later", [], None), 10)
+        calls.receive(Invoke(6, "add", [1, 2], None), 10)
+        self.assertEqual(answers.mistakes, [
+            "call of 'nope' on work connection c1 failed: [unknown-method] hub 'work' has no method 'nope'",
+            "call of 'add' on work connection c1 failed: [invalid-arguments] add: argument 'a' must be int, got str",
+            "call of 'add' on work connection c1 failed: [invalid-arguments] add: missing a required argument: 'b'",
+        ])
+        self.assertEqual(answers.failures, [
+            "call of 'refuse' on work connection c1 failed: [nope] not allowed",
+            "call of 'add' on work connection c1 refused: more than 1 calls pending on this connection",
+        ])
+        self.assertEqual(len(answers.answers), 5)  # every call answered, but the one still running
+
+    def test_a_result_that_cannot_be_sent_is_an_internal_error(self) -> None:
+        """A result the answers refuse (a set) counts as an error, not a success, sync or async."""
+        calls, hub, answers = dispatcher(concurrent=True)
+        calls.receive(Invoke(1, "a_set", [], None), 10)
+        calls.receive(Invoke(2, "a_set_later", [], None), 10)
+        calls.receive(Invoke(3, "add", [1, 2], None), 10)
+        hub.waiting[0].callback({3})
+        self.assertEqual((calls.calls, calls.errors), (3, 2))
+        self.assertEqual([a[:3] for a in answers.answers], [("error", 1, "internal"), ("result", 3, 3),
+                                                            ("error", 2, "internal")])

@@ -51,7 +51,7 @@ async def connect_with_origin(reactor: Any, url: str, origin: str | None) -> Any
 
 @pytest_twisted.ensureDeferred
 async def test_tac_example_under_twistd() -> None:
-    """The .tac example runs under twistd: status page, origin check, calls, and going-away on SIGTERM."""
+    """The .tac example runs under twistd: status page, origin check, calls, going-away on SIGTERM, no debug lines."""
     from twisted.internet import reactor
     from twisted.web.client import Agent, readBody
 
@@ -77,6 +77,9 @@ async def test_tac_example_under_twistd() -> None:
             for waiting in disconnected:
                 assert (await waiting.addTimeout(10, reactor)).kind is DisconnectKind.GOING_AWAY
             assert child.ended_cleanly, child.output()
+            # twistd's default log shows info and above: twisted-hub's debug lines (heartbeat timers) stay out
+            assert "heartbeat timer" not in child.output() and "#debug]" not in child.output(), child.output()
+            assert "echo connection" in child.output(), child.output()
         finally:
             await child.stop(reactor)
 

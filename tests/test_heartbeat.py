@@ -28,6 +28,7 @@ from twisted_hub import (
     full_jitter_policy,
     heartbeat,
     method,
+    set_log_level,
 )
 from twisted_hub._connection import ClientConnection
 from twisted_hub._wire import CAP_BATCH, MessageKind, decode_frame
@@ -263,6 +264,8 @@ class ServerHeartbeatTests(SynchronousTestCase):
 
     def test_debug_log_events(self) -> None:
         """Timer start/stop, sends, acks and timeouts are logged at debug level."""
+        set_log_level("debug")
+        self.addCleanup(set_log_level, "info")
         observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         server = server_for(tight())
         conn = server.connect("plain")

@@ -81,6 +81,35 @@ class CallMetricsTests(MetricsTestBase):
             self.value("twisted_hub_call_duration_seconds_bucket", hub="work", method="deferred", le="0.5"), 1
         )
 
+    def test_a_result_that_cannot_be_encoded_is_internal(self) -> None:
+        """A method returning a set answers [internal] and is counted internal, not ok (sync and async)."""
+        from twisted.internet.defer import succeed
+
+        from twisted_hub import Hub, hub, method
+
+        @hub("sets")
+        class SetHub(Hub):
+            @method
+            def numbers(self) -> set[int]:
+                return {1, 2}
+
+            @method
+            def later(self) -> Any:
+                return succeed({3})
+
+        server = HubTestServer([SetHub], metrics=True)
+        conn = server.connect("sets")
+        for name in ("numbers", "later"):
+            d = conn.client.call(name)
+            server.flush()
+            self.assertEqual(self.failureResultOf(d, HubError).value.code, "internal")  # type: ignore[attr-defined]
+        assert server.factory.metrics is not None
+        value = server.factory.metrics.registry.get_sample_value
+        for name in ("numbers", "later"):
+            labels = {"hub": "sets", "method": name}
+            self.assertEqual(value("twisted_hub_calls_total", {**labels, "outcome": "internal"}), 1, name)
+            self.assertEqual(value("twisted_hub_calls_total", {**labels, "outcome": "ok"}), 0, name)
+
     def test_refused_calls(self) -> None:
         """A call over the pending-calls limit is counted as refused."""
         server = HubTestServer([work_hub(self.log)], metrics=True, max_pending_calls=1)
@@ -161,6 +190,19 @@ class HeartbeatMetricsTests(MetricsTestBase):
         self.assertEqual(self.value("twisted_hub_reactor_stalls"), 1)
         self.assertAlmostEqual(self.value("twisted_hub_reactor_worst_stall_seconds"), 1.5)
 
+    def test_a_late_timer_is_no_stall(self) -> None:
+        """A timer 0.1 s late (under the 0.25 s threshold) is no stall: the worst stall stays 0 with the count."""
+        self.connect()
+        self.server.advance(1.0)
+        self.server.stall(1.1)  # the tick due at 2.0 runs at 2.1
+        self.assertEqual(self.server.factory.stall_detector.stalls, 0)
+        self.assertAlmostEqual(self.server.factory.stall_detector.max_lag, 0.1)
+        self.assertEqual(self.value("twisted_hub_reactor_stalls"), 0)
+        self.assertEqual(self.value("twisted_hub_reactor_worst_stall_seconds"), 0.0)
+        self.server.stall(1.5)  # the next tick runs 0.5 s late
+        self.assertEqual(self.value("twisted_hub_reactor_stalls"), 1)
+        self.assertAlmostEqual(self.value("twisted_hub_reactor_worst_stall_seconds"), 0.5)
+
 
 class RegistryTests(SynchronousTestCase):
     def test_registry_for_embedders(self) -> None:
@@ -216,7 +258,7 @@ class HeartbeatWindowTests(SynchronousTestCase):
 
         window = HeartbeatWindow(points=64)
         window.latencies = [i / 10_000 for i in range(10_000)]  # 0 .. 0.9999 s, uniform
-        window.tick(1.0, 10_000, 10_000)
+        window.tick(1.0, 10_000, 10_000, sent_now=10_000)
         self.assertEqual(len(window.ticks[0][3]), 64)
         summary = window.summary(1.0)
         self.assertLessEqual(abs(summary["latency_p50"] - 0.5), 1 / 63)

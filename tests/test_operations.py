@@ -15,9 +15,8 @@ from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from twisted_hub import HeartbeatPolicy, HubError, HubService
+from twisted_hub import HeartbeatPolicy, Hub, HubError, HubService, hub, method, set_log_level
 from twisted_hub._ops import STATUS_SCHEMA, StatusJsonPage
-from twisted_hub._ratelimit import peer_text
 from twisted_hub._service import listen_url, shutdown_connections
 from twisted_hub.demo import EchoHub
 from twisted_hub.testing import HubTestServer
@@ -43,6 +42,25 @@ class HealthTests(SynchronousTestCase):
         shutdown_connections(service.factory, 1.0, MemoryReactorClock())
         self.assertEqual(get(service, "/health")[0], 503)
 
+    def test_backplane_down_keeps_serving(self) -> None:
+        """With Redis down /health stays 200 (this node serves its clients) and says the backplane is down."""
+        from twisted_hub._ops import HealthPage
+
+        from .test_backplane import Cluster
+
+        cluster = Cluster(1, running=False)
+        page = HealthPage(cluster.servers[0].factory)
+
+        def health() -> tuple[int, bytes]:
+            request = DummyRequest([b""])
+            body = page.render(request)  # type: ignore[no-untyped-call]
+            return request.responseCode or 200, body
+
+        self.assertEqual(health(), (200, b"ok\nbackplane disconnected: serving this node's connections only\n"))
+        cluster.redis.start()
+        cluster.flush()
+        self.assertEqual(health(), (200, b"ok\n"))
+
     def test_metrics_only_when_enabled(self) -> None:
         """/metrics is 404 by default and the Prometheus text format with metrics=True."""
         plain = HubService([EchoHub], ["tcp:8080"], clock=MemoryReactorClock())
@@ -53,16 +71,21 @@ class HealthTests(SynchronousTestCase):
         self.assertIn('twisted_hub_connections{hub="echo"} 0.0', text)
 
 
+def read_status(page: StatusJsonPage) -> dict[str, Any]:
+    """GET /status.json from C{page}, parsed."""
+    request = DummyRequest([b""])
+    request.requestHeaders.setRawHeaders(b"host", [b"hub.example.com"])
+    body = page.render(request)  # type: ignore[no-untyped-call]
+    assert request.responseHeaders.getRawHeaders(b"content-type") == [b"application/json"]
+    return json.loads(body)  # type: ignore[no-any-return]
+
+
 class StatusJsonTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.log = WorkLog()
 
     def read(self, page: StatusJsonPage) -> dict[str, Any]:
-        request = DummyRequest([b""])
-        request.requestHeaders.setRawHeaders(b"host", [b"hub.example.com"])
-        body = page.render(request)  # type: ignore[no-untyped-call]
-        self.assertEqual(request.responseHeaders.getRawHeaders(b"content-type"), [b"application/json"])
-        return json.loads(body)  # type: ignore[no-any-return]
+        return read_status(page)
 
     def test_after_a_session(self) -> None:
         """Connections, heartbeat success and p50/p99, calls/s, errors/s and disconnects reflect what happened."""
@@ -114,9 +137,59 @@ class StatusJsonTests(SynchronousTestCase):
         frozen.freeze_client()
         server.advance(4.5)
         heartbeat = self.read(page)["heartbeat"]
-        self.assertEqual((heartbeat["sent"], heartbeat["answered"]), (6, 3))  # the 4th beat is not due an answer yet
+        # 4 beats to each client, the live one answered all 4; the 4th beats are not due an answer yet
+        self.assertEqual((heartbeat["sent"], heartbeat["answered"], heartbeat["success_rate"]), (8, 4, 0.5))
         server.advance(120.0)  # the window forgets what is older than a minute
         self.assertLess(self.read(page)["heartbeat"]["sent"], 122)
+
+
+    def test_status_and_metrics_agree_on_heartbeats(self) -> None:
+        """Read at the same moment, /status.json and /metrics count the same beats and answers, during and after a session."""
+        server = HubTestServer([work_hub(self.log)], heartbeat=BEAT, metrics=True)
+        page = StatusJsonPage(server.factory)
+        assert server.factory.metrics is not None
+        registry = server.factory.metrics.registry
+
+        def both() -> tuple[tuple[int, int], tuple[float | None, float | None]]:
+            heartbeat = self.read(page)["heartbeat"]
+            metrics = (registry.get_sample_value("twisted_hub_server_heartbeats_sent_total"),
+                       registry.get_sample_value("twisted_hub_server_heartbeats_answered_total"))
+            return (heartbeat["sent"], heartbeat["answered"]), metrics
+
+        stays = server.connect("work")
+        server.advance(2.5)
+        for _ in range(3):  # short connections, as CLI calls make: a beat, its answer, a normal close
+            brief = server.connect("work")
+            server.advance(1.0)
+            brief.client.sendClose(1000)
+            server.flush()
+        status, metrics = both()
+        self.assertEqual(status, metrics)
+        frozen = server.connect("work")
+        frozen.freeze_client()
+        server.advance(5.0)  # its beats go unanswered until it times out
+        stays.client.sendClose(1000)  # the last connection leaves: no tick follows its last beat
+        server.flush()
+        status, metrics = both()
+        self.assertEqual(status, metrics)
+        # beats: 2 to "stays" alone, 3 x 2 with a brief one, 5 more to "stays" and 4 to the frozen one (it times
+        # out at 9 s, after its 4th beat); all answered but the frozen one's
+        self.assertEqual(status, (17, 13))
+
+    def test_abnormal_disconnects_are_kept_apart(self) -> None:
+        """Many normal closes after a heartbeat timeout: recent_abnormal_disconnects still holds the timeout."""
+        server = HubTestServer([work_hub(self.log)], heartbeat=BEAT)
+        page = StatusJsonPage(server.factory)
+        frozen = server.connect("work")
+        frozen.freeze_client()
+        server.advance(5.0)
+        for _ in range(25):
+            server.connect("work").client.sendClose(1000)
+            server.flush()
+        status = self.read(page)
+        self.assertEqual([d["kind"] for d in status["recent_disconnects"]], ["normal"] * 20)
+        [abnormal] = status["recent_abnormal_disconnects"]
+        self.assertEqual((abnormal["kind"], abnormal["code"], abnormal["reason"]), ("timed-out", 4001, "heartbeat timeout"))
 
 
 class StatusPageTests(SynchronousTestCase):
@@ -140,11 +213,49 @@ class StatusPageTests(SynchronousTestCase):
         self.assertEqual(json.loads(get(service, "/ops.json")[1])["hubs"], {"echo": {"connections": 0, "calls": 0,
                                                                                    "errors": 0}})
 
+    def test_cli_example_names_a_served_hub(self) -> None:
+        """The page's command-line example calls echo.echo only when echo is served, else a method of a served hub."""
+
+        @hub("counter")
+        class CounterHub(Hub):
+            @method
+            def incr(self, by: int, note: str = "") -> int:
+                return by
+
+            @method
+            def get(self) -> int:
+                return 0
+
+        @hub("adder")
+        class AdderHub(Hub):
+            @method
+            def add(self, a: int, b: int) -> int:
+                return a + b
+
+        def example(*hubs: type[Hub]) -> str:
+            page = get(HubService(list(hubs), ["tcp:8080"], clock=MemoryReactorClock()), "/")[1]
+            return page.split("python3 -m twisted_hub call ws://HOST:PORT/hub ", 1)[1].split("<", 1)[0]
+
+        self.assertEqual(example(EchoHub), "echo.echo hello")
+        self.assertEqual(example(CounterHub), "counter.get")
+        self.assertEqual(example(AdderHub), "adder.add A B")
+        self.assertEqual(example(AdderHub, CounterHub, EchoHub), "echo.echo hello")
+
     def test_no_status_no_json(self) -> None:
         """--no-status removes the JSON too; /health stays."""
         service = HubService([EchoHub], ["tcp:8080"], clock=MemoryReactorClock(), status_page=False)
         self.assertEqual(get(service, "/status.json")[0], 404)
         self.assertEqual(get(service, "/health")[0], 200)
+
+
+SESSION_LOG = "twisted_hub._server_session"
+
+
+@hub("sets")
+class SetHub(Hub):
+    @method
+    def numbers(self) -> set[int]:
+        return {1, 2}
 
 
 class LogTests(SynchronousTestCase):
@@ -165,11 +276,145 @@ class LogTests(SynchronousTestCase):
         opened, closed = self.connection_lines()
         self.assertEqual({e["log_level"].name for e in (opened, closed)}, {"info"})
         self.assertEqual((opened["hub"], opened["id"], opened["peer"]),
-                         ("work", protocol.connection_id, peer_text(conn.server_protocol.peer)))
+                         ("work", protocol.connection_id, conn.server_protocol.peer))
         self.assertEqual((closed["hub"], closed["id"], closed["duration"], closed["kind"], closed["code"],
                           closed["reason"]), ("work", protocol.connection_id, 2.5, "normal", 1000, "done here"))
         self.assertEqual(formatEvent(closed), f"work connection {protocol.connection_id} closed: normal (1000) done here; "
-                                              f"from {peer_text(conn.server_protocol.peer)} after 2.5s")
+                                              f"from {conn.server_protocol.peer} after 2.5s")
+
+    def test_close_without_reason_or_code(self) -> None:
+        """A normal close without a reason reads 'normal (1000); from ...', a lost connection 'connection-lost; from ...'."""
+        server = HubTestServer([work_hub(WorkLog())])
+        left, lost = server.connect("work"), server.connect("work")
+        left.client.sendClose(1000)
+        lost.drop()
+        server.flush()
+        texts = sorted(formatEvent(e) for e in self.connection_lines() if "closed" in e["log_format"])
+        peer = left.server_protocol.peer
+        self.assertEqual(texts, sorted([
+            f"work connection {left.server_protocol.session.connection_id} closed: normal (1000); from {peer} after 0.0s",
+            f"work connection {lost.server_protocol.session.connection_id} closed: connection-lost connection was closed "
+            'uncleanly ("peer dropped the TCP connection without previous WebSocket closing handshake"); '
+            f"from {peer} after 0.0s",
+        ]))
+
+    def test_json_log_holds_the_peer_address_itself(self) -> None:
+        """In the JSON log, peer is the address (tcp4:...), not its repr in quotes."""
+        import io
+
+        from twisted.logger import eventsFromJSONLogFile, jsonFileLogObserver
+
+        out = io.StringIO()
+        observer = jsonFileLogObserver(out)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        server = HubTestServer([work_hub(WorkLog())])
+        conn = server.connect("work")
+        conn.client.sendClose(1000)
+        server.flush()
+        out.seek(0)
+        peers = [e["peer"] for e in eventsFromJSONLogFile(out) if e.get("log_namespace") == CONNECTION_LOG]
+        self.assertEqual(peers, [conn.server_protocol.peer] * 2)
+        self.assertTrue(peers[0].startswith("tcp4:127.0.0.1:"), peers)
+
+    def test_a_heartbeat_timeout_is_logged_once(self) -> None:
+        """A server heartbeat timeout logs our line and the disconnect, and no autobahn 'dropping connection' warning."""
+        server = HubTestServer([work_hub(WorkLog())], heartbeat=BEAT)
+        conn = server.connect("work")
+        conn.freeze_client()
+        server.advance(5.0)
+        self.assertTrue(conn.server_transport.disconnected)
+        self.assertEqual([formatEvent(e) for e in self.logs if "dropping connection" in e.get("log_format", "")], [])
+        ours = [formatEvent(e) for e in self.logs if e["log_level"].name != "debug"]
+        cid = conn.server_protocol.session.connection_id
+        self.assertEqual(ours[1:], [
+            f"{cid} answered no heartbeat in time; closing",
+            f"work connection {cid} closed: timed-out (4001) heartbeat timeout; from {conn.server_protocol.peer} after 4.0s",
+        ])
+
+    def test_a_client_heartbeat_timeout_is_logged_once(self) -> None:
+        """The client's own heartbeat timeout does not make autobahn warn 'dropping connection' either."""
+        from twisted_hub import HubClientOptions
+
+        server = HubTestServer([work_hub(WorkLog())])
+        conn = server.connect("work", options=HubClientOptions(heartbeat=BEAT))
+        conn.freeze_server()
+        server.advance(5.0)
+        self.assertTrue(conn.client_transport.disconnected)
+        self.assertEqual([formatEvent(e) for e in self.logs if "dropping connection" in e.get("log_format", "")], [])
+
+    def test_failed_calls_are_logged_with_a_level(self) -> None:
+        """An unknown method is an info line, a HubError a debug line; each names hub and method, once a second."""
+        set_log_level("debug")
+        self.addCleanup(set_log_level, "info")
+        server = HubTestServer([work_hub(WorkLog())])
+        conn = server.connect("work")
+        cid = conn.server_protocol.session.connection_id
+        for _ in range(5):
+            conn.client.call("no_such_method").addErrback(lambda f: None)
+        server.flush()
+        server.advance(1.0)
+        conn.client.call("fail", "teapot", "short and stout").addErrback(lambda f: None)
+        server.flush()
+        lines = [(e["log_level"].name, formatEvent(e)) for e in self.logs if e.get("log_namespace") == SESSION_LOG]
+        self.assertEqual(lines, [
+            ("info", f"call of 'no_such_method' on work connection {cid} failed: "
+                     "[unknown-method] hub 'work' has no method 'no_such_method'"),
+            ("debug", f"call of 'fail' on work connection {cid} failed: [teapot] short and stout"),
+        ])
+
+    def test_hub_errors_are_debug_only(self) -> None:
+        """At the default level (info) a HubError answered to the client is not logged at all."""
+        server = HubTestServer([work_hub(WorkLog())])
+        conn = server.connect("work")
+        conn.client.call("fail", "teapot", "short and stout").addErrback(lambda f: None)
+        server.flush()
+        self.assertEqual([e for e in self.logs if e.get("log_namespace") == SESSION_LOG], [])
+
+    def test_a_result_that_cannot_be_encoded(self) -> None:
+        """The error line names the hub and the method; the call counts as an error on the status page."""
+        server = HubTestServer([SetHub])
+        page = StatusJsonPage(server.factory)
+        conn = server.connect("sets")
+        failure = self.failureResultOf(self.call(server, conn, "numbers"), HubError)
+        self.assertEqual(failure.value.code, "internal")  # type: ignore[attr-defined]
+        [line] = [formatEvent(e) for e in self.logs if e["log_level"].name == "error"]
+        self.assertIn("result of sets.numbers (call 1 on ", line)
+        self.assertIn("the result cannot be encoded: can not serialize 'set' object; answered [internal]", line)
+        self.assertEqual(read_status(page)["hubs"]["sets"], {"connections": 1, "calls": 1, "errors": 1})
+
+    def call(self, server: HubTestServer, conn: Any, method: str, *args: Any) -> Any:
+        d = conn.client.call(method, *args)
+        server.flush()
+        return d
+
+    def test_debug_lines_only_when_asked(self) -> None:
+        """By default no debug event of twisted-hub reaches the global log (a .tac's log); set_log_level('debug') lets them."""
+        def debug_lines() -> list[str]:
+            return [e["log_format"] for e in self.logs if e["log_level"].name == "debug"]
+
+        server = HubTestServer([work_hub(WorkLog())], heartbeat=BEAT)
+        server.connect("work")
+        server.advance(2.0)
+        self.assertEqual(debug_lines(), [])
+        set_log_level("debug", "twisted_hub._liveness")
+        self.addCleanup(set_log_level, "info")
+        server.advance(1.0)
+        [line] = debug_lines()
+        self.assertTrue(line.startswith("heartbeat {sequence} sent to {count} connections"), line)
+
+    def test_log_level_names(self) -> None:
+        """set_log_level takes the --log-level names; anything else is a clear error."""
+        from twisted.logger import LogLevel
+
+        from twisted_hub._logging import get_log_level
+
+        self.addCleanup(set_log_level, "info")
+        set_log_level("WARNING")
+        self.assertEqual(get_log_level("twisted_hub.connections"), LogLevel.warn)
+        with self.assertRaises(ValueError) as caught:
+            set_log_level("verbose")
+        self.assertIn("debug, info, warn, error, critical, got 'verbose'", str(caught.exception))
 
     def test_peer_chosen_reason_is_bounded(self) -> None:
         """A long close reason from the peer is cut in the log line."""
@@ -286,6 +531,8 @@ class VersionTests(SynchronousTestCase):
 class HeartbeatLogTests(SynchronousTestCase):
     def test_no_timeout_reads_never(self) -> None:
         """The heartbeat timer's debug line says 'timeout never', not 'timeout=Nones'."""
+        set_log_level("debug")
+        self.addCleanup(set_log_level, "info")
         logs: list[LogEvent] = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)  # type: ignore[assignment]
         server = HubTestServer([work_hub(WorkLog())], heartbeat=HeartbeatPolicy(enabled=True, interval=1.0, timeout=None))
         server.connect("work")

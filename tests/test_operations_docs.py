@@ -62,12 +62,13 @@ class AlertRulesTests(SynchronousTestCase):
             self.assertEqual(rule["expr"].count("("), rule["expr"].count(")"), rule["alert"])
 
     def test_the_issue_topics_are_covered(self) -> None:
-        """Timeout rate, latency p99, slow consumers and reconnect storms each have a rule."""
+        """Timeout rate, latency p99, slow consumers, reconnect storms and a lost backplane each have a rule."""
         exprs = {rule["alert"]: rule["expr"] for rule in self.rules["groups"][0]["rules"]}
         self.assertIn("twisted_hub_server_heartbeat_timeouts_total", exprs["HubHeartbeatTimeouts"])
         self.assertIn("histogram_quantile(0.99", exprs["HubHeartbeatLatencyHigh"])
         self.assertIn("twisted_hub_slow_consumer_closes_total", exprs["HubSlowConsumers"])
         self.assertIn("twisted_hub_connects_total", exprs["HubReconnectStorm"])
+        self.assertIn("twisted_hub_backplane_connected", exprs["HubBackplaneDown"])
 
     def test_every_metric_named_exists(self) -> None:
         """Every twisted_hub_* name in the rules and in docs/operations.md is exposed by the server."""
@@ -102,4 +103,44 @@ class PromtoolTests(SynchronousTestCase):
             [promtool, "check", "rules", str(ROOT / "docs" / "alerts.yml")], capture_output=True, text=True, timeout=60
         )
         self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
-        self.assertIn("SUCCESS: 5 rules found", done.stdout)
+        self.assertIn("SUCCESS: 6 rules found", done.stdout)
+
+    def test_backplane_alert_fires(self) -> None:
+        """promtool test rules: HubBackplaneDown fires for the node whose backplane is down for a minute, not the other."""
+        import json
+        import shutil
+        import subprocess
+        import tempfile
+        from pathlib import Path
+
+        promtool = shutil.which("promtool")
+        self.assertIsNotNone(promtool, "promtool is missing: apt-get install prometheus (.ci/run does)")
+        assert promtool is not None
+        rules = yaml.safe_load((ROOT / "docs" / "alerts.yml").read_text())
+        [rule] = [r for r in rules["groups"][0]["rules"] if r["alert"] == "HubBackplaneDown"]
+        annotations = {
+            "summary": rule["annotations"]["summary"].replace("{{ $labels.instance }}", "a"),
+            "description": rule["annotations"]["description"],
+        }
+        test = {
+            "rule_files": [str(ROOT / "docs" / "alerts.yml")],
+            "evaluation_interval": "1m",
+            "tests": [{
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'twisted_hub_backplane_connected{instance="a"}', "values": "1 0 0 0"},
+                    {"series": 'twisted_hub_backplane_connected{instance="b"}', "values": "1 1 1 1"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "1m", "alertname": "HubBackplaneDown", "exp_alerts": []},
+                    {"eval_time": "3m", "alertname": "HubBackplaneDown", "exp_alerts": [
+                        {"exp_labels": {"severity": "critical", "instance": "a"}, "exp_annotations": annotations},
+                    ]},
+                ],
+            }],
+        }
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "test.yml"
+            path.write_text(json.dumps(test))  # JSON is YAML
+            done = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)

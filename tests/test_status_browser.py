@@ -1,7 +1,8 @@
 """
 The live status page in real headless Chromium: after a session over a
 real socket, its script has filled in what a person reads (connections,
-heartbeat success rate and latency, calls/s, the last disconnect).
+heartbeat success rate and latency, calls/s, the last disconnect); on a
+given C{/status.json}, what it makes of the numbers and the disconnects.
 """
 
 from __future__ import annotations
@@ -94,8 +95,74 @@ async def test_status_page_in_chromium() -> None:
         assert re.fullmatch(r"\d+\.\d ms / \d+\.\d ms", text_of(dom, "hb-latency")), text_of(dom, "hb-latency")
         assert float(text_of(dom, "calls")) > 0
         assert text_of(dom, "errors") == "0.0"
+        errors = re.search(r'<b id="errors"([^>]*)>', dom)
+        assert errors is not None and "bad" not in errors.group(1)
         assert "normal (1000)" in dom
+        assert re.search(r"<th>connections</th><th>heartbeat</th>", dom), "the Hubs table lost its headers"
         assert text_of(dom, "updated").startswith("updated ")
         await bounded(stays.disconnect())
     finally:
         await bounded(service.stopService())
+
+
+def live_status(**changes: Any) -> dict[str, Any]:
+    """A /status.json document as the server writes it, with C{changes}."""
+    normal = {"time": 1_800_000_000.0, "hub": "echo", "id": "n1-2", "kind": "normal", "code": 1000, "reason": ""}
+    timed_out = {"time": 1_799_999_990.0, "hub": "echo", "id": "n1-1", "kind": "timed-out", "code": 4001,
+                 "reason": "heartbeat timeout"}
+    status = {
+        "schema": 1, "version": "0", "server_time": 1_800_000_000.0, "uptime": 3600.0, "draining": False,
+        "connections": 7, "hubs": {"echo": {"connections": 7, "calls": 60, "errors": 1}},
+        "heartbeat": {"window": 60.0, "sent": 70, "answered": 70, "success_rate": 1.0, "latency_p50": 0.001,
+                      "latency_p99": 0.002},
+        "calls_per_s": 1.0, "errors_per_s": 1 / 60,
+        "recent_disconnects": [normal] * 20, "recent_abnormal_disconnects": [timed_out],
+    }
+    status.update(changes)
+    return status
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_page_script_in_chromium() -> None:
+    """
+    The page's script, on a given /status.json: the Hubs table keeps its
+    headers, the abnormal disconnects stay visible under 20 normal ones, and a
+    small error rate reads as a number, not a red 0.0.
+    """
+    import json
+
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ServerEndpoint
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+    from twisted.web.static import Data
+
+    from twisted_hub import HubServerFactory
+    from twisted_hub._resource import HubStatusPage
+
+    page = HubStatusPage(HubServerFactory([EchoHub]), "/hub", ["tcp:8080"])
+    page.json_url = "/live.json"
+    root = Resource()
+    root.putChild(b"", page)
+    root.putChild(b"live.json", Data(json.dumps(live_status()).encode(), "application/json"))
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(root))
+    try:
+        dom = (await dump_dom(f"http://127.0.0.1:{port.getHost().port}/")).decode("utf-8")
+    finally:
+        await port.stopListening()
+    assert text_of(dom, "updated").startswith("updated "), "the script never ran"
+    hubs = re.search(r'<table id="hubs">(.*?)</table>', dom, re.S)
+    assert hubs is not None
+    headers = re.findall(r"<th>(.*?)</th>", hubs.group(1))
+    assert headers == ["hub", "path", "connections", "heartbeat"], headers
+    assert re.findall(r"<td>(.*?)</td>", hubs.group(1))[2] == "7"
+    assert text_of(dom, "total-connections") == "7"
+    assert text_of(dom, "errors") == "0.02"
+    errors = re.search(r'<b id="errors"([^>]*)>', dom)
+    assert errors is not None and 'class="bad"' in errors.group(1)
+    assert text_of(dom, "calls") == "1.0"
+    abnormal = re.search(r'<table id="abnormal-disconnects">(.*?)</table>', dom, re.S)
+    assert abnormal is not None
+    assert "timed-out (4001): heartbeat timeout" in abnormal.group(1)
+    recent = re.search(r'<table id="disconnects">(.*?)</table>', dom, re.S)
+    assert recent is not None and recent.group(1).count("normal (1000)") == 20

@@ -22,7 +22,7 @@ from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import HeartbeatPolicy, HubService, OriginPolicy
-from twisted_hub._service import set_log_level
+from twisted_hub._service import set_filter_level
 from twisted_hub.demo import ChatHub, EchoHub
 from twisted_hub.tap import (
     TLS_HINT,
@@ -319,6 +319,18 @@ class LogLevelTests(SynchronousTestCase):
         observer({"log_level": LogLevel.info, "log_namespace": "autobahn.websocket.protocol", "log_format": "info"})
         self.assertEqual([event["log_format"] for event in seen], ["ours", "info"])
 
+    def test_level_of_twisted_hubs_own_lines(self) -> None:
+        """Running, the service sets the level twisted-hub emits its lines at; stopped, it puts the old one back."""
+        from twisted_hub._logging import get_log_level
+        from twisted_hub._service import LogLevelService
+
+        service = LogLevelService(LogLevel.debug)
+        self.assertEqual(get_log_level(), LogLevel.info)
+        service.startService()
+        self.assertEqual(get_log_level("twisted_hub._liveness"), LogLevel.debug)
+        self.successResultOf(service.stopService())
+        self.assertEqual(get_log_level("twisted_hub._liveness"), LogLevel.info)
+
     def test_own_observer_kept(self) -> None:
         """An application that has a log observer already keeps it."""
         from twisted_hub._service import LogLevelService
@@ -367,7 +379,7 @@ class LogLevelTests(SynchronousTestCase):
         """json_log_observer (for --logger) applies --log-level too."""
         out = io.StringIO()
         self.patch(sys, "stdout", out)
-        self.addCleanup(set_log_level, TWISTD_LOG_FILTER, LogLevel.info)
+        self.addCleanup(set_filter_level, TWISTD_LOG_FILTER, LogLevel.info)
         makeService(parse("--log-level", "error"))
         observer = json_log_observer()
         observer({"log_level": LogLevel.warn, "log_namespace": "x", "log_format": "dropped", "log_time": 0.0})

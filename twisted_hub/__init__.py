@@ -37,6 +37,7 @@ from ._heartbeat import (
 )
 from ._hub import ConnectionContext, HeartbeatFeature, Hub, InvalidArguments, RefuseConnection, heartbeat, hub, method
 from ._limits import ConnectionGuard, ConnectionLimits
+from ._logging import set_log_level
 from ._metrics import ClientMetrics, HubMetrics
 from ._origin import AllowedHosts, OriginPolicy
 from ._reconnect import ReconnectingHubClient, full_jitter_policy
@@ -103,4 +104,5 @@ __all__ = [
     "heartbeat",
     "hub",
     "method",
+    "set_log_level",
 ]

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 
 from ._hub import Hub, RefuseConnection
 from ._limits import ConnectionLimits
+from ._logging import HUB_LOG_OBSERVER
 from ._wire import SUBPROTOCOL
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HandshakeWatch", "Refusal", "RequestRules", "check_request", "run_on_connecting"]
 
-_log = Logger()
+_log = Logger(observer=HUB_LOG_OBSERVER)
 
 RouteT = TypeVar("RouteT", covariant=True)
 

@@ -37,9 +37,10 @@ from twisted.logger import Logger
 import twisted
 
 from ._errors import DisconnectReason
+from ._logging import HUB_LOG_OBSERVER
 from ._session import ended_reason
 
-_log = Logger()
+_log = Logger(observer=HUB_LOG_OBSERVER)
 
 #: autobahn releases (major, minor) the fast path was checked against: [low, high).
 TESTED_AUTOBAHN = ((24, 4), (27, 0))
@@ -555,11 +556,23 @@ class BoundedDropMixin:
     """
 
     transport: Any
+    wasClean: bool  # autobahn's
     _abort_call: Any = None
 
     def drop_after_close(self, clock: Any) -> None:
         """Close TCP after the close frame; abort it if that is not done in time."""
-        self.dropConnection(abort=False)  # type: ignore[attr-defined]
+        # autobahn logs a warning ("dropping connection to peer ... abort=False:
+        # None") when it drops a connection whose closing handshake did not
+        # finish: ours is a decision the session logged already, with its
+        # reason.  Seen as clean for that call only, autobahn logs at debug;
+        # the flag is back before the connection is lost (never synchronously:
+        # loseConnection waits for the reactor), so onClose still sees it unclean.
+        was_clean = self.wasClean
+        self.wasClean = True
+        try:
+            self.dropConnection(abort=False)  # type: ignore[attr-defined]
+        finally:
+            self.wasClean = was_clean
         self.abort_later(clock)
 
     def abort_later(self, clock: Any) -> None:

@@ -38,6 +38,7 @@ from ._connection import (
 )
 from ._errors import ConnectionClosedError, DisconnectKind, DisconnectReason, HandshakeError, HubError, kind_for_close
 from ._heartbeat import ClockOffset, HeartbeatVerdict, StallDetector, Traffic, utc_from_us
+from ._logging import HUB_LOG_OBSERVER
 from ._ratelimit import LogRateLimiter, peer_text
 from ._receivers import find_receiver_method
 from ._session import TEXT_FRAME_CLOSE, Lifecycle, SessionState, close_for_frame_error
@@ -61,7 +62,7 @@ TokenT = TypeVar("TokenT")
 TokenT_contra = TypeVar("TokenT_contra", contravariant=True)
 
 #: the client's log (the Twisted client's namespace, kept)
-CLIENT_LOG = Logger(namespace="twisted_hub._client")
+CLIENT_LOG = Logger(namespace="twisted_hub._client", observer=HUB_LOG_OBSERVER)
 
 
 @dataclass(frozen=True, slots=True)

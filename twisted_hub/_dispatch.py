@@ -26,14 +26,24 @@ from ._wire import ErrorCode, Invoke, Notify
 class CallAnswers(Protocol):
     """Where a L{CallDispatcher}'s decisions go (the server protocol)."""
 
-    def answer_result(self, call_id: int, value: Any) -> None:
-        """Answer call C{call_id} with C{value}."""
+    def answer_result(self, call_id: int, method: str, value: Any) -> bool:
+        """
+        Answer call C{call_id} (of C{method}) with C{value}.  False: the
+        result could not be sent (it cannot be encoded, or is too big) and
+        the call was answered with an C{internal} error instead.
+        """
 
     def answer_error(self, call_id: int, code: str, message: str, detail: Any = None) -> None:
         """Answer call C{call_id} with an error."""
 
     def peer_mistake(self, format: str, **fields: Any) -> None:
-        """Log a (rate-limited) line about something the peer got wrong."""
+        """Log a (rate-limited) info line about something the peer got wrong."""
+
+    def call_failed(self, format: str, **fields: Any) -> None:
+        """
+        Log a (rate-limited) debug line about a call answered with an error
+        the server chose: a L{HubError} the hub raised, a refusal.
+        """
 
     def method_crashed(self, method: str, failure: Failure) -> None:
         """A hub method raised something that is not a L{HubError}: log it."""
@@ -122,6 +132,10 @@ class CallDispatcher:
             if self.metrics is not None:
                 self.metrics.method(invocation.method).counts[REFUSED] += 1
             if isinstance(invocation, Invoke):
+                self.answers.call_failed(
+                    "call of {method} on {hub} connection {id} refused: {error}",
+                    method=peer_text(invocation.method), hub=self._hub_name, error=refusal,
+                )
                 self.answers.answer_error(invocation.call_id, ErrorCode.TOO_MANY_PENDING, refusal)
             else:
                 self.answers.peer_mistake(
@@ -145,9 +159,11 @@ class CallDispatcher:
         started = self._now() if self.metrics is not None else 0.0
         spec = self.methods.get(invocation.method)
         if spec is None:
-            hub_name = type(self.hub).hub_name
             self._count(invocation.method, ERROR, started)
-            self._fail(call_id, ErrorCode.UNKNOWN_METHOD, f"hub {hub_name!r} has no method {peer_text(invocation.method)}")
+            self._fail(
+                call_id, invocation.method, self.answers.peer_mistake, ErrorCode.UNKNOWN_METHOD,
+                f"hub {self._hub_name!r} has no method {peer_text(invocation.method)}",
+            )
             return
         args, kwargs = invocation.args, invocation.kwargs
         try:
@@ -159,13 +175,17 @@ class CallDispatcher:
                 result = spec.function(self.hub, *args)
         except HubError as e:
             self._count(invocation.method, ERROR, started)
-            self._fail(call_id, e.code, e.message, e.detail)
+            log = self.answers.peer_mistake if e.code == ErrorCode.INVALID_ARGUMENTS else self.answers.call_failed
+            self._fail(call_id, invocation.method, log, e.code, e.message, e.detail)
             return
         except TypeError as e:
             explanation = spec.explain_type_error(args, kwargs)
             if explanation is not None:
                 self._count(invocation.method, ERROR, started)
-                self._fail(call_id, ErrorCode.INVALID_ARGUMENTS, explanation, spec.usage())
+                self._fail(
+                    call_id, invocation.method, self.answers.peer_mistake, ErrorCode.INVALID_ARGUMENTS, explanation,
+                    spec.usage(),
+                )
             else:
                 self._count(invocation.method, INTERNAL, started)
                 self._internal_error(call_id, invocation.method, Failure(e))
@@ -184,8 +204,9 @@ class CallDispatcher:
                 errbackArgs=(call_id, invocation.method, size, started),
             )
             return
-        if call_id is not None:
-            self.answers.answer_result(call_id, result)
+        if call_id is not None and not self.answers.answer_result(call_id, invocation.method, result):
+            self._count(invocation.method, INTERNAL, started)  # answered with an internal error
+            return
         metrics = self.metrics
         if metrics is not None:
             metrics.method(invocation.method).record(OK, self._now() - started)
@@ -200,11 +221,10 @@ class CallDispatcher:
     def _async_done(self, value: Any, call_id: int | None, method: str, size: int, started: float) -> None:
         self.running -= 1
         self.pending_bytes -= size
-        metrics = self.metrics
-        if metrics is not None:
-            metrics.method(method).record(OK, self._now() - started)
-        if call_id is not None and not self._closed:
-            self.answers.answer_result(call_id, value)
+        if call_id is not None and not self._closed and not self.answers.answer_result(call_id, method, value):
+            self._count(method, INTERNAL, started)  # answered with an internal error
+        elif self.metrics is not None:
+            self.metrics.method(method).record(OK, self._now() - started)
         self._next()
 
     def _async_failed(self, failure: Failure, call_id: int | None, method: str, size: int, started: float) -> None:
@@ -213,7 +233,8 @@ class CallDispatcher:
         error = failure.value
         if isinstance(error, HubError):
             self._count(method, ERROR, started)
-            self._fail(call_id, error.code, error.message, error.detail)
+            log = self.answers.peer_mistake if error.code == ErrorCode.INVALID_ARGUMENTS else self.answers.call_failed
+            self._fail(call_id, method, log, error.code, error.message, error.detail)
         else:
             self._count(method, INTERNAL, started)
             self._internal_error(call_id, method, failure)
@@ -232,15 +253,30 @@ class CallDispatcher:
             self.answers.release_answers()
         self._maybe_idle()
 
-    def _fail(self, call_id: int | None, code: str, message: str, detail: Any = None) -> None:
-        if call_id is None:
-            self.answers.peer_mistake("notification failed on {id}: [{code}] {error}", code=code, error=bounded_text(message))
-            return
-        if not self._closed:
+    @property
+    def _hub_name(self) -> str:
+        return type(self.hub).hub_name
+
+    def _fail(
+        self, call_id: int | None, method: str, log: Callable[..., None] | None, code: str, message: str,
+        detail: Any = None,
+    ) -> None:
+        """
+        Answer a call with an error (a notification gets none), and log one
+        rate-limited line with C{log} (L{CallAnswers.peer_mistake} or
+        L{CallAnswers.call_failed}; None: logged already).
+        """
+        if log is not None:
+            log(
+                "{kind} of {method} on {hub} connection {id} failed: [{code}] {error}",
+                kind="call" if call_id is not None else "notification", method=peer_text(method),
+                hub=self._hub_name, code=code, error=bounded_text(message),
+            )
+        if call_id is not None and not self._closed:
             self.answers.answer_error(call_id, code, message, detail)
 
     def _internal_error(self, call_id: int | None, method: str, failure: Failure) -> None:
         self.answers.method_crashed(method, failure)
         detail = failure.getTraceback() if self.debug else None
         message = f"{type(failure.value).__name__}: {failure.value}" if self.debug else "internal error"
-        self._fail(call_id, ErrorCode.INTERNAL, message, detail)
+        self._fail(call_id, method, None, ErrorCode.INTERNAL, message, detail)

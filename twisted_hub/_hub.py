@@ -38,11 +38,12 @@ from ._base_error import HubArgumentError, HubStateError, TwistedHubError
 from ._connection import receiver_call_payload
 from ._errors import DisconnectKind, HubError
 from ._heartbeat import HeartbeatPolicy, MetadataProvider, _check_positive
+from ._logging import HUB_LOG_OBSERVER
 from ._metrics import TrafficTotals
 from ._sentinel import UNSET, Unset
 from ._wire import CloseCode, ErrorCode
 
-_log = Logger()
+_log = Logger(observer=HUB_LOG_OBSERVER)
 
 if TYPE_CHECKING:
     from autobahn.websocket.types import ConnectionRequest

@@ -53,6 +53,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._base_error import HubArgumentError
+from ._logging import HUB_LOG_OBSERVER
 from ._ratelimit import LogRateLimiter
 
 #: Seconds from accept to the end of the WebSocket opening handshake.
@@ -67,7 +68,7 @@ LOG_INTERVAL = 10.0
 #: WebSocket opening handshake is an upgrade of (RFC 6455).
 HUB_ALPN_PROTOCOLS: tuple[bytes, ...] = (b"http/1.1",)
 
-_log = Logger()
+_log = Logger(observer=HUB_LOG_OBSERVER)
 _CONNECTION_DONE = Failure(ConnectionDone())
 
 

@@ -34,6 +34,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ._heartbeat import HeartbeatPolicy, HeartbeatTracker, HeartbeatVerdict, StallDetector
+from ._logging import HUB_LOG_OBSERVER
 from ._wire import ServerHeartbeat, encode, to_us
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ class HeartbeatMember(Protocol):
 class ServerHeartbeatScheduler:
     """Beats for every connection sharing one L{HeartbeatPolicy}."""
 
-    log = Logger()
+    log = Logger(observer=HUB_LOG_OBSERVER)
 
     def __init__(
         self,

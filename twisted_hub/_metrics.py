@@ -144,10 +144,15 @@ class HubMetrics:
             "twisted_hub_slow_consumer_closes", "Clients dropped for not reading their data.", ["hub"], registry=r
         )
         self.stall_events = Gauge(
-            "twisted_hub_reactor_stalls", "Heartbeat timers that fired late by more than the stall threshold.",
+            "twisted_hub_reactor_stalls",
+            "Heartbeat timers that fired more than the stall threshold (0.25 s) late: the reactor was blocked.",
             registry=r,
         )
-        self.worst_stall = Gauge("twisted_hub_reactor_worst_stall_seconds", "The latest a timer fired.", registry=r)
+        self.worst_stall = Gauge(
+            "twisted_hub_reactor_worst_stall_seconds",
+            "How late the worst of those stalled timers fired, in seconds (0 while there was no stall).",
+            registry=r,
+        )
         #: server heartbeat round trips (its count: the heartbeats answered)
         self.heartbeat_latency = FastHistogram(_LATENCY_BUCKETS)
         #: messages per frame received from clients (batching at work)
@@ -164,7 +169,9 @@ class HubMetrics:
             self.connections.labels(name).set_function(_counter_of(runtime))
         detector = factory.stall_detector
         self.stall_events.set_function(lambda: detector.stalls)
-        self.worst_stall.set_function(lambda: detector.max_lag)
+        # Only stalls count: a timer a millisecond late is no stall.  (The
+        # largest lag of all is a stall's as soon as there was one.)
+        self.worst_stall.set_function(lambda: detector.max_lag if detector.stalls else 0.0)
         self.registry.register(_LiveCollector(factory))
         self.registry.register(_HotCollector(self, factory))
         self.registry.register(_BackplaneCollector(factory))
@@ -226,11 +233,10 @@ class _BackplaneCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         backplane = self.factory.backplane
-        connected = getattr(backplane, "connected", True)
         up = GaugeMetricFamily(
             "twisted_hub_backplane_connected", "1 while this node reaches its backplane (Redis), else 0."
         )
-        up.add_metric([], 1.0 if (connected() if callable(connected) else connected) else 0.0)
+        up.add_metric([], 1.0 if backplane_connected(backplane) else 0.0)
         yield up
         for name, help in (
             ("published", "Receiver calls published to the other nodes."),
@@ -240,6 +246,12 @@ class _BackplaneCollector:
             family = CounterMetricFamily(f"twisted_hub_backplane_{name}", help)
             family.add_metric([], float(getattr(backplane, name, 0)))
             yield family
+
+
+def backplane_connected(backplane: object) -> bool:
+    """Whether this node reaches its backplane (one without a C{connected} attribute, in-process, always does)."""
+    connected = getattr(backplane, "connected", True)
+    return bool(connected() if callable(connected) else connected)
 
 
 def _counter_of(runtime: HubRuntime[Any]) -> Any:
@@ -313,16 +325,29 @@ class TrafficTotals:
         return result
 
 
+#: Disconnect kinds that are somebody's decision, not a failure: a close by
+#: either side, a page or server going away, a kick by the hub.
+EXPECTED_DISCONNECTS = frozenset({DisconnectKind.NORMAL.value, DisconnectKind.GOING_AWAY.value, DisconnectKind.KICKED.value})
+
+
 class RecentDisconnects:
-    """The last disconnects (for C{/status.json}): time, hub, connection id, reason kind and text."""
+    """
+    The last disconnects (for C{/status.json}): time, hub, connection id,
+    reason kind and text.  The abnormal ones (a kind not in
+    L{EXPECTED_DISCONNECTS}: timeouts, protocol errors, slow consumers,
+    lost connections ...) are also kept apart, so normal closes (one per
+    CLI call) do not push them out.
+    """
 
     def __init__(self, size: int = 20) -> None:
         self.entries: deque[dict[str, Any]] = deque(maxlen=size)
+        self.abnormal: deque[dict[str, Any]] = deque(maxlen=size)
 
     def add(self, at: float, hub: str, connection_id: str, kind: str, code: int | None, reason: str) -> None:
-        self.entries.append(
-            {"time": at, "hub": hub, "id": connection_id, "kind": kind, "code": code, "reason": reason[:200]}
-        )
+        entry = {"time": at, "hub": hub, "id": connection_id, "kind": kind, "code": code, "reason": reason[:200]}
+        self.entries.append(entry)
+        if kind not in EXPECTED_DISCONNECTS:
+            self.abnormal.append(entry)
 
 
 class HeartbeatWindow:
@@ -332,20 +357,28 @@ class HeartbeatWindow:
     and p50/p99).  One list append per answer; the rest happens per tick,
     where a tick's latencies are reduced to at most C{points} evenly spaced
     order statistics (so memory stays bounded with many connections).
+
+    C{sent} and C{answered} count beats when they are sent and answers when
+    they arrive, as C{/metrics} does (so the two agree while the window
+    holds everything).  The success rate compares, per tick, the beats of
+    the scheduler's previous tick with the answers since: a beat counts
+    there once it is due an answer.
     """
 
     def __init__(self, span: float = 60.0, points: int = 64) -> None:
         self.span = span
         self.points = points
-        #: (time, sent, answered, latency points, weight of each point)
-        self.ticks: deque[tuple[float, int, int, list[float], float]] = deque()
-        #: latencies of the answers since the last tick
+        #: (time, beats due an answer, answers to them, latency points, weight
+        #: of each point, beats sent now, answers received since the last tick)
+        self.ticks: deque[tuple[float, int, int, list[float], float, int, int]] = deque()
+        #: latencies of the answers since the last tick (of any scheduler)
         self.latencies: list[float] = []
 
-    def tick(self, now: float, sent: int, answered: int) -> None:
+    def tick(self, now: float, due: int, answered: int, *, sent_now: int) -> None:
         """
-        A scheduler tick at C{now}: C{sent} beats at its previous tick,
-        C{answered} answers since then (the success rate compares them).
+        A scheduler tick at C{now}: C{due} beats at its previous tick,
+        C{answered} answers since then (the success rate compares them);
+        C{sent_now} beats sent at this tick.
         """
         ordered = sorted(self.latencies)
         self.latencies = []
@@ -353,7 +386,7 @@ class HeartbeatWindow:
         if count > self.points:
             step = (count - 1) / (self.points - 1)
             ordered = [ordered[round(i * step)] for i in range(self.points)]
-        self.ticks.append((now, sent, answered, ordered, count / len(ordered) if ordered else 0.0))
+        self.ticks.append((now, due, answered, ordered, count / len(ordered) if ordered else 0.0, sent_now, count))
         self._prune(now)
 
     def _prune(self, now: float) -> None:
@@ -361,18 +394,21 @@ class HeartbeatWindow:
             self.ticks.popleft()
 
     def summary(self, now: float) -> dict[str, Any]:
-        """C{sent}, C{answered}, C{success_rate} (None before any beat), C{latency_p50}/C{latency_p99} (seconds)."""
+        """
+        C{sent}, C{answered}, C{success_rate} (None before any beat is due
+        an answer), C{latency_p50}/C{latency_p99} (seconds).
+        """
         self._prune(now)
-        sent = sum(tick[1] for tick in self.ticks)
-        answered = sum(tick[2] for tick in self.ticks)
+        due = sum(tick[1] for tick in self.ticks)
+        answered_due = sum(tick[2] for tick in self.ticks)
         weighted = sorted(
             [(latency, tick[4]) for tick in self.ticks for latency in tick[3]]
             + [(latency, 1.0) for latency in self.latencies]
         )
         return {
-            "sent": sent,
-            "answered": answered,
-            "success_rate": min(1.0, answered / sent) if sent else None,
+            "sent": sum(tick[5] for tick in self.ticks),
+            "answered": sum(tick[6] for tick in self.ticks) + len(self.latencies),
+            "success_rate": min(1.0, answered_due / due) if due else None,
             "latency_p50": _percentile(weighted, 0.50),
             "latency_p99": _percentile(weighted, 0.99),
         }

@@ -14,6 +14,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from ._base_error import HubArgumentError
+from ._metrics import backplane_connected
 from ._server import HubServerFactory
 
 #: The version of C{/status.json}'s layout; it only grows keys within one version.
@@ -44,6 +45,12 @@ class HealthPage(Resource):
     """
     C{GET /health}: 200 C{ok} while serving, 503 C{draining} once the
     graceful shutdown started (so a load balancer sends new clients elsewhere).
+
+    A lost backplane (Redis) keeps it 200, with a second line saying so:
+    this node still serves its own clients, and every node shares the one
+    Redis, so a 503 would take them all out of rotation at once and turn
+    a degraded service (no cross-node messages) into an outage.  The
+    C{HubBackplaneDown} alert (docs/alerts.yml) tells people instead.
     """
 
     isLeaf = True
@@ -58,6 +65,8 @@ class HealthPage(Resource):
         if self.factory.draining:
             request.setResponseCode(503)
             return b"draining\n"
+        if not backplane_connected(self.factory.backplane):
+            return b"ok\nbackplane disconnected: serving this node's connections only\n"
         return b"ok\n"
 
 
@@ -108,6 +117,7 @@ class StatusSnapshot:
             "calls_per_s": (calls - calls_then) / elapsed if elapsed > 0 else 0.0,
             "errors_per_s": (errors - errors_then) / elapsed if elapsed > 0 else 0.0,
             "recent_disconnects": list(reversed(factory.recent_disconnects.entries)),
+            "recent_abnormal_disconnects": list(reversed(factory.recent_disconnects.abnormal)),
         }
 
 

@@ -27,6 +27,15 @@ def peer_text(value: object, limit: int = PEER_TEXT_LIMIT) -> str:
     return f"{text[:limit]!r}... ({len(text)} chars)"
 
 
+def peer_field(peer: str | None) -> str:
+    """
+    The peer's address (autobahn's C{tcp4:10.0.0.5:51522}) as a log field:
+    bounded like L{peer_text}, but unquoted (a JSON log gets the address
+    itself), and C{repr}'d only if it holds control characters.
+    """
+    return bounded_text("" if peer is None else peer, PEER_TEXT_LIMIT)
+
+
 def bounded_text(value: str, limit: int = 200) -> str:
     """
     A message of ours that may quote the peer, made safe for a log line: cut

@@ -31,8 +31,9 @@ from ._client import (
 )
 from ._deprecate import clock_or_global_reactor, reactor_keyword_deprecated
 from ._errors import ConnectionClosedError, ConnectTimeoutError, DisconnectKind, DisconnectReason
+from ._logging import HUB_LOG_OBSERVER
 
-_log = Logger()
+_log = Logger(observer=HUB_LOG_OBSERVER)
 
 #: How many disconnect reasons a L{ReconnectingHubClient} keeps.
 MAX_REMEMBERED_DISCONNECTS = 100

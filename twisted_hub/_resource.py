@@ -4,13 +4,14 @@ Mount a hub endpoint on an existing C{twisted.web} site.
     root.putChild(b"hub", HubResource(HubServerFactory([ChatHub])))
 
 Every path below the mount point reaches the factory, whose last segment
-names the hub (C{/hub/chat}).  L{HubStatusPage} is the plain HTML page
+names the hub (C{/hub/chat}).  L{HubStatusPage} is the live status page
 C{twistd hub} serves on C{GET /} (or C{--status-path}).
 """
 
 from __future__ import annotations
 
 import html
+import inspect
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -85,6 +86,30 @@ class _Mounted:
         return protocol
 
 
+def call_example(factory: HubServerFactory) -> str:
+    """
+    The C{HUB.METHOD ARGS} of the page's command-line example: C{echo.echo
+    hello} when the demo echo hub is served, else a method of a served hub
+    (one needing the fewest arguments, named in capitals).
+    """
+    echo = factory.runtimes.get("echo")
+    if echo is not None and "echo" in echo.methods:
+        return "echo.echo hello"
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    candidates: list[tuple[int, str, str, list[str]]] = []
+    for hub_name, runtime in factory.runtimes.items():
+        for method_name, spec in runtime.methods.items():
+            required = [
+                parameter.name.upper() for parameter in list(spec.signature.parameters.values())[1:]  # after self
+                if parameter.kind in positional and parameter.default is inspect.Parameter.empty
+            ]
+            candidates.append((len(required), hub_name, method_name, required))
+    if not candidates:
+        return f"{min(factory.runtimes)}.METHOD"
+    _, hub_name, method_name, required = min(candidates)
+    return " ".join([f"{hub_name}.{method_name}", *required])
+
+
 def _policy_text(policy: HeartbeatPolicy) -> str:
     if not policy.enabled:
         return "off"
@@ -94,8 +119,11 @@ def _policy_text(policy: HeartbeatPolicy) -> str:
 
 class HubStatusPage(Resource):
     """
-    A plain HTML page for people: server time, connections per hub and
-    heartbeat settings.  Served by C{twistd hub} on C{GET /}.
+    The status page for people: settings, connections per hub and their
+    heartbeat policies, and (with L{json_url}) a live section refreshed from
+    C{/status.json}: heartbeat success and latency, calls/s, errors/s, the
+    last abnormal and the last of all disconnects.  Served by C{twistd hub}
+    on C{GET /}.
 
     @param factory: the factory whose hubs it describes.
     @param hub_path: where the hub endpoint is mounted (shown as URLs).
@@ -151,7 +179,9 @@ class HubStatusPage(Resource):
             settings.append(("listening on", ", ".join(self.listening)))
         settings.extend(self.extra)
         settings.extend(self.factory.backplane.status())
-        setting_rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in settings)
+        # the cells the live script refreshes have ids (a header's text is no address)
+        live_ids = {"server time (UTC)": ' id="server-time"', "connections": ' id="total-connections"'}
+        setting_rows = "".join(f"<tr><th>{e(k)}</th><td{live_ids.get(k, '')}>{e(v)}</td></tr>" for k, v in settings)
         live = ""
         if self.json_url is not None:
             live = _LIVE_SECTION + f'<script data-status-url="{e(self.json_url)}">{_LIVE_SCRIPT}</script>\n'
@@ -164,7 +194,8 @@ class HubStatusPage(Resource):
             + "<h2>Hubs</h2>\n<table id=\"hubs\"><tr><th>hub</th><th>path</th><th>connections</th><th>heartbeat</th></tr>"
             f"{''.join(rows)}</table>\n"
             "<p>Connect with a WebSocket client offering the subprotocol <code>twisted-hub.v1</code>, e.g. "
-            f"<code>python3 -m twisted_hub call ws://HOST:PORT{e(self.hub_path)} echo.echo hello</code></p>\n"
+            f"<code>python3 -m twisted_hub call ws://HOST:PORT{e(self.hub_path)} "
+            f"{e(call_example(self.factory))}</code></p>\n"
             + "".join(f'<p><a href="{e(url)}">{e(label)}</a></p>\n' for label, url in self.links)
             + "</body></html>\n"
         )
@@ -192,35 +223,43 @@ _LIVE_SECTION = (
     "<div class=\"tile\">heartbeat p50 / p99<b id=\"hb-latency\">-</b></div>"
     "<div class=\"tile\">calls/s<b id=\"calls\">-</b></div>"
     "<div class=\"tile\">errors/s<b id=\"errors\">-</b></div></div>\n"
+    "<h2>Abnormal disconnects</h2>\n<p class=\"muted\">Timeouts, protocol errors, slow consumers, lost "
+    "connections... (not normal closes, going-away or kicks): the last 20.</p>\n"
+    "<table id=\"abnormal-disconnects\"><tr><th>time (UTC)</th><th>hub</th>"
+    "<th>connection</th><th>reason</th></tr></table>\n"
     "<h2>Recent disconnects</h2>\n<table id=\"disconnects\"><tr><th>time (UTC)</th><th>hub</th>"
     "<th>connection</th><th>reason</th></tr></table>\n"
 )
 
-# Reads /status.json every 2 s and fills the live section (textContent only: no markup from data).
+# Reads /status.json every 2 s and fills the live section (textContent only:
+# no markup from data).  Cells are found by id or inside their own table only.
 _LIVE_SCRIPT = """
 (function(){
 var url=document.currentScript.dataset.statusUrl;
 function $(id){return document.getElementById(id);}
 function ms(s){return s==null?"-":(s*1000).toFixed(1)+" ms";}
+function rate(x){return x===0?"0.0":x>=0.1?x.toFixed(1):x.toPrecision(1);}
 function dur(s){if(s==null)return "-";s=Math.floor(s);var d=Math.floor(s/86400),h=Math.floor(s%86400/3600),
 m=Math.floor(s%3600/60);return (d?d+"d ":"")+(d||h?h+"h ":"")+m+"m "+(s%60)+"s";}
 function cell(row,text){var td=document.createElement("td");td.textContent=text;row.appendChild(td);}
+function fill(table,list,empty){while(table.rows.length>1)table.deleteRow(1);
+if(!list.length){var none=table.insertRow();cell(none,empty);none.cells[0].colSpan=4;none.className="muted";}
+list.forEach(function(d){var row=table.insertRow();
+cell(row,new Date(d.time*1000).toISOString().slice(11,19));cell(row,d.hub);cell(row,d.id);
+cell(row,d.kind+(d.code!=null?" ("+d.code+")":"")+(d.reason?": "+d.reason:""));});}
 function show(st){
 $("uptime").textContent=dur(st.uptime);$("connections").textContent=st.connections;
 var hb=st.heartbeat;$("hb-rate").textContent=hb.success_rate==null?"-":(hb.success_rate*100).toFixed(1)+" %";
 $("hb-rate").className=hb.success_rate!=null&&hb.success_rate<0.99?"bad":"";
 $("hb-latency").textContent=ms(hb.latency_p50)+" / "+ms(hb.latency_p99);
-$("calls").textContent=st.calls_per_s.toFixed(1);$("errors").textContent=st.errors_per_s.toFixed(1);
+$("calls").textContent=rate(st.calls_per_s);$("errors").textContent=rate(st.errors_per_s);
 $("errors").className=st.errors_per_s>0?"bad":"";
-var table=$("disconnects");while(table.rows.length>1)table.deleteRow(1);
-st.recent_disconnects.forEach(function(d){var row=table.insertRow();
-cell(row,new Date(d.time*1000).toISOString().slice(11,19));cell(row,d.hub);cell(row,d.id);
-cell(row,d.kind+(d.code!=null?" ("+d.code+")":"")+(d.reason?": "+d.reason:""));});
+fill($("abnormal-disconnects"),st.recent_abnormal_disconnects||[],"none");
+fill($("disconnects"),st.recent_disconnects,"none yet");
 var hubs=$("hubs");for(var i=1;i<hubs.rows.length;i++){var h=st.hubs[hubs.rows[i].cells[0].textContent];
 if(h)hubs.rows[i].cells[2].textContent=h.connections;}
-document.querySelectorAll("th").forEach(function(th){var td=th.nextElementSibling;if(!td)return;
-if(th.textContent==="server time (UTC)")td.textContent=new Date(st.server_time*1000).toISOString();
-if(th.textContent==="connections")td.textContent=st.connections;});
+if($("server-time"))$("server-time").textContent=new Date(st.server_time*1000).toISOString();
+if($("total-connections"))$("total-connections").textContent=st.connections;
 $("updated").textContent="updated "+new Date(st.server_time*1000).toISOString().slice(11,19)+" UTC";}
 function poll(){fetch(url,{cache:"no-store"}).then(function(r){return r.json();}).then(show)
 .catch(function(){$("updated").textContent="(server not answering)";}).then(function(){setTimeout(poll,2000);});}

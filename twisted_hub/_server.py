@@ -522,7 +522,7 @@ class HubServerFactory(WebSocketServerFactory):
 
     def _heartbeat_tick(self, now: float, sent: int, sent_before: int, answered: int) -> None:
         # The answers since the previous tick answer that tick's beats.
-        self.heartbeat_window.tick(now, sent_before, answered)
+        self.heartbeat_window.tick(now, sent_before, answered, sent_now=sent)
         if self.metrics is not None:
             self.metrics.heartbeats_sent.inc(sent)
 

@@ -37,8 +37,9 @@ from ._errors import CallTimeoutError, ConnectionClosedError, DisconnectKind, Di
 from ._heartbeat import HeartbeatPolicy, HeartbeatTracker, Traffic
 from ._hub import ConnectionContext, Hub, HubRuntime, PreparedFrame
 from ._liveness import ServerHeartbeatScheduler, ping_sequence
+from ._logging import HUB_LOG_OBSERVER
 from ._metrics import HeartbeatWindow, HubMetrics, RecentDisconnects
-from ._ratelimit import LogRateLimiter, bounded_text, peer_text
+from ._ratelimit import LogRateLimiter, bounded_text, peer_field
 from ._session import TEXT_FRAME_CLOSE, Lifecycle, SessionState, close_for_frame_error
 from ._wire import (
     HEARTBEAT_TIMEOUT_REASON,
@@ -55,10 +56,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ServerSession", "ServerTransport", "SessionHost"]
 
-_log = Logger()
+_log = Logger(observer=HUB_LOG_OBSERVER)
 #: one info line per connection opened and closed (docs/operations.md), in a
 #: namespace of its own so it can be filtered or shipped separately
-_connection_log = Logger(namespace="twisted_hub.connections")
+_connection_log = Logger(namespace="twisted_hub.connections", observer=HUB_LOG_OBSERVER)
 
 
 class ServerTransport(Protocol):
@@ -167,8 +168,9 @@ class ServerSession:
         self._holding = 0
         self._closed_waiters: list[Deferred[None]] = []
         self._hello_deadline: IDelayedCall | None = None
-        #: created at the first log line about a peer mistake
+        #: created at the first log line about a peer mistake / a call answered with an error
         self._peer_log: LogRateLimiter | None = None
+        self._call_log: LogRateLimiter | None = None
         self._opened_at = 0.0
         hub = runtime.make_hub()
         hub._runtime = runtime
@@ -244,7 +246,7 @@ class ServerSession:
             runtime.metrics.connects.inc()
         _connection_log.info(
             "{hub} connection {id} opened from {peer}",
-            hub=runtime.hub_class.hub_name, id=self.connection_id, peer=peer_text(self.transport.peer),
+            hub=runtime.hub_class.hub_name, id=self.connection_id, peer=peer_field(self.transport.peer),
         )
         self._hello_deadline = self._clock.callLater(host.hello_timeout, self._no_hello)
         self._call_hook("on_connected")
@@ -260,7 +262,7 @@ class ServerSession:
         if self.lifecycle.closing_locally:
             return
         if not is_binary:
-            _log.info("text frame from {peer} ({id}); closing", peer=self.transport.peer, id=self.connection_id)
+            _log.info("text frame from {peer} ({id}); closing", peer=peer_field(self.transport.peer), id=self.connection_id)
             self.close_with(*TEXT_FRAME_CLOSE, DisconnectKind.PROTOCOL_ERROR)
             return
         core = self.core
@@ -296,12 +298,12 @@ class ServerSession:
             if code == CloseCode.POLICY_VIOLATION:
                 _log.info(
                     "{peer} ({id}) sent {error}; closing with {code}",
-                    peer=self.transport.peer, id=self.connection_id, error=e, code=code,
+                    peer=peer_field(self.transport.peer), id=self.connection_id, error=e, code=code,
                 )
             elif code == CloseCode.PROTOCOL_ERROR:
                 _log.info(
                     "protocol error from {peer} ({id}): {error}; closing",
-                    peer=self.transport.peer, id=self.connection_id, error=e,
+                    peer=peer_field(self.transport.peer), id=self.connection_id, error=e,
                 )
             else:
                 _log.failure("unexpected error handling a frame from {id}", id=self.connection_id)
@@ -412,16 +414,19 @@ class ServerSession:
             scheduler.remove(self)
 
     # -- answering calls (CallAnswers: the dispatcher decides, see _dispatch.py) --
-    def answer_result(self, call_id: int, value: Any) -> None:
+    def answer_result(self, call_id: int, method: str, value: Any) -> bool:
         if self.lifecycle.closing_locally:
-            return
+            return True
         problem = self.core.send_result(call_id, value, self._max_message_size)
         if problem is not None:
             _log.error(
-                "result of call {call_id} on {id} not sent: {problem}", call_id=call_id, id=self.connection_id, problem=problem
+                "result of {hub}.{method} (call {call_id} on {id}) not sent: {problem}; answered [internal]",
+                hub=self.runtime.hub_class.hub_name, method=method, call_id=call_id, id=self.connection_id,
+                problem=problem,
             )
         if not self._holding:
             self.flush()
+        return problem is None
 
     def answer_error(self, call_id: int, code: str, message: str, detail: Any = None) -> None:
         if self.lifecycle.closing_locally:
@@ -445,8 +450,27 @@ class ServerSession:
             format += " ({suppressed} similar lines suppressed)"
         _log.info(format, id=self.connection_id, suppressed=suppressed, **fields)
 
+    def call_failed(self, format: str, **fields: Any) -> None:
+        """
+        Log one debug line about a call answered with an error the server
+        chose (a L{HubError}, a refusal), at most one per connection per
+        second (counted apart from L{peer_mistake}'s lines).
+        """
+        limiter = self._call_log
+        if limiter is None:
+            limiter = self._call_log = LogRateLimiter()
+        suppressed = limiter.allow(self._clock.seconds())
+        if suppressed is None:
+            return
+        if suppressed:
+            format += " ({suppressed} similar lines suppressed)"
+        _log.debug(format, id=self.connection_id, suppressed=suppressed, **fields)
+
     def method_crashed(self, method: str, failure: Failure) -> None:
-        _log.failure("hub method {method} raised", failure, method=method)
+        _log.failure(
+            "hub method {hub}.{method} raised (on {id})", failure,
+            hub=self.runtime.hub_class.hub_name, method=method, id=self.connection_id,
+        )
 
     def hold_answers(self) -> None:
         self._holding += 1
@@ -616,9 +640,11 @@ class ServerSession:
             runtime.metrics.disconnects[reason.kind].inc()
         text = bounded_text(reason.message or "")
         self.host.recent_disconnects.add(now, hub_name, self.connection_id, reason.kind.value, reason.code, text)
+        # "closed: normal (1000) bye; from ...", "closed: normal (1000); from ...", "closed: connection-lost; from ..."
+        how = "{kind}" + (" ({code})" if reason.code is not None else "") + (" {reason}" if text else "")
         _connection_log.info(
-            "{hub} connection {id} closed: {kind} ({code}) {reason}; from {peer} after {duration:.1f}s",
-            hub=hub_name, id=self.connection_id, peer=peer_text(self.transport.peer), duration=now - self._opened_at,
+            "{hub} connection {id} closed: " + how + "; from {peer} after {duration:.1f}s",
+            hub=hub_name, id=self.connection_id, peer=peer_field(self.transport.peer), duration=now - self._opened_at,
             kind=reason.kind.value, code=reason.code, reason=text, locally=reason.locally,
         )
 

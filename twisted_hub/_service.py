@@ -41,6 +41,7 @@ from ._deprecate import reactor_keyword_deprecated
 from ._errors import DisconnectKind
 from ._heartbeat import HeartbeatPolicy
 from ._limits import ConnectionGuard
+from ._logging import HUB_LOG_OBSERVER, get_log_level, set_log_level
 from ._ops import HealthPage, MetricsPage, StatusJsonPage
 from ._origin import OriginPolicy
 from ._resource import HubStatusPage, build_site_root, mount, status_json_path
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
 #: Seconds C{stopService} waits for connections to close before dropping them.
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
 
-_log = Logger()
+_log = Logger(observer=HUB_LOG_OBSERVER)
 
 #: Twisted's serverFromString (unannotated): a reactor and a description in, an endpoint out
 _server_from_string = cast(Callable[[IReactorTime, str], IStreamServerEndpoint], serverFromString)
@@ -512,7 +513,7 @@ _TXAIO_LEVELS = {
 }
 
 
-def set_log_level(predicate: LogLevelFilterPredicate, level: LogLevel) -> None:
+def set_filter_level(predicate: LogLevelFilterPredicate, level: LogLevel) -> None:
     """
     Make C{predicate} pass events of C{level} and above.  Debug is
     twisted-hub's story (connections, heartbeat timers, calls refused ...);
@@ -541,7 +542,8 @@ class LogLevelService(MultiService):
     C{--logfile}, C{--syslog}, stdout), this service sets that component, on
     the application it joins, to the factory's observer filtered by
     C{predicate}.  An application that has its own observer keeps it.
-    While running, txaio's (autobahn's logging layer) level is set too.
+    While running, txaio's (autobahn's logging layer) level is set too, and
+    twisted-hub's own (L{twisted_hub.set_log_level}, put back at the stop).
 
     @param level: the minimum level (autobahn's: info at least).
     @param predicate: the filter to set to C{level} (the one
@@ -557,8 +559,9 @@ class LogLevelService(MultiService):
         MultiService.__init__(self)
         self.level = level
         self.predicate = predicate if predicate is not None else LogLevelFilterPredicate()
-        set_log_level(self.predicate, level)
+        set_filter_level(self.predicate, level)
         self._observer_factory = observer_factory
+        self._hub_level_before: LogLevel | None = None
 
     def filtered(self, observer: ILogObserver) -> ILogObserver:
         """C{observer}, receiving only the events at or above the level."""
@@ -576,4 +579,18 @@ class LogLevelService(MultiService):
         import txaio  # autobahn's logging layer (a dependency of autobahn)
 
         txaio.set_global_log_level(_TXAIO_LEVELS[autobahn_log_level(self.level)])  # type: ignore[attr-defined]
+        # twisted-hub's own lines are filtered where they are emitted, too (_logging.py)
+        self._hub_level_before = get_log_level()
+        set_log_level(self.level)
         MultiService.startService(self)
+
+    def stopService(self) -> Deferred[Any]:
+        def restore(result: object) -> object:
+            # once the children stopped (their shutdown lines are at our level)
+            before, self._hub_level_before = self._hub_level_before, None
+            if before is not None:
+                set_log_level(before)
+            return result
+
+        stopped: Deferred[Any] = MultiService.stopService(self)
+        return stopped.addBoth(restore)

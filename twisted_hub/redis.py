@@ -44,12 +44,13 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, globalLogPublisher
+from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._backplane import TARGET_ALL, TARGET_GROUP, TARGET_ONLY, Target, node_of
 from ._base_error import HubArgumentError, HubStateError
+from ._logging import HUB_LOG_OBSERVER
 from ._ratelimit import LogRateLimiter
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisBackplane", "RedisSettings", "parse_redis_url"]
 
-_log = Logger()
+_log = Logger(observer=HUB_LOG_OBSERVER)
 
 #: seconds a node's lease lasts; it is refreshed every third of it
 DEFAULT_LEASE = 15.0
@@ -754,7 +755,7 @@ class _RetryLog:
     """ClientService's line per retry, at debug level: the backplane logs the outage once."""
 
     def __call__(self, event: LogEvent) -> None:
-        globalLogPublisher({**event, "log_level": LogLevel.debug})
+        HUB_LOG_OBSERVER({**event, "log_level": LogLevel.debug})
 
 
 class _RedisClientService(ClientService):
