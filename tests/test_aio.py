@@ -86,6 +86,8 @@ class TwistdHub:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()  # else a ResourceWarning surfaces in whichever test runs next
 
 
 @pytest.fixture(scope="module")
