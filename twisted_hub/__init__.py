@@ -25,6 +25,7 @@ from ._errors import (
     HandshakeError,
     HubError,
 )
+from ._filters import CallLog, CallTimeout, ConnectionEvent, HubCall, HubFilter, RateLimit
 from ._heartbeat import (
     FAST_DETECTION,
     MOBILE,
@@ -51,6 +52,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AllowedHosts",
     "Backplane",
+    "CallLog",
+    "CallTimeout",
     "CallTimeoutError",
     "ClientHeartbeatEvent",
     "ClientMetrics",
@@ -60,6 +63,7 @@ __all__ = [
     "ConnectTimeoutError",
     "ConnectionClosedError",
     "ConnectionContext",
+    "ConnectionEvent",
     "ConnectionGuard",
     "ConnectionLimits",
     "DisconnectKind",
@@ -73,10 +77,12 @@ __all__ = [
     "HeartbeatPolicy",
     "Hub",
     "HubArgumentError",
+    "HubCall",
     "HubClientFactory",
     "HubClientOptions",
     "HubClientProtocol",
     "HubError",
+    "HubFilter",
     "HubMetrics",
     "HubProxy",
     "HubResource",
@@ -92,6 +98,7 @@ __all__ = [
     "OriginPolicy",
     "PROXY_SAFE",
     "ProtocolError",
+    "RateLimit",
     "ReconnectingHubClient",
     "RefuseConnection",
     "SUBPROTOCOL",

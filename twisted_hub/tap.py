@@ -5,6 +5,7 @@ C{twistd hub}: serve hubs over WebSocket.
     twistd -n hub --listen tcp:8080:interface=127.0.0.1 --hub myapp.hubs:ChatHub
     twistd -n hub --config /etc/twisted-hub/hub.toml --log-level debug
     twistd -n hub --port 8080 --static ./site          # your page at /, the hub at /hub
+    twistd -n hub --hub myapp.hubs:ChatHub --call-rate 20 --call-timeout 30 --log-calls
 
 Every option can also be given in a TOML file (C{--config}), under the same
 name (C{heartbeat-interval = 5}, C{listen = ["tcp:8080"]}); options on the
@@ -47,16 +48,16 @@ DEFAULT_LOG_LEVEL = "info"
 
 _REPEATABLE = {
     "listen": "listen", "hub": "hubs", "allowed-origin": "allowed-origins", "allowed-host": "allowed-hosts",
-    "static": "static",
+    "static": "static", "filter": "filters",
 }
 _SINGLE = (
     "port", "path", "heartbeat-interval", "heartbeat-timeout", "max-message-size",
     "log-level", "shutdown-timeout", "drain-delay",
     "max-outgoing-buffer", "max-pending-calls", "max-pending-bytes",
     "handshake-timeout", "max-connections", "max-connections-per-ip", "status-path",
-    "redis", "redis-lease",
+    "redis", "redis-lease", "call-rate", "call-burst", "call-timeout",
 )
-_FLAGS = ("no-status", "no-ping-fallback", "metrics", "static-listing")
+_FLAGS = ("no-status", "no-ping-fallback", "metrics", "static-listing", "log-calls")
 
 
 def load_hub(spec: str) -> type[Hub]:
@@ -74,6 +75,35 @@ def load_hub(spec: str) -> type[Hub]:
     if not (isinstance(hub_class, type) and issubclass(hub_class, Hub)):
         raise usage.UsageError(f"--hub {spec}: {attribute!r} is not a Hub subclass in {module_name!r}")
     return hub_class
+
+
+def load_filter(spec: str) -> object:
+    """
+    Import C{module:name}: a filter object, or a class or function that
+    makes one when called without arguments; check it is a filter.
+    """
+    from ._filters import FILTER_HOOKS, check_filters
+
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise usage.UsageError(f"--filter wants module:name, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise usage.UsageError(f"--filter {spec}: cannot import {module_name!r}: {e}") from None
+    found = getattr(module, attribute, None)
+    if found is None:
+        raise usage.UsageError(f"--filter {spec}: module {module_name!r} has no {attribute!r}")
+    if isinstance(found, type) or (callable(found) and not any(hasattr(found, hook) for hook in FILTER_HOOKS)):
+        try:
+            found = found()
+        except Exception as e:
+            raise usage.UsageError(f"--filter {spec}: calling {attribute} failed: {type(e).__name__}: {e}") from None
+    try:
+        check_filters([found], f"--filter {spec}")
+    except ValueError as e:
+        raise usage.UsageError(str(e)) from None
+    return found
 
 
 def _positive(name: str, value: str) -> float:
@@ -142,7 +172,9 @@ def read_config(path: str) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         raise usage.UsageError(f"--config {path}: not valid TOML: {e}") from None
     settings: dict[str, Any] = {}
-    aliases = {"hubs": "hub", "allowed-origins": "allowed-origin", "allowed-hosts": "allowed-host"}
+    aliases = {
+        "hubs": "hub", "allowed-origins": "allowed-origin", "allowed-hosts": "allowed-host", "filters": "filter",
+    }
     for raw_key, value in data.items():
         key = raw_key.replace("_", "-")
         key = aliases.get(key, key)
@@ -193,6 +225,11 @@ class Options(usage.Options):
         ["status-path", None, None, "URL path of the status page [/]."],
         ["redis", None, None, "Serve as one with the other hub processes on this Redis: redis://HOST:PORT/DB (docs/scaling.md)."],
         ["redis-lease", None, None, "Seconds a silent node stays in the others' group counts (needs --redis) [15]."],
+        ["call-rate", None, None,
+         "Calls per second each connection may start; over it: error rate-limited (docs/filters.md) [no limit]."],
+        ["call-burst", None, None, "Calls a connection may start at once after a quiet spell (needs --call-rate) [1 s worth]."],
+        ["call-timeout", None, None,
+         "Seconds a hub call may take; then it is answered with error timeout and cancelled [no limit]."],
     ]
     optFlags = [
         ["no-status", None, "Serve no status page (404 there)."],
@@ -200,6 +237,7 @@ class Options(usage.Options):
          "Do not check clients without hub heartbeats with WebSocket pings (docs/heartbeat.md)."],
         ["metrics", None, "Keep Prometheus metrics and serve them on GET /metrics (needs prometheus-client)."],
         ["static-listing", None, "List the files of a --static directory that has no index.html (default: 404)."],
+        ["log-calls", None, "Log one line per hub call (namespace twisted_hub.calls): method, outcome, duration."],
     ]
 
     def __init__(self) -> None:
@@ -210,6 +248,7 @@ class Options(usage.Options):
         self["allowed-hosts"] = []
         self["static"] = []
         self._hub_specs: list[str] = []
+        self._filter_specs: list[str] = []
 
     def opt_version(self) -> None:
         """Print the twisted-hub, Twisted and autobahn versions and exit."""
@@ -238,6 +277,10 @@ class Options(usage.Options):
         """Host name the Host header may carry (repeatable): hub.example.com, .example.com, 127.0.0.1 or *. [any]"""
         self["allowed-hosts"].append(host)
 
+    def opt_filter(self, spec: str) -> None:
+        """A filter around every hub call, module:name (repeatable; inside --call-rate/--log-calls/--call-timeout)."""
+        self._filter_specs.append(spec)
+
     def opt_static(self, value: str) -> None:
         """Serve the files of a folder beside the hub (repeatable): DIR at /, or PREFIX=DIR (/app=build)."""
         self["static"].append(value)
@@ -253,6 +296,8 @@ class Options(usage.Options):
                 self[name] = file_settings[name]
         if not self._hub_specs:
             self._hub_specs = list(file_settings.get("hub", []))
+        if not self._filter_specs:
+            self._filter_specs = list(file_settings.get("filter", []))
         if not self["allowed-origins"]:
             self["allowed-origins"] = list(file_settings.get("allowed-origin", []))
         if not self["allowed-hosts"]:
@@ -278,6 +323,7 @@ class Options(usage.Options):
         self._check_origins()
         self._check_connection_limits()
         self._check_redis()
+        self._check_filters()
         self["hubs"] = [load_hub(spec) for spec in self._hub_specs]
         if not self["hubs"]:
             from .demo import DEMO_HUBS
@@ -430,6 +476,31 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(f"--static: {e}") from None
 
+    def _check_filters(self) -> None:
+        """
+        C{self["filters"]}: the server's filters, outermost first: the rate
+        limit, the call log, the call timeout, then each C{--filter} in order.
+        """
+        from ._filters import CallLog, CallTimeout, RateLimit
+
+        filters: list[object] = []
+        rate, burst = self["call-rate"], self["call-burst"]
+        if rate is not None:
+            calls_per_second = _positive("call-rate", rate)
+            bucket = None if burst is None else _positive("call-burst", burst)
+            try:
+                filters.append(RateLimit(calls_per_second, bucket))
+            except ValueError as e:
+                raise usage.UsageError(f"--call-rate/--call-burst: {e}") from None
+        elif burst is not None:
+            raise usage.UsageError("--call-burst needs --call-rate")
+        if self["log-calls"]:
+            filters.append(CallLog())
+        if self["call-timeout"] is not None:
+            filters.append(CallTimeout(_positive("call-timeout", self["call-timeout"])))
+        filters.extend(load_filter(spec) for spec in self._filter_specs)
+        self["filters"] = filters
+
     def _check_redis(self) -> None:
         from .redis import DEFAULT_LEASE, parse_redis_url
 
@@ -513,6 +584,7 @@ def makeService(options: Options) -> IService:
         metrics=bool(options["metrics"]),
         static=dict(options["static"]) or None,
         static_listing=bool(options["static-listing"]),
+        filters=options["filters"],
         **backplane_options,
     )
     hubs.setServiceParent(root)  # type: ignore[no-untyped-call]
