@@ -531,7 +531,8 @@ class CallLog(HubFilter):
         else:
             outcome = "ok"
         fields: dict[str, Any] = {}
-        text = "{hub}.{method} {kind} {call_id} on {id}: {outcome} in {duration_ms:.1f} ms"
+        text = "{hub}.{method} call {call_id} on {id}" if call.call_id is not None else "{hub}.{method} notification on {id}"
+        text += ": {outcome} in {duration_ms:.1f} ms"
         if error:
             text += " ({error})"
         if self.arguments:
@@ -541,7 +542,7 @@ class CallLog(HubFilter):
         self.log.emit(
             level, text,
             hub=call.hub_name, method=call.method if call.target is not None else peer_text(call.method),
-            kind="notification" if call.call_id is None else "call", call_id=call.call_id,
+            call_id=call.call_id,
             id=call.hub.connection.id, outcome=outcome, duration=duration, duration_ms=duration * 1000.0,
             error=bounded_text(error), **fields,
         )
