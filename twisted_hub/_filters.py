@@ -223,6 +223,8 @@ def check_filters(filters: Iterable[object], where: str) -> tuple[Any, ...]:
     for index, candidate in enumerate(checked):
         if isinstance(candidate, type):
             raise HubArgumentError(f"{where}[{index}]: {candidate.__name__} is a class; give an instance")
+        if isinstance(candidate, Hub):
+            raise HubArgumentError(f"{where}[{index}]: {candidate!r} is a hub, not a filter")
         hooks = [_hook(candidate, name) for name in FILTER_HOOKS]
         if not any(hooks) and not isinstance(candidate, HubFilter):
             raise HubArgumentError(
