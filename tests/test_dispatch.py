@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-
-from twisted.internet.task import Clock
 
 from twisted_hub import Hub, HubCall, HubError, HubFilter, method
 from twisted_hub._dispatch import CallDispatcher, FilteredCallDispatcher

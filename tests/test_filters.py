@@ -868,7 +868,8 @@ class CallLogTests(FilterTestBase):
             (LogLevel.info, f"notes.later call 2 on {cid}: ok in 250.0 ms"),
             (LogLevel.info, f"notes.refuse call 3 on {cid}: nope in 0.0 ms (not allowed)"),
             (LogLevel.warn, f"notes.crash call 4 on {cid}: internal in 0.0 ms (RuntimeError: bug in the method)"),
-            (LogLevel.info, f"notes.'no\\nsuch' call 5 on {cid}: unknown-method in 0.0 ms (hub 'notes' has no method 'no\\nsuch')"),
+            (LogLevel.info,
+             f"notes.'no\\nsuch' call 5 on {cid}: unknown-method in 0.0 ms (hub 'notes' has no method 'no\\nsuch')"),
             (LogLevel.info, f"notes.record notification on {cid}: ok in 0.0 ms"),
         ])
         event = [e for e in self.logs if e.get("log_namespace") == "twisted_hub.calls"][1]
@@ -888,7 +889,8 @@ class CallLogTests(FilterTestBase):
         lines = self.lines()
         self.assertEqual(len(lines), 2)
         self.assertEqual(lines[0][0], LogLevel.debug)
-        self.assertTrue(lines[0][1].startswith(f"notes.later call 1 on {conn.hub.connection.id}: cancelled in 1000.0 ms args (['xxx"))
+        cid = conn.hub.connection.id
+        self.assertTrue(lines[0][1].startswith(f"notes.later call 1 on {cid}: cancelled in 1000.0 ms args (['xxx"))
         self.assertIn("... (", lines[0][1])
         self.assertLess(len(lines[0][1]), 320)
         self.assertEqual(
