@@ -4,13 +4,15 @@ What do filters cost a hub call on the server?  (docs/performance.md, docs/filte
 
     python3 bench/filters.py                      # before = the merge base with main
     python3 bench/filters.py --before e87adad --repeats 7 --calls 20000
+    python3 bench/filters.py --variants after+rate-limit after+call-timeout after+call-log
 
 Side by side, in one run: the server's work per call of a tree without
 filters (C{--before}, a commit, exported with C{git archive} to a temporary
 folder) and of this tree, without filters, with one pass-through filter,
 and with the three shipped filters (C{RateLimit} that never refuses,
 C{CallLog} written as text to /dev/null at info, as C{twistd hub --log-calls}
-logs, C{CallTimeout(60)}).  Each variant runs in a process of its own
+logs, C{CallTimeout(60)}); C{--variants} picks others, e.g. one shipped
+filter at a time (C{before} is always measured).  Each variant runs in a process of its own
 (C{PYTHONPATH} = its tree); repeats are interleaved.  Two levels, in memory,
 no sockets:
 
@@ -42,6 +44,8 @@ from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = ("before", "after", "after+pass-through", "after+shipped")
+#: one shipped filter at a time (C{--variants})
+SINGLE_FILTERS = ("after+rate-limit", "after+call-timeout", "after+call-log")
 LEVELS = ("dispatch", "session")
 CHUNKS = 8
 
@@ -82,10 +86,13 @@ def _worker(variant: str, calls: int) -> dict[str, Any]:
             def on_call(self, call: Any, proceed: Any) -> Any:
                 return proceed(call)
 
-        if variant == "after+pass-through":
-            filters = [PassThrough()]
-        else:
-            filters = [RateLimit(1e9, burst=1e9), CallLog(), CallTimeout(60)]
+        filters = {
+            "after+pass-through": [PassThrough()],
+            "after+shipped": [RateLimit(1e9, burst=1e9), CallLog(), CallTimeout(60)],
+            "after+rate-limit": [RateLimit(1e9, burst=1e9)],
+            "after+call-timeout": [CallTimeout(60)],
+            "after+call-log": [CallLog()],
+        }[variant]
 
     class Sink:
         def answer_result(self, call_id: int, value: Any) -> None:
@@ -192,7 +199,8 @@ def main() -> None:
     parser.add_argument("--before", default=None, help="commit of the tree without filters [merge base with main]")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--calls", type=int, default=20_000, help="calls per chunk (best of 8 chunks)")
-    parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS[1:] + SINGLE_FILTERS, default=list(VARIANTS[1:]))
+    parser.add_argument("--worker", choices=VARIANTS + SINGLE_FILTERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(_worker(args.worker, args.calls)))
@@ -203,13 +211,14 @@ def main() -> None:
     ).stdout.strip()
     head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           check=True).stdout.strip()
+    variants = ["before", *args.variants]
     with tempfile.TemporaryDirectory() as scratch:
-        trees = {variant: ROOT for variant in VARIANTS}
+        trees = {variant: ROOT for variant in variants}
         trees["before"] = _export(before, scratch)
-        rows: dict[str, dict[str, list[float]]] = {v: {level: [] for level in LEVELS} for v in VARIANTS}
+        rows: dict[str, dict[str, list[float]]] = {v: {level: [] for level in LEVELS} for v in variants}
         dispatchers: dict[str, str] = {}
         for repeat in range(args.repeats):
-            for variant in VARIANTS:
+            for variant in variants:
                 result = _run_variant(variant, trees[variant], args.calls)
                 dispatchers[variant] = result["dispatcher"]
                 for level in LEVELS:
@@ -219,7 +228,7 @@ def main() -> None:
           f"{args.calls} calls per chunk, best of {CHUNKS} chunks, {args.repeats} repeats interleaved")
     print(f"{'variant':<20} {'dispatcher':<22} " + " ".join(f"{level + ' us/call':>24} {'/ before':>18}"
                                                             for level in LEVELS))
-    for variant in VARIANTS:
+    for variant in variants:
         cells = []
         for level in LEVELS:
             values = rows[variant][level]
