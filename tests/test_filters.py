@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
@@ -790,6 +790,20 @@ class CallTimeoutTests(FilterTestBase):
         self.assertNoResult(second)
         self.server.advance(0.1)
         self.assertEqual(self.error(second).message, "own.longer did not finish within 4 s")
+
+    def test_a_call_waiting_inside_a_called_deferred_still_times_out(self) -> None:
+        """A filter inside CallTimeout whose Deferred fired with a still-waiting Deferred does not escape the limit."""
+
+        class Chained(HubFilter):
+            def on_call(self, call: HubCall, proceed: Proceed) -> Deferred[Any]:
+                return succeed(None).addCallback(lambda _: proceed(call))
+
+        self.serve(filters=[CallTimeout(2), Chained()])
+        conn = self.connect()
+        d = self.call(conn, "wait")
+        self.server.advance(2)
+        self.assertEqual(self.error(d).code, ErrorCode.TIMEOUT)
+        self.assertEqual(conn.hub.cleaned_up, 1)  # type: ignore[attr-defined]
 
     def test_time_counts_from_the_start_of_the_call(self) -> None:
         """Time spent in filters before CallTimeout counts; over the limit already, the method never runs."""

@@ -466,7 +466,9 @@ class CallTimeout(HubFilter):
         if remaining <= 0:
             return fail(self._error(call, limit))
         running = proceed(call)
-        if running.called:
+        finished: list[bool] = []
+        running.addBoth(_note_finished, finished)
+        if finished:
             return running  # finished already: no timer
         return running.addTimeout(
             remaining, call.clock, onTimeoutCancel=lambda result, _: self._timed_out(result, call, limit)
@@ -480,6 +482,12 @@ class CallTimeout(HubFilter):
     @staticmethod
     def _error(call: HubCall, limit: float) -> CallTimeoutError:
         return CallTimeoutError(f"{call.hub_name}.{call.method} did not finish within {limit:g} s")
+
+
+def _note_finished(result: Any, finished: list[bool]) -> Any:
+    """(A Deferred that has a result may still wait for another one it was given: this callback runs only at its end.)"""
+    finished.append(True)
+    return result
 
 
 #: what runs a declared call timeout when no CallTimeout filter applies
