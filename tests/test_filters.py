@@ -570,6 +570,13 @@ class DeclarationTests(SynchronousTestCase):
             self.assertEqual((spec.filters, spec.call_timeout), ((limit,), None))
             self.assertEqual(cls.hub_methods["plain"].filters, ())
 
+    def test_filters_must_be_a_list(self) -> None:
+        """filters= of @method and @hub takes a list; a lone filter is refused at once."""
+        with self.assertRaises(HubArgumentError):
+            method(filters=RateLimit(1))  # type: ignore[arg-type]
+        with self.assertRaises(HubArgumentError):
+            hub(filters=CallLog())  # type: ignore[arg-type]
+
     def test_bad_call_timeouts(self) -> None:
         """A call timeout must be a finite number of seconds > 0, or None."""
         for bad in (0, -1, float("inf"), True, "5"):

@@ -167,7 +167,7 @@ def method(
     (seconds, or None: no limit) overrides the hub's and the server's
     L{CallTimeout<twisted_hub.CallTimeout>} for this method.
     """
-    method_filters = tuple(filters)
+    method_filters = _filter_list(filters)
     if call_timeout is not UNSET:
         check_call_timeout(call_timeout)
 
@@ -217,6 +217,13 @@ def _describe(wire_name: str, function: Callable[..., Any]) -> HubMethod:
         wire_name, function, signature, tuple(checks), keyword_checks,
         getattr(function, _FILTERS_MARK, ()), getattr(function, _TIMEOUT_MARK, UNSET),
     )
+
+
+def _filter_list(filters: Iterable[HubFilter]) -> tuple[HubFilter, ...]:
+    """C{filters=} as a tuple (each is checked when a server is built for the hub)."""
+    if isinstance(filters, (str, bytes)) or not isinstance(filters, Iterable):
+        raise HubArgumentError(f"filters= takes a list of filters, got {filters!r}")
+    return tuple(filters)
 
 
 def check_call_timeout(seconds: float | None) -> None:
@@ -299,7 +306,7 @@ def hub(
     The same can be said with class attributes C{hub_name}, C{receiver},
     C{concurrent}, C{hub_filters} and C{hub_call_timeout}.
     """
-    hub_filters = None if filters is None else tuple(filters)
+    hub_filters = None if filters is None else _filter_list(filters)
     if call_timeout is not UNSET:
         check_call_timeout(call_timeout)
 
