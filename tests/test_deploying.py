@@ -124,7 +124,8 @@ class DocumentTests(SynchronousTestCase):
         for long_name in ["listen", "port", "path", "hub", "heartbeat-interval", "heartbeat-timeout",
                           "max-message-size", "allowed-origin", "log-level", "shutdown-timeout", "config",
                           "allowed-host", "handshake-timeout", "max-connections", "max-connections-per-ip",
-                          "status-path", "no-status", "static", "static-listing"]:
+                          "status-path", "no-status", "static", "static-listing", "call-rate", "call-burst",
+                          "call-timeout", "log-calls", "filter"]:
             self.assertIn(f"`--{long_name}", text)
 
 

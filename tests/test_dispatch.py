@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import Hub, HubError, method
-from twisted_hub._dispatch import CallDispatcher
+from twisted_hub import Hub, HubCall, HubError, HubFilter, method
+from twisted_hub._dispatch import CallDispatcher, FilteredCallDispatcher
+from twisted_hub._filters import FilterChains
 from twisted_hub._wire import Invoke, Notify
 
 
@@ -89,10 +91,32 @@ def dispatcher(**options: Any) -> tuple[CallDispatcher, WorkHub, Recorder]:
     return CallDispatcher(hub, WorkHub.hub_methods, answers, **options), hub, answers
 
 
+class PassThrough(HubFilter):
+    """A filter that only proceeds (counting the calls it saw)."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def on_call(self, call: HubCall, proceed: Any) -> Any:
+        self.seen += 1
+        return proceed(call)
+
+
+def filtered_dispatcher(**options: Any) -> tuple[CallDispatcher, WorkHub, Recorder]:
+    """A FilteredCallDispatcher whose only filter passes everything through."""
+    hub, answers = WorkHub(), Recorder()
+    chains = FilterChains(WorkHub, [PassThrough()])
+    assert chains.call is not None
+    filtered = FilteredCallDispatcher(hub, WorkHub.hub_methods, answers, call_chain=chains.call, clock=Clock(), **options)
+    return filtered, hub, answers
+
+
 class CallDispatcherTests(SynchronousTestCase):
+    make = staticmethod(dispatcher)
+
     def test_sync_result_and_errors(self) -> None:
         """Results, hub errors, unknown methods, bad arguments and crashes are answered as documented."""
-        calls, hub, answers = dispatcher()
+        calls, hub, answers = self.make()
         calls.receive(Invoke(1, "add", [2, 3], None), 10)
         calls.receive(Invoke(2, "refuse", [], None), 10)
         calls.receive(Invoke(3, "nope", [], None), 10)
@@ -107,7 +131,7 @@ class CallDispatcherTests(SynchronousTestCase):
 
     def test_debug_sends_the_exception(self) -> None:
         """With debug on, an internal error carries the exception text and traceback."""
-        calls, hub, answers = dispatcher(debug=True)
+        calls, hub, answers = self.make(debug=True)
         calls.receive(Invoke(1, "crash", [], None), 10)
         _, _, code, message, detail = answers.answers[0]
         self.assertEqual((code, message), ("internal", "RuntimeError: bug"))
@@ -115,7 +139,7 @@ class CallDispatcherTests(SynchronousTestCase):
 
     def test_serial_calls_wait_for_each_other_in_order(self) -> None:
         """A non-concurrent hub runs the next call only after the running one answered, in arrival order."""
-        calls, hub, answers = dispatcher()
+        calls, hub, answers = self.make()
         calls.receive(Invoke(1, "later", [], None), 10)
         calls.receive(Invoke(2, "add", [1, 1], None), 10)
         calls.receive(Invoke(3, "add", [2, 2], None), 10)
@@ -128,7 +152,7 @@ class CallDispatcherTests(SynchronousTestCase):
 
     def test_concurrent_calls_do_not_wait(self) -> None:
         """A concurrent hub answers a quick call while a slow one runs."""
-        calls, hub, answers = dispatcher(concurrent=True)
+        calls, hub, answers = self.make(concurrent=True)
         calls.receive(Invoke(1, "later", [], None), 10)
         calls.receive(Invoke(2, "add", [1, 1], None), 10)
         self.assertEqual([a[:3] for a in answers.answers], [("result", 2, 2)])
@@ -137,7 +161,7 @@ class CallDispatcherTests(SynchronousTestCase):
 
     def test_pending_call_limit(self) -> None:
         """Over max_pending_calls an INVOKE gets too-many-pending and a NOTIFY is dropped with a log line."""
-        calls, hub, answers = dispatcher(max_pending_calls=2)
+        calls, hub, answers = self.make(max_pending_calls=2)
         calls.receive(Invoke(1, "later", [], None), 10)
         calls.receive(Invoke(2, "add", [1, 1], None), 10)
         calls.receive(Invoke(3, "add", [1, 1], None), 10)
@@ -148,7 +172,7 @@ class CallDispatcherTests(SynchronousTestCase):
 
     def test_pending_bytes_limit(self) -> None:
         """Over max_pending_bytes a call is refused; a lone call of any size is accepted."""
-        calls, hub, answers = dispatcher(max_pending_bytes=100)
+        calls, hub, answers = self.make(max_pending_bytes=100)
         calls.receive(Invoke(1, "later", [], None), 500)  # nothing pending: accepted whatever its size
         calls.receive(Invoke(2, "add", [1, 1], None), 10)
         self.assertEqual(answers.answers[0][:3], ("error", 2, "too-many-pending"))
@@ -156,7 +180,7 @@ class CallDispatcherTests(SynchronousTestCase):
 
     def test_close_drops_queued_calls_and_late_answers(self) -> None:
         """After close, queued calls never run and a late result is not answered (the connection is gone)."""
-        calls, hub, answers = dispatcher()
+        calls, hub, answers = self.make()
         calls.receive(Invoke(1, "later", [], None), 10)
         calls.receive(Invoke(2, "add", [1, 1], None), 10)
         calls.close()
@@ -166,7 +190,7 @@ class CallDispatcherTests(SynchronousTestCase):
 
     def test_failed_notification_is_logged_not_answered(self) -> None:
         """A NOTIFY that fails has nobody to answer: a (rate-limited) log line instead."""
-        calls, hub, answers = dispatcher()
+        calls, hub, answers = self.make()
         calls.receive(Notify("refuse", [], None), 10)
         calls.receive(Notify("nope", [], None), 10)
         self.assertEqual(answers.answers, [])
@@ -206,3 +230,26 @@ class CallDispatcherTests(SynchronousTestCase):
         self.assertEqual((calls.calls, calls.errors), (3, 2))
         self.assertEqual([a[:3] for a in answers.answers], [("error", 1, "internal"), ("result", 3, 3),
                                                             ("error", 2, "internal")])
+
+
+class FilteredCallDispatcherTests(CallDispatcherTests):
+    """The same admission, ordering and answers with a filter in the way (FilteredCallDispatcher)."""
+
+    make = staticmethod(filtered_dispatcher)
+
+    def test_every_call_passes_the_filter(self) -> None:
+        """Calls and notifications reach the filter; refused ones (pending limits) do not."""
+        hub, answers = WorkHub(), Recorder()
+        through = PassThrough()
+        chains = FilterChains(WorkHub, [through])
+        assert chains.call is not None
+        calls = FilteredCallDispatcher(
+            hub, WorkHub.hub_methods, answers, call_chain=chains.call, clock=Clock(), max_pending_calls=1
+        )
+        calls.receive(Invoke(1, "later", [], None), 10)
+        calls.receive(Invoke(2, "add", [1, 1], None), 10)
+        self.assertEqual(through.seen, 1)
+        hub.waiting[0].callback("done")
+        calls.receive(Notify("add", [1, 1], None), 10)
+        self.assertEqual(through.seen, 2)
+        self.assertEqual([a[:3] for a in answers.answers], [("error", 2, "too-many-pending"), ("result", 1, "done")])

@@ -64,6 +64,18 @@ class CallMetricsTests(MetricsTestBase):
             )
         )
 
+    def test_timeout_and_rate_limited_codes_have_their_own_outcome(self) -> None:
+        """A call answered with the code timeout or rate-limited counts under that outcome, filters or not."""
+        conn = self.connect()
+        for code in ("timeout", "rate-limited", "timeout", "other-code"):
+            self.failureResultOf(self.call(conn, "fail", code, "x"), HubError)
+        self.failureResultOf(self.call(conn, "fail_async", "timeout"), HubError)
+        v = self.value
+        self.assertEqual(v("twisted_hub_calls_total", hub="work", method="fail", outcome="timeout"), 2)
+        self.assertEqual(v("twisted_hub_calls_total", hub="work", method="fail", outcome="rate-limited"), 1)
+        self.assertEqual(v("twisted_hub_calls_total", hub="work", method="fail", outcome="error"), 1)
+        self.assertEqual(v("twisted_hub_calls_total", hub="work", method="fail_async", outcome="timeout"), 1)
+
     def test_async_call_duration_on_the_clock(self) -> None:
         """A Deferred call answered 0.3 s later is observed as 0.3 s in the duration histogram."""
         conn = self.connect()

@@ -559,3 +559,74 @@ class UnderTwistdTests(SynchronousTestCase):
         with self.assertRaises(HintedUsageError) as caught:
             parse("--hub", "nowhere_xyz:CounterHub")
         self.assertIn("twistd was started in", caught.exception.hint)
+
+
+class FilterOptionTests(SynchronousTestCase):
+    def write(self, text: str) -> str:
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        path = Path(directory.name) / "hub.toml"
+        path.write_text(text)
+        return str(path)
+
+    def test_no_filters_by_default(self) -> None:
+        """Without the options the server has no filters."""
+        self.assertEqual(parse()["filters"], [])
+
+    def test_options_make_filters_in_order(self) -> None:
+        """Rate limit, call log, call timeout, then each --filter (an object, a class, a factory) in order."""
+        from twisted_hub import CallLog, CallTimeout, RateLimit
+
+        from .helpers.filters import Tagged
+
+        options = parse(
+            "--filter", "tests.helpers.filters:Tagged", "--call-timeout", "30", "--log-calls",
+            "--filter", "tests.helpers.filters:TAGGED", "--call-rate", "5", "--call-burst", "10",
+            "--filter", "tests.helpers.filters:make_tagged",
+        )
+        filters = options["filters"]
+        self.assertEqual(
+            [type(f) for f in filters], [RateLimit, CallLog, CallTimeout, Tagged, Tagged, Tagged]
+        )
+        self.assertEqual((filters[0].rate, filters[0].burst, filters[2].seconds), (5.0, 10.0, 30.0))
+        self.assertEqual([f.tag for f in filters[3:]], ["filtered", "object", "made"])
+        self.assertEqual(parse("--call-rate", "0.5")["filters"][0].burst, 1.0)
+        service = makeService(options)
+        hub_service = next(iter(service))  # type: ignore[call-overload]
+        self.assertEqual(list(hub_service.factory.filters), filters)
+
+    def test_config_file(self) -> None:
+        """call-rate, call-burst, call-timeout, log-calls and filters come from the TOML file; --filter replaces its list."""
+        from twisted_hub import CallLog, CallTimeout, RateLimit
+
+        path = self.write(
+            "call-rate = 2\ncall-burst = 4\ncall-timeout = 1.5\nlog-calls = true\n"
+            'filters = ["tests.helpers.filters:Tagged", "tests.helpers.filters:TAGGED"]\n'
+        )
+        filters = parse("--config", path)["filters"]
+        self.assertEqual([type(f).__name__ for f in filters], ["RateLimit", "CallLog", "CallTimeout", "Tagged", "Tagged"])
+        self.assertIsInstance(filters[0], RateLimit)
+        self.assertIsInstance(filters[1], CallLog)
+        self.assertIsInstance(filters[2], CallTimeout)
+        self.assertEqual((filters[0].rate, filters[0].burst, filters[2].seconds), (2.0, 4.0, 1.5))
+        replaced = parse("--config", path, "--filter", "tests.helpers.filters:make_tagged")["filters"]
+        self.assertEqual([getattr(f, "tag", None) for f in replaced], [None, None, None, "made"])
+
+    def test_bad_values_name_the_option(self) -> None:
+        """Each bad filter setting stops twistd with a usage error naming it."""
+        for argv, expected in [
+            (["--call-burst", "5"], "--call-burst needs --call-rate"),
+            (["--call-rate", "0"], "--call-rate must be a finite number > 0"),
+            (["--call-rate", "fast"], "--call-rate must be a number"),
+            (["--call-rate", "5", "--call-burst", "0.5"], "--call-rate/--call-burst: RateLimit burst must be"),
+            (["--call-timeout", "-1"], "--call-timeout must be a finite number > 0"),
+            (["--filter", "nomodule"], "--filter wants module:name"),
+            (["--filter", "no_such_module_here:X"], "--filter no_such_module_here:X: cannot import"),
+            (["--filter", "tests.helpers.filters:Missing"], "module 'tests.helpers.filters' has no 'Missing'"),
+            (["--filter", "tests.helpers.filters:NOT_A_FILTER"], "42 is not a filter"),
+            (["--filter", "twisted_hub.demo:EchoHub"], "is a hub, not a filter"),
+            (["--filter", "twisted_hub:RateLimit"], "calling RateLimit failed: TypeError"),
+        ]:
+            with self.assertRaises(usage.UsageError) as raised:
+                parse(*argv)
+            self.assertIn(expected, str(raised.exception), argv)

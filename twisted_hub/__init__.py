@@ -25,6 +25,7 @@ from ._errors import (
     HandshakeError,
     HubError,
 )
+from ._filters import CallLog, CallTimeout, ConnectionEvent, HubCall, HubFilter, RateLimit
 from ._heartbeat import (
     FAST_DETECTION,
     MOBILE,
@@ -52,6 +53,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AllowedHosts",
     "Backplane",
+    "CallLog",
+    "CallTimeout",
     "CallTimeoutError",
     "ClientHeartbeatEvent",
     "ClientMetrics",
@@ -61,6 +64,7 @@ __all__ = [
     "ConnectTimeoutError",
     "ConnectionClosedError",
     "ConnectionContext",
+    "ConnectionEvent",
     "ConnectionGuard",
     "ConnectionLimits",
     "DisconnectKind",
@@ -74,10 +78,12 @@ __all__ = [
     "HeartbeatPolicy",
     "Hub",
     "HubArgumentError",
+    "HubCall",
     "HubClientFactory",
     "HubClientOptions",
     "HubClientProtocol",
     "HubError",
+    "HubFilter",
     "HubMetrics",
     "HubProxy",
     "HubResource",
@@ -93,6 +99,7 @@ __all__ = [
     "OriginPolicy",
     "PROXY_SAFE",
     "ProtocolError",
+    "RateLimit",
     "ReconnectingHubClient",
     "RefuseConnection",
     "SUBPROTOCOL",

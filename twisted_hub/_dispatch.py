@@ -4,7 +4,9 @@ C{BoxDispatcher}): admission against the pending limits, ordering (one call
 at a time, in order, unless the hub is concurrent), method lookup, argument
 checks, and what each call is answered with.  What it decides goes to a
 L{CallAnswers}; it never touches a socket or a timer, so it is tested
-without autobahn (C{tests/test_dispatch.py}).
+without autobahn (C{tests/test_dispatch.py}).  A hub with filters gets a
+L{FilteredCallDispatcher}, which runs each call through them
+(C{_filters.py}); a hub without keeps L{CallDispatcher}'s path as it is.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
 from ._errors import HubError
+from ._filters import CallNext, HubCall
 from ._hub import Hub, HubMethod
-from ._metrics import ERROR, INTERNAL, OK, REFUSED, HubLabelMetrics
+from ._metrics import ERROR, INTERNAL, OK, REFUSED, HubLabelMetrics, error_outcome
 from ._ratelimit import bounded_text, peer_text
 from ._wire import ErrorCode, Invoke, Notify
 
@@ -174,7 +178,7 @@ class CallDispatcher:
             else:
                 result = spec.function(self.hub, *args)
         except HubError as e:
-            self._count(invocation.method, ERROR, started)
+            self._count(invocation.method, error_outcome(e.code), started)
             log = self.answers.peer_mistake if e.code == ErrorCode.INVALID_ARGUMENTS else self.answers.call_failed
             self._fail(call_id, invocation.method, log, e.code, e.message, e.detail)
             return
@@ -232,7 +236,7 @@ class CallDispatcher:
         self.pending_bytes -= size
         error = failure.value
         if isinstance(error, HubError):
-            self._count(method, ERROR, started)
+            self._count(method, error_outcome(error.code), started)
             log = self.answers.peer_mistake if error.code == ErrorCode.INVALID_ARGUMENTS else self.answers.call_failed
             self._fail(call_id, method, log, error.code, error.message, error.detail)
         else:
@@ -280,3 +284,74 @@ class CallDispatcher:
         detail = failure.getTraceback() if self.debug else None
         message = f"{type(failure.value).__name__}: {failure.value}" if self.debug else "internal error"
         self._fail(call_id, method, None, ErrorCode.INTERNAL, message, detail)
+
+
+class FilteredCallDispatcher(CallDispatcher):
+    """
+    The calls of a connection whose hub has filters: each runs through
+    C{call_chain} (the server's, the hub's and the method's filters, then
+    the method; L{twisted_hub._filters.FilterChains}) instead of
+    L{CallDispatcher}'s direct path.  Admission, ordering and answers are
+    the same; a chain that finishes at once is answered at once.
+
+    @param call_chain: the composed filters (it never raises; it returns a
+        Deferred of the call's outcome).
+    @param clock: the server's clock: each call's start time, and the
+        timers of filters such as L{CallTimeout<twisted_hub.CallTimeout>}.
+    """
+
+    def __init__(
+        self,
+        hub: Hub,
+        methods: Mapping[str, HubMethod],
+        answers: CallAnswers,
+        *,
+        call_chain: CallNext,
+        clock: IReactorTime,
+        **options: Any,
+    ) -> None:
+        super().__init__(hub, methods, answers, now=clock.seconds, **options)
+        self._chain = call_chain
+        self._clock = clock
+
+    def _run(self, invocation: Invoke | Notify, size: int) -> None:
+        call = HubCall(
+            self.hub, invocation.method, invocation.args, invocation.kwargs,
+            invocation.call_id if isinstance(invocation, Invoke) else None, self._clock, self.methods,
+        )
+        outcome: list[Any] = []
+        running = self._chain(call)
+        running.addBoth(outcome.append)  # (takes the result: a failure is handled here, not left unhandled)
+        if outcome:
+            self._settle(call, outcome[0])
+            return
+        self.running += 1
+        self.pending_bytes += size
+        running.addCallback(self._settled_later, call, outcome, size)
+
+    def _settled_later(self, _: None, call: HubCall, outcome: list[Any], size: int) -> None:
+        self.running -= 1
+        self.pending_bytes -= size
+        self._settle(call, outcome[0])
+        self._next()
+
+    def _settle(self, call: HubCall, result: Any) -> None:
+        """Answer (and count) a call whose chain ended with C{result}."""
+        if isinstance(result, Failure):
+            error = result.value
+            if isinstance(error, HubError):
+                self._count(call.method, error_outcome(error.code), call.started)
+                # The chain ends unknown methods with a HubError too: both are the client's mistakes.
+                mistake = error.code in (ErrorCode.INVALID_ARGUMENTS, ErrorCode.UNKNOWN_METHOD)
+                log = self.answers.peer_mistake if mistake else self.answers.call_failed
+                self._fail(call.call_id, call.method, log, error.code, error.message, error.detail)
+            else:
+                self._count(call.method, INTERNAL, call.started)
+                self._internal_error(call.call_id, call.method, result)
+            return
+        if call.call_id is not None and not self._closed and not self.answers.answer_result(call.call_id, call.method, result):
+            self._count(call.method, INTERNAL, call.started)  # answered with an internal error
+            return
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.method(call.method).record(OK, self._now() - call.started)

@@ -17,7 +17,7 @@ connections and groups and does the fan-out of receiver calls.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
@@ -49,12 +49,15 @@ if TYPE_CHECKING:
     from autobahn.websocket.types import ConnectionRequest
 
     from ._errors import DisconnectReason
+    from ._filters import FilterChains, HubFilter
     from ._metrics import HubLabelMetrics
 
 HubT = TypeVar("HubT", bound="type[Hub]")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _METHOD_MARK = "__hub_method_name__"
+_FILTERS_MARK = "__hub_method_filters__"
+_TIMEOUT_MARK = "__hub_method_call_timeout__"
 
 # Annotations we check at call time; anything else is passed through as is.
 _CHECKABLE: dict[Any, tuple[type, ...]] = {
@@ -96,6 +99,10 @@ class HubMethod:
     checks: tuple[tuple[int, str, tuple[type, ...]], ...]
     #: parameter name -> accepted types, for keyword arguments
     keyword_checks: dict[str, tuple[type, ...]]
+    #: this method's own filters (C{@method(filters=...)}), innermost
+    filters: tuple[HubFilter, ...] = ()
+    #: this method's call timeout (C{@method(call_timeout=...)}); UNSET: the hub's
+    call_timeout: float | None | Unset = UNSET
 
     def check(self, args: list[Any], kwargs: dict[str, Any] | None) -> None:
         """Raise L{InvalidArguments} when an annotated argument has the wrong type."""
@@ -161,10 +168,20 @@ def method(name: F) -> F: ...
 
 
 @overload
-def method(name: str | None = None) -> Callable[[F], F]: ...
+def method(
+    name: str | None = None,
+    *,
+    filters: Iterable[HubFilter] = (),
+    call_timeout: float | None | Unset = UNSET,
+) -> Callable[[F], F]: ...
 
 
-def method(name: str | F | None = None) -> F | Callable[[F], F]:
+def method(
+    name: str | F | None = None,
+    *,
+    filters: Iterable[HubFilter] = (),
+    call_timeout: float | None | Unset = UNSET,
+) -> F | Callable[[F], F]:
     """
     Expose a hub method to clients, under its own name or C{name}.
 
@@ -174,14 +191,27 @@ def method(name: str | F | None = None) -> F | Callable[[F], F]:
         @method("sum")
         def add_all(self, *numbers: int) -> int: ...
 
+        @method(filters=[RateLimit(1)], call_timeout=120)
+        async def export(self) -> bytes: ...
+
     The method may return a value, a Deferred, or be C{async def}.
     Parameters annotated with C{int}, C{float}, C{str}, C{bytes}, C{bool},
     C{list} or C{dict} are type-checked; a mismatch answers the caller with
-    C{invalid-arguments}.
+    C{invalid-arguments}.  C{filters} run around this method only, inside
+    the server's and the hub's (C{docs/filters.md}); C{call_timeout}
+    (seconds, or None: no limit) overrides the hub's and the server's
+    L{CallTimeout<twisted_hub.CallTimeout>} for this method.
     """
+    method_filters = _filter_list(filters)
+    if call_timeout is not UNSET:
+        check_call_timeout(call_timeout)
 
     def mark(function: F, wire_name: str | None = None) -> F:
         setattr(function, _METHOD_MARK, wire_name or function.__name__)
+        if method_filters:
+            setattr(function, _FILTERS_MARK, method_filters)
+        if call_timeout is not UNSET:
+            setattr(function, _TIMEOUT_MARK, call_timeout)
         return function
 
     if callable(name):
@@ -218,7 +248,25 @@ def _describe(wire_name: str, function: Callable[..., Any]) -> HubMethod:
             checks.append((position, parameter.name, types))
         if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
             keyword_checks[parameter.name] = types
-    return HubMethod(wire_name, function, signature, tuple(checks), keyword_checks)
+    return HubMethod(
+        wire_name, function, signature, tuple(checks), keyword_checks,
+        getattr(function, _FILTERS_MARK, ()), getattr(function, _TIMEOUT_MARK, UNSET),
+    )
+
+
+def _filter_list(filters: Iterable[HubFilter]) -> tuple[HubFilter, ...]:
+    """C{filters=} as a tuple (each is checked when a server is built for the hub)."""
+    if isinstance(filters, (str, bytes)) or not isinstance(filters, Iterable):
+        raise HubArgumentError(f"filters= takes a list of filters, got {filters!r}")
+    return tuple(filters)
+
+
+def check_call_timeout(seconds: float | None) -> None:
+    """A call timeout is a finite number of seconds > 0, or None (no limit)."""
+    if seconds is None:
+        return
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < float("inf"):
+        raise HubArgumentError(f"call_timeout must be a finite number of seconds > 0 or None, got {seconds!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,17 +327,23 @@ def hub(
     *,
     receiver: type | None = None,
     concurrent: bool | None = None,
+    filters: Iterable[HubFilter] | None = None,
+    call_timeout: float | None | Unset = UNSET,
 ) -> Callable[[HubT], HubT]:
     """
-    Class decorator: register a hub's wire name, its receiver interface and
-    whether calls on one connection may run concurrently.
+    Class decorator: register a hub's wire name, its receiver interface,
+    whether calls on one connection may run concurrently, its filters and
+    its call timeout.
 
-        @hub("chat", receiver=ChatReceiver)
+        @hub("chat", receiver=ChatReceiver, filters=[RateLimit(20)])
         class ChatHub(Hub): ...
 
-    The same can be said with class attributes C{hub_name}, C{receiver} and
-    C{concurrent}.
+    The same can be said with class attributes C{hub_name}, C{receiver},
+    C{concurrent}, C{hub_filters} and C{hub_call_timeout}.
     """
+    hub_filters = None if filters is None else _filter_list(filters)
+    if call_timeout is not UNSET:
+        check_call_timeout(call_timeout)
 
     def decorate(cls: HubT) -> HubT:
         if name is not None:
@@ -298,6 +352,10 @@ def hub(
             cls.receiver = receiver
         if concurrent is not None:
             cls.concurrent = concurrent
+        if hub_filters is not None:
+            cls.hub_filters = hub_filters
+        if call_timeout is not UNSET:
+            cls.hub_call_timeout = call_timeout
         return cls
 
     return decorate
@@ -326,11 +384,18 @@ class Hub:
         receiver method raises AttributeError at the call site).
       - C{concurrent}: False (default) runs one connection's calls one after
         another, in order; True starts each call as it arrives.
+      - C{hub_filters}: filters around this hub's calls, connect and
+        disconnect, inside the server's (C{docs/filters.md}).
+      - C{hub_call_timeout}: seconds each call may take (None: no limit),
+        enforced by L{CallTimeout<twisted_hub.CallTimeout>}; a method's own
+        C{call_timeout} overrides it.
     """
 
     hub_name: ClassVar[str] = ""
     receiver: ClassVar[type | None] = None
     concurrent: ClassVar[bool] = False
+    hub_filters: ClassVar[Sequence[HubFilter]] = ()
+    hub_call_timeout: ClassVar[float | None | Unset] = UNSET
     heartbeat_override: ClassVar[HeartbeatOverride | None] = None
     hub_methods: ClassVar[dict[str, HubMethod]] = {}
 
@@ -506,12 +571,26 @@ class ConnectionContext:
     @ivar items: free storage for the hub's per-connection state.
     """
 
+    _filter_state: dict[object, Any] | None = None
+
     def __init__(self, connection: ConnectionControl, request: ConnectionRequest) -> None:
         self._connection = connection
         self.id = connection.connection_id
         self.request = request
         self.items: dict[str, Any] = {}
         self.heartbeat = HeartbeatFeature(connection)
+
+    @property
+    def filter_state(self) -> dict[object, Any]:
+        """
+        Per-connection storage for filters, keyed by the filter object (a
+        L{RateLimit<twisted_hub.RateLimit>} keeps its token bucket here);
+        it goes away with the connection.
+        """
+        state = self._filter_state
+        if state is None:
+            state = self._filter_state = {}
+        return state
 
     @property
     def peer(self) -> str:
@@ -553,6 +632,8 @@ class HubRuntime(Generic[ConnectionT]):
         L{heartbeat} decorator overrides it).
     @param max_message_size: the server's own message limit (a receiver
         call over it is refused before it is sent).
+    @param filters: the filters around this hub's calls, connect and
+        disconnect, composed (None: no filter applies to this hub).
     """
 
     def __init__(
@@ -564,8 +645,10 @@ class HubRuntime(Generic[ConnectionT]):
         heartbeat: HeartbeatPolicy,
         max_message_size: int,
         prepare: Callable[[bytes], PreparedFrame],
+        filters: FilterChains | None = None,
     ) -> None:
         self.hub_class = hub_class
+        self.filters = filters
         self.make_hub = make
         self.methods = hub_class.hub_methods
         self.receiver_methods = receiver_methods(hub_class.receiver)

@@ -40,9 +40,17 @@ if TYPE_CHECKING:
 OTHER_METHOD = "other"
 #: Call outcomes, by index in L{MethodMetrics.counts}: answered with a
 #: result; with a L{HubError} (or argument error, unknown method); crashed
-#: (internal error); refused by the pending limits.
-CALL_OUTCOMES = ("ok", "error", "internal", "refused")
-OK, ERROR, INTERNAL, REFUSED = range(4)
+#: (internal error); refused by the pending limits; refused with the
+#: C{rate-limited} code (the C{RateLimit} filter); ended with the C{timeout}
+#: code (the C{CallTimeout} filter, or a client result that came too late).
+CALL_OUTCOMES = ("ok", "error", "internal", "refused", "rate-limited", "timeout")
+OK, ERROR, INTERNAL, REFUSED, RATE_LIMITED, TIMED_OUT = range(6)
+_OUTCOME_OF_CODE = {"rate-limited": RATE_LIMITED, "timeout": TIMED_OUT}
+
+
+def error_outcome(code: str) -> int:
+    """The outcome of a call answered with the error C{code}."""
+    return _OUTCOME_OF_CODE.get(code, ERROR)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
@@ -85,7 +93,7 @@ class MethodMetrics:
     __slots__ = ("counts", "duration")
 
     def __init__(self) -> None:
-        self.counts = [0, 0, 0, 0]
+        self.counts = [0] * len(CALL_OUTCOMES)
         self.duration = FastHistogram(_CALL_BUCKETS)
 
     def record(self, outcome: int, seconds: float) -> None:

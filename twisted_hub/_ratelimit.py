@@ -1,10 +1,12 @@
 """
-Bounded logging of what peers get wrong, without I/O (time is passed in).
+Bounded logging of what peers get wrong, and a token bucket, without I/O
+(time is passed in).
 
 A hostile or broken peer can make a mistake per message, thousands of times
 per frame; one log line each would let it fill the disk and stall the
 reactor.  L{LogRateLimiter} lets one line through per interval and counts the
 rest; L{peer_text} bounds the peer-chosen strings that do reach a line.
+L{TokenBucket} is the per-connection call budget of the C{RateLimit} filter.
 """
 
 from __future__ import annotations
@@ -77,3 +79,35 @@ class LogRateLimiter:
         self._next_allowed = now + self.interval
         suppressed, self.suppressed = self.suppressed, 0
         return suppressed
+
+
+class TokenBucket:
+    """
+    A token bucket (time is passed in): it holds up to C{capacity} tokens,
+    gains C{rate} per second, and starts full.  L{take} spends one token
+    per event, so events pass at C{rate} per second on average, with
+    bursts of up to C{capacity} after a quiet spell.
+    """
+
+    __slots__ = ("rate", "capacity", "tokens", "updated")
+
+    def __init__(self, rate: float, capacity: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self.tokens = capacity
+        self.updated = now
+
+    def take(self, now: float, cost: float = 1.0) -> float:
+        """
+        Spend C{cost} tokens and return 0.0; or, when there are not enough,
+        spend nothing and return the seconds until there will be.  A clock
+        that goes backwards adds no tokens.
+        """
+        elapsed = now - self.updated
+        if elapsed > 0:
+            self.tokens = min(self.capacity, self.tokens + elapsed * self.rate)
+            self.updated = now
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return 0.0
+        return (cost - self.tokens) / self.rate

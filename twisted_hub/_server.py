@@ -32,6 +32,7 @@ from ._base_error import HubArgumentError
 from ._connection import ServerConnection
 from ._deprecate import reactor_keyword_deprecated
 from ._errors import DisconnectKind, DisconnectReason
+from ._filters import FilterChains, HubFilter, check_filters
 from ._heartbeat import HeartbeatPolicy, StallDetector
 from ._hub import ConnectionContext, HeartbeatFeature, Hub, HubRuntime, PreparedFrame
 from ._limits import (
@@ -373,6 +374,10 @@ class HubServerFactory(WebSocketServerFactory):
     @param registry: the C{prometheus_client} registry to put them in
         (implies C{metrics=True}; default: one of this factory's own, at
         C{factory.metrics.registry}).
+    @param filters: filters around every hub's calls, connect and
+        disconnect, outermost first, around each hub's own (C{hub_filters})
+        and its methods'; e.g. C{[RateLimit(20), CallLog(), CallTimeout(30)]}.
+        See C{docs/filters.md}.
 
     Listening over TLS itself (C{serverFromString(reactor, "ssl:...").listen(factory)}),
     it offers C{http/1.1} in ALPN, as a L{ConnectionGuard} does for a site.
@@ -409,6 +414,7 @@ class HubServerFactory(WebSocketServerFactory):
         backplane: Backplane | None = None,
         metrics: bool | HubMetrics = False,
         registry: Any = None,
+        filters: Iterable[HubFilter] = (),
     ) -> None:
         if clock is None:
             clock = reactor  # the deprecated name (it warned)
@@ -435,6 +441,8 @@ class HubServerFactory(WebSocketServerFactory):
         self.stall_detector = StallDetector()
         self._schedulers: dict[HeartbeatPolicy, ServerHeartbeatScheduler] = {}
         self.backplane: Backplane = backplane if backplane is not None else LocalBackplane()
+        #: the server's filters, outermost first (C{docs/filters.md})
+        self.filters: tuple[HubFilter, ...] = check_filters(filters, "filters")
         self.runtimes: dict[str, HubRuntime[ServerSession]] = {}
         specs = hubs.items() if isinstance(hubs, Mapping) else ((None, spec) for spec in hubs)
         for given_name, spec in specs:
@@ -445,6 +453,7 @@ class HubServerFactory(WebSocketServerFactory):
             self.runtimes[name] = HubRuntime(
                 hub_class, make, backplane=self.backplane, heartbeat=self.heartbeat,
                 max_message_size=max_message_size, prepare=self._prepare_binary,
+                filters=FilterChains.build(hub_class, self.filters),
             )
         if not self.runtimes:
             raise HubArgumentError("serve at least one hub")

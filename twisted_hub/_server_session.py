@@ -32,8 +32,9 @@ from ._connection import (
     HeartbeatAnswered,
     ServerConnection,
 )
-from ._dispatch import CallDispatcher
+from ._dispatch import CallDispatcher, FilteredCallDispatcher
 from ._errors import CallTimeoutError, ConnectionClosedError, DisconnectKind, DisconnectReason, HubError
+from ._filters import ConnectionEvent
 from ._heartbeat import HeartbeatPolicy, HeartbeatTracker, Traffic
 from ._hub import ConnectionContext, Hub, HubRuntime, PreparedFrame
 from ._liveness import ServerHeartbeatScheduler, ping_sequence
@@ -176,11 +177,19 @@ class ServerSession:
         hub._runtime = runtime
         hub.connection = ConnectionContext(self, request)
         self.hub: Hub = hub
-        self.dispatcher = CallDispatcher(
-            hub, runtime.methods, self, concurrent=runtime.hub_class.concurrent,
-            max_pending_calls=host.max_pending_calls, max_pending_bytes=host.max_pending_bytes,
-            debug=host.debug, metrics=runtime.metrics, now=host.clock.seconds,
-        )
+        filters = runtime.filters
+        if filters is not None and filters.call is not None:
+            self.dispatcher: CallDispatcher = FilteredCallDispatcher(
+                hub, runtime.methods, self, concurrent=runtime.hub_class.concurrent,
+                max_pending_calls=host.max_pending_calls, max_pending_bytes=host.max_pending_bytes,
+                debug=host.debug, metrics=runtime.metrics, call_chain=filters.call, clock=host.clock,
+            )
+        else:
+            self.dispatcher = CallDispatcher(
+                hub, runtime.methods, self, concurrent=runtime.hub_class.concurrent,
+                max_pending_calls=host.max_pending_calls, max_pending_bytes=host.max_pending_bytes,
+                debug=host.debug, metrics=runtime.metrics, now=host.clock.seconds,
+            )
 
     # -- what the hub layer reads (ConnectionControl) ---------------------------
     @property
@@ -649,5 +658,10 @@ class ServerSession:
         )
 
     def _call_hook(self, name: str, *args: Any) -> None:
-        result = maybeDeferred(getattr(self.hub, name), *args)
+        filters = self.runtime.filters
+        chain = None if filters is None else filters.on_connected if name == "on_connected" else filters.on_disconnected
+        if chain is None:
+            result = maybeDeferred(getattr(self.hub, name), *args)
+        else:
+            result = chain(ConnectionEvent(self.hub, args[0] if args else None, self._clock))
         result.addErrback(lambda f: _log.failure("{hook} of {id} failed", f, hook=name, id=self.connection_id))

@@ -416,6 +416,11 @@ class HubService(MultiService):
         )
         for prefix, directory in reversed(self.static):
             _log.info("serving the files of {directory} at {prefix}", directory=directory, prefix=prefix)
+        if self.factory.filters:
+            names = [
+                type(f).__qualname__ if type(f).__repr__ is object.__repr__ else repr(f) for f in self.factory.filters
+            ]
+            _log.info("filters around every hub call, outermost first: {filters}", filters=", ".join(names))
 
     def stopService(self) -> Deferred[None]:
         """

@@ -122,6 +122,8 @@ class ErrorCode:
     UNKNOWN_METHOD: Final = "unknown-method"
     INVALID_ARGUMENTS: Final = "invalid-arguments"
     TOO_MANY_PENDING: Final = "too-many-pending"
+    #: refused by the C{RateLimit} filter: the connection is over its call rate
+    RATE_LIMITED: Final = "rate-limited"
     TIMEOUT: Final = "timeout"
     DISCONNECTED: Final = "disconnected"
 

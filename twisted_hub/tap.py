@@ -5,6 +5,7 @@ C{twistd hub}: serve hubs over WebSocket.
     twistd -n hub --listen tcp:8080:interface=127.0.0.1 --hub myapp.hubs:ChatHub
     twistd -n hub --config /etc/twisted-hub/hub.toml --log-level debug
     twistd -n hub --port 8080 --static ./site          # your page at /, the hub at /hub
+    twistd -n hub --hub myapp.hubs:ChatHub --call-rate 20 --call-timeout 30 --log-calls
 
 Every option can also be given in a TOML file (C{--config}), under the same
 name (C{heartbeat-interval = 5}, C{listen = ["tcp:8080"]}); options on the
@@ -56,16 +57,16 @@ DEFAULT_LOG_LEVEL = "info"
 
 _REPEATABLE = {
     "listen": "listen", "hub": "hubs", "allowed-origin": "allowed-origins", "allowed-host": "allowed-hosts",
-    "static": "static",
+    "static": "static", "filter": "filters",
 }
 _SINGLE = (
     "port", "path", "heartbeat-interval", "heartbeat-timeout", "max-message-size",
     "log-level", "shutdown-timeout", "drain-delay",
     "max-outgoing-buffer", "max-pending-calls", "max-pending-bytes",
     "handshake-timeout", "max-connections", "max-connections-per-ip", "status-path",
-    "redis", "redis-lease",
+    "redis", "redis-lease", "call-rate", "call-burst", "call-timeout",
 )
-_FLAGS = ("no-status", "no-ping-fallback", "metrics", "static-listing")
+_FLAGS = ("no-status", "no-ping-fallback", "metrics", "static-listing", "log-calls")
 
 
 class HintedUsageError(usage.UsageError):
@@ -202,6 +203,35 @@ def _where(error: BaseException) -> str:
     return f" ({own[-1].filename}, line {own[-1].lineno})"
 
 
+def load_filter(spec: str) -> object:
+    """
+    Import C{module:name}: a filter object, or a class or function that
+    makes one when called without arguments; check it is a filter.
+    """
+    from ._filters import FILTER_HOOKS, check_filters
+
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise usage.UsageError(f"--filter wants module:name, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise usage.UsageError(f"--filter {spec}: cannot import {module_name!r}: {e}") from None
+    found = getattr(module, attribute, None)
+    if found is None:
+        raise usage.UsageError(f"--filter {spec}: module {module_name!r} has no {attribute!r}")
+    if isinstance(found, type) or (callable(found) and not any(hasattr(found, hook) for hook in FILTER_HOOKS)):
+        try:
+            found = found()
+        except Exception as e:
+            raise usage.UsageError(f"--filter {spec}: calling {attribute} failed: {type(e).__name__}: {e}") from None
+    try:
+        check_filters([found], f"--filter {spec}")
+    except ValueError as e:
+        raise usage.UsageError(str(e)) from None
+    return found
+
+
 def _positive(name: str, value: str) -> float:
     try:
         number = float(value)
@@ -314,7 +344,9 @@ def _read_config(path: str) -> tuple[dict[str, Any], dict[str, str]]:
         raise usage.UsageError(f"--config {path}: not valid TOML: {e}") from None
     settings: dict[str, Any] = {}
     written_as: dict[str, str] = {}
-    aliases = {"hubs": "hub", "allowed-origins": "allowed-origin", "allowed-hosts": "allowed-host"}
+    aliases = {
+        "hubs": "hub", "allowed-origins": "allowed-origin", "allowed-hosts": "allowed-host", "filters": "filter",
+    }
     for raw_key, value in data.items():
         key = raw_key.replace("_", "-")
         key = aliases.get(key, key)
@@ -368,6 +400,11 @@ class Options(usage.Options):
         ["status-path", None, None, "URL path of the status page [/]."],
         ["redis", None, None, "Serve as one with the other hub processes on this Redis: redis://HOST:PORT/DB (docs/scaling.md)."],
         ["redis-lease", None, None, "Seconds a silent node stays in the others' group counts (needs --redis) [15]."],
+        ["call-rate", None, None,
+         "Calls per second each connection may start; over it: error rate-limited (docs/filters.md) [no limit]."],
+        ["call-burst", None, None, "Calls a connection may start at once after a quiet spell (needs --call-rate) [1 s worth]."],
+        ["call-timeout", None, None,
+         "Seconds a hub call may take; then it is answered with error timeout and cancelled [no limit]."],
     ]
     optFlags = [
         ["no-status", None, "Serve no status page (404 there)."],
@@ -375,6 +412,7 @@ class Options(usage.Options):
          "Do not check clients without hub heartbeats with WebSocket pings (docs/heartbeat.md)."],
         ["metrics", None, "Keep Prometheus metrics and serve them on GET /metrics (needs prometheus-client)."],
         ["static-listing", None, "List the files of a --static directory that has no index.html (default: 404)."],
+        ["log-calls", None, "Log one line per hub call (namespace twisted_hub.calls): method, outcome, duration."],
     ]
 
     def __init__(self) -> None:
@@ -385,6 +423,7 @@ class Options(usage.Options):
         self["allowed-hosts"] = []
         self["static"] = []
         self._hub_specs: list[str] = []
+        self._filter_specs: list[str] = []
 
     def opt_version(self) -> None:
         """Print the twisted-hub, Twisted and autobahn versions and exit."""
@@ -412,6 +451,10 @@ class Options(usage.Options):
     def opt_allowed_host(self, host: str) -> None:
         """Host name the Host header may carry (repeatable): hub.example.com, .example.com, 127.0.0.1 or *. [any]"""
         self["allowed-hosts"].append(host)
+
+    def opt_filter(self, spec: str) -> None:
+        """A filter around every hub call, module:name (repeatable; inside --call-rate/--log-calls/--call-timeout)."""
+        self._filter_specs.append(spec)
 
     def opt_static(self, value: str) -> None:
         """Serve the files of a folder beside the hub (repeatable): DIR at /, or PREFIX=DIR (/app=build)."""
@@ -467,6 +510,8 @@ class Options(usage.Options):
                 self[name] = from_file(name)
         if not self._hub_specs and "hub" in file_settings:
             self._hub_specs = list(from_file("hub"))
+        if not self._filter_specs and "filter" in file_settings:
+            self._filter_specs = list(from_file("filter"))
         if not self["allowed-origins"] and "allowed-origin" in file_settings:
             self["allowed-origins"] = list(from_file("allowed-origin"))
         if not self["allowed-hosts"] and "allowed-host" in file_settings:
@@ -492,6 +537,7 @@ class Options(usage.Options):
         self._check_origins()
         self._check_connection_limits()
         self._check_redis()
+        self._check_filters()
         self["hubs"] = [load_hub(spec) for spec in self._hub_specs]
         if not self["hubs"]:
             from .demo import DEMO_HUBS
@@ -644,6 +690,31 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(f"--static: {e}") from None
 
+    def _check_filters(self) -> None:
+        """
+        C{self["filters"]}: the server's filters, outermost first: the rate
+        limit, the call log, the call timeout, then each C{--filter} in order.
+        """
+        from ._filters import CallLog, CallTimeout, RateLimit
+
+        filters: list[object] = []
+        rate, burst = self["call-rate"], self["call-burst"]
+        if rate is not None:
+            calls_per_second = _positive("call-rate", rate)
+            bucket = None if burst is None else _positive("call-burst", burst)
+            try:
+                filters.append(RateLimit(calls_per_second, bucket))
+            except ValueError as e:
+                raise usage.UsageError(f"--call-rate/--call-burst: {e}") from None
+        elif burst is not None:
+            raise usage.UsageError("--call-burst needs --call-rate")
+        if self["log-calls"]:
+            filters.append(CallLog())
+        if self["call-timeout"] is not None:
+            filters.append(CallTimeout(_positive("call-timeout", self["call-timeout"])))
+        filters.extend(load_filter(spec) for spec in self._filter_specs)
+        self["filters"] = filters
+
     def _check_redis(self) -> None:
         from .redis import DEFAULT_LEASE, parse_redis_url
 
@@ -732,6 +803,7 @@ def makeService(options: Options) -> IService:
         metrics=bool(options["metrics"]),
         static=dict(options["static"]) or None,
         static_listing=bool(options["static-listing"]),
+        filters=options["filters"],
         **backplane_options,
     )
     hubs.setServiceParent(root)  # type: ignore[no-untyped-call]

@@ -2,7 +2,7 @@
 
 from typing import assert_type
 
-from twisted_hub import Hub, method
+from twisted_hub import Hub, RateLimit, method
 
 
 class Typed(Hub):
@@ -14,8 +14,13 @@ class Typed(Hub):
     def total(self, *numbers: int) -> int:
         return sum(numbers)
 
+    @method(filters=[RateLimit(1)], call_timeout=5)
+    def limited(self, text: str) -> str:
+        return text
+
 
 def check(hub: Typed) -> None:
     assert_type(hub.add(1, 2), int)
     assert_type(hub.total(1, 2, 3), int)
+    assert_type(hub.limited("x"), str)
     hub.add("one", 2)  # type: ignore[arg-type]  # the checker must reject this (warn_unused_ignores proves it does)
