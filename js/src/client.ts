@@ -928,7 +928,7 @@ export class HubClient {
     this.pending.clear();
     for (const call of calls) {
       if (call.timer !== null) this.clock.clearTimeout(call.timer);
-      call.reject(new ConnectionClosedError(reason));
+      call.reject(new ConnectionClosedError(reason, true)); // handed to the connection: it may have run
     }
     this.resolveDisconnected(reason);
     if (this.options.onDisconnected) {

@@ -72,10 +72,19 @@ export function describeReason(reason: DisconnectReason): string {
   return reason.message ? `${reason.kind}: ${reason.message}` : reason.kind;
 }
 
-/** A call cannot complete because its connection is closed. */
+/**
+ * A call cannot complete because its connection is closed.  `mayHaveRun`
+ * (Python's `may_have_run`): true when the call had been handed to the
+ * connection before it ended, so the server may have run it and its answer
+ * was lost (retry only what is safe to run twice); false when it was never
+ * sent.
+ */
 export class ConnectionClosedError extends HubError {
-  constructor(readonly reason: DisconnectReason) {
-    super(ErrorCode.DISCONNECTED, `connection closed (${describeReason(reason)})`);
+  constructor(
+    readonly reason: DisconnectReason,
+    readonly mayHaveRun = false,
+  ) {
+    super(ErrorCode.DISCONNECTED, `connection closed (${describeReason(reason)})${mayHaveRun ? "; the call may have run" : ""}`);
     this.name = "ConnectionClosedError";
   }
 }

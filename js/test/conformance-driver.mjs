@@ -67,7 +67,9 @@ function reasonJson(reason) {
 }
 
 function errorJson(error) {
-  if (error instanceof ConnectionClosedError) return { error: "disconnected", reason: error.reason.kind };
+  if (error instanceof ConnectionClosedError) {
+    return { error: "disconnected", reason: error.reason.kind, may_have_run: error.mayHaveRun };
+  }
   if (error instanceof HubError) return { error: error.code, message: error.hubMessage, detail: jsonable(error.detail) };
   if (error instanceof HandshakeError) return { error: "handshake", status: error.status };
   if (error instanceof StepTimeout) return { error: "no outcome within the step's bound" };
@@ -129,12 +131,12 @@ function receiver(recorder) {
   };
 }
 
-/** The scenario's options as this client's (milliseconds), with every callback recording. */
-function clientOptions(options, recorder) {
+/** The scenario's options as this client's (milliseconds), with every callback recording; `page`: a page to freeze. */
+function clientOptions(options, recorder, page = null) {
   const result = {
     WebSocket,
     log: quietLog,
-    page: null,
+    page,
     receiver: receiver(recorder),
     connectTimeout: seconds(options.connect_timeout ?? 5),
     onServerHeartbeat: (event) =>
@@ -147,6 +149,7 @@ function clientOptions(options, recorder) {
   if (options.heartbeat_interval != null) {
     result.heartbeatInterval = seconds(options.heartbeat_interval);
     result.heartbeatTimeout = seconds(options.heartbeat_timeout ?? null);
+    result.anyTrafficCounts = options.any_traffic_counts ?? false;
   }
   if ("call_timeout" in options) result.callTimeout = seconds(options.call_timeout);
   if ("max_message_size" in options) result.maxMessageSize = options.max_message_size;
@@ -163,6 +166,8 @@ class Run {
     this.client = null;
     this.reconnecting = null;
     this.started = {};
+    // A page of our own (Node has none) when the scenario freezes it.
+    this.page = this.options.page ? { document: new EventTarget(), window: new EventTarget() } : null;
   }
 
   async run() {
@@ -207,7 +212,7 @@ class Run {
   }
 
   async step_connect() {
-    const client = new HubClient(this.scenario.url, clientOptions(this.options, this.recorder));
+    const client = new HubClient(this.scenario.url, clientOptions(this.options, this.recorder, this.page));
     try {
       this.client = await client.whenReady();
     } catch (e) {
@@ -264,6 +269,19 @@ class Run {
 
   async step_sleep(step) {
     await sleep(seconds(step.seconds));
+  }
+
+  /** Block the event loop (a stalled page): nothing runs meanwhile, on purpose. */
+  async step_block(step) {
+    const end = Date.now() + seconds(step.seconds);
+    while (Date.now() < end) {
+      // busy
+    }
+  }
+
+  /** The browser freezes the page (the Page Lifecycle API's `freeze` event). */
+  async step_freeze_page() {
+    this.page.document.dispatchEvent(new Event("freeze"));
   }
 
   async step_wait_disconnect() {

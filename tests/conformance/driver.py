@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -220,7 +221,7 @@ def reason_json(reason: DisconnectReason) -> dict[str, Any]:
 
 def error_json(error: BaseException) -> dict[str, Any]:
     if isinstance(error, ConnectionClosedError):
-        return {"error": "disconnected", "reason": error.reason.kind.value}
+        return {"error": "disconnected", "reason": error.reason.kind.value, "may_have_run": error.may_have_run}
     if isinstance(error, HubError):
         return {"error": error.code, "message": error.message, "detail": jsonable(error.detail)}
     if isinstance(error, HandshakeError):
@@ -287,6 +288,9 @@ def client_options(options: dict[str, Any], recorder: Recorder) -> HubClientOpti
     if options.get("heartbeat_interval") is not None:
         extra["heartbeat_interval"] = options["heartbeat_interval"]
         extra["heartbeat_timeout"] = options.get("heartbeat_timeout")
+        extra["any_traffic_counts"] = options.get("any_traffic_counts", False)
+    if "extra_headers" in options:
+        extra["extra_headers"] = options["extra_headers"]
     if "call_timeout" in options:
         extra["call_timeout"] = options["call_timeout"]
     if "max_message_size" in options:
@@ -414,6 +418,10 @@ class Run:
 
     async def step_sleep(self, step: dict[str, Any]) -> None:
         await self.runtime.sleep(step["seconds"])
+
+    async def step_block(self, step: dict[str, Any]) -> None:
+        """Block the event loop (a stalled application): nothing runs meanwhile, on purpose."""
+        time.sleep(step["seconds"])
 
     async def step_wait_disconnect(self, step: dict[str, Any]) -> None:
         try:

@@ -247,6 +247,15 @@ scenario(
 )
 
 
+scenario(
+    "extra-headers", HANDSHAKE, "headers of the client's own on the upgrade request (an `Authorization`, a token)",
+    [CONNECT], {"connect": "ok", "server": {"headers": {"authorization": "Bearer t0ken", "x-client": "conformance"}}},
+    script=serve, options={"extra_headers": {"Authorization": "Bearer t0ken", "X-Client": "conformance"}},
+    unsupported={"js": "no request headers: browsers' WebSocket API cannot set them (in Node, pass a `WebSocket` "
+                       "constructor that adds them to ws's options; else put a token in the URL's query)"},
+)
+
+
 async def _accept_only(conn: ScriptedConnection, subprotocol: str | None) -> None:
     conn.accept(subprotocol)
     conn.welcome()
@@ -408,6 +417,12 @@ scenario(
     [CONNECT, call("bad", "echo", {"$unsendable": True}), call("good", "echo", "ok")],
     {"bad": {"error": "invalid-arguments"}, "good": {"result": "ok"}, "server": {"kinds": {"2": 1}}},
     script=serve,
+)
+scenario(
+    "may-have-run", CALLS, "a call sent before its connection ended fails with `may_have_run` true; one made after, false",
+    [CONNECT, start_call("sent", "never"), WAIT_DISCONNECT, await_call("sent"), call("after", "echo", 1)],
+    {"sent": {"error": "disconnected", "may_have_run": True}, "after": {"error": "disconnected", "may_have_run": False}},
+    script=after_call(lambda conn, call_id: conn.close(1001, "going")),
 )
 scenario(
     "call-after-disconnect", CALLS, "a call after disconnect() fails with `disconnected`",
@@ -574,18 +589,23 @@ scenario(
 )
 
 
-async def _slow_heartbeat_answers(conn: ScriptedConnection) -> None:
-    await conn.open()
-    loop = asyncio.get_running_loop()
+def _heartbeats_answered_after(delay: float) -> Script:
+    """Answers each client heartbeat C{delay} seconds after it arrived."""
 
-    def answer(message: Any) -> Any:
-        if message[0] == 11:
-            reply = [12, message[1], message[2], now_us()]
-            loop.call_later(0.3, lambda: None if conn.writer.is_closing() else conn.send(reply))
-            return []  # nothing now
-        return None
+    async def script(conn: ScriptedConnection) -> None:
+        await conn.open()
+        loop = asyncio.get_running_loop()
 
-    await conn.serve(answer=answer)
+        def answer(message: Any) -> Any:
+            if message[0] == 11:
+                reply = [12, message[1], message[2], now_us()]
+                loop.call_later(delay, lambda: None if conn.writer.is_closing() else conn.send(reply))
+                return []  # nothing now
+            return None
+
+        await conn.serve(answer=answer)
+
+    return script
 
 
 scenario(
@@ -593,7 +613,42 @@ scenario(
     "(0.1 s beats answered after 0.3 s, timeout 2 s)",
     [CONNECT, sleep(1.5), STATE],
     {"is_connected": True, "heartbeat_responses": StartsWith({"sequence": 1, "round_trip": Between(0.25, 2)})},
-    script=_slow_heartbeat_answers, options={"heartbeat_interval": 0.1, "heartbeat_timeout": 2.0},
+    script=_heartbeats_answered_after(0.3), options={"heartbeat_interval": 0.1, "heartbeat_timeout": 2.0},
+)
+
+
+async def _busy_never_answers_heartbeats(conn: ScriptedConnection) -> None:
+    """Sends a receiver call every 0.05 s for 1.5 s, answers no heartbeat."""
+    await conn.open()
+
+    async def chatter() -> None:
+        for i in range(30):
+            if conn.writer.is_closing():
+                return
+            conn.send([6, "said", [i]])
+            await asyncio.sleep(0.05)
+
+    sender = asyncio.ensure_future(chatter())
+    try:
+        await conn.serve(heartbeats=False)
+    finally:
+        sender.cancel()
+
+
+scenario(
+    "any-traffic-counts", HEARTBEATS, "with `any_traffic_counts`, data from the server counts as an answer: "
+    "unanswered heartbeats (0.1 s, timeout 0.4 s) during 1 s of receiver calls do not time out",
+    [CONNECT, sleep(1.0), STATE],
+    {"is_connected": True, "heartbeat_timeouts": [], "server": {"client_heartbeats": Between(3, 1000)}},
+    script=_busy_never_answers_heartbeats,
+    options={"heartbeat_interval": 0.1, "heartbeat_timeout": 0.4, "any_traffic_counts": True},
+)
+scenario(
+    "stalled-event-loop", HEARTBEATS, "our own event loop blocked (1.5 s) past the heartbeat timeout (0.6 s) while the "
+    "server's answers (each after 0.2 s) waited unread: no timeout (the stall gets one more exchange)",
+    [CONNECT, wait("heartbeat_responses"), {"do": "block", "seconds": 1.5}, sleep(0.5), STATE],
+    {"is_connected": True, "heartbeat_timeouts": []},
+    script=_heartbeats_answered_after(0.2), options={"heartbeat_interval": 0.1, "heartbeat_timeout": 0.6},
 )
 
 
@@ -673,6 +728,14 @@ scenario(
     "close-message-wins", SERVER_CLOSES, "CLOSE `[8, 4001, ...]` then close frame 1000: the CLOSE message's code and reason win",
     PENDING_THEN_DISCONNECT, {"disconnect": disconnected("peer-timed-out", 4001, False, "heartbeat timeout"), "pending": CLOSED},
     script=after_call(lambda conn, call_id: (conn.send([8, 4001, "heartbeat timeout"]), conn.close(1000, "", message=False))),
+)
+scenario(
+    "page-frozen", SERVER_CLOSES, "a connection that lived through a page freeze and ends without a close frame (Chromium "
+    "closes it itself): `going-away`, 1001, locally",
+    [CONNECT, {"do": "freeze_page"}, start_call("pending", "echo", 1), WAIT_DISCONNECT, await_call("pending")],
+    {"disconnect": disconnected("going-away", 1001, True), "pending": CLOSED},
+    script=after_call(lambda conn, call_id: conn.drop()), options={"page": True},
+    unsupported={client: "no page lifecycle: a browser freezes pages, not Python processes" for client in ("twisted", "asyncio")},
 )
 scenario(
     "close-frame-without-code", SERVER_CLOSES, "a close frame without a code: `normal`, code 1005 (RFC 6455 7.1.5)",

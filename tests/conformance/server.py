@@ -78,6 +78,7 @@ class ScriptedConnection:
         #: what the client did, JSON-able (merged into its outcome as "server")
         self.record: dict[str, Any] = {
             "subprotocols": [p.strip() for p in _header(request, b"sec-websocket-protocol").split(",") if p.strip()],
+            "headers": _headers(request),
             "hello": None,
             "hello_alone": None,
             "frames": 0,
@@ -374,6 +375,16 @@ def _messages(payload: bytes) -> list[Any]:
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
     unpacker.feed(payload)
     return list(unpacker)
+
+
+def _headers(request: bytes) -> dict[str, str]:
+    """The request's headers, names in lower case (the last of repeated ones)."""
+    fields = {}
+    for line in request.split(b"\r\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if colon:
+            fields[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+    return fields
 
 
 def _header(request: bytes, name: bytes) -> str:

@@ -579,11 +579,14 @@ test("a message over our maxMessageSize closes with 1009, message-too-big", asyn
 
 test("disconnect() closes with 1000 and resolves with a normal, local reason", async () => {
   const { client, ws } = await connected();
+  const sent = client.call("sent");
+  await settle();
   const closing = client.disconnect("done");
   assert.deepEqual(ws.closedWith, { code: 1000, reason: "done" });
   ws.serverClose(1000, "done");
   assert.deepEqual(await closing, { kind: "normal", code: 1000, message: "done", locally: true });
-  await assert.rejects(client.call("x"), ConnectionClosedError);
+  await assert.rejects(sent, (e) => e instanceof ConnectionClosedError && e.mayHaveRun === true && /may have run/.test(e.message));
+  await assert.rejects(client.call("x"), (e) => e instanceof ConnectionClosedError && e.mayHaveRun === false);
 });
 
 test("proxy<T>() turns property calls into hub calls", async () => {
