@@ -35,7 +35,9 @@ from urllib.parse import urlsplit
 
 import msgpack
 
-from ..helpers.hostile_server import MIB, binary, close_frame, frame, header_value, read_frame
+from ..helpers.hostile_server import MIB, binary, close_frame, frame
+from ..helpers.hostile_server import _header as header_value
+from ..helpers.hostile_server import _read_frame as read_frame
 
 _frame = frame  # (close() has a parameter named frame)
 

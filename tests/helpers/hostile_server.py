@@ -130,7 +130,7 @@ class HostileServer:
     async def _attack(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await reader.readuntil(b"\r\n\r\n")
-            key = header_value(request, b"sec-websocket-key")
+            key = _header(request, b"sec-websocket-key")
             accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
             writer.write(
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -139,7 +139,7 @@ class HostileServer:
             writer.write(self.welcome)
             attacked = False
             while True:
-                opcode, payload = await read_frame(reader)
+                opcode, payload = await _read_frame(reader)
                 if opcode == 0x8:
                     code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
                     self.close_frames.append((code, payload[2:].decode("utf-8", "replace")))
@@ -164,7 +164,7 @@ def _messages(payload: bytes) -> list[object]:
     return list(unpacker)
 
 
-def header_value(request: bytes, name: bytes) -> bytes:
+def _header(request: bytes, name: bytes) -> bytes:
     for line in request.split(b"\r\n")[1:]:
         field, _, value = line.partition(b":")
         if field.strip().lower() == name:
@@ -172,7 +172,7 @@ def header_value(request: bytes, name: bytes) -> bytes:
     raise ValueError(f"no {name!r} header in {request!r}")
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     """One masked client frame: its opcode and unmasked payload."""
     first, second = await reader.readexactly(2)
     length = second & 0x7F
