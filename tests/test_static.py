@@ -16,9 +16,10 @@ from twisted_hub._static import client_script, script_hash
 from twisted_hub.demo import DEMO_HUBS
 
 #: The size target of the served bundle (msgpack included), gzipped.
-#: 16 KiB since the client grew its own msgpack encoder (it refuses what msgpack would lose)
-#: and the page-lifecycle watch; it was 15 KiB before.
-MAX_GZIPPED_BYTES = 16 * 1024
+#: 18 KiB: the client grew its own msgpack encoder (it refuses what msgpack would lose), the
+#: page-lifecycle watch, slow-link progress and the conformance fixes in this wave (it was
+#: 15 KiB before).  A limit still: a change that adds a kilobyte has to say why.
+MAX_GZIPPED_BYTES = 18 * 1024
 
 
 def get(root: Resource, path: str, headers: dict[str, str] | None = None) -> DummyRequest:

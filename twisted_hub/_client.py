@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 InterfaceT = TypeVar("InterfaceT")
+#: the close code of a close frame that carries none (RFC 6455 section 7.1.5; never sent)
+CLOSE_FRAME_WITHOUT_CODE = 1005
 
 
 class HubProxy:
@@ -314,6 +316,10 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
     def onCloseFrame(self, code: int, reasonRaw: bytes) -> bool | None:
         answering = self.state == self.STATE_OPEN
         result = super().onCloseFrame(code, reasonRaw)
+        if self.remoteCloseCode is None:
+            # A close frame without a code: RFC 6455 7.1.5 calls that close
+            # code 1005 (a normal close), not a lost connection.
+            self.remoteCloseCode = CLOSE_FRAME_WITHOUT_CODE
         if answering and self.state == self.STATE_CLOSING:
             # autobahn answered the server's close frame and waits for the
             # server to close TCP, with no deadline: a server that holds the
@@ -431,9 +437,14 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
 
 
 def _refusal(status_line: str, reason: str) -> tuple[int | None, str]:
-    """The HTTP status and text of a refused upgrade, from its status line (else no status, C{reason})."""
+    """
+    The HTTP status and text of a refused upgrade, from its status line
+    (else no status, C{reason}).  A 101 is no refusal: the server accepted
+    the upgrade and autobahn failed it (a subprotocol we did not offer):
+    no status, autobahn's C{reason}.
+    """
     parts = status_line.split(" ", 2)
-    if len(parts) >= 2 and parts[1].isdigit():
+    if len(parts) >= 2 and parts[1].isdigit() and parts[1] != "101":
         return int(parts[1]), parts[2] if len(parts) > 2 else reason
     return None, reason
 

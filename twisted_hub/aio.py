@@ -31,7 +31,7 @@ from twisted.logger import Logger, STDLibLogObserver
 from twisted.python.failure import Failure
 from websockets.asyncio.client import ClientConnection as WebSocket
 from websockets.asyncio.client import connect as websocket_connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
@@ -450,15 +450,37 @@ async def open_client(
             create_connection=_HubWebSocket,
         )
     except InvalidStatus as e:
-        raise HandshakeError(e.response.status_code, e.response.reason_phrase) from None
+        raise _handshake_failed(options, HandshakeError(e.response.status_code, e.response.reason_phrase)) from None
+    except InvalidHandshake as e:  # a 101 websockets refused: a subprotocol we did not offer, a bad header
+        raise _handshake_failed(options, HandshakeError(None, str(e))) from None
     except TimeoutError:
-        raise ConnectTimeoutError("upgrade", timeout) from None
+        raise _handshake_failed(options, ConnectTimeoutError("upgrade", timeout), locally=True) from None
     if websocket.subprotocol != SUBPROTOCOL:
         await websocket.close()
-        raise HandshakeError(None, f"server chose subprotocol {websocket.subprotocol!r}, not {SUBPROTOCOL}")
+        raise _handshake_failed(
+            options, HandshakeError(None, f"server chose subprotocol {websocket.subprotocol!r}, not {SUBPROTOCOL}"),
+        )
     client = AsyncHubClient(websocket, receiver, options, receiver_interface)
     await client._start(max(timeout - (time.monotonic() - started), 0.001))
     return client
+
+
+def _handshake_failed(options: HubClientOptions, error: HandshakeError, locally: bool = False) -> HandshakeError:
+    """
+    The upgrade failed before there was a client (and its session): report
+    it as the session reports a later handshake failure (and the Twisted
+    client this one), to C{on_disconnected} and the metrics; C{locally}
+    when we gave up waiting.  Returns C{error}.
+    """
+    reason = DisconnectReason(DisconnectKind.HANDSHAKE_FAILED, None, error.reason, locally)
+    if options.metrics is not None:
+        options.metrics.disconnects.labels(reason.kind.value).inc()
+    if options.on_disconnected is not None:
+        try:
+            options.on_disconnected(reason)
+        except Exception:
+            _log.exception("client callback on_disconnected raised")
+    return error
 
 
 @asynccontextmanager

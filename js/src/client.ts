@@ -20,9 +20,11 @@ import {
   CAPABILITIES,
   CloseCode,
   ErrorCode,
+  MAX_MESSAGES_PER_FRAME,
   MessageKind,
   ProtocolError,
   SUBPROTOCOL,
+  TooManyMessagesError,
   callFields,
   closeReason,
   decodeFrame,
@@ -59,7 +61,17 @@ export interface WebSocketLike {
   onerror: ((event: unknown) => void) | null;
 }
 
-export type WebSocketConstructor = new (url: string, protocols: string | string[]) => WebSocketLike;
+/**
+ * A WebSocket constructor.  The third argument is for Node's `ws`: its
+ * `maxPayload` is set to the client's `maxMessageSize`, so that `ws` refuses
+ * a larger message from its header on (close 1009) instead of buffering it
+ * whole; browsers and other implementations ignore it.
+ */
+export type WebSocketConstructor = new (
+  url: string,
+  protocols: string | string[],
+  options?: { maxPayload?: number },
+) => WebSocketLike;
 
 /** Where log lines go; by default warnings and errors go to the console. */
 export interface Logger {
@@ -122,6 +134,11 @@ export interface HubClientOptions {
   callTimeout?: number | null;
   /** largest message we accept, bytes (default 1 MiB), announced as `max` */
   maxMessageSize?: number;
+  /**
+   * most messages one frame from the server may hold (default 1,024, as the
+   * Python client); over it none of them is handled and we close with 1008
+   */
+  maxMessagesPerFrame?: number;
   /** ms to wait for the WebSocket and the hub handshake (default 30 s) */
   connectTimeout?: number;
   clock?: Clock;
@@ -219,6 +236,7 @@ export class HubClient {
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly maxMessageSize: number;
+  private readonly maxMessagesPerFrame: number;
   private state: State = "connecting";
   private readonly ready: Promise<HubClient>;
   private resolveReady!: (client: HubClient) => void;
@@ -260,6 +278,10 @@ export class HubClient {
     this.clock = options.clock ?? defaultClock();
     this.log = options.log ?? consoleLogger;
     this.maxMessageSize = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
+    this.maxMessagesPerFrame = options.maxMessagesPerFrame ?? MAX_MESSAGES_PER_FRAME;
+    if (!Number.isInteger(this.maxMessagesPerFrame) || this.maxMessagesPerFrame <= 0) {
+      throw new RangeError(`maxMessagesPerFrame must be a positive integer, got ${String(options.maxMessagesPerFrame)}`);
+    }
     checkPositive("heartbeatInterval", options.heartbeatInterval);
     checkPositive("heartbeatTimeout", options.heartbeatTimeout);
     checkPositive("callTimeout", options.callTimeout);
@@ -277,7 +299,7 @@ export class HubClient {
     if (Constructor === undefined) {
       throw new TypeError("no WebSocket constructor: pass options.WebSocket (e.g. the `ws` package's) in Node < 22");
     }
-    this.ws = new Constructor(url, [SUBPROTOCOL]);
+    this.ws = new Constructor(url, [SUBPROTOCOL], { maxPayload: this.maxMessageSize });
     // Node's `ws` hands over Buffers (no copy) by default; browsers and
     // undici would give Blobs, which need an asynchronous read.
     if (this.ws.binaryType !== "nodebuffer") this.ws.binaryType = "arraybuffer";
@@ -288,6 +310,8 @@ export class HubClient {
       const error = (event as { error?: unknown; message?: unknown }).error ?? event;
       const message = (error as { message?: unknown }).message;
       if (typeof message === "string") this.handshakeError = message;
+      const code = failureCode(error);
+      if (code !== null) this.websocketFailed(code, typeof message === "string" ? message : "");
     };
     const page = options.page === undefined ? browserPage() : options.page;
     if (page !== null) {
@@ -305,7 +329,7 @@ export class HubClient {
       if (this.state === "connecting") {
         this.handshakeError = `no hub handshake within ${connectTimeout} ms`;
         this.closeSocket(CloseCode.HANDSHAKE_FAILED, "handshake timeout");
-        this.finish(this.handshakeFailure());
+        this.finish({ ...this.handshakeFailure(), locally: true });
       }
     }, connectTimeout);
   }
@@ -460,12 +484,15 @@ export class HubClient {
     this.lastReceived = now;
     this.handling++;
     try {
-      for (const message of decodeFrame(payload, parseServerMessage)) {
+      for (const message of decodeFrame(payload, parseServerMessage, this.maxMessagesPerFrame)) {
         if (this.isClosed()) break;
         this.dispatch(message, now);
       }
     } catch (e) {
-      if (e instanceof ProtocolError) {
+      if (e instanceof TooManyMessagesError) {
+        this.log.info(`the server sent ${e.message}; closing with 1008`);
+        this.protocolError(e.message, CloseCode.POLICY_VIOLATION);
+      } else if (e instanceof ProtocolError) {
         this.log.info(`protocol error from the server: ${e.message}`);
         this.protocolError(e.message.slice(0, 100), CloseCode.PROTOCOL_ERROR);
       } else {
@@ -852,10 +879,36 @@ export class HubClient {
     return this.state === "closed";
   }
 
+  /**
+   * The WebSocket implementation refused what the server sent and failed the
+   * connection with `code` (Node's `ws`: 1009 for a message over
+   * `maxMessageSize`, 1002 for bad framing, 1007 for invalid UTF-8): this
+   * side's decision, reported at once, as the Python clients do.  `ws` then
+   * waits for the server's close frame, which it can no longer read: the
+   * socket is ended after a second (the Python clients' deadline).
+   */
+  private websocketFailed(code: number, message: string): void {
+    if (this.state === "closed") return;
+    const reason: DisconnectReason = { kind: kindForClose(code, true), code, message, locally: true };
+    this.closeReasonSeen ??= reason;
+    this.outgoing = [];
+    this.state = "closing";
+    this.stopHeartbeat();
+    const terminate = (this.ws as { terminate?: () => void }).terminate;
+    if (typeof terminate === "function") {
+      this.clock.setTimeout(() => terminate.call(this.ws), DROP_AFTER_TIMEOUT_MS);
+    }
+    this.finish(this.welcome === null ? { ...this.closeReasonSeen, kind: DisconnectKind.HANDSHAKE_FAILED } : this.closeReasonSeen);
+  }
+
   private closed(code: number, reason: string): void {
     if (this.state === "closed") return;
     if (this.welcome === null) {
-      this.finish(this.handshakeFailure(reason));
+      const decided = this.closeReasonSeen;
+      // A decision taken during the handshake (a protocol error, disconnect())
+      // keeps its code, words and side; the kind is always handshake-failed
+      // (what reconnecting clients retry), as in Python's Lifecycle.
+      this.finish(decided !== null ? { ...decided, kind: DisconnectKind.HANDSHAKE_FAILED } : this.handshakeFailure(reason));
       return;
     }
     if (this.closeReasonSeen !== null) {
@@ -873,8 +926,9 @@ export class HubClient {
       });
       return;
     }
-    // 1005: a close frame without a code; 1006: no close frame at all.
-    const closeCode = code === 1005 ? CloseCode.NORMAL : code === CloseCode.ABNORMAL ? null : code;
+    // 1005: a close frame without a code (a normal close, reported as 1005,
+    // as the Python clients do); 1006: no close frame at all.
+    const closeCode = code === CloseCode.ABNORMAL ? null : code;
     this.finish({ kind: kindForClose(closeCode, false), code: closeCode, message: reason ?? "", locally: false });
   }
 
@@ -929,6 +983,21 @@ export class HubClient {
       this.log.error(`client callback ${name} raised`, e);
     }
   }
+}
+
+/**
+ * The close code a WebSocket implementation failed the connection with, when
+ * its error says: Node's `ws` keeps it on its errors under the symbol
+ * `status-code`.  Browsers say nothing (their close event has 1006).
+ */
+function failureCode(error: unknown): number | null {
+  if (error === null || typeof error !== "object") return null;
+  for (const key of Object.getOwnPropertySymbols(error)) {
+    if (key.description !== "status-code") continue;
+    const code = (error as Record<symbol, unknown>)[key];
+    return typeof code === "number" ? code : null;
+  }
+  return null;
 }
 
 function checkPositive(name: string, value: number | null | undefined): void {

@@ -72,13 +72,12 @@ export function describeReason(reason: DisconnectReason): string {
   return reason.message ? `${reason.kind}: ${reason.message}` : reason.kind;
 }
 
-/** A call cannot complete because its connection is closed. */
 /**
  * A call cannot complete because its connection is closed.  `mayHaveRun`
  * (Python's `may_have_run`): true when the call had been handed to the
  * connection before it ended, so the server may have run it and its answer
- * was lost; false when it was never sent.  Retry only what is safe to run
- * twice.
+ * was lost (retry only what is safe to run twice); false when it was never
+ * sent.
  */
 export class ConnectionClosedError extends HubError {
   constructor(

@@ -38,12 +38,26 @@ export interface ReconnectingOptions extends HubClientOptions {
   /** called when a retry is scheduled: in `delay` ms, the `attempt`-th since the last connection (from 0) */
   onRetry?: (delay: number, attempt: number) => void;
   retry?: RetryPolicy;
+  /**
+   * ms a call made between connections waits for the next one (default
+   * 10 000, as the Python clients' `wait_for_connection`); 0: fail at once;
+   * null: no limit.  Past it the call fails with `ConnectionClosedError`,
+   * never sent.
+   */
+  waitForConnection?: number | null;
+}
+
+interface Waiter {
+  resolve(client: HubClient): void;
+  reject(error: Error): void;
 }
 
 /**
- * Keeps one hub connection open.  `call` / `notify` / `proxy` go to the
- * current connection (and fail with `ConnectionClosedError` between
- * connections); `disconnects` lists every reason a connection ended.
+ * Keeps one hub connection open.  `call` / `proxy` go to the current
+ * connection; made between connections, they wait for the next one (at
+ * most `waitForConnection` ms), as the Python clients' calls do.  `notify`
+ * goes to the current connection only (it throws `ConnectionClosedError`
+ * between connections).  `disconnects` lists every reason a connection ended.
  */
 export class ReconnectingHubClient {
   readonly url: string;
@@ -61,7 +75,7 @@ export class ReconnectingHubClient {
   private attempt = 0;
   private retryTimer: unknown = null;
   private readonly clock: Clock;
-  private waiters: Array<(client: HubClient) => void> = [];
+  private waiters: Waiter[] = [];
   private pageWatch: PageWatch | null = null;
 
   constructor(
@@ -69,6 +83,10 @@ export class ReconnectingHubClient {
     hub: string | null | undefined,
     readonly options: ReconnectingOptions = {},
   ) {
+    const wait = options.waitForConnection;
+    if (wait !== undefined && wait !== null && !(typeof wait === "number" && wait >= 0)) {
+      throw new RangeError(`waitForConnection must be a number >= 0 (ms) or null, got ${String(wait)}`);
+    }
     this.url = hubUrl(url, hub);
     this.clock = options.clock ?? {
       now: () => Date.now(),
@@ -86,10 +104,19 @@ export class ReconnectingHubClient {
     this.connectOnce();
   }
 
-  /** Stop reconnecting and close the current connection. */
+  /** Stop reconnecting and close the current connection; calls waiting for a connection fail. */
   async stop(): Promise<void> {
     this.running = false;
     this.nextRetryAt = null;
+    const waiters = this.waiters;
+    this.waiters = [];
+    const stopped = new ConnectionClosedError({
+      kind: DisconnectKind.NORMAL,
+      code: null,
+      message: "the client was stopped",
+      locally: true,
+    });
+    for (const waiter of waiters) waiter.reject(stopped);
     this.pageWatch?.stop();
     this.pageWatch = null;
     if (this.retryTimer !== null) {
@@ -99,20 +126,55 @@ export class ReconnectingHubClient {
     if (this.client !== null) await this.client.disconnect();
   }
 
-  /** Resolves with the current connection, or the next one once it is ready. */
+  /** Resolves with the current connection, or the next one once it is ready (no time limit; rejects when stopped). */
   whenConnected(): Promise<HubClient> {
     if (this.client !== null && this.client.isConnected) return Promise.resolve(this.client);
-    return new Promise((resolve) => this.waiters.push(resolve));
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
   }
 
   call<T = unknown>(method: string, ...args: unknown[]): Promise<T> {
     return this.invoke<T>(method, args);
   }
 
+  /** Call on the current connection, or on the next one (waiting at most `waitForConnection` ms). */
   invoke<T = unknown>(method: string, args: unknown[] = [], kwargs?: Kwargs | null): Promise<T> {
     const client = this.client;
-    if (client === null) return Promise.reject(new ConnectionClosedError(this.lastReason()));
-    return client.invoke<T>(method, args, kwargs);
+    if (client !== null && client.isConnected) return client.invoke<T>(method, args, kwargs);
+    const wait = this.options.waitForConnection === undefined ? 10000 : this.options.waitForConnection;
+    if (!this.running || wait === 0) return Promise.reject(new ConnectionClosedError(this.lastReason()));
+    return this.nextConnection(wait).then((next) => next.invoke<T>(method, args, kwargs));
+  }
+
+  private nextConnection(wait: number | null): Promise<HubClient> {
+    return new Promise((resolve, reject) => {
+      let timer: unknown = null;
+      const waiter: Waiter = {
+        resolve: (client) => {
+          if (timer !== null) this.clock.clearTimeout(timer);
+          resolve(client);
+        },
+        reject: (error) => {
+          if (timer !== null) this.clock.clearTimeout(timer);
+          reject(error);
+        },
+      };
+      if (wait !== null) {
+        timer = this.clock.setTimeout(() => {
+          this.waiters = this.waiters.filter((w) => w !== waiter);
+          const last = this.disconnects[this.disconnects.length - 1];
+          const ended = last ? `; the last connection ended: ${last.kind}${last.message ? `: ${last.message}` : ""}` : "";
+          reject(
+            new ConnectionClosedError({
+              kind: DisconnectKind.CONNECTION_LOST,
+              code: null,
+              message: `no connection within ${wait} ms${ended}`,
+              locally: true,
+            }),
+          );
+        }, wait);
+      }
+      this.waiters.push(waiter);
+    });
   }
 
   notify(method: string, ...args: unknown[]): void {
@@ -165,7 +227,7 @@ export class ReconnectingHubClient {
         }
         const waiters = this.waiters;
         this.waiters = [];
-        for (const waiter of waiters) waiter(ready);
+        for (const waiter of waiters) waiter.resolve(ready);
       },
       (error: unknown) => {
         this.failedAttempts++;

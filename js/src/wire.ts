@@ -177,6 +177,20 @@ export class ProtocolError extends Error {
   }
 }
 
+/**
+ * A frame held more messages than the receiver takes (protocol.md 1.2):
+ * none of them is handled, and the receiver closes with 1008.
+ */
+export class TooManyMessagesError extends ProtocolError {
+  constructor(readonly limit: number) {
+    super(`more than ${limit} messages in one frame`);
+    this.name = "TooManyMessagesError";
+  }
+}
+
+/** The most messages one incoming frame may hold by default (Python's `max_messages_per_frame`). */
+export const MAX_MESSAGES_PER_FRAME = 1024;
+
 // Map keys: JavaScript objects have string keys only.  str keys stay as they
 // are, other scalar keys (int, float, bool, nil, bin) become their string
 // form; an array or map key makes the frame invalid (protocol.md 1.3).
@@ -490,14 +504,19 @@ const KWARGS_INDEX: Record<number, number> = { 2: 4, 3: 3, 6: 3, 7: 4 };
 /**
  * Decode one frame payload into its message arrays (one or more msgpack
  * values back to back) and parse each with `parse`.  Throws
- * {@link ProtocolError} for anything that is not a valid frame.
+ * {@link ProtocolError} for anything that is not a valid frame, and
+ * {@link TooManyMessagesError} past `maxMessages` messages (counted while
+ * decoding: the rest is not decoded).
  */
-export function decodeFrame<T>(payload: Uint8Array, parse: (fields: unknown) => T): T[] {
+export function decodeFrame<T>(payload: Uint8Array, parse: (fields: unknown) => T, maxMessages = Infinity): T[] {
   if (payload.length === 0) fail("an empty frame");
   const messages: T[] = [];
   const keysBefore = nonStringKeys;
   try {
-    for (const value of decoder.decodeMulti(payload)) messages.push(parse(value));
+    for (const value of decoder.decodeMulti(payload)) {
+      if (messages.length >= maxMessages) throw new TooManyMessagesError(maxMessages);
+      messages.push(parse(value));
+    }
   } catch (e) {
     if (e instanceof ProtocolError) throw e;
     if (e instanceof DecodeError || e instanceof RangeError) {

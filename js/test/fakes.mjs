@@ -44,9 +44,10 @@ export const SUBPROTOCOL = "twisted-hub.v1";
 
 export class FakeWebSocket {
   static instances = [];
-  constructor(url, protocols) {
+  constructor(url, protocols, options) {
     this.url = url;
     this.protocols = protocols;
+    this.options = options;
     this.protocol = "";
     this.readyState = 0;
     this.binaryType = "blob"; // as browsers start; Node's `ws` starts with "nodebuffer"

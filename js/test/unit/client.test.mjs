@@ -79,21 +79,30 @@ test("a refused TCP connection is a HandshakeError without a status (digits in t
   await assert.rejects(ready, (e) => e instanceof HandshakeError && e.status === null && /ECONNREFUSED/.test(e.reason));
 });
 
-test("no WELCOME within connectTimeout fails the connect", async () => {
-  const ready = connect("ws://127.0.0.1:1/hub", "chat", options({ connectTimeout: 1000 }));
+test("no WELCOME within connectTimeout fails the connect: handshake-failed, decided locally", async () => {
+  const reasons = [];
+  const ready = connect("ws://127.0.0.1:1/hub", "chat", options({ connectTimeout: 1000, onDisconnected: (r) => reasons.push(r) }));
   FakeWebSocket.latest().open();
   clock.advance(1000);
   await assert.rejects(ready, (e) => e instanceof HandshakeError && /no hub handshake within 1000 ms/.test(e.reason));
+  assert.deepEqual(reasons.map((r) => [r.kind, r.code, r.locally]), [["handshake-failed", null, true]]);
 });
 
-test("a first message other than WELCOME is a protocol error", async () => {
-  const ready = connect("ws://127.0.0.1:1/hub", "chat", options());
+test("a first message other than WELCOME is a protocol error: handshake-failed with our close code 4002", async () => {
+  const reasons = [];
+  const ready = connect("ws://127.0.0.1:1/hub", "chat", options({ onDisconnected: (r) => reasons.push(r) }));
   const ws = FakeWebSocket.latest();
   ws.open();
   ws.deliver([4, 1, 1]);
   assert.equal(ws.closedWith.code, 4002);
   ws.serverClose(4002);
   await assert.rejects(ready, HandshakeError);
+  assert.deepEqual(reasons.map((r) => [r.kind, r.code, r.locally]), [["handshake-failed", 4002, true]]);
+});
+
+test("the WebSocket constructor gets maxPayload = maxMessageSize (Node's ws then refuses a larger message from its header)", () => {
+  new HubClient("ws://127.0.0.1:1/hub/chat", options({ maxMessageSize: 4096 }));
+  assert.deepEqual(FakeWebSocket.latest().options, { maxPayload: 4096 });
 });
 
 test("calls resolve with RESULT and reject with a typed HubError from ERROR", async () => {
@@ -539,6 +548,65 @@ test("an invalid frame closes with 4002, rejects pending calls, and reports prot
   assert.equal(disconnected.locally, true);
 });
 
+test("a frame of more than maxMessagesPerFrame messages (default 1,024): none runs, close 1008, protocol-error", async () => {
+  const heard = [];
+  const receiver = { said: (i) => heard.push(i) };
+  const { client, ws } = await connected({ receiver });
+  ws.deliver(...Array.from({ length: 1024 }, (_, i) => [6, "said", [i]]));
+  assert.equal(heard.length, 1024, "1,024 are taken");
+  assert.equal(ws.closedWith, null);
+  const call = client.call("x");
+  await settle();
+  ws.deliver(...Array.from({ length: 1025 }, (_, i) => [6, "said", [i]]));
+  assert.equal(heard.length, 1024, "none of the 1,025 ran");
+  assert.deepEqual(ws.closedWith, { code: 1008, reason: "more than 1024 messages in one frame" });
+  ws.serverClose(1008);
+  await assert.rejects(call, ConnectionClosedError);
+  assert.deepEqual(await client.waitForDisconnect(), {
+    kind: "protocol-error", code: 1008, message: "more than 1024 messages in one frame", locally: true,
+  });
+  const small = await connected({ receiver, maxMessagesPerFrame: 2 });
+  small.ws.deliver([6, "said", [1]], [6, "said", [2]], [6, "said", [3]]);
+  assert.equal(small.ws.closedWith.code, 1008);
+  for (const bad of [0, -1, 1.5, "2"]) {
+    assert.throws(() => new HubClient("ws://127.0.0.1:1/hub/chat", options({ maxMessagesPerFrame: bad })), RangeError);
+  }
+});
+
+test("the WebSocket layer failing the connection (ws: an error with a status code) is our decision, reported at once", async () => {
+  class TerminableSocket extends FakeWebSocket {
+    terminate() {
+      this.terminated = clock.now();
+      this.serverClose(1006);
+    }
+  }
+  const { client, ws } = await connected({ WebSocket: TerminableSocket });
+  const call = client.call("x");
+  await settle();
+  const failure = new RangeError("Invalid WebSocket frame: invalid UTF-8 sequence");
+  failure[Symbol("status-code")] = 1007; // as ws marks its receiver's errors
+  ws.close(1007); // ws sends its close frame, then reports the error
+  const started = clock.now();
+  ws.onerror({ error: failure, message: failure.message });
+  await assert.rejects(call, ConnectionClosedError);
+  assert.deepEqual(await client.waitForDisconnect(), {
+    kind: "protocol-error", code: 1007, message: "Invalid WebSocket frame: invalid UTF-8 sequence", locally: true,
+  });
+  assert.equal(ws.terminated, undefined, "the close frame is given a second to go out");
+  clock.advance(1000);
+  assert.equal(ws.terminated, started + 1000, "then the socket is ended: its answer cannot be read");
+  // An error without a status code (browsers, network errors) changes nothing by itself.
+  const other = await connected();
+  other.ws.onerror({ message: "socket hang up" });
+  assert.equal(other.client.isConnected, true);
+});
+
+test("a close frame without a code (1005) is a normal close, reported with 1005", async () => {
+  const { client, ws } = await connected();
+  ws.serverClose(1005);
+  assert.deepEqual(await client.waitForDisconnect(), { kind: "normal", code: 1005, message: "", locally: false });
+});
+
 test("a text frame is closed with 1003", async () => {
   const { client, ws } = await connected();
   ws.onmessage({ data: "hello" });
@@ -557,11 +625,14 @@ test("a message over our maxMessageSize closes with 1009, message-too-big", asyn
 
 test("disconnect() closes with 1000 and resolves with a normal, local reason", async () => {
   const { client, ws } = await connected();
+  const sent = client.call("sent");
+  await settle();
   const closing = client.disconnect("done");
   assert.deepEqual(ws.closedWith, { code: 1000, reason: "done" });
   ws.serverClose(1000, "done");
   assert.deepEqual(await closing, { kind: "normal", code: 1000, message: "done", locally: true });
-  await assert.rejects(client.call("x"), ConnectionClosedError);
+  await assert.rejects(sent, (e) => e instanceof ConnectionClosedError && e.mayHaveRun === true && /may have run/.test(e.message));
+  await assert.rejects(client.call("x"), (e) => e instanceof ConnectionClosedError && e.mayHaveRun === false);
 });
 
 test("proxy<T>() turns property calls into hub calls", async () => {
