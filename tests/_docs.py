@@ -106,7 +106,8 @@ RUN_BY: dict[tuple[str, str], str] = {
             "per-connection-override",
         )
     },
-    ("docs/filters.md", "filters-example"): "tests/test_docs_filters.py::FiltersDocTests::test_example_runs_and_logs_the_line_shown",
+    ("docs/filters.md", "filters-example"):
+        "tests/test_docs_filters.py::FiltersDocTests::test_example_runs_and_logs_the_line_shown",
     ("docs/javascript.md", "mount"): "tests/test_static.py::DocsMountExampleTests::test_mount_example",
     ("docs/scaling.md", "scale-factory"): "tests/test_scaling_docs.py::DocumentTests::test_factory_example",
     ("docs/tutorial.md", "counterhub.py"): "tests/test_tutorial.py::test_the_tutorial_as_written",
