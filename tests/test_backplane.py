@@ -201,6 +201,68 @@ class NodeLeaseTests(SynchronousTestCase):
         self.assertEqual(cluster.backplanes[0].nodes, {})
 
 
+class StateLossTests(SynchronousTestCase):
+    """Redis loses a node's state while the connections stay up: the node notices and writes it again."""
+
+    def setUp(self) -> None:
+        self.cluster = Cluster(2)
+        self.a, _ = self.cluster.connect(0)
+        self.b, _ = self.cluster.connect(1)
+        self.cluster.call(self.a, "join", "room")
+        self.cluster.call(self.b, "join", "room")
+        self.cluster.call(self.b, "join", "lobby")
+        self.logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def assertExact(self) -> None:
+        for node in (0, 1):
+            self.assertEqual(self.cluster.backplanes[node].remote_count("work", "room"), 1)
+        self.assertEqual(self.cluster.backplanes[0].remote_count("work", "lobby"), 1)
+
+    def test_redis_stalled_longer_than_the_lease(self) -> None:
+        """Redis stalls past the lease (keys expire, links stay): within a lease of its return counts are exact."""
+        self.cluster.redis.pause()
+        self.cluster.advance(LEASE * 2)
+        self.cluster.redis.resume()  # runs what waited, after the keys expired
+        self.cluster.flush()
+        self.cluster.advance(LEASE)
+        self.assertExact()
+        self.assertEqual([b.state_rewrites for b in self.cluster.backplanes], [1, 1])
+        lost = [e for e in self.logs if "Redis lost the state" in e["log_format"]]
+        self.assertEqual(len(lost), 2)
+        self.cluster.advance(LEASE * 3)  # and they stay exact
+        self.assertExact()
+        self.assertEqual([b.state_rewrites for b in self.cluster.backplanes], [1, 1])
+
+    def test_node_stalled_longer_than_the_lease(self) -> None:
+        """A node whose reactor stalls past the lease is dropped, then counted again within a lease of its return."""
+        beat = self.cluster.backplanes[1]._heartbeat
+        assert beat is not None
+        beat.stop()
+        self.cluster.advance(LEASE * 2)
+        self.assertEqual(self.cluster.backplanes[0].remote_count("work", "room"), 0)
+        beat.start(LEASE / 3, now=True)
+        self.cluster.flush()
+        self.cluster.advance(LEASE)
+        self.assertExact()
+        self.assertEqual(self.cluster.backplanes[1].state_rewrites, 1)
+
+    def test_membership_hash_deleted(self) -> None:
+        """The membership hash deleted behind the node's back (lease intact) is written again at the next renewal."""
+        backplane = self.cluster.backplanes[1]
+        self.cluster.redis.execute("DEL", backplane._members_key(backplane.token))
+        self.cluster.advance(LEASE / 3)
+        self.assertEqual(backplane.state_rewrites, 1)
+        self.assertEqual(len(self.cluster.redis.data[backplane._members_key(backplane.token)]), 2)
+        self.assertExact()
+
+    def test_no_rewrite_while_nothing_is_lost(self) -> None:
+        """Renewals of state that Redis still holds write nothing again, with or without memberships."""
+        self.cluster.advance(LEASE * 3)
+        self.cluster.call(self.a, "leave", "room")
+        self.cluster.advance(LEASE * 3)
+        self.assertEqual([b.state_rewrites for b in self.cluster.backplanes], [0, 0])
+
+
 class RedisOutageTests(SynchronousTestCase):
     """Redis away: nodes serve locally, count what they drop, and rebuild when it is back."""
 

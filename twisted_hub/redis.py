@@ -39,7 +39,7 @@ from urllib.parse import unquote, urlsplit
 
 import msgpack
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, globalLogPublisher
@@ -239,6 +239,12 @@ class RedisBackplane:
         self.bad_messages = 0
         #: nodes dropped because their lease ran out
         self.nodes_expired = 0
+        #: times this node found its state gone from Redis and wrote it again
+        self.state_rewrites = 0
+        #: memberships this node holds (what its hash in Redis must hold)
+        self._member_count = 0
+        #: bumped by every snapshot written: checks of older renewals are void
+        self._snapshot_epoch = 0
         self.channel_all = f"{prefix}:v1:all".encode()
         self.channel_node = self._node_channel(self.token)
 
@@ -325,6 +331,7 @@ class RedisBackplane:
         self._publish_raw(self.channel_all, message, counted=True)
 
     def membership_changed(self, hub: str, group: str, connection_id: str, joined: bool) -> None:
+        self._member_count += 1 if joined else -1
         if not self.connected:
             return  # the snapshot written on reconnection says it
         if self._over_limit(64):
@@ -494,6 +501,7 @@ class RedisBackplane:
     def _write_snapshot(self) -> None:
         """Write this node's lease and every membership it holds (after a (re)connection)."""
         self._resync = False
+        self._snapshot_epoch += 1
         members_key = self._members_key(self.token)
         self._command("DEL", members_key)
         fields: list[bytes] = []
@@ -508,11 +516,52 @@ class RedisBackplane:
             self._command("HSET", members_key, *fields)
         self._refresh_lease()
 
-    def _refresh_lease(self) -> None:
+    def _refresh_lease(self, check: bool = False) -> None:
+        """
+        Renew this node's lease and the expiry of its membership hash.  With
+        C{check}, also make sure Redis still holds them: a lease renewed
+        only if it exists (C{SET ... XX}) and the number of fields of the
+        hash.  Either gone (Redis or this node stalled past the lease with
+        the connection intact, an operator deleted them) makes this node
+        write its whole state again and tell the others to reload it.
+        """
         lease_ms = int(self.lease * 1000)
-        self._command("SET", self._lease_key(self.token), self.node_id.encode(), "PX", lease_ms)
-        self._command("PEXPIRE", self._members_key(self.token), lease_ms)
+        lease_key, members_key = self._lease_key(self.token), self._members_key(self.token)
+        if not check:
+            self._command("SET", lease_key, self.node_id.encode(), "PX", lease_ms)
+            self._command("PEXPIRE", members_key, lease_ms)
+            self._command("SADD", self._nodes_key, self.token)
+            return
+        epoch, expected = self._snapshot_epoch, self._member_count
+        renewed = self._command("SET", lease_key, self.node_id.encode(), "PX", lease_ms, "XX")
+        self._command("PEXPIRE", members_key, lease_ms)
+        counted = self._command("HLEN", members_key)
         self._command("SADD", self._nodes_key, self.token)
+        if renewed is None or counted is None:
+            return
+
+        def compare(held: Any) -> None:
+            if held is _FAILED or epoch != self._snapshot_epoch or not self.connected or self._resync:
+                return  # unknown, or written again since
+            lease = held[0]
+            fields = int(held[1])
+            if lease is None:
+                self._state_lost(f"its lease had expired (holding {expected} membership(s))")
+            elif fields != expected:
+                self._state_lost(f"its membership hash held {fields} field(s), not {expected}")
+
+        gatherResults([renewed, counted]).addCallback(compare)
+
+    def _state_lost(self, why: str) -> None:
+        """Redis lost this node's state: write it again, and have the others reload it."""
+        self.state_rewrites += 1
+        _log.warn(
+            "Redis lost the state of node {node} ({why}; Redis or this node stalled longer than the "
+            "{lease:g} s lease?): writing it again",
+            node=self.node_id, why=why, lease=self.lease,
+        )
+        self._write_snapshot()
+        self._publish_raw(self.channel_all, msgpack.packb([_SYNC, self.token, self.node_id]), counted=False)
 
     def _beat(self) -> None:
         """Every C{lease / 3}: refresh this node's lease, say it is alive, forget silent nodes."""
@@ -531,7 +580,7 @@ class RedisBackplane:
             self._write_snapshot()
             self._publish_raw(self.channel_all, msgpack.packb([_SYNC, self.token, self.node_id]), counted=False)
             return
-        self._refresh_lease()
+        self._refresh_lease(check=True)
         self._publish_raw(self.channel_all, msgpack.packb([_ALIVE, self.token, self.node_id]), counted=False)
 
     # -- loading other nodes' snapshots --------------------------------------

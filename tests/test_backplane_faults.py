@@ -1,0 +1,189 @@
+"""
+Faults of the Redis backplane with real processes: C{twistd hub --redis}
+nodes on a real C{redis-server} (127.0.0.1, a free port), real clients.
+Redis or a node frozen longer than the lease (SIGSTOP, the TCP connections
+survive), graceful stops, forged publications.  Small leases keep each test
+a few seconds long; every wait has a deadline; only processes started here
+are signalled, by PID.  Each test prints the recovery time it measured
+(C{docs/scaling.md}'s fault table quotes them).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest_twisted
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+
+from twisted_hub import HubClientProtocol
+from twisted_hub._backplane import node_of
+
+from ._redis import RedisServer
+from ._twistd import Child
+from .test_scaling_processes import CONNECTED, Inbox, client, eventually, start_node
+
+
+def reactor() -> Any:
+    from twisted.internet import reactor as global_reactor
+
+    return global_reactor
+
+
+async def sleep(seconds: float) -> None:
+    await deferLater(reactor(), seconds, lambda: None)
+
+
+@dataclass
+class Node:
+    """One twistd hub process with one client that joined C{room}."""
+
+    child: Child
+    port: int
+    client: HubClientProtocol
+    inbox: Inbox
+
+    @property
+    def token(self) -> str:
+        return node_of(self.client.connection_id)
+
+    async def members(self) -> list[str]:
+        members: list[str] = await self.client.call("members", "room")
+        return sorted(members)
+
+
+@dataclass
+class Cluster:
+    redis: RedisServer
+    nodes: list[Node] = field(default_factory=list)
+
+    def ids(self) -> list[str]:
+        return sorted(node.client.connection_id for node in self.nodes)
+
+    def everyone_sees(self, ids: list[str]) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            for node in self.nodes:
+                if node.child.ended.called:
+                    continue
+                if await node.members() != sorted(ids):
+                    return False
+            return True
+
+        return check
+
+    async def redis_command(self, *args: Any) -> Any:
+        """One command on a connection of its own (closed after)."""
+        import txredisapi
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+        protocol = txredisapi.RedisProtocol(charset=None, convertNumbers=False)
+        await connectProtocol(TCP4ClientEndpoint(reactor(), "127.0.0.1", self.redis.port), protocol)
+        try:
+            await protocol.whenConnected()
+            return await protocol.execute_command(*args)
+        finally:
+            protocol.transport.loseConnection()
+
+
+@asynccontextmanager
+async def cluster(count: int, *node_args: str) -> AsyncIterator[Cluster]:
+    """A Redis and C{count} nodes, each with a client in C{room}; everything stopped after."""
+    redis = RedisServer(reactor())
+    await redis.start()
+    result = Cluster(redis)
+    children: list[Child] = []
+    try:
+        for _ in range(count):
+            child, port = await start_node(reactor(), redis.url, *node_args)
+            children.append(child)
+            await child.wait_for(CONNECTED, reactor(), 10)
+            c, inbox = await client(reactor(), port)
+            result.nodes.append(Node(child, port, c, inbox))
+        for node in result.nodes:
+            await node.client.call("join", "room")
+        await eventually(result.everyone_sees(result.ids()), reactor(), 5, "every node counts every member")
+        yield result
+    finally:
+        redis_child = redis.child
+        if redis_child is not None:
+            redis_child.signal(signal.SIGCONT)
+        for node in result.nodes:
+            if node.client.is_connected:
+                await node.client.disconnect()
+        for child in children:
+            child.signal(signal.SIGCONT)
+            await child.stop(reactor())
+        await redis.stop()
+
+
+def report(what: str, seconds: float) -> None:
+    print(f"\nmeasured: {what}: {seconds:.2f} s")
+
+
+LEASE = 1.5
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_frozen_longer_than_the_lease() -> None:
+    """Redis stopped (SIGSTOP) for twice the lease, connections intact: every count is exact within a lease after SIGCONT."""
+    async with cluster(2, "--redis-lease", str(LEASE)) as c:
+        assert c.redis.child is not None
+        c.redis.child.signal(signal.SIGSTOP)
+        alone = [[node.client.connection_id] for node in c.nodes]
+
+        async def dropped() -> bool:
+            return [await node.members() for node in c.nodes] == alone
+
+        # Hearing nothing, the nodes drop each other; Redis expires their state once it runs.
+        await eventually(dropped, reactor(), LEASE * 2 + 1, "the nodes drop each other")
+        await sleep(LEASE)
+        c.redis.child.signal(signal.SIGCONT)
+        took = await eventually(c.everyone_sees(c.ids()), reactor(), LEASE + 1.0, "counts exact after the freeze")
+        report("Redis frozen 2 x lease, counts exact again", took)
+        # and they stay exact (nothing expires them again)
+        await sleep(LEASE * 1.5)
+        assert await c.everyone_sees(c.ids())()
+
+
+@pytest_twisted.ensureDeferred
+async def test_node_frozen_longer_than_the_lease() -> None:
+    """A node stopped (SIGSTOP) for twice the lease: once it runs again every node counts its members within a lease."""
+    async with cluster(2, "--redis-lease", str(LEASE)) as c:
+        frozen = c.nodes[1]
+        frozen.child.signal(signal.SIGSTOP)
+        alone = [c.nodes[0].client.connection_id]
+
+        async def dropped() -> bool:
+            return await c.nodes[0].members() == alone
+
+        await eventually(dropped, reactor(), LEASE * 2 + 1, "the frozen node leaves the counts")
+        await sleep(LEASE)
+        frozen.child.signal(signal.SIGCONT)
+        took = await eventually(c.everyone_sees(c.ids()), reactor(), LEASE + 1.0, "counts exact after the freeze")
+        report("node frozen 2 x lease, counts exact again", took)
+        await sleep(LEASE * 1.5)
+        assert await c.everyone_sees(c.ids())()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigterm_says_goodbye() -> None:
+    """A node stopped with SIGTERM deletes its Redis state and leaves the others' counts at once (lease 30 s)."""
+    async with cluster(2, "--redis-lease", "30") as c:
+        leaving = c.nodes[1]
+        token = leaving.token
+        stopped_at = time.monotonic()
+        ended: Deferred[Any] = leaving.child.stop(reactor())
+        await ended
+        took = await eventually(
+            c.everyone_sees([c.nodes[0].client.connection_id]), reactor(), 1.0, "the stopped node left the counts"
+        )
+        report("SIGTERM, the others drop the node's members", time.monotonic() - stopped_at)
+        assert took < 1.0
+        keys = [f"twisted-hub:v1:{kind}:{token}" for kind in ("lease", "members")]
+        assert await c.redis_command("EXISTS", *keys) in (0, b"0")
+        assert token.encode() not in await c.redis_command("SMEMBERS", "twisted-hub:v1:nodes")
