@@ -14,9 +14,9 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import HubServerFactory
+from twisted_hub import HubServerFactory, HubService
 from twisted_hub._backplane import LocalBackplane, node_of
-from twisted_hub.redis import RedisBackplane, parse_redis_url
+from twisted_hub.redis import GOODBYE_TIMEOUT, RedisBackplane, parse_redis_url
 from twisted_hub.testing import HubTestServer, TestConnection
 
 from ._fakeredis import FakeRedis
@@ -189,6 +189,49 @@ class NodeLeaseTests(SynchronousTestCase):
         cluster.advance(LEASE * 5)
         self.assertEqual(cluster.call(a, "join", "room"), 2)
         self.assertEqual(cluster.backplanes[0].nodes_expired, 0)
+
+    def test_stop_waits_for_redis_to_take_the_goodbye(self) -> None:
+        """stop() fires once Redis answered the goodbye, not before."""
+        cluster = Cluster(2)
+        b, _ = cluster.connect(1)
+        cluster.call(b, "join", "room")
+        cluster.redis.pause()
+        stopped = cluster.backplanes[1].stop()
+        self.assertNoResult(stopped)
+        self.assertEqual(cluster.backplanes[0].remote_count("work", "room"), 1)
+        cluster.redis.resume()
+        self.successResultOf(stopped)
+        self.assertEqual(cluster.backplanes[0].remote_count("work", "room"), 0)
+        token = cluster.backplanes[1].token
+        self.assertFalse(cluster.redis._alive(cluster.backplanes[1]._members_key(token)))
+
+    def test_stop_gives_up_on_a_silent_redis(self) -> None:
+        """A Redis that never answers the goodbye holds stop() for GOODBYE_TIMEOUT seconds, with a warning."""
+        cluster = Cluster(2)
+        logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        cluster.redis.pause()
+        stopped = cluster.backplanes[1].stop()
+        cluster.clock.advance(GOODBYE_TIMEOUT - 0.01)
+        self.assertNoResult(stopped)
+        cluster.clock.advance(0.01)
+        self.successResultOf(stopped)
+        self.assertEqual(len([e for e in logs if "before Redis confirmed its goodbye" in e["log_format"]]), 1)
+
+    def test_hub_service_waits_for_the_goodbye(self) -> None:
+        """HubService.stopService fires only once the backplane's goodbye was answered."""
+        cluster = Cluster(1)
+        backplane = RedisBackplane(lease=LEASE, clock=cluster.clock, connector=cluster.redis.connector())
+        server = HubTestServer([work_hub(cluster.log)], clock=cluster.clock, backplane=backplane)
+        service = HubService(factory=server.factory, clock=cluster.clock)
+        service.startService()
+        self.assertTrue(backplane.connected)
+        self.assertEqual(cluster.backplanes[0].nodes, {backplane.token: backplane.node_id})
+        cluster.redis.pause()
+        stopped = service.stopService()
+        self.assertNoResult(stopped)
+        cluster.redis.resume()
+        self.successResultOf(stopped)
+        self.assertEqual(cluster.backplanes[0].nodes, {})
 
     def test_graceful_stop_leaves_at_once(self) -> None:
         """A node that stops says so: the others drop its members without waiting for the lease."""

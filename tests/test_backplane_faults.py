@@ -184,6 +184,70 @@ async def test_sigterm_says_goodbye() -> None:
         )
         report("SIGTERM, the others drop the node's members", time.monotonic() - stopped_at)
         assert took < 1.0
+        assert leaving.child.ended_cleanly, leaving.child.output()
+        assert any("its goodbye reached Redis" in line for line in leaving.child.lines), leaving.child.output()
         keys = [f"twisted-hub:v1:{kind}:{token}" for kind in ("lease", "members")]
         assert await c.redis_command("EXISTS", *keys) in (0, b"0")
         assert token.encode() not in await c.redis_command("SMEMBERS", "twisted-hub:v1:nodes")
+
+
+@pytest_twisted.ensureDeferred
+async def test_drain_then_goodbye() -> None:
+    """SIGTERM with --drain-delay: the node's members count while it drains, and leave at once when it stops."""
+    async with cluster(2, "--redis-lease", "30", "--drain-delay", "1") as c:
+        leaving = c.nodes[1]
+        leaving.child.signal(signal.SIGTERM)
+        await leaving.child.wait_for("draining", reactor(), 5)
+        # Still serving its clients while it drains: still in every count.
+        assert await c.nodes[0].members() == c.ids()
+        assert leaving.client.is_connected
+        await leaving.child.ended.addTimeout(10, reactor())
+        stopped_at = time.monotonic()
+        await eventually(
+            c.everyone_sees([c.nodes[0].client.connection_id]), reactor(), 1.0, "the stopped node left the counts"
+        )
+        report("SIGTERM after a drain, from the exit until the others drop the node's members", time.monotonic() - stopped_at)
+        assert any("its goodbye reached Redis" in line for line in leaving.child.lines), leaving.child.output()
+        assert await c.redis_command("EXISTS", f"twisted-hub:v1:members:{leaving.token}") in (0, b"0")
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_service_says_goodbye() -> None:
+    """An embedded HubService's stopService fires once Redis took the goodbye: the other node drops its members."""
+    from twisted_hub import HubService, connect
+    from twisted_hub.redis import RedisBackplane
+
+    from .helpers.hubs import ProcessWorkHub
+
+    async with cluster(1, "--redis-lease", "30") as c:
+        backplane = RedisBackplane(c.redis.url, lease=30)
+        service = HubService([ProcessWorkHub], ["tcp:0:interface=127.0.0.1"], backplane=backplane)
+        service.startService()
+        stopped = False
+        try:
+            await eventually(_true_when(lambda: backplane.connected), reactor(), 10, "the embedded node connects")
+            port = service._listening[0].result.getHost().port  # type: ignore[index]
+            embedded = await connect(f"ws://127.0.0.1:{port}/hub", "work", clock=reactor(), timeout=10)
+            await embedded.call("join", "room")
+            ids = sorted([c.nodes[0].client.connection_id, embedded.connection_id])
+            await eventually(c.everyone_sees(ids), reactor(), 5, "the twistd node counts the embedded member")
+            stopped_at = time.monotonic()
+            await service.stopService()
+            stopped = True
+            # Redis answered the goodbye before stopService fired; the links are closed.
+            assert not backplane.connected
+            assert await c.redis_command("EXISTS", f"twisted-hub:v1:lease:{backplane.token}") in (0, b"0")
+            await eventually(
+                c.everyone_sees([c.nodes[0].client.connection_id]), reactor(), 1.0, "the embedded node left the counts"
+            )
+            report("stopService, the others drop the node's members", time.monotonic() - stopped_at)
+        finally:
+            if not stopped:
+                await service.stopService()
+
+
+def _true_when(predicate: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return predicate()
+
+    return check

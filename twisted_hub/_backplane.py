@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
     from ._server import HubServerFactory
 
 #: The kinds of L{Target}.
@@ -62,8 +64,12 @@ class Backplane(Protocol):
     def start(self) -> None:
         """The factory started: connect, subscribe, announce this node."""
 
-    def stop(self) -> None:
-        """The factory stopped: leave (other nodes drop this node's members)."""
+    def stop(self) -> Deferred[None] | None:
+        """
+        The factory stopped: leave (other nodes drop this node's members).
+        A Deferred that fires once the others were told (bounded in time),
+        or None when there is nothing to wait for.
+        """
 
     def new_connection_id(self) -> str:
         """A connection id unique across every node."""
@@ -108,7 +114,7 @@ class LocalBackplane:
         pass
 
     def stop(self) -> None:
-        pass
+        return None
 
     def new_connection_id(self) -> str:
         return f"{_local_prefix}-{next(_local_counter)}"

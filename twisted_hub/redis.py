@@ -39,7 +39,7 @@ from urllib.parse import unquote, urlsplit
 
 import msgpack
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IProtocolFactory, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, globalLogPublisher
@@ -65,6 +65,8 @@ DEFAULT_MAX_PENDING_COMMANDS = 10_000
 DEFAULT_MAX_PENDING_BYTES = 16 * 1024 * 1024
 #: Redis key and channel prefix; nodes with the same prefix serve as one
 DEFAULT_PREFIX = "twisted-hub"
+#: seconds a stopping node waits for Redis to confirm its goodbye
+GOODBYE_TIMEOUT = 2.0
 
 # Messages between nodes: msgpack arrays whose first item says what they are.
 _SEND = 0  # [_SEND, origin, hub, target kind, group, ids, payload]
@@ -129,7 +131,8 @@ class RedisConnector(Protocol):
 
     def start(self, backplane: RedisBackplane) -> None: ...
 
-    def stop(self) -> None: ...
+    def stop(self) -> Deferred[None] | None:
+        """Close both connections; the Deferred fires once they are closed."""
 
 
 @dataclass
@@ -299,18 +302,62 @@ class RedisBackplane:
         self._heartbeat.start(self.lease / 3.0, now=False)
         self._connector.start(self)
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred[None]:
+        """
+        Leave: say goodbye (the others drop this node's members at once) and
+        delete this node's state, then close the connections.  The Deferred
+        fires once Redis answered the goodbye, or after L{GOODBYE_TIMEOUT}
+        seconds (the lease removes the node then), and the connections are
+        closed: C{HubService} waits for it, so a SIGTERM'd C{twistd} does
+        not end with the goodbye still in its buffers.
+        """
         if not self._started:
-            return
+            return succeed(None)
         self._started = False
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
+        answers: list[Deferred[Any]] = []
         if self.connected:
-            # Leave at once rather than at the lease's end.
-            self._publish_raw(self.channel_all, msgpack.packb([_BYE, self.token]), counted=False)
-            self._command("DEL", self._lease_key(self.token), self._members_key(self.token))
-            self._command("SREM", self._nodes_key, self.token)
-        self._connector.stop()
+            for sent in (
+                self._publish_raw(self.channel_all, msgpack.packb([_BYE, self.token]), counted=False),
+                self._command("DEL", self._lease_key(self.token), self._members_key(self.token)),
+                self._command("SREM", self._nodes_key, self.token),
+            ):
+                if sent is not None:
+                    answers.append(sent)
+        if not answers:
+            return self._close_links()
+        said: Deferred[bool] = Deferred()
+
+        def too_late() -> None:
+            if not said.called:
+                said.callback(False)
+
+        timer = self.clock.callLater(GOODBYE_TIMEOUT, too_late)
+
+        def answered(_: object) -> None:
+            if not said.called:
+                timer.cancel()
+                said.callback(True)
+
+        gatherResults(answers).addCallback(answered)
+
+        def close(confirmed: bool) -> Deferred[None]:
+            if confirmed:
+                _log.info("node {node} left: its goodbye reached Redis", node=self.node_id)
+            else:
+                _log.warn(
+                    "node {node} stopped before Redis confirmed its goodbye ({timeout:g} s): the other nodes "
+                    "drop its members when its lease ends",
+                    node=self.node_id, timeout=GOODBYE_TIMEOUT,
+                )
+            return self._close_links()
+
+        return said.addCallback(close)
+
+    def _close_links(self) -> Deferred[None]:
+        stopped = self._connector.stop()
+        return stopped if stopped is not None else succeed(None)
 
     def new_connection_id(self) -> str:
         self._counter += 1
@@ -422,20 +469,20 @@ class RedisBackplane:
         d.addErrback(failed)
         return d
 
-    def _publish_raw(self, channel: bytes, message: bytes, counted: bool) -> None:
+    def _publish_raw(self, channel: bytes, message: bytes, counted: bool) -> Deferred[Any] | None:
         if counted:
             if not self.connected:
                 self.dropped_disconnected += 1
                 self._log_drop("Redis is not connected")
-                return
+                return None
             if self._over_limit(len(message)):
                 self.dropped_overload += 1
                 self._log_drop(
                     f"{self.pending_commands} Redis commands ({self.pending_bytes} bytes) await an answer"
                 )
-                return
+                return None
             self.published += 1
-        self._command("PUBLISH", channel, message)
+        return self._command("PUBLISH", channel, message)
 
     def _log_drop(self, why: str) -> None:
         suppressed = self._drop_log.allow(self.clock.seconds())
@@ -794,6 +841,8 @@ class TxRedisConnector:
 
     @param retry_policy: attempt number -> seconds before the next attempt.
     @param connect_timeout: seconds one connection attempt may take.
+    @param close_timeout: seconds L{stop} waits for the connections to close
+        before cutting them.
     """
 
     def __init__(
@@ -801,20 +850,27 @@ class TxRedisConnector:
         retry_policy: Callable[[int], float] | None = None,
         connect_timeout: float = 5.0,
         reactor: Any = None,
+        close_timeout: float = 1.0,
     ) -> None:
         self.retry_policy = retry_policy or backoffPolicy(initialDelay=0.5, maxDelay=10.0, factor=2.0, jitter=random.random)
         self.connect_timeout = connect_timeout
+        self.close_timeout = close_timeout
         self._reactor = reactor
         self._services: list[ClientService] = []
+        #: the newest protocol of each connection
+        self._protocols: dict[str, Any] = {}
+
+    def _reactor_or_global(self) -> Any:
+        if self._reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            self._reactor = global_reactor
+        return self._reactor
 
     def start(self, backplane: RedisBackplane) -> None:
         from twisted.internet.endpoints import HostnameEndpoint
 
-        reactor = self._reactor
-        if reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            reactor = global_reactor
+        reactor = self._reactor_or_global()
         command_class, subscriber_class = _protocols()
         settings = backplane.settings
         channels = [backplane.channel_all, backplane.channel_node]
@@ -823,9 +879,11 @@ class TxRedisConnector:
             return lambda reason: backplane.link_lost(which, reason)
 
         def setup_commands(protocol: Any) -> None:
+            self._protocols["commands"] = protocol
             protocol.on_lost = lost("commands")
 
         def setup_subscriber(protocol: Any) -> None:
+            self._protocols["subscriber"] = protocol
             protocol.on_lost = lost("subscriber")
             protocol.on_message = backplane.link_message
 
@@ -853,7 +911,24 @@ class TxRedisConnector:
             lambda f: backplane.link_failed(f.getErrorMessage())
         )
 
-    def stop(self) -> None:
+    def stop(self) -> Deferred[None]:
+        """Close both connections (cut after C{close_timeout} seconds: a dead path never confirms a close)."""
         services, self._services = self._services, []
-        for service in services:
-            service.stopService()
+        protocols, self._protocols = list(self._protocols.values()), {}
+        stopped = [d for d in (service.stopService() for service in services) if isinstance(d, Deferred)]
+        reactor = self._reactor_or_global()
+
+        def cut() -> None:
+            for protocol in protocols:
+                transport = getattr(protocol, "transport", None)
+                if transport is not None and getattr(protocol, "connected", False):
+                    transport.abortConnection()
+
+        timer = reactor.callLater(self.close_timeout, cut)
+        done: Deferred[Any] = gatherResults(stopped)
+
+        def finished(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+
+        return done.addCallback(finished)
