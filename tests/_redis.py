@@ -34,18 +34,20 @@ def redis_server_path() -> str:
 class RedisServer:
     """One redis-server process on C{port}; L{stop} and L{start} again for a restart."""
 
-    def __init__(self, reactor: Any, port: int | None = None) -> None:
+    def __init__(self, reactor: Any, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
         self.reactor = reactor
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.child: Child | None = None
+        #: more redis-server arguments (C{--option value} pairs)
+        self.extra = extra
 
     async def start(self, timeout: float = 10.0) -> None:
         path = redis_server_path()
         child = Child()
         argv = [
             path, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--daemonize", "no", "--loglevel", "notice",
+            "--daemonize", "no", "--loglevel", "notice", *self.extra,
         ]
         self.reactor.spawnProcess(child, path, argv, env={})
         self.child = child

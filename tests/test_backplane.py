@@ -16,7 +16,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import HubServerFactory, HubService
 from twisted_hub._backplane import LocalBackplane, node_of
-from twisted_hub.redis import GOODBYE_TIMEOUT, RedisBackplane, parse_redis_url
+from twisted_hub._backplane_wire import SYNC
+from twisted_hub.redis import GOODBYE_TIMEOUT, RedisBackplane, _resp_size, parse_redis_url
 from twisted_hub.testing import HubTestServer, TestConnection
 
 from ._fakeredis import FakeRedis
@@ -423,9 +424,9 @@ class RedisOutageTests(SynchronousTestCase):
         b, _ = cluster.connect(1)
         cluster.call(b, "join", "room")
         cluster.redis.pause()
-        cluster.backplanes[0].link_message(
-            cluster.backplanes[0].channel_all, msgpack.packb([4, cluster.backplanes[1].token, "n1"])
-        )
+        channel = cluster.backplanes[0].channel_all
+        sync = cluster.backplanes[1]._codec.encode(channel, SYNC, ["n1"], cluster.clock.seconds())
+        cluster.backplanes[0].link_message(channel, sync)
         cluster.redis.stop()
         self.assertEqual(cluster.backplanes[0].remote_count("work", "room"), 1)
         cluster.redis.start()
@@ -445,6 +446,150 @@ class RedisOutageTests(SynchronousTestCase):
         self.assertTrue([e for e in logs if "ignored a backplane message" in e["log_format"]])
         cluster.call(a, "to_all", "still fine")
         self.assertEqual(said(ra), ["still fine"])
+
+
+class LossTests(SynchronousTestCase):
+    """Messages a node never hears are counted, logged, and repaired where they carried state."""
+
+    def setUp(self) -> None:
+        self.cluster = Cluster(2)
+        self.a, self.ra = self.cluster.connect(0)
+        self.b, self.rb = self.cluster.connect(1)
+        self.logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def deaf(self, node: int) -> list[tuple[bytes, RedisBackplane]]:
+        """Node C{node} stops hearing its channels, its link up (as when Redis drops a subscriber's output)."""
+        backplane = self.cluster.backplanes[node]
+        removed = []
+        for channel, receivers in self.cluster.redis.channels.items():
+            if backplane in receivers:
+                receivers.remove(backplane)
+                removed.append((channel, backplane))
+        return removed
+
+    def hear_again(self, removed: list[tuple[bytes, RedisBackplane]]) -> None:
+        for channel, backplane in removed:
+            self.cluster.redis.channels[channel].append(backplane)
+
+    def test_gaps_are_counted_and_logged(self) -> None:
+        """Receiver calls a node never heard are counted (missed) once the next message of that node arrives."""
+        target = self.b.client.connection_id
+        self.cluster.call(self.a, "to_all", "one")
+        self.cluster.call(self.a, "to_client", target, "first")  # on node 1's own channel
+        removed = self.deaf(1)
+        for text in ("two", "three", "four"):
+            self.cluster.call(self.a, "to_all", text)
+        self.cluster.call(self.a, "to_client", target, "lost too")
+        self.hear_again(removed)
+        self.assertEqual(self.cluster.backplanes[1].missed, 0)  # nothing says so yet
+        self.cluster.call(self.a, "to_all", "five")
+        self.cluster.call(self.a, "to_client", target, "direct")
+        backplane = self.cluster.backplanes[1]
+        self.assertEqual(said(self.rb), ["one", "first", "five", "direct"])
+        self.assertEqual(backplane.missed, 4)
+        self.assertEqual(self.cluster.backplanes[0].missed, 0)
+        lines = [e for e in self.logs if "missed {count} message(s)" in e["log_format"]]
+        self.assertEqual([e["count"] for e in lines], [3])  # the second gap's line is rate-limited
+        self.assertEqual(lines[0]["node"], self.cluster.backplanes[0].node_id)
+        self.assertIn(("redis messages missed", "4 (published by other nodes, never heard here)"), backplane.status())
+        from twisted_hub._metrics import _BackplaneCollector
+
+        collector = _BackplaneCollector(self.cluster.servers[1].factory)
+        samples = {sample.name: sample.value for family in collector.collect() for sample in family.samples}
+        self.assertEqual(samples["twisted_hub_backplane_missed_total"], 4)
+        self.cluster.advance(5.0)
+        self.cluster.call(self.a, "to_all", "six")
+        self.assertEqual(backplane.missed, 4)
+
+    def test_a_missed_join_is_repaired(self) -> None:
+        """A join a node never heard shows as a gap; the node reloads that node's members, and counts are exact."""
+        self.cluster.advance(LEASE / 3)  # node 1 hears node 0's "alive": it knows where node 0's count is
+        removed = self.deaf(1)
+        self.cluster.call(self.a, "join", "room")
+        self.hear_again(removed)
+        self.assertEqual(self.cluster.backplanes[1].remote_count("work", "room"), 0)
+        self.cluster.advance(LEASE / 3)  # the next "alive" reveals the gap
+        self.assertEqual(self.cluster.backplanes[1].missed, 1)
+        self.assertEqual(self.cluster.backplanes[1].remote_count("work", "room"), 1)
+
+    def test_a_replayed_message_is_rejected(self) -> None:
+        """The same message heard twice is delivered once; the copy is rejected, counted and logged."""
+        messages: list[bytes] = []
+        channel = self.cluster.backplanes[0].channel_all
+        self.cluster.redis.channels[channel].append(_Tap(messages))  # type: ignore[arg-type]
+        self.cluster.call(self.a, "to_all", "once")
+        self.cluster.redis.execute("PUBLISH", channel, messages[-1])
+        self.assertEqual(said(self.rb), ["once"])
+        self.assertEqual(self.cluster.backplanes[1].rejected, 1)
+        self.assertTrue([e for e in self.logs if "heard already" in e.get("what", "")])
+
+    def test_messages_not_sent_leave_no_gap(self) -> None:
+        """Receiver calls dropped by their sender (Redis away or slow) are counted there, not as missed elsewhere."""
+        cluster = Cluster(2, max_pending_commands=3)
+        a, _ = cluster.connect(0)
+        cluster.connect(1)
+        cluster.redis.pause()
+        for i in range(10):
+            cluster.call(a, "to_all", f"m{i}")
+        cluster.redis.resume()
+        cluster.call(a, "to_all", "after")
+        self.assertGreater(cluster.backplanes[0].dropped_overload, 0)
+        self.assertEqual(cluster.backplanes[1].missed, 0)
+
+
+class _Tap:
+    """Stands in a channel's receivers: keeps what is published."""
+
+    def __init__(self, messages: list[bytes]) -> None:
+        self.messages = messages
+
+    def link_message(self, channel: bytes, data: bytes) -> None:
+        self.messages.append(data)
+
+
+class PendingBoundTests(SynchronousTestCase):
+    """pending_commands and pending_bytes never pass their limits, and count what is on the wire."""
+
+    def test_bytes_are_those_on_the_wire(self) -> None:
+        """The size counted for a command is the length of txredisapi's encoding of it."""
+        import txredisapi
+
+        protocol = txredisapi.RedisProtocol(charset=None)
+        for command in [
+            ("PUBLISH", b"twisted-hub:v1:all", bytes(range(256)) * 3),
+            ("SET", b"key", "n\u00e9ud", "PX", 15000, "XX"),
+            ("HSET", b"h", b"", b"1"),
+            ("PEXPIRE", b"k", 2.5),
+        ]:
+            self.assertEqual(_resp_size(command), len(protocol._build_command(*command)), command)
+
+    def test_limits_hold_for_every_command(self) -> None:
+        """While Redis stalls, calls, joins, leaves and renewals never take pending_bytes past its limit."""
+        limit = 4000
+        cluster = Cluster(2, max_pending_bytes=limit, max_pending_commands=40)
+        a, _ = cluster.connect(0)
+        cluster.connect(1)
+        backplane = cluster.backplanes[0]
+        cluster.redis.pause()
+        peak = 0
+        for i in range(200):
+            cluster.call(a, "to_all", "x" * (i * 7 % 500))
+            cluster.call(a, "join" if i % 2 == 0 else "leave", f"group-{i % 5}")
+            if i % 20 == 0:
+                cluster.clock.advance(LEASE / 3)
+            peak = max(peak, backplane.pending_bytes)
+            self.assertLessEqual(backplane.pending_bytes, limit)
+            self.assertLessEqual(backplane.pending_commands, 40)
+        self.assertGreater(peak, limit - 600)  # it did fill up
+        cluster.redis.resume()
+        self.assertEqual((backplane.pending_commands, backplane.pending_bytes), (0, 0))
+        cluster.advance(LEASE / 3)  # the changes that could not go are written with the next renewal
+        cluster.flush()
+        expected = cluster.call(a, "joined")
+        self.assertEqual(
+            sorted(g for (hub, g), ids in cluster.backplanes[1]._nodes[backplane.token].members.items() if ids),
+            sorted(expected),
+        )
 
 
 class ConfigurationTests(SynchronousTestCase):

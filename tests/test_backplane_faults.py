@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
@@ -91,9 +92,9 @@ class Cluster:
 
 
 @asynccontextmanager
-async def cluster(count: int, *node_args: str) -> AsyncIterator[Cluster]:
+async def cluster(count: int, *node_args: str, redis_args: tuple[str, ...] = ()) -> AsyncIterator[Cluster]:
     """A Redis and C{count} nodes, each with a client in C{room}; everything stopped after."""
-    redis = RedisServer(reactor())
+    redis = RedisServer(reactor(), extra=redis_args)
     await redis.start()
     result = Cluster(redis)
     children: list[Child] = []
@@ -251,3 +252,72 @@ def _true_when(predicate: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
         return predicate()
 
     return check
+
+
+async def metric(port: int, name: str) -> float:
+    """One sample of a node's /metrics."""
+    from twisted.web.client import Agent, readBody
+
+    response = await Agent(reactor()).request(b"GET", f"http://127.0.0.1:{port}/metrics".encode())
+    for line in (await readBody(response)).decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+@pytest_twisted.ensureDeferred
+async def test_slow_subscriber_losses_are_counted() -> None:
+    """Redis cuts a frozen node's subscriber (output buffer limit): what that node never heard is counted as missed."""
+    import txredisapi
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    from twisted_hub._backplane_wire import NodeCodec
+
+    heard: list[tuple[int, int, bytes | None]] = []  # node 0's messages on the hub-wide channel: seq, kind, payload
+    decoder = NodeCodec("listener")
+
+    class Listener(txredisapi.SubscriberProtocol):  # type: ignore[misc]
+        def messageReceived(self, pattern: Any, channel: bytes, message: bytes) -> None:
+            decoded = decoder.decode(channel, message, time.time())
+            if decoded.origin == origin:
+                heard.append((decoded.seq, decoded.kind, decoded.fields[-1] if decoded.kind == 0 else None))
+
+    limit = ("--client-output-buffer-limit", "pubsub 256kb 128kb 1")
+    async with cluster(2, "--metrics", "--redis-lease", "60", redis_args=limit) as c:
+        sender, frozen = c.nodes
+        origin = sender.token
+        listener = Listener(charset=None, convertNumbers=False)
+        await connectProtocol(TCP4ClientEndpoint(reactor(), "127.0.0.1", c.redis.port), listener)
+        try:
+            await listener.subscribe([b"twisted-hub:v1:all"])
+            await sender.client.call("to_all", "before")
+            await frozen.inbox.wait_for("before", reactor())
+            frozen.child.signal(signal.SIGSTOP)
+            padding = "x" * 32_000
+            for batch in range(10):
+                calls = [sender.client.call("to_all", f"m{batch * 20 + i} {padding}") for i in range(20)]
+                for call in calls:
+                    await call
+            frozen.child.signal(signal.SIGCONT)
+            await frozen.child.wait_for("lost Redis at", reactor(), 10)
+
+            async def reconnected() -> bool:
+                return sum(CONNECTED in line for line in frozen.child.lines) >= 2
+
+            await eventually(reconnected, reactor(), 10, "the frozen node subscribes again")
+            await sender.client.call("to_all", "after")
+            await frozen.inbox.wait_for("after", reactor())
+            missed = await metric(frozen.port, "twisted_hub_backplane_missed_total")
+        finally:
+            listener.transport.loseConnection()
+    got = {text.split(" ")[0] for text in frozen.inbox.messages}
+    sends = [(seq, msgpack.unpackb(payload)[2][0].split(" ")[0]) for seq, kind, payload in heard if kind == 0]
+    lost = [seq for seq, text in sends if text not in got]
+    assert lost, "Redis did not cut the subscriber: nothing was lost"
+    received_around = [seq for seq, text in sends if text in got]
+    before = max(seq for seq in received_around if seq < lost[0])
+    after = min(seq for seq in received_around if seq > lost[-1])
+    # One gap: every call in it was lost, and what was missed lies between the calls heard on either side.
+    assert lost == [seq for seq, _ in sends if lost[0] <= seq <= lost[-1]]
+    assert lost[-1] - lost[0] + 1 <= missed <= after - before - 1, (missed, lost[0], lost[-1], before, after)
+    print(f"\nmeasured: a cut subscriber missed {len(lost)} of 200 calls; counted missed {missed:g}")

@@ -46,7 +46,19 @@ from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, globalLogPu
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._backplane import TARGET_ALL, TARGET_GROUP, TARGET_ONLY, Target, node_of
+from ._backplane import TARGET_ONLY, Target, node_of
+from ._backplane_wire import (
+    ALIVE,
+    BYE,
+    JOIN,
+    LEAVE,
+    SEND,
+    SYNC,
+    MalformedMessage,
+    NodeCodec,
+    NodeMessage,
+    RejectedMessage,
+)
 from ._base_error import HubArgumentError, HubStateError
 from ._ratelimit import LogRateLimiter
 
@@ -67,14 +79,6 @@ DEFAULT_MAX_PENDING_BYTES = 16 * 1024 * 1024
 DEFAULT_PREFIX = "twisted-hub"
 #: seconds a stopping node waits for Redis to confirm its goodbye
 GOODBYE_TIMEOUT = 2.0
-
-# Messages between nodes: msgpack arrays whose first item says what they are.
-_SEND = 0  # [_SEND, origin, hub, target kind, group, ids, payload]
-_JOIN = 1  # [_JOIN, origin, hub, group, connection id]
-_LEAVE = 2  # [_LEAVE, origin, hub, group, connection id]
-_ALIVE = 3  # [_ALIVE, origin, node id]
-_SYNC = 4  # [_SYNC, origin, node id]: reload my membership snapshot
-_BYE = 5  # [_BYE, origin]: I am stopping, drop my members
 
 #: what a command's Deferred fires with when it failed (the failure was counted or logged)
 _FAILED: Any = object()
@@ -164,6 +168,22 @@ def _member_field(hub: str, group: str, connection_id: str) -> bytes:
     return field
 
 
+def _resp_size(command: tuple[Any, ...]) -> int:
+    """The bytes of C{command} on the wire (RESP, as txredisapi writes it)."""
+    size = len(b"*%d\r\n" % len(command))
+    for arg in command:
+        if isinstance(arg, bytes):
+            n = len(arg)
+        elif isinstance(arg, str):
+            n = len(arg.encode())
+        elif isinstance(arg, float):
+            n = len(format(arg, "f"))
+        else:
+            n = len(str(arg))
+        size += len(b"$%d\r\n" % n) + n + 2
+    return size
+
+
 class RedisBackplane:
     """
     Join this process to the others serving the same hubs through Redis.
@@ -217,7 +237,8 @@ class RedisBackplane:
         self._subscribed = False
         self._nodes: dict[str, _Node] = {}
         #: node token -> events heard while its snapshot is loading
-        self._loading: dict[str, list[list[Any]]] = {}
+        self._loading: dict[str, list[NodeMessage]] = {}
+        self._codec = NodeCodec(self.token)
         self._heartbeat: LoopingCall | None = None
         self._resync = False
         self._started = False
@@ -227,6 +248,8 @@ class RedisBackplane:
         self._drop_log = LogRateLimiter(5.0)
         self._bad_log = LogRateLimiter(5.0)
         self._error_log = LogRateLimiter(5.0)
+        self._missed_log = LogRateLimiter(5.0)
+        self._reject_log = LogRateLimiter(5.0)
         #: bumped when the command connection is lost: older replies are not counted
         self._generation = 0
         #: commands that were waiting for their answer when the connection went
@@ -240,6 +263,10 @@ class RedisBackplane:
         self.dropped_overload = 0
         #: messages from Redis that could not be understood
         self.bad_messages = 0
+        #: messages other nodes published that never reached this node (gaps in their sequence numbers)
+        self.missed = 0
+        #: messages and Redis state refused: not signed with the secret, stale or replayed
+        self.rejected = 0
         #: nodes dropped because their lease ran out
         self.nodes_expired = 0
         #: times this node found its state gone from Redis and wrote it again
@@ -319,7 +346,7 @@ class RedisBackplane:
         answers: list[Deferred[Any]] = []
         if self.connected:
             for sent in (
-                self._publish_raw(self.channel_all, msgpack.packb([_BYE, self.token]), counted=False),
+                self._publish(self.channel_all, BYE, []),
                 self._command("DEL", self._lease_key(self.token), self._members_key(self.token)),
                 self._command("SREM", self._nodes_key, self.token),
             ):
@@ -371,27 +398,33 @@ class RedisBackplane:
                 if token and token != self.token:
                     by_node.setdefault(token, []).append(connection_id)
             for token, ids in by_node.items():
-                message = msgpack.packb([_SEND, self.token, hub, TARGET_ONLY, None, ids, payload])
-                self._publish_raw(self._node_channel(token), message, counted=True)
+                self._publish(self._node_channel(token), SEND, [hub, TARGET_ONLY, None, ids, payload], counted=True)
             return
-        message = msgpack.packb([_SEND, self.token, hub, target.kind, target.group, list(target.ids), payload])
-        self._publish_raw(self.channel_all, message, counted=True)
+        self._publish(self.channel_all, SEND, [hub, target.kind, target.group, list(target.ids), payload], counted=True)
 
     def membership_changed(self, hub: str, group: str, connection_id: str, joined: bool) -> None:
         self._member_count += 1 if joined else -1
-        if not self.connected:
-            return  # the snapshot written on reconnection says it
-        if self._over_limit(64):
-            self._resync = True  # said by the next snapshot instead
-            return
+        if not self.connected or self._resync:
+            return  # the snapshot written on reconnection (or at the next renewal) says it
+        members_key = self._members_key(self.token)
         member = _member_field(hub, group, connection_id)
         if joined:
-            self._command("HSET", self._members_key(self.token), member, b"1")
-            self._command("PEXPIRE", self._members_key(self.token), int(self.lease * 1000))
+            commands: list[tuple[Any, ...]] = [
+                ("HSET", members_key, member, self._codec.member_value(member)),
+                ("PEXPIRE", members_key, int(self.lease * 1000)),
+            ]
         else:
-            self._command("HDEL", self._members_key(self.token), member)
-        kind = _JOIN if joined else _LEAVE
-        self._publish_raw(self.channel_all, msgpack.packb([kind, self.token, hub, group, connection_id]), counted=False)
+            commands = [("HDEL", members_key, member)]
+        now = self.clock.seconds()
+        kind = JOIN if joined else LEAVE
+        message = self._codec.encode(self.channel_all, kind, [hub, group, connection_id], now)
+        commands.append(("PUBLISH", self.channel_all, message))
+        if not self._fits(commands):
+            self._codec.unsend(self.channel_all)
+            self._resync = True  # said by the next snapshot instead
+            return
+        for command in commands:
+            self._command(*command)
 
     def remote_members(self, hub: str, group: str) -> list[str]:
         key = (hub, group)
@@ -415,21 +448,34 @@ class RedisBackplane:
                 "redis messages dropped",
                 f"{dropped} ({self.dropped_disconnected} while disconnected, {self.dropped_overload} over the queue limit)",
             ))
+        if self.missed:
+            rows.append(("redis messages missed", f"{self.missed} (published by other nodes, never heard here)"))
         return rows
 
     # -- sending -----------------------------------------------------------
-    def _over_limit(self, size: int) -> bool:
+    def _fits(self, commands: list[tuple[Any, ...]]) -> bool:
+        """Whether these commands may be sent without passing either limit."""
+        size = sum(_resp_size(command) for command in commands)
         return (
-            self.pending_commands >= self.max_pending_commands
-            or self.pending_bytes + size > self.max_pending_bytes
+            self.pending_commands + len(commands) <= self.max_pending_commands
+            and self.pending_bytes + size <= self.max_pending_bytes
         )
 
-    def _command(self, *args: Any) -> Deferred[Any] | None:
-        """Send a command; its reply (or error) is accounted and logged here."""
+    def _command(self, *args: Any, oversized: bool = False) -> Deferred[Any] | None:
+        """
+        Send a command if the link is up and it fits in the limits
+        (C{oversized}: send it even past them, if nothing else waits); its
+        reply (or error) is accounted and logged here.  None: not sent.
+        """
         commands = self._commands
         if commands is None:
             return None
-        size = sum(len(a) if isinstance(a, (bytes, str)) else 8 for a in args) + 16
+        size = _resp_size(args)
+        if (
+            self.pending_commands + 1 > self.max_pending_commands
+            or self.pending_bytes + size > self.max_pending_bytes
+        ) and not (oversized and self.pending_commands == 0):
+            return None
         self.pending_commands += 1
         self.pending_bytes += size
         try:
@@ -441,7 +487,6 @@ class RedisBackplane:
                 raise
             self.pending_commands -= 1
             self.pending_bytes -= size
-            self.dropped_disconnected += 1
             return None
 
         generation = self._generation
@@ -469,20 +514,34 @@ class RedisBackplane:
         d.addErrback(failed)
         return d
 
-    def _publish_raw(self, channel: bytes, message: bytes, counted: bool) -> Deferred[Any] | None:
+    def _publish(self, channel: bytes, kind: int, fields: list[Any], counted: bool = False) -> Deferred[Any] | None:
+        """
+        Publish one message (numbered by the codec).  C{counted}: a receiver
+        call, dropped and counted when it cannot go.
+        """
+        message = self._codec.encode(channel, kind, fields, self.clock.seconds())
         if counted:
             if not self.connected:
+                self._codec.unsend(channel)
                 self.dropped_disconnected += 1
                 self._log_drop("Redis is not connected")
                 return None
-            if self._over_limit(len(message)):
+            if not self._fits([("PUBLISH", channel, message)]):
+                self._codec.unsend(channel)
                 self.dropped_overload += 1
                 self._log_drop(
                     f"{self.pending_commands} Redis commands ({self.pending_bytes} bytes) await an answer"
                 )
                 return None
+        sent = self._command("PUBLISH", channel, message)
+        if sent is None:
+            self._codec.unsend(channel)
+            if counted:
+                self.dropped_disconnected += 1
+                self._log_drop("Redis is not connected")
+        elif counted:
             self.published += 1
-        return self._command("PUBLISH", channel, message)
+        return sent
 
     def _log_drop(self, why: str) -> None:
         suppressed = self._drop_log.allow(self.clock.seconds())
@@ -540,59 +599,90 @@ class RedisBackplane:
             "connected to Redis at {url} as node {node}", url=self.settings.display(), node=self.node_id,
         )
         self._write_snapshot()
-        self._publish_raw(self.channel_all, msgpack.packb([_SYNC, self.token, self.node_id]), counted=False)
         listed = self._command("SMEMBERS", self._nodes_key)
         if listed is not None:
             listed.addCallback(self._load_nodes)
 
     def _write_snapshot(self) -> None:
-        """Write this node's lease and every membership it holds (after a (re)connection)."""
-        self._resync = False
-        self._snapshot_epoch += 1
+        """
+        Write this node's lease and every membership it holds, and tell the
+        others to reload it (after a (re)connection or a loss).  It is sent
+        whole: if it does not fit in the limits it waits for the next
+        renewal, but a snapshot larger than the limits goes when nothing
+        else waits (the one case where C{pending_bytes} passes them).
+        """
         members_key = self._members_key(self.token)
-        self._command("DEL", members_key)
+        commands: list[tuple[Any, ...]] = [("DEL", members_key)]
         fields: list[bytes] = []
         assert self._factory is not None
+        count = 0
         for hub, runtime in self._factory.runtimes.items():
             for group, connection_id in runtime.groups.memberships():
-                fields += [_member_field(hub, group, connection_id), b"1"]
+                field = _member_field(hub, group, connection_id)
+                fields += [field, self._codec.member_value(field)]
+                count += 1
                 if len(fields) >= 1000:
-                    self._command("HSET", members_key, *fields)
+                    commands.append(("HSET", members_key, *fields))
                     fields = []
         if fields:
-            self._command("HSET", members_key, *fields)
-        self._refresh_lease()
-
-    def _refresh_lease(self, check: bool = False) -> None:
-        """
-        Renew this node's lease and the expiry of its membership hash.  With
-        C{check}, also make sure Redis still holds them: a lease renewed
-        only if it exists (C{SET ... XX}) and the number of fields of the
-        hash.  Either gone (Redis or this node stalled past the lease with
-        the connection intact, an operator deleted them) makes this node
-        write its whole state again and tell the others to reload it.
-        """
-        lease_ms = int(self.lease * 1000)
-        lease_key, members_key = self._lease_key(self.token), self._members_key(self.token)
-        if not check:
-            self._command("SET", lease_key, self.node_id.encode(), "PX", lease_ms)
-            self._command("PEXPIRE", members_key, lease_ms)
-            self._command("SADD", self._nodes_key, self.token)
+            commands.append(("HSET", members_key, *fields))
+        commands += self._lease_commands()
+        sync = self._codec.encode(self.channel_all, SYNC, [self.node_id], self.clock.seconds())
+        commands.append(("PUBLISH", self.channel_all, sync))
+        if not self._fits(commands) and self.pending_commands > 0:
+            self._codec.unsend(self.channel_all)
+            self._resync = True
             return
+        self._resync = False
+        self._snapshot_epoch += 1
+        self._member_count = count
+        for command in commands:
+            if self._command(*command, oversized=True) is None:
+                # The link went while writing: the reconnection writes it again.
+                if command[0] == "PUBLISH":
+                    self._codec.unsend(self.channel_all)
+                self._resync = True
+                return
+
+    def _lease_commands(self, only_if_held: bool = False) -> list[tuple[Any, ...]]:
+        lease_ms = int(self.lease * 1000)
+        renew: tuple[Any, ...] = ("SET", self._lease_key(self.token), self._codec.lease_value(self.node_id), "PX", lease_ms)
+        return [
+            (*renew, "XX") if only_if_held else renew,
+            ("PEXPIRE", self._members_key(self.token), lease_ms),
+            ("SADD", self._nodes_key, self.token),
+        ]
+
+    def _renew(self) -> None:
+        """
+        Renew this node's lease and the expiry of its membership hash, and
+        make sure Redis still holds them: the lease is renewed only if it
+        exists (C{SET ... XX}) and the hash must hold as many fields as this
+        node holds memberships (C{HLEN}).  Either gone (Redis or this node
+        stalled past the lease with the connections intact, someone deleted
+        them, a write failed) makes this node write its whole state again
+        and tell the others to reload it.
+        """
         epoch, expected = self._snapshot_epoch, self._member_count
-        renewed = self._command("SET", lease_key, self.node_id.encode(), "PX", lease_ms, "XX")
-        self._command("PEXPIRE", members_key, lease_ms)
-        counted = self._command("HLEN", members_key)
-        self._command("SADD", self._nodes_key, self.token)
+        lease, expire, register = self._lease_commands(only_if_held=True)
+        commands = [lease, expire, ("HLEN", self._members_key(self.token)), register]
+        alive = self._codec.encode(self.channel_all, ALIVE, [self.node_id], self.clock.seconds())
+        commands.append(("PUBLISH", self.channel_all, alive))
+        if not self._fits(commands):
+            self._codec.unsend(self.channel_all)
+            return  # the next renewal tries again (the lease outlives two missed ones)
+        sent = [self._command(*command) for command in commands]
+        renewed, counted = sent[0], sent[2]
+        if sent[-1] is None:
+            self._codec.unsend(self.channel_all)
         if renewed is None or counted is None:
             return
 
-        def compare(held: Any) -> None:
-            if held is _FAILED or epoch != self._snapshot_epoch or not self.connected or self._resync:
+        def compare(held: list[Any]) -> None:
+            if _FAILED in held or epoch != self._snapshot_epoch or not self.connected or self._resync:
                 return  # unknown, or written again since
-            lease = held[0]
             fields = int(held[1])
-            if lease is None:
+            if held[0] is None:
                 self._state_lost(f"its lease had expired (holding {expected} membership(s))")
             elif fields != expected:
                 self._state_lost(f"its membership hash held {fields} field(s), not {expected}")
@@ -608,10 +698,9 @@ class RedisBackplane:
             node=self.node_id, why=why, lease=self.lease,
         )
         self._write_snapshot()
-        self._publish_raw(self.channel_all, msgpack.packb([_SYNC, self.token, self.node_id]), counted=False)
 
     def _beat(self) -> None:
-        """Every C{lease / 3}: refresh this node's lease, say it is alive, forget silent nodes."""
+        """Every C{lease / 3}: renew this node's lease, say it is alive, forget silent nodes."""
         now = self.clock.seconds()
         for token, node in list(self._nodes.items()):
             if now - node.last_seen > self.lease:
@@ -621,14 +710,13 @@ class RedisBackplane:
                     "node {node} was not heard from for {lease:g} s: its {count} group member(s) left the counts",
                     node=node.node_id, lease=self.lease, count=node.size(),
                 )
+        self._codec.forget(now, {self._node_channel(token) for token in self._nodes})
         if not self.connected:
             return
-        if self._resync and not self._over_limit(0):
+        if self._resync:
             self._write_snapshot()
-            self._publish_raw(self.channel_all, msgpack.packb([_SYNC, self.token, self.node_id]), counted=False)
-            return
-        self._refresh_lease(check=True)
-        self._publish_raw(self.channel_all, msgpack.packb([_ALIVE, self.token, self.node_id]), counted=False)
+        else:
+            self._renew()
 
     # -- loading other nodes' snapshots --------------------------------------
     def _load_nodes(self, tokens: Any) -> None:
@@ -667,12 +755,19 @@ class RedisBackplane:
             self._command("SREM", self._nodes_key, token)
             self._nodes.pop(token, None)
             return
-        node_id = lease_value.decode("utf-8", "replace") if isinstance(lease_value, bytes) else str(lease_value)
+        node_id = self._codec.lease_node_id(token, lease_value)
+        if node_id is None:
+            self._reject(f"the lease of node {token} in Redis is not signed with the secret")
+            return
         node = _Node(node_id, self.clock.seconds())
         items = list(snapshot or ())
         for i in range(0, len(items) - 1, 2):
+            field, value = items[i], items[i + 1]
+            if not self._codec.member_ok(token, field, value):
+                self._reject(f"a membership of node {node_id} in Redis is not signed with the secret")
+                continue
             try:
-                hub, group, connection_id = msgpack.unpackb(items[i])
+                hub, group, connection_id = msgpack.unpackb(field)
             except Exception as e:
                 self._bad(f"membership field of node {node_id}: {e}")
                 continue
@@ -684,60 +779,82 @@ class RedisBackplane:
     # -- receiving -----------------------------------------------------------
     def link_message(self, channel: bytes, data: bytes) -> None:
         """A message arrived on a subscribed channel."""
+        now = self.clock.seconds()
         try:
-            message = msgpack.unpackb(data, use_list=True)
-            kind = message[0]
-            origin = message[1]
-        except Exception as e:
-            self._bad(f"undecodable message on {channel!r}: {e}")
+            message = self._codec.decode(channel, data, now)
+        except MalformedMessage as e:
+            self._bad(f"on {channel!r}: {e}")
             return
+        except RejectedMessage as e:
+            self._reject(f"a message on {channel!r}: {e}")
+            return
+        origin = message.origin
         if origin == self.token:
             return  # our own, served locally already
         try:
-            if kind == _SEND:
-                self._deliver(message)
-            elif kind in (_JOIN, _LEAVE):
-                self._heard(origin)
-                if origin in self._loading:
-                    self._loading[origin].append(message)
-                else:
-                    self._membership_event(message)
-            elif kind in (_ALIVE, _SYNC):
-                node = self._nodes.get(origin)
-                if kind == _SYNC or node is None:
-                    self._load(origin)
-                else:
-                    node.last_seen = self.clock.seconds()
-            elif kind == _BYE:
-                gone = self._nodes.pop(origin, None)
-                if gone is not None:
-                    _log.info("node {node} left", node=gone.node_id)
+            gap = self._codec.in_sequence(message, channel, now)
+        except RejectedMessage as e:
+            self._reject(f"a message of node {origin}: {e}")
+            return
+        if gap:
+            self._missed(origin, gap, channel)
+        kind = message.kind
+        if kind == SEND:
+            self._heard(origin)
+            self._deliver(message)
+        elif kind in (JOIN, LEAVE):
+            self._heard(origin)
+            if origin in self._loading:
+                self._loading[origin].append(message)
             else:
-                self._bad(f"unknown message kind {kind!r}")
-        except (IndexError, TypeError, ValueError) as e:
-            self._bad(f"malformed message of kind {kind!r}: {e}")
+                self._membership_event(message)
+        elif kind in (ALIVE, SYNC):
+            node = self._nodes.get(origin)
+            if kind == SYNC or node is None:
+                self._load(origin)
+            else:
+                node.last_seen = now
+        elif kind == BYE:
+            gone = self._nodes.pop(origin, None)
+            if gone is not None:
+                _log.info("node {node} left", node=gone.node_id)
+
+    def _missed(self, origin: str, count: int, channel: bytes) -> None:
+        """Messages of node C{origin} on C{channel} never reached this node."""
+        self.missed += count
+        node = self._nodes.get(origin)
+        name = node.node_id if node is not None else origin
+        suppressed = self._missed_log.allow(self.clock.seconds())
+        if suppressed is not None:
+            _log.warn(
+                "missed {count} message(s) of node {node} on {channel} (Redis dropped them: a lost or too slow "
+                "subscriber connection?); {total} missed in all ({suppressed} lines suppressed)",
+                count=count, node=name, channel=channel.decode(errors="replace"), total=self.missed,
+                suppressed=suppressed,
+            )
+        if channel == self.channel_all and node is not None:
+            self._load(origin)  # a join or leave may be among them
 
     def _heard(self, origin: str) -> None:
         node = self._nodes.get(origin)
         if node is not None:
             node.last_seen = self.clock.seconds()
 
-    def _membership_event(self, message: list[Any]) -> None:
-        kind, origin, hub, group, connection_id = message[:5]
-        node = self._nodes.get(origin)
+    def _membership_event(self, message: NodeMessage) -> None:
+        node = self._nodes.get(message.origin)
         if node is None:
             return  # a node we do not know yet: its snapshot will say it
-        node.apply(str(hub), str(group), str(connection_id), kind == _JOIN)
+        hub, group, connection_id = message.fields
+        node.apply(hub, group, connection_id, message.kind == JOIN)
 
-    def _deliver(self, message: list[Any]) -> None:
-        _, origin, hub, kind, group, ids, payload = message[:7]
-        self._heard(origin)
+    def _deliver(self, message: NodeMessage) -> None:
+        hub, kind, group, ids, payload = message.fields
         assert self._factory is not None
         runtime = self._factory.runtimes.get(hub)
-        if runtime is None or kind not in (TARGET_ALL, TARGET_GROUP, TARGET_ONLY) or not isinstance(payload, bytes):
-            self._bad(f"a receiver call for unknown hub {hub!r} or target {kind!r}")
+        if runtime is None:
+            self._bad(f"a receiver call for unknown hub {hub!r}")
             return
-        target = Target(kind, group, tuple(str(i) for i in ids))
+        target = Target(kind, group, tuple(ids))
         runtime.deliver(runtime.local_targets(target), payload)
 
     def _bad(self, what: str) -> None:
@@ -748,6 +865,14 @@ class RedisBackplane:
                 "ignored a backplane message: {what} ({suppressed} more suppressed)", what=what, suppressed=suppressed
             )
 
+    def _reject(self, what: str) -> None:
+        self.rejected += 1
+        suppressed = self._reject_log.allow(self.clock.seconds())
+        if suppressed is not None:
+            _log.error(
+                "rejected {what} ({suppressed} more suppressed; {total} rejected in all)",
+                what=what, suppressed=suppressed, total=self.rejected,
+            )
 
 # -- the real connections: txredisapi over ClientService --------------------------
 # txredisapi imports the global reactor: it is imported when first needed.
