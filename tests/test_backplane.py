@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import HubServerFactory, HubService
 from twisted_hub._backplane import LocalBackplane, node_of
-from twisted_hub._backplane_wire import SYNC
+from twisted_hub._backplane_wire import MAX_AGE, SYNC, NodeCodec, Signer
 from twisted_hub.redis import GOODBYE_TIMEOUT, RedisBackplane, _resp_size, parse_redis_url
 from twisted_hub.testing import HubTestServer, TestConnection
 
@@ -439,13 +439,193 @@ class RedisOutageTests(SynchronousTestCase):
         a, ra = cluster.connect(0)
         logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         channel = cluster.backplanes[0].channel_all
-        cluster.redis.execute("PUBLISH", channel, b"\xc1 not msgpack")
-        cluster.redis.execute("PUBLISH", channel, msgpack.packb([0, "other", "work"]))
-        cluster.redis.execute("PUBLISH", channel, msgpack.packb([0, "other", "nohub", "all", None, [], b"x"]))
-        self.assertEqual(cluster.backplanes[0].bad_messages, 3)
+        for junk in [
+            b"\xc1 not msgpack",
+            b"\x92\x01",  # truncated
+            msgpack.packb([0, "other", "work"]),
+            msgpack.packb([0, "other", 1, 0, "work", "everyone", None, [], b"x"]),  # unknown target kind
+            msgpack.packb([9, "other", 1, 0]),  # unknown kind
+            msgpack.packb([3, "other", 0, 0, "n"]),  # sequence numbers start at 1
+            msgpack.packb([1, "other", 2, 0, "work", 7, "id"]),  # a group that is not a string
+        ]:
+            cluster.redis.execute("PUBLISH", channel, junk)
+        self.assertEqual(cluster.backplanes[0].bad_messages, 7)
         self.assertTrue([e for e in logs if "ignored a backplane message" in e["log_format"]])
         cluster.call(a, "to_all", "still fine")
         self.assertEqual(said(ra), ["still fine"])
+
+
+def forged_send(payload: bytes, hub: str = "work", origin: str = "f0rged", seq: int = 1) -> bytes:
+    """A receiver call to everyone, as a node that does not exist would publish it (unsigned)."""
+    return msgpack.packb([0, origin, seq, 0, hub, "all", None, [], payload])
+
+
+class TrustTests(SynchronousTestCase):
+    """What a party that can publish on Redis can do, with and without the shared secret."""
+
+    def secret_file(self, secret: str) -> str:
+        import tempfile
+        from pathlib import Path
+
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        path = Path(directory.name) / "secret"
+        path.write_text(secret + "\n")
+        return str(path)
+
+    def test_a_payload_that_is_no_receiver_call_reaches_no_client(self) -> None:
+        """Without a secret too: a payload that is not one valid receiver call is counted, and every client stays."""
+        from twisted_hub._wire import Result, encode
+
+        cluster = Cluster(2)
+        conns = [cluster.connect(n) for n in (0, 1)]
+        channel = cluster.backplanes[0].channel_all
+        for seq, payload in enumerate([
+            b"\xc1garbage",  # what disconnected every client (issue 20)
+            encode(Result(1, "x")),  # a hub message, but not a receiver call
+            msgpack.packb([6, "said", ["a"]]) * 2,  # two messages in one
+            msgpack.packb([6, "said", "not a list"]),
+            msgpack.packb([6, "said", ["x" * 2_000_000]]),  # over max_message_size
+        ], start=1):
+            cluster.redis.execute("PUBLISH", channel, forged_send(payload, seq=seq))
+        cluster.flush()
+        self.assertEqual([b.bad_messages for b in cluster.backplanes], [5, 5])
+        for connection, recorder in conns:
+            self.assertEqual(recorder.calls, [])
+            self.assertIsNone(connection.client.disconnect_reason)
+        cluster.call(conns[1][0], "to_all", "still here")
+        self.assertEqual([said(r) for _, r in conns], [["still here"]] * 2)
+
+    def test_without_a_secret_anyone_on_redis_reaches_clients(self) -> None:
+        """The unsigned trust model (docs/scaling.md): a well-formed call published by anyone is delivered."""
+        cluster = Cluster(2)
+        conns = [cluster.connect(n) for n in (0, 1)]
+        cluster.redis.execute("PUBLISH", cluster.backplanes[0].channel_all, forged_send(msgpack.packb([6, "said", ["x"]])))
+        cluster.flush()
+        self.assertEqual([said(r) for _, r in conns], [["x"], ["x"]])
+
+    def test_receiver_methods_the_hub_does_not_declare(self) -> None:
+        """A call of a receiver method the hub's receiver interface lacks is not forwarded."""
+        from twisted_hub._backplane import receiver_call_problem
+
+        allowed = frozenset({"said"})
+        self.assertIsNone(receiver_call_problem(msgpack.packb([6, "said", ["hi"]]), allowed, 1000))
+        problem = receiver_call_problem(msgpack.packb([6, "format_disk", []]), allowed, 1000)
+        assert problem is not None
+        self.assertIn("does not declare", problem)
+        self.assertIsNone(receiver_call_problem(msgpack.packb([6, "anything", []]), None, 1000))
+
+    def signed_cluster(self, count: int = 2) -> Cluster:
+        return Cluster(count, secret_file=self.secret_file("the-shared-secret-of-this-cluster"))
+
+    def test_signed_nodes_serve_as_one(self) -> None:
+        """With a secret every addressing mode, count and leave works as without one."""
+        cluster = self.signed_cluster(3)
+        conns = [cluster.connect(n) for n in (0, 1, 2)]
+        for connection, _ in conns:
+            cluster.call(connection, "join", "room")
+        self.assertEqual(cluster.call(conns[0][0], "members", "room"), [c.client.connection_id for c, _ in conns])
+        cluster.call(conns[1][0], "to_group", "room", "hi")
+        cluster.call(conns[2][0], "to_client", conns[0][0].client.connection_id, "psst")
+        self.assertEqual([said(r) for _, r in conns], [["hi", "psst"], ["hi"], ["hi"]])
+        cluster.advance(LEASE * 3)  # renewals (signed lease) keep everything
+        cluster.redis.stop()
+        cluster.redis.start()  # snapshots (signed members) written and loaded again
+        cluster.flush()
+        self.assertEqual(cluster.call(conns[0][0], "join", "room"), 3)
+        self.assertEqual([b.rejected + b.bad_messages + b.state_rewrites for b in cluster.backplanes], [0, 0, 0])
+        cluster.servers[2].factory.doStop()
+        self.assertEqual(cluster.call(conns[0][0], "join", "room"), 2)
+
+    def test_forgeries_without_the_secret_change_nothing(self) -> None:
+        """Unsigned sends, joins, goodbyes and Redis state from a party without the secret are refused and counted."""
+        cluster = self.signed_cluster()
+        conns = [cluster.connect(n) for n in (0, 1)]
+        cluster.call(conns[1][0], "join", "room")
+        logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        victim = cluster.backplanes[1]
+        channel = cluster.backplanes[0].channel_all
+        now = int(cluster.clock.seconds() * 1000)
+        forgeries = [
+            forged_send(msgpack.packb([6, "said", ["forged"]])),  # a receiver call from a made-up node
+            forged_send(msgpack.packb([6, "said", ["forged"]]), origin=victim.token, seq=10**6),  # ... from a real one
+            msgpack.packb([1, victim.token, 10**6, now, "work", "room", "phantom-1"]),  # a phantom member
+            msgpack.packb([5, victim.token, 10**6, now]),  # a goodbye for a live node
+        ]
+        for forgery in forgeries:
+            cluster.redis.execute("PUBLISH", channel, forgery)
+        # Signed with another secret: refused the same way.
+        other = NodeCodec(victim.token, Signer([b"a-secret-of-someone-else"]))
+        cluster.redis.execute("PUBLISH", channel, other.encode(channel, SYNC, ["evil"], cluster.clock.seconds()))
+        cluster.flush()
+        self.assertEqual(cluster.backplanes[0].rejected, 5)
+        self.assertEqual([said(r) for _, r in conns], [[], []])
+        self.assertEqual(cluster.call(conns[0][0], "members", "room"), [conns[1][0].client.connection_id])
+        self.assertTrue([e for e in logs if e["log_level"] == LogLevel.error and "rejected" in e["log_format"]])
+        # State written into Redis without the secret is not loaded either.
+        members_key = victim._members_key(victim.token)
+        cluster.redis.execute("HSET", members_key, msgpack.packb(["work", "room", "phantom-2"]), b"1")
+        cluster.redis.execute("SET", victim._lease_key("f0rged"), b"forged-node")
+        cluster.redis.execute("SADD", victim._nodes_key, b"f0rged")
+        late = RedisBackplane(
+            lease=LEASE, clock=cluster.clock, connector=cluster.redis.connector(),
+            secret_file=self.secret_file("the-shared-secret-of-this-cluster"),
+        )
+        server = HubTestServer([work_hub(cluster.log)], clock=cluster.clock, backplane=late)
+        server.factory.doStart()
+        cluster.flush()
+        self.assertEqual(late.remote_members("work", "room"), [conns[1][0].client.connection_id])
+        self.assertEqual(sorted(late.nodes), sorted(b.token for b in cluster.backplanes))
+        self.assertEqual(late.rejected, 2)  # the phantom member and the forged lease
+
+    def test_replayed_and_stale_messages(self) -> None:
+        """A signed message published again is refused: at once as a duplicate, later as stale."""
+        cluster = self.signed_cluster()
+        conns = [cluster.connect(n) for n in (0, 1)]
+        messages: list[bytes] = []
+        channel = cluster.backplanes[0].channel_all
+        cluster.redis.channels[channel].append(_Tap(messages))  # type: ignore[arg-type]
+        cluster.call(conns[0][0], "to_all", "once")
+        recorded = messages[-1]
+        cluster.redis.execute("PUBLISH", channel, recorded)
+        cluster.flush()
+        self.assertEqual(cluster.backplanes[1].rejected, 1)
+        cluster.clock.advance(MAX_AGE + 1)
+        fresh = RedisBackplane(  # a node that never heard the original
+            lease=LEASE, clock=cluster.clock, connector=cluster.redis.connector(),
+            secret_file=self.secret_file("the-shared-secret-of-this-cluster"),
+        )
+        server = HubTestServer([work_hub(cluster.log)], clock=cluster.clock, backplane=fresh)
+        server.factory.doStart()
+        late_recorder = Recorder()
+        server.connect("work", receiver=late_recorder)
+        cluster.flush()
+        cluster.redis.execute("PUBLISH", channel, recorded)
+        cluster.flush()
+        self.assertEqual(fresh.rejected, 1)
+        self.assertEqual(said(late_recorder), [])
+        self.assertEqual([said(r) for _, r in conns], [["once"], ["once"]])
+
+    def test_nodes_with_different_secrets_do_not_mix(self) -> None:
+        """A node with another secret is refused by the others and refuses them: counted, never delivered."""
+        cluster = self.signed_cluster()
+        a, ra = cluster.connect(0)
+        stranger = RedisBackplane(
+            lease=LEASE, clock=cluster.clock, connector=cluster.redis.connector(),
+            secret_file=self.secret_file("another-secret-not-this-clusters"),
+        )
+        server = HubTestServer([work_hub(cluster.log)], clock=cluster.clock, backplane=stranger)
+        server.factory.doStart()
+        cluster.servers.append(server)
+        s, rs = cluster.connect(2)
+        cluster.call(s, "to_all", "from the stranger")
+        cluster.call(a, "to_all", "from a")
+        self.assertEqual((said(ra), said(rs)), (["from a"], ["from the stranger"]))
+        self.assertGreater(cluster.backplanes[0].rejected, 0)
+        self.assertGreater(stranger.rejected, 0)
+        self.assertNotIn(stranger.token, cluster.backplanes[0].nodes)
+
+
 
 
 class LossTests(SynchronousTestCase):
@@ -519,6 +699,7 @@ class LossTests(SynchronousTestCase):
         self.cluster.redis.channels[channel].append(_Tap(messages))  # type: ignore[arg-type]
         self.cluster.call(self.a, "to_all", "once")
         self.cluster.redis.execute("PUBLISH", channel, messages[-1])
+        self.cluster.flush()
         self.assertEqual(said(self.rb), ["once"])
         self.assertEqual(self.cluster.backplanes[1].rejected, 1)
         self.assertTrue([e for e in self.logs if "heard already" in e.get("what", "")])

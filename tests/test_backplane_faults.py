@@ -321,3 +321,99 @@ async def test_slow_subscriber_losses_are_counted() -> None:
     assert lost == [seq for seq, _ in sends if lost[0] <= seq <= lost[-1]]
     assert lost[-1] - lost[0] + 1 <= missed <= after - before - 1, (missed, lost[0], lost[-1], before, after)
     print(f"\nmeasured: a cut subscriber missed {len(lost)} of 200 calls; counted missed {missed:g}")
+
+
+class Capture:
+    """Listens on the hub-wide channel (as anyone with access to Redis can) and keeps every message."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+        self.protocol: Any = None
+
+    async def start(self, redis: RedisServer) -> None:
+        import txredisapi
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+        messages = self.messages
+
+        class Listener(txredisapi.SubscriberProtocol):  # type: ignore[misc]
+            def messageReceived(self, pattern: Any, channel: bytes, message: bytes) -> None:
+                messages.append(message)
+
+        self.protocol = Listener(charset=None, convertNumbers=False)
+        await connectProtocol(TCP4ClientEndpoint(reactor(), "127.0.0.1", redis.port), self.protocol)
+        await self.protocol.subscribe([CHANNEL])
+
+    def stop(self) -> None:
+        if self.protocol is not None:
+            self.protocol.transport.loseConnection()
+
+
+CHANNEL = b"twisted-hub:v1:all"
+
+
+def forged_from(message: bytes, origin: str, payload: bytes) -> bytes:
+    """C{message} (a receiver call published by a node, unsigned) from another origin, with another payload."""
+    decoded = msgpack.unpackb(message)
+    decoded[1] = origin
+    decoded[-1] = payload
+    forged: bytes = msgpack.packb(decoded)
+    return forged
+
+
+@pytest_twisted.ensureDeferred
+async def test_garbage_payload_reaches_no_client() -> None:
+    """A receiver call with a payload that is no hub message, published by anyone: no client sees it or is disconnected."""
+    async with cluster(2, "--metrics") as c:
+        capture = Capture()
+        await capture.start(c.redis)
+        try:
+            await c.nodes[0].client.call("to_all", "genuine")
+            await eventually(_true_when(lambda: bool(capture.messages)), reactor(), 5, "the call is heard")
+            sends = [m for m in capture.messages if msgpack.unpackb(m)[0] == 0]
+            await c.redis_command("PUBLISH", CHANNEL, forged_from(sends[0], "f0rged", b"\xc1 not a hub message"))
+            await c.nodes[1].client.call("to_all", "after")
+            for node in c.nodes:
+                await node.inbox.wait_for("after", reactor())
+                assert node.client.is_connected
+                assert node.inbox.messages == ["genuine", "after"]
+                assert await metric(node.port, "twisted_hub_backplane_bad_messages_total") == 1
+        finally:
+            capture.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_forgeries_refused_with_a_secret(tmp_path: Any) -> None:
+    """With --redis-secret-file, forged calls, joins and goodbyes and replays published on Redis change nothing."""
+    secret = tmp_path / "secret"
+    secret.write_text("0f1e2d3c4b5a69788796a5b4c3d2e1f0\n")
+    async with cluster(2, "--metrics", "--redis-secret-file", str(secret)) as c:
+        capture = Capture()
+        await capture.start(c.redis)
+        try:
+            await c.nodes[0].client.call("to_all", "genuine")
+            await eventually(_true_when(lambda: bool(capture.messages)), reactor(), 5, "the call is heard")
+            signed = next(m for m in capture.messages if m[:1] == b"\xc1" and msgpack.unpackb(m[33:])[0] == 0)
+            decoded = msgpack.unpackb(signed[33:])
+            victim = c.nodes[1].token
+            now = int(time.time() * 1000)
+            call = msgpack.packb([6, "said", ["forged"]])
+            forgeries = [
+                msgpack.packb([0, "f0rged", 1, now, "work", "all", None, [], call]),  # from a made-up node
+                signed[:33] + msgpack.packb([*decoded[:-1], call]),  # a genuine message, its payload changed
+                signed,  # a genuine message, published again
+                msgpack.packb([1, victim, 10**6, now, "work", "room", f"{victim}-999"]),  # a phantom member
+                msgpack.packb([5, victim, 10**6, now]),  # a goodbye in a live node's name
+            ]
+            for forgery in forgeries:
+                await c.redis_command("PUBLISH", CHANNEL, forgery)
+            await c.nodes[1].client.call("to_all", "after")
+            for node in c.nodes:
+                await node.inbox.wait_for("after", reactor())
+                assert node.inbox.messages == ["genuine", "after"]
+            assert await c.everyone_sees(c.ids())()
+            # The replay of its own message is nothing to the node that sent it.
+            assert [await metric(node.port, "twisted_hub_backplane_rejected_total") for node in c.nodes] == [4, 5]
+            assert any("rejected" in line for line in c.nodes[1].child.lines)
+        finally:
+            capture.stop()

@@ -52,6 +52,29 @@ def node_of(connection_id: str) -> str:
     return connection_id.rpartition("-")[0]
 
 
+def receiver_call_problem(payload: bytes, allowed: frozenset[str] | None, max_size: int) -> str | None:
+    """
+    What makes a payload heard from another node unfit for this node's
+    clients (None: it is one receiver call a hub of this node could have
+    sent itself).  A node forwards nothing else: a malformed message would
+    make every client close its connection with a protocol error.
+    """
+    from ._wire import ProtocolError, ReceiverCall, decode_frame
+
+    if len(payload) > max_size:
+        return f"a receiver call of {len(payload)} bytes, over max_message_size ({max_size})"
+    try:
+        messages = decode_frame(payload, max_messages=1)
+    except ProtocolError as e:
+        return f"not a hub message ({e})"
+    message = messages[0]
+    if not isinstance(message, ReceiverCall):
+        return f"a hub message of kind {type(message).__name__}, not a receiver call"
+    if allowed is not None and message.method not in allowed:
+        return f"a call of receiver method {message.method[:64]!r}, which the hub's receiver does not declare"
+    return None
+
+
 class Backplane(Protocol):
     """What a L{HubServerFactory} needs from a backplane."""
 

@@ -46,7 +46,7 @@ from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, globalLogPu
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._backplane import TARGET_ONLY, Target, node_of
+from ._backplane import TARGET_ONLY, Target, node_of, receiver_call_problem
 from ._backplane_wire import (
     ALIVE,
     BYE,
@@ -58,6 +58,9 @@ from ._backplane_wire import (
     NodeCodec,
     NodeMessage,
     RejectedMessage,
+    Signer,
+    read_secret_file,
+    secret_from_environment,
 )
 from ._base_error import HubArgumentError, HubStateError
 from ._ratelimit import LogRateLimiter
@@ -199,6 +202,12 @@ class RedisBackplane:
         and counted, with a (rate-limited) log line.
     @param max_pending_bytes: bytes of such commands.
     @param node_id: this node's name (default: host-pid-token).
+    @param secret_file: a file holding the shared secret (or several,
+        whitespace-separated: the first signs, all verify) with which every
+        node signs what it publishes and keeps in Redis, and refuses what
+        is not signed with it (C{docs/scaling.md}, "Trust").
+    @param secret_env: the name of an environment variable holding it
+        instead.  Never the secret itself: it would show in C{ps}.
     @param clock: time source (default: the factory's clock).
     @param connector: keeps the connections to Redis (default: txredisapi
         through C{ClientService}, reconnecting with Twisted's
@@ -214,10 +223,23 @@ class RedisBackplane:
         max_pending_commands: int = DEFAULT_MAX_PENDING_COMMANDS,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         node_id: str | None = None,
+        secret_file: str | None = None,
+        secret_env: str | None = None,
         clock: IReactorTime | None = None,
         connector: RedisConnector | None = None,
     ) -> None:
         self.settings = parse_redis_url(url)
+        if secret_file is not None and secret_env is not None:
+            raise HubArgumentError("give either secret_file or secret_env")
+        signer = None
+        if secret_file is not None:
+            signer = Signer(read_secret_file(secret_file))
+        elif secret_env is not None:
+            signer = Signer(secret_from_environment(secret_env))
+        #: where the secret came from (for the status page; never the secret)
+        self.secret_source = (
+            f"file {secret_file}" if secret_file is not None else f"${secret_env}" if secret_env is not None else None
+        )
         if not lease > 0:
             raise HubArgumentError(f"lease must be > 0, got {lease!r}")
         if min(max_pending_commands, max_pending_bytes) <= 0:
@@ -238,7 +260,7 @@ class RedisBackplane:
         self._nodes: dict[str, _Node] = {}
         #: node token -> events heard while its snapshot is loading
         self._loading: dict[str, list[NodeMessage]] = {}
-        self._codec = NodeCodec(self.token)
+        self._codec = NodeCodec(self.token, signer)
         self._heartbeat: LoopingCall | None = None
         self._resync = False
         self._started = False
@@ -442,6 +464,19 @@ class RedisBackplane:
             if self._last_error:
                 state += f"; last error: {self._last_error}"
         rows = [("node", self.node_id), ("redis", state)]
+        signer = self._codec.signer
+        if signer is None:
+            rows.append(("backplane messages", "not signed: whoever can publish on this Redis reaches every client"))
+        else:
+            rows.append((
+                "backplane messages",
+                f"signed (HMAC-SHA256; {signer.key_count} secret(s) from {self.secret_source})",
+            ))
+        if self.rejected or self.bad_messages:
+            rows.append((
+                "backplane messages refused",
+                f"{self.rejected} rejected (unsigned, forged, stale or replayed), {self.bad_messages} malformed",
+            ))
         dropped = self.dropped_disconnected + self.dropped_overload
         if dropped:
             rows.append((
@@ -852,7 +887,11 @@ class RedisBackplane:
         assert self._factory is not None
         runtime = self._factory.runtimes.get(hub)
         if runtime is None:
-            self._bad(f"a receiver call for unknown hub {hub!r}")
+            self._bad(f"a receiver call for unknown hub {hub[:64]!r}")
+            return
+        problem = receiver_call_problem(payload, runtime.receiver_methods, runtime.max_message_size)
+        if problem is not None:
+            self._bad(f"{problem}, from node {message.origin[:64]!r} for hub {hub!r}: not forwarded to any client")
             return
         target = Target(kind, group, tuple(ids))
         runtime.deliver(runtime.local_targets(target), payload)
