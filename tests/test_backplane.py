@@ -785,6 +785,37 @@ class ConfigurationTests(SynchronousTestCase):
         for bad in ("http://x", "redis://x/db", "redis://x:99999/0"):
             self.assertRaises(ValueError, parse_redis_url, bad)
 
+    def test_parse_tls_and_sentinel_urls(self) -> None:
+        """rediss:// takes the TLS files as parameters; redis+sentinel:// lists Sentinels and names the master."""
+        s = parse_redis_url("rediss://:pw@redis.example:6380/1?ssl_ca_certs=/ca.pem&ssl_certfile=/c.pem&ssl_keyfile=/k.pem")
+        self.assertEqual(
+            (s.tls, s.host, s.port, s.db, s.password, s.ca_file, s.cert_file, s.key_file),
+            (True, "redis.example", 6380, 1, "pw", "/ca.pem", "/c.pem", "/k.pem"),
+        )
+        self.assertEqual(s.display(), "rediss://***@redis.example:6380/1")
+        s = parse_redis_url("redis+sentinel://u:pw@10.0.0.1,10.0.0.2:26380,[::1]:26381/my%20master/2")
+        self.assertEqual(s.sentinels, (("10.0.0.1", 26379), ("10.0.0.2", 26380), ("::1", 26381)))
+        self.assertEqual((s.service, s.db, s.username, s.password, s.tls), ("my master", 2, "u", "pw", False))
+        self.assertEqual(s.display(), "redis+sentinel://u:***@10.0.0.1:26379,10.0.0.2:26380,[::1]:26381/my master/2")
+        self.assertTrue(parse_redis_url("rediss+sentinel://h/m").tls)
+        for bad, expected in [
+            ("redis://x/0?ssl_ca_certs=/ca.pem", "need a rediss:// URL"),
+            ("rediss://x/0?sslcacerts=/ca.pem", "unknown Redis URL parameter"),
+            ("rediss://x/0?ssl_keyfile=/k.pem", "ssl_keyfile needs ssl_certfile"),
+            ("redis+sentinel://h1,h2", "names the master"),
+            ("redis://h1,h2/0", "several hosts need a redis+sentinel"),
+            ("redis+sentinel://h/m/x", "must be a number"),
+        ]:
+            with self.assertRaises(ValueError) as caught:
+                parse_redis_url(bad)
+            self.assertIn(expected, str(caught.exception))
+
+    def test_unreadable_tls_files_fail_at_once(self) -> None:
+        """A CA file that cannot be read fails when the backplane is made, not at the first connection."""
+        with self.assertRaises(ValueError) as caught:
+            RedisBackplane("rediss://127.0.0.1/0?ssl_ca_certs=/nonexistent/ca.pem")
+        self.assertIn("cannot read the Redis TLS CA file", str(caught.exception))
+
     def test_default_backplane_is_local(self) -> None:
         """Without backplane= a factory serves alone, with a node id on its status rows."""
         factory = HubServerFactory([work_hub(WorkLog())], clock=Clock())

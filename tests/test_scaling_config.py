@@ -63,6 +63,7 @@ class TwistdOptionTests(SynchronousTestCase):
             (("--redis", "redis://x", "--redis-lease", "0"), "--redis-lease must be"),
             (("--redis-lease", "5"), "--redis-lease needs --redis"),
             (("--redis-secret-env", "X"), "--redis-secret-env needs --redis"),
+            (("--redis", "rediss://x/0?ssl_ca_certs=/nonexistent/ca.pem"), "--redis: cannot read the Redis TLS CA file"),
             (("--redis", "redis://x", "--redis-secret-file", "/nonexistent/secret"), "cannot read the backplane secret"),
             (("--redis", "redis://x", "--redis-secret-env", "TWISTED_HUB_TEST_UNSET_VARIABLE"), "is not set"),
         ]:

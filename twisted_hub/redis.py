@@ -30,21 +30,16 @@ its membership snapshot again and reloads the other nodes'.
 from __future__ import annotations
 
 import os
-import random
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import unquote, urlsplit
 
 import msgpack
-from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred, gatherResults, succeed
-from twisted.internet.interfaces import IProtocolFactory, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
-from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel, globalLogPublisher
+from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from ._backplane import TARGET_ONLY, Target, node_of, receiver_call_problem
 from ._backplane_wire import (
@@ -64,11 +59,19 @@ from ._backplane_wire import (
 )
 from ._base_error import HubArgumentError, HubStateError
 from ._ratelimit import LogRateLimiter
+from ._redis_link import (
+    DEFAULT_PING_INTERVAL,
+    DEFAULT_PING_TIMEOUT,
+    RedisLinkError,
+    RedisSettings,
+    TxRedisConnector,
+    parse_redis_url,
+)
 
 if TYPE_CHECKING:
     from ._server import HubServerFactory
 
-__all__ = ["RedisBackplane", "RedisSettings", "parse_redis_url"]
+__all__ = ["RedisBackplane", "RedisLinkError", "RedisSettings", "TxRedisConnector", "parse_redis_url"]
 
 _log = Logger()
 
@@ -85,43 +88,6 @@ GOODBYE_TIMEOUT = 2.0
 
 #: what a command's Deferred fires with when it failed (the failure was counted or logged)
 _FAILED: Any = object()
-
-
-@dataclass(frozen=True, slots=True)
-class RedisSettings:
-    """Where Redis is, from a C{redis://[user:password@]host[:port][/db]} URL."""
-
-    host: str = "127.0.0.1"
-    port: int = 6379
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-
-    def display(self) -> str:
-        """The URL without the password (for logs and the status page)."""
-        user = f"{self.username}:***@" if self.username else ("***@" if self.password else "")
-        return f"redis://{user}{self.host}:{self.port}/{self.db}"
-
-
-def parse_redis_url(url: str) -> RedisSettings:
-    """Parse C{redis://[user:password@]host[:port][/db]}; ValueError says what is wrong."""
-    parts = urlsplit(url)
-    if parts.scheme != "redis":
-        raise HubArgumentError(f"a Redis URL starts with redis://, got {url!r}")
-    path = parts.path.strip("/")
-    if path and not path.isdigit():
-        raise HubArgumentError(f"the Redis database in {url!r} must be a number, got {path!r}")
-    try:
-        port = parts.port or 6379
-    except ValueError:
-        raise HubArgumentError(f"the port in {url!r} is not a port number") from None
-    return RedisSettings(
-        host=parts.hostname or "127.0.0.1",
-        port=port,
-        db=int(path) if path else 0,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password is not None else None,
-    )
 
 
 class RedisCommands(Protocol):
@@ -208,6 +174,11 @@ class RedisBackplane:
         is not signed with it (C{docs/scaling.md}, "Trust").
     @param secret_env: the name of an environment variable holding it
         instead.  Never the secret itself: it would show in C{ps}.
+    @param ping_interval: seconds between PINGs on each of the two
+        connections to Redis.
+    @param ping_timeout: a connection that brings nothing for this long is
+        cut and made again: a dead path to Redis (black-holed, no reset) is
+        noticed within C{ping_interval + ping_timeout} seconds.
     @param clock: time source (default: the factory's clock).
     @param connector: keeps the connections to Redis (default: txredisapi
         through C{ClientService}, reconnecting with Twisted's
@@ -225,10 +196,14 @@ class RedisBackplane:
         node_id: str | None = None,
         secret_file: str | None = None,
         secret_env: str | None = None,
+        ping_interval: float = DEFAULT_PING_INTERVAL,
+        ping_timeout: float = DEFAULT_PING_TIMEOUT,
         clock: IReactorTime | None = None,
         connector: RedisConnector | None = None,
     ) -> None:
         self.settings = parse_redis_url(url)
+        if self.settings.tls:
+            self.settings.tls_options()  # the certificate files are read now: a bad one fails at once
         if secret_file is not None and secret_env is not None:
             raise HubArgumentError("give either secret_file or secret_env")
         signer = None
@@ -252,7 +227,10 @@ class RedisBackplane:
         self.token = os.urandom(6).hex()
         self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}-{self.token}"
         self._clock = clock
-        self._connector: RedisConnector = connector if connector is not None else TxRedisConnector()
+        self._connector: RedisConnector = (
+            connector if connector is not None
+            else TxRedisConnector(ping_interval=ping_interval, ping_timeout=ping_timeout)
+        )
         self._counter = 0
         self._factory: HubServerFactory | None = None
         self._commands: RedisCommands | None = None
@@ -330,6 +308,11 @@ class RedisBackplane:
     def connected(self) -> bool:
         """True while both connections to Redis are up (and subscribed)."""
         return self._commands is not None and self._subscribed
+
+    @property
+    def connected_commands(self) -> bool:
+        """True while the command connection is up."""
+        return self._commands is not None
 
     @property
     def nodes(self) -> dict[str, str]:
@@ -616,9 +599,22 @@ class RedisBackplane:
                 url=self.settings.display(), reason=reason,
             )
 
-    def link_failed(self, reason: str) -> None:
-        """A connection attempt failed (the connector retries with backoff)."""
+    def link_failed(self, reason: str, refused: bool = False, retry_in: float | None = None) -> None:
+        """
+        A connection attempt failed; the connector retries in C{retry_in}
+        seconds.  C{refused}: Redis answered and said no (a wrong password,
+        protected mode, a replica, a certificate): a line at every attempt,
+        as a retry will not mend it by itself.  Else Redis was not reached:
+        one line until it is.
+        """
         self._last_error = reason
+        retry = f"; next attempt in {retry_in:.1f} s" if retry_in is not None else ""
+        if refused:
+            _log.error(
+                "Redis at {url} refused node {node}: {reason}{retry}",
+                url=self.settings.display(), node=self.node_id, reason=reason, retry=retry,
+            )
+            return
         if not self._ever_connected and not self._outage_logged:
             self._outage_logged = True
             _log.error(
@@ -913,186 +909,10 @@ class RedisBackplane:
                 what=what, suppressed=suppressed, total=self.rejected,
             )
 
-# -- the real connections: txredisapi over ClientService --------------------------
-# txredisapi imports the global reactor: it is imported when first needed.
+# -- the real connections ---------------------------------------------------------
 
 
 def _link_gone(error: Exception) -> bool:
     import txredisapi
 
     return isinstance(error, txredisapi.ConnectionError)
-
-
-
-def _protocols() -> tuple[type[Any], type[Any]]:
-    import txredisapi
-
-    class CommandProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
-        on_lost: Callable[[str], None] | None = None
-
-        def connectionLost(self, why: Failure) -> None:
-            # Report first: the commands still waiting then fail as lost with it.
-            if self.on_lost is not None:
-                self.on_lost(why.getErrorMessage())
-            super().connectionLost(why)
-
-    class SubscriberProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
-        on_lost: Callable[[str], None] | None = None
-        on_message: Callable[[bytes, bytes], None] | None = None
-
-        def messageReceived(self, pattern: Any, channel: bytes, message: bytes) -> None:
-            if self.on_message is not None:
-                self.on_message(channel, message)
-
-        def connectionLost(self, why: Failure) -> None:
-            # Report first: the commands still waiting then fail as lost with it.
-            if self.on_lost is not None:
-                self.on_lost(why.getErrorMessage())
-            super().connectionLost(why)
-
-    return CommandProtocol, SubscriberProtocol
-
-
-@implementer(IProtocolFactory)
-class _RedisClientFactory:
-    """Builds txredisapi protocols (bytes in and out) for ClientService."""
-
-    isLazy = True
-
-    def __init__(self, protocol_class: type[Any], settings: RedisSettings, setup: Callable[[Any], None]) -> None:
-        self.protocol_class = protocol_class
-        self.settings = settings
-        self.setup = setup
-
-    def buildProtocol(self, addr: Any) -> Any:
-        s = self.settings
-        protocol = self.protocol_class(
-            charset=None, password=s.password, dbid=s.db or None, convertNumbers=False, username=s.username,
-        )
-        protocol.factory = self
-        self.setup(protocol)
-        return protocol
-
-    def doStart(self) -> None:
-        pass
-
-    def doStop(self) -> None:
-        pass
-
-    def stopTrying(self) -> None:
-        pass  # txredisapi calls it when AUTH or SELECT fail; connectionError logs why
-
-    def connectionError(self, message: str) -> None:
-        _log.error("Redis refused this node: {message}", message=message)
-
-
-@implementer(ILogObserver)
-class _RetryLog:
-    """ClientService's line per retry, at debug level: the backplane logs the outage once."""
-
-    def __call__(self, event: LogEvent) -> None:
-        globalLogPublisher({**event, "log_level": LogLevel.debug})
-
-
-class _RedisClientService(ClientService):
-    _log = Logger(observer=_RetryLog())
-
-
-class TxRedisConnector:
-    """
-    Two txredisapi connections (commands, subscriber), each kept up by a
-    C{ClientService} that reconnects with C{backoffPolicy}.
-
-    @param retry_policy: attempt number -> seconds before the next attempt.
-    @param connect_timeout: seconds one connection attempt may take.
-    @param close_timeout: seconds L{stop} waits for the connections to close
-        before cutting them.
-    """
-
-    def __init__(
-        self,
-        retry_policy: Callable[[int], float] | None = None,
-        connect_timeout: float = 5.0,
-        reactor: Any = None,
-        close_timeout: float = 1.0,
-    ) -> None:
-        self.retry_policy = retry_policy or backoffPolicy(initialDelay=0.5, maxDelay=10.0, factor=2.0, jitter=random.random)
-        self.connect_timeout = connect_timeout
-        self.close_timeout = close_timeout
-        self._reactor = reactor
-        self._services: list[ClientService] = []
-        #: the newest protocol of each connection
-        self._protocols: dict[str, Any] = {}
-
-    def _reactor_or_global(self) -> Any:
-        if self._reactor is None:
-            from twisted.internet import reactor as global_reactor
-
-            self._reactor = global_reactor
-        return self._reactor
-
-    def start(self, backplane: RedisBackplane) -> None:
-        from twisted.internet.endpoints import HostnameEndpoint
-
-        reactor = self._reactor_or_global()
-        command_class, subscriber_class = _protocols()
-        settings = backplane.settings
-        channels = [backplane.channel_all, backplane.channel_node]
-
-        def lost(which: str) -> Callable[[str], None]:
-            return lambda reason: backplane.link_lost(which, reason)
-
-        def setup_commands(protocol: Any) -> None:
-            self._protocols["commands"] = protocol
-            protocol.on_lost = lost("commands")
-
-        def setup_subscriber(protocol: Any) -> None:
-            self._protocols["subscriber"] = protocol
-            protocol.on_lost = lost("subscriber")
-            protocol.on_message = backplane.link_message
-
-        def prepare_commands(protocol: Any) -> Deferred[Any]:
-            ready: Deferred[Any] = protocol.whenConnected().addCallback(lambda p: backplane.link_ready("commands", p))
-            return ready
-
-        def prepare_subscriber(protocol: Any) -> Deferred[Any]:
-            d = protocol.whenConnected().addCallback(lambda p: p.subscribe(channels))
-            ready: Deferred[Any] = d.addCallback(lambda _: backplane.link_ready("subscriber"))
-            return ready
-
-        for factory, prepare in (
-            (_RedisClientFactory(command_class, settings, setup_commands), prepare_commands),
-            (_RedisClientFactory(subscriber_class, settings, setup_subscriber), prepare_subscriber),
-        ):
-            endpoint = HostnameEndpoint(reactor, settings.host, settings.port, timeout=self.connect_timeout)
-            service = _RedisClientService(
-                endpoint, factory, retryPolicy=self.retry_policy, clock=reactor, prepareConnection=prepare
-            )
-            service.startService()
-            self._services.append(service)
-        # Hear about the first failed attempt (the services keep retrying).
-        self._services[0].whenConnected(failAfterFailures=1).addErrback(
-            lambda f: backplane.link_failed(f.getErrorMessage())
-        )
-
-    def stop(self) -> Deferred[None]:
-        """Close both connections (cut after C{close_timeout} seconds: a dead path never confirms a close)."""
-        services, self._services = self._services, []
-        protocols, self._protocols = list(self._protocols.values()), {}
-        stopped = [d for d in (service.stopService() for service in services) if isinstance(d, Deferred)]
-        reactor = self._reactor_or_global()
-
-        def cut() -> None:
-            for protocol in protocols:
-                transport = getattr(protocol, "transport", None)
-                if transport is not None and getattr(protocol, "connected", False):
-                    transport.abortConnection()
-
-        timer = reactor.callLater(self.close_timeout, cut)
-        done: Deferred[Any] = gatherResults(stopped)
-
-        def finished(_: object) -> None:
-            if timer.active():
-                timer.cancel()
-
-        return done.addCallback(finished)

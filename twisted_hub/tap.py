@@ -447,7 +447,9 @@ class Options(usage.Options):
                     raise usage.UsageError(f"--{name} needs --redis")
             return
         try:
-            parse_redis_url(url)
+            settings = parse_redis_url(url)
+            if settings.tls:
+                settings.tls_options()  # the certificate files must be readable now
         except ValueError as e:
             raise usage.UsageError(f"--redis: {e}") from None
         self["redis-lease"] = DEFAULT_LEASE if lease is None else _positive("redis-lease", lease)
