@@ -19,7 +19,7 @@ from ._certs import write_self_signed, write_test_ca
 from ._redis import RedisServer, free_port
 from ._twistd import Child
 from .test_backplane_faults import reactor, sleep
-from .test_scaling_processes import CONNECTED, client, start_node
+from .test_scaling_processes import CONNECTED, client, eventually, start_node
 
 TRACEBACKS = ("Traceback", "Unhandled Error", "NoTransition")
 
@@ -214,3 +214,68 @@ async def test_tls_with_an_unknown_certificate(tmp_path: Path) -> None:
         await child.stop(reactor())
         await redis.stop()
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_sentinel_failover(tmp_path: Path) -> None:
+    """redis+sentinel://: nodes find the master through Sentinel and follow a failover to the new master."""
+    from ._redis import SentinelServer
+
+    master = RedisServer(reactor())
+    await master.start()
+    replica = RedisServer(reactor(), extra=("--replicaof", "127.0.0.1", str(master.port)))
+    await replica.start()
+    sentinel = SentinelServer(reactor(), tmp_path, master.port)
+    await sentinel.start()
+    nodes: list[Child] = []
+    clients = []
+    try:
+        async def replica_known() -> bool:
+            return bool(await RedisCommand(sentinel.port).run("SENTINEL", "replicas", "mymaster"))
+
+        await eventually(replica_known, reactor(), 15, "Sentinel knows the replica")
+        url = f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster/0"
+        for _ in range(2):
+            child, port = await start_node(reactor(), url)
+            nodes.append(child)
+            await child.wait_for(CONNECTED, reactor(), 10)
+            clients.append(await client(reactor(), port))
+            await clients[-1][0].call("join", "room")
+        await clients[0][0].call("to_all", "before")
+        await clients[1][1].wait_for("before", reactor())
+
+        started = time.monotonic()
+        await RedisCommand(sentinel.port).run("SENTINEL", "FAILOVER", "mymaster")
+
+        async def moved() -> bool:
+            try:
+                subscribed = await RedisCommand(replica.port).run("PUBSUB", "NUMSUB", "twisted-hub:v1:all")
+            except Exception:  # Sentinel cuts every client of an instance it reconfigures, this one too
+                return False
+            return int(subscribed[1]) == 2 and all(sum(CONNECTED in line for line in c.lines) >= 2 for c in nodes)
+
+        await eventually(moved, reactor(), 15, "both nodes moved to the new master")
+        ids = sorted(c.connection_id for c, _ in clients)
+
+        async def counted() -> bool:
+            for c, _ in clients:
+                if sorted(await c.call("members", "room")) != ids:
+                    return False
+            return True
+
+        await eventually(counted, reactor(), 5, "counts exact on the new master")
+        await clients[0][0].call("to_all", "after")
+        await clients[1][1].wait_for("after", reactor())
+        print(f"\nmeasured: Sentinel failover, nodes on the new master with exact counts: {time.monotonic() - started:.2f} s")
+        assert any("Sentinel moved the master" in line for line in nodes[0].lines), nodes[0].output()
+        for child in nodes:
+            assert_no_traceback(child)
+    finally:
+        for c, _ in clients:
+            if c.is_connected:
+                await c.disconnect()
+        for child in nodes:
+            await child.stop(reactor())
+        await sentinel.stop()
+        await replica.stop()
+        await master.stop()

@@ -363,25 +363,46 @@ def _reply_error(failure: Failure) -> str | None:
     return None
 
 
+async def _link_handshake(protocol: Any, settings: RedisSettings, channels: list[bytes] | None) -> None:
+    """What makes a connection to Redis ready: AUTH, SELECT, PING, ROLE (Sentinel), SUBSCRIBE."""
+    s = settings
+    if s.password is not None:
+        await protocol.execute_command(*(("AUTH", s.username) if s.username else ("AUTH",)), s.password)
+    if s.db:
+        await protocol.execute_command("SELECT", s.db)
+    await protocol.execute_command("PING")
+    if s.sentinels:
+        role = await protocol.execute_command("ROLE")
+        name = role[0] if isinstance(role, list) and role else role
+        if name not in (b"master", "master"):
+            raise RedisLinkError(
+                f"{_host_text(protocol.transport.getPeer().host)}:{protocol.transport.getPeer().port} is not the "
+                f"master of {s.service!r} (role {name!r}): a failover in progress?", refused=True,
+            )
+    for channel in channels or ():
+        # One SUBSCRIBE per channel: one confirmation each, none left over
+        # to answer the liveness PINGs.
+        await protocol.subscribe([channel])
+
+
 @implementer(IStreamClientEndpoint)
 class _ReadyEndpoint:
     """
-    Connects through C{endpoint}, then makes the connection ready (AUTH,
-    SELECT, PING, ROLE through Sentinel, SUBSCRIBE) within C{timeout}
-    seconds before it reports it: for C{ClientService} a connection is a
-    ready one, anything else a failed attempt (the connection is cut).
+    Connects through C{endpoint}, then makes the connection ready
+    (C{handshake}) within C{timeout} seconds before it reports it: for
+    C{ClientService} a connection is a ready one, anything else a failed
+    attempt (the connection is cut).
     """
 
     def __init__(
-        self, endpoint: Any, redis_factory: _RedisClientFactory, settings: RedisSettings,
-        clock: Any, timeout: float, channels: list[bytes] | None,
+        self, endpoint: Any, redis_factory: _RedisClientFactory, clock: Any, timeout: float,
+        handshake: Callable[[Any], Any],
     ) -> None:
         self._endpoint = endpoint
         self._redis_factory = redis_factory
-        self._settings = settings
         self._clock = clock
         self._timeout = timeout
-        self._channels = channels
+        self._handshake = handshake
 
     def connect(self, protocolFactory: Any) -> Deferred[Any]:
         connecting: Deferred[Any] = self._endpoint.connect(_GuardingFactory(protocolFactory, self._redis_factory))
@@ -392,27 +413,6 @@ class _ReadyEndpoint:
         timer = self._clock.callLater(
             self._timeout, protocol.cut, f"no answer from Redis within {self._timeout:g} s of connecting"
         )
-
-        async def handshake() -> Any:
-            s = self._settings
-            if s.password is not None:
-                await protocol.execute_command(*(("AUTH", s.username) if s.username else ("AUTH",)), s.password)
-            if s.db:
-                await protocol.execute_command("SELECT", s.db)
-            await protocol.execute_command("PING")
-            if s.sentinels:
-                role = await protocol.execute_command("ROLE")
-                name = role[0] if isinstance(role, list) and role else role
-                if name not in (b"master", "master"):
-                    raise RedisLinkError(
-                        f"{_host_text(protocol.transport.getPeer().host)} is not the master of {s.service!r} "
-                        f"(role {name!r}): a failover in progress?", refused=True,
-                    )
-            for channel in self._channels or ():
-                # One SUBSCRIBE per channel: one confirmation each, none left
-                # over to answer the liveness PINGs.
-                await protocol.subscribe([channel])
-            return guard
 
         def done(result: Any) -> Any:
             if timer.active():
@@ -434,7 +434,27 @@ class _ReadyEndpoint:
                 return Failure(RedisLinkError(f"TLS with Redis failed: {lost}", refused=True))
             return Failure(RedisLinkError(lost or result.getErrorMessage(), refused=False))
 
-        return ensureDeferred(handshake()).addBoth(done)
+        return ensureDeferred(self._handshake(protocol)).addBoth(done)
+
+
+@implementer(IStreamClientEndpoint)
+class _FirstOf:
+    """Connects to the first of C{endpoints} that answers (the Sentinels, for the watch)."""
+
+    def __init__(self, endpoints: list[tuple[str, Any]]) -> None:
+        self._endpoints = endpoints
+
+    def connect(self, protocolFactory: Any) -> Deferred[Any]:
+        return ensureDeferred(self._connect(protocolFactory))
+
+    async def _connect(self, protocolFactory: Any) -> Any:
+        said = []
+        for name, endpoint in self._endpoints:
+            try:
+                return await endpoint.connect(protocolFactory)
+            except Exception as e:
+                said.append(f"{name}: {e or type(e).__name__}")
+        raise RedisLinkError(f"no Sentinel answered ({'; '.join(said)})", refused=False)
 
 
 @implementer(IStreamClientEndpoint)
@@ -613,18 +633,72 @@ class TxRedisConnector:
 
             return handed_over
 
+        def handshake(channels: list[bytes] | None) -> Callable[[Any], Any]:
+            return lambda protocol: _link_handshake(protocol, settings, channels)
+
         for which, protocol_class, channels in (
             ("commands", command_class, None),
             ("subscriber", subscriber_class, [backplane.channel_all, backplane.channel_node]),
         ):
             factory = _RedisClientFactory(protocol_class, setup(which))
-            endpoint = _ReadyEndpoint(target, factory, settings, reactor, self.connect_timeout, channels)
+            endpoint = _ReadyEndpoint(target, factory, reactor, self.connect_timeout, handshake(channels))
             service = _RedisClientService(
                 _Recording(endpoint, failed(which)), factory, retryPolicy=policy(which), clock=reactor,
                 prepareConnection=ready(which),
             )
             service.startService()
             self._services.append(service)
+        if settings.sentinels:
+            self._watch_sentinels(settings, direct, reactor, subscriber_class)
+
+    def _watch_sentinels(
+        self, settings: RedisSettings, direct: Callable[[str, int], Any], reactor: Any, subscriber_class: type[Any],
+    ) -> None:
+        """
+        A connection to a Sentinel, subscribed to C{+switch-master}: when
+        the master of our service changes, both links are cut, and made
+        again to the new master.  (A master that is demoted while alive
+        stays a master until Sentinel reconfigures it, which may take 10 s:
+        nodes must not keep writing to it meanwhile.)
+        """
+        service_name = settings.service or ""
+
+        def where() -> tuple[str, int] | None:
+            protocol = self._protocols.get("commands")
+            if protocol is None or protocol.transport is None:
+                return None
+            peer = protocol.transport.getPeer()
+            return (str(peer.host), int(peer.port))
+
+        def switch(host: str, port: int) -> None:
+            current = where()
+            if current is None or current == (host, port):
+                return
+            for protocol in list(self._protocols.values()):
+                protocol.cut(f"Sentinel moved the master of {service_name!r} to {_host_text(host)}:{port}")
+
+        def heard(channel: bytes, message: bytes) -> None:
+            words = message.decode("utf-8", "replace").split()
+            if len(words) == 5 and words[0] == service_name and words[4].isdigit():
+                switch(words[3], int(words[4]))
+
+        def setup(protocol: Any) -> None:
+            protocol.clock_seconds = reactor.seconds
+            protocol.on_message = heard
+
+        async def handshake(protocol: Any) -> None:
+            address = await protocol.execute_command("SENTINEL", "get-master-addr-by-name", service_name)
+            if address:
+                host = address[0].decode() if isinstance(address[0], bytes) else str(address[0])
+                switch(host, int(address[1]))  # a switch missed while not watching
+            await protocol.subscribe(["+switch-master"])
+
+        factory = _RedisClientFactory(subscriber_class, setup)
+        endpoints = [(f"{_host_text(host)}:{port}", direct(host, port)) for host, port in settings.sentinels]
+        endpoint = _ReadyEndpoint(_FirstOf(endpoints), factory, reactor, self.connect_timeout, handshake)
+        service = _RedisClientService(endpoint, factory, retryPolicy=self.retry_policy, clock=reactor)
+        service.startService()
+        self._services.append(service)
 
     def _watch(self, protocol: Any) -> None:
         """PING every C{ping_interval}; cut the connection if nothing came for C{ping_timeout}."""
