@@ -829,3 +829,80 @@ class ConfigurationTests(SynchronousTestCase):
 
         backplane = RedisBackplane()
         self.assertEqual(backplane.node_id, f"{socket.gethostname()}-{os.getpid()}-{backplane.token}")
+
+
+class _WatchedLink:
+    """What the liveness watch sees of a connection: PINGs sent, data heard, a cut."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.connected = True
+        self.transport = object()
+        self.pings = 0
+        self.cut_reason: str | None = None
+        self.last_received = 0.0
+        self.watch: Any = None
+
+    def execute_command(self, *args: Any) -> Any:
+        from twisted.internet.defer import Deferred
+
+        assert args == ("PING",)
+        self.pings += 1
+        return Deferred()
+
+    def heard(self) -> None:
+        self.last_received = self.clock.seconds()
+
+    def cut(self, why: str) -> None:
+        self.cut_reason = why
+        self.connected = False
+        self.watch.stop()
+
+
+class LinkWatchTests(SynchronousTestCase):
+    """The PING watch on each connection to Redis, on a Clock."""
+
+    def watched(self) -> tuple[Clock, _WatchedLink]:
+        from twisted_hub.redis import TxRedisConnector
+
+        clock = Clock()
+        connector = TxRedisConnector(reactor=clock, ping_interval=1.0, ping_timeout=2.0)
+        link = _WatchedLink(clock)
+        connector._watch(link)
+        return clock, link
+
+    def test_answers_keep_the_link(self) -> None:
+        """A PING a second; a link that answers is kept however long it runs."""
+        clock, link = self.watched()
+        for _ in range(30):
+            clock.advance(1.0)
+            link.heard()
+        self.assertEqual((link.pings, link.cut_reason), (30, None))
+
+    def test_silence_is_cut_within_interval_plus_timeout(self) -> None:
+        """A link silent from some moment on is cut at most ping_interval + ping_timeout later, not before ping_timeout."""
+        for phase in (0.0, 0.3, 0.95):  # where in the PING cycle the last answer came
+            clock, link = self.watched()
+            clock.advance(5.0 + phase)
+            link.heard()
+            silent_since = clock.seconds()
+            while link.cut_reason is None and clock.seconds() < 20:
+                clock.advance(0.05)
+            cut_after = clock.seconds() - silent_since
+            self.assertGreater(cut_after, 2.0)
+            self.assertLessEqual(cut_after, 3.0 + 1e-6)
+            self.assertIn("no answer from Redis for", link.cut_reason or "")
+
+    def test_own_stall_is_not_a_silent_redis(self) -> None:
+        """A tick that comes late (this reactor stalled) does not cut: judged afresh from then on."""
+        clock, link = self.watched()
+        clock.advance(1.0)
+        link.heard()
+        clock.advance(10.0)  # one late tick, ten seconds after the last
+        self.assertIsNone(link.cut_reason)
+        clock.advance(1.0)
+        link.heard()  # what waited in the socket is read
+        clock.advance(1.0)
+        self.assertIsNone(link.cut_reason)
+        clock.advance(3.0)  # then really silent
+        self.assertIsNotNone(link.cut_reason)

@@ -169,6 +169,8 @@ async def test_node_frozen_longer_than_the_lease() -> None:
         report("node frozen 2 x lease, counts exact again", took)
         await sleep(LEASE * 1.5)
         assert await c.everyone_sees(c.ids())()
+        # Its own stall (longer than the PING timeout) was not taken for a silent Redis.
+        assert not any("lost Redis" in line for line in frozen.child.lines), frozen.child.output()
 
 
 @pytest_twisted.ensureDeferred
@@ -417,3 +419,64 @@ async def test_forgeries_refused_with_a_secret(tmp_path: Any) -> None:
             assert any("rejected" in line for line in c.nodes[1].child.lines)
         finally:
             capture.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_black_holed_redis_is_noticed() -> None:
+    """A silent path to Redis (a proxy that drops everything, closes nothing) is noticed within ping interval + timeout."""
+    from ._delay_proxy import DelayingProxy
+
+    redis = RedisServer(reactor())
+    await redis.start()
+    proxy = DelayingProxy(reactor(), redis.port, 0.0)
+    proxied = f"redis://127.0.0.1:{proxy.listen()}/0"
+    nodes: list[Node] = []
+    try:
+        for url in (redis.url, proxied):
+            child, port = await start_node(reactor(), url, "--metrics")
+            await child.wait_for(CONNECTED, reactor(), 10)
+            c, inbox = await client(reactor(), port)
+            nodes.append(Node(child, port, c, inbox))
+            await c.call("join", "room")
+        direct, cut_off = nodes
+        group = Cluster(redis, nodes)
+        await eventually(group.everyone_sees(group.ids()), reactor(), 5, "both members counted")
+
+        proxy.blackhole = True
+        silenced = time.monotonic()
+        await cut_off.child.wait_for("lost Redis at .*no answer from Redis", reactor(), 3.0 + 1.5)
+        detected = time.monotonic() - silenced
+        report("black-holed Redis path, noticed after", detected)
+        assert await metric(cut_off.port, "twisted_hub_backplane_connected") == 0
+        assert "NOT connected" in await _page(cut_off.port)
+        await sleep(2.5)  # attempts meanwhile fail (connected, never answered): no false recovery
+        assert await metric(cut_off.port, "twisted_hub_backplane_connected") == 0
+
+        proxy.blackhole = False
+        healed = time.monotonic()
+        sent = 0
+
+        async def heard_again() -> bool:
+            nonlocal sent
+            sent += 1
+            await direct.client.call("to_all", f"ping {sent}")
+            return any(text.startswith("ping ") for text in cut_off.inbox.messages)
+
+        took = await eventually(heard_again, reactor(), 5, "delivery resumes after the path heals")
+        report("black-holed Redis path healed, delivery back after", took)
+        await eventually(group.everyone_sees(group.ids()), reactor(), 5, "counts exact after the path heals")
+        report("black-holed Redis path healed, counts exact after", time.monotonic() - healed)
+    finally:
+        for node in nodes:
+            if node.client.is_connected:
+                await node.client.disconnect()
+            await node.child.stop(reactor())
+        await proxy.stop()
+        await redis.stop()
+
+
+async def _page(port: int) -> str:
+    from twisted.web.client import Agent, readBody
+
+    response = await Agent(reactor()).request(b"GET", f"http://127.0.0.1:{port}/".encode())
+    return (await readBody(response)).decode()
