@@ -718,6 +718,29 @@ class LossTests(SynchronousTestCase):
         self.assertEqual(cluster.backplanes[1].missed, 0)
 
 
+class OversizedSnapshotTests(SynchronousTestCase):
+    def test_a_snapshot_larger_than_the_limit_goes_whole(self) -> None:
+        """A snapshot larger than max_pending_bytes is sent whole when nothing else waits; other sends wait for it."""
+        cluster = Cluster(2, max_pending_bytes=600)
+        a, _ = cluster.connect(0)
+        cluster.connect(1)
+        groups = [f"group-number-{i}" for i in range(12)]
+        for group in groups:
+            cluster.call(a, "join", group)
+        backplane = cluster.backplanes[0]
+        cluster.redis.stop()
+        cluster.redis.pause()
+        cluster.redis.start()  # reconnected: the snapshot goes out, Redis does not answer yet
+        self.assertGreater(backplane.pending_bytes, 600)
+        cluster.call(a, "to_all", "must wait")
+        self.assertEqual(backplane.dropped_overload, 1)
+        cluster.redis.resume()
+        cluster.flush()
+        self.assertEqual((backplane.pending_commands, backplane.pending_bytes), (0, 0))
+        remote = cluster.backplanes[1]
+        self.assertEqual([remote.remote_count("work", g) for g in groups], [1] * 12)
+
+
 class _Tap:
     """Stands in a channel's receivers: keeps what is published."""
 

@@ -221,9 +221,10 @@ async def test_sentinel_failover(tmp_path: Path) -> None:
     """redis+sentinel://: nodes find the master through Sentinel and follow a failover to the new master."""
     from ._redis import SentinelServer
 
-    master = RedisServer(reactor())
+    # A replica writes the copy it gets to dump.rdb in its --dir: the test's own directory.
+    master = RedisServer(reactor(), extra=("--dir", str(tmp_path)))
     await master.start()
-    replica = RedisServer(reactor(), extra=("--replicaof", "127.0.0.1", str(master.port)))
+    replica = RedisServer(reactor(), extra=("--replicaof", "127.0.0.1", str(master.port), "--dir", str(tmp_path)))
     await replica.start()
     sentinel = SentinelServer(reactor(), tmp_path, master.port)
     await sentinel.start()

@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from ._wire import ProtocolError, ReceiverCall, decode_frame
+
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
@@ -59,8 +61,6 @@ def receiver_call_problem(payload: bytes, allowed: frozenset[str] | None, max_si
     sent itself).  A node forwards nothing else: a malformed message would
     make every client close its connection with a protocol error.
     """
-    from ._wire import ProtocolError, ReceiverCall, decode_frame
-
     if len(payload) > max_size:
         return f"a receiver call of {len(payload)} bytes, over max_message_size ({max_size})"
     try:

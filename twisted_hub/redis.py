@@ -24,7 +24,12 @@ What travels between nodes (C{docs/scaling.md} says it for users):
 
 Redis being away never stops a node: it serves its own connections, drops
 (and counts) what it cannot publish, reconnects with backoff, then writes
-its membership snapshot again and reloads the other nodes'.
+its membership snapshot again and reloads the other nodes'.  Each renewal
+checks that Redis still holds this node's state and writes it again if
+not.  Messages are numbered per channel (gaps are counted as C{missed}) and,
+with a shared secret, signed (L{twisted_hub._backplane_wire}); the
+connections themselves (TLS, Sentinel, the PING watch) are
+L{twisted_hub._redis_link}'s.
 """
 
 from __future__ import annotations
@@ -428,8 +433,9 @@ class RedisBackplane:
             self._codec.unsend(self.channel_all)
             self._resync = True  # said by the next snapshot instead
             return
-        for command in commands:
-            self._command(*command)
+        sent = [self._command(*command) for command in commands]
+        if sent[-1] is None:  # the link went meanwhile: the snapshot on reconnection says it
+            self._codec.unsend(self.channel_all)
 
     def remote_members(self, hub: str, group: str) -> list[str]:
         key = (hub, group)
@@ -479,20 +485,21 @@ class RedisBackplane:
             and self.pending_bytes + size <= self.max_pending_bytes
         )
 
-    def _command(self, *args: Any, oversized: bool = False) -> Deferred[Any] | None:
+    def _command(self, *args: Any, unlimited: bool = False) -> Deferred[Any] | None:
         """
         Send a command if the link is up and it fits in the limits
-        (C{oversized}: send it even past them, if nothing else waits); its
-        reply (or error) is accounted and logged here.  None: not sent.
+        (C{unlimited}: past them too: a snapshot larger than the limits
+        goes whole); its reply (or error) is accounted and logged here.
+        None: not sent.
         """
         commands = self._commands
         if commands is None:
             return None
         size = _resp_size(args)
-        if (
+        if not unlimited and (
             self.pending_commands + 1 > self.max_pending_commands
             or self.pending_bytes + size > self.max_pending_bytes
-        ) and not (oversized and self.pending_commands == 0):
+        ):
             return None
         self.pending_commands += 1
         self.pending_bytes += size
@@ -660,7 +667,8 @@ class RedisBackplane:
         commands += self._lease_commands()
         sync = self._codec.encode(self.channel_all, SYNC, [self.node_id], self.clock.seconds())
         commands.append(("PUBLISH", self.channel_all, sync))
-        if not self._fits(commands) and self.pending_commands > 0:
+        fits = self._fits(commands)
+        if not fits and self.pending_commands > 0:
             self._codec.unsend(self.channel_all)
             self._resync = True
             return
@@ -668,10 +676,10 @@ class RedisBackplane:
         self._snapshot_epoch += 1
         self._member_count = count
         for command in commands:
-            if self._command(*command, oversized=True) is None:
-                # The link went while writing: the reconnection writes it again.
-                if command[0] == "PUBLISH":
-                    self._codec.unsend(self.channel_all)
+            if self._command(*command, unlimited=not fits) is None:
+                # The link went while writing: the reconnection writes it again,
+                # and the "sync" (the last command) was not sent.
+                self._codec.unsend(self.channel_all)
                 self._resync = True
                 return
 
