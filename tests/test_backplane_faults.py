@@ -95,10 +95,10 @@ class Cluster:
 async def cluster(count: int, *node_args: str, redis_args: tuple[str, ...] = ()) -> AsyncIterator[Cluster]:
     """A Redis and C{count} nodes, each with a client in C{room}; everything stopped after."""
     redis = RedisServer(reactor(), extra=redis_args)
-    await redis.start()
     result = Cluster(redis)
     children: list[Child] = []
     try:
+        await redis.start()
         for _ in range(count):
             child, port = await start_node(reactor(), redis.url, *node_args)
             children.append(child)
@@ -427,11 +427,11 @@ async def test_black_holed_redis_is_noticed() -> None:
     from ._delay_proxy import DelayingProxy
 
     redis = RedisServer(reactor())
-    await redis.start()
     proxy = DelayingProxy(reactor(), redis.port, 0.0)
     proxied = f"redis://127.0.0.1:{proxy.listen()}/0"
     nodes: list[Node] = []
     try:
+        await redis.start()
         for url in (redis.url, proxied):
             child, port = await start_node(reactor(), url, "--metrics")
             await child.wait_for(CONNECTED, reactor(), 10)

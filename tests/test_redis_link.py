@@ -44,9 +44,10 @@ async def status_page(port: int) -> str:
 async def test_wrong_password_one_line_per_attempt() -> None:
     """A wrong password: one error line per attempt with Redis's words and the next delay, no traceback; it keeps trying."""
     redis = RedisServer(reactor(), extra=("--requirepass", "right-password"))
-    await redis.start()
-    child, port = await start_node(reactor(), f"redis://:wrong-password@127.0.0.1:{redis.port}/0")
+    child: Child | None = None
     try:
+        await redis.start()
+        child, port = await start_node(reactor(), f"redis://:wrong-password@127.0.0.1:{redis.port}/0")
         await child.wait_for("refused node", reactor(), 10)
         started = time.monotonic()
         await sleep(3.0)
@@ -62,7 +63,8 @@ async def test_wrong_password_one_line_per_attempt() -> None:
         await child.wait_for(CONNECTED, reactor(), 5)
         assert_no_traceback(child)
     finally:
-        await child.stop(reactor())
+        if child is not None:
+            await child.stop(reactor())
         await redis.stop()
 
 
@@ -70,14 +72,16 @@ async def test_wrong_password_one_line_per_attempt() -> None:
 async def test_no_password_given() -> None:
     """Redis wants a password the URL lacks: NOAUTH is said, once per attempt."""
     redis = RedisServer(reactor(), extra=("--requirepass", "right-password"))
-    await redis.start()
-    child, _ = await start_node(reactor(), redis.url)
+    child: Child | None = None
     try:
+        await redis.start()
+        child, _ = await start_node(reactor(), redis.url)
         await child.wait_for("refused node", reactor(), 10)
         assert "NOAUTH" in refusals(child)[0], refusals(child)
         assert_no_traceback(child)
     finally:
-        await child.stop(reactor())
+        if child is not None:
+            await child.stop(reactor())
         await redis.stop()
 
 
@@ -99,8 +103,9 @@ class _Denying(Protocol):
 async def test_protected_mode() -> None:
     """A server that refuses and closes at once (protected mode): its words, one line per attempt, no traceback."""
     listening = reactor().listenTCP(0, Factory.forProtocol(_Denying), interface="127.0.0.1")
-    child, _ = await start_node(reactor(), f"redis://127.0.0.1:{listening.getHost().port}/0")
+    child: Child | None = None
     try:
+        child, _ = await start_node(reactor(), f"redis://127.0.0.1:{listening.getHost().port}/0")
         await child.wait_for("refused node", reactor(), 10)
         await sleep(1.5)
         lines = refusals(child)
@@ -108,7 +113,8 @@ async def test_protected_mode() -> None:
         assert len(lines) >= 2, lines
         assert_no_traceback(child)
     finally:
-        await child.stop(reactor())
+        if child is not None:
+            await child.stop(reactor())
         await listening.stopListening()
 
 
@@ -170,8 +176,8 @@ async def serve_as_one(url: str, *node_args: str) -> None:
 async def test_tls_with_a_ca_file(tmp_path: Path) -> None:
     """rediss:// with ssl_ca_certs: two nodes serve as one over TLS; the status page shows rediss://."""
     redis, ca = tls_redis(tmp_path, client_certificates=False)
-    await redis.start()
     try:
+        await redis.start()
         await serve_as_one(f"rediss://127.0.0.1:{redis.port}/0?ssl_ca_certs={ca.ca_cert}")
     finally:
         await redis.stop()
@@ -181,8 +187,8 @@ async def test_tls_with_a_ca_file(tmp_path: Path) -> None:
 async def test_tls_with_a_client_certificate(tmp_path: Path) -> None:
     """A Redis that wants client certificates: with ssl_certfile/ssl_keyfile the nodes connect; without, refused."""
     redis, ca = tls_redis(tmp_path, client_certificates=True)
-    await redis.start()
     try:
+        await redis.start()
         base = f"rediss://127.0.0.1:{redis.port}/0?ssl_ca_certs={ca.ca_cert}"
         await serve_as_one(f"{base}&ssl_certfile={ca.client_cert}&ssl_keyfile={ca.client_key}")
         child, _ = await start_node(reactor(), base)
@@ -202,16 +208,18 @@ async def test_tls_with_an_unknown_certificate(tmp_path: Path) -> None:
     other = tmp_path / "other"
     other.mkdir()
     _, other_ca = write_self_signed(other)
-    await redis.start()
-    child, _ = await start_node(reactor(), f"rediss://127.0.0.1:{redis.port}/0?ssl_ca_certs={other_ca}")
+    child: Child | None = None
     try:
+        await redis.start()
+        child, _ = await start_node(reactor(), f"rediss://127.0.0.1:{redis.port}/0?ssl_ca_certs={other_ca}")
         await child.wait_for("refused node", reactor(), 10)
         line = refusals(child)[0]
         assert "TLS with Redis failed" in line and "certificate verify failed" in line, line
         assert_no_traceback(child)
         assert not any(CONNECTED in line for line in child.lines)
     finally:
-        await child.stop(reactor())
+        if child is not None:
+            await child.stop(reactor())
         await redis.stop()
 
 
@@ -223,14 +231,13 @@ async def test_sentinel_failover(tmp_path: Path) -> None:
 
     # A replica writes the copy it gets to dump.rdb in its --dir: the test's own directory.
     master = RedisServer(reactor(), extra=("--dir", str(tmp_path)))
-    await master.start()
     replica = RedisServer(reactor(), extra=("--replicaof", "127.0.0.1", str(master.port), "--dir", str(tmp_path)))
-    await replica.start()
     sentinel = SentinelServer(reactor(), tmp_path, master.port)
-    await sentinel.start()
     nodes: list[Child] = []
     clients = []
     try:
+        for server in (master, replica, sentinel):
+            await server.start()
         async def replica_known() -> bool:
             return bool(await RedisCommand(sentinel.port).run("SENTINEL", "replicas", "mymaster"))
 

@@ -64,7 +64,11 @@ async def start_node(reactor: Any, redis_url: str, *extra: str) -> tuple[Child, 
         reactor, "--listen", "tcp:0:interface=127.0.0.1", "--hub", HUB, "--redis", redis_url,
         "--shutdown-timeout", "2", *extra,
     )
-    return child, await started_port(child, reactor)
+    try:
+        return child, await started_port(child, reactor)
+    except BaseException:
+        await child.stop(reactor)  # never left running when it did not start
+        raise
 
 
 async def client(reactor: Any, port: int) -> tuple[HubClientProtocol, Inbox]:
