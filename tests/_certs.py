@@ -69,6 +69,9 @@ class TestCA:
     #: base64 SHA-256 of the server certificate's SubjectPublicKeyInfo (Chromium's
     #: --ignore-certificate-errors-spki-list)
     spki_sha256: str
+    #: a client certificate signed by the CA (clientAuth), and its key
+    client_cert: Path | None = None
+    client_key: Path | None = None
 
     def listen(self, port: int = 0) -> str:
         """The strports description of a TLS listener on 127.0.0.1 with this certificate."""
@@ -76,7 +79,7 @@ class TestCA:
 
 
 def write_test_ca(directory: Path) -> TestCA:
-    """Write C{ca.pem}, C{server-key.pem} and C{server.pem} into C{directory}."""
+    """Write C{ca.pem}, C{server-key.pem}, C{server.pem}, C{client.pem} and C{client-key.pem} into C{directory}."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "twisted-hub test CA")])
@@ -130,7 +133,32 @@ def write_test_ca(directory: Path) -> TestCA:
     )
     cert_path.write_bytes(server.public_bytes(serialization.Encoding.PEM))
     spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return TestCA(ca_path, key_path, cert_path, base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii"))
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "twisted-hub test client")]))
+        .issuer_name(ca_name)
+        .public_key(client_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    client_path = directory / "client.pem"
+    client_key_path = directory / "client-key.pem"
+    client_path.write_bytes(client.public_bytes(serialization.Encoding.PEM))
+    client_key_path.write_bytes(
+        client_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return TestCA(
+        ca_path, key_path, cert_path, base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii"),
+        client_path, client_key_path,
+    )
 
 
 if __name__ == "__main__":

@@ -102,11 +102,14 @@ class FakeRedis:
                 backplane.link_message(key, args[1])
             return len(receivers)
         if name == "SET":
+            options = [a.upper() for a in args[2:]]
+            if b"XX" in options and not self._alive(key):
+                return None
             self.data[key] = args[1]
             self.expires.pop(key, None)
-            if len(args) >= 4 and args[2].upper() == b"PX":
-                self.expires[key] = self.clock.seconds() + int(args[3]) / 1000
-            return b"OK"
+            if b"PX" in options:
+                self.expires[key] = self.clock.seconds() + int(args[2 + options.index(b"PX") + 1]) / 1000
+            return "OK"
         if name == "GET":
             return self.data[key] if self._alive(key) else None
         if name == "DEL":
@@ -129,7 +132,12 @@ class FakeRedis:
         if name == "HDEL":
             if self._alive(key):
                 self.data[key].pop(args[1], None)
+                if not self.data[key]:
+                    del self.data[key]  # Redis deletes an empty hash
+                    self.expires.pop(key, None)
             return 1
+        if name == "HLEN":
+            return len(self.data[key]) if self._alive(key) else 0
         if name == "HGETALL":
             table = self.data[key] if self._alive(key) else {}
             return [item for pair in table.items() for item in pair]

@@ -34,22 +34,53 @@ def redis_server_path() -> str:
 class RedisServer:
     """One redis-server process on C{port}; L{stop} and L{start} again for a restart."""
 
-    def __init__(self, reactor: Any, port: int | None = None) -> None:
+    def __init__(self, reactor: Any, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
         self.reactor = reactor
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.child: Child | None = None
+        #: more redis-server arguments (C{--option value} pairs)
+        self.extra = extra
 
     async def start(self, timeout: float = 10.0) -> None:
         path = redis_server_path()
         child = Child()
         argv = [
             path, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--daemonize", "no", "--loglevel", "notice",
+            "--daemonize", "no", "--loglevel", "notice", *self.extra,
         ]
         self.reactor.spawnProcess(child, path, argv, env={})
         self.child = child
         await child.wait_for(READY, self.reactor, timeout)
+
+    async def stop(self) -> None:
+        if self.child is not None:
+            child, self.child = self.child, None
+            await child.stop(self.reactor)
+
+
+class SentinelServer:
+    """A redis-server in Sentinel mode watching the master C{service} at C{master_port} (quorum 1)."""
+
+    def __init__(self, reactor: Any, directory: Any, master_port: int, service: str = "mymaster") -> None:
+        self.reactor = reactor
+        self.port = free_port()
+        self.service = service
+        self.config = directory / f"sentinel-{self.port}.conf"
+        self.config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\n"
+            f"sentinel monitor {service} 127.0.0.1 {master_port} 1\n"
+            f"sentinel down-after-milliseconds {service} 1000\n"
+            f"sentinel failover-timeout {service} 5000\n"
+        )
+        self.child: Child | None = None
+
+    async def start(self, timeout: float = 10.0) -> None:
+        path = redis_server_path()
+        child = Child()
+        self.reactor.spawnProcess(child, path, [path, str(self.config), "--sentinel"], env={})
+        self.child = child
+        await child.wait_for(r"\+monitor master", self.reactor, timeout)
 
     async def stop(self) -> None:
         if self.child is not None:

@@ -14,9 +14,10 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import DisconnectKind, HubServerFactory
+from twisted_hub import DisconnectKind, HubServerFactory, HubService
 from twisted_hub._backplane import LocalBackplane, node_of
-from twisted_hub.redis import RedisBackplane, parse_redis_url
+from twisted_hub._backplane_wire import MAX_AGE, SYNC, NodeCodec, Signer
+from twisted_hub.redis import GOODBYE_TIMEOUT, RedisBackplane, _resp_size, parse_redis_url
 from twisted_hub.testing import HubTestServer, TestConnection
 
 from ._fakeredis import FakeRedis
@@ -215,6 +216,49 @@ class NodeLeaseTests(SynchronousTestCase):
         self.assertEqual(cluster.call(a, "join", "room"), 2)
         self.assertEqual(cluster.backplanes[0].nodes_expired, 0)
 
+    def test_stop_waits_for_redis_to_take_the_goodbye(self) -> None:
+        """stop() fires once Redis answered the goodbye, not before."""
+        cluster = Cluster(2)
+        b, _ = cluster.connect(1)
+        cluster.call(b, "join", "room")
+        cluster.redis.pause()
+        stopped = cluster.backplanes[1].stop()
+        self.assertNoResult(stopped)
+        self.assertEqual(cluster.backplanes[0].remote_count("work", "room"), 1)
+        cluster.redis.resume()
+        self.successResultOf(stopped)
+        self.assertEqual(cluster.backplanes[0].remote_count("work", "room"), 0)
+        token = cluster.backplanes[1].token
+        self.assertFalse(cluster.redis._alive(cluster.backplanes[1]._members_key(token)))
+
+    def test_stop_gives_up_on_a_silent_redis(self) -> None:
+        """A Redis that never answers the goodbye holds stop() for GOODBYE_TIMEOUT seconds, with a warning."""
+        cluster = Cluster(2)
+        logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        cluster.redis.pause()
+        stopped = cluster.backplanes[1].stop()
+        cluster.clock.advance(GOODBYE_TIMEOUT - 0.01)
+        self.assertNoResult(stopped)
+        cluster.clock.advance(0.01)
+        self.successResultOf(stopped)
+        self.assertEqual(len([e for e in logs if "before Redis confirmed its goodbye" in e["log_format"]]), 1)
+
+    def test_hub_service_waits_for_the_goodbye(self) -> None:
+        """HubService.stopService fires only once the backplane's goodbye was answered."""
+        cluster = Cluster(1)
+        backplane = RedisBackplane(lease=LEASE, clock=cluster.clock, connector=cluster.redis.connector())
+        server = HubTestServer([work_hub(cluster.log)], clock=cluster.clock, backplane=backplane)
+        service = HubService(factory=server.factory, clock=cluster.clock)
+        service.startService()
+        self.assertTrue(backplane.connected)
+        self.assertEqual(cluster.backplanes[0].nodes, {backplane.token: backplane.node_id})
+        cluster.redis.pause()
+        stopped = service.stopService()
+        self.assertNoResult(stopped)
+        cluster.redis.resume()
+        self.successResultOf(stopped)
+        self.assertEqual(cluster.backplanes[0].nodes, {})
+
     def test_graceful_stop_leaves_at_once(self) -> None:
         """A node that stops says so: the others drop its members without waiting for the lease."""
         cluster = Cluster(2)
@@ -224,6 +268,68 @@ class NodeLeaseTests(SynchronousTestCase):
         cluster.servers[1].factory.doStop()
         self.assertEqual(cluster.backplanes[0].remote_count("work", "room"), 0)
         self.assertEqual(cluster.backplanes[0].nodes, {})
+
+
+class StateLossTests(SynchronousTestCase):
+    """Redis loses a node's state while the connections stay up: the node notices and writes it again."""
+
+    def setUp(self) -> None:
+        self.cluster = Cluster(2)
+        self.a, _ = self.cluster.connect(0)
+        self.b, _ = self.cluster.connect(1)
+        self.cluster.call(self.a, "join", "room")
+        self.cluster.call(self.b, "join", "room")
+        self.cluster.call(self.b, "join", "lobby")
+        self.logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def assertExact(self) -> None:
+        for node in (0, 1):
+            self.assertEqual(self.cluster.backplanes[node].remote_count("work", "room"), 1)
+        self.assertEqual(self.cluster.backplanes[0].remote_count("work", "lobby"), 1)
+
+    def test_redis_stalled_longer_than_the_lease(self) -> None:
+        """Redis stalls past the lease (keys expire, links stay): within a lease of its return counts are exact."""
+        self.cluster.redis.pause()
+        self.cluster.advance(LEASE * 2)
+        self.cluster.redis.resume()  # runs what waited, after the keys expired
+        self.cluster.flush()
+        self.cluster.advance(LEASE)
+        self.assertExact()
+        self.assertEqual([b.state_rewrites for b in self.cluster.backplanes], [1, 1])
+        lost = [e for e in self.logs if "Redis lost the state" in e["log_format"]]
+        self.assertEqual(len(lost), 2)
+        self.cluster.advance(LEASE * 3)  # and they stay exact
+        self.assertExact()
+        self.assertEqual([b.state_rewrites for b in self.cluster.backplanes], [1, 1])
+
+    def test_node_stalled_longer_than_the_lease(self) -> None:
+        """A node whose reactor stalls past the lease is dropped, then counted again within a lease of its return."""
+        beat = self.cluster.backplanes[1]._heartbeat
+        assert beat is not None
+        beat.stop()
+        self.cluster.advance(LEASE * 2)
+        self.assertEqual(self.cluster.backplanes[0].remote_count("work", "room"), 0)
+        beat.start(LEASE / 3, now=True)
+        self.cluster.flush()
+        self.cluster.advance(LEASE)
+        self.assertExact()
+        self.assertEqual(self.cluster.backplanes[1].state_rewrites, 1)
+
+    def test_membership_hash_deleted(self) -> None:
+        """The membership hash deleted behind the node's back (lease intact) is written again at the next renewal."""
+        backplane = self.cluster.backplanes[1]
+        self.cluster.redis.execute("DEL", backplane._members_key(backplane.token))
+        self.cluster.advance(LEASE / 3)
+        self.assertEqual(backplane.state_rewrites, 1)
+        self.assertEqual(len(self.cluster.redis.data[backplane._members_key(backplane.token)]), 2)
+        self.assertExact()
+
+    def test_no_rewrite_while_nothing_is_lost(self) -> None:
+        """Renewals of state that Redis still holds write nothing again, with or without memberships."""
+        self.cluster.advance(LEASE * 3)
+        self.cluster.call(self.a, "leave", "room")
+        self.cluster.advance(LEASE * 3)
+        self.assertEqual([b.state_rewrites for b in self.cluster.backplanes], [0, 0])
 
 
 class RedisOutageTests(SynchronousTestCase):
@@ -343,9 +449,9 @@ class RedisOutageTests(SynchronousTestCase):
         b, _ = cluster.connect(1)
         cluster.call(b, "join", "room")
         cluster.redis.pause()
-        cluster.backplanes[0].link_message(
-            cluster.backplanes[0].channel_all, msgpack.packb([4, cluster.backplanes[1].token, "n1"])
-        )
+        channel = cluster.backplanes[0].channel_all
+        sync = cluster.backplanes[1]._codec.encode(channel, SYNC, ["n1"], cluster.clock.seconds())
+        cluster.backplanes[0].link_message(channel, sync)
         cluster.redis.stop()
         self.assertEqual(cluster.backplanes[0].remote_count("work", "room"), 1)
         cluster.redis.start()
@@ -358,16 +464,363 @@ class RedisOutageTests(SynchronousTestCase):
         a, ra = cluster.connect(0)
         logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         channel = cluster.backplanes[0].channel_all
-        cluster.redis.execute("PUBLISH", channel, b"\xc1 not msgpack")
-        cluster.redis.execute("PUBLISH", channel, msgpack.packb([0, "other", "work"]))
-        cluster.redis.execute("PUBLISH", channel, msgpack.packb([0, "other", "nohub", "all", None, [], b"x"]))
-        cluster.redis.execute("PUBLISH", channel, msgpack.packb([6, "other", "nohub", "x-1", "why"]))
-        cluster.redis.execute("PUBLISH", channel, msgpack.packb([6, "other", "work", 5, "why"]))
-        cluster.redis.execute("PUBLISH", channel, msgpack.packb([6, "other", "work"]))
-        self.assertEqual(cluster.backplanes[0].bad_messages, 6)
+        for junk in [
+            b"\xc1 not msgpack",
+            b"\x92\x01",  # truncated
+            msgpack.packb([0, "other", "work"]),
+            msgpack.packb([0, "other", 1, 0, "work", "everyone", None, [], b"x"]),  # unknown target kind
+            msgpack.packb([9, "other", 1, 0]),  # unknown kind
+            msgpack.packb([3, "other", 0, 0, "n"]),  # sequence numbers start at 1
+            msgpack.packb([1, "other", 2, 0, "work", 7, "id"]),  # a group that is not a string
+            msgpack.packb([6, "other", 3, 0, "work", 5, "why"]),  # a kick whose connection id is not a string
+            msgpack.packb([6, "other", 3, 0, "work", "x-1"]),  # a kick without its reason
+        ]:
+            cluster.redis.execute("PUBLISH", channel, junk)
+        self.assertEqual(cluster.backplanes[0].bad_messages, 9)
         self.assertTrue([e for e in logs if "ignored a backplane message" in e["log_format"]])
         cluster.call(a, "to_all", "still fine")
         self.assertEqual(said(ra), ["still fine"])
+
+
+def forged_send(payload: bytes, hub: str = "work", origin: str = "f0rged", seq: int = 1) -> bytes:
+    """A receiver call to everyone, as a node that does not exist would publish it (unsigned)."""
+    return msgpack.packb([0, origin, seq, 0, hub, "all", None, [], payload])
+
+
+class TrustTests(SynchronousTestCase):
+    """What a party that can publish on Redis can do, with and without the shared secret."""
+
+    def secret_file(self, secret: str) -> str:
+        import tempfile
+        from pathlib import Path
+
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        path = Path(directory.name) / "secret"
+        path.write_text(secret + "\n")
+        return str(path)
+
+    def test_a_payload_that_is_no_receiver_call_reaches_no_client(self) -> None:
+        """Without a secret too: a payload that is not one valid receiver call is counted, and every client stays."""
+        from twisted_hub._wire import Result, encode
+
+        cluster = Cluster(2)
+        conns = [cluster.connect(n) for n in (0, 1)]
+        channel = cluster.backplanes[0].channel_all
+        for seq, payload in enumerate([
+            b"\xc1garbage",  # what disconnected every client (issue 20)
+            encode(Result(1, "x")),  # a hub message, but not a receiver call
+            msgpack.packb([6, "said", ["a"]]) * 2,  # two messages in one
+            msgpack.packb([6, "said", "not a list"]),
+            msgpack.packb([6, "said", ["x" * 2_000_000]]),  # over max_message_size
+        ], start=1):
+            cluster.redis.execute("PUBLISH", channel, forged_send(payload, seq=seq))
+        cluster.flush()
+        self.assertEqual([b.bad_messages for b in cluster.backplanes], [5, 5])
+        for connection, recorder in conns:
+            self.assertEqual(recorder.calls, [])
+            self.assertIsNone(connection.client.disconnect_reason)
+        cluster.call(conns[1][0], "to_all", "still here")
+        self.assertEqual([said(r) for _, r in conns], [["still here"]] * 2)
+
+    def test_without_a_secret_anyone_on_redis_reaches_clients(self) -> None:
+        """The unsigned trust model (docs/scaling.md): a well-formed call published by anyone is delivered."""
+        cluster = Cluster(2)
+        conns = [cluster.connect(n) for n in (0, 1)]
+        cluster.redis.execute("PUBLISH", cluster.backplanes[0].channel_all, forged_send(msgpack.packb([6, "said", ["x"]])))
+        cluster.flush()
+        self.assertEqual([said(r) for _, r in conns], [["x"], ["x"]])
+
+    def test_receiver_methods_the_hub_does_not_declare(self) -> None:
+        """A call of a receiver method the hub's receiver interface lacks is not forwarded."""
+        from twisted_hub._backplane import receiver_call_problem
+
+        allowed = frozenset({"said"})
+        self.assertIsNone(receiver_call_problem(msgpack.packb([6, "said", ["hi"]]), allowed, 1000))
+        problem = receiver_call_problem(msgpack.packb([6, "format_disk", []]), allowed, 1000)
+        assert problem is not None
+        self.assertIn("does not declare", problem)
+        self.assertIsNone(receiver_call_problem(msgpack.packb([6, "anything", []]), None, 1000))
+
+    def signed_cluster(self, count: int = 2) -> Cluster:
+        return Cluster(count, secret_file=self.secret_file("the-shared-secret-of-this-cluster"))
+
+    def test_signed_nodes_serve_as_one(self) -> None:
+        """With a secret every addressing mode, count and leave works as without one."""
+        cluster = self.signed_cluster(3)
+        conns = [cluster.connect(n) for n in (0, 1, 2)]
+        for connection, _ in conns:
+            cluster.call(connection, "join", "room")
+        self.assertEqual(cluster.call(conns[0][0], "members", "room"), [c.client.connection_id for c, _ in conns])
+        cluster.call(conns[1][0], "to_group", "room", "hi")
+        cluster.call(conns[2][0], "to_client", conns[0][0].client.connection_id, "psst")
+        self.assertEqual([said(r) for _, r in conns], [["hi", "psst"], ["hi"], ["hi"]])
+        cluster.advance(LEASE * 3)  # renewals (signed lease) keep everything
+        cluster.redis.stop()
+        cluster.redis.start()  # snapshots (signed members) written and loaded again
+        cluster.flush()
+        self.assertEqual(cluster.call(conns[0][0], "join", "room"), 3)
+        self.assertEqual([b.rejected + b.bad_messages + b.state_rewrites for b in cluster.backplanes], [0, 0, 0])
+        cluster.servers[2].factory.doStop()
+        self.assertEqual(cluster.call(conns[0][0], "join", "room"), 2)
+
+    def test_forgeries_without_the_secret_change_nothing(self) -> None:
+        """Unsigned sends, joins, goodbyes and Redis state from a party without the secret are refused and counted."""
+        cluster = self.signed_cluster()
+        conns = [cluster.connect(n) for n in (0, 1)]
+        cluster.call(conns[1][0], "join", "room")
+        logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        victim = cluster.backplanes[1]
+        channel = cluster.backplanes[0].channel_all
+        now = int(cluster.clock.seconds() * 1000)
+        forgeries = [
+            forged_send(msgpack.packb([6, "said", ["forged"]])),  # a receiver call from a made-up node
+            forged_send(msgpack.packb([6, "said", ["forged"]]), origin=victim.token, seq=10**6),  # ... from a real one
+            msgpack.packb([1, victim.token, 10**6, now, "work", "room", "phantom-1"]),  # a phantom member
+            msgpack.packb([5, victim.token, 10**6, now]),  # a goodbye for a live node
+        ]
+        for forgery in forgeries:
+            cluster.redis.execute("PUBLISH", channel, forgery)
+        # Signed with another secret: refused the same way.
+        other = NodeCodec(victim.token, Signer([b"a-secret-of-someone-else"]))
+        cluster.redis.execute("PUBLISH", channel, other.encode(channel, SYNC, ["evil"], cluster.clock.seconds()))
+        cluster.flush()
+        self.assertEqual(cluster.backplanes[0].rejected, 5)
+        self.assertEqual([said(r) for _, r in conns], [[], []])
+        self.assertEqual(cluster.call(conns[0][0], "members", "room"), [conns[1][0].client.connection_id])
+        self.assertTrue([e for e in logs if e["log_level"] == LogLevel.error and "rejected" in e["log_format"]])
+        # State written into Redis without the secret is not loaded either.
+        members_key = victim._members_key(victim.token)
+        cluster.redis.execute("HSET", members_key, msgpack.packb(["work", "room", "phantom-2"]), b"1")
+        cluster.redis.execute("SET", victim._lease_key("f0rged"), b"forged-node")
+        cluster.redis.execute("SADD", victim._nodes_key, b"f0rged")
+        late = RedisBackplane(
+            lease=LEASE, clock=cluster.clock, connector=cluster.redis.connector(),
+            secret_file=self.secret_file("the-shared-secret-of-this-cluster"),
+        )
+        server = HubTestServer([work_hub(cluster.log)], clock=cluster.clock, backplane=late)
+        server.factory.doStart()
+        cluster.flush()
+        self.assertEqual(late.remote_members("work", "room"), [conns[1][0].client.connection_id])
+        self.assertEqual(sorted(late.nodes), sorted(b.token for b in cluster.backplanes))
+        self.assertEqual(late.rejected, 2)  # the phantom member and the forged lease
+
+    def test_replayed_and_stale_messages(self) -> None:
+        """A signed message published again is refused: at once as a duplicate, later as stale."""
+        cluster = self.signed_cluster()
+        conns = [cluster.connect(n) for n in (0, 1)]
+        messages: list[bytes] = []
+        channel = cluster.backplanes[0].channel_all
+        cluster.redis.channels[channel].append(_Tap(messages))  # type: ignore[arg-type]
+        cluster.call(conns[0][0], "to_all", "once")
+        recorded = messages[-1]
+        cluster.redis.execute("PUBLISH", channel, recorded)
+        cluster.flush()
+        self.assertEqual(cluster.backplanes[1].rejected, 1)
+        cluster.clock.advance(MAX_AGE + 1)
+        fresh = RedisBackplane(  # a node that never heard the original
+            lease=LEASE, clock=cluster.clock, connector=cluster.redis.connector(),
+            secret_file=self.secret_file("the-shared-secret-of-this-cluster"),
+        )
+        server = HubTestServer([work_hub(cluster.log)], clock=cluster.clock, backplane=fresh)
+        server.factory.doStart()
+        late_recorder = Recorder()
+        server.connect("work", receiver=late_recorder)
+        cluster.flush()
+        cluster.redis.execute("PUBLISH", channel, recorded)
+        cluster.flush()
+        self.assertEqual(fresh.rejected, 1)
+        self.assertEqual(said(late_recorder), [])
+        self.assertEqual([said(r) for _, r in conns], [["once"], ["once"]])
+
+    def test_nodes_with_different_secrets_do_not_mix(self) -> None:
+        """A node with another secret is refused by the others and refuses them: counted, never delivered."""
+        cluster = self.signed_cluster()
+        a, ra = cluster.connect(0)
+        stranger = RedisBackplane(
+            lease=LEASE, clock=cluster.clock, connector=cluster.redis.connector(),
+            secret_file=self.secret_file("another-secret-not-this-clusters"),
+        )
+        server = HubTestServer([work_hub(cluster.log)], clock=cluster.clock, backplane=stranger)
+        server.factory.doStart()
+        cluster.servers.append(server)
+        s, rs = cluster.connect(2)
+        cluster.call(s, "to_all", "from the stranger")
+        cluster.call(a, "to_all", "from a")
+        self.assertEqual((said(ra), said(rs)), (["from a"], ["from the stranger"]))
+        self.assertGreater(cluster.backplanes[0].rejected, 0)
+        self.assertGreater(stranger.rejected, 0)
+        self.assertNotIn(stranger.token, cluster.backplanes[0].nodes)
+
+
+
+
+class LossTests(SynchronousTestCase):
+    """Messages a node never hears are counted, logged, and repaired where they carried state."""
+
+    def setUp(self) -> None:
+        self.cluster = Cluster(2)
+        self.a, self.ra = self.cluster.connect(0)
+        self.b, self.rb = self.cluster.connect(1)
+        self.logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def deaf(self, node: int) -> list[tuple[bytes, RedisBackplane]]:
+        """Node C{node} stops hearing its channels, its link up (as when Redis drops a subscriber's output)."""
+        backplane = self.cluster.backplanes[node]
+        removed = []
+        for channel, receivers in self.cluster.redis.channels.items():
+            if backplane in receivers:
+                receivers.remove(backplane)
+                removed.append((channel, backplane))
+        return removed
+
+    def hear_again(self, removed: list[tuple[bytes, RedisBackplane]]) -> None:
+        for channel, backplane in removed:
+            self.cluster.redis.channels[channel].append(backplane)
+
+    def test_gaps_are_counted_and_logged(self) -> None:
+        """Receiver calls a node never heard are counted (missed) once the next message of that node arrives."""
+        target = self.b.client.connection_id
+        self.cluster.call(self.a, "to_all", "one")
+        self.cluster.call(self.a, "to_client", target, "first")  # on node 1's own channel
+        removed = self.deaf(1)
+        for text in ("two", "three", "four"):
+            self.cluster.call(self.a, "to_all", text)
+        self.cluster.call(self.a, "to_client", target, "lost too")
+        self.hear_again(removed)
+        self.assertEqual(self.cluster.backplanes[1].missed, 0)  # nothing says so yet
+        self.cluster.call(self.a, "to_all", "five")
+        self.cluster.call(self.a, "to_client", target, "direct")
+        backplane = self.cluster.backplanes[1]
+        self.assertEqual(said(self.rb), ["one", "first", "five", "direct"])
+        self.assertEqual(backplane.missed, 4)
+        self.assertEqual(self.cluster.backplanes[0].missed, 0)
+        lines = [e for e in self.logs if "missed {count} message(s)" in e["log_format"]]
+        self.assertEqual([e["count"] for e in lines], [3])  # the second gap's line is rate-limited
+        self.assertEqual(lines[0]["node"], self.cluster.backplanes[0].node_id)
+        self.assertIn(("redis messages missed", "4 (published by other nodes, never heard here)"), backplane.status())
+        from twisted_hub._metrics import _BackplaneCollector
+
+        collector = _BackplaneCollector(self.cluster.servers[1].factory)
+        samples = {sample.name: sample.value for family in collector.collect() for sample in family.samples}
+        self.assertEqual(samples["twisted_hub_backplane_missed_total"], 4)
+        self.cluster.advance(5.0)
+        self.cluster.call(self.a, "to_all", "six")
+        self.assertEqual(backplane.missed, 4)
+
+    def test_a_missed_join_is_repaired(self) -> None:
+        """A join a node never heard shows as a gap; the node reloads that node's members, and counts are exact."""
+        self.cluster.advance(LEASE / 3)  # node 1 hears node 0's "alive": it knows where node 0's count is
+        removed = self.deaf(1)
+        self.cluster.call(self.a, "join", "room")
+        self.hear_again(removed)
+        self.assertEqual(self.cluster.backplanes[1].remote_count("work", "room"), 0)
+        self.cluster.advance(LEASE / 3)  # the next "alive" reveals the gap
+        self.assertEqual(self.cluster.backplanes[1].missed, 1)
+        self.assertEqual(self.cluster.backplanes[1].remote_count("work", "room"), 1)
+
+    def test_a_replayed_message_is_rejected(self) -> None:
+        """The same message heard twice is delivered once; the copy is rejected, counted and logged."""
+        messages: list[bytes] = []
+        channel = self.cluster.backplanes[0].channel_all
+        self.cluster.redis.channels[channel].append(_Tap(messages))  # type: ignore[arg-type]
+        self.cluster.call(self.a, "to_all", "once")
+        self.cluster.redis.execute("PUBLISH", channel, messages[-1])
+        self.cluster.flush()
+        self.assertEqual(said(self.rb), ["once"])
+        self.assertEqual(self.cluster.backplanes[1].rejected, 1)
+        self.assertTrue([e for e in self.logs if "heard already" in e.get("what", "")])
+
+    def test_messages_not_sent_leave_no_gap(self) -> None:
+        """Receiver calls dropped by their sender (Redis away or slow) are counted there, not as missed elsewhere."""
+        cluster = Cluster(2, max_pending_commands=3)
+        a, _ = cluster.connect(0)
+        cluster.connect(1)
+        cluster.redis.pause()
+        for i in range(10):
+            cluster.call(a, "to_all", f"m{i}")
+        cluster.redis.resume()
+        cluster.call(a, "to_all", "after")
+        self.assertGreater(cluster.backplanes[0].dropped_overload, 0)
+        self.assertEqual(cluster.backplanes[1].missed, 0)
+
+
+class OversizedSnapshotTests(SynchronousTestCase):
+    def test_a_snapshot_larger_than_the_limit_goes_whole(self) -> None:
+        """A snapshot larger than max_pending_bytes is sent whole when nothing else waits; other sends wait for it."""
+        cluster = Cluster(2, max_pending_bytes=600)
+        a, _ = cluster.connect(0)
+        cluster.connect(1)
+        groups = [f"group-number-{i}" for i in range(12)]
+        for group in groups:
+            cluster.call(a, "join", group)
+        backplane = cluster.backplanes[0]
+        cluster.redis.stop()
+        cluster.redis.pause()
+        cluster.redis.start()  # reconnected: the snapshot goes out, Redis does not answer yet
+        self.assertGreater(backplane.pending_bytes, 600)
+        cluster.call(a, "to_all", "must wait")
+        self.assertEqual(backplane.dropped_overload, 1)
+        cluster.redis.resume()
+        cluster.flush()
+        self.assertEqual((backplane.pending_commands, backplane.pending_bytes), (0, 0))
+        remote = cluster.backplanes[1]
+        self.assertEqual([remote.remote_count("work", g) for g in groups], [1] * 12)
+
+
+class _Tap:
+    """Stands in a channel's receivers: keeps what is published."""
+
+    def __init__(self, messages: list[bytes]) -> None:
+        self.messages = messages
+
+    def link_message(self, channel: bytes, data: bytes) -> None:
+        self.messages.append(data)
+
+
+class PendingBoundTests(SynchronousTestCase):
+    """pending_commands and pending_bytes never pass their limits, and count what is on the wire."""
+
+    def test_bytes_are_those_on_the_wire(self) -> None:
+        """The size counted for a command is the length of txredisapi's encoding of it."""
+        import txredisapi
+
+        protocol = txredisapi.RedisProtocol(charset=None)
+        for command in [
+            ("PUBLISH", b"twisted-hub:v1:all", bytes(range(256)) * 3),
+            ("SET", b"key", "n\u00e9ud", "PX", 15000, "XX"),
+            ("HSET", b"h", b"", b"1"),
+            ("PEXPIRE", b"k", 2.5),
+        ]:
+            self.assertEqual(_resp_size(command), len(protocol._build_command(*command)), command)
+
+    def test_limits_hold_for_every_command(self) -> None:
+        """While Redis stalls, calls, joins, leaves and renewals never take pending_bytes past its limit."""
+        limit = 4000
+        cluster = Cluster(2, max_pending_bytes=limit, max_pending_commands=40)
+        a, _ = cluster.connect(0)
+        cluster.connect(1)
+        backplane = cluster.backplanes[0]
+        cluster.redis.pause()
+        peak = 0
+        for i in range(200):
+            cluster.call(a, "to_all", "x" * (i * 7 % 500))
+            cluster.call(a, "join" if i % 2 == 0 else "leave", f"group-{i % 5}")
+            if i % 20 == 0:
+                cluster.clock.advance(LEASE / 3)
+            peak = max(peak, backplane.pending_bytes)
+            self.assertLessEqual(backplane.pending_bytes, limit)
+            self.assertLessEqual(backplane.pending_commands, 40)
+        self.assertGreater(peak, limit - 600)  # it did fill up
+        cluster.redis.resume()
+        self.assertEqual((backplane.pending_commands, backplane.pending_bytes), (0, 0))
+        cluster.advance(LEASE / 3)  # the changes that could not go are written with the next renewal
+        cluster.flush()
+        expected = cluster.call(a, "joined")
+        self.assertEqual(
+            sorted(g for (hub, g), ids in cluster.backplanes[1]._nodes[backplane.token].members.items() if ids),
+            sorted(expected),
+        )
 
 
 class ConfigurationTests(SynchronousTestCase):
@@ -382,6 +835,37 @@ class ConfigurationTests(SynchronousTestCase):
         for bad in ("http://x", "redis://x/db", "redis://x:99999/0"):
             self.assertRaises(ValueError, parse_redis_url, bad)
 
+    def test_parse_tls_and_sentinel_urls(self) -> None:
+        """rediss:// takes the TLS files as parameters; redis+sentinel:// lists Sentinels and names the master."""
+        s = parse_redis_url("rediss://:pw@redis.example:6380/1?ssl_ca_certs=/ca.pem&ssl_certfile=/c.pem&ssl_keyfile=/k.pem")
+        self.assertEqual(
+            (s.tls, s.host, s.port, s.db, s.password, s.ca_file, s.cert_file, s.key_file),
+            (True, "redis.example", 6380, 1, "pw", "/ca.pem", "/c.pem", "/k.pem"),
+        )
+        self.assertEqual(s.display(), "rediss://***@redis.example:6380/1")
+        s = parse_redis_url("redis+sentinel://u:pw@10.0.0.1,10.0.0.2:26380,[::1]:26381/my%20master/2")
+        self.assertEqual(s.sentinels, (("10.0.0.1", 26379), ("10.0.0.2", 26380), ("::1", 26381)))
+        self.assertEqual((s.service, s.db, s.username, s.password, s.tls), ("my master", 2, "u", "pw", False))
+        self.assertEqual(s.display(), "redis+sentinel://u:***@10.0.0.1:26379,10.0.0.2:26380,[::1]:26381/my master/2")
+        self.assertTrue(parse_redis_url("rediss+sentinel://h/m").tls)
+        for bad, expected in [
+            ("redis://x/0?ssl_ca_certs=/ca.pem", "need a rediss:// URL"),
+            ("rediss://x/0?sslcacerts=/ca.pem", "unknown Redis URL parameter"),
+            ("rediss://x/0?ssl_keyfile=/k.pem", "ssl_keyfile needs ssl_certfile"),
+            ("redis+sentinel://h1,h2", "names the master"),
+            ("redis://h1,h2/0", "several hosts need a redis+sentinel"),
+            ("redis+sentinel://h/m/x", "must be a number"),
+        ]:
+            with self.assertRaises(ValueError) as caught:
+                parse_redis_url(bad)
+            self.assertIn(expected, str(caught.exception))
+
+    def test_unreadable_tls_files_fail_at_once(self) -> None:
+        """A CA file that cannot be read fails when the backplane is made, not at the first connection."""
+        with self.assertRaises(ValueError) as caught:
+            RedisBackplane("rediss://127.0.0.1/0?ssl_ca_certs=/nonexistent/ca.pem")
+        self.assertIn("cannot read the Redis TLS CA file", str(caught.exception))
+
     def test_default_backplane_is_local(self) -> None:
         """Without backplane= a factory serves alone, with a node id on its status rows."""
         factory = HubServerFactory([work_hub(WorkLog())], clock=Clock())
@@ -395,3 +879,80 @@ class ConfigurationTests(SynchronousTestCase):
 
         backplane = RedisBackplane()
         self.assertEqual(backplane.node_id, f"{socket.gethostname()}-{os.getpid()}-{backplane.token}")
+
+
+class _WatchedLink:
+    """What the liveness watch sees of a connection: PINGs sent, data heard, a cut."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.connected = True
+        self.transport = object()
+        self.pings = 0
+        self.cut_reason: str | None = None
+        self.last_received = 0.0
+        self.watch: Any = None
+
+    def execute_command(self, *args: Any) -> Any:
+        from twisted.internet.defer import Deferred
+
+        assert args == ("PING",)
+        self.pings += 1
+        return Deferred()
+
+    def heard(self) -> None:
+        self.last_received = self.clock.seconds()
+
+    def cut(self, why: str) -> None:
+        self.cut_reason = why
+        self.connected = False
+        self.watch.stop()
+
+
+class LinkWatchTests(SynchronousTestCase):
+    """The PING watch on each connection to Redis, on a Clock."""
+
+    def watched(self) -> tuple[Clock, _WatchedLink]:
+        from twisted_hub.redis import TxRedisConnector
+
+        clock = Clock()
+        connector = TxRedisConnector(reactor=clock, ping_interval=1.0, ping_timeout=2.0)
+        link = _WatchedLink(clock)
+        connector._watch(link)
+        return clock, link
+
+    def test_answers_keep_the_link(self) -> None:
+        """A PING a second; a link that answers is kept however long it runs."""
+        clock, link = self.watched()
+        for _ in range(30):
+            clock.advance(1.0)
+            link.heard()
+        self.assertEqual((link.pings, link.cut_reason), (30, None))
+
+    def test_silence_is_cut_within_interval_plus_timeout(self) -> None:
+        """A link silent from some moment on is cut at most ping_interval + ping_timeout later, not before ping_timeout."""
+        for phase in (0.0, 0.3, 0.95):  # where in the PING cycle the last answer came
+            clock, link = self.watched()
+            clock.advance(5.0 + phase)
+            link.heard()
+            silent_since = clock.seconds()
+            while link.cut_reason is None and clock.seconds() < 20:
+                clock.advance(0.05)
+            cut_after = clock.seconds() - silent_since
+            self.assertGreater(cut_after, 2.0)
+            self.assertLessEqual(cut_after, 3.0 + 1e-6)
+            self.assertIn("no answer from Redis for", link.cut_reason or "")
+
+    def test_own_stall_is_not_a_silent_redis(self) -> None:
+        """A tick that comes late (this reactor stalled) does not cut: judged afresh from then on."""
+        clock, link = self.watched()
+        clock.advance(1.0)
+        link.heard()
+        clock.advance(10.0)  # one late tick, ten seconds after the last
+        self.assertIsNone(link.cut_reason)
+        clock.advance(1.0)
+        link.heard()  # what waited in the socket is read
+        clock.advance(1.0)
+        self.assertIsNone(link.cut_reason)
+        clock.advance(3.0)  # then really silent
+        self.assertIsNotNone(link.cut_reason)

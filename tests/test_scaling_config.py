@@ -62,10 +62,68 @@ class TwistdOptionTests(SynchronousTestCase):
             (("--redis", "redis://x/zero"), "--redis: the Redis database"),
             (("--redis", "redis://x", "--redis-lease", "0"), "--redis-lease must be"),
             (("--redis-lease", "5"), "--redis-lease needs --redis"),
+            (("--redis-secret-env", "X"), "--redis-secret-env needs --redis"),
+            (("--redis", "rediss://x/0?ssl_ca_certs=/nonexistent/ca.pem"), "--redis: cannot read the Redis TLS CA file"),
+            (("--redis", "redis://x", "--redis-secret-file", "/nonexistent/secret"), "cannot read the backplane secret"),
+            (("--redis", "redis://x", "--redis-secret-env", "TWISTED_HUB_TEST_UNSET_VARIABLE"), "is not set"),
         ]:
             with self.assertRaises(usage.UsageError) as caught:
                 parse(*argv)
             self.assertIn(expected, str(caught.exception))
+
+
+class SecretOptionTests(SynchronousTestCase):
+    """The backplane secret comes from a file or an environment variable, and never shows."""
+
+    def secret_file(self, text: str) -> str:
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        path = Path(directory.name) / "secret"
+        path.write_text(text)
+        return str(path)
+
+    def test_secret_file(self) -> None:
+        """--redis-secret-file (or TOML redis-secret-file) makes the backplane sign; the status page names the file only."""
+        path = self.secret_file("0123456789abcdef0123456789abcdef\nold-secret-still-accepted\n")
+        options = parse("--port", "0", "--redis", "redis://127.0.0.1:6390/0", "--redis-secret-file", path)
+        backplane = hub_service(makeService(options)).factory.backplane
+        assert isinstance(backplane, RedisBackplane)
+        signer = backplane._codec.signer
+        assert signer is not None
+        self.assertEqual(signer.key_count, 2)
+        rows = dict(backplane.status())
+        self.assertEqual(rows["backplane messages"], f"signed (HMAC-SHA256; 2 secret(s) from file {path})")
+        self.assertNotIn("0123456789abcdef", repr(backplane.status()))
+        toml = Path(self.secret_file("")).with_name("hub.toml")
+        toml.write_text(f'redis = "redis://127.0.0.1:6390/0"\nredis-secret-file = "{path}"\n')
+        self.assertEqual(parse("--config", str(toml))["redis-secret-file"], path)
+
+    def test_secret_env(self) -> None:
+        """--redis-secret-env NAME reads the secret from that variable; the status page names the variable only."""
+        import os
+
+        os.environ["TWISTED_HUB_TEST_SECRET"] = "s" * 32
+        self.addCleanup(os.environ.pop, "TWISTED_HUB_TEST_SECRET")
+        options = parse("--port", "0", "--redis", "redis://127.0.0.1:6390/0", "--redis-secret-env", "TWISTED_HUB_TEST_SECRET")
+        backplane = hub_service(makeService(options)).factory.backplane
+        assert isinstance(backplane, RedisBackplane)
+        self.assertIn("from $TWISTED_HUB_TEST_SECRET", dict(backplane.status())["backplane messages"])
+        self.assertNotIn("s" * 32, repr(backplane.status()))
+
+    def test_bad_secrets(self) -> None:
+        """A short or empty secret, or both sources, are refused with the reason."""
+        for text, expected in [("", "holds no backplane secret"), ("short", "at least 16 are needed")]:
+            with self.assertRaises(usage.UsageError) as caught:
+                parse("--redis", "redis://x", "--redis-secret-file", self.secret_file(text))
+            self.assertIn(expected, str(caught.exception))
+        with self.assertRaises(usage.UsageError) as caught:
+            parse("--redis", "redis://x", "--redis-secret-file", "f", "--redis-secret-env", "E")
+        self.assertIn("either", str(caught.exception))
+
+    def test_unsigned_says_so(self) -> None:
+        """Without a secret the status page says that whoever can publish on Redis reaches every client."""
+        backplane = RedisBackplane()
+        self.assertIn("not signed", dict(backplane.status())["backplane messages"])
 
 
 class ServiceTests(SynchronousTestCase):

@@ -42,7 +42,19 @@ def twistd_commands() -> list[list[str]]:
 class DocumentTests(SynchronousTestCase):
     def test_every_block_is_known(self) -> None:
         """Every code block of the document is one this module runs or parses."""
-        self.assertEqual(set(BLOCKS), {"scale-twistd", "scale-config", "scale-factory", "scale-nginx"})
+        self.assertEqual(
+            set(BLOCKS), {"scale-twistd", "scale-config", "scale-factory", "scale-nginx", "scale-tls-url"}
+        )
+
+    def test_tls_url_example(self) -> None:
+        """The rediss:// example parses into TLS with the three files it names."""
+        from twisted_hub.redis import parse_redis_url
+
+        settings = parse_redis_url(code("scale-tls-url").strip())
+        self.assertEqual(
+            (settings.tls, settings.host, settings.port, settings.ca_file, settings.cert_file, settings.key_file),
+            (True, "redis.internal", 6380, "/etc/hub/redis-ca.pem", "/etc/hub/client.pem", "/etc/hub/client-key.pem"),
+        )
 
     def test_factory_example(self) -> None:
         """The Python example builds a factory whose backplane is a RedisBackplane on the documented Redis."""
@@ -79,6 +91,10 @@ class DocumentTests(SynchronousTestCase):
         self.assertIn(f"`max_pending_commands` ({backplane.max_pending_commands:,}".replace(",", " "), text)
         self.assertIn(f"`max_pending_bytes` ({backplane.max_pending_bytes // 1024 // 1024} MiB)", text)
         self.assertEqual(len(backplane.token), 12)
+        from twisted_hub._redis_link import DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT
+
+        self.assertIn(f"`ping_interval` seconds (default {DEFAULT_PING_INTERVAL:g})", text)
+        self.assertIn(f"`ping_timeout` seconds (default {DEFAULT_PING_TIMEOUT:g})", text)
 
 
 class ChatInbox(Inbox):

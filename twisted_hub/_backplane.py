@@ -19,7 +19,11 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from ._wire import ProtocolError, ReceiverCall, decode_frame
+
 if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
     from ._server import HubServerFactory
 
 #: The kinds of L{Target}.
@@ -51,6 +55,27 @@ def node_of(connection_id: str) -> str:
     return connection_id.rpartition("-")[0]
 
 
+def receiver_call_problem(payload: bytes, allowed: frozenset[str] | None, max_size: int) -> str | None:
+    """
+    What makes a payload heard from another node unfit for this node's
+    clients (None: it is one receiver call a hub of this node could have
+    sent itself).  A node forwards nothing else: a malformed message would
+    make every client close its connection with a protocol error.
+    """
+    if len(payload) > max_size:
+        return f"a receiver call of {len(payload)} bytes, over max_message_size ({max_size})"
+    try:
+        messages = decode_frame(payload, max_messages=1)
+    except ProtocolError as e:
+        return f"not a hub message ({e})"
+    message = messages[0]
+    if not isinstance(message, ReceiverCall):
+        return f"a hub message of kind {type(message).__name__}, not a receiver call"
+    if allowed is not None and message.method not in allowed:
+        return f"a call of receiver method {message.method[:64]!r}, which the hub's receiver does not declare"
+    return None
+
+
 class Backplane(Protocol):
     """What a L{HubServerFactory} needs from a backplane."""
 
@@ -63,8 +88,12 @@ class Backplane(Protocol):
     def start(self) -> None:
         """The factory started: connect, subscribe, announce this node."""
 
-    def stop(self) -> None:
-        """The factory stopped: leave (other nodes drop this node's members)."""
+    def stop(self) -> Deferred[None] | None:
+        """
+        The factory stopped: leave (other nodes drop this node's members).
+        A Deferred that fires once the others were told (bounded in time),
+        or None when there is nothing to wait for.
+        """
 
     def new_connection_id(self) -> str:
         """A connection id unique across every node."""
@@ -115,7 +144,7 @@ class LocalBackplane:
         pass
 
     def stop(self) -> None:
-        pass
+        return None
 
     def new_connection_id(self) -> str:
         return f"{_local_prefix}-{next(_local_counter)}"

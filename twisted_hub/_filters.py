@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from ._base_error import HubArgumentError, HubStateError
 from ._errors import CallTimeoutError, DisconnectReason, HubError
 from ._hub import ConnectionContext, Hub, HubMethod, InvalidArguments, check_call_timeout
+from ._logging import HUB_LOG_OBSERVER
 from ._ratelimit import LogRateLimiter, TokenBucket, bounded_text, peer_text
 from ._sentinel import UNSET
 from ._wire import ErrorCode
@@ -50,7 +51,7 @@ __all__ = [
     "RateLimit",
 ]
 
-_log = Logger()
+_log = Logger(observer=HUB_LOG_OBSERVER)
 
 #: the hooks a filter may have
 FILTER_HOOKS = ("on_call", "on_connected", "on_disconnected")

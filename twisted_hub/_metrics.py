@@ -250,6 +250,10 @@ class _BackplaneCollector:
             ("published", "Receiver calls published to the other nodes."),
             ("dropped_disconnected", "Receiver calls for other nodes dropped while the backplane was down."),
             ("dropped_overload", "Receiver calls for other nodes dropped because the backplane queue was full."),
+            ("missed", "Messages other nodes published that never reached this node (gaps in their sequence numbers)."),
+            ("bad_messages", "Backplane messages ignored as malformed (not a message, or not a valid hub message)."),
+            ("rejected", "Backplane messages and Redis state refused: not signed with the secret, stale or replayed."),
+            ("state_rewrites", "Times this node found its state gone from Redis and wrote it again."),
         ):
             family = CounterMetricFamily(f"twisted_hub_backplane_{name}", help)
             family.add_metric([], float(getattr(backplane, name, 0)))

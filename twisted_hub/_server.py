@@ -18,7 +18,7 @@ from typing import Any
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IProtocolNegotiationFactory, IPushProducer, IReactorTime
 from twisted.python.failure import Failure
@@ -473,6 +473,7 @@ class HubServerFactory(WebSocketServerFactory):
         if self.metrics is not None:
             self.metrics.attach(self)
         self.backplane.attach(self)
+        self._backplane_left: Deferred[None] = succeed(None)
         self.setProtocolOptions(
             maxMessagePayloadSize=max_message_size,
             maxFramePayloadSize=max_message_size,
@@ -558,5 +559,21 @@ class HubServerFactory(WebSocketServerFactory):
     def stopFactory(self) -> None:
         for scheduler in self._schedulers.values():
             scheduler.stop()
-        self.backplane.stop()
+        leaving = self.backplane.stop()
+        self._backplane_left = leaving if leaving is not None else succeed(None)
         super().stopFactory()
+
+    def backplane_left(self) -> Deferred[None]:
+        """
+        Fires once the backplane has left after the factory stopped (its
+        goodbye answered or given up, bounded in time); at once if the
+        factory has not stopped.  C{HubService.stopService} waits for it.
+        """
+        left: Deferred[None] = Deferred()
+
+        def passed(result: object) -> object:
+            left.callback(None)
+            return result
+
+        self._backplane_left.addBoth(passed)
+        return left

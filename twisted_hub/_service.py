@@ -445,9 +445,12 @@ class HubService(MultiService):
         def close_connections(_: object) -> Deferred[int]:
             return shutdown_connections(self.factory, self.shutdown_timeout, clock)
 
-        def stopped(dropped: int) -> None:
+        def stopped(dropped: int) -> Deferred[None]:
             self.factory.doStop()  # type: ignore[no-untyped-call]
             _log.info("hub service stopped ({dropped} connection(s) dropped at the timeout)", dropped=dropped)
+            # The backplane's goodbye must reach Redis before the reactor
+            # stops (twistd on SIGTERM): wait for it (it is bounded).
+            return self.factory.backplane_left()
 
         return listeners_stopped.addCallback(close_connections).addCallback(stopped)
 

@@ -64,7 +64,7 @@ _SINGLE = (
     "log-level", "shutdown-timeout", "drain-delay",
     "max-outgoing-buffer", "max-pending-calls", "max-pending-bytes",
     "handshake-timeout", "max-connections", "max-connections-per-ip", "status-path",
-    "redis", "redis-lease", "call-rate", "call-burst", "call-timeout",
+    "redis", "redis-lease", "redis-secret-file", "redis-secret-env", "call-rate", "call-burst", "call-timeout",
 )
 _FLAGS = ("no-status", "no-ping-fallback", "metrics", "static-listing", "log-calls")
 
@@ -400,6 +400,10 @@ class Options(usage.Options):
         ["status-path", None, None, "URL path of the status page [/]."],
         ["redis", None, None, "Serve as one with the other hub processes on this Redis: redis://HOST:PORT/DB (docs/scaling.md)."],
         ["redis-lease", None, None, "Seconds a silent node stays in the others' group counts (needs --redis) [15]."],
+        ["redis-secret-file", None, None,
+         "File with the secret every node signs its backplane messages with; unsigned ones are refused (needs --redis)."],
+        ["redis-secret-env", None, None,
+         "Name of the environment variable holding that secret, instead of a file (needs --redis)."],
         ["call-rate", None, None,
          "Calls per second each connection may start; over it: error rate-limited (docs/filters.md) [no limit]."],
         ["call-burst", None, None, "Calls a connection may start at once after a quiet spell (needs --call-rate) [1 s worth]."],
@@ -716,19 +720,33 @@ class Options(usage.Options):
         self["filters"] = filters
 
     def _check_redis(self) -> None:
+        from ._backplane_wire import read_secret_file, secret_from_environment
         from .redis import DEFAULT_LEASE, parse_redis_url
 
         url = self["redis"]
         lease = self["redis-lease"]
+        secret_file, secret_env = self["redis-secret-file"], self["redis-secret-env"]
         if url is None:
-            if lease is not None:
-                raise usage.UsageError("--redis-lease needs --redis")
+            for name in ("redis-lease", "redis-secret-file", "redis-secret-env"):
+                if self[name] is not None:
+                    raise usage.UsageError(f"--{name} needs --redis")
             return
         try:
-            parse_redis_url(url)
+            settings = parse_redis_url(url)
+            if settings.tls:
+                settings.tls_options()  # the certificate files must be readable now
         except ValueError as e:
             raise usage.UsageError(f"--redis: {e}") from None
         self["redis-lease"] = DEFAULT_LEASE if lease is None else _positive("redis-lease", lease)
+        if secret_file is not None and secret_env is not None:
+            raise usage.UsageError("give either --redis-secret-file or --redis-secret-env")
+        try:
+            if secret_file is not None:
+                read_secret_file(secret_file)
+            elif secret_env is not None:
+                secret_from_environment(secret_env)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
 
 
 def twistd_error_text(error: usage.UsageError) -> str:
@@ -781,7 +799,10 @@ def makeService(options: Options) -> IService:
     if options["redis"] is not None:
         from .redis import RedisBackplane
 
-        backplane_options["backplane"] = RedisBackplane(options["redis"], lease=options["redis-lease"])
+        backplane_options["backplane"] = RedisBackplane(
+            options["redis"], lease=options["redis-lease"],
+            secret_file=options["redis-secret-file"], secret_env=options["redis-secret-env"],
+        )
     hubs = TwistdHubService(
         options["hubs"],
         options["listen"],
