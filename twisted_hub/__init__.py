@@ -5,6 +5,17 @@ application-level heartbeats in both directions.
 The public API is re-exported here; implementation modules are private.
 """
 
+from ._auth import (
+    AuthenticationFailed,
+    Credentials,
+    Forbidden,
+    JWTAuthenticator,
+    User,
+    anyone,
+    authenticated,
+    has_claim,
+    redacting_log_formatter,
+)
 from ._backplane import Backplane, LocalBackplane
 from ._base_error import HubArgumentError, HubStateError, HubUsageError, TwistedHubError
 from ._client import (
@@ -51,6 +62,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AllowedHosts",
+    "AuthenticationFailed",
     "Backplane",
     "CallLog",
     "CallTimeout",
@@ -66,10 +78,12 @@ __all__ = [
     "ConnectionEvent",
     "ConnectionGuard",
     "ConnectionLimits",
+    "Credentials",
     "DisconnectKind",
     "DisconnectReason",
     "ErrorCode",
     "FAST_DETECTION",
+    "Forbidden",
     "HandshakeError",
     "HeartbeatConfigurationError",
     "HeartbeatConfigurationWarning",
@@ -92,6 +106,7 @@ __all__ = [
     "HubStateError",
     "HubUsageError",
     "InvalidArguments",
+    "JWTAuthenticator",
     "LocalBackplane",
     "MOBILE",
     "MetadataProvider",
@@ -104,10 +119,15 @@ __all__ = [
     "SUBPROTOCOL",
     "ServerHeartbeatEvent",
     "TwistedHubError",
+    "User",
     "__version__",
+    "anyone",
+    "authenticated",
     "connect",
     "full_jitter_policy",
+    "has_claim",
     "heartbeat",
     "hub",
     "method",
+    "redacting_log_formatter",
 ]

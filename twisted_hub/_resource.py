@@ -21,6 +21,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from ._auth import redact_uri
 from ._base_error import HubArgumentError
 from ._heartbeat import HeartbeatPolicy
 from ._server import HubServerFactory, HubSpec
@@ -61,11 +62,18 @@ class HubResource(WebSocketResource):
     def render(self, request: Request) -> Any:
         upgrade = request.getHeader(b"upgrade") or b""
         if upgrade.lower() != b"websocket":
+            # (an access token in the query must not reach the site's access log)
+            request.uri = redact_uri(request.uri)
             request.setResponseCode(426, b"Upgrade Required")
             request.setHeader(b"upgrade", b"websocket")
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return _UPGRADE_REQUIRED
-        return WebSocketResource.render(self, request)
+        # autobahn reads the request (the token too) from request.uri as it
+        # takes the connection over; whatever logs the request later sees
+        # the token redacted.
+        rendered = WebSocketResource.render(self, request)
+        request.uri = redact_uri(request.uri)
+        return rendered
 
 
 def _policy_text(policy: HeartbeatPolicy) -> str:
