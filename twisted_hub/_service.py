@@ -425,7 +425,9 @@ class HubService(MultiService):
         if authenticator is not None:
             _log.info(
                 "authentication: {authenticator} (within {timeout:g} s); methods without a policy: {default}",
-                authenticator=getattr(authenticator, "__qualname__", None) or repr(authenticator),
+                authenticator=getattr(authenticator, "__qualname__", None) or (
+                    type(authenticator).__qualname__ if type(authenticator).__repr__ is object.__repr__ else repr(authenticator)
+                ),
                 timeout=self.factory.authentication_timeout,
                 default="denied" if self.factory.deny_by_default else "open to every connection",
             )
