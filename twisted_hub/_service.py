@@ -425,9 +425,7 @@ class HubService(MultiService):
         if authenticator is not None:
             _log.info(
                 "authentication: {authenticator} (within {timeout:g} s); methods without a policy: {default}",
-                authenticator=getattr(authenticator, "__qualname__", None) or (
-                    type(authenticator).__qualname__ if type(authenticator).__repr__ is object.__repr__ else repr(authenticator)
-                ),
+                authenticator=_name_of(authenticator),
                 timeout=self.factory.authentication_timeout,
                 default="denied" if self.factory.deny_by_default else "open to every connection",
             )
@@ -462,6 +460,15 @@ class HubService(MultiService):
             _log.info("hub service stopped ({dropped} connection(s) dropped at the timeout)", dropped=dropped)
 
         return listeners_stopped.addCallback(close_connections).addCallback(stopped)
+
+
+def _name_of(thing: object) -> str:
+    """A function's name, an object's repr, or its class's name when its repr says nothing more."""
+    name = getattr(thing, "__qualname__", None)
+    if isinstance(name, str):
+        return name
+    cls: Any = type(thing)
+    return str(cls.__qualname__) if cls.__repr__ is object.__repr__ else repr(thing)
 
 
 def listen_url(description: str, path: str = "/") -> str:
