@@ -636,3 +636,38 @@ class JWTTests(SynchronousTestCase):
         forged = self.token(key="nope-nope-nope-nope-nope-nope-xx")
         refused = outcome(server, server.connect("whoami", options=bearer(forged)).ready)
         self.assertEqual((refused.status, refused.reason), (401, "invalid token signature"))
+
+
+class TwistdOptionsTests(SynchronousTestCase):
+    """twistd hub's authentication options: checked before anything listens."""
+
+    def parse(self, *argv: str) -> Any:
+        from twisted_hub.tap import Options
+
+        options = Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_bad_values_are_usage_errors(self) -> None:
+        """A missing module, something not callable, a deadline without an authenticator or not > 0: usage errors."""
+        from twisted.python.usage import UsageError
+
+        for argv, words in (
+            (["--authenticator", "no.such.module:x"], "cannot import"),
+            (["--authenticator", "tests.helpers.auth"], "module:name"),
+            (["--authenticator", "tests.helpers.auth:WhoAmIHub"], "not callable"),
+            (["--auth-timeout", "2"], "needs --authenticator"),
+            (["--authenticator", "tests.helpers.auth:MatrixAuthenticator", "--auth-timeout", "0"], "> 0"),
+        ):
+            with self.subTest(argv=argv):
+                with self.assertRaises(UsageError) as raised:
+                    self.parse(*argv)
+                self.assertIn(words, str(raised.exception))
+
+    def test_defaults(self) -> None:
+        """Without the options: no authenticator, methods open; a function is taken as the authenticator itself."""
+        options = self.parse()
+        self.assertEqual((options["authenticator"], options["deny-by-default"]), (None, False))
+        options = self.parse("--authenticator", "tests.test_auth:ClaimsAuthenticator")
+        self.assertIsInstance(options["authenticator"], ClaimsAuthenticator)
+        self.assertEqual(options["auth-timeout"], 5.0)
