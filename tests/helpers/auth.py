@@ -106,15 +106,17 @@ class WhoAmIHub(Hub):
 
 class ExpiringAuthenticator:
     """
-    Tokens ``NAME:EXPIRY`` (EXPIRY: seconds on the server's clock, or
-    ``never``); anything else is refused.  Counts what it authenticated.
+    Tokens ``NAME:EXPIRY`` or ``NAME~EXPIRY`` (all HTTP token characters,
+    so a browser's subprotocol can carry it; EXPIRY: seconds on the
+    server's clock, or ``never``); anything else is refused.  Counts what it
+    authenticated.
     """
 
     def __init__(self) -> None:
         self.tokens: list[str] = []
 
     def __call__(self, credentials: Credentials) -> User:
-        name, _, expiry = (credentials.token or "").partition(":")
+        name, _, expiry = (credentials.token or "").replace("~", ":", 1).partition(":")
         if not name or not expiry:
             raise AuthenticationFailed("no such token")
         self.tokens.append(credentials.token or "")
