@@ -33,6 +33,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from ._auth import authorization_hook
 from ._base_error import HubArgumentError, HubStateError
 from ._errors import CallTimeoutError, DisconnectReason, HubError
 from ._hub import ConnectionContext, Hub, HubMethod, InvalidArguments, check_call_timeout
@@ -301,14 +302,13 @@ def _run_on_disconnected(event: ConnectionEvent) -> Deferred[Any]:
 class FilterChains:
     """
     One hub's filters on one server, composed once: L{call} runs a call
-    through them (None: no filter applies to this hub's calls),
+    through them, with each method's authorization policy checked right
+    before the method's own filters (None: nothing applies to this hub's calls),
     L{on_connected} / L{on_disconnected} run the hub's hooks through them
     (None: none wraps that hook).  Made with L{build}.
     """
 
     def __init__(self, hub_class: type[Hub], server_filters: Sequence[object], deny_by_default: bool = False) -> None:
-        from ._auth import authorization_hook
-
         outer = [*server_filters, *check_filters(hub_class.hub_filters, f"{hub_class.__name__}.hub_filters")]
         call_hooks = [hook for hook in (_hook(f, "on_call") for f in outer) if hook is not None]
         timed_outside = any(isinstance(f, CallTimeout) for f in outer)
