@@ -129,6 +129,8 @@ class FakeHost:
         self.heartbeat_window = HeartbeatWindow()
         self.recent_disconnects = RecentDisconnects()
         self.backplane = LocalBackplane()
+        self.authenticator = settings.get("authenticator")
+        self.authentication_timeout = 5.0
         self._schedulers: dict[HeartbeatPolicy, ServerHeartbeatScheduler] = {}
 
     def scheduler_for(self, policy: HeartbeatPolicy) -> ServerHeartbeatScheduler:

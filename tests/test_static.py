@@ -73,7 +73,7 @@ class ClientScriptTests(SynchronousTestCase):
         self.assertEqual(body(stale), client_script())
 
     def test_gzip(self) -> None:
-        """A client that accepts gzip gets the bundle gzipped, within the 15 KB target."""
+        """A client that accepts gzip gets the bundle gzipped, within the 16 KiB target."""
         request = get(mounted(), "/client/twisted-hub.js", {"Accept-Encoding": "gzip, deflate"})
         self.assertEqual(header(request, "content-encoding"), "gzip")
         self.assertEqual(header(request, "vary"), "Accept-Encoding")

@@ -32,6 +32,8 @@ from twisted_hub._wire import (
     Result,
     ServerHeartbeat,
     ServerHeartbeatAck,
+    Token,
+    TokenResult,
     TooManyMessagesError,
     Welcome,
     decode_frame,
@@ -115,7 +117,7 @@ def message_from_array(array: list[Any]) -> Message:
     if kind == MessageKind.WELCOME:
         info = rest[0]
         interval, timeout = info.get("hb") or (None, None)
-        return Welcome(info.get("caps", []), info.get("id", ""), interval, timeout, info.get("max"))
+        return Welcome(info.get("caps", []), info.get("id", ""), interval, timeout, info.get("max"), info.get("expires_in"))
     classes: dict[int, Any] = {
         MessageKind.INVOKE: Invoke,
         MessageKind.NOTIFY: Notify,
@@ -128,6 +130,8 @@ def message_from_array(array: list[Any]) -> Message:
         MessageKind.SERVER_HEARTBEAT_ACK: ServerHeartbeatAck,
         MessageKind.CLIENT_HEARTBEAT: ClientHeartbeat,
         MessageKind.CLIENT_HEARTBEAT_ACK: ClientHeartbeatAck,
+        MessageKind.TOKEN: Token,
+        MessageKind.TOKEN_RESULT: TokenResult,
     }
     message: Message = classes[kind](*rest)
     return message
@@ -149,7 +153,7 @@ class ProtocolDocumentExamplesTests(SynchronousTestCase):
         """The document has an example of every message kind and a batched frame."""
         frames, invalid = _load()
         kinds = {array[0] for example in frames for array in example.arrays}
-        self.assertEqual(kinds, set(range(MessageKind.CLIENT_HEARTBEAT_ACK + 1)))
+        self.assertEqual(kinds, set(range(MessageKind.TOKEN_RESULT + 1)))
         self.assertTrue(any(len(example.arrays) > 1 for example in frames))
         self.assertGreaterEqual(len(invalid), 5)
 
@@ -296,8 +300,8 @@ class DecodeRejectionTests(SynchronousTestCase):
         self.assertRejected([])
 
     def test_unknownKind(self) -> None:
-        """Kinds beyond 12, negative kinds and non-integer kinds are rejected."""
-        for kind in (13, 99, -1):
+        """Kinds beyond 14, negative kinds and non-integer kinds are rejected."""
+        for kind in (15, 99, -1):
             error = self.assertRejected([kind, 1])
             self.assertIn("unknown message kind", str(error))
         odd_kinds: list[Any] = [True, False, 2.0, "2", None, [2]]

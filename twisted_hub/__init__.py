@@ -5,6 +5,17 @@ application-level heartbeats in both directions.
 The public API is re-exported here; implementation modules are private.
 """
 
+from ._auth import (
+    AuthenticationFailed,
+    Credentials,
+    Forbidden,
+    JWTAuthenticator,
+    User,
+    anyone,
+    authenticated,
+    has_claim,
+    redacting_log_formatter,
+)
 from ._backplane import Backplane, LocalBackplane
 from ._base_error import HubArgumentError, HubStateError, HubUsageError, TwistedHubError
 from ._client import (
@@ -52,6 +63,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AllowedHosts",
+    "AuthenticationFailed",
     "Backplane",
     "CallLog",
     "CallTimeout",
@@ -67,10 +79,12 @@ __all__ = [
     "ConnectionEvent",
     "ConnectionGuard",
     "ConnectionLimits",
+    "Credentials",
     "DisconnectKind",
     "DisconnectReason",
     "ErrorCode",
     "FAST_DETECTION",
+    "Forbidden",
     "HandshakeError",
     "HeartbeatConfigurationError",
     "HeartbeatConfigurationWarning",
@@ -93,6 +107,7 @@ __all__ = [
     "HubStateError",
     "HubUsageError",
     "InvalidArguments",
+    "JWTAuthenticator",
     "LocalBackplane",
     "MOBILE",
     "MetadataProvider",
@@ -105,11 +120,16 @@ __all__ = [
     "SUBPROTOCOL",
     "ServerHeartbeatEvent",
     "TwistedHubError",
+    "User",
     "__version__",
+    "anyone",
+    "authenticated",
     "connect",
     "full_jitter_policy",
+    "has_claim",
     "heartbeat",
     "hub",
     "method",
+    "redacting_log_formatter",
     "set_log_level",
 ]

@@ -7,8 +7,9 @@ before the WebSocket opens, whatever carries it.
   accept) and its handshake deadline;
 - L{check_request}: the upgrade request's C{Host}, subprotocol, C{Origin}
   and path (which hub);
-- L{run_on_connecting}: the hub's C{on_connecting} hook, which may refuse,
-  at once or later (a Deferred or an C{async def}).
+- L{admit}: the server's authenticator (C{_auth.py}), then the hub's
+  C{on_connecting} hook (L{run_on_connecting}); either may refuse, at once
+  or later (a Deferred or an C{async def}).
 
 Each answers with a L{Refusal} (an HTTP status and reason) or lets the
 connection through; the adapter turns a refusal into its framework's answer
@@ -21,22 +22,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.interfaces import IAddress, IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._auth import User, refusal_of
 from ._hub import Hub, RefuseConnection
 from ._limits import ConnectionLimits
 from ._logging import HUB_LOG_OBSERVER
+from ._ratelimit import LogRateLimiter
 from ._wire import SUBPROTOCOL
 
 if TYPE_CHECKING:
     from autobahn.websocket.types import ConnectionRequest
 
-__all__ = ["HandshakeWatch", "Refusal", "RequestRules", "check_request", "run_on_connecting"]
+__all__ = ["HandshakeWatch", "Refusal", "RequestRules", "admit", "check_request", "run_on_connecting"]
 
 _log = Logger(observer=HUB_LOG_OBSERVER)
+#: at most one line a second about refused authentications (with a count of the others)
+_refusal_log = LogRateLimiter()
 
 RouteT = TypeVar("RouteT", covariant=True)
 
@@ -109,6 +114,58 @@ def run_on_connecting(hub: Hub, request: ConnectionRequest) -> Refusal | None | 
     outcome: list[Refusal | None] = []
     decided.addCallback(outcome.append)
     return outcome[0]
+
+
+def admit(
+    hub: Hub,
+    request: ConnectionRequest,
+    authentication: Deferred[User] | None,
+    authenticated: Callable[[User], object],
+    now: float,
+) -> Refusal | None | Deferred[Refusal | None]:
+    """
+    Admit a routed connection: wait for C{authentication} (the server's
+    authenticator running, L{twisted_hub._auth.run_authenticator}; None:
+    the server has none), hand its L{User} to C{authenticated}, then run
+    the hub's C{on_connecting}.  A refusal of either refuses: the
+    authenticator's own status (401, 403), 503 when it took too long, 500
+    when it failed otherwise.  As L{run_on_connecting}: at once when both
+    answered at once, else a Deferred.
+    """
+    if authentication is None:
+        return run_on_connecting(hub, request)
+    hub_name = type(hub).hub_name
+
+    def accepted(user: User) -> Refusal | None | Deferred[Refusal | None]:
+        authenticated(user)
+        return run_on_connecting(hub, request)
+
+    def refused(failure: Failure) -> Refusal | None:
+        if failure.check(CancelledError):
+            # The connection went away while the authenticator ran (its
+            # session cancelled it): the refusal goes nowhere, unlogged.
+            return Refusal(400, "the connection closed during authentication")
+        refusal = refusal_of(failure, f"authenticating a connection to {hub_name} from {request.peer}")
+        suppressed = _refusal_log.allow(now)
+        if suppressed is not None:
+            _log.info(
+                "connection to {hub} from {peer} refused: {status} {reason}"
+                + (" ({suppressed} more refused since the last line)" if suppressed else ""),
+                hub=hub_name, peer=request.peer, status=refusal.status, reason=refusal.reason, suppressed=suppressed,
+            )
+        return Refusal(refusal.status, refusal.reason)
+
+    decided: Deferred[Refusal | None] = authentication.addCallbacks(accepted, refused)
+    outcome: list[Refusal | None] = []
+
+    def settled(result: Refusal | None) -> Refusal | None:
+        outcome.append(result)
+        return result
+
+    decided.addCallback(settled)
+    if outcome:
+        return outcome[0]
+    return decided
 
 
 class HandshakeWatch:

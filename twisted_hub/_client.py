@@ -11,7 +11,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.types import ConnectionResponse
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, IStreamClientEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
@@ -118,6 +118,13 @@ class HubClientOptions:
         L{HubClientProtocol.wait_for_disconnect}.
     @ivar max_messages_per_frame: most messages one frame from the server may
         hold; over it none of them is handled and we close with 1008.
+    @ivar access_token: the access token sent with each connection's
+        upgrade (C{Authorization: Bearer ...}): a string, or a provider, a
+        function of no arguments returning the token (or None: none), a
+        Deferred of it or a coroutine (asyncio client: a coroutine).  A
+        provider is asked at every connect and reconnect, and again before
+        the token expires: the fresh token goes to the server over the
+        open connection (C{docs/auth.md}).
     """
 
     heartbeat_interval: float | None = None
@@ -134,8 +141,14 @@ class HubClientOptions:
     heartbeat: HeartbeatPolicy | None = None
     on_disconnected: Callable[[DisconnectReason], object] | None = None
     metrics: ClientMetrics | None = None
+    access_token: str | Callable[[], Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self.access_token is not None:
+            if not (isinstance(self.access_token, str) or callable(self.access_token)):
+                raise HubArgumentError("access_token must be a string or a function that returns one")
+            if any(name.lower() == "authorization" for name in self.extra_headers):
+                raise HubArgumentError("give access_token or an Authorization header in extra_headers, not both")
         _check_positive("interval", self.heartbeat_interval)
         _check_positive("timeout", self.heartbeat_timeout)
         if self.max_messages_per_frame <= 0:
@@ -401,6 +414,21 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
         received, receiving = self.receiving()
         return Traffic(self.bytes_out, twisted_queued(self.transport), received, receiving)
 
+    def seconds(self) -> float:
+        return self.factory.clock.seconds()
+
+    def call_later(self, delay: float, function: Callable[[], object]) -> Callable[[], object]:
+        delayed = self.factory.clock.callLater(delay, function)
+        return lambda: delayed.cancel() if delayed.active() else None
+
+    def refresh_token(self) -> None:
+        """
+        Ask the C{access_token} provider for a fresh token now and hand it
+        to the server over this connection (the client does this by itself
+        before the token expires; C{docs/auth.md}).
+        """
+        self.session.refresh_token()
+
     # -- heartbeat timers ------------------------------------------------------
     def start_heartbeat(self, interval: float) -> None:
         self._heartbeat_loop = LoopingCall(self._beat)
@@ -494,15 +522,42 @@ class HubClientFactory(WebSocketClientFactory):
         self.receiver_allowed = receiver_methods(receiver_interface)
         self.options = options
         self.on_connection_ended: Callable[[HubClientProtocol, DisconnectReason], object] | None = None
+        if isinstance(options.access_token, str):
+            self.set_access_token(options.access_token)
         self.setProtocolOptions(
             maxMessagePayloadSize=options.max_message_size,
             maxFramePayloadSize=options.max_message_size,
             failByDrop=False,
         )
 
+    def set_access_token(self, token: str | None) -> None:
+        """The token the next connection's upgrade carries (C{Authorization: Bearer}); None: none."""
+        headers = dict(self.headers or {})
+        headers.pop("Authorization", None)
+        if token is not None:
+            if not isinstance(token, str) or not token or any(c in token for c in "\r\n"):
+                raise HubArgumentError("an access token must be a non-empty string on one line")
+            headers["Authorization"] = f"Bearer {token}"
+        self.headers = headers
+
     def connection_ended(self, protocol: HubClientProtocol, reason: DisconnectReason) -> None:
         if self.on_connection_ended is not None:
             self.on_connection_ended(protocol, reason)
+
+
+def resolve_access_token(options: HubClientOptions | None) -> Deferred[str | None]:
+    """The token a connection starts with: C{options.access_token}, the provider asked now."""
+    provider = None if options is None else options.access_token
+    if provider is None or isinstance(provider, str):
+        return succeed(provider)
+    asked: Deferred[Any] = maybeDeferred(provider)
+    return asked.addCallback(_checked_token)
+
+
+def _checked_token(token: object) -> str | None:
+    if token is not None and (not isinstance(token, str) or not token):
+        raise HubArgumentError(f"the access token provider must return a non-empty string or None, not {type(token).__name__}")
+    return token
 
 
 def hub_url(url: str, hub: str | None) -> str:
@@ -591,6 +646,11 @@ def connect(
         endpoint = endpoint_for(full_url, clock)
     client: list[HubClientProtocol] = []
 
+    def with_token(token: str | None) -> Deferred[Any]:
+        factory.set_access_token(token)
+        assert endpoint is not None
+        return endpoint.connect(factory)
+
     def connected(protocol: Any) -> Deferred[HubClientProtocol]:
         client.append(protocol)
         return cast(HubClientProtocol, protocol).ready
@@ -599,7 +659,8 @@ def connect(
         stage = client[0].handshake_stage if client else "connection"
         return Failure(ConnectTimeoutError(stage, seconds)) if isinstance(result, Failure) else result
 
-    ready: Deferred[HubClientProtocol] = endpoint.connect(factory).addCallback(connected)
+    # The token provider is asked first (it may wait: a Deferred or a coroutine), within the same timeout.
+    ready: Deferred[HubClientProtocol] = resolve_access_token(options).addCallback(with_token).addCallback(connected)
     # One budget for every stage; on expiry, cancelling the endpoint's
     # Deferred abandons the TCP attempt, cancelling ready closes the socket.
     ready.addTimeout(timeout, clock, onTimeoutCancel=timed_out)

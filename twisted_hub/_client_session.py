@@ -43,13 +43,16 @@ from ._ratelimit import LogRateLimiter, peer_text
 from ._receivers import find_receiver_method
 from ._session import TEXT_FRAME_CLOSE, Lifecycle, SessionState, close_for_frame_error
 from ._wire import (
+    CAP_TOKEN_REFRESH,
     HEARTBEAT_TIMEOUT_REASON,
+    OUR_CAPABILITIES,
     ClientInvoke,
     Close,
     CloseCode,
     ErrorCode,
     ProtocolError,
     ReceiverCall,
+    TokenResult,
     TooManyMessagesError,
 )
 
@@ -137,6 +140,21 @@ class ClientIO(Protocol[TokenT_contra]):
         heartbeat is unanswered ("progress counts as life").
         """
 
+    def seconds(self) -> float:
+        """The adapter's clock, seconds."""
+
+    def call_later(self, delay: float, function: Callable[[], object]) -> Callable[[], object]:
+        """Call C{function} in C{delay} seconds; return what cancels that."""
+
+
+def refresh_delay(expires_in: float) -> float:
+    """
+    When a client asks its provider for a fresh token, seconds from now,
+    for a token that expires in C{expires_in}: a fifth of its lifetime
+    before it expires, but never more than a minute before.
+    """
+    return max(expires_in - min(60.0, expires_in * 0.2), 0.0)
+
 
 class ClientSession(Generic[TokenT]):
     """
@@ -168,6 +186,12 @@ class ClientSession(Generic[TokenT]):
         self._handling = 0
         #: one log line per second about the server's mistakes (unknown receiver methods)
         self._peer_log = LogRateLimiter()
+        #: cancels the timer of the next token refresh
+        self._cancel_refresh: Callable[[], object] | None = None
+        #: when the server said the connection's token expires (our clock); None: never / unknown
+        self.token_expires_at: float | None = None
+        #: fresh tokens the server accepted on this connection
+        self.tokens_refreshed = 0
 
     def configure(self, options: HubClientOptions, receiver: object | None, receiver_allowed: frozenset[str] | None) -> None:
         """
@@ -179,6 +203,9 @@ class ClientSession(Generic[TokenT]):
         self.receiver = receiver
         self.receiver_allowed = receiver_allowed
         self.core.max_messages_per_frame = options.max_messages_per_frame
+        if callable(options.access_token):
+            # A provider can give fresh tokens: tell the server we can refresh.
+            self.core.capabilities = (*OUR_CAPABILITIES, CAP_TOKEN_REFRESH)
 
     # -- state ---------------------------------------------------------------
     @property
@@ -268,6 +295,8 @@ class ClientSession(Generic[TokenT]):
                         self._client_invoke(event)
                     case HandshakeCompleted():
                         self._handshake_completed(now)
+                    case TokenResult():
+                        self._token_answered(event, now)
                     case Close():
                         self.lifecycle.peer_closing(event.code, event.reason)
         except TooManyMessagesError as e:
@@ -292,7 +321,79 @@ class ClientSession(Generic[TokenT]):
             self._heartbeat_running = True
             self.io.start_heartbeat(policy.interval)
             self.log.debug("client heartbeat timer started: interval={interval}s", interval=policy.interval)
+        welcome = self.core.welcome
+        if welcome is not None and welcome.expires_in is not None:
+            self.token_expires_at = now + welcome.expires_in
+            self._schedule_refresh(refresh_delay(welcome.expires_in))
         self.io.handshake_done()
+
+    # -- fresh tokens (docs/auth.md) ---------------------------------------------
+    def _schedule_refresh(self, delay: float) -> None:
+        """Ask the token provider again in C{delay} seconds (if it can refresh and the server takes tokens)."""
+        self._stop_refresh()
+        if not callable(self.options.access_token) or not self.core.server_takes_tokens:
+            return
+        self._cancel_refresh = self.io.call_later(delay, self.refresh_token)
+
+    def _stop_refresh(self) -> None:
+        cancel, self._cancel_refresh = self._cancel_refresh, None
+        if cancel is not None:
+            cancel()
+
+    def refresh_token(self) -> None:
+        """
+        Get a fresh token from the provider now and hand it to the server
+        (called by the refresh timer; callable to refresh early).
+        """
+        self._cancel_refresh = None
+        provider = self.options.access_token
+        if not self.is_connected or not callable(provider) or not self.core.server_takes_tokens:
+            return
+        try:
+            token = provider()
+        except Exception:
+            self._refresh_failed(Failure())
+            return
+        if inspect.isawaitable(token):
+            self.io.await_result(token, self._send_token, self._refresh_failed)
+        else:
+            self._send_token(token)
+
+    def _send_token(self, token: object) -> None:
+        if not self.is_connected:
+            return
+        if not isinstance(token, str) or not token:
+            self.log.warn("the access token provider gave no token ({token!r}); the connection keeps its old one",
+                          token=type(token).__name__)
+            self._retry_refresh()
+            return
+        self.core.send_token(token)
+        self.flush()
+
+    def _refresh_failed(self, failure: Failure) -> None:
+        self.log.failure("the access token provider failed; the connection keeps its old token", failure)
+        self._retry_refresh()
+
+    def _token_answered(self, answer: TokenResult, now: float) -> None:
+        self.token_expires_at = None if answer.expires_in is None else now + answer.expires_in
+        if answer.error is None:
+            self.tokens_refreshed += 1
+            self.log.debug("fresh token accepted; it expires in {expires_in}s", expires_in=answer.expires_in)
+            if answer.expires_in is not None:
+                self._schedule_refresh(refresh_delay(answer.expires_in))
+            else:
+                self._stop_refresh()
+            return
+        self.log.warn("the server refused the fresh token: [{code}] {message}", code=answer.error, message=answer.message)
+        self._retry_refresh()
+
+    def _retry_refresh(self) -> None:
+        """Try again in half the time the current token has left (none: give up; the server closes with 4005)."""
+        if self.token_expires_at is None:
+            return
+        left = self.token_expires_at - self.io.seconds()
+        if left > 1.0:
+            self._schedule_refresh(left / 2)
 
     # -- receivers -----------------------------------------------------------
     def _receiver_method(self, name: str) -> Callable[..., Any] | None:
@@ -523,6 +624,7 @@ class ClientSession(Generic[TokenT]):
         if lifecycle.ended is not None:
             return lifecycle.ended
         self._stop_heartbeat()
+        self._stop_refresh()
         if self.core.welcome is None:
             status, text = self._refusal or (None, lost_text or "connection closed during the handshake")
             reason = lifecycle.finish_handshake(text)

@@ -22,6 +22,7 @@ from ._wire import (
     BATCH_MESSAGES,
     CAP_BATCH,
     CAP_HEARTBEAT,
+    CAP_TOKEN_REFRESH,
     OUR_CAPABILITIES,
     ClientHeartbeat,
     ClientHeartbeatAck,
@@ -39,6 +40,8 @@ from ._wire import (
     Result,
     ServerHeartbeat,
     ServerHeartbeatAck,
+    Token,
+    TokenResult,
     Welcome,
     decode_frame,
     encode,
@@ -94,8 +97,11 @@ _CLIENT_ACCEPTS = frozenset(
         MessageKind.CLOSE,
         MessageKind.SERVER_HEARTBEAT,
         MessageKind.CLIENT_HEARTBEAT_ACK,
+        MessageKind.TOKEN_RESULT,
     }
 )
+#: what a server that takes fresh tokens accepts besides (it announced C{token-refresh})
+_SERVER_ACCEPTS_WITH_REFRESH = _SERVER_ACCEPTS | {MessageKind.TOKEN}
 
 
 @dataclass(slots=True)
@@ -154,6 +160,8 @@ Event = (
     | HandshakeCompleted
     | HeartbeatAnswered
     | ServerHeartbeatReceived
+    | Token
+    | TokenResult
 )
 
 
@@ -390,26 +398,42 @@ class ServerConnection(Connection[T]):
         heartbeat_interval: float | None | Unset = UNSET,
         heartbeat_timeout: float | None | Unset = UNSET,
         max_message_size: int | None = None,
+        *,
+        token_refresh: bool = False,
+        expires_in: float | None = None,
     ) -> None:
         """
         Queue the welcome; call once the WebSocket is open.  The heartbeat
         settings it announces default to the constructor's (the adapter
         passes the final ones, which C{on_connecting} may have changed);
         C{max_message_size} announces the largest message we accept.
+        C{token_refresh}: we take fresh access tokens (capability
+        C{token-refresh}, message L{Token}); C{expires_in}: seconds left on
+        the connection's token.
         """
         if heartbeat_interval is not UNSET:
             self._heartbeat_interval = heartbeat_interval
         if heartbeat_timeout is not UNSET:
             self._heartbeat_timeout = heartbeat_timeout
+        capabilities = list(OUR_CAPABILITIES)
+        if token_refresh:
+            capabilities.append(CAP_TOKEN_REFRESH)
+            self._accepts = _SERVER_ACCEPTS_WITH_REFRESH
         self.send(
             Welcome(
-                list(OUR_CAPABILITIES),
+                capabilities,
                 self.connection_id,
                 self._heartbeat_interval,
                 self._heartbeat_timeout if self._heartbeat_interval is not None else None,
                 max_message_size,
+                expires_in,
             )
         )
+
+    def token_result(self, sequence: int, expires_in: float | None, error: str | None = None, message: str = "") -> None:
+        """Answer the client's fresh token C{sequence}: accepted (C{error} None) or refused."""
+        if self.state is ConnectionState.OPEN:
+            self.send(TokenResult(sequence, expires_in, error, message))
 
     @property
     def peer_takes_heartbeats(self) -> bool:
@@ -492,6 +516,8 @@ class ServerConnection(Connection[T]):
             # Answered through answer_heartbeat, in the order of the frame's
             # messages (after the results of the calls before it).
             return message if self.state is ConnectionState.OPEN else None
+        if isinstance(message, Token):
+            return message if self.state is ConnectionState.OPEN else None
         if isinstance(message, Close):
             self.state = ConnectionState.CLOSING
             return message
@@ -509,6 +535,7 @@ class ClientConnection(Connection[T]):
         self.welcome: Welcome | None = None
         self.clock_sync = ClockSync()
         self._heartbeat_sequence = 0
+        self._token_sequence = 0
 
     def hello(self, max_message_size: int | None = None) -> None:
         """Queue the hello (announcing the largest message we accept); call once the WebSocket is open."""
@@ -569,6 +596,17 @@ class ClientConnection(Connection[T]):
     def server_takes_heartbeats(self) -> bool:
         return CAP_HEARTBEAT in self.peer_capabilities
 
+    @property
+    def server_takes_tokens(self) -> bool:
+        """The server announced C{token-refresh}: it takes fresh access tokens over this connection."""
+        return CAP_TOKEN_REFRESH in self.peer_capabilities
+
+    def send_token(self, token: str) -> int:
+        """Queue a fresh access token for the server; return its sequence (its answer carries it)."""
+        self._token_sequence += 1
+        self.send(Token(self._token_sequence, token))
+        return self._token_sequence
+
     def send_heartbeat(self, now: float) -> tuple[int, bool]:
         """
         Queue our own heartbeat; return (sequence, whether it started a
@@ -604,6 +642,8 @@ class ClientConnection(Connection[T]):
             if latency is None:
                 return None
             return HeartbeatAnswered(message.sequence, latency, sample)
+        if isinstance(message, TokenResult):
+            return message
         if isinstance(message, Close):
             self.state = ConnectionState.CLOSING
             return message

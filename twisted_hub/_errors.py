@@ -74,6 +74,9 @@ class DisconnectKind(enum.Enum):
     HANDSHAKE_FAILED = "handshake-failed"
     #: the transport went away without a closing handshake
     CONNECTION_LOST = "connection-lost"
+    #: the server closed the connection: its access token expired and no
+    #: fresh one came in time (4005, docs/auth.md)
+    TOKEN_EXPIRED = "token-expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,5 +184,6 @@ _CLOSE_KINDS = {
     CloseCode.KICKED: DisconnectKind.KICKED,
     CloseCode.SLOW_CONSUMER: DisconnectKind.SLOW_CONSUMER,
     CloseCode.HANDSHAKE_FAILED: DisconnectKind.HANDSHAKE_FAILED,
+    CloseCode.TOKEN_EXPIRED: DisconnectKind.TOKEN_EXPIRED,
     1006: DisconnectKind.CONNECTION_LOST,
 }

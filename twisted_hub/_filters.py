@@ -33,6 +33,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from ._auth import authorization_hook
 from ._base_error import HubArgumentError, HubStateError
 from ._errors import CallTimeoutError, DisconnectReason, HubError
 from ._hub import ConnectionContext, Hub, HubMethod, InvalidArguments, check_call_timeout
@@ -122,6 +123,11 @@ class HubCall:
     @property
     def hub_name(self) -> str:
         return type(self.hub).hub_name
+
+    @property
+    def user(self) -> Any:
+        """The calling connection's L{User<twisted_hub.User>} (None without an authenticator)."""
+        return self.hub.connection.user
 
     @property
     def notification(self) -> bool:
@@ -297,12 +303,13 @@ def _run_on_disconnected(event: ConnectionEvent) -> Deferred[Any]:
 class FilterChains:
     """
     One hub's filters on one server, composed once: L{call} runs a call
-    through them (None: no filter applies to this hub's calls),
+    through them, with each method's authorization policy checked right
+    before the method's own filters (None: nothing applies to this hub's calls),
     L{on_connected} / L{on_disconnected} run the hub's hooks through them
     (None: none wraps that hook).  Made with L{build}.
     """
 
-    def __init__(self, hub_class: type[Hub], server_filters: Sequence[object]) -> None:
+    def __init__(self, hub_class: type[Hub], server_filters: Sequence[object], deny_by_default: bool = False) -> None:
         outer = [*server_filters, *check_filters(hub_class.hub_filters, f"{hub_class.__name__}.hub_filters")]
         call_hooks = [hook for hook in (_hook(f, "on_call") for f in outer) if hook is not None]
         timed_outside = any(isinstance(f, CallTimeout) for f in outer)
@@ -311,6 +318,10 @@ class FilterChains:
         for name, spec in hub_class.hub_methods.items():
             own = check_filters(spec.filters, f"{hub_class.__name__}.{spec.function.__name__} filters")
             hooks = [hook for hook in (_hook(f, "on_call") for f in own) if hook is not None]
+            # Authorization first, before the method's own filters: a refused call costs them nothing.
+            policy = spec.authorize if spec.authorize is not None else hub_class.hub_authorize
+            if policy is not None or deny_by_default:
+                hooks.insert(0, authorization_hook(policy))
             declared = spec.call_timeout if spec.call_timeout is not UNSET else hub_class.hub_call_timeout
             if declared is not UNSET and declared is not None and not timed_outside:
                 if not any(isinstance(f, CallTimeout) for f in own):
@@ -327,9 +338,15 @@ class FilterChains:
         self.on_disconnected: EventNext | None = compose(disconnected, _run_on_disconnected) if disconnected else None
 
     @classmethod
-    def build(cls, hub_class: type[Hub], server_filters: Sequence[object] = ()) -> FilterChains | None:
-        """The chains of C{hub_class} under C{server_filters}, or None when no filter applies to it at all."""
-        chains = cls(hub_class, server_filters)
+    def build(
+        cls, hub_class: type[Hub], server_filters: Sequence[object] = (), deny_by_default: bool = False,
+    ) -> FilterChains | None:
+        """
+        The chains of C{hub_class} under C{server_filters} (with its
+        authorization policies, and C{deny_by_default} for methods without
+        one), or None when nothing applies to it at all.
+        """
+        chains = cls(hub_class, server_filters, deny_by_default)
         if chains.call is None and chains.on_connected is None and chains.on_disconnected is None:
             return None
         return chains

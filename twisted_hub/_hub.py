@@ -48,6 +48,7 @@ _log = Logger(observer=HUB_LOG_OBSERVER)
 if TYPE_CHECKING:
     from autobahn.websocket.types import ConnectionRequest
 
+    from ._auth import Policy, User
     from ._errors import DisconnectReason
     from ._filters import FilterChains, HubFilter
     from ._metrics import HubLabelMetrics
@@ -58,6 +59,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _METHOD_MARK = "__hub_method_name__"
 _FILTERS_MARK = "__hub_method_filters__"
 _TIMEOUT_MARK = "__hub_method_call_timeout__"
+_AUTHORIZE_MARK = "__hub_method_authorize__"
 
 # Annotations we check at call time; anything else is passed through as is.
 _CHECKABLE: dict[Any, tuple[type, ...]] = {
@@ -103,6 +105,8 @@ class HubMethod:
     filters: tuple[HubFilter, ...] = ()
     #: this method's call timeout (C{@method(call_timeout=...)}); UNSET: the hub's
     call_timeout: float | None | Unset = UNSET
+    #: this method's authorization policy (C{@method(authorize=...)}); None: the hub's
+    authorize: Policy | None = None
 
     def check(self, args: list[Any], kwargs: dict[str, Any] | None) -> None:
         """Raise L{InvalidArguments} when an annotated argument has the wrong type."""
@@ -173,6 +177,7 @@ def method(
     *,
     filters: Iterable[HubFilter] = (),
     call_timeout: float | None | Unset = UNSET,
+    authorize: Policy | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -181,6 +186,7 @@ def method(
     *,
     filters: Iterable[HubFilter] = (),
     call_timeout: float | None | Unset = UNSET,
+    authorize: Policy | None = None,
 ) -> F | Callable[[F], F]:
     """
     Expose a hub method to clients, under its own name or C{name}.
@@ -200,11 +206,15 @@ def method(
     C{invalid-arguments}.  C{filters} run around this method only, inside
     the server's and the hub's (C{docs/filters.md}); C{call_timeout}
     (seconds, or None: no limit) overrides the hub's and the server's
-    L{CallTimeout<twisted_hub.CallTimeout>} for this method.
+    L{CallTimeout<twisted_hub.CallTimeout>} for this method.  C{authorize}
+    is its authorization policy, C{(user, call) -> bool} (sync, Deferred or
+    C{async def}), checked before it runs (a false answer is the error
+    C{forbidden}); it replaces the hub's (C{docs/auth.md}).
     """
     method_filters = _filter_list(filters)
     if call_timeout is not UNSET:
         check_call_timeout(call_timeout)
+    _check_policy(authorize, "@method")
 
     def mark(function: F, wire_name: str | None = None) -> F:
         setattr(function, _METHOD_MARK, wire_name or function.__name__)
@@ -212,6 +222,8 @@ def method(
             setattr(function, _FILTERS_MARK, method_filters)
         if call_timeout is not UNSET:
             setattr(function, _TIMEOUT_MARK, call_timeout)
+        if authorize is not None:
+            setattr(function, _AUTHORIZE_MARK, authorize)
         return function
 
     if callable(name):
@@ -251,7 +263,14 @@ def _describe(wire_name: str, function: Callable[..., Any]) -> HubMethod:
     return HubMethod(
         wire_name, function, signature, tuple(checks), keyword_checks,
         getattr(function, _FILTERS_MARK, ()), getattr(function, _TIMEOUT_MARK, UNSET),
+        getattr(function, _AUTHORIZE_MARK, None),
     )
+
+
+def _check_policy(policy: object, where: str) -> None:
+    """An authorization policy is a callable over (user, call), or None."""
+    if policy is not None and (not callable(policy) or isinstance(policy, type)):
+        raise HubArgumentError(f"{where}: authorize= takes a policy (a callable over user and call), got {policy!r}")
 
 
 def _filter_list(filters: Iterable[HubFilter]) -> tuple[HubFilter, ...]:
@@ -329,21 +348,23 @@ def hub(
     concurrent: bool | None = None,
     filters: Iterable[HubFilter] | None = None,
     call_timeout: float | None | Unset = UNSET,
+    authorize: Policy | None = None,
 ) -> Callable[[HubT], HubT]:
     """
     Class decorator: register a hub's wire name, its receiver interface,
-    whether calls on one connection may run concurrently, its filters and
-    its call timeout.
+    whether calls on one connection may run concurrently, its filters, its
+    call timeout and its authorization policy.
 
-        @hub("chat", receiver=ChatReceiver, filters=[RateLimit(20)])
+        @hub("chat", receiver=ChatReceiver, filters=[RateLimit(20)], authorize=authenticated)
         class ChatHub(Hub): ...
 
     The same can be said with class attributes C{hub_name}, C{receiver},
-    C{concurrent}, C{hub_filters} and C{hub_call_timeout}.
+    C{concurrent}, C{hub_filters}, C{hub_call_timeout} and C{hub_authorize}.
     """
     hub_filters = None if filters is None else _filter_list(filters)
     if call_timeout is not UNSET:
         check_call_timeout(call_timeout)
+    _check_policy(authorize, "@hub")
 
     def decorate(cls: HubT) -> HubT:
         if name is not None:
@@ -356,6 +377,8 @@ def hub(
             cls.hub_filters = hub_filters
         if call_timeout is not UNSET:
             cls.hub_call_timeout = call_timeout
+        if authorize is not None:
+            cls.hub_authorize = staticmethod(authorize)
         return cls
 
     return decorate
@@ -389,6 +412,8 @@ class Hub:
       - C{hub_call_timeout}: seconds each call may take (None: no limit),
         enforced by L{CallTimeout<twisted_hub.CallTimeout>}; a method's own
         C{call_timeout} overrides it.
+      - C{hub_authorize}: the authorization policy of this hub's methods
+        (a method's own C{authorize} replaces it; C{docs/auth.md}).
     """
 
     hub_name: ClassVar[str] = ""
@@ -396,6 +421,7 @@ class Hub:
     concurrent: ClassVar[bool] = False
     hub_filters: ClassVar[Sequence[HubFilter]] = ()
     hub_call_timeout: ClassVar[float | None | Unset] = UNSET
+    hub_authorize: ClassVar[Policy | None] = None
     heartbeat_override: ClassVar[HeartbeatOverride | None] = None
     hub_methods: ClassVar[dict[str, HubMethod]] = {}
 
@@ -569,9 +595,13 @@ class ConnectionContext:
     @ivar id: unique connection id (also sent to the client in the welcome).
     @ivar request: autobahn's C{ConnectionRequest} (path, headers, peer...).
     @ivar items: free storage for the hub's per-connection state.
+    @ivar user: who the connection belongs to, as the server's
+        authenticator said (a L{User<twisted_hub.User>}, replaced when the
+        client hands over a fresh token); None without an authenticator.
     """
 
     _filter_state: dict[object, Any] | None = None
+    user: User | None = None
 
     def __init__(self, connection: ConnectionControl, request: ConnectionRequest) -> None:
         self._connection = connection

@@ -42,10 +42,11 @@ OTHER_METHOD = "other"
 #: result; with a L{HubError} (or argument error, unknown method); crashed
 #: (internal error); refused by the pending limits; refused with the
 #: C{rate-limited} code (the C{RateLimit} filter); ended with the C{timeout}
-#: code (the C{CallTimeout} filter, or a client result that came too late).
-CALL_OUTCOMES = ("ok", "error", "internal", "refused", "rate-limited", "timeout")
-OK, ERROR, INTERNAL, REFUSED, RATE_LIMITED, TIMED_OUT = range(6)
-_OUTCOME_OF_CODE = {"rate-limited": RATE_LIMITED, "timeout": TIMED_OUT}
+#: code (the C{CallTimeout} filter, or a client result that came too late);
+#: refused with the C{forbidden} code (an authorization policy, docs/auth.md).
+CALL_OUTCOMES = ("ok", "error", "internal", "refused", "rate-limited", "timeout", "forbidden")
+OK, ERROR, INTERNAL, REFUSED, RATE_LIMITED, TIMED_OUT, FORBIDDEN = range(7)
+_OUTCOME_OF_CODE = {"rate-limited": RATE_LIMITED, "timeout": TIMED_OUT, "forbidden": FORBIDDEN}
 
 
 def error_outcome(code: str) -> int:

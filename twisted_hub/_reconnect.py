@@ -28,6 +28,7 @@ from ._client import (
     endpoint_for,
     hub_url,
     make_proxy,
+    resolve_access_token,
 )
 from ._deprecate import clock_or_global_reactor, reactor_keyword_deprecated
 from ._errors import ConnectionClosedError, ConnectTimeoutError, DisconnectKind, DisconnectReason
@@ -159,6 +160,14 @@ class _HandshakeEndpoint:
         self._prepare = prepare
 
     def connect(self, protocolFactory: Any) -> Deferred[Any]:
+        # Each attempt asks the access token provider afresh (a failure is a failed attempt).
+        asking = resolve_access_token(self._hub_factory.options)
+        if not asking.called:
+            asking.addTimeout(self._timeout, self._clock)
+        return asking.addCallback(self._connect, protocolFactory)
+
+    def _connect(self, token: str | None, protocolFactory: Any) -> Deferred[Any]:
+        self._hub_factory.set_access_token(token)
         connecting: Deferred[Any] = self._endpoint.connect(_GuardingFactory(protocolFactory, self._hub_factory))
         return connecting.addCallback(self._handshake)
 

@@ -22,6 +22,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from ._auth import redact_uri
 from ._base_error import HubArgumentError
 from ._heartbeat import HeartbeatPolicy
 from ._server import HubServerFactory, HubServerProtocol, HubSpec
@@ -62,6 +63,8 @@ class HubResource(WebSocketResource):
     def render(self, request: Request) -> Any:
         upgrade = request.getHeader(b"upgrade") or b""
         if upgrade.lower() != b"websocket":
+            # (an access token in the query must not reach the site's access log)
+            request.uri = redact_uri(request.uri)
             request.setResponseCode(426, b"Upgrade Required")
             request.setHeader(b"upgrade", b"websocket")
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
@@ -69,7 +72,12 @@ class HubResource(WebSocketResource):
         # The connection learns where the endpoint is mounted: with one hub,
         # the mount path reaches it, and a wrong name below it is refused.
         mount = "/" + "/".join(segment.decode("utf-8", "replace") for segment in request.prepath or [])
-        return WebSocketResource(_Mounted(self.factory, mount)).render(request)
+        # autobahn reads the request (the token too) from request.uri as it
+        # takes the connection over; whatever logs the request later sees
+        # the token redacted.
+        rendered = WebSocketResource(_Mounted(self.factory, mount)).render(request)
+        request.uri = redact_uri(request.uri)
+        return rendered
 
 
 class _Mounted:

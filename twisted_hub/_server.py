@@ -24,7 +24,8 @@ from twisted.internet.interfaces import IProtocolNegotiationFactory, IPushProduc
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._admission import OVER_CAPACITY, HandshakeWatch, Refusal, check_request, run_on_connecting
+from ._admission import OVER_CAPACITY, HandshakeWatch, Refusal, admit, check_request
+from ._auth import DEFAULT_AUTHENTICATION_TIMEOUT, Authenticator
 from ._autobahn import BoundedDropMixin, FastPathMixin, final_close_reason
 from ._backplane import Backplane, LocalBackplane
 from ._backpressure import HeldFrames, OutputBudget
@@ -144,8 +145,10 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         routed = OVER_CAPACITY if self.watch.refused else check_request(self.factory, request, self.mount_path)
         if isinstance(routed, Refusal):
             raise ConnectionDeny(routed.status, routed.reason)
-        self.session = ServerSession(self, self.factory, routed, request, self.output)
-        decided = run_on_connecting(self.session.hub, request)
+        session = self.session = ServerSession(self, self.factory, routed, request, self.output)
+        decided = admit(
+            session.hub, request, session.authenticate(), session.authenticated, self.factory.clock.seconds()
+        )
         if decided is None:
             return SUBPROTOCOL  # accepted at once: answer autobahn at once too
         if isinstance(decided, Refusal):
@@ -378,6 +381,20 @@ class HubServerFactory(WebSocketServerFactory):
         disconnect, outermost first, around each hub's own (C{hub_filters})
         and its methods'; e.g. C{[RateLimit(20), CallLog(), CallTimeout(30)]}.
         See C{docs/filters.md}.
+    @param authenticator: decides who each connection belongs to from its
+        access token (C{Authorization: Bearer}, a C{twisted-hub.bearer.*}
+        subprotocol, or C{?access_token=}), before C{on_connecting}:
+        C{(Credentials) -> User}, sync, Deferred or C{async def}; e.g. a
+        L{JWTAuthenticator<twisted_hub.JWTAuthenticator>}.  A refusal
+        refuses the upgrade (401, 403).  With one, clients may hand over
+        fresh tokens, and a connection whose token expired is closed with
+        4005.  See C{docs/auth.md}.
+    @param authentication_timeout: seconds the authenticator may take (at
+        connect: then 503; on a refresh: the error C{timeout}).
+    @param deny_by_default: refuse (error C{forbidden}) every call to a
+        method for which neither the method nor its hub declares an
+        authorization policy (C{authorize=}); default: such methods are
+        open to every connection.
 
     Listening over TLS itself (C{serverFromString(reactor, "ssl:...").listen(factory)}),
     it offers C{http/1.1} in ALPN, as a L{ConnectionGuard} does for a site.
@@ -415,6 +432,9 @@ class HubServerFactory(WebSocketServerFactory):
         metrics: bool | HubMetrics = False,
         registry: Any = None,
         filters: Iterable[HubFilter] = (),
+        authenticator: Authenticator | None = None,
+        authentication_timeout: float = DEFAULT_AUTHENTICATION_TIMEOUT,
+        deny_by_default: bool = False,
     ) -> None:
         if clock is None:
             clock = reactor  # the deprecated name (it warned)
@@ -443,6 +463,15 @@ class HubServerFactory(WebSocketServerFactory):
         self.backplane: Backplane = backplane if backplane is not None else LocalBackplane()
         #: the server's filters, outermost first (C{docs/filters.md})
         self.filters: tuple[HubFilter, ...] = check_filters(filters, "filters")
+        if authenticator is not None and not callable(authenticator):
+            raise HubArgumentError(f"authenticator must be a callable (Credentials) -> User, got {authenticator!r}")
+        if isinstance(authentication_timeout, bool) or not 0 < authentication_timeout < float("inf"):
+            raise HubArgumentError(f"authentication_timeout must be a number of seconds > 0, got {authentication_timeout!r}")
+        #: who each connection belongs to (None: no authentication; C{docs/auth.md})
+        self.authenticator: Authenticator | None = authenticator
+        self.authentication_timeout = float(authentication_timeout)
+        #: methods without an authorization policy are refused
+        self.deny_by_default = deny_by_default
         self.runtimes: dict[str, HubRuntime[ServerSession]] = {}
         specs = hubs.items() if isinstance(hubs, Mapping) else ((None, spec) for spec in hubs)
         for given_name, spec in specs:
@@ -453,7 +482,7 @@ class HubServerFactory(WebSocketServerFactory):
             self.runtimes[name] = HubRuntime(
                 hub_class, make, backplane=self.backplane, heartbeat=self.heartbeat,
                 max_message_size=max_message_size, prepare=self._prepare_binary,
-                filters=FilterChains.build(hub_class, self.filters),
+                filters=FilterChains.build(hub_class, self.filters, deny_by_default),
             )
         if not self.runtimes:
             raise HubArgumentError("serve at least one hub")

@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._auth import Authenticator, Credentials, User, refusal_of, run_authenticator, token_from_request
 from ._backplane import Backplane
 from ._backpressure import OutputBudget
 from ._connection import (
@@ -45,11 +46,14 @@ from ._session import TEXT_FRAME_CLOSE, Lifecycle, SessionState, close_for_frame
 from ._wire import (
     HEARTBEAT_TIMEOUT_REASON,
     PING_TIMEOUT_REASON,
+    TOKEN_EXPIRED_REASON,
     ClientHeartbeat,
     Close,
     CloseCode,
+    ErrorCode,
     Invoke,
     Notify,
+    Token,
 )
 
 if TYPE_CHECKING:
@@ -123,8 +127,16 @@ class SessionHost(Protocol):
     heartbeat_window: HeartbeatWindow
     recent_disconnects: RecentDisconnects
     backplane: Backplane
+    authenticator: Authenticator | None
+    authentication_timeout: float
 
     def scheduler_for(self, policy: HeartbeatPolicy) -> ServerHeartbeatScheduler: ...
+
+
+#: the error code a refused fresh token is answered with, by the refusal's HTTP status
+_TOKEN_ERRORS = {
+    401: ErrorCode.UNAUTHENTICATED, 403: ErrorCode.FORBIDDEN, 503: ErrorCode.TIMEOUT, 500: ErrorCode.INTERNAL,
+}
 
 
 class ServerSession:
@@ -173,6 +185,13 @@ class ServerSession:
         self._peer_log: LogRateLimiter | None = None
         self._call_log: LogRateLimiter | None = None
         self._opened_at = 0.0
+        self.request = request
+        #: the authenticator running for this connection's upgrade (cancelled if it goes away meanwhile)
+        self._authenticating: Deferred[User] | None = None
+        #: closes the connection when its user's token expires
+        self._expiry: IDelayedCall | None = None
+        #: the newest fresh token applied (answers to older ones apply nothing)
+        self._token_sequence = 0
         hub = runtime.make_hub()
         hub._runtime = runtime
         hub.connection = ConnectionContext(self, request)
@@ -237,17 +256,96 @@ class ServerSession:
             self._closed_waiters.append(waiter)
         return waiter
 
+    # -- authentication (docs/auth.md) --------------------------------------------
+    def authenticate(self) -> Deferred[User] | None:
+        """Run the server's authenticator on the upgrade request (None: the server has none)."""
+        authenticator = self.host.authenticator
+        if authenticator is None:
+            return None
+        token, source = token_from_request(self.request)
+        credentials = Credentials(token, source, self.runtime.hub_class.hub_name, self.request, self._clock.seconds())
+        running = run_authenticator(authenticator, credentials, self._clock, self.host.authentication_timeout)
+        if not running.called:
+            self._authenticating = running
+        return running
+
+    def authenticated(self, user: User) -> None:
+        """The authenticator accepted the connection: this is its user."""
+        self._authenticating = None
+        self.hub.connection.user = user
+
+    def _arm_expiry(self) -> None:
+        """Close the connection when its user's token expires (a fresh token moves this)."""
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self._expiry = None
+        user = self.hub.connection.user
+        if user is None or user.expires_at is None:
+            return
+        self._expiry = self._clock.callLater(max(user.expires_at - self._clock.seconds(), 0.0), self._token_expired)
+
+    def _token_expired(self) -> None:
+        self._expiry = None
+        _log.info("{id}: its access token expired and no fresh one came; closing", id=self.connection_id)
+        self.close_with(CloseCode.TOKEN_EXPIRED, TOKEN_EXPIRED_REASON, DisconnectKind.TOKEN_EXPIRED)
+
+    def _fresh_token(self, message: Token) -> None:
+        """The client handed over a fresh token: authenticate it; the same user's replaces the old."""
+        authenticator = self.host.authenticator
+        assert authenticator is not None  # (the core takes Token only when we announced token-refresh)
+        previous = self.hub.connection.user
+        credentials = Credentials(
+            message.token, "refresh", self.runtime.hub_class.hub_name, self.request, self._clock.seconds(), previous,
+        )
+        sequence = message.sequence
+        what = f"a fresh token of {self.connection_id}"
+        running = run_authenticator(authenticator, credentials, self._clock, self.host.authentication_timeout)
+        running.addCallbacks(self._token_accepted, self._token_refused, callbackArgs=(sequence,), errbackArgs=(sequence, what))
+
+    def _token_accepted(self, user: User, sequence: int) -> None:
+        if self.lifecycle.closing_locally:
+            return
+        previous = self.hub.connection.user
+        if previous is not None and user.id != previous.id:
+            self._answer_token(sequence, ErrorCode.FORBIDDEN, "the fresh token is for another user")
+            return
+        if sequence > self._token_sequence:
+            self._token_sequence = sequence
+            self.hub.connection.user = user
+            self._arm_expiry()
+        self._answer_token(sequence, None, "")
+
+    def _token_refused(self, failure: Failure, sequence: int, what: str) -> None:
+        if self.lifecycle.closing_locally:
+            return
+        refusal = refusal_of(failure, what)
+        code = _TOKEN_ERRORS.get(refusal.status, ErrorCode.UNAUTHENTICATED)
+        _log.info("{id}: fresh token refused ({code}: {reason})", id=self.connection_id, code=code, reason=refusal.reason)
+        self._answer_token(sequence, code, refusal.reason)
+
+    def _answer_token(self, sequence: int, error: str | None, message: str) -> None:
+        user = self.hub.connection.user
+        self.core.token_result(sequence, user.expires_in(self._clock.seconds()) if user is not None else None, error, message)
+        if not self._holding:
+            self.flush()
+
     # -- opening --------------------------------------------------------------
     def opened(self) -> None:
         """The WebSocket is open: welcome the client, join the hub's connections, run C{on_connected}."""
         self.lifecycle.opened()
         runtime, host = self.runtime, self.host
         policy = self.heartbeat_policy
+        user = self.hub.connection.user
+        expires_in = user.expires_in(self._clock.seconds()) if user is not None else None
+        refresh = host.authenticator is not None
         if policy.enabled:
-            self.core.welcome(policy.interval, policy.timeout, self._max_message_size)
+            self.core.welcome(
+                policy.interval, policy.timeout, self._max_message_size, token_refresh=refresh, expires_in=expires_in,
+            )
         else:
-            self.core.welcome(None, None, self._max_message_size)
+            self.core.welcome(None, None, self._max_message_size, token_refresh=refresh, expires_in=expires_in)
         self.flush()
+        self._arm_expiry()
         runtime.connections[self.connection_id] = self
         host.connection_count += 1
         self._opened_at = self._clock.seconds()
@@ -299,6 +397,8 @@ class ServerSession:
                         self._heartbeat_answered(event)
                     case HandshakeCompleted():
                         self._handshake_completed()
+                    case Token():
+                        self._fresh_token(event)
                     case Close():
                         self.lifecycle.peer_closing(event.code, event.reason)
         except Exception as e:
@@ -609,6 +709,12 @@ class ServerSession:
         was = self.lifecycle.state
         reason = self.lifecycle.finish(observed)
         self.output.stopped = True
+        authenticating, self._authenticating = self._authenticating, None
+        if authenticating is not None and not authenticating.called:
+            authenticating.cancel()
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self._expiry = None
         if self._hello_deadline is not None:
             self._hello_deadline.cancel()
             self._hello_deadline = None

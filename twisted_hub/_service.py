@@ -36,6 +36,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
 
+from ._auth import redacting_log_formatter
 from ._base_error import HubArgumentError, HubStateError
 from ._deprecate import reactor_keyword_deprecated
 from ._errors import DisconnectKind
@@ -318,7 +319,7 @@ class HubService(MultiService):
             if status is not None:
                 status.links = links
             #: the site's root: L{root}, or a L{StaticSite} around it with the static folders
-            self.site = Site(site_root)
+            self.site = Site(site_root, logFormatter=redacting_log_formatter)
             #: what the listeners serve: the site, behind the connection limits
             self.listening_factory = ConnectionGuard(self.site, factory.limits)
             if listen_reactor is None:
@@ -421,6 +422,16 @@ class HubService(MultiService):
                 type(f).__qualname__ if type(f).__repr__ is object.__repr__ else repr(f) for f in self.factory.filters
             ]
             _log.info("filters around every hub call, outermost first: {filters}", filters=", ".join(names))
+        authenticator = self.factory.authenticator
+        if authenticator is not None:
+            _log.info(
+                "authentication: {authenticator} (within {timeout:g} s); methods without a policy: {default}",
+                authenticator=_name_of(authenticator),
+                timeout=self.factory.authentication_timeout,
+                default="denied" if self.factory.deny_by_default else "open to every connection",
+            )
+        elif self.factory.deny_by_default:
+            _log.info("methods without an authorization policy: denied")
 
     def stopService(self) -> Deferred[None]:
         """
@@ -453,6 +464,15 @@ class HubService(MultiService):
             return self.factory.backplane_left()
 
         return listeners_stopped.addCallback(close_connections).addCallback(stopped)
+
+
+def _name_of(thing: object) -> str:
+    """A function's name, an object's repr, or its class's name when its repr says nothing more."""
+    name = getattr(thing, "__qualname__", None)
+    if isinstance(name, str):
+        return name
+    cls: Any = type(thing)
+    return str(cls.__qualname__) if cls.__repr__ is object.__repr__ else repr(thing)
 
 
 def listen_url(description: str, path: str = "/") -> str:

@@ -26,6 +26,10 @@ SUPPORTED_SUBPROTOCOLS = (SUBPROTOCOL,)
 CAP_HEARTBEAT = "heartbeat"
 #: Capability: the peer accepts several messages in one frame.
 CAP_BATCH = "batch"
+#: Capability: the peer takes fresh access tokens over the open connection
+#: (kinds 13 and 14; docs/auth.md).  A server announces it when it
+#: authenticates its clients; a client when it can hand over fresh tokens.
+CAP_TOKEN_REFRESH = "token-refresh"
 OUR_CAPABILITIES = (CAP_HEARTBEAT, CAP_BATCH)
 
 
@@ -73,6 +77,8 @@ class MessageKind:
     SERVER_HEARTBEAT_ACK: Final = 10
     CLIENT_HEARTBEAT: Final = 11
     CLIENT_HEARTBEAT_ACK: Final = 12
+    TOKEN: Final = 13
+    TOKEN_RESULT: Final = 14
 
 
 class CloseCode:
@@ -98,12 +104,15 @@ class CloseCode:
     PROTOCOL_ERROR: Final = 4002
     HANDSHAKE_FAILED: Final = 4003
     SLOW_CONSUMER: Final = 4004
+    TOKEN_EXPIRED: Final = 4005
 
 
 #: Close reasons sent with 4001: a hub heartbeat timed out (either side), or
 #: the server's WebSocket pings to a client without hub heartbeats did.
 HEARTBEAT_TIMEOUT_REASON = "heartbeat timeout"
 PING_TIMEOUT_REASON = "websocket ping timeout"
+#: Close reason sent with 4005: the connection's access token expired and no fresh one came.
+TOKEN_EXPIRED_REASON = "token expired"
 
 
 def close_reason_bytes(reason: str) -> bytes:
@@ -126,6 +135,10 @@ class ErrorCode:
     RATE_LIMITED: Final = "rate-limited"
     TIMEOUT: Final = "timeout"
     DISCONNECTED: Final = "disconnected"
+    #: the caller's user may not call this method (an authorization policy said no)
+    FORBIDDEN: Final = "forbidden"
+    #: a fresh access token was refused: it is not valid (docs/auth.md)
+    UNAUTHENTICATED: Final = "unauthenticated"
 
 
 @dataclass(slots=True)
@@ -157,6 +170,8 @@ class Welcome:
     heartbeat_timeout: float | None = None
     #: the largest message the server accepts, bytes (None: not announced)
     max_message_size: int | None = None
+    #: seconds until the connection's access token expires (None: it does not)
+    expires_in: float | None = None
 
     def fields(self) -> list[Any]:
         info: dict[str, Any] = {"caps": self.capabilities, "id": self.connection_id}
@@ -164,6 +179,8 @@ class Welcome:
             info["hb"] = [self.heartbeat_interval, self.heartbeat_timeout]
         if self.max_message_size is not None:
             info["max"] = self.max_message_size
+        if self.expires_in is not None:
+            info["expires_in"] = self.expires_in
         return [self.kind, info]
 
 
@@ -313,6 +330,41 @@ class ClientHeartbeatAck:
         return [self.kind, self.sequence, self.client_time, self.server_time_us]
 
 
+@dataclass(slots=True)
+class Token:
+    """The client hands over a fresh access token for this connection (capability C{token-refresh})."""
+
+    kind: ClassVar[int] = MessageKind.TOKEN
+    sequence: int
+    token: str
+
+    def fields(self) -> list[Any]:
+        return [self.kind, self.sequence, self.token]
+
+    def __repr__(self) -> str:
+        return f"Token(sequence={self.sequence}, token=<{len(self.token)} characters>)"
+
+
+@dataclass(slots=True)
+class TokenResult:
+    """
+    The server's answer to a L{Token}: accepted (C{error} None; C{expires_in}
+    seconds left on the new token, None: it does not expire), or refused
+    with an error code and message (the connection keeps its old token).
+    """
+
+    kind: ClassVar[int] = MessageKind.TOKEN_RESULT
+    sequence: int
+    expires_in: float | None = None
+    error: str | None = None
+    message: str = ""
+
+    def fields(self) -> list[Any]:
+        if self.error is None:
+            return [self.kind, self.sequence, self.expires_in]
+        return [self.kind, self.sequence, self.expires_in, self.error, self.message]
+
+
 Message = (
     Hello
     | Welcome
@@ -327,6 +379,8 @@ Message = (
     | ServerHeartbeatAck
     | ClientHeartbeat
     | ClientHeartbeatAck
+    | Token
+    | TokenResult
 )
 
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
@@ -490,7 +544,27 @@ def _decode_one(raw: object) -> Message:
                 raise ProtocolError("welcome: hb values must be numbers")
             if not interval > 0 or (timeout is not None and not timeout > 0):
                 raise ProtocolError("welcome: hb values must be > 0")
-        return Welcome(caps, connection_id, interval, timeout, _max_size(info, "welcome"))
+        expires_in = info.get("expires_in")
+        if expires_in is not None and (type(expires_in) not in (int, float) or expires_in < 0):
+            raise ProtocolError("welcome: expires_in must be a number of seconds >= 0")
+        return Welcome(caps, connection_id, interval, timeout, _max_size(info, "welcome"), expires_in)
+    if kind == MessageKind.TOKEN:
+        _length(raw, 3, 3, "token")
+        if not _is_uint(raw[1]):
+            raise ProtocolError("token: sequence must be an unsigned integer")
+        return Token(raw[1], _text(raw[2], "token: token"))
+    if kind == MessageKind.TOKEN_RESULT:
+        _length(raw, 3, 5, "token result")
+        if not _is_uint(raw[1]):
+            raise ProtocolError("token result: sequence must be an unsigned integer")
+        expires_in = raw[2]
+        if expires_in is not None and (type(expires_in) not in (int, float) or expires_in < 0):
+            raise ProtocolError("token result: expires_in must be a number of seconds >= 0 or nil")
+        error = raw[3] if len(raw) > 3 else None
+        if error is not None and type(error) is not str:  # noqa: E721
+            raise ProtocolError("token result: error must be a string or nil")
+        message = _text(raw[4], "token result: message") if len(raw) > 4 else ""
+        return TokenResult(raw[1], expires_in, error, message)
     if kind == MessageKind.CLOSE:
         _length(raw, 3, 3, "close")
         if type(raw[1]) is not int:  # noqa: E721

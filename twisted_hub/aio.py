@@ -311,6 +311,20 @@ class AsyncHubClient(ClientConnectionViews):
         receiving = bool(getattr(reader, "buffer", b""))
         return Traffic(self._bytes_out, asyncio_queued(websocket.transport), getattr(websocket, "bytes_in", 0), receiving)
 
+    def seconds(self) -> float:
+        return time.time()
+
+    def call_later(self, delay: float, function: Callable[[], object]) -> Callable[[], object]:
+        return asyncio.get_running_loop().call_later(delay, function).cancel
+
+    def refresh_token(self) -> None:
+        """
+        Ask the C{access_token} provider for a fresh token now and hand it
+        to the server over this connection (done by itself before the token
+        expires; C{docs/auth.md}).
+        """
+        self.session.refresh_token()
+
     def disconnected(self, reason: DisconnectReason) -> None:
         callbacks, self._closed_callbacks = self._closed_callbacks, []
         for callback in callbacks:
@@ -436,11 +450,18 @@ async def open_client(
     options = options or HubClientOptions()
     full_url = hub_url(url, hub)
     started = time.monotonic()
+    headers = dict(options.extra_headers)
+    try:
+        token = await asyncio.wait_for(_access_token(options), timeout)
+    except TimeoutError:
+        raise ConnectTimeoutError("connection", timeout) from None
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     try:
         websocket = await websocket_connect(
             full_url,
             subprotocols=[Subprotocol(SUBPROTOCOL)],
-            additional_headers=dict(options.extra_headers) or None,
+            additional_headers=headers or None,
             compression=None,
             max_size=options.max_message_size,
             ping_interval=None,  # liveness is the hub heartbeat; pings from the server are still answered
@@ -481,6 +502,19 @@ def _handshake_failed(options: HubClientOptions, error: HandshakeError, locally:
         except Exception:
             _log.exception("client callback on_disconnected raised")
     return error
+
+
+async def _access_token(options: HubClientOptions) -> str | None:
+    """The token a connection starts with: C{options.access_token}, the provider asked (and awaited) now."""
+    provider = options.access_token
+    if provider is None or isinstance(provider, str):
+        return provider
+    token = provider()
+    if inspect.isawaitable(token):
+        token = await token
+    if token is not None and (not isinstance(token, str) or not token or "\n" in token or "\r" in token):
+        raise HubArgumentError(f"the access token provider must return a non-empty string or None, not {type(token).__name__}")
+    return token
 
 
 @asynccontextmanager
@@ -621,6 +655,13 @@ class ReconnectingAsyncHubClient:
                 attempt += 1
                 delay = self.retry_policy(attempt)
                 _log.info("connecting to %s failed (%s); retrying in %.2fs", self.url, e, delay)
+                await asyncio.sleep(delay)
+                continue
+            except Exception:
+                # (the access token provider failed: a failed attempt too, with its traceback)
+                attempt += 1
+                delay = self.retry_policy(attempt)
+                _log.warning("connecting to %s failed; retrying in %.2fs", self.url, delay, exc_info=True)
                 await asyncio.sleep(delay)
                 continue
             attempt = 0

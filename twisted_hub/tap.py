@@ -65,8 +65,9 @@ _SINGLE = (
     "max-outgoing-buffer", "max-pending-calls", "max-pending-bytes",
     "handshake-timeout", "max-connections", "max-connections-per-ip", "status-path",
     "redis", "redis-lease", "redis-secret-file", "redis-secret-env", "call-rate", "call-burst", "call-timeout",
+    "authenticator", "auth-timeout",
 )
-_FLAGS = ("no-status", "no-ping-fallback", "metrics", "static-listing", "log-calls")
+_FLAGS = ("no-status", "no-ping-fallback", "metrics", "static-listing", "log-calls", "deny-by-default")
 
 
 class HintedUsageError(usage.UsageError):
@@ -230,6 +231,34 @@ def load_filter(spec: str) -> object:
     except ValueError as e:
         raise usage.UsageError(str(e)) from None
     return found
+
+
+def load_authenticator(spec: str) -> Callable[..., Any]:
+    """
+    Import C{module:name}: an authenticator (a function or object called
+    with L{Credentials<twisted_hub.Credentials>}), or a class, made with no
+    arguments (C{JWTAuthenticator} subclasses configured in their C{__init__}).
+    """
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise usage.UsageError(f"--authenticator wants module:name, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise usage.UsageError(f"--authenticator {spec}: cannot import {module_name!r}: {e}") from None
+    found = getattr(module, attribute, None)
+    if found is None:
+        raise usage.UsageError(f"--authenticator {spec}: module {module_name!r} has no {attribute!r}")
+    if isinstance(found, type):
+        try:
+            found = found()
+        except Exception as e:
+            raise usage.UsageError(
+                f"--authenticator {spec}: making a {attribute} failed: {type(e).__name__}: {e}"
+            ) from None
+    if not callable(found):
+        raise usage.UsageError(f"--authenticator {spec}: {attribute} is not callable (an authenticator takes Credentials)")
+    return cast(Callable[..., Any], found)
 
 
 def _positive(name: str, value: str) -> float:
@@ -409,6 +438,9 @@ class Options(usage.Options):
         ["call-burst", None, None, "Calls a connection may start at once after a quiet spell (needs --call-rate) [1 s worth]."],
         ["call-timeout", None, None,
          "Seconds a hub call may take; then it is answered with error timeout and cancelled [no limit]."],
+        ["authenticator", None, None,
+         "Authenticate every connection with module:name, an authenticator or a class making one (docs/auth.md)."],
+        ["auth-timeout", None, None, "Seconds the authenticator may take; then 503 (needs --authenticator) [5]."],
     ]
     optFlags = [
         ["no-status", None, "Serve no status page (404 there)."],
@@ -417,6 +449,8 @@ class Options(usage.Options):
         ["metrics", None, "Keep Prometheus metrics and serve them on GET /metrics (needs prometheus-client)."],
         ["static-listing", None, "List the files of a --static directory that has no index.html (default: 404)."],
         ["log-calls", None, "Log one line per hub call (namespace twisted_hub.calls): method, outcome, duration."],
+        ["deny-by-default", None,
+         "Refuse calls to methods that declare no authorization policy, nor their hub (error forbidden)."],
     ]
 
     def __init__(self) -> None:
@@ -542,6 +576,7 @@ class Options(usage.Options):
         self._check_connection_limits()
         self._check_redis()
         self._check_filters()
+        self._check_authentication()
         self["hubs"] = [load_hub(spec) for spec in self._hub_specs]
         if not self["hubs"]:
             from .demo import DEMO_HUBS
@@ -719,6 +754,17 @@ class Options(usage.Options):
         filters.extend(load_filter(spec) for spec in self._filter_specs)
         self["filters"] = filters
 
+    def _check_authentication(self) -> None:
+        """C{self["authenticator"]} loaded (or None), C{self["auth-timeout"]} in seconds."""
+        spec = self["authenticator"]
+        timeout = self["auth-timeout"]
+        if spec is None:
+            if timeout is not None:
+                raise usage.UsageError("--auth-timeout needs --authenticator")
+            return
+        self["authenticator"] = load_authenticator(str(spec))
+        self["auth-timeout"] = 5.0 if timeout is None else _positive("auth-timeout", timeout)
+
     def _check_redis(self) -> None:
         from ._backplane_wire import read_secret_file, secret_from_environment
         from .redis import DEFAULT_LEASE, parse_redis_url
@@ -825,6 +871,9 @@ def makeService(options: Options) -> IService:
         static=dict(options["static"]) or None,
         static_listing=bool(options["static-listing"]),
         filters=options["filters"],
+        authenticator=options["authenticator"],
+        authentication_timeout=options["auth-timeout"] or 5.0,
+        deny_by_default=bool(options["deny-by-default"]),
         **backplane_options,
     )
     hubs.setServiceParent(root)  # type: ignore[no-untyped-call]

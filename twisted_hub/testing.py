@@ -27,11 +27,12 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport
 from zope.interface import implementer
 
-from ._base_error import HubArgumentError
-from ._client import HubClientFactory, HubClientOptions, HubClientProtocol
+from ._base_error import HubArgumentError, HubUsageError
+from ._client import HubClientFactory, HubClientOptions, HubClientProtocol, resolve_access_token
 from ._hub import Hub
 from ._server import HubServerFactory, HubServerProtocol, HubSpec
 
@@ -250,6 +251,15 @@ class HubTestServer:
         """
         url = "ws://127.0.0.1" + (path if path is not None else "/hub" + (f"/{hub}" if hub else ""))
         client_factory = HubClientFactory(url, receiver, options, clock=self.clock, receiver_interface=receiver_interface)
+        if options is not None and callable(options.access_token):
+            # As connect() does: the provider is asked for the first token (here it must answer at once).
+            asked: list[Any] = []
+            resolve_access_token(options).addBoth(asked.append)
+            if not asked:
+                raise HubUsageError("in memory, the access token provider must answer at once (return a string)")
+            if isinstance(asked[0], Failure):
+                asked[0].raiseException()
+            client_factory.set_access_token(asked[0])
         _options(client_factory, serverConnectionDropTimeout=0, **_NO_AUTOBAHN_TIMERS)
         if client_protocol is not None:
             client_factory.protocol = client_protocol

@@ -141,6 +141,15 @@ export interface HubClientOptions {
   maxMessagesPerFrame?: number;
   /** ms to wait for the WebSocket and the hub handshake (default 30 s) */
   connectTimeout?: number;
+  /**
+   * The access token of each connection: a string, or a function returning
+   * one (or a Promise of it; null: none), called at every connect and
+   * reconnect and again before the token expires, when the fresh token goes
+   * to the server over the open connection (docs/auth.md).  Sent in the
+   * subprotocol `twisted-hub.bearer.TOKEN` when it is made of HTTP token
+   * characters (a JWT is), else as the query parameter `access_token`.
+   */
+  accessToken?: string | (() => string | null | undefined | Promise<string | null | undefined>);
   clock?: Clock;
   log?: Logger;
   /**
@@ -232,7 +241,8 @@ export class HubClient {
    */
   timeoutsAvoided = 0;
 
-  private readonly ws: WebSocketLike;
+  // a stand-in until the socket exists (while the token provider runs)
+  private ws = { readyState: 0, close() {} } as unknown as WebSocketLike;
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly maxMessageSize: number;
@@ -271,6 +281,12 @@ export class HubClient {
   private bytesSent = 0;
   private readonly progress = new OutputProgress();
   private excused = false;
+  // fresh tokens
+  private tokenSequence = 0;
+  private refreshTimer: unknown = null;
+  /** seconds the current token had left at `refreshAt` (our clock, ms) */
+  private expiresIn = 0;
+  private refreshAt = 0;
 
   constructor(url: string, options: HubClientOptions = {}) {
     this.url = url;
@@ -299,20 +315,24 @@ export class HubClient {
     if (Constructor === undefined) {
       throw new TypeError("no WebSocket constructor: pass options.WebSocket (e.g. the `ws` package's) in Node < 22");
     }
-    this.ws = new Constructor(url, [SUBPROTOCOL], { maxPayload: this.maxMessageSize });
-    // Node's `ws` hands over Buffers (no copy) by default; browsers and
-    // undici would give Blobs, which need an asynchronous read.
-    if (this.ws.binaryType !== "nodebuffer") this.ws.binaryType = "arraybuffer";
-    this.ws.onopen = () => this.opened();
-    this.ws.onmessage = (event) => this.received(event.data);
-    this.ws.onclose = (event) => this.closed(event.code, event.reason);
-    this.ws.onerror = (event) => {
-      const error = (event as { error?: unknown; message?: unknown }).error ?? event;
-      const message = (error as { message?: unknown }).message;
-      if (typeof message === "string") this.handshakeError = message;
-      const code = failureCode(error);
-      if (code !== null) this.websocketFailed(code, typeof message === "string" ? message : "");
-    };
+    const token = options.accessToken;
+    let given: unknown;
+    try {
+      given = typeof token === "function" ? token() : token;
+    } catch (e) {
+      given = Promise.reject(e);
+    }
+    if (given instanceof Promise) {
+      given.then(
+        (value) => this.open(Constructor, url, value),
+        (e: unknown) => {
+          this.handshakeError = `access token provider: ${String(e)}`;
+          this.finish(this.handshakeFailure());
+        },
+      );
+    } else {
+      this.open(Constructor, url, given);
+    }
     const page = options.page === undefined ? browserPage() : options.page;
     if (page !== null) {
       this.pageWatch = new PageWatch(
@@ -332,6 +352,30 @@ export class HubClient {
         this.finish({ ...this.handshakeFailure(), locally: true });
       }
     }, connectTimeout);
+  }
+
+  private open(Constructor: WebSocketConstructor, url: string, token: unknown): void {
+    if (this.state !== "connecting") return this.finish(this.handshakeFailure());
+    const protocols = [SUBPROTOCOL];
+    if (typeof token === "string" && token) {
+      // Browsers set no headers on a WebSocket: a subprotocol (kept out of URLs and their logs), else the query.
+      if (/^[\w!#$%&'*+.^`|~-]+$/.test(token)) protocols.push("twisted-hub.bearer." + token);
+      else url += (url.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(token);
+    }
+    const ws = (this.ws = new Constructor(url, protocols, { maxPayload: this.maxMessageSize }));
+    // Node's `ws` hands over Buffers (no copy) by default; browsers and
+    // undici would give Blobs, which need an asynchronous read.
+    if (ws.binaryType !== "nodebuffer") ws.binaryType = "arraybuffer";
+    ws.onopen = () => this.opened();
+    ws.onmessage = (event) => this.received(event.data);
+    ws.onclose = (event) => this.closed(event.code, event.reason);
+    ws.onerror = (event) => {
+      const error = (event as { error?: unknown; message?: unknown }).error ?? event;
+      const message = (error as { message?: unknown }).message;
+      if (typeof message === "string") this.handshakeError = message;
+      const code = failureCode(error);
+      if (code !== null) this.websocketFailed(code, typeof message === "string" ? message : "");
+    };
   }
 
   // -- public API -----------------------------------------------------------
@@ -460,7 +504,8 @@ export class HubClient {
       return;
     }
     // HELLO goes alone in its frame, without waiting for WELCOME.
-    this.ws.send(encodeMessage([MessageKind.HELLO, { caps: CAPABILITIES, max: this.maxMessageSize }]));
+    const caps = typeof this.options.accessToken === "function" ? [...CAPABILITIES, "token-refresh"] : CAPABILITIES;
+    this.ws.send(encodeMessage([MessageKind.HELLO, { caps, max: this.maxMessageSize }]));
   }
 
   private received(data: unknown): void {
@@ -559,6 +604,44 @@ export class HubClient {
       case MessageKind.CLIENT_HEARTBEAT_ACK:
         this.heartbeatAnswered(message.sequence, message.clientTime, message.serverTimeUs, now);
         return;
+      case MessageKind.TOKEN_RESULT:
+        if (message.error !== null) this.log.warn(`fresh token refused: ${message.error} ${message.message}`);
+        this.tokenExpires(message.expiresIn, message.error !== null);
+    }
+  }
+
+  // -- fresh tokens (docs/auth.md) -------------------------------------------
+
+  /**
+   * The token expires in `expiresIn` s (null: never): ask for a fresh one
+   * when a fifth of it is left, at most 60 s before; after a failure
+   * (`retry`), when half of what is left has passed, until it expires.
+   */
+  private tokenExpires(expiresIn: number | null, retry = false): void {
+    this.clock.clearTimeout(this.refreshTimer);
+    if (expiresIn === null || typeof this.options.accessToken !== "function" || !this.welcome?.capabilities.includes("token-refresh")) {
+      return;
+    }
+    this.expiresIn = expiresIn;
+    this.refreshAt = this.clock.now();
+    const wait = retry ? (expiresIn > 1 ? expiresIn / 2 : -1) : Math.max(expiresIn - Math.min(60, expiresIn / 5), 0);
+    if (wait >= 0) this.refreshTimer = this.clock.setTimeout(() => void this.refreshToken(), wait * 1000);
+  }
+
+  /**
+   * Ask the `accessToken` function for a fresh token now and hand it to the
+   * server over this connection (done by itself before the token expires).
+   */
+  async refreshToken(): Promise<void> {
+    if (this.state !== "open") return;
+    try {
+      const token = await (this.options.accessToken as () => unknown)();
+      if (typeof token !== "string" || !token) throw new Error("no token");
+      if (this.state === "open") this.queue(encodeMessage([MessageKind.TOKEN, ++this.tokenSequence, token]));
+    } catch (e) {
+      this.log.warn(`access token provider: ${String(e)}`);
+      // what is left of the current token, from when it was last known
+      this.tokenExpires(this.expiresIn - (this.clock.now() - this.refreshAt) / 1000, true);
     }
   }
 
@@ -572,6 +655,7 @@ export class HubClient {
     }
     const interval = this.options.heartbeatInterval;
     if (interval != null && welcome.capabilities.includes("heartbeat")) this.startHeartbeat(interval);
+    this.tokenExpires(welcome.expiresIn);
     this.resolveReady(this);
   }
 
@@ -950,6 +1034,7 @@ export class HubClient {
     this.state = "closed";
     this.disconnectReason = reason;
     this.stopHeartbeat();
+    this.clock.clearTimeout(this.refreshTimer);
     this.pageWatch?.stop();
     this.pageWatch = null;
     if (this.connectTimer !== null) {

@@ -54,6 +54,8 @@ export const DisconnectKind = {
   HANDSHAKE_FAILED: "handshake-failed",
   /** the transport went away without a closing handshake (1006) */
   CONNECTION_LOST: "connection-lost",
+  /** the server closed the connection: its access token expired (4005) */
+  TOKEN_EXPIRED: "token-expired",
 } as const;
 export type DisconnectKind = (typeof DisconnectKind)[keyof typeof DisconnectKind];
 
@@ -118,6 +120,7 @@ const CLOSE_KINDS: Record<number, DisconnectKind> = {
   [CloseCode.KICKED]: DisconnectKind.KICKED,
   [CloseCode.SLOW_CONSUMER]: DisconnectKind.SLOW_CONSUMER,
   [CloseCode.HANDSHAKE_FAILED]: DisconnectKind.HANDSHAKE_FAILED,
+  [CloseCode.TOKEN_EXPIRED]: DisconnectKind.TOKEN_EXPIRED,
   [CloseCode.ABNORMAL]: DisconnectKind.CONNECTION_LOST,
 };
 

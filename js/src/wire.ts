@@ -40,6 +40,8 @@ export const MessageKind = {
   SERVER_HEARTBEAT_ACK: 10,
   CLIENT_HEARTBEAT: 11,
   CLIENT_HEARTBEAT_ACK: 12,
+  TOKEN: 13,
+  TOKEN_RESULT: 14,
 } as const;
 
 export const CloseCode = {
@@ -56,6 +58,8 @@ export const CloseCode = {
   PROTOCOL_ERROR: 4002,
   HANDSHAKE_FAILED: 4003,
   SLOW_CONSUMER: 4004,
+  /** the access token expired and no fresh one came (docs/auth.md) */
+  TOKEN_EXPIRED: 4005,
 } as const;
 
 export const ErrorCode = {
@@ -65,6 +69,8 @@ export const ErrorCode = {
   TOO_MANY_PENDING: "too-many-pending",
   TIMEOUT: "timeout",
   DISCONNECTED: "disconnected",
+  /** an authorization policy refused the call (docs/auth.md) */
+  FORBIDDEN: "forbidden",
 } as const;
 
 /** Keyword arguments: a map with str keys. */
@@ -77,6 +83,8 @@ export interface Welcome {
   /** [interval, timeout] in seconds when the hub sends heartbeats. */
   heartbeat: [number, number | null] | null;
   maxMessageSize: number | null;
+  /** seconds until the connection's access token expires (null: never, or none) */
+  expiresIn: number | null;
 }
 export interface Hello {
   kind: 0;
@@ -148,6 +156,15 @@ export interface ClientHeartbeatAck {
   serverTimeUs: number;
 }
 
+/** The answer to a fresh token: `error` null when accepted. */
+export interface TokenResult {
+  kind: 14;
+  sequence: number;
+  expiresIn: number | null;
+  error: string | null;
+  message: string;
+}
+
 /** What a client can receive. */
 export type ServerMessage =
   | Welcome
@@ -157,7 +174,8 @@ export type ServerMessage =
   | ClientInvoke
   | Close
   | ServerHeartbeat
-  | ClientHeartbeatAck;
+  | ClientHeartbeatAck
+  | TokenResult;
 /** What a server can receive. */
 export type ClientMessage =
   | Hello
@@ -333,6 +351,11 @@ function maxSize(info: Record<string, unknown>): number | null {
   return max;
 }
 
+function seconds(value: unknown): number | null {
+  if (value != null && !((value as number) >= 0)) fail("bad expires_in");
+  return (value as number | undefined) ?? null;
+}
+
 function parseWelcome(fields: unknown[]): Welcome {
   arity(fields, 2, 2, "WELCOME");
   const info = fields[1];
@@ -358,6 +381,7 @@ function parseWelcome(fields: unknown[]): Welcome {
     connectionId: (id as string | undefined) ?? "",
     heartbeat,
     maxMessageSize: maxSize(info),
+    expiresIn: seconds(info["expires_in"]),
   };
 }
 
@@ -436,6 +460,15 @@ export function parseServerMessage(fields: unknown): ServerMessage {
         sequence: uint(list[1], "a sequence"),
         clientTime: list[2],
         serverTimeUs: uint(list[3], "the server time"),
+      };
+    case MessageKind.TOKEN_RESULT:
+      arity(list, 3, 5, "TOKEN_RESULT");
+      return {
+        kind: 14,
+        sequence: uint(list[1], "a sequence"),
+        expiresIn: seconds(list[2]),
+        error: list[3] == null ? null : str(list[3], "an error"),
+        message: str(list[4] ?? "", "a message"),
       };
     case MessageKind.HELLO:
     case MessageKind.INVOKE:

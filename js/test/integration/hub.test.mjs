@@ -289,3 +289,37 @@ test("against an application hub: the Python types our values became, kicked (40
     await control.stop();
   }
 });
+
+test("access tokens against twistd hub --authenticator: in the query and in a subprotocol, refreshed before expiry, 4005 token-expired without, 401 when refused", BOUNDED, async () => {
+  const auth = await HubProcess.start([
+    "--hub", "tests.helpers.auth:WhoAmIHub", "--authenticator", "tests.helpers.auth:RealTimeExpiring",
+  ]);
+  try {
+    const url = auth.url;
+    let asked = 0;
+    // "ann:1.5" (a 1.5 s token) has a ':' (not an HTTP token character): it travels in the query
+    const refreshed = await connect(url, "whoami", {
+      WebSocket, log: quietLog, accessToken: async () => (asked++, "ann:1.5"),
+    });
+    const fixed = await connect(url, "whoami", { WebSocket, log: quietLog, accessToken: "bob:1.5" });
+    assert.equal((await refreshed.call("whoami"))[0], "ann");
+    assert.deepEqual((await fixed.call("whoami"))[1], { source: "query" });
+    // "cy~never" is made of token characters: it travels in the subprotocol
+    const browserLike = await connect(url, "whoami", { WebSocket, log: quietLog, accessToken: "cy~never" });
+    assert.deepEqual(await browserLike.call("whoami"), ["cy", { source: "subprotocol" }]);
+    await browserLike.disconnect();
+    const reason = await fixed.waitForDisconnect();
+    assert.deepEqual(reason, { kind: "token-expired", code: 4005, message: "token expired", locally: false });
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    assert.equal(refreshed.isConnected, true);
+    assert.ok(asked >= 3, `the provider was asked ${asked} times`);
+    assert.deepEqual(await refreshed.call("whoami"), ["ann", { source: "refresh" }]);
+    await refreshed.disconnect();
+    await assert.rejects(
+      connect(url, "whoami", { WebSocket, log: quietLog, accessToken: "nonsense" }),
+      (e) => e instanceof HandshakeError && e.status === 401,
+    );
+  } finally {
+    await auth.stop();
+  }
+});

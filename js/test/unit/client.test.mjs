@@ -539,9 +539,9 @@ test("an invalid frame closes with 4002, rejects pending calls, and reports prot
   const { client, ws } = await connected({ onDisconnected: (r) => (disconnected = r) });
   const call = client.call("x");
   await settle();
-  ws.deliverBytes(Uint8Array.from([0x92, 0x0d, 0x01]));
+  ws.deliverBytes(Uint8Array.from([0x92, 0x0f, 0x01]));
   assert.equal(ws.closedWith.code, 4002);
-  assert.match(ws.closedWith.reason, /unknown message kind 13/);
+  assert.match(ws.closedWith.reason, /unknown message kind 15/);
   ws.serverClose(4002);
   await assert.rejects(call, ConnectionClosedError);
   assert.equal(disconnected.kind, "protocol-error");
@@ -672,7 +672,7 @@ test("heartbeat callbacks that throw are logged and the connection stays", async
 test("DisconnectKind has the same strings as Python's", () => {
   assert.deepEqual(Object.values(DisconnectKind).sort(), [
     "connection-lost", "going-away", "handshake-failed", "kicked", "message-too-big",
-    "normal", "peer-timed-out", "protocol-error", "slow-consumer", "timed-out",
+    "normal", "peer-timed-out", "protocol-error", "slow-consumer", "timed-out", "token-expired",
   ]);
 });
 

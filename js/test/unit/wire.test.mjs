@@ -13,7 +13,7 @@ import { protocolExamples } from "../protocol-md.mjs";
 
 const { frames, invalid } = protocolExamples();
 const CLIENT_SENDS = new Set([0, 2, 3, 4, 5, 8, 10, 11]);
-const SERVER_SENDS = new Set([1, 4, 5, 6, 7, 8, 9, 12]);
+const SERVER_SENDS = new Set([1, 4, 5, 6, 7, 8, 9, 12, 14]);
 
 function join(parts) {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
@@ -24,6 +24,21 @@ function join(parts) {
   }
   return out;
 }
+
+test("TOKEN_RESULT: accepted (short form), and refused with its error and message", () => {
+  assert.deepEqual(parseServerMessage([14, 1, 3600]), { kind: 14, sequence: 1, expiresIn: 3600, error: null, message: "" });
+  assert.deepEqual(parseServerMessage([14, 2, 4, "forbidden", "no"]), {
+    kind: 14, sequence: 2, expiresIn: 4, error: "forbidden", message: "no",
+  });
+  assert.throws(() => parseServerMessage([14, 1]), /TOKEN_RESULT needs/);
+  assert.throws(() => parseServerMessage([14, 1, null, 5]), /an error must be a str/);
+});
+
+test("the client encodes protocol.md's TOKEN example byte for byte", () => {
+  const tokens = frames.filter((f) => f.arrays.length === 1 && f.arrays[0][0] === 13);
+  assert.equal(tokens.length, 1);
+  assert.deepEqual(encodeMessage(tokens[0].arrays[0]), tokens[0].payload);
+});
 
 test("protocol.md has the examples this suite relies on", () => {
   assert.ok(frames.length >= 25, `only ${frames.length} wire examples`);
@@ -95,13 +110,14 @@ test("direction is enforced: a client rejects kinds only clients send", () => {
   }
 });
 
-test("WELCOME: caps, id, hb and max are read; missing ones get their defaults", () => {
-  assert.deepEqual(parseServerMessage([1, { caps: ["batch"], id: "x", hb: [20, null], max: 10 }]), {
+test("WELCOME: caps, id, hb, max and expires_in are read; missing ones get their defaults", () => {
+  assert.deepEqual(parseServerMessage([1, { caps: ["batch"], id: "x", hb: [20, null], max: 10, expires_in: 2.5 }]), {
     kind: 1,
     capabilities: ["batch"],
     connectionId: "x",
     heartbeat: [20, null],
     maxMessageSize: 10,
+    expiresIn: 2.5,
   });
   assert.deepEqual(parseServerMessage([1, {}]), {
     kind: 1,
@@ -109,7 +125,10 @@ test("WELCOME: caps, id, hb and max are read; missing ones get their defaults", 
     connectionId: "",
     heartbeat: null,
     maxMessageSize: null,
+    expiresIn: null,
   });
+  assert.throws(() => parseServerMessage([1, { expires_in: -1 }]), /expires_in/);
+  assert.throws(() => parseServerMessage([1, { expires_in: "soon" }]), /expires_in/);
   assert.throws(() => parseServerMessage([1, { max: 0 }]), /max must be a positive integer/);
   assert.throws(() => parseServerMessage([1, { hb: [1] }]), /hb must be/);
   assert.throws(() => parseServerMessage([1, { caps: [1] }]), /caps must be an array of str/);
