@@ -106,6 +106,7 @@ RUN_BY: dict[tuple[str, str], str] = {
             "per-connection-override",
         )
     },
+    ("docs/auth.md", "auth-example"): "tests/test_docs_auth.py::AuthDocTests::test_example_runs",
     ("docs/filters.md", "filters-example"):
         "tests/test_docs_filters.py::FiltersDocTests::test_example_runs_and_logs_the_line_shown",
     ("docs/javascript.md", "mount"): "tests/test_static.py::DocsMountExampleTests::test_mount_example",

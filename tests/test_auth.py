@@ -365,6 +365,12 @@ class AuthorizationTests(SynchronousTestCase):
 
     def test_notification_refused_is_dropped(self) -> None:
         """A refused notification does not run (nothing is answered; a line is logged)."""
+        from twisted_hub import set_log_level
+        from twisted_hub._logging import get_log_level
+
+        previous = get_log_level()
+        set_log_level("debug")  # a call a hub refused is logged at debug (docs/operations.md)
+        self.addCleanup(set_log_level, previous)
         client = outcome(self.server, self.server.connect("policies", options=bearer("ann,role=user")).ready)
         events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(events.append)

@@ -532,6 +532,8 @@ class HubClientFactory(WebSocketClientFactory):
 
     def set_access_token(self, token: str | None) -> None:
         """The token the next connection's upgrade carries (C{Authorization: Bearer}); None: none."""
+        if token is None and self.options.access_token is None:
+            return  # no token in play: an Authorization header in extra_headers stays
         headers = dict(self.headers or {})
         headers.pop("Authorization", None)
         if token is not None:
