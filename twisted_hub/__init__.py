@@ -16,6 +16,7 @@ from ._client import (
     ServerHeartbeatEvent,
     connect,
 )
+from ._compression import CompressionPolicy
 from ._errors import (
     CallTimeoutError,
     ConnectionClosedError,
@@ -57,6 +58,7 @@ __all__ = [
     "ClientScriptResource",
     "ClockOffset",
     "CloseCode",
+    "CompressionPolicy",
     "ConnectTimeoutError",
     "ConnectionClosedError",
     "ConnectionContext",

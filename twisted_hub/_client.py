@@ -19,6 +19,13 @@ from twisted.python.failure import Failure
 from ._autobahn import BoundedDropMixin, FastPathMixin, final_close_reason
 from ._base_error import HubArgumentError
 from ._client_session import ClientConnectionViews, ClientHeartbeatEvent, ClientSession, ServerHeartbeatEvent
+from ._compression import (
+    CompressionPolicy,
+    check_autobahn_bounds_inflation,
+    client_accept,
+    client_offers,
+    install_deflate,
+)
 from ._deprecate import clock_or_global_reactor, reactor_keyword_deprecated
 from ._errors import (
     CallTimeoutError,
@@ -113,6 +120,11 @@ class HubClientOptions:
         L{HubClientProtocol.wait_for_disconnect}.
     @ivar max_messages_per_frame: most messages one frame from the server may
         hold; over it none of them is handled and we close with 1008.
+    @ivar compression: offer permessage-deflate with these settings (a
+        L{CompressionPolicy}; None, the default: no offer).  The server
+        decides: without its agreement the connection is uncompressed.
+        Frames shorter than its C{min_size} go uncompressed either way.
+        The Twisted client needs autobahn >= 26.10 for it.
     """
 
     heartbeat_interval: float | None = None
@@ -129,8 +141,11 @@ class HubClientOptions:
     heartbeat: HeartbeatPolicy | None = None
     on_disconnected: Callable[[DisconnectReason], object] | None = None
     metrics: ClientMetrics | None = None
+    compression: CompressionPolicy | None = None
 
     def __post_init__(self) -> None:
+        if self.compression is not None and not isinstance(self.compression, CompressionPolicy):
+            raise HubArgumentError(f"compression must be a CompressionPolicy or None, got {self.compression!r}")
         _check_positive("interval", self.heartbeat_interval)
         _check_positive("timeout", self.heartbeat_timeout)
         if self.max_messages_per_frame <= 0:
@@ -175,6 +190,8 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
     """
 
     factory: HubClientFactory
+    #: with permessage-deflate negotiated: frames shorter than this go uncompressed
+    compress_min_size = 0
 
     def __init__(self) -> None:
         super().__init__()
@@ -284,7 +301,15 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
 
     def onOpen(self) -> None:
         self.count_any_traffic = self.session.options.any_traffic_counts
+        policy = self.session.options.compression
+        if policy is not None and install_deflate(self, policy):
+            self.compress_min_size = policy.min_size
         self.session.opened()
+
+    @property
+    def compressed(self) -> bool:
+        """Whether permessage-deflate was negotiated on this connection."""
+        return self._perMessageCompress is not None
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.session.receive_frame(payload, self.factory.clock.seconds(), isBinary)
@@ -320,8 +345,9 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
     # -- what the session asks of us (ClientIO) --------------------------------
     def send_frames(self, frames: list[bytes]) -> None:
         if self.state == self.STATE_OPEN:
+            small = self.compress_min_size
             for frame in frames:
-                self.sendMessage(frame, isBinary=True)
+                self.sendMessage(frame, isBinary=True, doNotCompress=len(frame) < small)
 
     def send_close(self, code: int, reason: str, wait_for_peer: bool) -> None:
         if self.state != self.STATE_OPEN:
@@ -448,6 +474,12 @@ class HubClientFactory(WebSocketClientFactory):
             maxFramePayloadSize=options.max_message_size,
             failByDrop=False,
         )
+        if options.compression is not None:
+            check_autobahn_bounds_inflation()
+            self.setProtocolOptions(
+                perMessageCompressionOffers=client_offers(options.compression),
+                perMessageCompressionAccept=client_accept(options.compression, options.max_message_size),
+            )
 
     def connection_ended(self, protocol: HubClientProtocol, reason: DisconnectReason) -> None:
         if self.on_connection_ended is not None:

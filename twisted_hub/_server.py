@@ -29,6 +29,7 @@ from ._autobahn import BoundedDropMixin, FastPathMixin, final_close_reason
 from ._backplane import Backplane, LocalBackplane
 from ._backpressure import OutputBudget
 from ._base_error import HubArgumentError
+from ._compression import CompressionPolicy, check_autobahn_bounds_inflation, install_deflate, server_accept
 from ._connection import ServerConnection
 from ._deprecate import reactor_keyword_deprecated
 from ._errors import DisconnectKind, DisconnectReason
@@ -97,6 +98,8 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
     factory: HubServerFactory
     #: the connection's session, once its request reached a hub
     session: ServerSession | None = None
+    #: with permessage-deflate negotiated: messages shorter than this go uncompressed
+    compress_min_size = 0
 
     # -- accepting: limits and handshake deadline (_admission.HandshakeWatch) --
     def connectionMade(self) -> None:
@@ -145,6 +148,9 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
 
     def onOpen(self) -> None:
         self.watch.opened()
+        policy = self.factory.compression
+        if policy is not None and install_deflate(self, policy):
+            self.compress_min_size = policy.min_size
         session = self.session
         assert session is not None
         self.count_any_traffic = session.heartbeat_policy.any_traffic_counts
@@ -183,7 +189,12 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         return bool(self.state == self.STATE_OPEN)
 
     def send_frame(self, payload: bytes) -> None:
-        self.sendMessage(payload, True)
+        self.sendMessage(payload, True, doNotCompress=len(payload) < self.compress_min_size)
+
+    @property
+    def compressed(self) -> bool:
+        """Whether permessage-deflate was negotiated on this connection."""
+        return self._perMessageCompress is not None
 
     def send_prepared(self, prepared: PreparedFrame) -> bool:
         if self.state != self.STATE_OPEN:
@@ -321,6 +332,11 @@ class HubServerFactory(WebSocketServerFactory):
     @param registry: the C{prometheus_client} registry to put them in
         (implies C{metrics=True}; default: one of this factory's own, at
         C{factory.metrics.registry}).
+    @param compression: permessage-deflate for the clients that offer it
+        (a L{CompressionPolicy}; None, the default: never); messages shorter
+        than its C{min_size} and heartbeats go uncompressed.  Needs
+        autobahn >= 26.10 (L{HubArgumentError} otherwise).  See
+        C{docs/performance.md}, "Compression".
 
     Listening over TLS itself (C{serverFromString(reactor, "ssl:...").listen(factory)}),
     it offers C{http/1.1} in ALPN, as a L{ConnectionGuard} does for a site.
@@ -357,7 +373,12 @@ class HubServerFactory(WebSocketServerFactory):
         backplane: Backplane | None = None,
         metrics: bool | HubMetrics = False,
         registry: Any = None,
+        compression: CompressionPolicy | None = None,
     ) -> None:
+        if compression is not None:
+            if not isinstance(compression, CompressionPolicy):
+                raise HubArgumentError(f"compression must be a CompressionPolicy or None, got {compression!r}")
+            check_autobahn_bounds_inflation()
         if clock is None:
             clock = reactor  # the deprecated name (it warned)
         super().__init__(url, protocols=[SUBPROTOCOL], reactor=clock)
@@ -371,6 +392,8 @@ class HubServerFactory(WebSocketServerFactory):
         self.max_pending_calls = max_pending_calls
         self.max_messages_per_frame = max_messages_per_frame
         self.max_pending_bytes = max_pending_bytes
+        #: permessage-deflate settings (None: off)
+        self.compression = compression
         self.client_result_timeout = client_result_timeout
         self.hello_timeout = hello_timeout
         self.allowed_origins: frozenset[str] | Callable[[ConnectionRequest], bool] | None = (
@@ -422,14 +445,29 @@ class HubServerFactory(WebSocketServerFactory):
             # "Origin: null" reaches onConnect, where the origin policy decides.
             allowNullOrigin=True,
         )
+        if compression is not None:
+            self.setProtocolOptions(perMessageCompressionAccept=server_accept(compression, max_message_size))
 
     def acceptableProtocols(self) -> list[bytes]:
         """ALPN when listening over TLS directly: HTTP/1.1, which a WebSocket upgrades (never h2)."""
         return list(HUB_ALPN_PROTOCOLS)
 
     def _prepare_binary(self, payload: bytes) -> PreparedMessage:
-        """Frame one binary message once for many connections."""
+        """
+        Frame one binary message once for many connections.  On a connection
+        with permessage-deflate, autobahn compresses it for that connection
+        unless it is shorter than the policy's C{min_size}.
+        """
         prepared: PreparedMessage = self.prepareMessage(payload, isBinary=True)
+        if self.compression is None or len(payload) < self.compression.min_size:
+            # set after: autobahn's doNotCompress=True would not keep .payload, which the session reads
+            prepared.doNotCompress = True
+        return prepared
+
+    def _prepare_heartbeat(self, payload: bytes) -> PreparedMessage:
+        """Frame a heartbeat once for many connections: never compressed."""
+        prepared: PreparedMessage = self.prepareMessage(payload, isBinary=True)
+        prepared.doNotCompress = True
         return prepared
 
     def route(self, path: str) -> HubRuntime[ServerSession] | None:
@@ -456,7 +494,7 @@ class HubServerFactory(WebSocketServerFactory):
         scheduler = self._schedulers.get(policy)
         if scheduler is None:
             scheduler = ServerHeartbeatScheduler(
-                policy, self.clock, self._prepare_binary, self.stall_detector,
+                policy, self.clock, self._prepare_heartbeat, self.stall_detector,
                 on_tick=self._heartbeat_tick,
             )
             self._schedulers[policy] = scheduler
