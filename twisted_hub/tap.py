@@ -61,9 +61,9 @@ _SINGLE = (
     "log-level", "shutdown-timeout", "drain-delay",
     "max-outgoing-buffer", "max-pending-calls", "max-pending-bytes",
     "handshake-timeout", "max-connections", "max-connections-per-ip", "status-path",
-    "redis", "redis-lease",
+    "redis", "redis-lease", "compression-min-size", "compression-window-bits",
 )
-_FLAGS = ("no-status", "no-ping-fallback", "metrics", "static-listing")
+_FLAGS = ("no-status", "no-ping-fallback", "metrics", "static-listing", "compression")
 
 
 def load_hub(spec: str) -> type[Hub]:
@@ -202,6 +202,9 @@ class Options(usage.Options):
         ["status-path", None, None, "URL path of the status page [/]."],
         ["redis", None, None, "Serve as one with the other hub processes on this Redis: redis://HOST:PORT/DB (docs/scaling.md)."],
         ["redis-lease", None, None, "Seconds a silent node stays in the others' group counts (needs --redis) [15]."],
+        ["compression-min-size", None, None, "With --compression: messages shorter than this go uncompressed [1KiB]."],
+        ["compression-window-bits", None, None,
+         "With --compression: deflate window bits, 9-15, both directions (memory per connection) [12]."],
     ]
     optFlags = [
         ["no-status", None, "Serve no status page (404 there)."],
@@ -209,6 +212,7 @@ class Options(usage.Options):
          "Do not check clients without hub heartbeats with WebSocket pings (docs/heartbeat.md)."],
         ["metrics", None, "Keep Prometheus metrics and serve them on GET /metrics (needs prometheus-client)."],
         ["static-listing", None, "List the files of a --static directory that has no index.html (default: 404)."],
+        ["compression", None, "Compress messages with permessage-deflate for clients that offer it (docs/performance.md)."],
     ]
 
     def __init__(self) -> None:
@@ -287,6 +291,7 @@ class Options(usage.Options):
         self._check_origins()
         self._check_connection_limits()
         self._check_redis()
+        self._check_compression()
         self["hubs"] = [load_hub(spec) for spec in self._hub_specs]
         if not self["hubs"]:
             from .demo import DEMO_HUBS
@@ -439,6 +444,31 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(f"--static: {e}") from None
 
+    def _check_compression(self) -> None:
+        from ._base_error import HubArgumentError
+        from ._compression import CompressionPolicy, check_autobahn_bounds_inflation
+
+        min_size, bits = self["compression-min-size"], self["compression-window-bits"]
+        if not self["compression"]:
+            if min_size is not None or bits is not None:
+                given = "--compression-min-size" if min_size is not None else "--compression-window-bits"
+                raise usage.UsageError(f"{given} needs --compression")
+            self["compression-policy"] = None
+            return
+        policy = CompressionPolicy()
+        try:
+            if min_size is not None:
+                policy = replace(policy, min_size=_size("compression-min-size", min_size))
+            if bits is not None:
+                text = str(bits).strip()
+                if not text.isdigit():
+                    raise HubArgumentError(f"window bits must be a whole number from 9 to 15, got {bits!r}")
+                policy = replace(policy, server_max_window_bits=int(text), client_max_window_bits=int(text))
+            check_autobahn_bounds_inflation()
+            self["compression-policy"] = policy
+        except HubArgumentError as e:
+            raise usage.UsageError(f"--compression: {e}") from None
+
     def _check_redis(self) -> None:
         from .redis import DEFAULT_LEASE, parse_redis_url
 
@@ -522,6 +552,7 @@ def makeService(options: Options) -> IService:
         metrics=bool(options["metrics"]),
         static=dict(options["static"]) or None,
         static_listing=bool(options["static-listing"]),
+        compression=options["compression-policy"],
         **backplane_options,
     )
     hubs.setServiceParent(root)  # type: ignore[no-untyped-call]
