@@ -20,9 +20,9 @@ Sections:
    context takeover): bytes out / bytes in, and CPU per message to compress
    and to inflate.  No sockets; CPU is ``time.process_time``.
 2. ``wire``: end to end on 127.0.0.1.  One hub server process per mode
-   (``off``: no compression; ``on``: ``CompressionPolicy()`` on both sides;
-   ``on-min128``: the same with ``min_size=128``; ``on-notakeover``: without
-   context takeover) and, per run, one
+   (``off``: no compression; ``on``: ``CompressionPolicy()`` on both sides,
+   no context takeover; ``takeover``: with context takeover;
+   ``takeover-min128``: with context takeover and ``min_size=128``) and, per run, one
    Twisted client process that calls ``echo(payload)`` for every message of
    a class, 8 calls in flight: bytes on the wire per call in each direction
    (the client's autobahn counters, frame headers included), server and
@@ -31,8 +31,9 @@ Sections:
    client connections in one process; each connection echoes one message
    (``small``: 150 bytes, below ``min_size``; ``large``: a 6.6 KB chat
    history, compressed both ways, so each connection holds its zlib state),
-   with compression ``off``, ``on`` (defaults), ``on-notakeover`` and
-   ``on-15-8`` (window bits 15, memLevel 8: zlib's defaults).
+   with compression ``off``, ``on`` (the defaults: no context takeover),
+   ``takeover`` and ``takeover-15-8`` (context takeover with window bits
+   15 and memLevel 8, zlib's defaults).
    RSS of the server (after ``gc.collect()``) with the N connections open,
    minus before, divided by N.
 
@@ -71,8 +72,8 @@ from _common import (  # noqa: E402
 )
 
 CLASSES = ("chat", "history", "map", "delta")
-WIRE_MODES = ("off", "on", "on-min128", "on-notakeover")
-MEMORY_MODES = ("off/small", "on/small", "on/large", "on-notakeover/large", "on-15-8/large")
+WIRE_MODES = ("off", "on", "takeover", "takeover-min128")
+MEMORY_MODES = ("off/small", "on/small", "on/large", "takeover/large", "takeover-15-8/large")
 
 _WORDS = (
     "the of and to a in is you that it he was for on are as with his they I at be this have from or one had by "
@@ -140,14 +141,15 @@ def encoded(kind: str, count: int) -> list[bytes]:
 
 
 # -- 1. codec -------------------------------------------------------------------
-#: name -> (window bits, memLevel, level, context takeover)
+#: name -> (window bits, memLevel, level, context takeover); 15/8/6 with takeover is zlib's (and autobahn's) default
 CODEC_SETTINGS = {
-    "default 12/5/6": (12, 5, 6, True),
-    "zlib default 15/8/6": (15, 8, 6, True),
-    "12/5/1 (fast)": (12, 5, 1, True),
-    "12/5/9 (best)": (12, 5, 9, True),
-    "9/1/6 (smallest)": (9, 1, 6, True),
-    "12/5/6 no takeover": (12, 5, 6, False),
+    "12/5/6 (default)": (12, 5, 6, False),
+    "12/5/1": (12, 5, 1, False),
+    "9/1/6": (9, 1, 6, False),
+    "12/5/6 takeover": (12, 5, 6, True),
+    "12/5/1 takeover": (12, 5, 1, True),
+    "12/5/9 takeover": (12, 5, 9, True),
+    "15/8/6 takeover": (15, 8, 6, True),
 }
 
 
@@ -210,12 +212,12 @@ def policy_for(mode: str) -> Any:
         return None
     if mode == "on":
         return CompressionPolicy()
-    if mode == "on-15-8":  # zlib's and autobahn's defaults: the largest window, memLevel 8
-        return CompressionPolicy(server_max_window_bits=15, client_max_window_bits=15, mem_level=8)
-    if mode == "on-min128":
-        return CompressionPolicy(min_size=128)
-    if mode == "on-notakeover":
-        return CompressionPolicy(context_takeover=False)
+    if mode == "takeover":
+        return CompressionPolicy(context_takeover=True)
+    if mode == "takeover-min128":
+        return CompressionPolicy(context_takeover=True, min_size=128)
+    if mode == "takeover-15-8":  # zlib's and autobahn's defaults: the largest window, memLevel 8
+        return CompressionPolicy(context_takeover=True, server_max_window_bits=15, client_max_window_bits=15, mem_level=8)
     raise ValueError(mode)
 
 
@@ -462,9 +464,9 @@ def main() -> int:
     parser.add_argument("--inflight", type=int, default=8)
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
-    counts = {"chat": 3000, "history": 200, "map": 600, "delta": 1000}
+    counts = {"chat": 20000, "history": 2000, "map": 3000, "delta": 6000}
     if args.quick:
-        counts = {kind: max(5, n // 50) for kind, n in counts.items()}
+        counts = {kind: max(5, n // 400) for kind, n in counts.items()}
     conns = 20 if args.quick else args.conns
     limit = open_file_limit()
     print(open_file_limit_line(), flush=True)

@@ -62,12 +62,12 @@ def bounded(d: Deferred[Any], seconds: float = WAIT) -> Deferred[Any]:
 # -- settings ----------------------------------------------------------------------
 class PolicyTests(SynchronousTestCase):
     def test_defaults(self) -> None:
-        """The defaults: from 1 KiB, window bits 12 both ways, memLevel 5, level 6, context takeover."""
+        """The defaults: from 1 KiB, window bits 12 both ways, memLevel 5, level 6, no context takeover."""
         policy = CompressionPolicy()
         self.assertEqual(
             (policy.min_size, policy.server_max_window_bits, policy.client_max_window_bits, policy.mem_level,
              policy.level, policy.context_takeover),
-            (1024, 12, 12, 5, 6, True),
+            (1024, 12, 12, 5, 6, False),
         )
 
     def test_bad_values_are_refused(self) -> None:
@@ -107,7 +107,9 @@ class ServerAcceptTests(SynchronousTestCase):
         """A browser's offer (client_max_window_bits, no value): the client is asked for 12 bits, the server uses 12."""
         accept = server_accept(CompressionPolicy(), 1 << 20)([self.offer(client_max_window_bits=True)])
         assert accept is not None
-        self.assertEqual(accept.get_extension_string(), "permessage-deflate; client_max_window_bits=12")
+        self.assertEqual(
+            accept.get_extension_string(), "permessage-deflate; client_no_context_takeover; client_max_window_bits=12"
+        )
         self.assertEqual(accept.window_bits, 12)
 
     def test_client_asks_for_a_smaller_server_window(self) -> None:
@@ -118,10 +120,21 @@ class ServerAcceptTests(SynchronousTestCase):
         self.assertIn("server_max_window_bits=10", accept.get_extension_string())
 
     def test_no_context_takeover_is_asked_of_the_client_and_kept_by_the_server(self) -> None:
-        """Without context takeover, the client is asked for client_no_context_takeover and the server drops its own."""
-        accept = server_accept(CompressionPolicy(context_takeover=False), 1 << 20)([self.offer()])
+        """Without context takeover (the default) the client is asked for client_no_context_takeover; the server drops its own."""
+        accept = server_accept(CompressionPolicy(), 1 << 20)([self.offer()])
         assert accept is not None
         self.assertIn("client_no_context_takeover", accept.get_extension_string())
+        self.assertTrue(accept.no_context_takeover)
+
+    def test_context_takeover_on_request(self) -> None:
+        """context_takeover=True: nothing asked of the client, the server keeps its context unless the client asks."""
+        policy = CompressionPolicy(context_takeover=True)
+        accept = server_accept(policy, 1 << 20)([self.offer()])
+        assert accept is not None
+        self.assertNotIn("no_context_takeover", accept.get_extension_string())
+        self.assertFalse(accept.no_context_takeover)
+        accept = server_accept(policy, 1 << 20)([self.offer(server_no_context_takeover=True)])
+        assert accept is not None
         self.assertTrue(accept.no_context_takeover)
 
     def test_no_deflate_offer(self) -> None:
@@ -357,13 +370,14 @@ async def test_threshold_and_heartbeats_on_the_wire() -> None:
     """Negotiated: results below min_size and every heartbeat (even past min_size) go with RSV1 clear; larger ones compressed."""
     metadata = b"m" * 3000  # a heartbeat far over min_size: still never compressed
     server = Listening(
-        compression=CompressionPolicy(min_size=200),
+        compression=CompressionPolicy(min_size=200, context_takeover=True),
         heartbeat=HeartbeatPolicy(enabled=True, interval=0.05, timeout=None, metadata_provider=lambda: metadata),
     )
     try:
         client = await server.raw("permessage-deflate; client_max_window_bits")
         assert client.headers is not None
         assert client.headers["sec-websocket-extensions"] == "permessage-deflate; client_max_window_bits=12"
+        # (with context takeover: nothing asked of the client, so the raw client's one inflater is right)
         beats = [await client.wait(lambda f: f.opcode == 2 and f.payload[1:2] == b"\x09") for _ in range(3)]
         assert [b.rsv1 for b in beats] == [False, False, False]
         assert all(_unpack(b.payload)[0][3] == metadata for b in beats)
