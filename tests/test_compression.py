@@ -13,7 +13,9 @@ import base64
 import hashlib
 import json
 import os
+import shutil
 import struct
+import tempfile
 import tracemalloc
 import zlib
 from pathlib import Path
@@ -167,7 +169,9 @@ class TwistdOptionTests(SynchronousTestCase):
 
     def test_toml(self) -> None:
         """The TOML file takes the same names: compression = true, compression-min-size = 4096."""
-        path = Path(self.mktemp())
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        path = Path(directory) / "hub.toml"
         path.write_text("compression = true\ncompression-min-size = 4096\n")
         options = self.parse("--config", str(path))
         self.assertEqual(options["compression-policy"], CompressionPolicy(min_size=4096))
