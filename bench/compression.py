@@ -27,7 +27,13 @@ Sections:
    a class, 8 calls in flight: bytes on the wire per call in each direction
    (the client's autobahn counters, frame headers included), server and
    client CPU per call, calls per second.
-3. ``memory``: server RSS per connection.  A fresh server per mode, then N
+3. ``fanout``: one server and M members (default 200, one client process)
+   per mode (``off``, ``on``, ``takeover``); the first member asks the server
+   to broadcast 50 messages of a class to the group, one prepared frame per
+   message.  Per delivered message: bytes the server wrote, server CPU,
+   members' CPU, deliveries per second.  Without context takeover the server
+   compresses each broadcast once for every member; with it, once per member.
+4. ``memory``: server RSS per connection.  A fresh server per mode, then N
    client connections in one process; each connection echoes one message
    (``small``: 150 bytes, below ``min_size``; ``large``: a 6.6 KB chat
    history, compressed both ways, so each connection holds its zlib state),
@@ -72,6 +78,10 @@ from _common import (  # noqa: E402
 )
 
 CLASSES = ("chat", "history", "map", "delta")
+#: the fan-out section: classes broadcast, messages per broadcast run, group members
+FANOUT_CLASSES = ("history", "map", "delta")
+FANOUT_MESSAGES = 50
+FANOUT_MODES = ("off", "on", "takeover")
 WIRE_MODES = ("off", "on", "takeover", "takeover-min128")
 MEMORY_MODES = ("off/small", "on/small", "on/large", "takeover/large", "takeover-15-8/large")
 
@@ -228,11 +238,25 @@ def child_server(mode: str) -> None:
 
     from twisted_hub import Hub, HubServerFactory, hub, method
 
+    blasts = {kind: payloads(kind, FANOUT_MESSAGES) for kind in FANOUT_CLASSES}
+
     @hub("bench")
     class EchoHub(Hub):
         @method
         def echo(self, value: object) -> object:
             return value
+
+        @method
+        def join(self) -> None:
+            self.groups.add("g")
+
+        @method
+        def blast(self, kind: str) -> int:
+            """Broadcast every prepared message of C{kind} to group g (one prepared frame per message)."""
+            group = self.clients.group("g")
+            for value in blasts[kind]:
+                group.update(value)
+            return len(blasts[kind])
 
     factory = HubServerFactory([EchoHub], compression=policy_for(mode), max_connections=None,
                                max_connections_per_ip=None, max_message_size=4 * 1024 * 1024)
@@ -246,9 +270,10 @@ def child_server(mode: str) -> None:
             if command == "stats":
                 gc.collect()
                 runtime = factory.hub_runtime("bench")
-                compressed = sum(1 for s in runtime.connections.values() if getattr(s.transport, "compressed", False))
+                transports = [s.transport for s in runtime.connections.values()]
                 emit("stats", cpu=cpu_seconds(), rss=memory(os.getpid())["VmRSS"], conns=len(runtime.connections),
-                     compressed=compressed)
+                     compressed=sum(1 for t in transports if getattr(t, "compressed", False)),
+                     wire_out=sum(t.trafficStats.outgoingOctetsWireLevel for t in transports))
             elif command == "quit":
                 reactor.stop()  # type: ignore[attr-defined]
 
@@ -296,31 +321,53 @@ def child_client(mode: str, port: int, kind: str, count: int, inflight: int) -> 
 
 
 def child_holders(mode: str, port: int, conns: int, size: str) -> None:
-    """Open C{conns} connections, each echoing one message; hold them until told to quit."""
+    """
+    Open C{conns} connections, each echoing one message; hold them until
+    told to quit.  With size C{fanout} each joins group g instead, and the
+    command C{blast KIND} has the first one ask the server to broadcast
+    KIND's messages; C{received} is reported once every member has them.
+    """
     from twisted.internet import defer, reactor, stdio
     from twisted.protocols.basic import LineReceiver
 
     from twisted_hub import HubClientOptions, connect
 
     raise_nofile()
-    value: Any = {"text": "x" * 150} if size == "small" else payloads("history", 1)[0]
+    value: Any = {"text": "x" * 150} if size in ("small", "fanout") else payloads("history", 1)[0]
     clients: list[Any] = []
+    received = {"count": 0, "expected": 0}
+    blast_started = [0.0, 0.0]
+
+    class Member:
+        def update(self, value: object) -> None:
+            received["count"] += 1
+            if received["count"] == received["expected"]:
+                emit("received", count=received["count"], cpu=cpu_seconds() - blast_started[0],
+                     wall=time.monotonic() - blast_started[1])
 
     class Commands(LineReceiver):
         delimiter = b"\n"
 
         def lineReceived(self, line: bytes) -> None:
-            if line.strip() == b"quit":
+            command, *args = line.decode().split()
+            if command == "blast":
+                received["count"], received["expected"] = 0, FANOUT_MESSAGES * len(clients)
+                blast_started[:] = [cpu_seconds(), time.monotonic()]
+                clients[0].call("blast", args[0]).addErrback(failed)
+            elif command == "quit":
                 for client in clients:
                     client.dropConnection(abort=True)
                 reactor.stop()  # type: ignore[attr-defined]
 
     async def one() -> None:
         options = HubClientOptions(compression=policy_for(mode), max_message_size=4 * 1024 * 1024)
-        client = await connect(f"ws://127.0.0.1:{port}/hub", "bench", options=options, clock=reactor, timeout=60)
+        client = await connect(f"ws://127.0.0.1:{port}/hub", "bench", receiver=Member(), options=options,
+                               clock=reactor, timeout=60)
         clients.append(client)
         if await client.call("echo", value) != value:
             raise AssertionError("echo changed the value")
+        if size == "fanout":
+            await client.call("join")
 
     async def run() -> None:
         started = time.monotonic()
@@ -408,6 +455,66 @@ def print_wire(result: dict[str, Any]) -> None:
                   f"{r['calls_per_s']['median']:>8.0f}{extra}")
 
 
+def section_fanout(members: int, repeats: int) -> dict[str, Any]:
+    from run import BenchError, Processes, server_stats
+
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {k: {m: [] for m in FANOUT_MODES} for k in FANOUT_CLASSES}
+    with Processes() as procs:
+        groups = {}
+        for mode in FANOUT_MODES:
+            server = procs.start(f"{mode} server", "compression.py", "_server", mode)
+            port = int(server.expect("ready", 60)["port"])
+            holders = procs.start(f"{mode} members", "compression.py", "_holders", mode, str(port), str(members), "fanout")
+            ready = holders.expect("ready", 300)
+            if ready["compressed"] != (members if mode != "off" else 0):
+                raise BenchError(f"{mode}: {ready['compressed']} of {members} members compressed")
+            groups[mode] = (server, holders)
+        for repeat in range(repeats):
+            for kind in FANOUT_CLASSES:
+                for mode in FANOUT_MODES:
+                    server, holders = groups[mode]
+                    before = server_stats(server)
+                    holders.send(f"blast {kind}")
+                    done = holders.expect("received", 300)
+                    after = server_stats(server)
+                    delivered = done["count"]
+                    runs[kind][mode].append({
+                        "down_bytes": (after["wire_out"] - before["wire_out"]) / delivered,
+                        "server_cpu_us": (after["cpu"] - before["cpu"]) / delivered * 1e6,
+                        "members_cpu_us": done["cpu"] / delivered * 1e6,
+                        "delivered_per_s": delivered / done["wall"],
+                    })
+                    r = runs[kind][mode][-1]
+                    print(f"  fanout #{repeat + 1} {kind:<8} {mode:<9} {r['down_bytes']:8.0f} B  server "
+                          f"{r['server_cpu_us']:7.1f} us  members {r['members_cpu_us']:7.1f} us  "
+                          f"{r['delivered_per_s']:8.0f} msgs/s (per delivered message)", flush=True)
+    summary: dict[str, Any] = {}
+    for kind, by_mode in runs.items():
+        summary[kind] = {}
+        for mode, rs in by_mode.items():
+            summary[kind][mode] = {key: median_spread([r[key] for r in rs]) for key in rs[0]}
+            if mode != "off":
+                summary[kind][mode]["ratios"] = {
+                    key: median_spread([r[key] / o[key] if o[key] else float("nan") for r, o in zip(rs, by_mode["off"])])
+                    for key in rs[0]
+                }
+    return {"members": members, "messages": FANOUT_MESSAGES, "runs": runs, "summary": summary}
+
+
+def print_fanout(result: dict[str, Any]) -> None:
+    print(f"\n## fan-out: {result['messages']} broadcasts of a class to {result['members']} members, per delivered "
+          "message, median [min..max] of repeats; ratio = mode / off within a repeat")
+    print(f"{'class':<8} {'mode':<9} {'down B':>7} {'server us':>10} {'members us':>11} {'msgs/s':>8}   "
+          f"{'bytes ratio':>11} {'server CPU ratio':>17}")
+    for kind, by_mode in result["summary"].items():
+        for mode, r in by_mode.items():
+            ratios = r.get("ratios")
+            extra = (f"   {ratios['down_bytes']['median']:>11.3f} {fmt_spread(ratios['server_cpu_us'], 2):>17}"
+                     if ratios else "")
+            print(f"{kind:<8} {mode:<9} {r['down_bytes']['median']:>7.0f} {r['server_cpu_us']['median']:>10.1f} "
+                  f"{r['members_cpu_us']['median']:>11.1f} {r['delivered_per_s']['median']:>8.0f}{extra}")
+
+
 def section_memory(conns: int, repeats: int) -> dict[str, Any]:
     from run import BenchError, Processes, server_stats
 
@@ -459,7 +566,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smoke test: few messages, few connections, 1 repeat")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", nargs="+", choices=("codec", "wire", "memory"))
+    parser.add_argument("--only", nargs="+", choices=("codec", "wire", "fanout", "memory"))
+    parser.add_argument("--members", type=int, default=200, help="group members in the fan-out section")
     parser.add_argument("--conns", type=int, default=1000, help="connections in the memory section")
     parser.add_argument("--inflight", type=int, default=8)
     args = parser.parse_args()
@@ -470,7 +578,7 @@ def main() -> int:
     conns = 20 if args.quick else args.conns
     limit = open_file_limit()
     print(open_file_limit_line(), flush=True)
-    sections = args.only or ["codec", "wire", "memory"]
+    sections = args.only or ["codec", "wire", "fanout", "memory"]
     command = " ".join(["python3", "bench/compression.py", *sys.argv[1:]])
     started = time.time()
     report: dict[str, Any] = {"command": command, "quick": args.quick, "repeats": repeats, "counts": counts,
@@ -481,6 +589,9 @@ def main() -> int:
     if "wire" in sections:
         report["wire"] = section_wire(counts, repeats, args.inflight)
         print_wire(report["wire"])
+    if "fanout" in sections:
+        report["fanout"] = section_fanout(10 if args.quick else args.members, repeats)
+        print_fanout(report["fanout"])
     if "memory" in sections:
         report["memory"] = section_memory(conns, repeats)
         print_memory(report["memory"])

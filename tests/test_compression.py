@@ -64,12 +64,12 @@ def bounded(d: Deferred[Any], seconds: float = WAIT) -> Deferred[Any]:
 # -- settings ----------------------------------------------------------------------
 class PolicyTests(SynchronousTestCase):
     def test_defaults(self) -> None:
-        """The defaults: from 1 KiB, window bits 12 both ways, memLevel 5, level 6, no context takeover."""
+        """The defaults: from 1 KiB, window bits 12 both ways, memLevel 5, level 1, no context takeover."""
         policy = CompressionPolicy()
         self.assertEqual(
             (policy.min_size, policy.server_max_window_bits, policy.client_max_window_bits, policy.mem_level,
              policy.level, policy.context_takeover),
-            (1024, 12, 12, 5, 6, False),
+            (1024, 12, 12, 5, 1, False),
         )
 
     def test_bad_values_are_refused(self) -> None:
@@ -516,6 +516,66 @@ async def test_broadcast_reaches_compressed_and_plain_clients() -> None:
         assert clients["deflate"].compressed and not clients["plain"].compressed
         assert clients["deflate"].trafficStats.incomingOctetsWireLevel < len(TEXT)
         for client in clients.values():
+            await bounded(client.disconnect())
+    finally:
+        await server.close()
+
+
+class CountingZlib:
+    """twisted_hub._compression's zlib, counting the compressors made."""
+
+    def __init__(self) -> None:
+        self.compressors = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(zlib, name)
+
+    def compressobj(self, *args: Any) -> Any:
+        self.compressors += 1
+        return zlib.compressobj(*args)
+
+
+@pytest.mark.parametrize("takeover", [False, True])
+@pytest_twisted.ensureDeferred
+async def test_broadcast_compressed_once_without_context_takeover(takeover: bool, monkeypatch: Any) -> None:
+    """A large broadcast to 3 compressing members: one compressor for all without context takeover, one each with it."""
+    from twisted.internet import reactor
+
+    from twisted_hub import _compression
+
+    counting = CountingZlib()
+    monkeypatch.setattr(_compression, "zlib", counting)
+    policy = CompressionPolicy(context_takeover=takeover)
+    server = Listening(compression=policy)
+    try:
+        heard: list[Deferred[str]] = [Deferred() for _ in range(3)]
+
+        class Listener:
+            def __init__(self, index: int) -> None:
+                self.index = index
+
+            def said(self, room: str, user: str, text: str) -> None:
+                heard[self.index].callback(text)
+
+            def joined(self, room: str, user: str) -> None:
+                pass
+
+        clients = []
+        for index in range(3):
+            client = await bounded(connect(
+                server.url, "chat", receiver=Listener(index), options=HubClientOptions(compression=policy),
+                clock=reactor, timeout=WAIT,
+            ))
+            await bounded(client.call("join", "room", f"user{index}"))
+            clients.append(client)
+        assert counting.compressors == 0  # nothing large was sent yet
+        await bounded(clients[0].call("say", "room", TEXT))
+        assert [await bounded(d) for d in heard] == [TEXT] * 3
+        # one for the call that carried TEXT up (the client's); then the broadcast: one, or one per member
+        assert counting.compressors == 1 + (3 if takeover else 1)
+        received = [c.trafficStats.incomingOctetsWireLevel for c in clients]
+        assert max(received) < len(TEXT) / 5, received
+        for client in clients:
             await bounded(client.disconnect())
     finally:
         await server.close()

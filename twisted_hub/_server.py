@@ -29,7 +29,13 @@ from ._autobahn import BoundedDropMixin, FastPathMixin, final_close_reason
 from ._backplane import Backplane, LocalBackplane
 from ._backpressure import OutputBudget
 from ._base_error import HubArgumentError
-from ._compression import CompressionPolicy, check_autobahn_bounds_inflation, install_deflate, server_accept
+from ._compression import (
+    CompressionPolicy,
+    check_autobahn_bounds_inflation,
+    install_deflate,
+    server_accept,
+    shared_deflated_frame,
+)
 from ._connection import ServerConnection
 from ._deprecate import reactor_keyword_deprecated
 from ._errors import DisconnectKind, DisconnectReason
@@ -200,6 +206,17 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         if self.state != self.STATE_OPEN:
             return False
         assert isinstance(prepared, PreparedMessage)  # made by our factory's prepareMessage
+        deflate = self._perMessageCompress
+        if deflate is not None and not prepared.doNotCompress:
+            frame = shared_deflated_frame(prepared, deflate)
+            if frame is not None:  # compressed once for every member (no context takeover)
+                stats = self.trafficStats
+                stats.outgoingWebSocketMessages += 1
+                stats.outgoingWebSocketFrames += 1
+                stats.outgoingOctetsAppLevel += len(prepared.payload)
+                stats.outgoingOctetsWebSocketLevel += len(frame) - (2 if frame[1] < 126 else 4 if frame[1] == 126 else 10)
+                self.sendData(frame)
+                return True
         self.sendPreparedMessage(prepared)
         return True
 
