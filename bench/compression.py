@@ -153,12 +153,11 @@ def encoded(kind: str, count: int) -> list[bytes]:
 # -- 1. codec -------------------------------------------------------------------
 #: name -> (window bits, memLevel, level, context takeover); 15/8/6 with takeover is zlib's (and autobahn's) default
 CODEC_SETTINGS = {
-    "12/5/6 (default)": (12, 5, 6, False),
-    "12/5/1": (12, 5, 1, False),
-    "9/1/6": (9, 1, 6, False),
-    "12/5/6 takeover": (12, 5, 6, True),
+    "12/5/1 (default)": (12, 5, 1, False),
+    "12/5/6": (12, 5, 6, False),
+    "9/1/1": (9, 1, 1, False),
     "12/5/1 takeover": (12, 5, 1, True),
-    "12/5/9 takeover": (12, 5, 9, True),
+    "12/5/6 takeover": (12, 5, 6, True),
     "15/8/6 takeover": (15, 8, 6, True),
 }
 
