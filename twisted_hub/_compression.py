@@ -15,14 +15,15 @@ Memory: by default every message is compressed on its own (no context
 takeover, both directions) and the zlib state is released after each
 message, so an open connection holds next to nothing for compression
 (+2.6 KiB measured, docs/performance.md).  With C{context_takeover=True} a
-connection keeps one compressor (about C{2 ** (window_bits + 3) +
-2 ** (mem_level + 10)} bytes plus zlib's few KiB) and one decompressor
+connection keeps one compressor (C{2 ** (window_bits + 2) +
+2 ** (mem_level + 9)} bytes plus zlib's few KiB) and one decompressor
 (C{2 ** window_bits} bytes plus 7 KiB) from its first compressed message
-until it closes: +54 KiB at the default window bits and memLevel, +138 KiB
-at zlib's defaults (15, 8), measured.  Context takeover pays off for small,
-similar messages (chat lines: 0.40 of the bytes instead of 0.64 with
-C{min_size=128}); for messages of 1 KiB and more the two differ by 1-5 %
-on our payload set.  Window bits and memory level bound the rest.
+until it closes: +54.7 KiB at the default window bits and memLevel,
++137.9 KiB at zlib's defaults (15, 8), measured.  Context takeover pays off
+for small, similar messages (batched chat lines: 0.43 of the bytes instead
+of 0.65 with C{min_size=128}); for our messages of a few KB it saves 1-3 %
+of the bytes on the wire (7-11 % message by message).  Window bits and
+memory level bound the rest.
 
 Inflation is bounded by the receiver's C{max_message_size}: autobahn
 (from 26.10) stops inflating once a message is past C{maxMessagePayloadSize}

@@ -162,7 +162,8 @@ class HubService(MultiService):
     Serve hubs as a Twisted service.
 
     Either give hub classes (a L{HubServerFactory} is built with
-    C{factory_options}) or an existing C{factory}.  With C{listen}
+    C{factory_options}, e.g. C{compression=CompressionPolicy()}) or an
+    existing C{factory}.  With C{listen}
     descriptions (strports, e.g. C{"tcp:8080:interface=127.0.0.1"},
     C{"ssl:8443:privateKey=key.pem:certKey=cert.pem"}, C{"unix:/run/hub.sock"})
     the service listens itself, with the hub endpoint at C{path} and a
