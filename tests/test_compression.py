@@ -318,12 +318,21 @@ class Listening:
         from twisted.internet import reactor
 
         self.protocols: list[HubServerProtocol] = []
+        #: (compressed, payload length) of each data frame received, in order (with fast_path off:
+        #: every frame then goes through autobahn's frame parser)
+        self.received: list[tuple[bool, int]] = []
         outer = self
 
         class Recording(HubServerProtocol):
             def connectionMade(self) -> None:
                 outer.protocols.append(self)
                 super().connectionMade()
+
+            def onFrameBegin(self) -> None:
+                frame = self.current_frame
+                if frame.opcode in (1, 2):
+                    outer.received.append((frame.rsv == 4, frame.length))
+                super().onFrameBegin()
 
         self.factory = HubServerFactory(DEMO_HUBS, **options)
         self.factory.protocol = Recording
@@ -399,6 +408,71 @@ async def test_threshold_and_heartbeats_on_the_wire() -> None:
         assert value == TEXT
         [protocol] = server.protocols
         assert protocol.compressed
+    finally:
+        await server.close()
+
+
+#: INVOKE [2, id, "echo", [str of n]] is n + 11 bytes (array, kind, id, "echo", array, str8 header)
+SMALL_CALL, LARGE_CALL = "y" * 188, "y" * 189  # 199 and 200 bytes
+
+
+def check_client_frames(received: list[tuple[bool, int]]) -> None:
+    """A client with min_size=200 sent only the 200-byte call and TEXT compressed; its hello, heartbeats and 199 bytes plain."""
+    compressed = [length for was_compressed, length in received if was_compressed]
+    plain = [length for was_compressed, length in received if not was_compressed]
+    assert len(compressed) == 2 and compressed[0] < 100 and compressed[1] < len(TEXT) / 5, received
+    assert 199 in plain, received
+    assert len([length for length in plain if length < 30]) >= 2, received  # heartbeats (the hello is longer)
+
+
+@pytest_twisted.ensureDeferred
+async def test_twisted_client_threshold_and_heartbeats_on_the_wire() -> None:
+    """The Twisted client sends its heartbeats and frames under min_size with RSV1 clear, larger ones compressed."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    server = Listening(compression=CompressionPolicy())
+    server.factory.fast_path = False
+    try:
+        options = HubClientOptions(compression=CompressionPolicy(min_size=200), heartbeat_interval=0.05)
+        client = await bounded(connect(server.url, "echo", options=options, clock=reactor, timeout=WAIT))
+        for value in (SMALL_CALL, LARGE_CALL, TEXT):
+            assert await bounded(client.call("echo", value)) == value
+        await deferLater(reactor, 0.2, lambda: None)  # a few heartbeats
+        check_client_frames(server.received)
+        await bounded(client.disconnect())
+    finally:
+        await server.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_asyncio_client_threshold_and_heartbeats_on_the_wire() -> None:
+    """The asyncio client sends its heartbeats and frames under min_size with RSV1 clear, larger ones compressed."""
+    import asyncio
+
+    from twisted.internet.threads import deferToThread
+
+    from twisted_hub.aio import open_client
+
+    server = Listening(compression=CompressionPolicy())
+    server.factory.fast_path = False
+
+    def run_client() -> list[Any]:
+        async def main() -> list[Any]:
+            options = HubClientOptions(compression=CompressionPolicy(min_size=200), heartbeat_interval=0.05)
+            client = await open_client(server.url, "echo", options=options, timeout=WAIT)
+            try:
+                results = [await client.call("echo", value) for value in (SMALL_CALL, LARGE_CALL, TEXT)]
+                await asyncio.sleep(0.2)  # a few heartbeats
+                return results
+            finally:
+                await client.disconnect()
+
+        return asyncio.run(asyncio.wait_for(main(), WAIT))
+
+    try:
+        assert await bounded(deferToThread(run_client), 2 * WAIT) == [SMALL_CALL, LARGE_CALL, TEXT]
+        check_client_frames(server.received)
     finally:
         await server.close()
 

@@ -56,7 +56,7 @@ class ServiceStartTests(SynchronousTestCase):
         service = HubService(DEMO_HUBS, clock=MemoryReactorClock(), max_connections=max_connections)
         service.startService()
         self.addCleanup(service.stopService)
-        return [e for e in logs if "open-file limit" in e.get("warning", "")]
+        return [e for e in logs if "open-file limit" in e.get("open_files", "")]
 
     def test_warns_when_below_the_cap(self) -> None:
         """HubService.startService logs one warning when the soft limit is below max_connections + headroom."""

@@ -402,7 +402,7 @@ class HubService(MultiService):
         """Warn when the process cannot hold as many connections as the factory's cap allows."""
         warning = open_file_limit_warning(self.factory.limits.max_connections, open_file_limit())
         if warning is not None:
-            _log.warn("{warning}", warning=warning, max_connections=self.factory.limits.max_connections)
+            _log.warn("{open_files}", open_files=warning, max_connections=self.factory.limits.max_connections)
 
     def _log_banner(self) -> None:
         """One line saying what this server is and serves (the startup banner)."""
