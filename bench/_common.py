@@ -47,9 +47,10 @@ def open_file_limit() -> dict[str, int]:
 def open_file_limit_line() -> str:
     """What a bench prints first: the open-file limit it ran under (it bounds the connections a process can hold)."""
     limit = open_file_limit()
-    return (f"open-file limit (RLIMIT_NOFILE): soft {limit['soft']}, hard {limit['hard']}; servers and load "
+    shown = {k: "unlimited" if v == resource.RLIM_INFINITY else str(v) for k, v in limit.items()}
+    return (f"open-file limit (RLIMIT_NOFILE): soft {shown['soft']}, hard {shown['hard']}; servers and load "
             f"clients raise their soft limit to the hard one (raise_nofile), so each process holds at most "
-            f"{limit['hard']} files")
+            f"{shown['hard'] if limit['hard'] != resource.RLIM_INFINITY else 2 ** 20} files")
 
 
 def emit(event: str, **fields: object) -> None:
