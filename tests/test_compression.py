@@ -35,6 +35,7 @@ from twisted_hub import (
     HandshakeError,
     HeartbeatPolicy,
     HubArgumentError,
+    HubClientFactory,
     HubClientOptions,
     HubServerFactory,
     HubServerProtocol,
@@ -175,6 +176,20 @@ class TwistdOptionTests(SynchronousTestCase):
         path.write_text("compression = true\ncompression-min-size = 4096\n")
         options = self.parse("--config", str(path))
         self.assertEqual(options["compression-policy"], CompressionPolicy(min_size=4096))
+
+    def test_old_autobahn(self) -> None:
+        """With an autobahn older than 26.10, --compression is a usage error, and the factory and client refuse it."""
+        import autobahn
+
+        self.patch(autobahn, "__version__", "26.7.1")
+        with self.assertRaises(usage.UsageError) as caught:
+            self.parse("--compression")
+        self.assertIn("--compression: compression needs autobahn >= 26.10", str(caught.exception))
+        self.parse()  # without compression, any tested autobahn does
+        with self.assertRaises(HubArgumentError):
+            HubServerFactory(DEMO_HUBS, compression=CompressionPolicy())
+        with self.assertRaises(HubArgumentError):
+            HubClientFactory("ws://127.0.0.1:1/hub", options=HubClientOptions(compression=CompressionPolicy()))
 
     def test_errors(self) -> None:
         """Settings without --compression, window bits out of range, a tiny min size: usage errors naming the option."""
