@@ -38,6 +38,21 @@ def raise_nofile() -> int:
     return target
 
 
+def open_file_limit() -> dict[str, int]:
+    """This process's RLIMIT_NOFILE, soft and hard (-1: unlimited)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return {"soft": soft, "hard": hard}
+
+
+def open_file_limit_line() -> str:
+    """What a bench prints first: the open-file limit it ran under (it bounds the connections a process can hold)."""
+    limit = open_file_limit()
+    shown = {k: "unlimited" if v == resource.RLIM_INFINITY else str(v) for k, v in limit.items()}
+    return (f"open-file limit (RLIMIT_NOFILE): soft {shown['soft']}, hard {shown['hard']}; servers and load "
+            f"clients raise their soft limit to the hard one (raise_nofile), so each process holds at most "
+            f"{shown['hard'] if limit['hard'] != resource.RLIM_INFINITY else 2 ** 20} files")
+
+
 def emit(event: str, **fields: object) -> None:
     """One JSON line on stdout: how child processes report to the runner."""
     fields["event"] = event

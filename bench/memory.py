@@ -34,7 +34,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from _common import ROOT, memory, reset_peak  # noqa: E402
+from _common import ROOT, memory, open_file_limit, open_file_limit_line, reset_peak  # noqa: E402
 from run import BenchError, Child, Processes, Settings, server_stats, start_loads, start_server  # noqa: E402
 
 MiB = 1024 * 1024
@@ -134,6 +134,7 @@ def main() -> int:
     parser.add_argument("--slow", type=int, default=20, help="slow consumers in the second flood")
     parser.add_argument("--trim", action="store_true", help="call malloc_trim(0) in the server after each cycle")
     args = parser.parse_args()
+    print(open_file_limit_line(), flush=True)
     with Processes() as procs:
         server, port = start_server(procs, "hub")
         server_stats(server)
@@ -142,6 +143,7 @@ def main() -> int:
         cycles = connection_cycles(server, port, procs, args.conns, args.cycles, args.trim)
         flood = slow_consumer_flood(server, port, args.slow) if args.slow else None
     report = {"command": " ".join(["python3", "bench/memory.py", *sys.argv[1:]]), "rss_idle": start,
+              "open_file_limit": open_file_limit(),
               "cycles": cycles, "slow_consumer_flood": flood, "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     path = os.path.join(HERE, "results", time.strftime("memory-%Y%m%d-%H%M%S.json", time.gmtime()))

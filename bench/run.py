@@ -52,7 +52,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from _common import ROOT, cpu_seconds, now, rss_bytes  # noqa: E402
+from _common import ROOT, cpu_seconds, now, open_file_limit, open_file_limit_line, rss_bytes  # noqa: E402
 
 IMPLS = ("hub", "autobahn", "socketio", "websockets")
 REFERENCES = IMPLS[1:]
@@ -503,6 +503,7 @@ def main() -> int:
         s.idle_window = args.window
     cases = args.only or list(CASES)
     command = "python3 bench/run.py " + " ".join(sys.argv[1:])
+    print(open_file_limit_line(), flush=True)
     started = time.time()
     runs: dict[str, dict[str, list[dict[str, float] | None]]] = {}
     failures: list[str] = []
@@ -537,7 +538,7 @@ def main() -> int:
         "quick": args.quick,
         "settings": asdict(s),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "loadavg": os.getloadavg(), "runner_rss": rss_bytes()},
+                    "loadavg": os.getloadavg(), "runner_rss": rss_bytes(), "open_file_limit": open_file_limit()},
         "runs": runs,
         "summary": summary,
         "failures": failures,

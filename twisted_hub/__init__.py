@@ -27,6 +27,7 @@ from ._client import (
     ServerHeartbeatEvent,
     connect,
 )
+from ._compression import CompressionPolicy
 from ._errors import (
     CallTimeoutError,
     ConnectionClosedError,
@@ -73,6 +74,7 @@ __all__ = [
     "ClientScriptResource",
     "ClockOffset",
     "CloseCode",
+    "CompressionPolicy",
     "ConnectTimeoutError",
     "ConnectionClosedError",
     "ConnectionContext",

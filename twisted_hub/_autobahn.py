@@ -269,8 +269,10 @@ class FastPathMixin:
     def processData(self) -> bool:
         # The common frame, handled here: a complete, unfragmented binary
         # message (FIN, RSV 0, opcode 2) of less than 64 KiB, masked exactly
-        # when the sender is a client, with no extension, frame logging or
-        # autoPing in play.  Payloads over NATIVE_MASK_THRESHOLD are unmasked
+        # when the sender is a client, with no frame logging or autoPing in
+        # play.  With permessage-deflate negotiated, an uncompressed message
+        # (RSV1 clear: 0x82) still comes here; a compressed one (0xC2) goes
+        # to autobahn, which inflates it.  Payloads over NATIVE_MASK_THRESHOLD are unmasked
         # with autobahn's C masker, smaller ones with one big-integer XOR.
         # Everything else (control frames, fragments, text, large or partial
         # frames, anything invalid) goes through autobahn, which also produces
@@ -283,7 +285,6 @@ class FastPathMixin:
             or self.current_frame is not None
             or self.inside_message
             or self.state != self.STATE_OPEN
-            or self._perMessageCompress is not None
             or self.logFrames
             or self.autoPingTimeoutCall is not None
             or self._observed()
@@ -332,8 +333,9 @@ class FastPathMixin:
         doNotCompress: bool = False,
     ) -> None:
         # The common message, sent here: one binary message in one frame
-        # (autobahn would not fragment it), no compression, frame logging or
-        # timing tracking, masked exactly when autobahn would mask it (a
+        # (autobahn would not fragment it), not to be compressed (no
+        # permessage-deflate, or C{doNotCompress}: RSV1 stays clear, as
+        # autobahn would send it), no frame logging or timing tracking, masked exactly when autobahn would mask it (a
         # client's frames).  The frame is built in one go: header, a mask from
         # MASKS (os.urandom), the payload masked by apply_mask -- where autobahn
         # creates a masker object per frame and goes through its general
@@ -346,7 +348,7 @@ class FastPathMixin:
             or sync
             or type(payload) is not bytes
             or self.state != self.STATE_OPEN
-            or self._perMessageCompress is not None
+            or (self._perMessageCompress is not None and not doNotCompress)
             or self.logFrames
             or self.trackedTimings
             or 0 < self.autoFragmentSize < length

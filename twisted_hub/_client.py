@@ -21,6 +21,13 @@ from ._autobahn import BoundedDropMixin, FastPathMixin, final_close_reason
 from ._backpressure import HeldFrames
 from ._base_error import HubArgumentError
 from ._client_session import ClientConnectionViews, ClientHeartbeatEvent, ClientSession, ServerHeartbeatEvent
+from ._compression import (
+    CompressionPolicy,
+    check_autobahn_bounds_inflation,
+    client_accept,
+    client_offers,
+    install_deflate,
+)
 from ._deprecate import clock_or_global_reactor, reactor_keyword_deprecated
 from ._errors import (
     CallTimeoutError,
@@ -125,6 +132,11 @@ class HubClientOptions:
         provider is asked at every connect and reconnect, and again before
         the token expires: the fresh token goes to the server over the
         open connection (C{docs/auth.md}).
+    @ivar compression: offer permessage-deflate with these settings (a
+        L{CompressionPolicy}; None, the default: no offer).  The server
+        decides: without its agreement the connection is uncompressed.
+        Frames shorter than its C{min_size} go uncompressed either way.
+        The Twisted client needs autobahn >= 26.10 for it.
     """
 
     heartbeat_interval: float | None = None
@@ -142,8 +154,11 @@ class HubClientOptions:
     on_disconnected: Callable[[DisconnectReason], object] | None = None
     metrics: ClientMetrics | None = None
     access_token: str | Callable[[], Any] | None = field(default=None, repr=False)
+    compression: CompressionPolicy | None = None
 
     def __post_init__(self) -> None:
+        if self.compression is not None and not isinstance(self.compression, CompressionPolicy):
+            raise HubArgumentError(f"compression must be a CompressionPolicy or None, got {self.compression!r}")
         if self.access_token is not None:
             if not (isinstance(self.access_token, str) or callable(self.access_token)):
                 raise HubArgumentError("access_token must be a string or a function that returns one")
@@ -194,6 +209,8 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
     """
 
     factory: HubClientFactory
+    #: with permessage-deflate negotiated: frames shorter than this go uncompressed
+    compress_min_size = 0
 
     def __init__(self) -> None:
         super().__init__()
@@ -310,7 +327,15 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
         # As the transport's producer we learn when its buffer is full; what
         # we write then waits in self.held, where heartbeats overtake it.
         self.transport.registerProducer(self, True)
+        policy = self.session.options.compression
+        if policy is not None and install_deflate(self, policy):
+            self.compress_min_size = policy.min_size
         self.session.opened()
+
+    @property
+    def compressed(self) -> bool:
+        """Whether permessage-deflate was negotiated on this connection."""
+        return self._perMessageCompress is not None
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.session.receive_frame(payload, self.factory.clock.seconds(), isBinary)
@@ -351,9 +376,10 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
     def send_frames(self, frames: list[bytes], urgent: bool = False) -> None:
         if self.state == self.STATE_OPEN:
             self._urgent = urgent
+            small = self.compress_min_size
             try:
                 for frame in frames:
-                    self.sendMessage(frame, isBinary=True)
+                    self.sendMessage(frame, isBinary=True, doNotCompress=len(frame) < small)
             finally:
                 self._urgent = False
 
@@ -529,6 +555,12 @@ class HubClientFactory(WebSocketClientFactory):
             maxFramePayloadSize=options.max_message_size,
             failByDrop=False,
         )
+        if options.compression is not None:
+            check_autobahn_bounds_inflation()
+            self.setProtocolOptions(
+                perMessageCompressionOffers=client_offers(options.compression),
+                perMessageCompressionAccept=client_accept(options.compression, options.max_message_size),
+            )
 
     def set_access_token(self, token: str | None) -> None:
         """The token the next connection's upgrade carries (C{Authorization: Bearer}); None: none."""

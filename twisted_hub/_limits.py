@@ -64,12 +64,50 @@ DEFAULT_MAX_CONNECTIONS = 10_000
 DEFAULT_MAX_CONNECTIONS_PER_IP = 256
 #: A refusal of one kind is logged at most once per this many seconds.
 LOG_INTERVAL = 10.0
+#: Files a hub process needs besides its connections: listening sockets, the
+#: log, Python modules and stdio, the reactor's waker and epoll (about 50),
+#: with room to spare.  docs/deploying.md, "Open files".
+OPEN_FILE_HEADROOM = 100
 #: What a hub listener offers in TLS ALPN: HTTP/1.1 only, the protocol a
 #: WebSocket opening handshake is an upgrade of (RFC 6455).
 HUB_ALPN_PROTOCOLS: tuple[bytes, ...] = (b"http/1.1",)
 
 _log = Logger(observer=HUB_LOG_OBSERVER)
 _CONNECTION_DONE = Failure(ConnectionDone())
+
+
+def open_file_limit() -> tuple[int, int] | None:
+    """This process's open-file limit, C{(soft, hard)} (-1: unlimited); None where there is none (Windows)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return int(soft), int(hard)
+
+
+def open_file_limit_warning(max_connections: int | None, limit: tuple[int, int] | None) -> str | None:
+    """
+    What to tell the operator when the open-file limit C{(soft, hard)} is
+    below the connection cap plus L{OPEN_FILE_HEADROOM} (every connection,
+    in its handshake or open, is one file): the server would stop accepting
+    (C{EMFILE}) before the cap.  None when it is not (or either is unlimited).
+    """
+    if max_connections is None or limit is None:
+        return None
+    soft, hard = limit
+    needed = max_connections + OPEN_FILE_HEADROOM
+    if soft < 0 or soft >= needed:
+        return None
+    text = (
+        f"the open-file limit (RLIMIT_NOFILE, soft) is {soft}, below max_connections {max_connections} "
+        f"+ {OPEN_FILE_HEADROOM}: about {max(soft - OPEN_FILE_HEADROOM, 0)} connections fit, then accepting fails "
+        f"(EMFILE). Raise it to {needed} or more: LimitNOFILE={needed} in the systemd unit, "
+        f"`ulimit -n {needed}` in the shell that starts the server, or lower max_connections (docs/deploying.md)"
+    )
+    if 0 <= hard < needed:
+        text += f"; the hard limit ({hard}) is below it too, and only root can raise that"
+    return text
 
 
 def address_key(address: IAddress) -> str | None:

@@ -30,6 +30,13 @@ from ._autobahn import BoundedDropMixin, FastPathMixin, final_close_reason
 from ._backplane import Backplane, LocalBackplane
 from ._backpressure import HeldFrames, OutputBudget
 from ._base_error import HubArgumentError
+from ._compression import (
+    CompressionPolicy,
+    check_autobahn_bounds_inflation,
+    install_deflate,
+    server_accept,
+    shared_deflated_frame,
+)
 from ._connection import ServerConnection
 from ._deprecate import reactor_keyword_deprecated
 from ._errors import DisconnectKind, DisconnectReason
@@ -107,6 +114,9 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
     #: set while a heartbeat (or an answer to one) is written: it skips the held frames
     _urgent = False
 
+    #: with permessage-deflate negotiated: messages shorter than this go uncompressed
+    compress_min_size = 0
+
     # -- accepting: limits and handshake deadline (_admission.HandshakeWatch) --
     def connectionMade(self) -> None:
         self.output = OutputBudget(self.factory.max_outgoing_buffer)
@@ -157,6 +167,9 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
 
     def onOpen(self) -> None:
         self.watch.opened()
+        policy = self.factory.compression
+        if policy is not None and install_deflate(self, policy):
+            self.compress_min_size = policy.min_size
         session = self.session
         assert session is not None
         self.count_any_traffic = session.heartbeat_policy.any_traffic_counts
@@ -195,27 +208,41 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         return bool(self.state == self.STATE_OPEN)
 
     def send_frame(self, payload: bytes, urgent: bool = False) -> None:
+        small = len(payload) < self.compress_min_size
         if urgent:
             self._urgent = True
             try:
-                self.sendMessage(payload, True)
+                self.sendMessage(payload, True, doNotCompress=small)
             finally:
                 self._urgent = False
         else:
-            self.sendMessage(payload, True)
+            self.sendMessage(payload, True, doNotCompress=small)
+
+    @property
+    def compressed(self) -> bool:
+        """Whether permessage-deflate was negotiated on this connection."""
+        return self._perMessageCompress is not None
 
     def send_prepared(self, prepared: PreparedFrame, urgent: bool = False) -> bool:
         if self.state != self.STATE_OPEN:
             return False
         assert isinstance(prepared, PreparedMessage)  # made by our factory's prepareMessage
-        if urgent:
-            self._urgent = True
-            try:
-                self.sendPreparedMessage(prepared)
-            finally:
-                self._urgent = False
-        else:
+        self._urgent = urgent
+        try:
+            deflate = self._perMessageCompress
+            if deflate is not None and not prepared.doNotCompress:
+                frame = shared_deflated_frame(prepared, deflate)
+                if frame is not None:  # compressed once for every member (no context takeover)
+                    stats = self.trafficStats
+                    stats.outgoingWebSocketMessages += 1
+                    stats.outgoingWebSocketFrames += 1
+                    stats.outgoingOctetsAppLevel += len(prepared.payload)
+                    stats.outgoingOctetsWebSocketLevel += len(frame) - (2 if frame[1] < 126 else 4 if frame[1] == 126 else 10)
+                    self.sendData(frame)
+                    return True
             self.sendPreparedMessage(prepared)
+        finally:
+            self._urgent = False
         return True
 
     def send_raw(self, data: bytes, urgent: bool = False) -> None:
@@ -395,6 +422,11 @@ class HubServerFactory(WebSocketServerFactory):
         method for which neither the method nor its hub declares an
         authorization policy (C{authorize=}); default: such methods are
         open to every connection.
+    @param compression: permessage-deflate for the clients that offer it
+        (a L{CompressionPolicy}; None, the default: never); messages shorter
+        than its C{min_size} and heartbeats go uncompressed.  Needs
+        autobahn >= 26.10 (L{HubArgumentError} otherwise).  See
+        C{docs/performance.md}, "Compression".
 
     Listening over TLS itself (C{serverFromString(reactor, "ssl:...").listen(factory)}),
     it offers C{http/1.1} in ALPN, as a L{ConnectionGuard} does for a site.
@@ -435,7 +467,12 @@ class HubServerFactory(WebSocketServerFactory):
         authenticator: Authenticator | None = None,
         authentication_timeout: float = DEFAULT_AUTHENTICATION_TIMEOUT,
         deny_by_default: bool = False,
+        compression: CompressionPolicy | None = None,
     ) -> None:
+        if compression is not None:
+            if not isinstance(compression, CompressionPolicy):
+                raise HubArgumentError(f"compression must be a CompressionPolicy or None, got {compression!r}")
+            check_autobahn_bounds_inflation()
         if clock is None:
             clock = reactor  # the deprecated name (it warned)
         super().__init__(url, protocols=[SUBPROTOCOL], reactor=clock)
@@ -449,6 +486,8 @@ class HubServerFactory(WebSocketServerFactory):
         self.max_pending_calls = max_pending_calls
         self.max_messages_per_frame = max_messages_per_frame
         self.max_pending_bytes = max_pending_bytes
+        #: permessage-deflate settings (None: off)
+        self.compression = compression
         self.client_result_timeout = client_result_timeout
         self.hello_timeout = hello_timeout
         self.allowed_origins: frozenset[str] | Callable[[ConnectionRequest], bool] | None = (
@@ -513,14 +552,29 @@ class HubServerFactory(WebSocketServerFactory):
             # "Origin: null" reaches onConnect, where the origin policy decides.
             allowNullOrigin=True,
         )
+        if compression is not None:
+            self.setProtocolOptions(perMessageCompressionAccept=server_accept(compression, max_message_size))
 
     def acceptableProtocols(self) -> list[bytes]:
         """ALPN when listening over TLS directly: HTTP/1.1, which a WebSocket upgrades (never h2)."""
         return list(HUB_ALPN_PROTOCOLS)
 
     def _prepare_binary(self, payload: bytes) -> PreparedMessage:
-        """Frame one binary message once for many connections."""
+        """
+        Frame one binary message once for many connections.  On a connection
+        with permessage-deflate, autobahn compresses it for that connection
+        unless it is shorter than the policy's C{min_size}.
+        """
         prepared: PreparedMessage = self.prepareMessage(payload, isBinary=True)
+        if self.compression is None or len(payload) < self.compression.min_size:
+            # set after: autobahn's doNotCompress=True would not keep .payload, which the session reads
+            prepared.doNotCompress = True
+        return prepared
+
+    def _prepare_heartbeat(self, payload: bytes) -> PreparedMessage:
+        """Frame a heartbeat once for many connections: never compressed."""
+        prepared: PreparedMessage = self.prepareMessage(payload, isBinary=True)
+        prepared.doNotCompress = True
         return prepared
 
     def route(self, path: str, mount: str | None = None) -> HubRuntime[ServerSession] | None:
@@ -553,7 +607,7 @@ class HubServerFactory(WebSocketServerFactory):
         scheduler = self._schedulers.get(policy)
         if scheduler is None:
             scheduler = ServerHeartbeatScheduler(
-                policy, self.clock, self._prepare_binary, self.stall_detector,
+                policy, self.clock, self._prepare_heartbeat, self.stall_detector,
                 on_tick=self._heartbeat_tick,
             )
             self._schedulers[policy] = scheduler

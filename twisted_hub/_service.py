@@ -38,10 +38,11 @@ from zope.interface import implementer
 
 from ._auth import redacting_log_formatter
 from ._base_error import HubArgumentError, HubStateError
+from ._compression import describe as describe_compression
 from ._deprecate import reactor_keyword_deprecated
 from ._errors import DisconnectKind
 from ._heartbeat import HeartbeatPolicy
-from ._limits import ConnectionGuard
+from ._limits import ConnectionGuard, open_file_limit, open_file_limit_warning
 from ._logging import HUB_LOG_OBSERVER, get_log_level, set_log_level
 from ._ops import HealthPage, MetricsPage, StatusJsonPage
 from ._origin import OriginPolicy
@@ -163,7 +164,8 @@ class HubService(MultiService):
     Serve hubs as a Twisted service.
 
     Either give hub classes (a L{HubServerFactory} is built with
-    C{factory_options}) or an existing C{factory}.  With C{listen}
+    C{factory_options}, e.g. C{compression=CompressionPolicy()}) or an
+    existing C{factory}.  With C{listen}
     descriptions (strports, e.g. C{"tcp:8080:interface=127.0.0.1"},
     C{"ssl:8443:privateKey=key.pem:certKey=cert.pem"}, C{"unix:/run/hub.sock"})
     the service listens itself, with the hub endpoint at C{path} and a
@@ -391,11 +393,18 @@ class HubService(MultiService):
         self._start_listening()
 
     def startService(self) -> None:
+        self._check_open_file_limit()
         self.factory.doStart()  # type: ignore[no-untyped-call]
         MultiService.startService(self)
         self._start_listening()  # if privilegedStartService did not
         if self.listen:
             self._log_banner()
+
+    def _check_open_file_limit(self) -> None:
+        """Warn when the process cannot hold as many connections as the factory's cap allows."""
+        warning = open_file_limit_warning(self.factory.limits.max_connections, open_file_limit())
+        if warning is not None:
+            _log.warn("{open_files}", open_files=warning, max_connections=self.factory.limits.max_connections)
 
     def _log_banner(self) -> None:
         """One line saying what this server is and serves (the startup banner)."""
@@ -407,12 +416,13 @@ class HubService(MultiService):
         policies = {name: _policy_text(runtime.heartbeat_policy) for name, runtime in sorted(self.factory.runtimes.items())}
         _log.info(
             "twisted-hub {version} listening on {urls}; hubs: {hub_paths}; heartbeat: {heartbeat}; "
-            "metrics: {metrics}",
+            "metrics: {metrics}; compression: {compression}",
             version=__version__,
             urls=", ".join(listen_url(description, base) for description in self.listen),
             hub_paths=", ".join(f"{name} at {path}" for name, path in hubs.items()),
             heartbeat=", ".join(f"{name} {text}" for name, text in policies.items()),
             metrics="on (/metrics)" if self.factory.metrics is not None else "off",
+            compression=describe_compression(self.factory.compression),
             hubs=hubs, heartbeat_policies=policies, listen=self.listen,
         )
         for prefix, directory in reversed(self.static):

@@ -32,12 +32,15 @@ from twisted.python.failure import Failure
 from websockets.asyncio.client import ClientConnection as WebSocket
 from websockets.asyncio.client import connect as websocket_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory, PerMessageDeflate
+from websockets.frames import CONT, CTRL_OPCODES, Frame
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from ._base_error import HubArgumentError
 from ._client import ClientConnectionViews, HubClientOptions, hub_url, make_proxy
 from ._client_session import ClientSession
+from ._compression import CompressionPolicy
 from ._errors import (
     CallTimeoutError,
     ConnectionClosedError,
@@ -429,6 +432,46 @@ class AsyncHubClient(ClientConnectionViews):
         self.session.connection_lost(observed)
 
 
+class _SmallStaysPlain(PerMessageDeflate):
+    """
+    websockets' deflate, except that a whole message shorter than
+    C{min_size} bytes is sent uncompressed (RSV1 clear), as RFC 7692 allows:
+    websockets would compress every message.  The compressor is not touched
+    for it, so context takeover goes on across it.
+    """
+
+    def __init__(self, min_size: int, *args: Any) -> None:
+        super().__init__(*args)
+        self.min_size = min_size
+
+    def encode(self, frame: Frame) -> Frame:
+        if frame.fin and frame.opcode is not CONT and frame.opcode not in CTRL_OPCODES and len(frame.data) < self.min_size:
+            return frame
+        return super().encode(frame)
+
+
+class _HubDeflateFactory(ClientPerMessageDeflateFactory):
+    """The client's permessage-deflate offer from a L{CompressionPolicy}, as the Twisted client makes it."""
+
+    def __init__(self, policy: CompressionPolicy) -> None:
+        no_takeover = not policy.context_takeover
+        super().__init__(
+            server_no_context_takeover=no_takeover,
+            client_no_context_takeover=no_takeover,
+            server_max_window_bits=policy.server_max_window_bits,
+            client_max_window_bits=policy.client_max_window_bits,
+            compress_settings={"memLevel": policy.mem_level, "level": policy.level},
+        )
+        self.min_size = policy.min_size
+
+    def process_response_params(self, params: Any, accepted_extensions: Any) -> PerMessageDeflate:
+        agreed = super().process_response_params(params, accepted_extensions)
+        return _SmallStaysPlain(
+            self.min_size, agreed.remote_no_context_takeover, agreed.local_no_context_takeover,
+            agreed.remote_max_window_bits, agreed.local_max_window_bits, agreed.compress_settings,
+        )
+
+
 async def open_client(
     url: str,
     hub: str | None = None,
@@ -462,7 +505,8 @@ async def open_client(
             full_url,
             subprotocols=[Subprotocol(SUBPROTOCOL)],
             additional_headers=headers or None,
-            compression=None,
+            compression=None,  # websockets' own default offer; ours, from options.compression:
+            extensions=None if options.compression is None else [_HubDeflateFactory(options.compression)],
             max_size=options.max_message_size,
             ping_interval=None,  # liveness is the hub heartbeat; pings from the server are still answered
             open_timeout=timeout,

@@ -65,9 +65,9 @@ _SINGLE = (
     "max-outgoing-buffer", "max-pending-calls", "max-pending-bytes",
     "handshake-timeout", "max-connections", "max-connections-per-ip", "status-path",
     "redis", "redis-lease", "redis-secret-file", "redis-secret-env", "call-rate", "call-burst", "call-timeout",
-    "authenticator", "auth-timeout",
+    "authenticator", "auth-timeout", "compression-min-size", "compression-window-bits",
 )
-_FLAGS = ("no-status", "no-ping-fallback", "metrics", "static-listing", "log-calls", "deny-by-default")
+_FLAGS = ("no-status", "no-ping-fallback", "metrics", "static-listing", "log-calls", "deny-by-default", "compression")
 
 
 class HintedUsageError(usage.UsageError):
@@ -441,6 +441,9 @@ class Options(usage.Options):
         ["authenticator", None, None,
          "Authenticate every connection with module:name, an authenticator or a class making one (docs/auth.md)."],
         ["auth-timeout", None, None, "Seconds the authenticator may take; then 503 (needs --authenticator) [5]."],
+        ["compression-min-size", None, None, "With --compression: messages shorter than this go uncompressed [1KiB]."],
+        ["compression-window-bits", None, None,
+         "With --compression: deflate window bits, 9-15, both directions (memory per connection) [12]."],
     ]
     optFlags = [
         ["no-status", None, "Serve no status page (404 there)."],
@@ -451,6 +454,7 @@ class Options(usage.Options):
         ["log-calls", None, "Log one line per hub call (namespace twisted_hub.calls): method, outcome, duration."],
         ["deny-by-default", None,
          "Refuse calls to methods that declare no authorization policy, nor their hub (error forbidden)."],
+        ["compression", None, "Compress messages with permessage-deflate for clients that offer it (docs/performance.md)."],
     ]
 
     def __init__(self) -> None:
@@ -577,6 +581,7 @@ class Options(usage.Options):
         self._check_redis()
         self._check_filters()
         self._check_authentication()
+        self._check_compression()
         self["hubs"] = [load_hub(spec) for spec in self._hub_specs]
         if not self["hubs"]:
             from .demo import DEMO_HUBS
@@ -764,6 +769,30 @@ class Options(usage.Options):
             return
         self["authenticator"] = load_authenticator(str(spec))
         self["auth-timeout"] = 5.0 if timeout is None else _positive("auth-timeout", timeout)
+    def _check_compression(self) -> None:
+        from ._base_error import HubArgumentError
+        from ._compression import CompressionPolicy, check_autobahn_bounds_inflation
+
+        min_size, bits = self["compression-min-size"], self["compression-window-bits"]
+        if not self["compression"]:
+            if min_size is not None or bits is not None:
+                given = "--compression-min-size" if min_size is not None else "--compression-window-bits"
+                raise usage.UsageError(f"{given} needs --compression")
+            self["compression-policy"] = None
+            return
+        policy = CompressionPolicy()
+        try:
+            if min_size is not None:
+                policy = replace(policy, min_size=_size("compression-min-size", min_size))
+            if bits is not None:
+                text = str(bits).strip()
+                if not text.isdigit():
+                    raise HubArgumentError(f"window bits must be a whole number from 9 to 15, got {bits!r}")
+                policy = replace(policy, server_max_window_bits=int(text), client_max_window_bits=int(text))
+            check_autobahn_bounds_inflation()
+            self["compression-policy"] = policy
+        except HubArgumentError as e:
+            raise usage.UsageError(f"--compression: {e}") from None
 
     def _check_redis(self) -> None:
         from ._backplane_wire import read_secret_file, secret_from_environment
@@ -874,6 +903,7 @@ def makeService(options: Options) -> IService:
         authenticator=options["authenticator"],
         authentication_timeout=options["auth-timeout"] or 5.0,
         deny_by_default=bool(options["deny-by-default"]),
+        compression=options["compression-policy"],
         **backplane_options,
     )
     hubs.setServiceParent(root)  # type: ignore[no-untyped-call]

@@ -1,0 +1,318 @@
+"""
+permessage-deflate (RFC 7692): the settings (L{CompressionPolicy}) and how
+the autobahn server and client negotiate them.
+
+Off unless given.  Negotiated per connection: a client that does not offer
+the extension gets an uncompressed connection from a server that has it on,
+and a server that does not answer the offer gets one from a client that
+offers it.  Once negotiated, a message shorter than C{min_size} bytes is
+still sent uncompressed (RSV1 clear), as RFC 7692 allows per message:
+heartbeats, acks and small results cost no deflate work and keep the fast
+path (C{_autobahn.py}).  Server heartbeats are never compressed, whatever
+their size.
+
+Memory: by default every message is compressed on its own (no context
+takeover, both directions) and the zlib state is released after each
+message, so an open connection holds next to nothing for compression
+(+2.6 KiB measured, docs/performance.md).  With C{context_takeover=True} a
+connection keeps one compressor (C{2 ** (window_bits + 2) +
+2 ** (mem_level + 9)} bytes plus zlib's few KiB) and one decompressor
+(C{2 ** window_bits} bytes plus 7 KiB) from its first compressed message
+until it closes: +54.7 KiB at the default window bits and memLevel,
++137.9 KiB at zlib's defaults (15, 8), measured.  Context takeover pays off
+for small, similar messages (batched chat lines: 0.43 of the bytes instead
+of 0.65 with C{min_size=128}); for our messages of a few KB it saves 1-3 %
+of the bytes on the wire (7-11 % message by message).  Window bits and
+memory level bound the rest.
+
+Inflation is bounded by the receiver's C{max_message_size}: autobahn
+(from 26.10) stops inflating once a message is past C{maxMessagePayloadSize}
+and fails the connection with 1009, and 1007 for corrupt data.  Older
+autobahn releases inflated a whole frame first (a few hundred compressed
+bytes can inflate to megabytes), so compression is refused with them
+(L{check_autobahn_bounds_inflation}).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import autobahn
+from autobahn.websocket.compress import (
+    PerMessageDeflate,
+    PerMessageDeflateOffer,
+    PerMessageDeflateOfferAccept,
+    PerMessageDeflateResponse,
+    PerMessageDeflateResponseAccept,
+)
+
+from ._base_error import HubArgumentError
+
+__all__ = [
+    "DEFAULT_COMPRESSION_MIN_SIZE",
+    "MIN_AUTOBAHN_FOR_COMPRESSION",
+    "CompressionPolicy",
+    "check_autobahn_bounds_inflation",
+    "client_accept",
+    "client_offers",
+    "describe",
+    "install_deflate",
+    "server_accept",
+    "shared_deflated_frame",
+]
+
+#: Messages shorter than this many bytes are sent uncompressed (docs/performance.md, "Compression").
+DEFAULT_COMPRESSION_MIN_SIZE = 1024
+#: The smallest C{min_size}: hub heartbeats and their acks (under 40 bytes) stay below it.
+SMALLEST_MIN_SIZE = 64
+#: The first autobahn release (major, minor) that bounds inflation by maxMessagePayloadSize
+#: and closes with 1007 on corrupt deflate data (autobahn-python GHSA-hxp9-w8x3-p566, #1909).
+MIN_AUTOBAHN_FOR_COMPRESSION = (26, 10)
+
+_WINDOW_BITS = range(9, 16)
+_MEM_LEVELS = range(1, 10)
+_LEVELS = range(0, 10)
+
+
+@dataclass(frozen=True)
+class CompressionPolicy:
+    """
+    permessage-deflate settings, the same type for the server
+    (C{HubServerFactory(compression=...)}, C{HubService}, C{twistd hub
+    --compression}) and the clients (C{HubClientOptions(compression=...)}).
+
+    @ivar min_size: messages (WebSocket frames) shorter than this many bytes
+        are sent uncompressed; at least L{SMALLEST_MIN_SIZE}.
+    @ivar server_max_window_bits: the server's LZ77 window, 9 to 15 (2 ** bits
+        bytes): on the server, its compressor's; a client asks the server for
+        at most this (its decompressor's memory).
+    @ivar client_max_window_bits: the client's window: a client compresses
+        with it; the server asks the client for at most this when the client
+        allows it (browsers, C{ws} and C{websockets} do), else it must inflate
+        with the full 15 bits.
+    @ivar mem_level: zlib's memLevel for our compressor, 1 to 9 (its hash
+        table: C{2 ** (mem_level + 9)} bytes); lower is smaller and slower.
+    @ivar level: zlib's compression level, 0 to 9.  1, the default, is the
+        fastest: on our payload set it sends 4-8 % more bytes than zlib's
+        default 6 and spends 20-40 % less CPU deflating (docs/performance.md).
+    @ivar context_takeover: keep each direction's compression state from one
+        message to the next: a better ratio on small, similar messages, but
+        the zlib state (tens of KiB) then stays with each connection.  False,
+        the default: every message on its own, the zlib state released after
+        each, and the peer asked to do the same.
+    """
+
+    min_size: int = DEFAULT_COMPRESSION_MIN_SIZE
+    server_max_window_bits: int = 12
+    client_max_window_bits: int = 12
+    mem_level: int = 5
+    level: int = 1
+    context_takeover: bool = False
+
+    def __post_init__(self) -> None:
+        def whole(name: str, value: object, allowed: range) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or value not in allowed:
+                raise HubArgumentError(
+                    f"compression {name} must be a whole number from {allowed.start} to {allowed.stop - 1}, got {value!r}"
+                )
+
+        if isinstance(self.min_size, bool) or not isinstance(self.min_size, int) or self.min_size < SMALLEST_MIN_SIZE:
+            raise HubArgumentError(
+                f"compression min_size must be a whole number of bytes >= {SMALLEST_MIN_SIZE} "
+                f"(heartbeats stay uncompressed), got {self.min_size!r}"
+            )
+        whole("server_max_window_bits", self.server_max_window_bits, _WINDOW_BITS)
+        whole("client_max_window_bits", self.client_max_window_bits, _WINDOW_BITS)
+        whole("mem_level", self.mem_level, _MEM_LEVELS)
+        whole("level", self.level, _LEVELS)
+        if not isinstance(self.context_takeover, bool):
+            raise HubArgumentError(f"compression context_takeover must be True or False, got {self.context_takeover!r}")
+
+
+def describe(policy: CompressionPolicy | None) -> str:
+    """One line for the start-up banner and the status page."""
+    if policy is None:
+        return "off"
+    takeover = ", context takeover" if policy.context_takeover else ""
+    return (
+        f"permessage-deflate from {policy.min_size} bytes (window bits {policy.server_max_window_bits}/"
+        f"{policy.client_max_window_bits}, memLevel {policy.mem_level}, level {policy.level}{takeover})"
+    )
+
+
+def _version_tuple(version: str) -> tuple[int, int]:
+    parts = []
+    for piece in version.split(".")[:2]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    while len(parts) < 2:
+        parts.append(0)
+    return parts[0], parts[1]
+
+
+def check_autobahn_bounds_inflation(version: str | None = None) -> None:
+    """
+    @raise HubArgumentError: the installed autobahn (or C{version}) inflates
+        a compressed frame without a bound, so compression cannot be offered.
+    """
+    version = str(getattr(autobahn, "__version__", "0")) if version is None else version
+    if _version_tuple(version) < MIN_AUTOBAHN_FOR_COMPRESSION:
+        wanted = ".".join(map(str, MIN_AUTOBAHN_FOR_COMPRESSION))
+        raise HubArgumentError(
+            f"compression needs autobahn >= {wanted} (it bounds inflation by the message size limit); "
+            f"autobahn {version} is installed: pip install 'autobahn>={wanted}'"
+        )
+
+
+def server_accept(
+    policy: CompressionPolicy, max_message_size: int,
+) -> Callable[[Sequence[Any]], PerMessageDeflateOfferAccept | None]:
+    """
+    autobahn's C{perMessageCompressionAccept} for a server: accept the first
+    permessage-deflate offer that fits the policy (None: decline them all,
+    the connection opens uncompressed).
+    """
+
+    def accept(offers: Sequence[Any]) -> PerMessageDeflateOfferAccept | None:
+        for offer in offers:
+            if not isinstance(offer, PerMessageDeflateOffer):
+                continue
+            own_window = policy.server_max_window_bits
+            if offer.request_max_window_bits:
+                own_window = min(own_window, offer.request_max_window_bits)
+            try:
+                return PerMessageDeflateOfferAccept(
+                    offer,
+                    request_no_context_takeover=not policy.context_takeover and offer.accept_no_context_takeover,
+                    request_max_window_bits=policy.client_max_window_bits if offer.accept_max_window_bits else 0,
+                    no_context_takeover=offer.request_no_context_takeover or not policy.context_takeover,
+                    window_bits=own_window,
+                    mem_level=policy.mem_level,
+                    max_message_size=max_message_size,
+                )
+            except Exception:  # autobahn refuses this combination: try the next offer
+                continue
+        return None
+
+    return accept
+
+
+def client_offers(policy: CompressionPolicy) -> list[PerMessageDeflateOffer]:
+    """What a client offers: deflate with the server's window at most C{server_max_window_bits}."""
+    return [
+        PerMessageDeflateOffer(
+            accept_no_context_takeover=True,
+            accept_max_window_bits=True,
+            request_no_context_takeover=not policy.context_takeover,
+            request_max_window_bits=policy.server_max_window_bits,
+        )
+    ]
+
+
+def client_accept(
+    policy: CompressionPolicy, max_message_size: int,
+) -> Callable[[Any], PerMessageDeflateResponseAccept | None]:
+    """autobahn's C{perMessageCompressionAccept} for a client: take the server's answer to our offer."""
+
+    def accept(response: Any) -> PerMessageDeflateResponseAccept | None:
+        if not isinstance(response, PerMessageDeflateResponse):
+            return None
+        own_window = policy.client_max_window_bits
+        if response.client_max_window_bits:
+            own_window = min(own_window, response.client_max_window_bits)
+        return PerMessageDeflateResponseAccept(
+            response,
+            no_context_takeover=response.client_no_context_takeover or not policy.context_takeover,
+            window_bits=own_window,
+            mem_level=policy.mem_level,
+            max_message_size=max_message_size,
+        )
+
+    return accept
+
+
+class HubDeflate(PerMessageDeflate):
+    """
+    autobahn's deflate with two changes: our compression C{level} (autobahn
+    always uses zlib's default, 6), and without context takeover the zlib
+    objects are released after each message (autobahn keeps the last one
+    until the next message replaces it, so the memory stayed).
+    """
+
+    level: int = zlib.Z_DEFAULT_COMPRESSION
+
+    def _own_no_context_takeover(self) -> bool:
+        return bool(self.server_no_context_takeover if self._is_server else self.client_no_context_takeover)
+
+    def _peer_no_context_takeover(self) -> bool:
+        return bool(self.client_no_context_takeover if self._is_server else self.server_no_context_takeover)
+
+    def start_compress_message(self) -> None:
+        if self._compressor is None or self._own_no_context_takeover():
+            bits = self.server_max_window_bits if self._is_server else self.client_max_window_bits
+            self._compressor = zlib.compressobj(self.level, zlib.DEFLATED, -bits, self.mem_level)
+
+    def end_compress_message(self) -> bytes:
+        data: bytes = super().end_compress_message()
+        if self._own_no_context_takeover():
+            self._compressor = None
+        return data
+
+    def end_decompress_message(self) -> None:
+        super().end_decompress_message()
+        if self._peer_no_context_takeover():
+            self._decompressor = None
+
+
+def shared_deflated_frame(prepared: Any, deflate: Any) -> bytes | None:
+    """
+    The whole server frame (header and compressed payload, RSV1 set) of a
+    prepared broadcast message for a connection whose compressor keeps no
+    context (C{server_no_context_takeover}), or None when the connection's
+    compression cannot share it (context takeover; not a L{HubDeflate}).
+
+    Without context takeover every message is compressed by a fresh
+    compressor, so connections with the same window bits, memLevel and level
+    produce the same bytes: the first such connection compresses it and
+    the frame is kept on the prepared message (one entry per setting) for
+    the others.  A broadcast to N members costs one compression, not N.
+    """
+    if type(deflate) is not HubDeflate or not deflate._is_server or not deflate.server_no_context_takeover:
+        return None
+    key = (deflate.server_max_window_bits, deflate.mem_level, deflate.level)
+    frames: dict[tuple[int, int, int], bytes] = prepared.__dict__.setdefault("_hub_deflated_frames", {})
+    frame = frames.get(key)
+    if frame is None:
+        compressor = zlib.compressobj(deflate.level, zlib.DEFLATED, -deflate.server_max_window_bits, deflate.mem_level)
+        data = (compressor.compress(prepared.payload) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        first = 0xC2 if prepared.binary else 0xC1  # FIN, RSV1 (compressed), binary or text
+        length = len(data)
+        if length < 126:
+            header = bytes((first, length))
+        elif length < 0x10000:
+            header = bytes((first, 126)) + length.to_bytes(2, "big")
+        else:
+            header = bytes((first, 127)) + length.to_bytes(8, "big")
+        frame = frames[key] = header + data
+    return frame
+
+
+def install_deflate(protocol: Any, policy: CompressionPolicy) -> bool:
+    """
+    Make the C{PerMessageDeflate} autobahn negotiated for C{protocol} a
+    L{HubDeflate} (its class is changed in place: same parameters, and no
+    message has been compressed yet); True when the connection is
+    compressed.  Called when the WebSocket opens.  L{HubDeflate} reads
+    autobahn's own attributes (C{_is_server}, C{_compressor},
+    C{_decompressor}), as autobahn from L{MIN_AUTOBAHN_FOR_COMPRESSION} has them.
+    """
+    negotiated = getattr(protocol, "_perMessageCompress", None)
+    if negotiated is None:
+        return False
+    if type(negotiated) is PerMessageDeflate:
+        negotiated.__class__ = HubDeflate
+        cast(HubDeflate, negotiated).level = policy.level
+    return True
