@@ -20,6 +20,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
 from ._base_error import HubArgumentError
+from ._static import TextAnswer
 
 with warnings.catch_warnings():
     # Twisted's module builds its default 404/403 pages with classes it has
@@ -108,28 +109,12 @@ class StaticFolder(File):
     render_HEAD = render_GET
 
 
-class _NoIndex(Resource):
-    isLeaf = True
-
-    def __init__(self) -> None:
-        Resource.__init__(self)
-
-    def render(self, request: Request) -> bytes:
-        request.setResponseCode(404)
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return b"Not found: this folder has no index.html (directory listings are off).\n"
+def _NoIndex() -> TextAnswer:
+    return TextAnswer(404, b"Not found: this folder has no index.html (directory listings are off).\n")
 
 
-class _HostRefused(Resource):
-    isLeaf = True
-
-    def __init__(self) -> None:
-        Resource.__init__(self)
-
-    def render(self, request: Request) -> bytes:
-        request.setResponseCode(400, b"Host not allowed")
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return b"This host name is not served here.\n"
+def _HostRefused() -> TextAnswer:
+    return TextAnswer(400, b"This host name is not served here.\n", b"Host not allowed")
 
 
 def _plain_path(path: str) -> bool:

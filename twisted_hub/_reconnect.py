@@ -13,8 +13,8 @@ from typing import Any, cast
 from twisted.application.internet import ClientService
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
-from twisted.internet.interfaces import IAddress, IReactorTime, IStreamClientEndpoint, ITransport
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IAddress, IReactorTime, IStreamClientEndpoint
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -32,6 +32,7 @@ from ._client import (
 )
 from ._deprecate import clock_or_global_reactor, reactor_keyword_deprecated
 from ._errors import ConnectionClosedError, ConnectTimeoutError, DisconnectKind, DisconnectReason
+from ._handover import UntilHandedOver
 from ._logging import HUB_LOG_OBSERVER
 
 _log = Logger(observer=HUB_LOG_OBSERVER)
@@ -77,55 +78,19 @@ class _RecordingHubClientFactory(HubClientFactory):
         return built
 
 
-class _UntilHandedOver(Protocol):
-    """
-    Between the transport and C{ClientService}'s protocol proxy.  Until the
-    connection is handed over to C{ClientService} (hub handshake done and
-    C{on_connected} finished), the end of the connection goes to the hub
-    protocol alone: a failed (or timed-out) handshake, or a failed
-    C{on_connected}, is reported to C{ClientService} as a failed connection
-    attempt (the endpoint's Deferred fails), so it must not also hear of a
-    disconnect: its state machine has no transition for a connection lost
-    before it was handed over.
-    """
-
-    def __init__(self, proxy: Any, client: HubClientProtocol) -> None:
-        self.proxy = proxy
-        self.client = client
-        self.handed_over = False
-
-    def makeConnection(self, transport: ITransport) -> None:
-        self.transport = transport
-        self.proxy.makeConnection(transport)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.client.dataReceived(data)
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        if reason is None:
-            reason = Failure(ConnectionError("connection lost"))
-        if self.handed_over:
-            self.proxy.connectionLost(reason)
-        else:
-            self.client.connectionLost(reason)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.client, name)
-
-
 class _GuardingFactory(Factory):
-    """Builds C{ClientService}'s protocol and puts an L{_UntilHandedOver} in front of it."""
+    """Builds C{ClientService}'s protocol and puts an L{UntilHandedOver} in front of it."""
 
     def __init__(self, service_factory: Any, hub_factory: _RecordingHubClientFactory) -> None:
         self.service_factory = service_factory
         self.hub_factory = hub_factory
 
-    def buildProtocol(self, addr: IAddress | None) -> _UntilHandedOver | None:
+    def buildProtocol(self, addr: IAddress | None) -> UntilHandedOver | None:
         proxy = self.service_factory.buildProtocol(addr)
         client = self.hub_factory.last_built
         if proxy is None or client is None:
             return None
-        return _UntilHandedOver(proxy, client)
+        return UntilHandedOver(proxy, client)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.service_factory, name)
@@ -171,8 +136,8 @@ class _HandshakeEndpoint:
         connecting: Deferred[Any] = self._endpoint.connect(_GuardingFactory(protocolFactory, self._hub_factory))
         return connecting.addCallback(self._handshake)
 
-    def _handshake(self, guard: _UntilHandedOver) -> Deferred[Any]:
-        client = guard.client
+    def _handshake(self, guard: UntilHandedOver) -> Deferred[Any]:
+        client: HubClientProtocol = guard.inner
 
         def timed_out(result: Any, seconds: float) -> Any:
             if not isinstance(result, Failure):

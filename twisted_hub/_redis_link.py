@@ -29,13 +29,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall
 from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._base_error import HubArgumentError
+from ._handover import UntilHandedOver
 from ._logging import HUB_LOG_OBSERVER
 
 if TYPE_CHECKING:
@@ -301,43 +302,6 @@ class _RedisClientFactory:
         pass  # txredisapi's own AUTH and SELECT are not used
 
 
-class _UntilReady(Protocol):
-    """
-    Between the transport and C{ClientService}'s protocol proxy.  Until the
-    connection is handed over (ready), its end goes to the Redis protocol
-    alone: a failed handshake is reported to C{ClientService} as a failed
-    attempt, and its state machine has no transition for a connection lost
-    before it was handed over (txredisapi's own AUTH closing the connection
-    gave C{NoTransition} tracebacks, and no retry at all).
-    """
-
-    def __init__(self, proxy: Any, inner: Any) -> None:
-        self.proxy = proxy
-        self.inner = inner
-        self.handed_over = False
-        #: why the connection ended before it was handed over (TLS errors say it here only)
-        self.lost_reason: str | None = None
-
-    def makeConnection(self, transport: Any) -> None:
-        self.transport = transport
-        self.proxy.makeConnection(transport)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.inner.dataReceived(data)
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        if reason is None:
-            reason = Failure(ConnectionError("connection lost"))
-        if self.handed_over:
-            self.proxy.connectionLost(reason)
-        else:
-            self.lost_reason = reason.getErrorMessage()
-            self.inner.connectionLost(reason)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
 class _GuardingFactory(Factory):
     noisy = False
 
@@ -345,11 +309,11 @@ class _GuardingFactory(Factory):
         self.service_factory = service_factory
         self.redis_factory = redis_factory
 
-    def buildProtocol(self, addr: Any) -> _UntilReady | None:
+    def buildProtocol(self, addr: Any) -> UntilHandedOver | None:
         proxy = self.service_factory.buildProtocol(addr)
         if proxy is None:
             return None
-        return _UntilReady(proxy, self.redis_factory.last_built)
+        return UntilHandedOver(proxy, self.redis_factory.last_built)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.service_factory, name)
@@ -409,7 +373,7 @@ class _ReadyEndpoint:
         connecting: Deferred[Any] = self._endpoint.connect(_GuardingFactory(protocolFactory, self._redis_factory))
         return connecting.addCallback(self._ready)
 
-    def _ready(self, guard: _UntilReady) -> Deferred[Any]:
+    def _ready(self, guard: UntilHandedOver) -> Deferred[Any]:
         protocol = guard.inner
         timer = self._clock.callLater(
             self._timeout, protocol.cut, f"no answer from Redis within {self._timeout:g} s of connecting"

@@ -73,16 +73,25 @@ class ClientScriptResource(Resource):
         return _NotFound()
 
 
-class _NotFound(Resource):
+class TextAnswer(Resource):
+    """A leaf that answers every request with C{status} (and C{phrase}) and a line of plain text."""
+
     isLeaf = True
 
-    def __init__(self) -> None:
+    def __init__(self, status: int, text: bytes, phrase: bytes | None = None) -> None:
         Resource.__init__(self)
+        self.status = status
+        self.text = text
+        self.phrase = phrase
 
     def render(self, request: Request) -> bytes:
-        request.setResponseCode(404)
+        request.setResponseCode(self.status, self.phrase)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return b"Not found: the client is at twisted-hub.js\n"
+        return self.text
+
+
+def _NotFound() -> TextAnswer:
+    return TextAnswer(404, b"Not found: the client is at twisted-hub.js\n")
 
 
 class _ScriptFile(Resource):
