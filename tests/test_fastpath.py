@@ -673,9 +673,9 @@ class WriteThroughTests(SynchronousTestCase):
 
     def test_untested_twisted_takes_plain_write(self) -> None:
         """Outside the tested Twisted range every write is a plain transport.write, even on a TCP connection."""
-        self.assertTrue(_autobahn.write_through_supported("24.7.0"))
+        self.assertTrue(_autobahn.write_through_supported("26.4.0"))
         self.assertTrue(_autobahn.write_through_supported("26.10.0"))
-        self.assertFalse(_autobahn.write_through_supported("24.3.0"))
+        self.assertFalse(_autobahn.write_through_supported("25.5.0"))
         self.assertFalse(_autobahn.write_through_supported("27.1.0"))
         self.assertEqual(_autobahn.WRITE_THROUGH_AVAILABLE, _autobahn.write_through_supported(twisted.__version__))
         self.patch(_autobahn, "WRITE_THROUGH_AVAILABLE", False)

@@ -50,8 +50,8 @@ class Driver:
     async def connect(self, port: int, options: HubClientOptions | None) -> Any:
         raise NotImplementedError
 
-    def call(self, client: Any, method: str, *args: Any) -> Any:
-        """Start a call now (a Deferred or a Task); the result is awaited later."""
+    async def call(self, client: Any, method: str, *args: Any) -> Any:
+        """Start a call, queued on the session when this returns; the result (a Deferred or a Task) is awaited later."""
         raise NotImplementedError
 
     async def within(self, awaitable: Awaitable[Any], seconds: float) -> Any:
@@ -69,7 +69,7 @@ class TwistedDriver(Driver):
 
         return await twisted_connect(f"ws://127.0.0.1:{port}/hub", "hostile", options=options, clock=reactor, timeout=10)
 
-    def call(self, client: Any, method: str, *args: Any) -> Any:
+    async def call(self, client: Any, method: str, *args: Any) -> Any:
         return client.call(method, *args)
 
     async def within(self, awaitable: Awaitable[Any], seconds: float) -> Any:
@@ -89,8 +89,14 @@ class AsyncioDriver(Driver):
     async def connect(self, port: int, options: HubClientOptions | None) -> Any:
         return await open_client(f"ws://127.0.0.1:{port}/hub", "hostile", options=options, timeout=10)
 
-    def call(self, client: Any, method: str, *args: Any) -> Any:
-        return asyncio.ensure_future(client.call(method, *args))
+    async def call(self, client: Any, method: str, *args: Any) -> Any:
+        task = asyncio.ensure_future(client.call(method, *args))
+        # The task's first step queues the call on the session.  Without this a
+        # scenario's next step can run first: from Python 3.12 asyncio.wait_for
+        # runs its coroutine in the caller's task, so within(client.disconnect())
+        # closed the session before the call was made ("not connected").
+        await asyncio.sleep(0)
+        return task
 
     async def within(self, awaitable: Awaitable[Any], seconds: float) -> Any:
         return await asyncio.wait_for(awaitable, seconds)
@@ -111,7 +117,7 @@ async def attacked(
     connection ended.  Returns the reason.
     """
     client = await driver.connect(server.port, options)
-    pending = driver.call(client, "echo", 1)
+    pending = await driver.call(client, "echo", 1)
     reason: DisconnectReason = await driver.within(client.wait_for_disconnect(), bound)
     assert (reason.kind, reason.code, reason.locally) == (expected.kind, expected.code, expected.locally), reason
     with pytest.raises(ConnectionClosedError) as failed:
@@ -148,7 +154,7 @@ async def server_closes_and_holds(driver: Driver) -> None:
 async def disconnect_unanswered(driver: Driver) -> None:
     with running("silent") as server:
         client = await driver.connect(server.port, None)
-        pending = driver.call(client, "echo", 1)
+        pending = await driver.call(client, "echo", 1)
         reason = await driver.within(client.disconnect(), WAITED)
         assert (reason.kind, reason.code, reason.locally) == (DisconnectKind.NORMAL, 1000, True)
         with pytest.raises(ConnectionClosedError) as failed:

@@ -7,6 +7,7 @@ broken one), on a copy of the sources.
 
 from __future__ import annotations
 
+import configparser
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "twisted_hub", "twisted")
+
+
+def install_requires() -> list[str]:
+    """setup.cfg's install_requires, one requirement a line."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(ROOT / "setup.cfg", encoding="utf-8")
+    return [line.strip() for line in parser.get("options", "install_requires").splitlines() if line.strip()]
 
 
 def run(*argv: str | Path, cwd: Path) -> str:
@@ -42,7 +50,7 @@ class InstallTests(SynchronousTestCase):
             venv = work / "venv"
             run(sys.executable, "-m", "venv", venv, cwd=work)
             pip = [venv / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-            run(*pip, "twisted[tls]>=24.7.0", "autobahn>=24.4.2,<27", "msgpack>=1.0.5", cwd=work)
+            run(*pip, *install_requires(), cwd=work)
             twistd = venv / "bin" / "twistd"
             elsewhere = work  # not the project folder: nothing found by accident from the cwd
             for how in (["-e", project], [project]):

@@ -300,3 +300,27 @@ async def test_redis_down_at_start() -> None:
             await c.disconnect()
         await child.stop(reactor)
         await redis.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_user_and_password() -> None:
+    """A --redis URL's user and password log in as that Redis ACL user; a wrong password is refused with one clear line."""
+    from twisted.internet import reactor
+
+    # The default user is off: every command needs AUTH hub s3cret (username and password).
+    redis = RedisServer(reactor, extra=("--user", "default", "off", "--user", "hub", "on", ">s3cret", "~*", "&*", "+@all"))
+    await redis.start()
+    nodes: list[Child] = []
+    try:
+        good, _ = await start_node(reactor, f"redis://hub:s3cret@127.0.0.1:{redis.port}/0")
+        nodes.append(good)
+        await good.wait_for(CONNECTED, reactor, 10)
+        bad, _ = await start_node(reactor, f"redis://hub:n0t-the-pa55word@127.0.0.1:{redis.port}/0")
+        nodes.append(bad)
+        await bad.wait_for("refused node", reactor, 10)
+        assert lines_with(bad, CONNECTED) == 0
+        assert lines_with(bad, "n0t-the-pa55word") == 0  # the password is never logged
+    finally:
+        for node in nodes:
+            await node.stop(reactor)
+        await redis.stop()

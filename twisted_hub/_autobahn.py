@@ -441,7 +441,7 @@ class WriteTurns:
 
 #: Twisted releases (major, minor) write_through was checked against: [low, high),
 #: from the lower bound in setup.cfg to the newest release tested.
-TESTED_TWISTED = ((24, 7), (27, 0))
+TESTED_TWISTED = ((26, 4), (27, 0))
 
 #: What write_through reads of a Twisted TCP connection (C{tcp.Connection}
 #: and its base C{abstract.FileDescriptor}): public ones and, for "nothing

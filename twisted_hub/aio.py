@@ -68,6 +68,11 @@ InterfaceT = TypeVar("InterfaceT")
 #: its close frame), and our close frame for the socket to take it, before the
 #: socket is aborted (autobahn's closeHandshakeTimeout, as the Twisted client)
 _CLOSE_WAIT = 1.0
+#: websockets 15 and newer connect through the proxy the environment names
+#: (HTTP_PROXY and the like) unless told C{proxy=None}; a hub client connects
+#: directly, as the Twisted client does.  Older releases have no proxy
+#: support and no such argument.
+_NO_PROXY: dict[str, Any] = {"proxy": None} if "proxy" in inspect.signature(websocket_connect).parameters else {}
 
 
 class _HubWebSocket(WebSocket):
@@ -511,8 +516,8 @@ async def open_client(
             ping_interval=None,  # liveness is the hub heartbeat; pings from the server are still answered
             open_timeout=timeout,
             close_timeout=_CLOSE_WAIT,
-            proxy=None,
             create_connection=_HubWebSocket,
+            **_NO_PROXY,
         )
     except InvalidStatus as e:
         raise _handshake_failed(options, HandshakeError(e.response.status_code, e.response.reason_phrase)) from None
