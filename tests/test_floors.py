@@ -45,16 +45,16 @@ def write_setup_cfg(tmp_path: Path, install_requires: str, extras: dict[str, str
 
 
 def test_pins_are_the_lower_bounds_in_setup_cfg() -> None:
-    """`floors.py pins` pins each runtime requirement of setup.cfg (install_requires, asyncio, redis, metrics) at its >= bound."""
+    """`floors.py pins` pins each runtime requirement of setup.cfg (install_requires, asyncio, jwt, redis, metrics) at its >= bound."""
     parser = configparser.ConfigParser(interpolation=None)
     parser.read(ROOT / "setup.cfg")
     runtime = parser.get("options", "install_requires")
-    runtime += "".join(parser.get("options.extras_require", extra) for extra in ("asyncio", "redis", "metrics"))
+    runtime += "".join(parser.get("options.extras_require", extra) for extra in ("asyncio", "jwt", "redis", "metrics"))
     expected = {
         name.lower(): Version(version)
         for name, version in re.findall(r"^\s*([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?\s*>=\s*([0-9][^,;\s]*)", runtime, re.MULTILINE)
     }
-    assert set(expected) == {"twisted", "autobahn", "msgpack", "websockets", "txredisapi", "prometheus-client"}
+    assert set(expected) == {"twisted", "autobahn", "msgpack", "websockets", "txredisapi", "prometheus-client", "pyjwt"}
     pins = subprocess.run(
         [sys.executable, str(ROOT / ".ci" / "floors.py"), "pins"], capture_output=True, text=True, check=True, timeout=60,
     ).stdout.split()
@@ -64,11 +64,11 @@ def test_pins_are_the_lower_bounds_in_setup_cfg() -> None:
 
 def test_extras_installed_on_the_floors() -> None:
     """The floors job installs every runtime extra and the test tools, not the benchmark extra."""
-    assert floors.runtime_extras() == ["asyncio", "metrics", "redis"]
+    assert floors.runtime_extras() == ["asyncio", "jwt", "metrics", "redis"]
     extras = subprocess.run(
         [sys.executable, str(ROOT / ".ci" / "floors.py"), "extras"], capture_output=True, text=True, check=True, timeout=60,
     ).stdout.strip()
-    assert extras == "asyncio,metrics,redis,test"
+    assert extras == "asyncio,jwt,metrics,redis,test"
 
 
 def test_ci_runs_the_floors_job() -> None:

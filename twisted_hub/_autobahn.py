@@ -43,7 +43,7 @@ from ._session import ended_reason
 _log = Logger(observer=HUB_LOG_OBSERVER)
 
 #: autobahn releases (major, minor) the fast path was checked against: [low, high).
-TESTED_AUTOBAHN = ((24, 4), (27, 0))
+TESTED_AUTOBAHN = ((26, 10), (27, 0))
 
 
 def _version_tuple(version: str) -> tuple[int, int]:
