@@ -45,7 +45,7 @@ def write_setup_cfg(tmp_path: Path, install_requires: str, extras: dict[str, str
 
 
 def test_pins_are_the_lower_bounds_in_setup_cfg() -> None:
-    """`floors.py pins` pins each runtime requirement of setup.cfg (install_requires, asyncio, jwt, redis, metrics) at its >= bound."""
+    """`floors.py pins` pins each runtime requirement (install_requires, asyncio, jwt, redis, metrics) at its >= bound."""
     parser = configparser.ConfigParser(interpolation=None)
     parser.read(ROOT / "setup.cfg")
     runtime = parser.get("options", "install_requires")
