@@ -33,7 +33,7 @@ from websockets.asyncio.client import ClientConnection as WebSocket
 from websockets.asyncio.client import connect as websocket_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory, PerMessageDeflate
-from websockets.frames import CONT, CTRL_OPCODES, Frame
+from websockets.frames import CTRL_OPCODES, Frame, Opcode
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
@@ -450,7 +450,7 @@ class _SmallStaysPlain(PerMessageDeflate):
         self.min_size = min_size
 
     def encode(self, frame: Frame) -> Frame:
-        if frame.fin and frame.opcode is not CONT and frame.opcode not in CTRL_OPCODES and len(frame.data) < self.min_size:
+        if frame.fin and frame.opcode is not Opcode.CONT and frame.opcode not in CTRL_OPCODES and len(frame.data) < self.min_size:
             return frame
         return super().encode(frame)
 
