@@ -85,7 +85,8 @@ class Cluster:
         protocol = txredisapi.RedisProtocol(charset=None, convertNumbers=False)
         await connectProtocol(TCP4ClientEndpoint(reactor(), "127.0.0.1", self.redis.port), protocol)
         try:
-            await protocol.whenConnected()
+            # No AUTH or SELECT: usable as soon as it is connected.  (Not whenConnected():
+            # txredisapi before 1.6 fires only the ones asked for before connectionMade.)
             return await protocol.execute_command(*args)
         finally:
             protocol.transport.loseConnection()
