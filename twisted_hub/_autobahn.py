@@ -46,7 +46,8 @@ _log = Logger(observer=HUB_LOG_OBSERVER)
 TESTED_AUTOBAHN = ((26, 10), (27, 0))
 
 
-def _version_tuple(version: str) -> tuple[int, int]:
+def version_tuple(version: str) -> tuple[int, int]:
+    """(major, minor) of a version string such as C{"26.10.1"} (missing parts: 0)."""
     parts = []
     for piece in version.split(".")[:2]:
         digits = "".join(c for c in piece if c.isdigit())
@@ -59,7 +60,7 @@ def _version_tuple(version: str) -> tuple[int, int]:
 def fast_path_supported(version: str) -> bool:
     """True when the fast path was checked against this autobahn version."""
     low, high = TESTED_AUTOBAHN
-    return low <= _version_tuple(version) < high
+    return low <= version_tuple(version) < high
 
 
 #: Whether the installed autobahn can take the fast path at all.
@@ -456,7 +457,7 @@ TCP_ATTRIBUTES = (
 def write_through_supported(version: str) -> bool:
     """True when write_through was checked against this Twisted version."""
     low, high = TESTED_TWISTED
-    return low <= _version_tuple(version) < high
+    return low <= version_tuple(version) < high
 
 
 #: Whether the installed Twisted can take write_through's direct sends at all.

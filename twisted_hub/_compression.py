@@ -49,6 +49,7 @@ from autobahn.websocket.compress import (
     PerMessageDeflateResponseAccept,
 )
 
+from ._autobahn import version_tuple
 from ._base_error import HubArgumentError
 
 __all__ = [
@@ -143,23 +144,13 @@ def describe(policy: CompressionPolicy | None) -> str:
     )
 
 
-def _version_tuple(version: str) -> tuple[int, int]:
-    parts = []
-    for piece in version.split(".")[:2]:
-        digits = "".join(c for c in piece if c.isdigit())
-        parts.append(int(digits) if digits else 0)
-    while len(parts) < 2:
-        parts.append(0)
-    return parts[0], parts[1]
-
-
 def check_autobahn_bounds_inflation(version: str | None = None) -> None:
     """
     @raise HubArgumentError: the installed autobahn (or C{version}) inflates
         a compressed frame without a bound, so compression cannot be offered.
     """
     version = str(getattr(autobahn, "__version__", "0")) if version is None else version
-    if _version_tuple(version) < MIN_AUTOBAHN_FOR_COMPRESSION:
+    if version_tuple(version) < MIN_AUTOBAHN_FOR_COMPRESSION:
         wanted = ".".join(map(str, MIN_AUTOBAHN_FOR_COMPRESSION))
         raise HubArgumentError(
             f"compression needs autobahn >= {wanted} (it bounds inflation by the message size limit); "
