@@ -234,7 +234,9 @@ async def test_javascript_client_through_hundreds_of_resets() -> None:
         await _cut_until(reactor, [proxy], CUTS, rng)
         assert storm.transport is not None
         storm.transport.write(b"stop\n")
-        line = await storm.wait_for(r"^\{.*\}$", reactor, timeout=CALL_TIMEOUT * 3 + 10)
+        # Calls in flight resolve within 2 x CALL_TIMEOUT; then a connection (up to 10 s) and one
+        # more call: generous, for a loaded CI machine.
+        line = await storm.wait_for(r"^\{.*\}$", reactor, timeout=60)
         stats = json.loads(line.group(0))
         await storm.ended
         assert storm.exit_code == 0, storm.output()[-3000:]
