@@ -25,7 +25,6 @@ import asyncio
 import base64
 import hashlib
 import struct
-import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -35,7 +34,7 @@ from urllib.parse import urlsplit
 
 import msgpack
 
-from ..helpers.hostile_server import MIB, binary, close_frame, frame
+from ..helpers.hostile_server import MIB, binary, close_frame, frame, on_own_loop
 from ..helpers.hostile_server import _header as header_value
 from ..helpers.hostile_server import _read_frame as read_frame
 
@@ -404,26 +403,9 @@ def running(scripts: dict[str, Script]) -> Iterator[tuple[ScriptedServer, Callab
     it serves no connection.
     """
     server = ScriptedServer(scripts)
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
+    with on_own_loop(server, "the scripted server") as loop:
 
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(server.start())
-        started.set()
-        loop.run_forever()
-        loop.run_until_complete(server.stop())
-        loop.close()
+        def wait_idle(seconds: float) -> bool:
+            return asyncio.run_coroutine_threadsafe(server.wait_idle(seconds), loop).result(seconds + 5)
 
-    def wait_idle(seconds: float) -> bool:
-        return asyncio.run_coroutine_threadsafe(server.wait_idle(seconds), loop).result(seconds + 5)
-
-    thread = threading.Thread(target=run, name="conformance-server", daemon=True)
-    thread.start()
-    if not started.wait(10):
-        raise RuntimeError("the scripted server did not start within 10 s")
-    try:
         yield server, wait_idle
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import msgpack
 
@@ -188,9 +189,11 @@ async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 @contextmanager
-def running(attack: str) -> Iterator[HostileServer]:
-    """A L{HostileServer} for C{attack} on 127.0.0.1, on its own loop in a thread we start and join."""
-    server = HostileServer(attack)
+def on_own_loop(server: Any, name: str) -> Iterator[asyncio.AbstractEventLoop]:
+    """
+    Run C{server} (C{start()}/C{stop()} coroutines) on its own asyncio loop in
+    a thread we start and join; yields that loop.
+    """
     loop = asyncio.new_event_loop()
     started = threading.Event()
 
@@ -202,12 +205,20 @@ def running(attack: str) -> Iterator[HostileServer]:
         loop.run_until_complete(server.stop())
         loop.close()
 
-    thread = threading.Thread(target=run, name=f"hostile-server-{attack}", daemon=True)
+    thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
     if not started.wait(10):
-        raise RuntimeError("the hostile server did not start within 10 s")
+        raise RuntimeError(f"{name} did not start within 10 s")
     try:
-        yield server
+        yield loop
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+@contextmanager
+def running(attack: str) -> Iterator[HostileServer]:
+    """A L{HostileServer} for C{attack} on 127.0.0.1, on its own loop in a thread we start and join."""
+    server = HostileServer(attack)
+    with on_own_loop(server, f"hostile-server-{attack}"):
+        yield server
