@@ -11,11 +11,14 @@ the package is C{Logger(observer=HUB_LOG_OBSERVER)}.
 
 from __future__ import annotations
 
-from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate, globalLogPublisher
+from typing import Any
+
+from twisted.logger import FilteringLogObserver, Logger, LogLevel, LogLevelFilterPredicate, globalLogPublisher
+from twisted.python.failure import Failure
 
 from ._base_error import HubArgumentError
 
-__all__ = ["HUB_LOG_OBSERVER", "get_log_level", "set_log_level"]
+__all__ = ["HUB_LOG_OBSERVER", "TwistedCoreLog", "get_log_level", "set_log_level"]
 
 #: The default minimum level of twisted-hub's own lines.
 DEFAULT_LOG_LEVEL = LogLevel.info
@@ -55,3 +58,30 @@ def get_log_level(namespace: str = "twisted_hub") -> LogLevel:
     """The minimum level of twisted-hub's lines in C{namespace} (see L{set_log_level})."""
     level: LogLevel = HUB_LOG_LEVELS.logLevelForNamespace(namespace)
     return level
+
+
+class TwistedCoreLog:
+    """
+    A L{twisted_hub._corelog.CoreLog} on C{twisted.logger}: the sans-IO core's
+    lines become the same events a C{Logger(namespace, observer=HUB_LOG_OBSERVER)}
+    emits (namespace, format, fields, C{log_failure}), so twisted-hub's level
+    filter and every observer see them as before.
+    """
+
+    def __init__(self, namespace: str) -> None:
+        self.logger = Logger(namespace=namespace, observer=HUB_LOG_OBSERVER)
+
+    def debug(self, format: str, **fields: Any) -> None:
+        self.logger.debug(format, **fields)
+
+    def info(self, format: str, **fields: Any) -> None:
+        self.logger.info(format, **fields)
+
+    def warn(self, format: str, **fields: Any) -> None:
+        self.logger.warn(format, **fields)
+
+    def error(self, format: str, **fields: Any) -> None:
+        self.logger.error(format, **fields)
+
+    def failure(self, format: str, error: BaseException | None = None, **fields: Any) -> None:
+        self.logger.failure(format, Failure(error) if error is not None else None, **fields)
