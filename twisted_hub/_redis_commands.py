@@ -16,7 +16,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._backplane_wire import BackplaneMessage, NodeCodec
+from ._backplane import TARGET_ONLY, Target, node_of
+from ._backplane_wire import BackplaneMessage, Kick, NodeCodec, Send
 from ._logging import HUB_LOG_OBSERVER
 from ._ratelimit import LogRateLimiter
 
@@ -185,9 +186,10 @@ class CommandLink:
 class Publisher:
     """Publishes this node's messages, numbered by its codec; counts the receiver calls that cannot go."""
 
-    def __init__(self, codec: NodeCodec, link: CommandLink, now: Callable[[], float]) -> None:
+    def __init__(self, codec: NodeCodec, link: CommandLink, keys: RedisKeys, now: Callable[[], float]) -> None:
         self.codec = codec
         self.link = link
+        self.keys = keys
         self._now = now
         #: receiver calls published (one PUBLISH each) / broadcasts asked for
         self.published = 0
@@ -195,6 +197,32 @@ class Publisher:
         self.dropped_disconnected = 0
         self.dropped_overload = 0
         self._drop_log = LogRateLimiter(5.0)
+
+    def receiver_call(self, hub: str, target: Target, payload: bytes) -> None:
+        """
+        An encoded receiver call for C{target}'s connections on the other
+        nodes: on the hub-wide channel, or for C{only} ids on the channel of
+        each node holding some of them (a connection id starts with its
+        node's token).
+        """
+        if target.kind != TARGET_ONLY:
+            self.publish(self.keys.channel_all, Send(hub, target, payload), counted=True)
+            return
+        by_node: dict[str, list[str]] = {}
+        for connection_id in target.ids:
+            token = node_of(connection_id)
+            if token and token != self.codec.token:
+                by_node.setdefault(token, []).append(connection_id)
+        for token, ids in by_node.items():
+            only = Target(TARGET_ONLY, None, tuple(ids))
+            self.publish(self.keys.node_channel(token), Send(hub, only, payload), counted=True)
+
+    def kick(self, hub: str, connection_id: str, reason: str) -> None:
+        """Ask the node holding C{connection_id} to close it."""
+        token = node_of(connection_id)
+        if not token or token == self.codec.token:
+            return  # one of ours that is gone already, or not a connection id at all
+        self.publish(self.keys.node_channel(token), Kick(hub, connection_id, reason), counted=True)
 
     def publish(self, channel: bytes, message: BackplaneMessage, counted: bool = False) -> Deferred[Any] | None:
         """

@@ -52,9 +52,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from ._backplane import TARGET_ONLY, LocalHubs, Target, node_of
+from ._backplane import LocalHubs, Target
 from ._backplane_inbox import BackplaneProblems, NodeInbox
-from ._backplane_wire import Bye, Kick, NodeCodec, Send, Signer, read_secret_file, secret_from_environment
+from ._backplane_wire import Bye, NodeCodec, Signer, read_secret_file, secret_from_environment
 from ._base_error import HubArgumentError, HubStateError
 from ._logging import HUB_LOG_OBSERVER, TwistedCoreLog
 from ._membership import NodeMirror
@@ -111,6 +111,114 @@ class _Count:
         return count
 
 
+def _signer(secret_file: str | None, secret_env: str | None) -> tuple[Signer | None, str | None]:
+    """The signer of a node's messages, and where its secret came from (for the status page; never the secret)."""
+    if secret_file is not None and secret_env is not None:
+        raise HubArgumentError("give either secret_file or secret_env")
+    if secret_file is not None:
+        return Signer(read_secret_file(secret_file)), f"file {secret_file}"
+    if secret_env is not None:
+        return Signer(secret_from_environment(secret_env)), f"${secret_env}"
+    return None, None
+
+
+def _answered_within(answers: list[Deferred[Any]], clock: IReactorTime, timeout: float) -> Deferred[bool]:
+    """Fires True once every one of C{answers} fired, or False after C{timeout} seconds."""
+    said: Deferred[bool] = Deferred()
+
+    def too_late() -> None:
+        if not said.called:
+            said.callback(False)
+
+    timer = clock.callLater(timeout, too_late)
+
+    def answered(_: object) -> None:
+        if not said.called:
+            timer.cancel()
+            said.callback(True)
+
+    gatherResults(answers).addCallback(answered)
+    return said
+
+
+class _LinkReport:
+    """
+    What the operator is told of a backplane's links to Redis: a line as
+    they go and come back (once per outage, not once per attempt, unless
+    Redis refuses), and the rows of the status page.
+    """
+
+    def __init__(self, backplane: RedisBackplane) -> None:
+        self.backplane = backplane
+        self.ever_connected = False
+        self.outage_logged = False
+        self.last_error = ""
+
+    def connected(self) -> None:
+        backplane = self.backplane
+        self.ever_connected = True
+        self.last_error = ""
+        _log.info("connected to Redis at {url} as node {node}", url=backplane.settings.display(), node=backplane.node_id)
+
+    def lost(self, reason: str, was_connected: bool) -> None:
+        self.last_error = reason
+        if was_connected:
+            _log.warn(
+                "lost Redis at {url} ({reason}): serving this node's connections only, reconnecting with backoff",
+                url=self.backplane.settings.display(), reason=reason,
+            )
+
+    def failed(self, reason: str, refused: bool, retry_in: float | None) -> None:
+        backplane = self.backplane
+        self.last_error = reason
+        retry = f"; next attempt in {retry_in:.1f} s" if retry_in is not None else ""
+        if refused:
+            _log.error(
+                "Redis at {url} refused node {node}: {reason}{retry}",
+                url=backplane.settings.display(), node=backplane.node_id, reason=reason, retry=retry,
+            )
+            return
+        if not self.ever_connected and not self.outage_logged:
+            self.outage_logged = True
+            _log.error(
+                "Redis at {url} is unreachable ({reason}): node {node} serves its own connections only "
+                "and retries with backoff",
+                url=backplane.settings.display(), reason=reason, node=backplane.node_id,
+            )
+
+    def status(self, other_nodes: int, signer: Signer | None) -> list[tuple[str, str]]:
+        backplane = self.backplane
+        if backplane.connected:
+            state = f"connected to {backplane.settings.display()}, {other_nodes} other node(s)"
+        else:
+            state = f"NOT connected to {backplane.settings.display()} (retrying): serving this node's connections only"
+            if self.last_error:
+                state += f"; last error: {self.last_error}"
+        rows = [("node", backplane.node_id), ("redis", state)]
+        if signer is None:
+            rows.append(("backplane messages", "not signed: whoever can publish on this Redis reaches every client"))
+        else:
+            rows.append((
+                "backplane messages",
+                f"signed (HMAC-SHA256; {signer.key_count} secret(s) from {backplane.secret_source})",
+            ))
+        if backplane.rejected or backplane.bad_messages:
+            rows.append((
+                "backplane messages refused",
+                f"{backplane.rejected} rejected (unsigned, forged, stale or replayed), {backplane.bad_messages} malformed",
+            ))
+        dropped = backplane.dropped_disconnected + backplane.dropped_overload
+        if dropped:
+            rows.append((
+                "redis messages dropped",
+                f"{dropped} ({backplane.dropped_disconnected} while disconnected, "
+                f"{backplane.dropped_overload} over the queue limit)",
+            ))
+        if backplane.missed:
+            rows.append(("redis messages missed", f"{backplane.missed} (published by other nodes, never heard here)"))
+        return rows
+
+
 class RedisBackplane:
     """
     Join this process to the others serving the same hubs through Redis.
@@ -162,17 +270,7 @@ class RedisBackplane:
         self.settings = parse_redis_url(url)
         if self.settings.tls:
             self.settings.tls_options()  # the certificate files are read now: a bad one fails at once
-        if secret_file is not None and secret_env is not None:
-            raise HubArgumentError("give either secret_file or secret_env")
-        signer = None
-        if secret_file is not None:
-            signer = Signer(read_secret_file(secret_file))
-        elif secret_env is not None:
-            signer = Signer(secret_from_environment(secret_env))
-        #: where the secret came from (for the status page; never the secret)
-        self.secret_source = (
-            f"file {secret_file}" if secret_file is not None else f"${secret_env}" if secret_env is not None else None
-        )
+        signer, self.secret_source = _signer(secret_file, secret_env)
         if not lease > 0:
             raise HubArgumentError(f"lease must be > 0, got {lease!r}")
         if min(max_pending_commands, max_pending_bytes) <= 0:
@@ -199,7 +297,7 @@ class RedisBackplane:
         self._mirror = NodeMirror(lease, core_log)
         self._problems = BackplaneProblems(core_log)
         self._link = CommandLink(max_pending_commands, max_pending_bytes, self._now)
-        self._publisher = Publisher(self._codec, self._link, self._now)
+        self._publisher = Publisher(self._codec, self._link, self.keys, self._now)
         self._inbox = NodeInbox(self._codec, self._mirror, self._problems, self.channel_all, self._load)
         self._presence = NodePresence(
             token=self.token, node_id=self.node_id, lease=lease, keys=self.keys, codec=self._codec,
@@ -207,9 +305,7 @@ class RedisBackplane:
         )
         self._heartbeat: LoopingCall | None = None
         self._started = False
-        self._ever_connected = False
-        self._outage_logged = False
-        self._last_error = ""
+        self._report = _LinkReport(self)
 
     #: receiver calls published (one PUBLISH each) / broadcasts asked for
     published = _Count("_publisher")
@@ -298,20 +394,6 @@ class RedisBackplane:
             answers = [d for d in sent if d is not None]
         if not answers:
             return self._close_links()
-        said: Deferred[bool] = Deferred()
-
-        def too_late() -> None:
-            if not said.called:
-                said.callback(False)
-
-        timer = self.clock.callLater(GOODBYE_TIMEOUT, too_late)
-
-        def answered(_: object) -> None:
-            if not said.called:
-                timer.cancel()
-                said.callback(True)
-
-        gatherResults(answers).addCallback(answered)
 
         def close(confirmed: bool) -> Deferred[None]:
             if confirmed:
@@ -324,7 +406,7 @@ class RedisBackplane:
                 )
             return self._close_links()
 
-        return said.addCallback(close)
+        return _answered_within(answers, self.clock, GOODBYE_TIMEOUT).addCallback(close)
 
     def _close_links(self) -> Deferred[None]:
         stopped = self._connector.stop()
@@ -335,23 +417,10 @@ class RedisBackplane:
         return f"{self.token}-{self._counter}"
 
     def publish(self, hub: str, target: Target, payload: bytes) -> None:
-        if target.kind == TARGET_ONLY:
-            by_node: dict[str, list[str]] = {}
-            for connection_id in target.ids:
-                token = node_of(connection_id)
-                if token and token != self.token:
-                    by_node.setdefault(token, []).append(connection_id)
-            for token, ids in by_node.items():
-                only = Target(TARGET_ONLY, None, tuple(ids))
-                self._publisher.publish(self.keys.node_channel(token), Send(hub, only, payload), counted=True)
-            return
-        self._publisher.publish(self.channel_all, Send(hub, target, payload), counted=True)
+        self._publisher.receiver_call(hub, target, payload)
 
     def kick(self, hub: str, connection_id: str, reason: str) -> None:
-        token = node_of(connection_id)
-        if not token or token == self.token:
-            return  # one of ours that is gone already, or not a connection id at all
-        self._publisher.publish(self.keys.node_channel(token), Kick(hub, connection_id, reason), counted=True)
+        self._publisher.kick(hub, connection_id, reason)
 
     def membership_changed(self, hub: str, group: str, connection_id: str, joined: bool) -> None:
         self._presence.membership_changed(hub, group, connection_id, joined)
@@ -363,35 +432,7 @@ class RedisBackplane:
         return self._mirror.remote_count(hub, group)
 
     def status(self) -> list[tuple[str, str]]:
-        if self.connected:
-            state = f"connected to {self.settings.display()}, {len(self._mirror)} other node(s)"
-        else:
-            state = f"NOT connected to {self.settings.display()} (retrying): serving this node's connections only"
-            if self._last_error:
-                state += f"; last error: {self._last_error}"
-        rows = [("node", self.node_id), ("redis", state)]
-        signer = self._codec.signer
-        if signer is None:
-            rows.append(("backplane messages", "not signed: whoever can publish on this Redis reaches every client"))
-        else:
-            rows.append((
-                "backplane messages",
-                f"signed (HMAC-SHA256; {signer.key_count} secret(s) from {self.secret_source})",
-            ))
-        if self.rejected or self.bad_messages:
-            rows.append((
-                "backplane messages refused",
-                f"{self.rejected} rejected (unsigned, forged, stale or replayed), {self.bad_messages} malformed",
-            ))
-        dropped = self.dropped_disconnected + self.dropped_overload
-        if dropped:
-            rows.append((
-                "redis messages dropped",
-                f"{dropped} ({self.dropped_disconnected} while disconnected, {self.dropped_overload} over the queue limit)",
-            ))
-        if self.missed:
-            rows.append(("redis messages missed", f"{self.missed} (published by other nodes, never heard here)"))
-        return rows
+        return self._report.status(len(self._mirror), self._codec.signer)
 
     # -- what the connector reports ----------------------------------------------
     def link_message(self, channel: bytes, data: bytes) -> None:
@@ -414,12 +455,7 @@ class RedisBackplane:
             self._link.commands_lost()
         else:
             self._link.subscribed = False
-        self._last_error = reason
-        if was_connected and self._started:
-            _log.warn(
-                "lost Redis at {url} ({reason}): serving this node's connections only, reconnecting with backoff",
-                url=self.settings.display(), reason=reason,
-            )
+        self._report.lost(reason, was_connected and self._started)
 
     def link_failed(self, reason: str, refused: bool = False, retry_in: float | None = None) -> None:
         """
@@ -429,31 +465,12 @@ class RedisBackplane:
         as a retry will not mend it by itself.  Else Redis was not reached:
         one line until it is.
         """
-        self._last_error = reason
-        retry = f"; next attempt in {retry_in:.1f} s" if retry_in is not None else ""
-        if refused:
-            _log.error(
-                "Redis at {url} refused node {node}: {reason}{retry}",
-                url=self.settings.display(), node=self.node_id, reason=reason, retry=retry,
-            )
-            return
-        if not self._ever_connected and not self._outage_logged:
-            self._outage_logged = True
-            _log.error(
-                "Redis at {url} is unreachable ({reason}): node {node} serves its own connections only "
-                "and retries with backoff",
-                url=self.settings.display(), reason=reason, node=self.node_id,
-            )
+        self._report.failed(reason, refused, retry_in)
 
     def _connected(self) -> None:
-        self._ever_connected = True
-        self._last_error = ""
-        _log.info(
-            "connected to Redis at {url} as node {node}", url=self.settings.display(), node=self.node_id,
-        )
+        self._report.connected()
         self._presence.write_snapshot()
         self._presence.load_nodes()
-
 
     def _load(self, token: str) -> None:
         self._presence.load(token)
