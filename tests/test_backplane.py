@@ -17,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_hub import DisconnectKind, HubServerFactory, HubService
 from twisted_hub._backplane import LocalBackplane, node_of
 from twisted_hub._backplane_wire import MAX_AGE, NodeCodec, Signer, Sync
+from twisted_hub._base_error import HubStateError
 from twisted_hub._redis_commands import resp_size
 from twisted_hub.redis import GOODBYE_TIMEOUT, RedisBackplane, parse_redis_url
 from twisted_hub.testing import HubTestServer, TestConnection
@@ -825,6 +826,18 @@ class PendingBoundTests(SynchronousTestCase):
 
 class ConfigurationTests(SynchronousTestCase):
     """URLs, defaults and the local backplane."""
+
+    def test_one_factory_per_backplane(self) -> None:
+        """A RedisBackplane reaches the hubs of the one factory it serves; a second factory is refused."""
+        cluster = Cluster(1)
+        backplane = cluster.backplanes[0]
+        with self.assertRaises(HubStateError):
+            HubServerFactory([work_hub(cluster.log)], clock=cluster.clock, backplane=backplane)
+        connection, _ = cluster.connect(0)
+        cluster.call(connection, "join", "room")
+        self.assertEqual(backplane.remote_count("work", "room"), 0)  # its own members are not remote
+        members = cluster.redis.data[backplane.keys.members(backplane.token)]
+        self.assertEqual(len(members), 1)
 
     def test_parse_url(self) -> None:
         """A Redis URL gives host, port, database and credentials; a bad one is refused with the reason."""
