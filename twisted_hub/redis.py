@@ -84,6 +84,7 @@ DEFAULT_PREFIX = "twisted-hub"
 #: seconds a stopping node waits for Redis to confirm its goodbye
 GOODBYE_TIMEOUT = 2.0
 
+
 class RedisConnector(Protocol):
     """
     Keeps a backplane's two Redis connections (commands, subscriber) up
@@ -96,8 +97,8 @@ class RedisConnector(Protocol):
         """Close both connections; the Deferred fires once they are closed."""
 
 
-class _Count:
-    """A counter one part of the backplane keeps, read on the backplane (metrics, status page, tests)."""
+class _Kept:
+    """A number one part of the backplane keeps, read on the backplane (metrics, status page, tests)."""
 
     def __init__(self, part: str) -> None:
         self.part = part
@@ -277,8 +278,6 @@ class RedisBackplane:
             raise HubArgumentError("max_pending_commands and max_pending_bytes must be > 0")
         self.prefix = prefix
         self.lease = lease
-        self.max_pending_commands = max_pending_commands
-        self.max_pending_bytes = max_pending_bytes
         #: the start of every connection id of this node
         self.token = os.urandom(6).hex()
         self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}-{self.token}"
@@ -308,25 +307,28 @@ class RedisBackplane:
         self._report = _LinkReport(self)
 
     #: receiver calls published (one PUBLISH each) / broadcasts asked for
-    published = _Count("_publisher")
+    published = _Kept("_publisher")
     #: publishes not sent: Redis away (C{dropped_disconnected}) or too slow (C{dropped_overload})
-    dropped_disconnected = _Count("_publisher")
-    dropped_overload = _Count("_publisher")
+    dropped_disconnected = _Kept("_publisher")
+    dropped_overload = _Kept("_publisher")
+    #: Redis commands (and their bytes) that may wait for their answer
+    max_pending_commands = _Kept("_link")
+    max_pending_bytes = _Kept("_link")
     #: Redis commands (and their bytes) sent and not answered yet
-    pending_commands = _Count("_link")
-    pending_bytes = _Count("_link")
+    pending_commands = _Kept("_link")
+    pending_bytes = _Kept("_link")
     #: commands that were waiting for their answer when the connection went
-    lost_in_flight = _Count("_link")
+    lost_in_flight = _Kept("_link")
     #: messages from Redis that could not be understood
-    bad_messages = _Count("_problems")
+    bad_messages = _Kept("_problems")
     #: messages other nodes published that never reached this node (gaps in their sequence numbers)
-    missed = _Count("_problems")
+    missed = _Kept("_problems")
     #: messages and Redis state refused: not signed with the secret, stale or replayed
-    rejected = _Count("_problems")
+    rejected = _Kept("_problems")
     #: nodes dropped because their lease ran out
-    nodes_expired = _Count("_mirror")
+    nodes_expired = _Kept("_mirror")
     #: times this node found its state gone from Redis and wrote it again
-    state_rewrites = _Count("_presence")
+    state_rewrites = _Kept("_presence")
 
     @property
     def clock(self) -> IReactorTime:
