@@ -11,7 +11,8 @@ limits, settings and the clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -27,7 +28,7 @@ from zope.interface import implementer
 from ._admission import OVER_CAPACITY, HandshakeWatch, Refusal, admit, check_request
 from ._auth import DEFAULT_AUTHENTICATION_TIMEOUT, Authenticator
 from ._autobahn import BoundedDropMixin, FastPathMixin, final_close_reason
-from ._backplane import Backplane, LocalBackplane
+from ._backplane import Backplane, LocalBackplane, Target, receiver_call_problem
 from ._backpressure import HeldFrames, OutputBudget
 from ._base_error import HubArgumentError
 from ._compression import (
@@ -540,7 +541,7 @@ class HubServerFactory(WebSocketServerFactory):
             self.metrics = HubMetrics(registry)
         if self.metrics is not None:
             self.metrics.attach(self)
-        self.backplane.attach(self)
+        self.backplane.attach(_FactoryHubs(self))
         self._backplane_left: Deferred[None] = succeed(None)
         self.setProtocolOptions(
             maxMessagePayloadSize=max_message_size,
@@ -660,3 +661,34 @@ class HubServerFactory(WebSocketServerFactory):
 
         self._backplane_left.addBoth(passed)
         return left
+
+
+@dataclass(frozen=True)
+class _FactoryHubs:
+    """A factory's hubs as its backplane reaches them (C{twisted_hub._backplane.LocalHubs})."""
+
+    factory: HubServerFactory
+
+    @property
+    def clock(self) -> IReactorTime:
+        return self.factory.clock
+
+    def knows(self, hub: str) -> bool:
+        return hub in self.factory.runtimes
+
+    def deliver(self, hub: str, target: Target, payload: bytes) -> str | None:
+        runtime = self.factory.runtimes[hub]
+        problem = receiver_call_problem(payload, runtime.receiver_methods, runtime.max_message_size)
+        if problem is None:
+            runtime.deliver(runtime.local_targets(target), payload)
+        return problem
+
+    def kick(self, hub: str, connection_id: str, reason: str) -> None:
+        runtime = self.factory.runtimes[hub]
+        if connection_id in runtime.connections:  # else it left meanwhile: nothing to do
+            runtime.kick(connection_id, reason)
+
+    def memberships(self) -> Iterator[tuple[str, str, str]]:
+        for hub, runtime in self.factory.runtimes.items():
+            for group, connection_id in runtime.groups.memberships():
+                yield hub, group, connection_id
