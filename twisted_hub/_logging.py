@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.logger import FilteringLogObserver, Logger, LogLevel, LogLevelFilterPredicate, globalLogPublisher
+from twisted.logger import FilteringLogObserver, ILogObserver, Logger, LogLevel, LogLevelFilterPredicate, globalLogPublisher
 from twisted.python.failure import Failure
 
 from ._base_error import HubArgumentError
@@ -68,8 +68,9 @@ class TwistedCoreLog:
     filter and every observer see them as before.
     """
 
-    def __init__(self, namespace: str) -> None:
-        self.logger = Logger(namespace=namespace, observer=HUB_LOG_OBSERVER)
+    def __init__(self, namespace: str, observer: ILogObserver | None = None) -> None:
+        # observer: where the events go instead (a test's EventLoggingObserver)
+        self.logger = Logger(namespace=namespace, observer=HUB_LOG_OBSERVER if observer is None else observer)
 
     def debug(self, format: str, **fields: Any) -> None:
         self.logger.debug(format, **fields)
