@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_hub import ClientMetrics, HeartbeatPolicy, HubClientOptions
 from twisted_hub._client_session import ClientHeartbeatEvent, ClientSession, ServerHeartbeatEvent
 from twisted_hub._connection import ServerConnection
+from twisted_hub._corelog import StdlibCoreLog
 from twisted_hub._errors import ConnectionClosedError, DisconnectKind, DisconnectReason, HandshakeError, HubError
 from twisted_hub._heartbeat import Traffic
 from twisted_hub._logging import TwistedCoreLog
@@ -340,6 +341,23 @@ class ReceiverTests(SessionTests):
         self.assertIsInstance(errors[0]["log_failure"].value, RuntimeError)
         self.assertIsInstance(errors[1]["log_failure"].value, ValueError)
         self.assertTrue(session.is_connected)
+
+    def test_receiver_exceptions_on_the_standard_logging_module(self) -> None:
+        """With the asyncio client's StdlibCoreLog, the same failures are logging ERROR records with their tracebacks."""
+        session: ClientSession[str] = ClientSession(self.io, StdlibCoreLog("twisted_hub.aio"))
+        session.configure(HubClientOptions(), self.receiver, None)
+        self.current = session
+        session.opened()
+        self.to_server()
+        self.server.welcome()
+        self.from_server()
+        with self.assertLogs("twisted_hub.aio", "ERROR") as captured:
+            self.from_server(ReceiverCall("broken", []), ReceiverCall("later", []))
+            ((_, _, on_error),) = self.io.waiting
+            on_error(ValueError("late bug"))
+        messages = [r.getMessage() for r in captured.records]
+        self.assertEqual(messages, ["receiver method broken raised", "receiver method later failed"])
+        self.assertEqual([r.exc_info[0] for r in captured.records if r.exc_info], [RuntimeError, ValueError])
 
 
 class ClientInvokeTests(SessionTests):
