@@ -431,14 +431,14 @@ class ExpiryTests(SynchronousTestCase):
         self.server.advance(0.1)  # 80 % of 100 s
         self.assertEqual(self.authenticator.tokens, ["ann:100", "ann:250"])
         self.assertEqual(connection.hub.connection.user, User("ann", {"source": "refresh"}, 250.0))
-        self.assertAlmostEqual(client.session.token_expires_at, 250.0)
+        self.assertAlmostEqual(client.session.tokens.expires_at, 250.0)
         self.server.advance(135.9)  # 170 s left at 80: asked again 136 s later (170 - min(60, 0.2 * 170))
         self.assertEqual(self.authenticator.tokens, ["ann:100", "ann:250"])
         self.server.advance(0.1)
         self.assertEqual(self.authenticator.tokens, ["ann:100", "ann:250", "ann:never"])
         self.server.advance(10_000)
         self.assertTrue(client.is_connected)
-        self.assertEqual(client.session.tokens_refreshed, 2)
+        self.assertEqual(client.session.tokens.refreshed, 2)
 
     def test_refresh_refused_keeps_the_old_token_then_expires(self) -> None:
         """A refused fresh token is answered with its error; the old token stands and expires with 4005."""
@@ -462,8 +462,8 @@ class ExpiryTests(SynchronousTestCase):
         connection = self.server.connect("whoami", options=bearer("ann:100"))
         client = outcome(self.server, connection.ready)
         answers: list[TokenResult] = []
-        original = client.session._token_answered
-        client.session._token_answered = lambda answer, now: (answers.append(answer), original(answer, now))  # type: ignore[method-assign]
+        original = client.session.tokens.answered
+        client.session.tokens.answered = lambda answer, now: (answers.append(answer), original(answer, now))  # type: ignore[method-assign]
         client.session.core.send_token("mallory:1000")
         client.session.flush()
         self.server.flush()

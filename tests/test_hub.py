@@ -15,7 +15,8 @@ from twisted_hub import (
     hub,
     method,
 )
-from twisted_hub._hub import GroupRegistry, receiver_methods
+from twisted_hub._hub import GroupRegistry
+from twisted_hub._receivers import receiver_methods
 from twisted_hub.testing import HubTestServer
 
 

@@ -40,6 +40,7 @@ from ._errors import DisconnectKind, HubError
 from ._heartbeat import HeartbeatPolicy, MetadataProvider, _check_positive
 from ._logging import HUB_LOG_OBSERVER
 from ._metrics import TrafficTotals
+from ._receivers import receiver_methods
 from ._sentinel import UNSET, Unset
 from ._wire import CloseCode, ErrorCode
 
@@ -382,17 +383,6 @@ def hub(
         return cls
 
     return decorate
-
-
-def receiver_methods(interface: type | None) -> frozenset[str] | None:
-    """The method names a receiver interface declares (None: anything goes)."""
-    if interface is None:
-        return None
-    return frozenset(
-        name
-        for name, value in inspect.getmembers(interface)
-        if not name.startswith("_") and callable(value)
-    )
 
 
 class Hub:

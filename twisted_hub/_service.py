@@ -18,19 +18,14 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from twisted.application.service import IService, IServiceCollection, MultiService
+from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import deferLater
 from twisted.logger import (
-    FilteringLogObserver,
-    ILogObserver,
     Logger,
-    LogLevel,
-    LogLevelFilterPredicate,
 )
-from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -43,7 +38,7 @@ from ._deprecate import reactor_keyword_deprecated
 from ._errors import DisconnectKind
 from ._heartbeat import HeartbeatPolicy
 from ._limits import ConnectionGuard, open_file_limit, open_file_limit_warning
-from ._logging import HUB_LOG_OBSERVER, get_log_level, set_log_level
+from ._logging import HUB_LOG_OBSERVER
 from ._ops import HealthPage, MetricsPage, StatusJsonPage
 from ._origin import OriginPolicy
 from ._resource import HubStatusPage, build_site_root, mount, status_json_path
@@ -533,102 +528,3 @@ def _first_failure(failure: Failure) -> Failure:
     error = failure.value
     assert isinstance(error, FirstError)
     return error.subFailure
-
-
-#: C{--log-level} names and their levels.
-LOG_LEVELS = {
-    "debug": LogLevel.debug,
-    "info": LogLevel.info,
-    "warn": LogLevel.warn,
-    "warning": LogLevel.warn,
-    "error": LogLevel.error,
-    "critical": LogLevel.critical,
-}
-_LEVEL_ORDER = [LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical]
-_TXAIO_LEVELS = {
-    LogLevel.debug: "debug", LogLevel.info: "info", LogLevel.warn: "warn",
-    LogLevel.error: "error", LogLevel.critical: "critical",
-}
-
-
-def set_filter_level(predicate: LogLevelFilterPredicate, level: LogLevel) -> None:
-    """
-    Make C{predicate} pass events of C{level} and above.  Debug is
-    twisted-hub's story (connections, heartbeat timers, calls refused ...);
-    autobahn's own debug output (every HTTP header, every frame) stays at
-    info, or a handful of connections floods the log.
-    """
-    predicate.clearLogLevels()
-    predicate.setLogLevelForNamespace("", level)
-    predicate.setLogLevelForNamespace("autobahn", autobahn_log_level(level))
-
-
-def autobahn_log_level(level: LogLevel) -> LogLevel:
-    """autobahn's minimum level when ours is C{level}: never below info."""
-    return level if _LEVEL_ORDER.index(level) > _LEVEL_ORDER.index(LogLevel.info) else LogLevel.info
-
-
-class LogLevelService(MultiService):
-    """
-    The log of C{twistd hub} at a minimum level, through the observer
-    twisted-hub gives twistd: no other observer is touched.
-
-    twistd logs to the C{ILogObserver} component of its application when it
-    has one (C{twisted.application.app.AppLogger.start}), and builds that
-    application around this service before logging starts.  So, given
-    C{observer_factory} (what twistd would log to by itself: its
-    C{--logfile}, C{--syslog}, stdout), this service sets that component, on
-    the application it joins, to the factory's observer filtered by
-    C{predicate}.  An application that has its own observer keeps it.
-    While running, txaio's (autobahn's logging layer) level is set too, and
-    twisted-hub's own (L{twisted_hub.set_log_level}, put back at the stop).
-
-    @param level: the minimum level (autobahn's: info at least).
-    @param predicate: the filter to set to C{level} (the one
-        C{twisted_hub.tap.json_log_observer} shares); default, a new one.
-    """
-
-    def __init__(
-        self,
-        level: LogLevel,
-        predicate: LogLevelFilterPredicate | None = None,
-        observer_factory: Callable[[], ILogObserver] | None = None,
-    ) -> None:
-        MultiService.__init__(self)
-        self.level = level
-        self.predicate = predicate if predicate is not None else LogLevelFilterPredicate()
-        set_filter_level(self.predicate, level)
-        self._observer_factory = observer_factory
-        self._hub_level_before: LogLevel | None = None
-
-    def filtered(self, observer: ILogObserver) -> ILogObserver:
-        """C{observer}, receiving only the events at or above the level."""
-        return FilteringLogObserver(observer, [self.predicate])
-
-    def setServiceParent(self, parent: IServiceCollection) -> None:
-        MultiService.setServiceParent(self, parent)
-        if self._observer_factory is None or not isinstance(parent, Componentized):
-            return
-        application: Componentized = parent
-        if application.getComponent(ILogObserver) is None:
-            application.setComponent(ILogObserver, self.filtered(self._observer_factory()))
-
-    def startService(self) -> None:
-        import txaio  # autobahn's logging layer (a dependency of autobahn)
-
-        txaio.set_global_log_level(_TXAIO_LEVELS[autobahn_log_level(self.level)])  # type: ignore[attr-defined]
-        # twisted-hub's own lines are filtered where they are emitted, too (_logging.py)
-        self._hub_level_before = get_log_level()
-        set_log_level(self.level)
-        MultiService.startService(self)
-
-    def stopService(self) -> Deferred[Any]:
-        def restore(result: object) -> object:
-            # once the children stopped (their shutdown lines are at our level)
-            before, self._hub_level_before = self._hub_level_before, None
-            if before is not None:
-                set_log_level(before)
-            return result
-
-        stopped: Deferred[Any] = MultiService.stopService(self)
-        return stopped.addBoth(restore)

@@ -28,25 +28,17 @@ import os
 import re
 import sys
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
-from typing import IO, Any, cast
+from typing import Any, cast
 
 from twisted.application.service import IService
 from twisted.internet.error import CannotListenError
-from twisted.logger import (
-    FilteringLogObserver,
-    ILogObserver,
-    LegacyLogObserverWrapper,
-    LogLevelFilterPredicate,
-    textFileLogObserver,
-)
 from twisted.python import usage
-from twisted.python.log import ILogObserver as LegacyILogObserver
-from twisted.python.logfile import LogFile
 
 from ._heartbeat import HeartbeatConfigurationError, HeartbeatPolicy
 from ._hub import Hub
+from ._logging import json_log_observer as json_log_observer  # documented here: twistd --logger twisted_hub.tap...
 
 #: Defaults of the settings that have one.
 DEFAULT_PATH = "/hub"
@@ -417,7 +409,8 @@ class Options(usage.Options):
         ["max-outgoing-buffer", None, None, "Unread output a client may leave, bytes; then close 4004 [4MiB]."],
         ["max-pending-calls", None, None, "Calls one connection may have running or queued [256]."],
         ["max-pending-bytes", None, None, "Bytes of calls one connection may have running or queued [8MiB]."],
-        ["log-level", None, None, f"Minimum log level: debug, info, warn, error, critical [{DEFAULT_LOG_LEVEL}]."],
+        ["log-level", None, None,
+         f"Minimum level of twisted-hub's (and autobahn's) log lines: debug, info, warn, error, critical [{DEFAULT_LOG_LEVEL}]."],
         ["shutdown-timeout", None, None, "Seconds a graceful shutdown may take before connections are dropped [10]."],
         ["drain-delay", None, None,
          "Seconds /health answers 503 before the listeners close at shutdown (behind a load balancer) [0]."],
@@ -659,7 +652,8 @@ class Options(usage.Options):
         else:
             self["max-pending-calls"] = int(calls)
         timeout = self["shutdown-timeout"]
-        from ._service import DEFAULT_SHUTDOWN_TIMEOUT, LOG_LEVELS
+        from ._logging import LOG_LEVELS
+        from ._service import DEFAULT_SHUTDOWN_TIMEOUT
 
         self["shutdown-timeout"] = (
             DEFAULT_SHUTDOWN_TIMEOUT if timeout is None else _positive("shutdown-timeout", timeout)
@@ -849,13 +843,14 @@ def _friendly_listen_failure(error: CannotListenError) -> SystemExit:
 
 def makeService(options: Options) -> IService:
     """
-    Build the service tree for C{twistd hub}: a L{LogLevelService} (the log
-    at C{--log-level}) holding a L{HubService} that listens on every
+    Build the service tree for C{twistd hub}: a L{LogLevelService} (our
+    lines and autobahn's at C{--log-level}) holding a L{HubService} that listens on every
     C{--listen}.  A port that cannot be
     bound ends twistd with one line that names it (embedders of
     L{HubService} get the exception itself).
     """
-    from ._service import LOG_LEVELS, HubService, LogLevelService
+    from ._logging import LOG_LEVELS, LogLevelService
+    from ._service import HubService
 
     class TwistdHubService(HubService):
         def privilegedStartService(self) -> None:
@@ -864,12 +859,8 @@ def makeService(options: Options) -> IService:
             except CannotListenError as e:
                 raise _friendly_listen_failure(e) from None
 
-    # twistd's own options (--logfile, --syslog, --nodaemon ...), when twistd runs this plugin
-    twistd_options = options.parent
-    root = LogLevelService(
-        LOG_LEVELS[options["log-level"]], TWISTD_LOG_FILTER,
-        None if twistd_options is None else (lambda: twistd_log_observer(twistd_options)),
-    )
+    # The level, passed down; where the log goes is twistd's (--logfile, --syslog, -n, --logger).
+    root = LogLevelService(LOG_LEVELS[options["log-level"]])
     backplane_options: dict[str, Any] = {}
     if options["redis"] is not None:
         from .redis import RedisBackplane
@@ -908,63 +899,3 @@ def makeService(options: Options) -> IService:
     )
     hubs.setServiceParent(root)  # type: ignore[no-untyped-call]
     return root
-
-
-#: The level filter of C{twistd hub}'s log: L{makeService} sets it to
-#: C{--log-level}, and the observers twisted-hub gives twistd apply it (the
-#: default log, L{twistd_log_observer}, and L{json_log_observer}).
-TWISTD_LOG_FILTER = LogLevelFilterPredicate()
-
-
-def twistd_log_observer(twistd_options: Mapping[str, Any]) -> ILogObserver:
-    """
-    What twistd logs to by itself, from its own options: syslog
-    (C{--syslog}, C{--prefix}); standard output (C{--logfile=-}, or
-    C{--nodaemon} without C{--logfile}); else a file (C{--logfile}, default
-    C{twistd.log}) that is rotated on SIGUSR1.  Given to twistd filtered by
-    level (see L{LogLevelService}).
-    """
-    if twistd_options.get("syslog"):
-        from twisted.python.syslog import SyslogObserver
-
-        legacy = SyslogObserver(twistd_options.get("prefix") or "")
-        # the emit method is what the legacy interface describes (twistd wraps the same)
-        return LegacyLogObserverWrapper(cast(LegacyILogObserver, legacy.emit))
-    name = twistd_options.get("logfile") or ""
-    daemon = not twistd_options.get("nodaemon")
-    if name == "-" and daemon:
-        raise SystemExit("twistd hub: a daemon cannot log to standard output: give --nodaemon or a --logfile")
-    if name == "-" or (not name and not daemon):
-        return textFileLogObserver(sys.stdout)
-    log_file = cast(Callable[[str], LogFile], LogFile.fromFullPath)(name or "twistd.log")  # unannotated
-    _rotate_on_sigusr1(log_file)
-    # the observer only writes and flushes, which a LogFile does (twistd logs to it the same way)
-    return textFileLogObserver(cast(IO[str], log_file))
-
-
-def _rotate_on_sigusr1(log_file: LogFile) -> None:
-    """Rotate C{log_file} on SIGUSR1 (for logrotate), unless the signal has a handler already."""
-    import signal
-
-    if not hasattr(signal, "SIGUSR1") or signal.getsignal(signal.SIGUSR1) not in (None, signal.SIG_DFL):
-        return
-
-    def rotate(signum: int, frame: object) -> None:
-        from twisted.internet import reactor
-        from twisted.internet.interfaces import IReactorFromThreads
-
-        # A signal handler may run between any two bytecodes: rotate from the reactor.
-        cast(IReactorFromThreads, reactor).callFromThread(log_file.rotate)
-
-    signal.signal(signal.SIGUSR1, rotate)
-
-
-def json_log_observer() -> ILogObserver:
-    """
-    A log observer that writes one JSON object per event to standard output,
-    every field included (for log shippers), at C{--log-level}:
-    C{twistd --logger twisted_hub.tap.json_log_observer -n hub ...}.
-    """
-    from twisted.logger import jsonFileLogObserver
-
-    return FilteringLogObserver(jsonFileLogObserver(sys.stdout), [TWISTD_LOG_FILTER])
