@@ -35,10 +35,8 @@ from twisted_hub import (
     HandshakeError,
     HeartbeatPolicy,
     HubArgumentError,
-    HubClientFactory,
     HubClientOptions,
     HubServerFactory,
-    HubServerProtocol,
     connect,
 )
 from twisted_hub._compression import (
@@ -49,6 +47,7 @@ from twisted_hub._compression import (
 from twisted_hub._wire import MessageKind
 from twisted_hub.demo import DEMO_HUBS
 from twisted_hub.tap import Options, makeService
+from twisted_hub.types import HubClientFactory, HubServerProtocol
 
 WAIT = 10.0
 #: compresses to a fraction of its size (repeated words, as chat text does)

@@ -13,18 +13,14 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import (
-    ClientHeartbeatEvent,
     DisconnectKind,
-    DisconnectReason,
     HeartbeatConfigurationError,
     HeartbeatConfigurationWarning,
     HeartbeatPolicy,
     Hub,
     HubClientOptions,
-    HubClientProtocol,
     HubStateError,
     ReconnectingHubClient,
-    ServerHeartbeatEvent,
     full_jitter_policy,
     heartbeat,
     method,
@@ -33,6 +29,7 @@ from twisted_hub import (
 from twisted_hub._connection import ClientConnection
 from twisted_hub._wire import CAP_BATCH, MessageKind, decode_frame
 from twisted_hub.testing import HubTestServer, TestConnection
+from twisted_hub.types import ClientHeartbeatEvent, DisconnectReason, HubClientProtocol, ServerHeartbeatEvent
 
 
 class PlainHub(Hub):

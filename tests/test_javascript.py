@@ -199,7 +199,8 @@ def test_docs_heartbeat_mapping_names_real_options() -> None:
     import inspect
 
     import twisted_hub
-    from twisted_hub import HubClientOptions, HubClientProtocol, full_jitter_policy
+    from twisted_hub import HubClientOptions, full_jitter_policy
+    from twisted_hub.types import HubClientProtocol
 
     # Code only: a name that appears only in a comment is not in the client.
     js_sources = "\n".join(_strip_comments(p.read_text()) for p in (JS / "src").glob("*.ts"))

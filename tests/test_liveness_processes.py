@@ -15,16 +15,8 @@ import pytest_twisted
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 
-from twisted_hub import (
-    DisconnectKind,
-    DisconnectReason,
-    HeartbeatPolicy,
-    Hub,
-    HubClientOptions,
-    HubServerFactory,
-    connect,
-    method,
-)
+from twisted_hub import DisconnectKind, HeartbeatPolicy, Hub, HubClientOptions, HubServerFactory, connect, method
+from twisted_hub.types import DisconnectReason
 
 from ._nginx import start_nginx
 from ._processes import ScriptProcess, spawn_script

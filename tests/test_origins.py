@@ -11,8 +11,9 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import AllowedHosts, HubServerFactory, OriginPolicy
+from twisted_hub import HubServerFactory, OriginPolicy
 from twisted_hub.demo import EchoHub
+from twisted_hub.types import AllowedHosts
 
 from .test_limits import Accepted, peer
 

@@ -575,7 +575,7 @@ class FilterOptionTests(SynchronousTestCase):
 
     def test_options_make_filters_in_order(self) -> None:
         """Rate limit, call log, call timeout, then each --filter (an object, a class, a factory) in order."""
-        from twisted_hub import CallLog, CallTimeout, RateLimit
+        from twisted_hub.filters import CallLog, CallTimeout, RateLimit
 
         from .helpers.filters import Tagged
 
@@ -597,7 +597,7 @@ class FilterOptionTests(SynchronousTestCase):
 
     def test_config_file(self) -> None:
         """call-rate, call-burst, call-timeout, log-calls and filters come from the TOML file; --filter replaces its list."""
-        from twisted_hub import CallLog, CallTimeout, RateLimit
+        from twisted_hub.filters import CallLog, CallTimeout, RateLimit
 
         path = self.write(
             "call-rate = 2\ncall-burst = 4\ncall-timeout = 1.5\nlog-calls = true\n"

@@ -412,7 +412,7 @@ class HubServerFactory(WebSocketServerFactory):
         access token (C{Authorization: Bearer}, a C{twisted-hub.bearer.*}
         subprotocol, or C{?access_token=}), before C{on_connecting}:
         C{(Credentials) -> User}, sync, Deferred or C{async def}; e.g. a
-        L{JWTAuthenticator<twisted_hub.JWTAuthenticator>}.  A refusal
+        L{JWTAuthenticator<twisted_hub.auth.JWTAuthenticator>}.  A refusal
         refuses the upgrade (401, 403).  With one, clients may hand over
         fresh tokens, and a connection whose token expired is closed with
         4005.  See C{docs/auth.md}.

@@ -23,15 +23,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from twisted_hub import (
-    ClientHeartbeatEvent,
-    ConnectionClosedError,
-    DisconnectReason,
-    HandshakeError,
-    HubClientOptions,
-    HubError,
-    ServerHeartbeatEvent,
-)
+from twisted_hub import ConnectionClosedError, HandshakeError, HubClientOptions, HubError
+from twisted_hub.types import ClientHeartbeatEvent, DisconnectReason, ServerHeartbeatEvent
 
 #: seconds a scenario may take unless it says otherwise
 SCENARIO_BOUND = 20.0
