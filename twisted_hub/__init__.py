@@ -18,6 +18,7 @@ a C{DeprecationWarning} naming their new spelling
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
@@ -191,7 +192,10 @@ else:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
         from ._deprecate import moved_name
 
-        return moved_name(name)
+        # "from twisted_hub import NAME" asks twice: the import system's
+        # hasattr() (in _handle_fromlist), then the import itself.  Warn once,
+        # at the second, which points at the importing line.
+        return moved_name(name, warn=sys._getframe(1).f_code.co_name != "_handle_fromlist")
 
     def __dir__() -> list[str]:
         """The public names, loaded or not, and the module's own attributes (not the deprecated names)."""

@@ -116,17 +116,18 @@ MOVED_NAMES: dict[str, tuple[str, str]] = {
 }
 
 
-def moved_name(name: str) -> object:
+def moved_name(name: str, warn: bool = True) -> object:
     """
     The object a deprecated C{twisted_hub.NAME} still gives, after a
-    C{DeprecationWarning} naming its new spelling; C{AttributeError} for a
-    name that never was there.
+    C{DeprecationWarning} naming its new spelling (unless C{warn} is false);
+    C{AttributeError} for a name that never was there.
     """
     try:
         module_name, attribute = MOVED_NAMES[name]
     except KeyError:
         raise AttributeError(f"module 'twisted_hub' has no attribute {name!r}") from None
-    warn_deprecated(f"twisted_hub.{name}", f"{module_name}.{attribute}", stacklevel=4)
+    if warn:
+        warn_deprecated(f"twisted_hub.{name}", f"{module_name}.{attribute}", stacklevel=4)
     value: object = importlib.import_module(module_name)
     for part in attribute.split("."):
         value = getattr(value, part)
