@@ -172,7 +172,7 @@ class MovedNameTests(SynchronousTestCase):
         """HeartbeatPolicy.PROXY_SAFE / FAST_DETECTION / MOBILE have the interval and timeout docs/heartbeat.md gives."""
         documented = {
             name: (float(interval), float(timeout))
-            for name, interval, timeout in re.findall(r"`(PROXY_SAFE|FAST_DETECTION|MOBILE)`\W+(?:is )?\(?(\d+) s / (\d+) s",
+            for name, interval, timeout in re.findall(r"`HeartbeatPolicy\.(PROXY_SAFE|FAST_DETECTION|MOBILE)`\W+(?:is )?\(?(\d+) s / (\d+) s",
                                                        HEARTBEAT_DOC.read_text())
         }
         self.assertEqual(set(documented), {"PROXY_SAFE", "FAST_DETECTION", "MOBILE"})
