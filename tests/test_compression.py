@@ -448,7 +448,9 @@ async def test_twisted_client_threshold_and_heartbeats_on_the_wire() -> None:
     server = Listening(compression=CompressionPolicy())
     server.factory.fast_path = False
     try:
-        options = HubClientOptions(compression=CompressionPolicy(min_size=200), heartbeat_interval=0.05)
+        options = HubClientOptions(
+            compression=CompressionPolicy(min_size=200), heartbeat=HeartbeatPolicy(enabled=True, interval=0.05)
+        )
         client = await bounded(connect(server.url, "echo", options=options, clock=reactor, timeout=WAIT))
         for value in (SMALL_CALL, LARGE_CALL, TEXT):
             assert await bounded(client.call("echo", value)) == value
@@ -473,7 +475,9 @@ async def test_asyncio_client_threshold_and_heartbeats_on_the_wire() -> None:
 
     def run_client() -> list[Any]:
         async def main() -> list[Any]:
-            options = HubClientOptions(compression=CompressionPolicy(min_size=200), heartbeat_interval=0.05)
+            options = HubClientOptions(
+                compression=CompressionPolicy(min_size=200), heartbeat=HeartbeatPolicy(enabled=True, interval=0.05)
+            )
             client = await open_client(server.url, "echo", options=options, timeout=WAIT)
             try:
                 results = [await client.call("echo", value) for value in (SMALL_CALL, LARGE_CALL, TEXT)]

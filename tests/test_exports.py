@@ -170,10 +170,10 @@ class MovedNameTests(SynchronousTestCase):
 
     def test_presets_are_heartbeat_policy_attributes_as_documented(self) -> None:
         """HeartbeatPolicy.PROXY_SAFE / FAST_DETECTION / MOBILE have the interval and timeout docs/heartbeat.md gives."""
+        preset = r"`HeartbeatPolicy\.(PROXY_SAFE|FAST_DETECTION|MOBILE)`\W+(?:is )?\(?(\d+) s / (\d+) s"
         documented = {
             name: (float(interval), float(timeout))
-            for name, interval, timeout in re.findall(r"`HeartbeatPolicy\.(PROXY_SAFE|FAST_DETECTION|MOBILE)`\W+(?:is )?\(?(\d+) s / (\d+) s",
-                                                       HEARTBEAT_DOC.read_text())
+            for name, interval, timeout in re.findall(preset, HEARTBEAT_DOC.read_text())
         }
         self.assertEqual(set(documented), {"PROXY_SAFE", "FAST_DETECTION", "MOBILE"})
         for name, (interval, timeout) in documented.items():

@@ -43,7 +43,8 @@ async def start_server(*args: str) -> tuple[ScriptProcess, int]:
 
 async def measure_detection(url: str, server: ScriptProcess) -> tuple[DisconnectReason, float, float]:
     """Connect with client heartbeats, freeze the server at a random phase, time the detection."""
-    client = await connect(url, options=HubClientOptions(heartbeat_interval=INTERVAL, heartbeat_timeout=TIMEOUT))
+    policy = HeartbeatPolicy(enabled=True, interval=INTERVAL, timeout=TIMEOUT)
+    client = await connect(url, options=HubClientOptions(heartbeat=policy))
     assert await client.call("echo", "alive") == "alive"
     # Freeze at a random point of the heartbeat cycle: the phase changes the delay.
     phase = PHASES.uniform(0.5, 0.5 + INTERVAL)

@@ -189,7 +189,7 @@ class HeartbeatMetricsTests(MetricsTestBase):
 
     def test_client_heartbeats_answered(self) -> None:
         """Each client heartbeat the server answers is counted."""
-        self.connect(options=HubClientOptions(heartbeat_interval=1.0))
+        self.connect(options=HubClientOptions(heartbeat=HeartbeatPolicy(enabled=True, interval=1.0)))
         self.server.advance(4.5)
         self.assertEqual(self.value("twisted_hub_client_heartbeats_answered_total", hub="work"), 4)
 
