@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from functools import partial
 from typing import Any
 
@@ -16,13 +17,14 @@ from twisted_hub import (
     DisconnectKind,
     Hub,
     HubArgumentError,
+    HubServerFactory,
     HubService,
     HubStateError,
     OriginPolicy,
     hub,
     method,
 )
-from twisted_hub._service import shutdown_connections
+from twisted_hub._service import FactoryOptions, shutdown_connections
 from twisted_hub.testing import HubTestServer
 
 
@@ -259,10 +261,29 @@ class HubServiceTests(SynchronousTestCase):
         for misuse in (
             lambda: HubService([partial(SlowHub, [])], factory=server.factory),
             lambda: HubService([partial(SlowHub, [])], drain_delay=-1),
-            lambda: HubService([partial(SlowHub, [])], redis="redis://127.0.0.1", backplane=object()),
+            lambda: HubService([partial(SlowHub, [])], redis="redis://127.0.0.1", backplane=object()),  # warns too
         ):
             with self.assertRaises(HubArgumentError):
                 misuse()
+
+
+class FactoryOptionsTests(SynchronousTestCase):
+    def test_factory_options_are_the_factorys_keywords(self) -> None:
+        """HubService's typed **factory_options name each HubServerFactory keyword it does not take itself, typed alike."""
+        factory_keywords = {
+            name: parameter.annotation for name, parameter in inspect.signature(HubServerFactory.__init__).parameters.items()
+            if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+        own = {"clock", "reactor", "heartbeat", "allowed_origins"}
+        self.assertEqual(set(FactoryOptions.__annotations__), set(factory_keywords) - own)
+        for name, annotation in FactoryOptions.__annotations__.items():
+            written = annotation.__forward_arg__ if hasattr(annotation, "__forward_arg__") else str(annotation)
+            self.assertEqual(written, factory_keywords[name], name)
+
+    def test_factory_options_reach_the_factory(self) -> None:
+        """A factory keyword given to HubService is the built factory's setting."""
+        service = HubService([partial(SlowHub, [])], max_message_size=4096, debug=True)
+        self.assertEqual((service.factory.max_message_size, service.factory.debug), (4096, True))
 
 
 class OriginPolicyTests(SynchronousTestCase):
