@@ -96,15 +96,17 @@ class ExportTests(SynchronousTestCase):
                 self.assertIs(getattr(PUBLIC_MODULES[public_name], name), getattr(module, name), name)
 
     def test_every_exception_shares_one_base(self) -> None:
-        """Every exception class any public module exports derives from TwistedHubError."""
+        """Every exception class any public module exports (the Redis and asyncio modules too) derives from TwistedHubError."""
         checked = []
-        for module in PUBLIC_MODULES.values():
-            for name in module.__all__:
+        more = [importlib.import_module(name) for name in ("twisted_hub.redis", "twisted_hub.aio", "twisted_hub.testing")]
+        for module in [*PUBLIC_MODULES.values(), *more]:
+            for name in getattr(module, "__all__", []):
                 value = getattr(module, name)
                 if isinstance(value, type) and issubclass(value, BaseException) and not issubclass(value, Warning):
                     self.assertTrue(issubclass(value, twisted_hub.TwistedHubError), name)
                     checked.append(name)
         self.assertIn("AuthenticationFailed", checked)
+        self.assertIn("RedisLinkError", checked)
         self.assertIn("ConnectionClosedError", checked)
 
     def test_dir_lists_the_public_names_and_not_the_moved_ones(self) -> None:

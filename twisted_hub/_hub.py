@@ -34,7 +34,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ._backplane import TARGET_ALL, TARGET_CALLER, TARGET_GROUP, TARGET_ONLY, Backplane, Target
-from ._base_error import HubArgumentError, HubStateError, TwistedHubError
+from ._base_error import HubArgumentError, HubAttributeError, HubStateError, TwistedHubError
 from ._connection import receiver_call_payload
 from ._errors import DisconnectKind, HubError
 from ._heartbeat import HeartbeatPolicy, MetadataProvider, _check_positive
@@ -775,7 +775,7 @@ class ReceiverProxy:
 
     def __getattr__(self, name: str) -> Callable[..., None]:
         if name.startswith("_") or (self._allowed is not None and name not in self._allowed):
-            raise AttributeError(f"receiver has no method {name!r}")
+            raise HubAttributeError(f"receiver has no method {name!r}")
 
         def send(*args: Any, **kwargs: Any) -> None:
             self._runtime.send_to(self._target, name, list(args), kwargs or None)
