@@ -625,7 +625,7 @@ class FilterOptionTests(SynchronousTestCase):
             (["--filter", "tests.helpers.filters:Missing"], "module 'tests.helpers.filters' has no 'Missing'"),
             (["--filter", "tests.helpers.filters:NOT_A_FILTER"], "42 is not a filter"),
             (["--filter", "twisted_hub.demo:EchoHub"], "is a hub, not a filter"),
-            (["--filter", "twisted_hub:RateLimit"], "calling RateLimit failed: TypeError"),
+            (["--filter", "twisted_hub.filters:RateLimit"], "calling RateLimit failed: TypeError"),
         ]:
             with self.assertRaises(usage.UsageError) as raised:
                 parse(*argv)
