@@ -24,7 +24,8 @@ from twisted_hub import (
     hub,
     method,
 )
-from twisted_hub._service import FactoryOptions, shutdown_connections
+from twisted_hub._server import FactoryOptions, HubTestServerOptions, ResourceFactoryOptions
+from twisted_hub._service import shutdown_connections
 from twisted_hub.testing import HubTestServer
 
 
@@ -269,16 +270,20 @@ class HubServiceTests(SynchronousTestCase):
 
 class FactoryOptionsTests(SynchronousTestCase):
     def test_factory_options_are_the_factorys_keywords(self) -> None:
-        """HubService's typed **factory_options name each HubServerFactory keyword it does not take itself, typed alike."""
+        """The typed **factory_options of HubService, HubResource and HubTestServer name the factory's keywords, typed alike."""
         factory_keywords = {
             name: parameter.annotation for name, parameter in inspect.signature(HubServerFactory.__init__).parameters.items()
             if parameter.kind is inspect.Parameter.KEYWORD_ONLY
         }
-        own = {"clock", "reactor", "heartbeat", "allowed_origins"}
-        self.assertEqual(set(FactoryOptions.__annotations__), set(factory_keywords) - own)
-        for name, annotation in FactoryOptions.__annotations__.items():
-            written = annotation.__forward_arg__ if hasattr(annotation, "__forward_arg__") else str(annotation)
-            self.assertEqual(written, factory_keywords[name], name)
+        for options, own in (
+            (FactoryOptions, {"clock", "reactor", "heartbeat", "allowed_origins"}),  # HubService's own parameters
+            (ResourceFactoryOptions, {"reactor"}),  # deprecated
+            (HubTestServerOptions, {"clock", "reactor", "url"}),  # HubTestServer sets them
+        ):
+            self.assertEqual(set(options.__annotations__), set(factory_keywords) - own, options.__name__)
+            for name, annotation in options.__annotations__.items():
+                written = annotation.__forward_arg__ if hasattr(annotation, "__forward_arg__") else str(annotation)
+                self.assertEqual(written, factory_keywords[name], name)
 
     def test_factory_options_reach_the_factory(self) -> None:
         """A factory keyword given to HubService is the built factory's setting."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypedDict
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
@@ -348,6 +348,57 @@ def _subprotocol_or_deny(refusal: Refusal | None) -> str:
     if refusal is not None:
         raise ConnectionDeny(refusal.status, refusal.reason)
     return SUBPROTOCOL
+
+
+class _FactoryKeywords(TypedDict, total=False):
+    """The keywords of L{HubServerFactory} that its wrappers pass on as they are."""
+
+    max_message_size: int
+    max_outgoing_buffer: int
+    max_pending_calls: int
+    max_pending_bytes: int
+    client_result_timeout: float
+    hello_timeout: float
+    max_messages_per_frame: int
+    allowed_hosts: Iterable[str] | None
+    handshake_timeout: float
+    max_connections: int | None
+    max_connections_per_ip: int | None
+    debug: bool
+    backplane: Backplane | None
+    metrics: bool | HubMetrics
+    registry: Any
+    filters: Iterable[HubFilter]
+    authenticator: Authenticator | None
+    authentication_timeout: float
+    deny_by_default: bool
+    compression: CompressionPolicy | None
+
+
+class FactoryOptions(_FactoryKeywords, total=False):
+    """
+    What C{HubService(**factory_options)} passes on to the L{HubServerFactory}
+    it builds (L{HubServerFactory} documents each); C{hubs}, C{heartbeat},
+    C{allowed_origins} and C{clock} are the service's own parameters.
+    C{tests/test_service.py} checks these lists against the factory's.
+    """
+
+    url: str | None
+
+
+class ResourceFactoryOptions(FactoryOptions, total=False):
+    """What C{HubResource(hubs, **factory_options)} passes on: every keyword of L{HubServerFactory}."""
+
+    clock: IReactorTime | None
+    heartbeat: HeartbeatPolicy | None
+    allowed_origins: Iterable[str] | Callable[[ConnectionRequest], bool] | None
+
+
+class HubTestServerOptions(_FactoryKeywords, total=False):
+    """What C{HubTestServer(hubs, clock, **factory_options)} passes on (it sets C{url} and C{clock} itself)."""
+
+    heartbeat: HeartbeatPolicy | None
+    allowed_origins: Iterable[str] | Callable[[ConnectionRequest], bool] | None
 
 
 @implementer(IProtocolNegotiationFactory)

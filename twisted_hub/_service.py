@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack, cast
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
 from twisted.application.service import IService, IServiceCollection, MultiService
 from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
@@ -38,7 +38,6 @@ from zope.interface import implementer
 
 from ._auth import redacting_log_formatter
 from ._base_error import HubArgumentError, HubStateError
-from ._compression import CompressionPolicy
 from ._compression import describe as describe_compression
 from ._deprecate import reactor_keyword_deprecated, warn_deprecated
 from ._errors import DisconnectKind
@@ -48,7 +47,7 @@ from ._logging import HUB_LOG_OBSERVER, get_log_level, set_log_level
 from ._ops import HealthPage, MetricsPage, StatusJsonPage
 from ._origin import OriginPolicy
 from ._resource import HubStatusPage, build_site_root, mount, status_json_path
-from ._server import HubServerFactory, HubSpec
+from ._server import FactoryOptions, HubServerFactory, HubSpec
 from ._server_session import ServerSession
 from ._static import mount_client, serves_demo_hubs
 from ._wire import CloseCode
@@ -56,42 +55,8 @@ from ._wire import CloseCode
 if TYPE_CHECKING:
     from autobahn.websocket.types import ConnectionRequest
 
-    from ._auth import Authenticator
-    from ._backplane import Backplane
     from ._files import StaticSpec
-    from ._filters import HubFilter
-    from ._metrics import HubMetrics
 
-
-class FactoryOptions(TypedDict, total=False):
-    """
-    The keywords L{HubService} passes on to the L{HubServerFactory} it
-    builds: that class documents them (C{tests/test_service.py} checks the
-    two lists agree).  C{hubs}, C{heartbeat}, C{allowed_origins} and
-    C{clock} are L{HubService}'s own parameters.
-    """
-
-    url: str | None
-    max_message_size: int
-    max_outgoing_buffer: int
-    max_pending_calls: int
-    max_pending_bytes: int
-    client_result_timeout: float
-    hello_timeout: float
-    max_messages_per_frame: int
-    allowed_hosts: Iterable[str] | None
-    handshake_timeout: float
-    max_connections: int | None
-    max_connections_per_ip: int | None
-    debug: bool
-    backplane: Backplane | None
-    metrics: bool | HubMetrics
-    registry: Any
-    filters: Iterable[HubFilter]
-    authenticator: Authenticator | None
-    authentication_timeout: float
-    deny_by_default: bool
-    compression: CompressionPolicy | None
 
 #: Seconds C{stopService} waits for connections to close before dropping them.
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
@@ -246,7 +211,7 @@ class HubService(MultiService):
         C{backplane=twisted_hub.redis.RedisBackplane(URL)}, the spelling
         L{HubServerFactory} takes too (this one builds exactly that).
     @param factory_options: the other keywords of L{HubServerFactory}
-        (L{FactoryOptions}), e.g. C{compression=CompressionPolicy()} or
+        (L{FactoryOptions<twisted_hub._server.FactoryOptions>}), e.g. C{compression=CompressionPolicy()} or
         C{backplane=RedisBackplane(url)} (serve as one with the other
         processes on that Redis, C{docs/scaling.md}).  Used only when the
         factory is built here.
