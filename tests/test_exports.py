@@ -198,6 +198,15 @@ class LazyImportTests(SynchronousTestCase):
         self.assertEqual(before, "[]")
         self.assertEqual(after, "True True")
 
+    def test_the_asyncio_client_does_not_load_the_server_side(self) -> None:
+        """C{import twisted_hub.aio} goes through the package without loading the Twisted server side (or twisted.web)."""
+        code = (
+            "import sys, twisted_hub.aio\n"
+            "print([m for m in ('twisted_hub._server', 'twisted_hub._service', 'twisted_hub._resource', 'twisted.web')"
+            " if m in sys.modules])"
+        )
+        self.assertEqual(run_python(code), "[]")
+
     def test_dir_loads_nothing(self) -> None:
         """dir(twisted_hub) lists the names without importing their modules."""
         code = "import sys, twisted_hub\nnames = dir(twisted_hub)\nprint('Hub' in names, 'twisted' in sys.modules)"
