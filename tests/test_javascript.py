@@ -199,7 +199,8 @@ def test_docs_heartbeat_mapping_names_real_options() -> None:
     import inspect
 
     import twisted_hub
-    from twisted_hub import HubClientOptions, full_jitter_policy
+    import twisted_hub.types
+    from twisted_hub import HeartbeatPolicy, HubClientOptions, full_jitter_policy
     from twisted_hub.types import HubClientProtocol
 
     # Code only: a name that appears only in a comment is not in the client.
@@ -207,6 +208,7 @@ def test_docs_heartbeat_mapping_names_real_options() -> None:
     python_names = (
         {f for f in HubClientOptions.__dataclass_fields__}
         | set(dir(HubClientOptions)) | set(dir(HubClientProtocol)) | set(twisted_hub.__all__)
+        | set(twisted_hub.types.__all__) | set(HeartbeatPolicy.__dataclass_fields__)
         | set(inspect.signature(full_jitter_policy).parameters)
         | set(inspect.signature(twisted_hub.ReconnectingHubClient).parameters)
     )
