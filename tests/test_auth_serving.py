@@ -21,15 +21,8 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from twisted_hub import (
-    DisconnectKind,
-    HandshakeError,
-    HubClientOptions,
-    HubClientProtocol,
-    HubResource,
-    HubServerFactory,
-    connect,
-)
+from twisted_hub import DisconnectKind, HandshakeError, HubClientOptions, HubResource, HubServerFactory, connect
+from twisted_hub.types import HubClientProtocol
 
 from ._twistd import started_port, twistd_hub
 from .helpers.auth import STATUS, MatrixAuthenticator, RealTimeExpiring, WhoAmIHub, matrix

@@ -22,8 +22,8 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
-from twisted_hub import HubClientProtocol
 from twisted_hub._backplane import node_of
+from twisted_hub.types import HubClientProtocol
 
 from ._redis import RedisServer
 from ._twistd import Child

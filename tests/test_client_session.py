@@ -438,7 +438,9 @@ class HeartbeatTests(SessionTests):
         """An answered heartbeat sets the metrics and calls back with round trip and clock sample."""
         answers: list[ClientHeartbeatEvent] = []
         metrics = ClientMetrics(CollectorRegistry())
-        session = self.open(heartbeat_interval=1.0, on_heartbeat_response=answers.append, metrics=metrics)
+        session = self.open(
+            heartbeat=HeartbeatPolicy(enabled=True, interval=1.0), on_heartbeat_response=answers.append, metrics=metrics,
+        )
         self.assertEqual(self.io.heartbeat, [1.0])
         self.clock.advance(1.0)
         session.heartbeat.beat(self.clock.seconds())
@@ -498,7 +500,7 @@ class HeartbeatTests(SessionTests):
 
     def test_no_heartbeat_for_a_server_without_the_capability(self) -> None:
         """Our heartbeat starts only when the server announced it takes heartbeats."""
-        self.session(heartbeat_interval=1.0).opened()
+        self.session(heartbeat=HeartbeatPolicy(enabled=True, interval=1.0)).opened()
         self.to_server()
         self.server.welcome()
         (frame,) = self.server.frames_to_send()

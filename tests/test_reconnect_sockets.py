@@ -36,10 +36,10 @@ from twisted_hub import (
     CallTimeoutError,
     ConnectionClosedError,
     HubClientOptions,
-    HubClientProtocol,
     ReconnectingHubClient,
     full_jitter_policy,
 )
+from twisted_hub.types import HubClientProtocol
 
 from ._cutting_proxy import CuttingProxy
 from ._twistd import ROOT, Child, spawn_python, started_port, twistd_hub

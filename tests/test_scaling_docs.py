@@ -11,10 +11,11 @@ from typing import Any
 import pytest_twisted
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import HubClientProtocol, connect
+from twisted_hub import connect
 from twisted_hub._backplane import node_of
 from twisted_hub.redis import RedisBackplane
 from twisted_hub.tap import Options
+from twisted_hub.types import HubClientProtocol
 
 from ._docs import named_blocks
 from ._nginx import start_nginx

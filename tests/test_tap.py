@@ -543,7 +543,7 @@ class FilterOptionTests(SynchronousTestCase):
 
     def test_options_make_filters_in_order(self) -> None:
         """Rate limit, call log, call timeout, then each --filter (an object, a class, a factory) in order."""
-        from twisted_hub import CallLog, CallTimeout, RateLimit
+        from twisted_hub.filters import CallLog, CallTimeout, RateLimit
 
         from .helpers.filters import Tagged
 
@@ -565,7 +565,7 @@ class FilterOptionTests(SynchronousTestCase):
 
     def test_config_file(self) -> None:
         """call-rate, call-burst, call-timeout, log-calls and filters come from the TOML file; --filter replaces its list."""
-        from twisted_hub import CallLog, CallTimeout, RateLimit
+        from twisted_hub.filters import CallLog, CallTimeout, RateLimit
 
         path = self.write(
             "call-rate = 2\ncall-burst = 4\ncall-timeout = 1.5\nlog-calls = true\n"
@@ -593,7 +593,7 @@ class FilterOptionTests(SynchronousTestCase):
             (["--filter", "tests.helpers.filters:Missing"], "module 'tests.helpers.filters' has no 'Missing'"),
             (["--filter", "tests.helpers.filters:NOT_A_FILTER"], "42 is not a filter"),
             (["--filter", "twisted_hub.demo:EchoHub"], "is a hub, not a filter"),
-            (["--filter", "twisted_hub:RateLimit"], "calling RateLimit failed: TypeError"),
+            (["--filter", "twisted_hub.filters:RateLimit"], "calling RateLimit failed: TypeError"),
         ]:
             with self.assertRaises(usage.UsageError) as raised:
                 parse(*argv)

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
-from ._base_error import HubArgumentError
+from ._base_error import HubArgumentError, HubAttributeError
 from ._compression_policy import CompressionPolicy
+from ._deprecate import warn_deprecated
 from ._errors import DisconnectReason, HandshakeError
 from ._heartbeat import ClockOffset, HeartbeatConfigurationError, HeartbeatPolicy, Traffic, _check_positive
 from ._receivers import receiver_methods
@@ -182,7 +183,7 @@ class HubProxy:
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_") or (self._allowed is not None and name not in self._allowed):
-            raise AttributeError(f"the hub interface has no method {name!r}")
+            raise HubAttributeError(f"the hub interface has no method {name!r}")
         call = self._call
 
         def remote(*args: Any, **kwargs: Any) -> Any:
@@ -197,6 +198,28 @@ def make_proxy(call: Callable[..., Any], interface: type[InterfaceT] | None) -> 
     return cast(InterfaceT, HubProxy(call, receiver_methods(interface)))
 
 
+#: HubClientOptions' deprecated heartbeat shorthands, and their values when not given
+_FLAT_HEARTBEAT_DEFAULTS: dict[str, object] = {
+    "heartbeat_interval": None, "heartbeat_timeout": None, "any_traffic_counts": False, "stall_grace": True,
+}
+
+
+def _flat_heartbeat_fields(options: HubClientOptions) -> list[str]:
+    """The deprecated heartbeat shorthands C{options} was given (those not at their default)."""
+    return [name for name, default in _FLAT_HEARTBEAT_DEFAULTS.items() if getattr(options, name) != default]
+
+
+def _mirrors(options: HubClientOptions, policy: HeartbeatPolicy) -> bool:
+    """True when C{options}' shorthands are exactly what C{policy} would set them to."""
+    enabled = policy.enabled
+    return (
+        options.heartbeat_interval, options.heartbeat_timeout, options.any_traffic_counts, options.stall_grace,
+    ) == (
+        policy.interval if enabled else None, policy.timeout if enabled else None,
+        policy.any_traffic_counts, policy.stall_grace,
+    )
+
+
 @dataclass(frozen=True)
 class HubClientOptions:
     """
@@ -206,19 +229,23 @@ class HubClientOptions:
         server takes (its C{metadata_provider} and C{ping_fallback} are
         server-only and ignored here).  None: off, the default; the
         server's heartbeats are answered either way.
-    @ivar heartbeat_interval: shorthand for C{heartbeat}: seconds between
-        our own heartbeats (None: off).
-    @ivar heartbeat_timeout: shorthand: seconds without an answer before we
-        declare the server gone (None: never; RTT and clock offset are
-        still measured).
+    @ivar heartbeat_interval: deprecated shorthand for C{heartbeat} (give
+        C{heartbeat=HeartbeatPolicy(enabled=True, interval=...)}): seconds
+        between our own heartbeats (None: off).  Read, it mirrors the
+        policy in force.
+    @ivar heartbeat_timeout: deprecated shorthand (C{HeartbeatPolicy(timeout=...)}):
+        seconds without an answer before we declare the server gone (None:
+        never; RTT and clock offset are still measured).
     @ivar on_server_heartbeat: called with a L{ServerHeartbeatEvent}.
     @ivar on_heartbeat_response: called with a L{ClientHeartbeatEvent}.
     @ivar on_heartbeat_timeout: called (no arguments) when our heartbeat
         times out, just before the connection is dropped.
-    @ivar any_traffic_counts: shorthand: any data from the server since the
-        oldest unanswered heartbeat counts as an answer.
-    @ivar stall_grace: shorthand: when our own reactor was stalled right
-        before the timeout fired, give the server one more exchange.
+    @ivar any_traffic_counts: deprecated shorthand
+        (C{HeartbeatPolicy(any_traffic_counts=True)}): any data from the
+        server since the oldest unanswered heartbeat counts as an answer.
+    @ivar stall_grace: deprecated shorthand (C{HeartbeatPolicy(stall_grace=False)}):
+        when our own reactor was stalled right before the timeout fired,
+        give the server one more exchange.
     @ivar call_timeout: default seconds a call may wait for its result
         (None: until the connection closes).
     @ivar max_message_size: largest message we accept, bytes.
@@ -275,6 +302,14 @@ class HubClientOptions:
         if self.max_messages_per_frame <= 0:
             raise HubArgumentError("max_messages_per_frame must be positive")
         policy = self.heartbeat
+        flat = _flat_heartbeat_fields(self)
+        if flat and (policy is None or not _mirrors(self, policy)):
+            # (a copy of options, dataclasses.replace(), passes the mirrored values: no warning)
+            warn_deprecated(
+                "HubClientOptions(" + ", ".join(f"{name}=" for name in flat) + ")",
+                "HubClientOptions(heartbeat=HeartbeatPolicy(enabled=True, interval=..., timeout=..., ...))",
+                stacklevel=4,
+            )
         if policy is None:
             if self.heartbeat_interval is None:
                 return

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
@@ -34,7 +34,7 @@ from zope.interface import implementer
 from ._auth import redacting_log_formatter
 from ._base_error import HubArgumentError, HubStateError
 from ._compression import describe as describe_compression
-from ._deprecate import reactor_keyword_deprecated
+from ._deprecate import reactor_keyword_deprecated, warn_deprecated
 from ._errors import DisconnectKind
 from ._heartbeat import HeartbeatPolicy
 from ._limits import ConnectionGuard, open_file_limit, open_file_limit_warning
@@ -42,13 +42,16 @@ from ._logging import HUB_LOG_OBSERVER
 from ._ops import HealthPage, MetricsPage, StatusJsonPage
 from ._origin import OriginPolicy
 from ._resource import HubStatusPage, build_site_root, mount, status_json_path
-from ._server import HubServerFactory, HubSpec
+from ._server import FactoryOptions, HubServerFactory, HubSpec
 from ._server_session import ServerSession
 from ._static import mount_client, serves_demo_hubs
 from ._wire import CloseCode
 
 if TYPE_CHECKING:
+    from autobahn.websocket.types import ConnectionRequest
+
     from ._files import StaticSpec
+
 
 #: Seconds C{stopService} waits for connections to close before dropping them.
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
@@ -170,9 +173,10 @@ class HubService(MultiService):
     listeners apply the factory's connection limits from the moment of
     accept (a L{ConnectionGuard} around the site).
 
-    @param allowed_origins: browser origins allowed to connect: exact
-        origins, C{"same-host"} or C{"*"}; default: same host only (see
-        L{OriginPolicy}).  Used only when the factory is built here.
+    @param allowed_origins: browser origins allowed to connect, as
+        L{HubServerFactory} takes them: exact origins, C{"same-host"} or
+        C{"*"}, or a callable; default: same host only (see L{OriginPolicy}).
+        Used only when the factory is built here.
     @param status_page: serve the status page (False: 404 there).
     @param status_path: where the status page is (default C{/}, or
         C{/status} when static files are served at C{/}); its data
@@ -198,10 +202,14 @@ class HubService(MultiService):
         descriptions bind on (default: the global reactor).  C{reactor=} is
         a deprecated name: given with C{clock}, the listeners bind on it and
         the timers use C{clock}, as before.
-    @param redis: a C{redis://host:port/db} URL: serve as one with the other
-        processes on that Redis (a L{twisted_hub.redis.RedisBackplane};
-        give C{backplane=} instead for its other settings).  Used only when
-        the factory is built here.  See C{docs/scaling.md}.
+    @param redis: deprecated: give
+        C{backplane=twisted_hub.redis.RedisBackplane(URL)}, the spelling
+        L{HubServerFactory} takes too (this one builds exactly that).
+    @param factory_options: the other keywords of L{HubServerFactory}
+        (L{FactoryOptions<twisted_hub._server.FactoryOptions>}), e.g. C{compression=CompressionPolicy()} or
+        C{backplane=RedisBackplane(url)} (serve as one with the other
+        processes on that Redis, C{docs/scaling.md}).  Used only when the
+        factory is built here.
     """
 
     @reactor_keyword_deprecated
@@ -215,7 +223,7 @@ class HubService(MultiService):
         status_page: bool = True,
         status_path: str | None = None,
         heartbeat: HeartbeatPolicy | None = None,
-        allowed_origins: Iterable[str] = (),
+        allowed_origins: Iterable[str] | Callable[[ConnectionRequest], bool] = (),
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         drain_delay: float = 0.0,
         clock: IReactorTime | None = None,
@@ -223,7 +231,7 @@ class HubService(MultiService):
         redis: str | None = None,
         static: StaticSpec | None = None,
         static_listing: bool = False,
-        **factory_options: Any,
+        **factory_options: Unpack[FactoryOptions],
     ) -> None:
         MultiService.__init__(self)
         if (hubs is None) == (factory is None):
@@ -242,6 +250,7 @@ class HubService(MultiService):
         if status_path is None:
             status_path = "/status" if any(prefix == "/" for prefix, _ in self.static) else "/"
         if redis is not None:
+            warn_deprecated("HubService(redis=URL)", "backplane=twisted_hub.redis.RedisBackplane(URL)", stacklevel=4)
             if "backplane" in factory_options:
                 raise HubArgumentError("give either redis= or backplane=")
             from .redis import RedisBackplane
@@ -259,16 +268,14 @@ class HubService(MultiService):
         self.drain_delay = drain_delay
         if factory is None:
             assert hubs is not None
-            self.origin_policy: OriginPolicy | None = OriginPolicy(allowed_origins)
             factory = HubServerFactory(
-                hubs, heartbeat=heartbeat, allowed_origins=self.origin_policy,
-                clock=clock, **factory_options,
+                hubs, heartbeat=heartbeat, allowed_origins=allowed_origins, clock=clock, **factory_options,
             )
-        else:
-            if heartbeat is not None or factory_options or allowed_origins:
-                raise HubArgumentError("factory options are for building a factory from hub classes")
-            policy = factory.allowed_origins
-            self.origin_policy = policy if isinstance(policy, OriginPolicy) else None
+        elif heartbeat is not None or factory_options or allowed_origins:
+            raise HubArgumentError("factory options are for building a factory from hub classes")
+        policy = factory.allowed_origins
+        #: the factory's origin check, when it is an L{OriginPolicy} (the status page describes it)
+        self.origin_policy: OriginPolicy | None = policy if isinstance(policy, OriginPolicy) else None
         self.factory = factory
         self.path = path
         self.listen = list(listen)
@@ -327,13 +334,7 @@ class HubService(MultiService):
 
     def _origin_text(self) -> str:
         policy = self.factory.allowed_origins
-        if policy is None:
-            return "any origin"
-        if isinstance(policy, OriginPolicy):
-            return policy.describe()
-        if callable(policy):
-            return "custom check"
-        return ", ".join(sorted(policy))
+        return policy.describe() if isinstance(policy, OriginPolicy) else "custom check"
 
     def listening_ports(self) -> Deferred[list[IListeningPort]]:
         """

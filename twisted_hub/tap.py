@@ -228,7 +228,7 @@ def load_filter(spec: str) -> object:
 def load_authenticator(spec: str) -> Callable[..., Any]:
     """
     Import C{module:name}: an authenticator (a function or object called
-    with L{Credentials<twisted_hub.Credentials>}), or a class, made with no
+    with L{Credentials<twisted_hub.auth.Credentials>}), or a class, made with no
     arguments (C{JWTAuthenticator} subclasses configured in their C{__init__}).
     """
     module_name, _, attribute = spec.partition(":")
