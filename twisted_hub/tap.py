@@ -65,7 +65,7 @@ _SINGLE = (
     "max-outgoing-buffer", "max-pending-calls", "max-pending-bytes",
     "handshake-timeout", "max-connections", "max-connections-per-ip", "status-path",
     "redis", "redis-lease", "redis-secret-file", "redis-secret-env", "call-rate", "call-burst", "call-timeout",
-    "authenticator", "auth-timeout", "compression-min-size", "compression-window-bits",
+    "authenticator", "auth-timeout", "compression-min-size", "compression-window-bits", "workers",
 )
 _FLAGS = ("no-status", "no-ping-fallback", "metrics", "static-listing", "log-calls", "deny-by-default", "compression")
 
@@ -441,6 +441,8 @@ class Options(usage.Options):
         ["authenticator", None, None,
          "Authenticate every connection with module:name, an authenticator or a class making one (docs/auth.md)."],
         ["auth-timeout", None, None, "Seconds the authenticator may take; then 503 (needs --authenticator) [5]."],
+        ["workers", None, None,
+         "Run N hub worker processes on the same port(s), joined by --redis (Linux; docs/scaling.md) [1 process]."],
         ["compression-min-size", None, None, "With --compression: messages shorter than this go uncompressed [1KiB]."],
         ["compression-window-bits", None, None,
          "With --compression: deflate window bits, 9-15, both directions (memory per connection) [12]."],
@@ -509,6 +511,8 @@ class Options(usage.Options):
         instead of the whole help text followed by the error; used directly,
         it raises L{usage.UsageError}.
         """
+        #: the arguments as given (C{--workers} starts its workers with them)
+        self.arguments = list(sys.argv[1:] if options is None else options)
         try:
             usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
@@ -582,6 +586,7 @@ class Options(usage.Options):
         self._check_filters()
         self._check_authentication()
         self._check_compression()
+        self._check_workers()
         self["hubs"] = [load_hub(spec) for spec in self._hub_specs]
         if not self["hubs"]:
             from .demo import DEMO_HUBS
@@ -794,6 +799,30 @@ class Options(usage.Options):
         except HubArgumentError as e:
             raise usage.UsageError(f"--compression: {e}") from None
 
+    def _check_workers(self) -> None:
+        """C{--workers N}: a whole number >= 1; more than one needs C{--redis}, Linux and C{tcp:} listeners."""
+        count = self["workers"]
+        if count is None:
+            return
+        text = str(count).strip()
+        if not text.isdigit() or int(text) < 1:
+            raise usage.UsageError(f"--workers must be a whole number >= 1, got {count!r}")
+        self["workers"] = int(text)
+        from ._workers import WorkersUnavailable, check_platform, tcp_address
+
+        if self["workers"] > 1 and self["redis"] is None:
+            raise HintedUsageError(
+                f"--workers: {self['workers']} workers need --redis URL: without a backplane each worker would send "
+                "clients.all and group messages to its own connections only",
+                "start a redis-server and give --redis redis://127.0.0.1:6379/0 (docs/scaling.md, 'Every core')",
+            )
+        try:
+            check_platform()
+            for description in self["listen"]:
+                tcp_address(description)
+        except WorkersUnavailable as e:
+            raise usage.UsageError(str(e)) from None
+
     def _check_redis(self) -> None:
         from ._backplane_wire import read_secret_file, secret_from_environment
         from .redis import DEFAULT_LEASE, parse_redis_url
@@ -864,12 +893,18 @@ def makeService(options: Options) -> IService:
             except CannotListenError as e:
                 raise _friendly_listen_failure(e) from None
 
+    from ._workers import WorkerSettings
+
     # twistd's own options (--logfile, --syslog, --nodaemon ...), when twistd runs this plugin
     twistd_options = options.parent
     root = LogLevelService(
         LOG_LEVELS[options["log-level"]], TWISTD_LOG_FILTER,
         None if twistd_options is None else (lambda: twistd_log_observer(twistd_options)),
     )
+    worker = WorkerSettings.from_environment()
+    if options["workers"] is not None and worker is None:
+        _supervisor(options).setServiceParent(root)
+        return root
     backplane_options: dict[str, Any] = {}
     if options["redis"] is not None:
         from .redis import RedisBackplane
@@ -907,7 +942,28 @@ def makeService(options: Options) -> IService:
         **backplane_options,
     )
     hubs.setServiceParent(root)  # type: ignore[no-untyped-call]
+    if worker is not None:
+        from ._workers import attach_worker
+
+        attach_worker(worker, hubs, root)
     return root
+
+
+def _supervisor(options: Options) -> IService:
+    """The parent of C{--workers N}: it binds the ports and runs the workers (docs/scaling.md)."""
+    from ._workers import WorkerSupervisor, stop_timeout
+
+    class TwistdSupervisor(WorkerSupervisor):
+        def privilegedStartService(self) -> None:
+            try:
+                super().privilegedStartService()
+            except CannotListenError as e:
+                raise _friendly_listen_failure(e) from None
+
+    return TwistdSupervisor(
+        options["workers"], options["listen"], getattr(options, "arguments", []),
+        stop_timeout=stop_timeout(options["shutdown-timeout"], options["drain-delay"]),
+    )
 
 
 #: The level filter of C{twistd hub}'s log: L{makeService} sets it to

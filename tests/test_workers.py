@@ -1,0 +1,179 @@
+"""C{twistd hub --workers N}: its options, the pieces of its supervisor that are pure (units, no processes)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from twisted.internet.error import CannotListenError
+from twisted.python import usage
+
+from twisted_hub._workers import (
+    RestartBackoff,
+    WorkersUnavailable,
+    WorkerSettings,
+    bind_group,
+    check_platform,
+    combine_metrics,
+    tcp_address,
+)
+from twisted_hub.tap import HintedUsageError, Options
+
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+def parse(*arguments: str) -> Options:
+    options = Options()
+    options.parseOptions(list(arguments))
+    return options
+
+
+def test_workers_option_parsed_and_arguments_kept() -> None:
+    """--workers N is a whole number; the hub arguments are kept as given, for the workers."""
+    options = parse("--workers", "3", "--port", "0", "--redis", REDIS)
+    assert options["workers"] == 3
+    assert options.arguments == ["--workers", "3", "--port", "0", "--redis", REDIS]
+    assert parse()["workers"] is None
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_workers_must_be_a_whole_number(value: str) -> None:
+    """--workers 0, negative, or not a whole number: a usage error naming it."""
+    with pytest.raises(usage.UsageError, match="--workers must be a whole number >= 1"):
+        parse("--workers", value)
+
+
+def test_more_than_one_worker_needs_redis() -> None:
+    """--workers 2 without --redis is an error that says why (groups and broadcasts would split) and what to do."""
+    with pytest.raises(HintedUsageError, match="--workers: 2 workers need --redis URL") as raised:
+        parse("--workers", "2")
+    assert "--redis redis://" in raised.value.hint
+    assert parse("--workers", "1")["workers"] == 1  # one worker is one node: no backplane needed
+
+
+def test_workers_from_the_config_file(tmp_path: object) -> None:
+    """workers = N in the TOML file, checked the same way."""
+    from pathlib import Path
+
+    config = Path(str(tmp_path)) / "hub.toml"
+    config.write_text(f'workers = 2\nredis = "{REDIS}"\n')
+    assert parse("--config", str(config))["workers"] == 2
+    config.write_text("workers = 2\n")
+    with pytest.raises(usage.UsageError, match="hub.toml: workers: 2 workers need --redis URL"):
+        parse("--config", str(config))
+
+
+@pytest.mark.parametrize(
+    "listen", ["ssl:8443:privateKey=k.pem:certKey=c.pem", "unix:/tmp/hub.sock"],
+)
+def test_workers_serve_tcp_only(listen: str, tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listener that is not tcp: is refused with --workers, with what to do instead."""
+    import twisted_hub.tap as tap
+
+    monkeypatch.setattr(tap, "check_listen", lambda description: description)
+    with pytest.raises(usage.UsageError, match="--workers serves tcp: listeners only"):
+        parse("--workers", "2", "--redis", REDIS, "--listen", listen)
+
+
+def test_platform_without_balancing_is_a_clear_error() -> None:
+    """On a platform whose SO_REUSEPORT does not spread connections (macOS, Windows) --workers says so."""
+    for platform in ("darwin", "win32", "freebsd14"):
+        with pytest.raises(WorkersUnavailable, match=f"--workers needs Linux.*this is {platform}"):
+            check_platform(platform)
+    check_platform("linux")
+
+
+def test_platform_error_stops_option_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """twistd hub --workers on such a platform stops before anything listens, naming the platform."""
+    import sys
+
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(usage.UsageError, match="this is darwin"):
+        parse("--workers", "2", "--redis", REDIS)
+
+
+def test_tcp_addresses() -> None:
+    """The address each tcp:/tcp6: description binds, as Twisted's strports read it."""
+    assert tcp_address("tcp:8080:interface=127.0.0.1") == tcp_address("tcp:port=8080:interface=127.0.0.1")
+    address = tcp_address("tcp:8080:interface=127.0.0.1:backlog=100")
+    assert (address.family, address.interface, address.port, address.backlog) == (
+        socket.AF_INET, "127.0.0.1", 8080, 100
+    )
+    assert tcp_address("tcp:9000").interface == "0.0.0.0"
+    six = tcp_address("tcp:9000:interface=\\:\\:1")
+    assert (six.family, six.interface) == (socket.AF_INET6, "::1")
+    assert tcp_address("tcp6:9000").family == socket.AF_INET6
+
+
+def test_bind_group_shares_a_chosen_port() -> None:
+    """Port 0: the first socket's port is bound by the others (SO_REUSEPORT); all listen."""
+    sockets = bind_group(tcp_address("tcp:0:interface=127.0.0.1"), 3)
+    try:
+        ports = {s.getsockname()[1] for s in sockets}
+        assert len(ports) == 1 and ports != {0}
+        for s in sockets:
+            assert s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_bind_group_port_taken_is_cannot_listen() -> None:
+    """A port another socket holds (without SO_REUSEPORT) fails with CannotListenError, nothing left open."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        with pytest.raises(CannotListenError) as raised:
+            bind_group(tcp_address(f"tcp:{port}:interface=127.0.0.1"), 2)
+        assert raised.value.port == port
+
+
+def test_restart_backoff_doubles_to_its_bound_and_resets_after_health() -> None:
+    """Deaths in a row wait 0.5, 1, 2 ... s up to 30 s; a worker that served 30 s starts afresh."""
+    backoff = RestartBackoff()
+    failures = 0
+    delays = []
+    for _ in range(9):
+        failures = backoff.failures_after(failures, served=1.0)
+        delays.append(backoff.delay(failures))
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert backoff.failures_after(failures, served=30.0) == 1
+    assert backoff.delay(10_000) == 30.0
+
+
+def test_worker_settings_round_trip() -> None:
+    """What the supervisor puts in TWISTED_HUB_WORKER is what the worker reads; absent means not a worker."""
+    settings = WorkerSettings(1, 2, (socket.AF_INET, socket.AF_INET6), (4001, 4002))
+    assert WorkerSettings.from_environment({"TWISTED_HUB_WORKER": settings.to_json()}) == settings
+    assert settings.admin_fd == 7  # after the control and status pipes (3, 4) and two listen sockets
+    assert WorkerSettings.from_environment({}) is None
+
+
+def test_combine_metrics_labels_every_sample_with_its_worker() -> None:
+    """Each worker's samples get worker="N", one family per name; a worker that did not answer is up 0."""
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    texts: list[str | None] = []
+    for value in (3, 5):
+        registry = CollectorRegistry()
+        Counter("twisted_hub_connects_total", "connections opened", ["hub"], registry=registry).labels("chat").inc(value)
+        texts.append(generate_latest(registry).decode())
+    texts.append(None)
+
+    class Families:
+        def collect(self) -> list[object]:
+            return combine_metrics(texts)
+
+    text = generate_latest(Families()).decode()  # type: ignore[arg-type]
+    assert text.count("# TYPE twisted_hub_connects_total counter") == 1
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text) for s in family.samples
+    }
+    assert samples[("twisted_hub_connects_total", (("hub", "chat"), ("worker", "0")))] == 3
+    assert samples[("twisted_hub_connects_total", (("hub", "chat"), ("worker", "1")))] == 5
+    assert not any(labels and dict(labels).get("worker") == "2" and name.startswith("twisted_hub_connects")
+                   for name, labels in samples)
+    assert [samples[("twisted_hub_worker_up", (("worker", str(i)),))] for i in range(3)] == [1, 1, 0]
