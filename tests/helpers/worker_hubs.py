@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 
-from twisted_hub import method
+from twisted_hub import hub, method
 
 from .hubs import ProcessWorkHub
 
 
+@hub("work")
 class PidWorkHub(ProcessWorkHub):
     """L{ProcessWorkHub} (hub C{work}) with C{pid()}: the worker process holding this connection."""
 
