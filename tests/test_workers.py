@@ -10,8 +10,8 @@ from twisted.python import usage
 
 from twisted_hub._workers import (
     RestartBackoff,
-    WorkersUnavailable,
     WorkerSettings,
+    WorkersUnavailable,
     bind_group,
     check_platform,
     combine_metrics,

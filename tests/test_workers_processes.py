@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 import re
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest_twisted
-from twisted.internet.defer import Deferred
 
 from twisted_hub import DisconnectKind, DisconnectReason, HubClientProtocol, connect
 
