@@ -68,11 +68,14 @@ class Supervisor:
         self.lines: list[str] = []
         self._seen = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
-        self.port = int(self.wait(r"supervising \d+ hub worker\(s\) on 127\.0\.0\.1:(\d+)").group(1))
-        self.wait(rf"all {workers} hub workers are listening")
-        self.pids = [int(m) for m in re.findall(r"worker \d+ is listening \(pid (\d+)\)", "\n".join(self.lines))]
-        for _ in range(workers):
+        try:
+            self.port = int(self.wait(r"supervising \d+ hub worker\(s\) on 127\.0\.0\.1:(\d+)").group(1))
+            self.wait(rf"all {workers} hub workers are listening")
+            self.pids = [int(m) for m in re.findall(r"worker \d+ is listening \(pid (\d+)\)", "\n".join(self.lines))]
             self.wait("connected to Redis at", count=workers)
+        except BaseException:
+            self.stop()  # never left running
+            raise
 
     def _read(self) -> None:
         assert self.proc.stdout is not None

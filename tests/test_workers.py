@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
-from twisted.internet.error import CannotListenError
+from twisted.internet.error import CannotListenError, ProcessTerminated
+from twisted.internet.task import Clock
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from twisted_hub._workers import (
     RestartBackoff,
     WorkerSettings,
     WorkersUnavailable,
+    WorkerSupervisor,
     bind_group,
     check_platform,
     combine_metrics,
@@ -177,3 +183,144 @@ def test_combine_metrics_labels_every_sample_with_its_worker() -> None:
     assert not any(labels and dict(labels).get("worker") == "2" and name.startswith("twisted_hub_connects")
                    for name, labels in samples)
     assert [samples[("twisted_hub_worker_up", (("worker", str(i)),))] for i in range(3)] == [1, 1, 0]
+
+
+class ProcessClock(Clock):
+    """A Clock that records spawnProcess calls instead of starting processes (pids are made up, never signalled)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spawned: list[tuple[Any, list[str], dict[int, Any]]] = []
+
+    def spawnProcess(self, protocol: Any, executable: str, args: list[str], env: Any = None, path: Any = None,
+                     childFDs: Any = None, **rest: Any) -> Any:
+        transport = FakeProcessTransport(100_000 + len(self.spawned))
+        self.spawned.append((protocol, list(args), dict(childFDs)))
+        protocol.makeConnection(transport)
+        return transport
+
+
+@dataclass
+class FakeProcessTransport:
+    pid: int
+    stdin_closed: bool = False
+
+    def closeStdin(self) -> None:
+        self.stdin_closed = True
+
+
+def end(process: Any, signum: int | None = 9, code: int | None = None) -> None:
+    """The process ended (as Twisted reports it)."""
+    process.processEnded(Failure(ProcessTerminated(exitCode=code, signal=signum)))
+
+
+@pytest.fixture
+def supervised(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A WorkerSupervisor of 2 workers on a ProcessClock, its signals recorded, not sent."""
+    from twisted_hub import _workers
+
+    signals: list[tuple[int, int]] = []
+    monkeypatch.setattr(_workers, "_kill", lambda pid, signum: signals.append((pid, signum)))
+    clock = ProcessClock()
+    supervisor = WorkerSupervisor(
+        2, ["tcp:0:interface=127.0.0.1"], ["--workers", "2"], stop_timeout=7.0, reactor=clock, handle_sighup=False
+    )
+    supervisor.startService()
+    yield supervisor, clock, signals
+    if supervisor.running:
+        for slot in supervisor.slots:
+            for process in [slot.current, *slot.draining]:
+                if process is not None and not process.ended.called:
+                    end(process)
+        supervisor.stopService()
+    supervisor._close_sockets()
+
+
+def test_workers_started_on_their_own_sockets(supervised: Any) -> None:
+    """Each worker is twistd hub with the same arguments, its pipes, its own listen socket and private port."""
+    supervisor, clock, _ = supervised
+    assert len(clock.spawned) == 2
+    fds = []
+    for index, (process, args, child_fds) in enumerate(clock.spawned):
+        assert process.index == index
+        assert args[-3:] == ["hub", "--workers", "2"]
+        assert child_fds[3] == "w" and child_fds[4] == "r"  # control and status pipes
+        fds.append((child_fds[5], child_fds[6]))  # the listen socket, the private port
+        assert process.transport.stdin_closed
+    assert fds[0] != fds[1]
+    assert len(set(supervisor.ports)) == 1 and len(set(supervisor.admin_ports)) == 2
+
+
+def test_dead_worker_restarted_with_backoff_on_the_same_sockets(supervised: Any) -> None:
+    """A worker that dies is restarted after 0.5 s, then 1 s if it dies again before serving, on its sockets."""
+    supervisor, clock, _ = supervised
+    for process, _, _ in clock.spawned:
+        process.childDataReceived(4, b"ready\n")
+    first, _, first_fds = clock.spawned[0]
+    clock.advance(40)  # it served 40 s: healthy
+    end(first)
+    clock.advance(0.49)
+    assert len(clock.spawned) == 2
+    clock.advance(0.01)
+    assert len(clock.spawned) == 3
+    second, _, second_fds = clock.spawned[2]
+    assert second.index == 0 and second_fds == first_fds
+    end(second, signum=None, code=1)  # died before it listened
+    clock.advance(0.99)
+    assert len(clock.spawned) == 3
+    clock.advance(0.01)
+    assert len(clock.spawned) == 4
+    assert supervisor.slots[0].restarts == 2
+
+
+def test_rolling_restart_replaces_one_worker_at_a_time(supervised: Any) -> None:
+    """The new worker starts first; the old one gets SIGTERM once the new one listens; the next slot waits for it to end."""
+    supervisor, clock, signals = supervised
+    old = [process for process, _, _ in clock.spawned]
+    for process in old:
+        process.childDataReceived(4, b"ready\n")
+    rolling = supervisor.rolling_restart()
+    assert len(clock.spawned) == 3 and clock.spawned[2][0].index == 0
+    assert signals == []  # the old worker serves until the new one listens
+    clock.spawned[2][0].childDataReceived(4, b"rea")
+    clock.spawned[2][0].childDataReceived(4, b"dy\n")
+    assert signals == [(old[0].pid, signal.SIGTERM)]
+    assert len(clock.spawned) == 3  # worker 1 is not touched while worker 0 drains
+    end(old[0], signum=signal.SIGTERM)
+    assert len(clock.spawned) == 4 and clock.spawned[3][0].index == 1
+    clock.spawned[3][0].childDataReceived(4, b"ready\n")
+    assert signals[-1] == (old[1].pid, signal.SIGTERM)
+    assert not rolling.called
+    end(old[1], signum=signal.SIGTERM)
+    assert rolling.called
+    assert [slot.current for slot in supervisor.slots] == [clock.spawned[2][0], clock.spawned[3][0]]
+    clock.advance(60)
+    assert len(clock.spawned) == 4  # the drained workers' ends were no deaths: nothing restarted
+
+
+def test_old_worker_killed_if_it_does_not_stop(supervised: Any) -> None:
+    """A draining worker still there after stop_timeout gets SIGKILL."""
+    supervisor, clock, signals = supervised
+    for process, _, _ in clock.spawned:
+        process.childDataReceived(4, b"ready\n")
+    supervisor.rolling_restart()
+    clock.spawned[2][0].childDataReceived(4, b"ready\n")
+    old = clock.spawned[0][0]
+    clock.advance(6.9)
+    assert signals == [(old.pid, signal.SIGTERM)]
+    clock.advance(0.1)
+    assert signals == [(old.pid, signal.SIGTERM), (old.pid, signal.SIGKILL)]
+
+
+def test_stop_service_stops_every_worker_and_no_restart(supervised: Any) -> None:
+    """stopService: SIGTERM to each worker, a pending restart cancelled, fires once every worker ended."""
+    supervisor, clock, signals = supervised
+    first, second = (process for process, _, _ in clock.spawned)
+    end(first)  # a restart is pending
+    stopped = supervisor.stopService()
+    assert signals == [(second.pid, signal.SIGTERM)]
+    assert not stopped.called
+    end(second, signum=signal.SIGTERM)
+    assert stopped.called
+    clock.advance(60)
+    assert len(clock.spawned) == 2

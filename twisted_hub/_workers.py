@@ -78,6 +78,8 @@ _STATUS_FD = 4
 _FIRST_SOCKET_FD = 5
 
 _log = Logger(namespace="twisted_hub.workers")
+#: how a worker is signalled (tests replace it: they must never signal a real process by a made-up pid)
+_kill = os.kill
 
 
 class WorkersUnavailable(Exception):
@@ -229,6 +231,8 @@ class WorkerProcess(ProcessProtocol):
         self.ready: Deferred[None] = Deferred()
         self.ended: Deferred[None] = Deferred()
         self.ready_at: float | None = None
+        #: a rolling restart's new worker, until it listens (its failure is the rolling restart's)
+        self.replacing = False
         self.exit_text = ""
         self._buffers: dict[int, bytes] = {}
 
@@ -279,7 +283,7 @@ class WorkerProcess(ProcessProtocol):
 
     def signal(self, signum: int) -> None:
         if self.pid is not None and not self.ended.called:
-            os.kill(self.pid, signum)
+            _kill(self.pid, signum)
 
 
 @dataclass
@@ -317,6 +321,8 @@ class WorkerSupervisor(MultiService):
         reactor: Any = None,
         backoff: RestartBackoff = RestartBackoff(),
         twistd_arguments: Sequence[str] = (),
+        directory: str | None = None,
+        handle_sighup: bool = True,
     ) -> None:
         MultiService.__init__(self)
         if count < 1:
@@ -328,6 +334,9 @@ class WorkerSupervisor(MultiService):
         self.twistd_arguments = list(twistd_arguments)
         self.stop_timeout = stop_timeout
         self.backoff = backoff
+        #: where workers start (C{--hub module:Class} and a relative C{--config} are found from there)
+        self.directory = directory if directory is not None else os.getcwd()
+        self.handle_sighup = handle_sighup
         self._reactor = reactor
         self.slots: list[_Slot] = []
         self.ports: list[int] = []
@@ -431,7 +440,7 @@ class WorkerSupervisor(MultiService):
         ]
         process = WorkerProcess(self, slot.index)
         cast(IReactorProcess, self.reactor).spawnProcess(
-            process, sys.executable, argv, env=environment, path=os.getcwd(), childFDs=child_fds
+            process, sys.executable, argv, env=environment, path=self.directory, childFDs=child_fds
         )
         slot.current = process
         process.ready.addCallbacks(
@@ -452,7 +461,16 @@ class WorkerSupervisor(MultiService):
                 "worker {index} (pid {pid}) stopped ({how})", index=process.index, pid=process.pid, how=process.exit_text
             )
             return
+        if process.replacing:
+            _log.error(
+                "worker {index}: the new worker (pid {pid}) ended before listening ({how})",
+                index=process.index, pid=process.pid, how=process.exit_text,
+            )
+            return
         if slot.current is not process:
+            _log.warn(
+                "worker {index} (pid {pid}) ended ({how})", index=process.index, pid=process.pid, how=process.exit_text
+            )
             return
         slot.current = None
         if self._stopping:
@@ -481,7 +499,7 @@ class WorkerSupervisor(MultiService):
     # -- rolling restart
 
     def _install_sighup(self) -> None:
-        if not hasattr(signal, "SIGHUP"):
+        if not self.handle_sighup or not hasattr(signal, "SIGHUP"):
             return
         reactor = self.reactor
 
@@ -535,12 +553,17 @@ class WorkerSupervisor(MultiService):
             slot.timer.cancel()
             slot.timer = None
         new = self._start(slot)
+        new.replacing = True
         try:
             await new.ready.addTimeout(READY_TIMEOUT, self.clock)
         except BaseException:
             new.signal(signal.SIGKILL)
-            slot.current = old
+            slot.current = old if old is not None and not old.ended.called else None
+            if slot.current is None and not self._stopping:
+                slot.timer = self.clock.callLater(self.backoff.delay(1), self._restart, slot)
             raise
+        finally:
+            new.replacing = False
         slot.failures = 0
         slot.restarts += 1
         if old is not None and not old.ended.called:

@@ -513,6 +513,8 @@ class Options(usage.Options):
         """
         #: the arguments as given (C{--workers} starts its workers with them)
         self.arguments = list(sys.argv[1:] if options is None else options)
+        #: ... and the directory they are relative to
+        self.directory = os.getcwd()
         try:
             usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
@@ -963,6 +965,7 @@ def _supervisor(options: Options) -> IService:
     return TwistdSupervisor(
         options["workers"], options["listen"], getattr(options, "arguments", []),
         stop_timeout=stop_timeout(options["shutdown-timeout"], options["drain-delay"]),
+        directory=getattr(options, "directory", None),
     )
 
 
