@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -204,9 +204,13 @@ class ProcessClock(Clock):
 class FakeProcessTransport:
     pid: int
     stdin_closed: bool = False
+    written: list[tuple[int, bytes]] = field(default_factory=list)
 
     def closeStdin(self) -> None:
         self.stdin_closed = True
+
+    def writeToChild(self, fd: int, data: bytes) -> None:
+        self.written.append((fd, data))
 
 
 def end(process: Any, signum: int | None = 9, code: int | None = None) -> None:
@@ -274,22 +278,23 @@ def test_dead_worker_restarted_with_backoff_on_the_same_sockets(supervised: Any)
 
 
 def test_rolling_restart_replaces_one_worker_at_a_time(supervised: Any) -> None:
-    """The new worker starts first; the old one gets SIGTERM once the new one listens; the next slot waits for it to end."""
+    """The new worker starts first; the old one is told to stop once the new one listens; the next slot waits for it to end."""
     supervisor, clock, signals = supervised
     old = [process for process, _, _ in clock.spawned]
     for process in old:
         process.childDataReceived(4, b"ready\n")
     rolling = supervisor.rolling_restart()
     assert len(clock.spawned) == 3 and clock.spawned[2][0].index == 0
-    assert signals == []  # the old worker serves until the new one listens
+    assert old[0].transport.written == []  # the old worker serves until the new one listens
     clock.spawned[2][0].childDataReceived(4, b"rea")
     clock.spawned[2][0].childDataReceived(4, b"dy\n")
-    assert signals == [(old[0].pid, signal.SIGTERM)]
+    assert old[0].transport.written == [(3, b"replaced\n")]  # on its control pipe: stop, no drain delay
     assert len(clock.spawned) == 3  # worker 1 is not touched while worker 0 drains
     end(old[0], signum=signal.SIGTERM)
     assert len(clock.spawned) == 4 and clock.spawned[3][0].index == 1
     clock.spawned[3][0].childDataReceived(4, b"ready\n")
-    assert signals[-1] == (old[1].pid, signal.SIGTERM)
+    assert old[1].transport.written == [(3, b"replaced\n")]
+    assert signals == []
     assert not rolling.called
     end(old[1], signum=signal.SIGTERM)
     assert rolling.called
@@ -307,9 +312,9 @@ def test_old_worker_killed_if_it_does_not_stop(supervised: Any) -> None:
     clock.spawned[2][0].childDataReceived(4, b"ready\n")
     old = clock.spawned[0][0]
     clock.advance(6.9)
-    assert signals == [(old.pid, signal.SIGTERM)]
+    assert signals == []
     clock.advance(0.1)
-    assert signals == [(old.pid, signal.SIGTERM), (old.pid, signal.SIGKILL)]
+    assert signals == [(old.pid, signal.SIGKILL)]
 
 
 def test_stop_service_stops_every_worker_and_no_restart(supervised: Any) -> None:

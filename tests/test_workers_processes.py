@@ -142,10 +142,10 @@ async def test_connections_spread_and_a_group_spans_both_workers() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_rolling_restart_keeps_the_other_workers_connections() -> None:
-    """SIGHUP: worker 0 is replaced and drained while worker 1's clients stay connected; then worker 1 in turn."""
+    """SIGHUP: worker 0 is replaced and drained (no drain delay) while worker 1's clients stay connected; then worker 1."""
     from twisted.internet import reactor
 
-    async with supervisor(reactor) as hub:
+    async with supervisor(reactor, "--drain-delay", "5") as hub:
         by_pid = await hub.clients_on_both(at_least=8)
         # which pid is worker 0: its own metrics port says so
         first = next(line for line in hub.child.lines if "worker 0 is listening (pid" in line)
@@ -154,7 +154,8 @@ async def test_rolling_restart_keeps_the_other_workers_connections() -> None:
         reasons = {pid: [closes(protocol) for protocol in protocols] for pid, protocols in by_pid.items()}
 
         hub.child.signal(signal.SIGHUP)
-        await hub.wait_line(f"worker 0 (pid {pid0}) stopped", timeout=30)
+        await hub.wait_line(f"worker 0 (pid {pid0}): a new worker serves its sockets; stopping (no drain delay)")
+        await hub.wait_line(f"worker 0 (pid {pid0}) stopped", timeout=4)  # well within the 5 s drain delay
         assert all(r and r[0].kind is DisconnectKind.GOING_AWAY for r in reasons[pid0])
         assert not any(r for r in reasons[pid1]), "worker 1's clients were cut while worker 0 restarted"
         for protocol in by_pid[pid1]:

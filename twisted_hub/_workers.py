@@ -76,6 +76,8 @@ DEFAULT_BACKLOG = 50
 _CONTROL_FD = 3
 _STATUS_FD = 4
 _FIRST_SOCKET_FD = 5
+#: what the supervisor writes on a worker's control pipe to stop it in a rolling restart
+REPLACED = b"replaced\n"
 
 _log = Logger(namespace="twisted_hub.workers")
 #: how a worker is signalled (tests replace it: they must never signal a real process by a made-up pid)
@@ -572,13 +574,22 @@ class WorkerSupervisor(MultiService):
                 "worker {index}: pid {new} listens; pid {old} drains its connections",
                 index=slot.index, new=new.pid, old=old.pid,
             )
-            await self._stop_process(old)
+            await self._stop_process(old, replaced=True)
 
-    def _stop_process(self, process: WorkerProcess) -> Deferred[None]:
-        """SIGTERM (its graceful shutdown), SIGKILL after C{stop_timeout}; fires when it ended."""
+    def _stop_process(self, process: WorkerProcess, replaced: bool = False) -> Deferred[None]:
+        """
+        Its graceful shutdown, SIGKILL after C{stop_timeout}; fires when it
+        ended.  A worker that was C{replaced} (a rolling restart) is told so
+        on its control pipe and stops without C{--drain-delay}: a new worker
+        serves its sockets already, and a C{/health} answering 503 there
+        would only make a load balancer take the whole machine out.  Else SIGTERM.
+        """
         if process.ended.called:
             return succeed(None)
-        process.signal(signal.SIGTERM)
+        if replaced and process.transport is not None:
+            cast(Any, process.transport).writeToChild(_CONTROL_FD, REPLACED)
+        else:
+            process.signal(signal.SIGTERM)
         killer = self.clock.callLater(self.stop_timeout, process.signal, signal.SIGKILL)
 
         def ended(result: object) -> object:
@@ -617,10 +628,22 @@ class WorkerSupervisor(MultiService):
 
 
 class _ParentWatch(Protocol):
-    """The worker's end of the control pipe: when it closes, the parent is gone (even by SIGKILL)."""
+    """
+    The worker's end of the control pipe: L{REPLACED} on it asks the worker to
+    stop (a rolling restart); when it closes, the parent is gone (even by SIGKILL).
+    """
 
-    def __init__(self, on_lost: Callable[[], None]) -> None:
+    def __init__(self, on_lost: Callable[[], None], on_replaced: Callable[[], None]) -> None:
         self.on_lost = on_lost
+        self.on_replaced = on_replaced
+        self._buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        if REPLACED in self._buffer:
+            self._buffer = b""
+            self.on_replaced()
+        self._buffer = self._buffer[-len(REPLACED):]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.on_lost()
@@ -686,7 +709,7 @@ class WorkerRole(Service):
 
         os.environ.pop(WORKER_ENVIRONMENT, None)  # not for processes the hubs may start
         self._pipes = cast(Any, stdio).StandardIO(
-            _ParentWatch(self._parent_gone), stdin=_CONTROL_FD, stdout=_STATUS_FD, reactor=self.reactor
+            _ParentWatch(self._parent_gone, self._replaced), stdin=_CONTROL_FD, stdout=_STATUS_FD, reactor=self.reactor
         )
         admin = AdoptedStreamServerEndpoint(self.reactor, self.settings.admin_fd, socket.AF_INET)
         listening = [admin.listen(self._admin_site()).addCallback(self._admin_listening)]
@@ -707,6 +730,15 @@ class WorkerRole(Service):
     def _failed(self, failure: Failure) -> None:
         _log.failure("worker {index} cannot listen", failure, index=self.settings.index)
         self.reactor.stop()
+
+    def _replaced(self) -> None:
+        if self.running:
+            _log.info(
+                "worker {index} (pid {pid}): a new worker serves its sockets; stopping (no drain delay)",
+                index=self.settings.index, pid=os.getpid(),
+            )
+            self.hubs.drain_delay = 0.0
+            self.reactor.stop()
 
     def _parent_gone(self) -> None:
         if self.running:
