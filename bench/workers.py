@@ -204,7 +204,7 @@ def idle_case(workers: int, redis: Redis, conns: int, window: float) -> dict[str
     finally:
         supervisor.stop()
     return {
-        "server_cpu_us_per_heartbeat": cpu / answered * 1e6,
+        "server_cpu_us_per_heartbeat": cpu / answered * 1e6 if answered else float("nan"),
         "server_cpu_share": cpu / window,
         "heartbeats_per_s": answered / window,
         "held": held,
@@ -249,7 +249,9 @@ def main() -> int:
         return statistics.median(r[key] for r in runs[case])
 
     def ratio(key: str, kind: str) -> list[float]:
-        return [b[key] / a[key] for a, b in zip(runs[f"{kind}-w1"], runs[f"{kind}-w2"], strict=True)]
+        # --quick's few heartbeats may cost less than the 10 ms tick of the CPU clock: nan, not a crash
+        return [b[key] / a[key] if a[key] else float("nan")
+                for a, b in zip(runs[f"{kind}-w1"], runs[f"{kind}-w2"], strict=True)]
 
     print(f"fan-out: {args.fanout_members} members, {args.fanout_messages} messages of 100 B; idle: "
           f"{args.idle_conns} connections, heartbeat 1 s, {args.window:g} s window; repeats {args.repeats}")

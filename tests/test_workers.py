@@ -329,3 +329,47 @@ def test_stop_service_stops_every_worker_and_no_restart(supervised: Any) -> None
     assert stopped.called
     clock.advance(60)
     assert len(clock.spawned) == 2
+
+
+def test_worker_log_events_join_the_supervisors_log(supervised: Any) -> None:
+    """A worker's JSON log events are re-emitted with their level, text and the worker's number; stderr lines as errors."""
+    from twisted.logger import Logger, LogLevel, eventAsJSON, formatEvent, globalLogPublisher
+
+    _, clock, _ = supervised
+    seen: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        captured: list[dict[str, Any]] = []
+        Logger(namespace="twisted_hub.redis", observer=captured.append).warn("lost Redis at {url}", url="redis://x")
+        line = ("\x1e" + eventAsJSON(captured[0]) + "\n").encode()
+        process = clock.spawned[1][0]
+        process.childDataReceived(1, line[:20])
+        assert seen == []  # half a line is not an event yet
+        process.childDataReceived(1, line[20:] + b"Traceback? no: a plain line\n")
+        process.childDataReceived(2, b"Traceback (most recent call last):\n")
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    relayed = [e for e in seen if e.get("hub_worker") == 1]
+    assert len(relayed) == 1
+    assert relayed[0]["log_level"] == LogLevel.warn
+    assert formatEvent(relayed[0]) == "lost Redis at redis://x"
+    assert relayed[0]["log_system"] == "worker 1 twisted_hub.redis#warn"
+    assert relayed[0]["hub_worker_pid"] == process.pid
+    plain = [e for e in seen if e.get("log_namespace") == "twisted_hub.workers"]
+    assert [(e["log_level"], e["line"]) for e in plain] == [
+        (LogLevel.info, "Traceback? no: a plain line"), (LogLevel.error, "Traceback (most recent call last):"),
+    ]
+
+
+def test_parent_watch_reads_replaced_across_chunks_and_notices_the_end() -> None:
+    """The control pipe: "replaced" split over reads stops the worker once; the pipe closing means the parent is gone."""
+    from twisted_hub._workers import _ParentWatch
+
+    events: list[str] = []
+    watch = _ParentWatch(lambda: events.append("gone"), lambda: events.append("replaced"))
+    watch.dataReceived(b"repl")
+    assert events == []
+    watch.dataReceived(b"aced\n")
+    assert events == ["replaced"]
+    watch.connectionLost()
+    assert events == ["replaced", "gone"]
