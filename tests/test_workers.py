@@ -373,3 +373,19 @@ def test_parent_watch_reads_replaced_across_chunks_and_notices_the_end() -> None
     assert events == ["replaced"]
     watch.connectionLost()
     assert events == ["replaced", "gone"]
+
+
+def test_make_service_builds_the_supervisor_with_twistds_reactor() -> None:
+    """twistd hub --workers N: the service is the supervisor (no HubService here), its workers get twistd's --reactor."""
+    from twisted_hub._service import HubService
+    from twisted_hub.tap import makeService
+
+    options = parse("--workers", "2", "--port", "0", "--redis", REDIS)
+    options.parent = {"reactor": "asyncio", "nodaemon": True}  # type: ignore[assignment]
+    root = makeService(options)
+    children = list(root)  # type: ignore[call-overload]
+    assert len(children) == 1 and isinstance(children[0], WorkerSupervisor)
+    assert not any(isinstance(child, HubService) for child in children)
+    supervisor = children[0]
+    assert (supervisor.count, supervisor.twistd_arguments) == (2, ["--reactor", "asyncio"])
+    assert supervisor.hub_arguments == ["--workers", "2", "--port", "0", "--redis", REDIS]

@@ -962,10 +962,13 @@ def _supervisor(options: Options) -> IService:
             except CannotListenError as e:
                 raise _friendly_listen_failure(e) from None
 
+    twistd_options = options.parent
+    reactor = None if twistd_options is None else twistd_options.get("reactor")
     return TwistdSupervisor(
         options["workers"], options["listen"], getattr(options, "arguments", []),
         stop_timeout=stop_timeout(options["shutdown-timeout"], options["drain-delay"]),
         directory=getattr(options, "directory", None),
+        twistd_arguments=["--reactor", reactor] if reactor else [],  # workers run the reactor twistd was given
     )
 
 
