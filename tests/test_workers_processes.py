@@ -139,6 +139,11 @@ async def test_connections_spread_and_a_group_spans_both_workers() -> None:
         )
         assert held == len(hub.clients)
 
+        response = await Agent(reactor).request(b"GET", f"http://127.0.0.1:{hub.port}/".encode())
+        page = (await readBody(response)).decode()
+        worker = re.search(r"([01]) of 2 \(pid (\d+)\); this page shows this worker only", page)
+        assert worker is not None and int(worker.group(2)) in by_pid, page
+
 
 @pytest_twisted.ensureDeferred
 async def test_rolling_restart_keeps_the_other_workers_connections() -> None:

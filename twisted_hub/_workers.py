@@ -681,6 +681,12 @@ class WorkerRole(Service):
             from ._resource import mount
 
             mount(hubs.root, hubs.path, "/metrics", CombinedMetricsPage(factory, settings, reactor))
+        for page in _status_pages(hubs.root):
+            # the public status page is the one of whichever worker answered: say which
+            page.extra.append((
+                "worker", f"{settings.index} of {settings.count} (pid {os.getpid()}); this page shows this worker only; its data "
+                f"at 127.0.0.1:{settings.admin_ports[settings.index]}/status.json (docs/scaling.md)",
+            ))
 
     @property
     def reactor(self) -> Any:
@@ -751,6 +757,20 @@ class WorkerRole(Service):
         if port is None:
             return succeed(None)
         return cast(Deferred[None], port.stopListening())
+
+
+def _status_pages(root: Resource | None) -> list[Any]:
+    """The status pages (L{HubStatusPage}) of a site's resource tree."""
+    from ._resource import HubStatusPage
+
+    found: list[Any] = []
+    pending = [root] if root is not None else []
+    while pending:
+        resource = pending.pop()
+        if isinstance(resource, HubStatusPage):
+            found.append(resource)
+        pending.extend(child for child in resource.children.values() if isinstance(child, Resource))
+    return found
 
 
 def attach_worker(settings: WorkerSettings, hubs: Any, parent: IServiceCollection) -> WorkerRole:
