@@ -277,6 +277,18 @@ def test_dead_worker_restarted_with_backoff_on_the_same_sockets(supervised: Any)
     assert supervisor.slots[0].restarts == 2
 
 
+def test_all_listening_once_every_slot_listens(supervised: Any) -> None:
+    """A worker that dies before it listens delays "all listening" until its replacement listens."""
+    supervisor, clock, _ = supervised
+    first, second = (process for process, _, _ in clock.spawned)
+    end(first, signum=None, code=1)
+    second.childDataReceived(4, b"ready\n")
+    assert not supervisor.all_ready.called
+    clock.advance(0.5)
+    clock.spawned[2][0].childDataReceived(4, b"ready\n")
+    assert supervisor.all_ready.called
+
+
 def test_rolling_restart_replaces_one_worker_at_a_time(supervised: Any) -> None:
     """The new worker starts first; the old one is told to stop once the new one listens; the next slot waits for it to end."""
     supervisor, clock, signals = supervised

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from twisted.application.service import IServiceCollection, MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorProcess, IReactorTime
@@ -415,13 +415,12 @@ class WorkerSupervisor(MultiService):
         )
         for slot in self.slots:
             self._start(slot)
-        readiness = [cast(WorkerProcess, slot.current).ready for slot in self.slots]
-        DeferredList(readiness, consumeErrors=True).addCallback(self._first_ready)
         self._install_sighup()
 
-    def _first_ready(self, results: list[tuple[bool, Any]]) -> None:
-        ready = sum(1 for ok, _ in results if ok)
-        if ready == self.count:
+    def _listening(self, process: WorkerProcess) -> None:
+        _log.info("worker {index} is listening (pid {pid})", index=process.index, pid=process.pid)
+        every = all(slot.current is not None and slot.current.ready.called for slot in self.slots)
+        if every and not self.all_ready.called:
             _log.info("all {count} hub workers are listening", count=self.count)
             self.all_ready.callback(None)
 
@@ -445,12 +444,7 @@ class WorkerSupervisor(MultiService):
             process, sys.executable, argv, env=environment, path=self.directory, childFDs=child_fds
         )
         slot.current = process
-        process.ready.addCallbacks(
-            lambda _: _log.info(
-                "worker {index} is listening (pid {pid})", index=slot.index, pid=process.pid
-            ),
-            lambda _: None,
-        )
+        process.ready.addCallbacks(lambda _: self._listening(process), lambda _: None)
         return process
 
     # -- deaths and restarts
