@@ -15,7 +15,7 @@ slot accepts them, and a rolling restart starts the new worker on the slot's
 sockets before the old one drains.
 
 Why this and not the alternatives: a single socket shared by every worker
-(Twisted's C{adoptStreamPort} howto) balances badly on Linux, where the
+(the usual way to pass one port to child processes) balances badly on Linux, where the
 process that happens to be waiting in C{accept} takes a whole burst;
 workers binding C{SO_REUSEPORT} themselves lose the connections queued on a
 worker's socket when it closes it (a restart resets them) and cannot share
