@@ -57,7 +57,7 @@ _SINGLE = (
     "max-outgoing-buffer", "max-pending-calls", "max-pending-bytes",
     "handshake-timeout", "max-connections", "max-connections-per-ip", "status-path",
     "redis", "redis-lease", "redis-secret-file", "redis-secret-env", "call-rate", "call-burst", "call-timeout",
-    "authenticator", "auth-timeout", "compression-min-size", "compression-window-bits",
+    "authenticator", "auth-timeout", "compression-min-size", "compression-window-bits", "workers",
 )
 _FLAGS = ("no-status", "no-ping-fallback", "metrics", "static-listing", "log-calls", "deny-by-default", "compression")
 
@@ -434,6 +434,8 @@ class Options(usage.Options):
         ["authenticator", None, None,
          "Authenticate every connection with module:name, an authenticator or a class making one (docs/auth.md)."],
         ["auth-timeout", None, None, "Seconds the authenticator may take; then 503 (needs --authenticator) [5]."],
+        ["workers", None, None,
+         "Run N hub worker processes on the same port(s), joined by --redis (Linux; docs/scaling.md) [1 process]."],
         ["compression-min-size", None, None, "With --compression: messages shorter than this go uncompressed [1KiB]."],
         ["compression-window-bits", None, None,
          "With --compression: deflate window bits, 9-15, both directions (memory per connection) [12]."],
@@ -502,6 +504,10 @@ class Options(usage.Options):
         instead of the whole help text followed by the error; used directly,
         it raises L{usage.UsageError}.
         """
+        #: the arguments as given (C{--workers} starts its workers with them)
+        self.arguments = list(sys.argv[1:] if options is None else options)
+        #: ... and the directory they are relative to
+        self.directory = os.getcwd()
         try:
             usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
@@ -575,6 +581,7 @@ class Options(usage.Options):
         self._check_filters()
         self._check_authentication()
         self._check_compression()
+        self._check_workers()
         self["hubs"] = [load_hub(spec) for spec in self._hub_specs]
         if not self["hubs"]:
             from .demo import DEMO_HUBS
@@ -788,6 +795,30 @@ class Options(usage.Options):
         except HubArgumentError as e:
             raise usage.UsageError(f"--compression: {e}") from None
 
+    def _check_workers(self) -> None:
+        """C{--workers N}: a whole number >= 1; more than one needs C{--redis}, Linux and C{tcp:} listeners."""
+        count = self["workers"]
+        if count is None:
+            return
+        text = str(count).strip()
+        if not text.isdigit() or int(text) < 1:
+            raise usage.UsageError(f"--workers must be a whole number >= 1, got {count!r}")
+        self["workers"] = int(text)
+        from ._workers import WorkersUnavailable, check_platform, tcp_address
+
+        if self["workers"] > 1 and self["redis"] is None:
+            raise HintedUsageError(
+                f"--workers: {self['workers']} workers need --redis URL: without a backplane each worker would send "
+                "clients.all and group messages to its own connections only",
+                "start a redis-server and give --redis redis://127.0.0.1:6379/0 (docs/scaling.md, 'Every core')",
+            )
+        try:
+            check_platform()
+            for description in self["listen"]:
+                tcp_address(description)
+        except WorkersUnavailable as e:
+            raise usage.UsageError(str(e)) from None
+
     def _check_redis(self) -> None:
         from ._backplane_wire import read_secret_file, secret_from_environment
         from .redis import DEFAULT_LEASE, parse_redis_url
@@ -861,6 +892,12 @@ def makeService(options: Options) -> IService:
 
     # The level, passed down; where the log goes is twistd's (--logfile, --syslog, -n, --logger).
     root = LogLevelService(LOG_LEVELS[options["log-level"]])
+    from ._workers import WorkerSettings
+
+    worker = WorkerSettings.from_environment()
+    if options["workers"] is not None and worker is None:
+        _supervisor(options).setServiceParent(root)
+        return root
     backplane_options: dict[str, Any] = {}
     if options["redis"] is not None:
         from .redis import RedisBackplane
@@ -898,4 +935,29 @@ def makeService(options: Options) -> IService:
         **backplane_options,
     )
     hubs.setServiceParent(root)  # type: ignore[no-untyped-call]
+    if worker is not None:
+        from ._workers import attach_worker
+
+        attach_worker(worker, hubs, root)
     return root
+
+
+def _supervisor(options: Options) -> IService:
+    """The parent of C{--workers N}: it binds the ports and runs the workers (docs/scaling.md)."""
+    from ._workers import WorkerSupervisor, stop_timeout
+
+    class TwistdSupervisor(WorkerSupervisor):
+        def privilegedStartService(self) -> None:
+            try:
+                super().privilegedStartService()
+            except CannotListenError as e:
+                raise _friendly_listen_failure(e) from None
+
+    twistd_options = options.parent
+    reactor = None if twistd_options is None else twistd_options.get("reactor")
+    return TwistdSupervisor(
+        options["workers"], options["listen"], getattr(options, "arguments", []),
+        stop_timeout=stop_timeout(options["shutdown-timeout"], options["drain-delay"]),
+        directory=getattr(options, "directory", None),
+        twistd_arguments=["--reactor", reactor] if reactor else [],  # workers run the reactor twistd was given
+    )
