@@ -594,8 +594,8 @@ def run_typescript(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """C{typescript}: write the TypeScript interfaces of the given hub classes."""
     from twisted.python.usage import UsageError
 
+    from ._loading import load_hub
     from ._typescript import typescript_for_hubs
-    from .tap import load_hub
 
     try:
         hubs = [load_hub(spec) for spec in args.hubs]
