@@ -486,3 +486,51 @@ class ClientMetrics:
         self.round_trip.set(round_trip)
         self.clock_offset.set(offset)
         self.clock_error.set(error)
+
+
+class SessionMetrics:
+    """
+    A server connection's L{twisted_hub._observer.SessionObserver}: the
+    status page's data (L{HeartbeatWindow}, L{RecentDisconnects}) and the
+    Prometheus metrics of its server and hub, read when reported (metrics
+    may be attached after the connection opened).
+    """
+
+    __slots__ = ("_host", "_runtime", "_hub_name")
+
+    def __init__(self, host: Any, runtime: HubRuntime[Any]) -> None:
+        self._host = host
+        self._runtime = runtime
+        self._hub_name = runtime.hub_class.hub_name
+
+    def connected(self) -> None:
+        metrics = self._runtime.metrics
+        if metrics is not None:
+            metrics.connects.inc()
+
+    def disconnected(self, now: float, connection_id: str, reason: Any, text: str) -> None:
+        metrics = self._runtime.metrics
+        if metrics is not None:
+            metrics.disconnects[reason.kind].inc()
+        self._host.recent_disconnects.add(now, self._hub_name, connection_id, reason.kind.value, reason.code, text)
+
+    def slow_consumer_closed(self) -> None:
+        metrics = self._runtime.metrics
+        if metrics is not None:
+            metrics.slow_consumer_closes.inc()
+
+    def frame_received(self, messages: int) -> None:
+        metrics = self._host.metrics
+        if metrics is not None:
+            metrics.frame_messages.observe(messages)
+
+    def heartbeat_answered(self, latency: float) -> None:
+        self._host.heartbeat_window.latencies.append(latency)
+        metrics = self._host.metrics
+        if metrics is not None:
+            metrics.heartbeat_latency.observe(latency)
+
+    def heartbeat_timed_out(self) -> None:
+        metrics = self._host.metrics
+        if metrics is not None:
+            metrics.heartbeat_timeouts.inc()

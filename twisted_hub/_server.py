@@ -51,11 +51,11 @@ from ._limits import (
     ConnectionLimits,
     GuardedConnection,
 )
-from ._liveness import ServerHeartbeatScheduler
+from ._liveness import ServerHeartbeatScheduler, ping_sequence
 from ._metrics import HeartbeatWindow, HubMetrics, RecentDisconnects
 from ._origin import AllowedHosts
 from ._sendqueue import twisted_queued
-from ._server_session import ServerSession
+from ._server_io import TwistedServerSession
 from ._wire import SUBPROTOCOL, CloseCode, close_reason_bytes
 
 __all__ = [
@@ -106,7 +106,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
 
     factory: HubServerFactory
     #: the connection's session, once its request reached a hub
-    session: ServerSession | None = None
+    session: TwistedServerSession | None = None
     #: the path the hub endpoint is mounted at, when a L{HubResource} serves
     #: it (C{/hub}); None on a port of its own
     mount_path: str | None = None
@@ -155,7 +155,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         routed = OVER_CAPACITY if self.watch.refused else check_request(self.factory, request, self.mount_path)
         if isinstance(routed, Refusal):
             raise ConnectionDeny(routed.status, routed.reason)
-        session = self.session = ServerSession(self, self.factory, routed, request, self.output)
+        session = self.session = TwistedServerSession(self, self.factory, routed, request, self.output)
         decided = admit(
             session.hub, request, session.authenticate(), session.authenticated, self.factory.clock.seconds()
         )
@@ -200,7 +200,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
 
     def onPong(self, payload: bytes) -> None:
         if self.session is not None:
-            self.session.pong(payload)
+            self.session.pong(ping_sequence(payload))
 
     # -- bytes out (ServerTransport) ----------------------------------------------
     @property
@@ -328,7 +328,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
 
     # -- what tests and the CLI read -------------------------------------------------
     @property
-    def core(self) -> ServerConnection[Deferred[Any]]:
+    def core(self) -> ServerConnection[Any]:
         """The session's sans-IO core (the fast path reads it for "any traffic counts")."""
         assert self.session is not None
         return self.session.core
@@ -511,7 +511,7 @@ class HubServerFactory(WebSocketServerFactory):
         self.authentication_timeout = float(authentication_timeout)
         #: methods without an authorization policy are refused
         self.deny_by_default = deny_by_default
-        self.runtimes: dict[str, HubRuntime[ServerSession]] = {}
+        self.runtimes: dict[str, HubRuntime[TwistedServerSession]] = {}
         specs = hubs.items() if isinstance(hubs, Mapping) else ((None, spec) for spec in hubs)
         for given_name, spec in specs:
             hub_class, make = _hub_class_and_maker(spec)
@@ -577,7 +577,7 @@ class HubServerFactory(WebSocketServerFactory):
         prepared.doNotCompress = True
         return prepared
 
-    def route(self, path: str, mount: str | None = None) -> HubRuntime[ServerSession] | None:
+    def route(self, path: str, mount: str | None = None) -> HubRuntime[TwistedServerSession] | None:
         """
         The hub a request path reaches: its last segment names it.  With one
         hub, the endpoint's own path reaches it too: any path on a port of its
@@ -619,7 +619,7 @@ class HubServerFactory(WebSocketServerFactory):
         if self.metrics is not None:
             self.metrics.heartbeats_sent.inc(sent)
 
-    def hub_runtime(self, hub: type[Hub] | str) -> HubRuntime[ServerSession]:
+    def hub_runtime(self, hub: type[Hub] | str) -> HubRuntime[TwistedServerSession]:
         """The shared state of one hub (connections, groups) by class or name."""
         name = hub if isinstance(hub, str) else hub.hub_name
         return self.runtimes[name]
