@@ -40,8 +40,9 @@ from ._errors import ConnectionClosedError, DisconnectKind, DisconnectReason
 from ._heartbeat import HeartbeatPolicy
 from ._heartbeat_member import HeartbeatGroup, HeartbeatMembership
 from ._observer import SessionObserver
-from ._ratelimit import bounded_text, peer_field
+from ._ratelimit import peer_field
 from ._session import TEXT_FRAME_CLOSE, Lifecycle, SessionState, close_for_frame_error
+from ._session_closing import SessionClosing
 from ._session_output import ServerTransport, SessionOutput
 from ._token_refresh import TokenIO, TokenRefresh
 from ._wire import ClientHeartbeat, Close, CloseCode, Invoke, Notify, Token
@@ -147,7 +148,6 @@ class ServerSession(Generic[TokenT]):
         self.output = output
         self.observer = observer
         self.log = log
-        self._connection_log = connection_log
         self.lifecycle = Lifecycle()
         self.core: ServerConnection[PendingResult[TokenT]] = ServerConnection(connection_id)
         self.core.max_messages_per_frame = host.max_messages_per_frame
@@ -161,9 +161,9 @@ class ServerSession(Generic[TokenT]):
         self.results: ClientResults[TokenT] = ClientResults(self.core, io, host.client_result_timeout)
         self.heartbeat = HeartbeatMembership(self)
         self.tokens = TokenRefresh(self, io)
+        self.closing = SessionClosing(self, connection_log)
+        self.close_with = self.closing.close_with
         self._cancel_hello: Callable[[], object] | None = None
-        self._joined = False
-        self._opened_at = 0.0
 
     # -- what the hub layer reads (ConnectionControl) ---------------------------
     @property
@@ -240,15 +240,7 @@ class ServerSession(Generic[TokenT]):
             self.core.welcome(None, None, size, token_refresh=refresh, expires_in=expires_in)
         self.flush()
         self.tokens.arm_expiry(now)
-        io.joined()
-        self._joined = True
-        host.connection_count += 1
-        self._opened_at = io.seconds()
-        self.observer.connected()
-        self._connection_log.info(
-            "{hub} connection {id} opened from {peer}",
-            hub=self.hub_name, id=self.connection_id, peer=peer_field(self.transport.peer),
-        )
+        self.closing.opened()
         self._cancel_hello = io.call_later(host.hello_timeout, self._no_hello)
         io.run_hook("on_connected", None)
 
@@ -257,7 +249,7 @@ class ServerSession(Generic[TokenT]):
         self.log.info("{id} sent no hello within {timeout}s; closing", id=self.connection_id, timeout=self.host.hello_timeout)
         self.close_with(CloseCode.HANDSHAKE_FAILED, "no hello", DisconnectKind.HANDSHAKE_FAILED)
 
-    def _stop_hello_deadline(self) -> None:
+    def stop_hello_deadline(self) -> None:
         cancel, self._cancel_hello = self._cancel_hello, None
         if cancel is not None:
             cancel()
@@ -292,7 +284,7 @@ class ServerSession(Generic[TokenT]):
                     case HeartbeatAnswered():
                         self.heartbeat.answered(event)
                     case HandshakeCompleted():
-                        self._stop_hello_deadline()
+                        self.stop_hello_deadline()
                         self.heartbeat.join(self.heartbeat_policy, self.host.scheduler_for)
                     case Token():
                         self.tokens.fresh_token(event)
@@ -337,27 +329,7 @@ class ServerSession(Generic[TokenT]):
             self.flush()
         return call_id
 
-    # -- closing -----------------------------------------------------------------
-    def close_with(self, code: int, reason: str, kind: DisconnectKind) -> None:
-        """
-        Close this connection with a close code the client understands.  The
-        first decision stands (L{Lifecycle}): a second close does nothing.
-        The hub's CLOSE message leaves before the WebSocket close frame; on a
-        heartbeat timeout the socket is closed without waiting for the
-        presumably dead peer's reply.
-        """
-        if not self.lifecycle.close_locally(kind, code, reason):
-            return
-        if not self.transport.can_send:
-            self.transport.abort()
-            return
-        core = self.core
-        if core.state is not ConnectionState.CLOSED:
-            core.send(Close(code, reason))
-            self.flush()
-            core.closing()
-        self.transport.send_close(code, reason, code == CloseCode.HEARTBEAT_TIMEOUT)
-
+    # -- closing (SessionClosing) ----------------------------------------------------
     def abort(self) -> None:
         """Drop the connection now, without a closing handshake (a shutdown's stragglers)."""
         self.transport.abort()
@@ -367,57 +339,12 @@ class ServerSession(Generic[TokenT]):
         The output budget refused a write (L{OutputBudget.take}): this
         client reads too slowly; the adapter drops it right after.
         """
-        self.log.warn(
-            "{id} does not read its data ({size} bytes waiting, limit {limit}): disconnecting",
-            id=self.connection_id, size=self.output.refused_at, limit=self.output.limit,
-        )
-        if self.lifecycle.close_locally(DisconnectKind.SLOW_CONSUMER, CloseCode.SLOW_CONSUMER, "outgoing buffer limit"):
-            self.observer.slow_consumer_closed()
+        self.closing.slow_consumer()
 
     def transport_closed(self, observed: DisconnectReason) -> DisconnectReason:
         """
         The transport is gone; C{observed} is what its closing handshake
-        showed (used when neither side decided at the hub level).  Leave
-        every group, count and log the disconnect, fail pending client
-        results, run C{on_disconnected}, wake L{ServerIO.closed}.  Return
-        the reason.  A connection that never opened (refused) only ends.
+        showed (used when neither side decided at the hub level).  Return
+        why the connection ended (L{SessionClosing.finish}).
         """
-        was = self.lifecycle.state
-        reason = self.lifecycle.finish(observed)
-        self.output.stopped = True
-        self.tokens.stop()
-        self._stop_hello_deadline()
-        if was is SessionState.CONNECTING or not self._joined:
-            self.io.closed()
-            return reason  # never opened (refused handshake), or already ended
-        self._joined = False
-        self.heartbeat.leave()
-        self.io.left()
-        self.host.connection_count -= 1
-        self._log_closed(reason)
-        self.dispatcher.close()
-        # Client results still awaited were sent: the client may have run them.
-        self.results.connection_closed(self.core.closed(), reason)
-        self.io.run_hook("on_disconnected", reason)
-        self.io.closed()
-        peer_log = self.out.peer_log
-        if peer_log is not None and peer_log.suppressed:
-            self.log.info(
-                "{id}: {suppressed} more lines about its mistakes were suppressed",
-                id=self.connection_id, suppressed=peer_log.suppressed,
-            )
-        return reason
-
-    def _log_closed(self, reason: DisconnectReason) -> None:
-        """Count a disconnect, remember it for the status page and log one line about it."""
-        now = self.io.seconds()
-        text = bounded_text(reason.message or "")
-        self.observer.disconnected(now, self.connection_id, reason, text)
-        # "closed: normal (1000) bye; from ...", "closed: normal (1000); from ...", "closed: connection-lost; from ..."
-        how = "{kind}" + (" ({code})" if reason.code is not None else "") + (" {reason}" if text else "")
-        self._connection_log.info(
-            "{hub} connection {id} closed: " + how + "; from {peer} after {duration:.1f}s",
-            hub=self.hub_name, id=self.connection_id, peer=peer_field(self.transport.peer),
-            duration=now - self._opened_at, kind=reason.kind.value, code=reason.code, reason=text,
-            locally=reason.locally,
-        )
+        return self.closing.finish(observed)
