@@ -28,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: the sans-IO server core (docs/architecture.md)
 CORE_MODULES = (
     "_server_session", "_session_output", "_session_closing", "_client_results", "_heartbeat_member", "_token_refresh",
-    "_observer",
+    "_observer", "_stats",
 )
 
 

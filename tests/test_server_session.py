@@ -28,9 +28,9 @@ from twisted_hub._heartbeat import StallDetector
 from twisted_hub._hub import Hub, HubRuntime, RefuseConnection, method
 from twisted_hub._limits import ConnectionLimits
 from twisted_hub._liveness import ServerHeartbeatScheduler, ping_frame, ping_sequence
-from twisted_hub._metrics import HeartbeatWindow, RecentDisconnects
 from twisted_hub._server_io import TwistedServerSession
 from twisted_hub._session import TEXT_FRAME_CLOSE, SessionState
+from twisted_hub._stats import HeartbeatWindow, RecentDisconnects
 from twisted_hub._wire import (
     CAP_BATCH,
     CAP_HEARTBEAT,

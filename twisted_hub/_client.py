@@ -38,7 +38,7 @@ from ._errors import (
 )
 from ._heartbeat import HeartbeatConfigurationError, HeartbeatPolicy, Traffic, _check_positive
 from ._hub import receiver_methods
-from ._metrics import ClientMetrics
+from ._prometheus import ClientMetrics
 from ._sendqueue import twisted_queued
 from ._sentinel import UNSET, Unset
 from ._wire import SUBPROTOCOL, close_reason_bytes

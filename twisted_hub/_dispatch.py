@@ -22,8 +22,9 @@ from twisted.python.failure import Failure
 from ._errors import HubError
 from ._filters import CallNext, HubCall
 from ._hub import Hub, HubMethod
-from ._metrics import ERROR, INTERNAL, OK, REFUSED, HubLabelMetrics, error_outcome
+from ._observer import CallObserver
 from ._ratelimit import bounded_text, peer_text
+from ._stats import ERROR, INTERNAL, OK, error_outcome
 from ._wire import ErrorCode, Invoke, Notify
 
 
@@ -68,7 +69,9 @@ class CallDispatcher:
     @ivar pending_bytes: encoded bytes of the calls running or queued.
     @ivar calls: calls and notifications received; C{errors}: those not
         answered with a result (for the status page).
-    @param metrics: the hub's Prometheus children (None: metrics off), with
+    @param metrics: what hears of each call's outcome and duration (the
+        hub's L{twisted_hub._prometheus.HubLabelMetrics}, a
+        L{CallObserver}; None: metrics off, calls are not timed), with
         C{now} the clock that times the calls.
     """
 
@@ -82,7 +85,7 @@ class CallDispatcher:
         max_pending_calls: int = 256,
         max_pending_bytes: int = 8 * 1024 * 1024,
         debug: bool = False,
-        metrics: HubLabelMetrics | None = None,
+        metrics: CallObserver | None = None,
         now: Callable[[], float] | None = None,
     ) -> None:
         self.hub = hub
@@ -134,7 +137,7 @@ class CallDispatcher:
         if refusal is not None:
             self.errors += 1
             if self.metrics is not None:
-                self.metrics.method(invocation.method).counts[REFUSED] += 1
+                self.metrics.refused(invocation.method)
             if isinstance(invocation, Invoke):
                 self.answers.call_failed(
                     "call of {method} on {hub} connection {id} refused: {error}",
@@ -213,14 +216,14 @@ class CallDispatcher:
             return
         metrics = self.metrics
         if metrics is not None:
-            metrics.method(invocation.method).record(OK, self._now() - started)
+            metrics.ended(invocation.method, OK, self._now() - started)
 
     def _count(self, method: str, outcome: int, started: float) -> None:
         """A call ended other than with a result: count it (and time it, with metrics on)."""
         self.errors += 1
         metrics = self.metrics
         if metrics is not None:
-            metrics.method(method).record(outcome, self._now() - started)
+            metrics.ended(method, outcome, self._now() - started)
 
     def _async_done(self, value: Any, call_id: int | None, method: str, size: int, started: float) -> None:
         self.running -= 1
@@ -228,7 +231,7 @@ class CallDispatcher:
         if call_id is not None and not self._closed and not self.answers.answer_result(call_id, method, value):
             self._count(method, INTERNAL, started)  # answered with an internal error
         elif self.metrics is not None:
-            self.metrics.method(method).record(OK, self._now() - started)
+            self.metrics.ended(method, OK, self._now() - started)
         self._next()
 
     def _async_failed(self, failure: Failure, call_id: int | None, method: str, size: int, started: float) -> None:
@@ -354,4 +357,4 @@ class FilteredCallDispatcher(CallDispatcher):
             return
         metrics = self.metrics
         if metrics is not None:
-            metrics.method(call.method).record(OK, self._now() - call.started)
+            metrics.ended(call.method, OK, self._now() - call.started)

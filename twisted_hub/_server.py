@@ -52,10 +52,11 @@ from ._limits import (
     GuardedConnection,
 )
 from ._liveness import ServerHeartbeatScheduler, ping_sequence
-from ._metrics import HeartbeatWindow, HubMetrics, RecentDisconnects
 from ._origin import AllowedHosts
+from ._prometheus import HubMetrics
 from ._sendqueue import twisted_queued
 from ._server_io import TwistedServerSession
+from ._stats import HeartbeatWindow, RecentDisconnects
 from ._wire import SUBPROTOCOL, CloseCode, close_reason_bytes
 
 __all__ = [

@@ -30,8 +30,9 @@ from ._heartbeat import HeartbeatPolicy
 from ._hub import ConnectionContext, Hub, HubRuntime
 from ._liveness import ServerHeartbeatScheduler
 from ._logging import TwistedCoreLog
-from ._metrics import HeartbeatWindow, HubMetrics, RecentDisconnects, SessionMetrics
+from ._prometheus import HubMetrics, SessionMetrics
 from ._server_session import ServerSession, ServerTransport
+from ._stats import HeartbeatWindow, RecentDisconnects
 
 if TYPE_CHECKING:
     from autobahn.websocket.types import ConnectionRequest
