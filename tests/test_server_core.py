@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted_hub._backpressure import OutputBudget
+from twisted_hub._calls import CallRules
 from twisted_hub._connection import ClientConnection
 from twisted_hub._corelog import CoreLog
 from twisted_hub._errors import CallTimeoutError, ConnectionClosedError, DisconnectKind, DisconnectReason, HubError
@@ -28,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: the sans-IO server core (docs/architecture.md)
 CORE_MODULES = (
     "_server_session", "_session_output", "_session_closing", "_client_results", "_heartbeat_member", "_token_refresh",
-    "_observer", "_stats",
+    "_observer", "_stats", "_calls",
 )
 
 
@@ -464,3 +465,165 @@ class HeartbeatCoreTests(CoreCase):
         self.session.heartbeat.heartbeat_timed_out()
         self.assertIn(("timed out",), self.observer.reports)
         self.assertEqual(self.transport.closes, [(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout", True)])
+
+
+# -- call rules (_calls.py) without Twisted -------------------------------------
+
+
+class Awaitable:
+    """A result a hub method is still working on (it has __await__), settled by the test."""
+
+    def __await__(self) -> Any:
+        raise AssertionError("the rules never await a result themselves")
+
+
+class ManualRules(CallRules):
+    """CallRules whose awaited results the test settles (no Deferreds)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.awaited: list[tuple[Any, ...]] = []
+        self.idle = 0
+
+    def _await(self, result: Any, call_id: int | None, method: str, size: int, started: float) -> None:
+        self.awaited.append((call_id, method, size, started))
+
+    def settle(self, value: Any) -> None:
+        self._async_done(value, *self.awaited.pop(0))
+
+    def fail(self, error: BaseException) -> None:
+        self._async_failed(error, *self.awaited.pop(0))
+
+    def _idle(self) -> None:
+        self.idle += 1
+
+
+class RulesHub:
+    hub_name = "work"
+
+
+@dataclass
+class Spec:
+    """A MethodSpec for a plain function with one int argument."""
+
+    function: Callable[..., Any]
+    checks: tuple[tuple[int, str, tuple[type, ...]], ...] = ((0, "n", (int,)),)
+
+    def check(self, args: list[Any], kwargs: dict[str, Any] | None) -> None:
+        if args and not isinstance(args[0], int):
+            raise HubError("invalid-arguments", "n must be int")
+
+    def explain_type_error(self, args: list[Any], kwargs: dict[str, Any] | None) -> str | None:
+        return "work(n) takes one argument" if len(args) != 1 else None
+
+    def usage(self) -> dict[str, Any]:
+        return {"usage": "work(n)"}
+
+
+class Answers:
+    def __init__(self) -> None:
+        self.answers: list[tuple[Any, ...]] = []
+        self.logged: list[str] = []
+        self.crashes: list[str] = []
+
+    def answer_result(self, call_id: int, method: str, value: Any) -> bool:
+        self.answers.append(("result", call_id, value))
+        return True
+
+    def answer_error(self, call_id: int, code: str, message: str, detail: Any = None) -> None:
+        self.answers.append(("error", call_id, code, message))
+
+    def peer_mistake(self, format: str, **fields: Any) -> None:
+        self.logged.append("mistake")
+
+    def call_failed(self, format: str, **fields: Any) -> None:
+        self.logged.append("failed")
+
+    def method_crashed(self, method: str, failure: Any) -> None:
+        self.crashes.append(method)
+
+    def hold_answers(self) -> None:
+        pass
+
+    def release_answers(self) -> None:
+        pass
+
+
+class Outcomes:
+    """A CallObserver that records each outcome, with its duration."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Any, float | None]] = []
+
+    def refused(self, method: str) -> None:
+        self.seen.append((method, "refused", None))
+
+    def ended(self, method: str, outcome: int, seconds: float) -> None:
+        self.seen.append((method, outcome, seconds))
+
+
+class CallRulesTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.now = 0.0
+        self.pending: list[Awaitable] = []
+
+        def work(hub: Any, n: int) -> Any:
+            if n < 0:
+                raise ValueError("negative")
+            return Awaitable() if n == 0 else n * 2
+
+        self.answers = Answers()
+        self.outcomes = Outcomes()
+        self.rules = ManualRules(
+            RulesHub(), {"work": Spec(work)}, self.answers, max_pending_calls=2, metrics=self.outcomes,
+            now=lambda: self.now,
+        )
+
+    def test_sync_result_is_answered_and_timed(self) -> None:
+        """A method that returns at once is answered at once; its outcome is reported as OK (0)."""
+        self.rules.receive(Invoke(1, "work", [21]), 10)
+        self.assertEqual(self.answers.answers, [("result", 1, 42)])
+        self.assertEqual(self.outcomes.seen, [("work", 0, 0.0)])
+
+    def test_calls_wait_their_turn_and_count_against_the_limit(self) -> None:
+        """While a call is awaited the next one is queued (in order); over max_pending_calls the next is refused."""
+        self.rules.receive(Invoke(1, "work", [0]), 10)
+        self.rules.receive(Invoke(2, "work", [1]), 20)
+        self.rules.receive(Invoke(3, "work", [1]), 30)
+        self.assertEqual((self.rules.in_progress, self.rules.pending_bytes), (2, 30))
+        self.assertEqual(self.answers.answers, [("error", 3, "too-many-pending", "more than 2 calls pending on this connection")])
+        self.now = 1.5
+        self.rules.settle("done")
+        self.assertEqual(self.answers.answers[1:], [("result", 1, "done"), ("result", 2, 2)])
+        self.assertEqual((self.rules.in_progress, self.rules.pending_bytes, self.rules.idle), (0, 0, 1))
+        self.assertEqual(self.outcomes.seen, [("work", "refused", None), ("work", 0, 1.5), ("work", 0, 0.0)])
+
+    def test_unknown_method_and_bad_arguments_are_the_peers_mistakes(self) -> None:
+        """An unknown method and a failed argument check are answered with their codes and logged as mistakes."""
+        self.rules.receive(Invoke(1, "nope", []), 1)
+        self.rules.receive(Invoke(2, "work", ["x"]), 1)
+        self.rules.receive(Invoke(3, "work", [1, 2]), 1)
+        self.assertEqual([a[2] for a in self.answers.answers], ["unknown-method", "invalid-arguments", "invalid-arguments"])
+        self.assertEqual(self.answers.answers[2][3], "work(n) takes one argument")
+        self.assertEqual(self.answers.logged, ["mistake", "mistake", "mistake"])
+
+    def test_crash_is_an_internal_error_and_a_report(self) -> None:
+        """A method raising something else is reported as crashed and answered 'internal error' (no detail)."""
+        self.rules.receive(Invoke(1, "work", [-1]), 1)
+        self.assertEqual(self.answers.answers, [("error", 1, "internal", "internal error")])
+        self.assertEqual((self.answers.crashes, self.outcomes.seen[-1][1]), (["work"], 2))
+
+    def test_awaited_hub_error_is_answered_with_its_code(self) -> None:
+        """An awaited result failing with a HubError is answered with its code and counted by it."""
+        self.rules.receive(Invoke(1, "work", [0]), 1)
+        self.rules.fail(HubError("forbidden", "not you"))
+        self.assertEqual(self.answers.answers, [("error", 1, "forbidden", "not you")])
+        self.assertEqual(self.answers.logged, ["failed"])
+
+    def test_nothing_is_answered_after_close(self) -> None:
+        """After close a running call's result is not answered and queued calls are dropped."""
+        self.rules.receive(Invoke(1, "work", [0]), 10)
+        self.rules.receive(Notify("work", [1]), 5)
+        self.rules.close()
+        self.rules.settle("late")
+        self.assertEqual((self.answers.answers, self.rules.in_progress, self.rules.pending_bytes), ([], 0, 0))
