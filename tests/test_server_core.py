@@ -15,9 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted_hub._admission import HandshakeWatch
 from twisted_hub._backpressure import OutputBudget
 from twisted_hub._calls import CallRules
 from twisted_hub._connection import ClientConnection
+from twisted_hub._connection_limits import ConnectionCounts
 from twisted_hub._corelog import CoreLog
 from twisted_hub._errors import CallTimeoutError, ConnectionClosedError, DisconnectKind, DisconnectReason, HubError
 from twisted_hub._heartbeat import HeartbeatPolicy
@@ -29,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: the sans-IO server core (docs/architecture.md)
 CORE_MODULES = (
     "_server_session", "_session_output", "_session_closing", "_client_results", "_heartbeat_member", "_token_refresh",
-    "_observer", "_stats", "_calls",
+    "_observer", "_stats", "_calls", "_admission", "_connection_limits",
 )
 
 
@@ -627,3 +629,55 @@ class CallRulesTests(unittest.TestCase):
         self.rules.close()
         self.rules.settle("late")
         self.assertEqual((self.answers.answers, self.rules.in_progress, self.rules.pending_bytes), ([], 0, 0))
+
+
+# -- admission and counts (_admission.py, _connection_limits.py) without Twisted --
+
+
+@dataclass
+class Peer:
+    host: str
+
+
+class HandshakeWatchCoreTests(unittest.TestCase):
+    def setUp(self) -> None:
+        self.io = IO()
+        self.log = Log()
+        self.counts = ConnectionCounts(self.io, self.log, max_connections=2, handshake_timeout=5.0)
+        self.connecting = True
+        self.aborted = 0
+
+    def watch(self) -> HandshakeWatch:
+        def abort() -> None:
+            self.aborted += 1
+
+        return HandshakeWatch(self.counts, lambda: self.connecting, abort, self.io.call_later)
+
+    def test_deadline_is_the_adapters_timer(self) -> None:
+        """A handshake still going at the deadline is aborted and logged once; the count drops when it is lost."""
+        watch = self.watch()
+        self.assertTrue(watch.accepted(Peer("192.0.2.1"), counted_by_guard=False))
+        self.assertEqual((self.counts.open_connections, len(self.io.timers)), (1, 1))
+        self.io.advance(4.99)
+        self.assertEqual(self.aborted, 0)
+        self.io.advance(0.01)
+        self.assertEqual(self.aborted, 1)
+        self.assertEqual([level for level, _ in self.log.lines], ["warn"])
+        watch.lost()
+        self.assertEqual(self.counts.open_connections, 0)
+
+    def test_opened_stops_the_deadline(self) -> None:
+        """A handshake that finished cancels its timer: nothing is aborted later."""
+        watch = self.watch()
+        watch.accepted(Peer("192.0.2.1"), counted_by_guard=False)
+        watch.opened()
+        self.assertEqual(self.io.timers, [])
+
+    def test_over_the_cap_is_refused_uncounted(self) -> None:
+        """A connection over max_connections is refused at once: not counted, no timer."""
+        first, second, third = self.watch(), self.watch(), self.watch()
+        self.assertTrue(first.accepted(Peer("192.0.2.1"), counted_by_guard=False))
+        self.assertTrue(second.accepted(Peer("192.0.2.2"), counted_by_guard=False))
+        self.assertFalse(third.accepted(Peer("192.0.2.3"), counted_by_guard=False))
+        self.assertTrue(third.refused)
+        self.assertEqual((self.counts.open_connections, len(self.io.timers)), (2, 2))

@@ -20,7 +20,8 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import CallTimeoutError, ConnectionClosedError, DisconnectKind, DisconnectReason, HeartbeatPolicy, HubError
-from twisted_hub._admission import HandshakeWatch, Refusal, check_request, run_on_connecting
+from twisted_hub._admission import HandshakeWatch, Refusal, check_request
+from twisted_hub._admit import run_on_connecting
 from twisted_hub._backplane import LocalBackplane
 from twisted_hub._backpressure import BUFFERED_WRITE_OVERHEAD, OutputBudget
 from twisted_hub._connection import CallSucceeded, ClientConnection, HandshakeCompleted
@@ -28,7 +29,7 @@ from twisted_hub._heartbeat import StallDetector
 from twisted_hub._hub import Hub, HubRuntime, RefuseConnection, method
 from twisted_hub._limits import ConnectionLimits
 from twisted_hub._liveness import ServerHeartbeatScheduler, ping_frame, ping_sequence
-from twisted_hub._server_io import TwistedServerSession
+from twisted_hub._server_io import TwistedServerSession, call_later
 from twisted_hub._session import TEXT_FRAME_CLOSE, SessionState
 from twisted_hub._stats import HeartbeatWindow, RecentDisconnects
 from twisted_hub._wire import (
@@ -635,7 +636,7 @@ class HandshakeWatchTests(SynchronousTestCase):
         def abort() -> None:
             self.aborts += 1
 
-        return HandshakeWatch(self.limits, lambda: self.connecting, abort)
+        return HandshakeWatch(self.limits, lambda: self.connecting, abort, lambda delay, f: call_later(self.clock, delay, f))
 
     def test_counts_until_lost_and_refuses_over_the_cap(self) -> None:
         """An accepted connection is counted until lost; one over the cap is refused and not counted."""

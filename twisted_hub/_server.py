@@ -24,7 +24,8 @@ from twisted.internet.interfaces import IProtocolNegotiationFactory, IPushProduc
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._admission import OVER_CAPACITY, HandshakeWatch, Refusal, admit, check_request
+from ._admission import OVER_CAPACITY, HandshakeWatch, Refusal, check_request
+from ._admit import admit
 from ._auth import DEFAULT_AUTHENTICATION_TIMEOUT, Authenticator
 from ._autobahn import BoundedDropMixin, FastPathMixin, final_close_reason
 from ._backplane import Backplane, LocalBackplane
@@ -55,7 +56,7 @@ from ._liveness import ServerHeartbeatScheduler, ping_sequence
 from ._origin import AllowedHosts
 from ._prometheus import HubMetrics
 from ._sendqueue import twisted_queued
-from ._server_io import TwistedServerSession
+from ._server_io import TwistedServerSession, call_later
 from ._stats import HeartbeatWindow, RecentDisconnects
 from ._wire import SUBPROTOCOL, CloseCode, close_reason_bytes
 
@@ -122,7 +123,10 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
     def connectionMade(self) -> None:
         self.output = OutputBudget(self.factory.max_outgoing_buffer)
         self.held = HeldFrames()
-        self.watch = HandshakeWatch(self.factory.limits, self._still_connecting, self._handshake_timed_out)
+        limits = self.factory.limits
+        self.watch = HandshakeWatch(
+            limits, self._still_connecting, self._handshake_timed_out, partial(call_later, limits.clock),
+        )
         guarded = isinstance(self.transport, GuardedConnection)
         if guarded:
             # The guard stays in the receiving path (it sees the connection

@@ -37,7 +37,7 @@ from ._stats import HeartbeatWindow, RecentDisconnects
 if TYPE_CHECKING:
     from autobahn.websocket.types import ConnectionRequest
 
-__all__ = ["SessionHost", "TwistedServerSession", "TwistedSessionIO"]
+__all__ = ["SessionHost", "TwistedServerSession", "TwistedSessionIO", "call_later"]
 
 #: the session's log lines, in the namespace they always had
 SESSION_LOG = TwistedCoreLog("twisted_hub._server_session")
@@ -68,6 +68,17 @@ class SessionHost(Protocol):
     def scheduler_for(self, policy: HeartbeatPolicy) -> ServerHeartbeatScheduler: ...
 
 
+def call_later(clock: IReactorTime, delay: float, function: Callable[[], object]) -> Callable[[], object]:
+    """The core's timer on a Twisted clock: call C{function} in C{delay} seconds; return what cancels that."""
+    delayed = clock.callLater(delay, function)
+
+    def cancel() -> None:
+        if delayed.active():
+            delayed.cancel()
+
+    return cancel
+
+
 class TwistedSessionIO:
     """The L{twisted_hub._server_session.ServerIO} of one L{TwistedServerSession}."""
 
@@ -78,13 +89,7 @@ class TwistedSessionIO:
         self.closed_waiters: list[Deferred[None]] = []
 
     def call_later(self, delay: float, function: Callable[[], object]) -> Callable[[], object]:
-        delayed = self.clock.callLater(delay, function)
-
-        def cancel() -> None:
-            if delayed.active():
-                delayed.cancel()
-
-        return cancel
+        return call_later(self.clock, delay, function)
 
     # -- client results ----------------------------------------------------------
     def client_result(self, token: Deferred[Any], value: Any) -> None:
