@@ -37,7 +37,7 @@ from ._stats import HeartbeatWindow, RecentDisconnects
 if TYPE_CHECKING:
     from autobahn.websocket.types import ConnectionRequest
 
-__all__ = ["SessionHost", "TwistedServerSession", "TwistedSessionIO", "call_later"]
+__all__ = ["TwistedSessionHost", "TwistedServerSession", "TwistedSessionIO", "call_later"]
 
 #: the session's log lines, in the namespace they always had
 SESSION_LOG = TwistedCoreLog("twisted_hub._server_session")
@@ -46,8 +46,12 @@ SESSION_LOG = TwistedCoreLog("twisted_hub._server_session")
 CONNECTION_LOG = TwistedCoreLog("twisted_hub.connections")
 
 
-class SessionHost(Protocol):
-    """What a L{TwistedServerSession} reads from its server (L{HubServerFactory}): settings, clock, shared state."""
+class TwistedSessionHost(Protocol):
+    """
+    What a L{TwistedServerSession} reads from its server (L{HubServerFactory}):
+    the core's L{twisted_hub._server_session.SessionHost} settings, the clock,
+    shared state.
+    """
 
     clock: IReactorTime
     max_message_size: int
@@ -162,7 +166,7 @@ class TwistedServerSession(ServerSession[Deferred[Any]]):
     def __init__(
         self,
         transport: ServerTransport,
-        host: SessionHost,
+        host: TwistedSessionHost,
         runtime: HubRuntime[TwistedServerSession],
         request: ConnectionRequest,
         output: OutputBudget,
@@ -174,7 +178,7 @@ class TwistedServerSession(ServerSession[Deferred[Any]]):
         )
         io.session = self
         self._io = io
-        self.host: SessionHost = host
+        self.host: TwistedSessionHost = host
         self.runtime = runtime
         self.request = request
         #: the authenticator running for this connection's upgrade (cancelled if it goes away meanwhile)
