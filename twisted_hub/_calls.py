@@ -25,9 +25,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from ._errors import HubError
-from ._observer import CallObserver
+from ._observer import ERROR, INTERNAL, OK, CallObserver, error_outcome
 from ._ratelimit import bounded_text, peer_text
-from ._stats import ERROR, INTERNAL, OK, error_outcome
 from ._wire import ErrorCode, Invoke, Notify
 
 __all__ = ["CallAnswers", "CallRules", "MethodSpec"]

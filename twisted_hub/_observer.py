@@ -13,7 +13,25 @@ from typing import Protocol
 
 from ._errors import DisconnectReason
 
-__all__ = ["NO_CALLS", "CallObserver", "SessionObserver"]
+__all__ = [
+    "CALL_OUTCOMES", "ERROR", "FORBIDDEN", "INTERNAL", "NO_CALLS", "OK", "RATE_LIMITED", "REFUSED", "TIMED_OUT",
+    "CallObserver", "SessionObserver", "error_outcome",
+]
+
+#: Call outcomes, by index in L{twisted_hub._stats.MethodMetrics.counts}: answered with a
+#: result; with a L{HubError} (or argument error, unknown method); crashed
+#: (internal error); refused by the pending limits; refused with the
+#: C{rate-limited} code (the C{RateLimit} filter); ended with the C{timeout}
+#: code (the C{CallTimeout} filter, or a client result that came too late);
+#: refused with the C{forbidden} code (an authorization policy, docs/auth.md).
+CALL_OUTCOMES = ("ok", "error", "internal", "refused", "rate-limited", "timeout", "forbidden")
+OK, ERROR, INTERNAL, REFUSED, RATE_LIMITED, TIMED_OUT, FORBIDDEN = range(7)
+_OUTCOME_OF_CODE = {"rate-limited": RATE_LIMITED, "timeout": TIMED_OUT, "forbidden": FORBIDDEN}
+
+
+def error_outcome(code: str) -> int:
+    """The outcome of a call answered with the error C{code}."""
+    return _OUTCOME_OF_CODE.get(code, ERROR)
 
 
 class SessionObserver(Protocol):
@@ -45,7 +63,7 @@ class CallObserver(Protocol):
         """A call of C{method} was refused (too many pending): counted, not timed."""
 
     def ended(self, method: str, outcome: int, seconds: float) -> None:
-        """A call of C{method} ended with C{outcome} (L{twisted_hub._stats.OK} ...) after C{seconds}."""
+        """A call of C{method} ended with C{outcome} (L{OK} ... L{FORBIDDEN}) after C{seconds}."""
 
 
 class _NoCalls:

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._base_error import HubArgumentError
 from ._errors import DisconnectKind, DisconnectReason
-from ._stats import CALL_OUTCOMES, LIVE_COUNTS, OTHER_METHOD, REFUSED, FastHistogram, MethodMetrics
+from ._observer import CALL_OUTCOMES, REFUSED
+from ._stats import LIVE_COUNTS, OTHER_METHOD, FastHistogram, MethodMetrics
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

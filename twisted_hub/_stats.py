@@ -16,23 +16,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from ._errors import DisconnectKind
+from ._observer import CALL_OUTCOMES
 
 #: The method label of calls to undeclared methods (label values stay bounded).
 OTHER_METHOD = "other"
-#: Call outcomes, by index in L{MethodMetrics.counts}: answered with a
-#: result; with a L{HubError} (or argument error, unknown method); crashed
-#: (internal error); refused by the pending limits; refused with the
-#: C{rate-limited} code (the C{RateLimit} filter); ended with the C{timeout}
-#: code (the C{CallTimeout} filter, or a client result that came too late);
-#: refused with the C{forbidden} code (an authorization policy, docs/auth.md).
-CALL_OUTCOMES = ("ok", "error", "internal", "refused", "rate-limited", "timeout", "forbidden")
-OK, ERROR, INTERNAL, REFUSED, RATE_LIMITED, TIMED_OUT, FORBIDDEN = range(7)
-_OUTCOME_OF_CODE = {"rate-limited": RATE_LIMITED, "timeout": TIMED_OUT, "forbidden": FORBIDDEN}
-
-
-def error_outcome(code: str) -> int:
-    """The outcome of a call answered with the error C{code}."""
-    return _OUTCOME_OF_CODE.get(code, ERROR)
 
 _CALL_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: the counts each connection keeps, summed per hub (L{TrafficTotals}; exported as C{twisted_hub_<key>})
