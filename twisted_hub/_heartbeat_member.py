@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ._connection import HeartbeatAnswered
 from ._errors import DisconnectKind
 from ._heartbeat import HeartbeatPolicy, HeartbeatTracker, Traffic
+from ._session_output import PreparedFrame
 from ._wire import HEARTBEAT_TIMEOUT_REASON, PING_TIMEOUT_REASON, CloseCode
 
 if TYPE_CHECKING:
-    from ._hub import PreparedFrame
     from ._server_session import ServerSession
 
 __all__ = ["HeartbeatGroup", "HeartbeatMembership"]

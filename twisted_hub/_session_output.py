@@ -12,17 +12,21 @@ peer's mistakes, the errors the server chose).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from ._connection import ServerConnection
 from ._corelog import CoreLog
 from ._ratelimit import LogRateLimiter
 from ._session import Lifecycle
 
-if TYPE_CHECKING:
-    from ._hub import PreparedFrame
+__all__ = ["PreparedFrame", "ServerTransport", "SessionOutput"]
 
-__all__ = ["ServerTransport", "SessionOutput"]
+
+class PreparedFrame(Protocol):
+    """A frame built once for many connections (autobahn's C{PreparedMessage}); C{payload} is the message."""
+
+    @property
+    def payload(self) -> bytes: ...
 
 
 class ServerTransport(Protocol):
