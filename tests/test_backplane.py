@@ -701,7 +701,7 @@ class LossTests(SynchronousTestCase):
         self.assertEqual([e["count"] for e in lines], [3])  # the second gap's line is rate-limited
         self.assertEqual(lines[0]["node"], self.cluster.backplanes[0].node_id)
         self.assertIn(("redis messages missed", "4 (published by other nodes, never heard here)"), backplane.status())
-        from twisted_hub._metrics import _BackplaneCollector
+        from twisted_hub._prometheus import _BackplaneCollector
 
         collector = _BackplaneCollector(self.cluster.servers[1].factory)
         samples = {sample.name: sample.value for family in collector.collect() for sample in family.samples}

@@ -294,7 +294,7 @@ class SlowConsumerMetricsTests(SynchronousTestCase):
 class HeartbeatWindowTests(SynchronousTestCase):
     def test_bounded_points_keep_the_percentiles(self) -> None:
         """10,000 answers in a tick keep 64 points, and p50/p99 stay within one point's spacing."""
-        from twisted_hub._metrics import HeartbeatWindow
+        from twisted_hub._stats import HeartbeatWindow
 
         window = HeartbeatWindow(points=64)
         window.latencies = [i / 10_000 for i in range(10_000)]  # 0 .. 0.9999 s, uniform

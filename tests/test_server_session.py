@@ -1,5 +1,5 @@
 """
-The server's per-connection decisions without autobahn: L{ServerSession} on a
+The server's per-connection decisions without autobahn: L{TwistedServerSession} on a
 task.Clock behind a fake transport, admission (L{twisted_hub._admission}) and
 the slow-consumer rule (L{OutputBudget}).
 
@@ -20,17 +20,18 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import CallTimeoutError, ConnectionClosedError, DisconnectKind, HeartbeatPolicy, HubError
-from twisted_hub._admission import HandshakeWatch, Refusal, check_request, run_on_connecting
+from twisted_hub._admission import HandshakeWatch, Refusal, check_request
+from twisted_hub._admit import run_on_connecting
 from twisted_hub._backplane import LocalBackplane
 from twisted_hub._backpressure import BUFFERED_WRITE_OVERHEAD, OutputBudget
 from twisted_hub._connection import CallSucceeded, ClientConnection, HandshakeCompleted
 from twisted_hub._heartbeat import StallDetector
 from twisted_hub._hub import Hub, HubRuntime, RefuseConnection, method
 from twisted_hub._limits import ConnectionLimits
-from twisted_hub._liveness import ServerHeartbeatScheduler, ping_frame
-from twisted_hub._metrics import HeartbeatWindow, RecentDisconnects
-from twisted_hub._server_session import ServerSession
+from twisted_hub._liveness import ServerHeartbeatScheduler, ping_frame, ping_sequence
+from twisted_hub._server_io import TwistedServerSession, call_later
 from twisted_hub._session import TEXT_FRAME_CLOSE, SessionState
+from twisted_hub._stats import HeartbeatWindow, RecentDisconnects
 from twisted_hub._wire import (
     CAP_BATCH,
     CAP_HEARTBEAT,
@@ -191,19 +192,19 @@ class SessionCase(SynchronousTestCase):
         self.journal: list[Any] = []
         self.logs = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.host = FakeHost(self.clock)
-        self.runtime: HubRuntime[ServerSession] = HubRuntime(
+        self.runtime: HubRuntime[TwistedServerSession] = HubRuntime(
             EchoHub, lambda: EchoHub(self.journal), backplane=self.host.backplane,
             heartbeat=HeartbeatPolicy(), max_message_size=self.host.max_message_size, prepare=Prepared,
         )
 
-    def new_session(self, transport: FakeTransport | None = None, budget: OutputBudget | None = None) -> ServerSession:
-        return ServerSession(
+    def new_session(self, transport: FakeTransport | None = None, budget: OutputBudget | None = None) -> TwistedServerSession:
+        return TwistedServerSession(
             transport or FakeTransport(), self.host, self.runtime, request(), budget or OutputBudget(4096)
         )
 
     def open(
         self, capabilities: tuple[str, ...] = (CAP_BATCH, CAP_HEARTBEAT)
-    ) -> tuple[ServerSession, FakeTransport, ClientConnection[Any]]:
+    ) -> tuple[TwistedServerSession, FakeTransport, ClientConnection[Any]]:
         """An open session whose client said hello (its WELCOME read by the client core)."""
         transport = FakeTransport()
         session = self.new_session(transport)
@@ -214,7 +215,7 @@ class SessionCase(SynchronousTestCase):
         self.to_server(client, session)
         return session, transport, client
 
-    def to_server(self, client: ClientConnection[Any], session: ServerSession) -> None:
+    def to_server(self, client: ClientConnection[Any], session: TwistedServerSession) -> None:
         for frame in client.frames_to_send():
             session.receive(frame, True)
 
@@ -354,7 +355,7 @@ class CloseTests(SessionCase):
     def test_heartbeat_timeout_close_does_not_wait_for_the_reply(self) -> None:
         """A heartbeat-timeout close asks the transport to drop the socket once the close frame is out."""
         session, transport, client = self.open()
-        session.heartbeat_timed_out()
+        session.heartbeat.heartbeat_timed_out()
         self.assertEqual(transport.closes, [(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout", True)])
 
     def test_transport_closed_does_the_bookkeeping(self) -> None:
@@ -410,7 +411,7 @@ class CloseTests(SessionCase):
 
 
 class ClientResultTests(SessionCase):
-    def ask(self) -> tuple[ServerSession, FakeTransport, ClientConnection[Any], Any]:
+    def ask(self) -> tuple[TwistedServerSession, FakeTransport, ClientConnection[Any], Any]:
         session, transport, client = self.open()
         call: Deferred[Any] = Deferred()
         client.invoke(call, "ask", ["why?"])
@@ -517,7 +518,7 @@ class HeartbeatTests(SessionCase):
         self.clock.advance(1.0)
         self.assertEqual(transport.raw, [ping_frame(1)])
         self.clock.advance(0.25)
-        session.pong((1).to_bytes(8, "big"))
+        session.pong(ping_sequence((1).to_bytes(8, "big")))
         self.assertEqual(session.heartbeat_latency, 0.25)
         self.assertEqual(list(self.host.heartbeat_window.latencies), [0.25])
 
@@ -636,7 +637,7 @@ class HandshakeWatchTests(SynchronousTestCase):
         def abort() -> None:
             self.aborts += 1
 
-        return HandshakeWatch(self.limits, lambda: self.connecting, abort)
+        return HandshakeWatch(self.limits, lambda: self.connecting, abort, lambda delay, f: call_later(self.clock, delay, f))
 
     def test_counts_until_lost_and_refuses_over_the_cap(self) -> None:
         """An accepted connection is counted until lost; one over the cap is refused and not counted."""

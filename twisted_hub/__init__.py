@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 #: every public name (but C{__version__}): the private module defining it
 _EXPORTS: dict[str, str] = {
     "CallTimeoutError": "_errors",
-    "ClientMetrics": "_metrics",
+    "ClientMetrics": "_prometheus",
     "ClientScriptResource": "_static",
     "CloseCode": "_wire",
     "CompressionPolicy": "_compression_policy",
@@ -43,7 +43,7 @@ _EXPORTS: dict[str, str] = {
     "HubArgumentError": "_base_error",
     "HubClientOptions": "_client_common",
     "HubError": "_errors",
-    "HubMetrics": "_metrics",
+    "HubMetrics": "_prometheus",
     "HubResource": "_resource",
     "HubServerFactory": "_server",
     "HubService": "_service",
@@ -129,9 +129,9 @@ if TYPE_CHECKING:
     from ._hub import method as method
     from ._limits import ConnectionGuard as ConnectionGuard
     from ._logging import set_log_level as set_log_level
-    from ._metrics import ClientMetrics as ClientMetrics
-    from ._metrics import HubMetrics as HubMetrics
     from ._origin import OriginPolicy as OriginPolicy
+    from ._prometheus import ClientMetrics as ClientMetrics
+    from ._prometheus import HubMetrics as HubMetrics
     from ._reconnect import ReconnectingHubClient as ReconnectingHubClient
     from ._resource import HubResource as HubResource
     from ._server import HubServerFactory as HubServerFactory

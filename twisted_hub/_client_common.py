@@ -31,7 +31,7 @@ from ._sentinel import UNSET, Unset
 if TYPE_CHECKING:
     from ._connection import ClientConnection
     from ._corelog import CoreLog
-    from ._metrics import ClientMetrics
+    from ._prometheus import ClientMetrics
     from ._session import Lifecycle
 
 __all__ = [

@@ -39,9 +39,9 @@ from ._connection import receiver_call_payload
 from ._errors import DisconnectKind, HubError
 from ._heartbeat import HeartbeatPolicy, MetadataProvider, _check_positive
 from ._logging import HUB_LOG_OBSERVER
-from ._metrics import TrafficTotals
 from ._receivers import receiver_methods
 from ._sentinel import UNSET, Unset
+from ._stats import TrafficTotals
 from ._wire import CloseCode, ErrorCode
 
 _log = Logger(observer=HUB_LOG_OBSERVER)
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from ._auth import Policy, User
     from ._errors import DisconnectReason
     from ._filters import FilterChains, HubFilter
-    from ._metrics import HubLabelMetrics
+    from ._prometheus import HubLabelMetrics
 
 HubT = TypeVar("HubT", bound="type[Hub]")
 F = TypeVar("F", bound=Callable[..., Any])

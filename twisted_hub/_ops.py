@@ -14,7 +14,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from ._base_error import HubArgumentError
-from ._metrics import backplane_connected
+from ._prometheus import backplane_connected
 from ._server import HubServerFactory
 
 #: The version of C{/status.json}'s layout; it only grows keys within one version.

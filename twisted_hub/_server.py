@@ -25,7 +25,8 @@ from twisted.internet.interfaces import IProtocolNegotiationFactory, IPushProduc
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._admission import OVER_CAPACITY, HandshakeWatch, Refusal, admit, check_request
+from ._admission import OVER_CAPACITY, HandshakeWatch, Refusal, check_request
+from ._admit import admit
 from ._auth import DEFAULT_AUTHENTICATION_TIMEOUT, Authenticator
 from ._autobahn import BoundedDropMixin, FastPathMixin, final_close_reason
 from ._backplane import Backplane, LocalBackplane, Target, receiver_call_problem
@@ -52,11 +53,12 @@ from ._limits import (
     ConnectionLimits,
     GuardedConnection,
 )
-from ._liveness import ServerHeartbeatScheduler
-from ._metrics import HeartbeatWindow, HubMetrics, RecentDisconnects
+from ._liveness import ServerHeartbeatScheduler, ping_sequence
 from ._origin import ANY_ORIGIN, AllowedHosts, OriginPolicy
+from ._prometheus import HubMetrics
 from ._sendqueue import twisted_queued
-from ._server_session import ServerSession
+from ._server_io import TwistedServerSession, call_later
+from ._stats import HeartbeatWindow, RecentDisconnects
 from ._wire import SUBPROTOCOL, CloseCode, close_reason_bytes
 
 __all__ = [
@@ -107,7 +109,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
 
     factory: HubServerFactory
     #: the connection's session, once its request reached a hub
-    session: ServerSession | None = None
+    session: TwistedServerSession | None = None
     #: the path the hub endpoint is mounted at, when a L{HubResource} serves
     #: it (C{/hub}); None on a port of its own
     mount_path: str | None = None
@@ -122,7 +124,10 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
     def connectionMade(self) -> None:
         self.output = OutputBudget(self.factory.max_outgoing_buffer)
         self.held = HeldFrames()
-        self.watch = HandshakeWatch(self.factory.limits, self._still_connecting, self._handshake_timed_out)
+        limits = self.factory.limits
+        self.watch = HandshakeWatch(
+            limits, self._still_connecting, self._handshake_timed_out, partial(call_later, limits.clock),
+        )
         guarded = isinstance(self.transport, GuardedConnection)
         if guarded:
             # The guard stays in the receiving path (it sees the connection
@@ -156,7 +161,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
         routed = OVER_CAPACITY if self.watch.refused else check_request(self.factory, request, self.mount_path)
         if isinstance(routed, Refusal):
             raise ConnectionDeny(routed.status, routed.reason)
-        session = self.session = ServerSession(self, self.factory, routed, request, self.output)
+        session = self.session = TwistedServerSession(self, self.factory, routed, request, self.output)
         decided = admit(
             session.hub, request, session.authenticate(), session.authenticated, self.factory.clock.seconds()
         )
@@ -201,7 +206,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
 
     def onPong(self, payload: bytes) -> None:
         if self.session is not None:
-            self.session.pong(payload)
+            self.session.pong(ping_sequence(payload))
 
     # -- bytes out (ServerTransport) ----------------------------------------------
     @property
@@ -329,7 +334,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
 
     # -- what tests and the CLI read -------------------------------------------------
     @property
-    def core(self) -> ServerConnection[Deferred[Any]]:
+    def core(self) -> ServerConnection[Any]:
         """The session's sans-IO core (the fast path reads it for "any traffic counts")."""
         assert self.session is not None
         return self.session.core
@@ -571,7 +576,7 @@ class HubServerFactory(WebSocketServerFactory):
         self.authentication_timeout = float(authentication_timeout)
         #: methods without an authorization policy are refused
         self.deny_by_default = deny_by_default
-        self.runtimes: dict[str, HubRuntime[ServerSession]] = {}
+        self.runtimes: dict[str, HubRuntime[TwistedServerSession]] = {}
         specs = hubs.items() if isinstance(hubs, Mapping) else ((None, spec) for spec in hubs)
         for given_name, spec in specs:
             hub_class, make = _hub_class_and_maker(spec)
@@ -637,7 +642,7 @@ class HubServerFactory(WebSocketServerFactory):
         prepared.doNotCompress = True
         return prepared
 
-    def route(self, path: str, mount: str | None = None) -> HubRuntime[ServerSession] | None:
+    def route(self, path: str, mount: str | None = None) -> HubRuntime[TwistedServerSession] | None:
         """
         The hub a request path reaches: its last segment names it.  With one
         hub, the endpoint's own path reaches it too: any path on a port of its
@@ -677,7 +682,7 @@ class HubServerFactory(WebSocketServerFactory):
         if self.metrics is not None:
             self.metrics.heartbeats_sent.inc(sent)
 
-    def hub_runtime(self, hub: type[Hub] | str) -> HubRuntime[ServerSession]:
+    def hub_runtime(self, hub: type[Hub] | str) -> HubRuntime[TwistedServerSession]:
         """The shared state of one hub (connections, groups) by class or name."""
         name = hub if isinstance(hub, str) else hub.hub_name
         return self.runtimes[name]

@@ -43,7 +43,7 @@ from ._ops import HealthPage, MetricsPage, StatusJsonPage
 from ._origin import OriginPolicy
 from ._resource import HubStatusPage, build_site_root, mount, status_json_path
 from ._server import FactoryOptions, HubServerFactory, HubSpec
-from ._server_session import ServerSession
+from ._server_io import TwistedServerSession
 from ._static import mount_client, serves_demo_hubs
 from ._wire import CloseCode
 
@@ -83,10 +83,10 @@ class GracefulShutdown:
         self.timeout = timeout
         self.drain = timeout / 2.0
         self.done: Deferred[int] = Deferred()
-        self._open: dict[str, ServerSession] = {}
+        self._open: dict[str, TwistedServerSession] = {}
         self._timers: list[IDelayedCall] = []
 
-    def _connections(self) -> list[ServerSession]:
+    def _connections(self) -> list[TwistedServerSession]:
         return [session for runtime in self.factory.runtimes.values() for session in runtime.connections.values()]
 
     def start(self) -> Deferred[int]:
@@ -110,11 +110,11 @@ class GracefulShutdown:
             session.dispatcher.when_idle().addCallback(self._idle, session)
         return self.done
 
-    def _idle(self, _: None, session: ServerSession) -> None:
+    def _idle(self, _: None, session: TwistedServerSession) -> None:
         self._close(session)
 
     @staticmethod
-    def _close(session: ServerSession) -> None:
+    def _close(session: TwistedServerSession) -> None:
         session.close_with(CloseCode.GOING_AWAY, "server shutting down", DisconnectKind.GOING_AWAY)
 
     def _closed(self, _: object, connection_id: str) -> None:

@@ -1,5 +1,6 @@
 """
-Prometheus metrics of a hub server (C{docs/operations.md}).
+Prometheus metrics of a hub server (C{docs/operations.md}), and the
+observers that feed them from the sans-IO core (L{twisted_hub._observer}).
 
 L{HubMetrics} holds the metrics of one L{HubServerFactory}; the factory owns
 it and the protocol, heartbeat scheduler and call dispatcher report to it at
@@ -21,13 +22,13 @@ C{prometheus_client} is needed only when metrics are on (the C{metrics} extra).
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._base_error import HubArgumentError, HubStateError
-from ._errors import DisconnectKind
+from ._errors import DisconnectKind, DisconnectReason
+from ._observer import CALL_OUTCOMES, REFUSED
+from ._stats import LIVE_COUNTS, OTHER_METHOD, FastHistogram, MethodMetrics
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -36,77 +37,24 @@ if TYPE_CHECKING:
     from ._hub import HubRuntime
     from ._server import HubServerFactory
 
-#: The method label of calls to undeclared methods (label values stay bounded).
-OTHER_METHOD = "other"
-#: Call outcomes, by index in L{MethodMetrics.counts}: answered with a
-#: result; with a L{HubError} (or argument error, unknown method); crashed
-#: (internal error); refused by the pending limits; refused with the
-#: C{rate-limited} code (the C{RateLimit} filter); ended with the C{timeout}
-#: code (the C{CallTimeout} filter, or a client result that came too late);
-#: refused with the C{forbidden} code (an authorization policy, docs/auth.md).
-CALL_OUTCOMES = ("ok", "error", "internal", "refused", "rate-limited", "timeout", "forbidden")
-OK, ERROR, INTERNAL, REFUSED, RATE_LIMITED, TIMED_OUT, FORBIDDEN = range(7)
-_OUTCOME_OF_CODE = {"rate-limited": RATE_LIMITED, "timeout": TIMED_OUT, "forbidden": FORBIDDEN}
-
-
-def error_outcome(code: str) -> int:
-    """The outcome of a call answered with the error C{code}."""
-    return _OUTCOME_OF_CODE.get(code, ERROR)
-
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
-_CALL_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-class FastHistogram:
-    """
-    Bucket counts and a sum in plain numbers (exported by L{_HotCollector}):
-    C{counts[i]} counts the values in C{(bounds[i-1], bounds[i]]}, the last
-    one those above every bound.
-    """
+def histogram_buckets(histogram: FastHistogram) -> list[tuple[str, float]]:
+    """Cumulative C{(le, count)} pairs of C{histogram}, for C{HistogramMetricFamily}."""
+    from prometheus_client.utils import floatToGoString
 
-    __slots__ = ("bounds", "counts", "sum")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.sum += value
-
-    def buckets(self) -> list[tuple[str, float]]:
-        """Cumulative C{(le, count)} pairs, for C{HistogramMetricFamily}."""
-        from prometheus_client.utils import floatToGoString
-
-        result: list[tuple[str, float]] = []
-        total = 0
-        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
-            total += count
-            result.append((floatToGoString(bound), total))
-        return result
-
-
-class MethodMetrics:
-    """One hub method's calls by outcome (C{counts[OK]}...) and their durations."""
-
-    __slots__ = ("counts", "duration")
-
-    def __init__(self) -> None:
-        self.counts = [0] * len(CALL_OUTCOMES)
-        self.duration = FastHistogram(_CALL_BUCKETS)
-
-    def record(self, outcome: int, seconds: float) -> None:
-        """A call ended with C{outcome} after C{seconds}."""
-        self.counts[outcome] += 1
-        duration = self.duration
-        duration.counts[bisect_left(duration.bounds, seconds)] += 1
-        duration.sum += seconds
+    result: list[tuple[str, float]] = []
+    total = 0
+    for bound, count in zip((*histogram.bounds, float("inf")), histogram.counts, strict=True):
+        total += count
+        result.append((floatToGoString(bound), total))
+    return result
 
 
 class HubLabelMetrics:
-    """The bound children of one hub."""
+    """The bound children of one hub; its L{twisted_hub._observer.CallObserver}."""
 
     def __init__(self, metrics: HubMetrics, hub: str, methods: Iterable[str]) -> None:
         self.connects = metrics.connects.labels(hub)
@@ -118,6 +66,13 @@ class HubLabelMetrics:
     def method(self, name: str) -> MethodMetrics:
         """The children of a method, or of C{other} when the hub does not declare it."""
         return self.methods.get(name) or self.other
+
+    # the hub's CallObserver (twisted_hub._observer)
+    def refused(self, method: str) -> None:
+        self.method(method).counts[REFUSED] += 1
+
+    def ended(self, method: str, outcome: int, seconds: float) -> None:
+        self.method(method).record(outcome, seconds)
 
 
 class HubMetrics:
@@ -205,7 +160,7 @@ class _HotCollector:
         heartbeat = HistogramMetricFamily(
             "twisted_hub_heartbeat_latency_seconds", "Server heartbeat round trip, measured by the server."
         )
-        heartbeat.add_metric([], latency.buckets(), latency.sum)
+        heartbeat.add_metric([], histogram_buckets(latency), latency.sum)
         yield heartbeat
         calls = CounterMetricFamily(
             "twisted_hub_calls", "Hub calls and notifications, by method and outcome.",
@@ -221,14 +176,14 @@ class _HotCollector:
             for method, children in named:
                 for outcome, count in zip(CALL_OUTCOMES, children.counts, strict=True):
                     calls.add_metric([hub, method, outcome], count)
-                durations.add_metric([hub, method], children.duration.buckets(), children.duration.sum)
+                durations.add_metric([hub, method], histogram_buckets(children.duration), children.duration.sum)
         yield calls
         yield durations
         frames = HistogramMetricFamily(
             "twisted_hub_frame_messages", "Messages per frame received from clients (a batch counts its messages)."
         )
         batches = self.metrics.frame_messages
-        frames.add_metric([], batches.buckets(), batches.sum)
+        frames.add_metric([], histogram_buckets(batches), batches.sum)
         yield frames
 
 
@@ -290,154 +245,17 @@ class _LiveCollector:
         yield from families.values()
 
 
-_LIVE_COUNTS = {
-    "messages_received": "Hub protocol messages received.",
-    "messages_sent": "Hub protocol messages sent (heartbeats and broadcasts included).",
-    "bytes_received": "WebSocket payload bytes received.",
-    "bytes_sent": "Bytes written to clients (WebSocket framing included).",
-    "client_heartbeats_answered": "Client heartbeats the server answered.",
-    "heartbeat_timeouts_avoided": (
-        "Server heartbeats unanswered past their timeout whose client was kept because it was still "
-        "taking the data queued for it (progress counts as life)."
-    ),
-}
+#: the help of each count in L{LIVE_COUNTS}, in its order
+_LIVE_COUNTS = dict(zip(LIVE_COUNTS, (
+    "Hub protocol messages received.",
+    "Hub protocol messages sent (heartbeats and broadcasts included).",
+    "WebSocket payload bytes received.",
+    "Bytes written to clients (WebSocket framing included).",
+    "Client heartbeats the server answered.",
+    "Server heartbeats unanswered past their timeout whose client was kept because it was still "
+    "taking the data queued for it (progress counts as life).",
+), strict=True))
 
-
-class TrafficTotals:
-    """One hub's per-connection counts of its closed connections, plus a sum with the open ones."""
-
-    def __init__(self) -> None:
-        self.closed = dict.fromkeys((*_LIVE_COUNTS, "calls", "call_errors"), 0)
-
-    @staticmethod
-    def of(connection: Any) -> dict[str, int]:
-        """The counts of one connection (a L{twisted_hub._server_session.ServerSession})."""
-        core = connection.core
-        dispatcher = connection.dispatcher
-        return {
-            "calls": dispatcher.calls if dispatcher is not None else 0,
-            "call_errors": dispatcher.errors if dispatcher is not None else 0,
-            "messages_received": core.messages_received,
-            "messages_sent": core.messages_sent,
-            "bytes_received": core.bytes_received,
-            "bytes_sent": connection.bytes_sent,
-            "client_heartbeats_answered": core.client_heartbeats_answered,
-            "heartbeat_timeouts_avoided": core.heartbeat.timeouts_avoided,
-        }
-
-    def retire(self, connection: Any) -> None:
-        """A connection closed: keep its counts."""
-        for key, value in self.of(connection).items():
-            self.closed[key] += value
-
-    def totals(self, open_connections: Iterable[Any]) -> dict[str, int]:
-        result = dict(self.closed)
-        for connection in open_connections:
-            for key, value in self.of(connection).items():
-                result[key] += value
-        return result
-
-
-#: Disconnect kinds that are somebody's decision, not a failure: a close by
-#: either side, a page or server going away, a kick by the hub.
-EXPECTED_DISCONNECTS = frozenset({DisconnectKind.NORMAL.value, DisconnectKind.GOING_AWAY.value, DisconnectKind.KICKED.value})
-
-
-class RecentDisconnects:
-    """
-    The last disconnects (for C{/status.json}): time, hub, connection id,
-    reason kind and text.  The abnormal ones (a kind not in
-    L{EXPECTED_DISCONNECTS}: timeouts, protocol errors, slow consumers,
-    lost connections ...) are also kept apart, so normal closes (one per
-    CLI call) do not push them out.
-    """
-
-    def __init__(self, size: int = 20) -> None:
-        self.entries: deque[dict[str, Any]] = deque(maxlen=size)
-        self.abnormal: deque[dict[str, Any]] = deque(maxlen=size)
-
-    def add(self, at: float, hub: str, connection_id: str, kind: str, code: int | None, reason: str) -> None:
-        entry = {"time": at, "hub": hub, "id": connection_id, "kind": kind, "code": code, "reason": reason[:200]}
-        self.entries.append(entry)
-        if kind not in EXPECTED_DISCONNECTS:
-            self.abnormal.append(entry)
-
-
-class HeartbeatWindow:
-    """
-    Server heartbeats of the last C{span} seconds, per scheduler tick: sent,
-    answered, and the answers' latencies (for the status page's success rate
-    and p50/p99).  One list append per answer; the rest happens per tick,
-    where a tick's latencies are reduced to at most C{points} evenly spaced
-    order statistics (so memory stays bounded with many connections).
-
-    C{sent} and C{answered} count beats when they are sent and answers when
-    they arrive, as C{/metrics} does (so the two agree while the window
-    holds everything).  The success rate compares, per tick, the beats of
-    the scheduler's previous tick with the answers since: a beat counts
-    there once it is due an answer.
-    """
-
-    def __init__(self, span: float = 60.0, points: int = 64) -> None:
-        self.span = span
-        self.points = points
-        #: (time, beats due an answer, answers to them, latency points, weight
-        #: of each point, beats sent now, answers received since the last tick)
-        self.ticks: deque[tuple[float, int, int, list[float], float, int, int]] = deque()
-        #: latencies of the answers since the last tick (of any scheduler)
-        self.latencies: list[float] = []
-
-    def tick(self, now: float, due: int, answered: int, *, sent_now: int) -> None:
-        """
-        A scheduler tick at C{now}: C{due} beats at its previous tick,
-        C{answered} answers since then (the success rate compares them);
-        C{sent_now} beats sent at this tick.
-        """
-        ordered = sorted(self.latencies)
-        self.latencies = []
-        count = len(ordered)
-        if count > self.points:
-            step = (count - 1) / (self.points - 1)
-            ordered = [ordered[round(i * step)] for i in range(self.points)]
-        self.ticks.append((now, due, answered, ordered, count / len(ordered) if ordered else 0.0, sent_now, count))
-        self._prune(now)
-
-    def _prune(self, now: float) -> None:
-        while self.ticks and self.ticks[0][0] < now - self.span:
-            self.ticks.popleft()
-
-    def summary(self, now: float) -> dict[str, Any]:
-        """
-        C{sent}, C{answered}, C{success_rate} (None before any beat is due
-        an answer), C{latency_p50}/C{latency_p99} (seconds).
-        """
-        self._prune(now)
-        due = sum(tick[1] for tick in self.ticks)
-        answered_due = sum(tick[2] for tick in self.ticks)
-        weighted = sorted(
-            [(latency, tick[4]) for tick in self.ticks for latency in tick[3]]
-            + [(latency, 1.0) for latency in self.latencies]
-        )
-        return {
-            "sent": sum(tick[5] for tick in self.ticks),
-            "answered": sum(tick[6] for tick in self.ticks) + len(self.latencies),
-            "success_rate": min(1.0, answered_due / due) if due else None,
-            "latency_p50": _percentile(weighted, 0.50),
-            "latency_p99": _percentile(weighted, 0.99),
-        }
-
-
-def _percentile(weighted: list[tuple[float, float]], fraction: float) -> float | None:
-    """The weighted nearest-rank percentile of sorted (value, weight) pairs (None when there are none)."""
-    if not weighted:
-        return None
-    rank = fraction * sum(weight for _, weight in weighted)
-    total = 0.0
-    for value, weight in weighted:
-        total += weight
-        if total >= rank - 1e-9:
-            return value
-    return weighted[-1][0]
 
 
 class ClientMetrics:
@@ -492,3 +310,51 @@ class ClientMetrics:
         self.round_trip.set(round_trip)
         self.clock_offset.set(offset)
         self.clock_error.set(error)
+
+
+class SessionMetrics:
+    """
+    A server connection's L{twisted_hub._observer.SessionObserver}: the
+    status page's data (L{HeartbeatWindow}, L{RecentDisconnects}) and the
+    Prometheus metrics of its server and hub, read when reported (metrics
+    may be attached after the connection opened).
+    """
+
+    __slots__ = ("_host", "_runtime", "_hub_name")
+
+    def __init__(self, host: Any, runtime: HubRuntime[Any]) -> None:
+        self._host = host
+        self._runtime = runtime
+        self._hub_name = runtime.hub_class.hub_name
+
+    def connected(self) -> None:
+        metrics = self._runtime.metrics
+        if metrics is not None:
+            metrics.connects.inc()
+
+    def disconnected(self, now: float, connection_id: str, reason: DisconnectReason, text: str) -> None:
+        metrics = self._runtime.metrics
+        if metrics is not None:
+            metrics.disconnects[reason.kind].inc()
+        self._host.recent_disconnects.add(now, self._hub_name, connection_id, reason.kind.value, reason.code, text)
+
+    def slow_consumer_closed(self) -> None:
+        metrics = self._runtime.metrics
+        if metrics is not None:
+            metrics.slow_consumer_closes.inc()
+
+    def frame_received(self, messages: int) -> None:
+        metrics = self._host.metrics
+        if metrics is not None:
+            metrics.frame_messages.observe(messages)
+
+    def heartbeat_answered(self, latency: float) -> None:
+        self._host.heartbeat_window.latencies.append(latency)
+        metrics = self._host.metrics
+        if metrics is not None:
+            metrics.heartbeat_latency.observe(latency)
+
+    def heartbeat_timed_out(self) -> None:
+        metrics = self._host.metrics
+        if metrics is not None:
+            metrics.heartbeat_timeouts.inc()
