@@ -27,7 +27,6 @@ from ._compression import (
     client_offers,
     install_deflate,
 )
-from ._deprecate import clock_or_global_reactor, reactor_keyword_deprecated
 from ._errors import (
     CallTimeoutError,
     ConnectTimeoutError,
@@ -37,6 +36,7 @@ from ._errors import (
 )
 from ._heartbeat import Traffic
 from ._logging import TwistedCoreLog
+from ._reactor_keyword import clock_or_global_reactor, reactor_keyword_deprecated
 from ._receivers import receiver_methods
 from ._sendqueue import twisted_queued
 from ._sentinel import UNSET, Unset

@@ -2,18 +2,15 @@
 The deprecations of the public API, in one place (each kept for one release,
 then removed; see CHANGELOG.md).
 
-C{reactor=}: the time source and timer host is C{clock=} everywhere (as
-Twisted's C{ClientService(clock=)}); the object given there is also the
-reactor the default endpoint connects through and C{HubService}'s listeners
-bind on.  Where that reactor should differ, give an C{endpoint=} (clients) or
-your own C{Site}/port (servers).
+C{reactor=} (replaced by C{clock=}) is deprecated by the Twisted adapters'
+L{twisted_hub._reactor_keyword}, which imports Twisted.
 
 L{MOVED_NAMES}: the names that left C{twisted_hub}'s top level (types users
 receive but never build, the heartbeat presets, authentication and filters),
 still importable from there with a C{DeprecationWarning} naming the new
 spelling.
 
-This module imports no Twisted at import time: C{twisted_hub/__init__.py}
+This module imports no Twisted at all (it is part of the sans-IO core): C{twisted_hub/__init__.py}
 reads L{MOVED_NAMES} before anything else is loaded.
 """
 
@@ -21,42 +18,11 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar, cast
 
 from incremental import Version
 
-if TYPE_CHECKING:
-    from twisted.internet.interfaces import IReactorTime
-
-_F = TypeVar("_F", bound=Callable[..., object])
-
-#: the release that deprecates C{reactor=}; the next one removes it
-REACTOR_KEYWORD_DEPRECATED = Version("twisted_hub", 0, 1, 0)
 #: the release that deprecates the names and keywords below; the next one removes them
 API_DEPRECATED = Version("twisted_hub", 0, 1, 0)
-
-
-def reactor_keyword_deprecated(function: _F) -> _F:
-    """Warn (C{DeprecationWarning}) when C{function} is given C{reactor=}: C{clock=} replaces it."""
-    from twisted.python.deprecate import deprecatedKeywordParameter
-
-    return deprecatedKeywordParameter(REACTOR_KEYWORD_DEPRECATED, "reactor", "clock")(function)
-
-
-def clock_or_global_reactor(clock: IReactorTime | None, reactor: IReactorTime | None) -> IReactorTime:
-    """
-    The clock a client keeps time (and connects) on: C{clock}, else the
-    deprecated C{reactor=} (which warned), else the global reactor, imported
-    only now.
-    """
-    if clock is None:
-        clock = reactor
-    if clock is None:
-        from twisted.internet import reactor as global_reactor
-
-        clock = cast("IReactorTime", global_reactor)
-    return clock
 
 
 def warn_deprecated(what: str, instead: str, stacklevel: int = 3) -> None:

@@ -30,10 +30,10 @@ from ._client import (
     resolve_access_token,
 )
 from ._client_common import full_jitter_policy as full_jitter_policy  # its old home, re-exported
-from ._deprecate import clock_or_global_reactor, reactor_keyword_deprecated
 from ._errors import ConnectionClosedError, ConnectTimeoutError, DisconnectKind, DisconnectReason
 from ._handover import UntilHandedOver
 from ._logging import HUB_LOG_OBSERVER
+from ._reactor_keyword import clock_or_global_reactor, reactor_keyword_deprecated
 
 _log = Logger(observer=HUB_LOG_OBSERVER)
 

@@ -40,7 +40,7 @@ from ._compression import (
     shared_deflated_frame,
 )
 from ._connection import ServerConnection
-from ._deprecate import reactor_keyword_deprecated, warn_deprecated
+from ._deprecate import warn_deprecated
 from ._errors import DisconnectKind, DisconnectReason
 from ._filters import FilterChains, HubFilter, check_filters
 from ._heartbeat import HeartbeatPolicy, StallDetector
@@ -56,6 +56,7 @@ from ._limits import (
 from ._liveness import ServerHeartbeatScheduler, ping_sequence
 from ._origin import ANY_ORIGIN, AllowedHosts, OriginPolicy
 from ._prometheus import HubMetrics
+from ._reactor_keyword import reactor_keyword_deprecated
 from ._sendqueue import twisted_queued
 from ._server_io import TwistedServerSession, call_later
 from ._stats import HeartbeatWindow, RecentDisconnects

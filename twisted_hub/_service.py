@@ -34,13 +34,14 @@ from zope.interface import implementer
 from ._auth import redacting_log_formatter
 from ._base_error import HubArgumentError, HubStateError
 from ._compression import describe as describe_compression
-from ._deprecate import reactor_keyword_deprecated, warn_deprecated
+from ._deprecate import warn_deprecated
 from ._errors import DisconnectKind
 from ._heartbeat import HeartbeatPolicy
 from ._limits import ConnectionGuard, open_file_limit, open_file_limit_warning
 from ._logging import HUB_LOG_OBSERVER
 from ._ops import HealthPage, MetricsPage, StatusJsonPage
 from ._origin import OriginPolicy
+from ._reactor_keyword import reactor_keyword_deprecated
 from ._resource import HubStatusPage, build_site_root, mount, status_json_path
 from ._server import FactoryOptions, HubServerFactory, HubSpec
 from ._server_io import TwistedServerSession
