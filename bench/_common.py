@@ -96,7 +96,8 @@ def apply_hub_ablation() -> None:
     wanted = set(filter(None, os.environ.get("BENCH_HUB_ABLATE", "").split(",")))
     if not wanted:
         return
-    from twisted_hub import _autobahn, _connection
+    from twisted_hub._core import connection as _connection
+    from twisted_hub._twisted import fastpath as _autobahn
 
     if "no-write-through" in wanted:
         _autobahn.write_through = lambda transport, data: transport.write(data)  # type: ignore[assignment]

@@ -145,7 +145,7 @@ def payloads(kind: str, count: int, seed: int = 2026) -> list[Any]:
 
 def encoded(kind: str, count: int) -> list[bytes]:
     """The hub messages a server sends for these payloads (RESULT frames, as echo answers them)."""
-    from twisted_hub._wire import MessageKind, encode_fields
+    from twisted_hub._core.wire import MessageKind, encode_fields
 
     return [encode_fields([MessageKind.RESULT, i + 1, value]) for i, value in enumerate(payloads(kind, count))]
 

@@ -64,7 +64,7 @@ def _worker(variant: str, calls: int) -> dict[str, Any]:
 
     import twisted_hub
     from twisted_hub import Hub, method
-    from twisted_hub._wire import Invoke, encode
+    from twisted_hub._core.wire import Invoke, encode
     from twisted_hub.testing import HubTestServer
 
     null = open(os.devnull, "w")  # (open for the process's life)

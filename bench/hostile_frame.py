@@ -41,7 +41,7 @@ from twisted.logger import (  # noqa: E402
 )
 
 from twisted_hub import Hub, hub, method  # noqa: E402
-from twisted_hub._server import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_MESSAGES_PER_FRAME  # noqa: E402
+from twisted_hub._twisted.server import DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_MESSAGES_PER_FRAME  # noqa: E402
 from twisted_hub.testing import HubTestServer, TestConnection  # noqa: E402
 
 

@@ -58,12 +58,12 @@ class AsyncioClientImportTests(SynchronousTestCase):
             f"package.__path__ = [{str(ROOT / 'twisted_hub')!r}]\n"
             "sys.modules['twisted_hub'] = package\n"
             "import twisted_hub.aio\n"
-            "assert 'twisted_hub._client_session' in sys.modules, sorted(sys.modules)\n"
+            "assert 'twisted_hub._core.client_session' in sys.modules, sorted(sys.modules)\n"
         )
         self.assertEqual(loaded_after(code), [])
 
     def test_the_check_sees_twisted(self) -> None:
         """The measurement is live: importing the Twisted client does show Twisted and autobahn."""
-        loaded = loaded_after("import twisted_hub._client")
+        loaded = loaded_after("import twisted_hub._twisted.client")
         self.assertIn("twisted.internet.defer", loaded)
         self.assertIn("autobahn.twisted.websocket", loaded)

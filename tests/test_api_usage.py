@@ -26,7 +26,7 @@ from twisted_hub import (
     connect,
     full_jitter_policy,
 )
-from twisted_hub._connection import ClientConnection, receiver_call_payload
+from twisted_hub._core.connection import ClientConnection, receiver_call_payload
 from twisted_hub.demo import EchoHub
 from twisted_hub.redis import parse_redis_url
 from twisted_hub.testing import HubTestServer
@@ -50,7 +50,7 @@ class ReactorKeywordTests(SynchronousTestCase):
         """HubServerFactory(reactor=) warns and keeps time on that reactor, as clock= does."""
         clock = Clock()
         factory = HubServerFactory([EchoHub], reactor=clock)
-        self.assert_deprecated(self.test_server_factory, "twisted_hub._server.HubServerFactory.__init__")
+        self.assert_deprecated(self.test_server_factory, "twisted_hub._twisted.server.HubServerFactory.__init__")
         self.assertIs(factory.clock, clock)
         self.assertIs(factory.limits.clock, clock)
 
@@ -58,7 +58,7 @@ class ReactorKeywordTests(SynchronousTestCase):
         """HubClientFactory(reactor=) warns and keeps time on that reactor, as clock= does."""
         clock = Clock()
         factory = HubClientFactory("ws://127.0.0.1/hub/echo", reactor=clock)
-        self.assert_deprecated(self.test_client_factory, "twisted_hub._client.HubClientFactory.__init__")
+        self.assert_deprecated(self.test_client_factory, "twisted_hub._twisted.client.HubClientFactory.__init__")
         self.assertIs(factory.clock, clock)
 
     def test_clock_is_not_deprecated(self) -> None:
@@ -79,7 +79,7 @@ class ReactorKeywordTests(SynchronousTestCase):
         """connect(reactor=) warns, and the handshake timeout still runs on that reactor."""
         server = HubTestServer([EchoHub])
         connecting = connect("ws://127.0.0.1/hub", "echo", reactor=server.clock, endpoint=server.endpoint(), timeout=3)
-        self.assert_deprecated(self.test_connect, "twisted_hub._client.connect")
+        self.assert_deprecated(self.test_connect, "twisted_hub._twisted.client.connect")
         server.flush()
         client = self.successResultOf(connecting)
         self.assertIs(client.factory.clock, server.clock)
@@ -94,7 +94,7 @@ class ReactorKeywordTests(SynchronousTestCase):
             "ws://127.0.0.1/hub", "echo", endpoint=server.endpoint(), reactor=server.clock,
             retry_policy=lambda attempt: 2.0,
         )
-        self.assert_deprecated(self.test_reconnecting_client, "twisted_hub._reconnect.ReconnectingHubClient.__init__")
+        self.assert_deprecated(self.test_reconnecting_client, "twisted_hub._twisted.reconnect.ReconnectingHubClient.__init__")
         client.start()
         server.flush()
         self.assertEqual(client.connections, 1)

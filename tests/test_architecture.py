@@ -1,34 +1,162 @@
-"""docs/architecture.md names every module of the package, and only modules that exist."""
+"""
+docs/architecture.md is the architecture, and CI holds the code to it.
+
+Its layers table is the import-linter "layers" contract of pyproject.toml
+(`[tool.importlinter]`, which `lint-imports` checks in .ci/run and
+L{ContractTests.test_the_contracts_hold} runs here); its list of forbidden
+imports is the "forbidden" contracts; its module table names every module of the
+package once, in the layer its folder puts it in.  Change the contracts and the
+doc together, or these tests fail.
+"""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOC = os.path.join(ROOT, "docs", "architecture.md")
-PACKAGE = os.path.join(ROOT, "twisted_hub")
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "architecture.md"
+PACKAGE = ROOT / "twisted_hub"
+#: The most lines a class of the sans-IO core may have (issue 23: "no class in the core over ~250 lines").
+CORE_CLASS_LINES = 250
 
 
-def documented_modules() -> set[str]:
-    """The module names in the first column of the module table."""
-    with open(DOC, encoding="utf-8") as f:
-        text = f.read()
-    table = text.split("## Modules", 1)[1].split("\n## ", 1)[0]
-    names: set[str] = set()
-    for line in table.splitlines():
-        if line.startswith("| `"):
-            first = line.split("|")[1]
-            names.update(re.findall(r"`([A-Za-z_]+\.py)`", first))
-    return names
+def contracts() -> list[dict[str, Any]]:
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        found: list[dict[str, Any]] = tomllib.load(f)["tool"]["importlinter"]["contracts"]
+    return found
+
+
+def contract_layers() -> list[set[str]]:
+    """The layers contract, top first: each layer as the set of its modules."""
+    (layers,) = [c for c in contracts() if c["type"] == "layers"]
+    return [{name.strip() for name in layer.split("|")} for layer in layers["layers"]]
+
+
+def section(title: str) -> str:
+    text = DOC.read_text(encoding="utf-8")
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def rows(title: str) -> list[list[str]]:
+    """The cells of a table's body rows in the section C{title}."""
+    lines = [line for line in section(title).splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def doc_layers() -> list[tuple[str, set[str]]]:
+    """The layers table, top first: (layer name, its modules)."""
+    return [(cells[0], set(re.findall(r"`([\w.]+)`", cells[1]))) for cells in rows("Layers")]
+
+
+def layer_of(module: str, layers: list[tuple[str, set[str]]]) -> str | None:
+    for name, modules in layers:
+        if any(module == m or module.startswith(m + ".") for m in modules):
+            return name
+    return None
+
+
+def package_modules() -> dict[str, Path]:
+    """
+    Every module of the package, by dotted name; not the C{__init__} files: a
+    layer's holds its docstring, and the root's is the lazy facade above every
+    layer (it imports nothing until a name is asked for).
+    """
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if parts[-1] != "__init__":
+            found[".".join(parts)] = path
+    return found
+
+
+class LayerTests(SynchronousTestCase):
+    def test_layers_table_is_the_contract(self) -> None:
+        """The doc's layers, top to bottom, are exactly the layers contract's."""
+        self.assertEqual([modules for _, modules in doc_layers()], contract_layers())
+
+    def test_forbidden_list_is_the_contracts(self) -> None:
+        """Each forbidden contract is listed in the doc with its id, its sources and every forbidden module."""
+        listed = {}
+        for line in section("Layers").splitlines():
+            found = re.match(r"- `([\w-]+)`: (.*)", line)
+            if found:
+                sources, _, forbidden = found.group(2).partition(" imports none of ")
+                listed[found.group(1)] = (set(re.findall(r"`([\w.]+)`", sources)), set(re.findall(r"`([\w.]+)`", forbidden)))
+        expected = {
+            c["id"]: (set(c["source_modules"]), set(c["forbidden_modules"])) for c in contracts() if c["type"] == "forbidden"
+        }
+        self.assertEqual(listed, expected)
+
+    def test_every_module_is_in_a_layer(self) -> None:
+        """No module of the package escapes the layers contract."""
+        layers = doc_layers()
+        self.assertEqual(sorted(m for m in package_modules() if layer_of(m, layers) is None), [])
 
 
 class ModuleMapTests(SynchronousTestCase):
-    def test_every_module_has_a_row(self) -> None:
-        """Each twisted_hub/*.py file is in the module table, and each row names a file that exists."""
-        present = {name for name in os.listdir(PACKAGE) if name.endswith(".py")}
-        documented = documented_modules()
-        self.assertEqual(sorted(present - documented), [], "modules without a row in docs/architecture.md")
-        self.assertEqual(sorted(documented - present), [], "rows for modules that do not exist")
+    def test_every_module_has_one_row_in_its_layer(self) -> None:
+        """Each module is in the module table once, with the layer its folder puts it in; each row's file exists."""
+        layers = doc_layers()
+        documented: dict[str, str] = {}
+        for cells in rows("Modules"):
+            for path in re.findall(r"`([\w/]+\.py)`", cells[0]):
+                if path == "__init__.py":
+                    continue  # the facade (see package_modules)
+                module = "twisted_hub." + path[:-3].replace("/", ".")
+                self.assertNotIn(module, documented, f"{path} has two rows")
+                documented[module] = cells[1]
+        present = package_modules()
+        self.assertEqual(sorted(set(present) - set(documented)), [], "modules without a row in docs/architecture.md")
+        self.assertEqual(sorted(set(documented) - set(present)), [], "rows for modules that do not exist")
+        wrong = {m: (layer, layer_of(m, layers)) for m, layer in documented.items() if layer != layer_of(m, layers)}
+        self.assertEqual(wrong, {}, "rows whose layer is not their folder's (row, folder)")
+
+
+class CoreTests(SynchronousTestCase):
+    def test_no_core_class_over_the_limit(self) -> None:
+        """Every class of the sans-IO core fits in CORE_CLASS_LINES lines (one decision per unit)."""
+        too_big = {}
+        for path in (PACKAGE / "_core").rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+                    lines = node.end_lineno - node.lineno + 1
+                    if lines > CORE_CLASS_LINES:
+                        too_big[f"{path.relative_to(ROOT)}:{node.name}"] = lines
+        self.assertEqual(too_big, {})
+
+    def test_core_loads_no_framework(self) -> None:
+        """Importing every core module in a fresh interpreter loads no Twisted, autobahn, zope or txaio."""
+        modules = [m for m in package_modules() if m.startswith("twisted_hub._core.")]
+        code = (
+            "import sys, importlib\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            "print(sorted({n.split('.')[0] for n in sys.modules}\n"
+            "             & {'twisted', 'autobahn', 'zope', 'txaio', 'txredisapi', 'prometheus_client'}))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60, check=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        self.assertEqual(done.stdout.strip(), "[]", done.stderr)
+
+
+class ContractTests(SynchronousTestCase):
+    def test_the_contracts_hold(self) -> None:
+        """lint-imports (import-linter, a test dependency) finds every contract kept."""
+        lint = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
+        if not Path(lint).exists():
+            self.fail("lint-imports is not installed: pip install -e '.[test]' installs import-linter")
+        done = subprocess.run([lint, "--no-cache"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+        self.assertEqual(done.returncode, 0, done.stdout[-4000:] + done.stderr[-2000:])
+        self.assertIn("Contracts: ", done.stdout)
+        self.assertNotIn(" broken", done.stdout.replace("0 broken", ""))

@@ -28,9 +28,9 @@ from twisted_hub import (
     hub,
     method,
 )
-from twisted_hub._auth import redact_uri, token_from_request
-from twisted_hub._connection import ClientConnection
-from twisted_hub._wire import Token, TokenResult, decode_frame, encode
+from twisted_hub._core.connection import ClientConnection
+from twisted_hub._core.wire import Token, TokenResult, decode_frame, encode
+from twisted_hub._hubs.auth import redact_uri, token_from_request
 from twisted_hub.auth import (
     AuthenticationFailed,
     Credentials,
@@ -368,7 +368,7 @@ class AuthorizationTests(SynchronousTestCase):
     def test_notification_refused_is_dropped(self) -> None:
         """A refused notification does not run (nothing is answered; a line is logged)."""
         from twisted_hub import set_log_level
-        from twisted_hub._logging import get_log_level
+        from twisted_hub._support.logging import get_log_level
 
         previous = get_log_level()
         set_log_level("debug")  # a call a hub refused is logged at debug (docs/operations.md)

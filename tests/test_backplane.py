@@ -15,10 +15,10 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import DisconnectKind, HubServerFactory, HubService
-from twisted_hub._backplane import LocalBackplane, node_of
-from twisted_hub._backplane_wire import MAX_AGE, NodeCodec, Signer, Sync
-from twisted_hub._base_error import HubStateError
-from twisted_hub._redis_commands import resp_size
+from twisted_hub._backplane.interface import LocalBackplane, node_of
+from twisted_hub._backplane.redis_commands import resp_size
+from twisted_hub._backplane.wire import MAX_AGE, NodeCodec, Signer, Sync
+from twisted_hub._core.base_error import HubStateError
 from twisted_hub.redis import GOODBYE_TIMEOUT, RedisBackplane, parse_redis_url
 from twisted_hub.testing import HubTestServer, TestConnection
 
@@ -504,7 +504,7 @@ class TrustTests(SynchronousTestCase):
 
     def test_a_payload_that_is_no_receiver_call_reaches_no_client(self) -> None:
         """Without a secret too: a payload that is not one valid receiver call is counted, and every client stays."""
-        from twisted_hub._wire import Result, encode
+        from twisted_hub._core.wire import Result, encode
 
         cluster = Cluster(2)
         conns = [cluster.connect(n) for n in (0, 1)]
@@ -535,7 +535,7 @@ class TrustTests(SynchronousTestCase):
 
     def test_receiver_methods_the_hub_does_not_declare(self) -> None:
         """A call of a receiver method the hub's receiver interface lacks is not forwarded."""
-        from twisted_hub._backplane import receiver_call_problem
+        from twisted_hub._backplane.interface import receiver_call_problem
 
         allowed = frozenset({"said"})
         self.assertIsNone(receiver_call_problem(msgpack.packb([6, "said", ["hi"]]), allowed, 1000))
@@ -701,7 +701,7 @@ class LossTests(SynchronousTestCase):
         self.assertEqual([e["count"] for e in lines], [3])  # the second gap's line is rate-limited
         self.assertEqual(lines[0]["node"], self.cluster.backplanes[0].node_id)
         self.assertIn(("redis messages missed", "4 (published by other nodes, never heard here)"), backplane.status())
-        from twisted_hub._prometheus import _BackplaneCollector
+        from twisted_hub._metrics.prometheus import _BackplaneCollector
 
         collector = _BackplaneCollector(self.cluster.servers[1].factory)
         samples = {sample.name: sample.value for family in collector.collect() for sample in family.samples}

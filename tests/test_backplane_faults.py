@@ -22,7 +22,7 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
-from twisted_hub._backplane import node_of
+from twisted_hub._backplane.interface import node_of
 from twisted_hub.types import HubClientProtocol
 
 from ._redis import RedisServer
@@ -274,7 +274,7 @@ async def test_slow_subscriber_losses_are_counted() -> None:
     import txredisapi
     from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-    from twisted_hub._backplane_wire import NodeCodec, Send
+    from twisted_hub._backplane.wire import NodeCodec, Send
 
     heard: list[tuple[int, int, bytes | None]] = []  # node 0's messages on the hub-wide channel: seq, kind, payload
     decoder = NodeCodec("listener")

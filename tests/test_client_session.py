@@ -1,5 +1,5 @@
 """
-The client's decisions (twisted_hub._client_session.ClientSession), shared by
+The client's decisions (twisted_hub._core.client_session.ClientSession), shared by
 the Twisted and the asyncio client, tested without autobahn or asyncio: a
 fake adapter records what the session asks of it, a server core plays the
 server, and time comes from a task.Clock.
@@ -19,14 +19,13 @@ from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import ClientMetrics, HeartbeatPolicy, HubClientOptions
-from twisted_hub._client_session import ClientHeartbeatEvent, ClientSession, ServerHeartbeatEvent
-from twisted_hub._connection import ServerConnection
-from twisted_hub._corelog import StdlibCoreLog
-from twisted_hub._errors import ConnectionClosedError, DisconnectKind, DisconnectReason, HandshakeError, HubError
-from twisted_hub._heartbeat import Traffic
-from twisted_hub._logging import TwistedCoreLog
-from twisted_hub._session import SessionState
-from twisted_hub._wire import (
+from twisted_hub._core.client_session import ClientHeartbeatEvent, ClientSession, ServerHeartbeatEvent
+from twisted_hub._core.connection import ServerConnection
+from twisted_hub._core.errors import ConnectionClosedError, DisconnectKind, DisconnectReason, HandshakeError, HubError
+from twisted_hub._core.heartbeat import Traffic
+from twisted_hub._core.log import StdlibCoreLog
+from twisted_hub._core.session import SessionState
+from twisted_hub._core.wire import (
     HEARTBEAT_TIMEOUT_REASON,
     ClientHeartbeat,
     Close,
@@ -45,6 +44,7 @@ from twisted_hub._wire import (
     decode_frame,
     encode,
 )
+from twisted_hub._support.logging import TwistedCoreLog
 
 LOST = DisconnectReason(DisconnectKind.CONNECTION_LOST, None, "connection lost")
 

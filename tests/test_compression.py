@@ -39,12 +39,12 @@ from twisted_hub import (
     HubServerFactory,
     connect,
 )
-from twisted_hub._compression import (
+from twisted_hub._core.wire import MessageKind
+from twisted_hub._twisted.compression import (
     HubDeflate,
     check_autobahn_bounds_inflation,
     server_accept,
 )
-from twisted_hub._wire import MessageKind
 from twisted_hub.demo import DEMO_HUBS
 from twisted_hub.tap import Options, makeService
 from twisted_hub.types import HubClientFactory, HubServerProtocol
@@ -614,7 +614,7 @@ async def test_broadcast_reaches_compressed_and_plain_clients() -> None:
 
 
 class CountingZlib:
-    """twisted_hub._compression's zlib, counting the compressors made."""
+    """twisted_hub._twisted.compression's zlib, counting the compressors made."""
 
     def __init__(self) -> None:
         self.compressors = 0
@@ -633,7 +633,7 @@ async def test_broadcast_compressed_once_without_context_takeover(takeover: bool
     """A large broadcast to 3 compressing members: one compressor for all without context takeover, one each with it."""
     from twisted.internet import reactor
 
-    from twisted_hub import _compression
+    from twisted_hub._twisted import compression as _compression
 
     counting = CountingZlib()
     monkeypatch.setattr(_compression, "zlib", counting)

@@ -1,6 +1,6 @@
 """
-Tests for the sans-IO connection core (L{twisted_hub._connection}) and the
-heartbeat bookkeeping (L{twisted_hub._heartbeat}): no reactor, no Clock, the
+Tests for the sans-IO connection core (L{twisted_hub._core.connection}) and the
+heartbeat bookkeeping (L{twisted_hub._core.heartbeat}): no reactor, no Clock, the
 time is passed explicitly and the two cores are wired together by hand.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub._connection import (
+from twisted_hub._core.connection import (
     BATCH_BYTES,
     CallFailed,
     CallSucceeded,
@@ -26,7 +26,7 @@ from twisted_hub._connection import (
     ServerHeartbeatReceived,
     to_us,
 )
-from twisted_hub._heartbeat import (
+from twisted_hub._core.heartbeat import (
     MAX_REMEMBERED_HEARTBEATS,
     ClockOffset,
     ClockSync,
@@ -37,7 +37,7 @@ from twisted_hub._heartbeat import (
     HeartbeatVerdict,
     StallDetector,
 )
-from twisted_hub._wire import (
+from twisted_hub._core.wire import (
     BATCH_MESSAGES,
     CAP_BATCH,
     CAP_HEARTBEAT,
@@ -796,7 +796,7 @@ class CoreEncodesAnswersTests(SynchronousTestCase):
 
     def test_result_error_and_limits(self) -> None:
         """send_result queues RESULT; an unencodable or oversized result becomes an internal ERROR; all are answered."""
-        from twisted_hub._connection import receiver_call_payload
+        from twisted_hub._core.connection import receiver_call_payload
 
         server, client = connected_pair()
         server.peer_max_message_size = 64

@@ -7,8 +7,8 @@ import logging
 import pytest
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
-from twisted_hub._corelog import CoreLog, StdlibCoreLog
-from twisted_hub._logging import TwistedCoreLog, set_log_level
+from twisted_hub._core.log import CoreLog, StdlibCoreLog
+from twisted_hub._support.logging import TwistedCoreLog, set_log_level
 
 
 def write_lines(log: CoreLog) -> None:

@@ -17,7 +17,7 @@ import twisted_hub
 import twisted_hub.auth
 import twisted_hub.filters
 import twisted_hub.types
-from twisted_hub._deprecate import MOVED_NAMES
+from twisted_hub._core.deprecate import MOVED_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 API_DOC = ROOT / "docs" / "api.md"
@@ -192,7 +192,7 @@ class LazyImportTests(SynchronousTestCase):
             " or m.startswith('twisted_hub.'))\n"
             "print(loaded())\n"
             "twisted_hub.HubServerFactory\n"
-            "print('twisted.internet.defer' in loaded(), 'twisted_hub._server' in loaded())\n"
+            "print('twisted.internet.defer' in loaded(), 'twisted_hub._twisted.server' in loaded())\n"
         )
         before, after = run_python(code).splitlines()
         self.assertEqual(before, "[]")
@@ -202,7 +202,8 @@ class LazyImportTests(SynchronousTestCase):
         """C{import twisted_hub.aio} goes through the package without loading the Twisted server side (or twisted.web)."""
         code = (
             "import sys, twisted_hub.aio\n"
-            "print([m for m in ('twisted_hub._server', 'twisted_hub._service', 'twisted_hub._resource', 'twisted.web')"
+            "print([m for m in ('twisted_hub._twisted.server', 'twisted_hub._ops.service',"
+            " 'twisted_hub._twisted.resource', 'twisted.web')"
             " if m in sys.modules])"
         )
         self.assertEqual(run_python(code), "[]")

@@ -1,5 +1,5 @@
 """
-The autobahn fast path (twisted_hub/_autobahn.py) receives exactly what
+The autobahn fast path (twisted_hub/_twisted/fastpath.py) receives exactly what
 autobahn itself receives: a differential test over random frame streams.
 """
 
@@ -26,8 +26,8 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 import twisted
-from twisted_hub import _autobahn
-from twisted_hub._autobahn import FastPathMixin, fast_path_supported
+from twisted_hub._twisted import fastpath as _autobahn
+from twisted_hub._twisted.fastpath import FastPathMixin, fast_path_supported
 
 HANDSHAKE = (
     b"GET /hub HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

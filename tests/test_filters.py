@@ -13,8 +13,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import DisconnectKind, ErrorCode, Hub, HubArgumentError, HubError, HubServerFactory, hub, method
-from twisted_hub._dispatch import CallDispatcher, FilteredCallDispatcher
-from twisted_hub._filters import FilterChains
+from twisted_hub._hubs.filters import FilterChains
+from twisted_hub._twisted.dispatch import CallDispatcher, FilteredCallDispatcher
 from twisted_hub.filters import CallLog, CallTimeout, ConnectionEvent, HubCall, HubFilter, RateLimit
 from twisted_hub.testing import HubTestServer, TestConnection
 
@@ -353,7 +353,7 @@ class ChainTests(FilterTestBase):
                 return proceed(call)
 
         from twisted_hub import set_log_level
-        from twisted_hub._logging import get_log_level
+        from twisted_hub._support.logging import get_log_level
 
         previous = get_log_level()
         set_log_level("debug")  # a HubError a filter raised is logged at debug (docs/operations.md)

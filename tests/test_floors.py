@@ -81,7 +81,7 @@ def test_ci_runs_the_floors_job() -> None:
 
 def test_fast_path_ranges_start_at_the_floors() -> None:
     """The autobahn fast path and Twisted direct writes are guarded by version ranges that start at setup.cfg's floors."""
-    from twisted_hub import _autobahn
+    from twisted_hub._twisted import fastpath as _autobahn
 
     pinned = {floor.name: floor.version for floor in floors.floors()}
     assert _autobahn.TESTED_AUTOBAHN[0] == pinned["autobahn"].release[:2]

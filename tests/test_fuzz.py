@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub._connection import ClientConnection, Connection, ServerConnection
-from twisted_hub._wire import (
+from twisted_hub._core.connection import ClientConnection, Connection, ServerConnection
+from twisted_hub._core.wire import (
     OUR_CAPABILITIES,
     ClientHeartbeat,
     ClientHeartbeatAck,

@@ -27,8 +27,8 @@ from twisted_hub import (
     method,
     set_log_level,
 )
-from twisted_hub._connection import ClientConnection
-from twisted_hub._wire import CAP_BATCH, MessageKind, decode_frame
+from twisted_hub._core.connection import ClientConnection
+from twisted_hub._core.wire import CAP_BATCH, MessageKind, decode_frame
 from twisted_hub.testing import HubTestServer, TestConnection
 from twisted_hub.types import ClientHeartbeatEvent, DisconnectReason, HubClientProtocol, ServerHeartbeatEvent
 
@@ -594,7 +594,7 @@ class ReconnectingServiceTests(SynchronousTestCase):
 
     def test_disconnects_are_bounded(self) -> None:
         """A flapping link keeps only the last 100 disconnect reasons, not one per flap forever."""
-        from twisted_hub._reconnect import MAX_REMEMBERED_DISCONNECTS
+        from twisted_hub._twisted.reconnect import MAX_REMEMBERED_DISCONNECTS
 
         server = server_for()
         client = self.make(server)
@@ -1007,7 +1007,7 @@ class PingFrameDocTests(SynchronousTestCase):
         """The ping frame bytes in docs/protocol.md section 5.3 are what the server sends, and pongs parse back."""
         from pathlib import Path
 
-        from twisted_hub._liveness import ping_frame, ping_sequence
+        from twisted_hub._twisted.liveness import ping_frame, ping_sequence
 
         doc = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
         line = next(x for x in doc.splitlines() if x.startswith("ping frame for sequence 3"))

@@ -17,9 +17,9 @@ from twisted_hub import (
     hub,
     method,
 )
-from twisted_hub._base_error import HubAttributeError
-from twisted_hub._hub import GroupRegistry
-from twisted_hub._receivers import receiver_methods
+from twisted_hub._core.base_error import HubAttributeError
+from twisted_hub._core.receivers import receiver_methods
+from twisted_hub._hubs.hub import GroupRegistry
 from twisted_hub.testing import HubTestServer
 
 

@@ -103,8 +103,8 @@ def test_unit(node_modules: Path) -> None:
 
 def test_unit_kind_for_close_is_pythons_for_every_close_code(node_modules: Path) -> None:
     """The JS kindForClose gives Python's kind_for_close for every close code Python knows (and those around them)."""
-    from twisted_hub._errors import _CLOSE_KINDS, DisconnectKind, kind_for_close
-    from twisted_hub._wire import CloseCode
+    from twisted_hub._core.errors import _CLOSE_KINDS, DisconnectKind, kind_for_close
+    from twisted_hub._core.wire import CloseCode
 
     known = {value for name, value in vars(CloseCode).items() if name.isupper()} | set(_CLOSE_KINDS)
     codes: list[int | None] = [None, *sorted(known | set(range(1000, 1016)) | set(range(4000, 4010)) | {3000, 4999})]

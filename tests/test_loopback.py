@@ -309,7 +309,7 @@ async def test_async_on_connecting_refusal_over_sockets() -> None:
     from twisted.internet import reactor
     from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-    from twisted_hub._wire import Hello, Invoke, encode
+    from twisted_hub._core.wire import Hello, Invoke, encode
 
     opened: list[str] = []
     server = Server([partial(VaultHub, opened)])

@@ -1,8 +1,8 @@
 """
 The backplane's pure parts, without Redis, FakeRedis, a reactor or a Clock:
-the typed node messages and their strict decoder (L{twisted_hub._backplane_wire}),
-the membership mirror (L{twisted_hub._membership.NodeMirror}) and what a node
-does with what it hears (L{twisted_hub._backplane_inbox.NodeInbox}).  Time is
+the typed node messages and their strict decoder (L{twisted_hub._backplane.wire}),
+the membership mirror (L{twisted_hub._backplane.membership.NodeMirror}) and what a node
+does with what it hears (L{twisted_hub._backplane.inbox.NodeInbox}).  Time is
 a number passed in.
 """
 
@@ -16,9 +16,10 @@ from typing import Any
 import msgpack
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub._backplane import TARGET_ALL, TARGET_GROUP, TARGET_ONLY, Target
-from twisted_hub._backplane_inbox import BackplaneProblems, NodeInbox
-from twisted_hub._backplane_wire import (
+from twisted_hub._backplane.inbox import BackplaneProblems, NodeInbox
+from twisted_hub._backplane.interface import TARGET_ALL, TARGET_GROUP, TARGET_ONLY, Target
+from twisted_hub._backplane.membership import NodeMirror
+from twisted_hub._backplane.wire import (
     Alive,
     BackplaneMessage,
     Bye,
@@ -34,7 +35,6 @@ from twisted_hub._backplane_wire import (
     decode_member_field,
     member_field,
 )
-from twisted_hub._membership import NodeMirror
 
 LEASE = 3.0
 CHANNEL = b"twisted-hub:v1:all"

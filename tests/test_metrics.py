@@ -294,7 +294,7 @@ class SlowConsumerMetricsTests(SynchronousTestCase):
 class HeartbeatWindowTests(SynchronousTestCase):
     def test_bounded_points_keep_the_percentiles(self) -> None:
         """10,000 answers in a tick keep 64 points, and p50/p99 stay within one point's spacing."""
-        from twisted_hub._stats import HeartbeatWindow
+        from twisted_hub._core.stats import HeartbeatWindow
 
         window = HeartbeatWindow(points=64)
         window.latencies = [i / 10_000 for i in range(10_000)]  # 0 .. 0.9999 s, uniform
@@ -310,7 +310,7 @@ class HeartbeatWindowTests(SynchronousTestCase):
 class BatchAndBackplaneMetricsTests(MetricsTestBase):
     def test_messages_per_frame(self) -> None:
         """A frame of 3 calls lands in the le=4 bucket of twisted_hub_frame_messages; a lone call in le=1."""
-        from twisted_hub._wire import Invoke, encode
+        from twisted_hub._core.wire import Invoke, encode
 
         conn = self.connect()
         before = self.value("twisted_hub_frame_messages_count")

@@ -14,8 +14,8 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import HubService
-from twisted_hub import _service as service_module
-from twisted_hub._limits import OPEN_FILE_HEADROOM, open_file_limit, open_file_limit_warning
+from twisted_hub._ops import service as service_module
+from twisted_hub._twisted.limits import OPEN_FILE_HEADROOM, open_file_limit, open_file_limit_warning
 from twisted_hub.demo import DEMO_HUBS
 
 from ._twistd import ROOT, spawn_python

@@ -17,8 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from twisted_hub import HeartbeatPolicy, Hub, HubError, HubService, hub, method, set_log_level
-from twisted_hub._ops import STATUS_SCHEMA, StatusJsonPage
-from twisted_hub._service import listen_url, shutdown_connections
+from twisted_hub._ops.endpoints import STATUS_SCHEMA, StatusJsonPage
+from twisted_hub._ops.service import listen_url, shutdown_connections
 from twisted_hub.demo import EchoHub
 from twisted_hub.testing import HubTestServer
 
@@ -45,7 +45,7 @@ class HealthTests(SynchronousTestCase):
 
     def test_backplane_down_keeps_serving(self) -> None:
         """With Redis down /health stays 200 (this node serves its clients) and says the backplane is down."""
-        from twisted_hub._ops import HealthPage
+        from twisted_hub._ops.endpoints import HealthPage
 
         from .test_backplane import Cluster
 
@@ -249,7 +249,7 @@ class StatusPageTests(SynchronousTestCase):
         self.assertEqual(get(service, "/health")[0], 200)
 
 
-SESSION_LOG = "twisted_hub._server_session"
+SESSION_LOG = "twisted_hub._core.server_session"
 
 
 @hub("sets")
@@ -402,7 +402,7 @@ class LogTests(SynchronousTestCase):
         server.connect("work")
         server.advance(2.0)
         self.assertEqual(debug_lines(), [])
-        set_log_level("debug", "twisted_hub._liveness")
+        set_log_level("debug", "twisted_hub._twisted.liveness")
         self.addCleanup(set_log_level, "info")
         server.advance(1.0)
         [line] = debug_lines()
@@ -412,7 +412,7 @@ class LogTests(SynchronousTestCase):
         """set_log_level takes the --log-level names; anything else is a clear error."""
         from twisted.logger import LogLevel
 
-        from twisted_hub._logging import get_log_level
+        from twisted_hub._support.logging import get_log_level
 
         self.addCleanup(set_log_level, "info")
         set_log_level("WARNING")

@@ -42,7 +42,7 @@ def exposed_names() -> set[str]:
         names.add(family.name)
         names.update(sample.name for sample in family.samples)
     # ... and what twistd hub --workers adds to the combined /metrics
-    from twisted_hub._workers import combine_metrics
+    from twisted_hub._ops.workers import combine_metrics
 
     for family in combine_metrics([None]):
         names.add(family.name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub._ratelimit import PEER_TEXT_LIMIT, LogRateLimiter, TokenBucket, bounded_text, peer_text
+from twisted_hub._core.ratelimit import PEER_TEXT_LIMIT, LogRateLimiter, TokenBucket, bounded_text, peer_text
 
 
 class LogRateLimiterTests(SynchronousTestCase):

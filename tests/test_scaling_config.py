@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from twisted_hub import HubServerFactory, HubService
-from twisted_hub._resource import HubStatusPage
+from twisted_hub._twisted.resource import HubStatusPage
 from twisted_hub.redis import DEFAULT_LEASE, RedisBackplane
 from twisted_hub.tap import Options, makeService
 from twisted_hub.types import LocalBackplane

@@ -12,7 +12,7 @@ import pytest_twisted
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import connect
-from twisted_hub._backplane import node_of
+from twisted_hub._backplane.interface import node_of
 from twisted_hub.redis import RedisBackplane
 from twisted_hub.tap import Options
 from twisted_hub.types import HubClientProtocol
@@ -59,7 +59,7 @@ class DocumentTests(SynchronousTestCase):
 
     def test_workers_documented_numbers(self) -> None:
         """The restart delays, bounds and timeouts the document states are the code's."""
-        from twisted_hub import _workers
+        from twisted_hub._ops import workers as _workers
 
         text = (Path(__file__).resolve().parent.parent / DOC).read_text()
         self.assertIn(f"after {_workers.RESTART_DELAY:g} s, then 1, 2, 4 ... up to {_workers.MAX_RESTART_DELAY:g} s", text)
@@ -112,7 +112,7 @@ class DocumentTests(SynchronousTestCase):
         self.assertIn(f"`max_pending_commands` ({backplane.max_pending_commands:,}".replace(",", " "), text)
         self.assertIn(f"`max_pending_bytes` ({backplane.max_pending_bytes // 1024 // 1024} MiB)", text)
         self.assertEqual(len(backplane.token), 12)
-        from twisted_hub._redis_link import DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT
+        from twisted_hub._backplane.redis_link import DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT
 
         self.assertIn(f"`ping_interval` seconds (default {DEFAULT_PING_INTERVAL:g})", text)
         self.assertIn(f"`ping_timeout` seconds (default {DEFAULT_PING_TIMEOUT:g})", text)

@@ -30,7 +30,7 @@ from twisted_hub import (
     HubError,
     HubServerFactory,
 )
-from twisted_hub import _hub as hub_module
+from twisted_hub._hubs import hub as hub_module
 from twisted_hub.testing import HubTestServer, TestConnection
 from twisted_hub.types import HubClientProtocol
 
@@ -1035,7 +1035,7 @@ class FrameWorkLimitTests(ServerTestBase):
 
     def test_client_splits_batches_under_the_default_limit(self) -> None:
         """Our client never puts more than BATCH_MESSAGES messages in a frame, so a server at that limit takes them all."""
-        from twisted_hub._wire import BATCH_MESSAGES
+        from twisted_hub._core.wire import BATCH_MESSAGES
 
         self.server = HubTestServer([work_hub(self.log)], max_messages_per_frame=BATCH_MESSAGES)
         conn = self.connect()
@@ -1215,7 +1215,7 @@ class HelloDeadlineTests(ServerTestBase):
 class AnswerOrderTests(SynchronousTestCase):
     def test_answers_in_a_batch_keep_the_order_of_the_messages(self) -> None:
         """For [INVOKE 101, NOTIFY, INVOKE 102, CLIENT_HEARTBEAT 77, INVOKE 103]: hb 77 first (urgent), then 101, 102, 103."""
-        from twisted_hub._wire import ClientHeartbeat, Invoke, Notify, decode_frame, encode
+        from twisted_hub._core.wire import ClientHeartbeat, Invoke, Notify, decode_frame, encode
 
         server = HubTestServer([EchoOrderHub])
         conn = server.connect("echoorder")
@@ -1248,7 +1248,7 @@ class EchoOrderHub(twisted_hub.Hub):
 class WholeFrameTests(SynchronousTestCase):
     def test_an_invalid_message_after_valid_ones_runs_none_of_them(self) -> None:
         """[INVOKE, then a message invalid in this direction] closes with 4002 and the INVOKE never runs."""
-        from twisted_hub._wire import Invoke, ReceiverCall, encode
+        from twisted_hub._core.wire import Invoke, ReceiverCall, encode
 
         calls: list[int] = []
 

@@ -7,50 +7,25 @@ subprocess proves the core modules load no Twisted or autobahn at all.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import unittest
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted_hub._admission import HandshakeWatch
-from twisted_hub._backpressure import OutputBudget
-from twisted_hub._calls import CallRules
-from twisted_hub._connection import ClientConnection
-from twisted_hub._connection_limits import ConnectionCounts
-from twisted_hub._corelog import CoreLog
-from twisted_hub._errors import CallTimeoutError, ConnectionClosedError, DisconnectKind, DisconnectReason, HubError
-from twisted_hub._heartbeat import HeartbeatPolicy
-from twisted_hub._heartbeat_member import HeartbeatMembership
-from twisted_hub._server_session import ServerSession
-from twisted_hub._wire import CAP_BATCH, CAP_HEARTBEAT, CAP_TOKEN_REFRESH, ClientInvoke, Close, CloseCode, Invoke, Notify
+from twisted_hub._core.admission import HandshakeWatch
+from twisted_hub._core.backpressure import OutputBudget
+from twisted_hub._core.calls import CallRules
+from twisted_hub._core.connection import ClientConnection
+from twisted_hub._core.connection_limits import ConnectionCounts
+from twisted_hub._core.errors import CallTimeoutError, ConnectionClosedError, DisconnectKind, DisconnectReason, HubError
+from twisted_hub._core.heartbeat import HeartbeatPolicy
+from twisted_hub._core.heartbeat_member import HeartbeatMembership
+from twisted_hub._core.log import CoreLog
+from twisted_hub._core.server_session import ServerSession
+from twisted_hub._core.wire import CAP_BATCH, CAP_HEARTBEAT, CAP_TOKEN_REFRESH, ClientInvoke, Close, CloseCode, Invoke, Notify
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-#: the sans-IO server core (docs/architecture.md)
-CORE_MODULES = (
-    "_server_session", "_session_output", "_session_closing", "_client_results", "_heartbeat_member", "_server_token",
-    "_observer", "_stats", "_calls", "_admission", "_connection_limits",
-)
-
-
-class CoreImportTests(unittest.TestCase):
-    def test_core_modules_import_no_twisted(self) -> None:
-        """Importing the server core (without the package's __init__) loads no Twisted, autobahn, zope or prometheus."""
-        script = (
-            "import os, sys, types\n"
-            "package = types.ModuleType('twisted_hub')\n"
-            f"package.__path__ = [os.path.join({ROOT!r}, 'twisted_hub')]\n"
-            "sys.modules['twisted_hub'] = package\n"
-            f"for name in {CORE_MODULES!r}:\n"
-            "    __import__('twisted_hub.' + name)\n"
-            "roots = {'twisted', 'autobahn', 'zope', 'txaio', 'txredisapi', 'prometheus_client'}\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in roots))\n"
-            "print(len([m for m in sys.modules if m.startswith('twisted_hub._server_session')]))\n"
-        )
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
-        self.assertEqual(done.stdout.split("\n")[:2], ["[]", "1"])
+# That no core module loads Twisted, autobahn, zope or prometheus is tested for every module of
+# twisted_hub/_core/ at once: tests/test_architecture.py (CoreTests.test_core_loads_no_framework).
 
 
 # -- fakes --------------------------------------------------------------------

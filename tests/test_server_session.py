@@ -1,6 +1,6 @@
 """
 The server's per-connection decisions without autobahn: L{TwistedServerSession} on a
-task.Clock behind a fake transport, admission (L{twisted_hub._admission}) and
+task.Clock behind a fake transport, admission (L{twisted_hub._core.admission}) and
 the slow-consumer rule (L{OutputBudget}).
 
 The fake transport records what the session asks of it; frames it is given
@@ -20,19 +20,14 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import CallTimeoutError, ConnectionClosedError, DisconnectKind, HeartbeatPolicy, HubError
-from twisted_hub._admission import HandshakeWatch, Refusal, check_request
-from twisted_hub._admit import run_on_connecting
-from twisted_hub._backplane import LocalBackplane
-from twisted_hub._backpressure import BUFFERED_WRITE_OVERHEAD, OutputBudget
-from twisted_hub._connection import CallSucceeded, ClientConnection, HandshakeCompleted
-from twisted_hub._heartbeat import StallDetector
-from twisted_hub._hub import Hub, HubRuntime, RefuseConnection, method
-from twisted_hub._limits import ConnectionLimits
-from twisted_hub._liveness import ServerHeartbeatScheduler, ping_frame, ping_sequence
-from twisted_hub._server_io import TwistedServerSession, call_later
-from twisted_hub._session import TEXT_FRAME_CLOSE, SessionState
-from twisted_hub._stats import HeartbeatWindow, RecentDisconnects
-from twisted_hub._wire import (
+from twisted_hub._backplane.interface import LocalBackplane
+from twisted_hub._core.admission import HandshakeWatch, Refusal, check_request
+from twisted_hub._core.backpressure import BUFFERED_WRITE_OVERHEAD, OutputBudget
+from twisted_hub._core.connection import CallSucceeded, ClientConnection, HandshakeCompleted
+from twisted_hub._core.heartbeat import StallDetector
+from twisted_hub._core.session import TEXT_FRAME_CLOSE, SessionState
+from twisted_hub._core.stats import HeartbeatWindow, RecentDisconnects
+from twisted_hub._core.wire import (
     CAP_BATCH,
     CAP_HEARTBEAT,
     SUBPROTOCOL,
@@ -48,6 +43,11 @@ from twisted_hub._wire import (
     decode_frame,
     encode,
 )
+from twisted_hub._hubs.hub import Hub, HubRuntime, RefuseConnection, method
+from twisted_hub._twisted.admit import run_on_connecting
+from twisted_hub._twisted.limits import ConnectionLimits
+from twisted_hub._twisted.liveness import ServerHeartbeatScheduler, ping_frame, ping_sequence
+from twisted_hub._twisted.server_io import TwistedServerSession, call_later
 from twisted_hub.types import DisconnectReason
 
 # -- fakes --------------------------------------------------------------------

@@ -24,8 +24,8 @@ from twisted_hub import (
     hub,
     method,
 )
-from twisted_hub._server import FactoryOptions, HubTestServerOptions, ResourceFactoryOptions
-from twisted_hub._service import shutdown_connections
+from twisted_hub._ops.service import shutdown_connections
+from twisted_hub._twisted.server import FactoryOptions, HubTestServerOptions, ResourceFactoryOptions
 from twisted_hub.testing import HubTestServer
 
 
@@ -239,7 +239,7 @@ class HubServiceTests(SynchronousTestCase):
         self.assertEqual([w["category"] for w in warnings], [DeprecationWarning])
         self.assertEqual(
             warnings[0]["message"],
-            "The 'reactor' parameter to twisted_hub._service.HubService.__init__ was deprecated in twisted_hub 0.1.0;"
+            "The 'reactor' parameter to twisted_hub._ops.service.HubService.__init__ was deprecated in twisted_hub 0.1.0;"
             " please use clock instead",
         )
         service.startService()

@@ -1,12 +1,12 @@
-"""The adapter lifecycle both roles and both clients share (twisted_hub._session)."""
+"""The adapter lifecycle both roles and both clients share (twisted_hub._core.session)."""
 
 from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub._errors import DisconnectKind, DisconnectReason
-from twisted_hub._session import Lifecycle, SessionState, close_for_frame_error, ended_reason
-from twisted_hub._wire import CloseCode, ProtocolError, TooManyMessagesError
+from twisted_hub._core.errors import DisconnectKind, DisconnectReason
+from twisted_hub._core.session import Lifecycle, SessionState, close_for_frame_error, ended_reason
+from twisted_hub._core.wire import CloseCode, ProtocolError, TooManyMessagesError
 
 
 class LifecycleTests(SynchronousTestCase):

@@ -1,4 +1,4 @@
-"""The browser client and the demo page, as the hub serves them (twisted_hub._static)."""
+"""The browser client and the demo page, as the hub serves them (twisted_hub._ops.static)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.test.requesthelper import DummyRequest
 
 from twisted_hub import ClientScriptResource, Hub, HubService, hub, method
-from twisted_hub._static import _compressed as get_gzipped
-from twisted_hub._static import client_script, script_hash
+from twisted_hub._ops.static import _compressed as get_gzipped
+from twisted_hub._ops.static import client_script, script_hash
 from twisted_hub.demo import DEMO_HUBS
 
 #: The size target of the served bundle (msgpack included), gzipped.

@@ -1,5 +1,5 @@
 """
-The user's own files beside the hub (twisted_hub._files): HubService(static=...)
+The user's own files beside the hub (twisted_hub._ops.files): HubService(static=...)
 and twistd hub --static, in memory and through a real twistd on loopback.
 """
 
@@ -18,8 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from twisted_hub import HubArgumentError, HubService
-from twisted_hub._files import parse_static_option
-from twisted_hub._static import client_script
+from twisted_hub._ops.files import parse_static_option
+from twisted_hub._ops.static import client_script
 from twisted_hub.demo import DEMO_HUBS
 from twisted_hub.tap import Options, makeService
 

@@ -138,7 +138,7 @@ async def test_status_page_script_in_chromium() -> None:
     from twisted.web.static import Data
 
     from twisted_hub import HubServerFactory
-    from twisted_hub._resource import HubStatusPage
+    from twisted_hub._twisted.resource import HubStatusPage
 
     page = HubStatusPage(HubServerFactory([EchoHub]), "/hub", ["tcp:8080"])
     page.json_url = "/live.json"

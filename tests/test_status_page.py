@@ -17,7 +17,7 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
 from twisted_hub import HubService
-from twisted_hub._resource import check_status_path, public_listen_text
+from twisted_hub._twisted.resource import check_status_path, public_listen_text
 from twisted_hub.demo import EchoHub
 
 from ._certs import write_self_signed

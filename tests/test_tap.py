@@ -21,7 +21,7 @@ from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import HeartbeatPolicy, HubService, OriginPolicy
-from twisted_hub._logging import HUB_LOG_OBSERVER, LogLevelService, get_log_level, set_log_level
+from twisted_hub._support.logging import HUB_LOG_OBSERVER, LogLevelService, get_log_level, set_log_level
 from twisted_hub.demo import ChatHub, EchoHub
 from twisted_hub.tap import (
     TLS_HINT,
@@ -308,12 +308,12 @@ class LogLevelTests(SynchronousTestCase):
         LogLevelService(service.level).startService()
         globalLogPublisher.addObserver(seen.append)
         try:
-            log = Logger(namespace="twisted_hub._liveness", observer=HUB_LOG_OBSERVER)
+            log = Logger(namespace="twisted_hub._twisted.liveness", observer=HUB_LOG_OBSERVER)
             for name in ("debug", "info", "warn", "error", "critical"):
                 log.emit(LogLevel.levelWithName(name), name)
         finally:
             globalLogPublisher.removeObserver(seen.append)
-        return [event["log_format"] for event in seen if event.get("log_namespace") == "twisted_hub._liveness"]
+        return [event["log_format"] for event in seen if event.get("log_namespace") == "twisted_hub._twisted.liveness"]
 
     def test_level_of_twisted_hubs_own_lines(self) -> None:
         """twistd hub --log-level LEVEL: twisted-hub's lines below LEVEL never reach the log, the others do."""
@@ -325,9 +325,9 @@ class LogLevelTests(SynchronousTestCase):
         service = LogLevelService(LogLevel.debug)
         self.assertEqual(get_log_level(), LogLevel.info)
         service.startService()
-        self.assertEqual(get_log_level("twisted_hub._liveness"), LogLevel.debug)
+        self.assertEqual(get_log_level("twisted_hub._twisted.liveness"), LogLevel.debug)
         self.successResultOf(service.stopService())
-        self.assertEqual(get_log_level("twisted_hub._liveness"), LogLevel.info)
+        self.assertEqual(get_log_level("twisted_hub._twisted.liveness"), LogLevel.info)
 
     def test_debug_is_our_story_not_autobahns_flood(self) -> None:
         """At --log-level debug autobahn (txaio) stays at info; at error it follows."""

@@ -29,8 +29,8 @@ from twisted.web.static import Data
 
 from twisted_hub import ConnectionGuard, HandshakeError, HubResource, HubServerFactory, HubService, connect
 from twisted_hub.__main__ import parse_args, run
-from twisted_hub._connection import CallSucceeded, ClientConnection, HandshakeCompleted
-from twisted_hub._wire import SUBPROTOCOL
+from twisted_hub._core.connection import CallSucceeded, ClientConnection, HandshakeCompleted
+from twisted_hub._core.wire import SUBPROTOCOL
 from twisted_hub.demo import EchoHub
 
 from ._certs import TestCA, write_self_signed, write_test_ca

@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import Hub, hub, method
 from twisted_hub.__main__ import main, parse_args, run_typescript
-from twisted_hub._typescript import ts_type, typescript_for_hubs
+from twisted_hub._ops.typescript import ts_type, typescript_for_hubs
 
 
 class GameReceiver:

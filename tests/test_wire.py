@@ -1,5 +1,5 @@
 """
-Tests for the wire format (L{twisted_hub._wire}): the byte-exact examples of
+Tests for the wire format (L{twisted_hub._core.wire}): the byte-exact examples of
 docs/protocol.md, and the shape rules the decoder enforces.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import msgpack
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub._wire import (
+from twisted_hub._core.wire import (
     SUBPROTOCOL,
     ClientHeartbeat,
     ClientHeartbeatAck,

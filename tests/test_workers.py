@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from twisted_hub._workers import (
+from twisted_hub._ops.workers import (
     RestartBackoff,
     WorkerSettings,
     WorkersUnavailable,
@@ -221,7 +221,7 @@ def end(process: Any, signum: int | None = 9, code: int | None = None) -> None:
 @pytest.fixture
 def supervised(monkeypatch: pytest.MonkeyPatch) -> Any:
     """A WorkerSupervisor of 2 workers on a ProcessClock, its signals recorded, not sent."""
-    from twisted_hub import _workers
+    from twisted_hub._ops import workers as _workers
 
     signals: list[tuple[int, int]] = []
     monkeypatch.setattr(_workers, "_kill", lambda pid, signum: signals.append((pid, signum)))
@@ -375,7 +375,7 @@ def test_worker_log_events_join_the_supervisors_log(supervised: Any) -> None:
 
 def test_parent_watch_reads_replaced_across_chunks_and_notices_the_end() -> None:
     """The control pipe: "replaced" split over reads stops the worker once; the pipe closing means the parent is gone."""
-    from twisted_hub._workers import _ParentWatch
+    from twisted_hub._ops.workers import _ParentWatch
 
     events: list[str] = []
     watch = _ParentWatch(lambda: events.append("gone"), lambda: events.append("replaced"))
@@ -389,7 +389,7 @@ def test_parent_watch_reads_replaced_across_chunks_and_notices_the_end() -> None
 
 def test_make_service_builds_the_supervisor_with_twistds_reactor() -> None:
     """twistd hub --workers N: the service is the supervisor (no HubService here), its workers get twistd's --reactor."""
-    from twisted_hub._service import HubService
+    from twisted_hub._ops.service import HubService
     from twisted_hub.tap import makeService
 
     options = parse("--workers", "2", "--port", "0", "--redis", REDIS)

@@ -12,7 +12,7 @@ Importing the package imports nothing else (PEP 562): each name loads its
 module when first used, so C{import twisted_hub.aio} does not load the
 Twisted server side.  Names that moved elsewhere still work from here, with
 a C{DeprecationWarning} naming their new spelling
-(C{twisted_hub._deprecate.MOVED_NAMES}).
+(C{twisted_hub._core.deprecate.MOVED_NAMES}).
 """
 
 from __future__ import annotations
@@ -25,42 +25,42 @@ __version__ = "0.1.0"
 
 #: every public name (but C{__version__}): the private module defining it
 _EXPORTS: dict[str, str] = {
-    "CallTimeoutError": "_errors",
-    "ClientMetrics": "_prometheus",
-    "ClientScriptResource": "_static",
-    "CloseCode": "_wire",
-    "CompressionPolicy": "_compression_policy",
-    "ConnectTimeoutError": "_errors",
-    "ConnectionClosedError": "_errors",
-    "ConnectionGuard": "_limits",
-    "DisconnectKind": "_errors",
-    "ErrorCode": "_wire",
-    "HandshakeError": "_errors",
-    "HeartbeatConfigurationError": "_heartbeat",
-    "HeartbeatConfigurationWarning": "_heartbeat",
-    "HeartbeatPolicy": "_heartbeat",
-    "Hub": "_hub",
-    "HubArgumentError": "_base_error",
-    "HubClientOptions": "_client_common",
-    "HubError": "_errors",
-    "HubMetrics": "_prometheus",
-    "HubResource": "_resource",
-    "HubServerFactory": "_server",
-    "HubService": "_service",
-    "HubStateError": "_base_error",
-    "HubUsageError": "_base_error",
-    "InvalidArguments": "_hub",
-    "OriginPolicy": "_origin",
-    "ProtocolError": "_wire",
-    "ReconnectingHubClient": "_reconnect",
-    "RefuseConnection": "_hub",
-    "TwistedHubError": "_base_error",
-    "connect": "_client",
-    "full_jitter_policy": "_client_common",
-    "heartbeat": "_hub",
-    "hub": "_hub",
-    "method": "_hub",
-    "set_log_level": "_logging",
+    "CallTimeoutError": "_core.errors",
+    "ClientMetrics": "_metrics.prometheus",
+    "ClientScriptResource": "_ops.static",
+    "CloseCode": "_core.wire",
+    "CompressionPolicy": "_core.compression_policy",
+    "ConnectTimeoutError": "_core.errors",
+    "ConnectionClosedError": "_core.errors",
+    "ConnectionGuard": "_twisted.limits",
+    "DisconnectKind": "_core.errors",
+    "ErrorCode": "_core.wire",
+    "HandshakeError": "_core.errors",
+    "HeartbeatConfigurationError": "_core.heartbeat",
+    "HeartbeatConfigurationWarning": "_core.heartbeat",
+    "HeartbeatPolicy": "_core.heartbeat",
+    "Hub": "_hubs.hub",
+    "HubArgumentError": "_core.base_error",
+    "HubClientOptions": "_core.client_common",
+    "HubError": "_core.errors",
+    "HubMetrics": "_metrics.prometheus",
+    "HubResource": "_twisted.resource",
+    "HubServerFactory": "_twisted.server",
+    "HubService": "_ops.service",
+    "HubStateError": "_core.base_error",
+    "HubUsageError": "_core.base_error",
+    "InvalidArguments": "_hubs.hub",
+    "OriginPolicy": "_core.origin",
+    "ProtocolError": "_core.wire",
+    "ReconnectingHubClient": "_twisted.reconnect",
+    "RefuseConnection": "_hubs.hub",
+    "TwistedHubError": "_core.base_error",
+    "connect": "_twisted.client",
+    "full_jitter_policy": "_core.client_common",
+    "heartbeat": "_hubs.hub",
+    "hub": "_hubs.hub",
+    "method": "_hubs.hub",
+    "set_log_level": "_support.logging",
 }
 
 __all__ = [
@@ -104,77 +104,77 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from ._base_error import HubArgumentError as HubArgumentError
-    from ._base_error import HubStateError as HubStateError
-    from ._base_error import HubUsageError as HubUsageError
-    from ._base_error import TwistedHubError as TwistedHubError
-    from ._client import connect as connect
-    from ._client_common import HubClientOptions as HubClientOptions
-    from ._client_common import full_jitter_policy as full_jitter_policy
-    from ._compression_policy import CompressionPolicy as CompressionPolicy
-    from ._errors import CallTimeoutError as CallTimeoutError
-    from ._errors import ConnectionClosedError as ConnectionClosedError
-    from ._errors import ConnectTimeoutError as ConnectTimeoutError
-    from ._errors import DisconnectKind as DisconnectKind
-    from ._errors import HandshakeError as HandshakeError
-    from ._errors import HubError as HubError
-    from ._heartbeat import HeartbeatConfigurationError as HeartbeatConfigurationError
-    from ._heartbeat import HeartbeatConfigurationWarning as HeartbeatConfigurationWarning
-    from ._heartbeat import HeartbeatPolicy as HeartbeatPolicy
-    from ._hub import Hub as Hub
-    from ._hub import InvalidArguments as InvalidArguments
-    from ._hub import RefuseConnection as RefuseConnection
-    from ._hub import heartbeat as heartbeat
-    from ._hub import hub as hub
-    from ._hub import method as method
-    from ._limits import ConnectionGuard as ConnectionGuard
-    from ._logging import set_log_level as set_log_level
-    from ._origin import OriginPolicy as OriginPolicy
-    from ._prometheus import ClientMetrics as ClientMetrics
-    from ._prometheus import HubMetrics as HubMetrics
-    from ._reconnect import ReconnectingHubClient as ReconnectingHubClient
-    from ._resource import HubResource as HubResource
-    from ._server import HubServerFactory as HubServerFactory
-    from ._service import HubService as HubService
-    from ._static import ClientScriptResource as ClientScriptResource
-    from ._wire import CloseCode as CloseCode
-    from ._wire import ErrorCode as ErrorCode
-    from ._wire import ProtocolError as ProtocolError
+    from ._core.base_error import HubArgumentError as HubArgumentError
+    from ._core.base_error import HubStateError as HubStateError
+    from ._core.base_error import HubUsageError as HubUsageError
+    from ._core.base_error import TwistedHubError as TwistedHubError
+    from ._core.client_common import HubClientOptions as HubClientOptions
+    from ._core.client_common import full_jitter_policy as full_jitter_policy
+    from ._core.compression_policy import CompressionPolicy as CompressionPolicy
+    from ._core.errors import CallTimeoutError as CallTimeoutError
+    from ._core.errors import ConnectionClosedError as ConnectionClosedError
+    from ._core.errors import ConnectTimeoutError as ConnectTimeoutError
+    from ._core.errors import DisconnectKind as DisconnectKind
+    from ._core.errors import HandshakeError as HandshakeError
+    from ._core.errors import HubError as HubError
+    from ._core.heartbeat import HeartbeatConfigurationError as HeartbeatConfigurationError
+    from ._core.heartbeat import HeartbeatConfigurationWarning as HeartbeatConfigurationWarning
+    from ._core.heartbeat import HeartbeatPolicy as HeartbeatPolicy
+    from ._core.origin import OriginPolicy as OriginPolicy
+    from ._core.wire import CloseCode as CloseCode
+    from ._core.wire import ErrorCode as ErrorCode
+    from ._core.wire import ProtocolError as ProtocolError
+    from ._hubs.hub import Hub as Hub
+    from ._hubs.hub import InvalidArguments as InvalidArguments
+    from ._hubs.hub import RefuseConnection as RefuseConnection
+    from ._hubs.hub import heartbeat as heartbeat
+    from ._hubs.hub import hub as hub
+    from ._hubs.hub import method as method
+    from ._metrics.prometheus import ClientMetrics as ClientMetrics
+    from ._metrics.prometheus import HubMetrics as HubMetrics
+    from ._ops.service import HubService as HubService
+    from ._ops.static import ClientScriptResource as ClientScriptResource
+    from ._support.logging import set_log_level as set_log_level
+    from ._twisted.client import connect as connect
+    from ._twisted.limits import ConnectionGuard as ConnectionGuard
+    from ._twisted.reconnect import ReconnectingHubClient as ReconnectingHubClient
+    from ._twisted.resource import HubResource as HubResource
+    from ._twisted.server import HubServerFactory as HubServerFactory
 
 if TYPE_CHECKING:
     # Deprecated here (a DeprecationWarning at run time names the new spelling);
     # declared so that code using them still type-checks until they go.
-    from ._auth import AuthenticationFailed as AuthenticationFailed
-    from ._auth import Credentials as Credentials
-    from ._auth import Forbidden as Forbidden
-    from ._auth import JWTAuthenticator as JWTAuthenticator
-    from ._auth import User as User
-    from ._auth import anyone as anyone
-    from ._auth import authenticated as authenticated
-    from ._auth import has_claim as has_claim
-    from ._auth import redacting_log_formatter as redacting_log_formatter
-    from ._backplane import Backplane as Backplane
-    from ._backplane import LocalBackplane as LocalBackplane
-    from ._client import HubClientFactory as HubClientFactory
-    from ._client import HubClientProtocol as HubClientProtocol
-    from ._client_common import ClientHeartbeatEvent as ClientHeartbeatEvent
-    from ._client_common import HubProxy as HubProxy
-    from ._client_common import ServerHeartbeatEvent as ServerHeartbeatEvent
-    from ._errors import DisconnectReason as DisconnectReason
-    from ._filters import CallLog as CallLog
-    from ._filters import CallTimeout as CallTimeout
-    from ._filters import ConnectionEvent as ConnectionEvent
-    from ._filters import HubCall as HubCall
-    from ._filters import HubFilter as HubFilter
-    from ._filters import RateLimit as RateLimit
-    from ._heartbeat import ClockOffset as ClockOffset
-    from ._heartbeat import MetadataProvider as MetadataProvider
-    from ._hub import ConnectionContext as ConnectionContext
-    from ._hub import HeartbeatFeature as HeartbeatFeature
-    from ._limits import ConnectionLimits as ConnectionLimits
-    from ._origin import AllowedHosts as AllowedHosts
-    from ._server import HubServerProtocol as HubServerProtocol
-    from ._wire import SUBPROTOCOL as SUBPROTOCOL
+    from ._backplane.interface import Backplane as Backplane
+    from ._backplane.interface import LocalBackplane as LocalBackplane
+    from ._core.client_common import ClientHeartbeatEvent as ClientHeartbeatEvent
+    from ._core.client_common import HubProxy as HubProxy
+    from ._core.client_common import ServerHeartbeatEvent as ServerHeartbeatEvent
+    from ._core.errors import DisconnectReason as DisconnectReason
+    from ._core.heartbeat import ClockOffset as ClockOffset
+    from ._core.heartbeat import MetadataProvider as MetadataProvider
+    from ._core.origin import AllowedHosts as AllowedHosts
+    from ._core.wire import SUBPROTOCOL as SUBPROTOCOL
+    from ._hubs.auth import AuthenticationFailed as AuthenticationFailed
+    from ._hubs.auth import Credentials as Credentials
+    from ._hubs.auth import Forbidden as Forbidden
+    from ._hubs.auth import JWTAuthenticator as JWTAuthenticator
+    from ._hubs.auth import User as User
+    from ._hubs.auth import anyone as anyone
+    from ._hubs.auth import authenticated as authenticated
+    from ._hubs.auth import has_claim as has_claim
+    from ._hubs.auth import redacting_log_formatter as redacting_log_formatter
+    from ._hubs.filters import CallLog as CallLog
+    from ._hubs.filters import CallTimeout as CallTimeout
+    from ._hubs.filters import ConnectionEvent as ConnectionEvent
+    from ._hubs.filters import HubCall as HubCall
+    from ._hubs.filters import HubFilter as HubFilter
+    from ._hubs.filters import RateLimit as RateLimit
+    from ._hubs.hub import ConnectionContext as ConnectionContext
+    from ._hubs.hub import HeartbeatFeature as HeartbeatFeature
+    from ._twisted.client import HubClientFactory as HubClientFactory
+    from ._twisted.client import HubClientProtocol as HubClientProtocol
+    from ._twisted.limits import ConnectionLimits as ConnectionLimits
+    from ._twisted.server import HubServerProtocol as HubServerProtocol
 
     PROXY_SAFE: HeartbeatPolicy
     FAST_DETECTION: HeartbeatPolicy
@@ -190,7 +190,7 @@ else:
             return value
         if name.startswith("__"):
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        from ._deprecate import moved_name
+        from ._core.deprecate import moved_name
 
         # "from twisted_hub import NAME" asks twice: the import system's
         # hasattr() (in _handle_fromlist), then the import itself.  Warn once,

@@ -54,7 +54,9 @@ from typing import Any, TextIO
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 
-from ._client import (
+from ._core.errors import CallTimeoutError, ConnectTimeoutError, DisconnectKind, HandshakeError, HubError
+from ._core.wire import ErrorCode
+from ._twisted.client import (
     ClientHeartbeatEvent,
     HubClientOptions,
     HubClientProtocol,
@@ -62,8 +64,6 @@ from ._client import (
     connect,
     hub_url,
 )
-from ._errors import CallTimeoutError, ConnectTimeoutError, DisconnectKind, HandshakeError, HubError
-from ._wire import ErrorCode
 
 EXIT_OK = 0
 EXIT_HUB_ERROR = 1
@@ -594,8 +594,8 @@ def run_typescript(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """C{typescript}: write the TypeScript interfaces of the given hub classes."""
     from twisted.python.usage import UsageError
 
-    from ._loading import load_hub
-    from ._typescript import typescript_for_hubs
+    from ._ops.loading import load_hub
+    from ._ops.typescript import typescript_for_hubs
 
     try:
         hubs = [load_hub(spec) for spec in args.hubs]

@@ -10,9 +10,9 @@ Twisted client, over the C{websockets} library (C{pip install
 
 Every protocol decision (message encoding, the handshake, call ids, answers
 to server heartbeats, the heartbeat timeout verdict, the clock offset, close
-reasons) is made by L{twisted_hub._connection.ClientConnection} and
-L{twisted_hub._heartbeat.HeartbeatTracker}; this module only moves bytes and
-owns the timers, as L{twisted_hub._client} does for Twisted.  It imports
+reasons) is made by L{twisted_hub._core.connection.ClientConnection} and
+L{twisted_hub._core.heartbeat.HeartbeatTracker}; this module only moves bytes and
+owns the timers, as L{twisted_hub._twisted.client} does for Twisted.  It imports
 neither Twisted nor autobahn (C{tests/test_aio_imports.py} checks).
 """
 
@@ -35,12 +35,11 @@ from websockets.frames import CTRL_OPCODES, Frame, Opcode
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
-from ._base_error import HubArgumentError
-from ._client_common import HubClientOptions, full_jitter_policy, hub_url, make_proxy
-from ._client_session import ClientConnectionViews, ClientSession
-from ._compression_policy import CompressionPolicy
-from ._corelog import StdlibCoreLog
-from ._errors import (
+from ._core.base_error import HubArgumentError
+from ._core.client_common import HubClientOptions, full_jitter_policy, hub_url, make_proxy
+from ._core.client_session import ClientConnectionViews, ClientSession
+from ._core.compression_policy import CompressionPolicy
+from ._core.errors import (
     CallTimeoutError,
     ConnectionClosedError,
     ConnectTimeoutError,
@@ -48,12 +47,13 @@ from ._errors import (
     DisconnectReason,
     HandshakeError,
 )
-from ._heartbeat import Traffic
-from ._receivers import receiver_methods
+from ._core.heartbeat import Traffic
+from ._core.log import StdlibCoreLog
+from ._core.receivers import receiver_methods
+from ._core.sentinel import UNSET, Unset
+from ._core.session import ended_reason
+from ._core.wire import SUBPROTOCOL, close_reason_bytes
 from ._sendqueue import asyncio_queued
-from ._sentinel import UNSET, Unset
-from ._session import ended_reason
-from ._wire import SUBPROTOCOL, close_reason_bytes
 
 __all__ = ["AsyncHubClient", "ReconnectingAsyncHubClient", "connect"]
 

@@ -4,7 +4,7 @@ connection's access token into a L{User} or refuses it; policies decide per
 hub and per method who may call.
 """
 
-from ._auth import (
+from ._hubs.auth import (
     AuthenticationFailed,
     Credentials,
     Forbidden,

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ._errors import DisconnectReason, HubError
-from ._hub import Hub, hub, method
+from ._core.errors import DisconnectReason, HubError
+from ._hubs.hub import Hub, hub, method
 
 
 @hub("echo")

@@ -4,6 +4,6 @@ Filters: code around every hub call and around connect and disconnect
 L{CallTimeout}).
 """
 
-from ._filters import CallLog, CallTimeout, ConnectionEvent, HubCall, HubFilter, RateLimit
+from ._hubs.filters import CallLog, CallTimeout, ConnectionEvent, HubCall, HubFilter, RateLimit
 
 __all__ = ["CallLog", "CallTimeout", "ConnectionEvent", "HubCall", "HubFilter", "RateLimit"]

@@ -27,18 +27,18 @@ Redis being away never stops a node: it serves its own connections, drops
 its membership snapshot again and reloads the other nodes'.  Each renewal
 checks that Redis still holds this node's state and writes it again if
 not.  Messages are numbered per channel (gaps are counted as C{missed}) and,
-with a shared secret, signed (L{twisted_hub._backplane_wire}); the
+with a shared secret, signed (L{twisted_hub._backplane.wire}); the
 connections themselves (TLS, Sentinel, the PING watch) are
-L{twisted_hub._redis_link}'s.
+L{twisted_hub._backplane.redis_link}'s.
 
 This module is the Redis driver; the decisions live in parts it wires
-together: the typed messages and their checks (L{twisted_hub._backplane_wire}),
-the mirror of the other nodes' members (L{twisted_hub._membership}) and what
-is done with what they say (L{twisted_hub._backplane_inbox}), all without I/O;
+together: the typed messages and their checks (L{twisted_hub._backplane.wire}),
+the mirror of the other nodes' members (L{twisted_hub._backplane.membership}) and what
+is done with what they say (L{twisted_hub._backplane.inbox}), all without I/O;
 and, on Redis, the keys and the command flow control
-(L{twisted_hub._redis_commands}) and this node's state there
-(L{twisted_hub._redis_presence}).  It reaches this node's hubs through
-L{twisted_hub._backplane.LocalHubs} only.
+(L{twisted_hub._backplane.redis_commands}) and this node's state there
+(L{twisted_hub._backplane.redis_presence}).  It reaches this node's hubs through
+L{twisted_hub._backplane.interface.LocalHubs} only.
 """
 
 from __future__ import annotations
@@ -52,14 +52,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from ._backplane import LocalHubs, Target
-from ._backplane_inbox import BackplaneProblems, NodeInbox
-from ._backplane_wire import Bye, NodeCodec, Signer, read_secret_file, secret_from_environment
-from ._base_error import HubArgumentError, HubStateError
-from ._logging import HUB_LOG_OBSERVER, TwistedCoreLog
-from ._membership import NodeMirror
-from ._redis_commands import CommandLink, Publisher, RedisCommands, RedisKeys
-from ._redis_link import (
+from ._backplane.inbox import BackplaneProblems, NodeInbox
+from ._backplane.interface import LocalHubs, Target
+from ._backplane.membership import NodeMirror
+from ._backplane.redis_commands import CommandLink, Publisher, RedisCommands, RedisKeys
+from ._backplane.redis_link import (
     DEFAULT_PING_INTERVAL,
     DEFAULT_PING_TIMEOUT,
     RedisLinkError,
@@ -67,7 +64,10 @@ from ._redis_link import (
     TxRedisConnector,
     parse_redis_url,
 )
-from ._redis_presence import NodePresence
+from ._backplane.redis_presence import NodePresence
+from ._backplane.wire import Bye, NodeCodec, Signer, read_secret_file, secret_from_environment
+from ._core.base_error import HubArgumentError, HubStateError
+from ._support.logging import HUB_LOG_OBSERVER, TwistedCoreLog
 
 __all__ = ["RedisBackplane", "RedisLinkError", "RedisSettings", "TxRedisConnector", "parse_redis_url"]
 

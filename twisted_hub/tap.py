@@ -36,9 +36,9 @@ from twisted.application.service import IService
 from twisted.internet.error import CannotListenError
 from twisted.python import usage
 
-from ._heartbeat import HeartbeatConfigurationError, HeartbeatPolicy
-from ._loading import DEFAULT_HINT, HintedUsageError, load_hub
-from ._logging import json_log_observer as json_log_observer  # documented here: twistd --logger twisted_hub.tap...
+from ._core.heartbeat import HeartbeatConfigurationError, HeartbeatPolicy
+from ._ops.loading import DEFAULT_HINT, HintedUsageError, load_hub
+from ._support.logging import json_log_observer as json_log_observer  # documented here: twistd --logger twisted_hub.tap...
 
 #: Defaults of the settings that have one.
 DEFAULT_PATH = "/hub"
@@ -67,7 +67,7 @@ def load_filter(spec: str) -> object:
     Import C{module:name}: a filter object, or a class or function that
     makes one when called without arguments; check it is a filter.
     """
-    from ._filters import FILTER_HOOKS, check_filters
+    from ._hubs.filters import FILTER_HOOKS, check_filters
 
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
@@ -503,7 +503,7 @@ class Options(usage.Options):
         self["heartbeat"] = policy
 
     def _check_limits(self) -> None:
-        from ._server import (
+        from ._twisted.server import (
             DEFAULT_MAX_MESSAGE_SIZE,
             DEFAULT_MAX_OUTGOING_BUFFER,
             DEFAULT_MAX_PENDING_BYTES,
@@ -525,8 +525,8 @@ class Options(usage.Options):
         else:
             self["max-pending-calls"] = int(calls)
         timeout = self["shutdown-timeout"]
-        from ._logging import LOG_LEVELS
-        from ._service import DEFAULT_SHUTDOWN_TIMEOUT
+        from ._ops.service import DEFAULT_SHUTDOWN_TIMEOUT
+        from ._support.logging import LOG_LEVELS
 
         self["shutdown-timeout"] = (
             DEFAULT_SHUTDOWN_TIMEOUT if timeout is None else _positive("shutdown-timeout", timeout)
@@ -544,9 +544,9 @@ class Options(usage.Options):
         self["log-level"] = level
 
     def _check_connection_limits(self) -> None:
-        from ._limits import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP
-        from ._origin import AllowedHosts
-        from ._resource import check_status_path
+        from ._core.origin import AllowedHosts
+        from ._twisted.limits import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP
+        from ._twisted.resource import check_status_path
 
         timeout = self["handshake-timeout"]
         self["handshake-timeout"] = (
@@ -568,7 +568,7 @@ class Options(usage.Options):
             raise usage.UsageError(f"--status-path: {e}") from None
 
     def _check_origins(self) -> None:
-        from ._origin import OriginPolicy
+        from ._core.origin import OriginPolicy
 
         try:
             self["origin-policy"] = OriginPolicy(self["allowed-origins"])
@@ -580,7 +580,7 @@ class Options(usage.Options):
         """C{--static}: C{self["static"]} becomes C{[(prefix, absolute folder)]}, checked against the hub's own paths."""
         if not self["static"]:
             return
-        from ._files import check_static_mounts, parse_static_option, reserved_paths, static_mounts
+        from ._ops.files import check_static_mounts, parse_static_option, reserved_paths, static_mounts
 
         mounts: dict[str, str] = {}
         for value in self["static"]:
@@ -606,7 +606,7 @@ class Options(usage.Options):
         C{self["filters"]}: the server's filters, outermost first: the rate
         limit, the call log, the call timeout, then each C{--filter} in order.
         """
-        from ._filters import CallLog, CallTimeout, RateLimit
+        from ._hubs.filters import CallLog, CallTimeout, RateLimit
 
         filters: list[object] = []
         rate, burst = self["call-rate"], self["call-burst"]
@@ -637,8 +637,8 @@ class Options(usage.Options):
         self["authenticator"] = load_authenticator(str(spec))
         self["auth-timeout"] = 5.0 if timeout is None else _positive("auth-timeout", timeout)
     def _check_compression(self) -> None:
-        from ._base_error import HubArgumentError
-        from ._compression import CompressionPolicy, check_autobahn_bounds_inflation
+        from ._core.base_error import HubArgumentError
+        from ._twisted.compression import CompressionPolicy, check_autobahn_bounds_inflation
 
         min_size, bits = self["compression-min-size"], self["compression-window-bits"]
         if not self["compression"]:
@@ -670,7 +670,7 @@ class Options(usage.Options):
         if not text.isdigit() or int(text) < 1:
             raise usage.UsageError(f"--workers must be a whole number >= 1, got {count!r}")
         self["workers"] = int(text)
-        from ._workers import WorkersUnavailable, check_platform, tcp_address
+        from ._ops.workers import WorkersUnavailable, check_platform, tcp_address
 
         if self["workers"] > 1 and self["redis"] is None:
             raise HintedUsageError(
@@ -686,7 +686,7 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
     def _check_redis(self) -> None:
-        from ._backplane_wire import read_secret_file, secret_from_environment
+        from ._backplane.wire import read_secret_file, secret_from_environment
         from .redis import DEFAULT_LEASE, parse_redis_url
 
         url = self["redis"]
@@ -722,7 +722,7 @@ def twistd_error_text(error: usage.UsageError) -> str:
 
 def _static_prefix(value: str) -> str:
     """The URL prefix of a C{--static [PREFIX=]DIR} value, normalised (C{/} for a bare DIR)."""
-    from ._files import parse_static_option
+    from ._ops.files import parse_static_option
 
     return "/" + parse_static_option(str(value))[0].strip("/")
 
@@ -746,8 +746,8 @@ def makeService(options: Options) -> IService:
     bound ends twistd with one line that names it (embedders of
     L{HubService} get the exception itself).
     """
-    from ._logging import LOG_LEVELS, LogLevelService
-    from ._service import HubService
+    from ._ops.service import HubService
+    from ._support.logging import LOG_LEVELS, LogLevelService
 
     class TwistdHubService(HubService):
         def privilegedStartService(self) -> None:
@@ -758,7 +758,7 @@ def makeService(options: Options) -> IService:
 
     # The level, passed down; where the log goes is twistd's (--logfile, --syslog, -n, --logger).
     root = LogLevelService(LOG_LEVELS[options["log-level"]])
-    from ._workers import WorkerSettings
+    from ._ops.workers import WorkerSettings
 
     worker = WorkerSettings.from_environment()
     if options["workers"] is not None and worker is None:
@@ -802,7 +802,7 @@ def makeService(options: Options) -> IService:
     )
     hubs.setServiceParent(root)  # type: ignore[no-untyped-call]
     if worker is not None:
-        from ._workers import attach_worker
+        from ._ops.workers import attach_worker
 
         attach_worker(worker, hubs, root)
     return root
@@ -810,7 +810,7 @@ def makeService(options: Options) -> IService:
 
 def _supervisor(options: Options) -> IService:
     """The parent of C{--workers N}: it binds the ports and runs the workers (docs/scaling.md)."""
-    from ._workers import WorkerSupervisor, stop_timeout
+    from ._ops.workers import WorkerSupervisor, stop_timeout
 
     class TwistdSupervisor(WorkerSupervisor):
         def privilegedStartService(self) -> None:

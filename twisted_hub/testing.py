@@ -31,10 +31,10 @@ from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport
 from zope.interface import implementer
 
-from ._base_error import HubArgumentError, HubUsageError
-from ._client import HubClientFactory, HubClientOptions, HubClientProtocol, resolve_access_token
-from ._hub import Hub
-from ._server import HubServerFactory, HubServerProtocol, HubSpec, HubTestServerOptions
+from ._core.base_error import HubArgumentError, HubUsageError
+from ._hubs.hub import Hub
+from ._twisted.client import HubClientFactory, HubClientOptions, HubClientProtocol, resolve_access_token
+from ._twisted.server import HubServerFactory, HubServerProtocol, HubSpec, HubTestServerOptions
 
 _NO_AUTOBAHN_TIMERS = {"openHandshakeTimeout": 0, "closeHandshakeTimeout": 0}
 

@@ -10,16 +10,16 @@ Twisted client and server; from asyncio code, import it under
 C{if TYPE_CHECKING:}.
 """
 
-from ._backplane import Backplane, LocalBackplane
-from ._client import HubClientFactory, HubClientProtocol
-from ._client_common import ClientHeartbeatEvent, HubProxy, ServerHeartbeatEvent
-from ._errors import DisconnectReason
-from ._heartbeat import ClockOffset, MetadataProvider
-from ._hub import ConnectionContext, HeartbeatFeature
-from ._limits import ConnectionLimits
-from ._origin import AllowedHosts
-from ._server import HubServerProtocol
-from ._wire import SUBPROTOCOL
+from ._backplane.interface import Backplane, LocalBackplane
+from ._core.client_common import ClientHeartbeatEvent, HubProxy, ServerHeartbeatEvent
+from ._core.errors import DisconnectReason
+from ._core.heartbeat import ClockOffset, MetadataProvider
+from ._core.origin import AllowedHosts
+from ._core.wire import SUBPROTOCOL
+from ._hubs.hub import ConnectionContext, HeartbeatFeature
+from ._twisted.client import HubClientFactory, HubClientProtocol
+from ._twisted.limits import ConnectionLimits
+from ._twisted.server import HubServerProtocol
 
 __all__ = [
     "AllowedHosts",

@@ -1,6 +1,6 @@
 /**
  * Errors and disconnect reasons: the same codes and kinds as the Python
- * client (twisted_hub._errors).
+ * client (twisted_hub._core.errors).
  */
 import { CloseCode, ErrorCode } from "./wire.js";
 
@@ -106,7 +106,7 @@ export class HandshakeError extends Error {
   }
 }
 
-// Exactly twisted_hub._errors._CLOSE_KINDS: tests/test_javascript.py
+// Exactly twisted_hub._core.errors._CLOSE_KINDS: tests/test_javascript.py
 // compares kindForClose with Python's kind_for_close code by code.
 const CLOSE_KINDS: Record<number, DisconnectKind> = {
   [CloseCode.NORMAL]: DisconnectKind.NORMAL,

@@ -28,7 +28,7 @@ def main() -> None:
     from twisted.internet import reactor
 
     from twisted_hub import HeartbeatPolicy, Hub, HubServerFactory, method
-    from twisted_hub._liveness import ServerHeartbeatScheduler
+    from twisted_hub._twisted.liveness import ServerHeartbeatScheduler
     from twisted_hub.types import DisconnectReason
 
     # Process-wide on purpose: the patched tick below (a patch of the class,
@@ -47,7 +47,7 @@ def main() -> None:
         # the socket buffer is full; a beat sent straight to the socket
         # (write_through) would be answered during the stall and read before
         # the check, and no grace would be needed.
-        from twisted_hub import _autobahn
+        from twisted_hub._twisted import fastpath as _autobahn
 
         direct = _autobahn.write_through
         _autobahn.write_through = lambda transport, data: transport.write(data)
