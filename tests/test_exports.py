@@ -53,7 +53,7 @@ def doc_section(title: str) -> str:
 
 def documented_api(module: str = "twisted_hub") -> dict[str, str]:
     """C{name: defining module} from the table of C{module} in docs/api.md."""
-    rows = re.findall(r"^\| `([\w]+)` \| `([\w]+)` \|", doc_section(f"`{module}`"), re.M)
+    rows = re.findall(r"^\| `([\w]+)` \| `([\w.]+)` \|", doc_section(f"`{module}`"), re.M)
     return dict(rows)
 
 

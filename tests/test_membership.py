@@ -8,8 +8,6 @@ a number passed in.
 
 from __future__ import annotations
 
-import ast
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -324,38 +322,5 @@ class InboxTests(SynchronousTestCase):
         self.assertEqual(self.mirror.nodes, {})
 
 
-PURE = ("_membership", "_backplane_inbox", "_backplane_wire")
-FORBIDDEN = ("twisted", "autobahn", "zope", "txredisapi", "prometheus_client")
-
-
-def runtime_imports(module: str) -> Iterator[tuple[str, str]]:
-    """(module, imported name) for each import that runs when C{module} loads (not those under TYPE_CHECKING)."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "twisted_hub", module + ".py")
-    with open(path, encoding="utf-8") as f:
-        tree = ast.parse(f.read())
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield module, alias.name
-        elif isinstance(node, ast.ImportFrom):
-            yield module, ("." * node.level) + (node.module or "")
-
-
-class LayerTests(SynchronousTestCase):
-    def test_pure_parts_import_no_twisted(self) -> None:
-        """The codec, the mirror and the inbox, and what they import of twisted-hub, load no Twisted or Redis client."""
-        seen: set[str] = set()
-        todo = list(PURE)
-        bad = []
-        while todo:
-            module = todo.pop()
-            if module in seen:
-                continue
-            seen.add(module)
-            for importer, name in runtime_imports(module):
-                if name.startswith("."):
-                    todo.append(name.lstrip("."))
-                elif name.split(".")[0] in FORBIDDEN:
-                    bad.append((importer, name))
-        self.assertEqual(bad, [])
-        self.assertIn("_corelog", seen)
+# That the codec, the mirror and the inbox import no framework is the import contract
+# "backplane-protocol-is-sans-io" (pyproject.toml), run by tests/test_architecture.py.
