@@ -20,7 +20,18 @@ from __future__ import annotations
 
 import argparse
 
-from _common import HOST, HUB_NAME, apply_hub_ablation, cpu_seconds, emit, now, rpc_value
+from _common import (
+    HOST,
+    HUB_NAME,
+    STOCK_REFERENCES,
+    apply_hub_ablation,
+    cpu_seconds,
+    emit,
+    now,
+    require_websockets_speedups,
+    rpc_value,
+    run_asyncio,
+)
 
 
 class Window:
@@ -101,6 +112,9 @@ async def _raw_autobahn(reactor, port: int, window: Window, value: bytes):  # ty
 
     class RawClient(WebSocketClientProtocol):
         next_id = 0
+        # Nagle off, as autobahn's documented default says (see _server.py, RawProtocol)
+        if not STOCK_REFERENCES:
+            tcpNoDelay = True
 
         def onOpen(self) -> None:
             opened.callback(None)
@@ -148,7 +162,7 @@ def run_socketio(args: argparse.Namespace) -> None:
         emit("result", **window.result)
         await sio.disconnect()
 
-    asyncio.run(main())
+    run_asyncio(main())
 
 
 def run_websockets(args: argparse.Namespace) -> None:
@@ -157,6 +171,8 @@ def run_websockets(args: argparse.Namespace) -> None:
     import msgpack
     from websockets.asyncio.client import connect
 
+    if not STOCK_REFERENCES:
+        require_websockets_speedups()
     window = Window(args.server_pid)
     value = rpc_value(args.size)
     packb, unpackb = msgpack.packb, msgpack.unpackb
@@ -189,7 +205,7 @@ def run_websockets(args: argparse.Namespace) -> None:
             worker.cancel()
             emit("result", **window.result)
 
-    asyncio.run(main())
+    run_asyncio(main())
 
 
 def main() -> None:
