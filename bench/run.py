@@ -522,6 +522,7 @@ def main() -> int:
     versions = library_versions()
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), flush=True)
     load_before = os.getloadavg()
+    commit = git_commit()  # before the run: the tree it measured
     started = time.time()
     runs: dict[str, dict[str, list[dict[str, float] | None]]] = {}
     failures: list[str] = []
@@ -555,7 +556,7 @@ def main() -> int:
         "duration_s": time.time() - started,
         "quick": args.quick,
         "note": args.note,
-        "commit": git_commit(),
+        "commit": commit,
         "impls": args.impls,
         "settings": asdict(s),
         "versions": versions,
