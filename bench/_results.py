@@ -138,7 +138,7 @@ def ratio_strings(document: dict[str, Any]) -> set[str]:
 
 
 #: a ratio quoted in prose: "1.23×"; bounds of targets ("≥ 1.5×", ">= 1.0x") are not results
-PROSE_RATIO = re.compile(r"(?<![≥≤<>=] )(?<![≥≤<>=])\b(\d+(?:\.\d+)?)×")
+PROSE_RATIO = re.compile(r"(?<![\d.,])(?<![≥≤<>=] )(?<![≥≤<>=])(\d+(?:\.\d+)?)×")
 
 
 def prose_ratios(text: str) -> list[str]:
