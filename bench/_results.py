@@ -13,7 +13,8 @@ docs/performance.md, and the sanity band of CI's quick runs.
 - **The CI band** (:func:`band_problems`): ``bench/run.py --quick --check-against FILES``
   fails when a case or an implementation produced no numbers, when a number is not finite,
   or when a quick ratio hub / reference of a throughput metric lies outside
-  [recorded / BAND, recorded x BAND] of the latest recorded full run.  See
+  [recorded / BAND, recorded x BAND] of the latest recorded quick baseline (a ``--quick
+  --repeats 3`` run: a quick run's cases are smaller than a full run's, and so are some ratios).  See
   docs/performance.md, "What CI checks", for why the band is that wide.
 """
 
@@ -89,8 +90,20 @@ def render_table(document: dict[str, Any], cases: list[str], labels: dict[str, l
     """
     impls = impls_of(document)
     refs = [impl for impl in impls if impl != "hub"]
+    machine, v = document["machine"], document.get("versions", {})
+    load_before = machine.get("loadavg_before", [math.nan])[0]
+    caption = (
+        f"`{document['command']}`: started {document['started']}, commit `{document.get('commit') or '?'}`, "
+        f"{document['duration_s']:.0f} s, {document['settings']['repeats']} interleaved repeats; "
+        f"{machine['cpus']} cores, load average (1 min) {load_before:.1f} before, {machine['loadavg'][0]:.1f} after; "
+        f"Python {machine['python']}, Twisted {v.get('twisted')} ({v.get('twisted_reactor')}), "
+        f"autobahn {v.get('autobahn')} (NVX {'on' if v.get('autobahn_nvx') else 'off'}), "
+        f"websockets {v.get('websockets')} (speedups {'on' if v.get('websockets_speedups') else 'off'}), "
+        f"uvloop {v.get('uvloop')}, msgpack {v.get('msgpack')}"
+        + (f"; {document['note']}" if document.get("note") else "") + "."
+    )
     head = ["case", "metric", *(f"`{impl}`" for impl in impls), *(f"hub ÷ `{ref}`" for ref in refs)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(impls) + len(refs))]
+    lines = [caption, "", "| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(impls) + len(refs))]
     for case in cases:
         entry = document["summary"].get(case)
         if entry is None:
@@ -122,7 +135,7 @@ def regenerate(text: str, labels: dict[str, list[tuple[str, str]]]) -> str:
 
 def cited_files(text: str) -> list[str]:
     """Every recorded result file the text names (in a table block or in the prose)."""
-    found = re.findall(r"bench/results/recorded/[\w.+-]+\.json", text)
+    found = re.findall(r"bench/results/recorded/[a-z0-9][\w.+-]*\.json", text)
     return list(dict.fromkeys(found))
 
 
@@ -148,11 +161,16 @@ def prose_ratios(text: str) -> list[str]:
 
 
 # -- CI: sanity and band of a quick run ----------------------------------------
-def recorded_ratio(recorded: list[dict[str, Any]], case: str, metric: str, ref: str) -> tuple[float, str] | None:
-    """The median ratio hub / C{ref} of the latest full recorded run that has it, and that run's start."""
+def recorded_ratio(
+    recorded: list[dict[str, Any]], case: str, metric: str, ref: str, quick: bool
+) -> tuple[float, str] | None:
+    """
+    The median ratio hub / C{ref} of the latest recorded run of the same kind (C{quick} or
+    full: their cases differ in size, and so do their ratios) that has it, and that run's start.
+    """
     best: tuple[str, float] | None = None
     for document in recorded:
-        if document.get("quick"):
+        if bool(document.get("quick")) != quick:
             continue
         sp = document["summary"].get(case, {}).get("ratios", {}).get(metric, {}).get(ref)
         if sp and (best is None or document["started"] > best[0]):
@@ -164,12 +182,13 @@ def band_problems(
     runs: dict[str, dict[str, list[dict[str, float] | None]]],
     summary: dict[str, Any],
     recorded: list[dict[str, Any]],
+    quick: bool = True,
     band: float = BAND,
 ) -> tuple[list[str], list[str]]:
     """
-    Check a (quick) run: every case and implementation produced numbers, every number is
-    finite, and each banded ratio is within C{band} times of the recorded one either way.
-    Returns (problems, lines of the report).
+    Check a run (C{quick} or full): every case and implementation produced numbers, every
+    number is finite, and each banded ratio is within C{band} times, either way, of the one
+    recorded by the latest run of the same kind.  Returns (problems, lines of the report).
     """
     problems: list[str] = []
     report: list[str] = []
@@ -188,7 +207,7 @@ def band_problems(
         for ref, sp in summary.get(case, {}).get("ratios", {}).get(metric, {}).items():
             if sp is None:
                 continue
-            found = recorded_ratio(recorded, case, metric, ref)
+            found = recorded_ratio(recorded, case, metric, ref, quick)
             if found is None:
                 report.append(f"  {case:<12} hub/{ref:<16} {fmt(sp['median']):>8}  (nothing recorded)")
                 continue

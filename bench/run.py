@@ -44,6 +44,7 @@ import json
 import os
 import platform
 import queue
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -517,7 +518,7 @@ def main() -> int:
     if args.window:
         s.idle_window = args.window
     cases = args.only or list(CASES)
-    command = "python3 bench/run.py " + " ".join(sys.argv[1:])
+    command = "python3 bench/run.py " + shlex.join(sys.argv[1:])
     print(open_file_limit_line(), flush=True)
     versions = library_versions()
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), flush=True)
@@ -584,7 +585,7 @@ def main() -> int:
         print(f"no numbers for: {', '.join(missing)}", file=sys.stderr)
         return 1
     if args.check_against:
-        problems, band_report = band_problems(runs, summary, recorded)
+        problems, band_report = band_problems(runs, summary, recorded, quick=args.quick)
         print("\n== sanity and band against " + ", ".join(os.path.relpath(p, ROOT) for p in args.check_against))
         print("\n".join(band_report))
         for problem in problems:

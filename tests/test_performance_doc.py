@@ -63,12 +63,16 @@ class DocAgainstResultFilesTests(unittest.TestCase):
             with self.subTest(path=path):
                 self.assertTrue(os.path.isfile(os.path.join(ROOT, path)), f"{path} is not in the repository")
                 document = results.load(path)
-                self.assertFalse(document["quick"], "a --quick run is a smoke test, not a figure")
                 self.assertGreaterEqual(document["settings"]["repeats"], 3, "median of >= 3 interleaved repeats")
                 self.assertEqual(document["impls"][0], "hub")
                 for key in ("command", "started", "commit", "versions", "machine", "note"):
                     self.assertTrue(document.get(key), f"{path} records no {key}")
                 self.assertEqual(document["failures"], [])
+
+    def test_tables_come_from_full_runs(self) -> None:
+        for block in results.doc_blocks(_doc()):
+            with self.subTest(path=block["file"]):
+                self.assertFalse(results.load(block["file"])["quick"], "a --quick run is a smoke test, not a figure")
 
     def test_no_figure_cites_an_unrecorded_result_file(self) -> None:
         # bench/results/ outside recorded/ is git-ignored: a figure citing it has nothing behind it
@@ -95,7 +99,7 @@ def _result(value: float) -> dict[str, float]:
     return {"calls_per_s": value, "server_cpu_us_per_call": 100.0}
 
 
-def _recorded(ratio: float, started: str, quick: bool = False) -> dict[str, Any]:
+def _recorded(ratio: float, started: str, quick: bool = True) -> dict[str, Any]:
     return {"quick": quick, "started": started, "summary": {"rpc1": {"ratios": {
         "calls_per_s": {"autobahn": {"median": ratio, "min": ratio, "max": ratio, "n": 3}}}}}}
 
@@ -103,7 +107,7 @@ def _recorded(ratio: float, started: str, quick: bool = False) -> dict[str, Any]
 class BandTests(unittest.TestCase):
     def check(self, hub: float, ref: float, recorded: list[dict[str, Any]]) -> list[str]:
         runs = {"rpc1": {"hub": [_result(hub)], "autobahn": [_result(ref)]}}
-        problems, _ = results.band_problems(runs, run.summarize(runs), recorded)
+        problems, _ = results.band_problems(runs, run.summarize(runs), recorded, quick=True)
         return list(problems)
 
     def test_within_the_band(self) -> None:
@@ -119,9 +123,10 @@ class BandTests(unittest.TestCase):
         self.assertIn("rpc1", problem)
         self.assertIn("autobahn", problem)
 
-    def test_latest_full_run_is_the_reference(self) -> None:
+    def test_latest_run_of_the_same_kind_is_the_reference(self) -> None:
+        # a quick run is held to the latest quick baseline, not to a later full run (other sizes)
         recorded = [_recorded(1.0, "2026-12-01T00:00:00+0000"), _recorded(10.0, "2026-12-07T00:00:00+0000"),
-                    _recorded(100.0, "2026-12-08T00:00:00+0000", quick=True)]
+                    _recorded(100.0, "2026-12-08T00:00:00+0000", quick=False)]
         self.assertEqual(self.check(10, 1, recorded), [])  # 10 vs 10: in; vs 1 or 100 it would be out
         self.assertEqual(len(self.check(1, 1, recorded)), 1)
 
@@ -132,7 +137,7 @@ class BandTests(unittest.TestCase):
         runs: dict[str, dict[str, list[dict[str, float] | None]]] = {
             "rpc1": {"hub": [_result(math.nan)], "autobahn": [None]},
         }
-        problems, _ = results.band_problems(runs, run.summarize(runs), [])
+        problems, _ = results.band_problems(runs, run.summarize(runs), [], quick=True)
         self.assertEqual(len(problems), 2)
         self.assertTrue(any("no numbers" in p for p in problems))
         self.assertTrue(any("nan" in p for p in problems))
@@ -144,7 +149,7 @@ class BandTests(unittest.TestCase):
                          "autobahn": [{"calls_per_s": 1.0, "server_cpu_us_per_call": 1000.0}]},
                 "idle1000": {"hub": [dict(idle, server_cpu_us_per_beat=0.0)],
                              "autobahn": [dict(idle, server_cpu_us_per_beat=50.0)]}}
-        problems, _ = results.band_problems(runs, run.summarize(runs), recorded)
+        problems, _ = results.band_problems(runs, run.summarize(runs), recorded, quick=True)
         self.assertEqual(problems, [])
 
 
@@ -152,9 +157,20 @@ class RenderTests(unittest.TestCase):
     def test_a_table(self) -> None:
         runs = {"rpc1": {"hub": [_result(3000), _result(4000), _result(5000)],
                          "autobahn": [_result(2000), _result(2000), _result(2500)]}}
-        document = {"impls": ["hub", "autobahn"], "runs": runs, "summary": run.summarize(runs)}
+        document = {"impls": ["hub", "autobahn"], "runs": runs, "summary": run.summarize(runs),
+                    "command": "python3 bench/run.py --only rpc1", "started": "2026-12-07T00:30:23+0000",
+                    "commit": "1f8cc15", "duration_s": 61.4, "settings": {"repeats": 3}, "note": "a note",
+                    "machine": {"cpus": 2, "python": "3.11.7", "loadavg_before": [3.54, 3.5, 2.0],
+                                "loadavg": [9.96, 9.0, 4.0]},
+                    "versions": {"twisted": "26.10.0", "twisted_reactor": "EPollReactor", "autobahn": "26.11.1",
+                                 "autobahn_nvx": True, "websockets": "17.4", "websockets_speedups": True,
+                                 "uvloop": "0.23.0", "msgpack": "1.2.4"}}
         table = results.render_table(document, ["rpc1"], {"rpc1": [("calls_per_s", "calls/s")]})
-        self.assertEqual(table, "| case | metric | `hub` | `autobahn` | hub ÷ `autobahn` |\n"
+        self.assertEqual(table, "`python3 bench/run.py --only rpc1`: started 2026-12-07T00:30:23+0000, commit `1f8cc15`, "
+                                "61 s, 3 interleaved repeats; 2 cores, load average (1 min) 3.5 before, 10.0 after; "
+                                "Python 3.11.7, Twisted 26.10.0 (EPollReactor), autobahn 26.11.1 (NVX on), "
+                                "websockets 17.4 (speedups on), uvloop 0.23.0, msgpack 1.2.4; a note.\n\n"
+                                "| case | metric | `hub` | `autobahn` | hub ÷ `autobahn` |\n"
                                 "|---|---|---:|---:|---:|\n"
                                 "| `rpc1` | calls/s | 4,000 | 2,000 | 2.00 [1.50..2.00] |\n")
 
