@@ -12,8 +12,10 @@ docs/performance.md, and the sanity band of CI's quick runs.
   every ratio quoted in the prose (``1.23×``) is one of the cited files' ratios.
 - **The CI band** (:func:`band_problems`): ``bench/run.py --quick --check-against FILES``
   fails when a case or an implementation produced no numbers, when a number is not finite,
-  or when a quick ratio hub / reference of a throughput metric lies outside
-  [recorded / BAND, recorded x BAND] of the latest recorded quick baseline (a ``--quick
+  when a quick ratio hub / reference of a throughput metric lies outside
+  [recorded / BAND, recorded x BAND], or when, for one reference, the geometric mean of
+  (ratio / recorded ratio) over those cases lies outside [1 / MEAN_BAND, MEAN_BAND]; "recorded"
+  is the latest recorded quick baseline (a ``--quick
   --repeats 3`` run: a quick run's cases are smaller than a full run's, and so are some ratios).  See
   docs/performance.md, "What CI checks", for why the band is that wide.
 """
@@ -31,8 +33,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORDED_DIR = os.path.join(ROOT, "bench", "results", "recorded")
 DOC = os.path.join(ROOT, "docs", "performance.md")
 
-#: a quick ratio may lie this many times above or below the recorded one (docs/performance.md, "What CI checks")
-BAND = 4.0
+#: one case's ratio may lie this many times above or below the recorded one: a collapse, not noise
+#: (single quick repeats of the baseline itself strayed from their median by up to 6.3 times)
+BAND = 8.0
+#: the geometric mean, per reference, of (ratio / recorded ratio) over the banded cases may lie
+#: this many times above or below 1: a shift of the hub (or a reference) as a whole
+MEAN_BAND = 2.0
 #: the metrics whose ratios the band checks, per case prefix: throughput, where one quick repeat is
 #: steady enough; CPU per event of tiny quick runs (and everything of the idle cases, whose net
 #: CPU at N = 20 is within the idle server's own noise) is checked for being there and finite only
@@ -93,7 +99,8 @@ def render_table(document: dict[str, Any], cases: list[str], labels: dict[str, l
     machine, v = document["machine"], document.get("versions", {})
     load_before = machine.get("loadavg_before", [math.nan])[0]
     caption = (
-        f"`{document['command']}`: started {document['started']}, commit `{document.get('commit') or '?'}`, "
+        f"`{re.sub(r' --note .*?(?= --|$)', '', document['command'])}`: started {document['started']}, "
+        f"commit `{document.get('commit') or '?'}`, "
         f"{document['duration_s']:.0f} s, {document['settings']['repeats']} interleaved repeats; "
         f"{machine['cpus']} cores, load average (1 min) {load_before:.1f} before, {machine['loadavg'][0]:.1f} after; "
         f"Python {machine['python']}, Twisted {v.get('twisted')} ({v.get('twisted_reactor')}), "
@@ -184,6 +191,7 @@ def band_problems(
     recorded: list[dict[str, Any]],
     quick: bool = True,
     band: float = BAND,
+    mean_band: float = MEAN_BAND,
 ) -> tuple[list[str], list[str]]:
     """
     Check a run (C{quick} or full): every case and implementation produced numbers, every
@@ -192,6 +200,7 @@ def band_problems(
     """
     problems: list[str] = []
     report: list[str] = []
+    shifts: dict[str, list[float]] = {}  # reference -> log(ratio / recorded ratio) per case
     for case, by_impl in runs.items():
         for impl, results in by_impl.items():
             got = [r for r in results if r is not None]
@@ -212,6 +221,8 @@ def band_problems(
                 report.append(f"  {case:<12} hub/{ref:<16} {fmt(sp['median']):>8}  (nothing recorded)")
                 continue
             then, started = found
+            if sp["median"] > 0 and then > 0:
+                shifts.setdefault(ref, []).append(math.log(sp["median"] / then))
             low, high = then / band, then * band
             ok = low <= sp["median"] <= high
             report.append(
@@ -223,4 +234,12 @@ def band_problems(
                     f"{case}: {metric} hub/{ref} = {fmt(sp['median'])}, outside [{fmt(low)}..{fmt(high)}] "
                     f"(recorded {fmt(then)}, x/÷ {band:g})"
                 )
+    for ref, logs in shifts.items():
+        mean = math.exp(sum(logs) / len(logs))
+        ok = 1 / mean_band <= mean <= mean_band
+        report.append(f"  all {len(logs)} cases  hub/{ref:<16} geometric mean of ratio / recorded: {fmt(mean)}, "
+                      f"band [{fmt(1 / mean_band)}..{fmt(mean_band)}]: {'ok' if ok else 'OUTSIDE'}")
+        if not ok:
+            problems.append(f"hub/{ref}: the ratios are {fmt(mean)} times the recorded ones on (geometric) average, "
+                            f"outside [{fmt(1 / mean_band)}..{fmt(mean_band)}] over {len(logs)} cases")
     return problems, report

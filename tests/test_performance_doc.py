@@ -56,7 +56,7 @@ class DocAgainstResultFilesTests(unittest.TestCase):
                               f"doc:  {old}\nfile: {new}")
             self.fail("the tables differ from their result files in length (python3 bench/doc_tables.py)")
 
-    def test_cited_result_files_are_recorded_full_runs(self) -> None:
+    def test_cited_result_files_are_recorded_runs(self) -> None:
         cited = results.cited_files(_doc())
         self.assertTrue(cited)
         for path in cited:
@@ -113,22 +113,44 @@ class BandTests(unittest.TestCase):
     def test_within_the_band(self) -> None:
         recorded = [_recorded(1.5, "2026-12-07T00:30:00+0000")]
         self.assertEqual(self.check(1500, 1000, recorded), [])
-        self.assertEqual(self.check(1.5 * 3.9, 1, recorded), [])  # x 3.9
-        self.assertEqual(self.check(1.5 / 3.9, 1, recorded), [])
+        self.assertEqual(self.check(1.5 * 1.9, 1, recorded), [])
+        self.assertEqual(self.check(1.5 / 1.9, 1, recorded), [])
 
     def test_outside_the_band(self) -> None:
+        # one case far out: both the case's band and the reference's mean (of one case) say so
         recorded = [_recorded(1.5, "2026-12-07T00:30:00+0000")]
-        self.assertEqual(len(self.check(1.5 * 4.1, 1, recorded)), 1)
-        [problem] = self.check(1.5 / 4.1, 1, recorded)
-        self.assertIn("rpc1", problem)
-        self.assertIn("autobahn", problem)
+        problems = self.check(1.5 * results.BAND * 1.1, 1, recorded)
+        self.assertEqual(len(problems), 2)
+        self.assertTrue(all("autobahn" in p for p in problems))
+        self.assertTrue(any("rpc1" in p for p in problems))
+        self.assertEqual(len(self.check(1.5 / (results.BAND * 1.1), 1, recorded)), 2)
+
+    def test_a_shift_of_every_case_is_caught_by_the_mean(self) -> None:
+        # every case 2.5 times the recorded ratio: each within its own band, the mean is not
+        cases = ("rpc1", "rpc100", "fanout", "accept")
+        metric = {"rpc1": "calls_per_s", "rpc100": "calls_per_s", "fanout": "delivered_per_s", "accept": "conns_per_s"}
+        recorded = [{"quick": True, "started": "2026-12-07T00:00:00+0000", "summary": {
+            case: {"ratios": {metric[case]: {"autobahn": {"median": 1.0, "min": 1.0, "max": 1.0, "n": 3}}}}
+            for case in cases}}]
+
+        def runs(factor: float) -> tuple[list[str], list[str]]:
+            data = {case: {"hub": [{metric[case]: factor}], "autobahn": [{metric[case]: 1.0}]} for case in cases}
+            summary = {case: {"ratios": {metric[case]: {"autobahn": {"median": factor, "min": factor, "max": factor,
+                                                                     "n": 1}}}} for case in cases}
+            return results.band_problems(data, summary, recorded, quick=True)
+
+        self.assertEqual(runs(1.9)[0], [])
+        [problem] = runs(2.5)[0]
+        self.assertIn("geometric", problem)
+        [problem] = runs(1 / 2.5)[0]
+        self.assertIn("hub/autobahn", problem)
 
     def test_latest_run_of_the_same_kind_is_the_reference(self) -> None:
         # a quick run is held to the latest quick baseline, not to a later full run (other sizes)
         recorded = [_recorded(1.0, "2026-12-01T00:00:00+0000"), _recorded(10.0, "2026-12-07T00:00:00+0000"),
                     _recorded(100.0, "2026-12-08T00:00:00+0000", quick=False)]
         self.assertEqual(self.check(10, 1, recorded), [])  # 10 vs 10: in; vs 1 or 100 it would be out
-        self.assertEqual(len(self.check(1, 1, recorded)), 1)
+        self.assertTrue(self.check(1, 1, recorded))
 
     def test_nothing_recorded_is_no_band_problem(self) -> None:
         self.assertEqual(self.check(1, 1000, []), [])
