@@ -9,7 +9,8 @@ RPC load over one connection with each implementation's own client:
 - ``websockets``: websockets' asyncio client (compression off) sending
   msgpack ``[id, "echo", [x]]`` and reading ``[id, x]``.
 
-``x`` is ``--size`` bytes (msgpack bin).
+``x`` is ``--size`` bytes (msgpack bin).  The asyncio clients run on uvloop, the
+autobahn client with TCP_NODELAY, unless ``BENCH_REFERENCES=stock`` (see _server.py).
 
 K calls are kept in flight: each answer starts the next call.  Completed
 calls are counted over the measured window (after a warm-up); the server's

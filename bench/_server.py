@@ -4,6 +4,10 @@ One benchmark server process: ``python3 bench/_server.py IMPL [--heartbeat S]``.
 IMPL is ``hub`` (twisted-hub), ``autobahn`` (raw autobahn on Twisted),
 ``socketio`` (python-socketio AsyncServer on aiohttp, msgpack serializer) or
 ``websockets`` (websockets' asyncio server, msgpack echo as for autobahn).
+The references run as their libraries document they run fastest (raw autobahn
+with its documented TCP_NODELAY, the asyncio ones on uvloop, websockets with its
+C extension); ``BENCH_REFERENCES=stock`` runs them as before 2026-12-07
+(docs/performance.md, "The references").
 Every implementation offers the same three things:
 
 - an RPC ``echo`` (hub method / msgpack ``[id, method, args]`` echo / socket.io

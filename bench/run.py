@@ -6,7 +6,9 @@ Runs, in one go and side by side, each case for four implementations:
 ``hub`` (twisted-hub), ``autobahn`` (raw autobahn on Twisted: the limit of our
 stack), ``socketio`` (python-socketio AsyncServer on aiohttp + AsyncClient,
 msgpack serializer) and ``websockets`` (websockets' asyncio server and client,
-msgpack echo, compression off):
+msgpack echo, compression off), the references each at its library's
+documented best (docs/performance.md, "The references"; the asyncio ones on
+uvloop):
 
 - ``rpc1`` / ``rpc100`` (100-byte argument), ``rpc1-16k`` / ``rpc30-16k`` /
   ``rpc100-16k`` (16 KiB) and ``rpc1-256k`` (256 KiB): RPC round trips per
