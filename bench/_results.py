@@ -147,9 +147,9 @@ def cited_files(text: str) -> list[str]:
 
 
 def ratio_strings(document: dict[str, Any]) -> set[str]:
-    """Every ratio of a result file (median, min, max) as the doc prints it."""
-    shown = set()
-    for entry in document["summary"].values():
+    """Every ratio of a result file of bench/run.py (median, min, max) as the doc prints it."""
+    shown: set[str] = set()
+    for entry in document.get("summary", {}).values():
         for by_ref in entry["ratios"].values():
             for sp in by_ref.values():
                 if sp:

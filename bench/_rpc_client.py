@@ -74,7 +74,8 @@ def run_twisted(args: argparse.Namespace) -> None:
 
             from autobahn.twisted.websocket import WebSocketClientProtocol
 
-            from twisted_hub import HubClientProtocol, connect
+            from twisted_hub import connect
+            from twisted_hub.types import HubClientProtocol
 
             # Ablation (see _server.py): BENCH_HUB_DISABLE=sendData,onMessageEnd.
             for name in filter(None, os.environ.get("BENCH_HUB_DISABLE", "").split(",")):

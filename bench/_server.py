@@ -161,7 +161,7 @@ def run_hub(args: argparse.Namespace) -> None:
     # BENCH_HUB_DISABLE=sendData,onMessageEnd puts autobahn's own method back.
     from autobahn.twisted.websocket import WebSocketServerProtocol
 
-    from twisted_hub import HubServerProtocol
+    from twisted_hub.types import HubServerProtocol
 
     for name in filter(None, os.environ.get("BENCH_HUB_DISABLE", "").split(",")):
         setattr(HubServerProtocol, name, getattr(WebSocketServerProtocol, name))

@@ -64,6 +64,7 @@ class Load:
         self.armed = False
         self.last_frame = 0.0
         self.beats = 0  # heartbeats answered
+        self.path = ""  # --path: the hubs' path prefix (twistd hub serves them under /hub)
         self.protocols: list[Conn] = []
         self.all_ready = asyncio.get_running_loop().create_future()
         #: --reconnect: reopen lost connections with full-jitter backoff (bench/storm.py)
@@ -105,7 +106,7 @@ class Conn(asyncio.Protocol):
         impl = self.load.impl
         path, extra = "/", ""
         if impl == "hub":
-            path, extra = f"/{HUB_NAME}", "Sec-WebSocket-Protocol: twisted-hub.v1\r\n"
+            path, extra = f"{self.load.path}/{HUB_NAME}", "Sec-WebSocket-Protocol: twisted-hub.v1\r\n"
         elif impl == "socketio":
             path = "/socket.io/?EIO=4&transport=websocket"
         key = base64.b64encode(os.urandom(16)).decode()
@@ -262,11 +263,13 @@ async def main() -> None:
     parser.add_argument("--reconnect", action="store_true", help="reopen lost connections (full jitter)")
     parser.add_argument("--first-echo", action="store_true",
                         help="autobahn/websockets: usable only after one echo call is answered")
+    parser.add_argument("--path", default="", help="hub: the hubs' path prefix (twistd hub's is /hub)")
     args = parser.parse_args()
     raise_nofile()
     loop = asyncio.get_running_loop()
     load = Load(args.impl, args.port, args.conns)
     load.reconnect = args.reconnect
+    load.path = args.path
     load.first_echo = args.first_echo
     gate = asyncio.Semaphore(args.concurrency)
 

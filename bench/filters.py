@@ -80,7 +80,7 @@ def _worker(variant: str, calls: int) -> dict[str, Any]:
 
     filters: list[Any] = []
     if variant != "before" and variant != "after":
-        from twisted_hub import CallLog, CallTimeout, HubFilter, RateLimit
+        from twisted_hub.filters import CallLog, CallTimeout, HubFilter, RateLimit
 
         class PassThrough(HubFilter):
             def on_call(self, call: Any, proceed: Any) -> Any:

@@ -49,10 +49,10 @@ def start_server() -> tuple[subprocess.Popen[bytes], int]:
 async def trials(reactor: Any, args: argparse.Namespace, port: int, server: subprocess.Popen[bytes]) -> list[float]:
     from twisted.internet import task
 
-    from twisted_hub import DisconnectKind, HubClientOptions, connect
+    from twisted_hub import DisconnectKind, HeartbeatPolicy, HubClientOptions, connect
 
     delays = []
-    options = HubClientOptions(heartbeat_interval=args.interval, heartbeat_timeout=args.timeout)
+    options = HubClientOptions(heartbeat=HeartbeatPolicy(enabled=True, interval=args.interval, timeout=args.timeout))
     for trial in range(args.trials):
         client = await connect(f"ws://127.0.0.1:{port}/hub/probe", options=options)
         await client.call("echo", trial)

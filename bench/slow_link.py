@@ -30,15 +30,8 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
     from twisted.internet import task
     from twisted.internet.defer import DeferredList
 
-    from twisted_hub import (
-        DisconnectKind,
-        DisconnectReason,
-        HeartbeatPolicy,
-        Hub,
-        HubClientOptions,
-        HubServerFactory,
-        connect,
-    )
+    from twisted_hub import DisconnectKind, HeartbeatPolicy, Hub, HubClientOptions, HubServerFactory, connect
+    from twisted_hub.types import DisconnectReason
 
     server_drops: list[tuple[float, DisconnectReason]] = []
 
@@ -99,7 +92,7 @@ def main() -> None:
 
     from twisted.internet import defer, task
 
-    from twisted_hub import HubClientProtocol
+    from twisted_hub.types import HubClientProtocol
 
     # Record when each client learned its connection was gone.
     original = HubClientProtocol.onClose

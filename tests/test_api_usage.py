@@ -13,7 +13,6 @@ from twisted_hub import (
     HeartbeatConfigurationError,
     HeartbeatPolicy,
     HubArgumentError,
-    HubClientFactory,
     HubClientOptions,
     HubError,
     HubServerFactory,
@@ -31,6 +30,7 @@ from twisted_hub._connection import ClientConnection, receiver_call_payload
 from twisted_hub.demo import EchoHub
 from twisted_hub.redis import parse_redis_url
 from twisted_hub.testing import HubTestServer
+from twisted_hub.types import HubClientFactory
 
 
 def deprecation_message(qualified_name: str) -> str:

@@ -17,9 +17,7 @@ from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyChannel
 
 from twisted_hub import (
-    AuthenticationFailed,
     CloseCode,
-    Credentials,
     DisconnectKind,
     ErrorCode,
     HandshakeError,
@@ -27,17 +25,21 @@ from twisted_hub import (
     HubArgumentError,
     HubClientOptions,
     HubError,
-    User,
-    anyone,
-    authenticated,
-    has_claim,
     hub,
     method,
-    redacting_log_formatter,
 )
 from twisted_hub._auth import redact_uri, token_from_request
 from twisted_hub._connection import ClientConnection
 from twisted_hub._wire import Token, TokenResult, decode_frame, encode
+from twisted_hub.auth import (
+    AuthenticationFailed,
+    Credentials,
+    User,
+    anyone,
+    authenticated,
+    has_claim,
+    redacting_log_formatter,
+)
 from twisted_hub.testing import HubTestServer
 
 from .helpers.auth import STATUS, ExpiringAuthenticator, MatrixAuthenticator, WhoAmIHub, matrix
@@ -431,14 +433,14 @@ class ExpiryTests(SynchronousTestCase):
         self.server.advance(0.1)  # 80 % of 100 s
         self.assertEqual(self.authenticator.tokens, ["ann:100", "ann:250"])
         self.assertEqual(connection.hub.connection.user, User("ann", {"source": "refresh"}, 250.0))
-        self.assertAlmostEqual(client.session.token_expires_at, 250.0)
+        self.assertAlmostEqual(client.session.tokens.expires_at, 250.0)
         self.server.advance(135.9)  # 170 s left at 80: asked again 136 s later (170 - min(60, 0.2 * 170))
         self.assertEqual(self.authenticator.tokens, ["ann:100", "ann:250"])
         self.server.advance(0.1)
         self.assertEqual(self.authenticator.tokens, ["ann:100", "ann:250", "ann:never"])
         self.server.advance(10_000)
         self.assertTrue(client.is_connected)
-        self.assertEqual(client.session.tokens_refreshed, 2)
+        self.assertEqual(client.session.tokens.refreshed, 2)
 
     def test_refresh_refused_keeps_the_old_token_then_expires(self) -> None:
         """A refused fresh token is answered with its error; the old token stands and expires with 4005."""
@@ -462,8 +464,8 @@ class ExpiryTests(SynchronousTestCase):
         connection = self.server.connect("whoami", options=bearer("ann:100"))
         client = outcome(self.server, connection.ready)
         answers: list[TokenResult] = []
-        original = client.session._token_answered
-        client.session._token_answered = lambda answer, now: (answers.append(answer), original(answer, now))  # type: ignore[method-assign]
+        original = client.session.tokens.answered
+        client.session.tokens.answered = lambda answer, now: (answers.append(answer), original(answer, now))  # type: ignore[method-assign]
         client.session.core.send_token("mallory:1000")
         client.session.flush()
         self.server.flush()
@@ -562,7 +564,7 @@ class JWTTests(SynchronousTestCase):
 
     def test_valid_token(self) -> None:
         """The user is the sub claim, its claims the payload, its expiry exp plus the leeway."""
-        from twisted_hub import JWTAuthenticator
+        from twisted_hub.auth import JWTAuthenticator
 
         authenticator = JWTAuthenticator({"k1": K1}, algorithms=["HS256"], leeway=5)
         user = self.authenticate(authenticator, self.token())
@@ -570,7 +572,7 @@ class JWTTests(SynchronousTestCase):
 
     def test_refusals_say_why_without_the_token(self) -> None:
         """Each bad token is refused (401) with words of ours that never quote it."""
-        from twisted_hub import JWTAuthenticator
+        from twisted_hub.auth import JWTAuthenticator
 
         authenticator = JWTAuthenticator({"k1": K1}, algorithms=["HS256"], audience="hub", issuer="me")
         good = {"aud": "hub", "iss": "me"}
@@ -596,7 +598,7 @@ class JWTTests(SynchronousTestCase):
 
     def test_key_rotation_by_kid(self) -> None:
         """Tokens signed with either key of the mapping pass, each checked with its own key; a swapped kid fails."""
-        from twisted_hub import JWTAuthenticator
+        from twisted_hub.auth import JWTAuthenticator
 
         authenticator = JWTAuthenticator({"k1": K1, "k2": K2},
                                          algorithms=["HS256"])
@@ -608,7 +610,7 @@ class JWTTests(SynchronousTestCase):
 
     def test_key_provider(self) -> None:
         """A key provider (here an async def, as one fetching a JWKS would be) is asked for the token's kid."""
-        from twisted_hub import JWTAuthenticator
+        from twisted_hub.auth import JWTAuthenticator
 
         asked: list[str | None] = []
 
@@ -623,7 +625,7 @@ class JWTTests(SynchronousTestCase):
 
     def test_single_key_and_arguments(self) -> None:
         """One key takes tokens with or without a kid; algorithms must be given as a list."""
-        from twisted_hub import JWTAuthenticator
+        from twisted_hub.auth import JWTAuthenticator
 
         authenticator = JWTAuthenticator(K1, algorithms=["HS256"])
         self.assertEqual(self.authenticate(authenticator, self.token(key=K1, kid=None)).id, "ann")
@@ -632,7 +634,7 @@ class JWTTests(SynchronousTestCase):
 
     def test_served(self) -> None:
         """Served: a JWT connects, its user and claims are the hub's, a method's policy reads its claims."""
-        from twisted_hub import JWTAuthenticator
+        from twisted_hub.auth import JWTAuthenticator
 
         server = HubTestServer([WhoAmIHub], clock=self.clock, authenticator=JWTAuthenticator(
             {"k1": K1}, algorithms=["HS256"]))

@@ -21,15 +21,8 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from twisted_hub import (
-    DisconnectKind,
-    HandshakeError,
-    HubClientOptions,
-    HubClientProtocol,
-    HubResource,
-    HubServerFactory,
-    connect,
-)
+from twisted_hub import DisconnectKind, HandshakeError, HubClientOptions, HubResource, HubServerFactory, connect
+from twisted_hub.types import HubClientProtocol
 
 from ._twistd import started_port, twistd_hub
 from .helpers.auth import STATUS, MatrixAuthenticator, RealTimeExpiring, WhoAmIHub, matrix
@@ -189,7 +182,7 @@ async def test_expiry_and_refresh_over_sockets() -> None:
         assert (reason.kind, reason.code) == (DisconnectKind.TOKEN_EXPIRED, 4005), reason
         await bounded(Deferred.fromCoroutine(_sleep(1.5)))
         assert refreshed.is_connected
-        assert refreshed.session.tokens_refreshed >= 2, refreshed.session.tokens_refreshed
+        assert refreshed.session.tokens.refreshed >= 2, refreshed.session.tokens.refreshed
         assert (await bounded(refreshed.call("whoami")))[0] == "ann"
         assert len(asked) >= 3  # at connect, then before each expiry
         await bounded(refreshed.disconnect())
@@ -234,7 +227,7 @@ async def _asyncio_refresh(port: int) -> None:
     assert (reason.kind, reason.code) == (DisconnectKind.TOKEN_EXPIRED, 4005), reason
     await asyncio.sleep(1.5)
     assert refreshed.is_connected
-    assert refreshed.session.tokens_refreshed >= 2 and asked >= 3, (refreshed.session.tokens_refreshed, asked)
+    assert refreshed.session.tokens.refreshed >= 2 and asked >= 3, (refreshed.session.tokens.refreshed, asked)
     assert (await refreshed.call("whoami"))[0] == "ann"
     with pytest.raises(HandshakeError) as refusal:
         await open_client(url, options=HubClientOptions(access_token="nonsense"), timeout=WAIT)

@@ -16,8 +16,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import DisconnectKind, HubServerFactory, HubService
 from twisted_hub._backplane import LocalBackplane, node_of
-from twisted_hub._backplane_wire import MAX_AGE, SYNC, NodeCodec, Signer
-from twisted_hub.redis import GOODBYE_TIMEOUT, RedisBackplane, _resp_size, parse_redis_url
+from twisted_hub._backplane_wire import MAX_AGE, NodeCodec, Signer, Sync
+from twisted_hub._base_error import HubStateError
+from twisted_hub._redis_commands import resp_size
+from twisted_hub.redis import GOODBYE_TIMEOUT, RedisBackplane, parse_redis_url
 from twisted_hub.testing import HubTestServer, TestConnection
 
 from ._fakeredis import FakeRedis
@@ -229,7 +231,7 @@ class NodeLeaseTests(SynchronousTestCase):
         self.successResultOf(stopped)
         self.assertEqual(cluster.backplanes[0].remote_count("work", "room"), 0)
         token = cluster.backplanes[1].token
-        self.assertFalse(cluster.redis._alive(cluster.backplanes[1]._members_key(token)))
+        self.assertFalse(cluster.redis._alive(cluster.backplanes[1].keys.members(token)))
 
     def test_stop_gives_up_on_a_silent_redis(self) -> None:
         """A Redis that never answers the goodbye holds stop() for GOODBYE_TIMEOUT seconds, with a warning."""
@@ -318,10 +320,10 @@ class StateLossTests(SynchronousTestCase):
     def test_membership_hash_deleted(self) -> None:
         """The membership hash deleted behind the node's back (lease intact) is written again at the next renewal."""
         backplane = self.cluster.backplanes[1]
-        self.cluster.redis.execute("DEL", backplane._members_key(backplane.token))
+        self.cluster.redis.execute("DEL", backplane.keys.members(backplane.token))
         self.cluster.advance(LEASE / 3)
         self.assertEqual(backplane.state_rewrites, 1)
-        self.assertEqual(len(self.cluster.redis.data[backplane._members_key(backplane.token)]), 2)
+        self.assertEqual(len(self.cluster.redis.data[backplane.keys.members(backplane.token)]), 2)
         self.assertExact()
 
     def test_no_rewrite_while_nothing_is_lost(self) -> None:
@@ -450,7 +452,7 @@ class RedisOutageTests(SynchronousTestCase):
         cluster.call(b, "join", "room")
         cluster.redis.pause()
         channel = cluster.backplanes[0].channel_all
-        sync = cluster.backplanes[1]._codec.encode(channel, SYNC, ["n1"], cluster.clock.seconds())
+        sync = cluster.backplanes[1]._codec.encode(channel, Sync("n1"), cluster.clock.seconds())
         cluster.backplanes[0].link_message(channel, sync)
         cluster.redis.stop()
         self.assertEqual(cluster.backplanes[0].remote_count("work", "room"), 1)
@@ -583,17 +585,17 @@ class TrustTests(SynchronousTestCase):
             cluster.redis.execute("PUBLISH", channel, forgery)
         # Signed with another secret: refused the same way.
         other = NodeCodec(victim.token, Signer([b"a-secret-of-someone-else"]))
-        cluster.redis.execute("PUBLISH", channel, other.encode(channel, SYNC, ["evil"], cluster.clock.seconds()))
+        cluster.redis.execute("PUBLISH", channel, other.encode(channel, Sync("evil"), cluster.clock.seconds()))
         cluster.flush()
         self.assertEqual(cluster.backplanes[0].rejected, 5)
         self.assertEqual([said(r) for _, r in conns], [[], []])
         self.assertEqual(cluster.call(conns[0][0], "members", "room"), [conns[1][0].client.connection_id])
         self.assertTrue([e for e in logs if e["log_level"] == LogLevel.error and "rejected" in e["log_format"]])
         # State written into Redis without the secret is not loaded either.
-        members_key = victim._members_key(victim.token)
+        members_key = victim.keys.members(victim.token)
         cluster.redis.execute("HSET", members_key, msgpack.packb(["work", "room", "phantom-2"]), b"1")
-        cluster.redis.execute("SET", victim._lease_key("f0rged"), b"forged-node")
-        cluster.redis.execute("SADD", victim._nodes_key, b"f0rged")
+        cluster.redis.execute("SET", victim.keys.lease("f0rged"), b"forged-node")
+        cluster.redis.execute("SADD", victim.keys.nodes, b"f0rged")
         late = RedisBackplane(
             lease=LEASE, clock=cluster.clock, connector=cluster.redis.connector(),
             secret_file=self.secret_file("the-shared-secret-of-this-cluster"),
@@ -792,7 +794,7 @@ class PendingBoundTests(SynchronousTestCase):
             ("HSET", b"h", b"", b"1"),
             ("PEXPIRE", b"k", 2.5),
         ]:
-            self.assertEqual(_resp_size(command), len(protocol._build_command(*command)), command)
+            self.assertEqual(resp_size(command), len(protocol._build_command(*command)), command)
 
     def test_limits_hold_for_every_command(self) -> None:
         """While Redis stalls, calls, joins, leaves and renewals never take pending_bytes past its limit."""
@@ -817,14 +819,25 @@ class PendingBoundTests(SynchronousTestCase):
         cluster.advance(LEASE / 3)  # the changes that could not go are written with the next renewal
         cluster.flush()
         expected = cluster.call(a, "joined")
-        self.assertEqual(
-            sorted(g for (hub, g), ids in cluster.backplanes[1]._nodes[backplane.token].members.items() if ids),
-            sorted(expected),
-        )
+        mirrored = cluster.backplanes[1]._mirror.node(backplane.token)
+        assert mirrored is not None
+        self.assertEqual(sorted(g for (hub, g), ids in mirrored.members.items() if ids), sorted(expected))
 
 
 class ConfigurationTests(SynchronousTestCase):
     """URLs, defaults and the local backplane."""
+
+    def test_one_factory_per_backplane(self) -> None:
+        """A RedisBackplane reaches the hubs of the one factory it serves; a second factory is refused."""
+        cluster = Cluster(1)
+        backplane = cluster.backplanes[0]
+        with self.assertRaises(HubStateError):
+            HubServerFactory([work_hub(cluster.log)], clock=cluster.clock, backplane=backplane)
+        connection, _ = cluster.connect(0)
+        cluster.call(connection, "join", "room")
+        self.assertEqual(backplane.remote_count("work", "room"), 0)  # its own members are not remote
+        members = cluster.redis.data[backplane.keys.members(backplane.token)]
+        self.assertEqual(len(members), 1)
 
     def test_parse_url(self) -> None:
         """A Redis URL gives host, port, database and credentials; a bad one is refused with the reason."""

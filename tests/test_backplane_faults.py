@@ -22,8 +22,8 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
-from twisted_hub import HubClientProtocol
 from twisted_hub._backplane import node_of
+from twisted_hub.types import HubClientProtocol
 
 from ._redis import RedisServer
 from ._twistd import Child
@@ -274,7 +274,7 @@ async def test_slow_subscriber_losses_are_counted() -> None:
     import txredisapi
     from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-    from twisted_hub._backplane_wire import NodeCodec
+    from twisted_hub._backplane_wire import NodeCodec, Send
 
     heard: list[tuple[int, int, bytes | None]] = []  # node 0's messages on the hub-wide channel: seq, kind, payload
     decoder = NodeCodec("listener")
@@ -283,7 +283,7 @@ async def test_slow_subscriber_losses_are_counted() -> None:
         def messageReceived(self, pattern: Any, channel: bytes, message: bytes) -> None:
             decoded = decoder.decode(channel, message, time.time())
             if decoded.origin == origin:
-                heard.append((decoded.seq, decoded.kind, decoded.fields[-1] if decoded.kind == 0 else None))
+                heard.append((decoded.seq, decoded.kind, decoded.body.payload if isinstance(decoded.body, Send) else None))
 
     limit = ("--client-output-buffer-limit", "pubsub 256kb 128kb 1")
     async with cluster(2, "--metrics", "--redis-lease", "60", redis_args=limit) as c:

@@ -11,15 +11,7 @@ import pytest
 import pytest_twisted
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import (
-    ConnectTimeoutError,
-    HandshakeError,
-    HeartbeatPolicy,
-    HubError,
-    HubServerFactory,
-    HubServerProtocol,
-    HubService,
-)
+from twisted_hub import ConnectTimeoutError, HandshakeError, HeartbeatPolicy, HubError, HubServerFactory, HubService
 from twisted_hub.__main__ import (
     connect_failure,
     parse_args,
@@ -30,6 +22,7 @@ from twisted_hub.__main__ import (
     to_json,
 )
 from twisted_hub.demo import DEMO_HUBS, EchoHub
+from twisted_hub.types import HubServerProtocol
 
 from ._certs import write_self_signed
 from ._twistd import spawn_python

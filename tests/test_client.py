@@ -23,15 +23,13 @@ from twisted_hub import (
     ConnectionClosedError,
     ConnectTimeoutError,
     DisconnectKind,
-    DisconnectReason,
     HandshakeError,
     HubClientOptions,
-    HubClientProtocol,
     HubError,
-    HubServerProtocol,
     connect,
 )
 from twisted_hub.testing import HubTestServer, TestConnection
+from twisted_hub.types import DisconnectReason, HubClientProtocol, HubServerProtocol
 
 from .helpers.hubs import GuardLog, Recorder, WorkLog, guarded_hub, hub_events, work_hub
 

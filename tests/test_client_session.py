@@ -15,15 +15,16 @@ from prometheus_client import CollectorRegistry
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import Logger, formatEvent
-from twisted.python.failure import Failure
+from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import ClientMetrics, HeartbeatPolicy, HubClientOptions
 from twisted_hub._client_session import ClientHeartbeatEvent, ClientSession, ServerHeartbeatEvent
 from twisted_hub._connection import ServerConnection
+from twisted_hub._corelog import StdlibCoreLog
 from twisted_hub._errors import ConnectionClosedError, DisconnectKind, DisconnectReason, HandshakeError, HubError
 from twisted_hub._heartbeat import Traffic
+from twisted_hub._logging import TwistedCoreLog
 from twisted_hub._session import SessionState
 from twisted_hub._wire import (
     HEARTBEAT_TIMEOUT_REASON,
@@ -58,7 +59,7 @@ class FakeIO:
         self.closes: list[tuple[int, str, bool]] = []
         self.succeeded: list[tuple[str, Any]] = []
         self.failed: list[tuple[str, Exception]] = []
-        self.waiting: list[tuple[Awaitable[Any], Callable[[Any], object], Callable[[Failure], object]]] = []
+        self.waiting: list[tuple[Awaitable[Any], Callable[[Any], object], Callable[[BaseException], object]]] = []
         self.handshakes: list[HandshakeError | None] = []
         self.heartbeat: list[float | None] = []
         self.ended: list[DisconnectReason] = []
@@ -80,7 +81,7 @@ class FakeIO:
         self.failed.append((token, error))
 
     def await_result(
-        self, result: Awaitable[Any], on_result: Callable[[Any], object], on_error: Callable[[Failure], object],
+        self, result: Awaitable[Any], on_result: Callable[[Any], object], on_error: Callable[[BaseException], object],
     ) -> None:
         self.waiting.append((result, on_result, on_error))
 
@@ -141,7 +142,7 @@ class SessionTests(SynchronousTestCase):
 
     def session(self, interface: frozenset[str] | None = None, **options: Any) -> ClientSession[str]:
         """A configured session, not yet open (it becomes C{self.current})."""
-        session: ClientSession[str] = ClientSession(self.io, Logger(namespace="test", observer=self.observer))
+        session: ClientSession[str] = ClientSession(self.io, TwistedCoreLog("test", self.observer))
         session.configure(HubClientOptions(**options), self.receiver, interface)
         self.current = session
         return session
@@ -334,12 +335,29 @@ class ReceiverTests(SessionTests):
         self.from_server(ReceiverCall("broken", []), ReceiverCall("later", []))
         ((awaitable, on_result, on_error),) = self.io.waiting
         self.assertIs(awaitable, self.receiver.pending)
-        on_error(Failure(ValueError("late bug")))
+        on_error(ValueError("late bug"))
         errors = [e for e in self.observer if e["log_level"].name == "critical"]
         self.assertEqual([formatEvent(e) for e in errors], ["receiver method broken raised", "receiver method later failed"])
         self.assertIsInstance(errors[0]["log_failure"].value, RuntimeError)
         self.assertIsInstance(errors[1]["log_failure"].value, ValueError)
         self.assertTrue(session.is_connected)
+
+    def test_receiver_exceptions_on_the_standard_logging_module(self) -> None:
+        """With the asyncio client's StdlibCoreLog, the same failures are logging ERROR records with their tracebacks."""
+        session: ClientSession[str] = ClientSession(self.io, StdlibCoreLog("twisted_hub.aio"))
+        session.configure(HubClientOptions(), self.receiver, None)
+        self.current = session
+        session.opened()
+        self.to_server()
+        self.server.welcome()
+        self.from_server()
+        with self.assertLogs("twisted_hub.aio", "ERROR") as captured:
+            self.from_server(ReceiverCall("broken", []), ReceiverCall("later", []))
+            ((_, _, on_error),) = self.io.waiting
+            on_error(ValueError("late bug"))
+        messages = [r.getMessage() for r in captured.records]
+        self.assertEqual(messages, ["receiver method broken raised", "receiver method later failed"])
+        self.assertEqual([r.exc_info[0] for r in captured.records if r.exc_info], [RuntimeError, ValueError])
 
 
 class ClientInvokeTests(SessionTests):
@@ -386,7 +404,7 @@ class ClientInvokeTests(SessionTests):
         (_, on_result, _), (_, _, on_error) = self.io.waiting
         self.assertEqual(self.answers(), [])
         on_result("done")
-        on_error(Failure(HubError("late", "too late")))
+        on_error(HubError("late", "too late"))
         self.assertEqual(self.answers(), [Result(first, "done"), Error(second, "late", "too late")])
 
     def test_no_answer_after_close(self) -> None:
@@ -420,10 +438,12 @@ class HeartbeatTests(SessionTests):
         """An answered heartbeat sets the metrics and calls back with round trip and clock sample."""
         answers: list[ClientHeartbeatEvent] = []
         metrics = ClientMetrics(CollectorRegistry())
-        session = self.open(heartbeat_interval=1.0, on_heartbeat_response=answers.append, metrics=metrics)
+        session = self.open(
+            heartbeat=HeartbeatPolicy(enabled=True, interval=1.0), on_heartbeat_response=answers.append, metrics=metrics,
+        )
         self.assertEqual(self.io.heartbeat, [1.0])
         self.clock.advance(1.0)
-        session.beat(self.clock.seconds())
+        session.heartbeat.beat(self.clock.seconds())
         self.to_server()
         self.clock.advance(0.25)
         self.from_server()
@@ -440,15 +460,15 @@ class HeartbeatTests(SessionTests):
             heartbeat=HeartbeatPolicy.every(1.0, 3.0), on_heartbeat_timeout=lambda: timeouts.append(None), metrics=metrics,
         )
         self.clock.advance(1.0)
-        session.beat(self.clock.seconds())
+        session.heartbeat.beat(self.clock.seconds())
         self.io.frames.clear()  # the heartbeat is lost
-        deadline = session.heartbeat_deadline()
+        deadline = session.heartbeat.deadline()
         self.assertEqual(deadline, self.clock.seconds() + 3.0)
         self.clock.advance(2.9)
-        self.assertTrue(session.check_heartbeat(self.clock.seconds(), None))
+        self.assertTrue(session.heartbeat.check(self.clock.seconds(), None))
         self.clock.advance(0.1)
         assert deadline is not None
-        self.assertFalse(session.check_heartbeat(self.clock.seconds(), deadline))
+        self.assertFalse(session.heartbeat.check(self.clock.seconds(), deadline))
         self.assertEqual(
             session.lifecycle.decided,
             DisconnectReason(
@@ -461,26 +481,26 @@ class HeartbeatTests(SessionTests):
         self.assertEqual(self.io.closes, [(CloseCode.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_REASON, False)])
         self.assertEqual(self.io.heartbeat, [1.0, None])
         self.assertEqual(self.logs("info"), ["server heartbeat timed out after 3.0s: closing with 4001"])
-        self.assertFalse(session.check_heartbeat(self.clock.seconds(), None))  # checking is over
-        session.beat(self.clock.seconds())
+        self.assertFalse(session.heartbeat.check(self.clock.seconds(), None))  # checking is over
+        session.heartbeat.beat(self.clock.seconds())
         self.assertEqual(self.io.frames, [])  # no more heartbeats
 
     def test_stall_gives_grace(self) -> None:
         """A deadline checked late after our own stall gets one more exchange (logged), not a timeout."""
         session = self.open(heartbeat=HeartbeatPolicy.every(1.0, 3.0))
         self.clock.advance(1.0)
-        session.beat(self.clock.seconds())
-        deadline = session.heartbeat_deadline()
+        session.heartbeat.beat(self.clock.seconds())
+        deadline = session.heartbeat.deadline()
         assert deadline is not None
         self.clock.advance(5.0)  # our loop was stalled: the check runs 2 s late
-        self.assertTrue(session.check_heartbeat(self.clock.seconds(), deadline))
+        self.assertTrue(session.heartbeat.check(self.clock.seconds(), deadline))
         self.assertEqual(self.logs("info"), ["heartbeat timeout deferred: our event loop was stalled (2.000s late)"])
-        self.assertEqual(session.stall.stalls, 1)
+        self.assertEqual(session.heartbeat.stall.stalls, 1)
         self.assertTrue(session.is_connected)
 
     def test_no_heartbeat_for_a_server_without_the_capability(self) -> None:
         """Our heartbeat starts only when the server announced it takes heartbeats."""
-        self.session(heartbeat_interval=1.0).opened()
+        self.session(heartbeat=HeartbeatPolicy(enabled=True, interval=1.0)).opened()
         self.to_server()
         self.server.welcome()
         (frame,) = self.server.frames_to_send()
@@ -557,7 +577,7 @@ class ClosingTests(SessionTests):
         self.assertEqual(self.io.heartbeat, [1.0, None])
         self.assertEqual(self.io.closes, [])  # the WebSocket layer sent its close frame itself
         self.clock.advance(10.0)
-        self.assertFalse(session.check_heartbeat(self.clock.seconds(), None))  # no timeout verdict now
+        self.assertFalse(session.heartbeat.check(self.clock.seconds(), None))  # no timeout verdict now
         session.disconnect("bye")
         self.assertFalse(session.websocket_failed(CloseCode.PROTOCOL_ERROR, "bad framing"))
         self.assertEqual(self.io.closes, [])

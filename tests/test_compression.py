@@ -35,10 +35,8 @@ from twisted_hub import (
     HandshakeError,
     HeartbeatPolicy,
     HubArgumentError,
-    HubClientFactory,
     HubClientOptions,
     HubServerFactory,
-    HubServerProtocol,
     connect,
 )
 from twisted_hub._compression import (
@@ -49,6 +47,7 @@ from twisted_hub._compression import (
 from twisted_hub._wire import MessageKind
 from twisted_hub.demo import DEMO_HUBS
 from twisted_hub.tap import Options, makeService
+from twisted_hub.types import HubClientFactory, HubServerProtocol
 
 WAIT = 10.0
 #: compresses to a fraction of its size (repeated words, as chat text does)
@@ -449,7 +448,9 @@ async def test_twisted_client_threshold_and_heartbeats_on_the_wire() -> None:
     server = Listening(compression=CompressionPolicy())
     server.factory.fast_path = False
     try:
-        options = HubClientOptions(compression=CompressionPolicy(min_size=200), heartbeat_interval=0.05)
+        options = HubClientOptions(
+            compression=CompressionPolicy(min_size=200), heartbeat=HeartbeatPolicy(enabled=True, interval=0.05)
+        )
         client = await bounded(connect(server.url, "echo", options=options, clock=reactor, timeout=WAIT))
         for value in (SMALL_CALL, LARGE_CALL, TEXT):
             assert await bounded(client.call("echo", value)) == value
@@ -474,7 +475,9 @@ async def test_asyncio_client_threshold_and_heartbeats_on_the_wire() -> None:
 
     def run_client() -> list[Any]:
         async def main() -> list[Any]:
-            options = HubClientOptions(compression=CompressionPolicy(min_size=200), heartbeat_interval=0.05)
+            options = HubClientOptions(
+                compression=CompressionPolicy(min_size=200), heartbeat=HeartbeatPolicy(enabled=True, interval=0.05)
+            )
             client = await open_client(server.url, "echo", options=options, timeout=WAIT)
             try:
                 results = [await client.call("echo", value) for value in (SMALL_CALL, LARGE_CALL, TEXT)]

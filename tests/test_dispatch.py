@@ -9,10 +9,11 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import Hub, HubCall, HubError, HubFilter, method
+from twisted_hub import Hub, HubError, method
 from twisted_hub._dispatch import CallDispatcher, FilteredCallDispatcher
 from twisted_hub._filters import FilterChains
 from twisted_hub._wire import Invoke, Notify
+from twisted_hub.filters import HubCall, HubFilter
 
 
 class Recorder:

@@ -12,7 +12,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import CallLog, CallTimeout, RateLimit
+from twisted_hub.filters import CallLog, CallTimeout, RateLimit
 from twisted_hub.tap import Options
 
 from ._docs import named_blocks

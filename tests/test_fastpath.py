@@ -566,7 +566,8 @@ class FastPathGuardTests(SynchronousTestCase):
 
     def test_hub_factories_carry_the_switch(self) -> None:
         """HubServerFactory and HubClientFactory expose fast_path, on by default."""
-        from twisted_hub import HubClientFactory, HubServerFactory
+        from twisted_hub import HubServerFactory
+        from twisted_hub.types import HubClientFactory
 
         self.assertEqual((HubServerFactory.fast_path, HubClientFactory.fast_path), (True, True))
 

@@ -12,24 +12,10 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import (
-    CallLog,
-    CallTimeout,
-    ConnectionEvent,
-    DisconnectKind,
-    ErrorCode,
-    Hub,
-    HubArgumentError,
-    HubCall,
-    HubError,
-    HubFilter,
-    HubServerFactory,
-    RateLimit,
-    hub,
-    method,
-)
+from twisted_hub import DisconnectKind, ErrorCode, Hub, HubArgumentError, HubError, HubServerFactory, hub, method
 from twisted_hub._dispatch import CallDispatcher, FilteredCallDispatcher
 from twisted_hub._filters import FilterChains
+from twisted_hub.filters import CallLog, CallTimeout, ConnectionEvent, HubCall, HubFilter, RateLimit
 from twisted_hub.testing import HubTestServer, TestConnection
 
 Proceed = Callable[[HubCall], "Deferred[Any]"]

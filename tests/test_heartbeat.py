@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import warnings
 from datetime import UTC, datetime
@@ -13,18 +14,14 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import (
-    ClientHeartbeatEvent,
     DisconnectKind,
-    DisconnectReason,
     HeartbeatConfigurationError,
     HeartbeatConfigurationWarning,
     HeartbeatPolicy,
     Hub,
     HubClientOptions,
-    HubClientProtocol,
     HubStateError,
     ReconnectingHubClient,
-    ServerHeartbeatEvent,
     full_jitter_policy,
     heartbeat,
     method,
@@ -33,6 +30,7 @@ from twisted_hub import (
 from twisted_hub._connection import ClientConnection
 from twisted_hub._wire import CAP_BATCH, MessageKind, decode_frame
 from twisted_hub.testing import HubTestServer, TestConnection
+from twisted_hub.types import ClientHeartbeatEvent, DisconnectReason, HubClientProtocol, ServerHeartbeatEvent
 
 
 class PlainHub(Hub):
@@ -351,7 +349,7 @@ class ValidationTests(SynchronousTestCase):
         with self.assertRaises(HeartbeatConfigurationError):
             heartbeat(interval=-5)
         with self.assertRaises(HeartbeatConfigurationError):
-            HubClientOptions(heartbeat_interval=0)
+            HubClientOptions(heartbeat=HeartbeatPolicy(enabled=True, interval=0))
 
     def test_warns_when_timeout_shorter_than_interval(self) -> None:
         """A timeout shorter than the interval works but warns."""
@@ -372,7 +370,7 @@ class ClientHeartbeatTests(SynchronousTestCase):
         """The client measures RTT from echoed times and estimates the server clock offset."""
         events: list[ClientHeartbeatEvent] = []
         server = server_for()
-        options = HubClientOptions(heartbeat_interval=1.0, on_heartbeat_response=events.append)
+        options = HubClientOptions(heartbeat=HeartbeatPolicy(enabled=True, interval=1.0), on_heartbeat_response=events.append)
         conn = server.connect("plain", options=options)
         server.advance(0.5)
         conn.freeze_server()
@@ -392,7 +390,7 @@ class ClientHeartbeatTests(SynchronousTestCase):
         """The server echoes client heartbeats even with server heartbeats disabled."""
         events: list[ClientHeartbeatEvent] = []
         server = server_for(HeartbeatPolicy(enabled=False))
-        options = HubClientOptions(heartbeat_interval=1.0, on_heartbeat_response=events.append)
+        options = HubClientOptions(heartbeat=HeartbeatPolicy(enabled=True, interval=1.0), on_heartbeat_response=events.append)
         conn = server.connect("plain", options=options)
         server.advance(5.0)
         self.assertEqual([e.sequence for e in events], [1, 2, 3, 4, 5])
@@ -403,7 +401,7 @@ class ClientHeartbeatTests(SynchronousTestCase):
         timeouts: list[bool] = []
         server = server_for()
         options = HubClientOptions(
-            heartbeat_interval=1.0, heartbeat_timeout=2.0, on_heartbeat_timeout=lambda: timeouts.append(True)
+            heartbeat=HeartbeatPolicy(enabled=True, interval=1.0, timeout=2.0), on_heartbeat_timeout=lambda: timeouts.append(True)
         )
         conn = server.connect("plain", options=options)
         pending = conn.client.call("echo", 1)
@@ -419,7 +417,8 @@ class ClientHeartbeatTests(SynchronousTestCase):
     def test_stall_of_own_reactor_gets_one_more_exchange(self) -> None:
         """A timeout right after our own loop stalled is deferred once; a live server then keeps the link."""
         server = server_for()
-        conn = server.connect("plain", options=HubClientOptions(heartbeat_interval=1.0, heartbeat_timeout=2.0))
+        options = HubClientOptions(heartbeat=HeartbeatPolicy(enabled=True, interval=1.0, timeout=2.0))
+        conn = server.connect("plain", options=options)
         server.advance(1.5)
         server.stall(3.0)
         self.assertTrue(conn.client.is_connected)
@@ -533,7 +532,7 @@ class ReconnectTests(SynchronousTestCase):
         endpoint.connect = recording_connect  # type: ignore[method-assign]
         client = ReconnectingHubClient(
             "ws://127.0.0.1/hub", "plain",
-            options=HubClientOptions(heartbeat_interval=1.0, heartbeat_timeout=1.0),
+            options=HubClientOptions(heartbeat=HeartbeatPolicy(enabled=True, interval=1.0, timeout=1.0)),
             on_connected=lambda c: restored.append(c.connection_id),
             retry_policy=lambda attempt: delays[attempt - 1],
             endpoint=endpoint, clock=server.clock,
@@ -879,19 +878,49 @@ class VocabularyTests(SynchronousTestCase):
     """One heartbeat vocabulary on both ends (issue 8, part 4)."""
 
     def test_client_takes_a_policy(self) -> None:
-        """HubClientOptions(heartbeat=policy) beats as the policy says; the shorthands mirror it."""
+        """HubClientOptions(heartbeat=policy) beats as the policy says; the deprecated shorthands, read, mirror it."""
         options = HubClientOptions(heartbeat=HeartbeatPolicy.every(2.0))
         self.assertEqual((options.heartbeat_interval, options.heartbeat_timeout), (2.0, 6.0))
-        self.assertEqual(HubClientOptions(heartbeat_interval=2.0, heartbeat_timeout=6.0).heartbeat, options.heartbeat)
         server = server_for()
         conn = server.connect("plain", options=options)
         server.advance(10.0)
         self.assertEqual(conn.client.core.heartbeat.newest_sequence, 5)
 
+    def test_shorthands_are_deprecated_but_still_work(self) -> None:
+        """Each of the four flat heartbeat fields warns (naming heartbeat=) and still builds the same policy."""
+        cases = [
+            ({"heartbeat_interval": 2.0}, HeartbeatPolicy(enabled=True, interval=2.0)),
+            ({"heartbeat_interval": 2.0, "heartbeat_timeout": 6.0}, HeartbeatPolicy.every(2.0)),
+            ({"heartbeat_interval": 2.0, "any_traffic_counts": True},
+             HeartbeatPolicy(enabled=True, interval=2.0, any_traffic_counts=True)),
+            ({"heartbeat_interval": 2.0, "stall_grace": False}, HeartbeatPolicy(enabled=True, interval=2.0, stall_grace=False)),
+        ]
+        for given, policy in cases:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                options = HubClientOptions(**given)  # type: ignore[arg-type]
+            self.assertEqual(options.heartbeat, policy, given)
+            self.assertEqual([w.category for w in caught], [DeprecationWarning], given)
+            message = str(caught[0].message)
+            for name in given:
+                self.assertIn(f"{name}=", message)
+            self.assertIn("use HubClientOptions(heartbeat=HeartbeatPolicy(", message)
+            self.assertEqual(caught[0].filename, __file__)
+
+    def test_heartbeat_policy_and_copies_do_not_warn(self) -> None:
+        """heartbeat= alone, and a dataclasses.replace() copy of options (which passes the mirrored shorthands), do not warn."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            options = HubClientOptions(heartbeat=HeartbeatPolicy(enabled=True, interval=2.0, stall_grace=False))
+            copy = dataclasses.replace(options, call_timeout=5.0)
+        self.assertEqual((copy.heartbeat, copy.call_timeout), (options.heartbeat, 5.0))
+
     def test_policy_and_conflicting_shorthand_refused(self) -> None:
         """Giving both heartbeat= and different shorthand values is an error, not a silent choice."""
-        with self.assertRaises(HeartbeatConfigurationError):
-            HubClientOptions(heartbeat=HeartbeatPolicy.every(2.0), heartbeat_interval=5.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            with self.assertRaises(HeartbeatConfigurationError):
+                HubClientOptions(heartbeat=HeartbeatPolicy.every(2.0), heartbeat_interval=5.0)
 
     def test_client_heartbeats_off_by_default(self) -> None:
         """A default client sends no heartbeat of its own, yet answers the server's."""
@@ -907,7 +936,7 @@ class VocabularyTests(SynchronousTestCase):
         """A client timeout shorter than its interval warns, and the warning points at the caller's file."""
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            HubClientOptions(heartbeat_interval=10.0, heartbeat_timeout=1.0)
+            HubClientOptions(heartbeat=HeartbeatPolicy(enabled=True, interval=10.0, timeout=1.0))
             heartbeat(interval=10.0, timeout=1.0)(type("Hub2", (Hub,), {"hub_name": "h2"}))
             HubTestServer([type("Hub3", (Hub,), {"hub_name": "h3"})], heartbeat=HeartbeatPolicy(
                 enabled=True, interval=10.0, timeout=1.0))

@@ -33,18 +33,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from twisted_hub import (
-    DisconnectKind,
-    ErrorCode,
-    HubError,
-    HubResource,
-    HubServerFactory,
-    HubServerProtocol,
-    HubService,
-    connect,
-)
+from twisted_hub import DisconnectKind, ErrorCode, HubError, HubResource, HubServerFactory, HubService, connect
 from twisted_hub.tap import Options, makeService
 from twisted_hub.testing import HubTestServer, TestConnection
+from twisted_hub.types import HubServerProtocol
 
 from ._certs import write_self_signed
 from ._twistd import Child, spawn_python, started_port, twistd_hub

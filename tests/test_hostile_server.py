@@ -25,16 +25,10 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from twisted_hub import (
-    ConnectionClosedError,
-    DisconnectKind,
-    DisconnectReason,
-    HandshakeError,
-    HeartbeatPolicy,
-    HubClientOptions,
-)
+from twisted_hub import ConnectionClosedError, DisconnectKind, HandshakeError, HeartbeatPolicy, HubClientOptions
 from twisted_hub import connect as twisted_connect
 from twisted_hub.aio import _CLOSE_WAIT, open_client
+from twisted_hub.types import DisconnectReason
 
 from .helpers.hostile_server import HostileServer, running
 

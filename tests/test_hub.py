@@ -9,13 +9,17 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_hub import (
     ErrorCode,
     Hub,
+    HubArgumentError,
     HubServerFactory,
+    HubUsageError,
     InvalidArguments,
     RefuseConnection,
     hub,
     method,
 )
-from twisted_hub._hub import GroupRegistry, receiver_methods
+from twisted_hub._base_error import HubAttributeError
+from twisted_hub._hub import GroupRegistry
+from twisted_hub._receivers import receiver_methods
 from twisted_hub.testing import HubTestServer
 
 
@@ -236,7 +240,55 @@ class ReceiverInterfaceTests(SynchronousTestCase):
             d = conn.client.call(name)
             server.flush()
             self.assertEqual(self.failureResultOf(d).value.code, ErrorCode.INTERNAL)
-        self.assertEqual(len(self.flushLoggedErrors(AttributeError)), 2)
+        errors = self.flushLoggedErrors(AttributeError)
+        self.assertEqual(len(errors), 2)
+        for error in errors:  # a TwistedHubError (a usage error of ours) that is also an AttributeError
+            self.assertIsInstance(error.value, HubUsageError)
+            self.assertIn("receiver has no method", str(error.value))
+        self.assertTrue(all(isinstance(error.value, HubAttributeError) for error in errors))
+
+    def test_hasattr_on_a_receiver_proxy(self) -> None:
+        """hasattr() on a receiver proxy is False for a method the interface lacks (HubAttributeError is an AttributeError)."""
+
+        class R:
+            def said(self, text: str) -> None: ...
+
+        @hub("probe", receiver=R)
+        class Probe(Hub):
+            @method
+            def probe(self) -> list[bool]:
+                return [hasattr(self.clients.caller, "said"), hasattr(self.clients.caller, "sayd")]
+
+        server = HubTestServer([Probe])
+        conn = server.connect("probe")
+        d = conn.client.call("probe")
+        server.flush()
+        self.assertEqual(self.successResultOf(d), [True, False])
+
+    def test_unencodable_receiver_argument(self) -> None:
+        """A receiver call whose argument msgpack cannot encode raises HubArgumentError (a TypeError too) in the hub method."""
+        raised: list[BaseException] = []
+
+        @hub("sender")
+        class Sender(Hub):
+            @method
+            def send(self) -> None:
+                try:
+                    self.clients.caller.said(object())
+                except HubArgumentError as e:
+                    raised.append(e)
+                    raise
+
+        server = HubTestServer([Sender])
+        conn = server.connect("sender")
+        d = conn.client.call("send")
+        server.flush()
+        self.assertEqual(self.failureResultOf(d).value.code, ErrorCode.INTERNAL)
+        self.assertEqual(len(self.flushLoggedErrors(HubArgumentError)), 1)
+        self.assertEqual(len(raised), 1)
+        self.assertIsInstance(raised[0], TypeError)
+        self.assertIn("receiver call 'said': an argument cannot be encoded", str(raised[0]))
+        self.assertIsInstance(raised[0].__cause__, TypeError)
 
 
 class GroupRegistryTests(SynchronousTestCase):

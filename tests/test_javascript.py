@@ -199,13 +199,16 @@ def test_docs_heartbeat_mapping_names_real_options() -> None:
     import inspect
 
     import twisted_hub
-    from twisted_hub import HubClientOptions, HubClientProtocol, full_jitter_policy
+    import twisted_hub.types
+    from twisted_hub import HeartbeatPolicy, HubClientOptions, full_jitter_policy
+    from twisted_hub.types import HubClientProtocol
 
     # Code only: a name that appears only in a comment is not in the client.
     js_sources = "\n".join(_strip_comments(p.read_text()) for p in (JS / "src").glob("*.ts"))
     python_names = (
         {f for f in HubClientOptions.__dataclass_fields__}
         | set(dir(HubClientOptions)) | set(dir(HubClientProtocol)) | set(twisted_hub.__all__)
+        | set(twisted_hub.types.__all__) | set(HeartbeatPolicy.__dataclass_fields__)
         | set(inspect.signature(full_jitter_policy).parameters)
         | set(inspect.signature(twisted_hub.ReconnectingHubClient).parameters)
     )

@@ -15,16 +15,8 @@ import pytest_twisted
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 
-from twisted_hub import (
-    DisconnectKind,
-    DisconnectReason,
-    HeartbeatPolicy,
-    Hub,
-    HubClientOptions,
-    HubServerFactory,
-    connect,
-    method,
-)
+from twisted_hub import DisconnectKind, HeartbeatPolicy, Hub, HubClientOptions, HubServerFactory, connect, method
+from twisted_hub.types import DisconnectReason
 
 from ._nginx import start_nginx
 from ._processes import ScriptProcess, spawn_script
@@ -51,7 +43,8 @@ async def start_server(*args: str) -> tuple[ScriptProcess, int]:
 
 async def measure_detection(url: str, server: ScriptProcess) -> tuple[DisconnectReason, float, float]:
     """Connect with client heartbeats, freeze the server at a random phase, time the detection."""
-    client = await connect(url, options=HubClientOptions(heartbeat_interval=INTERVAL, heartbeat_timeout=TIMEOUT))
+    policy = HeartbeatPolicy(enabled=True, interval=INTERVAL, timeout=TIMEOUT)
+    client = await connect(url, options=HubClientOptions(heartbeat=policy))
     assert await client.call("echo", "alive") == "alive"
     # Freeze at a random point of the heartbeat cycle: the phase changes the delay.
     phase = PHASES.uniform(0.5, 0.5 + INTERVAL)

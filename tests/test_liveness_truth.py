@@ -23,17 +23,8 @@ from autobahn.twisted.websocket import (
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 
-from twisted_hub import (
-    SUBPROTOCOL,
-    DisconnectKind,
-    DisconnectReason,
-    HeartbeatPolicy,
-    Hub,
-    HubClientOptions,
-    HubServerFactory,
-    connect,
-    method,
-)
+from twisted_hub import DisconnectKind, HeartbeatPolicy, Hub, HubClientOptions, HubServerFactory, connect, method
+from twisted_hub.types import SUBPROTOCOL, DisconnectReason
 
 from ._delay_proxy import DelayingProxy
 from ._processes import spawn_script

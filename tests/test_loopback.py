@@ -22,20 +22,17 @@ from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted_hub import (
     ConnectTimeoutError,
     DisconnectKind,
-    DisconnectReason,
     HandshakeError,
     Hub,
-    HubClientFactory,
-    HubClientProtocol,
     HubError,
     HubServerFactory,
-    HubServerProtocol,
     RefuseConnection,
     connect,
     hub,
     method,
 )
 from twisted_hub.demo import DEMO_HUBS
+from twisted_hub.types import DisconnectReason, HubClientFactory, HubClientProtocol, HubServerProtocol
 
 STALLED_CLIENT = Path(__file__).parent / "helpers" / "stalled_client.py"
 WAIT = 10.0  # seconds: the bound on every single wait

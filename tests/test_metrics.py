@@ -11,7 +11,17 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import HeartbeatPolicy, HubArgumentError, HubClientOptions, HubError, HubMetrics, HubServerFactory
+from twisted_hub import (
+    ClientMetrics,
+    HeartbeatPolicy,
+    HubArgumentError,
+    HubClientOptions,
+    HubError,
+    HubMetrics,
+    HubServerFactory,
+    HubStateError,
+    TwistedHubError,
+)
 from twisted_hub.testing import HubTestServer, TestConnection
 
 from .helpers.hubs import WorkLog, work_hub
@@ -189,7 +199,7 @@ class HeartbeatMetricsTests(MetricsTestBase):
 
     def test_client_heartbeats_answered(self) -> None:
         """Each client heartbeat the server answers is counted."""
-        self.connect(options=HubClientOptions(heartbeat_interval=1.0))
+        self.connect(options=HubClientOptions(heartbeat=HeartbeatPolicy(enabled=True, interval=1.0)))
         self.server.advance(4.5)
         self.assertEqual(self.value("twisted_hub_client_heartbeats_answered_total", hub="work"), 4)
 
@@ -227,6 +237,23 @@ class RegistryTests(SynchronousTestCase):
         with self.assertRaises(HubArgumentError) as raised:
             HubServerFactory([work_hub(WorkLog())], registry=registry)
         self.assertIn("registry of its own", str(raised.exception))
+        self.assertIsInstance(raised.exception, TwistedHubError)
+        # prometheus' own error is the cause, not what the user catches
+        self.assertNotIsInstance(raised.exception.__cause__, TwistedHubError)
+        self.assertIsInstance(raised.exception.__cause__, ValueError)
+
+    def test_client_registry_reused(self) -> None:
+        """A second ClientMetrics on one registry is a HubArgumentError (a TwistedHubError) saying what to do."""
+        registry = CollectorRegistry()
+        metrics = ClientMetrics(registry)
+        with self.assertRaises(HubArgumentError) as raised:
+            ClientMetrics(registry)
+        self.assertIsInstance(raised.exception, TwistedHubError)
+        self.assertIn("share one ClientMetrics between clients", str(raised.exception))
+        self.assertIsInstance(raised.exception.__cause__, ValueError)
+        self.assertNotIsInstance(raised.exception.__cause__, TwistedHubError)
+        metrics.reconnects.inc()  # the first one still works
+        self.assertEqual(registry.get_sample_value("twisted_hub_client_reconnects_total"), 1.0)
 
     def test_off_by_default(self) -> None:
         """Without metrics= the factory keeps no metrics and the dispatcher none either."""
@@ -237,11 +264,12 @@ class RegistryTests(SynchronousTestCase):
         self.assertIsNone(server.factory.runtimes["work"].metrics)
 
     def test_metrics_object_belongs_to_one_factory(self) -> None:
-        """A HubMetrics given to a second factory is refused."""
+        """A HubMetrics given to a second factory is refused with HubStateError: it is in use, not a bad value."""
         metrics = HubMetrics()
         HubServerFactory([work_hub(WorkLog())], metrics=metrics)
-        with self.assertRaises(ValueError):
+        with self.assertRaises(HubStateError) as raised:
             HubServerFactory([work_hub(WorkLog())], metrics=metrics)
+        self.assertIn("belong to another factory", str(raised.exception))
 
 
 class SlowConsumerMetricsTests(SynchronousTestCase):

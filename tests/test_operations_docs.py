@@ -41,6 +41,12 @@ def exposed_names() -> set[str]:
     for family in client_registry.collect():
         names.add(family.name)
         names.update(sample.name for sample in family.samples)
+    # ... and what twistd hub --workers adds to the combined /metrics
+    from twisted_hub._workers import combine_metrics
+
+    for family in combine_metrics([None]):
+        names.add(family.name)
+        names.update(sample.name for sample in family.samples)
     return names
 
 

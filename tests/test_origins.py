@@ -6,13 +6,15 @@ allowed-hosts list refuses DNS-rebinding requests with 400.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import AllowedHosts, HubServerFactory, OriginPolicy
+from twisted_hub import HubArgumentError, HubServerFactory, HubService, OriginPolicy
 from twisted_hub.demo import EchoHub
+from twisted_hub.types import AllowedHosts
 
 from .test_limits import Accepted, peer
 
@@ -59,12 +61,50 @@ class OriginTests(HandshakeChecks):
         self.assertTrue(line.startswith(b"HTTP/1.1 403 origin 'https://' is not allowed"), line)
 
     def test_any_origin_allows_null(self) -> None:
-        """With every origin allowed (a bare factory's default), 'Origin: null' connects."""
-        self.assertEqual(self.answer(request(origin="null")), b"HTTP/1.1 101 Switching Protocols")
+        """With every origin allowed (["*"], or the policy saying so), 'Origin: null' connects."""
+        self.assertEqual(self.answer(request(origin="null"), allowed_origins=["*"]), b"HTTP/1.1 101 Switching Protocols")
         self.assertEqual(
             self.answer(request(origin="null"), allowed_origins=OriginPolicy(["*"])),
             b"HTTP/1.1 101 Switching Protocols",
         )
+
+    def test_a_bare_factory_allows_the_same_host_only(self) -> None:
+        """HubServerFactory's default is HubService's and twistd hub's: same host passes, another origin gets 403."""
+        self.assertEqual(self.answer(request(origin="https://hub.example.com")), b"HTTP/1.1 101 Switching Protocols")
+        self.assertEqual(self.answer(request(origin="null")), b"HTTP/1.1 403 origin 'null' is not allowed")
+        line = self.answer(request(origin="https://evil.example"))
+        self.assertTrue(line.startswith(b"HTTP/1.1 403 origin 'https://evil.example' is not allowed"), line)
+        self.assertEqual(self.answer(request()), b"HTTP/1.1 101 Switching Protocols")  # no Origin: not a browser
+
+    def test_factory_and_service_read_allowed_origins_alike(self) -> None:
+        """HubServerFactory and HubService turn the default and a list of strings into the same OriginPolicy."""
+        for given in ((), ["same-host", "https://app.example.com:443"], ["*"]):
+            factory = HubServerFactory([EchoHub], clock=Clock(), allowed_origins=given)
+            service = HubService([EchoHub], clock=Clock(), allowed_origins=given)
+            policies = [factory.allowed_origins, service.factory.allowed_origins]
+            for policy in policies:
+                self.assertIsInstance(policy, OriginPolicy)
+            self.assertEqual(
+                [(p.allow_any, p.same_host, p.origins) for p in policies if isinstance(p, OriginPolicy)],
+                [(OriginPolicy(given).allow_any, OriginPolicy(given).same_host, OriginPolicy(given).origins)] * 2,
+            )
+        self.assertEqual(OriginPolicy(["https://app.example.com:443"]).origins, frozenset({"https://app.example.com"}))
+
+    def test_a_bad_origin_in_the_list_is_refused_at_construction(self) -> None:
+        """A list entry that is not an origin is a HubArgumentError when the factory is built, not a silent mismatch."""
+        with self.assertRaises(HubArgumentError) as raised:
+            HubServerFactory([EchoHub], clock=Clock(), allowed_origins=["app.example.com"])
+        self.assertIn("'app.example.com'", str(raised.exception))
+
+    def test_none_is_deprecated_and_allows_any(self) -> None:
+        """allowed_origins=None (once a bare factory's "any origin") still allows any, with a DeprecationWarning naming ["*"]."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            line = self.answer(request(origin="null"), allowed_origins=None)
+        self.assertEqual(line, b"HTTP/1.1 101 Switching Protocols")
+        self.assertEqual([w.category for w in caught], [DeprecationWarning])
+        self.assertIn('allowed_origins=["*"]', str(caught[0].message))
+        self.assertEqual(caught[0].filename, __file__)
 
     def test_same_host_origin_still_passes(self) -> None:
         """A browser on the same host still connects under the same-host policy."""

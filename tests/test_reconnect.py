@@ -16,17 +16,9 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import (
-    ConnectionClosedError,
-    DisconnectKind,
-    DisconnectReason,
-    Hub,
-    HubArgumentError,
-    HubClientProtocol,
-    ReconnectingHubClient,
-    method,
-)
+from twisted_hub import ConnectionClosedError, DisconnectKind, Hub, HubArgumentError, ReconnectingHubClient, method
 from twisted_hub.testing import HubTestServer
+from twisted_hub.types import DisconnectReason, HubClientProtocol
 
 
 class CountingHub(Hub):

@@ -36,10 +36,10 @@ from twisted_hub import (
     CallTimeoutError,
     ConnectionClosedError,
     HubClientOptions,
-    HubClientProtocol,
     ReconnectingHubClient,
     full_jitter_policy,
 )
+from twisted_hub.types import HubClientProtocol
 
 from ._cutting_proxy import CuttingProxy
 from ._twistd import ROOT, Child, spawn_python, started_port, twistd_hub
@@ -238,6 +238,7 @@ async def test_javascript_client_through_hundreds_of_resets() -> None:
         # more call: generous, for a loaded CI machine.
         line = await storm.wait_for(r"^\{.*\}$", reactor, timeout=60)
         stats = json.loads(line.group(0))
+        assert stats["error"] is None, stats
         await storm.ended
         assert storm.exit_code == 0, storm.output()[-3000:]
         assert proxy.most_open == 1, f"{proxy.most_open} connections open at once"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,11 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from twisted_hub import HubServerFactory, HubService, LocalBackplane
+from twisted_hub import HubServerFactory, HubService
 from twisted_hub._resource import HubStatusPage
 from twisted_hub.redis import DEFAULT_LEASE, RedisBackplane
 from twisted_hub.tap import Options, makeService
+from twisted_hub.types import LocalBackplane
 
 from ._fakeredis import FakeRedis
 from .helpers.hubs import WorkLog, work_hub
@@ -127,15 +129,30 @@ class SecretOptionTests(SynchronousTestCase):
 
 
 class ServiceTests(SynchronousTestCase):
-    def test_hub_service_redis(self) -> None:
-        """HubService(redis=URL) builds its factory with a RedisBackplane; redis= with backplane= is refused."""
-        service = HubService([work_hub(WorkLog())], redis="redis://127.0.0.1:6399/1", clock=Clock())
+    def test_hub_service_backplane(self) -> None:
+        """HubService(backplane=RedisBackplane(URL)) builds its factory with that backplane, without a warning."""
+        backplane = RedisBackplane("redis://127.0.0.1:6399/1")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            service = HubService([work_hub(WorkLog())], backplane=backplane, clock=Clock())
+        self.assertIs(service.factory.backplane, backplane)
+
+    def test_hub_service_redis_is_deprecated(self) -> None:
+        """HubService(redis=URL) still builds a RedisBackplane, warning to give backplane=; redis= with backplane= is refused."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            service = HubService([work_hub(WorkLog())], redis="redis://127.0.0.1:6399/1", clock=Clock())
         backplane = service.factory.backplane
         assert isinstance(backplane, RedisBackplane)
         self.assertEqual(backplane.settings.port, 6399)
-        self.assertRaises(
-            TypeError, HubService, [work_hub(WorkLog())], redis="redis://x", backplane=RedisBackplane(), clock=Clock()
-        )
+        self.assertEqual([w.category for w in caught], [DeprecationWarning])
+        self.assertIn("use backplane=twisted_hub.redis.RedisBackplane(URL)", str(caught[0].message))
+        self.assertEqual(caught[0].filename, __file__)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.assertRaises(
+                TypeError, HubService, [work_hub(WorkLog())], redis="redis://x", backplane=RedisBackplane(), clock=Clock()
+            )
 
 
 class StatusPageTests(SynchronousTestCase):

@@ -11,10 +11,11 @@ from typing import Any
 import pytest_twisted
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import HubClientProtocol, connect
+from twisted_hub import connect
 from twisted_hub._backplane import node_of
 from twisted_hub.redis import RedisBackplane
 from twisted_hub.tap import Options
+from twisted_hub.types import HubClientProtocol
 
 from ._docs import named_blocks
 from ._nginx import start_nginx
@@ -43,8 +44,28 @@ class DocumentTests(SynchronousTestCase):
     def test_every_block_is_known(self) -> None:
         """Every code block of the document is one this module runs or parses."""
         self.assertEqual(
-            set(BLOCKS), {"scale-twistd", "scale-config", "scale-factory", "scale-nginx", "scale-tls-url"}
+            set(BLOCKS),
+            {"scale-twistd", "scale-config", "scale-factory", "scale-nginx", "scale-tls-url", "scale-workers"},
         )
+
+    def test_workers_line_parses(self) -> None:
+        """The documented --workers line is valid: 4 workers on one port, joined by the documented Redis."""
+        argv = shlex.split(code("scale-workers").strip())
+        options = Options()
+        options.parseOptions(argv[argv.index("hub") + 1:])
+        self.assertEqual(
+            (options["workers"], options["listen"], options["redis"]), (4, ["tcp:8080"], "redis://127.0.0.1:6379/0")
+        )
+
+    def test_workers_documented_numbers(self) -> None:
+        """The restart delays, bounds and timeouts the document states are the code's."""
+        from twisted_hub import _workers
+
+        text = (Path(__file__).resolve().parent.parent / DOC).read_text()
+        self.assertIn(f"after {_workers.RESTART_DELAY:g} s, then 1, 2, 4 ... up to {_workers.MAX_RESTART_DELAY:g} s", text)
+        self.assertIn(f"served {_workers.HEALTHY_AFTER:g} s before it died", text)
+        self.assertIn(f"does not listen within {_workers.READY_TIMEOUT:g} s", text)
+        self.assertIn(f"answered within {_workers.METRICS_TIMEOUT:g} s", text)
 
     def test_tls_url_example(self) -> None:
         """The rediss:// example parses into TLS with the three files it names."""

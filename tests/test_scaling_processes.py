@@ -17,7 +17,8 @@ import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
-from twisted_hub import HubClientProtocol, connect
+from twisted_hub import connect
+from twisted_hub.types import HubClientProtocol
 
 from ._redis import RedisServer, free_port
 from ._twistd import Child, started_port, twistd_hub

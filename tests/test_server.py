@@ -27,12 +27,12 @@ from twisted_hub import (
     HandshakeError,
     HubArgumentError,
     HubClientOptions,
-    HubClientProtocol,
     HubError,
     HubServerFactory,
 )
 from twisted_hub import _hub as hub_module
 from twisted_hub.testing import HubTestServer, TestConnection
+from twisted_hub.types import HubClientProtocol
 
 from .helpers.hubs import (
     Answers,

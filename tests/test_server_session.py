@@ -19,7 +19,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import CallTimeoutError, ConnectionClosedError, DisconnectKind, DisconnectReason, HeartbeatPolicy, HubError
+from twisted_hub import CallTimeoutError, ConnectionClosedError, DisconnectKind, HeartbeatPolicy, HubError
 from twisted_hub._admission import HandshakeWatch, Refusal, check_request, run_on_connecting
 from twisted_hub._backplane import LocalBackplane
 from twisted_hub._backpressure import BUFFERED_WRITE_OVERHEAD, OutputBudget
@@ -47,6 +47,7 @@ from twisted_hub._wire import (
     decode_frame,
     encode,
 )
+from twisted_hub.types import DisconnectReason
 
 # -- fakes --------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from functools import partial
 from typing import Any
 
@@ -16,12 +17,14 @@ from twisted_hub import (
     DisconnectKind,
     Hub,
     HubArgumentError,
+    HubServerFactory,
     HubService,
     HubStateError,
     OriginPolicy,
     hub,
     method,
 )
+from twisted_hub._server import FactoryOptions, HubTestServerOptions, ResourceFactoryOptions
 from twisted_hub._service import shutdown_connections
 from twisted_hub.testing import HubTestServer
 
@@ -259,10 +262,33 @@ class HubServiceTests(SynchronousTestCase):
         for misuse in (
             lambda: HubService([partial(SlowHub, [])], factory=server.factory),
             lambda: HubService([partial(SlowHub, [])], drain_delay=-1),
-            lambda: HubService([partial(SlowHub, [])], redis="redis://127.0.0.1", backplane=object()),
+            lambda: HubService([partial(SlowHub, [])], redis="redis://127.0.0.1", backplane=object()),  # warns too
         ):
             with self.assertRaises(HubArgumentError):
                 misuse()
+
+
+class FactoryOptionsTests(SynchronousTestCase):
+    def test_factory_options_are_the_factorys_keywords(self) -> None:
+        """The typed **factory_options of HubService, HubResource and HubTestServer name the factory's keywords, typed alike."""
+        factory_keywords = {
+            name: parameter.annotation for name, parameter in inspect.signature(HubServerFactory.__init__).parameters.items()
+            if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+        }
+        for options, own in (
+            (FactoryOptions, {"clock", "reactor", "heartbeat", "allowed_origins"}),  # HubService's own parameters
+            (ResourceFactoryOptions, {"reactor"}),  # deprecated
+            (HubTestServerOptions, {"clock", "reactor", "url"}),  # HubTestServer sets them
+        ):
+            self.assertEqual(set(options.__annotations__), set(factory_keywords) - own, options.__name__)
+            for name, annotation in options.__annotations__.items():
+                written = annotation.__forward_arg__ if hasattr(annotation, "__forward_arg__") else str(annotation)
+                self.assertEqual(written, factory_keywords[name], name)
+
+    def test_factory_options_reach_the_factory(self) -> None:
+        """A factory keyword given to HubService is the built factory's setting."""
+        service = HubService([partial(SlowHub, [])], max_message_size=4096, debug=True)
+        self.assertEqual((service.factory.max_message_size, service.factory.debug), (4096, True))
 
 
 class OriginPolicyTests(SynchronousTestCase):

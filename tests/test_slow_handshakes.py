@@ -24,8 +24,9 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from twisted_hub import ConnectionGuard, ConnectionLimits, HubResource, HubServerFactory, HubService, connect
+from twisted_hub import ConnectionGuard, HubResource, HubServerFactory, HubService, connect
 from twisted_hub.demo import EchoHub
+from twisted_hub.types import ConnectionLimits
 
 from ._twistd import Child, started_port, twistd_hub
 

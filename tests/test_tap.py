@@ -5,34 +5,31 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from twisted.application.app import ApplicationRunner
-from twisted.application.service import Application, IServiceMaker
+from twisted.application.service import IServiceMaker
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import ILogObserver, LogLevel
+from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import HeartbeatPolicy, HubService, OriginPolicy
-from twisted_hub._service import set_filter_level
+from twisted_hub._logging import HUB_LOG_OBSERVER, LogLevelService, get_log_level, set_log_level
 from twisted_hub.demo import ChatHub, EchoHub
 from twisted_hub.tap import (
     TLS_HINT,
-    TWISTD_LOG_FILTER,
     HintedUsageError,
     Options,
     json_log_observer,
     load_hub,
     makeService,
-    twistd_log_observer,
 )
 
 from ._certs import write_self_signed
@@ -293,37 +290,38 @@ class MakeServiceTests(SynchronousTestCase):
 
 
 class LogLevelTests(SynchronousTestCase):
-    """--log-level filters the observer twisted-hub gives twistd, and no other."""
+    """--log-level sets the level where twisted-hub's and autobahn's lines are emitted; where the log goes is twistd's."""
 
-    def application_log(self, level: LogLevel) -> tuple[Any, list[dict[str, Any]]]:
-        """An application joined by a LogLevelService at C{level}: its log observer and what it passed on."""
-        from twisted_hub._service import LogLevelService
+    def setUp(self) -> None:
+        import txaio
 
+        before = txaio.get_global_log_level()
+        self.addCleanup(txaio.set_global_log_level, before)
+        self.addCleanup(set_log_level, get_log_level())
+
+    def published(self, level: str) -> list[str]:
+        """The formats of twisted-hub's lines, one of each level, that reach the global log publisher under --log-level LEVEL."""
+        service = makeService(parse("--log-level", level, "--port", "0"))
+        assert isinstance(service, LogLevelService)
         seen: list[dict[str, Any]] = []
-        application = Application("hub")
-        LogLevelService(level, observer_factory=lambda: seen.append).setServiceParent(application)
-        return application.getComponent(ILogObserver), seen
-
-    def test_application_log_filtered(self) -> None:
-        """The application's log observer (what twistd logs to) drops events below the level."""
-        observer, seen = self.application_log(LogLevel.warn)
-        observer({"log_level": LogLevel.info, "log_namespace": "x", "log_format": "dropped"})
-        observer({"log_level": LogLevel.error, "log_namespace": "x", "log_format": "kept"})
-        self.assertEqual([event["log_format"] for event in seen], ["kept"])
-
-    def test_debug_is_our_story_not_autobahns_flood(self) -> None:
-        """At --log-level debug, twisted-hub's debug events pass and autobahn's own debug events do not."""
-        observer, seen = self.application_log(LogLevel.debug)
-        observer({"log_level": LogLevel.debug, "log_namespace": "twisted_hub._liveness", "log_format": "ours"})
-        observer({"log_level": LogLevel.debug, "log_namespace": "autobahn.websocket.protocol", "log_format": "noise"})
-        observer({"log_level": LogLevel.info, "log_namespace": "autobahn.websocket.protocol", "log_format": "info"})
-        self.assertEqual([event["log_format"] for event in seen], ["ours", "info"])
+        # the level passed down, started on a service of its own (nothing under it listens)
+        LogLevelService(service.level).startService()
+        globalLogPublisher.addObserver(seen.append)
+        try:
+            log = Logger(namespace="twisted_hub._liveness", observer=HUB_LOG_OBSERVER)
+            for name in ("debug", "info", "warn", "error", "critical"):
+                log.emit(LogLevel.levelWithName(name), name)
+        finally:
+            globalLogPublisher.removeObserver(seen.append)
+        return [event["log_format"] for event in seen if event.get("log_namespace") == "twisted_hub._liveness"]
 
     def test_level_of_twisted_hubs_own_lines(self) -> None:
-        """Running, the service sets the level twisted-hub emits its lines at; stopped, it puts the old one back."""
-        from twisted_hub._logging import get_log_level
-        from twisted_hub._service import LogLevelService
+        """twistd hub --log-level LEVEL: twisted-hub's lines below LEVEL never reach the log, the others do."""
+        self.assertEqual(self.published("warn"), ["warn", "error", "critical"])
+        self.assertEqual(self.published("debug"), ["debug", "info", "warn", "error", "critical"])
 
+    def test_level_put_back_at_the_stop(self) -> None:
+        """Running, the service sets the level twisted-hub emits its lines at; stopped, it puts the old one back."""
         service = LogLevelService(LogLevel.debug)
         self.assertEqual(get_log_level(), LogLevel.info)
         service.startService()
@@ -331,61 +329,31 @@ class LogLevelTests(SynchronousTestCase):
         self.successResultOf(service.stopService())
         self.assertEqual(get_log_level("twisted_hub._liveness"), LogLevel.info)
 
-    def test_own_observer_kept(self) -> None:
-        """An application that has a log observer already keeps it."""
-        from twisted_hub._service import LogLevelService
+    def test_debug_is_our_story_not_autobahns_flood(self) -> None:
+        """At --log-level debug autobahn (txaio) stays at info; at error it follows."""
+        import txaio
 
-        application = Application("hub")
-        own = [].append
-        application.setComponent(ILogObserver, own)
-        LogLevelService(LogLevel.warn, observer_factory=lambda: [].append).setServiceParent(application)
-        self.assertIs(application.getComponent(ILogObserver), own)
+        LogLevelService(LogLevel.debug).startService()
+        self.assertEqual(txaio.get_global_log_level(), "info")
+        LogLevelService(LogLevel.error).startService()
+        self.assertEqual(txaio.get_global_log_level(), "error")
 
-    def keep_sigusr1(self) -> None:
-        """Restore this process's SIGUSR1 handler after the test (a log file installs one)."""
-        previous = signal.getsignal(signal.SIGUSR1)
-        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
-
-    def test_under_twistd_logfile(self) -> None:
-        """Under twistd's own options (--logfile, --log-level warn), the application logs to that file, filtered."""
-        self.keep_sigusr1()
-        directory = tempfile.TemporaryDirectory()
-        self.addCleanup(directory.cleanup)
-        path = Path(directory.name) / "hub.log"
+    def test_destination_left_to_twistd(self) -> None:
+        """Under twistd (--logfile, --log-level warn) twisted-hub gives the application no log observer: twistd's own applies."""
         config = ServerOptions()
-        config.parseOptions(["--nodaemon", "--pidfile=", f"--logfile={path}", "hub", "--log-level", "warn", "--port", "0"])
+        config.parseOptions(["--nodaemon", "--pidfile=", "--logfile=hub.log", "hub", "--log-level", "warn", "--port", "0"])
         application = ApplicationRunner(config).createOrGetApplication()  # type: ignore[no-untyped-call]
-        observer = application.getComponent(ILogObserver)
-        observer({"log_level": LogLevel.info, "log_namespace": "x", "log_format": "quiet {n}", "n": 1, "log_time": 0.0})
-        observer({"log_level": LogLevel.warn, "log_namespace": "x", "log_format": "loud {n}", "n": 2, "log_time": 0.0})
-        self.assertNotIn(signal.getsignal(signal.SIGUSR1), (None, signal.SIG_DFL))  # rotation on SIGUSR1
-        text = path.read_text()
-        self.assertIn("loud 2", text)
-        self.assertNotIn("quiet 1", text)
+        self.assertIsNone(application.getComponent(ILogObserver))
 
-    def test_under_twistd_stdout(self) -> None:
-        """twistd --nodaemon without --logfile (or --logfile=-) logs to standard output; a daemon may not."""
+    def test_json_logger(self) -> None:
+        """json_log_observer (for twistd --logger) writes each event it gets as one JSON record, every field kept."""
         out = io.StringIO()
         self.patch(sys, "stdout", out)
-        for twistd_options in ({"nodaemon": True, "logfile": ""}, {"nodaemon": True, "logfile": "-"}):
-            twistd_log_observer(twistd_options)(
-                {"log_level": LogLevel.info, "log_namespace": "x", "log_format": "to stdout", "log_time": 0.0}
-            )
-        self.assertEqual(out.getvalue().count("to stdout"), 2)
-        with self.assertRaises(SystemExit):
-            twistd_log_observer({"nodaemon": False, "logfile": "-"})
-
-    def test_json_logger_at_the_level(self) -> None:
-        """json_log_observer (for --logger) applies --log-level too."""
-        out = io.StringIO()
-        self.patch(sys, "stdout", out)
-        self.addCleanup(set_filter_level, TWISTD_LOG_FILTER, LogLevel.info)
-        makeService(parse("--log-level", "error"))
         observer = json_log_observer()
-        observer({"log_level": LogLevel.warn, "log_namespace": "x", "log_format": "dropped", "log_time": 0.0})
-        observer({"log_level": LogLevel.error, "log_namespace": "x", "log_format": "kept", "log_time": 0.0})
+        observer({"log_level": LogLevel.warn, "log_namespace": "x", "log_format": "one {n}", "n": 1, "log_time": 0.0})
+        observer({"log_level": LogLevel.error, "log_namespace": "x", "log_format": "two", "log_time": 0.0})
         records = [json.loads(record) for record in out.getvalue().split("\x1e") if record.strip()]
-        self.assertEqual([record["log_format"] for record in records], ["kept"])
+        self.assertEqual([(record["log_format"], record.get("n")) for record in records], [("one {n}", 1), ("two", None)])
 
 
 _COUNTER_HUB = '''
@@ -575,7 +543,7 @@ class FilterOptionTests(SynchronousTestCase):
 
     def test_options_make_filters_in_order(self) -> None:
         """Rate limit, call log, call timeout, then each --filter (an object, a class, a factory) in order."""
-        from twisted_hub import CallLog, CallTimeout, RateLimit
+        from twisted_hub.filters import CallLog, CallTimeout, RateLimit
 
         from .helpers.filters import Tagged
 
@@ -597,7 +565,7 @@ class FilterOptionTests(SynchronousTestCase):
 
     def test_config_file(self) -> None:
         """call-rate, call-burst, call-timeout, log-calls and filters come from the TOML file; --filter replaces its list."""
-        from twisted_hub import CallLog, CallTimeout, RateLimit
+        from twisted_hub.filters import CallLog, CallTimeout, RateLimit
 
         path = self.write(
             "call-rate = 2\ncall-burst = 4\ncall-timeout = 1.5\nlog-calls = true\n"
@@ -625,7 +593,7 @@ class FilterOptionTests(SynchronousTestCase):
             (["--filter", "tests.helpers.filters:Missing"], "module 'tests.helpers.filters' has no 'Missing'"),
             (["--filter", "tests.helpers.filters:NOT_A_FILTER"], "42 is not a filter"),
             (["--filter", "twisted_hub.demo:EchoHub"], "is a hub, not a filter"),
-            (["--filter", "twisted_hub:RateLimit"], "calling RateLimit failed: TypeError"),
+            (["--filter", "twisted_hub.filters:RateLimit"], "calling RateLimit failed: TypeError"),
         ]:
             with self.assertRaises(usage.UsageError) as raised:
                 parse(*argv)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -142,5 +146,42 @@ async def test_log_level_filters_twistds_log(level: str) -> None:
         else:
             assert any(re.search(r"\[twisted_hub[\w.]*#debug\] heartbeat timer started", text) for text in debug), debug
             assert not [text for text in debug if "[autobahn" in text], child.output()
+    finally:
+        await child.stop(reactor)
+
+
+async def _until(condition: Callable[[], bool], reactor: Any, seconds: float, what: str) -> None:
+    """Check C{condition} every 50 ms (a file being written gives us nothing to wait on) until it holds; fail after C{seconds}."""
+    from twisted.internet.task import deferLater
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds}s: {what}")
+        await deferLater(reactor, 0.05, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_log_destination_is_twistds(tmp_path: Path) -> None:
+    """twistd --logfile FILE hub: twistd writes the hub's log to FILE (ours at --log-level) and rotates it on SIGUSR1."""
+    from twisted.internet import reactor
+
+    log = tmp_path / "hub.log"
+    child = twistd_hub(
+        reactor, "--listen", "tcp:0:interface=127.0.0.1", "--heartbeat-interval", "5", "--log-level", "debug",
+        twistd_args=(f"--logfile={log}",),
+    )
+    try:
+        await _until(lambda: log.exists() and "listening on" in log.read_text(), reactor, 30, f"the banner in {log}")
+        port = int(re.search(r"Site starting on (\d+)", log.read_text()).group(1))  # type: ignore[union-attr]
+        client = await connect(f"ws://127.0.0.1:{port}/hub", "echo", clock=reactor, timeout=10)
+        await client.disconnect()
+        await _until(lambda: "echo connection" in log.read_text() and " closed" in log.read_text(), reactor, 10, "the close line")
+        assert re.search(r"\[twisted_hub[\w.]*#debug\] heartbeat timer started", log.read_text()), log.read_text()
+        assert child.lines == [], child.output()  # nothing on standard output: the file is the log
+        child.signal(signal.SIGUSR1)
+        rotated = tmp_path / "hub.log.1"
+        await _until(rotated.exists, reactor, 10, "hub.log rotated to hub.log.1")
+        assert "listening on" in rotated.read_text()
     finally:
         await child.stop(reactor)

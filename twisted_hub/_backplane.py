@@ -7,7 +7,9 @@ every node.
 The hub layer talks to it through L{Backplane}: it publishes receiver
 calls to a L{Target} (after delivering to this node's own connections),
 reports group membership changes, and asks for the members other nodes
-hold.  L{LocalBackplane} is the default: one process is the whole world,
+hold.  The backplane reaches this node's hubs through L{LocalHubs} (what
+other nodes ask of them, and the snapshot of their group members), never
+through the server's internals.  L{LocalBackplane} is the default: one process is the whole world,
 so there is nothing to publish.  L{twisted_hub.redis.RedisBackplane}
 joins nodes through Redis (see C{docs/scaling.md}).
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -23,8 +26,7 @@ from ._wire import ProtocolError, ReceiverCall, decode_frame
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
-
-    from ._server import HubServerFactory
+    from twisted.internet.interfaces import IReactorTime
 
 #: The kinds of L{Target}.
 TARGET_CALLER = "caller"
@@ -76,14 +78,43 @@ def receiver_call_problem(payload: bytes, allowed: frozenset[str] | None, max_si
     return None
 
 
+class LocalHubs(Protocol):
+    """
+    This node's hubs, as its backplane reaches them: what other nodes ask
+    of them, and the snapshot of their group members.  The server factory
+    implements it (C{twisted_hub._server}); a backplane needs nothing else
+    of the server.
+    """
+
+    @property
+    def clock(self) -> IReactorTime:
+        """The node's clock (a backplane given none uses it)."""
+
+    def knows(self, hub: str) -> bool:
+        """Whether this node serves a hub named C{hub}."""
+
+    def deliver(self, hub: str, target: Target, payload: bytes) -> str | None:
+        """
+        Hand an encoded receiver call heard from another node to this
+        node's connections of C{hub} that C{target} names.  None: done;
+        else what makes it unfit (L{receiver_call_problem}): nobody got it.
+        """
+
+    def kick(self, hub: str, connection_id: str, reason: str) -> None:
+        """Close this node's connection C{connection_id} of C{hub} (nothing if it left meanwhile)."""
+
+    def memberships(self) -> Iterator[tuple[str, str, str]]:
+        """Every C{(hub, group, connection id)} this node holds, for its snapshot."""
+
+
 class Backplane(Protocol):
-    """What a L{HubServerFactory} needs from a backplane."""
+    """What a C{HubServerFactory} needs from a backplane."""
 
     #: this node's name, shown on the status page
     node_id: str
 
-    def attach(self, factory: HubServerFactory) -> None:
-        """Serve C{factory} (called once, by the factory's constructor)."""
+    def attach(self, hubs: LocalHubs) -> None:
+        """Serve this node's C{hubs} (called once, by the server factory's constructor)."""
 
     def start(self) -> None:
         """The factory started: connect, subscribe, announce this node."""
@@ -137,7 +168,7 @@ class LocalBackplane:
     def __init__(self) -> None:
         self.node_id = f"{os.uname().nodename}-{os.getpid()}-{_local_prefix}"
 
-    def attach(self, factory: HubServerFactory) -> None:
+    def attach(self, hubs: LocalHubs) -> None:
         pass
 
     def start(self) -> None:

@@ -7,6 +7,9 @@ messages on that channel (1, 2, 3 ...), C{sent_ms} is its clock when it
 published.  With a shared secret the array is signed:
 C{0xC1 | HMAC-SHA256(secret, channel NUL array) | array}.  (0xC1 is the one
 byte msgpack never uses, so a signed message cannot be taken for an array.)
+Each kind is a typed class (L{Send}, L{Join}, L{Leave}, L{Alive}, L{Sync},
+L{Bye}, L{Kick}) that lists its own fields and checks them when decoded:
+no positional list is built or read anywhere else.
 
 L{NodeCodec} encodes what this node publishes and checks what it hears:
 well-formed (L{MalformedMessage}), authentic, recent and not heard before
@@ -22,20 +25,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import msgpack
 
-from ._backplane import TARGET_ALL, TARGET_GROUP, TARGET_ONLY
+from ._backplane import TARGET_ALL, TARGET_GROUP, TARGET_ONLY, Target
 from ._base_error import HubArgumentError
 
 __all__ = [
     "ALIVE", "BYE", "JOIN", "KICK", "LEAVE", "SEND", "SYNC",
+    "Alive", "BackplaneMessage", "Bye", "Join", "Kick", "Leave", "Send", "Sync",
     "MalformedMessage", "NodeCodec", "NodeMessage", "RejectedMessage", "Signer",
-    "load_secrets", "read_secret_file", "secret_from_environment",
+    "decode_member_field", "load_secrets", "member_field", "read_secret_file", "secret_from_environment",
 ]
 
 SEND = 0  # fields: hub, target kind, group, ids, payload
@@ -46,7 +50,6 @@ SYNC = 4  # fields: node id (reload my membership snapshot)
 BYE = 5  # no fields: I am stopping, drop my members
 KICK = 6  # fields: hub, connection id, reason (close this connection of yours: clients.kick)
 
-_FIELDS = {SEND: 5, JOIN: 3, LEAVE: 3, ALIVE: 1, SYNC: 1, BYE: 0, KICK: 3}
 _HEADER = 4
 
 #: the first byte of a signed message
@@ -70,16 +73,194 @@ class RejectedMessage(ValueError):
     """A well-formed message refused: unsigned, forged, stale or replayed (counted as C{rejected})."""
 
 
+# -- the messages ----------------------------------------------------------------
+
+
+def _text(value: object, what: str) -> str:
+    if type(value) is not str:  # noqa: E721
+        raise MalformedMessage(f"{what} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _texts(fields: Sequence[Any], names: tuple[str, ...]) -> list[str]:
+    return [_text(value, what) for value, what in zip(fields, names, strict=True)]
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """
+    A receiver call for the connections other nodes hold: C{payload} is the
+    encoded hub message, C{target} says whose (any node resolves it against
+    the connections it holds).
+    """
+
+    KIND: ClassVar[int] = SEND
+    hub: str
+    target: Target
+    payload: bytes
+
+    def fields(self) -> list[Any]:
+        return [self.hub, self.target.kind, self.target.group, list(self.target.ids), self.payload]
+
+    @classmethod
+    def from_fields(cls, fields: list[Any]) -> Send:
+        hub, kind, group, ids, payload = fields
+        _text(hub, "the hub")
+        if kind not in (TARGET_ALL, TARGET_GROUP, TARGET_ONLY):
+            raise MalformedMessage(f"unknown target kind {kind!r}")
+        if kind == TARGET_GROUP:
+            _text(group, "the group")
+        elif group is not None and type(group) is not str:  # noqa: E721
+            raise MalformedMessage(f"the group must be a string or nil, got {type(group).__name__}")
+        if type(ids) is not list or any(type(i) is not str for i in ids):  # noqa: E721
+            raise MalformedMessage("the connection ids must be a list of strings")
+        if type(payload) is not bytes:  # noqa: E721
+            raise MalformedMessage("the payload must be bytes")
+        return cls(hub, Target(kind, group, tuple(ids)), payload)
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """A connection of the publishing node joined a group."""
+
+    KIND: ClassVar[int] = JOIN
+    hub: str
+    group: str
+    connection_id: str
+
+    def fields(self) -> list[Any]:
+        return [self.hub, self.group, self.connection_id]
+
+    @classmethod
+    def from_fields(cls, fields: list[Any]) -> Join:
+        return cls(*_texts(fields, ("the hub", "the group", "the connection id")))
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """A connection of the publishing node left a group."""
+
+    KIND: ClassVar[int] = LEAVE
+    hub: str
+    group: str
+    connection_id: str
+
+    def fields(self) -> list[Any]:
+        return [self.hub, self.group, self.connection_id]
+
+    @classmethod
+    def from_fields(cls, fields: list[Any]) -> Leave:
+        return cls(*_texts(fields, ("the hub", "the group", "the connection id")))
+
+
+@dataclass(frozen=True, slots=True)
+class Alive:
+    """The publishing node is alive (every C{lease / 3} seconds)."""
+
+    KIND: ClassVar[int] = ALIVE
+    node_id: str
+
+    def fields(self) -> list[Any]:
+        return [self.node_id]
+
+    @classmethod
+    def from_fields(cls, fields: list[Any]) -> Alive:
+        return cls(_text(fields[0], "the node id"))
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    """The publishing node wrote its membership snapshot anew: reload it."""
+
+    KIND: ClassVar[int] = SYNC
+    node_id: str
+
+    def fields(self) -> list[Any]:
+        return [self.node_id]
+
+    @classmethod
+    def from_fields(cls, fields: list[Any]) -> Sync:
+        return cls(_text(fields[0], "the node id"))
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    """The publishing node is stopping: drop its members."""
+
+    KIND: ClassVar[int] = BYE
+
+    def fields(self) -> list[Any]:
+        return []
+
+    @classmethod
+    def from_fields(cls, fields: list[Any]) -> Bye:
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class Kick:
+    """Close this connection of yours (C{clients.kick}): sent to the node that holds it."""
+
+    KIND: ClassVar[int] = KICK
+    hub: str
+    connection_id: str
+    reason: str
+
+    def fields(self) -> list[Any]:
+        return [self.hub, self.connection_id, self.reason]
+
+    @classmethod
+    def from_fields(cls, fields: list[Any]) -> Kick:
+        return cls(*_texts(fields, ("the hub", "the connection id", "the reason")))
+
+
+#: Every message one node publishes for the others.
+BackplaneMessage = Send | Join | Leave | Alive | Sync | Bye | Kick
+
+#: kind -> (number of fields, the strict decoder of those fields)
+_DECODERS: dict[int, tuple[int, Callable[[list[Any]], BackplaneMessage]]] = {
+    message.KIND: (fields, message.from_fields)
+    for message, fields in ((Send, 5), (Join, 3), (Leave, 3), (Alive, 1), (Sync, 1), (Bye, 0), (Kick, 3))
+}
+
+
 @dataclass(frozen=True, slots=True)
 class NodeMessage:
-    """One decoded message from another node."""
+    """One decoded message from another node: the envelope and its typed C{body}."""
 
-    kind: int
     origin: str
     seq: int
     #: the publisher's clock, seconds
     sent: float
-    fields: list[Any]
+    body: BackplaneMessage
+
+    @property
+    def kind(self) -> int:
+        return self.body.KIND
+
+
+def member_field(hub: str, group: str, connection_id: str) -> bytes:
+    """The field of one membership in a node's membership hash in Redis."""
+    field: bytes = msgpack.packb([hub, group, connection_id])
+    return field
+
+
+def decode_member_field(field: object) -> tuple[str, str, str]:
+    """
+    C{(hub, group, connection id)} from a membership hash field.
+
+    @raise MalformedMessage: it is not one.
+    """
+    if not isinstance(field, bytes):
+        raise MalformedMessage(f"a field must be bytes, got {type(field).__name__}")
+    try:
+        raw = msgpack.unpackb(field, raw=False, use_list=True)
+    except Exception as e:
+        raise MalformedMessage(f"not msgpack: {e}") from None
+    if type(raw) is not list or len(raw) != 3:  # noqa: E721
+        raise MalformedMessage("not a [hub, group, connection id] array")
+    hub, group, connection_id = _texts(raw, ("the hub", "the group", "the connection id"))
+    return hub, group, connection_id
 
 
 def load_secrets(text: str, source: str) -> list[bytes]:
@@ -138,34 +319,6 @@ class Signer:
         return any(hmac.compare_digest(mac, hmac.new(key, data, hashlib.sha256).digest()) for key in self._keys)
 
 
-def _text(value: object, what: str) -> str:
-    if type(value) is not str:  # noqa: E721
-        raise MalformedMessage(f"{what} must be a string, got {type(value).__name__}")
-    return value
-
-
-def _check_fields(kind: int, fields: list[Any]) -> None:
-    if kind == SEND:
-        hub, target, group, ids, payload = fields
-        _text(hub, "the hub")
-        if target not in (TARGET_ALL, TARGET_GROUP, TARGET_ONLY):
-            raise MalformedMessage(f"unknown target kind {target!r}")
-        if target == TARGET_GROUP:
-            _text(group, "the group")
-        if type(ids) is not list or any(type(i) is not str for i in ids):  # noqa: E721
-            raise MalformedMessage("the connection ids must be a list of strings")
-        if type(payload) is not bytes:  # noqa: E721
-            raise MalformedMessage("the payload must be bytes")
-    elif kind in (JOIN, LEAVE):
-        for value, what in zip(fields, ("the hub", "the group", "the connection id"), strict=True):
-            _text(value, what)
-    elif kind in (ALIVE, SYNC):
-        _text(fields[0], "the node id")
-    elif kind == KICK:
-        for value, what in zip(fields, ("the hub", "the connection id", "the reason"), strict=True):
-            _text(value, what)
-
-
 class NodeCodec:
     """
     One node's side of the messages: numbering and signing what it
@@ -185,14 +338,15 @@ class NodeCodec:
         self._heard: dict[tuple[str, bytes], list[float]] = {}
 
     # -- publishing ------------------------------------------------------------
-    def encode(self, channel: bytes, kind: int, fields: list[Any], now: float) -> bytes:
+    def encode(self, channel: bytes, message: BackplaneMessage, now: float) -> bytes:
         """The next message of this node on C{channel} (numbered, signed if there is a secret)."""
         counter = self._sent.get(channel)
         if counter is None:
             counter = self._sent[channel] = [0, now]
         counter[0] += 1
         counter[1] = now
-        packed: bytes = msgpack.packb([kind, self.token, int(counter[0]), int(now * 1000), *fields], use_bin_type=True)
+        header = [message.KIND, self.token, int(counter[0]), int(now * 1000)]
+        packed: bytes = msgpack.packb([*header, *message.fields()], use_bin_type=True)
         if self.signer is None:
             return packed
         return bytes([SIGNED_MARK]) + self.signer.sign(channel + b"\0" + packed) + packed
@@ -228,22 +382,22 @@ class NodeCodec:
         if type(raw) is not list or len(raw) < _HEADER:  # noqa: E721
             raise MalformedMessage("not a backplane message array")
         kind, origin, seq, sent_ms = raw[:_HEADER]
-        expected = _FIELDS.get(kind) if type(kind) is int else None  # noqa: E721
-        if expected is None:
+        decoder = _DECODERS.get(kind) if type(kind) is int else None  # noqa: E721
+        if decoder is None:
             raise MalformedMessage(f"unknown message kind {kind!r}")
+        expected, from_fields = decoder
         if len(raw) != _HEADER + expected:
             raise MalformedMessage(f"a message of kind {kind} has {len(raw)} items, not {_HEADER + expected}")
         _text(origin, "the origin")
         if type(seq) is not int or seq < 1 or type(sent_ms) is not int:  # noqa: E721
             raise MalformedMessage("the sequence number and send time must be integers")
-        fields = raw[_HEADER:]
-        _check_fields(kind, fields)
+        body = from_fields(raw[_HEADER:])
         sent = sent_ms / 1000.0
         if self.signer is not None and abs(now - sent) > MAX_AGE:
             raise RejectedMessage(
                 f"it was signed {now - sent:.0f} s ago (more than {MAX_AGE:g} s: replayed, or the clocks differ)"
             )
-        return NodeMessage(kind, origin, seq, sent, fields)
+        return NodeMessage(origin, seq, sent, body)
 
     def in_sequence(self, message: NodeMessage, channel: bytes, now: float) -> int:
         """

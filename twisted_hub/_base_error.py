@@ -35,3 +35,11 @@ class HubStateError(HubUsageError, RuntimeError):
     before it started).  Also a C{RuntimeError}, which these checks raised
     before it existed.
     """
+
+
+class HubAttributeError(HubUsageError, AttributeError):
+    """
+    A receiver proxy (C{self.clients.all}, ...) asked for a method the
+    receiver interface does not have.  Also an C{AttributeError}, so
+    C{hasattr} and C{getattr(proxy, name, default)} work as on any object.
+    """

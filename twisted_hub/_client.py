@@ -5,7 +5,6 @@ The client adapter: L{HubClientProtocol}, L{HubClientFactory} and L{connect}.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 from urllib.parse import SplitResult, urlsplit
 
@@ -20,9 +19,9 @@ from zope.interface import implementer
 from ._autobahn import BoundedDropMixin, FastPathMixin, final_close_reason
 from ._backpressure import HeldFrames
 from ._base_error import HubArgumentError
-from ._client_session import ClientConnectionViews, ClientHeartbeatEvent, ClientSession, ServerHeartbeatEvent
+from ._client_common import ClientHeartbeatEvent, HubClientOptions, HubProxy, ServerHeartbeatEvent, hub_url, make_proxy
+from ._client_session import ClientConnectionViews, ClientSession
 from ._compression import (
-    CompressionPolicy,
     check_autobahn_bounds_inflation,
     client_accept,
     client_offers,
@@ -36,9 +35,9 @@ from ._errors import (
     HandshakeError,
     HubError,
 )
-from ._heartbeat import HeartbeatConfigurationError, HeartbeatPolicy, Traffic, _check_positive
-from ._hub import receiver_methods
-from ._metrics import ClientMetrics
+from ._heartbeat import Traffic
+from ._logging import TwistedCoreLog
+from ._receivers import receiver_methods
 from ._sendqueue import twisted_queued
 from ._sentinel import UNSET, Unset
 from ._wire import SUBPROTOCOL, close_reason_bytes
@@ -58,142 +57,10 @@ __all__ = [
 ]
 
 InterfaceT = TypeVar("InterfaceT")
+#: the client's log (its namespace since the first release)
+CLIENT_LOG = TwistedCoreLog("twisted_hub._client")
 #: the close code of a close frame that carries none (RFC 6455 section 7.1.5; never sent)
 CLOSE_FRAME_WITHOUT_CODE = 1005
-
-
-class HubProxy:
-    """
-    Calls hub methods as attributes: C{proxy.join("lobby")} is
-    C{client.call("join", "lobby")}.  Built by L{HubClientProtocol.proxy}.
-    """
-
-    __slots__ = ("_call", "_allowed")
-
-    def __init__(self, call: Callable[..., Any], allowed: frozenset[str] | None) -> None:
-        self._call = call
-        self._allowed = allowed
-
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        if name.startswith("_") or (self._allowed is not None and name not in self._allowed):
-            raise AttributeError(f"the hub interface has no method {name!r}")
-        call = self._call
-
-        def remote(*args: Any, **kwargs: Any) -> Any:
-            return call(name, *args, **kwargs)
-
-        remote.__name__ = name
-        return remote
-
-
-def make_proxy(call: Callable[..., Any], interface: type[InterfaceT] | None) -> InterfaceT:
-    """A L{HubProxy} typed as C{interface} (whose public method names it allows)."""
-    return cast(InterfaceT, HubProxy(call, receiver_methods(interface)))
-
-
-@dataclass(frozen=True)
-class HubClientOptions:
-    """
-    Client settings.
-
-    @ivar heartbeat: our own heartbeat, the same L{HeartbeatPolicy} type the
-        server takes (its C{metadata_provider} and C{ping_fallback} are
-        server-only and ignored here).  None: off, the default; the
-        server's heartbeats are answered either way.
-    @ivar heartbeat_interval: shorthand for C{heartbeat}: seconds between
-        our own heartbeats (None: off).
-    @ivar heartbeat_timeout: shorthand: seconds without an answer before we
-        declare the server gone (None: never; RTT and clock offset are
-        still measured).
-    @ivar on_server_heartbeat: called with a L{ServerHeartbeatEvent}.
-    @ivar on_heartbeat_response: called with a L{ClientHeartbeatEvent}.
-    @ivar on_heartbeat_timeout: called (no arguments) when our heartbeat
-        times out, just before the connection is dropped.
-    @ivar any_traffic_counts: shorthand: any data from the server since the
-        oldest unanswered heartbeat counts as an answer.
-    @ivar stall_grace: shorthand: when our own reactor was stalled right
-        before the timeout fired, give the server one more exchange.
-    @ivar call_timeout: default seconds a call may wait for its result
-        (None: until the connection closes).
-    @ivar max_message_size: largest message we accept, bytes.
-    @ivar metrics: a L{ClientMetrics} to keep this client's Prometheus
-        metrics in (round trip, clock offset and error, heartbeat timeouts,
-        disconnects, reconnects); None: none kept.
-    @ivar on_disconnected: called with the L{DisconnectReason} when the
-        connection ends, whoever ended it (e.g. C{PEER_TIMED_OUT} when the
-        server's heartbeat timed us out), so no one has to poll
-        L{HubClientProtocol.wait_for_disconnect}.
-    @ivar max_messages_per_frame: most messages one frame from the server may
-        hold; over it none of them is handled and we close with 1008.
-    @ivar access_token: the access token sent with each connection's
-        upgrade (C{Authorization: Bearer ...}): a string, or a provider, a
-        function of no arguments returning the token (or None: none), a
-        Deferred of it or a coroutine (asyncio client: a coroutine).  A
-        provider is asked at every connect and reconnect, and again before
-        the token expires: the fresh token goes to the server over the
-        open connection (C{docs/auth.md}).
-    @ivar compression: offer permessage-deflate with these settings (a
-        L{CompressionPolicy}; None, the default: no offer).  The server
-        decides: without its agreement the connection is uncompressed.
-        Frames shorter than its C{min_size} go uncompressed either way.
-        The Twisted client needs autobahn >= 26.10 for it.
-    """
-
-    heartbeat_interval: float | None = None
-    heartbeat_timeout: float | None = None
-    on_server_heartbeat: Callable[[ServerHeartbeatEvent], object] | None = None
-    on_heartbeat_response: Callable[[ClientHeartbeatEvent], object] | None = None
-    on_heartbeat_timeout: Callable[[], object] | None = None
-    any_traffic_counts: bool = False
-    stall_grace: bool = True
-    call_timeout: float | None = None
-    max_message_size: int = 1024 * 1024
-    max_messages_per_frame: int = 1024
-    extra_headers: dict[str, str] = field(default_factory=dict)
-    heartbeat: HeartbeatPolicy | None = None
-    on_disconnected: Callable[[DisconnectReason], object] | None = None
-    metrics: ClientMetrics | None = None
-    access_token: str | Callable[[], Any] | None = field(default=None, repr=False)
-    compression: CompressionPolicy | None = None
-
-    def __post_init__(self) -> None:
-        if self.compression is not None and not isinstance(self.compression, CompressionPolicy):
-            raise HubArgumentError(f"compression must be a CompressionPolicy or None, got {self.compression!r}")
-        if self.access_token is not None:
-            if not (isinstance(self.access_token, str) or callable(self.access_token)):
-                raise HubArgumentError("access_token must be a string or a function that returns one")
-            if any(name.lower() == "authorization" for name in self.extra_headers):
-                raise HubArgumentError("give access_token or an Authorization header in extra_headers, not both")
-        _check_positive("interval", self.heartbeat_interval)
-        _check_positive("timeout", self.heartbeat_timeout)
-        if self.max_messages_per_frame <= 0:
-            raise HubArgumentError("max_messages_per_frame must be positive")
-        policy = self.heartbeat
-        if policy is None:
-            if self.heartbeat_interval is None:
-                return
-            policy = HeartbeatPolicy(
-                enabled=True, interval=self.heartbeat_interval, timeout=self.heartbeat_timeout,
-                any_traffic_counts=self.any_traffic_counts, stall_grace=self.stall_grace,
-            )
-            object.__setattr__(self, "heartbeat", policy)
-        elif self.heartbeat_interval is not None and (
-            (self.heartbeat_interval, self.heartbeat_timeout) != (policy.interval, policy.timeout)
-            or (self.any_traffic_counts, self.stall_grace) != (policy.any_traffic_counts, policy.stall_grace)
-        ):
-            raise HeartbeatConfigurationError("give heartbeat= or the heartbeat_interval/heartbeat_timeout shorthands, not both")
-        # The shorthand fields always mirror the policy in force.
-        enabled = policy.enabled
-        object.__setattr__(self, "heartbeat_interval", policy.interval if enabled else None)
-        object.__setattr__(self, "heartbeat_timeout", policy.timeout if enabled else None)
-        object.__setattr__(self, "any_traffic_counts", policy.any_traffic_counts)
-        object.__setattr__(self, "stall_grace", policy.stall_grace)
-
-    @classmethod
-    def heartbeat_every(cls, interval: float, timeout: float | None | Unset = UNSET, **kwargs: Any) -> HubClientOptions:
-        """The one-call form: beat every C{interval}s, timeout 3x interval unless given."""
-        policy = HeartbeatPolicy.every(interval, timeout)
-        return cls(heartbeat=policy, **kwargs)
 
 
 @implementer(IPushProducer)
@@ -214,7 +81,7 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
 
     def __init__(self) -> None:
         super().__init__()
-        self.session: ClientSession[Deferred[Any]] = ClientSession(self)
+        self.session: ClientSession[Deferred[Any]] = ClientSession(self, CLIENT_LOG)
         #: fires with this protocol once the hub handshake is done; cancelling
         #: it (a connect timeout) abandons the handshake and closes the socket
         self.ready: Deferred[HubClientProtocol] = Deferred(self._abandon_handshake)
@@ -419,9 +286,9 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
         token.errback(error)
 
     def await_result(
-        self, result: Awaitable[Any], on_result: Callable[[Any], object], on_error: Callable[[Failure], object],
+        self, result: Awaitable[Any], on_result: Callable[[Any], object], on_error: Callable[[BaseException], object],
     ) -> None:
-        maybeDeferred(lambda: result).addCallbacks(on_result, on_error)
+        maybeDeferred(lambda: result).addCallbacks(on_result, lambda failure: on_error(failure.value))
 
     def handshake_done(self) -> None:
         if not self.ready.called:
@@ -453,7 +320,7 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
         to the server over this connection (the client does this by itself
         before the token expires; C{docs/auth.md}).
         """
-        self.session.refresh_token()
+        self.session.tokens.refresh()
 
     # -- heartbeat timers ------------------------------------------------------
     def start_heartbeat(self, interval: float) -> None:
@@ -470,7 +337,7 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
             check.cancel()
 
     def _beat(self) -> None:
-        self.session.beat(self.factory.clock.seconds())
+        self.session.heartbeat.beat(self.factory.clock.seconds())
         self._arm_heartbeat_check()
 
     def _arm_heartbeat_check(self) -> None:
@@ -478,7 +345,7 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
         # update the tracker, they never cancel or move a timer.
         if self._heartbeat_check is not None:
             return
-        deadline = self.session.heartbeat_deadline()
+        deadline = self.session.heartbeat.deadline()
         if deadline is None:
             return
         clock = self.factory.clock
@@ -486,7 +353,7 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
 
     def _check_heartbeat(self, due: float) -> None:
         self._heartbeat_check = None
-        if self.session.check_heartbeat(self.factory.clock.seconds(), due):
+        if self.session.heartbeat.check(self.factory.clock.seconds(), due):
             self._arm_heartbeat_check()
 
 
@@ -592,13 +459,6 @@ def _checked_token(token: object) -> str | None:
     if token is not None and (not isinstance(token, str) or not token):
         raise HubArgumentError(f"the access token provider must return a non-empty string or None, not {type(token).__name__}")
     return token
-
-
-def hub_url(url: str, hub: str | None) -> str:
-    """The URL of one hub: C{url} with the hub name as its last path segment."""
-    if not hub:
-        return url
-    return url.rstrip("/") + "/" + hub
 
 
 def websocket_url_parts(url: str) -> SplitResult:

@@ -6,27 +6,28 @@ and the asyncio client (L{twisted_hub.aio.AsyncHubClient}, over websockets)
 differ only in how bytes move, how timers run and how a result is waited
 for.  Everything else happens here, once: what an incoming frame means
 (results, errors, receiver calls, client-result requests, heartbeats, the
-server's CLOSE), what a receiver method's outcome is answered with, when
-our heartbeat has timed out and what that costs, how a protocol error
-closes, and why the connection ended (L{twisted_hub._session.Lifecycle}).
+server's CLOSE), how a protocol error closes, and why the connection ended
+(L{twisted_hub._session.Lifecycle}).  Three units hold one decision each:
+L{ClientReceiver} (the server's calls on the receiver object),
+L{ClientHeartbeat} (our beats, their timeout verdict and what it costs) and
+L{TokenRefresh} (when to ask for a fresh token, what an answer means).
 
 No reactor and no event loop: time is passed in, and the adapter is reached
-through the small L{ClientIO} interface.  Logging goes through
-C{twisted.logger} (which imports no reactor); the asyncio client gives its
-session a logger that forwards to the standard C{logging} module.
+through the small L{ClientIO} interface.  No Twisted either: the session logs
+through the L{CoreLog} its adapter gives it (the Twisted client's emits
+C{twisted.logger} events, the asyncio client's writes to the standard
+C{logging} module).
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
-from twisted.logger import Logger
-from twisted.python.failure import Failure
-
+from ._client_common import ClientHeartbeatEvent, ClientIO, HubClientOptions, ServerHeartbeatEvent
+from ._client_heartbeat import ClientHeartbeat
+from ._client_receiver import ClientReceiver
 from ._connection import (
     CallFailed,
     CallSucceeded,
@@ -36,15 +37,13 @@ from ._connection import (
     HeartbeatAnswered,
     ServerHeartbeatReceived,
 )
+from ._corelog import CoreLog
 from ._errors import ConnectionClosedError, DisconnectKind, DisconnectReason, HandshakeError, HubError, kind_for_close
-from ._heartbeat import ClockOffset, HeartbeatVerdict, StallDetector, Traffic, utc_from_us
-from ._logging import HUB_LOG_OBSERVER
-from ._ratelimit import LogRateLimiter, peer_text
-from ._receivers import find_receiver_method
-from ._session import TEXT_FRAME_CLOSE, Lifecycle, SessionState, close_for_frame_error
+from ._heartbeat import ClockOffset, StallDetector
+from ._session import TEXT_FRAME_CLOSE, Lifecycle, close_for_frame_error
+from ._token_refresh import TokenRefresh
 from ._wire import (
     CAP_TOKEN_REFRESH,
-    HEARTBEAT_TIMEOUT_REASON,
     OUR_CAPABILITIES,
     ClientInvoke,
     Close,
@@ -56,104 +55,9 @@ from ._wire import (
     TooManyMessagesError,
 )
 
-if TYPE_CHECKING:
-    from ._client import HubClientOptions
-
 __all__ = ["ClientConnectionViews", "ClientHeartbeatEvent", "ClientIO", "ClientSession", "ServerHeartbeatEvent"]
 
 TokenT = TypeVar("TokenT")
-TokenT_contra = TypeVar("TokenT_contra", contravariant=True)
-
-#: the client's log (the Twisted client's namespace, kept)
-CLIENT_LOG = Logger(namespace="twisted_hub._client", observer=HUB_LOG_OBSERVER)
-
-
-@dataclass(frozen=True, slots=True)
-class ServerHeartbeatEvent:
-    """A heartbeat from the server (MagicOnion's C{ServerHeartbeatEvent})."""
-
-    sequence: int
-    #: when the server sent it, an aware UTC datetime
-    server_time: datetime
-    #: bytes from the server's metadata provider, or None
-    metadata: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class ClientHeartbeatEvent:
-    """The server answered our heartbeat (MagicOnion's C{ClientHeartbeatEvent})."""
-
-    sequence: int
-    #: full round trip, seconds
-    round_trip: float
-    #: the clock-offset sample this exchange gave
-    clock: ClockOffset
-
-
-class ClientIO(Protocol[TokenT_contra]):
-    """What a client adapter does for its L{ClientSession}: moving bytes, timers, waiting."""
-
-    def send_frames(self, frames: list[bytes], urgent: bool = False) -> None:
-        """
-        Send these binary frames, in order (nothing once the WebSocket is
-        not open).  C{urgent} (heartbeats and answers to them): ahead of
-        any frames the adapter holds back.
-        """
-
-    def send_close(self, code: int, reason: str, wait_for_peer: bool) -> None:
-        """
-        Send our close frame after what is queued.  C{wait_for_peer}: let the
-        closing handshake finish; else close TCP once it is written (bounded),
-        the peer being presumed gone.  Before the WebSocket is open: abort.
-        """
-
-    def call_succeeded(self, token: TokenT_contra, value: Any) -> None:
-        """Our call (C{token}) got its result."""
-
-    def call_failed(self, token: TokenT_contra, error: Exception) -> None:
-        """Our call (C{token}) failed with C{error}."""
-
-    def await_result(
-        self, result: Awaitable[Any], on_result: Callable[[Any], object], on_error: Callable[[Failure], object],
-    ) -> None:
-        """Wait for a receiver method's awaitable result, then call back with its value or failure."""
-
-    def handshake_done(self) -> None:
-        """The hub handshake is done: whoever waits for the connection may go on."""
-
-    def handshake_failed(self, error: HandshakeError) -> None:
-        """The connection ended before the hub handshake was done."""
-
-    def start_heartbeat(self, interval: float) -> None:
-        """Call L{ClientSession.beat} every C{interval} seconds and L{ClientSession.check_heartbeat} at its deadlines."""
-
-    def stop_heartbeat(self) -> None:
-        """Stop those timers."""
-
-    def disconnected(self, reason: DisconnectReason) -> None:
-        """The connection ended (pending calls have failed): wake whoever waits for it."""
-
-    def traffic(self) -> Traffic:
-        """
-        Bytes written toward the server and still queued on our side, bytes
-        received and whether a message is half received: read while our
-        heartbeat is unanswered ("progress counts as life").
-        """
-
-    def seconds(self) -> float:
-        """The adapter's clock, seconds."""
-
-    def call_later(self, delay: float, function: Callable[[], object]) -> Callable[[], object]:
-        """Call C{function} in C{delay} seconds; return what cancels that."""
-
-
-def refresh_delay(expires_in: float) -> float:
-    """
-    When a client asks its provider for a fresh token, seconds from now,
-    for a token that expires in C{expires_in}: a fifth of its lifetime
-    before it expires, but never more than a minute before.
-    """
-    return max(expires_in - min(60.0, expires_in * 0.2), 0.0)
 
 
 class ClientSession(Generic[TokenT]):
@@ -161,7 +65,8 @@ class ClientSession(Generic[TokenT]):
     One client connection's state and decisions, whatever carries its bytes.
 
     The adapter feeds it frames (L{receive_frame}), calls (L{invoke},
-    L{notify}), timer firings (L{beat}, L{check_heartbeat}), its own close
+    L{notify}), timer firings (to its units: C{heartbeat.beat},
+    C{heartbeat.check}, C{tokens.refresh}), its own close
     decisions (L{disconnect}, L{abandon_handshake}, L{refused}) and the end
     of the transport (L{connection_lost}); the session answers through
     L{ClientIO}.  Call L{configure} before the WebSocket opens.
@@ -169,29 +74,18 @@ class ClientSession(Generic[TokenT]):
 
     options: HubClientOptions
 
-    def __init__(self, io: ClientIO[TokenT], log: Logger = CLIENT_LOG) -> None:
+    def __init__(self, io: ClientIO[TokenT], log: CoreLog) -> None:
         self.io = io
         self.log = log
         self.core: ClientConnection[TokenT] = ClientConnection()
         self.lifecycle = Lifecycle()
-        self.stall = StallDetector()
-        #: when our next heartbeat is due (for stall detection)
-        self.next_beat_due = 0.0
-        self.receiver: object | None = None
-        self.receiver_allowed: frozenset[str] | None = None
+        self.receivers = ClientReceiver(self)
+        self.heartbeat = ClientHeartbeat(self)
+        self.tokens = TokenRefresh(self)
         #: the HTTP status and text of a refused handshake, if the adapter saw one
         self._refusal: tuple[int | None, str] | None = None
-        self._heartbeat_running = False
         #: frames being handled: sending waits until the outermost one is done
         self._handling = 0
-        #: one log line per second about the server's mistakes (unknown receiver methods)
-        self._peer_log = LogRateLimiter()
-        #: cancels the timer of the next token refresh
-        self._cancel_refresh: Callable[[], object] | None = None
-        #: when the server said the connection's token expires (our clock); None: never / unknown
-        self.token_expires_at: float | None = None
-        #: fresh tokens the server accepted on this connection
-        self.tokens_refreshed = 0
 
     def configure(self, options: HubClientOptions, receiver: object | None, receiver_allowed: frozenset[str] | None) -> None:
         """
@@ -200,8 +94,8 @@ class ClientSession(Generic[TokenT]):
         Twisted adapter learns them from its factory only once connected.
         """
         self.options = options
-        self.receiver = receiver
-        self.receiver_allowed = receiver_allowed
+        self.receivers.receiver = receiver
+        self.receivers.allowed = receiver_allowed
         self.core.max_messages_per_frame = options.max_messages_per_frame
         if callable(options.access_token):
             # A provider can give fresh tokens: tell the server we can refresh.
@@ -286,17 +180,17 @@ class ClientSession(Generic[TokenT]):
                         error = event.error
                         self.io.call_failed(event.token, HubError(error.code, error.message, error.detail))
                     case ReceiverCall():
-                        self._receiver_call(event, now)
+                        self.receivers.call(event, now)
                     case ServerHeartbeatReceived():
-                        self._server_heartbeat(event)
+                        self.heartbeat.server_heartbeat(event)
                     case HeartbeatAnswered():
-                        self._heartbeat_answered(event)
+                        self.heartbeat.answered(event)
                     case ClientInvoke():
-                        self._client_invoke(event)
+                        self.receivers.invoke(event)
                     case HandshakeCompleted():
                         self._handshake_completed(now)
                     case TokenResult():
-                        self._token_answered(event, now)
+                        self.tokens.answered(event, now)
                     case Close():
                         self.lifecycle.peer_closing(event.code, event.reason)
         except TooManyMessagesError as e:
@@ -315,257 +209,11 @@ class ClientSession(Generic[TokenT]):
 
     def _handshake_completed(self, now: float) -> None:
         self.lifecycle.opened()
-        policy = self.options.heartbeat
-        if policy is not None and policy.enabled and self.core.server_takes_heartbeats:
-            self.next_beat_due = now + policy.interval
-            self._heartbeat_running = True
-            self.io.start_heartbeat(policy.interval)
-            self.log.debug("client heartbeat timer started: interval={interval}s", interval=policy.interval)
+        self.heartbeat.start(now)
         welcome = self.core.welcome
-        if welcome is not None and welcome.expires_in is not None:
-            self.token_expires_at = now + welcome.expires_in
-            self._schedule_refresh(refresh_delay(welcome.expires_in))
+        if welcome is not None:
+            self.tokens.welcomed(welcome.expires_in, now)
         self.io.handshake_done()
-
-    # -- fresh tokens (docs/auth.md) ---------------------------------------------
-    def _schedule_refresh(self, delay: float) -> None:
-        """Ask the token provider again in C{delay} seconds (if it can refresh and the server takes tokens)."""
-        self._stop_refresh()
-        if not callable(self.options.access_token) or not self.core.server_takes_tokens:
-            return
-        self._cancel_refresh = self.io.call_later(delay, self.refresh_token)
-
-    def _stop_refresh(self) -> None:
-        cancel, self._cancel_refresh = self._cancel_refresh, None
-        if cancel is not None:
-            cancel()
-
-    def refresh_token(self) -> None:
-        """
-        Get a fresh token from the provider now and hand it to the server
-        (called by the refresh timer; callable to refresh early).
-        """
-        self._cancel_refresh = None
-        provider = self.options.access_token
-        if not self.is_connected or not callable(provider) or not self.core.server_takes_tokens:
-            return
-        try:
-            token = provider()
-        except Exception:
-            self._refresh_failed(Failure())
-            return
-        if inspect.isawaitable(token):
-            self.io.await_result(token, self._send_token, self._refresh_failed)
-        else:
-            self._send_token(token)
-
-    def _send_token(self, token: object) -> None:
-        if not self.is_connected:
-            return
-        if not isinstance(token, str) or not token:
-            self.log.warn("the access token provider gave no token ({token!r}); the connection keeps its old one",
-                          token=type(token).__name__)
-            self._retry_refresh()
-            return
-        self.core.send_token(token)
-        self.flush()
-
-    def _refresh_failed(self, failure: Failure) -> None:
-        self.log.failure("the access token provider failed; the connection keeps its old token", failure)
-        self._retry_refresh()
-
-    def _token_answered(self, answer: TokenResult, now: float) -> None:
-        self.token_expires_at = None if answer.expires_in is None else now + answer.expires_in
-        if answer.error is None:
-            self.tokens_refreshed += 1
-            self.log.debug("fresh token accepted; it expires in {expires_in}s", expires_in=answer.expires_in)
-            if answer.expires_in is not None:
-                self._schedule_refresh(refresh_delay(answer.expires_in))
-            else:
-                self._stop_refresh()
-            return
-        self.log.warn("the server refused the fresh token: [{code}] {message}", code=answer.error, message=answer.message)
-        self._retry_refresh()
-
-    def _retry_refresh(self) -> None:
-        """Try again in half the time the current token has left (none: give up; the server closes with 4005)."""
-        if self.token_expires_at is None:
-            return
-        left = self.token_expires_at - self.io.seconds()
-        if left > 1.0:
-            self._schedule_refresh(left / 2)
-
-    # -- receivers -----------------------------------------------------------
-    def _receiver_method(self, name: str) -> Callable[..., Any] | None:
-        """
-        The receiver method the server may call by this name: a public
-        callable of the receiver object and, when a receiver interface is
-        given, one that the interface declares.
-        """
-        return find_receiver_method(self.receiver, name, self.receiver_allowed)
-
-    def _receiver_call(self, call: ReceiverCall, now: float) -> None:
-        function = self._receiver_method(call.method)
-        if function is None:
-            suppressed = self._peer_log.allow(now)
-            if suppressed is not None:
-                allowed = self.receiver_allowed
-                declared = allowed is None or call.method.startswith("_") or call.method in allowed
-                self.log.warn(
-                    "the server called receiver method {method}, which the receiver {lacks}"
-                    + (" ({suppressed} similar lines suppressed)" if suppressed else ""),
-                    method=peer_text(call.method), lacks="lacks" if declared else "interface does not declare",
-                    suppressed=suppressed,
-                )
-            return
-        try:
-            result = function(*call.args, **(call.kwargs or {}))
-        except Exception:
-            self.log.failure("receiver method {method} raised", method=call.method)
-            return
-        if inspect.isawaitable(result):
-            method = call.method
-            self.io.await_result(
-                result, _ignore, lambda f: self.log.failure("receiver method {method} failed", f, method=method)
-            )
-
-    def _client_invoke(self, call: ClientInvoke) -> None:
-        call_id = call.call_id
-        function = self._receiver_method(call.method)
-        if function is None:
-            self.core.reply_error(call_id, ErrorCode.UNKNOWN_METHOD, f"the client has no method {peer_text(call.method)}")
-            return
-        try:
-            result = function(*call.args, **(call.kwargs or {}))
-        except Exception:
-            self._client_invoke_failed(call_id, call.method, Failure())
-            return
-        if inspect.isawaitable(result):
-            self.io.await_result(
-                result, lambda value: self._replied(call_id, value),
-                lambda failure: self._client_invoke_failed(call_id, call.method, failure),
-            )
-        else:
-            self._replied(call_id, result)
-
-    def _client_invoke_failed(self, call_id: int, method: str, failure: Failure) -> None:
-        error = failure.value
-        if isinstance(error, HubError):
-            self._reply_error(call_id, error.code, error.message, error.detail)
-            return
-        self.log.failure("receiver method {method} raised", failure, method=method)
-        self._reply_error(call_id, ErrorCode.INTERNAL, "internal error")
-
-    def _replied(self, call_id: int, value: Any) -> None:
-        if self.is_connected:
-            self.core.reply(call_id, value)
-            self.flush()
-
-    def _reply_error(self, call_id: int, code: str, message: str, detail: Any = None) -> None:
-        if self.is_connected:
-            self.core.reply_error(call_id, code, message, detail)
-            self.flush()
-
-    # -- heartbeats ----------------------------------------------------------
-    def _server_heartbeat(self, event: ServerHeartbeatReceived) -> None:
-        callback = self.options.on_server_heartbeat
-        if callback is None:
-            return
-        message = event.message
-        try:
-            server_time = utc_from_us(message.server_time_us)
-        except (OverflowError, ValueError, OSError):
-            self.log.warn("server heartbeat time {us}us is out of range; callback skipped", us=message.server_time_us)
-            return
-        self._safely(callback, ServerHeartbeatEvent(message.sequence, server_time, message.metadata))
-
-    def _heartbeat_answered(self, event: HeartbeatAnswered) -> None:
-        self.log.debug("client heartbeat {sequence} answered in {rtt:.4f}s", sequence=event.sequence, rtt=event.latency)
-        clock = event.clock
-        if clock is None:
-            return
-        metrics = self.options.metrics
-        if metrics is not None:
-            metrics.answered(event.latency, clock.offset, clock.error)
-        callback = self.options.on_heartbeat_response
-        if callback is not None:
-            self._safely(callback, ClientHeartbeatEvent(event.sequence, event.latency, clock))
-
-    def beat(self, now: float) -> None:
-        """The heartbeat timer fired: send our heartbeat (nothing once the connection is closing)."""
-        policy = self.options.heartbeat
-        assert policy is not None
-        if self.lifecycle.state is not SessionState.OPEN:
-            return
-        self.stall.observe(self.next_beat_due, now)
-        self.next_beat_due = now + policy.interval
-        if self.core.heartbeat.timeout_started_at is not None:
-            # An earlier beat is unanswered: is the server taking our data, or sending its own?
-            self.core.heartbeat.sample(now, self.io.traffic())
-        sequence, _ = self.core.send_heartbeat(now)
-        self.log.debug("client heartbeat {sequence} sent", sequence=sequence)
-        self.flush()
-
-    def heartbeat_deadline(self) -> float | None:
-        """When the oldest unanswered heartbeat times out (None: nothing to check)."""
-        policy = self.options.heartbeat
-        assert policy is not None
-        return self.core.heartbeat.deadline(policy.timeout)
-
-    def check_heartbeat(self, now: float, due: float | None) -> bool:
-        """
-        A heartbeat deadline (due at C{due}; None: the adapter already
-        reported this wake-up's lateness to L{beat}) is checked at C{now}.
-        False when checking is over: the server timed out (the connection is
-        closing with 4001) or the connection is no longer open.
-        """
-        if self.lifecycle.state is not SessionState.OPEN:
-            return False
-        policy = self.options.heartbeat
-        assert policy is not None
-        if due is not None:
-            self.stall.observe(due, now)
-        last_stall_at = self.stall.last_stall_at if policy.stall_grace else None
-        tracker = self.core.heartbeat
-        if tracker.timeout_started_at is not None:
-            tracker.sample(now, self.io.traffic())
-        avoided = tracker.timeouts_avoided
-        verdict = tracker.check(now, policy, self.core.last_received, last_stall_at)
-        if verdict is HeartbeatVerdict.TIMED_OUT:
-            self._heartbeat_timed_out(policy.timeout)
-            return False
-        if verdict is HeartbeatVerdict.GRACE:
-            self.log.info("heartbeat timeout deferred: our event loop was stalled ({lag:.3f}s late)", lag=self.stall.max_lag)
-        elif tracker.timeouts_avoided != avoided:
-            self.log.debug("heartbeat unanswered past its timeout, but the data between us is moving: kept")
-            if self.options.metrics is not None:
-                self.options.metrics.heartbeat_timeouts_avoided.inc()
-        return True
-
-    def _heartbeat_timed_out(self, timeout: float | None) -> None:
-        self.log.info("server heartbeat timed out after {timeout}s: closing with 4001", timeout=timeout)
-        if not self.lifecycle.close_locally(
-            DisconnectKind.TIMED_OUT, CloseCode.HEARTBEAT_TIMEOUT, "the server did not answer our heartbeat"
-        ):
-            return
-        if self.options.metrics is not None:
-            self.options.metrics.heartbeat_timeouts.inc()
-        callback = self.options.on_heartbeat_timeout
-        if callback is not None:
-            self._safely(callback)
-        self._stop_heartbeat()
-        # Tell the server why (CLOSE, then the close frame 4001), then drop
-        # without waiting for a reply from a server presumed gone.
-        self.core.send(Close(CloseCode.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_REASON))
-        self.flush()
-        self.core.closing()
-        self.io.send_close(CloseCode.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_REASON, False)
-
-    def _stop_heartbeat(self) -> None:
-        if self._heartbeat_running:
-            self._heartbeat_running = False
-            self.io.stop_heartbeat()
-            self.log.debug("client heartbeat timer stopped")
 
     # -- closing -------------------------------------------------------------
     def disconnect(self, reason: str) -> None:
@@ -601,7 +249,7 @@ class ClientSession(Generic[TokenT]):
         self.log.info(
             "the server sent what our WebSocket layer refused: closing with {code} ({reason})", code=code, reason=reason
         )
-        self._stop_heartbeat()
+        self.heartbeat.stop()
         self.core.closing()
         return True
 
@@ -623,8 +271,8 @@ class ClientSession(Generic[TokenT]):
         lifecycle = self.lifecycle
         if lifecycle.ended is not None:
             return lifecycle.ended
-        self._stop_heartbeat()
-        self._stop_refresh()
+        self.heartbeat.stop()
+        self.tokens.stop()
         if self.core.welcome is None:
             status, text = self._refusal or (None, lost_text or "connection closed during the handshake")
             reason = lifecycle.finish_handshake(text)
@@ -639,18 +287,16 @@ class ClientSession(Generic[TokenT]):
         if self.options.metrics is not None:
             self.options.metrics.disconnects.labels(reason.kind.value).inc()
         if self.options.on_disconnected is not None:
-            self._safely(self.options.on_disconnected, reason)
+            self.safely(self.options.on_disconnected, reason)
         return reason
 
-    def _safely(self, function: Callable[..., object], *args: Any) -> None:
+    def safely(self, function: Callable[..., object], *args: Any) -> None:
         try:
             function(*args)
         except Exception:
             self.log.failure("client callback {name} raised", name=getattr(function, "__name__", repr(function)))
 
 
-def _ignore(result: object) -> None:
-    """A receiver method's result: the server wants none."""
 
 
 class ClientConnectionViews:
@@ -677,7 +323,7 @@ class ClientConnectionViews:
     @property
     def stall(self) -> StallDetector:
         """How late our own timers ran (our event loop's stalls)."""
-        return self.session.stall
+        return self.session.heartbeat.stall
 
     @property
     def connection_id(self) -> str:

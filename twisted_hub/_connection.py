@@ -169,10 +169,14 @@ def receiver_call_payload(method: str, args: list[Any], kwargs: dict[str, Any] |
     """
     One RECEIVER_CALL, encoded once for every connection it goes to.
 
-    @raise TypeError: an argument cannot be encoded.
-    @raise HubArgumentError: it is larger than C{own_limit} (nothing would take it).
+    @raise HubArgumentError: an argument cannot be encoded (also a
+        C{TypeError}, which this raised before), or it is larger than
+        C{own_limit} (nothing would take it).
     """
-    payload = encode(ReceiverCall(method, args, kwargs or None))
+    try:
+        payload = encode(ReceiverCall(method, args, kwargs or None))
+    except (TypeError, ValueError, OverflowError) as e:
+        raise HubArgumentError(f"receiver call {method!r}: an argument cannot be encoded: {e}") from e
     if len(payload) > own_limit:
         raise HubArgumentError(f"receiver call {method!r} is {len(payload)} bytes, over max_message_size")
     return payload

@@ -297,7 +297,7 @@ class FilteredCallDispatcher(CallDispatcher):
     @param call_chain: the composed filters (it never raises; it returns a
         Deferred of the call's outcome).
     @param clock: the server's clock: each call's start time, and the
-        timers of filters such as L{CallTimeout<twisted_hub.CallTimeout>}.
+        timers of filters such as L{CallTimeout<twisted_hub.filters.CallTimeout>}.
     """
 
     def __init__(

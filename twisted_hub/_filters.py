@@ -126,7 +126,7 @@ class HubCall:
 
     @property
     def user(self) -> Any:
-        """The calling connection's L{User<twisted_hub.User>} (None without an authenticator)."""
+        """The calling connection's L{User<twisted_hub.auth.User>} (None without an authenticator)."""
         return self.hub.connection.user
 
     @property

@@ -34,12 +34,13 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ._backplane import TARGET_ALL, TARGET_CALLER, TARGET_GROUP, TARGET_ONLY, Backplane, Target
-from ._base_error import HubArgumentError, HubStateError, TwistedHubError
+from ._base_error import HubArgumentError, HubAttributeError, HubStateError, TwistedHubError
 from ._connection import receiver_call_payload
 from ._errors import DisconnectKind, HubError
 from ._heartbeat import HeartbeatPolicy, MetadataProvider, _check_positive
 from ._logging import HUB_LOG_OBSERVER
 from ._metrics import TrafficTotals
+from ._receivers import receiver_methods
 from ._sentinel import UNSET, Unset
 from ._wire import CloseCode, ErrorCode
 
@@ -206,7 +207,7 @@ def method(
     C{invalid-arguments}.  C{filters} run around this method only, inside
     the server's and the hub's (C{docs/filters.md}); C{call_timeout}
     (seconds, or None: no limit) overrides the hub's and the server's
-    L{CallTimeout<twisted_hub.CallTimeout>} for this method.  C{authorize}
+    L{CallTimeout<twisted_hub.filters.CallTimeout>} for this method.  C{authorize}
     is its authorization policy, C{(user, call) -> bool} (sync, Deferred or
     C{async def}), checked before it runs (a false answer is the error
     C{forbidden}); it replaces the hub's (C{docs/auth.md}).
@@ -384,17 +385,6 @@ def hub(
     return decorate
 
 
-def receiver_methods(interface: type | None) -> frozenset[str] | None:
-    """The method names a receiver interface declares (None: anything goes)."""
-    if interface is None:
-        return None
-    return frozenset(
-        name
-        for name, value in inspect.getmembers(interface)
-        if not name.startswith("_") and callable(value)
-    )
-
-
 class Hub:
     """
     Base class of every hub.  Subclass it, expose methods with L{method}.
@@ -410,7 +400,7 @@ class Hub:
       - C{hub_filters}: filters around this hub's calls, connect and
         disconnect, inside the server's (C{docs/filters.md}).
       - C{hub_call_timeout}: seconds each call may take (None: no limit),
-        enforced by L{CallTimeout<twisted_hub.CallTimeout>}; a method's own
+        enforced by L{CallTimeout<twisted_hub.filters.CallTimeout>}; a method's own
         C{call_timeout} overrides it.
       - C{hub_authorize}: the authorization policy of this hub's methods
         (a method's own C{authorize} replaces it; C{docs/auth.md}).
@@ -596,7 +586,7 @@ class ConnectionContext:
     @ivar request: autobahn's C{ConnectionRequest} (path, headers, peer...).
     @ivar items: free storage for the hub's per-connection state.
     @ivar user: who the connection belongs to, as the server's
-        authenticator said (a L{User<twisted_hub.User>}, replaced when the
+        authenticator said (a L{User<twisted_hub.auth.User>}, replaced when the
         client hands over a fresh token); None without an authenticator.
     """
 
@@ -614,7 +604,7 @@ class ConnectionContext:
     def filter_state(self) -> dict[object, Any]:
         """
         Per-connection storage for filters, keyed by the filter object (a
-        L{RateLimit<twisted_hub.RateLimit>} keeps its token bucket here);
+        L{RateLimit<twisted_hub.filters.RateLimit>} keeps its token bucket here);
         it goes away with the connection.
         """
         state = self._filter_state
@@ -775,7 +765,7 @@ class ReceiverProxy:
 
     def __getattr__(self, name: str) -> Callable[..., None]:
         if name.startswith("_") or (self._allowed is not None and name not in self._allowed):
-            raise AttributeError(f"receiver has no method {name!r}")
+            raise HubAttributeError(f"receiver has no method {name!r}")
 
         def send(*args: Any, **kwargs: Any) -> None:
             self._runtime.send_to(self._target, name, list(args), kwargs or None)

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._base_error import HubArgumentError
+from ._base_error import HubArgumentError, HubStateError
 from ._errors import DisconnectKind
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ class HubMetrics:
     def attach(self, factory: HubServerFactory) -> None:
         """Bind the children of the factory's hubs; read live counts from it at scrape time."""
         if self._factory is not None:
-            raise HubArgumentError("these metrics belong to another factory already")
+            raise HubStateError("these metrics belong to another factory already: give each factory its own HubMetrics")
         self._factory = factory
         for name, runtime in factory.runtimes.items():
             runtime.metrics = HubLabelMetrics(self, name, runtime.methods)
@@ -452,9 +452,15 @@ class ClientMetrics:
 
         r = registry if registry is not None else REGISTRY
         self.registry = r
-        self.round_trip = Gauge(
-            "twisted_hub_client_round_trip_seconds", "Round trip of the newest answered client heartbeat.", registry=r
-        )
+        try:  # the first metric: prometheus refuses a name a registry holds already
+            self.round_trip = Gauge(
+                "twisted_hub_client_round_trip_seconds", "Round trip of the newest answered client heartbeat.", registry=r
+            )
+        except ValueError as e:
+            raise HubArgumentError(
+                "this registry already holds a client's metrics: share one ClientMetrics between clients, "
+                "or give each a registry of its own"
+            ) from e
         self.clock_offset = Gauge(
             "twisted_hub_client_clock_offset_seconds", "Estimated server clock minus ours.", registry=r
         )

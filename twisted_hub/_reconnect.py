@@ -5,7 +5,6 @@ connection, built on Twisted's L{ClientService}.
 
 from __future__ import annotations
 
-import random
 from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
@@ -30,6 +29,7 @@ from ._client import (
     make_proxy,
     resolve_access_token,
 )
+from ._client_common import full_jitter_policy as full_jitter_policy  # its old home, re-exported
 from ._deprecate import clock_or_global_reactor, reactor_keyword_deprecated
 from ._errors import ConnectionClosedError, ConnectTimeoutError, DisconnectKind, DisconnectReason
 from ._handover import UntilHandedOver
@@ -39,32 +39,6 @@ _log = Logger(observer=HUB_LOG_OBSERVER)
 
 #: How many disconnect reasons a L{ReconnectingHubClient} keeps.
 MAX_REMEMBERED_DISCONNECTS = 100
-
-
-def full_jitter_policy(
-    initial_delay: float = 0.5,
-    max_delay: float = 30.0,
-    factor: float = 2.0,
-    rng: random.Random | None = None,
-) -> Callable[[int], float]:
-    """
-    A C{ClientService} retry policy: exponential backoff with full jitter.
-
-    Attempt C{n} (1-based) waits a uniformly random time in
-    C{[0, min(max_delay, initial_delay * factor ** (n - 1))]}, so a fleet of
-    clients that lost the same server spreads its reconnects instead of
-    stampeding (azure-signalr#1072).  Pass a seeded C{random.Random} for
-    reproducible delays.
-    """
-    if initial_delay <= 0 or max_delay <= 0 or factor < 1:
-        raise HubArgumentError("initial_delay and max_delay must be > 0 and factor >= 1")
-    source = rng or random.Random()
-
-    def policy(attempt: int) -> float:
-        ceiling = min(max_delay, initial_delay * factor ** max(attempt - 1, 0))
-        return source.uniform(0.0, ceiling)
-
-    return policy
 
 
 class _RecordingHubClientFactory(HubClientFactory):

@@ -35,7 +35,7 @@ from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._base_error import HubArgumentError
+from ._base_error import HubArgumentError, TwistedHubError
 from ._handover import UntilHandedOver
 from ._logging import HUB_LOG_OBSERVER
 
@@ -54,9 +54,10 @@ _TLS_PARAMETERS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 DEFAULT_SENTINEL_PORT = 26379
 
 
-class RedisLinkError(Exception):
+class RedisLinkError(TwistedHubError):
     """
-    A connection attempt that failed.  C{refused}: Redis (or TLS, or
+    A connection attempt that failed (a L{TwistedHubError}, as every
+    exception twisted-hub raises).  C{refused}: Redis (or TLS, or
     Sentinel) answered and said no, which a retry will not change by itself
     (logged at every attempt); else it was not reached (logged once).
     """

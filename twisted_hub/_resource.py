@@ -14,7 +14,7 @@ import html
 import inspect
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Unpack, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from twisted.internet.interfaces import IReactorTime
@@ -25,7 +25,7 @@ from zope.interface import implementer
 from ._auth import redact_uri
 from ._base_error import HubArgumentError
 from ._heartbeat import HeartbeatPolicy
-from ._server import HubServerFactory, HubServerProtocol, HubSpec
+from ._server import HubServerFactory, HubServerProtocol, HubSpec, ResourceFactoryOptions
 
 _UPGRADE_REQUIRED = (
     b"This is a twisted-hub WebSocket endpoint (subprotocol twisted-hub.v1): "
@@ -52,7 +52,9 @@ class HubResource(WebSocketResource):
     resource runs.
     """
 
-    def __init__(self, factory: HubServerFactory | Sequence[HubSpec], **factory_options: Any) -> None:
+    def __init__(
+        self, factory: HubServerFactory | Sequence[HubSpec], **factory_options: Unpack[ResourceFactoryOptions]
+    ) -> None:
         if not isinstance(factory, HubServerFactory):
             factory = HubServerFactory(factory, **factory_options)
         elif factory_options:

@@ -11,9 +11,10 @@ limits, settings and the clock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypedDict
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
@@ -27,7 +28,7 @@ from zope.interface import implementer
 from ._admission import OVER_CAPACITY, HandshakeWatch, Refusal, admit, check_request
 from ._auth import DEFAULT_AUTHENTICATION_TIMEOUT, Authenticator
 from ._autobahn import BoundedDropMixin, FastPathMixin, final_close_reason
-from ._backplane import Backplane, LocalBackplane
+from ._backplane import Backplane, LocalBackplane, Target, receiver_call_problem
 from ._backpressure import HeldFrames, OutputBudget
 from ._base_error import HubArgumentError
 from ._compression import (
@@ -38,7 +39,7 @@ from ._compression import (
     shared_deflated_frame,
 )
 from ._connection import ServerConnection
-from ._deprecate import reactor_keyword_deprecated
+from ._deprecate import reactor_keyword_deprecated, warn_deprecated
 from ._errors import DisconnectKind, DisconnectReason
 from ._filters import FilterChains, HubFilter, check_filters
 from ._heartbeat import HeartbeatPolicy, StallDetector
@@ -53,7 +54,7 @@ from ._limits import (
 )
 from ._liveness import ServerHeartbeatScheduler
 from ._metrics import HeartbeatWindow, HubMetrics, RecentDisconnects
-from ._origin import AllowedHosts
+from ._origin import ANY_ORIGIN, AllowedHosts, OriginPolicy
 from ._sendqueue import twisted_queued
 from ._server_session import ServerSession
 from ._wire import SUBPROTOCOL, CloseCode, close_reason_bytes
@@ -350,6 +351,57 @@ def _subprotocol_or_deny(refusal: Refusal | None) -> str:
     return SUBPROTOCOL
 
 
+class _FactoryKeywords(TypedDict, total=False):
+    """The keywords of L{HubServerFactory} that its wrappers pass on as they are."""
+
+    max_message_size: int
+    max_outgoing_buffer: int
+    max_pending_calls: int
+    max_pending_bytes: int
+    client_result_timeout: float
+    hello_timeout: float
+    max_messages_per_frame: int
+    allowed_hosts: Iterable[str] | None
+    handshake_timeout: float
+    max_connections: int | None
+    max_connections_per_ip: int | None
+    debug: bool
+    backplane: Backplane | None
+    metrics: bool | HubMetrics
+    registry: Any
+    filters: Iterable[HubFilter]
+    authenticator: Authenticator | None
+    authentication_timeout: float
+    deny_by_default: bool
+    compression: CompressionPolicy | None
+
+
+class FactoryOptions(_FactoryKeywords, total=False):
+    """
+    What C{HubService(**factory_options)} passes on to the L{HubServerFactory}
+    it builds (L{HubServerFactory} documents each); C{hubs}, C{heartbeat},
+    C{allowed_origins} and C{clock} are the service's own parameters.
+    C{tests/test_service.py} checks these lists against the factory's.
+    """
+
+    url: str | None
+
+
+class ResourceFactoryOptions(FactoryOptions, total=False):
+    """What C{HubResource(hubs, **factory_options)} passes on: every keyword of L{HubServerFactory}."""
+
+    clock: IReactorTime | None
+    heartbeat: HeartbeatPolicy | None
+    allowed_origins: Iterable[str] | Callable[[ConnectionRequest], bool] | None
+
+
+class HubTestServerOptions(_FactoryKeywords, total=False):
+    """What C{HubTestServer(hubs, clock, **factory_options)} passes on (it sets C{url} and C{clock} itself)."""
+
+    heartbeat: HeartbeatPolicy | None
+    allowed_origins: Iterable[str] | Callable[[ConnectionRequest], bool] | None
+
+
 @implementer(IProtocolNegotiationFactory)
 class HubServerFactory(WebSocketServerFactory):
     """
@@ -381,9 +433,13 @@ class HubServerFactory(WebSocketServerFactory):
     @param client_result_timeout: default seconds to wait for a client result.
     @param hello_timeout: seconds a new connection may take to send its hello
         before it is closed with 4003.
-    @param allowed_origins: browser origins allowed to connect (None: any;
-        requests without an Origin header, i.e. non-browsers, always pass),
-        or a callable C{(request) -> bool} such as L{OriginPolicy}.
+    @param allowed_origins: browser origins allowed to connect: exact
+        origins (C{https://app.example.com}), C{"same-host"} (pages served
+        from the host the request names) or C{"*"} (any); default: same host
+        only, as L{HubService} and C{twistd hub} (see L{OriginPolicy}).  Or a
+        callable C{(request) -> bool}.  Requests without an Origin header
+        (non-browsers) always pass.  None, which meant any origin, is
+        deprecated: give C{["*"]}.
     @param allowed_hosts: host names the C{Host} header may carry (exact
         names, C{.example.com} for the domain and its subdomains, C{*});
         None: any.  Refuses DNS-rebinding pages (see L{AllowedHosts}).
@@ -412,7 +468,7 @@ class HubServerFactory(WebSocketServerFactory):
         access token (C{Authorization: Bearer}, a C{twisted-hub.bearer.*}
         subprotocol, or C{?access_token=}), before C{on_connecting}:
         C{(Credentials) -> User}, sync, Deferred or C{async def}; e.g. a
-        L{JWTAuthenticator<twisted_hub.JWTAuthenticator>}.  A refusal
+        L{JWTAuthenticator<twisted_hub.auth.JWTAuthenticator>}.  A refusal
         refuses the upgrade (401, 403).  With one, clients may hand over
         fresh tokens, and a connection whose token expired is closed with
         4005.  See C{docs/auth.md}.
@@ -453,7 +509,7 @@ class HubServerFactory(WebSocketServerFactory):
         client_result_timeout: float = DEFAULT_CLIENT_RESULT_TIMEOUT,
         hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
         max_messages_per_frame: int = DEFAULT_MAX_MESSAGES_PER_FRAME,
-        allowed_origins: Iterable[str] | Callable[[ConnectionRequest], bool] | None = None,
+        allowed_origins: Iterable[str] | Callable[[ConnectionRequest], bool] | None = (),
         allowed_hosts: Iterable[str] | None = None,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
@@ -490,8 +546,12 @@ class HubServerFactory(WebSocketServerFactory):
         self.compression = compression
         self.client_result_timeout = client_result_timeout
         self.hello_timeout = hello_timeout
-        self.allowed_origins: frozenset[str] | Callable[[ConnectionRequest], bool] | None = (
-            allowed_origins if allowed_origins is None or callable(allowed_origins) else frozenset(allowed_origins)
+        if allowed_origins is None:
+            warn_deprecated("HubServerFactory(allowed_origins=None)", 'allowed_origins=["*"] (any origin)', stacklevel=4)
+            allowed_origins = [ANY_ORIGIN]
+        #: who may connect from a browser: an L{OriginPolicy}, or the callable given
+        self.allowed_origins: Callable[[ConnectionRequest], bool] = (
+            allowed_origins if callable(allowed_origins) else OriginPolicy(allowed_origins)
         )
         self.allowed_hosts = None if allowed_hosts is None else AllowedHosts(allowed_hosts)
         self.limits = ConnectionLimits(self.clock, max_connections, max_connections_per_ip, handshake_timeout)
@@ -540,7 +600,7 @@ class HubServerFactory(WebSocketServerFactory):
             self.metrics = HubMetrics(registry)
         if self.metrics is not None:
             self.metrics.attach(self)
-        self.backplane.attach(self)
+        self.backplane.attach(_FactoryHubs(self))
         self._backplane_left: Deferred[None] = succeed(None)
         self.setProtocolOptions(
             maxMessagePayloadSize=max_message_size,
@@ -596,11 +656,9 @@ class HubServerFactory(WebSocketServerFactory):
         return self.allowed_hosts is None or self.allowed_hosts.allows(host_header)
 
     def origin_allowed(self, request: ConnectionRequest) -> bool:
-        if self.allowed_origins is None or not request.origin:
+        if not request.origin:
             return True
-        if callable(self.allowed_origins):
-            return bool(self.allowed_origins(request))
-        return request.origin in self.allowed_origins
+        return bool(self.allowed_origins(request))
 
     def scheduler_for(self, policy: HeartbeatPolicy) -> ServerHeartbeatScheduler:
         """The shared heartbeat scheduler of one configuration."""
@@ -660,3 +718,34 @@ class HubServerFactory(WebSocketServerFactory):
 
         self._backplane_left.addBoth(passed)
         return left
+
+
+@dataclass(frozen=True)
+class _FactoryHubs:
+    """A factory's hubs as its backplane reaches them (C{twisted_hub._backplane.LocalHubs})."""
+
+    factory: HubServerFactory
+
+    @property
+    def clock(self) -> IReactorTime:
+        return self.factory.clock
+
+    def knows(self, hub: str) -> bool:
+        return hub in self.factory.runtimes
+
+    def deliver(self, hub: str, target: Target, payload: bytes) -> str | None:
+        runtime = self.factory.runtimes[hub]
+        problem = receiver_call_problem(payload, runtime.receiver_methods, runtime.max_message_size)
+        if problem is None:
+            runtime.deliver(runtime.local_targets(target), payload)
+        return problem
+
+    def kick(self, hub: str, connection_id: str, reason: str) -> None:
+        runtime = self.factory.runtimes[hub]
+        if connection_id in runtime.connections:  # else it left meanwhile: nothing to do
+            runtime.kick(connection_id, reason)
+
+    def memberships(self) -> Iterator[tuple[str, str, str]]:
+        for hub, runtime in self.factory.runtimes.items():
+            for group, connection_id in runtime.groups.memberships():
+                yield hub, group, connection_id

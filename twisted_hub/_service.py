@@ -16,21 +16,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Unpack, cast
 
-from twisted.application.service import IService, IServiceCollection, MultiService
+from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime, IStreamServerEndpoint
 from twisted.internet.task import deferLater
 from twisted.logger import (
-    FilteringLogObserver,
-    ILogObserver,
     Logger,
-    LogLevel,
-    LogLevelFilterPredicate,
 )
-from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -39,21 +34,24 @@ from zope.interface import implementer
 from ._auth import redacting_log_formatter
 from ._base_error import HubArgumentError, HubStateError
 from ._compression import describe as describe_compression
-from ._deprecate import reactor_keyword_deprecated
+from ._deprecate import reactor_keyword_deprecated, warn_deprecated
 from ._errors import DisconnectKind
 from ._heartbeat import HeartbeatPolicy
 from ._limits import ConnectionGuard, open_file_limit, open_file_limit_warning
-from ._logging import HUB_LOG_OBSERVER, get_log_level, set_log_level
+from ._logging import HUB_LOG_OBSERVER
 from ._ops import HealthPage, MetricsPage, StatusJsonPage
 from ._origin import OriginPolicy
 from ._resource import HubStatusPage, build_site_root, mount, status_json_path
-from ._server import HubServerFactory, HubSpec
+from ._server import FactoryOptions, HubServerFactory, HubSpec
 from ._server_session import ServerSession
 from ._static import mount_client, serves_demo_hubs
 from ._wire import CloseCode
 
 if TYPE_CHECKING:
+    from autobahn.websocket.types import ConnectionRequest
+
     from ._files import StaticSpec
+
 
 #: Seconds C{stopService} waits for connections to close before dropping them.
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0
@@ -175,9 +173,10 @@ class HubService(MultiService):
     listeners apply the factory's connection limits from the moment of
     accept (a L{ConnectionGuard} around the site).
 
-    @param allowed_origins: browser origins allowed to connect: exact
-        origins, C{"same-host"} or C{"*"}; default: same host only (see
-        L{OriginPolicy}).  Used only when the factory is built here.
+    @param allowed_origins: browser origins allowed to connect, as
+        L{HubServerFactory} takes them: exact origins, C{"same-host"} or
+        C{"*"}, or a callable; default: same host only (see L{OriginPolicy}).
+        Used only when the factory is built here.
     @param status_page: serve the status page (False: 404 there).
     @param status_path: where the status page is (default C{/}, or
         C{/status} when static files are served at C{/}); its data
@@ -203,10 +202,14 @@ class HubService(MultiService):
         descriptions bind on (default: the global reactor).  C{reactor=} is
         a deprecated name: given with C{clock}, the listeners bind on it and
         the timers use C{clock}, as before.
-    @param redis: a C{redis://host:port/db} URL: serve as one with the other
-        processes on that Redis (a L{twisted_hub.redis.RedisBackplane};
-        give C{backplane=} instead for its other settings).  Used only when
-        the factory is built here.  See C{docs/scaling.md}.
+    @param redis: deprecated: give
+        C{backplane=twisted_hub.redis.RedisBackplane(URL)}, the spelling
+        L{HubServerFactory} takes too (this one builds exactly that).
+    @param factory_options: the other keywords of L{HubServerFactory}
+        (L{FactoryOptions<twisted_hub._server.FactoryOptions>}), e.g. C{compression=CompressionPolicy()} or
+        C{backplane=RedisBackplane(url)} (serve as one with the other
+        processes on that Redis, C{docs/scaling.md}).  Used only when the
+        factory is built here.
     """
 
     @reactor_keyword_deprecated
@@ -220,7 +223,7 @@ class HubService(MultiService):
         status_page: bool = True,
         status_path: str | None = None,
         heartbeat: HeartbeatPolicy | None = None,
-        allowed_origins: Iterable[str] = (),
+        allowed_origins: Iterable[str] | Callable[[ConnectionRequest], bool] = (),
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         drain_delay: float = 0.0,
         clock: IReactorTime | None = None,
@@ -228,7 +231,7 @@ class HubService(MultiService):
         redis: str | None = None,
         static: StaticSpec | None = None,
         static_listing: bool = False,
-        **factory_options: Any,
+        **factory_options: Unpack[FactoryOptions],
     ) -> None:
         MultiService.__init__(self)
         if (hubs is None) == (factory is None):
@@ -247,6 +250,7 @@ class HubService(MultiService):
         if status_path is None:
             status_path = "/status" if any(prefix == "/" for prefix, _ in self.static) else "/"
         if redis is not None:
+            warn_deprecated("HubService(redis=URL)", "backplane=twisted_hub.redis.RedisBackplane(URL)", stacklevel=4)
             if "backplane" in factory_options:
                 raise HubArgumentError("give either redis= or backplane=")
             from .redis import RedisBackplane
@@ -264,16 +268,14 @@ class HubService(MultiService):
         self.drain_delay = drain_delay
         if factory is None:
             assert hubs is not None
-            self.origin_policy: OriginPolicy | None = OriginPolicy(allowed_origins)
             factory = HubServerFactory(
-                hubs, heartbeat=heartbeat, allowed_origins=self.origin_policy,
-                clock=clock, **factory_options,
+                hubs, heartbeat=heartbeat, allowed_origins=allowed_origins, clock=clock, **factory_options,
             )
-        else:
-            if heartbeat is not None or factory_options or allowed_origins:
-                raise HubArgumentError("factory options are for building a factory from hub classes")
-            policy = factory.allowed_origins
-            self.origin_policy = policy if isinstance(policy, OriginPolicy) else None
+        elif heartbeat is not None or factory_options or allowed_origins:
+            raise HubArgumentError("factory options are for building a factory from hub classes")
+        policy = factory.allowed_origins
+        #: the factory's origin check, when it is an L{OriginPolicy} (the status page describes it)
+        self.origin_policy: OriginPolicy | None = policy if isinstance(policy, OriginPolicy) else None
         self.factory = factory
         self.path = path
         self.listen = list(listen)
@@ -332,13 +334,7 @@ class HubService(MultiService):
 
     def _origin_text(self) -> str:
         policy = self.factory.allowed_origins
-        if policy is None:
-            return "any origin"
-        if isinstance(policy, OriginPolicy):
-            return policy.describe()
-        if callable(policy):
-            return "custom check"
-        return ", ".join(sorted(policy))
+        return policy.describe() if isinstance(policy, OriginPolicy) else "custom check"
 
     def listening_ports(self) -> Deferred[list[IListeningPort]]:
         """
@@ -533,102 +529,3 @@ def _first_failure(failure: Failure) -> Failure:
     error = failure.value
     assert isinstance(error, FirstError)
     return error.subFailure
-
-
-#: C{--log-level} names and their levels.
-LOG_LEVELS = {
-    "debug": LogLevel.debug,
-    "info": LogLevel.info,
-    "warn": LogLevel.warn,
-    "warning": LogLevel.warn,
-    "error": LogLevel.error,
-    "critical": LogLevel.critical,
-}
-_LEVEL_ORDER = [LogLevel.debug, LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical]
-_TXAIO_LEVELS = {
-    LogLevel.debug: "debug", LogLevel.info: "info", LogLevel.warn: "warn",
-    LogLevel.error: "error", LogLevel.critical: "critical",
-}
-
-
-def set_filter_level(predicate: LogLevelFilterPredicate, level: LogLevel) -> None:
-    """
-    Make C{predicate} pass events of C{level} and above.  Debug is
-    twisted-hub's story (connections, heartbeat timers, calls refused ...);
-    autobahn's own debug output (every HTTP header, every frame) stays at
-    info, or a handful of connections floods the log.
-    """
-    predicate.clearLogLevels()
-    predicate.setLogLevelForNamespace("", level)
-    predicate.setLogLevelForNamespace("autobahn", autobahn_log_level(level))
-
-
-def autobahn_log_level(level: LogLevel) -> LogLevel:
-    """autobahn's minimum level when ours is C{level}: never below info."""
-    return level if _LEVEL_ORDER.index(level) > _LEVEL_ORDER.index(LogLevel.info) else LogLevel.info
-
-
-class LogLevelService(MultiService):
-    """
-    The log of C{twistd hub} at a minimum level, through the observer
-    twisted-hub gives twistd: no other observer is touched.
-
-    twistd logs to the C{ILogObserver} component of its application when it
-    has one (C{twisted.application.app.AppLogger.start}), and builds that
-    application around this service before logging starts.  So, given
-    C{observer_factory} (what twistd would log to by itself: its
-    C{--logfile}, C{--syslog}, stdout), this service sets that component, on
-    the application it joins, to the factory's observer filtered by
-    C{predicate}.  An application that has its own observer keeps it.
-    While running, txaio's (autobahn's logging layer) level is set too, and
-    twisted-hub's own (L{twisted_hub.set_log_level}, put back at the stop).
-
-    @param level: the minimum level (autobahn's: info at least).
-    @param predicate: the filter to set to C{level} (the one
-        C{twisted_hub.tap.json_log_observer} shares); default, a new one.
-    """
-
-    def __init__(
-        self,
-        level: LogLevel,
-        predicate: LogLevelFilterPredicate | None = None,
-        observer_factory: Callable[[], ILogObserver] | None = None,
-    ) -> None:
-        MultiService.__init__(self)
-        self.level = level
-        self.predicate = predicate if predicate is not None else LogLevelFilterPredicate()
-        set_filter_level(self.predicate, level)
-        self._observer_factory = observer_factory
-        self._hub_level_before: LogLevel | None = None
-
-    def filtered(self, observer: ILogObserver) -> ILogObserver:
-        """C{observer}, receiving only the events at or above the level."""
-        return FilteringLogObserver(observer, [self.predicate])
-
-    def setServiceParent(self, parent: IServiceCollection) -> None:
-        MultiService.setServiceParent(self, parent)
-        if self._observer_factory is None or not isinstance(parent, Componentized):
-            return
-        application: Componentized = parent
-        if application.getComponent(ILogObserver) is None:
-            application.setComponent(ILogObserver, self.filtered(self._observer_factory()))
-
-    def startService(self) -> None:
-        import txaio  # autobahn's logging layer (a dependency of autobahn)
-
-        txaio.set_global_log_level(_TXAIO_LEVELS[autobahn_log_level(self.level)])  # type: ignore[attr-defined]
-        # twisted-hub's own lines are filtered where they are emitted, too (_logging.py)
-        self._hub_level_before = get_log_level()
-        set_log_level(self.level)
-        MultiService.startService(self)
-
-    def stopService(self) -> Deferred[Any]:
-        def restore(result: object) -> object:
-            # once the children stopped (their shutdown lines are at our level)
-            before, self._hub_level_before = self._hub_level_before, None
-            if before is not None:
-                set_log_level(before)
-            return result
-
-        stopped: Deferred[Any] = MultiService.stopService(self)
-        return stopped.addBoth(restore)

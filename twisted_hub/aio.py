@@ -12,8 +12,8 @@ Every protocol decision (message encoding, the handshake, call ids, answers
 to server heartbeats, the heartbeat timeout verdict, the clock offset, close
 reasons) is made by L{twisted_hub._connection.ClientConnection} and
 L{twisted_hub._heartbeat.HeartbeatTracker}; this module only moves bytes and
-owns the timers, as L{twisted_hub._client} does for Twisted.  Importing it
-does not import (or install) a Twisted reactor.
+owns the timers, as L{twisted_hub._client} does for Twisted.  It imports
+neither Twisted nor autobahn (C{tests/test_aio_imports.py} checks).
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from twisted.logger import Logger, STDLibLogObserver
-from twisted.python.failure import Failure
 from websockets.asyncio.client import ClientConnection as WebSocket
 from websockets.asyncio.client import connect as websocket_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -38,9 +36,10 @@ from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from ._base_error import HubArgumentError
-from ._client import ClientConnectionViews, HubClientOptions, hub_url, make_proxy
-from ._client_session import ClientSession
-from ._compression import CompressionPolicy
+from ._client_common import HubClientOptions, full_jitter_policy, hub_url, make_proxy
+from ._client_session import ClientConnectionViews, ClientSession
+from ._compression_policy import CompressionPolicy
+from ._corelog import StdlibCoreLog
 from ._errors import (
     CallTimeoutError,
     ConnectionClosedError,
@@ -50,8 +49,7 @@ from ._errors import (
     HandshakeError,
 )
 from ._heartbeat import Traffic
-from ._hub import receiver_methods
-from ._reconnect import full_jitter_policy
+from ._receivers import receiver_methods
 from ._sendqueue import asyncio_queued
 from ._sentinel import UNSET, Unset
 from ._session import ended_reason
@@ -60,8 +58,8 @@ from ._wire import SUBPROTOCOL, close_reason_bytes
 __all__ = ["AsyncHubClient", "ReconnectingAsyncHubClient", "connect"]
 
 _log = logging.getLogger("twisted_hub.aio")
-#: the shared session's log lines, forwarded to the standard logging module (logger "twisted_hub.aio")
-_session_log = Logger(namespace="twisted_hub.aio", observer=STDLibLogObserver(name="twisted_hub.aio"))
+#: the shared session's log lines, on the standard logging module (logger "twisted_hub.aio")
+_session_log = StdlibCoreLog("twisted_hub.aio")
 InterfaceT = TypeVar("InterfaceT")
 #: the closing-handshake deadline, seconds: how long a close may wait for the
 #: server (its answer to our close frame, or the end of TCP after we answered
@@ -292,13 +290,13 @@ class AsyncHubClient(ClientConnectionViews):
             token.set_exception(error)
 
     def await_result(
-        self, result: Awaitable[Any], on_result: Callable[[Any], object], on_error: Callable[[Failure], object],
+        self, result: Awaitable[Any], on_result: Callable[[Any], object], on_error: Callable[[BaseException], object],
     ) -> None:
         async def wait() -> None:
             try:
                 value = await result
             except Exception as e:
-                on_error(Failure(e))
+                on_error(e)
             else:
                 on_result(value)
 
@@ -331,7 +329,7 @@ class AsyncHubClient(ClientConnectionViews):
         to the server over this connection (done by itself before the token
         expires; C{docs/auth.md}).
         """
-        self.session.refresh_token()
+        self.session.tokens.refresh()
 
     def disconnected(self, reason: DisconnectReason) -> None:
         callbacks, self._closed_callbacks = self._closed_callbacks, []
@@ -348,22 +346,22 @@ class AsyncHubClient(ClientConnectionViews):
         self._tasks.append(asyncio.get_running_loop().create_task(self._heartbeats()))
 
     def stop_heartbeat(self) -> None:
-        """The heartbeat task ends by itself: the session says so (check_heartbeat is False)."""
+        """The heartbeat task ends by itself: the session says so (heartbeat.check is False)."""
 
     async def _heartbeats(self) -> None:
         """Beat when due; check the deadline the session gives (one sleep at a time, no per-answer work)."""
         session = self.session
         while True:
-            deadline = session.heartbeat_deadline()
-            next_beat = session.next_beat_due
+            deadline = session.heartbeat.deadline()
+            next_beat = session.heartbeat.next_beat_due
             wake = next_beat if deadline is None else min(next_beat, deadline)
             await asyncio.sleep(max(wake - time.time(), 0.0))
             now = time.time()
             due: float | None = wake
             if now >= next_beat:
-                session.beat(now)
+                session.heartbeat.beat(now)
                 due = None  # beat() saw how late this wake-up was
-            if not session.check_heartbeat(now, due):
+            if not session.heartbeat.check(now, due):
                 return
 
     # -- closing --------------------------------------------------------------

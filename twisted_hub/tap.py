@@ -28,25 +28,17 @@ import os
 import re
 import sys
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
-from typing import IO, Any, cast
+from typing import Any, cast
 
 from twisted.application.service import IService
 from twisted.internet.error import CannotListenError
-from twisted.logger import (
-    FilteringLogObserver,
-    ILogObserver,
-    LegacyLogObserverWrapper,
-    LogLevelFilterPredicate,
-    textFileLogObserver,
-)
 from twisted.python import usage
-from twisted.python.log import ILogObserver as LegacyILogObserver
-from twisted.python.logfile import LogFile
 
 from ._heartbeat import HeartbeatConfigurationError, HeartbeatPolicy
 from ._hub import Hub
+from ._logging import json_log_observer as json_log_observer  # documented here: twistd --logger twisted_hub.tap...
 
 #: Defaults of the settings that have one.
 DEFAULT_PATH = "/hub"
@@ -65,7 +57,7 @@ _SINGLE = (
     "max-outgoing-buffer", "max-pending-calls", "max-pending-bytes",
     "handshake-timeout", "max-connections", "max-connections-per-ip", "status-path",
     "redis", "redis-lease", "redis-secret-file", "redis-secret-env", "call-rate", "call-burst", "call-timeout",
-    "authenticator", "auth-timeout", "compression-min-size", "compression-window-bits",
+    "authenticator", "auth-timeout", "compression-min-size", "compression-window-bits", "workers",
 )
 _FLAGS = ("no-status", "no-ping-fallback", "metrics", "static-listing", "log-calls", "deny-by-default", "compression")
 
@@ -236,7 +228,7 @@ def load_filter(spec: str) -> object:
 def load_authenticator(spec: str) -> Callable[..., Any]:
     """
     Import C{module:name}: an authenticator (a function or object called
-    with L{Credentials<twisted_hub.Credentials>}), or a class, made with no
+    with L{Credentials<twisted_hub.auth.Credentials>}), or a class, made with no
     arguments (C{JWTAuthenticator} subclasses configured in their C{__init__}).
     """
     module_name, _, attribute = spec.partition(":")
@@ -417,7 +409,8 @@ class Options(usage.Options):
         ["max-outgoing-buffer", None, None, "Unread output a client may leave, bytes; then close 4004 [4MiB]."],
         ["max-pending-calls", None, None, "Calls one connection may have running or queued [256]."],
         ["max-pending-bytes", None, None, "Bytes of calls one connection may have running or queued [8MiB]."],
-        ["log-level", None, None, f"Minimum log level: debug, info, warn, error, critical [{DEFAULT_LOG_LEVEL}]."],
+        ["log-level", None, None,
+         f"Minimum level of twisted-hub's (and autobahn's) log lines: debug, info, warn, error, critical [{DEFAULT_LOG_LEVEL}]."],
         ["shutdown-timeout", None, None, "Seconds a graceful shutdown may take before connections are dropped [10]."],
         ["drain-delay", None, None,
          "Seconds /health answers 503 before the listeners close at shutdown (behind a load balancer) [0]."],
@@ -441,6 +434,8 @@ class Options(usage.Options):
         ["authenticator", None, None,
          "Authenticate every connection with module:name, an authenticator or a class making one (docs/auth.md)."],
         ["auth-timeout", None, None, "Seconds the authenticator may take; then 503 (needs --authenticator) [5]."],
+        ["workers", None, None,
+         "Run N hub worker processes on the same port(s), joined by --redis (Linux; docs/scaling.md) [1 process]."],
         ["compression-min-size", None, None, "With --compression: messages shorter than this go uncompressed [1KiB]."],
         ["compression-window-bits", None, None,
          "With --compression: deflate window bits, 9-15, both directions (memory per connection) [12]."],
@@ -509,6 +504,10 @@ class Options(usage.Options):
         instead of the whole help text followed by the error; used directly,
         it raises L{usage.UsageError}.
         """
+        #: the arguments as given (C{--workers} starts its workers with them)
+        self.arguments = list(sys.argv[1:] if options is None else options)
+        #: ... and the directory they are relative to
+        self.directory = os.getcwd()
         try:
             usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
@@ -582,6 +581,7 @@ class Options(usage.Options):
         self._check_filters()
         self._check_authentication()
         self._check_compression()
+        self._check_workers()
         self["hubs"] = [load_hub(spec) for spec in self._hub_specs]
         if not self["hubs"]:
             from .demo import DEMO_HUBS
@@ -659,7 +659,8 @@ class Options(usage.Options):
         else:
             self["max-pending-calls"] = int(calls)
         timeout = self["shutdown-timeout"]
-        from ._service import DEFAULT_SHUTDOWN_TIMEOUT, LOG_LEVELS
+        from ._logging import LOG_LEVELS
+        from ._service import DEFAULT_SHUTDOWN_TIMEOUT
 
         self["shutdown-timeout"] = (
             DEFAULT_SHUTDOWN_TIMEOUT if timeout is None else _positive("shutdown-timeout", timeout)
@@ -794,6 +795,30 @@ class Options(usage.Options):
         except HubArgumentError as e:
             raise usage.UsageError(f"--compression: {e}") from None
 
+    def _check_workers(self) -> None:
+        """C{--workers N}: a whole number >= 1; more than one needs C{--redis}, Linux and C{tcp:} listeners."""
+        count = self["workers"]
+        if count is None:
+            return
+        text = str(count).strip()
+        if not text.isdigit() or int(text) < 1:
+            raise usage.UsageError(f"--workers must be a whole number >= 1, got {count!r}")
+        self["workers"] = int(text)
+        from ._workers import WorkersUnavailable, check_platform, tcp_address
+
+        if self["workers"] > 1 and self["redis"] is None:
+            raise HintedUsageError(
+                f"--workers: {self['workers']} workers need --redis URL: without a backplane each worker would send "
+                "clients.all and group messages to its own connections only",
+                "start a redis-server and give --redis redis://127.0.0.1:6379/0 (docs/scaling.md, 'Every core')",
+            )
+        try:
+            check_platform()
+            for description in self["listen"]:
+                tcp_address(description)
+        except WorkersUnavailable as e:
+            raise usage.UsageError(str(e)) from None
+
     def _check_redis(self) -> None:
         from ._backplane_wire import read_secret_file, secret_from_environment
         from .redis import DEFAULT_LEASE, parse_redis_url
@@ -849,13 +874,14 @@ def _friendly_listen_failure(error: CannotListenError) -> SystemExit:
 
 def makeService(options: Options) -> IService:
     """
-    Build the service tree for C{twistd hub}: a L{LogLevelService} (the log
-    at C{--log-level}) holding a L{HubService} that listens on every
+    Build the service tree for C{twistd hub}: a L{LogLevelService} (our
+    lines and autobahn's at C{--log-level}) holding a L{HubService} that listens on every
     C{--listen}.  A port that cannot be
     bound ends twistd with one line that names it (embedders of
     L{HubService} get the exception itself).
     """
-    from ._service import LOG_LEVELS, HubService, LogLevelService
+    from ._logging import LOG_LEVELS, LogLevelService
+    from ._service import HubService
 
     class TwistdHubService(HubService):
         def privilegedStartService(self) -> None:
@@ -864,12 +890,14 @@ def makeService(options: Options) -> IService:
             except CannotListenError as e:
                 raise _friendly_listen_failure(e) from None
 
-    # twistd's own options (--logfile, --syslog, --nodaemon ...), when twistd runs this plugin
-    twistd_options = options.parent
-    root = LogLevelService(
-        LOG_LEVELS[options["log-level"]], TWISTD_LOG_FILTER,
-        None if twistd_options is None else (lambda: twistd_log_observer(twistd_options)),
-    )
+    # The level, passed down; where the log goes is twistd's (--logfile, --syslog, -n, --logger).
+    root = LogLevelService(LOG_LEVELS[options["log-level"]])
+    from ._workers import WorkerSettings
+
+    worker = WorkerSettings.from_environment()
+    if options["workers"] is not None and worker is None:
+        _supervisor(options).setServiceParent(root)
+        return root
     backplane_options: dict[str, Any] = {}
     if options["redis"] is not None:
         from .redis import RedisBackplane
@@ -907,64 +935,29 @@ def makeService(options: Options) -> IService:
         **backplane_options,
     )
     hubs.setServiceParent(root)  # type: ignore[no-untyped-call]
+    if worker is not None:
+        from ._workers import attach_worker
+
+        attach_worker(worker, hubs, root)
     return root
 
 
-#: The level filter of C{twistd hub}'s log: L{makeService} sets it to
-#: C{--log-level}, and the observers twisted-hub gives twistd apply it (the
-#: default log, L{twistd_log_observer}, and L{json_log_observer}).
-TWISTD_LOG_FILTER = LogLevelFilterPredicate()
+def _supervisor(options: Options) -> IService:
+    """The parent of C{--workers N}: it binds the ports and runs the workers (docs/scaling.md)."""
+    from ._workers import WorkerSupervisor, stop_timeout
 
+    class TwistdSupervisor(WorkerSupervisor):
+        def privilegedStartService(self) -> None:
+            try:
+                super().privilegedStartService()
+            except CannotListenError as e:
+                raise _friendly_listen_failure(e) from None
 
-def twistd_log_observer(twistd_options: Mapping[str, Any]) -> ILogObserver:
-    """
-    What twistd logs to by itself, from its own options: syslog
-    (C{--syslog}, C{--prefix}); standard output (C{--logfile=-}, or
-    C{--nodaemon} without C{--logfile}); else a file (C{--logfile}, default
-    C{twistd.log}) that is rotated on SIGUSR1.  Given to twistd filtered by
-    level (see L{LogLevelService}).
-    """
-    if twistd_options.get("syslog"):
-        from twisted.python.syslog import SyslogObserver
-
-        legacy = SyslogObserver(twistd_options.get("prefix") or "")
-        # the emit method is what the legacy interface describes (twistd wraps the same)
-        return LegacyLogObserverWrapper(cast(LegacyILogObserver, legacy.emit))
-    name = twistd_options.get("logfile") or ""
-    daemon = not twistd_options.get("nodaemon")
-    if name == "-" and daemon:
-        raise SystemExit("twistd hub: a daemon cannot log to standard output: give --nodaemon or a --logfile")
-    if name == "-" or (not name and not daemon):
-        return textFileLogObserver(sys.stdout)
-    log_file = cast(Callable[[str], LogFile], LogFile.fromFullPath)(name or "twistd.log")  # unannotated
-    _rotate_on_sigusr1(log_file)
-    # the observer only writes and flushes, which a LogFile does (twistd logs to it the same way)
-    return textFileLogObserver(cast(IO[str], log_file))
-
-
-def _rotate_on_sigusr1(log_file: LogFile) -> None:
-    """Rotate C{log_file} on SIGUSR1 (for logrotate), unless the signal has a handler already."""
-    import signal
-
-    if not hasattr(signal, "SIGUSR1") or signal.getsignal(signal.SIGUSR1) not in (None, signal.SIG_DFL):
-        return
-
-    def rotate(signum: int, frame: object) -> None:
-        from twisted.internet import reactor
-        from twisted.internet.interfaces import IReactorFromThreads
-
-        # A signal handler may run between any two bytecodes: rotate from the reactor.
-        cast(IReactorFromThreads, reactor).callFromThread(log_file.rotate)
-
-    signal.signal(signal.SIGUSR1, rotate)
-
-
-def json_log_observer() -> ILogObserver:
-    """
-    A log observer that writes one JSON object per event to standard output,
-    every field included (for log shippers), at C{--log-level}:
-    C{twistd --logger twisted_hub.tap.json_log_observer -n hub ...}.
-    """
-    from twisted.logger import jsonFileLogObserver
-
-    return FilteringLogObserver(jsonFileLogObserver(sys.stdout), [TWISTD_LOG_FILTER])
+    twistd_options = options.parent
+    reactor = None if twistd_options is None else twistd_options.get("reactor")
+    return TwistdSupervisor(
+        options["workers"], options["listen"], getattr(options, "arguments", []),
+        stop_timeout=stop_timeout(options["shutdown-timeout"], options["drain-delay"]),
+        directory=getattr(options, "directory", None),
+        twistd_arguments=["--reactor", reactor] if reactor else [],  # workers run the reactor twistd was given
+    )

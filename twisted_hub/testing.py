@@ -20,7 +20,7 @@ each way, as on a congested mobile path.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, Unpack, cast
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
@@ -34,7 +34,7 @@ from zope.interface import implementer
 from ._base_error import HubArgumentError, HubUsageError
 from ._client import HubClientFactory, HubClientOptions, HubClientProtocol, resolve_access_token
 from ._hub import Hub
-from ._server import HubServerFactory, HubServerProtocol, HubSpec
+from ._server import HubServerFactory, HubServerProtocol, HubSpec, HubTestServerOptions
 
 _NO_AUTOBAHN_TIMERS = {"openHandshakeTimeout": 0, "closeHandshakeTimeout": 0}
 
@@ -226,7 +226,7 @@ class HubTestServer:
         self,
         hubs: Sequence[HubSpec] | Mapping[str, HubSpec],
         clock: Clock | None = None,
-        **factory_options: Any,
+        **factory_options: Unpack[HubTestServerOptions],
     ) -> None:
         self.clock = clock or Clock()
         self.factory = HubServerFactory(hubs, url="ws://127.0.0.1/hub", clock=self.clock, **factory_options)

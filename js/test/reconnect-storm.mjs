@@ -73,17 +73,34 @@ for await (const line of lines) {
   if (line.trim() === "stop") break;
 }
 calling = false;
-await until(() => inFlight === 0, callTimeout * 2 + 2000);
-const connected = await Promise.race([client.whenConnected(), new Promise((_, reject) => setTimeout(() => reject(new Error("no connection")), 10000))]);
-const finalCall = await connected.call("add", 1, 2);
+// Every step below is bounded; a failure is reported in the summary line (not left to the
+// unhandledRejection handler above, which would keep the process alive with nothing printed).
+let stage = "in-flight calls resolving";
+let finalCall = null;
+let error = null;
+try {
+  await until(() => inFlight === 0, callTimeout * 2 + 2000);
+  stage = "a connection after the storm";
+  const connected = await Promise.race([
+    client.whenConnected(),
+    new Promise((_, reject) => setTimeout(() => reject(new Error("no connection within 10 s")), 10000)),
+  ]);
+  stage = "the final call";
+  finalCall = await connected.call("add", 1, 2);
+  stage = "stop()";
+  await client.stop();
+} catch (e) {
+  error = `${stage}: ${e}`;
+}
 const ids = new Set(prepared.map((c) => c.connectionId));
-await client.stop();
 console.log(JSON.stringify({
   ...stats,
   connections: client.connections,
   onConnected: prepared.length,
   distinctIds: ids.size,
   finalCall,
+  inFlight,
+  error,
   unhandled,
 }));
-process.exit(0);
+process.exit(error === null ? 0 : 1);

@@ -23,15 +23,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from twisted_hub import (
-    ClientHeartbeatEvent,
-    ConnectionClosedError,
-    DisconnectReason,
-    HandshakeError,
-    HubClientOptions,
-    HubError,
-    ServerHeartbeatEvent,
-)
+from twisted_hub import ConnectionClosedError, HandshakeError, HeartbeatPolicy, HubClientOptions, HubError
+from twisted_hub.types import ClientHeartbeatEvent, DisconnectReason, ServerHeartbeatEvent
 
 #: seconds a scenario may take unless it says otherwise
 SCENARIO_BOUND = 20.0
@@ -286,9 +279,10 @@ def client_options(options: dict[str, Any], recorder: Recorder) -> HubClientOpti
     """The scenario's options (seconds) as L{HubClientOptions}, with every callback recording."""
     extra: dict[str, Any] = {}
     if options.get("heartbeat_interval") is not None:
-        extra["heartbeat_interval"] = options["heartbeat_interval"]
-        extra["heartbeat_timeout"] = options.get("heartbeat_timeout")
-        extra["any_traffic_counts"] = options.get("any_traffic_counts", False)
+        extra["heartbeat"] = HeartbeatPolicy(
+            enabled=True, interval=options["heartbeat_interval"], timeout=options.get("heartbeat_timeout"),
+            any_traffic_counts=options.get("any_traffic_counts", False),
+        )
     if "extra_headers" in options:
         extra["extra_headers"] = options["extra_headers"]
     if "call_timeout" in options:

@@ -18,7 +18,8 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
-from twisted_hub import AuthenticationFailed, Credentials, Forbidden, Hub, User, has_claim, hub, method
+from twisted_hub import Hub, hub, method
+from twisted_hub.auth import AuthenticationFailed, Credentials, Forbidden, User, has_claim
 
 KINDS = ("sync", "deferred", "async")
 OUTCOMES = ("accept", "refuse", "forbid", "raise", "hang")

@@ -6,7 +6,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from twisted_hub import Hub, HubCall, HubFilter, method
+from twisted_hub import Hub, method
+from twisted_hub.filters import HubCall, HubFilter
 
 
 class Tagged(HubFilter):

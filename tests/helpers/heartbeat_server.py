@@ -27,8 +27,9 @@ def main() -> None:
 
     from twisted.internet import reactor
 
-    from twisted_hub import DisconnectReason, HeartbeatPolicy, Hub, HubServerFactory, method
+    from twisted_hub import HeartbeatPolicy, Hub, HubServerFactory, method
     from twisted_hub._liveness import ServerHeartbeatScheduler
+    from twisted_hub.types import DisconnectReason
 
     # Process-wide on purpose: the patched tick below (a patch of the class,
     # so every connection's scheduler) consumes what any ProbeHub asked for.

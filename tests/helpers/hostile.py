@@ -15,7 +15,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from twisted_hub import DisconnectReason, Hub, HubResource, HubServerFactory, hub, method
+from twisted_hub import Hub, HubResource, HubServerFactory, hub, method
+from twisted_hub.types import DisconnectReason
 
 
 @hub("hostile")

@@ -10,7 +10,8 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.logger import LogEvent
 
-from twisted_hub import DisconnectReason, Hub, HubError, RefuseConnection, hub, method
+from twisted_hub import Hub, HubError, RefuseConnection, hub, method
+from twisted_hub.types import DisconnectReason
 
 
 class Recorder:

@@ -2,7 +2,8 @@
 
 from typing import assert_type
 
-from twisted_hub import Hub, RateLimit, method
+from twisted_hub import Hub, method
+from twisted_hub.filters import RateLimit
 
 
 class Typed(Hub):
