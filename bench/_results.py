@@ -177,8 +177,8 @@ def recorded_ratio(
     """
     best: tuple[str, float] | None = None
     for document in recorded:
-        if bool(document.get("quick")) != quick:
-            continue
+        if "summary" not in document or bool(document.get("quick")) != quick:
+            continue  # another bench's result file (bench/workers.py), or the other kind of run
         sp = document["summary"].get(case, {}).get("ratios", {}).get(metric, {}).get(ref)
         if sp and (best is None or document["started"] > best[0]):
             best = (document["started"], sp["median"])

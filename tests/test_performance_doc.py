@@ -156,6 +156,11 @@ class BandTests(unittest.TestCase):
 
     def test_nothing_recorded_is_no_band_problem(self) -> None:
         self.assertEqual(self.check(1, 1000, []), [])
+        # another bench's result file (bench/workers.py: no summary) among the recorded ones is skipped
+        other = {"settings": {"quick": False}, "runs": {"fanout-w1": []}}
+        self.assertEqual(self.check(1, 1000, [other]), [])
+        recorded = [other, _recorded(1.5, "2026-12-07T00:30:00+0000")]
+        self.assertEqual(self.check(1.5, 1, recorded), [])
 
     def test_missing_and_non_finite_numbers(self) -> None:
         runs: dict[str, dict[str, list[dict[str, float] | None]]] = {
