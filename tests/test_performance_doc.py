@@ -161,6 +161,9 @@ class BandTests(unittest.TestCase):
         self.assertEqual(self.check(1, 1000, [other]), [])
         recorded = [other, _recorded(1.5, "2026-12-07T00:30:00+0000")]
         self.assertEqual(self.check(1.5, 1, recorded), [])
+        runs = {"rpc1": {"hub": [_result(1.5)], "autobahn": [_result(1.0)]}}
+        full = [other, _recorded(1.5, "2026-12-07T00:30:00+0000", quick=False)]
+        self.assertEqual(results.band_problems(runs, run.summarize(runs), full, quick=False)[0], [])
 
     def test_missing_and_non_finite_numbers(self) -> None:
         runs: dict[str, dict[str, list[dict[str, float] | None]]] = {
