@@ -7,6 +7,7 @@ import os
 import resource
 import sys
 import time
+from typing import Any
 
 #: the repository root: benchmark processes import twisted_hub from here, not
 #: from whatever copy is installed, so the suite measures the working tree.
@@ -16,6 +17,77 @@ if ROOT not in sys.path:
 
 HOST = "127.0.0.1"
 HUB_NAME = "bench"
+
+#: ``BENCH_REFERENCES=stock`` runs the reference implementations as they ran before
+#: 2026-12-07 (raw autobahn with Nagle's algorithm on, the references on asyncio's default
+#: loop), to measure what reviewing them changed; anything else (the default) runs each
+#: at its library's documented best (docs/performance.md, "The references").
+STOCK_REFERENCES = os.environ.get("BENCH_REFERENCES", "") == "stock"
+
+
+def reference_mode() -> str:
+    return "stock" if STOCK_REFERENCES else "best"
+
+
+def run_asyncio(main: Any) -> Any:
+    """
+    Run the coroutine C{main} as an asyncio reference (websockets, python-socketio) runs at
+    its best: on uvloop, as websockets' performance guide advises ("You can make a
+    websockets application faster by running it with uvloop").  A missing uvloop is an
+    error, not a silent fall-back to a slower loop; with C{BENCH_REFERENCES=stock}, asyncio's
+    own loop.
+    """
+    import asyncio
+
+    if STOCK_REFERENCES:
+        return asyncio.run(main)
+    try:
+        import uvloop
+    except ImportError as e:
+        raise SystemExit(f"the asyncio references run on uvloop: pip install '.[bench]' ({e})") from e
+    return uvloop.run(main)
+
+
+def require_websockets_speedups() -> None:
+    """websockets' C extension (frame masking) must be there: without it websockets falls back to Python."""
+    try:
+        import websockets.speedups  # noqa: F401
+    except ImportError as e:
+        raise SystemExit(f"websockets.speedups (its C extension) is missing: {e}") from e
+
+
+def library_versions() -> dict[str, object]:
+    """The versions and accelerations a result depends on (recorded in every result file)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, object] = {}
+    for name in ("twisted", "autobahn", "txaio", "msgpack", "websockets", "uvloop", "python-socketio", "aiohttp"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    try:
+        from autobahn.websocket import USES_NVX
+
+        found["autobahn_nvx"] = bool(USES_NVX)
+    except ImportError:
+        found["autobahn_nvx"] = None
+    try:
+        import websockets.speedups  # noqa: F401
+
+        found["websockets_speedups"] = True
+    except ImportError:
+        found["websockets_speedups"] = False
+    try:
+        from twisted.internet import reactor
+
+        found["twisted_reactor"] = type(reactor).__name__
+    except ImportError:
+        found["twisted_reactor"] = None
+    found["references"] = reference_mode()
+    return found
+
+
 def rpc_value(size: int) -> bytes:
     """
     The argument every RPC of a C{size}-byte case sends and gets back (msgpack

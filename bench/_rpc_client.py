@@ -9,7 +9,8 @@ RPC load over one connection with each implementation's own client:
 - ``websockets``: websockets' asyncio client (compression off) sending
   msgpack ``[id, "echo", [x]]`` and reading ``[id, x]``.
 
-``x`` is ``--size`` bytes (msgpack bin).
+``x`` is ``--size`` bytes (msgpack bin).  The asyncio clients run on uvloop, the
+autobahn client with TCP_NODELAY, unless ``BENCH_REFERENCES=stock`` (see _server.py).
 
 K calls are kept in flight: each answer starts the next call.  Completed
 calls are counted over the measured window (after a warm-up); the server's
@@ -20,7 +21,18 @@ from __future__ import annotations
 
 import argparse
 
-from _common import HOST, HUB_NAME, apply_hub_ablation, cpu_seconds, emit, now, rpc_value
+from _common import (
+    HOST,
+    HUB_NAME,
+    STOCK_REFERENCES,
+    apply_hub_ablation,
+    cpu_seconds,
+    emit,
+    now,
+    require_websockets_speedups,
+    rpc_value,
+    run_asyncio,
+)
 
 
 class Window:
@@ -102,6 +114,9 @@ async def _raw_autobahn(reactor, port: int, window: Window, value: bytes):  # ty
 
     class RawClient(WebSocketClientProtocol):
         next_id = 0
+        # Nagle off, as autobahn's documented default says (see _server.py, RawProtocol)
+        if not STOCK_REFERENCES:
+            tcpNoDelay = True
 
         def onOpen(self) -> None:
             opened.callback(None)
@@ -149,7 +164,7 @@ def run_socketio(args: argparse.Namespace) -> None:
         emit("result", **window.result)
         await sio.disconnect()
 
-    asyncio.run(main())
+    run_asyncio(main())
 
 
 def run_websockets(args: argparse.Namespace) -> None:
@@ -158,6 +173,8 @@ def run_websockets(args: argparse.Namespace) -> None:
     import msgpack
     from websockets.asyncio.client import connect
 
+    if not STOCK_REFERENCES:
+        require_websockets_speedups()
     window = Window(args.server_pid)
     value = rpc_value(args.size)
     packb, unpackb = msgpack.packb, msgpack.unpackb
@@ -190,7 +207,7 @@ def run_websockets(args: argparse.Namespace) -> None:
             worker.cancel()
             emit("result", **window.result)
 
-    asyncio.run(main())
+    run_asyncio(main())
 
 
 def main() -> None:

@@ -4,6 +4,10 @@ One benchmark server process: ``python3 bench/_server.py IMPL [--heartbeat S]``.
 IMPL is ``hub`` (twisted-hub), ``autobahn`` (raw autobahn on Twisted),
 ``socketio`` (python-socketio AsyncServer on aiohttp, msgpack serializer) or
 ``websockets`` (websockets' asyncio server, msgpack echo as for autobahn).
+The references run as their libraries document they run fastest (raw autobahn
+with its documented TCP_NODELAY, the asyncio ones on uvloop, websockets with its
+C extension); ``BENCH_REFERENCES=stock`` runs them as before 2026-12-07
+(docs/performance.md, "The references").
 Every implementation offers the same three things:
 
 - an RPC ``echo`` (hub method / msgpack ``[id, method, args]`` echo / socket.io
@@ -27,7 +31,19 @@ import gc
 import os
 import sys
 
-from _common import HOST, HUB_NAME, apply_hub_ablation, cpu_seconds, emit, now, raise_nofile, rss_bytes
+from _common import (
+    HOST,
+    HUB_NAME,
+    STOCK_REFERENCES,
+    apply_hub_ablation,
+    cpu_seconds,
+    emit,
+    now,
+    raise_nofile,
+    require_websockets_speedups,
+    rss_bytes,
+    run_asyncio,
+)
 
 BACKLOG = 4096
 
@@ -38,6 +54,10 @@ def fanout_payload(size: int) -> bytes:
 
 # -- Twisted servers (hub, autobahn) -------------------------------------------
 def _twisted_logging() -> None:
+    # As under twistd: a real observer, events under warn filtered out.  txaio (autobahn's
+    # logging layer) at the same level, as `twistd hub` sets it (LogLevelService): its
+    # loggers then drop info events where they are emitted.
+    import txaio
     from twisted.logger import (
         FilteringLogObserver,
         LogLevel,
@@ -46,7 +66,7 @@ def _twisted_logging() -> None:
         textFileLogObserver,
     )
 
-    # As under twistd: a real observer, debug events filtered out.
+    txaio.set_global_log_level("warn")
     observer = FilteringLogObserver(
         textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)]
     )
@@ -197,6 +217,13 @@ def run_autobahn(args: argparse.Namespace) -> None:
     packb = msgpack.packb
 
     class RawProtocol(WebSocketServerProtocol):
+        # autobahn's documented default is tcpNoDelay=True, but its connectionMade reads the
+        # option before it copies the options from the factory, swallows the AttributeError and
+        # leaves Nagle's algorithm on (autobahn 26.x).  An attribute of the protocol class is
+        # read there (and kept by the copy), so the default autobahn documents takes effect.
+        if not STOCK_REFERENCES:
+            tcpNoDelay = True
+
         def onOpen(self) -> None:
             self.factory.members[id(self)] = self
 
@@ -210,7 +237,12 @@ def run_autobahn(args: argparse.Namespace) -> None:
     factory = WebSocketServerFactory()
     factory.protocol = RawProtocol
     factory.members = {}
+    # autobahn's other defaults are already its fastest for this traffic (docs/performance.md,
+    # "The references"): no auto-fragmentation (autoFragmentSize=0), no frame/octet logging or
+    # timing tracking, NVX (its C masker and UTF-8 validator) when built; utf8validateIncoming
+    # only touches text messages (these are all binary); applyMask=False would break RFC 6455.
     if args.heartbeat:
+        # autoPingSize stays at its minimum (12: the timestamp and sequence number it checks)
         factory.setProtocolOptions(autoPingInterval=args.heartbeat, autoPingTimeout=args.timeout)
 
     class Handle:
@@ -327,7 +359,7 @@ def run_socketio(args: argparse.Namespace) -> None:
         task.cancel()
         await runner.cleanup()
 
-    asyncio.run(main())
+    run_asyncio(main())
 
 
 # -- websockets (asyncio) -----------------------------------------------------
@@ -337,6 +369,9 @@ def run_websockets(args: argparse.Namespace) -> None:
 
     import msgpack
     from websockets.asyncio.server import broadcast, serve
+
+    if not STOCK_REFERENCES:
+        require_websockets_speedups()
 
     methods = {"echo": lambda value: value}
     unpackb, packb = msgpack.unpackb, msgpack.packb
@@ -384,7 +419,7 @@ def run_websockets(args: argparse.Namespace) -> None:
                     emit("fanout", t0=t0, t1=now(), members=len(members), count=count)
             loop.remove_reader(sys.stdin.fileno())
 
-    asyncio.run(main())
+    run_asyncio(main())
 
 
 def _asyncio_lines(loop):  # type: ignore[no-untyped-def]
