@@ -147,7 +147,14 @@ async def test_slow_links_every_client_kind(route: list[NginxProcess] | None) ->
     of each kind in each direction, within interval + timeout (+ slack) of
     the moment the bytes stopped moving.
     """
-    server_beats = ("--interval", str(INTERVAL), "--timeout", str(TIMEOUT))
+    server_beats: tuple[str, ...] = ("--interval", str(INTERVAL), "--timeout", str(TIMEOUT))
+    if route is not None:
+        # nginx ends the server's TCP connection: the server sees its output drain into
+        # nginx's socket buffers (megabytes on a fast path), not the client taking it, so
+        # its own heartbeat waits behind them for longer than the timeout.  The clients'
+        # heartbeats come the other way, unhindered: with any_traffic_counts they are life
+        # (docs/heartbeat.md, "Slow links", "Behind a proxy").
+        server_beats += ("--any-traffic-counts",)
     server = spawn_script(reactor(), "heartbeat_server.py", *server_beats)
     frozen_server = spawn_script(reactor(), "heartbeat_server.py", *server_beats, "--socket-buffer", str(BUFFER))
     proxies: list[RateLimitingProxy] = []
@@ -211,8 +218,11 @@ async def test_slow_links_every_client_kind(route: list[NginxProcess] | None) ->
         measured = []
         for scenario, waiting in zip(frozen_clients + to_frozen_server, drops + closes, strict=True):
             line, dropped_at = await waiting.addTimeout(60, reactor())
-            stopped = scenario.limited().last_read_at
-            assert stopped is not None and stopped <= dropped_at, scenario.name
+            last_read = scenario.limited().last_read_at
+            assert last_read is not None, scenario.name
+            # A client may drop a stopped server while a proxy in front of it still takes its
+            # bytes (nginx's buffers): then it was dropped before they stopped, which is within the bound.
+            stopped = min(last_read, dropped_at)
             measured.append((scenario, line, stopped - frozen_at, dropped_at - stopped))
         for scenario in scenarios:
             await scenario.process.wait_for_line("CLOSED").addTimeout(60, reactor())
@@ -231,6 +241,10 @@ async def test_slow_links_every_client_kind(route: list[NginxProcess] | None) ->
 
         for scenario in scenarios:
             assert all_ok(scenario.process, scenario.calls), (scenario.name, scenario.process.lines)
+            if scenario.kind == "js":
+                # Its beats waited behind 5 s messages: kept by the progress rule, not by luck.
+                avoided = next(line for line in scenario.process.lines if line.startswith("AVOIDED"))
+                assert int(avoided.split()[1]) >= 1, (scenario.name, avoided)
         server_timeouts = [line for line in server.lines if line.endswith(" timed-out")]
         live_ids = {scenario.connection_id for scenario in scenarios}
         assert not [line for line in server_timeouts if line.split()[1] in live_ids], server_timeouts
@@ -238,8 +252,9 @@ async def test_slow_links_every_client_kind(route: list[NginxProcess] | None) ->
             expected = "timed-out" if scenario in to_frozen_server else f"DISCONNECTED {scenario.connection_id} timed-out"
             assert line.startswith(("CLOSED " + expected, expected)), (scenario.name, line)
             assert detection <= INTERVAL + TIMEOUT + SLACK, (scenario.name, detection)
-            if scenario.kind != "js" or scenario in to_frozen_server:
+            if route is None and (scenario.kind != "js" or scenario in to_frozen_server):
                 # Small buffers between (the proxy's, the stopped side's): they fill within a second or two.
+                # (Node cannot shrink its socket's; nginx's grow to megabytes: measured, not asserted.)
                 assert stopped_after <= 3.0, (scenario.name, stopped_after)
     finally:
         for scenario in scenarios + frozen_clients + to_frozen_server:
