@@ -65,14 +65,30 @@ def node_path() -> str:
     return node
 
 
-def client(kind: str, url: str, calls: int, size: int, *extra: str) -> ScriptProcess:
-    """A bulk client of C{kind} (it prints READY, RESULT, DONE, CLOSED lines; see tests/helpers/bulk_client.py)."""
-    args = (url, "--calls", str(calls), "--size", str(size), "--in-flight", str(IN_FLIGHT), "--wait-go", *BEATS, *extra)
-    if kind == "js":
+def chromium_path() -> str:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("chromium is not installed: the browser tests need it (apt-get install chromium; see .ci/run)")
+    return chromium
+
+
+def client(kind: str, url: str, calls: int, size: int, *extra: str, beats: bool = True) -> ScriptProcess:
+    """
+    A bulk client of C{kind} (it prints READY, RESULT, DONE, CLOSED lines; see
+    tests/helpers/bulk_client.py): "twisted", "asyncio", "js" (Node, js/test/bulk-client.mjs)
+    or "browser" (headless Chromium, js/test/bulk-browser.mjs).
+    """
+    heartbeat = BEATS if beats else ()
+    args = (url, "--calls", str(calls), "--size", str(size), "--in-flight", str(IN_FLIGHT), "--wait-go", *heartbeat, *extra)
+    if kind in ("js", "browser"):
         process = ScriptProcess()
         node = node_path()
-        argv = [node, str(ROOT / "js" / "test" / "bulk-client.mjs"), *args]
-        reactor().spawnProcess(process, node, argv, env=dict(os.environ), path=str(ROOT))
+        script = "bulk-client.mjs" if kind == "js" else "bulk-browser.mjs"
+        env = dict(os.environ)
+        if kind == "browser":
+            env["CHROMIUM"] = chromium_path()
+        argv = [node, str(ROOT / "js" / "test" / script), *args]
+        reactor().spawnProcess(process, node, argv, env=env, path=str(ROOT))
     else:
         process = spawn_script(reactor(), "bulk_client.py", *args, *(("--asyncio",) if kind == "asyncio" else ()))
     process.started.addErrback(lambda failure: None)
@@ -186,6 +202,14 @@ async def test_slow_links_every_client_kind(route: list[NginxProcess] | None) ->
                     process = client(kind, url, calls, size)
                     scenarios.append(Scenario(f"{kind} {direction} {link}", kind, process, proxy, calls, direction))
         rate, calls, size = LINKS["200KB/s"]
+        if route is None:
+            # The browser client at 200 KB/s each way.  Downloading, with the server's heartbeat
+            # only: a page sees no message until it is whole, so its own heartbeat's answer, behind
+            # 5 s messages, would time out (docs/heartbeat.md, "What a client cannot see").
+            for direction in ("download", "upload"):
+                proxy, url = proxy_to(live_backend, rate, direction)
+                process = client("browser", url, calls, size, beats=direction == "upload")
+                scenarios.append(Scenario(f"browser {direction} 200KB/s", "browser", process, proxy, calls, direction))
         proxy, url = proxy_to(live_backend, rate, "download")
         for kind in KINDS:
             # Python clients shrink their socket buffers (--socket-buffer); Node cannot set SO_RCVBUF.
@@ -225,7 +249,9 @@ async def test_slow_links_every_client_kind(route: list[NginxProcess] | None) ->
             stopped = min(last_read, dropped_at)
             measured.append((scenario, line, stopped - frozen_at, dropped_at - stopped))
         for scenario in scenarios:
-            await scenario.process.wait_for_line("CLOSED").addTimeout(60, reactor())
+            # (the JS client's last line is AVOIDED, right after CLOSED)
+            last = "AVOIDED" if scenario.kind in ("js", "browser") else "CLOSED"
+            await scenario.process.wait_for_line(last).addTimeout(60, reactor())
 
         print(f"\n{'direct' if route is None else 'through nginx'}:")
         print("  server:", [line for line in server.lines if line.startswith("DISCONNECTED")])
@@ -241,7 +267,7 @@ async def test_slow_links_every_client_kind(route: list[NginxProcess] | None) ->
 
         for scenario in scenarios:
             assert all_ok(scenario.process, scenario.calls), (scenario.name, scenario.process.lines)
-            if scenario.kind == "js":
+            if scenario.kind == "js" or scenario.name == "browser upload 200KB/s":
                 # Its beats waited behind 5 s messages: kept by the progress rule, not by luck.
                 avoided = next(line for line in scenario.process.lines if line.startswith("AVOIDED"))
                 assert int(avoided.split()[1]) >= 1, (scenario.name, avoided)
