@@ -1,8 +1,8 @@
 """
 A slow link is not a dead peer, on real processes and sockets (127.0.0.1,
 bounded in time): servers and clients in their own processes -- the Twisted
-client, the asyncio client and the JavaScript client in Node (`ws`) -- a
-rate-limiting proxy (tests/_rate_proxy.py) in this one, and, for the
+client, the asyncio client, the JavaScript client in Node (`ws`) and, in the
+direct run, in headless Chromium -- a rate-limiting proxy (tests/_rate_proxy.py) in this one, and, for the
 "nginx" runs, a real nginx between the proxy and the server (the slow link
 is the client's, as from a phone to the site's edge).  The rule itself is
 tested on a Clock in test_slow_link.py.
@@ -155,9 +155,10 @@ async def test_slow_links_every_client_kind(route: list[NginxProcess] | None) ->
     """
     Heartbeats 1 s / 3 s on the servers and every client; links at 200 KB/s
     and 50 KB/s, limited toward the client (download) or toward the server
-    (upload).  Every live Twisted, asyncio and JS client moving 10x the
-    timeout's worth of data (6 echo calls of 5 s each, 30 s in all) is
-    never timed out by either side and gets every result intact; a client
+    (upload).  Every live Twisted, asyncio and JS (Node) client moving 10x
+    the timeout's worth of data (6 echo calls of 5 s each, 30 s in all), and
+    directly a browser client at 200 KB/s, is never timed out by either side
+    and gets every result intact; a client
     of each kind SIGSTOPped 2 s into its download is dropped by the server,
     and a server SIGSTOPped 2 s into the transfers is dropped by a client
     of each kind in each direction, within interval + timeout (+ slack) of
