@@ -499,10 +499,11 @@ class ClientSession(Generic[TokenT]):
             return
         self.stall.observe(self.next_beat_due, now)
         self.next_beat_due = now + policy.interval
+        traffic = self.io.traffic()
         if self.core.heartbeat.timeout_started_at is not None:
             # An earlier beat is unanswered: is the server taking our data, or sending its own?
-            self.core.heartbeat.sample(now, self.io.traffic())
-        sequence, _ = self.core.send_heartbeat(now)
+            self.core.heartbeat.sample(now, traffic)
+        sequence, _ = self.core.send_heartbeat(now, traffic.written)
         self.log.debug("client heartbeat {sequence} sent", sequence=sequence)
         self.flush()
 
