@@ -6,10 +6,11 @@ L{HIGH_WATER} bytes per direction: when a side stops reading, the proxy
 stops reading from the other (backpressure, as a real bottleneck does), so
 the data backs up in the sender's buffers.
 
-Each direction records when it last read from its source
-(L{Direction.last_read_at}, C{time.monotonic()}): once the receiving side
-stops consuming and the buffers between fill up, the sender's bytes stop
-moving at that moment.
+Each direction records when it last read data from its source
+(L{Direction.last_read_at}, C{time.monotonic()}; reads of fewer than
+L{BULK_READ} bytes -- a heartbeat, its answer, a close frame -- do not
+count): once the receiving side stops consuming and the buffers between
+fill up, the sender's bytes stop moving at that moment.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ HIGH_WATER = 16 * 1024
 LOW_WATER = 4 * 1024
 #: seconds between slices
 SLICE = 0.01
+#: the least read that is bulk data (heartbeats, their answers and close frames are smaller)
+BULK_READ = 512
 
 
 @implementer(IPushProducer)
@@ -63,7 +66,8 @@ class Direction:
         self.target_paused = True
 
     def received(self, data: bytes) -> None:
-        self.last_read_at = time.monotonic()
+        if len(data) >= BULK_READ:
+            self.last_read_at = time.monotonic()
         self.buffer += data
         if len(self.buffer) >= HIGH_WATER and not self.source_paused and self.source is not None:
             self.source_paused = True

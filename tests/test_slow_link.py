@@ -210,6 +210,61 @@ class ProgressVerdictTests(SynchronousTestCase):
         self.assertIs(tracker.check(8.0, POLICY, 0.0, 4.5), HeartbeatVerdict.TIMED_OUT)
 
 
+class PeerHeartbeatTests(SynchronousTestCase):
+    """HeartbeatTracker.peer_heartbeat: the peer's own beats stand in for output no sample sees (a proxy's buffers)."""
+
+    def test_peer_beats_hold_the_deadline_while_our_output_is_ahead(self) -> None:
+        """Our beat follows 3 MB a proxy acknowledged at once (queued 0): the peer's beats keep it, a timeout past the last."""
+        tracker = HeartbeatTracker()
+        tracker.sent(1, 0.0, 0)
+        self.assertEqual(tracker.acknowledged(1, 0.01), 0.01)
+        tracker.sent(2, 1.0, 3_000_000)
+        for now in (2.0, 3.0, 4.0, 5.0):
+            tracker.sample(now, Traffic(3_000_000, 0, 0, False))
+            self.assertTrue(tracker.peer_heartbeat(now + 0.5))
+        self.assertEqual(tracker.progress_at, 5.5)
+        self.assertIs(tracker.check(6.0, POLICY, 0.0, None), HeartbeatVerdict.PROGRESSING)
+        self.assertEqual(tracker.timeouts_avoided, 1)
+        # The peer stops (its beats stop): gone a timeout after its last beat.
+        self.assertIs(tracker.check(8.49, POLICY, 0.0, None), HeartbeatVerdict.PROGRESSING)
+        self.assertIs(tracker.check(8.5, POLICY, 0.0, None), HeartbeatVerdict.TIMED_OUT)
+
+    def test_without_output_ahead_peer_beats_excuse_nothing(self) -> None:
+        """Less than MIN_PROGRESS_BYTES written between the answered beat and ours: nothing can hold ours up."""
+        tracker = HeartbeatTracker()
+        tracker.sent(1, 0.0, 0)
+        tracker.acknowledged(1, 0.01)
+        tracker.sent(2, 1.0, MIN_PROGRESS_BYTES - 1)
+        self.assertFalse(tracker.peer_heartbeat(2.0))
+        self.assertIsNone(tracker.progress_at)
+        self.assertIs(tracker.check(4.0, POLICY, 0.0, None), HeartbeatVerdict.TIMED_OUT)
+
+    def test_output_before_an_answered_beat_is_not_ahead(self) -> None:
+        """An answer to a beat written after 3 MB shows those 3 MB arrived: only output after it counts."""
+        tracker = HeartbeatTracker()
+        tracker.sent(1, 0.0, 3_000_000)
+        tracker.sent(2, 1.0, 3_000_010)
+        tracker.acknowledged(1, 1.5)
+        self.assertFalse(tracker.peer_heartbeat(2.0))
+        tracker.sent(3, 2.0, 3_000_010 + MIN_PROGRESS_BYTES)
+        tracker.acknowledged(2, 2.5)
+        self.assertTrue(tracker.peer_heartbeat(3.0))
+
+    def test_unknown_output_is_never_ahead(self) -> None:
+        """A beat sent without a byte count (the adapter does not say): the peer's beats do not count."""
+        tracker = HeartbeatTracker()
+        tracker.sent(1, 0.0)
+        self.assertFalse(tracker.peer_heartbeat(1.0))
+
+    def test_any_other_sign_of_life_moves_the_baseline(self) -> None:
+        """Beats cleared by any_traffic_counts (heard_from) count as answered: output before them is not ahead."""
+        tracker = HeartbeatTracker()
+        tracker.sent(1, 0.0, 1_000_000)
+        tracker.heard_from(0.5)
+        tracker.sent(2, 1.0, 1_000_000 + MIN_PROGRESS_BYTES - 1)
+        self.assertFalse(tracker.peer_heartbeat(1.5))
+
+
 @dataclass
 class SlowLink:
     """

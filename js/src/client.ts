@@ -4,7 +4,7 @@
  *     const client = await connect("ws://127.0.0.1:8080/hub", "chat", { receiver });
  *     console.log(await client.call("join", "lobby", "ann"));
  */
-import { ClockSync, HeartbeatTracker, OutputProgress, StallDetector, type ClockOffset } from "./heartbeat.js";
+import { ClockSync, HeartbeatTracker, InputProgress, MIN_PROGRESS_BYTES, OutputProgress, StallDetector, type ClockOffset } from "./heartbeat.js";
 import {
   CallTimeoutError,
   ConnectionClosedError,
@@ -236,8 +236,9 @@ export class HubClient {
   readonly stall = new StallDetector();
   /**
    * Our heartbeats unanswered past their timeout whose server was kept
-   * because it was still taking our data (`bufferedAmount` falling), each
-   * counted once: "progress counts as life" at work.
+   * because data was still moving: it was taking our data (`bufferedAmount`
+   * falling) or, in Node's `ws`, more of its large message to us arrived;
+   * each counted once: "progress counts as life" at work.
    */
   timeoutsAvoided = 0;
 
@@ -280,6 +281,20 @@ export class HubClient {
   /** bytes passed to the socket's send(), and whether it shows progress (docs/heartbeat.md, "Slow links") */
   private bytesSent = 0;
   private readonly progress = new OutputProgress();
+  /**
+   * Node's `ws`: the socket under the WebSocket (its "upgrade" event's
+   * response.socket), whose bytesRead shows a large message arriving; and
+   * bytesRead when the latest whole message was delivered
+   */
+  private socket: { bytesRead: number } | null = null;
+  private readAtLastMessage = 0;
+  private readonly inputProgress = new InputProgress();
+  /** bytesSent when each unanswered beat was sent, oldest first */
+  private readonly sentAtBeat = new Map<number, number>();
+  /** bytesSent when the latest answered beat was sent: its answer shows the server had everything before it */
+  private sentAtLastAnswer = 0;
+  /** when a server heartbeat arrived while we were uploading and our beat was unanswered (null: not in this wait) */
+  private serverBeatAt: number | null = null;
   private excused = false;
   // fresh tokens
   private tokenSequence = 0;
@@ -368,6 +383,13 @@ export class HubClient {
     if (ws.binaryType !== "nodebuffer") ws.binaryType = "arraybuffer";
     ws.onopen = () => this.opened();
     ws.onmessage = (event) => this.received(event.data);
+    const on = (ws as { on?: (name: string, listener: (response: { socket?: { bytesRead?: unknown } }) => void) => void }).on;
+    if (typeof on === "function") {
+      on.call(ws, "upgrade", (response) => {
+        const socket = response.socket;
+        if (socket && typeof socket.bytesRead === "number") this.socket = socket as { bytesRead: number };
+      });
+    }
     ws.onclose = (event) => this.closed(event.code, event.reason);
     ws.onerror = (event) => {
       const error = (event as { error?: unknown; message?: unknown }).error ?? event;
@@ -510,6 +532,7 @@ export class HubClient {
 
   private received(data: unknown): void {
     if (this.state === "closed") return;
+    if (this.socket) this.readAtLastMessage = this.socket.bytesRead;
     const payload = toBytes(data);
     if (payload === null) {
       this.protocolError("a text frame", CloseCode.UNSUPPORTED_DATA);
@@ -591,6 +614,7 @@ export class HubClient {
         // Answered here, from the message handler, never from a timer: a
         // throttled background tab still answers in time (engine.io#312).
         this.queue(encodeMessage([MessageKind.SERVER_HEARTBEAT_ACK, message.sequence]));
+        this.serverBeatArrived();
         if (this.options.onServerHeartbeat) {
           const event: ServerHeartbeatEvent = {
             sequence: message.sequence,
@@ -769,6 +793,8 @@ export class HubClient {
 
   private sendHeartbeat(now: number): void {
     const sequence = this.tracker.send(now);
+    this.sentAtBeat.set(sequence, this.bytesSent);
+    if (this.sentAtBeat.size > 256) this.sentAtBeat.delete(this.sentAtBeat.keys().next().value!);
     // client_time is opaque to the server: our wall clock in microseconds.
     this.queue(encodeMessage([MessageKind.CLIENT_HEARTBEAT, sequence, Math.round(now * 1000)]));
     this.log.debug(`client heartbeat ${sequence} sent`);
@@ -780,7 +806,7 @@ export class HubClient {
     const timeout = this.heartbeatTimeout();
     const oldest = this.tracker.oldestUnanswered;
     if (timeout === null || oldest === null) return;
-    const due = Math.max(oldest, this.graceFloor, this.progress.progressAt ?? -Infinity) + timeout;
+    const due = Math.max(oldest, this.graceFloor, this.progressAt() ?? -Infinity) + timeout;
     this.timeoutDue = due;
     this.timeoutTimer = this.clock.setTimeout(() => this.timeoutFired(), Math.max(0, due - this.clock.now()));
   }
@@ -797,7 +823,12 @@ export class HubClient {
     if (roundTrip === null) return; // already cleared by a newer answer
     this.graceUsed = false;
     this.excused = false;
-    if (this.tracker.pending === 0) this.progress.reset();
+    for (const [beat, sent] of this.sentAtBeat) {
+      if (beat > sequence) break;
+      if (beat === sequence) this.sentAtLastAnswer = sent;
+      this.sentAtBeat.delete(beat);
+    }
+    if (this.tracker.pending === 0) this.resetProgress();
     this.cancelTimeout();
     this.armTimeout();
     const sample = this.clockSync.add(clientTime / 1000, serverTimeUs / 1000, now);
@@ -818,18 +849,21 @@ export class HubClient {
     const startedAt = Math.max(oldest, this.graceFloor);
     if (this.options.anyTrafficCounts && this.lastReceived >= startedAt) {
       this.tracker.clear();
-      this.progress.reset();
+      this.sentAtBeat.clear();
+      this.sentAtLastAnswer = this.bytesSent;
+      this.resetProgress();
       return;
     }
     this.sampleProgress(now);
     const timeout = this.heartbeatTimeout();
-    const progressAt = this.progress.progressAt;
+    const progressAt = this.progressAt();
     if (timeout !== null && progressAt !== null && progressAt + timeout > now) {
-      // The server is still taking the data our beat waits behind: alive.
+      // The server is still taking the data our beat waits behind, or still
+      // sending the message its answer waits behind: alive.
       if (!this.excused) {
         this.excused = true;
         this.timeoutsAvoided += 1;
-        this.log.debug("heartbeat unanswered past its timeout, but the server is taking our data: kept");
+        this.log.debug("heartbeat unanswered past its timeout, but data is still moving: kept");
       }
       this.armTimeout();
       return;
@@ -865,10 +899,44 @@ export class HubClient {
     this.finish(reason);
   }
 
-  /** Sample our output into the progress rule (bufferedAmount: sent but not yet transmitted). */
+  /**
+   * Sample the connection into the progress rule: our output
+   * (bufferedAmount: sent but not yet transmitted) and, in Node's `ws`, the
+   * bytes arriving while a message is half received.
+   */
   private sampleProgress(now: number): void {
     const queued = this.ws.bufferedAmount;
     if (typeof queued === "number") this.progress.sample(now, this.bytesSent, queued);
+    const socket = this.socket;
+    if (socket) this.inputProgress.sample(now, socket.bytesRead, socket.bytesRead > this.readAtLastMessage);
+  }
+
+  /**
+   * A server heartbeat arrived.  While our beat is unanswered and we sent at
+   * least MIN_PROGRESS_BYTES between the latest answered beat and it, our beat may be waiting
+   * behind our upload in the kernel's send buffer, which no WebSocket API
+   * shows (megabytes on a fast path: bufferedAmount is only what the
+   * browser or Node still holds).  The server's beat comes the other way:
+   * it shows the server runs and reaches us, and the server itself drops us
+   * if our bytes stop arriving (docs/heartbeat.md, "Slow links").
+   */
+  private serverBeatArrived(): void {
+    const ahead = this.sentAtBeat.values().next().value;
+    if (this.tracker.oldestUnanswered !== null && ahead !== undefined && ahead - this.sentAtLastAnswer >= MIN_PROGRESS_BYTES) {
+      this.serverBeatAt = this.clock.now();
+    }
+  }
+
+  /** When a sample last showed progress, in either direction (null: not in this wait). */
+  private progressAt(): number | null {
+    const times = [this.progress.progressAt, this.inputProgress.progressAt, this.serverBeatAt].filter((t) => t !== null);
+    return times.length ? Math.max(...times) : null;
+  }
+
+  private resetProgress(): void {
+    this.progress.reset();
+    this.inputProgress.reset();
+    this.serverBeatAt = null;
   }
 
   private stopHeartbeat(): void {

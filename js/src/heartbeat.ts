@@ -124,6 +124,49 @@ export class OutputProgress {
 }
 
 /**
+ * The other half of "progress counts as life": the answer to our heartbeat
+ * waits behind the large message the server is sending us, so while more of
+ * a half-received message arrives the server is alive.  Fed, while a beat is
+ * unanswered, with the bytes read from the socket so far and whether a
+ * message is half received; the same rule as Python's
+ * `HeartbeatTracker.sample_input`.  Only Node's `ws` shows the socket:
+ * browsers show nothing of a message until it is whole.
+ */
+export class InputProgress {
+  /** bytes read at the latest sample of this wait (null: no sample yet) */
+  private received: number | null = null;
+  private receiving = false;
+  /** when a sample last showed progress, ms (null: not in this wait) */
+  progressAt: number | null = null;
+
+  /**
+   * A sample at `now`: `received` bytes read so far, `receiving` whether a
+   * message is half received.  True when one was half received at the
+   * previous sample and at least MIN_PROGRESS_BYTES arrived since.
+   */
+  sample(now: number, received: number, receiving: boolean): boolean {
+    const best = this.received;
+    const was = this.receiving;
+    this.receiving = receiving;
+    if (best === null || received > best) {
+      this.received = received;
+      if (best !== null && was && received - best >= MIN_PROGRESS_BYTES) {
+        this.progressAt = now;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Every beat is answered: the next wait's samples start afresh. */
+  reset(): void {
+    this.received = null;
+    this.receiving = false;
+    this.progressAt = null;
+  }
+}
+
+/**
  * NTP-style clock offset: keeps the lowest-round-trip sample of the last
  * `window` (queueing delay only ever adds to a round trip).
  */

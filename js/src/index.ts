@@ -29,7 +29,7 @@ export {
 } from "./errors.js";
 export { browserPage, type EventTargetLike, type PageLifecycle } from "./lifecycle.js";
 export { MAX_DEPTH, UnsendableValueError, encodeValue } from "./encode.js";
-export { ClockSync, HeartbeatTracker, MIN_PROGRESS_BYTES, OutputProgress, StallDetector, type ClockOffset } from "./heartbeat.js";
+export { ClockSync, HeartbeatTracker, InputProgress, MIN_PROGRESS_BYTES, OutputProgress, StallDetector, type ClockOffset } from "./heartbeat.js";
 export {
   BATCH_BYTES,
   BATCH_MESSAGES,

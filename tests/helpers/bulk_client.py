@@ -2,11 +2,14 @@
 A hub client process for the slow-link tests: bulk echo calls.
 
     python3 tests/helpers/bulk_client.py ws://127.0.0.1:PORT/hub/probe --calls 3 --size 900000
-        [--heartbeat INTERVAL TIMEOUT] [--asyncio] [--socket-buffer BYTES]
+        [--heartbeat INTERVAL TIMEOUT] [--asyncio] [--socket-buffer BYTES] [--in-flight N] [--wait-go]
 
 Connects (the Twisted client, or the asyncio one with --asyncio), prints
-"READY <connection id> <local port>", then makes all its echo calls at once, each with
-its own payload, and prints "RESULT <i> ok <seconds>" for each result equal
+"READY <connection id> <local port>", then makes its echo calls, each with
+its own payload, all at once or at most N at a time (--in-flight: a new one
+as each result arrives, so the results queued at the server stay within its
+outgoing budget), right away or, with --wait-go, once a line arrives on stdin
+(so that many clients start together), and prints "RESULT <i> ok <seconds>" for each result equal
 to what it sent ("RESULT <i> wrong ..." / "FAILED <i> <error>" otherwise),
 then "DONE <seconds>" and closes normally.  Whenever the connection ends it
 prints "CLOSED <kind> <message>".  Seconds count from READY.
@@ -36,6 +39,8 @@ def main() -> None:
     parser.add_argument("--heartbeat", type=float, nargs=2, metavar=("INTERVAL", "TIMEOUT"))
     parser.add_argument("--asyncio", action="store_true")
     parser.add_argument("--socket-buffer", type=int, default=0)
+    parser.add_argument("--in-flight", type=int, default=0, help="at most this many calls at once (0: all)")
+    parser.add_argument("--wait-go", action="store_true", help="start calling once a line arrives on stdin")
     args = parser.parse_args()
 
     from twisted_hub import HeartbeatPolicy, HubClientOptions
@@ -75,10 +80,20 @@ def run_twisted(args: argparse.Namespace, options: Any) -> None:
     def connected(client: Any) -> Any:
         small_buffers(client.transport.getHandle(), args.socket_buffer)
         print(f"READY {client.connection_id} {client.transport.getHost().port}", flush=True)
+        if args.wait_go:
+            from twisted.internet.threads import deferToThread
+
+            return deferToThread(sys.stdin.readline).addCallback(lambda _: calling(client))
+        return calling(client)
+
+    def calling(client: Any) -> Any:
         started = time.monotonic()
+        from twisted.internet.defer import DeferredSemaphore
+
+        slots = DeferredSemaphore(args.in_flight or args.calls)
         calls = []
         for index in range(args.calls):
-            d = client.call("echo", payload(index, args.size))
+            d = slots.run(client.call, "echo", payload(index, args.size))
             d.addCallback(lambda value, i=index: report(i, value, args.size, started)).addErrback(
                 lambda f, i=index: print(f"FAILED {i} {f.value!r}", flush=True)
             )
@@ -103,9 +118,10 @@ def run_asyncio(args: argparse.Namespace, options: Any) -> None:
 
     from twisted_hub.aio import open_client
 
-    async def one(client: Any, index: int, started: float) -> None:
+    async def one(client: Any, index: int, started: float, slots: asyncio.Semaphore) -> None:
         try:
-            value = await client.call("echo", payload(index, args.size))
+            async with slots:
+                value = await client.call("echo", payload(index, args.size))
         except Exception as e:
             print(f"FAILED {index} {e!r}", flush=True)
         else:
@@ -115,8 +131,11 @@ def run_asyncio(args: argparse.Namespace, options: Any) -> None:
         client = await open_client(args.url, options=options)
         small_buffers(client._websocket.transport.get_extra_info("socket"), args.socket_buffer)
         print(f"READY {client.connection_id} {client._websocket.local_address[1]}", flush=True)
+        if args.wait_go:
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         started = time.monotonic()
-        await asyncio.gather(*(one(client, index, started) for index in range(args.calls)))
+        slots = asyncio.Semaphore(args.in_flight or args.calls)
+        await asyncio.gather(*(one(client, index, started, slots) for index in range(args.calls)))
         print(f"DONE {time.monotonic() - started:.3f}", flush=True)
         if client.disconnect_reason is None:
             await client.disconnect()

@@ -22,6 +22,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=None)
     parser.add_argument("--timeout", type=float, default=None)
     parser.add_argument("--no-stall-grace", action="store_true")
+    parser.add_argument("--any-traffic-counts", action="store_true")
     parser.add_argument("--socket-buffer", type=int, default=0, help="SO_RCVBUF/SO_SNDBUF of every connection")
     args = parser.parse_args()
 
@@ -85,7 +86,8 @@ def main() -> None:
     policy = HeartbeatPolicy()
     if args.interval is not None:
         policy = HeartbeatPolicy(
-            enabled=True, interval=args.interval, timeout=args.timeout, stall_grace=not args.no_stall_grace
+            enabled=True, interval=args.interval, timeout=args.timeout, stall_grace=not args.no_stall_grace,
+            any_traffic_counts=args.any_traffic_counts,
         )
     factory = HubServerFactory([partial(ProbeHub, stall_after_beat)], heartbeat=policy)
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]

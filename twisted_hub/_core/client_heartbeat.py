@@ -91,10 +91,11 @@ class ClientHeartbeat:
         core = session.core
         self.stall.observe(self.next_beat_due, now)
         self.next_beat_due = now + policy.interval
+        traffic = session.io.traffic()
         if core.heartbeat.timeout_started_at is not None:
             # An earlier beat is unanswered: is the server taking our data, or sending its own?
-            core.heartbeat.sample(now, session.io.traffic())
-        sequence, _ = core.send_heartbeat(now)
+            core.heartbeat.sample(now, traffic)
+        sequence, _ = core.send_heartbeat(now, traffic.written)
         session.log.debug("client heartbeat {sequence} sent", sequence=sequence)
         session.flush()
 

@@ -453,6 +453,8 @@ class ServerConnection(Connection[T]):
         if self.state is ConnectionState.OPEN:
             self.client_heartbeats_answered += 1
             self.send_urgent(ClientHeartbeatAck(heartbeat.sequence, heartbeat.client_time, to_us(now)))
+            # The client's beat came the other way while ours may wait behind our output.
+            self.heartbeat.peer_heartbeat(now)
 
     def send_result(self, call_id: int, value: Any, own_limit: int) -> str | None:
         """
@@ -611,15 +613,16 @@ class ClientConnection(Connection[T]):
         self.send(Token(self._token_sequence, token))
         return self._token_sequence
 
-    def send_heartbeat(self, now: float) -> tuple[int, bool]:
+    def send_heartbeat(self, now: float, written: int | None = None) -> tuple[int, bool]:
         """
         Queue our own heartbeat; return (sequence, whether it started a
-        timeout).
+        timeout).  C{written}: bytes written toward the server before it
+        (L{HeartbeatTracker.sent}).
         """
         self._heartbeat_sequence += 1
         sequence = self._heartbeat_sequence
         self.send_urgent(ClientHeartbeat(sequence, to_us(now)))
-        return sequence, self.heartbeat.sent(sequence, now)
+        return sequence, self.heartbeat.sent(sequence, now, written)
 
     def _handle(self, message: Message, now: float) -> Event | None:
         if self.state is ConnectionState.HANDSHAKING:
@@ -639,6 +642,8 @@ class ClientConnection(Connection[T]):
             # so a throttled client timer cannot make the server time us out.
             if self.state is ConnectionState.OPEN:
                 self.send_urgent(ServerHeartbeatAck(message.sequence))
+                # The server's beat came the other way while ours may wait behind our upload.
+                self.heartbeat.peer_heartbeat(now)
             return ServerHeartbeatReceived(message)
         if isinstance(message, ClientHeartbeatAck):
             sample = self.clock_sync.add(message.client_time / 1e6, message.server_time_us / 1e6, now)

@@ -257,6 +257,13 @@ class ProgressSamples:
     The same holds the other way (L{sample_input}): the peer's answer waits
     behind the large message the peer is sending us; while that message is
     still coming in, the peer is alive.
+
+    And what no sample shows -- our output already acknowledged by a proxy
+    that ends the TCP connection (nginx) and held in its buffers, or sitting
+    in a socket buffer we cannot read (the kernel's, outside Linux) -- the
+    peer's own heartbeats stand in for (L{HeartbeatTracker.peer_heartbeat}): they travel the
+    other way, unhindered, while our heartbeat waits behind output we wrote
+    before it, and the peer checks its side itself.
     """
 
     __slots__ = ("progress_at", "_taken", "_backlog", "_received", "_receiving")
@@ -367,7 +374,8 @@ class HeartbeatTracker(ProgressSamples):
     """
 
     __slots__ = ("newest_sequence", "timeout_started_at", "latency", "acks", "grace_until", "grace_used",
-                 "timeouts_avoided", "_unanswered", "_answered_through", "_first_sequence", "_excused")
+                 "timeouts_avoided", "_unanswered", "_answered_through", "_first_sequence", "_excused",
+                 "_written_at", "_written_through")
 
     def __init__(self) -> None:
         super().__init__()
@@ -390,15 +398,27 @@ class HeartbeatTracker(ProgressSamples):
         self._first_sequence = 0
         # the current oldest unanswered heartbeat was already counted in timeouts_avoided
         self._excused = False
+        # bytes written toward the peer before each unanswered heartbeat (when
+        # the adapter said), and before the newest answered one
+        self._written_at: dict[int, int] = {}
+        self._written_through = 0
 
-    def sent(self, sequence: int, now: float) -> bool:
-        """Record a send; return True when it started a new timeout."""
+    def sent(self, sequence: int, now: float, written: int | None = None) -> bool:
+        """
+        Record a send; return True when it started a new timeout.
+        C{written}: the bytes written toward the peer before this heartbeat,
+        for L{peer_heartbeat} (None: not known; the peer's heartbeats then
+        never stand in for progress).
+        """
         if self.newest_sequence is None:
             self._first_sequence = sequence
         self.newest_sequence = sequence
         unanswered = self._unanswered
         unanswered.append((sequence, now))
+        if written is not None:
+            self._written_at[sequence] = written
         if len(unanswered) > MAX_REMEMBERED_HEARTBEATS:
+            self._written_at.pop(unanswered[0][0], None)
             del unanswered[0]
         if self.timeout_started_at is None:
             self.timeout_started_at = now
@@ -422,12 +442,16 @@ class HeartbeatTracker(ProgressSamples):
         unanswered = self._unanswered
         cleared = 0
         sent_at: float | None = None
+        written_at = self._written_at
         for seq, at in unanswered:
             if seq > sequence:
                 break
             cleared += 1
             if seq == sequence:
                 sent_at = at
+            written = written_at.pop(seq, None)
+            if written is not None:
+                self._written_through = max(self._written_through, written)
         if cleared:
             del unanswered[:cleared]
         self.timeout_started_at = unanswered[0][1] if unanswered else None
@@ -448,10 +472,13 @@ class HeartbeatTracker(ProgressSamples):
         """
         unanswered = self._unanswered
         cleared = 0
-        for _, sent_at in unanswered:
+        for sequence, sent_at in unanswered:
             if sent_at > at:
                 break
             cleared += 1
+            written = self._written_at.pop(sequence, None)
+            if written is not None:
+                self._written_through = max(self._written_through, written)
         if cleared:
             del unanswered[:cleared]
         if self.timeout_started_at is not None and self.timeout_started_at <= at:
@@ -460,6 +487,28 @@ class HeartbeatTracker(ProgressSamples):
             self._excused = False
             if not unanswered:
                 self._forget_samples()
+
+    def peer_heartbeat(self, now: float) -> bool:
+        """
+        The peer's own heartbeat arrived at C{now}.  Return True, and make
+        C{now} the latest progress (L{progress_at}), when our oldest
+        unanswered heartbeat was written after at least
+        L{MIN_PROGRESS_BYTES} more output than the newest answered one: our
+        heartbeat may be waiting behind that output in buffers no sample
+        sees (a proxy's, a kernel's we cannot read), while the peer's
+        heartbeat, travelling the other way, shows the peer runs and reaches
+        us.  The peer checks on its side that our data keeps arriving.
+        Without such output a peer's heartbeats never excuse an unanswered
+        one of ours (nothing can be holding ours up).
+        """
+        unanswered = self._unanswered
+        if not unanswered:
+            return False
+        written = self._written_at.get(unanswered[0][0])
+        if written is None or written - self._written_through < MIN_PROGRESS_BYTES:
+            return False
+        self.progress_at = now
+        return True
 
     def deadline(self, timeout: float | None) -> float | None:
         """When the peer is declared gone unless an answer comes (None: never)."""
@@ -520,6 +569,7 @@ class HeartbeatTracker(ProgressSamples):
         self.newest_sequence = None
         self._answered_through = None
         self._unanswered.clear()
+        self._written_at.clear()
         self.grace_until = 0.0
         self.grace_used = False
         self._excused = False

@@ -87,6 +87,11 @@ class HeartbeatMembership:
     def last_received(self) -> float:
         return self._session.core.last_received
 
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes written toward the client so far (the tick's L{HeartbeatTracker.sent} records it per beat)."""
+        return self._session.output.bytes_sent
+
     def sample_progress(self, now: float) -> None:
         """
         Tell the heartbeat tracker how much of our output the client has

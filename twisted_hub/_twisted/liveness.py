@@ -77,6 +77,10 @@ class HeartbeatMember(Protocol):
     def sample_progress(self, now: float) -> None:
         """Sample the data moving to and from the client into the tracker (L{HeartbeatTracker.sample_output})."""
 
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes written toward the client so far (L{HeartbeatTracker.sent})."""
+
     def heartbeat_timed_out(self) -> None: ...
 
 
@@ -163,7 +167,7 @@ class ServerHeartbeatScheduler:
                 if prepared is None:
                     prepared = self._prepare(encode(ServerHeartbeat(sequence, to_us(now), self._metadata())))
                 member.send_heartbeat(prepared)
-            member.heartbeat_tracker.sent(sequence, now)
+            member.heartbeat_tracker.sent(sequence, now, member.bytes_sent)
         self.log.debug(
             "heartbeat {sequence} sent to {count} connections; {acknowledged} answers since the last one",
             sequence=sequence, count=len(self.members), acknowledged=self.acknowledged,

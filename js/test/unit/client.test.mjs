@@ -444,6 +444,146 @@ test("progress counts as life: once the upload stops moving the server is droppe
   assert.ok(elapsed > 6_300 && elapsed <= 6_300 + 1000 + 3000, `dropped at ${elapsed} ms`);
 });
 
+/** Node's `ws`, as far as the client sees it: an EventEmitter whose "upgrade" event gives the socket. */
+class FakeNodeWebSocket extends FakeWebSocket {
+  on(name, listener) {
+    if (name === "upgrade") this.upgradeListener = listener;
+  }
+  /** The handshake's response arrived on `socket` (before "open", as in `ws`). */
+  upgrade(socket) {
+    this.upgradeListener?.({ socket });
+  }
+}
+
+/**
+ * A client beating 1 s / 3 s downloading three 900,000-byte results through
+ * a link passing `rate` bytes/s until `stopsAt` ms (then nothing), on Node's
+ * `ws`: the fake socket (from the "upgrade" event) counts the bytes read, a
+ * result is delivered once all its bytes arrived, and the answers to our
+ * beats wait behind the results.  `upgrade: false` plays a browser (no socket
+ * to read).  Returns when the client gave up or `until` passed.
+ */
+async function downloadThroughSlowLink(stopsAt, { until = 30_000, rate = 200_000, upgrade = true } = {}) {
+  const size = 900_000;
+  const WebSocket = upgrade ? FakeNodeWebSocket : FakeWebSocket;
+  const ready = connect("ws://127.0.0.1:1/hub", "chat", options({ WebSocket, heartbeatInterval: 1000, heartbeatTimeout: 3000 }));
+  const ws = FakeWebSocket.latest();
+  let start = clock.now();
+  const socket = { get bytesRead() { return Math.floor((rate * Math.max(0, Math.min(clock.now(), start + stopsAt) - start)) / 1000); } };
+  if (upgrade) ws.upgrade(socket);
+  ws.open();
+  ws.welcome({ caps: ["heartbeat", "batch"], id: "c-1", max: 4 * 1048576 });
+  const client = await ready;
+  start = clock.now();
+  const results = [];
+  for (let i = 0; i < 3; i++) client.call("download", i).then((value) => results.push(value.length), () => {});
+  await settle();
+  let delivered = 0;
+  for (let t = 0; t < until && client.isConnected; t += 10) {
+    clock.advance(10);
+    if (delivered < 3 && socket.bytesRead >= (delivered + 1) * size) {
+      delivered += 1;
+      ws.deliver([4, delivered, new Uint8Array(size)]);
+    }
+    await settle();
+  }
+  await settle();
+  return { client, ws, results, elapsed: clock.now() - start };
+}
+
+test("progress counts as life, in Node's ws: a server still sending the message our answer waits behind is kept", async () => {
+  // 13.5 s of download, each result 4.5 s long: every beat's answer waits behind one (the old rule: dropped at 4 s).
+  const { client, ws, results } = await downloadThroughSlowLink(Infinity, { until: 13_600 });
+  assert.deepEqual(results, [900_000, 900_000, 900_000]);
+  assert.equal(client.isConnected, true);
+  assert.ok(client.timeoutsAvoided >= 1);
+  const beat = ws.messages().filter((m) => m[0] === 11).at(-1);
+  ws.deliver([12, beat[1], beat[2], clock.now() * 1000]);
+  await settle();
+  assert.ok(client.roundTrip > 0);
+});
+
+test("progress counts as life, in Node's ws: once the download stops moving the server is dropped within interval + timeout", async () => {
+  const { client, results, elapsed } = await downloadThroughSlowLink(6_300);
+  assert.deepEqual(results, [900_000]);
+  assert.equal(client.isConnected, false);
+  assert.equal(client.disconnectReason.kind, "timed-out");
+  assert.ok(elapsed > 6_300 && elapsed <= 6_300 + 1000 + 3000, `dropped at ${elapsed} ms`);
+});
+
+test("progress counts as life: without a socket to read (a browser) a half-received message is not seen", async () => {
+  const { client, elapsed } = await downloadThroughSlowLink(Infinity, { upgrade: false });
+  assert.equal(client.disconnectReason.kind, "timed-out");
+  assert.ok(elapsed <= 1000 + 3000 + 10, `dropped at ${elapsed} ms`);
+});
+
+test("progress counts as life, in Node's ws: small whole messages arriving are no progress (a server that never answers is dropped)", async () => {
+  const ready = connect("ws://127.0.0.1:1/hub", "chat", options({ WebSocket: FakeNodeWebSocket, heartbeatInterval: 1000, heartbeatTimeout: 3000 }));
+  const ws = FakeWebSocket.latest();
+  let read = 0;
+  ws.upgrade({ get bytesRead() { return read; } });
+  ws.open();
+  ws.welcome();
+  const client = await ready;
+  const start = clock.now();
+  // 5 KB of whole receiver calls every 100 ms, each read as it is delivered; no answer to any beat.
+  for (let t = 0; t < 10_000 && client.isConnected; t += 100) {
+    clock.advance(100);
+    read += 5_000;
+    ws.deliver([6, "news", ["x".repeat(4_990)]]);
+    await settle();
+  }
+  assert.equal(client.disconnectReason?.kind, "timed-out");
+  assert.ok(clock.now() - start <= 1000 + 3000 + 100, `dropped at ${clock.now() - start} ms`);
+});
+
+/**
+ * A client beating 1 s / 3 s that hands 3 MB to a socket whose kernel took it
+ * all (bufferedAmount 0: nothing to see), or sends nothing (`upload: false`);
+ * the server's own heartbeats arrive every second until `beatsStopAt` ms, and
+ * our beats are never answered.  Returns when the client gave up or 20 s passed.
+ */
+async function serverBeatsWhileUploading(beatsStopAt, { upload = true } = {}) {
+  const { client } = await connected({ heartbeatInterval: 1000, heartbeatTimeout: 3000 });
+  const ws = FakeWebSocket.latest();
+  Object.defineProperty(ws, "bufferedAmount", { get: () => 0 });
+  const start = clock.now();
+  // Beat 1 goes out before the upload, its answer comes after the upload was handed over:
+  // the upload is still ahead of every later beat.
+  clock.advance(1000);
+  await settle();
+  const [first] = ws.takeMessages().filter((m) => m[0] === 11);
+  if (upload) for (let i = 0; i < 3; i++) client.call("upload", new Uint8Array(1_000_000)).catch(() => {});
+  await settle();
+  ws.deliver([12, first[1], first[2], clock.now() * 1000]);
+  await settle();
+  for (let t = 1010; t <= 20_000 && client.isConnected; t += 10) {
+    clock.advance(10);
+    if (t % 1000 === 0 && t < beatsStopAt) ws.deliver([9, t / 1000, 1, null]);
+    await settle();
+  }
+  return { client, elapsed: clock.now() - start };
+}
+
+test("progress counts as life: server heartbeats arriving while our upload sits in the kernel keep the server", async () => {
+  const { client, elapsed } = await serverBeatsWhileUploading(Infinity);
+  assert.equal(elapsed, 20_000);
+  assert.equal(client.isConnected, true);
+  assert.equal(client.timeoutsAvoided, 1);
+});
+
+test("progress counts as life: once the server's heartbeats stop, the uploading client drops it within interval + timeout", async () => {
+  const { client, elapsed } = await serverBeatsWhileUploading(8_500);
+  assert.equal(client.disconnectReason.kind, "timed-out");
+  assert.ok(elapsed > 8_000 && elapsed <= 8_000 + 1000 + 3000, `dropped at ${elapsed} ms`);
+});
+
+test("progress counts as life: server heartbeats do not excuse unanswered beats when we are not uploading", async () => {
+  const { client, elapsed } = await serverBeatsWhileUploading(Infinity, { upload: false });
+  assert.equal(client.disconnectReason.kind, "timed-out");
+  assert.ok(elapsed <= 2000 + 3000 + 10, `dropped at ${elapsed} ms`);
+});
+
 test("stall awareness: a timeout that fires late after our loop was blocked gets one more exchange", async () => {
   const { client, ws } = await connected({ heartbeatInterval: 1000, heartbeatTimeout: 2000 });
   clock.advance(1000); // beat 1 sent

@@ -1,7 +1,7 @@
 // The sans-IO heartbeat bookkeeping, with explicit times.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ClockSync, HeartbeatTracker, MIN_PROGRESS_BYTES, OutputProgress, StallDetector } from "../../dist/index.js";
+import { ClockSync, HeartbeatTracker, InputProgress, MIN_PROGRESS_BYTES, OutputProgress, StallDetector } from "../../dist/index.js";
 
 test("an answer to beat k clears every beat <= k; the timeout then runs from the oldest still unanswered", () => {
   const tracker = new HeartbeatTracker();
@@ -59,4 +59,17 @@ test("output progress: a backlog of at least 4 KiB that shrinks is progress; byt
   assert.equal(progress.sample(5000, 1_030, 0), false);
   progress.sample(6000, 1_030 + MIN_PROGRESS_BYTES, MIN_PROGRESS_BYTES);
   assert.equal(progress.sample(7000, 1_030 + MIN_PROGRESS_BYTES, 0), true);
+});
+
+test("input progress: at least 4 KiB more of a message half received at the previous sample is progress; whole messages and a trickle are not", () => {
+  const progress = new InputProgress();
+  assert.equal(progress.sample(1000, 100_000, true), false, "the first sample is a baseline");
+  assert.equal(progress.sample(2000, 300_000, true), true);
+  assert.equal(progress.progressAt, 2000);
+  assert.equal(progress.sample(3000, 300_000 + MIN_PROGRESS_BYTES - 1, true), false, "a trickle");
+  assert.equal(progress.sample(4000, 500_000, false), true, "the message completed after more of it arrived");
+  assert.equal(progress.sample(5000, 700_000, false), false, "nothing was half received at the previous sample");
+  progress.reset();
+  assert.equal(progress.progressAt, null);
+  assert.equal(progress.sample(6000, 900_000, true), false, "a new wait starts with a baseline");
 });
