@@ -27,6 +27,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import task
 from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 
 from ._nginx import NginxProcess, start_nginx
 from ._processes import ROOT, ScriptProcess, spawn_script
@@ -97,7 +98,8 @@ def client(kind: str, url: str, calls: int, size: int, *extra: str, beats: bool 
 
 async def ready(process: ScriptProcess) -> tuple[str, int]:
     """The client's connection id and local port, once it is connected."""
-    line: str = await process.wait_for_line("READY ").addTimeout(30, reactor())
+    # Twenty-odd processes (two Chromiums among them) start at once: 60 s, for a loaded machine.
+    line: str = await process.wait_for_line("READY ").addTimeout(60, reactor())
     _, connection_id, port = line.split()
     return connection_id, int(port)
 
@@ -222,7 +224,10 @@ async def test_slow_links_every_client_kind(route: list[NginxProcess] | None) ->
                 )
         everyone = scenarios + frozen_clients + to_frozen_server
         for scenario in everyone:
-            scenario.connection_id, scenario.port = await ready(scenario.process)
+            try:
+                scenario.connection_id, scenario.port = await ready(scenario.process)
+            except DeferredTimeout as e:
+                raise AssertionError(f"{scenario.name} never connected: {scenario.process.lines[-5:]}") from e
         # Every client is connected (the start-up of twenty processes is over): all start at once.
         for scenario in everyone:
             assert scenario.process.transport is not None
