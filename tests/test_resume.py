@@ -1,0 +1,403 @@
+"""
+Tests for the pure units of session resumption (L{twisted_hub._resume}):
+the replay buffer, the receive window, the call deduplicator and the
+session token.  Time is passed in; nothing here waits.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_hub._resume import (
+    DEFAULT_BUFFER_BYTES,
+    DEFAULT_WINDOW,
+    ENTRY_OVERHEAD,
+    TOKEN_BYTES,
+    CallDeduplicator,
+    ReceiveWindow,
+    ReplayBuffer,
+    ResumePolicy,
+    ResumeRefusedError,
+    SessionToken,
+    Verdict,
+    check_resume,
+)
+from twisted_hub._wire import ProtocolError, ResumeReason
+
+
+def _message(n: int, size: int = 10) -> bytes:
+    return n.to_bytes(4, "big") + b"x" * (size - 4)
+
+
+class ReplayBufferTests(SynchronousTestCase):
+    """Numbering, acknowledgement, bounds and replay of what a side sends."""
+
+    def test_numbersFromOne(self) -> None:
+        """Each appended message gets the next number, starting at 1."""
+        buffer = ReplayBuffer()
+        self.assertEqual([buffer.append(_message(i), 0.0) for i in range(3)], [1, 2, 3])
+        self.assertEqual(buffer.last_sent, 3)
+        self.assertEqual(len(buffer), 3)
+        self.assertEqual(buffer.size, 3 * (10 + ENTRY_OVERHEAD))
+
+    def test_ackDropsCovered(self) -> None:
+        """An acknowledgement drops every message up to it, and its bytes."""
+        buffer = ReplayBuffer()
+        for i in range(5):
+            buffer.append(_message(i), 0.0)
+        buffer.ack(3)
+        self.assertEqual(len(buffer), 2)
+        self.assertEqual(buffer.size, 2 * (10 + ENTRY_OVERHEAD))
+        self.assertEqual(buffer.replay(3, 0.0), [_message(3), _message(4)])
+        buffer.ack(5)
+        self.assertEqual((len(buffer), buffer.size), (0, 0))
+
+    def test_ackBeyondSentIsProtocolError(self) -> None:
+        """A peer that acknowledges a message never sent breaks the protocol."""
+        buffer = ReplayBuffer()
+        buffer.append(b"a", 0.0)
+        with self.assertRaises(ProtocolError) as caught:
+            buffer.ack(2)
+        self.assertIn("only 1 were sent", str(caught.exception))
+
+    def test_ackBackwardsIsProtocolError(self) -> None:
+        """Acknowledgements never go back; a repeated one is fine."""
+        buffer = ReplayBuffer()
+        for i in range(3):
+            buffer.append(_message(i), 0.0)
+        buffer.ack(2)
+        buffer.ack(2)
+        with self.assertRaises(ProtocolError):
+            buffer.ack(1)
+        self.assertEqual(buffer.acked, 2)
+
+    def test_replayFromAPoint(self) -> None:
+        """Replay gives what the peer lacks, in order, and keeps it until acknowledged."""
+        buffer = ReplayBuffer()
+        for i in range(1, 6):
+            buffer.append(_message(i), float(i))
+        self.assertEqual(buffer.replay(2, 6.0), [_message(3), _message(4), _message(5)])
+        self.assertEqual(buffer.replay(2, 6.0), [_message(3), _message(4), _message(5)])
+        self.assertEqual(buffer.replay(5, 6.0), [])
+
+    def test_overflowOnlyMattersIfNeeded(self) -> None:
+        """Past the byte bound the oldest go; a peer that had them resumes, one that lacked them is refused."""
+        per = 10 + ENTRY_OVERHEAD
+        buffer = ReplayBuffer(max_bytes=3 * per)
+        for i in range(1, 6):
+            buffer.append(_message(i), 0.0)
+        self.assertEqual(len(buffer), 3)
+        self.assertLessEqual(buffer.size, 3 * per)
+        with self.assertRaises(ResumeRefusedError) as caught:
+            buffer.replay(1, 0.0)
+        self.assertEqual(caught.exception.reason, ResumeReason.BUFFER_OVERFLOWED)
+        self.assertIn("message 2 was dropped", str(caught.exception))
+        self.assertEqual(buffer.replay(2, 0.0), [_message(3), _message(4), _message(5)])
+
+    def test_messageLargerThanBuffer(self) -> None:
+        """A message larger than the buffer is numbered, not kept, and everything before it goes too."""
+        buffer = ReplayBuffer(max_bytes=200)
+        buffer.append(_message(1), 0.0)
+        self.assertEqual(buffer.append(b"x" * 500, 0.0), 2)
+        self.assertEqual(buffer.append(_message(3), 0.0), 3)
+        self.assertEqual(len(buffer), 1)
+        with self.assertRaises(ResumeRefusedError) as caught:
+            buffer.replay(1, 0.0)
+        self.assertEqual(caught.exception.reason, ResumeReason.BUFFER_OVERFLOWED)
+        self.assertEqual(buffer.replay(2, 0.0), [_message(3)])
+
+    def test_ageBound(self) -> None:
+        """Messages older than max_age go; a peer that lacked them is refused with window-expired."""
+        buffer = ReplayBuffer(max_age=10.0)
+        buffer.append(_message(1), 0.0)
+        buffer.append(_message(2), 5.0)
+        self.assertEqual(buffer.expire(9.999), 0)
+        self.assertEqual(buffer.expire(10.0), 1)
+        self.assertEqual(len(buffer), 1)
+        with self.assertRaises(ResumeRefusedError) as caught:
+            buffer.replay(0, 10.0)
+        self.assertEqual(caught.exception.reason, ResumeReason.WINDOW_EXPIRED)
+        self.assertEqual(buffer.replay(1, 12.0), [_message(2)])
+        with self.assertRaises(ResumeRefusedError):
+            buffer.replay(1, 15.0)
+
+    def test_firstDropReasonReported(self) -> None:
+        """When both bounds dropped messages, the reason of the first one the peer lacks is reported."""
+        per = 10 + ENTRY_OVERHEAD
+        buffer = ReplayBuffer(max_bytes=2 * per, max_age=10.0)
+        buffer.append(_message(1), 0.0)
+        buffer.expire(10.0)  # 1 expired
+        for i in range(2, 5):
+            buffer.append(_message(i), 11.0)  # 2 overflowed
+        with self.assertRaises(ResumeRefusedError) as caught:
+            buffer.replay(0, 11.0)
+        self.assertEqual(caught.exception.reason, ResumeReason.WINDOW_EXPIRED)
+        with self.assertRaises(ResumeRefusedError) as caught:
+            buffer.replay(1, 11.0)
+        self.assertEqual(caught.exception.reason, ResumeReason.BUFFER_OVERFLOWED)
+        self.assertEqual(buffer.replay(2, 11.0), [_message(3), _message(4)])
+
+    def test_alternatingDropsStayBounded(self) -> None:
+        """Drops alternating between the two reasons without acks keep a short record."""
+        buffer = ReplayBuffer(max_bytes=2 * (10 + ENTRY_OVERHEAD), max_age=1.0)
+        now = 0.0
+        for i in range(1, 200):
+            for _ in range(3):
+                buffer.append(_message(i), now)
+            now += 2.0
+            buffer.expire(now)
+        self.assertLessEqual(len(buffer._dropped), 8)
+        with self.assertRaises(ResumeRefusedError):
+            buffer.replay(0, now)
+
+    def test_badBounds(self) -> None:
+        with self.assertRaises(ValueError):
+            ReplayBuffer(max_bytes=0)
+        with self.assertRaises(ValueError):
+            ReplayBuffer(max_age=0)
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        sizes=st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=60),
+        cap=st.integers(min_value=60, max_value=2000),
+        received=st.integers(min_value=0, max_value=60),
+    )
+    def test_replayIsExactlyTheMissingSuffix(self, sizes: list[int], cap: int, received: int) -> None:
+        """
+        Whatever the sizes and bound: the buffer never holds more than its
+        bound, and a replay either gives exactly the messages after the
+        peer's point, in order, or is refused because one of them was dropped.
+        """
+        buffer = ReplayBuffer(max_bytes=cap)
+        sent = []
+        for n, size in enumerate(sizes, start=1):
+            data = n.to_bytes(2, "big") + b"." * size
+            sent.append(data)
+            self.assertEqual(buffer.append(data, 0.0), n)
+            self.assertLessEqual(buffer.size, cap)
+        received = min(received, len(sent))
+        try:
+            replayed = buffer.replay(received, 0.0)
+        except ResumeRefusedError as e:
+            self.assertEqual(e.reason, ResumeReason.BUFFER_OVERFLOWED)
+            # something after the peer's point is really missing
+            self.assertLess(len(buffer) + received, len(sent))
+        else:
+            self.assertEqual(replayed, sent[received:])
+
+
+class ReceiveWindowTests(SynchronousTestCase):
+    """Counting what arrives, duplicates, gaps and when to acknowledge."""
+
+    def test_receiveCounts(self) -> None:
+        window = ReceiveWindow()
+        self.assertEqual([window.receive() for _ in range(3)], [1, 2, 3])
+        self.assertEqual(window.received, 3)
+
+    def test_acceptInOrderDuplicateGap(self) -> None:
+        """The next number is handled, an old one is a duplicate, a later one is a gap."""
+        window = ReceiveWindow()
+        self.assertTrue(window.accept(1))
+        self.assertTrue(window.accept(2))
+        self.assertFalse(window.accept(2))
+        self.assertFalse(window.accept(1))
+        with self.assertRaises(ProtocolError) as caught:
+            window.accept(5)
+        self.assertIn("messages 3..4 are missing", str(caught.exception))
+        self.assertEqual(window.received, 2)
+        with self.assertRaises(ProtocolError):
+            window.accept(0)
+
+    def test_ackDue(self) -> None:
+        """An ACK is due after ack_every unacknowledged messages; acknowledging resets the count."""
+        window = ReceiveWindow(ack_every=3)
+        window.receive()
+        window.receive()
+        self.assertFalse(window.ack_due())
+        window.receive()
+        self.assertTrue(window.ack_due())
+        self.assertEqual(window.acknowledge(), 3)
+        self.assertEqual(window.unacknowledged, 0)
+        self.assertFalse(window.ack_due())
+        window.rewind_acknowledged()
+        self.assertEqual(window.unacknowledged, 3)
+        with self.assertRaises(ValueError):
+            ReceiveWindow(ack_every=0)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.integers(min_value=1, max_value=40), max_size=80))
+    def test_deliversEachOnceInOrder(self, numbers: list[int]) -> None:
+        """Any stream of numbers: what is handled is 1, 2, 3... once each; a gap raises and changes nothing."""
+        window = ReceiveWindow()
+        handled = []
+        for n in numbers:
+            before = window.received
+            try:
+                if window.accept(n):
+                    handled.append(n)
+            except ProtocolError:
+                self.assertGreater(n, before + 1)
+                self.assertEqual(window.received, before)
+        self.assertEqual(handled, list(range(1, len(handled) + 1)))
+        self.assertEqual(window.received, len(handled))
+
+
+class CallDeduplicatorTests(SynchronousTestCase):
+    """A call sent again never runs twice."""
+
+    def test_newRunningSettled(self) -> None:
+        calls = CallDeduplicator()
+        self.assertEqual(calls.begin(1, 0.0).verdict, Verdict.NEW)
+        self.assertEqual(calls.begin(1, 0.0).verdict, Verdict.RUNNING)
+        calls.settle(1, b"answer-1", 1.0)
+        seen = calls.begin(1, 2.0)
+        self.assertEqual((seen.verdict, seen.answer), (Verdict.SETTLED, b"answer-1"))
+        self.assertEqual(len(calls), 1)
+
+    def test_settleUnknownRaises(self) -> None:
+        """Settling a call that is not running is the caller's bug, and says so."""
+        with self.assertRaises(KeyError):
+            CallDeduplicator().settle(7, b"", 0.0)
+
+    def test_ageBoundForgets(self) -> None:
+        """Answers are kept max_age; after that a repeat is FORGOTTEN, never run again."""
+        calls = CallDeduplicator(max_age=10.0)
+        calls.begin(1, 0.0)
+        calls.settle(1, b"a", 0.0)
+        self.assertEqual(calls.begin(1, 9.9).verdict, Verdict.SETTLED)
+        self.assertEqual(calls.begin(1, 10.0).verdict, Verdict.FORGOTTEN)
+        self.assertEqual(calls.begin(2, 10.0).verdict, Verdict.NEW)
+
+    def test_countBoundForgetsOldest(self) -> None:
+        """At most max_calls answers are kept, the oldest go first."""
+        calls = CallDeduplicator(max_calls=2)
+        for call_id in (1, 2, 3):
+            calls.begin(call_id, 0.0)
+            calls.settle(call_id, b"a%d" % call_id, 0.0)
+        self.assertEqual(calls.begin(1, 0.0).verdict, Verdict.FORGOTTEN)
+        self.assertEqual(calls.begin(2, 0.0).answer, b"a2")
+        self.assertEqual(calls.begin(3, 0.0).answer, b"a3")
+        self.assertEqual(calls.forgotten_through, 1)
+
+    def test_runningNeverEvicted(self) -> None:
+        """A call still running is not forgotten by the count bound."""
+        calls = CallDeduplicator(max_calls=1)
+        calls.begin(1, 0.0)
+        for call_id in (2, 3):
+            calls.begin(call_id, 0.0)
+            calls.settle(call_id, b"", 0.0)
+        self.assertEqual(calls.begin(1, 0.0).verdict, Verdict.RUNNING)
+        calls.abandon(1)
+        self.assertEqual(calls.begin(1, 0.0).verdict, Verdict.FORGOTTEN)
+
+    def test_badBounds(self) -> None:
+        with self.assertRaises(ValueError):
+            CallDeduplicator(max_calls=0)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.integers(min_value=1, max_value=30), max_size=120), st.integers(min_value=1, max_value=8))
+    def test_neverRunsTwice(self, arrivals: list[int], max_calls: int) -> None:
+        """Whatever arrives (repeats in any order), each call id runs at most once, and memory stays bounded."""
+        calls = CallDeduplicator(max_calls=max_calls)
+        ran: list[int] = []
+        for call_id in arrivals:
+            if calls.begin(call_id, 0.0).verdict == Verdict.NEW:
+                ran.append(call_id)
+                calls.settle(call_id, b"r", 0.0)
+            self.assertLessEqual(len(calls), max_calls)
+        self.assertEqual(len(ran), len(set(ran)))
+
+
+class SessionTokenTests(SynchronousTestCase):
+    """Unguessable, checked in constant time, rotated, never shown."""
+
+    def test_issueAndMatch(self) -> None:
+        epoch = SessionToken.new_epoch()
+        record, token = SessionToken.issue(epoch)
+        self.assertEqual(len(token), TOKEN_BYTES)
+        self.assertTrue(record.matches(token))
+        self.assertFalse(record.matches(token[:-1] + bytes([token[-1] ^ 1])))
+        self.assertFalse(record.matches(token[:-1]))
+        self.assertEqual(SessionToken.parse(token)[0], epoch)
+
+    def test_secretsDiffer(self) -> None:
+        """Two sessions never share an id or a secret (128 random bits each)."""
+        epoch = SessionToken.new_epoch()
+        tokens = {SessionToken.issue(epoch)[1] for _ in range(200)}
+        self.assertEqual(len(tokens), 200)
+        self.assertEqual(len({t[16:] for t in tokens}), 200)
+
+    def test_rotationRefusesOldToken(self) -> None:
+        """After a rotation the new token matches and the old one does not."""
+        record, old = SessionToken.issue(SessionToken.new_epoch())
+        new = record.rotate()
+        self.assertNotEqual(old, new)
+        self.assertEqual(old[:16], new[:16])
+        self.assertTrue(record.matches(new))
+        self.assertFalse(record.matches(old))
+
+    def test_neverShown(self) -> None:
+        """Neither the token nor the secret appears in repr/str; only the session id."""
+        record, token = SessionToken.issue(SessionToken.new_epoch())
+        for text in (repr(record), str(record)):
+            self.assertNotIn(token.hex(), text)
+            self.assertNotIn(token[16:].hex(), text)
+            self.assertNotIn(record.digest.hex(), text)
+            self.assertIn(record.session_id.hex(), text)
+
+    def test_parseRefusesOtherLayouts(self) -> None:
+        with self.assertRaises(ResumeRefusedError) as caught:
+            SessionToken.parse(b"x" * 16)
+        self.assertEqual(caught.exception.reason, ResumeReason.TOKEN_INVALID)
+        with self.assertRaises(ValueError):
+            SessionToken(b"e", b"s", b"d")
+
+    def test_checkResumeReasons(self) -> None:
+        """Each refusal reason, in the documented order, and a pass."""
+        epoch = SessionToken.new_epoch()
+        record, token = SessionToken.issue(epoch)
+        check_resume(record, token, epoch, shared=True)
+
+        def reason(*args: object, **kwargs: object) -> str:
+            with self.assertRaises(ResumeRefusedError) as caught:
+                check_resume(*args, **kwargs)  # type: ignore[arg-type]
+            return caught.exception.reason
+
+        other = bytes(b ^ 0xFF for b in epoch)
+        self.assertEqual(reason(record, b"short" * 4, epoch, shared=True), ResumeReason.TOKEN_INVALID)
+        self.assertEqual(reason(record, token, other, shared=True), ResumeReason.BACKPLANE_STATE_LOST)
+        self.assertEqual(reason(record, token, other, shared=False), ResumeReason.SESSION_UNKNOWN)
+        self.assertEqual(reason(record, token, epoch, shared=True, expired=True), ResumeReason.WINDOW_EXPIRED)
+        self.assertEqual(reason(None, token, epoch, shared=True), ResumeReason.SESSION_UNKNOWN)
+        old = token
+        record.rotate()
+        self.assertEqual(reason(record, old, epoch, shared=True), ResumeReason.TOKEN_INVALID)
+
+
+class PolicyTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        policy = ResumePolicy()
+        self.assertEqual((policy.window, policy.buffer_bytes), (DEFAULT_WINDOW, DEFAULT_BUFFER_BYTES))
+        self.assertEqual((DEFAULT_WINDOW, DEFAULT_BUFFER_BYTES), (120.0, 1024 * 1024))
+
+    def test_refusesNonsense(self) -> None:
+        for kwargs in ({"window": 0}, {"buffer_bytes": 0}, {"ack_every": 0}, {"max_calls": 0}):
+            with self.assertRaises(ValueError, msg=repr(kwargs)):
+                ResumePolicy(**kwargs)  # type: ignore[arg-type]
+
+
+class LayerTests(SynchronousTestCase):
+    def test_importsNoTwisted(self) -> None:
+        """The module is sans-IO: importing it loads no Twisted, autobahn or zope."""
+        code = (
+            "import sys, twisted_hub._resume\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('twisted', 'autobahn', 'zope', 'txredisapi')]\n"
+            "print(','.join(sorted(bad)))"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+        self.assertEqual(out.stdout.strip(), "")
