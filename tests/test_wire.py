@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub._wire import (
     SUBPROTOCOL,
+    Ack,
     ClientHeartbeat,
     ClientHeartbeatAck,
     ClientInvoke,
@@ -23,7 +24,6 @@ from twisted_hub._wire import (
     CloseCode,
     Error,
     Hello,
-    Ack,
     Invoke,
     Message,
     MessageKind,
