@@ -38,6 +38,7 @@ export {
   MAX_MESSAGES_PER_FRAME,
   MessageKind,
   ProtocolError,
+  ResumeReason,
   SUBPROTOCOL,
   TooManyMessagesError,
   decodeFrame,
