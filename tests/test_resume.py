@@ -401,3 +401,40 @@ class LayerTests(SynchronousTestCase):
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
         self.assertEqual(out.stdout.strip(), "")
+
+
+class DocumentTests(SynchronousTestCase):
+    """docs/resumption.md states the defaults the code has, and names files that exist."""
+
+    def setUp(self) -> None:
+        from pathlib import Path
+
+        self.root = Path(__file__).resolve().parent.parent
+        self.text = (self.root / "docs" / "resumption.md").read_text(encoding="utf-8")
+
+    def test_knobDefaults(self) -> None:
+        """Each knob row's default is ResumePolicy's."""
+        import re
+
+        rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `(\w+)` \| ([^|]+) \|", self.text, re.M)}
+        policy = ResumePolicy()
+        self.assertEqual(rows["window"].strip(), f"{policy.window:g} s")
+        self.assertEqual(rows["buffer_bytes"].split()[0:2], [f"{policy.buffer_bytes // (1024 * 1024)}", "MiB"])
+        self.assertEqual(rows["ack_every"].strip(), f"{policy.ack_every} messages")
+        self.assertEqual(rows["max_calls"].split()[0], f"{policy.max_calls:,}")
+        self.assertIn(f"{ENTRY_OVERHEAD} bytes each", self.text)
+
+    def test_builtPartsExist(self) -> None:
+        """Every file the "built" rows name exists; nothing claims the sessions do it already."""
+        import re
+
+        table = self.text.split("## What is built", 1)[1].split("\n## ", 1)[0]
+        built = [line for line in table.splitlines() if "| **built**" in line]
+        self.assertGreaterEqual(len(built), 4)
+        for line in built:
+            for path in re.findall(r"`((?:twisted_hub|js|tests|docs)/[\w/.-]+)`", line):
+                self.assertTrue((self.root / path).exists(), path)
+        self.assertIn("Nothing on this page is switched on", self.text)
+        from twisted_hub._wire import CAP_RESUME, OUR_CAPABILITIES
+
+        self.assertNotIn(CAP_RESUME, OUR_CAPABILITIES)
