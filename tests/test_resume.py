@@ -15,6 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub._resume import (
     DEFAULT_BUFFER_BYTES,
+    ClientResumeState,
+    SessionRegistry,
     DEFAULT_WINDOW,
     ENTRY_OVERHEAD,
     TOKEN_BYTES,
@@ -27,7 +29,7 @@ from twisted_hub._resume import (
     Verdict,
     check_resume,
 )
-from twisted_hub._wire import ProtocolError, ResumeReason
+from twisted_hub._wire import ProtocolError, Resume, ResumeReason, ResumeRefused, SessionGrant, decode_frame, encode
 
 
 def _message(n: int, size: int = 10) -> bytes:
@@ -372,7 +374,7 @@ class SessionTokenTests(SynchronousTestCase):
         self.assertEqual(reason(record, b"short" * 4, epoch, shared=True), ResumeReason.TOKEN_INVALID)
         self.assertEqual(reason(record, token, other, shared=True), ResumeReason.BACKPLANE_STATE_LOST)
         self.assertEqual(reason(record, token, other, shared=False), ResumeReason.SESSION_UNKNOWN)
-        self.assertEqual(reason(record, token, epoch, shared=True, expired=True), ResumeReason.WINDOW_EXPIRED)
+        self.assertEqual(reason(record, token, epoch, shared=True, ended=ResumeReason.WINDOW_EXPIRED), ResumeReason.WINDOW_EXPIRED)
         self.assertEqual(reason(None, token, epoch, shared=True), ResumeReason.SESSION_UNKNOWN)
         old = token
         record.rotate()
@@ -438,3 +440,248 @@ class DocumentTests(SynchronousTestCase):
         from twisted_hub._wire import CAP_RESUME, OUR_CAPABILITIES
 
         self.assertNotIn(CAP_RESUME, OUR_CAPABILITIES)
+
+
+class _Pair:
+    """A server registry and a client state exchanging numbered messages, no I/O."""
+
+    def __init__(self, policy: ResumePolicy | None = None, **registry: object) -> None:
+        self.registry = SessionRegistry(policy, **registry)  # type: ignore[arg-type]
+        self.session, grant = self.registry.open("conn-1")
+        self.client = ClientResumeState(policy)
+        # the grant crosses the wire like any message
+        (decoded,) = decode_frame(encode(grant))
+        assert isinstance(decoded, SessionGrant)
+        self.client.granted(decoded)
+
+    def server_sends(self, text: str, now: float = 0.0) -> bytes:
+        data = text.encode()
+        self.session.ledger.sent.append(data, now)
+        return data
+
+    def client_sends(self, text: str, now: float = 0.0) -> bytes:
+        data = text.encode()
+        self.client.ledger.sent.append(data, now)
+        return data
+
+
+class SessionRegistryTests(SynchronousTestCase):
+    """Issue, detach, resume with replay both ways, rotation, expiry and every refusal."""
+
+    def test_resumeReplaysBothWays(self) -> None:
+        """Each side gets exactly what it lacks, in order; the token rotates; counters move."""
+        pair = _Pair()
+        s1, s2, s3 = (pair.server_sends(t) for t in ("s1", "s2", "s3"))
+        pair.client.ledger.received.receive()  # the client got s1 only
+        c1, c2 = pair.client_sends("c1"), pair.client_sends("c2")
+        pair.session.ledger.received.receive()  # the server got c1 only
+        pair.registry.detach(pair.session, 10.0)
+        s4 = pair.server_sends("s4", 11.0)  # sent while the client is away
+        request = pair.client.request()
+        self.assertEqual(request.received, 1)
+        (wire_request,) = decode_frame(encode(request))
+        assert isinstance(wire_request, Resume)
+        resumption = pair.registry.resume(wire_request, "conn-2", 20.0)
+        self.assertEqual(resumption.replay, [s2, s3, s4])
+        self.assertIsNone(resumption.previous)
+        self.assertIs(resumption.session, pair.session)
+        self.assertEqual(resumption.resumed.received, 1)
+        self.assertEqual(pair.client.resumed(resumption.resumed, 20.0), [c2])
+        del s1, c1
+        self.assertEqual((pair.registry.resumed, pair.registry.replayed), (1, 3))
+        self.assertEqual(pair.session.attachment, "conn-2")
+        self.assertIsNone(pair.session.detached_at)
+        # the old token is refused now, and that leaves the session alone
+        with self.assertRaises(ResumeRefusedError) as caught:
+            pair.registry.resume(request, "thief", 21.0)
+        self.assertEqual(caught.exception.reason, ResumeReason.TOKEN_INVALID)
+        self.assertEqual(pair.registry.refused[ResumeReason.TOKEN_INVALID], 1)
+        self.assertEqual(len(pair.registry), 1)
+        # the rotated one works, and takes the session from the attached connection
+        again = pair.registry.resume(pair.client.request(), "conn-3", 22.0)
+        self.assertEqual(again.previous, "conn-2")
+        self.assertEqual(again.replay, [s2, s3, s4])
+
+    def test_windowExpiry(self) -> None:
+        """Detached for the window: expire ends it; a late resume is told window-expired."""
+        pair = _Pair(ResumePolicy(window=30.0))
+        pair.registry.detach(pair.session, 0.0)
+        self.assertEqual(pair.registry.expire(29.9), [])
+        self.assertEqual(pair.registry.expire(30.0), [pair.session])
+        self.assertEqual(len(pair.registry), 0)
+        with self.assertRaises(ResumeRefusedError) as caught:
+            pair.registry.resume(pair.client.request(), "conn-2", 31.0)
+        self.assertEqual(caught.exception.reason, ResumeReason.WINDOW_EXPIRED)
+        # remembered for one more window, then unknown
+        pair.registry.expire(60.0)
+        with self.assertRaises(ResumeRefusedError) as caught:
+            pair.registry.resume(pair.client.request(), "conn-2", 61.0)
+        self.assertEqual(caught.exception.reason, ResumeReason.SESSION_UNKNOWN)
+
+    def test_expiredBetweenTimerTicks(self) -> None:
+        """A resume after the window but before the expiry timer ran is refused all the same."""
+        pair = _Pair(ResumePolicy(window=30.0))
+        pair.registry.detach(pair.session, 0.0)
+        with self.assertRaises(ResumeRefusedError) as caught:
+            pair.registry.resume(pair.client.request(), "conn-2", 30.0)
+        self.assertEqual(caught.exception.reason, ResumeReason.WINDOW_EXPIRED)
+        self.assertEqual(len(pair.registry), 0)
+
+    def test_overflowEndsTheSession(self) -> None:
+        """A resume that needs a dropped message is refused buffer-overflowed; the session is over."""
+        pair = _Pair(ResumePolicy(buffer_bytes=2 * (2 + ENTRY_OVERHEAD)))
+        for text in ("s1", "s2", "s3"):
+            pair.server_sends(text)
+        pair.registry.detach(pair.session, 0.0)
+        with self.assertRaises(ResumeRefusedError) as caught:
+            pair.registry.resume(pair.client.request(), "conn-2", 1.0)
+        self.assertEqual(caught.exception.reason, ResumeReason.BUFFER_OVERFLOWED)
+        self.assertEqual(pair.registry.refused[ResumeReason.BUFFER_OVERFLOWED], 1)
+        with self.assertRaises(ResumeRefusedError) as caught:
+            pair.registry.resume(pair.client.request(), "conn-2", 2.0)
+        self.assertEqual(caught.exception.reason, ResumeReason.BUFFER_OVERFLOWED)
+
+    def test_unknownAndEpochs(self) -> None:
+        """Another process's token is session-unknown; another epoch of shared state is backplane-state-lost."""
+        pair = _Pair()
+        other = SessionRegistry()
+        with self.assertRaises(ResumeRefusedError) as caught:
+            other.resume(pair.client.request(), "c", 0.0)
+        self.assertEqual(caught.exception.reason, ResumeReason.SESSION_UNKNOWN)
+        shared = SessionRegistry(shared=True)
+        with self.assertRaises(ResumeRefusedError) as caught:
+            shared.resume(pair.client.request(), "c", 0.0)
+        self.assertEqual(caught.exception.reason, ResumeReason.BACKPLANE_STATE_LOST)
+        same_epoch = SessionRegistry(epoch=pair.registry.epoch)
+        with self.assertRaises(ResumeRefusedError) as caught:
+            same_epoch.resume(pair.client.request(), "c", 0.0)
+        self.assertEqual(caught.exception.reason, ResumeReason.SESSION_UNKNOWN)
+        with self.assertRaises(ResumeRefusedError) as caught:
+            pair.registry.resume(Resume(b"x" * 20, 0), "c", 0.0)
+        self.assertEqual(caught.exception.reason, ResumeReason.TOKEN_INVALID)
+
+    def test_clientClaimingTooMuchIsProtocolError(self) -> None:
+        """A client that says it received more than was sent breaks the protocol."""
+        pair = _Pair()
+        pair.server_sends("s1")
+        with self.assertRaises(ProtocolError):
+            pair.registry.resume(Resume(pair.client.request().token, 2), "c", 0.0)
+
+    def test_endedByTheHub(self) -> None:
+        """A session the server ended (kick, close) cannot be resumed."""
+        pair = _Pair()
+        pair.registry.end(pair.session, 0.0)
+        with self.assertRaises(ResumeRefusedError) as caught:
+            pair.registry.resume(pair.client.request(), "c", 1.0)
+        self.assertEqual(caught.exception.reason, ResumeReason.WINDOW_EXPIRED)
+
+    def test_endedRememberedBounded(self) -> None:
+        registry = SessionRegistry(max_ended=3)
+        for _ in range(5):
+            session, _ = registry.open("c")
+            registry.end(session, 0.0)
+        self.assertEqual(len(registry._ended), 3)
+
+    def test_reprShowsNoSecret(self) -> None:
+        pair = _Pair()
+        token = pair.client.request().token
+        for text in (repr(pair.session), repr(pair.client), repr(pair.client.request())):
+            self.assertNotIn(token.hex(), text)
+            self.assertNotIn(repr(token), text)
+
+
+class ClientResumeStateTests(SynchronousTestCase):
+    def test_noSessionNoRequest(self) -> None:
+        state = ClientResumeState()
+        self.assertFalse(state.resumable)
+        with self.assertRaises(ValueError):
+            state.request()
+
+    def test_refusalStartsAfresh(self) -> None:
+        """A refusal forgets the session and its numbering; unknown reasons read as session-unknown."""
+        pair = _Pair()
+        pair.client_sends("c1")
+        pair.client.ledger.received.receive()
+        self.assertEqual(pair.client.refused(ResumeRefused(ResumeReason.TOKEN_INVALID, "")), ResumeReason.TOKEN_INVALID)
+        self.assertFalse(pair.client.resumable)
+        self.assertEqual((pair.client.ledger.sent.last_sent, pair.client.ledger.received.received), (0, 0))
+        self.assertEqual(pair.client.refused(ResumeRefused("from-the-future", "")), ResumeReason.SESSION_UNKNOWN)
+        self.assertEqual(pair.client.last_refusal, ResumeReason.SESSION_UNKNOWN)
+
+    def test_serverClaimingLessThanItAcknowledged(self) -> None:
+        """RESUMED below what the server acknowledged means lost state: a protocol error."""
+        pair = _Pair()
+        pair.client_sends("c1")
+        pair.client_sends("c2")
+        pair.client.ledger.sent.ack(2)
+        registry_answer = pair.registry.resume(pair.client.request(), "c", 0.0).resumed
+        with self.assertRaises(ProtocolError):
+            pair.client.resumed(registry_answer, 0.0)
+
+
+class ResumeModelTests(SynchronousTestCase):
+    """
+    The units together over a lossy link: any interleaving of sends,
+    deliveries, acknowledgements and cuts (everything in flight lost, then
+    a resume) ends with each side having received exactly what the other
+    sent, in order, once.
+    """
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.sampled_from(["c_send", "s_send", "c_deliver", "s_deliver", "c_ack", "s_ack", "cut"]), max_size=120))
+    def test_nothingLostNothingDoubled(self, actions: list[str]) -> None:
+        pair = _Pair()
+        server, client = pair.session.ledger, pair.client
+        c2s: list[tuple[str, object]] = []
+        s2c: list[tuple[str, object]] = []
+        sent = {"c": [], "s": []}  # type: dict[str, list[bytes]]
+        got = {"c": [], "s": []}  # type: dict[str, list[bytes]]
+        now = 0.0
+        connection = 1
+
+        def deliver(queue: list[tuple[str, object]], to: str) -> None:
+            kind, value = queue.pop(0)
+            ledger = server if to == "s" else client.ledger
+            if kind == "ack":
+                assert isinstance(value, int)
+                ledger.sent.ack(value)
+            else:
+                assert isinstance(value, bytes)
+                ledger.received.receive()
+                got[to].append(value)
+
+        for action in actions:
+            now += 1.0
+            if action == "c_send":
+                data = b"c%d" % len(sent["c"])
+                client.ledger.sent.append(data, now)
+                sent["c"].append(data)
+                c2s.append(("msg", data))
+            elif action == "s_send":
+                data = b"s%d" % len(sent["s"])
+                server.sent.append(data, now)
+                sent["s"].append(data)
+                s2c.append(("msg", data))
+            elif action == "c_deliver" and c2s:
+                deliver(c2s, "s")
+            elif action == "s_deliver" and s2c:
+                deliver(s2c, "c")
+            elif action == "c_ack":
+                c2s.append(("ack", client.ledger.received.acknowledge()))
+            elif action == "s_ack":
+                s2c.append(("ack", server.received.acknowledge()))
+            elif action == "cut":
+                c2s.clear()
+                s2c.clear()
+                pair.registry.detach(pair.session, now)
+                connection += 1
+                resumption = pair.registry.resume(client.request(), f"conn-{connection}", now)
+                s2c.extend(("msg", data) for data in resumption.replay)
+                c2s.extend(("msg", data) for data in client.resumed(resumption.resumed, now))
+        while c2s or s2c:
+            if c2s:
+                deliver(c2s, "s")
+            if s2c:
+                deliver(s2c, "c")
+        self.assertEqual(got["s"], sent["c"])
+        self.assertEqual(got["c"], sent["s"])

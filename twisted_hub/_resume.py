@@ -20,7 +20,16 @@ from dataclasses import dataclass
 from typing import Final
 
 from ._base_error import TwistedHubError
-from ._wire import SESSION_TOKEN_MAX_BYTES, SESSION_TOKEN_MIN_BYTES, ProtocolError, ResumeReason
+from ._wire import (
+    SESSION_TOKEN_MAX_BYTES,
+    SESSION_TOKEN_MIN_BYTES,
+    ProtocolError,
+    Resume,
+    Resumed,
+    ResumeReason,
+    ResumeRefused,
+    SessionGrant,
+)
 
 #: How long a session outlives its connection, seconds: the default resume
 #: window, and the default age bound of what is kept for the peer
@@ -458,7 +467,7 @@ class SessionToken:
 
 
 def check_resume(
-    record: SessionToken | None, token: bytes, epoch: bytes, *, shared: bool, expired: bool = False
+    record: SessionToken | None, token: bytes, epoch: bytes, *, shared: bool, ended: str | None = None
 ) -> None:
     """
     The server's check of a RESUME's token against the session it names
@@ -467,11 +476,14 @@ def check_resume(
     @param shared: the session state lives in a backplane (so another epoch
         means that state was lost), not in this process (so another epoch
         means another process: the session is unknown here).
+    @param ended: the session is over, for this reason (C{window-expired}
+        when it outlived its window, C{buffer-overflowed} when a resume found
+        a message dropped): reported as it is.
     @raise ResumeRefusedError: with the typed reason, in this order:
         C{token-invalid} (malformed), C{backplane-state-lost} or
-        C{session-unknown} (issued in another epoch), C{window-expired} (the
-        session ended, C{expired}), C{session-unknown} (no record),
-        C{token-invalid} (the secret does not match).
+        C{session-unknown} (issued in another epoch), C{ended}'s reason,
+        C{session-unknown} (no record), C{token-invalid} (the secret does
+        not match).
     """
     token_epoch, _, _ = SessionToken.parse(token)
     if not hmac.compare_digest(token_epoch, epoch):
@@ -480,9 +492,246 @@ def check_resume(
                 ResumeReason.BACKPLANE_STATE_LOST, "the session was issued before the shared state was lost"
             )
         raise ResumeRefusedError(ResumeReason.SESSION_UNKNOWN, "the session was issued by another server process")
-    if expired:
-        raise ResumeRefusedError(ResumeReason.WINDOW_EXPIRED, "the session outlived its window")
+    if ended is not None:
+        raise ResumeRefusedError(ended, "the session is over")
     if record is None:
         raise ResumeRefusedError(ResumeReason.SESSION_UNKNOWN, "no such session")
     if not record.matches(token):
         raise ResumeRefusedError(ResumeReason.TOKEN_INVALID, "the token does not match the session")
+
+
+class SessionLedger:
+    """
+    One side's state of one resumable session: what it sent (a
+    L{ReplayBuffer}), what it received (a L{ReceiveWindow}) and the peer's
+    call ids (a L{CallDeduplicator}), bounded by one L{ResumePolicy}.
+    """
+
+    def __init__(self, policy: ResumePolicy) -> None:
+        self.policy = policy
+        self.sent = ReplayBuffer(policy.buffer_bytes, policy.window)
+        self.received = ReceiveWindow(policy.ack_every)
+        self.calls = CallDeduplicator(policy.max_calls, policy.window)
+
+    def replay_for(self, peer_received: int, now: float) -> list[bytes]:
+        """
+        What the peer lacks when it has received up to C{peer_received}
+        (L{ReplayBuffer.replay}); the next acknowledgement we send must carry
+        our count again, whatever the old connection carried.
+        """
+        replay = self.sent.replay(peer_received, now)
+        self.received.rewind_acknowledged()
+        return replay
+
+
+class ResumableSession:
+    """
+    A server-side session in a L{SessionRegistry}: its token record, its
+    ledger, and the connection it is attached to (an opaque handle of the
+    caller's; None while detached).
+    """
+
+    __slots__ = ("token", "ledger", "attachment", "detached_at")
+
+    def __init__(self, token: SessionToken, ledger: SessionLedger, attachment: object) -> None:
+        self.token = token
+        self.ledger = ledger
+        self.attachment: object | None = attachment
+        self.detached_at: float | None = None
+
+    @property
+    def session_id(self) -> bytes:
+        return self.token.session_id
+
+    def __repr__(self) -> str:
+        state = "attached" if self.attachment is not None else f"detached since {self.detached_at}"
+        return f"ResumableSession({self.session_id.hex()}, {state})"
+
+
+@dataclass(frozen=True, slots=True)
+class Resumption:
+    """
+    A successful L{SessionRegistry.resume}: the session, what to send
+    (C{resumed}, then C{replay} in order), and the connection the session
+    was still attached to, which the caller closes with 4006 (None: none).
+    """
+
+    session: ResumableSession
+    resumed: Resumed
+    replay: list[bytes]
+    previous: object | None
+
+
+class SessionRegistry:
+    """
+    The server's resumable sessions of one node (or, with C{shared}, its
+    view of sessions kept in a backplane): issue, detach, resume, expire.
+
+    Pure: the caller passes the time and opaque connection handles, sends
+    what it is given and runs the hub's hooks.  A session ends (L{expire}
+    returns it) C{window} seconds after it was detached; the ids of ended
+    sessions are remembered for one more window (at most C{max_ended}) so a
+    late resume is refused with C{window-expired} rather than
+    C{session-unknown}.  Counts resumes and refusals by reason.
+    """
+
+    def __init__(
+        self, policy: ResumePolicy | None = None, epoch: bytes | None = None, *, shared: bool = False,
+        max_ended: int = 10_000,
+    ) -> None:
+        self.policy = policy or ResumePolicy()
+        self.epoch = epoch if epoch is not None else SessionToken.new_epoch()
+        self.shared = shared
+        self.max_ended = max_ended
+        self._sessions: dict[bytes, ResumableSession] = {}
+        # session id -> (when it ended, why: a ResumeReason), oldest first
+        self._ended: OrderedDict[bytes, tuple[float, str]] = OrderedDict()
+        self.resumed = 0
+        self.replayed = 0
+        self.refused: dict[str, int] = dict.fromkeys(ResumeReason.ALL, 0)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def open(self, attachment: object) -> tuple[ResumableSession, SessionGrant]:
+        """A new session for a connection; send the grant (SESSION) before anything else."""
+        record, token = SessionToken.issue(self.epoch)
+        while record.session_id in self._sessions:  # pragma: no cover - 96 random bits
+            record, token = SessionToken.issue(self.epoch)
+        session = ResumableSession(record, SessionLedger(self.policy), attachment)
+        self._sessions[record.session_id] = session
+        return session, SessionGrant(token, self.policy.window)
+
+    def detach(self, session: ResumableSession, now: float) -> None:
+        """Its connection is gone (timeout, lost transport): keep it for the window."""
+        session.attachment = None
+        session.detached_at = now
+
+    def end(self, session: ResumableSession, now: float, reason: str = ResumeReason.WINDOW_EXPIRED) -> None:
+        """
+        The session is over (kicked, closed, refused, expired): forget it,
+        remembering for a window that it ended and why (what a late RESUME is told).
+        """
+        if self._sessions.pop(session.session_id, None) is not None:
+            self._ended[session.session_id] = (now, reason)
+            while len(self._ended) > self.max_ended:
+                self._ended.popitem(last=False)
+
+    def expire(self, now: float) -> list[ResumableSession]:
+        """End and return the sessions detached for longer than the window (run their on_disconnected)."""
+        window = self.policy.window
+        ended = [
+            s for s in self._sessions.values() if s.detached_at is not None and now - s.detached_at >= window
+        ]
+        for session in ended:
+            self.end(session, now)
+        while self._ended and now - next(iter(self._ended.values()))[0] >= window:
+            self._ended.popitem(last=False)
+        for session in self._sessions.values():
+            session.ledger.sent.expire(now)
+            session.ledger.calls.expire(now)
+        return ended
+
+    def resume(self, request: Resume, attachment: object, now: float) -> Resumption:
+        """
+        A RESUME arrived on a new connection (C{attachment}).
+
+        @raise ResumeRefusedError: the typed reason (counted); the caller
+            sends RESUME_REFUSED and opens a fresh session with L{open}.
+        @raise ProtocolError: the client's C{received} is beyond what the
+            session sent, or below what it acknowledged.
+        """
+        try:
+            session = self._check(request.token, now)
+            replay = session.ledger.replay_for(request.received, now)
+        except ResumeRefusedError as refused:
+            self.refused[refused.reason] = self.refused.get(refused.reason, 0) + 1
+            # a session that cannot be resumed any more is over; a bad token
+            # (someone else's guess, an old copy) leaves the real one alone
+            ended = self._session_of(request.token)
+            if ended is not None and refused.reason != ResumeReason.TOKEN_INVALID:
+                self.end(ended, now, refused.reason)
+            raise
+        previous = session.attachment
+        session.attachment = attachment
+        session.detached_at = None
+        token = session.token.rotate()
+        self.resumed += 1
+        self.replayed += len(replay)
+        return Resumption(session, Resumed(session.ledger.received.received, token), replay, previous)
+
+    def _session_of(self, token: bytes) -> ResumableSession | None:
+        if len(token) != TOKEN_BYTES:
+            return None
+        return self._sessions.get(token[EPOCH_BYTES : EPOCH_BYTES + SESSION_ID_BYTES])
+
+    def _check(self, token: bytes, now: float) -> ResumableSession:
+        session = self._session_of(token)
+        session_id = token[EPOCH_BYTES : EPOCH_BYTES + SESSION_ID_BYTES]
+        ended: str | None = None
+        if session is None:
+            if session_id in self._ended:
+                ended = self._ended[session_id][1]
+        elif session.detached_at is not None and now - session.detached_at >= self.policy.window:
+            ended = ResumeReason.WINDOW_EXPIRED
+        check_resume(session.token if session else None, token, self.epoch, shared=self.shared, ended=ended)
+        assert session is not None
+        return session
+
+
+class ClientResumeState:
+    """
+    The client's side of a resumable session: the token (never shown), the
+    ledger, and the checks of the server's answers.
+    """
+
+    def __init__(self, policy: ResumePolicy | None = None) -> None:
+        self.policy = policy or ResumePolicy()
+        self._token: bytes | None = None
+        self.window: float | None = None
+        self.ledger = SessionLedger(self.policy)
+        #: the reason of the last refusal (None: none yet)
+        self.last_refusal: str | None = None
+
+    @property
+    def resumable(self) -> bool:
+        """Has the server granted a session to resume?"""
+        return self._token is not None
+
+    def granted(self, grant: SessionGrant) -> None:
+        """SESSION: a new session (the first, or after a refusal): numbering starts again."""
+        self._token = grant.token
+        self.window = grant.window
+        self.ledger = SessionLedger(self.policy)
+
+    def request(self) -> Resume:
+        """The RESUME to send after HELLO, in the same frame."""
+        if self._token is None:
+            raise ValueError("no session to resume")
+        return Resume(self._token, self.ledger.received.received)
+
+    def resumed(self, answer: Resumed, now: float) -> list[bytes]:
+        """
+        RESUMED: take the rotated token; return our messages the server
+        lacks, to send in order before anything new.
+
+        @raise ProtocolError: the server's C{received} is beyond what we
+            sent or below what it acknowledged (its state was lost unnoticed).
+        @raise ResumeRefusedError: we dropped a message the server lacks
+            (our bound); the caller closes and starts afresh.
+        """
+        replay = self.ledger.replay_for(answer.received, now)
+        self._token = answer.token
+        return replay
+
+    def refused(self, answer: ResumeRefused) -> str:
+        """RESUME_REFUSED: the session is gone; return the reason (unknown ones read as session-unknown)."""
+        reason = answer.reason if answer.reason in ResumeReason.ALL else ResumeReason.SESSION_UNKNOWN
+        self.last_refusal = reason
+        self._token = None
+        self.window = None
+        self.ledger = SessionLedger(self.policy)
+        return reason
+
+    def __repr__(self) -> str:
+        return f"ClientResumeState(resumable={self.resumable}, received={self.ledger.received.received})"
