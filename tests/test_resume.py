@@ -15,16 +15,16 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub._resume import (
     DEFAULT_BUFFER_BYTES,
-    ClientResumeState,
-    SessionRegistry,
     DEFAULT_WINDOW,
     ENTRY_OVERHEAD,
     TOKEN_BYTES,
     CallDeduplicator,
+    ClientResumeState,
     ReceiveWindow,
     ReplayBuffer,
     ResumePolicy,
     ResumeRefusedError,
+    SessionRegistry,
     SessionToken,
     Verdict,
     check_resume,
@@ -374,7 +374,10 @@ class SessionTokenTests(SynchronousTestCase):
         self.assertEqual(reason(record, b"short" * 4, epoch, shared=True), ResumeReason.TOKEN_INVALID)
         self.assertEqual(reason(record, token, other, shared=True), ResumeReason.BACKPLANE_STATE_LOST)
         self.assertEqual(reason(record, token, other, shared=False), ResumeReason.SESSION_UNKNOWN)
-        self.assertEqual(reason(record, token, epoch, shared=True, ended=ResumeReason.WINDOW_EXPIRED), ResumeReason.WINDOW_EXPIRED)
+        expired = ResumeReason.WINDOW_EXPIRED
+        self.assertEqual(reason(record, token, epoch, shared=True, ended=expired), expired)
+        overflowed = ResumeReason.BUFFER_OVERFLOWED
+        self.assertEqual(reason(record, token, epoch, shared=True, ended=overflowed), overflowed)
         self.assertEqual(reason(None, token, epoch, shared=True), ResumeReason.SESSION_UNKNOWN)
         old = token
         record.rotate()
