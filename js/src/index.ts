@@ -38,7 +38,6 @@ export {
   MAX_MESSAGES_PER_FRAME,
   MessageKind,
   ProtocolError,
-  ResumeReason,
   SUBPROTOCOL,
   TooManyMessagesError,
   decodeFrame,

