@@ -273,12 +273,6 @@ class ReceiveWindow:
         self.acknowledged = self.received
         return self.received
 
-    def rewind_acknowledged(self) -> None:
-        """
-        A new connection: what was acknowledged over the old one may not have
-        arrived, so the next heartbeat or ACK carries the value again.
-        """
-        self.acknowledged = 0
 
 
 class Verdict:
@@ -516,12 +510,9 @@ class SessionLedger:
     def replay_for(self, peer_received: int, now: float) -> list[bytes]:
         """
         What the peer lacks when it has received up to C{peer_received}
-        (L{ReplayBuffer.replay}); the next acknowledgement we send must carry
-        our count again, whatever the old connection carried.
+        (L{ReplayBuffer.replay}).
         """
-        replay = self.sent.replay(peer_received, now)
-        self.received.rewind_acknowledged()
-        return replay
+        return self.sent.replay(peer_received, now)
 
 
 class ResumableSession:
@@ -658,7 +649,9 @@ class SessionRegistry:
         token = session.token.rotate()
         self.resumed += 1
         self.replayed += len(replay)
-        return Resumption(session, Resumed(session.ledger.received.received, token), replay, previous)
+        # RESUMED carries our count: it is an acknowledgement
+        received = session.ledger.received.acknowledge()
+        return Resumption(session, Resumed(received, token), replay, previous)
 
     def _session_of(self, token: bytes) -> ResumableSession | None:
         if len(token) != TOKEN_BYTES:
@@ -705,10 +698,10 @@ class ClientResumeState:
         self.ledger = SessionLedger(self.policy)
 
     def request(self) -> Resume:
-        """The RESUME to send after HELLO, in the same frame."""
+        """The RESUME to send after HELLO, in the same frame (it acknowledges what we received)."""
         if self._token is None:
             raise ValueError("no session to resume")
-        return Resume(self._token, self.ledger.received.received)
+        return Resume(self._token, self.ledger.received.acknowledge())
 
     def resumed(self, answer: Resumed, now: float) -> list[bytes]:
         """
