@@ -198,36 +198,54 @@ class ReceiveWindowTests(SynchronousTestCase):
 
     def test_receiveCounts(self) -> None:
         window = ReceiveWindow()
-        self.assertEqual([window.receive() for _ in range(3)], [1, 2, 3])
+        self.assertEqual([window.receive(0.0) for _ in range(3)], [1, 2, 3])
         self.assertEqual(window.received, 3)
 
     def test_acceptInOrderDuplicateGap(self) -> None:
         """The next number is handled, an old one is a duplicate, a later one is a gap."""
         window = ReceiveWindow()
-        self.assertTrue(window.accept(1))
-        self.assertTrue(window.accept(2))
-        self.assertFalse(window.accept(2))
-        self.assertFalse(window.accept(1))
+        self.assertTrue(window.accept(1, 0.0))
+        self.assertTrue(window.accept(2, 0.0))
+        self.assertFalse(window.accept(2, 0.0))
+        self.assertFalse(window.accept(1, 0.0))
         with self.assertRaises(ProtocolError) as caught:
-            window.accept(5)
+            window.accept(5, 0.0)
         self.assertIn("messages 3..4 are missing", str(caught.exception))
         self.assertEqual(window.received, 2)
         with self.assertRaises(ProtocolError):
-            window.accept(0)
+            window.accept(0, 0.0)
 
     def test_ackDue(self) -> None:
         """An ACK is due after ack_every unacknowledged messages; acknowledging resets the count."""
         window = ReceiveWindow(ack_every=3)
-        window.receive()
-        window.receive()
-        self.assertFalse(window.ack_due())
-        window.receive()
-        self.assertTrue(window.ack_due())
+        window.receive(0.0)
+        window.receive(0.0)
+        self.assertFalse(window.ack_due(0.0))
+        window.receive(0.0)
+        self.assertTrue(window.ack_due(0.0))
         self.assertEqual(window.acknowledge(), 3)
         self.assertEqual(window.unacknowledged, 0)
-        self.assertFalse(window.ack_due())
+        self.assertFalse(window.ack_due(0.0))
         with self.assertRaises(ValueError):
             ReceiveWindow(ack_every=0)
+        with self.assertRaises(ValueError):
+            ReceiveWindow(ack_delay=0)
+
+    def test_ackDueByTime(self) -> None:
+        """One message is acknowledged at the latest ack_delay after it arrived; nothing waiting, nothing due."""
+        window = ReceiveWindow(ack_every=64, ack_delay=5.0)
+        self.assertIsNone(window.ack_deadline())
+        self.assertFalse(window.ack_due(100.0))
+        window.receive(10.0)
+        window.receive(12.0)
+        self.assertEqual(window.ack_deadline(), 15.0)
+        self.assertFalse(window.ack_due(14.99))
+        self.assertTrue(window.ack_due(15.0))
+        window.acknowledge()
+        self.assertIsNone(window.ack_deadline())
+        self.assertFalse(window.ack_due(30.0))
+        self.assertTrue(window.accept(3, 31.0))
+        self.assertEqual(window.ack_deadline(), 36.0)
 
     @settings(max_examples=200, deadline=None)
     @given(st.lists(st.integers(min_value=1, max_value=40), max_size=80))
@@ -238,7 +256,7 @@ class ReceiveWindowTests(SynchronousTestCase):
         for n in numbers:
             before = window.received
             try:
-                if window.accept(n):
+                if window.accept(n, 0.0):
                     handled.append(n)
             except ProtocolError:
                 self.assertGreater(n, before + 1)
@@ -389,7 +407,7 @@ class PolicyTests(SynchronousTestCase):
         self.assertEqual((DEFAULT_WINDOW, DEFAULT_BUFFER_BYTES), (120.0, 1024 * 1024))
 
     def test_refusesNonsense(self) -> None:
-        for kwargs in ({"window": 0}, {"buffer_bytes": 0}, {"ack_every": 0}, {"max_calls": 0}):
+        for kwargs in ({"window": 0}, {"buffer_bytes": 0}, {"ack_every": 0}, {"ack_delay": 0}, {"max_calls": 0}):
             with self.assertRaises(ValueError, msg=repr(kwargs)):
                 ResumePolicy(**kwargs)  # type: ignore[arg-type]
 
@@ -424,6 +442,7 @@ class DocumentTests(SynchronousTestCase):
         self.assertEqual(rows["window"].strip(), f"{policy.window:g} s")
         self.assertEqual(rows["buffer_bytes"].split()[0:2], [f"{policy.buffer_bytes // (1024 * 1024)}", "MiB"])
         self.assertEqual(rows["ack_every"].strip(), f"{policy.ack_every} messages")
+        self.assertEqual(rows["ack_delay"].strip(), f"{policy.ack_delay:g} s")
         self.assertEqual(rows["max_calls"].split()[0], f"{policy.max_calls:,}")
         self.assertIn(f"{ENTRY_OVERHEAD} bytes each", self.text)
 
@@ -473,9 +492,9 @@ class SessionRegistryTests(SynchronousTestCase):
         """Each side gets exactly what it lacks, in order; the token rotates; counters move."""
         pair = _Pair()
         s1, s2, s3 = (pair.server_sends(t) for t in ("s1", "s2", "s3"))
-        pair.client.ledger.received.receive()  # the client got s1 only
+        pair.client.ledger.received.receive(0.0)  # the client got s1 only
         c1, c2 = pair.client_sends("c1"), pair.client_sends("c2")
-        pair.session.ledger.received.receive()  # the server got c1 only
+        pair.session.ledger.received.receive(0.0)  # the server got c1 only
         pair.registry.detach(pair.session, 10.0)
         s4 = pair.server_sends("s4", 11.0)  # sent while the client is away
         request = pair.client.request()
@@ -605,7 +624,7 @@ class ClientResumeStateTests(SynchronousTestCase):
         """A refusal forgets the session and its numbering; unknown reasons read as session-unknown."""
         pair = _Pair()
         pair.client_sends("c1")
-        pair.client.ledger.received.receive()
+        pair.client.ledger.received.receive(0.0)
         self.assertEqual(pair.client.refused(ResumeRefused(ResumeReason.TOKEN_INVALID, "")), ResumeReason.TOKEN_INVALID)
         self.assertFalse(pair.client.resumable)
         self.assertEqual((pair.client.ledger.sent.last_sent, pair.client.ledger.received.received), (0, 0))
@@ -651,7 +670,7 @@ class ResumeModelTests(SynchronousTestCase):
                 ledger.sent.ack(value)
             else:
                 assert isinstance(value, bytes)
-                ledger.received.receive()
+                ledger.received.receive(now)
                 got[to].append(value)
 
         for action in actions:

@@ -45,6 +45,10 @@ ENTRY_OVERHEAD: Final = 48
 #: Send an ACK once this many sequenced messages arrived unacknowledged
 #: (traffic is one-sided: nothing to piggy-back on).
 DEFAULT_ACK_EVERY: Final = 64
+#: Send an ACK at the latest this many seconds after a sequenced message
+#: arrived unacknowledged, whatever else happens (no heartbeats, slow
+#: one-sided traffic), so the peer never keeps for long what we have.
+DEFAULT_ACK_DELAY: Final = 5.0
 #: The most settled calls a CallDeduplicator keeps (the oldest go first).
 DEFAULT_MAX_CALLS: Final = 4096
 
@@ -72,12 +76,15 @@ class ResumePolicy:
         messages plus L{ENTRY_OVERHEAD} each).
     @ivar ack_every: send an ACK after this many unacknowledged messages
         received when there is no heartbeat to carry the acknowledgement.
+    @ivar ack_delay: send an ACK at the latest this many seconds after an
+        unacknowledged message arrived.
     @ivar max_calls: the most settled calls kept for deduplication.
     """
 
     window: float = DEFAULT_WINDOW
     buffer_bytes: int = DEFAULT_BUFFER_BYTES
     ack_every: int = DEFAULT_ACK_EVERY
+    ack_delay: float = DEFAULT_ACK_DELAY
     max_calls: int = DEFAULT_MAX_CALLS
 
     def __post_init__(self) -> None:
@@ -87,6 +94,8 @@ class ResumePolicy:
             raise ValueError(f"buffer_bytes must be >= 1, got {self.buffer_bytes!r}")
         if self.ack_every < 1:
             raise ValueError(f"ack_every must be >= 1, got {self.ack_every!r}")
+        if not self.ack_delay > 0:
+            raise ValueError(f"ack_delay must be > 0 seconds, got {self.ack_delay!r}")
         if self.max_calls < 1:
             raise ValueError(f"max_calls must be >= 1, got {self.max_calls!r}")
 
@@ -227,21 +236,26 @@ class ReceiveWindow:
     error.  It also says when an acknowledgement is due.
     """
 
-    def __init__(self, ack_every: int = DEFAULT_ACK_EVERY) -> None:
-        if ack_every < 1:
-            raise ValueError("ack_every must be >= 1")
+    def __init__(self, ack_every: int = DEFAULT_ACK_EVERY, ack_delay: float = DEFAULT_ACK_DELAY) -> None:
+        if ack_every < 1 or not ack_delay > 0:
+            raise ValueError("ack_every must be >= 1 and ack_delay > 0")
         self.ack_every = ack_every
+        self.ack_delay = ack_delay
         #: the last sequence received (0: none yet)
         self.received = 0
         #: the last sequence we acknowledged to the peer
         self.acknowledged = 0
+        # when the oldest message not acknowledged yet arrived (None: none)
+        self._waiting_since: float | None = None
 
-    def receive(self) -> int:
-        """One more sequenced message arrived; return its number."""
+    def receive(self, now: float) -> int:
+        """One more sequenced message arrived at C{now}; return its number."""
         self.received += 1
+        if self._waiting_since is None:
+            self._waiting_since = now
         return self.received
 
-    def accept(self, sequence: int) -> bool:
+    def accept(self, sequence: int, now: float) -> bool:
         """
         Message C{sequence} arrived: C{True} to handle it, C{False} for a
         duplicate (drop it).
@@ -257,6 +271,8 @@ class ReceiveWindow:
             missing = f"{self.received + 1}..{sequence - 1}"
             raise ProtocolError(f"sequence {sequence} after {self.received}: messages {missing} are missing")
         self.received = sequence
+        if self._waiting_since is None:
+            self._waiting_since = now
         return True
 
     @property
@@ -264,13 +280,23 @@ class ReceiveWindow:
         """Messages received since the last acknowledgement we sent."""
         return self.received - self.acknowledged
 
-    def ack_due(self) -> bool:
-        """Enough arrived unacknowledged that a standalone ACK should go now."""
-        return self.unacknowledged >= self.ack_every
+    def ack_due(self, now: float) -> bool:
+        """
+        Should a standalone ACK go now?  Yes once C{ack_every} messages are
+        unacknowledged, or the oldest of them arrived C{ack_delay} ago.
+        """
+        if self._waiting_since is None:
+            return False
+        return self.unacknowledged >= self.ack_every or now - self._waiting_since >= self.ack_delay
+
+    def ack_deadline(self) -> float | None:
+        """When L{ack_due} turns true by time alone (for a timer), or None: nothing waits."""
+        return None if self._waiting_since is None else self._waiting_since + self.ack_delay
 
     def acknowledge(self) -> int:
         """The value to put in an acknowledgement now (and remember it was sent)."""
         self.acknowledged = self.received
+        self._waiting_since = None
         return self.received
 
 
@@ -504,7 +530,7 @@ class SessionLedger:
     def __init__(self, policy: ResumePolicy) -> None:
         self.policy = policy
         self.sent = ReplayBuffer(policy.buffer_bytes, policy.window)
-        self.received = ReceiveWindow(policy.ack_every)
+        self.received = ReceiveWindow(policy.ack_every, policy.ack_delay)
         self.calls = CallDeduplicator(policy.max_calls, policy.window)
 
     def replay_for(self, peer_received: int, now: float) -> list[bytes]:
