@@ -467,12 +467,12 @@ class _Pair:
 
     def __init__(self, policy: ResumePolicy | None = None, **registry: object) -> None:
         self.registry = SessionRegistry(policy, **registry)  # type: ignore[arg-type]
-        self.session, grant = self.registry.open("conn-1")
+        self.session, grant = self.registry.open("conn-1", "c-1")
         self.client = ClientResumeState(policy)
         # the grant crosses the wire like any message
         (decoded,) = decode_frame(encode(grant))
         assert isinstance(decoded, SessionGrant)
-        self.client.granted(decoded)
+        self.client.granted(decoded, "c-1")
 
     def server_sends(self, text: str, now: float = 0.0) -> bytes:
         data = text.encode()
@@ -509,7 +509,10 @@ class SessionRegistryTests(SynchronousTestCase):
         # RESUME and RESUMED are acknowledgements: nothing is due on either side
         self.assertEqual(pair.session.ledger.received.unacknowledged, 0)
         self.assertEqual(pair.client.ledger.received.unacknowledged, 0)
+        self.assertEqual(resumption.resumed.connection_id, "c-1")
+        pair.client.connection_id = "c-2"  # what the new connection's WELCOME said
         self.assertEqual(pair.client.resumed(resumption.resumed, 20.0), [c2])
+        self.assertEqual(pair.client.connection_id, "c-1")
         del s1, c1
         self.assertEqual((pair.registry.resumed, pair.registry.replayed), (1, 3))
         self.assertEqual(pair.session.attachment, "conn-2")
@@ -601,7 +604,7 @@ class SessionRegistryTests(SynchronousTestCase):
     def test_endedRememberedBounded(self) -> None:
         registry = SessionRegistry(max_ended=3)
         for _ in range(5):
-            session, _ = registry.open("c")
+            session, _ = registry.open("c", "c")
             registry.end(session, 0.0)
         self.assertEqual(len(registry._ended), 3)
 

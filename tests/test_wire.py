@@ -553,7 +553,8 @@ class ResumeMessageTests(SynchronousTestCase):
             SessionGrant(b"t" * 64, 0.5),
             Resume(_TOKEN, 0),
             Resume(_TOKEN, 2**64 - 1),
-            Resumed(17, _TOKEN),
+            Resumed(17, _TOKEN, "5f3a9c01-7"),
+            Resumed(0, _TOKEN, ""),
             ResumeRefused(ResumeReason.WINDOW_EXPIRED, "the session outlived its window"),
             ResumeRefused("some-future-reason", ""),
             Ack(0),
@@ -583,7 +584,7 @@ class ResumeMessageTests(SynchronousTestCase):
 
     def test_tokenNeverInRepr(self) -> None:
         """The messages that carry a session token show only its length."""
-        for message in (SessionGrant(_TOKEN, 1.0), Resume(_TOKEN, 1), Resumed(1, _TOKEN)):
+        for message in (SessionGrant(_TOKEN, 1.0), Resume(_TOKEN, 1), Resumed(1, _TOKEN, "c")):
             self.assertNotIn(repr(_TOKEN), repr(message))
             self.assertNotIn(_TOKEN.hex(), repr(message))
             self.assertIn("<32 bytes>", repr(message))
@@ -614,11 +615,13 @@ class ResumeMessageTests(SynchronousTestCase):
             ([21, _TOKEN, 1.0], "received must be an unsigned integer"),
             ([21, b"short", 1], "token must be 16..64 bytes"),
             ([21, 1, _TOKEN], "token must be binary"),
-            ([22, 1], "expected 3..3"),
-            ([22, 1, _TOKEN, 1], "expected 3..3"),
-            ([22, -1, _TOKEN], "received must be"),
-            ([22, _TOKEN, 1], "received must be"),
-            ([22, 1, None], "token must be binary"),
+            ([22, 1, _TOKEN], "expected 4..4"),
+            ([22, 1, _TOKEN, "c", 1], "expected 4..4"),
+            ([22, -1, _TOKEN, "c"], "received must be"),
+            ([22, _TOKEN, 1, "c"], "received must be"),
+            ([22, 1, None, "c"], "token must be binary"),
+            ([22, 1, _TOKEN, None], "id must be a string"),
+            ([22, 1, _TOKEN, 7], "id must be a string"),
             ([23, "window-expired"], "expected 3..3"),
             ([23, "window-expired", "m", "x"], "expected 3..3"),
             ([23, None, ""], "reason must be a string"),

@@ -548,10 +548,12 @@ class ResumableSession:
     caller's; None while detached).
     """
 
-    __slots__ = ("token", "ledger", "attachment", "detached_at")
+    __slots__ = ("token", "ledger", "attachment", "detached_at", "connection_id")
 
-    def __init__(self, token: SessionToken, ledger: SessionLedger, attachment: object) -> None:
+    def __init__(self, token: SessionToken, ledger: SessionLedger, attachment: object, connection_id: str) -> None:
         self.token = token
+        #: the hub's id for this session's connection, kept across resumes
+        self.connection_id = connection_id
         self.ledger = ledger
         self.attachment: object | None = attachment
         self.detached_at: float | None = None
@@ -610,12 +612,15 @@ class SessionRegistry:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def open(self, attachment: object) -> tuple[ResumableSession, SessionGrant]:
-        """A new session for a connection; send the grant (SESSION) before anything else."""
+    def open(self, attachment: object, connection_id: str) -> tuple[ResumableSession, SessionGrant]:
+        """
+        A new session for a connection (C{connection_id}: the id its WELCOME
+        gave, which the session keeps); send the grant (SESSION) before anything else.
+        """
         record, token = SessionToken.issue(self.epoch)
         while record.session_id in self._sessions:  # pragma: no cover - 96 random bits
             record, token = SessionToken.issue(self.epoch)
-        session = ResumableSession(record, SessionLedger(self.policy), attachment)
+        session = ResumableSession(record, SessionLedger(self.policy), attachment, connection_id)
         self._sessions[record.session_id] = session
         return session, SessionGrant(token, self.policy.window)
 
@@ -677,7 +682,7 @@ class SessionRegistry:
         self.replayed += len(replay)
         # RESUMED carries our count: it is an acknowledgement
         received = session.ledger.received.acknowledge()
-        return Resumption(session, Resumed(received, token), replay, previous)
+        return Resumption(session, Resumed(received, token, session.connection_id), replay, previous)
 
     def _session_of(self, token: bytes) -> ResumableSession | None:
         if len(token) != TOKEN_BYTES:
@@ -708,6 +713,8 @@ class ClientResumeState:
         self.policy = policy or ResumePolicy()
         self._token: bytes | None = None
         self.window: float | None = None
+        #: the session's connection id (from WELCOME, then from each RESUMED)
+        self.connection_id: str | None = None
         self.ledger = SessionLedger(self.policy)
         #: the reason of the last refusal (None: none yet)
         self.last_refusal: str | None = None
@@ -717,9 +724,13 @@ class ClientResumeState:
         """Has the server granted a session to resume?"""
         return self._token is not None
 
-    def granted(self, grant: SessionGrant) -> None:
-        """SESSION: a new session (the first, or after a refusal): numbering starts again."""
+    def granted(self, grant: SessionGrant, connection_id: str) -> None:
+        """
+        SESSION: a new session (the first, or after a refusal) for the
+        connection C{connection_id} (its WELCOME's id): numbering starts again.
+        """
         self._token = grant.token
+        self.connection_id = connection_id
         self.window = grant.window
         self.ledger = SessionLedger(self.policy)
 
@@ -741,6 +752,7 @@ class ClientResumeState:
         """
         replay = self.ledger.replay_for(answer.received, now)
         self._token = answer.token
+        self.connection_id = answer.connection_id
         return replay
 
     def refused(self, answer: ResumeRefused) -> str:

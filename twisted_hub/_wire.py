@@ -467,18 +467,21 @@ class Resumed:
     """
     RESUMED (22): the session is resumed.  The server has received the
     client's sequenced messages up to C{received}; C{token} replaces the
-    client's token (the old one is refused from now on).
+    client's token (the old one is refused from now on); C{connection_id}
+    is the session's connection id, in force again (not the one of this
+    connection's WELCOME).
     """
 
     kind: ClassVar[int] = MessageKind.RESUMED
     received: int
     token: bytes
+    connection_id: str
 
     def fields(self) -> list[Any]:
-        return [self.kind, self.received, self.token]
+        return [self.kind, self.received, self.token, self.connection_id]
 
     def __repr__(self) -> str:
-        return f"Resumed(received={self.received}, token={_token_repr(self.token)})"
+        return f"Resumed(received={self.received}, token={_token_repr(self.token)}, connection_id={self.connection_id!r})"
 
 
 @dataclass(slots=True)
@@ -637,8 +640,10 @@ def _decode_resume(kind: int, raw: list[Any]) -> Message:
         _length(raw, 3, 3, "resume")
         return Resume(_session_token(raw[1], "resume"), _received(raw[2], "resume"))
     if kind == MessageKind.RESUMED:
-        _length(raw, 3, 3, "resumed")
-        return Resumed(_received(raw[1], "resumed"), _session_token(raw[2], "resumed"))
+        _length(raw, 4, 4, "resumed")
+        return Resumed(
+            _received(raw[1], "resumed"), _session_token(raw[2], "resumed"), _text(raw[3], "resumed: id")
+        )
     if kind == MessageKind.RESUME_REFUSED:
         _length(raw, 3, 3, "resume refused")
         return ResumeRefused(_text(raw[1], "resume refused: reason"), _text(raw[2], "resume refused: message"))

@@ -197,11 +197,12 @@ export interface Resume {
   token: Uint8Array;
   received: number;
 }
-/** RESUMED (22): resumed; the server received up to `received`; `token` replaces the old one. */
+/** RESUMED (22): resumed; the server received up to `received`; `token` replaces the old one; `connectionId` is the session's again. */
 export interface Resumed {
   kind: 22;
   received: number;
   token: Uint8Array;
+  connectionId: string;
 }
 /** RESUME_REFUSED (23): not resumed, for `reason` (a ResumeReason, or one this client does not know). */
 export interface ResumeRefused {
@@ -556,8 +557,13 @@ export function parseServerMessage(fields: unknown): ServerMessage {
       return { kind: 20, token, window };
     }
     case MessageKind.RESUMED:
-      arity(list, 3, 3, "RESUMED");
-      return { kind: 22, received: uint(list[1], "received"), token: sessionToken(list[2]) };
+      arity(list, 4, 4, "RESUMED");
+      return {
+        kind: 22,
+        received: uint(list[1], "received"),
+        token: sessionToken(list[2]),
+        connectionId: str(list[3], "a connection id"),
+      };
     case MessageKind.RESUME_REFUSED:
       arity(list, 3, 3, "RESUME_REFUSED");
       return { kind: 23, reason: str(list[1], "a reason"), message: str(list[2], "a message") };

@@ -140,7 +140,7 @@ const TOKEN = Uint8Array.from({ length: 32 }, (_, i) => i);
 
 test("resume messages: every kind 20-24 and the heartbeats' ack parse to their fields", () => {
   assert.deepEqual(parseServerMessage([20, TOKEN, 120]), { kind: 20, token: TOKEN, window: 120 });
-  assert.deepEqual(parseServerMessage([22, 17, TOKEN]), { kind: 22, received: 17, token: TOKEN });
+  assert.deepEqual(parseServerMessage([22, 17, TOKEN, "c-1"]), { kind: 22, received: 17, token: TOKEN, connectionId: "c-1" });
   assert.deepEqual(parseServerMessage([23, "window-expired", "gone"]), { kind: 23, reason: "window-expired", message: "gone" });
   assert.deepEqual(parseServerMessage([23, "a-future-reason", ""]), { kind: 23, reason: "a-future-reason", message: "" });
   assert.deepEqual(parseServerMessage([24, 300]), { kind: 24, received: 300 });
@@ -156,7 +156,7 @@ test("resume messages: every kind 20-24 and the heartbeats' ack parse to their f
 test("resume messages round-trip through the encoder and the frame decoder", () => {
   const frames = [
     [[20, TOKEN, 0.5], parseServerMessage],
-    [[22, 0, TOKEN], parseServerMessage],
+    [[22, 0, TOKEN, ""], parseServerMessage],
     [[23, "token-invalid", "no"], parseServerMessage],
     [[24, 2 ** 40], parseServerMessage],
     [[21, TOKEN, 2 ** 40], parseClientMessage],
@@ -180,9 +180,11 @@ test("every malformed resume message is a protocol error", () => {
     [[20, TOKEN, -1], /window/],
     [[20, TOKEN, null], /window/],
     [[20, TOKEN, true], /window/],
-    [[22, 1], /RESUMED needs 3/],
-    [[22, -1, TOKEN], /received must be an unsigned integer/],
-    [[22, 1, null], /session token must be bin/],
+    [[22, 1, TOKEN], /RESUMED needs 4/],
+    [[22, 1, TOKEN, "c", 1], /RESUMED needs 4/],
+    [[22, -1, TOKEN, "c"], /received must be an unsigned integer/],
+    [[22, 1, null, "c"], /session token must be bin/],
+    [[22, 1, TOKEN, null], /a connection id must be a str/],
     [[23, "x"], /RESUME_REFUSED needs 3/],
     [[23, null, ""], /a reason must be a str/],
     [[23, "x", null], /a message must be a str/],
@@ -205,7 +207,7 @@ test("every malformed resume message is a protocol error", () => {
     [[10, 1, 2, 3], /SERVER_HEARTBEAT_ACK needs 2 to 3/],
     [[11, 1, 2, "3"], /an ack must be/],
     [[20, TOKEN, 1], /never sent by a client/],
-    [[22, 1, TOKEN], /never sent by a client/],
+    [[22, 1, TOKEN, "c"], /never sent by a client/],
     [[23, "x", ""], /never sent by a client/],
     [[25, 1], /unknown message kind 25/],
   ];
