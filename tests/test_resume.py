@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from hypothesis import given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -704,6 +704,93 @@ class ResumeModelTests(SynchronousTestCase):
                 resumption = pair.registry.resume(client.request(), f"conn-{connection}", now)
                 s2c.extend(("msg", data) for data in resumption.replay)
                 c2s.extend(("msg", data) for data in client.resumed(resumption.resumed, now))
+        while c2s or s2c:
+            if c2s:
+                deliver(c2s, "s")
+            if s2c:
+                deliver(s2c, "c")
+        self.assertEqual(got["s"], sent["c"])
+        self.assertEqual(got["c"], sent["s"])
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.sampled_from(["c_send", "c_send", "s_send", "s_send", "c_deliver", "s_deliver", "c_ack", "s_ack", "cut"]),
+            max_size=150,
+        ),
+        st.integers(min_value=50, max_value=300),
+        st.floats(min_value=3.0, max_value=40.0),
+    )
+    @example(["s_send"] * 10 + ["cut", "s_send", "s_deliver", "c_send", "c_deliver"], 60, 40.0)  # overflowed
+    @example(["s_send", "c_ack", "c_ack", "c_ack", "c_ack", "cut", "c_send"], 400, 3.0)  # expired
+    @example(["s_send", "s_deliver", "c_ack", "s_send"] * 5 + ["cut"], 120, 40.0)  # resumes
+    def test_boundedBuffersRefuseOnlyWhatTheyMust(self, actions: list[str], buffer_bytes: int, window: float) -> None:
+        """
+        With small bounds, a resume may be refused, but only with a bound's
+        reason, and what each side received of the session before that is
+        exactly a prefix of what the other sent: a refusal loses, it never
+        duplicates or reorders.  Resumes that succeed lose nothing.
+        """
+        policy = ResumePolicy(window=window, buffer_bytes=buffer_bytes)
+        pair = _Pair(policy)
+        c2s: list[tuple[str, object]] = []
+        s2c: list[tuple[str, object]] = []
+        sent: dict[str, list[bytes]] = {"c": [], "s": []}
+        got: dict[str, list[bytes]] = {"c": [], "s": []}
+        now = 0.0
+
+        def deliver(queue: list[tuple[str, object]], to: str) -> None:
+            kind, value = queue.pop(0)
+            ledger = pair.session.ledger if to == "s" else pair.client.ledger
+            if kind == "ack":
+                assert isinstance(value, int)
+                ledger.sent.ack(value)
+            else:
+                assert isinstance(value, bytes)
+                ledger.received.receive(now)
+                got[to].append(value)
+
+        def check_prefixes() -> None:
+            self.assertEqual(got["s"], sent["c"][: len(got["s"])])
+            self.assertEqual(got["c"], sent["s"][: len(got["c"])])
+
+        for action in actions:
+            now += 1.0
+            if action in ("c_send", "s_send"):
+                side = action[0]
+                data = b"%s%d" % (side.encode(), len(sent[side]))
+                ledger = pair.client.ledger if side == "c" else pair.session.ledger
+                ledger.sent.append(data, now)
+                sent[side].append(data)
+                (c2s if side == "c" else s2c).append(("msg", data))
+            elif action == "c_deliver" and c2s:
+                deliver(c2s, "s")
+            elif action == "s_deliver" and s2c:
+                deliver(s2c, "c")
+            elif action == "c_ack":
+                c2s.append(("ack", pair.client.ledger.received.acknowledge()))
+            elif action == "s_ack":
+                s2c.append(("ack", pair.session.ledger.received.acknowledge()))
+            elif action == "cut":
+                c2s.clear()
+                s2c.clear()
+                pair.registry.detach(pair.session, now)
+                try:
+                    resumption = pair.registry.resume(pair.client.request(), "conn", now)
+                    s2c.extend(("msg", data) for data in resumption.replay)
+                    c2s.extend(("msg", data) for data in pair.client.resumed(resumption.resumed, now))
+                except ResumeRefusedError as refused:
+                    self.assertIn(refused.reason, (ResumeReason.BUFFER_OVERFLOWED, ResumeReason.WINDOW_EXPIRED))
+                    check_prefixes()
+                    event("refused")
+                    c2s.clear()
+                    s2c.clear()
+                    # a fresh session, numbered from 1 again
+                    pair.client.refused(ResumeRefused(refused.reason, ""))
+                    pair.session, grant = pair.registry.open("conn", "c")
+                    pair.client.granted(grant, "c")
+                    sent = {"c": [], "s": []}
+                    got = {"c": [], "s": []}
         while c2s or s2c:
             if c2s:
                 deliver(c2s, "s")
