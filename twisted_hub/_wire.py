@@ -154,8 +154,9 @@ class ErrorCode:
     FORBIDDEN: Final = "forbidden"
     #: a fresh access token was refused: it is not valid (docs/auth.md)
     UNAUTHENTICATED: Final = "unauthenticated"
-    #: capability C{resume}: a call sent again after a resume whose answer
-    #: is no longer kept; it ran once and is not run again (docs/protocol.md 10.6)
+    #: capability C{resume}: a call seen before on the session whose answer
+    #: is no longer kept (or was lost with a node); it ran at most once and is
+    #: not run again (docs/protocol.md 10.6)
     DUPLICATE_CALL: Final = "duplicate-call"
 
 
