@@ -798,3 +798,21 @@ class ResumeModelTests(SynchronousTestCase):
                 deliver(s2c, "c")
         self.assertEqual(got["s"], sent["c"])
         self.assertEqual(got["c"], sent["s"])
+
+
+class ReasonsAgreeTests(SynchronousTestCase):
+    """The five refusal reasons are the same in protocol.md, the Python codec and the JavaScript codec."""
+
+    def test_sameEverywhere(self) -> None:
+        import re
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parent.parent
+        protocol = (root / "docs" / "protocol.md").read_text(encoding="utf-8")
+        section = protocol.split("## 10. Session resumption", 1)[1]
+        table = section.split("| Reason | When |", 1)[1].split("\n\n", 1)[0]
+        documented = tuple(re.findall(r"^\| `([a-z-]+)` \|", table, re.M))
+        self.assertEqual(documented, ResumeReason.ALL)
+        wire_ts = (root / "js" / "src" / "wire.ts").read_text(encoding="utf-8")
+        block = wire_ts.split("export const ResumeReason = {", 1)[1].split("}", 1)[0]
+        self.assertEqual(tuple(re.findall(r'"([a-z-]+)"', block)), ResumeReason.ALL)
