@@ -20,23 +20,32 @@ class ResumeMessagesRefusedTests(test_server.ServerTestBase):
     send_raw = test_server.BadInputTests.send_raw
     check_closed = test_server.BadInputTests.check_closed
 
-    def test_resume_kinds(self) -> None:
-        """RESUME and ACK (client kinds) and the server-only kinds 20, 22, 23 close with 4002."""
-        arrays: list[list[object]] = [
-            [21, _TOKEN, 0],
-            [24, 0],
-            [20, _TOKEN, 120.0],
-            [22, 0, _TOKEN],
-            [23, "window-expired", ""],
-        ]
-        for array in arrays:
-            self.setUp()
-            bad, good = self.send_raw(msgpack.packb(array, use_bin_type=True))
-            self.check_closed(bad, good, CloseCode.PROTOCOL_ERROR)
+    def refused(self, array: list[object]) -> None:
+        bad, good = self.send_raw(msgpack.packb(array, use_bin_type=True))
+        self.check_closed(bad, good, CloseCode.PROTOCOL_ERROR)
 
-    def test_heartbeat_acks(self) -> None:
-        """A heartbeat answer or a client heartbeat with the resume ack field closes with 4002."""
-        for array in ([10, 1, 0], [11, 1, 0, 0]):
-            self.setUp()
-            bad, good = self.send_raw(msgpack.packb(array))
-            self.check_closed(bad, good, CloseCode.PROTOCOL_ERROR)
+    def test_resume(self) -> None:
+        """RESUME (a client kind of resume) closes with 4002."""
+        self.refused([21, _TOKEN, 0])
+
+    def test_ack(self) -> None:
+        """ACK closes with 4002."""
+        self.refused([24, 0])
+
+    def test_server_kinds(self) -> None:
+        """SESSION, RESUMED and RESUME_REFUSED from a client close with 4002."""
+        self.refused([20, _TOKEN, 120.0])
+
+    def test_resumed(self) -> None:
+        self.refused([22, 0, _TOKEN, "c"])
+
+    def test_resume_refused(self) -> None:
+        self.refused([23, "window-expired", ""])
+
+    def test_heartbeat_answer_with_ack(self) -> None:
+        """A heartbeat answer carrying the resume ack field closes with 4002."""
+        self.refused([10, 1, 0])
+
+    def test_client_heartbeat_with_ack(self) -> None:
+        """A client heartbeat carrying the resume ack field closes with 4002."""
+        self.refused([11, 1, 0, 0])
