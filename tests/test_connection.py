@@ -812,3 +812,32 @@ class CoreEncodesAnswersTests(SynchronousTestCase):
         self.assertEqual(decode_frame(receiver_call_payload("said", [1], {"a": 2}, 100))[0].kwargs, {"a": 2})
         with self.assertRaises(ValueError):
             receiver_call_payload("said", ["x" * 200], None, 100)
+
+
+class HeartbeatAckFieldTests(SynchronousTestCase):
+    """
+    The trailing ack of kinds 10-12 (capability resume, docs/protocol.md
+    section 10) decodes, but no connection negotiates resume yet, so both
+    sides refuse it as they did before the codec knew it.
+    """
+
+    def test_serverRefusesAcks(self) -> None:
+        from twisted_hub._core.connection import ServerConnection
+        from twisted_hub._core.wire import ProtocolError, encode
+
+        for message in (ServerHeartbeatAck(1, 5), ClientHeartbeat(1, 0, 5)):
+            server: ServerConnection[object] = ServerConnection("c1")
+            server.receive_frame(encode(Hello(["heartbeat"])), 0.0)
+            with self.assertRaises(ProtocolError) as caught:
+                server.receive_frame(encode(message), 0.0)
+            self.assertIn("resume was not negotiated", str(caught.exception))
+
+    def test_clientRefusesAcks(self) -> None:
+        from twisted_hub._core.connection import ClientConnection
+        from twisted_hub._core.wire import ClientHeartbeatAck, ProtocolError, Welcome, encode
+
+        client: ClientConnection[object] = ClientConnection()
+        client.receive_frame(encode(Welcome(["heartbeat"], "c1")), 0.0)
+        with self.assertRaises(ProtocolError) as caught:
+            client.receive_frame(encode(ClientHeartbeatAck(1, 0, 0, 5)), 0.0)
+        self.assertIn("resume was not negotiated", str(caught.exception))

@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub._core.wire import (
     SUBPROTOCOL,
+    Ack,
     ClientHeartbeat,
     ClientHeartbeatAck,
     ClientInvoke,
@@ -30,8 +31,13 @@ from twisted_hub._core.wire import (
     ProtocolError,
     ReceiverCall,
     Result,
+    Resume,
+    Resumed,
+    ResumeReason,
+    ResumeRefused,
     ServerHeartbeat,
     ServerHeartbeatAck,
+    SessionGrant,
     Token,
     TokenResult,
     TooManyMessagesError,
@@ -132,6 +138,11 @@ def message_from_array(array: list[Any]) -> Message:
         MessageKind.CLIENT_HEARTBEAT_ACK: ClientHeartbeatAck,
         MessageKind.TOKEN: Token,
         MessageKind.TOKEN_RESULT: TokenResult,
+        MessageKind.SESSION: SessionGrant,
+        MessageKind.RESUME: Resume,
+        MessageKind.RESUMED: Resumed,
+        MessageKind.RESUME_REFUSED: ResumeRefused,
+        MessageKind.ACK: Ack,
     }
     message: Message = classes[kind](*rest)
     return message
@@ -153,7 +164,8 @@ class ProtocolDocumentExamplesTests(SynchronousTestCase):
         """The document has an example of every message kind and a batched frame."""
         frames, invalid = _load()
         kinds = {array[0] for example in frames for array in example.arrays}
-        self.assertEqual(kinds, set(range(MessageKind.TOKEN_RESULT + 1)))
+        resume = set(range(MessageKind.SESSION, MessageKind.ACK + 1))
+        self.assertEqual(kinds, set(range(MessageKind.TOKEN_RESULT + 1)) | resume)
         self.assertTrue(any(len(example.arrays) > 1 for example in frames))
         self.assertGreaterEqual(len(invalid), 5)
 
@@ -332,11 +344,11 @@ class DecodeRejectionTests(SynchronousTestCase):
             [9, 1],
             [9, 1, 2, None, 1],
             [10],
-            [10, 1, 2],
+            [10, 1, 2, 3],
             [11, 1],
-            [11, 1, 2, 3],
+            [11, 1, 2, 3, 4],
             [12, 1, 2],
-            [12, 1, 2, 3, 4],
+            [12, 1, 2, 3, 4, 5],
         ]
         for array in bad:
             with self.assertRaises(ProtocolError, msg=repr(array)):
@@ -525,3 +537,108 @@ class CloseCodeTypeTests(SynchronousTestCase):
             if code == CloseCode.NORMAL or 3000 <= code <= 4999:
                 protocol.sendClose(code, "why")
         self.assertEqual([code for code, _ in sent], [c for c in codes if c == 1000 or 3000 <= c <= 4999])
+
+
+_TOKEN = bytes(range(32))
+
+
+class ResumeMessageTests(SynchronousTestCase):
+    """Kinds 20-24 and the heartbeats' acknowledgement field (capability resume)."""
+
+    def test_roundTrip(self) -> None:
+        """Every resume message, and every heartbeat with and without ack, decodes back to itself."""
+        messages: list[Message] = [
+            SessionGrant(_TOKEN, 120.0),
+            SessionGrant(b"t" * 16, 5),
+            SessionGrant(b"t" * 64, 0.5),
+            Resume(_TOKEN, 0),
+            Resume(_TOKEN, 2**64 - 1),
+            Resumed(17, _TOKEN, "5f3a9c01-7"),
+            Resumed(0, _TOKEN, ""),
+            ResumeRefused(ResumeReason.WINDOW_EXPIRED, "the session outlived its window"),
+            ResumeRefused("some-future-reason", ""),
+            Ack(0),
+            Ack(2**64 - 1),
+            ServerHeartbeatAck(7),
+            ServerHeartbeatAck(7, 0),
+            ClientHeartbeat(3, -5),
+            ClientHeartbeat(3, -5, 12),
+            ClientHeartbeatAck(3, -5, 99),
+            ClientHeartbeatAck(3, -5, 99, 12),
+        ]
+        for message in messages:
+            self.assertEqual(decode_frame(encode(message)), [message], repr(message))
+            self.assertEqual(encode_fields(message.fields()), encode(message))
+
+    def test_allReasonsDistinct(self) -> None:
+        self.assertEqual(
+            ResumeReason.ALL,
+            ("window-expired", "buffer-overflowed", "session-unknown", "backplane-state-lost", "token-invalid"),
+        )
+
+    def test_ackLeftOutWhenNone(self) -> None:
+        """Without an ack the heartbeats are exactly their version-1 arrays."""
+        self.assertEqual(ServerHeartbeatAck(7).fields(), [10, 7])
+        self.assertEqual(ClientHeartbeat(3, 1).fields(), [11, 3, 1])
+        self.assertEqual(ClientHeartbeatAck(3, 1, 2).fields(), [12, 3, 1, 2])
+
+    def test_tokenNeverInRepr(self) -> None:
+        """The messages that carry a session token show only its length."""
+        for message in (SessionGrant(_TOKEN, 1.0), Resume(_TOKEN, 1), Resumed(1, _TOKEN, "c")):
+            self.assertNotIn(repr(_TOKEN), repr(message))
+            self.assertNotIn(_TOKEN.hex(), repr(message))
+            self.assertIn("<32 bytes>", repr(message))
+
+    def assertRejected(self, array: list[Any], reason: str) -> None:
+        with self.assertRaises(ProtocolError, msg=repr(array)) as caught:
+            decode_frame(_pack(array))
+        self.assertIn(reason, str(caught.exception), repr(array))
+
+    def test_malformed(self) -> None:
+        """Every malformed variant of kinds 20-24 and of the ack fields is a protocol error."""
+        bad: list[tuple[list[Any], str]] = [
+            ([20, _TOKEN], "expected 3..3"),
+            ([20, _TOKEN, 1.0, 1], "expected 3..3"),
+            ([20, "text-token-of-enough-bytes-32xxx", 1.0], "token must be binary"),
+            ([20, None, 1.0], "token must be binary"),
+            ([20, b"x" * 15, 1.0], "token must be 16..64 bytes, got 15"),
+            ([20, b"x" * 65, 1.0], "got 65"),
+            ([20, _TOKEN, 0], "window must be"),
+            ([20, _TOKEN, -1.0], "window must be"),
+            ([20, _TOKEN, None], "window must be"),
+            ([20, _TOKEN, True], "window must be"),
+            ([20, _TOKEN, "120"], "window must be"),
+            ([21, _TOKEN], "expected 3..3"),
+            ([21, _TOKEN, 1, 2], "expected 3..3"),
+            ([21, _TOKEN, -1], "received must be an unsigned integer"),
+            ([21, _TOKEN, True], "received must be an unsigned integer"),
+            ([21, _TOKEN, 1.0], "received must be an unsigned integer"),
+            ([21, b"short", 1], "token must be 16..64 bytes"),
+            ([21, 1, _TOKEN], "token must be binary"),
+            ([22, 1, _TOKEN], "expected 4..4"),
+            ([22, 1, _TOKEN, "c", 1], "expected 4..4"),
+            ([22, -1, _TOKEN, "c"], "received must be"),
+            ([22, _TOKEN, 1, "c"], "received must be"),
+            ([22, 1, None, "c"], "token must be binary"),
+            ([22, 1, _TOKEN, None], "id must be a string"),
+            ([22, 1, _TOKEN, 7], "id must be a string"),
+            ([23, "window-expired"], "expected 3..3"),
+            ([23, "window-expired", "m", "x"], "expected 3..3"),
+            ([23, None, ""], "reason must be a string"),
+            ([23, b"window-expired", ""], "reason must be a string"),
+            ([23, "window-expired", None], "message must be a string"),
+            ([24], "expected 2..2"),
+            ([24, 1, 2], "expected 2..2"),
+            ([24, -1], "received must be"),
+            ([24, False], "received must be"),
+            ([24, None], "received must be"),
+            ([10, 1, -1], "ack must be an unsigned integer"),
+            ([10, 1, True], "ack must be an unsigned integer"),
+            ([10, 1, None], "ack must be an unsigned integer"),
+            ([11, 1, 2, 1.5], "ack must be an unsigned integer"),
+            ([12, 1, 2, 3, "4"], "ack must be an unsigned integer"),
+        ]
+        for array, reason in bad:
+            self.assertRejected(array, reason)
+        for kind in (25, 99):
+            self.assertRejected([kind, 1], "unknown message kind")

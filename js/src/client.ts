@@ -39,6 +39,9 @@ import {
 } from "./wire.js";
 import { PageWatch, browserPage, type PageLifecycle } from "./lifecycle.js";
 
+/** The trailing ack of kinds 10-12 belongs to `resume` (protocol.md section 10), not announced yet. */
+const ACK_WITHOUT_RESUME = "a heartbeat carries an ack, but resume was not negotiated";
+
 /** Time and timers, injectable for tests.  Times are wall-clock milliseconds. */
 export interface Clock {
   now(): number;
@@ -626,11 +629,20 @@ export class HubClient {
         }
         return;
       case MessageKind.CLIENT_HEARTBEAT_ACK:
+        if (message.ack !== undefined) throw new ProtocolError(ACK_WITHOUT_RESUME);
         this.heartbeatAnswered(message.sequence, message.clientTime, message.serverTimeUs, now);
         return;
       case MessageKind.TOKEN_RESULT:
         if (message.error !== null) this.log.warn(`fresh token refused: ${message.error} ${message.message}`);
         this.tokenExpires(message.expiresIn, message.error !== null);
+        return;
+      case MessageKind.SESSION:
+      case MessageKind.RESUMED:
+      case MessageKind.RESUME_REFUSED:
+      case MessageKind.ACK:
+        // The codec knows them (protocol.md section 10); this client does
+        // not announce `resume` yet, so they are as invalid as before.
+        throw new ProtocolError(`message kind ${message.kind} without the resume capability`);
     }
   }
 

@@ -42,6 +42,13 @@ export const MessageKind = {
   CLIENT_HEARTBEAT_ACK: 12,
   TOKEN: 13,
   TOKEN_RESULT: 14,
+  // 15-19: streams (capability "stream")
+  /** capability `resume` (protocol.md section 10): the session's token and window */
+  SESSION: 20,
+  RESUME: 21,
+  RESUMED: 22,
+  RESUME_REFUSED: 23,
+  ACK: 24,
 } as const;
 
 export const CloseCode = {
@@ -60,6 +67,8 @@ export const CloseCode = {
   SLOW_CONSUMER: 4004,
   /** the access token expired and no fresh one came (docs/auth.md) */
   TOKEN_EXPIRED: 4005,
+  /** capability `resume`: the session was resumed over another connection (protocol.md 10.5) */
+  SESSION_MOVED: 4006,
 } as const;
 
 export const ErrorCode = {
@@ -71,7 +80,22 @@ export const ErrorCode = {
   DISCONNECTED: "disconnected",
   /** an authorization policy refused the call (docs/auth.md) */
   FORBIDDEN: "forbidden",
+  /** capability `resume`: a repeated call whose answer is no longer kept (protocol.md 10.6) */
+  DUPLICATE_CALL: "duplicate-call",
 } as const;
+
+/** Why a session could not be resumed: RESUME_REFUSED's reason (protocol.md 10.5). */
+export const ResumeReason = {
+  WINDOW_EXPIRED: "window-expired",
+  BUFFER_OVERFLOWED: "buffer-overflowed",
+  SESSION_UNKNOWN: "session-unknown",
+  BACKPLANE_STATE_LOST: "backplane-state-lost",
+  TOKEN_INVALID: "token-invalid",
+} as const;
+
+/** Session tokens are opaque bin of 16 to 64 bytes (protocol.md section 10). */
+export const SESSION_TOKEN_MIN_BYTES = 16;
+export const SESSION_TOKEN_MAX_BYTES = 64;
 
 /** Keyword arguments: a map with str keys. */
 export type Kwargs = Record<string, unknown>;
@@ -143,17 +167,53 @@ export interface ServerHeartbeat {
 export interface ServerHeartbeatAck {
   kind: 10;
   sequence: number;
+  /** capability `resume`: the last sequenced message received (present only when sent) */
+  ack?: number;
 }
 export interface ClientHeartbeat {
   kind: 11;
   sequence: number;
   clientTime: number;
+  /** capability `resume`: the last sequenced message received (present only when sent) */
+  ack?: number;
 }
 export interface ClientHeartbeatAck {
   kind: 12;
   sequence: number;
   clientTime: number;
   serverTimeUs: number;
+  /** capability `resume`: the last sequenced message received (present only when sent) */
+  ack?: number;
+}
+/** SESSION (20): a resumable session was opened; the token is opaque and never logged. */
+export interface SessionGrant {
+  kind: 20;
+  token: Uint8Array;
+  window: number;
+}
+/** RESUME (21): resume the session of `token`; received up to `received`. */
+export interface Resume {
+  kind: 21;
+  token: Uint8Array;
+  received: number;
+}
+/** RESUMED (22): resumed; the server received up to `received`; `token` replaces the old one; `connectionId` is the session's again. */
+export interface Resumed {
+  kind: 22;
+  received: number;
+  token: Uint8Array;
+  connectionId: string;
+}
+/** RESUME_REFUSED (23): not resumed, for `reason` (a ResumeReason, or one this client does not know). */
+export interface ResumeRefused {
+  kind: 23;
+  reason: string;
+  message: string;
+}
+/** ACK (24): the sender received the peer's sequenced messages up to `received`. */
+export interface Ack {
+  kind: 24;
+  received: number;
 }
 
 /** The answer to a fresh token: `error` null when accepted. */
@@ -175,7 +235,11 @@ export type ServerMessage =
   | Close
   | ServerHeartbeat
   | ClientHeartbeatAck
-  | TokenResult;
+  | TokenResult
+  | SessionGrant
+  | Resumed
+  | ResumeRefused
+  | Ack;
 /** What a server can receive. */
 export type ClientMessage =
   | Hello
@@ -185,7 +249,9 @@ export type ClientMessage =
   | ErrorMessage
   | Close
   | ServerHeartbeatAck
-  | ClientHeartbeat;
+  | ClientHeartbeat
+  | Resume
+  | Ack;
 
 /** The peer sent something that is not this protocol (close code 4002). */
 export class ProtocolError extends Error {
@@ -356,6 +422,24 @@ function seconds(value: unknown): number | null {
   return (value as number | undefined) ?? null;
 }
 
+function sessionToken(value: unknown): Uint8Array {
+  if (!(value instanceof Uint8Array) || value.length < SESSION_TOKEN_MIN_BYTES || value.length > SESSION_TOKEN_MAX_BYTES) {
+    fail("a session token must be bin of 16 to 64 bytes");
+  }
+  return value;
+}
+
+/** The optional trailing ack of kinds 10-12: the property only when the field is there. */
+function withAck<T extends object>(message: T, fields: unknown[], index: number): T & { ack?: number } {
+  if (fields.length <= index) return message;
+  return { ...message, ack: uint(fields[index], "an ack") };
+}
+
+function parseAck(fields: unknown[]): Ack {
+  arity(fields, 2, 2, "ACK");
+  return { kind: 24, received: uint(fields[1], "received") };
+}
+
 function parseWelcome(fields: unknown[]): Welcome {
   arity(fields, 2, 2, "WELCOME");
   const info = fields[1];
@@ -453,14 +537,38 @@ export function parseServerMessage(fields: unknown): ServerMessage {
       };
     }
     case MessageKind.CLIENT_HEARTBEAT_ACK:
-      arity(list, 4, 4, "CLIENT_HEARTBEAT_ACK");
+      arity(list, 4, 5, "CLIENT_HEARTBEAT_ACK");
       if (!isInt(list[2])) fail("client_time must be an integer");
+      return withAck(
+        {
+          kind: 12,
+          sequence: uint(list[1], "a sequence"),
+          clientTime: list[2],
+          serverTimeUs: uint(list[3], "the server time"),
+        } as ClientHeartbeatAck,
+        list,
+        4,
+      );
+    case MessageKind.SESSION: {
+      arity(list, 3, 3, "SESSION");
+      const token = sessionToken(list[1]);
+      const window = list[2];
+      if (typeof window !== "number" || !(window > 0)) fail("bad window");
+      return { kind: 20, token, window };
+    }
+    case MessageKind.RESUMED:
+      arity(list, 4, 4, "RESUMED");
       return {
-        kind: 12,
-        sequence: uint(list[1], "a sequence"),
-        clientTime: list[2],
-        serverTimeUs: uint(list[3], "the server time"),
+        kind: 22,
+        received: uint(list[1], "received"),
+        token: sessionToken(list[2]),
+        connectionId: str(list[3], "a connection id"),
       };
+    case MessageKind.RESUME_REFUSED:
+      arity(list, 3, 3, "RESUME_REFUSED");
+      return { kind: 23, reason: str(list[1], "a reason"), message: str(list[2], "a message") };
+    case MessageKind.ACK:
+      return parseAck(list);
     case MessageKind.TOKEN_RESULT:
       arity(list, 3, 5, "TOKEN_RESULT");
       return {
@@ -475,6 +583,7 @@ export function parseServerMessage(fields: unknown): ServerMessage {
     case MessageKind.NOTIFY:
     case MessageKind.SERVER_HEARTBEAT_ACK:
     case MessageKind.CLIENT_HEARTBEAT:
+    case MessageKind.RESUME:
       return fail(`message kind ${kind} is never sent by a server`);
     default:
       return fail(`unknown message kind ${String(kind)}`);
@@ -507,17 +616,25 @@ export function parseClientMessage(fields: unknown): ClientMessage {
     case MessageKind.CLOSE:
       return parseClose(list);
     case MessageKind.SERVER_HEARTBEAT_ACK:
-      arity(list, 2, 2, "SERVER_HEARTBEAT_ACK");
-      return { kind: 10, sequence: uint(list[1], "a sequence") };
+      arity(list, 2, 3, "SERVER_HEARTBEAT_ACK");
+      return withAck({ kind: 10, sequence: uint(list[1], "a sequence") } as ServerHeartbeatAck, list, 2);
     case MessageKind.CLIENT_HEARTBEAT:
-      arity(list, 3, 3, "CLIENT_HEARTBEAT");
+      arity(list, 3, 4, "CLIENT_HEARTBEAT");
       if (!isInt(list[2])) fail("client_time must be an integer");
-      return { kind: 11, sequence: uint(list[1], "a sequence"), clientTime: list[2] };
+      return withAck({ kind: 11, sequence: uint(list[1], "a sequence"), clientTime: list[2] } as ClientHeartbeat, list, 3);
+    case MessageKind.RESUME:
+      arity(list, 3, 3, "RESUME");
+      return { kind: 21, token: sessionToken(list[1]), received: uint(list[2], "received") };
+    case MessageKind.ACK:
+      return parseAck(list);
     case MessageKind.WELCOME:
     case MessageKind.RECEIVER_CALL:
     case MessageKind.CLIENT_INVOKE:
     case MessageKind.SERVER_HEARTBEAT:
     case MessageKind.CLIENT_HEARTBEAT_ACK:
+    case MessageKind.SESSION:
+    case MessageKind.RESUMED:
+    case MessageKind.RESUME_REFUSED:
       return fail(`message kind ${kind} is never sent by a client`);
     default:
       return fail(`unknown message kind ${String(kind)}`);

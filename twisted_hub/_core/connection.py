@@ -63,6 +63,11 @@ _RESULT = MessageKind.RESULT
 _ERROR = MessageKind.ERROR
 
 
+#: The trailing ack of kinds 10-12 belongs to the capability "resume"
+#: (docs/protocol.md section 10), which no session negotiates yet: until they
+#: do, it is refused as it was before the codec learnt it.
+_ACK_WITHOUT_RESUME = "a heartbeat carries an ack, but resume was not negotiated"
+
 class ConnectionState(enum.Enum):
     """Where a connection is in its life."""
 
@@ -514,11 +519,15 @@ class ServerConnection(Connection[T]):
         if isinstance(message, (Result, Error)):
             return self._answer(message)
         if isinstance(message, ServerHeartbeatAck):
+            if message.ack is not None:
+                raise ProtocolError(_ACK_WITHOUT_RESUME)
             latency = self.heartbeat.acknowledged(message.sequence, now)
             if latency is None:
                 return None
             return HeartbeatAnswered(message.sequence, latency)
         if isinstance(message, ClientHeartbeat):
+            if message.ack is not None:
+                raise ProtocolError(_ACK_WITHOUT_RESUME)
             # Answered through answer_heartbeat, in the order of the frame's
             # messages (after the results of the calls before it).
             return message if self.state is ConnectionState.OPEN else None
@@ -646,6 +655,8 @@ class ClientConnection(Connection[T]):
                 self.heartbeat.peer_heartbeat(now)
             return ServerHeartbeatReceived(message)
         if isinstance(message, ClientHeartbeatAck):
+            if message.ack is not None:
+                raise ProtocolError(_ACK_WITHOUT_RESUME)
             sample = self.clock_sync.add(message.client_time / 1e6, message.server_time_us / 1e6, now)
             latency = self.heartbeat.acknowledged(message.sequence, now)
             if latency is None:

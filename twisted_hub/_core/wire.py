@@ -30,6 +30,12 @@ CAP_BATCH = "batch"
 #: (kinds 13 and 14; docs/auth.md).  A server announces it when it
 #: authenticates its clients; a client when it can hand over fresh tokens.
 CAP_TOKEN_REFRESH = "token-refresh"
+#: Capability: the peer numbers its hub messages, acknowledges the peer's and
+#: can resume a session over a new connection (kinds 20-24; docs/protocol.md
+#: section 10, docs/resumption.md).  Not announced yet: the sessions do not
+#: implement it (the codec and the core units are built; the integration is
+#: the next step).
+CAP_RESUME = "resume"
 OUR_CAPABILITIES = (CAP_HEARTBEAT, CAP_BATCH)
 
 
@@ -79,6 +85,12 @@ class MessageKind:
     CLIENT_HEARTBEAT_ACK: Final = 12
     TOKEN: Final = 13
     TOKEN_RESULT: Final = 14
+    # 15-19: streams (capability "stream")
+    SESSION: Final = 20
+    RESUME: Final = 21
+    RESUMED: Final = 22
+    RESUME_REFUSED: Final = 23
+    ACK: Final = 24
 
 
 class CloseCode:
@@ -105,6 +117,9 @@ class CloseCode:
     HANDSHAKE_FAILED: Final = 4003
     SLOW_CONSUMER: Final = 4004
     TOKEN_EXPIRED: Final = 4005
+    #: the session of this connection was resumed over another connection
+    #: (capability C{resume}; docs/protocol.md section 10)
+    SESSION_MOVED: Final = 4006
 
 
 #: Close reasons sent with 4001: a hub heartbeat timed out (either side), or
@@ -139,6 +154,10 @@ class ErrorCode:
     FORBIDDEN: Final = "forbidden"
     #: a fresh access token was refused: it is not valid (docs/auth.md)
     UNAUTHENTICATED: Final = "unauthenticated"
+    #: capability C{resume}: a call seen before on the session whose answer
+    #: is no longer kept (or was lost with a node); it ran at most once and is
+    #: not run again (docs/protocol.md 10.6)
+    DUPLICATE_CALL: Final = "duplicate-call"
 
 
 @dataclass(slots=True)
@@ -300,8 +319,12 @@ class ServerHeartbeatAck:
 
     kind: ClassVar[int] = MessageKind.SERVER_HEARTBEAT_ACK
     sequence: int
+    #: capability C{resume}: the last sequenced message the client received
+    ack: int | None = None
 
     def fields(self) -> list[Any]:
+        if self.ack is not None:
+            return [self.kind, self.sequence, self.ack]
         return [self.kind, self.sequence]
 
 
@@ -312,8 +335,12 @@ class ClientHeartbeat:
     kind: ClassVar[int] = MessageKind.CLIENT_HEARTBEAT
     sequence: int
     client_time: int
+    #: capability C{resume}: the last sequenced message the client received
+    ack: int | None = None
 
     def fields(self) -> list[Any]:
+        if self.ack is not None:
+            return [self.kind, self.sequence, self.client_time, self.ack]
         return [self.kind, self.sequence, self.client_time]
 
 
@@ -325,8 +352,12 @@ class ClientHeartbeatAck:
     sequence: int
     client_time: int
     server_time_us: int
+    #: capability C{resume}: the last sequenced message the server received
+    ack: int | None = None
 
     def fields(self) -> list[Any]:
+        if self.ack is not None:
+            return [self.kind, self.sequence, self.client_time, self.server_time_us, self.ack]
         return [self.kind, self.sequence, self.client_time, self.server_time_us]
 
 
@@ -365,6 +396,121 @@ class TokenResult:
         return [self.kind, self.sequence, self.expires_in, self.error, self.message]
 
 
+#: Session tokens are opaque bin of this many bytes (docs/protocol.md section 10).
+SESSION_TOKEN_MIN_BYTES = 16
+SESSION_TOKEN_MAX_BYTES = 64
+
+
+class ResumeReason:
+    """
+    Why a session could not be resumed: the C{reason} of L{ResumeRefused}.
+
+    Receivers MUST accept reasons they do not know (a newer server may add
+    some) and treat them like L{SESSION_UNKNOWN}.
+    """
+
+    #: the session ended: the peer stayed away longer than its window
+    WINDOW_EXPIRED: Final = "window-expired"
+    #: a message the client had not received was dropped from the bounded buffer
+    BUFFER_OVERFLOWED: Final = "buffer-overflowed"
+    #: no such session (the node that held it is gone and there is no backplane)
+    SESSION_UNKNOWN: Final = "session-unknown"
+    #: the shared state was lost (the backplane's epoch changed, e.g. Redis flushed)
+    BACKPLANE_STATE_LOST: Final = "backplane-state-lost"
+    #: the token does not match the session (forged, or an old one after a rotation)
+    TOKEN_INVALID: Final = "token-invalid"
+
+    ALL: Final = (WINDOW_EXPIRED, BUFFER_OVERFLOWED, SESSION_UNKNOWN, BACKPLANE_STATE_LOST, TOKEN_INVALID)
+
+
+def _token_repr(token: bytes) -> str:
+    return f"<{len(token)} bytes>"
+
+
+@dataclass(slots=True)
+class SessionGrant:
+    """
+    SESSION (20): the server opened a resumable session for this connection
+    and hands the client its token and the resume window in seconds.
+    """
+
+    kind: ClassVar[int] = MessageKind.SESSION
+    token: bytes
+    window: float
+
+    def fields(self) -> list[Any]:
+        return [self.kind, self.token, self.window]
+
+    def __repr__(self) -> str:
+        return f"SessionGrant(token={_token_repr(self.token)}, window={self.window!r})"
+
+
+@dataclass(slots=True)
+class Resume:
+    """
+    RESUME (21): the client asks to resume the session of C{token}; it has
+    received the server's sequenced messages up to C{received}.
+    """
+
+    kind: ClassVar[int] = MessageKind.RESUME
+    token: bytes
+    received: int
+
+    def fields(self) -> list[Any]:
+        return [self.kind, self.token, self.received]
+
+    def __repr__(self) -> str:
+        return f"Resume(token={_token_repr(self.token)}, received={self.received})"
+
+
+@dataclass(slots=True)
+class Resumed:
+    """
+    RESUMED (22): the session is resumed.  The server has received the
+    client's sequenced messages up to C{received}; C{token} replaces the
+    client's token (the old one is refused from now on); C{connection_id}
+    is the session's connection id, in force again (not the one of this
+    connection's WELCOME).
+    """
+
+    kind: ClassVar[int] = MessageKind.RESUMED
+    received: int
+    token: bytes
+    connection_id: str
+
+    def fields(self) -> list[Any]:
+        return [self.kind, self.received, self.token, self.connection_id]
+
+    def __repr__(self) -> str:
+        return f"Resumed(received={self.received}, token={_token_repr(self.token)}, connection_id={self.connection_id!r})"
+
+
+@dataclass(slots=True)
+class ResumeRefused:
+    """
+    RESUME_REFUSED (23): the session cannot be resumed, for C{reason} (one
+    of L{ResumeReason}); C{message} says more for humans.
+    """
+
+    kind: ClassVar[int] = MessageKind.RESUME_REFUSED
+    reason: str
+    message: str = ""
+
+    def fields(self) -> list[Any]:
+        return [self.kind, self.reason, self.message]
+
+
+@dataclass(slots=True)
+class Ack:
+    """ACK (24): the sender has received the peer's sequenced messages up to C{received}."""
+
+    kind: ClassVar[int] = MessageKind.ACK
+    received: int
+
+    def fields(self) -> list[Any]:
+        return [self.kind, self.received]
+
+
 Message = (
     Hello
     | Welcome
@@ -381,6 +527,11 @@ Message = (
     | ClientHeartbeatAck
     | Token
     | TokenResult
+    | SessionGrant
+    | Resume
+    | Resumed
+    | ResumeRefused
+    | Ack
 )
 
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
@@ -451,6 +602,56 @@ def _max_size(info: dict[str, Any], what: str) -> int | None:
     return value
 
 
+def _ack(raw: list[Any], index: int, what: str) -> int | None:
+    """The optional trailing acknowledgement of a heartbeat message (capability C{resume})."""
+    if len(raw) <= index:
+        return None
+    if not _is_uint(raw[index]):
+        raise ProtocolError(f"{what}: ack must be an unsigned integer")
+    value: int = raw[index]
+    return value
+
+
+def _session_token(value: object, what: str) -> bytes:
+    if type(value) is not bytes:  # noqa: E721
+        raise ProtocolError(f"{what}: token must be binary")
+    if not SESSION_TOKEN_MIN_BYTES <= len(value) <= SESSION_TOKEN_MAX_BYTES:
+        raise ProtocolError(
+            f"{what}: token must be {SESSION_TOKEN_MIN_BYTES}..{SESSION_TOKEN_MAX_BYTES} bytes, got {len(value)}"
+        )
+    return value
+
+
+def _received(value: object, what: str) -> int:
+    if not _is_uint(value):
+        raise ProtocolError(f"{what}: received must be an unsigned integer")
+    assert isinstance(value, int)
+    return value
+
+
+def _decode_resume(kind: int, raw: list[Any]) -> Message:
+    """Kinds 20-24 (capability C{resume}; docs/protocol.md section 10)."""
+    if kind == MessageKind.SESSION:
+        _length(raw, 3, 3, "session")
+        window = raw[2]
+        if type(window) not in (int, float) or not window > 0:
+            raise ProtocolError("session: window must be a number of seconds > 0")
+        return SessionGrant(_session_token(raw[1], "session"), window)
+    if kind == MessageKind.RESUME:
+        _length(raw, 3, 3, "resume")
+        return Resume(_session_token(raw[1], "resume"), _received(raw[2], "resume"))
+    if kind == MessageKind.RESUMED:
+        _length(raw, 4, 4, "resumed")
+        return Resumed(
+            _received(raw[1], "resumed"), _session_token(raw[2], "resumed"), _text(raw[3], "resumed: id")
+        )
+    if kind == MessageKind.RESUME_REFUSED:
+        _length(raw, 3, 3, "resume refused")
+        return ResumeRefused(_text(raw[1], "resume refused: reason"), _text(raw[2], "resume refused: message"))
+    _length(raw, 2, 2, "ack")
+    return Ack(_received(raw[1], "ack"))
+
+
 def _decode_one(raw: object) -> Message:
     """Turn one decoded msgpack value into a message, or raise ProtocolError."""
     if type(raw) is not list or not raw:  # noqa: E721
@@ -507,20 +708,20 @@ def _decode_one(raw: object) -> Message:
             raise ProtocolError("server heartbeat: metadata must be binary or nil")
         return ServerHeartbeat(raw[1], raw[2], metadata)
     if kind == MessageKind.SERVER_HEARTBEAT_ACK:
-        _length(raw, 2, 2, "server heartbeat ack")
+        _length(raw, 2, 3, "server heartbeat ack")
         if not _is_uint(raw[1]):
             raise ProtocolError("server heartbeat ack: sequence must be unsigned")
-        return ServerHeartbeatAck(raw[1])
+        return ServerHeartbeatAck(raw[1], _ack(raw, 2, "server heartbeat ack"))
     if kind == MessageKind.CLIENT_HEARTBEAT:
-        _length(raw, 3, 3, "client heartbeat")
+        _length(raw, 3, 4, "client heartbeat")
         if not (_is_uint(raw[1]) and type(raw[2]) is int):  # noqa: E721
             raise ProtocolError("client heartbeat: sequence and time must be integers")
-        return ClientHeartbeat(raw[1], raw[2])
+        return ClientHeartbeat(raw[1], raw[2], _ack(raw, 3, "client heartbeat"))
     if kind == MessageKind.CLIENT_HEARTBEAT_ACK:
-        _length(raw, 4, 4, "client heartbeat ack")
+        _length(raw, 4, 5, "client heartbeat ack")
         if not (_is_uint(raw[1]) and type(raw[2]) is int and _is_uint(raw[3])):  # noqa: E721
             raise ProtocolError("client heartbeat ack: fields must be integers")
-        return ClientHeartbeatAck(raw[1], raw[2], raw[3])
+        return ClientHeartbeatAck(raw[1], raw[2], raw[3], _ack(raw, 4, "client heartbeat ack"))
     if kind == MessageKind.HELLO:
         _length(raw, 2, 2, "hello")
         return Hello(_caps(raw[1], "hello"), _max_size(raw[1], "hello"))
@@ -565,6 +766,8 @@ def _decode_one(raw: object) -> Message:
             raise ProtocolError("token result: error must be a string or nil")
         message = _text(raw[4], "token result: message") if len(raw) > 4 else ""
         return TokenResult(raw[1], expires_in, error, message)
+    if MessageKind.SESSION <= kind <= MessageKind.ACK:
+        return _decode_resume(kind, raw)
     if kind == MessageKind.CLOSE:
         _length(raw, 3, 3, "close")
         if type(raw[1]) is not int:  # noqa: E721

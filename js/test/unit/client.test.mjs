@@ -831,3 +831,21 @@ test("with Node's `ws` (binaryType nodebuffer) frames are read as Buffers, not c
   assert.equal(value.constructor, Uint8Array, "bin values are plain Uint8Arrays, as in browsers");
   assert.deepEqual([...value], [7]);
 });
+
+test("resume messages and heartbeat acks are still protocol errors: this client does not announce resume", async () => {
+  const token = Array.from({ length: 32 }, (_, i) => i);
+  const frames = [
+    [0x93, 0x14, 0xc4, 0x20, ...token, 0x01], // [20, token, 1]
+    [0x94, 0x16, 0x01, 0xc4, 0x20, ...token, 0xa1, 0x63], // [22, 1, token, "c"]
+    [0x93, 0x17, 0xa1, 0x78, 0xa0], // [23, "x", ""]
+    [0x92, 0x18, 0x01], // [24, 1]
+    [0x95, 0x0c, 0x01, 0x02, 0x03, 0x04], // [12, 1, 2, 3, 4]: CLIENT_HEARTBEAT_ACK with an ack
+  ];
+  for (const bytes of frames) {
+    FakeWebSocket.instances = [];
+    const { ws } = await connected();
+    ws.deliverBytes(Uint8Array.from(bytes));
+    assert.equal(ws.closedWith.code, 4002, `frame ${bytes.slice(0, 2)}`);
+    assert.match(ws.closedWith.reason, /resume/);
+  }
+});

@@ -12,8 +12,8 @@ import {
 import { protocolExamples } from "../protocol-md.mjs";
 
 const { frames, invalid } = protocolExamples();
-const CLIENT_SENDS = new Set([0, 2, 3, 4, 5, 8, 10, 11]);
-const SERVER_SENDS = new Set([1, 4, 5, 6, 7, 8, 9, 12, 14]);
+const CLIENT_SENDS = new Set([0, 2, 3, 4, 5, 8, 10, 11, 21, 24]);
+const SERVER_SENDS = new Set([1, 4, 5, 6, 7, 8, 9, 12, 14, 20, 22, 23, 24]);
 
 function join(parts) {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
@@ -132,4 +132,86 @@ test("WELCOME: caps, id, hb, max and expires_in are read; missing ones get their
   assert.throws(() => parseServerMessage([1, { max: 0 }]), /max must be a positive integer/);
   assert.throws(() => parseServerMessage([1, { hb: [1] }]), /hb must be/);
   assert.throws(() => parseServerMessage([1, { caps: [1] }]), /caps must be an array of str/);
+});
+
+// -- capability resume (protocol.md section 10): codec only ------------------
+
+const TOKEN = Uint8Array.from({ length: 32 }, (_, i) => i);
+
+test("resume messages: every kind 20-24 and the heartbeats' ack parse to their fields", () => {
+  assert.deepEqual(parseServerMessage([20, TOKEN, 120]), { kind: 20, token: TOKEN, window: 120 });
+  assert.deepEqual(parseServerMessage([22, 17, TOKEN, "c-1"]), { kind: 22, received: 17, token: TOKEN, connectionId: "c-1" });
+  assert.deepEqual(parseServerMessage([23, "window-expired", "gone"]), { kind: 23, reason: "window-expired", message: "gone" });
+  assert.deepEqual(parseServerMessage([23, "a-future-reason", ""]), { kind: 23, reason: "a-future-reason", message: "" });
+  assert.deepEqual(parseServerMessage([24, 300]), { kind: 24, received: 300 });
+  assert.deepEqual(parseClientMessage([21, TOKEN, 41]), { kind: 21, token: TOKEN, received: 41 });
+  assert.deepEqual(parseClientMessage([24, 0]), { kind: 24, received: 0 });
+  assert.deepEqual(parseClientMessage([10, 7, 41]), { kind: 10, sequence: 7, ack: 41 });
+  assert.deepEqual(parseClientMessage([10, 7]), { kind: 10, sequence: 7 });
+  assert.deepEqual(parseClientMessage([11, 3, -5, 41]), { kind: 11, sequence: 3, clientTime: -5, ack: 41 });
+  assert.deepEqual(parseServerMessage([12, 3, -5, 9, 17]), { kind: 12, sequence: 3, clientTime: -5, serverTimeUs: 9, ack: 17 });
+  assert.equal("ack" in parseServerMessage([12, 3, -5, 9]), false);
+});
+
+test("resume messages round-trip through the encoder and the frame decoder", () => {
+  const frames = [
+    [[20, TOKEN, 0.5], parseServerMessage],
+    [[22, 0, TOKEN, ""], parseServerMessage],
+    [[23, "token-invalid", "no"], parseServerMessage],
+    [[24, 2 ** 40], parseServerMessage],
+    [[21, TOKEN, 2 ** 40], parseClientMessage],
+    [[24, 1], parseClientMessage],
+  ];
+  for (const [fields, parse] of frames) {
+    const [message] = decodeFrame(encodeMessage(fields), parse);
+    assert.equal(message.kind, fields[0]);
+    assert.deepEqual(Object.values(message).slice(1), fields.slice(1), JSON.stringify(fields));
+  }
+});
+
+test("every malformed resume message is a protocol error", () => {
+  const server = [
+    [[20, TOKEN], /SESSION needs 3/],
+    [[20, TOKEN, 1, 2], /SESSION needs 3/],
+    [[20, "t".repeat(32), 1], /session token must be bin/],
+    [[20, TOKEN.subarray(0, 15), 1], /16 to 64 bytes/],
+    [[20, new Uint8Array(65), 1], /16 to 64 bytes/],
+    [[20, TOKEN, 0], /bad window/],
+    [[20, TOKEN, -1], /window/],
+    [[20, TOKEN, null], /window/],
+    [[20, TOKEN, true], /window/],
+    [[22, 1, TOKEN], /RESUMED needs 4/],
+    [[22, 1, TOKEN, "c", 1], /RESUMED needs 4/],
+    [[22, -1, TOKEN, "c"], /received must be an unsigned integer/],
+    [[22, 1, null, "c"], /session token must be bin/],
+    [[22, 1, TOKEN, null], /a connection id must be a str/],
+    [[23, "x"], /RESUME_REFUSED needs 3/],
+    [[23, null, ""], /a reason must be a str/],
+    [[23, "x", null], /a message must be a str/],
+    [[24], /ACK needs 2/],
+    [[24, 1, 2], /ACK needs 2/],
+    [[24, true], /received must be/],
+    [[24, -1], /received must be/],
+    [[12, 1, 2, 3, -1], /an ack must be/],
+    [[12, 1, 2, 3, 4, 5], /CLIENT_HEARTBEAT_ACK needs 4 to 5/],
+    [[21, TOKEN, 1], /never sent by a server/],
+  ];
+  for (const [fields, pattern] of server) {
+    assert.throws(() => parseServerMessage(fields), pattern, JSON.stringify(fields));
+  }
+  const client = [
+    [[21, TOKEN], /RESUME needs 3/],
+    [[21, TOKEN, 1.5], /received must be/],
+    [[21, new Uint8Array(8), 1], /16 to 64 bytes/],
+    [[10, 1, null], /an ack must be/],
+    [[10, 1, 2, 3], /SERVER_HEARTBEAT_ACK needs 2 to 3/],
+    [[11, 1, 2, "3"], /an ack must be/],
+    [[20, TOKEN, 1], /never sent by a client/],
+    [[22, 1, TOKEN, "c"], /never sent by a client/],
+    [[23, "x", ""], /never sent by a client/],
+    [[25, 1], /unknown message kind 25/],
+  ];
+  for (const [fields, pattern] of client) {
+    assert.throws(() => parseClientMessage(fields), pattern, JSON.stringify(fields));
+  }
 });
