@@ -300,8 +300,8 @@ class DecodeRejectionTests(SynchronousTestCase):
         self.assertRejected([])
 
     def test_unknownKind(self) -> None:
-        """Kinds beyond 14, negative kinds and non-integer kinds are rejected."""
-        for kind in (15, 99, -1):
+        """Kinds beyond 24 (20-24 are reserved for resume), negative kinds and non-integer kinds are rejected."""
+        for kind in (25, 99, -1):
             error = self.assertRejected([kind, 1])
             self.assertIn("unknown message kind", str(error))
         odd_kinds: list[Any] = [True, False, 2.0, "2", None, [2]]

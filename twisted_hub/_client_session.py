@@ -41,6 +41,7 @@ from ._corelog import CoreLog
 from ._errors import ConnectionClosedError, DisconnectKind, DisconnectReason, HandshakeError, HubError, kind_for_close
 from ._heartbeat import ClockOffset, StallDetector
 from ._session import TEXT_FRAME_CLOSE, Lifecycle, close_for_frame_error
+from ._streams import InboundStream, OutboundStream, StreamTable
 from ._token_refresh import TokenRefresh
 from ._wire import (
     CAP_TOKEN_REFRESH,
@@ -51,6 +52,10 @@ from ._wire import (
     ErrorCode,
     ProtocolError,
     ReceiverCall,
+    StreamCancel,
+    StreamCredit,
+    StreamEnd,
+    StreamItem,
     TokenResult,
     TooManyMessagesError,
 )
@@ -82,6 +87,9 @@ class ClientSession(Generic[TokenT]):
         self.receivers = ClientReceiver(self)
         self.heartbeat = ClientHeartbeat(self)
         self.tokens = TokenRefresh(self)
+        #: the streams of this connection: results we consume, arguments we produce (docs/streams.md)
+        self.streams = StreamTable(self.core.send, self.core.queue_payload)
+        self._stream_ids = 0
         #: the HTTP status and text of a refused handshake, if the adapter saw one
         self._refusal: tuple[int | None, str] | None = None
         #: frames being handled: sending waits until the outermost one is done
@@ -142,6 +150,68 @@ class ClientSession(Generic[TokenT]):
             self.flush()
         return call_id
 
+    def invoke_streaming(
+        self, token: TokenT, method: str, args: list[Any], kwargs: dict[str, Any] | None, window: int | None,
+        is_source: Callable[[object], bool],
+    ) -> tuple[int, InboundStream | None, list[tuple[OutboundStream, Any]]]:
+        """
+        Queue a call that involves streams: its result is a stream (C{window}:
+        the credit we grant, in items; None: its result is a value), and/or
+        some of its arguments are (those C{is_source} says are; the adapter
+        feeds each L{OutboundStream} from its source as credit comes).
+        Return the call id, the stream we consume, the streams we produce.
+
+        @raise ConnectionClosedError: the connection is not open.
+        @raise HubError: C{stream-mismatch}, the server does not speak
+            streams; C{invalid-arguments}, see L{invoke}.
+        """
+        if not self.is_connected:
+            raise self.closed_error()
+        core = self.core
+        if not core.server_takes_streams:
+            raise HubError(ErrorCode.STREAM_MISMATCH, f"{method}: the server does not speak streams (capability 'stream')")
+        args = list(args)
+        kwargs = dict(kwargs) if kwargs else None
+        declared: list[list[Any]] = []
+        sources: list[tuple[int, Any]] = []
+        places: list[tuple[int | str, Any]] = list(enumerate(args))
+        if kwargs:
+            places.extend(kwargs.items())
+        for where, value in places:
+            if is_source(value):
+                self._stream_ids += 1
+                declared.append([where, self._stream_ids])
+                sources.append((self._stream_ids, value))
+                if isinstance(where, int):
+                    args[where] = None
+                else:
+                    assert kwargs is not None
+                    kwargs[where] = None
+        try:
+            call_id = core.invoke(
+                token, method, args, kwargs, core.send_limit(self.options.max_message_size),
+                credit=window, streams=declared or None,
+            )
+        except (TypeError, ValueError, OverflowError) as e:
+            raise HubError(ErrorCode.INVALID_ARGUMENTS, f"{method}: {e}") from None
+        inbound = self.streams.open_inbound(call_id, window, grant=False) if window is not None else None
+        outbound = [(self.streams.open_outbound(stream_id), source) for stream_id, source in sources]
+        if not self._handling:
+            self.flush()
+        return call_id, inbound, outbound
+
+    def cancel_stream(self, stream: InboundStream) -> None:
+        """We want no more of a result stream: the server's producer stops; the call is forgotten."""
+        if self.streams.cancel_inbound(stream):
+            self.core.forget_call(stream.stream_id)
+            self.flush()
+
+    def stream_failed(self, stream: InboundStream, error: Exception) -> None:
+        """The call of a result stream failed (an ERROR answer, the connection ended): the stream ends with C{error}."""
+        if self.streams.inbound.get(stream.stream_id) is stream:
+            del self.streams.inbound[stream.stream_id]
+        stream.finish(error)
+
     def notify(self, method: str, args: list[Any], kwargs: dict[str, Any] | None) -> None:
         """Queue a call without a result; raise L{ConnectionClosedError} when not open."""
         if not self.is_connected:
@@ -191,6 +261,8 @@ class ClientSession(Generic[TokenT]):
                         self._handshake_completed(now)
                     case TokenResult():
                         self.tokens.answered(event, now)
+                    case StreamItem() | StreamEnd() | StreamCredit() | StreamCancel():
+                        self._stream_message(event)
                     case Close():
                         self.lifecycle.peer_closing(event.code, event.reason)
         except TooManyMessagesError as e:
@@ -206,6 +278,15 @@ class ClientSession(Generic[TokenT]):
             self._handling -= 1
             if not self._handling:
                 self.flush()
+
+    def _stream_message(self, message: StreamItem | StreamEnd | StreamCredit | StreamCancel) -> None:
+        ends_call = isinstance(message, StreamEnd) and message.stream_id in self.streams.inbound
+        self.streams.receive(message)
+        if ends_call:
+            # the result stream ended: so did its call
+            token = self.core.forget_call(message.stream_id)
+            if token is not None:
+                self.io.call_succeeded(token, None)
 
     def _handshake_completed(self, now: float) -> None:
         self.lifecycle.opened()
@@ -281,6 +362,7 @@ class ClientSession(Generic[TokenT]):
             reason = lifecycle.finish(observed)
         # Every pending call was handed to the connection: it may have run.
         error = ConnectionClosedError(reason, may_have_run=True)
+        self.streams.close(error)
         for token in self.core.closed():
             self.io.call_failed(token, error)
         self.io.disconnected(reason)

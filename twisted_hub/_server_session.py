@@ -42,6 +42,7 @@ from ._liveness import ServerHeartbeatScheduler, ping_sequence
 from ._logging import HUB_LOG_OBSERVER
 from ._metrics import HeartbeatWindow, HubMetrics, RecentDisconnects
 from ._ratelimit import LogRateLimiter, bounded_text, peer_field
+from ._server_streams import ServerStreams
 from ._session import TEXT_FRAME_CLOSE, Lifecycle, SessionState, close_for_frame_error
 from ._wire import (
     HEARTBEAT_TIMEOUT_REASON,
@@ -52,7 +53,12 @@ from ._wire import (
     CloseCode,
     ErrorCode,
     Invoke,
+    MessageKind,
     Notify,
+    StreamCancel,
+    StreamCredit,
+    StreamEnd,
+    StreamItem,
     Token,
 )
 
@@ -192,6 +198,7 @@ class ServerSession:
         self._expiry: IDelayedCall | None = None
         #: the newest fresh token applied (answers to older ones apply nothing)
         self._token_sequence = 0
+        self.streams = ServerStreams(self.core, self.flush, self.method_crashed, host.max_message_size, debug=host.debug)
         hub = runtime.make_hub()
         hub._runtime = runtime
         hub.connection = ConnectionContext(self, request)
@@ -384,8 +391,12 @@ class ServerSession:
             call_size = len(payload) // len(events) if len(events) > 1 else len(payload)
             for event in events:
                 match event:
+                    case Invoke() if event.kind == MessageKind.STREAM_INVOKE or event.streams:
+                        self.dispatcher.receive(self.streams.received_call(event), call_size)
                     case Invoke() | Notify():
                         self.dispatcher.receive(event, call_size)
+                    case StreamItem() | StreamEnd() | StreamCredit() | StreamCancel():
+                        self.streams.receive(event)
                     case ClientHeartbeat():
                         core.answer_heartbeat(event, now)
                     case CallSucceeded():
@@ -526,6 +537,8 @@ class ServerSession:
     def answer_result(self, call_id: int, method: str, value: Any) -> bool:
         if self.lifecycle.closing_locally:
             return True
+        if self.streams.involved(call_id, value):
+            return self.streams.answer(call_id, method, value)
         problem = self.core.send_result(call_id, value, self._max_message_size)
         if problem is not None:
             _log.error(
@@ -540,6 +553,8 @@ class ServerSession:
     def answer_error(self, call_id: int, code: str, message: str, detail: Any = None) -> None:
         if self.lifecycle.closing_locally:
             return
+        if self.streams.calls:
+            self.streams.forget(call_id)
         self.core.send_error(call_id, code, message, detail)
         if not self._holding:
             self.flush()
@@ -729,6 +744,7 @@ class ServerSession:
         runtime.traffic.retire(self)
         self._log_closed(reason)
         self.dispatcher.close()
+        self.streams.closed(reason)
         # Client results still awaited were sent: the client may have run them.
         for deferred in self.core.closed():
             deferred.errback(ConnectionClosedError(reason, may_have_run=True))
