@@ -26,21 +26,26 @@ from ._errors import HubError
 from ._wire import (
     ErrorCode,
     Message,
+    MessageKind,
     ProtocolError,
     StreamCancel,
     StreamCredit,
     StreamEnd,
     StreamItem,
     encode_fields,
-    MessageKind,
 )
 
-__all__ = ["DEFAULT_STREAM_WINDOW", "InboundStream", "OutboundStream", "StreamTable"]
+__all__ = ["DEFAULT_STREAM_WINDOW", "InboundStream", "OutboundStream", "StreamTable", "is_stream_source"]
 
 #: The credit a consumer grants unless told otherwise: items in flight or buffered per stream.
 DEFAULT_STREAM_WINDOW: Final = 16
 
 _ITEM = MessageKind.STREAM_ITEM
+
+
+def is_stream_source(value: object) -> bool:
+    """C{value} is something a stream argument is made from: an async iterable (or iterator)."""
+    return hasattr(value, "__aiter__") or hasattr(value, "__anext__")
 
 
 class InboundStream:

@@ -14,15 +14,10 @@ from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
 from ._errors import HubError
-from ._streams import InboundStream, OutboundStream, StreamTable
+from ._streams import InboundStream, OutboundStream, StreamTable, is_stream_source
 from ._wire import ErrorCode
 
 __all__ = ["HubStream", "StreamPump", "close_source", "is_stream_source"]
-
-
-def is_stream_source(value: object) -> bool:
-    """C{value} is something a stream is made from: an async iterator (or iterable)."""
-    return hasattr(value, "__anext__") or hasattr(value, "__aiter__")
 
 
 class HubStream:
