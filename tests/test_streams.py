@@ -62,6 +62,16 @@ class StreamHub(Hub):
             self.tally.finally_ran += 1
 
     @method
+    async def waits(self, fail: bool) -> AsyncIterator[int]:
+        """Awaits the tally's gate before its second item (then fails when asked), so the producer is resumed later."""
+        yield 0
+        self.tally.gate = Deferred()
+        value = await self.tally.gate
+        if fail:
+            raise HubError("after-wait", "failed after waiting")
+        yield value
+
+    @method
     async def broken(self) -> AsyncIterator[int]:
         yield 1
         raise HubError("app-code", "it broke", {"at": 1})
@@ -174,6 +184,30 @@ class ServerToClientTests(SynchronousTestCase):
         stream.cancel()
         self.server.flush()
         self.assertEqual(self.tally.finally_ran, 1)
+
+    def test_producer_resumed_after_awaiting(self) -> None:
+        """A producer that awaits a Deferred between items goes on when it fires, with the value it got."""
+        done = collect(self.client.stream("waits", False))
+        self.server.flush()
+        self.assertNoResult(done)
+        assert self.tally.gate is not None
+        self.tally.gate.callback(41)
+        self.server.flush()
+        self.assertEqual(self.successResultOf(done), [0, 41])
+
+    def test_producer_fails_after_awaiting(self) -> None:
+        """A producer that fails after awaiting, or whose awaited Deferred fails, ends the stream with that error."""
+        done = collect(self.client.stream("waits", True))
+        self.server.flush()
+        assert self.tally.gate is not None
+        self.tally.gate.callback(None)
+        self.server.flush()
+        self.assertEqual(self.failureResultOf(done, HubError).value.code, "after-wait")
+        other = collect(self.client.stream("waits", False))
+        self.server.flush()
+        self.tally.gate.errback(HubError("from-deferred", "the awaited Deferred failed"))
+        self.server.flush()
+        self.assertEqual(self.failureResultOf(other, HubError).value.code, "from-deferred")
 
     def test_producer_error_is_typed(self) -> None:
         """A HubError raised by the producer ends the stream with that HubError, after the items before it."""

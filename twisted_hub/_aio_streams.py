@@ -56,8 +56,10 @@ class AsyncHubStream:
             waiter = asyncio.get_running_loop().create_future()
             self._waiter = waiter
             await waiter
+        outstanding = stream.outstanding
         item = self._table.take(stream)
-        self._flush()
+        if stream.outstanding != outstanding:
+            self._flush()  # credit was granted
         return item
 
     def _wake(self) -> None:

@@ -7,7 +7,7 @@ and by the Twisted client; the decisions are L{twisted_hub._streams}'.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
@@ -63,8 +63,10 @@ class HubStream:
             waiter: Deferred[None] = Deferred()
             self._waiter = waiter
             await waiter
+        outstanding = stream.outstanding
         item = self._table.take(stream)
-        self._flush()
+        if stream.outstanding != outstanding:
+            self._flush()  # credit was granted
         return item
 
     def _wake(self) -> None:
@@ -100,8 +102,45 @@ class HubStream:
         self.cancel()
 
 
-async def _next(source: AsyncIterator[Any]) -> Any:
-    return await source.__anext__()
+def _pull(source: AsyncIterator[Any]) -> list[Any] | Deferred[Any]:
+    """
+    The next item of C{source}: C{[item]} (or C{[Failure]}) when it is
+    ready at once, which is the common case of an async generator between
+    two awaits; else a Deferred of it.  The fast case costs no coroutine
+    and no Deferred per item.
+    """
+    awaitable = source.__anext__()
+    send = getattr(awaitable, "send", None)
+    if send is None:  # an awaitable that is no coroutine-like object
+        return ensureDeferred(_await(awaitable))
+    try:
+        waiting_on = send(None)
+    except StopIteration as done:
+        return [done.value]
+    except Exception:
+        return [Failure()]
+    return Deferred.fromCoroutine(_go_on(awaitable, waiting_on))
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def _go_on(awaitable: Any, waiting_on: Any) -> Generator[Any, Any, Any]:
+    """Drive an awaitable that suspended on C{waiting_on} to its end, as Twisted's coroutine runner would have."""
+    while True:
+        try:
+            result = yield waiting_on
+        except BaseException as e:  # noqa: BLE001 - passed into the awaitable, not handled here
+            try:
+                waiting_on = awaitable.throw(e)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                waiting_on = awaitable.send(result)
+            except StopIteration as done:
+                return done.value
 
 
 async def _close(source: Any) -> None:
@@ -172,18 +211,18 @@ class StreamPump:
                     return
                 if not stream.may_send:
                     return  # woken by credit
-                outcome: list[Any] = []
-                pulling = ensureDeferred(_next(self._source))
-                pulling.addBoth(outcome.append)
-                if not outcome:
-                    self._pulling = pulling
-                    pulling.addCallback(self._pulled_later)
+                outcome = _pull(self._source)
+                if isinstance(outcome, Deferred):
+                    self._pulling = outcome
+                    outcome.addBoth(self._pulled_later)
                     return
                 self._handle(outcome[0])
         finally:
             self._running = False
+            # the items of one run leave together (batched), not a frame each
+            self._flush()
 
-    def _pulled_later(self, outcome: Any) -> None:
+    def _pulled_later(self, outcome: Any) -> None:  # (the outcome, value or Failure, is taken here)
         self._pulling = None
         if self.finished:
             return
@@ -215,13 +254,10 @@ class StreamPump:
         except HubError as e:
             self._end(e)
             self._close_source()
-            return
-        self._flush()
 
     def _end(self, error: HubError | None) -> None:
         self.finished = True
         self._table.end(self._stream, error)
-        self._flush()
 
     def _stop(self) -> None:
         """The consumer cancelled, or the connection ended: stop the source."""
