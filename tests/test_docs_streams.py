@@ -1,4 +1,4 @@
-"""Every example in docs/streams.md runs as written: in memory, and the hub file under twistd with the asyncio and the JavaScript client."""
+"""Every example of docs/streams.md runs as written: in memory, and under twistd with the asyncio and JS clients."""
 
 from __future__ import annotations
 
