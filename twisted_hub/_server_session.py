@@ -42,7 +42,7 @@ from ._liveness import ServerHeartbeatScheduler, ping_sequence
 from ._logging import HUB_LOG_OBSERVER
 from ._metrics import HeartbeatWindow, HubMetrics, RecentDisconnects
 from ._ratelimit import LogRateLimiter, bounded_text, peer_field
-from ._server_streams import ServerStreams
+from ._server_streams import PLAIN_RESULTS, ServerStreams
 from ._session import TEXT_FRAME_CLOSE, Lifecycle, SessionState, close_for_frame_error
 from ._wire import (
     HEARTBEAT_TIMEOUT_REASON,
@@ -537,8 +537,9 @@ class ServerSession:
     def answer_result(self, call_id: int, method: str, value: Any) -> bool:
         if self.lifecycle.closing_locally:
             return True
-        if self.streams.involved(call_id, value):
-            return self.streams.answer(call_id, method, value)
+        streams = self.streams
+        if (streams.calls or type(value) not in PLAIN_RESULTS) and streams.involved(call_id, value):
+            return streams.answer(call_id, method, value)
         problem = self.core.send_result(call_id, value, self._max_message_size)
         if problem is not None:
             _log.error(

@@ -23,7 +23,11 @@ from ._streams import DEFAULT_STREAM_WINDOW, StreamTable
 from ._twisted_streams import HubStream, StreamPump, close_source
 from ._wire import ErrorCode, Invoke, StreamCancel, StreamCredit, StreamEnd, StreamInvoke, StreamItem
 
-__all__ = ["ServerStreams"]
+__all__ = ["PLAIN_RESULTS", "ServerStreams"]
+
+#: result types that are never streams: the session asks L{ServerStreams.involved} of no such
+#: result unless a call with streams is open (one type lookup on the fast path)
+PLAIN_RESULTS = frozenset({type(None), bool, int, float, str, bytes, list, dict, tuple})
 
 
 class ServerStreams:
