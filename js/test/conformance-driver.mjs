@@ -88,6 +88,7 @@ class Recorder {
       heartbeat_timeouts: [],
       on_disconnected: [],
       connected: [],
+      source_closed: [],
     };
     this.wake = [];
   }
@@ -283,8 +284,17 @@ class Run {
   }
 
   async step_upload(step) {
+    const recorder = this.recorder;
     async function* numbers() {
-      for (let i = 0; i < step.count; i++) yield i;
+      let made = 0;
+      try {
+        for (let i = 0; i < step.count; i++) {
+          made++;
+          yield i;
+        }
+      } finally {
+        recorder.add("source_closed", made);
+      }
     }
     this.out[step.label] = await this.outcome(this.client.invoke(step.method, [numbers()]));
   }

@@ -227,7 +227,10 @@ def error_json(error: BaseException) -> dict[str, Any]:
 class Recorder:
     """The events a scenario's client reported (receiver calls, heartbeats, disconnects ...)."""
 
-    NAMES = ("received", "server_heartbeats", "heartbeat_responses", "heartbeat_timeouts", "on_disconnected", "connected")
+    NAMES = (
+        "received", "server_heartbeats", "heartbeat_responses", "heartbeat_timeouts", "on_disconnected", "connected",
+        "source_closed",
+    )
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -434,11 +437,20 @@ class Run:
         self.out[step["label"]] = out
 
     async def step_upload(self, step: dict[str, Any]) -> None:
-        """Call C{method} with one stream argument: C{count} numbers 0 .. count-1."""
+        """
+        Call C{method} with one stream argument: C{count} numbers 0 .. count-1;
+        when the source is closed (at its end, or stopped), C{source_closed}
+        records how many it made.
+        """
 
         async def numbers() -> AsyncIterator[int]:
-            for i in range(step["count"]):
-                yield i
+            made = 0
+            try:
+                for i in range(step["count"]):
+                    made += 1
+                    yield i
+            finally:
+                self.recorder.add("source_closed", made)
 
         self.out[step["label"]] = await self._outcome(self.client.invoke(step["method"], [numbers()]))
 

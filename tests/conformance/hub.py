@@ -77,6 +77,13 @@ class ConformanceHub(Hub):
             result += n
         return result
 
+    @method
+    async def first(self, numbers: AsyncIterator[int]) -> int:
+        """The first item of the caller's stream argument; the rest is not read (the server cancels it)."""
+        async for n in numbers:
+            return n
+        return -1
+
     def _stream_stats(self) -> dict[str, int]:
         stats: dict[str, int] | None = getattr(self, "_stats", None)
         if stats is None:

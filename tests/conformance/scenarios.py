@@ -106,7 +106,8 @@ def notify(method: str, *args: Any, kwargs: dict[str, Any] | None = None) -> dic
 def wait(event: str, count: int = 1) -> dict[str, Any]:
     """
     Wait until the client reported C{count} events of a kind: received,
-    server_heartbeats, heartbeat_responses, on_disconnected, connected.
+    server_heartbeats, heartbeat_responses, on_disconnected, connected, source_closed
+    (an upload step's source closed, with how many items it made).
     """
     return {"do": "wait", "event": event, "count": count}
 
@@ -944,6 +945,14 @@ scenario(
     "stream-live-argument", STREAMS, "`twistd hub`: an async-iterable argument of 100 numbers, summed by the hub",
     [CONNECT, upload("sum", "total", 100)],
     {"sum": {"result": 4950}},
+)
+
+scenario(
+    "stream-live-argument-stopped", STREAMS,
+    "`twistd hub`: the hub method returns after the first item of a 1,000-item argument stream: the server "
+    "cancels it and the client's source is closed (its `finally` runs) after at most the window and one more",
+    [CONNECT, upload("first", "first", 1000), wait("source_closed")],
+    {"first": {"result": 0}, "source_closed": [Between(1, 17)]},
 )
 
 _names = [s.name for s in SCENARIOS]
