@@ -21,6 +21,7 @@ class Tally:
         self.generated = 0
         self.finally_ran = 0
         self.received: list[Any] = []
+        self.errors: list[Exception] = []
         self.gate: Deferred[None] | None = None
 
 
@@ -87,11 +88,15 @@ class StreamHub(Hub):
 
     @method
     async def total(self, numbers: AsyncIterator[int]) -> int:
-        """Sums a client's stream argument."""
+        """Sums a client's stream argument (noting how its iteration failed, if it did)."""
         result = 0
-        async for n in numbers:
-            self.tally.received.append(n)
-            result += n
+        try:
+            async for n in numbers:
+                self.tally.received.append(n)
+                result += n
+        except Exception as e:
+            self.tally.errors.append(e)
+            raise
         return result
 
     @method
@@ -289,3 +294,29 @@ class ClientToServerTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), 0)
         self.assertEqual(self.closed, 1)
         self.assertLessEqual(self.made, 16 + 1)
+
+    def test_connection_end_stops_both_sides(self) -> None:
+        """The connection ends mid-upload: the client's source is closed, the hub method's iteration fails with ConnectionClosedError."""
+        server = HubTestServer([partial(StreamHub, self.tally)])
+        conn = server.connect("streams")
+        client = self.successResultOf(conn.ready)
+        gate: Deferred[None] = Deferred()
+
+        async def source() -> AsyncIterator[int]:
+            try:
+                yield 1
+                yield 2
+                await gate  # (never fires: the upload stalls here)
+                yield 3
+            finally:
+                self.closed += 1
+
+        d = client.call("total", source())
+        server.flush()
+        self.assertEqual(self.tally.received, [1, 2])
+        conn.drop()
+        server.flush()
+        self.failureResultOf(d, ConnectionClosedError)
+        self.assertEqual(self.closed, 1)
+        self.assertEqual([type(e) for e in self.tally.errors], [ConnectionClosedError])
+
