@@ -296,7 +296,7 @@ class ClientToServerTests(SynchronousTestCase):
         self.assertLessEqual(self.made, 16 + 1)
 
     def test_connection_end_stops_both_sides(self) -> None:
-        """The connection ends mid-upload: the client's source is closed, the hub method's iteration fails with ConnectionClosedError."""
+        """The connection ends mid-upload: the client's source is closed; the hub method's iteration fails."""
         server = HubTestServer([partial(StreamHub, self.tally)])
         conn = server.connect("streams")
         client = self.successResultOf(conn.ready)
