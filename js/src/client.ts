@@ -464,10 +464,10 @@ export class HubClient {
     const stream = new HubStream<T>(
       callId,
       window,
-      (credit) => this.queue(encodeMessage([MessageKind.STREAM_CREDIT, callId, credit])),
+      (credit) => this.queue(encodeMessage([18 /* STREAM_CREDIT */, callId, credit])),
       () => {
         this.streams.delete(callId);
-        if (this.takeCall(callId)) this.queue(encodeMessage([MessageKind.STREAM_CANCEL, callId]));
+        if (this.takeCall(callId)) this.queue(encodeMessage([19 /* STREAM_CANCEL */, callId]));
       },
     );
     const finish = (error: Error | null): void => {

@@ -4,7 +4,7 @@
  * {@link pumpStream}, which sends an async iterable argument as credit allows.
  */
 import type { HubError } from "./errors.js";
-import { ErrorCode, MessageKind, ProtocolError } from "./wire.js";
+import { ErrorCode, ProtocolError } from "./wire.js";
 
 /** The credit a consumer grants unless told otherwise (Python's `DEFAULT_STREAM_WINDOW`). */
 export const STREAM_WINDOW = 16;
@@ -133,14 +133,14 @@ export class StreamPump {
         if (this.stopped) break;
         const next = await iterator.next();
         if (this.stopped) break;
-        if (next.done) return this.#send([MessageKind.STREAM_END, this.streamId]);
+        if (next.done) return this.#send([17 /* STREAM_END */, this.streamId]);
         this.credit--;
-        this.#send([MessageKind.STREAM_ITEM, this.streamId, next.value]);
+        this.#send([16 /* STREAM_ITEM */, this.streamId, next.value]);
       }
     } catch (e) {
       // (an error is sent as its HubError code, any other as internal)
       const error = e as HubError;
-      if (!this.stopped) this.#send([MessageKind.STREAM_END, this.streamId, error?.code ?? ErrorCode.INTERNAL, String(error?.hubMessage ?? e), null]);
+      if (!this.stopped) this.#send([17 /* STREAM_END */, this.streamId, error?.code ?? ErrorCode.INTERNAL, String(error?.hubMessage ?? e), null]);
       return;
     }
     await iterator.return?.();
