@@ -149,6 +149,8 @@ def cited_files(text: str) -> list[str]:
 def ratio_strings(document: dict[str, Any]) -> set[str]:
     """Every ratio of a result file of bench/run.py (median, min, max) as the doc prints it."""
     shown: set[str] = set()
+    for sp in document.get("stream_ratios", {}).values():  # bench/streams.py: stream / receiver calls
+        shown.update(fmt(sp[key]) for key in ("median", "min", "max"))
     for entry in document.get("summary", {}).values():
         for by_ref in entry["ratios"].values():
             for sp in by_ref.values():

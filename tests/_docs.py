@@ -109,6 +109,9 @@ RUN_BY: dict[tuple[str, str], str] = {
     ("docs/auth.md", "auth-example"): "tests/test_docs_auth.py::AuthDocTests::test_example_runs",
     ("docs/filters.md", "filters-example"):
         "tests/test_docs_filters.py::FiltersDocTests::test_example_runs_and_logs_the_line_shown",
+    ("docs/streams.md", "streams-example"): "tests/test_docs_streams.py::test_example_runs",
+    ("docs/streams.md", "streamhub.py"): "tests/test_docs_streams.py::test_asyncio_example",
+    ("docs/streams.md", "streams-asyncio"): "tests/test_docs_streams.py::test_asyncio_example",
     ("docs/javascript.md", "mount"): "tests/test_static.py::DocsMountExampleTests::test_mount_example",
     ("docs/scaling.md", "scale-factory"): "tests/test_scaling_docs.py::DocumentTests::test_factory_example",
     ("docs/tutorial.md", "counterhub.py"): "tests/test_tutorial.py::test_the_tutorial_as_written",

@@ -16,10 +16,12 @@ from twisted_hub._ops.static import client_script, script_hash
 from twisted_hub.demo import DEMO_HUBS
 
 #: The size target of the served bundle (msgpack included), gzipped.
-#: 18 KiB: the client grew its own msgpack encoder (it refuses what msgpack would lose), the
-#: page-lifecycle watch, slow-link progress and the conformance fixes in this wave (it was
-#: 15 KiB before).  A limit still: a change that adds a kilobyte has to say why.
-MAX_GZIPPED_BYTES = 18 * 1024
+#: 20 KiB: streams with credit-based flow control (the client's async iterables, its producer
+#: pump, the five stream messages: about 1.3 KB), the resume codec (about 0.4 KB) and the Node
+#: download-progress watch came in the wave after the one that set 18 KiB (its own msgpack
+#: encoder, the page-lifecycle watch, slow-link progress; 15 KiB before that).  A limit still:
+#: a change that adds a kilobyte has to say why.
+MAX_GZIPPED_BYTES = 20 * 1024
 
 
 def get(root: Resource, path: str, headers: dict[str, str] | None = None) -> DummyRequest:
@@ -73,7 +75,7 @@ class ClientScriptTests(SynchronousTestCase):
         self.assertEqual(body(stale), client_script())
 
     def test_gzip(self) -> None:
-        """A client that accepts gzip gets the bundle gzipped, within the 16 KiB target."""
+        """A client that accepts gzip gets the bundle gzipped, within MAX_GZIPPED_BYTES."""
         request = get(mounted(), "/client/twisted-hub.js", {"Accept-Encoding": "gzip, deflate"})
         self.assertEqual(header(request, "content-encoding"), "gzip")
         self.assertEqual(header(request, "vary"), "Accept-Encoding")

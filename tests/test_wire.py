@@ -38,6 +38,11 @@ from twisted_hub._core.wire import (
     ServerHeartbeat,
     ServerHeartbeatAck,
     SessionGrant,
+    StreamCancel,
+    StreamCredit,
+    StreamEnd,
+    StreamInvoke,
+    StreamItem,
     Token,
     TokenResult,
     TooManyMessagesError,
@@ -143,7 +148,14 @@ def message_from_array(array: list[Any]) -> Message:
         MessageKind.RESUMED: Resumed,
         MessageKind.RESUME_REFUSED: ResumeRefused,
         MessageKind.ACK: Ack,
+        MessageKind.STREAM_ITEM: StreamItem,
+        MessageKind.STREAM_END: StreamEnd,
+        MessageKind.STREAM_CREDIT: StreamCredit,
+        MessageKind.STREAM_CANCEL: StreamCancel,
     }
+    if kind == MessageKind.STREAM_INVOKE:
+        call_id, method, args, kwargs, credit, *streams = rest
+        return StreamInvoke(call_id, method, args, kwargs, streams[0] if streams else None, credit)
     message: Message = classes[kind](*rest)
     return message
 
@@ -165,7 +177,7 @@ class ProtocolDocumentExamplesTests(SynchronousTestCase):
         frames, invalid = _load()
         kinds = {array[0] for example in frames for array in example.arrays}
         resume = set(range(MessageKind.SESSION, MessageKind.ACK + 1))
-        self.assertEqual(kinds, set(range(MessageKind.TOKEN_RESULT + 1)) | resume)
+        self.assertEqual(kinds, set(range(MessageKind.STREAM_CANCEL + 1)) | resume)
         self.assertTrue(any(len(example.arrays) > 1 for example in frames))
         self.assertGreaterEqual(len(invalid), 5)
 
@@ -312,8 +324,8 @@ class DecodeRejectionTests(SynchronousTestCase):
         self.assertRejected([])
 
     def test_unknownKind(self) -> None:
-        """Kinds beyond 14, negative kinds and non-integer kinds are rejected."""
-        for kind in (15, 99, -1):
+        """Kinds beyond 24 (20-24 are reserved for resume), negative kinds and non-integer kinds are rejected."""
+        for kind in (25, 99, -1):
             error = self.assertRejected([kind, 1])
             self.assertIn("unknown message kind", str(error))
         odd_kinds: list[Any] = [True, False, 2.0, "2", None, [2]]

@@ -25,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from websockets.asyncio.client import ClientConnection as WebSocket
 from websockets.asyncio.client import connect as websocket_connect
@@ -35,6 +35,7 @@ from websockets.frames import CTRL_OPCODES, Frame, Opcode
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
+from ._asyncio.streams import AsyncHubStream, run_pump
 from ._core.base_error import HubArgumentError
 from ._core.client_common import HubClientOptions, full_jitter_policy, hub_url, make_proxy
 from ._core.client_session import ClientConnectionViews, ClientSession
@@ -46,12 +47,14 @@ from ._core.errors import (
     DisconnectKind,
     DisconnectReason,
     HandshakeError,
+    HubError,
 )
 from ._core.heartbeat import Traffic
 from ._core.log import StdlibCoreLog
 from ._core.receivers import receiver_methods
 from ._core.sentinel import UNSET, Unset
 from ._core.session import ended_reason
+from ._core.streams import DEFAULT_STREAM_WINDOW, InboundStream, OutboundStream, StreamTable, is_stream_source
 from ._core.wire import SUBPROTOCOL, close_reason_bytes
 from ._sendqueue import asyncio_queued
 
@@ -183,7 +186,10 @@ class AsyncHubClient(ClientConnectionViews):
     ) -> Any:
         """L{call} with explicit argument containers and an optional timeout (seconds)."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        call_id = self.session.invoke(future, method, args or [], kwargs)
+        if args and any(map(is_stream_source, args)) or kwargs and any(map(is_stream_source, kwargs.values())):
+            call_id = self._invoke_streaming(future, method, args or [], kwargs, None)[0]
+        else:
+            call_id = self.session.invoke(future, method, args or [], kwargs)
         seconds = self.options.call_timeout if timeout is UNSET else timeout
         try:
             if seconds is None:
@@ -196,6 +202,48 @@ class AsyncHubClient(ClientConnectionViews):
     def notify(self, method: str, *args: Any, **kwargs: Any) -> None:
         """Call a hub method without waiting for (or getting) a result."""
         self.session.notify(method, list(args), kwargs or None)
+
+    def stream(self, method: str, *args: Any, **kwargs: Any) -> AsyncHubStream:
+        """
+        Call a hub method that answers with a stream; iterate the result
+        (C{async for item in client.stream("ticks", 10)}) as items arrive,
+        with the default window (docs/streams.md).  Arguments that are async
+        iterables are streamed to the server, as with L{call}.
+        """
+        return self.open_stream(method, list(args), kwargs or None)
+
+    def open_stream(
+        self, method: str, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None,
+        window: int = DEFAULT_STREAM_WINDOW,
+    ) -> AsyncHubStream:
+        """L{stream} with explicit argument containers and the credit window, in items."""
+        session = self.session
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        try:
+            _, inbound, _ = self._invoke_streaming(done, method, args or [], kwargs, window)
+        except HubError as e:
+            refused = InboundStream(0, window)
+            refused.finish(e)
+            return AsyncHubStream(StreamTable(lambda message: None, lambda payload: True), refused, lambda: None)
+        assert inbound is not None
+
+        def settled(future: asyncio.Future[Any]) -> None:
+            if not future.cancelled() and future.exception() is not None:
+                session.streams.failed(inbound, cast(Exception, future.exception()))
+
+        done.add_done_callback(settled)
+        return AsyncHubStream(session.streams.table, inbound, session.flush, on_cancel=lambda: session.streams.cancel(inbound))
+
+    def _invoke_streaming(
+        self, token: asyncio.Future[Any], method: str, args: list[Any], kwargs: dict[str, Any] | None,
+        window: int | None,
+    ) -> tuple[int, InboundStream | None, list[tuple[OutboundStream, Any]]]:
+        session = self.session
+        call_id, inbound, outbound = session.streams.invoke(token, method, args, kwargs, window, is_stream_source)
+        limit = session.core.send_limit(session.options.max_message_size)
+        for stream, source in outbound:
+            self._spawn(run_pump(session.streams.table, stream, source, session.flush, limit, _session_log))
+        return call_id, inbound, outbound
 
     def proxy(self, interface: type[InterfaceT] | None = None) -> InterfaceT:
         """The hub as an object whose methods are awaitable calls (see L{HubClientProtocol.proxy})."""

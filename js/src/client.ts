@@ -38,6 +38,7 @@ import {
   type Welcome,
 } from "./wire.js";
 import { PageWatch, browserPage, type PageLifecycle } from "./lifecycle.js";
+import { HubStream, STREAM_WINDOW, StreamPump, isStreamSource } from "./streams.js";
 
 /** The trailing ack of kinds 10-12 belongs to `resume` (protocol.md section 10), not announced yet. */
 const ACK_WITHOUT_RESUME = "a heartbeat carries an ack, but resume was not negotiated";
@@ -259,6 +260,10 @@ export class HubClient {
   private resolveDisconnected!: (reason: DisconnectReason) => void;
   private readonly pending = new Map<number, PendingCall>();
   private nextCallId = 1;
+  /** result streams we consume, by call id; argument streams we produce, by stream id */
+  private readonly streams = new Map<number, HubStream<unknown>>();
+  private readonly pumps = new Map<number, StreamPump>();
+  private nextStreamId = 1;
   private outgoing: Uint8Array[] = [];
   private flushScheduled = false;
   private handling = 0;
@@ -441,19 +446,11 @@ export class HubClient {
 
   /** {@link call} with keyword arguments and per-call options. */
   invoke<T = unknown>(method: string, args: unknown[] = [], kwargs?: Kwargs | null, options: CallOptions = {}): Promise<T> {
-    if (this.state !== "open") return Promise.reject(new ConnectionClosedError(this.currentReason()));
-    const callId = this.nextCallId++;
-    let payload: Uint8Array;
+    let callId: number, payload: Uint8Array, pumps: StreamPump[];
     try {
-      payload = encodeMessage(callFields([MessageKind.INVOKE, callId, method], args, kwargs));
+      [callId, payload, pumps] = this.prepareCall(method, args, kwargs, null);
     } catch (e) {
-      return Promise.reject(new HubError(ErrorCode.INVALID_ARGUMENTS, `${method}: ${(e as Error).message}`));
-    }
-    const limit = this.sendLimit();
-    if (payload.length > limit) {
-      return Promise.reject(
-        new HubError(ErrorCode.INVALID_ARGUMENTS, `${method}: the call is ${payload.length} bytes, over the limit of ${limit}`),
-      );
+      return Promise.reject(e as Error);
     }
     return new Promise<T>((resolve, reject) => {
       const timeout = options.timeout !== undefined ? options.timeout : (this.options.callTimeout ?? null);
@@ -465,7 +462,96 @@ export class HubClient {
       }
       this.pending.set(callId, call);
       this.queue(payload);
+      this.startPumps(pumps);
     });
+  }
+
+  /**
+   * Call a hub method that answers with a stream; iterate it as items arrive:
+   * `for await (const tick of client.stream("ticks", 10))` (docs/streams.md).
+   * Arguments that are async iterables are streamed to the server, as with {@link call}.
+   */
+  stream<T = unknown>(method: string, ...args: unknown[]): HubStream<T> {
+    return this.streamWith<T>(method, args);
+  }
+
+  /** {@link stream} with keyword arguments and the credit window (items, default 16). */
+  streamWith<T = unknown>(method: string, args: unknown[] = [], kwargs?: Kwargs | null, options: { window?: number } = {}): HubStream<T> {
+    const window = options.window ?? STREAM_WINDOW;
+    let callId: number, payload: Uint8Array, pumps: StreamPump[];
+    try {
+      [callId, payload, pumps] = this.prepareCall(method, args, kwargs, window);
+    } catch (e) {
+      const failed = new HubStream<T>(0, window, () => {}, () => {});
+      failed.finish(e as Error);
+      return failed;
+    }
+    const stream = new HubStream<T>(
+      callId,
+      window,
+      (credit) => this.queue(encodeMessage([18 /* STREAM_CREDIT */, callId, credit])),
+      () => {
+        this.streams.delete(callId);
+        if (this.takeCall(callId)) this.queue(encodeMessage([19 /* STREAM_CANCEL */, callId]));
+      },
+    );
+    const finish = (error: Error | null): void => {
+      this.streams.delete(callId);
+      stream.finish(error);
+    };
+    this.pending.set(callId, { resolve: () => finish(null), reject: finish, timer: null });
+    this.streams.set(callId, stream as HubStream<unknown>);
+    this.queue(payload);
+    this.startPumps(pumps);
+    return stream;
+  }
+
+  /** Encode a call (INVOKE, or STREAM_INVOKE with `window`), its stream arguments declared; throws what the caller rejects with. */
+  private prepareCall(method: string, args: unknown[], kwargs: Kwargs | null | undefined, window: number | null): [number, Uint8Array, StreamPump[]] {
+    if (this.state !== "open") throw new ConnectionClosedError(this.currentReason());
+    const streaming = this.welcome?.capabilities.includes("stream") ?? false;
+    const callId = this.nextCallId++;
+    const declared: [number, number][] = [];
+    const pumps: StreamPump[] = [];
+    const place = (where: number, value: unknown): unknown => {
+      if (!isStreamSource(value)) return value;
+      const streamId = this.nextStreamId++;
+      declared.push([where, streamId]);
+      pumps.push(new StreamPump(streamId, value, (fields) => this.queue(encodeMessage(fields))));
+      return null;
+    };
+    let payload: Uint8Array;
+    try {
+      if (Array.isArray(args)) args = args.map((value, index) => place(index, value));
+      if ((window !== null || declared.length > 0) && !streaming) {
+        throw new HubError("stream-mismatch", "no 'stream' capability");
+      }
+      const fields = callFields([window === null ? MessageKind.INVOKE : MessageKind.STREAM_INVOKE, callId, method], args, kwargs);
+      if (window !== null || declared.length > 0) {
+        if (fields.length === 4) fields.push(null);
+        if (window !== null) fields.push(window);
+        if (declared.length > 0) fields.push(declared);
+      }
+      payload = encodeMessage(fields);
+    } catch (e) {
+      if (e instanceof HubError) throw e;
+      throw new HubError(ErrorCode.INVALID_ARGUMENTS, `${method}: ${(e as Error).message}`);
+    }
+    const limit = this.sendLimit();
+    if (payload.length > limit) {
+      throw new HubError(ErrorCode.INVALID_ARGUMENTS, `${method}: the call is ${payload.length} bytes, over the limit of ${limit}`);
+    }
+    return [callId, payload, pumps];
+  }
+
+  private startPumps(pumps: StreamPump[]): void {
+    for (const pump of pumps) {
+      this.pumps.set(pump.streamId, pump);
+      void pump
+        .run()
+        .catch((e: unknown) => this.log.warn(String(e)))
+        .finally(() => this.pumps.delete(pump.streamId));
+    }
   }
 
   /** Call a hub method without waiting for (or getting) an answer. */
@@ -635,6 +721,24 @@ export class HubClient {
       case MessageKind.TOKEN_RESULT:
         if (message.error !== null) this.log.warn(`fresh token refused: ${message.error} ${message.message}`);
         this.tokenExpires(message.expiresIn, message.error !== null);
+        return;
+      case MessageKind.STREAM_ITEM:
+        // (a stream we no longer know: it crossed our cancel; ignored)
+        this.streams.get(message.streamId)?.push(message.item);
+        return;
+      case MessageKind.STREAM_END:
+        if (this.streams.has(message.streamId)) {
+          const call = this.takeCall(message.streamId);
+          if (message.code === null) call?.resolve(null);
+          else call?.reject(new HubError(message.code, message.message, message.detail));
+        }
+        return;
+      case MessageKind.STREAM_CREDIT:
+        this.pumps.get(message.streamId)?.addCredit(message.credit);
+        return;
+      case MessageKind.STREAM_CANCEL:
+        this.pumps.get(message.streamId)?.cancel();
+        this.pumps.delete(message.streamId);
         return;
       case MessageKind.SESSION:
       case MessageKind.RESUMED:
@@ -1127,6 +1231,8 @@ export class HubClient {
       const status = /Unexpected server response: (\d{3})/.exec(reason.message);
       this.rejectReady(new HandshakeError(status ? Number(status[1]) : null, reason.message));
     }
+    for (const pump of this.pumps.values()) pump.cancel();
+    this.pumps.clear();
     const calls = [...this.pending.values()];
     this.pending.clear();
     for (const call of calls) {

@@ -28,6 +28,7 @@ export {
   type DisconnectReason,
 } from "./errors.js";
 export { browserPage, type EventTargetLike, type PageLifecycle } from "./lifecycle.js";
+export { HubStream, STREAM_WINDOW } from "./streams.js";
 export { MAX_DEPTH, UnsendableValueError, encodeValue } from "./encode.js";
 export { ClockSync, HeartbeatTracker, InputProgress, MIN_PROGRESS_BYTES, OutputProgress, StallDetector, type ClockOffset } from "./heartbeat.js";
 export {

@@ -11,7 +11,7 @@ import { UnsendableValueError, encodeValue, isPlainObject } from "./encode.js";
 /** The WebSocket subprotocol of this protocol version. */
 export const SUBPROTOCOL = "twisted-hub.v1";
 /** Capabilities this client announces in HELLO. */
-export const CAPABILITIES: readonly string[] = ["heartbeat", "batch"];
+export const CAPABILITIES: readonly string[] = ["heartbeat", "batch", "stream"];
 
 /**
  * A sender puts at most this many messages in one frame (a batch is split);
@@ -42,7 +42,11 @@ export const MessageKind = {
   CLIENT_HEARTBEAT_ACK: 12,
   TOKEN: 13,
   TOKEN_RESULT: 14,
-  // 15-19: streams (capability "stream")
+  STREAM_INVOKE: 15,
+  STREAM_ITEM: 16,
+  STREAM_END: 17,
+  STREAM_CREDIT: 18,
+  STREAM_CANCEL: 19,
   /** capability `resume` (protocol.md section 10): the session's token and window */
   SESSION: 20,
   RESUME: 21,
@@ -121,6 +125,10 @@ export interface Invoke {
   method: string;
   args: unknown[];
   kwargs: Kwargs | null;
+  /** STREAM_INVOKE: the first credit of the result stream (null: an INVOKE) */
+  credit?: number | null;
+  /** the arguments that are the client's streams, `[where, stream_id]` */
+  streams?: [number | string, number][] | null;
 }
 export interface Notify {
   kind: 3;
@@ -225,6 +233,37 @@ export interface TokenResult {
   message: string;
 }
 
+/** One item of a stream, from its producer (either side). */
+export interface StreamItem {
+  kind: 16;
+  streamId: number;
+  item: unknown;
+}
+
+/** The producer's last word on a stream: done (`code` null) or failed. */
+export interface StreamEnd {
+  kind: 17;
+  streamId: number;
+  code: string | null;
+  message: string;
+  detail: unknown;
+}
+
+/** The consumer lets the producer send `credit` more items. */
+export interface StreamCredit {
+  kind: 18;
+  streamId: number;
+  credit: number;
+}
+
+/** The consumer wants no more items. */
+export interface StreamCancel {
+  kind: 19;
+  streamId: number;
+}
+
+export type StreamMessage = StreamItem | StreamEnd | StreamCredit | StreamCancel;
+
 /** What a client can receive. */
 export type ServerMessage =
   | Welcome
@@ -239,7 +278,8 @@ export type ServerMessage =
   | SessionGrant
   | Resumed
   | ResumeRefused
-  | Ack;
+  | Ack
+  | StreamMessage;
 /** What a server can receive. */
 export type ClientMessage =
   | Hello
@@ -251,7 +291,8 @@ export type ClientMessage =
   | ServerHeartbeatAck
   | ClientHeartbeat
   | Resume
-  | Ack;
+  | Ack
+  | StreamMessage;
 
 /** The peer sent something that is not this protocol (close code 4002). */
 export class ProtocolError extends Error {
@@ -498,6 +539,47 @@ function parseClose(fields: unknown[]): Close {
   return { kind: 8, code: fields[1], reason: str(fields[2], "a close reason") };
 }
 
+function parseStreamMessage(list: unknown[]): StreamMessage {
+  const streamId = uint(list[1], "a stream id");
+  switch (list[0]) {
+    case MessageKind.STREAM_ITEM:
+      arity(list, 3, 3, "STREAM_ITEM");
+      return { kind: 16, streamId, item: list[2] };
+    case MessageKind.STREAM_END:
+      if (list.length !== 2) arity(list, 4, 5, "STREAM_END");
+      return {
+        kind: 17,
+        streamId,
+        code: list.length > 2 ? str(list[2], "an error code") : null,
+        message: str(list[3] ?? "", "an error message"),
+        detail: list[4] ?? null,
+      };
+    case MessageKind.STREAM_CREDIT:
+      arity(list, 3, 3, "STREAM_CREDIT");
+      return { kind: 18, streamId, credit: credit(list[2]) };
+    default:
+      arity(list, 2, 2, "STREAM_CANCEL");
+      return { kind: 19, streamId };
+  }
+}
+
+function credit(value: unknown): number {
+  if (!isUint(value) || value === 0) fail("a credit must be a positive integer");
+  return value;
+}
+
+/** A call's stream declarations, `[[where, stream_id], ...]`: each place nil in args/kwargs. */
+function streamDeclarations(value: unknown, callArgs: unknown[], callKwargs: Kwargs | null): [number | string, number][] {
+  if (!Array.isArray(value) || value.length === 0) fail("bad streams");
+  for (const entry of value as unknown[][]) {
+    const where = entry[0] as number | string;
+    if (!Array.isArray(entry) || entry.length !== 2 || !isUint(entry[1]) || (typeof where === "number" ? callArgs[where] : callKwargs?.[where]) !== null) {
+      fail("bad stream declaration");
+    }
+  }
+  return value as [number | string, number][];
+}
+
 /** Parse one decoded message array received by a client (server -> client kinds). */
 export function parseServerMessage(fields: unknown): ServerMessage {
   const list = checkArray(fields);
@@ -584,7 +666,13 @@ export function parseServerMessage(fields: unknown): ServerMessage {
     case MessageKind.SERVER_HEARTBEAT_ACK:
     case MessageKind.CLIENT_HEARTBEAT:
     case MessageKind.RESUME:
+    case MessageKind.STREAM_INVOKE:
       return fail(`message kind ${kind} is never sent by a server`);
+    case MessageKind.STREAM_ITEM:
+    case MessageKind.STREAM_END:
+    case MessageKind.STREAM_CREDIT:
+    case MessageKind.STREAM_CANCEL:
+      return parseStreamMessage(list);
     default:
       return fail(`unknown message kind ${String(kind)}`);
   }
@@ -598,14 +686,28 @@ export function parseClientMessage(fields: unknown): ClientMessage {
     case MessageKind.HELLO:
       return parseHello(list);
     case MessageKind.INVOKE:
-      arity(list, 4, 5, "INVOKE");
+    case MessageKind.STREAM_INVOKE: {
+      const streaming = kind === MessageKind.STREAM_INVOKE;
+      if (streaming) arity(list, 6, 7, "STREAM_INVOKE");
+      else arity(list, 4, 6, "INVOKE");
+      const callArgs = args(list[3]);
+      const callKwargs = kwargs(list[4]);
+      const declared = list[streaming ? 6 : 5];
       return {
         kind: 2,
         callId: uint(list[1], "a call id"),
         method: str(list[2], "a method name"),
-        args: args(list[3]),
-        kwargs: kwargs(list[4]),
+        args: callArgs,
+        kwargs: callKwargs,
+        credit: streaming ? credit(list[5]) : null,
+        streams: declared === undefined ? null : streamDeclarations(declared, callArgs, callKwargs),
       };
+    }
+    case MessageKind.STREAM_ITEM:
+    case MessageKind.STREAM_END:
+    case MessageKind.STREAM_CREDIT:
+    case MessageKind.STREAM_CANCEL:
+      return parseStreamMessage(list);
     case MessageKind.NOTIFY:
       arity(list, 3, 4, "NOTIFY");
       return { kind: 3, method: str(list[1], "a method name"), args: args(list[2]), kwargs: kwargs(list[3]) };

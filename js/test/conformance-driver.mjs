@@ -88,6 +88,7 @@ class Recorder {
       heartbeat_timeouts: [],
       on_disconnected: [],
       connected: [],
+      source_closed: [],
     };
     this.wake = [];
   }
@@ -166,6 +167,7 @@ class Run {
     this.client = null;
     this.reconnecting = null;
     this.started = {};
+    this.streams = [];
     // A page of our own (Node has none) when the scenario freezes it.
     this.page = this.options.page ? { document: new EventTarget(), window: new EventTarget() } : null;
   }
@@ -248,6 +250,53 @@ class Run {
       else if (errors.length < 3) errors.push(outcome);
     }
     this.out[step.label] = { answered, errors };
+  }
+
+  async step_stream(step) {
+    const stream = this.client.streamWith(step.method, native(step.args ?? []), native(step.kwargs ?? null), {
+      window: step.window ?? 16,
+    });
+    const take = step.take ?? null;
+    const items = [];
+    const out = { items };
+    const consume = async () => {
+      while (take === null || items.length < take) {
+        const next = await stream.next();
+        if (next.done) {
+          out.end = "ok";
+          return;
+        }
+        items.push(jsonable(next.value));
+      }
+      if (take) {
+        stream.cancel();
+        out.end = "cancelled";
+      } else {
+        this.streams.push(stream);
+      }
+    };
+    try {
+      await within(consume(), WAIT_BOUND);
+    } catch (e) {
+      Object.assign(out, errorJson(e));
+    }
+    this.out[step.label] = out;
+  }
+
+  async step_upload(step) {
+    const recorder = this.recorder;
+    async function* numbers() {
+      let made = 0;
+      try {
+        for (let i = 0; i < step.count; i++) {
+          made++;
+          yield i;
+        }
+      } finally {
+        recorder.add("source_closed", made);
+      }
+    }
+    this.out[step.label] = await this.outcome(this.client.invoke(step.method, [numbers()]));
   }
 
   async step_notify(step) {

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -227,7 +227,10 @@ def error_json(error: BaseException) -> dict[str, Any]:
 class Recorder:
     """The events a scenario's client reported (receiver calls, heartbeats, disconnects ...)."""
 
-    NAMES = ("received", "server_heartbeats", "heartbeat_responses", "heartbeat_timeouts", "on_disconnected", "connected")
+    NAMES = (
+        "received", "server_heartbeats", "heartbeat_responses", "heartbeat_timeouts", "on_disconnected", "connected",
+        "source_closed",
+    )
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -325,6 +328,8 @@ class Run:
         self.client: Any = None
         self.reconnecting: Any = None
         self.started: dict[str, Any] = {}
+        #: streams a step left open (a stalled consumer)
+        self.streams: list[Any] = []
 
     async def run(self) -> dict[str, Any]:
         runtime = self.runtime
@@ -397,6 +402,57 @@ class Run:
             elif len(errors) < 3:
                 errors.append(outcome)
         self.out[step["label"]] = {"answered": answered, "errors": errors}
+
+    async def step_stream(self, step: dict[str, Any]) -> None:
+        """
+        Consume a stream result: every item (or C{take} of them, then
+        cancel); noted as C{{"items": [...], "end": "ok" | "cancelled"}} or
+        the items and the error it failed with.  C{take: 0}: take nothing
+        (a stalled consumer), leaving the stream open.
+        """
+        stream = self.client.open_stream(
+            step["method"], native(step.get("args", [])), native(step.get("kwargs")), window=step.get("window", 16),
+        )
+        take = step.get("take")
+        items: list[Any] = []
+        out: dict[str, Any] = {"items": items}
+
+        async def consume() -> None:
+            while take is None or len(items) < take:
+                try:
+                    items.append(jsonable(await stream.__anext__()))
+                except StopAsyncIteration:
+                    out["end"] = "ok"
+                    return
+            if take:
+                stream.cancel()
+                out["end"] = "cancelled"
+            else:
+                self.streams.append(stream)
+
+        try:
+            await self.runtime.within(consume(), WAIT_BOUND)
+        except Exception as e:
+            out.update(error_json(e))
+        self.out[step["label"]] = out
+
+    async def step_upload(self, step: dict[str, Any]) -> None:
+        """
+        Call C{method} with one stream argument: C{count} numbers 0 .. count-1;
+        when the source is closed (at its end, or stopped), C{source_closed}
+        records how many it made.
+        """
+
+        async def numbers() -> AsyncIterator[int]:
+            made = 0
+            try:
+                for i in range(step["count"]):
+                    made += 1
+                    yield i
+            finally:
+                self.recorder.add("source_closed", made)
+
+        self.out[step["label"]] = await self._outcome(self.client.invoke(step["method"], [numbers()]))
 
     async def step_notify(self, step: dict[str, Any]) -> None:
         try:

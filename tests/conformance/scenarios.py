@@ -28,6 +28,7 @@ not hold for one client says so here, and the matrix shows it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -105,7 +106,8 @@ def notify(method: str, *args: Any, kwargs: dict[str, Any] | None = None) -> dic
 def wait(event: str, count: int = 1) -> dict[str, Any]:
     """
     Wait until the client reported C{count} events of a kind: received,
-    server_heartbeats, heartbeat_responses, on_disconnected, connected.
+    server_heartbeats, heartbeat_responses, on_disconnected, connected, source_closed
+    (an upload step's source closed, with how many items it made).
     """
     return {"do": "wait", "event": event, "count": count}
 
@@ -213,14 +215,14 @@ def failed_handshake(status: int | None, code: int | None = None, locally: bool 
 
 
 scenario(
-    "hello", HANDSHAKE, "offers `twisted-hub.v1`; HELLO alone in its frame with both capabilities and `max` 1 MiB; "
-    "connected once WELCOME came, with its connection id",
+    "hello", HANDSHAKE, "offers `twisted-hub.v1`; HELLO alone in its frame with its capabilities (`heartbeat`, "
+    "`batch`, `stream`) and `max` 1 MiB; connected once WELCOME came, with its connection id",
     [CONNECT, call("answer", "echo", 1)],
     {
         "connect": "ok", "connection_id": "conformance-1", "answer": {"result": 1},
         "server": {
             "subprotocols": ["twisted-hub.v1"], "hello_alone": True,
-            "hello": {"caps": OneOf(["heartbeat", "batch"], ["batch", "heartbeat"]), "max": MIB},
+            "hello": {"caps": OneOf(*(list(p) for p in itertools.permutations(["heartbeat", "batch", "stream"]))), "max": MIB},
         },
     },
     script=serve,
@@ -846,6 +848,111 @@ scenario(
      reconnecting_call("during", "echo", "x"), RECONNECTING_STOP],
     {"before": {"result": "once"}, "during": {"result": "x"}, "connections": 2, "server_connections": 2},
     script=per_connection(_closes_after_a_call, _late_welcome), options={"retry_delay": 0.05},
+)
+
+# Streams --------------------------------------------------------------------------------------
+STREAMS = "Streams"
+
+
+def stream(label: str, method: str, *args: Any, window: int = 16, take: int | None = None) -> dict[str, Any]:
+    """Consume a stream result: every item, or C{take} of them then cancel (0: none, left open)."""
+    return {"do": "stream", "label": label, "method": method, "args": list(args), "window": window, "take": take}
+
+
+def upload(label: str, method: str, count: int) -> dict[str, Any]:
+    """Call C{method} with one stream argument: the numbers 0 .. count-1."""
+    return {"do": "upload", "label": label, "method": method, "count": count}
+
+
+async def _streams_on_the_wire(conn: ScriptedConnection) -> None:
+    await conn.open()
+    invoke = await conn.expect(15)
+    conn.note("stream_invoke", invoke)
+    call_id = invoke[1]
+    conn.send(*([16, call_id, item] for item in "abcd"))
+    conn.note("credit", await conn.expect(18))  # two taken (half the window of 4): two more granted
+    conn.send([16, call_id, "e"], [17, call_id])
+    await conn.serve()
+
+
+async def _argument_on_the_wire(conn: ScriptedConnection) -> None:
+    await conn.open()
+    invoke = await conn.expect(2)
+    conn.note("invoke", invoke)
+    stream_id = invoke[5][0][1]
+    conn.send([18, stream_id, 2])
+    first = [await conn.receive(), await conn.receive()]
+    conn.send([18, stream_id, 8])
+    rest = [await conn.receive()]
+    while rest[-1][0] != 17:
+        rest.append(await conn.receive())
+    conn.note("items", [first, rest])
+    conn.send([4, invoke[1], "done"])
+    await conn.serve()
+
+
+scenario(
+    "stream-wire", STREAMS,
+    "a stream result: `STREAM_INVOKE` with the window (4); items as they come; credit granted once half the "
+    "window was taken; `STREAM_END` ends the iteration",
+    [CONNECT, stream("items", "letters", window=4)],
+    {"items": {"items": ["a", "b", "c", "d", "e"], "end": "ok"},
+     "server": {"notes": {"stream_invoke": [15, 1, "letters", [], None, 4], "credit": [18, 1, 2]}}},
+    script=_streams_on_the_wire,
+)
+scenario(
+    "stream-argument-wire", STREAMS,
+    "an async-iterable argument: declared in `INVOKE` as `[[0, 1]]` (nil in its place); items only as credit "
+    "allows; `STREAM_END` after the last",
+    [CONNECT, upload("sum", "total", 4)],
+    {"sum": {"result": "done"},
+     "server": {"notes": {"invoke": [2, 1, "total", [None], None, [[0, 1]]],
+                          "items": [[[16, 1, 0], [16, 1, 1]], [[16, 1, 2], [16, 1, 3], [17, 1]]]}}},
+    script=_argument_on_the_wire,
+)
+scenario(
+    "stream-without-capability", STREAMS,
+    "a server that did not announce `stream`: a stream fails at once with `stream-mismatch`, nothing is sent, "
+    "the connection goes on",
+    [CONNECT, stream("items", "letters"), call("after", "echo", 1)],
+    {"items": {"items": [], "error": "stream-mismatch"}, "after": {"result": 1}},
+    script=welcome_with(caps=["heartbeat", "batch"]),
+)
+scenario(
+    "stream-live", STREAMS, "`twistd hub`: a hub method's async generator, consumed to its end",
+    [CONNECT, stream("items", "numbers", 5)],
+    {"items": {"items": [0, 1, 2, 3, 4], "end": "ok"}},
+)
+scenario(
+    "stream-live-error", STREAMS,
+    "`twistd hub`: a producer that raises `HubError` after two items: the items, then that error",
+    [CONNECT, stream("items", "numbers", 5, 2)],
+    {"items": {"items": [0, 1], "error": "gave-up", "message": "after 2 items", "detail": {"at": 2}}},
+)
+scenario(
+    "stream-live-stalled", STREAMS,
+    "`twistd hub`: a consumer that takes nothing (window 4): the producer generated exactly 4 items and waits",
+    [CONNECT, stream("items", "numbers", -1, window=4, take=0), sleep(0.3), call("stats", "stream_stats")],
+    {"items": {"items": []}, "stats": {"result": {"generated": 4, "finally": 0}}},
+)
+scenario(
+    "stream-live-cancel", STREAMS,
+    "`twistd hub`: cancelled after 2 items (window 4): the producer stops, its `finally` has run by the next call",
+    [CONNECT, stream("items", "numbers", -1, window=4, take=2), call("stats", "stream_stats")],
+    {"items": {"items": [0, 1], "end": "cancelled"}, "stats": {"result": {"generated": Between(4, 6), "finally": 1}}},
+)
+scenario(
+    "stream-live-argument", STREAMS, "`twistd hub`: an async-iterable argument of 100 numbers, summed by the hub",
+    [CONNECT, upload("sum", "total", 100)],
+    {"sum": {"result": 4950}},
+)
+
+scenario(
+    "stream-live-argument-stopped", STREAMS,
+    "`twistd hub`: the hub method returns after the first item of a 1,000-item argument stream: the server "
+    "cancels it and the client's source is closed (its `finally` runs) after at most the window and one more",
+    [CONNECT, upload("first", "first", 1000), wait("source_closed")],
+    {"first": {"result": 0}, "source_closed": [Between(1, 17)]},
 )
 
 _names = [s.name for s in SCENARIOS]

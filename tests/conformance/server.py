@@ -45,7 +45,7 @@ __all__ = ["MIB", "ClientGone", "Script", "ScriptedConnection", "ScriptedServer"
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUBPROTOCOL = "twisted-hub.v1"
 #: the WELCOME's capabilities unless a script says otherwise
-CAPABILITIES = ["heartbeat", "batch"]
+CAPABILITIES = ["heartbeat", "batch", "stream"]
 #: a sender's batch limit (protocol.md 1.2): the server's answers respect it too
 BATCH_MESSAGES = 256
 

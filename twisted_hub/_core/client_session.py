@@ -28,6 +28,7 @@ from typing import Any, Generic, TypeVar
 from .client_common import ClientHeartbeatEvent, ClientIO, HubClientOptions, ServerHeartbeatEvent
 from .client_heartbeat import ClientHeartbeat
 from .client_receiver import ClientReceiver
+from .client_streams import ClientStreams
 from .client_token import TokenRefresh
 from .connection import (
     CallFailed,
@@ -51,6 +52,10 @@ from .wire import (
     ErrorCode,
     ProtocolError,
     ReceiverCall,
+    StreamCancel,
+    StreamCredit,
+    StreamEnd,
+    StreamItem,
     TokenResult,
     TooManyMessagesError,
 )
@@ -82,6 +87,8 @@ class ClientSession(Generic[TokenT]):
         self.receivers = ClientReceiver(self)
         self.heartbeat = ClientHeartbeat(self)
         self.tokens = TokenRefresh(self)
+        #: the streams of this connection: results we consume, arguments we produce (docs/streams.md)
+        self.streams = ClientStreams(self)
         #: the HTTP status and text of a refused handshake, if the adapter saw one
         self._refusal: tuple[int | None, str] | None = None
         #: frames being handled: sending waits until the outermost one is done
@@ -191,6 +198,8 @@ class ClientSession(Generic[TokenT]):
                         self._handshake_completed(now)
                     case TokenResult():
                         self.tokens.answered(event, now)
+                    case StreamItem() | StreamEnd() | StreamCredit() | StreamCancel():
+                        self.streams.message(event)
                     case Close():
                         self.lifecycle.peer_closing(event.code, event.reason)
         except TooManyMessagesError as e:
@@ -281,6 +290,7 @@ class ClientSession(Generic[TokenT]):
             reason = lifecycle.finish(observed)
         # Every pending call was handed to the connection: it may have run.
         error = ConnectionClosedError(reason, may_have_run=True)
+        self.streams.table.close(error)
         for token in self.core.closed():
             self.io.call_failed(token, error)
         self.io.disconnected(reason)

@@ -22,6 +22,7 @@ from .wire import (
     BATCH_MESSAGES,
     CAP_BATCH,
     CAP_HEARTBEAT,
+    CAP_STREAM,
     CAP_TOKEN_REFRESH,
     OUR_CAPABILITIES,
     ClientHeartbeat,
@@ -40,6 +41,11 @@ from .wire import (
     Result,
     ServerHeartbeat,
     ServerHeartbeatAck,
+    StreamCancel,
+    StreamCredit,
+    StreamEnd,
+    StreamInvoke,
+    StreamItem,
     Token,
     TokenResult,
     Welcome,
@@ -90,6 +96,11 @@ _SERVER_ACCEPTS = frozenset(
         MessageKind.CLOSE,
         MessageKind.SERVER_HEARTBEAT_ACK,
         MessageKind.CLIENT_HEARTBEAT,
+        MessageKind.STREAM_INVOKE,
+        MessageKind.STREAM_ITEM,
+        MessageKind.STREAM_END,
+        MessageKind.STREAM_CREDIT,
+        MessageKind.STREAM_CANCEL,
     }
 )
 _CLIENT_ACCEPTS = frozenset(
@@ -103,8 +114,14 @@ _CLIENT_ACCEPTS = frozenset(
         MessageKind.SERVER_HEARTBEAT,
         MessageKind.CLIENT_HEARTBEAT_ACK,
         MessageKind.TOKEN_RESULT,
+        MessageKind.STREAM_ITEM,
+        MessageKind.STREAM_END,
+        MessageKind.STREAM_CREDIT,
+        MessageKind.STREAM_CANCEL,
     }
 )
+#: the stream messages (capability C{stream}): handed to the session's L{twisted_hub._core.streams.StreamTable}
+STREAM_MESSAGES = (StreamItem, StreamEnd, StreamCredit, StreamCancel)
 #: what a server that takes fresh tokens accepts besides (it announced C{token-refresh})
 _SERVER_ACCEPTS_WITH_REFRESH = _SERVER_ACCEPTS | {MessageKind.TOKEN}
 
@@ -167,6 +184,10 @@ Event = (
     | ServerHeartbeatReceived
     | Token
     | TokenResult
+    | StreamItem
+    | StreamEnd
+    | StreamCredit
+    | StreamCancel
 )
 
 
@@ -533,6 +554,8 @@ class ServerConnection(Connection[T]):
             return message if self.state is ConnectionState.OPEN else None
         if isinstance(message, Token):
             return message if self.state is ConnectionState.OPEN else None
+        if isinstance(message, STREAM_MESSAGES):
+            return message if self.state is ConnectionState.OPEN else None
         if isinstance(message, Close):
             self.state = ConnectionState.CLOSING
             return message
@@ -558,17 +581,24 @@ class ClientConnection(Connection[T]):
 
     def invoke(
         self, token: T, method: str, args: list[Any], kwargs: dict[str, Any] | None = None,
-        max_size: int | None = None,
+        max_size: int | None = None, *, credit: int | None = None, streams: list[list[Any]] | None = None,
     ) -> int:
         """
-        Queue a call that wants a result; return its call id.
+        Queue a call that wants a result; return its call id.  C{credit}:
+        the call wants a stream (STREAM_INVOKE) and grants that much credit
+        first; C{streams}: the arguments that are streams we produce
+        (C{[where, stream_id]}; capability C{stream}).
 
         @raise TypeError: an argument cannot be encoded.
         @raise HubArgumentError: the encoded call is larger than C{max_size}.
         Nothing is queued or registered when either is raised.
         """
         call_id = self._next_call_id
-        if kwargs:
+        if credit is not None:
+            payload = encode(StreamInvoke(call_id, method, args, kwargs, streams, credit))
+        elif streams:
+            payload = encode(Invoke(call_id, method, args, kwargs, streams))
+        elif kwargs:
             payload = encode_fields([MessageKind.INVOKE, call_id, method, args, kwargs])
         else:
             payload = encode_fields([MessageKind.INVOKE, call_id, method, args])
@@ -610,6 +640,11 @@ class ClientConnection(Connection[T]):
     @property
     def server_takes_heartbeats(self) -> bool:
         return CAP_HEARTBEAT in self.peer_capabilities
+
+    @property
+    def server_takes_streams(self) -> bool:
+        """The server announced C{stream}: it takes STREAM_INVOKE and stream arguments."""
+        return CAP_STREAM in self.peer_capabilities
 
     @property
     def server_takes_tokens(self) -> bool:
@@ -664,6 +699,8 @@ class ClientConnection(Connection[T]):
             return HeartbeatAnswered(message.sequence, latency, sample)
         if isinstance(message, TokenResult):
             return message
+        if isinstance(message, STREAM_MESSAGES):
+            return message if self.state is ConnectionState.OPEN else None
         if isinstance(message, Close):
             self.state = ConnectionState.CLOSING
             return message

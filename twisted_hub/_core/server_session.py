@@ -45,7 +45,20 @@ from .server_token import TokenIO, TokenLifetime
 from .session import TEXT_FRAME_CLOSE, Lifecycle, SessionState, close_for_frame_error
 from .session_closing import SessionClosing
 from .session_output import ServerTransport, SessionOutput
-from .wire import ClientHeartbeat, Close, CloseCode, Invoke, Notify, Token
+from .streams import NO_STREAMS, StreamSink
+from .wire import (
+    ClientHeartbeat,
+    Close,
+    CloseCode,
+    Invoke,
+    MessageKind,
+    Notify,
+    StreamCancel,
+    StreamCredit,
+    StreamEnd,
+    StreamItem,
+    Token,
+)
 
 if TYPE_CHECKING:
     from .._hubs.auth import User
@@ -117,14 +130,16 @@ class ServerSession(Generic[TokenT]):
     One hub connection on the server, from its routed upgrade request to
     its end.  Made when the request reached a hub (before C{on_connecting});
     L{opened} once the WebSocket is open, L{receive} for each message,
-    L{transport_closed} once.  The adapter sets L{dispatcher} before the
-    WebSocket opens.
+    L{transport_closed} once.  The adapter sets L{dispatcher} (and, if it
+    serves streams, L{streams}) before the WebSocket opens.
 
     @ivar lifecycle: where the connection stands and why it ends.
     @ivar output: the transport's unread-output count (its slow-consumer rule).
     """
 
     dispatcher: CallSink
+    #: the connection's streams (docs/streams.md); the adapter's, or none
+    streams: StreamSink = NO_STREAMS
 
     def __init__(
         self,
@@ -273,8 +288,12 @@ class ServerSession(Generic[TokenT]):
             call_size = len(payload) // len(events) if len(events) > 1 else len(payload)
             for event in events:
                 match event:
+                    case Invoke() if event.kind == MessageKind.STREAM_INVOKE or event.streams:
+                        self.dispatcher.receive(self.streams.received_call(event), call_size)
                     case Invoke() | Notify():
                         self.dispatcher.receive(event, call_size)
+                    case StreamItem() | StreamEnd() | StreamCredit() | StreamCancel():
+                        self.streams.receive(event)
                     case ClientHeartbeat():
                         core.answer_heartbeat(event, now)
                     case CallSucceeded():

@@ -110,6 +110,7 @@ class SessionClosing:
         session.host.connection_count -= 1
         self._log_closed(reason)
         session.dispatcher.close()
+        session.streams.closed(reason)
         # Client results still awaited were sent: the client may have run them.
         session.results.connection_closed(session.core.closed(), reason)
         io.run_hook("on_disconnected", reason)

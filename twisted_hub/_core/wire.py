@@ -36,7 +36,10 @@ CAP_TOKEN_REFRESH = "token-refresh"
 #: implement it (the codec and the core units are built; the integration is
 #: the next step).
 CAP_RESUME = "resume"
-OUR_CAPABILITIES = (CAP_HEARTBEAT, CAP_BATCH)
+#: Capability: the peer speaks streams with credit-based flow control (kinds
+#: 15-19, INVOKE's trailing stream declarations; docs/streams.md).
+CAP_STREAM = "stream"
+OUR_CAPABILITIES = (CAP_HEARTBEAT, CAP_BATCH, CAP_STREAM)
 
 
 
@@ -85,7 +88,11 @@ class MessageKind:
     CLIENT_HEARTBEAT_ACK: Final = 12
     TOKEN: Final = 13
     TOKEN_RESULT: Final = 14
-    # 15-19: streams (capability "stream")
+    STREAM_INVOKE: Final = 15
+    STREAM_ITEM: Final = 16
+    STREAM_END: Final = 17
+    STREAM_CREDIT: Final = 18
+    STREAM_CANCEL: Final = 19
     SESSION: Final = 20
     RESUME: Final = 21
     RESUMED: Final = 22
@@ -158,6 +165,8 @@ class ErrorCode:
     #: is no longer kept (or was lost with a node); it ran at most once and is
     #: not run again (docs/protocol.md 10.6)
     DUPLICATE_CALL: Final = "duplicate-call"
+    #: a stream was asked of a method that returned a value, or a value of one that returned a stream
+    STREAM_MISMATCH: Final = "stream-mismatch"
 
 
 @dataclass(slots=True)
@@ -236,9 +245,88 @@ class _Call:
 
 @dataclass(slots=True)
 class Invoke(_Request):
-    """Client calls a hub method and wants its result."""
+    """
+    Client calls a hub method and wants its result.  C{streams} (capability
+    C{stream}): the arguments that are client-to-server streams, as
+    C{[where, stream_id]} pairs (C{where}: an index into C{args} or a key of
+    C{kwargs}, whose value on the wire is nil).
+    """
 
     kind: ClassVar[int] = MessageKind.INVOKE
+    streams: list[list[Any]] | None = None
+
+    def fields(self) -> list[Any]:
+        if self.streams:
+            return [self.kind, self.call_id, self.method, self.args, self.kwargs or None, self.streams]
+        return _Request.fields(self)
+
+
+@dataclass(slots=True)
+class StreamInvoke(Invoke):
+    """
+    Client calls a hub method that answers with a stream (capability
+    C{stream}): C{credit} is the first credit the client grants, in items.
+    """
+
+    kind: ClassVar[int] = MessageKind.STREAM_INVOKE
+    credit: int = 1
+
+    def fields(self) -> list[Any]:
+        fields = [self.kind, self.call_id, self.method, self.args, self.kwargs or None, self.credit]
+        if self.streams:
+            fields.append(self.streams)
+        return fields
+
+
+@dataclass(slots=True)
+class StreamItem:
+    """One item of a stream, from its producer."""
+
+    kind: ClassVar[int] = MessageKind.STREAM_ITEM
+    stream_id: int
+    item: Any
+
+    def fields(self) -> list[Any]:
+        return [self.kind, self.stream_id, self.item]
+
+
+@dataclass(slots=True)
+class StreamEnd:
+    """The producer's last word on a stream: done (C{code} None) or failed."""
+
+    kind: ClassVar[int] = MessageKind.STREAM_END
+    stream_id: int
+    code: str | None = None
+    message: str = ""
+    detail: Any = None
+
+    def fields(self) -> list[Any]:
+        if self.code is None:
+            return [self.kind, self.stream_id]
+        return [self.kind, self.stream_id, self.code, self.message, self.detail]
+
+
+@dataclass(slots=True)
+class StreamCredit:
+    """The consumer lets the producer send C{credit} more items."""
+
+    kind: ClassVar[int] = MessageKind.STREAM_CREDIT
+    stream_id: int
+    credit: int
+
+    def fields(self) -> list[Any]:
+        return [self.kind, self.stream_id, self.credit]
+
+
+@dataclass(slots=True)
+class StreamCancel:
+    """The consumer wants no more items: the producer stops."""
+
+    kind: ClassVar[int] = MessageKind.STREAM_CANCEL
+    stream_id: int
+
+    def fields(self) -> list[Any]:
+        return [self.kind, self.stream_id]
 
 
 @dataclass(slots=True)
@@ -532,6 +620,11 @@ Message = (
     | Resumed
     | ResumeRefused
     | Ack
+    | StreamInvoke
+    | StreamItem
+    | StreamEnd
+    | StreamCredit
+    | StreamCancel
 )
 
 _packer = msgpack.Packer(use_bin_type=True, autoreset=True)
@@ -629,6 +722,13 @@ def _received(value: object, what: str) -> int:
     return value
 
 
+def _stream_id(value: object, what: str) -> int:
+    if not _is_uint(value):
+        raise ProtocolError(f"{what}: stream id must be an unsigned integer")
+    assert isinstance(value, int)
+    return value
+
+
 def _decode_resume(kind: int, raw: list[Any]) -> Message:
     """Kinds 20-24 (capability C{resume}; docs/protocol.md section 10)."""
     if kind == MessageKind.SESSION:
@@ -652,6 +752,30 @@ def _decode_resume(kind: int, raw: list[Any]) -> Message:
     return Ack(_received(raw[1], "ack"))
 
 
+def _streams(value: object, args: list[Any], kwargs: dict[str, Any] | None, what: str) -> list[list[Any]]:
+    """Check an INVOKE's stream declarations: C{[[where, stream_id], ...]}, each place nil, ids distinct."""
+    if type(value) is not list or not value:  # noqa: E721
+        raise ProtocolError(f"{what}: streams must be a non-empty array")
+    ids: set[int] = set()
+    for entry in value:
+        if type(entry) is not list or len(entry) != 2:  # noqa: E721
+            raise ProtocolError(f"{what}: each stream must be [where, stream_id]")
+        where, stream_id = entry
+        stream_id = _stream_id(stream_id, what)
+        if stream_id in ids:
+            raise ProtocolError(f"{what}: stream id {stream_id} declared twice")
+        ids.add(stream_id)
+        if type(where) is int:  # noqa: E721
+            if not 0 <= where < len(args) or args[where] is not None:
+                raise ProtocolError(f"{what}: stream position {where} is not a nil argument")
+        elif type(where) is str:  # noqa: E721
+            if kwargs is None or where not in kwargs or kwargs[where] is not None:
+                raise ProtocolError(f"{what}: stream keyword {where!r} is not a nil argument")
+        else:
+            raise ProtocolError(f"{what}: a stream's place must be an index or a keyword")
+    return value
+
+
 def _decode_one(raw: object) -> Message:
     """Turn one decoded msgpack value into a message, or raise ProtocolError."""
     if type(raw) is not list or not raw:  # noqa: E721
@@ -660,15 +784,51 @@ def _decode_one(raw: object) -> Message:
     if type(kind) is not int:  # noqa: E721 - True == 1 and 2.0 == 2 are not kinds
         raise ProtocolError(f"message kind must be an integer, got {type(kind).__name__}")
     if kind == MessageKind.INVOKE:
-        _length(raw, 4, 5, "invoke")
+        _length(raw, 4, 6, "invoke")
         call_id, method = raw[1], raw[2]
         if not _is_uint(call_id):
             raise ProtocolError("invoke: call id must be an unsigned integer")
+        args = _args(raw[3], "invoke")
+        kwargs = _kwargs(raw, 4, "invoke")
         return Invoke(
-            call_id,
-            _text(method, "invoke: method"),
-            _args(raw[3], "invoke"),
-            _kwargs(raw, 4, "invoke"),
+            call_id, _text(method, "invoke: method"), args, kwargs,
+            _streams(raw[5], args, kwargs, "invoke") if len(raw) > 5 else None,
+        )
+    if kind == MessageKind.STREAM_ITEM:
+        _length(raw, 3, 3, "stream item")
+        return StreamItem(_stream_id(raw[1], "stream item"), raw[2])
+    if kind == MessageKind.STREAM_CREDIT:
+        _length(raw, 3, 3, "stream credit")
+        credit = raw[2]
+        if not (_is_uint(credit) and credit > 0):
+            raise ProtocolError("stream credit: credit must be a positive integer")
+        return StreamCredit(_stream_id(raw[1], "stream credit"), credit)
+    if kind == MessageKind.STREAM_END:
+        _length(raw, 2, 5, "stream end")
+        stream_id = _stream_id(raw[1], "stream end")
+        if len(raw) == 2:
+            return StreamEnd(stream_id)
+        _length(raw, 4, 5, "stream end")
+        return StreamEnd(
+            stream_id, _text(raw[2], "stream end: code"), _text(raw[3], "stream end: message"),
+            raw[4] if len(raw) > 4 else None,
+        )
+    if kind == MessageKind.STREAM_CANCEL:
+        _length(raw, 2, 2, "stream cancel")
+        return StreamCancel(_stream_id(raw[1], "stream cancel"))
+    if kind == MessageKind.STREAM_INVOKE:
+        _length(raw, 6, 7, "stream invoke")
+        call_id, method = raw[1], raw[2]
+        if not _is_uint(call_id):
+            raise ProtocolError("stream invoke: call id must be an unsigned integer")
+        args = _args(raw[3], "stream invoke")
+        kwargs = _kwargs(raw, 4, "stream invoke")
+        credit = raw[5]
+        if not (_is_uint(credit) and credit > 0):
+            raise ProtocolError("stream invoke: credit must be a positive integer")
+        return StreamInvoke(
+            call_id, _text(method, "stream invoke: method"), args, kwargs,
+            _streams(raw[6], args, kwargs, "stream invoke") if len(raw) > 6 else None, credit,
         )
     if kind == MessageKind.RESULT:
         _length(raw, 3, 3, "result")

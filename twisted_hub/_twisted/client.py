@@ -30,6 +30,7 @@ from .._core.errors import (
 from .._core.heartbeat import Traffic
 from .._core.receivers import receiver_methods
 from .._core.sentinel import UNSET, Unset
+from .._core.streams import DEFAULT_STREAM_WINDOW, InboundStream, OutboundStream, StreamTable
 from .._core.wire import SUBPROTOCOL, close_reason_bytes
 from .._sendqueue import twisted_queued
 from .._support.logging import TwistedCoreLog
@@ -41,6 +42,7 @@ from .compression import (
     install_deflate,
 )
 from .fastpath import BoundedDropMixin, FastPathMixin, final_close_reason
+from .streams import HubStream, StreamPump, is_stream_source
 
 __all__ = [
     "ClientConnectionViews",
@@ -115,7 +117,10 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
 
         deferred: Deferred[Any] = Deferred(cancel)
         try:
-            call_id = session.invoke(deferred, method, args or [], kwargs)
+            if args and any(map(is_stream_source, args)) or kwargs and any(map(is_stream_source, kwargs.values())):
+                call_id = self._invoke_streaming(deferred, method, args or [], kwargs, None)[0]
+            else:
+                call_id = session.invoke(deferred, method, args or [], kwargs)
         except HubError as e:  # not connected, or arguments that cannot be sent
             return fail(e)
         limit = session.options.call_timeout if timeout is UNSET else timeout
@@ -125,6 +130,48 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
                 onTimeoutCancel=lambda v, s: Failure(CallTimeoutError(f"{method!r} got no result within {s}s")),
             )
         return deferred
+
+    def stream(self, method: str, *args: Any, **kwargs: Any) -> HubStream:
+        """
+        Call a hub method that answers with a stream; iterate the result
+        (C{async for item in client.stream("ticks", 10)}) as items arrive,
+        with the default window (docs/streams.md).  Arguments that are async
+        iterables are streamed to the server, as with L{call}.
+        """
+        return self.open_stream(method, list(args), kwargs or None)
+
+    def open_stream(
+        self, method: str, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None,
+        window: int = DEFAULT_STREAM_WINDOW,
+    ) -> HubStream:
+        """L{stream} with explicit argument containers and the credit window, in items."""
+        session = self.session
+        done: Deferred[Any] = Deferred()
+        try:
+            _, inbound, _ = self._invoke_streaming(done, method, args or [], kwargs, window)
+        except HubError as e:
+            refused = InboundStream(0, window)
+            refused.finish(e)
+            return HubStream(StreamTable(lambda message: None, lambda payload: True), refused, lambda: None)
+        assert inbound is not None
+        def failed(failure: Failure) -> None:
+            session.streams.failed(inbound, cast(Exception, failure.value))
+
+        done.addErrback(failed)
+        return HubStream(session.streams.table, inbound, session.flush, on_cancel=lambda: session.streams.cancel(inbound))
+
+    def _invoke_streaming(
+        self, token: Deferred[Any], method: str, args: list[Any], kwargs: dict[str, Any] | None, window: int | None,
+    ) -> tuple[int, InboundStream | None, list[tuple[OutboundStream, Any]]]:
+        session = self.session
+        call_id, inbound, outbound = session.streams.invoke(token, method, args, kwargs, window, is_stream_source)
+        limit = session.core.send_limit(session.options.max_message_size)
+        for stream, source in outbound:
+            StreamPump(session.streams.table, stream, source, session.flush, limit, crashed=self._upload_crashed).start()
+        return call_id, inbound, outbound
+
+    def _upload_crashed(self, failure: Failure) -> None:
+        self.session.log.failure("a stream argument raised", failure.value)
 
     def proxy(self, interface: type[InterfaceT] | None = None) -> InterfaceT:
         """

@@ -33,6 +33,7 @@ from .._metrics.prometheus import HubMetrics, SessionMetrics
 from .._support.logging import TwistedCoreLog
 from .dispatch import CallDispatcher, FilteredCallDispatcher
 from .liveness import ServerHeartbeatScheduler
+from .server_streams import PLAIN_RESULTS, ServerStreams
 
 if TYPE_CHECKING:
     from autobahn.websocket.types import ConnectionRequest
@@ -185,8 +186,8 @@ class TwistedServerSession(ServerSession[Deferred[Any]]):
         self._authenticating: Deferred[User] | None = None
         # what the dispatcher writes to (CallAnswers), bound once
         out = self.out
-        self.answer_result = out.answer_result
-        self.answer_error = out.answer_error
+        self._answer_result = out.answer_result
+        self._answer_error = out.answer_error
         self.peer_mistake = out.peer_mistake
         self.call_failed = out.call_failed
         self.hold_answers = out.hold_answers
@@ -209,6 +210,23 @@ class TwistedServerSession(ServerSession[Deferred[Any]]):
                 max_pending_calls=host.max_pending_calls, max_pending_bytes=host.max_pending_bytes,
                 debug=host.debug, metrics=runtime.metrics, now=host.clock.seconds,
             )
+        self.streams: ServerStreams = ServerStreams(
+            self.core, self.flush, self.method_crashed, host.max_message_size, debug=host.debug,
+        )
+
+    def answer_result(self, call_id: int, method: str, value: Any) -> bool:
+        """The dispatcher's answer (L{CallAnswers}): a stream, or a value sent by L{SessionOutput}."""
+        streams = self.streams
+        if (streams.calls or type(value) not in PLAIN_RESULTS) and streams.involved(call_id, value):
+            if self.lifecycle.closing_locally:
+                return True
+            return streams.answer(call_id, method, value)
+        return self._answer_result(call_id, method, value)
+
+    def answer_error(self, call_id: int, code: str, message: str, detail: Any = None) -> None:
+        if self.streams.calls:
+            self.streams.forget(call_id)
+        self._answer_error(call_id, code, message, detail)
 
     def method_crashed(self, method: str, failure: Failure) -> None:
         SESSION_LOG.logger.failure(

@@ -70,9 +70,9 @@ test("a provider that fails, or never answers within connectTimeout, fails the c
 
 test("HELLO announces token-refresh only with a provider function", async () => {
   const withProvider = await connected(() => JWT, undefined);
-  assert.deepEqual(withProvider.hello, [[0, { caps: ["heartbeat", "batch", "token-refresh"], max: 1048576 }]]);
+  assert.deepEqual(withProvider.hello, [[0, { caps: ["heartbeat", "batch", "stream", "token-refresh"], max: 1048576 }]]);
   const fixed = await connected(JWT, undefined);
-  assert.deepEqual(fixed.hello, [[0, { caps: ["heartbeat", "batch"], max: 1048576 }]]);
+  assert.deepEqual(fixed.hello, [[0, { caps: ["heartbeat", "batch", "stream"], max: 1048576 }]]);
 });
 
 test("before expiry the provider is asked again and the fresh token sent; the answer sets the next refresh", async () => {

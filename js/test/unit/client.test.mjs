@@ -42,7 +42,7 @@ test("the handshake offers the subprotocol, sends HELLO with caps and max, and i
   assert.equal(ws.url, "ws://127.0.0.1:1/hub/chat");
   assert.deepEqual(ws.protocols, ["twisted-hub.v1"]);
   ws.open();
-  assert.deepEqual(ws.frames(), [[[0, { caps: ["heartbeat", "batch"], max: 4096 }]]]);
+  assert.deepEqual(ws.frames(), [[[0, { caps: ["heartbeat", "batch", "stream"], max: 4096 }]]]);
   ws.welcome({ caps: ["heartbeat", "batch"], id: "abc-1" });
   const client = await ready;
   assert.equal(client.connectionId, "abc-1");
@@ -679,9 +679,9 @@ test("an invalid frame closes with 4002, rejects pending calls, and reports prot
   const { client, ws } = await connected({ onDisconnected: (r) => (disconnected = r) });
   const call = client.call("x");
   await settle();
-  ws.deliverBytes(Uint8Array.from([0x92, 0x0f, 0x01]));
+  ws.deliverBytes(Uint8Array.from([0x92, 0x19, 0x01]));
   assert.equal(ws.closedWith.code, 4002);
-  assert.match(ws.closedWith.reason, /unknown message kind 15/);
+  assert.match(ws.closedWith.reason, /unknown message kind 25/);
   ws.serverClose(4002);
   await assert.rejects(call, ConnectionClosedError);
   assert.equal(disconnected.kind, "protocol-error");

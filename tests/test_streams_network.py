@@ -1,0 +1,76 @@
+"""
+Streams over real sockets (127.0.0.1, bounded in time): a large stream
+through a rate-limited link does not delay heartbeats past a tight timeout,
+because heartbeats go ahead of queued output and credit bounds what queues.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from twisted_hub import HeartbeatPolicy, Hub, HubClientOptions, HubServerFactory, connect, hub, method
+
+from ._rate_proxy import RateLimitingProxy
+
+#: bytes/s toward the client: the whole stream takes 3.3 s to cross, one window (16 items of 16 KiB) 0.13 s
+RATE = 2_000_000
+ITEM = 16 * 1024
+ITEMS = 400  # 6.5 MB
+INTERVAL = 0.1
+#: a tenth of the time the stream takes: a heartbeat queued behind the stream (not just behind
+#: one window of it, plus the transport's, the kernel's and the proxy's buffers) would miss it
+TIMEOUT = 0.4
+
+
+@hub("bulk")
+class BulkHub(Hub):
+    @method
+    async def blobs(self, count: int, size: int) -> AsyncIterator[bytes]:
+        for i in range(count):
+            yield bytes([i % 256]) * size
+
+
+def reactor() -> Any:
+    from twisted.internet import reactor as global_reactor
+
+    return global_reactor
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_heartbeats_are_not_queued_behind_a_large_stream() -> None:
+    """6.5 MB streamed at 2 MB/s (3.3 s), heartbeats every 0.1 s with a 0.4 s timeout both ways: every answer in time."""
+    policy = HeartbeatPolicy(enabled=True, interval=INTERVAL, timeout=TIMEOUT)
+    factory = HubServerFactory([BulkHub], url="ws://127.0.0.1/hub", clock=reactor(), heartbeat=policy)
+    port = reactor().listenTCP(0, factory, interface="127.0.0.1")
+    proxy = RateLimitingProxy(reactor(), port.getHost().port, to_client=RATE, to_server=None, socket_buffer=32 * 1024)
+    proxy_port = proxy.listen()
+    round_trips: list[float] = []
+    options = HubClientOptions(
+        heartbeat=policy, on_heartbeat_response=lambda event: round_trips.append(event.round_trip),
+    )
+    client = await connect(f"ws://127.0.0.1:{proxy_port}/hub", "bulk", options=options, clock=reactor(), timeout=10)
+    (session,) = factory.runtimes["bulk"].connections.values()
+    server_latencies: list[float] = []
+    session.ack_callback = server_latencies.append
+    try:
+        received = 0
+        async for blob in client.stream("blobs", ITEMS, ITEM):
+            received += len(blob)
+        assert received == ITEMS * ITEM
+        assert client.is_connected and session.is_open
+        # Every heartbeat, each way, was answered within the timeout, though the link toward the
+        # client was full all along; and no deadline passed that only "progress counts as life" excused.
+        for samples in (round_trips, server_latencies):
+            assert len(samples) >= 10, samples
+            assert max(samples) < TIMEOUT, samples
+        assert client.core.heartbeat.timeouts_avoided == 0
+        assert session.core.heartbeat.timeouts_avoided == 0
+    finally:
+        await client.disconnect()
+        await proxy.port.stopListening()
+        await port.stopListening()

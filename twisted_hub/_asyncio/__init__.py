@@ -1,0 +1,3 @@
+"""
+The asyncio client's own parts (imports no Twisted): its streams.
+"""
