@@ -134,6 +134,25 @@ class CoreTests(SynchronousTestCase):
                         too_big[f"{path.relative_to(ROOT)}:{node.name}"] = lines
         self.assertEqual(too_big, {})
 
+    def test_core_imports_only_the_core_even_for_types(self) -> None:
+        """
+        The core's imports, those under C{if TYPE_CHECKING:} included (the
+        contracts leave those out), name only the core, the standard library
+        and msgpack: not even a type of another layer or of a framework.
+        """
+        allowed = set(sys.stdlib_module_names) | {"msgpack", "incremental", "__future__"}
+        outside = []
+        for path in (PACKAGE / "_core").rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and node.level > 1:
+                    outside.append(f"{path.name}: {'.' * node.level}{node.module or ''}")
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module is not None:
+                    if node.module.split(".")[0] not in allowed:
+                        outside.append(f"{path.name}: {node.module}")
+                elif isinstance(node, ast.Import):
+                    outside += [f"{path.name}: {a.name}" for a in node.names if a.name.split(".")[0] not in allowed]
+        self.assertEqual(outside, [])
+
     def test_core_loads_no_framework(self) -> None:
         """Importing every core module in a fresh interpreter loads no Twisted, autobahn, zope or txaio."""
         modules = [m for m in package_modules() if m.startswith("twisted_hub._core.")]

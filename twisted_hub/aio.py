@@ -590,7 +590,7 @@ def _handshake_failed(options: HubClientOptions, error: HandshakeError, locally:
     """
     reason = DisconnectReason(DisconnectKind.HANDSHAKE_FAILED, None, error.reason, locally)
     if options.metrics is not None:
-        options.metrics.disconnects.labels(reason.kind.value).inc()
+        options.metrics.disconnected(reason.kind.value)
     if options.on_disconnected is not None:
         try:
             options.on_disconnected(reason)
@@ -763,7 +763,7 @@ class ReconnectingAsyncHubClient:
             self.client = client
             self.connections += 1
             if self.connections > 1 and self.options is not None and self.options.metrics is not None:
-                self.options.metrics.reconnects.inc()
+                self.options.metrics.reconnected()
             if self.on_connected is not None:
                 try:
                     result = self.on_connected(client)

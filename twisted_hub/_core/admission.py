@@ -17,17 +17,30 @@ def}), is L{twisted_hub._twisted.admit}'s.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from .connection_limits import ConnectionCounts
 from .wire import SUBPROTOCOL
 
-if TYPE_CHECKING:
-    from autobahn.websocket.types import ConnectionRequest
+__all__ = ["OVER_CAPACITY", "HandshakeWatch", "Refusal", "RequestRules", "UpgradeRequest", "check_request"]
 
-__all__ = ["OVER_CAPACITY", "HandshakeWatch", "Refusal", "RequestRules", "check_request"]
+
+class UpgradeRequest(Protocol):
+    """What the checks read of a WebSocket upgrade request (autobahn's C{ConnectionRequest} has it)."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def protocols(self) -> Sequence[str]: ...
+
+    @property
+    def origin(self) -> str | None: ...
+
+    @property
+    def path(self) -> str: ...
 
 RouteT = TypeVar("RouteT", covariant=True)
 
@@ -49,12 +62,12 @@ class RequestRules(Protocol[RouteT]):
 
     def host_allowed(self, host_header: str | None) -> bool: ...
 
-    def origin_allowed(self, request: ConnectionRequest) -> bool: ...
+    def origin_allowed(self, request: UpgradeRequest) -> bool: ...
 
     def route(self, path: str, mount: str | None = None) -> RouteT | None: ...
 
 
-def check_request(rules: RequestRules[RouteT], request: ConnectionRequest, mount: str | None = None) -> RouteT | Refusal:
+def check_request(rules: RequestRules[RouteT], request: UpgradeRequest, mount: str | None = None) -> RouteT | Refusal:
     """
     The checks of an upgrade request, in order: its C{Host} (400), our
     subprotocol offered (400), its C{Origin} (403), a hub at its path (404;

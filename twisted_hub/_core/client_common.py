@@ -25,11 +25,11 @@ from .compression_policy import CompressionPolicy
 from .deprecate import warn_deprecated
 from .errors import DisconnectReason, HandshakeError
 from .heartbeat import ClockOffset, HeartbeatConfigurationError, HeartbeatPolicy, Traffic, _check_positive
+from .observer import ClientObserver
 from .receivers import receiver_methods
 from .sentinel import UNSET, Unset
 
 if TYPE_CHECKING:
-    from .._metrics.prometheus import ClientMetrics
     from .connection import ClientConnection
     from .log import CoreLog
     from .session import Lifecycle
@@ -251,7 +251,7 @@ class HubClientOptions:
     @ivar max_message_size: largest message we accept, bytes.
     @ivar metrics: a L{ClientMetrics} to keep this client's Prometheus
         metrics in (round trip, clock offset and error, heartbeat timeouts,
-        disconnects, reconnects); None: none kept.
+        disconnects, reconnects), or any L{ClientObserver}; None: none kept.
     @ivar on_disconnected: called with the L{DisconnectReason} when the
         connection ends, whoever ended it (e.g. C{PEER_TIMED_OUT} when the
         server's heartbeat timed us out), so no one has to poll
@@ -285,7 +285,7 @@ class HubClientOptions:
     extra_headers: dict[str, str] = field(default_factory=dict)
     heartbeat: HeartbeatPolicy | None = None
     on_disconnected: Callable[[DisconnectReason], object] | None = None
-    metrics: ClientMetrics | None = None
+    metrics: ClientObserver | None = None
     access_token: str | Callable[[], Any] | None = field(default=None, repr=False)
     compression: CompressionPolicy | None = None
 

@@ -133,7 +133,7 @@ class ClientHeartbeat:
         elif tracker.timeouts_avoided != avoided:
             session.log.debug("heartbeat unanswered past its timeout, but the data between us is moving: kept")
             if session.options.metrics is not None:
-                session.options.metrics.heartbeat_timeouts_avoided.inc()
+                session.options.metrics.timeout_avoided()
         return True
 
     def _timed_out(self, timeout: float | None) -> None:
@@ -144,7 +144,7 @@ class ClientHeartbeat:
         ):
             return
         if session.options.metrics is not None:
-            session.options.metrics.heartbeat_timeouts.inc()
+            session.options.metrics.heartbeat_timed_out()
         callback = session.options.on_heartbeat_timeout
         if callback is not None:
             session.safely(callback)

@@ -295,7 +295,7 @@ class ClientSession(Generic[TokenT]):
             self.io.call_failed(token, error)
         self.io.disconnected(reason)
         if self.options.metrics is not None:
-            self.options.metrics.disconnects.labels(reason.kind.value).inc()
+            self.options.metrics.disconnected(reason.kind.value)
         if self.options.on_disconnected is not None:
             self.safely(self.options.on_disconnected, reason)
         return reason

@@ -66,6 +66,25 @@ class CallObserver(Protocol):
         """A call of C{method} ended with C{outcome} (L{OK} ... L{FORBIDDEN}) after C{seconds}."""
 
 
+class ClientObserver(Protocol):
+    """What a client's core reports (C{HubClientOptions(metrics=...)}: L{twisted_hub._metrics.prometheus.ClientMetrics})."""
+
+    def answered(self, round_trip: float, offset: float, error: float) -> None:
+        """Our heartbeat was answered: its round trip, the clock offset and its error bound."""
+
+    def heartbeat_timed_out(self) -> None:
+        """Our heartbeat timed out: the server is taken for gone."""
+
+    def timeout_avoided(self) -> None:
+        """A heartbeat deadline passed while the data between us kept moving (progress counts as life)."""
+
+    def disconnected(self, kind: str) -> None:
+        """The connection ended, with this L{DisconnectKind} value."""
+
+    def reconnected(self) -> None:
+        """A reconnecting client opened another connection after its first."""
+
+
 class _NoCalls:
     """A L{CallObserver} that observes nothing."""
 

@@ -61,7 +61,7 @@ from .wire import (
 )
 
 if TYPE_CHECKING:
-    from .._hubs.auth import User
+    from .user import User
 
 __all__ = ["CallSink", "ServerIO", "ServerSession", "ServerTransport", "SessionHost"]
 

@@ -19,8 +19,8 @@ from .errors import DisconnectKind
 from .wire import TOKEN_EXPIRED_REASON, CloseCode, ErrorCode, Token
 
 if TYPE_CHECKING:
-    from .._hubs.auth import User
     from .server_session import ServerSession
+    from .user import User
 
 __all__ = ["TOKEN_ERRORS", "TokenIO", "TokenLifetime", "UserSlot"]
 

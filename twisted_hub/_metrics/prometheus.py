@@ -305,11 +305,24 @@ class ClientMetrics:
             "twisted_hub_client_reconnects", "Connections a reconnecting client made after its first.", registry=r
         )
 
+    # the client core's ClientObserver (twisted_hub._core.observer)
     def answered(self, round_trip: float, offset: float, error: float) -> None:
         self.heartbeats_answered.inc()
         self.round_trip.set(round_trip)
         self.clock_offset.set(offset)
         self.clock_error.set(error)
+
+    def heartbeat_timed_out(self) -> None:
+        self.heartbeat_timeouts.inc()
+
+    def timeout_avoided(self) -> None:
+        self.heartbeat_timeouts_avoided.inc()
+
+    def disconnected(self, kind: str) -> None:
+        self.disconnects.labels(kind).inc()
+
+    def reconnected(self) -> None:
+        self.reconnects.inc()
 
 
 class SessionMetrics:

@@ -253,7 +253,7 @@ class ReconnectingHubClient(Service):
         self.connections += 1
         metrics = self.factory.options.metrics
         if self.connections > 1 and metrics is not None:
-            metrics.reconnects.inc()
+            metrics.reconnected()
 
         def ready(result: object) -> object:
             if client.is_connected and self.running:

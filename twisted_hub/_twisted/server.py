@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from .._backplane.interface import Backplane, LocalBackplane, Target, receiver_call_problem
-from .._core.admission import OVER_CAPACITY, HandshakeWatch, Refusal, check_request
+from .._core.admission import OVER_CAPACITY, HandshakeWatch, Refusal, UpgradeRequest, check_request
 from .._core.backpressure import HeldFrames, OutputBudget
 from .._core.base_error import HubArgumentError
 from .._core.connection import ServerConnection
@@ -661,10 +661,11 @@ class HubServerFactory(WebSocketServerFactory):
         """Whether a request's C{Host} header names a host this server serves."""
         return self.allowed_hosts is None or self.allowed_hosts.allows(host_header)
 
-    def origin_allowed(self, request: ConnectionRequest) -> bool:
+    def origin_allowed(self, request: UpgradeRequest) -> bool:
         if not request.origin:
             return True
-        return bool(self.allowed_origins(request))
+        # (the request check hands over autobahn's request: the policy's argument)
+        return bool(self.allowed_origins(cast("ConnectionRequest", request)))
 
     def scheduler_for(self, policy: HeartbeatPolicy) -> ServerHeartbeatScheduler:
         """The shared heartbeat scheduler of one configuration."""
