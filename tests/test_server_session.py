@@ -711,3 +711,21 @@ class OutputBudgetTests(SynchronousTestCase):
         budget.filled(700)
         self.assertFalse(budget.take(300))
 
+
+
+class InstanceSizeTests(SynchronousTestCase):
+    def test_a_session_keeps_its_attributes_key_shared(self) -> None:
+        """
+        A server session has fewer than 30 instance attributes: CPython shares
+        the keys of instance dicts only up to 30 (SHARED_KEYS_MAX_SIZE), and an
+        unshared dict costs each idle connection about 1.3 KB more (measured:
+        the idle1000 bench's RSS per connection, docs/performance.md).
+        """
+        from twisted_hub.testing import HubTestServer
+
+        class Small(Hub):
+            hub_name = "small"
+
+        server = HubTestServer([Small], heartbeat=HeartbeatPolicy.every(1.0))
+        session = server.connect("small").server_protocol.session
+        self.assertLess(len(vars(session)), 30, sorted(vars(session)))

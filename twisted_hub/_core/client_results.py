@@ -61,6 +61,8 @@ class ClientResults(Generic[TokenT]):
     (the adapter's waiter was cancelled); L{connection_closed} fails the rest.
     """
 
+    __slots__ = ("_core", "_io", "default_timeout")
+
     def __init__(
         self, core: ServerConnection[PendingResult[TokenT]], io: ResultIO[TokenT], default_timeout: float,
     ) -> None:

@@ -290,7 +290,7 @@ class ClientSession(Generic[TokenT]):
             reason = lifecycle.finish(observed)
         # Every pending call was handed to the connection: it may have run.
         error = ConnectionClosedError(reason, may_have_run=True)
-        self.streams.table.close(error)
+        self.streams.close(error)
         for token in self.core.closed():
             self.io.call_failed(token, error)
         self.io.disconnected(reason)

@@ -27,10 +27,25 @@ class ClientStreams:
         stream objects read and grant credit through it.
     """
 
+    __slots__ = ("session", "_table", "_ids")
+
     def __init__(self, session: ClientSession[Any]) -> None:
         self.session = session
-        self.table = StreamTable(session.core.send, session.core.queue_payload)
+        self._table: StreamTable | None = None  # made at the first stream: most connections have none
         self._ids = 0
+
+    @property
+    def table(self) -> StreamTable:
+        table = self._table
+        if table is None:
+            core = self.session.core
+            table = self._table = StreamTable(core.send, core.queue_payload)
+        return table
+
+    def close(self, error: Exception) -> None:
+        """The connection ended: every open stream fails with C{error}."""
+        if self._table is not None:
+            self._table.close(error)
 
     def invoke(
         self, token: Any, method: str, args: list[Any], kwargs: dict[str, Any] | None, window: int | None,

@@ -375,7 +375,7 @@ class HeartbeatTracker(ProgressSamples):
 
     __slots__ = ("newest_sequence", "timeout_started_at", "latency", "acks", "grace_until", "grace_used",
                  "timeouts_avoided", "_unanswered", "_answered_through", "_first_sequence", "_excused",
-                 "_written_at", "_written_through")
+                 "_written_through")
 
     def __init__(self) -> None:
         super().__init__()
@@ -393,14 +393,13 @@ class HeartbeatTracker(ProgressSamples):
         #: heartbeat counted once): the timeouts "progress counts as life" avoided
         self.timeouts_avoided = 0
         # (sequence, sent at) of unanswered heartbeats, oldest first
-        self._unanswered: list[tuple[int, float]] = []
+        self._unanswered: list[tuple[int, float, int | None]] = []
         self._answered_through: int | None = None
         self._first_sequence = 0
         # the current oldest unanswered heartbeat was already counted in timeouts_avoided
         self._excused = False
-        # bytes written toward the peer before each unanswered heartbeat (when
-        # the adapter said), and before the newest answered one
-        self._written_at: dict[int, int] = {}
+        # bytes written toward the peer before the newest answered heartbeat (each
+        # unanswered one keeps its own, when the adapter said, in _unanswered)
         self._written_through = 0
 
     def sent(self, sequence: int, now: float, written: int | None = None) -> bool:
@@ -414,11 +413,8 @@ class HeartbeatTracker(ProgressSamples):
             self._first_sequence = sequence
         self.newest_sequence = sequence
         unanswered = self._unanswered
-        unanswered.append((sequence, now))
-        if written is not None:
-            self._written_at[sequence] = written
+        unanswered.append((sequence, now, written))
         if len(unanswered) > MAX_REMEMBERED_HEARTBEATS:
-            self._written_at.pop(unanswered[0][0], None)
             del unanswered[0]
         if self.timeout_started_at is None:
             self.timeout_started_at = now
@@ -442,16 +438,14 @@ class HeartbeatTracker(ProgressSamples):
         unanswered = self._unanswered
         cleared = 0
         sent_at: float | None = None
-        written_at = self._written_at
-        for seq, at in unanswered:
+        for seq, at, written in unanswered:
             if seq > sequence:
                 break
             cleared += 1
             if seq == sequence:
                 sent_at = at
-            written = written_at.pop(seq, None)
-            if written is not None:
-                self._written_through = max(self._written_through, written)
+            if written is not None and written > self._written_through:
+                self._written_through = written
         if cleared:
             del unanswered[:cleared]
         self.timeout_started_at = unanswered[0][1] if unanswered else None
@@ -472,13 +466,12 @@ class HeartbeatTracker(ProgressSamples):
         """
         unanswered = self._unanswered
         cleared = 0
-        for sequence, sent_at in unanswered:
+        for _, sent_at, written in unanswered:
             if sent_at > at:
                 break
             cleared += 1
-            written = self._written_at.pop(sequence, None)
-            if written is not None:
-                self._written_through = max(self._written_through, written)
+            if written is not None and written > self._written_through:
+                self._written_through = written
         if cleared:
             del unanswered[:cleared]
         if self.timeout_started_at is not None and self.timeout_started_at <= at:
@@ -504,7 +497,7 @@ class HeartbeatTracker(ProgressSamples):
         unanswered = self._unanswered
         if not unanswered:
             return False
-        written = self._written_at.get(unanswered[0][0])
+        written = unanswered[0][2]
         if written is None or written - self._written_through < MIN_PROGRESS_BYTES:
             return False
         self.progress_at = now
@@ -569,7 +562,6 @@ class HeartbeatTracker(ProgressSamples):
         self.newest_sequence = None
         self._answered_through = None
         self._unanswered.clear()
-        self._written_at.clear()
         self.grace_until = 0.0
         self.grace_used = False
         self._excused = False

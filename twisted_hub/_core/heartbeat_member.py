@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .connection import HeartbeatAnswered
 from .errors import DisconnectKind
-from .heartbeat import HeartbeatPolicy, HeartbeatTracker, Traffic
+from .heartbeat import HeartbeatPolicy, Traffic
 from .session_output import PreparedFrame
 from .wire import HEARTBEAT_TIMEOUT_REASON, PING_TIMEOUT_REASON, CloseCode
 
@@ -49,9 +49,21 @@ class HeartbeatMembership:
     @ivar ack_callback: the hub's callback for each answer's latency.
     """
 
+    __slots__ = (
+        "_session", "_output", "_lifecycle", "_out", "connection_id", "heartbeat_tracker", "group", "heartbeat_by_ping",
+        "ack_callback",
+    )
+
     def __init__(self, session: ServerSession[Any]) -> None:
         self._session = session
+        # What the tick reads of every member: held directly, not through the session (the
+        # tick walks every connection each interval; each hop costs).
+        self._output = session.output
+        self._lifecycle = session.lifecycle
+        self._out = session.out
         self.connection_id = session.connection_id
+        #: the connection's tracker (L{HeartbeatTracker}: the core's, for the connection's life)
+        self.heartbeat_tracker = session.core.heartbeat
         self.group: HeartbeatGroup | None = None
         self.heartbeat_by_ping = False
         self.ack_callback: Callable[[float], object] | None = None
@@ -80,17 +92,13 @@ class HeartbeatMembership:
 
     # -- the tick's member (HeartbeatMember) --------------------------------------
     @property
-    def heartbeat_tracker(self) -> HeartbeatTracker:
-        return self._session.core.heartbeat
-
-    @property
     def last_received(self) -> float:
         return self._session.core.last_received
 
     @property
     def bytes_sent(self) -> int:
         """Bytes written toward the client so far (the tick's L{HeartbeatTracker.sent} records it per beat)."""
-        return self._session.output.bytes_sent
+        return self._output.bytes_sent
 
     def sample_progress(self, now: float) -> None:
         """
@@ -124,9 +132,9 @@ class HeartbeatMembership:
 
     def send_heartbeat(self, prepared: PreparedFrame) -> None:
         """Send the tick's heartbeat frame, prepared once for many connections (urgent: ahead of held frames)."""
-        if self._session.lifecycle.closing_locally:
+        if self._lifecycle.closing_locally:
             return
-        self._session.out.send_urgent_prepared(prepared)
+        self._out.send_urgent_prepared(prepared)
 
     # -- answers ------------------------------------------------------------------
     def pong(self, sequence: int | None, now: float) -> None:

@@ -130,16 +130,16 @@ class ServerSession(Generic[TokenT]):
     One hub connection on the server, from its routed upgrade request to
     its end.  Made when the request reached a hub (before C{on_connecting});
     L{opened} once the WebSocket is open, L{receive} for each message,
-    L{transport_closed} once.  The adapter sets L{dispatcher} (and, if it
-    serves streams, L{streams}) before the WebSocket opens.
+    L{transport_closed} once.  The adapter sets L{dispatcher} before the
+    WebSocket opens, and serves streams by overriding L{open_streams}.
 
     @ivar lifecycle: where the connection stands and why it ends.
     @ivar output: the transport's unread-output count (its slow-consumer rule).
     """
 
     dispatcher: CallSink
-    #: the connection's streams (docs/streams.md); the adapter's, or none
-    streams: StreamSink = NO_STREAMS
+    #: the connection's streams (docs/streams.md), once it has any (L{open_streams})
+    streams: StreamSink | None = None
 
     def __init__(
         self,
@@ -177,8 +177,15 @@ class ServerSession(Generic[TokenT]):
         self.heartbeat = HeartbeatMembership(self)
         self.tokens = TokenLifetime(self, io)
         self.closing = SessionClosing(self, connection_log)
-        self.close_with = self.closing.close_with
         self._cancel_hello: Callable[[], object] | None = None
+
+    def close_with(self, code: int, reason: str, kind: DisconnectKind) -> None:
+        """Close with a close code the client understands (L{SessionClosing.close_with}: the first decision stands)."""
+        self.closing.close_with(code, reason, kind)
+
+    def open_streams(self) -> StreamSink:
+        """The streams, made when first needed (the adapter's; here none: stream messages are protocol errors)."""
+        return NO_STREAMS
 
     # -- what the hub layer reads (ConnectionControl) ---------------------------
     @property
@@ -289,11 +296,11 @@ class ServerSession(Generic[TokenT]):
             for event in events:
                 match event:
                     case Invoke() if event.kind == MessageKind.STREAM_INVOKE or event.streams:
-                        self.dispatcher.receive(self.streams.received_call(event), call_size)
+                        self.dispatcher.receive((self.streams or self.open_streams()).received_call(event), call_size)
                     case Invoke() | Notify():
                         self.dispatcher.receive(event, call_size)
                     case StreamItem() | StreamEnd() | StreamCredit() | StreamCancel():
-                        self.streams.receive(event)
+                        (self.streams or self.open_streams()).receive(event)
                     case ClientHeartbeat():
                         core.answer_heartbeat(event, now)
                     case CallSucceeded():

@@ -51,6 +51,8 @@ class TokenIO(Protocol):
 class TokenLifetime:
     """The token side of one L{ServerSession}: its expiry timer and fresh tokens."""
 
+    __slots__ = ("_session", "_io", "slot", "_cancel_expiry", "_sequence")
+
     def __init__(self, session: ServerSession[Any], io: TokenIO) -> None:
         self._session = session
         self._io = io

@@ -35,6 +35,8 @@ class SessionClosing:
     @ivar opened_at: when it opened (for the closing log line's duration).
     """
 
+    __slots__ = ("_session", "connection_log", "joined", "opened_at")
+
     def __init__(self, session: ServerSession[Any], connection_log: CoreLog) -> None:
         self._session = session
         self.connection_log = connection_log
@@ -110,7 +112,8 @@ class SessionClosing:
         session.host.connection_count -= 1
         self._log_closed(reason)
         session.dispatcher.close()
-        session.streams.closed(reason)
+        if session.streams is not None:
+            session.streams.closed(reason)
         # Client results still awaited were sent: the client may have run them.
         session.results.connection_closed(session.core.closed(), reason)
         io.run_hook("on_disconnected", reason)

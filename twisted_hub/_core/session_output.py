@@ -81,6 +81,11 @@ class SessionOutput:
     @ivar holding: answers are held (not flushed) while this is above zero.
     """
 
+    __slots__ = (
+        "transport", "_send_prepared", "_send_frame", "core", "lifecycle", "max_message_size", "connection_id", "hub_name",
+        "_seconds", "_log", "holding", "peer_log", "_call_log",
+    )
+
     def __init__(
         self,
         transport: ServerTransport,

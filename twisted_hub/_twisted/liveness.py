@@ -154,7 +154,8 @@ class ServerHeartbeatScheduler:
         prepared: PreparedMessage | None = None
         ping: bytes | None = None
         for member in list(self.members.values()):
-            if member.heartbeat_tracker.timeout_started_at is not None:
+            tracker = member.heartbeat_tracker
+            if tracker.timeout_started_at is not None:
                 # An earlier beat is still unanswered: is the client taking
                 # the data queued ahead of it?  (Members that answered cost
                 # nothing here.)
@@ -167,7 +168,7 @@ class ServerHeartbeatScheduler:
                 if prepared is None:
                     prepared = self._prepare(encode(ServerHeartbeat(sequence, to_us(now), self._metadata())))
                 member.send_heartbeat(prepared)
-            member.heartbeat_tracker.sent(sequence, now, member.bytes_sent)
+            tracker.sent(sequence, now, member.bytes_sent)
         self.log.debug(
             "heartbeat {sequence} sent to {count} connections; {acknowledged} answers since the last one",
             sequence=sequence, count=len(self.members), acknowledged=self.acknowledged,

@@ -14,7 +14,7 @@ traffic).  L{HubServerProtocol} is the transport.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -86,6 +86,8 @@ def call_later(clock: IReactorTime, delay: float, function: Callable[[], object]
 
 class TwistedSessionIO:
     """The L{twisted_hub._core.server_session.ServerIO} of one L{TwistedServerSession}."""
+
+    __slots__ = ("clock", "seconds", "session", "closed_waiters")
 
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
@@ -178,20 +180,9 @@ class TwistedServerSession(ServerSession[Deferred[Any]]):
             runtime.heartbeat_policy, output, SessionMetrics(host, runtime), SESSION_LOG, CONNECTION_LOG,
         )
         io.session = self
-        self._io = io
         self.host: TwistedSessionHost = host
         self.runtime = runtime
         self.request = request
-        #: the authenticator running for this connection's upgrade (cancelled if it goes away meanwhile)
-        self._authenticating: Deferred[User] | None = None
-        # what the dispatcher writes to (CallAnswers), bound once
-        out = self.out
-        self._answer_result = out.answer_result
-        self._answer_error = out.answer_error
-        self.peer_mistake = out.peer_mistake
-        self.call_failed = out.call_failed
-        self.hold_answers = out.hold_answers
-        self.release_answers = out.release_answers
         hub = runtime.make_hub()
         hub._runtime = runtime
         hub.connection = ConnectionContext(self, request)
@@ -210,23 +201,51 @@ class TwistedServerSession(ServerSession[Deferred[Any]]):
                 max_pending_calls=host.max_pending_calls, max_pending_bytes=host.max_pending_bytes,
                 debug=host.debug, metrics=runtime.metrics, now=host.clock.seconds,
             )
-        self.streams: ServerStreams = ServerStreams(
-            self.core, self.flush, self.method_crashed, host.max_message_size, debug=host.debug,
-        )
+
+    #: the connection's streams, once it has any (L{open_streams})
+    streams: ServerStreams | None = None
+    #: the authenticator running for this connection's upgrade (cancelled if it goes away meanwhile)
+    _authenticating: Deferred[User] | None = None
+
+    # The dispatcher's CallAnswers, through the session's output.  Methods, not bound attributes:
+    # an instance dict over 30 keys loses CPython's key sharing (+1.3 KB per connection).
+    def peer_mistake(self, format: str, **fields: Any) -> None:
+        self.out.peer_mistake(format, **fields)
+
+    def call_failed(self, format: str, **fields: Any) -> None:
+        self.out.call_failed(format, **fields)
+
+    def hold_answers(self) -> None:
+        self.out.hold_answers()
+
+    def release_answers(self) -> None:
+        self.out.release_answers()
+
+    def open_streams(self) -> ServerStreams:
+        streams = self.streams
+        if streams is None:
+            host = self.host
+            streams = self.streams = ServerStreams(
+                self.core, self.flush, self.method_crashed, host.max_message_size, debug=host.debug,
+            )
+        return streams
 
     def answer_result(self, call_id: int, method: str, value: Any) -> bool:
         """The dispatcher's answer (L{CallAnswers}): a stream, or a value sent by L{SessionOutput}."""
         streams = self.streams
-        if (streams.calls or type(value) not in PLAIN_RESULTS) and streams.involved(call_id, value):
-            if self.lifecycle.closing_locally:
-                return True
-            return streams.answer(call_id, method, value)
-        return self._answer_result(call_id, method, value)
+        if type(value) not in PLAIN_RESULTS or (streams is not None and streams.calls):
+            streams = self.open_streams()
+            if streams.involved(call_id, value):
+                if self.lifecycle.closing_locally:
+                    return True
+                return streams.answer(call_id, method, value)
+        return self.out.answer_result(call_id, method, value)
 
     def answer_error(self, call_id: int, code: str, message: str, detail: Any = None) -> None:
-        if self.streams.calls:
-            self.streams.forget(call_id)
-        self._answer_error(call_id, code, message, detail)
+        streams = self.streams
+        if streams is not None and streams.calls:
+            streams.forget(call_id)
+        self.out.answer_error(call_id, code, message, detail)
 
     def method_crashed(self, method: str, failure: Failure) -> None:
         SESSION_LOG.logger.failure(
@@ -239,7 +258,7 @@ class TwistedServerSession(ServerSession[Deferred[Any]]):
         if self.lifecycle.closed:
             waiter.callback(None)
         else:
-            self._io.closed_waiters.append(waiter)
+            cast(TwistedSessionIO, self.io).closed_waiters.append(waiter)
         return waiter
 
     def authenticate(self) -> Deferred[User] | None:
