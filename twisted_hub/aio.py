@@ -54,7 +54,7 @@ from ._core.log import StdlibCoreLog
 from ._core.receivers import receiver_methods
 from ._core.sentinel import UNSET, Unset
 from ._core.session import ended_reason
-from ._core.streams import DEFAULT_STREAM_WINDOW, InboundStream, OutboundStream, StreamTable, is_stream_source
+from ._core.streams import DEFAULT_STREAM_WINDOW, InboundStream, OutboundStream, is_stream_source, refused_stream
 from ._core.wire import SUBPROTOCOL, close_reason_bytes
 from ._sendqueue import asyncio_queued
 
@@ -222,9 +222,7 @@ class AsyncHubClient(ClientConnectionViews):
         try:
             _, inbound, _ = self._invoke_streaming(done, method, args or [], kwargs, window)
         except HubError as e:
-            refused = InboundStream(0, window)
-            refused.finish(e)
-            return AsyncHubStream(StreamTable(lambda message: None, lambda payload: True), refused, lambda: None)
+            return AsyncHubStream(*refused_stream(e, window), lambda: None)
         assert inbound is not None
 
         def settled(future: asyncio.Future[Any]) -> None:

@@ -28,7 +28,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import msgpack
 
@@ -120,10 +120,9 @@ class Send:
 
 
 @dataclass(frozen=True, slots=True)
-class Join:
-    """A connection of the publishing node joined a group."""
+class _GroupChange:
+    """A connection of the publishing node joined or left a group (L{Join}, L{Leave})."""
 
-    KIND: ClassVar[int] = JOIN
     hub: str
     group: str
     connection_id: str
@@ -132,25 +131,22 @@ class Join:
         return [self.hub, self.group, self.connection_id]
 
     @classmethod
-    def from_fields(cls, fields: list[Any]) -> Join:
+    def from_fields(cls, fields: list[Any]) -> Self:
         return cls(*_texts(fields, ("the hub", "the group", "the connection id")))
 
 
 @dataclass(frozen=True, slots=True)
-class Leave:
+class Join(_GroupChange):
+    """A connection of the publishing node joined a group."""
+
+    KIND: ClassVar[int] = JOIN
+
+
+@dataclass(frozen=True, slots=True)
+class Leave(_GroupChange):
     """A connection of the publishing node left a group."""
 
     KIND: ClassVar[int] = LEAVE
-    hub: str
-    group: str
-    connection_id: str
-
-    def fields(self) -> list[Any]:
-        return [self.hub, self.group, self.connection_id]
-
-    @classmethod
-    def from_fields(cls, fields: list[Any]) -> Leave:
-        return cls(*_texts(fields, ("the hub", "the group", "the connection id")))
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,8 @@ from .wire import (
 )
 
 __all__ = [
-    "DEFAULT_STREAM_WINDOW", "NO_STREAMS", "InboundStream", "OutboundStream", "StreamSink", "StreamTable", "is_stream_source",
+    "DEFAULT_STREAM_WINDOW", "InboundStream", "NO_STREAMS", "OutboundStream", "StreamSink",
+    "StreamTable", "is_stream_source", "refused_stream",
 ]
 
 #: The credit a consumer grants unless told otherwise: items in flight or buffered per stream.
@@ -333,3 +334,10 @@ class _NoStreams:
 
 #: the streams of a session until its adapter gives it some
 NO_STREAMS: StreamSink = _NoStreams()
+
+
+def refused_stream(error: Exception, window: int) -> tuple[StreamTable, InboundStream]:
+    """A result stream that ends with C{error} at its first read (the call could not be made), on a table of its own."""
+    stream = InboundStream(0, window)
+    stream.finish(error)
+    return StreamTable(lambda message: None, lambda payload: True), stream

@@ -30,7 +30,7 @@ from .._core.errors import (
 from .._core.heartbeat import Traffic
 from .._core.receivers import receiver_methods
 from .._core.sentinel import UNSET, Unset
-from .._core.streams import DEFAULT_STREAM_WINDOW, InboundStream, OutboundStream, StreamTable
+from .._core.streams import DEFAULT_STREAM_WINDOW, InboundStream, OutboundStream, refused_stream
 from .._core.wire import SUBPROTOCOL, close_reason_bytes
 from .._sendqueue import twisted_queued
 from .._support.logging import TwistedCoreLog
@@ -150,9 +150,7 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
         try:
             _, inbound, _ = self._invoke_streaming(done, method, args or [], kwargs, window)
         except HubError as e:
-            refused = InboundStream(0, window)
-            refused.finish(e)
-            return HubStream(StreamTable(lambda message: None, lambda payload: True), refused, lambda: None)
+            return HubStream(*refused_stream(e, window), lambda: None)
         assert inbound is not None
         def failed(failure: Failure) -> None:
             session.streams.failed(inbound, cast(Exception, failure.value))
