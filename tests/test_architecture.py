@@ -179,3 +179,17 @@ class ContractTests(SynchronousTestCase):
         self.assertEqual(done.returncode, 0, done.stdout[-4000:] + done.stderr[-2000:])
         self.assertIn("Contracts: ", done.stdout)
         self.assertNotIn(" broken", done.stdout.replace("0 broken", ""))
+
+
+class PackagingTests(SynchronousTestCase):
+    def test_every_layer_package_is_installed(self) -> None:
+        """setup.cfg lists every package of twisted_hub/ (a layer folder left out is missing from the wheel)."""
+        import configparser
+
+        parser = configparser.ConfigParser()
+        parser.read(ROOT / "setup.cfg")
+        listed = set(parser.get("options", "packages").split())
+        present = {"twisted_hub"} | {
+            "twisted_hub." + path.parent.name for path in PACKAGE.glob("*/__init__.py")
+        }
+        self.assertEqual(sorted(present - listed), [])
