@@ -89,7 +89,9 @@ def main() -> None:
             enabled=True, interval=args.interval, timeout=args.timeout, stall_grace=not args.no_stall_grace,
             any_traffic_counts=args.any_traffic_counts,
         )
-    factory = HubServerFactory([partial(ProbeHub, stall_after_beat)], heartbeat=policy)
+    # Any origin: the slow-link browser client runs in a blank page (its Origin is "null"), and the
+    # default (same host only, docs/deploying.md) refuses it; only this test's clients reach the port.
+    factory = HubServerFactory([partial(ProbeHub, stall_after_beat)], heartbeat=policy, allowed_origins=["*"])
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
     if args.socket_buffer:
         # Set on the listening socket, so every accepted connection has it
