@@ -279,7 +279,11 @@ async def test_slow_links_every_client_kind(route: list[NginxProcess] | None) ->
         for scenario, line, stopped_after, detection in measured:
             expected = "timed-out" if scenario in to_frozen_server else f"DISCONNECTED {scenario.connection_id} timed-out"
             assert line.startswith(("CLOSED " + expected, expected)), (scenario.name, line)
-            assert detection <= INTERVAL + TIMEOUT + SLACK, (scenario.name, detection)
+            # A JS client's own kernel buffer (Node cannot shrink it) still takes its bytes after the
+            # proxy saw them stop: its last progress sample, one interval apart from the next, may come
+            # that much later (the bound's "time to fill the buffers", on the side the proxy cannot see).
+            unseen_fill = INTERVAL if scenario.kind == "js" and scenario in to_frozen_server else 0.0
+            assert detection <= INTERVAL + TIMEOUT + SLACK + unseen_fill, (scenario.name, detection)
             if route is None and (scenario.kind != "js" or scenario in to_frozen_server):
                 # Small buffers between (the proxy's, the stopped side's): they fill within a second or two.
                 # (Node cannot shrink its socket's; nginx's grow to megabytes: measured, not asserted.)
