@@ -61,7 +61,10 @@ def node_path() -> str:
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is not installed: the JavaScript client's tests need it (apt-get install nodejs, .ci/run)")
-    if not (ROOT / "js" / "dist" / "index.js").exists():
+    built = ROOT / "js" / "dist" / "index.js"
+    sources = (ROOT / "js" / "src").glob("*.ts")
+    if not built.exists() or max(path.stat().st_mtime for path in sources) > built.stat().st_mtime:
+        # (run alone, this test would otherwise drive a bundle older than the client's sources)
         subprocess.run([node, "build.mjs"], cwd=ROOT / "js", check=True, timeout=180)
     return node
 
@@ -283,7 +286,14 @@ async def test_slow_links_every_client_kind(route: list[NginxProcess] | None) ->
             # proxy saw them stop: its last progress sample, one interval apart from the next, may come
             # that much later (the bound's "time to fill the buffers", on the side the proxy cannot see).
             unseen_fill = INTERVAL if scenario.kind == "js" and scenario in to_frozen_server else 0.0
-            assert detection <= INTERVAL + TIMEOUT + SLACK + unseen_fill, (scenario.name, detection)
+            # The side that drops may find its own event loop was stalled in the wait (some twenty
+            # processes, two Chromiums among them, on 2 cores): then, by design, the peer gets one
+            # more exchange (docs/heartbeat.md, "Stall awareness"), and says so (STALLED / GRACE).
+            dropper = scenario.process if scenario in to_frozen_server else server
+            graced = [line for line in dropper.lines if line.startswith(("STALLED", "GRACE"))]
+            grace = TIMEOUT if graced else 0.0
+            bound = INTERVAL + TIMEOUT + SLACK + unseen_fill + grace
+            assert detection <= bound, (scenario.name, detection, bound, dropper.lines[-8:])
             if route is None and (scenario.kind != "js" or scenario in to_frozen_server):
                 # Small buffers between (the proxy's, the stopped side's): they fill within a second or two.
                 # (Node cannot shrink its socket's; nginx's grow to megabytes: measured, not asserted.)

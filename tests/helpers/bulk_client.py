@@ -12,7 +12,9 @@ outgoing budget), right away or, with --wait-go, once a line arrives on stdin
 (so that many clients start together), and prints "RESULT <i> ok <seconds>" for each result equal
 to what it sent ("RESULT <i> wrong ..." / "FAILED <i> <error>" otherwise),
 then "DONE <seconds>" and closes normally.  Whenever the connection ends it
-prints "CLOSED <kind> <message>".  Seconds count from READY.
+prints "CLOSED <kind> <message>".  Seconds count from READY.  "STALLED <message>"
+when the client deferred its heartbeat timeout because its own event loop
+was stalled (docs/heartbeat.md, "Stall awareness": one more exchange).
 
 --socket-buffer sets the socket's SO_RCVBUF and SO_SNDBUF once connected
 (Linux then stops growing them): a stopped client's kernel takes only that
@@ -52,10 +54,35 @@ def main() -> None:
         heartbeat=policy, max_message_size=4 * 1024 * 1024,
         on_disconnected=lambda reason: print(f"CLOSED {reason.kind.value} {reason.message}", flush=True),
     )
+    report_stalls(args.asyncio)
     if args.asyncio:
         run_asyncio(args, options)
     else:
         run_twisted(args, options)
+
+
+def report_stalls(asyncio: bool) -> None:
+    """Print "STALLED <message>" when the client takes its stall grace (its log line says so)."""
+    if asyncio:
+        import logging
+
+        class Stalls(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                message = record.getMessage()
+                if "event loop was stalled" in message:
+                    print(f"STALLED {message}", flush=True)
+
+        logger = logging.getLogger("twisted_hub.aio")
+        logger.setLevel(logging.INFO)
+        logger.addHandler(Stalls())
+    else:
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        def stalls(event: dict[str, Any]) -> None:
+            if "event loop was stalled" in (event.get("log_format") or ""):
+                print(f"STALLED {formatEvent(event)}", flush=True)
+
+        globalLogPublisher.addObserver(stalls)
 
 
 def small_buffers(sock: Any, size: int) -> None:

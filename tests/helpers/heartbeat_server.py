@@ -5,7 +5,9 @@ A hub server process for the real-process heartbeat tests.
 
 Listens on a free 127.0.0.1 port and prints "PORT <n>" when ready.  The
 "probe" hub has echo(value), block(seconds) and stall_after_next_beat(seconds)
-(both block the reactor on purpose) and reports every disconnect as "DISCONNECTED <id> <kind>" on stdout.
+(both block the reactor on purpose) and reports every disconnect as "DISCONNECTED <id> <kind>" on stdout,
+and "GRACE <message>" whenever it deferred heartbeat timeouts because its own reactor was stalled
+(docs/heartbeat.md, "Stall awareness": those peers get one more exchange).
 """
 
 from __future__ import annotations
@@ -101,6 +103,13 @@ def main() -> None:
 
         port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, args.socket_buffer)
         port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, args.socket_buffer)
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    def report_grace(event: dict[str, Any]) -> None:
+        if "reactor was stalled" in (event.get("log_format") or ""):
+            print(f"GRACE {formatEvent(event)}", flush=True)
+
+    globalLogPublisher.addObserver(report_grace)
     print(f"PORT {port.getHost().port}", flush=True)
     reactor.run()  # type: ignore[attr-defined]
 
