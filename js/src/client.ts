@@ -36,12 +36,11 @@ import {
   type ReceiverCall,
   type ServerMessage,
   type Welcome,
+  ResumeReason,
 } from "./wire.js";
 import { PageWatch, browserPage, type PageLifecycle } from "./lifecycle.js";
 import { HubStream, STREAM_WINDOW, StreamPump, isStreamSource } from "./streams.js";
-
-/** The trailing ack of kinds 10-12 belongs to `resume` (protocol.md section 10), not announced yet. */
-const ACK_WITHOUT_RESUME = "a heartbeat carries an ack, but resume was not negotiated";
+import { Ledger, type ResumeOptions } from "./resume.js";
 
 /** Time and timers, injectable for tests.  Times are wall-clock milliseconds. */
 export interface Clock {
@@ -228,6 +227,54 @@ interface PendingCall {
 
 type State = "connecting" | "open" | "closing" | "closed";
 
+/** Disconnect kinds after which a session is resumed (protocol.md 10.4); any other ends it. */
+const RESUMABLE: readonly string[] = [DisconnectKind.CONNECTION_LOST, DisconnectKind.TIMED_OUT, DisconnectKind.PEER_TIMED_OUT, DisconnectKind.GOING_AWAY];
+
+/**
+ * What outlives one connection when a session resumes (protocol.md section
+ * 10): the calls in flight, the streams, the id counters (call ids increase
+ * over the session) and the resume ledger.  A plain HubClient has one of
+ * its own; a ReconnectingHubClient with `resume` hands one to each of its
+ * connections.
+ * @internal
+ */
+export class Session {
+  readonly pending = new Map<number, PendingCall>();
+  /** result streams we consume, by call id; argument streams we produce, by stream id */
+  readonly streams = new Map<number, HubStream<unknown>>();
+  readonly pumps = new Map<number, StreamPump>();
+  nextCallId = 1;
+  nextStreamId = 1;
+  /** the session's open connection (null between connections) */
+  owner: HubClient | null = null;
+  /** the token (never logged), while there is a session to resume */
+  token: Uint8Array | null = null;
+  /** numbering and acknowledgements, while `resume` is negotiated */
+  ledger: Ledger | null = null;
+  /** why the session's latest connection ended */
+  lost: DisconnectReason | null = null;
+
+  constructor(
+    /** resume wanted (null: never announced) */
+    readonly policy: Required<ResumeOptions> | null = null,
+    /** a resume was refused, for this reason */
+    readonly refused: (reason: string) => void = () => {},
+  ) {}
+
+  /** The session is over: fail what it kept (the calls may have run) and forget the token. */
+  end(reason: DisconnectReason, clock: Clock): void {
+    this.token = this.ledger = null;
+    for (const pump of this.pumps.values()) pump.cancel();
+    this.pumps.clear();
+    const calls = [...this.pending.values()];
+    this.pending.clear();
+    for (const call of calls) {
+      clock.clearTimeout(call.timer);
+      call.reject(new ConnectionClosedError(reason, true));
+    }
+  }
+}
+
 /** One connection to one hub.  Get one from {@link connect}. */
 export class HubClient {
   readonly url: string;
@@ -247,91 +294,95 @@ export class HubClient {
   timeoutsAvoided = 0;
 
   // a stand-in until the socket exists (while the token provider runs)
-  private ws = { readyState: 0, close() {} } as unknown as WebSocketLike;
-  private readonly clock: Clock;
-  private readonly log: Logger;
-  private readonly maxMessageSize: number;
-  private readonly maxMessagesPerFrame: number;
-  private state: State = "connecting";
-  private readonly ready: Promise<HubClient>;
-  private resolveReady!: (client: HubClient) => void;
-  private rejectReady!: (error: Error) => void;
-  private readonly disconnected: Promise<DisconnectReason>;
-  private resolveDisconnected!: (reason: DisconnectReason) => void;
-  private readonly pending = new Map<number, PendingCall>();
-  private nextCallId = 1;
-  /** result streams we consume, by call id; argument streams we produce, by stream id */
-  private readonly streams = new Map<number, HubStream<unknown>>();
-  private readonly pumps = new Map<number, StreamPump>();
-  private nextStreamId = 1;
-  private outgoing: Uint8Array[] = [];
-  private flushScheduled = false;
-  private handling = 0;
-  private closeReasonSeen: DisconnectReason | null = null;
-  private handshakeError: string | null = null;
-  private connectTimer: unknown = null;
-  private sentClose = false;
+  #ws = { readyState: 0, close() {} } as unknown as WebSocketLike;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  readonly #maxMessageSize: number;
+  readonly #maxMessagesPerFrame: number;
+  #state: State = "connecting";
+  readonly #ready: Promise<HubClient>;
+  #resolveReady!: (client: HubClient) => void;
+  #rejectReady!: (error: Error) => void;
+  readonly #disconnected: Promise<DisconnectReason>;
+  #resolveDisconnected!: (reason: DisconnectReason) => void;
+  /** this connection resumed a session (protocol.md section 10) */
+  resumed = false;
+  readonly #session: Session;
+  /** `resume` was negotiated on this connection */
+  #negotiated = false;
+  /** the resume answer this connection waits for: SESSION or RESUMED (0: none) */
+  #awaiting = 0;
+  #ackTimer: unknown = null;
+  #isReady = false;
+  #outgoing: Uint8Array[] = [];
+  #flushScheduled = false;
+  #handling = 0;
+  #closeReasonSeen: DisconnectReason | null = null;
+  #handshakeError: string | null = null;
+  #connectTimer: unknown = null;
+  #sentClose = false;
   // heartbeats
-  private readonly tracker = new HeartbeatTracker();
-  private readonly clockSync = new ClockSync();
-  private beatTimer: unknown = null;
-  private nextBeatDue = 0;
-  private timeoutTimer: unknown = null;
-  private timeoutDue = 0;
+  readonly #tracker = new HeartbeatTracker();
+  readonly #clockSync = new ClockSync();
+  #beatTimer: unknown = null;
+  #nextBeatDue = 0;
+  #timeoutTimer: unknown = null;
+  #timeoutDue = 0;
   /** after a stall grace the timeout runs from here, not from older beats */
-  private graceFloor = -Infinity;
-  private graceUsed = false;
-  private lastReceived = -Infinity;
+  #graceFloor = -Infinity;
+  #graceUsed = false;
+  #lastReceived = -Infinity;
   /** watches the page for being frozen (browsers only) */
-  private pageWatch: PageWatch | null = null;
+  #pageWatch: PageWatch | null = null;
   /** the page was frozen (or put in the back/forward cache) while this connection was up */
-  private pageFrozen = false;
+  #pageFrozen = false;
   /** bytes passed to the socket's send(), and whether it shows progress (docs/heartbeat.md, "Slow links") */
-  private bytesSent = 0;
-  private readonly progress = new OutputProgress();
+  #bytesSent = 0;
+  readonly #progress = new OutputProgress();
   /**
    * Node's `ws`: the socket under the WebSocket (its "upgrade" event's
    * response.socket), whose bytesRead shows a large message arriving; and
    * bytesRead when the latest whole message was delivered
    */
-  private socket: { bytesRead: number } | null = null;
-  private readAtLastMessage = 0;
-  private readonly inputProgress = new InputProgress();
+  #socket: { bytesRead: number } | null = null;
+  #readAtLastMessage = 0;
+  readonly #inputProgress = new InputProgress();
   /** bytesSent when each unanswered beat was sent, oldest first */
-  private readonly sentAtBeat = new Map<number, number>();
+  readonly #sentAtBeat = new Map<number, number>();
   /** bytesSent when the latest answered beat was sent: its answer shows the server had everything before it */
-  private sentAtLastAnswer = 0;
+  #sentAtLastAnswer = 0;
   /** when a server heartbeat arrived while we were uploading and our beat was unanswered (null: not in this wait) */
-  private serverBeatAt: number | null = null;
-  private excused = false;
+  #serverBeatAt: number | null = null;
+  #excused = false;
   // fresh tokens
-  private tokenSequence = 0;
-  private refreshTimer: unknown = null;
+  #tokenSequence = 0;
+  #refreshTimer: unknown = null;
   /** seconds the current token had left at `refreshAt` (our clock, ms) */
-  private expiresIn = 0;
-  private refreshAt = 0;
+  #expiresIn = 0;
+  #refreshAt = 0;
 
-  constructor(url: string, options: HubClientOptions = {}) {
+  constructor(url: string, options: HubClientOptions = {}, /** @internal */ session = new Session()) {
     this.url = url;
     this.options = options;
-    this.clock = options.clock ?? defaultClock();
-    this.log = options.log ?? consoleLogger;
-    this.maxMessageSize = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
-    this.maxMessagesPerFrame = options.maxMessagesPerFrame ?? MAX_MESSAGES_PER_FRAME;
-    if (!Number.isInteger(this.maxMessagesPerFrame) || this.maxMessagesPerFrame <= 0) {
+    this.#session = session;
+    this.#clock = options.clock ?? defaultClock();
+    this.#log = options.log ?? consoleLogger;
+    this.#maxMessageSize = options.maxMessageSize ?? DEFAULT_MAX_MESSAGE_SIZE;
+    this.#maxMessagesPerFrame = options.maxMessagesPerFrame ?? MAX_MESSAGES_PER_FRAME;
+    if (!Number.isInteger(this.#maxMessagesPerFrame) || this.#maxMessagesPerFrame <= 0) {
       throw new RangeError(`maxMessagesPerFrame must be a positive integer, got ${String(options.maxMessagesPerFrame)}`);
     }
     checkPositive("heartbeatInterval", options.heartbeatInterval);
     checkPositive("heartbeatTimeout", options.heartbeatTimeout);
     checkPositive("callTimeout", options.callTimeout);
-    this.ready = new Promise((resolve, reject) => {
-      this.resolveReady = resolve;
-      this.rejectReady = reject;
+    this.#ready = new Promise((resolve, reject) => {
+      this.#resolveReady = resolve;
+      this.#rejectReady = reject;
     });
     // A failed connect is reported by connect(); don't let it be "unhandled" here.
-    this.ready.catch(() => undefined);
-    this.disconnected = new Promise((resolve) => {
-      this.resolveDisconnected = resolve;
+    this.#ready.catch(() => undefined);
+    this.#disconnected = new Promise((resolve) => {
+      this.#resolveDisconnected = resolve;
     });
     const Constructor =
       options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
@@ -347,64 +398,64 @@ export class HubClient {
     }
     if (given instanceof Promise) {
       given.then(
-        (value) => this.open(Constructor, url, value),
+        (value) => this.#open(Constructor, url, value),
         (e: unknown) => {
-          this.handshakeError = `access token provider: ${String(e)}`;
-          this.finish(this.handshakeFailure());
+          this.#handshakeError = `access token provider: ${String(e)}`;
+          this.#finish(this.#handshakeFailure());
         },
       );
     } else {
-      this.open(Constructor, url, given);
+      this.#open(Constructor, url, given);
     }
     const page = options.page === undefined ? browserPage() : options.page;
     if (page !== null) {
-      this.pageWatch = new PageWatch(
+      this.#pageWatch = new PageWatch(
         page,
         () => {
-          if (this.state !== "closed") this.pageFrozen = true;
+          if (this.#state !== "closed") this.#pageFrozen = true;
         },
         null,
       );
     }
     const connectTimeout = options.connectTimeout ?? 30000;
-    this.connectTimer = this.clock.setTimeout(() => {
-      this.connectTimer = null;
-      if (this.state === "connecting") {
-        this.handshakeError = `no hub handshake within ${connectTimeout} ms`;
-        this.closeSocket(CloseCode.HANDSHAKE_FAILED, "handshake timeout");
-        this.finish({ ...this.handshakeFailure(), locally: true });
+    this.#connectTimer = this.#clock.setTimeout(() => {
+      this.#connectTimer = null;
+      if (this.#state === "connecting") {
+        this.#handshakeError = `no hub handshake within ${connectTimeout} ms`;
+        this.#closeSocket(CloseCode.HANDSHAKE_FAILED, "handshake timeout");
+        this.#finish({ ...this.#handshakeFailure(), locally: true });
       }
     }, connectTimeout);
   }
 
-  private open(Constructor: WebSocketConstructor, url: string, token: unknown): void {
-    if (this.state !== "connecting") return this.finish(this.handshakeFailure());
+  #open(Constructor: WebSocketConstructor, url: string, token: unknown): void {
+    if (this.#state !== "connecting") return this.#finish(this.#handshakeFailure());
     const protocols = [SUBPROTOCOL];
     if (typeof token === "string" && token) {
       // Browsers set no headers on a WebSocket: a subprotocol (kept out of URLs and their logs), else the query.
       if (/^[\w!#$%&'*+.^`|~-]+$/.test(token)) protocols.push("twisted-hub.bearer." + token);
       else url += (url.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(token);
     }
-    const ws = (this.ws = new Constructor(url, protocols, { maxPayload: this.maxMessageSize }));
+    const ws = (this.#ws = new Constructor(url, protocols, { maxPayload: this.#maxMessageSize }));
     // Node's `ws` hands over Buffers (no copy) by default; browsers and
     // undici would give Blobs, which need an asynchronous read.
     if (ws.binaryType !== "nodebuffer") ws.binaryType = "arraybuffer";
-    ws.onopen = () => this.opened();
-    ws.onmessage = (event) => this.received(event.data);
+    ws.onopen = () => this.#opened();
+    ws.onmessage = (event) => this.#received(event.data);
     const on = (ws as { on?: (name: string, listener: (response: { socket?: { bytesRead?: unknown } }) => void) => void }).on;
     if (typeof on === "function") {
       on.call(ws, "upgrade", (response) => {
         const socket = response.socket;
-        if (socket && typeof socket.bytesRead === "number") this.socket = socket as { bytesRead: number };
+        if (socket && typeof socket.bytesRead === "number") this.#socket = socket as { bytesRead: number };
       });
     }
-    ws.onclose = (event) => this.closed(event.code, event.reason);
+    ws.onclose = (event) => this.#closed(event.code, event.reason);
     ws.onerror = (event) => {
       const error = (event as { error?: unknown; message?: unknown }).error ?? event;
       const message = (error as { message?: unknown }).message;
-      if (typeof message === "string") this.handshakeError = message;
+      if (typeof message === "string") this.#handshakeError = message;
       const code = failureCode(error);
-      if (code !== null) this.websocketFailed(code, typeof message === "string" ? message : "");
+      if (code !== null) this.#websocketFailed(code, typeof message === "string" ? message : "");
     };
   }
 
@@ -412,7 +463,7 @@ export class HubClient {
 
   /** Resolves with this client once the hub handshake is done. */
   whenReady(): Promise<HubClient> {
-    return this.ready;
+    return this.#ready;
   }
 
   /** The connection id the server gave (in its logs too), "" before WELCOME. */
@@ -421,22 +472,22 @@ export class HubClient {
   }
 
   get isConnected(): boolean {
-    return this.state === "open";
+    return this.#state === "open";
   }
 
   /** Round trip of our newest answered heartbeat, ms (0 before any). */
   get roundTrip(): number {
-    return this.tracker.latency;
+    return this.#tracker.latency;
   }
 
   /** Best estimate of server clock - our clock (ms), with its error bound; null before any answer. */
   get clockOffset(): ClockOffset | null {
-    return this.clockSync.best;
+    return this.#clockSync.best;
   }
 
   /** The server's current time, from our clock and the estimated offset. */
   serverNow(): Date {
-    return new Date(this.clock.now() + (this.clockSync.best?.offset ?? 0));
+    return new Date(this.#clock.now() + (this.#clockSync.best?.offset ?? 0));
   }
 
   /** Call a hub method; resolves with its result, rejects with a {@link HubError}. */
@@ -448,7 +499,7 @@ export class HubClient {
   invoke<T = unknown>(method: string, args: unknown[] = [], kwargs?: Kwargs | null, options: CallOptions = {}): Promise<T> {
     let callId: number, payload: Uint8Array, pumps: StreamPump[];
     try {
-      [callId, payload, pumps] = this.prepareCall(method, args, kwargs, null);
+      [callId, payload, pumps] = this.#prepareCall(method, args, kwargs, null);
     } catch (e) {
       return Promise.reject(e as Error);
     }
@@ -456,13 +507,13 @@ export class HubClient {
       const timeout = options.timeout !== undefined ? options.timeout : (this.options.callTimeout ?? null);
       const call: PendingCall = { resolve: resolve as (v: unknown) => void, reject, timer: null };
       if (timeout !== null) {
-        call.timer = this.clock.setTimeout(() => {
-          if (this.pending.delete(callId)) reject(new CallTimeoutError(`'${method}' got no result within ${timeout} ms`));
+        call.timer = this.#clock.setTimeout(() => {
+          if (this.#session.pending.delete(callId)) reject(new CallTimeoutError(`'${method}' got no result within ${timeout} ms`));
         }, timeout);
       }
-      this.pending.set(callId, call);
-      this.queue(payload);
-      this.startPumps(pumps);
+      this.#session.pending.set(callId, call);
+      this.#send(payload);
+      this.#startPumps(pumps);
     });
   }
 
@@ -480,7 +531,7 @@ export class HubClient {
     const window = options.window ?? STREAM_WINDOW;
     let callId: number, payload: Uint8Array, pumps: StreamPump[];
     try {
-      [callId, payload, pumps] = this.prepareCall(method, args, kwargs, window);
+      [callId, payload, pumps] = this.#prepareCall(method, args, kwargs, window);
     } catch (e) {
       const failed = new HubStream<T>(0, window, () => {}, () => {});
       failed.finish(e as Error);
@@ -489,35 +540,35 @@ export class HubClient {
     const stream = new HubStream<T>(
       callId,
       window,
-      (credit) => this.queue(encodeMessage([18 /* STREAM_CREDIT */, callId, credit])),
+      (credit) => this.#send(encodeMessage([18 /* STREAM_CREDIT */, callId, credit])),
       () => {
-        this.streams.delete(callId);
-        if (this.takeCall(callId)) this.queue(encodeMessage([19 /* STREAM_CANCEL */, callId]));
+        this.#session.streams.delete(callId);
+        if (this.#takeCall(callId)) this.#send(encodeMessage([19 /* STREAM_CANCEL */, callId]));
       },
     );
     const finish = (error: Error | null): void => {
-      this.streams.delete(callId);
+      this.#session.streams.delete(callId);
       stream.finish(error);
     };
-    this.pending.set(callId, { resolve: () => finish(null), reject: finish, timer: null });
-    this.streams.set(callId, stream as HubStream<unknown>);
-    this.queue(payload);
-    this.startPumps(pumps);
+    this.#session.pending.set(callId, { resolve: () => finish(null), reject: finish, timer: null });
+    this.#session.streams.set(callId, stream as HubStream<unknown>);
+    this.#send(payload);
+    this.#startPumps(pumps);
     return stream;
   }
 
   /** Encode a call (INVOKE, or STREAM_INVOKE with `window`), its stream arguments declared; throws what the caller rejects with. */
-  private prepareCall(method: string, args: unknown[], kwargs: Kwargs | null | undefined, window: number | null): [number, Uint8Array, StreamPump[]] {
-    if (this.state !== "open") throw new ConnectionClosedError(this.currentReason());
+  #prepareCall(method: string, args: unknown[], kwargs: Kwargs | null | undefined, window: number | null): [number, Uint8Array, StreamPump[]] {
+    if (this.#state !== "open") throw new ConnectionClosedError(this.#currentReason());
     const streaming = this.welcome?.capabilities.includes("stream") ?? false;
-    const callId = this.nextCallId++;
+    const callId = this.#session.nextCallId++;
     const declared: [number, number][] = [];
     const pumps: StreamPump[] = [];
     const place = (where: number, value: unknown): unknown => {
       if (!isStreamSource(value)) return value;
-      const streamId = this.nextStreamId++;
+      const streamId = this.#session.nextStreamId++;
       declared.push([where, streamId]);
-      pumps.push(new StreamPump(streamId, value, (fields) => this.queue(encodeMessage(fields))));
+      pumps.push(new StreamPump(streamId, value, (fields) => this.#send(encodeMessage(fields))));
       return null;
     };
     let payload: Uint8Array;
@@ -537,20 +588,20 @@ export class HubClient {
       if (e instanceof HubError) throw e;
       throw new HubError(ErrorCode.INVALID_ARGUMENTS, `${method}: ${(e as Error).message}`);
     }
-    const limit = this.sendLimit();
+    const limit = this.#sendLimit();
     if (payload.length > limit) {
       throw new HubError(ErrorCode.INVALID_ARGUMENTS, `${method}: the call is ${payload.length} bytes, over the limit of ${limit}`);
     }
     return [callId, payload, pumps];
   }
 
-  private startPumps(pumps: StreamPump[]): void {
+  #startPumps(pumps: StreamPump[]): void {
     for (const pump of pumps) {
-      this.pumps.set(pump.streamId, pump);
+      this.#session.pumps.set(pump.streamId, pump);
       void pump
         .run()
-        .catch((e: unknown) => this.log.warn(String(e)))
-        .finally(() => this.pumps.delete(pump.streamId));
+        .catch((e: unknown) => this.#log.warn(String(e)))
+        .finally(() => this.#session.pumps.delete(pump.streamId));
     }
   }
 
@@ -561,17 +612,17 @@ export class HubClient {
 
   /** {@link notify} with keyword arguments.  Throws when not connected or the arguments cannot be sent. */
   notifyWith(method: string, args: unknown[] = [], kwargs?: Kwargs | null): void {
-    if (this.state !== "open") throw new ConnectionClosedError(this.currentReason());
+    if (this.#state !== "open") throw new ConnectionClosedError(this.#currentReason());
     let payload: Uint8Array;
     try {
       payload = encodeMessage(callFields([MessageKind.NOTIFY, method], args, kwargs));
     } catch (e) {
       throw new HubError(ErrorCode.INVALID_ARGUMENTS, `${method}: ${(e as Error).message}`);
     }
-    if (payload.length > this.sendLimit()) {
+    if (payload.length > this.#sendLimit()) {
       throw new HubError(ErrorCode.INVALID_ARGUMENTS, `${method}: the notification is over the size limit`);
     }
-    this.queue(payload);
+    this.#send(payload);
   }
 
   /**
@@ -585,125 +636,139 @@ export class HubClient {
 
   /** Close the connection (code 1000); resolves with the reason once closed. */
   disconnect(reason = ""): Promise<DisconnectReason> {
-    if (this.state === "open" || this.state === "connecting") {
-      this.closeReasonSeen ??= {
+    if (this.#state === "open" || this.#state === "connecting") {
+      this.#closeReasonSeen ??= {
         kind: DisconnectKind.NORMAL,
         code: CloseCode.NORMAL,
         message: reason,
         locally: true,
       };
-      this.flush();
-      this.state = "closing";
-      this.stopHeartbeat();
-      this.closeSocket(CloseCode.NORMAL, reason);
+      this.#flush();
+      this.#state = "closing";
+      this.#stopHeartbeat();
+      this.#closeSocket(CloseCode.NORMAL, reason);
     }
-    return this.disconnected;
+    return this.#disconnected;
   }
 
   /** Resolves with the {@link DisconnectReason} once the connection has ended. */
   waitForDisconnect(): Promise<DisconnectReason> {
-    return this.disconnected;
+    return this.#disconnected;
   }
 
   // -- receiving ------------------------------------------------------------
 
-  private opened(): void {
-    if (this.ws.protocol !== SUBPROTOCOL) {
-      this.handshakeError = `the server chose subprotocol '${this.ws.protocol}', not ${SUBPROTOCOL}`;
-      this.closeSocket(CloseCode.PROTOCOL_ERROR, "wrong subprotocol");
-      this.finish(this.handshakeFailure());
+  #opened(): void {
+    if (this.#ws.protocol !== SUBPROTOCOL) {
+      this.#handshakeError = `the server chose subprotocol '${this.#ws.protocol}', not ${SUBPROTOCOL}`;
+      this.#closeSocket(CloseCode.PROTOCOL_ERROR, "wrong subprotocol");
+      this.#finish(this.#handshakeFailure());
       return;
     }
-    // HELLO goes alone in its frame, without waiting for WELCOME.
-    const caps = typeof this.options.accessToken === "function" ? [...CAPABILITIES, "token-refresh"] : CAPABILITIES;
-    this.ws.send(encodeMessage([MessageKind.HELLO, { caps, max: this.maxMessageSize }]));
+    // HELLO goes alone in its frame, without waiting for WELCOME (with resume
+    // wanted, once WELCOME said whether the server resumes: protocol.md 10.5).
+    if (!this.#session.policy) this.#ws.send(this.#hello(false));
   }
 
-  private received(data: unknown): void {
-    if (this.state === "closed") return;
-    if (this.socket) this.readAtLastMessage = this.socket.bytesRead;
+  #hello(resume: boolean): Uint8Array {
+    const caps = [...CAPABILITIES];
+    if (typeof this.options.accessToken === "function") caps.push("token-refresh");
+    if (resume) caps.push("resume");
+    return encodeMessage([MessageKind.HELLO, { caps, max: this.#maxMessageSize }]);
+  }
+
+  #received(data: unknown): void {
+    if (this.#state === "closed") return;
+    if (this.#socket) this.#readAtLastMessage = this.#socket.bytesRead;
     const payload = toBytes(data);
     if (payload === null) {
-      this.protocolError("a text frame", CloseCode.UNSUPPORTED_DATA);
+      this.#protocolError("a text frame", CloseCode.UNSUPPORTED_DATA);
       return;
     }
-    if (payload.length > this.maxMessageSize) {
-      this.closeReasonSeen ??= {
+    if (payload.length > this.#maxMessageSize) {
+      this.#closeReasonSeen ??= {
         kind: DisconnectKind.MESSAGE_TOO_BIG,
         code: CloseCode.MESSAGE_TOO_BIG,
-        message: `a message of ${payload.length} bytes is over our limit of ${this.maxMessageSize}`,
+        message: `a message of ${payload.length} bytes is over our limit of ${this.#maxMessageSize}`,
         locally: true,
       };
-      this.closeSocket(CloseCode.MESSAGE_TOO_BIG, "message too big");
+      this.#closeSocket(CloseCode.MESSAGE_TOO_BIG, "message too big");
       return;
     }
-    const now = this.clock.now();
-    this.lastReceived = now;
-    this.handling++;
+    const now = this.#clock.now();
+    this.#lastReceived = now;
+    this.#handling++;
     try {
-      for (const message of decodeFrame(payload, parseServerMessage, this.maxMessagesPerFrame)) {
-        if (this.isClosed()) break;
-        this.dispatch(message, now);
+      for (const message of decodeFrame(payload, parseServerMessage, this.#maxMessagesPerFrame)) {
+        if (this.#isClosed()) break;
+        this.#dispatch(message, now);
       }
     } catch (e) {
       if (e instanceof TooManyMessagesError) {
-        this.log.info(`the server sent ${e.message}; closing with 1008`);
-        this.protocolError(e.message, CloseCode.POLICY_VIOLATION);
+        this.#log.info(`the server sent ${e.message}; closing with 1008`);
+        this.#protocolError(e.message, CloseCode.POLICY_VIOLATION);
       } else if (e instanceof ProtocolError) {
-        this.log.info(`protocol error from the server: ${e.message}`);
-        this.protocolError(e.message.slice(0, 100), CloseCode.PROTOCOL_ERROR);
+        this.#log.info(`protocol error from the server: ${e.message}`);
+        this.#protocolError(e.message.slice(0, 100), CloseCode.PROTOCOL_ERROR);
       } else {
-        this.log.error("unexpected error handling a frame from the server", e);
-        this.protocolError("internal error", CloseCode.INTERNAL_ERROR);
+        this.#log.error("unexpected error handling a frame from the server", e);
+        this.#protocolError("internal error", CloseCode.INTERNAL_ERROR);
       }
     } finally {
-      this.handling--;
-      if (this.handling === 0) this.flush();
+      this.#handling--;
+      if (this.#handling === 0) {
+        this.#ackCheck(now);
+        this.#flush();
+      }
     }
   }
 
-  private dispatch(message: ServerMessage, now: number): void {
+  #dispatch(message: ServerMessage, now: number): void {
     if (this.welcome === null && message.kind !== MessageKind.WELCOME) {
       throw new ProtocolError(`the first message must be WELCOME, got kind ${message.kind}`);
     }
-    switch (message.kind) {
+    const kind = message.kind;
+    const s = this.#session;
+    // The server's sequenced messages are counted, not numbered on the wire (protocol.md 10.2).
+    if ((kind > 3 && kind < 8) || (kind > 15 && kind < 20)) s.ledger?.receive(now);
+    switch (kind) {
       case MessageKind.WELCOME:
         if (this.welcome !== null) throw new ProtocolError("a second WELCOME");
-        this.welcomed(message);
+        this.#welcomed(message);
         return;
       case MessageKind.RESULT: {
-        const call = this.takeCall(message.callId);
+        const call = this.#takeCall(message.callId);
         call?.resolve(message.value);
         return;
       }
       case MessageKind.ERROR: {
-        const call = this.takeCall(message.callId);
+        const call = this.#takeCall(message.callId);
         call?.reject(new HubError(message.code, message.message, message.detail));
         return;
       }
       case MessageKind.RECEIVER_CALL:
-        this.receiverCall(message);
+        this.#receiverCall(message);
         return;
       case MessageKind.CLIENT_INVOKE:
-        this.clientInvoke(message);
+        this.#clientInvoke(message);
         return;
       case MessageKind.CLOSE:
-        this.closeReasonSeen ??= {
+        this.#closeReasonSeen ??= {
           kind: kindForClose(message.code, false),
           code: message.code,
           message: message.reason,
           locally: false,
         };
         // The server closes next; we send nothing more.
-        this.outgoing = [];
-        this.state = "closing";
-        this.stopHeartbeat();
+        this.#outgoing = [];
+        this.#state = "closing";
+        this.#stopHeartbeat();
         return;
       case MessageKind.SERVER_HEARTBEAT:
         // Answered here, from the message handler, never from a timer: a
         // throttled background tab still answers in time (engine.io#312).
-        this.queue(encodeMessage([MessageKind.SERVER_HEARTBEAT_ACK, message.sequence]));
-        this.serverBeatArrived();
+        this.#queue(this.#withAck([MessageKind.SERVER_HEARTBEAT_ACK, message.sequence]));
+        this.#serverBeatArrived();
         if (this.options.onServerHeartbeat) {
           const event: ServerHeartbeatEvent = {
             sequence: message.sequence,
@@ -711,42 +776,120 @@ export class HubClient {
             serverTimeUs: message.serverTimeUs,
             metadata: message.metadata,
           };
-          this.safely("onServerHeartbeat", () => this.options.onServerHeartbeat!(event));
+          this.#safely("onServerHeartbeat", () => this.options.onServerHeartbeat!(event));
         }
         return;
       case MessageKind.CLIENT_HEARTBEAT_ACK:
-        if (message.ack !== undefined) throw new ProtocolError(ACK_WITHOUT_RESUME);
-        this.heartbeatAnswered(message.sequence, message.clientTime, message.serverTimeUs, now);
+        if (message.ack !== undefined) this.#resumeOnly(kind).ack(message.ack);
+        this.#heartbeatAnswered(message.sequence, message.clientTime, message.serverTimeUs, now);
         return;
       case MessageKind.TOKEN_RESULT:
-        if (message.error !== null) this.log.warn(`fresh token refused: ${message.error} ${message.message}`);
-        this.tokenExpires(message.expiresIn, message.error !== null);
+        if (message.error !== null) this.#log.warn(`fresh token refused: ${message.error} ${message.message}`);
+        this.#tokenExpires(message.expiresIn, message.error !== null);
         return;
       case MessageKind.STREAM_ITEM:
         // (a stream we no longer know: it crossed our cancel; ignored)
-        this.streams.get(message.streamId)?.push(message.item);
+        this.#session.streams.get(message.streamId)?.push(message.item);
         return;
       case MessageKind.STREAM_END:
-        if (this.streams.has(message.streamId)) {
-          const call = this.takeCall(message.streamId);
+        if (this.#session.streams.has(message.streamId)) {
+          const call = this.#takeCall(message.streamId);
           if (message.code === null) call?.resolve(null);
           else call?.reject(new HubError(message.code, message.message, message.detail));
         }
         return;
       case MessageKind.STREAM_CREDIT:
-        this.pumps.get(message.streamId)?.addCredit(message.credit);
+        this.#session.pumps.get(message.streamId)?.addCredit(message.credit);
         return;
       case MessageKind.STREAM_CANCEL:
-        this.pumps.get(message.streamId)?.cancel();
-        this.pumps.delete(message.streamId);
+        this.#session.pumps.get(message.streamId)?.cancel();
+        this.#session.pumps.delete(message.streamId);
         return;
-      case MessageKind.SESSION:
-      case MessageKind.RESUMED:
+      case MessageKind.SESSION: {
+        const ledger = this.#expect(kind, MessageKind.SESSION);
+        s.token = message.token;
+        ledger.maxAge = message.window * 1000;
+        this.#becomeOpen(false);
+        return;
+      }
+      case MessageKind.RESUMED: {
+        const replay = this.#expect(kind, kind).replay(message.received, now);
+        if (typeof replay === "string") {
+          // Our own bound dropped what the server lacks: end the session
+          // there too (1000); the next connection starts afresh.
+          this.#refused(replay);
+          void this.disconnect(`cannot resume: ${replay}`);
+          return;
+        }
+        s.token = message.token;
+        this.welcome = { ...this.welcome!, connectionId: message.connectionId };
+        // what the server lacks goes first, in order, before anything new
+        for (const payload of replay) this.#queue(payload);
+        this.#becomeOpen(true);
+        return;
+      }
       case MessageKind.RESUME_REFUSED:
+        this.#expect(kind, MessageKind.RESUMED);
+        this.#refused((Object.values(ResumeReason) as string[]).includes(message.reason) ? message.reason : ResumeReason.SESSION_UNKNOWN);
+        // a fresh session follows on this connection: SESSION
+        s.ledger = new Ledger(s.policy!);
+        this.#awaiting = MessageKind.SESSION;
+        return;
       case MessageKind.ACK:
-        // The codec knows them (protocol.md section 10); this client does
-        // not announce `resume` yet, so they are as invalid as before.
-        throw new ProtocolError(`message kind ${message.kind} without the resume capability`);
+        this.#resumeOnly(kind).ack(message.received);
+    }
+  }
+
+  // -- resume (protocol.md section 10) --------------------------------------
+
+  /** The ledger, when `resume` was negotiated on this connection; else kind 20-24 or an ack is a protocol error. */
+  #resumeOnly(kind: number): Ledger {
+    const ledger = this.#negotiated ? this.#session.ledger : null;
+    if (!ledger) throw new ProtocolError(`kind ${kind} or an ack without resume`);
+    return ledger;
+  }
+
+  /** A resume answer: only the one this connection waits for (`awaiting`). */
+  #expect(kind: number, awaited: number): Ledger {
+    const ledger = this.#resumeOnly(kind);
+    if (this.#awaiting !== awaited) throw new ProtocolError(`unexpected kind ${kind}`);
+    this.#awaiting = 0;
+    return ledger;
+  }
+
+  /** The session could not be resumed: fail what it kept (as a disconnect would) and report `reason`. */
+  #refused(reason: string): void {
+    const s = this.#session;
+    s.end(s.lost ?? this.#currentReason(), this.#clock);
+    this.#log.info(`session not resumed: ${reason}`);
+    s.refused(reason);
+  }
+
+  /** Send a sequenced message: numbered and kept while resume is on, sent on the session's open connection. */
+  #send(payload: Uint8Array): void {
+    const s = this.#session;
+    s.ledger?.append(payload, this.#clock.now());
+    const owner = s.owner;
+    if (owner && owner.#state === "open") owner.#queue(payload);
+  }
+
+  /** A heartbeat message, with the acknowledgement when resume is negotiated (protocol.md 10.3). */
+  #withAck(fields: unknown[]): Uint8Array {
+    const ledger = this.#negotiated ? this.#session.ledger : null;
+    if (ledger) fields.push(ledger.acknowledge());
+    return encodeMessage(fields);
+  }
+
+  /** Send ACK when due (ackEvery messages, or ackDelay after the oldest unacknowledged); else wake up then. */
+  #ackCheck(now: number): void {
+    const ledger = this.#negotiated && this.#state === "open" ? this.#session.ledger : null;
+    if (!ledger) return;
+    if (ledger.due(now)) this.#queue(encodeMessage([MessageKind.ACK, ledger.acknowledge()]));
+    else if (ledger.since !== null && this.#ackTimer === null) {
+      this.#ackTimer = this.#clock.setTimeout(() => {
+        this.#ackTimer = null;
+        this.#ackCheck(this.#clock.now());
+      }, ledger.since + ledger.policy.ackDelay - now);
     }
   }
 
@@ -757,15 +900,15 @@ export class HubClient {
    * when a fifth of it is left, at most 60 s before; after a failure
    * (`retry`), when half of what is left has passed, until it expires.
    */
-  private tokenExpires(expiresIn: number | null, retry = false): void {
-    this.clock.clearTimeout(this.refreshTimer);
+  #tokenExpires(expiresIn: number | null, retry = false): void {
+    this.#clock.clearTimeout(this.#refreshTimer);
     if (expiresIn === null || typeof this.options.accessToken !== "function" || !this.welcome?.capabilities.includes("token-refresh")) {
       return;
     }
-    this.expiresIn = expiresIn;
-    this.refreshAt = this.clock.now();
+    this.#expiresIn = expiresIn;
+    this.#refreshAt = this.#clock.now();
     const wait = retry ? (expiresIn > 1 ? expiresIn / 2 : -1) : Math.max(expiresIn - Math.min(60, expiresIn / 5), 0);
-    if (wait >= 0) this.refreshTimer = this.clock.setTimeout(() => void this.refreshToken(), wait * 1000);
+    if (wait >= 0) this.#refreshTimer = this.#clock.setTimeout(() => void this.refreshToken(), wait * 1000);
   }
 
   /**
@@ -773,246 +916,268 @@ export class HubClient {
    * server over this connection (done by itself before the token expires).
    */
   async refreshToken(): Promise<void> {
-    if (this.state !== "open") return;
+    if (this.#state !== "open") return;
     try {
       const token = await (this.options.accessToken as () => unknown)();
       if (typeof token !== "string" || !token) throw new Error("no token");
-      if (this.state === "open") this.queue(encodeMessage([MessageKind.TOKEN, ++this.tokenSequence, token]));
+      if (this.#state === "open") this.#queue(encodeMessage([MessageKind.TOKEN, ++this.#tokenSequence, token]));
     } catch (e) {
-      this.log.warn(`access token provider: ${String(e)}`);
+      this.#log.warn(`access token provider: ${String(e)}`);
       // what is left of the current token, from when it was last known
-      this.tokenExpires(this.expiresIn - (this.clock.now() - this.refreshAt) / 1000, true);
+      this.#tokenExpires(this.#expiresIn - (this.#clock.now() - this.#refreshAt) / 1000, true);
     }
   }
 
-  private welcomed(welcome: Welcome): void {
+  #welcomed(welcome: Welcome): void {
     this.welcome = welcome;
-    if (this.state !== "connecting") return;
-    this.state = "open";
-    if (this.connectTimer !== null) {
-      this.clock.clearTimeout(this.connectTimer);
-      this.connectTimer = null;
+    if (this.#state !== "connecting") return;
+    const s = this.#session;
+    if (s.policy) {
+      // HELLO waited for WELCOME: resume is announced to a server that did.
+      const on = (this.#negotiated = welcome.capabilities.includes("resume"));
+      const hello = this.#hello(on);
+      if (on && s.token) {
+        // HELLO and RESUME in one frame, HELLO first (protocol.md 10.5)
+        this.#sendNow(joinFrames([hello, encodeMessage([MessageKind.RESUME, s.token, s.ledger!.acknowledge()])]));
+        this.#awaiting = MessageKind.RESUMED;
+        return;
+      }
+      this.#sendNow(hello);
+      if (s.token) this.#refused(ResumeReason.SESSION_UNKNOWN); // this server cannot resume
+      // numbering starts with the session, at this HELLO; SESSION comes first
+      s.ledger = on ? new Ledger(s.policy) : null;
+      if (on) return void (this.#awaiting = MessageKind.SESSION);
+    }
+    this.#becomeOpen(false);
+  }
+
+  #becomeOpen(resumed: boolean): void {
+    if (this.#state !== "connecting") return;
+    this.#state = "open";
+    this.#isReady = true;
+    this.resumed = resumed;
+    this.#session.owner = this;
+    if (this.#connectTimer !== null) {
+      this.#clock.clearTimeout(this.#connectTimer);
+      this.#connectTimer = null;
     }
     const interval = this.options.heartbeatInterval;
-    if (interval != null && welcome.capabilities.includes("heartbeat")) this.startHeartbeat(interval);
-    this.tokenExpires(welcome.expiresIn);
-    this.resolveReady(this);
+    if (interval != null && this.welcome!.capabilities.includes("heartbeat")) this.#startHeartbeat(interval);
+    this.#tokenExpires(this.welcome!.expiresIn);
+    this.#resolveReady(this);
   }
 
-  private takeCall(callId: number): PendingCall | undefined {
-    const call = this.pending.get(callId);
+  #takeCall(callId: number): PendingCall | undefined {
+    const call = this.#session.pending.get(callId);
     if (call === undefined) return undefined; // timed out or never made: ignored
-    this.pending.delete(callId);
-    if (call.timer !== null) this.clock.clearTimeout(call.timer);
+    this.#session.pending.delete(callId);
+    if (call.timer !== null) this.#clock.clearTimeout(call.timer);
     return call;
   }
 
-  private receiverMethod(name: string): ((...args: unknown[]) => unknown) | null {
+  #receiverMethod(name: string): ((...args: unknown[]) => unknown) | null {
     const receiver = this.options.receiver as Record<string, unknown> | undefined;
     if (receiver === undefined || name.startsWith("_") || name in Object.prototype) return null;
     const method = receiver[name];
     return typeof method === "function" ? (method as (...args: unknown[]) => unknown) : null;
   }
 
-  private receiverCall(call: ReceiverCall): void {
-    const method = this.receiverMethod(call.method);
+  #receiverCall(call: ReceiverCall): void {
+    const method = this.#receiverMethod(call.method);
     if (method === null) {
-      this.log.warn(`the server called receiver method '${call.method}', which the receiver lacks`);
+      this.#log.warn(`the server called receiver method '${call.method}', which the receiver lacks`);
       return;
     }
     const args = call.kwargs === null ? call.args : [...call.args, call.kwargs];
     try {
       const result = method.apply(this.options.receiver, args);
       if (result instanceof Promise) {
-        result.catch((e: unknown) => this.log.error(`receiver method ${call.method} failed`, e));
+        result.catch((e: unknown) => this.#log.error(`receiver method ${call.method} failed`, e));
       }
     } catch (e) {
-      this.log.error(`receiver method ${call.method} raised`, e);
+      this.#log.error(`receiver method ${call.method} raised`, e);
     }
   }
 
-  private clientInvoke(call: ClientInvoke): void {
-    const method = this.receiverMethod(call.method);
-    if (method === null) {
-      this.reply([MessageKind.ERROR, call.callId, ErrorCode.UNKNOWN_METHOD, `the client has no method '${call.method}'`, null]);
-      return;
+  #clientInvoke(call: ClientInvoke): void {
+    // With resume, a server call runs once per session: a repeat gets the kept answer (protocol.md 10.6).
+    const calls = this.#session.ledger;
+    const seen = calls?.begin(call.callId, this.#clock.now());
+    if (seen instanceof Uint8Array) return this.#send(seen);
+    if (seen === "running") return; // its one answer comes when it is done
+    const reply = (fields: unknown[]): void => this.#reply(fields, calls);
+    const method = this.#receiverMethod(call.method);
+    if (seen === "forgotten" || method === null) {
+      const [code, text] = seen === "forgotten" ? [ErrorCode.DUPLICATE_CALL, "ran once; answer gone"] : [ErrorCode.UNKNOWN_METHOD, `the client has no method '${call.method}'`];
+      return reply([MessageKind.ERROR, call.callId, code, text, null]);
     }
+    const failed = (error: unknown): void => {
+      if (error instanceof HubError) return reply([MessageKind.ERROR, call.callId, error.code, error.hubMessage, error.detail]);
+      this.#log.error(`receiver method ${call.method} raised`, error);
+      reply([MessageKind.ERROR, call.callId, ErrorCode.INTERNAL, "internal error", null]);
+    };
     const args = call.kwargs === null ? call.args : [...call.args, call.kwargs];
     let result: unknown;
     try {
       result = method.apply(this.options.receiver, args);
     } catch (e) {
-      this.clientInvokeFailed(call, e);
-      return;
+      return failed(e);
     }
-    if (result instanceof Promise) {
-      result.then(
-        (value) => this.reply([MessageKind.RESULT, call.callId, value]),
-        (e: unknown) => this.clientInvokeFailed(call, e),
-      );
-    } else {
-      this.reply([MessageKind.RESULT, call.callId, result]);
-    }
+    if (result instanceof Promise) result.then((value) => reply([MessageKind.RESULT, call.callId, value]), failed);
+    else reply([MessageKind.RESULT, call.callId, result]);
   }
 
-  private clientInvokeFailed(call: ClientInvoke, error: unknown): void {
-    if (error instanceof HubError) {
-      this.reply([MessageKind.ERROR, call.callId, error.code, error.hubMessage, error.detail]);
-      return;
-    }
-    this.log.error(`receiver method ${call.method} raised`, error);
-    this.reply([MessageKind.ERROR, call.callId, ErrorCode.INTERNAL, "internal error", null]);
-  }
-
-  private reply(fields: unknown[]): void {
-    if (this.state !== "open") return;
+  /** Answer a server call; with resume, kept for a repeat (`calls`), and dropped if its session is over. */
+  #reply(fields: unknown[], calls?: Ledger | null): void {
+    if (calls != this.#session.ledger) return;
     let payload: Uint8Array;
     try {
       payload = encodeMessage(fields);
     } catch (e) {
-      this.log.error("a client result cannot be encoded", e);
+      this.#log.error("a client result cannot be encoded", e);
       payload = encodeMessage([MessageKind.ERROR, fields[1], ErrorCode.INTERNAL, "result cannot be encoded", null]);
     }
-    if (payload.length > this.sendLimit()) {
+    if (payload.length > this.#sendLimit()) {
       payload = encodeMessage([MessageKind.ERROR, fields[1], ErrorCode.INTERNAL, "the result is too big to send", null]);
     }
-    this.queue(payload);
+    calls?.settle(fields[1] as number, payload, this.#clock.now());
+    this.#send(payload);
   }
 
   // -- heartbeats -----------------------------------------------------------
 
-  private startHeartbeat(interval: number): void {
-    this.log.debug(`client heartbeat timer started: interval=${interval}ms`);
-    this.scheduleBeat(interval);
+  #startHeartbeat(interval: number): void {
+    this.#log.debug(`client heartbeat timer started: interval=${interval}ms`);
+    this.#scheduleBeat(interval);
   }
 
-  private scheduleBeat(interval: number): void {
-    this.nextBeatDue = this.clock.now() + interval;
-    this.beatTimer = this.clock.setTimeout(() => this.beat(interval), interval);
+  #scheduleBeat(interval: number): void {
+    this.#nextBeatDue = this.#clock.now() + interval;
+    this.#beatTimer = this.#clock.setTimeout(() => this.#beat(interval), interval);
   }
 
-  private beat(interval: number): void {
-    this.beatTimer = null;
-    if (this.state !== "open") return;
-    const now = this.clock.now();
-    this.stall.observe(this.nextBeatDue, now);
-    if (this.tracker.oldestUnanswered !== null) this.sampleProgress(now);
-    this.sendHeartbeat(now);
-    if (this.state === "open") this.scheduleBeat(interval);
+  #beat(interval: number): void {
+    this.#beatTimer = null;
+    if (this.#state !== "open") return;
+    const now = this.#clock.now();
+    this.stall.observe(this.#nextBeatDue, now);
+    if (this.#tracker.oldestUnanswered !== null) this.#sampleProgress(now);
+    this.#sendHeartbeat(now);
+    if (this.#state === "open") this.#scheduleBeat(interval);
   }
 
-  private heartbeatTimeout(): number | null {
+  #heartbeatTimeout(): number | null {
     const { heartbeatTimeout, heartbeatInterval } = this.options;
     if (heartbeatTimeout !== undefined) return heartbeatTimeout;
     return heartbeatInterval != null ? heartbeatInterval * 3 : null;
   }
 
-  private sendHeartbeat(now: number): void {
-    const sequence = this.tracker.send(now);
-    this.sentAtBeat.set(sequence, this.bytesSent);
-    if (this.sentAtBeat.size > 256) this.sentAtBeat.delete(this.sentAtBeat.keys().next().value!);
+  #sendHeartbeat(now: number): void {
+    const sequence = this.#tracker.send(now);
+    this.#sentAtBeat.set(sequence, this.#bytesSent);
+    if (this.#sentAtBeat.size > 256) this.#sentAtBeat.delete(this.#sentAtBeat.keys().next().value!);
     // client_time is opaque to the server: our wall clock in microseconds.
-    this.queue(encodeMessage([MessageKind.CLIENT_HEARTBEAT, sequence, Math.round(now * 1000)]));
-    this.log.debug(`client heartbeat ${sequence} sent`);
-    if (this.timeoutTimer === null) this.armTimeout();
+    this.#queue(this.#withAck([MessageKind.CLIENT_HEARTBEAT, sequence, Math.round(now * 1000)]));
+    this.#log.debug(`client heartbeat ${sequence} sent`);
+    if (this.#timeoutTimer === null) this.#armTimeout();
   }
 
   /** (Re)arm the timeout from the oldest unanswered beat (or the grace floor). */
-  private armTimeout(): void {
-    const timeout = this.heartbeatTimeout();
-    const oldest = this.tracker.oldestUnanswered;
+  #armTimeout(): void {
+    const timeout = this.#heartbeatTimeout();
+    const oldest = this.#tracker.oldestUnanswered;
     if (timeout === null || oldest === null) return;
-    const due = Math.max(oldest, this.graceFloor, this.progressAt() ?? -Infinity) + timeout;
-    this.timeoutDue = due;
-    this.timeoutTimer = this.clock.setTimeout(() => this.timeoutFired(), Math.max(0, due - this.clock.now()));
+    const due = Math.max(oldest, this.#graceFloor, this.#progressAt() ?? -Infinity) + timeout;
+    this.#timeoutDue = due;
+    this.#timeoutTimer = this.#clock.setTimeout(() => this.#timeoutFired(), Math.max(0, due - this.#clock.now()));
   }
 
-  private cancelTimeout(): void {
-    if (this.timeoutTimer !== null) {
-      this.clock.clearTimeout(this.timeoutTimer);
-      this.timeoutTimer = null;
+  #cancelTimeout(): void {
+    if (this.#timeoutTimer !== null) {
+      this.#clock.clearTimeout(this.#timeoutTimer);
+      this.#timeoutTimer = null;
     }
   }
 
-  private heartbeatAnswered(sequence: number, clientTime: number, serverTimeUs: number, now: number): void {
-    const roundTrip = this.tracker.answer(sequence, now);
+  #heartbeatAnswered(sequence: number, clientTime: number, serverTimeUs: number, now: number): void {
+    const roundTrip = this.#tracker.answer(sequence, now);
     if (roundTrip === null) return; // already cleared by a newer answer
-    this.graceUsed = false;
-    this.excused = false;
-    for (const [beat, sent] of this.sentAtBeat) {
+    this.#graceUsed = false;
+    this.#excused = false;
+    for (const [beat, sent] of this.#sentAtBeat) {
       if (beat > sequence) break;
-      if (beat === sequence) this.sentAtLastAnswer = sent;
-      this.sentAtBeat.delete(beat);
+      if (beat === sequence) this.#sentAtLastAnswer = sent;
+      this.#sentAtBeat.delete(beat);
     }
-    if (this.tracker.pending === 0) this.resetProgress();
-    this.cancelTimeout();
-    this.armTimeout();
-    const sample = this.clockSync.add(clientTime / 1000, serverTimeUs / 1000, now);
-    this.log.debug(`client heartbeat ${sequence} answered in ${roundTrip.toFixed(2)}ms`);
+    if (this.#tracker.pending === 0) this.#resetProgress();
+    this.#cancelTimeout();
+    this.#armTimeout();
+    const sample = this.#clockSync.add(clientTime / 1000, serverTimeUs / 1000, now);
+    this.#log.debug(`client heartbeat ${sequence} answered in ${roundTrip.toFixed(2)}ms`);
     if (this.options.onHeartbeatResponse) {
       const event: ClientHeartbeatEvent = { sequence, roundTrip, clock: sample };
-      this.safely("onHeartbeatResponse", () => this.options.onHeartbeatResponse!(event));
+      this.#safely("onHeartbeatResponse", () => this.options.onHeartbeatResponse!(event));
     }
   }
 
-  private timeoutFired(): void {
-    this.timeoutTimer = null;
-    if (this.state !== "open") return;
-    const now = this.clock.now();
-    this.stall.observe(this.timeoutDue, now);
-    const oldest = this.tracker.oldestUnanswered;
+  #timeoutFired(): void {
+    this.#timeoutTimer = null;
+    if (this.#state !== "open") return;
+    const now = this.#clock.now();
+    this.stall.observe(this.#timeoutDue, now);
+    const oldest = this.#tracker.oldestUnanswered;
     if (oldest === null) return;
-    const startedAt = Math.max(oldest, this.graceFloor);
-    if (this.options.anyTrafficCounts && this.lastReceived >= startedAt) {
-      this.tracker.clear();
-      this.sentAtBeat.clear();
-      this.sentAtLastAnswer = this.bytesSent;
-      this.resetProgress();
+    const startedAt = Math.max(oldest, this.#graceFloor);
+    if (this.options.anyTrafficCounts && this.#lastReceived >= startedAt) {
+      this.#tracker.clear();
+      this.#sentAtBeat.clear();
+      this.#sentAtLastAnswer = this.#bytesSent;
+      this.#resetProgress();
       return;
     }
-    this.sampleProgress(now);
-    const timeout = this.heartbeatTimeout();
-    const progressAt = this.progressAt();
+    this.#sampleProgress(now);
+    const timeout = this.#heartbeatTimeout();
+    const progressAt = this.#progressAt();
     if (timeout !== null && progressAt !== null && progressAt + timeout > now) {
       // The server is still taking the data our beat waits behind, or still
       // sending the message its answer waits behind: alive.
-      if (!this.excused) {
-        this.excused = true;
+      if (!this.#excused) {
+        this.#excused = true;
         this.timeoutsAvoided += 1;
-        this.log.debug("heartbeat unanswered past its timeout, but data is still moving: kept");
+        this.#log.debug("heartbeat unanswered past its timeout, but data is still moving: kept");
       }
-      this.armTimeout();
+      this.#armTimeout();
       return;
     }
-    if (this.options.stallGrace !== false && this.stall.stalledSince(startedAt) && !this.graceUsed) {
+    if (this.options.stallGrace !== false && this.stall.stalledSince(startedAt) && !this.#graceUsed) {
       // Our own loop was blocked: the answer may be unread in the socket.
-      this.graceUsed = true;
-      this.graceFloor = now;
-      this.log.info(`heartbeat timeout deferred: our event loop was stalled (${this.stall.maxLag.toFixed(0)}ms late)`);
-      this.sendHeartbeat(now);
-      this.flush();
+      this.#graceUsed = true;
+      this.#graceFloor = now;
+      this.#log.info(`heartbeat timeout deferred: our event loop was stalled (${this.stall.maxLag.toFixed(0)}ms late)`);
+      this.#sendHeartbeat(now);
+      this.#flush();
       return;
     }
-    this.log.info(`server heartbeat timed out after ${this.heartbeatTimeout()}ms: dropping the connection`);
+    this.#log.info(`server heartbeat timed out after ${this.#heartbeatTimeout()}ms: dropping the connection`);
     const reason: DisconnectReason = {
       kind: DisconnectKind.TIMED_OUT,
       code: CloseCode.HEARTBEAT_TIMEOUT,
       message: "the server did not answer our heartbeat",
       locally: true,
     };
-    this.closeReasonSeen = reason;
-    if (this.options.onHeartbeatTimeout) this.safely("onHeartbeatTimeout", this.options.onHeartbeatTimeout);
+    this.#closeReasonSeen = reason;
+    if (this.options.onHeartbeatTimeout) this.#safely("onHeartbeatTimeout", this.options.onHeartbeatTimeout);
     // Tell the server why (CLOSE, then close frame 4001), then stop waiting
     // for it: it is presumably gone.
-    this.outgoing = [];
-    this.sendNow(encodeMessage([MessageKind.CLOSE, CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"]));
-    this.sentClose = true;
-    this.closeSocket(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout");
-    const terminate = (this.ws as { terminate?: () => void }).terminate;
+    this.#outgoing = [];
+    this.#sendNow(encodeMessage([MessageKind.CLOSE, CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout"]));
+    this.#sentClose = true;
+    this.#closeSocket(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout");
+    const terminate = (this.#ws as { terminate?: () => void }).terminate;
     if (typeof terminate === "function") {
-      this.clock.setTimeout(() => terminate.call(this.ws), DROP_AFTER_TIMEOUT_MS);
+      this.#clock.setTimeout(() => terminate.call(this.#ws), DROP_AFTER_TIMEOUT_MS);
     }
-    this.finish(reason);
+    this.#finish(reason);
   }
 
   /**
@@ -1020,11 +1185,11 @@ export class HubClient {
    * (bufferedAmount: sent but not yet transmitted) and, in Node's `ws`, the
    * bytes arriving while a message is half received.
    */
-  private sampleProgress(now: number): void {
-    const queued = this.ws.bufferedAmount;
-    if (typeof queued === "number") this.progress.sample(now, this.bytesSent, queued);
-    const socket = this.socket;
-    if (socket) this.inputProgress.sample(now, socket.bytesRead, socket.bytesRead > this.readAtLastMessage);
+  #sampleProgress(now: number): void {
+    const queued = this.#ws.bufferedAmount;
+    if (typeof queued === "number") this.#progress.sample(now, this.#bytesSent, queued);
+    const socket = this.#socket;
+    if (socket) this.#inputProgress.sample(now, socket.bytesRead, socket.bytesRead > this.#readAtLastMessage);
   }
 
   /**
@@ -1036,115 +1201,117 @@ export class HubClient {
    * it shows the server runs and reaches us, and the server itself drops us
    * if our bytes stop arriving (docs/heartbeat.md, "Slow links").
    */
-  private serverBeatArrived(): void {
-    const ahead = this.sentAtBeat.values().next().value;
-    if (this.tracker.oldestUnanswered !== null && ahead !== undefined && ahead - this.sentAtLastAnswer >= MIN_PROGRESS_BYTES) {
-      this.serverBeatAt = this.clock.now();
+  #serverBeatArrived(): void {
+    const ahead = this.#sentAtBeat.values().next().value;
+    if (this.#tracker.oldestUnanswered !== null && ahead !== undefined && ahead - this.#sentAtLastAnswer >= MIN_PROGRESS_BYTES) {
+      this.#serverBeatAt = this.#clock.now();
     }
   }
 
   /** When a sample last showed progress, in either direction (null: not in this wait). */
-  private progressAt(): number | null {
-    const times = [this.progress.progressAt, this.inputProgress.progressAt, this.serverBeatAt].filter((t) => t !== null);
+  #progressAt(): number | null {
+    const times = [this.#progress.progressAt, this.#inputProgress.progressAt, this.#serverBeatAt].filter((t) => t !== null);
     return times.length ? Math.max(...times) : null;
   }
 
-  private resetProgress(): void {
-    this.progress.reset();
-    this.inputProgress.reset();
-    this.serverBeatAt = null;
+  #resetProgress(): void {
+    this.#progress.reset();
+    this.#inputProgress.reset();
+    this.#serverBeatAt = null;
   }
 
-  private stopHeartbeat(): void {
-    if (this.beatTimer !== null) {
-      this.clock.clearTimeout(this.beatTimer);
-      this.beatTimer = null;
+  #stopHeartbeat(): void {
+    this.#clock.clearTimeout(this.#ackTimer);
+    this.#ackTimer = null;
+    if (this.#beatTimer !== null) {
+      this.#clock.clearTimeout(this.#beatTimer);
+      this.#beatTimer = null;
     }
-    this.cancelTimeout();
+    this.#cancelTimeout();
   }
 
   // -- sending --------------------------------------------------------------
 
   /** Largest frame we may send: the smaller of our limit and the server's `max`. */
-  private sendLimit(): number {
+  #sendLimit(): number {
     const peer = this.welcome?.maxMessageSize ?? null;
-    return peer === null ? this.maxMessageSize : Math.min(peer, this.maxMessageSize);
+    return peer === null ? this.#maxMessageSize : Math.min(peer, this.#maxMessageSize);
   }
 
-  private queue(payload: Uint8Array): void {
-    this.outgoing.push(payload);
-    if (this.handling > 0 || this.flushScheduled) return;
+  #queue(payload: Uint8Array): void {
+    this.#outgoing.push(payload);
+    if (this.#handling > 0 || this.#flushScheduled) return;
     // Everything queued in this turn of the event loop leaves together, in
     // as few frames as the batch limits allow (flush).
-    this.flushScheduled = true;
+    this.#flushScheduled = true;
     queueMicrotask(() => {
-      this.flushScheduled = false;
-      this.flush();
+      this.#flushScheduled = false;
+      this.#flush();
     });
   }
 
-  private flush(): void {
-    if (this.outgoing.length === 0) return;
-    const messages = this.outgoing;
-    this.outgoing = [];
-    if (this.ws.readyState !== OPEN || this.sentClose) return;
+  #flush(): void {
+    if (this.#outgoing.length === 0) return;
+    const messages = this.#outgoing;
+    this.#outgoing = [];
+    if (this.#ws.readyState !== OPEN || this.#sentClose) return;
     const batch = this.welcome?.capabilities.includes("batch") ?? false;
     if (!batch) {
-      for (const message of messages) this.sendNow(message);
+      for (const message of messages) this.#sendNow(message);
       return;
     }
     // As the Python client (Connection.frames_to_send): at most
     // BATCH_MESSAGES messages and BATCH_BYTES (or the peer's smaller max)
     // per frame, unless one message alone is larger.
-    const limit = Math.min(this.sendLimit(), BATCH_BYTES);
+    const limit = Math.min(this.#sendLimit(), BATCH_BYTES);
     let frame: Uint8Array[] = [];
     let size = 0;
     for (const message of messages) {
       if (frame.length > 0 && (frame.length === BATCH_MESSAGES || size + message.length > limit)) {
-        this.sendNow(joinFrames(frame));
+        this.#sendNow(joinFrames(frame));
         frame = [];
         size = 0;
       }
       frame.push(message);
       size += message.length;
     }
-    if (frame.length > 0) this.sendNow(joinFrames(frame));
+    if (frame.length > 0) this.#sendNow(joinFrames(frame));
   }
 
-  private sendNow(payload: Uint8Array): void {
-    if (this.ws.readyState === OPEN) {
-      this.ws.send(payload);
-      this.bytesSent += payload.length;
+  #sendNow(payload: Uint8Array): void {
+    if (this.#ws.readyState === OPEN) {
+      this.#ws.send(payload);
+      this.#bytesSent += payload.length;
     }
   }
 
   // -- closing --------------------------------------------------------------
 
-  private closeSocket(code: number, reason: string): void {
+  #closeSocket(code: number, reason: string): void {
     const text = closeReason(reason);
     try {
-      this.ws.close(code, text);
+      this.#ws.close(code, text);
     } catch (e) {
       // Browsers only let a page send 1000 and 3000-4999: 1003 and 1011 become 4002.
       if ((e as { name?: string }).name !== "InvalidAccessError") throw e;
-      this.ws.close(CloseCode.PROTOCOL_ERROR, text);
+      this.#ws.close(CloseCode.PROTOCOL_ERROR, text);
     }
   }
 
-  private protocolError(reason: string, code: number): void {
-    this.closeReasonSeen ??= { kind: DisconnectKind.PROTOCOL_ERROR, code, message: reason, locally: true };
-    if (this.state === "connecting") {
-      this.handshakeError = reason;
+  #protocolError(reason: string, code: number): void {
+    this.#closeReasonSeen ??= { kind: DisconnectKind.PROTOCOL_ERROR, code, message: reason, locally: true };
+    if (this.#state === "connecting") {
+      this.#handshakeError = reason;
     }
-    this.outgoing = [];
-    this.state = this.state === "closed" ? "closed" : "closing";
-    this.stopHeartbeat();
-    this.closeSocket(code, reason);
+    this.#outgoing = [];
+    this.#state = this.#state === "closed" ? "closed" : "closing";
+    this.#stopHeartbeat();
+    this.#closeSocket(code, reason);
   }
 
   /** A method, not a field read, so the compiler does not narrow it across calls. */
-  private isClosed(): boolean {
-    return this.state === "closed";
+  #isClosed(): boolean {
+    return this.#state === "closed";
   }
 
   /**
@@ -1155,38 +1322,38 @@ export class HubClient {
    * waits for the server's close frame, which it can no longer read: the
    * socket is ended after a second (the Python clients' deadline).
    */
-  private websocketFailed(code: number, message: string): void {
-    if (this.state === "closed") return;
+  #websocketFailed(code: number, message: string): void {
+    if (this.#state === "closed") return;
     const reason: DisconnectReason = { kind: kindForClose(code, true), code, message, locally: true };
-    this.closeReasonSeen ??= reason;
-    this.outgoing = [];
-    this.state = "closing";
-    this.stopHeartbeat();
-    const terminate = (this.ws as { terminate?: () => void }).terminate;
+    this.#closeReasonSeen ??= reason;
+    this.#outgoing = [];
+    this.#state = "closing";
+    this.#stopHeartbeat();
+    const terminate = (this.#ws as { terminate?: () => void }).terminate;
     if (typeof terminate === "function") {
-      this.clock.setTimeout(() => terminate.call(this.ws), DROP_AFTER_TIMEOUT_MS);
+      this.#clock.setTimeout(() => terminate.call(this.#ws), DROP_AFTER_TIMEOUT_MS);
     }
-    this.finish(this.welcome === null ? { ...this.closeReasonSeen, kind: DisconnectKind.HANDSHAKE_FAILED } : this.closeReasonSeen);
+    this.#finish(!this.#isReady ? { ...this.#closeReasonSeen, kind: DisconnectKind.HANDSHAKE_FAILED } : this.#closeReasonSeen);
   }
 
-  private closed(code: number, reason: string): void {
-    if (this.state === "closed") return;
-    if (this.welcome === null) {
-      const decided = this.closeReasonSeen;
+  #closed(code: number, reason: string): void {
+    if (this.#state === "closed") return;
+    if (!this.#isReady) {
+      const decided = this.#closeReasonSeen;
       // A decision taken during the handshake (a protocol error, disconnect())
       // keeps its code, words and side; the kind is always handshake-failed
       // (what reconnecting clients retry), as in Python's Lifecycle.
-      this.finish(decided !== null ? { ...decided, kind: DisconnectKind.HANDSHAKE_FAILED } : this.handshakeFailure(reason));
+      this.#finish(decided !== null ? { ...decided, kind: DisconnectKind.HANDSHAKE_FAILED } : this.#handshakeFailure(reason));
       return;
     }
-    if (this.closeReasonSeen !== null) {
-      this.finish(this.closeReasonSeen);
+    if (this.#closeReasonSeen !== null) {
+      this.#finish(this.#closeReasonSeen);
       return;
     }
-    if (code === CloseCode.ABNORMAL && this.pageFrozen) {
+    if (code === CloseCode.ABNORMAL && this.#pageFrozen) {
       // Current Chromium closes a frozen page's WebSockets itself (the server
       // is sent 1001) and the page, once it runs again, sees only 1006.
-      this.finish({
+      this.#finish({
         kind: DisconnectKind.GOING_AWAY,
         code: CloseCode.GOING_AWAY,
         message: "the page was frozen: the browser closed the connection",
@@ -1197,61 +1364,62 @@ export class HubClient {
     // 1005: a close frame without a code (a normal close, reported as 1005,
     // as the Python clients do); 1006: no close frame at all.
     const closeCode = code === CloseCode.ABNORMAL ? null : code;
-    this.finish({ kind: kindForClose(closeCode, false), code: closeCode, message: reason ?? "", locally: false });
+    this.#finish({ kind: kindForClose(closeCode, false), code: closeCode, message: reason ?? "", locally: false });
   }
 
-  private handshakeFailure(reason = ""): DisconnectReason {
-    const text = this.handshakeError ?? (reason || "connection closed during the handshake");
+  #handshakeFailure(reason = ""): DisconnectReason {
+    const text = this.#handshakeError ?? (reason || "connection closed during the handshake");
     return { kind: DisconnectKind.HANDSHAKE_FAILED, code: null, message: text, locally: false };
   }
 
-  private currentReason(): DisconnectReason {
+  #currentReason(): DisconnectReason {
     return (
       this.disconnectReason ??
-      this.closeReasonSeen ?? { kind: DisconnectKind.NORMAL, code: null, message: "the connection is not open", locally: true }
+      this.#closeReasonSeen ?? { kind: DisconnectKind.NORMAL, code: null, message: "the connection is not open", locally: true }
     );
   }
 
-  private finish(reason: DisconnectReason): void {
-    if (this.state === "closed") return;
-    const wasConnecting = this.welcome === null;
-    this.state = "closed";
+  #finish(reason: DisconnectReason): void {
+    if (this.#state === "closed") return;
+    const wasConnecting = !this.#isReady;
+    this.#state = "closed";
     this.disconnectReason = reason;
-    this.stopHeartbeat();
-    this.clock.clearTimeout(this.refreshTimer);
-    this.pageWatch?.stop();
-    this.pageWatch = null;
-    if (this.connectTimer !== null) {
-      this.clock.clearTimeout(this.connectTimer);
-      this.connectTimer = null;
+    this.#stopHeartbeat();
+    this.#clock.clearTimeout(this.#refreshTimer);
+    this.#pageWatch?.stop();
+    this.#pageWatch = null;
+    if (this.#connectTimer !== null) {
+      this.#clock.clearTimeout(this.#connectTimer);
+      this.#connectTimer = null;
     }
-    this.outgoing = [];
+    this.#outgoing = [];
     if (wasConnecting) {
       // Node's `ws` reports an HTTP refusal as "Unexpected server response: 404".
       const status = /Unexpected server response: (\d{3})/.exec(reason.message);
-      this.rejectReady(new HandshakeError(status ? Number(status[1]) : null, reason.message));
+      this.#rejectReady(new HandshakeError(status ? Number(status[1]) : null, reason.message));
     }
-    for (const pump of this.pumps.values()) pump.cancel();
-    this.pumps.clear();
-    const calls = [...this.pending.values()];
-    this.pending.clear();
-    for (const call of calls) {
-      if (call.timer !== null) this.clock.clearTimeout(call.timer);
+    const s = this.#session;
+    if (s.owner === this) s.owner = null;
+    if (s.token && (wasConnecting || RESUMABLE.includes(reason.kind))) {
+      // A session to resume (protocol.md 10.4): its calls and streams wait
+      // for the next connection.  A failed attempt changes nothing.
+      if (!wasConnecting) s.lost = reason;
+    } else {
       // Every pending call was handed to the connection: it may have run.
-      call.reject(new ConnectionClosedError(reason, true));
+      s.end(reason, this.#clock);
     }
-    this.resolveDisconnected(reason);
+    this.#resolveDisconnected(reason);
     if (this.options.onDisconnected) {
       const callback = this.options.onDisconnected;
-      this.safely("onDisconnected", () => callback(reason));
+      this.#safely("onDisconnected", () => callback(reason));
     }
   }
 
-  private safely(name: string, callback: () => void): void {
+  #safely(name: string, callback: () => void): void {
     try {
       callback();
     } catch (e) {
-      this.log.error(`client callback ${name} raised`, e);
+      this.#log.error(`client callback ${name} raised`, e);
     }
   }
 }

@@ -23,20 +23,20 @@ export const MAX_TRACKED = 256;
  * the oldest beat still unanswered (docs/heartbeat.md, issue 8's rule).
  */
 export class HeartbeatTracker {
-  private sequence = 0;
+  #sequence = 0;
   /** sent beats not yet answered, oldest first: [sequence, sentAt] */
-  private readonly unanswered: Array<[number, number]> = [];
+  readonly #unanswered: Array<[number, number]> = [];
   /** round trip of the newest answered beat, ms (0 before any) */
   latency = 0;
 
   /** Record a beat sent at `now`; returns its sequence. */
   send(now: number): number {
-    this.sequence += 1;
-    this.unanswered.push([this.sequence, now]);
+    this.#sequence += 1;
+    this.#unanswered.push([this.#sequence, now]);
     // Without a timeout nothing ever gives up on a silent server: keep the
     // newest beats only (an answer to an older one still clears them all).
-    if (this.unanswered.length > MAX_TRACKED) this.unanswered.splice(1, this.unanswered.length - MAX_TRACKED);
-    return this.sequence;
+    if (this.#unanswered.length > MAX_TRACKED) this.#unanswered.splice(1, this.#unanswered.length - MAX_TRACKED);
+    return this.#sequence;
   }
 
   /**
@@ -47,13 +47,13 @@ export class HeartbeatTracker {
   answer(sequence: number, now: number): number | null {
     let sentAt: number | null = null;
     let cleared = 0;
-    for (const [seq, at] of this.unanswered) {
+    for (const [seq, at] of this.#unanswered) {
       if (seq > sequence) break;
       if (seq === sequence) sentAt = at;
       cleared++;
     }
     if (cleared === 0) return null;
-    this.unanswered.splice(0, cleared);
+    this.#unanswered.splice(0, cleared);
     if (sentAt === null) return null;
     this.latency = now - sentAt;
     return this.latency;
@@ -61,17 +61,17 @@ export class HeartbeatTracker {
 
   /** When the oldest unanswered beat was sent, or null when all are answered. */
   get oldestUnanswered(): number | null {
-    const oldest = this.unanswered[0];
+    const oldest = this.#unanswered[0];
     return oldest === undefined ? null : oldest[1];
   }
 
   /** Count every beat in flight as answered (any traffic counts as life). */
   clear(): void {
-    this.unanswered.length = 0;
+    this.#unanswered.length = 0;
   }
 
   get pending(): number {
-    return this.unanswered.length;
+    return this.#unanswered.length;
   }
 }
 
@@ -90,8 +90,8 @@ export const MIN_PROGRESS_BYTES = 4096;
  */
 export class OutputProgress {
   /** the most the server had taken at any sample of this wait (null: no sample yet) */
-  private taken: number | null = null;
-  private backlog = 0;
+  #taken: number | null = null;
+  #backlog = 0;
   /** when a sample last showed progress, ms (null: not in this wait) */
   progressAt: number | null = null;
 
@@ -102,11 +102,11 @@ export class OutputProgress {
    */
   sample(now: number, written: number, queued: number): boolean {
     const taken = written - queued;
-    const best = this.taken;
-    const backlog = this.backlog;
-    this.backlog = queued;
+    const best = this.#taken;
+    const backlog = this.#backlog;
+    this.#backlog = queued;
     if (best === null || taken > best) {
-      this.taken = taken;
+      this.#taken = taken;
       if (best !== null && backlog >= MIN_PROGRESS_BYTES) {
         this.progressAt = now;
         return true;
@@ -117,8 +117,8 @@ export class OutputProgress {
 
   /** Every beat is answered: the next wait's samples start afresh. */
   reset(): void {
-    this.taken = null;
-    this.backlog = 0;
+    this.#taken = null;
+    this.#backlog = 0;
     this.progressAt = null;
   }
 }
@@ -134,8 +134,8 @@ export class OutputProgress {
  */
 export class InputProgress {
   /** bytes read at the latest sample of this wait (null: no sample yet) */
-  private received: number | null = null;
-  private receiving = false;
+  #received: number | null = null;
+  #receiving = false;
   /** when a sample last showed progress, ms (null: not in this wait) */
   progressAt: number | null = null;
 
@@ -145,11 +145,11 @@ export class InputProgress {
    * previous sample and at least MIN_PROGRESS_BYTES arrived since.
    */
   sample(now: number, received: number, receiving: boolean): boolean {
-    const best = this.received;
-    const was = this.receiving;
-    this.receiving = receiving;
+    const best = this.#received;
+    const was = this.#receiving;
+    this.#receiving = receiving;
     if (best === null || received > best) {
-      this.received = received;
+      this.#received = received;
       if (best !== null && was && received - best >= MIN_PROGRESS_BYTES) {
         this.progressAt = now;
         return true;
@@ -160,8 +160,8 @@ export class InputProgress {
 
   /** Every beat is answered: the next wait's samples start afresh. */
   reset(): void {
-    this.received = null;
-    this.receiving = false;
+    this.#received = null;
+    this.#receiving = false;
     this.progressAt = null;
   }
 }
@@ -171,7 +171,7 @@ export class InputProgress {
  * `window` (queueing delay only ever adds to a round trip).
  */
 export class ClockSync {
-  private readonly samples: ClockOffset[] = [];
+  readonly #samples: ClockOffset[] = [];
   constructor(private readonly window = 8) {}
 
   /**
@@ -181,22 +181,22 @@ export class ClockSync {
   add(sentAt: number, serverTime: number, receivedAt: number): ClockOffset {
     const roundTrip = Math.max(0, receivedAt - sentAt);
     const sample = { offset: serverTime - (sentAt + receivedAt) / 2, error: roundTrip / 2, roundTrip };
-    this.samples.push(sample);
-    if (this.samples.length > this.window) this.samples.shift();
+    this.#samples.push(sample);
+    if (this.#samples.length > this.window) this.#samples.shift();
     return sample;
   }
 
   /** The best estimate so far, or null before any sample. */
   get best(): ClockOffset | null {
     let best: ClockOffset | null = null;
-    for (const sample of this.samples) {
+    for (const sample of this.#samples) {
       if (best === null || sample.roundTrip < best.roundTrip) best = sample;
     }
     return best;
   }
 
   clear(): void {
-    this.samples.length = 0;
+    this.#samples.length = 0;
   }
 }
 

@@ -46,34 +46,34 @@ function persisted(event: Event): boolean {
  * back to the front or online.
  */
 export class PageWatch {
-  private readonly listeners: Array<[EventTargetLike, string, (event: Event) => void]> = [];
+  readonly #listeners: Array<[EventTargetLike, string, (event: Event) => void]> = [];
 
   constructor(page: PageLifecycle, onFreeze: (() => void) | null, onRun: (() => void) | null) {
     if (onFreeze !== null) {
-      this.listen(page.document, "freeze", () => onFreeze());
-      this.listen(page.window, "pagehide", (event) => {
+      this.#listen(page.document, "freeze", () => onFreeze());
+      this.#listen(page.window, "pagehide", (event) => {
         if (persisted(event)) onFreeze();
       });
     }
     if (onRun !== null) {
-      this.listen(page.document, "resume", () => onRun());
-      this.listen(page.window, "pageshow", (event) => {
+      this.#listen(page.document, "resume", () => onRun());
+      this.#listen(page.window, "pageshow", (event) => {
         if (persisted(event)) onRun();
       });
-      this.listen(page.document, "visibilitychange", () => {
+      this.#listen(page.document, "visibilitychange", () => {
         if (page.document.visibilityState === "visible") onRun();
       });
-      this.listen(page.window, "online", () => onRun());
+      this.#listen(page.window, "online", () => onRun());
     }
   }
 
-  private listen(target: EventTargetLike, type: string, listener: (event: Event) => void): void {
+  #listen(target: EventTargetLike, type: string, listener: (event: Event) => void): void {
     target.addEventListener(type, listener);
-    this.listeners.push([target, type, listener]);
+    this.#listeners.push([target, type, listener]);
   }
 
   /** Remove every listener (a client that has ended holds no reference from the page). */
   stop(): void {
-    for (const [target, type, listener] of this.listeners.splice(0)) target.removeEventListener(type, listener);
+    for (const [target, type, listener] of this.#listeners.splice(0)) target.removeEventListener(type, listener);
   }
 }

@@ -1,9 +1,11 @@
 /**
  * A client that stays connected: reconnects after every disconnect with
  * exponential backoff and full jitter, and restores state (rejoin groups,
- * re-subscribe) through an `onConnected` hook.
+ * re-subscribe) through an `onConnected` hook, or resumes its session
+ * (`resume`: docs/protocol.md section 10), when nothing is lost.
  */
-import { HubClient, hubUrl, makeProxy, type Clock, type HubClientOptions, type HubProxy } from "./client.js";
+import { HubClient, Session, hubUrl, makeProxy, type Clock, type HubClientOptions, type HubProxy } from "./client.js";
+import { resumePolicy, type ResumeOptions } from "./resume.js";
 import { ConnectionClosedError, DisconnectKind, type DisconnectReason } from "./errors.js";
 import { PageWatch, browserPage } from "./lifecycle.js";
 import { CloseCode, type Kwargs } from "./wire.js";
@@ -45,6 +47,16 @@ export interface ReconnectingOptions extends HubClientOptions {
    * never sent.
    */
   waitForConnection?: number | null;
+  /**
+   * Resume the session after a lost connection (off by default; the server
+   * must offer it too): calls in flight are answered, nothing sent either
+   * way is lost or doubled, groups carry over (docs/javascript.md, "Resume").
+   */
+  resume?: boolean | ResumeOptions;
+  /** called instead of `onConnected` once a session resumed (nothing to rejoin) */
+  onResumed?: (client: HubClient) => unknown;
+  /** called when a session could not be resumed, with the reason; a fresh session and `onConnected` follow */
+  onResumeRefused?: (reason: string) => unknown;
 }
 
 interface Waiter {
@@ -71,12 +83,18 @@ export class ReconnectingHubClient {
   failedAttempts = 0;
   /** when (clock ms) the scheduled retry is due, or null when none is scheduled */
   nextRetryAt: number | null = null;
-  private running = false;
-  private attempt = 0;
-  private retryTimer: unknown = null;
-  private readonly clock: Clock;
-  private waiters: Waiter[] = [];
-  private pageWatch: PageWatch | null = null;
+  /** sessions resumed so far */
+  resumes = 0;
+  /** resumes refused (or impossible), by reason */
+  readonly resumeRefusals: Record<string, number> = {};
+  /** the session the connections share, with `resume` */
+  readonly #session: Session | null = null;
+  #running = false;
+  #attempt = 0;
+  #retryTimer: unknown = null;
+  readonly #clock: Clock;
+  #waiters: Waiter[] = [];
+  #pageWatch: PageWatch | null = null;
 
   constructor(
     url: string,
@@ -88,7 +106,14 @@ export class ReconnectingHubClient {
       throw new RangeError(`waitForConnection must be a number >= 0 (ms) or null, got ${String(wait)}`);
     }
     this.url = hubUrl(url, hub);
-    this.clock = options.clock ?? {
+    const resume = options.resume;
+    if (resume) {
+      this.#session = new Session(resumePolicy(resume === true ? {} : resume), (reason) => {
+        this.resumeRefusals[reason] = (this.resumeRefusals[reason] ?? 0) + 1;
+        this.#hook("onResumeRefused", () => options.onResumeRefused?.(reason));
+      });
+    }
+    this.#clock = options.clock ?? {
       now: () => Date.now(),
       setTimeout: (callback, ms) => setTimeout(callback, ms),
       clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
@@ -97,19 +122,19 @@ export class ReconnectingHubClient {
 
   /** Start connecting (and reconnecting). */
   start(): void {
-    if (this.running) return;
-    this.running = true;
+    if (this.#running) return;
+    this.#running = true;
     const page = this.options.page === undefined ? browserPage() : this.options.page;
-    if (page !== null) this.pageWatch = new PageWatch(page, null, () => this.wake());
-    this.connectOnce();
+    if (page !== null) this.#pageWatch = new PageWatch(page, null, () => this.#wake());
+    this.#connectOnce();
   }
 
   /** Stop reconnecting and close the current connection; calls waiting for a connection fail. */
   async stop(): Promise<void> {
-    this.running = false;
+    this.#running = false;
     this.nextRetryAt = null;
-    const waiters = this.waiters;
-    this.waiters = [];
+    const waiters = this.#waiters;
+    this.#waiters = [];
     const stopped = new ConnectionClosedError({
       kind: DisconnectKind.NORMAL,
       code: null,
@@ -117,19 +142,21 @@ export class ReconnectingHubClient {
       locally: true,
     });
     for (const waiter of waiters) waiter.reject(stopped);
-    this.pageWatch?.stop();
-    this.pageWatch = null;
-    if (this.retryTimer !== null) {
-      this.clock.clearTimeout(this.retryTimer);
-      this.retryTimer = null;
+    this.#pageWatch?.stop();
+    this.#pageWatch = null;
+    if (this.#retryTimer !== null) {
+      this.#clock.clearTimeout(this.#retryTimer);
+      this.#retryTimer = null;
     }
     if (this.client !== null) await this.client.disconnect();
+    // calls kept for a resume between connections fail too
+    this.#session?.end(stopped.reason, this.#clock);
   }
 
   /** Resolves with the current connection, or the next one once it is ready (no time limit; rejects when stopped). */
   whenConnected(): Promise<HubClient> {
     if (this.client !== null && this.client.isConnected) return Promise.resolve(this.client);
-    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
   }
 
   call<T = unknown>(method: string, ...args: unknown[]): Promise<T> {
@@ -141,26 +168,26 @@ export class ReconnectingHubClient {
     const client = this.client;
     if (client !== null && client.isConnected) return client.invoke<T>(method, args, kwargs);
     const wait = this.options.waitForConnection === undefined ? 10000 : this.options.waitForConnection;
-    if (!this.running || wait === 0) return Promise.reject(new ConnectionClosedError(this.lastReason()));
-    return this.nextConnection(wait).then((next) => next.invoke<T>(method, args, kwargs));
+    if (!this.#running || wait === 0) return Promise.reject(new ConnectionClosedError(this.#lastReason()));
+    return this.#nextConnection(wait).then((next) => next.invoke<T>(method, args, kwargs));
   }
 
-  private nextConnection(wait: number | null): Promise<HubClient> {
+  #nextConnection(wait: number | null): Promise<HubClient> {
     return new Promise((resolve, reject) => {
       let timer: unknown = null;
       const waiter: Waiter = {
         resolve: (client) => {
-          if (timer !== null) this.clock.clearTimeout(timer);
+          if (timer !== null) this.#clock.clearTimeout(timer);
           resolve(client);
         },
         reject: (error) => {
-          if (timer !== null) this.clock.clearTimeout(timer);
+          if (timer !== null) this.#clock.clearTimeout(timer);
           reject(error);
         },
       };
       if (wait !== null) {
-        timer = this.clock.setTimeout(() => {
-          this.waiters = this.waiters.filter((w) => w !== waiter);
+        timer = this.#clock.setTimeout(() => {
+          this.#waiters = this.#waiters.filter((w) => w !== waiter);
           const last = this.disconnects[this.disconnects.length - 1];
           const ended = last ? `; the last connection ended: ${last.kind}${last.message ? `: ${last.message}` : ""}` : "";
           reject(
@@ -173,13 +200,13 @@ export class ReconnectingHubClient {
           );
         }, wait);
       }
-      this.waiters.push(waiter);
+      this.#waiters.push(waiter);
     });
   }
 
   notify(method: string, ...args: unknown[]): void {
     const client = this.client;
-    if (client === null) throw new ConnectionClosedError(this.lastReason());
+    if (client === null) throw new ConnectionClosedError(this.#lastReason());
     client.notify(method, ...args);
   }
 
@@ -187,7 +214,7 @@ export class ReconnectingHubClient {
     return makeProxy<T>((method, args) => this.invoke(method, args));
   }
 
-  private lastReason(): DisconnectReason {
+  #lastReason(): DisconnectReason {
     return (
       this.disconnects[this.disconnects.length - 1] ?? {
         kind: DisconnectKind.NORMAL,
@@ -198,35 +225,30 @@ export class ReconnectingHubClient {
     );
   }
 
-  private connectOnce(): void {
-    if (!this.running) return;
+  #connectOnce(): void {
+    if (!this.#running) return;
     let client: HubClient;
     try {
-      client = new HubClient(this.url, this.options);
+      client = new HubClient(this.url, this.options, this.#session ?? undefined);
     } catch (e) {
-      this.running = false;
+      this.#running = false;
       throw e;
     }
     client.whenReady().then(
       (ready) => {
-        if (!this.running) {
+        if (!this.#running) {
           void ready.disconnect();
           return;
         }
         this.client = ready;
         this.connections++;
-        this.attempt = 0;
-        ready.waitForDisconnect().then((reason) => this.lost(ready, reason));
-        const hook = this.options.onConnected;
-        if (hook) {
-          try {
-            Promise.resolve(hook(ready)).catch((e: unknown) => console.error("twisted-hub: onConnected failed", e));
-          } catch (e) {
-            console.error("twisted-hub: onConnected raised", e);
-          }
-        }
-        const waiters = this.waiters;
-        this.waiters = [];
+        this.#attempt = 0;
+        ready.waitForDisconnect().then((reason) => this.#lost(ready, reason));
+        if (ready.resumed) this.resumes++;
+        const name = ready.resumed ? "onResumed" : "onConnected";
+        this.#hook(name, () => this.options[name]?.(ready));
+        const waiters = this.#waiters;
+        this.#waiters = [];
         for (const waiter of waiters) waiter.resolve(ready);
       },
       (error: unknown) => {
@@ -235,41 +257,59 @@ export class ReconnectingHubClient {
         const message = `connecting to ${this.url} failed: ${(error as Error).message ?? String(error)}`;
         if (log) log.warn(message);
         else console.warn(`twisted-hub: ${message}`);
-        this.retry();
+        this.#retry();
       },
     );
   }
 
-  private lost(client: HubClient, reason: DisconnectReason): void {
+  /** Run a user hook; what it raises or rejects with is logged. */
+  #hook(name: string, run: () => unknown): void {
+    try {
+      Promise.resolve(run()).catch((e: unknown) => console.error(`twisted-hub: ${name} failed`, e));
+    } catch (e) {
+      console.error(`twisted-hub: ${name} raised`, e);
+    }
+  }
+
+  #lost(client: HubClient, reason: DisconnectReason): void {
     this.disconnects.push(reason);
     if (this.client === client) this.client = null;
+    if (reason.code === CloseCode.SESSION_MOVED) {
+      // The session was resumed over another connection and lives on
+      // there: this client does not reconnect (protocol.md section 6).
+      const message = "session moved (4006): not reconnecting";
+      if (this.options.log) this.options.log.warn(message);
+      else console.warn(`twisted-hub: ${message}`);
+      void this.stop();
+      return;
+    }
     // The browser closed it because the page was frozen (see lifecycle.ts):
     // the page runs again now and the server is fine, so no backoff.
     const pageFrozen = reason.kind === DisconnectKind.GOING_AWAY && reason.locally && reason.code === CloseCode.GOING_AWAY;
-    this.retry(pageFrozen ? 0 : null);
+    this.#retry(pageFrozen ? 0 : null);
   }
 
   /**
    * The page runs again, came to the front or back online: an attempt that
    * waits for its backoff is made now (the backoff still grows if it fails).
    */
-  private wake(): void {
-    if (!this.running || this.retryTimer === null) return;
-    this.clock.clearTimeout(this.retryTimer);
-    this.retryTimer = null;
+  #wake(): void {
+    if (!this.#running || this.#retryTimer === null) return;
+    this.#clock.clearTimeout(this.#retryTimer);
+    this.#retryTimer = null;
     this.nextRetryAt = null;
-    this.connectOnce();
+    this.#connectOnce();
   }
 
-  private retry(delayOverride: number | null = null): void {
-    if (!this.running) return;
-    const delay = delayOverride ?? fullJitterDelay(this.attempt, this.options.retry);
-    const attempt = this.attempt++;
-    this.nextRetryAt = this.clock.now() + delay;
-    this.retryTimer = this.clock.setTimeout(() => {
-      this.retryTimer = null;
+  #retry(delayOverride: number | null = null): void {
+    if (!this.#running) return;
+    const delay = delayOverride ?? fullJitterDelay(this.#attempt, this.options.retry);
+    const attempt = this.#attempt++;
+    this.nextRetryAt = this.#clock.now() + delay;
+    this.#retryTimer = this.#clock.setTimeout(() => {
+      this.#retryTimer = null;
       this.nextRetryAt = null;
-      this.connectOnce();
+      this.#connectOnce();
     }, delay);
     const hook = this.options.onRetry;
     if (hook) {
