@@ -18,6 +18,7 @@ export {
   type WebSocketLike,
 } from "./client.js";
 export { ReconnectingHubClient, fullJitterDelay, type ReconnectingOptions, type RetryPolicy } from "./reconnect.js";
+export type { ResumeOptions } from "./resume.js";
 export {
   CallTimeoutError,
   ConnectionClosedError,
