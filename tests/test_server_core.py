@@ -45,6 +45,11 @@ class Transport:
     frames: list[bytes] = field(default_factory=list)
     closes: list[tuple[int, str, bool]] = field(default_factory=list)
     aborted: int = 0
+    moved: int = 0
+
+    def moved_away(self) -> None:
+        self.moved += 1
+        self.can_send = False
 
     def send_frame(self, payload: bytes, urgent: bool = False) -> None:
         self.frames.append(payload)
@@ -126,9 +131,19 @@ class Host:
     authenticator: object | None = None
     connection_count: int = 0
     groups: list[Any] = field(default_factory=list)
+    #: resumable sessions (docs/resumption.md): on with a ResumePolicy
+    resume_policy: Any = None
+    registries: dict[str, Any] = field(default_factory=dict)
 
     def scheduler_for(self, policy: HeartbeatPolicy) -> Any:
         return Group(self.groups)
+
+    def resume_registry(self, hub_name: str) -> Any:
+        from twisted_hub._core.resume import SessionRegistry
+
+        if hub_name not in self.registries:
+            self.registries[hub_name] = SessionRegistry(self.resume_policy, b"epoc")
+        return self.registries[hub_name]
 
 
 class Group:

@@ -25,6 +25,7 @@ from twisted_hub._core.admission import HandshakeWatch, Refusal, check_request
 from twisted_hub._core.backpressure import BUFFERED_WRITE_OVERHEAD, OutputBudget
 from twisted_hub._core.connection import CallSucceeded, ClientConnection, HandshakeCompleted
 from twisted_hub._core.heartbeat import StallDetector
+from twisted_hub._core.resume import SessionRegistry
 from twisted_hub._core.session import TEXT_FRAME_CLOSE, SessionState
 from twisted_hub._core.stats import HeartbeatWindow, RecentDisconnects
 from twisted_hub._core.wire import (
@@ -134,6 +135,14 @@ class FakeHost:
         self.authenticator = settings.get("authenticator")
         self.authentication_timeout = 5.0
         self._schedulers: dict[HeartbeatPolicy, ServerHeartbeatScheduler] = {}
+        #: resumable sessions (docs/resumption.md): on with a ResumePolicy
+        self.resume_policy = settings.get("resume")
+        self._registries: dict[str, SessionRegistry] = {}
+
+    def resume_registry(self, hub_name: str) -> SessionRegistry:
+        if hub_name not in self._registries:
+            self._registries[hub_name] = SessionRegistry(self.resume_policy, b"epoc")
+        return self._registries[hub_name]
 
     def scheduler_for(self, policy: HeartbeatPolicy) -> ServerHeartbeatScheduler:
         if policy not in self._schedulers:

@@ -54,6 +54,7 @@ _EXPORTS: dict[str, str] = {
     "ProtocolError": "_core.wire",
     "ReconnectingHubClient": "_twisted.reconnect",
     "RefuseConnection": "_hubs.hub",
+    "ResumePolicy": "_core.resume",
     "TwistedHubError": "_core.base_error",
     "connect": "_twisted.client",
     "full_jitter_policy": "_core.client_common",
@@ -93,6 +94,7 @@ __all__ = [
     "ProtocolError",
     "ReconnectingHubClient",
     "RefuseConnection",
+    "ResumePolicy",
     "TwistedHubError",
     "__version__",
     "connect",
@@ -121,6 +123,7 @@ if TYPE_CHECKING:
     from ._core.heartbeat import HeartbeatConfigurationWarning as HeartbeatConfigurationWarning
     from ._core.heartbeat import HeartbeatPolicy as HeartbeatPolicy
     from ._core.origin import OriginPolicy as OriginPolicy
+    from ._core.resume import ResumePolicy as ResumePolicy
     from ._core.wire import CloseCode as CloseCode
     from ._core.wire import ErrorCode as ErrorCode
     from ._core.wire import ProtocolError as ProtocolError

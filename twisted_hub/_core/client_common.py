@@ -27,6 +27,7 @@ from .errors import DisconnectReason, HandshakeError
 from .heartbeat import ClockOffset, HeartbeatConfigurationError, HeartbeatPolicy, Traffic, _check_positive
 from .observer import ClientObserver
 from .receivers import receiver_methods
+from .resume import ResumePolicy
 from .sentinel import UNSET, Unset
 
 if TYPE_CHECKING:
@@ -270,6 +271,13 @@ class HubClientOptions:
         decides: without its agreement the connection is uncompressed.
         Frames shorter than its C{min_size} go uncompressed either way.
         The Twisted client needs autobahn >= 26.10 for it.
+    @ivar resume: resume the session after a dropped connection (a
+        L{ResumePolicy}, or True for the default; None, the default: never),
+        when the server offers it: calls in flight get their answers, the
+        server keeps the connection id, groups and items, and nothing sent
+        either way is lost or doubled (C{docs/resumption.md}).  Only the
+        reconnecting clients resume (L{ReconnectingHubClient},
+        L{twisted_hub.aio.ReconnectingAsyncHubClient}).
     """
 
     heartbeat_interval: float | None = None
@@ -288,8 +296,11 @@ class HubClientOptions:
     metrics: ClientObserver | None = None
     access_token: str | Callable[[], Any] | None = field(default=None, repr=False)
     compression: CompressionPolicy | None = None
+    resume: ResumePolicy | bool | None = None
 
     def __post_init__(self) -> None:
+        if self.resume is not None and not isinstance(self.resume, (ResumePolicy, bool)):
+            raise HubArgumentError(f"resume must be a ResumePolicy, True or None, got {self.resume!r}")
         if self.compression is not None and not isinstance(self.compression, CompressionPolicy):
             raise HubArgumentError(f"compression must be a CompressionPolicy or None, got {self.compression!r}")
         if self.access_token is not None:

@@ -25,9 +25,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
+from .client_closing import ClientClosing
 from .client_common import ClientHeartbeatEvent, ClientIO, HubClientOptions, ServerHeartbeatEvent
 from .client_heartbeat import ClientHeartbeat
 from .client_receiver import ClientReceiver
+from .client_resume import ClientResumption, ends_session
 from .client_streams import ClientStreams
 from .client_token import TokenRefresh
 from .connection import (
@@ -39,11 +41,12 @@ from .connection import (
     HeartbeatAnswered,
     ServerHeartbeatReceived,
 )
-from .errors import ConnectionClosedError, DisconnectKind, DisconnectReason, HandshakeError, HubError, kind_for_close
+from .errors import ConnectionClosedError, DisconnectKind, DisconnectReason, HandshakeError, HubError
 from .heartbeat import ClockOffset, StallDetector
 from .log import CoreLog
 from .session import TEXT_FRAME_CLOSE, Lifecycle, close_for_frame_error
 from .wire import (
+    CAP_RESUME,
     CAP_TOKEN_REFRESH,
     OUR_CAPABILITIES,
     ClientInvoke,
@@ -52,6 +55,9 @@ from .wire import (
     ErrorCode,
     ProtocolError,
     ReceiverCall,
+    Resumed,
+    ResumeRefused,
+    SessionGrant,
     StreamCancel,
     StreamCredit,
     StreamEnd,
@@ -65,7 +71,7 @@ __all__ = ["ClientConnectionViews", "ClientHeartbeatEvent", "ClientIO", "ClientS
 TokenT = TypeVar("TokenT")
 
 
-class ClientSession(Generic[TokenT]):
+class ClientSession(ClientClosing, Generic[TokenT]):
     """
     One client connection's state and decisions, whatever carries its bytes.
 
@@ -78,6 +84,8 @@ class ClientSession(Generic[TokenT]):
     """
 
     options: HubClientOptions
+    #: the reconnecting client's resumable session (docs/resumption.md; None: no resume)
+    resumption: ClientResumption[Any] | None = None
 
     def __init__(self, io: ClientIO[TokenT], log: CoreLog) -> None:
         self.io = io
@@ -94,7 +102,10 @@ class ClientSession(Generic[TokenT]):
         #: frames being handled: sending waits until the outermost one is done
         self._handling = 0
 
-    def configure(self, options: HubClientOptions, receiver: object | None, receiver_allowed: frozenset[str] | None) -> None:
+    def configure(
+        self, options: HubClientOptions, receiver: object | None, receiver_allowed: frozenset[str] | None,
+        resumption: ClientResumption[Any] | None = None,
+    ) -> None:
         """
         The settings and the receiver object (and the names it may be called
         by, None: any public one).  Apart from the constructor because the
@@ -107,6 +118,9 @@ class ClientSession(Generic[TokenT]):
         if callable(options.access_token):
             # A provider can give fresh tokens: tell the server we can refresh.
             self.core.capabilities = (*OUR_CAPABILITIES, CAP_TOKEN_REFRESH)
+        if resumption is not None:
+            self.resumption = resumption
+            self.core.capabilities = (*self.core.capabilities, CAP_RESUME)
 
     # -- state ---------------------------------------------------------------
     @property
@@ -126,7 +140,10 @@ class ClientSession(Generic[TokenT]):
 
     # -- sending -------------------------------------------------------------
     def opened(self) -> None:
-        """The WebSocket is open: say hello."""
+        """The WebSocket is open: say hello (to resume: once the WELCOME says the server can)."""
+        resumption = self.resumption
+        if resumption is not None and resumption.resumable:
+            return
         self.core.hello(self.options.max_message_size)
         self.flush()
 
@@ -202,6 +219,9 @@ class ClientSession(Generic[TokenT]):
                         self.streams.message(event)
                     case Close():
                         self.lifecycle.peer_closing(event.code, event.reason)
+                    case SessionGrant() | Resumed() | ResumeRefused():
+                        assert self.resumption is not None  # (the core takes them only after we announced resume)
+                        self.resumption.answer(self, event, now)
         except TooManyMessagesError as e:
             self.log.info("the server sent {error}; closing with {code}", error=e, code=CloseCode.POLICY_VIOLATION)
             self.close_for_error(*close_for_frame_error(e))
@@ -217,6 +237,13 @@ class ClientSession(Generic[TokenT]):
                 self.flush()
 
     def _handshake_completed(self, now: float) -> None:
+        resumption = self.resumption
+        if resumption is not None and resumption.welcomed(self):
+            return  # HELLO + RESUME went out: the handshake completes with the answer
+        self.handshake_finished(now)
+
+    def handshake_finished(self, now: float) -> None:
+        """The hub handshake is done (with resume: the session is granted, resumed or started afresh)."""
         self.lifecycle.opened()
         self.heartbeat.start(now)
         welcome = self.core.welcome
@@ -224,48 +251,7 @@ class ClientSession(Generic[TokenT]):
             self.tokens.welcomed(welcome.expires_in, now)
         self.io.handshake_done()
 
-    # -- closing -------------------------------------------------------------
-    def disconnect(self, reason: str) -> None:
-        """The user closes normally (nothing happens when this side already decided)."""
-        self._close_locally(DisconnectKind.NORMAL, CloseCode.NORMAL, reason)
-
-    def close_for_error(self, code: int, reason: str) -> None:
-        """Close for a frame we cannot handle (L{twisted_hub._core.session.close_for_frame_error})."""
-        self._close_locally(DisconnectKind.PROTOCOL_ERROR, code, reason)
-
-    def _close_locally(self, kind: DisconnectKind, code: int, reason: str) -> None:
-        if self.lifecycle.close_locally(kind, code, reason):
-            self.core.closing()
-            self.io.send_close(code, reason, True)
-
-    def websocket_failed(self, code: int, reason: str) -> bool:
-        """
-        The WebSocket layer refused what the server sent as it arrived and
-        has sent close C{code} on its own: 1009 (a message over
-        C{max_message_size}), 1002 (bad framing), 1007 (invalid UTF-8, seen
-        on arrival by autobahn).  This side's decision, like one of the
-        session's own: it is the reason (unless this side decided before),
-        pending calls fail with it, heartbeats stop.
-
-        True when it is this side's first decision: the adapter then closes
-        TCP once the close frame is written (aborting it if that takes more
-        than a second) without waiting for the server's answer, which could
-        not be read anyway, the byte stream being lost past the refused
-        frame (RFC 6455 section 7.1.7).
-        """
-        if not self.lifecycle.close_locally(kind_for_close(code, True), code, reason):
-            return False
-        self.log.info(
-            "the server sent what our WebSocket layer refused: closing with {code} ({reason})", code=code, reason=reason
-        )
-        self.heartbeat.stop()
-        self.core.closing()
-        return True
-
-    def abandon_handshake(self, stage: str) -> None:
-        """Whoever waited for the handshake gave up on it (a timeout); the adapter drops the socket."""
-        self.lifecycle.close_locally(DisconnectKind.HANDSHAKE_FAILED, None, f"handshake abandoned waiting for the {stage}")
-
+    # -- closing (ClientClosing: disconnect, close_for_error, websocket_failed, abandon_handshake) --
     def refused(self, status: int | None, text: str) -> None:
         """The server refused the WebSocket upgrade (HTTP C{status}) or answered it wrongly."""
         self._refusal = (status, text)
@@ -291,8 +277,17 @@ class ClientSession(Generic[TokenT]):
         # Every pending call was handed to the connection: it may have run.
         error = ConnectionClosedError(reason, may_have_run=True)
         self.streams.close(error)
+        resumption = self.resumption
+        ending = None
+        if resumption is not None and self.core.resume is not None:
+            if resumption.resumable and not ends_session(reason):
+                resumption.detached(self)  # its calls wait for the resume
+            else:
+                ending = resumption  # (its calls are the core's: they fail below)
         for token in self.core.closed():
             self.io.call_failed(token, error)
+        if ending is not None:
+            ending.end()
         self.io.disconnected(reason)
         if self.options.metrics is not None:
             self.options.metrics.disconnected(reason.kind.value)

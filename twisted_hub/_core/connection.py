@@ -17,14 +17,17 @@ from typing import Any, Generic, TypeVar
 
 from .base_error import HubArgumentError
 from .heartbeat import ClockOffset, ClockSync, HeartbeatTracker
+from .resume_link import SEQUENCED_KINDS, ResumeLink
 from .sentinel import UNSET, Unset
 from .wire import (
     BATCH_MESSAGES,
     CAP_BATCH,
     CAP_HEARTBEAT,
+    CAP_RESUME,
     CAP_STREAM,
     CAP_TOKEN_REFRESH,
     OUR_CAPABILITIES,
+    Ack,
     ClientHeartbeat,
     ClientHeartbeatAck,
     ClientInvoke,
@@ -39,8 +42,12 @@ from .wire import (
     ProtocolError,
     ReceiverCall,
     Result,
+    Resume,
+    Resumed,
+    ResumeRefused,
     ServerHeartbeat,
     ServerHeartbeatAck,
+    SessionGrant,
     StreamCancel,
     StreamCredit,
     StreamEnd,
@@ -69,10 +76,9 @@ _RESULT = MessageKind.RESULT
 _ERROR = MessageKind.ERROR
 
 
-#: The trailing ack of kinds 10-12 belongs to the capability "resume"
-#: (docs/protocol.md section 10), which no session negotiates yet: until they
-#: do, it is refused as it was before the codec learnt it.
-_ACK_WITHOUT_RESUME = "a heartbeat carries an ack, but resume was not negotiated"
+#: The trailing ack of kinds 10-12 and ACK belong to the capability "resume"
+#: (docs/protocol.md section 10): from a peer without it they are protocol errors.
+_ACK_WITHOUT_RESUME = "an acknowledgement arrived, but resume was not negotiated"
 
 class ConnectionState(enum.Enum):
     """Where a connection is in its life."""
@@ -124,6 +130,10 @@ _CLIENT_ACCEPTS = frozenset(
 STREAM_MESSAGES = (StreamItem, StreamEnd, StreamCredit, StreamCancel)
 #: what a server that takes fresh tokens accepts besides (it announced C{token-refresh})
 _SERVER_ACCEPTS_WITH_REFRESH = _SERVER_ACCEPTS | {MessageKind.TOKEN}
+#: what a server that announced C{resume} accepts besides (RESUME only right after HELLO in its frame)
+_RESUME_FROM_CLIENT = frozenset({MessageKind.RESUME, MessageKind.ACK})
+#: what a client that announced C{resume} accepts besides
+_RESUME_FROM_SERVER = frozenset({MessageKind.SESSION, MessageKind.RESUMED, MessageKind.RESUME_REFUSED, MessageKind.ACK})
 
 
 @dataclass(slots=True)
@@ -188,6 +198,10 @@ Event = (
     | StreamEnd
     | StreamCredit
     | StreamCancel
+    | SessionGrant
+    | Resume
+    | Resumed
+    | ResumeRefused
 )
 
 
@@ -243,13 +257,18 @@ class Connection(Generic[T]):
         #: the most messages one incoming frame may hold (None: any); over it
         #: L{receive_frame} raises L{TooManyMessagesError} before handling any
         self.max_messages_per_frame: int | None = None
+        #: the resumable session's ledger, once resume is negotiated (None: not resumable)
+        self.resume: ResumeLink | None = None
 
     # -- sending ----------------------------------------------------------
     def send(self, message: Message) -> None:
         """Queue one message for the next frame."""
         if self.state is ConnectionState.CLOSED:
             return
-        self._outbox.append(encode(message))
+        data = encode(message)
+        self._outbox.append(data)
+        if self.resume is not None:
+            self.resume.sent(data)
 
     def send_urgent(self, message: Message) -> None:
         """
@@ -286,7 +305,18 @@ class Connection(Generic[T]):
         if limit is not None and len(payload) > limit:
             return False
         self._outbox.append(payload)
+        if self.resume is not None:
+            self.resume.sent(payload)
         return True
+
+    def queue_replay(self, payloads: list[bytes]) -> None:
+        """Queue messages kept by the ledger again, as they are (a resume's replay: not numbered again)."""
+        self._outbox.extend(payloads)
+
+    def drop_outgoing(self) -> None:
+        """Forget what is queued (the session is detached: the ledger keeps what counts)."""
+        self._outbox = []
+        self._urgent = []
 
     def send_limit(self, own_limit: int) -> int:
         """The largest frame we may send: our own limit, or the peer's if it announced a smaller one."""
@@ -381,11 +411,34 @@ class Connection(Generic[T]):
         for message in messages:  # the whole frame is checked before any message is handled
             if message.kind not in accepts:
                 raise ProtocolError(f"message kind {message.kind} is not valid in this direction")
+        if messages and type(messages[-1]) is Resume:
+            self._check_resume_position(messages)
         for message in messages:
+            link = self.resume
+            if link is not None and message.kind in SEQUENCED_KINDS:
+                link.ledger.received.receive(now)
             event = self._handle(message, now)
             if event is not None:
                 events.append(event)
         return events
+
+    def _check_resume_position(self, messages: list[Message]) -> None:
+        if len(messages) != 2 or type(messages[0]) is not Hello:
+            raise ProtocolError("RESUME must come right after HELLO, in the same frame")
+
+    def _peer_acknowledged(self, received: int | None) -> None:
+        """An acknowledgement from the peer (a heartbeat's C{ack} field, or ACK)."""
+        if received is None:
+            return
+        link = self.resume
+        if link is None:
+            raise ProtocolError(_ACK_WITHOUT_RESUME)
+        link.acknowledged(received)
+
+    def our_acknowledgement(self) -> int | None:
+        """The C{ack} for a heartbeat message we send now (None: not resumable)."""
+        link = self.resume
+        return None if link is None else link.acknowledge()
 
     def _handle(self, message: Message, now: float) -> Event | None:
         raise NotImplementedError()
@@ -431,6 +484,7 @@ class ServerConnection(Connection[T]):
         *,
         token_refresh: bool = False,
         expires_in: float | None = None,
+        resume: bool = False,
     ) -> None:
         """
         Queue the welcome; call once the WebSocket is open.  The heartbeat
@@ -449,6 +503,9 @@ class ServerConnection(Connection[T]):
         if token_refresh:
             capabilities.append(CAP_TOKEN_REFRESH)
             self._accepts = _SERVER_ACCEPTS_WITH_REFRESH
+        if resume:
+            capabilities.append(CAP_RESUME)
+            self._accepts = self._accepts | _RESUME_FROM_CLIENT
         self.send(
             Welcome(
                 capabilities,
@@ -459,6 +516,20 @@ class ServerConnection(Connection[T]):
                 expires_in,
             )
         )
+
+    def adopt_handshake(self, fresh: ServerConnection[Any]) -> None:
+        """
+        A resumed session goes on over C{fresh}'s connection: take what its
+        handshake settled (the client's capabilities and limit, the kinds we
+        accept, its heartbeat bookkeeping); keep our calls, ids and ledger.
+        """
+        self.peer_capabilities = fresh.peer_capabilities
+        self.peer_max_message_size = fresh.peer_max_message_size
+        self._accepts = fresh._accepts
+        self.state = fresh.state
+        self.heartbeat = fresh.heartbeat
+        self.last_received = fresh.last_received
+        self.drop_outgoing()
 
     def token_result(self, sequence: int, expires_in: float | None, error: str | None = None, message: str = "") -> None:
         """Answer the client's fresh token C{sequence}: accepted (C{error} None) or refused."""
@@ -478,7 +549,8 @@ class ServerConnection(Connection[T]):
         """
         if self.state is ConnectionState.OPEN:
             self.client_heartbeats_answered += 1
-            self.send_urgent(ClientHeartbeatAck(heartbeat.sequence, heartbeat.client_time, to_us(now)))
+            ack = self.our_acknowledgement()
+            self.send_urgent(ClientHeartbeatAck(heartbeat.sequence, heartbeat.client_time, to_us(now), ack))
             # The client's beat came the other way while ours may wait behind our output.
             self.heartbeat.peer_heartbeat(now)
 
@@ -499,6 +571,8 @@ class ServerConnection(Connection[T]):
             self.send_error(call_id, ErrorCode.INTERNAL, "the result is too big to send")
             return f"the result is too big to send ({len(payload)} bytes)"
         self.queue_payload(payload)
+        if self.resume is not None:
+            self.resume.sent_answer(call_id, payload)
         return None
 
     def send_error(self, call_id: int, code: str, message: str, detail: Any = None) -> None:
@@ -511,10 +585,11 @@ class ServerConnection(Connection[T]):
             payload = encode_fields([_ERROR, call_id, code, message, detail])
         except (TypeError, ValueError, OverflowError):
             payload = encode_fields([_ERROR, call_id, code, message, None])
-        if self.queue_payload(payload):
-            return
-        for fallback in ([_ERROR, call_id, code, message[:200], None], [_ERROR, call_id, ErrorCode.INTERNAL, "", None]):
-            if self.queue_payload(encode_fields(fallback)):
+        for attempt in (payload, [_ERROR, call_id, code, message[:200], None], [_ERROR, call_id, ErrorCode.INTERNAL, "", None]):
+            encoded = attempt if isinstance(attempt, bytes) else encode_fields(attempt)
+            if self.queue_payload(encoded):
+                if self.resume is not None:
+                    self.resume.sent_answer(call_id, encoded)
                 return
 
     def invoke_client(self, token: T, method: str, args: list[Any], kwargs: dict[str, Any] | None = None) -> int:
@@ -541,14 +616,14 @@ class ServerConnection(Connection[T]):
             return self._answer(message)
         if isinstance(message, ServerHeartbeatAck):
             if message.ack is not None:
-                raise ProtocolError(_ACK_WITHOUT_RESUME)
+                self._peer_acknowledged(message.ack)
             latency = self.heartbeat.acknowledged(message.sequence, now)
             if latency is None:
                 return None
             return HeartbeatAnswered(message.sequence, latency)
         if isinstance(message, ClientHeartbeat):
             if message.ack is not None:
-                raise ProtocolError(_ACK_WITHOUT_RESUME)
+                self._peer_acknowledged(message.ack)
             # Answered through answer_heartbeat, in the order of the frame's
             # messages (after the results of the calls before it).
             return message if self.state is ConnectionState.OPEN else None
@@ -558,6 +633,14 @@ class ServerConnection(Connection[T]):
             return message if self.state is ConnectionState.OPEN else None
         if isinstance(message, Close):
             self.state = ConnectionState.CLOSING
+            return message
+        if kind is Ack:
+            assert isinstance(message, Ack)
+            self._peer_acknowledged(message.received)
+            return None
+        if isinstance(message, Resume):
+            if CAP_RESUME not in self.peer_capabilities:
+                raise ProtocolError("RESUME from a client that did not announce resume")
             return message
         raise ProtocolError("hello sent twice")
 
@@ -575,9 +658,16 @@ class ClientConnection(Connection[T]):
         self._heartbeat_sequence = 0
         self._token_sequence = 0
 
-    def hello(self, max_message_size: int | None = None) -> None:
-        """Queue the hello (announcing the largest message we accept); call once the WebSocket is open."""
+    def hello(self, max_message_size: int | None = None, resume: Resume | None = None) -> None:
+        """
+        Queue the hello (announcing the largest message we accept); call
+        once the WebSocket is open.  C{resume}: the session to resume, sent
+        right after the hello in the same frame (the capabilities must
+        include C{resume}).
+        """
         self.send(Hello(list(self.capabilities), max_message_size))
+        if resume is not None:
+            self.send(resume)
 
     def invoke(
         self, token: T, method: str, args: list[Any], kwargs: dict[str, Any] | None = None,
@@ -606,6 +696,8 @@ class ClientConnection(Connection[T]):
             raise HubArgumentError(f"the call is {len(payload)} bytes, over the {max_size}-byte message limit")
         self._register_call(token)
         self._outbox.append(payload)
+        if self.resume is not None:
+            self.resume.sent(payload)
         return call_id
 
     def notify(self, method: str, args: list[Any], kwargs: dict[str, Any] | None = None) -> None:
@@ -626,6 +718,9 @@ class ClientConnection(Connection[T]):
             self.reply_error(call_id, ErrorCode.INTERNAL, "result cannot be encoded")
             return
         self._outbox.append(payload)
+        if self.resume is not None:
+            self.resume.sent(payload)
+            self.resume.sent_answer(call_id, payload)
 
     def reply_error(self, call_id: int, code: str, message: str, detail: Any = None) -> None:
         """Answer the server's client-result request C{call_id} with an error."""
@@ -636,6 +731,9 @@ class ClientConnection(Connection[T]):
         except (TypeError, ValueError, OverflowError):
             payload = encode_fields([_ERROR, call_id, code, message, None])
         self._outbox.append(payload)
+        if self.resume is not None:
+            self.resume.sent(payload)
+            self.resume.sent_answer(call_id, payload)
 
     @property
     def server_takes_heartbeats(self) -> bool:
@@ -665,7 +763,7 @@ class ClientConnection(Connection[T]):
         """
         self._heartbeat_sequence += 1
         sequence = self._heartbeat_sequence
-        self.send_urgent(ClientHeartbeat(sequence, to_us(now)))
+        self.send_urgent(ClientHeartbeat(sequence, to_us(now), self.our_acknowledgement()))
         return sequence, self.heartbeat.sent(sequence, now, written)
 
     def _handle(self, message: Message, now: float) -> Event | None:
@@ -676,6 +774,8 @@ class ClientConnection(Connection[T]):
             self.peer_capabilities = frozenset(message.capabilities)
             self.peer_max_message_size = message.max_message_size
             self.state = ConnectionState.OPEN
+            if CAP_RESUME in self.capabilities and CAP_RESUME in self.peer_capabilities:
+                self._accepts = self._accepts | _RESUME_FROM_SERVER
             return HandshakeCompleted(self.peer_capabilities)
         if isinstance(message, (Result, Error)):
             return self._answer(message)
@@ -685,13 +785,13 @@ class ClientConnection(Connection[T]):
             # Answered here, from the message handler: no client timer needed,
             # so a throttled client timer cannot make the server time us out.
             if self.state is ConnectionState.OPEN:
-                self.send_urgent(ServerHeartbeatAck(message.sequence))
+                self.send_urgent(ServerHeartbeatAck(message.sequence, self.our_acknowledgement()))
                 # The server's beat came the other way while ours may wait behind our upload.
                 self.heartbeat.peer_heartbeat(now)
             return ServerHeartbeatReceived(message)
         if isinstance(message, ClientHeartbeatAck):
             if message.ack is not None:
-                raise ProtocolError(_ACK_WITHOUT_RESUME)
+                self._peer_acknowledged(message.ack)
             sample = self.clock_sync.add(message.client_time / 1e6, message.server_time_us / 1e6, now)
             latency = self.heartbeat.acknowledged(message.sequence, now)
             if latency is None:
@@ -703,5 +803,10 @@ class ClientConnection(Connection[T]):
             return message if self.state is ConnectionState.OPEN else None
         if isinstance(message, Close):
             self.state = ConnectionState.CLOSING
+            return message
+        if isinstance(message, Ack):
+            self._peer_acknowledged(message.received)
+            return None
+        if isinstance(message, (SessionGrant, Resumed, ResumeRefused)):
             return message
         raise ProtocolError("welcome sent twice")

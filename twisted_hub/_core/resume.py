@@ -366,6 +366,10 @@ class CallDeduplicator:
         self.highest = max(self.highest, call_id)
         return Seen(Verdict.NEW)
 
+    def is_running(self, call_id: int) -> bool:
+        """Is C{call_id} running (begun, not settled or abandoned)?"""
+        return call_id in self._running
+
     def settle(self, call_id: int, answer: bytes, now: float) -> None:
         """
         The call C{call_id} finished; C{answer} is its encoded RESULT or
@@ -548,9 +552,11 @@ class ResumableSession:
     caller's; None while detached).
     """
 
-    __slots__ = ("token", "ledger", "attachment", "detached_at", "connection_id")
+    __slots__ = ("token", "ledger", "attachment", "detached_at", "connection_id", "owner")
 
     def __init__(self, token: SessionToken, ledger: SessionLedger, attachment: object, connection_id: str) -> None:
+        #: what the caller keeps the session's state in (the server's session object)
+        self.owner: object | None = None
         self.token = token
         #: the hub's id for this session's connection, kept across resumes
         self.connection_id = connection_id
@@ -683,6 +689,14 @@ class SessionRegistry:
         # RESUMED carries our count: it is an acknowledgement
         received = session.ledger.received.acknowledge()
         return Resumption(session, Resumed(received, token, session.connection_id), replay, previous)
+
+    def find(self, token: bytes) -> ResumableSession | None:
+        """The session a RESUME's C{token} names (None: none here), whether or not the token is right."""
+        return self._session_of(token)
+
+    def count_refusal(self, reason: str) -> None:
+        """Count a refusal the caller decided (e.g. another user's connection presenting the token)."""
+        self.refused[reason] = self.refused.get(reason, 0) + 1
 
     def _session_of(self, token: bytes) -> ResumableSession | None:
         if len(token) != TOKEN_BYTES:

@@ -41,18 +41,23 @@ from .heartbeat_member import HeartbeatGroup, HeartbeatMembership
 from .log import CoreLog
 from .observer import SessionObserver
 from .ratelimit import peer_field
+from .resume import ResumePolicy, SessionRegistry
+from .server_resume import SessionResume, admit_call, resume_session, start_session
 from .server_token import TokenIO, TokenLifetime
-from .session import TEXT_FRAME_CLOSE, Lifecycle, SessionState, close_for_frame_error
+from .server_views import ServerSessionViews
+from .session import TEXT_FRAME_CLOSE, Lifecycle, close_for_frame_error
 from .session_closing import SessionClosing
 from .session_output import ServerTransport, SessionOutput
 from .streams import NO_STREAMS, StreamSink
 from .wire import (
+    CAP_RESUME,
     ClientHeartbeat,
     Close,
     CloseCode,
     Invoke,
     MessageKind,
     Notify,
+    Resume,
     StreamCancel,
     StreamCredit,
     StreamEnd,
@@ -110,6 +115,13 @@ class SessionHost(Protocol):
 
     def scheduler_for(self, policy: HeartbeatPolicy) -> HeartbeatGroup: ...
 
+    @property
+    def resume_policy(self) -> ResumePolicy | None:
+        """Sessions are resumable with this policy (None: resume is off)."""
+
+    def resume_registry(self, hub_name: str) -> SessionRegistry:
+        """The resumable sessions of hub C{hub_name}."""
+
 
 class CallSink(Protocol):
     """Where a session's received calls go (the adapter's L{twisted_hub._twisted.dispatch.CallDispatcher})."""
@@ -125,7 +137,7 @@ class CallSink(Protocol):
     def close(self) -> None: ...
 
 
-class ServerSession(Generic[TokenT]):
+class ServerSession(ServerSessionViews, Generic[TokenT]):
     """
     One hub connection on the server, from its routed upgrade request to
     its end.  Made when the request reached a hub (before C{on_connecting});
@@ -140,6 +152,8 @@ class ServerSession(Generic[TokenT]):
     dispatcher: CallSink
     #: the connection's streams (docs/streams.md), once it has any (L{open_streams})
     streams: StreamSink | None = None
+    #: the session's resume state, once its client negotiated C{resume} (docs/resumption.md)
+    resumable: SessionResume | None = None
 
     def __init__(
         self,
@@ -187,59 +201,6 @@ class ServerSession(Generic[TokenT]):
         """The streams, made when first needed (the adapter's; here none: stream messages are protocol errors)."""
         return NO_STREAMS
 
-    # -- what the hub layer reads (ConnectionControl) ---------------------------
-    @property
-    def is_open(self) -> bool:
-        return self.core.state is ConnectionState.OPEN
-
-    @property
-    def connecting(self) -> bool:
-        return self.lifecycle.state is SessionState.CONNECTING
-
-    @property
-    def heartbeat_latency(self) -> float:
-        return self.core.heartbeat.latency
-
-    @property
-    def heartbeat_active(self) -> bool:
-        return self.heartbeat.group is not None
-
-    @property
-    def heartbeat_by_ping(self) -> bool:
-        return self.heartbeat.heartbeat_by_ping
-
-    @property
-    def ack_callback(self) -> Callable[[float], object] | None:
-        return self.heartbeat.ack_callback
-
-    @ack_callback.setter
-    def ack_callback(self, callback: Callable[[float], object] | None) -> None:
-        self.heartbeat.ack_callback = callback
-
-    def stop_heartbeat(self) -> None:
-        """Stop heartbeats (and their timeout) for this connection."""
-        self.heartbeat.leave()
-
-    @property
-    def disconnect_reason(self) -> DisconnectReason | None:
-        """Why this connection ended, once it has (None while open)."""
-        return self.lifecycle.ended
-
-    @property
-    def bytes_sent(self) -> int:
-        """Bytes written to this client (read by the metrics)."""
-        return self.output.bytes_sent
-
-    @property
-    def calls_in_progress(self) -> int:
-        """Hub calls this connection is running or has queued."""
-        return self.dispatcher.in_progress
-
-    @property
-    def bytes_in_progress(self) -> int:
-        """Encoded size of the calls this connection is running (asynchronously) or has queued."""
-        return self.dispatcher.pending_bytes
-
     def authenticated(self, user: User) -> None:
         """The authenticator accepted the connection: this is its user."""
         assert self.tokens.slot is not None
@@ -256,15 +217,28 @@ class ServerSession(Generic[TokenT]):
         expires_in = user.expires_in(now) if user is not None else None
         refresh = host.authenticator is not None
         size = host.max_message_size
+        resume = host.resume_policy is not None
         if policy.enabled:
-            self.core.welcome(policy.interval, policy.timeout, size, token_refresh=refresh, expires_in=expires_in)
+            self.core.welcome(policy.interval, policy.timeout, size, token_refresh=refresh, expires_in=expires_in, resume=resume)
         else:
-            self.core.welcome(None, None, size, token_refresh=refresh, expires_in=expires_in)
+            self.core.welcome(None, None, size, token_refresh=refresh, expires_in=expires_in, resume=resume)
         self.flush()
         self.tokens.arm_expiry(now)
-        self.closing.opened()
         self._cancel_hello = io.call_later(host.hello_timeout, self._no_hello)
-        io.run_hook("on_connected", None)
+        if not resume:
+            self.closing.opened()
+            io.run_hook("on_connected", None)
+        # With resume the connection joins its hub at HELLO: a HELLO + RESUME
+        # makes it carry an existing session instead (docs/resumption.md).
+
+    def adopted(self, newcomer: ServerSession[Any]) -> None:
+        """
+        This session resumed over C{newcomer}'s connection (L{SessionResume.take_over}):
+        take its user (its token was checked on the new upgrade).  Adapters add their part.
+        """
+        mine, theirs = self.tokens.slot, newcomer.tokens.slot
+        if mine is not None and theirs is not None:
+            mine.user = theirs.user
 
     def _no_hello(self) -> None:
         self._cancel_hello = None
@@ -287,6 +261,7 @@ class ServerSession(Generic[TokenT]):
             return
         core, out = self.core, self.out
         out.holding += 1
+        now = 0.0
         try:
             now = self.io.seconds()
             events = core.receive_frame(payload, now)
@@ -298,7 +273,8 @@ class ServerSession(Generic[TokenT]):
                     case Invoke() if event.kind == MessageKind.STREAM_INVOKE or event.streams:
                         self.dispatcher.receive((self.streams or self.open_streams()).received_call(event), call_size)
                     case Invoke() | Notify():
-                        self.dispatcher.receive(event, call_size)
+                        if core.resume is None or isinstance(event, Notify) or admit_call(self, event):
+                            self.dispatcher.receive(event, call_size)
                     case StreamItem() | StreamEnd() | StreamCredit() | StreamCancel():
                         (self.streams or self.open_streams()).receive(event)
                     case ClientHeartbeat():
@@ -311,7 +287,14 @@ class ServerSession(Generic[TokenT]):
                         self.heartbeat.answered(event)
                     case HandshakeCompleted():
                         self.stop_hello_deadline()
+                        if self.host.resume_policy is not None:
+                            if type(events[-1]) is Resume:
+                                continue  # the session it resumes joins the heartbeat (SessionResume.take_over)
+                            start_session(self, CAP_RESUME in event.capabilities)
                         self.heartbeat.join(self.heartbeat_policy, self.host.scheduler_for)
+                    case Resume():
+                        resume_session(self, event)
+                        return
                     case Token():
                         self.tokens.fresh_token(event)
                     case Close():
@@ -331,6 +314,9 @@ class ServerSession(Generic[TokenT]):
             self.close_with(code, reason, DisconnectKind.PROTOCOL_ERROR)
         finally:
             out.holding -= 1
+            resumable = self.resumable
+            if resumable is not None and not resumable.detached and now:
+                resumable.frame_handled(now)
             if not out.holding:
                 self.flush()
 

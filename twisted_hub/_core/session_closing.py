@@ -18,8 +18,9 @@ from .connection import ConnectionState
 from .errors import DisconnectKind, DisconnectReason
 from .log import CoreLog
 from .ratelimit import bounded_text, peer_field
+from .server_resume import detaches
 from .session import SessionState
-from .wire import Close, CloseCode
+from .wire import Close, CloseCode, ResumeReason
 
 if TYPE_CHECKING:
     from .server_session import ServerSession
@@ -64,6 +65,11 @@ class SessionClosing:
         timeout the socket is closed without waiting for the peer's reply.
         """
         session = self._session
+        resumable = session.resumable
+        if resumable is not None and resumable.detached:
+            # no connection to close: the session ends at once (docs/resumption.md)
+            resumable.end(DisconnectReason(kind, code, reason, True), ResumeReason.SESSION_UNKNOWN)
+            return
         if not session.lifecycle.close_locally(kind, code, reason):
             return
         transport = session.transport
@@ -97,6 +103,16 @@ class SessionClosing:
         the reason.  A connection that never opened (refused) only ends.
         """
         session = self._session
+        resumable = session.resumable
+        if resumable is not None and self.joined:
+            reason = session.lifecycle.finish(observed)
+            if detaches(reason):  # the link failed: the session waits for a resume
+                session.output.stopped = True
+                resumable.detach(reason)
+                return reason
+            resumable.stop()
+            session.resumable = None
+            session.core.resume = None
         io = session.io
         was = session.lifecycle.state
         reason = session.lifecycle.finish(observed)

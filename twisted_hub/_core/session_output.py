@@ -62,6 +62,12 @@ class ServerTransport(Protocol):
     def abort(self) -> None:
         """Drop the connection now."""
 
+    def moved_away(self) -> None:
+        """
+        Its session resumed on a newer connection: forget the session and
+        close with 4006 (C{session-moved}, docs/protocol.md section 10.5).
+        """
+
     def queued_bytes(self) -> int | None:
         """
         Bytes written toward the client that are still on our side (the
@@ -196,8 +202,21 @@ class SessionOutput:
             return
         if core.has_outgoing:
             self.flush()
+        if core.resume is not None:
+            core.resume.sent(prepared.payload)
         if self._send_prepared(prepared):
             core.messages_sent += 1
+
+    def rebind(self, transport: ServerTransport, lifecycle: Lifecycle) -> None:
+        """
+        Send through C{transport} from now on, in C{lifecycle}: a resumed
+        session's new connection, or the stand-in of a detached one
+        (docs/resumption.md).  The hub layer's bound methods stay valid.
+        """
+        self.transport = transport
+        self._send_prepared = transport.send_prepared
+        self._send_frame = transport.send_frame
+        self.lifecycle = lifecycle
 
     def send_urgent_prepared(self, prepared: PreparedFrame) -> None:
         """Send a heartbeat frame prepared once for many connections, ahead of held frames."""

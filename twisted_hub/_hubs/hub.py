@@ -448,7 +448,18 @@ class Hub:
         """The connection is open; receivers and groups may be used."""
 
     def on_disconnected(self, reason: DisconnectReason) -> Any:
-        """The connection is gone (it has already left all its groups)."""
+        """
+        The connection is gone (it has already left all its groups).  With
+        resume (docs/resumption.md): the session is over, not just one of
+        its connections.
+        """
+
+    def on_resumed(self) -> Any:
+        """
+        The client resumed this connection's session on a new connection
+        (docs/resumption.md): its groups and C{connection.items} carried
+        over, and what was sent to it meanwhile is being replayed.
+        """
 
     # -- helpers ----------------------------------------------------------
     @property

@@ -19,6 +19,7 @@ from zope.interface import implementer
 from .._core.backpressure import HeldFrames
 from .._core.base_error import HubArgumentError
 from .._core.client_common import ClientHeartbeatEvent, HubClientOptions, HubProxy, ServerHeartbeatEvent, hub_url, make_proxy
+from .._core.client_resume import ClientResumption
 from .._core.client_session import ClientConnectionViews, ClientSession
 from .._core.errors import (
     CallTimeoutError,
@@ -221,7 +222,7 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
     # -- autobahn callbacks ----------------------------------------------------
     def connectionMade(self) -> None:
         factory = self.factory
-        self.session.configure(factory.options, factory.receiver, factory.receiver_allowed)
+        self.session.configure(factory.options, factory.receiver, factory.receiver_allowed, factory.resumption)
         super().connectionMade()
 
     def onConnect(self, response: ConnectionResponse) -> None:
@@ -434,6 +435,8 @@ class HubClientFactory(WebSocketClientFactory):
     #: autobahn is a tested version; set False (on the class or an instance) for
     #: stock autobahn on every frame
     fast_path: bool = True
+    #: the session its connections resume (a L{ReconnectingHubClient} with C{resume} sets it)
+    resumption: ClientResumption[Deferred[Any]] | None = None
 
     @reactor_keyword_deprecated
     def __init__(

@@ -20,7 +20,9 @@ from zope.interface import implementer
 
 from .._core.base_error import HubArgumentError
 from .._core.client_common import full_jitter_policy as full_jitter_policy  # its old home, re-exported
+from .._core.client_resume import ClientResumption
 from .._core.errors import ConnectionClosedError, ConnectTimeoutError, DisconnectKind, DisconnectReason
+from .._core.resume import ResumePolicy
 from .._support.handover import UntilHandedOver
 from .._support.logging import HUB_LOG_OBSERVER
 from .._support.reactor_keyword import clock_or_global_reactor, reactor_keyword_deprecated
@@ -177,7 +179,10 @@ class ReconnectingHubClient(Service):
     C{retry_policy}); C{on_connected(client)} runs once per connection, after
     its handshake (return a Deferred to hold calls until, say, the client has
     rejoined its groups; if it fails, the failure is logged, that connection
-    is closed and counts as a failed attempt); C{on_disconnected(reason)} runs
+    is closed and counts as a failed attempt); with C{HubClientOptions(resume=...)},
+    a connection that resumed the session runs C{on_resumed(client)} instead
+    (the server kept its groups: nothing to restore; docs/resumption.md);
+    C{on_disconnected(reason)} runs
     after every disconnect of a connection that was handed over.  A
     connection whose WebSocket upgrade or WELCOME does not come within
     C{handshake_timeout} seconds is closed and counts as a failed attempt (the
@@ -216,6 +221,7 @@ class ReconnectingHubClient(Service):
         *,
         on_connected: Callable[[HubClientProtocol], Any] | None = None,
         on_disconnected: Callable[[DisconnectReason], Any] | None = None,
+        on_resumed: Callable[[HubClientProtocol], Any] | None = None,
         retry_policy: Callable[[int], float] | None = None,
         endpoint: IStreamClientEndpoint | None = None,
         clock: IReactorTime | None = None,
@@ -231,7 +237,11 @@ class ReconnectingHubClient(Service):
         self.clock = clock
         self.factory = _RecordingHubClientFactory(full_url, receiver, options, clock, receiver_interface=receiver_interface)
         self.factory.on_connection_ended = self._ended
+        resume = self.factory.options.resume
+        if resume:
+            self.factory.resumption = ClientResumption(resume if isinstance(resume, ResumePolicy) else None)
         self._on_connected = on_connected
+        self._on_resumed = on_resumed
         self._on_disconnected = on_disconnected
         self._wait_for_connection = wait_for_connection
         self._waiting: list[Deferred[HubClientProtocol]] = []
@@ -263,9 +273,25 @@ class ReconnectingHubClient(Service):
                     waiter.callback(client)
             return result
 
-        if self._on_connected is None:
+        resumption = self.factory.resumption
+        hook = self._on_resumed if resumption is not None and resumption.resumed_last else self._on_connected
+        if resumption is not None:
+            resumption.resumed_last = False
+        if hook is None:
             return succeed(None).addCallback(ready)
-        return maybeDeferred(self._on_connected, client).addCallback(ready)
+        return maybeDeferred(hook, client).addCallback(ready)
+
+    @property
+    def resumes(self) -> int:
+        """Sessions resumed so far (C{HubClientOptions(resume=...)}; docs/resumption.md)."""
+        resumption = self.factory.resumption
+        return 0 if resumption is None else resumption.resumes
+
+    @property
+    def resume_refusals(self) -> dict[str, int]:
+        """Resumes that failed, by reason (C{window-expired}, C{session-unknown}, ...)."""
+        resumption = self.factory.resumption
+        return {} if resumption is None else dict(resumption.refusals)
 
     def _ended(self, protocol: HubClientProtocol, reason: DisconnectReason) -> None:
         if self.current is protocol:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from typing import Any, TypedDict, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -34,8 +34,9 @@ from .._core.deprecate import warn_deprecated
 from .._core.errors import DisconnectKind, DisconnectReason
 from .._core.heartbeat import HeartbeatPolicy, StallDetector
 from .._core.origin import ANY_ORIGIN, AllowedHosts, OriginPolicy
+from .._core.resume import ResumePolicy, SessionRegistry, SessionToken
 from .._core.stats import HeartbeatWindow, RecentDisconnects
-from .._core.wire import SUBPROTOCOL, CloseCode, close_reason_bytes
+from .._core.wire import SUBPROTOCOL, Close, CloseCode, close_reason_bytes, encode
 from .._hubs.auth import DEFAULT_AUTHENTICATION_TIMEOUT, Authenticator
 from .._hubs.filters import FilterChains, HubFilter, check_filters
 from .._hubs.hub import ConnectionContext, HeartbeatFeature, Hub, HubRuntime, PreparedFrame
@@ -267,6 +268,14 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
     def abort(self) -> None:
         self.dropConnection(abort=True)
 
+    def moved_away(self) -> None:
+        self.session = None
+        if self.state == self.STATE_OPEN:
+            reason = "the session resumed on a newer connection"
+            self.sendMessage(encode(Close(CloseCode.SESSION_MOVED, reason)), True)
+            self.sendCloseFrame(CloseCode.SESSION_MOVED, close_reason_bytes(reason), isReply=False)
+            self.drop_after_close(self.factory.clock)
+
     def queued_bytes(self) -> int | None:
         queued = twisted_queued(self.transport)
         return None if queued is None else queued + self.held.size
@@ -380,6 +389,7 @@ class _FactoryKeywords(TypedDict, total=False):
     authentication_timeout: float
     deny_by_default: bool
     compression: CompressionPolicy | None
+    resume: ResumePolicy | bool | None
 
 
 class FactoryOptions(_FactoryKeywords, total=False):
@@ -489,6 +499,11 @@ class HubServerFactory(WebSocketServerFactory):
         than its C{min_size} and heartbeats go uncompressed.  Needs
         autobahn >= 26.10 (L{HubArgumentError} otherwise).  See
         C{docs/performance.md}, "Compression".
+    @param resume: make sessions resumable (a L{ResumePolicy}, or True for
+        the default one; None, the default: off): a client that announces
+        C{resume} too keeps its session (groups, items, calls, what was
+        sent to it) for the policy's window after its connection drops,
+        and resumes it on a new connection.  See C{docs/resumption.md}.
 
     Listening over TLS itself (C{serverFromString(reactor, "ssl:...").listen(factory)}),
     it offers C{http/1.1} in ALPN, as a L{ConnectionGuard} does for a site.
@@ -530,7 +545,17 @@ class HubServerFactory(WebSocketServerFactory):
         authentication_timeout: float = DEFAULT_AUTHENTICATION_TIMEOUT,
         deny_by_default: bool = False,
         compression: CompressionPolicy | None = None,
+        resume: ResumePolicy | bool | None = None,
     ) -> None:
+        if resume is True:
+            resume = ResumePolicy()
+        elif resume is False:
+            resume = None
+        if resume is not None and not isinstance(resume, ResumePolicy):
+            raise HubArgumentError(f"resume must be a ResumePolicy, True or None, got {resume!r}")
+        #: resumable sessions (None: off; docs/resumption.md)
+        self.resume_policy: ResumePolicy | None = resume
+        self._resume_registries: dict[str, SessionRegistry] = {}
         if compression is not None:
             if not isinstance(compression, CompressionPolicy):
                 raise HubArgumentError(f"compression must be a CompressionPolicy or None, got {compression!r}")
@@ -620,6 +645,22 @@ class HubServerFactory(WebSocketServerFactory):
         )
         if compression is not None:
             self.setProtocolOptions(perMessageCompressionAccept=server_accept(compression, max_message_size))
+
+    def resume_registry(self, hub_name: str) -> SessionRegistry:
+        """The resumable sessions of hub C{hub_name} on this server (one epoch per process)."""
+        registry = self._resume_registries.get(hub_name)
+        if registry is None:
+            registry = self._resume_registries[hub_name] = SessionRegistry(self.resume_policy, self._resume_epoch)
+        return registry
+
+    @property
+    def resume_registries(self) -> dict[str, SessionRegistry]:
+        """Each hub's resumable sessions (read by the metrics and the status page)."""
+        return self._resume_registries
+
+    @cached_property
+    def _resume_epoch(self) -> bytes:
+        return SessionToken.new_epoch()
 
     def acceptableProtocols(self) -> list[bytes]:
         """ALPN when listening over TLS directly: HTTP/1.1, which a WebSocket upgrades (never h2)."""

@@ -24,6 +24,7 @@ from .._backplane.interface import Backplane
 from .._core.backpressure import OutputBudget
 from .._core.errors import ConnectionClosedError, DisconnectReason
 from .._core.heartbeat import HeartbeatPolicy
+from .._core.resume import ResumePolicy, SessionRegistry
 from .._core.server_session import ServerSession, ServerTransport
 from .._core.stats import HeartbeatWindow, RecentDisconnects
 from .._hubs.auth import Authenticator, Credentials, User, refusal_of, run_authenticator, token_from_request
@@ -37,6 +38,8 @@ from .server_streams import PLAIN_RESULTS, ServerStreams
 
 if TYPE_CHECKING:
     from autobahn.websocket.types import ConnectionRequest
+
+    from .server import HubServerProtocol
 
 __all__ = ["TwistedSessionHost", "TwistedServerSession", "TwistedSessionIO", "call_later"]
 
@@ -71,6 +74,11 @@ class TwistedSessionHost(Protocol):
     authentication_timeout: float
 
     def scheduler_for(self, policy: HeartbeatPolicy) -> ServerHeartbeatScheduler: ...
+
+    @property
+    def resume_policy(self) -> ResumePolicy | None: ...
+
+    def resume_registry(self, hub_name: str) -> SessionRegistry: ...
 
 
 def call_later(clock: IReactorTime, delay: float, function: Callable[[], object]) -> Callable[[], object]:
@@ -142,6 +150,8 @@ class TwistedSessionIO:
         filters = session.runtime.filters
         chain = None if filters is None else filters.on_connected if name == "on_connected" else filters.on_disconnected
         hook = getattr(session.hub, name)
+        if name == "on_resumed":
+            chain = None  # (the filters' connection hooks are about connecting and disconnecting)
         if chain is None:
             result = maybeDeferred(hook) if reason is None else maybeDeferred(hook, reason)
         else:
@@ -293,6 +303,15 @@ class TwistedServerSession(ServerSession[Deferred[Any]]):
         except ConnectionClosedError as e:
             return fail(e)
         return deferred
+
+    def adopted(self, newcomer: ServerSession[Any]) -> None:
+        """This session goes on over C{newcomer}'s connection (a resume): its protocol, request and user."""
+        super().adopted(newcomer)
+        assert isinstance(newcomer, TwistedServerSession)
+        protocol = cast("HubServerProtocol", self.transport)
+        protocol.session = self
+        self.request = newcomer.request
+        self.hub.connection.request = newcomer.request
 
     def transport_closed(self, observed: DisconnectReason) -> DisconnectReason:
         authenticating, self._authenticating = self._authenticating, None

@@ -1,0 +1,230 @@
+"""
+Session resumption as users meet it (docs/resumption.md): a hub server with
+C{resume=True} on a real 127.0.0.1 port, a proxy in front of it that resets
+connections (RST both ways, L{CuttingProxy}), and reconnecting clients with
+C{HubClientOptions(resume=True)}.  Across each cut:
+
+- a call in flight when the link dropped settles once, with its result;
+- receiver calls the hub sent while the client was away arrive, in order,
+  none lost and none twice;
+- the server's hub sees no disconnect and no new connection: the connection
+  id, groups and C{connection.items} carry over, C{on_resumed} runs;
+- a session whose client stays away past the window ends (C{on_disconnected}
+  once) and the client's next resume is refused, with the reason counted.
+
+Every wait is bounded; only loopback is used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import task
+from twisted.internet.defer import Deferred
+
+from twisted_hub import Hub, HubClientOptions, HubServerFactory, ReconnectingHubClient, ResumePolicy, method
+from twisted_hub.types import DisconnectReason
+
+from ._cutting_proxy import CuttingProxy
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def reactor() -> Any:
+    from twisted.internet import reactor as global_reactor
+
+    return global_reactor
+
+
+def sleep(seconds: float) -> Deferred[None]:
+    return task.deferLater(reactor(), seconds, lambda: None)
+
+
+class Changes:
+    """Wakes the test whenever the hub or a receiver saw something (no polling)."""
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[Any, Deferred[None]]] = []
+
+    def changed(self) -> None:
+        still = []
+        for condition, waiter in self._waiting:
+            if condition():
+                waiter.callback(None)
+            else:
+                still.append((condition, waiter))
+        self._waiting = still
+
+    async def until(self, condition: Any, seconds: float = 10.0) -> None:
+        """Wait until C{condition()} holds, at most C{seconds}."""
+        if condition():
+            return
+        waiter: Deferred[None] = Deferred()
+        self._waiting.append((condition, waiter))
+        await waiter.addTimeout(seconds, reactor())
+
+
+CHANGES = Changes()
+until = CHANGES.until
+
+
+class Events:
+    """What the server's hub saw."""
+
+    def __init__(self) -> None:
+        self.connected: list[str] = []
+        self.resumed: list[str] = []
+        self.disconnected: list[tuple[str, str]] = []
+        self.hubs: dict[str, FeedHub] = {}
+
+
+EVENTS = Events()
+
+
+class FeedHub(Hub):
+    hub_name = "feed"
+
+    def on_connected(self) -> None:
+        EVENTS.connected.append(self.connection.id)
+        EVENTS.hubs[self.connection.id] = self
+        CHANGES.changed()
+
+    def on_resumed(self) -> None:
+        EVENTS.resumed.append(self.connection.id)
+        CHANGES.changed()
+
+    def on_disconnected(self, reason: DisconnectReason) -> None:
+        EVENTS.disconnected.append((self.connection.id, reason.kind.value))
+        CHANGES.changed()
+
+    @method
+    def subscribe(self, topic: str) -> str:
+        self.groups.add(topic)
+        self.connection.items["topic"] = topic
+        return self.connection.id
+
+    @method
+    def topic(self) -> list[Any]:
+        return [self.connection.items.get("topic"), sorted(self.groups.joined())]
+
+    @method
+    async def slow(self, value: int, seconds: float) -> int:
+        await sleep(seconds)
+        return value
+
+    def publish(self, topic: str, number: int) -> None:
+        self.clients.group(topic).item(number)
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.items: list[int] = []
+
+    def item(self, number: int) -> None:
+        self.items.append(number)
+        CHANGES.changed()
+
+
+@pytest.fixture
+def served() -> Any:
+    global EVENTS
+    EVENTS = Events()
+    factory = HubServerFactory([FeedHub], resume=ResumePolicy(window=3.0), allowed_origins=["*"])
+    port = reactor().listenTCP(0, factory, interface="127.0.0.1")
+    proxy = CuttingProxy(reactor(), port.getHost().port)
+    listening = reactor().listenTCP(0, proxy, interface="127.0.0.1")
+    yield factory, proxy, listening.getHost().port
+    listening.stopListening()
+    port.stopListening()
+
+
+def client(port: int, receiver: Receiver, resumed: list[int]) -> ReconnectingHubClient:
+    return ReconnectingHubClient(
+        f"ws://127.0.0.1:{port}", "feed", receiver, HubClientOptions(resume=True),
+        retry_policy=lambda attempt: 0.05, on_resumed=lambda c: resumed.append(1),
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cut_loses_nothing_and_doubles_nothing(served: Any) -> None:
+    factory, proxy, port = served
+    receiver, resumed = Receiver(), []
+    service = client(port, receiver, resumed)
+    service.start()
+    try:
+        connection_id = await service.call("subscribe", "news")
+        hub = EVENTS.hubs[connection_id]
+        hub.publish("news", 0)
+        await until(lambda: receiver.items == [0])
+        # A call in flight when the link drops, and items published while the client is away.
+        in_flight = service.call("slow", 42, 0.3)
+        await sleep(0.05)
+        assert proxy.cut_all() == 1
+        for number in range(1, 6):
+            hub.publish("news", number)
+        assert await in_flight == 42
+        await until(lambda: len(receiver.items) == 6)
+        assert receiver.items == [0, 1, 2, 3, 4, 5]
+        assert resumed == [1] and service.resumes == 1
+        # The hub saw one connection, resumed once, never disconnected; its state carried over.
+        assert EVENTS.connected == [connection_id]
+        assert EVENTS.resumed == [connection_id]
+        assert EVENTS.disconnected == []
+        assert await service.call("topic") == ["news", ["news"]]
+        assert service.current is not None and service.current.connection_id == connection_id
+        hub.publish("news", 6)
+        await until(lambda: receiver.items[-1:] == [6])
+        assert receiver.items == list(range(7))
+    finally:
+        await service.stop()
+    await until(lambda: EVENTS.disconnected == [(connection_id, "normal")])
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_cuts_in_a_row(served: Any) -> None:
+    factory, proxy, port = served
+    receiver, resumed = Receiver(), []
+    service = client(port, receiver, resumed)
+    service.start()
+    try:
+        connection_id = await service.call("subscribe", "news")
+        hub = EVENTS.hubs[connection_id]
+        results = []
+        for round_ in range(20):
+            call = service.call("slow", round_, 0.02)
+            hub.publish("news", 2 * round_)
+            proxy.cut_all()
+            hub.publish("news", 2 * round_ + 1)
+            results.append(await call)
+        await until(lambda: len(receiver.items) == 40)
+        assert receiver.items == list(range(40))
+        assert results == list(range(20))
+        assert EVENTS.connected == [connection_id] and EVENTS.disconnected == []
+        assert service.resumes >= 1 and sum(service.resume_refusals.values()) == 0
+    finally:
+        await service.stop()
+    await until(lambda: EVENTS.disconnected == [(connection_id, "normal")])
+
+
+@pytest_twisted.ensureDeferred
+async def test_away_past_the_window_ends_the_session(served: Any) -> None:
+    factory, proxy, port = served
+    receiver = Receiver()
+    service = ReconnectingHubClient(
+        f"ws://127.0.0.1:{port}", "feed", receiver, HubClientOptions(resume=True),
+        retry_policy=lambda attempt: 3.5,  # longer than the 3 s window
+    )
+    service.start()
+    try:
+        connection_id = await service.call("subscribe", "news")
+        proxy.cut_all()
+        await until(lambda: EVENTS.disconnected == [(connection_id, "connection-lost")], 5.0)
+        second = await service.call("subscribe", "sport")
+        assert second != connection_id
+        assert service.resume_refusals["window-expired"] == 1 and service.resumes == 0
+        assert EVENTS.connected == [connection_id, second]
+    finally:
+        await service.stop()
+    await until(lambda: EVENTS.disconnected[-1:] == [(second, "normal")])

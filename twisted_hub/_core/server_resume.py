@@ -1,0 +1,343 @@
+"""
+The server's side of session resumption, without I/O: L{SessionResume}
+(docs/resumption.md, docs/protocol.md section 10).
+
+A L{twisted_hub._core.server_session.ServerSession} whose client negotiated
+C{resume} owns one.  It grants the session (SESSION), acknowledges what
+arrives (a timer for C{ack_delay}, ACK after C{ack_every}), keeps the session
+for the window when its connection drops (detached: what the hub sends is
+numbered and kept, calls go on running), ends it when the window passes,
+and moves it onto the connection that resumes it (the newcomer's transport,
+output budget and lifecycle; the old connection, if the server had not
+noticed it was gone, is closed with 4006).
+
+A session that resumes is the same object the hub layer knows: its
+connection id, groups, C{connection.items}, hub instance, running calls and
+awaited client results carry over; the hub's C{on_resumed} runs instead of
+C{on_connected}, and C{on_disconnected} only once the session ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+from .errors import DisconnectKind, DisconnectReason
+from .heartbeat_member import HeartbeatMembership
+from .resume import ResumableSession, ResumeRefusedError, SessionRegistry, Verdict
+from .resume_link import ResumeLink
+from .session import Lifecycle
+from .wire import Ack, CloseCode, ErrorCode, Invoke, Resume, ResumeReason, ResumeRefused
+
+if TYPE_CHECKING:
+    from .server_session import ServerSession
+    from .session_output import PreparedFrame
+
+__all__ = ["DETACHED", "SessionResume", "admit_call", "detaches", "resume_session", "start_session"]
+
+
+def detaches(reason: DisconnectReason) -> bool:
+    """
+    Does a connection that ended for C{reason} keep its session for a
+    resume?  Yes when the link failed: a heartbeat timeout (either side's),
+    a lost connection, the client going away (1001: a browser freezing or
+    leaving a page).  No when a side ended it on purpose: a normal close,
+    a kick, an expired token, a protocol error, a slow consumer, and the
+    server's own shutdown (one node: it takes its sessions with it).
+    """
+    kind = reason.kind
+    if kind in (DisconnectKind.TIMED_OUT, DisconnectKind.PEER_TIMED_OUT, DisconnectKind.CONNECTION_LOST):
+        return True
+    return kind is DisconnectKind.GOING_AWAY and not reason.locally
+
+
+class _Detached:
+    """
+    The transport of a detached session: it takes every write and sends
+    nothing (the ledger keeps the sequenced messages for the resume).
+    """
+
+    peer = None
+    can_send = True
+
+    def send_frame(self, payload: bytes, urgent: bool = False) -> None:
+        pass
+
+    def send_prepared(self, prepared: PreparedFrame, urgent: bool = False) -> bool:
+        return False
+
+    def send_raw(self, data: bytes, urgent: bool = False) -> None:
+        pass
+
+    def send_close(self, code: int, reason: str, drop_after: bool) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def moved_away(self) -> None:
+        pass
+
+    def queued_bytes(self) -> int | None:
+        return None
+
+    def receiving(self) -> tuple[int, bool]:
+        return 0, False
+
+
+#: the one stand-in transport of every detached session
+DETACHED = _Detached()
+
+
+class SessionResume:
+    """
+    One resumable server session's state besides its ledger: its registry
+    record, its timers, and why its last connection dropped.
+    """
+
+    __slots__ = ("_session", "registry", "record", "_cancel_ack", "_cancel_window", "dropped")
+
+    def __init__(self, session: ServerSession[Any], registry: SessionRegistry, record: ResumableSession) -> None:
+        self._session = session
+        self.registry = registry
+        self.record = record
+        self._cancel_ack: Callable[[], object] | None = None
+        self._cancel_window: Callable[[], object] | None = None
+        #: why the connection dropped, while detached (None: attached)
+        self.dropped: DisconnectReason | None = None
+
+    @property
+    def detached(self) -> bool:
+        return self.dropped is not None
+
+    # -- acknowledging ------------------------------------------------------------
+    def frame_handled(self, now: float) -> None:
+        """
+        A frame was handled: send ACK when C{ack_every} messages wait for
+        one, else make sure a timer sends it within C{ack_delay}.
+        """
+        window = self.record.ledger.received
+        if window.ack_due(now):
+            self._send_ack()
+        elif self._cancel_ack is None:
+            deadline = window.ack_deadline()
+            if deadline is not None:
+                self._cancel_ack = self._session.io.call_later(max(deadline - now, 0.0), self._ack_timer)
+
+    def _ack_timer(self) -> None:
+        self._cancel_ack = None
+        session = self._session
+        if self.detached or not session.is_open:
+            return
+        if self.record.ledger.received.ack_due(session.io.seconds()):
+            self._send_ack()
+            session.flush()
+        else:
+            self.frame_handled(session.io.seconds())
+
+    def _send_ack(self) -> None:
+        session = self._session
+        session.core.send_urgent(Ack(self.record.ledger.received.acknowledge()))
+        if self._cancel_ack is not None:
+            self._cancel_ack()
+            self._cancel_ack = None
+
+    # -- dropping and ending ---------------------------------------------------------------
+    def detach(self, reason: DisconnectReason) -> None:
+        """
+        The connection dropped (L{detaches}): keep the session for the
+        window.  What the hub sends meanwhile is numbered and kept.
+        """
+        session = self._session
+        now = session.io.seconds()
+        self.dropped = reason
+        self.registry.detach(self.record, now)
+        if self._cancel_ack is not None:
+            self._cancel_ack()
+            self._cancel_ack = None
+        session.heartbeat.leave()
+        session.tokens.stop()
+        session.transport = DETACHED
+        lifecycle = session.lifecycle = Lifecycle()
+        lifecycle.opened()
+        session.out.rebind(DETACHED, lifecycle)
+        core = session.core
+        core.drop_outgoing()
+        core.state = core.state.OPEN
+        session.host.connection_count -= 1
+        window = self.registry.policy.window
+        self._cancel_window = session.io.call_later(window, self._window_passed)
+        session.log.info(
+            "{id} dropped ({kind}); its session is kept {window:.0f}s for a resume",
+            id=session.connection_id, kind=reason.kind.value, window=window,
+        )
+
+    def _window_passed(self) -> None:
+        self._cancel_window = None
+        dropped = self.dropped
+        if dropped is None:
+            return
+        message = f"{dropped.message}; not resumed within {self.registry.policy.window:.0f}s".lstrip("; ")
+        self.end(DisconnectReason(dropped.kind, dropped.code, message, dropped.locally), ResumeReason.WINDOW_EXPIRED)
+
+    def end(self, reason: DisconnectReason, why: str) -> None:
+        """
+        End a detached session now (its window passed, it was kicked, a
+        resume was refused, the server shuts down): it leaves its groups,
+        its calls are dropped, C{on_disconnected(reason)} runs.
+        """
+        session = self._session
+        if self._cancel_window is not None:
+            self._cancel_window()
+            self._cancel_window = None
+        self.registry.end(self.record, session.io.seconds(), why)
+        self.dropped = None
+        session.host.connection_count += 1  # (finish uncounts it, as for any connection)
+        session.resumable = None
+        session.core.resume = None
+        session.closing.finish(reason)
+
+    def stop(self) -> None:
+        """The session ended with its connection: forget it in the registry, stop the timers."""
+        if self._cancel_ack is not None:
+            self._cancel_ack()
+            self._cancel_ack = None
+        if self._cancel_window is not None:
+            self._cancel_window()
+            self._cancel_window = None
+        self.registry.end(self.record, self._session.io.seconds(), ResumeReason.SESSION_UNKNOWN)
+
+    # -- resuming ----------------------------------------------------------------------
+    def take_over(self, newcomer: ServerSession[Any], request: Resume) -> None:
+        """
+        C{newcomer}, a connection that just said HELLO + RESUME for this
+        session, hands over its transport: the session goes on there.
+
+        @raise ResumeRefusedError: the registry refused (counted there).
+        @raise ProtocolError: the client's C{received} is impossible.
+        """
+        session = self._session
+        io = session.io
+        now = io.seconds()
+        was_attached = not self.detached
+        previous = session.transport
+        resumption = self.registry.resume(request, newcomer.transport, now)
+        if self._cancel_window is not None:
+            self._cancel_window()
+            self._cancel_window = None
+        if was_attached:
+            # The server had not noticed the old connection was gone: it ends
+            # with 4006 (the session lives on), without touching the session.
+            session.heartbeat.leave()
+            previous.moved_away()
+        else:
+            self.dropped = None
+            session.host.connection_count += 1
+        # The newcomer's connection, as this session's.
+        newcomer.stop_hello_deadline()
+        newcomer.tokens.stop()
+        session.transport = newcomer.transport
+        session.output = newcomer.output
+        lifecycle = session.lifecycle = newcomer.lifecycle
+        newcomer.lifecycle = Lifecycle()
+        session.out.rebind(session.transport, lifecycle)
+        core, fresh = session.core, newcomer.core
+        core.adopt_handshake(fresh)
+        callback = session.heartbeat.ack_callback
+        session.heartbeat.leave()
+        session.heartbeat = HeartbeatMembership(session)
+        session.heartbeat.ack_callback = callback
+        session.heartbeat.join(session.heartbeat_policy, session.host.scheduler_for)
+        session.adopted(newcomer)
+        session.tokens.arm_expiry(now)
+        core.send(resumption.resumed)
+        core.queue_replay(resumption.replay)
+        session.flush()
+        session.log.info(
+            "{id} resumed its session ({count} message(s) replayed)", id=session.connection_id, count=len(resumption.replay),
+        )
+        io.run_hook("on_resumed", None)
+
+
+def start_session(session: ServerSession[Any], resumable: bool) -> None:
+    """
+    (Resume on.)  The client said HELLO without RESUME: a new session,
+    resumable when the client announced C{resume} (SESSION goes first).
+    """
+    if resumable:
+        registry = session.host.resume_registry(session.hub_name)
+        record, grant = registry.open(session.transport, session.connection_id)
+        record.owner = session
+        session.resumable = SessionResume(session, registry, record)
+        session.core.send(grant)
+        session.core.resume = ResumeLink(record.ledger, session.io.seconds)
+    session.closing.opened()
+    session.io.run_hook("on_connected", None)
+
+
+def resume_session(session: ServerSession[Any], request: Resume) -> None:
+    """HELLO + RESUME: carry the session the token names, or refuse and start afresh."""
+    registry = session.host.resume_registry(session.hub_name)
+    record = registry.find(request.token)
+    # (a registry's records are owned by the sessions that opened them)
+    owner = cast("ServerSession[Any] | None", record.owner if record is not None else None)
+    try:
+        if owner is None or owner.resumable is None:
+            registry.resume(request, session.transport, session.io.seconds())  # raises the typed refusal
+            raise ResumeRefusedError(ResumeReason.SESSION_UNKNOWN, "no such session")  # pragma: no cover
+        if not _same_user(session, owner):
+            registry.count_refusal(ResumeReason.TOKEN_INVALID)
+            raise ResumeRefusedError(ResumeReason.TOKEN_INVALID, "the session belongs to another user")
+        owner.resumable.take_over(session, request)
+    except ResumeRefusedError as refused:
+        session.log.info("{id}: resume refused ({reason})", id=session.connection_id, reason=refused.reason)
+        refuse(session, refused)
+        if owner is not None and owner.resumable is not None and refused.reason != ResumeReason.TOKEN_INVALID:
+            session_lost(owner, refused.reason)
+        start_session(session, True)
+        session.heartbeat.join(session.heartbeat_policy, session.host.scheduler_for)
+
+
+def _same_user(session: ServerSession[Any], other: ServerSession[Any]) -> bool:
+    mine, theirs = session.tokens.user, other.tokens.user
+    return (mine.id if mine is not None else None) == (theirs.id if theirs is not None else None)
+
+
+def session_lost(session: ServerSession[Any], why: str) -> None:
+    """A resume found this session cannot go on (its bound dropped what the client lacks): end it."""
+    resumable = session.resumable
+    assert resumable is not None
+    if resumable.detached:
+        dropped = resumable.dropped
+        assert dropped is not None
+        resumable.end(DisconnectReason(dropped.kind, dropped.code, f"resume refused: {why}", dropped.locally), why)
+    else:
+        resumable.stop()
+        session.resumable = None
+        session.core.resume = None
+        session.close_with(CloseCode.SESSION_MOVED, f"resume refused: {why}", DisconnectKind.NORMAL)
+
+
+def admit_call(session: ServerSession[Any], invocation: Invoke) -> bool:
+    """
+    May this INVOKE of a resumable session run?  Call ids strictly increase
+    over a session (docs/protocol.md section 10.6): an id seen before is a
+    repeat and never runs twice.  A settled one gets its kept answer again,
+    a running one its one answer when done, a forgotten one C{duplicate-call}.
+    """
+    link = session.core.resume
+    assert link is not None
+    seen = link.ledger.calls.begin(invocation.call_id, session.io.seconds())
+    if seen.verdict == Verdict.NEW:
+        return True
+    if seen.verdict == Verdict.SETTLED:
+        assert seen.answer is not None
+        session.core.queue_payload(seen.answer)
+    elif seen.verdict == Verdict.FORGOTTEN:
+        session.core.send_error(invocation.call_id, ErrorCode.DUPLICATE_CALL, "this call ran once; its answer is no longer kept")
+    return False
+
+
+def refuse(newcomer: ServerSession[Any], refused: ResumeRefusedError) -> None:
+    """Tell the newcomer its RESUME was refused (a fresh session follows)."""
+    newcomer.core.send(ResumeRefused(refused.reason, refused.message))
