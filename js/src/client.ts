@@ -251,8 +251,6 @@ export class Session {
   token: Uint8Array | null = null;
   /** numbering and acknowledgements, while `resume` is negotiated */
   ledger: Ledger | null = null;
-  /** why the session's latest connection ended */
-  lost: DisconnectReason | null = null;
 
   constructor(
     /** resume wanted (null: never announced) */
@@ -860,8 +858,9 @@ export class HubClient {
   /** The session could not be resumed: fail what it kept (as a disconnect would) and report `reason`. */
   #refused(reason: string): void {
     const s = this.#session;
-    s.end(s.lost ?? this.#currentReason(), this.#clock);
-    this.#log.info(`session not resumed: ${reason}`);
+    const message = `the session could not be resumed (${reason})`;
+    s.end({ kind: DisconnectKind.CONNECTION_LOST, code: null, message, locally: false }, this.#clock);
+    this.#log.info(message);
     s.refused(reason);
   }
 
@@ -1400,14 +1399,10 @@ export class HubClient {
     }
     const s = this.#session;
     if (s.owner === this) s.owner = null;
-    if (s.token && (wasConnecting || RESUMABLE.includes(reason.kind))) {
-      // A session to resume (protocol.md 10.4): its calls and streams wait
-      // for the next connection.  A failed attempt changes nothing.
-      if (!wasConnecting) s.lost = reason;
-    } else {
-      // Every pending call was handed to the connection: it may have run.
-      s.end(reason, this.#clock);
-    }
+    // A session to resume keeps its calls and streams for the next
+    // connection (protocol.md 10.4; a failed attempt changes nothing).
+    // Otherwise every pending call fails: it was handed to the connection, it may have run.
+    if (!s.token || !(wasConnecting || RESUMABLE.includes(reason.kind))) s.end(reason, this.#clock);
     this.#resolveDisconnected(reason);
     if (this.options.onDisconnected) {
       const callback = this.options.onDisconnected;

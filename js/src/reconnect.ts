@@ -8,7 +8,7 @@ import { HubClient, Session, hubUrl, makeProxy, type Clock, type HubClientOption
 import { resumePolicy, type ResumeOptions } from "./resume.js";
 import { ConnectionClosedError, DisconnectKind, type DisconnectReason } from "./errors.js";
 import { PageWatch, browserPage } from "./lifecycle.js";
-import { CloseCode, type Kwargs } from "./wire.js";
+import { CloseCode, ResumeReason, type Kwargs } from "./wire.js";
 
 export interface RetryPolicy {
   /** ms before the first retry's upper bound (default 500) */
@@ -85,7 +85,7 @@ export class ReconnectingHubClient {
   nextRetryAt: number | null = null;
   /** sessions resumed so far */
   resumes = 0;
-  /** resumes refused (or impossible), by reason */
+  /** resumes refused (or impossible), by reason (each at 0 to start with, with `resume`) */
   readonly resumeRefusals: Record<string, number> = {};
   /** the session the connections share, with `resume` */
   readonly #session: Session | null = null;
@@ -108,6 +108,7 @@ export class ReconnectingHubClient {
     this.url = hubUrl(url, hub);
     const resume = options.resume;
     if (resume) {
+      for (const reason of Object.values(ResumeReason)) this.resumeRefusals[reason] = 0;
       this.#session = new Session(resumePolicy(resume === true ? {} : resume), (reason) => {
         this.resumeRefusals[reason] = (this.resumeRefusals[reason] ?? 0) + 1;
         this.#hook("onResumeRefused", () => options.onResumeRefused?.(reason));

@@ -23,7 +23,9 @@ let wake = () => {};
 const client = new ReconnectingHubClient(`ws://127.0.0.1:${port}/`, "feed", {
   WebSocket,
   page: null,
-  resume: true,
+  // acknowledgements both on our heartbeats and in ACK messages (every 2)
+  resume: { ackEvery: 2 },
+  heartbeatInterval: 200,
   retry: { initialDelay: 100, maxDelay: 100 },
   receiver: {
     item(number) {

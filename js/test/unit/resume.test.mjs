@@ -7,6 +7,7 @@ import { FakeClock, FakeWebSocket, settle } from "../fakes.mjs";
 
 const quietLog = { debug() {}, info() {}, warn() {}, error() {} };
 const CAPS = ["heartbeat", "batch", "stream", "resume"];
+const NONE = { "window-expired": 0, "buffer-overflowed": 0, "session-unknown": 0, "backplane-state-lost": 0, "token-invalid": 0 };
 const token = (first) => Uint8Array.from({ length: 32 }, (_, i) => first + i);
 let clock;
 
@@ -246,10 +247,13 @@ test("a refused resume fails the kept calls, counts the reason, and SESSION star
   await drop(ws);
   ws = await accept("c-2");
   ws.deliver([23, "window-expired", "the session outlived its window"], [20, token(50), 120]);
-  await assert.rejects(kept, (e) => e instanceof ConnectionClosedError && e.code === "disconnected" && e.mayHaveRun);
+  await assert.rejects(
+    kept,
+    (e) => e instanceof ConnectionClosedError && e.code === "disconnected" && e.mayHaveRun && /could not be resumed \(window-expired\)/.test(e.message),
+  );
   await settle();
   assert.deepEqual(events, [["connected", "c-1"], ["refused", "window-expired"], ["connected", "c-2"]]);
-  assert.deepEqual(client.resumeRefusals, { "window-expired": 1 });
+  assert.deepEqual(client.resumeRefusals, { ...NONE, "window-expired": 1 });
   assert.equal(client.resumes, 0);
   ws.takeMessages();
   client.notify("x");
@@ -267,7 +271,7 @@ test("a refused resume fails the kept calls, counts the reason, and SESSION star
   await drop(FakeWebSocket.latest());
   ws = await accept("c-4", ["heartbeat", "batch"]);
   assert.deepEqual(ws.frames(), [[[0, { caps: ["heartbeat", "batch", "stream"], max: 1048576 }]]]);
-  assert.deepEqual(client.resumeRefusals, { "window-expired": 1, "session-unknown": 2 });
+  assert.deepEqual(client.resumeRefusals, { ...NONE, "window-expired": 1, "session-unknown": 2 });
   assert.deepEqual(events.slice(3), [["refused", "session-unknown"], ["connected", "c-3"], ["refused", "session-unknown"], ["connected", "c-4"]]);
   await shutdown(client);
 });
@@ -288,7 +292,7 @@ for (const [code, why] of [
     clock.advance(500);
     ws = await accept("c-2");
     assert.deepEqual(ws.frames(), [[[0, { caps: CAPS, max: 1048576 }]]], "no RESUME");
-    assert.deepEqual(client.resumeRefusals, {});
+    assert.deepEqual(client.resumeRefusals, NONE);
     await shutdown(client);
   });
 }
@@ -330,7 +334,7 @@ test("a message our bound dropped and the server lacks: close 1000, report the r
   assert.match(ws.closedWith.reason, /buffer-overflowed/);
   ws.serverClose(1000);
   await settle();
-  assert.deepEqual(client.resumeRefusals, { "buffer-overflowed": 1 });
+  assert.deepEqual(client.resumeRefusals, { ...NONE, "buffer-overflowed": 1 });
   clock.advance(1000); // that attempt failed: the backoff doubled
   ws = await accept("c-3");
   assert.deepEqual(ws.frames(), [[[0, { caps: CAPS, max: 1048576 }]]], "afresh: no RESUME");
@@ -367,7 +371,7 @@ test("the age bound is the session's window: older messages the server lacks ref
   ws.deliver([22, 0, token(9), "c-1"]);
   await settle();
   assert.equal(ws.closedWith.code, 1000);
-  assert.deepEqual(client.resumeRefusals, { "window-expired": 1 });
+  assert.deepEqual(client.resumeRefusals, { ...NONE, "window-expired": 1 });
   await shutdown(client);
 });
 
@@ -427,6 +431,28 @@ test("a client result finished between connections is kept and replayed after th
   ws.deliver([22, 0, token(9), "c-1"]);
   await settle();
   assert.deepEqual(ws.takeMessages(), [[4, 1, 42]]);
+  await shutdown(client);
+});
+
+test("streams go on across a resume: items replayed to the consumer, credit sent on the new connection", async () => {
+  const { client } = service();
+  let ws = await session();
+  const stream = client.client.streamWith("ticks", [], null, { window: 2 }); // our 1
+  await settle();
+  ws.takeMessages();
+  ws.deliver([16, 1, "a"], [16, 1, "b"]);
+  await drop(ws);
+  assert.equal((await stream.next()).value, "a");
+  assert.equal((await stream.next()).value, "b"); // each item taken grants one credit during the gap: our 2 and 3, kept
+  ws = await accept("c-2");
+  assert.deepEqual(ws.messages()[1], [21, token(0), 2]);
+  ws.takeMessages();
+  ws.deliver([22, 1, token(9), "c-1"], [16, 1, "c"], [17, 1]);
+  await settle();
+  assert.deepEqual(ws.takeMessages(), [[18, 1, 1], [18, 1, 1]], "the credits replayed");
+  const rest = [];
+  for await (const item of stream) rest.push(item);
+  assert.deepEqual(rest, ["c"]);
   await shutdown(client);
 });
 
