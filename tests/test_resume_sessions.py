@@ -25,6 +25,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 
 from twisted_hub import Hub, HubClientOptions, HubServerFactory, ReconnectingHubClient, ResumePolicy, method
+from twisted_hub._ops.endpoints import resume_status
 from twisted_hub.types import DisconnectReason
 
 from ._cutting_proxy import CuttingProxy
@@ -131,7 +132,7 @@ class Receiver:
 def served() -> Any:
     global EVENTS
     EVENTS = Events()
-    factory = HubServerFactory([FeedHub], resume=ResumePolicy(window=3.0), allowed_origins=["*"])
+    factory = HubServerFactory([FeedHub], resume=ResumePolicy(window=3.0), allowed_origins=["*"], metrics=True)
     port = reactor().listenTCP(0, factory, interface="127.0.0.1")
     proxy = CuttingProxy(reactor(), port.getHost().port)
     listening = reactor().listenTCP(0, proxy, interface="127.0.0.1")
@@ -168,6 +169,14 @@ async def test_a_cut_loses_nothing_and_doubles_nothing(served: Any) -> None:
         await until(lambda: len(receiver.items) == 6)
         assert receiver.items == [0, 1, 2, 3, 4, 5]
         assert resumed == [1] and service.resumes == 1
+        # Operators see it: the metrics and the status page (never a token).
+        sample = factory.metrics.registry.get_sample_value
+        assert sample("twisted_hub_sessions_resumed_total", {"hub": "feed"}) == 1
+        assert sample("twisted_hub_replayed_messages_total", {"hub": "feed"}) >= 5
+        assert sample("twisted_hub_sessions_detached", {"hub": "feed"}) == 0
+        assert sample("twisted_hub_resume_failures_total", {"hub": "feed", "reason": "window-expired"}) == 0
+        status = resume_status(factory)
+        assert status is not None and (status["sessions"], status["resumed"], status["window"]) == (1, 1, 3.0)
         # The hub saw one connection, resumed once, never disconnected; its state carried over.
         assert EVENTS.connected == [connection_id]
         assert EVENTS.resumed == [connection_id]
@@ -228,3 +237,120 @@ async def test_away_past_the_window_ends_the_session(served: Any) -> None:
     finally:
         await service.stop()
     await until(lambda: EVENTS.disconnected[-1:] == [(second, "normal")])
+
+
+class _AsyncioCuttingProxy:
+    """An asyncio TCP proxy on 127.0.0.1 whose L{cut_all} resets every connection (RST both ways)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.pairs: list[tuple[Any, Any]] = []
+        self.cuts = 0
+
+    async def start(self) -> int:
+        import asyncio
+
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _handle(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.pairs.append((writer, up_writer))
+
+        async def pipe(source: Any, sink: Any) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except ConnectionError:
+                pass  # (the other half was reset: this one ends too)
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut_all(self) -> None:
+        import socket
+        import struct
+
+        for pair in self.pairs:
+            for writer in pair:
+                sock = writer.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+        self.cuts += len(self.pairs)
+        self.pairs = []
+
+
+def test_the_asyncio_client_resumes_through_cuts() -> None:
+    """
+    `twistd hub --resume-window 10` (the demo chat hub); an asyncio
+    reconnecting client with resume in a room, behind a proxy that resets
+    it five times while another client speaks: it hears every line once, in
+    order, keeps its connection id, and its calls in flight settle.
+    """
+    import asyncio
+
+    from twisted_hub.aio import ReconnectingAsyncHubClient, open_client
+
+    from .test_aio import TwistdHub
+
+    server = TwistdHub("--resume-window", "10")
+
+    class Listener:
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+            self.heard = asyncio.Event()
+
+        def said(self, room: str, user: str, text: str) -> None:
+            self.lines.append(text)
+            if len(self.lines) == 30:
+                self.heard.set()
+
+        def joined(self, room: str, user: str) -> None:
+            pass
+
+        def left(self, room: str, user: str) -> None:
+            pass
+
+    async def main() -> None:
+        proxy = _AsyncioCuttingProxy(server.port)
+        port = await proxy.start()
+        listener = Listener()
+        resumed = asyncio.Queue[Any]()
+        client = ReconnectingAsyncHubClient(
+            f"ws://127.0.0.1:{port}/hub", "chat", listener, HubClientOptions(resume=True),
+            retry_policy=lambda attempt: 0.05, timeout=5, on_resumed=resumed.put_nowait,
+        )
+        client.start()
+        speaker = await open_client(server.url, "chat", Listener())
+        try:
+            await client.call("join", "r", "ann")
+            first_id = (await client.connected()).connection_id
+            await speaker.call("join", "r", "bob")
+            in_flight = []
+            for line in range(30):
+                await speaker.call("say", "r", str(line))
+                if line % 6 == 3:
+                    in_flight.append(asyncio.ensure_future(client.call("members", "r")))
+                    proxy.cut_all()
+                if line % 6 == 5:
+                    await asyncio.wait_for(resumed.get(), 10)  # the next cut finds a connection
+            await asyncio.wait_for(listener.heard.wait(), 15)
+            await asyncio.sleep(0.2)  # (a doubled line would come right after the last)
+            assert listener.lines == [str(n) for n in range(30)]
+            assert [await call for call in in_flight] == [["ann", "bob"]] * 5
+            assert proxy.cuts == 5 and client.resumes == 5 and sum(client.resume_refusals.values()) == 0
+            assert (await client.connected()).connection_id == first_id
+        finally:
+            await speaker.disconnect()
+            await client.stop()
+            proxy.server.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 40))
+    finally:
+        server.stop()

@@ -38,6 +38,7 @@ from websockets.typing import Subprotocol
 from ._asyncio.streams import AsyncHubStream, run_pump
 from ._core.base_error import HubArgumentError
 from ._core.client_common import HubClientOptions, full_jitter_policy, hub_url, make_proxy
+from ._core.client_resume import ClientResumption
 from ._core.client_session import ClientConnectionViews, ClientSession
 from ._core.compression_policy import CompressionPolicy
 from ._core.errors import (
@@ -52,6 +53,7 @@ from ._core.errors import (
 from ._core.heartbeat import Traffic
 from ._core.log import StdlibCoreLog
 from ._core.receivers import receiver_methods
+from ._core.resume import ResumePolicy
 from ._core.sentinel import UNSET, Unset
 from ._core.session import ended_reason
 from ._core.streams import DEFAULT_STREAM_WINDOW, InboundStream, OutboundStream, is_stream_source, refused_stream
@@ -150,12 +152,12 @@ class AsyncHubClient(ClientConnectionViews):
 
     def __init__(
         self, websocket: WebSocket, receiver: object | None, options: HubClientOptions,
-        receiver_interface: type | None = None,
+        receiver_interface: type | None = None, resumption: ClientResumption[asyncio.Future[Any]] | None = None,
     ) -> None:
         self._websocket = websocket
         self.options = options
         self.session: ClientSession[asyncio.Future[Any]] = ClientSession(self, _session_log)
-        self.session.configure(options, receiver, receiver_methods(receiver_interface))
+        self.session.configure(options, receiver, receiver_methods(receiver_interface), resumption)
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._closed = asyncio.Event()
         self._outgoing: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -529,6 +531,7 @@ async def open_client(
     *,
     timeout: float = 30.0,
     receiver_interface: type | None = None,
+    _resumption: ClientResumption[asyncio.Future[Any]] | None = None,
 ) -> AsyncHubClient:
     """
     Connect and complete the hub handshake within C{timeout} seconds (TCP,
@@ -574,7 +577,7 @@ async def open_client(
         raise _handshake_failed(
             options, HandshakeError(None, f"server chose subprotocol {websocket.subprotocol!r}, not {SUBPROTOCOL}"),
         )
-    client = AsyncHubClient(websocket, receiver, options, receiver_interface)
+    client = AsyncHubClient(websocket, receiver, options, receiver_interface, _resumption)
     await client._start(max(timeout - (time.monotonic() - started), 0.001))
     return client
 
@@ -639,7 +642,9 @@ class ReconnectingAsyncHubClient:
     jitter by default, as L{twisted_hub.ReconnectingHubClient}), and calls
     C{on_connected(client)} after every connection to restore state (if it
     raises, the error is logged, that connection is closed and the attempt
-    counts as failed).
+    counts as failed).  With C{HubClientOptions(resume=...)} a connection
+    that resumed the session runs C{on_resumed(client)} instead: the server
+    kept its groups and items (docs/resumption.md).
 
     The same outage rule as L{twisted_hub.ReconnectingHubClient}: a L{call}
     made while there is no connection waits for the next one at most
@@ -659,11 +664,18 @@ class ReconnectingAsyncHubClient:
         retry_policy: Callable[[int], float] | None = None,
         timeout: float = 30.0,
         wait_for_connection: float | None = 10.0,
+        on_resumed: Callable[[AsyncHubClient], Awaitable[object] | object] | None = None,
     ) -> None:
         if wait_for_connection is not None and wait_for_connection < 0:
             raise HubArgumentError(f"wait_for_connection must be >= 0 or None, got {wait_for_connection!r}")
         self.url, self.hub, self.receiver, self.options = url, hub, receiver, options
         self.on_connected = on_connected
+        self.on_resumed = on_resumed
+        resume = options.resume if options is not None else None
+        #: the session its connections resume (C{HubClientOptions(resume=...)}; None: off)
+        self.resumption: ClientResumption[asyncio.Future[Any]] | None = (
+            ClientResumption(resume if isinstance(resume, ResumePolicy) else None) if resume else None
+        )
         self.retry_policy = retry_policy or full_jitter_policy()
         self.timeout = timeout
         self.wait_for_connection = wait_for_connection
@@ -732,6 +744,16 @@ class ReconnectingAsyncHubClient:
             text += f"; the last connection ended: {self.disconnects[-1]}"
         return ConnectionClosedError(DisconnectReason(DisconnectKind.CONNECTION_LOST, None, text, locally=True))
 
+    @property
+    def resumes(self) -> int:
+        """Sessions resumed so far (C{HubClientOptions(resume=...)}; docs/resumption.md)."""
+        return 0 if self.resumption is None else self.resumption.resumes
+
+    @property
+    def resume_refusals(self) -> dict[str, int]:
+        """Resumes that failed, by reason (C{window-expired}, C{session-unknown}, ...)."""
+        return {} if self.resumption is None else dict(self.resumption.refusals)
+
     async def __aenter__(self) -> ReconnectingAsyncHubClient:
         self.start()
         return self
@@ -743,7 +765,9 @@ class ReconnectingAsyncHubClient:
         attempt = 0
         while not self._stopping:
             try:
-                client = await open_client(self.url, self.hub, self.receiver, self.options, timeout=self.timeout)
+                client = await open_client(
+                    self.url, self.hub, self.receiver, self.options, timeout=self.timeout, _resumption=self.resumption,
+                )
             except (OSError, HandshakeError, ConnectionClosed) as e:
                 attempt += 1
                 delay = self.retry_policy(attempt)
@@ -762,9 +786,13 @@ class ReconnectingAsyncHubClient:
             self.connections += 1
             if self.connections > 1 and self.options is not None and self.options.metrics is not None:
                 self.options.metrics.reconnected()
-            if self.on_connected is not None:
+            resumption = self.resumption
+            hook = self.on_resumed if resumption is not None and resumption.resumed_last else self.on_connected
+            if resumption is not None:
+                resumption.resumed_last = False
+            if hook is not None:
                 try:
-                    result = self.on_connected(client)
+                    result = hook(client)
                     if inspect.isawaitable(result):
                         await result
                 except Exception:

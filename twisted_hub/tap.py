@@ -58,6 +58,7 @@ _SINGLE = (
     "handshake-timeout", "max-connections", "max-connections-per-ip", "status-path",
     "redis", "redis-lease", "redis-secret-file", "redis-secret-env", "call-rate", "call-burst", "call-timeout",
     "authenticator", "auth-timeout", "compression-min-size", "compression-window-bits", "workers",
+    "resume-window",
 )
 _FLAGS = ("no-status", "no-ping-fallback", "metrics", "static-listing", "log-calls", "deny-by-default", "compression")
 
@@ -302,6 +303,9 @@ class Options(usage.Options):
         ["auth-timeout", None, None, "Seconds the authenticator may take; then 503 (needs --authenticator) [5]."],
         ["workers", None, None,
          "Run N hub worker processes on the same port(s), joined by --redis (Linux; docs/scaling.md) [1 process]."],
+        ["resume-window", None, None,
+         "Let clients that offer it resume their session after a dropped connection, kept this many seconds "
+         "(docs/resumption.md) [off]."],
         ["compression-min-size", None, None, "With --compression: messages shorter than this go uncompressed [1KiB]."],
         ["compression-window-bits", None, None,
          "With --compression: deflate window bits, 9-15, both directions (memory per connection) [12]."],
@@ -447,6 +451,7 @@ class Options(usage.Options):
         self._check_filters()
         self._check_authentication()
         self._check_compression()
+        self._check_resume()
         self._check_workers()
         self["hubs"] = [load_hub(spec) for spec in self._hub_specs]
         if not self["hubs"]:
@@ -661,6 +666,16 @@ class Options(usage.Options):
         except HubArgumentError as e:
             raise usage.UsageError(f"--compression: {e}") from None
 
+    def _check_resume(self) -> None:
+        """C{--resume-window SECONDS}: resumable sessions (docs/resumption.md), kept that long."""
+        window = self["resume-window"]
+        if window is None:
+            self["resume-policy"] = None
+            return
+        from ._core.resume import ResumePolicy
+
+        self["resume-policy"] = ResumePolicy(window=_positive("resume-window", window))
+
     def _check_workers(self) -> None:
         """C{--workers N}: a whole number >= 1; more than one needs C{--redis}, Linux and C{tcp:} listeners."""
         count = self["workers"]
@@ -798,6 +813,7 @@ def makeService(options: Options) -> IService:
         authentication_timeout=options["auth-timeout"] or 5.0,
         deny_by_default=bool(options["deny-by-default"]),
         compression=options["compression-policy"],
+        resume=options["resume-policy"],
         **backplane_options,
     )
     hubs.setServiceParent(root)  # type: ignore[no-untyped-call]

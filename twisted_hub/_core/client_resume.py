@@ -13,13 +13,14 @@ here; the next one resumes with them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import ConnectionClosedError, DisconnectKind, DisconnectReason
 from .resume import ClientResumeState, ResumePolicy, ResumeRefusedError
 from .resume_link import ResumeLink
-from .wire import CAP_RESUME, ProtocolError, Resumed, ResumeReason, ResumeRefused, SessionGrant
+from .wire import CAP_RESUME, Ack, ProtocolError, Resumed, ResumeReason, ResumeRefused, SessionGrant
 
 if TYPE_CHECKING:
     from .client_session import ClientSession
@@ -72,6 +73,7 @@ class ClientResumption(Generic[TokenT]):
         self.resumed_last = False
         #: HELLO + RESUME went out on the current connection; its answer is awaited
         self.resuming = False
+        self._cancel_ack: Callable[[], object] | None = None
 
     @property
     def resumable(self) -> bool:
@@ -135,6 +137,33 @@ class ClientResumption(Generic[TokenT]):
         for token in self.refused(known):
             session.io.call_failed(token, error)
 
+    # -- acknowledging ------------------------------------------------------------------
+    def frame_handled(self, session: ClientSession[TokenT], now: float) -> None:
+        """
+        A frame was handled: send ACK when C{ack_every} messages wait for
+        one, else make sure a timer sends it within C{ack_delay} (the
+        heartbeats carry acknowledgements too, when they run).
+        """
+        window = self.state.ledger.received
+        if window.ack_due(now):
+            self._stop_ack_timer()
+            session.core.send_urgent(Ack(window.acknowledge()))
+        elif self._cancel_ack is None:
+            deadline = window.ack_deadline()
+            if deadline is not None:
+                self._cancel_ack = session.io.call_later(max(deadline - now, 0.0), lambda: self._ack_timer(session))
+
+    def _ack_timer(self, session: ClientSession[TokenT]) -> None:
+        self._cancel_ack = None
+        if session.core.resume is not None and session.is_connected:
+            self.frame_handled(session, session.io.seconds())
+            session.flush()
+
+    def _stop_ack_timer(self) -> None:
+        cancel, self._cancel_ack = self._cancel_ack, None
+        if cancel is not None:
+            cancel()
+
     # -- the state --------------------------------------------------------------------
     def attach(self, session: ClientSession[TokenT], now: Any) -> None:
         """
@@ -179,6 +208,7 @@ class ClientResumption(Generic[TokenT]):
         """The connection dropped with the session alive: keep its calls and counter for the next one."""
         core = session.core
         self.resuming = False
+        self._stop_ack_timer()
         self.pending = core._pending
         self.next_call_id = core._next_call_id
         core._pending = {}
@@ -187,6 +217,7 @@ class ClientResumption(Generic[TokenT]):
     def end(self) -> list[TokenT]:
         """The session is over (a close on purpose): forget it; return the calls that fail."""
         self.resuming = False
+        self._stop_ack_timer()
         self.state.refused(ResumeRefused(ResumeReason.SESSION_UNKNOWN))
         self.state.last_refusal = None
         return self.take_pending()

@@ -233,6 +233,8 @@ class ClientSession(ClientClosing, Generic[TokenT]):
             self.close_for_error(*close_for_frame_error(e))
         finally:
             self._handling -= 1
+            if self.resumption is not None and self.core.resume is not None and not self.lifecycle.closing_locally:
+                self.resumption.frame_handled(self, now)
             if not self._handling:
                 self.flush()
 

@@ -690,6 +690,16 @@ class SessionRegistry:
         received = session.ledger.received.acknowledge()
         return Resumption(session, Resumed(received, token, session.connection_id), replay, previous)
 
+    @property
+    def detached(self) -> int:
+        """Sessions kept without a connection now."""
+        return sum(1 for session in self._sessions.values() if session.detached_at is not None)
+
+    @property
+    def buffer_bytes(self) -> int:
+        """Bytes kept for the clients now (every session's replay buffer)."""
+        return sum(session.ledger.sent.size for session in self._sessions.values())
+
     def find(self, token: bytes) -> ResumableSession | None:
         """The session a RESUME's C{token} names (None: none here), whether or not the token is right."""
         return self._session_of(token)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .server_session import ServerSession
     from .session_output import PreparedFrame
 
-__all__ = ["DETACHED", "SessionResume", "admit_call", "detaches", "resume_session", "start_session"]
+__all__ = ["Detached", "SessionResume", "admit_call", "detaches", "resume_session", "start_session"]
 
 
 def detaches(reason: DisconnectReason) -> bool:
@@ -51,14 +51,17 @@ def detaches(reason: DisconnectReason) -> bool:
     return kind is DisconnectKind.GOING_AWAY and not reason.locally
 
 
-class _Detached:
+class Detached:
     """
     The transport of a detached session: it takes every write and sends
     nothing (the ledger keeps the sequenced messages for the resume).
+    C{peer}: the address of the connection that dropped (for log lines).
     """
 
-    peer = None
     can_send = True
+
+    def __init__(self, peer: str | None) -> None:
+        self.peer = peer
 
     def send_frame(self, payload: bytes, urgent: bool = False) -> None:
         pass
@@ -83,10 +86,6 @@ class _Detached:
 
     def receiving(self) -> tuple[int, bool]:
         return 0, False
-
-
-#: the one stand-in transport of every detached session
-DETACHED = _Detached()
 
 
 class SessionResume:
@@ -157,10 +156,10 @@ class SessionResume:
             self._cancel_ack = None
         session.heartbeat.leave()
         session.tokens.stop()
-        session.transport = DETACHED
+        session.transport = detached = Detached(session.transport.peer)
         lifecycle = session.lifecycle = Lifecycle()
         lifecycle.opened()
-        session.out.rebind(DETACHED, lifecycle)
+        session.out.rebind(detached, lifecycle)
         core = session.core
         core.drop_outgoing()
         core.state = core.state.OPEN

@@ -29,6 +29,7 @@ from .._core.base_error import HubArgumentError, HubStateError
 from .._core.errors import DisconnectKind, DisconnectReason
 from .._core.observer import CALL_OUTCOMES, REFUSED
 from .._core.stats import LIVE_COUNTS, OTHER_METHOD, FastHistogram, MethodMetrics
+from .._core.wire import ResumeReason
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -139,6 +140,8 @@ class HubMetrics:
         self.registry.register(_LiveCollector(factory))
         self.registry.register(_HotCollector(self, factory))
         self.registry.register(_BackplaneCollector(factory))
+        if factory.resume_policy is not None:
+            self.registry.register(_ResumeCollector(factory))
 
 
 class _HotCollector:
@@ -214,6 +217,40 @@ class _BackplaneCollector:
             family = CounterMetricFamily(f"twisted_hub_backplane_{name}", help)
             family.add_metric([], float(getattr(backplane, name, 0)))
             yield family
+
+
+class _ResumeCollector:
+    """Session resumption (docs/resumption.md), from each hub's session registry."""
+
+    def __init__(self, factory: HubServerFactory) -> None:
+        self.factory = factory
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        resumed = CounterMetricFamily("twisted_hub_sessions_resumed", "Sessions resumed on a new connection.", labels=["hub"])
+        failures = CounterMetricFamily(
+            "twisted_hub_resume_failures", "Resumes refused, by reason.", labels=["hub", "reason"]
+        )
+        replayed = CounterMetricFamily(
+            "twisted_hub_replayed_messages", "Messages sent again to clients that resumed.", labels=["hub"]
+        )
+        detached = GaugeMetricFamily(
+            "twisted_hub_sessions_detached", "Sessions kept without a connection, waiting for a resume.", labels=["hub"]
+        )
+        kept = GaugeMetricFamily(
+            "twisted_hub_resume_buffer_bytes", "Bytes kept for clients until they acknowledge them.", labels=["hub"]
+        )
+        registries = self.factory.resume_registries
+        for hub in self.factory.runtimes:
+            registry = registries.get(hub)
+            resumed.add_metric([hub], registry.resumed if registry else 0)
+            replayed.add_metric([hub], registry.replayed if registry else 0)
+            detached.add_metric([hub], registry.detached if registry else 0)
+            kept.add_metric([hub], registry.buffer_bytes if registry else 0)
+            for reason in ResumeReason.ALL:
+                failures.add_metric([hub, reason], registry.refused.get(reason, 0) if registry else 0)
+        yield from (resumed, failures, replayed, detached, kept)
 
 
 def backplane_connected(backplane: object) -> bool:

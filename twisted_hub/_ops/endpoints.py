@@ -118,7 +118,29 @@ class StatusSnapshot:
             "errors_per_s": (errors - errors_then) / elapsed if elapsed > 0 else 0.0,
             "recent_disconnects": list(reversed(factory.recent_disconnects.entries)),
             "recent_abnormal_disconnects": list(reversed(factory.recent_disconnects.abnormal)),
+            "resume": resume_status(factory),
         }
+
+
+def resume_status(factory: HubServerFactory) -> dict[str, Any] | None:
+    """Session resumption's figures (None: off): never a token, not even a session id."""
+    policy = factory.resume_policy
+    if policy is None:
+        return None
+    registries = factory.resume_registries.values()
+    refused: dict[str, int] = {}
+    for registry in registries:
+        for reason, count in registry.refused.items():
+            refused[reason] = refused.get(reason, 0) + count
+    return {
+        "window": policy.window,
+        "sessions": sum(len(registry) for registry in registries),
+        "detached": sum(registry.detached for registry in registries),
+        "resumed": sum(registry.resumed for registry in registries),
+        "replayed": sum(registry.replayed for registry in registries),
+        "refused": refused,
+        "buffer_bytes": sum(registry.buffer_bytes for registry in registries),
+    }
 
 
 class StatusJsonPage(Resource):

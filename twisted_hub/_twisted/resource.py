@@ -232,7 +232,8 @@ _LIVE_SECTION = (
     "<div class=\"tile\">heartbeats answered (1 min)<b id=\"hb-rate\">-</b></div>"
     "<div class=\"tile\">heartbeat p50 / p99<b id=\"hb-latency\">-</b></div>"
     "<div class=\"tile\">calls/s<b id=\"calls\">-</b></div>"
-    "<div class=\"tile\">errors/s<b id=\"errors\">-</b></div></div>\n"
+    "<div class=\"tile\">errors/s<b id=\"errors\">-</b></div>"
+    "<div class=\"tile\">sessions detached / resumed<b id=\"resume\">-</b></div></div>\n"
     "<h2>Abnormal disconnects</h2>\n<p class=\"muted\">Timeouts, protocol errors, slow consumers, lost "
     "connections... (not normal closes, going-away or kicks): the last 20.</p>\n"
     "<table id=\"abnormal-disconnects\"><tr><th>time (UTC)</th><th>hub</th>"
@@ -264,6 +265,7 @@ $("hb-rate").className=hb.success_rate!=null&&hb.success_rate<0.99?"bad":"";
 $("hb-latency").textContent=ms(hb.latency_p50)+" / "+ms(hb.latency_p99);
 $("calls").textContent=rate(st.calls_per_s);$("errors").textContent=rate(st.errors_per_s);
 $("errors").className=st.errors_per_s>0?"bad":"";
+var rs=st.resume;$("resume").textContent=rs?rs.detached+" / "+rs.resumed:"off";
 fill($("abnormal-disconnects"),st.recent_abnormal_disconnects||[],"none");
 fill($("disconnects"),st.recent_disconnects,"none yet");
 var hubs=$("hubs");for(var i=1;i<hubs.rows.length;i++){var h=st.hubs[hubs.rows[i].cells[0].textContent];

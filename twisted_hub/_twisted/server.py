@@ -746,6 +746,12 @@ class HubServerFactory(WebSocketServerFactory):
         self.backplane.start()
 
     def stopFactory(self) -> None:
+        for runtime in self.runtimes.values():
+            for session in list(runtime.connections.values()):
+                resumable = session.resumable
+                if resumable is not None and resumable.detached:
+                    # no connection to wait for: the session ends with its server
+                    session.close_with(CloseCode.GOING_AWAY, "server shutting down", DisconnectKind.GOING_AWAY)
         for scheduler in self._schedulers.values():
             scheduler.stop()
         leaving = self.backplane.stop()

@@ -1,0 +1,199 @@
+"""
+Session resumption in the client's sans-IO session (L{ClientResumption},
+docs/resumption.md): a L{ClientSession} on a fake adapter, time from a
+Clock, the server's messages built by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted_hub._core.client_resume import ClientResumption, ends_session
+from twisted_hub._core.client_session import ClientSession
+from twisted_hub._core.errors import ConnectionClosedError, DisconnectKind, DisconnectReason
+from twisted_hub._core.resume import ResumePolicy
+from twisted_hub._core.wire import (
+    CAP_BATCH,
+    CAP_HEARTBEAT,
+    CAP_RESUME,
+    Ack,
+    CloseCode,
+    Hello,
+    Invoke,
+    ReceiverCall,
+    Result,
+    Resume,
+    Resumed,
+    ResumeReason,
+    ResumeRefused,
+    SessionGrant,
+    Welcome,
+    decode_frame,
+    encode,
+)
+from twisted_hub._support.logging import TwistedCoreLog
+
+from .test_client_session import FakeIO, SessionTests
+
+TOKEN = bytes(range(32))
+NEW_TOKEN = bytes(range(32, 64))
+
+
+class ResumeIO(FakeIO):
+    """The fake adapter, with the clock and timers a resumable session uses."""
+
+    def __init__(self, clock: Any) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def seconds(self) -> float:
+        return float(self.clock.seconds())
+
+    def call_later(self, delay: float, function: Any) -> Any:
+        return self.clock.callLater(delay, function).cancel
+
+
+def welcome(resume: bool = True, connection_id: str = "c1") -> bytes:
+    capabilities = [CAP_HEARTBEAT, CAP_BATCH] + ([CAP_RESUME] if resume else [])
+    return encode(Welcome(capabilities, connection_id, None, None, 1024 * 1024, None))
+
+
+class ClientResumeTests(SessionTests):
+    def setUp(self) -> None:
+        super().setUp()
+        self.io = ResumeIO(self.clock)
+        self.resumption: ClientResumption[str] = ClientResumption(ResumePolicy(ack_every=3, ack_delay=2.0))
+
+    def connection(self) -> ClientSession[str]:
+        """A new connection of the reconnecting client (its WebSocket just opened)."""
+        session: ClientSession[str] = ClientSession(self.io, TwistedCoreLog("test", self.observer))
+        from twisted_hub import HubClientOptions
+
+        session.configure(HubClientOptions(), self.receiver, None, self.resumption)
+        session.opened()
+        self.current = session
+        return session
+
+    def sent(self) -> list[list[Any]]:
+        """Each frame the client sent since the last look, as its messages."""
+        frames = [decode_frame(frame) for frame in self.io.frames]
+        self.io.frames.clear()
+        return frames
+
+    def start(self) -> ClientSession[str]:
+        """A first connection: HELLO (announcing resume), WELCOME, SESSION."""
+        session = self.connection()
+        [[hello]] = self.sent()
+        assert isinstance(hello, Hello)
+        self.assertIn(CAP_RESUME, hello.capabilities)
+        session.receive_frame(welcome(), self.clock.seconds())
+        session.receive_frame(encode(SessionGrant(TOKEN, 30.0)), self.clock.seconds())
+        self.assertTrue(self.resumption.resumable)
+        return session
+
+    def lose(self, session: ClientSession[str], kind: DisconnectKind = DisconnectKind.CONNECTION_LOST) -> None:
+        session.connection_lost(DisconnectReason(kind, None, "gone"))
+
+    def test_a_dropped_link_keeps_the_calls_and_the_next_connection_resumes(self) -> None:
+        """
+        Calls in flight survive the drop; the next connection waits for the
+        WELCOME, sends HELLO + RESUME in one frame, and is open only at
+        RESUMED, after replaying what the server lacks; the answer settles the call once.
+        """
+        session = self.start()
+        call_id = session.invoke("t1", "slow", [1], None)
+        session.receive_frame(encode(ReceiverCall("said", ["r", "ann", "x"])), self.clock.seconds())
+        self.sent()
+        self.lose(session)
+        self.assertEqual((self.io.failed, list(self.resumption.pending)), ([], [call_id]))
+        second = self.connection()
+        self.assertEqual(self.sent(), [])  # no hello before the WELCOME
+        second.receive_frame(welcome(connection_id="c9"), self.clock.seconds())
+        [[hello, resume]] = self.sent()
+        assert isinstance(hello, Hello) and isinstance(resume, Resume)
+        self.assertEqual((resume.token, resume.received), (TOKEN, 1))
+        self.assertEqual(self.io.handshakes, [None])  # the first connection's only
+        second.receive_frame(encode(Resumed(0, NEW_TOKEN, "c1")), self.clock.seconds())
+        self.assertEqual(self.io.handshakes, [None, None])
+        [[replayed]] = self.sent()
+        assert isinstance(replayed, Invoke)
+        self.assertEqual((replayed.call_id, replayed.method), (call_id, "slow"))
+        self.assertEqual((self.resumption.resumes, second.core.welcome.connection_id), (1, "c1"))  # type: ignore[union-attr]
+        second.receive_frame(encode(Result(call_id, 1)), self.clock.seconds())
+        second.receive_frame(encode(Result(call_id, 1)), self.clock.seconds())  # a replayed copy
+        self.assertEqual(self.io.succeeded, [("t1", 1)])
+        # call ids go on across the session
+        self.assertEqual(second.invoke("t2", "slow", [2], None), call_id + 1)
+
+    def test_a_refusal_fails_the_kept_calls_and_starts_afresh(self) -> None:
+        """RESUME_REFUSED: the kept calls fail (why, in the error), the reason is counted, SESSION starts anew."""
+        session = self.start()
+        session.invoke("t1", "slow", [1], None)
+        self.lose(session, DisconnectKind.TIMED_OUT)
+        second = self.connection()
+        second.receive_frame(welcome(), self.clock.seconds())
+        self.sent()
+        refused = encode(ResumeRefused(ResumeReason.WINDOW_EXPIRED, "too late")) + encode(SessionGrant(NEW_TOKEN, 30.0))
+        second.receive_frame(refused, self.clock.seconds())
+        [(token, error)] = self.io.failed
+        assert isinstance(error, ConnectionClosedError)
+        self.assertEqual(token, "t1")
+        self.assertIn("window-expired", str(error))
+        self.assertEqual(self.resumption.refusals[ResumeReason.WINDOW_EXPIRED], 1)
+        self.assertTrue(second.is_connected and self.resumption.resumable)
+        self.assertEqual(self.resumption.state.request().token, NEW_TOKEN)
+
+    def test_a_server_without_resume_loses_the_session(self) -> None:
+        """A WELCOME without resume: a plain HELLO, the calls fail, session-unknown is counted."""
+        session = self.start()
+        session.invoke("t1", "slow", [1], None)
+        self.lose(session)
+        self.sent()
+        second = self.connection()
+        second.receive_frame(welcome(resume=False), self.clock.seconds())
+        [[hello]] = self.sent()
+        assert isinstance(hello, Hello)
+        self.assertEqual([token for token, _ in self.io.failed], ["t1"])
+        self.assertEqual(self.resumption.refusals[ResumeReason.SESSION_UNKNOWN], 1)
+        self.assertTrue(second.is_connected)
+
+    def test_a_close_on_purpose_ends_the_session(self) -> None:
+        """Our own disconnect ends the session: its calls fail, the next connection starts afresh."""
+        session = self.start()
+        session.invoke("t1", "slow", [1], None)
+        session.disconnect("bye")
+        session.connection_lost(DisconnectReason(DisconnectKind.NORMAL, CloseCode.NORMAL, "bye", True))
+        self.assertEqual([token for token, _ in self.io.failed], ["t1"])
+        self.assertFalse(self.resumption.resumable)
+
+    def test_acknowledgements_after_ack_every_and_ack_delay(self) -> None:
+        """Three receiver calls: an ACK at once; one more: an ACK from the 2 s timer."""
+        session = self.start()
+        self.sent()
+        for index in range(3):
+            session.receive_frame(encode(ReceiverCall("said", ["r", "ann", str(index)])), self.clock.seconds())
+        self.assertEqual([m for frame in self.sent() for m in frame], [Ack(3)])
+        session.receive_frame(encode(ReceiverCall("said", ["r", "ann", "3"])), self.clock.seconds())
+        self.assertEqual(self.sent(), [])
+        self.clock.advance(2.0)
+        self.assertEqual([m for frame in self.sent() for m in frame], [Ack(4)])
+
+    def test_which_ends_end_the_session(self) -> None:
+        """Link failures keep the session; closes on purpose (1000, 4000, 4005, 4006, errors) end it."""
+        keep = [
+            DisconnectReason(DisconnectKind.TIMED_OUT, CloseCode.HEARTBEAT_TIMEOUT, "", True),
+            DisconnectReason(DisconnectKind.PEER_TIMED_OUT, CloseCode.HEARTBEAT_TIMEOUT, ""),
+            DisconnectReason(DisconnectKind.CONNECTION_LOST, None, ""),
+            DisconnectReason(DisconnectKind.GOING_AWAY, CloseCode.GOING_AWAY, "restart"),
+            DisconnectReason(DisconnectKind.HANDSHAKE_FAILED, None, "refused"),
+        ]
+        end = [
+            DisconnectReason(DisconnectKind.NORMAL, CloseCode.NORMAL, ""),
+            DisconnectReason(DisconnectKind.NORMAL, CloseCode.SESSION_MOVED, ""),
+            DisconnectReason(DisconnectKind.KICKED, CloseCode.KICKED, ""),
+            DisconnectReason(DisconnectKind.TOKEN_EXPIRED, CloseCode.TOKEN_EXPIRED, ""),
+            DisconnectReason(DisconnectKind.PROTOCOL_ERROR, CloseCode.PROTOCOL_ERROR, ""),
+            DisconnectReason(DisconnectKind.GOING_AWAY, CloseCode.GOING_AWAY, "", True),
+        ]
+        self.assertEqual([ends_session(r) for r in keep], [False] * len(keep))
+        self.assertEqual([ends_session(r) for r in end], [True] * len(end))
