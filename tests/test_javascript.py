@@ -152,11 +152,11 @@ def test_browser(node_modules: Path) -> None:
 
 
 def test_docs_typescript_examples(node_modules: Path) -> None:
-    """docs/javascript.md: the codegen command runs as written; the typed-proxy example compiles against its output."""
+    """docs/javascript.md: the codegen command runs as written; the typed-proxy example compiles against its output, the resume example against the client."""
     blocks = named_blocks("docs/javascript.md")
     assert set(blocks) == {
         "mount", "pack", "install", "browser-serve", "browser-example", "node-example", "typed-proxy", "codegen",
-        "bench-js-results",
+        "bench-js-results", "resume-example",
     }
     generated = JS / "test" / "generated"
     generated.mkdir(exist_ok=True)
@@ -166,8 +166,9 @@ def test_docs_typescript_examples(node_modules: Path) -> None:
     subprocess.run(["bash", "-euc", command], cwd=generated, check=True, timeout=60, env=env)
     assert "export interface ChatHub {" in (generated / "chat-hub.ts").read_text()
     (generated / "typed-proxy.ts").write_text(blocks["typed-proxy"][1])
+    (generated / "resume-example.ts").write_text(blocks["resume-example"][1])
     (generated / "tsconfig.json").write_text(
-        '{"extends": "../typed/tsconfig.json", "files": ["typed-proxy.ts"]}\n'
+        '{"extends": "../typed/tsconfig.json", "files": ["typed-proxy.ts", "resume-example.ts"]}\n'
     )
     _run(_tool("node"), str(node_modules / "typescript" / "bin" / "tsc"), "-p", "test/generated/tsconfig.json", timeout=180)
 
