@@ -12,6 +12,7 @@ import socket
 import struct
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
@@ -26,14 +27,34 @@ def reset(transport: Any) -> None:
 class _Upstream(Protocol):
     def __init__(self, downstream: _Downstream) -> None:
         self.downstream = downstream
+        #: after L{_Downstream.cut_client_side}: what the server still sent, and whether it closed
+        self.after_cut = bytearray()
+        self.lost = False
+        self._lost_waiters: list[Deferred[None]] = []
+
+    def when_lost(self) -> Deferred[None]:
+        """Fires once the server's half is closed (now, if it is)."""
+        waiter: Deferred[None] = Deferred()
+        if self.lost:
+            waiter.callback(None)
+        else:
+            self._lost_waiters.append(waiter)
+        return waiter
 
     def connectionMade(self) -> None:
         self.downstream.upstream_ready(self)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.downstream.half_cut:
+            self.after_cut += data
+            return
         self.downstream.transport.write(data)
 
     def connectionLost(self, reason: Any = None) -> None:
+        self.lost = True
+        waiters, self._lost_waiters = self._lost_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
         self.downstream.upstream_lost()
 
 
@@ -45,6 +66,8 @@ class _Downstream(Protocol):
         self.upstream: _Upstream | None = None
         self.pending: list[bytes] = []
         self.open = False
+        #: the client's half was reset and the server's left open (L{cut_client_side})
+        self.half_cut = False
 
     def connectionMade(self) -> None:
         self.open = True
@@ -75,8 +98,19 @@ class _Downstream(Protocol):
     def connectionLost(self, reason: Any = None) -> None:
         self.open = False
         self.proxy.closed(self)
-        if self.upstream is not None:
+        if self.upstream is not None and not self.half_cut:
             self.upstream.transport.loseConnection()
+
+    def cut_client_side(self) -> None:
+        """
+        Reset the client's half only: the server's stays open and sees
+        nothing (a path that died silently); what it sends is kept in
+        C{upstream.after_cut}.
+        """
+        self.half_cut = True
+        self.open = False
+        self.proxy.closed(self)
+        reset(self.transport)
 
     def cut(self) -> None:
         """Reset both halves now (no longer open, from this moment)."""

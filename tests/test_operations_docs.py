@@ -22,7 +22,9 @@ _METRIC = re.compile(r"\btwisted_hub_[a-z_]+\b")
 
 def exposed_names() -> set[str]:
     """Family and sample names a server with metrics exposes after one connection and one call."""
-    server = HubTestServer([work_hub(WorkLog())], heartbeat=HeartbeatPolicy(enabled=True, interval=1.0), metrics=True)
+    server = HubTestServer(
+        [work_hub(WorkLog())], heartbeat=HeartbeatPolicy(enabled=True, interval=1.0), metrics=True, resume=True,
+    )
     conn = server.connect("work")
     conn.client.call("plain", 1)
     server.advance(2.0)

@@ -239,6 +239,35 @@ async def test_away_past_the_window_ends_the_session(served: Any) -> None:
     await until(lambda: EVENTS.disconnected[-1:] == [(second, "normal")])
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_half_open_old_connection_gets_4006(served: Any) -> None:
+    """
+    The path dies silently for the server (it still holds the old
+    connection): the client resumes on a new one, and the server closes the
+    old one with CLOSE 4006 and a 4006 close frame; the session never ended.
+    """
+    factory, proxy, port = served
+    receiver, resumed = Receiver(), []
+    service = client(port, receiver, resumed)
+    service.start()
+    try:
+        connection_id = await service.call("subscribe", "news")
+        [old] = proxy.live
+        old.cut_client_side()
+        assert await service.call("topic") == ["news", ["news"]]
+        assert old.upstream is not None
+        upstream = old.upstream
+        await upstream.when_lost().addTimeout(5.0, reactor())
+        close_message = bytes([0x93, 0x08, 0xCD, 0x0F, 0xA6])  # [8, 4006, ...]
+        assert close_message in upstream.after_cut
+        assert bytes([0x0F, 0xA6]) + b"session resumed elsewhere" in upstream.after_cut  # the close frame
+        assert EVENTS.connected == [connection_id] and EVENTS.resumed == [connection_id]
+        assert EVENTS.disconnected == []
+    finally:
+        await service.stop()
+    await until(lambda: EVENTS.disconnected == [(connection_id, "normal")])
+
+
 class _AsyncioCuttingProxy:
     """An asyncio TCP proxy on 127.0.0.1 whose L{cut_all} resets every connection (RST both ways)."""
 

@@ -232,8 +232,8 @@ const RESUMABLE: readonly string[] = [DisconnectKind.CONNECTION_LOST, Disconnect
 
 /**
  * What outlives one connection when a session resumes (protocol.md section
- * 10): the calls in flight, the streams, the id counters (call ids increase
- * over the session) and the resume ledger.  A plain HubClient has one of
+ * 10): the calls in flight, the id counters (call ids increase over the
+ * session) and the resume ledger; and the connection's streams.  A plain HubClient has one of
  * its own; a ReconnectingHubClient with `resume` hands one to each of its
  * connections.
  * @internal
@@ -259,17 +259,21 @@ export class Session {
     readonly refused: (reason: string) => void = () => {},
   ) {}
 
-  /** The session is over: fail what it kept (the calls may have run) and forget the token. */
-  end(reason: DisconnectReason, clock: Clock): void {
-    this.token = this.ledger = null;
+  /**
+   * A connection ended: its streams end with it (as on the server); unless
+   * the session goes on (`resumes`), it is over: its calls fail (they may
+   * have run) and the token is forgotten.
+   */
+  end(reason: DisconnectReason, clock: Clock, resumes = false): void {
     for (const pump of this.pumps.values()) pump.cancel();
     this.pumps.clear();
-    const calls = [...this.pending.values()];
-    this.pending.clear();
-    for (const call of calls) {
+    for (const [callId, call] of this.pending) {
+      if (resumes && !this.streams.has(callId)) continue;
+      this.pending.delete(callId);
       clock.clearTimeout(call.timer);
       call.reject(new ConnectionClosedError(reason, true));
     }
+    if (!resumes) this.token = this.ledger = null;
   }
 }
 
@@ -1399,10 +1403,10 @@ export class HubClient {
     }
     const s = this.#session;
     if (s.owner === this) s.owner = null;
-    // A session to resume keeps its calls and streams for the next
-    // connection (protocol.md 10.4; a failed attempt changes nothing).
-    // Otherwise every pending call fails: it was handed to the connection, it may have run.
-    if (!s.token || !(wasConnecting || RESUMABLE.includes(reason.kind))) s.end(reason, this.#clock);
+    // A session to resume keeps its calls for the next connection
+    // (protocol.md 10.4; a failed attempt changes nothing).  Otherwise
+    // every pending call fails: it was handed to the connection, it may have run.
+    s.end(reason, this.#clock, !!s.token && (wasConnecting || RESUMABLE.includes(reason.kind)));
     this.#resolveDisconnected(reason);
     if (this.options.onDisconnected) {
       const callback = this.options.onDisconnected;

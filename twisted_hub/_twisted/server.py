@@ -271,7 +271,7 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
     def moved_away(self) -> None:
         self.session = None
         if self.state == self.STATE_OPEN:
-            reason = "the session resumed on a newer connection"
+            reason = "session resumed elsewhere"
             self.sendMessage(encode(Close(CloseCode.SESSION_MOVED, reason)), True)
             self.sendCloseFrame(CloseCode.SESSION_MOVED, close_reason_bytes(reason), isReply=False)
             self.drop_after_close(self.factory.clock)
