@@ -152,7 +152,7 @@ def test_browser(node_modules: Path) -> None:
 
 
 def test_docs_typescript_examples(node_modules: Path) -> None:
-    """docs/javascript.md: the codegen command runs as written; the typed-proxy example compiles against its output, the resume example against the client."""
+    """docs/javascript.md: the codegen command runs; the typed-proxy and resume examples compile against the client."""
     blocks = named_blocks("docs/javascript.md")
     assert set(blocks) == {
         "mount", "pack", "install", "browser-serve", "browser-example", "node-example", "typed-proxy", "codegen",
