@@ -325,6 +325,7 @@ test("a message our bound dropped and the server lacks: close 1000, report the r
   const { client, events } = service({ resume: { bufferBytes: 200 } });
   let ws = await session();
   for (const n of [1, 2, 3]) client.notify("note", "x".repeat(60), n); // ~70 bytes + 48 each: the oldest go
+  const kept = client.call("slow");
   await settle();
   await drop(ws);
   ws = await accept("c-2");
@@ -332,6 +333,7 @@ test("a message our bound dropped and the server lacks: close 1000, report the r
   await settle();
   assert.equal(ws.closedWith.code, 1000);
   assert.match(ws.closedWith.reason, /buffer-overflowed/);
+  await assert.rejects(kept, (e) => e instanceof ConnectionClosedError && /could not be resumed \(buffer-overflowed\)/.test(e.message));
   ws.serverClose(1000);
   await settle();
   assert.deepEqual(client.resumeRefusals, { ...NONE, "buffer-overflowed": 1 });
