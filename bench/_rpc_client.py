@@ -82,7 +82,17 @@ def run_twisted(args: argparse.Namespace) -> None:
                 setattr(HubClientProtocol, name, getattr(WebSocketClientProtocol, name))
             apply_hub_ablation()  # BENCH_HUB_ABLATE (see _common.py)
 
-            client = await connect(f"ws://{HOST}:{args.port}/{HUB_NAME}", clock=reactor)
+            url = f"ws://{HOST}:{args.port}/{HUB_NAME}"
+            if os.environ.get("BENCH_HUB_RESUME") == "1":
+                # bench/resume_cost.py: a resumable session (only reconnecting clients resume)
+                from twisted_hub import HubClientOptions, ReconnectingHubClient
+
+                service = ReconnectingHubClient(url, options=HubClientOptions(resume=True), clock=reactor)
+                service.start()
+                client = await service.when_connected()
+                assert client.session.core.resume is not None, "the session is not resumable"
+            else:
+                client = await connect(url, clock=reactor)
 
             def issue() -> None:
                 client.call("echo", value).addCallback(answered)

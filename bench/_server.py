@@ -178,6 +178,8 @@ def run_hub(args: argparse.Namespace) -> None:
         [BenchHub], heartbeat=policy, clock=reactor, backplane=backplane,
         max_connections=None, max_connections_per_ip=None,
         metrics=args.metrics or bool(os.environ.get("BENCH_HUB_METRICS")),
+        # bench/resume_cost.py: sessions resumable (its clients announce resume too)
+        resume=os.environ.get("BENCH_HUB_RESUME") == "1",
     )
     runtime = factory.hub_runtime(HUB_NAME)
 

@@ -37,6 +37,10 @@ from _common import HOST, HUB_NAME, emit, now, raise_nofile
 
 _ZERO_MASK = b"\x00\x00\x00\x00"  # a valid mask key; XOR with zeros leaves the payload as is
 _HELLO = msgpack.packb([0, {"caps": ["heartbeat", "batch"]}])
+#: bench/resume_cost.py: announce resume, count the server's receiver calls, acknowledge every 64
+_RESUME = os.environ.get("BENCH_HUB_RESUME") == "1"
+if _RESUME:
+    _HELLO = msgpack.packb([0, {"caps": ["heartbeat", "batch", "resume"]}])
 _SIO_CONNECT = msgpack.packb({"type": 0, "nsp": "/"})
 _FIRST_ECHO = msgpack.packb([1, "echo", [b"0123456789abcdef"]])
 
@@ -100,6 +104,8 @@ class Conn(asyncio.Protocol):
         #: fires once the connection is usable, or lost
         self.settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.buf = bytearray()
+        #: the server's sequenced messages received (with resume, bench/resume_cost.py)
+        self.received = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -204,8 +210,14 @@ class Conn(asyncio.Protocol):
                 load.beats += 1
             elif not self.is_ready:
                 self.make_ready()  # the welcome
+            elif _RESUME and payload[1] != 6:
+                pass  # SESSION, ACK: not data
             else:
                 load.data_frame()
+                if _RESUME:
+                    self.received += 1
+                    if self.received % 64 == 0:
+                        self.send(2, msgpack.packb([24, self.received]))
             return
         if opcode == 2 and not self.is_ready and load.first_echo and impl in ("autobahn", "websockets"):
             self.make_ready()  # the answer to the first echo call

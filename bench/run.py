@@ -76,12 +76,18 @@ STOCK_IMPLS = ("autobahn-stock", "websockets-stock")
 
 
 def base_impl(impl: str) -> str:
-    """The implementation a child process runs: C{autobahn-stock} is C{autobahn} with BENCH_REFERENCES=stock."""
-    return impl.removesuffix("-stock")
+    """
+    The implementation a child process runs: C{autobahn-stock} is C{autobahn} with BENCH_REFERENCES=stock;
+    C{hub-resume} is C{hub} with session resumption on, server and clients (bench/resume_cost.py).
+    """
+    return impl.removesuffix("-stock").removesuffix("-resume")
 
 
 def impl_env(impl: str) -> dict[str, str]:
-    return {"BENCH_REFERENCES": "stock" if impl.endswith("-stock") else "best"}
+    env = {"BENCH_REFERENCES": "stock" if impl.endswith("-stock") else "best"}
+    if impl.endswith("-resume"):
+        env["BENCH_HUB_RESUME"] = "1"
+    return env
 #: RPC cases: name -> (calls in flight, bytes in the argument)
 RPC_CASES = {
     "rpc1": (1, 100),

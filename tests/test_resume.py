@@ -447,16 +447,18 @@ class DocumentTests(SynchronousTestCase):
         self.assertIn(f"{ENTRY_OVERHEAD} bytes each", self.text)
 
     def test_builtPartsExist(self) -> None:
-        """Every file the "built" rows name exists; nothing claims the sessions do it already."""
+        """Every file the "built" rows name exists; resume is opt-in (no default announces it)."""
         import re
 
         table = self.text.split("## What is built", 1)[1].split("\n## ", 1)[0]
         built = [line for line in table.splitlines() if "| **built**" in line]
-        self.assertGreaterEqual(len(built), 4)
+        self.assertGreaterEqual(len(built), 6)
         for line in built:
             for path in re.findall(r"`((?:twisted_hub|js|tests|docs)/[\w/.-]+)`", line):
                 self.assertTrue((self.root / path).exists(), path)
-        self.assertIn("Nothing on this page is switched on", self.text)
+            for path in re.findall(r"`(_\w+/[\w/.-]+\.py)`", line):
+                self.assertTrue((self.root / "twisted_hub" / path).exists(), path)
+        self.assertIn("Both sides opt in", self.text)
         from twisted_hub._core.wire import CAP_RESUME, OUR_CAPABILITIES
 
         self.assertNotIn(CAP_RESUME, OUR_CAPABILITIES)

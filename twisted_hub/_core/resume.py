@@ -100,11 +100,9 @@ class ResumePolicy:
             raise ValueError(f"max_calls must be >= 1, got {self.max_calls!r}")
 
 
-@dataclass(slots=True)
-class _Kept:
-    sequence: int
-    data: bytes
-    sent_at: float
+#: what a L{ReplayBuffer} keeps of one message: (sequence, encoded bytes, sent at); a tuple, as
+#: every sequenced message of a resumable session makes one
+_Kept = tuple[int, bytes, float]
 
 
 class ReplayBuffer:
@@ -156,7 +154,7 @@ class ReplayBuffer:
             self._drop_oldest(len(self._kept), ResumeReason.BUFFER_OVERFLOWED)
             self._drop_through(self.last_sent, ResumeReason.BUFFER_OVERFLOWED)
             return self.last_sent
-        self._kept.append(_Kept(self.last_sent, data, now))
+        self._kept.append((self.last_sent, data, now))
         self._bytes += size
         while self._bytes > self.max_bytes:
             self._drop_oldest(1, ResumeReason.BUFFER_OVERFLOWED)
@@ -174,16 +172,16 @@ class ReplayBuffer:
         if received < self.acked:
             raise ProtocolError(f"acknowledged {received} after {self.acked}: acknowledgements never go back")
         self.acked = received
-        while self._kept and self._kept[0].sequence <= received:
-            entry = self._kept.popleft()
-            self._bytes -= len(entry.data) + ENTRY_OVERHEAD
+        while self._kept and self._kept[0][0] <= received:
+            _, data, _ = self._kept.popleft()
+            self._bytes -= len(data) + ENTRY_OVERHEAD
         self._dropped = [(last, why) for last, why in self._dropped if last > received]
 
     def expire(self, now: float) -> int:
         """Drop what is older than the age bound; return how many were dropped."""
         count = 0
-        for entry in self._kept:
-            if now - entry.sent_at < self.max_age:
+        for _, _, sent_at in self._kept:
+            if now - sent_at < self.max_age:
                 break
             count += 1
         self._drop_oldest(count, ResumeReason.WINDOW_EXPIRED)
@@ -205,13 +203,13 @@ class ReplayBuffer:
             raise ResumeRefusedError(
                 why, f"message {received + 1} was dropped ({why}); {last - received} message(s) lost"
             )
-        return [entry.data for entry in self._kept]
+        return [data for _, data, _ in self._kept]
 
     def _drop_oldest(self, count: int, reason: str) -> None:
         for _ in range(count):
-            entry = self._kept.popleft()
-            self._bytes -= len(entry.data) + ENTRY_OVERHEAD
-            self._drop_through(entry.sequence, reason)
+            sequence, data, _ = self._kept.popleft()
+            self._bytes -= len(data) + ENTRY_OVERHEAD
+            self._drop_through(sequence, reason)
 
     def _drop_through(self, sequence: int, reason: str) -> None:
         if self._dropped and self._dropped[-1][1] == reason:
@@ -323,6 +321,10 @@ class Seen:
     answer: bytes | None = None
 
 
+_NEW = Seen(Verdict.NEW)
+_RUNNING = Seen(Verdict.RUNNING)
+
+
 class CallDeduplicator:
     """
     The call ids one side has seen from its peer on a session, and their
@@ -354,17 +356,20 @@ class CallDeduplicator:
 
     def begin(self, call_id: int, now: float) -> Seen:
         """A call with C{call_id} arrived: may it run?  (C{NEW}: it is now running.)"""
-        self.expire(now)
+        settled = self._settled
+        if settled and now - next(iter(settled.values()))[0] >= self.max_age:
+            self.expire(now)
         if call_id in self._running:
-            return Seen(Verdict.RUNNING)
+            return _RUNNING
         kept = self._settled.get(call_id)
         if kept is not None:
             return Seen(Verdict.SETTLED, kept[1])
         if call_id <= self.forgotten_through:
             return Seen(Verdict.FORGOTTEN)
         self._running.add(call_id)
-        self.highest = max(self.highest, call_id)
-        return Seen(Verdict.NEW)
+        if call_id > self.highest:
+            self.highest = call_id
+        return _NEW
 
     def is_running(self, call_id: int) -> bool:
         """Is C{call_id} running (begun, not settled or abandoned)?"""
