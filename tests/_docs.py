@@ -110,6 +110,7 @@ RUN_BY: dict[tuple[str, str], str] = {
     ("docs/filters.md", "filters-example"):
         "tests/test_docs_filters.py::FiltersDocTests::test_example_runs_and_logs_the_line_shown",
     ("docs/streams.md", "streams-example"): "tests/test_docs_streams.py::test_example_runs",
+    ("docs/resumption.md", "resume-example"): "tests/test_resume_sessions.py::test_docs_example_runs",
     ("docs/streams.md", "streamhub.py"): "tests/test_docs_streams.py::test_asyncio_example",
     ("docs/streams.md", "streams-asyncio"): "tests/test_docs_streams.py::test_asyncio_example",
     ("docs/javascript.md", "mount"): "tests/test_static.py::DocsMountExampleTests::test_mount_example",

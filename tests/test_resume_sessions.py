@@ -383,3 +383,26 @@ def test_the_asyncio_client_resumes_through_cuts() -> None:
         asyncio.run(asyncio.wait_for(main(), 40))
     finally:
         server.stop()
+
+
+def test_docs_example_runs(tmp_path: Any) -> None:
+    """docs/resumption.md's example, run as written: every number arrives once, in order, across the drop."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ._docs import named_blocks
+
+    script = tmp_path / "resume_example.py"
+    script.write_text(named_blocks("docs/resumption.md")["resume-example"][1])
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**__import__("os").environ, "PYTHONPATH": str(root)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "server: the session resumed, no disconnect",
+        "client: resumed as True",
+        "client: got True after 1 resume",
+    ], done.stdout
