@@ -56,6 +56,9 @@ _ZERO_MASK = b"\x00\x00\x00\x00"  # a valid mask key; XOR with zeros leaves the 
 _HELLO = msgpack.packb([0, {"caps": ["heartbeat", "batch"]}])
 _SIO_CONNECT = msgpack.packb({"type": 0, "nsp": "/"})
 _FIRST_ECHO = msgpack.packb([1, "echo", [b"0123456789abcdef"]])
+#: --watch: also count the bystanders that client heartbeat timeouts of these seconds would have dropped
+#: (3: HeartbeatPolicy.FAST_DETECTION, 45: PROXY_SAFE)
+WOULD_TIME_OUT = (3.0, 5.0, 10.0, 15.0, 45.0)
 
 
 def client_frame(opcode: int, payload: bytes) -> bytes:
@@ -133,7 +136,7 @@ class Watch:
         self.timeout = timeout
         self.mark()
 
-    def mark(self) -> None:
+    def mark(self, conns: list[Conn] | tuple[()] = ()) -> None:
         #: connections whose oldest unanswered client heartbeat waited more than the timeout
         self.timeouts = 0
         self.sent = 0
@@ -142,13 +145,18 @@ class Watch:
         self.rtts: list[float] = []
         #: the longest wait between two server heartbeats on one connection (seconds)
         self.beat_gap_max = 0.0
+        for conn in conns:
+            conn.hb_worst = 0.0
 
     def report(self, conns: list[Conn], t: float) -> dict[str, object]:
         waiting = [t - min(c.hb_out.values()) for c in conns if c.hb_out and not c.lost]
         gaps = [t - c.last_server_beat for c in conns if c.last_server_beat and not c.lost]
         rtts = sorted(self.rtts)
+        worst = [max(c.hb_worst, t - min(c.hb_out.values()) if c.hb_out else 0.0) for c in conns if not c.lost]
         return {
             "client_timeouts": self.timeouts, "sent": self.sent, "answered": self.answered,
+            # connections a client heartbeat timeout of T seconds would have dropped, for other timeouts than ours
+            "would_time_out": {str(limit): sum(w > limit for w in worst) for limit in WOULD_TIME_OUT},
             "rtt_max": max(rtts + waiting, default=0.0),
             "rtt_p99": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))] if rtts else 0.0,
             "rtt_median": rtts[len(rtts) // 2] if rtts else 0.0,
@@ -166,6 +174,7 @@ class Conn(asyncio.Protocol):
         self.settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.buf = bytearray()
         self.dropped = False  # reset on purpose (the "drop" command)
+        self.refused = False  # the upgrade was answered with another status than 101
         self.lost = False
         # --watch: client heartbeats in flight (sequence -> time sent), the next one's time
         self.hb_out: dict[int, float] = {}
@@ -173,6 +182,7 @@ class Conn(asyncio.Protocol):
         self.hb_due = 0.0
         self.hb_timed_out = False
         self.last_server_beat = 0.0
+        self.hb_worst = 0.0  # the longest any of our heartbeats waited for its answer since the mark
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -239,6 +249,7 @@ class Conn(asyncio.Protocol):
             status = bytes(buf[: buf.find(b"\r\n")])
             del buf[: end + 4]
             if b" 101 " not in status:
+                self.refused = True
                 if self.load.lost_at is not None:  # a reconnection refused: counted, retried
                     name = status.decode(errors="replace")[:40]
                     self.load.other_errors[name] = self.load.other_errors.get(name, 0) + 1
@@ -340,8 +351,10 @@ class Conn(asyncio.Protocol):
             elif kind == 12:  # the answer to one of our heartbeats
                 sent = self.hb_out.pop(message[1], None)
                 if sent is not None:
+                    rtt = now() - sent
                     watch.answered += 1
-                    watch.rtts.append(now() - sent)
+                    watch.rtts.append(rtt)
+                    self.hb_worst = max(self.hb_worst, rtt)
                 if not self.hb_out:
                     self.hb_timed_out = False
             else:
@@ -403,7 +416,9 @@ async def reopen(load: Load) -> None:
             load.open_timeouts += 1
             continue
         if not protocol.is_ready:
-            continue  # closed before the welcome (counted in other_errors when the upgrade was refused)
+            if not protocol.refused:  # a refused upgrade is counted under its status line
+                load.other_errors["closed before the welcome"] = load.other_errors.get("closed before the welcome", 0) + 1
+            continue
         t = now()
         load.protocols.append(protocol)
         load.restored += 1
@@ -496,7 +511,7 @@ async def main() -> None:
                  unexpected_closes=load.unexpected_closes, closes_since_back=load.closes_since_back,
                  close_codes=load.close_codes, **watched)
         elif words[0] == "mark" and load.watch is not None:
-            load.watch.mark()
+            load.watch.mark(load.protocols)
         elif words[0] == "drop":  # bench/storm.py: every open connection reset at once, then reopened
             t = now()
             load.lost_at = t

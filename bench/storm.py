@@ -13,11 +13,14 @@ One hub server (``bench/_server.py hub``, server heartbeats every
 1. **bystanders** (``--bystanders``, one ``bench/_wsload.py --watch``
    process) connect first and stay connected on the same server process the
    whole time: they answer the server's heartbeats, send their own client
-   heartbeats (every ``--client-heartbeat`` s) and count every one left
-   unanswered for ``--client-timeout`` s (a false timeout: a real client
-   would have dropped a healthy connection), every connection they lose
-   (a server heartbeat timeout closes with 4001), the longest round trip of
-   their heartbeats and the longest gap between two server heartbeats;
+   heartbeats (every ``--client-heartbeat`` s) and count every connection
+   whose heartbeat was left unanswered for ``--client-timeout`` s (a false
+   timeout: a real client would have dropped a healthy connection), and how
+   many shorter timeouts (3 s: ``HeartbeatPolicy.FAST_DETECTION``; 10 s)
+   would have dropped; also every connection they lose (a server heartbeat
+   timeout closes with 4001), the longest round trip of their heartbeats
+   and the longest gap between two server heartbeats; the server reports its
+   longest reactor turn;
 2. **storm clients** (``--clients``, split over load processes of at most
    ``--per-load`` connections, ``_wsload.py --reconnect``) connect;
 3. every storm client's connection is **reset at once** (the ``drop``
@@ -57,6 +60,7 @@ import os
 import platform
 import shlex
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -85,12 +89,15 @@ LABELS = [
     ("attempts", "connection attempts"),
     ("attempts_refused", "attempts refused"),
     ("attempts_failed", "attempts failed otherwise (errors, timeouts)"),
-    ("bystander_false_timeouts", "bystanders' client heartbeats unanswered in time"),
+    ("bystander_false_timeouts", "bystanders timed out by their client heartbeat timeout (false timeouts)"),
+    ("bystander_would_time_out_3s", "bystanders a 3 s client timeout would have dropped"),
+    ("bystander_would_time_out_10s", "bystanders a 10 s client timeout would have dropped"),
     ("bystander_closes", "bystander connections lost"),
     ("storm_closes_after", "storm connections lost after they were back"),
     ("bystander_rtt_max_ms", "bystanders' slowest heartbeat round trip, ms"),
     ("bystander_rtt_p99_ms", "bystanders' heartbeat round trip p99, ms"),
     ("bystander_beat_gap_max_s", "longest gap between server heartbeats (bystanders), s"),
+    ("server_turn_max_s", "server's longest reactor turn, s"),
     ("server_fds_max", "server open files, peak"),
     ("server_nofile", "server open-file limit (soft)"),
     ("conns_after", "connections on the server at the end"),
@@ -107,10 +114,13 @@ class StormSettings:
     heartbeat: float = 5.0
     timeout: float = 15.0
     client_heartbeat: float = 1.0
-    client_timeout: float = 3.0
+    client_timeout: float = 15.0
     open_timeout: float = 30.0
     settle: float = -1.0  # < 0: one server timeout plus one interval
     crash: bool = False
+    #: py-spy's raw profile of the server from 1 s before the reset, for this many seconds (0: none)
+    profile_s: float = 0.0
+    profile_to: str = ""
 
     def settle_s(self) -> float:
         return self.settle if self.settle >= 0 else self.timeout + self.heartbeat
@@ -216,8 +226,15 @@ def one_storm(s: StormSettings) -> dict[str, Any]:
             if ready != s.clients:
                 raise BenchError(f"only {ready} of {s.clients} storm clients connected")
             time.sleep(min(2.0, s.heartbeat))  # a heartbeat or two on every connection before the storm
+            profiler = None
+            if s.profile_s:
+                profiler = subprocess.Popen(["py-spy", "record", "-p", str(server.pid), "-d", str(int(s.profile_s)),
+                                             "-r", "100", "-f", "raw", "-o", s.profile_to],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(1.0)
             for watcher in watchers:
                 watcher.send("mark")
+            server.send("mark")
             cpu0 = cpu_seconds(server.pid)
             t_lost = now()
             if s.crash:
@@ -240,7 +257,10 @@ def one_storm(s: StormSettings) -> dict[str, Any]:
             watched = counts(watchers)
             stormed = counts(loads)
             server.send("stats")
-            conns_after = int(server.expect("stats", 20)["conns"])
+            stats = server.expect("stats", 20)
+            conns_after = int(stats["conns"])
+            if profiler is not None:
+                profiler.wait(timeout=s.profile_s + 30)
         finally:
             fds_max = sampler.stop()
     delays = [d for r in restored for d in r["delays"]]
@@ -256,12 +276,15 @@ def one_storm(s: StormSettings) -> dict[str, Any]:
         "attempts_refused": sum(r["attempts_refused"] for r in restored),
         "attempts_failed": sum(r["open_timeouts"] + sum(r["other_errors"].values()) for r in restored),
         "bystander_false_timeouts": sum(w["client_timeouts"] for w in watched),
+        "bystander_would_time_out_3s": sum(w["would_time_out"]["3.0"] for w in watched),
+        "bystander_would_time_out_10s": sum(w["would_time_out"]["10.0"] for w in watched),
         "bystander_closes": sum(w["unexpected_closes"] for w in watched),
         # a crash loses every connection "unexpectedly": there, only the losses after they were back count
         "storm_closes_after": sum(c["closes_since_back" if s.crash else "unexpected_closes"] for c in stormed),
         "bystander_rtt_max_ms": rtts_max * 1000,
         "bystander_rtt_p99_ms": max((w["rtt_p99"] for w in watched), default=0.0) * 1000,
         "bystander_beat_gap_max_s": max((w["beat_gap_max"] for w in watched), default=0.0),
+        "server_turn_max_s": stats["lag_max"],
         "server_fds_max": fds_max,
         "server_nofile": nofile,
         "conns_after": conns_after,
@@ -278,6 +301,11 @@ def one_storm(s: StormSettings) -> dict[str, Any]:
     # kept in the result file, not in the table
     result["other_errors"] = errors
     result["close_codes"] = close_codes
+    would: dict[str, int] = {}
+    for w in watched:
+        for limit, n in w["would_time_out"].items():
+            would[limit] = would.get(limit, 0) + n
+    result["bystanders_would_time_out"] = would
     result["bystander_heartbeats"] = {"sent": sum(w["sent"] for w in watched),
                                       "answered": sum(w["answered"] for w in watched)}
     return result
@@ -315,6 +343,8 @@ def main() -> int:
     parser.add_argument("--open-timeout", type=float, default=defaults.open_timeout,
                         help="seconds one reconnection attempt may take (connect to hub welcome)")
     parser.add_argument("--repeats", type=int, default=defaults.repeats)
+    parser.add_argument("--profile", nargs=2, metavar=("SECONDS", "FILE"),
+                        help="py-spy record the server (raw) from 1 s before the reset for SECONDS into FILE")
     parser.add_argument("--crash", action="store_true", help="kill and restart the server instead (no bystanders)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 200 storm clients, 20 bystanders")
     parser.add_argument("--record", metavar="NAME",
@@ -331,6 +361,8 @@ def main() -> int:
             client_timeout=args.client_timeout, open_timeout=args.open_timeout,
         )
     s.crash = args.crash
+    if args.profile:
+        s.profile_s, s.profile_to = float(args.profile[0]), os.path.abspath(args.profile[1])
     if s.crash:
         s.bystanders = 0  # nothing survives a crash of the only server
     if s.clients <= 0 or s.per_load <= 0 or s.repeats <= 0:
