@@ -32,8 +32,9 @@ One hub server (``bench/_server.py hub``, server heartbeats every
    s from connect to the hub welcome;
 4. measured: the time from the reset until every storm client is back (and
    the median and 99th percentile of each one's), the server's CPU over that
-   window, the attempts, refused and otherwise failed ones, the server's
-   peak of open files against its open-file limit; then, after a settling
+   window, the attempts, refused and otherwise failed ones, the connections
+   the kernel dropped at the full listen queue (TcpExt ListenDrops), the
+   server's peak of open files against its open-file limit; then, after a settling
    window of one server timeout plus one interval (a heartbeat missed in the
    storm times out within it), the bystanders' figures and any storm client
    lost again.  The repeat fails when a bystander lost its connection or
@@ -89,6 +90,8 @@ LABELS = [
     ("attempts", "connection attempts"),
     ("attempts_refused", "attempts refused"),
     ("attempts_failed", "attempts failed otherwise (errors, timeouts)"),
+    ("attempts_timed_out", "of which not at the welcome within --open-timeout"),
+    ("listen_drops", "connections the kernel dropped at the full listen queue"),
     ("bystander_false_timeouts", "bystanders timed out by their client heartbeat timeout (false timeouts)"),
     ("bystander_would_time_out_3s", "bystanders a 3 s client timeout would have dropped"),
     ("bystander_would_time_out_10s", "bystanders a 10 s client timeout would have dropped"),
@@ -183,6 +186,22 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
+def listen_drops() -> int | None:
+    """
+    The kernel's count of connections dropped at a full listen queue (TcpExt ListenDrops, which
+    includes ListenOverflows; this network namespace, Linux), or None where it cannot be read.
+    """
+    try:
+        with open("/proc/net/netstat") as f:
+            lines = [line.split() for line in f if line.startswith("TcpExt:")]
+    except OSError:
+        return None
+    if len(lines) != 2:
+        return None
+    fields = dict(zip(lines[0][1:], lines[1][1:]))
+    return int(fields["ListenDrops"]) if "ListenDrops" in fields else None
+
+
 def server_nofile(pid: int) -> int:
     import psutil
 
@@ -236,6 +255,7 @@ def one_storm(s: StormSettings) -> dict[str, Any]:
                 watcher.send("mark")
             server.send("mark")
             cpu0 = cpu_seconds(server.pid)
+            drops0 = listen_drops()
             t_lost = now()
             if s.crash:
                 os.kill(server.pid, signal.SIGKILL)  # a crash, not a shutdown
@@ -252,6 +272,7 @@ def one_storm(s: StormSettings) -> dict[str, Any]:
                     raise BenchError(f"{dropped} of {s.clients} storm connections were reset")
             restored = [load.expect("restored", 240) for load in loads]
             cpu = cpu_seconds(server.pid) - cpu0
+            drops1 = listen_drops()
             back_s = max(r["t_last"] for r in restored) - t_lost
             time.sleep(s.settle_s())
             watched = counts(watchers)
@@ -275,6 +296,9 @@ def one_storm(s: StormSettings) -> dict[str, Any]:
         "attempts": sum(r["attempts"] for r in restored),
         "attempts_refused": sum(r["attempts_refused"] for r in restored),
         "attempts_failed": sum(r["open_timeouts"] + sum(r["other_errors"].values()) for r in restored),
+        "attempts_timed_out": sum(r["open_timeouts"] for r in restored),
+        # -1: not known (no /proc/net/netstat)
+        "listen_drops": drops1 - drops0 if drops0 is not None and drops1 is not None else -1,
         "bystander_false_timeouts": sum(w["client_timeouts"] for w in watched),
         "bystander_would_time_out_3s": sum(w["would_time_out"]["3.0"] for w in watched),
         "bystander_would_time_out_10s": sum(w["would_time_out"]["10.0"] for w in watched),
@@ -322,6 +346,12 @@ def problems_of(result: dict[str, Any], s: StormSettings) -> list[str]:
     return found
 
 
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary of a result file (as bench/run.py's, with no reference): per metric, median [min..max]."""
+    metrics = {name: {"hub": spread([r[name] for r in results]) if results else None} for name, _ in LABELS}
+    return {"storm": {"metrics": metrics, "ratios": {}}}
+
+
 def show(result: dict[str, Any]) -> str:
     return ", ".join(f"{name} {fmt(result[name]) if isinstance(result[name], float) else result[name]}"
                      for name, _ in LABELS)
@@ -350,6 +380,7 @@ def main() -> int:
     parser.add_argument("--record", metavar="NAME",
                         help="write the result file to bench/results/recorded/NAME.json (committed; the docs cite it)")
     parser.add_argument("--note", default="", help="a note kept in the result file (e.g. what else loaded the machine)")
+    parser.add_argument("--out", default=os.path.join(HERE, "results"), help="where a result file goes without --record")
     args = parser.parse_args()
     if args.quick:
         s = quick_settings()
@@ -391,8 +422,7 @@ def main() -> int:
                   f"{result['other_errors'] or 'none'}; close codes seen: {result['close_codes'] or 'none'}",
                   flush=True)
     got = [r for r in results if r is not None]
-    summary = {"storm": {"metrics": {name: {"hub": spread([float(r[name]) for r in got]) if got else None}
-                                     for name, _ in LABELS}, "ratios": {}}}
+    summary = summarize(got)
     for name, label in LABELS:
         sp = summary["storm"]["metrics"][name]["hub"]
         if sp is not None:
@@ -417,7 +447,7 @@ def main() -> int:
         "summary": summary,
         "failures": failures,
     }
-    out = RECORDED_DIR if args.record else os.path.join(HERE, "results")
+    out = RECORDED_DIR if args.record else args.out
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, f"{args.record}.json" if args.record
                         else f"storm-{'quick-' if args.quick else ''}{time.strftime('%Y%m%d-%H%M%S')}.json")
