@@ -125,6 +125,7 @@ def _serve_commands_twisted(reactor, handle) -> None:  # type: ignore[no-untyped
                 return
             if words[0] == "mark":  # bench/storm.py: the longest turn from now on
                 lag.mark()
+                emit("marked")
                 return
             if words[0] == "trim":  # bench/memory.py: how much of the kept memory malloc can give back
                 import ctypes

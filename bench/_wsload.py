@@ -512,6 +512,7 @@ async def main() -> None:
                  close_codes=load.close_codes, **watched)
         elif words[0] == "mark" and load.watch is not None:
             load.watch.mark(load.protocols)
+            emit("marked")
         elif words[0] == "drop":  # bench/storm.py: every open connection reset at once, then reopened
             t = now()
             load.lost_at = t

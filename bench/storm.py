@@ -256,9 +256,9 @@ def one_storm(s: StormSettings) -> dict[str, Any]:
                                              "-r", "100", "-f", "raw", "-o", s.profile_to],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(1.0)
-            for watcher in watchers:
-                watcher.send("mark")
-            server.send("mark")
+            for child in [*watchers, server]:  # measured from here: wait until each has read it
+                child.send("mark")
+                child.expect("marked", 20)
             cpu0 = cpu_seconds(server.pid)
             drops0 = listen_drops()
             t_lost = now()
