@@ -45,7 +45,7 @@ client lost again, or the server holding other than clients + bystanders is
 "not met" (``unmet``: what the storm must keep, recorded with its numbers).
 Either makes the exit status 1.
 
-Open files: the server holds one file per connection plus a few (about 20:
+Open files: the server holds one file per connection plus a few (about 10:
 listening socket, log, stdio, epoll); every process raises its soft limit to
 its hard one, and the run refuses to start when clients + bystanders + the
 server's other files + 100 exceed the server's limit (on the development
