@@ -50,6 +50,8 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def fmt(value: float) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"  # a count (connections, attempts): no decimals
     if value >= 1000:
         return f"{value:,.0f}"
     if value >= 10:
@@ -91,8 +93,10 @@ BLOCK = re.compile(
 def render_table(document: dict[str, Any], cases: list[str], labels: dict[str, list[tuple[str, str]]]) -> str:
     """
     One markdown table: per case and metric, each implementation's median and each ratio
-    hub / reference as median [min..max] over the repeats (ratios taken within one repeat).
-    C{labels}: case -> [(metric, label)], the primary metric first.
+    hub / reference as median [min..max] over the repeats (ratios taken within one repeat);
+    with no reference (bench/storm.py), the hub's median [min..max].
+    C{labels}: case -> [(metric, label)], the primary metric first; a case it does not name
+    takes the labels the result file itself holds (C{"labels"}, bench/storm.py's).
     """
     impls = impls_of(document)
     refs = [impl for impl in impls if impl != "hub"]
@@ -109,17 +113,24 @@ def render_table(document: dict[str, Any], cases: list[str], labels: dict[str, l
         f"uvloop {v.get('uvloop')}, msgpack {v.get('msgpack')}"
         + (f"; {document['note']}" if document.get("note") else "") + "."
     )
-    head = ["case", "metric", *(f"`{impl}`" for impl in impls), *(f"hub ÷ `{ref}`" for ref in refs)]
+    shown = (lambda impl: f"`{impl}`") if refs else (lambda impl: f"`{impl}` median [min..max]")
+    head = ["case", "metric", *(shown(impl) for impl in impls), *(f"hub ÷ `{ref}`" for ref in refs)]
     lines = [caption, "", "| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * (len(impls) + len(refs))]
     for case in cases:
         entry = document["summary"].get(case)
         if entry is None:
             raise KeyError(f"{case} is not in the result file")
-        for metric, label in labels[case]:
+        rows = labels.get(case) or document.get("labels", {}).get(case)
+        if not rows:
+            raise KeyError(f"no labels for the metrics of {case}")
+        for metric, label in rows:
             values = entry["metrics"].get(metric, {})
             ratios = entry["ratios"].get(metric, {})
             cells = [f"`{case}`", label]
-            cells += [fmt(values[impl]["median"]) if values.get(impl) else "n/a" for impl in impls]
+            if refs:
+                cells += [fmt(values[impl]["median"]) if values.get(impl) else "n/a" for impl in impls]
+            else:
+                cells += [fmt_spread(values.get(impl)) for impl in impls]
             cells += [fmt_spread(ratios.get(ref)) for ref in refs]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -19,7 +19,8 @@ Every implementation offers the same three things:
 
 It listens on an ephemeral loopback port, reports ``{"event": "ready",
 "port": ...}`` on stdout, then takes commands on stdin, one per line:
-``stats``, ``fanout COUNT SIZE [turn]`` (``turn``: one broadcast per
+``stats`` (Twisted servers: with ``lag_max``, the longest reactor turn since
+``mark``, as a 0.1 s timer's worst lateness), ``fanout COUNT SIZE [turn]`` (``turn``: one broadcast per
 reactor turn, else all in one turn), ``trim`` (Twisted servers: ``malloc_trim(0)``,
 then report the RSS) and ``quit``.
 """
@@ -73,9 +74,36 @@ def _twisted_logging() -> None:
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
+class LagWatch:
+    """
+    How late a 0.1 s timer fires at worst since the last C{mark}: the longest reactor turn
+    (bench/storm.py: one turn handles every connection reset at once), reported by ``stats``.
+    """
+
+    def __init__(self, reactor) -> None:  # type: ignore[no-untyped-def]
+        from twisted.internet.task import LoopingCall
+
+        self.worst = 0.0
+        self.reactor = reactor
+        self.last = reactor.seconds()
+        self.call = LoopingCall(self.tick)
+        self.call.clock = reactor
+        self.call.start(0.1, now=False)
+
+    def tick(self) -> None:
+        t = self.reactor.seconds()
+        self.worst = max(self.worst, t - self.last - 0.1)
+        self.last = t
+
+    def mark(self) -> None:
+        self.worst = 0.0
+
+
 def _serve_commands_twisted(reactor, handle) -> None:  # type: ignore[no-untyped-def]
     from twisted.internet import stdio
     from twisted.protocols.basic import LineReceiver
+
+    lag = LagWatch(reactor)
 
     class Commands(LineReceiver):
         delimiter = b"\n"
@@ -92,7 +120,12 @@ def _serve_commands_twisted(reactor, handle) -> None:  # type: ignore[no-untyped
                 extra = {}
                 if hasattr(handle, "group_count"):
                     extra = {"group": handle.group_count(), "backplane": handle.backplane_stats()}
-                emit("stats", conns=handle.connections(), rss=rss_bytes(), cpu=cpu_seconds(), **extra)
+                emit("stats", conns=handle.connections(), rss=rss_bytes(), cpu=cpu_seconds(), lag_max=lag.worst,
+                     **extra)
+                return
+            if words[0] == "mark":  # bench/storm.py: the longest turn from now on
+                lag.mark()
+                emit("marked")
                 return
             if words[0] == "trim":  # bench/memory.py: how much of the kept memory malloc can give back
                 import ctypes

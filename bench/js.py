@@ -37,7 +37,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from _common import ROOT, cpu_seconds  # noqa: E402
+from _common import ROOT, cpu_seconds, open_file_limit_line  # noqa: E402
 from run import BenchError, Child, Processes, Settings, fmt_spread, quick_settings, spread, start_server  # noqa: E402
 
 CASES = ("rpc1", "rpc100", "fanout")
@@ -147,6 +147,7 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", choices=CASES, help="run only these cases")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args()
+    print(open_file_limit_line(), flush=True)
     s = quick_settings() if args.quick else Settings()
     if args.repeats:
         s.repeats = args.repeats

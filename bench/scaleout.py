@@ -43,6 +43,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+from _common import open_file_limit_line  # noqa: E402
 from run import BenchError, Processes, Settings, server_stats, start_loads  # noqa: E402
 
 CASES = ("hub1-turns", "hub2-turns", "hub1-burst", "hub2-burst", "sio2")
@@ -164,6 +165,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    print(open_file_limit_line(), flush=True)
     s = Settings(fanout_members=40, fanout_messages=20) if args.quick else Settings()
     repeats = 1 if args.quick else args.repeats
     redis = Redis()

@@ -75,6 +75,8 @@ def main() -> int:
     wanted = args.slow + 256
     if soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))  # the child inherits it
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    print(f"open-file limit (RLIMIT_NOFILE): soft {soft}, hard {hard} (the server inherits it)", flush=True)
     env = dict(os.environ, PYTHONPATH=ROOT)
     command = [
         sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile=",

@@ -1,6 +1,8 @@
 """
-The open-file limit: a warning at start-up (HubService, and so C{twistd hub})
-when RLIMIT_NOFILE's soft limit is below the connection cap plus headroom.
+The open-file limit: a warning at start-up (HubService, and so C{twistd hub};
+a bare HubServerFactory on its first port; a ConnectionGuard in front of a
+site) when RLIMIT_NOFILE's soft limit is below the connection cap plus
+headroom, once per server.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import pytest_twisted
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
-from twisted_hub import HubService
-from twisted_hub._ops import service as service_module
+from twisted_hub import ConnectionGuard, HubResource, HubServerFactory, HubService
+from twisted_hub._twisted import limits as limits_module
 from twisted_hub._twisted.limits import OPEN_FILE_HEADROOM, open_file_limit, open_file_limit_warning
 from twisted_hub.demo import DEMO_HUBS
 
@@ -49,14 +53,18 @@ class WarningTextTests(SynchronousTestCase):
         self.assertEqual(open_file_limit(), tuple(resource.getrlimit(resource.RLIMIT_NOFILE)))
 
 
+def _warnings(logs: list[Any]) -> list[Any]:
+    return [e for e in logs if "open-file limit" in e.get("open_files", "")]
+
+
 class ServiceStartTests(SynchronousTestCase):
     def start(self, limit: tuple[int, int], max_connections: int | None) -> list[Any]:
-        self.patch(service_module, "open_file_limit", lambda: limit)
+        self.patch(limits_module, "open_file_limit", lambda: limit)
         logs: list[Any] = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)  # type: ignore[assignment]
         service = HubService(DEMO_HUBS, clock=MemoryReactorClock(), max_connections=max_connections)
         service.startService()
         self.addCleanup(service.stopService)
-        return [e for e in logs if "open-file limit" in e.get("open_files", "")]
+        return _warnings(logs)
 
     def test_warns_when_below_the_cap(self) -> None:
         """HubService.startService logs one warning when the soft limit is below max_connections + headroom."""
@@ -68,6 +76,54 @@ class ServiceStartTests(SynchronousTestCase):
         """Enough files for the cap, or no cap: no warning."""
         self.assertEqual(self.start((65536, 65536), 5000), [])
         self.assertEqual(self.start((1024, 1024), None), [])
+
+
+class OtherWaysOfServingTests(SynchronousTestCase):
+    """Without HubService: a factory on its own port, or a guarded site, warns as it starts, once per server."""
+
+    def setUp(self) -> None:
+        self.patch(limits_module, "open_file_limit", lambda: (1024, 1024))
+        self.logs: list[Any] = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)  # type: ignore[assignment]
+
+    def test_bare_factory(self) -> None:
+        """listenTCP(port, factory) starts the factory: one warning, however many ports start it."""
+        factory = HubServerFactory(DEMO_HUBS, clock=MemoryReactorClock(), max_connections=5000)
+        factory.doStart()  # type: ignore[no-untyped-call]
+        factory.doStart()  # type: ignore[no-untyped-call]  # a second port
+        self.addCleanup(factory.doStop)
+        self.addCleanup(factory.doStop)
+        [event] = _warnings(self.logs)
+        self.assertEqual(event["log_level"], LogLevel.warn)
+        self.assertEqual(event["max_connections"], 5000)
+
+    def test_guarded_site(self) -> None:
+        """A ConnectionGuard in front of a Site with a HubResource warns for the factory's caps."""
+        factory = HubServerFactory(DEMO_HUBS, clock=MemoryReactorClock(), max_connections=3000)
+        root = Resource()
+        root.putChild(b"hub", HubResource(factory))
+        guard = ConnectionGuard(Site(root), factory.limits)
+        guard.doStart()  # type: ignore[no-untyped-call]
+        self.addCleanup(guard.doStop)
+        [event] = _warnings(self.logs)
+        self.assertIn("below max_connections 3000", event["open_files"])
+
+    def test_once_per_server(self) -> None:
+        """HubService, its factory and a guard sharing its limits: one warning in all."""
+        service = HubService(DEMO_HUBS, clock=MemoryReactorClock(), max_connections=5000)
+        service.startService()
+        self.addCleanup(service.stopService)
+        guard = ConnectionGuard(Site(Resource()), service.factory.limits)
+        guard.doStart()  # type: ignore[no-untyped-call]
+        self.addCleanup(guard.doStop)
+        self.assertEqual(len(_warnings(self.logs)), 1)
+
+    def test_enough_files(self) -> None:
+        """Enough files for the cap: a starting factory says nothing."""
+        self.patch(limits_module, "open_file_limit", lambda: (65536, 65536))
+        factory = HubServerFactory(DEMO_HUBS, clock=MemoryReactorClock(), max_connections=5000)
+        factory.doStart()  # type: ignore[no-untyped-call]
+        self.addCleanup(factory.doStop)
+        self.assertEqual(_warnings(self.logs), [])
 
 
 @pytest_twisted.ensureDeferred

@@ -154,6 +154,25 @@ class ConnectionCounts:
         #: connections currently counted, per L{address_key}
         self.per_address: dict[str, int] = {}
         self.log = RateLimitedLog(clock, log)
+        self._core_log = log
+        self._open_files_checked = False
+
+    def check_open_files(self, limit: tuple[int, int] | None) -> str | None:
+        """
+        Once per server: warn (and return the text) when the open-file limit
+        C{limit} (C{(soft, hard)}, L{open_file_limit}) cannot hold
+        C{max_connections} (L{open_file_limit_warning}).  Every way of serving
+        calls it as it starts (the factory on its first port, a
+        L{ConnectionGuard<twisted_hub.ConnectionGuard>}, L{HubService<twisted_hub.HubService>});
+        the first call decides, later ones say nothing.
+        """
+        if self._open_files_checked:
+            return None
+        self._open_files_checked = True
+        warning = open_file_limit_warning(self.max_connections, limit)
+        if warning is not None:
+            self._core_log.warn("{open_files}", open_files=warning, max_connections=self.max_connections)
+        return warning
 
     def admit(self, address: object) -> bool:
         """

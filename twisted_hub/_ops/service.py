@@ -41,7 +41,7 @@ from .._hubs.auth import redacting_log_formatter
 from .._support.logging import HUB_LOG_OBSERVER
 from .._support.reactor_keyword import reactor_keyword_deprecated
 from .._twisted.compression import describe as describe_compression
-from .._twisted.limits import ConnectionGuard, open_file_limit, open_file_limit_warning
+from .._twisted.limits import ConnectionGuard
 from .._twisted.resource import HubStatusPage, build_site_root, mount, status_json_path
 from .._twisted.server import FactoryOptions, HubServerFactory, HubSpec
 from .._twisted.server_io import TwistedServerSession
@@ -390,18 +390,12 @@ class HubService(MultiService):
         self._start_listening()
 
     def startService(self) -> None:
-        self._check_open_file_limit()
+        self.factory.limits.check_open_files()  # before anything listens (the factory would check at its start)
         self.factory.doStart()  # type: ignore[no-untyped-call]
         MultiService.startService(self)
         self._start_listening()  # if privilegedStartService did not
         if self.listen:
             self._log_banner()
-
-    def _check_open_file_limit(self) -> None:
-        """Warn when the process cannot hold as many connections as the factory's cap allows."""
-        warning = open_file_limit_warning(self.factory.limits.max_connections, open_file_limit())
-        if warning is not None:
-            _log.warn("{open_files}", open_files=warning, max_connections=self.factory.limits.max_connections)
 
     def _log_banner(self) -> None:
         """One line saying what this server is and serves (the startup banner)."""

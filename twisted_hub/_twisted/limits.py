@@ -62,6 +62,7 @@ from .._core.connection_limits import (
     open_file_limit,
     open_file_limit_warning,
 )
+from .._core.sentinel import UNSET, Unset
 from .._support.logging import TwistedCoreLog
 
 #: What a hub listener offers in TLS ALPN: HTTP/1.1 only, the protocol a
@@ -102,6 +103,14 @@ class ConnectionLimits(ConnectionCounts):
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         super().__init__(clock, _LIMITS_LOG, max_connections, max_connections_per_ip, handshake_timeout)
+
+    def check_open_files(self, limit: tuple[int, int] | None | Unset = UNSET) -> str | None:
+        """
+        Once per server: log a warning when this process's open-file limit
+        (or C{limit}, C{(soft, hard)}) is below C{max_connections} plus
+        L{OPEN_FILE_HEADROOM} (docs/deploying.md, "Open files").
+        """
+        return super().check_open_files(open_file_limit() if limit is UNSET else limit)
 
 
 def is_open_websocket(protocol: IProtocol | None) -> bool:
@@ -195,6 +204,12 @@ class ConnectionGuard(WrappingFactory[GuardedConnection]):
     def __init__(self, wrappedFactory: IProtocolFactory, limits: ConnectionLimits) -> None:
         super().__init__(wrappedFactory)  # type: ignore[no-untyped-call]
         self.limits = limits
+
+    def startFactory(self) -> None:
+        # A site that serves hubs behind the guard warns, at its first port, when the
+        # process cannot hold as many files as the caps allow (once per limits).
+        self.limits.check_open_files()
+        super().startFactory()  # type: ignore[no-untyped-call]
 
     def logPrefix(self) -> str:
         # "Site starting on 8080", as without the guard.

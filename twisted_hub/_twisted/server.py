@@ -740,6 +740,9 @@ class HubServerFactory(WebSocketServerFactory):
         return count
 
     def startFactory(self) -> None:
+        # listenTCP(port, factory) alone warns too when the open-file limit is below the cap
+        # (once per limits: HubService or a ConnectionGuard may have checked already).
+        self.limits.check_open_files()
         if self.started_at is None and IReactorTime.providedBy(self.clock):
             self.started_at = self.clock.seconds()
         super().startFactory()
