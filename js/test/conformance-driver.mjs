@@ -89,6 +89,7 @@ class Recorder {
       on_disconnected: [],
       connected: [],
       source_closed: [],
+      resumed: [],
     };
     this.wake = [];
   }
@@ -365,6 +366,8 @@ class Run {
       // A fixed delay: the jitter's random number is pinned to its top.
       retry: { initialDelay: delay, factor: 1, maxDelay: delay, random: () => 1 },
       onConnected: (client) => this.recorder.add("connected", client.connectionId),
+      onResumed: (client) => this.recorder.add("resumed", client.connectionId),
+      resume: this.options.resume ?? false,
     });
     this.reconnecting.start();
   }
@@ -379,6 +382,8 @@ class Run {
     await within(client.stop(), WAIT_BOUND);
     this.out.connections = client.connections;
     this.out.disconnects = client.disconnects.map(reasonJson);
+    this.out.resumes = client.resumes;
+    this.out.resume_refusals = Object.fromEntries(Object.entries(client.resumeRefusals).filter(([, n]) => n > 0));
   }
 }
 

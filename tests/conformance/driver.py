@@ -46,7 +46,7 @@ class Runtime:
         raise NotImplementedError
 
     def reconnecting(self, url: str, receiver: object, options: HubClientOptions, retry_delay: float,
-                     timeout: float, on_connected: Callable[[Any], object]) -> Any:
+                     timeout: float, on_connected: Callable[[Any], object], on_resumed: Callable[[Any], object]) -> Any:
         raise NotImplementedError
 
     def start(self, awaitable: Awaitable[Any]) -> Any:
@@ -86,12 +86,12 @@ class TwistedRuntime(Runtime):
                              receiver_interface=receiver_interface)
 
     def reconnecting(self, url: str, receiver: object, options: HubClientOptions, retry_delay: float,
-                     timeout: float, on_connected: Callable[[Any], object]) -> Any:
+                     timeout: float, on_connected: Callable[[Any], object], on_resumed: Callable[[Any], object]) -> Any:
         from twisted_hub import ReconnectingHubClient
 
         return ReconnectingHubClient(url, receiver=receiver, options=options, on_connected=on_connected,
-                                     retry_policy=lambda attempt: retry_delay, clock=self.reactor,
-                                     handshake_timeout=timeout)
+                                     on_resumed=on_resumed, retry_policy=lambda attempt: retry_delay,
+                                     clock=self.reactor, handshake_timeout=timeout)
 
     def start(self, awaitable: Awaitable[Any]) -> Any:
         from twisted.internet.defer import Deferred
@@ -137,11 +137,12 @@ class AsyncioRuntime(Runtime):
                                  receiver_interface=receiver_interface)
 
     def reconnecting(self, url: str, receiver: object, options: HubClientOptions, retry_delay: float,
-                     timeout: float, on_connected: Callable[[Any], object]) -> Any:
+                     timeout: float, on_connected: Callable[[Any], object], on_resumed: Callable[[Any], object]) -> Any:
         from twisted_hub.aio import ReconnectingAsyncHubClient
 
         return ReconnectingAsyncHubClient(url, receiver=receiver, options=options, on_connected=on_connected,
-                                          retry_policy=lambda attempt: retry_delay, timeout=timeout)
+                                          on_resumed=on_resumed, retry_policy=lambda attempt: retry_delay,
+                                          timeout=timeout)
 
     def start(self, awaitable: Awaitable[Any]) -> Any:
         import asyncio
@@ -229,7 +230,7 @@ class Recorder:
 
     NAMES = (
         "received", "server_heartbeats", "heartbeat_responses", "heartbeat_timeouts", "on_disconnected", "connected",
-        "source_closed",
+        "source_closed", "resumed",
     )
 
     def __init__(self, runtime: Runtime) -> None:
@@ -292,6 +293,8 @@ def client_options(options: dict[str, Any], recorder: Recorder) -> HubClientOpti
         extra["call_timeout"] = options["call_timeout"]
     if "max_message_size" in options:
         extra["max_message_size"] = options["max_message_size"]
+    if options.get("resume"):
+        extra["resume"] = True
 
     def server_heartbeat(event: ServerHeartbeatEvent) -> None:
         recorder.add("server_heartbeats", {"sequence": event.sequence, "metadata": jsonable(event.metadata)})
@@ -498,6 +501,7 @@ class Run:
             self.scenario["url"], self.receiver, client_options(self.options, self.recorder),
             self.options.get("retry_delay", 0.05), self.options.get("connect_timeout", 5.0),
             lambda client: self.recorder.add("connected", client.connection_id),
+            lambda client: self.recorder.add("resumed", client.connection_id),
         )
         self.reconnecting.start()
 
@@ -509,6 +513,8 @@ class Run:
         await self.runtime.within(self.runtime.stop_reconnecting(client), WAIT_BOUND)
         self.out["connections"] = client.connections
         self.out["disconnects"] = [reason_json(reason) for reason in client.disconnects]
+        self.out["resumes"] = client.resumes
+        self.out["resume_refusals"] = {reason: n for reason, n in client.resume_refusals.items() if n}
 
 
 async def run_all(runtime: Runtime, scenarios: list[dict[str, Any]]) -> dict[str, Any]:

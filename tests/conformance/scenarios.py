@@ -106,7 +106,7 @@ def notify(method: str, *args: Any, kwargs: dict[str, Any] | None = None) -> dic
 def wait(event: str, count: int = 1) -> dict[str, Any]:
     """
     Wait until the client reported C{count} events of a kind: received,
-    server_heartbeats, heartbeat_responses, on_disconnected, connected, source_closed
+    server_heartbeats, heartbeat_responses, on_disconnected, connected, source_closed, resumed
     (an upload step's source closed, with how many items it made).
     """
     return {"do": "wait", "event": event, "count": count}
@@ -848,6 +848,66 @@ scenario(
      reconnecting_call("during", "echo", "x"), RECONNECTING_STOP],
     {"before": {"result": "once"}, "during": {"result": "x"}, "connections": 2, "server_connections": 2},
     script=per_connection(_closes_after_a_call, _late_welcome), options={"retry_delay": 0.05},
+)
+
+# Resumption (docs/protocol.md section 10) ------------------------------------------------------
+RESUMPTION = "Resumption"
+#: the session token the scripted server grants, and the one it rotates to on RESUMED
+TOKEN = bytes(range(32))
+ROTATED = bytes(range(32, 64))
+RESUMING = ["heartbeat", "batch", "stream", "resume"]
+
+
+async def _grants_then_drops_in_a_call(conn: ScriptedConnection) -> None:
+    """WELCOME with resume; SESSION after the HELLO; the client's first call in flight, the link drops."""
+    await conn.open(caps=RESUMING)
+    conn.note("announced_resume", "resume" in (conn.record["hello"] or {}).get("caps", []))
+    conn.send([20, TOKEN, 30.0])
+    invoke = await conn.expect(2)
+    conn.note("call_id", invoke[1])
+    conn.drop()
+
+
+def _answers_resume(accepted: bool) -> Script:
+    """The next connection: HELLO + RESUME in one frame; RESUMED and the call's answer, or a refusal and SESSION."""
+
+    async def script(conn: ScriptedConnection) -> None:
+        await conn.open(caps=RESUMING, id="conformance-9")
+        resume = await conn.expect(21)
+        conn.note("resume", {"token_ok": resume[1] == TOKEN, "received": resume[2], "with_hello": not conn.record["hello_alone"]})
+        if accepted:
+            # the server had received the call (1), and answers it now, after RESUMED
+            conn.send([22, 1, ROTATED, "conformance-1"], [4, 1, "kept"])
+        else:
+            conn.send([23, "window-expired", "the session outlived its window"], [20, ROTATED, 30.0])
+        await conn.serve()
+
+    return script
+
+
+scenario(
+    "resume-after-connection-lost", RESUMPTION,
+    "with resume on both sides a call in flight when TCP drops is answered after the resume: HELLO + RESUME "
+    "in one frame with the granted token, no second run, on_resumed instead of on_connected",
+    [RECONNECTING_START, wait("connected"), reconnecting_call("during", "echo", "x"), wait("resumed"),
+     reconnecting_call("after", "echo", "again"), RECONNECTING_STOP],
+    {"during": {"result": "kept"}, "after": {"result": "again"}, "resumes": 1, "resume_refusals": {},
+     "server_connections": 2,
+     "servers": [{"notes": {"announced_resume": True, "call_id": 1}},
+                 {"notes": {"resume": {"token_ok": True, "received": 0, "with_hello": True}}}]},
+    script=per_connection(_grants_then_drops_in_a_call, _answers_resume(True)),
+    options={"retry_delay": 0.05, "resume": True},
+)
+scenario(
+    "resume-refused", RESUMPTION,
+    "a refused resume fails the call it kept with disconnected, counts the reason, and the fresh session serves",
+    [RECONNECTING_START, wait("connected"), reconnecting_call("during", "echo", "x"), wait("connected", 2),
+     reconnecting_call("after", "echo", "again"), RECONNECTING_STOP],
+    {"during": CLOSED, "after": {"result": "again"}, "resumes": 0, "resume_refusals": {"window-expired": 1},
+     "server_connections": 2,
+     "servers": [{"notes": {"announced_resume": True}}, {"notes": {"resume": {"token_ok": True, "with_hello": True}}}]},
+    script=per_connection(_grants_then_drops_in_a_call, _answers_resume(False)),
+    options={"retry_delay": 0.05, "resume": True},
 )
 
 # Streams --------------------------------------------------------------------------------------
