@@ -82,7 +82,7 @@ class ExportTests(SynchronousTestCase):
             self.assertEqual(list(module.__all__), sorted(module.__all__), module_name)
 
     def test_the_package_is_about_thirty_names(self) -> None:
-        """twisted_hub.__all__ stays small: 38 names (37, then ResumePolicy), of the 71 it had, and only names users build or catch."""
+        """twisted_hub.__all__ stays small: 38 names (then ResumePolicy), of the 71 it had, only names users build or catch."""
         self.assertEqual(len(twisted_hub.__all__), 38)
         self.assertEqual(set(twisted_hub.__all__), set(twisted_hub._EXPORTS) | {"__version__"})
 
