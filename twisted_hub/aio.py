@@ -57,7 +57,7 @@ from ._core.resume import ResumePolicy
 from ._core.sentinel import UNSET, Unset
 from ._core.session import ended_reason
 from ._core.streams import DEFAULT_STREAM_WINDOW, InboundStream, OutboundStream, is_stream_source, refused_stream
-from ._core.wire import SUBPROTOCOL, close_reason_bytes
+from ._core.wire import SUBPROTOCOL, CloseCode, close_reason_bytes
 from ._sendqueue import asyncio_queued
 
 __all__ = ["AsyncHubClient", "ReconnectingAsyncHubClient", "connect"]
@@ -813,6 +813,11 @@ class ReconnectingAsyncHubClient:
             reason = await client.wait_for_disconnect()
             self._connected.clear()
             self.disconnects = [*self.disconnects[-99:], reason]
+            if reason.code == CloseCode.SESSION_MOVED and not reason.locally:
+                # our session was resumed on another connection (docs/protocol.md section 6)
+                _log.warning("%s: the session lives on elsewhere (4006); not reconnecting", self.url)
+                self._stopping = True
+                self._stopped.set()
             if self._stopping:
                 return
             attempt += 1

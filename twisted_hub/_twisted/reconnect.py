@@ -23,6 +23,7 @@ from .._core.client_common import full_jitter_policy as full_jitter_policy  # it
 from .._core.client_resume import ClientResumption
 from .._core.errors import ConnectionClosedError, ConnectTimeoutError, DisconnectKind, DisconnectReason
 from .._core.resume import ResumePolicy
+from .._core.wire import CloseCode
 from .._support.handover import UntilHandedOver
 from .._support.logging import HUB_LOG_OBSERVER
 from .._support.reactor_keyword import clock_or_global_reactor, reactor_keyword_deprecated
@@ -300,12 +301,24 @@ class ReconnectingHubClient(Service):
             _log.info("hub handshake failed: {reason}; retrying", reason=reason)
             return
         self.disconnects.append(reason)
-        _log.info("hub connection ended ({reason}); reconnecting", reason=reason)
+        if reason.code == CloseCode.SESSION_MOVED and not reason.locally:
+            # Our session was resumed on another connection (docs/protocol.md section 6): it lives
+            # on there; reconnecting would only fight over it.
+            _log.warn("hub connection ended ({reason}): the session lives on elsewhere; not reconnecting", reason=reason)
+            self._stop_after_move()
+        else:
+            _log.info("hub connection ended ({reason}); reconnecting", reason=reason)
         if self._on_disconnected is not None:
             try:
                 self._on_disconnected(reason)
             except Exception:
                 _log.failure("on_disconnected callback raised")
+
+    def _stop_after_move(self) -> None:
+        if not self.running:
+            return
+        stopping = self.stopService()
+        stopping.addErrback(lambda failure: _log.failure("stopping after 4006 failed", failure))
 
     def startService(self) -> None:
         """Start connecting (and reconnecting)."""
