@@ -913,9 +913,11 @@ scenario(
 
 
 async def _moves_the_session(conn: ScriptedConnection) -> None:
-    """WELCOME with resume; SESSION; then 4006: the session was resumed on another connection."""
+    """WELCOME with resume; SESSION; the first call answered; then 4006: the session was resumed elsewhere."""
     await conn.open(caps=RESUMING)
     conn.send([20, TOKEN, 30.0])
+    invoke = await conn.expect(2)
+    conn.send([4, invoke[1], "one"])
     conn.close(4006, "session resumed elsewhere")
     await conn.serve()
 
@@ -923,9 +925,9 @@ async def _moves_the_session(conn: ScriptedConnection) -> None:
 scenario(
     "session-moved-stops", RESUMPTION,
     "4006 (the session lives on elsewhere) ends the reconnecting client: it does not connect again",
-    [RECONNECTING_START, wait("connected"), wait("on_disconnected"), reconnecting_call("after", "echo", "x"),
-     RECONNECTING_STOP],
-    {"after": CLOSED, "resumes": 0, "server_connections": 1,
+    [RECONNECTING_START, wait("connected"), reconnecting_call("first", "echo", "x"), wait("on_disconnected"),
+     reconnecting_call("after", "echo", "x"), RECONNECTING_STOP],
+    {"first": {"result": "one"}, "after": CLOSED, "resumes": 0, "server_connections": 1,
      "disconnects": [disconnected("normal", 4006, False, "session resumed elsewhere")]},
     script=_moves_the_session, options={"retry_delay": 0.05, "resume": True},
 )
