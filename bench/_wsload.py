@@ -56,6 +56,7 @@ _ZERO_MASK = b"\x00\x00\x00\x00"  # a valid mask key; XOR with zeros leaves the 
 _HELLO = msgpack.packb([0, {"caps": ["heartbeat", "batch"]}])
 #: bench/resume_cost.py: announce resume, count the server's receiver calls, acknowledge every 64
 _RESUME = os.environ.get("BENCH_HUB_RESUME") == "1"
+_ACK_EVERY = int(os.environ.get("BENCH_HUB_ACK_EVERY", "64"))
 if _RESUME:
     _HELLO = msgpack.packb([0, {"caps": ["heartbeat", "batch", "resume"]}])
 _SIO_CONNECT = msgpack.packb({"type": 0, "nsp": "/"})
@@ -329,7 +330,7 @@ class Conn(asyncio.Protocol):
                 load.data_frame()
                 if _RESUME:
                     self.received += 1
-                    if self.received % 64 == 0:
+                    if self.received % _ACK_EVERY == 0:
                         self.send(2, msgpack.packb([24, self.received]))
             return
         if opcode == 2 and not self.is_ready and load.first_echo and impl in ("autobahn", "websockets"):

@@ -24,14 +24,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 import time
+from dataclasses import asdict
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+from _common import library_versions  # noqa: E402
 from _results import fmt_spread, spread  # noqa: E402
-from run import PRIMARY, SECONDARY, Settings, git_commit, quick_settings, run_case  # noqa: E402
+from run import PRIMARY, SECONDARY, BenchError, Settings, git_commit, quick_settings, run_case  # noqa: E402
 
 CASES = ("rpc1", "fanout")
 IMPLS = ("hub", "hub-resume")
@@ -43,43 +47,71 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     parser.add_argument("--record", metavar="NAME", help="also write bench/results/recorded/NAME.json")
+    parser.add_argument("--note", default="", help="a note kept in the result file (e.g. what else loaded the machine)")
     args = parser.parse_args()
     s = quick_settings() if args.quick else Settings()
-    repeats = args.repeats or (1 if args.quick else 3)
-    runs: dict[str, dict[str, list[dict[str, float]]]] = {case: {impl: [] for impl in IMPLS} for case in CASES}
-    for repeat in range(repeats):
+    s.repeats = args.repeats or (1 if args.quick else 3)
+    started, load_before = time.time(), os.getloadavg()
+    runs: dict[str, dict[str, list[dict[str, float] | None]]] = {case: {impl: [] for impl in IMPLS} for case in CASES}
+    failures: list[str] = []
+    for repeat in range(s.repeats):
         for case in CASES:
             order = IMPLS if repeat % 2 == 0 else tuple(reversed(IMPLS))
             for impl in order:
-                result = run_case(case, impl, s)
+                try:
+                    result: dict[str, float] | None = run_case(case, impl, s)
+                except BenchError as e:
+                    failures.append(f"repeat {repeat + 1} {case} {impl}: {e}")
+                    result = None
                 runs[case][impl].append(result)
                 print(f"repeat {repeat + 1} {case} {impl}: {json.dumps(result)}", flush=True)
     command = "python3 bench/resume_cost.py" + (" --quick" if args.quick else "")
     command += f" --repeats {args.repeats}" if args.repeats else ""
-    lines = [f"# command: {command}", f"# {repeats} interleaved repeat(s); median [min..max]; ratio = resume on / off"]
-    summary: dict[str, dict[str, object]] = {}
+    lines = [f"# command: {command}", f"# {s.repeats} interleaved repeat(s); median [min..max]; ratio = resume on / off"]
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
     for case in CASES:
         lines.append(f"== {case}")
-        summary[case] = {}
+        entry: dict[str, dict[str, Any]] = {"metrics": {}, "ratios": {}}
         for metric, _, label in [PRIMARY[case]] + SECONDARY[case]:
-            off = [r[metric] for r in runs[case]["hub"]]
-            on = [r[metric] for r in runs[case]["hub-resume"]]
+            pairs = [(a, b) for a, b in zip(runs[case]["hub"], runs[case]["hub-resume"], strict=True) if a and b]
+            off = [a[metric] for a, _ in pairs]
+            on = [b[metric] for _, b in pairs]
             ratios = [b / a for a, b in zip(off, on, strict=True) if a > 0]
-            summary[case][metric] = {"off": spread(off), "on": spread(on), "ratio": spread(ratios) if ratios else None}
-            lines.append(f"  {label:<28} off={fmt_spread(spread(off))}  on={fmt_spread(spread(on))}  "
-                         f"on/off={fmt_spread(spread(ratios) if ratios else None)}")
+            entry["metrics"][metric] = {"hub": spread(off) if off else None, "hub-resume": spread(on) if on else None}
+            # (here the ratio is resume on / off: hub-resume's figure / hub's, per repeat)
+            entry["ratios"][metric] = {"hub-resume": spread(ratios) if ratios else None}
+            lines.append(f"  {label:<28} off={fmt_spread(entry['metrics'][metric]['hub'])}  "
+                         f"on={fmt_spread(entry['metrics'][metric]['hub-resume'])}  "
+                         f"on/off={fmt_spread(entry['ratios'][metric]['hub-resume'])}")
+        summary[case] = entry
+    lines += [f"  FAILED {f}" for f in failures]
     print("\n".join(lines))
-    result = {
-        "bench": "resume_cost", "command": command, "commit": git_commit(), "time": time.time(),
-        "repeats": repeats, "quick": args.quick, "runs": runs, "summary": summary,
+    document = {
+        "bench": "resume_cost",
+        "command": command,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "duration_s": time.time() - started,
+        "quick": args.quick,
+        "note": args.note or "session resumption off (hub) and on (hub-resume), side by side",
+        "commit": git_commit(),
+        "impls": list(IMPLS),
+        "settings": asdict(s),
+        "versions": library_versions(),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "loadavg_before": load_before, "loadavg": os.getloadavg()},
+        "method": "each ratio = hub-resume's figure / hub's within one repeat (resume on / off; repeats "
+                  "interleaved, the order alternating); spreads = median, min, max over repeats",
+        "runs": runs,
+        "summary": summary,
+        "failures": failures,
     }
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "resume_cost.json"), "w") as f:
-        json.dump(result, f, indent=1)
+        json.dump(document, f, indent=1)
     if args.record:
         with open(os.path.join(args.out, "recorded", f"{args.record}.json"), "w") as f:
-            json.dump(result, f, indent=1)
-    return 0
+            json.dump(document, f, indent=1)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -100,11 +100,6 @@ class ResumePolicy:
             raise ValueError(f"max_calls must be >= 1, got {self.max_calls!r}")
 
 
-#: what a L{ReplayBuffer} keeps of one message: (sequence, encoded bytes, sent at); a tuple, as
-#: every sequenced message of a resumable session makes one
-_Kept = tuple[int, bytes, float]
-
-
 class ReplayBuffer:
     """
     What one side sent and the peer has not acknowledged yet, numbered.
@@ -116,14 +111,26 @@ class ReplayBuffer:
     and that only matters if the peer later needs them, when L{replay}
     refuses with the reason that dropped the first message the peer lacks
     (C{buffer-overflowed} or C{window-expired}).
+
+    It keeps the encoded C{bytes} themselves (a broadcast's one payload is
+    shared by every member's buffer) and no object per message: the kept
+    messages are contiguous up to L{last_sent}, so their numbers are
+    implied, and their ages are kept per span of at most L{MARK_SPAN}
+    seconds (a message is dropped for its age once the newest message of
+    its span is older than C{max_age}: at most L{MARK_SPAN} late).
     """
+
+    #: the longest span of time whose messages share one age record, seconds
+    MARK_SPAN: Final = 1.0
 
     def __init__(self, max_bytes: int = DEFAULT_BUFFER_BYTES, max_age: float = DEFAULT_WINDOW) -> None:
         if max_bytes < 1 or not max_age > 0:
             raise ValueError("max_bytes must be >= 1 and max_age > 0")
         self.max_bytes = max_bytes
         self.max_age = max_age
-        self._kept: deque[_Kept] = deque()
+        self._kept: deque[bytes] = deque()
+        # [first sequence, first sent at, last sent at] of each span, oldest first
+        self._marks: deque[list[float]] = deque()
         self._bytes = 0
         #: the last sequence number given out
         self.last_sent = 0
@@ -140,6 +147,11 @@ class ReplayBuffer:
         """Bytes held now (encoded messages plus the per-message overhead)."""
         return self._bytes
 
+    @property
+    def _first(self) -> int:
+        """The number of the oldest kept message (last_sent + 1 when none is)."""
+        return self.last_sent - len(self._kept) + 1
+
     def append(self, data: bytes, now: float) -> int:
         """
         Keep C{data} (one encoded sequenced message) and return its number.
@@ -147,18 +159,34 @@ class ReplayBuffer:
         A message larger than the whole buffer is numbered but not kept (it
         counts as an overflow if the peer turns out to need it).
         """
-        self.last_sent += 1
+        self.last_sent = sequence = self.last_sent + 1
         size = len(data) + ENTRY_OVERHEAD
         if size > self.max_bytes:
             # everything older is dropped too: a replay must be contiguous
             self._drop_oldest(len(self._kept), ResumeReason.BUFFER_OVERFLOWED)
-            self._drop_through(self.last_sent, ResumeReason.BUFFER_OVERFLOWED)
-            return self.last_sent
-        self._kept.append((self.last_sent, data, now))
+            self._drop_through(sequence, ResumeReason.BUFFER_OVERFLOWED)
+            return sequence
+        self._kept.append(data)
+        marks = self._marks
+        if marks and now - marks[-1][1] < self.MARK_SPAN:
+            marks[-1][2] = now
+        else:
+            marks.append([sequence, now, now])
         self._bytes += size
-        while self._bytes > self.max_bytes:
-            self._drop_oldest(1, ResumeReason.BUFFER_OVERFLOWED)
-        return self.last_sent
+        if self._bytes > self.max_bytes:
+            self._shrink()
+        return sequence
+
+    def _shrink(self) -> None:
+        """Drop the oldest messages until the bytes bound holds again (an overflow)."""
+        kept, popleft = self._kept, self._kept.popleft
+        excess = self._bytes - self.max_bytes
+        freed = 0
+        while freed < excess:
+            freed += len(popleft()) + ENTRY_OVERHEAD
+        self._bytes -= freed
+        self._forget_marks()
+        self._drop_through(self.last_sent - len(kept), ResumeReason.BUFFER_OVERFLOWED)
 
     def ack(self, received: int) -> None:
         """
@@ -172,19 +200,30 @@ class ReplayBuffer:
         if received < self.acked:
             raise ProtocolError(f"acknowledged {received} after {self.acked}: acknowledgements never go back")
         self.acked = received
-        while self._kept and self._kept[0][0] <= received:
-            _, data, _ = self._kept.popleft()
-            self._bytes -= len(data) + ENTRY_OVERHEAD
-        self._dropped = [(last, why) for last, why in self._dropped if last > received]
+        kept = self._kept
+        count = min(received - self._first + 1, len(kept))
+        if count > 0:
+            popleft = kept.popleft
+            freed = 0
+            for _ in range(count):
+                freed += len(popleft())
+            self._bytes -= freed + count * ENTRY_OVERHEAD
+            self._forget_marks()
+        if self._dropped:
+            self._dropped = [(last, why) for last, why in self._dropped if last > received]
 
     def expire(self, now: float) -> int:
         """Drop what is older than the age bound; return how many were dropped."""
+        marks = self._marks
         count = 0
-        for _, _, sent_at in self._kept:
-            if now - sent_at < self.max_age:
-                break
-            count += 1
-        self._drop_oldest(count, ResumeReason.WINDOW_EXPIRED)
+        while marks and now - marks[0][2] >= self.max_age:
+            end = int(marks[1][0]) - 1 if len(marks) > 1 else self.last_sent
+            span = end - self._first + 1
+            if span > 0:
+                self._drop_oldest(span, ResumeReason.WINDOW_EXPIRED)
+                count += span
+            else:
+                marks.popleft()
         return count
 
     def replay(self, received: int, now: float) -> list[bytes]:
@@ -203,13 +242,27 @@ class ReplayBuffer:
             raise ResumeRefusedError(
                 why, f"message {received + 1} was dropped ({why}); {last - received} message(s) lost"
             )
-        return [data for _, data, _ in self._kept]
+        return list(self._kept)
 
     def _drop_oldest(self, count: int, reason: str) -> None:
+        if count <= 0:
+            return
+        last = self._first + count - 1
+        popleft = self._kept.popleft
+        freed = 0
         for _ in range(count):
-            sequence, data, _ = self._kept.popleft()
-            self._bytes -= len(data) + ENTRY_OVERHEAD
-            self._drop_through(sequence, reason)
+            freed += len(popleft())
+        self._bytes -= freed + count * ENTRY_OVERHEAD
+        self._forget_marks()
+        self._drop_through(last, reason)
+
+    def _forget_marks(self) -> None:
+        """Forget the age records of spans whose every message is gone."""
+        marks, first = self._marks, self._first
+        while len(marks) > 1 and marks[1][0] <= first:
+            marks.popleft()
+        if marks and not self._kept:
+            marks.clear()
 
     def _drop_through(self, sequence: int, reason: str) -> None:
         if self._dropped and self._dropped[-1][1] == reason:
