@@ -116,6 +116,9 @@ class Load:
         self.close_codes: dict[str, int] = {}
         #: --watch: the bystanders' own heartbeats and the server's, timed
         self.watch: Watch | None = None
+        #: with resume (BENCH_HUB_RESUME=1, bench/storm.py --resume): sessions resumed, and refusals by reason
+        self.resumes = 0
+        self.resume_refusals: dict[str, int] = {}
 
 
     def conn_ready(self) -> None:
@@ -170,8 +173,13 @@ class Watch:
 
 
 class Conn(asyncio.Protocol):
-    def __init__(self, load: Load) -> None:
+    def __init__(self, load: Load, carry: tuple[bytes, int] | None = None) -> None:
         self.load = load
+        #: with resume: the session to resume on this connection (token, messages received), from the one lost
+        self.carry = carry
+        #: with resume: this connection's session token (from SESSION or RESUMED)
+        self.token: bytes | None = None
+        self.resuming = False
         self.transport: asyncio.Transport | None = None
         self.open = False
         self.is_ready = False
@@ -215,8 +223,9 @@ class Conn(asyncio.Protocol):
         load = self.load
         if not self.is_ready:
             return  # a failed attempt: reopen() counts it
+        carry = (self.token, self.received) if _RESUME and self.token is not None else None
         if self.dropped:  # counted in pending by the drop
-            asyncio.ensure_future(reopen(load))
+            asyncio.ensure_future(reopen(load, carry))
             return
         load.unexpected_closes += 1
         load.closes_since_back += 1
@@ -224,7 +233,7 @@ class Conn(asyncio.Protocol):
             if load.lost_at is None:
                 load.lost_at = now()
             load.pending += 1
-            asyncio.ensure_future(reopen(load))
+            asyncio.ensure_future(reopen(load, carry))
 
     def drop(self) -> bool:
         """Reset this connection (an RST: SO_LINGER 0, then close) if it is open; the loss is then expected."""
@@ -267,8 +276,8 @@ class Conn(asyncio.Protocol):
                 self.transport.close()
                 return
             self.open = True
-            if self.load.impl == "hub":
-                self.send(2, _HELLO)
+            if self.load.impl == "hub" and self.carry is None:
+                self.send(2, _HELLO)  # (to resume, HELLO + RESUME wait for the WELCOME)
             elif self.load.impl in ("autobahn", "websockets"):
                 if self.load.first_echo:
                     self.send(2, _FIRST_ECHO)
@@ -322,10 +331,14 @@ class Conn(asyncio.Protocol):
                 message = msgpack.unpackb(payload)
                 self.send(2, msgpack.packb([10, message[1]]))
                 load.beats += 1
+            elif self.carry is not None and not self.is_ready:
+                self.resume_frame(payload)
             elif not self.is_ready:
                 self.make_ready()  # the welcome
+            elif _RESUME and payload[1] == 20:
+                self.token = msgpack.unpackb(payload)[1]  # SESSION: the token to resume with
             elif _RESUME and payload[1] != 6:
-                pass  # SESSION, ACK: not data
+                pass  # ACK: not data
             else:
                 load.data_frame()
                 if _RESUME:
@@ -349,6 +362,27 @@ class Conn(asyncio.Protocol):
         if opcode in (1, 2) and self.is_ready:
             load.data_frame()
 
+
+    def resume_frame(self, payload: bytes) -> None:
+        """Resuming (docs/protocol.md 10.5): the WELCOME, then RESUMED, or RESUME_REFUSED and SESSION."""
+        assert self.carry is not None
+        load = self.load
+        for message in _messages(payload):
+            kind = message[0]
+            if kind == 1 and not self.resuming:  # the WELCOME: HELLO + RESUME in one frame
+                token, received = self.carry
+                self.send(2, _HELLO + msgpack.packb([21, token, received]))
+                self.resuming = True
+            elif kind == 22:  # RESUMED: the rotated token
+                self.token = message[2]  # type: ignore[assignment]
+                load.resumes += 1
+                self.make_ready()
+            elif kind == 23:  # RESUME_REFUSED: a fresh session (SESSION) follows
+                reason = str(message[1])
+                load.resume_refusals[reason] = load.resume_refusals.get(reason, 0) + 1
+            elif kind == 20:
+                self.token = message[1]  # type: ignore[assignment]
+                self.make_ready()
 
     def watched_frame(self, watch: Watch, payload: bytes) -> None:
         """A bystander's frame: every message of it (a batch holds several), heartbeats timed."""
@@ -402,7 +436,7 @@ async def beat(load: Load, watch: Watch) -> None:
                 watch.timeouts += 1
 
 
-async def reopen(load: Load) -> None:
+async def reopen(load: Load, carry: tuple[bytes, int] | None = None) -> None:
     """Reconnect one lost connection: attempt n waits uniform(0, min(10, 0.5 * 2**(n-1))) s (full jitter)."""
     loop = asyncio.get_running_loop()
     attempt = 0
@@ -412,7 +446,7 @@ async def reopen(load: Load) -> None:
         load.attempts += 1
         try:
             transport, protocol = await asyncio.wait_for(
-                loop.create_connection(lambda: Conn(load), HOST, load.port), load.open_timeout)
+                loop.create_connection(lambda: Conn(load, carry), HOST, load.port), load.open_timeout)
         except ConnectionRefusedError:
             load.refused += 1
             continue
@@ -441,6 +475,7 @@ async def reopen(load: Load) -> None:
         if load.pending == 0:
             load.closes_since_back = 0
             emit("restored", seconds=t - (load.lost_at or t), t_last=t, attempts=load.attempts,
+                 resumes=load.resumes, resume_refusals=load.resume_refusals,
                  attempts_refused=load.refused, open_timeouts=load.open_timeouts, other_errors=load.other_errors,
                  conns=load.restored, delays=[round(d, 4) for d in load.back_delays])
         return

@@ -126,6 +126,8 @@ class StormSettings:
     open_timeout: float = 30.0
     settle: float = -1.0  # < 0: one server timeout plus one interval
     crash: bool = False
+    #: session resumption on (BENCH_HUB_RESUME=1: the server and every client): the storm resumes
+    resume: bool = False
     #: py-spy's raw profile of the server from 1 s before the reset, for this many seconds (0: none)
     profile_s: float = 0.0
     profile_to: str = ""
@@ -215,10 +217,15 @@ def server_nofile(pid: int) -> int:
     return int(psutil.Process(pid).rlimit(psutil.RLIMIT_NOFILE)[0])
 
 
+def impl_of(s: StormSettings) -> str:
+    """The processes' implementation: C{hub}, or C{hub-resume} (resume on, bench/run.py's impl_env)."""
+    return "hub-resume" if s.resume else "hub"
+
+
 def start_server(procs: Processes, s: StormSettings, port: int = 0) -> tuple[Child, int]:
     name = "server" if not port else "server again"
     server = procs.start(name, "_server.py", "hub", "--heartbeat", str(s.heartbeat), "--timeout", str(s.timeout),
-                         "--port", str(port))
+                         "--port", str(port), impl=impl_of(s))
     return server, int(server.expect("ready", 20)["port"])
 
 
@@ -240,12 +247,12 @@ def one_storm(s: StormSettings) -> dict[str, Any]:
             if s.bystanders:
                 watchers.append(procs.start(
                     "bystanders", "_wsload.py", "hub", str(port), str(s.bystanders), "--timeout", "60",
-                    "--watch", str(s.client_heartbeat), str(s.client_timeout)))
+                    "--watch", str(s.client_heartbeat), str(s.client_timeout), impl=impl_of(s)))
                 if watchers[0].expect("ready", 75)["conns"] != s.bystanders:
                     raise BenchError("not every bystander connected")
             opened = now()
             loads = [procs.start(f"load {i}", "_wsload.py", "hub", str(port), str(share), "--timeout", "150",
-                                 "--reconnect", "--open-timeout", str(s.open_timeout))
+                                 "--reconnect", "--open-timeout", str(s.open_timeout), impl=impl_of(s))
                      for i, share in enumerate(split(s.clients, s.per_load))]
             ready = sum(load.expect("ready", 170)["conns"] for load in loads)
             open_s = now() - opened
@@ -339,6 +346,13 @@ def one_storm(s: StormSettings) -> dict[str, Any]:
     result["bystanders_would_time_out"] = would
     result["bystander_heartbeats"] = {"sent": sum(w["sent"] for w in watched),
                                       "answered": sum(w["answered"] for w in watched)}
+    if s.resume:
+        refusals: dict[str, int] = {}
+        for r in restored:
+            for reason, n in r["resume_refusals"].items():
+                refusals[reason] = refusals.get(reason, 0) + n
+        result["resumes"] = sum(r["resumes"] for r in restored)
+        result["resume_refusals"] = refusals
     return result
 
 
@@ -350,6 +364,8 @@ def problems_of(result: dict[str, Any], s: StormSettings) -> list[str]:
             found.append(f"{key} = {result[key]}")
     if result["conns_after"] != s.clients + s.bystanders:
         found.append(f"the server holds {result['conns_after']} connections, not {s.clients + s.bystanders}")
+    if s.resume and not s.crash and result["resumes"] != s.clients:
+        found.append(f"{result['resumes']} of {s.clients} sessions resumed (refused: {result['resume_refusals']})")
     return found
 
 
@@ -360,8 +376,11 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def show(result: dict[str, Any]) -> str:
-    return ", ".join(f"{name} {fmt(result[name]) if isinstance(result[name], float) else result[name]}"
-                     for name, _ in LABELS)
+    shown = ", ".join(f"{name} {fmt(result[name]) if isinstance(result[name], float) else result[name]}"
+                      for name, _ in LABELS)
+    if "resumes" in result:
+        shown += f", resumes {result['resumes']}, resume_refusals {result['resume_refusals']}"
+    return shown
 
 
 def main() -> int:
@@ -384,6 +403,8 @@ def main() -> int:
                         help="py-spy record the server (raw) from 1 s before the reset for SECONDS into FILE")
     parser.add_argument("--crash", action="store_true", help="kill and restart the server instead (no bystanders)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 200 storm clients, 20 bystanders")
+    parser.add_argument("--resume", action="store_true",
+                        help="session resumption on, server and clients: every storm client resumes its session")
     parser.add_argument("--record", metavar="NAME",
                         help="write the result file to bench/results/recorded/NAME.json (committed; the docs cite it)")
     parser.add_argument("--note", default="", help="a note kept in the result file (e.g. what else loaded the machine)")
@@ -399,6 +420,7 @@ def main() -> int:
             client_timeout=args.client_timeout, open_timeout=args.open_timeout,
         )
     s.crash = args.crash
+    s.resume = args.resume
     if args.profile:
         s.profile_s, s.profile_to = float(args.profile[0]), os.path.abspath(args.profile[1])
     if s.crash:

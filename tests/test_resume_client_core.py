@@ -197,3 +197,18 @@ class ClientResumeTests(SessionTests):
         ]
         self.assertEqual([ends_session(r) for r in keep], [False] * len(keep))
         self.assertEqual([ends_session(r) for r in end], [True] * len(end))
+
+    def test_a_client_result_call_seen_again_does_not_run_twice(self) -> None:
+        """The server's CLIENT_INVOKE with an id seen before: the kept answer again, not a second run."""
+        from twisted_hub._core.wire import ClientInvoke
+
+        session = self.start()
+        self.sent()
+        calls: list[int] = []
+        self.receiver.answer = lambda x: calls.append(x) or x * 2  # type: ignore[attr-defined]
+        frame = encode(ClientInvoke(5, "answer", [21]))
+        session.receive_frame(frame, self.clock.seconds())
+        session.receive_frame(frame, self.clock.seconds())  # the same id again (state that lagged)
+        answers = [m for frame_ in self.sent() for m in frame_ if isinstance(m, Result)]
+        self.assertEqual(calls, [21])
+        self.assertEqual([(a.call_id, a.value) for a in answers], [(5, 42), (5, 42)])

@@ -135,3 +135,16 @@ def test_a_frozen_server_is_counted_as_timeouts() -> None:
     assert count["rtt_max"] >= 1.4
     assert count["unexpected_closes"] == 0  # counted, not acted on: the connections stay
     assert stats["lag_max"] >= 1.4
+
+
+def test_quick_resume_storm(tmp_path: Path) -> None:
+    """With resume on (server and clients): every storm client resumes its session, none is refused."""
+    done = subprocess.run([sys.executable, str(BENCH / "storm.py"), "--quick", "--resume", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    [path] = tmp_path.glob("storm-quick-*.json")
+    document = json.loads(path.read_text())
+    assert document["failures"] == [] and document["unmet"] == []
+    [result] = document["runs"]["storm"]["hub"]
+    assert (result["resumes"], result["resume_refusals"]) == (200, {})
+    assert result["conns_after"] == 220

@@ -18,9 +18,9 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import ConnectionClosedError, DisconnectKind, DisconnectReason
-from .resume import ClientResumeState, ResumePolicy, ResumeRefusedError
+from .resume import ClientResumeState, ResumePolicy, ResumeRefusedError, Verdict
 from .resume_link import ResumeLink
-from .wire import CAP_RESUME, Ack, ProtocolError, Resumed, ResumeReason, ResumeRefused, SessionGrant
+from .wire import CAP_RESUME, Ack, ClientInvoke, ErrorCode, ProtocolError, Resumed, ResumeReason, ResumeRefused, SessionGrant
 
 if TYPE_CHECKING:
     from .client_session import ClientSession
@@ -128,6 +128,24 @@ class ClientResumption(Generic[TokenT]):
         session.core.queue_replay(replay)
         session.log.info("session resumed ({count} message(s) sent again)", count=len(replay))
         session.handshake_finished(now)
+
+    def admit(self, session: ClientSession[TokenT], invocation: ClientInvoke, now: float) -> bool:
+        """
+        May the server's client-result call run?  Its ids strictly increase over
+        the session (docs/protocol.md section 10.6): one seen before never runs
+        twice; a settled one gets its kept answer again, a forgotten one
+        C{duplicate-call}, a running one its one answer when done.
+        """
+        seen = self.state.ledger.calls.begin(invocation.call_id, now)
+        if seen.verdict == Verdict.NEW:
+            return True
+        if seen.verdict == Verdict.SETTLED:
+            assert seen.answer is not None
+            session.core.queue_payload(seen.answer)
+        elif seen.verdict == Verdict.FORGOTTEN:
+            forgotten = "this call ran once; its answer is no longer kept"
+            session.core.reply_error(invocation.call_id, ErrorCode.DUPLICATE_CALL, forgotten)
+        return False
 
     def session_lost(self, session: ClientSession[TokenT], reason: str, message: str) -> None:
         """The session could not be resumed: count why, fail the calls it held."""

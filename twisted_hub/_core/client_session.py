@@ -210,7 +210,8 @@ class ClientSession(ClientClosing, Generic[TokenT]):
                     case HeartbeatAnswered():
                         self.heartbeat.answered(event)
                     case ClientInvoke():
-                        self.receivers.invoke(event)
+                        if self.core.resume is None or self.resumption is None or self.resumption.admit(self, event, now):
+                            self.receivers.invoke(event)
                     case HandshakeCompleted():
                         self._handshake_completed(now)
                     case TokenResult():
