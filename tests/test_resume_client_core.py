@@ -54,7 +54,7 @@ class ResumeIO(FakeIO):
 
 
 def welcome(resume: bool = True, connection_id: str = "c1") -> bytes:
-    capabilities = [CAP_HEARTBEAT, CAP_BATCH] + ([CAP_RESUME] if resume else [])
+    capabilities = [CAP_HEARTBEAT, CAP_BATCH, "stream"] + ([CAP_RESUME] if resume else [])
     return encode(Welcome(capabilities, connection_id, None, None, 1024 * 1024, None))
 
 
@@ -212,3 +212,15 @@ class ClientResumeTests(SessionTests):
         answers = [m for frame_ in self.sent() for m in frame_ if isinstance(m, Result)]
         self.assertEqual(calls, [21])
         self.assertEqual([(a.call_id, a.value) for a in answers], [(5, 42), (5, 42)])
+
+    def test_streams_end_with_their_connection(self) -> None:
+        """A call with a stream result fails at the drop (streams end with their connection); a plain call is kept."""
+        session = self.start()
+        stream_call, _, _ = session.streams.invoke("s1", "ticks", [], None, 4, lambda value: False)
+        plain_call = session.invoke("t1", "slow", [1], None)
+        self.lose(session)
+        [(token, error)] = self.io.failed
+        assert isinstance(error, ConnectionClosedError)
+        self.assertEqual(token, "s1")
+        self.assertEqual(list(self.resumption.pending), [plain_call])
+        self.assertNotEqual(stream_call, plain_call)

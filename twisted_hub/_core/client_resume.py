@@ -222,9 +222,18 @@ class ClientResumption(Generic[TokenT]):
         self.resumed_last = False
         return self.take_pending()
 
-    def detached(self, session: ClientSession[TokenT]) -> None:
-        """The connection dropped with the session alive: keep its calls and counter for the next one."""
+    def detached(self, session: ClientSession[TokenT], error: Exception) -> None:
+        """
+        The connection dropped with the session alive: keep its calls and
+        counter for the next one.  Calls that involve streams fail with
+        C{error}: streams end with their connection (docs/resumption.md).
+        """
         core = session.core
+        for call_id in session.streams.call_ids:
+            token = core.forget_call(call_id)
+            if token is not None:
+                session.io.call_failed(token, error)
+        session.streams.call_ids.clear()
         self.resuming = False
         self._stop_ack_timer()
         self.pending = core._pending

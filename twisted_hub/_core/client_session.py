@@ -284,7 +284,7 @@ class ClientSession(ClientClosing, Generic[TokenT]):
         ending = None
         if resumption is not None and self.core.resume is not None:
             if resumption.resumable and not ends_session(reason):
-                resumption.detached(self)  # its calls wait for the resume
+                resumption.detached(self, error)  # its calls wait for the resume (not those with streams)
             else:
                 ending = resumption  # (its calls are the core's: they fail below)
         for token in self.core.closed():

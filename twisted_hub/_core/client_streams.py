@@ -27,12 +27,15 @@ class ClientStreams:
         stream objects read and grant credit through it.
     """
 
-    __slots__ = ("session", "_table", "_ids")
+    __slots__ = ("session", "_table", "_ids", "call_ids")
 
     def __init__(self, session: ClientSession[Any]) -> None:
         self.session = session
         self._table: StreamTable | None = None  # made at the first stream: most connections have none
         self._ids = 0
+        #: the ids of calls that involve streams (pruned of settled ones as it grows): a
+        #: resumable session fails them when its connection drops (streams end with it)
+        self.call_ids: set[int] = set()
 
     @property
     def table(self) -> StreamTable:
@@ -92,6 +95,10 @@ class ClientStreams:
             )
         except (TypeError, ValueError, OverflowError) as e:
             raise HubError(ErrorCode.INVALID_ARGUMENTS, f"{method}: {e}") from None
+        calls = self.call_ids
+        calls.add(call_id)
+        if len(calls) > 1024:
+            self.call_ids = {i for i in calls if i in core._pending}
         inbound = self.table.open_inbound(call_id, window, grant=False) if window is not None else None
         outbound = [(self.table.open_outbound(stream_id), source) for stream_id, source in sources]
         if not session._handling:

@@ -156,6 +156,11 @@ class SessionResume:
             self._cancel_ack = None
         session.heartbeat.leave()
         session.tokens.stop()
+        if session.streams is not None:
+            # streams end with their connection, on both sides (docs/resumption.md); a new
+            # connection's streams start afresh
+            session.streams.closed(reason)
+            session.streams = None
         session.transport = detached = Detached(session.transport.peer)
         lifecycle = session.lifecycle = Lifecycle()
         lifecycle.opened()
@@ -228,6 +233,10 @@ class SessionResume:
             # The server had not noticed the old connection was gone: it ends
             # with 4006 (the session lives on), without touching the session.
             session.heartbeat.leave()
+            session.tokens.stop()
+            if session.streams is not None:
+                session.streams.closed(DisconnectReason(DisconnectKind.CONNECTION_LOST, None, "session resumed elsewhere"))
+                session.streams = None
             previous.moved_away()
         else:
             self.dropped = None
