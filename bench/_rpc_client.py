@@ -52,12 +52,14 @@ class Window:
         self.start_count = 0
         self.start_time = 0.0
         self.start_cpu = 0.0
+        self.start_own_cpu = 0.0
         self.result: dict[str, float] = {}
 
     def begin(self) -> None:
         self.start_count = self.completed
         self.start_time = now()
         self.start_cpu = cpu_seconds(self.server_pid)
+        self.start_own_cpu = cpu_seconds()
 
     def end(self) -> None:
         elapsed = now() - self.start_time
@@ -65,6 +67,7 @@ class Window:
             "calls": self.completed - self.start_count,
             "elapsed": elapsed,
             "server_cpu": cpu_seconds(self.server_pid) - self.start_cpu,
+            "client_cpu": cpu_seconds() - self.start_own_cpu,
         }
         self.stopping = True
 
