@@ -103,6 +103,75 @@ class LayerTests(SynchronousTestCase):
         self.assertEqual(sorted(m for m in package_modules() if layer_of(m, layers) is None), [])
 
 
+def package_imports() -> list[tuple[str, str, int]]:
+    """
+    (importer, imported module of the package, line) for every import in the
+    package: at module level, in a function, under C{if TYPE_CHECKING:}. A
+    C{from .pkg import name} counts as importing C{pkg.name} when that is a
+    module, else C{pkg}.
+    """
+    modules = set(package_modules()) | {"twisted_hub"} | {
+        "twisted_hub." + path.parent.relative_to(PACKAGE).as_posix().replace("/", ".")
+        for path in PACKAGE.rglob("__init__.py") if path.parent != PACKAGE
+    }
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        is_package = parts[-1] == "__init__"
+        name = ".".join(parts[:-1] if is_package else parts)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = name.split(".")[: len(name.split(".")) + (1 if is_package else 0) - node.level]
+                    module = ".".join([*base, *([node.module] if node.module else [])])
+                else:
+                    module = node.module or ""
+                targets = [f"{module}.{a.name}" if f"{module}.{a.name}" in modules else module for a in node.names]
+            else:
+                continue
+            found += [(name, target, node.lineno) for target in targets if target in modules and target != name]
+    return found
+
+
+class TypeImportTests(SynchronousTestCase):
+    def test_no_import_goes_up_even_for_types(self) -> None:
+        """
+        No import goes up a layer or sideways between the modules of one line,
+        not even under C{if TYPE_CHECKING:} or inside a function (the contracts
+        leave those out): a lower layer names what it needs of a higher one as
+        a protocol of its own (C{LocalHubs}, C{MetricsSource}, C{LinkOwner},
+        C{CallObserver}).  The one exception: C{from twisted_hub import
+        __version__}, a string read when a page or a banner is made.
+        """
+        layers = contract_layers()
+
+        def place(module: str) -> tuple[int, str] | None:
+            for index, layer in enumerate(layers):
+                for member in layer:
+                    if module == member or module.startswith(member + "."):
+                        return index, member
+            return None
+
+        wrong = []
+        for importer, imported, line in package_imports():
+            if imported == "twisted_hub":
+                source = (PACKAGE / (importer.removeprefix("twisted_hub.").replace(".", "/") + ".py"))
+                if not source.exists():
+                    source = source.with_suffix("") / "__init__.py"
+                text = source.read_text(encoding="utf-8").splitlines()[line - 1]
+                if text.strip() != "from .. import __version__" and text.strip() != "from . import __version__":
+                    wrong.append(f"{importer}:{line} imports the package facade: {text.strip()}")
+                continue
+            here, there = place(importer), place(imported)
+            if here is None or there is None:
+                continue  # the facade itself; the layers test finds modules outside every layer
+            if there[0] < here[0] or (there[0] == here[0] and there[1] != here[1]):
+                wrong.append(f"{importer}:{line} -> {imported}")
+        self.assertEqual(sorted(wrong), [])
+
+
 class ModuleMapTests(SynchronousTestCase):
     def test_every_module_has_one_row_in_its_layer(self) -> None:
         """Each module is in the module table once, with the layer its folder puts it in; each row's file exists."""
