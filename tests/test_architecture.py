@@ -191,6 +191,69 @@ class ModuleMapTests(SynchronousTestCase):
         self.assertEqual(wrong, {}, "rows whose layer is not their folder's (row, folder)")
 
 
+#: names docs/architecture.md quotes that are not twisted-hub's (Twisted's, autobahn's, HTTP's)
+FOREIGN_NAMES = {"ClientService", "Clock", "ConnectionDeny", "Deferred", "Failure", "Host", "LoopingCall", "ProtocolWrapper"}
+
+
+class DocReferenceTests(SynchronousTestCase):
+    def test_every_quoted_path_and_name_exists(self) -> None:
+        """
+        Every file, folder, dotted module and class name the page quotes in
+        backquotes exists (a module that moved leaves no stale name behind,
+        as C{_autobahn.final_close_reason} once did).
+        """
+        import importlib
+
+        defined = set()
+        for path in PACKAGE.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                    defined.add(node.name)
+        missing = []
+        for quoted in sorted(set(re.findall(r"`([^`\n]+)`", DOC.read_text(encoding="utf-8")))):
+            if re.fullmatch(r"[\w/]+\.py", quoted):
+                if not ((PACKAGE / quoted).exists() or (ROOT / quoted).exists()):
+                    missing.append(quoted)
+            elif re.fullmatch(r"_\w+/", quoted):
+                if not (PACKAGE / quoted).is_dir():
+                    missing.append(quoted)
+            elif re.fullmatch(r"[\w.]+", quoted) and quoted.startswith(("twisted_hub.", "_")):
+                dotted = quoted if quoted.startswith("twisted_hub") else "twisted_hub." + quoted
+                parts = dotted.split(".")
+                for cut in range(len(parts), 0, -1):
+                    try:
+                        found: object = importlib.import_module(".".join(parts[:cut]))
+                    except ImportError:
+                        continue
+                    for attribute in parts[cut:]:
+                        found = getattr(found, attribute, None)
+                    if found is None:
+                        missing.append(quoted)
+                    break
+                else:
+                    missing.append(quoted)
+            elif re.fullmatch(r"[A-Z]\w*[a-z]\w*", quoted):
+                if quoted not in defined and quoted not in FOREIGN_NAMES:
+                    missing.append(quoted)
+        self.assertEqual(missing, [])
+
+
+    def test_server_transport_members_are_the_protocols(self) -> None:
+        """The members the page lists for a new server transport's C{ServerTransport} are exactly the protocol's."""
+        text = " ".join(DOC.read_text(encoding="utf-8").split())
+        listed = re.search(r"implements `ServerTransport` \(\w+ members: (.*?)\)", text)
+        assert listed is not None, "the page no longer lists ServerTransport's members"
+        source = (PACKAGE / "_core" / "session_output.py").read_text(encoding="utf-8")
+        (protocol,) = [
+            node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ClassDef) and node.name == "ServerTransport"
+        ]
+        members = {
+            node.name if isinstance(node, ast.FunctionDef) else ast.unparse(node.target)
+            for node in protocol.body if isinstance(node, (ast.FunctionDef, ast.AnnAssign))
+        }
+        self.assertEqual(set(re.findall(r"`(\w+)`", listed.group(1))), members)
+
+
 class CoreTests(SynchronousTestCase):
     def test_no_core_class_over_the_limit(self) -> None:
         """Every class of the sans-IO core fits in CORE_CLASS_LINES lines (one decision per unit)."""
