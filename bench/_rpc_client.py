@@ -12,6 +12,13 @@ RPC load over one connection with each implementation's own client:
 ``x`` is ``--size`` bytes (msgpack bin).  The asyncio clients run on uvloop, the
 autobahn client with TCP_NODELAY, unless ``BENCH_REFERENCES=stock`` (see _server.py).
 
+With ``--connect N`` (the ``accept-own`` case) the client instead opens N
+connections one after another, each with its library's own client and as
+that client opens one (hub: ``connect()``, the upgrade then HELLO and
+WELCOME; autobahn and websockets: the upgrade then one echo call, the
+equivalent first exchange), keeps them open, and reports the time, its own
+CPU and the server's.
+
 K calls are kept in flight: each answer starts the next call.  Completed
 calls are counted over the measured window (after a warm-up); the server's
 CPU over the same window is read with psutil.  Prints one ``result`` line.
@@ -69,6 +76,9 @@ def run_twisted(args: argparse.Namespace) -> None:
     value = rpc_value(args.size)
 
     async def main(reactor) -> None:  # type: ignore[no-untyped-def]
+        if args.connect:
+            await _connect_twisted(reactor, args)
+            return
         if args.impl == "hub":
             import os
 
@@ -177,6 +187,57 @@ def run_socketio(args: argparse.Namespace) -> None:
     run_asyncio(main())
 
 
+async def _connect_twisted(reactor, args: argparse.Namespace) -> None:  # type: ignore[no-untyped-def]
+    """--connect N: open N connections one at a time with the hub's or autobahn's own client."""
+    import msgpack
+    from twisted.internet.defer import Deferred
+
+    kept: list[object] = []
+    value = rpc_value(16)
+    if args.impl == "hub":
+        from twisted_hub import connect
+
+        async def open_one() -> None:
+            kept.append(await connect(f"ws://{HOST}:{args.port}/{HUB_NAME}", clock=reactor))
+    else:
+        from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+
+        class FirstEcho(WebSocketClientProtocol):
+            if not STOCK_REFERENCES:
+                tcpNoDelay = True
+
+            def onOpen(self) -> None:
+                self.sendMessage(msgpack.packb([1, "echo", [value]]), isBinary=True)
+
+            def onMessage(self, payload: bytes, isBinary: bool) -> None:
+                msgpack.unpackb(payload)
+                self.factory.answered.callback(None)
+
+        endpoint = TCP4ClientEndpoint(reactor, HOST, args.port)
+
+        async def open_one() -> None:
+            factory = WebSocketClientFactory(f"ws://{HOST}:{args.port}/")
+            factory.protocol = FirstEcho
+            factory.answered = Deferred()
+            kept.append(await endpoint.connect(factory))
+            await factory.answered
+
+    await _timed_opening(open_one, args)
+
+
+async def _timed_opening(open_one, args: argparse.Namespace) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(max(1, args.connect // 10)):  # warm-up: imports, caches, the server's first connections
+        await open_one()
+    t0, cpu0, server0 = now(), cpu_seconds(), cpu_seconds(args.server_pid)
+    for _ in range(args.connect):
+        await open_one()
+    emit(
+        "result", connections=args.connect, elapsed=now() - t0, client_cpu=cpu_seconds() - cpu0,
+        server_cpu=cpu_seconds(args.server_pid) - server0,
+    )
+
+
 def run_websockets(args: argparse.Namespace) -> None:
     import asyncio
 
@@ -189,7 +250,18 @@ def run_websockets(args: argparse.Namespace) -> None:
     value = rpc_value(args.size)
     packb, unpackb = msgpack.packb, msgpack.unpackb
 
+    async def open_one() -> None:
+        ws = await connect(f"ws://{HOST}:{args.port}/", compression=None, max_size=1024 * 1024, ping_interval=None)
+        await ws.send(packb([1, "echo", [rpc_value(16)]]))
+        unpackb(await ws.recv())
+        kept.append(ws)
+
+    kept: list[object] = []
+
     async def main() -> None:
+        if args.connect:
+            await _timed_opening(open_one, args)
+            return
         async with connect(
             f"ws://{HOST}:{args.port}/", compression=None, max_size=1024 * 1024, ping_interval=None
         ) as ws:
@@ -229,6 +301,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--server-pid", type=int, required=True)
+    parser.add_argument("--connect", type=int, default=0, help="open this many connections one at a time instead")
     args = parser.parse_args()
     if args.impl == "socketio":
         run_socketio(args)

@@ -101,7 +101,7 @@ RPC_CASES = {
 ACCEPT_CASES = {"accept": (2000, 16), "accept1": (500, 1)}
 CASES = (*RPC_CASES, "fanout", "fanout-burst", *ACCEPT_CASES, "idle1000", "idle5000")
 #: cases run only when named with --only (long, and heavy for a shared machine)
-EXTRA_CASES = ("idle10000",)
+EXTRA_CASES = ("idle10000", "accept-own")
 #: hard bound of one case run (one implementation, one repeat)
 CASE_LIMIT = 60.0
 
@@ -126,13 +126,15 @@ class Settings:
     conns_per_load_process: int = 2500
     accept_conns: dict[str, int] = field(default_factory=lambda: {name: n for name, (n, _) in ACCEPT_CASES.items()})
     accept_limit: float = 30.0
+    #: accept-own: connections opened one at a time with each library's own client
+    accept_own_conns: int = 500
 
 
 def quick_settings() -> Settings:
     return Settings(
         repeats=1, rpc_warmup=0.3, rpc_duration=0.6, fanout_members=40, fanout_messages=20,
         idle_n={"idle1000": 20, "idle5000": 50, "idle10000": 100}, idle_baseline=0.3, idle_warmup=1.2, idle_window=1.5,
-        accept_conns={"accept": 100, "accept1": 30},
+        accept_conns={"accept": 100, "accept1": 30}, accept_own_conns=30,
     )
 
 
@@ -340,6 +342,29 @@ def case_accept(impl: str, n: int, concurrency: int, s: Settings) -> dict[str, f
     }
 
 
+def case_accept_own(impl: str, n: int, s: Settings) -> dict[str, float]:
+    """
+    C{accept-own}: one client process opens C{n} connections one at a time
+    with its library's own client (bench/_rpc_client.py C{--connect}; hub:
+    C{connect()}, HELLO and WELCOME; autobahn and websockets: the upgrade and
+    one echo call), after a warm-up of C{n / 10}.  Both sides' CPU per
+    connection is measured: issue 24's target counts the client's as well.
+    """
+    with Processes() as procs:
+        server, port = start_server(procs, impl)
+        client = procs.start(
+            f"{impl} opening client", "_rpc_client.py", base_impl(impl), str(port), "--connect", str(n),
+            "--server-pid", str(server.pid), impl=impl,
+        )
+        result = client.expect("result", s.accept_limit + 30)
+    return {
+        "conns_per_s": n / result["elapsed"],
+        "server_cpu_us_per_conn": result["server_cpu"] / n * 1e6,
+        "client_cpu_us_per_conn": result["client_cpu"] / n * 1e6,
+        "total_cpu_us_per_conn": (result["server_cpu"] + result["client_cpu"]) / n * 1e6,
+    }
+
+
 def case_idle(impl: str, n: int, s: Settings) -> dict[str, float]:
     with Processes() as procs:
         server, port = start_server(procs, impl, s.idle_interval, s.idle_timeout)
@@ -398,6 +423,8 @@ def run_case(case: str, impl: str, s: Settings) -> dict[str, float]:
         return case_fanout(impl, s, per_turn=case == "fanout")
     if case in ACCEPT_CASES:
         return case_accept(impl, s.accept_conns[case], ACCEPT_CASES[case][1], s)
+    if case == "accept-own":
+        return case_accept_own(impl, s.accept_own_conns, s)
     return case_idle(impl, s.idle_n[case], s)
 
 
@@ -408,6 +435,7 @@ PRIMARY = {
     "fanout": ("delivered_per_s", True, "msgs/s"),
     "fanout-burst": ("delivered_per_s", True, "msgs/s"),
     **{case: ("conns_per_s", True, "connections/s") for case in ACCEPT_CASES},
+    "accept-own": ("conns_per_s", True, "connections/s"),
     "idle1000": ("server_cpu_us_per_beat", False, "us CPU/beat"),
     "idle5000": ("server_cpu_us_per_beat", False, "us CPU/beat"),
     "idle10000": ("server_cpu_us_per_beat", False, "us CPU/beat"),
@@ -417,6 +445,9 @@ SECONDARY = {
     "fanout": [("server_cpu_us_per_msg", False, "us server CPU/msg")],
     "fanout-burst": [("server_cpu_us_per_msg", False, "us server CPU/msg")],
     **{case: [("server_cpu_us_per_conn", False, "us server CPU/connection")] for case in ACCEPT_CASES},
+    "accept-own": [("server_cpu_us_per_conn", False, "us server CPU/connection"),
+                   ("client_cpu_us_per_conn", False, "us client CPU/connection"),
+                   ("total_cpu_us_per_conn", False, "us CPU/connection, both sides")],
     "idle1000": [("server_cpu_pct", False, "% server CPU (net)"), ("mem_kb_per_conn", False, "KB RSS/conn"),
                  ("beats_per_s", True, "heartbeats answered/s"), ("conns", True, "connections open")],
     "idle5000": [("server_cpu_pct", False, "% server CPU (net)"), ("mem_kb_per_conn", False, "KB RSS/conn"),
@@ -434,6 +465,8 @@ TARGETS = [
     ("fanout", "delivered_per_s", "websockets", ">=", 1.0),
     ("accept", "conns_per_s", "autobahn", ">=", 1.0),
     ("accept1", "conns_per_s", "autobahn", ">=", 1.0),
+    ("accept-own", "conns_per_s", "autobahn", ">=", 1.0),
+    ("accept-own", "total_cpu_us_per_conn", "autobahn", "<=", 1.0),
     ("idle1000", "server_cpu_us_per_beat", "autobahn", "<=", 0.45),
     ("idle5000", "server_cpu_us_per_beat", "autobahn", "<=", 0.45),
     ("idle10000", "server_cpu_us_per_beat", "autobahn", "<=", 0.45),

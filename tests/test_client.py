@@ -690,3 +690,45 @@ class ReconnectingHandshakeTimeoutTests(SynchronousTestCase):
         self.assertTrue(all(c.closed for c in server.connections))
         self.assertEqual(list(client.disconnects), [])
         self.successResultOf(client.stop())
+
+
+class EndpointForTests(SynchronousTestCase):
+    """
+    C{endpoint_for}: an IP address is connected to directly; a host name is
+    resolved (a resolver thread per connection cost more than the rest of
+    opening one to 127.0.0.1: docs/performance.md, "Connection opening with
+    each library's own client").
+    """
+
+    def test_ip_addresses_skip_name_resolution(self) -> None:
+        from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+        from twisted.internet.task import Clock
+
+        from twisted_hub._twisted.client import endpoint_for
+
+        v4 = endpoint_for("ws://127.0.0.1:8080/hub", Clock())
+        self.assertIsInstance(v4, TCP4ClientEndpoint)
+        self.assertEqual((v4._host, v4._port), ("127.0.0.1", 8080))
+        v6 = endpoint_for("ws://[::1]/hub", Clock())
+        self.assertIsInstance(v6, TCP6ClientEndpoint)
+        self.assertEqual((v6._host, v6._port), ("::1", 80))
+
+    def test_host_names_are_resolved(self) -> None:
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import HostnameEndpoint
+
+        from twisted_hub._twisted.client import endpoint_for
+
+        endpoint = endpoint_for("ws://localhost:8080/hub", reactor)
+        self.assertIsInstance(endpoint, HostnameEndpoint)
+
+    def test_wss_to_an_ip_address_is_tls_over_the_direct_endpoint(self) -> None:
+        from twisted.internet.endpoints import TCP4ClientEndpoint, _WrapperEndpoint
+        from twisted.internet.task import Clock
+
+        from twisted_hub._twisted.client import endpoint_for
+
+        endpoint = endpoint_for("wss://127.0.0.1/hub", Clock())
+        self.assertIsInstance(endpoint, _WrapperEndpoint)
+        self.assertIsInstance(endpoint._wrappedEndpoint, TCP4ClientEndpoint)
+        self.assertEqual(endpoint._wrappedEndpoint._port, 443)

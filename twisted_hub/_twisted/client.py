@@ -524,17 +524,27 @@ def websocket_url_parts(url: str) -> SplitResult:
 def endpoint_for(url: str, reactor: Any) -> IStreamClientEndpoint:
     """
     A client endpoint for a ws:// or wss:// URL, connecting through
-    C{reactor}.
+    C{reactor}: a host name is resolved and its addresses tried as
+    C{HostnameEndpoint} does; an IP address is connected to directly (a
+    C{HostnameEndpoint} would still hand it to a resolver thread, which
+    made opening a connection to 127.0.0.1 cost a thread hand-off each way).
 
     @raise HubArgumentError: C{url} is not a ws:// or wss:// URL.
     """
-    from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+    from twisted.internet.abstract import isIPAddress, isIPv6Address
+    from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
 
     parts = websocket_url_parts(url)
     host = parts.hostname or "localhost"
     secure = parts.scheme == "wss"
     port = parts.port or (443 if secure else 80)
-    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, host, port)
+    endpoint: IStreamClientEndpoint
+    if isIPAddress(host):
+        endpoint = TCP4ClientEndpoint(reactor, host, port)
+    elif isIPv6Address(host):
+        endpoint = TCP6ClientEndpoint(reactor, host, port)
+    else:
+        endpoint = HostnameEndpoint(reactor, host, port)
     if secure:
         from twisted.internet.ssl import optionsForClientTLS
 

@@ -61,6 +61,7 @@ from .limits import (
     GuardedConnection,
 )
 from .liveness import ServerHeartbeatScheduler, ping_sequence
+from .loss_pacing import LossPacer
 from .server_io import TwistedServerSession, call_later
 
 __all__ = [
@@ -332,6 +333,11 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
 
     # -- the end ------------------------------------------------------------------
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
+        # The socket is gone; the session's teardown may wait a turn or more
+        # when many connections were lost at once (LossPacer).
+        self.factory.loss_pacer.lost(partial(self._lost, reason))
+
+    def _lost(self, reason: Failure) -> None:
         self.watch.lost()
         super().connectionLost(reason)
 
@@ -586,6 +592,8 @@ class HubServerFactory(WebSocketServerFactory):
         )
         self.allowed_hosts = None if allowed_hosts is None else AllowedHosts(allowed_hosts)
         self.limits = ConnectionLimits(self.clock, max_connections, max_connections_per_ip, handshake_timeout)
+        #: tears lost connections down at most so many per reactor turn
+        self.loss_pacer = LossPacer(self.clock)
         self.debug = debug
         self.connection_count = 0
         self.stall_detector = StallDetector()
