@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+import twisted_hub
 from twisted_hub import (
     ConnectTimeoutError,
     HeartbeatConfigurationError,
@@ -22,6 +24,7 @@ from twisted_hub import (
     OriginPolicy,
     ProtocolError,
     ReconnectingHubClient,
+    ResumePolicy,
     TwistedHubError,
     connect,
     full_jitter_policy,
@@ -132,6 +135,8 @@ class LocalMisuseTests(SynchronousTestCase):
             ("bad origin", lambda: OriginPolicy(["example.com/path"]), ValueError),
             ("bad Redis URL", lambda: parse_redis_url("http://127.0.0.1"), ValueError),
             ("zero heartbeat", lambda: HeartbeatPolicy(interval=0), ValueError),
+            ("zero resume window", lambda: ResumePolicy(window=0), ValueError),
+            ("negative resume buffer", lambda: ResumePolicy(buffer_bytes=-1), ValueError),
             ("zero messages per frame", lambda: HubClientOptions(max_messages_per_frame=0), ValueError),
             ("oversized receiver call", lambda: receiver_call_payload("said", ["x" * 2000], None, 1000), ValueError),
             ("oversized call", lambda: ClientConnection().invoke(None, "say", ["x" * 2000], None, 1000), ValueError),
@@ -147,3 +152,103 @@ class LocalMisuseTests(SynchronousTestCase):
         error = self.assertRaises(HubStateError, service.listening_ports)
         self.assertIsInstance(error, RuntimeError)
         self.assertIn("not started", str(error))
+
+
+#: The raise sites of exceptions that are not TwistedHubErrors, each with its reason:
+#: (file under twisted_hub/, the function raising it -- "*" for any in that file --,
+#: the exception's name).  Any other raise of a class outside the TwistedHubError
+#: tree fails RaiseSiteTests: docs/api.md promises every exception is one.
+NOT_OURS = {
+    # Python's protocols: a module's or an object's __getattr__, abstract methods, iteration.
+    ("__init__.py", "__getattr__", "AttributeError"): "PEP 562: an unknown name",
+    ("_core/deprecate.py", "moved_name", "AttributeError"): "PEP 562, for the package's __getattr__",
+    ("__main__.py", "_Printer.__getattr__", "AttributeError"): "attribute protocol of the CLI's printer",
+    ("_core/calls.py", "*", "NotImplementedError"): "abstract method",
+    ("_core/client_session.py", "*", "NotImplementedError"): "abstract method",
+    ("_core/connection.py", "*", "NotImplementedError"): "abstract method",
+    ("_core/streams.py", "*", "StopAsyncIteration"): "the end of an async iterator",
+    # Internal, caught where they are raised: never reach a caller.
+    ("_backplane/wire.py", "*", "MalformedMessage"): "the backplane decoder's; the inbox counts it (bad_messages)",
+    ("_backplane/wire.py", "*", "RejectedMessage"): "the backplane decoder's; the inbox counts it (rejected)",
+    ("_twisted/server.py", "*", "ConnectionDeny"): "autobahn's way to refuse an opening handshake (an HTTP status)",
+    ("__main__.py", "*", "ValueError"): "the CLI's argument parsing; caught and printed as a usage line",
+    # Internal classes' invariants: ResumePolicy (public) refuses bad values first, with HubArgumentError.
+    ("_core/resume.py", "ReplayBuffer.__init__", "ValueError"): "internal; sized from a checked ResumePolicy",
+    ("_core/resume.py", "ReceiveWindow.__init__", "ValueError"): "internal; sized from a checked ResumePolicy",
+    ("_core/resume.py", "CallDeduplicator.__init__", "ValueError"): "internal; sized from a checked ResumePolicy",
+    ("_core/resume.py", "SessionToken.__init__", "ValueError"): "internal; the decoder checks a token's size first",
+    ("_core/resume.py", "ClientResumeState.request", "ValueError"): "internal; asked only once a session was granted",
+    # twistd's command line: its usage errors are twistd's UsageError, its exit a SystemExit.
+    ("tap.py", "*", "HintedUsageError"): "twistd's UsageError, printed by twistd",
+    ("tap.py", "*", "SystemExit"): "twistd's exit with a message",
+    ("_ops/loading.py", "*", "HintedUsageError"): "twistd's UsageError (twistd hub, the CLI)",
+    ("_ops/workers.py", "*", "WorkersUnavailable"): "tap turns it into twistd's UsageError",
+    ("_ops/workers.py", "*", "CannotListenError"): "Twisted's own, as from any listenTCP",
+    ("_ops/workers.py", "WorkerSupervisor.__init__", "ValueError"): "internal; twistd hub checks --workers first",
+    # A test helper's failed expectation is a test failure.
+    ("testing.py", "*", "AssertionError"): "a failed expectation in the user's test",
+}
+
+
+def _raise_sites() -> set[tuple[str, str, str]]:
+    """(file, function, exception name) of every C{raise Name(...)} / C{raise Name} in twisted_hub/."""
+    import ast
+    from pathlib import Path
+
+    package = Path(twisted_hub.__file__).parent
+    sites = set()
+
+    class Visitor(ast.NodeVisitor):
+        def __init__(self, file: str) -> None:
+            self.file = file
+            self.scope: list[str] = []
+
+        def scoped(self, node: ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+            self.scope.append(node.name)
+            self.generic_visit(node)
+            self.scope.pop()
+
+        visit_ClassDef = visit_FunctionDef = visit_AsyncFunctionDef = scoped
+
+        def visit_Raise(self, node: ast.Raise) -> None:
+            raised = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            if isinstance(raised, ast.Name) and raised.id[:1].isupper():
+                sites.add((self.file, ".".join(self.scope), raised.id))
+
+    for path in package.rglob("*.py"):
+        Visitor(path.relative_to(package).as_posix()).visit(ast.parse(path.read_text(encoding="utf-8")))
+    return sites
+
+
+class RaiseSiteTests(SynchronousTestCase):
+    def test_every_raise_is_a_twisted_hub_error_or_listed(self) -> None:
+        """
+        Every class twisted-hub raises (found in the source) is a
+        TwistedHubError, but for the listed sites, each with its reason
+        (Python's protocols, internal exceptions caught where raised, twistd's
+        command line): a new C{raise ValueError(...)} fails here.
+        """
+        import importlib
+
+        from twisted_hub._core.base_error import TwistedHubError as Base
+
+        for path in Path(twisted_hub.__file__).parent.rglob("*.py"):
+            parts = path.relative_to(Path(twisted_hub.__file__).parent.parent).with_suffix("").parts
+            importlib.import_module(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+        ours: set[str] = set()
+        pending: list[type[BaseException]] = [Base]
+        while pending:
+            cls = pending.pop()
+            ours.add(cls.__name__)
+            pending += cls.__subclasses__()
+        sites = {site for site in _raise_sites() if site[2] not in ours}
+        unlisted = sorted(
+            site for site in sites
+            if site not in NOT_OURS and (site[0], "*", site[2]) not in NOT_OURS
+        )
+        self.assertEqual(unlisted, [], "raise a TwistedHubError (HubArgumentError, HubStateError...), or list the site")
+        stale = sorted(
+            key for key in NOT_OURS
+            if not any(s[0] == key[0] and s[2] == key[2] and key[1] in ("*", s[1]) for s in sites)
+        )
+        self.assertEqual(stale, [], "listed sites that raise nothing any more")

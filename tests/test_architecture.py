@@ -103,6 +103,75 @@ class LayerTests(SynchronousTestCase):
         self.assertEqual(sorted(m for m in package_modules() if layer_of(m, layers) is None), [])
 
 
+def package_imports() -> list[tuple[str, str, int]]:
+    """
+    (importer, imported module of the package, line) for every import in the
+    package: at module level, in a function, under C{if TYPE_CHECKING:}. A
+    C{from .pkg import name} counts as importing C{pkg.name} when that is a
+    module, else C{pkg}.
+    """
+    modules = set(package_modules()) | {"twisted_hub"} | {
+        "twisted_hub." + path.parent.relative_to(PACKAGE).as_posix().replace("/", ".")
+        for path in PACKAGE.rglob("__init__.py") if path.parent != PACKAGE
+    }
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        is_package = parts[-1] == "__init__"
+        name = ".".join(parts[:-1] if is_package else parts)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = name.split(".")[: len(name.split(".")) + (1 if is_package else 0) - node.level]
+                    module = ".".join([*base, *([node.module] if node.module else [])])
+                else:
+                    module = node.module or ""
+                targets = [f"{module}.{a.name}" if f"{module}.{a.name}" in modules else module for a in node.names]
+            else:
+                continue
+            found += [(name, target, node.lineno) for target in targets if target in modules and target != name]
+    return found
+
+
+class TypeImportTests(SynchronousTestCase):
+    def test_no_import_goes_up_even_for_types(self) -> None:
+        """
+        No import goes up a layer or sideways between the modules of one line,
+        not even under C{if TYPE_CHECKING:} or inside a function (the contracts
+        leave those out): a lower layer names what it needs of a higher one as
+        a protocol of its own (C{LocalHubs}, C{MetricsSource}, C{LinkOwner},
+        C{CallObserver}).  The one exception: C{from twisted_hub import
+        __version__}, a string read when a page or a banner is made.
+        """
+        layers = contract_layers()
+
+        def place(module: str) -> tuple[int, str] | None:
+            for index, layer in enumerate(layers):
+                for member in layer:
+                    if module == member or module.startswith(member + "."):
+                        return index, member
+            return None
+
+        wrong = []
+        for importer, imported, line in package_imports():
+            if imported == "twisted_hub":
+                source = (PACKAGE / (importer.removeprefix("twisted_hub.").replace(".", "/") + ".py"))
+                if not source.exists():
+                    source = source.with_suffix("") / "__init__.py"
+                text = source.read_text(encoding="utf-8").splitlines()[line - 1]
+                if text.strip() != "from .. import __version__" and text.strip() != "from . import __version__":
+                    wrong.append(f"{importer}:{line} imports the package facade: {text.strip()}")
+                continue
+            here, there = place(importer), place(imported)
+            if here is None or there is None:
+                continue  # the facade itself; the layers test finds modules outside every layer
+            if there[0] < here[0] or (there[0] == here[0] and there[1] != here[1]):
+                wrong.append(f"{importer}:{line} -> {imported}")
+        self.assertEqual(sorted(wrong), [])
+
+
 class ModuleMapTests(SynchronousTestCase):
     def test_every_module_has_one_row_in_its_layer(self) -> None:
         """Each module is in the module table once, with the layer its folder puts it in; each row's file exists."""
@@ -122,11 +191,88 @@ class ModuleMapTests(SynchronousTestCase):
         self.assertEqual(wrong, {}, "rows whose layer is not their folder's (row, folder)")
 
 
+#: names docs/architecture.md quotes that are not twisted-hub's (Twisted's, autobahn's, HTTP's)
+FOREIGN_NAMES = {"ClientService", "Clock", "ConnectionDeny", "Deferred", "Failure", "Host", "LoopingCall", "ProtocolWrapper"}
+
+
+class DocReferenceTests(SynchronousTestCase):
+    def test_every_quoted_path_and_name_exists(self) -> None:
+        """
+        Every file, folder, dotted module and class name the page quotes in
+        backquotes exists (a module that moved leaves no stale name behind,
+        as C{_autobahn.final_close_reason} once did).
+        """
+        import importlib
+
+        defined = set()
+        for path in PACKAGE.rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                    defined.add(node.name)
+        missing = []
+        for quoted in sorted(set(re.findall(r"`([^`\n]+)`", DOC.read_text(encoding="utf-8")))):
+            if re.fullmatch(r"[\w/]+\.py", quoted):
+                if not ((PACKAGE / quoted).exists() or (ROOT / quoted).exists()):
+                    missing.append(quoted)
+            elif re.fullmatch(r"_\w+/", quoted):
+                if not (PACKAGE / quoted).is_dir():
+                    missing.append(quoted)
+            elif re.fullmatch(r"[\w.]+", quoted) and quoted.startswith(("twisted_hub.", "_")):
+                dotted = quoted if quoted.startswith("twisted_hub") else "twisted_hub." + quoted
+                parts = dotted.split(".")
+                for cut in range(len(parts), 0, -1):
+                    try:
+                        found: object = importlib.import_module(".".join(parts[:cut]))
+                    except ImportError:
+                        continue
+                    for attribute in parts[cut:]:
+                        found = getattr(found, attribute, None)
+                    if found is None:
+                        missing.append(quoted)
+                    break
+                else:
+                    missing.append(quoted)
+            elif re.fullmatch(r"[A-Z]\w*[a-z]\w*", quoted):
+                if quoted not in defined and quoted not in FOREIGN_NAMES:
+                    missing.append(quoted)
+        self.assertEqual(missing, [])
+
+
+    def test_server_transport_members_are_the_protocols(self) -> None:
+        """The members the page lists for a new server transport's C{ServerTransport} are exactly the protocol's."""
+        text = " ".join(DOC.read_text(encoding="utf-8").split())
+        listed = re.search(r"implements `ServerTransport` \(\w+ members: (.*?)\)", text)
+        assert listed is not None, "the page no longer lists ServerTransport's members"
+        source = (PACKAGE / "_core" / "session_output.py").read_text(encoding="utf-8")
+        (protocol,) = [
+            node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ClassDef) and node.name == "ServerTransport"
+        ]
+        members = {
+            node.name if isinstance(node, ast.FunctionDef) else ast.unparse(node.target)
+            for node in protocol.body if isinstance(node, (ast.FunctionDef, ast.AnnAssign))
+        }
+        self.assertEqual(set(re.findall(r"`(\w+)`", listed.group(1))), members)
+
+
 class CoreTests(SynchronousTestCase):
     def test_no_core_class_over_the_limit(self) -> None:
-        """Every class of the sans-IO core fits in CORE_CLASS_LINES lines (one decision per unit)."""
+        """
+        Every class of the sans-IO modules -- the core and the backplane's
+        protocol, the sources of the sans-IO contracts -- fits in
+        CORE_CLASS_LINES lines, counted from its C{class} line to its last
+        (docstrings, comments and blank lines included): one decision per unit.
+        """
+        sans_io = [
+            module for c in contracts() if c["type"] == "forbidden" and c["id"].endswith("sans-io")
+            for module in c["source_modules"]
+        ]
+        self.assertIn("twisted_hub._core", sans_io)
+        paths = []
+        for module in sans_io:
+            relative = Path(*module.split(".")[1:])
+            paths += list((PACKAGE / relative).rglob("*.py")) if (PACKAGE / relative).is_dir() else [PACKAGE / f"{relative}.py"]
         too_big = {}
-        for path in (PACKAGE / "_core").rglob("*.py"):
+        for path in paths:
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
                     lines = node.end_lineno - node.lineno + 1

@@ -71,3 +71,43 @@ def test_stdlib_core_log_skips_formatting_below_its_level(caplog: pytest.LogCapt
     with caplog.at_level(logging.INFO, logger="twisted_hub.test"):
         StdlibCoreLog("twisted_hub.test").debug("{x}", x=Exploding())
     assert [r for r in caplog.records if r.name == "twisted_hub.test"] == []
+
+
+def test_the_authenticators_lines_follow_the_hub_level() -> None:
+    """An authenticator's timeout is logged at warn through twisted-hub's level: set to error, it is not written."""
+    from twisted.internet.defer import TimeoutError
+    from twisted.python.failure import Failure
+
+    from twisted_hub._hubs.auth import refusal_of
+
+    events: list[dict[str, object]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        assert refusal_of(Failure(TimeoutError()), "c1").status == 503
+        set_log_level("error")
+        assert refusal_of(Failure(TimeoutError()), "c2").status == 503
+    finally:
+        set_log_level("info")
+        globalLogPublisher.removeObserver(events.append)
+    mine = [formatEvent(e) for e in events if e.get("log_namespace") == "twisted_hub._hubs.auth"]
+    assert mine == ["c1: the authenticator did not answer in time"]
+
+
+def test_every_twisted_logger_of_the_package_goes_through_the_level_filter() -> None:
+    """Each twisted.logger Logger in twisted_hub/ gets an observer (HUB_LOG_OBSERVER or a forwarder), but CallLog's."""
+    import ast
+    from pathlib import Path
+
+    import twisted_hub
+
+    # CallLog's default logger: the call log's level is its own (CallLog(level=...), --log-calls).
+    own_level = {"filters.py"}
+    unfiltered = []
+    for path in Path(twisted_hub.__file__).parent.rglob("*.py"):
+        if path.name in own_level:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Logger":
+                if not any(keyword.arg == "observer" for keyword in node.keywords):
+                    unfiltered.append(f"{path.name}:{node.lineno}")
+    assert unfiltered == []

@@ -6,13 +6,17 @@ session token.  Time is passed in; nothing here waits.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_hub._core.base_error import HubArgumentError
 from twisted_hub._core.resume import (
     DEFAULT_BUFFER_BYTES,
     DEFAULT_WINDOW,
@@ -402,14 +406,26 @@ class SessionTokenTests(SynchronousTestCase):
 
 class PolicyTests(SynchronousTestCase):
     def test_defaults(self) -> None:
+        """ResumePolicy's defaults are the ones docs/resumption.md's "Knobs" table states (read from the doc, not copied)."""
         policy = ResumePolicy()
         self.assertEqual((policy.window, policy.buffer_bytes), (DEFAULT_WINDOW, DEFAULT_BUFFER_BYTES))
-        self.assertEqual((DEFAULT_WINDOW, DEFAULT_BUFFER_BYTES), (120.0, 1024 * 1024))
+        doc = (Path(__file__).resolve().parent.parent / "docs" / "resumption.md").read_text(encoding="utf-8")
+        knobs = doc.split("\n## Knobs\n", 1)[1].split("\n## ", 1)[0]
+        stated = dict(re.findall(r"^\| `(\w+)` \| ([^|]+?) \|", knobs, re.MULTILINE))
+        units = {"s": 1, "MiB": 1024 * 1024}
+        read = {}
+        for knob, text in stated.items():
+            number, unit = re.match(r"([\d,.]+) (\S+)", text).groups()  # type: ignore[union-attr]
+            read[knob] = float(number.replace(",", "")) * units.get(unit, 1)
+        self.assertEqual(sorted(read), sorted(f.name for f in dataclasses.fields(ResumePolicy)))
+        self.assertEqual(read, {name: float(getattr(policy, name)) for name in read})
 
     def test_refusesNonsense(self) -> None:
+        """Nonsense knobs raise HubArgumentError: a TwistedHubError (docs/api.md), still a ValueError."""
         for kwargs in ({"window": 0}, {"buffer_bytes": 0}, {"ack_every": 0}, {"ack_delay": 0}, {"max_calls": 0}):
-            with self.assertRaises(ValueError, msg=repr(kwargs)):
+            with self.assertRaises(HubArgumentError, msg=repr(kwargs)) as raised:
                 ResumePolicy(**kwargs)  # type: ignore[arg-type]
+            self.assertIsInstance(raised.exception, ValueError)
 
 
 class LayerTests(SynchronousTestCase):

@@ -10,7 +10,7 @@ import msgpack
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import ConnectionClosedError, Hub, HubError, hub, method
+from twisted_hub import ConnectionClosedError, Hub, HubArgumentError, HubError, hub, method
 from twisted_hub.testing import HubTestServer
 
 
@@ -164,6 +164,20 @@ class ServerToClientTests(SynchronousTestCase):
         self.server.flush()
         self.assertEqual(self.tally.generated, 12)
         self.assertEqual(stream.buffered, 8)
+
+    def test_zero_window_refused_before_anything_is_sent(self) -> None:
+        """open_stream(window=0) raises HubArgumentError at once and leaves no call pending or queued."""
+        received = len(self.conn.server_received)
+        error = self.assertRaises(HubArgumentError, self.client.open_stream, "forever", [], None, window=0)
+        self.assertIn("at least 1 item", str(error))
+        self.assertEqual(self.client.session.core._pending, {})
+        self.server.flush()
+        self.assertEqual(len(self.conn.server_received), received)
+        self.assertEqual(self.tally.generated, 0)
+        # The connection goes on: a stream with a window works.
+        result = collect(self.client.stream("count", 3))
+        self.server.flush()
+        self.assertEqual(self.successResultOf(result), [0, 1, 2])
 
     def test_client_cancel_stops_producer(self) -> None:
         """cancel() sends STREAM_CANCEL: the producer stops within one round trip and its finally runs."""

@@ -6,6 +6,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_hub._core.base_error import HubArgumentError
 from twisted_hub._core.errors import HubError
 from twisted_hub._core.streams import DEFAULT_STREAM_WINDOW, InboundStream, StreamTable, is_stream_source
 from twisted_hub._core.wire import (
@@ -172,8 +173,9 @@ class CreditTests(SynchronousTestCase):
 
 class MiscTests(SynchronousTestCase):
     def test_window_must_be_positive(self) -> None:
-        """A window of 0 would stall forever: refused."""
-        self.assertRaises(ValueError, InboundStream, 1, 0)
+        """A window of 0 would stall forever: refused with a HubArgumentError (a TwistedHubError, still a ValueError)."""
+        error = self.assertRaises(HubArgumentError, InboundStream, 1, 0)
+        self.assertIsInstance(error, ValueError)
 
     def test_duplicate_ids_refused(self) -> None:
         """A stream id open twice in one direction is a protocol error."""

@@ -56,6 +56,47 @@ class DefaultsTests(SynchronousTestCase):
         self.assertTrue(policy.same_host)
         self.assertFalse(policy.allow_any)
 
+    def test_documented_defaults_are_the_defaults(self) -> None:
+        """
+        Each default docs/deploying.md's options table gives in backquotes,
+        passed explicitly, changes nothing: the documented default is the real
+        one (read from the doc, not copied from the code).  A raw value left
+        unset (None, []) may differ only where a value built from it (the
+        origin policy, the compression policy) is compared equal.
+        """
+        import re
+
+        needs = {
+            "--authenticator": ["--authenticator", "tests.test_auth:ClaimsAuthenticator"],
+            "--redis": ["--redis", "redis://127.0.0.1:6379/0"],
+            "--compression": ["--compression"],
+        }
+
+        def comparable(value: Any) -> Any:
+            if type(value).__eq__ is not object.__eq__:
+                return value
+            return re.sub(r" at 0x[0-9a-f]+", "", repr(value))  # no __eq__: its repr, without its address
+
+        doc = (Path(__file__).resolve().parent.parent / "docs" / "deploying.md").read_text(encoding="utf-8")
+        rows = doc.split("Options (`twistd hub --help`):", 1)[1].strip().splitlines()
+        checked = []
+        for line in rows[2:]:
+            if not line.startswith("|"):
+                break
+            cells = [cell.strip() for cell in line.strip("|").split("|")]
+            option, default = re.match(r"`--([\w-]+)", cells[0]), re.match(r"`([^`]+)`", cells[1])
+            if option is None or default is None:
+                continue  # no default in backquotes: "off", "none", "3 × interval", a flag
+            before = [arg for needed in re.findall(r"(?:needs|with) `(--[\w-]+)`", cells[2]) for arg in needs[needed]]
+            base, given = parse(*before), parse(*before, f"--{option.group(1)}", default.group(1))
+            changed = {
+                key: (base[key], given[key]) for key in base.keys()
+                if comparable(base[key]) != comparable(given[key]) and base[key] not in (None, [])
+            }
+            self.assertEqual(changed, {}, f"--{option.group(1)} {default.group(1)}")
+            checked.append(option.group(1))
+        self.assertGreaterEqual(len(checked), 15, checked)
+
     def test_port_shorthand(self) -> None:
         """--port N means --listen tcp:N:interface=127.0.0.1 (this machine only) and may be combined with --listen."""
         options = parse("--port", "9000", "--listen", "tcp:9001")

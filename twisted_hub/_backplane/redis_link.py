@@ -23,7 +23,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from twisted.application.internet import ClientService, backoffPolicy
@@ -38,11 +38,9 @@ from zope.interface import implementer
 from .._core.base_error import HubArgumentError, TwistedHubError
 from .._support.handover import UntilHandedOver
 from .._support.logging import HUB_LOG_OBSERVER
+from .redis_commands import RedisCommands
 
-if TYPE_CHECKING:
-    from ..redis import RedisBackplane
-
-__all__ = ["RedisLinkError", "RedisSettings", "TxRedisConnector", "parse_redis_url"]
+__all__ = ["LinkOwner", "RedisLinkError", "RedisSettings", "TxRedisConnector", "parse_redis_url"]
 
 _log = Logger(observer=HUB_LOG_OBSERVER)
 
@@ -483,6 +481,42 @@ DEFAULT_PING_INTERVAL = 1.0
 DEFAULT_PING_TIMEOUT = 2.0
 
 
+class LinkOwner(Protocol):
+    """
+    What a L{TxRedisConnector} reads from and reports to: the backplane that
+    owns the connections (L{twisted_hub.redis.RedisBackplane}, a layer above
+    this one, so it is named here by what it must offer, not imported).
+    """
+
+    @property
+    def settings(self) -> RedisSettings:
+        """Where Redis is, and how to reach it."""
+
+    @property
+    def channel_all(self) -> bytes:
+        """The channel every node subscribes to."""
+
+    @property
+    def channel_node(self) -> bytes:
+        """This node's own channel."""
+
+    @property
+    def connected_commands(self) -> bool:
+        """True while the command connection is up."""
+
+    def link_message(self, channel: bytes, data: bytes) -> None:
+        """A message arrived on a subscribed channel."""
+
+    def link_ready(self, which: str, link: RedisCommands | None = None) -> None:
+        """A connection (C{"commands"}, with its protocol, or C{"subscriber"}) is ready for use."""
+
+    def link_lost(self, which: str, reason: str) -> None:
+        """A connection in use was lost."""
+
+    def link_failed(self, reason: str, refused: bool = False, retry_in: float | None = None) -> None:
+        """An attempt to connect failed; the next one is in C{retry_in} seconds."""
+
+
 class TxRedisConnector:
     """
     Two txredisapi connections (commands, subscriber), each kept up by a
@@ -546,7 +580,7 @@ class TxRedisConnector:
 
         return direct
 
-    def start(self, backplane: RedisBackplane) -> None:
+    def start(self, backplane: LinkOwner) -> None:
         reactor = self._reactor_or_global()
         command_class, subscriber_class = _protocols()
         settings = backplane.settings

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .base_error import HubArgumentError
 from .errors import HubError
 from .streams import InboundStream, OutboundStream, StreamTable
 from .wire import ErrorCode, StreamCancel, StreamCredit, StreamEnd, StreamItem
@@ -61,11 +62,15 @@ class ClientStreams:
         feeds each L{OutboundStream} from its source as credit comes).
         Return the call id, the stream we consume, the streams we produce.
 
+        @raise HubArgumentError: C{window} is not a whole number of at least 1.
         @raise ConnectionClosedError: the connection is not open.
         @raise HubError: C{stream-mismatch}, the server does not speak
             streams; C{invalid-arguments}, see L{invoke}.
         """
         session = self.session
+        if window is not None and (not isinstance(window, int) or window < 1):
+            # Before anything is queued: a refused window leaves no call behind.
+            raise HubArgumentError(f"{method}: a stream window must be at least 1 item, not {window!r}")
         if not session.is_connected:
             raise session.closed_error()
         core = session.core

@@ -19,7 +19,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Final
 
-from .base_error import TwistedHubError
+from .base_error import HubArgumentError, TwistedHubError
 from .wire import (
     SESSION_TOKEN_MAX_BYTES,
     SESSION_TOKEN_MIN_BYTES,
@@ -88,16 +88,17 @@ class ResumePolicy:
     max_calls: int = DEFAULT_MAX_CALLS
 
     def __post_init__(self) -> None:
+        # A HubArgumentError (a ValueError): every exception twisted-hub raises is a TwistedHubError (docs/api.md).
         if not self.window > 0:
-            raise ValueError(f"window must be > 0 seconds, got {self.window!r}")
+            raise HubArgumentError(f"window must be > 0 seconds, got {self.window!r}")
         if self.buffer_bytes < 1:
-            raise ValueError(f"buffer_bytes must be >= 1, got {self.buffer_bytes!r}")
+            raise HubArgumentError(f"buffer_bytes must be >= 1, got {self.buffer_bytes!r}")
         if self.ack_every < 1:
-            raise ValueError(f"ack_every must be >= 1, got {self.ack_every!r}")
+            raise HubArgumentError(f"ack_every must be >= 1, got {self.ack_every!r}")
         if not self.ack_delay > 0:
-            raise ValueError(f"ack_delay must be > 0 seconds, got {self.ack_delay!r}")
+            raise HubArgumentError(f"ack_delay must be > 0 seconds, got {self.ack_delay!r}")
         if self.max_calls < 1:
-            raise ValueError(f"max_calls must be >= 1, got {self.max_calls!r}")
+            raise HubArgumentError(f"max_calls must be >= 1, got {self.max_calls!r}")
 
 
 class ReplayBuffer:

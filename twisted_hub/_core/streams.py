@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
+from .base_error import HubArgumentError
 from .errors import HubError
 from .wire import (
     ErrorCode,
@@ -62,7 +63,7 @@ class InboundStream:
 
     def __init__(self, stream_id: int, window: int) -> None:
         if window < 1:
-            raise ValueError(f"a stream window must be at least 1 item, not {window}")
+            raise HubArgumentError(f"a stream window must be at least 1 item, not {window!r}")
         self.stream_id = stream_id
         self.window = window
         self.buffer: deque[Any] = deque()

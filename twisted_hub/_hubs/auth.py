@@ -33,6 +33,7 @@ from .._core.base_error import HubArgumentError, HubUsageError
 from .._core.errors import HubError
 from .._core.user import User
 from .._core.wire import ErrorCode
+from .._support.logging import HUB_LOG_OBSERVER
 from .hub import RefuseConnection
 
 if TYPE_CHECKING:
@@ -60,7 +61,8 @@ __all__ = [
     "token_from_request",
 ]
 
-_log = Logger()
+#: through twisted-hub's level filter (set_log_level, twistd hub --log-level), as every line of ours
+_log = Logger(observer=HUB_LOG_OBSERVER)
 
 #: the query parameter a client may carry its access token in (as SignalR's clients do)
 ACCESS_TOKEN_PARAMETER = "access_token"

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from autobahn.websocket.types import ConnectionRequest
 
     from .._core.errors import DisconnectReason
-    from .._metrics.prometheus import HubLabelMetrics
+    from .._core.observer import CallObserver
     from .auth import Policy, User
     from .filters import FilterChains, HubFilter
 
@@ -693,8 +693,8 @@ class HubRuntime(Generic[ConnectionT]):
         )
         override = hub_class.heartbeat_override
         self.heartbeat_policy = override.apply(heartbeat) if override else heartbeat
-        #: this hub's Prometheus children (None: metrics off)
-        self.metrics: HubLabelMetrics | None = None
+        #: what this hub's calls are reported to (the metrics layer's; None: metrics off)
+        self.metrics: CallObserver | None = None
         #: traffic and call counts of its closed connections
         self.traffic = TrafficTotals()
 

@@ -22,8 +22,8 @@ C{prometheus_client} is needed only when metrics are on (the C{metrics} extra).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._core.base_error import HubArgumentError, HubStateError
 from .._core.errors import DisconnectKind, DisconnectReason
@@ -35,8 +35,37 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
 
+    from .._core.heartbeat import StallDetector
+    from .._core.resume import ResumePolicy, SessionRegistry
     from .._hubs.hub import HubRuntime
-    from .._twisted.server import HubServerFactory
+
+class MetricsSource(Protocol):
+    """
+    What the metrics read of a server at scrape time: its
+    L{twisted_hub.HubServerFactory} (in the adapters' layer, above this one,
+    so named by what it must offer rather than imported).
+    """
+
+    @property
+    def runtimes(self) -> Mapping[str, HubRuntime[Any]]:
+        """Each hub's runtime, by hub name."""
+
+    @property
+    def stall_detector(self) -> StallDetector:
+        """The server's stalls (late timers)."""
+
+    @property
+    def backplane(self) -> object:
+        """The backplane (read through L{backplane_connected} and its counters)."""
+
+    @property
+    def resume_policy(self) -> ResumePolicy | None:
+        """Session resumption's policy (None: off)."""
+
+    @property
+    def resume_registries(self) -> Mapping[str, SessionRegistry]:
+        """Each hub's resumable sessions, by hub name."""
+
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
@@ -122,15 +151,17 @@ class HubMetrics:
         self.heartbeat_latency = FastHistogram(_LATENCY_BUCKETS)
         #: messages per frame received from clients (batching at work)
         self.frame_messages = FastHistogram(_BATCH_BUCKETS)
-        self._factory: HubServerFactory | None = None
+        self._factory: MetricsSource | None = None
+        #: each hub's bound children, by hub name (its runtime holds them as its CallObserver)
+        self.hubs: dict[str, HubLabelMetrics] = {}
 
-    def attach(self, factory: HubServerFactory) -> None:
+    def attach(self, factory: MetricsSource) -> None:
         """Bind the children of the factory's hubs; read live counts from it at scrape time."""
         if self._factory is not None:
             raise HubStateError("these metrics belong to another factory already: give each factory its own HubMetrics")
         self._factory = factory
         for name, runtime in factory.runtimes.items():
-            runtime.metrics = HubLabelMetrics(self, name, runtime.methods)
+            runtime.metrics = self.hubs[name] = HubLabelMetrics(self, name, runtime.methods)
             self.connections.labels(name).set_function(_counter_of(runtime))
         detector = factory.stall_detector
         self.stall_events.set_function(lambda: detector.stalls)
@@ -138,7 +169,7 @@ class HubMetrics:
         # largest lag of all is a stall's as soon as there was one.)
         self.worst_stall.set_function(lambda: detector.max_lag if detector.stalls else 0.0)
         self.registry.register(_LiveCollector(factory))
-        self.registry.register(_HotCollector(self, factory))
+        self.registry.register(_HotCollector(self))
         self.registry.register(_BackplaneCollector(factory))
         if factory.resume_policy is not None:
             self.registry.register(_ResumeCollector(factory))
@@ -147,9 +178,8 @@ class HubMetrics:
 class _HotCollector:
     """The per-call and per-answer numbers, as Prometheus families."""
 
-    def __init__(self, metrics: HubMetrics, factory: HubServerFactory) -> None:
+    def __init__(self, metrics: HubMetrics) -> None:
         self.metrics = metrics
-        self.factory = factory
 
     def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
@@ -172,10 +202,8 @@ class _HotCollector:
         durations = HistogramMetricFamily(
             "twisted_hub_call_duration_seconds", "Time from a call's start to its answer.", labels=["hub", "method"]
         )
-        for hub, runtime in self.factory.runtimes.items():
-            if runtime.metrics is None:
-                continue
-            named = [*runtime.metrics.methods.items(), (OTHER_METHOD, runtime.metrics.other)]
+        for hub, children_of_hub in self.metrics.hubs.items():
+            named = [*children_of_hub.methods.items(), (OTHER_METHOD, children_of_hub.other)]
             for method, children in named:
                 for outcome, count in zip(CALL_OUTCOMES, children.counts, strict=True):
                     calls.add_metric([hub, method, outcome], count)
@@ -193,7 +221,7 @@ class _HotCollector:
 class _BackplaneCollector:
     """The backplane's health (in-process: always connected; Redis: docs/scaling.md)."""
 
-    def __init__(self, factory: HubServerFactory) -> None:
+    def __init__(self, factory: MetricsSource) -> None:
         self.factory = factory
 
     def collect(self) -> Iterator[Metric]:
@@ -222,7 +250,7 @@ class _BackplaneCollector:
 class _ResumeCollector:
     """Session resumption (docs/resumption.md), from each hub's session registry."""
 
-    def __init__(self, factory: HubServerFactory) -> None:
+    def __init__(self, factory: MetricsSource) -> None:
         self.factory = factory
 
     def collect(self) -> Iterator[Metric]:
@@ -266,7 +294,7 @@ def _counter_of(runtime: HubRuntime[Any]) -> Any:
 class _LiveCollector:
     """Counts kept by each connection, summed at scrape time (closed connections' in the hub's totals)."""
 
-    def __init__(self, factory: HubServerFactory) -> None:
+    def __init__(self, factory: MetricsSource) -> None:
         self.factory = factory
 
     def collect(self) -> Iterator[Metric]:
@@ -377,19 +405,24 @@ class SessionMetrics:
         self._runtime = runtime
         self._hub_name = runtime.hub_class.hub_name
 
-    def connected(self) -> None:
+    def _hub_children(self) -> HubLabelMetrics | None:
+        """The children L{HubMetrics.attach} gave this connection's hub (as its CallObserver); None: metrics off."""
         metrics = self._runtime.metrics
+        return metrics if isinstance(metrics, HubLabelMetrics) else None
+
+    def connected(self) -> None:
+        metrics = self._hub_children()
         if metrics is not None:
             metrics.connects.inc()
 
     def disconnected(self, now: float, connection_id: str, reason: DisconnectReason, text: str) -> None:
-        metrics = self._runtime.metrics
+        metrics = self._hub_children()
         if metrics is not None:
             metrics.disconnects[reason.kind].inc()
         self._host.recent_disconnects.add(now, self._hub_name, connection_id, reason.kind.value, reason.code, text)
 
     def slow_consumer_closed(self) -> None:
-        metrics = self._runtime.metrics
+        metrics = self._hub_children()
         if metrics is not None:
             metrics.slow_consumer_closes.inc()
 

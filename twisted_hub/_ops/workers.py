@@ -56,6 +56,8 @@ from twisted.web.http import Request as HTTPRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from .._support.logging import HUB_LOG_OBSERVER
+
 #: The environment variable that makes a C{twistd hub} process a worker (set by the supervisor).
 WORKER_ENVIRONMENT = "TWISTED_HUB_WORKER"
 #: The first restart of a worker that died waits this long; each further one in a row twice as long...
@@ -79,7 +81,8 @@ _FIRST_SOCKET_FD = 5
 #: what the supervisor writes on a worker's control pipe to stop it in a rolling restart
 REPLACED = b"replaced\n"
 
-_log = Logger(namespace="twisted_hub.workers")
+#: through twisted-hub's level filter (twistd hub --log-level), as every line of ours
+_log = Logger(namespace="twisted_hub.workers", observer=HUB_LOG_OBSERVER)
 #: how a worker is signalled (tests replace it: they must never signal a real process by a made-up pid)
 _kill = os.kill
 

@@ -27,6 +27,8 @@ from collections.abc import Callable
 
 from twisted.internet.interfaces import IReactorTime
 
+from .._core.base_error import HubArgumentError
+
 __all__ = ["DEFAULT_LOSSES_PER_TURN", "LossPacer"]
 
 #: how many lost connections one reactor turn tears down (about 30 ms of
@@ -41,7 +43,7 @@ class LossPacer:
 
     def __init__(self, clock: IReactorTime, per_turn: int = DEFAULT_LOSSES_PER_TURN) -> None:
         if per_turn < 1:
-            raise ValueError(f"per_turn must be at least 1, got {per_turn!r}")
+            raise HubArgumentError(f"per_turn must be at least 1, got {per_turn!r}")
         self._clock = clock
         self.per_turn = per_turn
         #: teardowns run in the current turn
