@@ -126,6 +126,8 @@ def render_table(document: dict[str, Any], cases: list[str], labels: dict[str, l
         for metric, label in rows:
             values = entry["metrics"].get(metric, {})
             ratios = entry["ratios"].get(metric, {})
+            if not any(values.values()):
+                continue  # a metric newer than the file (measured by later runs only)
             cells = [f"`{case}`", label]
             if refs:
                 cells += [fmt(values[impl]["median"]) if values.get(impl) else "n/a" for impl in impls]

@@ -259,6 +259,7 @@ def case_rpc(impl: str, inflight: int, size: int, s: Settings) -> dict[str, floa
     return {
         "calls_per_s": calls / result["elapsed"],
         "server_cpu_us_per_call": result["server_cpu"] / calls * 1e6,
+        "client_cpu_us_per_call": result["client_cpu"] / calls * 1e6,
     }
 
 
@@ -441,7 +442,8 @@ PRIMARY = {
     "idle10000": ("server_cpu_us_per_beat", False, "us CPU/beat"),
 }
 SECONDARY = {
-    **{case: [("server_cpu_us_per_call", False, "us server CPU/call")] for case in RPC_CASES},
+    **{case: [("server_cpu_us_per_call", False, "us server CPU/call"),
+              ("client_cpu_us_per_call", False, "us client CPU/call")] for case in RPC_CASES},
     "fanout": [("server_cpu_us_per_msg", False, "us server CPU/msg")],
     "fanout-burst": [("server_cpu_us_per_msg", False, "us server CPU/msg")],
     **{case: [("server_cpu_us_per_conn", False, "us server CPU/connection")] for case in ACCEPT_CASES},
@@ -483,14 +485,15 @@ def summarize(runs: dict[str, dict[str, list[dict[str, float] | None]]]) -> dict
         for metric in metrics:
             entry["metrics"][metric] = {}
             for impl, results in by_impl.items():
-                values = [r[metric] for r in results if r is not None]
+                # (a metric newer than a recorded file is absent from its runs)
+                values = [r[metric] for r in results if r is not None and metric in r]
                 entry["metrics"][metric][impl] = spread(values) if values else None
             entry["ratios"][metric] = {}
             for ref in [impl for impl in by_impl if impl != "hub"]:
                 pairs = [
                     ours[metric] / theirs[metric]
                     for ours, theirs in zip(by_impl.get("hub", []), by_impl.get(ref, []))
-                    if ours is not None and theirs is not None and theirs[metric] > 0
+                    if ours is not None and theirs is not None and metric in ours and theirs.get(metric, 0) > 0
                 ]
                 entry["ratios"][metric][ref] = spread(pairs) if pairs else None
         summary[case] = entry
