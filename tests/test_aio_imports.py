@@ -50,6 +50,26 @@ class AsyncioClientImportTests(SynchronousTestCase):
         )
         self.assertEqual(loaded_after(code), [])
 
+    def test_the_types_and_metrics_it_uses_load_no_twisted(self) -> None:
+        """
+        What an asyncio program compares, filters on or counts with --
+        C{twisted_hub.types}' core types (C{CloseCode}, C{DisconnectReason},
+        C{OriginPolicy}, C{HeartbeatConfigurationWarning}) and
+        C{twisted_hub.metrics.ClientMetrics} -- loads no Twisted, nor do
+        their deprecated spellings in C{twisted_hub}.
+        """
+        code = (
+            "import warnings\n"
+            "from twisted_hub.types import CloseCode, DisconnectReason, HeartbeatConfigurationWarning, OriginPolicy\n"
+            "from twisted_hub.metrics import ClientMetrics\n"
+            "import twisted_hub.aio\n"
+            "with warnings.catch_warnings():\n"
+            "    warnings.simplefilter('ignore', DeprecationWarning)\n"
+            "    from twisted_hub import ClientMetrics as old_metrics, CloseCode as old_code\n"
+            "assert (old_metrics, old_code) == (ClientMetrics, CloseCode)\n"
+        )
+        self.assertEqual(loaded_after(code), [])
+
     def test_the_modules_of_the_asyncio_client_import_no_twisted(self) -> None:
         """Every module twisted_hub.aio reaches (the package's __init__ set aside) imports no Twisted or autobahn."""
         code = (

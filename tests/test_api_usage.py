@@ -21,7 +21,6 @@ from twisted_hub import (
     HubService,
     HubStateError,
     HubUsageError,
-    OriginPolicy,
     ProtocolError,
     ReconnectingHubClient,
     ResumePolicy,
@@ -33,7 +32,7 @@ from twisted_hub._core.connection import ClientConnection, receiver_call_payload
 from twisted_hub.demo import EchoHub
 from twisted_hub.redis import parse_redis_url
 from twisted_hub.testing import HubTestServer
-from twisted_hub.types import HubClientFactory
+from twisted_hub.types import HubClientFactory, OriginPolicy
 
 
 def deprecation_message(qualified_name: str) -> str:
@@ -161,6 +160,7 @@ class LocalMisuseTests(SynchronousTestCase):
 NOT_OURS = {
     # Python's protocols: a module's or an object's __getattr__, abstract methods, iteration.
     ("__init__.py", "__getattr__", "AttributeError"): "PEP 562: an unknown name",
+    ("types.py", "__getattr__", "AttributeError"): "PEP 562: an unknown name",
     ("_core/deprecate.py", "moved_name", "AttributeError"): "PEP 562, for the package's __getattr__",
     ("__main__.py", "_Printer.__getattr__", "AttributeError"): "attribute protocol of the CLI's printer",
     ("_core/calls.py", "*", "NotImplementedError"): "abstract method",

@@ -17,7 +17,6 @@ from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyChannel
 
 from twisted_hub import (
-    CloseCode,
     DisconnectKind,
     ErrorCode,
     HandshakeError,
@@ -41,6 +40,7 @@ from twisted_hub.auth import (
     redacting_log_formatter,
 )
 from twisted_hub.testing import HubTestServer
+from twisted_hub.types import CloseCode
 
 from .helpers.auth import STATUS, ExpiringAuthenticator, MatrixAuthenticator, WhoAmIHub, matrix
 

@@ -19,7 +19,6 @@ from zope.interface import implementer
 
 from twisted_hub import (
     CallTimeoutError,
-    CloseCode,
     ConnectionClosedError,
     ConnectTimeoutError,
     DisconnectKind,
@@ -29,7 +28,7 @@ from twisted_hub import (
     connect,
 )
 from twisted_hub.testing import HubTestServer, TestConnection
-from twisted_hub.types import DisconnectReason, HubClientProtocol, HubServerProtocol
+from twisted_hub.types import CloseCode, DisconnectReason, HubClientProtocol, HubServerProtocol
 
 from .helpers.hubs import GuardLog, Recorder, WorkLog, guarded_hub, hub_events, work_hub
 

@@ -18,7 +18,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import ClientMetrics, HeartbeatPolicy, HubClientOptions
+from twisted_hub import HeartbeatPolicy, HubClientOptions
 from twisted_hub._core.client_session import ClientHeartbeatEvent, ClientSession, ServerHeartbeatEvent
 from twisted_hub._core.connection import ServerConnection
 from twisted_hub._core.errors import ConnectionClosedError, DisconnectKind, DisconnectReason, HandshakeError, HubError
@@ -45,6 +45,7 @@ from twisted_hub._core.wire import (
     encode,
 )
 from twisted_hub._support.logging import TwistedCoreLog
+from twisted_hub.metrics import ClientMetrics
 
 LOST = DisconnectReason(DisconnectKind.CONNECTION_LOST, None, "connection lost")
 

@@ -16,10 +16,10 @@ from twisted_hub import (
     HubClientOptions,
     HubResource,
     HubServerFactory,
-    OriginPolicy,
     connect,
 )
 from twisted_hub.demo import EchoHub
+from twisted_hub.types import OriginPolicy
 
 from ._docs import named_blocks
 from ._twistd import TWISTD, spawn_python, started_port

@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import twisted_hub
 import twisted_hub.auth
 import twisted_hub.filters
+import twisted_hub.metrics
 import twisted_hub.types
 from twisted_hub._core.deprecate import MOVED_NAMES
 
@@ -41,6 +42,7 @@ PUBLIC_MODULES: dict[str, ModuleType] = {
     "twisted_hub": twisted_hub,
     "twisted_hub.auth": twisted_hub.auth,
     "twisted_hub.filters": twisted_hub.filters,
+    "twisted_hub.metrics": twisted_hub.metrics,
     "twisted_hub.types": twisted_hub.types,
 }
 
@@ -82,8 +84,8 @@ class ExportTests(SynchronousTestCase):
             self.assertEqual(list(module.__all__), sorted(module.__all__), module_name)
 
     def test_the_package_is_about_thirty_names(self) -> None:
-        """twisted_hub.__all__ stays small: 38 names (then ResumePolicy), of the 71 it had, only names users build or catch."""
-        self.assertEqual(len(twisted_hub.__all__), 38)
+        """twisted_hub.__all__ stays small: 33 names (__version__ included), of the 71 it had, only names users build or catch."""
+        self.assertEqual(len(twisted_hub.__all__), 33)
         self.assertEqual(set(twisted_hub.__all__), set(twisted_hub._EXPORTS) | {"__version__"})
 
     def test_exports_are_the_defining_modules_objects(self) -> None:
@@ -208,6 +210,38 @@ class LazyImportTests(SynchronousTestCase):
         )
         self.assertEqual(run_python(code), "[]")
 
+    def test_the_types_module_loads_each_name_on_first_use(self) -> None:
+        """C{import twisted_hub.types} loads no private module; a core type loads its own, a connection type the Twisted side."""
+        code = (
+            "import sys, twisted_hub.types\n"
+            "def loaded(): return sorted(m for m in sys.modules if m.split('.')[0] in ('twisted', 'autobahn')"
+            " or m.startswith('twisted_hub.'))\n"
+            "print(loaded())\n"
+            "from twisted_hub.types import CloseCode, DisconnectReason, HeartbeatConfigurationWarning, OriginPolicy\n"
+            "print('twisted_hub._core.wire' in loaded(), 'twisted' in sys.modules, 'twisted_hub._twisted.server' in loaded())\n"
+            "from twisted_hub.types import HubServerProtocol\n"
+            "print('twisted' in sys.modules, 'twisted_hub._twisted.server' in loaded())\n"
+        )
+        before, core, server = run_python(code).splitlines()
+        self.assertEqual(before, "['twisted_hub.types']")
+        self.assertEqual(core, "True False False")
+        self.assertEqual(server, "True True")
+
+    def test_the_metrics_module_loads_no_twisted_nor_prometheus(self) -> None:
+        """C{import twisted_hub.metrics} loads neither Twisted nor prometheus_client, as docs/api.md says."""
+        code = (
+            "import sys, twisted_hub.metrics\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'twisted', 'autobahn', 'prometheus_client'}))\n"
+        )
+        self.assertEqual(run_python(code), "[]")
+
+    def test_an_unknown_type_is_an_attribute_error(self) -> None:
+        """A name twisted_hub.types does not have raises AttributeError naming it (and dir() lists the names unloaded)."""
+        with self.assertRaises(AttributeError) as raised:
+            twisted_hub.types.NoSuchType  # type: ignore[attr-defined]  # noqa: B018
+        self.assertIn("NoSuchType", str(raised.exception))
+        self.assertLessEqual(set(twisted_hub.types.__all__), set(dir(twisted_hub.types)))
+
     def test_dir_loads_nothing(self) -> None:
         """dir(twisted_hub) lists the names without importing their modules."""
         code = "import sys, twisted_hub\nnames = dir(twisted_hub)\nprint('Hub' in names, 'twisted' in sys.modules)"
@@ -219,7 +253,7 @@ class PublicModuleTests(SynchronousTestCase):
         """The public modules (testing, tap, demo, the CLI) import."""
         for name in (
             "twisted_hub.testing", "twisted_hub.tap", "twisted_hub.demo", "twisted_hub.__main__", "twisted_hub.aio",
-            "twisted_hub.redis", "twisted_hub.auth", "twisted_hub.filters", "twisted_hub.types",
+            "twisted_hub.redis", "twisted_hub.auth", "twisted_hub.filters", "twisted_hub.metrics", "twisted_hub.types",
         ):
             self.assertEqual(importlib.import_module(name).__name__, name)
 

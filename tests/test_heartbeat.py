@@ -16,7 +16,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_hub import (
     DisconnectKind,
     HeartbeatConfigurationError,
-    HeartbeatConfigurationWarning,
     HeartbeatPolicy,
     Hub,
     HubClientOptions,
@@ -30,7 +29,13 @@ from twisted_hub import (
 from twisted_hub._core.connection import ClientConnection
 from twisted_hub._core.wire import CAP_BATCH, MessageKind, decode_frame
 from twisted_hub.testing import HubTestServer, TestConnection
-from twisted_hub.types import ClientHeartbeatEvent, DisconnectReason, HubClientProtocol, ServerHeartbeatEvent
+from twisted_hub.types import (
+    ClientHeartbeatEvent,
+    DisconnectReason,
+    HeartbeatConfigurationWarning,
+    HubClientProtocol,
+    ServerHeartbeatEvent,
+)
 
 
 class PlainHub(Hub):

@@ -12,16 +12,15 @@ from prometheus_client import CollectorRegistry
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_hub import (
-    ClientMetrics,
     HeartbeatPolicy,
     HubArgumentError,
     HubClientOptions,
     HubError,
-    HubMetrics,
     HubServerFactory,
     HubStateError,
     TwistedHubError,
 )
+from twisted_hub.metrics import ClientMetrics, HubMetrics
 from twisted_hub.testing import HubTestServer, TestConnection
 
 from .helpers.hubs import WorkLog, work_hub
@@ -352,7 +351,7 @@ class BatchAndBackplaneMetricsTests(MetricsTestBase):
 class ClientMetricsTests(SynchronousTestCase):
     def test_client_keeps_its_own_metrics(self) -> None:
         """Round trip, clock offset and error, answered heartbeats, timeouts and disconnect kinds, per client registry."""
-        from twisted_hub import ClientMetrics
+        from twisted_hub.metrics import ClientMetrics
 
         registry = CollectorRegistry()
         metrics = ClientMetrics(registry)
@@ -375,7 +374,8 @@ class ClientMetricsTests(SynchronousTestCase):
 
     def test_reconnects_are_counted(self) -> None:
         """A ReconnectingHubClient counts every connection after its first."""
-        from twisted_hub import ClientMetrics, ReconnectingHubClient
+        from twisted_hub import ReconnectingHubClient
+        from twisted_hub.metrics import ClientMetrics
 
         registry = CollectorRegistry()
         server = HubTestServer([work_hub(WorkLog())])

@@ -36,7 +36,7 @@ def exposed_names() -> set[str]:
     # ... and the Python client's own metrics (ClientMetrics), in a registry of their own
     from prometheus_client import CollectorRegistry
 
-    from twisted_hub import ClientMetrics
+    from twisted_hub.metrics import ClientMetrics
 
     client_registry = CollectorRegistry()
     ClientMetrics(client_registry).disconnects.labels("normal")

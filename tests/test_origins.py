@@ -12,9 +12,9 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import HubArgumentError, HubServerFactory, HubService, OriginPolicy
+from twisted_hub import HubArgumentError, HubServerFactory, HubService
 from twisted_hub.demo import EchoHub
-from twisted_hub.types import AllowedHosts
+from twisted_hub.types import AllowedHosts, OriginPolicy
 
 from .test_limits import Accepted, peer
 

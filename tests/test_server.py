@@ -20,7 +20,6 @@ from twisted.trial.unittest import SynchronousTestCase
 import twisted_hub
 from twisted_hub import (
     CallTimeoutError,
-    CloseCode,
     ConnectionClosedError,
     DisconnectKind,
     ErrorCode,
@@ -32,7 +31,7 @@ from twisted_hub import (
 )
 from twisted_hub._hubs import hub as hub_module
 from twisted_hub.testing import HubTestServer, TestConnection
-from twisted_hub.types import HubClientProtocol
+from twisted_hub.types import CloseCode, HubClientProtocol
 
 from .helpers.hubs import (
     Answers,

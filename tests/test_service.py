@@ -20,13 +20,13 @@ from twisted_hub import (
     HubServerFactory,
     HubService,
     HubStateError,
-    OriginPolicy,
     hub,
     method,
 )
 from twisted_hub._ops.service import shutdown_connections
 from twisted_hub._twisted.server import FactoryOptions, HubTestServerOptions, ResourceFactoryOptions
 from twisted_hub.testing import HubTestServer
+from twisted_hub.types import OriginPolicy
 
 
 @hub("slow")

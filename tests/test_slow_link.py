@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import ClientMetrics, DisconnectKind, Hub, HubClientOptions, method
+from twisted_hub import DisconnectKind, Hub, HubClientOptions, method
 from twisted_hub._core.connection import receiver_call_payload
 from twisted_hub._core.heartbeat import MIN_PROGRESS_BYTES, HeartbeatPolicy, HeartbeatTracker, HeartbeatVerdict, Traffic
 from twisted_hub._core.wire import MessageKind, decode_frame
+from twisted_hub.metrics import ClientMetrics
 from twisted_hub.testing import HubTestServer, TestConnection
 
 POLICY = HeartbeatPolicy(enabled=True, interval=1.0, timeout=3.0)

@@ -20,7 +20,7 @@ from twisted.python import usage
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import HeartbeatPolicy, HubService, OriginPolicy
+from twisted_hub import HeartbeatPolicy, HubService
 from twisted_hub._support.logging import HUB_LOG_OBSERVER, LogLevelService, get_log_level, set_log_level
 from twisted_hub.demo import ChatHub, EchoHub
 from twisted_hub.tap import (
@@ -31,6 +31,7 @@ from twisted_hub.tap import (
     load_hub,
     makeService,
 )
+from twisted_hub.types import OriginPolicy
 
 from ._certs import write_self_signed
 

@@ -5,7 +5,8 @@ application-level heartbeats in both directions.
 The public API is re-exported here (docs/api.md); implementation modules
 are private.  More public modules: C{twisted_hub.auth} (authentication and
 authorization), C{twisted_hub.filters} (code around hub calls),
-C{twisted_hub.types} (types you receive or annotate with), C{twisted_hub.testing},
+C{twisted_hub.types} (types you receive, annotate with or filter on),
+C{twisted_hub.metrics} (the Prometheus metrics), C{twisted_hub.testing},
 C{twisted_hub.aio}, C{twisted_hub.redis}.
 
 Importing the package imports nothing else (PEP 562): each name loads its
@@ -26,9 +27,7 @@ __version__ = "0.1.0"
 #: every public name (but C{__version__}): the private module defining it
 _EXPORTS: dict[str, str] = {
     "CallTimeoutError": "_core.errors",
-    "ClientMetrics": "_metrics.prometheus",
     "ClientScriptResource": "_ops.static",
-    "CloseCode": "_core.wire",
     "CompressionPolicy": "_core.compression_policy",
     "ConnectTimeoutError": "_core.errors",
     "ConnectionClosedError": "_core.errors",
@@ -37,20 +36,17 @@ _EXPORTS: dict[str, str] = {
     "ErrorCode": "_core.wire",
     "HandshakeError": "_core.errors",
     "HeartbeatConfigurationError": "_core.heartbeat",
-    "HeartbeatConfigurationWarning": "_core.heartbeat",
     "HeartbeatPolicy": "_core.heartbeat",
     "Hub": "_hubs.hub",
     "HubArgumentError": "_core.base_error",
     "HubClientOptions": "_core.client_common",
     "HubError": "_core.errors",
-    "HubMetrics": "_metrics.prometheus",
     "HubResource": "_twisted.resource",
     "HubServerFactory": "_twisted.server",
     "HubService": "_ops.service",
     "HubStateError": "_core.base_error",
     "HubUsageError": "_core.base_error",
     "InvalidArguments": "_hubs.hub",
-    "OriginPolicy": "_core.origin",
     "ProtocolError": "_core.wire",
     "ReconnectingHubClient": "_twisted.reconnect",
     "RefuseConnection": "_hubs.hub",
@@ -66,9 +62,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "CallTimeoutError",
-    "ClientMetrics",
     "ClientScriptResource",
-    "CloseCode",
     "CompressionPolicy",
     "ConnectTimeoutError",
     "ConnectionClosedError",
@@ -77,20 +71,17 @@ __all__ = [
     "ErrorCode",
     "HandshakeError",
     "HeartbeatConfigurationError",
-    "HeartbeatConfigurationWarning",
     "HeartbeatPolicy",
     "Hub",
     "HubArgumentError",
     "HubClientOptions",
     "HubError",
-    "HubMetrics",
     "HubResource",
     "HubServerFactory",
     "HubService",
     "HubStateError",
     "HubUsageError",
     "InvalidArguments",
-    "OriginPolicy",
     "ProtocolError",
     "ReconnectingHubClient",
     "RefuseConnection",
@@ -120,11 +111,8 @@ if TYPE_CHECKING:
     from ._core.errors import HandshakeError as HandshakeError
     from ._core.errors import HubError as HubError
     from ._core.heartbeat import HeartbeatConfigurationError as HeartbeatConfigurationError
-    from ._core.heartbeat import HeartbeatConfigurationWarning as HeartbeatConfigurationWarning
     from ._core.heartbeat import HeartbeatPolicy as HeartbeatPolicy
-    from ._core.origin import OriginPolicy as OriginPolicy
     from ._core.resume import ResumePolicy as ResumePolicy
-    from ._core.wire import CloseCode as CloseCode
     from ._core.wire import ErrorCode as ErrorCode
     from ._core.wire import ProtocolError as ProtocolError
     from ._hubs.hub import Hub as Hub
@@ -133,8 +121,6 @@ if TYPE_CHECKING:
     from ._hubs.hub import heartbeat as heartbeat
     from ._hubs.hub import hub as hub
     from ._hubs.hub import method as method
-    from ._metrics.prometheus import ClientMetrics as ClientMetrics
-    from ._metrics.prometheus import HubMetrics as HubMetrics
     from ._ops.service import HubService as HubService
     from ._ops.static import ClientScriptResource as ClientScriptResource
     from ._support.logging import set_log_level as set_log_level
@@ -154,9 +140,12 @@ if TYPE_CHECKING:
     from ._core.client_common import ServerHeartbeatEvent as ServerHeartbeatEvent
     from ._core.errors import DisconnectReason as DisconnectReason
     from ._core.heartbeat import ClockOffset as ClockOffset
+    from ._core.heartbeat import HeartbeatConfigurationWarning as HeartbeatConfigurationWarning
     from ._core.heartbeat import MetadataProvider as MetadataProvider
     from ._core.origin import AllowedHosts as AllowedHosts
+    from ._core.origin import OriginPolicy as OriginPolicy
     from ._core.wire import SUBPROTOCOL as SUBPROTOCOL
+    from ._core.wire import CloseCode as CloseCode
     from ._hubs.auth import AuthenticationFailed as AuthenticationFailed
     from ._hubs.auth import Credentials as Credentials
     from ._hubs.auth import Forbidden as Forbidden
@@ -174,6 +163,8 @@ if TYPE_CHECKING:
     from ._hubs.filters import RateLimit as RateLimit
     from ._hubs.hub import ConnectionContext as ConnectionContext
     from ._hubs.hub import HeartbeatFeature as HeartbeatFeature
+    from ._metrics.prometheus import ClientMetrics as ClientMetrics
+    from ._metrics.prometheus import HubMetrics as HubMetrics
     from ._twisted.client import HubClientFactory as HubClientFactory
     from ._twisted.client import HubClientProtocol as HubClientProtocol
     from ._twisted.limits import ConnectionLimits as ConnectionLimits

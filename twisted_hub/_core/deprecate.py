@@ -6,9 +6,9 @@ C{reactor=} (replaced by C{clock=}) is deprecated by the Twisted adapters'
 L{twisted_hub._support.reactor_keyword}, which imports Twisted.
 
 L{MOVED_NAMES}: the names that left C{twisted_hub}'s top level (types users
-receive but never build, the heartbeat presets, authentication and filters),
-still importable from there with a C{DeprecationWarning} naming the new
-spelling.
+receive but never build, the heartbeat presets, authentication, filters and
+the Prometheus metrics), still importable from there with a
+C{DeprecationWarning} naming the new spelling.
 
 This module imports no Twisted at all (it is part of the sans-IO core): C{twisted_hub/__init__.py}
 reads L{MOVED_NAMES} before anything else is loaded.
@@ -49,6 +49,10 @@ def _filters(name: str) -> tuple[str, str]:
     return ("twisted_hub.filters", name)
 
 
+def _metrics(name: str) -> tuple[str, str]:
+    return ("twisted_hub.metrics", name)
+
+
 #: C{twisted_hub.NAME} that moved: NAME -> (module, attribute there).  The
 #: value is the very object the new spelling names.
 MOVED_NAMES: dict[str, tuple[str, str]] = {
@@ -56,14 +60,14 @@ MOVED_NAMES: dict[str, tuple[str, str]] = {
     "PROXY_SAFE": ("twisted_hub", "HeartbeatPolicy.PROXY_SAFE"),
     "FAST_DETECTION": ("twisted_hub", "HeartbeatPolicy.FAST_DETECTION"),
     "MOBILE": ("twisted_hub", "HeartbeatPolicy.MOBILE"),
-    # types users receive or annotate with, but never build
+    # types users receive, annotate with or filter on, but never build
     **{
         name: _types(name)
         for name in (
-            "AllowedHosts", "Backplane", "ClientHeartbeatEvent", "ClockOffset", "ConnectionContext",
-            "ConnectionLimits", "DisconnectReason", "HeartbeatFeature", "HubClientFactory", "HubClientProtocol",
-            "HubProxy", "HubServerProtocol", "LocalBackplane", "MetadataProvider", "SUBPROTOCOL",
-            "ServerHeartbeatEvent",
+            "AllowedHosts", "Backplane", "ClientHeartbeatEvent", "ClockOffset", "CloseCode", "ConnectionContext",
+            "ConnectionLimits", "DisconnectReason", "HeartbeatConfigurationWarning", "HeartbeatFeature",
+            "HubClientFactory", "HubClientProtocol", "HubProxy", "HubServerProtocol", "LocalBackplane",
+            "MetadataProvider", "OriginPolicy", "SUBPROTOCOL", "ServerHeartbeatEvent",
         )
     },
     # authentication and authorization
@@ -79,6 +83,8 @@ MOVED_NAMES: dict[str, tuple[str, str]] = {
         name: _filters(name)
         for name in ("CallLog", "CallTimeout", "ConnectionEvent", "HubCall", "HubFilter", "RateLimit")
     },
+    # the Prometheus metrics, the server's and the Python client's
+    **{name: _metrics(name) for name in ("ClientMetrics", "HubMetrics")},
 }
 
 
