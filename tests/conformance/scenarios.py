@@ -992,6 +992,21 @@ scenario(
                           "items": [[[16, 1, 0], [16, 1, 1]], [[16, 1, 2], [16, 1, 3], [17, 1]]]}}},
     script=_argument_on_the_wire,
 )
+async def _stream_then_tcp_ends(conn: ScriptedConnection) -> None:
+    await conn.open()
+    invoke = await conn.expect(15)
+    conn.send([16, invoke[1], "a"], [16, invoke[1], "b"])
+    conn.end_tcp()
+
+
+scenario(
+    "stream-connection-lost", STREAMS,
+    "two items, then TCP ends without a close frame: the iteration yields both, then fails with "
+    "`ConnectionClosedError` (`connection-lost`)",
+    [CONNECT, stream("items", "letters")],
+    {"items": {"items": ["a", "b"], "error": "disconnected", "reason": "connection-lost", "may_have_run": True}},
+    script=_stream_then_tcp_ends,
+)
 scenario(
     "stream-without-capability", STREAMS,
     "a server that did not announce `stream`: a stream fails at once with `stream-mismatch`, nothing is sent, "
