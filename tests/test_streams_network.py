@@ -15,7 +15,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import deferLater
 
-from twisted_hub import HeartbeatPolicy, Hub, HubClientOptions, HubServerFactory, connect, hub, method
+from twisted_hub import HeartbeatPolicy, Hub, HubClientOptions, HubResource, HubServerFactory, connect, hub, method
 
 from ._rate_proxy import RateLimitingProxy
 from ._twistd import started_port, twistd_hub
@@ -36,6 +36,10 @@ class BulkHub(Hub):
     async def blobs(self, count: int, size: int) -> AsyncIterator[bytes]:
         for i in range(count):
             yield bytes([i % 256]) * size
+
+    @method
+    async def total(self, numbers: AsyncIterator[int]) -> int:
+        return sum([n async for n in numbers])
 
 
 def reactor() -> Any:
@@ -136,3 +140,28 @@ async def test_a_stalled_consumer_holds_the_producers_memory_to_its_window() -> 
         if client is not None:
             await client.disconnect()
         await child.stop(reactor())
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.ensureDeferred
+async def test_streams_through_a_hub_resource_on_a_site() -> None:
+    """A HubResource mounted on a plain Site serves streams both ways, as listenTCP and twistd hub do."""
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    root = Resource()
+    root.putChild(b"hub", HubResource([BulkHub]))
+    port = reactor().listenTCP(0, Site(root), interface="127.0.0.1")
+    client = await connect(f"ws://127.0.0.1:{port.getHost().port}/hub/bulk", "bulk", clock=reactor(), timeout=10)
+    try:
+        blobs = [blob async for blob in client.open_stream("blobs", [40, 1000], None, window=4)]
+        assert blobs == [bytes([i]) * 1000 for i in range(40)]
+
+        async def numbers() -> AsyncIterator[int]:
+            for n in range(100):
+                yield n
+
+        assert await client.call("total", numbers()) == 4950
+    finally:
+        await client.disconnect()
+        await port.stopListening()
