@@ -128,6 +128,19 @@ def sleep(seconds: float) -> Deferred[None]:
     return task.deferLater(reactor(), seconds, lambda: None)
 
 
+async def until_moving(scenarios: list[Scenario], seconds: float = 60.0) -> None:
+    """
+    Wait (at most C{seconds}) until bulk data has crossed each scenario's
+    limited direction: a peer is stopped mid-transfer, never before its
+    transfer began (on a loaded machine a client may take seconds to start).
+    """
+    deadline = time.monotonic() + seconds
+    while any(s.limited().last_read_at is None for s in scenarios):
+        waiting = [s.name for s in scenarios if s.limited().last_read_at is None]
+        assert time.monotonic() < deadline, f"no bulk data moved for {waiting}"
+        await sleep(0.1)
+
+
 @dataclass
 class Scenario:
     """One client process: what it does and through which proxy."""
@@ -308,6 +321,7 @@ async def test_slow_links_every_client_kind(route: list[NginxProcess] | None) ->
         drops = [timed_line(server, f"DISCONNECTED {s.connection_id} ") for s in frozen_clients]
         closes = [timed_line(s.process, "CLOSED") for s in to_frozen_server]
         await sleep(FREEZE_AFTER)
+        await until_moving(frozen_clients + to_frozen_server)
         for scenario in frozen_clients:
             scenario.process.freeze()
         frozen_server.freeze()
@@ -411,6 +425,7 @@ async def test_frozen_peers_every_rate_and_direction(route: list[NginxProcess] |
         drops = [timed_line(server, f"DISCONNECTED {s.connection_id} ") for s in frozen_clients]
         closes = [timed_line(s.process, "CLOSED") for s in to_frozen_server]
         await sleep(FREEZE_AFTER)
+        await until_moving(frozen_clients + to_frozen_server)
         for scenario in frozen_clients:
             scenario.process.freeze()
         frozen_server.freeze()
