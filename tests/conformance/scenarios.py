@@ -693,7 +693,8 @@ SERVER_CLOSES = "Closing: the server's close codes"
 CLOSE_KINDS = [
     (1000, "normal"), (1001, "going-away"), (1002, "protocol-error"), (1003, "protocol-error"), (1007, "protocol-error"),
     (1008, "protocol-error"), (1009, "message-too-big"), (1011, "normal"), (4000, "kicked"), (4001, "peer-timed-out"),
-    (4002, "protocol-error"), (4003, "handshake-failed"), (4004, "slow-consumer"), (4050, "normal"),
+    (4002, "protocol-error"), (4003, "handshake-failed"), (4004, "slow-consumer"), (4005, "token-expired"),
+    (4050, "normal"),
 ]
 PENDING_THEN_DISCONNECT = [CONNECT, start_call("pending", "echo", 1), WAIT_DISCONNECT, await_call("pending")]
 
