@@ -5,7 +5,8 @@ hang past the deadline) through a bare HubServerFactory on listenTCP, a
 HubResource on a Site, and `twistd hub` as a child process, each accepted
 user then calling a method whose policy only the sync one meets; tokens kept out
 of the access log, the status page and the metrics; and a token that expires
-mid-session, refreshed or not, with the Twisted and the asyncio client.
+mid-session, refreshed or not, with the Twisted and the asyncio client; a
+refresh and a filter on a HubResource mounted on a Site.
 Every wait is bounded; 127.0.0.1 only.
 """
 
@@ -205,6 +206,36 @@ async def test_expiry_and_refresh_over_sockets() -> None:
         await bounded(refreshed.disconnect())
     finally:
         factory.close_all()
+        await bounded(port.stopListening())
+
+
+@pytest_twisted.ensureDeferred
+async def test_filters_and_refresh_on_a_site() -> None:
+    """
+    A HubResource on a plain Site with an authenticator and a filter: a Twisted
+    client outlives its 1.5 s tokens (refreshed), and the rate limit answers
+    its third quick call with rate-limited.
+    """
+    from twisted.internet import reactor
+
+    from twisted_hub.filters import RateLimit
+
+    root = Resource()
+    root.putChild(b"hub", HubResource([WhoAmIHub], authenticator=RealTimeExpiring(), filters=[RateLimit(0.1, burst=2)]))
+    port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+    client = await try_connect(f"ws://127.0.0.1:{port.getHost().port}/hub/whoami", None,
+                               HubClientOptions(access_token=lambda: "ann:1.5"))
+    try:
+        assert isinstance(client, HubClientProtocol), client
+        await bounded(Deferred.fromCoroutine(_sleep(2.0)))  # past the first token's expiry
+        assert client.is_connected and client.session.tokens.refreshed >= 1
+        assert (await bounded(client.call("whoami")))[0] == "ann"
+        assert (await bounded(client.call("whoami")))[0] == "ann"
+        with pytest.raises(HubError) as limited:
+            await bounded(client.call("whoami"))
+        assert limited.value.code == ErrorCode.RATE_LIMITED
+        await bounded(client.disconnect())
+    finally:
         await bounded(port.stopListening())
 
 
