@@ -162,7 +162,8 @@ def cited_files(text: str) -> list[str]:
 def ratio_strings(document: dict[str, Any]) -> set[str]:
     """Every ratio of a result file of bench/run.py (median, min, max) as the doc prints it."""
     shown: set[str] = set()
-    for sp in document.get("stream_ratios", {}).values():  # bench/streams.py: stream / receiver calls
+    # bench/streams.py: stream / receiver calls; bench/filters.py: each variant / the tree before filters
+    for sp in [*document.get("stream_ratios", {}).values(), *document.get("filter_ratios", {}).values()]:
         shown.update(fmt(sp[key]) for key in ("median", "min", "max"))
     for entry in document.get("summary", {}).values():
         for by_ref in entry["ratios"].values():

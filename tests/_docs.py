@@ -107,6 +107,8 @@ RUN_BY: dict[tuple[str, str], str] = {
         )
     },
     ("docs/auth.md", "auth-example"): "tests/test_docs_auth.py::AuthDocTests::test_example_runs",
+    ("docs/auth.md", "tokenhub.py"): "tests/test_docs_auth.py::test_asyncio_example",
+    ("docs/auth.md", "tokens-asyncio"): "tests/test_docs_auth.py::test_asyncio_example",
     ("docs/filters.md", "filters-example"):
         "tests/test_docs_filters.py::FiltersDocTests::test_example_runs_and_logs_the_line_shown",
     ("docs/streams.md", "streams-example"): "tests/test_docs_streams.py::test_example_runs",

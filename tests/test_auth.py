@@ -24,6 +24,7 @@ from twisted_hub import (
     HubArgumentError,
     HubClientOptions,
     HubError,
+    ReconnectingHubClient,
     hub,
     method,
 )
@@ -40,7 +41,7 @@ from twisted_hub.auth import (
     redacting_log_formatter,
 )
 from twisted_hub.testing import HubTestServer
-from twisted_hub.types import CloseCode
+from twisted_hub.types import CloseCode, DisconnectReason
 
 from .helpers.auth import STATUS, ExpiringAuthenticator, MatrixAuthenticator, WhoAmIHub, matrix
 
@@ -506,6 +507,45 @@ class ExpiryTests(SynchronousTestCase):
         client.disconnect()
         self.server.flush()
         self.assertEqual(self.server.clock.getDelayedCalls(), [])
+
+
+class ReconnectTokenTests(SynchronousTestCase):
+    """A reconnecting client asks its token provider again for every connection (docs/auth.md)."""
+
+    def test_every_connection_asks_the_provider(self) -> None:
+        """After a dropped link and after a 4005 close, the next connection carries a fresh token from the provider."""
+        authenticator = ExpiringAuthenticator()
+        server = HubTestServer([WhoAmIHub], authenticator=authenticator)
+        answers = iter(["ann:never", "ann:30"])
+
+        def provider() -> str | None:
+            if server.connections and not server.connections[-1].closed:
+                return None  # a refresh on the open connection: no fresh token (it will expire)
+            return next(answers, "ann:never")
+
+        ended: list[DisconnectReason] = []
+        client = ReconnectingHubClient(
+            "ws://127.0.0.1/hub/whoami", "whoami", options=HubClientOptions(access_token=provider),
+            retry_policy=lambda attempt: 1.0, endpoint=server.endpoint(), clock=server.clock,
+            on_disconnected=ended.append,
+        )
+        client.start()
+        server.flush()
+        self.assertEqual(authenticator.tokens, ["ann:never"])
+        server.connections[-1].drop()
+        server.advance(1.0)  # the retry policy's 1 s: a new connection, a new token
+        self.assertEqual(authenticator.tokens, ["ann:never", "ann:30"])
+        answer = client.call("whoami")
+        server.flush()
+        self.assertEqual(self.successResultOf(answer)[0], "ann")
+        server.advance(30)  # no fresh token came: closed 4005 at the expiry
+        self.assertEqual([reason.kind for reason in ended][-1], DisconnectKind.TOKEN_EXPIRED)
+        server.advance(1.0)
+        self.assertEqual(authenticator.tokens, ["ann:never", "ann:30", "ann:never"])
+        self.assertTrue(client.current is not None and client.current.is_connected)
+        self.assertEqual(client.connections, 3)
+        client.stop()
+        server.flush()
 
 
 class WireTests(SynchronousTestCase):

@@ -2,9 +2,11 @@
 Authentication on every serving path, over real loopback sockets: the
 authenticator matrix (sync, Deferred, async x accept, refuse, forbid, raise,
 hang past the deadline) through a bare HubServerFactory on listenTCP, a
-HubResource on a Site, and `twistd hub` as a child process; tokens kept out
+HubResource on a Site, and `twistd hub` as a child process, each accepted
+user then calling a method whose policy only the sync one meets; tokens kept out
 of the access log, the status page and the metrics; and a token that expires
-mid-session, refreshed or not, with the Twisted and the asyncio client.
+mid-session, refreshed or not, with the Twisted and the asyncio client; a
+refresh and a filter on a HubResource mounted on a Site.
 Every wait is bounded; 127.0.0.1 only.
 """
 
@@ -21,7 +23,16 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from twisted_hub import DisconnectKind, HandshakeError, HubClientOptions, HubResource, HubServerFactory, connect
+from twisted_hub import (
+    DisconnectKind,
+    ErrorCode,
+    HandshakeError,
+    HubClientOptions,
+    HubError,
+    HubResource,
+    HubServerFactory,
+    connect,
+)
 from twisted_hub.types import HubClientProtocol
 
 from ._twistd import started_port, twistd_hub
@@ -65,6 +76,13 @@ async def run_matrix(url: str) -> None:
             who = await bounded(result.call("whoami"))
             if who[0] != f"{kind}-user":
                 problems.append(f"{kind}-{outcome}: whoami {who}")
+            # the method policy (role admin): the sync user has it, the others are refused forbidden
+            try:
+                admin = await bounded(result.call("admin"))
+            except HubError as e:
+                admin = e.code
+            if admin != ("admin only" if kind == "sync" else ErrorCode.FORBIDDEN):
+                problems.append(f"{kind}-{outcome}: admin {admin}")
             await bounded(result.disconnect())
         elif not (isinstance(result, HandshakeError) and result.status == status):
             problems.append(f"{kind}-{outcome}: expected {status}, got {result}")
@@ -191,6 +209,36 @@ async def test_expiry_and_refresh_over_sockets() -> None:
         await bounded(port.stopListening())
 
 
+@pytest_twisted.ensureDeferred
+async def test_filters_and_refresh_on_a_site() -> None:
+    """
+    A HubResource on a plain Site with an authenticator and a filter: a Twisted
+    client outlives its 1.5 s tokens (refreshed), and the rate limit answers
+    its third quick call with rate-limited.
+    """
+    from twisted.internet import reactor
+
+    from twisted_hub.filters import RateLimit
+
+    root = Resource()
+    root.putChild(b"hub", HubResource([WhoAmIHub], authenticator=RealTimeExpiring(), filters=[RateLimit(0.1, burst=2)]))
+    port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+    client = await try_connect(f"ws://127.0.0.1:{port.getHost().port}/hub/whoami", None,
+                               HubClientOptions(access_token=lambda: "ann:1.5"))
+    try:
+        assert isinstance(client, HubClientProtocol), client
+        await bounded(Deferred.fromCoroutine(_sleep(2.0)))  # past the first token's expiry
+        assert client.is_connected and client.session.tokens.refreshed >= 1
+        assert (await bounded(client.call("whoami")))[0] == "ann"
+        assert (await bounded(client.call("whoami")))[0] == "ann"
+        with pytest.raises(HubError) as limited:
+            await bounded(client.call("whoami"))
+        assert limited.value.code == ErrorCode.RATE_LIMITED
+        await bounded(client.disconnect())
+    finally:
+        await bounded(port.stopListening())
+
+
 async def _sleep(seconds: float) -> None:
     from twisted.internet import reactor
     from twisted.internet.task import deferLater
@@ -229,6 +277,9 @@ async def _asyncio_refresh(port: int) -> None:
     assert refreshed.is_connected
     assert refreshed.session.tokens.refreshed >= 2 and asked >= 3, (refreshed.session.tokens.refreshed, asked)
     assert (await refreshed.call("whoami"))[0] == "ann"
+    with pytest.raises(HubError) as forbidden:  # a method policy this user fails
+        await refreshed.call("admin")
+    assert forbidden.value.code == ErrorCode.FORBIDDEN and refreshed.is_connected
     with pytest.raises(HandshakeError) as refusal:
         await open_client(url, options=HubClientOptions(access_token="nonsense"), timeout=WAIT)
     assert refusal.value.status == 401

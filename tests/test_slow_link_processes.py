@@ -1,8 +1,9 @@
 """
 A slow link is not a dead peer, on real processes and sockets (127.0.0.1,
 bounded in time): servers and clients in their own processes -- the Twisted
-client, the asyncio client, the JavaScript client in Node (`ws`) and, in the
-direct run, in headless Chromium -- a rate-limiting proxy (tests/_rate_proxy.py) in this one, and, for the
+client, the asyncio client, the JavaScript client in Node (`ws`) and in
+headless Chromium (through nginx: uploading only, see below) -- a
+rate-limiting proxy (tests/_rate_proxy.py) in this one, and, for the
 "nginx" runs, a real nginx between the proxy and the server (the slow link
 is the client's, as from a phone to the site's edge).  The rule itself is
 tested on a Clock in test_slow_link.py.
@@ -10,7 +11,10 @@ tested on a Clock in test_slow_link.py.
 One run puts every scenario side by side (one connection each) to keep the
 wall-clock time down: about 30 s of transfer, run directly and through
 nginx.  Heartbeats 1 s / 3 s on every side; each live client moves 10x the
-timeout's worth of data (30 s at its link's rate) in each direction.
+timeout's worth of data (30 s at its link's rate) in each direction.  A
+second, shorter run stops the peers the first does not: every client kind
+mid-upload at 200 KB/s, and at 50 KB/s every client kind either way and a
+server under clients of each kind either way.
 """
 
 from __future__ import annotations
@@ -124,6 +128,19 @@ def sleep(seconds: float) -> Deferred[None]:
     return task.deferLater(reactor(), seconds, lambda: None)
 
 
+async def until_moving(scenarios: list[Scenario], seconds: float = 60.0) -> None:
+    """
+    Wait (at most C{seconds}) until bulk data has crossed each scenario's
+    limited direction: a peer is stopped mid-transfer, never before its
+    transfer began (on a loaded machine a client may take seconds to start).
+    """
+    deadline = time.monotonic() + seconds
+    while any(s.limited().last_read_at is None for s in scenarios):
+        waiting = [s.name for s in scenarios if s.limited().last_read_at is None]
+        assert time.monotonic() < deadline, f"no bulk data moved for {waiting}"
+        await sleep(0.1)
+
+
 @dataclass
 class Scenario:
     """One client process: what it does and through which proxy."""
@@ -135,12 +152,73 @@ class Scenario:
     calls: int
     #: the direction its data is rate-limited in: "download" (toward it) or "upload"
     direction: str
+    #: its link's rate, bytes/s
+    rate: float = LINKS["200KB/s"][0]
     connection_id: str = ""
     port: int = 0
 
     def limited(self) -> Direction:
         link = self.proxy.link_from(self.port)
         return link.to_client if self.direction == "download" else link.to_server
+
+
+#: seconds the small buffers between (the proxy's 16 KiB, the stopped side's 32 KiB, doubled by
+#: Linux, each way: about 150 KB) may take to fill after a SIGSTOP, with scheduling slack, per rate
+FILL_LIMIT = {200_000: 3.0, 50_000: 6.0}
+
+
+async def measure_drops(
+    frozen: list[Scenario], waiting: list[Deferred[tuple[str, float]]], frozen_at: float,
+) -> list[tuple[Scenario, str, float, float]]:
+    """
+    For each stopped peer's scenario: the line that reported the drop, when
+    its bytes stopped moving (seconds after the SIGSTOP) and how long the drop
+    took after that.
+    """
+    measured = []
+    for scenario, pending in zip(frozen, waiting, strict=True):
+        line, dropped_at = await pending.addTimeout(60, reactor())
+        last_read = scenario.limited().last_read_at
+        assert last_read is not None, scenario.name
+        # A client may drop a stopped server while a proxy in front of it still takes its
+        # bytes (nginx's buffers): then it was dropped before they stopped, which is within the bound.
+        stopped = min(last_read, dropped_at)
+        measured.append((scenario, line, stopped - frozen_at, dropped_at - stopped))
+    return measured
+
+
+def check_drops(
+    measured: list[tuple[Scenario, str, float, float]], to_frozen_server: list[Scenario], server: ScriptProcess,
+    route: list[NginxProcess] | None,
+) -> None:
+    """Each stopped peer was dropped as timed-out within interval + timeout (+ slack) of the moment its bytes stopped."""
+    for scenario, line, stopped_after, detection in measured:
+        expected = "timed-out" if scenario in to_frozen_server else f"DISCONNECTED {scenario.connection_id} timed-out"
+        assert line.startswith(("CLOSED " + expected, expected)), (scenario.name, line)
+        # A JS client's own kernel buffer (Node cannot shrink it) still takes its bytes after the
+        # proxy saw them stop: its last progress sample, one interval apart from the next, may come
+        # that much later (the bound's "time to fill the buffers", on the side the proxy cannot see).
+        unseen_fill = INTERVAL if scenario.kind == "js" and scenario in to_frozen_server else 0.0
+        # The side that drops may find its own event loop was stalled in the wait (some twenty
+        # processes, two Chromiums among them, on 2 cores): then, by design, the peer gets one
+        # more exchange (docs/heartbeat.md, "Stall awareness"), and says so (STALLED / GRACE).
+        dropper = scenario.process if scenario in to_frozen_server else server
+        graced = [line for line in dropper.lines if line.startswith(("STALLED", "GRACE"))]
+        grace = TIMEOUT if graced else 0.0
+        bound = INTERVAL + TIMEOUT + SLACK + unseen_fill + grace
+        assert detection <= bound, (scenario.name, detection, bound, dropper.lines[-8:])
+        if route is None and (scenario.kind != "js" or scenario in to_frozen_server):
+            # Small buffers between (the proxy's, the stopped side's): they fill within a few seconds.
+            # (Node cannot shrink its socket's; nginx's grow to megabytes: measured, not asserted.)
+            assert stopped_after <= FILL_LIMIT[int(scenario.rate)], (scenario.name, stopped_after)
+
+
+def print_drops(measured: list[tuple[Scenario, str, float, float]]) -> None:
+    for scenario, line, stopped_after, detection in measured:
+        print(
+            f"  {scenario.name}: bytes stopped {stopped_after:.2f}s after SIGSTOP, "
+            f"dropped {detection:.2f}s after that ({line})"
+        )
 
 
 @pytest.fixture(params=["direct", "nginx"])
@@ -202,16 +280,20 @@ async def test_slow_links_every_client_kind(route: list[NginxProcess] | None) ->
                 proxy, url = proxy_to(live_backend, rate, direction)
                 for kind in KINDS:
                     process = client(kind, url, calls, size)
-                    scenarios.append(Scenario(f"{kind} {direction} {link}", kind, process, proxy, calls, direction))
-        rate, calls, size = LINKS["200KB/s"]
-        if route is None:
-            # The browser client at 200 KB/s each way.  Downloading, with the server's heartbeat
-            # only: a page sees no message until it is whole, so its own heartbeat's answer, behind
-            # 5 s messages, would time out (docs/heartbeat.md, "What a client cannot see").
-            for direction in ("download", "upload"):
+                    scenarios.append(Scenario(f"{kind} {direction} {link}", kind, process, proxy, calls, direction, rate))
+        for link, (rate, calls, size) in LINKS.items():
+            # The browser client at each rate.  Downloading, with the server's heartbeat only: a page
+            # sees no message until it is whole, so its own heartbeat's answer, behind 5 s messages,
+            # would time out (docs/heartbeat.md, "What a client cannot see").  Through nginx it
+            # uploads only: downloading, the server's beat waits behind what nginx holds, and a page
+            # that does not beat gives it nothing to go on ("Behind a proxy").
+            for direction in ("download", "upload") if route is None else ("upload",):
                 proxy, url = proxy_to(live_backend, rate, direction)
                 process = client("browser", url, calls, size, beats=direction == "upload")
-                scenarios.append(Scenario(f"browser {direction} 200KB/s", "browser", process, proxy, calls, direction))
+                scenarios.append(
+                    Scenario(f"browser {direction} {link}", "browser", process, proxy, calls, direction, rate)
+                )
+        rate, calls, size = LINKS["200KB/s"]
         proxy, url = proxy_to(live_backend, rate, "download")
         for kind in KINDS:
             # Python clients shrink their socket buffers (--socket-buffer); Node cannot set SO_RCVBUF.
@@ -239,20 +321,13 @@ async def test_slow_links_every_client_kind(route: list[NginxProcess] | None) ->
         drops = [timed_line(server, f"DISCONNECTED {s.connection_id} ") for s in frozen_clients]
         closes = [timed_line(s.process, "CLOSED") for s in to_frozen_server]
         await sleep(FREEZE_AFTER)
+        await until_moving(frozen_clients + to_frozen_server)
         for scenario in frozen_clients:
             scenario.process.freeze()
         frozen_server.freeze()
         frozen_at = time.monotonic()
 
-        measured = []
-        for scenario, waiting in zip(frozen_clients + to_frozen_server, drops + closes, strict=True):
-            line, dropped_at = await waiting.addTimeout(60, reactor())
-            last_read = scenario.limited().last_read_at
-            assert last_read is not None, scenario.name
-            # A client may drop a stopped server while a proxy in front of it still takes its
-            # bytes (nginx's buffers): then it was dropped before they stopped, which is within the bound.
-            stopped = min(last_read, dropped_at)
-            measured.append((scenario, line, stopped - frozen_at, dropped_at - stopped))
+        measured = await measure_drops(frozen_clients + to_frozen_server, drops + closes, frozen_at)
         for scenario in scenarios:
             # (the JS client's last line is AVOIDED, right after CLOSED)
             last = "AVOIDED" if scenario.kind in ("js", "browser") else "CLOSED"
@@ -264,42 +339,103 @@ async def test_slow_links_every_client_kind(route: list[NginxProcess] | None) ->
         for scenario in scenarios:
             done = next(line for line in scenario.process.lines if line.startswith(("DONE", "CLOSED")))
             print(f"  {scenario.name} ({scenario.connection_id}): {done}")
-        for scenario, line, stopped_after, detection in measured:
-            print(
-                f"  {scenario.name}: bytes stopped {stopped_after:.2f}s after SIGSTOP, "
-                f"dropped {detection:.2f}s after that ({line})"
-            )
+        print_drops(measured)
 
         for scenario in scenarios:
             assert all_ok(scenario.process, scenario.calls), (scenario.name, scenario.process.lines)
-            if scenario.kind == "js" or scenario.name == "browser upload 200KB/s":
+            if scenario.kind == "js" or (scenario.kind == "browser" and scenario.direction == "upload"):
                 # Its beats waited behind 5 s messages: kept by the progress rule, not by luck.
                 avoided = next(line for line in scenario.process.lines if line.startswith("AVOIDED"))
                 assert int(avoided.split()[1]) >= 1, (scenario.name, avoided)
         server_timeouts = [line for line in server.lines if line.endswith(" timed-out")]
         live_ids = {scenario.connection_id for scenario in scenarios}
         assert not [line for line in server_timeouts if line.split()[1] in live_ids], server_timeouts
-        for scenario, line, stopped_after, detection in measured:
-            expected = "timed-out" if scenario in to_frozen_server else f"DISCONNECTED {scenario.connection_id} timed-out"
-            assert line.startswith(("CLOSED " + expected, expected)), (scenario.name, line)
-            # A JS client's own kernel buffer (Node cannot shrink it) still takes its bytes after the
-            # proxy saw them stop: its last progress sample, one interval apart from the next, may come
-            # that much later (the bound's "time to fill the buffers", on the side the proxy cannot see).
-            unseen_fill = INTERVAL if scenario.kind == "js" and scenario in to_frozen_server else 0.0
-            # The side that drops may find its own event loop was stalled in the wait (some twenty
-            # processes, two Chromiums among them, on 2 cores): then, by design, the peer gets one
-            # more exchange (docs/heartbeat.md, "Stall awareness"), and says so (STALLED / GRACE).
-            dropper = scenario.process if scenario in to_frozen_server else server
-            graced = [line for line in dropper.lines if line.startswith(("STALLED", "GRACE"))]
-            grace = TIMEOUT if graced else 0.0
-            bound = INTERVAL + TIMEOUT + SLACK + unseen_fill + grace
-            assert detection <= bound, (scenario.name, detection, bound, dropper.lines[-8:])
-            if route is None and (scenario.kind != "js" or scenario in to_frozen_server):
-                # Small buffers between (the proxy's, the stopped side's): they fill within a second or two.
-                # (Node cannot shrink its socket's; nginx's grow to megabytes: measured, not asserted.)
-                assert stopped_after <= 3.0, (scenario.name, stopped_after)
+        check_drops(measured, to_frozen_server, server, route)
     finally:
         for scenario in scenarios + frozen_clients + to_frozen_server:
+            await scenario.process.stop(reactor())
+        for process in (server, frozen_server):
+            await process.stop(reactor())
+        for proxy in proxies:
+            await proxy.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_frozen_peers_every_rate_and_direction(route: list[NginxProcess] | None) -> None:
+    """
+    The stopped peers the run above does not have, the same way: a client of
+    each kind SIGSTOPped 2 s into its upload at 200 KB/s, and at 50 KB/s a
+    client of each kind stopped in either direction and a server stopped
+    while clients of each kind download or upload; each dropped within
+    interval + timeout (+ slack) of the moment its bytes stopped moving.
+    """
+    server_beats = ("--interval", str(INTERVAL), "--timeout", str(TIMEOUT))
+    server = spawn_script(reactor(), "heartbeat_server.py", *server_beats)
+    frozen_server = spawn_script(reactor(), "heartbeat_server.py", *server_beats, "--socket-buffer", str(BUFFER))
+    proxies: list[RateLimitingProxy] = []
+    frozen_clients: list[Scenario] = []
+    to_frozen_server: list[Scenario] = []
+
+    def proxy_to(backend: int, rate: float, direction: str) -> tuple[RateLimitingProxy, str]:
+        limits = (rate, None) if direction == "download" else (None, rate)
+        proxy = RateLimitingProxy(reactor(), backend, *limits, socket_buffer=BUFFER)
+        proxies.append(proxy)
+        return proxy, f"ws://127.0.0.1:{proxy.listen()}/hub/probe"
+
+    try:
+        backends = []
+        for process in (server, frozen_server):
+            port = await process.started.addTimeout(30, reactor())
+            if route is not None:
+                nginx = start_nginx(port)
+                route.append(nginx)
+                port = nginx.port
+            backends.append(port)
+        live_backend, frozen_backend = backends
+        for link, (rate, calls, size) in LINKS.items():
+            for direction in ("download", "upload"):
+                if (link, direction) == ("200KB/s", "download"):
+                    continue  # in test_slow_links_every_client_kind
+                proxy, url = proxy_to(live_backend, rate, direction)
+                for kind in KINDS:
+                    # Python clients shrink their socket buffers (--socket-buffer); Node cannot set SO_RCVBUF.
+                    extra = ("--socket-buffer", str(BUFFER)) if kind != "js" else ()
+                    process = client(kind, url, calls, size, *extra)
+                    frozen_clients.append(
+                        Scenario(f"frozen {kind} client, {direction} {link}", kind, process, proxy, calls, direction, rate)
+                    )
+        rate, calls, size = LINKS["50KB/s"]
+        for direction in ("download", "upload"):
+            proxy, url = proxy_to(frozen_backend, rate, direction)
+            for kind in KINDS:
+                process = client(kind, url, calls, size)
+                to_frozen_server.append(
+                    Scenario(f"{kind} {direction} 50KB/s to a frozen server", kind, process, proxy, calls, direction, rate)
+                )
+        everyone = frozen_clients + to_frozen_server
+        for scenario in everyone:
+            try:
+                scenario.connection_id, scenario.port = await ready(scenario.process)
+            except DeferredTimeout as e:
+                raise AssertionError(f"{scenario.name} never connected: {scenario.process.lines[-5:]}") from e
+        for scenario in everyone:
+            assert scenario.process.transport is not None
+            scenario.process.transport.write(b"GO\n")
+
+        drops = [timed_line(server, f"DISCONNECTED {s.connection_id} ") for s in frozen_clients]
+        closes = [timed_line(s.process, "CLOSED") for s in to_frozen_server]
+        await sleep(FREEZE_AFTER)
+        await until_moving(frozen_clients + to_frozen_server)
+        for scenario in frozen_clients:
+            scenario.process.freeze()
+        frozen_server.freeze()
+        frozen_at = time.monotonic()
+        measured = await measure_drops(frozen_clients + to_frozen_server, drops + closes, frozen_at)
+        print(f"\n{'direct' if route is None else 'through nginx'}:")
+        print_drops(measured)
+        check_drops(measured, to_frozen_server, server, route)
+    finally:
+        for scenario in frozen_clients + to_frozen_server:
             await scenario.process.stop(reactor())
         for process in (server, frozen_server):
             await process.stop(reactor())

@@ -693,7 +693,8 @@ SERVER_CLOSES = "Closing: the server's close codes"
 CLOSE_KINDS = [
     (1000, "normal"), (1001, "going-away"), (1002, "protocol-error"), (1003, "protocol-error"), (1007, "protocol-error"),
     (1008, "protocol-error"), (1009, "message-too-big"), (1011, "normal"), (4000, "kicked"), (4001, "peer-timed-out"),
-    (4002, "protocol-error"), (4003, "handshake-failed"), (4004, "slow-consumer"), (4050, "normal"),
+    (4002, "protocol-error"), (4003, "handshake-failed"), (4004, "slow-consumer"), (4005, "token-expired"),
+    (4050, "normal"),
 ]
 PENDING_THEN_DISCONNECT = [CONNECT, start_call("pending", "echo", 1), WAIT_DISCONNECT, await_call("pending")]
 
@@ -991,6 +992,21 @@ scenario(
      "server": {"notes": {"invoke": [2, 1, "total", [None], None, [[0, 1]]],
                           "items": [[[16, 1, 0], [16, 1, 1]], [[16, 1, 2], [16, 1, 3], [17, 1]]]}}},
     script=_argument_on_the_wire,
+)
+async def _stream_then_tcp_ends(conn: ScriptedConnection) -> None:
+    await conn.open()
+    invoke = await conn.expect(15)
+    conn.send([16, invoke[1], "a"], [16, invoke[1], "b"])
+    conn.end_tcp()
+
+
+scenario(
+    "stream-connection-lost", STREAMS,
+    "two items, then TCP ends without a close frame: the iteration yields both, then fails with "
+    "`ConnectionClosedError` (`connection-lost`)",
+    [CONNECT, stream("items", "letters")],
+    {"items": {"items": ["a", "b"], "error": "disconnected", "reason": "connection-lost", "may_have_run": True}},
+    script=_stream_then_tcp_ends,
 )
 scenario(
     "stream-without-capability", STREAMS,

@@ -160,6 +160,11 @@ class ScriptedConnection:
         self._closed = True
         self.writer.transport.abort()
 
+    def end_tcp(self) -> None:
+        """End TCP in order, after what was written (FIN), with no close frame (the client sees 1006 after the data)."""
+        self._closed = True
+        self.writer.close()
+
     def note(self, key: str, value: Any) -> None:
         """Something the script observed, for the scenario's expectation (C{server.notes})."""
         self.record["notes"][key] = value

@@ -321,3 +321,39 @@ def hub_events(events: list[LogEvent], level: str | None = None) -> list[LogEven
     if level is not None:
         found = [e for e in found if e["log_level"].name == level]
     return found
+
+
+@hub("blobstream")
+class BlobStreamHub(Hub):
+    """
+    A stream of large items, forever, and the server process's own memory
+    (tests/test_streams_network.py, served by `twistd hub`): how much a
+    producer holds while its consumer takes nothing.
+    """
+
+    generated = 0
+
+    @method
+    def start_tracing(self) -> None:
+        """Start tracemalloc in this (the server's) process: what is allocated from now on is counted."""
+        import tracemalloc
+
+        if not tracemalloc.is_tracing():
+            tracemalloc.start()
+
+    @method
+    def traced(self) -> list[int]:
+        """Bytes allocated since start_tracing and still alive, the peak of that, and the items generated."""
+        import gc
+        import tracemalloc
+
+        gc.collect()
+        current, peak = tracemalloc.get_traced_memory()
+        return [current, peak, BlobStreamHub.generated]
+
+    @method
+    async def blobs(self, size: int) -> Any:
+        """Items of C{size} fresh bytes, forever (each made only when the consumer's credit allows)."""
+        while True:
+            BlobStreamHub.generated += 1
+            yield bytes([BlobStreamHub.generated % 256]) * size

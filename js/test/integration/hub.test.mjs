@@ -290,7 +290,7 @@ test("against an application hub: the Python types our values became, kicked (40
   }
 });
 
-test("access tokens against twistd hub --authenticator: in the query and in a subprotocol, refreshed before expiry, 4005 token-expired without, 401 when refused", BOUNDED, async () => {
+test("access tokens against twistd hub --authenticator: in the query and in a subprotocol, refreshed before expiry, 4005 token-expired without, 401 when refused, a method policy's forbidden", BOUNDED, async () => {
   const auth = await HubProcess.start([
     "--hub", "tests.helpers.auth:WhoAmIHub", "--authenticator", "tests.helpers.auth:RealTimeExpiring",
   ]);
@@ -307,6 +307,9 @@ test("access tokens against twistd hub --authenticator: in the query and in a su
     // "cy~never" is made of token characters: it travels in the subprotocol
     const browserLike = await connect(url, "whoami", { WebSocket, log: quietLog, accessToken: "cy~never" });
     assert.deepEqual(await browserLike.call("whoami"), ["cy", { source: "subprotocol" }]);
+    // a method whose policy this user fails: refused with the error code forbidden, the connection goes on
+    await assert.rejects(browserLike.call("admin"), (e) => e instanceof HubError && e.code === "forbidden");
+    assert.equal(browserLike.isConnected, true);
     await browserLike.disconnect();
     const reason = await fixed.waitForDisconnect();
     assert.deepEqual(reason, { kind: "token-expired", code: 4005, message: "token expired", locally: false });
