@@ -355,13 +355,33 @@ class SessionTokenTests(SynchronousTestCase):
         self.assertEqual(len({t[16:] for t in tokens}), 200)
 
     def test_rotationRefusesOldToken(self) -> None:
-        """After a rotation the new token matches and the old one does not."""
+        """After a rotation the client confirms, the new token matches and the old one does not."""
         record, old = SessionToken.issue(SessionToken.new_epoch())
         new = record.rotate()
         self.assertNotEqual(old, new)
         self.assertEqual(old[:16], new[:16])
+        self.assertFalse(record.confirmed)
+        record.confirm()
+        self.assertTrue(record.confirmed)
         self.assertTrue(record.matches(new))
         self.assertFalse(record.matches(old))
+
+    def test_unconfirmedRotationsKeepEarlierTokens(self) -> None:
+        """
+        A resume cut before its RESUMED arrives leaves the client with the token
+        it resumed with: the earlier tokens match until the client confirms the
+        newest, however many resumes were cut that way (up to the bound).
+        """
+        record, first = SessionToken.issue(SessionToken.new_epoch())
+        second = record.rotate()  # its RESUMED lost with the link
+        third = record.rotate()  # the client resumed with `first` again; lost too
+        for token in (first, second, third):
+            self.assertTrue(record.matches(token))
+        record.confirm()
+        self.assertEqual([record.matches(t) for t in (first, second, third)], [False, False, True])
+        # at most UNCONFIRMED_TOKENS earlier ones are kept
+        tokens = [third] + [record.rotate() for _ in range(SessionToken.UNCONFIRMED_TOKENS + 1)]
+        self.assertEqual([record.matches(t) for t in tokens], [False] + [True] * (len(tokens) - 1))
 
     def test_neverShown(self) -> None:
         """Neither the token nor the secret appears in repr/str; only the session id."""
@@ -401,6 +421,7 @@ class SessionTokenTests(SynchronousTestCase):
         self.assertEqual(reason(None, token, epoch, shared=True), ResumeReason.SESSION_UNKNOWN)
         old = token
         record.rotate()
+        record.confirm()
         self.assertEqual(reason(record, old, epoch, shared=True), ResumeReason.TOKEN_INVALID)
 
 
@@ -535,7 +556,9 @@ class SessionRegistryTests(SynchronousTestCase):
         self.assertEqual((pair.registry.resumed, pair.registry.replayed), (1, 3))
         self.assertEqual(pair.session.attachment, "conn-2")
         self.assertIsNone(pair.session.detached_at)
-        # the old token is refused now, and that leaves the session alone
+        # once the client showed it has the new token (its first message on
+        # the new connection), the old one is refused, and that leaves the session alone
+        pair.session.token.confirm()
         with self.assertRaises(ResumeRefusedError) as caught:
             pair.registry.resume(request, "thief", 21.0)
         self.assertEqual(caught.exception.reason, ResumeReason.TOKEN_INVALID)

@@ -264,16 +264,45 @@ class TakeOverTests(ResumeCase):
         self.assertEqual([e for e in self.io.events if isinstance(e, tuple) and e[0] == "on_disconnected"], [])
 
     def test_an_old_token_is_refused_after_a_resume(self) -> None:
-        """The token rotates: a second resume with the first token is refused (token-invalid); a fresh session follows."""
+        """
+        The token rotates: once the client said anything on the resumed
+        connection (so it has the new token), a resume with the first token is
+        refused (token-invalid); a fresh session follows.
+        """
         grant = self.grant()
         self.drop()
-        self.resume_on(self.newcomer(), grant.token, 0)
+        newcomer = self.newcomer()
+        self.resume_on(newcomer, grant.token, 0)
+        self.resumed_client.notify("echo", [1])
+        [frame] = self.resumed_client.frames_to_send()
+        newcomer.transport.frames.clear()  # type: ignore[attr-defined]
+        self.session.receive(frame, True)
         thief = self.newcomer(connection_id="c3")
         refused, fresh = self.resume_on(thief, grant.token, 0)
         assert isinstance(refused, ResumeRefused) and isinstance(fresh, SessionGrant)
         self.assertEqual(refused.reason, ResumeReason.TOKEN_INVALID)
         self.assertEqual(self.host.registries["echo"].refused[ResumeReason.TOKEN_INVALID], 1)
         self.assertEqual(self.session.resumable is not None, True)  # the real session is untouched
+
+    def test_a_resume_cut_before_its_answer_can_be_made_again_with_the_same_token(self) -> None:
+        """
+        The link dies after the server took the resume but before RESUMED
+        reached the client, which still holds the token it resumed with: that
+        token resumes the session again (found by the chaos test: the client
+        was refused token-invalid and lost its calls in flight).
+        """
+        grant = self.grant()
+        self.drop()
+        first = self.newcomer()
+        [resumed, *_] = self.resume_on(first, grant.token, 0)
+        assert isinstance(resumed, Resumed)
+        # RESUMED never arrives: the new connection dies at once
+        first.transport.can_send = False  # type: ignore[attr-defined]
+        self.session.transport_closed(DisconnectReason(DisconnectKind.CONNECTION_LOST, None, "cut again"))
+        [again, *_] = self.resume_on(self.newcomer(connection_id="c3"), grant.token, 0)
+        assert isinstance(again, Resumed), again
+        self.assertEqual(again.connection_id, "c1")
+        self.assertEqual(self.host.registries["echo"].refused[ResumeReason.TOKEN_INVALID], 0)
 
     def test_another_users_connection_cannot_take_the_session(self) -> None:
         """With authentication, a resume by a connection of another user is refused: token-invalid."""

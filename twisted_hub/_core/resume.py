@@ -485,9 +485,20 @@ class SessionToken:
     in constant time, and L{rotate}s the secret on every successful resume
     so an old token is refused.  Neither the token nor the secret ever
     appears in C{repr} or C{str}.
+
+    A rotated token reaches the client in RESUMED; a link that dies before
+    RESUMED arrives leaves the client with the token it resumed with.  So
+    the tokens issued since the client last proved it holds the newest one
+    stay valid beside it (at most L{UNCONFIRMED_TOKENS}) until L{confirm}:
+    the first hub message on the connection that resumed (a client sends
+    nothing between its RESUME and the answer, docs/protocol.md 10.5).  An
+    old token stolen after a resume that went through is refused.
     """
 
-    __slots__ = ("epoch", "session_id", "_digest")
+    __slots__ = ("epoch", "session_id", "_digest", "_unconfirmed")
+
+    #: earlier tokens kept valid while the newest is unconfirmed (a chain of resumes each cut before its answer)
+    UNCONFIRMED_TOKENS = 4
 
     def __init__(self, epoch: bytes, session_id: bytes, digest: bytes) -> None:
         if len(epoch) != EPOCH_BYTES or len(session_id) != SESSION_ID_BYTES or len(digest) != 32:
@@ -495,6 +506,8 @@ class SessionToken:
         self.epoch = epoch
         self.session_id = session_id
         self._digest = digest
+        #: digests of earlier tokens still valid: the newest one was not confirmed yet
+        self._unconfirmed: tuple[bytes, ...] = ()
 
     @classmethod
     def issue(cls, epoch: bytes) -> tuple[SessionToken, bytes]:
@@ -534,14 +547,30 @@ class SessionToken:
             return False
         epoch, session_id, secret = self.parse(token)
         same_session = hmac.compare_digest(epoch + session_id, self.epoch + self.session_id)
-        same_secret = hmac.compare_digest(_digest(secret), self._digest)
+        digest = _digest(secret)
+        same_secret = hmac.compare_digest(digest, self._digest)
+        for earlier in self._unconfirmed:  # (each compared, whatever the others gave)
+            same_secret |= hmac.compare_digest(digest, earlier)
         return same_session and same_secret
 
     def rotate(self) -> bytes:
-        """A new secret for this session; return the new token (RESUMED).  The old one stops matching."""
+        """
+        A new secret for this session; return the new token (RESUMED).  The
+        old one keeps matching only until L{confirm}.
+        """
+        self._unconfirmed = (*self._unconfirmed, self._digest)[-self.UNCONFIRMED_TOKENS :]
         secret = secrets.token_bytes(SECRET_BYTES)
         self._digest = _digest(secret)
         return self.epoch + self.session_id + secret
+
+    @property
+    def confirmed(self) -> bool:
+        """Only the newest token matches (the client showed it has it)."""
+        return not self._unconfirmed
+
+    def confirm(self) -> None:
+        """The client holds the newest token: the earlier ones stop matching."""
+        self._unconfirmed = ()
 
     def __repr__(self) -> str:
         return f"SessionToken(session_id={self.session_id.hex()}, secret=<hidden>)"

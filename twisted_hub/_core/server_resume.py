@@ -113,9 +113,14 @@ class SessionResume:
     def frame_handled(self, now: float) -> None:
         """
         A frame was handled: send ACK when C{ack_every} messages wait for
-        one, else make sure a timer sends it within C{ack_delay}.
+        one, else make sure a timer sends it within C{ack_delay}.  The first
+        one after a resume shows the client got RESUMED: its earlier tokens
+        stop working (L{SessionToken.confirm}).
         """
-        window = self.record.ledger.received
+        record = self.record
+        if not record.token.confirmed:
+            record.token.confirm()
+        window = record.ledger.received
         if window.ack_due(now):
             self._send_ack()
         elif self._cancel_ack is None:
