@@ -101,7 +101,8 @@ async def main(reactor: Any) -> None:
     proxy = CuttingProxy(reactor, args.target_port)
     port = reactor.listenTCP(0, proxy, interface="127.0.0.1", backlog=1024)
     cutter = Cutter(reactor, proxy, args)
-    stdio.StandardIO(cutter)
+    # (StandardIO makes the descriptors it is given non-blocking: fd 1 stays blocking for say())
+    stdio.StandardIO(cutter, stdout=os.open(os.devnull, os.O_WRONLY))
     say("ready", port=port.getHost().port)
     await cutter.done
 

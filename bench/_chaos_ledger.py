@@ -88,7 +88,9 @@ class Ledger:
             self.settled_twice += 1
             return
         self.pending.discard(n)
-        self.failed[n] = str(error)[:200]
+        if not isinstance(error, str):
+            error = f"{type(error).__name__}: {getattr(error, 'code', '')} {error}"
+        self.failed[n] = error[:200]
 
     # -- server -> client ---------------------------------------------------------
     def numbered(self, session: str, k: int) -> None:
@@ -136,8 +138,27 @@ class Ledger:
         self.shouts_failed.append(m)
 
     def missing_from(self, expected: dict[str, int]) -> int:
-        """Broadcasts still to come: each sender's last answered shout not heard yet."""
-        return sum(max(0, last - self.heard_last.get(sender, 0)) for sender, last in expected.items())
+        """Broadcasts still to come: each sender's last answered shout not heard yet (see L{tail_missing})."""
+        return sum(self.tail_missing(expected)[0].values())
+
+    def tail_missing(self, expected: dict[str, int]) -> tuple[dict[str, int], int]:
+        """
+        Of each sender's last answered broadcasts (C{expected}), how many
+        did not come; and how many of those are excused: from a sender not
+        heard since our session was refused and we rejoined (its last ones
+        may have gone out before we were back in the group).
+        """
+        missing: dict[str, int] = {}
+        excused = 0
+        for sender, last in expected.items():
+            lacking = last - self.heard_last.get(sender, 0)
+            if lacking <= 0:
+                continue
+            if self.heard_epoch.get(sender, 0) < self.fresh_epoch:
+                excused += lacking
+            else:
+                missing[sender] = lacking
+        return missing, excused
 
     # -- sessions -----------------------------------------------------------------
     def joined(self, session: str) -> None:
@@ -209,8 +230,8 @@ class Ledger:
             "open_outage": self.drop_at is not None,
             "resumes": resumes,
             "refusals": {reason: count for reason, count in refusals.items() if count},
-            "missing_at_end": {sender: last - self.heard_last.get(sender, 0) for sender, last in expected.items()
-                               if last > self.heard_last.get(sender, 0)},
+            "missing_at_end": self.tail_missing(expected)[0],
+            "missing_at_end_after_fresh": self.tail_missing(expected)[1],
         }
 
 

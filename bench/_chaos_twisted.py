@@ -179,7 +179,9 @@ async def _stop(service: ReconnectingHubClient) -> None:
 async def main(reactor: Any) -> None:
     args = arguments(__doc__ or "")
     run = Run(reactor, args)
-    stdio.StandardIO(Commands(run))
+    # (StandardIO makes the descriptors it is given non-blocking: fd 1 stays blocking, so that a long
+    # JSON line is written whole by say())
+    stdio.StandardIO(Commands(run), stdout=os.open(os.devnull, os.O_WRONLY))
     await run.start()
     await run.done
 

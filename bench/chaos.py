@@ -56,6 +56,7 @@ HUB = "bench/_chaos_hub.py:ChaosHub"
 KINDS = ("twisted", "asyncio", "javascript")
 #: the reasons a refused resume may give (docs/protocol.md 10.5)
 TYPED_REASONS = frozenset({"window-expired", "buffer-overflowed", "session-unknown", "backplane-state-lost", "token-invalid"})
+DUPLICATE_CALL = "duplicate-call"
 #: a resume must come within the backoff the client drew plus this (issue 21)
 RESUME_SLACK = 1.0
 #: outages that start this long after the kill (and cuts are held from 1 s before to this long after) are the kill's
@@ -77,9 +78,11 @@ class Settings:
     #: when the kill comes, as a share of the traffic phase
     kill_at: float = 0.5
     window: float = 30.0
-    pace: float = 0.2
+    #: per client: 2 calls in flight, one every 0.5 s each; a broadcast every 10 s (300 clients: ~1,200
+    #: calls/s and 30 broadcasts/s to 300 members, ~9,000 receiver calls/s, what 2 shared cores carry)
+    pace: float = 0.5
     inflight: int = 2
-    shout_every: float = 2.0
+    shout_every: float = 10.0
     retry_initial: float = 0.2
     retry_max: float = 2.0
     half_share: float = 0.2
@@ -99,10 +102,14 @@ class NodeKillBound:
     refused (with one of ``reasons``) and start a fresh session instead of
     resuming; when False it must resume, and then nothing may be lost or
     doubled (the checks every resumed session passes).
+    ``may_answer_duplicate_call``: its calls may fail ``duplicate-call``.
     """
 
     may_start_afresh: bool = True
     reasons: frozenset[str] = TYPED_REASONS
+    #: a call that was running on the killed node may settle as an error ``duplicate-call`` (it may
+    #: have run, and is never run again: docs/resumption.md, "What can be lost when a node dies")
+    may_answer_duplicate_call: bool = True
 
 
 #: The bound today: until docs/resumption.md documents what a node takes with it (issue 21,
@@ -293,15 +300,17 @@ def client_argv(kind: str, url: str, prefix: str, count: int, s: Settings, seed:
 
 
 def check_javascript() -> None:
-    """The JS client needs js/node_modules and js/dist: fail (never skip) without them."""
-    tool("node", "apt-get install nodejs")
+    """The JS client needs js/node_modules (fail, never skip, without them); js/dist is built when older than js/src."""
+    node = tool("node", "apt-get install nodejs")
     if not (JS / "node_modules" / "ws").is_dir():
         raise HarnessError("js/node_modules is missing: cd js && npm ci --no-audit --no-fund")
-    if not (JS / "dist" / "index.js").is_file():
-        done = subprocess.run([tool("node", "apt-get install nodejs"), "build.mjs"], cwd=JS, capture_output=True, text=True,
-                              timeout=120)
-        if done.returncode != 0:
-            raise HarnessError(f"node build.mjs failed in js/:\n{done.stdout}\n{done.stderr}")
+    built = JS / "dist" / "index.js"
+    newest_source = max(path.stat().st_mtime for path in (JS / "src").glob("*.ts"))
+    if built.is_file() and built.stat().st_mtime >= newest_source:
+        return
+    done = subprocess.run([node, "build.mjs"], cwd=JS, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise HarnessError(f"node build.mjs failed in js/:\n{done.stdout}\n{done.stderr}")
 
 
 def versions() -> dict[str, str]:
@@ -346,6 +355,8 @@ def run(s: Settings, workdir: Path, log: Any = None) -> Outcome:
                 sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile=",
                 "--logfile=-", "hub", "--listen", "tcp:0:interface=127.0.0.1", "--hub", HUB, "--redis", redis_url,
                 "--resume-window", str(s.window), "--shutdown-timeout", "2",
+                # behind a balancer every client comes from one address (docs/deploying.md says the same for nginx)
+                "--max-connections-per-ip", "0",
             ], env={"PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), "CHAOS_RUNS": str(runs_dir),
                     "PYTHONUNBUFFERED": "1"}, stdin=False)
             for i in range(s.nodes)
@@ -435,9 +446,11 @@ def check_node_kill(outcome: Outcome, bound: NodeKillBound) -> tuple[dict[str, A
     resumed are checked with every other session's (L{verdict}).
     """
     problems: list[str] = []
-    resumed = fresh = 0
+    resumed = fresh = duplicate_calls = 0
     reasons: Counter[str] = Counter()
     for client in outcome.clients:
+        if any(at_the_kill(outage, outcome) for outage in client["outages"]):
+            duplicate_calls += sum(1 for error in client["calls"]["failed"].values() if DUPLICATE_CALL in error)
         for outage in client["outages"]:
             if not at_the_kill(outage, outcome):
                 continue
@@ -450,13 +463,15 @@ def check_node_kill(outcome: Outcome, bound: NodeKillBound) -> tuple[dict[str, A
                 problems.append(f"{client['name']}: its session did not resume after the node's kill ({outage})")
             elif not outage["reasons"] or not set(outage["reasons"]) <= bound.reasons:
                 problems.append(f"{client['name']}: a fresh session after the kill without a typed reason ({outage})")
-        if client["open_outage"] and outcome.kill_wall is not None:
-            pass  # (an outage never over is a problem for verdict, whatever its cause)
     if resumed + fresh == 0:
         problems.append("the kill -9 dropped no session (no outage began at it)")
     if outcome.killed_signal != signal.SIGKILL:
         problems.append(f"the killed node ended with signal {outcome.killed_signal}, not SIGKILL")
-    return {"sessions": resumed + fresh, "resumed": resumed, "fresh": fresh, "reasons": dict(reasons)}, problems
+    if duplicate_calls and not bound.may_answer_duplicate_call:
+        problems.append(f"{duplicate_calls} call(s) of sessions on the killed node failed {DUPLICATE_CALL}")
+    summary = {"sessions": resumed + fresh, "resumed": resumed, "fresh": fresh, "reasons": dict(reasons),
+               "duplicate_calls": duplicate_calls}
+    return summary, problems
 
 
 def verdict(outcome: Outcome, bound: NodeKillBound = CURRENT_KILL_BOUND) -> dict[str, Any]:
@@ -496,9 +511,12 @@ def verdict(outcome: Outcome, bound: NodeKillBound = CURRENT_KILL_BOUND) -> dict
         if calls["wrong"] or calls["settled_twice"]:
             problem(f"{name}: wrong answers {calls['wrong']}, settled twice {calls['settled_twice']}")
         refused = sum(client["refusals"].values())
-        if calls["failed"] and not refused:
-            problem(f"{name}: {len(calls['failed'])} call(s) failed in sessions that always resumed: "
-                    f"{list(calls['failed'].items())[:3]}")
+        failed = calls["failed"]
+        if any(at_the_kill(outage, outcome) for outage in client["outages"]):
+            # (a call running on the killed node may settle duplicate-call: check_node_kill holds them to its bound)
+            failed = {n: error for n, error in failed.items() if DUPLICATE_CALL not in error}
+        if failed and not refused:
+            problem(f"{name}: {len(failed)} call(s) failed in sessions that always resumed: {list(failed.items())[:3]}")
         # -- server -> client: numbered receiver calls, no gap, no double, none behind its answer
         s2c = client["s2c"]
         if s2c["lost"] or s2c["doubled"] or s2c["answer_before_numbered"]:
@@ -533,7 +551,8 @@ def verdict(outcome: Outcome, bound: NodeKillBound = CURRENT_KILL_BOUND) -> dict
         tally.update(
             clients=1, issued=calls["issued"], answered=calls["answered"], failed=len(calls["failed"]),
             numbered=s2c["received"], shouts=heard["shouts"], heard=heard["heard"], drops=client["drops"],
-            resumes=client["resumes"], refusals=refused, skipped_after_fresh=heard["skipped_after_fresh"],
+            resumes=client["resumes"], refusals=refused,
+            skipped_after_fresh=heard["skipped_after_fresh"] + client["missing_at_end_after_fresh"],
         )
     for kind, tally in per_kind.items():
         if tally["answered"] == 0 or tally["heard"] == 0 or tally["numbered"] == 0:

@@ -37,8 +37,8 @@ every client of every kind):
 - broadcasts: from each sender, every receiver hears 1, 2, 3 ... in order,
   no double, no gap, up to the sender's last answered broadcast (a gap is
   excused only at a broadcast whose call failed, which may or may not have
-  gone out, and right after the receiver's own session was refused and it
-  rejoined);
+  gone out, and, from a sender not heard since, after the receiver's own
+  session was refused and it rejoined the group);
 - every dropped connection came back, and every cut was resumed (no
   refusal, none outside the kill) within the backoff the client drew for it
   plus 1 s (measured by each client from the drop to ``on_resumed``);

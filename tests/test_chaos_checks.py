@@ -47,7 +47,7 @@ def summary(name: str, kind: str) -> dict[str, Any]:
                       "skipped_after_fresh": 0, "examples": []},
         "drops": 1,
         "outages": [{"at": 900.0, "seconds": 0.4, "backoff": 0.1, "outcome": "resumed", "reasons": [], "drop_seen": True}],
-        "open_outage": False, "resumes": 1, "refusals": {}, "missing_at_end": {},
+        "open_outage": False, "resumes": 1, "refusals": {}, "missing_at_end": {}, "missing_at_end_after_fresh": 0,
     }
 
 
@@ -171,7 +171,8 @@ def test_the_node_kill_is_held_to_its_bound() -> None:
         {"at": KILL_AT + 0.1, "seconds": 0.3, "backoff": 0.2, "outcome": "resumed", "reasons": [], "drop_seen": True})
     report = chaos.verdict(result)
     assert report["problems"] == []
-    assert report["kill"] == {"sessions": 2, "resumed": 1, "fresh": 1, "reasons": {"session-unknown": 1}}
+    assert report["kill"] == {"sessions": 2, "resumed": 1, "fresh": 1, "reasons": {"session-unknown": 1},
+                              "duplicate_calls": 0}
     strict = chaos.NodeKillBound(may_start_afresh=False)
     last = client(result, "tw")["outages"][-1]
     assert problems(result, strict) == [f"tw: its session did not resume after the node's kill ({last})"]
@@ -180,6 +181,22 @@ def test_the_node_kill_is_held_to_its_bound() -> None:
     assert "a fresh session after the kill without a typed reason" in problems(untyped)[0]
     nothing = outcome(nodes=3)
     assert problems(nothing) == ["the kill -9 dropped no session (no outage began at it)"]
+
+
+def test_duplicate_call_answers_at_the_kill_are_held_to_the_bound() -> None:
+    """A call running on the killed node may settle duplicate-call (counted); not elsewhere, nor under a stricter bound."""
+    result = outcome(nodes=3)
+    js = client(result, "js")
+    js["outages"].append({"at": KILL_AT + 0.1, "seconds": 0.3, "backoff": 0.2, "outcome": "resumed", "reasons": [],
+                          "drop_seen": True})
+    js["calls"]["failed"] = {"2": "HubError: duplicate-call this call ran once; its answer is no longer kept"}
+    report = chaos.verdict(result)
+    assert report["problems"] == [] and report["kill"]["duplicate_calls"] == 1
+    assert problems(result, chaos.NodeKillBound(may_answer_duplicate_call=False)) == [
+        "1 call(s) of sessions on the killed node failed duplicate-call"]
+    elsewhere = outcome()
+    client(elsewhere, "js")["calls"]["failed"] = {"2": "HubError: duplicate-call ..."}
+    assert "js: 1 call(s) failed in sessions that always resumed" in problems(elsewhere)[0]
 
 
 def test_cuts_that_missed_the_clients_fail() -> None:
@@ -204,7 +221,7 @@ EVENTS: list[list[Any]] = [
     ["shout"], ["shout"], ["shout_answered", 1], ["shout_failed", 2], ["shout"],
     ["call"], ["answer", 4, ["someone else", 4, 1, "s2"]],
 ]
-EXPECTED = {"a": 8, "b": 4}
+EXPECTED = {"a": 8, "b": 4, "c": 2}  # c: never heard since the fresh session (excused)
 #: fields that depend on the clock
 TIMED = ("at", "seconds")
 
@@ -286,7 +303,7 @@ def test_the_python_ledger_catches_each_fault() -> None:
     assert heard["skipped_after_fresh"] == 2 + 1  # b 2..3, a 4
     assert heard["doubled_or_late"] == 1
     assert (heard["answered_max"], heard["failed"], heard["hanging"]) == (1, [2], [3])
-    assert report["missing_at_end"] == {"a": 1}
+    assert report["missing_at_end"] == {"a": 1} and report["missing_at_end_after_fresh"] == 2
     assert [(o["outcome"], o["backoff"], o["reasons"]) for o in report["outages"]] == [
         ("resumed", 0.25, []), ("fresh", 0.5, ["session-unknown"])]
     assert report["s2c"]["sessions"] == ["s1", "s2"] and report["drops"] == 2

@@ -75,7 +75,8 @@ export class Ledger {
       this.settledTwice++;
       return;
     }
-    this.failed[n] = String(error?.message ?? error).slice(0, 200);
+    const text = typeof error === "string" ? error : `${error?.name}: ${error?.code ?? ""} ${error?.message}`;
+    this.failed[n] = text.slice(0, 200);
   }
 
   numbered(session, k) {
@@ -131,9 +132,20 @@ export class Ledger {
   }
 
   missingFrom(expected) {
-    let missing = 0;
-    for (const [sender, last] of Object.entries(expected)) missing += Math.max(0, last - (this.heardLast.get(sender) ?? 0));
-    return missing;
+    return Object.values(this.tailMissing(expected)[0]).reduce((a, b) => a + b, 0);
+  }
+
+  /** Each sender's last answered broadcasts not heard, and how many of them are excused (not heard since a fresh session). */
+  tailMissing(expected) {
+    const missing = {};
+    let excused = 0;
+    for (const [sender, last] of Object.entries(expected)) {
+      const lacking = last - (this.heardLast.get(sender) ?? 0);
+      if (lacking <= 0) continue;
+      if ((this.heardEpoch.get(sender) ?? 0) < this.freshEpoch) excused += lacking;
+      else missing[sender] = lacking;
+    }
+    return [missing, excused];
   }
 
   freshSession(reasons) {
@@ -176,11 +188,7 @@ export class Ledger {
   }
 
   summary(kind, resumes, refusals, expected) {
-    const missingAtEnd = {};
-    for (const [sender, last] of Object.entries(expected)) {
-      const heard = this.heardLast.get(sender) ?? 0;
-      if (last > heard) missingAtEnd[sender] = last - heard;
-    }
+    const [missingAtEnd, missingAfterFresh] = this.tailMissing(expected);
     return {
       name: this.name,
       kind,
@@ -219,6 +227,7 @@ export class Ledger {
       resumes,
       refusals: Object.fromEntries(Object.entries(refusals).filter(([, n]) => n > 0)),
       missing_at_end: missingAtEnd,
+      missing_at_end_after_fresh: missingAfterFresh,
     };
   }
 }
