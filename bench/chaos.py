@@ -130,6 +130,8 @@ class Outcome:
     killed_pid: int | None = None
     killed_signal: int | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    #: CPU seconds each process used, read just before the end (which process ran out of CPU)
+    cpu: dict[str, float | None] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
 
 
@@ -210,6 +212,14 @@ class Proc:
 
     def tail(self, lines: int = 30) -> str:
         return f"\n--- {self.name} (pid {self.pid}), last lines ---\n" + "\n".join(self.lines[-lines:])
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) this process used so far (Linux /proc), or None."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
 
     def kill9(self) -> int:
         """SIGKILL this process (by its PID); the signal that ended it."""
@@ -421,6 +431,7 @@ def run(s: Settings, workdir: Path, log: Any = None) -> Outcome:
         for client in clients:
             outcome.clients.extend(client.expect("result", 40)["clients"])
         outcome.seconds["settle"] = round(time.monotonic() - settling, 1)
+        outcome.cpu = {proc.name: proc.cpu_seconds() for proc in procs if proc.proc.poll() is None}
     finally:
         for proc in reversed(procs):
             proc.stop()
@@ -478,23 +489,25 @@ def verdict(outcome: Outcome, bound: NodeKillBound = CURRENT_KILL_BOUND) -> dict
     """Every check of tests/test_chaos.py's docstring, over one run: the counts, and C{problems} (empty: passed)."""
     s = outcome.settings
     problems: list[str] = []
+    problem_counts: Counter[str] = Counter()
 
-    def problem(text: str) -> None:
-        if len(problems) < 200:
+    def problem(category: str, text: str) -> None:
+        problem_counts[category] += 1
+        if problem_counts[category] <= 20:  # (the first 20 of each kind; all are counted)
             problems.append(text)
 
     clients = outcome.clients
     names = {client["name"] for client in clients}
     if len(clients) != 3 * s.clients_per_kind:
-        problem(f"{len(clients)} client summaries, expected {3 * s.clients_per_kind}")
+        problem("summaries", f"{len(clients)} client summaries, expected {3 * s.clients_per_kind}")
     failed_shouts = {client["name"]: set(client["broadcast"]["failed"]) for client in clients}
     # -- client -> server: every answered call ran exactly once, none ran twice
     issued = {client["name"]: client["calls"]["issued"] for client in clients}
     for (name, n), count in outcome.runs.items():
         if count > 1:
-            problem(f"({name}, {n}) ran {count} times")
+            problem("ran-twice", f"({name}, {n}) ran {count} times")
         if name not in names or n > issued.get(name, 0):
-            problem(f"({name}, {n}) ran but was never called")
+            problem("ran-never-called", f"({name}, {n}) ran but was never called")
     per_kind: dict[str, Counter[str]] = {kind: Counter() for kind in KINDS}
     resume_seconds: list[float] = []
     over_backoff: list[float] = []
@@ -505,48 +518,52 @@ def verdict(outcome: Outcome, bound: NodeKillBound = CURRENT_KILL_BOUND) -> dict
         unanswered = {int(n) for n in calls["failed"]} | set(calls["hanging"])
         for n in range(1, calls["issued"] + 1):
             if n not in unanswered and outcome.runs[(name, n)] != 1:
-                problem(f"({name}, {n}) was answered but ran {outcome.runs[(name, n)]} times")
+                problem("answered-not-run-once", f"({name}, {n}) was answered but ran {outcome.runs[(name, n)]} times")
         if calls["hanging"]:
-            problem(f"{name}: calls left hanging: {calls['hanging'][:10]}")
+            problem("calls-hanging", f"{name}: calls left hanging: {calls['hanging'][:10]}")
         if calls["wrong"] or calls["settled_twice"]:
-            problem(f"{name}: wrong answers {calls['wrong']}, settled twice {calls['settled_twice']}")
+            problem("wrong-answers", f"{name}: wrong answers {calls['wrong']}, settled twice {calls['settled_twice']}")
         refused = sum(client["refusals"].values())
         failed = calls["failed"]
         if any(at_the_kill(outage, outcome) for outage in client["outages"]):
             # (a call running on the killed node may settle duplicate-call: check_node_kill holds them to its bound)
             failed = {n: error for n, error in failed.items() if DUPLICATE_CALL not in error}
         if failed and not refused:
-            problem(f"{name}: {len(failed)} call(s) failed in sessions that always resumed: {list(failed.items())[:3]}")
+            problem("calls-failed-in-resumed-sessions",
+                    f"{name}: {len(failed)} call(s) failed in sessions that always resumed: {list(failed.items())[:3]}")
         # -- server -> client: numbered receiver calls, no gap, no double, none behind its answer
         s2c = client["s2c"]
         if s2c["lost"] or s2c["doubled"] or s2c["answer_before_numbered"]:
-            problem(f"{name}: numbered receiver calls lost {s2c['lost']}, doubled {s2c['doubled']}, "
+            problem("receiver-calls-lost-or-doubled",
+                    f"{name}: numbered receiver calls lost {s2c['lost']}, doubled {s2c['doubled']}, "
                     f"missing at their answer {s2c['answer_before_numbered']}: {s2c['examples']}")
         # -- group broadcasts: in order, no double, no gap (but shouts that failed may or may not have gone out)
         heard = client["broadcast"]
         if heard["doubled_or_late"]:
-            problem(f"{name}: broadcasts doubled or out of order: {heard['doubled_or_late']} {heard['examples']}")
+            problem("broadcasts-doubled",
+                    f"{name}: broadcasts doubled or out of order: {heard['doubled_or_late']} {heard['examples']}")
         gaps = [[sender, m] for sender, m in heard["gaps"] if m not in failed_shouts.get(sender, set())]
         if gaps or heard["gap_count"] > len(heard["gaps"]):
-            problem(f"{name}: broadcasts lost ({heard['gap_count']}): {gaps[:10]}")
+            problem("broadcasts-lost", f"{name}: broadcasts lost ({heard['gap_count']}): {gaps[:10]}")
         if client.get("missing_at_end"):
-            problem(f"{name}: the last broadcasts never came: {client['missing_at_end']}")
+            problem("broadcasts-missing-at-end", f"{name}: the last broadcasts never came: {client['missing_at_end']}")
         if heard["hanging"]:
-            problem(f"{name}: broadcast calls left hanging: {heard['hanging'][:10]}")
+            problem("broadcasts-hanging", f"{name}: broadcast calls left hanging: {heard['hanging'][:10]}")
         # -- outages: each resumed within its backoff + 1 s, or (only at the kill) started afresh with a reason
         if client["open_outage"]:
-            problem(f"{name}: a dropped connection never came back")
+            problem("never-came-back", f"{name}: a dropped connection never came back")
         for outage in client["outages"]:
             if at_the_kill(outage, outcome):
                 continue
             outages_not_at_kill += 1
             if outage["outcome"] != "resumed":
-                problem(f"{name}: a cut was not resumed: {outage['outcome']} {outage['reasons']}")
+                problem("cut-not-resumed", f"{name}: a cut was not resumed: {outage['outcome']} {outage['reasons']}")
                 continue
             resume_seconds.append(outage["seconds"])
             over_backoff.append(outage["seconds"] - outage["backoff"])
             if outage["seconds"] > outage["backoff"] + RESUME_SLACK:
-                problem(f"{name}: resumed {outage['seconds']:.2f}s after the drop, backoff {outage['backoff']:.2f}s + "
+                problem("resume-slower-than-backoff-plus-1s",
+                        f"{name}: resumed {outage['seconds']:.2f}s after the drop, backoff {outage['backoff']:.2f}s + "
                         f"{RESUME_SLACK:g}s allowed")
         tally.update(
             clients=1, issued=calls["issued"], answered=calls["answered"], failed=len(calls["failed"]),
@@ -556,17 +573,18 @@ def verdict(outcome: Outcome, bound: NodeKillBound = CURRENT_KILL_BOUND) -> dict
         )
     for kind, tally in per_kind.items():
         if tally["answered"] == 0 or tally["heard"] == 0 or tally["numbered"] == 0:
-            problem(f"{kind}: no traffic ({dict(tally)})")
+            problem("no-traffic", f"{kind}: no traffic ({dict(tally)})")
         if tally["resumes"] == 0:
-            problem(f"{kind}: no client of this kind resumed (the cuts missed it)")
+            problem("kind-never-resumed", f"{kind}: no client of this kind resumed (the cuts missed it)")
     cuts = outcome.cutter.get("cuts", 0) + outcome.cutter.get("half_cuts", 0)
     if outages_not_at_kill < cuts // 2:
-        problem(f"{cuts} cuts but only {outages_not_at_kill} outages: the cuts did not reach the clients")
+        problem("cuts-missed-the-clients",
+                f"{cuts} cuts but only {outages_not_at_kill} outages: the cuts did not reach the clients")
     kill: dict[str, Any] | None = None
     if s.kill and s.nodes > 1:
         kill, kill_problems = check_node_kill(outcome, bound)
         for text in kill_problems:
-            problem(text)
+            problem("node-kill", text)
 
     def quantile(values: list[float], q: float) -> float | None:
         return round(sorted(values)[min(len(values) - 1, int(q * len(values)))], 3) if values else None
@@ -575,6 +593,7 @@ def verdict(outcome: Outcome, bound: NodeKillBound = CURRENT_KILL_BOUND) -> dict
         "settings": asdict(s),
         "versions": outcome.versions,
         "seconds": outcome.seconds,
+        "cpu_seconds": outcome.cpu,
         "cuts": outcome.cutter,
         "kinds": {kind: dict(tally) for kind, tally in per_kind.items()},
         "runs": sum(outcome.runs.values()),
@@ -584,6 +603,7 @@ def verdict(outcome: Outcome, bound: NodeKillBound = CURRENT_KILL_BOUND) -> dict
         "resume_minus_backoff": {"p50": quantile(over_backoff, 0.5), "p99": quantile(over_backoff, 0.99),
                                  "max": quantile(over_backoff, 1.0)},
         "kill": kill,
+        "problem_counts": dict(problem_counts),
         "problems": problems,
     }
 
@@ -598,6 +618,7 @@ def main() -> int:
     parser.add_argument("--cuts", type=int, help="cuts over those seconds (on average)")
     parser.add_argument("--kill", action=argparse.BooleanOptionalAction, help="kill -9 one node half-way (needs 2+ nodes)")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--save", metavar="PATH", help="also write everything the run produced (clients' summaries, runs) here")
     args = parser.parse_args()
     s = QUICK if args.quick else Settings()
     chosen = {"nodes": args.nodes, "clients_per_kind": args.clients, "processes_per_kind": args.processes,
@@ -609,6 +630,9 @@ def main() -> int:
         except HarnessError as e:
             print(f"chaos: {e}", file=sys.stderr)
             return 2
+    if args.save:
+        raw = {**asdict(outcome), "runs": [[name, n, count] for (name, n), count in outcome.runs.items()]}
+        Path(args.save).write_text(json.dumps(raw))
     report = verdict(outcome)
     print(json.dumps(report, indent=1))
     return 1 if report["problems"] else 0
