@@ -334,3 +334,14 @@ def test_haproxy_config_is_round_robin_without_stickiness() -> None:
     assert [line.split()[2] for line in config.splitlines() if line.strip().startswith("server")] == [
         "127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]
     assert "stick" not in config and "cookie" not in config
+
+
+@pytest.mark.parametrize(("missing", "install"), [("haproxy", "apt-get install haproxy"),
+                                                  ("redis-server", "apt-get install redis-server")])
+def test_a_missing_tool_fails_the_run(missing: str, install: str, monkeypatch: Any, tmp_path: Path) -> None:
+    """No haproxy (or redis-server): the run stops with an error naming the install, before starting anything."""
+    which = chaos.shutil.which
+    monkeypatch.setattr(chaos.shutil, "which", lambda name: None if name == missing else which(name))
+    with pytest.raises(chaos.HarnessError, match=f"{missing} is not installed: {install}"):
+        chaos.run(chaos.QUICK, tmp_path)
+    assert not (tmp_path / "runs").exists()

@@ -35,7 +35,9 @@ const random = () => {
   return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
 };
 const sleep = (seconds) => new Promise((resolve) => setTimeout(resolve, seconds * 1000));
-const say = (event, fields = {}) => process.stdout.write(JSON.stringify({ event, ...fields }) + "\n");
+// (resolves once the line is handed to the pipe: process.exit() must not cut a long one short)
+const say = (event, fields = {}) =>
+  new Promise((resolve) => process.stdout.write(JSON.stringify({ event, ...fields }) + "\n", resolve));
 
 let onChange = () => {};
 
@@ -138,7 +140,7 @@ for await (const line of readline.createInterface({ input: process.stdin })) {
     const allHeard = () => clients.every((c) => c.ledger.missingFrom(expected) === 0);
     await within(new Promise((resolve) => (allHeard() ? resolve() : (onChange = () => allHeard() && resolve()))), 20);
     for (const client of clients) client.ledger.stopping = true;
-    say("result", {
+    await say("result", {
       clients: clients.map((c) => c.ledger.summary("javascript", c.service.resumes, c.service.resumeRefusals, expected)),
     });
     await Promise.all(clients.map((c) => c.service.stop()));
