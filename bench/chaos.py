@@ -132,6 +132,8 @@ class Outcome:
     seconds: dict[str, float] = field(default_factory=dict)
     #: CPU seconds each process used, read just before the end (which process ran out of CPU)
     cpu: dict[str, float | None] = field(default_factory=dict)
+    #: the nodes' and haproxy's output (the last 20,000 lines of each): kept by --save, for a post-mortem
+    logs: dict[str, list[str]] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
 
 
@@ -435,6 +437,7 @@ def run(s: Settings, workdir: Path, log: Any = None) -> Outcome:
     finally:
         for proc in reversed(procs):
             proc.stop()
+        outcome.logs = {proc.name: proc.lines[-20_000:] for proc in procs if proc.name.startswith(("node", "haproxy"))}
     for path in runs_dir.glob("runs-*.log"):
         for line in path.read_text().splitlines():
             name, n = line.split()
