@@ -24,9 +24,9 @@ SCRIPT = ROOT / "scripts" / "test"
 #: apt package -> the command it provides (what the apt-get stub "installs")
 PROVIDES = {
     "nodejs": "node", "npm": "npm", "chromium": "chromium", "redis-server": "redis-server",
-    "nginx": "nginx", "nginx-light": "nginx", "curl": "curl", "prometheus": "promtool",
+    "nginx": "nginx", "nginx-light": "nginx", "haproxy": "haproxy", "curl": "curl", "prometheus": "promtool",
 }
-TOOLS = ("node", "npm", "chromium", "redis-server", "nginx", "curl", "promtool")
+TOOLS = ("node", "npm", "chromium", "redis-server", "nginx", "haproxy", "curl", "promtool")
 CP = shutil.which("cp") or "/bin/cp"  # the stubs' PATH has no coreutils
 
 STUB = """#!/bin/bash
@@ -142,21 +142,21 @@ class ScriptsTestTests(SynchronousTestCase):
         self.assertIn("npm ci --no-audit --no-fund [in js]", machine.calls())
 
     def test_installs_exactly_what_is_missing(self) -> None:
-        """Missing Chromium, redis-server, nginx and promtool: apt-get update, one install of their packages, then the tests."""
+        """Missing Chromium, redis-server, nginx, haproxy and promtool: apt-get update, one install of them, then the tests."""
         machine = Machine(self, tools=("node", "npm", "curl"))
         done = machine.run()
         self.assertEqual(done.returncode, 0, done.stderr)
         calls = machine.calls()
         self.assertEqual(calls[:2], [
             "apt-get update -qq",
-            "apt-get install -y -qq chromium redis-server nginx-light prometheus",
+            "apt-get install -y -qq chromium redis-server nginx-light haproxy prometheus",
         ])
         self.assertEqual(calls[-1], "python3 -m pytest [in checkout]")
-        self.assertIn("missing: chromium redis-server nginx promtool", done.stdout)
+        self.assertIn("missing: chromium redis-server nginx haproxy promtool", done.stdout)
 
     def test_failed_install_stops_before_the_tests(self) -> None:
         """An apt-get install that fails ends the script non-zero with one line naming the packages; pip and pytest never run."""
-        machine = Machine(self, tools=("node", "npm", "curl", "nginx", "promtool"))
+        machine = Machine(self, tools=("node", "npm", "curl", "nginx", "haproxy", "promtool"))
         done = machine.run(APT_FAIL="1")
         self.assertNotEqual(done.returncode, 0)
         self.assertIn("scripts/test: apt-get install chromium redis-server failed", done.stderr)
@@ -164,7 +164,7 @@ class ScriptsTestTests(SynchronousTestCase):
 
     def test_install_that_does_not_provide_the_tool(self) -> None:
         """A package that installs but leaves its command missing fails the run, naming the command."""
-        machine = Machine(self, tools=("node", "npm", "chromium", "nginx", "curl", "promtool"))
+        machine = Machine(self, tools=("node", "npm", "chromium", "nginx", "haproxy", "curl", "promtool"))
         done = machine.run(APT_LEAVE_OUT="1")
         self.assertNotEqual(done.returncode, 0)
         self.assertIn("redis-server is still missing after apt-get install redis-server", done.stderr)
@@ -172,7 +172,7 @@ class ScriptsTestTests(SynchronousTestCase):
 
     def test_no_apt_get(self) -> None:
         """Without apt-get a missing tool is an error naming it and its package; nothing runs."""
-        machine = Machine(self, tools=("node", "npm", "redis-server", "nginx", "curl", "promtool"), apt=False)
+        machine = Machine(self, tools=("node", "npm", "redis-server", "nginx", "haproxy", "curl", "promtool"), apt=False)
         done = machine.run()
         self.assertNotEqual(done.returncode, 0)
         self.assertIn("apt-get is not available: install chromium (the tools chromium) another way", done.stderr)
@@ -180,9 +180,22 @@ class ScriptsTestTests(SynchronousTestCase):
 
     def test_not_root_uses_sudo(self) -> None:
         """Run by a user other than root, the installs go through sudo."""
-        machine = Machine(self, tools=("node", "npm", "redis-server", "nginx", "curl", "promtool"))
+        machine = Machine(self, tools=("node", "npm", "redis-server", "nginx", "haproxy", "curl", "promtool"))
         done = machine.run(as_other_user=True)
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertEqual(
             machine.calls()[:3], ["sudo apt-get update -qq", "apt-get update -qq", "sudo apt-get install -y -qq chromium"],
         )
+
+    def test_missing_haproxy_is_installed_and_its_version_printed(self) -> None:
+        """Only haproxy missing (the chaos test's balancer): one apt-get install haproxy; its version's first line is printed."""
+        machine = Machine(self, tools=tuple(tool for tool in TOOLS if tool != "haproxy"))
+        done = machine.run()
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(machine.calls()[:2], ["apt-get update -qq", "apt-get install -y -qq haproxy"])
+        self.assertIn("scripts/test: missing: haproxy; installing haproxy with apt-get", done.stdout)
+        many_lines = Machine(self)
+        many_lines.stub("haproxy", '#!/bin/bash\necho "HAProxy version 2.6.12"\necho "Status: long-term supported"\n')
+        done = many_lines.run()
+        self.assertIn("scripts/test: HAProxy version 2.6.12\n", done.stdout)
+        self.assertNotIn("Status", done.stdout)
