@@ -22,7 +22,8 @@ It listens on an ephemeral loopback port, reports ``{"event": "ready",
 ``stats`` (Twisted servers: with ``lag_max``, the longest reactor turn since
 ``mark``, as a 0.1 s timer's worst lateness), ``fanout COUNT SIZE [turn]`` (``turn``: one broadcast per
 reactor turn, else all in one turn), ``trim`` (Twisted servers: ``malloc_trim(0)``,
-then report the RSS) and ``quit``.
+then report the RSS), ``snapshot PATH`` (Twisted servers started with ``PYTHONTRACEMALLOC``:
+a tracemalloc snapshot dumped to PATH) and ``quit``.
 """
 
 from __future__ import annotations
@@ -126,6 +127,13 @@ def _serve_commands_twisted(reactor, handle) -> None:  # type: ignore[no-untyped
             if words[0] == "mark":  # bench/storm.py: the longest turn from now on
                 lag.mark()
                 emit("marked")
+                return
+            if words[0] == "snapshot":  # bench/conn_memory_sites.py: Python's allocations, by site
+                import tracemalloc
+
+                gc.collect()
+                tracemalloc.take_snapshot().dump(words[1])
+                emit("snapshot", rss=rss_bytes(), conns=handle.connections())
                 return
             if words[0] == "trim":  # bench/memory.py: how much of the kept memory malloc can give back
                 import ctypes
