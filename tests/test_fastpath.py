@@ -438,6 +438,48 @@ class ConnectionOptionsTests(SynchronousTestCase):
         protocol.makeConnection(Transport())
         self.assertEqual(protocol.maxFramePayloadSize, 7)
 
+    def test_hub_connections_read_the_factory_defaults_from_their_class(self) -> None:
+        """
+        A hub server connection keeps no copy of an option whose factory value
+        is the class's default, copies one that differs, and either way reads
+        its factory's value of every option; with fast_path off too.
+        """
+        from twisted_hub import Hub, HubServerFactory
+        from twisted_hub.types import HubServerProtocol
+
+        class Small(Hub):
+            hub_name = "small"
+
+        for fast in (True, False):
+            factory = HubServerFactory([Small], clock=Clock(), max_message_size=100)
+            factory.fast_path = fast
+            protocol = factory.buildProtocol(None)
+            protocol.makeConnection(Transport())
+            self.assertEqual(self.options(protocol), {name: getattr(factory, name) for name in factory.protocol.CONFIG_ATTRS})
+            copied = set(vars(protocol)) & set(HubServerProtocol.CONFIG_ATTRS)
+            # the two sizes differ from the default factory's; the three per-factory objects are never equal
+            self.assertEqual(copied, {"maxFramePayloadSize", "maxMessagePayloadSize", "perMessageCompressionAccept",
+                                      "allowedOrigins", "allowedOriginsPatterns", "flashSocketPolicy"})
+            self.assertEqual(protocol.maxMessagePayloadSize, 100)
+
+    def test_a_subclass_option_wins_over_the_hub_default(self) -> None:
+        """A subclass of HubServerProtocol that sets an option as a class attribute keeps it, as in autobahn."""
+        from twisted_hub import Hub, HubServerFactory
+        from twisted_hub.types import HubServerProtocol
+
+        class Small(Hub):
+            hub_name = "small"
+
+        class Chatty(HubServerProtocol):
+            autoFragmentSize = 512
+
+        factory = HubServerFactory([Small], clock=Clock())
+        factory.protocol = Chatty
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(Transport())
+        self.assertEqual((protocol.autoFragmentSize, factory.autoFragmentSize), (512, 0))
+        self.assertNotIn("autoFragmentSize", vars(protocol))
+
     def test_options_not_pretty_printed(self) -> None:
         """autobahn's debug log of every option (pformat per connection) gets nothing to format; with fast_path off it does."""
         import autobahn.websocket.protocol as autobahn_protocol

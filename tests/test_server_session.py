@@ -738,3 +738,25 @@ class InstanceSizeTests(SynchronousTestCase):
         server = HubTestServer([Small], heartbeat=HeartbeatPolicy.every(1.0))
         session = server.connect("small").server_protocol.session
         self.assertLess(len(vars(session)), 30, sorted(vars(session)))
+
+    def test_a_connection_keeps_its_instance_dict_small(self) -> None:
+        """
+        A server connection has at most 85 instance attributes through its
+        handshake, heartbeats and calls: CPython's dict of 86 to 170 keys
+        takes 3.3 KB, one of up to 85 1.5 KB (bench/conn_memory_sites.py).
+        """
+        from twisted_hub.testing import HubTestServer
+
+        class Echo(Hub):
+            hub_name = "echo"
+
+            @method
+            def echo(self, value: object) -> object:
+                return value
+
+        server = HubTestServer([Echo], heartbeat=HeartbeatPolicy.every(1.0, 3.0))
+        connection = server.connect("echo")
+        answered = connection.client.call("echo", 1)
+        server.advance(3.5)
+        self.assertEqual(self.successResultOf(answered), 1)
+        self.assertLessEqual(len(vars(connection.server_protocol)), 85, sorted(vars(connection.server_protocol)))

@@ -166,6 +166,40 @@ def apply_tcp_nodelay(transport: Any, nodelay: bool) -> None:
         _log.debug("TCP_NODELAY not set on {transport!r}: {error}", transport=transport, error=e)
 
 
+_NO_OPTION = object()
+
+
+def copy_options(protocol: Any, factory: Any) -> None:
+    """
+    autobahn's copy of its options from the factory to a new connection
+    (C{WebSocketProtocol._connectionMade}: an option already set on the
+    connection or its class is kept), except that an option of
+    C{OPTION_DEFAULTS} whose factory value equals the class attribute is not
+    copied: the connection reads the same value from its class.  A server
+    connection has about a hundred instance attributes, and CPython's dict
+    of 86 to 170 keys takes 3.3 KB where one of up to 85 takes 1.5 KB;
+    these options were 25 of them (C{bench/conn_memory_sites.py}).
+    """
+    cls = type(protocol)
+    defaults = cls.OPTION_DEFAULTS
+    own = protocol.__dict__
+    for name in cls.CONFIG_ATTRS:
+        if name in own:
+            continue  # set on this connection: kept
+        default = defaults.get(name, _NO_OPTION)
+        if default is not _NO_OPTION and getattr(cls, name, _NO_OPTION) is default:
+            value = getattr(factory, name)
+            # equal immutable values only (a list or a function is copied unless it is the very object)
+            if value is default or (type(value) is type(default) and type(value) in _SCALARS and value == default):
+                continue
+            setattr(protocol, name, value)
+        elif not hasattr(protocol, name):  # (a subclass's own class attribute is kept, as by autobahn)
+            setattr(protocol, name, getattr(factory, name))
+
+
+_SCALARS = frozenset({bool, int, float, str, type(None)})
+
+
 class FastPathMixin:
     """Mix in before autobahn's C{WebSocketServerProtocol}/C{WebSocketClientProtocol}."""
 
@@ -210,9 +244,15 @@ class FastPathMixin:
     bytes_in = 0
     bytes_out = 0
 
+    #: autobahn options (CONFIG_ATTRS) a connection reads from its class while its
+    #: factory's value is the same (see L{copy_options}); the class has them as attributes
+    OPTION_DEFAULTS: dict[str, object] = {}
+
     def connectionMade(self) -> None:
         self._fast_path = FAST_PATH_AVAILABLE and bool(getattr(self.factory, "fast_path", True))
         if not self._fast_path:
+            # (autobahn's own loop then finds every option set and copies none)
+            copy_options(self, self.factory)
             super().connectionMade()  # type: ignore[misc]
             # autobahn read tcpNoDelay before copying it: set it now (see apply_tcp_nodelay).
             apply_tcp_nodelay(self.transport, bool(self.tcpNoDelay))
@@ -225,10 +265,7 @@ class FastPathMixin:
             # already set on the connection is kept); autobahn's loop then has
             # nothing to copy or print.  With the options copied first,
             # autobahn's own setTcpNoDelay sees tcpNoDelay and sets it.
-            factory = self.factory
-            for name in type(self).CONFIG_ATTRS:
-                if not hasattr(self, name):
-                    setattr(self, name, getattr(factory, name))
+            copy_options(self, self.factory)
             self.CONFIG_ATTRS = ()
             try:
                 super().connectionMade()  # type: ignore[misc]
