@@ -760,3 +760,26 @@ class InstanceSizeTests(SynchronousTestCase):
         server.advance(3.5)
         self.assertEqual(self.successResultOf(answered), 1)
         self.assertLessEqual(len(vars(connection.server_protocol)), 85, sorted(vars(connection.server_protocol)))
+
+    def test_an_idle_connection_has_no_queues_yet(self) -> None:
+        """
+        The call queue and the held-frames queue are made when first used:
+        an empty deque is 760 bytes, and an idle connection never uses them.
+        """
+        from twisted_hub.testing import HubTestServer
+
+        class Echo(Hub):
+            hub_name = "echo"
+
+            @method
+            def echo(self, value: object) -> object:
+                return value
+
+        server = HubTestServer([Echo], heartbeat=HeartbeatPolicy.every(1.0, 3.0))
+        connection = server.connect("echo")
+        answered = connection.client.call("echo", 1)
+        server.advance(3.5)
+        self.assertEqual(self.successResultOf(answered), 1)
+        protocol = connection.server_protocol
+        assert protocol.session is not None
+        self.assertEqual((protocol.session.dispatcher._queue, protocol.held._frames), (None, None))

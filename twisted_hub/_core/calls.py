@@ -128,7 +128,8 @@ class CallRules:
         self.errors = 0
         self.metrics = metrics
         self._now = now if now is not None else (lambda: 0.0)
-        self._queue: deque[tuple[Invoke | Notify, int]] = deque()
+        # made at the first call queued (760 bytes per connection that never queues one)
+        self._queue: deque[tuple[Invoke | Notify, int]] | None = None
         self._closed = False
 
     # -- the adapter's hooks ---------------------------------------------------------
@@ -156,7 +157,8 @@ class CallRules:
     @property
     def in_progress(self) -> int:
         """Calls running or queued."""
-        return self.running + len(self._queue)
+        queue = self._queue
+        return self.running + (len(queue) if queue is not None else 0)
 
     def receive(self, invocation: Invoke | Notify, size: int) -> None:
         """A call arrived (C{size}: its share of the frame, in bytes)."""
@@ -183,7 +185,10 @@ class CallRules:
                 )
             return
         if self.running and not self.concurrent:
-            self._queue.append((invocation, size))
+            queue = self._queue
+            if queue is None:
+                queue = self._queue = deque()
+            queue.append((invocation, size))
             self.pending_bytes += size
             return
         self._run(invocation, size)
@@ -191,8 +196,9 @@ class CallRules:
     def close(self) -> None:
         """The connection is gone: queued calls are dropped; running ones are not answered."""
         self._closed = True
-        self.pending_bytes -= sum(size for _, size in self._queue)
-        self._queue.clear()
+        if self._queue is not None:
+            self.pending_bytes -= sum(size for _, size in self._queue)
+            self._queue = None
 
     def _run(self, invocation: Invoke | Notify, size: int) -> None:
         call_id = invocation.call_id if isinstance(invocation, Invoke) else None
