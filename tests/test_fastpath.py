@@ -411,6 +411,40 @@ class FastSendDifferentialTests(SynchronousTestCase):
         self.assertEqual((received, used), ([(digest(big), True), (digest(small), True)], [16384]))
 
 
+class SendQueueTests(SynchronousTestCase):
+    """autobahn's queue of synchronous and chopped writes exists only while it is used, and keeps their order."""
+
+    def test_sync_and_chopped_writes_as_stock_autobahn(self) -> None:
+        """Plain, synchronous and chopped writes, mixed, leave in the same order and bytes as from stock autobahn."""
+        import txaio
+
+        outputs = []
+        for protocol_class in (PlainServer, FastServer):
+            protocol, transport = open_server(protocol_class, 0)
+            clock = Clock()
+            self.patch(txaio, "call_later", clock.callLater)  # autobahn's queued writes wait on it
+            protocol.sendData(b"a" * 10)
+            protocol.sendData(b"b" * 10, sync=True)
+            protocol.sendData(b"c" * 10)
+            protocol.sendData(b"d" * 25, chopsize=7)
+            protocol.sendData(b"e" * 3)
+            for _ in range(50):
+                clock.advance(1)
+            outputs.append(transport.value())
+        self.assertEqual(outputs[0], outputs[1])
+        self.assertEqual(outputs[1], b"a" * 10 + b"b" * 10 + b"c" * 10 + b"d" * 25 + b"e" * 3)
+
+    def test_no_queue_until_needed(self) -> None:
+        """A fast-path connection has no send queue after its handshake and plain writes; a synchronous write makes one."""
+        protocol, _ = open_server(FastServer, 0)
+        protocol.sendData(b"plain")
+        self.assertIsNone(protocol._send_queue)
+        protocol.sendData(b"sync", sync=True)
+        self.assertIsNotNone(protocol._send_queue)
+        protocol.send_queue = type(protocol.send_queue)()  # an empty queue assigned (autobahn's connectionMade) is dropped
+        self.assertIsNone(protocol._send_queue)
+
+
 class ConnectionOptionsTests(SynchronousTestCase):
     """A new connection gets autobahn's options from its factory without autobahn pretty-printing them."""
 
