@@ -71,7 +71,7 @@ def measure(impl: str, conns: int, rounds: float, client_heartbeat: float | None
         server = Child(f"{impl} server", ["_server.py", impl, "--heartbeat", "1", "--timeout", "3"],
                        dict(impl_env(impl), PYTHONTRACEMALLOC=str(FRAMES)))
         procs.children.append(server)
-        port = int(server.expect("ready", 30)["port"])
+        port = int(server.expect("ready", 90)["port"])
         server_stats(server)  # warms the stats path (its first gc.collect, its imports)
         first = os.path.join(workdir, "before")
         server.send(f"snapshot {first}")
