@@ -761,10 +761,12 @@ class InstanceSizeTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(answered), 1)
         self.assertLessEqual(len(vars(connection.server_protocol)), 85, sorted(vars(connection.server_protocol)))
 
-    def test_an_idle_connection_has_no_queues_yet(self) -> None:
+    def test_an_idle_connection_keeps_no_queues_and_no_raw_handshake(self) -> None:
         """
-        The call queue and the held-frames queue are made when first used:
-        an empty deque is 760 bytes, and an idle connection never uses them.
+        The call queue and the held-frames queue are made when first used (an
+        empty deque is 760 bytes, and an idle connection never uses them); the
+        upgrade's raw request and response text is let go once open, the
+        parsed request stays.
         """
         from twisted_hub.testing import HubTestServer
 
@@ -783,3 +785,5 @@ class InstanceSizeTests(SynchronousTestCase):
         protocol = connection.server_protocol
         assert protocol.session is not None
         self.assertEqual((protocol.session.dispatcher._queue, protocol.held._frames), (None, None))
+        self.assertEqual((protocol.http_request_data, protocol.http_response_data), (b"", ""))
+        self.assertEqual(protocol.session.request.headers["host"], "127.0.0.1:80")

@@ -175,6 +175,11 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
 
     def onOpen(self) -> None:
         self.watch.opened()
+        # autobahn keeps the upgrade request's and response's raw text for the
+        # connection's life and never reads them again (the parsed request stays,
+        # in self.http_headers and the ConnectionRequest): 480 bytes per connection.
+        self.http_request_data = b""
+        self.http_response_data = ""
         policy = self.factory.compression
         if policy is not None and install_deflate(self, policy):
             self.compress_min_size = policy.min_size
