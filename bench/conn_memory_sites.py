@@ -76,12 +76,12 @@ def measure(impl: str, conns: int, rounds: float, client_heartbeat: float | None
         first = os.path.join(workdir, "before")
         server.send(f"snapshot {first}")
         before_rss = server.expect("snapshot", 60)["rss"]
-        argv = ["_wsload.py", impl, str(port), str(conns), "--timeout", "60"]
+        argv = ["_wsload.py", impl, str(port), str(conns), "--timeout", "120"]
         if client_heartbeat and impl == "hub":
             argv += ["--watch", str(client_heartbeat), str(client_heartbeat * 3)]
         load = Child(f"{impl} load", argv, impl_env(impl))
         procs.children.append(load)
-        ready = load.expect("ready", 90)["conns"]
+        ready = load.expect("ready", 150)["conns"]
         if ready != conns:
             raise BenchError(f"{impl}: {ready} of {conns} connections opened")
         time.sleep(rounds)  # heartbeat rounds: what a heartbeat leaves behind counts too

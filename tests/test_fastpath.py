@@ -411,8 +411,21 @@ class FastSendDifferentialTests(SynchronousTestCase):
         self.assertEqual((received, used), ([(digest(big), True), (digest(small), True)], [16384]))
 
 
-class SendQueueTests(SynchronousTestCase):
-    """autobahn's queue of synchronous and chopped writes exists only while it is used, and keeps their order."""
+class LazyAutobahnStateTests(SynchronousTestCase):
+    """autobahn's send queue and UTF-8 validator are made when first used, and work as autobahn's own."""
+
+    def test_utf8_validator_made_for_text_only(self) -> None:
+        """No validator after binary messages; a text message gets one: valid text arrives, invalid UTF-8 closes 1007."""
+        protocol, transport = open_server(FastServer, 0)
+        protocol.failByDrop = False  # a close frame, not a bare drop
+        protocol.dataReceived(frame(True, 0, 2, b"\xff binary", b"abcd", "7"))
+        self.assertIsNone(protocol._utf8validator)
+        protocol.dataReceived(frame(True, 0, 1, "h\u00e9llo".encode(), b"abcd", "7"))
+        self.assertIsNotNone(protocol._utf8validator)
+        self.assertEqual(protocol.received[-1], ("h\u00e9llo".encode(), False))
+        protocol.dataReceived(frame(True, 0, 1, b"bad \xff", b"abcd", "7"))
+        self.assertEqual(outgoing_frames(transport.value())[-1][1][:2], struct.pack("!H", 1007))
+        self.assertEqual(len(protocol.received), 2)
 
     def test_sync_and_chopped_writes_as_stock_autobahn(self) -> None:
         """Plain, synchronous and chopped writes, mixed, leave in the same order and bytes as from stock autobahn."""

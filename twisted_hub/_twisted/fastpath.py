@@ -32,6 +32,7 @@ from collections import deque
 from typing import Any
 
 import autobahn
+from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.tcp import Connection as _TCPConnection
 from twisted.logger import Logger
 
@@ -432,6 +433,23 @@ class FastPathMixin:
     @send_queue.setter
     def send_queue(self, queue: deque[Any]) -> None:
         self._send_queue = queue if queue else None
+
+    # autobahn's incremental UTF-8 validator, used for text messages only (a hub
+    # speaks binary): made when a text message first arrives instead of for
+    # every connection (its cffi state and wrapper are 220 bytes).
+    _utf8validator: Any = None
+
+    @property
+    def utf8validator(self) -> Any:
+        validator = self._utf8validator
+        if validator is None:
+            validator = self._utf8validator = Utf8Validator()
+        return validator
+
+    @utf8validator.setter
+    def utf8validator(self, validator: Any) -> None:
+        # autobahn's connectionMade gives each connection a new one: let it go
+        self._utf8validator = None
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # autobahn's sendData, minus the debug-log call on the common path.
