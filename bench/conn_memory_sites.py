@@ -13,8 +13,9 @@ allocation site (file and line, and by module), the largest first; and the serve
 per connection over the same interval (inflated by tracemalloc's own bookkeeping: compare
 it only between implementations of one run).
 
-Deterministic, unlike RSS: the same tree gives the same bytes per connection within a
-few bytes (what a dict or list resize happens to cost).  Prints the tables, and with
+Nearly deterministic, unlike RSS: the same tree gives the same bytes per connection
+within about 1 % (shared tables such as the reactor's resize at different moments; the
+hub's total varied by 2 B between two runs, autobahn's by 77 B).  Prints the tables, and with
 ``--json PATH`` writes them.  Bounded: every wait has a deadline, and only the processes
 started here are stopped (by PID).  See docs/performance.md, "Where an idle connection's
 memory goes".
