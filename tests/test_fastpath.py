@@ -510,7 +510,7 @@ class ConnectionOptionsTests(SynchronousTestCase):
             self.assertEqual(protocol.maxMessagePayloadSize, 100)
 
     def test_a_subclass_option_wins_over_the_hub_default(self) -> None:
-        """A subclass of HubServerProtocol that sets an option as a class attribute keeps it, as in autobahn."""
+        """A subclass that sets an option as a class attribute keeps it (even at the hub's default value), as in autobahn."""
         from twisted_hub import Hub, HubServerFactory
         from twisted_hub.types import HubServerProtocol
 
@@ -519,13 +519,17 @@ class ConnectionOptionsTests(SynchronousTestCase):
 
         class Chatty(HubServerProtocol):
             autoFragmentSize = 512
+            failByDrop = False  # the hub's default too, but the subclass's own
 
         factory = HubServerFactory([Small], clock=Clock())
+        factory.setProtocolOptions(failByDrop=True)
         factory.protocol = Chatty
         protocol = factory.buildProtocol(None)
         protocol.makeConnection(Transport())
         self.assertEqual((protocol.autoFragmentSize, factory.autoFragmentSize), (512, 0))
+        self.assertEqual((protocol.failByDrop, factory.failByDrop), (False, True))
         self.assertNotIn("autoFragmentSize", vars(protocol))
+        self.assertNotIn("failByDrop", vars(protocol))
 
     def test_options_not_pretty_printed(self) -> None:
         """autobahn's debug log of every option (pformat per connection) gets nothing to format; with fast_path off it does."""

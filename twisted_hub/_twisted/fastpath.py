@@ -183,13 +183,13 @@ def copy_options(protocol: Any, factory: Any) -> None:
     these options were 25 of them (C{bench/conn_memory_sites.py}).
     """
     cls = type(protocol)
-    defaults = cls.OPTION_DEFAULTS
+    defaults = _class_defaults(cls)
     own = protocol.__dict__
     for name in cls.CONFIG_ATTRS:
         if name in own:
             continue  # set on this connection: kept
         default = defaults.get(name, _NO_OPTION)
-        if default is not _NO_OPTION and getattr(cls, name, _NO_OPTION) is default:
+        if default is not _NO_OPTION:
             value = getattr(factory, name)
             # equal immutable values only (a list or a function is copied unless it is the very object)
             if value is default or (type(value) is type(default) and type(value) in _SCALARS and value == default):
@@ -200,6 +200,26 @@ def copy_options(protocol: Any, factory: Any) -> None:
 
 
 _SCALARS = frozenset({bool, int, float, str, type(None)})
+_DEFAULTS_BY_CLASS: dict[type, dict[str, object]] = {}
+
+
+def _class_defaults(cls: type) -> dict[str, object]:
+    """
+    The C{OPTION_DEFAULTS} that C{cls} reads from the class declaring them: an
+    option a subclass sets as its own class attribute (even to the same value)
+    is the subclass's, kept as autobahn keeps it.  Worked out once per class.
+    """
+    found = _DEFAULTS_BY_CLASS.get(cls)
+    if found is None:
+        found = {}
+        for name, value in getattr(cls, "OPTION_DEFAULTS", {}).items():
+            for klass in cls.__mro__:
+                if name in vars(klass):
+                    if "OPTION_DEFAULTS" in vars(klass) and vars(klass)[name] is value:
+                        found[name] = value
+                    break
+        _DEFAULTS_BY_CLASS[cls] = found
+    return found
 
 
 class FastPathMixin:
