@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import autobahn
 from autobahn.websocket.utf8validator import Utf8Validator
@@ -200,7 +201,7 @@ def copy_options(protocol: Any, factory: Any) -> None:
 
 
 _SCALARS = frozenset({bool, int, float, str, type(None)})
-_DEFAULTS_BY_CLASS: dict[type, dict[str, object]] = {}
+_DEFAULTS_BY_CLASS: WeakKeyDictionary[type, dict[str, object]] = WeakKeyDictionary()
 
 
 def _class_defaults(cls: type) -> dict[str, object]:
