@@ -128,6 +128,12 @@ _CLIENT_ACCEPTS = frozenset(
 )
 #: the stream messages (capability C{stream}): handed to the session's L{twisted_hub._core.streams.StreamTable}
 STREAM_MESSAGES = (StreamItem, StreamEnd, StreamCredit, StreamCancel)
+#: what a server that takes fresh tokens accepts besides (it announced C{token-refresh})
+_SERVER_ACCEPTS_WITH_REFRESH = _SERVER_ACCEPTS | {MessageKind.TOKEN}
+#: what a server that announced C{resume} accepts besides (RESUME only right after HELLO in its frame)
+_RESUME_FROM_CLIENT = frozenset({MessageKind.RESUME, MessageKind.ACK})
+#: what a client that announced C{resume} accepts besides
+_RESUME_FROM_SERVER = frozenset({MessageKind.SESSION, MessageKind.RESUMED, MessageKind.RESUME_REFUSED, MessageKind.ACK})
 
 #: at most this many distinct capability sets are shared (the peers choose them)
 MAX_SHARED_CAPABILITY_SETS = 64
@@ -149,12 +155,6 @@ def shared_capabilities(capabilities: list[str]) -> frozenset[str]:
         if len(_capability_sets) < MAX_SHARED_CAPABILITY_SETS:
             _capability_sets[key] = shared
     return shared
-#: what a server that takes fresh tokens accepts besides (it announced C{token-refresh})
-_SERVER_ACCEPTS_WITH_REFRESH = _SERVER_ACCEPTS | {MessageKind.TOKEN}
-#: what a server that announced C{resume} accepts besides (RESUME only right after HELLO in its frame)
-_RESUME_FROM_CLIENT = frozenset({MessageKind.RESUME, MessageKind.ACK})
-#: what a client that announced C{resume} accepts besides
-_RESUME_FROM_SERVER = frozenset({MessageKind.SESSION, MessageKind.RESUMED, MessageKind.RESUME_REFUSED, MessageKind.ACK})
 
 
 @dataclass(slots=True)
