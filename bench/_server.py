@@ -22,7 +22,9 @@ It listens on an ephemeral loopback port, reports ``{"event": "ready",
 ``stats`` (Twisted servers: with ``lag_max``, the longest reactor turn since
 ``mark``, as a 0.1 s timer's worst lateness), ``fanout COUNT SIZE [turn]`` (``turn``: one broadcast per
 reactor turn, else all in one turn), ``trim`` (Twisted servers: ``malloc_trim(0)``,
-then report the RSS) and ``quit``.
+then report the RSS), ``snapshot PATH`` (Twisted servers started with ``PYTHONTRACEMALLOC``:
+a tracemalloc snapshot dumped to PATH), ``profile`` and ``profile_stop PATH`` (cProfile the
+Twisted server between them, the statistics dumped to PATH) and ``quit``.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ def _serve_commands_twisted(reactor, handle) -> None:  # type: ignore[no-untyped
     from twisted.protocols.basic import LineReceiver
 
     lag = LagWatch(reactor)
+    profilers: list = []  # type: ignore[type-arg]
 
     class Commands(LineReceiver):
         delimiter = b"\n"
@@ -126,6 +129,25 @@ def _serve_commands_twisted(reactor, handle) -> None:  # type: ignore[no-untyped
             if words[0] == "mark":  # bench/storm.py: the longest turn from now on
                 lag.mark()
                 emit("marked")
+                return
+            if words[0] == "snapshot":  # bench/conn_memory_sites.py: Python's allocations, by site
+                import tracemalloc
+
+                gc.collect()
+                tracemalloc.take_snapshot().dump(words[1])
+                emit("snapshot", rss=rss_bytes(), conns=handle.connections())
+                return
+            if words[0] == "profile":  # bench/heartbeat_profile.py: cProfile the server from now on
+                import cProfile
+
+                profilers[:] = [cProfile.Profile()]
+                profilers[0].enable()
+                emit("profiling")
+                return
+            if words[0] == "profile_stop":  # ... until now, the statistics dumped to PATH
+                profilers[0].disable()
+                profilers[0].dump_stats(words[1])
+                emit("profiled", conns=handle.connections())
                 return
             if words[0] == "trim":  # bench/memory.py: how much of the kept memory malloc can give back
                 import ctypes

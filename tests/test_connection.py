@@ -12,6 +12,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+import twisted_hub._core.connection as connection_module
 from twisted_hub._core.connection import (
     BATCH_BYTES,
     CallFailed,
@@ -24,6 +25,7 @@ from twisted_hub._core.connection import (
     HeartbeatAnswered,
     ServerConnection,
     ServerHeartbeatReceived,
+    shared_capabilities,
     to_us,
 )
 from twisted_hub._core.heartbeat import (
@@ -160,6 +162,33 @@ class HandshakeTests(SynchronousTestCase):
         server: Server = ServerConnection("c")
         events = server.receive_frame(encode(Hello(["batch"])) + encode(Invoke(1, "m", [2])), 0.0)
         self.assertEqual(events, [HandshakeCompleted(frozenset({"batch"})), Invoke(1, "m", [2])])
+
+
+class SharedCapabilitiesTests(SynchronousTestCase):
+    """Connections that announce the same capabilities share one set (memory per idle connection)."""
+
+    def setUp(self) -> None:
+        self.patch(connection_module, "_capability_sets", {})
+
+    def test_same_list_same_set(self) -> None:
+        """Two hellos with the same list give their connections the very same frozenset; another list another set."""
+        servers = []
+        for caps in (["heartbeat", "batch"], ["heartbeat", "batch"], ["batch"]):
+            server: Server = ServerConnection("c")
+            server.receive_frame(encode(Hello(list(caps))), 0.0)
+            servers.append(server)
+        first, second, third = (server.peer_capabilities for server in servers)
+        self.assertIs(first, second)
+        self.assertEqual((first, third), (frozenset({"heartbeat", "batch"}), frozenset({"batch"})))
+
+    def test_bounded(self) -> None:
+        """Past MAX_SHARED_CAPABILITY_SETS distinct lists, a list gets a set of its own and nothing more is kept."""
+        limit = connection_module.MAX_SHARED_CAPABILITY_SETS
+        for i in range(limit + 10):
+            self.assertEqual(shared_capabilities([f"cap{i}"]), frozenset({f"cap{i}"}))
+        self.assertEqual(len(connection_module._capability_sets), limit)
+        late = shared_capabilities([f"cap{limit + 1}"])
+        self.assertIsNot(late, shared_capabilities([f"cap{limit + 1}"]))
 
 
 class DirectionTests(SynchronousTestCase):

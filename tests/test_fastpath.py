@@ -411,6 +411,53 @@ class FastSendDifferentialTests(SynchronousTestCase):
         self.assertEqual((received, used), ([(digest(big), True), (digest(small), True)], [16384]))
 
 
+class LazyAutobahnStateTests(SynchronousTestCase):
+    """autobahn's send queue and UTF-8 validator are made when first used, and work as autobahn's own."""
+
+    def test_utf8_validator_made_for_text_only(self) -> None:
+        """No validator after binary messages; a text message gets one: valid text arrives, invalid UTF-8 closes 1007."""
+        protocol, transport = open_server(FastServer, 0)
+        protocol.failByDrop = False  # a close frame, not a bare drop
+        protocol.dataReceived(frame(True, 0, 2, b"\xff binary", b"abcd", "7"))
+        self.assertIsNone(protocol._utf8validator)
+        protocol.dataReceived(frame(True, 0, 1, "h\u00e9llo".encode(), b"abcd", "7"))
+        self.assertIsNotNone(protocol._utf8validator)
+        self.assertEqual(protocol.received[-1], ("h\u00e9llo".encode(), False))
+        protocol.dataReceived(frame(True, 0, 1, b"bad \xff", b"abcd", "7"))
+        self.assertEqual(outgoing_frames(transport.value())[-1][1][:2], struct.pack("!H", 1007))
+        self.assertEqual(len(protocol.received), 2)
+
+    def test_sync_and_chopped_writes_as_stock_autobahn(self) -> None:
+        """Plain, synchronous and chopped writes, mixed, leave in the same order and bytes as from stock autobahn."""
+        import txaio
+
+        outputs = []
+        for protocol_class in (PlainServer, FastServer):
+            protocol, transport = open_server(protocol_class, 0)
+            clock = Clock()
+            self.patch(txaio, "call_later", clock.callLater)  # autobahn's queued writes wait on it
+            protocol.sendData(b"a" * 10)
+            protocol.sendData(b"b" * 10, sync=True)
+            protocol.sendData(b"c" * 10)
+            protocol.sendData(b"d" * 25, chopsize=7)
+            protocol.sendData(b"e" * 3)
+            for _ in range(50):
+                clock.advance(1)
+            outputs.append(transport.value())
+        self.assertEqual(outputs[0], outputs[1])
+        self.assertEqual(outputs[1], b"a" * 10 + b"b" * 10 + b"c" * 10 + b"d" * 25 + b"e" * 3)
+
+    def test_no_queue_until_needed(self) -> None:
+        """A fast-path connection has no send queue after its handshake and plain writes; a synchronous write makes one."""
+        protocol, _ = open_server(FastServer, 0)
+        protocol.sendData(b"plain")
+        self.assertIsNone(protocol._send_queue)
+        protocol.sendData(b"sync", sync=True)
+        self.assertIsNotNone(protocol._send_queue)
+        protocol.send_queue = type(protocol.send_queue)()  # an empty queue assigned (autobahn's connectionMade) is dropped
+        self.assertIsNone(protocol._send_queue)
+
+
 class ConnectionOptionsTests(SynchronousTestCase):
     """A new connection gets autobahn's options from its factory without autobahn pretty-printing them."""
 
@@ -437,6 +484,52 @@ class ConnectionOptionsTests(SynchronousTestCase):
         protocol.maxFramePayloadSize = 7
         protocol.makeConnection(Transport())
         self.assertEqual(protocol.maxFramePayloadSize, 7)
+
+    def test_hub_connections_read_the_factory_defaults_from_their_class(self) -> None:
+        """
+        A hub server connection keeps no copy of an option whose factory value
+        is the class's default, copies one that differs, and either way reads
+        its factory's value of every option; with fast_path off too.
+        """
+        from twisted_hub import Hub, HubServerFactory
+        from twisted_hub.types import HubServerProtocol
+
+        class Small(Hub):
+            hub_name = "small"
+
+        for fast in (True, False):
+            factory = HubServerFactory([Small], clock=Clock(), max_message_size=100)
+            factory.fast_path = fast
+            protocol = factory.buildProtocol(None)
+            protocol.makeConnection(Transport())
+            self.assertEqual(self.options(protocol), {name: getattr(factory, name) for name in factory.protocol.CONFIG_ATTRS})
+            copied = set(vars(protocol)) & set(HubServerProtocol.CONFIG_ATTRS)
+            # the two sizes differ from the default factory's; the three per-factory objects are never equal
+            self.assertEqual(copied, {"maxFramePayloadSize", "maxMessagePayloadSize", "perMessageCompressionAccept",
+                                      "allowedOrigins", "allowedOriginsPatterns", "flashSocketPolicy"})
+            self.assertEqual(protocol.maxMessagePayloadSize, 100)
+
+    def test_a_subclass_option_wins_over_the_hub_default(self) -> None:
+        """A subclass that sets an option as a class attribute keeps it (even at the hub's default value), as in autobahn."""
+        from twisted_hub import Hub, HubServerFactory
+        from twisted_hub.types import HubServerProtocol
+
+        class Small(Hub):
+            hub_name = "small"
+
+        class Chatty(HubServerProtocol):
+            autoFragmentSize = 512
+            failByDrop = False  # the hub's default too, but the subclass's own
+
+        factory = HubServerFactory([Small], clock=Clock())
+        factory.setProtocolOptions(failByDrop=True)
+        factory.protocol = Chatty
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(Transport())
+        self.assertEqual((protocol.autoFragmentSize, factory.autoFragmentSize), (512, 0))
+        self.assertEqual((protocol.failByDrop, factory.failByDrop), (False, True))
+        self.assertNotIn("autoFragmentSize", vars(protocol))
+        self.assertNotIn("failByDrop", vars(protocol))
 
     def test_options_not_pretty_printed(self) -> None:
         """autobahn's debug log of every option (pformat per connection) gets nothing to format; with fast_path off it does."""

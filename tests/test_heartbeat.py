@@ -137,6 +137,37 @@ class ServerHeartbeatTests(SynchronousTestCase):
         self.assertLessEqual(len(server.clock.getDelayedCalls()), 2)
         self.assertEqual(len(server.factory._schedulers), 1)
 
+    def test_answering_connections_cost_no_progress_reading(self) -> None:
+        """
+        Connections that answer every heartbeat get their progress read at no
+        check, even when the reactor runs the tick before the check of the
+        same instant (the tick on time, the check a little after: a late tick
+        dates its check late); one that stops answering is still read and dropped.
+        """
+        from twisted_hub._core.heartbeat_member import HeartbeatMembership
+
+        readings: list[str] = []
+        original = HeartbeatMembership.sample_progress
+
+        def reading(member: HeartbeatMembership, now: float) -> None:
+            readings.append(member.connection_id)
+            original(member, now)
+
+        self.patch(HeartbeatMembership, "sample_progress", reading)
+        disconnects: list[DisconnectReason] = []
+        server = server_for(HeartbeatPolicy.every(1.0, 3.0), disconnects=disconnects)
+        conns = [server.connect("plain") for _ in range(3)]
+        for _ in range(10):
+            server.clock.advance(1.001)  # each tick a millisecond late
+            server.flush()
+        self.assertEqual((readings, disconnects), ([], []))
+        conns[0].freeze_client()
+        for _ in range(6):
+            server.clock.advance(1.001)
+            server.flush()
+        self.assertEqual(set(readings), {conns[0].server_protocol.session.connection_id})
+        self.assertEqual([r.kind for r in disconnects], [DisconnectKind.TIMED_OUT])
+
     def test_answered_heartbeats_keep_the_connection(self) -> None:
         """A client that answers stays connected well past many timeouts."""
         server = server_for(tight())

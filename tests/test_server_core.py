@@ -663,6 +663,17 @@ class HandshakeWatchCoreTests(unittest.TestCase):
         watch.opened()
         self.assertEqual(self.io.timers, [])
 
+    def test_an_open_connection_keeps_only_its_count(self) -> None:
+        """After the handshake the watch lets its callables go, and still uncounts the connection when it is lost."""
+        import gc
+
+        watch = self.watch()
+        watch.accepted(Peer("192.0.2.1"), counted_by_guard=False)
+        watch.opened()
+        self.assertFalse([r for r in gc.get_referents(watch) if callable(r) and not isinstance(r, type)])
+        watch.lost()
+        self.assertEqual((self.counts.open_connections, self.aborted), (0, 0))
+
     def test_over_the_cap_is_refused_uncounted(self) -> None:
         """A connection over max_connections is refused at once: not counted, no timer."""
         first, second, third = self.watch(), self.watch(), self.watch()

@@ -738,3 +738,52 @@ class InstanceSizeTests(SynchronousTestCase):
         server = HubTestServer([Small], heartbeat=HeartbeatPolicy.every(1.0))
         session = server.connect("small").server_protocol.session
         self.assertLess(len(vars(session)), 30, sorted(vars(session)))
+
+    def test_a_connection_keeps_its_instance_dict_small(self) -> None:
+        """
+        A server connection has at most 85 instance attributes through its
+        handshake, heartbeats and calls: CPython's dict of 86 to 170 keys
+        takes 3.3 KB, one of up to 85 1.5 KB (bench/conn_memory_sites.py).
+        """
+        from twisted_hub.testing import HubTestServer
+
+        class Echo(Hub):
+            hub_name = "echo"
+
+            @method
+            def echo(self, value: object) -> object:
+                return value
+
+        server = HubTestServer([Echo], heartbeat=HeartbeatPolicy.every(1.0, 3.0))
+        connection = server.connect("echo")
+        answered = connection.client.call("echo", 1)
+        server.advance(3.5)
+        self.assertEqual(self.successResultOf(answered), 1)
+        self.assertLessEqual(len(vars(connection.server_protocol)), 85, sorted(vars(connection.server_protocol)))
+
+    def test_an_idle_connection_keeps_no_queues_and_no_raw_handshake(self) -> None:
+        """
+        The call queue and the held-frames queue are made when first used (an
+        empty deque is 760 bytes, and an idle connection never uses them); the
+        upgrade's raw request and response text is let go once open, the
+        parsed request stays.
+        """
+        from twisted_hub.testing import HubTestServer
+
+        class Echo(Hub):
+            hub_name = "echo"
+
+            @method
+            def echo(self, value: object) -> object:
+                return value
+
+        server = HubTestServer([Echo], heartbeat=HeartbeatPolicy.every(1.0, 3.0))
+        connection = server.connect("echo")
+        answered = connection.client.call("echo", 1)
+        server.advance(3.5)
+        self.assertEqual(self.successResultOf(answered), 1)
+        protocol = connection.server_protocol
+        assert protocol.session is not None
+        self.assertEqual((protocol.session.dispatcher._queue, protocol.held._frames), (None, None))
+        self.assertEqual((protocol.http_request_data, protocol.http_response_data), (b"", ""))
+        self.assertEqual(protocol.session.request.headers["host"], "127.0.0.1:80")

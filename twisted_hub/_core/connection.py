@@ -135,6 +135,27 @@ _RESUME_FROM_CLIENT = frozenset({MessageKind.RESUME, MessageKind.ACK})
 #: what a client that announced C{resume} accepts besides
 _RESUME_FROM_SERVER = frozenset({MessageKind.SESSION, MessageKind.RESUMED, MessageKind.RESUME_REFUSED, MessageKind.ACK})
 
+#: at most this many distinct capability sets are shared (the peers choose them)
+MAX_SHARED_CAPABILITY_SETS = 64
+_capability_sets: dict[tuple[str, ...], frozenset[str]] = {}
+
+
+def shared_capabilities(capabilities: list[str]) -> frozenset[str]:
+    """
+    The set of C{capabilities}, one object for every connection that announced
+    the same list (and its strings with it): clients of one version announce one
+    list, and a set of three strings per connection is 330 bytes
+    (C{bench/conn_memory_sites.py}).  Lists past the first
+    L{MAX_SHARED_CAPABILITY_SETS} seen get a set of their own.
+    """
+    key = tuple(capabilities)
+    shared = _capability_sets.get(key)
+    if shared is None:
+        shared = frozenset(capabilities)
+        if len(_capability_sets) < MAX_SHARED_CAPABILITY_SETS:
+            _capability_sets[key] = shared
+    return shared
+
 
 @dataclass(slots=True)
 class CallSucceeded(Generic[T]):
@@ -606,7 +627,7 @@ class ServerConnection(Connection[T]):
             if kind is not Hello:
                 raise ProtocolError("the first message from a client must be hello")
             assert isinstance(message, Hello)
-            self.peer_capabilities = frozenset(message.capabilities)
+            self.peer_capabilities = shared_capabilities(message.capabilities)
             self.peer_max_message_size = message.max_message_size
             self.state = ConnectionState.OPEN
             return HandshakeCompleted(self.peer_capabilities)

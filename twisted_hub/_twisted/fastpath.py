@@ -28,9 +28,12 @@ L{TCP_ATTRIBUTES}).
 from __future__ import annotations
 
 import os
+from collections import deque
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import autobahn
+from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.tcp import Connection as _TCPConnection
 from twisted.logger import Logger
 
@@ -166,11 +169,64 @@ def apply_tcp_nodelay(transport: Any, nodelay: bool) -> None:
         _log.debug("TCP_NODELAY not set on {transport!r}: {error}", transport=transport, error=e)
 
 
+_NO_OPTION = object()
+
+
+def copy_options(protocol: Any, factory: Any) -> None:
+    """
+    autobahn's copy of its options from the factory to a new connection
+    (C{WebSocketProtocol._connectionMade}: an option already set on the
+    connection or its class is kept), except that an option of
+    C{OPTION_DEFAULTS} whose factory value equals the class attribute is not
+    copied: the connection reads the same value from its class.  A server
+    connection has about a hundred instance attributes, and CPython's dict
+    of 86 to 170 keys takes 3.3 KB where one of up to 85 takes 1.5 KB;
+    these options were 25 of them (C{bench/conn_memory_sites.py}).
+    """
+    cls = type(protocol)
+    defaults = _class_defaults(cls)
+    own = protocol.__dict__
+    for name in cls.CONFIG_ATTRS:
+        if name in own:
+            continue  # set on this connection: kept
+        default = defaults.get(name, _NO_OPTION)
+        if default is not _NO_OPTION:
+            value = getattr(factory, name)
+            # equal immutable values only (a list or a function is copied unless it is the very object)
+            if value is default or (type(value) is type(default) and type(value) in _SCALARS and value == default):
+                continue
+            setattr(protocol, name, value)
+        elif not hasattr(protocol, name):  # (a subclass's own class attribute is kept, as by autobahn)
+            setattr(protocol, name, getattr(factory, name))
+
+
+_SCALARS = frozenset({bool, int, float, str, type(None)})
+_DEFAULTS_BY_CLASS: WeakKeyDictionary[type, dict[str, object]] = WeakKeyDictionary()
+
+
+def _class_defaults(cls: type) -> dict[str, object]:
+    """
+    The C{OPTION_DEFAULTS} that C{cls} reads from the class declaring them: an
+    option a subclass sets as its own class attribute (even to the same value)
+    is the subclass's, kept as autobahn keeps it.  Worked out once per class.
+    """
+    found = _DEFAULTS_BY_CLASS.get(cls)
+    if found is None:
+        found = {}
+        for name, value in getattr(cls, "OPTION_DEFAULTS", {}).items():
+            for klass in cls.__mro__:
+                if name in vars(klass):
+                    if "OPTION_DEFAULTS" in vars(klass) and vars(klass)[name] is value:
+                        found[name] = value
+                    break
+        _DEFAULTS_BY_CLASS[cls] = found
+    return found
+
+
 class FastPathMixin:
     """Mix in before autobahn's C{WebSocketServerProtocol}/C{WebSocketClientProtocol}."""
 
     # Attributes set by autobahn's protocol.
-    send_queue: Any
     transport: Any
     state: Any
     trafficStats: Any
@@ -210,9 +266,15 @@ class FastPathMixin:
     bytes_in = 0
     bytes_out = 0
 
+    #: autobahn options (CONFIG_ATTRS) a connection reads from its class while its
+    #: factory's value is the same (see L{copy_options}); the class has them as attributes
+    OPTION_DEFAULTS: dict[str, object] = {}
+
     def connectionMade(self) -> None:
         self._fast_path = FAST_PATH_AVAILABLE and bool(getattr(self.factory, "fast_path", True))
         if not self._fast_path:
+            # (autobahn's own loop then finds every option set and copies none)
+            copy_options(self, self.factory)
             super().connectionMade()  # type: ignore[misc]
             # autobahn read tcpNoDelay before copying it: set it now (see apply_tcp_nodelay).
             apply_tcp_nodelay(self.transport, bool(self.tcpNoDelay))
@@ -225,10 +287,7 @@ class FastPathMixin:
             # already set on the connection is kept); autobahn's loop then has
             # nothing to copy or print.  With the options copied first,
             # autobahn's own setTcpNoDelay sees tcpNoDelay and sets it.
-            factory = self.factory
-            for name in type(self).CONFIG_ATTRS:
-                if not hasattr(self, name):
-                    setattr(self, name, getattr(factory, name))
+            copy_options(self, self.factory)
             self.CONFIG_ATTRS = ()
             try:
                 super().connectionMade()  # type: ignore[misc]
@@ -380,10 +439,43 @@ class FastPathMixin:
         stats.outgoingWebSocketFrames += 1
         self.sendData(frame)
 
+    # autobahn's queue of synchronous and chopped writes (send_queue), made when
+    # autobahn first uses it: nearly every connection never does, and the empty
+    # deque autobahn makes for each is 760 bytes (bench/conn_memory_sites.py).
+    _send_queue: deque[Any] | None = None
+
+    @property
+    def send_queue(self) -> deque[Any]:
+        queue = self._send_queue
+        if queue is None:
+            queue = self._send_queue = deque()
+        return queue
+
+    @send_queue.setter
+    def send_queue(self, queue: deque[Any]) -> None:
+        self._send_queue = queue if queue else None
+
+    # autobahn's incremental UTF-8 validator, used for text messages only (a hub
+    # speaks binary): made when a text message first arrives instead of for
+    # every connection (its cffi state and wrapper are 220 bytes).
+    _utf8validator: Any = None
+
+    @property
+    def utf8validator(self) -> Any:
+        validator = self._utf8validator
+        if validator is None:
+            validator = self._utf8validator = Utf8Validator()
+        return validator
+
+    @utf8validator.setter
+    def utf8validator(self, validator: Any) -> None:
+        # autobahn's connectionMade gives each connection a new one: let it go
+        self._utf8validator = None
+
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # autobahn's sendData, minus the debug-log call on the common path.
         self.bytes_out += len(data)
-        if chopsize or sync or self.send_queue or not self._fast_path:
+        if chopsize or sync or self._send_queue or not self._fast_path:
             super().sendData(data, sync, chopsize)  # type: ignore[misc]
             return
         # At most one write per connection and reactor turn goes straight to

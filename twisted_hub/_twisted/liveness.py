@@ -218,9 +218,19 @@ class ServerHeartbeatScheduler:
         last_stall_at = self.stall.last_stall_at if policy.stall_grace else None
         graced = 0
         progressing_until: float | None = None
+        # A check falls due at the same instant as a tick (due = a tick + timeout), and
+        # the reactor runs the two in either order.  A wait that this instant's tick
+        # began (no older heartbeat unanswered) has its own check, a timeout from now:
+        # it is passed over here, as when the check runs first.  Otherwise every idle
+        # member's progress was read (a syscall each) at every other tick for nothing.
+        # (Only a wait this check cannot time out anyway: a timeout shorter than half
+        # the interval has its own checks before this one.)
+        assert policy.timeout is not None  # (checks are scheduled only with a timeout)
+        began_now, timeout = due - policy.interval / 2, policy.timeout
         for member in list(self.members.values()):
             tracker = member.heartbeat_tracker
-            if tracker.timeout_started_at is None:
+            started = tracker.timeout_started_at
+            if started is None or (started > began_now and now < started + timeout - 1e-6):
                 continue
             member.sample_progress(now)
             avoided = tracker.timeouts_avoided

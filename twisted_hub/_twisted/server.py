@@ -176,6 +176,11 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
 
     def onOpen(self) -> None:
         self.watch.opened()
+        # autobahn keeps the upgrade request's and response's raw text for the
+        # connection's life and never reads them again (the parsed request stays,
+        # in self.http_headers and the ConnectionRequest): 480 bytes per connection.
+        self.http_request_data = b""
+        self.http_response_data = ""
         policy = self.factory.compression
         if policy is not None and install_deflate(self, policy):
             self.compress_min_size = policy.min_size
@@ -364,6 +369,24 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
     def disconnect_reason(self) -> DisconnectReason | None:
         """Why this connection ended, once it has (None while open)."""
         return self.session.disconnect_reason if self.session is not None else None
+
+
+#: autobahn's options as a default HubServerFactory sets them: class attributes of
+#: HubServerProtocol, which a connection reads instead of its own copy while its
+#: factory has the same value (fastpath.copy_options: a smaller instance dict)
+HubServerProtocol.OPTION_DEFAULTS = {
+    "logOctets": False, "logFrames": False, "trackTimings": False, "utf8validateIncoming": True,
+    "applyMask": True, "maxFramePayloadSize": DEFAULT_MAX_MESSAGE_SIZE,
+    "maxMessagePayloadSize": DEFAULT_MAX_MESSAGE_SIZE, "autoFragmentSize": 0, "failByDrop": False,
+    "echoCloseCodeReason": False, "openHandshakeTimeout": 0, "closeHandshakeTimeout": 1, "tcpNoDelay": True,
+    "autoPingInterval": 0, "autoPingTimeout": 0, "autoPingSize": 12, "autoPingRestartOnAnyTraffic": True,
+    "versions": WebSocketServerProtocol.SUPPORTED_PROTOCOL_VERSIONS, "webStatus": True,
+    "requireMaskedClientFrames": True, "maskServerFrames": False, "serveFlashSocketPolicy": False,
+    "allowNullOrigin": True, "maxConnections": 0, "trustXForwardedFor": 0,
+}
+for _name, _value in HubServerProtocol.OPTION_DEFAULTS.items():
+    setattr(HubServerProtocol, _name, _value)
+del _name, _value
 
 
 def _subprotocol_or_deny(refusal: Refusal | None) -> str:
