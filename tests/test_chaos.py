@@ -83,7 +83,7 @@ def _bench_module(name: str) -> Any:
 
 chaos = _bench_module("chaos")
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.long_process]
 
 
 def run_and_judge(settings: Any, workdir: Path) -> dict[str, Any]:

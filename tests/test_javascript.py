@@ -139,6 +139,7 @@ def test_generated_typescript_compiles_against_the_client(node_modules: Path) ->
     _run(_tool("node"), str(node_modules / "typescript" / "bin" / "tsc"), "-p", "test/typed/tsconfig.json", timeout=180)
 
 
+@pytest.mark.long_process
 def test_browser(node_modules: Path) -> None:
     """
     Headless Chromium: the demo page of twistd hub (chat, members, server down, heartbeats,

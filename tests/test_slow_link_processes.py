@@ -37,6 +37,9 @@ from ._nginx import NginxProcess, start_nginx
 from ._processes import ROOT, ScriptProcess, spawn_script
 from ._rate_proxy import Direction, RateLimitingProxy
 
+#: long real-process runs: the floors job leaves them out (.ci/floors)
+pytestmark = pytest.mark.long_process
+
 INTERVAL = 1.0
 TIMEOUT = 3.0
 #: (bytes/s, calls, bytes per call): 10x the timeout's worth of data each way, in messages of 5 s each
