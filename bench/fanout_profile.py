@@ -1,7 +1,7 @@
 """
 Where the time of one fan-out goes, counted rather than timed:
 ``python3 bench/fanout_profile.py [--impls hub hub-resume] [--repeats N] [--opcodes]
-[--strace] [--profile DIR] [--perf DIR] [--members N] [--messages N]``.
+[--callgrind DIR] [--strace] [--profile DIR] [--perf DIR] [--members N] [--messages N]``.
 
 bench/run.py's ``fanout`` case (one group of 500 members, 200 broadcasts of
 100 bytes, one per reactor turn, after a warm-up of 20), once per
@@ -24,6 +24,11 @@ reporting per delivered message:
 - with ``--strace``: the server's and the load's system calls during the
   measured broadcasts (``strace -c``; slows both, so its timings mean
   nothing, its counts do);
+- with ``--callgrind DIR``: the server under valgrind's callgrind,
+  instrumented for the measured broadcasts only: user-space machine
+  instructions per delivered message (interpreter, libraries; not the
+  kernel), reproducible to about 1 % (``DIR/IMPL.callgrind.1`` for
+  ``callgrind_annotate``; use ``--members 100``, it runs 50 times slower);
 - with ``--perf DIR``: ``perf record -e cpu-clock`` of the server
   (``DIR/IMPL.perf``, for ``perf report``: interpreter, libc and kernel
   symbols).
@@ -39,21 +44,36 @@ every process (and strace) ends by its PID.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import pstats
+import queue
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from typing import Any
 
 import psutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from _common import cpu_seconds  # noqa: E402
-from run import BenchError, Processes, Settings, server_stats, start_loads, start_server  # noqa: E402
+from _common import ROOT, cpu_seconds  # noqa: E402
+from run import (  # noqa: E402
+    BenchError,
+    Child,
+    Processes,
+    Settings,
+    base_impl,
+    impl_env,
+    server_stats,
+    start_loads,
+    start_server,
+)
 
 #: cProfile entries counted per delivered message: label -> (file suffix or "~", function name)
 COUNTED = {
@@ -95,9 +115,50 @@ def counted(path: str) -> dict[str, int]:
     return found
 
 
+class CallgrindChild(Child):
+    """A server under C{valgrind --tool=callgrind}, instrumenting nothing until told to (L{callgrind})."""
+
+    def __init__(self, name: str, argv: list[str], extra_env: dict[str, str] | None, out: str) -> None:
+        self.name = name
+        self.stderr = tempfile.TemporaryFile()
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.update(extra_env or {})
+        env["PYTHONUNBUFFERED"] = "1"
+        self.proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+             sys.executable, *argv],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, cwd=HERE, env=env,
+        )
+        self.pid = self.proc.pid
+        self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+
+def callgrind(pid: int, *command: str) -> None:
+    subprocess.run(["callgrind_control", *command, str(pid)], check=True, stdout=subprocess.DEVNULL, timeout=120)
+
+
+def instructions(out: str) -> int:
+    """The instructions (Ir) in the dumps written so far by one callgrind run (its C{totals:} lines)."""
+    total = 0
+    for path in glob.glob(out + ".*"):
+        with open(path) as f:
+            total += sum(int(line.split()[1]) for line in f if line.startswith("totals:"))
+    return total
+
+
 def run(impl: str, s: Settings, args: argparse.Namespace) -> dict[str, object]:
     with Processes() as procs:
-        server, port = start_server(procs, impl)
+        if args.callgrind:
+            out = os.path.join(args.callgrind, f"{impl}.callgrind")
+            for old in glob.glob(out + "*"):
+                os.remove(old)
+            server = CallgrindChild(f"{impl} server", ["_server.py", base_impl(impl), "--heartbeat", "0.0"],
+                                    impl_env(impl), out)
+            procs.children.append(server)
+            port = int(server.expect("ready", 120)["port"])
+        else:
+            server, port = start_server(procs, impl)
         loads, _, _ = start_loads(procs, impl, port, s.fanout_members, s, 30)
         if server_stats(server)["conns"] != s.fanout_members:
             raise BenchError(f"{impl}: not every member is connected")
@@ -131,11 +192,17 @@ def run(impl: str, s: Settings, args: argparse.Namespace) -> dict[str, object]:
             times0 = psutil.Process(server.pid).cpu_times()
             switches0 = psutil.Process(server.pid).num_ctx_switches()
             result_opcodes = 0
+            if measure and args.callgrind:
+                callgrind(server.pid, "--zero")
+                callgrind(server.pid, "--instr=on")
             cpu0, lcpu0 = cpu_seconds(server.pid), sum(cpu_seconds(load.pid) for load in loads)
             server.send(f"fanout {messages} {s.fanout_size} turn")
             started = server.expect("fanout", 60)
             done = [load.expect("done", 60) for load in loads]
             cpu, lcpu = cpu_seconds(server.pid) - cpu0, sum(cpu_seconds(load.pid) for load in loads) - lcpu0
+            if measure and args.callgrind:
+                callgrind(server.pid, "--dump=burst")
+                callgrind(server.pid, "--instr=off")
             times1 = psutil.Process(server.pid).cpu_times()
             switches1 = psutil.Process(server.pid).num_ctx_switches()
             if measure and args.opcodes and twisted:
@@ -166,6 +233,8 @@ def run(impl: str, s: Settings, args: argparse.Namespace) -> dict[str, object]:
             for name, (proc, out) in zip(("server", "load"), traces, strict=False):
                 result[f"{name}_syscalls"] = strace_stop(proc, out)
             delivered = sum(d["frames"] for d in done)
+            if measure and args.callgrind:
+                result["instructions_per_msg"] = instructions(os.path.join(args.callgrind, f"{impl}.callgrind")) / delivered
             wall = max(d["t_last"] for d in done) - started["t0"]
             result.update(delivered=delivered, wall_s=wall, server_cpu_s=cpu, load_cpu_s=lcpu,
                           server_cpu_us_per_msg=cpu / delivered * 1e6,
@@ -184,6 +253,8 @@ def main() -> int:
     parser.add_argument("--impls", nargs="+", default=["hub", "hub-resume"])
     parser.add_argument("--strace", action="store_true", help="count system calls (strace -c) of the measured burst")
     parser.add_argument("--profile", metavar="DIR", help="cProfile the server during the measured burst")
+    parser.add_argument("--callgrind", metavar="DIR",
+                        help="run the server under valgrind's callgrind: user-space instructions of the burst")
     parser.add_argument("--opcodes", action="store_true", help="count the server's Python bytecodes (sys.settrace)")
     parser.add_argument("--perf", metavar="DIR", help="perf record (cpu-clock) the server during the measured burst")
     parser.add_argument("--members", type=int, default=None)
@@ -193,7 +264,7 @@ def main() -> int:
     s = Settings()
     s.fanout_members = args.members or s.fanout_members
     s.fanout_messages = args.messages or s.fanout_messages
-    for directory in (args.profile, args.perf):
+    for directory in (args.profile, args.perf, args.callgrind):
         if directory:
             os.makedirs(directory, exist_ok=True)
     runs = [impl for r in range(args.repeats) for impl in (args.impls if r % 2 == 0 else args.impls[::-1])]
