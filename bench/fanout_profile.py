@@ -28,7 +28,8 @@ reporting per delivered message:
   instrumented for the measured broadcasts only: user-space machine
   instructions per delivered message (interpreter, libraries; not the
   kernel), reproducible to about 1 % (``DIR/IMPL.callgrind.1`` for
-  ``callgrind_annotate``; use ``--members 100``, it runs 50 times slower);
+  ``callgrind_annotate``; use ``--members 100``, it runs 50 times slower;
+  ``BENCH_CALLGRIND_OPTIONS=--cache-sim=yes`` adds simulated cache misses);
 - with ``--perf DIR``: ``perf record -e cpu-clock`` of the server
   (``DIR/IMPL.perf``, for ``perf report``: interpreter, libc and kernel
   symbols).
@@ -115,6 +116,10 @@ def counted(path: str) -> dict[str, int]:
     return found
 
 
+#: BENCH_CALLGRIND_OPTIONS: more valgrind options (e.g. --cache-sim=yes: simulated cache misses too)
+CALLGRIND_OPTIONS = os.environ.get("BENCH_CALLGRIND_OPTIONS", "").split()
+
+
 class CallgrindChild(Child):
     """A server under C{valgrind --tool=callgrind}, instrumenting nothing until told to (L{callgrind})."""
 
@@ -125,7 +130,7 @@ class CallgrindChild(Child):
         env.update(extra_env or {})
         env["PYTHONUNBUFFERED"] = "1"
         self.proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no", *CALLGRIND_OPTIONS, f"--callgrind-out-file={out}",
              sys.executable, *argv],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, cwd=HERE, env=env,
         )
