@@ -23,8 +23,11 @@ It listens on an ephemeral loopback port, reports ``{"event": "ready",
 ``mark``, as a 0.1 s timer's worst lateness), ``fanout COUNT SIZE [turn]`` (``turn``: one broadcast per
 reactor turn, else all in one turn), ``trim`` (Twisted servers: ``malloc_trim(0)``,
 then report the RSS), ``snapshot PATH`` (Twisted servers started with ``PYTHONTRACEMALLOC``:
-a tracemalloc snapshot dumped to PATH), ``profile`` and ``profile_stop PATH`` (cProfile the
-Twisted server between them, the statistics dumped to PATH) and ``quit``.
+a tracemalloc snapshot dumped to PATH), ``profile`` and ``profile_stop PATH`` (Twisted servers:
+cProfile between them, the stats written to PATH), ``gc`` (Twisted servers: the
+garbage collector's runs by generation, and the objects it tracks), ``opcodes`` and
+``opcodes_stop`` (Twisted servers: Python bytecodes run between them, a count that
+does not depend on the machine's load) and ``quit``.
 """
 
 from __future__ import annotations
@@ -106,7 +109,6 @@ def _serve_commands_twisted(reactor, handle) -> None:  # type: ignore[no-untyped
     from twisted.protocols.basic import LineReceiver
 
     lag = LagWatch(reactor)
-    profilers: list = []  # type: ignore[type-arg]
 
     class Commands(LineReceiver):
         delimiter = b"\n"
@@ -126,6 +128,41 @@ def _serve_commands_twisted(reactor, handle) -> None:  # type: ignore[no-untyped
                 emit("stats", conns=handle.connections(), rss=rss_bytes(), cpu=cpu_seconds(), lag_max=lag.worst,
                      **extra)
                 return
+            if words[0] == "profile":  # bench/fanout_profile.py, bench/heartbeat_profile.py: cProfile from now on
+                import cProfile
+
+                self.profiler = cProfile.Profile()
+                self.profiler.enable()
+                emit("profiling")
+                return
+            if words[0] == "profile_stop":  # ... until now, the stats written to words[1]
+                self.profiler.disable()
+                self.profiler.dump_stats(words[1])
+                emit("profiled", path=words[1], conns=handle.connections())
+                return
+            if words[0] == "opcodes":  # bench/fanout_profile.py: count the bytecodes run from now on
+                counts = self.opcodes = {}
+
+                def tracer(frame, event, arg):  # type: ignore[no-untyped-def]
+                    frame.f_trace_opcodes = True
+                    if event == "opcode":
+                        code = frame.f_code
+                        counts[code] = counts.get(code, 0) + 1
+                    return tracer
+
+                sys.settrace(tracer)
+                emit("counting")
+                return
+            if words[0] == "opcodes_stop":  # ... until now: the total, and the 40 functions that ran most
+                sys.settrace(None)
+                top = sorted(self.opcodes.items(), key=lambda item: -item[1])[:40]
+                emit("opcodes", count=sum(self.opcodes.values()),
+                     top=[[f"{c.co_filename.rsplit('site-packages/', 1)[-1]}:{c.co_firstlineno}({c.co_name})", n]
+                          for c, n in top])
+                return
+            if words[0] == "gc":  # bench/fanout_profile.py: the collector's runs so far, by generation
+                emit("gc", collections=[g["collections"] for g in gc.get_stats()], objects=len(gc.get_objects()))
+                return
             if words[0] == "mark":  # bench/storm.py: the longest turn from now on
                 lag.mark()
                 emit("marked")
@@ -136,18 +173,6 @@ def _serve_commands_twisted(reactor, handle) -> None:  # type: ignore[no-untyped
                 gc.collect()
                 tracemalloc.take_snapshot().dump(words[1])
                 emit("snapshot", rss=rss_bytes(), conns=handle.connections())
-                return
-            if words[0] == "profile":  # bench/heartbeat_profile.py: cProfile the server from now on
-                import cProfile
-
-                profilers[:] = [cProfile.Profile()]
-                profilers[0].enable()
-                emit("profiling")
-                return
-            if words[0] == "profile_stop":  # ... until now, the statistics dumped to PATH
-                profilers[0].disable()
-                profilers[0].dump_stats(words[1])
-                emit("profiled", conns=handle.connections())
                 return
             if words[0] == "trim":  # bench/memory.py: how much of the kept memory malloc can give back
                 import ctypes

@@ -305,6 +305,15 @@ class Conn(asyncio.Protocol):
             opcode = b0 & 0x0F
             if self.is_ready and opcode == 2 and self.load.impl != "hub":
                 self.load.data_frame()  # the hot path of fan-out: no payload copy
+            elif (opcode == 2 and self.is_ready and length > 1 and buf[pos + head + 1] == 6
+                  and buf[pos + head] & 0xF0 == 0x90 and self.load.watch is None):
+                # the hub's hot path of fan-out, as cheap as the others': a receiver call
+                # ([6, ...], its kind the second byte) is counted without a copy or a parse
+                self.load.data_frame()
+                if _RESUME:
+                    self.received += 1
+                    if self.received % _ACK_EVERY == 0:
+                        self.send(2, msgpack.packb([24, self.received]))
             else:
                 self.frame(opcode, bytes(buf[pos + head : end]))
             pos = end

@@ -138,7 +138,8 @@ class Settings:
 def quick_settings() -> Settings:
     return Settings(
         repeats=1, rpc_warmup=0.3, rpc_duration=0.6, fanout_members=40, fanout_messages=20,
-        idle_n={"idle1000": 20, "idle5000": 50, "idle10000": 100, "idle19000": 190}, idle_baseline=0.3, idle_warmup=1.2, idle_window=1.5,
+        idle_n={"idle1000": 20, "idle5000": 50, "idle10000": 100, "idle19000": 190},
+        idle_baseline=0.3, idle_warmup=1.2, idle_window=1.5,
         accept_conns={"accept": 100, "accept1": 30}, accept_own_conns=30,
     )
 

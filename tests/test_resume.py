@@ -132,6 +132,49 @@ class ReplayBufferTests(SynchronousTestCase):
         with self.assertRaises(ResumeRefusedError):
             buffer.replay(1, 15.0)
 
+    def test_ageOfASpanIsItsNewestMessage(self) -> None:
+        """
+        Messages within one mark span share one age record, that of the
+        newest (kept apart from the marks while the span is open): they
+        expire together once it is max_age old, never before; the next
+        span's messages stay.
+        """
+        buffer = ReplayBuffer(max_age=10.0)
+        for t in (0.0, 0.4, 0.9):  # one span (MARK_SPAN is 1 s)
+            buffer.append(_message(int(t * 10)), t)
+        buffer.append(_message(20), 2.0)  # the next span
+        self.assertEqual(buffer.expire(10.89), 0)  # 0.0 is 10.89 s old, but 0.9 only 9.99
+        self.assertEqual(buffer.expire(10.9), 3)
+        self.assertEqual(buffer.replay(3, 10.9), [_message(20)])
+        self.assertEqual(buffer.expire(11.99), 0)
+        self.assertEqual(buffer.expire(12.0), 1)
+        self.assertEqual(len(buffer), 0)
+
+    def test_tooLargeMessageLeavesNoAgeRecord(self) -> None:
+        """
+        A message larger than the buffer is numbered, not kept, and drops
+        what was kept; the next message kept starts its own age record.
+        """
+        buffer = ReplayBuffer(max_bytes=100, max_age=10.0)
+        buffer.append(_message(1), 0.0)
+        self.assertEqual(buffer.append(_message(2, size=100), 0.5), 2)
+        self.assertEqual((len(buffer), buffer.size), (0, 0))
+        self.assertEqual(buffer.append(_message(3), 0.7), 3)
+        self.assertEqual(buffer.expire(10.69), 0)
+        self.assertEqual(buffer.expire(10.7), 1)
+        buffer.append(_message(4), 20.0)  # kept empty, then again
+        self.assertEqual(buffer.replay(3, 20.0), [_message(4)])
+
+    def test_ackDropsExactlyTheAcknowledgedBytes(self) -> None:
+        """Acknowledging part of the kept messages frees exactly their bytes, whatever their sizes."""
+        buffer = ReplayBuffer()
+        sizes = [10, 20, 30, 40, 50]
+        for i, size in enumerate(sizes):
+            buffer.append(_message(i, size), 0.0)
+        buffer.ack(3)
+        self.assertEqual(buffer.size, 40 + 50 + 2 * ENTRY_OVERHEAD)
+        self.assertEqual(buffer.replay(3, 0.0), [_message(3, 40), _message(4, 50)])
+
     def test_firstDropReasonReported(self) -> None:
         """When both bounds dropped messages, the reason of the first one the peer lacks is reported."""
         per = 10 + ENTRY_OVERHEAD

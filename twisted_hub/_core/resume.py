@@ -17,6 +17,7 @@ import hmac
 import secrets
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from itertools import islice
 from typing import Final
 
 from .base_error import HubArgumentError, TwistedHubError
@@ -51,6 +52,8 @@ DEFAULT_ACK_EVERY: Final = 64
 DEFAULT_ACK_DELAY: Final = 5.0
 #: The most settled calls a CallDeduplicator keeps (the oldest go first).
 DEFAULT_MAX_CALLS: Final = 4096
+#: ReplayBuffer.MARK_SPAN, read as a global on its hot path
+_MARK_SPAN: Final = 1.0
 
 
 class ResumeRefusedError(TwistedHubError):
@@ -122,7 +125,12 @@ class ReplayBuffer:
     """
 
     #: the longest span of time whose messages share one age record, seconds
-    MARK_SPAN: Final = 1.0
+    MARK_SPAN: Final = _MARK_SPAN
+
+    # L{append} runs once per member and message of a fan-out: what it touches is kept in
+    # few places (slots, and the newest span's times in them rather than in its mark)
+    __slots__ = ("max_bytes", "max_age", "_kept", "_marks", "_span_at", "_last_at", "_bytes", "last_sent", "acked",
+                 "_dropped")
 
     def __init__(self, max_bytes: int = DEFAULT_BUFFER_BYTES, max_age: float = DEFAULT_WINDOW) -> None:
         if max_bytes < 1 or not max_age > 0:
@@ -130,8 +138,11 @@ class ReplayBuffer:
         self.max_bytes = max_bytes
         self.max_age = max_age
         self._kept: deque[bytes] = deque()
-        # [first sequence, first sent at, last sent at] of each span, oldest first
+        # [first sequence, first sent at, last sent at] of each span, oldest first; the newest
+        # span's "last sent at" lives in _last_at (written into its mark when the next span
+        # opens, and when expire reads the marks), its "first sent at" also in _span_at
         self._marks: deque[list[float]] = deque()
+        self._span_at = self._last_at = 0.0
         self._bytes = 0
         #: the last sequence number given out
         self.last_sent = 0
@@ -160,23 +171,38 @@ class ReplayBuffer:
         A message larger than the whole buffer is numbered but not kept (it
         counts as an overflow if the peer turns out to need it).
         """
+        # (one bound check on the common path covers both rare cases: a message larger than
+        # the buffer, and the buffer full)
         self.last_sent = sequence = self.last_sent + 1
-        size = len(data) + ENTRY_OVERHEAD
-        if size > self.max_bytes:
-            # everything older is dropped too: a replay must be contiguous
-            self._drop_oldest(len(self._kept), ResumeReason.BUFFER_OVERFLOWED)
-            self._drop_through(sequence, ResumeReason.BUFFER_OVERFLOWED)
-            return sequence
         self._kept.append(data)
-        marks = self._marks
-        if marks and now - marks[-1][1] < self.MARK_SPAN:
-            marks[-1][2] = now
-        else:
-            marks.append([sequence, now, now])
-        self._bytes += size
+        self._bytes += len(data) + ENTRY_OVERHEAD
+        if not self._marks or now - self._span_at >= _MARK_SPAN:
+            self._open_span(sequence, now)
+        self._last_at = now
         if self._bytes > self.max_bytes:
-            self._shrink()
+            self._over_bound(len(data) + ENTRY_OVERHEAD, sequence)
         return sequence
+
+    def _open_span(self, sequence: int, now: float) -> None:
+        """Message C{sequence}, kept at C{now}, starts a new span of age record."""
+        marks = self._marks
+        if marks:
+            marks[-1][2] = self._last_at
+        marks.append([sequence, now, now])
+        self._span_at = now
+
+    def _over_bound(self, size: int, sequence: int) -> None:
+        """Message C{sequence} (C{size} bytes with its overhead) took the buffer past its byte bound."""
+        if size > self.max_bytes:
+            # larger than the whole buffer: numbered but not kept, and everything older
+            # is dropped too (a replay must be contiguous)
+            self._kept.pop()
+            self._bytes -= size
+            self._drop_oldest(len(self._kept), ResumeReason.BUFFER_OVERFLOWED)
+            self._forget_marks()  # (the span it opened, if it opened one)
+            self._drop_through(sequence, ResumeReason.BUFFER_OVERFLOWED)
+            return
+        self._shrink()
 
     def _shrink(self) -> None:
         """Drop the oldest messages until the bytes bound holds again (an overflow)."""
@@ -204,11 +230,7 @@ class ReplayBuffer:
         kept = self._kept
         count = min(received - self._first + 1, len(kept))
         if count > 0:
-            popleft = kept.popleft
-            freed = 0
-            for _ in range(count):
-                freed += len(popleft())
-            self._bytes -= freed + count * ENTRY_OVERHEAD
+            self._bytes -= _pop_oldest(kept, count) + count * ENTRY_OVERHEAD
             self._forget_marks()
         if self._dropped:
             self._dropped = [(last, why) for last, why in self._dropped if last > received]
@@ -216,6 +238,8 @@ class ReplayBuffer:
     def expire(self, now: float) -> int:
         """Drop what is older than the age bound; return how many were dropped."""
         marks = self._marks
+        if marks:
+            marks[-1][2] = self._last_at
         count = 0
         while marks and now - marks[0][2] >= self.max_age:
             end = int(marks[1][0]) - 1 if len(marks) > 1 else self.last_sent
@@ -249,11 +273,7 @@ class ReplayBuffer:
         if count <= 0:
             return
         last = self._first + count - 1
-        popleft = self._kept.popleft
-        freed = 0
-        for _ in range(count):
-            freed += len(popleft())
-        self._bytes -= freed + count * ENTRY_OVERHEAD
+        self._bytes -= _pop_oldest(self._kept, count) + count * ENTRY_OVERHEAD
         self._forget_marks()
         self._drop_through(last, reason)
 
@@ -275,6 +295,14 @@ class ReplayBuffer:
         if len(self._dropped) > 8:
             first = self._dropped[0][1]
             self._dropped[:2] = [(self._dropped[1][0], first)]
+
+
+def _pop_oldest(kept: deque[bytes], count: int) -> int:
+    """
+    Drop the C{count} oldest of C{kept}; return their bytes.  (In C, not one
+    bytecode per message: an acknowledgement covers up to C{ack_every}.)
+    """
+    return sum(map(len, islice(iter(kept.popleft, None), count)))
 
 
 class ReceiveWindow:

@@ -202,8 +202,9 @@ class SessionOutput:
             return
         if core.has_outgoing:
             self.flush()
-        if core.resume is not None:
-            core.resume.sent(prepared.payload)
+        link = core.resume
+        if link is not None:
+            link.sent(prepared.payload)
         if self._send_prepared(prepared):
             core.messages_sent += 1
 
