@@ -333,3 +333,16 @@ class ClientResumeTests(SessionTests):
         with self.assertRaises(ConnectionClosedError):
             inbound.take()
         self.assertIsNone(self.resumption.streams)
+
+    def test_a_client_stopped_while_detached_fails_its_streams(self) -> None:
+        """The reconnecting client stopped while its session waits for a resume: kept calls and streams fail with its error."""
+        session = self.start()
+        _, inbound, _ = session.streams.invoke("s1", "ticks", [], None, 4, lambda value: False)
+        assert inbound is not None
+        self.lose(session)
+        stopped = ConnectionClosedError(DisconnectReason(DisconnectKind.NORMAL, None, "the client was stopped", locally=True))
+        self.assertEqual(self.resumption.end(stopped), ["s1"])
+        with self.assertRaises(ConnectionClosedError) as raised:
+            inbound.take()
+        self.assertIs(raised.exception, stopped)
+        self.assertFalse(self.resumption.resumable)

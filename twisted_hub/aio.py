@@ -708,6 +708,13 @@ class ReconnectingAsyncHubClient:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        resumption = self.resumption
+        if resumption is not None and resumption.resumable:
+            # stopped while the session waits for a resume: it ends here (its calls and streams fail)
+            error = ConnectionClosedError(DisconnectReason(DisconnectKind.NORMAL, None, "the client was stopped", locally=True))
+            for token in resumption.end(error):
+                if not token.done():
+                    token.set_exception(error)
 
     async def connected(self) -> AsyncHubClient:
         """The current connection, once there is one (no time limit)."""

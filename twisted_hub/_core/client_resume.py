@@ -251,11 +251,15 @@ class ClientResumption(Generic[TokenT]):
         core._pending = {}
         core.resume = None
 
-    def end(self) -> list[TokenT]:
-        """The session is over (a close on purpose): forget it; return the calls that fail."""
+    def end(self, error: Exception | None = None) -> list[TokenT]:
+        """
+        The session is over (a close on purpose; the client stopped while
+        detached): forget it; return the calls that fail.  Streams kept for
+        a resume fail with C{error}.
+        """
         streams, self.streams = self.streams, None
         if streams is not None:
-            streams.close(self.closed_error(ResumeReason.SESSION_UNKNOWN))
+            streams.close(error or self.closed_error(ResumeReason.SESSION_UNKNOWN))
         self.resuming = False
         self._stop_ack_timer()
         self.state.refused(ResumeRefused(ResumeReason.SESSION_UNKNOWN))
