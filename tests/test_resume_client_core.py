@@ -346,3 +346,18 @@ class ClientResumeTests(SessionTests):
             inbound.take()
         self.assertIs(raised.exception, stopped)
         self.assertFalse(self.resumption.resumable)
+
+    def test_without_resume_a_stream_ends_with_its_connection(self) -> None:
+        """No resume negotiated (the server lacks it): a drop fails the stream and its call with ConnectionClosedError."""
+        session = self.connection()
+        self.sent()
+        session.receive_frame(welcome(resume=False), self.clock.seconds())
+        _, inbound, _ = session.streams.invoke("s1", "ticks", [], None, 4, lambda value: False)
+        assert inbound is not None
+        self.lose(session)
+        with self.assertRaises(ConnectionClosedError):
+            inbound.take()
+        [(token, error)] = self.io.failed
+        self.assertEqual(token, "s1")
+        assert isinstance(error, ConnectionClosedError)
+        self.assertIsNone(self.resumption.streams)
