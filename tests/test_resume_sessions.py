@@ -329,6 +329,34 @@ async def test_an_argument_stream_survives_cuts(served: Any) -> None:
         await service.stop()
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_stream_cancelled_across_a_cut(served: Any) -> None:
+    """
+    Two streams, the link reset, one cancelled at once (the cancel crosses
+    the resume): its producer stops (its finally runs); the other goes on.
+    """
+    factory, proxy, port = served
+    StreamHub.stopped.clear()
+    StreamHub.on_stop[:] = [CHANGES.changed]
+    service = stream_client(port)
+    service.start()
+    try:
+        await service.call("hello")
+        assert service.current is not None
+        cancelled = service.current.open_stream("ticks", [1_000_000], window=4)
+        going_on = service.current.open_stream("ticks", [20], window=4)
+        assert [await cancelled.__anext__() for _ in range(3)] == [0, 1, 2]
+        assert proxy.cut_all() == 1
+        cancelled.cancel()
+        assert [item async for item in going_on] == list(range(20))  # across the resume
+        await until(lambda: 1_000_000 in StreamHub.stopped)
+        assert sorted(StreamHub.stopped) == [20, 1_000_000]
+        assert service.resumes == 1 and EVENTS.disconnected == []
+    finally:
+        StreamHub.on_stop.clear()
+        await service.stop()
+
+
 class _AsyncioCuttingProxy:
     """An asyncio TCP proxy on 127.0.0.1 whose L{cut_all} resets every connection (RST both ways)."""
 
