@@ -17,6 +17,7 @@ from twisted_hub._core.wire import (
     CAP_HEARTBEAT,
     CAP_RESUME,
     Ack,
+    Close,
     CloseCode,
     Hello,
     Invoke,
@@ -27,6 +28,11 @@ from twisted_hub._core.wire import (
     ResumeReason,
     ResumeRefused,
     SessionGrant,
+    StreamCancel,
+    StreamCredit,
+    StreamEnd,
+    StreamInvoke,
+    StreamItem,
     Welcome,
     decode_frame,
     encode,
@@ -213,14 +219,145 @@ class ClientResumeTests(SessionTests):
         self.assertEqual(calls, [21])
         self.assertEqual([(a.call_id, a.value) for a in answers], [(5, 42), (5, 42)])
 
-    def test_streams_end_with_their_connection(self) -> None:
-        """A call with a stream result fails at the drop (streams end with their connection); a plain call is kept."""
+    def resume(self, received: int = 0) -> ClientSession[str]:
+        """The next connection: WELCOME, HELLO + RESUME, RESUMED (the server received C{received})."""
+        second = self.connection()
+        second.receive_frame(welcome(connection_id="c9"), self.clock.seconds())
+        [[hello, resume]] = self.sent()
+        assert isinstance(hello, Hello) and isinstance(resume, Resume)
+        second.receive_frame(encode(Resumed(received, NEW_TOKEN, "c1")), self.clock.seconds())
+        return second
+
+    def test_a_result_stream_survives_a_resume(self) -> None:
+        """
+        Items before and after the drop arrive complete, once, in order;
+        credit granted while detached is held and goes out after the
+        replay, on the new connection; the stream's end settles its call.
+        """
         session = self.start()
-        stream_call, _, _ = session.streams.invoke("s1", "ticks", [], None, 4, lambda value: False)
-        plain_call = session.invoke("t1", "slow", [1], None)
+        call_id, inbound, _ = session.streams.invoke("s1", "ticks", [], None, 4, lambda value: False)
+        assert inbound is not None
+        [[invocation]] = self.sent()
+        assert isinstance(invocation, StreamInvoke)
+        session.receive_frame(encode(StreamItem(call_id, 0)) + encode(StreamItem(call_id, 1)), self.clock.seconds())
+        table = session.streams.table
+        taken = [table.take(inbound)]
         self.lose(session)
+        self.assertEqual((self.io.failed, inbound.ended), ([], False))
+        taken.append(table.take(inbound))  # half the window taken: credit is due, and held
+        self.assertEqual(self.sent(), [])
+        second = self.resume(received=0)
+        self.assertIs(second.streams.table, table)
+        [[replayed, credit]] = self.sent()  # the replay first, then what was held
+        assert isinstance(replayed, StreamInvoke) and isinstance(credit, StreamCredit)
+        self.assertEqual((replayed.call_id, credit.stream_id, credit.credit), (call_id, call_id, 2))
+        frames = b"".join(encode(StreamItem(call_id, n)) for n in range(2, 6)) + encode(StreamEnd(call_id))
+        second.receive_frame(frames, self.clock.seconds())
+        while inbound.buffer:
+            taken.append(table.take(inbound))
+        self.assertEqual(taken, list(range(6)))
+        self.assertTrue(inbound.ended and inbound.error is None)
+        self.assertEqual((self.io.succeeded, self.io.failed), ([("s1", None)], []))
+
+    def test_an_argument_stream_survives_a_resume(self) -> None:
+        """
+        A stream we produce: items sent with the credit we had go on being
+        sent while detached (held: never more than that credit), then after the replay.
+        """
+        session = self.start()
+        call_id, _, [(outbound, _)] = session.streams.invoke("t1", "total", [object()], None, None, lambda value: True)
+        session.receive_frame(encode(StreamCredit(outbound.stream_id, 3)), self.clock.seconds())
+        table = session.streams.table
+        table.send_item(outbound, "a", 1024)
+        session.flush()
+        [[invocation], [item_a]] = self.sent()
+        self.lose(session)
+        table.send_item(outbound, "b", 1024)
+        table.send_item(outbound, "c", 1024)
+        self.assertFalse(outbound.may_send)  # the credit is used up: the producer waits, holding nothing more
+        second = self.resume(received=2)  # the server had the invocation and "a"
+        self.assertEqual([m.item for frame in self.sent() for m in frame], ["b", "c"])
+        second.receive_frame(encode(StreamCredit(outbound.stream_id, 1)), self.clock.seconds())
+        self.assertTrue(outbound.may_send)
+        table.end(outbound)
+        second.flush()
+        [[end]] = self.sent()
+        assert isinstance(end, StreamEnd)
+        second.receive_frame(encode(Result(call_id, 3)), self.clock.seconds())
+        self.assertEqual(self.io.succeeded, [("t1", 3)])
+
+    def test_a_stream_cancelled_while_detached(self) -> None:
+        """Cancelling while detached: the call is forgotten at once, STREAM_CANCEL goes out after the resume."""
+        session = self.start()
+        call_id, inbound, _ = session.streams.invoke("s1", "ticks", [], None, 4, lambda value: False)
+        assert inbound is not None
+        self.sent()
+        self.lose(session)
+        session.streams.cancel(inbound)
+        self.assertEqual(list(self.resumption.pending), [])
+        self.resume(received=1)
+        [[cancel]] = self.sent()
+        assert isinstance(cancel, StreamCancel)
+        self.assertEqual(cancel.stream_id, call_id)
+        self.assertEqual((self.io.succeeded, self.io.failed), ([], []))
+
+    def test_a_lost_session_fails_its_streams(self) -> None:
+        """A refused resume: the kept streams fail with ConnectionClosedError, after the items already received."""
+        session = self.start()
+        call_id, inbound, _ = session.streams.invoke("s1", "ticks", [], None, 4, lambda value: False)
+        _, _, [(outbound, _)] = session.streams.invoke("t1", "total", [object()], None, None, lambda value: True)
+        assert inbound is not None
+        session.receive_frame(encode(StreamItem(call_id, "x")), self.clock.seconds())
+        self.lose(session, DisconnectKind.TIMED_OUT)
+        second = self.connection()
+        second.receive_frame(welcome(), self.clock.seconds())
+        self.sent()
+        refused = encode(ResumeRefused(ResumeReason.WINDOW_EXPIRED, "too late")) + encode(SessionGrant(NEW_TOKEN, 30.0))
+        second.receive_frame(refused, self.clock.seconds())
+        self.assertEqual(inbound.take(), "x")
+        with self.assertRaises(ConnectionClosedError) as raised:
+            inbound.take()
+        self.assertIn("window-expired", str(raised.exception))
+        self.assertTrue(outbound.cancelled)  # its producer stops
+        self.assertEqual(sorted(token for token, error in self.io.failed), ["s1", "t1"])
+        self.assertTrue(all(isinstance(error, ConnectionClosedError) for _, error in self.io.failed))
+        self.assertIsNot(second.streams.table, session.streams.table)  # the new session's streams start afresh
+
+    def test_a_session_closed_on_purpose_fails_its_streams(self) -> None:
+        """A 4006 (the session moved) ends the session: its streams fail at once with ConnectionClosedError."""
+        session = self.start()
+        _, inbound, _ = session.streams.invoke("s1", "ticks", [], None, 4, lambda value: False)
+        assert inbound is not None
+        session.receive_frame(encode(Close(CloseCode.SESSION_MOVED, "moved")), self.clock.seconds())
+        session.connection_lost(DisconnectReason(DisconnectKind.NORMAL, CloseCode.SESSION_MOVED, "moved"))
+        with self.assertRaises(ConnectionClosedError):
+            inbound.take()
+        self.assertIsNone(self.resumption.streams)
+
+    def test_a_client_stopped_while_detached_fails_its_streams(self) -> None:
+        """The reconnecting client stopped while its session waits for a resume: kept calls and streams fail with its error."""
+        session = self.start()
+        _, inbound, _ = session.streams.invoke("s1", "ticks", [], None, 4, lambda value: False)
+        assert inbound is not None
+        self.lose(session)
+        stopped = ConnectionClosedError(DisconnectReason(DisconnectKind.NORMAL, None, "the client was stopped", locally=True))
+        self.assertEqual(self.resumption.end(stopped), ["s1"])
+        with self.assertRaises(ConnectionClosedError) as raised:
+            inbound.take()
+        self.assertIs(raised.exception, stopped)
+        self.assertFalse(self.resumption.resumable)
+
+    def test_without_resume_a_stream_ends_with_its_connection(self) -> None:
+        """No resume negotiated (the server lacks it): a drop fails the stream and its call with ConnectionClosedError."""
+        session = self.connection()
+        self.sent()
+        session.receive_frame(welcome(resume=False), self.clock.seconds())
+        _, inbound, _ = session.streams.invoke("s1", "ticks", [], None, 4, lambda value: False)
+        assert inbound is not None
+        self.lose(session)
+        with self.assertRaises(ConnectionClosedError):
+            inbound.take()
         [(token, error)] = self.io.failed
-        assert isinstance(error, ConnectionClosedError)
         self.assertEqual(token, "s1")
-        self.assertEqual(list(self.resumption.pending), [plain_call])
-        self.assertNotEqual(stream_call, plain_call)
+        assert isinstance(error, ConnectionClosedError)
+        self.assertIsNone(self.resumption.streams)

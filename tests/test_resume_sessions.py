@@ -29,6 +29,7 @@ from twisted_hub._ops.endpoints import resume_status
 from twisted_hub.types import DisconnectReason
 
 from ._cutting_proxy import CuttingProxy
+from .helpers.stream_hubs import StreamHub
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -136,7 +137,7 @@ class Receiver:
 def served() -> Any:
     global EVENTS
     EVENTS = Events()
-    factory = HubServerFactory([FeedHub], resume=ResumePolicy(window=3.0), allowed_origins=["*"], metrics=True)
+    factory = HubServerFactory([FeedHub, StreamHub], resume=ResumePolicy(window=3.0), allowed_origins=["*"], metrics=True)
     port = reactor().listenTCP(0, factory, interface="127.0.0.1")
     proxy = CuttingProxy(reactor(), port.getHost().port)
     listening = reactor().listenTCP(0, proxy, interface="127.0.0.1")
@@ -274,6 +275,88 @@ async def test_a_half_open_old_connection_gets_4006(served: Any) -> None:
     await until(lambda: EVENTS.disconnected == [(connection_id, "normal")])
 
 
+def stream_client(port: int) -> ReconnectingHubClient:
+    return ReconnectingHubClient(
+        f"ws://127.0.0.1:{port}", "streams", None, HubClientOptions(resume=True), retry_policy=lambda attempt: 0.05,
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_result_stream_survives_cuts(served: Any) -> None:
+    """
+    A stream of 200 items with a window of 4, the link reset twice while it
+    is read: every item arrives once, in order; the hub saw one connection.
+    """
+    factory, proxy, port = served
+    service = stream_client(port)
+    service.start()
+    try:
+        connection_id = await service.call("hello")
+        assert service.current is not None
+        stream = service.current.open_stream("ticks", [200], window=4)
+        got: list[int] = []
+        cuts = 0
+        async for item in stream:
+            got.append(item)
+            if len(got) in (50, 120):
+                cuts += proxy.cut_all()
+        assert got == list(range(200))
+        assert (cuts, service.resumes, sum(service.resume_refusals.values())) == (2, 2, 0)
+        assert EVENTS.disconnected == [] and await service.call("hello") == connection_id
+    finally:
+        await service.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_argument_stream_survives_cuts(served: Any) -> None:
+    """A stream argument of 200 items, the link reset twice while it is sent: the hub method gets each once, in order."""
+    factory, proxy, port = served
+    service = stream_client(port)
+    service.start()
+    cuts = []
+
+    async def numbers() -> Any:
+        for n in range(200):
+            if n in (50, 120):
+                cuts.append(proxy.cut_all())
+            yield n
+
+    try:
+        await service.call("hello")
+        assert await service.call("collect", numbers()) == list(range(200))
+        assert (cuts, service.resumes) == ([1, 1], 2)
+    finally:
+        await service.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stream_cancelled_across_a_cut(served: Any) -> None:
+    """
+    Two streams, the link reset, one cancelled at once (the cancel crosses
+    the resume): its producer stops (its finally runs); the other goes on.
+    """
+    factory, proxy, port = served
+    StreamHub.stopped.clear()
+    StreamHub.on_stop[:] = [CHANGES.changed]
+    service = stream_client(port)
+    service.start()
+    try:
+        await service.call("hello")
+        assert service.current is not None
+        cancelled = service.current.open_stream("ticks", [1_000_000], window=4)
+        going_on = service.current.open_stream("ticks", [20], window=4)
+        assert [await cancelled.__anext__() for _ in range(3)] == [0, 1, 2]
+        assert proxy.cut_all() == 1
+        cancelled.cancel()
+        assert [item async for item in going_on] == list(range(20))  # across the resume
+        await until(lambda: 1_000_000 in StreamHub.stopped)
+        assert sorted(StreamHub.stopped) == [20, 1_000_000]
+        assert service.resumes == 1 and EVENTS.disconnected == []
+    finally:
+        StreamHub.on_stop.clear()
+        await service.stop()
+
+
 class _AsyncioCuttingProxy:
     """An asyncio TCP proxy on 127.0.0.1 whose L{cut_all} resets every connection (RST both ways)."""
 
@@ -384,6 +467,59 @@ def test_the_asyncio_client_resumes_through_cuts() -> None:
             assert (await client.connected()).connection_id == first_id
         finally:
             await speaker.disconnect()
+            await client.stop()
+            proxy.server.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 40))
+    finally:
+        server.stop()
+
+
+def test_the_asyncio_client_streams_through_cuts() -> None:
+    """
+    `twistd hub --resume-window 10` serving L{StreamHub}; an asyncio
+    reconnecting client behind a resetting proxy reads a stream of 200
+    items (window 4) and sends one of 200, each cut twice midway: every
+    item once, in order, on one session.
+    """
+    import asyncio
+
+    from twisted_hub.aio import ReconnectingAsyncHubClient
+
+    from .test_aio import TwistdHub
+
+    server = TwistdHub("--hub", "tests.helpers.stream_hubs:StreamHub", "--resume-window", "10")
+
+    async def main() -> None:
+        proxy = _AsyncioCuttingProxy(server.port)
+        port = await proxy.start()
+        client = ReconnectingAsyncHubClient(
+            f"ws://127.0.0.1:{port}/hub", "streams", None, HubClientOptions(resume=True),
+            retry_policy=lambda attempt: 0.05, timeout=5,
+        )
+        client.start()
+        try:
+            first_id = await client.call("hello")
+            got: list[int] = []
+            async with (await client.connected()).open_stream("ticks", [200], window=4) as stream:
+                async for item in stream:
+                    got.append(item)
+                    if len(got) in (50, 120):
+                        proxy.cut_all()
+            assert got == list(range(200))
+            assert (proxy.cuts, client.resumes) == (2, 2)
+
+            async def numbers() -> Any:
+                for n in range(200):
+                    if n in (50, 120):
+                        proxy.cut_all()
+                    yield n
+
+            assert await client.call("collect", numbers()) == list(range(200))
+            assert (proxy.cuts, client.resumes, sum(client.resume_refusals.values())) == (4, 4, 0)
+            assert await client.call("hello") == first_id
+        finally:
             await client.stop()
             proxy.server.close()
 

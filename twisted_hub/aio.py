@@ -226,13 +226,15 @@ class AsyncHubClient(ClientConnectionViews):
         except HubError as e:
             return AsyncHubStream(*refused_stream(e, window), lambda: None)
         assert inbound is not None
+        # (the streams, not this connection's session: with resume they carry over to the next connection)
+        streams = session.streams
 
         def settled(future: asyncio.Future[Any]) -> None:
             if not future.cancelled() and future.exception() is not None:
-                session.streams.failed(inbound, cast(Exception, future.exception()))
+                streams.failed(inbound, cast(Exception, future.exception()))
 
         done.add_done_callback(settled)
-        return AsyncHubStream(session.streams.table, inbound, session.flush, on_cancel=lambda: session.streams.cancel(inbound))
+        return AsyncHubStream(streams.table, inbound, streams.flush, on_cancel=lambda: streams.cancel(inbound))
 
     def _invoke_streaming(
         self, token: asyncio.Future[Any], method: str, args: list[Any], kwargs: dict[str, Any] | None,
@@ -241,8 +243,9 @@ class AsyncHubClient(ClientConnectionViews):
         session = self.session
         call_id, inbound, outbound = session.streams.invoke(token, method, args, kwargs, window, is_stream_source)
         limit = session.core.send_limit(session.options.max_message_size)
+        streams = session.streams
         for stream, source in outbound:
-            self._spawn(run_pump(session.streams.table, stream, source, session.flush, limit, _session_log))
+            self._spawn(run_pump(streams.table, stream, source, streams.flush, limit, _session_log))
         return call_id, inbound, outbound
 
     def proxy(self, interface: type[InterfaceT] | None = None) -> InterfaceT:
@@ -705,6 +708,13 @@ class ReconnectingAsyncHubClient:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        resumption = self.resumption
+        if resumption is not None and resumption.resumable:
+            # stopped while the session waits for a resume: it ends here (its calls and streams fail)
+            error = ConnectionClosedError(DisconnectReason(DisconnectKind.NORMAL, None, "the client was stopped", locally=True))
+            for token in resumption.end(error):
+                if not token.done():
+                    token.set_exception(error)
 
     async def connected(self) -> AsyncHubClient:
         """The current connection, once there is one (no time limit)."""

@@ -7,8 +7,9 @@ owns one and hands it to each connection's L{ClientSession}.  It outlives
 the connections: the session token (never shown), the ledger (what we sent
 and the server has not acknowledged, what we received), the calls still
 waiting for their answers and the call-id counter (ids strictly increase
-over a session).  A connection that drops for a link failure leaves them
-here; the next one resumes with them.
+over a session), and the streams (L{ClientStreams}: results we consume,
+arguments we produce).  A connection that drops for a link failure leaves
+them here; the next one resumes with them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from .client_streams import ClientStreams
 from .errors import ConnectionClosedError, DisconnectKind, DisconnectReason
 from .resume import ClientResumeState, ResumePolicy, ResumeRefusedError, Verdict
 from .resume_link import ResumeLink
@@ -74,6 +76,8 @@ class ClientResumption(Generic[TokenT]):
         #: HELLO + RESUME went out on the current connection; its answer is awaited
         self.resuming = False
         self._cancel_ack: Callable[[], object] | None = None
+        #: the streams of the session while it is detached (they carry over to the next connection)
+        self.streams: ClientStreams | None = None
 
     @property
     def resumable(self) -> bool:
@@ -126,7 +130,8 @@ class ClientResumption(Generic[TokenT]):
             session.disconnect(f"resume impossible: {e.reason}")
             return
         session.core.queue_replay(replay)
-        session.log.info("session resumed ({count} message(s) sent again)", count=len(replay))
+        held = session.streams.resumed()  # what the streams sent while detached, after the replay
+        session.log.info("session resumed ({count} message(s) sent again)", count=len(replay) + held)
         session.handshake_finished(now)
 
     def admit(self, session: ClientSession[TokenT], invocation: ClientInvoke, now: float) -> bool:
@@ -152,6 +157,7 @@ class ClientResumption(Generic[TokenT]):
         known = reason if reason in ResumeReason.ALL else ResumeReason.SESSION_UNKNOWN
         session.log.info("session not resumed: {reason} ({message})", reason=known, message=message)
         error = self.closed_error(known)
+        self.drop_streams(session, error)
         for token in self.refused(known):
             session.io.call_failed(token, error)
 
@@ -186,8 +192,14 @@ class ClientResumption(Generic[TokenT]):
     def attach(self, session: ClientSession[TokenT], now: Any) -> None:
         """
         A connection whose server announced C{resume}: it numbers, keeps and
-        counts through our ledger and keeps its calls in our dict.
+        counts through our ledger and keeps its calls in our dict; the
+        session's streams, kept from the connection that dropped, are its
+        (they hold what they send until RESUMED: L{answer}).
         """
+        streams, self.streams = self.streams, None
+        if streams is not None:
+            streams.session = session
+            session.streams = streams
         core = session.core
         self.pending.update(core._pending)  # (calls made before the WELCOME: none in practice)
         core._pending = self.pending
@@ -196,6 +208,7 @@ class ClientResumption(Generic[TokenT]):
 
     def fresh(self, session: ClientSession[TokenT], now: Any) -> None:
         """A new session starts on this connection (no token, or a refusal): a fresh ledger."""
+        self.drop_streams(session, self.closed_error(ResumeReason.SESSION_UNKNOWN))
         self.state.refused(ResumeRefused(ResumeReason.SESSION_UNKNOWN))
         self.state.last_refusal = None
         self.attach(session, now)
@@ -222,18 +235,15 @@ class ClientResumption(Generic[TokenT]):
         self.resumed_last = False
         return self.take_pending()
 
-    def detached(self, session: ClientSession[TokenT], error: Exception) -> None:
+    def detached(self, session: ClientSession[TokenT]) -> None:
         """
-        The connection dropped with the session alive: keep its calls and
-        counter for the next one.  Calls that involve streams fail with
-        C{error}: streams end with their connection (docs/resumption.md).
+        The connection dropped with the session alive: keep its calls,
+        counter and streams for the next one (what the streams send
+        meanwhile is held: L{ClientStreams.detach}).
         """
         core = session.core
-        for call_id in session.streams.call_ids:
-            token = core.forget_call(call_id)
-            if token is not None:
-                session.io.call_failed(token, error)
-        session.streams.call_ids.clear()
+        session.streams.detach()
+        self.streams = session.streams
         self.resuming = False
         self._stop_ack_timer()
         self.pending = core._pending
@@ -241,13 +251,30 @@ class ClientResumption(Generic[TokenT]):
         core._pending = {}
         core.resume = None
 
-    def end(self) -> list[TokenT]:
-        """The session is over (a close on purpose): forget it; return the calls that fail."""
+    def end(self, error: Exception | None = None) -> list[TokenT]:
+        """
+        The session is over (a close on purpose; the client stopped while
+        detached): forget it; return the calls that fail.  Streams kept for
+        a resume fail with C{error}.
+        """
+        streams, self.streams = self.streams, None
+        if streams is not None:
+            streams.close(error or self.closed_error(ResumeReason.SESSION_UNKNOWN))
         self.resuming = False
         self._stop_ack_timer()
         self.state.refused(ResumeRefused(ResumeReason.SESSION_UNKNOWN))
         self.state.last_refusal = None
         return self.take_pending()
+
+    def drop_streams(self, session: ClientSession[TokenT], error: Exception) -> None:
+        """The session is lost: its kept streams fail with C{error} (the new connection's start afresh)."""
+        streams, self.streams = self.streams, None
+        if streams is None and session.streams.held is not None:
+            streams = session.streams  # (taken over by this connection, not resumed)
+        if streams is not None:
+            streams.close(error)
+            if session.streams is streams:
+                session.streams = ClientStreams(session)
 
     def take_pending(self) -> list[TokenT]:
         tokens = list(self.pending.values())

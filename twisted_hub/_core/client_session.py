@@ -279,13 +279,13 @@ class ClientSession(ClientClosing, Generic[TokenT]):
             reason = lifecycle.finish(observed)
         # Every pending call was handed to the connection: it may have run.
         error = ConnectionClosedError(reason, may_have_run=True)
-        self.streams.close(error)
         resumption = self.resumption
         ending = None
-        if resumption is not None and self.core.resume is not None:
-            if resumption.resumable and not ends_session(reason):
-                resumption.detached(self, error)  # its calls wait for the resume (not those with streams)
-            else:
+        if resumption is not None and self.core.resume is not None and resumption.resumable and not ends_session(reason):
+            resumption.detached(self)  # its calls and streams wait for the resume
+        else:
+            self.streams.close(error)
+            if resumption is not None and self.core.resume is not None:
                 ending = resumption  # (its calls are the core's: they fail below)
         for token in self.core.closed():
             self.io.call_failed(token, error)

@@ -4,6 +4,13 @@ of L{twisted_hub._core.client_session.ClientSession}: calls that involve streams
 (a result we consume, arguments we produce), cancelling, a failed result stream,
 the server's stream messages.  What each message means and the credit
 accounting are L{twisted_hub._core.streams.StreamTable}'s.
+
+With resume (docs/resumption.md), the streams outlive their connection: when it
+drops with the session alive they are kept (L{detach}: what they send meanwhile
+is held, at most the credit each producer had), the next connection's session
+takes them over (L{ClientResumption.attach}) and, once RESUMED arrives, what
+was held goes out after the replay (L{resumed}).  A session that ends for good
+fails them with L{ConnectionClosedError<twisted_hub.ConnectionClosedError>}.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .base_error import HubArgumentError
 from .errors import HubError
 from .streams import InboundStream, OutboundStream, StreamTable
-from .wire import ErrorCode, StreamCancel, StreamCredit, StreamEnd, StreamItem
+from .wire import ErrorCode, Message, StreamCancel, StreamCredit, StreamEnd, StreamItem
 
 if TYPE_CHECKING:
     from .client_session import ClientSession
@@ -26,30 +33,82 @@ class ClientStreams:
     """
     @ivar table: the connection's streams (L{StreamTable}); the adapters'
         stream objects read and grant credit through it.
+    @ivar session: the session of the connection they send on (with resume:
+        the newest one, L{ClientResumption.attach} rebinds it).
     """
 
-    __slots__ = ("session", "_table", "_ids", "call_ids")
+    __slots__ = ("session", "_table", "_ids", "held")
 
     def __init__(self, session: ClientSession[Any]) -> None:
         self.session = session
         self._table: StreamTable | None = None  # made at the first stream: most connections have none
         self._ids = 0
-        #: the ids of calls that involve streams (pruned of settled ones as it grows): a
-        #: resumable session fails them when its connection drops (streams end with it)
-        self.call_ids: set[int] = set()
+        #: while the session is detached (resume): what the streams sent, in order, for the
+        #: next connection (None: attached, they send on C{session}'s core)
+        self.held: list[Message | bytes] | None = None
 
     @property
     def table(self) -> StreamTable:
         table = self._table
         if table is None:
-            core = self.session.core
-            table = self._table = StreamTable(core.send, core.queue_payload)
+            table = self._table = StreamTable(self._send, self._send_payload)
         return table
 
     def close(self, error: Exception) -> None:
-        """The connection ended: every open stream fails with C{error}."""
+        """The connection (with resume: the session) ended: every open stream fails with C{error}."""
+        self.held = None
         if self._table is not None:
             self._table.close(error)
+
+    # -- across a resume --------------------------------------------------------
+    def detach(self) -> None:
+        """The connection dropped with the session alive: hold what the streams send until it resumes."""
+        if self.held is None:
+            self.held = []
+
+    def resumed(self) -> int:
+        """
+        RESUMED arrived (the replay is queued): what was held goes out now, in
+        order, numbered on the new connection.  Return how many messages.
+        """
+        held, self.held = self.held or [], None
+        core = self.session.core
+        for message in held:
+            if isinstance(message, bytes):
+                # (its size was checked against this session's limit when it was held)
+                core.queue_payload(message)
+            else:
+                core.send(message)
+        return len(held)
+
+    def _send(self, message: Message) -> None:
+        held = self.held
+        if held is None:
+            self.session.core.send(message)
+        else:
+            held.append(message)
+
+    def _send_payload(self, payload: bytes) -> bool:
+        held = self.held
+        if held is None:
+            return self.session.core.queue_payload(payload)
+        limit = self.session.core.peer_max_message_size
+        if limit is not None and len(payload) > limit:
+            return False
+        held.append(payload)
+        return True
+
+    def flush(self) -> None:
+        """Send what the streams queued (the adapters' stream objects call it; while detached: nothing)."""
+        self.session.flush()
+
+    def forget_call(self, call_id: int) -> Any:
+        """Forget a call that involves streams (while detached, the resumption keeps the calls)."""
+        session = self.session
+        token = session.core.forget_call(call_id)
+        if token is None and self.held is not None and session.resumption is not None:
+            token = session.resumption.pending.pop(call_id, None)
+        return token
 
     def invoke(
         self, token: Any, method: str, args: list[Any], kwargs: dict[str, Any] | None, window: int | None,
@@ -100,10 +159,6 @@ class ClientStreams:
             )
         except (TypeError, ValueError, OverflowError) as e:
             raise HubError(ErrorCode.INVALID_ARGUMENTS, f"{method}: {e}") from None
-        calls = self.call_ids
-        calls.add(call_id)
-        if len(calls) > 1024:
-            self.call_ids = {i for i in calls if i in core._pending}
         inbound = self.table.open_inbound(call_id, window, grant=False) if window is not None else None
         outbound = [(self.table.open_outbound(stream_id), source) for stream_id, source in sources]
         if not session._handling:
@@ -113,7 +168,7 @@ class ClientStreams:
     def cancel(self, stream: InboundStream) -> None:
         """We want no more of a result stream: the server's producer stops; the call is forgotten."""
         if self.table.cancel_inbound(stream):
-            self.session.core.forget_call(stream.stream_id)
+            self.forget_call(stream.stream_id)
             self.session.flush()
 
     def failed(self, stream: InboundStream, error: Exception) -> None:
@@ -128,6 +183,6 @@ class ClientStreams:
         self.table.receive(message)
         if ends_call:
             # the result stream ended: so did its call
-            token = self.session.core.forget_call(message.stream_id)
+            token = self.forget_call(message.stream_id)
             if token is not None:
                 self.session.io.call_succeeded(token, None)

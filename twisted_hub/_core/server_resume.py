@@ -12,8 +12,9 @@ output budget and lifecycle; the old connection, if the server had not
 noticed it was gone, is closed with 4006).
 
 A session that resumes is the same object the hub layer knows: its
-connection id, groups, C{connection.items}, hub instance, running calls and
-awaited client results carry over; the hub's C{on_resumed} runs instead of
+connection id, groups, C{connection.items}, hub instance, running calls,
+streams (both ways, on the session's own core) and awaited client results
+carry over; the hub's C{on_resumed} runs instead of
 C{on_connected}, and C{on_disconnected} only once the session ends.
 """
 
@@ -161,11 +162,8 @@ class SessionResume:
             self._cancel_ack = None
         session.heartbeat.leave()
         session.tokens.stop()
-        if session.streams is not None:
-            # streams end with their connection, on both sides (docs/resumption.md); a new
-            # connection's streams start afresh
-            session.streams.closed(reason)
-            session.streams = None
+        # (its streams go on: their messages are sequenced, numbered and kept like the rest;
+        # a producer still sends only what the client's credit allows, so at most the window)
         session.transport = detached = Detached(session.transport.peer)
         lifecycle = session.lifecycle = Lifecycle()
         lifecycle.opened()
@@ -239,9 +237,6 @@ class SessionResume:
             # with 4006 (the session lives on), without touching the session.
             session.heartbeat.leave()
             session.tokens.stop()
-            if session.streams is not None:
-                session.streams.closed(DisconnectReason(DisconnectKind.CONNECTION_LOST, None, "session resumed elsewhere"))
-                session.streams = None
             previous.moved_away()
         else:
             self.dropped = None

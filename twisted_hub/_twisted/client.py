@@ -153,11 +153,14 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
         except HubError as e:
             return HubStream(*refused_stream(e, window), lambda: None)
         assert inbound is not None
+        # (the streams, not this connection's session: with resume they carry over to the next connection)
+        streams = session.streams
+
         def failed(failure: Failure) -> None:
-            session.streams.failed(inbound, cast(Exception, failure.value))
+            streams.failed(inbound, cast(Exception, failure.value))
 
         done.addErrback(failed)
-        return HubStream(session.streams.table, inbound, session.flush, on_cancel=lambda: session.streams.cancel(inbound))
+        return HubStream(streams.table, inbound, streams.flush, on_cancel=lambda: streams.cancel(inbound))
 
     def _invoke_streaming(
         self, token: Deferred[Any], method: str, args: list[Any], kwargs: dict[str, Any] | None, window: int | None,
@@ -165,8 +168,9 @@ class HubClientProtocol(ClientConnectionViews, FastPathMixin, BoundedDropMixin, 
         session = self.session
         call_id, inbound, outbound = session.streams.invoke(token, method, args, kwargs, window, is_stream_source)
         limit = session.core.send_limit(session.options.max_message_size)
+        streams = session.streams
         for stream, source in outbound:
-            StreamPump(session.streams.table, stream, source, session.flush, limit, crashed=self._upload_crashed).start()
+            StreamPump(streams.table, stream, source, streams.flush, limit, crashed=self._upload_crashed).start()
         return call_id, inbound, outbound
 
     def _upload_crashed(self, failure: Failure) -> None:

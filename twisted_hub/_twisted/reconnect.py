@@ -333,13 +333,18 @@ class ReconnectingHubClient(Service):
         """
         Service.stopService(self)
         current = self.current
+        error = ConnectionClosedError(DisconnectReason(DisconnectKind.NORMAL, None, "the client was stopped", locally=True))
+        resumption = self.factory.resumption
         if current is not None and current.is_connected:
             closing = current.disconnect()
             closing.addBoth(lambda _: None)
+        elif resumption is not None and resumption.resumable:
+            # stopped while the session waits for a resume: it ends here (its calls and streams fail)
+            for token in resumption.end(error):
+                token.errback(error)
         self.current = None
         stopped: Deferred[None] = self.service.stopService()
         waiting, self._waiting = self._waiting, []
-        error = ConnectionClosedError(DisconnectReason(DisconnectKind.NORMAL, None, "the client was stopped", locally=True))
         for waiter in waiting:
             waiter.errback(error)
         return stopped

@@ -5,7 +5,9 @@ Its narrow interface to the session (docs/streams.md "Where it plugs in"):
 L{received_call} for an INVOKE/STREAM_INVOKE that involves streams,
 L{involved} and L{answer} when a call's result is ready, L{forget} when a
 call was answered with an error, L{receive} for the stream messages and
-L{closed} when the connection ends.  What the messages mean is
+L{closed} when the session ends (with resume, a drop does not end it: the
+streams go on, sending through the session's own core, which a resume
+moves onto the new connection).  What the messages mean is
 L{twisted_hub._core.streams.StreamTable}'s; how a source is driven,
 L{twisted_hub._twisted.streams.StreamPump}'s.
 """
