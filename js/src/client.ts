@@ -232,8 +232,8 @@ const RESUMABLE: readonly string[] = [DisconnectKind.CONNECTION_LOST, Disconnect
 
 /**
  * What outlives one connection when a session resumes (protocol.md section
- * 10): the calls in flight, the id counters (call ids increase over the
- * session) and the resume ledger; and the connection's streams.  A plain HubClient has one of
+ * 10): the calls in flight, the streams both ways, the id counters (call
+ * ids increase over the session) and the resume ledger.  A plain HubClient has one of
  * its own; a ReconnectingHubClient with `resume` hands one to each of its
  * connections.
  * @internal
@@ -260,20 +260,22 @@ export class Session {
   ) {}
 
   /**
-   * A connection ended: its streams end with it (as on the server); unless
-   * the session goes on (`resumes`), it is over: its calls fail (they may
-   * have run) and the token is forgotten.
+   * A connection ended.  If the session goes on (`resumes`), everything
+   * carries over to the next connection: calls, streams both ways (with
+   * their credit; what they send meanwhile is kept and replayed).  Else it
+   * is over: its calls fail (they may have run), its streams fail, the
+   * argument streams' sources are closed and the token is forgotten.
    */
   end(reason: DisconnectReason, clock: Clock, resumes = false): void {
+    if (resumes) return;
     for (const pump of this.pumps.values()) pump.cancel();
     this.pumps.clear();
     for (const [callId, call] of this.pending) {
-      if (resumes && !this.streams.has(callId)) continue;
       this.pending.delete(callId);
       clock.clearTimeout(call.timer);
       call.reject(new ConnectionClosedError(reason, true));
     }
-    if (!resumes) this.token = this.ledger = null;
+    this.token = this.ledger = null;
   }
 }
 

@@ -14,7 +14,9 @@ export const STREAM_WINDOW = 16;
  * Taking items grants the producer more credit; leaving the loop early
  * (`break`, an exception) or {@link cancel} stops the producer.  The loop
  * throws the {@link HubError} the stream failed with, or
- * {@link ConnectionClosedError} when the connection ends first.
+ * {@link ConnectionClosedError} when the connection ends first (with a
+ * ReconnectingHubClient's `resume`: when the session does; a resumed
+ * session's streams go on, with their credit).
  */
 export class HubStream<T = unknown> implements AsyncIterableIterator<T> {
   readonly #items: T[] = [];
@@ -118,7 +120,7 @@ export class StreamPump {
     this.#wake?.();
   }
 
-  /** @internal the consumer cancelled, or the connection ended: the source is closed */
+  /** @internal the consumer cancelled, or the connection (with resume, the session) ended: the source is closed */
   cancel(): void {
     this.stopped = true;
     this.#wake?.();

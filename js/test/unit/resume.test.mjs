@@ -436,22 +436,132 @@ test("a client result finished between connections is kept and replayed after th
   await shutdown(client);
 });
 
-test("streams end with their connection, as on the server; the calls in flight go on", async () => {
+test("a result stream survives a resume: items before and after, credit granted in the gap replayed once", async () => {
   const { client } = service();
   let ws = await session();
   const stream = client.client.streamWith("ticks", [], null, { window: 2 }); // our 1
-  const call = client.call("slow"); // our 2
   await settle();
-  ws.takeMessages();
-  ws.deliver([16, 1, "a"]);
+  assert.deepEqual(ws.takeMessages(), [[15, 1, "ticks", [], null, 2]]);
+  ws.deliver([16, 1, "a"]); // its 1
   await drop(ws);
-  assert.equal((await stream.next()).value, "a", "what arrived before the drop is kept");
-  await assert.rejects(stream.next(), (e) => e instanceof ConnectionClosedError && e.reason.kind === "connection-lost");
+  assert.equal((await stream.next()).value, "a", "what arrived before the drop is there");
+  await settle();
+  // taking 1 of a window of 2 grants 1 (our 2): kept, sent after the resume
   ws = await accept("c-2");
-  ws.deliver([22, 2, token(9), "c-1"], [16, 1, "late"], [17, 1], [4, 2, "done"]); // replayed for a stream we ended: ignored
-  assert.equal(await call, "done");
+  assert.deepEqual(ws.takeMessages(), [[0, { caps: CAPS, max: 1048576 }], [21, token(0), 1]]);
+  ws.deliver([22, 1, token(9), "c-1"], [16, 1, "b"]); // the server had our 1; "b" was sent in the gap
+  await settle();
+  assert.deepEqual(ws.takeMessages(), [[18, 1, 1]], "the credit, once, before anything new");
+  ws.deliver([16, 1, "c"], [17, 1]); // within the credit: 2 outstanding after the grant
+  const rest = [];
+  for await (const item of stream) rest.push(item);
+  assert.deepEqual(rest, ["b", "c"]);
   assert.equal(ws.closedWith, null);
   await shutdown(client);
+});
+
+test("an argument stream survives a resume: it sends only with credit, what it sent in the gap goes once", async () => {
+  const { client } = service();
+  let ws = await session();
+  let closed = 0;
+  async function* numbers() {
+    try {
+      for (let n = 1; n <= 3; n++) yield n;
+    } finally {
+      closed++;
+    }
+  }
+  let answer = null;
+  const result = client.client.call("total", numbers()).then((value) => (answer = value)); // our 1
+  await settle();
+  assert.deepEqual(ws.takeMessages(), [[2, 1, "total", [null], null, [[0, 1]]]]);
+  ws.deliver([18, 1, 2]);
+  for (let i = 0; i < 3; i++) await settle();
+  assert.deepEqual(ws.takeMessages(), [[16, 1, 1], [16, 1, 2]], "our 2 and 3: the credit of 2 used up");
+  ws.deliver([24, 2]); // the server has our 1 and 2, not 3
+  await drop(ws);
+  for (let i = 0; i < 3; i++) await settle();
+  assert.equal(answer, null, "the call goes on");
+  ws = await accept("c-2");
+  ws.takeMessages();
+  ws.deliver([22, 2, token(9), "c-1"]);
+  for (let i = 0; i < 3; i++) await settle();
+  assert.deepEqual(ws.takeMessages(), [[16, 1, 2]], "the item the server lacks, once; nothing more without credit");
+  ws.deliver([18, 1, 5]);
+  for (let i = 0; i < 3; i++) await settle();
+  assert.deepEqual(ws.takeMessages(), [[16, 1, 3], [17, 1]]);
+  ws.deliver([4, 1, 6]);
+  await result;
+  assert.equal(answer, 6);
+  assert.equal(closed, 1);
+  await shutdown(client);
+});
+
+test("leaving the loop during the gap cancels across the resume; the server's replayed items for it are ignored", async () => {
+  const { client } = service();
+  let ws = await session();
+  const stream = client.client.stream("ticks"); // our 1
+  await settle();
+  ws.takeMessages();
+  ws.deliver([16, 1, 0]);
+  await drop(ws);
+  for await (const item of stream) {
+    assert.equal(item, 0);
+    break; // our 2: STREAM_CANCEL, kept
+  }
+  ws = await accept("c-2");
+  ws.takeMessages();
+  ws.deliver([22, 1, token(9), "c-1"], [16, 1, 1], [17, 1]); // crossed our cancel
+  await settle();
+  assert.deepEqual(ws.takeMessages(), [[19, 1]]);
+  assert.equal(ws.closedWith, null);
+  assert.deepEqual(await stream.next(), { value: undefined, done: true });
+  await shutdown(client);
+});
+
+test("streams fail with ConnectionClosedError when the session ends for good; argument sources are closed", async () => {
+  const { client } = service();
+  let ws = await session();
+  let closed = 0;
+  async function* forever() {
+    try {
+      for (;;) yield 0;
+    } finally {
+      closed++;
+    }
+  }
+  const refusedStream = client.client.stream("ticks"); // call 1
+  const refusedCall = client.client.call("total", forever()); // call 2, stream 1
+  await settle();
+  ws.deliver([18, 1, 1]);
+  for (let i = 0; i < 3; i++) await settle();
+  await drop(ws);
+  ws = await accept("c-2");
+  ws.deliver([23, "window-expired", "the session outlived its window"]);
+  const lost = (e) => e instanceof ConnectionClosedError && e.mayHaveRun && /could not be resumed \(window-expired\)/.test(e.message);
+  await assert.rejects(refusedStream.next(), lost);
+  await assert.rejects(refusedCall, lost);
+  for (let i = 0; i < 3; i++) await settle();
+  assert.equal(closed, 1, "the source's finally ran");
+  ws.deliver([20, token(50), 120]); // a fresh session follows
+  await settle();
+
+  // stop() between connections ends the session too
+  const stopped = client.client.stream("ticks");
+  await settle();
+  await drop(ws);
+  await client.stop();
+  await assert.rejects(stopped.next(), (e) => e instanceof ConnectionClosedError && /stopped/.test(e.message));
+
+  // and so does the server's CLOSE 4000
+  const other = service();
+  ws = await session();
+  const kicked = other.client.client.stream("ticks");
+  await settle();
+  ws.deliver([8, 4000, "kicked"]);
+  ws.serverClose(4000, "kicked");
+  await assert.rejects(kicked.next(), ConnectionClosedError);
+  await shutdown(other.client);
 });
 
 test("resume options are checked", () => {
