@@ -21,7 +21,9 @@ uvloop):
   one at a time): connections per second through TCP connect, the WebSocket
   upgrade and the first exchange (hub: HELLO and WELCOME; the others: one
   small echo call; socket.io: its namespace connect), each kept open, and
-  server CPU per connection;
+  server CPU per connection; ``accept-own`` (only with ``--only``): 500 connections opened one at
+  a time with each library's own client (bench/_rpc_client.py ``--connect``), server and client
+  CPU per connection;
 - ``idle1000`` / ``idle5000`` (and ``idle10000`` and ``idle19000``, only with ``--only``; 19,000 is what one
   server process holds under a 20,000-file limit): N idle connections with a 1 s heartbeat: server
   CPU over a measured window (baseline of the idle server subtracted), and
