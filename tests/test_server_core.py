@@ -134,9 +134,15 @@ class Host:
     #: resumable sessions (docs/resumption.md): on with a ResumePolicy
     resume_policy: Any = None
     registries: dict[str, Any] = field(default_factory=dict)
+    #: sessions may be claimed from other nodes (docs/resumption.md, "Across nodes"): the claims made
+    moves_sessions: bool = False
+    claims: list[tuple[Any, bytes, bytes, str | None]] = field(default_factory=list)
 
     def scheduler_for(self, policy: HeartbeatPolicy) -> Any:
         return Group(self.groups)
+
+    def claim_session(self, session: Any, key: bytes, digest: bytes, user: str | None) -> None:
+        self.claims.append((session, key, digest, user))
 
     def resume_registry(self, hub_name: str) -> Any:
         from twisted_hub._core.resume import SessionRegistry

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
@@ -53,8 +54,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ._backplane.inbox import BackplaneProblems, NodeInbox
-from ._backplane.interface import LocalHubs, Target
+from ._backplane.interface import ClaimAnswer, LocalHubs, Target
 from ._backplane.membership import NodeMirror
+from ._backplane.moves import CLAIM_TIMEOUT, SessionMoves
 from ._backplane.redis_commands import CommandLink, Publisher, RedisCommands, RedisKeys
 from ._backplane.redis_link import (
     DEFAULT_PING_INTERVAL,
@@ -65,7 +67,7 @@ from ._backplane.redis_link import (
     parse_redis_url,
 )
 from ._backplane.redis_presence import NodePresence
-from ._backplane.wire import Bye, NodeCodec, Signer, read_secret_file, secret_from_environment
+from ._backplane.wire import BackplaneMessage, Bye, NodeCodec, Signer, read_secret_file, secret_from_environment
 from ._core.base_error import HubArgumentError, HubStateError
 from ._support.logging import HUB_LOG_OBSERVER, TwistedCoreLog
 
@@ -246,6 +248,9 @@ class RedisBackplane:
     @param ping_timeout: a connection that brings nothing for this long is
         cut and made again: a dead path to Redis (black-holed, no reset) is
         noticed within C{ping_interval + ping_timeout} seconds.
+    @param claim_timeout: seconds a node waits for the node holding a session
+        a client resumes here (docs/resumption.md, "Across nodes"); past it
+        the resume is refused C{session-unknown}.
     @param clock: time source (default: the factory's clock).
     @param connector: keeps the connections to Redis (default: txredisapi
         through C{ClientService}, reconnecting with Twisted's
@@ -267,6 +272,7 @@ class RedisBackplane:
         ping_timeout: float = DEFAULT_PING_TIMEOUT,
         clock: IReactorTime | None = None,
         connector: RedisConnector | None = None,
+        claim_timeout: float = CLAIM_TIMEOUT,
     ) -> None:
         self.settings = parse_redis_url(url)
         if self.settings.tls:
@@ -274,6 +280,8 @@ class RedisBackplane:
         signer, self.secret_source = _signer(secret_file, secret_env)
         if not lease > 0:
             raise HubArgumentError(f"lease must be > 0, got {lease!r}")
+        if not claim_timeout > 0:
+            raise HubArgumentError(f"claim_timeout must be > 0, got {claim_timeout!r}")
         if min(max_pending_commands, max_pending_bytes) <= 0:
             raise HubArgumentError("max_pending_commands and max_pending_bytes must be > 0")
         self.prefix = prefix
@@ -298,6 +306,13 @@ class RedisBackplane:
         self._link = CommandLink(max_pending_commands, max_pending_bytes, self._now)
         self._publisher = Publisher(self._codec, self._link, self.keys, self._now)
         self._inbox = NodeInbox(self._codec, self._mirror, self._problems, self.channel_all, self._load)
+        self._moves = SessionMoves(
+            self.token, self._publish_move, lambda: self._codec.last_heard(self.channel_all),
+            self._call_later, core_log, claim_timeout,
+        )
+        self._inbox.moves = self._moves
+        self._publisher.route = self._moves.node_of
+        self._publisher.history = self._moves.history
         self._presence = NodePresence(
             token=self.token, node_id=self.node_id, lease=lease, keys=self.keys, codec=self._codec,
             link=self._link, inbox=self._inbox, now=self._now,
@@ -364,7 +379,7 @@ class RedisBackplane:
     def attach(self, hubs: LocalHubs) -> None:
         if self._hubs is not None and self._hubs != hubs:
             raise HubStateError("a RedisBackplane serves one HubServerFactory")
-        self._hubs = self._inbox.hubs = self._presence.hubs = hubs
+        self._hubs = self._inbox.hubs = self._presence.hubs = self._moves.hubs = hubs
 
     def start(self) -> None:
         if self._started:
@@ -435,6 +450,29 @@ class RedisBackplane:
 
     def status(self) -> list[tuple[str, str]]:
         return self._report.status(len(self._mirror), self._codec.signer)
+
+    # -- sessions that move between nodes (docs/resumption.md, "Across nodes") ----------------
+    #: a session this node does not hold is claimed from the others (SessionMoves)
+    moves_sessions = True
+
+    def claim_session(
+        self, hub: str, key: bytes, digest: bytes, user: str | None, answer: Callable[[ClaimAnswer], None],
+    ) -> None:
+        if not self.connected:
+            answer(ClaimAnswer("session-unknown", "Redis is not connected: no other node can be asked"))
+            return
+        self._moves.claim(hub, key, digest, user, answer)
+
+    def session_arrived(self, hub: str, connection_id: str, groups: Iterable[str], cutoffs: dict[str, int]) -> list[bytes]:
+        return self._moves.arrived(hub, connection_id, groups, cutoffs)
+
+    def _publish_move(self, node: str | None, message: BackplaneMessage) -> None:
+        channel = self.channel_all if node is None else self.keys.node_channel(node)
+        self._publisher.publish(channel, message)
+
+    def _call_later(self, delay: float, function: Callable[[], object]) -> Callable[[], object]:
+        call = self.clock.callLater(delay, function)
+        return call.cancel
 
     # -- what the connector reports ----------------------------------------------
     def link_message(self, channel: bytes, data: bytes) -> None:

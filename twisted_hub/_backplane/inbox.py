@@ -1,8 +1,9 @@
 """
 What this node does with what the other backplane nodes say, without I/O:
 check a message (L{twisted_hub._backplane.wire.NodeCodec}), keep the
-membership mirror (L{twisted_hub._backplane.membership.NodeMirror}) and hand receiver
-calls and kicks to this node's hubs (L{twisted_hub._backplane.interface.LocalHubs}).
+membership mirror (L{twisted_hub._backplane.membership.NodeMirror}), hand receiver
+calls and kicks to this node's hubs (L{twisted_hub._backplane.interface.LocalHubs}),
+and what is about sessions moving between nodes to L{SessionMoves}.
 Time is passed in; what needs Redis (loading a node's snapshot) is asked
 of the driver through the C{load} callable it gives.
 
@@ -16,11 +17,16 @@ from collections.abc import Callable, Sequence
 
 from .._core.log import CoreLog
 from .._core.ratelimit import LogRateLimiter
-from .interface import LocalHubs
+from .interface import TARGET_ONLY, LocalHubs, Target
 from .membership import NodeMirror
+from .moves import SessionMoves
 from .wire import (
+    Claim,
+    Forward,
+    Handover,
     Kick,
     MalformedMessage,
+    Moved,
     NodeCodec,
     NodeMessage,
     RejectedMessage,
@@ -103,6 +109,8 @@ class NodeInbox:
         self.channel_all = channel_all
         #: this node's hubs (set when the backplane is attached)
         self.hubs: LocalHubs | None = None
+        #: where claims, handovers and moved connections go (None: sessions do not move)
+        self.moves: SessionMoves | None = None
 
     def receive(self, channel: bytes, data: bytes, now: float) -> None:
         """One message heard on C{channel}."""
@@ -130,10 +138,42 @@ class NodeInbox:
                 self.load(origin)  # a join or leave may be among them (heard from now on: buffered)
         if self.mirror.apply(message, now):
             self.load(origin)
-        if isinstance(message.body, Send):
-            self._deliver(message, message.body, now)
-        elif isinstance(message.body, Kick):
-            self._kick(message.body, now)
+        body = message.body
+        moves = self.moves
+        if isinstance(body, Send):
+            if moves is not None:
+                if channel == self.channel_all:
+                    moves.history.add(origin, message.seq, body)
+                elif body.target.kind == TARGET_ONLY:
+                    body = self._moved_on(moves, body)
+                    if not body.target.ids:
+                        return
+            self._deliver(message, body, now)
+        elif isinstance(body, Kick):
+            if moves is not None and moves.node_of(body.connection_id) != self.codec.token:
+                moves.kick_on(body)
+                return
+            self._kick(body, now)
+        elif moves is not None:
+            if isinstance(body, Claim):
+                moves.heard_claim(message, body)
+            elif isinstance(body, Handover):
+                moves.heard_handover(body)
+            elif isinstance(body, Moved):
+                moves.heard_moved(body)
+            elif isinstance(body, Forward):
+                moves.heard_forward(message, body)
+
+    def _moved_on(self, moves: SessionMoves, send: Send) -> Send:
+        """A receiver call for connections of this node: those that moved away get it where they are now."""
+        token = self.codec.token
+        moved = [i for i in send.target.ids if moves.node_of(i) != token]
+        if not moved:
+            return send
+        for connection_id in moved:
+            moves.forward(send.hub, connection_id, send.payload)
+        kept = tuple(i for i in send.target.ids if i not in moved)
+        return Send(send.hub, Target(TARGET_ONLY, None, kept), send.payload)
 
     def _deliver(self, message: NodeMessage, call: Send, now: float) -> None:
         hubs = self.hubs

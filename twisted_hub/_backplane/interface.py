@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from .._core.wire import ProtocolError, ReceiverCall, decode_frame
@@ -78,6 +78,21 @@ def receiver_call_problem(payload: bytes, allowed: frozenset[str] | None, max_si
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimAnswer:
+    """
+    The answer to a claim for a session another node may hold
+    (docs/resumption.md, "Across nodes"): its C{state} (the bytes of a
+    C{MovedSession}) and the old node's C{cutoffs}, or a typed C{reason}
+    (C{session-unknown} when no node answered) and no state.
+    """
+
+    reason: str
+    message: str
+    state: bytes = b""
+    cutoffs: dict[str, int] = field(default_factory=dict)
+
+
 class LocalHubs(Protocol):
     """
     This node's hubs, as its backplane reaches them: what other nodes ask
@@ -105,6 +120,21 @@ class LocalHubs(Protocol):
 
     def memberships(self) -> Iterator[tuple[str, str, str]]:
         """Every C{(hub, group, connection id)} this node holds, for its snapshot."""
+
+    def hand_over(
+        self, hub: str, key: bytes, digest: bytes, user: str | None,
+        forward: Callable[[str], Callable[[bytes], None]],
+    ) -> tuple[str, str, bytes] | None:
+        """
+        Another node claims the session C{key} names (docs/resumption.md,
+        "Across nodes"): None when this node does not hold it; else
+        C{(reason, message, state)}: the session given up (its state; the
+        reason "") or a typed refusal (no state).  C{forward(connection_id)},
+        called when the session is given up, gives what sends on to the new node.
+        """
+
+    def forwarded(self, hub: str, connection_id: str, payload: bytes) -> bool:
+        """A message for C{connection_id}, which moved here: send it (False: not held here)."""
 
 
 class Backplane(Protocol):
@@ -153,6 +183,17 @@ class Backplane(Protocol):
     def status(self) -> list[tuple[str, str]]:
         """Rows for the status page: C{(label, value)}."""
 
+    #: sessions may move here from other nodes (L{claim_session} asks them)
+    moves_sessions: bool
+
+    def claim_session(
+        self, hub: str, key: bytes, digest: bytes, user: str | None, answer: Callable[[ClaimAnswer], None],
+    ) -> None:
+        """Ask the other nodes for a session this node does not hold; C{answer} is called once, within a bound."""
+
+    def session_arrived(self, hub: str, connection_id: str, groups: Iterable[str], cutoffs: dict[str, int]) -> list[bytes]:
+        """A claimed session is installed here: say so to the others; return the hub-wide calls it missed."""
+
 
 _local_prefix = os.urandom(4).hex()
 _local_counter = itertools.count(1)
@@ -197,3 +238,13 @@ class LocalBackplane:
 
     def status(self) -> list[tuple[str, str]]:
         return [("node", self.node_id)]
+
+    moves_sessions = False
+
+    def claim_session(
+        self, hub: str, key: bytes, digest: bytes, user: str | None, answer: Callable[[ClaimAnswer], None],
+    ) -> None:
+        answer(ClaimAnswer("session-unknown", "no other node"))
+
+    def session_arrived(self, hub: str, connection_id: str, groups: Iterable[str], cutoffs: dict[str, int]) -> list[bytes]:
+        return []

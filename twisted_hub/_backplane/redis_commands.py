@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -20,6 +20,9 @@ from .._core.ratelimit import LogRateLimiter
 from .._support.logging import HUB_LOG_OBSERVER
 from .interface import TARGET_ONLY, Target, node_of
 from .wire import BackplaneMessage, Kick, NodeCodec, Send
+
+if TYPE_CHECKING:
+    from .moves import SendHistory
 
 __all__ = ["FAILED", "CommandLink", "Publisher", "RedisCommands", "RedisKeys", "resp_size"]
 
@@ -197,6 +200,10 @@ class Publisher:
         self.dropped_disconnected = 0
         self.dropped_overload = 0
         self._drop_log = LogRateLimiter(5.0)
+        #: the node holding a connection id (where it moved, else the node its id names)
+        self.route: Callable[[str], str] = node_of
+        #: where this node's hub-wide receiver calls are remembered (sessions that move: None when they do not)
+        self.history: SendHistory | None = None
 
     def receiver_call(self, hub: str, target: Target, payload: bytes) -> None:
         """
@@ -206,11 +213,15 @@ class Publisher:
         node's token).
         """
         if target.kind != TARGET_ONLY:
-            self.publish(self.keys.channel_all, Send(hub, target, payload), counted=True)
+            send = Send(hub, target, payload)
+            channel = self.keys.channel_all
+            if self.publish(channel, send, counted=True) is not None and self.history is not None:
+                self.history.add(self.codec.token, self.codec.last_sent(channel), send)
             return
         by_node: dict[str, list[str]] = {}
+        route = self.route
         for connection_id in target.ids:
-            token = node_of(connection_id)
+            token = route(connection_id)
             if token and token != self.codec.token:
                 by_node.setdefault(token, []).append(connection_id)
         for token, ids in by_node.items():
@@ -219,7 +230,7 @@ class Publisher:
 
     def kick(self, hub: str, connection_id: str, reason: str) -> None:
         """Ask the node holding C{connection_id} to close it."""
-        token = node_of(connection_id)
+        token = self.route(connection_id)
         if not token or token == self.codec.token:
             return  # one of ours that is gone already, or not a connection id at all
         self.publish(self.keys.node_channel(token), Kick(hub, connection_id, reason), counted=True)

@@ -8,7 +8,8 @@ published.  With a shared secret the array is signed:
 C{0xC1 | HMAC-SHA256(secret, channel NUL array) | array}.  (0xC1 is the one
 byte msgpack never uses, so a signed message cannot be taken for an array.)
 Each kind is a typed class (L{Send}, L{Join}, L{Leave}, L{Alive}, L{Sync},
-L{Bye}, L{Kick}) that lists its own fields and checks them when decoded:
+L{Bye}, L{Kick}, and for sessions that move between nodes L{Claim},
+L{Handover}, L{Moved}, L{Forward}) that lists its own fields and checks them when decoded:
 no positional list is built or read anywhere else.
 
 L{NodeCodec} encodes what this node publishes and checks what it hears:
@@ -36,8 +37,9 @@ from .._core.base_error import HubArgumentError
 from .interface import TARGET_ALL, TARGET_GROUP, TARGET_ONLY, Target
 
 __all__ = [
-    "ALIVE", "BYE", "JOIN", "KICK", "LEAVE", "SEND", "SYNC",
-    "Alive", "BackplaneMessage", "Bye", "Join", "Kick", "Leave", "Send", "Sync",
+    "ALIVE", "BYE", "CLAIM", "FORWARD", "HANDOVER", "JOIN", "KICK", "LEAVE", "MOVED", "SEND", "SYNC",
+    "Alive", "BackplaneMessage", "Bye", "Claim", "Forward", "Handover", "Join", "Kick", "Leave", "Moved", "Send",
+    "Sync",
     "MalformedMessage", "NodeCodec", "NodeMessage", "RejectedMessage", "Signer",
     "decode_member_field", "load_secrets", "member_field", "read_secret_file", "secret_from_environment",
 ]
@@ -49,6 +51,10 @@ ALIVE = 3  # fields: node id
 SYNC = 4  # fields: node id (reload my membership snapshot)
 BYE = 5  # no fields: I am stopping, drop my members
 KICK = 6  # fields: hub, connection id, reason (close this connection of yours: clients.kick)
+CLAIM = 7  # fields: hub, session key, token digest, user, claim id (who holds this session? give it to me)
+HANDOVER = 8  # fields: hub, session key, claim id, reason, message, state, cutoffs (the answer to a claim)
+MOVED = 9  # fields: hub, connection id, node token (this connection is held by that node now)
+FORWARD = 10  # fields: hub, connection id, payload (a message for a connection that moved to you)
 
 _HEADER = 4
 
@@ -210,13 +216,125 @@ class Kick:
         return cls(*_texts(fields, ("the hub", "the connection id", "the reason")))
 
 
+def _bytes(value: object, what: str) -> bytes:
+    if type(value) is not bytes:  # noqa: E721
+        raise MalformedMessage(f"{what} must be bytes, got {type(value).__name__}")
+    return value
+
+
+def _count(value: object, what: str) -> int:
+    if type(value) is not int or value < 0:  # noqa: E721
+        raise MalformedMessage(f"{what} must be a count, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """
+    A client resumed on the publishing node with a session it does not
+    hold: the node holding the session (key: epoch and session id) gives it
+    up if C{digest} is its token's and C{user} its user (docs/resumption.md,
+    "Across nodes").  C{user} "" is no user.  On the hub-wide channel.
+    """
+
+    KIND: ClassVar[int] = CLAIM
+    hub: str
+    key: bytes
+    digest: bytes
+    user: str
+    claim_id: int
+
+    def fields(self) -> list[Any]:
+        return [self.hub, self.key, self.digest, self.user, self.claim_id]
+
+    @classmethod
+    def from_fields(cls, fields: list[Any]) -> Claim:
+        hub, key, digest, user, claim_id = fields
+        return cls(_text(hub, "the hub"), _bytes(key, "the session key"), _bytes(digest, "the digest"),
+                   _text(user, "the user"), _count(claim_id, "the claim id"))
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """
+    The answer to a L{Claim}, on the claimant's channel: the session's
+    C{state} (L{twisted_hub._core.session_move.MovedSession}) and the last
+    number this node had handled on the hub-wide channel from each node
+    (C{cutoffs}, its own included), or C{reason} (a typed refusal) and no state.
+    """
+
+    KIND: ClassVar[int] = HANDOVER
+    hub: str
+    key: bytes
+    claim_id: int
+    reason: str
+    message: str
+    state: bytes
+    cutoffs: dict[str, int]
+
+    def fields(self) -> list[Any]:
+        return [self.hub, self.key, self.claim_id, self.reason, self.message, self.state, self.cutoffs]
+
+    @classmethod
+    def from_fields(cls, fields: list[Any]) -> Handover:
+        hub, key, claim_id, reason, message, state, cutoffs = fields
+        if type(cutoffs) is not dict or any(  # noqa: E721
+            type(k) is not str or type(v) is not int or v < 0 for k, v in cutoffs.items()  # noqa: E721
+        ):
+            raise MalformedMessage("the cut-offs must map node tokens to counts")
+        return cls(_text(hub, "the hub"), _bytes(key, "the session key"), _count(claim_id, "the claim id"),
+                   _text(reason, "the reason"), _text(message, "the message"), _bytes(state, "the state"), cutoffs)
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """Connection C{connection_id} of C{hub} is held by node C{node} now (send what is for it there)."""
+
+    KIND: ClassVar[int] = MOVED
+    hub: str
+    connection_id: str
+    node: str
+
+    def fields(self) -> list[Any]:
+        return [self.hub, self.connection_id, self.node]
+
+    @classmethod
+    def from_fields(cls, fields: list[Any]) -> Moved:
+        return cls(*_texts(fields, ("the hub", "the connection id", "the node")))
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """
+    An encoded hub message for connection C{connection_id}, which moved
+    to the node this is sent to (what a call still running on the old node
+    sends it, or a receiver call that reached the old node).
+    """
+
+    KIND: ClassVar[int] = FORWARD
+    hub: str
+    connection_id: str
+    payload: bytes
+
+    def fields(self) -> list[Any]:
+        return [self.hub, self.connection_id, self.payload]
+
+    @classmethod
+    def from_fields(cls, fields: list[Any]) -> Forward:
+        hub, connection_id, payload = fields
+        return cls(_text(hub, "the hub"), _text(connection_id, "the connection id"), _bytes(payload, "the payload"))
+
+
 #: Every message one node publishes for the others.
-BackplaneMessage = Send | Join | Leave | Alive | Sync | Bye | Kick
+BackplaneMessage = Send | Join | Leave | Alive | Sync | Bye | Kick | Claim | Handover | Moved | Forward
 
 #: kind -> (number of fields, the strict decoder of those fields)
 _DECODERS: dict[int, tuple[int, Callable[[list[Any]], BackplaneMessage]]] = {
     message.KIND: (fields, message.from_fields)
-    for message, fields in ((Send, 5), (Join, 3), (Leave, 3), (Alive, 1), (Sync, 1), (Bye, 0), (Kick, 3))
+    for message, fields in (
+        (Send, 5), (Join, 3), (Leave, 3), (Alive, 1), (Sync, 1), (Bye, 0), (Kick, 3),
+        (Claim, 5), (Handover, 7), (Moved, 3), (Forward, 3),
+    )
 }
 
 
@@ -346,6 +464,17 @@ class NodeCodec:
         if self.signer is None:
             return packed
         return bytes([SIGNED_MARK]) + self.signer.sign(channel + b"\0" + packed) + packed
+
+    def last_sent(self, channel: bytes) -> int:
+        """The number of this node's last message on C{channel} (0: none)."""
+        counter = self._sent.get(channel)
+        return int(counter[0]) if counter is not None else 0
+
+    def last_heard(self, channel: bytes) -> dict[str, int]:
+        """The number of the last message heard on C{channel} from each node, and this node's own last one."""
+        heard = {origin: int(state[0]) for (origin, on), state in self._heard.items() if on == channel}
+        heard[self.token] = self.last_sent(channel)
+        return heard
 
     def unsend(self, channel: bytes) -> None:
         """The message just encoded for C{channel} was not sent: reuse its number."""

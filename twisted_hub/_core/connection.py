@@ -381,6 +381,15 @@ class Connection(Generic[T]):
         return bool(self._outbox) or bool(self._urgent)
 
     # -- our own calls ----------------------------------------------------
+    @property
+    def next_call_id(self) -> int:
+        """The id our next call to the peer gets (ids of a resumable session go on across nodes)."""
+        return self._next_call_id
+
+    @next_call_id.setter
+    def next_call_id(self, call_id: int) -> None:
+        self._next_call_id = call_id
+
     def _register_call(self, token: T) -> int:
         call_id = self._next_call_id
         self._next_call_id = call_id + 1

@@ -18,7 +18,7 @@ import secrets
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from itertools import islice
-from typing import Final
+from typing import Any, Final
 
 from .base_error import HubArgumentError, TwistedHubError
 from .wire import (
@@ -102,6 +102,28 @@ class ResumePolicy:
             raise HubArgumentError(f"ack_delay must be > 0 seconds, got {self.ack_delay!r}")
         if self.max_calls < 1:
             raise HubArgumentError(f"max_calls must be >= 1, got {self.max_calls!r}")
+
+
+def _fields(state: object, count: int, what: str) -> list[Any]:
+    if type(state) is not list or len(state) != count:  # noqa: E721
+        raise ValueError(f"{what} is a list of {count} values")
+    return state
+
+
+def _require(ok: bool, what: str) -> None:
+    if not ok:
+        raise ValueError(f"a moved session's state is malformed: {what}")
+
+
+def _is_count(value: object) -> bool:
+    return type(value) is int and value >= 0  # noqa: E721
+
+
+def _is_mark(mark: object) -> bool:
+    return (
+        type(mark) is list and len(mark) == 3 and _is_count(mark[0])  # noqa: E721
+        and all(type(age) in (int, float) for age in mark[1:])
+    )
 
 
 class ReplayBuffer:
@@ -269,6 +291,50 @@ class ReplayBuffer:
             )
         return list(self._kept)
 
+    def export(self, now: float) -> list[Any]:
+        """
+        This buffer as plain values, for another node to L{restore}
+        (docs/resumption.md, "Across nodes"): the numbers, the kept messages,
+        their ages (relative to C{now}: clocks of two nodes need not agree)
+        and what was dropped.
+        """
+        marks = self._marks
+        if marks:
+            marks[-1][2] = self._last_at
+        return [
+            self.last_sent, self.acked, list(self._kept),
+            [[int(first), now - first_at, now - last_at] for first, first_at, last_at in marks],
+            [[last, why] for last, why in self._dropped],
+        ]
+
+    @classmethod
+    def restore(cls, state: list[Any], max_bytes: int, max_age: float, now: float) -> ReplayBuffer:
+        """
+        A buffer from L{export}'s values, with this node's bounds and clock.
+
+        @raise ValueError: the values are not an exported buffer.
+        """
+        last_sent, acked, kept, marks, dropped = _fields(state, 5, "a replay buffer")
+        buffer = cls(max_bytes, max_age)
+        _require(_is_count(last_sent) and _is_count(acked) and acked <= last_sent, "its numbers")
+        _require(type(kept) is list and all(type(k) is bytes for k in kept) and len(kept) <= last_sent, "its messages")
+        _require(type(marks) is list and all(_is_mark(m) for m in marks), "its age records")
+        _require(
+            type(dropped) is list and all(type(d) is list and len(d) == 2 and _is_count(d[0])
+                                          and d[1] in ResumeReason.ALL for d in dropped),
+            "its drop records",
+        )
+        buffer.last_sent, buffer.acked = last_sent, acked
+        buffer._kept = deque(kept)
+        buffer._bytes = sum(map(len, kept)) + len(kept) * ENTRY_OVERHEAD
+        buffer._marks = deque([float(first), now - first_age, now - last_age] for first, first_age, last_age in marks)
+        if buffer._marks:
+            buffer._span_at, buffer._last_at = buffer._marks[-1][1], buffer._marks[-1][2]
+        buffer._dropped = [(last, why) for last, why in dropped]
+        if buffer._bytes > max_bytes:  # (this node's bound is smaller)
+            buffer._shrink()
+        return buffer
+
     def _drop_oldest(self, count: int, reason: str) -> None:
         if count <= 0:
             return
@@ -379,6 +445,21 @@ class ReceiveWindow:
         self._waiting_since = None
         return self.received
 
+    def export(self) -> list[int]:
+        """What was received and acknowledged, for another node (L{restore})."""
+        return [self.received, self.acknowledged]
+
+    def restore(self, state: list[Any], now: float) -> None:
+        """
+        Take over L{export}'s counts (another node received up to there); an
+        acknowledgement that was due there is due here.
+
+        @raise ValueError: the values are not exported counts.
+        """
+        received, acknowledged = _fields(state, 2, "a receive window")
+        _require(_is_count(received) and _is_count(acknowledged) and acknowledged <= received, "its counts")
+        self.received, self.acknowledged = received, acknowledged
+        self._waiting_since = now if received > acknowledged else None
 
 
 class Verdict:
@@ -484,6 +565,32 @@ class CallDeduplicator:
             count += 1
         return count
 
+    def export(self, now: float) -> list[Any]:
+        """
+        The calls seen, for another node (L{restore}): the running ids, the
+        kept answers with their ages, and the two high-water marks.
+        """
+        settled = [[call_id, now - at, answer] for call_id, (at, answer) in self._settled.items()]
+        return [sorted(self._running), settled, self.forgotten_through, self.highest]
+
+    def restore(self, state: list[Any], now: float) -> None:
+        """
+        Take over L{export}'s calls (this deduplicator is new).
+
+        @raise ValueError: the values are not exported calls.
+        """
+        running, settled, forgotten_through, highest = _fields(state, 4, "a call table")
+        _require(type(running) is list and all(_is_count(c) for c in running), "its running calls")
+        _require(
+            type(settled) is list and all(type(e) is list and len(e) == 3 and _is_count(e[0])
+                                          and type(e[1]) in (int, float) and type(e[2]) is bytes for e in settled),
+            "its answers",
+        )
+        _require(_is_count(forgotten_through) and _is_count(highest), "its marks")
+        self._running = set(running)
+        self._settled = OrderedDict((call_id, (now - age, answer)) for call_id, age, answer in settled)
+        self.forgotten_through, self.highest = forgotten_through, highest
+
     def _forget(self, call_id: int) -> None:
         del self._settled[call_id]
         self.forgotten_through = max(self.forgotten_through, call_id)
@@ -580,6 +687,50 @@ class SessionToken:
         for earlier in self._unconfirmed:  # (each compared, whatever the others gave)
             same_secret |= hmac.compare_digest(digest, earlier)
         return same_session and same_secret
+
+    @staticmethod
+    def claim_of(token: bytes) -> tuple[bytes, bytes]:
+        """
+        What another node is asked to check a token by (docs/resumption.md,
+        "Across nodes"): the session key (epoch and session id) and the
+        secret's SHA-256, never the secret itself.
+
+        @raise ResumeRefusedError: C{token-invalid}: not a token of this layout.
+        """
+        epoch, session_id, secret = SessionToken.parse(token)
+        return epoch + session_id, _digest(secret)
+
+    @property
+    def key(self) -> bytes:
+        """The epoch and session id: what names the session among every node's."""
+        return self.epoch + self.session_id
+
+    def matches_claim(self, key: bytes, digest: bytes) -> bool:
+        """L{matches} for a token known by L{claim_of}'s values (constant time in the digest)."""
+        same_session = hmac.compare_digest(key, self.key)
+        same_secret = hmac.compare_digest(digest, self._digest)
+        for earlier in self._unconfirmed:
+            same_secret |= hmac.compare_digest(digest, earlier)
+        return same_session and same_secret
+
+    def export(self) -> list[Any]:
+        """This record as plain values for the node the session moves to (digests only: no secret)."""
+        return [self.epoch, self.session_id, self._digest, list(self._unconfirmed)]
+
+    @classmethod
+    def restore(cls, state: list[Any]) -> SessionToken:
+        """
+        The record L{export} gave.
+
+        @raise ValueError: the values are not an exported record.
+        """
+        epoch, session_id, digest, unconfirmed = _fields(state, 4, "a token record")
+        _require(all(type(v) is bytes for v in (epoch, session_id, digest)), "its token")
+        _require(type(unconfirmed) is list and all(type(d) is bytes and len(d) == 32 for d in unconfirmed)
+                 and len(unconfirmed) <= cls.UNCONFIRMED_TOKENS, "its earlier tokens")
+        record = cls(epoch, session_id, digest)
+        record._unconfirmed = tuple(unconfirmed)
+        return record
 
     def rotate(self) -> bytes:
         """
@@ -730,6 +881,9 @@ class SessionRegistry:
         self.resumed = 0
         self.replayed = 0
         self.refused: dict[str, int] = dict.fromkeys(ResumeReason.ALL, 0)
+        #: sessions handed to another node / taken over from one (docs/resumption.md, "Across nodes")
+        self.moved_out = 0
+        self.moved_in = 0
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -820,6 +974,56 @@ class SessionRegistry:
         """The session a RESUME's C{token} names (None: none here), whether or not the token is right."""
         return self._session_of(token)
 
+    def knows(self, token: bytes) -> bool:
+        """Does this registry hold, or remember the end of, the session C{token} names?"""
+        if len(token) != TOKEN_BYTES:
+            return True  # (malformed: refused here, token-invalid)
+        session_id = token[EPOCH_BYTES : EPOCH_BYTES + SESSION_ID_BYTES]
+        return session_id in self._sessions or session_id in self._ended
+
+    def find_key(self, key: bytes) -> ResumableSession | None:
+        """The session L{SessionToken.claim_of}'s C{key} names (None: none here)."""
+        session = self._sessions.get(key[EPOCH_BYTES:])
+        return session if session is not None and session.token.key == key else None
+
+    def ended_reason(self, key: bytes) -> str | None:
+        """Why the session C{key} names ended here, if it did within the last window."""
+        ended = self._ended.get(key[EPOCH_BYTES:])
+        return ended[1] if ended is not None else None
+
+    def hand_over(self, session: ResumableSession) -> None:
+        """
+        The session moved to another node (docs/resumption.md, "Across
+        nodes"): forget it without remembering an end, so a late resume
+        that reaches this node asks the others again.
+        """
+        if self._sessions.pop(session.session_id, None) is not None:
+            self.moved_out += 1
+
+    def adopt(
+        self, token: SessionToken, sent: list[Any], received: list[Any], calls: list[Any], connection_id: str,
+        now: float,
+    ) -> ResumableSession:
+        """
+        A session another node handed over, from its exported state; it is
+        detached until L{resume} attaches it.
+
+        @raise ValueError: the state is malformed, or the session is here already.
+        """
+        if token.session_id in self._sessions:
+            raise ValueError("a session with this id is here already")
+        policy = self.policy
+        ledger = SessionLedger(policy)
+        ledger.sent = ReplayBuffer.restore(sent, policy.buffer_bytes, policy.window, now)
+        ledger.received.restore(received, now)
+        ledger.calls.restore(calls, now)
+        session = ResumableSession(token, ledger, None, connection_id)
+        session.detached_at = now
+        self._sessions[token.session_id] = session
+        self._ended.pop(token.session_id, None)
+        self.moved_in += 1
+        return session
+
     def count_refusal(self, reason: str) -> None:
         """Count a refusal the caller decided (e.g. another user's connection presenting the token)."""
         self.refused[reason] = self.refused.get(reason, 0) + 1
@@ -838,7 +1042,9 @@ class SessionRegistry:
                 ended = self._ended[session_id][1]
         elif session.detached_at is not None and now - session.detached_at >= self.policy.window:
             ended = ResumeReason.WINDOW_EXPIRED
-        check_resume(session.token if session else None, token, self.epoch, shared=self.shared, ended=ended)
+        # (a session taken over from another node keeps the epoch it was issued in)
+        epoch = session.token.epoch if session is not None else self.epoch
+        check_resume(session.token if session else None, token, epoch, shared=self.shared, ended=ended)
         assert session is not None
         return session
 

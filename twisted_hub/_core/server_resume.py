@@ -25,16 +25,33 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .errors import DisconnectKind, DisconnectReason
 from .heartbeat_member import HeartbeatMembership
-from .resume import ResumableSession, ResumeRefusedError, SessionRegistry, Verdict
+from .resume import ResumableSession, ResumeRefusedError, SessionRegistry, SessionToken, Verdict
 from .resume_link import ResumeLink
 from .session import Lifecycle
-from .wire import Ack, CloseCode, ErrorCode, Invoke, Resume, ResumeReason, ResumeRefused
+from .session_move import ForwardLink, MovedSession
+from .wire import (
+    Ack,
+    CloseCode,
+    Error,
+    ErrorCode,
+    Invoke,
+    MessageKind,
+    ProtocolError,
+    Result,
+    Resume,
+    ResumeReason,
+    ResumeRefused,
+    decode_frame,
+)
 
 if TYPE_CHECKING:
     from .server_session import ServerSession
     from .session_output import PreparedFrame
 
-__all__ = ["Detached", "SessionResume", "admit_call", "detaches", "resume_session", "start_session"]
+__all__ = [
+    "Detached", "SessionResume", "admit_call", "claim_answered", "detaches", "forwarded", "hand_over",
+    "resume_session", "start_session",
+]
 
 
 def detaches(reason: DisconnectReason) -> bool:
@@ -214,6 +231,49 @@ class SessionResume:
             self._cancel_window = None
         self.registry.end(self.record, self._session.io.seconds(), ResumeReason.SESSION_UNKNOWN)
 
+    def moved_away(self, forward: Callable[[bytes], None]) -> None:
+        """
+        The session moved to another node (L{hand_over}): it ends here
+        without ending (no C{on_disconnected}: the hub hears of it where it
+        ends).  A connection still attached is closed with 4006; the session
+        leaves this node's hub layer (its connections, groups: the other
+        nodes hear it leave), this node's registry and timers; client
+        results it awaited fail (the answers would reach the other node);
+        calls still running or queued here finish here, and what they send
+        the client goes to C{forward} (L{ForwardLink}).
+        """
+        session = self._session
+        if self._cancel_ack is not None:
+            self._cancel_ack()
+            self._cancel_ack = None
+        if self._cancel_window is not None:
+            self._cancel_window()
+            self._cancel_window = None
+        self.registry.hand_over(self.record)
+        reason = DisconnectReason(DisconnectKind.NORMAL, CloseCode.SESSION_MOVED, "the session moved to another node", True)
+        if not self.detached:
+            session.heartbeat.leave()
+            session.tokens.stop()
+            previous = session.transport
+            session.transport = detached = Detached(previous.peer)
+            lifecycle = session.lifecycle = Lifecycle()
+            lifecycle.opened()
+            session.out.rebind(detached, lifecycle)
+            previous.moved_away()
+            session.host.connection_count -= 1
+        self.dropped = None
+        session.resumable = None
+        core = session.core
+        core.drop_outgoing()
+        core.resume = ForwardLink(forward)
+        session.closing.joined = False
+        session.io.left()
+        if session.streams is not None:
+            session.streams.closed(reason)
+        session.results.connection_closed(core.take_all_pending(), reason)
+        session.io.closed()
+        session.log.info("{id} moved to another node", id=session.connection_id)
+
     # -- resuming ----------------------------------------------------------------------
     def take_over(self, newcomer: ServerSession[Any], request: Resume) -> None:
         """
@@ -284,8 +344,24 @@ def start_session(session: ServerSession[Any], resumable: bool) -> None:
 
 
 def resume_session(session: ServerSession[Any], request: Resume) -> None:
-    """HELLO + RESUME: carry the session the token names, or refuse and start afresh."""
+    """
+    HELLO + RESUME: carry the session the token names, or refuse and start
+    afresh.  A session this node neither holds nor remembers may be on
+    another node: with a backplane that moves sessions, it is claimed from
+    there (L{SessionHost.claim_session}) and the connection waits for
+    L{claim_answered} (the client sends nothing until RESUMED).
+    """
     registry = session.host.resume_registry(session.hub_name)
+    if session.host.moves_sessions and not registry.knows(request.token):
+        try:
+            key, digest = SessionToken.claim_of(request.token)
+        except ResumeRefusedError:
+            pass  # (refused below, token-invalid)
+        else:
+            session.claiming = request
+            user = session.tokens.user
+            session.host.claim_session(session, key, digest, user.id if user is not None else None)
+            return
     record = registry.find(request.token)
     # (a registry's records are owned by the sessions that opened them)
     owner = cast("ServerSession[Any] | None", record.owner if record is not None else None)
@@ -349,3 +425,155 @@ def admit_call(session: ServerSession[Any], invocation: Invoke) -> bool:
 def refuse(newcomer: ServerSession[Any], refused: ResumeRefusedError) -> None:
     """Tell the newcomer its RESUME was refused (a fresh session follows)."""
     newcomer.core.send(ResumeRefused(refused.reason, refused.message))
+
+
+def hand_over(
+    registry: SessionRegistry, key: bytes, digest: bytes, user: str | None, now: float,
+    forward_for: Callable[[str], Callable[[bytes], None]],
+) -> bytes | None:
+    """
+    Another node claims the session C{key} names for a client that holds
+    the token whose secret hashes to C{digest} (and is C{user}): check, give
+    the session up here (L{SessionResume.moved_away}: C{forward_for(its
+    connection id)} carries what calls still running here send) and return its state
+    (L{MovedSession.encode}).  None: no such session here.
+
+    @raise ResumeRefusedError: the typed reason the claimant tells its
+        client (the token does not match, another user, the window passed,
+        the session ended here and why); nothing moved.
+    @raise MoveError: C{connection.items} cannot be carried; nothing moved.
+    """
+    record = registry.find_key(key)
+    if record is None:
+        ended = registry.ended_reason(key)
+        if ended is None:
+            return None
+        raise ResumeRefusedError(ended, "the session is over")
+    session = cast("ServerSession[Any] | None", record.owner)
+    if session is None or session.resumable is None:  # pragma: no cover - a registry record always has its session
+        return None
+    if not record.token.matches_claim(key, digest):
+        registry.count_refusal(ResumeReason.TOKEN_INVALID)
+        raise ResumeRefusedError(ResumeReason.TOKEN_INVALID, "the token does not match the session")
+    mine = session.tokens.user
+    if (mine.id if mine is not None else None) != user:
+        registry.count_refusal(ResumeReason.TOKEN_INVALID)
+        raise ResumeRefusedError(ResumeReason.TOKEN_INVALID, "the session belongs to another user")
+    if record.detached_at is not None and now - record.detached_at >= registry.policy.window:
+        raise ResumeRefusedError(ResumeReason.WINDOW_EXPIRED, "the session outlived its window")
+    items, groups = session.carried()
+    ledger = record.ledger
+    state = MovedSession(
+        session.hub_name, session.connection_id, record.token.export(), ledger.sent.export(now),
+        ledger.received.export(), ledger.calls.export(now), session.core.next_call_id,
+        user, items, groups,
+    ).encode()
+    session.resumable.moved_away(forward_for(session.connection_id))
+    return state
+
+
+def claim_answered(
+    session: ServerSession[Any], moved: MovedSession | None, reason: str = ResumeReason.SESSION_UNKNOWN,
+    message: str = "no node holds this session",
+) -> bool:
+    """
+    The claim L{resume_session} made is answered: C{moved}, the session
+    another node gave up, goes on over this connection (RESUMED and the
+    replay, as for a local resume; if the connection went away meanwhile,
+    the session waits here, detached, for the next resume); or none did
+    (C{reason}): refuse and start afresh.  Return whether the session is
+    installed here.  The caller then sends what the session missed
+    meanwhile, and handles the frames that arrived (L{ServerSession.release_held}).
+    """
+    request = session.claiming
+    assert request is not None
+    session.claiming = None
+    if moved is None:
+        session.host.resume_registry(session.hub_name).count_refusal(reason)
+        _refused_fresh(session, ResumeRefusedError(reason, message))
+        return False
+    return _install(session, request, moved)
+
+
+def forwarded(session: ServerSession[Any], payload: bytes) -> None:
+    """
+    A message for this session from the node it moved from (what a call
+    still running there sent): send it as the session's next one; an
+    answer settles its call here (a repeat of the call gets it again).
+    """
+    core = session.core
+    if not core.queue_payload(payload):
+        session.log.warn("a forwarded message for {id} is over its size limit: dropped", id=session.connection_id)
+        return
+    link = core.resume
+    if link is not None and payload[1] in (MessageKind.RESULT, MessageKind.ERROR):
+        answer = decode_frame(payload)[0]
+        assert isinstance(answer, (Result, Error))  # (by its kind byte)
+        link.sent_answer(answer.call_id, payload)
+    if not session.out.holding:
+        session.flush()
+
+
+def _refused_fresh(session: ServerSession[Any], refused: ResumeRefusedError) -> None:
+    if session.lifecycle.closed:
+        return
+    session.log.info("{id}: resume refused ({reason})", id=session.connection_id, reason=refused.reason)
+    refuse(session, refused)
+    start_session(session, True)
+    session.heartbeat.join(session.heartbeat_policy, session.host.scheduler_for)
+    session.flush()
+
+
+def _install(session: ServerSession[Any], request: Resume, moved: MovedSession) -> bool:
+    registry = session.host.resume_registry(session.hub_name)
+    io = session.io
+    now = io.seconds()
+    try:
+        record = registry.adopt(
+            SessionToken.restore(moved.token), moved.sent, moved.received, moved.calls, moved.connection_id, now,
+        )
+    except ValueError as e:
+        session.log.error(
+            "{id}: the session {moved} another node handed over cannot be used here ({error}); it is lost",
+            id=session.connection_id, moved=moved.connection_id, error=e,
+        )
+        _refused_fresh(session, ResumeRefusedError(ResumeReason.SESSION_UNKNOWN, "the session's state was unusable"))
+        return False
+    gone = session.lifecycle.closed
+    resumption = None
+    if not gone:
+        try:
+            resumption = registry.resume(request, session.transport, now)
+        except ResumeRefusedError as refused:  # (counted; the registry ended the session)
+            _refused_fresh(session, refused)
+            return False
+        except ProtocolError as e:
+            registry.end(record, now, ResumeReason.SESSION_UNKNOWN)
+            session.log.info("protocol error from {id}: {error}; closing", id=session.connection_id, error=e)
+            session.close_with(CloseCode.PROTOCOL_ERROR, str(e), DisconnectKind.PROTOCOL_ERROR)
+            return False
+    session.rename(moved.connection_id)
+    record.owner = session
+    resumable = session.resumable = SessionResume(session, registry, record)
+    session.core.resume = ResumeLink(record.ledger, io.seconds)
+    session.core.next_call_id = moved.next_call_id
+    session.closing.opened()
+    session.carry(moved.items, moved.groups)
+    if resumption is None:
+        # the connection went away while the other node answered: the session waits here
+        ended = session.lifecycle.ended or DisconnectReason(DisconnectKind.CONNECTION_LOST)
+        resumable.detach(ended)
+        if not detaches(ended):  # (the client closed on purpose: the session ends here)
+            resumable.end(ended, ResumeReason.SESSION_UNKNOWN)
+        return True
+    session.tokens.arm_expiry(now)
+    session.core.send(resumption.resumed)
+    session.core.queue_replay(resumption.replay)
+    session.heartbeat.join(session.heartbeat_policy, session.host.scheduler_for)
+    session.flush()
+    session.log.info(
+        "{id} resumed its session from another node ({count} message(s) replayed)",
+        id=session.connection_id, count=len(resumption.replay),
+    )
+    io.run_hook("on_resumed", None)
+    return True

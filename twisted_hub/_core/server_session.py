@@ -70,6 +70,9 @@ if TYPE_CHECKING:
 
 __all__ = ["CallSink", "ServerIO", "ServerSession", "ServerTransport", "SessionHost"]
 
+#: frames a connection may send while its RESUME is answered by another node (it should send none)
+MAX_HELD_FRAMES = 16
+
 TokenT = TypeVar("TokenT")
 TokenT_contra = TypeVar("TokenT_contra", contravariant=True)
 
@@ -122,6 +125,17 @@ class SessionHost(Protocol):
     def resume_registry(self, hub_name: str) -> SessionRegistry:
         """The resumable sessions of hub C{hub_name}."""
 
+    @property
+    def moves_sessions(self) -> bool:
+        """A session this node does not hold may be claimed from another node (a backplane that moves them)."""
+
+    def claim_session(self, session: ServerSession[Any], key: bytes, digest: bytes, user: str | None) -> None:
+        """
+        Ask the other nodes for the session C{key} names (the token's secret
+        hashes to C{digest}, the client is C{user}); answer through
+        L{twisted_hub._core.server_resume.claim_answered}, within a bound.
+        """
+
 
 class CallSink(Protocol):
     """Where a session's received calls go (the adapter's L{twisted_hub._twisted.dispatch.CallDispatcher})."""
@@ -154,6 +168,10 @@ class ServerSession(ServerSessionViews, Generic[TokenT]):
     streams: StreamSink | None = None
     #: the session's resume state, once its client negotiated C{resume} (docs/resumption.md)
     resumable: SessionResume | None = None
+    #: the RESUME whose session is being claimed from another node (L{resume_session}); frames wait meanwhile
+    claiming: Resume | None = None
+    #: frames that arrived while claiming, handled once the claim is answered
+    held_frames: list[tuple[bytes, bool]] | None = None
 
     def __init__(
         self,
@@ -250,10 +268,40 @@ class ServerSession(ServerSessionViews, Generic[TokenT]):
         if cancel is not None:
             cancel()
 
+    # -- moving between nodes (docs/resumption.md, "Across nodes") ----------------------
+    def rename(self, connection_id: str) -> None:
+        """This connection carries a session another node handed over: it goes by the session's id."""
+        self.connection_id = self.core.connection_id = self.out.connection_id = connection_id
+
+    def carried(self) -> tuple[dict[str, Any], list[str]]:
+        """What the hub layer carries to another node: C{connection.items} and the groups (the adapter's)."""
+        return {}, []
+
+    def carry(self, items: dict[str, Any], groups: list[str]) -> None:
+        """Take over what L{carried} gave on the other node (the adapter's)."""
+
+    def release_held(self) -> None:
+        """The claim was answered: handle the frames that arrived meanwhile, in order."""
+        held, self.held_frames = self.held_frames, None
+        for payload, is_binary in held or ():
+            self.receive(payload, is_binary)
+
     # -- receiving --------------------------------------------------------------
     def receive(self, payload: bytes, is_binary: bool) -> None:
         """One WebSocket message arrived.  Nothing is handled once this side decided to close."""
         if self.lifecycle.closing_locally:
+            return
+        if self.claiming is not None:
+            # (a client sends nothing between RESUME and the answer, docs/protocol.md 10.5; one that does waits)
+            held = self.held_frames
+            if held is None:
+                held = self.held_frames = []
+            if len(held) >= MAX_HELD_FRAMES:
+                self.close_with(
+                    CloseCode.PROTOCOL_ERROR, "messages after RESUME before its answer", DisconnectKind.PROTOCOL_ERROR,
+                )
+                return
+            held.append((payload, is_binary))
             return
         if not is_binary:
             self.log.info("text frame from {peer} ({id}); closing", peer=peer_field(self.transport.peer), id=self.connection_id)

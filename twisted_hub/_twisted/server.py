@@ -25,7 +25,7 @@ from twisted.internet.interfaces import IProtocolNegotiationFactory, IPushProduc
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .._backplane.interface import Backplane, LocalBackplane, Target, receiver_call_problem
+from .._backplane.interface import Backplane, ClaimAnswer, LocalBackplane, Target, receiver_call_problem
 from .._core.admission import OVER_CAPACITY, HandshakeWatch, Refusal, UpgradeRequest, check_request
 from .._core.backpressure import HeldFrames, OutputBudget
 from .._core.base_error import HubArgumentError
@@ -34,9 +34,12 @@ from .._core.deprecate import warn_deprecated
 from .._core.errors import DisconnectKind, DisconnectReason
 from .._core.heartbeat import HeartbeatPolicy, StallDetector
 from .._core.origin import ANY_ORIGIN, AllowedHosts, OriginPolicy
-from .._core.resume import ResumePolicy, SessionRegistry, SessionToken
+from .._core.resume import ResumePolicy, ResumeRefusedError, SessionRegistry, SessionToken
+from .._core.server_resume import claim_answered, forwarded, hand_over
+from .._core.server_session import ServerSession
+from .._core.session_move import MovedSession, MoveError
 from .._core.stats import HeartbeatWindow, RecentDisconnects
-from .._core.wire import SUBPROTOCOL, Close, CloseCode, close_reason_bytes, encode
+from .._core.wire import SUBPROTOCOL, Close, CloseCode, ResumeReason, close_reason_bytes, encode
 from .._hubs.auth import DEFAULT_AUTHENTICATION_TIMEOUT, Authenticator
 from .._hubs.filters import FilterChains, HubFilter, check_filters
 from .._hubs.hub import ConnectionContext, HeartbeatFeature, Hub, HubRuntime, PreparedFrame
@@ -62,7 +65,7 @@ from .limits import (
 )
 from .liveness import ServerHeartbeatScheduler, ping_sequence
 from .loss_pacing import LossPacer
-from .server_io import TwistedServerSession, call_later
+from .server_io import SESSION_LOG, TwistedServerSession, call_later
 
 __all__ = [
     "ConnectionContext",
@@ -693,6 +696,35 @@ class HubServerFactory(WebSocketServerFactory):
     def _resume_epoch(self) -> bytes:
         return SessionToken.new_epoch()
 
+    # -- sessions that move between nodes (docs/resumption.md, "Across nodes") ---------------
+    @property
+    def moves_sessions(self) -> bool:
+        """A session this node does not hold is claimed from the other nodes (a backplane that moves them)."""
+        return self.backplane.moves_sessions
+
+    def claim_session(self, session: ServerSession[Any], key: bytes, digest: bytes, user: str | None) -> None:
+        """Claim the session C{key} names from the other nodes for C{session}'s connection (L{resume_session})."""
+
+        def answered(answer: ClaimAnswer) -> None:
+            moved = None
+            reason, message = answer.reason or ResumeReason.SESSION_UNKNOWN, answer.message
+            if answer.state:
+                try:
+                    moved = MovedSession.decode(answer.state)
+                except MoveError as e:
+                    SESSION_LOG.logger.error(
+                        "a session handed over by another node cannot be used ({error}); it is lost", error=e,
+                    )
+                    reason, message = ResumeReason.SESSION_UNKNOWN, "the session's state was unusable"
+            if claim_answered(session, moved, reason, message) and moved is not None:
+                missed = self.backplane.session_arrived(session.hub_name, session.connection_id, moved.groups, answer.cutoffs)
+                for payload in missed:
+                    session.write_message(payload)
+                session.flush()
+            session.release_held()
+
+        self.backplane.claim_session(session.hub_name, key, digest, user, answered)
+
     def acceptableProtocols(self) -> list[bytes]:
         """ALPN when listening over TLS directly: HTTP/1.1, which a WebSocket upgrades (never h2)."""
         return list(HUB_ALPN_PROTOCOLS)
@@ -837,3 +869,26 @@ class _FactoryHubs:
         for hub, runtime in self.factory.runtimes.items():
             for group, connection_id in runtime.groups.memberships():
                 yield hub, group, connection_id
+
+    def hand_over(
+        self, hub: str, key: bytes, digest: bytes, user: str | None,
+        forward: Callable[[str], Callable[[bytes], None]],
+    ) -> tuple[str, str, bytes] | None:
+        registry = self.factory.resume_registries.get(hub)
+        if registry is None:
+            return None
+        try:
+            state = hand_over(registry, key, digest, user, self.factory.clock.seconds(), forward)
+        except ResumeRefusedError as refused:
+            return refused.reason, refused.message, b""
+        except MoveError as e:
+            SESSION_LOG.logger.error("a session of hub {hub} cannot move to another node: {error}", hub=hub, error=e)
+            return ResumeReason.SESSION_UNKNOWN, str(e), b""
+        return None if state is None else ("", "", state)
+
+    def forwarded(self, hub: str, connection_id: str, payload: bytes) -> bool:
+        session = self.factory.runtimes[hub].connections.get(connection_id)
+        if session is None:
+            return False
+        forwarded(session, payload)
+        return True

@@ -80,6 +80,11 @@ class TwistedSessionHost(Protocol):
 
     def resume_registry(self, hub_name: str) -> SessionRegistry: ...
 
+    @property
+    def moves_sessions(self) -> bool: ...
+
+    def claim_session(self, session: ServerSession[Any], key: bytes, digest: bytes, user: str | None) -> None: ...
+
 
 def call_later(clock: IReactorTime, delay: float, function: Callable[[], object]) -> Callable[[], object]:
     """The core's timer on a Twisted clock: call C{function} in C{delay} seconds; return what cancels that."""
@@ -303,6 +308,16 @@ class TwistedServerSession(ServerSession[Deferred[Any]]):
         except ConnectionClosedError as e:
             return fail(e)
         return deferred
+
+    def carried(self) -> tuple[dict[str, Any], list[str]]:
+        """C{connection.items} (a copy) and the groups, for the node this session moves to."""
+        return dict(self.hub.connection.items), sorted(self.runtime.groups.groups_of(self.connection_id))
+
+    def carry(self, items: dict[str, Any], groups: list[str]) -> None:
+        """What L{carried} gave on the node the session moved from: the items, and back into the groups."""
+        self.hub.connection.items.update(items)
+        for group in groups:
+            self.runtime.groups.add(group, self)
 
     def adopted(self, newcomer: ServerSession[Any]) -> None:
         """This session goes on over C{newcomer}'s connection (a resume): its protocol, request and user."""
