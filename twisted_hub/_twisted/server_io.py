@@ -309,6 +309,10 @@ class TwistedServerSession(ServerSession[Deferred[Any]]):
             return fail(e)
         return deferred
 
+    def rename(self, connection_id: str) -> None:
+        super().rename(connection_id)
+        self.hub.connection.id = connection_id
+
     def carried(self) -> tuple[dict[str, Any], list[str]]:
         """C{connection.items} (a copy) and the groups, for the node this session moves to."""
         return dict(self.hub.connection.items), sorted(self.runtime.groups.groups_of(self.connection_id))
