@@ -518,7 +518,10 @@ class RedisBackplane:
     def _beat(self) -> None:
         """Every C{lease / 3}: renew this node's lease, say it is alive, forget silent nodes."""
         now = self.clock.seconds()
+        before = set(self._mirror.nodes)
         self._mirror.expire(now)
+        for token in before - set(self._mirror.nodes):
+            self._moves.node_gone(token)
         self._codec.forget(now, {self.keys.node_channel(token) for token in self._mirror.nodes})
         if self.connected:
             self._presence.refresh()

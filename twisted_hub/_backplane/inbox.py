@@ -21,6 +21,7 @@ from .interface import TARGET_ONLY, LocalHubs, Target
 from .membership import NodeMirror
 from .moves import SessionMoves
 from .wire import (
+    Bye,
     Claim,
     Forward,
     Handover,
@@ -138,6 +139,8 @@ class NodeInbox:
                 self.load(origin)  # a join or leave may be among them (heard from now on: buffered)
         if self.mirror.apply(message, now):
             self.load(origin)
+        if isinstance(message.body, Bye) and self.moves is not None:
+            self.moves.node_gone(origin)
         body = message.body
         moves = self.moves
         if isinstance(body, Send):
@@ -158,7 +161,7 @@ class NodeInbox:
             if isinstance(body, Claim):
                 moves.heard_claim(message, body)
             elif isinstance(body, Handover):
-                moves.heard_handover(body)
+                moves.heard_handover(message, body)
             elif isinstance(body, Moved):
                 moves.heard_moved(body)
             elif isinstance(body, Forward):

@@ -91,6 +91,8 @@ class ClaimAnswer:
     message: str
     state: bytes = b""
     cutoffs: dict[str, int] = field(default_factory=dict)
+    #: the node that answered (its token: calls still running there are answered if it dies)
+    node: str = ""
 
 
 class LocalHubs(Protocol):
@@ -135,6 +137,9 @@ class LocalHubs(Protocol):
 
     def forwarded(self, hub: str, connection_id: str, payload: bytes) -> bool:
         """A message for C{connection_id}, which moved here: send it (False: not held here)."""
+
+    def node_gone(self, token: str) -> None:
+        """Node C{token} left or died: calls of sessions that moved from it and ran there will not be answered."""
 
 
 class Backplane(Protocol):

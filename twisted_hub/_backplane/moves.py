@@ -146,7 +146,7 @@ class SessionMoves:
         self._claims[claim_id] = (answer, self._call_later(self.claim_timeout, timed_out))
         self._publish(None, Claim(hub, key, digest, user or "", claim_id))
 
-    def heard_handover(self, handover: Handover) -> None:
+    def heard_handover(self, message: NodeMessage, handover: Handover) -> None:
         pending = self._claims.pop(handover.claim_id, None)
         if pending is None:
             if handover.state:
@@ -164,7 +164,7 @@ class SessionMoves:
             self.claims_won += 1
         else:
             self.claims_refused += 1
-        answer(ClaimAnswer(handover.reason, handover.message, handover.state, handover.cutoffs))
+        answer(ClaimAnswer(handover.reason, handover.message, handover.state, handover.cutoffs, message.origin))
 
     def arrived(self, hub: str, connection_id: str, groups: Iterable[str], cutoffs: dict[str, int]) -> list[bytes]:
         """
@@ -196,6 +196,12 @@ class SessionMoves:
             self.handed_over += 1
         # (the cut-offs are read in the same turn the session was given up)
         self._publish(claimant, Handover(claim.hub, claim.key, claim.claim_id, reason, text, state, self._cutoffs()))
+
+    def node_gone(self, token: str) -> None:
+        """Node C{token} left or its lease ran out: what moved from it and was running there is answered here."""
+        hubs = self.hubs
+        if hubs is not None:
+            hubs.node_gone(token)
 
     # -- routing ------------------------------------------------------------------------
     def heard_moved(self, moved: Moved) -> None:

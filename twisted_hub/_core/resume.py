@@ -104,15 +104,23 @@ class ResumePolicy:
             raise HubArgumentError(f"max_calls must be >= 1, got {self.max_calls!r}")
 
 
+class MoveError(TwistedHubError, ValueError):
+    """
+    A session's state cannot move to another node (its C{connection.items}
+    are not msgpack values), or what arrived is not a moved session's state
+    (docs/resumption.md, "Across nodes").
+    """
+
+
 def _fields(state: object, count: int, what: str) -> list[Any]:
     if type(state) is not list or len(state) != count:  # noqa: E721
-        raise ValueError(f"{what} is a list of {count} values")
+        raise MoveError(f"{what} is a list of {count} values")
     return state
 
 
 def _require(ok: bool, what: str) -> None:
     if not ok:
-        raise ValueError(f"a moved session's state is malformed: {what}")
+        raise MoveError(f"a moved session's state is malformed: {what}")
 
 
 def _is_count(value: object) -> bool:
@@ -312,7 +320,7 @@ class ReplayBuffer:
         """
         A buffer from L{export}'s values, with this node's bounds and clock.
 
-        @raise ValueError: the values are not an exported buffer.
+        @raise MoveError: the values are not an exported buffer.
         """
         last_sent, acked, kept, marks, dropped = _fields(state, 5, "a replay buffer")
         buffer = cls(max_bytes, max_age)
@@ -454,7 +462,7 @@ class ReceiveWindow:
         Take over L{export}'s counts (another node received up to there); an
         acknowledgement that was due there is due here.
 
-        @raise ValueError: the values are not exported counts.
+        @raise MoveError: the values are not exported counts.
         """
         received, acknowledged = _fields(state, 2, "a receive window")
         _require(_is_count(received) and _is_count(acknowledged) and acknowledged <= received, "its counts")
@@ -534,6 +542,11 @@ class CallDeduplicator:
             self.highest = call_id
         return _NEW
 
+    @property
+    def running(self) -> frozenset[int]:
+        """The ids of the calls running now."""
+        return frozenset(self._running)
+
     def is_running(self, call_id: int) -> bool:
         """Is C{call_id} running (begun, not settled or abandoned)?"""
         return call_id in self._running
@@ -577,7 +590,7 @@ class CallDeduplicator:
         """
         Take over L{export}'s calls (this deduplicator is new).
 
-        @raise ValueError: the values are not exported calls.
+        @raise MoveError: the values are not exported calls.
         """
         running, settled, forgotten_through, highest = _fields(state, 4, "a call table")
         _require(type(running) is list and all(_is_count(c) for c in running), "its running calls")
@@ -722,7 +735,7 @@ class SessionToken:
         """
         The record L{export} gave.
 
-        @raise ValueError: the values are not an exported record.
+        @raise MoveError: the values are not an exported record.
         """
         epoch, session_id, digest, unconfirmed = _fields(state, 4, "a token record")
         _require(all(type(v) is bytes for v in (epoch, session_id, digest)), "its token")
@@ -1008,10 +1021,10 @@ class SessionRegistry:
         A session another node handed over, from its exported state; it is
         detached until L{resume} attaches it.
 
-        @raise ValueError: the state is malformed, or the session is here already.
+        @raise MoveError: the state is malformed, or the session is here already.
         """
         if token.session_id in self._sessions:
-            raise ValueError("a session with this id is here already")
+            raise MoveError("a session with this id is here already")
         policy = self.policy
         ledger = SessionLedger(policy)
         ledger.sent = ReplayBuffer.restore(sent, policy.buffer_bytes, policy.window, now)

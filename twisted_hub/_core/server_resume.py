@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .errors import DisconnectKind, DisconnectReason
 from .heartbeat_member import HeartbeatMembership
-from .resume import ResumableSession, ResumeRefusedError, SessionRegistry, SessionToken, Verdict
+from .resume import MoveError, ResumableSession, ResumeRefusedError, SessionRegistry, SessionToken, Verdict
 from .resume_link import ResumeLink
 from .session import Lifecycle
 from .session_move import ForwardLink, MovedSession
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Detached", "SessionResume", "admit_call", "claim_answered", "detaches", "forwarded", "hand_over",
-    "resume_session", "start_session",
+    "node_lost", "resume_session", "start_session",
 ]
 
 
@@ -112,7 +112,7 @@ class SessionResume:
     record, its timers, and why its last connection dropped.
     """
 
-    __slots__ = ("_session", "registry", "record", "_cancel_ack", "_cancel_window", "dropped")
+    __slots__ = ("_session", "registry", "record", "_cancel_ack", "_cancel_window", "dropped", "running_on")
 
     def __init__(self, session: ServerSession[Any], registry: SessionRegistry, record: ResumableSession) -> None:
         self._session = session
@@ -122,6 +122,8 @@ class SessionResume:
         self._cancel_window: Callable[[], object] | None = None
         #: why the connection dropped, while detached (None: attached)
         self.dropped: DisconnectReason | None = None
+        #: (the node this session moved from, the ids of its calls that were running there)
+        self.running_on: tuple[str, frozenset[int]] | None = None
 
     @property
     def detached(self) -> bool:
@@ -474,14 +476,15 @@ def hand_over(
 
 def claim_answered(
     session: ServerSession[Any], moved: MovedSession | None, reason: str = ResumeReason.SESSION_UNKNOWN,
-    message: str = "no node holds this session",
+    message: str = "no node holds this session", node: str = "",
 ) -> bool:
     """
     The claim L{resume_session} made is answered: C{moved}, the session
     another node gave up, goes on over this connection (RESUMED and the
     replay, as for a local resume; if the connection went away meanwhile,
     the session waits here, detached, for the next resume); or none did
-    (C{reason}): refuse and start afresh.  Return whether the session is
+    (C{reason}): refuse and start afresh.  C{node}: the node that gave the
+    session up (its calls still running there: L{node_lost}).  Return whether the session is
     installed here.  The caller then sends what the session missed
     meanwhile, and handles the frames that arrived (L{ServerSession.release_held}).
     """
@@ -492,7 +495,29 @@ def claim_answered(
         session.host.resume_registry(session.hub_name).count_refusal(reason)
         _refused_fresh(session, ResumeRefusedError(reason, message))
         return False
-    return _install(session, request, moved)
+    return _install(session, request, moved, node)
+
+
+def node_lost(session: ServerSession[Any], node: str) -> None:
+    """
+    Node C{node}, which this session moved from while calls of its ran
+    there, left or died: those not answered yet never will be.  Each is
+    answered C{duplicate-call} (it may have run, and is never run again:
+    docs/resumption.md), so no call is left hanging.
+    """
+    resumable = session.resumable
+    if resumable is None or resumable.running_on is None or resumable.running_on[0] != node:
+        return
+    _, ids = resumable.running_on
+    resumable.running_on = None
+    calls = resumable.record.ledger.calls
+    for call_id in sorted(ids):
+        if calls.is_running(call_id):
+            session.core.send_error(
+                call_id, ErrorCode.DUPLICATE_CALL, "the node this call ran on was lost; it may have run",
+            )
+    if not session.out.holding:
+        session.flush()
 
 
 def forwarded(session: ServerSession[Any], payload: bytes) -> None:
@@ -524,7 +549,7 @@ def _refused_fresh(session: ServerSession[Any], refused: ResumeRefusedError) -> 
     session.flush()
 
 
-def _install(session: ServerSession[Any], request: Resume, moved: MovedSession) -> bool:
+def _install(session: ServerSession[Any], request: Resume, moved: MovedSession, node: str) -> bool:
     registry = session.host.resume_registry(session.hub_name)
     io = session.io
     now = io.seconds()
@@ -532,7 +557,7 @@ def _install(session: ServerSession[Any], request: Resume, moved: MovedSession) 
         record = registry.adopt(
             SessionToken.restore(moved.token), moved.sent, moved.received, moved.calls, moved.connection_id, now,
         )
-    except ValueError as e:
+    except MoveError as e:
         session.log.error(
             "{id}: the session {moved} another node handed over cannot be used here ({error}); it is lost",
             id=session.connection_id, moved=moved.connection_id, error=e,
@@ -555,6 +580,9 @@ def _install(session: ServerSession[Any], request: Resume, moved: MovedSession) 
     session.rename(moved.connection_id)
     record.owner = session
     resumable = session.resumable = SessionResume(session, registry, record)
+    running = record.ledger.calls.running
+    if running and node:
+        resumable.running_on = (node, running)
     session.core.resume = ResumeLink(record.ledger, io.seconds)
     session.core.next_call_id = moved.next_call_id
     session.closing.opened()

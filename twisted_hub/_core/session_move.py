@@ -14,16 +14,13 @@ from typing import Any, Final
 
 import msgpack
 
+from .resume import MoveError
 from .resume_link import SEQUENCED_KINDS, ResumeLink
 
 __all__ = ["MOVED_SESSION_VERSION", "ForwardLink", "MovedSession", "MoveError"]
 
 #: the layout of L{MovedSession.encode} (a node refuses another layout: the session cannot move)
 MOVED_SESSION_VERSION: Final = 1
-
-
-class MoveError(ValueError):
-    """A session's state cannot be carried to another node (its C{connection.items}), or what arrived is not one."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -713,6 +713,9 @@ class HubRuntime(Generic[ConnectionT]):
         self.deliver(self.local_targets(target), payload)
         if target.kind != TARGET_CALLER:
             self.backplane.publish(self.hub_class.hub_name, target, payload)
+        elif target.ids[0] not in self.connections:
+            # a call still running here for a session that moved to another node (docs/resumption.md)
+            self.backplane.publish(self.hub_class.hub_name, Target(TARGET_ONLY, None, target.ids), payload)
 
     def local_targets(self, target: Target) -> list[HubConnection]:
         """The connections of this node that C{target} names."""

@@ -35,7 +35,7 @@ from .._core.errors import DisconnectKind, DisconnectReason
 from .._core.heartbeat import HeartbeatPolicy, StallDetector
 from .._core.origin import ANY_ORIGIN, AllowedHosts, OriginPolicy
 from .._core.resume import ResumePolicy, ResumeRefusedError, SessionRegistry, SessionToken
-from .._core.server_resume import claim_answered, forwarded, hand_over
+from .._core.server_resume import claim_answered, forwarded, hand_over, node_lost
 from .._core.server_session import ServerSession
 from .._core.session_move import MovedSession, MoveError
 from .._core.stats import HeartbeatWindow, RecentDisconnects
@@ -716,7 +716,7 @@ class HubServerFactory(WebSocketServerFactory):
                         "a session handed over by another node cannot be used ({error}); it is lost", error=e,
                     )
                     reason, message = ResumeReason.SESSION_UNKNOWN, "the session's state was unusable"
-            if claim_answered(session, moved, reason, message) and moved is not None:
+            if claim_answered(session, moved, reason, message, answer.node) and moved is not None:
                 missed = self.backplane.session_arrived(session.hub_name, session.connection_id, moved.groups, answer.cutoffs)
                 for payload in missed:
                     session.write_message(payload)
@@ -892,3 +892,10 @@ class _FactoryHubs:
             return False
         forwarded(session, payload)
         return True
+
+    def node_gone(self, token: str) -> None:
+        for runtime in self.factory.runtimes.values():
+            for session in list(runtime.connections.values()):
+                resumable = session.resumable
+                if resumable is not None and resumable.running_on is not None:
+                    node_lost(session, token)

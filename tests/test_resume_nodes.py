@@ -1,0 +1,285 @@
+"""
+A session moving between nodes (docs/resumption.md, "Across nodes"), the
+way users meet it: two L{HubServerFactory} nodes on real 127.0.0.1 ports,
+joined by L{RedisBackplane} through a real C{redis-server}; a proxy in front
+that resets connections (L{CuttingProxy}) and is pointed at the other node
+before the client comes back, as a round-robin balancer without stickiness
+would; a L{ReconnectingHubClient} with C{resume=True}.
+
+- the session resumes on the other node: same connection id, groups and
+  C{connection.items}, C{on_resumed} there, no disconnect anywhere;
+- group messages published on either node while the client was away or
+  moving arrive once, in order; a call running on the old node when the
+  session moved is answered once (forwarded), and C{clients.client(id)}
+  from the old node reaches the client on the new one;
+- a claim nobody answers (the node holding the session has left) is
+  refused C{session-unknown} and the client starts afresh;
+- a call still running on a node that dies after the session left it is
+  answered C{duplicate-call}, never left hanging.
+
+A missing redis-server fails, never skips.  Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import task
+from twisted.internet.defer import Deferred
+
+from twisted_hub import Hub, HubClientOptions, HubError, HubServerFactory, ReconnectingHubClient, ResumePolicy, method
+from twisted_hub.redis import RedisBackplane
+from twisted_hub.types import DisconnectReason
+
+from ._cutting_proxy import CuttingProxy
+from ._redis import RedisServer
+from .test_scaling_processes import eventually
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def reactor() -> Any:
+    from twisted.internet import reactor as global_reactor
+
+    return global_reactor
+
+
+def sleep(seconds: float) -> Deferred[None]:
+    return task.deferLater(reactor(), seconds, lambda: None)
+
+
+@dataclass
+class Seen:
+    """What the hubs of both nodes saw."""
+
+    connected: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    disconnected: list[tuple[str, str]] = field(default_factory=list)
+    running: list[int] = field(default_factory=list)
+
+
+SEEN = Seen()
+
+
+class NodesHub(Hub):
+    hub_name = "nodes"
+
+    def on_connected(self) -> None:
+        SEEN.connected.append(self.connection.id)
+
+    def on_resumed(self) -> None:
+        SEEN.resumed.append(self.connection.id)
+
+    def on_disconnected(self, reason: DisconnectReason) -> None:
+        SEEN.disconnected.append((self.connection.id, reason.kind.value))
+
+    @method
+    def subscribe(self, topic: str) -> str:
+        self.groups.add(topic)
+        self.connection.items["topic"] = topic
+        return self.connection.id
+
+    @method
+    def topic(self) -> list[Any]:
+        return [self.connection.items.get("topic"), sorted(self.groups.joined())]
+
+    @method
+    def publish(self, topic: str, number: int) -> None:
+        self.clients.group(topic).item(number)
+
+    @method
+    def tell(self, connection_id: str, number: int) -> None:
+        self.clients.client(connection_id).item(number)
+
+    @method
+    async def slow(self, value: int, seconds: float) -> int:
+        SEEN.running.append(value)
+        await sleep(seconds)
+        self.clients.caller.item(1000 + value)  # (sent by the old node once the session moved: forwarded)
+        return value
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.items: list[int] = []
+
+    def item(self, number: int) -> None:
+        self.items.append(number)
+
+
+@dataclass
+class Nodes:
+    redis: RedisServer
+    factories: list[HubServerFactory]
+    ports: list[Any]
+    proxy: CuttingProxy
+    proxy_port: int
+
+    def port_of(self, node: int) -> int:
+        return int(self.ports[node].getHost().port)
+
+    def route_to(self, node: int) -> None:
+        """New connections through the proxy go to C{node} (what a balancer's next turn does)."""
+        self.proxy.target_port = self.port_of(node)
+
+    def backplane(self, node: int) -> RedisBackplane:
+        backplane = self.factories[node].backplane
+        assert isinstance(backplane, RedisBackplane)
+        return backplane
+
+
+@asynccontextmanager
+async def two_nodes(claim_timeout: float = 2.0) -> AsyncIterator[Nodes]:
+    global SEEN
+    SEEN = Seen()
+    redis = RedisServer(reactor())
+    await redis.start()
+    factories: list[HubServerFactory] = []
+    ports: list[Any] = []
+    listening = None
+    try:
+        for _ in range(2):
+            backplane = RedisBackplane(redis.url, lease=3.0, claim_timeout=claim_timeout)
+            factory = HubServerFactory(
+                [NodesHub], resume=ResumePolicy(window=10.0), allowed_origins=["*"], backplane=backplane,
+            )
+            factories.append(factory)
+            ports.append(reactor().listenTCP(0, factory, interface="127.0.0.1"))
+
+        async def each_hears_the_other() -> bool:
+            return all(isinstance(f.backplane, RedisBackplane) and len(f.backplane.nodes) == 1 for f in factories)
+
+        await eventually(each_hears_the_other, reactor(), 10.0, "both nodes up and hearing each other")
+        proxy = CuttingProxy(reactor(), ports[0].getHost().port)
+        listening = reactor().listenTCP(0, proxy, interface="127.0.0.1")
+        yield Nodes(redis, factories, ports, proxy, listening.getHost().port)
+    finally:
+        if listening is not None:
+            await listening.stopListening()
+        for port in ports:
+            await port.stopListening()
+        for factory in factories:
+            await factory.backplane_left()
+        await redis.stop()
+
+
+def client(port: int, receiver: Receiver) -> ReconnectingHubClient:
+    return ReconnectingHubClient(
+        f"ws://127.0.0.1:{port}", "nodes", receiver, HubClientOptions(resume=True), retry_policy=lambda attempt: 0.2,
+    )
+
+
+async def until(condition: Any, what: Any, seconds: float = 10.0) -> None:
+    async def check() -> bool:
+        return bool(condition())
+
+    try:
+        await eventually(check, reactor(), seconds, "")
+    except AssertionError:
+        raise AssertionError(f"not within {seconds:g} s: {what() if callable(what) else what}") from None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_session_moves_to_the_other_node_and_loses_nothing() -> None:
+    async with two_nodes() as nodes:
+        receiver = Receiver()
+        mover = client(nodes.proxy_port, receiver)
+        # a publisher on each node (connected directly)
+        on_a = client(nodes.port_of(0), Receiver())
+        on_b = client(nodes.port_of(1), Receiver())
+        for service in (mover, on_a, on_b):
+            service.start()
+        try:
+            connection_id = await mover.call("subscribe", "news")
+            assert nodes.backplane(0).token in connection_id  # (it began on node A)
+            await on_a.call("publish", "news", 0)
+            await until(lambda: receiver.items == [0], "the first item")
+            in_flight = mover.call("slow", 7, 0.5)
+            await until(lambda: SEEN.running == [7], "the slow call running on node A")
+            # the balancer's next turn is node B; the link drops
+            nodes.route_to(1)
+            assert nodes.proxy.cut_all() == 1
+            for number in (1, 2, 3):
+                await on_b.call("publish", "news", number)
+                await on_a.call("publish", "news", number + 10)
+            assert await in_flight == 7  # answered once: forwarded by node A
+            await until(lambda: len(receiver.items) == 8, lambda: f"the items published meanwhile (so far {receiver.items})")
+            news = [n for n in receiver.items if n < 1000]
+            assert sorted(news) == [0, 1, 2, 3, 11, 12, 13]
+            # each node's own messages arrive in the order it sent them, none twice
+            assert [n for n in news if 0 < n < 10] == [1, 2, 3]
+            assert [n for n in news if n > 10] == [11, 12, 13]
+            assert receiver.items.count(1007) == 1
+            # the hub saw one connection, resumed once (on B), never disconnected; its state carried over
+            assert SEEN.connected.count(connection_id) == 1
+            assert SEEN.resumed == [connection_id]
+            assert all(cid != connection_id for cid, _ in SEEN.disconnected)
+            assert mover.resumes == 1 and sum(mover.resume_refusals.values()) == 0
+            assert mover.current is not None and mover.current.connection_id == connection_id
+            assert await mover.call("topic") == ["news", ["news"]]
+            registry_a = nodes.factories[0].resume_registries["nodes"]
+            registry_b = nodes.factories[1].resume_registries["nodes"]
+            assert (registry_a.moved_out, registry_b.moved_in) == (1, 1)
+            assert connection_id not in nodes.factories[0].runtimes["nodes"].connections
+            assert connection_id in nodes.factories[1].runtimes["nodes"].connections
+            # clients.client(id) from node A reaches it on node B (Moved, or A forwarding)
+            await on_a.call("tell", connection_id, 500)
+            await until(lambda: receiver.items[-1:] == [500], "a receiver call routed from node A")
+            # and a group message from either node still arrives once
+            await on_a.call("publish", "news", 20)
+            await on_b.call("publish", "news", 21)
+            await until(lambda: receiver.items[-2:] in ([20, 21], [21, 20]), "group messages after the move")
+            assert receiver.items.count(20) == receiver.items.count(21) == 1
+        finally:
+            for service in (mover, on_a, on_b):
+                await service.stop()
+        await until(lambda: (connection_id, "normal") in SEEN.disconnected, "the session ending on node B")
+        assert [cid for cid, _ in SEEN.disconnected].count(connection_id) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_claim_nobody_answers_is_refused_session_unknown() -> None:
+    async with two_nodes(claim_timeout=0.5) as nodes:
+        receiver = Receiver()
+        mover = client(nodes.proxy_port, receiver)
+        mover.start()
+        try:
+            first = await mover.call("subscribe", "news")
+            # node A leaves the backplane (it can no longer hear a claim); its session stays there
+            await nodes.factories[0].backplane.stop()
+            nodes.route_to(1)
+            assert nodes.proxy.cut_all() == 1
+            await until(lambda: mover.resume_refusals.get("session-unknown") == 1, "the refusal")
+            second = await mover.call("subscribe", "news")
+            assert second != first and nodes.backplane(1).token in second
+            registry_b = nodes.factories[1].resume_registries["nodes"]
+            assert registry_b.refused["session-unknown"] == 1 and registry_b.moved_in == 0
+            assert nodes.backplane(1)._moves.claims_unanswered == 1
+        finally:
+            await mover.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_call_running_on_a_node_that_dies_after_the_move_is_answered_duplicate_call() -> None:
+    async with two_nodes() as nodes:
+        mover = client(nodes.proxy_port, Receiver())
+        mover.start()
+        try:
+            await mover.call("subscribe", "news")
+            in_flight = mover.call("slow", 9, 5.0)
+            await until(lambda: SEEN.running == [9], "the slow call running on node A")
+            nodes.route_to(1)
+            assert nodes.proxy.cut_all() == 1
+            await until(lambda: mover.resumes == 1, "the resume on node B")
+            # node A leaves (its goodbye: node B hears it gone at once) while the call still runs there
+            await nodes.factories[0].backplane.stop()
+            with pytest.raises(HubError) as caught:
+                await in_flight
+            assert caught.value.code == "duplicate-call"
+        finally:
+            await mover.stop()
