@@ -59,6 +59,8 @@ TYPED_REASONS = frozenset({"window-expired", "buffer-overflowed", "session-unkno
 DUPLICATE_CALL = "duplicate-call"
 #: a resume must come within the backoff the client drew plus this (issue 21)
 RESUME_SLACK = 1.0
+#: what a node logs when a session another node held resumes on it (twisted_hub/_core/server_resume.py)
+MOVED_LINE = "resumed its session from another node"
 #: outages that start this long after the kill (and cuts are held from 1 s before to this long after) are the kill's
 KILL_QUIET = 3.0
 
@@ -112,10 +114,12 @@ class NodeKillBound:
     may_answer_duplicate_call: bool = True
 
 
-#: The bound today: until docs/resumption.md documents what a node takes with it (issue 21,
-#: the lead's Redis state), a session on the killed node either resumes or is refused with a
-#: typed reason and starts afresh; both are counted.
-CURRENT_KILL_BOUND = NodeKillBound()
+#: The documented bound (docs/resumption.md, "When a node dies"): the sessions a node held
+#: when it was killed are lost with it (their state lives in that process; a claim for one
+#: goes unanswered), so their clients are refused ``session-unknown`` and start afresh; a call
+#: of a session that had moved away from it and was still running there is answered
+#: ``duplicate-call``.  Every other session resumes, with nothing lost or doubled.
+KILL_BOUND = NodeKillBound(reasons=frozenset({"session-unknown"}))
 
 
 @dataclass
@@ -488,7 +492,7 @@ def check_node_kill(outcome: Outcome, bound: NodeKillBound) -> tuple[dict[str, A
     return summary, problems
 
 
-def verdict(outcome: Outcome, bound: NodeKillBound = CURRENT_KILL_BOUND) -> dict[str, Any]:
+def verdict(outcome: Outcome, bound: NodeKillBound = KILL_BOUND) -> dict[str, Any]:
     """Every check of tests/test_chaos.py's docstring, over one run: the counts, and C{problems} (empty: passed)."""
     s = outcome.settings
     problems: list[str] = []
@@ -583,6 +587,13 @@ def verdict(outcome: Outcome, bound: NodeKillBound = CURRENT_KILL_BOUND) -> dict
     if outages_not_at_kill < cuts // 2:
         problem("cuts-missed-the-clients",
                 f"{cuts} cuts but only {outages_not_at_kill} outages: the cuts did not reach the clients")
+    # resumes that landed on another node than the one holding the session (the nodes' log lines)
+    moved = sum(
+        1 for name, lines in outcome.logs.items() if name.startswith("node")
+        for line in lines if MOVED_LINE in line
+    )
+    if s.nodes > 1 and moved == 0:
+        problem("no-session-moved", f"{s.nodes} nodes, but no session resumed on another node than its own")
     kill: dict[str, Any] | None = None
     if s.kill and s.nodes > 1:
         kill, kill_problems = check_node_kill(outcome, bound)
@@ -601,6 +612,7 @@ def verdict(outcome: Outcome, bound: NodeKillBound = CURRENT_KILL_BOUND) -> dict
         "kinds": {kind: dict(tally) for kind, tally in per_kind.items()},
         "runs": sum(outcome.runs.values()),
         "outages": outages_not_at_kill,
+        "moved": moved,
         "resume_seconds": {"p50": quantile(resume_seconds, 0.5), "p99": quantile(resume_seconds, 0.99),
                            "max": quantile(resume_seconds, 1.0)},
         "resume_minus_backoff": {"p50": quantile(over_backoff, 0.5), "p99": quantile(over_backoff, 0.99),

@@ -45,15 +45,15 @@ every client of every kind):
 - the cuts reached the clients (at least one outage for every two cuts) and
   every kind resumed and carried traffic.
 
-With 1 node (``test_one_node``) that must hold today.  With 3 nodes and a
-``kill -9`` of one node half-way (``test_three_nodes_and_a_kill``) the cuts
-send most resumes to another node, which refuses them ``session-unknown``
-until the session state lives in Redis (issue 21, the lead's work): it is
-expected to fail until then, strictly (an unexpected pass fails too), and
-only by a failed check (a set-up error is not an expected failure).  The
-kill is held to ``check_node_kill`` with ``CURRENT_KILL_BOUND``: each session
-the kill dropped resumed, or was refused with a typed reason and started
-afresh (both counted); the documented bound replaces it when it exists.
+With 1 node (``test_one_node``) every resume finds its session where it
+was.  With 3 nodes and a ``kill -9`` of one node half-way
+(``test_three_nodes_and_a_kill``) the cuts send about two resumes in three
+to another node, which claims the session from the node holding it
+(docs/resumption.md, "Across nodes"); at least one outage in three must be
+such a move (counted from the nodes' log lines).  The kill is held to
+``check_node_kill`` with ``KILL_BOUND``, the documented bound
+(docs/resumption.md, "When a node dies"): each session the kill dropped was
+refused ``session-unknown`` and started afresh (counted), or resumed.
 
 A missing redis-server, haproxy, node or js/node_modules fails the test,
 never skips it.  Bounded: every wait in the harness has a deadline; every
@@ -88,7 +88,7 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.long_process]
 
 def run_and_judge(settings: Any, workdir: Path) -> dict[str, Any]:
     outcome = chaos.run(settings, workdir, log=sys.stderr)
-    report = chaos.verdict(outcome, chaos.CURRENT_KILL_BOUND)
+    report = chaos.verdict(outcome, chaos.KILL_BOUND)
     shown = {key: value for key, value in report.items() if key != "problems"}
     print(json.dumps(shown, indent=1), file=sys.stderr)
     assert report["problems"] == [], "\n".join(report["problems"][:40])
@@ -105,9 +105,17 @@ def test_one_node(tmp_path: Path) -> None:
         assert tally["clients"] == 8 and tally["refusals"] == 0 and tally["resumes"] >= 10, (kind, tally)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="needs cross-node resume (lead)")
 def test_three_nodes_and_a_kill(tmp_path: Path) -> None:
-    """3 nodes behind haproxy round robin, ~150 cuts in 40 s and one kill -9: every session resumes, on any node."""
+    """
+    3 nodes behind haproxy round robin, ~150 cuts in 40 s and one kill -9:
+    every cut resumes, most of them on another node than the one that held
+    the session (each one is counted from the nodes' log lines); the kill
+    is held to the documented bound.
+    """
     settings = replace(chaos.QUICK, nodes=3, kill=True, seconds=40.0, cuts=150)
     report = run_and_judge(settings, tmp_path)
     assert report["kill"] is not None and report["kill"]["sessions"] > 0
+    # round robin over 3 nodes: about two resumes in three land on another node
+    assert report["moved"] >= report["outages"] // 3, (report["moved"], report["outages"])
+    for kind in chaos.KINDS:
+        assert report["kinds"][kind]["resumes"] >= 5, (kind, report["kinds"][kind])

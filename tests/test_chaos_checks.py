@@ -58,11 +58,13 @@ def outcome(nodes: int = 1) -> Any:
     result.runs = Counter({(name, n): 1 for name in ("tw", "as", "js") for n in (1, 2, 3)})
     if nodes > 1:
         result.kill_wall, result.killed_signal = KILL_AT, 9
+        # one resume landed on another node (what the node logs then)
+        result.logs = {"node1": [f"2026-12-07 [twisted_hub] tw-1 {chaos.MOVED_LINE} (2 message(s) replayed)"]}
     return result
 
 
 def problems(result: Any, bound: Any = None) -> list[str]:
-    return list(chaos.verdict(result, bound or chaos.CURRENT_KILL_BOUND)["problems"])
+    return list(chaos.verdict(result, bound or chaos.KILL_BOUND)["problems"])
 
 
 def client(result: Any, name: str) -> dict[str, Any]:
@@ -319,6 +321,22 @@ def test_the_javascript_ledger_reports_the_same() -> None:
     assert done.returncode == 0, done.stderr
     python = json.loads(json.dumps(feed_python()))  # (int keys become strings, as in JSON)
     assert untimed(json.loads(done.stdout)) == untimed(python)
+
+
+def test_three_nodes_without_a_moved_session_fail() -> None:
+    """With several nodes, no resume that landed on another node than its own (none logged) fails the run."""
+    result = outcome(nodes=3)
+    killed(result, "tw", ["session-unknown"])
+    assert problems(result) == []
+    result.logs = {"node1": ["tw-1 resumed its session (2 message(s) replayed)"], "haproxy": [chaos.MOVED_LINE]}
+    assert problems(result) == ["3 nodes, but no session resumed on another node than its own"]
+
+
+def test_the_kill_bound_allows_only_session_unknown() -> None:
+    """The documented bound: a session of the killed node is refused session-unknown; another reason fails."""
+    result = outcome(nodes=3)
+    killed(result, "as", ["backplane-state-lost"])
+    assert any("without a typed reason" in p for p in problems(result))
 
 
 @pytest.mark.parametrize(("total", "parts", "shares"), [(100, 2, [50, 50]), (8, 1, [8]), (10, 3, [4, 3, 3])])
