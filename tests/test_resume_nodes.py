@@ -33,6 +33,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 
 from twisted_hub import Hub, HubClientOptions, HubError, HubServerFactory, ReconnectingHubClient, ResumePolicy, method
+from twisted_hub._ops.endpoints import resume_status
 from twisted_hub.redis import RedisBackplane
 from twisted_hub.types import DisconnectReason
 
@@ -146,7 +147,7 @@ async def two_nodes(claim_timeout: float = 2.0) -> AsyncIterator[Nodes]:
         for _ in range(2):
             backplane = RedisBackplane(redis.url, lease=3.0, claim_timeout=claim_timeout)
             factory = HubServerFactory(
-                [NodesHub], resume=ResumePolicy(window=10.0), allowed_origins=["*"], backplane=backplane,
+                [NodesHub], resume=ResumePolicy(window=10.0), allowed_origins=["*"], backplane=backplane, metrics=True,
             )
             factories.append(factory)
             ports.append(reactor().listenTCP(0, factory, interface="127.0.0.1"))
@@ -225,6 +226,13 @@ async def test_a_session_moves_to_the_other_node_and_loses_nothing() -> None:
             registry_a = nodes.factories[0].resume_registries["nodes"]
             registry_b = nodes.factories[1].resume_registries["nodes"]
             assert (registry_a.moved_out, registry_b.moved_in) == (1, 1)
+            # operators see it: the metrics and the status page of each node
+            for node, name in ((0, "twisted_hub_sessions_moved_out_total"), (1, "twisted_hub_sessions_moved_in_total")):
+                metrics = nodes.factories[node].metrics
+                assert metrics is not None and metrics.registry.get_sample_value(name, {"hub": "nodes"}) == 1
+            status_a, status_b = resume_status(nodes.factories[0]), resume_status(nodes.factories[1])
+            assert status_a is not None and (status_a["moved_out"], status_a["moved_in"]) == (1, 0)
+            assert status_b is not None and (status_b["moved_in"], status_b["resumed"]) == (1, 1)
             assert connection_id not in nodes.factories[0].runtimes["nodes"].connections
             assert connection_id in nodes.factories[1].runtimes["nodes"].connections
             # clients.client(id) from node A reaches it on node B (Moved, or A forwarding)

@@ -269,6 +269,14 @@ class _ResumeCollector:
         kept = GaugeMetricFamily(
             "twisted_hub_resume_buffer_bytes", "Bytes kept for clients until they acknowledge them.", labels=["hub"]
         )
+        moved_in = CounterMetricFamily(
+            "twisted_hub_sessions_moved_in", "Sessions taken over from another node (a resume that reached this one).",
+            labels=["hub"],
+        )
+        moved_out = CounterMetricFamily(
+            "twisted_hub_sessions_moved_out", "Sessions handed over to another node (their client resumed there).",
+            labels=["hub"],
+        )
         registries = self.factory.resume_registries
         for hub in self.factory.runtimes:
             registry = registries.get(hub)
@@ -276,9 +284,11 @@ class _ResumeCollector:
             replayed.add_metric([hub], registry.replayed if registry else 0)
             detached.add_metric([hub], registry.detached if registry else 0)
             kept.add_metric([hub], registry.buffer_bytes if registry else 0)
+            moved_in.add_metric([hub], registry.moved_in if registry else 0)
+            moved_out.add_metric([hub], registry.moved_out if registry else 0)
             for reason in ResumeReason.ALL:
                 failures.add_metric([hub, reason], registry.refused.get(reason, 0) if registry else 0)
-        yield from (resumed, failures, replayed, detached, kept)
+        yield from (resumed, failures, replayed, detached, kept, moved_in, moved_out)
 
 
 def backplane_connected(backplane: object) -> bool:

@@ -140,6 +140,8 @@ def resume_status(factory: HubServerFactory) -> dict[str, Any] | None:
         "replayed": sum(registry.replayed for registry in registries),
         "refused": refused,
         "buffer_bytes": sum(registry.buffer_bytes for registry in registries),
+        "moved_in": sum(registry.moved_in for registry in registries),
+        "moved_out": sum(registry.moved_out for registry in registries),
     }
 
 
