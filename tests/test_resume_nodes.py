@@ -14,6 +14,9 @@ would; a L{ReconnectingHubClient} with C{resume=True}.
   from the old node reaches the client on the new one;
 - a claim nobody answers (the node holding the session has left) is
   refused C{session-unknown} and the client starts afresh;
+- a session that cannot travel (C{connection.items} that msgpack cannot
+  carry, a stream open) ends on its node, and its client is refused
+  C{session-unknown} and starts afresh;
 - a call still running on a node that dies after the session left it is
   answered C{duplicate-call}, never left hanging.
 
@@ -32,7 +35,16 @@ import pytest_twisted
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 
-from twisted_hub import Hub, HubClientOptions, HubError, HubServerFactory, ReconnectingHubClient, ResumePolicy, method
+from twisted_hub import (
+    ConnectionClosedError,
+    Hub,
+    HubClientOptions,
+    HubError,
+    HubServerFactory,
+    ReconnectingHubClient,
+    ResumePolicy,
+    method,
+)
 from twisted_hub._ops.endpoints import resume_status
 from twisted_hub.redis import RedisBackplane
 from twisted_hub.types import DisconnectReason
@@ -96,6 +108,15 @@ class NodesHub(Hub):
     @method
     def tell(self, connection_id: str, number: int) -> None:
         self.clients.client(connection_id).item(number)
+
+    @method
+    def keep_object(self) -> None:
+        self.connection.items["lock"] = object()  # (not a msgpack value: it cannot travel)
+
+    @method
+    async def ticks(self, count: int) -> AsyncIterator[int]:
+        for n in range(count):
+            yield n
 
     @method
     async def slow(self, value: int, seconds: float) -> int:
@@ -289,5 +310,49 @@ async def test_a_call_running_on_a_node_that_dies_after_the_move_is_answered_dup
             with pytest.raises(HubError) as caught:
                 await in_flight
             assert caught.value.code == "duplicate-call"
+        finally:
+            await mover.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_items_that_cannot_travel_end_the_session_where_it_was() -> None:
+    async with two_nodes() as nodes:
+        mover = client(nodes.proxy_port, Receiver())
+        mover.start()
+        try:
+            first = await mover.call("subscribe", "news")
+            await mover.call("keep_object")
+            nodes.route_to(1)
+            assert nodes.proxy.cut_all() == 1
+            await until(lambda: mover.resume_refusals.get("session-unknown") == 1, "the refusal")
+            second = await mover.call("subscribe", "news")
+            assert second != first
+            await until(lambda: (first, "connection-lost") in SEEN.disconnected, "the session ending on node A")
+            assert nodes.factories[0].resume_registries["nodes"].refused["session-unknown"] == 1
+            assert nodes.factories[0].resume_registries["nodes"].moved_out == 0
+        finally:
+            await mover.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_session_with_a_stream_open_does_not_move_and_its_stream_fails() -> None:
+    async with two_nodes() as nodes:
+        mover = client(nodes.proxy_port, Receiver())
+        mover.start()
+        try:
+            first = await mover.call("subscribe", "news")
+            assert mover.current is not None
+            stream = mover.current.open_stream("ticks", [1000], window=2)
+            got: list[int] = []
+            with pytest.raises(ConnectionClosedError):
+                async for item in stream:
+                    got.append(item)
+                    if len(got) == 3:
+                        nodes.route_to(1)
+                        assert nodes.proxy.cut_all() == 1
+            assert got[:3] == [0, 1, 2] and len(got) < 1000
+            await until(lambda: mover.resume_refusals.get("session-unknown") == 1, "the refusal")
+            assert await mover.call("subscribe", "news") != first
+            await until(lambda: any(cid == first for cid, _ in SEEN.disconnected), "the session ending on node A")
         finally:
             await mover.stop()

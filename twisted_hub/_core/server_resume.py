@@ -442,8 +442,10 @@ def hand_over(
 
     @raise ResumeRefusedError: the typed reason the claimant tells its
         client (the token does not match, another user, the window passed,
-        the session ended here and why); nothing moved.
-    @raise MoveError: C{connection.items} cannot be carried; nothing moved.
+        the session ended here and why: nothing moved), or
+        C{session-unknown} when a stream of the session is open (streams
+        do not move: the session ends here).
+    @raise MoveError: C{connection.items} cannot be carried (the session ends here).
     """
     record = registry.find_key(key)
     if record is None:
@@ -463,13 +465,25 @@ def hand_over(
         raise ResumeRefusedError(ResumeReason.TOKEN_INVALID, "the session belongs to another user")
     if record.detached_at is not None and now - record.detached_at >= registry.policy.window:
         raise ResumeRefusedError(ResumeReason.WINDOW_EXPIRED, "the session outlived its window")
+    if session.streams is not None and session.streams.any_open():
+        # (streams do not move yet: the session ends here, its client starts afresh and its streams fail there)
+        why = ResumeReason.SESSION_UNKNOWN
+        registry.count_refusal(why)
+        session_lost(session, why)
+        raise ResumeRefusedError(why, "a session with a stream open cannot move to another node")
     items, groups = session.carried()
     ledger = record.ledger
-    state = MovedSession(
-        session.hub_name, session.connection_id, record.token.export(), ledger.sent.export(now),
-        ledger.received.export(), ledger.calls.export(now), session.core.next_call_id,
-        user, items, groups,
-    ).encode()
+    try:
+        state = MovedSession(
+            session.hub_name, session.connection_id, record.token.export(), ledger.sent.export(now),
+            ledger.received.export(), ledger.calls.export(now), session.core.next_call_id,
+            user, items, groups,
+        ).encode()
+    except MoveError:
+        # (its items cannot travel: the session ends here, as one with a stream open)
+        registry.count_refusal(ResumeReason.SESSION_UNKNOWN)
+        session_lost(session, ResumeReason.SESSION_UNKNOWN)
+        raise
     session.resumable.moved_away(forward_for(session.connection_id))
     return state
 

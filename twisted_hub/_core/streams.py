@@ -319,6 +319,9 @@ class StreamSink(Protocol):
     def closed(self, reason: Any) -> None:
         """The connection ended: every open stream fails with C{reason}."""
 
+    def any_open(self) -> bool:
+        """Is a stream, or a call that involves one, open now?"""
+
 
 class _NoStreams:
     """The streams of a session whose adapter has none: the messages are protocol errors."""
@@ -331,6 +334,9 @@ class _NoStreams:
 
     def closed(self, reason: Any) -> None:
         """Nothing is open."""
+
+    def any_open(self) -> bool:
+        return False
 
 
 #: the streams of a session until its adapter gives it some

@@ -145,6 +145,11 @@ class ServerStreams:
             self.pumps.pop(message.stream_id, None)
         self._reap()
 
+    def any_open(self) -> bool:
+        """Is a stream, or a call that involves one, open now? (Such a session does not move to another node.)"""
+        table = self.table
+        return bool(self.calls or self.pumps or table.inbound or table.outbound)
+
     def closed(self, reason: DisconnectReason) -> None:
         """The connection ended: stream arguments fail, stream results stop (their sources are closed)."""
         self.calls.clear()
