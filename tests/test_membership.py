@@ -99,7 +99,7 @@ class MessageTests(SynchronousTestCase):
         """A wrong type or number of fields, an unknown kind or target is MalformedMessage, with the reason."""
         codec = NodeCodec("me")
         cases = {
-            "unknown message kind 9": [9, "o", 1, 0],
+            "unknown message kind 99": [99, "o", 1, 0],
             "has 6 items, not 7": [1, "o", 1, 0, "work", "room"],
             "the group must be a string, got int": [1, "o", 1, 0, "work", 5, "o-1"],
             "the reason must be a string": [6, "o", 1, 0, "work", "o-1", None],

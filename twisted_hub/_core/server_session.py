@@ -47,6 +47,7 @@ from .server_token import TokenIO, TokenLifetime
 from .server_views import ServerSessionViews
 from .session import TEXT_FRAME_CLOSE, Lifecycle, close_for_frame_error
 from .session_closing import SessionClosing
+from .session_move import MovableSession
 from .session_output import ServerTransport, SessionOutput
 from .streams import NO_STREAMS, StreamSink
 from .wire import (
@@ -69,9 +70,6 @@ if TYPE_CHECKING:
     from .user import User
 
 __all__ = ["CallSink", "ServerIO", "ServerSession", "ServerTransport", "SessionHost"]
-
-#: frames a connection may send while its RESUME is answered by another node (it should send none)
-MAX_HELD_FRAMES = 16
 
 TokenT = TypeVar("TokenT")
 TokenT_contra = TypeVar("TokenT_contra", contravariant=True)
@@ -151,7 +149,7 @@ class CallSink(Protocol):
     def close(self) -> None: ...
 
 
-class ServerSession(ServerSessionViews, Generic[TokenT]):
+class ServerSession(ServerSessionViews, MovableSession, Generic[TokenT]):
     """
     One hub connection on the server, from its routed upgrade request to
     its end.  Made when the request reached a hub (before C{on_connecting});
@@ -168,10 +166,6 @@ class ServerSession(ServerSessionViews, Generic[TokenT]):
     streams: StreamSink | None = None
     #: the session's resume state, once its client negotiated C{resume} (docs/resumption.md)
     resumable: SessionResume | None = None
-    #: the RESUME whose session is being claimed from another node (L{resume_session}); frames wait meanwhile
-    claiming: Resume | None = None
-    #: frames that arrived while claiming, handled once the claim is answered
-    held_frames: list[tuple[bytes, bool]] | None = None
 
     def __init__(
         self,
@@ -268,40 +262,13 @@ class ServerSession(ServerSessionViews, Generic[TokenT]):
         if cancel is not None:
             cancel()
 
-    # -- moving between nodes (docs/resumption.md, "Across nodes") ----------------------
-    def rename(self, connection_id: str) -> None:
-        """This connection carries a session another node handed over: it goes by the session's id."""
-        self.connection_id = self.core.connection_id = self.out.connection_id = connection_id
-
-    def carried(self) -> tuple[dict[str, Any], list[str]]:
-        """What the hub layer carries to another node: C{connection.items} and the groups (the adapter's)."""
-        return {}, []
-
-    def carry(self, items: dict[str, Any], groups: list[str]) -> None:
-        """Take over what L{carried} gave on the other node (the adapter's)."""
-
-    def release_held(self) -> None:
-        """The claim was answered: handle the frames that arrived meanwhile, in order."""
-        held, self.held_frames = self.held_frames, None
-        for payload, is_binary in held or ():
-            self.receive(payload, is_binary)
-
     # -- receiving --------------------------------------------------------------
     def receive(self, payload: bytes, is_binary: bool) -> None:
         """One WebSocket message arrived.  Nothing is handled once this side decided to close."""
         if self.lifecycle.closing_locally:
             return
         if self.claiming is not None:
-            # (a client sends nothing between RESUME and the answer, docs/protocol.md 10.5; one that does waits)
-            held = self.held_frames
-            if held is None:
-                held = self.held_frames = []
-            if len(held) >= MAX_HELD_FRAMES:
-                self.close_with(
-                    CloseCode.PROTOCOL_ERROR, "messages after RESUME before its answer", DisconnectKind.PROTOCOL_ERROR,
-                )
-                return
-            held.append((payload, is_binary))
+            self.hold(payload, is_binary)
             return
         if not is_binary:
             self.log.info("text frame from {peer} ({id}); closing", peer=peer_field(self.transport.peer), id=self.connection_id)

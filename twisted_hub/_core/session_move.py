@@ -10,14 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgpack
 
+from .errors import DisconnectKind
 from .resume import MoveError
 from .resume_link import SEQUENCED_KINDS, ResumeLink
+from .wire import CloseCode
 
-__all__ = ["MOVED_SESSION_VERSION", "ForwardLink", "MovedSession", "MoveError"]
+if TYPE_CHECKING:
+    from .connection import ServerConnection
+    from .session_output import SessionOutput
+    from .wire import Resume
+
+__all__ = ["MAX_HELD_FRAMES", "MOVED_SESSION_VERSION", "ForwardLink", "MovableSession", "MovedSession", "MoveError"]
+
+#: frames a connection may send while another node answers its RESUME (it should send none)
+MAX_HELD_FRAMES: Final = 16
 
 #: the layout of L{MovedSession.encode} (a node refuses another layout: the session cannot move)
 MOVED_SESSION_VERSION: Final = 1
@@ -117,3 +127,57 @@ class ForwardLink(ResumeLink):
 
     def acknowledge(self) -> int:
         return 0
+
+
+class MovableSession:
+    """
+    What a L{twisted_hub._core.server_session.ServerSession} does to carry
+    a session another node held: wait for the claim (frames that arrive
+    meanwhile are held), go by the session's connection id, and take the
+    hub layer's part (adapters override L{carried} and L{carry}).
+    """
+
+    connection_id: str
+    core: ServerConnection[Any]
+    out: SessionOutput
+    #: the RESUME whose session is being claimed from another node; frames wait meanwhile
+    claiming: Resume | None = None
+    #: frames that arrived while claiming, handled once the claim is answered
+    held_frames: list[tuple[bytes, bool]] | None = None
+
+    def receive(self, payload: bytes, is_binary: bool) -> None:
+        """One WebSocket message arrived (L{twisted_hub._core.server_session.ServerSession.receive})."""
+
+    def close_with(self, code: int, reason: str, kind: DisconnectKind) -> None:
+        """Close with a close code the client understands (the session's)."""
+
+    def hold(self, payload: bytes, is_binary: bool) -> None:
+        """
+        A frame arrived while the claim is answered: it waits (a client sends
+        nothing between RESUME and the answer, docs/protocol.md 10.5; more
+        than L{MAX_HELD_FRAMES} is a protocol error).
+        """
+        held = self.held_frames
+        if held is None:
+            held = self.held_frames = []
+        if len(held) >= MAX_HELD_FRAMES:
+            self.close_with(CloseCode.PROTOCOL_ERROR, "messages after RESUME before its answer", DisconnectKind.PROTOCOL_ERROR)
+            return
+        held.append((payload, is_binary))
+
+    def release_held(self) -> None:
+        """The claim was answered: handle the frames that arrived meanwhile, in order."""
+        held, self.held_frames = self.held_frames, None
+        for payload, is_binary in held or ():
+            self.receive(payload, is_binary)
+
+    def rename(self, connection_id: str) -> None:
+        """This connection carries a session another node handed over: it goes by the session's id."""
+        self.connection_id = self.core.connection_id = self.out.connection_id = connection_id
+
+    def carried(self) -> tuple[dict[str, Any], list[str]]:
+        """What the hub layer carries to another node: C{connection.items} and the groups (the adapter's)."""
+        return {}, []
+
+    def carry(self, items: dict[str, Any], groups: list[str]) -> None:
+        """Take over what L{carried} gave on the other node (the adapter's)."""
