@@ -18,7 +18,9 @@ would; a L{ReconnectingHubClient} with C{resume=True}.
   carry, a stream open) ends on its node, and its client is refused
   C{session-unknown} and starts afresh;
 - a call still running on a node that dies after the session left it is
-  answered C{duplicate-call}, never left hanging.
+  answered C{duplicate-call}, never left hanging;
+- a node that stops gracefully (a rolling restart) hands its sessions over:
+  its clients resume on another node instead of starting afresh.
 
 A missing redis-server fails, never skips.  Every wait is bounded.
 """
@@ -46,6 +48,7 @@ from twisted_hub import (
     method,
 )
 from twisted_hub._ops.endpoints import resume_status
+from twisted_hub._ops.service import SessionHandover, shutdown_connections
 from twisted_hub.redis import RedisBackplane
 from twisted_hub.types import DisconnectReason
 
@@ -356,3 +359,40 @@ async def test_a_session_with_a_stream_open_does_not_move_and_its_stream_fails()
             await until(lambda: any(cid == first for cid, _ in SEEN.disconnected), "the session ending on node A")
         finally:
             await mover.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stopping_node_hands_its_sessions_over() -> None:
+    """
+    A rolling restart: node A stops gracefully (what C{HubService.stopService}
+    does: close every connection with 1001, then wait for the sessions to be
+    claimed); its client resumes on node B with nothing lost, and node A's
+    wait ends as soon as no session is left there.
+    """
+    async with two_nodes() as nodes:
+        receiver = Receiver()
+        mover = client(nodes.proxy_port, receiver)
+        on_b = client(nodes.port_of(1), Receiver())
+        for service in (mover, on_b):
+            service.start()
+        try:
+            connection_id = await mover.call("subscribe", "news")
+            await on_b.call("publish", "news", 1)
+            await until(lambda: receiver.items == [1], "the first item")
+            factory_a = nodes.factories[0]
+            nodes.route_to(1)  # (node A stopped listening: the balancer sends everyone to B)
+            factory_a.handing_over = True
+            dropped = await shutdown_connections(factory_a, 5.0, reactor())
+            assert dropped == 0
+            await on_b.call("publish", "news", 2)  # (while the client comes back)
+            left = await SessionHandover(factory_a, 5.0, reactor()).start()
+            assert left == 0 and factory_a.resume_registries["nodes"].moved_out == 1
+            await until(lambda: receiver.items == [1, 2], lambda: f"the item sent meanwhile ({receiver.items})")
+            assert mover.resumes == 1 and sum(mover.resume_refusals.values()) == 0
+            assert SEEN.resumed == [connection_id]
+            assert all(cid != connection_id for cid, _ in SEEN.disconnected)  # (no on_disconnected on A)
+            assert await mover.call("topic") == ["news", ["news"]]
+            assert mover.current is not None and mover.current.connection_id == connection_id
+        finally:
+            for service in (mover, on_b):
+                await service.stop()

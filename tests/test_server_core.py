@@ -136,6 +136,7 @@ class Host:
     registries: dict[str, Any] = field(default_factory=dict)
     #: sessions may be claimed from other nodes (docs/resumption.md, "Across nodes"): the claims made
     moves_sessions: bool = False
+    handing_over: bool = False
     claims: list[tuple[Any, bytes, bytes, str | None]] = field(default_factory=list)
 
     def scheduler_for(self, policy: HeartbeatPolicy) -> Any:

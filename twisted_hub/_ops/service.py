@@ -22,7 +22,7 @@ from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IReactorTime, IStreamServerEndpoint
-from twisted.internet.task import deferLater
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import (
     Logger,
 )
@@ -88,7 +88,12 @@ class GracefulShutdown:
         self._timers: list[IDelayedCall] = []
 
     def _connections(self) -> list[TwistedServerSession]:
-        return [session for runtime in self.factory.runtimes.values() for session in runtime.connections.values()]
+        handing_over = self.factory.handing_over
+        return [
+            session for runtime in self.factory.runtimes.values() for session in runtime.connections.values()
+            # (a detached session has no connection to close; handing over, it waits for a claim)
+            if not (handing_over and session.resumable is not None and session.resumable.detached)
+        ]
 
     def start(self) -> Deferred[int]:
         self.factory.draining = True  # /health answers 503 from now on
@@ -145,6 +150,59 @@ class GracefulShutdown:
         self._timers = []
         if not self.done.called:
             self.done.callback(dropped)
+
+
+class SessionHandover:
+    """
+    A stopping node's wait for the other nodes to claim its sessions
+    (docs/resumption.md, "Rolling restarts"): fires with the number of
+    sessions still here when none is left or C{timeout} seconds passed
+    (the factory's stop then ends them).  Checked every L{CHECK_EVERY} seconds.
+    """
+
+    CHECK_EVERY = 0.1
+
+    def __init__(self, factory: HubServerFactory, timeout: float, clock: IReactorTime) -> None:
+        self.factory = factory
+        self.timeout = timeout
+        self.clock = clock
+        self.done: Deferred[int] = Deferred()
+        self._started = 0.0
+        self._check: LoopingCall | None = None
+
+    def _left(self) -> int:
+        return sum(len(registry) for registry in self.factory.resume_registries.values())
+
+    def start(self) -> Deferred[int]:
+        waiting = self._left()
+        if waiting:
+            _log.info(
+                "handing over: {count} session(s) wait at most {timeout:g} s for their clients to resume on another node",
+                count=waiting, timeout=self.timeout,
+            )
+            self._started = self.clock.seconds()
+            self._check = LoopingCall(self._tick)
+            self._check.clock = self.clock
+            self._check.start(self.CHECK_EVERY, now=False)
+        else:
+            self.done.callback(0)
+        return self.done
+
+    def _tick(self) -> None:
+        left = self._left()
+        if left and self.clock.seconds() - self._started < self.timeout:
+            return
+        assert self._check is not None
+        self._check.stop()
+        moved = sum(registry.moved_out for registry in self.factory.resume_registries.values())
+        if left:
+            _log.warn(
+                "handing over: {left} session(s) were not claimed within {timeout:g} s and end here "
+                "({moved} moved so far)", left=left, timeout=self.timeout, moved=moved,
+            )
+        else:
+            _log.info("handing over: every session moved to another node ({moved} so far)", moved=moved)
+        self.done.callback(left)
 
 
 def shutdown_connections(
@@ -454,8 +512,21 @@ class HubService(MultiService):
         else:
             listeners_stopped = stop_listening()
 
+        factory = self.factory
+        # With a backplane that moves sessions, a stopping node's sessions wait for the
+        # other nodes to claim them instead of ending (rolling restarts, docs/resumption.md)
+        factory.handing_over = factory.moves_sessions and factory.resume_policy is not None
+
         def close_connections(_: object) -> Deferred[int]:
-            return shutdown_connections(self.factory, self.shutdown_timeout, clock)
+            closing = shutdown_connections(factory, self.shutdown_timeout, clock)
+            if not factory.handing_over:
+                return closing
+
+            def hand_over(dropped: int) -> Deferred[int]:
+                handover = SessionHandover(factory, self.shutdown_timeout, clock).start()
+                return handover.addCallback(lambda _: dropped)
+
+            return closing.addCallback(hand_over)
 
         def stopped(dropped: int) -> Deferred[None]:
             self.factory.doStop()  # type: ignore[no-untyped-call]

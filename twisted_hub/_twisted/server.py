@@ -654,6 +654,8 @@ class HubServerFactory(WebSocketServerFactory):
         self.started_at: float | None = None
         #: True once a graceful shutdown started (GET /health answers 503)
         self.draining = False
+        #: True while a stopping node waits for the other nodes to claim its sessions (docs/resumption.md)
+        self.handing_over = False
         self.heartbeat_window = HeartbeatWindow()
         self.recent_disconnects = RecentDisconnects()
         self.metrics: HubMetrics | None = None

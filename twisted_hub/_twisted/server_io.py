@@ -83,6 +83,8 @@ class TwistedSessionHost(Protocol):
     @property
     def moves_sessions(self) -> bool: ...
 
+    handing_over: bool
+
     def claim_session(self, session: ServerSession[Any], key: bytes, digest: bytes, user: str | None) -> None: ...
 
 
