@@ -1,10 +1,10 @@
 """
 The chaos test of issue 21 (docs/resumption.md): real processes, numbered
-traffic both ways, connections cut at random, a node killed.
+traffic both ways, connections cut at random, a node restarted, a node killed.
 
-    python3 bench/chaos.py                      # the full form: 3 nodes, 300 clients, 1,000 cuts, a kill -9
+    python3 bench/chaos.py                      # the full form: 3 nodes, 300 clients, 1,000 cuts, a restart, a kill -9
     python3 bench/chaos.py --quick              # CI's form (tests/test_chaos.py): 1 node, 24 clients, ~200 cuts
-    python3 bench/chaos.py --nodes 3 --clients 30 --seconds 60 --cuts 200 --kill
+    python3 bench/chaos.py --nodes 3 --clients 30 --seconds 60 --cuts 200 --kill --restart
 
 The set-up: one ``redis-server``; N ``twistd hub`` nodes on it
 (``--redis ... --resume-window 30``, the hub bench/_chaos_hub.py); haproxy
@@ -59,6 +59,10 @@ TYPED_REASONS = frozenset({"window-expired", "buffer-overflowed", "session-unkno
 DUPLICATE_CALL = "duplicate-call"
 #: a resume must come within the backoff the client drew plus this (issue 21)
 RESUME_SLACK = 1.0
+#: seconds a stopping node waits for its sessions to be claimed (--shutdown-timeout), and how long after
+#: the SIGTERM the cuts are held (outages that start in it are the restart's)
+RESTART_HANDOVER = 5.0
+RESTART_QUIET = 8.0
 #: what a node logs when a session another node held resumes on it (twisted_hub/_core/server_resume.py)
 MOVED_LINE = "resumed its session from another node"
 #: outages that start this long after the kill (and cuts are held from 1 s before to this long after) are the kill's
@@ -79,6 +83,9 @@ class Settings:
     kill: bool = True
     #: when the kill comes, as a share of the traffic phase
     kill_at: float = 0.5
+    #: a rolling restart of the first node (SIGTERM, then a new process on its port): its sessions must all resume
+    restart: bool = True
+    restart_at: float = 0.25
     window: float = 30.0
     #: per client: 2 calls in flight, one every 0.5 s each; a broadcast every 10 s (300 clients: ~1,200
     #: calls/s and 30 broadcasts/s to 300 members, ~9,000 receiver calls/s, what 2 shared cores carry)
@@ -93,7 +100,7 @@ class Settings:
 
 #: CI's form (tests/test_chaos.py): about a minute of cuts, 8 clients of each kind
 QUICK = Settings(nodes=1, clients_per_kind=8, processes_per_kind=1, seconds=55.0, cuts=200, kill=False,
-                 pace=0.1, shout_every=1.0)
+                 restart=False, pace=0.1, shout_every=1.0)
 
 
 @dataclass(frozen=True)
@@ -131,6 +138,9 @@ class Outcome:
     runs: Counter[tuple[str, int]] = field(default_factory=Counter)
     cutter: dict[str, Any] = field(default_factory=dict)
     kill_wall: float | None = None
+    #: when the first node was sent SIGTERM (a rolling restart), and how it ended
+    restart_wall: float | None = None
+    restart_exit: int | None = None
     killed_pid: int | None = None
     killed_signal: int | None = None
     seconds: dict[str, float] = field(default_factory=dict)
@@ -235,13 +245,21 @@ class Proc:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (by PID) if it still runs; SIGKILL after C{timeout} s."""
+        self.terminate()
+        self.wait_or_kill(timeout)
+
+    def terminate(self) -> None:
+        """SIGTERM (by PID) if it still runs."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+
+    def wait_or_kill(self, timeout: float) -> int:
+        """Wait C{timeout} s for it to end, then SIGKILL it (by PID); its exit status."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
 
 
 def free_port() -> int:
@@ -366,17 +384,18 @@ def run(s: Settings, workdir: Path, log: Any = None) -> Outcome:
         ], stdin=False)
         redis.wait_for("Ready to accept connections", 15)
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        nodes = [
-            start(f"node{i}", [
+        def start_node(name: str, port: int = 0) -> Proc:
+            return start(name, [
                 sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile=",
-                "--logfile=-", "hub", "--listen", "tcp:0:interface=127.0.0.1", "--hub", HUB, "--redis", redis_url,
-                "--resume-window", str(s.window), "--shutdown-timeout", "2",
+                "--logfile=-", "hub", "--listen", f"tcp:{port}:interface=127.0.0.1", "--hub", HUB, "--redis", redis_url,
+                # (a stopping node waits this long for its sessions to be claimed: a rolling restart)
+                "--resume-window", str(s.window), "--shutdown-timeout", str(RESTART_HANDOVER),
                 # behind a balancer every client comes from one address (docs/deploying.md says the same for nginx)
                 "--max-connections-per-ip", "0",
             ], env={"PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), "CHAOS_RUNS": str(runs_dir),
                     "PYTHONUNBUFFERED": "1"}, stdin=False)
-            for i in range(s.nodes)
-        ]
+
+        nodes = [start_node(f"node{i}") for i in range(s.nodes)]
         node_ports = [int(node.wait_for(r"Site starting on (\d+)", 60).group(1)) for node in nodes]
         for node in nodes:
             node.wait_for("connected to Redis at", 30)
@@ -406,8 +425,22 @@ def run(s: Settings, workdir: Path, log: Any = None) -> Outcome:
         for client in clients:
             client.send("go")
         cutter.send("go")
+        if s.restart and s.nodes > 1:
+            time.sleep(max(0.0, traffic + s.seconds * s.restart_at - 1.0 - time.monotonic()))
+            cutter.send("pause")
+            cutter.expect("paused", 10)
+            time.sleep(1.0)
+            outcome.restart_wall = time.time()
+            nodes[0].terminate()
+            say(f"SIGTERM {nodes[0].pid} ({nodes[0].name}): a rolling restart")
+            outcome.restart_exit = nodes[0].wait_or_kill(RESTART_HANDOVER + 10)
+            nodes[0] = start_node("node0-restarted", node_ports[0])
+            nodes[0].wait_for("connected to Redis at", 30)
+            time.sleep(max(0.0, outcome.restart_wall + RESTART_QUIET - time.time()))
+            cutter.send("unpause")
+            cutter.expect("unpaused", 10)
         if s.kill and s.nodes > 1:
-            time.sleep(max(0.0, s.seconds * s.kill_at - 1.0))
+            time.sleep(max(0.0, traffic + s.seconds * s.kill_at - 1.0 - time.monotonic()))
             cutter.send("pause")
             cutter.expect("paused", 10)
             time.sleep(1.0)
@@ -439,6 +472,8 @@ def run(s: Settings, workdir: Path, log: Any = None) -> Outcome:
         outcome.seconds["settle"] = round(time.monotonic() - settling, 1)
         outcome.cpu = {proc.name: proc.cpu_seconds() for proc in procs if proc.proc.poll() is None}
     finally:
+        for proc in reversed(procs):  # (all at once: a node's stop may wait for its sessions' clients)
+            proc.terminate()
         for proc in reversed(procs):
             proc.stop()
         outcome.logs = {proc.name: proc.lines[-20_000:] for proc in procs if proc.name.startswith(("node", "haproxy"))}
@@ -451,6 +486,41 @@ def run(s: Settings, workdir: Path, log: Any = None) -> Outcome:
 
 
 # -- the checks -------------------------------------------------------------------------
+def at_the_restart(outage: dict[str, Any], outcome: Outcome) -> bool:
+    """Did this outage start with the rolling restart (no cut came from 1 s before the SIGTERM to RESTART_QUIET after)?"""
+    wall = outcome.restart_wall
+    return wall is not None and wall - 0.05 <= outage["at"] <= wall + RESTART_QUIET
+
+
+def check_restart(outcome: Outcome) -> tuple[dict[str, Any], list[str]]:
+    """
+    The sessions the rolling restart dropped (docs/resumption.md, "Rolling
+    restarts"): every one resumed on another node (none refused), and the
+    stopped node ended by itself (its handover bounded by its shutdown
+    timeout).  Their loss and doubles are checked with every session's.
+    """
+    problems: list[str] = []
+    resumed = fresh = 0
+    for client in outcome.clients:
+        for outage in client["outages"]:
+            if not at_the_restart(outage, outcome):
+                continue
+            if outage["outcome"] == "resumed":
+                resumed += 1
+            else:
+                fresh += 1
+                problems.append(f"{client['name']}: its session did not resume after the rolling restart ({outage})")
+    if resumed + fresh == 0:
+        problems.append("the rolling restart dropped no session (no outage began at it)")
+    # (twistd ends a SIGTERM'd run by raising the same signal again once the reactor stopped: -15 is clean)
+    if outcome.restart_exit not in (0, -signal.SIGTERM):
+        problems.append(f"the restarted node ended with {outcome.restart_exit}, not a clean stop (0 or -15)")
+    unclaimed = [line for line in outcome.logs.get("node0", []) if "were not claimed" in line]
+    if unclaimed:
+        problems.append(f"the restarted node ended sessions nobody claimed: {unclaimed[0]}")
+    return {"sessions": resumed + fresh, "resumed": resumed, "fresh": fresh}, problems
+
+
 def at_the_kill(outage: dict[str, Any], outcome: Outcome) -> bool:
     """Did this outage start with the node's kill (no cut came from 1 s before it to KILL_QUIET after)?"""
     return outcome.kill_wall is not None and outcome.kill_wall - 0.05 <= outage["at"] <= outcome.kill_wall + KILL_QUIET
@@ -560,8 +630,8 @@ def verdict(outcome: Outcome, bound: NodeKillBound = KILL_BOUND) -> dict[str, An
         if client["open_outage"]:
             problem("never-came-back", f"{name}: a dropped connection never came back")
         for outage in client["outages"]:
-            if at_the_kill(outage, outcome):
-                continue
+            if at_the_kill(outage, outcome) or at_the_restart(outage, outcome):
+                continue  # (held to their own checks: check_node_kill, check_restart)
             outages_not_at_kill += 1
             if outage["outcome"] != "resumed":
                 problem("cut-not-resumed", f"{name}: a cut was not resumed: {outage['outcome']} {outage['reasons']}")
@@ -594,6 +664,11 @@ def verdict(outcome: Outcome, bound: NodeKillBound = KILL_BOUND) -> dict[str, An
     )
     if s.nodes > 1 and moved == 0:
         problem("no-session-moved", f"{s.nodes} nodes, but no session resumed on another node than its own")
+    restart: dict[str, Any] | None = None
+    if s.restart and s.nodes > 1:
+        restart, restart_problems = check_restart(outcome)
+        for text in restart_problems:
+            problem("rolling-restart", text)
     kill: dict[str, Any] | None = None
     if s.kill and s.nodes > 1:
         kill, kill_problems = check_node_kill(outcome, bound)
@@ -617,6 +692,7 @@ def verdict(outcome: Outcome, bound: NodeKillBound = KILL_BOUND) -> dict[str, An
                            "max": quantile(resume_seconds, 1.0)},
         "resume_minus_backoff": {"p50": quantile(over_backoff, 0.5), "p99": quantile(over_backoff, 0.99),
                                  "max": quantile(over_backoff, 1.0)},
+        "restart": restart,
         "kill": kill,
         "problem_counts": dict(problem_counts),
         "problems": problems,
@@ -632,12 +708,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, help="seconds of traffic and cuts")
     parser.add_argument("--cuts", type=int, help="cuts over those seconds (on average)")
     parser.add_argument("--kill", action=argparse.BooleanOptionalAction, help="kill -9 one node half-way (needs 2+ nodes)")
+    parser.add_argument("--restart", action=argparse.BooleanOptionalAction,
+                        help="a rolling restart of the first node a quarter of the way (needs 2+ nodes)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--save", metavar="PATH", help="also write everything the run produced (clients' summaries, runs) here")
     args = parser.parse_args()
     s = QUICK if args.quick else Settings()
     chosen = {"nodes": args.nodes, "clients_per_kind": args.clients, "processes_per_kind": args.processes,
-              "seconds": args.seconds, "cuts": args.cuts, "kill": args.kill, "seed": args.seed}
+              "seconds": args.seconds, "cuts": args.cuts, "kill": args.kill, "restart": args.restart,
+              "seed": args.seed}
     s = replace(s, **{key: value for key, value in chosen.items() if value is not None})
     with tempfile.TemporaryDirectory(prefix="twisted-hub-chaos-") as workdir:
         try:

@@ -46,14 +46,17 @@ every client of every kind):
   every kind resumed and carried traffic.
 
 With 1 node (``test_one_node``) every resume finds its session where it
-was.  With 3 nodes and a ``kill -9`` of one node half-way
-(``test_three_nodes_and_a_kill``) the cuts send about two resumes in three
-to another node, which claims the session from the node holding it
-(docs/resumption.md, "Across nodes"); at least one outage in three must be
-such a move (counted from the nodes' log lines).  The kill is held to
-``check_node_kill`` with ``KILL_BOUND``, the documented bound
-(docs/resumption.md, "When a node dies"): each session the kill dropped was
-refused ``session-unknown`` and started afresh (counted), or resumed.
+was.  With 3 nodes (``test_three_nodes_a_restart_and_a_kill``) the cuts send
+about two resumes in three to another node, which claims the session from
+the node holding it (docs/resumption.md, "Across nodes"); at least one
+outage in three must be such a move (counted from the nodes' log lines).  A
+quarter of the way the first node gets SIGTERM and a new process takes its
+port (a rolling restart): every session it held must resume on another node
+(``check_restart``; it exits cleanly, having handed every session over).
+Half-way another node gets ``kill -9``, held to ``check_node_kill`` with
+``KILL_BOUND``, the documented bound (docs/resumption.md, "When a node
+dies"): each session the kill dropped was refused ``session-unknown`` and
+started afresh (counted), or resumed.
 
 A missing redis-server, haproxy, node or js/node_modules fails the test,
 never skips it.  Bounded: every wait in the harness has a deadline; every
@@ -105,16 +108,18 @@ def test_one_node(tmp_path: Path) -> None:
         assert tally["clients"] == 8 and tally["refusals"] == 0 and tally["resumes"] >= 10, (kind, tally)
 
 
-def test_three_nodes_and_a_kill(tmp_path: Path) -> None:
+def test_three_nodes_a_restart_and_a_kill(tmp_path: Path) -> None:
     """
-    3 nodes behind haproxy round robin, ~150 cuts in 40 s and one kill -9:
-    every cut resumes, most of them on another node than the one that held
-    the session (each one is counted from the nodes' log lines); the kill
-    is held to the documented bound.
+    3 nodes behind haproxy round robin, ~150 cuts in 40 s, a rolling restart
+    of one node and a kill -9 of another: every cut resumes, most of them on
+    another node than the one that held the session (each one is counted
+    from the nodes' log lines); every session of the restarted node resumes
+    elsewhere; the kill is held to the documented bound.
     """
-    settings = replace(chaos.QUICK, nodes=3, kill=True, seconds=40.0, cuts=150)
+    settings = replace(chaos.QUICK, nodes=3, kill=True, restart=True, seconds=40.0, cuts=150)
     report = run_and_judge(settings, tmp_path)
     assert report["kill"] is not None and report["kill"]["sessions"] > 0
+    assert report["restart"] is not None and report["restart"]["resumed"] == report["restart"]["sessions"] > 0
     # round robin over 3 nodes: about two resumes in three land on another node
     assert report["moved"] >= report["outages"] // 3, (report["moved"], report["outages"])
     for kind in chaos.KINDS:

@@ -52,7 +52,7 @@ def summary(name: str, kind: str) -> dict[str, Any]:
 
 
 def outcome(nodes: int = 1) -> Any:
-    settings = replace(chaos.QUICK, clients_per_kind=1, nodes=nodes, kill=nodes > 1)
+    settings = replace(chaos.QUICK, clients_per_kind=1, nodes=nodes, kill=nodes > 1, restart=False)
     clients = [summary("tw", "twisted"), summary("as", "asyncio"), summary("js", "javascript")]
     result = chaos.Outcome(settings=settings, clients=clients, cutter={"cuts": 4, "half_cuts": 2})
     result.runs = Counter({(name, n): 1 for name in ("tw", "as", "js") for n in (1, 2, 3)})
@@ -330,6 +330,28 @@ def test_three_nodes_without_a_moved_session_fail() -> None:
     assert problems(result) == []
     result.logs = {"node1": ["tw-1 resumed its session (2 message(s) replayed)"], "haproxy": [chaos.MOVED_LINE]}
     assert problems(result) == ["3 nodes, but no session resumed on another node than its own"]
+
+
+def test_a_rolling_restart_must_lose_no_session() -> None:
+    """Every session the restart dropped resumed (none refused), and the stopped node ended cleanly (status 0)."""
+    result = outcome(nodes=3)
+    killed(result, "tw", ["session-unknown"])
+    result.settings = replace(result.settings, restart=True)
+    result.restart_wall, result.restart_exit = KILL_AT - 10.0, 0
+    assert problems(result) == ["the rolling restart dropped no session (no outage began at it)"]
+    c = client(result, "as")
+    c["outages"].append({"at": KILL_AT - 9.9, "seconds": 0.6, "backoff": 0.2, "outcome": "resumed", "reasons": [],
+                         "drop_seen": True})
+    assert problems(result) == []
+    assert chaos.verdict(result)["restart"] == {"sessions": 1, "resumed": 1, "fresh": 0}
+    c["outages"][-1].update(outcome="fresh", reasons=["session-unknown"])
+    c["refusals"] = {"session-unknown": 1}
+    assert any("did not resume after the rolling restart" in p for p in problems(result))
+    result.restart_exit = -9
+    assert any("not a clean stop" in p for p in problems(result))
+    result.restart_exit = -15
+    result.logs["node0"] = ["handing over: 2 session(s) were not claimed within 5 s and end here (1 moved so far)"]
+    assert any("ended sessions nobody claimed" in p for p in problems(result))
 
 
 def test_the_kill_bound_allows_only_session_unknown() -> None:

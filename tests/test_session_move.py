@@ -229,6 +229,21 @@ def test_the_history_gives_what_came_after_the_cutoffs_for_the_session() -> None
     assert history.after("chat", "x-1", frozenset({"room"}), {"a": 1, "b": 6, "c": 1}) == []
 
 
+def test_a_node_the_old_node_never_heard_counts_from_the_claim_on() -> None:
+    """
+    A node absent from the cut-offs: the old node started after its calls
+    (a restarted node) or it began publishing after the claim went out;
+    only its calls recorded after the claim are the session's.
+    """
+    history = SendHistory(size=100)
+    history.add("gone", 1, send("chat", TARGET_ALL, payload=b"before-the-old-node-joined"))
+    since = history.added
+    history.add("new", 1, send("chat", TARGET_ALL, payload=b"after-the-claim"))
+    assert history.after("chat", "x-1", frozenset(), {}, since) == [b"after-the-claim"]
+    assert history.after("chat", "x-1", frozenset(), {"gone": 0}, since) == [b"before-the-old-node-joined",
+                                                                           b"after-the-claim"]
+
+
 def test_the_history_is_bounded() -> None:
     history = SendHistory(size=3)
     for seq in range(1, 6):

@@ -463,8 +463,10 @@ class RedisBackplane:
             return
         self._moves.claim(hub, key, digest, user, answer)
 
-    def session_arrived(self, hub: str, connection_id: str, groups: Iterable[str], cutoffs: dict[str, int]) -> list[bytes]:
-        return self._moves.arrived(hub, connection_id, groups, cutoffs)
+    def session_arrived(
+        self, hub: str, connection_id: str, groups: Iterable[str], cutoffs: dict[str, int], since: int,
+    ) -> list[bytes]:
+        return self._moves.arrived(hub, connection_id, groups, cutoffs, since)
 
     def _publish_move(self, node: str | None, message: BackplaneMessage) -> None:
         channel = self.channel_all if node is None else self.keys.node_channel(node)

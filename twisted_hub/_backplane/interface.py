@@ -93,6 +93,8 @@ class ClaimAnswer:
     cutoffs: dict[str, int] = field(default_factory=dict)
     #: the node that answered (its token: calls still running there are answered if it dies)
     node: str = ""
+    #: how many hub-wide calls this node had recorded when it sent the claim (for L{Backplane.session_arrived})
+    since: int = 0
 
 
 class LocalHubs(Protocol):
@@ -196,8 +198,13 @@ class Backplane(Protocol):
     ) -> None:
         """Ask the other nodes for a session this node does not hold; C{answer} is called once, within a bound."""
 
-    def session_arrived(self, hub: str, connection_id: str, groups: Iterable[str], cutoffs: dict[str, int]) -> list[bytes]:
-        """A claimed session is installed here: say so to the others; return the hub-wide calls it missed."""
+    def session_arrived(
+        self, hub: str, connection_id: str, groups: Iterable[str], cutoffs: dict[str, int], since: int,
+    ) -> list[bytes]:
+        """
+        A claimed session is installed here: say so to the others; return
+        the hub-wide calls it missed (C{cutoffs}, C{since}: its L{ClaimAnswer}'s).
+        """
 
 
 _local_prefix = os.urandom(4).hex()
@@ -251,5 +258,7 @@ class LocalBackplane:
     ) -> None:
         answer(ClaimAnswer("session-unknown", "no other node"))
 
-    def session_arrived(self, hub: str, connection_id: str, groups: Iterable[str], cutoffs: dict[str, int]) -> list[bytes]:
+    def session_arrived(
+        self, hub: str, connection_id: str, groups: Iterable[str], cutoffs: dict[str, int], since: int,
+    ) -> list[bytes]:
         return []

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
 from .interface import TARGET_ALL, TARGET_GROUP, ClaimAnswer, LocalHubs, node_of
@@ -54,6 +54,8 @@ class _Entry:
     origin: str
     seq: int
     send: Send
+    #: its place among every entry this history was given (1, 2, 3 ...)
+    index: int
 
 
 class SendHistory:
@@ -61,23 +63,34 @@ class SendHistory:
 
     def __init__(self, size: int = HISTORY_SIZE) -> None:
         self._entries: deque[_Entry] = deque(maxlen=size)
+        #: entries given so far (the index of the newest)
+        self.added = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def add(self, origin: str, seq: int, send: Send) -> None:
-        self._entries.append(_Entry(origin, seq, send))
+        self.added += 1
+        self._entries.append(_Entry(origin, seq, send, self.added))
 
-    def after(self, hub: str, connection_id: str, groups: frozenset[str], cutoffs: dict[str, int]) -> list[bytes]:
+    def after(
+        self, hub: str, connection_id: str, groups: frozenset[str], cutoffs: dict[str, int], since: int = 0,
+    ) -> list[bytes]:
         """
         The payloads of the calls for C{connection_id} (a member of
-        C{groups}) of C{hub} whose numbers are past their node's cut-off
-        (a node without one: all of its calls here), in order.
+        C{groups}) of C{hub} whose numbers are past their node's cut-off, in
+        order.  A node without a cut-off was never heard by the old node:
+        of its calls, those added after C{since} (the history's L{added}
+        when the claim went out: the old node handled none of them), not
+        older ones (sent before the old node joined: a restarted node).
         """
         found = []
         for entry in self._entries:
             send = entry.send
-            if send.hub != hub or entry.seq <= cutoffs.get(entry.origin, 0):
+            if send.hub != hub:
+                continue
+            cutoff = cutoffs.get(entry.origin)
+            if (entry.seq <= cutoff) if cutoff is not None else (entry.index <= since):
                 continue
             target = send.target
             if target.kind == TARGET_GROUP and target.group not in groups:
@@ -143,7 +156,12 @@ class SessionMoves:
                     "session-unknown", f"no node answered within {self.claim_timeout:g}s (its node may be gone)",
                 ))
 
-        self._claims[claim_id] = (answer, self._call_later(self.claim_timeout, timed_out))
+        since = self.history.added
+
+        def answered(result: ClaimAnswer) -> None:
+            answer(replace(result, since=since))
+
+        self._claims[claim_id] = (answered, self._call_later(self.claim_timeout, timed_out))
         self._publish(None, Claim(hub, key, digest, user or "", claim_id))
 
     def heard_handover(self, message: NodeMessage, handover: Handover) -> None:
@@ -166,14 +184,17 @@ class SessionMoves:
             self.claims_refused += 1
         answer(ClaimAnswer(handover.reason, handover.message, handover.state, handover.cutoffs, message.origin))
 
-    def arrived(self, hub: str, connection_id: str, groups: Iterable[str], cutoffs: dict[str, int]) -> list[bytes]:
+    def arrived(
+        self, hub: str, connection_id: str, groups: Iterable[str], cutoffs: dict[str, int], since: int = 0,
+    ) -> list[bytes]:
         """
         A moved session is installed here: announce where it is now and
-        return the hub-wide calls it missed (after the old node's cut-offs).
+        return the hub-wide calls it missed (after the old node's cut-offs;
+        C{since}: L{ClaimAnswer.since}).
         """
         self._remember(connection_id, self.token)
         self._publish(None, Moved(hub, connection_id, self.token))
-        return self.history.after(hub, connection_id, frozenset(groups), cutoffs)
+        return self.history.after(hub, connection_id, frozenset(groups), cutoffs, since)
 
     # -- holding (the node the session was on) --------------------------------------------
     def heard_claim(self, message: NodeMessage, claim: Claim) -> None:

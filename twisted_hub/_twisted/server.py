@@ -719,7 +719,9 @@ class HubServerFactory(WebSocketServerFactory):
                     )
                     reason, message = ResumeReason.SESSION_UNKNOWN, "the session's state was unusable"
             if claim_answered(session, moved, reason, message, answer.node) and moved is not None:
-                missed = self.backplane.session_arrived(session.hub_name, session.connection_id, moved.groups, answer.cutoffs)
+                missed = self.backplane.session_arrived(
+                    session.hub_name, session.connection_id, moved.groups, answer.cutoffs, answer.since,
+                )
                 for payload in missed:
                     session.write_message(payload)
                 session.flush()
