@@ -674,7 +674,9 @@ class ReconnectingAsyncHubClient:
     jitter by default, as L{twisted_hub.ReconnectingHubClient}), and calls
     C{on_connected(client)} after every connection to restore state (if it
     raises, the error is logged, that connection is closed and the attempt
-    counts as failed).  With C{HubClientOptions(resume=...)} a connection
+    counts as failed; if the connection ends while it runs, the attempt fails
+    at once, without waiting for it: with resume its calls go on over the
+    next connection).  With C{HubClientOptions(resume=...)} a connection
     that resumed the session runs C{on_resumed(client)} instead: the server
     kept its groups and items (docs/resumption.md).
 

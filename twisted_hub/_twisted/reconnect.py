@@ -196,7 +196,9 @@ class ReconnectingHubClient(Service):
     C{retry_policy}); C{on_connected(client)} runs once per connection, after
     its handshake (return a Deferred to hold calls until, say, the client has
     rejoined its groups; if it fails, the failure is logged, that connection
-    is closed and counts as a failed attempt); with C{HubClientOptions(resume=...)},
+    is closed and counts as a failed attempt; if the connection ends while it
+    runs, the attempt fails at once, without waiting for it: with resume its
+    calls go on over the next connection); with C{HubClientOptions(resume=...)},
     a connection that resumed the session runs C{on_resumed(client)} instead
     (the server kept its groups: nothing to restore; docs/resumption.md);
     C{on_disconnected(reason)} runs
