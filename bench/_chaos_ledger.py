@@ -54,6 +54,7 @@ class Ledger:
         self.heard_examples: list[Any] = []
         # sessions and outages
         self.fresh_epoch = 0  # fresh sessions after the first one
+        self.joined_epoch = -1  # the fresh_epoch of the last session that joined the group (-1: none yet)
         self.connected_once = False
         self.drop_at: float | None = None
         self.drop_wall = 0.0
@@ -146,15 +147,18 @@ class Ledger:
         Of each sender's last answered broadcasts (C{expected}), how many
         did not come; and how many of those are excused: from a sender not
         heard since our session was refused and we rejoined (its last ones
-        may have gone out before we were back in the group).
+        may have gone out before we were back in the group).  Not excused
+        when we never rejoined after the refusal: then nothing could reach
+        us (a client stuck after a refusal, say), and that is a loss.
         """
         missing: dict[str, int] = {}
         excused = 0
+        rejoined = self.joined_epoch == self.fresh_epoch
         for sender, last in expected.items():
             lacking = last - self.heard_last.get(sender, 0)
             if lacking <= 0:
                 continue
-            if self.heard_epoch.get(sender, 0) < self.fresh_epoch:
+            if rejoined and self.heard_epoch.get(sender, 0) < self.fresh_epoch:
                 excused += lacking
             else:
                 missing[sender] = lacking
@@ -164,6 +168,7 @@ class Ledger:
     def joined(self, session: str) -> None:
         """A session (the first, or a fresh one after a refusal) joined the group."""
         self.sessions.append(session)
+        self.joined_epoch = self.fresh_epoch
 
     def fresh_session(self, reasons: list[str]) -> None:
         """A connection started a session (not a resume)."""

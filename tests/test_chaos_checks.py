@@ -228,10 +228,10 @@ EXPECTED = {"a": 8, "b": 4, "c": 2}  # c: never heard since the fresh session (e
 TIMED = ("at", "seconds")
 
 
-def feed_python() -> dict[str, Any]:
+def feed_python(events: list[list[Any]] | None = None, expected: dict[str, int] | None = None) -> dict[str, Any]:
     ledger = ledgers.Ledger("me")
     calls: list[int] = []
-    for event in EVENTS:
+    for event in EVENTS if events is None else events:
         match event:
             case ["fresh", reasons]:
                 ledger.fresh_session(reasons)
@@ -259,7 +259,7 @@ def feed_python() -> dict[str, Any]:
                 ledger.shout_answered(m)
             case ["shout_failed", m]:
                 ledger.shout_failed(m)
-    return dict(ledger.summary("k", 1, {"session-unknown": 1, "window-expired": 0}, EXPECTED))
+    return dict(ledger.summary("k", 1, {"session-unknown": 1, "window-expired": 0}, EXPECTED if expected is None else expected))
 
 
 JS_FEED = """
@@ -268,7 +268,7 @@ const ledger = new Ledger("me");
 for (const [name, ...args] of EVENTS) {
   switch (name) {
     case "fresh": ledger.freshSession(args[0]); break;
-    case "joined": ledger.sessions.push(args[0]); break;
+    case "joined": ledger.joined(args[0]); break;
     case "call": ledger.nextCall(); break;
     case "answer": ledger.answer(args[0], args[1]); break;
     case "failed": ledger.callFailed(args[0], args[1]); break;
@@ -311,16 +311,48 @@ def test_the_python_ledger_catches_each_fault() -> None:
     assert report["s2c"]["sessions"] == ["s1", "s2"] and report["drops"] == 2
 
 
-def test_the_javascript_ledger_reports_the_same() -> None:
-    """js/test/chaos-ledger.mjs, fed the same events in Node, reports what the Python ledger does."""
+def feed_javascript(events: list[list[Any]], expected: dict[str, int]) -> dict[str, Any]:
+    """js/test/chaos-ledger.mjs's summary after C{events}, in Node."""
     from .test_javascript import _tool
 
-    script = f"const EVENTS = {json.dumps(EVENTS)};\nconst EXPECTED = {json.dumps(EXPECTED)};\n" + JS_FEED
+    script = f"const EVENTS = {json.dumps(events)};\nconst EXPECTED = {json.dumps(expected)};\n" + JS_FEED
     done = subprocess.run([_tool("node"), "--input-type=module", "-e", script], cwd=ROOT / "js", capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def test_the_javascript_ledger_reports_the_same() -> None:
+    """js/test/chaos-ledger.mjs, fed the same events in Node, reports what the Python ledger does."""
     python = json.loads(json.dumps(feed_python()))  # (int keys become strings, as in JSON)
-    assert untimed(json.loads(done.stdout)) == untimed(python)
+    assert untimed(feed_javascript(EVENTS, EXPECTED)) == untimed(python)
+
+
+#: a receiver refused after hearing a's 1: its fresh session never rejoined (a client stuck after a refusal)
+NEVER_REJOINED: list[list[Any]] = [
+    ["fresh", []], ["joined", "s1"], ["heard", "a", 1], ["dropped"], ["retry", 0.1], ["fresh", ["session-unknown"]],
+]
+
+
+@pytest.mark.parametrize("ledger", ["python", "javascript"])
+def test_broadcasts_missed_after_a_refusal_are_excused_only_once_the_client_rejoined(ledger: str) -> None:
+    """
+    The last broadcasts a receiver lacks from a sender it has not heard since
+    its session was refused are excused once its fresh session rejoined the
+    group (they may have gone out before); if it never rejoined, nothing
+    could reach it: they are missing, and the judge says so.
+    """
+    def feed(events: list[list[Any]]) -> dict[str, Any]:
+        return feed_python(events, {"a": 3}) if ledger == "python" else feed_javascript(events, {"a": 3})
+
+    stuck = feed(NEVER_REJOINED)
+    assert (stuck["missing_at_end"], stuck["missing_at_end_after_fresh"]) == ({"a": 2}, 0)
+    result = outcome()
+    client(result, "js").update(missing_at_end=stuck["missing_at_end"])
+    assert problems(result) == ["js: the last broadcasts never came: {'a': 2}"]
+    rejoined = feed([*NEVER_REJOINED, ["joined", "s2"]])
+    assert (rejoined["missing_at_end"], rejoined["missing_at_end_after_fresh"]) == ({}, 2)
 
 
 def test_three_nodes_without_a_moved_session_fail() -> None:

@@ -14,9 +14,19 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_hub import ConnectionClosedError, DisconnectKind, Hub, HubArgumentError, ReconnectingHubClient, method
+from twisted_hub import (
+    ConnectionClosedError,
+    DisconnectKind,
+    Hub,
+    HubArgumentError,
+    HubClientOptions,
+    ReconnectingHubClient,
+    ResumePolicy,
+    method,
+)
 from twisted_hub.testing import HubTestServer
 from twisted_hub.types import DisconnectReason, HubClientProtocol
 
@@ -233,3 +243,89 @@ class ReconnectingClientTests(SynchronousTestCase):
         self.server.flush()
         self.successResultOf(stopped)
         self.assertEqual(self.open_connections(), 0)
+
+
+class OnConnectedWithResumeTests(SynchronousTestCase):
+    """
+    With resume, a call that on_connected waits for (say, rejoining a group)
+    outlives a connection that ends meanwhile: it goes on with the session
+    over the next connection.  The client does not wait for it to make that
+    connection (it did, and never reconnected: issue 21's chaos test, a
+    refused resume's rejoin cut in flight).
+    """
+
+    def setUp(self) -> None:
+        self.ran: list[str] = []
+        self.held: list[Deferred[str]] = []
+        self.logged = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def make(self, window: float) -> tuple[HubTestServer, ReconnectingHubClient]:
+        server = HubTestServer([partial(CountingHub, self.ran, self.held)], resume=ResumePolicy(window=window))
+        self.endpoint = server.endpoint()
+        #: how each call on_connected made settled (None: not yet)
+        self.joins: list[Any] = []
+        self.resumed: list[HubClientProtocol] = []
+
+        def on_connected(client: HubClientProtocol) -> Deferred[Any]:
+            joining = client.call("hold", f"join {len(self.joins) + 1}")
+            self.joins.append(None)
+            index = len(self.joins) - 1
+
+            def settled(outcome: Any) -> Any:
+                self.joins[index] = outcome
+                return outcome
+
+            return joining.addBoth(settled)
+
+        client = ReconnectingHubClient(
+            "ws://127.0.0.1/hub", "counting", options=HubClientOptions(resume=True), retry_policy=lambda attempt: 1.0,
+            endpoint=self.endpoint, clock=server.clock, on_connected=on_connected, on_resumed=self.resumed.append,
+            wait_for_connection=20.0,
+        )
+        client.start()
+        server.flush()
+        self.assertEqual((self.ran, client.connections, client.current), (["join 1"], 1, None))
+        server.connections[-1].drop()  # (on_connected's call ran; its answer is still to come)
+        return server, client
+
+    def tearDown(self) -> None:
+        self.assertEqual([e for e in self.logged if e.get("log_failure") is not None], [])
+
+    def test_the_next_connection_resumes_and_the_call_settles_over_it(self) -> None:
+        """The next connection comes by the retry policy, resumes, and on_connected's call is answered there."""
+        server, client = self.make(window=30.0)
+        answer = client.call("echo", "after")
+        server.advance(1.0)
+        self.assertEqual(self.endpoint.attempts, 2)
+        self.assertEqual((client.resumes, len(self.resumed)), (1, 1))
+        self.assertIs(client.current, self.resumed[0])
+        self.assertIsNone(self.joins[0])
+        self.held[0].callback("joined")
+        server.flush()
+        self.assertEqual(self.joins[0], "joined")
+        self.assertEqual(self.successResultOf(answer), "after")
+        self.assertEqual((self.ran, client.connections, len(self.joins)), (["join 1", "after"], 2, 1))
+        client.stop()
+        server.flush()
+
+    def test_a_refused_resume_fails_the_call_and_on_connected_runs_again(self) -> None:
+        """
+        The session is gone by the next connection (refused, window-expired):
+        on_connected's call fails with the session (logged, not an error),
+        and on_connected runs again on the fresh session.
+        """
+        server, client = self.make(window=0.5)
+        server.advance(1.0)
+        self.assertEqual(self.endpoint.attempts, 2)
+        self.assertEqual(client.resume_refusals["window-expired"], 1)
+        self.assertIsInstance(self.joins[0], Failure)
+        self.assertIsInstance(self.joins[0].value, ConnectionClosedError)
+        self.assertEqual((self.ran, client.connections, len(self.joins), self.resumed), (["join 1", "join 2"], 2, 2, []))
+        self.held[1].callback("joined again")
+        server.flush()
+        self.assertEqual(self.joins[1], "joined again")
+        self.assertIsNotNone(client.current)
+        said = [e for e in self.logged if "ended meanwhile failed" in e.get("log_format", "")]
+        self.assertEqual(len(said), 1)
+        client.stop()
+        server.flush()

@@ -476,6 +476,65 @@ def test_the_asyncio_client_resumes_through_cuts() -> None:
         server.stop()
 
 
+def test_the_asyncio_client_reconnects_when_on_connected_waits_on_a_cut_call() -> None:
+    """
+    on_connected's call (a rejoin) is in flight when the connection is cut:
+    the client does not wait for that call to make the next connection (it
+    did, and never came back: issue 21's chaos test).  The next connection
+    resumes, on_resumed runs, and the call settles over it, once.
+    """
+    import asyncio
+
+    from twisted_hub.aio import ReconnectingAsyncHubClient
+
+    from .test_aio import TwistdHub
+
+    server = TwistdHub("--resume-window", "10")
+
+    class Listener:
+        def said(self, room: str, user: str, text: str) -> None:
+            pass
+
+        def joined(self, room: str, user: str) -> None:
+            pass
+
+        def left(self, room: str, user: str) -> None:
+            pass
+
+    async def main() -> None:
+        proxy = _AsyncioCuttingProxy(server.port)
+        port = await proxy.start()
+        hooks: list[Any] = []
+        joined: list[Any] = []
+        resumed = asyncio.Queue[Any]()
+
+        async def on_connected(connection: Any) -> None:
+            hooks.append(connection)
+            await connection.call("members", "r")  # (its answer comes after SESSION: the session can resume)
+            joining = asyncio.ensure_future(connection.call("join", "r", "ann"))
+            await asyncio.sleep(0)  # (the call goes out)
+            proxy.cut_all()  # and its connection ends before its answer comes
+            joined.append(await joining)
+
+        client = ReconnectingAsyncHubClient(
+            f"ws://127.0.0.1:{port}/hub", "chat", Listener(), HubClientOptions(resume=True),
+            retry_policy=lambda attempt: 0.05, timeout=5, on_connected=on_connected, on_resumed=resumed.put_nowait,
+        )
+        client.start()
+        try:
+            await asyncio.wait_for(resumed.get(), 10)
+            assert await asyncio.wait_for(client.call("members", "r"), 10) == ["ann"]
+            assert (len(hooks), joined, client.resumes, client.connections) == (1, [1], 1, 2)
+        finally:
+            await client.stop()
+            proxy.server.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 40))
+    finally:
+        server.stop()
+
+
 def test_the_asyncio_client_streams_through_cuts() -> None:
     """
     `twistd hub --resume-window 10` serving L{StreamHub}; an asyncio

@@ -638,6 +638,35 @@ async def connect(
             await client.disconnect()
 
 
+async def _until_done_or_lost(hook: Awaitable[object], client: AsyncHubClient) -> None:
+    """
+    Wait for C{on_connected}'s awaitable, or only until C{client}'s
+    connection ends: with resume, the calls it waits for outlive the
+    connection (they go on with the session over the next one), so waiting
+    for them would keep the next connection from ever being made.  Then it
+    runs on by itself (what it raises is logged); the caller sees the
+    connection ended.  Cancelled (the client stops): it is cancelled too.
+    """
+    running = asyncio.ensure_future(hook)
+    lost = asyncio.ensure_future(client.wait_for_disconnect())
+    try:
+        await asyncio.wait({running, lost}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        running.cancel()
+        raise
+    finally:
+        lost.cancel()
+    if running.done():
+        running.result()  # (what it raised, for the caller)
+        return
+    running.add_done_callback(_ended_after_its_connection)
+
+
+def _ended_after_its_connection(running: asyncio.Future[object]) -> None:
+    if not running.cancelled() and running.exception() is not None:
+        _log.info("on_connected of a connection that ended meanwhile failed: %s", running.exception())
+
+
 class ReconnectingAsyncHubClient:
     """
     A client that stays connected: after a lost connection or a heartbeat
@@ -645,7 +674,9 @@ class ReconnectingAsyncHubClient:
     jitter by default, as L{twisted_hub.ReconnectingHubClient}), and calls
     C{on_connected(client)} after every connection to restore state (if it
     raises, the error is logged, that connection is closed and the attempt
-    counts as failed).  With C{HubClientOptions(resume=...)} a connection
+    counts as failed; if the connection ends while it runs, the attempt fails
+    at once, without waiting for it: with resume its calls go on over the
+    next connection).  With C{HubClientOptions(resume=...)} a connection
     that resumed the session runs C{on_resumed(client)} instead: the server
     kept its groups and items (docs/resumption.md).
 
@@ -804,7 +835,7 @@ class ReconnectingAsyncHubClient:
                 try:
                     result = hook(client)
                     if inspect.isawaitable(result):
-                        await result
+                        await _until_done_or_lost(result, client)
                 except Exception:
                     _log.exception("on_connected failed; closing this connection and retrying")
                     if client.disconnect_reason is None:

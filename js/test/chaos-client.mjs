@@ -70,7 +70,7 @@ class Client {
         client.waitForDisconnect().then(() => ledger.dropped());
         ledger.freshSession(this.reasons.sort());
         this.reasons = [];
-        ledger.sessions.push(await client.call("join"));
+        ledger.joined(await client.call("join"));
         joinedFirst();
       },
       onResumed: (client) => {

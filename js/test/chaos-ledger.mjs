@@ -34,6 +34,7 @@ export class Ledger {
     this.heardSkippedAfterFresh = 0;
     this.heardExamples = [];
     this.freshEpoch = 0;
+    this.joinedEpoch = -1; // the freshEpoch of the last session that joined the group (-1: none yet)
     this.connectedOnce = false;
     this.dropAt = null;
     this.dropWall = 0;
@@ -135,17 +136,28 @@ export class Ledger {
     return Object.values(this.tailMissing(expected)[0]).reduce((a, b) => a + b, 0);
   }
 
-  /** Each sender's last answered broadcasts not heard, and how many of them are excused (not heard since a fresh session). */
+  /**
+   * Each sender's last answered broadcasts not heard, and how many of them are
+   * excused (not heard since a fresh session that rejoined the group; without
+   * the rejoin nothing could reach us, and that is a loss).
+   */
   tailMissing(expected) {
     const missing = {};
     let excused = 0;
+    const rejoined = this.joinedEpoch === this.freshEpoch;
     for (const [sender, last] of Object.entries(expected)) {
       const lacking = last - (this.heardLast.get(sender) ?? 0);
       if (lacking <= 0) continue;
-      if ((this.heardEpoch.get(sender) ?? 0) < this.freshEpoch) excused += lacking;
+      if (rejoined && (this.heardEpoch.get(sender) ?? 0) < this.freshEpoch) excused += lacking;
       else missing[sender] = lacking;
     }
     return [missing, excused];
+  }
+
+  /** A session (the first, or a fresh one after a refusal) joined the group. */
+  joined(session) {
+    this.sessions.push(session);
+    this.joinedEpoch = this.freshEpoch;
   }
 
   freshSession(reasons) {

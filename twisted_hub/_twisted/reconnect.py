@@ -146,7 +146,16 @@ class _HandshakeEndpoint:
             if not client.is_connected:
                 handed_over.errback(client.session.closed_error())
                 return
+            client.wait_for_disconnect().addCallback(lost_while_preparing)
             self._prepare(client).addCallbacks(prepared, not_prepared)
+
+        def lost_while_preparing(reason: DisconnectReason) -> None:
+            # The connection ended while on_connected ran: this attempt is over now.  Not
+            # when on_connected is done: with resume, the calls it waits for outlive the
+            # connection (they go on with the session over the next one), and waiting for
+            # them here would keep the next connection from ever being made.
+            if not handed_over.called:
+                handed_over.errback(ConnectionClosedError(reason))
 
         def prepared(_: object) -> None:
             if handed_over.called:
@@ -158,6 +167,13 @@ class _HandshakeEndpoint:
             handed_over.callback(guard.proxy)
 
         def not_prepared(failure: Failure) -> None:
+            if handed_over.called:
+                # (its connection ended while it ran, and the next attempt is under way: a call
+                # it waited for failed with the session, say; on_connected runs again if needed)
+                _log.info(
+                    "on_connected of a connection that ended meanwhile failed: {error}", error=failure.getErrorMessage()
+                )
+                return
             _log.failure("on_connected failed; closing this connection and retrying", failure)
             if client.is_connected:
                 client.disconnect()
@@ -180,7 +196,9 @@ class ReconnectingHubClient(Service):
     C{retry_policy}); C{on_connected(client)} runs once per connection, after
     its handshake (return a Deferred to hold calls until, say, the client has
     rejoined its groups; if it fails, the failure is logged, that connection
-    is closed and counts as a failed attempt); with C{HubClientOptions(resume=...)},
+    is closed and counts as a failed attempt; if the connection ends while it
+    runs, the attempt fails at once, without waiting for it: with resume its
+    calls go on over the next connection); with C{HubClientOptions(resume=...)},
     a connection that resumed the session runs C{on_resumed(client)} instead
     (the server kept its groups: nothing to restore; docs/resumption.md);
     C{on_disconnected(reason)} runs
