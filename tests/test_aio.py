@@ -463,3 +463,39 @@ def test_asyncio_reconnecting_client_during_an_outage() -> None:
         asyncio.run(asyncio.wait_for(main(), 40))
     finally:
         first.stop()
+
+
+def test_a_call_right_after_the_connection_ended_waits_for_the_next_one() -> None:
+    """
+    The connection has just ended and the reconnecting loop has not noticed
+    yet (its "connected" is still set): a call then waits for the next
+    connection instead of failing at once on the one that ended (seen once
+    in the chaos test's rolling restart: a call failed going-away).
+    """
+    from twisted_hub.aio import ReconnectingAsyncHubClient
+
+    class Connection:
+        def __init__(self, connected: bool) -> None:
+            self.is_connected = connected
+
+        async def call(self, method: str, *args: Any) -> Any:
+            assert self.is_connected, "a call on a connection that ended"
+            return [method, *args]
+
+    async def main() -> None:
+        reconnecting = ReconnectingAsyncHubClient("ws://127.0.0.1:1/hub", "echo", wait_for_connection=2.0)
+        reconnecting._task = asyncio.get_running_loop().create_future()  # (running, as far as calls can tell)
+        ended, fresh = Connection(False), Connection(True)
+        reconnecting.client = ended  # type: ignore[assignment]
+        reconnecting._connected.set()  # (stale: _run clears it once it has noticed the end)
+
+        def next_connection() -> None:
+            reconnecting.client = fresh  # type: ignore[assignment]
+            reconnecting._connected.set()
+
+        asyncio.get_running_loop().call_later(0.05, next_connection)
+        assert await reconnecting.call("add", 1, 2) == ["add", 1, 2]
+        assert reconnecting.client is fresh
+        reconnecting._task.cancel()
+
+    asyncio.run(main())

@@ -763,16 +763,27 @@ class ReconnectingAsyncHubClient:
             return client
         if self._task is None or self._stopping or self.wait_for_connection == 0:
             raise self._not_connected(None)
-        connected = asyncio.ensure_future(self._connected.wait())
-        stopped = asyncio.ensure_future(self._stopped.wait())
-        try:
-            await asyncio.wait({connected, stopped}, timeout=self.wait_for_connection, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            connected.cancel()
-            stopped.cancel()
-        if self._stopping or not self._connected.is_set() or self.client is None:
-            raise self._not_connected(self.wait_for_connection)
-        return self.client
+        loop = asyncio.get_running_loop()
+        wait = self.wait_for_connection
+        deadline = None if wait is None else loop.time() + wait
+        while True:
+            client = self.client
+            if client is not None and self._connected.is_set() and client.is_connected:
+                return client
+            if self._connected.is_set():
+                # the connection just ended and _run has not noticed yet: wait for the next one,
+                # not for this stale "connected" (a call on it would fail at once)
+                self._connected.clear()
+            remaining = None if deadline is None else deadline - loop.time()
+            if self._stopping or (remaining is not None and remaining <= 0):
+                raise self._not_connected(wait)
+            connected = asyncio.ensure_future(self._connected.wait())
+            stopped = asyncio.ensure_future(self._stopped.wait())
+            try:
+                await asyncio.wait({connected, stopped}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                connected.cancel()
+                stopped.cancel()
 
     def _not_connected(self, waited: float | None) -> ConnectionClosedError:
         if self._task is None or self._stopping:
