@@ -475,3 +475,27 @@ class StreamTests(ResumeCase):
         self.assertEqual(self.pulled, [0, 1, "finally"])
         with self.assertRaises(ConnectionClosedError):
             reader._stream.take()
+
+
+class HandOffTests(ResumeCase):
+    def test_a_stopping_node_keeps_what_it_sends_from_the_moment_it_hands_off(self) -> None:
+        """
+        hand_off (a rolling restart): the session detaches at once, so what
+        the hub sends it from then on is numbered and kept (none falls into
+        the closing handshake), its connection is closed with 1001, and
+        whoever waits for the connection's end is told; the session is not over.
+        """
+        self.grant()
+        resumable = self.session.resumable
+        assert resumable is not None
+        ledger = resumable.record.ledger
+        before = ledger.sent.last_sent
+        self.io.events.clear()
+        resumable.hand_off()
+        self.assertEqual(self.transport.moved_codes, [CloseCode.GOING_AWAY])
+        self.assertTrue(resumable.detached)
+        self.session.write_message(receiver_call(1))
+        self.session.write_message(receiver_call(2))
+        self.assertEqual(ledger.sent.last_sent, before + 2)
+        self.assertEqual(self.transport.frames, [])  # (nothing went to the old connection)
+        self.assertEqual(self.io.events, ["closed"])  # (not left, no on_disconnected: the session waits)

@@ -46,9 +46,12 @@ class Transport:
     closes: list[tuple[int, str, bool]] = field(default_factory=list)
     aborted: int = 0
     moved: int = 0
+    #: the close codes of L{moved_away}, in order
+    moved_codes: list[int] = field(default_factory=list)
 
-    def moved_away(self) -> None:
+    def moved_away(self, code: int = 4006, reason: str = "") -> None:
         self.moved += 1
+        self.moved_codes.append(code)
         self.can_send = False
 
     def send_frame(self, payload: bytes, urgent: bool = False) -> None:
@@ -136,7 +139,6 @@ class Host:
     registries: dict[str, Any] = field(default_factory=dict)
     #: sessions may be claimed from other nodes (docs/resumption.md, "Across nodes"): the claims made
     moves_sessions: bool = False
-    handing_over: bool = False
     claims: list[tuple[Any, bytes, bytes, str | None]] = field(default_factory=list)
 
     def scheduler_for(self, policy: HeartbeatPolicy) -> Any:

@@ -96,7 +96,7 @@ class Detached:
     def abort(self) -> None:
         pass
 
-    def moved_away(self) -> None:
+    def moved_away(self, code: int = CloseCode.SESSION_MOVED, reason: str = "") -> None:
         pass
 
     def queued_bytes(self) -> int | None:
@@ -197,6 +197,21 @@ class SessionResume:
             "{id} dropped ({kind}); its session is kept {window:.0f}s for a resume",
             id=session.connection_id, kind=reason.kind.value, window=window,
         )
+
+    def hand_off(self) -> None:
+        """
+        This node stops and its sessions wait for the other nodes to claim
+        them (docs/resumption.md, "Rolling restarts"): the session detaches
+        now (from here on what the hub sends it is numbered and kept, none
+        lost in the closing handshake), and its connection is closed with
+        1001, which its client answers by resuming, on another node.
+        """
+        session = self._session
+        previous = session.transport
+        reason = DisconnectReason(DisconnectKind.GOING_AWAY, CloseCode.GOING_AWAY, "server shutting down", True)
+        self.detach(reason)
+        previous.moved_away(CloseCode.GOING_AWAY, "server shutting down")
+        session.io.closed()  # (its connection is gone: whoever waits for that is told)
 
     def _window_passed(self) -> None:
         self._cancel_window = None

@@ -127,13 +127,6 @@ class SessionHost(Protocol):
     def moves_sessions(self) -> bool:
         """A session this node does not hold may be claimed from another node (a backplane that moves them)."""
 
-    @property
-    def handing_over(self) -> bool:
-        """
-        This node is stopping and its sessions wait to be claimed by the
-        others: its own 1001 detaches a session instead of ending it.
-        """
-
     def claim_session(self, session: ServerSession[Any], key: bytes, digest: bytes, user: str | None) -> None:
         """
         Ask the other nodes for the session C{key} names (the token's secret

@@ -106,12 +106,9 @@ class SessionClosing:
         resumable = session.resumable
         if resumable is not None and self.joined:
             reason = session.lifecycle.finish(observed)
-            handing_over = session.host.handing_over and reason.kind is DisconnectKind.GOING_AWAY
-            if detaches(reason) or handing_over:  # the link failed, or this node stops: the session waits for a resume
+            if detaches(reason):  # the link failed: the session waits for a resume
                 session.output.stopped = True
                 resumable.detach(reason)
-                if handing_over:
-                    session.io.closed()  # (the connection is gone; the session waits for another node's claim)
                 return reason
             resumable.stop()
             session.resumable = None

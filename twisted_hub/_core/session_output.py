@@ -62,10 +62,11 @@ class ServerTransport(Protocol):
     def abort(self) -> None:
         """Drop the connection now."""
 
-    def moved_away(self) -> None:
+    def moved_away(self, code: int = 4006, reason: str = "session resumed elsewhere") -> None:
         """
         Its session resumed on a newer connection: forget the session and
-        close with 4006 (C{session-moved}, docs/protocol.md section 10.5).
+        close with 4006 (C{session-moved}, docs/protocol.md section 10.5);
+        or (C{code} 1001) this node stops and hands the session to another.
         """
 
     def queued_bytes(self) -> int | None:

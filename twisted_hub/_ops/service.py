@@ -72,7 +72,10 @@ class GracefulShutdown:
        connection with hub calls in progress gets it as soon as its calls
        have answered, or C{drain} seconds after the start at the latest
        (calls that have not answered then fail on the client with
-       C{ConnectionClosedError}).
+       C{ConnectionClosedError}).  While the factory is handing over
+       (a backplane that moves sessions), a resumable session is kept for
+       another node's claim and its connection gets 1001 at once
+       (L{twisted_hub._core.server_resume.SessionResume.hand_off}).
     2. When every connection is gone, or C{timeout} seconds after the start
        (the stragglers are dropped), L{done} fires with the number of
        connections that had to be dropped.
@@ -113,7 +116,12 @@ class GracefulShutdown:
             self.clock.callLater(self.timeout, self._timed_out),
         ]
         for session in connections:
-            session.dispatcher.when_idle().addCallback(self._idle, session)
+            resumable = session.resumable
+            if self.factory.handing_over and resumable is not None:
+                # its calls go on here; what they send is kept for the client, which resumes elsewhere
+                resumable.hand_off()
+            else:
+                session.dispatcher.when_idle().addCallback(self._idle, session)
         return self.done
 
     def _idle(self, _: None, session: TwistedServerSession) -> None:

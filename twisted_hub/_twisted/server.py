@@ -277,12 +277,11 @@ class HubServerProtocol(FastPathMixin, BoundedDropMixin, WebSocketServerProtocol
     def abort(self) -> None:
         self.dropConnection(abort=True)
 
-    def moved_away(self) -> None:
+    def moved_away(self, code: int = CloseCode.SESSION_MOVED, reason: str = "session resumed elsewhere") -> None:
         self.session = None
         if self.state == self.STATE_OPEN:
-            reason = "session resumed elsewhere"
-            self.sendMessage(encode(Close(CloseCode.SESSION_MOVED, reason)), True)
-            self.sendCloseFrame(CloseCode.SESSION_MOVED, close_reason_bytes(reason), isReply=False)
+            self.sendMessage(encode(Close(code, reason)), True)
+            self.sendCloseFrame(code, close_reason_bytes(reason), isReply=False)
             self.drop_after_close(self.factory.clock)
 
     def queued_bytes(self) -> int | None:

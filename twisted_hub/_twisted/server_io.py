@@ -83,8 +83,6 @@ class TwistedSessionHost(Protocol):
     @property
     def moves_sessions(self) -> bool: ...
 
-    handing_over: bool
-
     def claim_session(self, session: ServerSession[Any], key: bytes, digest: bytes, user: str | None) -> None: ...
 
 
