@@ -132,7 +132,9 @@ def test_a_frozen_server_is_counted_as_timeouts() -> None:
         stats = server.expect("stats", 20)
     assert count["client_timeouts"] == 5
     assert count["would_time_out"]["45.0"] == 0  # a freeze of 1.5 s stays far under a 45 s timeout
-    assert count["rtt_max"] >= 1.4
+    # the longest round trip spans the freeze but for the moment its ping left after the SIGSTOP: one
+    # 0.1 s watch interval, plus that timer's own lateness on a loaded machine (CI once saw 1.355 s)
+    assert count["rtt_max"] >= 1.2
     assert count["unexpected_closes"] == 0  # counted, not acted on: the connections stay
     assert stats["lag_max"] >= 1.4
 
