@@ -370,3 +370,32 @@ def test_forwards_go_on_to_where_the_connection_moved_never_back() -> None:
     assert node.moves.node_of("a-1") == "c" and node.moves.node_of("q-2") == "q"
     node.moves.kick_on(Kick("chat", "a-1", "bye"))
     assert node.published[-1] == ("c", Kick("chat", "a-1", "bye"))
+
+
+def test_a_failure_in_a_move_is_logged_and_stays_there() -> None:
+    """
+    A bug of ours while handing over or taking over a session is logged with
+    its traceback and does not escape into the backplane's link to Redis.
+    """
+    timers: list[Any] = []
+    holder = Node("h", timers)
+
+    def broken_hand_over(*args: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    holder.hubs.hand_over = broken_hand_over  # type: ignore[method-assign]
+    holder.hear("c", Claim("chat", b"k", b"good", "", 1))
+    assert holder.published == []  # (the claimant refuses after its timeout)
+    log = holder.moves._log
+    assert isinstance(log, Log) and ("failure", "handing a session over to node {node} failed") in log.lines
+
+    claimant = Node("c", timers)
+
+    def broken_answer(answer: ClaimAnswer) -> None:
+        raise RuntimeError("another bug")
+
+    claimant.moves.claim("chat", b"k", b"good", None, broken_answer)
+    claimant.hear("h", Handover("chat", b"k", 1, "", "", b"state", {}))
+    log = claimant.moves._log
+    assert isinstance(log, Log) and ("failure", "{what} failed") in log.lines
+    assert claimant.moves.claims_won == 1

@@ -152,7 +152,7 @@ class SessionMoves:
             pending = self._claims.pop(claim_id, None)
             if pending is not None:
                 self.claims_unanswered += 1
-                pending[0](ClaimAnswer(
+                self._safely("answering an unanswered claim", pending[0], ClaimAnswer(
                     "session-unknown", f"no node answered within {self.claim_timeout:g}s (its node may be gone)",
                 ))
 
@@ -182,7 +182,10 @@ class SessionMoves:
             self.claims_won += 1
         else:
             self.claims_refused += 1
-        answer(ClaimAnswer(handover.reason, handover.message, handover.state, handover.cutoffs, message.origin))
+        self._safely(
+            "taking over a session another node handed over", answer,
+            ClaimAnswer(handover.reason, handover.message, handover.state, handover.cutoffs, message.origin),
+        )
 
     def arrived(
         self, hub: str, connection_id: str, groups: Iterable[str], cutoffs: dict[str, int], since: int = 0,
@@ -195,6 +198,16 @@ class SessionMoves:
         self._remember(connection_id, self.token)
         self._publish(None, Moved(hub, connection_id, self.token))
         return self.history.after(hub, connection_id, frozenset(groups), cutoffs, since)
+
+    def _safely(self, what: str, answer: Callable[[ClaimAnswer], None], result: ClaimAnswer) -> None:
+        """
+        Give a claim its answer; a failure there is a bug of ours: it is
+        logged with its traceback and stays here (the link to Redis goes on).
+        """
+        try:
+            answer(result)
+        except Exception as e:
+            self._log.failure("{what} failed", e, what=what)
 
     # -- holding (the node the session was on) --------------------------------------------
     def heard_claim(self, message: NodeMessage, claim: Claim) -> None:
@@ -209,7 +222,12 @@ class SessionMoves:
             self.moved_to(connection_id, claimant)
             return lambda payload: self.forward(claim.hub, connection_id, payload)
 
-        answer = hubs.hand_over(claim.hub, claim.key, claim.digest, claim.user or None, forward)
+        try:
+            answer = hubs.hand_over(claim.hub, claim.key, claim.digest, claim.user or None, forward)
+        except Exception as e:
+            # a bug of ours: logged with its traceback; the claimant hears nothing and refuses after its timeout
+            self._log.failure("handing a session over to node {node} failed", e, node=claimant)
+            return
         if answer is None:
             return  # not here
         reason, text, state = answer
@@ -257,7 +275,13 @@ class SessionMoves:
     def heard_forward(self, message: NodeMessage, forward: Forward) -> None:
         hubs = self.hubs
         assert hubs is not None
-        if not hubs.knows(forward.hub) or hubs.forwarded(forward.hub, forward.connection_id, forward.payload):
+        if not hubs.knows(forward.hub):
+            return
+        try:
+            if hubs.forwarded(forward.hub, forward.connection_id, forward.payload):
+                return
+        except Exception as e:
+            self._log.failure("a message forwarded for {id} failed", e, id=forward.connection_id)
             return
         # not here: on to where it moved since (never back to the sender), else it ended: dropped
         node = self._moved.get(forward.connection_id)
