@@ -317,3 +317,54 @@ class OriginPolicyTests(SynchronousTestCase):
         self.assertFalse(policy(self.request("http://app.example.com", "hub.example.com")))
         self.assertFalse(policy(self.request("https://hub.example.com", "hub.example.com")))
         self.assertTrue(OriginPolicy(["*"])(self.request("https://anything.example", "x")))
+
+
+class _Registry:
+    def __init__(self, sessions: int) -> None:
+        self.sessions = sessions
+        self.moved_out = 0
+
+    def __len__(self) -> int:
+        return self.sessions
+
+
+class _Factory:
+    def __init__(self, *registries: _Registry) -> None:
+        self.resume_registries = {f"hub{i}": registry for i, registry in enumerate(registries)}
+
+
+def test_the_handover_wait_ends_when_every_session_moved() -> None:
+    """SessionHandover (rolling restarts) fires with 0 at the first check after the last session moved away."""
+    from twisted.internet.task import Clock
+
+    from twisted_hub._ops.service import SessionHandover
+
+    clock = Clock()
+    first, second = _Registry(2), _Registry(1)
+    outcome: list[int] = []
+    SessionHandover(_Factory(first, second), 5.0, clock).start().addCallback(outcome.append)  # type: ignore[arg-type]
+    clock.advance(1.0)
+    assert outcome == []
+    first.sessions, first.moved_out = 0, 2
+    clock.advance(0.1)
+    assert outcome == []
+    second.sessions, second.moved_out = 0, 1
+    clock.advance(0.1)
+    assert outcome == [0]
+
+
+def test_the_handover_wait_gives_up_at_its_timeout_with_the_count_left() -> None:
+    from twisted.internet.task import Clock
+
+    from twisted_hub._ops.service import SessionHandover
+
+    clock = Clock()
+    outcome: list[int] = []
+    SessionHandover(_Factory(_Registry(3)), 5.0, clock).start().addCallback(outcome.append)  # type: ignore[arg-type]
+    clock.pump([0.1] * 49)
+    assert outcome == []
+    clock.pump([0.1] * 2)
+    assert outcome == [3]
+    # nothing to wait for: at once
+    SessionHandover(_Factory(_Registry(0)), 5.0, clock).start().addCallback(outcome.append)  # type: ignore[arg-type]
+    assert outcome == [3, 0]
