@@ -80,13 +80,23 @@ let finalCall = null;
 let error = null;
 try {
   await until(() => inFlight === 0, callTimeout * 2 + 2000);
-  stage = "a connection after the storm";
-  const connected = await Promise.race([
-    client.whenConnected(),
-    new Promise((_, reject) => setTimeout(() => reject(new Error("no connection within 10 s")), 10000)),
-  ]);
-  stage = "the final call";
-  finalCall = await connected.call("add", 1, 2);
+  // The storm's last reset may still be on its way to the connection the final call goes out on:
+  // that call then fails "connection-lost, may have run", as any call on a connection being reset
+  // does. The promise is that the client comes back: at most 3 attempts, each on the connection
+  // that is current then (seen on a loaded CI machine, 2026-12-07).
+  for (let attempt = 1; finalCall === null; attempt++) {
+    stage = "a connection after the storm";
+    const connected = await Promise.race([
+      client.whenConnected(),
+      new Promise((_, reject) => setTimeout(() => reject(new Error("no connection within 10 s")), 10000)),
+    ]);
+    stage = "the final call";
+    try {
+      finalCall = await connected.call("add", 1, 2);
+    } catch (e) {
+      if (attempt >= 3 || !(e instanceof ConnectionClosedError)) throw e;
+    }
+  }
   stage = "stop()";
   await client.stop();
 } catch (e) {
