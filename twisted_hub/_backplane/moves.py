@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final
 
 from .interface import TARGET_ALL, TARGET_GROUP, ClaimAnswer, LocalHubs, node_of
@@ -49,20 +49,15 @@ HISTORY_SIZE: Final = 16384
 MAX_MOVED: Final = 100_000
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    origin: str
-    seq: int
-    send: Send
-    #: its place among every entry this history was given (1, 2, 3 ...)
-    index: int
-
-
 class SendHistory:
     """The last L{HISTORY_SIZE} hub-wide receiver calls this node handled (heard, and its own), in order."""
 
     def __init__(self, size: int = HISTORY_SIZE) -> None:
-        self._entries: deque[_Entry] = deque(maxlen=size)
+        # (origin node, its hub-wide number, the call, the entry's place among every entry this
+        # history was given: 1, 2, 3 ...); a tuple, not a dataclass: one is added per receiver
+        # call published or heard, and a frozen dataclass took seven times as long to make
+        # (bench/move_costs.py)
+        self._entries: deque[tuple[str, int, Send, int]] = deque(maxlen=size)
         #: entries given so far (the index of the newest)
         self.added = 0
 
@@ -71,7 +66,7 @@ class SendHistory:
 
     def add(self, origin: str, seq: int, send: Send) -> None:
         self.added += 1
-        self._entries.append(_Entry(origin, seq, send, self.added))
+        self._entries.append((origin, seq, send, self.added))
 
     def after(
         self, hub: str, connection_id: str, groups: frozenset[str], cutoffs: dict[str, int], since: int = 0,
@@ -85,12 +80,11 @@ class SendHistory:
         older ones (sent before the old node joined: a restarted node).
         """
         found = []
-        for entry in self._entries:
-            send = entry.send
+        for origin, seq, send, index in self._entries:
             if send.hub != hub:
                 continue
-            cutoff = cutoffs.get(entry.origin)
-            if (entry.seq <= cutoff) if cutoff is not None else (entry.index <= since):
+            cutoff = cutoffs.get(origin)
+            if (seq <= cutoff) if cutoff is not None else (index <= since):
                 continue
             target = send.target
             if target.kind == TARGET_GROUP and target.group not in groups:
