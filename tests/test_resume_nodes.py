@@ -22,87 +22,36 @@ would; a L{ReconnectingHubClient} with C{resume=True}.
 - a node that stops gracefully (a rolling restart) hands its sessions over:
   its clients resume on another node instead of starting afresh.
 
-A missing redis-server fails, never skips.  Every wait is bounded.
+A missing redis-server fails, never skips.  Every wait is bounded and wakes
+on the event it waits for (tests/_resume_support.py, L{until}): a hub hook,
+a receiver call, a client's connection or resume, a node learning of the
+other.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import task
-from twisted.internet.defer import Deferred
 
-from twisted_hub import (
-    ConnectionClosedError,
-    Hub,
-    HubClientOptions,
-    HubError,
-    HubServerFactory,
-    ReconnectingHubClient,
-    ResumePolicy,
-    method,
-)
+from twisted_hub import ConnectionClosedError, HubError, HubServerFactory, ReconnectingHubClient, ResumePolicy, method
 from twisted_hub._ops.endpoints import resume_status
 from twisted_hub._ops.service import SessionHandover, shutdown_connections
 from twisted_hub.redis import RedisBackplane
-from twisted_hub.types import DisconnectReason
 
 from ._cutting_proxy import CuttingProxy
 from ._redis import RedisServer
-from .test_scaling_processes import eventually
+from ._resume_support import SEEN, Receiver, RecordingHub, behind_proxy, changed, reactor, resuming_client, until
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def reactor() -> Any:
-    from twisted.internet import reactor as global_reactor
-
-    return global_reactor
-
-
-def sleep(seconds: float) -> Deferred[None]:
-    return task.deferLater(reactor(), seconds, lambda: None)
-
-
-@dataclass
-class Seen:
-    """What the hubs of both nodes saw."""
-
-    connected: list[str] = field(default_factory=list)
-    resumed: list[str] = field(default_factory=list)
-    disconnected: list[tuple[str, str]] = field(default_factory=list)
-    running: list[int] = field(default_factory=list)
-
-
-SEEN = Seen()
-
-
-class NodesHub(Hub):
+class NodesHub(RecordingHub):
     hub_name = "nodes"
-
-    def on_connected(self) -> None:
-        SEEN.connected.append(self.connection.id)
-
-    def on_resumed(self) -> None:
-        SEEN.resumed.append(self.connection.id)
-
-    def on_disconnected(self, reason: DisconnectReason) -> None:
-        SEEN.disconnected.append((self.connection.id, reason.kind.value))
-
-    @method
-    def subscribe(self, topic: str) -> str:
-        self.groups.add(topic)
-        self.connection.items["topic"] = topic
-        return self.connection.id
-
-    @method
-    def topic(self) -> list[Any]:
-        return [self.connection.items.get("topic"), sorted(self.groups.joined())]
 
     @method
     def publish(self, topic: str, number: int) -> None:
@@ -123,18 +72,9 @@ class NodesHub(Hub):
 
     @method
     async def slow(self, value: int, seconds: float) -> int:
-        SEEN.running.append(value)
-        await sleep(seconds)
+        await super().slow(value, seconds)
         self.clients.caller.item(1000 + value)  # (sent by the old node once the session moved: forwarded)
         return value
-
-
-class Receiver:
-    def __init__(self) -> None:
-        self.items: list[int] = []
-
-    def item(self, number: int) -> None:
-        self.items.append(number)
 
 
 @dataclass
@@ -158,10 +98,22 @@ class Nodes:
         return backplane
 
 
+def heard(backplane: RedisBackplane) -> RedisBackplane:
+    """C{backplane}, whose learning of another node (its snapshot loaded) wakes L{until}."""
+    mirror = backplane._mirror
+    loaded = mirror.loaded
+
+    def loaded_and_told(*args: Any) -> None:
+        loaded(*args)
+        changed()
+
+    mirror.loaded = loaded_and_told  # type: ignore[method-assign]
+    return backplane
+
+
 @asynccontextmanager
 async def two_nodes(claim_timeout: float = 2.0) -> AsyncIterator[Nodes]:
-    global SEEN
-    SEEN = Seen()
+    SEEN.reset()
     redis = RedisServer(reactor())
     await redis.start()
     factories: list[HubServerFactory] = []
@@ -169,20 +121,18 @@ async def two_nodes(claim_timeout: float = 2.0) -> AsyncIterator[Nodes]:
     listening = None
     try:
         for _ in range(2):
-            backplane = RedisBackplane(redis.url, lease=3.0, claim_timeout=claim_timeout)
-            factory = HubServerFactory(
+            backplane = heard(RedisBackplane(redis.url, lease=3.0, claim_timeout=claim_timeout))
+            factories.append(HubServerFactory(
                 [NodesHub], resume=ResumePolicy(window=10.0), allowed_origins=["*"], backplane=backplane, metrics=True,
-            )
-            factories.append(factory)
-            ports.append(reactor().listenTCP(0, factory, interface="127.0.0.1"))
-
-        async def each_hears_the_other() -> bool:
-            return all(isinstance(f.backplane, RedisBackplane) and len(f.backplane.nodes) == 1 for f in factories)
-
-        await eventually(each_hears_the_other, reactor(), 10.0, "both nodes up and hearing each other")
-        proxy = CuttingProxy(reactor(), ports[0].getHost().port)
-        listening = reactor().listenTCP(0, proxy, interface="127.0.0.1")
-        yield Nodes(redis, factories, ports, proxy, listening.getHost().port)
+            ))
+        port_a, proxy, listening = behind_proxy(factories[0])
+        ports = [port_a, reactor().listenTCP(0, factories[1], interface="127.0.0.1")]
+        nodes = Nodes(redis, factories, ports, proxy, listening.getHost().port)
+        await until(
+            lambda: len(nodes.backplane(0).nodes) == len(nodes.backplane(1).nodes) == 1, 10.0,
+            "both nodes up and hearing each other",
+        )
+        yield nodes
     finally:
         if listening is not None:
             await listening.stopListening()
@@ -194,19 +144,7 @@ async def two_nodes(claim_timeout: float = 2.0) -> AsyncIterator[Nodes]:
 
 
 def client(port: int, receiver: Receiver) -> ReconnectingHubClient:
-    return ReconnectingHubClient(
-        f"ws://127.0.0.1:{port}", "nodes", receiver, HubClientOptions(resume=True), retry_policy=lambda attempt: 0.2,
-    )
-
-
-async def until(condition: Any, what: Any, seconds: float = 10.0) -> None:
-    async def check() -> bool:
-        return bool(condition())
-
-    try:
-        await eventually(check, reactor(), seconds, "")
-    except AssertionError:
-        raise AssertionError(f"not within {seconds:g} s: {what() if callable(what) else what}") from None
+    return resuming_client(port, "nodes", receiver, retry=0.2)
 
 
 @pytest_twisted.ensureDeferred
@@ -223,9 +161,9 @@ async def test_a_session_moves_to_the_other_node_and_loses_nothing() -> None:
             connection_id = await mover.call("subscribe", "news")
             assert nodes.backplane(0).token in connection_id  # (it began on node A)
             await on_a.call("publish", "news", 0)
-            await until(lambda: receiver.items == [0], "the first item")
+            await until(lambda: receiver.items == [0], what="the first item")
             in_flight = mover.call("slow", 7, 0.5)
-            await until(lambda: SEEN.running == [7], "the slow call running on node A")
+            await until(lambda: SEEN.running == [7], what="the slow call running on node A")
             # the balancer's next turn is node B; the link drops
             nodes.route_to(1)
             assert nodes.proxy.cut_all() == 1
@@ -233,7 +171,7 @@ async def test_a_session_moves_to_the_other_node_and_loses_nothing() -> None:
                 await on_b.call("publish", "news", number)
                 await on_a.call("publish", "news", number + 10)
             assert await in_flight == 7  # answered once: forwarded by node A
-            await until(lambda: len(receiver.items) == 8, lambda: f"the items published meanwhile (so far {receiver.items})")
+            await until(lambda: len(receiver.items) == 8, what=lambda: f"the items published meanwhile (so far {receiver.items})")
             news = [n for n in receiver.items if n < 1000]
             assert sorted(news) == [0, 1, 2, 3, 11, 12, 13]
             # each node's own messages arrive in the order it sent them, none twice
@@ -261,16 +199,16 @@ async def test_a_session_moves_to_the_other_node_and_loses_nothing() -> None:
             assert connection_id in nodes.factories[1].runtimes["nodes"].connections
             # clients.client(id) from node A reaches it on node B (Moved, or A forwarding)
             await on_a.call("tell", connection_id, 500)
-            await until(lambda: receiver.items[-1:] == [500], "a receiver call routed from node A")
+            await until(lambda: receiver.items[-1:] == [500], what="a receiver call routed from node A")
             # and a group message from either node still arrives once
             await on_a.call("publish", "news", 20)
             await on_b.call("publish", "news", 21)
-            await until(lambda: receiver.items[-2:] in ([20, 21], [21, 20]), "group messages after the move")
+            await until(lambda: receiver.items[-2:] in ([20, 21], [21, 20]), what="group messages after the move")
             assert receiver.items.count(20) == receiver.items.count(21) == 1
         finally:
             for service in (mover, on_a, on_b):
                 await service.stop()
-        await until(lambda: (connection_id, "normal") in SEEN.disconnected, "the session ending on node B")
+        await until(lambda: (connection_id, "normal") in SEEN.disconnected, what="the session ending on node B")
         assert [cid for cid, _ in SEEN.disconnected].count(connection_id) == 1
 
 
@@ -286,7 +224,7 @@ async def test_a_claim_nobody_answers_is_refused_session_unknown() -> None:
             await nodes.factories[0].backplane.stop()
             nodes.route_to(1)
             assert nodes.proxy.cut_all() == 1
-            await until(lambda: mover.resume_refusals.get("session-unknown") == 1, "the refusal")
+            await until(lambda: mover.resume_refusals.get("session-unknown") == 1, what="the refusal")
             second = await mover.call("subscribe", "news")
             assert second != first and nodes.backplane(1).token in second
             registry_b = nodes.factories[1].resume_registries["nodes"]
@@ -304,10 +242,10 @@ async def test_a_call_running_on_a_node_that_dies_after_the_move_is_answered_dup
         try:
             await mover.call("subscribe", "news")
             in_flight = mover.call("slow", 9, 5.0)
-            await until(lambda: SEEN.running == [9], "the slow call running on node A")
+            await until(lambda: SEEN.running == [9], what="the slow call running on node A")
             nodes.route_to(1)
             assert nodes.proxy.cut_all() == 1
-            await until(lambda: mover.resumes == 1, "the resume on node B")
+            await until(lambda: mover.resumes == 1, what="the resume on node B")
             # node A leaves (its goodbye: node B hears it gone at once) while the call still runs there
             await nodes.factories[0].backplane.stop()
             with pytest.raises(HubError) as caught:
@@ -327,10 +265,10 @@ async def test_items_that_cannot_travel_end_the_session_where_it_was() -> None:
             await mover.call("keep_object")
             nodes.route_to(1)
             assert nodes.proxy.cut_all() == 1
-            await until(lambda: mover.resume_refusals.get("session-unknown") == 1, "the refusal")
+            await until(lambda: mover.resume_refusals.get("session-unknown") == 1, what="the refusal")
             second = await mover.call("subscribe", "news")
             assert second != first
-            await until(lambda: (first, "connection-lost") in SEEN.disconnected, "the session ending on node A")
+            await until(lambda: (first, "connection-lost") in SEEN.disconnected, what="the session ending on node A")
             assert nodes.factories[0].resume_registries["nodes"].refused["session-unknown"] == 1
             assert nodes.factories[0].resume_registries["nodes"].moved_out == 0
         finally:
@@ -354,9 +292,9 @@ async def test_a_session_with_a_stream_open_does_not_move_and_its_stream_fails()
                         nodes.route_to(1)
                         assert nodes.proxy.cut_all() == 1
             assert got[:3] == [0, 1, 2] and len(got) < 1000
-            await until(lambda: mover.resume_refusals.get("session-unknown") == 1, "the refusal")
+            await until(lambda: mover.resume_refusals.get("session-unknown") == 1, what="the refusal")
             assert await mover.call("subscribe", "news") != first
-            await until(lambda: any(cid == first for cid, _ in SEEN.disconnected), "the session ending on node A")
+            await until(lambda: any(cid == first for cid, _ in SEEN.disconnected), what="the session ending on node A")
         finally:
             await mover.stop()
 
@@ -378,7 +316,7 @@ async def test_a_stopping_node_hands_its_sessions_over() -> None:
         try:
             connection_id = await mover.call("subscribe", "news")
             await on_b.call("publish", "news", 1)
-            await until(lambda: receiver.items == [1], "the first item")
+            await until(lambda: receiver.items == [1], what="the first item")
             factory_a = nodes.factories[0]
             nodes.route_to(1)  # (node A stopped listening: the balancer sends everyone to B)
             factory_a.handing_over = True
@@ -387,7 +325,7 @@ async def test_a_stopping_node_hands_its_sessions_over() -> None:
             await on_b.call("publish", "news", 2)  # (while the client comes back)
             left = await SessionHandover(factory_a, 5.0, reactor()).start()
             assert left == 0 and factory_a.resume_registries["nodes"].moved_out == 1
-            await until(lambda: receiver.items == [1, 2], lambda: f"the item sent meanwhile ({receiver.items})")
+            await until(lambda: receiver.items == [1, 2], what=lambda: f"the item sent meanwhile ({receiver.items})")
             assert mover.resumes == 1 and sum(mover.resume_refusals.values()) == 0
             assert SEEN.resumed == [connection_id]
             assert all(cid != connection_id for cid, _ in SEEN.disconnected)  # (no on_disconnected on A)

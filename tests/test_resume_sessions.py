@@ -12,7 +12,8 @@ C{HubClientOptions(resume=True)}.  Across each cut:
 - a session whose client stays away past the window ends (C{on_disconnected}
   once) and the client's next resume is refused, with the reason counted.
 
-Every wait is bounded; only loopback is used.
+Every wait is bounded and wakes on the event it waits for
+(tests/_resume_support.py, L{until}); only loopback is used.
 """
 
 from __future__ import annotations
@@ -21,136 +22,35 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import task
-from twisted.internet.defer import Deferred
 
-from twisted_hub import Hub, HubClientOptions, HubServerFactory, ReconnectingHubClient, ResumePolicy, method
+from twisted_hub import HubClientOptions, HubServerFactory, ReconnectingHubClient, ResumePolicy
 from twisted_hub._ops.endpoints import resume_status
-from twisted_hub.types import DisconnectReason
 
-from ._cutting_proxy import CuttingProxy
+from ._resume_support import SEEN, Receiver, RecordingHub, behind_proxy, changed, reactor, resuming_client, until
 from .helpers.stream_hubs import StreamHub
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def reactor() -> Any:
-    from twisted.internet import reactor as global_reactor
-
-    return global_reactor
-
-
-def sleep(seconds: float) -> Deferred[None]:
-    return task.deferLater(reactor(), seconds, lambda: None)
-
-
-class Changes:
-    """Wakes the test whenever the hub or a receiver saw something (no polling)."""
-
-    def __init__(self) -> None:
-        self._waiting: list[tuple[Any, Deferred[None]]] = []
-
-    def changed(self) -> None:
-        still = []
-        for condition, waiter in self._waiting:
-            if condition():
-                waiter.callback(None)
-            else:
-                still.append((condition, waiter))
-        self._waiting = still
-
-    async def until(self, condition: Any, seconds: float = 10.0) -> None:
-        """Wait until C{condition()} holds, at most C{seconds}."""
-        if condition():
-            return
-        waiter: Deferred[None] = Deferred()
-        self._waiting.append((condition, waiter))
-        await waiter.addTimeout(seconds, reactor())
-
-
-CHANGES = Changes()
-until = CHANGES.until
-
-
-class Events:
-    """What the server's hub saw."""
-
-    def __init__(self) -> None:
-        self.connected: list[str] = []
-        self.resumed: list[str] = []
-        self.disconnected: list[tuple[str, str]] = []
-        self.hubs: dict[str, FeedHub] = {}
-        #: the values of the slow calls that started running
-        self.running: list[int] = []
-
-
-EVENTS = Events()
-
-
-class FeedHub(Hub):
+class FeedHub(RecordingHub):
     hub_name = "feed"
-
-    def on_connected(self) -> None:
-        EVENTS.connected.append(self.connection.id)
-        EVENTS.hubs[self.connection.id] = self
-        CHANGES.changed()
-
-    def on_resumed(self) -> None:
-        EVENTS.resumed.append(self.connection.id)
-        CHANGES.changed()
-
-    def on_disconnected(self, reason: DisconnectReason) -> None:
-        EVENTS.disconnected.append((self.connection.id, reason.kind.value))
-        CHANGES.changed()
-
-    @method
-    def subscribe(self, topic: str) -> str:
-        self.groups.add(topic)
-        self.connection.items["topic"] = topic
-        return self.connection.id
-
-    @method
-    def topic(self) -> list[Any]:
-        return [self.connection.items.get("topic"), sorted(self.groups.joined())]
-
-    @method
-    async def slow(self, value: int, seconds: float) -> int:
-        EVENTS.running.append(value)
-        CHANGES.changed()
-        await sleep(seconds)  # (the hub's work: it takes this long)
-        return value
 
     def publish(self, topic: str, number: int) -> None:
         self.clients.group(topic).item(number)
 
 
-class Receiver:
-    def __init__(self) -> None:
-        self.items: list[int] = []
-
-    def item(self, number: int) -> None:
-        self.items.append(number)
-        CHANGES.changed()
-
-
 @pytest.fixture
 def served() -> Any:
-    global EVENTS
-    EVENTS = Events()
+    SEEN.reset()
     factory = HubServerFactory([FeedHub, StreamHub], resume=ResumePolicy(window=3.0), allowed_origins=["*"], metrics=True)
-    port = reactor().listenTCP(0, factory, interface="127.0.0.1")
-    proxy = CuttingProxy(reactor(), port.getHost().port)
-    listening = reactor().listenTCP(0, proxy, interface="127.0.0.1")
+    port, proxy, listening = behind_proxy(factory)
     yield factory, proxy, listening.getHost().port
     listening.stopListening()
     port.stopListening()
 
 
 def client(port: int, receiver: Receiver, resumed: list[int]) -> ReconnectingHubClient:
-    return ReconnectingHubClient(
-        f"ws://127.0.0.1:{port}", "feed", receiver, HubClientOptions(resume=True),
-        retry_policy=lambda attempt: 0.05, on_resumed=lambda c: resumed.append(1),
-    )
+    return resuming_client(port, "feed", receiver, on_resumed=lambda c: resumed.append(1))
 
 
 @pytest_twisted.ensureDeferred
@@ -161,12 +61,12 @@ async def test_a_cut_loses_nothing_and_doubles_nothing(served: Any) -> None:
     service.start()
     try:
         connection_id = await service.call("subscribe", "news")
-        hub = EVENTS.hubs[connection_id]
+        hub = SEEN.hubs[connection_id]
         hub.publish("news", 0)
         await until(lambda: receiver.items == [0])
         # A call in flight when the link drops, and items published while the client is away.
         in_flight = service.call("slow", 42, 0.3)
-        await until(lambda: EVENTS.running == [42])  # it runs on the server: its answer is what the cut loses
+        await until(lambda: SEEN.running == [42])  # it runs on the server: its answer is what the cut loses
         assert proxy.cut_all() == 1
         for number in range(1, 6):
             hub.publish("news", number)
@@ -183,9 +83,9 @@ async def test_a_cut_loses_nothing_and_doubles_nothing(served: Any) -> None:
         status = resume_status(factory)
         assert status is not None and (status["sessions"], status["resumed"], status["window"]) == (1, 1, 3.0)
         # The hub saw one connection, resumed once, never disconnected; its state carried over.
-        assert EVENTS.connected == [connection_id]
-        assert EVENTS.resumed == [connection_id]
-        assert EVENTS.disconnected == []
+        assert SEEN.connected == [connection_id]
+        assert SEEN.resumed == [connection_id]
+        assert SEEN.disconnected == []
         assert await service.call("topic") == ["news", ["news"]]
         assert service.current is not None and service.current.connection_id == connection_id
         hub.publish("news", 6)
@@ -193,7 +93,7 @@ async def test_a_cut_loses_nothing_and_doubles_nothing(served: Any) -> None:
         assert receiver.items == list(range(7))
     finally:
         await service.stop()
-    await until(lambda: EVENTS.disconnected == [(connection_id, "normal")])
+    await until(lambda: SEEN.disconnected == [(connection_id, "normal")])
 
 
 @pytest_twisted.ensureDeferred
@@ -204,7 +104,7 @@ async def test_many_cuts_in_a_row(served: Any) -> None:
     service.start()
     try:
         connection_id = await service.call("subscribe", "news")
-        hub = EVENTS.hubs[connection_id]
+        hub = SEEN.hubs[connection_id]
         results, cuts = [], 0
         for round_ in range(20):
             # (the previous round's answer came on a resumed connection: there is one to cut)
@@ -216,34 +116,31 @@ async def test_many_cuts_in_a_row(served: Any) -> None:
         await until(lambda: len(receiver.items) == 40)
         assert receiver.items == list(range(40))
         assert results == list(range(20))
-        assert EVENTS.connected == [connection_id] and EVENTS.disconnected == []
+        assert SEEN.connected == [connection_id] and SEEN.disconnected == []
         assert (cuts, service.resumes, sum(service.resume_refusals.values())) == (20, 20, 0)
-        assert sorted(EVENTS.running) == list(range(20))  # each call ran once (a replayed INVOKE did not run again)
+        assert sorted(SEEN.running) == list(range(20))  # each call ran once (a replayed INVOKE did not run again)
     finally:
         await service.stop()
-    await until(lambda: EVENTS.disconnected == [(connection_id, "normal")])
+    await until(lambda: SEEN.disconnected == [(connection_id, "normal")])
 
 
 @pytest_twisted.ensureDeferred
 async def test_away_past_the_window_ends_the_session(served: Any) -> None:
     factory, proxy, port = served
     receiver = Receiver()
-    service = ReconnectingHubClient(
-        f"ws://127.0.0.1:{port}", "feed", receiver, HubClientOptions(resume=True),
-        retry_policy=lambda attempt: 3.5,  # longer than the 3 s window
-    )
+    service = resuming_client(port, "feed", receiver, retry=3.5)  # (longer than the 3 s window)
     service.start()
     try:
         connection_id = await service.call("subscribe", "news")
         proxy.cut_all()
-        await until(lambda: EVENTS.disconnected == [(connection_id, "connection-lost")], 5.0)
+        await until(lambda: SEEN.disconnected == [(connection_id, "connection-lost")], 5.0)
         second = await service.call("subscribe", "sport")
         assert second != connection_id
         assert service.resume_refusals["window-expired"] == 1 and service.resumes == 0
-        assert EVENTS.connected == [connection_id, second]
+        assert SEEN.connected == [connection_id, second]
     finally:
         await service.stop()
-    await until(lambda: EVENTS.disconnected[-1:] == [(second, "normal")])
+    await until(lambda: SEEN.disconnected[-1:] == [(second, "normal")])
 
 
 @pytest_twisted.ensureDeferred
@@ -268,17 +165,15 @@ async def test_a_half_open_old_connection_gets_4006(served: Any) -> None:
         close_message = bytes([0x93, 0x08, 0xCD, 0x0F, 0xA6])  # [8, 4006, ...]
         assert close_message in upstream.after_cut
         assert bytes([0x0F, 0xA6]) + b"session resumed elsewhere" in upstream.after_cut  # the close frame
-        assert EVENTS.connected == [connection_id] and EVENTS.resumed == [connection_id]
-        assert EVENTS.disconnected == []
+        assert SEEN.connected == [connection_id] and SEEN.resumed == [connection_id]
+        assert SEEN.disconnected == []
     finally:
         await service.stop()
-    await until(lambda: EVENTS.disconnected == [(connection_id, "normal")])
+    await until(lambda: SEEN.disconnected == [(connection_id, "normal")])
 
 
 def stream_client(port: int) -> ReconnectingHubClient:
-    return ReconnectingHubClient(
-        f"ws://127.0.0.1:{port}", "streams", None, HubClientOptions(resume=True), retry_policy=lambda attempt: 0.05,
-    )
+    return resuming_client(port, "streams", None)
 
 
 @pytest_twisted.ensureDeferred
@@ -302,7 +197,7 @@ async def test_a_result_stream_survives_cuts(served: Any) -> None:
                 cuts += proxy.cut_all()
         assert got == list(range(200))
         assert (cuts, service.resumes, sum(service.resume_refusals.values())) == (2, 2, 0)
-        assert EVENTS.disconnected == [] and await service.call("hello") == connection_id
+        assert SEEN.disconnected == [] and await service.call("hello") == connection_id
     finally:
         await service.stop()
 
@@ -337,7 +232,7 @@ async def test_a_stream_cancelled_across_a_cut(served: Any) -> None:
     """
     factory, proxy, port = served
     StreamHub.stopped.clear()
-    StreamHub.on_stop[:] = [CHANGES.changed]
+    StreamHub.on_stop[:] = [changed]
     service = stream_client(port)
     service.start()
     try:
@@ -351,7 +246,7 @@ async def test_a_stream_cancelled_across_a_cut(served: Any) -> None:
         assert [item async for item in going_on] == list(range(20))  # across the resume
         await until(lambda: 1_000_000 in StreamHub.stopped)
         assert sorted(StreamHub.stopped) == [20, 1_000_000]
-        assert service.resumes == 1 and EVENTS.disconnected == []
+        assert service.resumes == 1 and SEEN.disconnected == []
     finally:
         StreamHub.on_stop.clear()
         await service.stop()
