@@ -46,13 +46,15 @@ class Changes:
 
     def changed(self) -> None:
         """Something happened: fire the waits whose condition holds now."""
-        still = []
-        for condition, waiter in self._waiting:
+        waiting, self._waiting = self._waiting, []
+        ready = []
+        for condition, waiter in waiting:
             if condition():
-                waiter.callback(None)
+                ready.append(waiter)
             else:
-                still.append((condition, waiter))
-        self._waiting = still
+                self._waiting.append((condition, waiter))
+        for waiter in ready:  # (a test going on from here may wait again, or cause another change)
+            waiter.callback(None)
 
     async def until(self, condition: Callable[[], object], seconds: float = 10.0, what: object = None) -> None:
         """

@@ -73,7 +73,7 @@ class NodesHub(RecordingHub):
     @method
     async def slow(self, value: int, seconds: float) -> int:
         await super().slow(value, seconds)
-        self.clients.caller.item(1000 + value)  # (sent by the old node once the session moved: forwarded)
+        self.clients.caller.item(1000 + value)  # (sent by the old node once the session moved: it reaches the new one)
         return value
 
 
@@ -99,16 +99,37 @@ class Nodes:
 
 
 def heard(backplane: RedisBackplane) -> RedisBackplane:
-    """C{backplane}, whose learning of another node (its snapshot loaded) wakes L{until}."""
-    mirror = backplane._mirror
-    loaded = mirror.loaded
+    """C{backplane}, whose every message heard and every node learnt of (its snapshot loaded) wakes L{until}."""
+    inbox, mirror = backplane._inbox, backplane._mirror
+    receive, loaded = inbox.receive, mirror.loaded
 
-    def loaded_and_told(*args: Any) -> None:
+    def received(*args: Any) -> None:
+        receive(*args)
+        changed()
+
+    def learnt(*args: Any) -> None:
         loaded(*args)
         changed()
 
-    mirror.loaded = loaded_and_told  # type: ignore[method-assign]
+    inbox.receive = received  # type: ignore[method-assign]
+    mirror.loaded = learnt  # type: ignore[method-assign]
     return backplane
+
+
+def metric(nodes: Nodes, node: int, name: str, **labels: str) -> float | None:
+    """The value of a sample of node C{node}'s metrics."""
+    metrics = nodes.factories[node].metrics
+    assert metrics is not None
+    value: float | None = metrics.registry.get_sample_value(name, labels)
+    return value
+
+
+def claims(nodes: Nodes, node: int) -> dict[str, float | None]:
+    """Node C{node}'s claims by outcome, as its metrics show them."""
+    return {
+        outcome: metric(nodes, node, "twisted_hub_session_claims_total", outcome=outcome)
+        for outcome in ("won", "refused", "unanswered")
+    }
 
 
 @asynccontextmanager
@@ -195,6 +216,12 @@ async def test_a_session_moves_to_the_other_node_and_loses_nothing() -> None:
             status_a, status_b = resume_status(nodes.factories[0]), resume_status(nodes.factories[1])
             assert status_a is not None and (status_a["moved_out"], status_a["moved_in"]) == (1, 0)
             assert status_b is not None and (status_b["moved_in"], status_b["resumed"]) == (1, 1)
+            # node B won its claim; node A forwarded the slow call's answer (its receiver call for the
+            # caller went to node B as any call for a connection another node holds)
+            assert claims(nodes, 1) == {"won": 1, "refused": 0, "unanswered": 0}
+            assert claims(nodes, 0) == {"won": 0, "refused": 0, "unanswered": 0}
+            assert [metric(nodes, node, "twisted_hub_forwarded_messages_total") for node in (0, 1)] == [1, 0]
+            assert (status_b["claims"]["won"], status_a["forwarded"], status_a["late_handovers"]) == (1, 1, 0)
             assert connection_id not in nodes.factories[0].runtimes["nodes"].connections
             assert connection_id in nodes.factories[1].runtimes["nodes"].connections
             # clients.client(id) from node A reaches it on node B (Moved, or A forwarding)
@@ -229,7 +256,39 @@ async def test_a_claim_nobody_answers_is_refused_session_unknown() -> None:
             assert second != first and nodes.backplane(1).token in second
             registry_b = nodes.factories[1].resume_registries["nodes"]
             assert registry_b.refused["session-unknown"] == 1 and registry_b.moved_in == 0
-            assert nodes.backplane(1)._moves.claims_unanswered == 1
+            assert claims(nodes, 1) == {"won": 0, "refused": 0, "unanswered": 1}
+            status = resume_status(nodes.factories[1])
+            assert status is not None and status["claims"] == {"won": 0, "refused": 0, "unanswered": 1}
+        finally:
+            await mover.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_handover_after_the_claim_timed_out_is_counted_lost() -> None:
+    """
+    The claim times out before any node can answer (C{claim_timeout} 1 µs):
+    the client is refused C{session-unknown} and starts afresh; node A's
+    handover, arriving after, is counted as a session lost (a metric and
+    C{late_handovers} on the status page).
+    """
+    async with two_nodes(claim_timeout=1e-6) as nodes:
+        mover = client(nodes.proxy_port, Receiver())
+        mover.start()
+        try:
+            first = await mover.call("subscribe", "news")
+            nodes.route_to(1)
+            assert nodes.proxy.cut_all() == 1
+            await until(lambda: mover.resume_refusals.get("session-unknown") == 1, what="the refusal")
+            assert claims(nodes, 1) == {"won": 0, "refused": 0, "unanswered": 1}
+            late = "twisted_hub_late_handovers_total"
+            await until(lambda: metric(nodes, 1, late) == 1, what=lambda: f"{late} is {metric(nodes, 1, late)}")
+            status = resume_status(nodes.factories[1])
+            assert status is not None and (status["late_handovers"], status["moved_in"]) == (1, 0)
+            assert nodes.factories[0].resume_registries["nodes"].moved_out == 1  # (node A gave it up: it is lost)
+            assert claims(nodes, 1)["won"] == 0
+            second = await mover.call("subscribe", "news")
+            assert second != first and nodes.backplane(1).token in second
+            assert SEEN.resumed == []
         finally:
             await mover.stop()
 
@@ -271,6 +330,7 @@ async def test_items_that_cannot_travel_end_the_session_where_it_was() -> None:
             await until(lambda: (first, "connection-lost") in SEEN.disconnected, what="the session ending on node A")
             assert nodes.factories[0].resume_registries["nodes"].refused["session-unknown"] == 1
             assert nodes.factories[0].resume_registries["nodes"].moved_out == 0
+            assert claims(nodes, 1) == {"won": 0, "refused": 1, "unanswered": 0}  # (node A answered: no session)
         finally:
             await mover.stop()
 

@@ -344,6 +344,17 @@ class RedisBackplane:
     nodes_expired = _Kept("_mirror")
     #: times this node found its state gone from Redis and wrote it again
     state_rewrites = _Kept("_presence")
+    #: claims this node made for sessions another node held (a client resumed here, docs/resumption.md):
+    #: answered with the session, refused by its holder, answered by no node within C{claim_timeout}
+    claims_won = _Kept("_moves")
+    claims_refused = _Kept("_moves")
+    claims_unanswered = _Kept("_moves")
+    #: sessions this node handed over to another node's claim
+    handed_over = _Kept("_moves")
+    #: sessions handed over after this node's claim timed out: lost (their client had started afresh)
+    late_handovers = _Kept("_moves")
+    #: messages for connections that moved away, sent on to the node holding them now
+    forwarded = _Kept("_moves")
 
     @property
     def clock(self) -> IReactorTime:
