@@ -18,6 +18,8 @@ Every wait is bounded and wakes on the event it waits for
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -49,18 +51,28 @@ def served() -> Any:
     port.stopListening()
 
 
-def client(port: int, receiver: Receiver, resumed: list[int]) -> ReconnectingHubClient:
-    return resuming_client(port, "feed", receiver, on_resumed=lambda c: resumed.append(1))
+@asynccontextmanager
+async def subscribed(port: int) -> AsyncIterator[tuple[ReconnectingHubClient, Receiver, list[int], str]]:
+    """
+    A resuming client of the feed hub, subscribed to "news": (the client, its
+    receiver, an entry per C{on_resumed}, its connection id); stopped after,
+    and its session seen ending normally.
+    """
+    receiver, resumed = Receiver(), []
+    service = resuming_client(port, "feed", receiver, on_resumed=lambda c: resumed.append(1))
+    service.start()
+    try:
+        connection_id = await service.call("subscribe", "news")
+        yield service, receiver, resumed, connection_id
+    finally:
+        await service.stop()
+    await until(lambda: SEEN.disconnected == [(connection_id, "normal")])
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_cut_loses_nothing_and_doubles_nothing(served: Any) -> None:
     factory, proxy, port = served
-    receiver, resumed = Receiver(), []
-    service = client(port, receiver, resumed)
-    service.start()
-    try:
-        connection_id = await service.call("subscribe", "news")
+    async with subscribed(port) as (service, receiver, resumed, connection_id):
         hub = SEEN.hubs[connection_id]
         hub.publish("news", 0)
         await until(lambda: receiver.items == [0])
@@ -97,19 +109,12 @@ async def test_a_cut_loses_nothing_and_doubles_nothing(served: Any) -> None:
         hub.publish("news", 6)
         await until(lambda: receiver.items[-1:] == [6])
         assert receiver.items == list(range(7))
-    finally:
-        await service.stop()
-    await until(lambda: SEEN.disconnected == [(connection_id, "normal")])
 
 
 @pytest_twisted.ensureDeferred
 async def test_many_cuts_in_a_row(served: Any) -> None:
     factory, proxy, port = served
-    receiver, resumed = Receiver(), []
-    service = client(port, receiver, resumed)
-    service.start()
-    try:
-        connection_id = await service.call("subscribe", "news")
+    async with subscribed(port) as (service, receiver, _, connection_id):
         hub = SEEN.hubs[connection_id]
         results, cuts = [], 0
         for round_ in range(20):
@@ -125,9 +130,6 @@ async def test_many_cuts_in_a_row(served: Any) -> None:
         assert SEEN.connected == [connection_id] and SEEN.disconnected == []
         assert (cuts, service.resumes, sum(service.resume_refusals.values())) == (20, 20, 0)
         assert sorted(SEEN.running) == list(range(20))  # each call ran once (a replayed INVOKE did not run again)
-    finally:
-        await service.stop()
-    await until(lambda: SEEN.disconnected == [(connection_id, "normal")])
 
 
 @pytest_twisted.ensureDeferred
@@ -157,11 +159,7 @@ async def test_a_half_open_old_connection_gets_4006(served: Any) -> None:
     old one with CLOSE 4006 and a 4006 close frame; the session never ended.
     """
     factory, proxy, port = served
-    receiver, resumed = Receiver(), []
-    service = client(port, receiver, resumed)
-    service.start()
-    try:
-        connection_id = await service.call("subscribe", "news")
+    async with subscribed(port) as (service, _, _, connection_id):
         [old] = proxy.live
         old.cut_client_side()
         assert await service.call("topic") == ["news", ["news"]]
@@ -173,9 +171,6 @@ async def test_a_half_open_old_connection_gets_4006(served: Any) -> None:
         assert bytes([0x0F, 0xA6]) + b"session resumed elsewhere" in upstream.after_cut  # the close frame
         assert SEEN.connected == [connection_id] and SEEN.resumed == [connection_id]
         assert SEEN.disconnected == []
-    finally:
-        await service.stop()
-    await until(lambda: SEEN.disconnected == [(connection_id, "normal")])
 
 
 def stream_client(port: int) -> ReconnectingHubClient:
@@ -304,6 +299,64 @@ class _AsyncioCuttingProxy:
         self.pairs = []
 
 
+def behind_asyncio_proxy(scenario: Callable[[Any, _AsyncioCuttingProxy, int], Awaitable[None]], *twistd: str) -> None:
+    """
+    `twistd hub --resume-window 10 TWISTD...` and an asyncio resetting proxy
+    in front of it: C{scenario(the server, the proxy, the proxy's port)},
+    run under asyncio for at most 40 s; the server stops after it.
+    """
+    import asyncio
+
+    from .test_aio import TwistdHub
+
+    server = TwistdHub(*twistd, "--resume-window", "10")
+
+    async def main() -> None:
+        proxy = _AsyncioCuttingProxy(server.port)
+        port = await proxy.start()
+        try:
+            await scenario(server, proxy, port)
+        finally:
+            proxy.server.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 40))
+    finally:
+        server.stop()
+
+
+def resuming_async_client(port: int, hub: str, receiver: object, **hooks: Any) -> Any:
+    """An asyncio reconnecting client with resume on 127.0.0.1:C{port} (the proxy), retrying after 50 ms."""
+    from twisted_hub.aio import ReconnectingAsyncHubClient
+
+    return ReconnectingAsyncHubClient(
+        f"ws://127.0.0.1:{port}/hub", hub, receiver, HubClientOptions(resume=True),
+        retry_policy=lambda attempt: 0.05, timeout=5, **hooks,
+    )
+
+
+class ChatListener:
+    """A receiver of the demo chat hub: the lines said in its rooms, until "end"."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.lines: list[str] = []
+        self.heard = asyncio.Event()
+
+    def said(self, room: str, user: str, text: str) -> None:
+        if text == "end":
+            self.heard.set()
+        else:
+            self.lines.append(text)
+
+    def joined(self, room: str, user: str) -> None:
+        pass
+
+    def left(self, room: str, user: str) -> None:
+        pass
+
+
 def test_the_asyncio_client_resumes_through_cuts() -> None:
     """
     `twistd hub --resume-window 10` (the demo chat hub); an asyncio
@@ -313,40 +366,14 @@ def test_the_asyncio_client_resumes_through_cuts() -> None:
     """
     import asyncio
 
-    from twisted_hub.aio import ReconnectingAsyncHubClient, open_client
+    from twisted_hub.aio import open_client
 
-    from .test_aio import TwistdHub
-
-    server = TwistdHub("--resume-window", "10")
-
-    class Listener:
-        def __init__(self) -> None:
-            self.lines: list[str] = []
-            self.heard = asyncio.Event()
-
-        def said(self, room: str, user: str, text: str) -> None:
-            if text == "end":
-                self.heard.set()
-            else:
-                self.lines.append(text)
-
-        def joined(self, room: str, user: str) -> None:
-            pass
-
-        def left(self, room: str, user: str) -> None:
-            pass
-
-    async def main() -> None:
-        proxy = _AsyncioCuttingProxy(server.port)
-        port = await proxy.start()
-        listener = Listener()
+    async def scenario(server: Any, proxy: _AsyncioCuttingProxy, port: int) -> None:
+        listener = ChatListener()
         resumed = asyncio.Queue[Any]()
-        client = ReconnectingAsyncHubClient(
-            f"ws://127.0.0.1:{port}/hub", "chat", listener, HubClientOptions(resume=True),
-            retry_policy=lambda attempt: 0.05, timeout=5, on_resumed=resumed.put_nowait,
-        )
+        client = resuming_async_client(port, "chat", listener, on_resumed=resumed.put_nowait)
         client.start()
-        speaker = await open_client(server.url, "chat", Listener())
+        speaker = await open_client(server.url, "chat", ChatListener())
         try:
             await client.call("join", "r", "ann")
             first_id = (await client.connected()).connection_id
@@ -369,12 +396,8 @@ def test_the_asyncio_client_resumes_through_cuts() -> None:
         finally:
             await speaker.disconnect()
             await client.stop()
-            proxy.server.close()
 
-    try:
-        asyncio.run(asyncio.wait_for(main(), 40))
-    finally:
-        server.stop()
+    behind_asyncio_proxy(scenario)
 
 
 def test_the_asyncio_client_reconnects_when_on_connected_waits_on_a_cut_call() -> None:
@@ -386,25 +409,7 @@ def test_the_asyncio_client_reconnects_when_on_connected_waits_on_a_cut_call() -
     """
     import asyncio
 
-    from twisted_hub.aio import ReconnectingAsyncHubClient
-
-    from .test_aio import TwistdHub
-
-    server = TwistdHub("--resume-window", "10")
-
-    class Listener:
-        def said(self, room: str, user: str, text: str) -> None:
-            pass
-
-        def joined(self, room: str, user: str) -> None:
-            pass
-
-        def left(self, room: str, user: str) -> None:
-            pass
-
-    async def main() -> None:
-        proxy = _AsyncioCuttingProxy(server.port)
-        port = await proxy.start()
+    async def scenario(server: Any, proxy: _AsyncioCuttingProxy, port: int) -> None:
         hooks: list[Any] = []
         joined: list[Any] = []
         resumed = asyncio.Queue[Any]()
@@ -417,10 +422,7 @@ def test_the_asyncio_client_reconnects_when_on_connected_waits_on_a_cut_call() -
             proxy.cut_all()  # and its connection ends before its answer comes
             joined.append(await joining)
 
-        client = ReconnectingAsyncHubClient(
-            f"ws://127.0.0.1:{port}/hub", "chat", Listener(), HubClientOptions(resume=True),
-            retry_policy=lambda attempt: 0.05, timeout=5, on_connected=on_connected, on_resumed=resumed.put_nowait,
-        )
+        client = resuming_async_client(port, "chat", ChatListener(), on_connected=on_connected, on_resumed=resumed.put_nowait)
         client.start()
         try:
             await asyncio.wait_for(resumed.get(), 10)
@@ -428,12 +430,8 @@ def test_the_asyncio_client_reconnects_when_on_connected_waits_on_a_cut_call() -
             assert (len(hooks), joined, client.resumes, client.connections) == (1, [1], 1, 2)
         finally:
             await client.stop()
-            proxy.server.close()
 
-    try:
-        asyncio.run(asyncio.wait_for(main(), 40))
-    finally:
-        server.stop()
+    behind_asyncio_proxy(scenario)
 
 
 def test_the_asyncio_client_streams_through_cuts() -> None:
@@ -443,21 +441,9 @@ def test_the_asyncio_client_streams_through_cuts() -> None:
     items (window 4) and sends one of 200, each cut twice midway: every
     item once, in order, on one session.
     """
-    import asyncio
 
-    from twisted_hub.aio import ReconnectingAsyncHubClient
-
-    from .test_aio import TwistdHub
-
-    server = TwistdHub("--hub", "tests.helpers.stream_hubs:StreamHub", "--resume-window", "10")
-
-    async def main() -> None:
-        proxy = _AsyncioCuttingProxy(server.port)
-        port = await proxy.start()
-        client = ReconnectingAsyncHubClient(
-            f"ws://127.0.0.1:{port}/hub", "streams", None, HubClientOptions(resume=True),
-            retry_policy=lambda attempt: 0.05, timeout=5,
-        )
+    async def scenario(server: Any, proxy: _AsyncioCuttingProxy, port: int) -> None:
+        client = resuming_async_client(port, "streams", None)
         client.start()
         try:
             first_id = await client.call("hello")
@@ -481,12 +467,8 @@ def test_the_asyncio_client_streams_through_cuts() -> None:
             assert await client.call("hello") == first_id
         finally:
             await client.stop()
-            proxy.server.close()
 
-    try:
-        asyncio.run(asyncio.wait_for(main(), 40))
-    finally:
-        server.stop()
+    behind_asyncio_proxy(scenario, "--hub", "tests.helpers.stream_hubs:StreamHub")
 
 
 def test_docs_example_runs(tmp_path: Any) -> None:
