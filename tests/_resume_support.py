@@ -10,7 +10,8 @@ node heard by another), never by polling, and fails after a bounded time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from twisted.internet import defer, task
@@ -23,7 +24,7 @@ from ._cutting_proxy import CuttingProxy
 
 __all__ = [
     "SEEN", "Changes", "Receiver", "RecordingHub", "Seen", "behind_proxy", "changed", "reactor", "resuming_client",
-    "sleep", "until",
+    "running", "sleep", "until",
 ]
 
 
@@ -163,6 +164,18 @@ def resuming_client(
         f"ws://127.0.0.1:{port}", hub, receiver, HubClientOptions(resume=True), retry_policy=lambda attempt: retry,
         on_connected=lambda client: changed(), on_resumed=resumed, **options,
     )
+
+
+@asynccontextmanager
+async def running(*clients: Any) -> AsyncIterator[None]:
+    """Reconnecting clients (Twisted or asyncio) started for the block, stopped after it, whatever happened."""
+    for client in clients:
+        client.start()
+    try:
+        yield
+    finally:
+        for client in clients:
+            await client.stop()
 
 
 def behind_proxy(factory: HubServerFactory) -> tuple[Any, CuttingProxy, Any]:

@@ -45,7 +45,7 @@ from twisted_hub.redis import RedisBackplane
 
 from ._cutting_proxy import CuttingProxy
 from ._redis import RedisServer
-from ._resume_support import SEEN, Receiver, RecordingHub, behind_proxy, changed, reactor, resuming_client, until
+from ._resume_support import SEEN, Receiver, RecordingHub, behind_proxy, changed, reactor, resuming_client, running, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -176,9 +176,7 @@ async def test_a_session_moves_to_the_other_node_and_loses_nothing() -> None:
         # a publisher on each node (connected directly)
         on_a = client(nodes.port_of(0), Receiver())
         on_b = client(nodes.port_of(1), Receiver())
-        for service in (mover, on_a, on_b):
-            service.start()
-        try:
+        async with running(mover, on_a, on_b):
             connection_id = await mover.call("subscribe", "news")
             assert nodes.backplane(0).token in connection_id  # (it began on node A)
             await on_a.call("publish", "news", 0)
@@ -232,9 +230,6 @@ async def test_a_session_moves_to_the_other_node_and_loses_nothing() -> None:
             await on_b.call("publish", "news", 21)
             await until(lambda: receiver.items[-2:] in ([20, 21], [21, 20]), what="group messages after the move")
             assert receiver.items.count(20) == receiver.items.count(21) == 1
-        finally:
-            for service in (mover, on_a, on_b):
-                await service.stop()
         await until(lambda: (connection_id, "normal") in SEEN.disconnected, what="the session ending on node B")
         assert [cid for cid, _ in SEEN.disconnected].count(connection_id) == 1
 
@@ -244,8 +239,7 @@ async def test_a_claim_nobody_answers_is_refused_session_unknown() -> None:
     async with two_nodes(claim_timeout=0.5) as nodes:
         receiver = Receiver()
         mover = client(nodes.proxy_port, receiver)
-        mover.start()
-        try:
+        async with running(mover):
             first = await mover.call("subscribe", "news")
             # node A leaves the backplane (it can no longer hear a claim); its session stays there
             await nodes.factories[0].backplane.stop()
@@ -259,8 +253,6 @@ async def test_a_claim_nobody_answers_is_refused_session_unknown() -> None:
             assert claims(nodes, 1) == {"won": 0, "refused": 0, "unanswered": 1}
             status = resume_status(nodes.factories[1])
             assert status is not None and status["claims"] == {"won": 0, "refused": 0, "unanswered": 1}
-        finally:
-            await mover.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -273,8 +265,7 @@ async def test_a_handover_after_the_claim_timed_out_is_counted_lost() -> None:
     """
     async with two_nodes(claim_timeout=1e-6) as nodes:
         mover = client(nodes.proxy_port, Receiver())
-        mover.start()
-        try:
+        async with running(mover):
             first = await mover.call("subscribe", "news")
             nodes.route_to(1)
             assert nodes.proxy.cut_all() == 1
@@ -289,16 +280,13 @@ async def test_a_handover_after_the_claim_timed_out_is_counted_lost() -> None:
             second = await mover.call("subscribe", "news")
             assert second != first and nodes.backplane(1).token in second
             assert SEEN.resumed == []
-        finally:
-            await mover.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_call_running_on_a_node_that_dies_after_the_move_is_answered_duplicate_call() -> None:
     async with two_nodes() as nodes:
         mover = client(nodes.proxy_port, Receiver())
-        mover.start()
-        try:
+        async with running(mover):
             await mover.call("subscribe", "news")
             in_flight = mover.call("slow", 9, 5.0)
             await until(lambda: SEEN.running == [9], what="the slow call running on node A")
@@ -310,16 +298,13 @@ async def test_a_call_running_on_a_node_that_dies_after_the_move_is_answered_dup
             with pytest.raises(HubError) as caught:
                 await in_flight
             assert caught.value.code == "duplicate-call"
-        finally:
-            await mover.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_items_that_cannot_travel_end_the_session_where_it_was() -> None:
     async with two_nodes() as nodes:
         mover = client(nodes.proxy_port, Receiver())
-        mover.start()
-        try:
+        async with running(mover):
             first = await mover.call("subscribe", "news")
             await mover.call("keep_object")
             nodes.route_to(1)
@@ -331,16 +316,13 @@ async def test_items_that_cannot_travel_end_the_session_where_it_was() -> None:
             assert nodes.factories[0].resume_registries["nodes"].refused["session-unknown"] == 1
             assert nodes.factories[0].resume_registries["nodes"].moved_out == 0
             assert claims(nodes, 1) == {"won": 0, "refused": 1, "unanswered": 0}  # (node A answered: no session)
-        finally:
-            await mover.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_session_with_a_stream_open_does_not_move_and_its_stream_fails() -> None:
     async with two_nodes() as nodes:
         mover = client(nodes.proxy_port, Receiver())
-        mover.start()
-        try:
+        async with running(mover):
             first = await mover.call("subscribe", "news")
             assert mover.current is not None
             stream = mover.current.open_stream("ticks", [1000], window=2)
@@ -355,8 +337,6 @@ async def test_a_session_with_a_stream_open_does_not_move_and_its_stream_fails()
             await until(lambda: mover.resume_refusals.get("session-unknown") == 1, what="the refusal")
             assert await mover.call("subscribe", "news") != first
             await until(lambda: any(cid == first for cid, _ in SEEN.disconnected), what="the session ending on node A")
-        finally:
-            await mover.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -371,9 +351,7 @@ async def test_a_stopping_node_hands_its_sessions_over() -> None:
         receiver = Receiver()
         mover = client(nodes.proxy_port, receiver)
         on_b = client(nodes.port_of(1), Receiver())
-        for service in (mover, on_b):
-            service.start()
-        try:
+        async with running(mover, on_b):
             connection_id = await mover.call("subscribe", "news")
             await on_b.call("publish", "news", 1)
             await until(lambda: receiver.items == [1], what="the first item")
@@ -391,6 +369,3 @@ async def test_a_stopping_node_hands_its_sessions_over() -> None:
             assert all(cid != connection_id for cid, _ in SEEN.disconnected)  # (no on_disconnected on A)
             assert await mover.call("topic") == ["news", ["news"]]
             assert mover.current is not None and mover.current.connection_id == connection_id
-        finally:
-            for service in (mover, on_b):
-                await service.stop()

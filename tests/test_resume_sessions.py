@@ -28,7 +28,7 @@ import pytest_twisted
 from twisted_hub import HubClientOptions, HubServerFactory, ReconnectingHubClient, ResumePolicy
 from twisted_hub._ops.endpoints import resume_status
 
-from ._resume_support import SEEN, Receiver, RecordingHub, behind_proxy, changed, reactor, resuming_client, until
+from ._resume_support import SEEN, Receiver, RecordingHub, behind_proxy, changed, reactor, resuming_client, running, until
 from .helpers.stream_hubs import StreamHub
 
 pytestmark = pytest.mark.timeout(60)
@@ -60,12 +60,9 @@ async def subscribed(port: int) -> AsyncIterator[tuple[ReconnectingHubClient, Re
     """
     receiver, resumed = Receiver(), []
     service = resuming_client(port, "feed", receiver, on_resumed=lambda c: resumed.append(1))
-    service.start()
-    try:
+    async with running(service):
         connection_id = await service.call("subscribe", "news")
         yield service, receiver, resumed, connection_id
-    finally:
-        await service.stop()
     await until(lambda: SEEN.disconnected == [(connection_id, "normal")])
 
 
@@ -137,8 +134,7 @@ async def test_away_past_the_window_ends_the_session(served: Any) -> None:
     factory, proxy, port = served
     receiver = Receiver()
     service = resuming_client(port, "feed", receiver, retry=3.5)  # (longer than the 3 s window)
-    service.start()
-    try:
+    async with running(service):
         connection_id = await service.call("subscribe", "news")
         proxy.cut_all()
         await until(lambda: SEEN.disconnected == [(connection_id, "connection-lost")], 5.0)
@@ -146,8 +142,6 @@ async def test_away_past_the_window_ends_the_session(served: Any) -> None:
         assert second != connection_id
         assert service.resume_refusals["window-expired"] == 1 and service.resumes == 0
         assert SEEN.connected == [connection_id, second]
-    finally:
-        await service.stop()
     await until(lambda: SEEN.disconnected[-1:] == [(second, "normal")])
 
 
@@ -185,8 +179,7 @@ async def test_a_result_stream_survives_cuts(served: Any) -> None:
     """
     factory, proxy, port = served
     service = stream_client(port)
-    service.start()
-    try:
+    async with running(service):
         connection_id = await service.call("hello")
         assert service.current is not None
         stream = service.current.open_stream("ticks", [200], window=4)
@@ -199,8 +192,6 @@ async def test_a_result_stream_survives_cuts(served: Any) -> None:
         assert got == list(range(200))
         assert (cuts, service.resumes, sum(service.resume_refusals.values())) == (2, 2, 0)
         assert SEEN.disconnected == [] and await service.call("hello") == connection_id
-    finally:
-        await service.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -423,13 +414,10 @@ def test_the_asyncio_client_reconnects_when_on_connected_waits_on_a_cut_call() -
             joined.append(await joining)
 
         client = resuming_async_client(port, "chat", ChatListener(), on_connected=on_connected, on_resumed=resumed.put_nowait)
-        client.start()
-        try:
+        async with running(client):
             await asyncio.wait_for(resumed.get(), 10)
             assert await asyncio.wait_for(client.call("members", "r"), 10) == ["ann"]
             assert (len(hooks), joined, client.resumes, client.connections) == (1, [1], 1, 2)
-        finally:
-            await client.stop()
 
     behind_asyncio_proxy(scenario)
 
@@ -444,8 +432,7 @@ def test_the_asyncio_client_streams_through_cuts() -> None:
 
     async def scenario(server: Any, proxy: _AsyncioCuttingProxy, port: int) -> None:
         client = resuming_async_client(port, "streams", None)
-        client.start()
-        try:
+        async with running(client):
             first_id = await client.call("hello")
             got: list[int] = []
             async with (await client.connected()).open_stream("ticks", [200], window=4) as stream:
@@ -465,8 +452,6 @@ def test_the_asyncio_client_streams_through_cuts() -> None:
             assert await client.call("collect", numbers()) == list(range(200))
             assert (proxy.cuts, client.resumes, sum(client.resume_refusals.values())) == (4, 4, 0)
             assert await client.call("hello") == first_id
-        finally:
-            await client.stop()
 
     behind_asyncio_proxy(scenario, "--hub", "tests.helpers.stream_hubs:StreamHub")
 
