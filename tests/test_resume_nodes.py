@@ -170,6 +170,7 @@ def client(port: int, receiver: Receiver) -> ReconnectingHubClient:
 
 @pytest_twisted.ensureDeferred
 async def test_a_session_moves_to_the_other_node_and_loses_nothing() -> None:
+    """A cut client resumes on node B: nothing lost or doubled, the running call answered once; both nodes count it."""
     async with two_nodes() as nodes:
         receiver = Receiver()
         mover = client(nodes.proxy_port, receiver)
@@ -236,6 +237,7 @@ async def test_a_session_moves_to_the_other_node_and_loses_nothing() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_a_claim_nobody_answers_is_refused_session_unknown() -> None:
+    """Node A has left the backplane: node B's claim goes unanswered, the client is refused session-unknown and counted."""
     async with two_nodes(claim_timeout=0.5) as nodes:
         receiver = Receiver()
         mover = client(nodes.proxy_port, receiver)
@@ -284,6 +286,7 @@ async def test_a_handover_after_the_claim_timed_out_is_counted_lost() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_a_call_running_on_a_node_that_dies_after_the_move_is_answered_duplicate_call() -> None:
+    """A call still running on node A when A leaves after the move is answered duplicate-call, never left hanging."""
     async with two_nodes() as nodes:
         mover = client(nodes.proxy_port, Receiver())
         async with running(mover):
@@ -302,6 +305,7 @@ async def test_a_call_running_on_a_node_that_dies_after_the_move_is_answered_dup
 
 @pytest_twisted.ensureDeferred
 async def test_items_that_cannot_travel_end_the_session_where_it_was() -> None:
+    """connection.items msgpack cannot carry: node A ends the session and refuses the claim; the client starts afresh."""
     async with two_nodes() as nodes:
         mover = client(nodes.proxy_port, Receiver())
         async with running(mover):
@@ -320,6 +324,7 @@ async def test_items_that_cannot_travel_end_the_session_where_it_was() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_a_session_with_a_stream_open_does_not_move_and_its_stream_fails() -> None:
+    """A session with a stream open does not move: its stream fails, node A refuses the claim, the client starts afresh."""
     async with two_nodes() as nodes:
         mover = client(nodes.proxy_port, Receiver())
         async with running(mover):
@@ -337,6 +342,7 @@ async def test_a_session_with_a_stream_open_does_not_move_and_its_stream_fails()
             await until(lambda: mover.resume_refusals.get("session-unknown") == 1, what="the refusal")
             assert await mover.call("subscribe", "news") != first
             await until(lambda: any(cid == first for cid, _ in SEEN.disconnected), what="the session ending on node A")
+            assert claims(nodes, 1) == {"won": 0, "refused": 1, "unanswered": 0}
 
 
 @pytest_twisted.ensureDeferred

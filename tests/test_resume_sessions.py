@@ -68,6 +68,7 @@ async def subscribed(port: int) -> AsyncIterator[tuple[ReconnectingHubClient, Re
 
 @pytest_twisted.ensureDeferred
 async def test_a_cut_loses_nothing_and_doubles_nothing(served: Any) -> None:
+    """Across one cut: the call in flight settles once, what was published meanwhile arrives once, in order."""
     factory, proxy, port = served
     async with subscribed(port) as (service, receiver, resumed, connection_id):
         hub = SEEN.hubs[connection_id]
@@ -110,6 +111,7 @@ async def test_a_cut_loses_nothing_and_doubles_nothing(served: Any) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_many_cuts_in_a_row(served: Any) -> None:
+    """Twenty cuts in a row, a call and two items each time: every item once, in order, every call run once."""
     factory, proxy, port = served
     async with subscribed(port) as (service, receiver, _, connection_id):
         hub = SEEN.hubs[connection_id]
@@ -131,6 +133,7 @@ async def test_many_cuts_in_a_row(served: Any) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_away_past_the_window_ends_the_session(served: Any) -> None:
+    """A client away longer than the window: the session ends on the server and the resume is refused window-expired."""
     factory, proxy, port = served
     receiver = Receiver()
     service = resuming_client(port, "feed", receiver, retry=3.5)  # (longer than the 3 s window)
