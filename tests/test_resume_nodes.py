@@ -221,6 +221,10 @@ async def test_a_session_moves_to_the_other_node_and_loses_nothing() -> None:
             assert claims(nodes, 0) == {"won": 0, "refused": 0, "unanswered": 0}
             assert [metric(nodes, node, "twisted_hub_forwarded_messages_total") for node in (0, 1)] == [1, 0]
             assert (status_b["claims"]["won"], status_a["forwarded"], status_a["late_handovers"]) == (1, 1, 0)
+            # and the status page's rows of each node's backplane
+            moved = "sessions moved between nodes"
+            assert (moved, "0 taken over, 1 handed over; claims refused 0, unanswered 0") in nodes.backplane(0).status()
+            assert (moved, "1 taken over, 0 handed over; claims refused 0, unanswered 0") in nodes.backplane(1).status()
             assert connection_id not in nodes.factories[0].runtimes["nodes"].connections
             assert connection_id in nodes.factories[1].runtimes["nodes"].connections
             # clients.client(id) from node A reaches it on node B (Moved, or A forwarding)
@@ -277,6 +281,9 @@ async def test_a_handover_after_the_claim_timed_out_is_counted_lost() -> None:
             await until(lambda: metric(nodes, 1, late) == 1, what=lambda: f"{late} is {metric(nodes, 1, late)}")
             status = resume_status(nodes.factories[1])
             assert status is not None and (status["late_handovers"], status["moved_in"]) == (1, 0)
+            rows = dict(nodes.backplane(1).status())
+            assert rows["sessions lost in a move"].startswith("1 (handed over after this node's claim timed out")
+            assert rows["sessions moved between nodes"] == "0 taken over, 0 handed over; claims refused 0, unanswered 1"
             assert nodes.factories[0].resume_registries["nodes"].moved_out == 1  # (node A gave it up: it is lost)
             assert claims(nodes, 1)["won"] == 0
             second = await mover.call("subscribe", "news")
