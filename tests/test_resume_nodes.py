@@ -22,87 +22,36 @@ would; a L{ReconnectingHubClient} with C{resume=True}.
 - a node that stops gracefully (a rolling restart) hands its sessions over:
   its clients resume on another node instead of starting afresh.
 
-A missing redis-server fails, never skips.  Every wait is bounded.
+A missing redis-server fails, never skips.  Every wait is bounded and wakes
+on the event it waits for (tests/_resume_support.py, L{until}): a hub hook,
+a receiver call, a client's connection or resume, a node learning of the
+other.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import task
-from twisted.internet.defer import Deferred
 
-from twisted_hub import (
-    ConnectionClosedError,
-    Hub,
-    HubClientOptions,
-    HubError,
-    HubServerFactory,
-    ReconnectingHubClient,
-    ResumePolicy,
-    method,
-)
+from twisted_hub import ConnectionClosedError, HubError, HubServerFactory, ReconnectingHubClient, ResumePolicy, method
 from twisted_hub._ops.endpoints import resume_status
 from twisted_hub._ops.service import SessionHandover, shutdown_connections
 from twisted_hub.redis import RedisBackplane
-from twisted_hub.types import DisconnectReason
 
 from ._cutting_proxy import CuttingProxy
 from ._redis import RedisServer
-from .test_scaling_processes import eventually
+from ._resume_support import SEEN, Receiver, RecordingHub, behind_proxy, changed, reactor, resuming_client, running, until
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def reactor() -> Any:
-    from twisted.internet import reactor as global_reactor
-
-    return global_reactor
-
-
-def sleep(seconds: float) -> Deferred[None]:
-    return task.deferLater(reactor(), seconds, lambda: None)
-
-
-@dataclass
-class Seen:
-    """What the hubs of both nodes saw."""
-
-    connected: list[str] = field(default_factory=list)
-    resumed: list[str] = field(default_factory=list)
-    disconnected: list[tuple[str, str]] = field(default_factory=list)
-    running: list[int] = field(default_factory=list)
-
-
-SEEN = Seen()
-
-
-class NodesHub(Hub):
+class NodesHub(RecordingHub):
     hub_name = "nodes"
-
-    def on_connected(self) -> None:
-        SEEN.connected.append(self.connection.id)
-
-    def on_resumed(self) -> None:
-        SEEN.resumed.append(self.connection.id)
-
-    def on_disconnected(self, reason: DisconnectReason) -> None:
-        SEEN.disconnected.append((self.connection.id, reason.kind.value))
-
-    @method
-    def subscribe(self, topic: str) -> str:
-        self.groups.add(topic)
-        self.connection.items["topic"] = topic
-        return self.connection.id
-
-    @method
-    def topic(self) -> list[Any]:
-        return [self.connection.items.get("topic"), sorted(self.groups.joined())]
 
     @method
     def publish(self, topic: str, number: int) -> None:
@@ -123,18 +72,9 @@ class NodesHub(Hub):
 
     @method
     async def slow(self, value: int, seconds: float) -> int:
-        SEEN.running.append(value)
-        await sleep(seconds)
-        self.clients.caller.item(1000 + value)  # (sent by the old node once the session moved: forwarded)
+        await super().slow(value, seconds)
+        self.clients.caller.item(1000 + value)  # (sent by the old node once the session moved: it reaches the new one)
         return value
-
-
-class Receiver:
-    def __init__(self) -> None:
-        self.items: list[int] = []
-
-    def item(self, number: int) -> None:
-        self.items.append(number)
 
 
 @dataclass
@@ -158,10 +98,43 @@ class Nodes:
         return backplane
 
 
+def heard(backplane: RedisBackplane) -> RedisBackplane:
+    """C{backplane}, whose every message heard and every node learnt of (its snapshot loaded) wakes L{until}."""
+    inbox, mirror = backplane._inbox, backplane._mirror
+    receive, loaded = inbox.receive, mirror.loaded
+
+    def received(*args: Any) -> None:
+        receive(*args)
+        changed()
+
+    def learnt(*args: Any) -> None:
+        loaded(*args)
+        changed()
+
+    inbox.receive = received  # type: ignore[method-assign]
+    mirror.loaded = learnt  # type: ignore[method-assign]
+    return backplane
+
+
+def metric(nodes: Nodes, node: int, name: str, **labels: str) -> float | None:
+    """The value of a sample of node C{node}'s metrics."""
+    metrics = nodes.factories[node].metrics
+    assert metrics is not None
+    value: float | None = metrics.registry.get_sample_value(name, labels)
+    return value
+
+
+def claims(nodes: Nodes, node: int) -> dict[str, float | None]:
+    """Node C{node}'s claims by outcome, as its metrics show them."""
+    return {
+        outcome: metric(nodes, node, "twisted_hub_session_claims_total", outcome=outcome)
+        for outcome in ("won", "refused", "unanswered")
+    }
+
+
 @asynccontextmanager
 async def two_nodes(claim_timeout: float = 2.0) -> AsyncIterator[Nodes]:
-    global SEEN
-    SEEN = Seen()
+    SEEN.reset()
     redis = RedisServer(reactor())
     await redis.start()
     factories: list[HubServerFactory] = []
@@ -169,20 +142,18 @@ async def two_nodes(claim_timeout: float = 2.0) -> AsyncIterator[Nodes]:
     listening = None
     try:
         for _ in range(2):
-            backplane = RedisBackplane(redis.url, lease=3.0, claim_timeout=claim_timeout)
-            factory = HubServerFactory(
+            backplane = heard(RedisBackplane(redis.url, lease=3.0, claim_timeout=claim_timeout))
+            factories.append(HubServerFactory(
                 [NodesHub], resume=ResumePolicy(window=10.0), allowed_origins=["*"], backplane=backplane, metrics=True,
-            )
-            factories.append(factory)
-            ports.append(reactor().listenTCP(0, factory, interface="127.0.0.1"))
-
-        async def each_hears_the_other() -> bool:
-            return all(isinstance(f.backplane, RedisBackplane) and len(f.backplane.nodes) == 1 for f in factories)
-
-        await eventually(each_hears_the_other, reactor(), 10.0, "both nodes up and hearing each other")
-        proxy = CuttingProxy(reactor(), ports[0].getHost().port)
-        listening = reactor().listenTCP(0, proxy, interface="127.0.0.1")
-        yield Nodes(redis, factories, ports, proxy, listening.getHost().port)
+            ))
+        port_a, proxy, listening = behind_proxy(factories[0])
+        ports = [port_a, reactor().listenTCP(0, factories[1], interface="127.0.0.1")]
+        nodes = Nodes(redis, factories, ports, proxy, listening.getHost().port)
+        await until(
+            lambda: len(nodes.backplane(0).nodes) == len(nodes.backplane(1).nodes) == 1, 10.0,
+            "both nodes up and hearing each other",
+        )
+        yield nodes
     finally:
         if listening is not None:
             await listening.stopListening()
@@ -194,38 +165,25 @@ async def two_nodes(claim_timeout: float = 2.0) -> AsyncIterator[Nodes]:
 
 
 def client(port: int, receiver: Receiver) -> ReconnectingHubClient:
-    return ReconnectingHubClient(
-        f"ws://127.0.0.1:{port}", "nodes", receiver, HubClientOptions(resume=True), retry_policy=lambda attempt: 0.2,
-    )
-
-
-async def until(condition: Any, what: Any, seconds: float = 10.0) -> None:
-    async def check() -> bool:
-        return bool(condition())
-
-    try:
-        await eventually(check, reactor(), seconds, "")
-    except AssertionError:
-        raise AssertionError(f"not within {seconds:g} s: {what() if callable(what) else what}") from None
+    return resuming_client(port, "nodes", receiver, retry=0.2)
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_session_moves_to_the_other_node_and_loses_nothing() -> None:
+    """A cut client resumes on node B: nothing lost or doubled, the running call answered once; both nodes count it."""
     async with two_nodes() as nodes:
         receiver = Receiver()
         mover = client(nodes.proxy_port, receiver)
         # a publisher on each node (connected directly)
         on_a = client(nodes.port_of(0), Receiver())
         on_b = client(nodes.port_of(1), Receiver())
-        for service in (mover, on_a, on_b):
-            service.start()
-        try:
+        async with running(mover, on_a, on_b):
             connection_id = await mover.call("subscribe", "news")
             assert nodes.backplane(0).token in connection_id  # (it began on node A)
             await on_a.call("publish", "news", 0)
-            await until(lambda: receiver.items == [0], "the first item")
+            await until(lambda: receiver.items == [0], what="the first item")
             in_flight = mover.call("slow", 7, 0.5)
-            await until(lambda: SEEN.running == [7], "the slow call running on node A")
+            await until(lambda: SEEN.running == [7], what="the slow call running on node A")
             # the balancer's next turn is node B; the link drops
             nodes.route_to(1)
             assert nodes.proxy.cut_all() == 1
@@ -233,7 +191,7 @@ async def test_a_session_moves_to_the_other_node_and_loses_nothing() -> None:
                 await on_b.call("publish", "news", number)
                 await on_a.call("publish", "news", number + 10)
             assert await in_flight == 7  # answered once: forwarded by node A
-            await until(lambda: len(receiver.items) == 8, lambda: f"the items published meanwhile (so far {receiver.items})")
+            await until(lambda: len(receiver.items) == 8, what=lambda: f"the items published meanwhile (so far {receiver.items})")
             news = [n for n in receiver.items if n < 1000]
             assert sorted(news) == [0, 1, 2, 3, 11, 12, 13]
             # each node's own messages arrive in the order it sent them, none twice
@@ -257,92 +215,126 @@ async def test_a_session_moves_to_the_other_node_and_loses_nothing() -> None:
             status_a, status_b = resume_status(nodes.factories[0]), resume_status(nodes.factories[1])
             assert status_a is not None and (status_a["moved_out"], status_a["moved_in"]) == (1, 0)
             assert status_b is not None and (status_b["moved_in"], status_b["resumed"]) == (1, 1)
+            # node B won its claim; node A forwarded the slow call's answer (its receiver call for the
+            # caller went to node B as any call for a connection another node holds)
+            assert claims(nodes, 1) == {"won": 1, "refused": 0, "unanswered": 0}
+            assert claims(nodes, 0) == {"won": 0, "refused": 0, "unanswered": 0}
+            assert [metric(nodes, node, "twisted_hub_forwarded_messages_total") for node in (0, 1)] == [1, 0]
+            assert (status_b["claims"]["won"], status_a["forwarded"], status_a["late_handovers"]) == (1, 1, 0)
+            # and the status page's rows of each node's backplane
+            moved = "sessions moved between nodes"
+            assert (moved, "0 taken over, 1 handed over; claims refused 0, unanswered 0") in nodes.backplane(0).status()
+            assert (moved, "1 taken over, 0 handed over; claims refused 0, unanswered 0") in nodes.backplane(1).status()
             assert connection_id not in nodes.factories[0].runtimes["nodes"].connections
             assert connection_id in nodes.factories[1].runtimes["nodes"].connections
             # clients.client(id) from node A reaches it on node B (Moved, or A forwarding)
             await on_a.call("tell", connection_id, 500)
-            await until(lambda: receiver.items[-1:] == [500], "a receiver call routed from node A")
+            await until(lambda: receiver.items[-1:] == [500], what="a receiver call routed from node A")
             # and a group message from either node still arrives once
             await on_a.call("publish", "news", 20)
             await on_b.call("publish", "news", 21)
-            await until(lambda: receiver.items[-2:] in ([20, 21], [21, 20]), "group messages after the move")
+            await until(lambda: receiver.items[-2:] in ([20, 21], [21, 20]), what="group messages after the move")
             assert receiver.items.count(20) == receiver.items.count(21) == 1
-        finally:
-            for service in (mover, on_a, on_b):
-                await service.stop()
-        await until(lambda: (connection_id, "normal") in SEEN.disconnected, "the session ending on node B")
+        await until(lambda: (connection_id, "normal") in SEEN.disconnected, what="the session ending on node B")
         assert [cid for cid, _ in SEEN.disconnected].count(connection_id) == 1
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_claim_nobody_answers_is_refused_session_unknown() -> None:
+    """Node A has left the backplane: node B's claim goes unanswered, the client is refused session-unknown and counted."""
     async with two_nodes(claim_timeout=0.5) as nodes:
         receiver = Receiver()
         mover = client(nodes.proxy_port, receiver)
-        mover.start()
-        try:
+        async with running(mover):
             first = await mover.call("subscribe", "news")
             # node A leaves the backplane (it can no longer hear a claim); its session stays there
             await nodes.factories[0].backplane.stop()
             nodes.route_to(1)
             assert nodes.proxy.cut_all() == 1
-            await until(lambda: mover.resume_refusals.get("session-unknown") == 1, "the refusal")
+            await until(lambda: mover.resume_refusals.get("session-unknown") == 1, what="the refusal")
             second = await mover.call("subscribe", "news")
             assert second != first and nodes.backplane(1).token in second
             registry_b = nodes.factories[1].resume_registries["nodes"]
             assert registry_b.refused["session-unknown"] == 1 and registry_b.moved_in == 0
-            assert nodes.backplane(1)._moves.claims_unanswered == 1
-        finally:
-            await mover.stop()
+            assert claims(nodes, 1) == {"won": 0, "refused": 0, "unanswered": 1}
+            status = resume_status(nodes.factories[1])
+            assert status is not None and status["claims"] == {"won": 0, "refused": 0, "unanswered": 1}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_handover_after_the_claim_timed_out_is_counted_lost() -> None:
+    """
+    The claim times out before any node can answer (C{claim_timeout} 1 µs):
+    the client is refused C{session-unknown} and starts afresh; node A's
+    handover, arriving after, is counted as a session lost (a metric and
+    C{late_handovers} on the status page).
+    """
+    async with two_nodes(claim_timeout=1e-6) as nodes:
+        mover = client(nodes.proxy_port, Receiver())
+        async with running(mover):
+            first = await mover.call("subscribe", "news")
+            nodes.route_to(1)
+            assert nodes.proxy.cut_all() == 1
+            await until(lambda: mover.resume_refusals.get("session-unknown") == 1, what="the refusal")
+            assert claims(nodes, 1) == {"won": 0, "refused": 0, "unanswered": 1}
+            late = "twisted_hub_late_handovers_total"
+            await until(lambda: metric(nodes, 1, late) == 1, what=lambda: f"{late} is {metric(nodes, 1, late)}")
+            status = resume_status(nodes.factories[1])
+            assert status is not None and (status["late_handovers"], status["moved_in"]) == (1, 0)
+            rows = dict(nodes.backplane(1).status())
+            assert rows["sessions lost in a move"].startswith("1 (handed over after this node's claim timed out")
+            assert rows["sessions moved between nodes"] == "0 taken over, 0 handed over; claims refused 0, unanswered 1"
+            assert nodes.factories[0].resume_registries["nodes"].moved_out == 1  # (node A gave it up: it is lost)
+            assert claims(nodes, 1)["won"] == 0
+            second = await mover.call("subscribe", "news")
+            assert second != first and nodes.backplane(1).token in second
+            assert SEEN.resumed == []
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_call_running_on_a_node_that_dies_after_the_move_is_answered_duplicate_call() -> None:
+    """A call still running on node A when A leaves after the move is answered duplicate-call, never left hanging."""
     async with two_nodes() as nodes:
         mover = client(nodes.proxy_port, Receiver())
-        mover.start()
-        try:
+        async with running(mover):
             await mover.call("subscribe", "news")
             in_flight = mover.call("slow", 9, 5.0)
-            await until(lambda: SEEN.running == [9], "the slow call running on node A")
+            await until(lambda: SEEN.running == [9], what="the slow call running on node A")
             nodes.route_to(1)
             assert nodes.proxy.cut_all() == 1
-            await until(lambda: mover.resumes == 1, "the resume on node B")
+            await until(lambda: mover.resumes == 1, what="the resume on node B")
             # node A leaves (its goodbye: node B hears it gone at once) while the call still runs there
             await nodes.factories[0].backplane.stop()
             with pytest.raises(HubError) as caught:
                 await in_flight
             assert caught.value.code == "duplicate-call"
-        finally:
-            await mover.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_items_that_cannot_travel_end_the_session_where_it_was() -> None:
+    """connection.items msgpack cannot carry: node A ends the session and refuses the claim; the client starts afresh."""
     async with two_nodes() as nodes:
         mover = client(nodes.proxy_port, Receiver())
-        mover.start()
-        try:
+        async with running(mover):
             first = await mover.call("subscribe", "news")
             await mover.call("keep_object")
             nodes.route_to(1)
             assert nodes.proxy.cut_all() == 1
-            await until(lambda: mover.resume_refusals.get("session-unknown") == 1, "the refusal")
+            await until(lambda: mover.resume_refusals.get("session-unknown") == 1, what="the refusal")
             second = await mover.call("subscribe", "news")
             assert second != first
-            await until(lambda: (first, "connection-lost") in SEEN.disconnected, "the session ending on node A")
+            await until(lambda: (first, "connection-lost") in SEEN.disconnected, what="the session ending on node A")
             assert nodes.factories[0].resume_registries["nodes"].refused["session-unknown"] == 1
             assert nodes.factories[0].resume_registries["nodes"].moved_out == 0
-        finally:
-            await mover.stop()
+            assert claims(nodes, 1) == {"won": 0, "refused": 1, "unanswered": 0}  # (node A answered: no session)
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_session_with_a_stream_open_does_not_move_and_its_stream_fails() -> None:
+    """A session with a stream open does not move: its stream fails, node A refuses the claim, the client starts afresh."""
     async with two_nodes() as nodes:
         mover = client(nodes.proxy_port, Receiver())
-        mover.start()
-        try:
+        async with running(mover):
             first = await mover.call("subscribe", "news")
             assert mover.current is not None
             stream = mover.current.open_stream("ticks", [1000], window=2)
@@ -354,11 +346,10 @@ async def test_a_session_with_a_stream_open_does_not_move_and_its_stream_fails()
                         nodes.route_to(1)
                         assert nodes.proxy.cut_all() == 1
             assert got[:3] == [0, 1, 2] and len(got) < 1000
-            await until(lambda: mover.resume_refusals.get("session-unknown") == 1, "the refusal")
+            await until(lambda: mover.resume_refusals.get("session-unknown") == 1, what="the refusal")
             assert await mover.call("subscribe", "news") != first
-            await until(lambda: any(cid == first for cid, _ in SEEN.disconnected), "the session ending on node A")
-        finally:
-            await mover.stop()
+            await until(lambda: any(cid == first for cid, _ in SEEN.disconnected), what="the session ending on node A")
+            assert claims(nodes, 1) == {"won": 0, "refused": 1, "unanswered": 0}
 
 
 @pytest_twisted.ensureDeferred
@@ -373,12 +364,10 @@ async def test_a_stopping_node_hands_its_sessions_over() -> None:
         receiver = Receiver()
         mover = client(nodes.proxy_port, receiver)
         on_b = client(nodes.port_of(1), Receiver())
-        for service in (mover, on_b):
-            service.start()
-        try:
+        async with running(mover, on_b):
             connection_id = await mover.call("subscribe", "news")
             await on_b.call("publish", "news", 1)
-            await until(lambda: receiver.items == [1], "the first item")
+            await until(lambda: receiver.items == [1], what="the first item")
             factory_a = nodes.factories[0]
             nodes.route_to(1)  # (node A stopped listening: the balancer sends everyone to B)
             factory_a.handing_over = True
@@ -387,12 +376,9 @@ async def test_a_stopping_node_hands_its_sessions_over() -> None:
             await on_b.call("publish", "news", 2)  # (while the client comes back)
             left = await SessionHandover(factory_a, 5.0, reactor()).start()
             assert left == 0 and factory_a.resume_registries["nodes"].moved_out == 1
-            await until(lambda: receiver.items == [1, 2], lambda: f"the item sent meanwhile ({receiver.items})")
+            await until(lambda: receiver.items == [1, 2], what=lambda: f"the item sent meanwhile ({receiver.items})")
             assert mover.resumes == 1 and sum(mover.resume_refusals.values()) == 0
             assert SEEN.resumed == [connection_id]
             assert all(cid != connection_id for cid, _ in SEEN.disconnected)  # (no on_disconnected on A)
             assert await mover.call("topic") == ["news", ["news"]]
             assert mover.current is not None and mover.current.connection_id == connection_id
-        finally:
-            for service in (mover, on_b):
-                await service.stop()

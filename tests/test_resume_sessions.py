@@ -12,161 +12,71 @@ C{HubClientOptions(resume=True)}.  Across each cut:
 - a session whose client stays away past the window ends (C{on_disconnected}
   once) and the client's next resume is refused, with the reason counted.
 
-Every wait is bounded; only loopback is used.
+Every wait is bounded and wakes on the event it waits for
+(tests/_resume_support.py, L{until}); only loopback is used.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import task
-from twisted.internet.defer import Deferred
 
-from twisted_hub import Hub, HubClientOptions, HubServerFactory, ReconnectingHubClient, ResumePolicy, method
+from twisted_hub import HubClientOptions, HubServerFactory, ReconnectingHubClient, ResumePolicy
 from twisted_hub._ops.endpoints import resume_status
-from twisted_hub.types import DisconnectReason
 
-from ._cutting_proxy import CuttingProxy
+from ._resume_support import SEEN, Receiver, RecordingHub, behind_proxy, changed, reactor, resuming_client, running, until
 from .helpers.stream_hubs import StreamHub
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def reactor() -> Any:
-    from twisted.internet import reactor as global_reactor
-
-    return global_reactor
-
-
-def sleep(seconds: float) -> Deferred[None]:
-    return task.deferLater(reactor(), seconds, lambda: None)
-
-
-class Changes:
-    """Wakes the test whenever the hub or a receiver saw something (no polling)."""
-
-    def __init__(self) -> None:
-        self._waiting: list[tuple[Any, Deferred[None]]] = []
-
-    def changed(self) -> None:
-        still = []
-        for condition, waiter in self._waiting:
-            if condition():
-                waiter.callback(None)
-            else:
-                still.append((condition, waiter))
-        self._waiting = still
-
-    async def until(self, condition: Any, seconds: float = 10.0) -> None:
-        """Wait until C{condition()} holds, at most C{seconds}."""
-        if condition():
-            return
-        waiter: Deferred[None] = Deferred()
-        self._waiting.append((condition, waiter))
-        await waiter.addTimeout(seconds, reactor())
-
-
-CHANGES = Changes()
-until = CHANGES.until
-
-
-class Events:
-    """What the server's hub saw."""
-
-    def __init__(self) -> None:
-        self.connected: list[str] = []
-        self.resumed: list[str] = []
-        self.disconnected: list[tuple[str, str]] = []
-        self.hubs: dict[str, FeedHub] = {}
-        #: the values of the slow calls that started running
-        self.running: list[int] = []
-
-
-EVENTS = Events()
-
-
-class FeedHub(Hub):
+class FeedHub(RecordingHub):
     hub_name = "feed"
-
-    def on_connected(self) -> None:
-        EVENTS.connected.append(self.connection.id)
-        EVENTS.hubs[self.connection.id] = self
-        CHANGES.changed()
-
-    def on_resumed(self) -> None:
-        EVENTS.resumed.append(self.connection.id)
-        CHANGES.changed()
-
-    def on_disconnected(self, reason: DisconnectReason) -> None:
-        EVENTS.disconnected.append((self.connection.id, reason.kind.value))
-        CHANGES.changed()
-
-    @method
-    def subscribe(self, topic: str) -> str:
-        self.groups.add(topic)
-        self.connection.items["topic"] = topic
-        return self.connection.id
-
-    @method
-    def topic(self) -> list[Any]:
-        return [self.connection.items.get("topic"), sorted(self.groups.joined())]
-
-    @method
-    async def slow(self, value: int, seconds: float) -> int:
-        EVENTS.running.append(value)
-        CHANGES.changed()
-        await sleep(seconds)  # (the hub's work: it takes this long)
-        return value
 
     def publish(self, topic: str, number: int) -> None:
         self.clients.group(topic).item(number)
 
 
-class Receiver:
-    def __init__(self) -> None:
-        self.items: list[int] = []
-
-    def item(self, number: int) -> None:
-        self.items.append(number)
-        CHANGES.changed()
-
-
 @pytest.fixture
 def served() -> Any:
-    global EVENTS
-    EVENTS = Events()
+    SEEN.reset()
     factory = HubServerFactory([FeedHub, StreamHub], resume=ResumePolicy(window=3.0), allowed_origins=["*"], metrics=True)
-    port = reactor().listenTCP(0, factory, interface="127.0.0.1")
-    proxy = CuttingProxy(reactor(), port.getHost().port)
-    listening = reactor().listenTCP(0, proxy, interface="127.0.0.1")
+    port, proxy, listening = behind_proxy(factory)
     yield factory, proxy, listening.getHost().port
     listening.stopListening()
     port.stopListening()
 
 
-def client(port: int, receiver: Receiver, resumed: list[int]) -> ReconnectingHubClient:
-    return ReconnectingHubClient(
-        f"ws://127.0.0.1:{port}", "feed", receiver, HubClientOptions(resume=True),
-        retry_policy=lambda attempt: 0.05, on_resumed=lambda c: resumed.append(1),
-    )
+@asynccontextmanager
+async def subscribed(port: int) -> AsyncIterator[tuple[ReconnectingHubClient, Receiver, list[int], str]]:
+    """
+    A resuming client of the feed hub, subscribed to "news": (the client, its
+    receiver, an entry per C{on_resumed}, its connection id); stopped after,
+    and its session seen ending normally.
+    """
+    receiver, resumed = Receiver(), []
+    service = resuming_client(port, "feed", receiver, on_resumed=lambda c: resumed.append(1))
+    async with running(service):
+        connection_id = await service.call("subscribe", "news")
+        yield service, receiver, resumed, connection_id
+    await until(lambda: SEEN.disconnected == [(connection_id, "normal")])
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_cut_loses_nothing_and_doubles_nothing(served: Any) -> None:
+    """Across one cut: the call in flight settles once, what was published meanwhile arrives once, in order."""
     factory, proxy, port = served
-    receiver, resumed = Receiver(), []
-    service = client(port, receiver, resumed)
-    service.start()
-    try:
-        connection_id = await service.call("subscribe", "news")
-        hub = EVENTS.hubs[connection_id]
+    async with subscribed(port) as (service, receiver, resumed, connection_id):
+        hub = SEEN.hubs[connection_id]
         hub.publish("news", 0)
         await until(lambda: receiver.items == [0])
         # A call in flight when the link drops, and items published while the client is away.
         in_flight = service.call("slow", 42, 0.3)
-        await until(lambda: EVENTS.running == [42])  # it runs on the server: its answer is what the cut loses
+        await until(lambda: SEEN.running == [42])  # it runs on the server: its answer is what the cut loses
         assert proxy.cut_all() == 1
         for number in range(1, 6):
             hub.publish("news", number)
@@ -182,29 +92,29 @@ async def test_a_cut_loses_nothing_and_doubles_nothing(served: Any) -> None:
         assert sample("twisted_hub_resume_failures_total", {"hub": "feed", "reason": "window-expired"}) == 0
         status = resume_status(factory)
         assert status is not None and (status["sessions"], status["resumed"], status["window"]) == (1, 1, 3.0)
+        # (one node, no backplane: nothing moved between nodes)
+        assert sample("twisted_hub_session_claims_total", {"outcome": "won"}) == 0
+        assert sample("twisted_hub_late_handovers_total", {}) == sample("twisted_hub_forwarded_messages_total", {}) == 0
+        assert (status["claims"], status["late_handovers"], status["forwarded"], status["moved_in"]) == (
+            {"won": 0, "refused": 0, "unanswered": 0}, 0, 0, 0,
+        )
         # The hub saw one connection, resumed once, never disconnected; its state carried over.
-        assert EVENTS.connected == [connection_id]
-        assert EVENTS.resumed == [connection_id]
-        assert EVENTS.disconnected == []
+        assert SEEN.connected == [connection_id]
+        assert SEEN.resumed == [connection_id]
+        assert SEEN.disconnected == []
         assert await service.call("topic") == ["news", ["news"]]
         assert service.current is not None and service.current.connection_id == connection_id
         hub.publish("news", 6)
         await until(lambda: receiver.items[-1:] == [6])
         assert receiver.items == list(range(7))
-    finally:
-        await service.stop()
-    await until(lambda: EVENTS.disconnected == [(connection_id, "normal")])
 
 
 @pytest_twisted.ensureDeferred
 async def test_many_cuts_in_a_row(served: Any) -> None:
+    """Twenty cuts in a row, a call and two items each time: every item once, in order, every call run once."""
     factory, proxy, port = served
-    receiver, resumed = Receiver(), []
-    service = client(port, receiver, resumed)
-    service.start()
-    try:
-        connection_id = await service.call("subscribe", "news")
-        hub = EVENTS.hubs[connection_id]
+    async with subscribed(port) as (service, receiver, _, connection_id):
+        hub = SEEN.hubs[connection_id]
         results, cuts = [], 0
         for round_ in range(20):
             # (the previous round's answer came on a resumed connection: there is one to cut)
@@ -216,34 +126,26 @@ async def test_many_cuts_in_a_row(served: Any) -> None:
         await until(lambda: len(receiver.items) == 40)
         assert receiver.items == list(range(40))
         assert results == list(range(20))
-        assert EVENTS.connected == [connection_id] and EVENTS.disconnected == []
+        assert SEEN.connected == [connection_id] and SEEN.disconnected == []
         assert (cuts, service.resumes, sum(service.resume_refusals.values())) == (20, 20, 0)
-        assert sorted(EVENTS.running) == list(range(20))  # each call ran once (a replayed INVOKE did not run again)
-    finally:
-        await service.stop()
-    await until(lambda: EVENTS.disconnected == [(connection_id, "normal")])
+        assert sorted(SEEN.running) == list(range(20))  # each call ran once (a replayed INVOKE did not run again)
 
 
 @pytest_twisted.ensureDeferred
 async def test_away_past_the_window_ends_the_session(served: Any) -> None:
+    """A client away longer than the window: the session ends on the server and the resume is refused window-expired."""
     factory, proxy, port = served
     receiver = Receiver()
-    service = ReconnectingHubClient(
-        f"ws://127.0.0.1:{port}", "feed", receiver, HubClientOptions(resume=True),
-        retry_policy=lambda attempt: 3.5,  # longer than the 3 s window
-    )
-    service.start()
-    try:
+    service = resuming_client(port, "feed", receiver, retry=3.5)  # (longer than the 3 s window)
+    async with running(service):
         connection_id = await service.call("subscribe", "news")
         proxy.cut_all()
-        await until(lambda: EVENTS.disconnected == [(connection_id, "connection-lost")], 5.0)
+        await until(lambda: SEEN.disconnected == [(connection_id, "connection-lost")], 5.0)
         second = await service.call("subscribe", "sport")
         assert second != connection_id
         assert service.resume_refusals["window-expired"] == 1 and service.resumes == 0
-        assert EVENTS.connected == [connection_id, second]
-    finally:
-        await service.stop()
-    await until(lambda: EVENTS.disconnected[-1:] == [(second, "normal")])
+        assert SEEN.connected == [connection_id, second]
+    await until(lambda: SEEN.disconnected[-1:] == [(second, "normal")])
 
 
 @pytest_twisted.ensureDeferred
@@ -254,11 +156,7 @@ async def test_a_half_open_old_connection_gets_4006(served: Any) -> None:
     old one with CLOSE 4006 and a 4006 close frame; the session never ended.
     """
     factory, proxy, port = served
-    receiver, resumed = Receiver(), []
-    service = client(port, receiver, resumed)
-    service.start()
-    try:
-        connection_id = await service.call("subscribe", "news")
+    async with subscribed(port) as (service, _, _, connection_id):
         [old] = proxy.live
         old.cut_client_side()
         assert await service.call("topic") == ["news", ["news"]]
@@ -268,17 +166,12 @@ async def test_a_half_open_old_connection_gets_4006(served: Any) -> None:
         close_message = bytes([0x93, 0x08, 0xCD, 0x0F, 0xA6])  # [8, 4006, ...]
         assert close_message in upstream.after_cut
         assert bytes([0x0F, 0xA6]) + b"session resumed elsewhere" in upstream.after_cut  # the close frame
-        assert EVENTS.connected == [connection_id] and EVENTS.resumed == [connection_id]
-        assert EVENTS.disconnected == []
-    finally:
-        await service.stop()
-    await until(lambda: EVENTS.disconnected == [(connection_id, "normal")])
+        assert SEEN.connected == [connection_id] and SEEN.resumed == [connection_id]
+        assert SEEN.disconnected == []
 
 
 def stream_client(port: int) -> ReconnectingHubClient:
-    return ReconnectingHubClient(
-        f"ws://127.0.0.1:{port}", "streams", None, HubClientOptions(resume=True), retry_policy=lambda attempt: 0.05,
-    )
+    return resuming_client(port, "streams", None)
 
 
 @pytest_twisted.ensureDeferred
@@ -289,8 +182,7 @@ async def test_a_result_stream_survives_cuts(served: Any) -> None:
     """
     factory, proxy, port = served
     service = stream_client(port)
-    service.start()
-    try:
+    async with running(service):
         connection_id = await service.call("hello")
         assert service.current is not None
         stream = service.current.open_stream("ticks", [200], window=4)
@@ -302,9 +194,7 @@ async def test_a_result_stream_survives_cuts(served: Any) -> None:
                 cuts += proxy.cut_all()
         assert got == list(range(200))
         assert (cuts, service.resumes, sum(service.resume_refusals.values())) == (2, 2, 0)
-        assert EVENTS.disconnected == [] and await service.call("hello") == connection_id
-    finally:
-        await service.stop()
+        assert SEEN.disconnected == [] and await service.call("hello") == connection_id
 
 
 @pytest_twisted.ensureDeferred
@@ -337,7 +227,7 @@ async def test_a_stream_cancelled_across_a_cut(served: Any) -> None:
     """
     factory, proxy, port = served
     StreamHub.stopped.clear()
-    StreamHub.on_stop[:] = [CHANGES.changed]
+    StreamHub.on_stop[:] = [changed]
     service = stream_client(port)
     service.start()
     try:
@@ -351,7 +241,7 @@ async def test_a_stream_cancelled_across_a_cut(served: Any) -> None:
         assert [item async for item in going_on] == list(range(20))  # across the resume
         await until(lambda: 1_000_000 in StreamHub.stopped)
         assert sorted(StreamHub.stopped) == [20, 1_000_000]
-        assert service.resumes == 1 and EVENTS.disconnected == []
+        assert service.resumes == 1 and SEEN.disconnected == []
     finally:
         StreamHub.on_stop.clear()
         await service.stop()
@@ -403,6 +293,64 @@ class _AsyncioCuttingProxy:
         self.pairs = []
 
 
+def behind_asyncio_proxy(scenario: Callable[[Any, _AsyncioCuttingProxy, int], Awaitable[None]], *twistd: str) -> None:
+    """
+    `twistd hub --resume-window 10 TWISTD...` and an asyncio resetting proxy
+    in front of it: C{scenario(the server, the proxy, the proxy's port)},
+    run under asyncio for at most 40 s; the server stops after it.
+    """
+    import asyncio
+
+    from .test_aio import TwistdHub
+
+    server = TwistdHub(*twistd, "--resume-window", "10")
+
+    async def main() -> None:
+        proxy = _AsyncioCuttingProxy(server.port)
+        port = await proxy.start()
+        try:
+            await scenario(server, proxy, port)
+        finally:
+            proxy.server.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 40))
+    finally:
+        server.stop()
+
+
+def resuming_async_client(port: int, hub: str, receiver: object, **hooks: Any) -> Any:
+    """An asyncio reconnecting client with resume on 127.0.0.1:C{port} (the proxy), retrying after 50 ms."""
+    from twisted_hub.aio import ReconnectingAsyncHubClient
+
+    return ReconnectingAsyncHubClient(
+        f"ws://127.0.0.1:{port}/hub", hub, receiver, HubClientOptions(resume=True),
+        retry_policy=lambda attempt: 0.05, timeout=5, **hooks,
+    )
+
+
+class ChatListener:
+    """A receiver of the demo chat hub: the lines said in its rooms, until "end"."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.lines: list[str] = []
+        self.heard = asyncio.Event()
+
+    def said(self, room: str, user: str, text: str) -> None:
+        if text == "end":
+            self.heard.set()
+        else:
+            self.lines.append(text)
+
+    def joined(self, room: str, user: str) -> None:
+        pass
+
+    def left(self, room: str, user: str) -> None:
+        pass
+
+
 def test_the_asyncio_client_resumes_through_cuts() -> None:
     """
     `twistd hub --resume-window 10` (the demo chat hub); an asyncio
@@ -412,40 +360,14 @@ def test_the_asyncio_client_resumes_through_cuts() -> None:
     """
     import asyncio
 
-    from twisted_hub.aio import ReconnectingAsyncHubClient, open_client
+    from twisted_hub.aio import open_client
 
-    from .test_aio import TwistdHub
-
-    server = TwistdHub("--resume-window", "10")
-
-    class Listener:
-        def __init__(self) -> None:
-            self.lines: list[str] = []
-            self.heard = asyncio.Event()
-
-        def said(self, room: str, user: str, text: str) -> None:
-            if text == "end":
-                self.heard.set()
-            else:
-                self.lines.append(text)
-
-        def joined(self, room: str, user: str) -> None:
-            pass
-
-        def left(self, room: str, user: str) -> None:
-            pass
-
-    async def main() -> None:
-        proxy = _AsyncioCuttingProxy(server.port)
-        port = await proxy.start()
-        listener = Listener()
+    async def scenario(server: Any, proxy: _AsyncioCuttingProxy, port: int) -> None:
+        listener = ChatListener()
         resumed = asyncio.Queue[Any]()
-        client = ReconnectingAsyncHubClient(
-            f"ws://127.0.0.1:{port}/hub", "chat", listener, HubClientOptions(resume=True),
-            retry_policy=lambda attempt: 0.05, timeout=5, on_resumed=resumed.put_nowait,
-        )
+        client = resuming_async_client(port, "chat", listener, on_resumed=resumed.put_nowait)
         client.start()
-        speaker = await open_client(server.url, "chat", Listener())
+        speaker = await open_client(server.url, "chat", ChatListener())
         try:
             await client.call("join", "r", "ann")
             first_id = (await client.connected()).connection_id
@@ -468,12 +390,8 @@ def test_the_asyncio_client_resumes_through_cuts() -> None:
         finally:
             await speaker.disconnect()
             await client.stop()
-            proxy.server.close()
 
-    try:
-        asyncio.run(asyncio.wait_for(main(), 40))
-    finally:
-        server.stop()
+    behind_asyncio_proxy(scenario)
 
 
 def test_the_asyncio_client_reconnects_when_on_connected_waits_on_a_cut_call() -> None:
@@ -485,25 +403,7 @@ def test_the_asyncio_client_reconnects_when_on_connected_waits_on_a_cut_call() -
     """
     import asyncio
 
-    from twisted_hub.aio import ReconnectingAsyncHubClient
-
-    from .test_aio import TwistdHub
-
-    server = TwistdHub("--resume-window", "10")
-
-    class Listener:
-        def said(self, room: str, user: str, text: str) -> None:
-            pass
-
-        def joined(self, room: str, user: str) -> None:
-            pass
-
-        def left(self, room: str, user: str) -> None:
-            pass
-
-    async def main() -> None:
-        proxy = _AsyncioCuttingProxy(server.port)
-        port = await proxy.start()
+    async def scenario(server: Any, proxy: _AsyncioCuttingProxy, port: int) -> None:
         hooks: list[Any] = []
         joined: list[Any] = []
         resumed = asyncio.Queue[Any]()
@@ -516,23 +416,13 @@ def test_the_asyncio_client_reconnects_when_on_connected_waits_on_a_cut_call() -
             proxy.cut_all()  # and its connection ends before its answer comes
             joined.append(await joining)
 
-        client = ReconnectingAsyncHubClient(
-            f"ws://127.0.0.1:{port}/hub", "chat", Listener(), HubClientOptions(resume=True),
-            retry_policy=lambda attempt: 0.05, timeout=5, on_connected=on_connected, on_resumed=resumed.put_nowait,
-        )
-        client.start()
-        try:
+        client = resuming_async_client(port, "chat", ChatListener(), on_connected=on_connected, on_resumed=resumed.put_nowait)
+        async with running(client):
             await asyncio.wait_for(resumed.get(), 10)
             assert await asyncio.wait_for(client.call("members", "r"), 10) == ["ann"]
             assert (len(hooks), joined, client.resumes, client.connections) == (1, [1], 1, 2)
-        finally:
-            await client.stop()
-            proxy.server.close()
 
-    try:
-        asyncio.run(asyncio.wait_for(main(), 40))
-    finally:
-        server.stop()
+    behind_asyncio_proxy(scenario)
 
 
 def test_the_asyncio_client_streams_through_cuts() -> None:
@@ -542,23 +432,10 @@ def test_the_asyncio_client_streams_through_cuts() -> None:
     items (window 4) and sends one of 200, each cut twice midway: every
     item once, in order, on one session.
     """
-    import asyncio
 
-    from twisted_hub.aio import ReconnectingAsyncHubClient
-
-    from .test_aio import TwistdHub
-
-    server = TwistdHub("--hub", "tests.helpers.stream_hubs:StreamHub", "--resume-window", "10")
-
-    async def main() -> None:
-        proxy = _AsyncioCuttingProxy(server.port)
-        port = await proxy.start()
-        client = ReconnectingAsyncHubClient(
-            f"ws://127.0.0.1:{port}/hub", "streams", None, HubClientOptions(resume=True),
-            retry_policy=lambda attempt: 0.05, timeout=5,
-        )
-        client.start()
-        try:
+    async def scenario(server: Any, proxy: _AsyncioCuttingProxy, port: int) -> None:
+        client = resuming_async_client(port, "streams", None)
+        async with running(client):
             first_id = await client.call("hello")
             got: list[int] = []
             async with (await client.connected()).open_stream("ticks", [200], window=4) as stream:
@@ -578,14 +455,8 @@ def test_the_asyncio_client_streams_through_cuts() -> None:
             assert await client.call("collect", numbers()) == list(range(200))
             assert (proxy.cuts, client.resumes, sum(client.resume_refusals.values())) == (4, 4, 0)
             assert await client.call("hello") == first_id
-        finally:
-            await client.stop()
-            proxy.server.close()
 
-    try:
-        asyncio.run(asyncio.wait_for(main(), 40))
-    finally:
-        server.stop()
+    behind_asyncio_proxy(scenario, "--hub", "tests.helpers.stream_hubs:StreamHub")
 
 
 def test_docs_example_runs(tmp_path: Any) -> None:

@@ -1,4 +1,7 @@
-"""docs/scaling.md: every code block is run or parsed; the load-balancer example serves two nodes as one."""
+"""
+docs/scaling.md: every code block is run or parsed; the load-balancer example serves two nodes as one;
+the tables of the backplane messages match what the code encodes and accepts.
+"""
 
 from __future__ import annotations
 
@@ -185,3 +188,147 @@ async def test_two_nodes_behind_the_documented_nginx() -> None:
         for child in nodes:
             await child.stop(reactor)
         await redis.stop()
+
+
+# -- "The messages, field by field": the tables against twisted_hub/_backplane/wire.py ----------------
+def message_tables() -> dict[str, list[list[str]]]:
+    """Each table of the section, by the bold line above it: its rows' cells (item, field, type, meaning)."""
+    text = (Path(__file__).resolve().parent.parent / DOC).read_text()
+    section = text[text.index("### The messages, field by field"):text.index("\n## Failures")]
+    tables: dict[str, list[list[str]]] = {}
+    title = ""
+    for line in section.splitlines():
+        if line.startswith("**"):
+            title = line[2:line.index("**", 2)]
+            tables[title] = []
+        elif re.match(r"\| \d+ \|", line):
+            tables[title].append([cell.strip() for cell in line.strip("|").split(" | ")])
+    return tables
+
+
+def kinds_documented() -> dict[int, tuple[str, list[list[str]]]]:
+    """Kind number -> (its name, its field rows), from the "Kind N, `NAME`" tables."""
+    kinds: dict[int, tuple[str, list[list[str]]]] = {}
+    for title, rows in message_tables().items():
+        if title.startswith("Kind"):
+            numbers = [int(n) for n in re.findall(r"\d+", title)]
+            names = re.findall(r"`([A-Z]+)`", title)
+            assert len(numbers) == len(names), title
+            for number, name in zip(numbers, names, strict=True):
+                kinds[number] = (name, rows)
+    return kinds
+
+
+def sample(msgpack_type: str, meaning: str) -> Any:
+    """A value of a documented msgpack type (of an enumeration, its first value)."""
+    values = re.match(r"one of `([^`]+)`", meaning)
+    if values is not None:
+        return values.group(1)
+    return {
+        "str": "x", "bin": b"x", "uint": 1, "int": -1, "str or nil": None, "array of str": ["a-1"],
+        "map of str to uint": {"n": 3},
+    }[msgpack_type]
+
+
+#: a value of the wrong type for each documented one
+WRONG = {"str": b"x", "bin": "x", "uint": -1, "int": "1", "str or nil": 1, "array of str": [1], "map of str to uint": {"n": -1}}
+
+
+class MessageTableTests(SynchronousTestCase):
+    """The message tables of docs/scaling.md are precise enough to build every message the code accepts."""
+
+    def test_every_kind_is_documented_by_its_number_and_name(self) -> None:
+        """One table (or "no fields") per kind the decoder knows, with the constant's name and its number of fields."""
+        from twisted_hub._backplane import wire
+
+        documented = kinds_documented()
+        self.assertEqual(set(documented), set(wire._DECODERS))
+        for number, (name, rows) in documented.items():
+            self.assertEqual(getattr(wire, name), number)
+            self.assertEqual([int(row[0]) for row in rows], list(range(4, 4 + wire._DECODERS[number][0])), name)
+
+    def test_messages_built_from_the_tables_decode_and_each_wrong_type_is_refused(self) -> None:
+        """
+        A message built from each kind's table (envelope first) decodes as
+        that kind; a value of another type in any field, envelope included,
+        is refused as malformed.
+        """
+        import msgpack
+
+        from twisted_hub._backplane.wire import MalformedMessage, NodeCodec
+
+        envelope = message_tables()["The envelope"]
+        self.assertEqual([row[1] for row in envelope], ["kind", "origin", "seq", "sent_ms"])
+        codec = NodeCodec("me")
+        for number, (name, rows) in kinds_documented().items():
+            header = [number, "node", 1, 0]
+            values = header + [sample(row[2], row[3]) for row in rows]
+            types = [row[2] for row in envelope + rows]
+            message = codec.decode(b"ch", msgpack.packb(values, use_bin_type=True), 0.0)
+            self.assertEqual((message.kind, message.origin), (number, "node"), name)
+            for index, msgpack_type in enumerate(types):
+                wrong = list(values)
+                wrong[index] = WRONG[msgpack_type]
+                with self.assertRaises(MalformedMessage, msg=f"{name}: item {index} as {wrong[index]!r}"):
+                    codec.decode(b"ch", msgpack.packb(wrong, use_bin_type=True), 0.0)
+
+    def test_the_state_of_a_session_is_as_documented(self) -> None:
+        """
+        A session's state as a node encodes it (L{MovedSession}): the
+        documented items with their types, and each nested array with the
+        documented number of values and their types.
+        """
+        import msgpack
+
+        from twisted_hub._core.resume import CallDeduplicator, ReceiveWindow, ReplayBuffer, SessionToken
+        from twisted_hub._core.session_move import MOVED_SESSION_VERSION, MovedSession
+
+        token, _ = SessionToken.issue(b"epoc")
+        token.rotate()
+        sent = ReplayBuffer(max_bytes=200, max_age=30.0)
+        for n in range(6):
+            sent.append(b"m%d" % n + b"." * 40, 1.0 + n)  # (over 200 bytes: the oldest are dropped)
+        received = ReceiveWindow()
+        received.receive(1.0)
+        calls = CallDeduplicator()
+        calls.begin(1, 1.0)
+        calls.begin(2, 1.0)
+        calls.settle(1, b"answer", 2.0)
+        state = MovedSession(
+            "chat", "n1-1", token.export(), sent.export(9.0), received.export(), calls.export(9.0), 3, "ann",
+            {"k": 1}, ["room"],
+        ).encode()
+        items = msgpack.unpackb(state, raw=False, strict_map_key=False)
+        rows = message_tables()["The state of a session in `HANDOVER`"]
+        self.assertEqual([int(row[0]) for row in rows], list(range(len(items))))
+        self.assertEqual(items[0], MOVED_SESSION_VERSION)
+        python = {"uint": int, "str": str, "bin": bytes, "array": list, "float": float, "str or nil": str,
+                  "map of str to any": dict, "array of str": list}
+        for row, item in zip(rows, items, strict=True):
+            self.assertIsInstance(item, python[row[2]], row[1])
+            layout = re.search(r"`\[(.*)\]`", row[3])
+            if row[2] == "array":
+                assert layout is not None, f"item {row[1]} has no documented layout"
+                parts = top_level(layout.group(1))
+                self.assertEqual(len(parts), len(item), row[1])
+                for part, value in zip(parts, item, strict=True):
+                    kind = re.search(r"\((\w+)", part)
+                    assert kind is not None, part
+                    self.assertIsInstance(value, python[kind.group(1)], f"{row[1]}: {part}")
+
+
+def top_level(layout: str) -> list[str]:
+    """The comma-separated parts of C{layout} outside brackets and parentheses."""
+    parts, depth, current = [], 0, ""
+    for char in layout:
+        if char in "[(":
+            depth += 1
+        elif char in "])":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    parts.append(current.strip())
+    return parts

@@ -329,6 +329,7 @@ def test_a_claim_answered_with_the_session() -> None:
     # what a call still running on the holder sends goes to the claimant
     holder.hubs.forwards["a-1"](b"answer")
     assert holder.published[-1] == ("c", Forward("chat", "a-1", b"answer"))
+    assert (holder.moves.forwarded, claimant.moves.claims_won, claimant.moves.claims_refused) == (1, 1, 0)
     # the claimant installs it and announces it
     assert claimant.moves.arrived("chat", "a-1", ["room"], {"h": 4}) == []
     assert claimant.published[-1] == (None, Moved("chat", "a-1", "c"))
@@ -348,10 +349,18 @@ def test_a_claim_nobody_answers_times_out_session_unknown_and_a_late_handover_is
 
 
 def test_a_claim_with_the_wrong_token_is_refused_by_the_holder() -> None:
-    holder = Node("h", [])
-    holder.hear("c", Claim("chat", b"k", b"bad", "", 3))
+    timers: list[Any] = []
+    claimant, holder = Node("c", timers), Node("h", timers)
+    answers: list[ClaimAnswer] = []
+    claimant.moves.claim("chat", b"k", b"bad", None, answers.append)
+    [(_, claim)] = claimant.published
+    holder.hear("c", claim)
     [(to, handover)] = holder.published
     assert (to, handover.reason, handover.state) == ("c", ResumeReason.TOKEN_INVALID, b"")
+    assert holder.moves.handed_over == 0
+    claimant.hear("h", handover)
+    assert [a.reason for a in answers] == [ResumeReason.TOKEN_INVALID]
+    assert (claimant.moves.claims_refused, claimant.moves.claims_won, claimant.moves.claims_unanswered) == (1, 0, 0)
     assert "a-1" in holder.hubs.held
     holder.hear("c", Claim("chat", b"other", b"good", "", 4))  # not held here: no answer
     assert len(holder.published) == 1
@@ -367,6 +376,7 @@ def test_forwards_go_on_to_where_the_connection_moved_never_back() -> None:
     assert node.published == []
     node.hear("a", Forward("chat", "a-1", b"z"))
     assert node.published == [("c", Forward("chat", "a-1", b"z"))]
+    assert node.moves.forwarded == 1  # (the dropped one and the one not sent back are not counted)
     assert node.moves.node_of("a-1") == "c" and node.moves.node_of("q-2") == "q"
     node.moves.kick_on(Kick("chat", "a-1", "bye"))
     assert node.published[-1] == ("c", Kick("chat", "a-1", "bye"))

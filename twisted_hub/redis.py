@@ -219,6 +219,19 @@ class _LinkReport:
             ))
         if backplane.missed:
             rows.append(("redis messages missed", f"{backplane.missed} (published by other nodes, never heard here)"))
+        claims = backplane.claims_won + backplane.claims_refused + backplane.claims_unanswered
+        if claims or backplane.handed_over:
+            rows.append((
+                "sessions moved between nodes",
+                f"{backplane.claims_won} taken over, {backplane.handed_over} handed over; "
+                f"claims refused {backplane.claims_refused}, unanswered {backplane.claims_unanswered}",
+            ))
+        if backplane.late_handovers:
+            rows.append((
+                "sessions lost in a move",
+                f"{backplane.late_handovers} (handed over after this node's claim timed out: "
+                f"its claim_timeout, {backplane.claim_timeout:g} s, is shorter than a claim's round trip at times)",
+            ))
         return rows
 
 
@@ -344,6 +357,17 @@ class RedisBackplane:
     nodes_expired = _Kept("_mirror")
     #: times this node found its state gone from Redis and wrote it again
     state_rewrites = _Kept("_presence")
+    #: claims this node made for sessions another node held (a client resumed here, docs/resumption.md):
+    #: answered with the session, refused by its holder, answered by no node within C{claim_timeout}
+    claims_won = _Kept("_moves")
+    claims_refused = _Kept("_moves")
+    claims_unanswered = _Kept("_moves")
+    #: sessions this node handed over to another node's claim
+    handed_over = _Kept("_moves")
+    #: sessions handed over after this node's claim timed out: lost (their client had started afresh)
+    late_handovers = _Kept("_moves")
+    #: messages for connections that moved away, sent on to the node holding them now
+    forwarded = _Kept("_moves")
 
     @property
     def clock(self) -> IReactorTime:
@@ -369,6 +393,11 @@ class RedisBackplane:
     def connected_commands(self) -> bool:
         """True while the command connection is up."""
         return self._link.commands is not None
+
+    @property
+    def claim_timeout(self) -> float:
+        """Seconds a claim for a session another node holds waits for its answer."""
+        return self._moves.claim_timeout
 
     @property
     def nodes(self) -> dict[str, str]:

@@ -128,7 +128,8 @@ class SessionMoves:
         self._claims: dict[int, tuple[Callable[[ClaimAnswer], None], Callable[[], object]]] = {}
         # connection id -> the node holding it now (moved ones only), oldest first
         self._moved: OrderedDict[str, str] = OrderedDict()
-        #: claims answered with a session / refused / unanswered; sessions handed over; handovers too late
+        #: claims answered with a session / refused / unanswered; sessions handed over; handovers too late;
+        #: messages forwarded (RedisBackplane shows them; metrics and status.json read them there)
         self.claims_won = 0
         self.claims_refused = 0
         self.claims_unanswered = 0

@@ -277,6 +277,26 @@ class _ResumeCollector:
             "twisted_hub_sessions_moved_out", "Sessions handed over to another node (their client resumed there).",
             labels=["hub"],
         )
+        moves = session_moves(self.factory.backplane)
+        claims = CounterMetricFamily(
+            "twisted_hub_session_claims",
+            "Claims this node made for sessions another node held (their clients resumed here), by outcome: "
+            "won (handed over), refused (by the node holding it), unanswered (by any node within the claim timeout).",
+            labels=["outcome"],
+        )
+        for outcome in CLAIM_OUTCOMES:
+            claims.add_metric([outcome], moves[f"claims_{outcome}"])
+        late = CounterMetricFamily(
+            "twisted_hub_late_handovers",
+            "Sessions another node handed over after this node's claim had timed out: lost (their clients had "
+            "started afresh).",
+        )
+        late.add_metric([], moves["late_handovers"])
+        forwarded = CounterMetricFamily(
+            "twisted_hub_forwarded_messages",
+            "Messages for connections that moved away from this node, sent on to the node holding them now.",
+        )
+        forwarded.add_metric([], moves["forwarded"])
         registries = self.factory.resume_registries
         for hub in self.factory.runtimes:
             registry = registries.get(hub)
@@ -288,7 +308,21 @@ class _ResumeCollector:
             moved_out.add_metric([hub], registry.moved_out if registry else 0)
             for reason in ResumeReason.ALL:
                 failures.add_metric([hub, reason], registry.refused.get(reason, 0) if registry else 0)
-        yield from (resumed, failures, replayed, detached, kept, moved_in, moved_out)
+        yield from (resumed, failures, replayed, detached, kept, moved_in, moved_out, claims, late, forwarded)
+
+
+#: how a claim for a session another node held ended (docs/resumption.md, "Across nodes")
+CLAIM_OUTCOMES = ("won", "refused", "unanswered")
+
+
+def session_moves(backplane: object) -> dict[str, int]:
+    """
+    This node's counts of sessions moving between nodes, kept by its
+    backplane: C{claims_won}, C{claims_refused}, C{claims_unanswered},
+    C{late_handovers}, C{forwarded} (all 0 for one that moves none: in-process).
+    """
+    names = (*(f"claims_{outcome}" for outcome in CLAIM_OUTCOMES), "late_handovers", "forwarded")
+    return {name: int(getattr(backplane, name, 0)) for name in names}
 
 
 def backplane_connected(backplane: object) -> bool:

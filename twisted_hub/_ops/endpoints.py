@@ -14,7 +14,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from .._core.base_error import HubArgumentError
-from .._metrics.prometheus import backplane_connected
+from .._metrics.prometheus import CLAIM_OUTCOMES, backplane_connected, session_moves
 from .._twisted.server import HubServerFactory
 
 #: The version of C{/status.json}'s layout; it only grows keys within one version.
@@ -128,6 +128,7 @@ def resume_status(factory: HubServerFactory) -> dict[str, Any] | None:
     if policy is None:
         return None
     registries = factory.resume_registries.values()
+    moves = session_moves(factory.backplane)
     refused: dict[str, int] = {}
     for registry in registries:
         for reason, count in registry.refused.items():
@@ -142,6 +143,9 @@ def resume_status(factory: HubServerFactory) -> dict[str, Any] | None:
         "buffer_bytes": sum(registry.buffer_bytes for registry in registries),
         "moved_in": sum(registry.moved_in for registry in registries),
         "moved_out": sum(registry.moved_out for registry in registries),
+        "claims": {outcome: moves[f"claims_{outcome}"] for outcome in CLAIM_OUTCOMES},
+        "late_handovers": moves["late_handovers"],
+        "forwarded": moves["forwarded"],
     }
 
 
