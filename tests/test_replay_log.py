@@ -318,6 +318,21 @@ class LogTests(SynchronousTestCase):
         buffer.ack(2)
         self.assertEqual(buffer.last_sent, 2)
 
+    def test_a_log_nobody_holds_keeps_only_its_newest_entry(self) -> None:
+        """Broadcasts to members that do not resume (or all left): the log keeps one entry, for a member joining at it."""
+        log = BroadcastLog(Clock(), 10_000)
+        for n in range(5):
+            log.add("f", b"%d" % n)
+            self.assertEqual(len(log), 1)
+        buffer = ReplayBuffer()
+        deliver(buffer, log.add("f", b"5"), 0.0)
+        deliver(buffer, log.add("f", b"6"), 0.0)
+        self.assertEqual((len(log), log.first), (2, 5))
+        buffer.append(b"own", 0.0)  # leaves the run
+        log.add("f", b"7")
+        self.assertEqual((len(log), log.first), (1, 7))
+        self.assertEqual(buffer.replay(0, 0.0), [b"5", b"6", b"own"])
+
     def test_bad_bounds_are_refused(self) -> None:
         """A log needs a positive byte bound and entry count."""
         with self.assertRaises(ValueError):
@@ -412,6 +427,7 @@ class GroupBroadcastTests(SessionCase):
             self.runtime.send_to(room, "said", [n], None)
         self.assertEqual(len(self.logs_made), 2)  # the group's and every connection's
         self.assertTrue(all(len(log) <= 5 for log in self.logs_made))
+        self.assertEqual(len(self.logs_made[1]), 1)  # every connection's: nobody holds a run of it now
         expected_counts = {first: 13, second: 11, third: 11}
         for session, transport, client in members:
             received = [m for frame in transport.left for m in client.receive_frame(frame, self.clock.seconds())]
@@ -443,3 +459,28 @@ class GroupBroadcastTests(SessionCase):
         self.assertEqual(ReplayBuffer.restore(kept.export(now), 1 << 20, 120.0, now).replay(2, now),
                          [encode(ReceiverCall("said", [n])) for n in range(2, 7)])
         self.assertEqual(kept.replay(4, now), [encode(ReceiverCall("said", [n])) for n in range(4, 7)])
+
+    def test_a_group_that_empties_takes_its_log_with_it(self) -> None:
+        """The runtime keeps a group's log while the group has members; a group made again starts a new one."""
+        session, transport, client = self.member()
+        self.runtime.groups.add("room", session)
+        room = Target(TARGET_GROUP, "room", ())
+        self.runtime.send_to(room, "said", [1], None)
+        self.runtime.send_to(room, "said", [2], None)  # (one member: written, not prepared; no log)
+        other, _, _ = self.member()
+        self.runtime.groups.add("room", other)
+        self.runtime.send_to(room, "said", [3], None)
+        self.runtime.send_to(room, "said", [4], None)
+        self.assertEqual(len(self.logs_made), 1)
+        self.runtime.groups.remove("room", session)
+        self.runtime.groups.remove("room", other)
+        self.assertNotIn("room", self.runtime._logs)
+        for member in (session, other):
+            self.runtime.groups.add("room", member)
+        self.runtime.send_to(room, "said", [5], None)
+        self.assertEqual(len(self.logs_made), 2)
+        received = [m.args for frame in transport.left for m in client.receive_frame(frame, self.clock.seconds())]
+        self.assertEqual(received, [[1], [2], [3], [4], [5]])
+        assert session.core.resume is not None
+        self.assertEqual(session.core.resume.ledger.sent.replay(2, self.clock.seconds()),
+                         [encode(ReceiverCall("said", [n])) for n in (3, 4, 5)])

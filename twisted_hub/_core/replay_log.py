@@ -24,7 +24,8 @@ hook is needed.
 
 The log itself holds at most C{max_entries} entries and about
 C{max_bytes}: past either it settles every member's run into the member's
-buffer (each then bounded by its own policy) and forgets its entries.
+buffer (each then bounded by its own policy) and forgets its entries.  A
+log no buffer holds a run of keeps only its newest entry.
 """
 
 from __future__ import annotations
@@ -124,8 +125,10 @@ class BroadcastLog:
 
     def add(self, frame: Any, payload: bytes) -> Broadcast:
         """Append one broadcast (read the time once for all its members); what to hand each member."""
-        if len(self._payloads) >= self.max_entries or self._bytes >= self.max_bytes:
-            self.settle()
+        if self._payloads and (
+            len(self._payloads) >= self.max_entries or self._bytes >= self.max_bytes or not self.holders
+        ):
+            self.settle()  # (no holders: nobody needs what it holds; a member may join at the new entry)
         now = self._now()
         index = self._first + len(self._payloads)
         self._payloads.append(payload)
@@ -138,10 +141,6 @@ class BroadcastLog:
         mark = LogMark(index)
         after, self._last = self._last, mark
         return Broadcast(frame, payload, self, mark, after)
-
-    def follows_newest(self, mark: LogMark | None) -> bool:
-        """Is C{mark} this log's newest entry (a buffer whose tail it is gets the next one by its fast path)?"""
-        return mark is self._last
 
     def entries(self, start: int, end: int) -> tuple[list[bytes], list[tuple[int, float, float]]]:
         """

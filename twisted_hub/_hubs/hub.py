@@ -29,7 +29,6 @@ from typing import (
     get_type_hints,
     overload,
 )
-from weakref import WeakValueDictionary
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -694,18 +693,20 @@ class HubRuntime(Generic[ConnectionT]):
         self.max_message_size = max_message_size
         self._prepare = prepare
         self._make_log = broadcast_log
-        # (group name, or None: every connection) -> its log, while a member's buffer holds a run of it
-        self._logs: WeakValueDictionary[str | None, BroadcastLog] = WeakValueDictionary()
-        hub_name = hub_class.hub_name
-        self.groups = GroupRegistry(
-            lambda group, connection_id, joined: self.backplane.membership_changed(hub_name, group, connection_id, joined)
-        )
+        # (group name, or None: every connection) -> its log, for as long as the group has members
+        self._logs: dict[str | None, BroadcastLog] = {}
+        self.groups = GroupRegistry(self._membership_changed)
         override = hub_class.heartbeat_override
         self.heartbeat_policy = override.apply(heartbeat) if override else heartbeat
         #: what this hub's calls are reported to (the metrics layer's; None: metrics off)
         self.metrics: CallObserver | None = None
         #: traffic and call counts of its closed connections
         self.traffic = TrafficTotals()
+
+    def _membership_changed(self, group: str, connection_id: str, joined: bool) -> None:
+        self.backplane.membership_changed(self.hub_class.hub_name, group, connection_id, joined)
+        if not joined and not self.groups.count(group):
+            self._logs.pop(group, None)  # (the group is gone; its members' buffers keep what they hold of it)
 
     def send_receiver_call(
         self, targets: Iterable[HubConnection], method: str, args: list[Any], kwargs: dict[str, Any] | None
