@@ -60,10 +60,10 @@ class LogMark:
         return f"LogMark({self.index})"
 
 
-_first_of = itemgetter(0)
-
 #: What a broadcast outside any log follows: no buffer's tail is ever this
 UNSHARED: Final = LogMark(-1)
+
+_first_of = itemgetter(0)  # (a span record's first index, for bisect)
 
 
 class Broadcast:

@@ -228,7 +228,6 @@ class _KeptMessages:
             first = self._dropped[0][1]
             self._dropped[:2] = [(self._dropped[1][0], first)]
 
-
     def _extend(self, payloads: list[bytes], spans: list[tuple[int, float, float]]) -> None:
         """
         Keep C{payloads} (numbered after the last), whose ages are C{spans}
