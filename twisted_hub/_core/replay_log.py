@@ -19,8 +19,10 @@ byte bound, whatever the order of appends and acknowledgements; ages are
 per span, as always).  A member that missed an entry (it left the group,
 was excluded, refused the message as too large, or got a message of its
 own in between) fails the identity test and joins the log again at the
-entry it does get: contiguity is checked, not assumed, so no membership
-hook is needed.
+entry it does get (that one is kept as any message is, the run starts
+after it): contiguity is checked, not assumed, so no membership hook is
+needed.  So a member that alternates between two groups' broadcasts pays
+about what keeping one by one costs, plus a dict store per message.
 
 The log itself holds at most C{max_entries} entries and about
 C{max_bytes}: past either it settles every member's run into the member's
@@ -35,7 +37,7 @@ from collections.abc import Callable
 from itertools import islice
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final
-from weakref import WeakSet
+from weakref import ref
 
 if TYPE_CHECKING:
     from .resume import ReplayBuffer
@@ -92,11 +94,12 @@ class BroadcastLog:
     The sequenced messages broadcast to one group (or to every connection)
     of a hub, kept once for the members whose buffers hold a run of them.
 
-    @ivar holders: the buffers with an open run here (weakly: a session that
-        ends leaves nothing behind).
+    The buffers with an open run here are held weakly (a session that ends
+    leaves nothing behind), by their id: joining a log is a dict store, and
+    a buffer that moves on is forgotten when the log next settles.
     """
 
-    __slots__ = ("_now", "max_bytes", "max_entries", "_payloads", "_spans", "_first", "_bytes", "_last", "holders",
+    __slots__ = ("_now", "max_bytes", "max_entries", "_payloads", "_spans", "_first", "_bytes", "_last", "holding",
                  "__weakref__")
 
     def __init__(self, now: Callable[[], float], max_bytes: int, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
@@ -113,7 +116,9 @@ class BroadcastLog:
         self._bytes = 0
         # the newest entry (what the next one follows)
         self._last = LogMark(-1)
-        self.holders: WeakSet[ReplayBuffer] = WeakSet()
+        #: id(buffer) -> a weak reference to it, for the buffers that joined a run here
+        #: (L{ReplayBuffer.join_run} adds itself; some may have moved on since: L{holders})
+        self.holding: dict[int, ref[ReplayBuffer]] = {}
 
     def __len__(self) -> int:
         return len(self._payloads)
@@ -126,7 +131,7 @@ class BroadcastLog:
     def add(self, frame: Any, payload: bytes) -> Broadcast:
         """Append one broadcast (read the time once for all its members); what to hand each member."""
         if self._payloads and (
-            len(self._payloads) >= self.max_entries or self._bytes >= self.max_bytes or not self.holders
+            len(self._payloads) >= self.max_entries or self._bytes >= self.max_bytes or not self.holding
         ):
             self.settle()  # (no holders: nobody needs what it holds; a member may join at the new entry)
         now = self._now()
@@ -141,6 +146,24 @@ class BroadcastLog:
         mark = LogMark(index)
         after, self._last = self._last, mark
         return Broadcast(frame, payload, self, mark, after)
+
+    @property
+    def holders(self) -> list[ReplayBuffer]:
+        """The buffers with an open run here."""
+        return [buffer for buffer in (weak() for weak in self.holding.values()) if buffer is not None
+                and buffer._log is self]
+
+    def release(self, buffer: ReplayBuffer) -> None:
+        """C{buffer} holds no run here any more."""
+        self.holding.pop(id(buffer), None)
+
+    def newest(self, index: int) -> tuple[bytes, float, float] | None:
+        """
+        Entry C{index}'s payload and its span's times, when it is in the
+        newest span (the common case of a run of one entry); else None.
+        """
+        span = self._spans[-1]
+        return (self._payloads[index - self._first], span[1], span[2]) if index >= span[0] else None
 
     def entries(self, start: int, end: int) -> tuple[list[bytes], list[tuple[int, float, float]]]:
         """
@@ -167,10 +190,17 @@ class BroadcastLog:
         and forget every entry.
         """
         last = self._last
-        for buffer in list(self.holders):
+        holders = {}
+        for weak in list(self.holding.values()):
+            buffer = weak()
+            if buffer is None or buffer._log is not self:
+                continue  # (gone, or it moved on to another log or a message of its own)
             buffer.settle_run()
-            if buffer.tail is not last:
+            if buffer.tail is last:
+                holders[id(buffer)] = weak
+            else:
                 buffer.leave_run()
+        self.holding = holders
         self._first += len(self._payloads)
         self._payloads = []
         self._spans = []

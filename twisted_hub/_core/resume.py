@@ -16,9 +16,11 @@ import hashlib
 import hmac
 import secrets
 from collections import OrderedDict, deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Final
+from weakref import ref
 
 from .base_error import HubArgumentError, TwistedHubError
 from .replay_log import MARK_SPAN as _MARK_SPAN  # (ReplayBuffer.MARK_SPAN, read as a global on its hot path)
@@ -228,7 +230,18 @@ class _KeptMessages:
             first = self._dropped[0][1]
             self._dropped[:2] = [(self._dropped[1][0], first)]
 
-    def _extend(self, payloads: list[bytes], spans: list[tuple[int, float, float]]) -> None:
+    def _keep(self, data: bytes, first_at: float, last_at: float) -> None:
+        """Keep one message of a span of age record from C{first_at} to C{last_at} (L{_extend} of one)."""
+        self._last_sent = sequence = self._last_sent + 1
+        self._kept.append(data)
+        self._bytes += len(data) + ENTRY_OVERHEAD
+        if not self._marks or last_at - self._span_at >= _MARK_SPAN:
+            self._open_span(sequence, first_at)
+        self._last_at = last_at
+        if self._bytes > self.max_bytes:
+            self._over_bound(len(data) + ENTRY_OVERHEAD, sequence)
+
+    def _extend(self, payloads: Sequence[bytes], spans: Iterable[tuple[int, float, float]]) -> None:
         """
         Keep C{payloads} (numbered after the last), whose ages are C{spans}
         ((offset of its first payload, first at, last at) per span).
@@ -273,7 +286,7 @@ class ReplayBuffer(_KeptMessages):
     #: the longest span of time whose messages share one age record, seconds
     MARK_SPAN: Final = _MARK_SPAN
 
-    __slots__ = ("tail", "_log", "_run_from", "__weakref__")
+    __slots__ = ("tail", "_log", "_run_from", "_weak", "__weakref__")
 
     def __init__(self, max_bytes: int = DEFAULT_BUFFER_BYTES, max_age: float = DEFAULT_WINDOW) -> None:
         super().__init__(max_bytes, max_age)
@@ -281,6 +294,7 @@ class ReplayBuffer(_KeptMessages):
         self.tail: LogMark | None = None
         self._log: BroadcastLog | None = None
         self._run_from = 0  # the run's first entry not numbered here yet
+        self._weak: ref[ReplayBuffer] | None = None  # (made at the first run, for the logs to hold)
 
     def __len__(self) -> int:
         if self._log is not None:
@@ -301,32 +315,47 @@ class ReplayBuffer(_KeptMessages):
             self.settle_run()
         return self._last_sent
 
-    def join_run(self, log: BroadcastLog, mark: LogMark) -> None:
+    def join_run(self, log: BroadcastLog, mark: LogMark, data: bytes, now: float) -> int:
         """
-        Entry C{mark} of C{log} is the next message: hold a run of the log
-        from there (the fan-out's slow path; its fast path moves L{tail}).
+        Entry C{mark} of C{log} (C{data}) is the next message, and it does
+        not follow this buffer's run (the fan-out's slow path; its fast path
+        moves L{tail}): keep it as L{append} does, and hold a run of the log
+        from the next entry.  Return its number.
         """
-        if self._log is not None:
-            self.leave_run()
-        self._log, self.tail, self._run_from = log, mark, mark.index
-        log.holders.add(self)
+        tail = self.tail
+        if tail is not None:
+            if self._run_from <= tail.index:
+                self.settle_run()
+            self._log = None  # (it stays among that log's holders until the log settles: cheaper)
+        sequence = self.append(data, now)
+        self._log, self.tail, self._run_from = log, mark, mark.index + 1
+        weak = self._weak
+        if weak is None:
+            weak = self._weak = ref(self)
+        log.holding[id(self)] = weak
+        return sequence
 
     def settle_run(self) -> None:
         """Number and keep the open run's entries not kept yet (in bulk), with their ages and the bounds."""
         log, tail = self._log, self.tail
         assert log is not None and tail is not None
-        end = tail.index + 1
-        if self._run_from < end:
-            payloads, spans = log.entries(self._run_from, end)
-            self._run_from = end
-            self._extend(payloads, spans)
+        start, end = self._run_from, tail.index + 1
+        if start >= end:
+            return
+        self._run_from = end
+        if start == tail.index:  # (a run of one entry: one broadcast by the fast path, then something else)
+            one = log.newest(start)
+            if one is not None:
+                self._keep(*one)
+                return
+        self._extend(*log.entries(start, end))
 
     def leave_run(self) -> None:
         """Settle the open run and close it (a message not from its log comes next)."""
         log = self._log
         assert log is not None
         self.settle_run()
-        log.holders.discard(self)
+        log.release(self)
         self._log = self.tail = None
 
     def append(self, data: bytes, now: float) -> int:

@@ -65,13 +65,13 @@ class ResumeLink:
         """
         A broadcast is sent that does not follow the buffer's open run (the
         fan-out's fast path, in L{SessionOutput.send_prepared}, took the
-        others): hold a run of its log from it, or keep it on its own.
+        others): keep it, and hold a run of its log from the next entry.
         """
         log, mark = broadcast.log, broadcast.mark
         if log is None or mark is None:
             self.sent(broadcast.payload)
         else:
-            self.ledger.sent.join_run(log, mark)
+            self.ledger.sent.join_run(log, mark, broadcast.payload, self.now())
 
     def sent_answer(self, call_id: int, payload: bytes) -> None:
         """
