@@ -21,8 +21,8 @@ was excluded, refused the message as too large, or got a message of its
 own in between) fails the identity test and joins the log again at the
 entry it does get (that one is kept as any message is, the run starts
 after it): contiguity is checked, not assumed, so no membership hook is
-needed.  So a member that alternates between two groups' broadcasts pays
-about what keeping one by one costs, plus a dict store per message.
+needed.  (So a member that alternates between two groups' broadcasts
+gains nothing: each of its messages is kept on its own.)
 
 The log itself holds at most C{max_entries} entries and about
 C{max_bytes}: past either it settles every member's run into the member's
