@@ -54,9 +54,9 @@ from _common import HOST, HUB_NAME, emit, now, raise_nofile
 
 _ZERO_MASK = b"\x00\x00\x00\x00"  # a valid mask key; XOR with zeros leaves the payload as is
 _HELLO = msgpack.packb([0, {"caps": ["heartbeat", "batch"]}])
-#: bench/resume_cost.py: announce resume, count the server's receiver calls, acknowledge every 64
+#: bench/resume_cost.py: announce resume, count the server's receiver calls, acknowledge every 256 (the clients' default)
 _RESUME = os.environ.get("BENCH_HUB_RESUME") == "1"
-_ACK_EVERY = int(os.environ.get("BENCH_HUB_ACK_EVERY", "64"))
+_ACK_EVERY = int(os.environ.get("BENCH_HUB_ACK_EVERY", "256"))
 if _RESUME:
     _HELLO = msgpack.packb([0, {"caps": ["heartbeat", "batch", "resume"]}])
 _SIO_CONNECT = msgpack.packb({"type": 0, "nsp": "/"})

@@ -35,8 +35,10 @@ reporting per delivered message:
   symbols).
 
 Resume on (``hub-resume``) acknowledges every ``BENCH_HUB_ACK_EVERY``
-messages (64, as the clients do by default; set it to tell the cost of
-the acknowledgements from that of keeping).
+messages (256, as the clients do by default; set it to tell the cost of
+the acknowledgements from that of keeping).  With the default 200
+broadcasts no member acknowledges by count: ``--messages 1024`` has each
+member send four ``ACK`` frames.
 
 A diagnostic, not a result file: nothing here is recorded.  Loopback only;
 every process (and strace) ends by its PID.

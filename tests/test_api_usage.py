@@ -173,7 +173,9 @@ NOT_OURS = {
     ("_twisted/server.py", "*", "ConnectionDeny"): "autobahn's way to refuse an opening handshake (an HTTP status)",
     ("__main__.py", "*", "ValueError"): "the CLI's argument parsing; caught and printed as a usage line",
     # Internal classes' invariants: ResumePolicy (public) refuses bad values first, with HubArgumentError.
-    ("_core/resume.py", "ReplayBuffer.__init__", "ValueError"): "internal; sized from a checked ResumePolicy",
+    ("_core/resume.py", "_KeptMessages.__init__", "ValueError"): "internal; sized from a checked ResumePolicy",
+    ("_core/replay_log.py", "BroadcastLog.__init__", "ValueError"): "internal; sized from a checked ResumePolicy",
+    ("_core/replay_log.py", "BroadcastLog.entries", "ValueError"): "internal; a log settles its runs before it forgets entries",
     ("_core/resume.py", "ReceiveWindow.__init__", "ValueError"): "internal; sized from a checked ResumePolicy",
     ("_core/resume.py", "CallDeduplicator.__init__", "ValueError"): "internal; sized from a checked ResumePolicy",
     ("_core/resume.py", "SessionToken.__init__", "ValueError"): "internal; the decoder checks a token's size first",

@@ -15,7 +15,7 @@ import { ProtocolError, ResumeReason } from "./wire.js";
 export interface ResumeOptions {
   /** byte bound of our messages the server has not acknowledged (default 1 MiB) */
   bufferBytes?: number;
-  /** send an ACK once this many server messages arrived unacknowledged (default 64) */
+  /** send an ACK once this many server messages arrived unacknowledged (default 256) */
   ackEvery?: number;
   /** ... or this many ms after the oldest of them arrived (default 5000) */
   ackDelay?: number;
@@ -30,7 +30,7 @@ const ENTRY_OVERHEAD = 48;
 export function resumePolicy(options: ResumeOptions): Required<ResumeOptions> {
   const policy = {
     bufferBytes: options.bufferBytes ?? 1 << 20,
-    ackEvery: options.ackEvery ?? 64,
+    ackEvery: options.ackEvery ?? 256,
     ackDelay: options.ackDelay ?? 5000,
     maxCalls: options.maxCalls ?? 4096,
   };

@@ -16,11 +16,15 @@ import hashlib
 import hmac
 import secrets
 from collections import OrderedDict, deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Final
+from weakref import ref
 
 from .base_error import HubArgumentError, TwistedHubError
+from .replay_log import MARK_SPAN as _MARK_SPAN  # (ReplayBuffer.MARK_SPAN, read as a global on its hot path)
+from .replay_log import BroadcastLog, LogMark
 from .wire import (
     SESSION_TOKEN_MAX_BYTES,
     SESSION_TOKEN_MIN_BYTES,
@@ -45,15 +49,13 @@ DEFAULT_BUFFER_BYTES: Final = 1024 * 1024
 ENTRY_OVERHEAD: Final = 48
 #: Send an ACK once this many sequenced messages arrived unacknowledged
 #: (traffic is one-sided: nothing to piggy-back on).
-DEFAULT_ACK_EVERY: Final = 64
+DEFAULT_ACK_EVERY: Final = 256
 #: Send an ACK at the latest this many seconds after a sequenced message
 #: arrived unacknowledged, whatever else happens (no heartbeats, slow
 #: one-sided traffic), so the peer never keeps for long what we have.
 DEFAULT_ACK_DELAY: Final = 5.0
 #: The most settled calls a CallDeduplicator keeps (the oldest go first).
 DEFAULT_MAX_CALLS: Final = 4096
-#: ReplayBuffer.MARK_SPAN, read as a global on its hot path
-_MARK_SPAN: Final = 1.0
 
 
 class ResumeRefusedError(TwistedHubError):
@@ -134,32 +136,15 @@ def _is_mark(mark: object) -> bool:
     )
 
 
-class ReplayBuffer:
+class _KeptMessages:
     """
-    What one side sent and the peer has not acknowledged yet, numbered.
-
-    L{append} gives every sequenced message its number (1, 2, ...; the
-    numbers are per session and direction, never on the wire: both sides
-    count).  L{ack} drops what the peer acknowledged.  The buffer is bounded
-    by bytes and by age: past either bound the oldest messages are dropped,
-    and that only matters if the peer later needs them, when L{replay}
-    refuses with the reason that dropped the first message the peer lacks
-    (C{buffer-overflowed} or C{window-expired}).
-
-    It keeps the encoded C{bytes} themselves (a broadcast's one payload is
-    shared by every member's buffer) and no object per message: the kept
-    messages are contiguous up to L{last_sent}, so their numbers are
-    implied, and their ages are kept per span of at most L{MARK_SPAN}
-    seconds (a message is dropped for its age once the newest message of
-    its span is older than C{max_age}: at most L{MARK_SPAN} late).
+    Numbered messages kept for the peer, bounded by bytes and by age, with
+    the record of what was dropped and why: L{ReplayBuffer}'s storage.
     """
 
-    #: the longest span of time whose messages share one age record, seconds
-    MARK_SPAN: Final = _MARK_SPAN
-
-    # L{append} runs once per member and message of a fan-out: what it touches is kept in
-    # few places (slots, and the newest span's times in them rather than in its mark)
-    __slots__ = ("max_bytes", "max_age", "_kept", "_marks", "_span_at", "_last_at", "_bytes", "last_sent", "acked",
+    # ReplayBuffer.append runs once per message sent: what it touches is kept in few places
+    # (slots, and the newest span's times in them rather than in its mark)
+    __slots__ = ("max_bytes", "max_age", "_kept", "_marks", "_span_at", "_last_at", "_bytes", "_last_sent", "acked",
                  "_dropped")
 
     def __init__(self, max_bytes: int = DEFAULT_BUFFER_BYTES, max_age: float = DEFAULT_WINDOW) -> None:
@@ -175,43 +160,16 @@ class ReplayBuffer:
         self._span_at = self._last_at = 0.0
         self._bytes = 0
         #: the last sequence number given out
-        self.last_sent = 0
+        self._last_sent = 0
         #: the highest sequence the peer acknowledged
         self.acked = 0
         # (last sequence dropped, reason), oldest first; sequences <= acked pruned
         self._dropped: list[tuple[int, str]] = []
 
-    def __len__(self) -> int:
-        return len(self._kept)
-
-    @property
-    def size(self) -> int:
-        """Bytes held now (encoded messages plus the per-message overhead)."""
-        return self._bytes
-
     @property
     def _first(self) -> int:
         """The number of the oldest kept message (last_sent + 1 when none is)."""
-        return self.last_sent - len(self._kept) + 1
-
-    def append(self, data: bytes, now: float) -> int:
-        """
-        Keep C{data} (one encoded sequenced message) and return its number.
-
-        A message larger than the whole buffer is numbered but not kept (it
-        counts as an overflow if the peer turns out to need it).
-        """
-        # (one bound check on the common path covers both rare cases: a message larger than
-        # the buffer, and the buffer full)
-        self.last_sent = sequence = self.last_sent + 1
-        self._kept.append(data)
-        self._bytes += len(data) + ENTRY_OVERHEAD
-        if not self._marks or now - self._span_at >= _MARK_SPAN:
-            self._open_span(sequence, now)
-        self._last_at = now
-        if self._bytes > self.max_bytes:
-            self._over_bound(len(data) + ENTRY_OVERHEAD, sequence)
-        return sequence
+        return self._last_sent - len(self._kept) + 1
 
     def _open_span(self, sequence: int, now: float) -> None:
         """Message C{sequence}, kept at C{now}, starts a new span of age record."""
@@ -243,105 +201,7 @@ class ReplayBuffer:
             freed += len(popleft()) + ENTRY_OVERHEAD
         self._bytes -= freed
         self._forget_marks()
-        self._drop_through(self.last_sent - len(kept), ResumeReason.BUFFER_OVERFLOWED)
-
-    def ack(self, received: int) -> None:
-        """
-        The peer has received everything up to C{received}: forget it.
-
-        @raise ProtocolError: C{received} is beyond what was sent, or below
-            an earlier acknowledgement (a peer never unreceives).
-        """
-        if received > self.last_sent:
-            raise ProtocolError(f"acknowledged {received} but only {self.last_sent} were sent")
-        if received < self.acked:
-            raise ProtocolError(f"acknowledged {received} after {self.acked}: acknowledgements never go back")
-        self.acked = received
-        kept = self._kept
-        count = min(received - self._first + 1, len(kept))
-        if count > 0:
-            self._bytes -= _pop_oldest(kept, count) + count * ENTRY_OVERHEAD
-            self._forget_marks()
-        if self._dropped:
-            self._dropped = [(last, why) for last, why in self._dropped if last > received]
-
-    def expire(self, now: float) -> int:
-        """Drop what is older than the age bound; return how many were dropped."""
-        marks = self._marks
-        if marks:
-            marks[-1][2] = self._last_at
-        count = 0
-        while marks and now - marks[0][2] >= self.max_age:
-            end = int(marks[1][0]) - 1 if len(marks) > 1 else self.last_sent
-            span = end - self._first + 1
-            if span > 0:
-                self._drop_oldest(span, ResumeReason.WINDOW_EXPIRED)
-                count += span
-            else:
-                marks.popleft()
-        return count
-
-    def replay(self, received: int, now: float) -> list[bytes]:
-        """
-        The messages the peer lacks when it says it received up to
-        C{received}, oldest first; they stay kept until acknowledged.
-        Acknowledges C{received} (see L{ack} for the errors).
-
-        @raise ResumeRefusedError: a message the peer lacks was dropped
-            (its reason: C{buffer-overflowed} or C{window-expired}).
-        """
-        self.ack(received)
-        self.expire(now)
-        if self._dropped:
-            last, why = self._dropped[0]
-            raise ResumeRefusedError(
-                why, f"message {received + 1} was dropped ({why}); {last - received} message(s) lost"
-            )
-        return list(self._kept)
-
-    def export(self, now: float) -> list[Any]:
-        """
-        This buffer as plain values, for another node to L{restore}
-        (docs/resumption.md, "Across nodes"): the numbers, the kept messages,
-        their ages (relative to C{now}: clocks of two nodes need not agree)
-        and what was dropped.
-        """
-        marks = self._marks
-        if marks:
-            marks[-1][2] = self._last_at
-        return [
-            self.last_sent, self.acked, list(self._kept),
-            [[int(first), now - first_at, now - last_at] for first, first_at, last_at in marks],
-            [[last, why] for last, why in self._dropped],
-        ]
-
-    @classmethod
-    def restore(cls, state: list[Any], max_bytes: int, max_age: float, now: float) -> ReplayBuffer:
-        """
-        A buffer from L{export}'s values, with this node's bounds and clock.
-
-        @raise MoveError: the values are not an exported buffer.
-        """
-        last_sent, acked, kept, marks, dropped = _fields(state, 5, "a replay buffer")
-        buffer = cls(max_bytes, max_age)
-        _require(_is_count(last_sent) and _is_count(acked) and acked <= last_sent, "its numbers")
-        _require(type(kept) is list and all(type(k) is bytes for k in kept) and len(kept) <= last_sent, "its messages")
-        _require(type(marks) is list and all(_is_mark(m) for m in marks), "its age records")
-        _require(
-            type(dropped) is list and all(type(d) is list and len(d) == 2 and _is_count(d[0])
-                                          and d[1] in ResumeReason.ALL for d in dropped),
-            "its drop records",
-        )
-        buffer.last_sent, buffer.acked = last_sent, acked
-        buffer._kept = deque(kept)
-        buffer._bytes = sum(map(len, kept)) + len(kept) * ENTRY_OVERHEAD
-        buffer._marks = deque([float(first), now - first_age, now - last_age] for first, first_age, last_age in marks)
-        if buffer._marks:
-            buffer._span_at, buffer._last_at = buffer._marks[-1][1], buffer._marks[-1][2]
-        buffer._dropped = [(last, why) for last, why in dropped]
-        if buffer._bytes > max_bytes:  # (this node's bound is smaller)
-            buffer._shrink()
-        return buffer
+        self._drop_through(self._last_sent - len(kept), ResumeReason.BUFFER_OVERFLOWED)
 
     def _drop_oldest(self, count: int, reason: str) -> None:
         if count <= 0:
@@ -370,12 +230,279 @@ class ReplayBuffer:
             first = self._dropped[0][1]
             self._dropped[:2] = [(self._dropped[1][0], first)]
 
+    def _keep(self, data: bytes, first_at: float, last_at: float) -> None:
+        """Keep one message of a span of age record from C{first_at} to C{last_at} (L{_extend} of one)."""
+        self._last_sent = sequence = self._last_sent + 1
+        self._kept.append(data)
+        self._bytes += len(data) + ENTRY_OVERHEAD
+        if not self._marks or last_at - self._span_at >= _MARK_SPAN:
+            self._open_span(sequence, first_at)
+        self._last_at = last_at
+        if self._bytes > self.max_bytes:
+            self._over_bound(len(data) + ENTRY_OVERHEAD, sequence)
+
+    def _extend(self, payloads: Sequence[bytes], spans: Iterable[tuple[int, float, float]]) -> None:
+        """
+        Keep C{payloads} (numbered after the last), whose ages are C{spans}
+        ((offset of its first payload, first at, last at) per span).
+        """
+        first = self._last_sent + 1
+        self._last_sent += len(payloads)
+        self._kept.extend(payloads)
+        self._bytes += sum(map(len, payloads)) + len(payloads) * ENTRY_OVERHEAD
+        for offset, first_at, last_at in spans:
+            if not self._marks or last_at - self._span_at >= _MARK_SPAN:
+                self._open_span(first + offset, first_at)
+            self._last_at = last_at
+        if self._bytes > self.max_bytes:
+            self._shrink()
+
+
+class ReplayBuffer(_KeptMessages):
+    """
+    What one side sent and the peer has not acknowledged yet, numbered.
+
+    L{append} gives every sequenced message its number (1, 2, ...; the
+    numbers are per session and direction, never on the wire: both sides
+    count).  L{ack} drops what the peer acknowledged.  The buffer is bounded
+    by bytes and by age: past either bound the oldest messages are dropped,
+    and that only matters if the peer later needs them, when L{replay}
+    refuses with the reason that dropped the first message the peer lacks
+    (C{buffer-overflowed} or C{window-expired}).
+
+    It keeps the encoded C{bytes} themselves (a broadcast's one payload is
+    shared by every member's buffer) and no object per message: the kept
+    messages are contiguous up to L{last_sent}, so their numbers are
+    implied, and their ages are kept per span of at most L{MARK_SPAN}
+    seconds (a message is dropped for its age once the newest message of
+    its span is older than C{max_age}: at most L{MARK_SPAN} late).
+
+    A group's broadcasts are kept once for all its members in a
+    L{twisted_hub._core.replay_log.BroadcastLog}: this buffer then holds an
+    open run of that log (its entries C{_run_from} to C{tail}), numbered
+    and kept here in bulk whenever the buffer is read (L{settle_run}).
+    """
+
+    #: the longest span of time whose messages share one age record, seconds
+    MARK_SPAN: Final = _MARK_SPAN
+
+    __slots__ = ("tail", "_log", "_run_from", "_weak", "__weakref__")
+
+    def __init__(self, max_bytes: int = DEFAULT_BUFFER_BYTES, max_age: float = DEFAULT_WINDOW) -> None:
+        super().__init__(max_bytes, max_age)
+        #: the newest log entry this buffer's open run holds (None: no run)
+        self.tail: LogMark | None = None
+        self._log: BroadcastLog | None = None
+        self._run_from = 0  # the run's first entry not numbered here yet
+        self._weak: ref[ReplayBuffer] | None = None  # (made at the first run, for the logs to hold)
+
+    def __len__(self) -> int:
+        if self._log is not None:
+            self.settle_run()
+        return len(self._kept)
+
+    @property
+    def size(self) -> int:
+        """Bytes held now (encoded messages plus the per-message overhead)."""
+        if self._log is not None:
+            self.settle_run()
+        return self._bytes
+
+    @property
+    def last_sent(self) -> int:
+        """The last sequence number given out."""
+        if self._log is not None:
+            self.settle_run()
+        return self._last_sent
+
+    def join_run(self, log: BroadcastLog, mark: LogMark, data: bytes, now: float) -> int:
+        """
+        Entry C{mark} of C{log} (C{data}) is the next message, and it does
+        not follow this buffer's run (the fan-out's slow path; its fast path
+        moves L{tail}): keep it as L{append} does, and hold a run of the log
+        from the next entry.  Return its number.
+        """
+        tail = self.tail
+        if tail is not None:
+            if self._run_from <= tail.index:
+                self.settle_run()
+            self._log = None  # (it stays among that log's holders until the log settles: cheaper)
+        sequence = self.append(data, now)
+        self._log, self.tail, self._run_from = log, mark, mark.index + 1
+        weak = self._weak
+        if weak is None:
+            weak = self._weak = ref(self)
+        log.holding[id(self)] = weak
+        return sequence
+
+    def settle_run(self) -> None:
+        """Number and keep the open run's entries not kept yet (in bulk), with their ages and the bounds."""
+        log, tail = self._log, self.tail
+        assert log is not None and tail is not None
+        start, end = self._run_from, tail.index + 1
+        if start >= end:
+            return
+        self._run_from = end
+        if start == tail.index:  # (a run of one entry: one broadcast by the fast path, then something else)
+            one = log.newest(start)
+            if one is not None:
+                self._keep(*one)
+                return
+        self._extend(*log.entries(start, end))
+
+    def leave_run(self) -> None:
+        """Settle the open run and close it (a message not from its log comes next)."""
+        log = self._log
+        assert log is not None
+        self.settle_run()
+        log.release(self)
+        self._log = self.tail = None
+
+    def append(self, data: bytes, now: float) -> int:
+        """
+        Keep C{data} (one encoded sequenced message) and return its number.
+
+        A message larger than the whole buffer is numbered but not kept (it
+        counts as an overflow if the peer turns out to need it).
+        """
+        # (one bound check on the common path covers both rare cases: a message larger than
+        # the buffer, and the buffer full)
+        if self._log is not None:
+            self.leave_run()
+        self._last_sent = sequence = self._last_sent + 1
+        self._kept.append(data)
+        self._bytes += len(data) + ENTRY_OVERHEAD
+        if not self._marks or now - self._span_at >= _MARK_SPAN:
+            self._open_span(sequence, now)
+        self._last_at = now
+        if self._bytes > self.max_bytes:
+            self._over_bound(len(data) + ENTRY_OVERHEAD, sequence)
+        return sequence
+
+    def ack(self, received: int) -> None:
+        """
+        The peer has received everything up to C{received}: forget it.
+
+        @raise ProtocolError: C{received} is beyond what was sent, or below
+            an earlier acknowledgement (a peer never unreceives).
+        """
+        numbered = self._last_sent
+        if self.tail is not None:
+            numbered += self.tail.index + 1 - self._run_from  # (the open run's, not kept here yet)
+        if received > numbered:
+            raise ProtocolError(f"acknowledged {received} but only {numbered} were sent")
+        if received < self.acked:
+            raise ProtocolError(f"acknowledged {received} after {self.acked}: acknowledgements never go back")
+        self.acked = received
+        kept = self._kept
+        if received > self._last_sent:
+            # into the open run: everything kept here goes, and the run's first entries are
+            # never kept (a member that keeps up acknowledges its run without copying it)
+            self._run_from += received - self._last_sent
+            self._last_sent = received
+            kept.clear()
+            self._marks.clear()
+            self._bytes = 0
+        else:
+            count = min(received - self._first + 1, len(kept))
+            if count > 0:
+                self._bytes -= _pop_oldest(kept, count) + count * ENTRY_OVERHEAD
+                self._forget_marks()
+        if self._dropped:
+            self._dropped = [(last, why) for last, why in self._dropped if last > received]
+
+    def expire(self, now: float) -> int:
+        """Drop what is older than the age bound; return how many were dropped."""
+        if self._log is not None:
+            self.settle_run()
+        marks = self._marks
+        if marks:
+            marks[-1][2] = self._last_at
+        count = 0
+        while marks and now - marks[0][2] >= self.max_age:
+            end = int(marks[1][0]) - 1 if len(marks) > 1 else self._last_sent
+            span = end - self._first + 1
+            if span > 0:
+                self._drop_oldest(span, ResumeReason.WINDOW_EXPIRED)
+                count += span
+            else:
+                marks.popleft()
+        return count
+
+    def replay(self, received: int, now: float) -> list[bytes]:
+        """
+        The messages the peer lacks when it says it received up to
+        C{received}, oldest first; they stay kept until acknowledged.
+        Acknowledges C{received} (see L{ack} for the errors).
+
+        @raise ResumeRefusedError: a message the peer lacks was dropped
+            (its reason: C{buffer-overflowed} or C{window-expired}).
+        """
+        self.ack(received)
+        self.expire(now)  # (settles the open run)
+        if self._dropped:
+            last, why = self._dropped[0]
+            raise ResumeRefusedError(
+                why, f"message {received + 1} was dropped ({why}); {last - received} message(s) lost"
+            )
+        return list(self._kept)
+
+    def export(self, now: float) -> list[Any]:
+        """
+        This buffer as plain values, for another node to L{restore}
+        (docs/resumption.md, "Across nodes"): the numbers, the kept messages,
+        their ages (relative to C{now}: clocks of two nodes need not agree)
+        and what was dropped.
+        """
+        if self._log is not None:
+            self.settle_run()
+        marks = self._marks
+        if marks:
+            marks[-1][2] = self._last_at
+        return [
+            self._last_sent, self.acked, list(self._kept),
+            [[int(first), now - first_at, now - last_at] for first, first_at, last_at in marks],
+            [[last, why] for last, why in self._dropped],
+        ]
+
+    @classmethod
+    def restore(cls, state: list[Any], max_bytes: int, max_age: float, now: float) -> ReplayBuffer:
+        """
+        A buffer from L{export}'s values, with this node's bounds and clock.
+
+        @raise MoveError: the values are not an exported buffer.
+        """
+        last_sent, acked, kept, marks, dropped = _fields(state, 5, "a replay buffer")
+        buffer = cls(max_bytes, max_age)
+        _require(_is_count(last_sent) and _is_count(acked) and acked <= last_sent, "its numbers")
+        _require(type(kept) is list and all(type(k) is bytes for k in kept) and len(kept) <= last_sent, "its messages")
+        _require(type(marks) is list and all(_is_mark(m) for m in marks), "its age records")
+        _require(
+            type(dropped) is list and all(type(d) is list and len(d) == 2 and _is_count(d[0])
+                                          and d[1] in ResumeReason.ALL for d in dropped),
+            "its drop records",
+        )
+        buffer._last_sent, buffer.acked = last_sent, acked
+        buffer._kept = deque(kept)
+        buffer._bytes = sum(map(len, kept)) + len(kept) * ENTRY_OVERHEAD
+        buffer._marks = deque([float(first), now - first_age, now - last_age] for first, first_age, last_age in marks)
+        if buffer._marks:
+            buffer._span_at, buffer._last_at = buffer._marks[-1][1], buffer._marks[-1][2]
+        buffer._dropped = [(last, why) for last, why in dropped]
+        if buffer._bytes > max_bytes:  # (this node's bound is smaller)
+            buffer._shrink()
+        return buffer
+
 
 def _pop_oldest(kept: deque[bytes], count: int) -> int:
     """
     Drop the C{count} oldest of C{kept}; return their bytes.  (In C, not one
     bytecode per message: an acknowledgement covers up to C{ack_every}.)
     """
+    if count >= len(kept):  # (the common case: an acknowledgement of everything kept)
+        size = sum(map(len, kept))
+        kept.clear()
+        return size
     return sum(map(len, islice(iter(kept.popleft, None), count)))
 
 

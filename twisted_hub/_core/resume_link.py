@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from .replay_log import Broadcast
 from .resume import SessionLedger
 from .wire import MessageKind
 
@@ -59,6 +60,18 @@ class ResumeLink:
         """
         if payload[1] in SEQUENCED_KINDS:
             self.ledger.sent.append(payload, self.now())
+
+    def sent_broadcast(self, broadcast: Broadcast) -> None:
+        """
+        A broadcast is sent that does not follow the buffer's open run (the
+        fan-out's fast path, in L{SessionOutput.send_prepared}, took the
+        others): keep it, and hold a run of its log from the next entry.
+        """
+        log, mark = broadcast.log, broadcast.mark
+        if log is None or mark is None:
+            self.sent(broadcast.payload)
+        else:
+            self.ledger.sent.join_run(log, mark, broadcast.payload, self.now())
 
     def sent_answer(self, call_id: int, payload: bytes) -> None:
         """

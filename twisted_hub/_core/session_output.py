@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from .connection import ServerConnection
 from .log import CoreLog
 from .ratelimit import LogRateLimiter
+from .replay_log import Broadcast
 from .session import Lifecycle
 
 __all__ = ["PreparedFrame", "ServerTransport", "SessionOutput"]
@@ -191,7 +192,7 @@ class SessionOutput:
         if not self.holding:
             self.flush()
 
-    def send_prepared(self, prepared: PreparedFrame) -> None:
+    def send_prepared(self, prepared: Broadcast) -> None:
         """Send a frame prepared once for many connections (keeps order with queued messages)."""
         # The fan-out's hot path: once per member and broadcast.
         if self.lifecycle.closing_locally:
@@ -205,8 +206,12 @@ class SessionOutput:
             self.flush()
         link = core.resume
         if link is not None:
-            link.sent(prepared.payload)
-        if self._send_prepared(prepared):
+            kept = link.ledger.sent
+            if kept.tail is prepared.after:
+                kept.tail = prepared.mark  # the next entry of the log whose run it holds (replay_log.py)
+            else:
+                link.sent_broadcast(prepared)
+        if self._send_prepared(prepared.frame):
             core.messages_sent += 1
 
     def rebind(self, transport: ServerTransport, lifecycle: Lifecycle) -> None:

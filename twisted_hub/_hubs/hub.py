@@ -39,6 +39,7 @@ from .._core.connection import receiver_call_payload
 from .._core.errors import DisconnectKind, HubError
 from .._core.heartbeat import HeartbeatPolicy, MetadataProvider, _check_positive
 from .._core.receivers import receiver_methods
+from .._core.replay_log import Broadcast, BroadcastLog
 from .._core.sentinel import UNSET, Unset
 from .._core.stats import TrafficTotals
 from .._core.wire import CloseCode, ErrorCode
@@ -503,8 +504,8 @@ class HubConnection(Protocol):
     def write_message(self, payload: bytes) -> None:
         """Queue one encoded message (it may leave batched with others)."""
 
-    def send_prepared(self, prepared: PreparedFrame) -> None:
-        """Send a frame prepared once for many connections, after what is queued."""
+    def send_prepared(self, prepared: Broadcast) -> None:
+        """Send a frame prepared once for many connections (L{Broadcast}), after what is queued."""
 
     def close_with(self, code: int, reason: str, kind: DisconnectKind) -> None:
         """Close the connection with a close code the client understands."""
@@ -665,6 +666,9 @@ class HubRuntime(Generic[ConnectionT]):
         call over it is refused before it is sent).
     @param filters: the filters around this hub's calls, connect and
         disconnect, composed (None: no filter applies to this hub).
+    @param broadcast_log: makes the log in which a group's (or every
+        connection's) broadcasts are kept once for their resumable members
+        (None: resume is off, no log; L{twisted_hub._core.replay_log}).
     """
 
     def __init__(
@@ -677,6 +681,7 @@ class HubRuntime(Generic[ConnectionT]):
         max_message_size: int,
         prepare: Callable[[bytes], PreparedFrame],
         filters: FilterChains | None = None,
+        broadcast_log: Callable[[], BroadcastLog] | None = None,
     ) -> None:
         self.hub_class = hub_class
         self.filters = filters
@@ -687,16 +692,21 @@ class HubRuntime(Generic[ConnectionT]):
         self.backplane = backplane
         self.max_message_size = max_message_size
         self._prepare = prepare
-        hub_name = hub_class.hub_name
-        self.groups = GroupRegistry(
-            lambda group, connection_id, joined: self.backplane.membership_changed(hub_name, group, connection_id, joined)
-        )
+        self._make_log = broadcast_log
+        # (group name, or None: every connection) -> its log, for as long as the group has members
+        self._logs: dict[str | None, BroadcastLog] = {}
+        self.groups = GroupRegistry(self._membership_changed)
         override = hub_class.heartbeat_override
         self.heartbeat_policy = override.apply(heartbeat) if override else heartbeat
         #: what this hub's calls are reported to (the metrics layer's; None: metrics off)
         self.metrics: CallObserver | None = None
         #: traffic and call counts of its closed connections
         self.traffic = TrafficTotals()
+
+    def _membership_changed(self, group: str, connection_id: str, joined: bool) -> None:
+        self.backplane.membership_changed(self.hub_class.hub_name, group, connection_id, joined)
+        if not joined and not self.groups.count(group):
+            self._logs.pop(group, None)  # (the group is gone; its members' buffers keep what they hold of it)
 
     def send_receiver_call(
         self, targets: Iterable[HubConnection], method: str, args: list[Any], kwargs: dict[str, Any] | None
@@ -710,7 +720,7 @@ class HubRuntime(Generic[ConnectionT]):
         on this node, and hand it to the backplane for the other nodes.
         """
         payload = receiver_call_payload(method, args, kwargs, self.max_message_size)
-        self.deliver(self.local_targets(target), payload)
+        self.deliver(self.local_targets(target), payload, target)
         if target.kind != TARGET_CALLER:
             self.backplane.publish(self.hub_class.hub_name, target, payload)
         elif target.ids[0] not in self.connections:
@@ -748,17 +758,29 @@ class HubRuntime(Generic[ConnectionT]):
             return
         self.backplane.kick(self.hub_class.hub_name, connection_id, reason)
 
-    def deliver(self, targets: Iterable[HubConnection], payload: bytes) -> None:
-        """Send an encoded receiver call to connections of this node (framed once for many)."""
+    def deliver(self, targets: Iterable[HubConnection], payload: bytes, addressed: Target | None = None) -> None:
+        """
+        Send an encoded receiver call to connections of this node (framed
+        once for many).  A call C{addressed} to a group or to every
+        connection is kept once for their resumable members, in that
+        group's log (L{twisted_hub._core.replay_log}).
+        """
         targets = targets if isinstance(targets, (list, tuple)) else list(targets)
         if len(targets) == 1:
             targets[0].write_message(payload)
             return
         if not targets:
             return
-        prepared = self._prepare(payload)
+        frame = self._prepare(payload)
+        log = None
+        if self._make_log is not None and addressed is not None and addressed.kind in (TARGET_GROUP, TARGET_ALL):
+            key = addressed.group if addressed.kind == TARGET_GROUP else None
+            log = self._logs.get(key)
+            if log is None:
+                log = self._logs[key] = self._make_log()
+        broadcast = Broadcast(frame, payload) if log is None else log.add(frame, payload)
         for target in targets:
-            target.send_prepared(prepared)
+            target.send_prepared(broadcast)
 
 
 class ReceiverProxy:

@@ -34,6 +34,7 @@ from .._core.deprecate import warn_deprecated
 from .._core.errors import DisconnectKind, DisconnectReason
 from .._core.heartbeat import HeartbeatPolicy, StallDetector
 from .._core.origin import ANY_ORIGIN, AllowedHosts, OriginPolicy
+from .._core.replay_log import BroadcastLog
 from .._core.resume import ResumePolicy, ResumeRefusedError, SessionRegistry, SessionToken
 from .._core.server_resume import claim_answered, forwarded, hand_over, node_lost
 from .._core.server_session import ServerSession
@@ -646,6 +647,7 @@ class HubServerFactory(WebSocketServerFactory):
                 hub_class, make, backplane=self.backplane, heartbeat=self.heartbeat,
                 max_message_size=max_message_size, prepare=self._prepare_binary,
                 filters=FilterChains.build(hub_class, self.filters, deny_by_default),
+                broadcast_log=self._broadcast_log if resume is not None else None,
             )
         if not self.runtimes:
             raise HubArgumentError("serve at least one hub")
@@ -731,6 +733,10 @@ class HubServerFactory(WebSocketServerFactory):
     def acceptableProtocols(self) -> list[bytes]:
         """ALPN when listening over TLS directly: HTTP/1.1, which a WebSocket upgrades (never h2)."""
         return list(HUB_ALPN_PROTOCOLS)
+
+    def _broadcast_log(self) -> BroadcastLog:
+        """A log for one group's broadcasts, kept once for its resumable members (bounded as one session's buffer)."""
+        return BroadcastLog(self.clock.seconds, (self.resume_policy or ResumePolicy()).buffer_bytes)
 
     def _prepare_binary(self, payload: bytes) -> PreparedMessage:
         """
@@ -860,7 +866,7 @@ class _FactoryHubs:
         runtime = self.factory.runtimes[hub]
         problem = receiver_call_problem(payload, runtime.receiver_methods, runtime.max_message_size)
         if problem is None:
-            runtime.deliver(runtime.local_targets(target), payload)
+            runtime.deliver(runtime.local_targets(target), payload, target)
         return problem
 
     def kick(self, hub: str, connection_id: str, reason: str) -> None:
