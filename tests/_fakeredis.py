@@ -183,6 +183,10 @@ class FakeConnector:
         self.lose()
         self.backplane = None
 
+    def drained(self, then: Any) -> None:
+        """The fake server delivers every message as it is published: nothing is ever waiting."""
+        then()
+
     def connect(self) -> None:
         backplane = self.backplane
         if backplane is None:

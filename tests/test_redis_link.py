@@ -287,3 +287,62 @@ async def test_sentinel_failover(tmp_path: Path) -> None:
         await sentinel.stop()
         await replica.stop()
         await master.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_drained_runs_after_every_message_redis_sent_before_it() -> None:
+    """
+    TxRedisConnector.drained: a claim that timed out first handles what Redis
+    had already sent (docs/resumption.md, "Across nodes"); its PING's answer
+    comes after those messages on the subscriber connection, so every message
+    published before the call has been handed over when C{then} runs.
+    """
+    from twisted.internet.defer import Deferred
+
+    from twisted_hub._backplane.redis_link import TxRedisConnector, parse_redis_url
+
+    redis = RedisServer(reactor())
+    await redis.start()
+    connector = TxRedisConnector(reactor=reactor())
+    ready: dict[str, Deferred[Any]] = {"commands": Deferred(), "subscriber": Deferred()}
+
+    class Owner:
+        settings = parse_redis_url(redis.url)
+        channel_all = b"drain-test:all"
+        channel_node = b"drain-test:node"
+        connected_commands = False
+        heard: list[bytes] = []
+        link: Any = None
+
+        def link_message(self, channel: bytes, data: bytes) -> None:
+            self.heard.append(data)
+
+        def link_ready(self, which: str, link: Any = None) -> None:
+            if which == "commands":
+                self.link = link
+            ready[which].callback(None)
+
+        def link_lost(self, which: str, reason: str) -> None:
+            pass
+
+        def link_failed(self, reason: str, refused: bool = False, retry_in: float | None = None) -> None:
+            raise AssertionError(f"connecting to the test's redis-server failed: {reason}")
+
+    owner = Owner()
+    try:
+        connector.start(owner)  # type: ignore[arg-type]
+        await ready["commands"]
+        await ready["subscriber"]
+        sent = [b"m%d" % i for i in range(200)]
+        for message in sent:
+            owner.link.execute_command("PUBLISH", owner.channel_all, message)
+        # (the PUBLISHes are written; the subscriber has heard few or none of them yet)
+        when_drained: list[list[bytes]] = []
+        done: Deferred[None] = Deferred()
+        await owner.link.execute_command("PING")  # every PUBLISH has reached Redis
+        connector.drained(lambda: (when_drained.append(list(owner.heard)), done.callback(None)))
+        await done
+        assert when_drained == [sent]
+    finally:
+        await connector.stop()
+        await redis.stop()

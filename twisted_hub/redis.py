@@ -98,6 +98,13 @@ class RedisConnector(Protocol):
     def stop(self) -> Deferred[None] | None:
         """Close both connections; the Deferred fires once they are closed."""
 
+    def drained(self, then: Callable[[], None]) -> None:
+        """
+        Call C{then} once every message Redis sent the subscriber connection
+        before now has been given to the backplane (at once when that
+        connection is not up).
+        """
+
 
 class _Kept:
     """A number one part of the backplane keeps, read on the backplane (metrics, status page, tests)."""
@@ -321,7 +328,7 @@ class RedisBackplane:
         self._inbox = NodeInbox(self._codec, self._mirror, self._problems, self.channel_all, self._load)
         self._moves = SessionMoves(
             self.token, self._publish_move, lambda: self._codec.last_heard(self.channel_all),
-            self._call_later, core_log, claim_timeout,
+            self._call_later, core_log, claim_timeout, drain=self._drained,
         )
         self._inbox.moves = self._moves
         self._publisher.route = self._moves.node_of
@@ -500,6 +507,9 @@ class RedisBackplane:
     def _publish_move(self, node: str | None, message: BackplaneMessage) -> None:
         channel = self.channel_all if node is None else self.keys.node_channel(node)
         self._publisher.publish(channel, message)
+
+    def _drained(self, then: Callable[[], None]) -> None:
+        self._connector.drained(then)
 
     def _call_later(self, delay: float, function: Callable[[], object]) -> Callable[[], object]:
         call = self.clock.callLater(delay, function)

@@ -103,6 +103,13 @@ class SessionMoves:
     @param publish: publishes a message (hub-wide channel when C{node} is None, else that node's).
     @param cutoffs: the last hub-wide number handled from each node, this one's included.
     @param call_later: C{(delay, function) -> cancel}: the node's timers.
+    @param drain: C{drain(then)} calls C{then} once every message Redis sent
+        this node before now has been handled (None: at once).  A claim that
+        times out waits for it before it is called unanswered: on a busy
+        node the holder's answer can have arrived and wait unread behind
+        others (a rolling restart hands every session of a node over at
+        once), and a claim given up then loses a session its holder already
+        gave away.  It waits at most another C{claim_timeout}.
     """
 
     def __init__(
@@ -113,8 +120,10 @@ class SessionMoves:
         call_later: Callable[[float, Callable[[], object]], Callable[[], object]],
         log: CoreLog,
         claim_timeout: float = CLAIM_TIMEOUT,
+        drain: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self.token = token
+        self._drain = drain
         self._publish = publish
         self._cutoffs = cutoffs
         self._call_later = call_later
@@ -143,13 +152,32 @@ class SessionMoves:
         self._next_claim += 1
         claim_id = self._next_claim
 
-        def timed_out() -> None:
+        def unanswered() -> None:
             pending = self._claims.pop(claim_id, None)
             if pending is not None:
                 self.claims_unanswered += 1
                 self._safely("answering an unanswered claim", pending[0], ClaimAnswer(
                     "session-unknown", f"no node answered within {self.claim_timeout:g}s (its node may be gone)",
                 ))
+
+        def timed_out() -> None:
+            pending = self._claims.get(claim_id)
+            if pending is None:
+                return
+            if self._drain is None:
+                unanswered()
+                return
+            # (the answer may be here, unread: handle what Redis sent before now first; a
+            # backstop ends the wait if that takes another claim_timeout)
+            backstop = self._call_later(self.claim_timeout, unanswered)
+            self._claims[claim_id] = (pending[0], backstop)
+
+            def drained() -> None:
+                if claim_id in self._claims:  # (so the backstop has not fired: it would have taken it)
+                    backstop()
+                    unanswered()
+
+            self._drain(drained)
 
         since = self.history.added
 

@@ -725,6 +725,25 @@ class TxRedisConnector:
         protocol.watch.clock = reactor
         protocol.watch.start(interval, now=False)
 
+    def drained(self, then: Callable[[], None]) -> None:
+        """
+        Call C{then} once every message Redis sent the subscriber connection
+        before now has been handled: Redis answers a PING there after the
+        messages it sent before it, in order.  At once when that connection
+        is not up; if it is lost before the answer, C{then} runs then (its
+        loss is reported as any loss is, by L{LinkOwner.link_lost}).
+        """
+        protocol = self._protocols.get("subscriber")
+        if protocol is None or not protocol.connected:
+            then()
+            return
+
+        def lost(failure: Failure) -> None:
+            # (the connection's end is reported by its own path; here it only ends the wait)
+            then()
+
+        protocol.execute_command("PING").addCallbacks(lambda _: then(), lost)
+
     def stop(self) -> Deferred[None]:
         """Close both connections (cut after C{close_timeout} seconds: a dead path never confirms a close)."""
         services, self._services = self._services, []
