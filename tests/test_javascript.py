@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from ._docs import named_blocks
+from ._js_build import build_once
 
 ROOT = Path(__file__).resolve().parent.parent
 JS = ROOT / "js"
@@ -49,9 +50,13 @@ def node_modules() -> Path:
     node = _tool("node")
     npm = _tool("npm")
     modules = JS / "node_modules"
-    if not (modules / "@msgpack" / "msgpack").is_dir():
-        _run(npm, "ci", "--no-audit", "--no-fund", timeout=600)
-    _run(node, "build.mjs", timeout=180)
+
+    def build() -> None:
+        if not (modules / "@msgpack" / "msgpack").is_dir():
+            _run(npm, "ci", "--no-audit", "--no-fund", timeout=600)
+        _run(node, "build.mjs", timeout=180)
+
+    build_once(build)  # (the modules that import this fixture share the build)
     return modules
 
 

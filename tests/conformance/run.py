@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._js_build import build_once
 from .expect import mismatches
 from .scenarios import CLIENT_TITLES, CLIENTS, GROUPS, SCENARIOS, Scenario
 from .server import running
@@ -63,9 +64,13 @@ def prepare_js() -> None:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         raise SuiteError("node and npm are needed for the JavaScript client's conformance run (.ci/run installs them)")
-    if not (JS / "node_modules" / "ws").is_dir():
-        _run_in_js([npm, "ci", "--no-audit", "--no-fund"], 600)
-    _run_in_js([node, "build.mjs"], 180)
+
+    def build() -> None:
+        if not (JS / "node_modules" / "ws").is_dir():
+            _run_in_js([npm, "ci", "--no-audit", "--no-fund"], 600)
+        _run_in_js([node, "build.mjs"], 180)
+
+    build_once(build)
 
 
 def _run_in_js(command: list[str], timeout: float) -> None:
