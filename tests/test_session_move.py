@@ -396,6 +396,21 @@ def test_a_drain_that_never_ends_is_cut_short_by_the_backstop() -> None:
     assert len(answers) == 1 and claimant.moves.claims_unanswered == 1
 
 
+def test_a_drain_that_fails_is_logged_and_the_claim_is_unanswered_at_once() -> None:
+    def broken_drain(then: Any) -> None:
+        raise RuntimeError("a bug")
+
+    timers: list[Any] = []
+    claimant = Node("c", timers, broken_drain)
+    answers: list[ClaimAnswer] = []
+    claimant.moves.claim("chat", b"k", b"good", None, answers.append)
+    timers[0][1]()
+    assert [a.reason for a in answers] == ["session-unknown"] and not timers[-1][2]
+    log = claimant.moves._log
+    assert isinstance(log, Log)
+    assert ("failure", "waiting for what Redis sent before a claim timed out failed") in log.lines
+
+
 def test_a_claim_with_the_wrong_token_is_refused_by_the_holder() -> None:
     timers: list[Any] = []
     claimant, holder = Node("c", timers), Node("h", timers)
