@@ -943,7 +943,7 @@ export class HubClient {
       const hello = this.#hello(on);
       if (on && s.token) {
         // HELLO and RESUME in one frame, HELLO first (protocol.md 10.5)
-        this.#sendNow(joinFrames([hello, encodeMessage([MessageKind.RESUME, s.token, s.ledger!.acknowledge()])]));
+        this.#sendNow(joinFrames([hello, encodeMessage([MessageKind.RESUME, s.token, s.ledger!.acknowledge(), s.ledger!.lastSent])]));
         this.#awaiting = MessageKind.RESUMED;
         return;
       }

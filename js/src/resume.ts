@@ -83,6 +83,11 @@ export class Ledger {
 
   // -- what we sent ---------------------------------------------------------
 
+  /** The number of the last sequenced message we sent (RESUME says it: a node restoring the session from its snapshot compares it). */
+  get lastSent(): number {
+    return this.#lastSent;
+  }
+
   /** Keep one encoded sequenced message; return its number.  One larger than the bound is numbered, not kept. */
   append(data: Uint8Array, now: number): number {
     this.#expire(now);

@@ -199,11 +199,12 @@ export interface SessionGrant {
   token: Uint8Array;
   window: number;
 }
-/** RESUME (21): resume the session of `token`; received up to `received`. */
+/** RESUME (21): resume the session of `token`; received up to `received`, sent up to `sent` (optional). */
 export interface Resume {
   kind: 21;
   token: Uint8Array;
   received: number;
+  sent?: number;
 }
 /** RESUMED (22): resumed; the server received up to `received`; `token` replaces the old one; `connectionId` is the session's again. */
 export interface Resumed {
@@ -725,8 +726,10 @@ export function parseClientMessage(fields: unknown): ClientMessage {
       if (!isInt(list[2])) fail("client_time must be an integer");
       return withAck({ kind: 11, sequence: uint(list[1], "a sequence"), clientTime: list[2] } as ClientHeartbeat, list, 3);
     case MessageKind.RESUME:
-      arity(list, 3, 3, "RESUME");
-      return { kind: 21, token: sessionToken(list[1]), received: uint(list[2], "received") };
+      arity(list, 3, 4, "RESUME");
+      return list.length > 3
+        ? { kind: 21, token: sessionToken(list[1]), received: uint(list[2], "received"), sent: uint(list[3], "sent") }
+        : { kind: 21, token: sessionToken(list[1]), received: uint(list[2], "received") };
     case MessageKind.ACK:
       return parseAck(list);
     case MessageKind.WELCOME:

@@ -1221,10 +1221,14 @@ class ClientResumeState:
         self.ledger = SessionLedger(self.policy)
 
     def request(self) -> Resume:
-        """The RESUME to send after HELLO, in the same frame (it acknowledges what we received)."""
+        """
+        The RESUME to send after HELLO, in the same frame: it acknowledges
+        what we received and says what we sent (a node restoring the
+        session from its snapshot compares both, docs/resumption.md).
+        """
         if self._token is None:
             raise ValueError("no session to resume")
-        return Resume(self._token, self.ledger.received.acknowledge())
+        return Resume(self._token, self.ledger.received.acknowledge(), self.ledger.sent.last_sent)
 
     def resumed(self, answer: Resumed, now: float) -> list[bytes]:
         """

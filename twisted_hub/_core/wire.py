@@ -537,18 +537,23 @@ class SessionGrant:
 class Resume:
     """
     RESUME (21): the client asks to resume the session of C{token}; it has
-    received the server's sequenced messages up to C{received}.
+    received the server's sequenced messages up to C{received}, and sent
+    its own up to C{sent} (optional: None when the client does not say; a
+    node restoring a session from its snapshot needs it, docs/resumption.md).
     """
 
     kind: ClassVar[int] = MessageKind.RESUME
     token: bytes
     received: int
+    sent: int | None = None
 
     def fields(self) -> list[Any]:
-        return [self.kind, self.token, self.received]
+        if self.sent is None:
+            return [self.kind, self.token, self.received]
+        return [self.kind, self.token, self.received, self.sent]
 
     def __repr__(self) -> str:
-        return f"Resume(token={_token_repr(self.token)}, received={self.received})"
+        return f"Resume(token={_token_repr(self.token)}, received={self.received}, sent={self.sent})"
 
 
 @dataclass(slots=True)
@@ -738,8 +743,11 @@ def _decode_resume(kind: int, raw: list[Any]) -> Message:
             raise ProtocolError("session: window must be a number of seconds > 0")
         return SessionGrant(_session_token(raw[1], "session"), window)
     if kind == MessageKind.RESUME:
-        _length(raw, 3, 3, "resume")
-        return Resume(_session_token(raw[1], "resume"), _received(raw[2], "resume"))
+        _length(raw, 3, 4, "resume")
+        sent = raw[3] if len(raw) > 3 else None
+        if len(raw) > 3 and not _is_uint(sent):
+            raise ProtocolError("resume: sent must be an unsigned integer")
+        return Resume(_session_token(raw[1], "resume"), _received(raw[2], "resume"), sent)
     if kind == MessageKind.RESUMED:
         _length(raw, 4, 4, "resumed")
         return Resumed(

@@ -188,7 +188,7 @@ test("after a lost connection the session resumes: HELLO+RESUME in one frame, re
   assert.equal(settled, false, "a call in flight is kept, not failed");
 
   ws = await accept("c-9");
-  assert.deepEqual(ws.frames(), [[[0, { caps: CAPS, max: 1048576 }], [21, token(0), 1]]], "HELLO then RESUME, one frame");
+  assert.deepEqual(ws.frames(), [[[0, { caps: CAPS, max: 1048576 }], [21, token(0), 1, 2]]], "HELLO then RESUME, one frame");
   ws.takeMessages();
   // The server received our 1, replays its 2 and 3 (a receiver call made in the gap, the answer to call 1).
   ws.deliver([22, 1, token(100), "c-1"], [6, "said", [2]], [4, 1, "done"]);
@@ -205,7 +205,7 @@ test("after a lost connection the session resumes: HELLO+RESUME in one frame, re
   // The next resume presents the rotated token and everything received (3 + 2).
   await drop(ws);
   ws = await accept("c-10");
-  assert.deepEqual(ws.messages()[1], [21, token(100), 5]);
+  assert.deepEqual(ws.messages()[1], [21, token(100), 5, 3]);
   ws.deliver([22, 3, token(200), "c-1"]); // it has our 3 (the replayed NOTIFY and call 2)
   await settle();
   assert.equal(client.resumes, 2);
@@ -223,7 +223,7 @@ test("after our heartbeat timed out, or the server went away (1001), the session
   assert.equal(client.disconnects[0].kind, "timed-out");
   clock.advance(500);
   ws = await accept("c-2");
-  assert.deepEqual(ws.messages()[1], [21, token(0), 0]);
+  assert.deepEqual(ws.messages()[1], [21, token(0), 0, 1]);
   ws.deliver([22, 0, token(10), "c-1"]);
   await settle();
   assert.deepEqual(ws.takeMessages().slice(2), [[2, 1, "slow", []]], "the call replayed (after HELLO, RESUME)");
@@ -232,7 +232,7 @@ test("after our heartbeat timed out, or the server went away (1001), the session
   await settle();
   clock.advance(500);
   ws = await accept("c-3");
-  assert.deepEqual(ws.messages()[1], [21, token(10), 0], "1001 does not end the session");
+  assert.deepEqual(ws.messages()[1], [21, token(10), 0, 1], "1001 does not end the session");
   ws.deliver([22, 1, token(20), "c-1"], [4, 1, "ok"]);
   assert.equal(await kept, "ok");
   assert.deepEqual(events.map((e) => e[0]), ["connected", "resumed", "resumed"]);
@@ -264,7 +264,7 @@ test("a refused resume fails the kept calls, counts the reason, and SESSION star
   // A reason this client does not know counts as session-unknown.
   await drop(ws);
   ws = await accept("c-3");
-  assert.deepEqual(ws.messages()[1], [21, token(50), 0]);
+  assert.deepEqual(ws.messages()[1], [21, token(50), 0, 1]);
   ws.deliver([23, "meteor-strike", "?"], [20, token(60), 120]);
   await settle();
   // A server without resume (restarted, older): a plain HELLO, reported as session-unknown.
@@ -428,7 +428,7 @@ test("a client result finished between connections is kept and replayed after th
   finish(42); // while disconnected
   await settle();
   ws = await accept("c-2");
-  assert.deepEqual(ws.messages()[1], [21, token(0), 1]);
+  assert.deepEqual(ws.messages()[1], [21, token(0), 1, 1]);
   ws.takeMessages();
   ws.deliver([22, 0, token(9), "c-1"]);
   await settle();
@@ -448,7 +448,7 @@ test("a result stream survives a resume: items before and after, credit granted 
   await settle();
   // taking 1 of a window of 2 grants 1 (our 2): kept, sent after the resume
   ws = await accept("c-2");
-  assert.deepEqual(ws.takeMessages(), [[0, { caps: CAPS, max: 1048576 }], [21, token(0), 1]]);
+  assert.deepEqual(ws.takeMessages(), [[0, { caps: CAPS, max: 1048576 }], [21, token(0), 1, 2]]);
   ws.deliver([22, 1, token(9), "c-1"], [16, 1, "b"]); // the server had our 1; "b" was sent in the gap
   await settle();
   assert.deepEqual(ws.takeMessages(), [[18, 1, 1]], "the credit, once, before anything new");

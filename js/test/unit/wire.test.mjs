@@ -145,6 +145,7 @@ test("resume messages: every kind 20-24 and the heartbeats' ack parse to their f
   assert.deepEqual(parseServerMessage([23, "a-future-reason", ""]), { kind: 23, reason: "a-future-reason", message: "" });
   assert.deepEqual(parseServerMessage([24, 300]), { kind: 24, received: 300 });
   assert.deepEqual(parseClientMessage([21, TOKEN, 41]), { kind: 21, token: TOKEN, received: 41 });
+  assert.deepEqual(parseClientMessage([21, TOKEN, 41, 18]), { kind: 21, token: TOKEN, received: 41, sent: 18 });
   assert.deepEqual(parseClientMessage([24, 0]), { kind: 24, received: 0 });
   assert.deepEqual(parseClientMessage([10, 7, 41]), { kind: 10, sequence: 7, ack: 41 });
   assert.deepEqual(parseClientMessage([10, 7]), { kind: 10, sequence: 7 });
@@ -200,7 +201,10 @@ test("every malformed resume message is a protocol error", () => {
     assert.throws(() => parseServerMessage(fields), pattern, JSON.stringify(fields));
   }
   const client = [
-    [[21, TOKEN], /RESUME needs 3/],
+    [[21, TOKEN], /RESUME needs 3 to 4/],
+    [[21, TOKEN, 1, 2, 3], /RESUME needs 3 to 4/],
+    [[21, TOKEN, 1, null], /sent must be/],
+    [[21, TOKEN, 1, -1], /sent must be/],
     [[21, TOKEN, 1.5], /received must be/],
     [[21, new Uint8Array(8), 1], /16 to 64 bytes/],
     [[10, 1, null], /an ack must be/],
