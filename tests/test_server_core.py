@@ -140,6 +140,21 @@ class Host:
     #: sessions may be claimed from other nodes (docs/resumption.md, "Across nodes"): the claims made
     moves_sessions: bool = False
     claims: list[tuple[Any, bytes, bytes, str | None]] = field(default_factory=list)
+    #: quiet sessions' snapshots are kept (docs/resumption.md, "When a node dies"): key -> state, and the deletes
+    snapshots: bool = False
+    saved: dict[bytes, bytes] = field(default_factory=dict)
+    forgotten: list[bytes] = field(default_factory=list)
+    #: save_snapshot answers this (False: as if Redis were away)
+    save_ok: bool = True
+
+    def save_snapshot(self, hub_name: str, key: bytes, state: bytes) -> bool:
+        if self.save_ok:
+            self.saved[key] = state
+        return self.save_ok
+
+    def forget_snapshot(self, key: bytes) -> None:
+        self.saved.pop(key, None)
+        self.forgotten.append(key)
 
     def scheduler_for(self, policy: HeartbeatPolicy) -> Any:
         return Group(self.groups)

@@ -67,6 +67,7 @@ from ._backplane.redis_link import (
     parse_redis_url,
 )
 from ._backplane.redis_presence import NodePresence
+from ._backplane.session_store import SessionStore
 from ._backplane.wire import BackplaneMessage, Bye, NodeCodec, Signer, read_secret_file, secret_from_environment
 from ._core.base_error import HubArgumentError, HubStateError
 from ._support.logging import HUB_LOG_OBSERVER, TwistedCoreLog
@@ -326,9 +327,12 @@ class RedisBackplane:
         self._link = CommandLink(max_pending_commands, max_pending_bytes, self._now)
         self._publisher = Publisher(self._codec, self._link, self.keys, self._now)
         self._inbox = NodeInbox(self._codec, self._mirror, self._problems, self.channel_all, self._load)
+        self._sessions = SessionStore(
+            self.keys, self._codec, self._link, self._now, lambda: self._codec.last_heard(self.channel_all),
+        )
         self._moves = SessionMoves(
             self.token, self._publish_move, lambda: self._codec.last_heard(self.channel_all),
-            self._call_later, core_log, claim_timeout, drain=self._drained,
+            self._call_later, core_log, claim_timeout, drain=self._drained, restore=self._read_session,
         )
         self._inbox.moves = self._moves
         self._publisher.route = self._moves.node_of
@@ -375,6 +379,11 @@ class RedisBackplane:
     late_handovers = _Kept("_moves")
     #: messages for connections that moved away, sent on to the node holding them now
     forwarded = _Kept("_moves")
+    #: claims nobody answered that were answered from the session's snapshot (its node died)
+    claims_restored = _Kept("_moves")
+    #: session snapshots written and deleted by this node (docs/resumption.md, "When a node dies")
+    saved = _Kept("_sessions")
+    forgotten = _Kept("_sessions")
 
     @property
     def clock(self) -> IReactorTime:
@@ -504,6 +513,25 @@ class RedisBackplane:
     ) -> list[bytes]:
         return self._moves.arrived(hub, connection_id, groups, cutoffs, since)
 
+    #: quiet sessions are kept in Redis (SessionStore), so a session outlives its node
+    keeps_sessions = True
+
+    def save_session(self, hub: str, key: bytes, state: bytes, ttl: float) -> bool:
+        return self._sessions.save(hub, key, state, ttl)
+
+    def forget_session(self, key: bytes) -> None:
+        self._sessions.forget(key)
+
+    @property
+    def snapshots_kept(self) -> int:
+        """Session snapshots this node keeps in Redis now."""
+        return len(self._sessions)
+
+    def _read_session(
+        self, hub: str, key: bytes, then: Callable[[tuple[bytes, dict[str, int]] | None], None],
+    ) -> None:
+        self._sessions.read(hub, key, then)
+
     def _publish_move(self, node: str | None, message: BackplaneMessage) -> None:
         channel = self.channel_all if node is None else self.keys.node_channel(node)
         self._publisher.publish(channel, message)
@@ -552,6 +580,7 @@ class RedisBackplane:
         self._report.connected()
         self._presence.write_snapshot()
         self._presence.load_nodes()
+        self._sessions.connected()
 
     def _load(self, token: str) -> None:
         self._presence.load(token)
@@ -566,3 +595,4 @@ class RedisBackplane:
         self._codec.forget(now, {self.keys.node_channel(token) for token in self._mirror.nodes})
         if self.connected:
             self._presence.refresh()
+            self._sessions.refresh()

@@ -95,6 +95,9 @@ class ClaimAnswer:
     node: str = ""
     #: how many hub-wide calls this node had recorded when it sent the claim (for L{Backplane.session_arrived})
     since: int = 0
+    #: C{state} is the session's snapshot, read from the shared store because no node answered
+    #: (docs/resumption.md, "When a node dies"): it resumes only a client whose counts match it
+    restored: bool = False
 
 
 class LocalHubs(Protocol):
@@ -206,6 +209,21 @@ class Backplane(Protocol):
         the hub-wide calls it missed (C{cutoffs}, C{since}: its L{ClaimAnswer}'s).
         """
 
+    #: quiet resumable sessions are kept in a store every node reads (L{save_session}), so that a
+    #: session outlives its node; a claim nobody answers reads it there
+    keeps_sessions: bool
+
+    def save_session(self, hub: str, key: bytes, state: bytes, ttl: float) -> bool:
+        """
+        Keep the snapshot C{state} of the session C{key} names (with this
+        node's cut-offs), for at least C{ttl} seconds after this node last
+        refreshed it.  False: it could not be sent now (it is tried again
+        at the session's next quiet moment).
+        """
+
+    def forget_session(self, key: bytes) -> None:
+        """Delete the snapshot of the session C{key} names (it ended, or its token rotated)."""
+
 
 _local_prefix = os.urandom(4).hex()
 _local_counter = itertools.count(1)
@@ -262,3 +280,11 @@ class LocalBackplane:
         self, hub: str, connection_id: str, groups: Iterable[str], cutoffs: dict[str, int], since: int,
     ) -> list[bytes]:
         return []
+
+    keeps_sessions = False
+
+    def save_session(self, hub: str, key: bytes, state: bytes, ttl: float) -> bool:
+        return False  # (never called: keeps_sessions is False)
+
+    def forget_session(self, key: bytes) -> None:
+        pass

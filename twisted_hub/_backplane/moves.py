@@ -110,6 +110,12 @@ class SessionMoves:
         others (a rolling restart hands every session of a node over at
         once), and a claim given up then loses a session its holder already
         gave away.  It waits at most another C{claim_timeout}.
+    @param restore: C{restore(hub, key, then)} reads the snapshot of the
+        session C{key} names from the shared store (docs/resumption.md,
+        "When a node dies") and calls C{then} once, with C{(state,
+        cut-offs)} or None (none kept, unreadable, Redis away).  A claim
+        nobody answered is answered with it (L{ClaimAnswer.restored}).
+        None: no snapshots are kept.
     """
 
     def __init__(
@@ -121,9 +127,13 @@ class SessionMoves:
         log: CoreLog,
         claim_timeout: float = CLAIM_TIMEOUT,
         drain: Callable[[Callable[[], None]], None] | None = None,
+        restore: Callable[[str, bytes, Callable[[tuple[bytes, dict[str, int]] | None], None]], None] | None = None,
     ) -> None:
         self.token = token
         self._drain = drain
+        self._restore = restore
+        # claims answered from a snapshot lately (a holder's late answer to one is not a lost session)
+        self._restored_claims: deque[int] = deque(maxlen=1024)
         self._publish = publish
         self._cutoffs = cutoffs
         self._call_later = call_later
@@ -145,6 +155,8 @@ class SessionMoves:
         self.handed_over = 0
         self.late_handovers = 0
         self.forwarded = 0
+        #: unanswered claims answered from the session's snapshot instead
+        self.claims_restored = 0
 
     # -- claiming (the node the client reached) ---------------------------------------
     def claim(self, hub: str, key: bytes, digest: bytes, user: str | None, answer: Callable[[ClaimAnswer], None]) -> None:
@@ -154,11 +166,27 @@ class SessionMoves:
 
         def unanswered() -> None:
             pending = self._claims.pop(claim_id, None)
-            if pending is not None:
+            if pending is None:
+                return
+            nobody = ClaimAnswer("session-unknown", f"no node answered within {self.claim_timeout:g}s (its node may be gone)")
+            if self._restore is None:
                 self.claims_unanswered += 1
-                self._safely("answering an unanswered claim", pending[0], ClaimAnswer(
-                    "session-unknown", f"no node answered within {self.claim_timeout:g}s (its node may be gone)",
-                ))
+                self._safely("answering an unanswered claim", pending[0], nobody)
+                return
+
+            def read(found: tuple[bytes, dict[str, int]] | None) -> None:
+                if found is None:
+                    self.claims_unanswered += 1
+                    self._safely("answering an unanswered claim", pending[0], nobody)
+                    return
+                # (a late answer from its holder, alive but slow, is then no lost session: the
+                # holder gave its copy up, this one goes on)
+                self.claims_restored += 1
+                self._restored_claims.append(claim_id)
+                restored = ClaimAnswer("", "", found[0], found[1], "", restored=True)
+                self._safely("restoring a session from its snapshot", pending[0], restored)
+
+            self._restore(hub, key, read)
 
         def timed_out() -> None:
             pending = self._claims.get(claim_id)
@@ -195,7 +223,7 @@ class SessionMoves:
     def heard_handover(self, message: NodeMessage, handover: Handover) -> None:
         pending = self._claims.pop(handover.claim_id, None)
         if pending is None:
-            if handover.state:
+            if handover.state and handover.claim_id not in self._restored_claims:
                 # the holder gave the session up after this node stopped waiting: the client was
                 # told session-unknown and started afresh; the session is lost (docs/resumption.md)
                 self.late_handovers += 1

@@ -62,6 +62,10 @@ class RedisKeys:
         """A node's membership hash: one (signed) field per membership."""
         return f"{self.prefix}:v1:members:{token}".encode()
 
+    def session(self, key: bytes) -> bytes:
+        """A resumable session's snapshot (docs/resumption.md, "When a node dies"): C{key} is its epoch and id."""
+        return f"{self.prefix}:v1:session:{key.hex()}".encode()
+
     @property
     def nodes(self) -> bytes:
         """The set of the nodes' tokens."""

@@ -566,6 +566,21 @@ class NodeCodec:
             return True
         return isinstance(value, bytes) and self.signer.verify(value, b"member\0" + token.encode() + b"\0" + field)
 
+    def session_value(self, name: bytes, data: bytes) -> bytes:
+        """What a session's snapshot key C{name} holds: C{data}, signed when there is a secret."""
+        if self.signer is None:
+            return data
+        return self.signer.sign(b"session\0" + name + b"\0" + data) + data
+
+    def session_data(self, name: bytes, value: object) -> bytes | None:
+        """The data in a session snapshot read from key C{name}; None if it is not authentic."""
+        if not isinstance(value, bytes):
+            return None
+        if self.signer is None:
+            return value
+        mac, data = value[:MAC_SIZE], value[MAC_SIZE:]
+        return data if self.signer.verify(mac, b"session\0" + name + b"\0" + data) else None
+
     def lease_value(self, node_id: str) -> bytes:
         """What this node's lease key holds: its node id (signed when there is a secret)."""
         name = node_id.encode("utf-8")

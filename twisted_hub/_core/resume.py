@@ -674,6 +674,11 @@ class CallDeduplicator:
         """The ids of the calls running now."""
         return frozenset(self._running)
 
+    @property
+    def running_count(self) -> int:
+        """How many calls run now."""
+        return len(self._running)
+
     def is_running(self, call_id: int) -> bool:
         """Is C{call_id} running (begun, not settled or abandoned)?"""
         return call_id in self._running

@@ -29,6 +29,7 @@ from .resume import MoveError, ResumableSession, ResumeRefusedError, SessionRegi
 from .resume_link import ResumeLink
 from .session import Lifecycle
 from .session_move import ForwardLink, MovedSession
+from .session_snapshot import SnapshotLink, check_snapshot, forget_snapshot, restore_problem
 from .wire import (
     Ack,
     CloseCode,
@@ -112,7 +113,7 @@ class SessionResume:
     record, its timers, and why its last connection dropped.
     """
 
-    __slots__ = ("_session", "registry", "record", "_cancel_ack", "_cancel_window", "dropped", "running_on")
+    __slots__ = ("_session", "registry", "record", "_cancel_ack", "_cancel_window", "dropped", "running_on", "saved")
 
     def __init__(self, session: ServerSession[Any], registry: SessionRegistry, record: ResumableSession) -> None:
         self._session = session
@@ -124,6 +125,8 @@ class SessionResume:
         self.dropped: DisconnectReason | None = None
         #: (the node this session moved from, the ids of its calls that were running there)
         self.running_on: tuple[str, frozenset[int]] | None = None
+        #: the snapshot this node last wrote of the session (None: none is kept; session_snapshot.py)
+        self.saved: bytes | None = None
 
     @property
     def detached(self) -> bool:
@@ -231,6 +234,7 @@ class SessionResume:
         if self._cancel_window is not None:
             self._cancel_window()
             self._cancel_window = None
+        forget_snapshot(self._session)
         self.registry.end(self.record, session.io.seconds(), why)
         self.dropped = None
         session.host.connection_count += 1  # (finish uncounts it, as for any connection)
@@ -246,6 +250,7 @@ class SessionResume:
         if self._cancel_window is not None:
             self._cancel_window()
             self._cancel_window = None
+        forget_snapshot(self._session)
         self.registry.end(self.record, self._session.io.seconds(), ResumeReason.SESSION_UNKNOWN)
 
     def moved_away(self, forward: Callable[[bytes], None]) -> None:
@@ -267,6 +272,7 @@ class SessionResume:
             self._cancel_window()
             self._cancel_window = None
         self.registry.hand_over(self.record)
+        self.saved = None  # (the node it moves to deletes the snapshot once the token rotated there)
         reason = DisconnectReason(DisconnectKind.NORMAL, CloseCode.SESSION_MOVED, "the session moved to another node", True)
         if not self.detached:
             session.heartbeat.leave()
@@ -306,6 +312,7 @@ class SessionResume:
         was_attached = not self.detached
         previous = session.transport
         resumption = self.registry.resume(request, newcomer.transport, now)
+        forget_snapshot(session)  # (its token rotated: the snapshot's digests are stale)
         if self._cancel_window is not None:
             self._cancel_window()
             self._cancel_window = None
@@ -355,7 +362,7 @@ def start_session(session: ServerSession[Any], resumable: bool) -> None:
         record.owner = session
         session.resumable = SessionResume(session, registry, record)
         session.core.send(grant)
-        session.core.resume = ResumeLink(record.ledger, session.io.seconds)
+        session.core.resume = _link(session, session.resumable)
     session.closing.opened()
     session.io.run_hook("on_connected", None)
 
@@ -505,7 +512,7 @@ def hand_over(
 
 def claim_answered(
     session: ServerSession[Any], moved: MovedSession | None, reason: str = ResumeReason.SESSION_UNKNOWN,
-    message: str = "no node holds this session", node: str = "",
+    message: str = "no node holds this session", node: str = "", restored: bool = False,
 ) -> bool:
     """
     The claim L{resume_session} made is answered: C{moved}, the session
@@ -513,8 +520,11 @@ def claim_answered(
     replay, as for a local resume; if the connection went away meanwhile,
     the session waits here, detached, for the next resume); or none did
     (C{reason}): refuse and start afresh.  C{node}: the node that gave the
-    session up (its calls still running there: L{node_lost}).  Return whether the session is
-    installed here.  The caller then sends what the session missed
+    session up (its calls still running there: L{node_lost}).  C{restored}:
+    C{moved} is the session's snapshot, read from the shared store because
+    no node answered (its node died): it goes on only if the client's
+    RESUME matches it (L{restore_problem}), else the resume is refused.
+    Return whether the session is installed here.  The caller then sends what the session missed
     meanwhile, and handles the frames that arrived (L{ServerSession.release_held}).
     """
     request = session.claiming
@@ -524,6 +534,20 @@ def claim_answered(
         session.host.resume_registry(session.hub_name).count_refusal(reason)
         _refused_fresh(session, ResumeRefusedError(reason, message))
         return False
+    if restored:
+        registry = session.host.resume_registry(session.hub_name)
+        if session.lifecycle.closed:
+            return False  # (the snapshot stays: the client comes back and it is read again)
+        user = session.tokens.user
+        try:
+            problem = restore_problem(request, moved, user.id if user is not None else None)
+        except MoveError as e:
+            problem = str(e)
+        if problem is not None:
+            why = ResumeReason.TOKEN_INVALID if problem.startswith("the session belongs") else ResumeReason.SESSION_UNKNOWN
+            registry.count_refusal(why)
+            _refused_fresh(session, ResumeRefusedError(why, problem))
+            return False
     return _install(session, request, moved, node)
 
 
@@ -568,6 +592,13 @@ def forwarded(session: ServerSession[Any], payload: bytes) -> None:
         session.flush()
 
 
+def _link(session: ServerSession[Any], resumable: SessionResume) -> ResumeLink:
+    """The session's link to its ledger: one that checks for a snapshot when its node keeps them."""
+    if session.host.snapshots:
+        return SnapshotLink(resumable.record.ledger, session.io.seconds, lambda: check_snapshot(session))
+    return ResumeLink(resumable.record.ledger, session.io.seconds)
+
+
 def _refused_fresh(session: ServerSession[Any], refused: ResumeRefusedError) -> None:
     if session.lifecycle.closed:
         return
@@ -598,6 +629,9 @@ def _install(session: ServerSession[Any], request: Resume, moved: MovedSession, 
     if not gone:
         try:
             resumption = registry.resume(request, session.transport, now)
+            if session.host.snapshots:
+                # (its token rotated: a snapshot of it, this node's or the old node's, is stale)
+                session.host.forget_snapshot(record.token.key)
         except ResumeRefusedError as refused:  # (counted; the registry ended the session)
             _refused_fresh(session, refused)
             return False
@@ -612,7 +646,7 @@ def _install(session: ServerSession[Any], request: Resume, moved: MovedSession, 
     running = record.ledger.calls.running
     if running and node:
         resumable.running_on = (node, running)
-    session.core.resume = ResumeLink(record.ledger, io.seconds)
+    session.core.resume = _link(session, resumable)
     session.core.next_call_id = moved.next_call_id
     session.closing.opened()
     session.carry(moved.items, moved.groups)

@@ -134,6 +134,16 @@ class SessionHost(Protocol):
         L{twisted_hub._core.server_resume.claim_answered}, within a bound.
         """
 
+    @property
+    def snapshots(self) -> bool:
+        """Quiet sessions are written to a shared store, so they outlive this node (docs/resumption.md)."""
+
+    def save_snapshot(self, hub_name: str, key: bytes, state: bytes) -> bool:
+        """Write the snapshot C{state} of session C{key}; False when it could not be sent (try again later)."""
+
+    def forget_snapshot(self, key: bytes) -> None:
+        """Delete the snapshot of session C{key} (it ended, or its token rotated)."""
+
 
 class CallSink(Protocol):
     """Where a session's received calls go (the adapter's L{twisted_hub._twisted.dispatch.CallDispatcher})."""

@@ -39,6 +39,7 @@ from .._core.resume import ResumePolicy, ResumeRefusedError, SessionRegistry, Se
 from .._core.server_resume import claim_answered, forwarded, hand_over, node_lost
 from .._core.server_session import ServerSession
 from .._core.session_move import MovedSession, MoveError
+from .._core.session_snapshot import SNAPSHOT_TTL_WINDOWS
 from .._core.stats import HeartbeatWindow, RecentDisconnects
 from .._core.wire import SUBPROTOCOL, Close, CloseCode, ResumeReason, close_reason_bytes, encode
 from .._hubs.auth import DEFAULT_AUTHENTICATION_TIMEOUT, Authenticator
@@ -719,7 +720,7 @@ class HubServerFactory(WebSocketServerFactory):
                         "a session handed over by another node cannot be used ({error}); it is lost", error=e,
                     )
                     reason, message = ResumeReason.SESSION_UNKNOWN, "the session's state was unusable"
-            if claim_answered(session, moved, reason, message, answer.node) and moved is not None:
+            if claim_answered(session, moved, reason, message, answer.node, answer.restored) and moved is not None:
                 missed = self.backplane.session_arrived(
                     session.hub_name, session.connection_id, moved.groups, answer.cutoffs, answer.since,
                 )
@@ -729,6 +730,19 @@ class HubServerFactory(WebSocketServerFactory):
             session.release_held()
 
         self.backplane.claim_session(session.hub_name, key, digest, user, answered)
+
+    @property
+    def snapshots(self) -> bool:
+        """Quiet resumable sessions are kept in the backplane's store (docs/resumption.md, "When a node dies")."""
+        return self.backplane.keeps_sessions
+
+    def save_snapshot(self, hub_name: str, key: bytes, state: bytes) -> bool:
+        policy = self.resume_policy
+        assert policy is not None  # (only resumable sessions have snapshots)
+        return self.backplane.save_session(hub_name, key, state, policy.window * SNAPSHOT_TTL_WINDOWS)
+
+    def forget_snapshot(self, key: bytes) -> None:
+        self.backplane.forget_session(key)
 
     def acceptableProtocols(self) -> list[bytes]:
         """ALPN when listening over TLS directly: HTTP/1.1, which a WebSocket upgrades (never h2)."""

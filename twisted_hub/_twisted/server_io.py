@@ -85,6 +85,13 @@ class TwistedSessionHost(Protocol):
 
     def claim_session(self, session: ServerSession[Any], key: bytes, digest: bytes, user: str | None) -> None: ...
 
+    @property
+    def snapshots(self) -> bool: ...
+
+    def save_snapshot(self, hub_name: str, key: bytes, state: bytes) -> bool: ...
+
+    def forget_snapshot(self, key: bytes) -> None: ...
+
 
 def call_later(clock: IReactorTime, delay: float, function: Callable[[], object]) -> Callable[[], object]:
     """The core's timer on a Twisted clock: call C{function} in C{delay} seconds; return what cancels that."""
