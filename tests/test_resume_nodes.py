@@ -128,7 +128,7 @@ def claims(nodes: Nodes, node: int) -> dict[str, float | None]:
     """Node C{node}'s claims by outcome, as its metrics show them."""
     return {
         outcome: metric(nodes, node, "twisted_hub_session_claims_total", outcome=outcome)
-        for outcome in ("won", "refused", "unanswered")
+        for outcome in ("won", "refused", "unanswered", "restored")
     }
 
 
@@ -217,8 +217,8 @@ async def test_a_session_moves_to_the_other_node_and_loses_nothing() -> None:
             assert status_b is not None and (status_b["moved_in"], status_b["resumed"]) == (1, 1)
             # node B won its claim; node A forwarded the slow call's answer (its receiver call for the
             # caller went to node B as any call for a connection another node holds)
-            assert claims(nodes, 1) == {"won": 1, "refused": 0, "unanswered": 0}
-            assert claims(nodes, 0) == {"won": 0, "refused": 0, "unanswered": 0}
+            assert claims(nodes, 1) == {"won": 1, "refused": 0, "unanswered": 0, "restored": 0}
+            assert claims(nodes, 0) == {"won": 0, "refused": 0, "unanswered": 0, "restored": 0}
             assert [metric(nodes, node, "twisted_hub_forwarded_messages_total") for node in (0, 1)] == [1, 0]
             assert (status_b["claims"]["won"], status_a["forwarded"], status_a["late_handovers"]) == (1, 1, 0)
             # and the status page's rows of each node's backplane
@@ -241,24 +241,33 @@ async def test_a_session_moves_to_the_other_node_and_loses_nothing() -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_a_claim_nobody_answers_is_refused_session_unknown() -> None:
-    """Node A has left the backplane: node B's claim goes unanswered, the client is refused session-unknown and counted."""
+    """
+    Node A has left the backplane: node B's claim goes unanswered; with a
+    call in flight the session was never quiet, so Redis holds no snapshot
+    of it: the client is refused session-unknown and counted.
+    """
     async with two_nodes(claim_timeout=0.5) as nodes:
         receiver = Receiver()
         mover = client(nodes.proxy_port, receiver)
         async with running(mover):
             first = await mover.call("subscribe", "news")
+            in_flight = mover.call("slow", 3, 30.0)
+            await until(lambda: SEEN.running == [3], what="the slow call running on node A")
+            assert nodes.backplane(0).saved == 0  # (never quiet: no snapshot)
             # node A leaves the backplane (it can no longer hear a claim); its session stays there
             await nodes.factories[0].backplane.stop()
             nodes.route_to(1)
             assert nodes.proxy.cut_all() == 1
             await until(lambda: mover.resume_refusals.get("session-unknown") == 1, what="the refusal")
+            with pytest.raises(ConnectionClosedError):
+                await in_flight  # (it may have run on node A: failed, never run again)
             second = await mover.call("subscribe", "news")
             assert second != first and nodes.backplane(1).token in second
             registry_b = nodes.factories[1].resume_registries["nodes"]
             assert registry_b.refused["session-unknown"] == 1 and registry_b.moved_in == 0
-            assert claims(nodes, 1) == {"won": 0, "refused": 0, "unanswered": 1}
+            assert claims(nodes, 1) == {"won": 0, "refused": 0, "unanswered": 1, "restored": 0}
             status = resume_status(nodes.factories[1])
-            assert status is not None and status["claims"] == {"won": 0, "refused": 0, "unanswered": 1}
+            assert status is not None and status["claims"] == {"won": 0, "refused": 0, "unanswered": 1, "restored": 0}
 
 
 @pytest_twisted.ensureDeferred
@@ -276,7 +285,7 @@ async def test_a_handover_after_the_claim_timed_out_is_counted_lost() -> None:
             nodes.route_to(1)
             assert nodes.proxy.cut_all() == 1
             await until(lambda: mover.resume_refusals.get("session-unknown") == 1, what="the refusal")
-            assert claims(nodes, 1) == {"won": 0, "refused": 0, "unanswered": 1}
+            assert claims(nodes, 1) == {"won": 0, "refused": 0, "unanswered": 1, "restored": 0}
             late = "twisted_hub_late_handovers_total"
             await until(lambda: metric(nodes, 1, late) == 1, what=lambda: f"{late} is {metric(nodes, 1, late)}")
             status = resume_status(nodes.factories[1])
@@ -326,7 +335,7 @@ async def test_items_that_cannot_travel_end_the_session_where_it_was() -> None:
             await until(lambda: (first, "connection-lost") in SEEN.disconnected, what="the session ending on node A")
             assert nodes.factories[0].resume_registries["nodes"].refused["session-unknown"] == 1
             assert nodes.factories[0].resume_registries["nodes"].moved_out == 0
-            assert claims(nodes, 1) == {"won": 0, "refused": 1, "unanswered": 0}  # (node A answered: no session)
+            assert claims(nodes, 1) == {"won": 0, "refused": 1, "unanswered": 0, "restored": 0}  # (node A answered: no session)
 
 
 @pytest_twisted.ensureDeferred
@@ -349,7 +358,7 @@ async def test_a_session_with_a_stream_open_does_not_move_and_its_stream_fails()
             await until(lambda: mover.resume_refusals.get("session-unknown") == 1, what="the refusal")
             assert await mover.call("subscribe", "news") != first
             await until(lambda: any(cid == first for cid, _ in SEEN.disconnected), what="the session ending on node A")
-            assert claims(nodes, 1) == {"won": 0, "refused": 1, "unanswered": 0}
+            assert claims(nodes, 1) == {"won": 0, "refused": 1, "unanswered": 0, "restored": 0}
 
 
 @pytest_twisted.ensureDeferred

@@ -96,7 +96,7 @@ async def test_a_cut_loses_nothing_and_doubles_nothing(served: Any) -> None:
         assert sample("twisted_hub_session_claims_total", {"outcome": "won"}) == 0
         assert sample("twisted_hub_late_handovers_total", {}) == sample("twisted_hub_forwarded_messages_total", {}) == 0
         assert (status["claims"], status["late_handovers"], status["forwarded"], status["moved_in"]) == (
-            {"won": 0, "refused": 0, "unanswered": 0}, 0, 0, 0,
+            {"won": 0, "refused": 0, "unanswered": 0, "restored": 0}, 0, 0, 0,
         )
         # The hub saw one connection, resumed once, never disconnected; its state carried over.
         assert SEEN.connected == [connection_id]

@@ -234,6 +234,12 @@ class _LinkReport:
                 f"{backplane.claims_won} taken over, {backplane.handed_over} handed over; "
                 f"claims refused {backplane.claims_refused}, unanswered {backplane.claims_unanswered}",
             ))
+        if backplane.claims_restored or backplane.snapshots_kept:
+            rows.append((
+                "sessions kept in redis",
+                f"{backplane.snapshots_kept} snapshot(s) of quiet sessions; {backplane.claims_restored} restored "
+                "here after their node was lost",
+            ))
         if backplane.late_handovers:
             rows.append((
                 "sessions lost in a move",

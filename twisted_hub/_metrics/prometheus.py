@@ -311,14 +311,15 @@ class _ResumeCollector:
         yield from (resumed, failures, replayed, detached, kept, moved_in, moved_out, claims, late, forwarded)
 
 
-#: how a claim for a session another node held ended (docs/resumption.md, "Across nodes")
-CLAIM_OUTCOMES = ("won", "refused", "unanswered")
+#: how a claim for a session another node held ended (docs/resumption.md, "Across nodes"); "restored":
+#: nobody answered and the session's snapshot was read instead ("When a node dies")
+CLAIM_OUTCOMES = ("won", "refused", "unanswered", "restored")
 
 
 def session_moves(backplane: object) -> dict[str, int]:
     """
     This node's counts of sessions moving between nodes, kept by its
-    backplane: C{claims_won}, C{claims_refused}, C{claims_unanswered},
+    backplane: C{claims_won}, C{claims_refused}, C{claims_unanswered}, C{claims_restored},
     C{late_handovers}, C{forwarded} (all 0 for one that moves none: in-process).
     """
     names = (*(f"claims_{outcome}" for outcome in CLAIM_OUTCOMES), "late_handovers", "forwarded")
