@@ -144,12 +144,14 @@ class Host:
     snapshots: bool = False
     saved: dict[bytes, bytes] = field(default_factory=dict)
     forgotten: list[bytes] = field(default_factory=list)
-    #: save_snapshot answers this (False: as if Redis were away)
+    #: save_snapshot answers this (False: as if Redis were away); the writes made
     save_ok: bool = True
+    writes: int = 0
 
     def save_snapshot(self, hub_name: str, key: bytes, state: bytes) -> bool:
         if self.save_ok:
             self.saved[key] = state
+            self.writes += 1
         return self.save_ok
 
     def forget_snapshot(self, key: bytes) -> None:

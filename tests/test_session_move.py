@@ -284,7 +284,7 @@ class Hubs:
 
 
 class Node:
-    def __init__(self, token: str, timers: list[Any], drain: Any = None) -> None:
+    def __init__(self, token: str, timers: list[Any], drain: Any = None, restore: Any = None) -> None:
         self.published: list[tuple[str | None, Any]] = []
         self.timers = timers
 
@@ -295,7 +295,7 @@ class Node:
 
         self.moves = SessionMoves(
             token, lambda node, message: self.published.append((node, message)), lambda: {token: 4, "z": 9},
-            call_later, Log(), claim_timeout=2.0, drain=drain,
+            call_later, Log(), claim_timeout=2.0, drain=drain, restore=restore,
         )
         self.hubs = self.moves.hubs = Hubs()  # type: ignore[assignment]
 
@@ -346,6 +346,39 @@ def test_a_claim_nobody_answers_times_out_session_unknown_and_a_late_handover_is
     assert [a.reason for a in answers] == ["session-unknown"] and claimant.moves.claims_unanswered == 1
     claimant.hear("h", Handover("chat", b"k", 1, "", "", b"state", {}))
     assert len(answers) == 1 and claimant.moves.late_handovers == 1
+
+
+def test_a_claim_nobody_answers_is_answered_from_the_snapshot_when_one_is_kept() -> None:
+    """docs/resumption.md, "When a node dies": the snapshot's state and cut-offs, marked restored."""
+    timers: list[Any] = []
+    reads: list[tuple[str, bytes, Any]] = []
+    claimant = Node("c", timers, restore=lambda hub, key, then: reads.append((hub, key, then)))
+    answers: list[ClaimAnswer] = []
+    claimant.moves.claim("chat", b"k", b"good", None, answers.append)
+    timers[0][1]()
+    [(hub, key, then)] = reads
+    assert (hub, key, answers) == ("chat", b"k", [])  # (nothing answered while Redis is read)
+    then((b"snapshot", {"h": 3}))
+    [answer] = answers
+    assert (answer.state, answer.cutoffs, answer.restored, answer.node, answer.reason) == (
+        b"snapshot", {"h": 3}, True, "", "")
+    assert answer.since == 0  # (the history had recorded nothing when the claim went out)
+    assert (claimant.moves.claims_restored, claimant.moves.claims_unanswered) == (1, 0)
+    # its holder was alive after all, only slow: its late handover is no lost session
+    claimant.hear("h", Handover("chat", b"k", 1, "", "", b"state", {}))
+    assert len(answers) == 1 and claimant.moves.late_handovers == 0
+
+
+def test_a_claim_nobody_answers_and_no_snapshot_is_unanswered() -> None:
+    timers: list[Any] = []
+    claimant = Node("c", timers, restore=lambda hub, key, then: then(None))
+    answers: list[ClaimAnswer] = []
+    claimant.moves.claim("chat", b"k", b"good", None, answers.append)
+    timers[0][1]()
+    assert [(a.reason, a.restored) for a in answers] == [("session-unknown", False)]
+    assert (claimant.moves.claims_restored, claimant.moves.claims_unanswered) == (0, 1)
+    claimant.hear("h", Handover("chat", b"k", 1, "", "", b"state", {}))
+    assert claimant.moves.late_handovers == 1  # (this one is lost: its client started afresh)
 
 
 def test_a_timed_out_claim_first_handles_what_redis_sent_and_takes_an_answer_found_there() -> None:

@@ -164,7 +164,8 @@ class SessionResume:
 
     def _send_ack(self) -> None:
         session = self._session
-        session.core.send_urgent(Ack(self.record.ledger.received.acknowledge()))
+        link = session.core.resume  # (its acknowledge may look for a quiet session: SnapshotLink)
+        session.core.send_urgent(Ack(link.acknowledge() if link is not None else self.record.ledger.received.acknowledge()))
         if self._cancel_ack is not None:
             self._cancel_ack()
             self._cancel_ack = None

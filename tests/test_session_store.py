@@ -1,0 +1,142 @@
+"""
+Session snapshots in Redis (twisted_hub/_backplane/session_store.py,
+docs/resumption.md "When a node dies"), on the in-memory Redis and a
+L{Clock}: written with an expiry, renewed while the node lives, outliving
+a killed node by at least three quarters of their ttl, deleted when told
+(or when Redis is back, if it was away), signed with the nodes' secret, and
+refused when unusable (logged).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+from twisted.internet.task import Clock
+from twisted.trial import unittest
+
+from twisted_hub.redis import RedisBackplane
+
+from ._fakeredis import FakeRedis
+
+TTL = 20.0  # (two windows of 10 s)
+KEY = b"epoc" + bytes(range(12))
+NAME = b"twisted-hub:v1:session:" + KEY.hex().encode()
+
+
+class StoreCase(unittest.TestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.redis = FakeRedis(self.clock)
+        self.connector = self.redis.connector()
+        self.backplane = self.node(self.connector)
+
+    def node(self, connector: Any, **options: Any) -> RedisBackplane:
+        backplane = RedisBackplane(lease=3.0, clock=self.clock, connector=connector, **options)
+        backplane.attach(_NoHubs(self.clock))  # type: ignore[arg-type]
+        backplane.start()
+        return backplane
+
+    def read(self, backplane: RedisBackplane, hub: str = "chat") -> Any:
+        found: list[Any] = []
+        backplane._read_session(hub, KEY, found.append)
+        [result] = found
+        return result
+
+    def advance(self, seconds: float, step: float = 0.5) -> None:
+        for _ in range(int(seconds / step)):
+            self.clock.advance(step)
+
+
+class _NoHubs:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def knows(self, hub: str) -> bool:
+        return False
+
+    def memberships(self) -> Any:
+        return iter(())
+
+    def node_gone(self, token: str) -> None:
+        pass
+
+
+class SavingTests(StoreCase):
+    def test_a_snapshot_is_written_with_its_hub_cutoffs_and_expiry_and_read_back(self) -> None:
+        self.assertTrue(self.backplane.save_session("chat", KEY, b"state", TTL))
+        self.assertEqual(self.redis.expires[NAME], self.clock.seconds() + TTL)
+        layout, hub, state, cutoffs = msgpack.unpackb(self.redis.data[NAME])
+        self.assertEqual((layout, hub, state), (1, "chat", b"state"))
+        self.assertIsInstance(cutoffs, dict)
+        self.assertEqual(self.read(self.backplane), (b"state", cutoffs))
+        self.assertEqual((self.backplane.saved, self.backplane.snapshots_kept), (1, 1))
+
+    def test_nothing_is_written_while_redis_is_away(self) -> None:
+        self.connector.lose()
+        self.assertFalse(self.backplane.save_session("chat", KEY, b"state", TTL))
+        self.assertNotIn(NAME, self.redis.data)
+        self.assertIsNone(self.read(self.backplane))  # (and nothing can be read: the claim is unanswered)
+
+    def test_renewed_while_the_node_lives_and_gone_a_ttl_after_it_died(self) -> None:
+        self.backplane.save_session("chat", KEY, b"state", TTL)
+        self.advance(3 * TTL)  # (the node beats every lease / 3 and renews what is a quarter ttl old)
+        self.assertIn(NAME, self.redis.data)
+        self.assertGreaterEqual(self.redis.expires[NAME] - self.clock.seconds(), 0.75 * TTL - 1.0)
+        self.connector.kill()  # kill -9: nothing renews it any more
+        other = self.node(self.redis.connector())
+        self.advance(0.7 * TTL)
+        self.assertEqual(self.read(other), (b"state", msgpack.unpackb(self.redis.data[NAME])[3]))
+        self.advance(0.3 * TTL + 1.0)
+        self.assertIsNone(self.read(other))
+
+    def test_forgotten_at_once_or_when_redis_is_back(self) -> None:
+        self.backplane.save_session("chat", KEY, b"state", TTL)
+        self.backplane.forget_session(KEY)
+        self.assertNotIn(NAME, self.redis.data)
+        self.backplane.save_session("chat", KEY, b"state", TTL)
+        self.connector.lose()
+        self.backplane.forget_session(KEY)
+        self.assertIn(NAME, self.redis.data)  # (Redis away: the delete waits)
+        self.connector.connect()
+        self.assertNotIn(NAME, self.redis.data)
+        self.assertEqual((self.backplane.forgotten, self.backplane.snapshots_kept), (2, 0))
+
+
+class TrustTests(StoreCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.secret = self.mktemp()
+        with open(self.secret, "w") as f:
+            f.write("a-shared-secret-of-enough-length\n")
+        self.signed = self.node(self.redis.connector(), secret_file=self.secret)
+
+    def test_a_signed_snapshot_reads_back_and_a_forged_one_is_refused_and_logged(self) -> None:
+        self.signed.save_session("chat", KEY, b"state", TTL)
+        self.assertNotEqual(self.redis.data[NAME][:1], msgpack.packb([1])[:1])  # (a MAC goes first)
+        self.assertEqual(self.read(self.signed)[0], b"state")
+        self.redis.data[NAME] = msgpack.packb([1, "chat", b"forged", {}])  # written by someone without the secret
+        errors = self._errors()
+        self.assertIsNone(self.read(self.signed))
+        self.assertIn("not signed with the nodes' secret", " ".join(errors))
+
+    def test_a_snapshot_of_another_hub_or_layout_is_refused(self) -> None:
+        self.backplane.save_session("echo", KEY, b"state", TTL)
+        self.assertIsNone(self.read(self.backplane, "chat"))
+        self.redis.data[NAME] = msgpack.packb([2, "chat", b"state", {}])
+        self.assertIsNone(self.read(self.backplane))
+        self.assertEqual(self.backplane._sessions.read_unusable, 2)
+
+    def _errors(self) -> list[str]:
+        from twisted.logger import globalLogPublisher
+
+        lines: list[str] = []
+
+        def observe(event: dict[str, Any]) -> None:
+            if "session snapshot" in str(event.get("log_format", "")):
+                lines.append(str(event.get("problem", "")))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        return lines
+
