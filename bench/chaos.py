@@ -121,10 +121,11 @@ class NodeKillBound:
     may_answer_duplicate_call: bool = True
 
 
-#: The documented bound (docs/resumption.md, "When a node dies"): the sessions a node held
-#: when it was killed are lost with it (their state lives in that process; a claim for one
-#: goes unanswered), so their clients are refused ``session-unknown`` and start afresh; a call
-#: of a session that had moved away from it and was still running there is answered
+#: The documented bound (docs/resumption.md, "When a node dies"): of the sessions a node held
+#: when it was killed, those quiet then resume on another node from their snapshot in Redis (a
+#: claim nobody answers reads it), with nothing lost or doubled (the checks every resumed
+#: session passes); the others are refused ``session-unknown`` and start afresh; a call of a
+#: session that had moved away from it and was still running there is answered
 #: ``duplicate-call``.  Every other session resumes, with nothing lost or doubled.
 KILL_BOUND = NodeKillBound(reasons=frozenset({"session-unknown"}))
 

@@ -139,6 +139,10 @@ class FakeHost:
         self.resume_policy = settings.get("resume")
         self._registries: dict[str, SessionRegistry] = {}
 
+    #: one node, no backplane: no snapshots, no claims
+    snapshots = False
+    moves_sessions = False
+
     def resume_registry(self, hub_name: str) -> SessionRegistry:
         if hub_name not in self._registries:
             self._registries[hub_name] = SessionRegistry(self.resume_policy, b"epoc")

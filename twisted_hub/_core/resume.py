@@ -315,6 +315,12 @@ class ReplayBuffer(_KeptMessages):
             self.settle_run()
         return self._last_sent
 
+    @property
+    def numbered(self) -> int:
+        """L{last_sent}, without settling the open run (nothing is copied: a cheap look)."""
+        tail = self.tail
+        return self._last_sent if tail is None else self._last_sent + tail.index + 1 - self._run_from
+
     def join_run(self, log: BroadcastLog, mark: LogMark, data: bytes, now: float) -> int:
         """
         Entry C{mark} of C{log} (C{data}) is the next message, and it does
@@ -386,9 +392,7 @@ class ReplayBuffer(_KeptMessages):
         @raise ProtocolError: C{received} is beyond what was sent, or below
             an earlier acknowledgement (a peer never unreceives).
         """
-        numbered = self._last_sent
-        if self.tail is not None:
-            numbered += self.tail.index + 1 - self._run_from  # (the open run's, not kept here yet)
+        numbered = self.numbered  # (the open run's too, not kept here yet)
         if received > numbered:
             raise ProtocolError(f"acknowledged {received} but only {numbered} were sent")
         if received < self.acked:

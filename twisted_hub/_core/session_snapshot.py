@@ -78,7 +78,8 @@ def quiet(session: ServerSession[Any]) -> bool:
         return False
     ledger = resumable.record.ledger
     sent, received = ledger.sent, ledger.received
-    if sent.acked != sent.last_sent or received.acknowledged != received.received:
+    # (numbered, not last_sent: a look that never settles a broadcast log's open run)
+    if received.acknowledged != received.received or sent.acked != sent.numbered:
         return False
     if ledger.calls.running_count or session.core.pending_count:
         return False
@@ -95,7 +96,7 @@ def snapshot_state(session: ServerSession[Any]) -> bytes:
     assert resumable is not None
     record = resumable.record
     ledger = record.ledger
-    sent, received = ledger.sent.last_sent, ledger.received.received
+    sent, received = ledger.sent.acked, ledger.received.received  # (quiet: all it sent is acknowledged)
     highest = ledger.calls.highest
     items, groups = session.carried()
     user = session.tokens.user
