@@ -369,6 +369,19 @@ def test_a_claim_nobody_answers_is_answered_from_the_snapshot_when_one_is_kept()
     assert len(answers) == 1 and claimant.moves.late_handovers == 0
 
 
+def test_a_failure_reading_the_snapshot_is_logged_and_the_claim_unanswered() -> None:
+    def broken(hub: str, key: bytes, then: Any) -> None:
+        raise RuntimeError("a bug")
+
+    timers: list[Any] = []
+    claimant = Node("c", timers, restore=broken)
+    answers: list[ClaimAnswer] = []
+    claimant.moves.claim("chat", b"k", b"good", None, answers.append)
+    timers[0][1]()
+    assert [a.reason for a in answers] == ["session-unknown"] and claimant.moves.claims_unanswered == 1
+    assert claimant.moves._log.lines[-1] == ("failure", "reading a session's snapshot failed")  # type: ignore[attr-defined]
+
+
 def test_a_claim_nobody_answers_and_no_snapshot_is_unanswered() -> None:
     timers: list[Any] = []
     claimant = Node("c", timers, restore=lambda hub, key, then: then(None))

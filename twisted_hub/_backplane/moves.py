@@ -110,12 +110,9 @@ class SessionMoves:
         others (a rolling restart hands every session of a node over at
         once), and a claim given up then loses a session its holder already
         gave away.  It waits at most another C{claim_timeout}.
-    @param restore: C{restore(hub, key, then)} reads the snapshot of the
-        session C{key} names from the shared store (docs/resumption.md,
-        "When a node dies") and calls C{then} once, with C{(state,
-        cut-offs)} or None (none kept, unreadable, Redis away).  A claim
-        nobody answered is answered with it (L{ClaimAnswer.restored}).
-        None: no snapshots are kept.
+    @param restore: C{restore(hub, key, then)} reads session C{key}'s snapshot ("When a node dies")
+        and calls C{then} once, with C{(state, cut-offs)} or None; a claim nobody answered is
+        answered with it (L{ClaimAnswer.restored}).  None: no snapshots are kept.
     """
 
     def __init__(
@@ -186,7 +183,11 @@ class SessionMoves:
                 restored = ClaimAnswer("", "", found[0], found[1], "", restored=True)
                 self._safely("restoring a session from its snapshot", pending[0], restored)
 
-            self._restore(hub, key, read)
+            try:
+                self._restore(hub, key, read)
+            except Exception as e:  # a bug of ours: logged with its traceback; the claim is answered
+                self._log.failure("reading a session's snapshot failed", e)
+                read(None)
 
         def timed_out() -> None:
             pending = self._claims.get(claim_id)
