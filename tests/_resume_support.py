@@ -35,8 +35,10 @@ def reactor() -> Any:
 
 
 def sleep(seconds: float) -> Deferred[None]:
-    """What a hub method's work takes (never a test's wait: see L{until})."""
-    return task.deferLater(reactor(), seconds, lambda: None)
+    """What a hub method's work takes (never a test's wait: see L{until}); L{Seen.stop_work} ends it early."""
+    work = task.deferLater(reactor(), seconds, lambda: None)
+    SEEN.work.append(work)
+    return work
 
 
 class Changes:
@@ -93,6 +95,15 @@ class Seen:
         self.hubs: dict[str, RecordingHub] = {}
         #: the values of the slow calls that started running
         self.running: list[int] = []
+        #: the hub methods' work (L{sleep}) not done yet
+        self.work: list[Deferred[None]] = []
+
+    def stop_work(self) -> None:
+        """The test is over: the hub work still pending is cancelled (no timer outlives its test)."""
+        work, self.work = self.work, []
+        for pending in work:
+            if not pending.called:
+                pending.cancel()
 
 
 SEEN = Seen()

@@ -155,6 +155,7 @@ async def two_nodes(claim_timeout: float = 2.0) -> AsyncIterator[Nodes]:
         )
         yield nodes
     finally:
+        SEEN.stop_work()
         if listening is not None:
             await listening.stopListening()
         for port in ports:

@@ -47,6 +47,7 @@ def served() -> Any:
     factory = HubServerFactory([FeedHub, StreamHub], resume=ResumePolicy(window=3.0), allowed_origins=["*"], metrics=True)
     port, proxy, listening = behind_proxy(factory)
     yield factory, proxy, listening.getHost().port
+    SEEN.stop_work()
     listening.stopListening()
     port.stopListening()
 
