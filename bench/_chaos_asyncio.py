@@ -1,7 +1,7 @@
 """
 Chaos clients on asyncio (bench/chaos.py): ``twisted_hub.aio.ReconnectingAsyncHubClient``
 with ``HubClientOptions(resume=True)``, K of them in this process.  Commands
-on stdin (``go``, ``stop``, ``expect {json}``), JSON lines out (``ready``,
+on stdin (``go``, ``hush``, ``stop``, ``expect {json}``), JSON lines out (``ready``, ``hushed``,
 ``stopped``, ``result``); bench/_chaos_ledger.py keeps what each one saw.
 """
 
@@ -126,6 +126,14 @@ class Run:
                 self.loops.append(asyncio.ensure_future(client.work_loop(self.running)))
             self.loops.append(asyncio.ensure_future(client.shout_loop(self.running)))
 
+    async def hush(self) -> None:
+        """A lull: no new call or broadcast until the next "go"; said once what is in flight settled."""
+        self.running[0] = False
+        loops, self.loops = self.loops, []
+        if loops:
+            await asyncio.wait(loops, timeout=self.args.settle + 5)  # (what is still pending: hanging at the end)
+        say("hushed")
+
     async def stop(self) -> None:
         self.running[0] = False
         # what is still pending past the deadline is reported as hanging
@@ -159,6 +167,8 @@ async def main() -> None:
         word, _, rest = line.strip().partition(" ")
         if word == "go":
             run.go()
+        elif word == "hush":
+            await run.hush()
         elif word == "stop":
             await run.stop()
         elif word == "expect":

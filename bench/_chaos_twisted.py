@@ -1,7 +1,7 @@
 """
 Chaos clients on Twisted (bench/chaos.py): ``ReconnectingHubClient`` with
 ``HubClientOptions(resume=True)``, K of them in this process.  Commands on
-stdin (``go``, ``stop``, ``expect {json}``), JSON lines out (``ready``,
+stdin (``go``, ``hush``, ``stop``, ``expect {json}``), JSON lines out (``ready``, ``hushed``,
 ``stopped``, ``result``); bench/_chaos_ledger.py keeps what each one saw.
 """
 
@@ -131,6 +131,8 @@ class Run:
                 for _ in range(self.args.inflight):
                     self.loops.append(defer.ensureDeferred(client.work_loop(self.running)))
                 self.loops.append(defer.ensureDeferred(client.shout_loop(self.running)))
+        elif word == "hush":
+            defer.ensureDeferred(self.hush())
         elif word == "stop":
             defer.ensureDeferred(self.stop())
         elif word == "expect":
@@ -143,6 +145,17 @@ class Run:
             client.service.start()
         await defer.gatherResults([c.first_join for c in self.clients]).addTimeout(60, self.reactor)
         say("ready", clients=len(self.clients))
+
+    async def hush(self) -> None:
+        """A lull: no new call or broadcast until the next "go"; said once what is in flight settled."""
+        self.running[0] = False
+        settling, self.loops = defer.DeferredList(self.loops), []
+        settling.addTimeout(self.args.settle + 5, self.reactor)
+        try:
+            await settling
+        except defer.TimeoutError:
+            pass  # what is still pending is reported as hanging at the end
+        say("hushed")
 
     async def stop(self) -> None:
         self.running[0] = False

@@ -69,6 +69,36 @@ MOVED_LINE = "resumed its session from another node"
 KILL_QUIET = 3.0
 
 
+#: at most this long a lull waits for every session's snapshot (ack_delay, 5 s, makes sessions quiet)
+LULL_LIMIT = 20.0
+
+
+def redis_count(port: int, pattern: str) -> int:
+    """How many keys match C{pattern} in the Redis on 127.0.0.1:C{port} (one KEYS, RESP read by hand)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"*2\r\n$4\r\nKEYS\r\n$%d\r\n%s\r\n" % (len(pattern), pattern.encode()))
+        reply = b""
+        while b"\r\n" not in reply:
+            chunk = conn.recv(4096)
+            if not chunk:
+                raise HarnessError("Redis closed the connection before answering KEYS")
+            reply += chunk
+    head = reply.split(b"\r\n", 1)[0]
+    if not head.startswith(b"*"):
+        raise HarnessError(f"Redis answered KEYS with {head!r}")
+    return int(head[1:])
+
+
+def wait_for_snapshots(port: int, sessions: int, limit: float) -> int:
+    """Ask Redis every 0.2 s until it holds a snapshot of each of C{sessions} sessions, at most C{limit} s; the count."""
+    deadline = time.monotonic() + limit
+    while True:
+        count = redis_count(port, "twisted-hub:v1:session:*")
+        if count >= sessions or time.monotonic() >= deadline:
+            return count
+        time.sleep(0.2)
+
+
 class HarnessError(RuntimeError):
     """The set-up failed (a tool missing, a process that did not start): not a verdict on resume."""
 
@@ -83,6 +113,10 @@ class Settings:
     kill: bool = True
     #: when the kill comes, as a share of the traffic phase
     kill_at: float = 0.5
+    #: the kill lands in a lull: the clients stop their traffic, the harness waits until Redis holds a
+    #: snapshot of every session (docs/resumption.md, "When a node dies"), then kills; every session
+    #: of the killed node must then resume on another node, nothing lost (QUIET_KILL_BOUND)
+    kill_lull: bool = False
     #: a rolling restart of the first node (SIGTERM, then a new process on its port): its sessions must all resume
     restart: bool = True
     restart_at: float = 0.25
@@ -128,6 +162,14 @@ class NodeKillBound:
 #: session that had moved away from it and was still running there is answered
 #: ``duplicate-call``.  Every other session resumes, with nothing lost or doubled.
 KILL_BOUND = NodeKillBound(reasons=frozenset({"session-unknown"}))
+#: The bound of a kill in a lull (``Settings.kill_lull``): every session was quiet and its snapshot in
+#: Redis, so every session the kill dropped resumes on another node, with nothing lost or doubled.
+QUIET_KILL_BOUND = NodeKillBound(may_start_afresh=False)
+
+
+def bound_for(settings: Settings) -> NodeKillBound:
+    """The bound a run's kill is held to."""
+    return QUIET_KILL_BOUND if settings.kill_lull else KILL_BOUND
 
 
 @dataclass
@@ -144,6 +186,8 @@ class Outcome:
     restart_exit: int | None = None
     killed_pid: int | None = None
     killed_signal: int | None = None
+    #: in a lull (Settings.kill_lull): the session snapshots Redis held when the node was killed, of how many sessions
+    snapshots_at_kill: tuple[int, int] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     #: CPU seconds each process used, read just before the end (which process ran out of CPU)
     cpu: dict[str, float | None] = field(default_factory=dict)
@@ -445,12 +489,23 @@ def run(s: Settings, workdir: Path, log: Any = None) -> Outcome:
             cutter.send("pause")
             cutter.expect("paused", 10)
             time.sleep(1.0)
+            if s.kill_lull:
+                for client in clients:
+                    client.send("hush")
+                for client in clients:
+                    client.expect("hushed", s.window + 10)
+                sessions = 3 * s.clients_per_kind
+                outcome.snapshots_at_kill = (wait_for_snapshots(redis_port, sessions, LULL_LIMIT), sessions)
+                say(f"a lull: {outcome.snapshots_at_kill[0]} of {sessions} sessions have their snapshot in Redis")
             victim = nodes[-1]
             outcome.kill_wall = time.time()
             outcome.killed_pid = victim.pid
             outcome.killed_signal = victim.kill9()
             say(f"kill -9 {victim.pid} ({victim.name})")
             time.sleep(KILL_QUIET)
+            if s.kill_lull:
+                for client in clients:
+                    client.send("go")
             cutter.send("unpause")
             cutter.expect("unpaused", 10)
         time.sleep(max(0.0, s.seconds - (time.monotonic() - traffic)))
@@ -673,6 +728,8 @@ def verdict(outcome: Outcome, bound: NodeKillBound = KILL_BOUND) -> dict[str, An
     kill: dict[str, Any] | None = None
     if s.kill and s.nodes > 1:
         kill, kill_problems = check_node_kill(outcome, bound)
+        if outcome.snapshots_at_kill is not None:
+            kill["snapshots_at_kill"] = list(outcome.snapshots_at_kill)
         for text in kill_problems:
             problem("node-kill", text)
 
@@ -709,6 +766,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, help="seconds of traffic and cuts")
     parser.add_argument("--cuts", type=int, help="cuts over those seconds (on average)")
     parser.add_argument("--kill", action=argparse.BooleanOptionalAction, help="kill -9 one node half-way (needs 2+ nodes)")
+    parser.add_argument("--kill-lull", action=argparse.BooleanOptionalAction,
+                        help="the kill lands in a lull, once every session's snapshot is in Redis: all must resume")
     parser.add_argument("--restart", action=argparse.BooleanOptionalAction,
                         help="a rolling restart of the first node a quarter of the way (needs 2+ nodes)")
     parser.add_argument("--seed", type=int)
@@ -716,7 +775,8 @@ def main() -> int:
     args = parser.parse_args()
     s = QUICK if args.quick else Settings()
     chosen = {"nodes": args.nodes, "clients_per_kind": args.clients, "processes_per_kind": args.processes,
-              "seconds": args.seconds, "cuts": args.cuts, "kill": args.kill, "restart": args.restart,
+              "seconds": args.seconds, "cuts": args.cuts, "kill": args.kill, "kill_lull": args.kill_lull,
+              "restart": args.restart,
               "seed": args.seed}
     s = replace(s, **{key: value for key, value in chosen.items() if value is not None})
     with tempfile.TemporaryDirectory(prefix="twisted-hub-chaos-") as workdir:
@@ -728,7 +788,7 @@ def main() -> int:
     if args.save:
         raw = {**asdict(outcome), "runs": [[name, n, count] for (name, n), count in outcome.runs.items()]}
         Path(args.save).write_text(json.dumps(raw))
-    report = verdict(outcome)
+    report = verdict(outcome, bound_for(s))
     print(json.dumps(report, indent=1))
     return 1 if report["problems"] else 0
 

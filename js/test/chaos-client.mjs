@@ -4,7 +4,7 @@
 // K ReconnectingHubClients with `resume: true` make numbered traffic both
 // ways (hub bench/_chaos_hub.py) and keep the same ledger as the Python
 // clients (bench/_chaos_ledger.py), checked as it arrives.  Commands on
-// stdin (`go`, `stop`, `expect {json}`), JSON lines out (`ready`, `stopped`,
+// stdin (`go`, `hush`, `stop`, `expect {json}`), JSON lines out (`ready`, `hushed`, `stopped`,
 // `result`).
 import readline from "node:readline";
 import WebSocket from "ws";
@@ -131,6 +131,11 @@ for await (const line of readline.createInterface({ input: process.stdin })) {
       for (let i = 0; i < inflight; i++) loops.push(client.workLoop(running));
       loops.push(client.shoutLoop(running));
     }
+  } else if (word === "hush") {
+    // a lull: no new call or broadcast until the next "go"; said once what is in flight settled
+    running.on = false;
+    await within(Promise.all(loops.splice(0)), settle + 5);
+    say("hushed");
   } else if (word === "stop") {
     running.on = false;
     await within(Promise.all(loops), settle + 5); // what is still pending is reported as hanging
