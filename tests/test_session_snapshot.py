@@ -274,7 +274,14 @@ class RestoreProblemTests(SnapshotCase):
         self.ack_from_client()
         moved = self.snapshot()
         self.assertIsNone(restore_problem(Resume(self.token, 1, 1), moved, None))
-        self.assertIn("another user", restore_problem(Resume(self.token, 1, 1), moved, "bob") or "")
-        self.assertIn("does not say", restore_problem(Resume(self.token, 1), moved, None) or "")
-        self.assertIn("in flight", restore_problem(Resume(self.token, 1, 2), moved, None) or "")
-        self.assertIn("in flight", restore_problem(Resume(self.token, 0, 1), moved, None) or "")
+        cases = [
+            (Resume(self.token, 1, 1), "bob", ResumeReason.TOKEN_INVALID, "another user"),
+            (Resume(self.token, 1), None, ResumeReason.SESSION_UNKNOWN, "does not say"),
+            (Resume(self.token, 1, 2), None, ResumeReason.SESSION_UNKNOWN, "in flight"),
+            (Resume(self.token, 0, 1), None, ResumeReason.SESSION_UNKNOWN, "in flight"),
+        ]
+        for request, user, reason, text in cases:
+            problem = restore_problem(request, moved, user)
+            assert problem is not None
+            self.assertEqual(problem[0], reason)
+            self.assertIn(text, problem[1])

@@ -113,7 +113,8 @@ class SessionResume:
     record, its timers, and why its last connection dropped.
     """
 
-    __slots__ = ("_session", "registry", "record", "_cancel_ack", "_cancel_window", "dropped", "running_on", "saved")
+    __slots__ = ("_session", "registry", "record", "_cancel_ack", "_cancel_window", "dropped", "running_on", "saved",
+                 "saved_at")
 
     def __init__(self, session: ServerSession[Any], registry: SessionRegistry, record: ResumableSession) -> None:
         self._session = session
@@ -125,8 +126,10 @@ class SessionResume:
         self.dropped: DisconnectReason | None = None
         #: (the node this session moved from, the ids of its calls that were running there)
         self.running_on: tuple[str, frozenset[int]] | None = None
-        #: the snapshot this node last wrote of the session (None: none is kept; session_snapshot.py)
+        #: the snapshot this node last wrote of the session (None: none is kept; session_snapshot.py),
+        #: and the counts (sent, received) it was written at
         self.saved: bytes | None = None
+        self.saved_at = (0, 0)
 
     @property
     def detached(self) -> bool:
@@ -543,11 +546,10 @@ def claim_answered(
         try:
             problem = restore_problem(request, moved, user.id if user is not None else None)
         except MoveError as e:
-            problem = str(e)
+            problem = ResumeReason.SESSION_UNKNOWN, str(e)
         if problem is not None:
-            why = ResumeReason.TOKEN_INVALID if problem.startswith("the session belongs") else ResumeReason.SESSION_UNKNOWN
-            registry.count_refusal(why)
-            _refused_fresh(session, ResumeRefusedError(why, problem))
+            registry.count_refusal(problem[0])
+            _refused_fresh(session, ResumeRefusedError(*problem))
             return False
     return _install(session, request, moved, node)
 

@@ -22,7 +22,9 @@ after the snapshot, which cannot be rebuilt, and the resume is refused.
 
 The checks ride on acknowledgements (L{SnapshotLink}): a quiet session is
 noticed when its last acknowledgement goes or arrives, never on the path of
-each message.
+each message; one whose counts did not move since its snapshot is not
+encoded again (a change to its items or groups made without a message to or
+from its client is recorded with its next message).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .resume import MoveError
 from .resume_link import ResumeLink
 from .session_move import MovedSession
+from .wire import ResumeReason
 
 if TYPE_CHECKING:
     from .resume import SessionLedger
@@ -116,6 +119,10 @@ def check_snapshot(session: ServerSession[Any]) -> None:
         return
     resumable = session.resumable
     assert resumable is not None
+    ledger = resumable.record.ledger
+    counts = (ledger.sent.acked, ledger.received.received)
+    if resumable.saved is not None and counts == resumable.saved_at:
+        return  # (no message either way since it was written: unchanged, but for items or groups changed without one)
     try:
         state = snapshot_state(session)
     except MoveError as e:
@@ -126,8 +133,10 @@ def check_snapshot(session: ServerSession[Any]) -> None:
                 id=session.connection_id, error=e,
             )
         return
-    if state != resumable.saved and session.host.save_snapshot(session.hub_name, resumable.record.token.key, state):
-        resumable.saved = state
+    if state == resumable.saved:
+        resumable.saved_at = counts
+    elif session.host.save_snapshot(session.hub_name, resumable.record.token.key, state):
+        resumable.saved, resumable.saved_at = state, counts
 
 
 def forget_snapshot(session: ServerSession[Any]) -> None:
@@ -138,23 +147,26 @@ def forget_snapshot(session: ServerSession[Any]) -> None:
         session.host.forget_snapshot(resumable.record.token.key)
 
 
-def restore_problem(request: Resume, moved: MovedSession, user: str | None) -> str | None:
+def restore_problem(request: Resume, moved: MovedSession, user: str | None) -> tuple[str, str] | None:
     """
-    Why the snapshot C{moved} cannot resume the client that sent C{request}
-    (None: it can).  The client must have sent exactly what the snapshot
-    received and received exactly what it sent; the user must match (the
-    token's secret is checked when the session is resumed).
+    Why the snapshot C{moved} cannot resume the client that sent C{request}:
+    C{(reason, message)}, or None (it can).  The client must have sent
+    exactly what the snapshot received and received exactly what it sent;
+    the user must match (the token's secret is checked when the session is
+    resumed).
+
+    @raise MoveError: the snapshot's counts are not numbers.
     """
     if moved.user != user:
-        return "the session belongs to another user"
+        return ResumeReason.TOKEN_INVALID, "the session belongs to another user"
     if request.sent is None:
-        return "its node was lost, and the client's RESUME does not say what it sent"
+        return ResumeReason.SESSION_UNKNOWN, "its node was lost, and the client's RESUME does not say what it sent"
     try:
         snapshot_sent, snapshot_received = int(moved.sent[0]), int(moved.received[0])
     except (IndexError, TypeError, ValueError):
         raise MoveError("a snapshot's counts are not numbers") from None
     if request.sent != snapshot_received or request.received != snapshot_sent:
-        return (
+        return ResumeReason.SESSION_UNKNOWN, (
             f"its node was lost with messages in flight (the client sent {request.sent} and received "
             f"{request.received}; the snapshot had received {snapshot_received} and sent {snapshot_sent})"
         )
