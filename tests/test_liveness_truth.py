@@ -12,6 +12,7 @@ from functools import partial
 from typing import Any
 
 import msgpack
+import pytest
 import pytest_twisted
 from autobahn.twisted.websocket import (
     WebSocketClientFactory,
@@ -70,6 +71,7 @@ class WatchedHub(Hub):
             self.watch.disconnected.callback(None)
 
 
+@pytest.mark.long_process  # (a 20 s soak: the floors runs leave it out, .ci/floors)
 @pytest_twisted.ensureDeferred
 async def test_slow_link_is_not_a_dead_one() -> None:
     """600 ms each way, 1 s / 3 s both directions: 0 drops in 20 s; then blackholed: both sides detect it in bound."""

@@ -35,7 +35,7 @@ from ._redis import RedisServer
 from ._twistd import Child, started_port, twistd_hub
 from .test_scaling_processes import eventually
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.long_process]
 
 CONNECTED = "connected to Redis at"
 
