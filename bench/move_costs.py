@@ -43,12 +43,18 @@ def best_ns(run: Callable[[], object], number: int, repeats: int, empty: float) 
     return max(best - empty, 0.0) * 1e9
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--number", type=int, default=200_000)
+def timing_options(doc: str | None, number: int) -> tuple[int, int, float]:
+    """The command line of an in-process timing (C{--number}, C{--repeats}), and an empty call's seconds."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--number", type=int, default=number)
     parser.add_argument("--repeats", type=int, default=5)
     options = parser.parse_args()
-    number, repeats = options.number, options.repeats
+    empty = min(timeit.repeat(lambda: None, number=options.number, repeat=options.repeats)) / options.number
+    return options.number, options.repeats, empty
+
+
+def main() -> None:
+    number, repeats, empty = timing_options(__doc__, 200_000)
 
     args: list[object] = ["alice", "hello, everyone in the room", 1733570000.25]
     payload = receiver_call_payload("message", args, None, 1 << 20)
@@ -60,7 +66,6 @@ def main() -> None:
     connections = {f"node-a.{i}": object() for i in range(10_000)}
     caller = Target(TARGET_CALLER, None, ("node-a.5000",))
 
-    empty = min(timeit.repeat(lambda: None, number=number, repeat=repeats)) / number
     rows = [
         ("history (SendHistory.add)", best_ns(lambda: history.add("node-b", 5, send), number, repeats, empty)),
         ("caller check (send_to)", best_ns(lambda: caller.ids[0] not in connections, number, repeats, empty)),

@@ -24,10 +24,8 @@ recorded, no socket is opened.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import timeit
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -35,17 +33,12 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import msgpack  # noqa: E402
+from move_costs import best_ns, timing_options  # noqa: E402  (bench/, this script's directory)
 
 from twisted_hub._backplane.redis_commands import RedisKeys, resp_size  # noqa: E402
 from twisted_hub._backplane.wire import NodeCodec, Signer  # noqa: E402
 from twisted_hub._core.resume import ResumePolicy, SessionLedger, SessionToken  # noqa: E402
 from twisted_hub._core.session_snapshot import check_snapshot, quiet, snapshot_state  # noqa: E402
-
-
-def best_ns(run: Callable[[], object], number: int, repeats: int, empty: float) -> float:
-    """Nanoseconds per call of C{run}, best of C{repeats}, less an empty call's."""
-    best = min(timeit.repeat(run, number=number, repeat=repeats)) / number
-    return max(best - empty, 0.0) * 1e9
 
 
 def session(items: dict[str, Any], groups: list[str]) -> Any:
@@ -70,11 +63,7 @@ def session(items: dict[str, Any], groups: list[str]) -> Any:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--number", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=5)
-    options = parser.parse_args()
-    number, repeats = options.number, options.repeats
+    number, repeats, empty = timing_options(__doc__, 100_000)
 
     quiet_one = session({"rooms": {"lobby": "ann"}}, ["lobby"])
     busy_one = session({"rooms": {"lobby": "ann"}}, ["lobby"])
@@ -97,7 +86,6 @@ def main() -> None:
         data = msgpack.packb([1, "ChatHub", saved, cutoffs], use_bin_type=True)
         return resp_size(("SET", name, codec.session_value(name, data), "PX", 240_000))
 
-    empty = min(timeit.repeat(lambda: None, number=number, repeat=repeats)) / number
     print(f"snapshot {len(saved)} bytes; SET command {write()} bytes")
     assert not quiet(busy_one) and quiet_one.resumable.saved == saved
     runs: list[tuple[str, Callable[[], object]]] = [
