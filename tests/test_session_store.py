@@ -71,6 +71,10 @@ class SavingTests(StoreCase):
         self.assertIsInstance(cutoffs, dict)
         self.assertEqual(self.read(self.backplane), (b"state", cutoffs))
         self.assertEqual((self.backplane.saved, self.backplane.snapshots_kept), (1, 1))
+        rows = dict(self.backplane.status())  # (the status page's row)
+        self.assertEqual(
+            rows["sessions kept in redis"], "1 snapshot(s) of quiet sessions; 0 restored here after their node was lost",
+        )
 
     def test_nothing_is_written_while_redis_is_away(self) -> None:
         self.connector.lose()
