@@ -94,6 +94,35 @@ class SavingTests(StoreCase):
         self.advance(0.3 * TTL + 1.0)
         self.assertIsNone(self.read(other))
 
+    def test_a_snapshot_redis_lost_is_written_again_at_its_renewal(self) -> None:
+        """Redis flushed (or restarted without its data): the renewal finds the key gone and writes it again."""
+        self.backplane.save_session("chat", KEY, b"state", TTL)
+        value = self.redis.data[NAME]
+        self.redis.data.clear()
+        self.redis.expires.clear()
+        self.advance(TTL / 4 + 1.0)
+        self.assertEqual(self.redis.data.get(NAME), value)
+        self.assertEqual(self.backplane._sessions.rewritten, 1)
+
+    def test_renewals_are_spread_over_the_beats(self) -> None:
+        """Many snapshots due at once: at most REFRESH_AT_ONCE renewals per beat, never a burst of all."""
+        from twisted_hub._backplane.session_store import REFRESH_AT_ONCE
+
+        count = 2 * REFRESH_AT_ONCE + 10
+        for n in range(count):
+            self.backplane.save_session("chat", n.to_bytes(16, "big"), b"state", TTL)
+
+        def renewals() -> int:
+            return sum(1 for name, args in self.redis.log if name == "PEXPIRE" and b":v1:session:" in args[0])
+
+        self.clock.advance(TTL / 4)  # (every snapshot is due; the node's beat at that moment renewed the first lot)
+        self.assertEqual(renewals(), REFRESH_AT_ONCE)
+        self.backplane._beat()
+        self.assertEqual(renewals(), 2 * REFRESH_AT_ONCE)
+        self.clock.advance(0.001)
+        self.backplane._beat()
+        self.assertEqual(renewals(), count)
+
     def test_forgotten_at_once_or_when_redis_is_back(self) -> None:
         self.backplane.save_session("chat", KEY, b"state", TTL)
         self.backplane.forget_session(KEY)

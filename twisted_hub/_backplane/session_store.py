@@ -34,6 +34,9 @@ _log = Logger(namespace="twisted_hub.redis", observer=HUB_LOG_OBSERVER)
 SNAPSHOT_LAYOUT: Final = 1
 #: deletes remembered while Redis is away (sent on reconnection; the oldest go first past it)
 MAX_UNSENT_FORGETS: Final = 100_000
+#: expiries renewed at most per call of L{SessionStore.refresh} (or an eighth of the snapshots, if more),
+#: so that renewing many snapshots never fills the command limits that publishing shares
+REFRESH_AT_ONCE: Final = 1000
 
 
 class SessionStore:
@@ -52,11 +55,13 @@ class SessionStore:
         self._link = link
         self._now = now
         self._cutoffs = cutoffs
-        # this node's snapshot keys -> (written or refreshed at, ttl in ms), least recently refreshed first
-        self._written: OrderedDict[bytes, tuple[float, int]] = OrderedDict()
+        # this node's snapshot keys -> (written or refreshed at, ttl in ms, value), least recently refreshed first
+        self._written: OrderedDict[bytes, tuple[float, int, bytes]] = OrderedDict()
         # deletes that could not be sent (Redis away), sent on reconnection
         self._unsent: OrderedDict[bytes, None] = OrderedDict()
-        #: snapshots written, deleted, read (found and usable), and found unusable
+        #: snapshots written, deleted, read (found and usable), and found unusable; written again because
+        #: Redis had lost them (found at a renewal: Redis restarted without its data, or flushed)
+        self.rewritten = 0
         self.saved = 0
         self.forgotten = 0
         self.read_found = 0
@@ -70,10 +75,11 @@ class SessionStore:
         name = self._keys.session(key)
         data: bytes = msgpack.packb([SNAPSHOT_LAYOUT, hub, state, self._cutoffs()], use_bin_type=True)
         ttl_ms = max(int(ttl * 1000), 1)
-        if self._link.send("SET", name, self._codec.session_value(name, data), "PX", ttl_ms) is None:
+        value = self._codec.session_value(name, data)
+        if self._link.send("SET", name, value, "PX", ttl_ms) is None:
             return False
         self._unsent.pop(name, None)
-        self._written[name] = (self._now(), ttl_ms)
+        self._written[name] = (self._now(), ttl_ms, value)
         self._written.move_to_end(name)
         self.saved += 1
         return True
@@ -89,7 +95,7 @@ class SessionStore:
                 self._unsent.popitem(last=False)
 
     def connected(self) -> None:
-        """Redis is back: send the deletes that waited, and write again the expiry of every kept snapshot."""
+        """Redis is back: send the deletes that waited, and renew the expiry of the kept snapshots."""
         unsent, self._unsent = self._unsent, OrderedDict()
         for name in unsent:
             if self._link.send("DEL", name, unlimited=True) is None:
@@ -99,19 +105,34 @@ class SessionStore:
     def refresh(self, everything: bool = False) -> None:
         """
         Renew the expiry of this node's snapshots last renewed a quarter of
-        their ttl ago (all of them: C{everything}), oldest first, as many as
-        fit in the command limits now (the rest at the next call).
+        their ttl ago (any: C{everything}), oldest first, at most
+        L{REFRESH_AT_ONCE} (or an eighth of them) and as many as fit in the
+        command limits now; the rest at the next call.  One Redis no longer
+        holds (it restarted without its data, or was flushed) is written again.
         """
         now = self._now()
         written = self._written
-        while written:
-            name, (at, ttl_ms) = next(iter(written.items()))
+        for _ in range(max(REFRESH_AT_ONCE, len(written) // 8)):
+            if not written:
+                return
+            name, (at, ttl_ms, value) = next(iter(written.items()))
             if at == now or (not everything and (now - at) * 1000 < ttl_ms / 4):
                 return  # (renewed this turn, or not due yet)
-            if self._link.send("PEXPIRE", name, ttl_ms) is None:
+            renewed = self._link.send("PEXPIRE", name, ttl_ms)
+            if renewed is None:
                 return
-            written[name] = (now, ttl_ms)
+            renewed.addCallback(self._renewed, name)
+            written[name] = (now, ttl_ms, value)
             written.move_to_end(name)
+
+    def _renewed(self, reply: Any, name: bytes) -> None:
+        """A renewal's answer: 0 means Redis no longer holds the snapshot (it is written again)."""
+        entry = self._written.get(name)
+        if reply != 0 or entry is None:
+            return  # (renewed, failed and counted by the link, or forgotten meanwhile)
+        _, ttl_ms, value = entry
+        if self._link.send("SET", name, value, "PX", ttl_ms) is not None:
+            self.rewritten += 1
 
     def read(self, hub: str, key: bytes, then: Callable[[tuple[bytes, dict[str, int]] | None], None]) -> None:
         """Read the snapshot of session C{key} of C{hub}: C{then((state, cut-offs))} or C{then(None)}, once."""
