@@ -5,11 +5,9 @@
 // them two at a time) instead of after them.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
-import puppeteer from "puppeteer-core";
 import { HubProcess } from "../hub-process.mjs";
+import { demoPage as openDemo, launchChromium } from "./chromium.mjs";
 
-const CHROMIUM = process.env.CHROMIUM ?? ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find(existsSync);
 /** How long the background tab is watched: a minute, as Chrome's heaviest throttling (1 wake-up/min) needs. */
 const BACKGROUND_SECONDS = Number(process.env.BACKGROUND_SECONDS ?? 60);
 /** Every test and hook is bounded (node --test has no default timeout). */
@@ -18,14 +16,9 @@ let hub;
 let browser;
 
 before(async () => {
-  assert.ok(CHROMIUM, "chromium is not installed (apt-get install chromium), or set CHROMIUM to its path");
   // Server heartbeats every 1 s, timeout 2 s.
   hub = await HubProcess.start(["--heartbeat-interval", "1", "--heartbeat-timeout", "2"]);
-  browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-  });
+  browser = await launchChromium();
 }, BOUNDED);
 
 after(async () => {
@@ -33,12 +26,7 @@ after(async () => {
   await hub?.stop();
 }, BOUNDED);
 
-async function demoPage(query = "") {
-  const page = await browser.newPage();
-  await page.goto(`${hub.http}/demo/${query}`);
-  await page.waitForFunction(() => window.hubDemo?.client?.client?.isConnected === true, { timeout: 10000, polling: 100 });
-  return page;
-}
+const demoPage = (query = "") => openDemo(browser, hub, query);
 
 test(`a page in a background tab keeps its connection for ${BACKGROUND_SECONDS} s with 1 s server heartbeats`, { timeout: (BACKGROUND_SECONDS + 60) * 1000 }, async () => {
   const background = await demoPage("?nick=background");

@@ -3,21 +3,14 @@
 // DevTools protocol) shows it negotiated; large and small payloads round-trip through it.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
-import puppeteer from "puppeteer-core";
 import { HubProcess } from "../hub-process.mjs";
+import { launchChromium } from "./chromium.mjs";
 
-const CHROMIUM = process.env.CHROMIUM ?? ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find(existsSync);
 const BOUNDED = { timeout: 90000 };
 let browser;
 
 before(async () => {
-  assert.ok(CHROMIUM, "chromium is not installed (apt-get install chromium), or set CHROMIUM to its path");
-  browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-  });
+  browser = await launchChromium();
 }, BOUNDED);
 
 after(async () => {

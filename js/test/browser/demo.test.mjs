@@ -3,28 +3,22 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import puppeteer from "puppeteer-core";
 import { HubProcess } from "../hub-process.mjs";
 import { namedBlocks } from "../docs-md.mjs";
+import { demoPage as openDemo, launchChromium } from "./chromium.mjs";
 
-const CHROMIUM = process.env.CHROMIUM ?? ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find(existsSync);
 /** Every test and hook is bounded (node --test has no default timeout). */
 const BOUNDED = { timeout: 90000 };
 let hub;
 let browser;
 
 before(async () => {
-  assert.ok(CHROMIUM, "chromium is not installed (apt-get install chromium), or set CHROMIUM to its path");
   // Server heartbeats every 1 s, timeout 2 s.
   hub = await HubProcess.start(["--heartbeat-interval", "1", "--heartbeat-timeout", "2"]);
-  browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-  });
+  browser = await launchChromium();
 }, BOUNDED);
 
 after(async () => {
@@ -32,15 +26,7 @@ after(async () => {
   await hub?.stop();
 }, BOUNDED);
 
-async function demoPage(query = "") {
-  const page = await browser.newPage();
-  const errors = [];
-  page.on("pageerror", (e) => errors.push(String(e)));
-  page.errors = errors;
-  await page.goto(`${hub.http}/demo/${query}`);
-  await page.waitForFunction(() => window.hubDemo?.client?.client?.isConnected === true, { timeout: 10000, polling: 100 });
-  return page;
-}
+const demoPage = (query = "") => openDemo(browser, hub, query);
 
 test("the demo page calls, receives a broadcast from a second page, answers server heartbeats and reports a clock offset", BOUNDED, async () => {
   const ann = await demoPage("?nick=ann");

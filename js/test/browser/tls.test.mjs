@@ -6,13 +6,12 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import puppeteer from "puppeteer-core";
 import { HubProcess, REPO } from "../hub-process.mjs";
+import { launchChromium } from "./chromium.mjs";
 
-const CHROMIUM = process.env.CHROMIUM ?? ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find(existsSync);
 const PYTHON = process.env.PYTHON ?? "python3";
 /** Every test and hook is bounded (node --test has no default timeout). */
 const BOUNDED = { timeout: 60000 };
@@ -22,24 +21,14 @@ let browser;
 let origin;
 
 before(async () => {
-  assert.ok(CHROMIUM, "chromium is not installed (apt-get install chromium), or set CHROMIUM to its path");
   directory = mkdtempSync(join(tmpdir(), "twisted-hub-tls-"));
   const written = spawnSync(PYTHON, ["-m", "tests._certs", directory], { cwd: REPO, encoding: "utf8", timeout: 30000 });
   assert.equal(written.status, 0, written.stderr);
   const ca = JSON.parse(written.stdout);
   hub = await HubProcess.start([], { listen: ca.listen });
   origin = `https://127.0.0.1:${hub.port}`;
-  browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-dev-shm-usage",
-      // trust the test server's key only (puppeteer gives Chromium its own --user-data-dir, which this flag needs)
-      `--ignore-certificate-errors-spki-list=${ca.spki}`,
-    ],
-  });
+  // trust the test server's key only (puppeteer gives Chromium its own --user-data-dir, which this flag needs)
+  browser = await launchChromium([`--ignore-certificate-errors-spki-list=${ca.spki}`]);
 }, BOUNDED);
 
 after(async () => {
