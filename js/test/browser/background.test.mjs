@@ -3,36 +3,23 @@
 // browser, no other page in it but the one in front) so that the minute, which is
 // waiting only, runs beside the other browser files (tests/test_javascript.py runs
 // them two at a time) instead of after them.
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { HubProcess } from "../hub-process.mjs";
-import { demoPage as openDemo, launchChromium } from "./chromium.mjs";
+import { servedDemo } from "./chromium.mjs";
 
 /** How long the background tab is watched: a minute, as Chrome's heaviest throttling (1 wake-up/min) needs. */
 const BACKGROUND_SECONDS = Number(process.env.BACKGROUND_SECONDS ?? 60);
 /** Every test and hook is bounded (node --test has no default timeout). */
 const BOUNDED = { timeout: 90000 };
-let hub;
-let browser;
-
-before(async () => {
-  // Server heartbeats every 1 s, timeout 2 s.
-  hub = await HubProcess.start(["--heartbeat-interval", "1", "--heartbeat-timeout", "2"]);
-  browser = await launchChromium();
-}, BOUNDED);
-
-after(async () => {
-  await browser?.close();
-  await hub?.stop();
-}, BOUNDED);
-
-const demoPage = (query = "") => openDemo(browser, hub, query);
+// Server heartbeats every 1 s, timeout 2 s.
+const served = servedDemo(["--heartbeat-interval", "1", "--heartbeat-timeout", "2"], BOUNDED);
+const demoPage = served.demoPage;
 
 test(`a page in a background tab keeps its connection for ${BACKGROUND_SECONDS} s with 1 s server heartbeats`, { timeout: (BACKGROUND_SECONDS + 60) * 1000 }, async () => {
   const background = await demoPage("?nick=background");
-  const front = await browser.newPage();
+  const front = await served.browser.newPage();
   try {
-    await front.goto(`${hub.http}/`);
+    await front.goto(`${served.hub.http}/`);
     await front.bringToFront();
     const start = await background.evaluate(() => ({ beats: window.hubDemo.serverBeats, visibility: document.visibilityState }));
     await new Promise((resolve) => setTimeout(resolve, BACKGROUND_SECONDS * 1000));

@@ -1,8 +1,10 @@
 // What the browser test files share: Debian's Chromium, driven by puppeteer-core
 // (nothing downloads a browser), and the demo page open and connected in it.
+import { before, after } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import puppeteer from "puppeteer-core";
+import { HubProcess } from "../hub-process.mjs";
 
 /** The system Chromium (CHROMIUM overrides); a missing one fails the file's `before`, never skips it. */
 export const CHROMIUM = process.env.CHROMIUM ?? ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find(existsSync);
@@ -29,4 +31,26 @@ export async function demoPage(browser, hub, query = "") {
   await page.goto(`${hub.http}/demo/${query}`);
   await page.waitForFunction(() => window.hubDemo?.client?.client?.isConnected === true, { timeout: 10000, polling: 100 });
   return page;
+}
+
+/**
+ * For a test file of the demo page: `twistd -n hub` (with `hubArgs`) and Chromium, started in
+ * the file's `before` and stopped in its `after` (each bounded by `bounded`).  The returned
+ * object holds them once started (`hub`, `browser`) and opens demo pages (`demoPage(query)`).
+ */
+export function servedDemo(hubArgs, bounded) {
+  const served = {
+    hub: null,
+    browser: null,
+    demoPage: (query = "") => demoPage(served.browser, served.hub, query),
+  };
+  before(async () => {
+    served.hub = await HubProcess.start(hubArgs);
+    served.browser = await launchChromium();
+  }, bounded);
+  after(async () => {
+    await served.browser?.close();
+    await served.hub?.stop();
+  }, bounded);
+  return served;
 }

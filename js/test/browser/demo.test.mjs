@@ -1,6 +1,6 @@
 // The demo page served by a real `twistd -n hub`, in real headless Chromium
 // (Debian's chromium, driven by puppeteer-core; nothing downloads a browser).
-import { test, before, after } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -8,25 +8,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { HubProcess } from "../hub-process.mjs";
 import { namedBlocks } from "../docs-md.mjs";
-import { demoPage as openDemo, launchChromium } from "./chromium.mjs";
+import { servedDemo } from "./chromium.mjs";
 
 /** Every test and hook is bounded (node --test has no default timeout). */
 const BOUNDED = { timeout: 90000 };
-let hub;
-let browser;
-
-before(async () => {
-  // Server heartbeats every 1 s, timeout 2 s.
-  hub = await HubProcess.start(["--heartbeat-interval", "1", "--heartbeat-timeout", "2"]);
-  browser = await launchChromium();
-}, BOUNDED);
-
-after(async () => {
-  await browser?.close();
-  await hub?.stop();
-}, BOUNDED);
-
-const demoPage = (query = "") => openDemo(browser, hub, query);
+// Server heartbeats every 1 s, timeout 2 s.
+const served = servedDemo(["--heartbeat-interval", "1", "--heartbeat-timeout", "2"], BOUNDED);
+const demoPage = served.demoPage;
 
 test("the demo page calls, receives a broadcast from a second page, answers server heartbeats and reports a clock offset", BOUNDED, async () => {
   const ann = await demoPage("?nick=ann");
@@ -122,7 +110,7 @@ test("the page's \"how this page calls the hub\" snippet is valid JavaScript tha
 test("server down: the banner counts down to the client's real next attempt, then the page reconnects and rejoins by itself", BOUNDED, async () => {
   let own = await HubProcess.start([]);
   const port = own.port;
-  const page = await browser.newPage();
+  const page = await served.browser.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   // Every WebSocket the page opens, with the retry time the banner counted down to then.
@@ -234,7 +222,7 @@ for (const frozenMs of [1000, 3500]) {
       // A freeze shorter than the server's timeout (1 s + 2 s): the server is sent
       // the browser's 1001 on resume; a longer one: the server timed the page out.
       const serverSaw = frozenMs < 3000 ? "going-away \\(1001\\)" : "timed-out \\(4001\\) heartbeat timeout";
-      await hub.waitForOutput(new RegExp(`chat connection ${id} closed: ${serverSaw}`), 5000);
+      await served.hub.waitForOutput(new RegExp(`chat connection ${id} closed: ${serverSaw}`), 5000);
       // No backoff: the page runs and the server is fine.  onConnected rejoined the room.
       // (The bound is loose for a loaded CI machine; the unit test checks the zero delay exactly.)
       await page.waitForFunction(() => window.hubDemo.client.connections === 2 && window.hubDemo.client.client?.isConnected, { timeout: 8000, polling: 50 });
@@ -288,7 +276,7 @@ test("docs/javascript.md's 20-line browser example runs as written: saved in a f
   assert.ok(port >= 0 && args.includes(folder), lines[1]);
   args.splice(port, 2); // HubProcess listens on a free loopback port instead
   const site = await HubProcess.start(args);
-  const page = await browser.newPage();
+  const page = await served.browser.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   try {
