@@ -168,7 +168,8 @@ class SessionResume:
     def _send_ack(self) -> None:
         session = self._session
         link = session.core.resume  # (its acknowledge may look for a quiet session: SnapshotLink)
-        session.core.send_urgent(Ack(link.acknowledge() if link is not None else self.record.ledger.received.acknowledge()))
+        assert link is not None  # (a resumable session's connection always has its link)
+        session.core.send_urgent(Ack(link.acknowledge()))
         if self._cancel_ack is not None:
             self._cancel_ack()
             self._cancel_ack = None

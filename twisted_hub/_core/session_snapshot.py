@@ -65,11 +65,11 @@ class SnapshotLink(ResumeLink):
         self.check = check
 
     def acknowledged(self, received: int) -> None:
-        self.ledger.sent.ack(received)
+        super().acknowledged(received)
         self.check()
 
     def acknowledge(self) -> int:
-        received = self.ledger.received.acknowledge()
+        received = super().acknowledge()
         self.check()
         return received
 
