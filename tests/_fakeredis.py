@@ -8,6 +8,7 @@ and published messages are held.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ import txredisapi
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
+from twisted_hub._backplane.session_store import RENEW, TAKE
 from twisted_hub.redis import RedisBackplane
 
 
@@ -119,6 +121,8 @@ class FakeRedis:
                 self.data.pop(k, None)
                 self.expires.pop(k, None)
             return removed
+        if name == "EVAL":
+            return self._script(args[0], args[2:3], args[3:])
         if name == "PEXPIRE":
             if not self._alive(key):
                 return 0
@@ -151,6 +155,25 @@ class FakeRedis:
         if name == "SMEMBERS":
             return sorted(self.data[key]) if self._alive(key) else []
         raise AssertionError(f"the fake Redis does not know {name}")
+
+
+    def _script(self, script: bytes, keys: list[bytes], argv: list[bytes]) -> Any:
+        """The Lua scripts the nodes run (twisted_hub/_backplane/session_store.py), done as Redis does them."""
+        (key,) = keys
+        if script == RENEW.encode():
+            if not self._alive(key):
+                return 0
+            value = self.data[key]
+            if hashlib.sha1(value).hexdigest().encode() != argv[0]:
+                return value
+            self.expires[key] = self.clock.seconds() + int(argv[1]) / 1000
+            return 1
+        if script == TAKE.encode():
+            if not self._alive(key) or key not in self.expires:
+                return 0
+            self.data[key] = argv[0]
+            return 1
+        raise AssertionError(f"the fake Redis does not know the script {script!r}")
 
 
 class FakeLink:

@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest_twisted
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 
 from ._certs import write_self_signed, write_test_ca
 from ._redis import RedisServer, free_port
@@ -345,4 +347,77 @@ async def test_drained_runs_after_every_message_redis_sent_before_it() -> None:
         assert when_drained == [sent]
     finally:
         await connector.stop()
+        await redis.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_session_scripts_on_a_real_redis() -> None:
+    """
+    The Lua the snapshots use (twisted_hub/_backplane/session_store.py), on
+    redis-server: a renewal renews what its node wrote; node B, which
+    restored the session, marks the key taken with the expiry it had; A's
+    next renewal then gives its copy up and leaves B's mark in place.
+    """
+    from twisted.internet.defer import Deferred
+
+    from twisted_hub.redis import RedisBackplane
+
+    from .test_session_store import KEY, _NoHubs
+
+    redis = RedisServer(reactor())
+    await redis.start()
+    nodes = []
+    try:
+        for _ in range(2):
+            node = RedisBackplane(redis.url, prefix="scripts", clock=reactor())
+            hubs = _NoHubs(reactor())  # type: ignore[arg-type]
+            node.attach(hubs)  # type: ignore[arg-type]
+            node.start()
+            nodes.append((node, hubs))
+        (a, hubs_a), (b, _) = nodes
+
+        async def connected() -> bool:
+            return a.connected and b.connected
+
+        await eventually(connected, reactor(), 10, "both nodes connected to redis-server")
+        name = b"scripts:v1:session:" + KEY.hex().encode()
+        ask = b._link.commands
+        assert a.save_session("chat", KEY, b"state", 20.0)
+
+        async def written() -> bool:
+            return await ask.execute_command("GET", name) is not None
+
+        await eventually(written, reactor(), 10, "A's snapshot in Redis")
+        await ask.execute_command("PEXPIRE", name, 5_000)  # (so that a renewal shows)
+        await deferLater(reactor(), 0.01, lambda: None)  # (a renewal is due a tick later, at the soonest)
+        a._sessions.refresh(everything=True)
+
+        async def renewed() -> bool:
+            return 15_000 < await ask.execute_command("PTTL", name) <= 20_000
+
+        await eventually(renewed, reactor(), 10, "A's renewal renewed its own key")
+        assert a._sessions.given_up == 0
+        found: Deferred[Any] = Deferred()
+        b._read_session("chat", KEY, found.callback)
+        assert (await found)[0] == b"state"
+        b.forget_session(KEY)  # (the client resumed on B: its token rotated there)
+
+        async def marked() -> bool:
+            value = await ask.execute_command("GET", name)
+            return value is not None and msgpack.unpackb(value) == [0, b.token]
+
+        await eventually(marked, reactor(), 10, "B marked the key taken")
+        assert 0 < await ask.execute_command("PTTL", name) <= 20_000  # (with the expiry it had)
+        await deferLater(reactor(), 0.01, lambda: None)
+        a._sessions.refresh(everything=True)
+
+        async def given_up() -> bool:
+            return hubs_a.given_up == [("chat", KEY)]
+
+        await eventually(given_up, reactor(), 10, "A gave its copy up")
+        assert msgpack.unpackb(await ask.execute_command("GET", name)) == [0, b.token]
+        assert (a.given_up, a.snapshots_kept, a._sessions.rewritten) == (1, 0, 0)
+    finally:
+        for node, _ in nodes:
+            await node.stop()
         await redis.stop()

@@ -392,3 +392,57 @@ async def test_a_stopping_node_hands_its_sessions_over() -> None:
             assert all(cid != connection_id for cid, _ in SEEN.disconnected)  # (no on_disconnected on A)
             assert await mover.call("topic") == ["news", ["news"]]
             assert mover.current is not None and mover.current.connection_id == connection_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_cut_off_from_redis_gives_up_a_session_restored_elsewhere() -> None:
+    """
+    Node A, alive, is cut off from Redis while its client's quiet session
+    has a snapshot there; the client comes back on node B, whose claim
+    nobody answers: B restores the session from the snapshot.  When A
+    reaches Redis again its renewal finds the key taken, and A gives its
+    copy up as a move does: no C{on_disconnected} on A, and the client
+    stays on B with its groups (docs/resumption.md, "When a node dies").
+    """
+    async with two_nodes(claim_timeout=0.5) as nodes:
+        a = nodes.backplane(0)
+        store = a._sessions
+        save, taken = store.save, store._taken
+        assert taken is not None
+
+        def saved(*args: Any) -> bool:
+            written = save(*args)
+            changed()
+            return written
+
+        def given_up(*args: Any) -> None:
+            taken(*args)
+            changed()
+
+        store.save = saved  # type: ignore[method-assign]
+        store._taken = given_up
+        receiver = Receiver()
+        mover = client(nodes.proxy_port, receiver)
+        async with running(mover):
+            connection_id = await mover.call("subscribe", "news")
+            await until(lambda: a.snapshots_kept == 1, what="node A's snapshot of the quiet session")
+            await a._connector.stop()  # cut off from Redis (the node and its copy of the session live on)
+            await until(lambda: not a.connected, what="node A without Redis")
+            nodes.route_to(1)
+            assert nodes.proxy.cut_all() == 1
+            await until(lambda: mover.resumes == 1, what="the client resumed on node B")
+            assert claims(nodes, 1) == {"won": 0, "refused": 0, "unanswered": 0, "restored": 1}
+            assert connection_id in nodes.factories[0].runtimes["nodes"].connections  # (A's stale copy)
+            a._connector.start(a)  # A reaches Redis again
+            await until(lambda: a.given_up == 1, what="node A finding the key taken")
+            assert connection_id not in nodes.factories[0].runtimes["nodes"].connections
+            registry_a = nodes.factories[0].resume_registries["nodes"]
+            assert (len(registry_a), registry_a.moved_out) == (0, 1)  # (it left as a move does)
+            assert all(cid != connection_id for cid, _ in SEEN.disconnected)  # nowhere an on_disconnected
+            assert SEEN.resumed == [connection_id]
+            assert mover.current is not None and mover.current.connection_id == connection_id
+            assert await mover.call("topic") == ["news", ["news"]]
+            row = dict(a.status())["sessions kept in redis"]
+            assert row.endswith("; 1 restored elsewhere while this node was cut off"), row
+        await until(lambda: (connection_id, "normal") in SEEN.disconnected, what="the session ending on node B")
+        assert [cid for cid, _ in SEEN.disconnected].count(connection_id) == 1

@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted_hub._core.backpressure import OutputBudget
 from twisted_hub._core.connection import ClientConnection
-from twisted_hub._core.server_resume import claim_answered
+from twisted_hub._core.server_resume import claim_answered, give_up
 from twisted_hub._core.server_session import ServerSession
 from twisted_hub._core.session_move import MovedSession
 from twisted_hub._core.session_snapshot import restore_problem
@@ -226,6 +226,34 @@ class RestoringTests(SnapshotCase):
         self.assertEqual(session.dispatcher.received, [])  # type: ignore[attr-defined]
         errors = [m for f in transport.frames for m in decode_frame(f) if isinstance(m, Error)]
         self.assertEqual([(e.call_id, e.code) for e in errors], [(1, ErrorCode.DUPLICATE_CALL)])
+
+    def test_the_writer_hearing_of_the_restore_late_gives_its_copy_up_without_ending_it(self) -> None:
+        """
+        Node A was only cut off from Redis: it hears later that B restored
+        its snapshot (session_store.py finds the key taken) and gives its copy
+        up as a move does: no on_disconnected there, the half-open connection
+        closed with 4006, the key no longer held by A's registry.
+        """
+        session, _ = self.claim_on_b(received=1, sent=1)
+        self.assertTrue(claim_answered(session, MovedSession.decode(self.state), restored=True))
+        registry = self.host.resume_registry("echo")
+        self.assertIsNotNone(registry.find_key(self.key))  # A's stale copy, its connection attached (half-open)
+        hooks_before = len(self.io.events)
+        forwards: list[str] = []
+
+        def forward_for(connection_id: str) -> Any:
+            forwards.append(connection_id)
+            return lambda payload: None
+
+        self.assertTrue(give_up(registry, self.key, forward_for))
+        self.assertEqual(forwards, ["c1"])
+        self.assertIsNone(registry.find_key(self.key))
+        self.assertEqual(self.transport.moved_codes, [4006])
+        after = self.io.events[hooks_before:]
+        self.assertIn("left", after)  # it left A's hub layer (its groups there)
+        self.assertFalse([e for e in after if isinstance(e, tuple) and e[0] == "on_disconnected"], after)
+        self.assertEqual(self.host.forgotten, [])  # A deletes nothing: the key is B's now
+        self.assertFalse(give_up(registry, self.key, forward_for))  # (nothing held any more)
 
     def test_counts_that_differ_are_refused_session_unknown_and_start_afresh(self) -> None:
         """The client received (or sent) something the snapshot does not know: traffic in flight at the death."""

@@ -51,6 +51,14 @@ class StoreCase(unittest.TestCase):
 class _NoHubs:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
+        #: the sessions given up (hub, key), and the forward each was given
+        self.given_up: list[tuple[str, bytes]] = []
+        self.forwards: list[Any] = []
+
+    def give_up(self, hub: str, key: bytes, forward: Any) -> bool:
+        self.given_up.append((hub, key))
+        self.forwards.append(forward)
+        return True
 
     def knows(self, hub: str) -> bool:
         return False
@@ -113,7 +121,7 @@ class SavingTests(StoreCase):
             self.backplane.save_session("chat", n.to_bytes(16, "big"), b"state", TTL)
 
         def renewals() -> int:
-            return sum(1 for name, args in self.redis.log if name == "PEXPIRE" and b":v1:session:" in args[0])
+            return sum(1 for name, args in self.redis.log if name == "EVAL" and b":v1:session:" in args[2])
 
         self.clock.advance(TTL / 4)  # (every snapshot is due; the node's beat at that moment renewed the first lot)
         self.assertEqual(renewals(), REFRESH_AT_ONCE)
@@ -134,6 +142,104 @@ class SavingTests(StoreCase):
         self.connector.connect()
         self.assertNotIn(NAME, self.redis.data)
         self.assertEqual((self.backplane.forgotten, self.backplane.snapshots_kept), (2, 0))
+
+
+def _errors_logged(case: unittest.TestCase) -> list[str]:
+    """The error lines logged from now on, for the rest of the test."""
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+    lines: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_level") is LogLevel.error:
+            lines.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    case.addCleanup(globalLogPublisher.removeObserver, observe)
+    return lines
+
+
+class TakenTests(StoreCase):
+    """
+    Node A wrote the snapshot and was cut off from Redis, alive; node B
+    restored the session from it (nobody answered B's claim).  B marks the
+    key taken; A, back, finds it so at its renewal and gives its copy up.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.hubs_a: _NoHubs = self.backplane._hubs  # type: ignore[assignment]
+        self.b = self.node(self.redis.connector())
+        self.backplane.save_session("chat", KEY, b"state", TTL)
+        self.value = self.redis.data[NAME]
+        self.connector.lose()  # A is cut off (alive: its copy of the session stays)
+
+    def restore_on_b(self) -> None:
+        self.advance(1.0)  # (A's claim timeout passes, cut off)
+        self.assertIsNotNone(self.read(self.b))  # the claim nobody answered reads the snapshot
+        self.b.forget_session(KEY)  # the client resumed on B: its token rotated there
+
+    def test_the_restorer_marks_the_key_taken_with_its_expiry_and_never_restores_it_twice(self) -> None:
+        expires = self.redis.expires[NAME]
+        self.restore_on_b()
+        self.assertEqual(msgpack.unpackb(self.redis.data[NAME]), [0, self.b.token])
+        self.assertEqual(self.redis.expires[NAME], expires)  # (the expiry the snapshot had)
+        self.assertEqual((self.b._sessions.marked_taken, self.b.forgotten), (1, 1))
+        errors = _errors_logged(self)
+        self.assertIsNone(self.read(self.b))  # a second claim nobody answers: not restored again
+        self.assertEqual((self.b._sessions.read_taken, errors), (1, []))  # (and not an error)
+
+    def test_the_writer_back_gives_its_copy_up_and_leaves_the_key_alone(self) -> None:
+        self.restore_on_b()
+        taken = self.redis.data[NAME]
+        self.assertEqual(self.hubs_a.given_up, [])  # cut off: A knows nothing yet
+        self.connector.connect()  # back: the renewals it sends at once find the key taken
+        self.assertEqual(self.hubs_a.given_up, [("chat", KEY)])
+        self.assertEqual(self.redis.data[NAME], taken)  # not written back over it
+        self.assertEqual((self.backplane.given_up, self.backplane.snapshots_kept, self.backplane._sessions.rewritten),
+                         (1, 0, 0))
+        row = dict(self.backplane.status())["sessions kept in redis"]
+        self.assertIn("1 restored elsewhere while this node was cut off", row)
+        # what the copy's calls would still send goes to B
+        self.hubs_a.forwards[0]("c-1")
+        self.assertEqual(self.backplane._moves.node_of("c-1"), self.b.token)
+        self.advance(TTL)  # later beats renew nothing of it
+        self.assertEqual(self.hubs_a.given_up, [("chat", KEY)])
+
+    def test_a_key_holding_another_nodes_snapshot_by_now_is_given_up_too(self) -> None:
+        self.restore_on_b()
+        self.b.save_session("chat", KEY, b"newer", TTL)  # quiet again on B: its own snapshot
+        self.connector.connect()
+        self.assertEqual(self.hubs_a.given_up, [("chat", KEY)])
+        self.assertEqual(self.read(self.b)[0], b"newer")
+        self.hubs_a.forwards[0]("c-1")  # (which node does not say: the id's own node routes it)
+        self.assertNotEqual(self.backplane._moves.node_of("c-1"), self.b.token)
+
+    def test_unchanged_or_flushed_keys_are_kept(self) -> None:
+        """Nobody restored it: A's renewal renews it; Redis flushed: A writes it again. Nothing is given up."""
+        self.connector.connect()
+        self.assertEqual(self.redis.data[NAME], self.value)
+        self.redis.data.clear()
+        self.redis.expires.clear()
+        self.advance(TTL / 4 + 1.0)
+        self.assertEqual(self.redis.data[NAME], self.value)
+        self.assertEqual((self.hubs_a.given_up, self.backplane._sessions.rewritten), ([], 1))
+
+    def test_the_mark_waits_while_redis_is_away_from_the_restorer_too(self) -> None:
+        self.advance(1.0)
+        self.assertIsNotNone(self.read(self.b))
+        b_connector = self.redis.connectors[-1]
+        b_connector.lose()
+        self.b.forget_session(KEY)
+        self.assertEqual(self.redis.data[NAME], self.value)  # (B cannot reach Redis either)
+        b_connector.connect()
+        self.assertEqual(msgpack.unpackb(self.redis.data[NAME]), [0, self.b.token])  # marked, not deleted
+
+    def test_a_restored_key_the_restorer_wrote_again_is_deleted_when_forgotten(self) -> None:
+        self.restore_on_b()
+        self.b.save_session("chat", KEY, b"newer", TTL)
+        self.b.forget_session(KEY)  # (its session ended on B)
+        self.assertNotIn(NAME, self.redis.data)
 
 
 class TrustTests(StoreCase):

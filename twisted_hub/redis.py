@@ -234,11 +234,12 @@ class _LinkReport:
                 f"{backplane.claims_won} taken over, {backplane.handed_over} handed over; "
                 f"claims refused {backplane.claims_refused}, unanswered {backplane.claims_unanswered}",
             ))
-        if backplane.claims_restored or backplane.snapshots_kept:
+        if backplane.claims_restored or backplane.snapshots_kept or backplane.given_up:
             rows.append((
                 "sessions kept in redis",
                 f"{backplane.snapshots_kept} snapshot(s) of quiet sessions; {backplane.claims_restored} restored "
-                "here after their node was lost",
+                "here after their node was lost"
+                + (f"; {backplane.given_up} restored elsewhere while this node was cut off" if backplane.given_up else ""),
             ))
         if backplane.late_handovers:
             rows.append((
@@ -335,6 +336,7 @@ class RedisBackplane:
         self._inbox = NodeInbox(self._codec, self._mirror, self._problems, self.channel_all, self._load)
         self._sessions = SessionStore(
             self.keys, self._codec, self._link, self._now, lambda: self._codec.last_heard(self.channel_all),
+            node=self.token, taken=self._session_taken,
         )
         self._moves = SessionMoves(
             self.token, self._publish_move, lambda: self._codec.last_heard(self.channel_all),
@@ -390,6 +392,9 @@ class RedisBackplane:
     #: session snapshots written and deleted by this node (docs/resumption.md, "When a node dies")
     saved = _Kept("_sessions")
     forgotten = _Kept("_sessions")
+    #: snapshots of this node another node restored while this node was cut off from Redis
+    #: (found at a renewal: the session was given up here)
+    given_up = _Kept("_sessions")
 
     @property
     def clock(self) -> IReactorTime:
@@ -537,6 +542,20 @@ class RedisBackplane:
         self, hub: str, key: bytes, then: Callable[[tuple[bytes, dict[str, int]] | None], None],
     ) -> None:
         self._sessions.read(hub, key, then)
+
+    def _session_taken(self, hub: str, key: bytes, node: str) -> None:
+        """Node C{node} ("": another) restored session C{key} of C{hub} from this node's snapshot: give it up here."""
+        hubs = self._hubs
+        if hubs is None:
+            return  # (not attached: no session is held)
+        moves = self._moves
+
+        def forward(connection_id: str) -> Callable[[bytes], None]:
+            if node:
+                moves.moved_to(connection_id, node)
+            return lambda payload: moves.forward(hub, connection_id, payload)
+
+        hubs.give_up(hub, key, forward)
 
     def _publish_move(self, node: str | None, message: BackplaneMessage) -> None:
         channel = self.channel_all if node is None else self.keys.node_channel(node)

@@ -140,6 +140,13 @@ class LocalHubs(Protocol):
         called when the session is given up, gives what sends on to the new node.
         """
 
+    def give_up(self, hub: str, key: bytes, forward: Callable[[str], Callable[[bytes], None]]) -> bool:
+        """
+        Another node restored the session C{key} names from this node's
+        snapshot (this node was cut off from Redis meanwhile): give the copy
+        here up as in L{hand_over}, without ending it.  False: not held here.
+        """
+
     def forwarded(self, hub: str, connection_id: str, payload: bytes) -> bool:
         """A message for C{connection_id}, which moved here: send it (False: not held here)."""
 

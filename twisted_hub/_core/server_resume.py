@@ -515,6 +515,23 @@ def hand_over(
     return state
 
 
+def give_up(registry: SessionRegistry, key: bytes, forward_for: Callable[[str], Callable[[bytes], None]]) -> bool:
+    """
+    Another node restored the session C{key} names from this node's
+    snapshot while this node was cut off from Redis (docs/resumption.md,
+    "When a node dies"): the copy here is stale.  It leaves as a move does
+    (L{SessionResume.moved_away}: no C{on_disconnected} here; a connection
+    still attached, half-open by now, is closed with 4006).  False: no such
+    session here.
+    """
+    record = registry.find_key(key)
+    session = cast("ServerSession[Any] | None", record.owner if record is not None else None)
+    if session is None or session.resumable is None:
+        return False
+    session.resumable.moved_away(forward_for(session.connection_id))
+    return True
+
+
 def claim_answered(
     session: ServerSession[Any], moved: MovedSession | None, reason: str = ResumeReason.SESSION_UNKNOWN,
     message: str = "no node holds this session", node: str = "", restored: bool = False,

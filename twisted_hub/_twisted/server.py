@@ -36,7 +36,7 @@ from .._core.heartbeat import HeartbeatPolicy, StallDetector
 from .._core.origin import ANY_ORIGIN, AllowedHosts, OriginPolicy
 from .._core.replay_log import BroadcastLog
 from .._core.resume import ResumePolicy, ResumeRefusedError, SessionRegistry, SessionToken
-from .._core.server_resume import claim_answered, forwarded, hand_over, node_lost
+from .._core.server_resume import claim_answered, forwarded, give_up, hand_over, node_lost
 from .._core.server_session import ServerSession
 from .._core.session_move import MovedSession, MoveError
 from .._core.session_snapshot import SNAPSHOT_TTL_WINDOWS
@@ -908,6 +908,10 @@ class _FactoryHubs:
             SESSION_LOG.logger.error("a session of hub {hub} cannot move to another node: {error}", hub=hub, error=e)
             return ResumeReason.SESSION_UNKNOWN, str(e), b""
         return None if state is None else ("", "", state)
+
+    def give_up(self, hub: str, key: bytes, forward: Callable[[str], Callable[[bytes], None]]) -> bool:
+        registry = self.factory.resume_registries.get(hub)
+        return registry is not None and give_up(registry, key, forward)
 
     def forwarded(self, hub: str, connection_id: str, payload: bytes) -> bool:
         session = self.factory.runtimes[hub].connections.get(connection_id)
