@@ -266,6 +266,30 @@ class TrustTests(StoreCase):
         self.assertIsNone(self.read(self.backplane))
         self.assertEqual(self.backplane._sessions.read_unusable, 2)
 
+    def test_a_value_not_signed_found_at_a_renewal_is_overwritten_not_obeyed(self) -> None:
+        """Someone without the secret wrote a taken mark over the node's snapshot: logged, and written back."""
+        hubs: _NoHubs = self.signed._hubs  # type: ignore[assignment]
+        self.signed.save_session("chat", KEY, b"state", TTL)
+        value = self.redis.data[NAME]
+        self.redis.data[NAME] = msgpack.packb([0, "a-node-of-the-forger"])
+        errors = _errors_logged(self)
+        self.advance(TTL / 4 + 1.0)
+        self.assertEqual(self.redis.data[NAME], value)
+        self.assertEqual((hubs.given_up, self.signed.given_up), ([], 0))
+        self.assertIn("not signed with the nodes' secret", " ".join(errors))
+
+    def test_a_signed_taken_mark_is_obeyed(self) -> None:
+        hubs: _NoHubs = self.signed._hubs  # type: ignore[assignment]
+        other = self.node(self.redis.connector(), secret_file=self.secret)
+        self.signed.save_session("chat", KEY, b"state", TTL)
+        self.advance(1.0)
+        self.assertIsNotNone(self.read(other))
+        other.forget_session(KEY)
+        self.advance(TTL / 4 + 1.0)
+        self.assertEqual(hubs.given_up, [("chat", KEY)])
+        hubs.forwards[0]("c-9")  # (the mark is authentic: what the copy still sends goes to the node it names)
+        self.assertEqual(self.signed._moves.node_of("c-9"), other.token)
+
     def _errors(self) -> list[str]:
         from twisted.logger import globalLogPublisher
 

@@ -201,13 +201,17 @@ class SessionStore:
         if reply == 1 or reply is FAILED or entry is None or entry[2] != value:
             return  # (renewed, failed and counted by the link, or forgotten or written anew meanwhile)
         _, ttl_ms, _, hub, key = entry
-        if reply == 0:
+        data = self._codec.session_data(name, reply) if reply != 0 else None
+        if reply != 0 and data is None:
+            _log.error("the session snapshot {key} in Redis was overwritten with a value not signed with the"
+                       " nodes' secret: this node's is written again", key=name.decode())
+        if data is None:
             if self._link.send("SET", name, value, "PX", ttl_ms) is not None:
                 self.rewritten += 1
             return
         del self._written[name]
         self.given_up += 1
-        node = self._taken_by(name, reply)
+        node = _taken_by(data)
         _log.warn(
             "the session snapshot {key} was restored by {node} while this node was cut off from Redis:"
             " its copy here is given up",
@@ -216,16 +220,6 @@ class SessionStore:
         if self._taken is not None:
             self._taken(hub, key, node)
 
-    def _taken_by(self, name: bytes, value: object) -> str:
-        """The node a taken key names ("" for another node's snapshot, or a value not signed by the nodes)."""
-        data = self._codec.session_data(name, value)
-        try:
-            raw = msgpack.unpackb(data, raw=False) if data is not None else None
-        except Exception:
-            return ""
-        if type(raw) is list and len(raw) == 2 and raw[0] == TAKEN_LAYOUT and type(raw[1]) is str:  # noqa: E721
-            return raw[1]
-        return ""
 
     def read(self, hub: str, key: bytes, then: Callable[[tuple[bytes, dict[str, int]] | None], None]) -> None:
         """Read the snapshot of session C{key} of C{hub}: C{then((state, cut-offs))} or C{then(None)}, once."""
@@ -274,3 +268,14 @@ class SessionStore:
             return None
         self.read_found += 1
         return raw[2], raw[3]
+
+
+def _taken_by(data: bytes) -> str:
+    """The node a taken key's (authentic) data names; "" for anything else (another node's snapshot)."""
+    try:
+        raw = msgpack.unpackb(data, raw=False)
+    except ValueError:  # (msgpack's errors: the value is another node's, of a layout unknown here)
+        return ""
+    if type(raw) is list and len(raw) == 2 and raw[0] == TAKEN_LAYOUT and type(raw[1]) is str:  # noqa: E721
+        return raw[1]
+    return ""
