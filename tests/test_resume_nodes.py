@@ -446,3 +446,39 @@ async def test_a_node_cut_off_from_redis_gives_up_a_session_restored_elsewhere()
             assert row.endswith("; 1 restored elsewhere while this node was cut off"), row
         await until(lambda: (connection_id, "normal") in SEEN.disconnected, what="the session ending on node B")
         assert [cid for cid, _ in SEEN.disconnected].count(connection_id) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_quiet_session_that_moves_leaves_no_snapshot_behind() -> None:
+    """
+    A quiet session with a snapshot in Redis moves to node B (node A
+    answers B's claim): node A stops keeping that snapshot at once (it would
+    renew, and after B deleted it write back, a stale snapshot for as long
+    as it lives), and once the client resumed on B Redis holds none of it.
+    """
+    async with two_nodes() as nodes:
+        a = nodes.backplane(0)
+        store = a._sessions
+        save = store.save
+
+        def saved(*args: Any) -> bool:
+            written = save(*args)
+            changed()
+            return written
+
+        store.save = saved  # type: ignore[method-assign]
+        mover = client(nodes.proxy_port, Receiver())
+        async with running(mover):
+            await mover.call("subscribe", "news")
+            await until(lambda: a.snapshots_kept == 1, what="node A's snapshot of the quiet session")
+            nodes.route_to(1)
+            assert nodes.proxy.cut_all() == 1
+            await until(lambda: mover.resumes == 1, what="the client resumed on node B")
+            assert claims(nodes, 1)["won"] == 1
+            assert a.snapshots_kept == 0  # (A no longer renews it)
+            redis = nodes.backplane(1)._link.commands
+            name = b"twisted-hub:v1:session:*"
+            assert await redis.execute_command("KEYS", name) == []  # (B deleted it once its token rotated)
+            store.refresh(everything=True)  # A's next renewals: nothing of it
+            await a._link.commands.execute_command("PING")  # (answered after whatever A just sent)
+            assert await redis.execute_command("KEYS", name) == []

@@ -68,7 +68,15 @@ from ._backplane.redis_link import (
 )
 from ._backplane.redis_presence import NodePresence
 from ._backplane.session_store import SessionStore
-from ._backplane.wire import BackplaneMessage, Bye, NodeCodec, Signer, read_secret_file, secret_from_environment
+from ._backplane.wire import (
+    BackplaneMessage,
+    Bye,
+    Handover,
+    NodeCodec,
+    Signer,
+    read_secret_file,
+    secret_from_environment,
+)
 from ._core.base_error import HubArgumentError, HubStateError
 from ._support.logging import HUB_LOG_OBSERVER, TwistedCoreLog
 
@@ -558,6 +566,10 @@ class RedisBackplane:
         hubs.give_up(hub, key, forward)
 
     def _publish_move(self, node: str | None, message: BackplaneMessage) -> None:
+        if isinstance(message, Handover) and message.state:
+            # (the session is the claimant's now: this node stops renewing its snapshot, which
+            # the claimant deletes once the token rotated there, or which expires by itself)
+            self._sessions.disown(message.key)
         channel = self.channel_all if node is None else self.keys.node_channel(node)
         self._publisher.publish(channel, message)
 

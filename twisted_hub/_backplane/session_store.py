@@ -147,6 +147,15 @@ class SessionStore:
             while len(self._unsent) > MAX_UNSENT_FORGETS:
                 self._unsent.popitem(last=False)
 
+    def disown(self, key: bytes) -> None:
+        """
+        This node handed the session over to another node: stop renewing its
+        snapshot, without deleting it (the new node deletes it once the
+        token rotated there; if the handover is lost, the claimant may still
+        restore the session from it).
+        """
+        self._written.pop(self._keys.session(key), None)
+
     def _delete(self, name: bytes, marker: bytes | None) -> bool:
         """Delete key C{name}, or mark it taken with C{marker}; False when Redis is away."""
         if marker is None:
