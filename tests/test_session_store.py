@@ -151,8 +151,9 @@ def _errors_logged(case: unittest.TestCase) -> list[str]:
     lines: list[str] = []
 
     def observe(event: dict[str, Any]) -> None:
-        if event.get("log_level") is LogLevel.error:
-            lines.append(formatEvent(event))
+        if event.get("log_level") in (LogLevel.error, LogLevel.critical):
+            failure = event.get("log_failure")
+            lines.append(formatEvent(event) + ("\n" + failure.getTraceback() if failure is not None else ""))
 
     globalLogPublisher.addObserver(observe)
     case.addCleanup(globalLogPublisher.removeObserver, observe)
@@ -205,6 +206,21 @@ class TakenTests(StoreCase):
         self.assertEqual(self.backplane._moves.node_of("c-1"), self.b.token)
         self.advance(TTL)  # later beats renew nothing of it
         self.assertEqual(self.hubs_a.given_up, [("chat", KEY)])
+
+    def test_a_failure_giving_the_copy_up_is_logged_with_its_traceback(self) -> None:
+        self.restore_on_b()
+
+        def broken(hub: str, key: bytes, forward: Any) -> bool:
+            raise RuntimeError("a bug in giving up")
+
+        self.hubs_a.give_up = broken  # type: ignore[method-assign]
+        errors = _errors_logged(self)
+        self.connector.connect()
+        self.assertEqual(self.backplane.given_up, 1)
+        self.assertEqual(len(errors), 1)
+        self.assertIn("giving up a session of hub chat another node restored failed", errors[0])
+        self.assertIn("a bug in giving up", errors[0])  # (the traceback)
+        self.flushLoggedErrors(RuntimeError)
 
     def test_a_key_holding_another_nodes_snapshot_by_now_is_given_up_too(self) -> None:
         self.restore_on_b()
