@@ -10,7 +10,11 @@ Each direction records when it last read data from its source
 (L{Direction.last_read_at}, C{time.monotonic()}; reads of fewer than
 L{BULK_READ} bytes -- a heartbeat, its answer, a close frame -- do not
 count): once the receiving side stops consuming and the buffers between
-fill up, the sender's bytes stop moving at that moment.
+fill up, the sender's bytes stop moving at that moment.  It also records
+when it last wrote bytes of such a read to its target
+(L{Direction.last_forwarded_at}): the receiving side's last progress, up
+to the L{HIGH_WATER} bytes the proxy held (at 200 KB/s, 80 ms) after the
+last read.
 """
 
 from __future__ import annotations
@@ -52,6 +56,10 @@ class Direction:
         self.target_paused = False
         self.forwarded = 0
         self.last_read_at: float | None = None
+        #: when bytes of a bulk read were last written to the target (C{time.monotonic()})
+        self.last_forwarded_at: float | None = None
+        # the stream position (in forwarded bytes) where the last bulk read ends
+        self._bulk_end = 0
         self.closing = False
 
     # IPushProducer, registered on the target's transport
@@ -66,9 +74,10 @@ class Direction:
         self.target_paused = True
 
     def received(self, data: bytes) -> None:
+        self.buffer += data
         if len(data) >= BULK_READ:
             self.last_read_at = time.monotonic()
-        self.buffer += data
+            self._bulk_end = self.forwarded + len(self.buffer)
         if len(self.buffer) >= HIGH_WATER and not self.source_paused and self.source is not None:
             self.source_paused = True
             self.source.transport.pauseProducing()  # type: ignore[union-attr]
@@ -89,6 +98,8 @@ class Direction:
         if count:
             chunk = bytes(self.buffer[:count])
             del self.buffer[:count]
+            if self.forwarded < self._bulk_end:
+                self.last_forwarded_at = time.monotonic()
             self.forwarded += count
             target.transport.write(chunk)
         if self.source_paused and len(self.buffer) < LOW_WATER and self.source is not None:

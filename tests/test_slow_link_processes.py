@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import task
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 
 from ._nginx import NginxProcess, start_nginx
@@ -127,6 +127,18 @@ def timed_line(process: ScriptProcess, prefix: str) -> Deferred[tuple[str, float
     return process.wait_for_line(prefix).addCallback(lambda line: (line, time.monotonic()))
 
 
+def server_drop(server: ScriptProcess, connection_id: str) -> Deferred[tuple[str, float]]:
+    """
+    The server's DISCONNECTED line for C{connection_id}, and when the server
+    dropped it: the C{time.monotonic()} of the DROPPED line it prints next
+    (Linux's monotonic clock is the machine's, shared by this process), not
+    when this process, busy with the proxies of some twenty clients, read it.
+    """
+    line = server.wait_for_line(f"DISCONNECTED {connection_id} ")
+    stamp = server.wait_for_line(f"DROPPED {connection_id} ")
+    return gatherResults([line, stamp]).addCallback(lambda found: (found[0], float(found[1].split()[2])))
+
+
 def sleep(seconds: float) -> Deferred[None]:
     return task.deferLater(reactor(), seconds, lambda: None)
 
@@ -172,21 +184,30 @@ FILL_LIMIT = {200_000: 3.0, 50_000: 6.0}
 
 async def measure_drops(
     frozen: list[Scenario], waiting: list[Deferred[tuple[str, float]]], frozen_at: float,
+    to_frozen_server: list[Scenario],
 ) -> list[tuple[Scenario, str, float, float]]:
     """
     For each stopped peer's scenario: the line that reported the drop, when
     its bytes stopped moving (seconds after the SIGSTOP) and how long the drop
-    took after that.
+    took after the side that dropped it last saw them move.  That side is
+    the server for a stopped client, the client for a stopped server; when
+    it receives the limited direction, its last progress is the proxy's
+    last write of bulk bytes to it (the proxy holds up to 16 KiB past its
+    last read), else the proxy's last read of its bytes.
     """
     measured = []
     for scenario, pending in zip(frozen, waiting, strict=True):
         line, dropped_at = await pending.addTimeout(60, reactor())
-        last_read = scenario.limited().last_read_at
+        limited = scenario.limited()
+        last_read = limited.last_read_at
         assert last_read is not None, scenario.name
+        dropper_receives = (scenario in to_frozen_server) == (scenario.direction == "download")
+        last_progress = limited.last_forwarded_at if dropper_receives else last_read
+        assert last_progress is not None, scenario.name
         # A client may drop a stopped server while a proxy in front of it still takes its
         # bytes (nginx's buffers): then it was dropped before they stopped, which is within the bound.
         stopped = min(last_read, dropped_at)
-        measured.append((scenario, line, stopped - frozen_at, dropped_at - stopped))
+        measured.append((scenario, line, stopped - frozen_at, dropped_at - min(last_progress, dropped_at)))
     return measured
 
 
@@ -220,7 +241,7 @@ def print_drops(measured: list[tuple[Scenario, str, float, float]]) -> None:
     for scenario, line, stopped_after, detection in measured:
         print(
             f"  {scenario.name}: bytes stopped {stopped_after:.2f}s after SIGSTOP, "
-            f"dropped {detection:.2f}s after that ({line})"
+            f"dropped {detection:.2f}s after the side that dropped it last saw them move ({line})"
         )
 
 
@@ -321,7 +342,7 @@ async def test_slow_links_every_client_kind(route: list[NginxProcess] | None) ->
             assert scenario.process.transport is not None
             scenario.process.transport.write(b"GO\n")
 
-        drops = [timed_line(server, f"DISCONNECTED {s.connection_id} ") for s in frozen_clients]
+        drops = [server_drop(server, s.connection_id) for s in frozen_clients]
         closes = [timed_line(s.process, "CLOSED") for s in to_frozen_server]
         await sleep(FREEZE_AFTER)
         await until_moving(frozen_clients + to_frozen_server)
@@ -330,7 +351,7 @@ async def test_slow_links_every_client_kind(route: list[NginxProcess] | None) ->
         frozen_server.freeze()
         frozen_at = time.monotonic()
 
-        measured = await measure_drops(frozen_clients + to_frozen_server, drops + closes, frozen_at)
+        measured = await measure_drops(frozen_clients + to_frozen_server, drops + closes, frozen_at, to_frozen_server)
         for scenario in scenarios:
             # (the JS client's last line is AVOIDED, right after CLOSED)
             last = "AVOIDED" if scenario.kind in ("js", "browser") else "CLOSED"
@@ -425,7 +446,7 @@ async def test_frozen_peers_every_rate_and_direction(route: list[NginxProcess] |
             assert scenario.process.transport is not None
             scenario.process.transport.write(b"GO\n")
 
-        drops = [timed_line(server, f"DISCONNECTED {s.connection_id} ") for s in frozen_clients]
+        drops = [server_drop(server, s.connection_id) for s in frozen_clients]
         closes = [timed_line(s.process, "CLOSED") for s in to_frozen_server]
         await sleep(FREEZE_AFTER)
         await until_moving(frozen_clients + to_frozen_server)
@@ -433,7 +454,7 @@ async def test_frozen_peers_every_rate_and_direction(route: list[NginxProcess] |
             scenario.process.freeze()
         frozen_server.freeze()
         frozen_at = time.monotonic()
-        measured = await measure_drops(frozen_clients + to_frozen_server, drops + closes, frozen_at)
+        measured = await measure_drops(frozen_clients + to_frozen_server, drops + closes, frozen_at, to_frozen_server)
         print(f"\n{'direct' if route is None else 'through nginx'}:")
         print_drops(measured)
         check_drops(measured, to_frozen_server, server, route)

@@ -6,6 +6,8 @@ A hub server process for the real-process heartbeat tests.
 Listens on a free 127.0.0.1 port and prints "PORT <n>" when ready.  The
 "probe" hub has echo(value), block(seconds) and stall_after_next_beat(seconds)
 (both block the reactor on purpose) and reports every disconnect as "DISCONNECTED <id> <kind>" on stdout,
+followed by "DROPPED <id> <time.monotonic() at that moment>" (the machine's monotonic clock, which the
+test process shares: when the server dropped it, not when a busy test process read the line),
 and "GRACE <message>" whenever it deferred heartbeat timeouts because its own reactor was stalled
 (docs/heartbeat.md, "Stall awareness": those peers get one more exchange).
 """
@@ -84,6 +86,7 @@ def main() -> None:
 
         def on_disconnected(self, reason: DisconnectReason) -> None:
             print(f"DISCONNECTED {self.connection.id} {reason.kind.value}", flush=True)
+            print(f"DROPPED {self.connection.id} {time.monotonic():.6f}", flush=True)
 
     policy = HeartbeatPolicy()
     if args.interval is not None:
