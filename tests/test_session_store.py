@@ -9,6 +9,8 @@ refused when unusable (logged).
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any
 
 import msgpack
@@ -261,7 +263,10 @@ class TakenTests(StoreCase):
 class TrustTests(StoreCase):
     def setUp(self) -> None:
         super().setUp()
-        self.secret = self.mktemp()
+        # (not self.mktemp(): under pytest it writes below the current directory, the checkout)
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        self.secret = os.path.join(directory.name, "secret")
         with open(self.secret, "w") as f:
             f.write("a-shared-secret-of-enough-length\n")
         self.signed = self.node(self.redis.connector(), secret_file=self.secret)
