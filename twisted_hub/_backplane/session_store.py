@@ -203,18 +203,19 @@ class SessionStore:
     def _renewed(self, reply: Any, name: bytes, value: bytes) -> None:
         """
         A renewal's answer: 1 renewed; 0: Redis no longer holds the
-        snapshot (it is written again); a value: another node's (see the
-        module docstring: the session is given up here).
+        snapshot, or a value not signed with the nodes' secret: this node's
+        is written again; another authentic value (a taken mark, another
+        node's snapshot): the session is given up here (the module docstring).
         """
         entry = self._written.get(name)
         if reply == 1 or reply is FAILED or entry is None or entry[2] != value:
             return  # (renewed, failed and counted by the link, or forgotten or written anew meanwhile)
         _, ttl_ms, _, hub, key = entry
-        data = self._codec.session_data(name, reply) if reply != 0 else None
-        if reply != 0 and data is None:
-            _log.error("the session snapshot {key} in Redis was overwritten with a value not signed with the"
-                       " nodes' secret: this node's is written again", key=name.decode())
+        data = None if reply == 0 else self._codec.session_data(name, reply)
         if data is None:
+            if reply != 0:
+                _log.error("the session snapshot {key} in Redis was overwritten with a value not signed with the"
+                           " nodes' secret: this node's is written again", key=name.decode())
             if self._link.send("SET", name, value, "PX", ttl_ms) is not None:
                 self.rewritten += 1
             return
@@ -228,7 +229,6 @@ class SessionStore:
         )
         if self._taken is not None:
             self._taken(hub, key, node)
-
 
     def read(self, hub: str, key: bytes, then: Callable[[tuple[bytes, dict[str, int]] | None], None]) -> None:
         """Read the snapshot of session C{key} of C{hub}: C{then((state, cut-offs))} or C{then(None)}, once."""
